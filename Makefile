@@ -1,0 +1,55 @@
+# Front door: wraps CMake so a fresh machine needs two commands
+# (`make demo`, `make test`).
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+SOURCES     = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+
+.PHONY: all build deps test test-unit asan demo bench format format-check docs clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Everything: unit, config-doc freshness, and integration tests against a
+# real Kafka broker that the ctest fixture fetches and starts.
+test: deps
+	$(MAKE) build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
+
+# Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan:
+	cmake -S . -B $(ASAN_BUILD) -DLD_SANITIZE=address,undefined \
+	      -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
+
+demo: deps
+	$(MAKE) build
+	$(BUILD)/daemon/learnd demo
+
+bench: build
+	cmake --build $(BUILD) --target bench -j $(JOBS)
+
+docs: build
+	$(BUILD)/daemon/learnd config doc > docs/CONFIGURATION.md
+
+format:
+	clang-format -i $(SOURCES)
+
+format-check:
+	clang-format --dry-run --Werror $(SOURCES)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Shared ground of every stage: the error type, logging, and the config-table
+ * row types each module uses to declare its settings. */
+#ifndef LD_COMMON_H
+#define LD_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define LD_WUR         __attribute__((warn_unused_result))
+#define LD_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+/* ---- Errors ------------------------------------------------------------- */
+
+/* One error type for the whole program: LD_OK or a negative failure. */
+typedef enum ld_err {
+    LD_OK = 0,
+    LD_ERR_NOMEM = -1,    /* allocation failed */
+    LD_ERR_INVAL = -2,    /* invalid argument or state */
+    LD_ERR_IO = -3,       /* file or socket I/O failed (see errno) */
+    LD_ERR_CORRUPT = -4,  /* bad length, checksum or structure in input */
+    LD_ERR_CONFIG = -5,   /* configuration error */
+    LD_ERR_KAFKA = -6,    /* librdkafka reported an error */
+    LD_ERR_NOENT = -7,    /* no such item */
+    LD_ERR_RANGE = -8,    /* value outside its allowed range */
+    LD_ERR_DECODE = -9,   /* record could not be decoded */
+    LD_ERR_TIMEOUT = -10, /* deadline passed */
+    LD_ERR_FENCED = -11,  /* another instance took over our transactional id */
+    LD_ERR_FULL = -12,    /* bounded queue or store is full */
+    LD_ERR__END = -13
+} ld_err_t;
+
+/* Returns a static, human-readable description of err; never NULL. */
+const char *ld_err_str(ld_err_t err);
+
+/* Exit codes of the learnd binary (DESIGN §8). */
+enum { LD_EXIT_OK = 0, LD_EXIT_RUNTIME = 1, LD_EXIT_USAGE = 2 };
+
+/* ---- Logging ------------------------------------------------------------ */
+
+/* syslog severities, so librdkafka's levels map one to one. */
+typedef enum ld_log_level {
+    LD_LOG_EMERG = 0,
+    LD_LOG_ALERT = 1,
+    LD_LOG_CRIT = 2,
+    LD_LOG_ERR = 3,
+    LD_LOG_WARN = 4,
+    LD_LOG_NOTICE = 5,
+    LD_LOG_INFO = 6,
+    LD_LOG_DEBUG = 7
+} ld_log_level_t;
+
+/* Writes one logfmt line to the log stream (stderr unless ld_log_open() named
+ * a file): `ts=<RFC3339 UTC ms> level=<name> mod=<mod> ` followed by fmt,
+ * which is itself logfmt (`msg="..." key=value`). Thread-safe; one write(2)
+ * per line so concurrent lines never interleave. Lines above the threshold are
+ * dropped, except LD_LOG_DEBUG lines of modules switched on with
+ * ld_log_debug_enable(). */
+void ld_log(ld_log_level_t level, const char *mod, const char *fmt, ...)
+    LD_PRINTF(3, 4);
+void ld_logv(ld_log_level_t level, const char *mod, const char *fmt,
+             va_list ap);
+
+/* Sets the threshold (default LD_LOG_INFO). */
+void ld_log_set_level(ld_log_level_t level);
+/* Parses "info", "warn", ...; returns LD_ERR_INVAL for an unknown name. */
+ld_err_t ld_log_level_parse(const char *name, ld_log_level_t *out) LD_WUR;
+const char *ld_log_level_name(ld_log_level_t level);
+/* Switches on debug lines for module mod ("all" for every module). */
+void ld_log_debug_enable(const char *mod);
+/* True when a debug line for mod would be written; lets callers skip
+ * formatting costs on hot paths. */
+int ld_log_debug_on(const char *mod);
+/* Sends lines to path (appending), or back to stderr when path is NULL.
+ * Called again with the same path it reopens the file (SIGHUP, logrotate). */
+ld_err_t ld_log_open(const char *path) LD_WUR;
+
+/* Escapes s as a logfmt value into buf (quoted when it holds spaces, quotes
+ * or '='); returns buf. Borrowed s; buf owned by the caller. */
+const char *ld_log_quote(char *buf, size_t size, const char *s);
+
+/* ---- Config tables ------------------------------------------------------ */
+
+/* Value types a config row can hold. */
+typedef enum ld_conf_type {
+    LD_CONF_BOOL,     /* int: 0/1 from true/false */
+    LD_CONF_INT,      /* int64_t */
+    LD_CONF_DOUBLE,   /* double */
+    LD_CONF_STRING,   /* char *, heap-owned by the config */
+    LD_CONF_ENUM,     /* int: index into the '|'-separated choices */
+    LD_CONF_DURATION, /* int64_t milliseconds, from "250ms", "30s", "10m",
+                         "2h", "1d" or a bare number of milliseconds */
+    LD_CONF_SIZE,     /* int64_t bytes, from "512", "64KiB", "1MiB", "2GiB" */
+    LD_CONF_STRLIST,  /* ld_strlist_t: a YAML sequence of scalars */
+} ld_conf_type_t;
+
+/* A list of owned strings. */
+typedef struct ld_strlist {
+    char **v;
+    size_t n;
+} ld_strlist_t;
+
+/* One setting: the loader, `learnd config check` and docs/CONFIGURATION.md
+ * all read these rows. */
+typedef struct ld_conf_row {
+    const char *name;    /* key inside its section */
+    ld_conf_type_t type;
+    size_t offset;       /* offsetof() the field in the section's struct */
+    const char *def;     /* default, as YAML text; NULL means required */
+    double min, max;     /* inclusive range for numbers, durations, sizes */
+    const char *choices; /* ENUM: "first|last|max|sum" */
+    const char *desc;    /* one line */
+} ld_conf_row_t;
+
+/* A section of the YAML file (`labeling:`) and the struct it fills. */
+typedef struct ld_conf_section {
+    const char *name;
+    const char *desc;
+    const ld_conf_row_t *rows;
+    size_t nrows;
+} ld_conf_section_t;
+
+#define LD_CONF_ROWS(rows) (rows), (sizeof(rows) / sizeof((rows)[0]))
+
+/* ---- Small utilities ---------------------------------------------------- */
+
+/* Milliseconds on CLOCK_MONOTONIC; for deadlines and rates only, never for
+ * what a model learns. */
+int64_t ld_now_mono_ms(void);
+/* Milliseconds since the Unix epoch on CLOCK_REALTIME. */
+int64_t ld_now_wall_ms(void);
+
+#endif /* LD_COMMON_H */
