@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The plain structs that flow between stages: a decoded record's features and
+ * the labelled example the joiner hands the trainer. */
+#ifndef LD_PIPELINE_RECORD_H
+#define LD_PIPELINE_RECORD_H
+
+#include <stdint.h>
+
+/* Features of one record: hashed sparse slots plus a dense block. Indices are
+ * already reduced to [0, 2^hash_bits). Arrays are borrowed from whoever owns
+ * the record (decoder arena, pending-event store). */
+typedef struct ld_features {
+    const uint32_t *idx; /* sparse slot indices, nnz entries */
+    const float *val;    /* sparse values, nnz entries (1.0 for one-hot) */
+    const float *dense;  /* dense block, ndense entries */
+    uint32_t nnz;
+    uint32_t ndense;
+} ld_features_t;
+
+/* How an example got its label (DESIGN §3). */
+typedef enum ld_sample_type {
+    LD_SAMPLE_POS = 0,         /* label arrived inside the window */
+    LD_SAMPLE_DEFAULT_NEG = 1, /* window closed without a label */
+    LD_SAMPLE_FAKE_NEG = 2,    /* fake_negative policy: emitted at once */
+    LD_SAMPLE_DELAYED_POS = 3, /* label arrived after the window/fake neg */
+    LD_SAMPLE__COUNT = 4
+} ld_sample_type_t;
+
+/* One labelled example, in release order. */
+typedef struct ld_example {
+    ld_features_t x;
+    float label;   /* 0/1 for logistic, value for linear, class for softmax */
+    float weight;  /* sample weight (importance weights applied later) */
+    ld_sample_type_t sample_type;
+    int64_t event_time_ms;
+    int64_t label_time_ms; /* -1 when no label arrived */
+    int32_t partition;     /* source partition of the event */
+    int64_t offset;        /* source offset of the event */
+    const char *event_id;  /* borrowed, NUL-terminated */
+} ld_example_t;
+
+#endif /* LD_PIPELINE_RECORD_H */
