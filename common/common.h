@@ -124,6 +124,30 @@ typedef struct ld_conf_section {
 
 #define LD_CONF_ROWS(rows) (rows), (sizeof(rows) / sizeof((rows)[0]))
 
+/* Fills every field of the struct at base with its row's default (required
+ * rows are zeroed). Returns LD_ERR_CONFIG if a default does not parse (a bug
+ * in the table, caught by the unit tests); errstr says which. */
+ld_err_t ld_conf_set_defaults(const ld_conf_section_t *sec, void *base,
+                              char *errstr, size_t errstr_size) LD_WUR;
+
+/* Parses text as the value of row into base. Returns LD_ERR_CONFIG (wrong
+ * type: "expected a duration like 30s") or LD_ERR_RANGE (outside [min,max])
+ * with the reason in errstr. Replaces and frees any previous value. */
+ld_err_t ld_conf_parse_value(const ld_conf_row_t *row, const char *text,
+                             void *base, char *errstr,
+                             size_t errstr_size) LD_WUR;
+
+/* Appends text to a STRLIST field (no range check). */
+ld_err_t ld_conf_strlist_add(ld_strlist_t *list, const char *text) LD_WUR;
+
+/* Frees the strings and lists the section's rows own in base; the struct
+ * itself stays the caller's. NULL base is a no-op. */
+void ld_conf_free(const ld_conf_section_t *sec, void *base);
+
+/* Returns the row called name in sec, or NULL. */
+const ld_conf_row_t *ld_conf_find(const ld_conf_section_t *sec,
+                                  const char *name);
+
 /* ---- Small utilities ---------------------------------------------------- */
 
 /* Milliseconds on CLOCK_MONOTONIC; for deadlines and rates only, never for
