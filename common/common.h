@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define LD_WUR         __attribute__((warn_unused_result))
+#define LD_WUR          __attribute__((warn_unused_result))
 #define LD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 /* ---- Errors ------------------------------------------------------------- */
@@ -105,7 +105,7 @@ typedef struct ld_strlist {
 /* One setting: the loader, `learnd config check` and docs/CONFIGURATION.md
  * all read these rows. */
 typedef struct ld_conf_row {
-    const char *name;    /* key inside its section */
+    const char *name; /* key inside its section */
     ld_conf_type_t type;
     size_t offset;       /* offsetof() the field in the section's struct */
     const char *def;     /* default, as YAML text; NULL means required */

@@ -48,8 +48,7 @@ struct unit {
     double scale;
 };
 
-static int parse_scaled(const char *text, const struct unit *units,
-                        double *out)
+static int parse_scaled(const char *text, const struct unit *units, double *out)
 {
     errno = 0;
     char *end;
@@ -72,19 +71,17 @@ static int parse_scaled(const char *text, const struct unit *units,
 }
 
 static const struct unit duration_units[] = {
-    {"ms", 1},     {"s", 1000},         {"m", 60000},
-    {"min", 60000}, {"h", 3600000},     {"d", 86400000},
-    {NULL, 0}};
+    {"ms", 1},      {"s", 1000},     {"m", 60000}, {"min", 60000},
+    {"h", 3600000}, {"d", 86400000}, {NULL, 0}};
 
-static const struct unit size_units[] = {
-    {"B", 1},
-    {"KiB", 1024.0},
-    {"MiB", 1024.0 * 1024},
-    {"GiB", 1024.0 * 1024 * 1024},
-    {"KB", 1000.0},
-    {"MB", 1000.0 * 1000},
-    {"GB", 1000.0 * 1000 * 1000},
-    {NULL, 0}};
+static const struct unit size_units[] = {{"B", 1},
+                                         {"KiB", 1024.0},
+                                         {"MiB", 1024.0 * 1024},
+                                         {"GiB", 1024.0 * 1024 * 1024},
+                                         {"KB", 1000.0},
+                                         {"MB", 1000.0 * 1000},
+                                         {"GB", 1000.0 * 1000 * 1000},
+                                         {NULL, 0}};
 
 /* Index of text in the '|'-separated choices, or -1. */
 static int choice_index(const char *choices, const char *text)
@@ -107,8 +104,8 @@ static ld_err_t check_range(const ld_conf_row_t *row, double v, char *errstr,
                             size_t errstr_size)
 {
     if (v < row->min || v > row->max) {
-        snprintf(errstr, errstr_size, "value %g out of range [%g, %g]", v,
-                 row->min, row->max);
+        snprintf(errstr, errstr_size, "value %.15g out of range [%.15g, %.15g]",
+                 v, row->min, row->max);
         return LD_ERR_RANGE;
     }
     return LD_OK;
@@ -152,8 +149,7 @@ ld_err_t ld_conf_parse_value(const ld_conf_row_t *row, const char *text,
     case LD_CONF_DOUBLE: {
         static const struct unit none[] = {{NULL, 0}};
         if (parse_scaled(text, none, &d)) {
-            snprintf(errstr, errstr_size, "expected a number, got '%s'",
-                     text);
+            snprintf(errstr, errstr_size, "expected a number, got '%s'", text);
             return LD_ERR_CONFIG;
         }
         if ((err = check_range(row, d, errstr, errstr_size)))
@@ -228,8 +224,8 @@ ld_err_t ld_conf_set_defaults(const ld_conf_section_t *sec, void *base,
         if (!row->def)
             continue;
         char why[256];
-        ld_err_t err = ld_conf_parse_value(row, row->def, base, why,
-                                           sizeof(why));
+        ld_err_t err =
+            ld_conf_parse_value(row, row->def, base, why, sizeof(why));
         if (err) {
             snprintf(errstr, errstr_size, "%s.%s: bad default '%s': %s",
                      sec->name, row->name, row->def, why);

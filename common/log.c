@@ -21,9 +21,8 @@ static char debug_mods[MAX_DEBUG_MODS][24];
 static int n_debug_mods;
 static int debug_all;
 
-static const char *const level_names[] = {"emerg",  "alert", "crit",
-                                          "error",  "warn",  "notice",
-                                          "info",   "debug"};
+static const char *const level_names[] = {"emerg", "alert",  "crit", "error",
+                                          "warn",  "notice", "info", "debug"};
 
 const char *ld_log_level_name(ld_log_level_t level)
 {
@@ -153,8 +152,7 @@ const char *ld_log_quote(char *buf, size_t size, const char *s)
     return buf;
 }
 
-void ld_logv(ld_log_level_t level, const char *mod, const char *fmt,
-             va_list ap)
+void ld_logv(ld_log_level_t level, const char *mod, const char *fmt, va_list ap)
 {
     pthread_mutex_lock(&lock);
     int on = level == LD_LOG_DEBUG ? debug_on_locked(mod) : level <= threshold;

@@ -29,8 +29,8 @@ typedef enum ld_sample_type {
 /* One labelled example, in release order. */
 typedef struct ld_example {
     ld_features_t x;
-    float label;   /* 0/1 for logistic, value for linear, class for softmax */
-    float weight;  /* sample weight (importance weights applied later) */
+    float label;  /* 0/1 for logistic, value for linear, class for softmax */
+    float weight; /* sample weight (importance weights applied later) */
     ld_sample_type_t sample_type;
     int64_t event_time_ms;
     int64_t label_time_ms; /* -1 when no label arrived */

@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests of the YAML config loader and the config-table value parser. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/config.h"
+
+/* Loads path, returning the config and the error text in errbuf. */
+static ld_config_t *load(const char *path, char *errbuf, size_t size)
+{
+    FILE *errs = fmemopen(errbuf, size, "w");
+    assert_non_null(errs);
+    ld_config_t *conf = ld_config_load(path, errs);
+    fclose(errs);
+    return conf;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_valid_file(void **state)
+{
+    (void)state;
+    char errs[4096] = "";
+    unsetenv("LD_TEST_BOOTSTRAP");
+    setenv("LD_TEST_SECRET", "s3cr3t-value", 1);
+    ld_config_t *conf =
+        load(LD_TEST_DATA "/config/valid.yaml", errs, sizeof(errs));
+    assert_string_equal(errs, "");
+    assert_non_null(conf);
+    assert_string_equal(conf->daemon.model_name, "ctr");
+    assert_int_equal(conf->daemon.commit_interval_ms, 2000);
+    assert_int_equal(conf->daemon.shutdown_timeout_ms, 30000); /* default */
+    assert_int_equal(conf->pipeline.format, LD_FORMAT_JSON);
+    assert_int_equal(conf->pipeline.max_record_bytes, 2 * 1024 * 1024);
+    assert_int_equal(conf->log.debug.n, 2);
+    assert_string_equal(conf->log.debug.v[1], "trainer");
+    assert_int_equal(conf->metrics.port, 0);
+    /* kafka: passes through, ${VAR:-default} and ${VAR} expanded */
+    assert_int_equal(conf->kafka.n, 4);
+    assert_string_equal(conf->kafka.v[0], "bootstrap.servers");
+    assert_string_equal(conf->kafka.v[1], "127.0.0.1:9092");
+    assert_string_equal(conf->kafka.v[3], "s3cr3t-value");
+
+    /* The dump never shows the secret. */
+    char dump[8192];
+    FILE *out = fmemopen(dump, sizeof(dump), "w");
+    ld_config_dump(conf, out);
+    fclose(out);
+    assert_null(strstr(dump, "s3cr3t-value"));
+    assert_non_null(strstr(dump, "sasl.password: \"<redacted>\""));
+    assert_non_null(strstr(dump, "commit_interval: 2000ms"));
+    ld_config_destroy(conf);
+}
+
+static void test_three_errors(void **state)
+{
+    (void)state;
+    char errs[4096] = "";
+    ld_config_t *conf =
+        load(LD_TEST_DATA "/config/three-errors.yaml", errs, sizeof(errs));
+    assert_null(conf);
+    const char *p = LD_TEST_DATA "/config/three-errors.yaml";
+    char want[2048];
+    snprintf(want, sizeof(want),
+             "%s:5:3: pipeline.evnts_topik: unknown key (did you mean "
+             "'events_topic'?)\n"
+             "%s:6:17: pipeline.max_features: expected an integer, got "
+             "'lots'\n"
+             "%s:7:14: pipeline.hash_bits: value 40 out of range [1, 30]\n",
+             p, p, p);
+    assert_string_equal(errs, want);
+}
+
+static void test_env_and_secrets(void **state)
+{
+    (void)state;
+    const char *path = "test_config_env.yaml";
+    write_file(path, "kafka:\n"
+                     "  sasl.password: ${LD_TEST_UNSET_VAR}\n"
+                     "daemon:\n"
+                     "  commit_interval: 1h\n"
+                     "  model_secret_key: ${LD_TEST_SECRET}\n"
+                     "pipeline:\n"
+                     "  events_topic: e\n"
+                     "  labels_topic: l\n");
+    unsetenv("LD_TEST_UNSET_VAR");
+    setenv("LD_TEST_SECRET", "do-not-print-me", 1);
+    char errs[4096] = "";
+    ld_config_t *conf = load(path, errs, sizeof(errs));
+    assert_null(conf);
+    char want[1024];
+    snprintf(want, sizeof(want),
+             "%s:2:18: kafka.sasl.password: environment variable "
+             "${LD_TEST_UNSET_VAR} is not set\n"
+             "%s:5:3: daemon.model_secret_key: unknown key\n",
+             path, path);
+    assert_string_equal(errs, want);
+    assert_null(strstr(errs, "do-not-print-me"));
+    remove(path);
+}
+
+static void test_missing_required_and_types(void **state)
+{
+    (void)state;
+    const char *path = "test_config_req.yaml";
+    write_file(path, "pipeline:\n"
+                     "  events_topic: e\n"
+                     "  format: xml\n"
+                     "  hash_bits: [1, 2]\n"
+                     "metrics:\n"
+                     "  enabled: maybe\n"
+                     "nonsense:\n"
+                     "  a: 1\n");
+    char errs[4096] = "";
+    ld_config_t *conf = load(path, errs, sizeof(errs));
+    assert_null(conf);
+    char want[2048];
+    snprintf(want, sizeof(want),
+             "%s:3:11: pipeline.format: expected one of avro|protobuf|json, "
+             "got 'xml'\n"
+             "%s:4:14: pipeline.hash_bits: expected a single value, got a "
+             "list\n"
+             "%s:1:1: pipeline.labels_topic: required key is missing\n"
+             "%s:6:12: metrics.enabled: expected true or false, got "
+             "'maybe'\n"
+             "%s:7:1: nonsense: unknown section\n",
+             path, path, path, path, path);
+    assert_string_equal(errs, want);
+    remove(path);
+}
+
+static void test_syntax_error(void **state)
+{
+    (void)state;
+    const char *path = "test_config_syntax.yaml";
+    write_file(path, "pipeline:\n  events_topic: [a\n");
+    char errs[1024] = "";
+    assert_null(load(path, errs, sizeof(errs)));
+    char want[512];
+    snprintf(want, sizeof(want),
+             "%s:3:1: YAML syntax error: did not find expected ',' or "
+             "']'\n",
+             path);
+    assert_string_equal(errs, want);
+    remove(path);
+}
+
+static void test_value_parsing(void **state)
+{
+    (void)state;
+    struct s {
+        int64_t d, z;
+        double x;
+    } v = {0, 0, 0};
+    ld_conf_row_t dur = {
+        "d", LD_CONF_DURATION, offsetof(struct s, d), "1s", 0, 1e12, NULL, ""};
+    ld_conf_row_t size = {
+        "z", LD_CONF_SIZE, offsetof(struct s, z), "1", 0, 1e12, NULL, ""};
+    ld_conf_row_t dbl = {
+        "x", LD_CONF_DOUBLE, offsetof(struct s, x), "1", -1, 1, NULL, ""};
+    char why[256];
+    assert_int_equal(ld_conf_parse_value(&dur, "250ms", &v, why, 256), 0);
+    assert_int_equal(v.d, 250);
+    assert_int_equal(ld_conf_parse_value(&dur, "10m", &v, why, 256), 0);
+    assert_int_equal(v.d, 600000);
+    assert_int_equal(ld_conf_parse_value(&dur, "1.5s", &v, why, 256), 0);
+    assert_int_equal(v.d, 1500);
+    assert_int_equal(ld_conf_parse_value(&dur, "2d", &v, why, 256), 0);
+    assert_int_equal(v.d, 172800000);
+    assert_int_equal(ld_conf_parse_value(&dur, "5 parsecs", &v, why, 256),
+                     LD_ERR_CONFIG);
+    assert_int_equal(ld_conf_parse_value(&size, "64KiB", &v, why, 256), 0);
+    assert_int_equal(v.z, 65536);
+    assert_int_equal(ld_conf_parse_value(&size, "0.5B", &v, why, 256),
+                     LD_ERR_CONFIG);
+    assert_int_equal(ld_conf_parse_value(&dbl, "-0.25", &v, why, 256), 0);
+    assert_true(v.x == -0.25);
+    assert_int_equal(ld_conf_parse_value(&dbl, "nan", &v, why, 256),
+                     LD_ERR_CONFIG);
+    assert_int_equal(ld_conf_parse_value(&dbl, "1.5", &v, why, 256),
+                     LD_ERR_RANGE);
+    assert_string_equal(why, "value 1.5 out of range [-1, 1]");
+}
+
+static void test_defaults_parse(void **state)
+{
+    (void)state;
+    /* Every table default parses: a bad default is a bug in a table. */
+    ld_config_t *conf = ld_config_new_defaults();
+    assert_non_null(conf);
+    assert_int_equal(conf->daemon.commit_interval_ms, 5000);
+    assert_int_equal(conf->pipeline.hash_bits, 22);
+    assert_string_equal(conf->metrics.listen, "127.0.0.1");
+    ld_config_destroy(conf);
+    ld_config_destroy(NULL);
+}
+
+static void test_secret_keys(void **state)
+{
+    (void)state;
+    assert_true(ld_config_key_is_secret("sasl.password"));
+    assert_true(ld_config_key_is_secret("sasl.oauthbearer.config"));
+    assert_true(ld_config_key_is_secret("ssl.key.password"));
+    assert_true(ld_config_key_is_secret("api_SECRET"));
+    assert_false(ld_config_key_is_secret("bootstrap.servers"));
+    assert_false(ld_config_key_is_secret("ssl.ca.location"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_file),
+        cmocka_unit_test(test_three_errors),
+        cmocka_unit_test(test_env_and_secrets),
+        cmocka_unit_test(test_missing_required_and_types),
+        cmocka_unit_test(test_syntax_error),
+        cmocka_unit_test(test_value_parsing),
+        cmocka_unit_test(test_defaults_parse),
+        cmocka_unit_test(test_secret_keys),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
