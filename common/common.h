@@ -144,6 +144,10 @@ ld_err_t ld_conf_strlist_add(ld_strlist_t *list, const char *text) LD_WUR;
  * itself stays the caller's. NULL base is a no-op. */
 void ld_conf_free(const ld_conf_section_t *sec, void *base);
 
+/* True when a key names a secret whose value must never be printed:
+ * *password*, *secret*, sasl.*, ssl.key.* (case-insensitive). */
+int ld_conf_key_is_secret(const char *key);
+
 /* Returns the row called name in sec, or NULL. */
 const ld_conf_row_t *ld_conf_find(const ld_conf_section_t *sec,
                                   const char *name);

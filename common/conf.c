@@ -7,6 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ctype.h>
+
+int ld_conf_key_is_secret(const char *key)
+{
+    char low[128];
+    size_t i;
+    for (i = 0; key[i] && i + 1 < sizeof(low); i++)
+        low[i] = (char)tolower((unsigned char)key[i]);
+    low[i] = '\0';
+    return strstr(low, "password") || strstr(low, "secret") ||
+           strncmp(low, "sasl.", 5) == 0 || strncmp(low, "ssl.key.", 8) == 0;
+}
 
 const ld_conf_row_t *ld_conf_find(const ld_conf_section_t *sec,
                                   const char *name)

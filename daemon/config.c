@@ -74,17 +74,6 @@ static const struct {
 
 /* ---- Helpers ------------------------------------------------------------ */
 
-int ld_config_key_is_secret(const char *key)
-{
-    char low[128];
-    size_t i;
-    for (i = 0; key[i] && i + 1 < sizeof(low); i++)
-        low[i] = (char)tolower((unsigned char)key[i]);
-    low[i] = '\0';
-    return strstr(low, "password") || strstr(low, "secret") ||
-           strncmp(low, "sasl.", 5) == 0 || strncmp(low, "ssl.key.", 8) == 0;
-}
-
 /* Where errors go and how many were seen. */
 typedef struct loader {
     const char *path;
@@ -258,7 +247,7 @@ static void load_row(loader_t *ld, const ld_conf_section_t *sec,
     if (!text)
         return;
     if (ld_conf_parse_value(row, text, base, why, sizeof(why))) {
-        if (ld_config_key_is_secret(row->name))
+        if (ld_conf_key_is_secret(row->name))
             report(ld, val, key, "invalid value (secret, not shown)");
         else
             report(ld, val, key, "%s", why);
@@ -464,7 +453,7 @@ out:
 static void dump_value(const ld_conf_row_t *row, const void *base, FILE *out)
 {
     const char *field = (const char *)base + row->offset;
-    if (ld_config_key_is_secret(row->name)) {
+    if (ld_conf_key_is_secret(row->name)) {
         fputs("\"<redacted>\"", out);
         return;
     }
@@ -528,9 +517,8 @@ void ld_config_dump(const ld_config_t *conf, FILE *out)
         fputs("  {}\n", out);
     for (size_t i = 0; i + 1 < conf->kafka.n; i += 2)
         fprintf(out, "  %s: \"%s\"\n", conf->kafka.v[i],
-                ld_config_key_is_secret(conf->kafka.v[i])
-                    ? "<redacted>"
-                    : conf->kafka.v[i + 1]);
+                ld_conf_key_is_secret(conf->kafka.v[i]) ? "<redacted>"
+                                                        : conf->kafka.v[i + 1]);
 }
 
 static const char *type_name(const ld_conf_row_t *row)

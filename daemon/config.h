@@ -65,8 +65,4 @@ void ld_config_dump(const ld_config_t *conf, FILE *out);
 /* Writes docs/CONFIGURATION.md (Markdown, generated from the tables). */
 void ld_config_write_doc(FILE *out);
 
-/* True when a key names a secret whose value must never be printed:
- * *password*, *secret*, sasl.*, ssl.key.*. */
-int ld_config_key_is_secret(const char *key);
-
 #endif /* LD_DAEMON_CONFIG_H */

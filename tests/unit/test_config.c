@@ -208,12 +208,12 @@ static void test_defaults_parse(void **state)
 static void test_secret_keys(void **state)
 {
     (void)state;
-    assert_true(ld_config_key_is_secret("sasl.password"));
-    assert_true(ld_config_key_is_secret("sasl.oauthbearer.config"));
-    assert_true(ld_config_key_is_secret("ssl.key.password"));
-    assert_true(ld_config_key_is_secret("api_SECRET"));
-    assert_false(ld_config_key_is_secret("bootstrap.servers"));
-    assert_false(ld_config_key_is_secret("ssl.ca.location"));
+    assert_true(ld_conf_key_is_secret("sasl.password"));
+    assert_true(ld_conf_key_is_secret("sasl.oauthbearer.config"));
+    assert_true(ld_conf_key_is_secret("ssl.key.password"));
+    assert_true(ld_conf_key_is_secret("api_SECRET"));
+    assert_false(ld_conf_key_is_secret("bootstrap.servers"));
+    assert_false(ld_conf_key_is_secret("ssl.ca.location"));
 }
 
 int main(void)

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* librdkafka configuration from learnd's `kafka:` map, logs routed to
+ * ld_log. */
+#ifndef LD_PIPELINE_KAFKA_H
+#define LD_PIPELINE_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "common/common.h"
+
+/* Builds a librdkafka conf from props (pairs key0, value0, key1, ...; the
+ * `kafka:` map of the config, borrowed), with librdkafka's log lines routed
+ * through ld_log (module "kafka"). Returns NULL with the reason in errstr
+ * when a property is unknown or invalid; the reason never contains the value
+ * of a secret property. Caller owns the result (rd_kafka_new() takes it on
+ * success, else rd_kafka_conf_destroy()). */
+rd_kafka_conf_t *ld_kafka_conf_new(const ld_strlist_t *props, char *errstr,
+                                   size_t errstr_size);
+
+/* Sets one property on conf, with the same secret-safe error text. */
+ld_err_t ld_kafka_conf_set(rd_kafka_conf_t *conf, const char *key,
+                           const char *value, char *errstr,
+                           size_t errstr_size) LD_WUR;
+
+#endif /* LD_PIPELINE_KAFKA_H */
