@@ -210,6 +210,44 @@ static char *node_text(loader_t *ld, const yaml_node_t *n, const char *key)
     return text;
 }
 
+/* A nested list item such as a cross `[country, ad_id]`, joined with ','
+ * into one string. Returns NULL after reporting an error. Caller frees. */
+static char *join_items(loader_t *ld, const yaml_node_t *seq, const char *key)
+{
+    size_t cap = 1, len = 0;
+    char *out = calloc(1, cap);
+    for (yaml_node_item_t *it = seq->data.sequence.items.start;
+         out && it < seq->data.sequence.items.top; it++) {
+        yaml_node_t *n = yaml_document_get_node(&ld->doc, *it);
+        if (!n || n->type != YAML_SCALAR_NODE) {
+            report(ld, n ? n : seq, key, "expected a list of strings");
+            free(out);
+            return NULL;
+        }
+        char *text = node_text(ld, n, key);
+        if (!text) {
+            free(out);
+            return NULL;
+        }
+        size_t tl = strlen(text);
+        char *grown = realloc(out, cap + tl + 1);
+        if (!grown) {
+            free(text);
+            break;
+        }
+        out = grown;
+        cap += tl + 1;
+        if (len)
+            out[len++] = ',';
+        memcpy(out + len, text, tl + 1);
+        len += tl;
+        free(text);
+    }
+    if (!out)
+        report(ld, seq, key, "out of memory");
+    return out;
+}
+
 static void load_row(loader_t *ld, const ld_conf_section_t *sec,
                      const ld_conf_row_t *row, void *base,
                      const yaml_node_t *val)
@@ -225,12 +263,16 @@ static void load_row(loader_t *ld, const ld_conf_section_t *sec,
         for (yaml_node_item_t *it = val->data.sequence.items.start;
              it < val->data.sequence.items.top; it++) {
             yaml_node_t *item = yaml_document_get_node(&ld->doc, *it);
-            if (!item || item->type != YAML_SCALAR_NODE) {
+            char *text = NULL;
+            if (item && item->type == YAML_SEQUENCE_NODE)
+                text = join_items(ld, item, key);
+            else if (item && item->type == YAML_SCALAR_NODE)
+                text = node_text(ld, item, key);
+            else {
                 report(ld, item ? item : val, key,
                        "expected a list of strings");
                 continue;
             }
-            char *text = node_text(ld, item, key);
             if (text && ld_conf_strlist_add(l, text))
                 report(ld, item, key, "out of memory");
             free(text);

@@ -139,6 +139,26 @@ static void test_missing_required_and_types(void **state)
     remove(path);
 }
 
+static void test_nested_list(void **state)
+{
+    (void)state;
+    const char *path = "test_config_nested.yaml";
+    write_file(path, "log:\n"
+                     "  debug: [[country, ad_id], trainer]\n"
+                     "pipeline:\n"
+                     "  events_topic: e\n"
+                     "  labels_topic: l\n");
+    char errs[1024] = "";
+    ld_config_t *conf = load(path, errs, sizeof(errs));
+    assert_string_equal(errs, "");
+    assert_non_null(conf);
+    assert_int_equal(conf->log.debug.n, 2);
+    assert_string_equal(conf->log.debug.v[0], "country,ad_id");
+    assert_string_equal(conf->log.debug.v[1], "trainer");
+    ld_config_destroy(conf);
+    remove(path);
+}
+
 static void test_syntax_error(void **state)
 {
     (void)state;
@@ -223,6 +243,7 @@ int main(void)
         cmocka_unit_test(test_three_errors),
         cmocka_unit_test(test_env_and_secrets),
         cmocka_unit_test(test_missing_required_and_types),
+        cmocka_unit_test(test_nested_list),
         cmocka_unit_test(test_syntax_error),
         cmocka_unit_test(test_value_parsing),
         cmocka_unit_test(test_defaults_parse),
