@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Prometheus metrics registry and the /metrics, /healthz, /readyz endpoint. */
+#ifndef LD_DAEMON_METRICS_H
+#define LD_DAEMON_METRICS_H
+
+#include <stdint.h>
+
+#include "common/common.h"
+
+typedef struct ld_metrics ld_metrics_t;
+typedef struct ld_http ld_http_t;
+
+typedef enum ld_metric_type {
+    LD_METRIC_COUNTER,
+    LD_METRIC_GAUGE
+} ld_metric_type_t;
+
+/* A thread-safe registry of metric families, each with labelled series.
+ * Returns NULL on allocation failure; free with ld_metrics_destroy(). */
+ld_metrics_t *ld_metrics_new(void);
+void ld_metrics_destroy(ld_metrics_t *m);
+
+/* Declares a family (name without the learnd_ prefix, which is added) and
+ * returns its id (>= 0), or a negative ld_err_t. Declaring an existing name
+ * again returns the same id. name and help are borrowed and must outlive m
+ * (string literals). */
+int ld_metrics_family(ld_metrics_t *m, const char *name, ld_metric_type_t type,
+                      const char *help);
+
+/* Sets, or adds delta to, the series of family id with labels, a Prometheus
+ * label list such as `topic="events",partition="0"` ("" for none; copied).
+ * Unknown ids and allocation failures are ignored: metrics must never stop
+ * the daemon. */
+void ld_metrics_set(ld_metrics_t *m, int id, const char *labels, double value);
+void ld_metrics_add(ld_metrics_t *m, int id, const char *labels, double delta);
+
+/* Current value of a series, or NAN when it does not exist (for tests). */
+double ld_metrics_get(ld_metrics_t *m, int id, const char *labels);
+
+/* Renders the Prometheus text exposition format (0.0.4). Returns a heap
+ * string the caller frees, or NULL on allocation failure. */
+char *ld_metrics_render(ld_metrics_t *m);
+
+/* Liveness and readiness, as /healthz and /readyz report them. */
+void ld_metrics_set_ready(ld_metrics_t *m, int ready);
+/* The run loop calls this every iteration; /healthz fails when the last beat
+ * is older than the stall limit given to ld_http_start(). */
+void ld_metrics_heartbeat(ld_metrics_t *m);
+
+/* Serves m on listen:port (port 0 picks a free port) from a libmicrohttpd
+ * thread. m is borrowed and must outlive the server. Returns NULL with the
+ * reason in errstr. */
+ld_http_t *ld_http_start(ld_metrics_t *m, const char *listen, uint16_t port,
+                         int64_t stall_limit_ms, char *errstr,
+                         size_t errstr_size);
+/* The bound port. */
+uint16_t ld_http_port(const ld_http_t *h);
+/* Stops the server; NULL is a no-op. */
+void ld_http_stop(ld_http_t *h);
+
+#endif /* LD_DAEMON_METRICS_H */
