@@ -1,0 +1,904 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Micro-batch training of hashed-sparse + dense linear models: BLAS for the
+ * dense block, a fused per-coordinate loop for hashed features, prequential
+ * scoring, champion shadow scoring and copy-on-write snapshots. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer/internal.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "checkpoint tensors are stored as the host's float32: little endian only"
+#endif
+
+/* Sparse slots per copy-on-write block of a pending snapshot (at most). */
+#define BLOCK_SHIFT 6
+
+struct ld_trainer {
+    ld_spec_t spec;
+    int df; /* LD_DF_* */
+    uint32_t k, d1, s;
+    size_t nslots;
+    float *sp; /* sparse state, layout as in struct ld_snapshot */
+    size_t sp_n;
+    float *dn; /* dense state planes, k x d1 each */
+    size_t dn_n;
+    uint64_t step;
+    ld_trainer_stats_t st;
+
+    /* The queued micro-batch: preallocated, reused. */
+    size_t bcap, bn;
+    int64_t batch_span, b_t0;
+    uint32_t *b_off; /* bcap + 1 offsets into b_idx / b_val */
+    uint32_t *b_idx;
+    float *b_val;
+    size_t nnz_n, nnz_cap;
+    float *b_x; /* bcap x d1 dense rows, last column 1 (bias) */
+    float *b_y, *b_w;
+    uint8_t *b_type;
+    int64_t *b_time;
+    float *b_z, *b_cz, *b_r; /* bcap x k: outputs, champion, gradients */
+    float *g;                /* k x d1 dense gradient */
+    ld_scored_t *b_sc;
+
+    ld_window_t win, cwin;
+    ld_snapshot_t *champ;
+
+    /* Snapshot in progress: pend[b] is 1 while sparse block b is uncopied. */
+    ld_snapshot_t *snap;
+    uint8_t *pend;
+    size_t nblocks, cursor, left, step_blocks;
+    uint32_t bshift;
+    ld_snapshot_t *done;
+
+    ld_trainer_scored_cb *cb;
+    void *cb_opaque;
+};
+
+/* ---- Shapes and snapshots ----------------------------------------------- */
+
+uint32_t ld_spec_planes(int opt)
+{
+    switch (opt) {
+    case LD_OPT_SGD:
+        return 1;
+    case LD_OPT_ADAGRAD:
+        return 2;
+    default:
+        return 3;
+    }
+}
+
+const char *ld_spec_plane_name(int opt, uint32_t plane)
+{
+    static const char *names[4][3] = {{"w", NULL, NULL},
+                                      {"w", "adagrad.g2", NULL},
+                                      {"w", "ftrl.z", "ftrl.n"},
+                                      {"w", "adam.m", "adam.v"}};
+    if (opt < 0 || opt > 3 || plane >= 3)
+        return NULL;
+    return names[opt][plane];
+}
+
+static float acc_init(const ld_spec_t *sp, uint32_t plane)
+{
+    return sp->opt == LD_OPT_ADAGRAD && plane == 1 ? (float)sp->init_acc : 0.0f;
+}
+
+ld_snapshot_t *ld_snapshot_alloc(const ld_spec_t *spec)
+{
+    ld_snapshot_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    atomic_init(&s->refs, 1);
+    s->spec = *spec;
+    size_t nslots = (size_t)1 << spec->hash_bits;
+    s->sp_n = nslots * spec->k * spec->s;
+    s->dn_n = (size_t)spec->s * spec->k * (spec->dense_dim + 1);
+    s->sp = calloc(s->sp_n, sizeof(float));
+    s->dn = calloc(s->dn_n, sizeof(float));
+    if (!s->sp || !s->dn) {
+        ld_snapshot_destroy(s);
+        return NULL;
+    }
+    return s;
+}
+
+void ld_snapshot_destroy(ld_snapshot_t *s)
+{
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    free(s->sp);
+    free(s->dn);
+    free(s);
+}
+
+ld_snapshot_t *ld_snapshot_ref(ld_snapshot_t *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+void ld_snapshot_counts(const ld_snapshot_t *s, uint64_t out[LD_SAMPLE__COUNT])
+{
+    memcpy(out, s->by_type, sizeof(s->by_type));
+}
+
+void ld_snapshot_params_sha256(const ld_snapshot_t *s, uint8_t out[32])
+{
+    const ld_spec_t *sp = &s->spec;
+    size_t n = s->sp_n / sp->s, d1 = sp->dense_dim + 1;
+    float buf[1024];
+    ld_sha256_t c;
+    ld_sha256_init(&c);
+    /* "w": plane 0 of the sparse state, [slot, k] order. */
+    for (size_t i = 0; i < n;) {
+        size_t m = n - i < 1024 ? n - i : 1024;
+        for (size_t j = 0; j < m; j++)
+            buf[j] = s->sp[(i + j) * sp->s];
+        ld_sha256_update(&c, buf, m * sizeof(float));
+        i += m;
+    }
+    /* "dense_w": k rows of D, then "bias": k values (plane 0). */
+    for (uint32_t k = 0; k < sp->k; k++)
+        ld_sha256_update(&c, s->dn + k * d1, sp->dense_dim * sizeof(float));
+    for (uint32_t k = 0; k < sp->k; k++)
+        ld_sha256_update(&c, s->dn + k * d1 + sp->dense_dim, sizeof(float));
+    ld_sha256_final(&c, out);
+}
+
+const char *ld_trainer_blas_core(void)
+{
+    const char *c = openblas_get_corename();
+    return c ? c : "unknown";
+}
+
+/* ---- Lifetime ----------------------------------------------------------- */
+
+static void init_state(ld_trainer_t *t)
+{
+    memset(t->sp, 0, t->sp_n * sizeof(float));
+    memset(t->dn, 0, t->dn_n * sizeof(float));
+    if (t->spec.opt == LD_OPT_ADAGRAD) {
+        float a = acc_init(&t->spec, 1);
+        for (size_t i = 1; i < t->sp_n; i += 2)
+            t->sp[i] = a;
+        size_t plane = (size_t)t->k * t->d1;
+        for (size_t i = 0; i < plane; i++)
+            t->dn[plane + i] = a;
+    }
+}
+
+ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
+                             size_t errstr_size)
+{
+    ld_trainer_t *t = NULL;
+    const char *why = NULL;
+    if (!conf)
+        why = "no config";
+    else if (conf->model < 0 || conf->model > LD_MODEL_SOFTMAX)
+        why = "model: unknown kind";
+    else if (conf->optimizer < 0 || conf->optimizer > LD_OPT_ADAM)
+        why = "optimizer: unknown kind";
+    else if (conf->hash_bits < 1 || conf->hash_bits > 30)
+        why = "hash_bits: must be 1..30";
+    else if (conf->dense_dim < 0 || conf->dense_dim > 65536)
+        why = "dense_dim: must be 0..65536";
+    else if (conf->model == LD_MODEL_SOFTMAX &&
+             (conf->num_classes < 2 || conf->num_classes > 1024))
+        why = "num_classes: must be 2..1024 for softmax";
+    else if (conf->batch_size < 1 || conf->batch_size > 1048576)
+        why = "batch_size: must be 1..1048576";
+    else if (conf->metrics_window < 1)
+        why = "metrics_window: must be at least 1";
+    else if (conf->delayed_feedback == LD_DF_FNW &&
+             conf->model != LD_MODEL_LOGISTIC)
+        why = "delayed_feedback: fnw needs the logistic model";
+    else if (!(conf->learning_rate > 0) || !isfinite(conf->learning_rate))
+        why = "learning_rate: must be positive";
+    else if (conf->lr_schedule == LD_LR_EXPONENTIAL &&
+             conf->optimizer == LD_OPT_SGD &&
+             !(conf->lr_decay > 0 && conf->lr_decay <= 1))
+        why = "lr_decay: the exponential schedule needs a factor in (0,1]";
+    if (why)
+        goto err;
+
+    why = "out of memory";
+    t = calloc(1, sizeof(*t));
+    if (!t)
+        goto err;
+    ld_spec_t *sp = &t->spec;
+    sp->model = conf->model;
+    sp->opt = conf->optimizer;
+    sp->k = conf->model == LD_MODEL_SOFTMAX ? (uint32_t)conf->num_classes : 1;
+    sp->hash_bits = (uint32_t)conf->hash_bits;
+    sp->dense_dim = (uint32_t)conf->dense_dim;
+    sp->s = ld_spec_planes(conf->optimizer);
+    sp->lr = conf->learning_rate;
+    sp->l1 = conf->l1;
+    sp->l2 = conf->l2;
+    sp->beta = conf->ftrl_beta;
+    sp->init_acc = conf->adagrad_initial_accumulator;
+    sp->eps = conf->epsilon;
+    sp->beta1 = conf->adam_beta1;
+    sp->beta2 = conf->adam_beta2;
+    sp->schedule = conf->lr_schedule;
+    sp->decay = conf->lr_decay;
+    sp->power_t = conf->lr_power_t;
+    t->df = conf->delayed_feedback;
+    t->k = sp->k;
+    t->d1 = sp->dense_dim + 1;
+    t->s = sp->s;
+    t->nslots = (size_t)1 << sp->hash_bits;
+    t->sp_n = t->nslots * t->k * t->s;
+    t->dn_n = (size_t)t->s * t->k * t->d1;
+    t->bcap = (size_t)conf->batch_size;
+    t->batch_span = conf->batch_span;
+    t->nnz_cap = t->bcap * 64;
+    t->bshift = sp->hash_bits < BLOCK_SHIFT ? sp->hash_bits : BLOCK_SHIFT;
+    t->nblocks = t->nslots >> t->bshift;
+    size_t block_bytes = ((size_t)1 << t->bshift) * t->k * t->s * 4;
+    t->step_blocks = (size_t)conf->snapshot_step / block_bytes;
+    if (t->step_blocks < 1)
+        t->step_blocks = 1;
+
+    t->sp = malloc(t->sp_n * sizeof(float));
+    t->dn = malloc(t->dn_n * sizeof(float));
+    t->b_off = calloc(t->bcap + 1, sizeof(uint32_t));
+    t->b_idx = malloc(t->nnz_cap * sizeof(uint32_t));
+    t->b_val = malloc(t->nnz_cap * sizeof(float));
+    t->b_x = malloc(t->bcap * t->d1 * sizeof(float));
+    t->b_y = malloc(t->bcap * sizeof(float));
+    t->b_w = malloc(t->bcap * sizeof(float));
+    t->b_type = malloc(t->bcap);
+    t->b_time = malloc(t->bcap * sizeof(int64_t));
+    t->b_z = malloc(t->bcap * t->k * sizeof(float));
+    t->b_cz = malloc(t->bcap * t->k * sizeof(float));
+    t->b_r = malloc(t->bcap * t->k * sizeof(float));
+    t->g = malloc((size_t)t->k * t->d1 * sizeof(float));
+    t->b_sc = malloc(t->bcap * sizeof(ld_scored_t));
+    if (!t->sp || !t->dn || !t->b_off || !t->b_idx || !t->b_val || !t->b_x ||
+        !t->b_y || !t->b_w || !t->b_type || !t->b_time || !t->b_z || !t->b_cz ||
+        !t->b_r || !t->g || !t->b_sc)
+        goto err;
+    if (ld_window_init(&t->win, (size_t)conf->metrics_window) != LD_OK)
+        goto err;
+    if (ld_window_init(&t->cwin, (size_t)conf->metrics_window) != LD_OK)
+        goto err;
+    init_state(t);
+    openblas_set_num_threads(conf->blas_threads > 0 ? (int)conf->blas_threads
+                                                    : 1);
+    if (sp->opt == LD_OPT_ADAM && sp->l1 > 0)
+        ld_log(LD_LOG_WARN, "trainer",
+               "msg=\"l1 is ignored by the adam optimizer\" l1=%g", sp->l1);
+    return t;
+
+err:
+    if (errstr && errstr_size)
+        snprintf(errstr, errstr_size, "trainer: %s", why);
+    ld_trainer_destroy(t);
+    return NULL;
+}
+
+void ld_trainer_destroy(ld_trainer_t *t)
+{
+    if (!t)
+        return;
+    free(t->sp);
+    free(t->dn);
+    free(t->b_off);
+    free(t->b_idx);
+    free(t->b_val);
+    free(t->b_x);
+    free(t->b_y);
+    free(t->b_w);
+    free(t->b_type);
+    free(t->b_time);
+    free(t->b_z);
+    free(t->b_cz);
+    free(t->b_r);
+    free(t->g);
+    free(t->b_sc);
+    ld_window_free(&t->win);
+    ld_window_free(&t->cwin);
+    ld_snapshot_destroy(t->champ);
+    ld_snapshot_destroy(t->snap);
+    ld_snapshot_destroy(t->done);
+    free(t->pend);
+    free(t);
+}
+
+uint32_t ld_trainer_outputs(const ld_trainer_t *t)
+{
+    return t->k;
+}
+
+void ld_trainer_set_scored_cb(ld_trainer_t *t, ld_trainer_scored_cb *cb,
+                              void *opaque)
+{
+    t->cb = cb;
+    t->cb_opaque = opaque;
+}
+
+void ld_trainer_stats(const ld_trainer_t *t, ld_trainer_stats_t *out)
+{
+    *out = t->st;
+    out->batches = t->step;
+}
+
+void ld_trainer_metrics(ld_trainer_t *t, ld_metrics_t *model,
+                        ld_metrics_t *champion)
+{
+    if (model)
+        ld_window_metrics(&t->win, t->spec.model, model);
+    if (champion)
+        ld_window_metrics(&t->cwin, t->spec.model, champion);
+}
+
+/* ---- Snapshots ---------------------------------------------------------- */
+
+static void copy_block(ld_trainer_t *t, size_t b)
+{
+    size_t per = ((size_t)1 << t->bshift) * t->k * t->s;
+    memcpy(t->snap->sp + b * per, t->sp + b * per, per * sizeof(float));
+    t->pend[b] = 0;
+    t->left--;
+}
+
+static void snap_complete(ld_trainer_t *t)
+{
+    free(t->pend);
+    t->pend = NULL;
+    t->done = t->snap;
+    t->snap = NULL;
+}
+
+/* Copies up to step_blocks pending blocks, in slot order. */
+static void snap_step(ld_trainer_t *t, size_t budget)
+{
+    while (t->left && budget) {
+        if (t->pend[t->cursor]) {
+            copy_block(t, t->cursor);
+            t->st.snapshot_blocks_steps++;
+            budget--;
+        }
+        t->cursor++;
+    }
+    if (!t->left)
+        snap_complete(t);
+}
+
+ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
+{
+    if (t->snap || t->done)
+        return LD_ERR_INVAL;
+    ld_snapshot_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return LD_ERR_NOMEM;
+    atomic_init(&s->refs, 1);
+    s->spec = t->spec;
+    s->sp_n = t->sp_n;
+    s->dn_n = t->dn_n;
+    /* malloc, not calloc: every byte is overwritten by the copy, and the
+     * page faults are spread over the copy steps. */
+    s->sp = malloc(s->sp_n * sizeof(float));
+    s->dn = malloc(s->dn_n * sizeof(float));
+    t->pend = malloc(t->nblocks);
+    if (!s->sp || !s->dn || !t->pend) {
+        free(t->pend);
+        t->pend = NULL;
+        ld_snapshot_destroy(s);
+        return LD_ERR_NOMEM;
+    }
+    memcpy(s->dn, t->dn, s->dn_n * sizeof(float));
+    s->step = t->step;
+    s->examples = t->st.examples;
+    memcpy(s->by_type, t->st.by_type, sizeof(s->by_type));
+    ld_window_metrics(&t->win, t->spec.model, &s->metrics);
+    ld_window_metrics(&t->cwin, t->spec.model, &s->champion_metrics);
+    memset(t->pend, 1, t->nblocks);
+    t->snap = s;
+    t->cursor = 0;
+    t->left = t->nblocks;
+    return LD_OK;
+}
+
+ld_snapshot_t *ld_trainer_snapshot_poll(ld_trainer_t *t)
+{
+    if (t->snap)
+        snap_step(t, t->step_blocks);
+    ld_snapshot_t *d = t->done;
+    t->done = NULL;
+    return d;
+}
+
+ld_snapshot_t *ld_trainer_snapshot_finish(ld_trainer_t *t)
+{
+    if (t->snap)
+        snap_step(t, SIZE_MAX);
+    ld_snapshot_t *d = t->done;
+    t->done = NULL;
+    return d;
+}
+
+ld_snapshot_t *ld_trainer_snapshot(ld_trainer_t *t)
+{
+    if (ld_trainer_snapshot_begin(t) != LD_OK)
+        return NULL;
+    return ld_trainer_snapshot_finish(t);
+}
+
+static int same_shape(const ld_spec_t *a, const ld_spec_t *b)
+{
+    return a->model == b->model && a->k == b->k &&
+           a->hash_bits == b->hash_bits && a->dense_dim == b->dense_dim &&
+           a->s == b->s;
+}
+
+ld_err_t ld_trainer_champion_set(ld_trainer_t *t, ld_snapshot_t *s)
+{
+    if (s && !same_shape(&t->spec, &s->spec))
+        return LD_ERR_INVAL;
+    ld_snapshot_destroy(t->champ);
+    t->champ = s ? ld_snapshot_ref(s) : NULL;
+    ld_window_clear(&t->cwin);
+    return LD_OK;
+}
+
+ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
+                            char *errstr, size_t errstr_size)
+{
+    const ld_spec_t *a = &t->spec, *b = &s->spec;
+    const char *why = NULL;
+    if (a->model != b->model)
+        why = "model kind";
+    else if (a->k != b->k)
+        why = "num_classes";
+    else if (a->hash_bits != b->hash_bits)
+        why = "hash_bits";
+    else if (a->dense_dim != b->dense_dim)
+        why = "dense_dim";
+    else if (a->opt != b->opt)
+        why = "optimizer";
+    if (why) {
+        if (errstr && errstr_size)
+            snprintf(errstr, errstr_size,
+                     "checkpoint differs from the config in %s; start with "
+                     "--from-scratch or restore the old config",
+                     why);
+        return LD_ERR_CONFIG;
+    }
+    if (t->snap)
+        return LD_ERR_INVAL;
+    memcpy(t->sp, s->sp, t->sp_n * sizeof(float));
+    memcpy(t->dn, s->dn, t->dn_n * sizeof(float));
+    t->step = s->step;
+    t->st.examples = s->examples;
+    memcpy(t->st.by_type, s->by_type, sizeof(s->by_type));
+    t->bn = 0;
+    t->nnz_n = 0;
+    ld_window_clear(&t->win);
+    ld_window_clear(&t->cwin);
+    return LD_OK;
+}
+
+/* ---- Optimizers --------------------------------------------------------- */
+
+/* Per-batch constants of the update rule. */
+typedef struct hp {
+    float lr, l1, l2, beta, inv_alpha, eps, b1, b2, c1, c2;
+} hp_t;
+
+static inline float shrink(float w, float thr)
+{
+    return w > thr ? w - thr : (w < -thr ? w + thr : 0.0f);
+}
+
+/* One optimizer step on coordinate (w, a, b) with gradient g. OPT is a
+ * compile-time constant at every call site, so each loop is specialised. */
+static inline __attribute__((always_inline)) void
+opt_step(int opt, const hp_t *h, float *w, float *a, float *b, float g,
+         float l1, float l2)
+{
+    switch (opt) {
+    case LD_OPT_SGD: {
+        float x = *w - h->lr * (g + l2 * *w);
+        *w = l1 > 0 ? shrink(x, h->lr * l1) : x;
+        break;
+    }
+    case LD_OPT_ADAGRAD: {
+        g += l2 * *w;
+        float acc = *a + g * g;
+        float rate = h->lr / (sqrtf(acc) + h->eps);
+        float x = *w - rate * g;
+        *a = acc;
+        *w = l1 > 0 ? shrink(x, rate * l1) : x;
+        break;
+    }
+    case LD_OPT_FTRL: {
+        /* McMahan et al. 2013, Algorithm 1; a holds z, b holds n. The
+         * weight is the closed form of (z, n), stored so that scoring
+         * needs no square root. */
+        float n = *b, n2 = n + g * g, sq = sqrtf(n2);
+        float z = *a + g - (sq - sqrtf(n)) * h->inv_alpha * *w;
+        *a = z;
+        *b = n2;
+        if (fabsf(z) <= l1)
+            *w = 0.0f;
+        else
+            *w = -(z - copysignf(l1, z)) / ((h->beta + sq) * h->inv_alpha + l2);
+        break;
+    }
+    default: { /* Adam; lr carries the bias correction of this step */
+        g += l2 * *w;
+        float m = h->b1 * *a + h->c1 * g;
+        float v = h->b2 * *b + h->c2 * g * g;
+        *a = m;
+        *b = v;
+        *w -= h->lr * m / (sqrtf(v) + h->eps);
+        break;
+    }
+    }
+}
+
+static void make_hp(const ld_trainer_t *t, hp_t *h)
+{
+    const ld_spec_t *sp = &t->spec;
+    double lr = sp->lr, tt = (double)t->step;
+    if (sp->opt == LD_OPT_SGD) {
+        if (sp->schedule == LD_LR_INVERSE_SCALING)
+            lr = sp->lr / pow(1.0 + sp->decay * tt, sp->power_t);
+        else if (sp->schedule == LD_LR_EXPONENTIAL)
+            lr = sp->lr * pow(sp->decay, tt);
+    } else if (sp->opt == LD_OPT_ADAM) {
+        lr = sp->lr * sqrt(1.0 - pow(sp->beta2, tt + 1)) /
+             (1.0 - pow(sp->beta1, tt + 1));
+    }
+    h->lr = (float)lr;
+    h->l1 = (float)sp->l1;
+    h->l2 = (float)sp->l2;
+    h->beta = (float)sp->beta;
+    h->inv_alpha = (float)(1.0 / sp->lr);
+    h->eps = (float)sp->eps;
+    h->b1 = (float)sp->beta1;
+    h->b2 = (float)sp->beta2;
+    h->c1 = (float)(1.0 - sp->beta1);
+    h->c2 = (float)(1.0 - sp->beta2);
+}
+
+/* Hashed features: one step per occurrence, in example order. */
+static inline __attribute__((always_inline)) void
+sparse_update(ld_trainer_t *t, const hp_t *h, int opt)
+{
+    const uint32_t k = t->k, s = t->s;
+    float *sp = t->sp;
+    const float l1 = h->l1, l2 = h->l2;
+    for (size_t i = 0; i < t->bn; i++) {
+        const float *r = t->b_r + i * k;
+        for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++) {
+            uint32_t idx = t->b_idx[f];
+            float v = t->b_val[f];
+            if (__builtin_expect(t->pend != NULL, 0)) {
+                size_t blk = idx >> t->bshift;
+                if (t->pend[blk]) {
+                    copy_block(t, blk);
+                    t->st.snapshot_blocks_cow++;
+                }
+            }
+            float *c = sp + (size_t)idx * k * s;
+            for (uint32_t kk = 0; kk < k; kk++, c += s)
+                opt_step(opt, h, c, opt == LD_OPT_SGD ? c : c + 1,
+                         opt >= LD_OPT_FTRL ? c + 2 : c, r[kk] * v, l1, l2);
+        }
+    }
+}
+
+/* Dense block: one step per coordinate with the batch's summed gradient;
+ * the bias column gets no L1/L2. */
+static inline __attribute__((always_inline)) void
+dense_update(ld_trainer_t *t, const hp_t *h, int opt)
+{
+    const size_t plane = (size_t)t->k * t->d1;
+    float *w = t->dn;
+    float *a = opt == LD_OPT_SGD ? w : w + plane;
+    float *b = opt >= LD_OPT_FTRL ? w + 2 * plane : w;
+    const uint32_t d = t->d1 - 1;
+    for (uint32_t kk = 0; kk < t->k; kk++) {
+        for (uint32_t j = 0; j <= d; j++) {
+            size_t i = (size_t)kk * t->d1 + j;
+            int bias = j == d;
+            /* Planes beyond s are never touched: opt_step only writes the
+             * accumulators its optimizer has. */
+            opt_step(opt, h, w + i, opt == LD_OPT_SGD ? w + i : a + i,
+                     opt >= LD_OPT_FTRL ? b + i : w + i, t->g[i],
+                     bias ? 0.0f : h->l1, bias ? 0.0f : h->l2);
+        }
+    }
+}
+
+/* ---- Scoring ------------------------------------------------------------ */
+
+/* outputs z (bn x k) = dense part via BLAS + hashed part, for a parameter
+ * set (sparse AoS state with stride s, dense weights plane 0). */
+static void forward(const ld_trainer_t *t, const float *sp, const float *dw,
+                    float *z)
+{
+    const uint32_t k = t->k, s = t->s;
+    const int m = (int)t->bn, d1 = (int)t->d1;
+    if (k == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, m, d1, 1.0f, t->b_x, d1, dw, 1,
+                    0.0f, z, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)k, d1,
+                    1.0f, t->b_x, d1, dw, d1, 0.0f, z, (int)k);
+    for (size_t i = 0; i < t->bn; i++) {
+        float *zi = z + i * k;
+        if (k == 1) {
+            float acc = zi[0];
+            for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
+                acc += sp[(size_t)t->b_idx[f] * s] * t->b_val[f];
+            zi[0] = acc;
+        } else {
+            for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++) {
+                const float *c = sp + (size_t)t->b_idx[f] * k * s;
+                float v = t->b_val[f];
+                for (uint32_t kk = 0; kk < k; kk++)
+                    zi[kk] += c[(size_t)kk * s] * v;
+            }
+        }
+    }
+}
+
+typedef struct score {
+    float pred, loss, sqerr;
+    uint32_t cls;
+    int correct;
+} score_t;
+
+static inline float sigmoid(float z)
+{
+    return 1.0f / (1.0f + expf(-z));
+}
+
+/* Turns raw outputs z (k of them) into predictions in place and scores them
+ * against label y. */
+static void link_and_score(int model, uint32_t k, float *z, float y, score_t *o)
+{
+    if (model == LD_MODEL_LOGISTIC) {
+        float zz = z[0];
+        /* Stable logloss: log(1 + e^-|z|) + max(z, 0) - y z. */
+        o->loss = log1pf(expf(-fabsf(zz))) + (zz > 0 ? zz : 0.0f) - y * zz;
+        float p = sigmoid(zz);
+        z[0] = p;
+        o->pred = p;
+        o->sqerr = (p - y) * (p - y);
+        o->cls = p >= 0.5f;
+        o->correct = (p >= 0.5f) == (y >= 0.5f);
+    } else if (model == LD_MODEL_LINEAR) {
+        float e = z[0] - y;
+        o->pred = z[0];
+        o->loss = o->sqerr = e * e;
+        o->cls = 0;
+        o->correct = 0;
+    } else {
+        uint32_t cy = (uint32_t)y, best = 0;
+        float mx = z[0];
+        for (uint32_t c = 1; c < k; c++)
+            if (z[c] > mx) {
+                mx = z[c];
+                best = c;
+            }
+        float sum = 0;
+        for (uint32_t c = 0; c < k; c++)
+            sum += expf(z[c] - mx);
+        o->loss = logf(sum) + mx - z[cy];
+        for (uint32_t c = 0; c < k; c++)
+            z[c] = expf(z[c] - mx) / sum;
+        o->pred = z[cy];
+        o->sqerr = (1.0f - z[cy]) * (1.0f - z[cy]);
+        o->cls = best;
+        o->correct = best == cy;
+    }
+}
+
+static int matured(uint8_t type)
+{
+    return type == LD_SAMPLE_POS || type == LD_SAMPLE_DEFAULT_NEG;
+}
+
+/* ---- The micro-batch ---------------------------------------------------- */
+
+static void train_batch(ld_trainer_t *t)
+{
+    const uint32_t k = t->k;
+    const int model = t->spec.model;
+    if (t->bn == 0)
+        return;
+    forward(t, t->sp, t->dn, t->b_z);
+    if (t->champ)
+        forward(t, t->champ->sp, t->champ->dn, t->b_cz);
+
+    size_t nsc = 0;
+    for (size_t i = 0; i < t->bn; i++) {
+        float *z = t->b_z + i * k, *r = t->b_r + i * k;
+        float y = t->b_y[i], w = t->b_w[i];
+        uint8_t type = t->b_type[i];
+        score_t o, co = {NAN, NAN, NAN, 0, 0};
+        link_and_score(model, k, z, y, &o);
+        if (t->champ)
+            link_and_score(model, k, t->b_cz + i * k, y, &co);
+        if (t->df == LD_DF_FNW) {
+            float p = z[0];
+            if (type == LD_SAMPLE_FAKE_NEG)
+                w *= (1.0f - p) * (1.0f + p);
+            else if (type == LD_SAMPLE_DELAYED_POS)
+                w *= 1.0f + p;
+        }
+        /* d loss / d output: w (pred - target) for all three models. */
+        if (model == LD_MODEL_SOFTMAX) {
+            for (uint32_t c = 0; c < k; c++)
+                r[c] = w * (z[c] - (c == (uint32_t)y ? 1.0f : 0.0f));
+        } else {
+            r[0] = w * (z[0] - y);
+        }
+        t->st.by_type[type]++;
+        if (matured(type)) {
+            ld_window_push(&t->win, o.pred, model == LD_MODEL_SOFTMAX ? 1 : y,
+                           t->b_w[i], o.loss, o.sqerr, o.correct, t->b_time[i]);
+            if (t->champ)
+                ld_window_push(&t->cwin, co.pred,
+                               model == LD_MODEL_SOFTMAX ? 1 : y, t->b_w[i],
+                               co.loss, co.sqerr, co.correct, t->b_time[i]);
+            ld_scored_t *sc = &t->b_sc[nsc++];
+            sc->pred = o.pred;
+            sc->champion = co.pred;
+            sc->loss = o.loss;
+            sc->champion_loss = co.loss;
+            sc->label = y;
+            sc->weight = t->b_w[i];
+            sc->pred_class = o.cls;
+            sc->champion_class = co.cls;
+            sc->sample_type = (ld_sample_type_t)type;
+            sc->event_time_ms = t->b_time[i];
+        }
+    }
+    if (t->cb && nsc)
+        t->cb(t->cb_opaque, t->b_sc, nsc);
+
+    /* Dense gradient G (k x d1) = R^T X. */
+    const int m = (int)t->bn, d1 = (int)t->d1;
+    if (k == 1)
+        cblas_sgemv(CblasRowMajor, CblasTrans, m, d1, 1.0f, t->b_x, d1, t->b_r,
+                    1, 0.0f, t->g, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, d1, m,
+                    1.0f, t->b_r, (int)k, t->b_x, d1, 0.0f, t->g, d1);
+
+    hp_t h;
+    make_hp(t, &h);
+    switch (t->spec.opt) {
+    case LD_OPT_SGD:
+        dense_update(t, &h, LD_OPT_SGD);
+        sparse_update(t, &h, LD_OPT_SGD);
+        break;
+    case LD_OPT_ADAGRAD:
+        dense_update(t, &h, LD_OPT_ADAGRAD);
+        sparse_update(t, &h, LD_OPT_ADAGRAD);
+        break;
+    case LD_OPT_FTRL:
+        dense_update(t, &h, LD_OPT_FTRL);
+        sparse_update(t, &h, LD_OPT_FTRL);
+        break;
+    default:
+        dense_update(t, &h, LD_OPT_ADAM);
+        sparse_update(t, &h, LD_OPT_ADAM);
+        break;
+    }
+    t->step++;
+    t->st.examples += t->bn;
+    t->bn = 0;
+    t->nnz_n = 0;
+    if (t->snap)
+        snap_step(t, t->step_blocks);
+}
+
+ld_err_t ld_trainer_flush(ld_trainer_t *t)
+{
+    train_batch(t);
+    return LD_OK;
+}
+
+static int valid_features(const ld_trainer_t *t, const ld_features_t *x)
+{
+    if ((x->nnz && (!x->idx || !x->val)) || (x->ndense && !x->dense))
+        return 0;
+    if (x->ndense != t->d1 - 1)
+        return 0;
+    for (uint32_t i = 0; i < x->nnz; i++)
+        if (x->idx[i] >= t->nslots || !isfinite(x->val[i]))
+            return 0;
+    for (uint32_t i = 0; i < x->ndense; i++)
+        if (!isfinite(x->dense[i]))
+            return 0;
+    return 1;
+}
+
+ld_err_t ld_trainer_add(ld_trainer_t *t, const ld_example_t *ex)
+{
+    const ld_features_t *x = &ex->x;
+    float y = ex->label;
+    int ok = valid_features(t, x) && isfinite(y) && isfinite(ex->weight) &&
+             ex->weight >= 0 && (unsigned)ex->sample_type < LD_SAMPLE__COUNT;
+    if (ok && t->spec.model == LD_MODEL_LOGISTIC)
+        ok = y >= 0 && y <= 1;
+    if (ok && t->spec.model == LD_MODEL_SOFTMAX)
+        ok = y >= 0 && y < (float)t->k && y == floorf(y);
+    if (!ok) {
+        t->st.rejected++;
+        return LD_ERR_INVAL;
+    }
+    if (t->bn && t->batch_span > 0 &&
+        ex->event_time_ms - t->b_t0 >= t->batch_span)
+        train_batch(t);
+    if (t->nnz_n + x->nnz > t->nnz_cap) {
+        /* Grows to the largest batch seen; amortised, not per example. */
+        size_t cap = t->nnz_cap * 2;
+        if (cap < t->nnz_n + x->nnz)
+            cap = t->nnz_n + x->nnz;
+        uint32_t *ni = realloc(t->b_idx, cap * sizeof(uint32_t));
+        if (!ni)
+            return LD_ERR_NOMEM;
+        t->b_idx = ni;
+        float *nv = realloc(t->b_val, cap * sizeof(float));
+        if (!nv)
+            return LD_ERR_NOMEM;
+        t->b_val = nv;
+        t->nnz_cap = cap;
+    }
+    size_t i = t->bn;
+    if (i == 0)
+        t->b_t0 = ex->event_time_ms;
+    t->b_off[i] = (uint32_t)t->nnz_n;
+    if (x->nnz) {
+        memcpy(t->b_idx + t->nnz_n, x->idx, x->nnz * sizeof(uint32_t));
+        memcpy(t->b_val + t->nnz_n, x->val, x->nnz * sizeof(float));
+    }
+    t->nnz_n += x->nnz;
+    t->b_off[i + 1] = (uint32_t)t->nnz_n;
+    float *row = t->b_x + i * t->d1;
+    if (x->ndense)
+        memcpy(row, x->dense, x->ndense * sizeof(float));
+    row[t->d1 - 1] = 1.0f;
+    t->b_y[i] = y;
+    t->b_w[i] = ex->weight;
+    t->b_type[i] = (uint8_t)ex->sample_type;
+    t->b_time[i] = ex->event_time_ms;
+    t->st.last_event_time_ms = ex->event_time_ms;
+    t->bn = i + 1;
+    if (t->bn == t->bcap)
+        train_batch(t);
+    return LD_OK;
+}
+
+ld_err_t ld_trainer_predict(const ld_trainer_t *t, const ld_features_t *x,
+                            float *out, size_t nout)
+{
+    if (nout < t->k || !valid_features(t, x))
+        return LD_ERR_INVAL;
+    const uint32_t k = t->k, s = t->s, d1 = t->d1;
+    for (uint32_t kk = 0; kk < k; kk++) {
+        const float *wd = t->dn + (size_t)kk * d1;
+        float acc = wd[d1 - 1];
+        for (uint32_t j = 0; j < x->ndense; j++)
+            acc += wd[j] * x->dense[j];
+        for (uint32_t f = 0; f < x->nnz; f++)
+            acc += t->sp[((size_t)x->idx[f] * k + kk) * s] * x->val[f];
+        out[kk] = acc;
+    }
+    score_t o;
+    link_and_score(t->spec.model, k, out, 0.0f, &o);
+    return LD_OK;
+}

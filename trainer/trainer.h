@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The trainer: hashed-sparse + dense linear models (logistic, linear,
+ * softmax) updated in micro-batches with SGD, AdaGrad, FTRL-Proximal or Adam,
+ * prequential metrics, champion shadow scoring and copy-on-write snapshots.
+ *
+ * Threading: an ld_trainer_t is used by one thread at a time. Snapshots are
+ * immutable once complete and may be read (encoded) by any thread.
+ *
+ * Update rule. A micro-batch is scored with the parameters as they were at
+ * its start (prequential: every example is scored before any training on
+ * it). Dense block and bias: one optimizer step with the batch's summed
+ * gradient, computed with BLAS (sgemv for one output, sgemm for K). Hashed
+ * sparse coordinates: one optimizer step per occurrence, in example order,
+ * with the gradient from the batch-start score (with batch_size 1 this is
+ * plain online learning). The loss is a sum over examples, so learning rates
+ * do not depend on batch size.
+ *
+ * Delayed feedback (delayed_feedback: fnw). Under the labeling policy
+ * fake_negative every event first arrives as a fake_neg (label 0) and, when
+ * its label arrives, again as a delayed_pos (label 1). Ktena et al. 2019
+ * ("Addressing delayed feedback for continuous training with neural networks
+ * in CTR prediction", fake negative weighted loss) weight the loss by
+ * p(y|x) / b(y|x), where b is the biased distribution: b(y=1|x) = p/(1+p),
+ * b(y=0|x) = 1/(1+p). With p the model's current prediction, taken as a
+ * constant (no gradient through the weight):
+ *     delayed_pos:  w = 1 + p
+ *     fake_neg:     w = (1 - p) * (1 + p)
+ * multiplied into the sample weight. pos and default_neg examples are not
+ * reweighted. Only the logistic model supports it.
+ *
+ * Metrics and detectors see matured labels only (pos, default_neg). */
+#ifndef LD_TRAINER_H
+#define LD_TRAINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "pipeline/record.h"
+
+/* Config ENUM values, in the order of the table's choices. */
+enum { LD_MODEL_LOGISTIC = 0, LD_MODEL_LINEAR = 1, LD_MODEL_SOFTMAX = 2 };
+enum { LD_OPT_SGD = 0, LD_OPT_ADAGRAD = 1, LD_OPT_FTRL = 2, LD_OPT_ADAM = 3 };
+enum {
+    LD_LR_CONSTANT = 0,        /* lr */
+    LD_LR_INVERSE_SCALING = 1, /* lr / (1 + decay * t)^power_t */
+    LD_LR_EXPONENTIAL = 2      /* lr * decay^t */
+};
+enum { LD_DF_NONE = 0, LD_DF_FNW = 1 };
+
+/* The `trainer:` config section (filled by the YAML loader from
+ * ld_trainer_conf_section; strings owned by the config). */
+typedef struct ld_trainer_conf {
+    char *name;          /* model name: store directory, Kafka keys */
+    int model;           /* LD_MODEL_* */
+    int64_t num_classes; /* softmax K */
+    int64_t hash_bits;
+    int64_t dense_dim;
+    int optimizer; /* LD_OPT_* */
+    double learning_rate;
+    int lr_schedule; /* LD_LR_* (SGD) */
+    double lr_decay;
+    double lr_power_t;
+    double ftrl_beta;
+    double adagrad_initial_accumulator;
+    double epsilon;
+    double adam_beta1;
+    double adam_beta2;
+    double l1;
+    double l2;
+    int delayed_feedback; /* LD_DF_* */
+    int64_t batch_size;
+    int64_t batch_span; /* ms of event time */
+    int64_t metrics_window;
+    int64_t blas_threads;
+    int64_t snapshot_step; /* bytes copied per batch by a pending snapshot */
+} ld_trainer_conf_t;
+
+extern const ld_conf_section_t ld_trainer_conf_section;
+
+typedef struct ld_trainer ld_trainer_t;
+/* A frozen, complete copy of a model's parameters and optimizer state;
+ * reference counted, immutable, shareable across threads. */
+typedef struct ld_snapshot ld_snapshot_t;
+
+/* Windowed prequential metrics; NaN where a metric does not apply. */
+typedef struct ld_metrics {
+    uint64_t examples;
+    double logloss;  /* logistic, softmax */
+    double auc;      /* logistic: exact, weighted, ties count 1/2 */
+    double accuracy; /* logistic (p >= 0.5), softmax (argmax) */
+    double rmse;     /* linear: of y - yhat; logistic: of y - p (Brier) */
+    double mean_prediction, mean_label;
+    double calibration; /* mean_prediction / mean_label */
+    int64_t window_start_ms, window_end_ms;
+} ld_metrics_t;
+
+/* One matured example as scored before training (shadow included). */
+typedef struct ld_scored {
+    float pred;     /* logistic p(y=1); linear yhat; softmax p(label) */
+    float champion; /* the same from the champion; NaN without one */
+    float loss;     /* logloss (logistic, softmax) or squared error */
+    float champion_loss;
+    float label;
+    float weight;
+    uint32_t pred_class; /* logistic p >= .5; softmax argmax; linear 0 */
+    uint32_t champion_class;
+    ld_sample_type_t sample_type;
+    int64_t event_time_ms;
+} ld_scored_t;
+
+/* Called once per micro-batch with its matured (pos, default_neg) examples,
+ * in order; s is borrowed for the duration of the call. */
+typedef void ld_trainer_scored_cb(void *opaque, const ld_scored_t *s, size_t n);
+
+typedef struct ld_trainer_stats {
+    uint64_t examples; /* trained on */
+    uint64_t by_type[LD_SAMPLE__COUNT];
+    uint64_t batches;  /* = optimizer step */
+    uint64_t rejected; /* refused by ld_trainer_add */
+    int64_t last_event_time_ms;
+    uint64_t snapshot_blocks_cow;   /* copied on first write */
+    uint64_t snapshot_blocks_steps; /* copied by the background steps */
+} ld_trainer_stats_t;
+
+/* Creates a trainer with zero parameters. conf is borrowed (copied). Pins
+ * OpenBLAS to conf->blas_threads threads (1 by default). Returns NULL on bad
+ * config or allocation failure, with the reason in errstr. Caller frees with
+ * ld_trainer_destroy(). */
+ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
+                             size_t errstr_size);
+/* Frees t, its pending batch and any champion reference. NULL is a no-op. */
+void ld_trainer_destroy(ld_trainer_t *t);
+
+/* Queues one example, copying its features (ex is borrowed). When the batch
+ * reaches batch_size, or ex's event time is batch_span or more past the
+ * batch's first example, the batch is trained (before ex is queued in the
+ * span case). Returns LD_ERR_INVAL without queueing for an example the model
+ * cannot take (index out of range, non-finite value or weight, wrong dense
+ * length, bad label); the caller dead-letters it. Never allocates except to
+ * grow the batch's feature arena beyond its largest size so far. */
+ld_err_t ld_trainer_add(ld_trainer_t *t, const ld_example_t *ex) LD_WUR;
+
+/* Trains the queued partial batch now (commit point, shutdown). */
+ld_err_t ld_trainer_flush(ld_trainer_t *t) LD_WUR;
+
+/* Scores x with the current parameters into out[0..k-1]: p(y=1) for
+ * logistic, yhat for linear, class probabilities for softmax. nout must be
+ * at least the number of outputs (1, or num_classes). */
+ld_err_t ld_trainer_predict(const ld_trainer_t *t, const ld_features_t *x,
+                            float *out, size_t nout) LD_WUR;
+
+/* Sets the per-batch callback for detectors (NULL to remove). */
+void ld_trainer_set_scored_cb(ld_trainer_t *t, ld_trainer_scored_cb *cb,
+                              void *opaque);
+
+/* Windowed metrics of the model and of the champion (either may be NULL).
+ * Not const: the AUC sorts in a scratch buffer. */
+void ld_trainer_metrics(ld_trainer_t *t, ld_metrics_t *model,
+                        ld_metrics_t *champion);
+void ld_trainer_stats(const ld_trainer_t *t, ld_trainer_stats_t *out);
+/* Number of outputs (1, or num_classes for softmax). */
+uint32_t ld_trainer_outputs(const ld_trainer_t *t);
+
+/* ---- Snapshots, champion, warm start ------------------------------------ */
+
+/* Starts a copy-on-write snapshot of the current state. Dense state is copied
+ * at once; sparse state is copied block by block: a block is copied before
+ * its first write, and each trained batch (and each poll) also copies up to
+ * snapshot_step bytes, so training never stalls for a whole-model copy.
+ * Returns LD_ERR_INVAL if a snapshot is already in progress. */
+ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t) LD_WUR;
+/* Copies one more step; returns the snapshot once complete (the caller owns
+ * it: ld_snapshot_destroy()), NULL while still copying or when none is in
+ * progress. */
+ld_snapshot_t *ld_trainer_snapshot_poll(ld_trainer_t *t);
+/* Completes the pending snapshot now (copying what is left) and returns it
+ * (caller owns), or NULL when none is in progress. */
+ld_snapshot_t *ld_trainer_snapshot_finish(ld_trainer_t *t);
+/* begin + finish: a snapshot of the state right now (caller owns), or NULL
+ * on allocation failure or when another is in progress. */
+ld_snapshot_t *ld_trainer_snapshot(ld_trainer_t *t);
+
+/* Drops one reference; frees at zero. NULL is a no-op. */
+void ld_snapshot_destroy(ld_snapshot_t *s);
+/* Adds a reference (returns s); release it with ld_snapshot_destroy(). */
+ld_snapshot_t *ld_snapshot_ref(ld_snapshot_t *s);
+/* SHA-256 over the parameter tensors as a checkpoint stores them ("w",
+ * "dense_w", "bias": raw little-endian float32, in that order); equal to
+ * Lineage.params_sha256. */
+void ld_snapshot_params_sha256(const ld_snapshot_t *s, uint8_t out[32]);
+/* Examples the snapshot's model was trained on, by sample type. */
+void ld_snapshot_counts(const ld_snapshot_t *s, uint64_t out[LD_SAMPLE__COUNT]);
+
+/* Makes s the frozen champion scored alongside the model (shadow
+ * evaluation); takes a reference of its own (s stays the caller's). NULL
+ * removes the champion. Returns LD_ERR_INVAL if s's shape differs. The
+ * champion's metric window restarts. */
+ld_err_t ld_trainer_champion_set(ld_trainer_t *t, ld_snapshot_t *s) LD_WUR;
+
+/* Warm start: replaces the whole model and optimizer state with s's
+ * (borrowed). Returns LD_ERR_CONFIG, with the reason in errstr, if s's model,
+ * shape or optimizer differ from t's config; hyperparameters come from the
+ * config (a changed learning rate takes effect). Drops any queued batch. */
+ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
+                            char *errstr, size_t errstr_size) LD_WUR;
+
+/* OpenBLAS core name (openblas_get_corename()), for lineage. */
+const char *ld_trainer_blas_core(void);
+
+#endif /* LD_TRAINER_H */
