@@ -16,11 +16,11 @@
 #include "testutil.h"
 
 #define GROUP_PARTITIONS 3
-#define FIRST_BATCH 30  /* records before the first consumer commits */
-#define SECOND_BATCH 7  /* records the second member must get, and no more */
-#define TXN_RECORDS 5   /* per transaction */
-#define STEP_TIMEOUT_MS 60000
-#define MAX_PARTITIONS 8
+#define FIRST_BATCH      30 /* records before the first consumer commits */
+#define SECOND_BATCH     7 /* records the second member must get, and no more */
+#define TXN_RECORDS      5 /* per transaction */
+#define STEP_TIMEOUT_MS  60000
+#define MAX_PARTITIONS   8
 
 /* ---- Producer side: delivery reports ------------------------------------ */
 
@@ -30,8 +30,7 @@ struct deliveries {
     int64_t end[MAX_PARTITIONS]; /* last delivered offset + 1 per partition */
 };
 
-static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m,
-                      void *opaque)
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     struct deliveries *d = opaque;
     (void)rk;
@@ -65,8 +64,7 @@ static void produce(rd_kafka_t *rk, const char *topic, const char *key,
                     const char *value)
 {
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic),
-        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
         RD_KAFKA_V_VALUE((void *)value, strlen(value)),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     if (err)
@@ -168,8 +166,8 @@ static void read_group(rd_kafka_t *rk, struct group_read *r, const int64_t *end,
     while (!all_at_end(r, end)) {
         if (ld_test_remaining(deadline) == 0) {
             for (int p = 0; p < GROUP_PARTITIONS; p++)
-                ld_test_say("partition %d: eof at %" PRId64 ", end %" PRId64,
-                            p, r->eof[p], end[p]);
+                ld_test_say("partition %d: eof at %" PRId64 ", end %" PRId64, p,
+                            r->eof[p], end[p]);
             LD_TEST_FAIL("group read: %d records, partitions not at their "
                          "end after %d ms",
                          r->count, STEP_TIMEOUT_MS);
@@ -178,8 +176,7 @@ static void read_group(rd_kafka_t *rk, struct group_read *r, const int64_t *end,
         if (m == NULL)
             continue;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            LD_TEST_ASSERT(m->partition >= 0 &&
-                               m->partition < GROUP_PARTITIONS,
+            LD_TEST_ASSERT(m->partition >= 0 && m->partition < GROUP_PARTITIONS,
                            "EOF on partition %" PRId32, m->partition);
             r->eof[m->partition] = m->offset;
             rd_kafka_message_destroy(m);
@@ -363,8 +360,8 @@ static void test_group_commit(void)
 
 /* ---- Part 2: transactions and read_committed ---------------------------- */
 
-static void transaction(rd_kafka_t *rk, struct deliveries *d,
-                        const char *topic, const char *label, int commit)
+static void transaction(rd_kafka_t *rk, struct deliveries *d, const char *topic,
+                        const char *label, int commit)
 {
     char value[32];
     int before = d->ok;

@@ -30,8 +30,7 @@ static int64_t since_start(void)
 void ld_test_fail_at(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "[%7" PRId64 "ms] FAIL %s:%d: ", since_start(), file,
-            line);
+    fprintf(stderr, "[%7" PRId64 "ms] FAIL %s:%d: ", since_start(), file, line);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -80,9 +79,9 @@ void ld_test_name(char *buf, size_t size, const char *what)
     static unsigned counter;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    int n = snprintf(buf, size, "ld-%s-%ld-%lld-%u", what, (long)getpid(),
-                     (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
-                     counter++);
+    int n =
+        snprintf(buf, size, "ld-%s-%ld-%lld-%u", what, (long)getpid(),
+                 (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, counter++);
     if (n < 0 || (size_t)n >= size)
         LD_TEST_FAIL("name buffer of %zu bytes too small for %s", size, what);
 }

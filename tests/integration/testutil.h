@@ -14,8 +14,8 @@
 #define LD_TEST_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 /* Prints "FAIL file:line: <message>" to stderr and exits 1. */
-_Noreturn void ld_test_fail_at(const char *file, int line, const char *fmt,
-                               ...) LD_TEST_PRINTF(3, 4);
+_Noreturn void ld_test_fail_at(const char *file, int line, const char *fmt, ...)
+    LD_TEST_PRINTF(3, 4);
 #define LD_TEST_FAIL(...) ld_test_fail_at(__FILE__, __LINE__, __VA_ARGS__)
 /* As ld_test_fail_at, with the failed condition's text before the message. */
 _Noreturn void ld_test_assert_fail(const char *file, int line, const char *cond,

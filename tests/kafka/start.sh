@@ -37,6 +37,9 @@ elapsed() { echo "$(( ($(date +%s%N) - t0) / 1000000 ))ms"; }
 # i.e. the broker has registered with the controller and serves clients.
 metadata_ok() {
     local addr=$1 out
+    # kcat waits its whole -m timeout on a closed port; a refused connect
+    # answers at once, so probe the port first.
+    (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null || return 1
     out=$(kcat -L -b "$addr" -m 3 2>/dev/null) || return 1
     grep -q " at $addr" <<<"$out"
 }
@@ -50,9 +53,8 @@ wait_metadata() {
         if metadata_ok "$addr"; then
             return 0
         fi
-        # kcat -L already waits up to its -m timeout against a listening
-        # broker; this only paces retries while the port is still closed.
-        sleep 0.5
+        # Paces the probes while the broker is still coming up.
+        sleep 0.2
     done
     return 1
 }
