@@ -491,6 +491,15 @@ out:
     return ld.conf;
 }
 
+ld_err_t ld_config_apply_logging(const ld_config_t *conf)
+{
+    ld_log_set_level((ld_log_level_t)conf->log.level);
+    for (size_t i = 0; i < conf->log.debug.n; i++)
+        ld_log_debug_enable(conf->log.debug.v[i]);
+    const char *file = conf->log.file;
+    return ld_log_open(file && file[0] ? file : NULL);
+}
+
 /* Writes a row's current value as YAML text. */
 static void dump_value(const ld_conf_row_t *row, const void *base, FILE *out)
 {

@@ -62,6 +62,10 @@ void ld_config_destroy(ld_config_t *conf);
  * "<redacted>". */
 void ld_config_dump(const ld_config_t *conf, FILE *out);
 
+/* Applies the log: section (level, debug modules, file). Returns LD_ERR_IO
+ * when the log file cannot be opened. */
+ld_err_t ld_config_apply_logging(const ld_config_t *conf) LD_WUR;
+
 /* Writes docs/CONFIGURATION.md (Markdown, generated from the tables). */
 void ld_config_write_doc(FILE *out);
 
