@@ -1,0 +1,842 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests of trainer/: known answers for every model and optimizer,
+ * gradient checks, metrics against brute force, snapshots, determinism. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "trainer/internal.h"
+#include "trainer/trainer.h"
+
+static const char *self_path;
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+    /* splitmix64: deterministic across platforms */
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double unif(void)
+{
+    return (double)(rnd() >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static double gauss(void)
+{
+    double u = unif(), v = unif();
+    if (u < 1e-300)
+        u = 1e-300;
+    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
+}
+
+static void base_conf(ld_trainer_conf_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->name = "test";
+    c->model = LD_MODEL_LOGISTIC;
+    c->num_classes = 2;
+    c->hash_bits = 10;
+    c->dense_dim = 0;
+    c->optimizer = LD_OPT_SGD;
+    c->learning_rate = 0.1;
+    c->lr_schedule = LD_LR_CONSTANT;
+    c->lr_power_t = 0.5;
+    c->ftrl_beta = 1.0;
+    c->adagrad_initial_accumulator = 0.1;
+    c->epsilon = 1e-8;
+    c->adam_beta1 = 0.9;
+    c->adam_beta2 = 0.999;
+    c->batch_size = 1;
+    c->batch_span = 0;
+    c->metrics_window = 1000;
+    c->blas_threads = 1;
+    c->snapshot_step = 65536;
+}
+
+static ld_trainer_t *mk(const ld_trainer_conf_t *c)
+{
+    char err[256];
+    ld_trainer_t *t = ld_trainer_new(c, err, sizeof(err));
+    if (!t)
+        fail_msg("ld_trainer_new: %s", err);
+    return t;
+}
+
+static ld_example_t ex_of(const uint32_t *idx, const float *val, uint32_t nnz,
+                          const float *dense, uint32_t nd, float y)
+{
+    ld_example_t e;
+    memset(&e, 0, sizeof(e));
+    e.x.idx = idx;
+    e.x.val = val;
+    e.x.nnz = nnz;
+    e.x.dense = dense;
+    e.x.ndense = nd;
+    e.label = y;
+    e.weight = 1.0f;
+    e.sample_type = y > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
+    e.label_time_ms = -1;
+    return e;
+}
+
+/* ---- config table ------------------------------------------------------- */
+
+static void test_conf_table(void **state)
+{
+    (void)state;
+    const ld_conf_section_t *s = &ld_trainer_conf_section;
+    assert_string_equal(s->name, "trainer");
+    assert_true(s->nrows > 15);
+    for (size_t i = 0; i < s->nrows; i++) {
+        const ld_conf_row_t *r = &s->rows[i];
+        assert_non_null(r->desc);
+        assert_non_null(r->def);
+        assert_true(r->offset < sizeof(ld_trainer_conf_t));
+        assert_int_equal(r->type == LD_CONF_ENUM, r->choices != NULL);
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(r->name, s->rows[j].name);
+    }
+    ld_trainer_conf_t c;
+    char err[256] = "";
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(ld_conf_set_defaults(s, &c, err, sizeof(err)), LD_OK);
+    assert_int_equal(c.model, LD_MODEL_LOGISTIC);
+    assert_int_equal(c.optimizer, LD_OPT_FTRL);
+    assert_int_equal(c.batch_size, 256);
+    assert_int_equal(c.batch_span, 1000);
+    assert_int_equal(c.snapshot_step, 4 << 20);
+    /* The defaults make a working trainer. */
+    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    assert_non_null(t);
+    ld_trainer_destroy(t);
+    ld_conf_free(s, &c);
+    ld_trainer_destroy(NULL);
+    ld_snapshot_destroy(NULL);
+}
+
+static void test_bad_conf(void **state)
+{
+    (void)state;
+    ld_trainer_conf_t c;
+    char err[256] = "";
+    base_conf(&c);
+    c.model = LD_MODEL_LINEAR;
+    c.delayed_feedback = LD_DF_FNW;
+    assert_null(ld_trainer_new(&c, err, sizeof(err)));
+    assert_non_null(strstr(err, "fnw"));
+    base_conf(&c);
+    c.model = LD_MODEL_SOFTMAX;
+    c.num_classes = 1;
+    assert_null(ld_trainer_new(&c, err, sizeof(err)));
+    assert_non_null(strstr(err, "num_classes"));
+}
+
+/* ---- known answers ------------------------------------------------------ */
+
+/* Solves the d x d system a x = b (Gaussian elimination, partial pivot). */
+static void solve(double *a, double *b, int d)
+{
+    for (int c = 0; c < d; c++) {
+        int p = c;
+        for (int r = c + 1; r < d; r++)
+            if (fabs(a[r * d + c]) > fabs(a[p * d + c]))
+                p = r;
+        for (int j = 0; j < d; j++) {
+            double x = a[c * d + j];
+            a[c * d + j] = a[p * d + j];
+            a[p * d + j] = x;
+        }
+        double x = b[c];
+        b[c] = b[p];
+        b[p] = x;
+        for (int r = 0; r < d; r++) {
+            if (r == c)
+                continue;
+            double f = a[r * d + c] / a[c * d + c];
+            for (int j = 0; j < d; j++)
+                a[r * d + j] -= f * a[c * d + j];
+            b[r] -= f * b[c];
+        }
+    }
+    for (int c = 0; c < d; c++)
+        b[c] /= a[c * d + c];
+}
+
+/* Linear regression with full-batch gradient descent reaches the
+ * least-squares solution of a noisy problem (normal equations). */
+static void test_least_squares(void **state)
+{
+    (void)state;
+    enum { N = 200, D = 4 };
+    static float x[N][D], y[N];
+    rng_state = 1;
+    const double truth[D + 1] = {1.5, -2.0, 0.5, 3.0, 0.7};
+    for (int i = 0; i < N; i++) {
+        double s = truth[D];
+        for (int j = 0; j < D; j++) {
+            x[i][j] = (float)gauss();
+            s += truth[j] * x[i][j];
+        }
+        y[i] = (float)(s + 0.3 * gauss());
+    }
+    /* Normal equations with a bias column. */
+    double a[(D + 1) * (D + 1)] = {0}, b[D + 1] = {0};
+    for (int i = 0; i < N; i++) {
+        double r[D + 1];
+        for (int j = 0; j < D; j++)
+            r[j] = x[i][j];
+        r[D] = 1;
+        for (int p = 0; p <= D; p++) {
+            b[p] += r[p] * y[i];
+            for (int q = 0; q <= D; q++)
+                a[p * (D + 1) + q] += r[p] * r[q];
+        }
+    }
+    solve(a, b, D + 1);
+
+    ld_trainer_conf_t c;
+    base_conf(&c);
+    c.model = LD_MODEL_LINEAR;
+    c.dense_dim = D;
+    c.batch_size = N;
+    c.learning_rate = 0.002;
+    ld_trainer_t *t = mk(&c);
+    for (int ep = 0; ep < 600; ep++)
+        for (int i = 0; i < N; i++) {
+            ld_example_t e = ex_of(NULL, NULL, 0, x[i], D, y[i]);
+            assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+        }
+    ld_snapshot_t *s = ld_trainer_snapshot(t);
+    assert_non_null(s);
+    /* Tolerance: 1e-3 absolute on each coefficient (float32 GD). */
+    for (int j = 0; j <= D; j++)
+        assert_float_equal(s->dn[j], b[j], 1e-3);
+    ld_metrics_t m;
+    ld_trainer_metrics(t, &m, NULL);
+    assert_true(isnan(m.logloss));
+    assert_true(m.rmse < 0.35);
+    ld_snapshot_destroy(s);
+    ld_trainer_destroy(t);
+}
+
+/* Separable sparse + dense logistic problem: every optimizer reaches zero
+ * training error. */
+static void separable_run(int opt, double lr)
+{
+    enum { N = 300, NNZ = 8, SLOTS = 1 << 10, D = 3 };
+    static uint32_t idx[N][NNZ];
+    static float val[N][NNZ], dense[N][D], y[N];
+    static float wt[SLOTS];
+    rng_state = 7;
+    for (int i = 0; i < SLOTS; i++)
+        wt[i] = (float)gauss();
+    for (int i = 0; i < N;) {
+        double s = 0;
+        for (int f = 0; f < NNZ; f++) {
+            idx[i][f] = (uint32_t)(rnd() % SLOTS);
+            val[i][f] = 1.0f;
+            s += wt[idx[i][f]];
+        }
+        for (int j = 0; j < D; j++) {
+            dense[i][j] = (float)gauss();
+            s += (double)(j + 1) * dense[i][j];
+        }
+        if (fabs(s) < 0.5)
+            continue; /* keep a margin */
+        y[i] = s > 0 ? 1.0f : 0.0f;
+        i++;
+    }
+    ld_trainer_conf_t c;
+    base_conf(&c);
+    c.optimizer = opt;
+    c.learning_rate = lr;
+    c.dense_dim = D;
+    c.batch_size = 16;
+    ld_trainer_t *t = mk(&c);
+    int errors = N;
+    for (int ep = 0; ep < 200 && errors; ep++) {
+        for (int i = 0; i < N; i++) {
+            ld_example_t e = ex_of(idx[i], val[i], NNZ, dense[i], D, y[i]);
+            assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+        }
+        assert_int_equal(ld_trainer_flush(t), LD_OK);
+        errors = 0;
+        for (int i = 0; i < N; i++) {
+            ld_features_t x = {idx[i], val[i], dense[i], NNZ, D};
+            float p;
+            assert_int_equal(ld_trainer_predict(t, &x, &p, 1), LD_OK);
+            errors += (p >= 0.5f) != (y[i] > 0.5f);
+        }
+    }
+    if (errors)
+        fail_msg("optimizer %d: %d training errors left", opt, errors);
+    ld_trainer_destroy(t);
+}
+
+static void test_separable_logistic(void **state)
+{
+    (void)state;
+    separable_run(LD_OPT_SGD, 0.5);
+    separable_run(LD_OPT_ADAGRAD, 0.5);
+    separable_run(LD_OPT_FTRL, 0.5);
+    separable_run(LD_OPT_ADAM, 0.05);
+}
+
+/* Softmax on a 3-class Gaussian mixture (unit variance, means 5 apart):
+ * held-out accuracy above 0.93 (the Bayes rate is about 0.99). */
+static void test_softmax_mixture(void **state)
+{
+    (void)state;
+    static const float mu[3][2] = {{0, 3}, {2.6f, -1.5f}, {-2.6f, -1.5f}};
+    ld_trainer_conf_t c;
+    base_conf(&c);
+    c.model = LD_MODEL_SOFTMAX;
+    c.num_classes = 3;
+    c.dense_dim = 2;
+    c.batch_size = 32;
+    c.optimizer = LD_OPT_ADAGRAD;
+    c.learning_rate = 0.1;
+    c.hash_bits = 4;
+    ld_trainer_t *t = mk(&c);
+    rng_state = 3;
+    for (int i = 0; i < 6000; i++) {
+        int k = (int)(rnd() % 3);
+        float x[2] = {mu[k][0] + (float)gauss(), mu[k][1] + (float)gauss()};
+        uint32_t id = (uint32_t)k; /* an informative hashed feature, 50% */
+        float one = 1.0f;
+        ld_example_t e = ex_of(&id, &one, (rnd() & 1) ? 1 : 0, x, 2, (float)k);
+        e.sample_type = LD_SAMPLE_POS;
+        assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    }
+    assert_int_equal(ld_trainer_flush(t), LD_OK);
+    int ok = 0;
+    for (int i = 0; i < 2000; i++) {
+        int k = (int)(rnd() % 3);
+        float x[2] = {mu[k][0] + (float)gauss(), mu[k][1] + (float)gauss()};
+        ld_features_t f = {NULL, NULL, x, 0, 2};
+        float p[3];
+        assert_int_equal(ld_trainer_predict(t, &f, p, 3), LD_OK);
+        assert_float_equal(p[0] + p[1] + p[2], 1.0, 1e-5);
+        int best = p[1] > p[0] ? 1 : 0;
+        if (p[2] > p[best])
+            best = 2;
+        ok += best == k;
+    }
+    assert_true(ok / 2000.0 > 0.93);
+    ld_metrics_t m;
+    ld_trainer_metrics(t, &m, NULL);
+    assert_true(m.accuracy > 0.9);
+    assert_true(m.logloss < 0.3);
+    assert_true(isnan(m.auc));
+    ld_trainer_destroy(t);
+}
+
+/* FTRL-Proximal with L1: noise features get weights that are exactly 0.0f,
+ * informative ones do not. */
+static void test_ftrl_l1_zeros(void **state)
+{
+    (void)state;
+    ld_trainer_conf_t c;
+    base_conf(&c);
+    c.optimizer = LD_OPT_FTRL;
+    c.hash_bits = 8;
+    c.l1 = 2.0;
+    c.l2 = 0.1;
+    c.batch_size = 8;
+    ld_trainer_t *t = mk(&c);
+    rng_state = 11;
+    for (int i = 0; i < 20000; i++) {
+        uint32_t idx[4];
+        float val[4] = {1, 1, 1, 1};
+        int y = (int)(rnd() & 1);
+        idx[0] = (uint32_t)y; /* slot 0/1: perfectly informative */
+        for (int f = 1; f < 4; f++)
+            idx[f] = 16 + (uint32_t)(rnd() % 240); /* noise */
+        ld_example_t e = ex_of(idx, val, 4, NULL, 0, (float)y);
+        assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    }
+    ld_snapshot_t *s = ld_trainer_snapshot(t);
+    assert_non_null(s);
+    int zeros = 0;
+    for (int i = 16; i < 256; i++)
+        zeros += s->sp[i * 3] == 0.0f;
+    assert_true(zeros >= 230);
+    assert_true(s->sp[0] < -0.5f && s->sp[3] > 0.5f);
+    for (int i = 2; i < 16; i++)
+        assert_true(s->sp[i * 3] == 0.0f); /* never seen */
+    ld_snapshot_destroy(s);
+    ld_trainer_destroy(t);
+}
+
+/* ---- gradient checks ---------------------------------------------------- */
+
+static double loss_of(ld_trainer_t *t, int model, const ld_features_t *x,
+                      float y)
+{
+    float p[3];
+    assert_int_equal(ld_trainer_predict(t, x, p, 3), LD_OK);
+    if (model == LD_MODEL_LOGISTIC)
+        return -(y * log(p[0]) + (1 - y) * log(1 - p[0]));
+    if (model == LD_MODEL_LINEAR)
+        return 0.5 * (p[0] - y) * (p[0] - y);
+    return -log(p[(int)y]);
+}
+
+/* The update of plain SGD with batch 1 is -lr * gradient; recover the
+ * gradient from it and compare with central finite differences of the loss
+ * for each sparse, dense and bias coordinate the example touches. */
+static void gradcheck(int model, float y)
+{
+    enum { D = 2 };
+    ld_trainer_conf_t c;
+    base_conf(&c);
+    c.model = model;
+    c.num_classes = 3;
+    c.dense_dim = D;
+    c.hash_bits = 4;
+    c.learning_rate = 1e-3;
+    ld_trainer_t *t = mk(&c);
+    uint32_t k = ld_trainer_outputs(t);
+    /* Random starting point. */
+    ld_snapshot_t *s0 = ld_trainer_snapshot(t);
+    rng_state = 5 + (uint64_t)model;
+    for (size_t i = 0; i < s0->sp_n; i++)
+        s0->sp[i] = (float)(0.5 * gauss());
+    for (size_t i = 0; i < s0->dn_n; i++)
+        s0->dn[i] = (float)(0.5 * gauss());
+    char err[128];
+    assert_int_equal(ld_trainer_restore(t, s0, err, sizeof(err)), LD_OK);
+
+    uint32_t idx[2] = {3, 9};
+    float val[2] = {1.0f, -0.7f}, dense[D] = {0.4f, -1.2f};
+    ld_features_t x = {idx, val, dense, 2, D};
+    ld_example_t e = ex_of(idx, val, 2, dense, D, y);
+    assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    ld_snapshot_t *s1 = ld_trainer_snapshot(t);
+
+    /* Coordinates touched: sparse (slot, class), dense (class, col). */
+    for (uint32_t kk = 0; kk < k; kk++) {
+        float *targets[4] = {&s0->sp[(3 * k + kk)], &s0->sp[(9 * k + kk)],
+                             &s0->dn[kk * (D + 1) + 1],
+                             &s0->dn[kk * (D + 1) + D]};
+        float *after[4] = {&s1->sp[(3 * k + kk)], &s1->sp[(9 * k + kk)],
+                           &s1->dn[kk * (D + 1) + 1],
+                           &s1->dn[kk * (D + 1) + D]};
+        for (int q = 0; q < 4; q++) {
+            double g = -(double)(*after[q] - *targets[q]) / 1e-3;
+            float keep = *targets[q];
+            const float h = 1e-2f;
+            *targets[q] = keep + h;
+            assert_int_equal(ld_trainer_restore(t, s0, err, sizeof(err)),
+                             LD_OK);
+            double lp = loss_of(t, model, &x, y);
+            *targets[q] = keep - h;
+            assert_int_equal(ld_trainer_restore(t, s0, err, sizeof(err)),
+                             LD_OK);
+            double lm = loss_of(t, model, &x, y);
+            *targets[q] = keep;
+            double fd = (lp - lm) / (2 * h);
+            if (fabs(fd - g) > 2e-3 + 2e-3 * fabs(g))
+                fail_msg("model %d class %u coord %d: analytic %g, finite "
+                         "difference %g",
+                         model, kk, q, g, fd);
+        }
+    }
+    ld_snapshot_destroy(s0);
+    ld_snapshot_destroy(s1);
+    ld_trainer_destroy(t);
+}
+
+static void test_gradients(void **state)
+{
+    (void)state;
+    gradcheck(LD_MODEL_LOGISTIC, 1.0f);
+    gradcheck(LD_MODEL_LOGISTIC, 0.0f);
+    gradcheck(LD_MODEL_LOGISTIC, 0.3f);
+    gradcheck(LD_MODEL_LINEAR, 2.5f);
+    gradcheck(LD_MODEL_SOFTMAX, 0.0f);
+    gradcheck(LD_MODEL_SOFTMAX, 2.0f);
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+static void test_auc_brute_force(void **state)
+{
+    (void)state;
+    enum { N = 400 };
+    static float s[N], y[N], w[N];
+    static ld_auc_item_t scratch[N];
+    rng_state = 99;
+    for (int rep = 0; rep < 20; rep++) {
+        for (int i = 0; i < N; i++) {
+            /* coarse scores so ties happen */
+            s[i] = (float)(rnd() % (rep < 10 ? 20 : 100000)) / 20.0f;
+            y[i] = (rnd() % 3 == 0) ? 1.0f : 0.0f;
+            w[i] = rep & 1 ? (float)(0.1 + unif()) : 1.0f;
+        }
+        double num = 0, den = 0;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++)
+                if (y[i] > 0.5f && y[j] < 0.5f) {
+                    double ww = (double)w[i] * w[j];
+                    den += ww;
+                    num += ww * (s[i] > s[j] ? 1.0 : s[i] == s[j] ? 0.5 : 0);
+                }
+        double auc = ld_auc_exact(s, y, w, N, scratch);
+        assert_true(fabs(auc - num / den) < 1e-9);
+    }
+    /* One class only: undefined. */
+    for (int i = 0; i < N; i++)
+        y[i] = 1;
+    assert_true(isnan(ld_auc_exact(s, y, NULL, N, scratch)));
+}
+
+static void test_window(void **state)
+{
+    (void)state;
+    ld_window_t w;
+    assert_int_equal(ld_window_init(&w, 4), LD_OK);
+    ld_metrics_t m;
+    ld_window_metrics(&w, LD_MODEL_LOGISTIC, &m);
+    assert_int_equal(m.examples, 0);
+    assert_true(isnan(m.logloss));
+    /* The first example falls out of a window of 4. */
+    ld_window_push(&w, 0.9f, 0, 1, 100, 1, 0, 1);
+    ld_window_push(&w, 0.8f, 1, 1, 0.2f, 0.04f, 1, 2);
+    ld_window_push(&w, 0.3f, 0, 1, 0.4f, 0.09f, 1, 3);
+    ld_window_push(&w, 0.6f, 1, 1, 0.5f, 0.16f, 1, 4);
+    ld_window_push(&w, 0.1f, 0, 2, 0.1f, 0.01f, 1, 5);
+    ld_window_metrics(&w, LD_MODEL_LOGISTIC, &m);
+    assert_int_equal(m.examples, 4);
+    assert_float_equal(m.logloss, (0.2 + 0.4 + 0.5 + 0.2) / 5, 1e-6);
+    assert_float_equal(m.accuracy, 1.0, 1e-12);
+    assert_float_equal(m.auc, 1.0, 1e-12);
+    assert_float_equal(m.mean_prediction, (0.8 + 0.3 + 0.6 + 0.2) / 5, 1e-6);
+    assert_float_equal(m.mean_label, 2.0 / 5, 1e-6);
+    assert_float_equal(m.calibration, (0.8 + 0.3 + 0.6 + 0.2) / 2, 1e-6);
+    assert_float_equal(m.rmse, sqrt((0.04 + 0.09 + 0.16 + 0.02) / 5), 1e-6);
+    assert_int_equal(m.window_start_ms, 2);
+    assert_int_equal(m.window_end_ms, 5);
+    ld_window_free(&w);
+}
+
+static int cb_calls;
+static size_t cb_total;
+
+static void scored_cb(void *opaque, const ld_scored_t *s, size_t n)
+{
+    (void)opaque;
+    cb_calls++;
+    cb_total += n;
+    for (size_t i = 0; i < n; i++)
+        assert_true(s[i].sample_type == LD_SAMPLE_POS ||
+                    s[i].sample_type == LD_SAMPLE_DEFAULT_NEG);
+}
+
+/* Test-then-train: the very first example is scored by the zero model
+ * (p = 1/2, logloss ln 2); fake_neg never reaches metrics or detectors; the
+ * Ktena et al. importance weights scale the update. */
+static void test_prequential_and_fnw(void **state)
+{
+    (void)state;
+    ld_trainer_conf_t c;
+    base_conf(&c);
+    c.delayed_feedback = LD_DF_FNW;
+    c.learning_rate = 1.0;
+    ld_trainer_t *t = mk(&c);
+    ld_trainer_set_scored_cb(t, scored_cb, NULL);
+    cb_calls = 0;
+    cb_total = 0;
+    ld_example_t e = ex_of(NULL, NULL, 0, NULL, 0, 1.0f);
+    e.sample_type = LD_SAMPLE_DELAYED_POS;
+    assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    ld_snapshot_t *s = ld_trainer_snapshot(t);
+    /* bias -= lr * (1 + p) (p - 1) with p = 1/2: +0.75 */
+    assert_float_equal(s->dn[0], 0.75, 1e-7);
+    ld_snapshot_destroy(s);
+    ld_metrics_t m;
+    ld_trainer_metrics(t, &m, NULL);
+    assert_int_equal(m.examples, 0);
+    assert_int_equal(cb_calls, 0);
+
+    e.label = 0;
+    e.sample_type = LD_SAMPLE_FAKE_NEG;
+    assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    s = ld_trainer_snapshot(t);
+    float p = 1.0f / (1.0f + expf(-0.75f));
+    assert_float_equal(s->dn[0], 0.75 - (1 - p) * (1 + p) * p, 1e-6);
+    ld_snapshot_destroy(s);
+
+    ld_trainer_destroy(t);
+    c.delayed_feedback = LD_DF_NONE;
+    t = mk(&c);
+    ld_trainer_set_scored_cb(t, scored_cb, NULL);
+    e.sample_type = LD_SAMPLE_DEFAULT_NEG;
+    assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    ld_trainer_metrics(t, &m, NULL);
+    assert_int_equal(m.examples, 1);
+    assert_float_equal(m.logloss, log(2.0), 1e-6);
+    assert_int_equal(cb_calls, 1);
+    assert_int_equal(cb_total, 1);
+    ld_trainer_stats_t st;
+    ld_trainer_stats(t, &st);
+    assert_int_equal(st.by_type[LD_SAMPLE_DEFAULT_NEG], 1);
+    ld_trainer_destroy(t);
+}
+
+static void test_reject_and_cut(void **state)
+{
+    (void)state;
+    ld_trainer_conf_t c;
+    base_conf(&c);
+    c.hash_bits = 4;
+    c.dense_dim = 1;
+    c.batch_size = 100;
+    c.batch_span = 1000;
+    ld_trainer_t *t = mk(&c);
+    uint32_t bad = 16, good = 15;
+    float one = 1, nan = NAN, d = 0.5f;
+    ld_example_t e = ex_of(&bad, &one, 1, &d, 1, 1);
+    assert_int_equal(ld_trainer_add(t, &e), LD_ERR_INVAL);
+    e = ex_of(&good, &nan, 1, &d, 1, 1);
+    assert_int_equal(ld_trainer_add(t, &e), LD_ERR_INVAL);
+    e = ex_of(&good, &one, 1, NULL, 0, 1);
+    assert_int_equal(ld_trainer_add(t, &e), LD_ERR_INVAL);
+    e = ex_of(&good, &one, 1, &d, 1, 2.0f);
+    assert_int_equal(ld_trainer_add(t, &e), LD_ERR_INVAL);
+    e = ex_of(&good, &one, 1, &d, 1, 1);
+    e.weight = -1;
+    assert_int_equal(ld_trainer_add(t, &e), LD_ERR_INVAL);
+    ld_trainer_stats_t st;
+    ld_trainer_stats(t, &st);
+    assert_int_equal(st.rejected, 5);
+    /* Cut by event-time span: 0 and 999 share a batch, 1000 starts one. */
+    e = ex_of(&good, &one, 1, &d, 1, 1);
+    e.event_time_ms = 0;
+    assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    e.event_time_ms = 999;
+    assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    ld_trainer_stats(t, &st);
+    assert_int_equal(st.batches, 0);
+    e.event_time_ms = 1000;
+    assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    ld_trainer_stats(t, &st);
+    assert_int_equal(st.batches, 1);
+    assert_int_equal(st.examples, 2);
+    assert_int_equal(ld_trainer_flush(t), LD_OK);
+    ld_trainer_stats(t, &st);
+    assert_int_equal(st.batches, 2);
+    ld_trainer_destroy(t);
+}
+
+/* ---- snapshots, champion, determinism ----------------------------------- */
+
+/* A reproducible stream: nnz hashed features, a dense block, labels from a
+ * hidden model. */
+static void stream(ld_trainer_t *t, uint64_t seed, int n, int model, int d)
+{
+    uint32_t idx[16];
+    float val[16], dense[8];
+    rng_state = seed;
+    for (int i = 0; i < n; i++) {
+        double s = 0;
+        for (int f = 0; f < 16; f++) {
+            idx[f] = (uint32_t)(rnd() & 4095);
+            val[f] = f < 12 ? 1.0f : (float)unif();
+            s += (idx[f] % 7 == 0 ? 1 : -0.3) * val[f];
+        }
+        for (int j = 0; j < d; j++) {
+            dense[j] = (float)gauss();
+            s += dense[j] * (double)(j - 2);
+        }
+        float y = model == LD_MODEL_SOFTMAX ? (float)((idx[0] + (s > 0)) % 3)
+                                            : (unif() < 1 / (1 + exp(-s)));
+        ld_example_t e = ex_of(idx, val, 16, dense, (uint32_t)d, y);
+        e.event_time_ms = i;
+        assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    }
+}
+
+static void snap_conf(ld_trainer_conf_t *c, int model, int opt)
+{
+    base_conf(c);
+    c->model = model;
+    c->num_classes = 3;
+    c->optimizer = opt;
+    c->hash_bits = 12;
+    c->dense_dim = 8;
+    c->batch_size = 32;
+    c->learning_rate = 0.05;
+}
+
+static void assert_same(const ld_snapshot_t *a, const ld_snapshot_t *b)
+{
+    assert_int_equal(a->sp_n, b->sp_n);
+    assert_int_equal(a->dn_n, b->dn_n);
+    assert_memory_equal(a->sp, b->sp, a->sp_n * sizeof(float));
+    assert_memory_equal(a->dn, b->dn, a->dn_n * sizeof(float));
+    assert_int_equal(a->step, b->step);
+}
+
+/* A snapshot begun at batch P and completed while training goes on equals
+ * a snapshot taken at P; resuming from it continues bit for bit. */
+static void test_snapshot_cow_and_resume(void **state)
+{
+    (void)state;
+    for (int opt = LD_OPT_SGD; opt <= LD_OPT_ADAM; opt++) {
+        ld_trainer_conf_t c;
+        snap_conf(&c,
+                  opt == LD_OPT_ADAGRAD ? LD_MODEL_SOFTMAX : LD_MODEL_LOGISTIC,
+                  opt);
+        c.hash_bits = 16; /* several copy steps of 64 KiB */
+        ld_trainer_t *a = mk(&c), *b = mk(&c);
+        stream(a, 42, 320, c.model, 8);
+        stream(b, 42, 320, c.model, 8);
+        ld_snapshot_t *ref = ld_trainer_snapshot(b);
+        assert_int_equal(ld_trainer_snapshot_begin(a), LD_OK);
+        assert_int_equal(ld_trainer_snapshot_begin(a), LD_ERR_INVAL);
+        ld_snapshot_t *got = NULL;
+        rng_state = 1000;
+        for (int i = 0; i < 400 && !got; i++) {
+            stream(a, 1000 + (uint64_t)i, 32, c.model, 8);
+            got = ld_trainer_snapshot_poll(a);
+        }
+        assert_non_null(got);
+        assert_same(ref, got);
+        ld_trainer_stats_t st;
+        ld_trainer_stats(a, &st);
+        assert_true(st.snapshot_blocks_cow > 0);
+        assert_true(st.snapshot_blocks_steps > 0);
+
+        /* Resume: b restored from the snapshot into a fresh trainer c2
+         * gives the same state as b after more training. */
+        ld_trainer_t *r = mk(&c);
+        char err[128];
+        assert_int_equal(ld_trainer_restore(r, got, err, sizeof(err)), LD_OK);
+        stream(b, 77, 200, c.model, 8);
+        stream(r, 77, 200, c.model, 8);
+        ld_snapshot_t *sb = ld_trainer_snapshot(b),
+                      *sr = ld_trainer_snapshot(r);
+        assert_same(sb, sr);
+        ld_snapshot_destroy(sb);
+        ld_snapshot_destroy(sr);
+        ld_snapshot_destroy(ref);
+        ld_snapshot_destroy(got);
+        ld_trainer_destroy(a);
+        ld_trainer_destroy(b);
+        ld_trainer_destroy(r);
+    }
+}
+
+static void test_champion(void **state)
+{
+    (void)state;
+    ld_trainer_conf_t c;
+    snap_conf(&c, LD_MODEL_LOGISTIC, LD_OPT_FTRL);
+    ld_trainer_t *t = mk(&c);
+    stream(t, 1, 3000, c.model, 8);
+    ld_snapshot_t *s = ld_trainer_snapshot(t);
+    assert_int_equal(ld_trainer_champion_set(t, s), LD_OK);
+    ld_snapshot_destroy(s); /* the trainer keeps its own reference */
+    stream(t, 2, 2000, c.model, 8);
+    ld_metrics_t m, cm;
+    ld_trainer_metrics(t, &m, &cm);
+    assert_int_equal(m.examples, 1000);
+    assert_int_equal(cm.examples, 1000);
+    assert_true(cm.logloss > 0 && cm.logloss < 0.69);
+    assert_true(fabs(cm.logloss - m.logloss) < 0.05);
+    assert_true(cm.auc > 0.7);
+    /* Wrong shape refused. */
+    ld_trainer_conf_t c2;
+    snap_conf(&c2, LD_MODEL_LOGISTIC, LD_OPT_FTRL);
+    c2.hash_bits = 11;
+    ld_trainer_t *t2 = mk(&c2);
+    ld_snapshot_t *s2 = ld_trainer_snapshot(t2);
+    assert_int_equal(ld_trainer_champion_set(t, s2), LD_ERR_INVAL);
+    char err[256];
+    assert_int_equal(ld_trainer_restore(t, s2, err, sizeof(err)),
+                     LD_ERR_CONFIG);
+    assert_non_null(strstr(err, "hash_bits"));
+    ld_snapshot_destroy(s2);
+    ld_trainer_destroy(t2);
+    assert_int_equal(ld_trainer_champion_set(t, NULL), LD_OK);
+    ld_trainer_destroy(t);
+}
+
+/* Parameter hash after a fixed stream, for a model and a BLAS thread
+ * count; printed by the child process mode too. */
+static void run_hash(int model, int threads, char hex[65])
+{
+    ld_trainer_conf_t c;
+    snap_conf(&c, model, model == LD_MODEL_SOFTMAX ? LD_OPT_ADAM : LD_OPT_FTRL);
+    c.blas_threads = threads;
+    c.batch_size = 64;
+    ld_trainer_t *t = mk(&c);
+    stream(t, 123, 4000, model, 8);
+    ld_snapshot_t *s = ld_trainer_snapshot(t);
+    uint8_t h[32];
+    ld_snapshot_params_sha256(s, h);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", h[i]);
+    ld_snapshot_destroy(s);
+    ld_trainer_destroy(t);
+}
+
+static void test_determinism(void **state)
+{
+    (void)state;
+    for (int model = LD_MODEL_LOGISTIC; model <= LD_MODEL_SOFTMAX; model++) {
+        char h1[65], h2[65], hc[65] = "", cmd[1024];
+        run_hash(model, 1, h1);
+        run_hash(model, 2, h2);
+        assert_string_equal(h1, h2);
+        /* Another process. */
+        snprintf(cmd, sizeof(cmd), "'%s' --hash %d 1", self_path, model);
+        FILE *p = popen(cmd, "r");
+        assert_non_null(p);
+        assert_non_null(fgets(hc, sizeof(hc), p));
+        assert_int_equal(pclose(p), 0);
+        assert_string_equal(h1, hc);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    self_path = argv[0];
+    if (argc == 4 && strcmp(argv[1], "--hash") == 0) {
+        char h[65];
+        run_hash(atoi(argv[2]), atoi(argv[3]), h);
+        fputs(h, stdout);
+        return 0;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conf_table),
+        cmocka_unit_test(test_bad_conf),
+        cmocka_unit_test(test_least_squares),
+        cmocka_unit_test(test_separable_logistic),
+        cmocka_unit_test(test_softmax_mixture),
+        cmocka_unit_test(test_ftrl_l1_zeros),
+        cmocka_unit_test(test_gradients),
+        cmocka_unit_test(test_auc_brute_force),
+        cmocka_unit_test(test_window),
+        cmocka_unit_test(test_prequential_and_fnw),
+        cmocka_unit_test(test_reject_and_cut),
+        cmocka_unit_test(test_snapshot_cow_and_resume),
+        cmocka_unit_test(test_champion),
+        cmocka_unit_test(test_determinism),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
