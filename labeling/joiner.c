@@ -1,0 +1,1541 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The joiner: pending-event and pending-label stores, per-partition
+ * watermarks, label policies and the ordered release of examples. The rules
+ * that make the output independent of interleaving and restarts are written
+ * down in docs/LABELING.md; comments here name the rule they implement. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "labeling/internal.h"
+#include "labeling/labeling.h"
+
+#define NO_DT      INT32_MIN
+#define NO_BLK     UINT32_MAX
+#define BLOCK_RECS 256u /* records per resume block of a partition */
+#define MAX_PART   65535
+#define TIME_LIMIT (INT64_C(1) << 61)
+
+/* Event timer states: each event has exactly one timer in the heap. */
+enum { T_DECIDE = 0, T_DELAYED = 1, T_RETIRE = 2, T_FIFO = 3 };
+/* Event flags. */
+enum { E_DL_DONE = 0x1 };
+
+/* A pending event. data[] holds the key, a NUL, then the packed features. */
+typedef struct ev {
+    int64_t t;       /* event time */
+    int64_t off;     /* source offset */
+    uint32_t hpos;   /* index in the event heap */
+    int32_t part;    /* source partition */
+    float agg_val;   /* aggregated in-window label (window mode) */
+    int32_t agg_dt;  /* its label time - t, NO_DT when no label */
+    float dl_val;    /* label of the delayed_pos copy to emit */
+    int32_t dl_dt;   /* its label time - t, NO_DT when none */
+    uint32_t ev_blk; /* resume block of this record */
+    uint32_t lb_blk; /* resume block of the oldest label used, or NO_BLK */
+    int32_t dup_dt;  /* latest duplicate's time - t (extends retention) */
+    uint16_t nnz;
+    uint8_t keylen;
+    uint8_t state;  /* T_* */
+    uint8_t width;  /* bits per packed index */
+    uint8_t pflags; /* PACK_* */
+    uint8_t eflags; /* E_* */
+    uint8_t data[];
+} ev_t;
+
+/* A label waiting for its event. data[] holds the key. */
+typedef struct lb {
+    int64_t t;
+    int64_t off;
+    uint32_t hpos;
+    int32_t part;
+    float val;
+    uint32_t blk;
+    uint8_t keylen;
+    uint8_t data[];
+} lb_t;
+
+/* Open-addressing hash table of entry pointers (duplicates allowed). */
+typedef struct tab {
+    void **s;
+    size_t cap, n; /* cap is a power of two */
+    int labels;    /* entries are lb_t (else ev_t) */
+} tab_t;
+
+typedef struct heap {
+    void **a;
+    size_t n, cap;
+} heap_t;
+
+/* A resume block: records of one partition side, in offset order. */
+typedef struct blk {
+    int64_t first_off;
+    int64_t wm_before; /* partition watermark before its first record */
+    uint32_t alive;    /* entries pinning it */
+    uint32_t nrec;
+} blk_t;
+
+typedef struct adv {
+    int64_t off, wm;
+} adv_t;
+
+/* One side (topic kind) of one partition. */
+typedef struct side {
+    int64_t wm;           /* watermark; INT64_MIN before any data */
+    int64_t next_off;     /* last offset seen + 1, or -1 */
+    int64_t replay_until; /* records below were counted before a resume */
+    int64_t last_active;  /* idle clock; INT64_MIN before the first check */
+    int seen;             /* a record arrived since the last idle check */
+    int paused;
+    blk_t *ring;       /* blocks head_seq..tail_seq-1 */
+    uint32_t ring_cap; /* power of two */
+    uint32_t head_seq, tail_seq;
+    adv_t *adv; /* advances made or loaded, by offset; pruned at encode */
+    size_t nadv, cap_adv, adv_next; /* adv_next: first not applied yet */
+} side_t;
+
+typedef struct part {
+    int assigned;
+    int loaded;          /* a resume record waits for assign */
+    int64_t skip_before; /* examples with decision time below were out */
+    side_t s[2];
+    /* loaded resume values, applied at assign */
+    int64_t l_resume[2], l_wm[2], l_next[2];
+} part_t;
+
+typedef struct fifo_ent {
+    ld_example_t ex; /* pointers filled at poll */
+    ev_t *e;
+} fifo_ent_t;
+
+struct ld_joiner {
+    ld_labeling_conf_t c;
+    int64_t w, h; /* window, effective late horizon */
+    int fake;
+    slab_t slab;
+    tab_t evt, lbt;
+    heap_t evh, lbh;
+    part_t *parts;
+    size_t nparts; /* array size (max partition + 1) */
+    int64_t W;     /* cached min watermark */
+    int wdirty;
+    int bound_hit;
+    int quiet; /* the current record is a re-read one: do not count */
+    /* expire_oldest evictions waiting to be polled, in order */
+    ev_t **fifo;
+    uint8_t *fifo_type;
+    size_t fifo_n, fifo_head, fifo_cap;
+    /* the example handed out last: its arrays */
+    uint32_t *oidx;
+    float *oval, *odense;
+    uint32_t ocap_sparse, ocap_dense;
+    char okey[256];
+    ev_t *odefer; /* evicted entry freed at the next poll */
+    ld_joiner_stats_t st;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+#define CNT(j, field)                                                          \
+    do {                                                                       \
+        if (!(j)->quiet)                                                       \
+            (j)->st.field++;                                                   \
+    } while (0)
+
+static size_t ev_size(const ev_t *e, size_t packed)
+{
+    return offsetof(ev_t, data) + e->keylen + 1u + packed;
+}
+
+static size_t lb_size(size_t keylen)
+{
+    return offsetof(lb_t, data) + keylen;
+}
+
+static uint64_t hash_key(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)n;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        h = (h ^ v) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t v = 0;
+    memcpy(&v, p, n);
+    h = (h ^ v) * 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 29;
+    h *= 0x94d049bb133111ebull;
+    return h ^ (h >> 32);
+}
+
+static const uint8_t *ent_key(const tab_t *t, const void *p, size_t *len)
+{
+    if (t->labels) {
+        const lb_t *l = p;
+        *len = l->keylen;
+        return l->data;
+    }
+    const ev_t *e = p;
+    *len = e->keylen;
+    return e->data;
+}
+
+
+/* ---- hash table --------------------------------------------------------- */
+
+static ld_err_t tab_grow(tab_t *t)
+{
+    size_t nc = t->cap ? t->cap * 2 : 1024;
+    void **ns = calloc(nc, sizeof(*ns));
+    if (!ns)
+        return LD_ERR_NOMEM;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (!t->s[i])
+            continue;
+        size_t kl;
+        const uint8_t *k = ent_key(t, t->s[i], &kl);
+        size_t h = (size_t)hash_key(k, kl) & (nc - 1);
+        while (ns[h])
+            h = (h + 1) & (nc - 1);
+        ns[h] = t->s[i];
+    }
+    free(t->s);
+    t->s = ns;
+    t->cap = nc;
+    return LD_OK;
+}
+
+static ld_err_t tab_insert(tab_t *t, void *p, uint64_t h)
+{
+    if ((t->n + 1) * 4 > t->cap * 3) {
+        ld_err_t err = tab_grow(t);
+        if (err)
+            return err;
+    }
+    size_t m = t->cap - 1, i = (size_t)h & m;
+    while (t->s[i])
+        i = (i + 1) & m;
+    t->s[i] = p;
+    t->n++;
+    return LD_OK;
+}
+
+/* Removes p by backward shifting (no tombstones). */
+static void tab_remove(tab_t *t, void *p, uint64_t h)
+{
+    size_t m = t->cap - 1, i = (size_t)h & m;
+    while (t->s[i] != p)
+        i = (i + 1) & m;
+    size_t jx = i;
+    for (;;) {
+        jx = (jx + 1) & m;
+        if (!t->s[jx])
+            break;
+        size_t kl;
+        const uint8_t *k = ent_key(t, t->s[jx], &kl);
+        size_t home = (size_t)hash_key(k, kl) & m;
+        /* Move s[jx] into the hole at i unless its home lies in (i, jx]. */
+        int in_between =
+            i <= jx ? (home > i && home <= jx) : (home > i || home <= jx);
+        if (!in_between) {
+            t->s[i] = t->s[jx];
+            i = jx;
+        }
+    }
+    t->s[i] = NULL;
+    t->n--;
+}
+
+/* ---- heaps -------------------------------------------------------------- */
+
+static int64_t ev_timer(const ld_joiner_t *j, const ev_t *e)
+{
+    switch (e->state) {
+    case T_DECIDE:
+        return j->fake ? e->t : e->t + j->w;
+    case T_DELAYED: {
+        int64_t l = e->t + e->dl_dt;
+        return l < e->t ? e->t : l;
+    }
+    default:
+        return e->t + j->w + j->h + e->dup_dt;
+    }
+}
+
+static int ev_less(const ld_joiner_t *j, const ev_t *a, const ev_t *b)
+{
+    int64_t ta = ev_timer(j, a), tb = ev_timer(j, b);
+    if (ta != tb)
+        return ta < tb;
+    if (a->part != b->part)
+        return a->part < b->part;
+    return a->off < b->off;
+}
+
+static int lb_less(const lb_t *a, const lb_t *b)
+{
+    if (a->t != b->t)
+        return a->t < b->t;
+    if (a->part != b->part)
+        return a->part < b->part;
+    return a->off < b->off;
+}
+
+static int h_less(const ld_joiner_t *j, const heap_t *h, size_t x, size_t y)
+{
+    if (h == &j->lbh)
+        return lb_less(h->a[x], h->a[y]);
+    return ev_less(j, h->a[x], h->a[y]);
+}
+
+static void h_setpos(const ld_joiner_t *j, heap_t *h, size_t i)
+{
+    if (h == &j->lbh)
+        ((lb_t *)h->a[i])->hpos = (uint32_t)i;
+    else
+        ((ev_t *)h->a[i])->hpos = (uint32_t)i;
+}
+
+static void h_swap(const ld_joiner_t *j, heap_t *h, size_t x, size_t y)
+{
+    void *tmp = h->a[x];
+    h->a[x] = h->a[y];
+    h->a[y] = tmp;
+    h_setpos(j, h, x);
+    h_setpos(j, h, y);
+}
+
+static void h_up(const ld_joiner_t *j, heap_t *h, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!h_less(j, h, i, p))
+            break;
+        h_swap(j, h, i, p);
+        i = p;
+    }
+}
+
+static void h_down(const ld_joiner_t *j, heap_t *h, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < h->n && h_less(j, h, l, m))
+            m = l;
+        if (r < h->n && h_less(j, h, r, m))
+            m = r;
+        if (m == i)
+            break;
+        h_swap(j, h, i, m);
+        i = m;
+    }
+}
+
+static ld_err_t h_push(const ld_joiner_t *j, heap_t *h, void *p)
+{
+    if (h->n == h->cap) {
+        size_t nc = h->cap ? h->cap * 2 : 1024;
+        void **na = realloc(h->a, nc * sizeof(*na));
+        if (!na)
+            return LD_ERR_NOMEM;
+        h->a = na;
+        h->cap = nc;
+    }
+    h->a[h->n] = p;
+    h_setpos(j, h, h->n);
+    h->n++;
+    h_up(j, h, h->n - 1);
+    return LD_OK;
+}
+
+static void h_remove(const ld_joiner_t *j, heap_t *h, size_t i)
+{
+    h->n--;
+    if (i == h->n)
+        return;
+    h->a[i] = h->a[h->n];
+    h_setpos(j, h, i);
+    h_up(j, h, i);
+    h_down(j, h, i);
+}
+
+/* ---- partitions and resume blocks --------------------------------------- */
+
+static part_t *get_part(ld_joiner_t *j, int32_t p)
+{
+    if (p < 0 || (size_t)p >= j->nparts || !j->parts[p].assigned)
+        return NULL;
+    return &j->parts[p];
+}
+
+static ld_err_t ensure_part(ld_joiner_t *j, int32_t p)
+{
+    if (p < 0 || p > MAX_PART)
+        return LD_ERR_INVAL;
+    if ((size_t)p < j->nparts)
+        return LD_OK;
+    size_t nn = (size_t)p + 1;
+    part_t *np = realloc(j->parts, nn * sizeof(*np));
+    if (!np)
+        return LD_ERR_NOMEM;
+    memset(np + j->nparts, 0, (nn - j->nparts) * sizeof(*np));
+    j->parts = np;
+    j->nparts = nn;
+    return LD_OK;
+}
+
+static void side_reset(side_t *s)
+{
+    free(s->ring);
+    free(s->adv);
+    uint32_t seq = s->tail_seq; /* old references stay below head */
+    memset(s, 0, sizeof(*s));
+    s->head_seq = s->tail_seq = seq;
+    s->wm = INT64_MIN;
+    s->next_off = -1;
+    s->replay_until = -1;
+    s->last_active = INT64_MIN;
+}
+
+static blk_t *ring_at(side_t *s, uint32_t seq)
+{
+    return &s->ring[seq & (s->ring_cap - 1)];
+}
+
+/* Counts the record at off in the tail block (opening one when needed) and
+ * returns the block's sequence number. */
+static ld_err_t ring_note(side_t *s, int64_t off, uint32_t *seq)
+{
+    uint32_t n = s->tail_seq - s->head_seq;
+    if (n == 0 || ring_at(s, s->tail_seq - 1)->nrec >= BLOCK_RECS) {
+        if (n == s->ring_cap) {
+            uint32_t nc = s->ring_cap ? s->ring_cap * 2 : 16;
+            blk_t *nr = malloc(nc * sizeof(*nr));
+            if (!nr)
+                return LD_ERR_NOMEM;
+            for (uint32_t i = 0; i < n; i++)
+                nr[(s->head_seq + i) & (nc - 1)] = *ring_at(s, s->head_seq + i);
+            free(s->ring);
+            s->ring = nr;
+            s->ring_cap = nc;
+        }
+        blk_t *b = ring_at(s, s->tail_seq);
+        b->first_off = off;
+        b->wm_before = s->wm;
+        b->alive = 0;
+        b->nrec = 0;
+        s->tail_seq++;
+    }
+    ring_at(s, s->tail_seq - 1)->nrec++;
+    *seq = s->tail_seq - 1;
+    return LD_OK;
+}
+
+static int seq_valid(const side_t *s, uint32_t seq)
+{
+    return (uint32_t)(seq - s->head_seq) <
+           (uint32_t)(s->tail_seq - s->head_seq);
+}
+
+static void blk_pin(ld_joiner_t *j, int32_t p, int kind, uint32_t seq)
+{
+    side_t *s = &j->parts[p].s[kind];
+    if (seq_valid(s, seq))
+        ring_at(s, seq)->alive++;
+}
+
+/* Drops a pin; dead blocks at the head (except the open tail) are popped. */
+static void blk_unpin(ld_joiner_t *j, int32_t p, int kind, uint32_t seq)
+{
+    if (seq == NO_BLK || (size_t)p >= j->nparts)
+        return;
+    side_t *s = &j->parts[p].s[kind];
+    if (!seq_valid(s, seq))
+        return;
+    ring_at(s, seq)->alive--;
+    while (s->tail_seq - s->head_seq > 1 && ring_at(s, s->head_seq)->alive == 0)
+        s->head_seq++;
+}
+
+static void raise_wm(ld_joiner_t *j, side_t *s, int64_t wm)
+{
+    if (wm <= s->wm)
+        return;
+    if (s->wm <= j->W)
+        j->wdirty = 1;
+    s->wm = wm;
+}
+
+static void recompute_W(ld_joiner_t *j)
+{
+    int64_t w = INT64_MAX;
+    int any = 0;
+    for (size_t p = 0; p < j->nparts; p++) {
+        if (!j->parts[p].assigned)
+            continue;
+        any = 1;
+        for (int k = 0; k < 2; k++)
+            if (j->parts[p].s[k].wm < w)
+                w = j->parts[p].s[k].wm;
+    }
+    /* W never moves back while the assignment is unchanged. */
+    j->W = any ? w : INT64_MIN;
+    j->wdirty = 0;
+}
+
+static int64_t get_W(ld_joiner_t *j)
+{
+    if (j->wdirty)
+        recompute_W(j);
+    return j->W;
+}
+
+/* Applies loaded or replayed advances whose position is <= pos. */
+static void apply_pending_adv(ld_joiner_t *j, side_t *s, int64_t pos)
+{
+    while (s->adv_next < s->nadv && s->adv[s->adv_next].off <= pos) {
+        raise_wm(j, s, s->adv[s->adv_next].wm);
+        s->adv_next++;
+    }
+}
+
+static ld_err_t adv_record(side_t *s, int64_t off, int64_t wm)
+{
+    if (s->nadv && s->adv[s->nadv - 1].off == off) {
+        if (wm > s->adv[s->nadv - 1].wm)
+            s->adv[s->nadv - 1].wm = wm;
+        s->adv_next = s->nadv;
+        return LD_OK;
+    }
+    if (s->nadv == s->cap_adv) {
+        size_t nc = s->cap_adv ? s->cap_adv * 2 : 4;
+        adv_t *na = realloc(s->adv, nc * sizeof(*na));
+        if (!na)
+            return LD_ERR_NOMEM;
+        s->adv = na;
+        s->cap_adv = nc;
+    }
+    s->adv[s->nadv].off = off;
+    s->adv[s->nadv].wm = wm;
+    s->nadv++;
+    s->adv_next = s->nadv;
+    return LD_OK;
+}
+
+/* Common arrival bookkeeping of a record; returns 1 if it is late. */
+static int arrive(ld_joiner_t *j, side_t *s, int64_t off, int64_t t,
+                  uint32_t *seq, ld_err_t *err)
+{
+    j->quiet = off < s->replay_until;
+    apply_pending_adv(j, s, off);
+    s->seen = 1;
+    *err = ring_note(s, off, seq);
+    if (*err)
+        return 1;
+    s->next_off = off + 1;
+    /* Late = older than this partition's own watermark (DESIGN §3). */
+    if (t < s->wm)
+        return 1;
+    if (t - j->c.max_ooo_ms > s->wm)
+        raise_wm(j, s, t - j->c.max_ooo_ms);
+    return 0;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static int check_conf(const ld_labeling_conf_t *c, char *errstr, size_t sz)
+{
+    const int64_t week = INT64_C(7) * 86400 * 1000;
+    const char *bad = NULL;
+    if (c->window_ms < 1 || c->window_ms > week)
+        bad = "window must be in [1ms, 7d]";
+    else if (c->max_ooo_ms < 0 || c->max_ooo_ms > week)
+        bad = "max_out_of_orderness must be in [0, 7d]";
+    else if (c->late_horizon_ms < 0 || c->late_horizon_ms > week)
+        bad = "late_horizon must be in [0, 7d]";
+    else if (c->idle_timeout_ms < 0)
+        bad = "idle_timeout must be >= 0";
+    else if (c->aggregate < LD_AGG_FIRST || c->aggregate > LD_AGG_SUM)
+        bad = "aggregate must be first|last|max|sum";
+    else if (c->mode != LD_MODE_WINDOW && c->mode != LD_MODE_FAKE_NEGATIVE)
+        bad = "mode must be window|fake_negative";
+    else if (c->late_policy != LD_LATE_DROP &&
+             c->late_policy != LD_LATE_CORRECT)
+        bad = "late_policy must be drop|correct";
+    else if (c->at_bound != LD_BOUND_EXPIRE_OLDEST &&
+             c->at_bound != LD_BOUND_PAUSE)
+        bad = "at_bound must be expire_oldest|pause";
+    else if (c->max_pending < 1)
+        bad = "max_pending must be >= 1";
+    else if (!isfinite(c->default_label))
+        bad = "default_label must be finite";
+    if (bad && errstr && sz)
+        snprintf(errstr, sz, "labeling: %s", bad);
+    return bad == NULL;
+}
+
+ld_joiner_t *ld_joiner_new(const ld_labeling_conf_t *conf, char *errstr,
+                           size_t errstr_size)
+{
+    ld_joiner_t *j = NULL;
+    if (!conf || !check_conf(conf, errstr, errstr_size))
+        goto err;
+    j = calloc(1, sizeof(*j));
+    if (!j)
+        goto nomem;
+    j->c = *conf;
+    j->c.output_topic = NULL; /* not ours */
+    j->w = conf->window_ms;
+    j->fake = conf->mode == LD_MODE_FAKE_NEGATIVE;
+    j->h = conf->late_policy == LD_LATE_CORRECT ? conf->late_horizon_ms : 0;
+    j->lbt.labels = 1;
+    j->W = INT64_MIN;
+    slab_init(&j->slab);
+    if (tab_grow(&j->evt) || tab_grow(&j->lbt))
+        goto nomem;
+    return j;
+nomem:
+    if (errstr && errstr_size)
+        snprintf(errstr, errstr_size, "labeling: out of memory");
+err:
+    ld_joiner_destroy(j);
+    return NULL;
+}
+
+void ld_joiner_destroy(ld_joiner_t *j)
+{
+    if (!j)
+        return;
+    for (size_t p = 0; p < j->nparts; p++)
+        for (int k = 0; k < 2; k++) {
+            free(j->parts[p].s[k].ring);
+            free(j->parts[p].s[k].adv);
+        }
+    free(j->parts);
+    free(j->evt.s);
+    free(j->lbt.s);
+    free(j->evh.a);
+    free(j->lbh.a);
+    free(j->fifo);
+    free(j->fifo_type);
+    free(j->oidx);
+    free(j->oval);
+    free(j->odense);
+    slab_fini(&j->slab);
+    free(j);
+}
+
+/* ---- entries ------------------------------------------------------------ */
+
+static size_t ev_packed(const ev_t *e)
+{
+    return pack_len(e->data + e->keylen + 1, e->nnz, e->width, e->pflags);
+}
+
+static uint64_t ev_hash(const ev_t *e)
+{
+    return hash_key(e->data, e->keylen);
+}
+
+/* Frees an event that is already out of the heap; drops its pins. */
+static void ev_free(ld_joiner_t *j, ev_t *e)
+{
+    blk_unpin(j, e->part, LD_TOPIC_EVENTS, e->ev_blk);
+    blk_unpin(j, e->part, LD_TOPIC_LABELS, e->lb_blk);
+    if (e->state != T_FIFO)
+        j->st.pending_events--; /* fifo entries left the count earlier */
+    slab_free(&j->slab, e, ev_size(e, ev_packed(e)));
+}
+
+static void ev_remove(ld_joiner_t *j, ev_t *e)
+{
+    h_remove(j, &j->evh, e->hpos);
+    tab_remove(&j->evt, e, ev_hash(e));
+    ev_free(j, e);
+}
+
+static void lb_remove(ld_joiner_t *j, lb_t *l)
+{
+    h_remove(j, &j->lbh, l->hpos);
+    tab_remove(&j->lbt, l, hash_key(l->data, l->keylen));
+    blk_unpin(j, l->part, LD_TOPIC_LABELS, l->blk);
+    j->st.pending_labels--;
+    slab_free(&j->slab, l, lb_size(l->keylen));
+}
+
+/* ---- label application (the rules of docs/LABELING.md) ----------------- */
+
+/* Sets the delayed_pos candidate of e to the label (rel, v) if it is the
+ * earliest so far; returns 1 if it was taken. */
+static int set_delayed(ld_joiner_t *j, ev_t *e, int32_t rel, float v)
+{
+    if (e->eflags & E_DL_DONE)
+        return 0;
+    if (e->dl_dt != NO_DT && e->dl_dt <= rel)
+        return 0;
+    if (e->dl_dt != NO_DT && e->dl_dt > (int32_t)j->w)
+        CNT(j, late_labels_dropped); /* a later late label is replaced */
+    e->dl_dt = rel;
+    e->dl_val = v;
+    if (e->state == T_RETIRE) {
+        e->state = T_DELAYED;
+        h_up(j, &j->evh, e->hpos);
+    } else if (e->state == T_DELAYED) {
+        h_up(j, &j->evh, e->hpos);
+    }
+    return 1;
+}
+
+/* Applies label (t, v) from block lblk to event e; the label is within
+ * [e->t - w, e->t + w + h]. Labels reach one event in offset order. */
+static void apply_label(ld_joiner_t *j, ev_t *e, int64_t t, float v,
+                        uint32_t lblk)
+{
+    int32_t rel = (int32_t)(t - e->t);
+    int used = 0;
+    if (rel <= j->w) {
+        CNT(j, labels_joined);
+        if (j->fake) {
+            if (v != (float)j->c.default_label)
+                used = set_delayed(j, e, rel, v);
+        } else {
+            used = 1;
+            if (e->agg_dt == NO_DT) {
+                e->agg_dt = rel;
+                e->agg_val = v;
+            } else {
+                switch (j->c.aggregate) {
+                case LD_AGG_FIRST:
+                    if (rel < e->agg_dt) {
+                        e->agg_dt = rel;
+                        e->agg_val = v;
+                    }
+                    break;
+                case LD_AGG_LAST:
+                    if (rel >= e->agg_dt) {
+                        e->agg_dt = rel;
+                        e->agg_val = v;
+                    }
+                    break;
+                case LD_AGG_MAX:
+                    if (v > e->agg_val) {
+                        e->agg_dt = rel;
+                        e->agg_val = v;
+                    }
+                    break;
+                default: /* sum: the label time is the latest */
+                    e->agg_val += v;
+                    if (rel > e->agg_dt)
+                        e->agg_dt = rel;
+                    break;
+                }
+            }
+        }
+    } else {
+        CNT(j, labels_after_window);
+        /* correct: only events emitted default_neg get a correction. */
+        if (j->c.late_policy == LD_LATE_CORRECT &&
+            v != (float)j->c.default_label && (j->fake || e->agg_dt == NO_DT))
+            used = set_delayed(j, e, rel, v);
+        if (!used)
+            CNT(j, late_labels_dropped);
+    }
+    if (used && e->lb_blk == NO_BLK && lblk != NO_BLK) {
+        e->lb_blk = lblk;
+        blk_pin(j, e->part, LD_TOPIC_LABELS, lblk);
+    }
+}
+
+/* ---- bound -------------------------------------------------------------- */
+
+static ld_err_t fifo_push(ld_joiner_t *j, ev_t *e, ld_sample_type_t type)
+{
+    if (j->fifo_head > 0 && j->fifo_head == j->fifo_n) {
+        j->fifo_head = j->fifo_n = 0;
+    }
+    if (j->fifo_n == j->fifo_cap) {
+        size_t nc = j->fifo_cap ? j->fifo_cap * 2 : 64;
+        ev_t **nf = realloc(j->fifo, nc * sizeof(*nf));
+        if (!nf)
+            return LD_ERR_NOMEM;
+        j->fifo = nf;
+        uint8_t *nt = realloc(j->fifo_type, nc);
+        if (!nt)
+            return LD_ERR_NOMEM;
+        j->fifo_type = nt;
+        j->fifo_cap = nc;
+    }
+    j->fifo[j->fifo_n] = e;
+    j->fifo_type[j->fifo_n] = (uint8_t)type;
+    j->fifo_n++;
+    return LD_OK;
+}
+
+/* expire_oldest: evicts the entry with the earliest timer; an event still
+ * owing an example is released out of order through the fifo. */
+static ld_err_t evict_one(ld_joiner_t *j)
+{
+    ev_t *e = j->evh.n ? j->evh.a[0] : NULL;
+    lb_t *l = j->lbh.n ? j->lbh.a[0] : NULL;
+    if (l && (!e || l->t + j->w < ev_timer(j, e))) {
+        lb_remove(j, l);
+        j->st.labels_expired++;
+        return LD_OK;
+    }
+    if (!e)
+        return LD_OK;
+    int type = -1;
+    if (e->state == T_DECIDE)
+        type = j->fake ? LD_SAMPLE_FAKE_NEG
+                       : (e->agg_dt != NO_DT ? LD_SAMPLE_POS
+                                             : LD_SAMPLE_DEFAULT_NEG);
+    else if (e->state == T_DELAYED)
+        type = LD_SAMPLE_DELAYED_POS;
+    j->st.events_expired++;
+    if (type < 0) {
+        ev_remove(j, e);
+        return LD_OK;
+    }
+    h_remove(j, &j->evh, e->hpos);
+    tab_remove(&j->evt, e, ev_hash(e));
+    ld_err_t err = fifo_push(j, e, (ld_sample_type_t)type);
+    if (err) {
+        ev_free(j, e);
+        return err;
+    }
+    e->state = T_FIFO;
+    j->st.pending_events--;
+    return LD_OK;
+}
+
+static ld_err_t check_bound(ld_joiner_t *j)
+{
+    uint64_t n = j->st.pending_events + j->st.pending_labels;
+    if (n < (uint64_t)j->c.max_pending) {
+        if (j->bound_hit && n < (uint64_t)j->c.max_pending / 10 * 9)
+            j->bound_hit = 0;
+        return LD_OK;
+    }
+    if (!j->bound_hit) {
+        j->bound_hit = 1;
+        j->st.at_bound++;
+        ld_log(LD_LOG_WARN, "join",
+               "msg=\"pending store at max_pending\" max_pending=%lld "
+               "policy=%s",
+               (long long)j->c.max_pending,
+               j->c.at_bound == LD_BOUND_PAUSE ? "pause" : "expire_oldest");
+    }
+    if (j->c.at_bound != LD_BOUND_EXPIRE_OLDEST)
+        return LD_OK;
+    while (j->st.pending_events + j->st.pending_labels >
+           (uint64_t)j->c.max_pending) {
+        ld_err_t err = evict_one(j);
+        if (err)
+            return err;
+    }
+    return LD_OK;
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+static ld_err_t check_rec(ld_joiner_t *j, int32_t p, const void *key,
+                          size_t keylen, int64_t t, part_t **pt)
+{
+    *pt = get_part(j, p);
+    if (!*pt || !key || keylen == 0 || keylen > 255)
+        return LD_ERR_INVAL;
+    if (t < -TIME_LIMIT || t > TIME_LIMIT)
+        return LD_ERR_RANGE;
+    return LD_OK;
+}
+
+ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
+                             const void *key, size_t keylen,
+                             int64_t event_time_ms, const ld_features_t *x)
+{
+    part_t *pt;
+    ld_err_t err = check_rec(j, partition, key, keylen, event_time_ms, &pt);
+    if (err)
+        return err;
+    uint8_t width, pflags;
+    size_t packed = x ? pack_size(x, &width, &pflags) : 0;
+    if (!x || (packed == 0 && (x->nnz || x->ndense)))
+        return LD_ERR_INVAL;
+    if (!x->nnz && !x->ndense) {
+        width = 1;
+        pflags = PACK_ONES;
+    }
+    side_t *s = &pt->s[LD_TOPIC_EVENTS];
+    uint32_t seq;
+    int late = arrive(j, s, offset, event_time_ms, &seq, &err);
+    if (err)
+        return err;
+    CNT(j, events_in);
+    if (late) {
+        CNT(j, events_late);
+        goto done;
+    }
+    uint64_t h = hash_key(key, keylen);
+    size_t m = j->evt.cap - 1;
+    /* Duplicate: a kept event with this key whose window + horizon covers
+     * this one's time. First wins; the kept one stays until this one's
+     * decisions would have passed, so a resume re-reads it too. */
+    for (size_t i = (size_t)h & m; j->evt.s[i]; i = (i + 1) & m) {
+        ev_t *o = j->evt.s[i];
+        if (o->part != partition || o->keylen != keylen ||
+            memcmp(o->data, key, keylen) != 0)
+            continue;
+        if (event_time_ms > o->t + j->w + j->h)
+            continue;
+        CNT(j, events_duplicate);
+        int64_t d = event_time_ms - o->t;
+        if (d > o->dup_dt) {
+            o->dup_dt = (int32_t)d;
+            if (o->state == T_RETIRE)
+                h_down(j, &j->evh, o->hpos);
+        }
+        goto done;
+    }
+    ev_t proto = {0};
+    proto.keylen = (uint8_t)keylen;
+    size_t sz = ev_size(&proto, packed);
+    ev_t *e = slab_alloc(&j->slab, sz);
+    if (!e)
+        return LD_ERR_NOMEM;
+    *e = proto;
+    e->t = event_time_ms;
+    e->off = offset;
+    e->part = partition;
+    e->agg_dt = NO_DT;
+    e->dl_dt = NO_DT;
+    e->ev_blk = seq;
+    e->lb_blk = NO_BLK;
+    e->nnz = (uint16_t)x->nnz;
+    e->width = width;
+    e->pflags = pflags;
+    e->state = T_DECIDE;
+    memcpy(e->data, key, keylen);
+    e->data[keylen] = 0;
+    if (x->nnz || x->ndense)
+        pack_write(e->data + keylen + 1, x, width, pflags);
+    if ((err = tab_insert(&j->evt, e, h)) != LD_OK) {
+        slab_free(&j->slab, e, sz);
+        return err;
+    }
+    if ((err = h_push(j, &j->evh, e)) != LD_OK) {
+        tab_remove(&j->evt, e, h);
+        slab_free(&j->slab, e, sz);
+        return err;
+    }
+    j->st.pending_events++;
+    blk_pin(j, partition, LD_TOPIC_EVENTS, seq);
+    /* Labels that came first: claim those in range, in offset order. */
+    for (;;) {
+        lb_t *best = NULL;
+        size_t lm = j->lbt.cap - 1;
+        for (size_t i = (size_t)h & lm; j->lbt.s[i]; i = (i + 1) & lm) {
+            lb_t *l = j->lbt.s[i];
+            if (l->part != partition || l->keylen != keylen ||
+                memcmp(l->data, key, keylen) != 0)
+                continue;
+            if (l->t < e->t - j->w || l->t > e->t + j->w + j->h)
+                continue;
+            if (!best || l->off < best->off)
+                best = l;
+        }
+        if (!best)
+            break;
+        apply_label(j, e, best->t, best->val, best->blk);
+        lb_remove(j, best);
+    }
+    err = check_bound(j);
+done:
+    apply_pending_adv(j, s, offset + 1);
+    j->quiet = 0;
+    return err;
+}
+
+ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
+                             const void *key, size_t keylen,
+                             int64_t label_time_ms, float value)
+{
+    part_t *pt;
+    ld_err_t err = check_rec(j, partition, key, keylen, label_time_ms, &pt);
+    if (err)
+        return err;
+    if (!isfinite(value))
+        return LD_ERR_INVAL;
+    side_t *s = &pt->s[LD_TOPIC_LABELS];
+    uint32_t seq;
+    int late = arrive(j, s, offset, label_time_ms, &seq, &err);
+    if (err)
+        return err;
+    CNT(j, labels_in);
+    if (late) {
+        CNT(j, labels_late);
+        goto done;
+    }
+    uint64_t h = hash_key(key, keylen);
+    size_t m = j->evt.cap - 1;
+    /* The earliest-arrived kept event whose range holds the label. */
+    ev_t *best = NULL;
+    for (size_t i = (size_t)h & m; j->evt.s[i]; i = (i + 1) & m) {
+        ev_t *o = j->evt.s[i];
+        if (o->part != partition || o->keylen != keylen ||
+            memcmp(o->data, key, keylen) != 0)
+            continue;
+        if (label_time_ms < o->t - j->w || label_time_ms > o->t + j->w + j->h)
+            continue;
+        if (!best || o->off < best->off)
+            best = o;
+    }
+    if (best) {
+        apply_label(j, best, label_time_ms, value, seq);
+        goto done;
+    }
+    lb_t *l = slab_alloc(&j->slab, lb_size(keylen));
+    if (!l)
+        return LD_ERR_NOMEM;
+    memset(l, 0, sizeof(*l));
+    l->t = label_time_ms;
+    l->off = offset;
+    l->part = partition;
+    l->val = value;
+    l->blk = seq;
+    l->keylen = (uint8_t)keylen;
+    memcpy(l->data, key, keylen);
+    if ((err = tab_insert(&j->lbt, l, h)) != LD_OK) {
+        slab_free(&j->slab, l, lb_size(keylen));
+        return err;
+    }
+    if ((err = h_push(j, &j->lbh, l)) != LD_OK) {
+        tab_remove(&j->lbt, l, h);
+        slab_free(&j->slab, l, lb_size(keylen));
+        return err;
+    }
+    j->st.pending_labels++;
+    blk_pin(j, partition, LD_TOPIC_LABELS, seq);
+    err = check_bound(j);
+done:
+    apply_pending_adv(j, s, offset + 1);
+    j->quiet = 0;
+    return err;
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static ld_err_t out_reserve(ld_joiner_t *j, uint32_t nnz, uint32_t nd)
+{
+    if (nnz > j->ocap_sparse) {
+        uint32_t *ni = realloc(j->oidx, nnz * sizeof(*ni));
+        if (!ni)
+            return LD_ERR_NOMEM;
+        j->oidx = ni;
+        float *nv = realloc(j->oval, nnz * sizeof(*nv));
+        if (!nv)
+            return LD_ERR_NOMEM;
+        j->oval = nv;
+        j->ocap_sparse = nnz;
+    }
+    if (nd > j->ocap_dense) {
+        float *nd2 = realloc(j->odense, nd * sizeof(*nd2));
+        if (!nd2)
+            return LD_ERR_NOMEM;
+        j->odense = nd2;
+        j->ocap_dense = nd;
+    }
+    return LD_OK;
+}
+
+/* Fills out from e; the arrays are the joiner's, so e may go right after. */
+static int fill_example(ld_joiner_t *j, const ev_t *e, ld_sample_type_t type,
+                        ld_example_t *out)
+{
+    const uint8_t *pk = e->data + e->keylen + 1;
+    uint32_t nd = pack_ndense(pk, e->nnz, e->width, e->pflags);
+    if (out_reserve(j, e->nnz, nd) != LD_OK)
+        return 0;
+    uint32_t ndo = nd;
+    if (e->nnz || nd)
+        pack_read(pk, e->nnz, e->width, e->pflags, j->oidx, j->oval, j->odense,
+                  &ndo);
+    memcpy(j->okey, e->data, (size_t)e->keylen + 1);
+    memset(out, 0, sizeof(*out));
+    out->x.idx = j->oidx;
+    out->x.val = j->oval;
+    out->x.dense = j->odense;
+    out->x.nnz = e->nnz;
+    out->x.ndense = ndo;
+    out->weight = 1.0f;
+    out->sample_type = type;
+    out->event_time_ms = e->t;
+    out->partition = e->part;
+    out->offset = e->off;
+    out->event_id = j->okey;
+    switch (type) {
+    case LD_SAMPLE_POS:
+        out->label = e->agg_val;
+        out->label_time_ms = e->t + e->agg_dt;
+        break;
+    case LD_SAMPLE_DELAYED_POS:
+        out->label = e->dl_val;
+        out->label_time_ms = e->t + e->dl_dt;
+        break;
+    default:
+        out->label = (float)j->c.default_label;
+        out->label_time_ms = -1;
+        break;
+    }
+    return 1;
+}
+
+int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
+{
+    if (j->odefer) {
+        ev_free(j, j->odefer);
+        j->odefer = NULL;
+    }
+    if (j->fifo_head < j->fifo_n) {
+        ev_t *e = j->fifo[j->fifo_head];
+        ld_sample_type_t type = (ld_sample_type_t)j->fifo_type[j->fifo_head];
+        j->fifo_head++;
+        j->odefer = e;
+        if (fill_example(j, e, type, out)) {
+            j->st.examples[type]++;
+            return 1;
+        }
+    }
+    int64_t W = get_W(j);
+    while (j->lbh.n) {
+        lb_t *l = j->lbh.a[0];
+        if (l->t + j->w >= W)
+            break;
+        /* Counted once: not when it had already expired before a resume. */
+        if (l->t + j->w >= j->parts[l->part].skip_before)
+            j->st.labels_unmatched++;
+        lb_remove(j, l);
+    }
+    while (j->evh.n) {
+        ev_t *e = j->evh.a[0];
+        int64_t d = ev_timer(j, e);
+        if (d >= W)
+            break;
+        int type = -1;
+        switch (e->state) {
+        case T_DECIDE:
+            if (j->fake) {
+                type = LD_SAMPLE_FAKE_NEG;
+            } else if (e->agg_dt != NO_DT) {
+                type = LD_SAMPLE_POS;
+                if (e->dl_dt != NO_DT) {
+                    e->dl_dt = NO_DT; /* no correction of a positive */
+                    if (d >= j->parts[e->part].skip_before)
+                        j->st.late_labels_dropped++;
+                }
+            } else {
+                type = LD_SAMPLE_DEFAULT_NEG;
+            }
+            break;
+        case T_DELAYED:
+            type = LD_SAMPLE_DELAYED_POS;
+            break;
+        default:
+            ev_remove(j, e);
+            continue;
+        }
+        if (!fill_example(j, e, (ld_sample_type_t)type, out))
+            return 0; /* out of memory: retried at the next poll */
+        if (type == LD_SAMPLE_DELAYED_POS)
+            e->eflags |= E_DL_DONE;
+        e->state =
+            (e->state == T_DECIDE && e->dl_dt != NO_DT) ? T_DELAYED : T_RETIRE;
+        h_down(j, &j->evh, e->hpos);
+        if (d < j->parts[e->part].skip_before) {
+            j->st.examples_skipped++;
+            continue;
+        }
+        j->st.examples[type]++;
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- watermark advances and flow ---------------------------------------- */
+
+void ld_joiner_idle_advance(ld_joiner_t *j, int64_t now_ms,
+                            ld_joiner_advance_cb *cb, void *opaque)
+{
+    if (j->c.idle_timeout_ms <= 0)
+        return;
+    int64_t busy_min = INT64_MAX, all_max = INT64_MIN;
+    int nbusy = 0;
+    for (size_t p = 0; p < j->nparts; p++) {
+        if (!j->parts[p].assigned)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            side_t *s = &j->parts[p].s[k];
+            if (s->seen || s->last_active == INT64_MIN) {
+                s->last_active = now_ms;
+                s->seen = 0;
+            }
+            if (s->wm > all_max)
+                all_max = s->wm;
+            /* A side still re-reading, or with loaded advances not yet
+             * reached, has records coming: never idle. */
+            int idle = now_ms - s->last_active >= j->c.idle_timeout_ms &&
+                       s->next_off >= s->replay_until && s->adv_next >= s->nadv;
+            if (!idle) {
+                nbusy++;
+                if (s->wm < busy_min)
+                    busy_min = s->wm;
+            }
+        }
+    }
+    int64_t target = nbusy ? busy_min : all_max;
+    if (target == INT64_MIN)
+        return;
+    for (size_t p = 0; p < j->nparts; p++) {
+        if (!j->parts[p].assigned)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            side_t *s = &j->parts[p].s[k];
+            int idle = now_ms - s->last_active >= j->c.idle_timeout_ms &&
+                       s->next_off >= s->replay_until && s->adv_next >= s->nadv;
+            if (!idle || s->wm >= target)
+                continue;
+            ld_wm_advance_t a = {(ld_topic_kind_t)k, (int32_t)p, s->next_off,
+                                 target};
+            if (adv_record(s, s->next_off, target) != LD_OK)
+                continue; /* not recorded: not applied */
+            raise_wm(j, s, target);
+            j->st.idle_advances++;
+            ld_log(LD_LOG_INFO, "join",
+                   "msg=\"idle partition watermark advanced\" topic=%s "
+                   "partition=%zu offset=%lld watermark=%lld",
+                   k ? "labels" : "events", p, (long long)s->next_off,
+                   (long long)target);
+            if (cb)
+                cb(&a, opaque);
+        }
+    }
+}
+
+ld_err_t ld_joiner_apply_advance(ld_joiner_t *j, const ld_wm_advance_t *adv)
+{
+    part_t *pt = adv ? get_part(j, adv->partition) : NULL;
+    if (!pt || (adv->kind != LD_TOPIC_EVENTS && adv->kind != LD_TOPIC_LABELS))
+        return LD_ERR_INVAL;
+    side_t *s = &pt->s[adv->kind];
+    ld_err_t err = adv_record(s, adv->offset, adv->watermark_ms);
+    if (err)
+        return err;
+    raise_wm(j, s, adv->watermark_ms);
+    return LD_OK;
+}
+
+void ld_joiner_flow(ld_joiner_t *j, ld_joiner_flow_cb *cb, void *opaque)
+{
+    int64_t W = get_W(j);
+    uint64_t npaused = 0;
+    /* Pause = watermark alignment: hold back the sides ahead of the global
+     * watermark so the laggards that hold it can catch up and free space. */
+    int on = j->c.at_bound == LD_BOUND_PAUSE && j->bound_hit;
+    for (size_t p = 0; p < j->nparts; p++) {
+        if (!j->parts[p].assigned)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            side_t *s = &j->parts[p].s[k];
+            int want = on && s->wm > W;
+            if (want != s->paused) {
+                s->paused = want;
+                if (cb)
+                    cb((ld_topic_kind_t)k, (int32_t)p, want, opaque);
+            }
+            npaused += (uint64_t)want;
+        }
+    }
+    j->st.paused = npaused;
+}
+
+void ld_joiner_stats(ld_joiner_t *j, ld_joiner_stats_t *out)
+{
+    j->st.watermark_ms = get_W(j);
+    j->st.bytes_entries = j->slab.in_use;
+    uint64_t b = j->slab.reserved + sizeof(*j);
+    b += (j->evt.cap + j->lbt.cap + j->evh.cap + j->lbh.cap) * sizeof(void *);
+    b += j->fifo_cap * (sizeof(void *) + 1) + j->nparts * sizeof(part_t);
+    for (size_t p = 0; p < j->nparts; p++)
+        for (int k = 0; k < 2; k++)
+            b += j->parts[p].s[k].ring_cap * sizeof(blk_t) +
+                 j->parts[p].s[k].cap_adv * sizeof(adv_t);
+    j->st.bytes_total = b;
+    *out = j->st;
+}
+
+/* ---- assignment --------------------------------------------------------- */
+
+ld_err_t ld_joiner_assign(ld_joiner_t *j, int32_t partition)
+{
+    ld_err_t err = ensure_part(j, partition);
+    if (err)
+        return err;
+    part_t *pt = &j->parts[partition];
+    if (pt->assigned)
+        return LD_ERR_INVAL;
+    pt->assigned = 1;
+    if (!pt->loaded) {
+        /* Keep loaded advances only through a load; fresh state here. */
+        for (int k = 0; k < 2; k++)
+            side_reset(&pt->s[k]);
+        pt->skip_before = INT64_MIN;
+    } else {
+        for (int k = 0; k < 2; k++) {
+            side_t *s = &pt->s[k];
+            s->wm = pt->l_wm[k];
+            s->next_off = pt->l_resume[k] >= 0 ? pt->l_resume[k] : -1;
+            s->replay_until = pt->l_next[k];
+            apply_pending_adv(j, s, pt->l_resume[k]);
+        }
+        pt->loaded = 0;
+    }
+    j->wdirty = 1;
+    return LD_OK;
+}
+
+ld_err_t ld_joiner_revoke(ld_joiner_t *j, int32_t partition)
+{
+    part_t *pt = get_part(j, partition);
+    if (!pt)
+        return LD_ERR_INVAL;
+    /* Collect first: removing from a heap reorders it. */
+    size_t n = 0, cap = j->evh.n > j->lbh.n ? j->evh.n : j->lbh.n;
+    void **victims = malloc((cap ? cap : 1) * sizeof(*victims));
+    if (!victims)
+        return LD_ERR_NOMEM;
+    for (size_t i = 0; i < j->evh.n; i++)
+        if (((ev_t *)j->evh.a[i])->part == partition)
+            victims[n++] = j->evh.a[i];
+    for (size_t i = 0; i < n; i++)
+        ev_remove(j, victims[i]);
+    n = 0;
+    for (size_t i = 0; i < j->lbh.n; i++)
+        if (((lb_t *)j->lbh.a[i])->part == partition)
+            victims[n++] = j->lbh.a[i];
+    for (size_t i = 0; i < n; i++)
+        lb_remove(j, victims[i]);
+    free(victims);
+    size_t keep = j->fifo_head;
+    for (size_t i = j->fifo_head; i < j->fifo_n; i++) {
+        if (j->fifo[i]->part == partition) {
+            ev_free(j, j->fifo[i]);
+        } else {
+            j->fifo[keep] = j->fifo[i];
+            j->fifo_type[keep++] = j->fifo_type[i];
+        }
+    }
+    j->fifo_n = keep;
+    for (int k = 0; k < 2; k++)
+        side_reset(&pt->s[k]);
+    pt->assigned = 0;
+    pt->loaded = 0;
+    j->wdirty = 1;
+    return LD_OK;
+}
+
+/* ---- resume ------------------------------------------------------------- */
+
+static void side_resume(side_t *s, int64_t *off, int64_t *wm)
+{
+    for (uint32_t q = s->head_seq; q != s->tail_seq; q++) {
+        blk_t *b = ring_at(s, q);
+        if (b->alive) {
+            *off = b->first_off;
+            *wm = b->wm_before;
+            return;
+        }
+    }
+    *off = s->next_off;
+    *wm = s->wm;
+}
+
+ld_err_t ld_joiner_resume_offsets(ld_joiner_t *j, int32_t partition,
+                                  int64_t *events_offset,
+                                  int64_t *labels_offset)
+{
+    if (partition < 0 || (size_t)partition >= j->nparts)
+        return LD_ERR_INVAL;
+    part_t *pt = &j->parts[partition];
+    int64_t off[2], wm;
+    if (pt->loaded) {
+        off[0] = pt->l_resume[0];
+        off[1] = pt->l_resume[1];
+    } else if (pt->assigned) {
+        for (int k = 0; k < 2; k++)
+            side_resume(&pt->s[k], &off[k], &wm);
+    } else {
+        return LD_ERR_INVAL;
+    }
+    *events_offset = off[0];
+    *labels_offset = off[1];
+    return LD_OK;
+}
+
+#define RESUME_MAGIC "LDJ1"
+
+static void put64(uint8_t **p, int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    for (int i = 0; i < 8; i++)
+        (*p)[i] = (uint8_t)(u >> (8 * i));
+    *p += 8;
+}
+
+static void put32(uint8_t **p, uint32_t u)
+{
+    for (int i = 0; i < 4; i++)
+        (*p)[i] = (uint8_t)(u >> (8 * i));
+    *p += 4;
+}
+
+static int64_t get64(const uint8_t **p)
+{
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u |= (uint64_t)(*p)[i] << (8 * i);
+    *p += 8;
+    return (int64_t)u;
+}
+
+static uint32_t get32(const uint8_t **p)
+{
+    uint32_t u = 0;
+    for (int i = 0; i < 4; i++)
+        u |= (uint32_t)(*p)[i] << (8 * i);
+    *p += 4;
+    return u;
+}
+
+ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
+                                 uint8_t **buf, size_t *len)
+{
+    part_t *pt = get_part(j, partition);
+    if (!pt || !buf || !len)
+        return LD_ERR_INVAL;
+    int64_t W = get_W(j);
+    if (j->fifo_head < j->fifo_n ||
+        (j->evh.n && ev_timer(j, j->evh.a[0]) < W) ||
+        (j->lbh.n && ((lb_t *)j->lbh.a[0])->t + j->w < W))
+        return LD_ERR_INVAL; /* not drained: poll until 0 first */
+    int64_t roff[2], rwm[2];
+    size_t nadv[2], first[2], n = 4 + 4 + 8;
+    for (int k = 0; k < 2; k++) {
+        side_t *s = &pt->s[k];
+        side_resume(s, &roff[k], &rwm[k]);
+        /* Advances at or below the resume offset are inside rwm. */
+        first[k] = 0;
+        while (first[k] < s->nadv && s->adv[first[k]].off <= roff[k])
+            first[k]++;
+        nadv[k] = s->nadv - first[k];
+        n += 8 * 3 + 4 + nadv[k] * 16;
+    }
+    uint8_t *b = malloc(n), *p = b;
+    if (!b)
+        return LD_ERR_NOMEM;
+    memcpy(p, RESUME_MAGIC, 4);
+    p += 4;
+    put32(&p, (uint32_t)partition);
+    /* Every example with a decision time below W is out, none above. */
+    put64(&p, W);
+    for (int k = 0; k < 2; k++) {
+        side_t *s = &pt->s[k];
+        put64(&p, roff[k]);
+        put64(&p, rwm[k]);
+        put64(&p, s->next_off);
+        put32(&p, (uint32_t)nadv[k]);
+        for (size_t i = first[k]; i < s->nadv; i++) {
+            put64(&p, s->adv[i].off);
+            put64(&p, s->adv[i].wm);
+        }
+    }
+    *buf = b;
+    *len = n;
+    return LD_OK;
+}
+
+ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
+{
+    const uint8_t *p = buf, *end = buf + len;
+    if (!buf || len < 16 || memcmp(p, RESUME_MAGIC, 4) != 0)
+        return LD_ERR_CORRUPT;
+    p += 4;
+    uint32_t part = get32(&p);
+    if (part > MAX_PART)
+        return LD_ERR_CORRUPT;
+    int64_t skip = get64(&p);
+    int64_t roff[2], rwm[2], rnext[2];
+    uint32_t nadv[2];
+    const uint8_t *advp[2];
+    for (int k = 0; k < 2; k++) {
+        if ((size_t)(end - p) < 28)
+            return LD_ERR_CORRUPT;
+        roff[k] = get64(&p);
+        rwm[k] = get64(&p);
+        rnext[k] = get64(&p);
+        nadv[k] = get32(&p);
+        if (roff[k] < -1 || rnext[k] < -1 || (size_t)(end - p) / 16 < nadv[k])
+            return LD_ERR_CORRUPT;
+        advp[k] = p;
+        p += (size_t)nadv[k] * 16;
+    }
+    if (p != end)
+        return LD_ERR_CORRUPT;
+    ld_err_t err = ensure_part(j, (int32_t)part);
+    if (err)
+        return err;
+    part_t *pt = &j->parts[part];
+    if (pt->assigned)
+        return LD_ERR_INVAL;
+    for (int k = 0; k < 2; k++) {
+        side_t *s = &pt->s[k];
+        side_reset(s);
+        const uint8_t *q = advp[k];
+        int64_t prev = INT64_MIN;
+        for (uint32_t i = 0; i < nadv[k]; i++) {
+            int64_t o = get64(&q), w = get64(&q);
+            if (o < prev)
+                return LD_ERR_CORRUPT;
+            prev = o;
+            if ((err = adv_record(s, o, w)) != LD_OK)
+                return err;
+        }
+        s->adv_next = 0;
+        pt->l_resume[k] = roff[k];
+        pt->l_wm[k] = rwm[k];
+        pt->l_next[k] = rnext[k];
+    }
+    pt->skip_before = skip;
+    pt->loaded = 1;
+    return LD_OK;
+}
+
+/* ---- audit -------------------------------------------------------------- */
+
+const char *ld_sample_type_name(ld_sample_type_t t)
+{
+    switch (t) {
+    case LD_SAMPLE_POS:
+        return "pos";
+    case LD_SAMPLE_DEFAULT_NEG:
+        return "default_neg";
+    case LD_SAMPLE_FAKE_NEG:
+        return "fake_neg";
+    case LD_SAMPLE_DELAYED_POS:
+        return "delayed_pos";
+    default:
+        return "?";
+    }
+}
