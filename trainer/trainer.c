@@ -228,6 +228,21 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     sp->schedule = conf->lr_schedule;
     sp->decay = conf->lr_decay;
     sp->power_t = conf->lr_power_t;
+    /* Hyperparameters the optimizer does not use are 0, as in a
+     * checkpoint's OptimizerSpec, so specs compare equal after a round
+     * trip. */
+    if (sp->opt != LD_OPT_FTRL)
+        sp->beta = 0;
+    if (sp->opt != LD_OPT_ADAGRAD)
+        sp->init_acc = 0;
+    if (sp->opt != LD_OPT_ADAGRAD && sp->opt != LD_OPT_ADAM)
+        sp->eps = 0;
+    if (sp->opt != LD_OPT_ADAM)
+        sp->beta1 = sp->beta2 = 0;
+    if (sp->opt != LD_OPT_SGD) {
+        sp->schedule = 0;
+        sp->decay = sp->power_t = 0;
+    }
     t->df = conf->delayed_feedback;
     t->k = sp->k;
     t->d1 = sp->dense_dim + 1;

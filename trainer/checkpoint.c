@@ -1,0 +1,1028 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Checkpoint encode/decode with every length and checksum validated, chunks
+ * and manifest for the checkpoints topic, and the local model store. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include "trainer/checkpoint.h"
+#include "trainer/internal.h"
+
+/* ---- Config ------------------------------------------------------------- */
+
+#define OFF(f) offsetof(ld_ckpt_conf_t, f)
+
+static const ld_conf_row_t rows[] = {
+    {"dir", LD_CONF_STRING, OFF(dir), "/var/lib/learnd/models", 0, 0, NULL,
+     "Local model store: checkpoints go to <dir>/<model>/<version>.ckpt"},
+    {"keep", LD_CONF_INT, OFF(keep), "5", 1, 100000, NULL,
+     "Newest checkpoint versions kept in the local store per model"},
+    {"chunk_size", LD_CONF_SIZE, OFF(chunk_size), "900KiB", 1024,
+     LD_CKPT_MAX_CHUNK, NULL,
+     "Checkpoint bytes per CheckpointChunk record on the checkpoints topic"},
+    {"warm_start", LD_CONF_BOOL, OFF(warm_start), "true", 0, 0, NULL,
+     "Start from the newest stored checkpoint (false: from scratch)"},
+};
+
+const ld_conf_section_t ld_ckpt_conf_section = {
+    "checkpoint", "Checkpoint files, chunking and warm start",
+    LD_CONF_ROWS(rows)};
+
+struct ld_ckpt {
+    Learnd__V1__Checkpoint *msg;
+    uint8_t sha[32];
+    size_t size;
+};
+
+static void say(char *errstr, size_t size, const char *fmt, ...)
+    LD_PRINTF(3, 4);
+
+static void say(char *errstr, size_t size, const char *fmt, ...)
+{
+    if (!errstr || !size)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, size, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- Encode ------------------------------------------------------------- */
+
+static const char *const param_names[3] = {"w", "dense_w", "bias"};
+
+/* Shapes of the three parameter tensors. */
+static uint32_t shape_of(const ld_spec_t *sp, int which, uint32_t shape[2])
+{
+    uint32_t nslots = 1u << sp->hash_bits;
+    switch (which) {
+    case 0:
+        shape[0] = nslots;
+        shape[1] = sp->k;
+        return sp->k > 1 ? 2 : 1;
+    case 1:
+        shape[0] = sp->k > 1 ? sp->k : sp->dense_dim;
+        shape[1] = sp->dense_dim;
+        return sp->k > 1 ? 2 : 1;
+    default:
+        shape[0] = sp->k;
+        return 1;
+    }
+}
+
+static size_t count_of(const ld_spec_t *sp, int which)
+{
+    size_t nslots = (size_t)1 << sp->hash_bits;
+    return which == 0 ? nslots * sp->k
+                      : (which == 1 ? (size_t)sp->k * sp->dense_dim : sp->k);
+}
+
+/* Copies plane p of tensor `which` out of the snapshot's layouts. */
+static void extract(const ld_snapshot_t *s, int which, uint32_t p, float *dst)
+{
+    const ld_spec_t *sp = &s->spec;
+    size_t d1 = sp->dense_dim + 1, plane = sp->k * d1;
+    if (which == 0) {
+        size_t n = count_of(sp, 0);
+        const float *src = s->sp + p;
+        for (size_t i = 0; i < n; i++)
+            dst[i] = src[i * sp->s];
+    } else if (which == 1) {
+        for (uint32_t k = 0; k < sp->k; k++)
+            memcpy(dst + (size_t)k * sp->dense_dim, s->dn + p * plane + k * d1,
+                   sp->dense_dim * sizeof(float));
+    } else {
+        for (uint32_t k = 0; k < sp->k; k++)
+            dst[k] = s->dn[p * plane + k * d1 + sp->dense_dim];
+    }
+}
+
+static void insert(ld_snapshot_t *s, int which, uint32_t p, const uint8_t *src)
+{
+    const ld_spec_t *sp = &s->spec;
+    size_t d1 = sp->dense_dim + 1, plane = sp->k * d1;
+    if (which == 0) {
+        size_t n = count_of(sp, 0);
+        float *dst = s->sp + p;
+        for (size_t i = 0; i < n; i++)
+            memcpy(&dst[i * sp->s], src + 4 * i, 4);
+    } else if (which == 1) {
+        for (uint32_t k = 0; k < sp->k; k++)
+            memcpy(s->dn + p * plane + k * d1,
+                   src + (size_t)4 * k * sp->dense_dim,
+                   sp->dense_dim * sizeof(float));
+    } else {
+        for (uint32_t k = 0; k < sp->k; k++)
+            memcpy(&s->dn[p * plane + k * d1 + sp->dense_dim], src + 4 * k, 4);
+    }
+}
+
+static void metrics_to_pb(const ld_metrics_t *m, Learnd__V1__Metrics *pb)
+{
+    learnd__v1__metrics__init(pb);
+    pb->examples = m->examples;
+    pb->logloss = m->logloss;
+    pb->auc = m->auc;
+    pb->accuracy = m->accuracy;
+    pb->rmse = m->rmse;
+    pb->mean_prediction = m->mean_prediction;
+    pb->mean_label = m->mean_label;
+    pb->calibration = m->calibration;
+    pb->window_start_ms = m->window_start_ms;
+    pb->window_end_ms = m->window_end_ms;
+}
+
+static void counts_to_pb(const uint64_t c[LD_SAMPLE__COUNT],
+                         const Learnd__V1__ExampleCounts *extra,
+                         Learnd__V1__ExampleCounts *pb)
+{
+    learnd__v1__example_counts__init(pb);
+    pb->pos = c[LD_SAMPLE_POS];
+    pb->default_neg = c[LD_SAMPLE_DEFAULT_NEG];
+    pb->fake_neg = c[LD_SAMPLE_FAKE_NEG];
+    pb->delayed_pos = c[LD_SAMPLE_DELAYED_POS];
+    if (extra) {
+        pb->late_labels_dropped = extra->late_labels_dropped;
+        pb->dead_lettered = extra->dead_lettered;
+    }
+}
+
+ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
+                        ld_buf_t *out)
+{
+    const ld_spec_t *sp = &s->spec;
+    ld_err_t rc = LD_ERR_NOMEM;
+    float *planes[9] = {0};
+    char names[9][48];
+    uint32_t shapes[9][2];
+    Learnd__V1__Tensor tens[9], *params[3], *accs[6];
+    uint8_t params_sha[32];
+    memset(out, 0, sizeof(*out));
+    if (!meta || !meta->model || !meta->model[0])
+        return LD_ERR_INVAL;
+
+    /* Tensors: plane p of parameter `which` is entry p * 3 + which. */
+    ld_sha256_t h;
+    ld_sha256_init(&h);
+    for (uint32_t p = 0; p < sp->s; p++) {
+        for (int which = 0; which < 3; which++) {
+            size_t e = p * 3 + (size_t)which, n = count_of(sp, which);
+            planes[e] = malloc(n ? n * sizeof(float) : 1);
+            if (!planes[e])
+                goto err;
+            extract(s, which, p, planes[e]);
+            if (p == 0) {
+                snprintf(names[e], sizeof(names[e]), "%s", param_names[which]);
+                ld_sha256_update(&h, planes[e], n * sizeof(float));
+            } else {
+                snprintf(names[e], sizeof(names[e]), "%s.%s",
+                         param_names[which], ld_spec_plane_name(sp->opt, p));
+            }
+            learnd__v1__tensor__init(&tens[e]);
+            tens[e].name = names[e];
+            tens[e].n_shape = shape_of(sp, which, shapes[e]);
+            tens[e].shape = shapes[e];
+            tens[e].data.data = (uint8_t *)planes[e];
+            tens[e].data.len = n * sizeof(float);
+            if (p == 0)
+                params[which] = &tens[e];
+            else
+                accs[(p - 1) * 3 + (size_t)which] = &tens[e];
+        }
+    }
+    ld_sha256_final(&h, params_sha);
+
+    Learnd__V1__OptimizerSpec ospec;
+    learnd__v1__optimizer_spec__init(&ospec);
+    ospec.kind = (Learnd__V1__OptimizerKind)(sp->opt + 1);
+    ospec.learning_rate = sp->lr;
+    ospec.l1 = sp->l1;
+    ospec.l2 = sp->l2;
+    if (sp->opt == LD_OPT_FTRL)
+        ospec.beta = sp->beta;
+    if (sp->opt == LD_OPT_ADAGRAD)
+        ospec.initial_accumulator = sp->init_acc;
+    if (sp->opt == LD_OPT_ADAGRAD || sp->opt == LD_OPT_ADAM)
+        ospec.epsilon = sp->eps;
+    if (sp->opt == LD_OPT_ADAM) {
+        ospec.beta1 = sp->beta1;
+        ospec.beta2 = sp->beta2;
+    }
+    if (sp->opt == LD_OPT_SGD) {
+        ospec.schedule = (Learnd__V1__LrSchedule)(sp->schedule + 1);
+        ospec.decay = sp->decay;
+        ospec.power_t = sp->power_t;
+    }
+
+    Learnd__V1__ModelSpec mspec;
+    learnd__v1__model_spec__init(&mspec);
+    mspec.kind = (Learnd__V1__ModelKind)(sp->model + 1);
+    mspec.num_classes = sp->k;
+    mspec.hash_bits = sp->hash_bits;
+    mspec.dense_dim = sp->dense_dim;
+    mspec.optimizer = &ospec;
+    mspec.hash_function =
+        (char *)(meta->hash_function ? meta->hash_function : "");
+    mspec.hash_seed = meta->hash_seed;
+    if (meta->feature_map_hash) {
+        mspec.feature_map_hash.data = (uint8_t *)meta->feature_map_hash;
+        mspec.feature_map_hash.len = 32;
+    }
+
+    const Learnd__V1__Lineage *ml = meta->lineage;
+    uint64_t since[LD_SAMPLE__COUNT];
+    for (int i = 0; i < LD_SAMPLE__COUNT; i++)
+        since[i] =
+            s->by_type[i] - (meta->parent_counts ? meta->parent_counts[i] : 0);
+    Learnd__V1__ExampleCounts counts, total;
+    counts_to_pb(since, ml ? ml->counts : NULL, &counts);
+    counts_to_pb(s->by_type, ml ? ml->total_counts : NULL, &total);
+
+    Learnd__V1__Lineage lin;
+    learnd__v1__lineage__init(&lin);
+    lin.model = (char *)meta->model;
+    lin.version = meta->version;
+    lin.parent_version = meta->parent_version;
+    if (meta->config_hash) {
+        lin.config_hash.data = (uint8_t *)meta->config_hash;
+        lin.config_hash.len = 32;
+    }
+    lin.learnd_version =
+        (char *)(meta->learnd_version ? meta->learnd_version : "");
+    lin.openblas_corename = (char *)ld_trainer_blas_core();
+    const char *bc = openblas_get_config();
+    lin.openblas_config = (char *)(bc ? bc : "");
+    if (ml) {
+        lin.n_consumed = ml->n_consumed;
+        lin.consumed = ml->consumed;
+        lin.n_resume = ml->n_resume;
+        lin.resume = ml->resume;
+        lin.n_watermark_advances = ml->n_watermark_advances;
+        lin.watermark_advances = ml->watermark_advances;
+    }
+    lin.counts = &counts;
+    lin.total_counts = &total;
+    lin.params_sha256.data = params_sha;
+    lin.params_sha256.len = 32;
+    lin.created_at_ms = meta->created_at_ms;
+    lin.trigger_id = (char *)(meta->trigger_id ? meta->trigger_id : "");
+
+    Learnd__V1__OptimizerState ost;
+    learnd__v1__optimizer_state__init(&ost);
+    ost.step = s->step;
+    ost.n_tensors = (size_t)(sp->s - 1) * 3;
+    ost.tensors = ost.n_tensors ? accs : NULL;
+
+    Learnd__V1__Metrics m, cm;
+    metrics_to_pb(&s->metrics, &m);
+    metrics_to_pb(&s->champion_metrics, &cm);
+
+    Learnd__V1__Checkpoint ck;
+    learnd__v1__checkpoint__init(&ck);
+    ck.format_version = LD_CKPT_FORMAT_VERSION;
+    ck.spec = &mspec;
+    ck.lineage = &lin;
+    ck.n_tensors = 3;
+    ck.tensors = params;
+    ck.optimizer = &ost;
+    ck.metrics = &m;
+    ck.champion_metrics = &cm;
+
+    size_t body = learnd__v1__checkpoint__get_packed_size(&ck);
+    out->data = malloc(body + LD_CKPT_TRAILER);
+    if (!out->data)
+        goto err;
+    if (learnd__v1__checkpoint__pack(&ck, out->data) != body) {
+        rc = LD_ERR_INVAL;
+        goto err;
+    }
+    out->data[body] = 0x7a; /* field 15, length-delimited */
+    out->data[body + 1] = 0x20;
+    ld_ckpt_sha256(out->data, body, out->data + body + 2);
+    out->len = body + LD_CKPT_TRAILER;
+    for (int i = 0; i < 9; i++)
+        free(planes[i]);
+    return LD_OK;
+
+err:
+    for (int i = 0; i < 9; i++)
+        free(planes[i]);
+    free(out->data);
+    memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+/* ---- Decode ------------------------------------------------------------- */
+
+static int finite_nonneg(double x)
+{
+    return isfinite(x) && x >= 0;
+}
+
+/* Checks a tensor's name, shape and data length against the spec. */
+static int check_tensor(const Learnd__V1__Tensor *t, const ld_spec_t *sp,
+                        int which, uint32_t plane, char *errstr, size_t size)
+{
+    char want[48];
+    if (plane == 0)
+        snprintf(want, sizeof(want), "%s", param_names[which]);
+    else
+        snprintf(want, sizeof(want), "%s.%s", param_names[which],
+                 ld_spec_plane_name(sp->opt, plane));
+    if (!t || !t->name || strcmp(t->name, want) != 0) {
+        say(errstr, size, "tensor %s missing or out of order", want);
+        return 0;
+    }
+    uint32_t shape[2];
+    uint32_t n = shape_of(sp, which, shape);
+    if (t->n_shape != n || memcmp(t->shape, shape, n * sizeof(uint32_t))) {
+        say(errstr, size, "tensor %s has the wrong shape", want);
+        return 0;
+    }
+    if (t->data.len != count_of(sp, which) * sizeof(float) ||
+        (t->data.len && !t->data.data)) {
+        say(errstr, size, "tensor %s has %zu bytes, expected %zu", want,
+            t->data.len, count_of(sp, which) * sizeof(float));
+        return 0;
+    }
+    return 1;
+}
+
+/* Fills sp from a decoded message; 0 with errstr when anything is off. */
+static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
+                        char *errstr, size_t size)
+{
+    const Learnd__V1__ModelSpec *ms = c->spec;
+    memset(sp, 0, sizeof(*sp));
+    if (!ms || !ms->optimizer || !c->lineage || !c->optimizer) {
+        say(errstr, size, "spec, optimizer or lineage missing");
+        return 0;
+    }
+    const Learnd__V1__OptimizerSpec *os = ms->optimizer;
+    if (ms->kind < 1 || ms->kind > 3) {
+        say(errstr, size, "unknown model kind %d", (int)ms->kind);
+        return 0;
+    }
+    if (os->kind < 1 || os->kind > 4) {
+        say(errstr, size, "unknown optimizer kind %d", (int)os->kind);
+        return 0;
+    }
+    sp->model = (int)ms->kind - 1;
+    sp->opt = (int)os->kind - 1;
+    if (sp->model == LD_MODEL_SOFTMAX
+            ? (ms->num_classes < 2 || ms->num_classes > 1024)
+            : ms->num_classes != 1) {
+        say(errstr, size, "num_classes %" PRIu32 " invalid for the model",
+            ms->num_classes);
+        return 0;
+    }
+    if (ms->hash_bits < 1 || ms->hash_bits > 30 || ms->dense_dim > 65536) {
+        say(errstr, size, "hash_bits or dense_dim out of range");
+        return 0;
+    }
+    if (sp->opt == LD_OPT_SGD && (os->schedule < 1 || os->schedule > 3)) {
+        say(errstr, size, "unknown learning-rate schedule %d",
+            (int)os->schedule);
+        return 0;
+    }
+    if (!(os->learning_rate > 0) || !isfinite(os->learning_rate) ||
+        !finite_nonneg(os->l1) || !finite_nonneg(os->l2) ||
+        !finite_nonneg(os->beta) || !finite_nonneg(os->initial_accumulator) ||
+        !finite_nonneg(os->epsilon) || !finite_nonneg(os->beta1) ||
+        !finite_nonneg(os->beta2) || !finite_nonneg(os->decay) ||
+        !finite_nonneg(os->power_t)) {
+        say(errstr, size, "optimizer hyperparameter out of range");
+        return 0;
+    }
+    sp->k = ms->num_classes;
+    sp->hash_bits = ms->hash_bits;
+    sp->dense_dim = ms->dense_dim;
+    sp->s = ld_spec_planes(sp->opt);
+    sp->lr = os->learning_rate;
+    sp->l1 = os->l1;
+    sp->l2 = os->l2;
+    sp->beta = os->beta;
+    sp->init_acc = os->initial_accumulator;
+    sp->eps = os->epsilon;
+    sp->beta1 = os->beta1;
+    sp->beta2 = os->beta2;
+    sp->schedule = sp->opt == LD_OPT_SGD ? (int)os->schedule - 1 : 0;
+    sp->decay = os->decay;
+    sp->power_t = os->power_t;
+    return 1;
+}
+
+ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                        char *errstr, size_t size)
+{
+    ld_ckpt_t *c = NULL;
+    ld_err_t rc = LD_ERR_CORRUPT;
+    uint8_t sha[32];
+    *out = NULL;
+    if (!buf || len <= LD_CKPT_TRAILER) {
+        say(errstr, size, "checkpoint truncated (%zu bytes)", len);
+        goto err;
+    }
+    size_t body = len - LD_CKPT_TRAILER;
+    if (buf[body] != 0x7a || buf[body + 1] != 0x20) {
+        say(errstr, size, "checkpoint has no checksum trailer (truncated?)");
+        goto err;
+    }
+    ld_ckpt_sha256(buf, body, sha);
+    if (memcmp(sha, buf + body + 2, 32) != 0) {
+        say(errstr, size, "checkpoint checksum mismatch");
+        goto err;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        rc = LD_ERR_NOMEM;
+        goto err;
+    }
+    ld_ckpt_sha256(buf, len, c->sha);
+    c->size = len;
+    c->msg = learnd__v1__checkpoint__unpack(NULL, body, buf);
+    if (!c->msg) {
+        say(errstr, size, "not a learnd.v1.Checkpoint message");
+        goto err;
+    }
+    const Learnd__V1__Checkpoint *m = c->msg;
+    if (m->format_version != LD_CKPT_FORMAT_VERSION) {
+        say(errstr, size,
+            "checkpoint format_version %" PRIu32 " (this learnd reads %d)",
+            m->format_version, LD_CKPT_FORMAT_VERSION);
+        goto err;
+    }
+    ld_spec_t sp;
+    if (!spec_from_pb(m, &sp, errstr, size))
+        goto err;
+    if (m->n_tensors != 3 || m->optimizer->n_tensors != (sp.s - 1) * 3) {
+        say(errstr, size,
+            "checkpoint has %zu parameter and %zu optimizer "
+            "tensors, expected 3 and %u",
+            m->n_tensors, m->optimizer->n_tensors, (sp.s - 1) * 3);
+        goto err;
+    }
+    ld_sha256_t h;
+    ld_sha256_init(&h);
+    for (int which = 0; which < 3; which++) {
+        const Learnd__V1__Tensor *t = m->tensors[which];
+        if (!check_tensor(t, &sp, which, 0, errstr, size))
+            goto err;
+        ld_sha256_update(&h, t->data.data, t->data.len);
+    }
+    for (uint32_t p = 1; p < sp.s; p++)
+        for (int which = 0; which < 3; which++)
+            if (!check_tensor(
+                    m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which], &sp,
+                    which, p, errstr, size))
+                goto err;
+    ld_sha256_final(&h, sha);
+    const ProtobufCBinaryData *ps = &m->lineage->params_sha256;
+    if (ps->len != 32 || memcmp(ps->data, sha, 32) != 0) {
+        say(errstr, size, "params_sha256 does not match the parameters");
+        goto err;
+    }
+    *out = c;
+    return LD_OK;
+
+err:
+    ld_ckpt_destroy(c);
+    return rc;
+}
+
+void ld_ckpt_destroy(ld_ckpt_t *c)
+{
+    if (!c)
+        return;
+    if (c->msg)
+        learnd__v1__checkpoint__free_unpacked(c->msg, NULL);
+    free(c);
+}
+
+const Learnd__V1__Checkpoint *ld_ckpt_message(const ld_ckpt_t *c)
+{
+    return c->msg;
+}
+
+void ld_ckpt_content_sha256(const ld_ckpt_t *c, uint8_t out[32])
+{
+    memcpy(out, c->sha, 32);
+}
+
+size_t ld_ckpt_size(const ld_ckpt_t *c)
+{
+    return c->size;
+}
+
+static void metrics_from_pb(const Learnd__V1__Metrics *pb, ld_metrics_t *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->logloss = m->auc = m->accuracy = m->rmse = NAN;
+    m->mean_prediction = m->mean_label = m->calibration = NAN;
+    if (!pb)
+        return;
+    m->examples = pb->examples;
+    m->logloss = pb->logloss;
+    m->auc = pb->auc;
+    m->accuracy = pb->accuracy;
+    m->rmse = pb->rmse;
+    m->mean_prediction = pb->mean_prediction;
+    m->mean_label = pb->mean_label;
+    m->calibration = pb->calibration;
+    m->window_start_ms = pb->window_start_ms;
+    m->window_end_ms = pb->window_end_ms;
+}
+
+ld_snapshot_t *ld_ckpt_snapshot(const ld_ckpt_t *c)
+{
+    const Learnd__V1__Checkpoint *m = c->msg;
+    ld_spec_t sp;
+    if (!spec_from_pb(m, &sp, NULL, 0))
+        return NULL; /* cannot happen: validated by decode */
+    ld_snapshot_t *s = ld_snapshot_alloc(&sp);
+    if (!s)
+        return NULL;
+    for (int which = 0; which < 3; which++)
+        insert(s, which, 0, m->tensors[which]->data.data);
+    for (uint32_t p = 1; p < sp.s; p++)
+        for (int which = 0; which < 3; which++)
+            insert(s, which, p,
+                   m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which]
+                       ->data.data);
+    s->step = m->optimizer->step;
+    const Learnd__V1__ExampleCounts *tc = m->lineage->total_counts;
+    if (tc) {
+        s->by_type[LD_SAMPLE_POS] = tc->pos;
+        s->by_type[LD_SAMPLE_DEFAULT_NEG] = tc->default_neg;
+        s->by_type[LD_SAMPLE_FAKE_NEG] = tc->fake_neg;
+        s->by_type[LD_SAMPLE_DELAYED_POS] = tc->delayed_pos;
+    }
+    for (int i = 0; i < LD_SAMPLE__COUNT; i++)
+        s->examples += s->by_type[i];
+    metrics_from_pb(m->metrics, &s->metrics);
+    metrics_from_pb(m->champion_metrics, &s->champion_metrics);
+    return s;
+}
+
+/* ---- Chunks and manifest ------------------------------------------------ */
+
+void ld_ckpt_chunks_free(ld_buf_t *chunks, size_t n)
+{
+    if (!chunks)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(chunks[i].data);
+    free(chunks);
+}
+
+ld_err_t ld_ckpt_chunks(const uint8_t *ckpt, size_t len, const char *model,
+                        uint64_t version, size_t chunk_size, ld_buf_t **chunks,
+                        size_t *n)
+{
+    *chunks = NULL;
+    *n = 0;
+    if (!ckpt || !len || !model || chunk_size == 0 ||
+        chunk_size > LD_CKPT_MAX_CHUNK)
+        return LD_ERR_INVAL;
+    size_t count = (len + chunk_size - 1) / chunk_size;
+    if (count > UINT32_MAX)
+        return LD_ERR_RANGE;
+    ld_buf_t *v = calloc(count, sizeof(*v));
+    if (!v)
+        return LD_ERR_NOMEM;
+    for (size_t i = 0; i < count; i++) {
+        size_t off = i * chunk_size;
+        size_t m = len - off < chunk_size ? len - off : chunk_size;
+        uint8_t sha[32];
+        ld_ckpt_sha256(ckpt + off, m, sha);
+        Learnd__V1__CheckpointChunk ch;
+        learnd__v1__checkpoint_chunk__init(&ch);
+        ch.model = (char *)model;
+        ch.version = version;
+        ch.index = (uint32_t)i;
+        ch.count = (uint32_t)count;
+        ch.data.data = (uint8_t *)(ckpt + off);
+        ch.data.len = m;
+        ch.sha256.data = sha;
+        ch.sha256.len = 32;
+        v[i].len = learnd__v1__checkpoint_chunk__get_packed_size(&ch);
+        v[i].data = malloc(v[i].len);
+        if (!v[i].data) {
+            ld_ckpt_chunks_free(v, count);
+            return LD_ERR_NOMEM;
+        }
+        learnd__v1__checkpoint_chunk__pack(&ch, v[i].data);
+    }
+    *chunks = v;
+    *n = count;
+    return LD_OK;
+}
+
+ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
+                                 const ld_ckpt_manifest_info_t *info,
+                                 ld_buf_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!ckpt || !info || !info->model)
+        return LD_ERR_INVAL;
+    /* params_sha256 sits in the checkpoint's lineage; decode it from the
+     * (already checksummed) bytes rather than trusting a second copy. */
+    ld_ckpt_t *c = NULL;
+    ld_err_t rc = ld_ckpt_decode(ckpt, len, &c, NULL, 0);
+    if (rc != LD_OK)
+        return rc;
+    Learnd__V1__CheckpointManifest mf;
+    learnd__v1__checkpoint_manifest__init(&mf);
+    mf.model = (char *)info->model;
+    mf.version = info->version;
+    mf.total_size = len;
+    mf.sha256.data = c->sha;
+    mf.sha256.len = 32;
+    mf.chunk_count = info->chunk_count;
+    mf.first_chunk_offset = info->first_chunk_offset;
+    mf.topic = (char *)(info->topic ? info->topic : "");
+    mf.partition = info->partition;
+    mf.created_at_ms = info->created_at_ms;
+    mf.parent_version = info->parent_version;
+    mf.params_sha256 = c->msg->lineage->params_sha256;
+    mf.trigger_id = (char *)(info->trigger_id ? info->trigger_id : "");
+    out->len = learnd__v1__checkpoint_manifest__get_packed_size(&mf);
+    out->data = malloc(out->len ? out->len : 1);
+    if (!out->data) {
+        ld_ckpt_destroy(c);
+        out->len = 0;
+        return LD_ERR_NOMEM;
+    }
+    learnd__v1__checkpoint_manifest__pack(&mf, out->data);
+    ld_ckpt_destroy(c);
+    return LD_OK;
+}
+
+ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
+                          const ld_buf_t *chunks, size_t n, ld_buf_t *out,
+                          char *errstr, size_t size)
+{
+    Learnd__V1__CheckpointManifest *mf = NULL;
+    Learnd__V1__CheckpointChunk *ch = NULL;
+    ld_err_t rc = LD_ERR_CORRUPT;
+    size_t have = 0;
+    memset(out, 0, sizeof(*out));
+    mf = learnd__v1__checkpoint_manifest__unpack(NULL, mlen, manifest);
+    if (!mf) {
+        say(errstr, size, "not a learnd.v1.CheckpointManifest message");
+        goto err;
+    }
+    if (!mf->model || !mf->model[0] || mf->sha256.len != 32 ||
+        mf->chunk_count == 0 || mf->chunk_count != n || mf->total_size == 0 ||
+        mf->total_size > (uint64_t)n * LD_CKPT_MAX_CHUNK) {
+        say(errstr, size,
+            "manifest invalid or does not match %zu chunks (count %" PRIu32
+            ", size %" PRIu64 ")",
+            n, mf->chunk_count, mf->total_size);
+        goto err;
+    }
+    out->data = malloc((size_t)mf->total_size);
+    if (!out->data) {
+        rc = LD_ERR_NOMEM;
+        goto err;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t sha[32];
+        ch = learnd__v1__checkpoint_chunk__unpack(NULL, chunks[i].len,
+                                                  chunks[i].data);
+        if (!ch) {
+            say(errstr, size, "chunk %zu is not a CheckpointChunk", i);
+            goto err;
+        }
+        if (!ch->model || strcmp(ch->model, mf->model) != 0 ||
+            ch->version != mf->version || ch->index != i ||
+            ch->count != mf->chunk_count) {
+            say(errstr, size,
+                "chunk %zu belongs elsewhere (%s v%" PRIu64 " %" PRIu32
+                "/%" PRIu32 ")",
+                i, ch->model ? ch->model : "", ch->version, ch->index,
+                ch->count);
+            goto err;
+        }
+        if (ch->data.len == 0 || ch->data.len > LD_CKPT_MAX_CHUNK ||
+            ch->data.len > mf->total_size - have || ch->sha256.len != 32) {
+            say(errstr, size, "chunk %zu has a bad length", i);
+            goto err;
+        }
+        ld_ckpt_sha256(ch->data.data, ch->data.len, sha);
+        if (memcmp(sha, ch->sha256.data, 32) != 0) {
+            say(errstr, size, "chunk %zu checksum mismatch", i);
+            goto err;
+        }
+        memcpy(out->data + have, ch->data.data, ch->data.len);
+        have += ch->data.len;
+        learnd__v1__checkpoint_chunk__free_unpacked(ch, NULL);
+        ch = NULL;
+    }
+    uint8_t sha[32];
+    ld_ckpt_sha256(out->data, have, sha);
+    if (have != mf->total_size || memcmp(sha, mf->sha256.data, 32) != 0) {
+        say(errstr, size, "reassembled checkpoint does not match the manifest");
+        goto err;
+    }
+    out->len = have;
+    learnd__v1__checkpoint_manifest__free_unpacked(mf, NULL);
+    return LD_OK;
+
+err:
+    if (ch)
+        learnd__v1__checkpoint_chunk__free_unpacked(ch, NULL);
+    if (mf)
+        learnd__v1__checkpoint_manifest__free_unpacked(mf, NULL);
+    free(out->data);
+    memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+/* ---- Local model store -------------------------------------------------- */
+
+static int plain_name(const char *s)
+{
+    return s && s[0] && s[0] != '.' && !strchr(s, '/') && strlen(s) < 200;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int r = fsync(fd);
+    close(fd);
+    return r;
+}
+
+/* Writes buf to path through path.tmp.<pid>: write, fsync, rename. */
+static int write_atomic(const char *dir, const char *name, const void *buf,
+                        size_t len)
+{
+    char tmp[4200], path[4200];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%ld", dir, name, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    const uint8_t *p = buf;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            goto err;
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0)
+        goto err;
+    if (close(fd) != 0) {
+        fd = -1;
+        goto err;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0)
+        goto err;
+    return fsync_dir(dir);
+
+err : {
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    errno = e;
+    return -1;
+}
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[4200];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* Parses "<digits>.ckpt"; 0 if name is anything else. */
+static int version_of(const char *name, uint64_t *v)
+{
+    const char *p = name;
+    uint64_t x = 0;
+    if (*p < '0' || *p > '9')
+        return 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (x > (UINT64_MAX - 9) / 10)
+            return 0;
+        x = x * 10 + (uint64_t)(*p - '0');
+    }
+    if (strcmp(p, ".ckpt") != 0)
+        return 0;
+    *v = x;
+    return 1;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x < y) - (x > y);
+}
+
+/* Versions in the model directory, newest first (caller frees *out). */
+static ld_err_t list_versions(const char *mdir, uint64_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(mdir);
+    if (!d)
+        return errno == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
+    size_t cap = 0;
+    uint64_t *v = NULL;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint64_t x;
+        if (!version_of(de->d_name, &x))
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *nv = realloc(v, cap * sizeof(*v));
+            if (!nv) {
+                free(v);
+                closedir(d);
+                return LD_ERR_NOMEM;
+            }
+            v = nv;
+        }
+        v[(*n)++] = x;
+    }
+    closedir(d);
+    if (*n)
+        qsort(v, *n, sizeof(*v), cmp_desc);
+    *out = v;
+    return LD_OK;
+}
+
+ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
+                             uint64_t version, const uint8_t *buf, size_t len,
+                             int64_t keep, char *path, size_t path_size)
+{
+    char mdir[4200], name[64];
+    if (!dir || !plain_name(model) || strlen(dir) > 3800)
+        return LD_ERR_INVAL;
+    snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
+    if (mkdir_p(mdir) != 0)
+        return LD_ERR_IO;
+    snprintf(name, sizeof(name), "%" PRIu64 ".ckpt", version);
+    if (write_atomic(mdir, name, buf, len) != 0)
+        return LD_ERR_IO;
+    if (path && path_size)
+        snprintf(path, path_size, "%s/%s", mdir, name);
+    char latest[32];
+    int n = snprintf(latest, sizeof(latest), "%" PRIu64 "\n", version);
+    if (write_atomic(mdir, "latest", latest, (size_t)n) != 0)
+        return LD_ERR_IO;
+
+    uint64_t *v;
+    size_t nv;
+    if (keep < 1)
+        keep = 1;
+    if (list_versions(mdir, &v, &nv) != LD_OK)
+        return LD_OK; /* written; pruning is best effort */
+    for (size_t i = (size_t)keep; i < nv; i++) {
+        if (v[i] == version)
+            continue;
+        char old[4300];
+        snprintf(old, sizeof(old), "%s/%" PRIu64 ".ckpt", mdir, v[i]);
+        if (unlink(old) != 0)
+            ld_log(LD_LOG_WARN, "trainer",
+                   "msg=\"cannot delete old checkpoint\" path=%s errno=%d", old,
+                   errno);
+    }
+    free(v);
+    fsync_dir(mdir);
+    return LD_OK;
+}
+
+ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
+                              uint64_t *version)
+{
+    char path[4300], buf[32];
+    if (!dir || !plain_name(model))
+        return LD_ERR_INVAL;
+    snprintf(path, sizeof(path), "%s/%s/latest", dir, model);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return errno == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (end == buf || errno || (*end && *end != '\n'))
+        return LD_ERR_CORRUPT;
+    *version = v;
+    return LD_OK;
+}
+
+ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
+                           size_t size)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        say(errstr, size, "%s: %s", path, strerror(errno));
+        return errno == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size > ((uint64_t)1 << 40)) {
+        say(errstr, size, "%s: not a regular file of sane size", path);
+        close(fd);
+        return LD_ERR_IO;
+    }
+    size_t len = (size_t)st.st_size, have = 0;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) {
+        close(fd);
+        return LD_ERR_NOMEM;
+    }
+    while (have < len) {
+        ssize_t r = read(fd, buf + have, len - have);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+    }
+    close(fd);
+    char why[200] = "";
+    ld_err_t rc = ld_ckpt_decode(buf, have, out, why, sizeof(why));
+    if (rc != LD_OK)
+        say(errstr, size, "%s: %s", path, why);
+    free(buf);
+    return rc;
+}
+
+ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
+                                   ld_ckpt_t **out, char *errstr, size_t size)
+{
+    char mdir[4200], path[4300], why[512];
+    uint64_t latest = 0, *v = NULL;
+    size_t nv = 0;
+    *out = NULL;
+    if (!dir || !plain_name(model))
+        return LD_ERR_INVAL;
+    snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
+    int have_latest = ld_ckpt_store_latest(dir, model, &latest) == LD_OK;
+    if (have_latest) {
+        snprintf(path, sizeof(path), "%s/%" PRIu64 ".ckpt", mdir, latest);
+        if (ld_ckpt_read_file(path, out, why, sizeof(why)) == LD_OK)
+            return LD_OK;
+        ld_log(LD_LOG_WARN, "trainer",
+               "msg=\"latest checkpoint unusable, trying older ones\" "
+               "error=\"%s\"",
+               why);
+    }
+    ld_err_t rc = list_versions(mdir, &v, &nv);
+    if (rc != LD_OK && rc != LD_ERR_NOENT)
+        return rc;
+    rc = nv ? LD_ERR_CORRUPT : LD_ERR_NOENT;
+    say(errstr, size, "%s: no checkpoint", mdir);
+    for (size_t i = 0; i < nv; i++) {
+        if (have_latest && v[i] >= latest)
+            continue;
+        snprintf(path, sizeof(path), "%s/%" PRIu64 ".ckpt", mdir, v[i]);
+        if (ld_ckpt_read_file(path, out, why, sizeof(why)) == LD_OK) {
+            rc = LD_OK;
+            break;
+        }
+        ld_log(LD_LOG_WARN, "trainer",
+               "msg=\"checkpoint unusable\" error=\"%s\"", why);
+    }
+    if (rc == LD_ERR_CORRUPT)
+        say(errstr, size, "%s", why);
+    free(v);
+    return rc;
+}

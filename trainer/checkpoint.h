@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Checkpoints: Checkpoint protobuf encode/decode with full validation,
+ * chunking into CheckpointChunk messages plus a CheckpointManifest, and the
+ * local model store (<dir>/<model>/<version>.ckpt, `latest`, keep N).
+ *
+ * File format. A checkpoint is a serialized learnd.v1.Checkpoint followed by
+ * one more field, number 15 (bytes, 32 long): the SHA-256 of every byte
+ * before it. The whole file is therefore a valid Checkpoint message for any
+ * protobuf reader (field 15 is `sha256` in the schema, or an unknown field
+ * for older readers), and a reader checks its integrity by hashing all but
+ * the last 34 bytes (0x7a 0x20 + digest). Decoding refuses any file whose
+ * trailer, lengths, shapes or params_sha256 do not match, so every
+ * truncation and every changed byte is an error, never a crash.
+ *
+ * Tensors ("w" [2^hash_bits] or [2^hash_bits, K]; "dense_w" [D] or [K, D];
+ * "bias" [K]) are raw little-endian float32; optimizer accumulators are
+ * "<tensor>.<state>" ("w.ftrl.z", "dense_w.adam.v", ...) of the same
+ * shapes. Lineage.params_sha256 is the SHA-256 of the parameter tensors'
+ * data concatenated in that order. */
+#ifndef LD_TRAINER_CHECKPOINT_H
+#define LD_TRAINER_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "schemas/learnd.pb-c.h"
+#include "trainer/trainer.h"
+
+#define LD_CKPT_FORMAT_VERSION 1
+#define LD_CKPT_MAX_CHUNK      (900 * 1024)
+#define LD_CKPT_TRAILER        34 /* tag 0x7a, length 0x20, SHA-256 */
+
+/* The `checkpoint:` config section. */
+typedef struct ld_ckpt_conf {
+    char *dir;          /* model store root */
+    int64_t keep;       /* newest versions kept per model */
+    int64_t chunk_size; /* bytes of checkpoint per CheckpointChunk */
+    int warm_start;     /* start from the newest stored checkpoint */
+} ld_ckpt_conf_t;
+
+extern const ld_conf_section_t ld_ckpt_conf_section;
+
+/* A byte buffer; caller frees data with free(). */
+typedef struct ld_buf {
+    uint8_t *data;
+    size_t len;
+} ld_buf_t;
+
+/* What the daemon knows about a checkpoint beyond the model state. All
+ * pointers borrowed; NULL / 0 fields are left empty. */
+typedef struct ld_ckpt_meta {
+    const char *model;
+    uint64_t version;
+    uint64_t parent_version;
+    int64_t created_at_ms;
+    const char *trigger_id;
+    const char *learnd_version;
+    const uint8_t *config_hash; /* 32 bytes, or NULL */
+    const char *hash_function;  /* ModelSpec.hash_function */
+    uint32_t hash_seed;
+    const uint8_t *feature_map_hash; /* 32 bytes, or NULL */
+    /* Offset ranges, resume positions, watermark advances and the
+     * late/dead-letter counts are copied from here when non-NULL. */
+    const Learnd__V1__Lineage *lineage;
+    /* Example counts of the parent version by sample type (counts since
+     * the parent = the snapshot's totals minus these); NULL = zero. */
+    const uint64_t *parent_counts;
+} ld_ckpt_meta_t;
+
+/* A decoded, validated checkpoint. */
+typedef struct ld_ckpt ld_ckpt_t;
+
+/* SHA-256 of n bytes. */
+void ld_ckpt_sha256(const void *data, size_t n, uint8_t out[32]);
+
+/* Serializes snap (borrowed) with meta (borrowed) into out (caller frees
+ * out->data). Returns LD_ERR_NOMEM or LD_ERR_INVAL (no model name). */
+ld_err_t ld_ckpt_encode(const ld_snapshot_t *snap, const ld_ckpt_meta_t *meta,
+                        ld_buf_t *out) LD_WUR;
+
+/* Validates and decodes len bytes of buf (borrowed; not kept). On success
+ * *out is the caller's (ld_ckpt_destroy()); on failure LD_ERR_CORRUPT (or
+ * LD_ERR_NOMEM) with the reason in errstr. */
+ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                        char *errstr, size_t errstr_size) LD_WUR;
+/* NULL is a no-op. */
+void ld_ckpt_destroy(ld_ckpt_t *c);
+/* The decoded message, borrowed from c. */
+const Learnd__V1__Checkpoint *ld_ckpt_message(const ld_ckpt_t *c);
+/* SHA-256 of the whole serialized checkpoint (the manifest's sha256, the
+ * content hash deployers dedupe on) and its size. */
+void ld_ckpt_content_sha256(const ld_ckpt_t *c, uint8_t out[32]);
+size_t ld_ckpt_size(const ld_ckpt_t *c);
+/* A new snapshot holding c's state (caller owns: ld_snapshot_destroy()),
+ * e.g. for ld_trainer_restore() and ld_trainer_champion_set(); NULL when
+ * out of memory. */
+ld_snapshot_t *ld_ckpt_snapshot(const ld_ckpt_t *c);
+
+/* ---- Chunks and manifest ------------------------------------------------ */
+
+/* Splits the serialized checkpoint ckpt (borrowed) into serialized
+ * CheckpointChunk messages of at most chunk_size (<= LD_CKPT_MAX_CHUNK)
+ * data bytes each. *chunks is an array of *n buffers; free it with
+ * ld_ckpt_chunks_free(). */
+ld_err_t ld_ckpt_chunks(const uint8_t *ckpt, size_t len, const char *model,
+                        uint64_t version, size_t chunk_size, ld_buf_t **chunks,
+                        size_t *n) LD_WUR;
+void ld_ckpt_chunks_free(ld_buf_t *chunks, size_t n);
+
+/* Manifest fields the caller knows (borrowed). */
+typedef struct ld_ckpt_manifest_info {
+    const char *model;
+    uint64_t version;
+    uint64_t parent_version;
+    uint32_t chunk_count;
+    int64_t first_chunk_offset;
+    const char *topic;
+    int32_t partition;
+    int64_t created_at_ms;
+    const char *trigger_id;
+} ld_ckpt_manifest_info_t;
+
+/* Serializes the CheckpointManifest of ckpt (its size, SHA-256 and
+ * params_sha256 are taken from ckpt itself) into out (caller frees). */
+ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
+                                 const ld_ckpt_manifest_info_t *info,
+                                 ld_buf_t *out) LD_WUR;
+
+/* Rebuilds a serialized checkpoint from a serialized manifest and its
+ * serialized chunks (all borrowed), checking model, version, indices,
+ * counts, every chunk's SHA-256, the total size and the manifest's SHA-256.
+ * out->data is the caller's. LD_ERR_CORRUPT with errstr on any mismatch. */
+ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
+                          const ld_buf_t *chunks, size_t n, ld_buf_t *out,
+                          char *errstr, size_t errstr_size) LD_WUR;
+
+/* ---- Local model store -------------------------------------------------- */
+
+/* Writes buf as <dir>/<model>/<version>.ckpt (temp file, fsync, rename,
+ * fsync of the directory), then `latest` (holding "<version>\n") the same
+ * way, then deletes all but the newest keep versions. path (optional)
+ * receives the file's path. LD_ERR_INVAL for a model name that is not a
+ * plain file name, LD_ERR_IO with errno set otherwise. */
+ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
+                             uint64_t version, const uint8_t *buf, size_t len,
+                             int64_t keep, char *path, size_t path_size) LD_WUR;
+
+/* The version `latest` names; LD_ERR_NOENT when the store has none. */
+ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
+                              uint64_t *version) LD_WUR;
+
+/* Reads and decodes a checkpoint file (LD_ERR_IO, LD_ERR_CORRUPT). */
+ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
+                           size_t errstr_size) LD_WUR;
+
+/* Warm start: decodes the version `latest` names; if that one is missing
+ * or corrupt, logs a warning and falls back to the newest valid older
+ * version. LD_ERR_NOENT when the store holds no checkpoint of model,
+ * LD_ERR_CORRUPT when it holds only corrupt ones. */
+ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
+                                   ld_ckpt_t **out, char *errstr,
+                                   size_t errstr_size) LD_WUR;
+
+#endif /* LD_TRAINER_CHECKPOINT_H */
