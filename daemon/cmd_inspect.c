@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `learnd inspect`: validates a checkpoint file and prints what it holds, as
+ * text or as one JSON object. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon/cmd_inspect.h"
+#include "trainer/checkpoint.h"
+
+static const char *model_kind(int k)
+{
+    static const char *n[] = {"unspecified", "logistic", "linear", "softmax"};
+    return k >= 0 && k < 4 ? n[k] : "unknown";
+}
+
+static const char *opt_kind(int k)
+{
+    static const char *n[] = {"unspecified", "sgd", "adagrad", "ftrl", "adam"};
+    return k >= 0 && k < 5 ? n[k] : "unknown";
+}
+
+static const char *schedule(int k)
+{
+    static const char *n[] = {"", "constant", "inverse_scaling", "exponential"};
+    return k >= 0 && k < 4 ? n[k] : "unknown";
+}
+
+static void hexs(const ProtobufCBinaryData *b, char *out, size_t size)
+{
+    out[0] = 0;
+    for (size_t i = 0; i < b->len && 2 * i + 2 < size; i++)
+        snprintf(out + 2 * i, 3, "%02x", b->data[i]);
+}
+
+static void rfc3339(int64_t ms, char *out, size_t size)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    if (ms <= 0 || !gmtime_r(&s, &tm)) {
+        snprintf(out, size, "%s", "");
+        return;
+    }
+    snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+/* ---- JSON output -------------------------------------------------------- */
+
+static void jstr(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p;
+         p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void jnum(FILE *f, double x)
+{
+    if (isfinite(x))
+        fprintf(f, "%.17g", x);
+    else
+        fputs("null", f);
+}
+
+static void jmetrics(FILE *f, const Learnd__V1__Metrics *m)
+{
+    if (!m) {
+        fputs("null", f);
+        return;
+    }
+    fprintf(f, "{\"examples\":%" PRIu64 ",\"logloss\":", m->examples);
+    jnum(f, m->logloss);
+    fputs(",\"auc\":", f);
+    jnum(f, m->auc);
+    fputs(",\"accuracy\":", f);
+    jnum(f, m->accuracy);
+    fputs(",\"rmse\":", f);
+    jnum(f, m->rmse);
+    fputs(",\"mean_prediction\":", f);
+    jnum(f, m->mean_prediction);
+    fputs(",\"mean_label\":", f);
+    jnum(f, m->mean_label);
+    fputs(",\"calibration\":", f);
+    jnum(f, m->calibration);
+    fprintf(f,
+            ",\"window_start_ms\":%" PRId64 ",\"window_end_ms\":%" PRId64 "}",
+            m->window_start_ms, m->window_end_ms);
+}
+
+static void jcounts(FILE *f, const Learnd__V1__ExampleCounts *c)
+{
+    if (!c) {
+        fputs("null", f);
+        return;
+    }
+    fprintf(f,
+            "{\"pos\":%" PRIu64 ",\"default_neg\":%" PRIu64
+            ",\"fake_neg\":%" PRIu64 ",\"delayed_pos\":%" PRIu64
+            ",\"late_labels_dropped\":%" PRIu64 ",\"dead_lettered\":%" PRIu64
+            "}",
+            c->pos, c->default_neg, c->fake_neg, c->delayed_pos,
+            c->late_labels_dropped, c->dead_lettered);
+}
+
+static void jtensors(FILE *f, Learnd__V1__Tensor **t, size_t n)
+{
+    fputc('[', f);
+    for (size_t i = 0; i < n; i++) {
+        fputs(i ? ",{\"name\":" : "{\"name\":", f);
+        jstr(f, t[i]->name);
+        fputs(",\"shape\":[", f);
+        for (size_t j = 0; j < t[i]->n_shape; j++)
+            fprintf(f, "%s%" PRIu32, j ? "," : "", t[i]->shape[j]);
+        fprintf(f, "],\"bytes\":%zu}", t[i]->data.len);
+    }
+    fputc(']', f);
+}
+
+static void print_json(FILE *f, const char *path, const ld_ckpt_t *c)
+{
+    const Learnd__V1__Checkpoint *m = ld_ckpt_message(c);
+    const Learnd__V1__ModelSpec *s = m->spec;
+    const Learnd__V1__OptimizerSpec *o = s->optimizer;
+    const Learnd__V1__Lineage *l = m->lineage;
+    char h[80], when[40];
+    uint8_t sha[32];
+    ProtobufCBinaryData shab = {32, sha};
+    ld_ckpt_content_sha256(c, sha);
+    hexs(&shab, h, sizeof(h));
+    fputs("{\"file\":", f);
+    jstr(f, path);
+    fprintf(f, ",\"size\":%zu,\"sha256\":\"%s\",\"format_version\":%" PRIu32,
+            ld_ckpt_size(c), h, m->format_version);
+    fprintf(f,
+            ",\"spec\":{\"kind\":\"%s\",\"num_classes\":%" PRIu32
+            ",\"hash_bits\":%" PRIu32 ",\"dense_dim\":%" PRIu32
+            ",\"hash_function\":",
+            model_kind((int)s->kind), s->num_classes, s->hash_bits,
+            s->dense_dim);
+    jstr(f, s->hash_function);
+    hexs(&s->feature_map_hash, h, sizeof(h));
+    fprintf(f, ",\"hash_seed\":%" PRIu32 ",\"feature_map_hash\":\"%s\"",
+            s->hash_seed, h);
+    fprintf(f, ",\"optimizer\":{\"kind\":\"%s\",\"learning_rate\":",
+            opt_kind((int)o->kind));
+    jnum(f, o->learning_rate);
+    fputs(",\"l1\":", f);
+    jnum(f, o->l1);
+    fputs(",\"l2\":", f);
+    jnum(f, o->l2);
+    fputs(",\"beta\":", f);
+    jnum(f, o->beta);
+    fputs(",\"initial_accumulator\":", f);
+    jnum(f, o->initial_accumulator);
+    fputs(",\"epsilon\":", f);
+    jnum(f, o->epsilon);
+    fputs(",\"beta1\":", f);
+    jnum(f, o->beta1);
+    fputs(",\"beta2\":", f);
+    jnum(f, o->beta2);
+    fprintf(f, ",\"schedule\":\"%s\",\"decay\":", schedule((int)o->schedule));
+    jnum(f, o->decay);
+    fputs(",\"power_t\":", f);
+    jnum(f, o->power_t);
+    fprintf(f, "}},\"optimizer_step\":%" PRIu64, m->optimizer->step);
+
+    fputs(",\"lineage\":{\"model\":", f);
+    jstr(f, l->model);
+    fprintf(f, ",\"version\":%" PRIu64 ",\"parent_version\":%" PRIu64,
+            l->version, l->parent_version);
+    hexs(&l->config_hash, h, sizeof(h));
+    fprintf(f, ",\"config_hash\":\"%s\",\"learnd_version\":", h);
+    jstr(f, l->learnd_version);
+    fputs(",\"openblas_corename\":", f);
+    jstr(f, l->openblas_corename);
+    fputs(",\"openblas_config\":", f);
+    jstr(f, l->openblas_config);
+    hexs(&l->params_sha256, h, sizeof(h));
+    rfc3339(l->created_at_ms, when, sizeof(when));
+    fprintf(f,
+            ",\"params_sha256\":\"%s\",\"created_at_ms\":%" PRId64
+            ",\"created_at\":\"%s\",\"trigger_id\":",
+            h, l->created_at_ms, when);
+    jstr(f, l->trigger_id);
+    fputs(",\"counts\":", f);
+    jcounts(f, l->counts);
+    fputs(",\"total_counts\":", f);
+    jcounts(f, l->total_counts);
+    fputs(",\"consumed\":[", f);
+    for (size_t i = 0; i < l->n_consumed; i++) {
+        const Learnd__V1__OffsetRange *r = l->consumed[i];
+        fputs(i ? ",{\"topic\":" : "{\"topic\":", f);
+        jstr(f, r->topic);
+        fprintf(f,
+                ",\"partition\":%" PRId32 ",\"first_offset\":%" PRId64
+                ",\"last_offset\":%" PRId64 "}",
+                r->partition, r->first_offset, r->last_offset);
+    }
+    fputs("],\"resume\":[", f);
+    for (size_t i = 0; i < l->n_resume; i++) {
+        const Learnd__V1__PartitionPosition *r = l->resume[i];
+        fputs(i ? ",{\"topic\":" : "{\"topic\":", f);
+        jstr(f, r->topic);
+        fprintf(f,
+                ",\"partition\":%" PRId32 ",\"next_offset\":%" PRId64
+                ",\"reread_from\":%" PRId64 "}",
+                r->partition, r->next_offset, r->reread_from);
+    }
+    fputs("],\"watermark_advances\":[", f);
+    for (size_t i = 0; i < l->n_watermark_advances; i++) {
+        const Learnd__V1__WatermarkAdvance *w = l->watermark_advances[i];
+        fputs(i ? ",{\"topic\":" : "{\"topic\":", f);
+        jstr(f, w->topic);
+        fprintf(f,
+                ",\"partition\":%" PRId32 ",\"wall_time_ms\":%" PRId64
+                ",\"watermark_ms\":%" PRId64 "}",
+                w->partition, w->wall_time_ms, w->watermark_ms);
+    }
+    fputs("]},\"metrics\":", f);
+    jmetrics(f, m->metrics);
+    fputs(",\"champion_metrics\":", f);
+    jmetrics(f, m->champion_metrics);
+    fputs(",\"tensors\":", f);
+    jtensors(f, m->tensors, m->n_tensors);
+    fputs(",\"optimizer_tensors\":", f);
+    jtensors(f, m->optimizer->tensors, m->optimizer->n_tensors);
+    fputs("}\n", f);
+}
+
+/* ---- Text output -------------------------------------------------------- */
+
+static void tmetrics(FILE *f, const char *name, const Learnd__V1__Metrics *m)
+{
+    if (!m)
+        return;
+    fprintf(f,
+            "%-18s examples=%" PRIu64
+            " logloss=%.6g auc=%.6g accuracy=%.6g rmse=%.6g\n"
+            "%-18s mean_prediction=%.6g mean_label=%.6g calibration=%.6g "
+            "window=[%" PRId64 ", %" PRId64 "]\n",
+            name, m->examples, m->logloss, m->auc, m->accuracy, m->rmse, "",
+            m->mean_prediction, m->mean_label, m->calibration,
+            m->window_start_ms, m->window_end_ms);
+}
+
+static void tcounts(FILE *f, const char *name,
+                    const Learnd__V1__ExampleCounts *c)
+{
+    if (!c)
+        return;
+    fprintf(f,
+            "%-18s pos=%" PRIu64 " default_neg=%" PRIu64 " fake_neg=%" PRIu64
+            " delayed_pos=%" PRIu64 " late_dropped=%" PRIu64
+            " dead_lettered=%" PRIu64 "\n",
+            name, c->pos, c->default_neg, c->fake_neg, c->delayed_pos,
+            c->late_labels_dropped, c->dead_lettered);
+}
+
+static void print_text(FILE *f, const char *path, const ld_ckpt_t *c)
+{
+    const Learnd__V1__Checkpoint *m = ld_ckpt_message(c);
+    const Learnd__V1__ModelSpec *s = m->spec;
+    const Learnd__V1__OptimizerSpec *o = s->optimizer;
+    const Learnd__V1__Lineage *l = m->lineage;
+    char h[80], when[40];
+    uint8_t sha[32];
+    ProtobufCBinaryData shab = {32, sha};
+    ld_ckpt_content_sha256(c, sha);
+    hexs(&shab, h, sizeof(h));
+    fprintf(f, "%-18s %s (%zu bytes, format %" PRIu32 ", checksums ok)\n",
+            "file", path, ld_ckpt_size(c), m->format_version);
+    fprintf(f, "%-18s %s\n", "sha256", h);
+    fprintf(f, "%-18s %s version %" PRIu64 ", parent %" PRIu64 "%s\n", "model",
+            l->model, l->version, l->parent_version,
+            l->parent_version ? "" : " (trained from scratch)");
+    fprintf(f,
+            "%-18s %s, %" PRIu32 " output(s), 2^%" PRIu32
+            " hashed slots, %" PRIu32 " dense, hash %s seed %" PRIu32 "\n",
+            "spec", model_kind((int)s->kind), s->num_classes, s->hash_bits,
+            s->dense_dim, s->hash_function[0] ? s->hash_function : "-",
+            s->hash_seed);
+    fprintf(f,
+            "%-18s %s lr=%g l1=%g l2=%g beta=%g init_acc=%g eps=%g "
+            "beta1=%g beta2=%g%s%s step=%" PRIu64 "\n",
+            "optimizer", opt_kind((int)o->kind), o->learning_rate, o->l1, o->l2,
+            o->beta, o->initial_accumulator, o->epsilon, o->beta1, o->beta2,
+            o->schedule ? " schedule=" : "", schedule((int)o->schedule),
+            m->optimizer->step);
+    hexs(&l->params_sha256, h, sizeof(h));
+    fprintf(f, "%-18s %s\n", "params_sha256", h);
+    hexs(&l->config_hash, h, sizeof(h));
+    fprintf(f, "%-18s %s\n", "config_hash", h[0] ? h : "-");
+    rfc3339(l->created_at_ms, when, sizeof(when));
+    fprintf(f, "%-18s %s\n", "created_at", when[0] ? when : "-");
+    fprintf(f, "%-18s %s\n", "learnd_version",
+            l->learnd_version[0] ? l->learnd_version : "-");
+    fprintf(f, "%-18s %s\n", "openblas_core", l->openblas_corename);
+    fprintf(f, "%-18s %s\n", "trigger_id",
+            l->trigger_id[0] ? l->trigger_id : "-");
+    tcounts(f, "counts", l->counts);
+    tcounts(f, "total_counts", l->total_counts);
+    for (size_t i = 0; i < l->n_consumed; i++)
+        fprintf(f, "%-18s %s[%" PRId32 "] offsets %" PRId64 "..%" PRId64 "\n",
+                i ? "" : "consumed", l->consumed[i]->topic,
+                l->consumed[i]->partition, l->consumed[i]->first_offset,
+                l->consumed[i]->last_offset);
+    for (size_t i = 0; i < l->n_resume; i++)
+        fprintf(f,
+                "%-18s %s[%" PRId32 "] next %" PRId64 " reread from %" PRId64
+                "\n",
+                i ? "" : "resume", l->resume[i]->topic, l->resume[i]->partition,
+                l->resume[i]->next_offset, l->resume[i]->reread_from);
+    fprintf(f, "%-18s %zu\n", "watermark_advances", l->n_watermark_advances);
+    tmetrics(f, "metrics", m->metrics);
+    tmetrics(f, "champion_metrics", m->champion_metrics);
+    for (size_t i = 0; i < m->n_tensors; i++)
+        fprintf(f, "%-18s %s %zu bytes\n", i ? "" : "tensors",
+                m->tensors[i]->name, m->tensors[i]->data.len);
+    for (size_t i = 0; i < m->optimizer->n_tensors; i++)
+        fprintf(f, "%-18s %s %zu bytes\n", i ? "" : "optimizer_tensors",
+                m->optimizer->tensors[i]->name,
+                m->optimizer->tensors[i]->data.len);
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: learnd inspect FILE [--json]\n"
+          "  Validates a checkpoint (.ckpt) and prints its spec, version,\n"
+          "  parent, lineage, metrics and hashes. Exit 0 ok, 1 corrupt or\n"
+          "  unreadable, 2 usage.\n",
+          f);
+}
+
+int ld_cmd_inspect(int argc, char **argv)
+{
+    const char *path = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else if (strcmp(argv[i], "-h") == 0 ||
+                   strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "learnd inspect: unknown option %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        } else if (path) {
+            fprintf(stderr, "learnd inspect: one FILE only\n");
+            usage(stderr);
+            return 2;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path) {
+        usage(stderr);
+        return 2;
+    }
+    ld_ckpt_t *c = NULL;
+    char err[600];
+    if (ld_ckpt_read_file(path, &c, err, sizeof(err)) != LD_OK) {
+        fprintf(stderr, "learnd inspect: %s\n", err);
+        return 1;
+    }
+    if (json)
+        print_json(stdout, path, c);
+    else
+        print_text(stdout, path, c);
+    ld_ckpt_destroy(c);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
