@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Shared inside triggers/: state buffers, the seeded RNG and the sketches. */
+#ifndef LD_TRIGGERS_INTERNAL_H
+#define LD_TRIGGERS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "triggers/triggers.h"
+
+/* ---- Little-endian state buffers --------------------------------------- */
+
+/* A growing output buffer; the first failed allocation sticks in err. */
+typedef struct wbuf {
+    uint8_t *p;
+    size_t len, cap;
+    ld_err_t err;
+} wbuf_t;
+
+void wb_bytes(wbuf_t *w, const void *src, size_t n);
+void wb_u8(wbuf_t *w, uint8_t v);
+void wb_u32(wbuf_t *w, uint32_t v);
+void wb_u64(wbuf_t *w, uint64_t v);
+void wb_i64(wbuf_t *w, int64_t v);
+/* Doubles and floats go by their bits, so state round-trips exactly. */
+void wb_f64(wbuf_t *w, double v);
+void wb_f32(wbuf_t *w, float v);
+void wb_str(wbuf_t *w, const char *s);
+
+/* A bounded reader; any read past the end sets err (LD_ERR_CORRUPT) and
+ * returns zeros from then on. */
+typedef struct rbuf {
+    const uint8_t *p;
+    size_t len, off;
+    ld_err_t err;
+} rbuf_t;
+
+void rb_bytes(rbuf_t *r, void *dst, size_t n);
+uint8_t rb_u8(rbuf_t *r);
+uint32_t rb_u32(rbuf_t *r);
+uint64_t rb_u64(rbuf_t *r);
+int64_t rb_i64(rbuf_t *r);
+double rb_f64(rbuf_t *r);
+float rb_f32(rbuf_t *r);
+/* Copies a string of at most cap-1 bytes into dst; longer is corrupt. */
+void rb_str(rbuf_t *r, char *dst, size_t cap);
+/* Reads a count and checks that count * unit bytes remain. */
+uint64_t rb_count(rbuf_t *r, size_t unit);
+
+/* ---- Deterministic RNG (splitmix64) ------------------------------------- */
+
+uint64_t rng_next(uint64_t *state);
+/* Uniform in [0, n) without modulo bias worth caring about (n < 2^32). */
+uint64_t rng_below(uint64_t *state, uint64_t n);
+
+/* ---- Reservoir sample: the bounded quantile sketch of a numeric feature. */
+
+/* Algorithm R with a seeded RNG: a uniform sample of cap values out of the
+ * n seen, plus exact count, mean and M2. */
+typedef struct reservoir {
+    float *v; /* cap values, the first min(n, cap) valid */
+    uint32_t cap;
+    uint64_t n;
+    uint64_t rng;
+} reservoir_t;
+
+int res_init(reservoir_t *r, uint32_t cap, uint64_t seed);
+void res_free(reservoir_t *r);
+void res_clear(reservoir_t *r, uint64_t seed);
+void res_add(reservoir_t *r, float x);
+uint32_t res_size(const reservoir_t *r);
+/* Copies the sample into out (res_size entries) as doubles. */
+void res_copy(const reservoir_t *r, double *out);
+void res_save(const reservoir_t *r, wbuf_t *w);
+void res_load(reservoir_t *r, rbuf_t *rb);
+
+/* ---- SpaceSaving: the frequent-items sketch of a categorical feature. --- */
+
+typedef struct spacesaving {
+    uint32_t *item;
+    uint64_t *count;
+    uint64_t *err; /* over-count bound inherited at replacement */
+    uint32_t k, used;
+    uint64_t n; /* items seen */
+} spacesaving_t;
+
+int ss_init(spacesaving_t *s, uint32_t k);
+void ss_free(spacesaving_t *s);
+void ss_clear(spacesaving_t *s);
+void ss_add(spacesaving_t *s, uint32_t item);
+/* Guaranteed count of item (count - err; 0 when not tracked). */
+uint64_t ss_count(const spacesaving_t *s, uint32_t item);
+void ss_save(const spacesaving_t *s, wbuf_t *w);
+void ss_load(spacesaving_t *s, rbuf_t *rb);
+
+/* JS distance between two frequent-item sketches over the union of their
+ * tracked items plus one "other" bucket for the rest. NaN if either is
+ * empty. */
+double ss_js(const spacesaving_t *ref, const spacesaving_t *cur);
+
+/* ---- Helpers ---------------------------------------------------------- */
+
+int cmp_double(const void *a, const void *b);
+/* Metric of predictions p against labels y (n pairs), as in the gate. */
+double metric_eval(int metric, const float *p, const float *y, size_t n);
+/* True when lower is better for the metric. */
+int metric_lower_better(int metric);
+const char *metric_name(int metric);
+void ev_set(ld_trigger_evidence_t *ev, const char *metric,
+            const char *statistic, const char *method, double value,
+            double threshold, double p_value, double reference, uint64_t n);
+
+/* ---- Decisions (read by the event encoder) ---------------------------- */
+
+#define NAME_MAX_LEN 48 /* longest feature name kept in a decision */
+
+struct ld_trigger_decision {
+    ld_trigger_type_t type;
+    int severity; /* LD_TRIGGER_SEV_INFO..ALERT */
+    ld_trigger_action_t action;
+    ld_trigger_verdict_t verdict;
+    int64_t event_time, win_start, win_end, watermark;
+    uint64_t champion_version, challenger_version;
+    char model[128];
+    char topic[256];
+    char id[200];
+    char key[300];
+    char reason[200];
+    size_t nev, evcap;
+    ld_trigger_evidence_t *ev;
+    size_t ndrift;
+    char (*drifted)[NAME_MAX_LEN + 16];
+};
+
+/* ---- Detectors inside the trigger state ------------------------------- */
+
+void det_save(const ld_detector_t *d, wbuf_t *w);
+/* Leaves d unchanged on error. */
+ld_err_t det_load(ld_detector_t *d, rbuf_t *r);
+int adwin_last_increase(const ld_detector_t *d);
+
+#endif /* LD_TRIGGERS_INTERNAL_H */

@@ -1,0 +1,507 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Bounded-memory sketches (seeded reservoir sample, SpaceSaving frequent
+ * items), the splitmix64 RNG, and little-endian state buffers. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "triggers/internal.h"
+
+/* ---- State buffers ------------------------------------------------------ */
+
+void wb_bytes(wbuf_t *w, const void *src, size_t n)
+{
+    if (w->err)
+        return;
+    if (w->len + n > w->cap) {
+        size_t cap = w->cap ? w->cap : 256;
+        while (cap < w->len + n)
+            cap *= 2;
+        uint8_t *p = realloc(w->p, cap);
+        if (!p) {
+            w->err = LD_ERR_NOMEM;
+            return;
+        }
+        w->p = p;
+        w->cap = cap;
+    }
+    if (n)
+        memcpy(w->p + w->len, src, n);
+    w->len += n;
+}
+
+void wb_u8(wbuf_t *w, uint8_t v)
+{
+    wb_bytes(w, &v, 1);
+}
+
+void wb_u64(wbuf_t *w, uint64_t v)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    wb_bytes(w, b, 8);
+}
+
+void wb_u32(wbuf_t *w, uint32_t v)
+{
+    uint8_t b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    wb_bytes(w, b, 4);
+}
+
+void wb_i64(wbuf_t *w, int64_t v)
+{
+    wb_u64(w, (uint64_t)v);
+}
+
+void wb_f64(wbuf_t *w, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof(u));
+    wb_u64(w, u);
+}
+
+void wb_f32(wbuf_t *w, float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, sizeof(u));
+    wb_u32(w, u);
+}
+
+void wb_str(wbuf_t *w, const char *s)
+{
+    size_t n = strlen(s);
+    wb_u32(w, (uint32_t)n);
+    wb_bytes(w, s, n);
+}
+
+void rb_bytes(rbuf_t *r, void *dst, size_t n)
+{
+    if (r->err || n > r->len - r->off) {
+        r->err = LD_ERR_CORRUPT;
+        memset(dst, 0, n);
+        return;
+    }
+    memcpy(dst, r->p + r->off, n);
+    r->off += n;
+}
+
+uint8_t rb_u8(rbuf_t *r)
+{
+    uint8_t v;
+    rb_bytes(r, &v, 1);
+    return v;
+}
+
+uint64_t rb_u64(rbuf_t *r)
+{
+    uint8_t b[8];
+    rb_bytes(r, b, 8);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)b[i] << (8 * i);
+    return v;
+}
+
+uint32_t rb_u32(rbuf_t *r)
+{
+    uint8_t b[4];
+    rb_bytes(r, b, 4);
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)b[i] << (8 * i);
+    return v;
+}
+
+int64_t rb_i64(rbuf_t *r)
+{
+    return (int64_t)rb_u64(r);
+}
+
+double rb_f64(rbuf_t *r)
+{
+    uint64_t u = rb_u64(r);
+    double v;
+    memcpy(&v, &u, sizeof(v));
+    return v;
+}
+
+float rb_f32(rbuf_t *r)
+{
+    uint32_t u = rb_u32(r);
+    float v;
+    memcpy(&v, &u, sizeof(v));
+    return v;
+}
+
+void rb_str(rbuf_t *r, char *dst, size_t cap)
+{
+    uint32_t n = rb_u32(r);
+    if (r->err || n >= cap) {
+        r->err = LD_ERR_CORRUPT;
+        dst[0] = '\0';
+        return;
+    }
+    rb_bytes(r, dst, n);
+    dst[r->err ? 0 : n] = '\0';
+}
+
+uint64_t rb_count(rbuf_t *r, size_t unit)
+{
+    uint64_t n = rb_u64(r);
+    if (r->err)
+        return 0;
+    if (unit && n > (r->len - r->off) / unit) {
+        r->err = LD_ERR_CORRUPT;
+        return 0;
+    }
+    return n;
+}
+
+/* ---- RNG ---------------------------------------------------------------- */
+
+uint64_t rng_next(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+uint64_t rng_below(uint64_t *state, uint64_t n)
+{
+    /* Lemire's multiply-shift on the high 32 bits; bias < n / 2^32. */
+    return ((rng_next(state) >> 32) * n) >> 32;
+}
+
+/* ---- Reservoir ---------------------------------------------------------- */
+
+int res_init(reservoir_t *r, uint32_t cap, uint64_t seed)
+{
+    r->v = calloc(cap, sizeof(*r->v));
+    r->cap = cap;
+    r->n = 0;
+    r->rng = seed;
+    return r->v ? 0 : -1;
+}
+
+void res_free(reservoir_t *r)
+{
+    free(r->v);
+    r->v = NULL;
+}
+
+void res_clear(reservoir_t *r, uint64_t seed)
+{
+    r->n = 0;
+    r->rng = seed;
+}
+
+void res_add(reservoir_t *r, float x)
+{
+    if (r->n < r->cap) {
+        r->v[r->n++] = x;
+        return;
+    }
+    r->n++;
+    uint64_t j = r->n < ((uint64_t)1 << 32) ? rng_below(&r->rng, r->n)
+                                            : rng_next(&r->rng) % r->n;
+    if (j < r->cap)
+        r->v[j] = x;
+}
+
+uint32_t res_size(const reservoir_t *r)
+{
+    return r->n < r->cap ? (uint32_t)r->n : r->cap;
+}
+
+void res_copy(const reservoir_t *r, double *out)
+{
+    uint32_t n = res_size(r);
+    for (uint32_t i = 0; i < n; i++)
+        out[i] = r->v[i];
+}
+
+void res_save(const reservoir_t *r, wbuf_t *w)
+{
+    wb_u64(w, r->n);
+    wb_u64(w, r->rng);
+    uint32_t n = res_size(r);
+    for (uint32_t i = 0; i < n; i++)
+        wb_f32(w, r->v[i]);
+}
+
+void res_load(reservoir_t *r, rbuf_t *rb)
+{
+    uint64_t n = rb_u64(rb);
+    uint64_t rng = rb_u64(rb);
+    uint32_t m = n < r->cap ? (uint32_t)n : r->cap;
+    if (rb->err || (size_t)m * 4 > rb->len - rb->off) {
+        rb->err = LD_ERR_CORRUPT;
+        return;
+    }
+    r->n = n;
+    r->rng = rng;
+    for (uint32_t i = 0; i < m; i++)
+        r->v[i] = rb_f32(rb);
+}
+
+/* ---- SpaceSaving ---------------------------------------------------------
+ * Counters sit in a min-heap on count so the replaced minimum is found in
+ * O(log k); an open-addressing index maps item -> heap slot. */
+
+#define SS_EMPTY UINT32_MAX
+
+static uint32_t ss_hash(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+/* Index slots: a power of two >= 2k; each holds a heap position or
+ * SS_EMPTY. */
+static uint32_t ss_nslots(uint32_t k)
+{
+    uint32_t n = 16;
+    while (n < 2 * k)
+        n *= 2;
+    return n;
+}
+
+static uint32_t *ss_slots(const spacesaving_t *s)
+{
+    /* Slots follow the k items in the item array. */
+    return s->item + s->k;
+}
+
+static uint32_t ss_find(const spacesaving_t *s, uint32_t item)
+{
+    uint32_t *slot = ss_slots(s), mask = ss_nslots(s->k) - 1;
+    for (uint32_t h = ss_hash(item) & mask;; h = (h + 1) & mask) {
+        if (slot[h] == SS_EMPTY)
+            return SS_EMPTY;
+        if (s->item[slot[h]] == item)
+            return h;
+    }
+}
+
+static void ss_index_put(spacesaving_t *s, uint32_t item, uint32_t pos)
+{
+    uint32_t *slot = ss_slots(s), mask = ss_nslots(s->k) - 1;
+    uint32_t h = ss_hash(item) & mask;
+    while (slot[h] != SS_EMPTY)
+        h = (h + 1) & mask;
+    slot[h] = pos;
+}
+
+/* Backward-shift deletion keeps probe chains intact without tombstones. */
+static void ss_index_del(spacesaving_t *s, uint32_t h)
+{
+    uint32_t *slot = ss_slots(s), mask = ss_nslots(s->k) - 1;
+    slot[h] = SS_EMPTY;
+    for (uint32_t j = (h + 1) & mask; slot[j] != SS_EMPTY; j = (j + 1) & mask) {
+        uint32_t home = ss_hash(s->item[slot[j]]) & mask;
+        /* Move slot[j] into the hole when its home is not in (h, j]. */
+        if (((j - home) & mask) >= ((j - h) & mask)) {
+            slot[h] = slot[j];
+            slot[j] = SS_EMPTY;
+            h = j;
+        }
+    }
+}
+
+static void ss_swap(spacesaving_t *s, uint32_t a, uint32_t b)
+{
+    uint32_t *slot = ss_slots(s);
+    uint32_t ha = ss_find(s, s->item[a]), hb = ss_find(s, s->item[b]);
+    uint32_t ia = s->item[a];
+    uint64_t ca = s->count[a], ea = s->err[a];
+    s->item[a] = s->item[b];
+    s->count[a] = s->count[b];
+    s->err[a] = s->err[b];
+    s->item[b] = ia;
+    s->count[b] = ca;
+    s->err[b] = ea;
+    slot[ha] = b;
+    slot[hb] = a;
+}
+
+static void ss_sift_down(spacesaving_t *s, uint32_t i)
+{
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < s->used && s->count[l] < s->count[m])
+            m = l;
+        if (r < s->used && s->count[r] < s->count[m])
+            m = r;
+        if (m == i)
+            return;
+        ss_swap(s, i, m);
+        i = m;
+    }
+}
+
+static void ss_sift_up(spacesaving_t *s, uint32_t i)
+{
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (s->count[p] <= s->count[i])
+            return;
+        ss_swap(s, i, p);
+        i = p;
+    }
+}
+
+int ss_init(spacesaving_t *s, uint32_t k)
+{
+    memset(s, 0, sizeof(*s));
+    s->k = k;
+    s->item = malloc(((size_t)k + ss_nslots(k)) * sizeof(*s->item));
+    s->count = calloc(k, sizeof(*s->count));
+    s->err = calloc(k, sizeof(*s->err));
+    if (!s->item || !s->count || !s->err) {
+        ss_free(s);
+        return -1;
+    }
+    ss_clear(s);
+    return 0;
+}
+
+void ss_free(spacesaving_t *s)
+{
+    free(s->item);
+    free(s->count);
+    free(s->err);
+    s->item = NULL;
+    s->count = NULL;
+    s->err = NULL;
+}
+
+void ss_clear(spacesaving_t *s)
+{
+    memset(ss_slots(s), 0xff, ss_nslots(s->k) * sizeof(uint32_t));
+    s->used = 0;
+    s->n = 0;
+}
+
+void ss_add(spacesaving_t *s, uint32_t item)
+{
+    s->n++;
+    uint32_t h = ss_find(s, item);
+    if (h != SS_EMPTY) {
+        uint32_t pos = ss_slots(s)[h];
+        s->count[pos]++;
+        ss_sift_down(s, pos);
+        return;
+    }
+    if (s->used < s->k) {
+        uint32_t pos = s->used++;
+        s->item[pos] = item;
+        s->count[pos] = 1;
+        s->err[pos] = 0;
+        ss_index_put(s, item, pos);
+        ss_sift_up(s, pos);
+        return;
+    }
+    /* Replace the minimum (the heap root): it inherits min + 1. */
+    ss_index_del(s, ss_find(s, s->item[0]));
+    s->item[0] = item;
+    s->err[0] = s->count[0];
+    s->count[0]++;
+    ss_index_put(s, item, 0);
+    ss_sift_down(s, 0);
+}
+
+uint64_t ss_count(const spacesaving_t *s, uint32_t item)
+{
+    uint32_t h = ss_find(s, item);
+    if (h == SS_EMPTY)
+        return 0;
+    uint32_t pos = ss_slots(s)[h];
+    return s->count[pos] - s->err[pos];
+}
+
+void ss_save(const spacesaving_t *s, wbuf_t *w)
+{
+    wb_u64(w, s->n);
+    wb_u32(w, s->used);
+    for (uint32_t i = 0; i < s->used; i++) {
+        wb_u32(w, s->item[i]);
+        wb_u64(w, s->count[i]);
+        wb_u64(w, s->err[i]);
+    }
+}
+
+void ss_load(spacesaving_t *s, rbuf_t *rb)
+{
+    uint64_t n = rb_u64(rb);
+    uint32_t used = rb_u32(rb);
+    if (rb->err || used > s->k || (size_t)used * 20 > rb->len - rb->off) {
+        rb->err = LD_ERR_CORRUPT;
+        return;
+    }
+    ss_clear(s);
+    s->n = n;
+    for (uint32_t i = 0; i < used; i++) {
+        uint32_t item = rb_u32(rb);
+        if (ss_find(s, item) != SS_EMPTY) {
+            rb->err = LD_ERR_CORRUPT; /* duplicate item */
+            ss_clear(s);
+            return;
+        }
+        s->item[i] = item;
+        s->count[i] = rb_u64(rb);
+        s->err[i] = rb_u64(rb);
+        if (s->err[i] > s->count[i])
+            rb->err = LD_ERR_CORRUPT;
+        s->used = i + 1;
+        ss_index_put(s, item, i);
+    }
+}
+
+double ss_js(const spacesaving_t *ref, const spacesaving_t *cur)
+{
+    if (ref->n == 0 || cur->n == 0)
+        return NAN;
+    size_t cap = (size_t)ref->used + cur->used + 1;
+    double *p = calloc(cap, sizeof(*p)), *q = calloc(cap, sizeof(*q));
+    double js = NAN;
+    if (!p || !q)
+        goto out;
+    size_t m = 0;
+    double sp = 0.0, sq = 0.0;
+    /* Union of tracked items: ref's first, then cur's not in ref. Each
+     * gets its guaranteed count (estimate minus its error bound), so a flat
+     * tail whose tracked items are chance picks lands in the "other"
+     * bucket instead of looking like a shift. */
+    for (uint32_t i = 0; i < ref->used; i++, m++) {
+        p[m] = (double)(ref->count[i] - ref->err[i]);
+        q[m] = (double)ss_count(cur, ref->item[i]);
+    }
+    for (uint32_t i = 0; i < cur->used; i++) {
+        if (ss_find(ref, cur->item[i]) != SS_EMPTY)
+            continue;
+        p[m] = 0.0;
+        q[m] = (double)(cur->count[i] - cur->err[i]);
+        m++;
+    }
+    for (size_t i = 0; i < m; i++) {
+        sp += p[i];
+        sq += q[i];
+    }
+    /* Everything untracked goes to one "other" bucket. */
+    p[m] = fmax((double)ref->n - sp, 0.0);
+    q[m] = fmax((double)cur->n - sq, 0.0);
+    m++;
+    js = ld_triggers_stat_js(p, q, m);
+out:
+    free(p);
+    free(q);
+    return js;
+}

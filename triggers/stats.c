@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Distribution distances and tests (PSI, KS, Wasserstein, Jensen-Shannon)
+ * and the prediction metrics shared by the performance trigger and gate. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "triggers/internal.h"
+
+int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double ld_triggers_stat_quantile(const double *sorted, size_t n, double q)
+{
+    if (n == 0)
+        return NAN;
+    double h = q * (double)(n - 1);
+    size_t lo = (size_t)floor(h);
+    if (lo >= n - 1)
+        return sorted[n - 1];
+    double frac = h - (double)lo;
+    /* numpy's "linear" method, written as numpy evaluates it. */
+    return sorted[lo] + (sorted[lo + 1] - sorted[lo]) * frac;
+}
+
+static double *sorted_copy(const double *x, size_t n)
+{
+    double *s = malloc(n * sizeof(*s));
+    if (!s)
+        return NULL;
+    memcpy(s, x, n * sizeof(*s));
+    qsort(s, n, sizeof(*s), cmp_double);
+    return s;
+}
+
+/* Number of edges <= v (edges sorted ascending). */
+static size_t bin_of(const double *edges, size_t nedges, double v)
+{
+    size_t lo = 0, hi = nedges;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (edges[mid] <= v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+double ld_triggers_stat_psi(const double *ref, size_t nref, const double *cur,
+                            size_t ncur, size_t bins, double floor_p)
+{
+    if (nref == 0 || ncur == 0 || bins < 2 || bins > 1000)
+        return NAN;
+    double psi = NAN;
+    double *s = sorted_copy(ref, nref);
+    double *edges = malloc((bins - 1) * sizeof(*edges));
+    uint64_t *cr = calloc(bins, sizeof(*cr));
+    uint64_t *cc = calloc(bins, sizeof(*cc));
+    if (!s || !edges || !cr || !cc)
+        goto out;
+    for (size_t i = 1; i < bins; i++)
+        edges[i - 1] =
+            ld_triggers_stat_quantile(s, nref, (double)i / (double)bins);
+    for (size_t i = 0; i < nref; i++)
+        cr[bin_of(edges, bins - 1, ref[i])]++;
+    for (size_t i = 0; i < ncur; i++)
+        cc[bin_of(edges, bins - 1, cur[i])]++;
+    psi = 0.0;
+    for (size_t b = 0; b < bins; b++) {
+        double r = fmax((double)cr[b] / (double)nref, floor_p);
+        double c = fmax((double)cc[b] / (double)ncur, floor_p);
+        psi += (c - r) * log(c / r);
+    }
+out:
+    free(s);
+    free(edges);
+    free(cr);
+    free(cc);
+    return psi;
+}
+
+double ld_triggers_stat_kolmogorov_sf(double x)
+{
+    if (!(x > 0.0))
+        return 1.0;
+    if (x < 1.18) {
+        /* Jacobi-transformed series converges fast for small x. */
+        const double pi = 3.14159265358979323846;
+        double w = log(x);
+        double f = -pi * pi / (8.0 * x * x);
+        double s = 0.0;
+        for (int k = 1; k < 40; k += 2) {
+            double t = exp((double)(k * k) * f);
+            s += t;
+            if (t < 1e-300)
+                break;
+        }
+        double cdf = exp(0.5 * log(2.0 * pi) - w) * s;
+        return fmin(1.0, fmax(0.0, 1.0 - cdf));
+    }
+    double s = 0.0;
+    for (int k = 1; k < 100; k++) {
+        double t = exp(-2.0 * (double)k * (double)k * x * x);
+        s += (k & 1) ? t : -t;
+        if (t < 1e-300)
+            break;
+    }
+    return fmin(1.0, fmax(0.0, 2.0 * s));
+}
+
+ld_err_t ld_triggers_stat_ks(const double *a, size_t na, const double *b,
+                             size_t nb, double *d_out, double *p_out)
+{
+    if (na == 0 || nb == 0)
+        return LD_ERR_INVAL;
+    ld_err_t err = LD_ERR_NOMEM;
+    double *sa = sorted_copy(a, na), *sb = sorted_copy(b, nb);
+    if (!sa || !sb)
+        goto err;
+    size_t i = 0, j = 0;
+    double d = 0.0;
+    while (i < na && j < nb) {
+        double x = fmin(sa[i], sb[j]);
+        while (i < na && sa[i] <= x)
+            i++;
+        while (j < nb && sb[j] <= x)
+            j++;
+        double diff = fabs((double)i / (double)na - (double)j / (double)nb);
+        if (diff > d)
+            d = diff;
+    }
+    double en = (double)na * (double)nb / ((double)na + (double)nb);
+    *d_out = d;
+    *p_out = ld_triggers_stat_kolmogorov_sf(sqrt(en) * d);
+    err = LD_OK;
+err:
+    free(sa);
+    free(sb);
+    return err;
+}
+
+double ld_triggers_stat_wasserstein(const double *a, size_t na, const double *b,
+                                    size_t nb)
+{
+    if (na == 0 || nb == 0)
+        return NAN;
+    double w = NAN;
+    double *sa = sorted_copy(a, na), *sb = sorted_copy(b, nb);
+    if (!sa || !sb)
+        goto out;
+    /* Integrate |F_a - F_b| between consecutive values of the merged
+     * sample; both CDFs are constant there. */
+    size_t i = 0, j = 0;
+    double prev = fmin(sa[0], sb[0]);
+    w = 0.0;
+    while (i < na || j < nb) {
+        double x = (j >= nb || (i < na && sa[i] <= sb[j])) ? sa[i] : sb[j];
+        double fa = (double)i / (double)na, fb = (double)j / (double)nb;
+        w += fabs(fa - fb) * (x - prev);
+        prev = x;
+        while (i < na && sa[i] <= x)
+            i++;
+        while (j < nb && sb[j] <= x)
+            j++;
+    }
+out:
+    free(sa);
+    free(sb);
+    return w;
+}
+
+double ld_triggers_stat_js(const double *p, const double *q, size_t n)
+{
+    double sp = 0.0, sq = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        sp += p[i];
+        sq += q[i];
+    }
+    if (!(sp > 0.0) || !(sq > 0.0))
+        return NAN;
+    double js = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double pi = p[i] / sp, qi = q[i] / sq, m = 0.5 * (pi + qi);
+        if (pi > 0.0)
+            js += 0.5 * pi * log(pi / m);
+        if (qi > 0.0)
+            js += 0.5 * qi * log(qi / m);
+    }
+    js /= log(2.0);
+    return sqrt(fmax(js, 0.0));
+}
+
+/* ---- Metrics ------------------------------------------------------------ */
+
+const char *metric_name(int metric)
+{
+    switch (metric) {
+    case LD_TRIGGER_METRIC_LOGLOSS:
+        return "logloss";
+    case LD_TRIGGER_METRIC_RMSE:
+        return "rmse";
+    case LD_TRIGGER_METRIC_ERROR:
+        return "error";
+    case LD_TRIGGER_METRIC_AUC:
+        return "auc";
+    }
+    return "unknown";
+}
+
+int metric_lower_better(int metric)
+{
+    return metric != LD_TRIGGER_METRIC_AUC;
+}
+
+typedef struct scored_pair {
+    float p;
+    float y;
+} scored_pair_t;
+
+static int cmp_pair(const void *a, const void *b)
+{
+    float x = ((const scored_pair_t *)a)->p, y = ((const scored_pair_t *)b)->p;
+    return (x > y) - (x < y);
+}
+
+/* Mann-Whitney AUC with average ranks for ties. */
+static double auc_eval(const float *p, const float *y, size_t n)
+{
+    scored_pair_t *v = malloc(n * sizeof(*v));
+    if (!v)
+        return NAN;
+    for (size_t i = 0; i < n; i++) {
+        v[i].p = p[i];
+        v[i].y = y[i];
+    }
+    qsort(v, n, sizeof(*v), cmp_pair);
+    double npos = 0.0, rank_sum = 0.0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && v[j].p == v[i].p)
+            j++;
+        double avg = 0.5 * ((double)i + 1.0 + (double)j);
+        for (size_t k = i; k < j; k++)
+            if (v[k].y >= 0.5f) {
+                npos += 1.0;
+                rank_sum += avg;
+            }
+        i = j;
+    }
+    free(v);
+    double nneg = (double)n - npos;
+    if (npos == 0.0 || nneg == 0.0)
+        return NAN;
+    return (rank_sum - npos * (npos + 1.0) / 2.0) / (npos * nneg);
+}
+
+double metric_eval(int metric, const float *p, const float *y, size_t n)
+{
+    if (n == 0)
+        return NAN;
+    double s = 0.0;
+    switch (metric) {
+    case LD_TRIGGER_METRIC_LOGLOSS:
+        for (size_t i = 0; i < n; i++) {
+            double q = fmin(fmax((double)p[i], 1e-7), 1.0 - 1e-7);
+            s -= y[i] >= 0.5f ? log(q) : log1p(-q);
+        }
+        return s / (double)n;
+    case LD_TRIGGER_METRIC_RMSE:
+        for (size_t i = 0; i < n; i++) {
+            double e = (double)y[i] - (double)p[i];
+            s += e * e;
+        }
+        return sqrt(s / (double)n);
+    case LD_TRIGGER_METRIC_ERROR:
+        for (size_t i = 0; i < n; i++)
+            s += (p[i] >= 0.5f) != (y[i] >= 0.5f);
+        return s / (double)n;
+    case LD_TRIGGER_METRIC_AUC:
+        return auc_eval(p, y, n);
+    }
+    return NAN;
+}
+
+void ev_set(ld_trigger_evidence_t *ev, const char *metric,
+            const char *statistic, const char *method, double value,
+            double threshold, double p_value, double reference, uint64_t n)
+{
+    memset(ev, 0, sizeof(*ev));
+    snprintf(ev->metric, sizeof(ev->metric), "%s", metric);
+    snprintf(ev->statistic, sizeof(ev->statistic), "%s", statistic);
+    snprintf(ev->method, sizeof(ev->method), "%s", method);
+    ev->value = value;
+    ev->threshold = threshold;
+    ev->p_value = p_value;
+    ev->reference = reference;
+    ev->n = n;
+}

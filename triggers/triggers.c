@@ -1,0 +1,1344 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The trigger set of one model: windows over matured examples, the four
+ * trigger kinds behind one interface, firing policy, the gate, and the
+ * resume state. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "triggers/internal.h"
+
+#define STATE_MAGIC   0x4754444cu /* "LDTG" */
+#define STATE_VERSION 1u
+#define QUEUE_MAX     64
+#define NO_TIME       INT64_MIN
+
+/* ---- Windows ------------------------------------------------------------ */
+
+/* What one window of matured examples holds. */
+typedef struct winset {
+    int valid;
+    uint64_t index; /* window number since start (seeds the samplers) */
+    uint64_t n;
+    int64_t t_start, t_end; /* event time of the first, max event time */
+    double loss_sum;        /* per performance_metric */
+    reservoir_t *num;       /* nnum numeric features */
+    spacesaving_t hashed;
+    reservoir_t pred;
+    reservoir_t label_num;
+    spacesaving_t label_cat;
+} winset_t;
+
+typedef struct policy_state {
+    int64_t last_fire; /* event time, NO_TIME = never */
+    uint32_t bad_run;  /* consecutive bad windows */
+    uint64_t fired;
+} policy_state_t;
+
+/* The result a kind's check hands to the policy. */
+typedef struct check {
+    ld_trigger_level_t level;
+    int64_t win_start, win_end;
+    ld_trigger_evidence_t *ev;
+    size_t nev, evcap;
+    char (*drifted)[NAME_MAX_LEN + 16];
+    size_t ndrift, driftcap;
+} check_t;
+
+/* One trigger kind behind one interface: observe, check (the should-fire
+ * level with its evidence), save/load of the kind's own counters. Window
+ * sets and detectors are shared and saved by the trigger set. */
+typedef struct kind_ops {
+    ld_trigger_type_t type;
+    const ld_trigger_policy_t *(*policy)(const ld_triggers_conf_t *c);
+    void (*observe)(ld_triggers_t *t, const ld_trigger_obs_t *o);
+    /* Called after each example (continuous kinds) or window close
+     * (windowed kinds); fills chk. */
+    void (*check)(ld_triggers_t *t, check_t *chk);
+    int windowed;
+} kind_ops_t;
+
+struct ld_triggers {
+    ld_triggers_conf_t c; /* strings not owned: names borrowed below */
+    char **names;         /* copied drift_feature_names */
+    size_t nnames;
+    char model[128];
+    char topic[256];
+
+    /* Counters. */
+    uint64_t examples; /* matured examples fed */
+    int64_t now;       /* max event time seen, NO_TIME before any */
+    uint64_t champion; /* last published version */
+    uint64_t seq;      /* decisions emitted */
+    int64_t time_base; /* event time of the time trigger's baseline */
+    uint64_t vol_base; /* examples at the volume baseline */
+    policy_state_t pol[LD_TRIGGER__COUNT];
+
+    /* Windows. */
+    uint32_t nnum; /* numeric features watched (fixed at the first x) */
+    int have_nnum;
+    winset_t ref, prev, cur;
+    uint64_t next_index;
+
+    /* Streaming performance detectors and their level in this window. */
+    ld_detector_t *ddm, *adwin, *ph;
+    ld_trigger_level_t stream_level;
+    ld_trigger_evidence_t stream_ev[3];
+    uint8_t stream_have[3];
+
+    /* Gate: the last gate_window examples scored by both models. */
+    float *g_chal, *g_champ, *g_label;
+    uint64_t g_n, g_head;
+
+    /* Decisions waiting for poll. */
+    ld_trigger_decision_t *queue[QUEUE_MAX];
+    size_t qlen;
+
+    /* Scratch for drift. */
+    double *s_ref, *s_cur;
+};
+
+/* ---- Helpers ------------------------------------------------------------ */
+
+static uint64_t mix_seed(uint64_t seed, uint64_t window, uint64_t feature)
+{
+    uint64_t s = seed ^ (window * 0x9e3779b97f4a7c15ULL) ^
+                 (feature * 0xc2b2ae3d27d4eb4fULL);
+    return rng_next(&s);
+}
+
+static void feature_name(const ld_triggers_t *t, uint32_t i, char *buf,
+                         size_t size)
+{
+    if (i < t->nnames)
+        snprintf(buf, size, "%.*s", NAME_MAX_LEN, t->names[i]);
+    else
+        snprintf(buf, size, "dense_%u", i);
+}
+
+static int sev_of(const ld_trigger_policy_t *p, ld_trigger_level_t lvl)
+{
+    if (p->severity != LD_TRIGGER_SEV_AUTO)
+        return p->severity;
+    return lvl == LD_TRIGGER_LEVEL_ALERT  ? LD_TRIGGER_SEV_ALERT
+           : lvl == LD_TRIGGER_LEVEL_WARN ? LD_TRIGGER_SEV_WARN
+                                          : LD_TRIGGER_SEV_INFO;
+}
+
+static ld_trigger_evidence_t *chk_ev(check_t *chk)
+{
+    if (chk->nev >= chk->evcap)
+        return NULL;
+    return &chk->ev[chk->nev++];
+}
+
+static void chk_drifted(check_t *chk, const char *name)
+{
+    if (chk->ndrift < chk->driftcap)
+        snprintf(chk->drifted[chk->ndrift++], NAME_MAX_LEN + 16, "%s", name);
+}
+
+/* ---- Window sets -------------------------------------------------------- */
+
+static void win_free(winset_t *w, uint32_t nnum)
+{
+    if (w->num)
+        for (uint32_t i = 0; i < nnum; i++)
+            res_free(&w->num[i]);
+    free(w->num);
+    w->num = NULL;
+    ss_free(&w->hashed);
+    res_free(&w->pred);
+    res_free(&w->label_num);
+    ss_free(&w->label_cat);
+}
+
+static void win_clear(const ld_triggers_t *t, winset_t *w, uint64_t index)
+{
+    uint64_t seed = (uint64_t)t->c.seed;
+    w->valid = 0;
+    w->index = index;
+    w->n = 0;
+    w->t_start = NO_TIME;
+    w->t_end = NO_TIME;
+    w->loss_sum = 0.0;
+    if (w->num)
+        for (uint32_t i = 0; i < t->nnum; i++)
+            res_clear(&w->num[i], mix_seed(seed, index, i));
+    ss_clear(&w->hashed);
+    res_clear(&w->pred, mix_seed(seed, index, 1u << 20));
+    res_clear(&w->label_num, mix_seed(seed, index, (1u << 20) + 1));
+    ss_clear(&w->label_cat);
+}
+
+static int win_init(const ld_triggers_t *t, winset_t *w)
+{
+    uint32_t cap = (uint32_t)t->c.drift_sample_size;
+    uint32_t k = (uint32_t)t->c.drift_topk;
+    memset(w, 0, sizeof(*w));
+    if (ss_init(&w->hashed, k) || ss_init(&w->label_cat, k) ||
+        res_init(&w->pred, cap, 0) || res_init(&w->label_num, cap, 0))
+        return -1;
+    return 0;
+}
+
+/* Allocates the numeric reservoirs once the feature count is known. */
+static int win_init_num(const ld_triggers_t *t, winset_t *w)
+{
+    if (t->nnum == 0)
+        return 0;
+    w->num = calloc(t->nnum, sizeof(*w->num));
+    if (!w->num)
+        return -1;
+    for (uint32_t i = 0; i < t->nnum; i++)
+        if (res_init(&w->num[i], (uint32_t)t->c.drift_sample_size,
+                     mix_seed((uint64_t)t->c.seed, w->index, i)))
+            return -1;
+    return 0;
+}
+
+static void win_swap(winset_t *a, winset_t *b)
+{
+    winset_t tmp = *a;
+    *a = *b;
+    *b = tmp;
+}
+
+static double obs_loss(int metric, const ld_trigger_obs_t *o)
+{
+    float p = o->p_challenger, y = o->label;
+    return metric_eval(
+        metric == LD_TRIGGER_METRIC_AUC ? LD_TRIGGER_METRIC_LOGLOSS : metric,
+        &p, &y, 1);
+}
+
+static double win_metric(const ld_triggers_t *t, const winset_t *w)
+{
+    if (w->n == 0)
+        return NAN;
+    double m = w->loss_sum / (double)w->n;
+    return t->c.perf_metric == LD_TRIGGER_METRIC_RMSE ? sqrt(m) : m;
+}
+
+static void win_observe(ld_triggers_t *t, winset_t *w,
+                        const ld_trigger_obs_t *o)
+{
+    if (w->n == 0)
+        w->t_start = o->event_time_ms;
+    if (w->t_end == NO_TIME || o->event_time_ms > w->t_end)
+        w->t_end = o->event_time_ms;
+    w->n++;
+    double l = obs_loss(t->c.perf_metric, o);
+    /* RMSE windows sum squared errors; the metric takes the root. */
+    w->loss_sum += t->c.perf_metric == LD_TRIGGER_METRIC_RMSE ? l * l : l;
+    res_add(&w->pred, o->p_challenger);
+    if (t->c.drift_label_categorical)
+        ss_add(&w->label_cat, (uint32_t)(int64_t)lrintf(o->label));
+    else
+        res_add(&w->label_num, o->label);
+    if (!o->x)
+        return;
+    uint32_t nd = o->x->ndense < t->nnum ? o->x->ndense : t->nnum;
+    for (uint32_t i = 0; i < nd; i++)
+        if (isfinite(o->x->dense[i]))
+            res_add(&w->num[i], o->x->dense[i]);
+    if (t->c.drift_hashed)
+        for (uint32_t i = 0; i < o->x->nnz; i++)
+            ss_add(&w->hashed, o->x->idx[i]);
+}
+
+static void win_save(const ld_triggers_t *t, const winset_t *w, wbuf_t *b)
+{
+    wb_u8(b, (uint8_t)w->valid);
+    wb_u64(b, w->index);
+    wb_u64(b, w->n);
+    wb_i64(b, w->t_start);
+    wb_i64(b, w->t_end);
+    wb_f64(b, w->loss_sum);
+    for (uint32_t i = 0; i < t->nnum; i++)
+        res_save(&w->num[i], b);
+    ss_save(&w->hashed, b);
+    res_save(&w->pred, b);
+    res_save(&w->label_num, b);
+    ss_save(&w->label_cat, b);
+}
+
+static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r)
+{
+    w->valid = rb_u8(r) != 0;
+    w->index = rb_u64(r);
+    w->n = rb_u64(r);
+    w->t_start = rb_i64(r);
+    w->t_end = rb_i64(r);
+    w->loss_sum = rb_f64(r);
+    for (uint32_t i = 0; i < t->nnum; i++)
+        res_load(&w->num[i], r);
+    ss_load(&w->hashed, r);
+    res_load(&w->pred, r);
+    res_load(&w->label_num, r);
+    ss_load(&w->label_cat, r);
+}
+
+/* ---- Gate -----------------------------------------------------------------
+ */
+
+static void gate_observe(ld_triggers_t *t, const ld_trigger_obs_t *o)
+{
+    if (!isfinite(o->p_champion))
+        return;
+    uint64_t cap = (uint64_t)t->c.gate_window;
+    t->g_chal[t->g_head] = o->p_challenger;
+    t->g_champ[t->g_head] = o->p_champion;
+    t->g_label[t->g_head] = o->label;
+    t->g_head = (t->g_head + 1) % cap;
+    if (t->g_n < cap)
+        t->g_n++;
+}
+
+/* Runs the gate into d (verdict, reason, one evidence item). */
+static void gate_run(ld_triggers_t *t, ld_trigger_decision_t *d)
+{
+    const ld_triggers_conf_t *c = &t->c;
+    if (d->action == LD_TRIGGER_ACTION_ALERT) {
+        d->verdict = LD_TRIGGER_VERDICT_SKIPPED;
+        d->challenger_version = 0;
+        snprintf(d->reason, sizeof(d->reason), "alert only");
+        return;
+    }
+    d->challenger_version = t->champion + 1;
+    if (!c->gate_enabled) {
+        d->verdict = LD_TRIGGER_VERDICT_PASS;
+        snprintf(d->reason, sizeof(d->reason), "gate disabled");
+        return;
+    }
+    if (t->champion == 0) {
+        d->verdict = LD_TRIGGER_VERDICT_PASS;
+        snprintf(d->reason, sizeof(d->reason), "no champion yet");
+        return;
+    }
+    /* The ring in chronological order does not matter for these metrics,
+     * except AUC ties, which are order-free too. */
+    size_t n = (size_t)t->g_n;
+    double mc = metric_eval(c->gate_metric, t->g_chal, t->g_label, n);
+    double mp = metric_eval(c->gate_metric, t->g_champ, t->g_label, n);
+    const char *mn = metric_name(c->gate_metric);
+    if ((int64_t)n < c->gate_min_samples || !isfinite(mc) || !isfinite(mp)) {
+        d->verdict = LD_TRIGGER_VERDICT_INCONCLUSIVE;
+        snprintf(d->reason, sizeof(d->reason),
+                 "inconclusive: %zu examples scored by both models, gate "
+                 "needs %lld",
+                 n, (long long)c->gate_min_samples);
+        if (d->nev < d->evcap)
+            ev_set(&d->ev[d->nev++], mn, "count", "gate", (double)n,
+                   (double)c->gate_min_samples, NAN, NAN, n);
+        return;
+    }
+    double worse = metric_lower_better(c->gate_metric) ? mc - mp : mp - mc;
+    if (d->nev < d->evcap)
+        ev_set(&d->ev[d->nev++], mn, "gate_delta", "gate", worse,
+               c->gate_tolerance, NAN, mp, n);
+    if (worse > c->gate_tolerance) {
+        d->verdict = LD_TRIGGER_VERDICT_FAIL;
+        snprintf(d->reason, sizeof(d->reason),
+                 "challenger %s worse by %.6g > tolerance %.6g", mn, worse,
+                 c->gate_tolerance);
+    } else {
+        d->verdict = LD_TRIGGER_VERDICT_PASS;
+        snprintf(d->reason, sizeof(d->reason),
+                 "challenger %s within tolerance (delta %.6g <= %.6g)", mn,
+                 worse, c->gate_tolerance);
+    }
+}
+
+/* ---- Kinds: time -------------------------------------------------------- */
+
+static const ld_trigger_policy_t *time_policy(const ld_triggers_conf_t *c)
+{
+    return &c->time;
+}
+
+static void time_check(ld_triggers_t *t, check_t *chk)
+{
+    int64_t elapsed = t->now - t->time_base;
+    if (elapsed < t->c.time_every_ms)
+        return;
+    chk->level = LD_TRIGGER_LEVEL_ALERT;
+    chk->win_start = t->time_base;
+    chk->win_end = t->now + 1;
+    ld_trigger_evidence_t *ev = chk_ev(chk);
+    if (ev)
+        ev_set(ev, "event_time", "elapsed_ms", "threshold", (double)elapsed,
+               (double)t->c.time_every_ms, NAN, NAN, t->examples - t->vol_base);
+}
+
+/* ---- Kinds: volume ------------------------------------------------------ */
+
+static const ld_trigger_policy_t *volume_policy(const ld_triggers_conf_t *c)
+{
+    return &c->volume;
+}
+
+static void volume_check(ld_triggers_t *t, check_t *chk)
+{
+    const ld_triggers_conf_t *c = &t->c;
+    uint64_t fresh = t->examples - t->vol_base;
+    int abs_rule =
+        c->volume_examples > 0 && fresh >= (uint64_t)c->volume_examples;
+    double share = t->examples ? (double)fresh / (double)t->examples : 0.0;
+    int share_rule = c->volume_share > 0.0 &&
+                     fresh >= (uint64_t)c->volume_share_min &&
+                     share >= c->volume_share;
+    if (!abs_rule && !share_rule)
+        return;
+    chk->level = LD_TRIGGER_LEVEL_ALERT;
+    chk->win_start = t->time_base;
+    chk->win_end = t->now + 1;
+    ld_trigger_evidence_t *ev = chk_ev(chk);
+    if (ev && abs_rule)
+        ev_set(ev, "examples", "count", "threshold", (double)fresh,
+               (double)c->volume_examples, NAN, NAN, fresh);
+    else if (ev)
+        ev_set(ev, "examples", "share", "threshold", share, c->volume_share,
+               NAN, NAN, fresh);
+}
+
+/* ---- Kinds: performance ------------------------------------------------- */
+
+static const ld_trigger_policy_t *perf_policy(const ld_triggers_conf_t *c)
+{
+    return &c->perf;
+}
+
+static void stream_latch(ld_triggers_t *t, int i, ld_detector_t *d,
+                         ld_trigger_level_t lvl, const char *metric)
+{
+    if (lvl == LD_TRIGGER_LEVEL_NONE || lvl < t->stream_level)
+        return;
+    t->stream_level = lvl;
+    ld_detector_evidence(d, &t->stream_ev[i]);
+    snprintf(t->stream_ev[i].metric, sizeof(t->stream_ev[i].metric), "%s",
+             metric);
+    t->stream_have[i] = (uint8_t)lvl;
+}
+
+static void perf_observe(ld_triggers_t *t, const ld_trigger_obs_t *o)
+{
+    const ld_triggers_conf_t *c = &t->c;
+    double err = (o->p_challenger >= 0.5f) != (o->label >= 0.5f);
+    if (c->perf_ddm)
+        stream_latch(t, 0, t->ddm, ld_detector_observe(t->ddm, err), "error");
+    if (c->perf_adwin) {
+        ld_trigger_level_t l = ld_detector_observe(t->adwin, err);
+        /* A falling error rate is good news, not a reason to act. */
+        if (l == LD_TRIGGER_LEVEL_ALERT && adwin_last_increase(t->adwin))
+            stream_latch(t, 1, t->adwin, l, "error");
+    }
+    if (c->perf_ph)
+        stream_latch(t, 2, t->ph, ld_detector_observe(t->ph, o->p_challenger),
+                     "prediction");
+}
+
+static void perf_check(ld_triggers_t *t, check_t *chk)
+{
+    const ld_triggers_conf_t *c = &t->c;
+    const winset_t *w = &t->prev; /* the window that just closed */
+    chk->win_start = w->t_start;
+    chk->win_end = w->t_end + 1;
+    ld_trigger_level_t lvl = LD_TRIGGER_LEVEL_NONE;
+    double mr = win_metric(t, &t->ref), mc = win_metric(t, w);
+    if (t->ref.valid && isfinite(mr) && isfinite(mc)) {
+        double rel = mr > 0.0 ? (mc - mr) / mr : (mc > 0.0 ? 1e9 : 0.0);
+        if (rel >= c->perf_margin)
+            lvl = LD_TRIGGER_LEVEL_ALERT;
+        else if (rel >= 0.5 * c->perf_margin)
+            lvl = LD_TRIGGER_LEVEL_WARN;
+        ld_trigger_evidence_t *ev = chk_ev(chk);
+        if (ev)
+            ev_set(ev, metric_name(c->perf_metric), "relative_change",
+                   "threshold", rel, c->perf_margin, NAN, mr, w->n);
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!t->stream_have[i])
+            continue;
+        ld_trigger_evidence_t *ev = chk_ev(chk);
+        if (ev)
+            *ev = t->stream_ev[i];
+    }
+    if (t->stream_level > lvl)
+        lvl = t->stream_level;
+    chk->level = lvl;
+}
+
+/* ---- Kinds: drift ------------------------------------------------------- */
+
+static const ld_trigger_policy_t *drift_policy(const ld_triggers_conf_t *c)
+{
+    return &c->drift;
+}
+
+/* Tests one numeric sample pair; returns 2 drifted, 1 warn, 0 none, -1
+ * untested. The deciding statistic goes to *dec, PSI to *psi_ev. */
+static int drift_numeric(ld_triggers_t *t, const reservoir_t *ref,
+                         const reservoir_t *cur, double bonf_level,
+                         const char *metric, ld_trigger_evidence_t *dec,
+                         ld_trigger_evidence_t *psi_ev)
+{
+    const ld_triggers_conf_t *c = &t->c;
+    uint32_t nr = res_size(ref), nc = res_size(cur);
+    if (nr == 0 || nc == 0)
+        return -1;
+    res_copy(ref, t->s_ref);
+    res_copy(cur, t->s_cur);
+    double psi = ld_triggers_stat_psi(t->s_ref, nr, t->s_cur, nc,
+                                      (size_t)c->drift_psi_bins, 1e-4);
+    ev_set(psi_ev, metric, "psi", "threshold", psi, c->drift_psi_alert, NAN,
+           NAN, cur->n);
+    int drifted = 0;
+    switch (c->drift_numeric_test) {
+    case LD_TRIGGER_TEST_KS: {
+        double d = 0.0, p = 1.0;
+        if (ld_triggers_stat_ks(t->s_ref, nr, t->s_cur, nc, &d, &p))
+            return -1;
+        ev_set(dec, metric, "ks", "bonferroni", d, bonf_level, p, NAN, nc);
+        drifted = p < bonf_level;
+        break;
+    }
+    case LD_TRIGGER_TEST_WASSERSTEIN: {
+        double w = ld_triggers_stat_wasserstein(t->s_ref, nr, t->s_cur, nc);
+        double mean = 0.0, m2 = 0.0;
+        for (uint32_t i = 0; i < nr; i++)
+            mean += t->s_ref[i];
+        mean /= nr;
+        for (uint32_t i = 0; i < nr; i++)
+            m2 += (t->s_ref[i] - mean) * (t->s_ref[i] - mean);
+        double sd = sqrt(m2 / nr);
+        /* A constant reference: any movement is measured unnormalised. */
+        double wn = sd > 0.0 ? w / sd : w;
+        ev_set(dec, metric, "wasserstein", "threshold", wn,
+               c->drift_wasserstein, NAN, NAN, nc);
+        drifted = wn >= c->drift_wasserstein;
+        break;
+    }
+    default:
+        *dec = *psi_ev;
+        drifted = psi >= c->drift_psi_alert;
+        break;
+    }
+    if (!isfinite(psi))
+        psi = 0.0;
+    return drifted ? 2 : psi >= c->drift_psi_warn ? 1 : 0;
+}
+
+static int drift_categorical(ld_triggers_t *t, const spacesaving_t *ref,
+                             const spacesaving_t *cur, const char *metric,
+                             ld_trigger_evidence_t *dec)
+{
+    double js = ss_js(ref, cur);
+    if (!isfinite(js))
+        return -1;
+    ev_set(dec, metric, "js", "threshold", js, t->c.drift_js, NAN, NAN, cur->n);
+    return js >= t->c.drift_js ? 2 : 0;
+}
+
+static void drift_check(ld_triggers_t *t, check_t *chk)
+{
+    const ld_triggers_conf_t *c = &t->c;
+    const winset_t *r = &t->ref, *w = &t->prev;
+    chk->win_start = w->t_start;
+    chk->win_end = w->t_end + 1;
+    if (!r->valid)
+        return;
+    uint32_t ntests = t->nnum + 1 + (c->drift_label_categorical ? 0 : 1);
+    double bonf = c->drift_alpha / (double)ntests;
+    /* Results: numeric features, hashed, prediction, label. */
+    uint32_t nres = t->nnum + 3;
+    int *res = calloc(nres, sizeof(*res));
+    ld_trigger_evidence_t *dec = calloc(nres, sizeof(*dec));
+    ld_trigger_evidence_t *psi = calloc(nres, sizeof(*psi));
+    if (!res || !dec || !psi) {
+        /* Out of memory: skip this window's drift check rather than guess. */
+        ld_log(LD_LOG_ERR, "triggers",
+               "msg=\"drift check skipped: no memory\"");
+        goto out;
+    }
+    char name[NAME_MAX_LEN + 16], metric[NAME_MAX_LEN + 24];
+    for (uint32_t i = 0; i < t->nnum; i++) {
+        feature_name(t, i, name, sizeof(name));
+        snprintf(metric, sizeof(metric), "feature:%s", name);
+        res[i] = drift_numeric(t, &r->num[i], &w->num[i], bonf, metric, &dec[i],
+                               &psi[i]);
+    }
+    res[t->nnum] = c->drift_hashed
+                       ? drift_categorical(t, &r->hashed, &w->hashed,
+                                           "feature:hashed", &dec[t->nnum])
+                       : -1;
+    res[t->nnum + 1] = drift_numeric(t, &r->pred, &w->pred, bonf, "prediction",
+                                     &dec[t->nnum + 1], &psi[t->nnum + 1]);
+    res[t->nnum + 2] =
+        c->drift_label_categorical
+            ? drift_categorical(t, &r->label_cat, &w->label_cat, "label",
+                                &dec[t->nnum + 2])
+            : drift_numeric(t, &r->label_num, &w->label_num, bonf, "label",
+                            &dec[t->nnum + 2], &psi[t->nnum + 2]);
+
+    uint32_t tested = 0, drifted = 0, warned = 0;
+    for (uint32_t i = 0; i <= t->nnum; i++) {
+        tested += res[i] >= 0;
+        drifted += res[i] == 2;
+        warned += res[i] == 1;
+    }
+    double share = tested ? (double)drifted / (double)tested : 0.0;
+    int pred_label = res[t->nnum + 1] == 2 || res[t->nnum + 2] == 2;
+    ld_trigger_level_t lvl = LD_TRIGGER_LEVEL_NONE;
+    if ((drifted > 0 && share >= c->drift_min_share) || pred_label)
+        lvl = LD_TRIGGER_LEVEL_ALERT;
+    else if (drifted > 0 || warned > 0 || res[t->nnum + 1] == 1 ||
+             res[t->nnum + 2] == 1)
+        lvl = LD_TRIGGER_LEVEL_WARN;
+    chk->level = lvl;
+    if (lvl == LD_TRIGGER_LEVEL_NONE)
+        goto out;
+
+    ld_trigger_evidence_t *ev = chk_ev(chk);
+    if (ev)
+        ev_set(ev, "features", "share", "share", share, c->drift_min_share, NAN,
+               NAN, w->n);
+    /* Drifted first (they explain the decision), then warnings; each with
+     * its deciding statistic and, for numerics, the PSI. */
+    for (int pass = 2; pass >= 1; pass--)
+        for (uint32_t i = 0; i < nres; i++) {
+            if (res[i] != pass)
+                continue;
+            if (pass == 2) {
+                const char *m = dec[i].metric;
+                chk_drifted(chk, strncmp(m, "feature:", 8) == 0 ? m + 8 : m);
+            }
+            if ((ev = chk_ev(chk)))
+                *ev = dec[i];
+            if (strcmp(dec[i].statistic, "psi") != 0 && psi[i].metric[0] &&
+                (ev = chk_ev(chk)))
+                *ev = psi[i];
+        }
+out:
+    free(res);
+    free(dec);
+    free(psi);
+}
+
+static const kind_ops_t kinds[LD_TRIGGER__COUNT] = {
+    {LD_TRIGGER_TIME, time_policy, NULL, time_check, 0},
+    {LD_TRIGGER_VOLUME, volume_policy, NULL, volume_check, 0},
+    {LD_TRIGGER_PERFORMANCE, perf_policy, perf_observe, perf_check, 1},
+    {LD_TRIGGER_DRIFT, drift_policy, NULL, drift_check, 1},
+};
+
+/* ---- Lifecycle ---------------------------------------------------------- */
+
+static int set_err(char *errstr, size_t size, const char *msg)
+{
+    if (errstr && size)
+        snprintf(errstr, size, "%s", msg);
+    return -1;
+}
+
+ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
+                               const char *model_name,
+                               const char *checkpoint_topic,
+                               uint64_t champion_version, char *errstr,
+                               size_t errstr_size)
+{
+    if (!conf || !model_name || !*model_name || !checkpoint_topic ||
+        !*checkpoint_topic) {
+        set_err(errstr, errstr_size,
+                "triggers: model name and checkpoint topic are required");
+        return NULL;
+    }
+    if (conf->window_size < 1 || conf->drift_sample_size < 2 ||
+        conf->drift_sample_size > (1 << 24) || conf->drift_topk < 2 ||
+        conf->drift_topk > (1 << 20) || conf->gate_window < 1 ||
+        conf->drift_psi_bins < 2 || conf->drift_psi_bins > 1000 ||
+        conf->drift_max_features < 0 || conf->evidence_max < 2 ||
+        conf->perf_metric == LD_TRIGGER_METRIC_AUC) {
+        set_err(errstr, errstr_size, "triggers: config value out of range");
+        return NULL;
+    }
+    if (strlen(model_name) >= 100 || strlen(checkpoint_topic) >= 250) {
+        set_err(errstr, errstr_size, "triggers: model or topic name too long");
+        return NULL;
+    }
+    ld_triggers_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        goto nomem;
+    t->c = *conf;
+    t->c.drift_feature_names.v = NULL;
+    t->c.drift_feature_names.n = 0;
+    snprintf(t->model, sizeof(t->model), "%s", model_name);
+    snprintf(t->topic, sizeof(t->topic), "%s", checkpoint_topic);
+    if (conf->drift_feature_names.n) {
+        t->names = calloc(conf->drift_feature_names.n, sizeof(*t->names));
+        if (!t->names)
+            goto nomem;
+        t->nnames = conf->drift_feature_names.n;
+        for (size_t i = 0; i < t->nnames; i++)
+            if (!(t->names[i] = strdup(conf->drift_feature_names.v[i])))
+                goto nomem;
+    }
+    t->now = NO_TIME;
+    t->time_base = NO_TIME;
+    t->champion = champion_version;
+    for (int k = 0; k < LD_TRIGGER__COUNT; k++)
+        t->pol[k].last_fire = NO_TIME;
+    if (win_init(t, &t->ref) || win_init(t, &t->prev) || win_init(t, &t->cur))
+        goto nomem;
+    win_clear(t, &t->ref, 0);
+    win_clear(t, &t->prev, 0);
+    win_clear(t, &t->cur, 0);
+    t->next_index = 1;
+    t->ddm = ld_detector_ddm_new(conf->perf_ddm_warn, conf->perf_ddm_drift,
+                                 conf->perf_ddm_min);
+    t->adwin = ld_detector_adwin_new(conf->perf_adwin_delta);
+    t->ph = ld_detector_ph_new(conf->perf_ph_delta, conf->perf_ph_lambda,
+                               conf->perf_ph_alpha);
+    size_t gw = (size_t)conf->gate_window;
+    t->g_chal = calloc(gw, sizeof(float));
+    t->g_champ = calloc(gw, sizeof(float));
+    t->g_label = calloc(gw, sizeof(float));
+    t->s_ref = calloc((size_t)conf->drift_sample_size, sizeof(double));
+    t->s_cur = calloc((size_t)conf->drift_sample_size, sizeof(double));
+    if (!t->ddm || !t->adwin || !t->ph || !t->g_chal || !t->g_champ ||
+        !t->g_label || !t->s_ref || !t->s_cur)
+        goto nomem;
+    return t;
+nomem:
+    set_err(errstr, errstr_size, "triggers: out of memory");
+    ld_triggers_destroy(t);
+    return NULL;
+}
+
+void ld_trigger_decision_destroy(ld_trigger_decision_t *d)
+{
+    if (!d)
+        return;
+    free(d->ev);
+    free(d->drifted);
+    free(d);
+}
+
+void ld_triggers_destroy(ld_triggers_t *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->nnames; i++)
+        free(t->names[i]);
+    free(t->names);
+    win_free(&t->ref, t->nnum);
+    win_free(&t->prev, t->nnum);
+    win_free(&t->cur, t->nnum);
+    ld_detector_destroy(t->ddm);
+    ld_detector_destroy(t->adwin);
+    ld_detector_destroy(t->ph);
+    free(t->g_chal);
+    free(t->g_champ);
+    free(t->g_label);
+    free(t->s_ref);
+    free(t->s_cur);
+    for (size_t i = 0; i < t->qlen; i++)
+        ld_trigger_decision_destroy(t->queue[i]);
+    free(t);
+}
+
+/* ---- Firing ------------------------------------------------------------- */
+
+static ld_trigger_decision_t *decision_alloc(size_t evcap, size_t driftcap)
+{
+    ld_trigger_decision_t *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->evcap = evcap;
+    d->ev = calloc(evcap ? evcap : 1, sizeof(*d->ev));
+    d->drifted = calloc(driftcap ? driftcap : 1, sizeof(*d->drifted));
+    if (!d->ev || !d->drifted) {
+        ld_trigger_decision_destroy(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* After a PASS: the challenger is the champion. Baselines restart and the
+ * references become the last complete window, the data the new champion
+ * was trained on. */
+static void on_publish(ld_triggers_t *t, uint64_t version)
+{
+    t->champion = version;
+    t->time_base = t->now;
+    t->vol_base = t->examples;
+    if (t->prev.valid) {
+        win_swap(&t->ref, &t->prev);
+        win_clear(t, &t->prev, t->next_index++);
+    }
+}
+
+static ld_err_t fire(ld_triggers_t *t, const kind_ops_t *k, check_t *chk)
+{
+    const ld_trigger_policy_t *p = k->policy(&t->c);
+    ld_trigger_decision_t *d = decision_alloc(chk->evcap, chk->ndrift);
+    if (!d)
+        return LD_ERR_NOMEM;
+    d->type = k->type;
+    d->severity = sev_of(p, chk->level);
+    d->action = (ld_trigger_action_t)p->action;
+    d->event_time = t->now;
+    d->win_start = chk->win_start;
+    d->win_end = chk->win_end;
+    d->watermark = NO_TIME;
+    d->champion_version = t->champion;
+    snprintf(d->model, sizeof(d->model), "%s", t->model);
+    snprintf(d->topic, sizeof(d->topic), "%s", t->topic);
+    /* Keep one evidence slot for the gate. */
+    size_t keep = chk->nev < d->evcap - 1 ? chk->nev : d->evcap - 1;
+    memcpy(d->ev, chk->ev, keep * sizeof(*d->ev));
+    d->nev = keep;
+    d->ndrift = chk->ndrift;
+    memcpy(d->drifted, chk->drifted, chk->ndrift * sizeof(*d->drifted));
+    gate_run(t, d);
+    t->seq++;
+    snprintf(d->id, sizeof(d->id), "%s-%s-%06llu", t->model,
+             ld_trigger_type_name(d->type), (unsigned long long)t->seq);
+    snprintf(d->key, sizeof(d->key), "%s/%s/%lld/%llu", t->model,
+             ld_trigger_type_name(d->type), (long long)d->win_end,
+             (unsigned long long)d->challenger_version);
+    if (t->qlen == QUEUE_MAX) {
+        ld_log(LD_LOG_WARN, "triggers",
+               "msg=\"decision queue full, oldest dropped\" id=%s",
+               t->queue[0]->id);
+        ld_trigger_decision_destroy(t->queue[0]);
+        memmove(&t->queue[0], &t->queue[1],
+                (QUEUE_MAX - 1) * sizeof(t->queue[0]));
+        t->qlen--;
+    }
+    t->queue[t->qlen++] = d;
+
+    policy_state_t *ps = &t->pol[k->type];
+    ps->last_fire = t->now;
+    ps->bad_run = 0;
+    ps->fired++;
+    /* Continuous kinds restart their baseline on every attempt, so a FAIL
+     * waits a full period instead of refiring on the next example. */
+    if (k->type == LD_TRIGGER_TIME)
+        t->time_base = t->now;
+    if (k->type == LD_TRIGGER_VOLUME)
+        t->vol_base = t->examples;
+    if (d->verdict == LD_TRIGGER_VERDICT_PASS)
+        on_publish(t, d->challenger_version);
+    ld_log(LD_LOG_INFO, "triggers",
+           "msg=\"trigger fired\" id=%s type=%s verdict=%s key=%s", d->id,
+           ld_trigger_type_name(d->type), ld_trigger_verdict_name(d->verdict),
+           d->key);
+    return LD_OK;
+}
+
+/* Runs one kind's check through its policy. */
+static ld_err_t evaluate(ld_triggers_t *t, const kind_ops_t *k)
+{
+    const ld_trigger_policy_t *p = k->policy(&t->c);
+    if (!p->enabled || t->now == NO_TIME)
+        return LD_OK;
+    size_t evcap = (size_t)t->c.evidence_max;
+    ld_trigger_evidence_t ev_small[4];
+    check_t chk = {0};
+    chk.level = LD_TRIGGER_LEVEL_NONE;
+    chk.evcap = evcap;
+    ld_err_t err = LD_OK;
+    if (k->windowed) {
+        chk.ev = calloc(evcap, sizeof(*chk.ev));
+        chk.driftcap = (size_t)t->nnum + 3;
+        chk.drifted = calloc(chk.driftcap, sizeof(*chk.drifted));
+        if (!chk.ev || !chk.drifted) {
+            err = LD_ERR_NOMEM;
+            goto out;
+        }
+    } else {
+        chk.ev = ev_small;
+        chk.evcap = 4;
+    }
+    k->check(t, &chk);
+    policy_state_t *ps = &t->pol[k->type];
+    ld_trigger_level_t need =
+        p->fire_on ? LD_TRIGGER_LEVEL_ALERT : LD_TRIGGER_LEVEL_WARN;
+    if (!k->windowed) {
+        if (chk.level == LD_TRIGGER_LEVEL_NONE)
+            goto out;
+    } else if (chk.level >= need) {
+        ps->bad_run++;
+    } else {
+        ps->bad_run = 0;
+        goto out;
+    }
+    int64_t k_need = k->windowed && p->consecutive > 1 ? p->consecutive : 1;
+    if ((int64_t)ps->bad_run < k_need && k->windowed)
+        goto out;
+    if (ps->last_fire != NO_TIME && t->now - ps->last_fire < p->cooldown_ms)
+        goto out;
+    chk.evcap = evcap; /* the decision's capacity */
+    if (!k->windowed && chk.nev > 4)
+        chk.nev = 4;
+    err = fire(t, k, &chk);
+out:
+    if (k->windowed) {
+        free(chk.ev);
+        free(chk.drifted);
+    }
+    return err;
+}
+
+static ld_err_t close_window(ld_triggers_t *t)
+{
+    ld_err_t err = LD_OK;
+    t->cur.valid = 1;
+    if (!t->ref.valid) {
+        /* The first complete window is the reference. */
+        win_swap(&t->ref, &t->cur);
+        win_clear(t, &t->cur, t->next_index++);
+        goto reset_stream;
+    }
+    win_swap(&t->prev, &t->cur);
+    win_clear(t, &t->cur, t->next_index++);
+    for (int k = 0; k < LD_TRIGGER__COUNT && !err; k++)
+        if (kinds[k].windowed)
+            err = evaluate(t, &kinds[k]);
+reset_stream:
+    t->stream_level = LD_TRIGGER_LEVEL_NONE;
+    memset(t->stream_have, 0, sizeof(t->stream_have));
+    memset(t->stream_ev, 0, sizeof(t->stream_ev));
+    return err;
+}
+
+static int ensure_nnum(ld_triggers_t *t, const ld_trigger_obs_t *o)
+{
+    if (t->have_nnum || !o->x)
+        return 0;
+    uint32_t n = o->x->ndense;
+    if ((int64_t)n > t->c.drift_max_features)
+        n = (uint32_t)t->c.drift_max_features;
+    t->nnum = n;
+    if (win_init_num(t, &t->ref) || win_init_num(t, &t->prev) ||
+        win_init_num(t, &t->cur)) {
+        win_free(&t->ref, n);
+        win_free(&t->prev, n);
+        win_free(&t->cur, n);
+        t->nnum = 0;
+        return -1;
+    }
+    t->have_nnum = 1;
+    return 0;
+}
+
+ld_err_t ld_triggers_observe_obs(ld_triggers_t *t, const ld_trigger_obs_t *o)
+{
+    if (o->sample_type != LD_SAMPLE_POS &&
+        o->sample_type != LD_SAMPLE_DEFAULT_NEG)
+        return LD_OK;
+    if (!isfinite(o->p_challenger) || !isfinite(o->label))
+        return LD_OK;
+    if (ensure_nnum(t, o))
+        return LD_ERR_NOMEM;
+    /* Features arriving only later (x NULL at first) stay unwatched: the
+     * window layout is fixed once, for a stable resume state. */
+    t->examples++;
+    if (t->now == NO_TIME || o->event_time_ms > t->now)
+        t->now = o->event_time_ms;
+    if (t->time_base == NO_TIME)
+        t->time_base = o->event_time_ms;
+    gate_observe(t, o);
+    win_observe(t, &t->cur, o);
+    ld_err_t err = LD_OK;
+    for (int k = 0; k < LD_TRIGGER__COUNT; k++)
+        if (kinds[k].observe && kinds[k].policy(&t->c)->enabled)
+            kinds[k].observe(t, o);
+    if ((int64_t)t->cur.n >= t->c.window_size)
+        err = close_window(t);
+    for (int k = 0; k < LD_TRIGGER__COUNT && !err; k++)
+        if (!kinds[k].windowed)
+            err = evaluate(t, &kinds[k]);
+    return err;
+}
+
+ld_err_t ld_triggers_observe(ld_triggers_t *t, const ld_example_t *ex,
+                             float p_challenger, float p_champion)
+{
+    ld_trigger_obs_t o = {
+        .x = &ex->x,
+        .label = ex->label,
+        .weight = ex->weight,
+        .sample_type = ex->sample_type,
+        .event_time_ms = ex->event_time_ms,
+        .p_challenger = p_challenger,
+        .p_champion = p_champion,
+    };
+    return ld_triggers_observe_obs(t, &o);
+}
+
+ld_trigger_decision_t *ld_triggers_poll(ld_triggers_t *t, int64_t watermark)
+{
+    if (t->qlen == 0)
+        return NULL;
+    ld_trigger_decision_t *d = t->queue[0];
+    memmove(&t->queue[0], &t->queue[1], (t->qlen - 1) * sizeof(t->queue[0]));
+    t->qlen--;
+    d->watermark = watermark;
+    return d;
+}
+
+uint64_t ld_triggers_champion_version(const ld_triggers_t *t)
+{
+    return t->champion;
+}
+
+uint64_t ld_triggers_examples(const ld_triggers_t *t)
+{
+    return t->examples;
+}
+
+/* ---- Decision accessors -------------------------------------------------- */
+
+ld_trigger_type_t ld_trigger_decision_type(const ld_trigger_decision_t *d)
+{
+    return d->type;
+}
+
+ld_trigger_action_t ld_trigger_decision_action(const ld_trigger_decision_t *d)
+{
+    return d->action;
+}
+
+ld_trigger_verdict_t ld_trigger_decision_verdict(const ld_trigger_decision_t *d)
+{
+    return d->verdict;
+}
+
+int ld_trigger_decision_severity(const ld_trigger_decision_t *d)
+{
+    return d->severity;
+}
+
+uint64_t ld_trigger_decision_challenger_version(const ld_trigger_decision_t *d)
+{
+    return d->challenger_version;
+}
+
+const char *ld_trigger_decision_id(const ld_trigger_decision_t *d)
+{
+    return d->id;
+}
+
+const char *ld_trigger_decision_idempotency_key(const ld_trigger_decision_t *d)
+{
+    return d->key;
+}
+
+const char *ld_trigger_decision_reason(const ld_trigger_decision_t *d)
+{
+    return d->reason;
+}
+
+size_t ld_trigger_decision_evidence_count(const ld_trigger_decision_t *d)
+{
+    return d->nev;
+}
+
+const ld_trigger_evidence_t *
+ld_trigger_decision_evidence(const ld_trigger_decision_t *d, size_t i)
+{
+    return i < d->nev ? &d->ev[i] : NULL;
+}
+
+size_t ld_trigger_decision_drifted_count(const ld_trigger_decision_t *d)
+{
+    return d->ndrift;
+}
+
+const char *ld_trigger_decision_drifted(const ld_trigger_decision_t *d,
+                                        size_t i)
+{
+    return i < d->ndrift ? d->drifted[i] : NULL;
+}
+
+const char *ld_trigger_type_name(ld_trigger_type_t type)
+{
+    static const char *names[] = {"time", "volume", "performance", "drift"};
+    return (unsigned)type < LD_TRIGGER__COUNT ? names[type] : "unknown";
+}
+
+const char *ld_trigger_verdict_name(ld_trigger_verdict_t v)
+{
+    static const char *names[] = {"PASS", "FAIL", "INCONCLUSIVE", "SKIPPED"};
+    return (unsigned)v < 4 ? names[v] : "UNKNOWN";
+}
+
+/* ---- Resume state -------------------------------------------------------- */
+
+static void ev_save(const ld_trigger_evidence_t *e, wbuf_t *w)
+{
+    wb_str(w, e->metric);
+    wb_str(w, e->statistic);
+    wb_str(w, e->method);
+    wb_f64(w, e->value);
+    wb_f64(w, e->threshold);
+    wb_f64(w, e->p_value);
+    wb_f64(w, e->reference);
+    wb_u64(w, e->n);
+}
+
+static void ev_load(ld_trigger_evidence_t *e, rbuf_t *r)
+{
+    rb_str(r, e->metric, sizeof(e->metric));
+    rb_str(r, e->statistic, sizeof(e->statistic));
+    rb_str(r, e->method, sizeof(e->method));
+    e->value = rb_f64(r);
+    e->threshold = rb_f64(r);
+    e->p_value = rb_f64(r);
+    e->reference = rb_f64(r);
+    e->n = rb_u64(r);
+}
+
+static void decision_save(const ld_trigger_decision_t *d, wbuf_t *w)
+{
+    wb_u8(w, (uint8_t)d->type);
+    wb_u8(w, (uint8_t)d->severity);
+    wb_u8(w, (uint8_t)d->action);
+    wb_u8(w, (uint8_t)d->verdict);
+    wb_i64(w, d->event_time);
+    wb_i64(w, d->win_start);
+    wb_i64(w, d->win_end);
+    wb_i64(w, d->watermark);
+    wb_u64(w, d->champion_version);
+    wb_u64(w, d->challenger_version);
+    wb_str(w, d->id);
+    wb_str(w, d->key);
+    wb_str(w, d->reason);
+    wb_u64(w, d->evcap);
+    wb_u64(w, d->nev);
+    for (size_t i = 0; i < d->nev; i++)
+        ev_save(&d->ev[i], w);
+    wb_u64(w, d->ndrift);
+    for (size_t i = 0; i < d->ndrift; i++)
+        wb_str(w, d->drifted[i]);
+}
+
+static ld_trigger_decision_t *decision_load(const ld_triggers_t *t, rbuf_t *r)
+{
+    uint8_t type = rb_u8(r), sev = rb_u8(r), act = rb_u8(r), ver = rb_u8(r);
+    if (type >= LD_TRIGGER__COUNT || sev < 1 || sev > 3 || act > 1 || ver > 3) {
+        r->err = LD_ERR_CORRUPT;
+        return NULL;
+    }
+    int64_t et = rb_i64(r), ws = rb_i64(r), we = rb_i64(r), wm = rb_i64(r);
+    uint64_t champ = rb_u64(r), chal = rb_u64(r);
+    char id[200], key[300], reason[200];
+    rb_str(r, id, sizeof(id));
+    rb_str(r, key, sizeof(key));
+    rb_str(r, reason, sizeof(reason));
+    uint64_t evcap = rb_u64(r);
+    uint64_t nev = rb_count(r, 40);
+    if (r->err || evcap > 4096 || nev > evcap) {
+        r->err = LD_ERR_CORRUPT;
+        return NULL;
+    }
+    /* Drifted names are bounded by what one window can name. */
+    ld_trigger_decision_t *d =
+        decision_alloc((size_t)evcap, (size_t)t->nnum + 3);
+    if (!d) {
+        r->err = LD_ERR_NOMEM;
+        return NULL;
+    }
+    d->type = (ld_trigger_type_t)type;
+    d->severity = sev;
+    d->action = (ld_trigger_action_t)act;
+    d->verdict = (ld_trigger_verdict_t)ver;
+    d->event_time = et;
+    d->win_start = ws;
+    d->win_end = we;
+    d->watermark = wm;
+    d->champion_version = champ;
+    d->challenger_version = chal;
+    memcpy(d->id, id, sizeof(id));
+    memcpy(d->key, key, sizeof(key));
+    memcpy(d->reason, reason, sizeof(reason));
+    snprintf(d->model, sizeof(d->model), "%s", t->model);
+    snprintf(d->topic, sizeof(d->topic), "%s", t->topic);
+    d->nev = (size_t)nev;
+    for (size_t i = 0; i < d->nev; i++)
+        ev_load(&d->ev[i], r);
+    uint64_t nd = rb_u64(r);
+    if (nd > (uint64_t)t->nnum + 3) {
+        r->err = LD_ERR_CORRUPT;
+        ld_trigger_decision_destroy(d);
+        return NULL;
+    }
+    d->ndrift = (size_t)nd;
+    for (size_t i = 0; i < d->ndrift; i++)
+        rb_str(r, d->drifted[i], sizeof(d->drifted[i]));
+    if (r->err) {
+        ld_trigger_decision_destroy(d);
+        return NULL;
+    }
+    return d;
+}
+
+ld_err_t ld_triggers_save(const ld_triggers_t *t, uint8_t **out, size_t *len)
+{
+    wbuf_t w = {0};
+    const ld_triggers_conf_t *c = &t->c;
+    wb_u32(&w, STATE_MAGIC);
+    wb_u32(&w, STATE_VERSION);
+    /* Layout-defining config: a mismatch refuses the state. */
+    wb_u64(&w, (uint64_t)c->window_size);
+    wb_u64(&w, (uint64_t)c->drift_sample_size);
+    wb_u64(&w, (uint64_t)c->drift_topk);
+    wb_u64(&w, (uint64_t)c->gate_window);
+    wb_u8(&w, (uint8_t)t->have_nnum);
+    wb_u32(&w, t->nnum);
+
+    wb_u64(&w, t->examples);
+    wb_i64(&w, t->now);
+    wb_u64(&w, t->champion);
+    wb_u64(&w, t->seq);
+    wb_i64(&w, t->time_base);
+    wb_u64(&w, t->vol_base);
+    for (int k = 0; k < LD_TRIGGER__COUNT; k++) {
+        wb_i64(&w, t->pol[k].last_fire);
+        wb_u32(&w, t->pol[k].bad_run);
+        wb_u64(&w, t->pol[k].fired);
+    }
+    wb_u64(&w, t->next_index);
+    win_save(t, &t->ref, &w);
+    win_save(t, &t->prev, &w);
+    win_save(t, &t->cur, &w);
+    det_save(t->ddm, &w);
+    det_save(t->adwin, &w);
+    det_save(t->ph, &w);
+    wb_u8(&w, (uint8_t)t->stream_level);
+    for (int i = 0; i < 3; i++) {
+        wb_u8(&w, t->stream_have[i]);
+        if (t->stream_have[i])
+            ev_save(&t->stream_ev[i], &w);
+    }
+    wb_u64(&w, t->g_n);
+    wb_u64(&w, t->g_head);
+    for (uint64_t i = 0; i < t->g_n; i++) {
+        wb_f32(&w, t->g_chal[i]);
+        wb_f32(&w, t->g_champ[i]);
+        wb_f32(&w, t->g_label[i]);
+    }
+    wb_u64(&w, t->qlen);
+    for (size_t i = 0; i < t->qlen; i++)
+        decision_save(t->queue[i], &w);
+    if (w.err) {
+        free(w.p);
+        return w.err;
+    }
+    *out = w.p;
+    *len = w.len;
+    return LD_OK;
+}
+
+/* Loads into a scratch trigger set made with t's config, then swaps it in,
+ * so a bad buffer leaves t untouched. */
+ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
+{
+    rbuf_t r = {buf, len, 0, LD_OK};
+    ld_err_t err = LD_ERR_CORRUPT;
+    ld_triggers_t *n = NULL;
+    if (rb_u32(&r) != STATE_MAGIC || rb_u32(&r) != STATE_VERSION)
+        return LD_ERR_CORRUPT;
+    const ld_triggers_conf_t *c = &t->c;
+    uint64_t ws = rb_u64(&r), ss = rb_u64(&r), tk = rb_u64(&r), gw = rb_u64(&r);
+    uint8_t have = rb_u8(&r);
+    uint32_t nnum = rb_u32(&r);
+    if (r.err)
+        return LD_ERR_CORRUPT;
+    if (ws != (uint64_t)c->window_size ||
+        ss != (uint64_t)c->drift_sample_size || tk != (uint64_t)c->drift_topk ||
+        gw != (uint64_t)c->gate_window ||
+        nnum > (uint64_t)c->drift_max_features) {
+        ld_log(LD_LOG_ERR, "triggers",
+               "msg=\"resume state written under another window, sample, "
+               "top-k or gate size\"");
+        return LD_ERR_CONFIG;
+    }
+    ld_triggers_conf_t cc = t->c;
+    cc.drift_feature_names.v = t->names;
+    cc.drift_feature_names.n = t->nnames;
+    n = ld_triggers_new(&cc, t->model, t->topic, t->champion, NULL, 0);
+    if (!n)
+        return LD_ERR_NOMEM;
+    if (have) {
+        ld_features_t x = {.ndense = nnum};
+        ld_trigger_obs_t o = {.x = &x};
+        if (ensure_nnum(n, &o)) {
+            err = LD_ERR_NOMEM;
+            goto err;
+        }
+    }
+    n->examples = rb_u64(&r);
+    n->now = rb_i64(&r);
+    n->champion = rb_u64(&r);
+    n->seq = rb_u64(&r);
+    n->time_base = rb_i64(&r);
+    n->vol_base = rb_u64(&r);
+    for (int k = 0; k < LD_TRIGGER__COUNT; k++) {
+        n->pol[k].last_fire = rb_i64(&r);
+        n->pol[k].bad_run = rb_u32(&r);
+        n->pol[k].fired = rb_u64(&r);
+    }
+    n->next_index = rb_u64(&r);
+    win_load(n, &n->ref, &r);
+    win_load(n, &n->prev, &r);
+    win_load(n, &n->cur, &r);
+    if (r.err || det_load(n->ddm, &r) || det_load(n->adwin, &r) ||
+        det_load(n->ph, &r))
+        goto err;
+    uint8_t sl = rb_u8(&r);
+    if (sl > LD_TRIGGER_LEVEL_ALERT)
+        goto err;
+    n->stream_level = (ld_trigger_level_t)sl;
+    for (int i = 0; i < 3; i++) {
+        n->stream_have[i] = rb_u8(&r);
+        if (n->stream_have[i])
+            ev_load(&n->stream_ev[i], &r);
+    }
+    n->g_n = rb_u64(&r);
+    n->g_head = rb_u64(&r);
+    if (n->g_n > gw || n->g_head >= gw || (n->g_n < gw && n->g_head != n->g_n))
+        goto err;
+    if (n->g_n * 12 > r.len - r.off)
+        goto err;
+    for (uint64_t i = 0; i < n->g_n; i++) {
+        n->g_chal[i] = rb_f32(&r);
+        n->g_champ[i] = rb_f32(&r);
+        n->g_label[i] = rb_f32(&r);
+    }
+    uint64_t q = rb_u64(&r);
+    if (r.err || q > QUEUE_MAX)
+        goto err;
+    for (uint64_t i = 0; i < q; i++) {
+        ld_trigger_decision_t *d = decision_load(n, &r);
+        if (!d) {
+            err = r.err == LD_ERR_NOMEM ? LD_ERR_NOMEM : LD_ERR_CORRUPT;
+            goto err;
+        }
+        n->queue[n->qlen++] = d;
+    }
+    if (r.err || r.off != len)
+        goto err;
+    /* Swap the loaded state into t (t keeps its address). */
+    ld_triggers_t tmp = *t;
+    *t = *n;
+    *n = tmp;
+    ld_triggers_destroy(n);
+    return LD_OK;
+err:
+    ld_triggers_destroy(n);
+    return err;
+}
