@@ -18,9 +18,11 @@ static const ld_conf_row_t rows[] = {
     {"format", LD_CONF_ENUM, F(format), "avro", 0, 0, "avro|protobuf|json",
      "Wire format of both input topics"},
     {"event_schema", LD_CONF_STRING, F(event_schema), "", 0, 0, NULL,
-     "Avro writer schema (.avsc) of events; required for format avro"},
+     "Avro schema (.avsc) of events: field names refer to it, and it is the "
+     "writer schema of plain records; required for format avro"},
     {"label_schema", LD_CONF_STRING, F(label_schema), "", 0, 0, NULL,
-     "Avro writer schema (.avsc) of labels; required for format avro"},
+     "Avro schema (.avsc) of labels, as event_schema; required for format "
+     "avro"},
     {"max_record_bytes", LD_CONF_SIZE, F(max_record_bytes), "1MiB", 16,
      64.0 * 1024 * 1024, NULL,
      "Records larger than this go to the dead-letter topic"},
@@ -29,9 +31,53 @@ static const ld_conf_row_t rows[] = {
     {"hash_bits", LD_CONF_INT, F(hash_bits), "22", 1, 30, NULL,
      "Hashed features fall into 2^hash_bits slots"},
     {"hash_seed", LD_CONF_INT, F(hash_seed), "0", 0, 4294967295.0, NULL,
-     "Seed of the 32-bit feature hash"},
+     "Seed of the 32-bit feature hash (murmur3_x86_32, see pipeline/hash.h)"},
+    {"key_field", LD_CONF_STRING, F(key_field), "", 0, 0, NULL,
+     "Field holding the join key; empty: the Kafka record key (protobuf: "
+     "any non-empty value means Event/Label.event_id)"},
+    {"time_source", LD_CONF_ENUM, F(time_source), "field", 0, 0,
+     "field|kafka_timestamp",
+     "Event time from a field (milliseconds since the epoch) or the Kafka "
+     "timestamp (protobuf: event_time_ms / label_time_ms)"},
+    {"event_time_field", LD_CONF_STRING, F(event_time_field), "event_time", 0,
+     0, NULL, "Field of events holding the event time"},
+    {"label_time_field", LD_CONF_STRING, F(label_time_field), "label_time", 0,
+     0, NULL, "Field of labels holding the label time"},
+    {"dense_fields", LD_CONF_STRLIST, F(dense_fields), "", 0, 0, NULL,
+     "Numeric fields of events, in order, forming the dense block (absent: "
+     "0); nested fields as a.b"},
+    {"hash_fields", LD_CONF_STRLIST, F(hash_fields), "", 0, 0, NULL,
+     "Categorical, string and string-array fields of events to hash, as "
+     "field or namespace:field (namespace defaults to the field name)"},
+    {"crosses", LD_CONF_STRLIST, F(crosses), "", 0, 0, NULL,
+     "Namespace crosses, each a list like [country, ad_id] (as VW -q)"},
+    {"label_mode", LD_CONF_ENUM, F(label_mode), "numeric", 0, 0,
+     "numeric|equals|presence",
+     "Label value: label_field as a number, label_field == label_equals, or "
+     "1 for every label record"},
+    {"label_field", LD_CONF_STRING, F(label_field), "value", 0, 0, NULL,
+     "Field of labels holding the label (protobuf: Label.value)"},
+    {"label_equals", LD_CONF_STRING, F(label_equals), "", 0, 0, NULL,
+     "Text the label field must equal for label 1 (label_mode equals)"},
+    {"avro_wire", LD_CONF_ENUM, F(avro_wire), "auto", 0, 0,
+     "auto|plain|confluent",
+     "Avro framing: plain datum, or Confluent magic byte + schema id; auto "
+     "is confluent when schema_ids is set"},
+    {"event_writer_schema", LD_CONF_STRING, F(event_writer_schema), "", 0, 0,
+     NULL,
+     "Writer schema of plain Avro events when it differs from event_schema "
+     "(resolved by Avro rules, reader defaults applied)"},
+    {"label_writer_schema", LD_CONF_STRING, F(label_writer_schema), "", 0, 0,
+     NULL, "Writer schema of plain Avro labels, as event_writer_schema"},
+    {"schema_ids", LD_CONF_STRLIST, F(schema_ids), "", 0, 0, NULL,
+     "Confluent schema ids mapped to local writer schemas, as "
+     "\"id=path.avsc\""},
+    {"dlq_max_bytes", LD_CONF_SIZE, F(dlq_max_bytes), "900KiB", 0,
+     64.0 * 1024 * 1024, NULL,
+     "Dead-letter values are cut to this size (header learnd.src.size "
+     "keeps the original)"},
 };
 
 const ld_conf_section_t ld_pipeline_conf_section = {
-    "pipeline", "Input topics, decoding and feature hashing",
+    "pipeline", "Input topics, decoding, feature mapping and hashing",
     LD_CONF_ROWS(rows)};

@@ -39,4 +39,26 @@ typedef struct ld_example {
     const char *event_id;  /* borrowed, NUL-terminated */
 } ld_example_t;
 
+/* Which input topic a record came from. */
+typedef enum ld_record_kind {
+    LD_RECORD_EVENT = 0, /* prediction-time event: key, time, features */
+    LD_RECORD_LABEL = 1  /* natural label: key, time, label value */
+} ld_record_kind_t;
+
+/* One decoded input record as the pipeline hands it to the joiner. Every
+ * pointer is borrowed from the pipeline (decoder scratch) and stays valid
+ * until the next ld_pipeline_poll() / ld_decoder_decode() call on the same
+ * object: copy what must outlive that. */
+typedef struct ld_record {
+    ld_record_kind_t kind;
+    const char *key;   /* join key, UTF-8 without NUL bytes, NUL-terminated */
+    uint32_t key_len;  /* bytes of key before the NUL */
+    int64_t time_ms;   /* event time (events) or label time (labels) */
+    double label;      /* labels: the computed label value; events: 0 */
+    ld_features_t x;   /* events: hashed + dense features; labels: empty */
+    const char *topic; /* source topic (NULL outside the consumer) */
+    int32_t partition; /* source partition (-1 outside the consumer) */
+    int64_t offset;    /* source offset (-1 outside the consumer) */
+} ld_record_t;
+
 #endif /* LD_PIPELINE_RECORD_H */

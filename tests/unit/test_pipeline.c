@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unit tests of pipeline/: librdkafka configuration and log routing. */
+/* Unit tests of pipeline/: librdkafka configuration and log routing, the
+ * feature hash, the Avro / Protobuf / JSON decoders against the fixtures of
+ * tests/data/pipeline (written by an independent encoder), schema
+ * resolution, and the poison corpus. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline/decode.h"
+#include "pipeline/hash.h"
 #include "pipeline/kafka.h"
+#include "tests/data/pipeline/fixtures.h"
 
 static void test_conf_passthrough(void **state)
 {
@@ -75,12 +81,552 @@ static void test_log_routing(void **state)
     remove(path);
 }
 
+/* ---- Feature hash ------------------------------------------------------- */
+
+static void test_murmur3_vectors(void **state)
+{
+    (void)state;
+    /* Published MurmurHash3_x86_32 vectors (SMHasher reference). */
+    static const struct {
+        const char *s;
+        size_t n;
+        uint32_t seed, h;
+    } v[] = {
+        {"", 0, 0, 0},
+        {"", 0, 1, 0x514e28b7u},
+        {"", 0, 0xffffffffu, 0x81f16f39u},
+        {"\0\0\0\0", 4, 0, 0x2362f9deu},
+        {"aaaa", 4, 0x9747b28cu, 0x5a97808au},
+        {"aaa", 3, 0x9747b28cu, 0x283e0130u},
+        {"aa", 2, 0x9747b28cu, 0x5d211726u},
+        {"a", 1, 0x9747b28cu, 0x7fa09ea6u},
+        {"abcd", 4, 0x9747b28cu, 0xf0478627u},
+        {"abc", 3, 0x9747b28cu, 0xc84a62ddu},
+        {"ab", 2, 0x9747b28cu, 0x74875592u},
+        {"Hello, world!", 13, 0x9747b28cu, 0x24884cbau},
+        {"The quick brown fox jumps over the lazy dog", 43, 0x9747b28cu,
+         0x2fa826cdu},
+        {"The quick brown fox jumps over the lazy dog", 43, 0, 0x2e4ff723u},
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        assert_int_equal(ld_hash_murmur3_32(v[i].s, v[i].n, v[i].seed), v[i].h);
+    /* learnd's own golden values (also computed by the independent Python
+     * murmur3 of tests/data/pipeline/gen_fixtures.py): country=DE, seed 42
+     * (field seed = murmur3("country", murmur3("country", 42))). A change here
+     * moves every trained weight: never update without a format bump. */
+    uint32_t ns = ld_hash_murmur3_32("country", 7, 42);
+    uint32_t fs = ld_hash_murmur3_32("country", 7, ns);
+    assert_int_equal(ns, 0x0f6a802eu);
+    assert_int_equal(fs, 0xb31eddd5u);
+    assert_int_equal(ld_hash_murmur3_32("DE", 2, fs), 0xe8b680c9u);
+}
+
+/* ---- Fixtures ----------------------------------------------------------- */
+
+typedef struct expect {
+    char key[32];
+    long long time;
+    float dense[20];
+    uint32_t slots[512];
+    uint32_t nslots;
+    int label;
+} expect_t;
+
+static expect_t *load_expected(const char *path, int labels, size_t *n)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    expect_t *e = calloc(256, sizeof(*e));
+    char line[16384];
+    *n = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (line[0] == '#')
+            continue;
+        expect_t *x = &e[(*n)++];
+        char dense[2048], slots[8192];
+        if (labels) {
+            assert_int_equal(
+                sscanf(line, "%31s %lld %d", x->key, &x->time, &x->label), 3);
+            continue;
+        }
+        assert_int_equal(sscanf(line, "%31s %lld %2047s %8191s", x->key,
+                                &x->time, dense, slots),
+                         4);
+        char *p = dense;
+        for (int i = 0; i < 20; i++) {
+            x->dense[i] = strtof(p, &p);
+            p++;
+        }
+        if (slots[0] != '-')
+            for (p = slots; *p;) {
+                x->slots[x->nslots++] = (uint32_t)strtoul(p, &p, 10);
+                if (*p == ',')
+                    p++;
+            }
+    }
+    fclose(f);
+    return e;
+}
+
+static void check_format(const char *fmt)
+{
+    char err[512] = "", path[512];
+    ld_pipeline_conf_t *c = fx_conf_new(fmt);
+    assert_non_null(c);
+    ld_decoder_t *de = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    if (!de)
+        fail_msg("%s events: %s", fmt, err);
+    ld_decoder_t *dl = ld_decoder_new(c, LD_RECORD_LABEL, err, sizeof(err));
+    if (!dl)
+        fail_msg("%s labels: %s", fmt, err);
+    assert_int_equal(ld_decoder_dense_dim(de), 20);
+
+    size_t ne, nl;
+    expect_t *ee = load_expected(FX_DIR "/events-expected.txt", 0, &ne);
+    expect_t *el = load_expected(FX_DIR "/labels-expected.txt", 1, &nl);
+    fx_set_t s;
+    snprintf(path, sizeof(path), FX_DIR "/events-%s.kcat", fmt);
+    assert_int_equal(fx_load_kcat(path, &s), 0);
+    assert_int_equal(s.n, ne);
+    for (size_t i = 0; i < s.n; i++) {
+        ld_record_t r;
+        ld_reason_t why = ld_decoder_decode(de, s.r[i].key, s.r[i].klen,
+                                            s.r[i].val, s.r[i].vlen, -1, &r);
+        if (why)
+            fail_msg("%s event %zu: %s: %s", fmt, i, ld_reason_name(why),
+                     ld_decoder_error(de));
+        assert_string_equal(r.key, ee[i].key);
+        assert_int_equal(r.time_ms, ee[i].time);
+        assert_int_equal(r.x.ndense, 20);
+        for (int k = 0; k < 20; k++)
+            assert_true(r.x.dense[k] == ee[i].dense[k]);
+        if (r.x.nnz != ee[i].nslots)
+            fail_msg("%s event %zu: %u slots, expected %u", fmt, i, r.x.nnz,
+                     ee[i].nslots);
+        for (uint32_t k = 0; k < r.x.nnz; k++) {
+            assert_int_equal(r.x.idx[k], ee[i].slots[k]);
+            assert_true(r.x.val[k] == 1.0f);
+        }
+    }
+    fx_free(&s);
+    snprintf(path, sizeof(path), FX_DIR "/labels-%s.kcat", fmt);
+    assert_int_equal(fx_load_kcat(path, &s), 0);
+    assert_int_equal(s.n, nl);
+    for (size_t i = 0; i < s.n; i++) {
+        ld_record_t r;
+        ld_reason_t why = ld_decoder_decode(dl, s.r[i].key, s.r[i].klen,
+                                            s.r[i].val, s.r[i].vlen, -1, &r);
+        if (why)
+            fail_msg("%s label %zu: %s: %s", fmt, i, ld_reason_name(why),
+                     ld_decoder_error(dl));
+        assert_int_equal(r.kind, LD_RECORD_LABEL);
+        assert_string_equal(r.key, el[i].key);
+        assert_int_equal(r.time_ms, el[i].time);
+        assert_true(r.label == el[i].label);
+        assert_int_equal(r.x.nnz, 0);
+    }
+    fx_free(&s);
+    free(ee);
+    free(el);
+    ld_decoder_destroy(de);
+    ld_decoder_destroy(dl);
+    fx_conf_free(c);
+}
+
+static void test_fixtures_avro(void **state)
+{
+    (void)state;
+    check_format("avro");
+}
+
+static void test_fixtures_protobuf(void **state)
+{
+    (void)state;
+    check_format("protobuf");
+}
+
+static void test_fixtures_json(void **state)
+{
+    (void)state;
+    check_format("json");
+}
+
+/* ---- Poison corpus ------------------------------------------------------ */
+
+static void test_poison_avro(void **state)
+{
+    (void)state;
+    char err[512];
+    ld_pipeline_conf_t *c = fx_conf_new("avro");
+    ld_decoder_t *d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    assert_non_null(d);
+    fx_set_t s;
+    assert_int_equal(fx_load_poison(FX_DIR "/poison-avro.bin", &s), 0);
+    FILE *f = fopen(FX_DIR "/poison-avro.txt", "r");
+    assert_non_null(f);
+    char line[256], reason[64], key[64];
+    size_t i = 0, ok = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (line[0] == '#')
+            continue;
+        assert_int_equal(sscanf(line, "%63s %63s", reason, key), 2);
+        assert_true(i < s.n);
+        ld_record_t r;
+        ld_reason_t why = ld_decoder_decode(d, s.r[i].key, s.r[i].klen,
+                                            s.r[i].val, s.r[i].vlen, -1, &r);
+        const char *got = why ? ld_reason_name(why) : "ok";
+        if (strcmp(got, reason) != 0)
+            fail_msg("poison %zu (%s): got %s (%s), expected %s", i, key, got,
+                     ld_decoder_error(d), reason);
+        ok += why == LD_REASON_NONE;
+        i++;
+    }
+    fclose(f);
+    assert_int_equal(i, s.n);
+    assert_int_equal(ok, 7);
+
+    /* 10 MB record: over max_record_bytes (1 MiB) */
+    size_t big = 10u << 20;
+    char *v = calloc(1, big);
+    ld_record_t r;
+    assert_int_equal(ld_decoder_decode(d, "k", 1, v, big, -1, &r),
+                     LD_REASON_OVERSIZE);
+    free(v);
+
+    /* Every truncation of a valid record is refused, never read past. */
+    for (size_t k = 0; k < s.r[0].vlen; k++) {
+        char *cut = malloc(k + 1); /* exact size: ASan sees any overread */
+        memcpy(cut, s.r[0].val, k);
+        ld_reason_t why = ld_decoder_decode(d, "k", 1, cut, k, -1, &r);
+        assert_true(why == LD_REASON_DECODE || why == LD_REASON_EMPTY);
+        free(cut);
+    }
+    fx_free(&s);
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
+}
+
+static ld_reason_t decode1(ld_decoder_t *d, const char *key, const char *v,
+                           size_t n, ld_record_t *r)
+{
+    return ld_decoder_decode(d, key, key ? strlen(key) : 0, v, n, 1234, r);
+}
+
+static void test_poison_json_protobuf(void **state)
+{
+    (void)state;
+    char err[512];
+    ld_record_t r;
+    ld_pipeline_conf_t *c = fx_conf_new("json");
+    ld_decoder_t *d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    assert_non_null(d);
+#define J(s) decode1(d, "k", s, sizeof(s) - 1, &r)
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":5}"),
+                     LD_REASON_NONE);
+    assert_int_equal(r.x.nnz, 0);
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":5"),
+                     LD_REASON_DECODE);
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":NaN}"),
+                     LD_REASON_DECODE);
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":5,\"f0\":1e999}"),
+                     LD_REASON_DECODE);
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":5,\"f0\":1e300}"),
+                     LD_REASON_NOT_FINITE);
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":5,\"country\":"
+                       "\"\xc3\x28\"}"),
+                     LD_REASON_BAD_UTF8);
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_id\":\"b\"}"),
+                     LD_REASON_DUPLICATE_FIELD);
+    assert_int_equal(J("{\"event_time\":5}"), LD_REASON_MISSING_KEY);
+    assert_int_equal(J("{\"event_id\":\"a\"}"), LD_REASON_MISSING_TIME);
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":\"x\"}"),
+                     LD_REASON_BAD_TYPE);
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":5,\"f3\":\"x\"}"),
+                     LD_REASON_BAD_TYPE);
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":5,\"tags\":[1]}"),
+                     LD_REASON_BAD_TYPE);
+    assert_int_equal(J("[1,2]"), LD_REASON_DECODE);
+    assert_int_equal(decode1(d, "k", "", 0, &r), LD_REASON_EMPTY);
+    /* integers hash as their decimal text, whatever the format */
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":5,\"ad_id\":17}"),
+                     LD_REASON_NONE);
+    uint32_t a = r.x.idx[0];
+    assert_int_equal(
+        J("{\"event_id\":\"a\",\"event_time\":5,\"ad_id\":\"17\"}"),
+        LD_REASON_NONE);
+    assert_int_equal(r.x.idx[0], a);
+    assert_int_equal(J("{\"event_id\":\"a\",\"event_time\":5,\"ad_id\":17.0}"),
+                     LD_REASON_NONE);
+    assert_int_equal(r.x.idx[0], a);
+#undef J
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
+
+    c = fx_conf_new("protobuf");
+    d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    assert_non_null(d);
+    fx_set_t s;
+    assert_int_equal(fx_load_kcat(FX_DIR "/events-protobuf.kcat", &s), 0);
+    for (size_t k = 1; k < s.r[0].vlen; k++) {
+        char *cut = malloc(k);
+        memcpy(cut, s.r[0].val, k);
+        ld_reason_t why = ld_decoder_decode(d, "k", 1, cut, k, -1, &r);
+        /* a cut at a field boundary is a valid, shorter message */
+        assert_true(why == LD_REASON_DECODE || why == LD_REASON_NONE ||
+                    why == LD_REASON_MISSING_TIME);
+        free(cut);
+    }
+    /* NaN as a dense feature: Feature{name:"f0", num:NaN} */
+    static const char nan_ev[] = "\x0a\x01"
+                                 "a"
+                                 "\x10\x05"
+                                 "\x1a\x0d\x0a\x02"
+                                 "f0"
+                                 "\x11\x00\x00\x00\x00\x00\x00\xf8\x7f";
+    assert_int_equal(decode1(d, "k", nan_ev, sizeof(nan_ev) - 1, &r),
+                     LD_REASON_NOT_FINITE);
+    /* the same feature twice */
+    static const char dup_ev[] = "\x0a\x01"
+                                 "a"
+                                 "\x10\x05"
+                                 "\x1a\x0d\x0a\x02"
+                                 "f0"
+                                 "\x11\x00\x00\x00\x00\x00\x00\xf0\x3f"
+                                 "\x1a\x0d\x0a\x02"
+                                 "f0"
+                                 "\x11\x00\x00\x00\x00\x00\x00\xf0\x3f";
+    assert_int_equal(decode1(d, "k", dup_ev, sizeof(dup_ev) - 1, &r),
+                     LD_REASON_DUPLICATE_FIELD);
+    assert_int_equal(decode1(d, "k", "\xff\xff\xff", 3, &r), LD_REASON_DECODE);
+    fx_free(&s);
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
+}
+
+/* ---- Avro schema resolution --------------------------------------------- */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_avro_resolution(void **state)
+{
+    (void)state;
+    /* reader: adds `segment` with a default, reads `n` (int in the writer)
+     * as double, `cat` as a nullable string; the writer has an extra map,
+     * enum and nested record the mapping does not use, plus a nested one it
+     * does (geo.country). */
+    const char *reader = "resolve-reader.avsc", *writer = "resolve-writer.avsc";
+    write_file(reader,
+               "{\"type\":\"record\",\"name\":\"R\",\"fields\":["
+               "{\"name\":\"id\",\"type\":\"string\"},"
+               "{\"name\":\"t\",\"type\":\"long\"},"
+               "{\"name\":\"n\",\"type\":\"double\"},"
+               "{\"name\":\"cat\",\"type\":[\"null\",\"string\"]},"
+               "{\"name\":\"geo\",\"type\":{\"type\":\"record\",\"name\":"
+               "\"G\",\"fields\":[{\"name\":\"country\",\"type\":"
+               "\"string\"}]}},"
+               "{\"name\":\"segment\",\"type\":\"string\",\"default\":\"s0\"}"
+               "]}");
+    write_file(writer,
+               "{\"type\":\"record\",\"name\":\"R\",\"fields\":["
+               "{\"name\":\"extra\",\"type\":{\"type\":\"map\",\"values\":"
+               "\"long\"}},"
+               "{\"name\":\"t\",\"type\":\"int\"},"
+               "{\"name\":\"id\",\"type\":\"string\"},"
+               "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\","
+               "\"symbols\":[\"A\",\"B\"]}},"
+               "{\"name\":\"geo\",\"type\":{\"type\":\"record\",\"name\":"
+               "\"G\",\"fields\":[{\"name\":\"x\",\"type\":\"float\"},"
+               "{\"name\":\"country\",\"type\":\"string\"}]}},"
+               "{\"name\":\"n\",\"type\":\"int\"},"
+               "{\"name\":\"cat\",\"type\":\"string\"}"
+               "]}");
+    char err[512] = "";
+    ld_pipeline_conf_t *c = calloc(1, sizeof(*c));
+    assert_int_equal(
+        ld_conf_set_defaults(&ld_pipeline_conf_section, c, err, sizeof(err)),
+        LD_OK);
+    assert_int_equal(fx_set(c, "event_schema", reader), 0);
+    assert_int_equal(fx_set(c, "event_writer_schema", writer), 0);
+    assert_int_equal(fx_set(c, "key_field", "id"), 0);
+    assert_int_equal(fx_set(c, "event_time_field", "t"), 0);
+    assert_int_equal(fx_set(c, "dense_fields", "n"), 0);
+    assert_int_equal(fx_set(c, "hash_fields", "cat,geo.country,segment"), 0);
+    ld_decoder_t *d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    if (!d)
+        fail_msg("%s", err);
+    /* extra={"a":1}, t=7, id="k1", e=B, geo={x:0.5, country:"DE"}, n=-3,
+     * cat="c" */
+    static const char rec[] = "\x02\x02"
+                              "a"
+                              "\x02\x00" /* map */
+                              "\x0e"     /* t=7 */
+                              "\x04"
+                              "k1"               /* id */
+                              "\x02"             /* e=B */
+                              "\x00\x00\x00\x3f" /* x=0.5 */
+                              "\x04"
+                              "DE"   /* country */
+                              "\x05" /* n=-3 */
+                              "\x02"
+                              "c"; /* cat */
+    ld_record_t r;
+    ld_reason_t why = decode1(d, NULL, rec, sizeof(rec) - 1, &r);
+    if (why)
+        fail_msg("%s: %s", ld_reason_name(why), ld_decoder_error(d));
+    assert_string_equal(r.key, "k1");
+    assert_int_equal(r.time_ms, 7);
+    assert_true(r.x.dense[0] == -3.0f);
+    assert_int_equal(r.x.nnz, 3);
+    /* the same values straight from a reader-shaped record hash the same */
+    uint32_t want[3];
+    uint32_t mask = (1u << 22) - 1;
+    const char *f[3][2] = {
+        {"cat", "c"}, {"geo.country", "DE"}, {"segment", "s0"}};
+    for (int i = 0; i < 3; i++) {
+        uint32_t ns = ld_hash_murmur3_32(f[i][0], strlen(f[i][0]), 0);
+        uint32_t fs = ld_hash_murmur3_32(f[i][0], strlen(f[i][0]), ns);
+        want[i] = ld_hash_murmur3_32(f[i][1], strlen(f[i][1]), fs) & mask;
+        assert_int_equal(r.x.idx[i], want[i]);
+    }
+    /* trailing garbage and a map block running past the end */
+    char longer[sizeof(rec) + 1];
+    memcpy(longer, rec, sizeof(rec) - 1);
+    longer[sizeof(rec) - 1] = 0;
+    assert_int_equal(decode1(d, NULL, longer, sizeof(rec), &r),
+                     LD_REASON_DECODE);
+    assert_int_equal(decode1(d, NULL, "\x7e\x02", 2, &r), LD_REASON_DECODE);
+    ld_decoder_destroy(d);
+
+    /* a mapped field the reader lacks is a config error */
+    assert_int_equal(fx_set(c, "hash_fields", "nope"), 0);
+    assert_null(ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err)));
+    assert_non_null(strstr(err, "no field nope"));
+    /* a reader field without default that the writer lacks */
+    assert_int_equal(fx_set(c, "hash_fields", "cat"), 0);
+    write_file(writer, "{\"type\":\"record\",\"name\":\"R\",\"fields\":["
+                       "{\"name\":\"id\",\"type\":\"string\"},"
+                       "{\"name\":\"t\",\"type\":\"long\"}]}");
+    assert_null(ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err)));
+    assert_non_null(strstr(err, "has no default"));
+    /* bad crosses */
+    assert_int_equal(fx_set(c, "event_writer_schema", ""), 0);
+    assert_int_equal(ld_conf_strlist_add(&c->crosses, "cat,zzz"), LD_OK);
+    assert_null(ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err)));
+    assert_non_null(strstr(err, "'zzz' is not a namespace"));
+    ld_conf_free(&ld_pipeline_conf_section, c);
+    free(c);
+    remove(reader);
+    remove(writer);
+}
+
+/* Crosses multiply out tags; too many features is a dead-letter reason. */
+static void test_crosses_and_limits(void **state)
+{
+    (void)state;
+    char err[512];
+    ld_record_t r;
+    ld_pipeline_conf_t *c = fx_conf_new("json");
+    assert_int_equal(fx_set(c, "hash_fields", "tags,b:x"), 0);
+    ld_conf_free(&ld_pipeline_conf_section, c);
+    free(c);
+    c = fx_conf_new("json");
+    assert_int_equal(fx_set(c, "hash_fields", "a:tags,b:x"), 0);
+    assert_int_equal(fx_set(c, "crosses", ""), 0);
+    assert_int_equal(ld_conf_strlist_add(&c->crosses, "a, b"), LD_OK);
+    assert_int_equal(fx_set(c, "max_features", "8"), 0);
+    ld_decoder_t *d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    if (!d)
+        fail_msg("%s", err);
+    static const char ok[] =
+        "{\"event_id\":\"e\",\"event_time\":1,\"tags\":[\"p\",\"q\"],"
+        "\"x\":true}";
+    assert_int_equal(decode1(d, NULL, ok, sizeof(ok) - 1, &r), LD_REASON_NONE);
+    assert_int_equal(r.x.nnz, 2 + 1 + 2);
+    /* cross p x true: murmur3 of the two full hashes, little-endian */
+    uint32_t sa = ld_hash_murmur3_32("tags", 4, ld_hash_murmur3_32("a", 1, 42));
+    uint32_t sb = ld_hash_murmur3_32("x", 1, ld_hash_murmur3_32("b", 1, 42));
+    uint32_t hp = ld_hash_murmur3_32("p", 1, sa);
+    uint32_t ht = ld_hash_murmur3_32("true", 4, sb);
+    uint8_t b[8];
+    for (int i = 0; i < 4; i++) {
+        b[i] = (uint8_t)(hp >> (8 * i));
+        b[4 + i] = (uint8_t)(ht >> (8 * i));
+    }
+    assert_int_equal(r.x.idx[3], ld_hash_murmur3_32(b, 8, 42) & 0x3ffffu);
+    static const char many[] =
+        "{\"event_id\":\"e\",\"event_time\":1,\"tags\":[\"1\",\"2\",\"3\","
+        "\"4\",\"5\"],\"x\":1}";
+    assert_int_equal(decode1(d, NULL, many, sizeof(many) - 1, &r),
+                     LD_REASON_TOO_MANY_FEATURES);
+    assert_string_equal(ld_reason_name(LD_REASON_TOO_MANY_FEATURES),
+                        "too_many_features");
+    assert_non_null(strstr(ld_decoder_feature_map(d), "cross=a,b"));
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
+}
+
+/* Label computation: numeric, equals, presence; Kafka key and timestamp. */
+static void test_labels(void **state)
+{
+    (void)state;
+    char err[512];
+    ld_record_t r;
+    ld_pipeline_conf_t *c = fx_conf_new("json");
+    assert_int_equal(fx_set(c, "label_mode", "equals"), 0);
+    assert_int_equal(fx_set(c, "label_field", "kind"), 0);
+    assert_int_equal(fx_set(c, "label_equals", "purchase"), 0);
+    assert_int_equal(fx_set(c, "key_field", ""), 0);
+    assert_int_equal(fx_set(c, "time_source", "kafka_timestamp"), 0);
+    ld_decoder_t *d = ld_decoder_new(c, LD_RECORD_LABEL, err, sizeof(err));
+    assert_non_null(d);
+    assert_int_equal(decode1(d, "ev1", "{\"kind\":\"purchase\"}", 19, &r),
+                     LD_REASON_NONE);
+    assert_true(r.label == 1.0);
+    assert_string_equal(r.key, "ev1");
+    assert_int_equal(r.time_ms, 1234);
+    assert_int_equal(decode1(d, "ev1", "{\"kind\":\"view\"}", 15, &r),
+                     LD_REASON_NONE);
+    assert_true(r.label == 0.0);
+    assert_int_equal(decode1(d, NULL, "{\"kind\":\"view\"}", 15, &r),
+                     LD_REASON_MISSING_KEY);
+    assert_int_equal(decode1(d, "a\xff", "{}", 2, &r), LD_REASON_BAD_UTF8);
+    ld_decoder_destroy(d);
+    assert_int_equal(fx_set(c, "label_mode", "presence"), 0);
+    d = ld_decoder_new(c, LD_RECORD_LABEL, err, sizeof(err));
+    assert_int_equal(decode1(d, "ev1", "{}", 2, &r), LD_REASON_NONE);
+    assert_true(r.label == 1.0);
+    ld_decoder_destroy(d);
+    assert_int_equal(fx_set(c, "label_mode", "numeric"), 0);
+    d = ld_decoder_new(c, LD_RECORD_LABEL, err, sizeof(err));
+    assert_int_equal(decode1(d, "ev1", "{}", 2, &r), LD_REASON_MISSING_LABEL);
+    assert_int_equal(decode1(d, "ev1", "{\"kind\":2.5}", 12, &r),
+                     LD_REASON_NONE);
+    assert_true(r.label == 2.5);
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conf_passthrough),
         cmocka_unit_test(test_conf_errors),
         cmocka_unit_test(test_log_routing),
+        cmocka_unit_test(test_murmur3_vectors),
+        cmocka_unit_test(test_fixtures_avro),
+        cmocka_unit_test(test_fixtures_protobuf),
+        cmocka_unit_test(test_fixtures_json),
+        cmocka_unit_test(test_poison_avro),
+        cmocka_unit_test(test_poison_json_protobuf),
+        cmocka_unit_test(test_avro_resolution),
+        cmocka_unit_test(test_crosses_and_limits),
+        cmocka_unit_test(test_labels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

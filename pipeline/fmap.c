@@ -1,0 +1,750 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Field mapping: config names to slots, and slots to key, time, label and
+ * hashed + dense features (the format-independent half of decoding). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline/hash.h"
+#include "pipeline/internal.h"
+
+#define MAX_CROSS_WIDTH 8
+
+/* ---- Building ----------------------------------------------------------- */
+
+/* Slot of name, added when new; -1 when out of memory. */
+static int32_t slot_add(ld_fmap_t *fm, const char *name, uint32_t *cap)
+{
+    for (uint32_t i = 0; i < fm->nslots; i++)
+        if (strcmp(fm->names[i], name) == 0)
+            return (int32_t)i;
+    if (fm->nslots == *cap) {
+        uint32_t ncap = *cap ? *cap * 2 : 8;
+        char **n = realloc(fm->names, ncap * sizeof(*n));
+        if (!n)
+            return -1;
+        fm->names = n;
+        *cap = ncap;
+    }
+    fm->names[fm->nslots] = strdup(name);
+    if (!fm->names[fm->nslots])
+        return -1;
+    return (int32_t)fm->nslots++;
+}
+
+static uint32_t name_hash(const char *s, size_t n)
+{
+    return ld_hash_murmur3_32(s, n, 0x6c64u);
+}
+
+static int table_build(ld_fmap_t *fm)
+{
+    uint32_t size = 8;
+    while (size < fm->nslots * 2 + 1)
+        size *= 2;
+    fm->table = calloc(size, sizeof(*fm->table));
+    if (!fm->table)
+        return -1;
+    fm->tmask = size - 1;
+    for (uint32_t i = 0; i < fm->nslots; i++) {
+        uint32_t h = name_hash(fm->names[i], strlen(fm->names[i])) & fm->tmask;
+        while (fm->table[h])
+            h = (h + 1) & fm->tmask;
+        fm->table[h] = (int32_t)i + 1;
+    }
+    return 0;
+}
+
+int32_t ld_fmap_find(const ld_fmap_t *fm, const char *name, size_t len)
+{
+    uint32_t h = name_hash(name, len) & fm->tmask;
+    for (;;) {
+        int32_t s = fm->table[h];
+        if (!s)
+            return -1;
+        const char *n = fm->names[s - 1];
+        if (strncmp(n, name, len) == 0 && n[len] == '\0')
+            return s - 1;
+        h = (h + 1) & fm->tmask;
+    }
+}
+
+/* Appends s to a growing text buffer; returns -1 when out of memory. */
+static int text_add(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (*len + n + 1 > *cap) {
+        size_t ncap = (*len + n + 1) * 2;
+        char *b = realloc(*buf, ncap);
+        if (!b)
+            return -1;
+        *buf = b;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, s, n + 1);
+    *len += n;
+    return 0;
+}
+
+static int ns_index(char **ns, uint32_t nns, const char *name, size_t len)
+{
+    for (uint32_t i = 0; i < nns; i++)
+        if (strlen(ns[i]) == len && memcmp(ns[i], name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
+                       int pb_canonical, char *errstr, size_t errstr_size)
+{
+    uint32_t cap = 0;
+    char **nsn = NULL;    /* namespace names, nhash at most */
+    uint32_t *hns = NULL; /* per hash_fields entry: namespace */
+    int32_t *hslot = NULL;
+    char *text = NULL;
+    size_t tlen = 0, tcap = 0;
+    ld_fmap_t *fm = calloc(1, sizeof(*fm));
+    if (!fm)
+        goto nomem;
+    fm->kind = kind;
+    fm->key_slot = fm->time_slot = fm->label_slot = -1;
+    fm->label_mode = conf->label_mode;
+    fm->mask = (uint32_t)((1ull << conf->hash_bits) - 1);
+    fm->seed = (uint32_t)conf->hash_seed;
+    fm->max_features = (uint32_t)conf->max_features;
+
+    /* key, time, label */
+    const char *keyf = conf->key_field ? conf->key_field : "";
+    if (*keyf) {
+        if ((fm->key_slot =
+                 slot_add(fm, pb_canonical ? "event_id" : keyf, &cap)) < 0)
+            goto nomem;
+    }
+    if (conf->time_source == LD_TIME_FIELD) {
+        const char *tf = kind == LD_RECORD_EVENT ? conf->event_time_field
+                                                 : conf->label_time_field;
+        if (pb_canonical)
+            tf = "time_ms";
+        if (!tf || !*tf) {
+            snprintf(errstr, errstr_size,
+                     "pipeline.%s_time_field: empty with time_source field",
+                     kind == LD_RECORD_EVENT ? "event" : "label");
+            goto err;
+        }
+        if ((fm->time_slot = slot_add(fm, tf, &cap)) < 0)
+            goto nomem;
+    }
+    if (kind == LD_RECORD_LABEL && conf->label_mode != LD_LABEL_PRESENCE) {
+        const char *lf = pb_canonical ? "value" : conf->label_field;
+        if (!lf || !*lf) {
+            snprintf(errstr, errstr_size,
+                     "pipeline.label_field: empty with label_mode %s",
+                     conf->label_mode == LD_LABEL_EQUALS ? "equals"
+                                                         : "numeric");
+            goto err;
+        }
+        if ((fm->label_slot = slot_add(fm, lf, &cap)) < 0)
+            goto nomem;
+        fm->label_equals = strdup(conf->label_equals ? conf->label_equals : "");
+        if (!fm->label_equals)
+            goto nomem;
+    }
+
+    if (text_add(&text, &tlen, &tcap, "hash=" LD_HASH_NAME) < 0)
+        goto nomem;
+    char line[64];
+    snprintf(line, sizeof(line), " seed=%u bits=%u\ndense=", fm->seed,
+             (unsigned)conf->hash_bits);
+    if (text_add(&text, &tlen, &tcap, line) < 0)
+        goto nomem;
+
+    if (kind == LD_RECORD_EVENT) {
+        /* dense block */
+        fm->ndense = (uint32_t)conf->dense_fields.n;
+        fm->dense_slot = calloc(fm->ndense + 1, sizeof(*fm->dense_slot));
+        fm->dense = calloc(fm->ndense + 1, sizeof(*fm->dense));
+        if (!fm->dense_slot || !fm->dense)
+            goto nomem;
+        for (uint32_t i = 0; i < fm->ndense; i++) {
+            const char *f = conf->dense_fields.v[i];
+            if (!*f) {
+                snprintf(errstr, errstr_size,
+                         "pipeline.dense_fields[%u]: empty name", i);
+                goto err;
+            }
+            if ((fm->dense_slot[i] = slot_add(fm, f, &cap)) < 0)
+                goto nomem;
+            if ((i && text_add(&text, &tlen, &tcap, ",") < 0) ||
+                text_add(&text, &tlen, &tcap, f) < 0)
+                goto nomem;
+        }
+
+        /* hashed fields and their namespaces */
+        uint32_t nh = (uint32_t)conf->hash_fields.n;
+        nsn = calloc(nh + 1, sizeof(*nsn));
+        hns = calloc(nh + 1, sizeof(*hns));
+        hslot = calloc(nh + 1, sizeof(*hslot));
+        fm->hash = calloc(nh + 1, sizeof(*fm->hash));
+        if (!nsn || !hns || !hslot || !fm->hash)
+            goto nomem;
+        for (uint32_t i = 0; i < nh; i++) {
+            const char *e = conf->hash_fields.v[i];
+            const char *colon = strchr(e, ':');
+            const char *field = colon ? colon + 1 : e;
+            size_t nslen = colon ? (size_t)(colon - e) : strlen(e);
+            if (!*field || nslen == 0) {
+                snprintf(errstr, errstr_size,
+                         "pipeline.hash_fields[%u]: '%s' is not field or "
+                         "namespace:field",
+                         i, e);
+                goto err;
+            }
+            int ns = ns_index(nsn, fm->nns, e, nslen);
+            if (ns < 0) {
+                nsn[fm->nns] = strndup(e, nslen);
+                if (!nsn[fm->nns])
+                    goto nomem;
+                ns = (int)fm->nns++;
+            }
+            if ((hslot[i] = slot_add(fm, field, &cap)) < 0)
+                goto nomem;
+            for (uint32_t j = 0; j < i; j++)
+                if (hslot[j] == hslot[i] && hns[j] == (uint32_t)ns) {
+                    snprintf(errstr, errstr_size,
+                             "pipeline.hash_fields[%u]: '%s' listed twice", i,
+                             e);
+                    goto err;
+                }
+            hns[i] = (uint32_t)ns;
+        }
+        /* Group by namespace (first appearance), config order inside. */
+        if (text_add(&text, &tlen, &tcap, "\nhash=") < 0)
+            goto nomem;
+        for (uint32_t ns = 0; ns < fm->nns; ns++) {
+            uint32_t ns_seed =
+                ld_hash_murmur3_32(nsn[ns], strlen(nsn[ns]), fm->seed);
+            for (uint32_t i = 0; i < nh; i++) {
+                if (hns[i] != ns)
+                    continue;
+                const char *fname = fm->names[hslot[i]];
+                hfield_t *h = &fm->hash[fm->nhash++];
+                h->slot = hslot[i];
+                h->ns = ns;
+                h->seed = ld_hash_murmur3_32(fname, strlen(fname), ns_seed);
+                if ((fm->nhash > 1 && text_add(&text, &tlen, &tcap, ",") < 0) ||
+                    text_add(&text, &tlen, &tcap, nsn[ns]) < 0 ||
+                    text_add(&text, &tlen, &tcap, ":") < 0 ||
+                    text_add(&text, &tlen, &tcap, fname) < 0)
+                    goto nomem;
+            }
+        }
+
+        /* crosses */
+        fm->ncross = (uint32_t)conf->crosses.n;
+        fm->cross_off = calloc(fm->ncross + 1, sizeof(*fm->cross_off));
+        fm->cross_ns =
+            calloc(fm->ncross * MAX_CROSS_WIDTH + 1, sizeof(*fm->cross_ns));
+        fm->ns_cross = calloc(fm->nns + 1, sizeof(*fm->ns_cross));
+        if (!fm->cross_off || !fm->cross_ns || !fm->ns_cross)
+            goto nomem;
+        if (text_add(&text, &tlen, &tcap, "\ncross=") < 0)
+            goto nomem;
+        uint32_t k = 0;
+        for (uint32_t c = 0; c < fm->ncross; c++) {
+            const char *e = conf->crosses.v[c];
+            uint32_t width = 0;
+            fm->cross_off[c] = k;
+            for (const char *p = e;;) {
+                const char *comma = strchr(p, ',');
+                size_t n = comma ? (size_t)(comma - p) : strlen(p);
+                while (n && *p == ' ')
+                    p++, n--;
+                while (n && p[n - 1] == ' ')
+                    n--;
+                int ns = ns_index(nsn, fm->nns, p, n);
+                if (ns < 0) {
+                    snprintf(errstr, errstr_size,
+                             "pipeline.crosses[%u]: '%.*s' is not a namespace "
+                             "of hash_fields",
+                             c, (int)n, p);
+                    goto err;
+                }
+                if (width == MAX_CROSS_WIDTH) {
+                    snprintf(errstr, errstr_size,
+                             "pipeline.crosses[%u]: more than %d namespaces", c,
+                             MAX_CROSS_WIDTH);
+                    goto err;
+                }
+                fm->cross_ns[k++] = (uint32_t)ns;
+                fm->ns_cross[ns] = 1;
+                width++;
+                if (!comma)
+                    break;
+                p = comma + 1;
+            }
+            if (width < 2) {
+                snprintf(errstr, errstr_size,
+                         "pipeline.crosses[%u]: '%s' needs two or more "
+                         "namespaces, as [a, b]",
+                         c, e);
+                goto err;
+            }
+            if (c && text_add(&text, &tlen, &tcap, ";") < 0)
+                goto nomem;
+            for (uint32_t j = fm->cross_off[c]; j < k; j++)
+                if ((j > fm->cross_off[c] &&
+                     text_add(&text, &tlen, &tcap, ",") < 0) ||
+                    text_add(&text, &tlen, &tcap, nsn[fm->cross_ns[j]]) < 0)
+                    goto nomem;
+        }
+        fm->cross_off[fm->ncross] = k;
+    }
+    if (text_add(&text, &tlen, &tcap, "\n") < 0)
+        goto nomem;
+    fm->map_text = text;
+    text = NULL;
+
+    if (table_build(fm) < 0)
+        goto nomem;
+    fm->fv = calloc(fm->nslots + 1, sizeof(*fm->fv));
+    fm->idx = calloc(fm->max_features + 1, sizeof(*fm->idx));
+    fm->val = calloc(fm->max_features + 1, sizeof(*fm->val));
+    fm->hfull = calloc(fm->max_features + 1, sizeof(*fm->hfull));
+    fm->ns_start = calloc(fm->nns + 2, sizeof(*fm->ns_start));
+    fm->keycap = 256;
+    fm->keybuf = malloc(fm->keycap);
+    if (!fm->fv || !fm->idx || !fm->val || !fm->hfull || !fm->ns_start ||
+        !fm->keybuf)
+        goto nomem;
+    for (uint32_t i = 0; i < fm->nns; i++)
+        free(nsn[i]);
+    free(nsn);
+    free(hns);
+    free(hslot);
+    return fm;
+
+nomem:
+    snprintf(errstr, errstr_size, "out of memory");
+err:
+    if (nsn)
+        for (uint32_t i = 0; i < fm->nns; i++)
+            free(nsn[i]);
+    free(nsn);
+    free(hns);
+    free(hslot);
+    free(text);
+    ld_fmap_destroy(fm);
+    return NULL;
+}
+
+void ld_fmap_destroy(ld_fmap_t *fm)
+{
+    if (!fm)
+        return;
+    for (uint32_t i = 0; i < fm->nslots; i++)
+        free(fm->names[i]);
+    free(fm->names);
+    free(fm->table);
+    free(fm->label_equals);
+    free(fm->dense_slot);
+    free(fm->hash);
+    free(fm->ns_cross);
+    free(fm->cross_off);
+    free(fm->cross_ns);
+    free(fm->map_text);
+    free(fm->fv);
+    free(fm->strs);
+    free(fm->idx);
+    free(fm->val);
+    free(fm->hfull);
+    free(fm->ns_start);
+    free(fm->dense);
+    free(fm->keybuf);
+    free(fm);
+}
+
+void ld_fmap_reset(ld_fmap_t *fm)
+{
+    memset(fm->fv, 0, fm->nslots * sizeof(*fm->fv));
+    fm->nstrs = 0;
+}
+
+int ld_fmap_push_str(ld_fmap_t *fm, const char *s, uint32_t n)
+{
+    if (fm->nstrs == fm->capstrs) {
+        uint32_t ncap = fm->capstrs ? fm->capstrs * 2 : 64;
+        ld_str_t *v = realloc(fm->strs, ncap * sizeof(*v));
+        if (!v)
+            return -1;
+        fm->strs = v;
+        fm->capstrs = ncap;
+    }
+    fm->strs[fm->nstrs].s = s;
+    fm->strs[fm->nstrs].n = n;
+    fm->nstrs++;
+    return 0;
+}
+
+/* ---- UTF-8 -------------------------------------------------------------- */
+
+int ld_utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        /* ASCII fast path, 8 bytes at a time */
+        while (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ull)
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t need;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf)
+            need = 1, cp = c & 0x1fu;
+        else if (c >= 0xe0 && c <= 0xef)
+            need = 2, cp = c & 0x0fu;
+        else if (c >= 0xf0 && c <= 0xf4)
+            need = 3, cp = c & 0x07u;
+        else
+            return 0;
+        if (n - i <= need)
+            return 0;
+        for (size_t k = 1; k <= need; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + k] & 0x3fu);
+        }
+        if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += need + 1;
+    }
+    return 1;
+}
+
+/* ---- Per record --------------------------------------------------------- */
+
+/* Decimal text of v into buf (>= 21 bytes); returns the length. */
+static uint32_t i64_text(int64_t v, char *buf)
+{
+    char tmp[24];
+    uint32_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    uint32_t len = 0;
+    if (v < 0)
+        buf[len++] = '-';
+    while (n)
+        buf[len++] = tmp[--n];
+    buf[len] = '\0';
+    return len;
+}
+
+/* Canonical text of a scalar value (pipeline/hash.h). Returns NULL with
+ * *why set for NaN/Inf or a list. */
+static const char *fv_text(const ld_fv_t *v, char *buf, uint32_t *n,
+                           ld_reason_t *why)
+{
+    switch (v->kind) {
+    case FV_STR:
+        *n = v->n;
+        return v->u.s;
+    case FV_BOOL:
+        *n = v->u.i ? 4 : 5;
+        return v->u.i ? "true" : "false";
+    case FV_INT:
+        *n = i64_text(v->u.i, buf);
+        return buf;
+    case FV_DOUBLE:
+        if (!isfinite(v->u.d)) {
+            *why = LD_REASON_NOT_FINITE;
+            return NULL;
+        }
+        if (v->u.d == trunc(v->u.d) && fabs(v->u.d) < 9007199254740992.0) {
+            *n = i64_text((int64_t)v->u.d, buf);
+            return buf;
+        }
+        *n = (uint32_t)snprintf(buf, 32, "%.17g", v->u.d);
+        return buf;
+    default:
+        *why = LD_REASON_BAD_TYPE;
+        return NULL;
+    }
+}
+
+#define FAIL(r, ...)                                                           \
+    do {                                                                       \
+        snprintf(err, err_size, __VA_ARGS__);                                  \
+        return (r);                                                            \
+    } while (0)
+
+static ld_reason_t set_key(ld_fmap_t *fm, const char *k, size_t n,
+                           ld_record_t *out, char *err, size_t err_size)
+{
+    if (!k || n == 0)
+        FAIL(LD_REASON_MISSING_KEY, "no join key");
+    if (memchr(k, 0, n) || !ld_utf8_valid(k, n))
+        FAIL(LD_REASON_BAD_UTF8, "join key is not UTF-8 text");
+    if (n + 1 > fm->keycap) {
+        size_t ncap = n + 1 > 2 * fm->keycap ? n + 1 : 2 * fm->keycap;
+        char *b = realloc(fm->keybuf, ncap);
+        if (!b)
+            FAIL(LD_REASON_DECODE, "out of memory");
+        fm->keybuf = b;
+        fm->keycap = ncap;
+    }
+    memcpy(fm->keybuf, k, n);
+    fm->keybuf[n] = '\0';
+    out->key = fm->keybuf;
+    out->key_len = (uint32_t)n;
+    return LD_REASON_NONE;
+}
+
+static ld_reason_t push(ld_fmap_t *fm, uint32_t *nnz, uint32_t h, char *err,
+                        size_t err_size)
+{
+    if (*nnz >= fm->max_features)
+        FAIL(LD_REASON_TOO_MANY_FEATURES, "more than %u features",
+             fm->max_features);
+    fm->idx[*nnz] = h & fm->mask;
+    fm->val[*nnz] = 1.0f;
+    fm->hfull[*nnz] = h;
+    (*nnz)++;
+    return LD_REASON_NONE;
+}
+
+static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
+                            size_t err_size)
+{
+    uint32_t nnz = 0;
+    ld_reason_t why = LD_REASON_NONE;
+    char buf[40];
+
+    for (uint32_t i = 0; i < fm->ndense; i++) {
+        const ld_fv_t *v = &fm->fv[fm->dense_slot[i]];
+        float f = 0.0f;
+        switch (v->kind) {
+        case FV_ABSENT:
+        case FV_NULL:
+            break;
+        case FV_BOOL:
+            f = v->u.i ? 1.0f : 0.0f;
+            break;
+        case FV_INT:
+            f = (float)v->u.i;
+            break;
+        case FV_DOUBLE:
+            f = (float)v->u.d;
+            if (!isfinite(f))
+                FAIL(LD_REASON_NOT_FINITE, "field %s: %g is not a finite float",
+                     fm->names[fm->dense_slot[i]], v->u.d);
+            break;
+        default:
+            FAIL(LD_REASON_BAD_TYPE, "field %s: dense field is not a number",
+                 fm->names[fm->dense_slot[i]]);
+        }
+        fm->dense[i] = f;
+    }
+
+    uint32_t ns = 0;
+    fm->ns_start[0] = 0;
+    for (uint32_t i = 0; i < fm->nhash; i++) {
+        const hfield_t *hf = &fm->hash[i];
+        while (ns < hf->ns)
+            fm->ns_start[++ns] = nnz;
+        const ld_fv_t *v = &fm->fv[hf->slot];
+        if (v->kind == FV_ABSENT || v->kind == FV_NULL)
+            continue;
+        if (v->kind == FV_LIST) {
+            for (uint32_t j = 0; j < v->n; j++) {
+                const ld_str_t *s = &fm->strs[v->u.first + j];
+                if (!ld_utf8_valid(s->s, s->n))
+                    FAIL(LD_REASON_BAD_UTF8, "field %s: not UTF-8",
+                         fm->names[hf->slot]);
+                if ((why = push(fm, &nnz,
+                                ld_hash_murmur3_32(s->s, s->n, hf->seed), err,
+                                err_size)))
+                    return why;
+            }
+            continue;
+        }
+        uint32_t n = 0;
+        const char *t = fv_text(v, buf, &n, &why);
+        if (!t)
+            FAIL(why, "field %s: %s", fm->names[hf->slot],
+                 why == LD_REASON_NOT_FINITE ? "NaN or Inf"
+                                             : "not a hashable value");
+        if (v->kind == FV_STR && !ld_utf8_valid(t, n))
+            FAIL(LD_REASON_BAD_UTF8, "field %s: not UTF-8",
+                 fm->names[hf->slot]);
+        if ((why = push(fm, &nnz, ld_hash_murmur3_32(t, n, hf->seed), err,
+                        err_size)))
+            return why;
+    }
+    while (ns < fm->nns)
+        fm->ns_start[++ns] = nnz;
+
+    for (uint32_t c = 0; c < fm->ncross; c++) {
+        const uint32_t *m = fm->cross_ns + fm->cross_off[c];
+        uint32_t w = fm->cross_off[c + 1] - fm->cross_off[c];
+        uint32_t at[MAX_CROSS_WIDTH];
+        uint8_t bytes[4 * MAX_CROSS_WIDTH];
+        int empty = 0;
+        for (uint32_t j = 0; j < w; j++) {
+            at[j] = fm->ns_start[m[j]];
+            if (at[j] == fm->ns_start[m[j] + 1])
+                empty = 1;
+        }
+        if (empty)
+            continue;
+        for (;;) {
+            for (uint32_t j = 0; j < w; j++) {
+                uint32_t h = fm->hfull[at[j]];
+                bytes[4 * j] = (uint8_t)h;
+                bytes[4 * j + 1] = (uint8_t)(h >> 8);
+                bytes[4 * j + 2] = (uint8_t)(h >> 16);
+                bytes[4 * j + 3] = (uint8_t)(h >> 24);
+            }
+            if ((why = push(fm, &nnz,
+                            ld_hash_murmur3_32(bytes, 4 * (size_t)w, fm->seed),
+                            err, err_size)))
+                return why;
+            /* odometer, last namespace fastest */
+            uint32_t j = w;
+            while (j > 0) {
+                j--;
+                if (++at[j] < fm->ns_start[m[j] + 1])
+                    break;
+                at[j] = fm->ns_start[m[j]];
+                if (j == 0)
+                    goto next_cross;
+            }
+        }
+    next_cross:;
+    }
+
+    out->x.idx = fm->idx;
+    out->x.val = fm->val;
+    out->x.nnz = nnz;
+    out->x.dense = fm->dense;
+    out->x.ndense = fm->ndense;
+    return LD_REASON_NONE;
+}
+
+static ld_reason_t label_value(ld_fmap_t *fm, ld_record_t *out, char *err,
+                               size_t err_size)
+{
+    if (fm->label_slot < 0) {
+        out->label = 1.0;
+        return LD_REASON_NONE;
+    }
+    const ld_fv_t *v = &fm->fv[fm->label_slot];
+    const char *name = fm->names[fm->label_slot];
+    if (fm->label_mode == LD_LABEL_EQUALS) {
+        char buf[40];
+        uint32_t n = 0;
+        ld_reason_t why = LD_REASON_NONE;
+        out->label = 0.0;
+        if (v->kind == FV_ABSENT || v->kind == FV_NULL)
+            return LD_REASON_NONE;
+        const char *t = fv_text(v, buf, &n, &why);
+        if (!t)
+            FAIL(why, "label field %s: not comparable", name);
+        out->label =
+            strlen(fm->label_equals) == n && memcmp(t, fm->label_equals, n) == 0
+                ? 1.0
+                : 0.0;
+        return LD_REASON_NONE;
+    }
+    switch (v->kind) {
+    case FV_ABSENT:
+    case FV_NULL:
+        FAIL(LD_REASON_MISSING_LABEL, "label field %s absent", name);
+    case FV_BOOL:
+    case FV_INT:
+        out->label = (double)v->u.i;
+        return LD_REASON_NONE;
+    case FV_DOUBLE:
+        if (!isfinite(v->u.d))
+            FAIL(LD_REASON_NOT_FINITE, "label field %s: NaN or Inf", name);
+        out->label = v->u.d;
+        return LD_REASON_NONE;
+    default:
+        FAIL(LD_REASON_BAD_TYPE, "label field %s: not a number", name);
+    }
+}
+
+ld_reason_t ld_fmap_finish(ld_fmap_t *fm, const void *key, size_t key_len,
+                           int64_t kafka_ts_ms, ld_record_t *out, char *err,
+                           size_t err_size)
+{
+    ld_reason_t why;
+    memset(out, 0, sizeof(*out));
+    out->kind = fm->kind;
+    out->partition = -1;
+    out->offset = -1;
+
+    if (fm->key_slot >= 0) {
+        const ld_fv_t *v = &fm->fv[fm->key_slot];
+        char buf[40];
+        if (v->kind == FV_STR)
+            why = set_key(fm, v->u.s, v->n, out, err, err_size);
+        else if (v->kind == FV_INT)
+            why = set_key(fm, buf, i64_text(v->u.i, buf), out, err, err_size);
+        else if (v->kind == FV_ABSENT || v->kind == FV_NULL)
+            FAIL(LD_REASON_MISSING_KEY, "key field %s absent",
+                 fm->names[fm->key_slot]);
+        else
+            FAIL(LD_REASON_BAD_TYPE, "key field %s: not a string",
+                 fm->names[fm->key_slot]);
+    } else {
+        why = set_key(fm, key, key_len, out, err, err_size);
+    }
+    if (why)
+        return why;
+
+    if (fm->time_slot >= 0) {
+        const ld_fv_t *v = &fm->fv[fm->time_slot];
+        const char *name = fm->names[fm->time_slot];
+        switch (v->kind) {
+        case FV_INT:
+            out->time_ms = v->u.i;
+            break;
+        case FV_DOUBLE:
+            if (!isfinite(v->u.d))
+                FAIL(LD_REASON_NOT_FINITE, "time field %s: NaN or Inf", name);
+            if (fabs(v->u.d) >= 9.2e18)
+                FAIL(LD_REASON_BAD_TYPE, "time field %s: out of range", name);
+            out->time_ms = (int64_t)v->u.d;
+            break;
+        case FV_ABSENT:
+        case FV_NULL:
+            FAIL(LD_REASON_MISSING_TIME, "time field %s absent", name);
+        default:
+            FAIL(LD_REASON_BAD_TYPE,
+                 "time field %s: not a number of milliseconds", name);
+        }
+    } else {
+        if (kafka_ts_ms < 0)
+            FAIL(LD_REASON_MISSING_TIME, "record has no Kafka timestamp");
+        out->time_ms = kafka_ts_ms;
+    }
+
+    if (fm->kind == LD_RECORD_LABEL)
+        return label_value(fm, out, err, err_size);
+    return features(fm, out, err, err_size);
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The feature hash: MurmurHash3_x86_32, seeded, byte-order independent. */
+#ifndef LD_PIPELINE_HASH_H
+#define LD_PIPELINE_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Name of the hash, as recorded in ModelSpec.hash_function. */
+#define LD_HASH_NAME "murmur3_x86_32"
+
+/* MurmurHash3_x86_32 (Austin Appleby, public domain) of len bytes at data
+ * (borrowed) with seed. Blocks are read as little-endian 32-bit words on every
+ * host, so a slot computed on x86 is the slot computed on a big-endian
+ * machine. len may be 0 (data may then be NULL). */
+uint32_t ld_hash_murmur3_32(const void *data, size_t len, uint32_t seed);
+
+/*
+ * How learnd turns a feature into a slot (DESIGN §2; a scorer in another
+ * language reproduces this to find a weight):
+ *
+ *   ns_seed    = murmur3(namespace, hash_seed)
+ *   field_seed = murmur3(field name, ns_seed)
+ *   h(feature) = murmur3(text(value), field_seed)
+ *   slot       = h & (2^hash_bits - 1),   value 1.0
+ *
+ * text(value) is the value's canonical text, the same for every wire format:
+ * strings and enum symbols as their UTF-8 bytes; integers (and doubles that
+ * hold an integer below 2^53) in decimal ("12345", "-7"); other doubles as
+ * printf "%.17g"; booleans "true"/"false". Each element of a string array
+ * (tags) is its own feature of the field.
+ *
+ * A cross of namespaces A x B (x C ...) adds one feature per combination of
+ * their features: murmur3 of the concatenated 32-bit hashes h(a), h(b), ...
+ * as little-endian bytes, seeded with hash_seed; slot and value as above.
+ */
+
+#endif /* LD_PIPELINE_HASH_H */

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Inside the pipeline: the compiled field mapping the format decoders fill,
+ * and the per-format decoder entry points. Not for other stages. */
+#ifndef LD_PIPELINE_INTERNAL_H
+#define LD_PIPELINE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipeline/decode.h"
+
+/* What a format decoder found for one mapped field. */
+typedef enum fv_kind {
+    FV_ABSENT = 0, /* not in the record */
+    FV_NULL,       /* present, null (Avro null branch, JSON null) */
+    FV_BOOL,       /* u.i is 0 or 1 */
+    FV_INT,        /* u.i */
+    FV_DOUBLE,     /* u.d */
+    FV_STR,        /* u.s, n bytes, borrowed from the input or the decoder */
+    FV_LIST        /* n strings from ld_fmap_t.strs[u.first] */
+} fv_kind_t;
+
+typedef struct ld_fv {
+    uint8_t kind;
+    uint32_t n;
+    union {
+        int64_t i;
+        double d;
+        const char *s;
+        uint32_t first;
+    } u;
+} ld_fv_t;
+
+typedef struct ld_str {
+    const char *s;
+    uint32_t n;
+} ld_str_t;
+
+/* One hashed field: its slot and field_seed (pipeline/hash.h). */
+typedef struct hfield {
+    int32_t slot;
+    uint32_t seed;
+    uint32_t ns;
+} hfield_t;
+
+/* The field mapping of one topic, compiled from the config, plus the scratch
+ * of the record being decoded. Slots are the distinct field names the
+ * mapping refers to; decoders look a name up once (Avro, at schema compile
+ * time) or per record (Protobuf, JSON) and store what they find. */
+typedef struct ld_fmap {
+    ld_record_kind_t kind;
+    uint32_t nslots;
+    char **names;   /* nslots owned names ("a.b" for nested fields) */
+    uint32_t tmask; /* open-addressing table of slot + 1, size tmask+1 */
+    int32_t *table;
+    int32_t key_slot;   /* -1: Kafka key */
+    int32_t time_slot;  /* -1: Kafka timestamp */
+    int32_t label_slot; /* -1: presence mode or events */
+    int label_mode;
+    char *label_equals;
+    uint32_t ndense;
+    int32_t *dense_slot;
+    uint32_t nhash; /* hashed fields, grouped by namespace */
+    hfield_t *hash;
+    uint32_t nns;
+    uint32_t *ns_cross; /* per namespace: nonzero when a cross uses it */
+    uint32_t ncross;
+    uint32_t *cross_off; /* ncross + 1 offsets into cross_ns */
+    uint32_t *cross_ns;
+    uint32_t mask;
+    uint32_t seed;
+    uint32_t max_features;
+    char *map_text;
+
+    /* scratch of the record being decoded */
+    ld_fv_t *fv;
+    ld_str_t *strs;
+    uint32_t nstrs, capstrs;
+    uint32_t *idx;
+    float *val;
+    uint32_t *hfull;    /* full hashes of namespace features, for crosses */
+    uint32_t *ns_start; /* nns + 1 ranges into hfull */
+    float *dense;
+    char *keybuf;
+    size_t keycap;
+} ld_fmap_t;
+
+/* Builds the mapping of kind from conf. Protobuf maps the canonical
+ * Event/Label fields to the names "event_id", "time_ms", "value"
+ * (pb_canonical != 0). NULL with errstr on a config error. */
+ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
+                       int pb_canonical, char *errstr, size_t errstr_size);
+void ld_fmap_destroy(ld_fmap_t *fm);
+/* Slot of name (len bytes, not NUL-terminated) or -1. */
+int32_t ld_fmap_find(const ld_fmap_t *fm, const char *name, size_t len);
+/* Clears the scratch for the next record. */
+void ld_fmap_reset(ld_fmap_t *fm);
+/* Appends a string to strs; returns 0, or -1 when out of memory. */
+int ld_fmap_push_str(ld_fmap_t *fm, const char *s, uint32_t n);
+/* Builds key, time, label or features from the slots into out. Writes a
+ * detail line to err on failure. */
+ld_reason_t ld_fmap_finish(ld_fmap_t *fm, const void *key, size_t key_len,
+                           int64_t kafka_ts_ms, ld_record_t *out, char *err,
+                           size_t err_size);
+
+/* 1 when s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
+int ld_utf8_valid(const char *s, size_t n);
+
+/* ---- Format decoders ---------------------------------------------------- */
+
+typedef struct ld_avro ld_avro_t;
+ld_avro_t *ld_avro_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
+                       ld_fmap_t *fm, char *errstr, size_t errstr_size);
+void ld_avro_destroy(ld_avro_t *a);
+ld_reason_t ld_avro_decode(ld_avro_t *a, ld_fmap_t *fm, const uint8_t *p,
+                           size_t len, char *err, size_t err_size);
+
+typedef struct ld_pbdec ld_pbdec_t;
+ld_pbdec_t *ld_pbdec_new(ld_record_kind_t kind, char *errstr,
+                         size_t errstr_size);
+void ld_pbdec_destroy(ld_pbdec_t *d);
+ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
+                            size_t len, char *err, size_t err_size);
+
+typedef struct ld_jsondec ld_jsondec_t;
+ld_jsondec_t *ld_jsondec_new(ld_fmap_t *fm, char *errstr, size_t errstr_size);
+void ld_jsondec_destroy(ld_jsondec_t *d);
+ld_reason_t ld_jsondec_decode(ld_jsondec_t *d, ld_fmap_t *fm, const uint8_t *p,
+                              size_t len, char *err, size_t err_size);
+
+#endif /* LD_PIPELINE_INTERNAL_H */
