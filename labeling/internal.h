@@ -68,4 +68,9 @@ size_t pack_len(const uint8_t *src, uint32_t nnz, uint8_t width, uint8_t flags);
 uint32_t pack_ndense(const uint8_t *src, uint32_t nnz, uint8_t width,
                      uint8_t flags);
 
+/* Test hook: records per resume block (default 256). Smaller blocks make
+ * resume offsets reach back exactly to the oldest needed record. */
+struct ld_joiner;
+void joiner_set_block_records(struct ld_joiner *j, uint32_t n);
+
 #endif /* LD_LABELING_INTERNAL_H */

@@ -121,7 +121,8 @@ struct ld_joiner {
     int64_t W;     /* cached min watermark */
     int wdirty;
     int bound_hit;
-    int quiet; /* the current record is a re-read one: do not count */
+    int quiet;           /* the current record is a re-read one: do not count */
+    uint32_t block_recs; /* records per resume block */
     /* expire_oldest evictions waiting to be polled, in order */
     ev_t **fifo;
     uint8_t *fifo_type;
@@ -183,7 +184,6 @@ static const uint8_t *ent_key(const tab_t *t, const void *p, size_t *len)
     *len = e->keylen;
     return e->data;
 }
-
 
 /* ---- hash table --------------------------------------------------------- */
 
@@ -408,10 +408,11 @@ static blk_t *ring_at(side_t *s, uint32_t seq)
 
 /* Counts the record at off in the tail block (opening one when needed) and
  * returns the block's sequence number. */
-static ld_err_t ring_note(side_t *s, int64_t off, uint32_t *seq)
+static ld_err_t ring_note(side_t *s, uint32_t block_recs, int64_t off,
+                          uint32_t *seq)
 {
     uint32_t n = s->tail_seq - s->head_seq;
-    if (n == 0 || ring_at(s, s->tail_seq - 1)->nrec >= BLOCK_RECS) {
+    if (n == 0 || ring_at(s, s->tail_seq - 1)->nrec >= block_recs) {
         if (n == s->ring_cap) {
             uint32_t nc = s->ring_cap ? s->ring_cap * 2 : 16;
             blk_t *nr = malloc(nc * sizeof(*nr));
@@ -533,7 +534,7 @@ static int arrive(ld_joiner_t *j, side_t *s, int64_t off, int64_t t,
     j->quiet = off < s->replay_until;
     apply_pending_adv(j, s, off);
     s->seen = 1;
-    *err = ring_note(s, off, seq);
+    *err = ring_note(s, j->block_recs, off, seq);
     if (*err)
         return 1;
     s->next_off = off + 1;
@@ -593,6 +594,7 @@ ld_joiner_t *ld_joiner_new(const ld_labeling_conf_t *conf, char *errstr,
     j->fake = conf->mode == LD_MODE_FAKE_NEGATIVE;
     j->h = conf->late_policy == LD_LATE_CORRECT ? conf->late_horizon_ms : 0;
     j->lbt.labels = 1;
+    j->block_recs = BLOCK_RECS;
     j->W = INT64_MIN;
     slab_init(&j->slab);
     if (tab_grow(&j->evt) || tab_grow(&j->lbt))
@@ -1520,6 +1522,11 @@ ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
     pt->skip_before = skip;
     pt->loaded = 1;
     return LD_OK;
+}
+
+void joiner_set_block_records(ld_joiner_t *j, uint32_t n)
+{
+    j->block_recs = n ? n : 1;
 }
 
 /* ---- audit -------------------------------------------------------------- */
