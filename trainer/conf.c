@@ -61,7 +61,7 @@ static const ld_conf_row_t rows[] = {
      NULL, "Matured examples in the sliding window of prequential metrics"},
     {"blas_threads", LD_CONF_INT, OFF(blas_threads), "1", 1, 64, NULL,
      "OpenBLAS threads; keep 1 (results are identical, only slower)"},
-    {"snapshot_step", LD_CONF_SIZE, OFF(snapshot_step), "4MiB", 65536,
+    {"snapshot_step", LD_CONF_SIZE, OFF(snapshot_step), "1MiB", 65536,
      1073741824.0, NULL,
      "State copied per micro-batch while a checkpoint snapshot is pending"},
 };

@@ -4,6 +4,7 @@
  * scoring, champion shadow scoring and copy-on-write snapshots. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@
 #endif
 
 /* Sparse slots per copy-on-write block of a pending snapshot (at most). */
-#define BLOCK_SHIFT 6
+#define BLOCK_SHIFT 4
 
 struct ld_trainer {
     ld_spec_t spec;
@@ -53,6 +54,14 @@ struct ld_trainer {
     size_t nblocks, cursor, left, step_blocks;
     uint32_t bshift;
     ld_snapshot_t *done;
+    /* A pre-faulted buffer for the next snapshot's sparse copy, prepared by
+     * a helper thread: copying into fresh pages would otherwise take one
+     * page fault per 4 KiB, all in the first batch after begin (COW writes
+     * land everywhere), which is most of a whole-copy stall. */
+    float *spare;
+    pthread_t prep;
+    int prep_running;
+    atomic_int prep_done;
 
     ld_trainer_scored_cb *cb;
     void *cb_opaque;
@@ -157,6 +166,8 @@ const char *ld_trainer_blas_core(void)
 }
 
 /* ---- Lifetime ----------------------------------------------------------- */
+
+static void prep_start(ld_trainer_t *t);
 
 static void init_state(ld_trainer_t *t)
 {
@@ -284,6 +295,7 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     if (ld_window_init(&t->cwin, (size_t)conf->metrics_window) != LD_OK)
         goto err;
     init_state(t);
+    prep_start(t);
     openblas_set_num_threads(conf->blas_threads > 0 ? (int)conf->blas_threads
                                                     : 1);
     if (sp->opt == LD_OPT_ADAM && sp->l1 > 0)
@@ -322,6 +334,9 @@ void ld_trainer_destroy(ld_trainer_t *t)
     ld_snapshot_destroy(t->champ);
     ld_snapshot_destroy(t->snap);
     ld_snapshot_destroy(t->done);
+    if (t->prep_running)
+        pthread_join(t->prep, NULL);
+    free(t->spare);
     free(t->pend);
     free(t);
 }
@@ -369,6 +384,10 @@ static void snap_complete(ld_trainer_t *t)
     t->pend = NULL;
     t->done = t->snap;
     t->snap = NULL;
+    /* The next spare is faulted in now, not during this snapshot's copy,
+     * where it would compete for memory bandwidth. */
+    if (!t->prep_running)
+        prep_start(t);
 }
 
 /* Copies up to step_blocks pending blocks, in slot order. */
@@ -386,6 +405,59 @@ static void snap_step(ld_trainer_t *t, size_t budget)
         snap_complete(t);
 }
 
+typedef struct prep_arg {
+    ld_trainer_t *t;
+    size_t n;
+} prep_arg_t;
+
+static void *prep_main(void *arg)
+{
+    prep_arg_t *a = arg;
+    float *buf = malloc(a->n * sizeof(float));
+    /* Fault every page in. A plain memset(0) after malloc is turned into
+     * calloc by the compiler, which leaves fresh pages unmapped. */
+    volatile char *p = (volatile char *)buf;
+    for (size_t i = 0; buf && i < a->n * sizeof(float); i += 4096)
+        p[i] = 0;
+    ld_trainer_t *t = a->t;
+    free(a);
+    t->spare = buf; /* read by the trainer only after pthread_join */
+    atomic_store(&t->prep_done, 1);
+    return NULL;
+}
+
+/* Starts preparing the next spare buffer in the background. */
+static void prep_start(ld_trainer_t *t)
+{
+    prep_arg_t *a = malloc(sizeof(*a));
+    if (!a)
+        return;
+    a->t = t;
+    a->n = t->sp_n;
+    atomic_store(&t->prep_done, 0);
+    if (pthread_create(&t->prep, NULL, prep_main, a) != 0) {
+        free(a);
+        return;
+    }
+    t->prep_running = 1;
+}
+
+/* Takes the spare buffer if the helper finished (never waits). */
+static float *take_spare(ld_trainer_t *t)
+{
+    if (t->prep_running) {
+        /* pthread_tryjoin_np is GNU; the helper is short-lived, so a
+         * finished-flag check keeps this portable and non-blocking. */
+        if (!atomic_load(&t->prep_done))
+            return NULL;
+        pthread_join(t->prep, NULL);
+        t->prep_running = 0;
+    }
+    float *b = t->spare;
+    t->spare = NULL;
+    return b;
+}
+
 ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
 {
     if (t->snap || t->done)
@@ -397,9 +469,11 @@ ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
     s->spec = t->spec;
     s->sp_n = t->sp_n;
     s->dn_n = t->dn_n;
-    /* malloc, not calloc: every byte is overwritten by the copy, and the
-     * page faults are spread over the copy steps. */
-    s->sp = malloc(s->sp_n * sizeof(float));
+    /* Every byte is overwritten by the copy; a pre-faulted spare keeps
+     * page faults out of the training thread. */
+    s->sp = take_spare(t);
+    if (!s->sp)
+        s->sp = malloc(s->sp_n * sizeof(float));
     s->dn = malloc(s->dn_n * sizeof(float));
     t->pend = malloc(t->nblocks);
     if (!s->sp || !s->dn || !t->pend) {

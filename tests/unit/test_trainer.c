@@ -117,7 +117,7 @@ static void test_conf_table(void **state)
     assert_int_equal(c.optimizer, LD_OPT_FTRL);
     assert_int_equal(c.batch_size, 256);
     assert_int_equal(c.batch_span, 1000);
-    assert_int_equal(c.snapshot_step, 4 << 20);
+    assert_int_equal(c.snapshot_step, 1 << 20);
     /* The defaults make a working trainer. */
     ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
     assert_non_null(t);

@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Trainer benchmarks: learn ns per non-zero feature, examples/s, progressive
+ * logloss, snapshot stall and checkpoint encode/decode time for 2^22
+ * weights; also writes the same synthetic stream as VW / River text. Prints
+ * numbers, never pass/fail. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "trainer/checkpoint.h"
+#include "trainer/trainer.h"
+
+#define NF 40 /* hashed features per example (DESIGN §9) */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint32_t mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+static uint64_t rs = 12345;
+static double unif(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (double)(rs >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* The synthetic stream: NF categorical fields, log-uniform value ids from a
+ * vocabulary of 100 000 per field, labels from a hidden logistic model. */
+typedef struct stream {
+    size_t n;
+    uint32_t *id; /* n x NF raw value ids */
+    float *y;
+} stream_t;
+
+static void gen(stream_t *s, size_t n)
+{
+    s->n = n;
+    s->id = malloc(n * NF * sizeof(uint32_t));
+    s->y = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        double z = -1.5;
+        for (uint32_t f = 0; f < NF; f++) {
+            uint32_t id = (uint32_t)(pow(100000.0, unif())) - 1;
+            s->id[i * NF + f] = id;
+            uint32_t h = mix32(f * 0x9e3779b1U ^ mix32(id));
+            z += ((double)(h >> 8) / 16777216.0 - 0.5) * 0.8;
+        }
+        s->y[i] = unif() < 1 / (1 + exp(-z)) ? 1.0f : 0.0f;
+    }
+}
+
+static void hash_stream(const stream_t *s, uint32_t bits, uint32_t *idx)
+{
+    uint32_t mask = (1u << bits) - 1;
+    for (size_t i = 0; i < s->n * NF; i++)
+        idx[i] = mix32((uint32_t)(i % NF) * 0x85ebca6bU + s->id[i]) & mask;
+}
+
+static double loss_sum;
+static size_t loss_n;
+static void on_scored(void *o, const ld_scored_t *sc, size_t n)
+{
+    (void)o;
+    for (size_t i = 0; i < n; i++)
+        loss_sum += sc[i].loss;
+    loss_n += n;
+}
+
+static void conf_default(ld_trainer_conf_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    char err[256];
+    if (ld_conf_set_defaults(&ld_trainer_conf_section, c, err, sizeof(err)) !=
+        LD_OK) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    c->batch_span = 0;
+}
+
+/* Trains on the stream; prints ns per non-zero and examples/s. */
+static void bench_learn(const char *label, const stream_t *s, uint32_t bits,
+                        int opt, int64_t batch, double lr)
+{
+    ld_trainer_conf_t c;
+    conf_default(&c);
+    c.hash_bits = bits;
+    c.optimizer = opt;
+    c.batch_size = batch;
+    c.learning_rate = lr;
+    char err[256];
+    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    if (!t) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    uint32_t *idx = malloc(s->n * NF * sizeof(uint32_t));
+    float ones[NF];
+    for (int i = 0; i < NF; i++)
+        ones[i] = 1.0f;
+    hash_stream(s, bits, idx);
+    ld_trainer_set_scored_cb(t, on_scored, NULL);
+    loss_sum = 0;
+    loss_n = 0;
+    ld_example_t e;
+    memset(&e, 0, sizeof(e));
+    e.weight = 1;
+    double t0 = now_s();
+    for (size_t i = 0; i < s->n; i++) {
+        e.x = (ld_features_t){idx + i * NF, ones, NULL, NF, 0};
+        e.label = s->y[i];
+        e.sample_type = e.label > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
+        e.event_time_ms = (int64_t)i;
+        if (ld_trainer_add(t, &e) != LD_OK)
+            exit(1);
+    }
+    if (ld_trainer_flush(t) != LD_OK)
+        exit(1);
+    double dt = now_s() - t0;
+    ld_metrics_t m;
+    ld_trainer_metrics(t, &m, NULL);
+    printf("learn %-28s bits=%2u batch=%-4lld %6.2f ns/nnz  %9.0f ex/s  "
+           "progressive_logloss=%.5f  window_auc=%.4f\n",
+           label, bits, (long long)batch, dt * 1e9 / ((double)s->n * NF),
+           (double)s->n / dt, loss_sum / (double)loss_n, m.auc);
+    free(idx);
+    ld_trainer_destroy(t);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Snapshot stall and encode/decode for 2^22 weights (logistic + FTRL). */
+static void bench_snapshot(const stream_t *s)
+{
+    const uint32_t bits = 22;
+    ld_trainer_conf_t c;
+    conf_default(&c);
+    c.hash_bits = bits;
+    char err[256];
+    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    uint32_t *idx = malloc(s->n * NF * sizeof(uint32_t));
+    float ones[NF];
+    for (int i = 0; i < NF; i++)
+        ones[i] = 1.0f;
+    hash_stream(s, bits, idx);
+    size_t pos = 0, nb = (size_t)c.batch_size;
+    ld_example_t e;
+    memset(&e, 0, sizeof(e));
+    e.weight = 1;
+    e.sample_type = LD_SAMPLE_POS;
+    /* one batch = nb adds, the last of which trains */
+    double base[400], during[4000];
+    size_t nbase = 0, ndur = 0;
+    for (int rep = 0; rep < 800; rep++) {
+        double t0 = now_s();
+        for (size_t k = 0; k < nb; k++, pos = (pos + 1) % s->n) {
+            e.x = (ld_features_t){idx + pos * NF, ones, NULL, NF, 0};
+            e.label = s->y[pos];
+            if (ld_trainer_add(t, &e) != LD_OK)
+                exit(1);
+        }
+        if (rep >= 400)
+            base[nbase++] = now_s() - t0;
+    }
+    qsort(base, nbase, sizeof(double), cmp_d);
+    double t0 = now_s();
+    if (ld_trainer_snapshot_begin(t) != LD_OK)
+        exit(1);
+    double t_begin = now_s() - t0;
+    ld_snapshot_t *snap = NULL;
+    while (!snap && ndur < 4000) {
+        t0 = now_s();
+        for (size_t k = 0; k < nb; k++, pos = (pos + 1) % s->n) {
+            e.x = (ld_features_t){idx + pos * NF, ones, NULL, NF, 0};
+            e.label = s->y[pos];
+            if (ld_trainer_add(t, &e) != LD_OK)
+                exit(1);
+        }
+        snap = ld_trainer_snapshot_poll(t);
+        during[ndur++] = now_s() - t0;
+        if (getenv("LD_BENCH_VERBOSE"))
+            fprintf(stderr, "batch %zu during snapshot: %.3f ms\n", ndur,
+                    during[ndur - 1] * 1e3);
+    }
+    qsort(during, ndur, sizeof(double), cmp_d);
+    printf("snapshot 2^22 weights (ftrl: w,z,n = %.0f MiB): begin %.3f ms; "
+           "batch of %zu: median %.3f ms normal, max %.3f ms while copying "
+           "(%zu batches to complete); stall = begin + (max - median) = "
+           "%.3f ms\n",
+           3.0 * 4 * (1 << bits) / 1048576.0, t_begin * 1e3, nb,
+           base[nbase / 2] * 1e3, during[ndur - 1] * 1e3, ndur,
+           (t_begin + during[ndur - 1] - base[nbase / 2]) * 1e3);
+    ld_snapshot_destroy(snap);
+    t0 = now_s();
+    snap = ld_trainer_snapshot(t);
+    printf("snapshot 2^22 stop-the-world copy (for comparison): %.3f ms\n",
+           (now_s() - t0) * 1e3);
+
+    ld_ckpt_meta_t meta = {0};
+    meta.model = "bench";
+    meta.version = 1;
+    ld_buf_t b;
+    t0 = now_s();
+    if (ld_ckpt_encode(snap, &meta, &b) != LD_OK)
+        exit(1);
+    double t_enc = now_s() - t0;
+    ld_ckpt_t *ck;
+    t0 = now_s();
+    if (ld_ckpt_decode(b.data, b.len, &ck, err, sizeof(err)) != LD_OK)
+        exit(1);
+    double t_dec = now_s() - t0;
+    ld_buf_t *chunks;
+    size_t nchunks;
+    t0 = now_s();
+    if (ld_ckpt_chunks(b.data, b.len, "bench", 1, LD_CKPT_MAX_CHUNK, &chunks,
+                       &nchunks) != LD_OK)
+        exit(1);
+    double t_chunk = now_s() - t0;
+    uint8_t h[32];
+    t0 = now_s();
+    ld_ckpt_sha256(b.data, b.len, h);
+    double t_sha = now_s() - t0;
+    printf("checkpoint 2^22 ftrl: %.1f MiB; encode %.1f ms, decode+validate "
+           "%.1f ms, chunk into %zu x 900 KiB %.1f ms, sha256 %.0f MB/s\n",
+           (double)b.len / 1048576.0, t_enc * 1e3, t_dec * 1e3, nchunks,
+           t_chunk * 1e3, (double)b.len / t_sha / 1e6);
+    ld_ckpt_chunks_free(chunks, nchunks);
+    ld_ckpt_destroy(ck);
+    free(b.data);
+    ld_snapshot_destroy(snap);
+    free(idx);
+    ld_trainer_destroy(t);
+}
+
+static void write_text(const stream_t *s, const char *path, int vw)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        if (vw)
+            fputs(s->y[i] > 0 ? "1 |f" : "-1 |f", f);
+        else
+            fputs(s->y[i] > 0 ? "1" : "0", f);
+        for (uint32_t k = 0; k < NF; k++)
+            fprintf(f, " f%u_%u", k, s->id[i * NF + k]);
+        fputc('\n', f);
+    }
+    fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = 300000;
+    const char *vw = NULL, *river = NULL;
+    int only_learn = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--n") && i + 1 < argc)
+            n = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--write-vw") && i + 1 < argc)
+            vw = argv[++i];
+        else if (!strcmp(argv[i], "--write-river") && i + 1 < argc)
+            river = argv[++i];
+        else if (!strcmp(argv[i], "--learn-only"))
+            only_learn = 1;
+        else {
+            fprintf(stderr, "usage: bench_trainer [--n N] [--write-vw FILE] "
+                            "[--write-river FILE] [--learn-only]\n");
+            return 2;
+        }
+    }
+    ld_log_set_level(LD_LOG_WARN);
+    stream_t s;
+    gen(&s, n);
+    if (vw || river) {
+        if (vw)
+            write_text(&s, vw, 1);
+        if (river)
+            write_text(&s, river, 0);
+        return 0;
+    }
+    printf("stream: %zu examples x %d hashed features, OpenBLAS core %s\n", s.n,
+           NF, ld_trainer_blas_core());
+    bench_learn("logistic+ftrl", &s, 22, LD_OPT_FTRL, 256, 0.1);
+    bench_learn("logistic+ftrl", &s, 22, LD_OPT_FTRL, 1, 0.1);
+    bench_learn("logistic+ftrl", &s, 18, LD_OPT_FTRL, 256, 0.1);
+    if (!only_learn) {
+        bench_learn("logistic+sgd", &s, 22, LD_OPT_SGD, 256, 0.05);
+        bench_learn("logistic+adagrad", &s, 22, LD_OPT_ADAGRAD, 256, 0.1);
+        bench_learn("logistic+adam", &s, 22, LD_OPT_ADAM, 256, 0.01);
+        bench_snapshot(&s);
+    }
+    free(s.id);
+    free(s.y);
+    return 0;
+}
