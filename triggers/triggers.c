@@ -91,6 +91,8 @@ struct ld_triggers {
     float *g_chal, *g_champ, *g_label;
     uint64_t g_n, g_head;
 
+    int published_now; /* a PASS at the current example (not state) */
+
     /* Decisions waiting for poll. */
     ld_trigger_decision_t *queue[QUEUE_MAX];
     size_t qlen;
@@ -304,6 +306,16 @@ static void gate_run(ld_triggers_t *t, ld_trigger_decision_t *d)
         d->verdict = LD_TRIGGER_VERDICT_SKIPPED;
         d->challenger_version = 0;
         snprintf(d->reason, sizeof(d->reason), "alert only");
+        return;
+    }
+    if (t->published_now) {
+        /* Another kind published at this very example: one checkpoint per
+         * moment; this decision is recorded but publishes nothing new. */
+        d->verdict = LD_TRIGGER_VERDICT_SKIPPED;
+        d->challenger_version = 0;
+        snprintf(d->reason, sizeof(d->reason),
+                 "version %llu already published at this example",
+                 (unsigned long long)t->champion);
         return;
     }
     d->challenger_version = t->champion + 1;
@@ -626,11 +638,13 @@ out:
     free(psi);
 }
 
+/* In the order their policies run: when two kinds fire on the same example
+ * the first one publishes (drift names the most specific cause). */
 static const kind_ops_t kinds[LD_TRIGGER__COUNT] = {
-    {LD_TRIGGER_TIME, time_policy, NULL, time_check, 0},
-    {LD_TRIGGER_VOLUME, volume_policy, NULL, volume_check, 0},
-    {LD_TRIGGER_PERFORMANCE, perf_policy, perf_observe, perf_check, 1},
     {LD_TRIGGER_DRIFT, drift_policy, NULL, drift_check, 1},
+    {LD_TRIGGER_PERFORMANCE, perf_policy, perf_observe, perf_check, 1},
+    {LD_TRIGGER_VOLUME, volume_policy, NULL, volume_check, 0},
+    {LD_TRIGGER_TIME, time_policy, NULL, time_check, 0},
 };
 
 /* ---- Lifecycle ---------------------------------------------------------- */
@@ -829,8 +843,10 @@ static ld_err_t fire(ld_triggers_t *t, const kind_ops_t *k, check_t *chk)
         t->time_base = t->now;
     if (k->type == LD_TRIGGER_VOLUME)
         t->vol_base = t->examples;
-    if (d->verdict == LD_TRIGGER_VERDICT_PASS)
+    if (d->verdict == LD_TRIGGER_VERDICT_PASS) {
         on_publish(t, d->challenger_version);
+        t->published_now = 1;
+    }
     ld_log(LD_LOG_INFO, "triggers",
            "msg=\"trigger fired\" id=%s type=%s verdict=%s key=%s", d->id,
            ld_trigger_type_name(d->type), ld_trigger_verdict_name(d->verdict),
@@ -838,57 +854,72 @@ static ld_err_t fire(ld_triggers_t *t, const kind_ops_t *k, check_t *chk)
     return LD_OK;
 }
 
-/* Runs one kind's check through its policy. */
-static ld_err_t evaluate(ld_triggers_t *t, const kind_ops_t *k)
+/* Applies a kind's policy (k consecutive windows, cooldown) to its check
+ * and fires when it says so. */
+static ld_err_t apply_policy(ld_triggers_t *t, const kind_ops_t *k,
+                             check_t *chk)
 {
     const ld_trigger_policy_t *p = k->policy(&t->c);
-    if (!p->enabled || t->now == NO_TIME)
-        return LD_OK;
-    size_t evcap = (size_t)t->c.evidence_max;
-    ld_trigger_evidence_t ev_small[4];
-    check_t chk = {0};
-    chk.level = LD_TRIGGER_LEVEL_NONE;
-    chk.evcap = evcap;
-    ld_err_t err = LD_OK;
-    if (k->windowed) {
-        chk.ev = calloc(evcap, sizeof(*chk.ev));
-        chk.driftcap = (size_t)t->nnum + 3;
-        chk.drifted = calloc(chk.driftcap, sizeof(*chk.drifted));
-        if (!chk.ev || !chk.drifted) {
-            err = LD_ERR_NOMEM;
-            goto out;
-        }
-    } else {
-        chk.ev = ev_small;
-        chk.evcap = 4;
-    }
-    k->check(t, &chk);
     policy_state_t *ps = &t->pol[k->type];
-    ld_trigger_level_t need =
-        p->fire_on ? LD_TRIGGER_LEVEL_ALERT : LD_TRIGGER_LEVEL_WARN;
     if (!k->windowed) {
-        if (chk.level == LD_TRIGGER_LEVEL_NONE)
-            goto out;
-    } else if (chk.level >= need) {
-        ps->bad_run++;
+        if (chk->level == LD_TRIGGER_LEVEL_NONE)
+            return LD_OK;
     } else {
-        ps->bad_run = 0;
-        goto out;
+        ld_trigger_level_t need =
+            p->fire_on ? LD_TRIGGER_LEVEL_ALERT : LD_TRIGGER_LEVEL_WARN;
+        if (chk->level < need) {
+            ps->bad_run = 0;
+            return LD_OK;
+        }
+        ps->bad_run++;
+        if ((int64_t)ps->bad_run < (p->consecutive > 1 ? p->consecutive : 1))
+            return LD_OK;
     }
-    int64_t k_need = k->windowed && p->consecutive > 1 ? p->consecutive : 1;
-    if ((int64_t)ps->bad_run < k_need && k->windowed)
-        goto out;
     if (ps->last_fire != NO_TIME && t->now - ps->last_fire < p->cooldown_ms)
-        goto out;
-    chk.evcap = evcap; /* the decision's capacity */
-    if (!k->windowed && chk.nev > 4)
-        chk.nev = 4;
-    err = fire(t, k, &chk);
-out:
-    if (k->windowed) {
-        free(chk.ev);
-        free(chk.drifted);
+        return LD_OK;
+    return fire(t, k, chk);
+}
+
+/* Checks every enabled kind of one class (continuous or windowed) first and
+ * only then applies the policies, so a publication by one kind cannot move
+ * the reference another kind is being compared with. */
+static ld_err_t evaluate_all(ld_triggers_t *t, int windowed)
+{
+    check_t chk[LD_TRIGGER__COUNT];
+    ld_trigger_evidence_t small[LD_TRIGGER__COUNT][4];
+    size_t evcap = (size_t)t->c.evidence_max;
+    ld_err_t err = LD_OK;
+    memset(chk, 0, sizeof(chk));
+    if (t->now == NO_TIME)
+        return LD_OK;
+    for (int i = 0; i < LD_TRIGGER__COUNT; i++) {
+        const kind_ops_t *k = &kinds[i];
+        if (k->windowed != windowed || !k->policy(&t->c)->enabled)
+            continue;
+        if (windowed) {
+            chk[i].ev = calloc(evcap, sizeof(*chk[i].ev));
+            chk[i].evcap = evcap;
+            chk[i].driftcap = (size_t)t->nnum + 3;
+            chk[i].drifted = calloc(chk[i].driftcap, sizeof(*chk[i].drifted));
+            if (!chk[i].ev || !chk[i].drifted) {
+                err = LD_ERR_NOMEM;
+                goto out;
+            }
+        } else {
+            chk[i].ev = small[i];
+            chk[i].evcap = 4;
+        }
+        k->check(t, &chk[i]);
     }
+    for (int i = 0; i < LD_TRIGGER__COUNT && !err; i++)
+        if (chk[i].ev)
+            err = apply_policy(t, &kinds[i], &chk[i]);
+out:
+    if (windowed)
+        for (int i = 0; i < LD_TRIGGER__COUNT; i++) {
+            free(chk[i].ev);
+            free(chk[i].drifted);
+        }
     return err;
 }
 
@@ -904,9 +935,7 @@ static ld_err_t close_window(ld_triggers_t *t)
     }
     win_swap(&t->prev, &t->cur);
     win_clear(t, &t->cur, t->next_index++);
-    for (int k = 0; k < LD_TRIGGER__COUNT && !err; k++)
-        if (kinds[k].windowed)
-            err = evaluate(t, &kinds[k]);
+    err = evaluate_all(t, 1);
 reset_stream:
     t->stream_level = LD_TRIGGER_LEVEL_NONE;
     memset(t->stream_have, 0, sizeof(t->stream_have));
@@ -943,6 +972,7 @@ ld_err_t ld_triggers_observe_obs(ld_triggers_t *t, const ld_trigger_obs_t *o)
         return LD_OK;
     if (ensure_nnum(t, o))
         return LD_ERR_NOMEM;
+    t->published_now = 0;
     /* Features arriving only later (x NULL at first) stay unwatched: the
      * window layout is fixed once, for a stable resume state. */
     t->examples++;
@@ -958,9 +988,8 @@ ld_err_t ld_triggers_observe_obs(ld_triggers_t *t, const ld_trigger_obs_t *o)
             kinds[k].observe(t, o);
     if ((int64_t)t->cur.n >= t->c.window_size)
         err = close_window(t);
-    for (int k = 0; k < LD_TRIGGER__COUNT && !err; k++)
-        if (!kinds[k].windowed)
-            err = evaluate(t, &kinds[k]);
+    if (!err)
+        err = evaluate_all(t, 0);
     return err;
 }
 
