@@ -129,7 +129,7 @@ static const ld_conf_row_t rows[] = {
      "Frequent items tracked per categorical feature (SpaceSaving)"},
     {"drift_max_features", LD_CONF_INT, F(drift_max_features), "256", 0, 1e5,
      NULL, "Dense slots watched for drift (the first N)"},
-    {"drift_feature_names", LD_CONF_STRLIST, F(drift_feature_names), "[]", 0, 0,
+    {"drift_feature_names", LD_CONF_STRLIST, F(drift_feature_names), "", 0, 0,
      NULL, "Names of the dense slots in order (default dense_<i>)"},
     {"drift_hashed", LD_CONF_BOOL, F(drift_hashed), "true", 0, 1, NULL,
      "Watch the hashed slot ids as one categorical feature"},

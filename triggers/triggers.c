@@ -814,7 +814,8 @@ static ld_err_t fire(ld_triggers_t *t, const kind_ops_t *k, check_t *chk)
     memcpy(d->ev, chk->ev, keep * sizeof(*d->ev));
     d->nev = keep;
     d->ndrift = chk->ndrift;
-    memcpy(d->drifted, chk->drifted, chk->ndrift * sizeof(*d->drifted));
+    if (chk->ndrift)
+        memcpy(d->drifted, chk->drifted, chk->ndrift * sizeof(*d->drifted));
     gate_run(t, d);
     t->seq++;
     snprintf(d->id, sizeof(d->id), "%s-%s-%06llu", t->model,

@@ -122,6 +122,7 @@ static void test_conf_defaults(void **state)
     assert_int_equal(c.drift.consecutive, 1);
     assert_int_equal(c.gate_metric, LD_TRIGGER_METRIC_LOGLOSS);
     assert_non_null(ld_conf_find(&ld_triggers_conf_section, "drift_min_share"));
+    assert_int_equal(c.drift_feature_names.n, 0);
     ld_conf_free(&ld_triggers_conf_section, &c);
 }
 
