@@ -96,4 +96,123 @@ typedef enum ld_reason {
 /* Static snake_case name of reason ("missing_key"); never NULL. */
 const char *ld_reason_name(ld_reason_t reason);
 
+/* ---- The ingest stage --------------------------------------------------- */
+
+/*
+ * One high-level consumer in group `group_id` subscribed to the events and
+ * labels topics, plus the (transactional) producer that writes the
+ * dead-letter topic and that the other stages use for their output in the
+ * same transaction. Single-threaded: every function below is called from
+ * the daemon's run loop; the rebalance callbacks run inside
+ * ld_pipeline_poll().
+ *
+ * Consumer settings that the join's correctness depends on are forced:
+ * enable.auto.commit=false and enable.auto.offset.store=false (learnd
+ * commits offsets itself, in the transaction), isolation.level=
+ * read_committed, partition.assignment.strategy=range (with co-partitioned
+ * topics, range gives partition p of both topics to the same member; the
+ * cooperative and round-robin assignors do not). Fetch settings tuned for
+ * throughput unless the `kafka:` map sets them: fetch.wait.max.ms=100 (an
+ * idle partition answers in 100 ms, not 500), fetch.min.bytes=1 (no added
+ * latency), fetch.message.max.bytes=4MiB per partition and
+ * fetch.max.bytes=64MiB per request (fewer, larger fetches),
+ * queued.min.messages=200000 and queued.max.messages.kbytes=262144 (a
+ * deep prefetch queue so decoding never waits on the network),
+ * check.crcs=false (TCP and the broker already check).
+ */
+typedef struct ld_pipeline ld_pipeline_t;
+
+/* How the later stages learn about partition gain and loss. */
+typedef struct ld_pipeline_cbs {
+    void *opaque;
+    /* Partitions gained (both topics; rd_kafka_topic_partition_t.opaque is
+     * unused). Each .offset is RD_KAFKA_OFFSET_INVALID (resume from the
+     * group's committed offset); the callback may set a start offset of
+     * its own (resume state). May be NULL. */
+    void (*assigned)(void *opaque, rd_kafka_topic_partition_list_t *parts);
+    /* Partitions taken away. lost != 0 when they were lost without a clean
+     * revoke (session timeout): another member may own them already and
+     * nothing may be committed for them. Otherwise the daemon may commit
+     * its open transaction here. parts borrowed. May be NULL. */
+    void (*revoked)(void *opaque, const rd_kafka_topic_partition_list_t *parts,
+                    int lost);
+} ld_pipeline_cbs_t;
+
+/* Per-topic counters for metrics. */
+typedef struct ld_pipeline_stats {
+    uint64_t records[2];               /* decoded, per ld_record_kind_t */
+    uint64_t bytes[2];                 /* value bytes consumed */
+    uint64_t dlq[2][LD_REASON__COUNT]; /* dead-lettered, per reason */
+    uint64_t txn_commits, txn_aborts;
+} ld_pipeline_stats_t;
+
+/* Creates the pipeline: decoders (schemas loaded and compiled), producer
+ * (transactions initialised when transactional_id is non-empty, else an
+ * idempotent producer and plain offset commits), consumer; checks that
+ * both input topics exist and are co-partitioned, and subscribes. conf and
+ * kafka (the `kafka:` map, pairs) are borrowed; cbs is copied (may be
+ * NULL). Returns NULL with the reason in errstr: config error, missing
+ * topic, different partition counts ("... are not co-partitioned ..."),
+ * broker unreachable within timeout_ms. Caller frees with
+ * ld_pipeline_destroy(). */
+ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
+                               const ld_strlist_t *kafka,
+                               const char *transactional_id,
+                               const ld_pipeline_cbs_t *cbs, int timeout_ms,
+                               char *errstr, size_t errstr_size);
+
+/* Returns the next good record in *out (borrowed, valid until the next call;
+ * see ld_record_t), waiting up to timeout_ms. Bad records met on the way
+ * are dead-lettered (opening the transaction if needed) and counted.
+ * Returns LD_OK, LD_ERR_TIMEOUT when nothing arrived, LD_ERR_FENCED when
+ * another instance took the transactional id, LD_ERR_KAFKA on a fatal
+ * client error (logged). */
+ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms,
+                          ld_record_t *out) LD_WUR;
+
+/* Next offset (last record returned or dead-lettered + 1) of every assigned
+ * partition that has consumed something. Caller frees with
+ * rd_kafka_topic_partition_list_destroy(); NULL when out of memory. */
+rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p);
+
+/* Opens a transaction unless one is open (no-op without transactions). */
+ld_err_t ld_pipeline_txn_begin(ld_pipeline_t *p) LD_WUR;
+
+/* Commit point: sends offsets (borrowed; NULL means ld_pipeline_position())
+ * to the open transaction with the consumer's group metadata and commits
+ * it, with everything produced through ld_pipeline_producer() since
+ * begin. Without transactions: flushes the producer, then commits the
+ * offsets synchronously. Returns LD_OK, LD_ERR_FENCED (fatal: exit), or
+ * LD_ERR_KAFKA after aborting a transaction that could not commit (the
+ * consumer has been rewound to the committed offsets). */
+ld_err_t ld_pipeline_txn_commit(ld_pipeline_t *p,
+                                const rd_kafka_topic_partition_list_t *offsets,
+                                int timeout_ms) LD_WUR;
+
+/* Aborts the open transaction and rewinds every assigned partition to its
+ * committed offset, so nothing the aborted transaction covered is lost. */
+ld_err_t ld_pipeline_txn_abort(ld_pipeline_t *p, int timeout_ms) LD_WUR;
+
+/* Back-pressure: stops (resumes) fetching partition of the topic of kind;
+ * partition -1 means every assigned partition of that topic. */
+ld_err_t ld_pipeline_pause(ld_pipeline_t *p, ld_record_kind_t kind,
+                           int32_t partition) LD_WUR;
+ld_err_t ld_pipeline_resume(ld_pipeline_t *p, ld_record_kind_t kind,
+                            int32_t partition) LD_WUR;
+
+/* The producer, for the other stages' output (checkpoints, triggers, state,
+ * audit) inside the same transaction. Borrowed; never destroy it. */
+rd_kafka_t *ld_pipeline_producer(ld_pipeline_t *p);
+
+/* Copies the counters into *out. */
+void ld_pipeline_stats(const ld_pipeline_t *p, ld_pipeline_stats_t *out);
+
+/* Leaves the group (the revoked callback runs) within timeout_ms. Call
+ * after the last commit; ld_pipeline_destroy() still has to follow. */
+ld_err_t ld_pipeline_close(ld_pipeline_t *p, int timeout_ms) LD_WUR;
+
+/* Frees everything (closing the consumer first if ld_pipeline_close() was
+ * not called); NULL is a no-op. An open transaction is aborted. */
+void ld_pipeline_destroy(ld_pipeline_t *p);
+
 #endif /* LD_PIPELINE_H */

@@ -1,0 +1,709 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The ingest stage: consumer group over the co-partitioned input topics,
+ * decoding, positions, dead-letter routing and the transactional producer. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline/decode.h"
+#include "pipeline/kafka.h"
+#include "pipeline/pipeline.h"
+
+#define MOD "pipeline"
+
+/* Next offset per partition of one input topic (-1: nothing consumed). */
+typedef struct positions {
+    int64_t *next;
+    int32_t n;
+} positions_t;
+
+struct ld_pipeline {
+    char *topic[2]; /* per ld_record_kind_t */
+    char *dlq_topic;
+    size_t dlq_max;
+    ld_decoder_t *dec[2];
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;
+    int transactional;
+    int in_txn;
+    int closed;
+    ld_pipeline_cbs_t cbs;
+    positions_t pos[2];
+    rd_kafka_message_t *last; /* backs the record last returned */
+    ld_pipeline_stats_t stats;
+    ld_err_t fatal;
+};
+
+/* ---- Helpers ------------------------------------------------------------ */
+
+static int props_has(const ld_strlist_t *kafka, const char *key)
+{
+    for (size_t i = 0; kafka && i + 1 < kafka->n; i += 2)
+        if (strcmp(kafka->v[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+static int kind_of(const ld_pipeline_t *p, const char *topic)
+{
+    if (strcmp(topic, p->topic[LD_RECORD_EVENT]) == 0)
+        return LD_RECORD_EVENT;
+    if (strcmp(topic, p->topic[LD_RECORD_LABEL]) == 0)
+        return LD_RECORD_LABEL;
+    return -1;
+}
+
+static int pos_set(positions_t *ps, int32_t part, int64_t next)
+{
+    if (part < 0)
+        return -1;
+    if (part >= ps->n) {
+        int32_t n = part + 1;
+        int64_t *v = realloc(ps->next, (size_t)n * sizeof(*v));
+        if (!v)
+            return -1;
+        for (int32_t i = ps->n; i < n; i++)
+            v[i] = -1;
+        ps->next = v;
+        ps->n = n;
+    }
+    ps->next[part] = next;
+    return 0;
+}
+
+static ld_err_t err_from(rd_kafka_error_t *e)
+{
+    rd_kafka_resp_err_t code = rd_kafka_error_code(e);
+    if (code == RD_KAFKA_RESP_ERR__FENCED ||
+        code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+        code == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)
+        return LD_ERR_FENCED;
+    return LD_ERR_KAFKA;
+}
+
+/* ---- Rebalance ---------------------------------------------------------- */
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    ld_pipeline_t *p = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++)
+            parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+        if (p->cbs.assigned)
+            p->cbs.assigned(p->cbs.opaque, parts);
+        ld_log(LD_LOG_INFO, MOD, "msg=\"partitions assigned\" count=%d",
+               parts->cnt);
+        rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
+        if (e)
+            ld_log(LD_LOG_ERR, MOD, "msg=\"assign failed\" err=\"%s\"",
+                   rd_kafka_err2str(e));
+        return;
+    }
+    int lost = rd_kafka_assignment_lost(rk);
+    if (p->cbs.revoked)
+        p->cbs.revoked(p->cbs.opaque, parts, lost);
+    for (int i = 0; i < parts->cnt; i++) {
+        int k = kind_of(p, parts->elems[i].topic);
+        if (k >= 0 && parts->elems[i].partition < p->pos[k].n)
+            p->pos[k].next[parts->elems[i].partition] = -1;
+    }
+    ld_log(lost ? LD_LOG_WARN : LD_LOG_INFO, MOD,
+           "msg=\"partitions %s\" count=%d", lost ? "lost" : "revoked",
+           parts->cnt);
+    rd_kafka_assign(rk, NULL);
+}
+
+/* ---- Setup -------------------------------------------------------------- */
+
+/* Partition count of topic, or -1 with errstr. */
+static int partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                           char *errstr, size_t errstr_size)
+{
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int n = -1;
+    if (!t) {
+        snprintf(errstr, errstr_size, "topic %s: %s", topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, t, &md, timeout_ms);
+    if (e) {
+        snprintf(errstr, errstr_size, "metadata of topic %s: %s", topic,
+                 rd_kafka_err2str(e));
+    } else if (md->topic_cnt != 1 || md->topics[0].err) {
+        snprintf(errstr, errstr_size, "topic %s: %s", topic,
+                 md->topic_cnt ? rd_kafka_err2str(md->topics[0].err)
+                               : "not in metadata");
+    } else {
+        n = md->topics[0].partition_cnt;
+        if (n == 0)
+            snprintf(errstr, errstr_size, "topic %s does not exist", topic);
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    return n > 0 ? n : -1;
+}
+
+static ld_err_t set_default(rd_kafka_conf_t *c, const ld_strlist_t *kafka,
+                            const char *key, const char *val, char *errstr,
+                            size_t errstr_size)
+{
+    if (props_has(kafka, key))
+        return LD_OK;
+    return ld_kafka_conf_set(c, key, val, errstr, errstr_size);
+}
+
+static rd_kafka_t *consumer_new(ld_pipeline_t *p, const ld_pipeline_conf_t *c,
+                                const ld_strlist_t *kafka, char *errstr,
+                                size_t errstr_size)
+{
+    static const char *const tuned[][2] = {
+        {"fetch.wait.max.ms", "100"},
+        {"fetch.min.bytes", "1"},
+        {"fetch.message.max.bytes", "4194304"},
+        {"fetch.max.bytes", "67108864"},
+        {"queued.min.messages", "200000"},
+        {"queued.max.messages.kbytes", "262144"},
+        {"check.crcs", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"client.id", "learnd-consumer"},
+    };
+    static const char *const forced[][2] = {
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"isolation.level", "read_committed"},
+        {"partition.assignment.strategy", "range"},
+        {"enable.partition.eof", "false"},
+    };
+    rd_kafka_conf_t *conf = ld_kafka_conf_new(kafka, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    for (size_t i = 0; i < sizeof(tuned) / sizeof(tuned[0]); i++)
+        if (set_default(conf, kafka, tuned[i][0], tuned[i][1], errstr,
+                        errstr_size))
+            goto err;
+    for (size_t i = 0; i < sizeof(forced) / sizeof(forced[0]); i++) {
+        if (props_has(kafka, forced[i][0]))
+            ld_log(LD_LOG_WARN, MOD,
+                   "msg=\"kafka setting overridden for the consumer\" "
+                   "key=%s value=%s",
+                   forced[i][0], forced[i][1]);
+        if (ld_kafka_conf_set(conf, forced[i][0], forced[i][1], errstr,
+                              errstr_size))
+            goto err;
+    }
+    if (ld_kafka_conf_set(conf, "group.id", c->group_id, errstr, errstr_size))
+        goto err;
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk)
+        goto err;
+    return rk;
+err:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (m->err)
+        ld_log(LD_LOG_ERR, MOD, "msg=\"produce failed\" topic=%s err=\"%s\"",
+               rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+}
+
+static rd_kafka_t *producer_new(const ld_strlist_t *kafka, const char *txn_id,
+                                char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *conf = ld_kafka_conf_new(kafka, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    if (set_default(conf, kafka, "linger.ms", "5", errstr, errstr_size) ||
+        set_default(conf, kafka, "client.id", "learnd-producer", errstr,
+                    errstr_size) ||
+        ld_kafka_conf_set(conf, "enable.idempotence", "true", errstr,
+                          errstr_size) ||
+        (txn_id && *txn_id &&
+         ld_kafka_conf_set(conf, "transactional.id", txn_id, errstr,
+                           errstr_size)))
+        goto err;
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
+    if (!rk)
+        goto err;
+    return rk;
+err:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
+                               const ld_strlist_t *kafka,
+                               const char *transactional_id,
+                               const ld_pipeline_cbs_t *cbs, int timeout_ms,
+                               char *errstr, size_t errstr_size)
+{
+    ld_pipeline_t *p = calloc(1, sizeof(*p));
+    if (!p) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    if (cbs)
+        p->cbs = *cbs;
+    if (!conf->events_topic || !*conf->events_topic || !conf->labels_topic ||
+        !*conf->labels_topic) {
+        snprintf(errstr, errstr_size,
+                 "pipeline.events_topic and pipeline.labels_topic are "
+                 "required");
+        goto err;
+    }
+    if (strcmp(conf->events_topic, conf->labels_topic) == 0) {
+        snprintf(errstr, errstr_size,
+                 "pipeline.events_topic and labels_topic are both '%s'",
+                 conf->events_topic);
+        goto err;
+    }
+    if (!(p->topic[0] = strdup(conf->events_topic)) ||
+        !(p->topic[1] = strdup(conf->labels_topic)) ||
+        !(p->dlq_topic = strdup(conf->dlq_topic ? conf->dlq_topic : ""))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto err;
+    }
+    p->dlq_max = (size_t)conf->dlq_max_bytes;
+    for (int k = 0; k < 2; k++)
+        if (!(p->dec[k] = ld_decoder_new(conf, (ld_record_kind_t)k, errstr,
+                                         errstr_size)))
+            goto err;
+
+    p->transactional = transactional_id && *transactional_id;
+    if (!(p->producer =
+              producer_new(kafka, transactional_id, errstr, errstr_size)))
+        goto err;
+    if (p->transactional) {
+        rd_kafka_error_t *e =
+            rd_kafka_init_transactions(p->producer, timeout_ms);
+        if (e) {
+            snprintf(errstr, errstr_size, "init_transactions: %s",
+                     rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            goto err;
+        }
+    }
+    if (!(p->consumer = consumer_new(p, conf, kafka, errstr, errstr_size)))
+        goto err;
+
+    /* DESIGN §2: partition p of events only ever joins partition p of
+     * labels, so both topics must have the same partition count. */
+    int ne = partition_count(p->consumer, p->topic[0], timeout_ms, errstr,
+                             errstr_size);
+    if (ne < 0)
+        goto err;
+    int nl = partition_count(p->consumer, p->topic[1], timeout_ms, errstr,
+                             errstr_size);
+    if (nl < 0)
+        goto err;
+    if (ne != nl) {
+        snprintf(errstr, errstr_size,
+                 "events topic '%s' has %d partitions and labels topic '%s' "
+                 "has %d: they are not co-partitioned (same partition count "
+                 "and key are required, DESIGN §2); repartition one of them",
+                 p->topic[0], ne, p->topic[1], nl);
+        goto err;
+    }
+
+    rd_kafka_poll_set_consumer(p->consumer);
+    rd_kafka_topic_partition_list_t *subs =
+        rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(subs, p->topic[0], RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(subs, p->topic[1], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(p->consumer, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        snprintf(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(e));
+        goto err;
+    }
+    ld_log(LD_LOG_INFO, MOD,
+           "msg=\"subscribed\" events=%s labels=%s partitions=%d "
+           "transactional=%s",
+           p->topic[0], p->topic[1], ne, p->transactional ? "yes" : "no");
+    return p;
+err:
+    p->closed = 1; /* not subscribed: nothing to leave */
+    ld_pipeline_destroy(p);
+    return NULL;
+}
+
+/* ---- Dead letters ------------------------------------------------------- */
+
+static ld_err_t dead_letter(ld_pipeline_t *p, const rd_kafka_message_t *m,
+                            int kind, ld_reason_t why, const char *detail)
+{
+    char part[16], off[24], size[24];
+    ld_err_t err = ld_pipeline_txn_begin(p);
+    if (err)
+        return err;
+    snprintf(part, sizeof(part), "%" PRId32, m->partition);
+    snprintf(off, sizeof(off), "%" PRId64, m->offset);
+    snprintf(size, sizeof(size), "%zu", m->len);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(6);
+    const char *reason = ld_reason_name(why);
+    rd_kafka_header_add(h, "learnd.error", -1, reason, -1);
+    rd_kafka_header_add(h, "learnd.error.detail", -1, detail, -1);
+    rd_kafka_header_add(h, "learnd.src.topic", -1, p->topic[kind], -1);
+    rd_kafka_header_add(h, "learnd.src.partition", -1, part, -1);
+    rd_kafka_header_add(h, "learnd.src.offset", -1, off, -1);
+    size_t vlen = m->len;
+    if (vlen > p->dlq_max) {
+        vlen = p->dlq_max;
+        rd_kafka_header_add(h, "learnd.src.size", -1, size, -1);
+    }
+    for (;;) {
+        rd_kafka_resp_err_t e =
+            rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(p->dlq_topic),
+                              RD_KAFKA_V_KEY(m->key, m->key_len),
+                              RD_KAFKA_V_VALUE(m->payload, vlen),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+        if (!e)
+            break;
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(p->producer, 100);
+            continue;
+        }
+        rd_kafka_headers_destroy(h);
+        ld_log(LD_LOG_ERR, MOD, "msg=\"dead-letter produce failed\" err=\"%s\"",
+               rd_kafka_err2str(e));
+        return LD_ERR_KAFKA;
+    }
+    p->stats.dlq[kind][why]++;
+    if (ld_log_debug_on(MOD)) {
+        char q[600];
+        ld_log(LD_LOG_DEBUG, MOD,
+               "msg=\"dead-lettered\" topic=%s partition=%s offset=%s "
+               "reason=%s detail=%s",
+               p->topic[kind], part, off, reason,
+               ld_log_quote(q, sizeof(q), detail));
+    }
+    return LD_OK;
+}
+
+/* ---- Polling ------------------------------------------------------------ */
+
+ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
+{
+    int64_t deadline = ld_now_mono_ms() + timeout_ms;
+    if (p->last) {
+        rd_kafka_message_destroy(p->last);
+        p->last = NULL;
+    }
+    if (p->fatal)
+        return p->fatal;
+    for (;;) {
+        int64_t left = deadline - ld_now_mono_ms();
+        rd_kafka_message_t *m =
+            rd_kafka_consumer_poll(p->consumer, left > 0 ? (int)left : 0);
+        rd_kafka_poll(p->producer, 0); /* delivery reports */
+        if (!m)
+            return LD_ERR_TIMEOUT;
+        if (m->err) {
+            char fatal[256];
+            if (rd_kafka_fatal_error(p->consumer, fatal, sizeof(fatal))) {
+                ld_log(LD_LOG_CRIT, MOD,
+                       "msg=\"consumer fatal error\" "
+                       "err=\"%s\"",
+                       fatal);
+                rd_kafka_message_destroy(m);
+                return p->fatal = LD_ERR_KAFKA;
+            }
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                ld_log(LD_LOG_WARN, MOD, "msg=\"consumer error\" err=\"%s\"",
+                       rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        int kind = kind_of(p, rd_kafka_topic_name(m->rkt));
+        if (kind < 0) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        rd_kafka_timestamp_type_t tstype;
+        int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+        p->stats.bytes[kind] += m->len;
+        ld_reason_t why = ld_decoder_decode(
+            p->dec[kind], m->key, m->key_len, m->payload, m->len,
+            tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts, out);
+        if (pos_set(&p->pos[kind], m->partition, m->offset + 1) < 0) {
+            rd_kafka_message_destroy(m);
+            return LD_ERR_NOMEM;
+        }
+        if (why) {
+            ld_err_t err =
+                dead_letter(p, m, kind, why, ld_decoder_error(p->dec[kind]));
+            rd_kafka_message_destroy(m);
+            if (err) {
+                p->stats.dlq[kind][why]++; /* still counted, never silent */
+                return err == LD_ERR_FENCED ? (p->fatal = err) : err;
+            }
+            if (ld_now_mono_ms() >= deadline)
+                return LD_ERR_TIMEOUT;
+            continue;
+        }
+        p->stats.records[kind]++;
+        out->topic = p->topic[kind];
+        out->partition = m->partition;
+        out->offset = m->offset;
+        p->last = m;
+        return LD_OK;
+    }
+}
+
+rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    if (!l)
+        return NULL;
+    for (int k = 0; k < 2; k++)
+        for (int32_t i = 0; i < p->pos[k].n; i++)
+            if (p->pos[k].next[i] >= 0)
+                rd_kafka_topic_partition_list_add(l, p->topic[k], i)->offset =
+                    p->pos[k].next[i];
+    return l;
+}
+
+/* ---- Transactions ------------------------------------------------------- */
+
+ld_err_t ld_pipeline_txn_begin(ld_pipeline_t *p)
+{
+    if (!p->transactional || p->in_txn)
+        return LD_OK;
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(p->producer);
+    if (e) {
+        ld_err_t err = err_from(e);
+        ld_log(LD_LOG_ERR, MOD, "msg=\"begin_transaction failed\" err=\"%s\"",
+               rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return err;
+    }
+    p->in_txn = 1;
+    return LD_OK;
+}
+
+/* Seeks every assigned partition back to its committed offset. */
+static ld_err_t rewind_to_committed(ld_pipeline_t *p, int timeout_ms)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(p->consumer, &a) || !a)
+        return LD_ERR_KAFKA;
+    ld_err_t err = LD_OK;
+    if (a->cnt > 0) {
+        if (rd_kafka_committed(p->consumer, a, timeout_ms)) {
+            err = LD_ERR_KAFKA;
+        } else {
+            for (int i = 0; i < a->cnt; i++)
+                if (a->elems[i].offset < 0)
+                    a->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+            rd_kafka_error_t *e =
+                rd_kafka_seek_partitions(p->consumer, a, timeout_ms);
+            if (e) {
+                ld_log(LD_LOG_ERR, MOD, "msg=\"rewind failed\" err=\"%s\"",
+                       rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+                err = LD_ERR_KAFKA;
+            }
+        }
+        for (int i = 0; i < a->cnt; i++) {
+            int k = kind_of(p, a->elems[i].topic);
+            if (k >= 0 && a->elems[i].partition < p->pos[k].n)
+                p->pos[k].next[a->elems[i].partition] = -1;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+    return err;
+}
+
+ld_err_t ld_pipeline_txn_abort(ld_pipeline_t *p, int timeout_ms)
+{
+    if (p->transactional && p->in_txn) {
+        rd_kafka_error_t *e =
+            rd_kafka_abort_transaction(p->producer, timeout_ms);
+        p->in_txn = 0;
+        if (e) {
+            ld_err_t err = err_from(e);
+            ld_log(LD_LOG_ERR, MOD,
+                   "msg=\"abort_transaction failed\" "
+                   "err=\"%s\"",
+                   rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            return err;
+        }
+        p->stats.txn_aborts++;
+    }
+    return rewind_to_committed(p, timeout_ms);
+}
+
+ld_err_t ld_pipeline_txn_commit(ld_pipeline_t *p,
+                                const rd_kafka_topic_partition_list_t *offsets,
+                                int timeout_ms)
+{
+    rd_kafka_topic_partition_list_t *own = NULL;
+    rd_kafka_error_t *e = NULL;
+    ld_err_t err = LD_OK;
+    if (!offsets && !(offsets = own = ld_pipeline_position(p)))
+        return LD_ERR_NOMEM;
+
+    if (!p->transactional) {
+        rd_kafka_resp_err_t fe = rd_kafka_flush(p->producer, timeout_ms);
+        if (fe) {
+            ld_log(LD_LOG_ERR, MOD, "msg=\"flush failed\" err=\"%s\"",
+                   rd_kafka_err2str(fe));
+            err = LD_ERR_KAFKA;
+        } else if (offsets->cnt > 0) {
+            fe = rd_kafka_commit(p->consumer, offsets, 0);
+            if (fe) {
+                ld_log(LD_LOG_ERR, MOD, "msg=\"commit failed\" err=\"%s\"",
+                       rd_kafka_err2str(fe));
+                err = LD_ERR_KAFKA;
+            }
+        }
+        if (!err)
+            p->stats.txn_commits++;
+        if (own)
+            rd_kafka_topic_partition_list_destroy(own);
+        return err;
+    }
+
+    if ((err = ld_pipeline_txn_begin(p)))
+        goto out;
+    if (offsets->cnt > 0) {
+        rd_kafka_consumer_group_metadata_t *md =
+            rd_kafka_consumer_group_metadata(p->consumer);
+        e = rd_kafka_send_offsets_to_transaction(p->producer, offsets, md,
+                                                 timeout_ms);
+        rd_kafka_consumer_group_metadata_destroy(md);
+        if (e)
+            goto txn_err;
+    }
+    if ((e = rd_kafka_commit_transaction(p->producer, timeout_ms)))
+        goto txn_err;
+    p->in_txn = 0;
+    p->stats.txn_commits++;
+    goto out;
+
+txn_err:
+    err = err_from(e);
+    ld_log(LD_LOG_ERR, MOD,
+           "msg=\"transaction commit failed\" err=\"%s\" "
+           "abortable=%d fatal=%d",
+           rd_kafka_error_string(e), rd_kafka_error_txn_requires_abort(e),
+           rd_kafka_error_is_fatal(e));
+    if (rd_kafka_error_is_fatal(e)) {
+        p->fatal = err == LD_ERR_FENCED ? LD_ERR_FENCED : LD_ERR_KAFKA;
+        err = p->fatal;
+    } else {
+        /* abortable or timed out: abort and rewind so nothing is lost */
+        ld_err_t aerr = ld_pipeline_txn_abort(p, timeout_ms);
+        err = aerr == LD_ERR_FENCED ? aerr : LD_ERR_KAFKA;
+    }
+    rd_kafka_error_destroy(e);
+out:
+    if (own)
+        rd_kafka_topic_partition_list_destroy(own);
+    return err;
+}
+
+/* ---- Back-pressure ------------------------------------------------------ */
+
+static ld_err_t pause_resume(ld_pipeline_t *p, ld_record_kind_t kind,
+                             int32_t partition, int pause)
+{
+    rd_kafka_topic_partition_list_t *a = NULL, *l;
+    if (rd_kafka_assignment(p->consumer, &a) || !a)
+        return LD_ERR_KAFKA;
+    l = rd_kafka_topic_partition_list_new(a->cnt + 1);
+    for (int i = 0; i < a->cnt; i++)
+        if (strcmp(a->elems[i].topic, p->topic[kind]) == 0 &&
+            (partition < 0 || a->elems[i].partition == partition))
+            rd_kafka_topic_partition_list_add(l, a->elems[i].topic,
+                                              a->elems[i].partition);
+    rd_kafka_topic_partition_list_destroy(a);
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (l->cnt > 0)
+        e = pause ? rd_kafka_pause_partitions(p->consumer, l)
+                  : rd_kafka_resume_partitions(p->consumer, l);
+    int n = l->cnt;
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e)
+        return LD_ERR_KAFKA;
+    if (partition >= 0 && n == 0)
+        return LD_ERR_NOENT;
+    return LD_OK;
+}
+
+ld_err_t ld_pipeline_pause(ld_pipeline_t *p, ld_record_kind_t kind,
+                           int32_t partition)
+{
+    return pause_resume(p, kind, partition, 1);
+}
+
+ld_err_t ld_pipeline_resume(ld_pipeline_t *p, ld_record_kind_t kind,
+                            int32_t partition)
+{
+    return pause_resume(p, kind, partition, 0);
+}
+
+/* ---- Accessors and teardown --------------------------------------------- */
+
+rd_kafka_t *ld_pipeline_producer(ld_pipeline_t *p)
+{
+    return p->producer;
+}
+
+void ld_pipeline_stats(const ld_pipeline_t *p, ld_pipeline_stats_t *out)
+{
+    *out = p->stats;
+}
+
+ld_err_t ld_pipeline_close(ld_pipeline_t *p, int timeout_ms)
+{
+    (void)timeout_ms; /* rd_kafka_consumer_close has no deadline in 2.0.2 */
+    if (p->last) {
+        rd_kafka_message_destroy(p->last);
+        p->last = NULL;
+    }
+    if (p->closed || !p->consumer)
+        return LD_OK;
+    p->closed = 1;
+    rd_kafka_resp_err_t e = rd_kafka_consumer_close(p->consumer);
+    return e ? LD_ERR_KAFKA : LD_OK;
+}
+
+void ld_pipeline_destroy(ld_pipeline_t *p)
+{
+    if (!p)
+        return;
+    if (ld_pipeline_close(p, 10000))
+        ld_log(LD_LOG_WARN, MOD, "msg=\"consumer close failed\"");
+    if (p->producer && p->transactional && p->in_txn) {
+        rd_kafka_error_t *e = rd_kafka_abort_transaction(p->producer, 10000);
+        if (e)
+            rd_kafka_error_destroy(e);
+    }
+    if (p->consumer)
+        rd_kafka_destroy(p->consumer);
+    if (p->producer) {
+        rd_kafka_flush(p->producer, 10000);
+        rd_kafka_destroy(p->producer);
+    }
+    for (int k = 0; k < 2; k++) {
+        ld_decoder_destroy(p->dec[k]);
+        free(p->topic[k]);
+        free(p->pos[k].next);
+    }
+    free(p->dlq_topic);
+    free(p);
+}
