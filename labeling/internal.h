@@ -43,30 +43,40 @@ void slab_init(slab_t *s);
 void slab_fini(slab_t *s);
 /* Returns an 8-byte aligned chunk of at least n bytes, or NULL. */
 void *slab_alloc(slab_t *s, size_t n);
+/* Size a big (> SLAB_MAX) chunk was allocated with. */
+size_t slab_big_size(void *p);
 /* Frees a chunk of the same n it was allocated with. */
 void slab_free(slab_t *s, void *p, size_t n);
 
-/* ---- Feature codec. Order-preserving and exact: indices bit-packed at the
- * width of the largest one; values as a bitmap of "not exactly 1.0f" plus
- * the raw float32 of those; the dense block as raw float32. ---- */
+/* ---- Feature codec. Exact as a multiset and deterministic in order: the
+ * (index, value) pairs are sorted by index (ties keep input order), the
+ * index gaps Rice-coded; values as a bitmap of "not exactly 1.0f" plus the
+ * raw float32 of those; the dense block as raw float32. Layout: [u16
+ * ndense, dense] [bitmap, values] [Rice bits]. ---- */
 #define PACK_ONES  0x01u /* every sparse value is exactly 1.0f */
-#define PACK_DENSE 0x02u /* a u16 ndense prefix and the dense block follow */
+#define PACK_DENSE 0x02u /* a u16 ndense prefix and the dense block */
 
-/* Checks x (nnz and ndense <= 65535, arrays present) and returns the packed
- * size, setting *width and *flags; returns 0 when x cannot be packed. */
-size_t pack_size(const ld_features_t *x, uint8_t *width, uint8_t *flags);
-/* Writes x into dst (pack_size() bytes). */
-void pack_write(uint8_t *dst, const ld_features_t *x, uint8_t width,
-                uint8_t flags);
-/* Reads nnz indices/values into idx/val and the dense block into dense
- * (capacity given by *ndense on input, count on output). */
-void pack_read(const uint8_t *src, uint32_t nnz, uint8_t width, uint8_t flags,
+/* Sort space reused between calls; free keys with free(). */
+typedef struct pack_scratch {
+    uint64_t *keys;
+    uint32_t cap;
+} pack_scratch_t;
+
+/* Checks x (nnz and ndense <= 65535, arrays present), sorts it into sc and
+ * returns the packed size, setting *param (Rice parameter) and *flags;
+ * returns 0 when x cannot be packed. */
+size_t pack_size(const ld_features_t *x, pack_scratch_t *sc, uint8_t *param,
+                 uint8_t *flags);
+/* Writes x into dst (pack_size() bytes) in the order pack_size() left in
+ * sc. */
+void pack_write(uint8_t *dst, const ld_features_t *x, const pack_scratch_t *sc,
+                uint8_t param, uint8_t flags);
+/* Reads nnz sorted indices/values into idx/val and the dense block into
+ * dense (capacity given by *ndense on input, count on output). */
+void pack_read(const uint8_t *src, uint32_t nnz, uint8_t param, uint8_t flags,
                uint32_t *idx, float *val, float *dense, uint32_t *ndense);
-/* Total bytes of a packed blob (what pack_size() returned). */
-size_t pack_len(const uint8_t *src, uint32_t nnz, uint8_t width, uint8_t flags);
 /* Number of dense floats of a packed blob (0 without PACK_DENSE). */
-uint32_t pack_ndense(const uint8_t *src, uint32_t nnz, uint8_t width,
-                     uint8_t flags);
+uint32_t pack_ndense(const uint8_t *src, uint8_t flags);
 
 /* Test hook: records per resume block (default 256). Smaller blocks make
  * resume offsets reach back exactly to the oldest needed record. */

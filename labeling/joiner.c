@@ -38,9 +38,10 @@ typedef struct ev {
     uint16_t nnz;
     uint8_t keylen;
     uint8_t state;  /* T_* */
-    uint8_t width;  /* bits per packed index */
+    uint8_t param;  /* Rice parameter of the packed indices */
     uint8_t pflags; /* PACK_* */
     uint8_t eflags; /* E_* */
+    uint8_t szc;    /* chunk size / 8, 0 for a big chunk */
     uint8_t data[];
 } ev_t;
 
@@ -63,8 +64,15 @@ typedef struct tab {
     int labels;    /* entries are lb_t (else ev_t) */
 } tab_t;
 
+/* Min-heap of timers; the time sits in the slot so that sifting rarely
+ * touches the entries (cache misses dominate otherwise). */
+typedef struct hslot {
+    int64_t t;
+    void *p;
+} hslot_t;
+
 typedef struct heap {
-    void **a;
+    hslot_t *a;
     size_t n, cap;
 } heap_t;
 
@@ -133,6 +141,7 @@ struct ld_joiner {
     uint32_t ocap_sparse, ocap_dense;
     char okey[256];
     ev_t *odefer; /* evicted entry freed at the next poll */
+    pack_scratch_t scratch;
     ld_joiner_stats_t st;
 };
 
@@ -266,43 +275,35 @@ static int64_t ev_timer(const ld_joiner_t *j, const ev_t *e)
     }
 }
 
-static int ev_less(const ld_joiner_t *j, const ev_t *a, const ev_t *b)
-{
-    int64_t ta = ev_timer(j, a), tb = ev_timer(j, b);
-    if (ta != tb)
-        return ta < tb;
-    if (a->part != b->part)
-        return a->part < b->part;
-    return a->off < b->off;
-}
-
-static int lb_less(const lb_t *a, const lb_t *b)
-{
-    if (a->t != b->t)
-        return a->t < b->t;
-    if (a->part != b->part)
-        return a->part < b->part;
-    return a->off < b->off;
-}
-
 static int h_less(const ld_joiner_t *j, const heap_t *h, size_t x, size_t y)
 {
-    if (h == &j->lbh)
-        return lb_less(h->a[x], h->a[y]);
-    return ev_less(j, h->a[x], h->a[y]);
+    if (h->a[x].t != h->a[y].t)
+        return h->a[x].t < h->a[y].t;
+    int32_t px, py;
+    int64_t ox, oy;
+    if (h == &j->lbh) {
+        const lb_t *a = h->a[x].p, *b = h->a[y].p;
+        px = a->part, py = b->part, ox = a->off, oy = b->off;
+    } else {
+        const ev_t *a = h->a[x].p, *b = h->a[y].p;
+        px = a->part, py = b->part, ox = a->off, oy = b->off;
+    }
+    if (px != py)
+        return px < py;
+    return ox < oy;
 }
 
 static void h_setpos(const ld_joiner_t *j, heap_t *h, size_t i)
 {
     if (h == &j->lbh)
-        ((lb_t *)h->a[i])->hpos = (uint32_t)i;
+        ((lb_t *)h->a[i].p)->hpos = (uint32_t)i;
     else
-        ((ev_t *)h->a[i])->hpos = (uint32_t)i;
+        ((ev_t *)h->a[i].p)->hpos = (uint32_t)i;
 }
 
 static void h_swap(const ld_joiner_t *j, heap_t *h, size_t x, size_t y)
 {
-    void *tmp = h->a[x];
+    hslot_t tmp = h->a[x];
     h->a[x] = h->a[y];
     h->a[y] = tmp;
     h_setpos(j, h, x);
@@ -335,17 +336,18 @@ static void h_down(const ld_joiner_t *j, heap_t *h, size_t i)
     }
 }
 
-static ld_err_t h_push(const ld_joiner_t *j, heap_t *h, void *p)
+static ld_err_t h_push(const ld_joiner_t *j, heap_t *h, void *p, int64_t t)
 {
     if (h->n == h->cap) {
         size_t nc = h->cap ? h->cap * 2 : 1024;
-        void **na = realloc(h->a, nc * sizeof(*na));
+        hslot_t *na = realloc(h->a, nc * sizeof(*na));
         if (!na)
             return LD_ERR_NOMEM;
         h->a = na;
         h->cap = nc;
     }
-    h->a[h->n] = p;
+    h->a[h->n].t = t;
+    h->a[h->n].p = p;
     h_setpos(j, h, h->n);
     h->n++;
     h_up(j, h, h->n - 1);
@@ -359,8 +361,18 @@ static void h_remove(const ld_joiner_t *j, heap_t *h, size_t i)
         return;
     h->a[i] = h->a[h->n];
     h_setpos(j, h, i);
-    h_up(j, h, i);
-    h_down(j, h, i);
+    if (i > 0 && h_less(j, h, i, (i - 1) / 2))
+        h_up(j, h, i);
+    else
+        h_down(j, h, i);
+}
+
+/* The event's timer changed: store the new time and restore the order. */
+static void ev_retime(ld_joiner_t *j, ev_t *e)
+{
+    j->evh.a[e->hpos].t = ev_timer(j, e);
+    h_up(j, &j->evh, e->hpos);
+    h_down(j, &j->evh, e->hpos);
 }
 
 /* ---- partitions and resume blocks --------------------------------------- */
@@ -627,15 +639,16 @@ void ld_joiner_destroy(ld_joiner_t *j)
     free(j->oidx);
     free(j->oval);
     free(j->odense);
+    free(j->scratch.keys);
     slab_fini(&j->slab);
     free(j);
 }
 
 /* ---- entries ------------------------------------------------------------ */
 
-static size_t ev_packed(const ev_t *e)
+static size_t ev_chunk(const ev_t *e)
 {
-    return pack_len(e->data + e->keylen + 1, e->nnz, e->width, e->pflags);
+    return e->szc ? (size_t)e->szc * 8u : slab_big_size((void *)e);
 }
 
 static uint64_t ev_hash(const ev_t *e)
@@ -650,7 +663,7 @@ static void ev_free(ld_joiner_t *j, ev_t *e)
     blk_unpin(j, e->part, LD_TOPIC_LABELS, e->lb_blk);
     if (e->state != T_FIFO)
         j->st.pending_events--; /* fifo entries left the count earlier */
-    slab_free(&j->slab, e, ev_size(e, ev_packed(e)));
+    slab_free(&j->slab, e, ev_chunk(e));
 }
 
 static void ev_remove(ld_joiner_t *j, ev_t *e)
@@ -685,9 +698,9 @@ static int set_delayed(ld_joiner_t *j, ev_t *e, int32_t rel, float v)
     e->dl_val = v;
     if (e->state == T_RETIRE) {
         e->state = T_DELAYED;
-        h_up(j, &j->evh, e->hpos);
+        ev_retime(j, e);
     } else if (e->state == T_DELAYED) {
-        h_up(j, &j->evh, e->hpos);
+        ev_retime(j, e);
     }
     return 1;
 }
@@ -781,8 +794,8 @@ static ld_err_t fifo_push(ld_joiner_t *j, ev_t *e, ld_sample_type_t type)
  * owing an example is released out of order through the fifo. */
 static ld_err_t evict_one(ld_joiner_t *j)
 {
-    ev_t *e = j->evh.n ? j->evh.a[0] : NULL;
-    lb_t *l = j->lbh.n ? j->lbh.a[0] : NULL;
+    ev_t *e = j->evh.n ? j->evh.a[0].p : NULL;
+    lb_t *l = j->lbh.n ? j->lbh.a[0].p : NULL;
     if (l && (!e || l->t + j->w < ev_timer(j, e))) {
         lb_remove(j, l);
         j->st.labels_expired++;
@@ -863,14 +876,13 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
     ld_err_t err = check_rec(j, partition, key, keylen, event_time_ms, &pt);
     if (err)
         return err;
-    uint8_t width, pflags;
-    size_t packed = x ? pack_size(x, &width, &pflags) : 0;
-    if (!x || (packed == 0 && (x->nnz || x->ndense)))
+    uint8_t param = 0, pflags = PACK_ONES;
+    size_t packed = 0;
+    if (!x)
         return LD_ERR_INVAL;
-    if (!x->nnz && !x->ndense) {
-        width = 1;
-        pflags = PACK_ONES;
-    }
+    if (x->nnz > 65535u || x->ndense > 65535u || (x->nnz && !x->idx) ||
+        (x->ndense && !x->dense))
+        return LD_ERR_INVAL;
     side_t *s = &pt->s[LD_TOPIC_EVENTS];
     uint32_t seq;
     int late = arrive(j, s, offset, event_time_ms, &seq, &err);
@@ -898,17 +910,28 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
         if (d > o->dup_dt) {
             o->dup_dt = (int32_t)d;
             if (o->state == T_RETIRE)
-                h_down(j, &j->evh, o->hpos);
+                ev_retime(j, o);
         }
         goto done;
+    }
+    /* Features are packed only once the event is known to be kept. */
+    if (x->nnz || x->ndense) {
+        packed = pack_size(x, &j->scratch, &param, &pflags);
+        if (!packed) {
+            err = LD_ERR_NOMEM;
+            goto done;
+        }
     }
     ev_t proto = {0};
     proto.keylen = (uint8_t)keylen;
     size_t sz = ev_size(&proto, packed);
     ev_t *e = slab_alloc(&j->slab, sz);
-    if (!e)
-        return LD_ERR_NOMEM;
+    if (!e) {
+        err = LD_ERR_NOMEM;
+        goto done;
+    }
     *e = proto;
+    e->szc = slab_round(sz) <= 255 * 8 ? (uint8_t)(slab_round(sz) / 8) : 0;
     e->t = event_time_ms;
     e->off = offset;
     e->part = partition;
@@ -917,21 +940,21 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
     e->ev_blk = seq;
     e->lb_blk = NO_BLK;
     e->nnz = (uint16_t)x->nnz;
-    e->width = width;
+    e->param = param;
     e->pflags = pflags;
     e->state = T_DECIDE;
     memcpy(e->data, key, keylen);
     e->data[keylen] = 0;
     if (x->nnz || x->ndense)
-        pack_write(e->data + keylen + 1, x, width, pflags);
+        pack_write(e->data + keylen + 1, x, &j->scratch, param, pflags);
     if ((err = tab_insert(&j->evt, e, h)) != LD_OK) {
         slab_free(&j->slab, e, sz);
-        return err;
+        goto done;
     }
-    if ((err = h_push(j, &j->evh, e)) != LD_OK) {
+    if ((err = h_push(j, &j->evh, e, ev_timer(j, e))) != LD_OK) {
         tab_remove(&j->evt, e, h);
         slab_free(&j->slab, e, sz);
-        return err;
+        goto done;
     }
     j->st.pending_events++;
     blk_pin(j, partition, LD_TOPIC_EVENTS, seq);
@@ -1000,8 +1023,10 @@ ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
         goto done;
     }
     lb_t *l = slab_alloc(&j->slab, lb_size(keylen));
-    if (!l)
-        return LD_ERR_NOMEM;
+    if (!l) {
+        err = LD_ERR_NOMEM;
+        goto done;
+    }
     memset(l, 0, sizeof(*l));
     l->t = label_time_ms;
     l->off = offset;
@@ -1012,12 +1037,12 @@ ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
     memcpy(l->data, key, keylen);
     if ((err = tab_insert(&j->lbt, l, h)) != LD_OK) {
         slab_free(&j->slab, l, lb_size(keylen));
-        return err;
+        goto done;
     }
-    if ((err = h_push(j, &j->lbh, l)) != LD_OK) {
+    if ((err = h_push(j, &j->lbh, l, l->t)) != LD_OK) {
         tab_remove(&j->lbt, l, h);
         slab_free(&j->slab, l, lb_size(keylen));
-        return err;
+        goto done;
     }
     j->st.pending_labels++;
     blk_pin(j, partition, LD_TOPIC_LABELS, seq);
@@ -1058,12 +1083,12 @@ static int fill_example(ld_joiner_t *j, const ev_t *e, ld_sample_type_t type,
                         ld_example_t *out)
 {
     const uint8_t *pk = e->data + e->keylen + 1;
-    uint32_t nd = pack_ndense(pk, e->nnz, e->width, e->pflags);
+    uint32_t nd = pack_ndense(pk, e->pflags);
     if (out_reserve(j, e->nnz, nd) != LD_OK)
         return 0;
     uint32_t ndo = nd;
     if (e->nnz || nd)
-        pack_read(pk, e->nnz, e->width, e->pflags, j->oidx, j->oval, j->odense,
+        pack_read(pk, e->nnz, e->param, e->pflags, j->oidx, j->oval, j->odense,
                   &ndo);
     memcpy(j->okey, e->data, (size_t)e->keylen + 1);
     memset(out, 0, sizeof(*out));
@@ -1113,7 +1138,7 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
     }
     int64_t W = get_W(j);
     while (j->lbh.n) {
-        lb_t *l = j->lbh.a[0];
+        lb_t *l = j->lbh.a[0].p;
         if (l->t + j->w >= W)
             break;
         /* Counted once: not when it had already expired before a resume. */
@@ -1122,8 +1147,8 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
         lb_remove(j, l);
     }
     while (j->evh.n) {
-        ev_t *e = j->evh.a[0];
-        int64_t d = ev_timer(j, e);
+        ev_t *e = j->evh.a[0].p;
+        int64_t d = j->evh.a[0].t;
         if (d >= W)
             break;
         int type = -1;
@@ -1155,7 +1180,7 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
             e->eflags |= E_DL_DONE;
         e->state =
             (e->state == T_DECIDE && e->dl_dt != NO_DT) ? T_DELAYED : T_RETIRE;
-        h_down(j, &j->evh, e->hpos);
+        ev_retime(j, e);
         if (d < j->parts[e->part].skip_before) {
             j->st.examples_skipped++;
             continue;
@@ -1268,7 +1293,8 @@ void ld_joiner_stats(ld_joiner_t *j, ld_joiner_stats_t *out)
     j->st.watermark_ms = get_W(j);
     j->st.bytes_entries = j->slab.in_use;
     uint64_t b = j->slab.reserved + sizeof(*j);
-    b += (j->evt.cap + j->lbt.cap + j->evh.cap + j->lbh.cap) * sizeof(void *);
+    b += (j->evt.cap + j->lbt.cap) * sizeof(void *);
+    b += (j->evh.cap + j->lbh.cap) * sizeof(hslot_t);
     b += j->fifo_cap * (sizeof(void *) + 1) + j->nparts * sizeof(part_t);
     for (size_t p = 0; p < j->nparts; p++)
         for (int k = 0; k < 2; k++)
@@ -1319,14 +1345,14 @@ ld_err_t ld_joiner_revoke(ld_joiner_t *j, int32_t partition)
     if (!victims)
         return LD_ERR_NOMEM;
     for (size_t i = 0; i < j->evh.n; i++)
-        if (((ev_t *)j->evh.a[i])->part == partition)
-            victims[n++] = j->evh.a[i];
+        if (((ev_t *)j->evh.a[i].p)->part == partition)
+            victims[n++] = j->evh.a[i].p;
     for (size_t i = 0; i < n; i++)
         ev_remove(j, victims[i]);
     n = 0;
     for (size_t i = 0; i < j->lbh.n; i++)
-        if (((lb_t *)j->lbh.a[i])->part == partition)
-            victims[n++] = j->lbh.a[i];
+        if (((lb_t *)j->lbh.a[i].p)->part == partition)
+            victims[n++] = j->lbh.a[i].p;
     for (size_t i = 0; i < n; i++)
         lb_remove(j, victims[i]);
     free(victims);
@@ -1428,9 +1454,8 @@ ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
     if (!pt || !buf || !len)
         return LD_ERR_INVAL;
     int64_t W = get_W(j);
-    if (j->fifo_head < j->fifo_n ||
-        (j->evh.n && ev_timer(j, j->evh.a[0]) < W) ||
-        (j->lbh.n && ((lb_t *)j->lbh.a[0])->t + j->w < W))
+    if (j->fifo_head < j->fifo_n || (j->evh.n && j->evh.a[0].t < W) ||
+        (j->lbh.n && j->lbh.a[0].t + j->w < W))
         return LD_ERR_INVAL; /* not drained: poll until 0 first */
     int64_t roff[2], rwm[2];
     size_t nadv[2], first[2], n = 4 + 4 + 8;

@@ -74,6 +74,11 @@ void *slab_alloc(slab_t *s, size_t n)
     return p;
 }
 
+size_t slab_big_size(void *p)
+{
+    return (size_t)((big_hdr_t *)p - 1)->size;
+}
+
 void slab_free(slab_t *s, void *p, size_t n)
 {
     if (!p)
@@ -102,43 +107,132 @@ static int is_one(float v)
     return b == one_bits;
 }
 
-size_t pack_size(const ld_features_t *x, uint8_t *width, uint8_t *flags)
+/* Sorts (index, position) keys: ascending index, ties by input position,
+ * so the order is a pure function of the input. */
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static size_t rice_bits(const uint64_t *keys, uint32_t n, unsigned k)
+{
+    size_t bits = 0;
+    uint32_t prev = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t ix = (uint32_t)(keys[i] >> 32);
+        bits += ((ix - prev) >> k) + 1 + k;
+        prev = ix;
+    }
+    return bits;
+}
+
+size_t pack_size(const ld_features_t *x, pack_scratch_t *sc, uint8_t *param,
+                 uint8_t *flags)
 {
     if (x->nnz > 65535u || x->ndense > 65535u)
         return 0;
     if ((x->nnz && !x->idx) || (x->ndense && !x->dense))
         return 0;
-    uint32_t maxi = 0, nother = 0;
+    if (x->nnz > sc->cap) {
+        uint64_t *nk = realloc(sc->keys, x->nnz * sizeof(*nk));
+        if (!nk)
+            return 0;
+        sc->keys = nk;
+        sc->cap = x->nnz;
+    }
+    uint32_t nother = 0;
     for (uint32_t i = 0; i < x->nnz; i++) {
-        if (x->idx[i] > maxi)
-            maxi = x->idx[i];
+        sc->keys[i] = (uint64_t)x->idx[i] << 32 | i;
         if (x->val && !is_one(x->val[i]))
             nother++;
     }
-    uint8_t w = 1;
-    while (w < 32 && (maxi >> w) != 0)
-        w++;
+    if (x->nnz <= 64) {
+        for (uint32_t i = 1; i < x->nnz; i++) {
+            uint64_t v = sc->keys[i];
+            uint32_t k = i;
+            for (; k > 0 && sc->keys[k - 1] > v; k--)
+                sc->keys[k] = sc->keys[k - 1];
+            sc->keys[k] = v;
+        }
+    } else {
+        qsort(sc->keys, x->nnz, sizeof(uint64_t), cmp_u64);
+    }
+    /* Rice parameter near log2(mean gap); the best of three neighbours. */
+    unsigned k = 0, best = 0;
+    if (x->nnz) {
+        uint64_t span = (sc->keys[x->nnz - 1] >> 32) + 1;
+        uint64_t mean = span / x->nnz;
+        while (k < 31 && (mean >> (k + 1)) != 0)
+            k++;
+    }
+    size_t bits = SIZE_MAX;
+    for (unsigned c = k ? k - 1 : 0; c <= k + 1 && c <= 31; c++) {
+        size_t b = rice_bits(sc->keys, x->nnz, c);
+        if (b < bits) {
+            bits = b;
+            best = c;
+        }
+    }
     uint8_t f = nother ? 0 : (uint8_t)PACK_ONES;
-    size_t n = ((size_t)x->nnz * w + 7) / 8;
+    size_t n = (bits + 7) / 8;
     if (nother)
         n += (x->nnz + 7u) / 8u + (size_t)nother * 4u;
     if (x->ndense) {
         f = (uint8_t)(f | PACK_DENSE);
         n += 2u + (size_t)x->ndense * 4u;
     }
-    *width = w;
+    *param = (uint8_t)best;
     *flags = f;
     return n;
 }
 
-void pack_write(uint8_t *dst, const ld_features_t *x, uint8_t width,
-                uint8_t flags)
+void pack_write(uint8_t *dst, const ld_features_t *x, const pack_scratch_t *sc,
+                uint8_t param, uint8_t flags)
 {
+    if (flags & PACK_DENSE) {
+        uint16_t nd = (uint16_t)x->ndense;
+        memcpy(dst, &nd, 2);
+        memcpy(dst + 2, x->dense, (size_t)x->ndense * 4u);
+        dst += 2 + (size_t)x->ndense * 4u;
+    }
+    if (!(flags & PACK_ONES)) {
+        uint8_t *bm = dst;
+        size_t nbm = (x->nnz + 7u) / 8u;
+        memset(bm, 0, nbm);
+        dst += nbm;
+        for (uint32_t i = 0; i < x->nnz; i++) {
+            uint32_t pos = (uint32_t)sc->keys[i];
+            if (!is_one(x->val[pos])) {
+                bm[i / 8] = (uint8_t)(bm[i / 8] | (1u << (i % 8)));
+                memcpy(dst, &x->val[pos], 4);
+                dst += 4;
+            }
+        }
+    }
+    /* Rice-coded gaps, LSB first: quotient in unary (ones, then a zero),
+     * then the low `param` bits. */
     uint64_t acc = 0;
     unsigned nb = 0;
+    uint32_t prev = 0;
     for (uint32_t i = 0; i < x->nnz; i++) {
-        acc |= (uint64_t)x->idx[i] << nb;
-        nb += width;
+        uint32_t ix = (uint32_t)(sc->keys[i] >> 32), g = ix - prev;
+        prev = ix;
+        uint32_t q = g >> param;
+        while (q) {
+            unsigned take = q > 32 ? 32 : q;
+            acc |= ((1ull << take) - 1) << nb;
+            nb += take;
+            q -= take;
+            while (nb >= 8) {
+                *dst++ = (uint8_t)acc;
+                acc >>= 8;
+                nb -= 8;
+            }
+        }
+        nb += 1; /* the terminating zero */
+        acc |= (uint64_t)(g & ((1ull << param) - 1)) << nb;
+        nb += param;
         while (nb >= 8) {
             *dst++ = (uint8_t)acc;
             acc >>= 8;
@@ -146,110 +240,76 @@ void pack_write(uint8_t *dst, const ld_features_t *x, uint8_t width,
         }
     }
     if (nb)
-        *dst++ = (uint8_t)acc;
-    if (!(flags & PACK_ONES)) {
-        uint8_t *bm = dst;
-        size_t nbm = (x->nnz + 7u) / 8u;
-        memset(bm, 0, nbm);
-        dst += nbm;
-        for (uint32_t i = 0; i < x->nnz; i++) {
-            if (!is_one(x->val[i])) {
-                bm[i / 8] = (uint8_t)(bm[i / 8] | (1u << (i % 8)));
-                memcpy(dst, &x->val[i], 4);
-                dst += 4;
-            }
-        }
-    }
-    if (flags & PACK_DENSE) {
-        uint16_t nd = (uint16_t)x->ndense;
-        memcpy(dst, &nd, 2);
-        memcpy(dst + 2, x->dense, (size_t)x->ndense * 4u);
-    }
+        *dst = (uint8_t)acc;
 }
 
-/* Returns the position just after the indices and values. */
-static const uint8_t *read_sparse(const uint8_t *src, uint32_t nnz,
-                                  uint8_t width, uint8_t flags, uint32_t *idx,
-                                  float *val)
-{
-    uint64_t acc = 0;
-    unsigned nb = 0;
-    uint64_t mask = width >= 32 ? 0xffffffffu : ((1ull << width) - 1);
-    for (uint32_t i = 0; i < nnz; i++) {
-        while (nb < width) {
-            acc |= (uint64_t)(*src++) << nb;
-            nb += 8;
-        }
-        if (idx)
-            idx[i] = (uint32_t)(acc & mask);
-        acc >>= width;
-        nb -= width;
-    }
-    if (flags & PACK_ONES) {
-        if (val)
-            for (uint32_t i = 0; i < nnz; i++)
-                val[i] = 1.0f;
-        return src;
-    }
-    const uint8_t *bm = src;
-    src += (nnz + 7u) / 8u;
-    for (uint32_t i = 0; i < nnz; i++) {
-        if (bm[i / 8] & (1u << (i % 8))) {
-            if (val)
-                memcpy(&val[i], src, 4);
-            src += 4;
-        } else if (val) {
-            val[i] = 1.0f;
-        }
-    }
-    return src;
-}
-
-/* Bytes of the sparse part: indices, and the bitmap and values if any. */
-static size_t sparse_len(const uint8_t *src, uint32_t nnz, uint8_t width,
-                         uint8_t flags)
-{
-    size_t n = ((size_t)nnz * width + 7) / 8;
-    if (flags & PACK_ONES)
-        return n;
-    size_t nb = ((size_t)nnz + 7) / 8, k = 0;
-    for (size_t i = 0; i < nb; i++)
-        k += (size_t)__builtin_popcount(src[n + i]);
-    return n + nb + k * 4;
-}
-
-uint32_t pack_ndense(const uint8_t *src, uint32_t nnz, uint8_t width,
-                     uint8_t flags)
+uint32_t pack_ndense(const uint8_t *src, uint8_t flags)
 {
     if (!(flags & PACK_DENSE))
         return 0;
     uint16_t nd;
-    memcpy(&nd, src + sparse_len(src, nnz, width, flags), 2);
+    memcpy(&nd, src, 2);
     return nd;
 }
 
-size_t pack_len(const uint8_t *src, uint32_t nnz, uint8_t width, uint8_t flags)
-{
-    size_t n = sparse_len(src, nnz, width, flags);
-    if (flags & PACK_DENSE) {
-        uint16_t nd;
-        memcpy(&nd, src + n, 2);
-        n += 2 + (size_t)nd * 4;
-    }
-    return n;
-}
-
-void pack_read(const uint8_t *src, uint32_t nnz, uint8_t width, uint8_t flags,
+void pack_read(const uint8_t *src, uint32_t nnz, uint8_t param, uint8_t flags,
                uint32_t *idx, float *val, float *dense, uint32_t *ndense)
 {
-    const uint8_t *p = read_sparse(src, nnz, width, flags, idx, val);
     uint32_t cap = *ndense;
     *ndense = 0;
-    if (!(flags & PACK_DENSE))
-        return;
-    uint16_t nd;
-    memcpy(&nd, p, 2);
-    uint32_t n = nd < cap ? nd : cap;
-    memcpy(dense, p + 2, (size_t)n * 4u);
-    *ndense = n;
+    if (flags & PACK_DENSE) {
+        uint16_t nd;
+        memcpy(&nd, src, 2);
+        uint32_t n = nd < cap ? nd : cap;
+        memcpy(dense, src + 2, (size_t)n * 4u);
+        *ndense = n;
+        src += 2 + (size_t)nd * 4u;
+    }
+    if (flags & PACK_ONES) {
+        for (uint32_t i = 0; i < nnz; i++)
+            val[i] = 1.0f;
+    } else {
+        const uint8_t *bm = src;
+        src += (nnz + 7u) / 8u;
+        for (uint32_t i = 0; i < nnz; i++) {
+            if (bm[i / 8] & (1u << (i % 8))) {
+                memcpy(&val[i], src, 4);
+                src += 4;
+            } else {
+                val[i] = 1.0f;
+            }
+        }
+    }
+    uint64_t acc = 0;
+    unsigned nb = 0;
+    uint32_t prev = 0;
+    uint64_t mask = (1ull << param) - 1;
+    for (uint32_t i = 0; i < nnz; i++) {
+        uint32_t q = 0;
+        for (;;) {
+            if (nb == 0) {
+                acc = *src++;
+                nb = 8;
+            }
+            /* ones at the bottom of acc are quotient bits */
+            unsigned ones = (unsigned)__builtin_ctzll(~acc);
+            if (ones < nb) {
+                q += ones;
+                acc >>= ones + 1;
+                nb -= ones + 1;
+                break;
+            }
+            q += nb;
+            nb = 0;
+        }
+        while (nb < param) {
+            acc |= (uint64_t)(*src++) << nb;
+            nb += 8;
+        }
+        uint32_t g = (q << param) | (uint32_t)(acc & mask);
+        acc >>= param;
+        nb -= param;
+        prev += g;
+        idx[i] = prev;
+    }
 }
