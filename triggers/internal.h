@@ -68,6 +68,9 @@ int res_init(reservoir_t *r, uint32_t cap, uint64_t seed);
 void res_free(reservoir_t *r);
 void res_clear(reservoir_t *r, uint64_t seed);
 void res_add(reservoir_t *r, float x);
+/* Sorts the sample in place: only for a closed window, which takes no more
+ * values (sampling order then no longer matters). */
+void res_sort(reservoir_t *r);
 uint32_t res_size(const reservoir_t *r);
 /* Copies the sample into out (res_size entries) as doubles. */
 void res_copy(const reservoir_t *r, double *out);
@@ -77,9 +80,12 @@ void res_load(reservoir_t *r, rbuf_t *rb);
 /* ---- SpaceSaving: the frequent-items sketch of a categorical feature. --- */
 
 typedef struct spacesaving {
-    uint32_t *item;
+    uint32_t *item;  /* heap order, k */
+    uint32_t *hslot; /* index slot of each heap position, k */
     uint64_t *count;
-    uint64_t *err; /* over-count bound inherited at replacement */
+    uint64_t *err;   /* over-count bound inherited at replacement */
+    uint32_t *slots; /* index: heap position or UINT32_MAX, mask + 1 */
+    uint32_t mask;
     uint32_t k, used;
     uint64_t n; /* items seen */
 } spacesaving_t;
@@ -101,6 +107,13 @@ double ss_js(const spacesaving_t *ref, const spacesaving_t *cur);
 /* ---- Helpers ---------------------------------------------------------- */
 
 int cmp_double(const void *a, const void *b);
+/* The statistics on already sorted samples (cur of PSI need not be). */
+double stat_psi_sorted(const double *ref, size_t nref, const double *cur,
+                       size_t ncur, size_t bins, double floor_p);
+double stat_ks_sorted(const double *sa, size_t na, const double *sb, size_t nb,
+                      double *p_value);
+double stat_wasserstein_sorted(const double *sa, size_t na, const double *sb,
+                               size_t nb);
 /* Metric of predictions p against labels y (n pairs), as in the gate. */
 double metric_eval(int metric, const float *p, const float *y, size_t n);
 /* True when lower is better for the metric. */

@@ -212,6 +212,61 @@ void res_add(reservoir_t *r, float x)
         r->v[j] = x;
 }
 
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Order-preserving map of a float's bits to an unsigned key. */
+static uint32_t float_key(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+
+static float key_float(uint32_t k)
+{
+    uint32_t u = k & 0x80000000u ? k & 0x7fffffffu : ~k;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+/* LSD radix sort on the keys, 4 passes of 8 bits: a closed window sorts
+ * every numeric sample, and a comparison sort was a fifth of the cost of
+ * watching 40 features. Falls back to qsort without memory. */
+void res_sort(reservoir_t *r)
+{
+    uint32_t n = res_size(r);
+    uint32_t *a = malloc((size_t)n * 2 * sizeof(uint32_t));
+    if (!a) {
+        qsort(r->v, n, sizeof(*r->v), cmp_float);
+        return;
+    }
+    uint32_t *b = a + n;
+    for (uint32_t i = 0; i < n; i++)
+        a[i] = float_key(r->v[i]);
+    for (int shift = 0; shift < 32; shift += 8) {
+        uint32_t cnt[257] = {0};
+        for (uint32_t i = 0; i < n; i++)
+            cnt[((a[i] >> shift) & 0xffu) + 1]++;
+        for (int d = 0; d < 256; d++)
+            cnt[d + 1] += cnt[d];
+        for (uint32_t i = 0; i < n; i++)
+            b[cnt[(a[i] >> shift) & 0xffu]++] = a[i];
+        uint32_t *tmp = a;
+        a = b;
+        b = tmp;
+    }
+    /* After an even number of passes the result is back in the first
+     * half of the allocation. */
+    for (uint32_t i = 0; i < n; i++)
+        r->v[i] = key_float(a[i]);
+    free(a < b ? a : b);
+}
+
 uint32_t res_size(const reservoir_t *r)
 {
     return r->n < r->cap ? (uint32_t)r->n : r->cap;
@@ -250,7 +305,9 @@ void res_load(reservoir_t *r, rbuf_t *rb)
 
 /* ---- SpaceSaving ---------------------------------------------------------
  * Counters sit in a min-heap on count so the replaced minimum is found in
- * O(log k); an open-addressing index maps item -> heap slot. */
+ * O(log k); an open-addressing index (slots) maps item -> heap position and
+ * hslot maps a heap position back to its index slot, so heap moves never
+ * search the index. */
 
 #define SS_EMPTY UINT32_MAX
 
@@ -264,8 +321,7 @@ static uint32_t ss_hash(uint32_t x)
     return x;
 }
 
-/* Index slots: a power of two >= 2k; each holds a heap position or
- * SS_EMPTY. */
+/* Index slots: a power of two >= 2k. */
 static uint32_t ss_nslots(uint32_t k)
 {
     uint32_t n = 16;
@@ -274,43 +330,40 @@ static uint32_t ss_nslots(uint32_t k)
     return n;
 }
 
-static uint32_t *ss_slots(const spacesaving_t *s)
-{
-    /* Slots follow the k items in the item array. */
-    return s->item + s->k;
-}
-
 static uint32_t ss_find(const spacesaving_t *s, uint32_t item)
 {
-    uint32_t *slot = ss_slots(s), mask = ss_nslots(s->k) - 1;
+    uint32_t mask = s->mask;
     for (uint32_t h = ss_hash(item) & mask;; h = (h + 1) & mask) {
-        if (slot[h] == SS_EMPTY)
+        uint32_t pos = s->slots[h];
+        if (pos == SS_EMPTY)
             return SS_EMPTY;
-        if (s->item[slot[h]] == item)
+        if (s->item[pos] == item)
             return h;
     }
 }
 
 static void ss_index_put(spacesaving_t *s, uint32_t item, uint32_t pos)
 {
-    uint32_t *slot = ss_slots(s), mask = ss_nslots(s->k) - 1;
-    uint32_t h = ss_hash(item) & mask;
-    while (slot[h] != SS_EMPTY)
-        h = (h + 1) & mask;
-    slot[h] = pos;
+    uint32_t h = ss_hash(item) & s->mask;
+    while (s->slots[h] != SS_EMPTY)
+        h = (h + 1) & s->mask;
+    s->slots[h] = pos;
+    s->hslot[pos] = h;
 }
 
 /* Backward-shift deletion keeps probe chains intact without tombstones. */
 static void ss_index_del(spacesaving_t *s, uint32_t h)
 {
-    uint32_t *slot = ss_slots(s), mask = ss_nslots(s->k) - 1;
-    slot[h] = SS_EMPTY;
-    for (uint32_t j = (h + 1) & mask; slot[j] != SS_EMPTY; j = (j + 1) & mask) {
-        uint32_t home = ss_hash(s->item[slot[j]]) & mask;
-        /* Move slot[j] into the hole when its home is not in (h, j]. */
+    uint32_t mask = s->mask;
+    s->slots[h] = SS_EMPTY;
+    for (uint32_t j = (h + 1) & mask; s->slots[j] != SS_EMPTY;
+         j = (j + 1) & mask) {
+        uint32_t home = ss_hash(s->item[s->slots[j]]) & mask;
+        /* Move slot j into the hole when its home is not in (h, j]. */
         if (((j - home) & mask) >= ((j - h) & mask)) {
-            slot[h] = slot[j];
-            slot[j] = SS_EMPTY;
+            s->slots[h] = s->slots[j];
+            s->hslot[s->slots[h]] = h;
+            s->slots[j] = SS_EMPTY;
             h = j;
         }
     }
@@ -318,18 +371,18 @@ static void ss_index_del(spacesaving_t *s, uint32_t h)
 
 static void ss_swap(spacesaving_t *s, uint32_t a, uint32_t b)
 {
-    uint32_t *slot = ss_slots(s);
-    uint32_t ha = ss_find(s, s->item[a]), hb = ss_find(s, s->item[b]);
-    uint32_t ia = s->item[a];
+    uint32_t ia = s->item[a], ha = s->hslot[a];
     uint64_t ca = s->count[a], ea = s->err[a];
     s->item[a] = s->item[b];
     s->count[a] = s->count[b];
     s->err[a] = s->err[b];
+    s->hslot[a] = s->hslot[b];
     s->item[b] = ia;
     s->count[b] = ca;
     s->err[b] = ea;
-    slot[ha] = b;
-    slot[hb] = a;
+    s->hslot[b] = ha;
+    s->slots[s->hslot[a]] = a;
+    s->slots[s->hslot[b]] = b;
 }
 
 static void ss_sift_down(spacesaving_t *s, uint32_t i)
@@ -362,10 +415,13 @@ int ss_init(spacesaving_t *s, uint32_t k)
 {
     memset(s, 0, sizeof(*s));
     s->k = k;
-    s->item = malloc(((size_t)k + ss_nslots(k)) * sizeof(*s->item));
+    s->mask = ss_nslots(k) - 1;
+    s->item = calloc(k, sizeof(*s->item));
+    s->hslot = calloc(k, sizeof(*s->hslot));
     s->count = calloc(k, sizeof(*s->count));
     s->err = calloc(k, sizeof(*s->err));
-    if (!s->item || !s->count || !s->err) {
+    s->slots = malloc(ss_nslots(k) * sizeof(*s->slots));
+    if (!s->item || !s->hslot || !s->count || !s->err || !s->slots) {
         ss_free(s);
         return -1;
     }
@@ -376,16 +432,17 @@ int ss_init(spacesaving_t *s, uint32_t k)
 void ss_free(spacesaving_t *s)
 {
     free(s->item);
+    free(s->hslot);
     free(s->count);
     free(s->err);
-    s->item = NULL;
-    s->count = NULL;
-    s->err = NULL;
+    free(s->slots);
+    s->item = s->hslot = s->slots = NULL;
+    s->count = s->err = NULL;
 }
 
 void ss_clear(spacesaving_t *s)
 {
-    memset(ss_slots(s), 0xff, ss_nslots(s->k) * sizeof(uint32_t));
+    memset(s->slots, 0xff, (s->mask + 1) * sizeof(*s->slots));
     s->used = 0;
     s->n = 0;
 }
@@ -395,7 +452,7 @@ void ss_add(spacesaving_t *s, uint32_t item)
     s->n++;
     uint32_t h = ss_find(s, item);
     if (h != SS_EMPTY) {
-        uint32_t pos = ss_slots(s)[h];
+        uint32_t pos = s->slots[h];
         s->count[pos]++;
         ss_sift_down(s, pos);
         return;
@@ -410,7 +467,7 @@ void ss_add(spacesaving_t *s, uint32_t item)
         return;
     }
     /* Replace the minimum (the heap root): it inherits min + 1. */
-    ss_index_del(s, ss_find(s, s->item[0]));
+    ss_index_del(s, s->hslot[0]);
     s->item[0] = item;
     s->err[0] = s->count[0];
     s->count[0]++;
@@ -423,7 +480,7 @@ uint64_t ss_count(const spacesaving_t *s, uint32_t item)
     uint32_t h = ss_find(s, item);
     if (h == SS_EMPTY)
         return 0;
-    uint32_t pos = ss_slots(s)[h];
+    uint32_t pos = s->slots[h];
     return s->count[pos] - s->err[pos];
 }
 

@@ -50,36 +50,41 @@ static size_t bin_of(const double *edges, size_t nedges, double v)
     return lo;
 }
 
-double ld_triggers_stat_psi(const double *ref, size_t nref, const double *cur,
-                            size_t ncur, size_t bins, double floor_p)
+double stat_psi_sorted(const double *ref, size_t nref, const double *cur,
+                       size_t ncur, size_t bins, double floor_p)
 {
     if (nref == 0 || ncur == 0 || bins < 2 || bins > 1000)
         return NAN;
-    double psi = NAN;
-    double *s = sorted_copy(ref, nref);
-    double *edges = malloc((bins - 1) * sizeof(*edges));
-    uint64_t *cr = calloc(bins, sizeof(*cr));
-    uint64_t *cc = calloc(bins, sizeof(*cc));
-    if (!s || !edges || !cr || !cc)
-        goto out;
+    double edges[1000];
+    uint64_t cr[1000], cc[1000];
+    memset(cr, 0, bins * sizeof(cr[0]));
+    memset(cc, 0, bins * sizeof(cc[0]));
     for (size_t i = 1; i < bins; i++)
         edges[i - 1] =
-            ld_triggers_stat_quantile(s, nref, (double)i / (double)bins);
+            ld_triggers_stat_quantile(ref, nref, (double)i / (double)bins);
     for (size_t i = 0; i < nref; i++)
         cr[bin_of(edges, bins - 1, ref[i])]++;
     for (size_t i = 0; i < ncur; i++)
         cc[bin_of(edges, bins - 1, cur[i])]++;
-    psi = 0.0;
+    double psi = 0.0;
     for (size_t b = 0; b < bins; b++) {
         double r = fmax((double)cr[b] / (double)nref, floor_p);
         double c = fmax((double)cc[b] / (double)ncur, floor_p);
         psi += (c - r) * log(c / r);
     }
-out:
+    return psi;
+}
+
+double ld_triggers_stat_psi(const double *ref, size_t nref, const double *cur,
+                            size_t ncur, size_t bins, double floor_p)
+{
+    if (nref == 0)
+        return NAN;
+    double *s = sorted_copy(ref, nref);
+    if (!s)
+        return NAN;
+    double psi = stat_psi_sorted(s, nref, cur, ncur, bins, floor_p);
     free(s);
-    free(edges);
-    free(cr);
-    free(cc);
     return psi;
 }
 
@@ -112,15 +117,9 @@ double ld_triggers_stat_kolmogorov_sf(double x)
     return fmin(1.0, fmax(0.0, 2.0 * s));
 }
 
-ld_err_t ld_triggers_stat_ks(const double *a, size_t na, const double *b,
-                             size_t nb, double *d_out, double *p_out)
+double stat_ks_sorted(const double *sa, size_t na, const double *sb, size_t nb,
+                      double *p_out)
 {
-    if (na == 0 || nb == 0)
-        return LD_ERR_INVAL;
-    ld_err_t err = LD_ERR_NOMEM;
-    double *sa = sorted_copy(a, na), *sb = sorted_copy(b, nb);
-    if (!sa || !sb)
-        goto err;
     size_t i = 0, j = 0;
     double d = 0.0;
     while (i < na && j < nb) {
@@ -134,29 +133,34 @@ ld_err_t ld_triggers_stat_ks(const double *a, size_t na, const double *b,
             d = diff;
     }
     double en = (double)na * (double)nb / ((double)na + (double)nb);
-    *d_out = d;
     *p_out = ld_triggers_stat_kolmogorov_sf(sqrt(en) * d);
-    err = LD_OK;
-err:
+    return d;
+}
+
+ld_err_t ld_triggers_stat_ks(const double *a, size_t na, const double *b,
+                             size_t nb, double *d_out, double *p_out)
+{
+    if (na == 0 || nb == 0)
+        return LD_ERR_INVAL;
+    ld_err_t err = LD_ERR_NOMEM;
+    double *sa = sorted_copy(a, na), *sb = sorted_copy(b, nb);
+    if (sa && sb) {
+        *d_out = stat_ks_sorted(sa, na, sb, nb, p_out);
+        err = LD_OK;
+    }
     free(sa);
     free(sb);
     return err;
 }
 
-double ld_triggers_stat_wasserstein(const double *a, size_t na, const double *b,
-                                    size_t nb)
+double stat_wasserstein_sorted(const double *sa, size_t na, const double *sb,
+                               size_t nb)
 {
-    if (na == 0 || nb == 0)
-        return NAN;
-    double w = NAN;
-    double *sa = sorted_copy(a, na), *sb = sorted_copy(b, nb);
-    if (!sa || !sb)
-        goto out;
     /* Integrate |F_a - F_b| between consecutive values of the merged
      * sample; both CDFs are constant there. */
     size_t i = 0, j = 0;
     double prev = fmin(sa[0], sb[0]);
-    w = 0.0;
+    double w = 0.0;
     while (i < na || j < nb) {
         double x = (j >= nb || (i < na && sa[i] <= sb[j])) ? sa[i] : sb[j];
         double fa = (double)i / (double)na, fb = (double)j / (double)nb;
@@ -167,7 +171,18 @@ double ld_triggers_stat_wasserstein(const double *a, size_t na, const double *b,
         while (j < nb && sb[j] <= x)
             j++;
     }
-out:
+    return w;
+}
+
+double ld_triggers_stat_wasserstein(const double *a, size_t na, const double *b,
+                                    size_t nb)
+{
+    if (na == 0 || nb == 0)
+        return NAN;
+    double w = NAN;
+    double *sa = sorted_copy(a, na), *sb = sorted_copy(b, nb);
+    if (sa && sb)
+        w = stat_wasserstein_sorted(sa, na, sb, nb);
     free(sa);
     free(sb);
     return w;

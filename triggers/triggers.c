@@ -239,13 +239,18 @@ static void win_observe(ld_triggers_t *t, winset_t *w,
         ss_add(&w->label_cat, (uint32_t)(int64_t)lrintf(o->label));
     else
         res_add(&w->label_num, o->label);
+    /* A fixed stride of examples is a uniform sample of the window and
+     * keeps the sketch cost off most examples; prediction and label (one
+     * value each) are always taken. */
     if (!o->x)
         return;
     uint32_t nd = o->x->ndense < t->nnum ? o->x->ndense : t->nnum;
-    for (uint32_t i = 0; i < nd; i++)
-        if (isfinite(o->x->dense[i]))
-            res_add(&w->num[i], o->x->dense[i]);
-    if (t->c.drift_hashed)
+    if (t->examples % (uint64_t)t->c.drift_stride == 0)
+        for (uint32_t i = 0; i < nd; i++)
+            if (isfinite(o->x->dense[i]))
+                res_add(&w->num[i], o->x->dense[i]);
+    if (t->c.drift_hashed &&
+        t->examples % (uint64_t)t->c.drift_hashed_stride == 0)
         for (uint32_t i = 0; i < o->x->nnz; i++)
             ss_add(&w->hashed, o->x->idx[i]);
 }
@@ -502,22 +507,22 @@ static int drift_numeric(ld_triggers_t *t, const reservoir_t *ref,
         return -1;
     res_copy(ref, t->s_ref);
     res_copy(cur, t->s_cur);
-    double psi = ld_triggers_stat_psi(t->s_ref, nr, t->s_cur, nc,
-                                      (size_t)c->drift_psi_bins, 1e-4);
+    /* Closed windows hold sorted samples (win_seal). */
+    double psi = stat_psi_sorted(t->s_ref, nr, t->s_cur, nc,
+                                 (size_t)c->drift_psi_bins, 1e-4);
     ev_set(psi_ev, metric, "psi", "threshold", psi, c->drift_psi_alert, NAN,
            NAN, cur->n);
     int drifted = 0;
     switch (c->drift_numeric_test) {
     case LD_TRIGGER_TEST_KS: {
         double d = 0.0, p = 1.0;
-        if (ld_triggers_stat_ks(t->s_ref, nr, t->s_cur, nc, &d, &p))
-            return -1;
+        d = stat_ks_sorted(t->s_ref, nr, t->s_cur, nc, &p);
         ev_set(dec, metric, "ks", "bonferroni", d, bonf_level, p, NAN, nc);
         drifted = p < bonf_level;
         break;
     }
     case LD_TRIGGER_TEST_WASSERSTEIN: {
-        double w = ld_triggers_stat_wasserstein(t->s_ref, nr, t->s_cur, nc);
+        double w = stat_wasserstein_sorted(t->s_ref, nr, t->s_cur, nc);
         double mean = 0.0, m2 = 0.0;
         for (uint32_t i = 0; i < nr; i++)
             mean += t->s_ref[i];
@@ -673,6 +678,7 @@ ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
         conf->drift_topk > (1 << 20) || conf->gate_window < 1 ||
         conf->drift_psi_bins < 2 || conf->drift_psi_bins > 1000 ||
         conf->drift_max_features < 0 || conf->evidence_max < 2 ||
+        conf->drift_stride < 1 || conf->drift_hashed_stride < 1 ||
         conf->perf_metric == LD_TRIGGER_METRIC_AUC) {
         set_err(errstr, errstr_size, "triggers: config value out of range");
         return NULL;
@@ -924,10 +930,21 @@ out:
     return err;
 }
 
+/* A closed window takes no more values: sort its samples once, so every
+ * later comparison (a reference is compared many times) skips the sort. */
+static void win_seal(ld_triggers_t *t, winset_t *w)
+{
+    for (uint32_t i = 0; i < t->nnum; i++)
+        res_sort(&w->num[i]);
+    res_sort(&w->pred);
+    res_sort(&w->label_num);
+    w->valid = 1;
+}
+
 static ld_err_t close_window(ld_triggers_t *t)
 {
     ld_err_t err = LD_OK;
-    t->cur.valid = 1;
+    win_seal(t, &t->cur);
     if (!t->ref.valid) {
         /* The first complete window is the reference. */
         win_swap(&t->ref, &t->cur);

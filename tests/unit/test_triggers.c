@@ -532,7 +532,8 @@ static void test_drift_hashed_categorical_js(void **s)
     conf_only(&c, LD_TRIGGER_DRIFT);
     c.window_size = 2000;
     c.drift.action = LD_TRIGGER_ACTION_ALERT;
-    c.drift_min_share = 1.0; /* the only feature */
+    c.drift_min_share = 1.0;   /* the only feature */
+    c.drift_hashed_stride = 1; /* small windows: every example's ids */
     ld_triggers_t *t = new_triggers(&c, 0);
     rng_state = 9;
     int64_t ts = 0;
