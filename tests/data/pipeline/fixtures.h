@@ -174,4 +174,59 @@ static inline void fx_conf_free(ld_pipeline_conf_t *c)
     free(c);
 }
 
+#ifdef LD_FUZZ_REPLAY
+#include <dirent.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Plain-program main of a fuzz target: feeds every file named (or inside a
+ * named directory) to LLVMFuzzerTestOneInput, each in a buffer of exactly
+ * its size so ASan sees any overread. */
+static int fx_replay_path(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        perror(path);
+        return 1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        int rc = 0, n = 0;
+        char sub[4096];
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
+            rc |= fx_replay_path(sub);
+            n++;
+        }
+        if (d)
+            closedir(d);
+        printf("%s: %d inputs\n", path, n);
+        return rc;
+    }
+    size_t len = 0;
+    char *buf = fx_slurp(path, &len);
+    if (!buf)
+        return 1;
+    uint8_t *exact = malloc(len ? len : 1);
+    memcpy(exact, buf, len);
+    free(buf);
+    LLVMFuzzerTestOneInput(exact, len);
+    free(exact);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int rc = 0;
+    for (int i = 1; i < argc; i++)
+        rc |= fx_replay_path(argv[i]);
+    return rc;
+}
+#endif
+
 #endif /* LD_TESTS_PIPELINE_FIXTURES_H */

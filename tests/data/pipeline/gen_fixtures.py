@@ -307,3 +307,34 @@ def avro_event_bad_utf8(ev):
 
 if __name__ == "__main__":
     main()
+
+
+def write_corpora(outdir):
+    """Seed corpora of the fuzz targets: the first records of every fixture
+    and the poison corpus, one file per value."""
+    for fmt in ("avro", "protobuf", "json"):
+        d = os.path.join(outdir, "fuzz", fmt)
+        os.makedirs(d, exist_ok=True)
+        n = 0
+        for kind in ("events", "labels"):
+            data = open(os.path.join(outdir, "%s-%s.kcat" % (kind, fmt)), "rb").read()
+            for rec in data.split(DELIM)[:6]:
+                if rec:
+                    with open(os.path.join(d, "%s-%d" % (kind, n)), "wb") as f:
+                        f.write(rec.split(KDELIM, 1)[1])
+                    n += 1
+    d = os.path.join(outdir, "fuzz", "avro")
+    data = open(os.path.join(outdir, "poison-avro.bin"), "rb").read()
+    i = n = 0
+    while i < len(data):
+        kl = struct.unpack_from(">I", data, i)[0]
+        i += 4 + kl
+        vl = struct.unpack_from(">I", data, i)[0]
+        with open(os.path.join(d, "poison-%d" % n), "wb") as f:
+            f.write(data[i + 4:i + 4 + vl])
+        i += 4 + vl
+        n += 1
+
+
+if __name__ == "__main__" and len(sys.argv) > 1:
+    write_corpora(sys.argv[1])
