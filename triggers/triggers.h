@@ -331,6 +331,8 @@ typedef struct ld_trigger_publication {
 
 /* Encodes the trigger event of d as JSON (schemas/trigger.schema.json, keys
  * in a fixed order, no whitespace) or protobuf learnd.v1.TriggerEvent.
+ * The event schema has no INCONCLUSIVE verdict: it goes out as FAIL (the
+ * champion stays) with a reason starting "inconclusive:".
  * pub must be given iff the verdict is PASS. created_at_ms is the wall clock
  * of emission (informational; the only non-deterministic field). On success
  * *out holds *len bytes (JSON: NUL-terminated, the NUL not counted); caller

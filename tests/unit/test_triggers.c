@@ -454,6 +454,33 @@ static void test_drift_50_features_3_shift_named_with_bonferroni(void **s)
     ld_triggers_destroy(t);
 }
 
+static void test_drift_features_named_from_config(void **s)
+{
+    (void)s;
+    ld_triggers_conf_t c;
+    drift_conf(&c, 0.04); /* 2 of 50 */
+    char *names[] = {"age", "price", "clicks_7d"};
+    c.drift_feature_names.v = names;
+    c.drift_feature_names.n = 3;
+    ld_triggers_t *t = new_triggers(&c, 0); /* copies the names */
+    c.drift_feature_names.v = NULL;
+    c.drift_feature_names.n = 0;
+    const int shifted[] = {1, 41};
+    int64_t ts = 1000;
+    rng_state = 11;
+    feed_drift_window(t, 2000, &ts, shifted, 0, 0);
+    feed_drift_window(t, 2000, &ts, shifted, 2, 0.5);
+    ld_trigger_decision_t *d[1] = {NULL};
+    assert_int_equal(drain(t, d, 1), 1);
+    assert_int_equal(ld_trigger_decision_drifted_count(d[0]), 2);
+    assert_string_equal(ld_trigger_decision_drifted(d[0], 0), "price");
+    assert_string_equal(ld_trigger_decision_drifted(d[0], 1), "dense_41");
+    assert_string_equal(ld_trigger_decision_evidence(d[0], 1)->metric,
+                        "feature:price");
+    ld_trigger_decision_destroy(d[0]);
+    ld_triggers_destroy(t);
+}
+
 static void test_drift_share_rule_needs_min_share(void **s)
 {
     (void)s;
@@ -1164,6 +1191,7 @@ int main(void)
         cmocka_unit_test(test_ph_detects_mean_0_3_to_0_4_within_1000),
         cmocka_unit_test(test_detector_state_round_trip),
         cmocka_unit_test(test_drift_50_features_3_shift_named_with_bonferroni),
+        cmocka_unit_test(test_drift_features_named_from_config),
         cmocka_unit_test(test_drift_share_rule_needs_min_share),
         cmocka_unit_test(test_drift_prediction_and_label),
         cmocka_unit_test(test_drift_hashed_categorical_js),
