@@ -443,9 +443,12 @@ static void perf_observe(ld_triggers_t *t, const ld_trigger_obs_t *o)
 {
     const ld_triggers_conf_t *c = &t->c;
     double err = (o->p_challenger >= 0.5f) != (o->label >= 0.5f);
-    if (c->perf_ddm)
+    /* A 0/1 error needs a binary model; regression (rmse) keeps only the
+     * windowed metric and Page-Hinkley. */
+    int binary = c->perf_metric != LD_TRIGGER_METRIC_RMSE;
+    if (c->perf_ddm && binary)
         stream_latch(t, 0, t->ddm, ld_detector_observe(t->ddm, err), "error");
-    if (c->perf_adwin) {
+    if (c->perf_adwin && binary) {
         ld_trigger_level_t l = ld_detector_observe(t->adwin, err);
         /* A falling error rate is good news, not a reason to act. */
         if (l == LD_TRIGGER_LEVEL_ALERT && adwin_last_increase(t->adwin))
