@@ -128,7 +128,8 @@ ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
 /* Releases the next example whose decision time is below the watermark, in
  * (decision time, partition, offset, sample type) order; returns 1 and
  * fills out, or 0 when nothing is due. out's pointers are owned by the
- * joiner and valid until the next call on j. Call until it returns 0 before
+ * joiner and valid until the next call on j. The sparse features come back
+ * exactly, sorted by slot (ties in input order). Call until it returns 0 before
  * taking resume records. */
 int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out);
 
@@ -169,7 +170,7 @@ ld_err_t ld_joiner_resume_offsets(ld_joiner_t *j, int32_t partition,
                                   int64_t *events_offset,
                                   int64_t *labels_offset) LD_WUR;
 
-/* Encodes p's resume record (a few dozen bytes plus 20 per pending advance)
+/* Encodes p's resume record (72 bytes plus 16 per pending advance)
  * into *buf (caller frees with free()). LD_ERR_INVAL if p is not assigned or
  * examples are still due (poll until 0 first). */
 ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,

@@ -115,16 +115,22 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static size_t rice_bits(const uint64_t *keys, uint32_t n, unsigned k)
+/* Rice sizes for parameters k, k+1, k+2 in one pass. */
+static void rice_bits3(const uint64_t *keys, uint32_t n, unsigned k,
+                       size_t out[3])
 {
-    size_t bits = 0;
+    size_t q0 = 0, q1 = 0, q2 = 0;
     uint32_t prev = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t ix = (uint32_t)(keys[i] >> 32);
-        bits += ((ix - prev) >> k) + 1 + k;
+        uint32_t ix = (uint32_t)(keys[i] >> 32), g = ix - prev;
+        q0 += g >> k;
+        q1 += (uint64_t)g >> (k + 1);
+        q2 += (uint64_t)g >> (k + 2);
         prev = ix;
     }
-    return bits;
+    out[0] = q0 + (size_t)n * (1 + k);
+    out[1] = q1 + (size_t)n * (2 + k);
+    out[2] = q2 + (size_t)n * (3 + k);
 }
 
 size_t pack_size(const ld_features_t *x, pack_scratch_t *sc, uint8_t *param,
@@ -147,13 +153,18 @@ size_t pack_size(const ld_features_t *x, pack_scratch_t *sc, uint8_t *param,
         if (x->val && !is_one(x->val[i]))
             nother++;
     }
-    if (x->nnz <= 64) {
-        for (uint32_t i = 1; i < x->nnz; i++) {
-            uint64_t v = sc->keys[i];
-            uint32_t k = i;
-            for (; k > 0 && sc->keys[k - 1] > v; k--)
-                sc->keys[k] = sc->keys[k - 1];
-            sc->keys[k] = v;
+    if (x->nnz <= 256) {
+        /* Shell sort (Ciura gaps): keys are unique, so stability is moot. */
+        static const uint32_t gaps[] = {57, 23, 10, 4, 1};
+        for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
+            uint32_t gap = gaps[g];
+            for (uint32_t i = gap; i < x->nnz; i++) {
+                uint64_t v = sc->keys[i];
+                uint32_t k = i;
+                for (; k >= gap && sc->keys[k - gap] > v; k -= gap)
+                    sc->keys[k] = sc->keys[k - gap];
+                sc->keys[k] = v;
+            }
         }
     } else {
         qsort(sc->keys, x->nnz, sizeof(uint64_t), cmp_u64);
@@ -166,11 +177,13 @@ size_t pack_size(const ld_features_t *x, pack_scratch_t *sc, uint8_t *param,
         while (k < 31 && (mean >> (k + 1)) != 0)
             k++;
     }
+    unsigned lo = k ? k - 1 : 0, hi = k + 1 > 31 ? 31 : k + 1;
+    size_t cand[3];
+    rice_bits3(sc->keys, x->nnz, lo, cand);
     size_t bits = SIZE_MAX;
-    for (unsigned c = k ? k - 1 : 0; c <= k + 1 && c <= 31; c++) {
-        size_t b = rice_bits(sc->keys, x->nnz, c);
-        if (b < bits) {
-            bits = b;
+    for (unsigned c = lo; c <= hi; c++) {
+        if (cand[c - lo] < bits) {
+            bits = cand[c - lo];
             best = c;
         }
     }
