@@ -133,7 +133,7 @@ static void bench_learn(const char *label, const stream_t *s, uint32_t bits,
     if (ld_trainer_flush(t) != LD_OK)
         exit(1);
     double dt = now_s() - t0;
-    ld_metrics_t m;
+    ld_trainer_metrics_t m;
     ld_trainer_metrics(t, &m, NULL);
     printf("learn %-28s bits=%2u batch=%-4lld %6.2f ns/nnz  %9.0f ex/s  "
            "progressive_logloss=%.5f  window_auc=%.4f\n",

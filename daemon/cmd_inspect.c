@@ -43,9 +43,9 @@ static void rfc3339(int64_t ms, char *out, size_t size)
         snprintf(out, size, "%s", "");
         return;
     }
-    snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    char date[32];
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, size, "%s.%03dZ", date, (int)(ms % 1000));
 }
 
 /* ---- JSON output -------------------------------------------------------- */

@@ -69,6 +69,10 @@ static const struct {
     {&log_section, offsetof(ld_config_t, log)},
     {&metrics_section, offsetof(ld_config_t, metrics)},
     {&ld_pipeline_conf_section, offsetof(ld_config_t, pipeline)},
+    {&ld_labeling_conf_section, offsetof(ld_config_t, labeling)},
+    {&ld_trainer_conf_section, offsetof(ld_config_t, trainer)},
+    {&ld_ckpt_conf_section, offsetof(ld_config_t, checkpoint)},
+    {&ld_triggers_conf_section, offsetof(ld_config_t, triggers)},
 };
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 

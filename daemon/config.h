@@ -6,7 +6,11 @@
 #include <stdio.h>
 
 #include "common/common.h"
+#include "labeling/labeling.h"
 #include "pipeline/pipeline.h"
+#include "trainer/checkpoint.h"
+#include "trainer/trainer.h"
+#include "triggers/triggers.h"
 
 /* daemon: lifecycle and exactly-once rhythm. */
 typedef struct ld_daemon_conf {
@@ -40,6 +44,10 @@ typedef struct ld_config {
     ld_log_conf_t log;
     ld_metrics_conf_t metrics;
     ld_pipeline_conf_t pipeline;
+    ld_labeling_conf_t labeling;
+    ld_trainer_conf_t trainer;
+    ld_ckpt_conf_t checkpoint;
+    ld_triggers_conf_t triggers;
     /* kafka: passed to librdkafka as-is; pairs key0, value0, key1, ... */
     ld_strlist_t kafka;
 } ld_config_t;

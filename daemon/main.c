@@ -11,6 +11,7 @@
 #include <yaml.h>
 
 #include "common/common.h"
+#include "daemon/cmd_inspect.h"
 #include "daemon/config.h"
 #include "daemon/version.h"
 
@@ -25,6 +26,9 @@ static const char usage_text[] =
     "errors)\n"
     "  config doc             write the configuration reference "
     "(Markdown)\n"
+    "  inspect FILE [--json]  validate a checkpoint and print its spec, "
+    "lineage,\n"
+    "                         metrics and hashes (exit 1 if corrupt)\n"
     "\n"
     "options:\n"
     "  -h, --help             show this help\n"
@@ -120,6 +124,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(verb, "config") == 0)
         return cmd_config(argc - 2, argv + 2);
+    if (strcmp(verb, "inspect") == 0)
+        return ld_cmd_inspect(argc - 1, argv + 1);
     fprintf(stderr, "learnd: unknown command '%s'\n\n%s", verb, usage_text);
     return LD_EXIT_USAGE;
 }

@@ -40,6 +40,11 @@ if LD_TEST_SECRET=never-shown "$learnd" config check --print -c "$data/config/va
 else
   passes=$((passes+1))
 fi
+expect inspect-good 0 "version" -- inspect "$data/trainer/small.ckpt"
+expect inspect-json 0 '"version"' -- inspect "$data/trainer/small.ckpt" --json
+expect inspect-corrupt 1 "checksum mismatch" -- inspect "$data/trainer/corrupt.ckpt"
+expect inspect-truncated 1 "truncated.ckpt" -- inspect "$data/trainer/truncated.ckpt"
+expect inspect-usage 2 "usage" -- inspect
 # All three errors of the acceptance file, each with file:line:column.
 "$learnd" config check -c "$data/config/three-errors.yaml" 2>"$err"
 n=$(grep -cE '^[^:]+three-errors.yaml:[0-9]+:[0-9]+: pipeline\.' "$err")

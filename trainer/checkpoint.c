@@ -127,7 +127,8 @@ static void insert(ld_snapshot_t *s, int which, uint32_t p, const uint8_t *src)
     }
 }
 
-static void metrics_to_pb(const ld_metrics_t *m, Learnd__V1__Metrics *pb)
+static void metrics_to_pb(const ld_trainer_metrics_t *m,
+                          Learnd__V1__Metrics *pb)
 {
     learnd__v1__metrics__init(pb);
     pb->examples = m->examples;
@@ -524,7 +525,8 @@ size_t ld_ckpt_size(const ld_ckpt_t *c)
     return c->size;
 }
 
-static void metrics_from_pb(const Learnd__V1__Metrics *pb, ld_metrics_t *m)
+static void metrics_from_pb(const Learnd__V1__Metrics *pb,
+                            ld_trainer_metrics_t *m)
 {
     memset(m, 0, sizeof(*m));
     m->logloss = m->auc = m->accuracy = m->rmse = NAN;

@@ -59,7 +59,7 @@ struct ld_snapshot {
     size_t sp_n;
     float *dn;
     size_t dn_n;
-    ld_metrics_t metrics, champion_metrics;
+    ld_trainer_metrics_t metrics, champion_metrics;
 };
 
 /* Allocates a zeroed snapshot of the given shape (refs = 1). */
@@ -95,6 +95,6 @@ void ld_window_clear(ld_window_t *w);
 void ld_window_push(ld_window_t *w, float pred, float label, float weight,
                     float loss, float sqerr, int correct, int64_t time);
 /* Computes the window's metrics for a model kind (NaN where undefined). */
-void ld_window_metrics(ld_window_t *w, int model, ld_metrics_t *out);
+void ld_window_metrics(ld_window_t *w, int model, ld_trainer_metrics_t *out);
 
 #endif /* LD_TRAINER_INTERNAL_H */

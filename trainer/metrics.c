@@ -101,7 +101,7 @@ void ld_window_push(ld_window_t *w, float pred, float label, float weight,
         w->n++;
 }
 
-void ld_window_metrics(ld_window_t *w, int model, ld_metrics_t *m)
+void ld_window_metrics(ld_window_t *w, int model, ld_trainer_metrics_t *m)
 {
     double sw = 0, sl = 0, sq = 0, sc = 0, sp = 0, sy = 0;
     int64_t t0 = INT64_MAX, t1 = INT64_MIN;

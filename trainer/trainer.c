@@ -359,8 +359,8 @@ void ld_trainer_stats(const ld_trainer_t *t, ld_trainer_stats_t *out)
     out->batches = t->step;
 }
 
-void ld_trainer_metrics(ld_trainer_t *t, ld_metrics_t *model,
-                        ld_metrics_t *champion)
+void ld_trainer_metrics(ld_trainer_t *t, ld_trainer_metrics_t *model,
+                        ld_trainer_metrics_t *champion)
 {
     if (model)
         ld_window_metrics(&t->win, t->spec.model, model);

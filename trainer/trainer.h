@@ -84,7 +84,7 @@ typedef struct ld_trainer ld_trainer_t;
 typedef struct ld_snapshot ld_snapshot_t;
 
 /* Windowed prequential metrics; NaN where a metric does not apply. */
-typedef struct ld_metrics {
+typedef struct ld_trainer_metrics {
     uint64_t examples;
     double logloss;  /* logistic, softmax */
     double auc;      /* logistic: exact, weighted, ties count 1/2 */
@@ -93,7 +93,7 @@ typedef struct ld_metrics {
     double mean_prediction, mean_label;
     double calibration; /* mean_prediction / mean_label */
     int64_t window_start_ms, window_end_ms;
-} ld_metrics_t;
+} ld_trainer_metrics_t;
 
 /* One matured example as scored before training (shadow included). */
 typedef struct ld_scored {
@@ -156,8 +156,8 @@ void ld_trainer_set_scored_cb(ld_trainer_t *t, ld_trainer_scored_cb *cb,
 
 /* Windowed metrics of the model and of the champion (either may be NULL).
  * Not const: the AUC sorts in a scratch buffer. */
-void ld_trainer_metrics(ld_trainer_t *t, ld_metrics_t *model,
-                        ld_metrics_t *champion);
+void ld_trainer_metrics(ld_trainer_t *t, ld_trainer_metrics_t *model,
+                        ld_trainer_metrics_t *champion);
 void ld_trainer_stats(const ld_trainer_t *t, ld_trainer_stats_t *out);
 /* Number of outputs (1, or num_classes for softmax). */
 uint32_t ld_trainer_outputs(const ld_trainer_t *t);

@@ -224,7 +224,7 @@ static void test_least_squares(void **state)
     /* Tolerance: 1e-3 absolute on each coefficient (float32 GD). */
     for (int j = 0; j <= D; j++)
         assert_float_equal(s->dn[j], b[j], 1e-3);
-    ld_metrics_t m;
+    ld_trainer_metrics_t m;
     ld_trainer_metrics(t, &m, NULL);
     assert_true(isnan(m.logloss));
     assert_true(m.rmse < 0.35);
@@ -336,7 +336,7 @@ static void test_softmax_mixture(void **state)
         ok += best == k;
     }
     assert_true(ok / 2000.0 > 0.93);
-    ld_metrics_t m;
+    ld_trainer_metrics_t m;
     ld_trainer_metrics(t, &m, NULL);
     assert_true(m.accuracy > 0.9);
     assert_true(m.logloss < 0.3);
@@ -509,7 +509,7 @@ static void test_window(void **state)
     (void)state;
     ld_window_t w;
     assert_int_equal(ld_window_init(&w, 4), LD_OK);
-    ld_metrics_t m;
+    ld_trainer_metrics_t m;
     ld_window_metrics(&w, LD_MODEL_LOGISTIC, &m);
     assert_int_equal(m.examples, 0);
     assert_true(isnan(m.logloss));
@@ -567,7 +567,7 @@ static void test_prequential_and_fnw(void **state)
     /* bias -= lr * (1 + p) (p - 1) with p = 1/2: +0.75 */
     assert_float_equal(s->dn[0], 0.75, 1e-7);
     ld_snapshot_destroy(s);
-    ld_metrics_t m;
+    ld_trainer_metrics_t m;
     ld_trainer_metrics(t, &m, NULL);
     assert_int_equal(m.examples, 0);
     assert_int_equal(cb_calls, 0);
@@ -752,7 +752,7 @@ static void test_champion(void **state)
     assert_int_equal(ld_trainer_champion_set(t, s), LD_OK);
     ld_snapshot_destroy(s); /* the trainer keeps its own reference */
     stream(t, 2, 2000, c.model, 8);
-    ld_metrics_t m, cm;
+    ld_trainer_metrics_t m, cm;
     ld_trainer_metrics(t, &m, &cm);
     assert_int_equal(m.examples, 1000);
     assert_int_equal(cm.examples, 1000);
