@@ -31,6 +31,7 @@ struct ld_pipeline {
     positions_t pos[2];
     rd_kafka_message_t *last; /* backs the record last returned */
     ld_pipeline_stats_t stats;
+    uint64_t polls;
     ld_err_t fatal;
 };
 
@@ -409,7 +410,10 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
         int64_t left = deadline - ld_now_mono_ms();
         rd_kafka_message_t *m =
             rd_kafka_consumer_poll(p->consumer, left > 0 ? (int)left : 0);
-        rd_kafka_poll(p->producer, 0); /* delivery reports */
+        /* delivery reports: every 1024 records is enough (dead letters
+         * are rare) and keeps a lock + queue check off the per-record path */
+        if ((++p->polls & 1023) == 0)
+            rd_kafka_poll(p->producer, 0);
         if (!m)
             return LD_ERR_TIMEOUT;
         if (m->err) {
