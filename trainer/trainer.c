@@ -4,6 +4,9 @@
  * scoring, champion shadow scoring and copy-on-write snapshots. */
 #include <cblas.h>
 #include <math.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,15 @@
 
 /* Sparse slots per copy-on-write block of a pending snapshot (at most). */
 #define BLOCK_SHIFT 4
+
+/* Software prefetch distance, in non-zeros of the batch. The sparse state
+ * of a 2^22 model is far larger than the caches and hashed features land
+ * anywhere in it, so without prefetching every cold slot costs a full
+ * memory latency. b_idx keeps PF_DIST valid indices (0) past the batch's
+ * last non-zero so the loops need no bounds check for the look-ahead. */
+#define PF_DIST       16
+#define PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
+#define PREFETCH_R(p) __builtin_prefetch((p), 0, 3)
 
 struct ld_trainer {
     ld_spec_t spec;
@@ -43,6 +55,7 @@ struct ld_trainer {
     int64_t *b_time;
     float *b_z, *b_cz, *b_r; /* bcap x k: outputs, champion, gradients */
     float *g;                /* k x d1 dense gradient */
+    float *b_g;              /* nnz_cap: per non-zero gradient (k = 1) */
     ld_scored_t *b_sc;
 
     ld_window_t win, cwin;
@@ -274,8 +287,9 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->sp = malloc(t->sp_n * sizeof(float));
     t->dn = malloc(t->dn_n * sizeof(float));
     t->b_off = calloc(t->bcap + 1, sizeof(uint32_t));
-    t->b_idx = malloc(t->nnz_cap * sizeof(uint32_t));
+    t->b_idx = malloc((t->nnz_cap + PF_DIST) * sizeof(uint32_t));
     t->b_val = malloc(t->nnz_cap * sizeof(float));
+    t->b_g = malloc(t->nnz_cap * sizeof(float));
     t->b_x = malloc(t->bcap * t->d1 * sizeof(float));
     t->b_y = malloc(t->bcap * sizeof(float));
     t->b_w = malloc(t->bcap * sizeof(float));
@@ -286,9 +300,9 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_r = malloc(t->bcap * t->k * sizeof(float));
     t->g = malloc((size_t)t->k * t->d1 * sizeof(float));
     t->b_sc = malloc(t->bcap * sizeof(ld_scored_t));
-    if (!t->sp || !t->dn || !t->b_off || !t->b_idx || !t->b_val || !t->b_x ||
-        !t->b_y || !t->b_w || !t->b_type || !t->b_time || !t->b_z || !t->b_cz ||
-        !t->b_r || !t->g || !t->b_sc)
+    if (!t->sp || !t->dn || !t->b_off || !t->b_idx || !t->b_val || !t->b_g ||
+        !t->b_x || !t->b_y || !t->b_w || !t->b_type || !t->b_time || !t->b_z ||
+        !t->b_cz || !t->b_r || !t->g || !t->b_sc)
         goto err;
     if (ld_window_init(&t->win, (size_t)conf->metrics_window) != LD_OK)
         goto err;
@@ -319,6 +333,7 @@ void ld_trainer_destroy(ld_trainer_t *t)
     free(t->b_off);
     free(t->b_idx);
     free(t->b_val);
+    free(t->b_g);
     free(t->b_x);
     free(t->b_y);
     free(t->b_w);
@@ -658,6 +673,17 @@ static void make_hp(const ld_trainer_t *t, hp_t *h)
     h->c2 = (float)(1.0 - sp->beta2);
 }
 
+/* Copies the blocks of a pending snapshot that slot idx lives in before
+ * its first write. */
+static inline void cow(ld_trainer_t *t, uint32_t idx)
+{
+    size_t blk = idx >> t->bshift;
+    if (t->pend[blk]) {
+        copy_block(t, blk);
+        t->st.snapshot_blocks_cow++;
+    }
+}
+
 /* Hashed features: one step per occurrence, in example order. */
 static inline __attribute__((always_inline)) void
 sparse_update(ld_trainer_t *t, const hp_t *h, int opt)
@@ -665,18 +691,15 @@ sparse_update(ld_trainer_t *t, const hp_t *h, int opt)
     const uint32_t k = t->k, s = t->s;
     float *sp = t->sp;
     const float l1 = h->l1, l2 = h->l2;
+    const size_t stride = (size_t)k * s;
     for (size_t i = 0; i < t->bn; i++) {
         const float *r = t->b_r + i * k;
         for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++) {
             uint32_t idx = t->b_idx[f];
             float v = t->b_val[f];
-            if (__builtin_expect(t->pend != NULL, 0)) {
-                size_t blk = idx >> t->bshift;
-                if (t->pend[blk]) {
-                    copy_block(t, blk);
-                    t->st.snapshot_blocks_cow++;
-                }
-            }
+            PREFETCH_W(sp + t->b_idx[f + PF_DIST] * stride);
+            if (__builtin_expect(t->pend != NULL, 0))
+                cow(t, idx);
             float *c = sp + (size_t)idx * k * s;
             for (uint32_t kk = 0; kk < k; kk++, c += s)
                 opt_step(opt, h, c, opt == LD_OPT_SGD ? c : c + 1,
@@ -684,6 +707,152 @@ sparse_update(ld_trainer_t *t, const hp_t *h, int opt)
         }
     }
 }
+
+#ifdef __SSE2__
+/* The same steps four coordinates at a time (one output). Every lane does
+ * exactly the scalar opt_step's IEEE single operations in the same order
+ * (SSE sqrt and div are correctly rounded like their scalar forms, and the
+ * build never contracts to FMA), so the result is bit for bit the scalar
+ * loop's: the state is identical whichever path ran. Four consecutive
+ * non-zeros of the batch go together unless two of them hit the same slot;
+ * such a group takes the scalar path, keeping one step per occurrence in
+ * order. The square roots and divisions, not the arithmetic around them,
+ * are what the scalar loop waits for. */
+static inline __m128 v_shrink(__m128 w, __m128 thr)
+{
+    const __m128 neg = _mm_set1_ps(-0.0f);
+    __m128 gt = _mm_cmpgt_ps(w, thr);
+    __m128 lt = _mm_cmplt_ps(w, _mm_xor_ps(thr, neg));
+    return _mm_or_ps(_mm_and_ps(gt, _mm_sub_ps(w, thr)),
+                     _mm_and_ps(lt, _mm_add_ps(w, thr)));
+}
+
+static inline __attribute__((always_inline)) void
+opt_step4(int opt, const hp_t *h, __m128 *w, __m128 *a, __m128 *b, __m128 g)
+{
+    const __m128 lr = _mm_set1_ps(h->lr), l1 = _mm_set1_ps(h->l1),
+                 l2 = _mm_set1_ps(h->l2), eps = _mm_set1_ps(h->eps);
+    switch (opt) {
+    case LD_OPT_SGD: {
+        __m128 x =
+            _mm_sub_ps(*w, _mm_mul_ps(lr, _mm_add_ps(g, _mm_mul_ps(l2, *w))));
+        *w = h->l1 > 0 ? v_shrink(x, _mm_mul_ps(lr, l1)) : x;
+        break;
+    }
+    case LD_OPT_ADAGRAD: {
+        g = _mm_add_ps(g, _mm_mul_ps(l2, *w));
+        __m128 acc = _mm_add_ps(*a, _mm_mul_ps(g, g));
+        __m128 rate = _mm_div_ps(lr, _mm_add_ps(_mm_sqrt_ps(acc), eps));
+        __m128 x = _mm_sub_ps(*w, _mm_mul_ps(rate, g));
+        *a = acc;
+        *w = h->l1 > 0 ? v_shrink(x, _mm_mul_ps(rate, l1)) : x;
+        break;
+    }
+    case LD_OPT_FTRL: {
+        const __m128 neg = _mm_set1_ps(-0.0f);
+        const __m128 ia = _mm_set1_ps(h->inv_alpha);
+        __m128 n2 = _mm_add_ps(*b, _mm_mul_ps(g, g)), sq = _mm_sqrt_ps(n2);
+        __m128 sig = _mm_mul_ps(_mm_sub_ps(sq, _mm_sqrt_ps(*b)), ia);
+        __m128 z = _mm_sub_ps(_mm_add_ps(*a, g), _mm_mul_ps(sig, *w));
+        *a = z;
+        *b = n2;
+        __m128 keep = _mm_cmpnle_ps(_mm_andnot_ps(neg, z), l1); /* NaN too */
+        __m128 sl1 = _mm_or_ps(_mm_and_ps(neg, z), l1);         /* copysign */
+        __m128 num = _mm_xor_ps(_mm_sub_ps(z, sl1), neg);
+        __m128 den = _mm_add_ps(
+            _mm_mul_ps(_mm_add_ps(_mm_set1_ps(h->beta), sq), ia), l2);
+        *w = _mm_and_ps(keep, _mm_div_ps(num, den));
+        break;
+    }
+    default: {
+        const __m128 b1 = _mm_set1_ps(h->b1), b2 = _mm_set1_ps(h->b2),
+                     c1 = _mm_set1_ps(h->c1), c2 = _mm_set1_ps(h->c2);
+        g = _mm_add_ps(g, _mm_mul_ps(l2, *w));
+        __m128 m = _mm_add_ps(_mm_mul_ps(b1, *a), _mm_mul_ps(c1, g));
+        __m128 v =
+            _mm_add_ps(_mm_mul_ps(b2, *b), _mm_mul_ps(_mm_mul_ps(c2, g), g));
+        *a = m;
+        *b = v;
+        *w = _mm_sub_ps(
+            *w, _mm_div_ps(_mm_mul_ps(lr, m), _mm_add_ps(_mm_sqrt_ps(v), eps)));
+        break;
+    }
+    }
+}
+
+static inline __attribute__((always_inline)) void
+sparse_update_k1(ld_trainer_t *t, const hp_t *h, int opt)
+{
+    const uint32_t s = t->s;
+    float *sp = t->sp, *g = t->b_g;
+    const uint32_t *bi = t->b_idx;
+    const size_t n = t->nnz_n;
+    for (size_t i = 0; i < t->bn; i++) {
+        const float r = t->b_r[i];
+        for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
+            g[f] = r * t->b_val[f];
+    }
+    size_t f = 0;
+    for (; f + 4 <= n; f += 4) {
+        for (int j = 0; j < 4; j++)
+            PREFETCH_W(sp + (size_t)bi[f + PF_DIST + (size_t)j] * s);
+        const uint32_t i0 = bi[f], i1 = bi[f + 1], i2 = bi[f + 2],
+                       i3 = bi[f + 3];
+        if (__builtin_expect(t->pend != NULL, 0)) {
+            cow(t, i0);
+            cow(t, i1);
+            cow(t, i2);
+            cow(t, i3);
+        }
+        if (__builtin_expect(i0 == i1 || i0 == i2 || i0 == i3 || i1 == i2 ||
+                                 i1 == i3 || i2 == i3,
+                             0)) {
+            for (size_t j = f; j < f + 4; j++) {
+                float *c = sp + (size_t)bi[j] * s;
+                opt_step(opt, h, c, opt == LD_OPT_SGD ? c : c + 1,
+                         opt >= LD_OPT_FTRL ? c + 2 : c, g[j], h->l1, h->l2);
+            }
+            continue;
+        }
+        float *c0 = sp + (size_t)i0 * s, *c1 = sp + (size_t)i1 * s,
+              *c2 = sp + (size_t)i2 * s, *c3 = sp + (size_t)i3 * s;
+        __m128 w = _mm_setr_ps(c0[0], c1[0], c2[0], c3[0]);
+        __m128 a = w, b = w;
+        if (opt != LD_OPT_SGD)
+            a = _mm_setr_ps(c0[1], c1[1], c2[1], c3[1]);
+        if (opt >= LD_OPT_FTRL)
+            b = _mm_setr_ps(c0[2], c1[2], c2[2], c3[2]);
+        opt_step4(opt, h, &w, &a, &b, _mm_loadu_ps(g + f));
+        float ow[4], oa[4], ob[4];
+        _mm_storeu_ps(ow, w);
+        _mm_storeu_ps(oa, a);
+        _mm_storeu_ps(ob, b);
+        c0[0] = ow[0];
+        c1[0] = ow[1];
+        c2[0] = ow[2];
+        c3[0] = ow[3];
+        if (opt != LD_OPT_SGD) {
+            c0[1] = oa[0];
+            c1[1] = oa[1];
+            c2[1] = oa[2];
+            c3[1] = oa[3];
+        }
+        if (opt >= LD_OPT_FTRL) {
+            c0[2] = ob[0];
+            c1[2] = ob[1];
+            c2[2] = ob[2];
+            c3[2] = ob[3];
+        }
+    }
+    for (; f < n; f++) {
+        if (__builtin_expect(t->pend != NULL, 0))
+            cow(t, bi[f]);
+        float *c = sp + (size_t)bi[f] * s;
+        opt_step(opt, h, c, opt == LD_OPT_SGD ? c : c + 1,
+                 opt >= LD_OPT_FTRL ? c + 2 : c, g[f], h->l1, h->l2);
+    }
+}
+#endif
 
 /* Dense block: one step per coordinate with the batch's summed gradient;
  * the bias column gets no L1/L2. */
@@ -713,7 +882,7 @@ dense_update(ld_trainer_t *t, const hp_t *h, int opt)
 /* outputs z (bn x k) = dense part via BLAS + hashed part, for a parameter
  * set (sparse AoS state with stride s, dense weights plane 0). */
 static void forward(const ld_trainer_t *t, const float *sp, const float *dw,
-                    float *z)
+                    float *z, int write)
 {
     const uint32_t k = t->k, s = t->s;
     const int m = (int)t->bn, d1 = (int)t->d1;
@@ -723,15 +892,24 @@ static void forward(const ld_trainer_t *t, const float *sp, const float *dw,
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)k, d1,
                     1.0f, t->b_x, d1, dw, d1, 0.0f, z, (int)k);
+    const size_t stride = (size_t)k * s;
+    const uint32_t *bi = t->b_idx;
+    const float *bv = t->b_val;
     for (size_t i = 0; i < t->bn; i++) {
         float *zi = z + i * k;
         if (k == 1) {
             float acc = zi[0];
-            for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
-                acc += sp[(size_t)t->b_idx[f] * s] * t->b_val[f];
+            for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++) {
+                if (write)
+                    PREFETCH_W(sp + bi[f + PF_DIST] * stride);
+                else
+                    PREFETCH_R(sp + bi[f + PF_DIST] * stride);
+                acc += sp[(size_t)bi[f] * s] * bv[f];
+            }
             zi[0] = acc;
         } else {
             for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++) {
+                PREFETCH_R(sp + bi[f + PF_DIST] * stride);
                 const float *c = sp + (size_t)t->b_idx[f] * k * s;
                 float v = t->b_val[f];
                 for (uint32_t kk = 0; kk < k; kk++)
@@ -806,9 +984,10 @@ static void train_batch(ld_trainer_t *t)
     const int model = t->spec.model;
     if (t->bn == 0)
         return;
-    forward(t, t->sp, t->dn, t->b_z);
+    memset(t->b_idx + t->nnz_n, 0, PF_DIST * sizeof(uint32_t));
+    forward(t, t->sp, t->dn, t->b_z, 1);
     if (t->champ)
-        forward(t, t->champ->sp, t->champ->dn, t->b_cz);
+        forward(t, t->champ->sp, t->champ->dn, t->b_cz, 0);
 
     size_t nsc = 0;
     for (size_t i = 0; i < t->bn; i++) {
@@ -868,22 +1047,33 @@ static void train_batch(ld_trainer_t *t)
 
     hp_t h;
     make_hp(t, &h);
+#ifdef __SSE2__
+#define SPARSE_UPDATE(t, h, opt)                                               \
+    do {                                                                       \
+        if ((t)->k == 1)                                                       \
+            sparse_update_k1(t, h, opt);                                       \
+        else                                                                   \
+            sparse_update(t, h, opt);                                          \
+    } while (0)
+#else
+#define SPARSE_UPDATE(t, h, opt) sparse_update(t, h, opt)
+#endif
     switch (t->spec.opt) {
     case LD_OPT_SGD:
         dense_update(t, &h, LD_OPT_SGD);
-        sparse_update(t, &h, LD_OPT_SGD);
+        SPARSE_UPDATE(t, &h, LD_OPT_SGD);
         break;
     case LD_OPT_ADAGRAD:
         dense_update(t, &h, LD_OPT_ADAGRAD);
-        sparse_update(t, &h, LD_OPT_ADAGRAD);
+        SPARSE_UPDATE(t, &h, LD_OPT_ADAGRAD);
         break;
     case LD_OPT_FTRL:
         dense_update(t, &h, LD_OPT_FTRL);
-        sparse_update(t, &h, LD_OPT_FTRL);
+        SPARSE_UPDATE(t, &h, LD_OPT_FTRL);
         break;
     default:
         dense_update(t, &h, LD_OPT_ADAM);
-        sparse_update(t, &h, LD_OPT_ADAM);
+        SPARSE_UPDATE(t, &h, LD_OPT_ADAM);
         break;
     }
     t->step++;
@@ -937,7 +1127,7 @@ ld_err_t ld_trainer_add(ld_trainer_t *t, const ld_example_t *ex)
         size_t cap = t->nnz_cap * 2;
         if (cap < t->nnz_n + x->nnz)
             cap = t->nnz_n + x->nnz;
-        uint32_t *ni = realloc(t->b_idx, cap * sizeof(uint32_t));
+        uint32_t *ni = realloc(t->b_idx, (cap + PF_DIST) * sizeof(uint32_t));
         if (!ni)
             return LD_ERR_NOMEM;
         t->b_idx = ni;
@@ -945,6 +1135,10 @@ ld_err_t ld_trainer_add(ld_trainer_t *t, const ld_example_t *ex)
         if (!nv)
             return LD_ERR_NOMEM;
         t->b_val = nv;
+        float *ng = realloc(t->b_g, cap * sizeof(float));
+        if (!ng)
+            return LD_ERR_NOMEM;
+        t->b_g = ng;
         t->nnz_cap = cap;
     }
     size_t i = t->bn;
