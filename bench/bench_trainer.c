@@ -275,7 +275,7 @@ int main(int argc, char **argv)
 {
     size_t n = 300000;
     const char *vw = NULL, *river = NULL;
-    int only_learn = 0;
+    int only_learn = 0, one_bits = 0, one_batch = 0, one_opt = -1, reps = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
             n = (size_t)atol(argv[++i]);
@@ -285,9 +285,17 @@ int main(int argc, char **argv)
             river = argv[++i];
         else if (!strcmp(argv[i], "--learn-only"))
             only_learn = 1;
+        else if (!strcmp(argv[i], "--one") && i + 3 < argc) {
+            one_bits = atoi(argv[++i]);
+            one_batch = atoi(argv[++i]);
+            one_opt = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: bench_trainer [--n N] [--write-vw FILE] "
-                            "[--write-river FILE] [--learn-only]\n");
+                            "[--write-river FILE] [--learn-only]\n"
+                            "       [--one BITS BATCH OPT(0 sgd, 1 adagrad, "
+                            "2 ftrl, 3 adam)] [--reps N]\n");
             return 2;
         }
     }
@@ -303,6 +311,17 @@ int main(int argc, char **argv)
     }
     printf("stream: %zu examples x %d hashed features, OpenBLAS core %s\n", s.n,
            NF, ld_trainer_blas_core());
+    if (one_opt >= 0) {
+        static const char *names[] = {"logistic+sgd", "logistic+adagrad",
+                                      "logistic+ftrl", "logistic+adam"};
+        static const double lrs[] = {0.05, 0.1, 0.1, 0.01};
+        for (int r = 0; r < reps; r++)
+            bench_learn(names[one_opt & 3], &s, (uint32_t)one_bits, one_opt & 3,
+                        one_batch, lrs[one_opt & 3]);
+        free(s.id);
+        free(s.y);
+        return 0;
+    }
     bench_learn("logistic+ftrl", &s, 22, LD_OPT_FTRL, 256, 0.1);
     bench_learn("logistic+ftrl", &s, 22, LD_OPT_FTRL, 1, 0.1);
     bench_learn("logistic+ftrl", &s, 18, LD_OPT_FTRL, 256, 0.1);

@@ -62,6 +62,9 @@ struct ld_snapshot {
     ld_trainer_metrics_t metrics, champion_metrics;
 };
 
+/* n floats for sparse state, huge-page backed when large (zeroed if zero);
+ * NULL when out of memory; free with free(). */
+float *ld_state_alloc(size_t n, int zero);
 /* Allocates a zeroed snapshot of the given shape (refs = 1). */
 ld_snapshot_t *ld_snapshot_alloc(const ld_spec_t *spec);
 /* Number of optimizer planes and their names ("ftrl.z", ...). */
