@@ -13,14 +13,12 @@
 
 #define D(field) offsetof(ld_daemon_conf_t, field)
 static const ld_conf_row_t daemon_rows[] = {
-    {"model_name", LD_CONF_STRING, D(model_name), "default", 0, 0, NULL,
-     "Model name: checkpoint keys, store folder, metrics label"},
     {"commit_interval", LD_CONF_DURATION, D(commit_interval_ms), "5s", 100,
      3600000, NULL, "Time between exactly-once commit points"},
     {"shutdown_timeout", LD_CONF_DURATION, D(shutdown_timeout_ms), "30s", 0,
      600000, NULL, "Deadline for a clean exit after SIGTERM/SIGINT"},
     {"transactional_id", LD_CONF_STRING, D(transactional_id), "", 0, 0, NULL,
-     "Kafka transactional.id (default: learnd-<model_name>)"},
+     "Kafka transactional.id (default: learnd-<trainer.name>)"},
     {"state_topic", LD_CONF_STRING, D(state_topic), "learnd.state", 0, 0, NULL,
      "Compacted topic of resume state written at commit points"},
     {"checkpoint_topic", LD_CONF_STRING, D(checkpoint_topic),

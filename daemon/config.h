@@ -14,7 +14,6 @@
 
 /* daemon: lifecycle and exactly-once rhythm. */
 typedef struct ld_daemon_conf {
-    char *model_name;
     int64_t commit_interval_ms;
     int64_t shutdown_timeout_ms;
     char *transactional_id;

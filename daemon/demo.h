@@ -51,4 +51,7 @@ typedef struct ld_demo_gen_stats {
 } ld_demo_gen_stats_t;
 void ld_demo_gen_stats(const ld_demo_gen_t *g, ld_demo_gen_stats_t *out);
 
+/* `learnd demo ...`: argv[0] is "demo". Returns the exit code. */
+int ld_cmd_demo(int argc, char **argv);
+
 #endif /* LD_DAEMON_DEMO_H */

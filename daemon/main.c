@@ -13,6 +13,9 @@
 #include "common/common.h"
 #include "daemon/cmd_inspect.h"
 #include "daemon/config.h"
+#include "daemon/demo.h"
+#include "daemon/run.h"
+#include "daemon/signals.h"
 #include "daemon/version.h"
 
 static const char usage_text[] =
@@ -22,6 +25,9 @@ static const char usage_text[] =
     "streams.\n"
     "\n"
     "commands:\n"
+    "  run -c FILE            run the daemon (--until-caught-up, "
+    "--from-scratch)\n"
+    "  demo                   the embedded demo: no broker needed\n"
     "  config check -c FILE   validate a config file (exit 0, or 2 with "
     "errors)\n"
     "  config doc             write the configuration reference "
@@ -108,6 +114,50 @@ static int cmd_config(int argc, char **argv)
     return LD_EXIT_OK;
 }
 
+static const char run_usage[] =
+    "usage: learnd run -c FILE [--until-caught-up] [--from-scratch]\n"
+    "\n"
+    "  -c FILE            the config (see learnd config doc)\n"
+    "  --until-caught-up  exit 0 once the input that existed at start-up is\n"
+    "                     read and committed (backfills, tests)\n"
+    "  --from-scratch     ignore stored checkpoints\n";
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *path = NULL;
+    ld_run_opts_t opts = {0};
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
+            i + 1 < argc)
+            path = argv[++i];
+        else if (strcmp(argv[i], "--until-caught-up") == 0)
+            opts.until_caught_up = 1;
+        else if (strcmp(argv[i], "--from-scratch") == 0)
+            opts.from_scratch = 1;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(run_usage, stdout);
+            return LD_EXIT_OK;
+        } else
+            return usage_error("run: unexpected argument", run_usage);
+    }
+    if (!path)
+        return usage_error("run needs -c FILE", run_usage);
+    ld_config_t *conf = ld_config_load(path, stderr);
+    if (!conf) {
+        fprintf(stderr, "learnd: %s: configuration is invalid\n", path);
+        return LD_EXIT_USAGE;
+    }
+    int code = LD_EXIT_RUNTIME;
+    if (ld_config_apply_logging(conf) != LD_OK)
+        fprintf(stderr, "learnd: cannot open log file %s\n", conf->log.file);
+    else if (ld_signals_install())
+        fprintf(stderr, "learnd: cannot install signal handlers\n");
+    else
+        code = ld_run(conf, &opts);
+    ld_config_destroy(conf);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -124,6 +174,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(verb, "config") == 0)
         return cmd_config(argc - 2, argv + 2);
+    if (strcmp(verb, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(verb, "demo") == 0) {
+        if (ld_signals_install())
+            return LD_EXIT_RUNTIME;
+        return ld_cmd_demo(argc - 1, argv + 1);
+    }
     if (strcmp(verb, "inspect") == 0)
         return ld_cmd_inspect(argc - 1, argv + 1);
     fprintf(stderr, "learnd: unknown command '%s'\n\n%s", verb, usage_text);

@@ -28,8 +28,6 @@ static const ld_conf_row_t rows[] = {
      "Records larger than this go to the dead-letter topic"},
     {"max_features", LD_CONF_INT, F(max_features), "4096", 1, 1 << 20, NULL,
      "Records with more non-zero features go to the dead-letter topic"},
-    {"hash_bits", LD_CONF_INT, F(hash_bits), "22", 1, 30, NULL,
-     "Hashed features fall into 2^hash_bits slots"},
     {"hash_seed", LD_CONF_INT, F(hash_seed), "0", 0, 4294967295.0, NULL,
      "Seed of the 32-bit feature hash (murmur3_x86_32, see pipeline/hash.h)"},
     {"key_field", LD_CONF_STRING, F(key_field), "", 0, 0, NULL,

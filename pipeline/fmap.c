@@ -104,6 +104,11 @@ ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
     int32_t *hslot = NULL;
     char *text = NULL;
     size_t tlen = 0, tcap = 0;
+    if (conf->hash_bits < 1 || conf->hash_bits > 30) {
+        snprintf(errstr, errstr_size, "hash_bits %lld is outside [1, 30]",
+                 (long long)conf->hash_bits);
+        return NULL;
+    }
     ld_fmap_t *fm = calloc(1, sizeof(*fm));
     if (!fm)
         goto nomem;

@@ -29,6 +29,10 @@ struct ld_pipeline {
     int closed;
     ld_pipeline_cbs_t cbs;
     positions_t pos[2];
+    positions_t eof[2]; /* 1 once a partition reached its end since assigned */
+    uint64_t eofs;      /* end-of-partition events seen, to spot news */
+    uint64_t eofs_checked;
+    int caught_up;
     rd_kafka_message_t *last; /* backs the record last returned */
     ld_pipeline_stats_t stats;
     uint64_t polls;
@@ -89,8 +93,14 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     ld_pipeline_t *p = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        for (int i = 0; i < parts->cnt; i++)
+        for (int i = 0; i < parts->cnt; i++) {
             parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+            int k = kind_of(p, parts->elems[i].topic);
+            if (k >= 0)
+                pos_set(&p->eof[k], parts->elems[i].partition, 0);
+        }
+        p->caught_up = 0;
+        p->eofs++;
         if (p->cbs.assigned)
             p->cbs.assigned(p->cbs.opaque, parts);
         ld_log(LD_LOG_INFO, MOD, "msg=\"partitions assigned\" count=%d",
@@ -108,7 +118,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         int k = kind_of(p, parts->elems[i].topic);
         if (k >= 0 && parts->elems[i].partition < p->pos[k].n)
             p->pos[k].next[parts->elems[i].partition] = -1;
+        if (k >= 0 && parts->elems[i].partition < p->eof[k].n)
+            p->eof[k].next[parts->elems[i].partition] = 0;
     }
+    p->caught_up = 0;
+    p->eofs++;
     ld_log(lost ? LD_LOG_WARN : LD_LOG_INFO, MOD,
            "msg=\"partitions %s\" count=%d", lost ? "lost" : "revoked",
            parts->cnt);
@@ -177,7 +191,7 @@ static rd_kafka_t *consumer_new(ld_pipeline_t *p, const ld_pipeline_conf_t *c,
         {"enable.auto.offset.store", "false"},
         {"isolation.level", "read_committed"},
         {"partition.assignment.strategy", "range"},
-        {"enable.partition.eof", "false"},
+        {"enable.partition.eof", "true"}, /* ld_pipeline_caught_up() */
     };
     rd_kafka_conf_t *conf = ld_kafka_conf_new(kafka, errstr, errstr_size);
     if (!conf)
@@ -213,6 +227,10 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
     (void)opaque;
+    /* Producers that need the offset of a record (a checkpoint manifest
+     * names its first chunk's) pass an int64_t * as the message opaque. */
+    if (m->_private)
+        *(int64_t *)m->_private = m->err ? -1 : m->offset;
     /* records purged by an abort are expected; the abort is logged */
     if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
         m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
@@ -426,9 +444,14 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
                 rd_kafka_message_destroy(m);
                 return p->fatal = LD_ERR_KAFKA;
             }
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                int k = m->rkt ? kind_of(p, rd_kafka_topic_name(m->rkt)) : -1;
+                if (k >= 0 && pos_set(&p->eof[k], m->partition, 1) == 0)
+                    p->eofs++;
+            } else {
                 ld_log(LD_LOG_WARN, MOD, "msg=\"consumer error\" err=\"%s\"",
                        rd_kafka_message_errstr(m));
+            }
             rd_kafka_message_destroy(m);
             continue;
         }
@@ -466,6 +489,24 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
         p->last = m;
         return LD_OK;
     }
+}
+
+int ld_pipeline_caught_up(ld_pipeline_t *p)
+{
+    if (p->eofs == p->eofs_checked)
+        return p->caught_up;
+    p->eofs_checked = p->eofs;
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(p->consumer, &a) || !a)
+        return p->caught_up = 0;
+    int all = a->cnt > 0;
+    for (int i = 0; i < a->cnt && all; i++) {
+        int k = kind_of(p, a->elems[i].topic);
+        int32_t part = a->elems[i].partition;
+        all = k >= 0 && part < p->eof[k].n && p->eof[k].next[part] == 1;
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+    return p->caught_up = all;
 }
 
 rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p)
@@ -709,6 +750,7 @@ void ld_pipeline_destroy(ld_pipeline_t *p)
         ld_decoder_destroy(p->dec[k]);
         free(p->topic[k]);
         free(p->pos[k].next);
+        free(p->eof[k].next);
     }
     free(p->dlq_topic);
     free(p);

@@ -47,7 +47,8 @@ typedef struct ld_pipeline_conf {
     char *label_schema;
     int64_t max_record_bytes;
     int64_t max_features;
-    int64_t hash_bits;
+    int64_t hash_bits; /* not a row: the daemon copies trainer.hash_bits, so
+                          the model has a slot for every hashed feature */
     int64_t hash_seed;
     /* field mapping */
     char *key_field;
@@ -174,6 +175,12 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms,
  * partition that has consumed something. Caller frees with
  * rd_kafka_topic_partition_list_destroy(); NULL when out of memory. */
 rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p);
+
+/* True once every assigned partition of both topics has been read to its
+ * end at least once since it was assigned (the end offsets that existed
+ * then are behind us): `--until-caught-up` and the demo stop on it. False
+ * while nothing is assigned. */
+int ld_pipeline_caught_up(ld_pipeline_t *p);
 
 /* Opens a transaction unless one is open (no-op without transactions). */
 ld_err_t ld_pipeline_txn_begin(ld_pipeline_t *p) LD_WUR;

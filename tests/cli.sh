@@ -29,7 +29,7 @@ expect bad-verb 2 "unknown command 'frobnicate'" -- frobnicate
 expect config-help 0 "usage: learnd config check" -- config --help
 expect check-no-file 2 "config check needs -c FILE" -- config check
 expect check-valid 0 "valid.yaml: ok" -- config check -c "$data/config/valid.yaml"
-expect check-three 2 "three-errors.yaml:7:14: pipeline.hash_bits: value 40 out of range [1, 30]" \
+expect check-three 2 "three-errors.yaml:7:14: pipeline.hash_seed: value -1 out of range [0, 4294967295]" \
   -- config check -c "$data/config/three-errors.yaml"
 expect check-missing 2 "cannot open" -- config check -c /nonexistent/learnd.yaml
 LD_TEST_SECRET=never-shown expect print-redacts 0 'sasl.password: "<redacted>"' \

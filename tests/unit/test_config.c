@@ -37,7 +37,7 @@ static void test_valid_file(void **state)
         load(LD_TEST_DATA "/config/valid.yaml", errs, sizeof(errs));
     assert_string_equal(errs, "");
     assert_non_null(conf);
-    assert_string_equal(conf->daemon.model_name, "ctr");
+    assert_string_equal(conf->trainer.name, "ctr");
     assert_int_equal(conf->daemon.commit_interval_ms, 2000);
     assert_int_equal(conf->daemon.shutdown_timeout_ms, 30000); /* default */
     assert_int_equal(conf->pipeline.format, LD_FORMAT_JSON);
@@ -76,7 +76,8 @@ static void test_three_errors(void **state)
              "'events_topic'?)\n"
              "%s:6:17: pipeline.max_features: expected an integer, got "
              "'lots'\n"
-             "%s:7:14: pipeline.hash_bits: value 40 out of range [1, 30]\n",
+             "%s:7:14: pipeline.hash_seed: value -1 out of range [0, "
+             "4294967295]\n",
              p, p, p);
     assert_string_equal(errs, want);
 }
@@ -116,7 +117,7 @@ static void test_missing_required_and_types(void **state)
     write_file(path, "pipeline:\n"
                      "  events_topic: e\n"
                      "  format: xml\n"
-                     "  hash_bits: [1, 2]\n"
+                     "  hash_seed: [1, 2]\n"
                      "metrics:\n"
                      "  enabled: maybe\n"
                      "nonsense:\n"
@@ -128,7 +129,7 @@ static void test_missing_required_and_types(void **state)
     snprintf(want, sizeof(want),
              "%s:3:11: pipeline.format: expected one of avro|protobuf|json, "
              "got 'xml'\n"
-             "%s:4:14: pipeline.hash_bits: expected a single value, got a "
+             "%s:4:14: pipeline.hash_seed: expected a single value, got a "
              "list\n"
              "%s:1:1: pipeline.labels_topic: required key is missing\n"
              "%s:6:12: metrics.enabled: expected true or false, got "
@@ -219,7 +220,7 @@ static void test_defaults_parse(void **state)
     ld_config_t *conf = ld_config_new_defaults();
     assert_non_null(conf);
     assert_int_equal(conf->daemon.commit_interval_ms, 5000);
-    assert_int_equal(conf->pipeline.hash_bits, 22);
+    assert_int_equal(conf->trainer.hash_bits, 18);
     assert_string_equal(conf->metrics.listen, "127.0.0.1");
     ld_config_destroy(conf);
     ld_config_destroy(NULL);

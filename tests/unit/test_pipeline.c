@@ -451,6 +451,7 @@ static void test_avro_resolution(void **state)
     assert_int_equal(
         ld_conf_set_defaults(&ld_pipeline_conf_section, c, err, sizeof(err)),
         LD_OK);
+    c->hash_bits = 22; /* the model's slot count, set by the daemon */
     assert_int_equal(fx_set(c, "event_schema", reader), 0);
     assert_int_equal(fx_set(c, "event_writer_schema", writer), 0);
     assert_int_equal(fx_set(c, "key_field", "id"), 0);

@@ -156,8 +156,7 @@ static inline ld_pipeline_conf_t *fx_conf_new(const char *fmt)
         fx_set(c, "schema_ids",
                "1=" LD_SOURCE_DIR "/schemas/event.avsc,2=" LD_SOURCE_DIR
                "/schemas/label.avsc") ||
-        fx_set(c, "key_field", "event_id") || fx_set(c, "hash_bits", "18") ||
-        fx_set(c, "hash_seed", "42") || fx_set(c, "dense_fields", dense) ||
+        fx_set(c, "key_field", "event_id") || fx_set(c, "hash_seed", "42") || fx_set(c, "dense_fields", dense) ||
         fx_set(c, "hash_fields",
                "country,ad_id,device,ctx:publisher,ctx:tags,"
                "user:user_segment") ||
@@ -165,6 +164,7 @@ static inline ld_pipeline_conf_t *fx_conf_new(const char *fmt)
         ld_conf_strlist_add(&c->crosses, "country,ad_id") ||
         ld_conf_strlist_add(&c->crosses, "device,user"))
         return NULL;
+    c->hash_bits = 18;
     return c;
 }
 

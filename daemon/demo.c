@@ -1,0 +1,562 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `learnd demo`: the daemon on librdkafka's in-process mock cluster, fed by
+ * the synthetic click stream, compared with a model frozen before the
+ * drift. */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include "daemon/demo.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/run.h"
+#include "daemon/signals.h"
+
+#define MOD        "demo"
+#define PARTITIONS 4
+/* The mock cluster keeps at most 5 MiB per partition and silently drops the
+ * oldest records beyond it: the generator stays this many records ahead of
+ * the consumer at most (about 1.3 MiB per partition). */
+#define MAX_AHEAD 20000
+
+extern const unsigned char ld_demo_event_avsc[], ld_demo_label_avsc[];
+extern const size_t ld_demo_event_avsc_len, ld_demo_label_avsc_len;
+
+static const char usage[] =
+    "usage: learnd demo [--events N] [--seed N] [--bootstrap HOST:PORT]\n"
+    "\n"
+    "Runs learnd on a synthetic click stream with delayed labels and a "
+    "concept\n"
+    "drift half-way, on librdkafka's in-process mock cluster (no broker "
+    "needed),\n"
+    "or on the cluster at --bootstrap. Prints progress every second and a\n"
+    "summary comparing the continually trained model with a copy frozen\n"
+    "before the drift.\n"
+    "\n"
+    "  --events N     events to generate (default 600000)\n"
+    "  --seed N       generator seed (default 1)\n"
+    "  --keep         keep the temp dir with the published checkpoints\n"
+    "  --bootstrap    a real Kafka cluster; topics are created if needed\n";
+
+/* Logloss sums over one stretch of the stream (matured examples only). */
+typedef struct phase {
+    const char *name;
+    int64_t from, to; /* event index range [from, to) */
+    double live, frozen;
+    uint64_t n;
+} phase_t;
+
+typedef struct demo {
+    ld_demo_gen_conf_t gconf;
+    char bootstrap[512];
+    char dir[64];
+    /* generator <-> loop */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    uint64_t consumed;
+    uint64_t produced;
+    int gen_done, gen_failed, stop;
+    /* the frozen copy */
+    ld_trainer_t *frozen;
+    int64_t freeze_at;
+    /* scoring by phase */
+    phase_t phase[4];
+} demo_t;
+
+static int64_t index_of(const demo_t *d, int64_t event_time_ms)
+{
+    return (event_time_ms - d->gconf.start_time_ms) / d->gconf.step_ms;
+}
+
+static double logloss(double p, double y)
+{
+    p = p < 1e-7 ? 1e-7 : p > 1 - 1e-7 ? 1 - 1e-7 : p;
+    return y > 0.5 ? -log(p) : -log(1 - p);
+}
+
+static int matured(ld_sample_type_t t)
+{
+    return t == LD_SAMPLE_POS || t == LD_SAMPLE_DEFAULT_NEG;
+}
+
+/* ---- Hooks -------------------------------------------------------------- */
+
+/* The frozen copy learns from the same examples until freeze_at, then only
+ * predicts: the model a team would have had without continual training. */
+static void on_example(void *opaque, const ld_example_t *ex)
+{
+    demo_t *d = opaque;
+    int64_t i = index_of(d, ex->event_time_ms);
+    if (i < d->freeze_at) {
+        if (ld_trainer_add(d->frozen, ex) != LD_OK)
+            ld_log(LD_LOG_WARN, MOD, "msg=\"frozen model refused example\"");
+        return;
+    }
+    if (i == d->freeze_at || !matured(ex->sample_type))
+        return;
+    float p;
+    if (ld_trainer_predict(d->frozen, &ex->x, &p, 1) != LD_OK)
+        return;
+    for (int k = 0; k < 4; k++) {
+        if (i >= d->phase[k].from && i < d->phase[k].to)
+            d->phase[k].frozen += logloss(p, ex->label);
+    }
+}
+
+static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
+{
+    demo_t *d = opaque;
+    for (size_t j = 0; j < n; j++) {
+        int64_t i = index_of(d, s[j].event_time_ms);
+        if (i <= d->freeze_at)
+            continue;
+        for (int k = 0; k < 4; k++) {
+            if (i >= d->phase[k].from && i < d->phase[k].to) {
+                d->phase[k].live += logloss(s[j].pred, s[j].label);
+                d->phase[k].n++;
+            }
+        }
+    }
+}
+
+static void on_progress(void *opaque, const ld_run_progress_t *p)
+{
+    demo_t *d = opaque;
+    pthread_mutex_lock(&d->lock);
+    uint64_t produced = d->produced;
+    pthread_mutex_unlock(&d->lock);
+    double secs = (double)p->elapsed_ms / 1000.0;
+    printf("[%5.1fs] produced %8llu  events %8llu  labels %7llu  "
+           "examples %8llu (%6.0f/s)  pending %6llu  logloss %.4f  "
+           "auc %.4f  published v%llu\n",
+           secs, (unsigned long long)produced, (unsigned long long)p->events,
+           (unsigned long long)p->labels, (unsigned long long)p->examples,
+           secs > 0 ? (double)p->examples / secs : 0.0,
+           (unsigned long long)p->pending, p->model.logloss, p->model.auc,
+           (unsigned long long)p->champion_version);
+    fflush(stdout);
+}
+
+static void on_consumed(void *opaque, uint64_t total)
+{
+    demo_t *d = opaque;
+    pthread_mutex_lock(&d->lock);
+    d->consumed = total;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* Stop once every generated record has been consumed. */
+static int should_stop(void *opaque)
+{
+    demo_t *d = opaque;
+    pthread_mutex_lock(&d->lock);
+    int stop = d->gen_failed ||
+               (d->gen_done && d->consumed >= d->produced && d->produced);
+    pthread_mutex_unlock(&d->lock);
+    return stop;
+}
+
+/* ---- Generator thread --------------------------------------------------- */
+
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    while (*s)
+        h = (h ^ (uint8_t)*s++) * 16777619u;
+    return h;
+}
+
+static void *generate(void *arg)
+{
+    demo_t *d = arg;
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk = NULL;
+    ld_demo_gen_t *g = ld_demo_gen_new(&d->gconf);
+    if (!g ||
+        rd_kafka_conf_set(conf, "bootstrap.servers", d->bootstrap, errstr,
+                          sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "linger.ms", "5", errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr,
+                          sizeof(errstr)) ||
+        !(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)))) {
+        ld_log(LD_LOG_ERR, MOD, "msg=\"generator cannot start\" err=\"%s\"",
+               errstr);
+        if (!rk)
+            rd_kafka_conf_destroy(conf);
+        goto out;
+    }
+    ld_demo_record_t rec;
+    int rc;
+    uint64_t produced = 0;
+    while ((rc = ld_demo_gen_next(g, &rec)) == 1) {
+        /* The same key goes to the same partition of both topics. */
+        int32_t part = (int32_t)(fnv1a(rec.key) % PARTITIONS);
+        rd_kafka_resp_err_t e;
+        do {
+            e = rd_kafka_producev(
+                rk, RD_KAFKA_V_TOPIC(rec.is_label ? "labels" : "events"),
+                RD_KAFKA_V_PARTITION(part),
+                RD_KAFKA_V_KEY(rec.key, strlen(rec.key)),
+                RD_KAFKA_V_VALUE((void *)(uintptr_t)rec.value, rec.len),
+                RD_KAFKA_V_TIMESTAMP(rec.time_ms),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+            if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                rd_kafka_poll(rk, 100);
+        } while (e == RD_KAFKA_RESP_ERR__QUEUE_FULL);
+        if (e) {
+            ld_log(LD_LOG_ERR, MOD, "msg=\"produce failed\" err=\"%s\"",
+                   rd_kafka_err2str(e));
+            break;
+        }
+        produced++;
+        if ((produced & 1023) == 0) {
+            rd_kafka_poll(rk, 0);
+            pthread_mutex_lock(&d->lock);
+            d->produced = produced;
+            while (!d->stop && d->produced > d->consumed + MAX_AHEAD) {
+                /* Hand what is queued to the broker, then wait for the
+                 * consumer to catch up. */
+                pthread_mutex_unlock(&d->lock);
+                rd_kafka_flush(rk, 1000);
+                pthread_mutex_lock(&d->lock);
+                if (d->produced > d->consumed + MAX_AHEAD && !d->stop)
+                    pthread_cond_wait(&d->cond, &d->lock);
+            }
+            int stop = d->stop;
+            pthread_mutex_unlock(&d->lock);
+            if (stop)
+                break;
+        }
+    }
+    rd_kafka_flush(rk, 30000);
+    pthread_mutex_lock(&d->lock);
+    d->produced = produced;
+    if (rc < 0 || rd_kafka_outq_len(rk) > 0)
+        d->gen_failed = 1;
+    pthread_mutex_unlock(&d->lock);
+out:
+    if (rk)
+        rd_kafka_destroy(rk);
+    ld_demo_gen_destroy(g);
+    pthread_mutex_lock(&d->lock);
+    d->gen_done = 1;
+    if (!g || !rk)
+        d->gen_failed = 1;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+/* ---- Setup -------------------------------------------------------------- */
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+                        struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int write_file(const char *path, const unsigned char *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t w = fwrite(data, 1, len, f);
+    return fclose(f) == 0 && w == len ? 0 : -1;
+}
+
+static int set(const ld_conf_section_t *sec, void *base, const char *key,
+               const char *val)
+{
+    char why[256];
+    const ld_conf_row_t *row = ld_conf_find(sec, key);
+    if (!row || ld_conf_parse_value(row, val, base, why, sizeof(why))) {
+        ld_log(LD_LOG_CRIT, MOD, "msg=\"bad demo setting\" key=%s.%s",
+               sec->name, key);
+        return -1;
+    }
+    return 0;
+}
+
+/* The demo's config: the example schemas, field mapping and a CTR model. */
+static ld_config_t *demo_config(demo_t *d)
+{
+    ld_config_t *c = ld_config_new_defaults();
+    if (!c)
+        return NULL;
+    char ev[128], lb[128], store[128], dense[256] = "";
+    snprintf(ev, sizeof(ev), "%s/event.avsc", d->dir);
+    snprintf(lb, sizeof(lb), "%s/label.avsc", d->dir);
+    snprintf(store, sizeof(store), "%s/models", d->dir);
+    for (int i = 0; i < 20; i++) {
+        char f[8];
+        snprintf(f, sizeof(f), "%sf%d", i ? "," : "", i);
+        strcat(dense, f);
+    }
+    const ld_conf_section_t *P = &ld_pipeline_conf_section;
+    const ld_conf_section_t *L = &ld_labeling_conf_section;
+    const ld_conf_section_t *T = &ld_trainer_conf_section;
+    const ld_conf_section_t *C = &ld_ckpt_conf_section;
+    const ld_conf_section_t *G = &ld_triggers_conf_section;
+    int bad =
+        set(P, &c->pipeline, "events_topic", "events") ||
+        set(P, &c->pipeline, "labels_topic", "labels") ||
+        set(P, &c->pipeline, "dlq_topic", "learnd.dlq") ||
+        set(P, &c->pipeline, "group_id", "learnd-demo") ||
+        set(P, &c->pipeline, "format", "avro") ||
+        set(P, &c->pipeline, "event_schema", ev) ||
+        set(P, &c->pipeline, "label_schema", lb) ||
+        set(P, &c->pipeline, "key_field", "event_id") ||
+        set(P, &c->pipeline, "event_time_field", "event_time") ||
+        set(P, &c->pipeline, "label_time_field", "label_time") ||
+        set(P, &c->pipeline, "dense_fields", dense) ||
+        set(P, &c->pipeline, "hash_fields",
+            "country,ad_id,device,ctx:publisher,ctx:tags,user:user_segment") ||
+        set(P, &c->pipeline, "label_field", "clicked") ||
+        set(L, &c->labeling, "window", "60s") ||
+        set(L, &c->labeling, "max_out_of_orderness", "1s") ||
+        set(L, &c->labeling, "idle_timeout", "0") ||
+        set(T, &c->trainer, "name", "demo-ctr") ||
+        set(T, &c->trainer, "model", "logistic") ||
+        set(T, &c->trainer, "optimizer", "ftrl") ||
+        set(T, &c->trainer, "hash_bits", "20") ||
+        set(T, &c->trainer, "learning_rate", "0.05") ||
+        set(T, &c->trainer, "l2", "0.1") ||
+        set(C, &c->checkpoint, "dir", store) ||
+        set(C, &c->checkpoint, "warm_start", "false") ||
+        set(G, &c->triggers, "drift_enabled", "false");
+    /* A cross is one list item "a,b" (YAML: [[country, ad_id]]). */
+    bad = bad ||
+          ld_conf_strlist_add(&c->pipeline.crosses, "country,ad_id") != LD_OK;
+    if (!bad) {
+        char bs[600];
+        snprintf(bs, sizeof(bs), "%s", d->bootstrap);
+        bad = ld_conf_strlist_add(&c->kafka, "bootstrap.servers") ||
+              ld_conf_strlist_add(&c->kafka, bs) ||
+              /* an empty mock fetch waits the whole fetch.wait.max.ms */
+              ld_conf_strlist_add(&c->kafka, "fetch.wait.max.ms") ||
+              ld_conf_strlist_add(&c->kafka, "10");
+    }
+    c->metrics.port = 0;
+    c->log.level = LD_LOG_NOTICE; /* progress lines say what info would */
+    if (bad) {
+        ld_config_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+static int mock_cluster(rd_kafka_t **rkp, rd_kafka_mock_cluster_t **mcp,
+                        char *bootstrap, size_t size)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    rd_kafka_t *rk =
+        rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, 1);
+    if (!mc) {
+        rd_kafka_destroy(rk);
+        return -1;
+    }
+    static const char *const topics[] = {"events", "labels"};
+    for (int i = 0; i < 2; i++)
+        if (rd_kafka_mock_topic_create(mc, topics[i], PARTITIONS, 1))
+            goto err;
+    static const char *const outputs[] = {"learnd.dlq", "learnd.checkpoints",
+                                          "learnd.triggers", "learnd.state"};
+    for (int i = 0; i < 4; i++)
+        if (rd_kafka_mock_topic_create(mc, outputs[i], 1, 1))
+            goto err;
+    snprintf(bootstrap, size, "%s", rd_kafka_mock_cluster_bootstraps(mc));
+    *rkp = rk;
+    *mcp = mc;
+    return 0;
+err:
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(rk);
+    return -1;
+}
+
+static void summary(demo_t *d, int code)
+{
+    printf("\n== learnd demo summary ==\n");
+    printf("stream: %lld events, concept drift at event %lld, frozen copy "
+           "taken at event %lld\n",
+           (long long)d->gconf.n_events, (long long)d->gconf.drift_at,
+           (long long)d->freeze_at);
+    printf("%-28s %10s %12s %12s %10s\n", "stretch of the stream", "examples",
+           "continual", "frozen", "gain");
+    for (int k = 0; k < 4; k++) {
+        phase_t *ph = &d->phase[k];
+        if (!ph->n)
+            continue;
+        double live = ph->live / (double)ph->n;
+        double frozen = ph->frozen / (double)ph->n;
+        printf("%-28s %10llu %12.4f %12.4f %9.1f%%\n", ph->name,
+               (unsigned long long)ph->n, live, frozen,
+               100.0 * (frozen - live) / frozen);
+    }
+    printf("(progressive logloss on matured labels; lower is better)\n");
+    phase_t *after = &d->phase[3], *before = &d->phase[0];
+    if (after->n && before->n) {
+        double live = after->live / (double)after->n;
+        double frozen = after->frozen / (double)after->n;
+        printf("after the drift the continually trained model is %s the "
+               "frozen copy (%.4f vs %.4f)\n",
+               live < frozen ? "better than" : "NOT better than", live, frozen);
+    }
+    printf("exit code %d\n", code);
+}
+
+int ld_cmd_demo(int argc, char **argv)
+{
+    demo_t d = {.gconf = {.seed = 1,
+                          .n_events = 600000,
+                          .start_time_ms = 1767225600000, /* 2026-01-01 */
+                          .step_ms = 5,
+                          .label_delay_ms = 15000}};
+    int keep = 0;
+    for (int i = 1; i < argc; i++) {
+        char *end = NULL;
+        if (strcmp(argv[i], "--events") == 0 && i + 1 < argc) {
+            d.gconf.n_events = strtoll(argv[++i], &end, 10);
+            if (*end || d.gconf.n_events < 10000) {
+                fprintf(stderr, "learnd demo: --events needs a number >= "
+                                "10000\n");
+                return LD_EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+            d.gconf.seed = strtoull(argv[++i], &end, 10);
+            if (*end) {
+                fprintf(stderr, "learnd demo: --seed needs a number\n");
+                return LD_EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--keep") == 0) {
+            keep = 1;
+        } else if (strcmp(argv[i], "--bootstrap") == 0 && i + 1 < argc) {
+            snprintf(d.bootstrap, sizeof(d.bootstrap), "%s", argv[++i]);
+        } else if (strcmp(argv[i], "--help") == 0 ||
+                   strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            return LD_EXIT_OK;
+        } else {
+            fprintf(stderr, "learnd demo: unexpected argument '%s'\n\n%s",
+                    argv[i], usage);
+            return LD_EXIT_USAGE;
+        }
+    }
+    int64_t n = d.gconf.n_events;
+    d.gconf.drift_at = n / 2;
+    d.freeze_at = n * 2 / 5;
+    d.phase[0] = (phase_t){"before the drift", d.freeze_at, n / 2, 0, 0, 0};
+    d.phase[1] =
+        (phase_t){"first 5% after the drift", n / 2, n / 2 + n / 20, 0, 0, 0};
+    d.phase[2] = (phase_t){"next 15%", n / 2 + n / 20, n * 7 / 10, 0, 0, 0};
+    d.phase[3] = (phase_t){"last 30%", n * 7 / 10, n, 0, 0, 0};
+    pthread_mutex_init(&d.lock, NULL);
+    pthread_cond_init(&d.cond, NULL);
+
+    int code = LD_EXIT_RUNTIME;
+    rd_kafka_t *mock_rk = NULL;
+    rd_kafka_mock_cluster_t *mc = NULL;
+    ld_config_t *conf = NULL;
+    pthread_t gen;
+    int gen_started = 0;
+    snprintf(d.dir, sizeof(d.dir), "/tmp/learnd-demo-XXXXXX");
+    if (!mkdtemp(d.dir)) {
+        fprintf(stderr, "learnd demo: cannot make a temp dir: %s\n",
+                strerror(errno));
+        return LD_EXIT_RUNTIME;
+    }
+    char path[128];
+    snprintf(path, sizeof(path), "%s/event.avsc", d.dir);
+    int bad = write_file(path, ld_demo_event_avsc, ld_demo_event_avsc_len);
+    snprintf(path, sizeof(path), "%s/label.avsc", d.dir);
+    bad = bad || write_file(path, ld_demo_label_avsc, ld_demo_label_avsc_len);
+    if (bad) {
+        fprintf(stderr, "learnd demo: cannot write schemas to %s\n", d.dir);
+        goto out;
+    }
+    if (!d.bootstrap[0]) {
+        if (mock_cluster(&mock_rk, &mc, d.bootstrap, sizeof(d.bootstrap))) {
+            fprintf(stderr, "learnd demo: cannot start the mock cluster\n");
+            goto out;
+        }
+        printf("learnd demo: in-process mock Kafka cluster at %s\n",
+               d.bootstrap);
+    } else {
+        printf("learnd demo: Kafka cluster at %s\n", d.bootstrap);
+    }
+    conf = demo_config(&d);
+    if (!conf)
+        goto out;
+    ld_trainer_conf_t fconf = conf->trainer;
+    fconf.dense_dim = (int64_t)conf->pipeline.dense_fields.n;
+    char errstr[512];
+    d.frozen = ld_trainer_new(&fconf, errstr, sizeof(errstr));
+    if (!d.frozen) {
+        fprintf(stderr, "learnd demo: %s\n", errstr);
+        goto out;
+    }
+    printf("learnd demo: %lld events, labels delayed ~%.0fs (event time), "
+           "drift at event %lld\n",
+           (long long)n, d.gconf.label_delay_ms / 1000.0,
+           (long long)d.gconf.drift_at);
+    if (pthread_create(&gen, NULL, generate, &d)) {
+        fprintf(stderr, "learnd demo: cannot start the generator\n");
+        goto out;
+    }
+    gen_started = 1;
+    ld_run_hooks_t hooks = {.opaque = &d,
+                            .progress = on_progress,
+                            .example = on_example,
+                            .scored = on_scored,
+                            .consumed = on_consumed,
+                            .should_stop = should_stop};
+    ld_run_opts_t opts = {.no_transactions = mc != NULL, .hooks = &hooks};
+    if (ld_config_apply_logging(conf) == LD_OK)
+        code = ld_run(conf, &opts);
+out:
+    if (gen_started) {
+        pthread_mutex_lock(&d.lock);
+        d.stop = 1;
+        pthread_cond_broadcast(&d.cond);
+        pthread_mutex_unlock(&d.lock);
+        pthread_join(gen, NULL);
+    }
+    if (code == LD_EXIT_OK && d.gen_failed)
+        code = LD_EXIT_RUNTIME;
+    if (d.frozen)
+        summary(&d, code);
+    ld_trainer_destroy(d.frozen);
+    ld_config_destroy(conf);
+    if (mc)
+        rd_kafka_mock_cluster_destroy(mc);
+    if (mock_rk)
+        rd_kafka_destroy(mock_rk);
+    pthread_cond_destroy(&d.cond);
+    pthread_mutex_destroy(&d.lock);
+    if (keep)
+        printf("checkpoints kept in %s/models (try: learnd inspect FILE)\n",
+               d.dir);
+    else
+        nftw(d.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return code;
+}

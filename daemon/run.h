@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The run loop: wires pipeline -> labeling -> trainer -> triggers and owns
+ * commit points, publications, metrics and shutdown. */
+#ifndef LD_DAEMON_RUN_H
+#define LD_DAEMON_RUN_H
+
+#include <stdint.h>
+
+#include "daemon/config.h"
+
+/* What the loop reports once a second (wall clock: display only). */
+typedef struct ld_run_progress {
+    int64_t elapsed_ms;
+    uint64_t events, labels, dead_letters;
+    uint64_t examples;    /* released by the joiner and trained on */
+    uint64_t pending;     /* events waiting for their label */
+    int64_t watermark_ms; /* min watermark over assigned partitions */
+    uint64_t published;   /* checkpoints published this run */
+    uint64_t champion_version;
+    ld_trainer_metrics_t model, champion;
+} ld_run_progress_t;
+
+/* Optional callbacks for the embedded demo and tests; every pointer may be
+ * NULL. They run on the loop's thread. */
+typedef struct ld_run_hooks {
+    void *opaque;
+    /* Once a second. */
+    void (*progress)(void *opaque, const ld_run_progress_t *p);
+    /* Every example the joiner releases, before the trainer sees it. */
+    void (*example)(void *opaque, const ld_example_t *ex);
+    /* Every micro-batch's matured examples with their prequential scores. */
+    void (*scored)(void *opaque, const ld_scored_t *s, size_t n);
+    /* Every input record consumed (good or dead-lettered), as a running
+     * total, at least every 1024 records. */
+    void (*consumed)(void *opaque, uint64_t total);
+    /* Asked once per loop iteration; non-zero stops the loop cleanly. */
+    int (*should_stop)(void *opaque);
+} ld_run_hooks_t;
+
+typedef struct ld_run_opts {
+    int until_caught_up; /* exit 0 once the start-up end offsets are read */
+    int from_scratch;    /* ignore stored checkpoints */
+    int no_transactions; /* the mock cluster cannot run them */
+    const ld_run_hooks_t *hooks;
+} ld_run_opts_t;
+
+/* Runs the daemon until SIGTERM/SIGINT, a hook asks to stop, or (with
+ * until_caught_up) the input is read. conf and opts are borrowed. Returns
+ * the process exit code: 0 clean stop, 1 runtime failure (fenced, fatal
+ * Kafka error), 2 configuration error found at start-up. */
+int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts);
+
+#endif /* LD_DAEMON_RUN_H */
