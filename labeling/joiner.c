@@ -19,63 +19,67 @@
 
 /* Event timer states: each event has exactly one timer in the heap. */
 enum { T_DECIDE = 0, T_DELAYED = 1, T_RETIRE = 2, T_FIFO = 3 };
-/* Event flags. */
-enum { E_DL_DONE = 0x1 };
+/* Bits of an event's pk byte: PACK_* flags (0x1, 0x2), E_DL_DONE, and the
+ * Rice parameter (0..31) in the top five bits. */
+enum { E_DL_DONE = 0x4, PK_PARAM_SHIFT = 3 };
 
-/* A pending event. data[] holds the key, a NUL, then the packed features. */
+/* What the hash index and the timer heaps read of an entry: the first
+ * member of both entry kinds. The source offset is kept relative to the
+ * first offset of its resume block, which the entry pins anyway. */
+typedef struct ent {
+    int64_t t;     /* event or label time */
+    uint32_t hpos; /* index in its heap */
+    uint32_t blk;  /* resume block (sequence number) of this record */
+    uint16_t rel;  /* source offset - first offset of block blk */
+    uint16_t part; /* source partition */
+    uint8_t keylen;
+    uint8_t state; /* events: T_*; labels: 0 */
+    uint8_t pk;    /* events: PACK_* | E_DL_DONE | param << PK_PARAM_SHIFT */
+    uint8_t szc;   /* events: chunk size / 8, 0 for a big chunk */
+} ent_t;
+
+/* A pending event. data[] holds the key, then the packed features. */
 typedef struct ev {
-    int64_t t;       /* event time */
-    int64_t off;     /* source offset */
-    uint32_t hpos;   /* index in the event heap */
-    int32_t part;    /* source partition */
+    ent_t en;
     float agg_val;   /* aggregated in-window label (window mode) */
     int32_t agg_dt;  /* its label time - t, NO_DT when no label */
     float dl_val;    /* label of the delayed_pos copy to emit */
     int32_t dl_dt;   /* its label time - t, NO_DT when none */
-    uint32_t ev_blk; /* resume block of this record */
     uint32_t lb_blk; /* resume block of the oldest label used, or NO_BLK */
     int32_t dup_dt;  /* latest duplicate's time - t (extends retention) */
     uint16_t nnz;
-    uint8_t keylen;
-    uint8_t state;  /* T_* */
-    uint8_t param;  /* Rice parameter of the packed indices */
-    uint8_t pflags; /* PACK_* */
-    uint8_t eflags; /* E_* */
-    uint8_t szc;    /* chunk size / 8, 0 for a big chunk */
     uint8_t data[];
 } ev_t;
 
 /* A label waiting for its event. data[] holds the key. */
 typedef struct lb {
-    int64_t t;
-    int64_t off;
-    uint32_t hpos;
-    int32_t part;
+    ent_t en;
     float val;
-    uint32_t blk;
-    uint8_t keylen;
     uint8_t data[];
 } lb_t;
 
-/* Open-addressing hash table of entry pointers (duplicates allowed). */
+/* Open-addressing hash table of entry handles (duplicates allowed), linear
+ * probing. meta[] says per slot: 0 empty, else an 8-bit tag of the key hash
+ * (never 0) and the probe distance (255: look it up), so that a lookup
+ * touches an entry only when its tag matches and a removal shifts entries
+ * back without re-hashing their keys. */
 typedef struct tab {
-    void **s;
+    uint32_t *hd;
+    uint16_t *meta;
     size_t cap, n; /* cap is a power of two */
     int labels;    /* entries are lb_t (else ev_t) */
 } tab_t;
 
-/* Min-heap of timers; the time sits in the slot so that sifting rarely
- * touches the entries (cache misses dominate otherwise). */
-typedef struct hslot {
-    int64_t t;
-    void *p;
-} hslot_t;
+#define META_DIST_MAX 255u
 
+/* 4-ary min-heap of timers; the time sits in its own array so that sifting
+ * reads a cache line of four candidates and touches the entries only on a
+ * tie (order by partition and offset). */
 typedef struct heap {
-    hslot_t *a;
+    int64_t *t;
+    uint32_t *hd;
     size_t n, cap;
 } heap_t;
-
 /* A resume block: records of one partition side, in offset order. */
 typedef struct blk {
     int64_t first_off;
@@ -112,9 +116,11 @@ typedef struct part {
     int64_t l_resume[2], l_wm[2], l_next[2];
 } part_t;
 
+/* An expire_oldest eviction waiting to be polled. */
 typedef struct fifo_ent {
-    ld_example_t ex; /* pointers filled at poll */
-    ev_t *e;
+    uint32_t hd;
+    uint8_t type;   /* ld_sample_type_t */
+    int64_t decide; /* the timer it had: its decision time */
 } fifo_ent_t;
 
 struct ld_joiner {
@@ -132,15 +138,15 @@ struct ld_joiner {
     int quiet;           /* the current record is a re-read one: do not count */
     uint32_t block_recs; /* records per resume block */
     /* expire_oldest evictions waiting to be polled, in order */
-    ev_t **fifo;
-    uint8_t *fifo_type;
+    fifo_ent_t *fifo;
     size_t fifo_n, fifo_head, fifo_cap;
     /* the example handed out last: its arrays */
     uint32_t *oidx;
     float *oval, *odense;
     uint32_t ocap_sparse, ocap_dense;
     char okey[256];
-    ev_t *odefer; /* evicted entry freed at the next poll */
+    int64_t odecide; /* decision time of the example handed out last */
+    uint32_t odefer; /* evicted entry freed at the next poll, or NO_HD */
     pack_scratch_t scratch;
     ld_joiner_stats_t st;
 };
@@ -153,9 +159,11 @@ struct ld_joiner {
             (j)->st.field++;                                                   \
     } while (0)
 
-static size_t ev_size(const ev_t *e, size_t packed)
+#define NO_HD UINT32_MAX
+
+static size_t ev_size(size_t keylen, size_t packed)
 {
-    return offsetof(ev_t, data) + e->keylen + 1u + packed;
+    return offsetof(ev_t, data) + keylen + packed;
 }
 
 static size_t lb_size(size_t keylen)
@@ -182,80 +190,140 @@ static uint64_t hash_key(const uint8_t *p, size_t n)
     return h ^ (h >> 32);
 }
 
-static const uint8_t *ent_key(const tab_t *t, const void *p, size_t *len)
+static ent_t *ent_at(const ld_joiner_t *j, uint32_t hd)
 {
-    if (t->labels) {
-        const lb_t *l = p;
-        *len = l->keylen;
-        return l->data;
-    }
-    const ev_t *e = p;
-    *len = e->keylen;
-    return e->data;
+    return slab_ptr(&j->slab, hd);
+}
+
+static ev_t *ev_at(const ld_joiner_t *j, uint32_t hd)
+{
+    return slab_ptr(&j->slab, hd);
+}
+
+static lb_t *lb_at(const ld_joiner_t *j, uint32_t hd)
+{
+    return slab_ptr(&j->slab, hd);
+}
+
+static const uint8_t *ent_key(const ld_joiner_t *j, const tab_t *t, uint32_t hd)
+{
+    if (t->labels)
+        return lb_at(j, hd)->data;
+    return ev_at(j, hd)->data;
+}
+
+/* Record order of two entries of one side of one partition: their offsets,
+ * as (block sequence, offset within block). */
+static int ent_before(const ent_t *a, const ent_t *b)
+{
+    if (a->blk != b->blk)
+        return (int32_t)(a->blk - b->blk) < 0;
+    return a->rel < b->rel;
 }
 
 /* ---- hash table --------------------------------------------------------- */
 
-static ld_err_t tab_grow(tab_t *t)
+static uint8_t hash_tag(uint64_t h)
+{
+    uint8_t tag = (uint8_t)(h >> 56);
+    return tag ? tag : 1;
+}
+
+static uint16_t meta_of(uint8_t tag, size_t dist)
+{
+    return (uint16_t)(tag | (dist < META_DIST_MAX ? dist : META_DIST_MAX) << 8);
+}
+
+/* Probe distance of slot i (occupied). */
+static size_t tab_dist(const ld_joiner_t *j, const tab_t *t, size_t i)
+{
+    size_t d = t->meta[i] >> 8;
+    if (d < META_DIST_MAX)
+        return d;
+    const uint8_t *k = ent_key(j, t, t->hd[i]);
+    size_t home = (size_t)hash_key(k, ent_at(j, t->hd[i])->keylen);
+    return (i - home) & (t->cap - 1);
+}
+
+static void tab_put(tab_t *t, uint32_t hd, uint64_t h)
+{
+    size_t m = t->cap - 1, i = (size_t)h & m, d = 0;
+    while (t->meta[i]) {
+        i = (i + 1) & m;
+        d++;
+    }
+    t->hd[i] = hd;
+    t->meta[i] = meta_of(hash_tag(h), d);
+}
+
+static ld_err_t tab_grow(const ld_joiner_t *j, tab_t *t)
 {
     size_t nc = t->cap ? t->cap * 2 : 1024;
-    void **ns = calloc(nc, sizeof(*ns));
-    if (!ns)
+    tab_t nt = {NULL, NULL, nc, t->n, t->labels};
+    nt.hd = malloc(nc * sizeof(*nt.hd));
+    nt.meta = calloc(nc, sizeof(*nt.meta));
+    if (!nt.hd || !nt.meta) {
+        free(nt.hd);
+        free(nt.meta);
         return LD_ERR_NOMEM;
-    for (size_t i = 0; i < t->cap; i++) {
-        if (!t->s[i])
-            continue;
-        size_t kl;
-        const uint8_t *k = ent_key(t, t->s[i], &kl);
-        size_t h = (size_t)hash_key(k, kl) & (nc - 1);
-        while (ns[h])
-            h = (h + 1) & (nc - 1);
-        ns[h] = t->s[i];
     }
-    free(t->s);
-    t->s = ns;
-    t->cap = nc;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (!t->meta[i])
+            continue;
+        const uint8_t *k = ent_key(j, t, t->hd[i]);
+        tab_put(&nt, t->hd[i], hash_key(k, ent_at(j, t->hd[i])->keylen));
+    }
+    free(t->hd);
+    free(t->meta);
+    *t = nt;
     return LD_OK;
 }
 
-static ld_err_t tab_insert(tab_t *t, void *p, uint64_t h)
+static ld_err_t tab_insert(const ld_joiner_t *j, tab_t *t, uint32_t hd,
+                           uint64_t h)
 {
     if ((t->n + 1) * 4 > t->cap * 3) {
-        ld_err_t err = tab_grow(t);
+        ld_err_t err = tab_grow(j, t);
         if (err)
             return err;
     }
-    size_t m = t->cap - 1, i = (size_t)h & m;
-    while (t->s[i])
-        i = (i + 1) & m;
-    t->s[i] = p;
+    tab_put(t, hd, h);
     t->n++;
     return LD_OK;
 }
 
-/* Removes p by backward shifting (no tombstones). */
-static void tab_remove(tab_t *t, void *p, uint64_t h)
+/* Next handle at or after *i in the probe sequence of hash h whose tag
+ * matches, or NO_HD at the first empty slot; *i moves past it. */
+static uint32_t tab_next(const tab_t *t, size_t *i, uint64_t h)
+{
+    size_t m = t->cap - 1;
+    uint8_t tag = hash_tag(h);
+    for (; t->meta[*i]; *i = (*i + 1) & m) {
+        if ((uint8_t)t->meta[*i] == tag) {
+            uint32_t hd = t->hd[*i];
+            *i = (*i + 1) & m;
+            return hd;
+        }
+    }
+    return NO_HD;
+}
+
+/* Removes hd by backward shifting (no tombstones). */
+static void tab_remove(const ld_joiner_t *j, tab_t *t, uint32_t hd, uint64_t h)
 {
     size_t m = t->cap - 1, i = (size_t)h & m;
-    while (t->s[i] != p)
+    while (t->hd[i] != hd || !t->meta[i])
         i = (i + 1) & m;
-    size_t jx = i;
-    for (;;) {
-        jx = (jx + 1) & m;
-        if (!t->s[jx])
-            break;
-        size_t kl;
-        const uint8_t *k = ent_key(t, t->s[jx], &kl);
-        size_t home = (size_t)hash_key(k, kl) & m;
-        /* Move s[jx] into the hole at i unless its home lies in (i, jx]. */
-        int in_between =
-            i <= jx ? (home > i && home <= jx) : (home > i || home <= jx);
-        if (!in_between) {
-            t->s[i] = t->s[jx];
+    for (size_t jx = (i + 1) & m; t->meta[jx]; jx = (jx + 1) & m) {
+        /* Move jx into the hole at i unless its home lies in (i, jx]. */
+        size_t d = tab_dist(j, t, jx), gap = (jx - i) & m;
+        if (d >= gap) {
+            t->hd[i] = t->hd[jx];
+            t->meta[i] = meta_of((uint8_t)t->meta[jx], d - gap);
             i = jx;
         }
     }
-    t->s[i] = NULL;
+    t->meta[i] = 0;
     t->n--;
 }
 
@@ -263,92 +331,100 @@ static void tab_remove(tab_t *t, void *p, uint64_t h)
 
 static int64_t ev_timer(const ld_joiner_t *j, const ev_t *e)
 {
-    switch (e->state) {
+    switch (e->en.state) {
     case T_DECIDE:
-        return j->fake ? e->t : e->t + j->w;
+        return j->fake ? e->en.t : e->en.t + j->w;
     case T_DELAYED: {
-        int64_t l = e->t + e->dl_dt;
-        return l < e->t ? e->t : l;
+        int64_t l = e->en.t + e->dl_dt;
+        return l < e->en.t ? e->en.t : l;
     }
     default:
-        return e->t + j->w + j->h + e->dup_dt;
+        return e->en.t + j->w + j->h + e->dup_dt;
     }
 }
 
+/* Timer order: time, then partition, then offset. */
 static int h_less(const ld_joiner_t *j, const heap_t *h, size_t x, size_t y)
 {
-    if (h->a[x].t != h->a[y].t)
-        return h->a[x].t < h->a[y].t;
-    int32_t px, py;
-    int64_t ox, oy;
-    if (h == &j->lbh) {
-        const lb_t *a = h->a[x].p, *b = h->a[y].p;
-        px = a->part, py = b->part, ox = a->off, oy = b->off;
-    } else {
-        const ev_t *a = h->a[x].p, *b = h->a[y].p;
-        px = a->part, py = b->part, ox = a->off, oy = b->off;
-    }
-    if (px != py)
-        return px < py;
-    return ox < oy;
+    if (h->t[x] != h->t[y])
+        return h->t[x] < h->t[y];
+    const ent_t *a = ent_at(j, h->hd[x]), *b = ent_at(j, h->hd[y]);
+    if (a->part != b->part)
+        return a->part < b->part;
+    return ent_before(a, b);
 }
 
-static void h_setpos(const ld_joiner_t *j, heap_t *h, size_t i)
+static void h_set(const ld_joiner_t *j, heap_t *h, size_t i, int64_t t,
+                  uint32_t hd)
 {
-    if (h == &j->lbh)
-        ((lb_t *)h->a[i].p)->hpos = (uint32_t)i;
-    else
-        ((ev_t *)h->a[i].p)->hpos = (uint32_t)i;
-}
-
-static void h_swap(const ld_joiner_t *j, heap_t *h, size_t x, size_t y)
-{
-    hslot_t tmp = h->a[x];
-    h->a[x] = h->a[y];
-    h->a[y] = tmp;
-    h_setpos(j, h, x);
-    h_setpos(j, h, y);
+    h->t[i] = t;
+    h->hd[i] = hd;
+    ent_at(j, hd)->hpos = (uint32_t)i;
 }
 
 static void h_up(const ld_joiner_t *j, heap_t *h, size_t i)
 {
+    int64_t t = h->t[i];
+    uint32_t hd = h->hd[i];
     while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!h_less(j, h, i, p))
+        size_t p = (i - 1) / 4;
+        if (h->t[p] < t)
             break;
-        h_swap(j, h, i, p);
+        if (h->t[p] == t) {
+            /* tie: compare the entries */
+            h->t[i] = t;
+            h->hd[i] = hd;
+            if (!h_less(j, h, i, p))
+                break;
+        }
+        h_set(j, h, i, h->t[p], h->hd[p]);
         i = p;
     }
+    h_set(j, h, i, t, hd);
 }
 
 static void h_down(const ld_joiner_t *j, heap_t *h, size_t i)
 {
+    int64_t t = h->t[i];
+    uint32_t hd = h->hd[i];
     for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < h->n && h_less(j, h, l, m))
-            m = l;
-        if (r < h->n && h_less(j, h, r, m))
-            m = r;
-        if (m == i)
+        size_t c = 4 * i + 1;
+        if (c >= h->n)
             break;
-        h_swap(j, h, i, m);
+        size_t m = c, end = c + 4 < h->n ? c + 4 : h->n;
+        for (size_t k = c + 1; k < end; k++)
+            if (h->t[k] < h->t[m] || (h->t[k] == h->t[m] && h_less(j, h, k, m)))
+                m = k;
+        if (h->t[m] > t)
+            break;
+        if (h->t[m] == t) {
+            h->t[i] = t;
+            h->hd[i] = hd;
+            if (!h_less(j, h, m, i))
+                break;
+        }
+        h_set(j, h, i, h->t[m], h->hd[m]);
         i = m;
     }
+    h_set(j, h, i, t, hd);
 }
 
-static ld_err_t h_push(const ld_joiner_t *j, heap_t *h, void *p, int64_t t)
+static ld_err_t h_push(const ld_joiner_t *j, heap_t *h, uint32_t hd, int64_t t)
 {
     if (h->n == h->cap) {
         size_t nc = h->cap ? h->cap * 2 : 1024;
-        hslot_t *na = realloc(h->a, nc * sizeof(*na));
-        if (!na)
+        int64_t *nt = realloc(h->t, nc * sizeof(*nt));
+        if (!nt)
             return LD_ERR_NOMEM;
-        h->a = na;
+        h->t = nt;
+        uint32_t *nh = realloc(h->hd, nc * sizeof(*nh));
+        if (!nh)
+            return LD_ERR_NOMEM;
+        h->hd = nh;
         h->cap = nc;
     }
-    h->a[h->n].t = t;
-    h->a[h->n].p = p;
-    h_setpos(j, h, h->n);
+    h->t[h->n] = t;
+    h->hd[h->n] = hd;
     h->n++;
     h_up(j, h, h->n - 1);
     return LD_OK;
@@ -359,9 +435,9 @@ static void h_remove(const ld_joiner_t *j, heap_t *h, size_t i)
     h->n--;
     if (i == h->n)
         return;
-    h->a[i] = h->a[h->n];
-    h_setpos(j, h, i);
-    if (i > 0 && h_less(j, h, i, (i - 1) / 2))
+    h->t[i] = h->t[h->n];
+    h->hd[i] = h->hd[h->n];
+    if (i > 0 && h_less(j, h, i, (i - 1) / 4))
         h_up(j, h, i);
     else
         h_down(j, h, i);
@@ -370,9 +446,12 @@ static void h_remove(const ld_joiner_t *j, heap_t *h, size_t i)
 /* The event's timer changed: store the new time and restore the order. */
 static void ev_retime(ld_joiner_t *j, ev_t *e)
 {
-    j->evh.a[e->hpos].t = ev_timer(j, e);
-    h_up(j, &j->evh, e->hpos);
-    h_down(j, &j->evh, e->hpos);
+    size_t i = e->en.hpos;
+    j->evh.t[i] = ev_timer(j, e);
+    if (i > 0 && h_less(j, &j->evh, i, (i - 1) / 4))
+        h_up(j, &j->evh, i);
+    else
+        h_down(j, &j->evh, i);
 }
 
 /* ---- partitions and resume blocks --------------------------------------- */
@@ -419,12 +498,15 @@ static blk_t *ring_at(side_t *s, uint32_t seq)
 }
 
 /* Counts the record at off in the tail block (opening one when needed) and
- * returns the block's sequence number. */
+ * returns the block's sequence number and the offset within it. */
 static ld_err_t ring_note(side_t *s, uint32_t block_recs, int64_t off,
-                          uint32_t *seq)
+                          uint32_t *seq, uint16_t *rel)
 {
     uint32_t n = s->tail_seq - s->head_seq;
-    if (n == 0 || ring_at(s, s->tail_seq - 1)->nrec >= block_recs) {
+    const blk_t *tail = n ? ring_at(s, s->tail_seq - 1) : NULL;
+    /* Entries keep their offset as 16 bits relative to their block. */
+    if (!tail || tail->nrec >= block_recs || off < tail->first_off ||
+        off - tail->first_off > (int64_t)UINT16_MAX) {
         if (n == s->ring_cap) {
             uint32_t nc = s->ring_cap ? s->ring_cap * 2 : 16;
             blk_t *nr = malloc(nc * sizeof(*nr));
@@ -443,8 +525,10 @@ static ld_err_t ring_note(side_t *s, uint32_t block_recs, int64_t off,
         b->nrec = 0;
         s->tail_seq++;
     }
-    ring_at(s, s->tail_seq - 1)->nrec++;
+    blk_t *b = ring_at(s, s->tail_seq - 1);
+    b->nrec++;
     *seq = s->tail_seq - 1;
+    *rel = (uint16_t)(off - b->first_off);
     return LD_OK;
 }
 
@@ -541,12 +625,12 @@ static ld_err_t adv_record(side_t *s, int64_t off, int64_t wm)
 
 /* Common arrival bookkeeping of a record; returns 1 if it is late. */
 static int arrive(ld_joiner_t *j, side_t *s, int64_t off, int64_t t,
-                  uint32_t *seq, ld_err_t *err)
+                  uint32_t *seq, uint16_t *rel, ld_err_t *err)
 {
     j->quiet = off < s->replay_until;
     apply_pending_adv(j, s, off);
     s->seen = 1;
-    *err = ring_note(s, j->block_recs, off, seq);
+    *err = ring_note(s, j->block_recs, off, seq, rel);
     if (*err)
         return 1;
     s->next_off = off + 1;
@@ -608,8 +692,10 @@ ld_joiner_t *ld_joiner_new(const ld_labeling_conf_t *conf, char *errstr,
     j->lbt.labels = 1;
     j->block_recs = BLOCK_RECS;
     j->W = INT64_MIN;
+    j->odefer = NO_HD;
+    j->odecide = INT64_MIN;
     slab_init(&j->slab);
-    if (tab_grow(&j->evt) || tab_grow(&j->lbt))
+    if (tab_grow(j, &j->evt) || tab_grow(j, &j->lbt))
         goto nomem;
     return j;
 nomem:
@@ -630,56 +716,64 @@ void ld_joiner_destroy(ld_joiner_t *j)
             free(j->parts[p].s[k].adv);
         }
     free(j->parts);
-    free(j->evt.s);
-    free(j->lbt.s);
-    free(j->evh.a);
-    free(j->lbh.a);
+    free(j->evt.hd);
+    free(j->evt.meta);
+    free(j->lbt.hd);
+    free(j->lbt.meta);
+    free(j->evh.t);
+    free(j->evh.hd);
+    free(j->lbh.t);
+    free(j->lbh.hd);
     free(j->fifo);
-    free(j->fifo_type);
     free(j->oidx);
     free(j->oval);
     free(j->odense);
-    free(j->scratch.keys);
+    pack_scratch_free(&j->scratch);
     slab_fini(&j->slab);
     free(j);
 }
 
 /* ---- entries ------------------------------------------------------------ */
 
-static size_t ev_chunk(const ev_t *e)
+static size_t ev_chunk(const ld_joiner_t *j, uint32_t hd, const ev_t *e)
 {
-    return e->szc ? (size_t)e->szc * 8u : slab_big_size((void *)e);
+    return e->en.szc ? (size_t)e->en.szc * 8u : slab_big_size(&j->slab, hd);
 }
 
-static uint64_t ev_hash(const ev_t *e)
+/* Source offset of an entry of side kind. */
+static int64_t ent_off(const ld_joiner_t *j, const ent_t *en, int kind)
 {
-    return hash_key(e->data, e->keylen);
+    side_t *s = &j->parts[en->part].s[kind];
+    return s->ring[en->blk & (s->ring_cap - 1)].first_off + en->rel;
 }
 
 /* Frees an event that is already out of the heap; drops its pins. */
-static void ev_free(ld_joiner_t *j, ev_t *e)
+static void ev_free(ld_joiner_t *j, uint32_t hd)
 {
-    blk_unpin(j, e->part, LD_TOPIC_EVENTS, e->ev_blk);
-    blk_unpin(j, e->part, LD_TOPIC_LABELS, e->lb_blk);
-    if (e->state != T_FIFO)
+    ev_t *e = ev_at(j, hd);
+    blk_unpin(j, e->en.part, LD_TOPIC_EVENTS, e->en.blk);
+    blk_unpin(j, e->en.part, LD_TOPIC_LABELS, e->lb_blk);
+    if (e->en.state != T_FIFO)
         j->st.pending_events--; /* fifo entries left the count earlier */
-    slab_free(&j->slab, e, ev_chunk(e));
+    slab_free(&j->slab, hd, ev_chunk(j, hd, e));
 }
 
-static void ev_remove(ld_joiner_t *j, ev_t *e)
+static void ev_remove(ld_joiner_t *j, uint32_t hd)
 {
-    h_remove(j, &j->evh, e->hpos);
-    tab_remove(&j->evt, e, ev_hash(e));
-    ev_free(j, e);
+    ev_t *e = ev_at(j, hd);
+    h_remove(j, &j->evh, e->en.hpos);
+    tab_remove(j, &j->evt, hd, hash_key(e->data, e->en.keylen));
+    ev_free(j, hd);
 }
 
-static void lb_remove(ld_joiner_t *j, lb_t *l)
+static void lb_remove(ld_joiner_t *j, uint32_t hd)
 {
-    h_remove(j, &j->lbh, l->hpos);
-    tab_remove(&j->lbt, l, hash_key(l->data, l->keylen));
-    blk_unpin(j, l->part, LD_TOPIC_LABELS, l->blk);
+    lb_t *l = lb_at(j, hd);
+    h_remove(j, &j->lbh, l->en.hpos);
+    tab_remove(j, &j->lbt, hd, hash_key(l->data, l->en.keylen));
+    blk_unpin(j, l->en.part, LD_TOPIC_LABELS, l->en.blk);
     j->st.pending_labels--;
-    slab_free(&j->slab, l, lb_size(l->keylen));
+    slab_free(&j->slab, hd, lb_size(l->en.keylen));
 }
 
 /* ---- label application (the rules of docs/LABELING.md) ----------------- */
@@ -688,7 +782,7 @@ static void lb_remove(ld_joiner_t *j, lb_t *l)
  * earliest so far; returns 1 if it was taken. */
 static int set_delayed(ld_joiner_t *j, ev_t *e, int32_t rel, float v)
 {
-    if (e->eflags & E_DL_DONE)
+    if (e->en.pk & E_DL_DONE)
         return 0;
     if (e->dl_dt != NO_DT && e->dl_dt <= rel)
         return 0;
@@ -696,10 +790,10 @@ static int set_delayed(ld_joiner_t *j, ev_t *e, int32_t rel, float v)
         CNT(j, late_labels_dropped); /* a later late label is replaced */
     e->dl_dt = rel;
     e->dl_val = v;
-    if (e->state == T_RETIRE) {
-        e->state = T_DELAYED;
+    if (e->en.state == T_RETIRE) {
+        e->en.state = T_DELAYED;
         ev_retime(j, e);
-    } else if (e->state == T_DELAYED) {
+    } else if (e->en.state == T_DELAYED) {
         ev_retime(j, e);
     }
     return 1;
@@ -710,7 +804,7 @@ static int set_delayed(ld_joiner_t *j, ev_t *e, int32_t rel, float v)
 static void apply_label(ld_joiner_t *j, ev_t *e, int64_t t, float v,
                         uint32_t lblk)
 {
-    int32_t rel = (int32_t)(t - e->t);
+    int32_t rel = (int32_t)(t - e->en.t);
     int used = 0;
     if (rel <= j->w) {
         CNT(j, labels_joined);
@@ -761,32 +855,30 @@ static void apply_label(ld_joiner_t *j, ev_t *e, int64_t t, float v,
     }
     if (used && e->lb_blk == NO_BLK && lblk != NO_BLK) {
         e->lb_blk = lblk;
-        blk_pin(j, e->part, LD_TOPIC_LABELS, lblk);
+        blk_pin(j, e->en.part, LD_TOPIC_LABELS, lblk);
     }
 }
 
 /* ---- bound -------------------------------------------------------------- */
 
-static ld_err_t fifo_push(ld_joiner_t *j, ev_t *e, ld_sample_type_t type)
+static ld_err_t fifo_push(ld_joiner_t *j, uint32_t hd, ld_sample_type_t type,
+                          int64_t decide)
 {
     if (j->fifo_head > 0 && j->fifo_head == j->fifo_n) {
         j->fifo_head = j->fifo_n = 0;
     }
     if (j->fifo_n == j->fifo_cap) {
         size_t nc = j->fifo_cap ? j->fifo_cap * 2 : 64;
-        ev_t **nf = realloc(j->fifo, nc * sizeof(*nf));
+        fifo_ent_t *nf = realloc(j->fifo, nc * sizeof(*nf));
         if (!nf)
             return LD_ERR_NOMEM;
         j->fifo = nf;
-        uint8_t *nt = realloc(j->fifo_type, nc);
-        if (!nt)
-            return LD_ERR_NOMEM;
-        j->fifo_type = nt;
         j->fifo_cap = nc;
     }
-    j->fifo[j->fifo_n] = e;
-    j->fifo_type[j->fifo_n] = (uint8_t)type;
-    j->fifo_n++;
+    fifo_ent_t *f = &j->fifo[j->fifo_n++];
+    f->hd = hd;
+    f->type = (uint8_t)type;
+    f->decide = decide;
     return LD_OK;
 }
 
@@ -794,35 +886,37 @@ static ld_err_t fifo_push(ld_joiner_t *j, ev_t *e, ld_sample_type_t type)
  * owing an example is released out of order through the fifo. */
 static ld_err_t evict_one(ld_joiner_t *j)
 {
-    ev_t *e = j->evh.n ? j->evh.a[0].p : NULL;
-    lb_t *l = j->lbh.n ? j->lbh.a[0].p : NULL;
-    if (l && (!e || l->t + j->w < ev_timer(j, e))) {
-        lb_remove(j, l);
+    uint32_t eh = j->evh.n ? j->evh.hd[0] : NO_HD;
+    uint32_t lh = j->lbh.n ? j->lbh.hd[0] : NO_HD;
+    if (lh != NO_HD && (eh == NO_HD || j->lbh.t[0] + j->w < j->evh.t[0])) {
+        lb_remove(j, lh);
         j->st.labels_expired++;
         return LD_OK;
     }
-    if (!e)
+    if (eh == NO_HD)
         return LD_OK;
+    ev_t *e = ev_at(j, eh);
     int type = -1;
-    if (e->state == T_DECIDE)
+    if (e->en.state == T_DECIDE)
         type = j->fake ? LD_SAMPLE_FAKE_NEG
                        : (e->agg_dt != NO_DT ? LD_SAMPLE_POS
                                              : LD_SAMPLE_DEFAULT_NEG);
-    else if (e->state == T_DELAYED)
+    else if (e->en.state == T_DELAYED)
         type = LD_SAMPLE_DELAYED_POS;
     j->st.events_expired++;
     if (type < 0) {
-        ev_remove(j, e);
+        ev_remove(j, eh);
         return LD_OK;
     }
-    h_remove(j, &j->evh, e->hpos);
-    tab_remove(&j->evt, e, ev_hash(e));
-    ld_err_t err = fifo_push(j, e, (ld_sample_type_t)type);
+    int64_t decide = j->evh.t[0];
+    h_remove(j, &j->evh, e->en.hpos);
+    tab_remove(j, &j->evt, eh, hash_key(e->data, e->en.keylen));
+    ld_err_t err = fifo_push(j, eh, (ld_sample_type_t)type, decide);
     if (err) {
-        ev_free(j, e);
+        ev_free(j, eh);
         return err;
     }
-    e->state = T_FIFO;
+    e->en.state = T_FIFO;
     j->st.pending_events--;
     return LD_OK;
 }
@@ -868,6 +962,13 @@ static ld_err_t check_rec(ld_joiner_t *j, int32_t p, const void *key,
     return LD_OK;
 }
 
+static int same_key(const ent_t *en, const uint8_t *data, int32_t partition,
+                    const void *key, size_t keylen)
+{
+    return en->part == (uint16_t)partition && en->keylen == keylen &&
+           memcmp(data, key, keylen) == 0;
+}
+
 ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
                              const void *key, size_t keylen,
                              int64_t event_time_ms, const ld_features_t *x)
@@ -885,7 +986,8 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
         return LD_ERR_INVAL;
     side_t *s = &pt->s[LD_TOPIC_EVENTS];
     uint32_t seq;
-    int late = arrive(j, s, offset, event_time_ms, &seq, &err);
+    uint16_t rel;
+    int late = arrive(j, s, offset, event_time_ms, &seq, &rel, &err);
     if (err)
         return err;
     CNT(j, events_in);
@@ -894,22 +996,21 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
         goto done;
     }
     uint64_t h = hash_key(key, keylen);
-    size_t m = j->evt.cap - 1;
     /* Duplicate: a kept event with this key whose window + horizon covers
      * this one's time. First wins; the kept one stays until this one's
      * decisions would have passed, so a resume re-reads it too. */
-    for (size_t i = (size_t)h & m; j->evt.s[i]; i = (i + 1) & m) {
-        ev_t *o = j->evt.s[i];
-        if (o->part != partition || o->keylen != keylen ||
-            memcmp(o->data, key, keylen) != 0)
+    size_t i = (size_t)h & (j->evt.cap - 1);
+    for (uint32_t oh; (oh = tab_next(&j->evt, &i, h)) != NO_HD;) {
+        ev_t *o = ev_at(j, oh);
+        if (!same_key(&o->en, o->data, partition, key, keylen))
             continue;
-        if (event_time_ms > o->t + j->w + j->h)
+        if (event_time_ms > o->en.t + j->w + j->h)
             continue;
         CNT(j, events_duplicate);
-        int64_t d = event_time_ms - o->t;
+        int64_t d = event_time_ms - o->en.t;
         if (d > o->dup_dt) {
             o->dup_dt = (int32_t)d;
-            if (o->state == T_RETIRE)
+            if (o->en.state == T_RETIRE)
                 ev_retime(j, o);
         }
         goto done;
@@ -922,60 +1023,65 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
             goto done;
         }
     }
-    ev_t proto = {0};
-    proto.keylen = (uint8_t)keylen;
-    size_t sz = ev_size(&proto, packed);
-    ev_t *e = slab_alloc(&j->slab, sz);
+    size_t sz = ev_size(keylen, packed);
+    uint32_t eh;
+    ev_t *e = slab_alloc(&j->slab, sz, &eh);
     if (!e) {
         err = LD_ERR_NOMEM;
         goto done;
     }
-    *e = proto;
-    e->szc = slab_round(sz) <= 255 * 8 ? (uint8_t)(slab_round(sz) / 8) : 0;
-    e->t = event_time_ms;
-    e->off = offset;
-    e->part = partition;
+    size_t chunk = slab_round(sz);
+    memset(e, 0, offsetof(ev_t, data));
+    e->en.szc = chunk <= 255 * 8 ? (uint8_t)(chunk / 8) : 0;
+    e->en.t = event_time_ms;
+    e->en.rel = rel;
+    e->en.blk = seq;
+    e->en.part = (uint16_t)partition;
+    e->en.keylen = (uint8_t)keylen;
+    e->en.state = T_DECIDE;
     e->agg_dt = NO_DT;
     e->dl_dt = NO_DT;
-    e->ev_blk = seq;
     e->lb_blk = NO_BLK;
     e->nnz = (uint16_t)x->nnz;
-    e->param = param;
-    e->pflags = pflags;
-    e->state = T_DECIDE;
+    e->en.pk = (uint8_t)(pflags | param << PK_PARAM_SHIFT);
     memcpy(e->data, key, keylen);
-    e->data[keylen] = 0;
     if (x->nnz || x->ndense)
-        pack_write(e->data + keylen + 1, x, &j->scratch, param, pflags);
-    if ((err = tab_insert(&j->evt, e, h)) != LD_OK) {
-        slab_free(&j->slab, e, sz);
+        pack_write(e->data + keylen, x, &j->scratch, pflags);
+    /* The slack of the chunk is zeroed: the reader may look at it. */
+    memset((uint8_t *)e + sz, 0, chunk - sz);
+    if ((err = tab_insert(j, &j->evt, eh, h)) != LD_OK) {
+        slab_free(&j->slab, eh, sz);
         goto done;
     }
-    if ((err = h_push(j, &j->evh, e, ev_timer(j, e))) != LD_OK) {
-        tab_remove(&j->evt, e, h);
-        slab_free(&j->slab, e, sz);
+    if ((err = h_push(j, &j->evh, eh, ev_timer(j, e))) != LD_OK) {
+        tab_remove(j, &j->evt, eh, h);
+        slab_free(&j->slab, eh, sz);
         goto done;
     }
     j->st.pending_events++;
     blk_pin(j, partition, LD_TOPIC_EVENTS, seq);
     /* Labels that came first: claim those in range, in offset order. */
-    for (;;) {
-        lb_t *best = NULL;
-        size_t lm = j->lbt.cap - 1;
-        for (size_t i = (size_t)h & lm; j->lbt.s[i]; i = (i + 1) & lm) {
-            lb_t *l = j->lbt.s[i];
-            if (l->part != partition || l->keylen != keylen ||
-                memcmp(l->data, key, keylen) != 0)
-                continue;
-            if (l->t < e->t - j->w || l->t > e->t + j->w + j->h)
-                continue;
-            if (!best || l->off < best->off)
-                best = l;
+    if (j->lbt.n) {
+        for (;;) {
+            uint32_t bh = NO_HD;
+            lb_t *best = NULL;
+            size_t li = (size_t)h & (j->lbt.cap - 1);
+            for (uint32_t lh; (lh = tab_next(&j->lbt, &li, h)) != NO_HD;) {
+                lb_t *l = lb_at(j, lh);
+                if (!same_key(&l->en, l->data, partition, key, keylen))
+                    continue;
+                if (l->en.t < e->en.t - j->w || l->en.t > e->en.t + j->w + j->h)
+                    continue;
+                if (!best || ent_before(&l->en, &best->en)) {
+                    best = l;
+                    bh = lh;
+                }
+            }
+            if (!best)
+                break;
+            apply_label(j, e, best->en.t, best->val, best->en.blk);
+            lb_remove(j, bh);
         }
-        if (!best)
-            break;
-        apply_label(j, e, best->t, best->val, best->blk);
-        lb_remove(j, best);
     }
     err = check_bound(j);
 done:
@@ -996,7 +1102,8 @@ ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
         return LD_ERR_INVAL;
     side_t *s = &pt->s[LD_TOPIC_LABELS];
     uint32_t seq;
-    int late = arrive(j, s, offset, label_time_ms, &seq, &err);
+    uint16_t rel;
+    int late = arrive(j, s, offset, label_time_ms, &seq, &rel, &err);
     if (err)
         return err;
     CNT(j, labels_in);
@@ -1005,43 +1112,44 @@ ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
         goto done;
     }
     uint64_t h = hash_key(key, keylen);
-    size_t m = j->evt.cap - 1;
     /* The earliest-arrived kept event whose range holds the label. */
     ev_t *best = NULL;
-    for (size_t i = (size_t)h & m; j->evt.s[i]; i = (i + 1) & m) {
-        ev_t *o = j->evt.s[i];
-        if (o->part != partition || o->keylen != keylen ||
-            memcmp(o->data, key, keylen) != 0)
+    size_t i = (size_t)h & (j->evt.cap - 1);
+    for (uint32_t oh; (oh = tab_next(&j->evt, &i, h)) != NO_HD;) {
+        ev_t *o = ev_at(j, oh);
+        if (!same_key(&o->en, o->data, partition, key, keylen))
             continue;
-        if (label_time_ms < o->t - j->w || label_time_ms > o->t + j->w + j->h)
+        if (label_time_ms < o->en.t - j->w ||
+            label_time_ms > o->en.t + j->w + j->h)
             continue;
-        if (!best || o->off < best->off)
+        if (!best || ent_before(&o->en, &best->en))
             best = o;
     }
     if (best) {
         apply_label(j, best, label_time_ms, value, seq);
         goto done;
     }
-    lb_t *l = slab_alloc(&j->slab, lb_size(keylen));
+    uint32_t lh;
+    lb_t *l = slab_alloc(&j->slab, lb_size(keylen), &lh);
     if (!l) {
         err = LD_ERR_NOMEM;
         goto done;
     }
-    memset(l, 0, sizeof(*l));
-    l->t = label_time_ms;
-    l->off = offset;
-    l->part = partition;
+    memset(l, 0, slab_round(lb_size(keylen)));
+    l->en.t = label_time_ms;
+    l->en.rel = rel;
+    l->en.blk = seq;
+    l->en.part = (uint16_t)partition;
+    l->en.keylen = (uint8_t)keylen;
     l->val = value;
-    l->blk = seq;
-    l->keylen = (uint8_t)keylen;
     memcpy(l->data, key, keylen);
-    if ((err = tab_insert(&j->lbt, l, h)) != LD_OK) {
-        slab_free(&j->slab, l, lb_size(keylen));
+    if ((err = tab_insert(j, &j->lbt, lh, h)) != LD_OK) {
+        slab_free(&j->slab, lh, lb_size(keylen));
         goto done;
     }
-    if ((err = h_push(j, &j->lbh, l, l->t)) != LD_OK) {
-        tab_remove(&j->lbt, l, h);
-        slab_free(&j->slab, l, lb_size(keylen));
+    if ((err = h_push(j, &j->lbh, lh, l->en.t)) != LD_OK) {
+        tab_remove(j, &j->lbt, lh, h);
+        slab_free(&j->slab, lh, lb_size(keylen));
         goto done;
     }
     j->st.pending_labels++;
@@ -1078,19 +1186,25 @@ static ld_err_t out_reserve(ld_joiner_t *j, uint32_t nnz, uint32_t nd)
     return LD_OK;
 }
 
-/* Fills out from e; the arrays are the joiner's, so e may go right after. */
-static int fill_example(ld_joiner_t *j, const ev_t *e, ld_sample_type_t type,
-                        ld_example_t *out)
+/* Fills out from event hd; the arrays are the joiner's, so the event may go
+ * right after. */
+static int fill_example(ld_joiner_t *j, uint32_t hd, ld_sample_type_t type,
+                        int64_t decide, ld_example_t *out)
 {
-    const uint8_t *pk = e->data + e->keylen + 1;
-    uint32_t nd = pack_ndense(pk, e->pflags);
+    const ev_t *e = ev_at(j, hd);
+    const uint8_t *pk = e->data + e->en.keylen;
+    size_t avail = ev_chunk(j, hd, e) - offsetof(ev_t, data) - e->en.keylen;
+    uint8_t pflags = e->en.pk & (PACK_ONES | PACK_DENSE);
+    uint32_t nd = pack_ndense(pk, pflags);
     if (out_reserve(j, e->nnz, nd) != LD_OK)
         return 0;
     uint32_t ndo = nd;
     if (e->nnz || nd)
-        pack_read(pk, e->nnz, e->param, e->pflags, j->oidx, j->oval, j->odense,
-                  &ndo);
-    memcpy(j->okey, e->data, (size_t)e->keylen + 1);
+        pack_read(pk, avail, e->nnz, e->en.pk >> PK_PARAM_SHIFT, pflags,
+                  j->oidx, j->oval, j->odense, &ndo);
+    memcpy(j->okey, e->data, e->en.keylen);
+    j->okey[e->en.keylen] = 0;
+    j->odecide = decide;
     memset(out, 0, sizeof(*out));
     out->x.idx = j->oidx;
     out->x.val = j->oval;
@@ -1099,18 +1213,18 @@ static int fill_example(ld_joiner_t *j, const ev_t *e, ld_sample_type_t type,
     out->x.ndense = ndo;
     out->weight = 1.0f;
     out->sample_type = type;
-    out->event_time_ms = e->t;
-    out->partition = e->part;
-    out->offset = e->off;
+    out->event_time_ms = e->en.t;
+    out->partition = e->en.part;
+    out->offset = ent_off(j, &e->en, LD_TOPIC_EVENTS);
     out->event_id = j->okey;
     switch (type) {
     case LD_SAMPLE_POS:
         out->label = e->agg_val;
-        out->label_time_ms = e->t + e->agg_dt;
+        out->label_time_ms = e->en.t + e->agg_dt;
         break;
     case LD_SAMPLE_DELAYED_POS:
         out->label = e->dl_val;
-        out->label_time_ms = e->t + e->dl_dt;
+        out->label_time_ms = e->en.t + e->dl_dt;
         break;
     default:
         out->label = (float)j->c.default_label;
@@ -1122,37 +1236,34 @@ static int fill_example(ld_joiner_t *j, const ev_t *e, ld_sample_type_t type,
 
 int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
 {
-    if (j->odefer) {
+    if (j->odefer != NO_HD) {
         ev_free(j, j->odefer);
-        j->odefer = NULL;
+        j->odefer = NO_HD;
     }
     if (j->fifo_head < j->fifo_n) {
-        ev_t *e = j->fifo[j->fifo_head];
-        ld_sample_type_t type = (ld_sample_type_t)j->fifo_type[j->fifo_head];
-        j->fifo_head++;
-        j->odefer = e;
-        if (fill_example(j, e, type, out)) {
+        const fifo_ent_t *f = &j->fifo[j->fifo_head++];
+        ld_sample_type_t type = (ld_sample_type_t)f->type;
+        j->odefer = f->hd;
+        if (fill_example(j, f->hd, type, f->decide, out)) {
             j->st.examples[type]++;
             return 1;
         }
     }
     int64_t W = get_W(j);
-    while (j->lbh.n) {
-        lb_t *l = j->lbh.a[0].p;
-        if (l->t + j->w >= W)
-            break;
+    while (j->lbh.n && j->lbh.t[0] + j->w < W) {
+        lb_t *l = lb_at(j, j->lbh.hd[0]);
         /* Counted once: not when it had already expired before a resume. */
-        if (l->t + j->w >= j->parts[l->part].skip_before)
+        if (l->en.t + j->w >= j->parts[l->en.part].skip_before)
             j->st.labels_unmatched++;
-        lb_remove(j, l);
+        lb_remove(j, j->lbh.hd[0]);
     }
-    while (j->evh.n) {
-        ev_t *e = j->evh.a[0].p;
-        int64_t d = j->evh.a[0].t;
-        if (d >= W)
-            break;
+    while (j->evh.n && j->evh.t[0] < W) {
+        uint32_t eh = j->evh.hd[0];
+        ev_t *e = ev_at(j, eh);
+        int64_t d = j->evh.t[0];
+        int64_t skip = j->parts[e->en.part].skip_before;
         int type = -1;
-        switch (e->state) {
+        switch (e->en.state) {
         case T_DECIDE:
             if (j->fake) {
                 type = LD_SAMPLE_FAKE_NEG;
@@ -1160,7 +1271,7 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
                 type = LD_SAMPLE_POS;
                 if (e->dl_dt != NO_DT) {
                     e->dl_dt = NO_DT; /* no correction of a positive */
-                    if (d >= j->parts[e->part].skip_before)
+                    if (d >= skip)
                         j->st.late_labels_dropped++;
                 }
             } else {
@@ -1171,17 +1282,23 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
             type = LD_SAMPLE_DELAYED_POS;
             break;
         default:
-            ev_remove(j, e);
+            ev_remove(j, eh);
             continue;
         }
-        if (!fill_example(j, e, (ld_sample_type_t)type, out))
+        if (!fill_example(j, eh, (ld_sample_type_t)type, d, out))
             return 0; /* out of memory: retried at the next poll */
         if (type == LD_SAMPLE_DELAYED_POS)
-            e->eflags |= E_DL_DONE;
-        e->state =
-            (e->state == T_DECIDE && e->dl_dt != NO_DT) ? T_DELAYED : T_RETIRE;
-        ev_retime(j, e);
-        if (d < j->parts[e->part].skip_before) {
+            e->en.pk |= E_DL_DONE;
+        e->en.state = (e->en.state == T_DECIDE && e->dl_dt != NO_DT) ? T_DELAYED
+                                                                     : T_RETIRE;
+        /* A retired event whose timer already passed W can meet no record
+         * any more (a label or duplicate that is not late lies above W):
+         * remove it now rather than sift it down and pop it again. */
+        if (e->en.state == T_RETIRE && ev_timer(j, e) < W)
+            ev_remove(j, eh);
+        else
+            ev_retime(j, e);
+        if (d < skip) {
             j->st.examples_skipped++;
             continue;
         }
@@ -1189,6 +1306,11 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
         return 1;
     }
     return 0;
+}
+
+int64_t ld_joiner_decision_time(const ld_joiner_t *j)
+{
+    return j->odecide;
 }
 
 /* ---- watermark advances and flow ---------------------------------------- */
@@ -1293,9 +1415,11 @@ void ld_joiner_stats(ld_joiner_t *j, ld_joiner_stats_t *out)
     j->st.watermark_ms = get_W(j);
     j->st.bytes_entries = j->slab.in_use;
     uint64_t b = j->slab.reserved + sizeof(*j);
-    b += (j->evt.cap + j->lbt.cap) * sizeof(void *);
-    b += (j->evh.cap + j->lbh.cap) * sizeof(hslot_t);
-    b += j->fifo_cap * (sizeof(void *) + 1) + j->nparts * sizeof(part_t);
+    b += (j->evt.cap + j->lbt.cap) * (sizeof(uint32_t) + sizeof(uint16_t));
+    b += (j->evh.cap + j->lbh.cap) * (sizeof(int64_t) + sizeof(uint32_t));
+    b += j->fifo_cap * sizeof(fifo_ent_t) + j->nparts * sizeof(part_t);
+    b += j->scratch.cap * 2 * sizeof(uint64_t) + j->scratch.bits_cap;
+    b += (uint64_t)j->ocap_sparse * 8 + (uint64_t)j->ocap_dense * 4;
     for (size_t p = 0; p < j->nparts; p++)
         for (int k = 0; k < 2; k++)
             b += j->parts[p].s[k].ring_cap * sizeof(blk_t) +
@@ -1341,29 +1465,27 @@ ld_err_t ld_joiner_revoke(ld_joiner_t *j, int32_t partition)
         return LD_ERR_INVAL;
     /* Collect first: removing from a heap reorders it. */
     size_t n = 0, cap = j->evh.n > j->lbh.n ? j->evh.n : j->lbh.n;
-    void **victims = malloc((cap ? cap : 1) * sizeof(*victims));
+    uint32_t *victims = malloc((cap ? cap : 1) * sizeof(*victims));
     if (!victims)
         return LD_ERR_NOMEM;
     for (size_t i = 0; i < j->evh.n; i++)
-        if (((ev_t *)j->evh.a[i].p)->part == partition)
-            victims[n++] = j->evh.a[i].p;
+        if (ent_at(j, j->evh.hd[i])->part == partition)
+            victims[n++] = j->evh.hd[i];
     for (size_t i = 0; i < n; i++)
         ev_remove(j, victims[i]);
     n = 0;
     for (size_t i = 0; i < j->lbh.n; i++)
-        if (((lb_t *)j->lbh.a[i].p)->part == partition)
-            victims[n++] = j->lbh.a[i].p;
+        if (ent_at(j, j->lbh.hd[i])->part == partition)
+            victims[n++] = j->lbh.hd[i];
     for (size_t i = 0; i < n; i++)
         lb_remove(j, victims[i]);
     free(victims);
     size_t keep = j->fifo_head;
     for (size_t i = j->fifo_head; i < j->fifo_n; i++) {
-        if (j->fifo[i]->part == partition) {
-            ev_free(j, j->fifo[i]);
-        } else {
-            j->fifo[keep] = j->fifo[i];
-            j->fifo_type[keep++] = j->fifo_type[i];
-        }
+        if (ent_at(j, j->fifo[i].hd)->part == partition)
+            ev_free(j, j->fifo[i].hd);
+        else
+            j->fifo[keep++] = j->fifo[i];
     }
     j->fifo_n = keep;
     for (int k = 0; k < 2; k++)
@@ -1454,8 +1576,8 @@ ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
     if (!pt || !buf || !len)
         return LD_ERR_INVAL;
     int64_t W = get_W(j);
-    if (j->fifo_head < j->fifo_n || (j->evh.n && j->evh.a[0].t < W) ||
-        (j->lbh.n && j->lbh.a[0].t + j->w < W))
+    if (j->fifo_head < j->fifo_n || (j->evh.n && j->evh.t[0] < W) ||
+        (j->lbh.n && j->lbh.t[0] + j->w < W))
         return LD_ERR_INVAL; /* not drained: poll until 0 first */
     int64_t roff[2], rwm[2];
     size_t nadv[2], first[2], n = 4 + 4 + 8;

@@ -133,6 +133,12 @@ ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
  * taking resume records. */
 int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out);
 
+/* Decision time of the example ld_joiner_poll() returned last (the event
+ * time at which the join decided it, the first key of the release order;
+ * for an expire_oldest eviction the timer it had); INT64_MIN before the
+ * first. It goes into the audit record (decision_time_ms). */
+int64_t ld_joiner_decision_time(const ld_joiner_t *j);
+
 /* Called for each advance; the caller records it (checkpoint lineage). */
 typedef void ld_joiner_advance_cb(const ld_wm_advance_t *adv, void *opaque);
 

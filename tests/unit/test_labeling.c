@@ -490,10 +490,10 @@ static void test_pack_roundtrip(void **state)
         size_t n = pack_size(&x, &sc, &w, &f);
         assert_true(n > 0 || (nnz == 0 && nd == 0));
         uint8_t *buf = malloc(n + 1);
-        pack_write(buf, &x, &sc, w, f);
+        pack_write(buf, &x, &sc, f);
         assert_int_equal(pack_ndense(buf, f), nd);
         uint32_t ndo = 5;
-        pack_read(buf, nnz, w, f, idx2, val2, dense2, &ndo);
+        pack_read(buf, n, nnz, w, f, idx2, val2, dense2, &ndo);
         assert_int_equal(ndo, nd);
         sort_pairs(idx, val, nnz);
         assert_memory_equal(idx, idx2, nnz * sizeof(uint32_t));
@@ -501,7 +501,7 @@ static void test_pack_roundtrip(void **state)
         assert_memory_equal(dense, dense2, nd * sizeof(float));
         free(buf);
     }
-    free(sc.keys);
+    pack_scratch_free(&sc);
 }
 
 static void test_bytes_accounting(void **state)
@@ -525,23 +525,23 @@ static void test_bytes_accounting(void **state)
     ld_joiner_stats(j, &st);
     /* Rice parameter 14 (mean gap 25561): 100 -> 1+14 bits, 26214 -> 1
      * (quotient) + 1 + 14 bits: 15 + 39 * 16 = 639 bits = 80 bytes.
-     * 60 header + 16 key + NUL + 80 = 157, rounded up to 160. */
-    assert_int_equal(st.bytes_entries, 160);
+     * 50 header + 16 key + 80 = 146, rounded up to 152. */
+    assert_int_equal(st.bytes_entries, 152);
     /* Three values that are not 1.0: a 5-byte bitmap and 3 floats more:
-     * 174, rounded up to 176. */
+     * 163, rounded up to 168. */
     val[1] = 0.25f;
     val[9] = 2.0f;
     val[39] = -1.0f;
     assert_int_equal(
         ld_joiner_add_event(j, 0, 1, "fedcba9876543210", 16, 1000, &x), LD_OK);
     ld_joiner_stats(j, &st);
-    assert_int_equal(st.bytes_entries, 160 + 176);
-    /* A waiting label: 33 header + 16 key = 49, rounded up to 56. */
+    assert_int_equal(st.bytes_entries, 152 + 168);
+    /* A waiting label: 28 header + 16 key = 44, rounded up to 48. */
     assert_int_equal(
         ld_joiner_add_label(j, 0, 0, "zzzzzzzzzzzzzzzz", 16, 1000, 1.0f),
         LD_OK);
     ld_joiner_stats(j, &st);
-    assert_int_equal(st.bytes_entries, 160 + 176 + 56);
+    assert_int_equal(st.bytes_entries, 152 + 168 + 48);
     assert_int_equal(st.pending_events, 2);
     assert_int_equal(st.pending_labels, 1);
     /* The features come back exactly. */
@@ -560,6 +560,95 @@ static void test_bytes_accounting(void **state)
     ld_joiner_stats(j, &st);
     assert_int_equal(st.bytes_entries, 0);
     assert_int_equal(st.labels_unmatched, 1);
+    ld_joiner_destroy(j);
+}
+
+/* The less travelled paths of the store: chunks above the slab classes
+ * (malloc'd, SLAB_BIG handles), one key with more waiting labels than the
+ * probe distance byte holds, and offsets whose gaps exceed the 16-bit
+ * offset kept relative to a resume block. */
+static void test_store_paths(void **state)
+{
+    (void)state;
+    ld_labeling_conf_t c = base_conf();
+    c.aggregate = LD_AGG_SUM;
+    c.max_ooo_ms = 1000;
+    ld_joiner_t *j = ld_joiner_new(&c, NULL, 0);
+    assert_non_null(j);
+    assert_int_equal(ld_joiner_assign(j, 0), LD_OK);
+    /* 300 labels of key "hot" before its event: one probe cluster of 300. */
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(ld_joiner_add_label(j, 0, (int64_t)i * 70000, "hot", 3,
+                                             1000 + i % 50, 1.0f),
+                         LD_OK);
+    /* Other keys interleave with the cluster and must survive removals. */
+    for (int i = 0; i < 50; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "o%d", i);
+        assert_int_equal(ld_joiner_add_label(j, 0, 21000000 + i, key,
+                                             strlen(key), 1000, 2.0f),
+                         LD_OK);
+    }
+    ld_joiner_stats_t st;
+    ld_joiner_stats(j, &st);
+    assert_int_equal(st.pending_labels, 350);
+    /* A big event (600 features, values not all 1: > SLAB_MAX bytes). */
+    enum { NB = 600 };
+    uint32_t idx[NB];
+    float val[NB];
+    for (int i = 0; i < NB; i++) {
+        idx[i] = (uint32_t)(NB - i) * 7919u % 1000003u;
+        val[i] = i % 3 ? 1.0f : (float)i * 0.5f;
+    }
+    float dense[3] = {1.5f, -2.0f, 0.25f};
+    ld_features_t x = {idx, val, dense, NB, 3};
+    assert_int_equal(
+        ld_joiner_add_event(j, 0, 5000000000LL, "hot", 3, 1000, &x), LD_OK);
+    ld_joiner_stats(j, &st);
+    assert_int_equal(st.pending_labels, 50);
+    assert_int_equal(st.labels_joined, 300);
+    assert_true(st.bytes_entries > 1024);
+    /* Events "o<i>" claim their labels from around the removed cluster. */
+    for (int i = 0; i < 50; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "o%d", i);
+        uint32_t ki[3];
+        float kv[3];
+        ld_features_t kx;
+        key_features(key, ki, kv, &kx);
+        assert_int_equal(ld_joiner_add_event(j, 0, 5000000001LL + i * 100000,
+                                             key, strlen(key), 1001, &kx),
+                         LD_OK);
+    }
+    ld_joiner_stats(j, &st);
+    assert_int_equal(st.pending_labels, 0);
+    assert_int_equal(st.labels_joined, 350);
+    for (int k = 0; k < 2; k++) {
+        ld_wm_advance_t a = {(ld_topic_kind_t)k, 0, INT64_C(1) << 40,
+                             INT64_C(1) << 50};
+        assert_int_equal(ld_joiner_apply_advance(j, &a), LD_OK);
+    }
+    ld_example_t ex;
+    assert_int_equal(ld_joiner_poll(j, &ex), 1);
+    assert_string_equal(ex.event_id, "hot");
+    assert_int_equal(ex.offset, 5000000000LL);
+    assert_true(ex.label == 300.0f);
+    assert_int_equal(ld_joiner_decision_time(j), 1100);
+    assert_int_equal(ex.x.nnz, NB);
+    assert_int_equal(ex.x.ndense, 3);
+    assert_memory_equal(ex.x.dense, dense, sizeof(dense));
+    sort_pairs(idx, val, NB);
+    assert_memory_equal(ex.x.idx, idx, sizeof(idx));
+    assert_memory_equal(ex.x.val, val, sizeof(val));
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(ld_joiner_poll(j, &ex), 1);
+        assert_int_equal(ex.offset, 5000000001LL + i * 100000);
+        assert_true(ex.label == 2.0f);
+    }
+    assert_int_equal(ld_joiner_poll(j, &ex), 0);
+    ld_joiner_stats(j, &st);
+    assert_int_equal(st.pending_events, 0);
+    assert_int_equal(st.bytes_entries, 0);
     ld_joiner_destroy(j);
 }
 
@@ -1029,6 +1118,7 @@ int main(void)
         cmocka_unit_test(test_bound_expire_oldest),
         cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_bytes_accounting),
+        cmocka_unit_test(test_store_paths),
         cmocka_unit_test(test_resume_record_corrupt),
         cmocka_unit_test(test_rebalance),
         cmocka_unit_test(test_bad_input),
