@@ -74,12 +74,14 @@ const char *ld_spec_plane_name(int opt, uint32_t plane);
 /* ---- Metrics ------------------------------------------------------------ */
 
 typedef struct ld_auc_item {
-    float s, y, w;
+    uint32_t key; /* the score, mapped to sort as an unsigned integer */
+    float y, w;
 } ld_auc_item_t;
 
 /* Weighted ROC AUC of scores against binary labels (label >= 0.5 is
- * positive); ties count one half. Exact, O(n log n); scratch holds n items.
- * Returns NaN when either class has zero weight. */
+ * positive); ties count one half, NaN scores rank lowest. Exact, a radix
+ * sort (O(n)); scratch holds 2 n items. Returns NaN when either class has
+ * zero weight. */
 double ld_auc_exact(const float *score, const float *label, const float *w,
                     size_t n, ld_auc_item_t *scratch);
 
@@ -89,7 +91,7 @@ typedef struct ld_window {
     float *pred, *label, *weight, *loss, *sqerr;
     uint8_t *correct;
     int64_t *time;
-    ld_auc_item_t *scratch;
+    ld_auc_item_t *scratch; /* 2 cap */
 } ld_window_t;
 
 ld_err_t ld_window_init(ld_window_t *w, size_t cap) LD_WUR;

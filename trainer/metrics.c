@@ -7,21 +7,57 @@
 
 #include "trainer/internal.h"
 
-static int cmp_item(const void *a, const void *b)
+/* Order-preserving map of a score to an unsigned key: NaN ranks as -Inf,
+ * -0 as +0 (they compare equal, so they must tie). */
+static inline uint32_t score_key(float s)
 {
-    float x = ((const ld_auc_item_t *)a)->s, y = ((const ld_auc_item_t *)b)->s;
-    return (x > y) - (x < y);
+    uint32_t b;
+    if (isnan(s))
+        s = -INFINITY;
+    if (s == 0.0f)
+        s = 0.0f;
+    memcpy(&b, &s, sizeof(b));
+    return b & 0x80000000u ? ~b : b | 0x80000000u;
+}
+
+/* LSD radix sort by key, 11 + 11 + 10 bits, stable; a and tmp hold n
+ * items each, the result ends in a. A window's AUC was a qsort with a
+ * comparator call per comparison, most of a snapshot's start (~1 ms for
+ * 10 000 examples); this is a few passes over the items. */
+static void radix_sort(ld_auc_item_t *a, ld_auc_item_t *tmp, size_t n)
+{
+    static const unsigned shift[3] = {0, 11, 22};
+    ld_auc_item_t *src = a, *dst = tmp;
+    for (int p = 0; p < 3; p++) {
+        size_t cnt[2048] = {0};
+        const unsigned sh = shift[p];
+        for (size_t i = 0; i < n; i++)
+            cnt[(src[i].key >> sh) & 2047u]++;
+        size_t sum = 0;
+        for (size_t d = 0; d < 2048; d++) {
+            size_t c = cnt[d];
+            cnt[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[cnt[(src[i].key >> sh) & 2047u]++] = src[i];
+        ld_auc_item_t *x = src;
+        src = dst;
+        dst = x;
+    }
+    /* Three passes: the sorted items are in tmp. */
+    memcpy(a, src, n * sizeof(*a));
 }
 
 double ld_auc_exact(const float *score, const float *label, const float *w,
                     size_t n, ld_auc_item_t *it)
 {
     for (size_t i = 0; i < n; i++) {
-        it[i].s = isnan(score[i]) ? -INFINITY : score[i];
+        it[i].key = score_key(score[i]);
         it[i].y = label[i];
         it[i].w = w ? w[i] : 1.0f;
     }
-    qsort(it, n, sizeof(*it), cmp_item);
+    radix_sort(it, it + n, n);
     /* Walk groups of equal score upwards: each positive beats all the
      * negative weight below its group and half of its group's. */
     double num = 0, neg_below = 0, wpos = 0;
@@ -29,7 +65,7 @@ double ld_auc_exact(const float *score, const float *label, const float *w,
     while (i < n) {
         size_t j = i;
         double gp = 0, gn = 0;
-        while (j < n && it[j].s == it[i].s) {
+        while (j < n && it[j].key == it[i].key) {
             if (it[j].y >= 0.5f)
                 gp += it[j].w;
             else
@@ -57,7 +93,7 @@ ld_err_t ld_window_init(ld_window_t *w, size_t cap)
     w->sqerr = calloc(cap, sizeof(float));
     w->correct = calloc(cap, 1);
     w->time = calloc(cap, sizeof(int64_t));
-    w->scratch = calloc(cap, sizeof(ld_auc_item_t));
+    w->scratch = calloc(2 * cap, sizeof(ld_auc_item_t));
     if (!w->pred || !w->label || !w->weight || !w->loss || !w->sqerr ||
         !w->correct || !w->time || !w->scratch) {
         ld_window_free(w);

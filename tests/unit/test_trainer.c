@@ -478,12 +478,19 @@ static void test_auc_brute_force(void **state)
     (void)state;
     enum { N = 400 };
     static float s[N], y[N], w[N];
-    static ld_auc_item_t scratch[N];
+    static ld_auc_item_t scratch[2 * N];
+    static const float odd[] = {-0.0f,    0.0f,    NAN,    -INFINITY,
+                                INFINITY, -1e-30f, 1e-30f, -3.5f};
     rng_state = 99;
-    for (int rep = 0; rep < 20; rep++) {
+    for (int rep = 0; rep < 30; rep++) {
         for (int i = 0; i < N; i++) {
-            /* coarse scores so ties happen */
+            /* coarse scores so ties happen; negative ones, signed zeros,
+             * NaN (ranks as -Inf) and infinities from rep 20 on */
             s[i] = (float)(rnd() % (rep < 10 ? 20 : 100000)) / 20.0f;
+            if (rep >= 20 && rnd() % 4 == 0)
+                s[i] = odd[rnd() % 8];
+            else if (rep >= 20 && rnd() % 2)
+                s[i] = -s[i];
             y[i] = (rnd() % 3 == 0) ? 1.0f : 0.0f;
             w[i] = rep & 1 ? (float)(0.1 + unif()) : 1.0f;
         }
@@ -492,8 +499,10 @@ static void test_auc_brute_force(void **state)
             for (int j = 0; j < N; j++)
                 if (y[i] > 0.5f && y[j] < 0.5f) {
                     double ww = (double)w[i] * w[j];
+                    float si = isnan(s[i]) ? -INFINITY : s[i];
+                    float sj = isnan(s[j]) ? -INFINITY : s[j];
                     den += ww;
-                    num += ww * (s[i] > s[j] ? 1.0 : s[i] == s[j] ? 0.5 : 0);
+                    num += ww * (si > sj ? 1.0 : si == sj ? 0.5 : 0);
                 }
         double auc = ld_auc_exact(s, y, w, N, scratch);
         assert_true(fabs(auc - num / den) < 1e-9);
