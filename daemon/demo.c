@@ -19,6 +19,7 @@
 
 #include "daemon/run.h"
 #include "daemon/signals.h"
+#include "pipeline/kafka.h"
 
 #define MOD        "demo"
 #define PARTITIONS 4
@@ -178,20 +179,20 @@ static uint32_t fnv1a(const char *s)
 static void *generate(void *arg)
 {
     demo_t *d = arg;
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[512] = "out of memory";
+    char *kv[] = {"bootstrap.servers",  d->bootstrap,
+                  "linger.ms",          "5",
+                  "enable.idempotence", "true",
+                  "client.id",          "learnd-demo-generator"};
+    ld_strlist_t props = {kv, 8};
+    rd_kafka_conf_t *conf = ld_kafka_conf_new(&props, errstr, sizeof(errstr));
     rd_kafka_t *rk = NULL;
     ld_demo_gen_t *g = ld_demo_gen_new(&d->gconf);
-    if (!g ||
-        rd_kafka_conf_set(conf, "bootstrap.servers", d->bootstrap, errstr,
-                          sizeof(errstr)) ||
-        rd_kafka_conf_set(conf, "linger.ms", "5", errstr, sizeof(errstr)) ||
-        rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr,
-                          sizeof(errstr)) ||
+    if (!g || !conf ||
         !(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)))) {
         ld_log(LD_LOG_ERR, MOD, "msg=\"generator cannot start\" err=\"%s\"",
                errstr);
-        if (!rk)
+        if (!rk && conf)
             rd_kafka_conf_destroy(conf);
         goto out;
     }
@@ -344,10 +345,7 @@ static ld_config_t *demo_config(demo_t *d)
         char bs[600];
         snprintf(bs, sizeof(bs), "%s", d->bootstrap);
         bad = ld_conf_strlist_add(&c->kafka, "bootstrap.servers") ||
-              ld_conf_strlist_add(&c->kafka, bs) ||
-              /* an empty mock fetch waits the whole fetch.wait.max.ms */
-              ld_conf_strlist_add(&c->kafka, "fetch.wait.max.ms") ||
-              ld_conf_strlist_add(&c->kafka, "10");
+              ld_conf_strlist_add(&c->kafka, bs);
     }
     c->metrics.port = 0;
     c->log.level = LD_LOG_NOTICE; /* progress lines say what info would */
@@ -502,6 +500,18 @@ int ld_cmd_demo(int argc, char **argv)
         printf("learnd demo: in-process mock Kafka cluster at %s\n",
                d.bootstrap);
     } else {
+        char *kv[] = {"bootstrap.servers", d.bootstrap};
+        ld_strlist_t props = {kv, 2};
+        ld_kafka_topic_spec_t topics[] = {
+            {"events", PARTITIONS, 0}, {"labels", PARTITIONS, 0},
+            {"learnd.dlq", 1, 0},      {"learnd.checkpoints", 1, 0},
+            {"learnd.triggers", 1, 0}, {"learnd.state", 1, 1}};
+        char why[512];
+        if (ld_kafka_create_topics(&props, topics, 6, 30000, why,
+                                   sizeof(why))) {
+            fprintf(stderr, "learnd demo: %s\n", why);
+            goto out;
+        }
         printf("learnd demo: Kafka cluster at %s\n", d.bootstrap);
     }
     conf = demo_config(&d);

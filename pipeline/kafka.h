@@ -22,4 +22,20 @@ ld_err_t ld_kafka_conf_set(rd_kafka_conf_t *conf, const char *key,
                            const char *value, char *errstr,
                            size_t errstr_size) LD_WUR;
 
+/* A topic to create: name, partitions, and whether it is compacted. */
+typedef struct ld_kafka_topic_spec {
+    const char *name;
+    int partitions;
+    int compacted;
+} ld_kafka_topic_spec_t;
+
+/* Creates the topics that do not exist yet (replication factor: the
+ * broker's default), through the cluster reached with props (borrowed).
+ * Existing topics are left as they are. Returns LD_OK, or LD_ERR_KAFKA with
+ * the first failure in errstr. */
+ld_err_t ld_kafka_create_topics(const ld_strlist_t *props,
+                                const ld_kafka_topic_spec_t *topics, size_t n,
+                                int timeout_ms, char *errstr,
+                                size_t errstr_size) LD_WUR;
+
 #endif /* LD_PIPELINE_KAFKA_H */
