@@ -19,6 +19,9 @@
 #error "checkpoint tensors are stored as the host's float32: little endian only"
 #endif
 
+/* b_eid of an example without an event id. */
+#define NO_EID UINT32_MAX
+
 /* Sparse slots per copy-on-write block of a pending snapshot (at most). */
 #define BLOCK_SHIFT 4
 
@@ -60,6 +63,14 @@ struct ld_trainer {
     float *b_y, *b_w;
     uint8_t *b_type;
     int64_t *b_time;
+    /* What the scored callback hands on besides scores: source position,
+     * label time and event id (copied into an arena like the features). */
+    int64_t *b_ltime, *b_srcoff;
+    int32_t *b_part;
+    uint32_t *b_eid; /* offset into eid, or NO_EID */
+    char *eid;
+    size_t eid_n, eid_cap;
+    ld_example_t *b_ex;      /* views handed to the callback */
     float *b_z, *b_cz, *b_r; /* bcap x k: outputs, champion, gradients */
     float *g;                /* k x d1 dense gradient */
     float *b_g;              /* nnz_cap: per non-zero gradient (k = 1) */
@@ -328,6 +339,13 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_w = malloc(t->bcap * sizeof(float));
     t->b_type = malloc(t->bcap);
     t->b_time = malloc(t->bcap * sizeof(int64_t));
+    t->b_ltime = malloc(t->bcap * sizeof(int64_t));
+    t->b_srcoff = malloc(t->bcap * sizeof(int64_t));
+    t->b_part = malloc(t->bcap * sizeof(int32_t));
+    t->b_eid = malloc(t->bcap * sizeof(uint32_t));
+    t->eid_cap = t->bcap * 40;
+    t->eid = malloc(t->eid_cap);
+    t->b_ex = malloc(t->bcap * sizeof(ld_example_t));
     t->b_z = malloc(t->bcap * t->k * sizeof(float));
     t->b_cz = malloc(t->bcap * t->k * sizeof(float));
     t->b_r = malloc(t->bcap * t->k * sizeof(float));
@@ -335,8 +353,10 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_sc = malloc(t->bcap * sizeof(ld_scored_t));
     t->pend_buf = malloc(t->nblocks);
     if (!t->sp || !t->dn || !t->b_off || !t->b_idx || !t->b_val || !t->b_g ||
-        !t->b_x || !t->b_y || !t->b_w || !t->b_type || !t->b_time || !t->b_z ||
-        !t->b_cz || !t->b_r || !t->g || !t->b_sc || !t->pend_buf)
+        !t->b_x || !t->b_y || !t->b_w || !t->b_type || !t->b_time ||
+        !t->b_ltime || !t->b_srcoff || !t->b_part || !t->b_eid || !t->eid ||
+        !t->b_ex || !t->b_z || !t->b_cz || !t->b_r || !t->g || !t->b_sc ||
+        !t->pend_buf)
         goto err;
     if (ld_window_init(&t->win, (size_t)conf->metrics_window) != LD_OK)
         goto err;
@@ -373,6 +393,12 @@ void ld_trainer_destroy(ld_trainer_t *t)
     free(t->b_w);
     free(t->b_type);
     free(t->b_time);
+    free(t->b_ltime);
+    free(t->b_srcoff);
+    free(t->b_part);
+    free(t->b_eid);
+    free(t->eid);
+    free(t->b_ex);
     free(t->b_z);
     free(t->b_cz);
     free(t->b_r);
@@ -629,6 +655,7 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
     memcpy(t->st.by_type, s->by_type, sizeof(s->by_type));
     t->bn = 0;
     t->nnz_n = 0;
+    t->eid_n = 0;
     ld_window_clear(&t->win);
     ld_window_clear(&t->cwin);
     return LD_OK;
@@ -1016,6 +1043,28 @@ static void link_and_score(int model, uint32_t k, float *z, float y, score_t *o)
     }
 }
 
+/* Example i of the queued batch as the caller handed it in (features and
+ * event id pointing into the batch's arenas), in b_ex[slot]. */
+static const ld_example_t *example_view(ld_trainer_t *t, size_t i, size_t slot)
+{
+    ld_example_t *e = &t->b_ex[slot];
+    uint32_t f0 = t->b_off[i];
+    e->x.idx = t->b_idx + f0;
+    e->x.val = t->b_val + f0;
+    e->x.nnz = t->b_off[i + 1] - f0;
+    e->x.dense = t->b_x + i * t->d1;
+    e->x.ndense = t->d1 - 1;
+    e->label = t->b_y[i];
+    e->weight = t->b_w[i];
+    e->sample_type = (ld_sample_type_t)t->b_type[i];
+    e->event_time_ms = t->b_time[i];
+    e->label_time_ms = t->b_ltime[i];
+    e->partition = t->b_part[i];
+    e->offset = t->b_srcoff[i];
+    e->event_id = t->b_eid[i] == NO_EID ? NULL : t->eid + t->b_eid[i];
+    return e;
+}
+
 static int matured(uint8_t type)
 {
     return type == LD_SAMPLE_POS || type == LD_SAMPLE_DEFAULT_NEG;
@@ -1076,6 +1125,7 @@ static void train_batch(ld_trainer_t *t)
             sc->champion_class = co.cls;
             sc->sample_type = (ld_sample_type_t)type;
             sc->event_time_ms = t->b_time[i];
+            sc->ex = example_view(t, i, nsc - 1);
         }
     }
     if (t->cb && nsc)
@@ -1125,6 +1175,7 @@ static void train_batch(ld_trainer_t *t)
     t->st.examples += t->bn;
     t->bn = 0;
     t->nnz_n = 0;
+    t->eid_n = 0;
     if (t->snap)
         snap_step(t, t->step_blocks);
 }
@@ -1194,6 +1245,19 @@ ld_err_t ld_trainer_add(ld_trainer_t *t, const ld_example_t *ex)
         t->b_g = ng;
         t->nnz_cap = cap;
     }
+    size_t eid_len = ex->event_id ? strlen(ex->event_id) + 1 : 0;
+    if (t->eid_n + eid_len > t->eid_cap) {
+        size_t cap = t->eid_cap * 2;
+        if (cap < t->eid_n + eid_len)
+            cap = t->eid_n + eid_len;
+        if (cap > NO_EID)
+            return LD_ERR_NOMEM; /* ids of one batch beyond 4 GiB */
+        char *ne = realloc(t->eid, cap);
+        if (!ne)
+            return LD_ERR_NOMEM;
+        t->eid = ne;
+        t->eid_cap = cap;
+    }
     size_t i = t->bn;
     if (i == 0)
         t->b_t0 = ex->event_time_ms;
@@ -1212,6 +1276,15 @@ ld_err_t ld_trainer_add(ld_trainer_t *t, const ld_example_t *ex)
     t->b_w[i] = ex->weight;
     t->b_type[i] = (uint8_t)ex->sample_type;
     t->b_time[i] = ex->event_time_ms;
+    t->b_ltime[i] = ex->label_time_ms;
+    t->b_srcoff[i] = ex->offset;
+    t->b_part[i] = ex->partition;
+    t->b_eid[i] = NO_EID;
+    if (eid_len) {
+        t->b_eid[i] = (uint32_t)t->eid_n;
+        memcpy(t->eid + t->eid_n, ex->event_id, eid_len);
+        t->eid_n += eid_len;
+    }
     t->st.last_event_time_ms = ex->event_time_ms;
     t->bn = i + 1;
     if (t->bn == t->bcap)

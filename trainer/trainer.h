@@ -97,6 +97,14 @@ typedef struct ld_trainer_metrics {
 
 /* One matured example as scored before training (shadow included). */
 typedef struct ld_scored {
+    /* The example as it was queued: features (hashed and dense), label,
+     * weight, sample type, times, partition, offset and event id; borrowed
+     * from the trainer's batch, valid only during the callback. Pairs the
+     * scores with what the triggers stage watches for feature drift:
+     * ld_triggers_observe(tr, s->ex, s->pred, s->champion). x.dense has
+     * dense_dim entries (NULL never: it points into the batch even when
+     * dense_dim is 0); event_id is NULL when the example had none. */
+    const ld_example_t *ex;
     float pred;     /* logistic p(y=1); linear yhat; softmax p(label) */
     float champion; /* the same from the champion; NaN without one */
     float loss;     /* logloss (logistic, softmax) or squared error */
@@ -110,7 +118,8 @@ typedef struct ld_scored {
 } ld_scored_t;
 
 /* Called once per micro-batch with its matured (pos, default_neg) examples,
- * in order; s is borrowed for the duration of the call. */
+ * in order, after they are scored and before the batch trains; s and
+ * everything it points to are borrowed for the duration of the call. */
 typedef void ld_trainer_scored_cb(void *opaque, const ld_scored_t *s, size_t n);
 
 typedef struct ld_trainer_stats {
@@ -138,7 +147,8 @@ void ld_trainer_destroy(ld_trainer_t *t);
  * span case). Returns LD_ERR_INVAL without queueing for an example the model
  * cannot take (index out of range, non-finite value or weight, wrong dense
  * length, bad label); the caller dead-letters it. Never allocates except to
- * grow the batch's feature arena beyond its largest size so far. */
+ * grow the batch's feature or event-id arena beyond its largest size so far
+ * (LD_ERR_NOMEM if that fails; nothing queued). */
 ld_err_t ld_trainer_add(ld_trainer_t *t, const ld_example_t *ex) LD_WUR;
 
 /* Trains the queued partial batch now (commit point, shutdown). */

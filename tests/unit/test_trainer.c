@@ -785,6 +785,112 @@ static void test_champion(void **state)
     ld_trainer_destroy(t);
 }
 
+/* The scored callback hands on each matured example as it was queued,
+ * features and source position included, with its scores. */
+typedef struct seen {
+    int calls;
+    size_t n;
+    uint32_t nnz[16], idx0[16];
+    float val0[16], dense1[16], pred[16];
+    char id[16][16];
+    int32_t part[16];
+    int64_t off[16], ltime[16], etime[16];
+    ld_sample_type_t type[16];
+} seen_t;
+
+static void record_cb(void *opaque, const ld_scored_t *s, size_t n)
+{
+    seen_t *v = opaque;
+    v->calls++;
+    for (size_t i = 0; i < n && v->n < 16; i++, v->n++) {
+        const ld_example_t *e = s[i].ex;
+        assert_non_null(e);
+        assert_int_equal(e->x.ndense, 2);
+        assert_float_equal(e->label, s[i].label, 0);
+        assert_float_equal(e->weight, s[i].weight, 0);
+        assert_int_equal(e->event_time_ms, s[i].event_time_ms);
+        v->nnz[v->n] = e->x.nnz;
+        v->idx0[v->n] = e->x.nnz ? e->x.idx[0] : 0;
+        v->val0[v->n] = e->x.nnz ? e->x.val[0] : 0;
+        v->dense1[v->n] = e->x.dense[1];
+        v->pred[v->n] = s[i].pred;
+        snprintf(v->id[v->n], sizeof(v->id[0]), "%s",
+                 e->event_id ? e->event_id : "(null)");
+        v->part[v->n] = e->partition;
+        v->off[v->n] = e->offset;
+        v->ltime[v->n] = e->label_time_ms;
+        v->etime[v->n] = e->event_time_ms;
+        v->type[v->n] = e->sample_type;
+    }
+}
+
+static void test_scored_examples(void **state)
+{
+    (void)state;
+    ld_trainer_conf_t c;
+    base_conf(&c);
+    c.dense_dim = 2;
+    c.batch_size = 4;
+    ld_trainer_t *t = mk(&c);
+    seen_t v;
+    memset(&v, 0, sizeof(v));
+    ld_trainer_set_scored_cb(t, record_cb, &v);
+    /* 7 examples: #2 a fake_neg (not matured, not handed on), #4 without
+     * event id; 4 + 3 after the flush. The caller's buffers are reused
+     * between adds, as a decoder's would be. */
+    for (int i = 0; i < 7; i++) {
+        uint32_t idx[3] = {(uint32_t)(10 * i), (uint32_t)(10 * i + 1), 5};
+        float val[3] = {(float)i + 0.5f, 1, 1}, dense[2] = {1, (float)-i};
+        char id[16];
+        snprintf(id, sizeof(id), "ev-%d", i);
+        ld_example_t e =
+            ex_of(idx, val, (uint32_t)(i % 3 + 1), dense, 2, (float)(i & 1));
+        e.sample_type = i == 2  ? LD_SAMPLE_FAKE_NEG
+                        : i & 1 ? LD_SAMPLE_POS
+                                : LD_SAMPLE_DEFAULT_NEG;
+        e.event_id = i == 4 ? NULL : id;
+        e.partition = i % 2;
+        e.offset = 100 + i;
+        e.event_time_ms = 1000 + i;
+        e.label_time_ms = 2000 + i;
+        assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+        memset(id, 'x', sizeof(id) - 1); /* the trainer kept its copy */
+        memset(idx, 0xff, sizeof(idx));
+    }
+    assert_int_equal(v.calls, 1);
+    assert_int_equal(ld_trainer_flush(t), LD_OK);
+    assert_int_equal(v.calls, 2);
+    assert_int_equal(v.n, 6);
+    static const int which[6] = {0, 1, 3, 4, 5, 6};
+    for (int j = 0; j < 6; j++) {
+        int i = which[j];
+        char id[16];
+        snprintf(id, sizeof(id), "ev-%d", i);
+        assert_int_equal(v.nnz[j], (uint32_t)(i % 3 + 1));
+        assert_int_equal(v.idx0[j], (uint32_t)(10 * i));
+        assert_float_equal(v.val0[j], (float)i + 0.5f, 0);
+        assert_float_equal(v.dense1[j], (float)-i, 0);
+        assert_string_equal(v.id[j], i == 4 ? "(null)" : id);
+        assert_int_equal(v.part[j], i % 2);
+        assert_int_equal(v.off[j], 100 + i);
+        assert_int_equal(v.etime[j], 1000 + i);
+        assert_int_equal(v.ltime[j], 2000 + i);
+        assert_int_equal(v.type[j],
+                         i & 1 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG);
+    }
+    /* A long id grows the arena; nothing else changes. */
+    char big[5000];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    for (int i = 0; i < 4; i++) {
+        ld_example_t e = ex_of(NULL, NULL, 0, (float[2]){0, 0}, 2, 1);
+        e.event_id = big;
+        assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    }
+    assert_int_equal(v.calls, 3);
+    ld_trainer_destroy(t);
+}
+
 /* Parameter hash after a fixed stream, for a model and a BLAS thread
  * count; printed by the child process mode too. */
 static void run_hash(int model, int threads, char hex[65])
@@ -845,6 +951,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reject_and_cut),
         cmocka_unit_test(test_snapshot_cow_and_resume),
         cmocka_unit_test(test_champion),
+        cmocka_unit_test(test_scored_examples),
         cmocka_unit_test(test_determinism),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
