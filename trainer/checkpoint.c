@@ -576,6 +576,42 @@ ld_snapshot_t *ld_ckpt_snapshot(const ld_ckpt_t *c)
     return s;
 }
 
+ld_err_t ld_ckpt_champion_set(ld_trainer_t *t, const ld_ckpt_t *c, char *errstr,
+                              size_t errstr_size)
+{
+    ld_spec_t sp;
+    if (!spec_from_pb(c->msg, &sp, NULL, 0))
+        return LD_ERR_CORRUPT; /* cannot happen: validated by decode */
+    const char *why = ld_spec_mismatch(ld_trainer_spec(t), &sp);
+    if (why) {
+        if (errstr && errstr_size)
+            snprintf(errstr, errstr_size,
+                     "champion checkpoint differs from the model in %s", why);
+        return LD_ERR_CONFIG;
+    }
+    ld_snapshot_t *s = ld_ckpt_snapshot(c);
+    if (!s) {
+        if (errstr && errstr_size)
+            snprintf(errstr, errstr_size, "champion checkpoint: out of memory");
+        return LD_ERR_NOMEM;
+    }
+    ld_err_t err = ld_trainer_champion_set(t, s);
+    ld_snapshot_destroy(s); /* the trainer holds its own reference */
+    return err == LD_OK ? LD_OK : LD_ERR_CONFIG;
+}
+
+ld_err_t ld_ckpt_champion_load(ld_trainer_t *t, const uint8_t *buf, size_t len,
+                               char *errstr, size_t errstr_size)
+{
+    ld_ckpt_t *c = NULL;
+    ld_err_t err = ld_ckpt_decode(buf, len, &c, errstr, errstr_size);
+    if (err != LD_OK)
+        return err;
+    err = ld_ckpt_champion_set(t, c, errstr, errstr_size);
+    ld_ckpt_destroy(c);
+    return err;
+}
+
 /* ---- Chunks and manifest ------------------------------------------------ */
 
 void ld_ckpt_chunks_free(ld_buf_t *chunks, size_t n)

@@ -97,6 +97,22 @@ size_t ld_ckpt_size(const ld_ckpt_t *c);
  * out of memory. */
 ld_snapshot_t *ld_ckpt_snapshot(const ld_ckpt_t *c);
 
+/* Makes checkpoint c (borrowed) t's frozen champion, scored alongside the
+ * model (ld_trainer_champion_set() with a snapshot of c's state; t keeps
+ * its own reference, nothing of c). Typically the last published version:
+ * after a restart, or when another instance published. Returns
+ * LD_ERR_CONFIG, with the differing field in errstr, if c's model, shape or
+ * optimizer differ from t's; LD_ERR_NOMEM. On failure t's champion is
+ * unchanged. */
+ld_err_t ld_ckpt_champion_set(ld_trainer_t *t, const ld_ckpt_t *c, char *errstr,
+                              size_t errstr_size) LD_WUR;
+
+/* The same from len serialized checkpoint bytes (borrowed; a file's
+ * contents or reassembled chunks), validated as by ld_ckpt_decode()
+ * (LD_ERR_CORRUPT with the reason in errstr). */
+ld_err_t ld_ckpt_champion_load(ld_trainer_t *t, const uint8_t *buf, size_t len,
+                               char *errstr, size_t errstr_size) LD_WUR;
+
 /* ---- Chunks and manifest ------------------------------------------------ */
 
 /* Splits the serialized checkpoint ckpt (borrowed) into serialized

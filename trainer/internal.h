@@ -67,6 +67,11 @@ struct ld_snapshot {
 float *ld_state_alloc(size_t n, int zero);
 /* Allocates a zeroed snapshot of the given shape (refs = 1). */
 ld_snapshot_t *ld_snapshot_alloc(const ld_spec_t *spec);
+/* The first field ("model kind", "num_classes", "hash_bits", "dense_dim",
+ * "optimizer") in which two specs' shapes differ, or NULL. */
+const char *ld_spec_mismatch(const ld_spec_t *a, const ld_spec_t *b);
+/* t's spec (borrowed). */
+const ld_spec_t *ld_trainer_spec(const ld_trainer_t *t);
 /* Number of optimizer planes and their names ("ftrl.z", ...). */
 uint32_t ld_spec_planes(int opt);
 const char *ld_spec_plane_name(int opt, uint32_t plane);

@@ -623,21 +623,30 @@ ld_err_t ld_trainer_champion_set(ld_trainer_t *t, ld_snapshot_t *s)
     return LD_OK;
 }
 
+const char *ld_spec_mismatch(const ld_spec_t *a, const ld_spec_t *b)
+{
+    if (a->model != b->model)
+        return "model kind";
+    if (a->k != b->k)
+        return "num_classes";
+    if (a->hash_bits != b->hash_bits)
+        return "hash_bits";
+    if (a->dense_dim != b->dense_dim)
+        return "dense_dim";
+    if (a->opt != b->opt || a->s != b->s)
+        return "optimizer";
+    return NULL;
+}
+
+const ld_spec_t *ld_trainer_spec(const ld_trainer_t *t)
+{
+    return &t->spec;
+}
+
 ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
                             char *errstr, size_t errstr_size)
 {
-    const ld_spec_t *a = &t->spec, *b = &s->spec;
-    const char *why = NULL;
-    if (a->model != b->model)
-        why = "model kind";
-    else if (a->k != b->k)
-        why = "num_classes";
-    else if (a->hash_bits != b->hash_bits)
-        why = "hash_bits";
-    else if (a->dense_dim != b->dense_dim)
-        why = "dense_dim";
-    else if (a->opt != b->opt)
-        why = "optimizer";
+    const char *why = ld_spec_mismatch(&t->spec, &s->spec);
     if (why) {
         if (errstr && errstr_size)
             snprintf(errstr, errstr_size,

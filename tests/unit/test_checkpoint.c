@@ -572,6 +572,97 @@ static void test_fixtures(void **state)
                      LD_ERR_NOENT);
 }
 
+/* A checkpoint becomes the champion of a fresh trainer: the champion's
+ * shadow scores are the published model's predictions. */
+static float cb_champ[8], cb_pred[8];
+static size_t cb_n;
+static void champ_cb(void *opaque, const ld_scored_t *s, size_t n)
+{
+    (void)opaque;
+    for (size_t i = 0; i < n && cb_n < 8; i++, cb_n++) {
+        cb_champ[cb_n] = s[i].champion;
+        cb_pred[cb_n] = s[i].pred;
+    }
+}
+
+static void test_champion_from_checkpoint(void **state)
+{
+    (void)state;
+    ld_trainer_t *a = trained(LD_MODEL_LOGISTIC, LD_OPT_FTRL, 10, 5, 500);
+    ld_buf_t b = encode_of(a, "m", 3);
+    ld_trainer_conf_t c;
+    char err[256];
+    conf_for(&c, LD_MODEL_LOGISTIC, LD_OPT_FTRL, 10);
+    c.batch_size = 1;
+    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    assert_non_null(t);
+    ld_trainer_set_scored_cb(t, champ_cb, NULL);
+
+    /* Corrupt bytes and a different shape are refused; no champion. */
+    b.data[b.len / 2] ^= 1;
+    assert_int_equal(ld_ckpt_champion_load(t, b.data, b.len, err, sizeof(err)),
+                     LD_ERR_CORRUPT);
+    b.data[b.len / 2] ^= 1;
+    ld_trainer_t *other = trained(LD_MODEL_LOGISTIC, LD_OPT_FTRL, 11, 5, 10);
+    ld_buf_t ob = encode_of(other, "m", 1);
+    err[0] = 0;
+    assert_int_equal(
+        ld_ckpt_champion_load(t, ob.data, ob.len, err, sizeof(err)),
+        LD_ERR_CONFIG);
+    assert_non_null(strstr(err, "hash_bits"));
+    ld_trainer_t *sgd = trained(LD_MODEL_LOGISTIC, LD_OPT_SGD, 10, 5, 10);
+    ld_buf_t sb = encode_of(sgd, "m", 1);
+    assert_int_equal(
+        ld_ckpt_champion_load(t, sb.data, sb.len, err, sizeof(err)),
+        LD_ERR_CONFIG);
+    assert_non_null(strstr(err, "optimizer"));
+
+    uint32_t idx[3] = {1, 2, 3};
+    float val[3] = {1, 1, 0.5f}, dense[2] = {0.5f, 0.25f};
+    ld_example_t e;
+    memset(&e, 0, sizeof(e));
+    e.x = (ld_features_t){idx, val, dense, 3, 2};
+    e.label = 1;
+    e.weight = 1;
+    e.sample_type = LD_SAMPLE_POS;
+    cb_n = 0;
+    assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    assert_int_equal(cb_n, 1);
+    assert_true(isnan(cb_champ[0]));
+
+    /* From bytes: shadow scores are a's predictions, bit for bit. */
+    assert_int_equal(ld_ckpt_champion_load(t, b.data, b.len, err, sizeof(err)),
+                     LD_OK);
+    float want;
+    assert_int_equal(ld_trainer_predict(a, &e.x, &want, 1), LD_OK);
+    cb_n = 0;
+    assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    assert_int_equal(cb_n, 1);
+    assert_memory_equal(&cb_champ[0], &want, sizeof(float));
+    assert_true(cb_pred[0] != want); /* t itself is a different model */
+
+    /* From a decoded checkpoint: the same. */
+    ld_ckpt_t *ck = NULL;
+    assert_int_equal(ld_ckpt_decode(b.data, b.len, &ck, err, sizeof(err)),
+                     LD_OK);
+    assert_int_equal(ld_ckpt_champion_set(t, ck, err, sizeof(err)), LD_OK);
+    ld_ckpt_destroy(ck); /* t keeps nothing of it */
+    cb_n = 0;
+    assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    assert_memory_equal(&cb_champ[0], &want, sizeof(float));
+    ld_trainer_metrics_t m, cm;
+    ld_trainer_metrics(t, &m, &cm);
+    assert_int_equal(cm.examples, 1); /* window restarted by the last set */
+
+    free(b.data);
+    free(ob.data);
+    free(sb.data);
+    ld_trainer_destroy(other);
+    ld_trainer_destroy(sgd);
+    ld_trainer_destroy(a);
+    ld_trainer_destroy(t);
+}
+
 static void test_conf_section(void **state)
 {
     (void)state;
@@ -602,6 +693,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_store),
         cmocka_unit_test(test_fixtures),
+        cmocka_unit_test(test_champion_from_checkpoint),
         cmocka_unit_test(test_conf_section),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
