@@ -197,6 +197,22 @@ ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf,
  * offset, idx, val, dense. */
 size_t ld_labeling_example_json(const ld_example_t *ex, char *buf, size_t size);
 
+/* Encodes ex as protobuf learnd.v1.LabelledExample (schemas/learnd.proto)
+ * into buf, without allocating. decision_time_ms is the first key of the
+ * release order (ld_joiner_decision_time() right after the poll); topic
+ * (borrowed, NULL or "" for none) is the events topic. elapsed_ms is label
+ * time - event time for pos and delayed_pos, decision time - event time for
+ * default_neg and fake_neg; sample_type is ld_sample_type_t + 1. Fields
+ * come in field-number order, proto3 defaults omitted, repeated fields
+ * packed: the bytes equal protobuf-c's, except that a -0.0 label or weight
+ * is written (bit exact) where protobuf-c drops it. Returns the length the
+ * record needs;
+ * writes it only when size is at least that (buf may be NULL to ask).
+ * Returns 0 for an invalid example (sample type, missing arrays). */
+size_t ld_labeling_example_pack(const ld_example_t *ex,
+                                int64_t decision_time_ms, const char *topic,
+                                uint8_t *buf, size_t size);
+
 /* "pos", "default_neg", "fake_neg", "delayed_pos"; "?" otherwise. */
 const char *ld_sample_type_name(ld_sample_type_t t);
 
