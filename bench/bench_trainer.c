@@ -103,9 +103,11 @@ static void conf_default(ld_trainer_conf_t *c)
     c->batch_span = 0;
 }
 
-/* Trains on the stream; prints ns per non-zero and examples/s. */
+/* Trains on the stream; prints ns per non-zero and examples/s. With champ,
+ * a champion (a snapshot of the untrained model: another 2^bits slots in
+ * memory) is scored alongside, as in a daemon after its first publish. */
 static void bench_learn(const char *label, const stream_t *s, uint32_t bits,
-                        int opt, int64_t batch, double lr)
+                        int opt, int64_t batch, double lr, int champ)
 {
     ld_trainer_conf_t c;
     conf_default(&c);
@@ -124,13 +126,19 @@ static void bench_learn(const char *label, const stream_t *s, uint32_t bits,
     for (int i = 0; i < NF; i++)
         ones[i] = 1.0f;
     hash_stream(s, bits, idx);
+    if (champ) {
+        ld_snapshot_t *cs = ld_trainer_snapshot(t);
+        if (!cs || ld_trainer_champion_set(t, cs) != LD_OK)
+            exit(1);
+        ld_snapshot_destroy(cs);
+    }
     ld_trainer_set_scored_cb(t, on_scored, NULL);
     loss_sum = 0;
     loss_n = 0;
     ld_example_t e;
     memset(&e, 0, sizeof(e));
     e.weight = 1;
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (size_t i = 0; i < s->n; i++) {
         e.x = (ld_features_t){idx + i * NF, ones, NULL, NF, 0};
         e.label = s->y[i];
@@ -141,13 +149,16 @@ static void bench_learn(const char *label, const stream_t *s, uint32_t bits,
     }
     if (ld_trainer_flush(t) != LD_OK)
         exit(1);
-    double dt = now_s() - t0;
+    double dt = now_s() - t0, dc = cpu_s() - c0;
     ld_trainer_metrics_t m;
     ld_trainer_metrics(t, &m, NULL);
+    /* cpu: thread CPU time, which leaves out time descheduled on a shared
+     * machine (it still includes cache and memory contention). */
     printf("learn %-28s bits=%2u batch=%-4lld %6.2f ns/nnz  %9.0f ex/s  "
-           "progressive_logloss=%.5f  window_auc=%.4f\n",
+           "progressive_logloss=%.5f  window_auc=%.4f  cpu %.2f ns/nnz\n",
            label, bits, (long long)batch, dt * 1e9 / ((double)s->n * NF),
-           (double)s->n / dt, loss_sum / (double)loss_n, m.auc);
+           (double)s->n / dt, loss_sum / (double)loss_n, m.auc,
+           dc * 1e9 / ((double)s->n * NF));
     free(idx);
     ld_trainer_destroy(t);
 }
@@ -319,6 +330,7 @@ int main(int argc, char **argv)
     size_t n = 300000;
     const char *vw = NULL, *river = NULL;
     int only_learn = 0, one_bits = 0, one_batch = 0, one_opt = -1, reps = 1;
+    int champ = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
             n = (size_t)atol(argv[++i]);
@@ -332,13 +344,15 @@ int main(int argc, char **argv)
             one_bits = atoi(argv[++i]);
             one_batch = atoi(argv[++i]);
             one_opt = atoi(argv[++i]);
-        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+        } else if (!strcmp(argv[i], "--champion"))
+            champ = 1;
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: bench_trainer [--n N] [--write-vw FILE] "
                             "[--write-river FILE] [--learn-only]\n"
                             "       [--one BITS BATCH OPT(0 sgd, 1 adagrad, "
-                            "2 ftrl, 3 adam)] [--reps N]\n");
+                            "2 ftrl, 3 adam)] [--champion] [--reps N]\n");
             return 2;
         }
     }
@@ -360,18 +374,19 @@ int main(int argc, char **argv)
         static const double lrs[] = {0.05, 0.1, 0.1, 0.01};
         for (int r = 0; r < reps; r++)
             bench_learn(names[one_opt & 3], &s, (uint32_t)one_bits, one_opt & 3,
-                        one_batch, lrs[one_opt & 3]);
+                        one_batch, lrs[one_opt & 3], champ);
         free(s.id);
         free(s.y);
         return 0;
     }
-    bench_learn("logistic+ftrl", &s, 22, LD_OPT_FTRL, 256, 0.1);
-    bench_learn("logistic+ftrl", &s, 22, LD_OPT_FTRL, 1, 0.1);
-    bench_learn("logistic+ftrl", &s, 18, LD_OPT_FTRL, 256, 0.1);
+    bench_learn("logistic+ftrl", &s, 22, LD_OPT_FTRL, 256, 0.1, 0);
+    bench_learn("logistic+ftrl", &s, 22, LD_OPT_FTRL, 1, 0.1, 0);
+    bench_learn("logistic+ftrl", &s, 18, LD_OPT_FTRL, 256, 0.1, 0);
+    bench_learn("logistic+ftrl+champion", &s, 22, LD_OPT_FTRL, 256, 0.1, 1);
     if (!only_learn) {
-        bench_learn("logistic+sgd", &s, 22, LD_OPT_SGD, 256, 0.05);
-        bench_learn("logistic+adagrad", &s, 22, LD_OPT_ADAGRAD, 256, 0.1);
-        bench_learn("logistic+adam", &s, 22, LD_OPT_ADAM, 256, 0.01);
+        bench_learn("logistic+sgd", &s, 22, LD_OPT_SGD, 256, 0.05, 0);
+        bench_learn("logistic+adagrad", &s, 22, LD_OPT_ADAGRAD, 256, 0.1, 0);
+        bench_learn("logistic+adam", &s, 22, LD_OPT_ADAM, 256, 0.01, 0);
         bench_snapshot(&s);
     }
     free(s.id);
