@@ -49,8 +49,11 @@ size_t ld_labeling_example_json(const ld_example_t *ex, char *buf, size_t size)
     out_t o = {buf, size, 0, 0};
     emit(&o, "{\"event_id\":");
     emit_str(&o, ex->event_id ? ex->event_id : "");
-    int64_t elapsed =
-        ex->label_time_ms >= 0 ? ex->label_time_ms - ex->event_time_ms : -1;
+    /* Whether a label arrived is the sample type's to say: a label time
+     * may be negative (times before 1970). */
+    int labelled = ex->sample_type == LD_SAMPLE_POS ||
+                   ex->sample_type == LD_SAMPLE_DELAYED_POS;
+    int64_t elapsed = labelled ? ex->label_time_ms - ex->event_time_ms : -1;
     emit(&o,
          ",\"event_time\":%lld,\"label_time\":%lld,\"elapsed_ms\":%lld,"
          "\"label\":%.9g,\"weight\":%.9g,\"sample_type\":\"%s\","
