@@ -161,6 +161,7 @@ static void bench_learn(const char *label, const stream_t *s, uint32_t bits,
            dc * 1e9 / ((double)s->n * NF));
     free(idx);
     ld_trainer_destroy(t);
+    ld_conf_free(&ld_trainer_conf_section, &c);
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -304,6 +305,7 @@ static void bench_snapshot(const stream_t *s)
     ld_snapshot_destroy(snap);
     free(idx);
     ld_trainer_destroy(t);
+    ld_conf_free(&ld_trainer_conf_section, &c);
 }
 
 static void write_text(const stream_t *s, const char *path, int vw)
