@@ -1,0 +1,458 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""An example downstream deployer for learnd's trigger topic.
+
+It consumes trigger events (isolation.level=read_committed), and for every
+event that says a checkpoint was published (decision.action "publish",
+verdict "PASS") it fetches the checkpoint through its CheckpointManifest,
+verifies every SHA-256 on the way, writes the model atomically into a
+directory and logs the decision. Events are idempotent on idempotency_key:
+a re-delivered or re-emitted event is logged as a duplicate and changes
+nothing.
+
+Layout written under --models-dir:
+
+    <model>/<version>.ckpt   the serialized learnd.v1.Checkpoint, verified
+    <model>/current          symlink to the deployed <version>.ckpt
+    .deployer-state.json     idempotency keys seen and versions deployed
+
+Messages come from code generated from schemas/learnd.proto (learnd_pb2);
+see setup.sh. Exit codes: 0 ok, 1 an event was refused (--once) or a Kafka
+error, 2 usage error.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+
+try:
+    from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError,
+                                 KafkaException, TopicPartition)
+except ImportError:  # pragma: no cover - told to the user, not a test path
+    sys.exit("deployer: confluent-kafka is missing: run examples/deployer/setup.sh")
+
+try:
+    import learnd_pb2  # generated: protoc --python_out from schemas/learnd.proto
+except ImportError:  # pragma: no cover
+    sys.exit("deployer: learnd_pb2 is missing: run examples/deployer/setup.sh "
+             "(it generates it from schemas/learnd.proto)")
+
+STATE_FILE = ".deployer-state.json"
+# The Checkpoint's own sha256 is field 15 (bytes), written last: tag 0x7a,
+# length 32, then the digest of every byte before the tag.
+CKPT_SHA_TRAILER = b"\x7a\x20"
+
+
+class Refused(Exception):
+    """The announced checkpoint cannot be deployed (missing, corrupt)."""
+
+
+# ---- Logging: one logfmt line per decision, like learnd's own logs --------
+
+def _q(v):
+    s = str(v)
+    if s == "" or any(c in s for c in ' "=\\'):
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return s
+
+
+def log(level, msg, **kv):
+    now = time.time()
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    ts += ".%03dZ" % int((now % 1) * 1000)
+    parts = ["ts=" + ts, "level=" + level, "mod=deployer", "msg=" + _q(msg)]
+    parts += ["%s=%s" % (k, _q(v)) for k, v in kv.items() if v is not None]
+    print(" ".join(parts), file=sys.stderr, flush=True)
+
+
+# ---- Trigger events: JSON (schemas/trigger.schema.json) or protobuf --------
+
+def _enum_name(enum, value, prefix):
+    return enum.Name(value)[len(prefix):]
+
+
+def decode_trigger(value):
+    """Returns the trigger event as the JSON shape of trigger.schema.json."""
+    if value[:1] == b"{":
+        return json.loads(value)
+    ev = learnd_pb2.TriggerEvent()
+    ev.ParseFromString(value)
+    m = ev.model
+    published = m.WhichOneof("opt_manifest_offset") is not None
+    return {
+        "trigger_id": ev.trigger_id,
+        "type": _enum_name(learnd_pb2.TriggerType, ev.type, "TRIGGER_TYPE_").lower(),
+        "idempotency_key": ev.idempotency_key,
+        "model": {
+            "name": m.name,
+            "challenger_version": m.challenger_version or None,
+            "checkpoint_topic": m.checkpoint_topic,
+            "checkpoint_partition": m.checkpoint_partition if published else None,
+            "manifest_offset": m.manifest_offset if published else None,
+            "checkpoint_sha256": m.checkpoint_sha256.hex() or None,
+        },
+        "decision": {
+            "action": _enum_name(learnd_pb2.Action, ev.decision.action, "ACTION_").lower(),
+            "verdict": _enum_name(learnd_pb2.Verdict, ev.decision.verdict, "VERDICT_"),
+            "reason": ev.decision.reason,
+        },
+    }
+
+
+# ---- State: idempotency keys and deployed versions --------------------------
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data):
+    """Temp file in the same directory, fsync, rename, fsync the directory:
+    a reader sees the old file or the whole new one, also after a crash."""
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(d)
+
+
+def symlink_atomic(target, link):
+    tmp = "%s.tmp-%d" % (link, os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    fsync_dir(os.path.dirname(link))
+
+
+class State:
+    def __init__(self, models_dir):
+        self.path = os.path.join(models_dir, STATE_FILE)
+        self.seen = {}      # idempotency_key -> decision
+        self.deployed = {}  # model -> {"version": n, "sha256": hex}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                s = json.load(f)
+            self.seen = s.get("seen", {})
+            self.deployed = s.get("deployed", {})
+
+    def save(self):
+        body = json.dumps({"seen": self.seen, "deployed": self.deployed},
+                          indent=1, sort_keys=True).encode() + b"\n"
+        write_atomic(self.path, body)
+
+
+# ---- Fetching a checkpoint through its manifest ------------------------------
+
+class Fetcher:
+    """Reads records at given offsets of the checkpoint topic."""
+
+    def __init__(self, kafka_conf, timeout_s):
+        conf = dict(kafka_conf)
+        conf.update({
+            "group.id": "learnd-deployer-fetch",  # never joins: assign only
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        })
+        self.c = Consumer(conf)
+        self.timeout_s = timeout_s
+
+    def close(self):
+        self.c.close()
+
+    def read(self, topic, partition, first, stop, want):
+        """Records of topic/partition from offset first (inclusive) to stop
+        (exclusive), until want(msg) says done. Yields messages."""
+        self.c.assign([TopicPartition(topic, partition, first)])
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while time.monotonic() < deadline:
+                m = self.c.poll(0.5)
+                if m is None:
+                    continue
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        return
+                    raise Refused("fetch %s[%d]: %s" % (topic, partition, m.error()))
+                if stop is not None and m.offset() >= stop:
+                    return
+                yield m
+                if want(m):
+                    return
+            raise Refused("fetch %s[%d] from %d: timed out" % (topic, partition, first))
+        finally:
+            self.c.unassign()
+
+
+def sha256(b):
+    return hashlib.sha256(b).digest()
+
+
+def fetch_checkpoint(fetcher, ev):
+    """Returns (manifest, checkpoint bytes), every hash verified."""
+    m = ev["model"]
+    name, version = m["name"], m["challenger_version"]
+    topic, part, moff = m["checkpoint_topic"], m["checkpoint_partition"], m["manifest_offset"]
+    if None in (version, part, moff, m["checkpoint_sha256"]):
+        raise Refused("PASS event without checkpoint coordinates")
+
+    # The manifest, at the offset the trigger event announced.
+    got = list(fetcher.read(topic, part, moff, moff + 1, lambda _m: True))
+    if not got or got[0].offset() != moff:
+        raise Refused("no committed record at %s[%d]@%d (retention, or an "
+                      "aborted publication)" % (topic, part, moff))
+    rec = got[0]
+    if (rec.key() or b"").decode("utf-8", "replace") != name:
+        raise Refused("record at the manifest offset is keyed %r, not %r"
+                      % (rec.key(), name))
+    man = learnd_pb2.CheckpointManifest()
+    man.ParseFromString(rec.value())
+    if man.model != name or man.version != version:
+        raise Refused("manifest is %s v%d, the event announced %s v%d"
+                      % (man.model, man.version, name, version))
+    if man.sha256.hex() != m["checkpoint_sha256"]:
+        raise Refused("manifest sha256 %s differs from the event's %s"
+                      % (man.sha256.hex(), m["checkpoint_sha256"]))
+    if man.chunk_count == 0 or man.first_chunk_offset < 0:
+        raise Refused("manifest names no chunks")
+    if man.first_chunk_offset >= moff:
+        raise Refused("chunks start after the manifest")
+    if man.topic and (man.topic != topic or man.partition != part):
+        raise Refused("chunks on %s[%d], not beside the manifest"
+                      % (man.topic, man.partition))
+
+    # The chunks: consecutive records keyed <model>/<version>/<index>
+    # between first_chunk_offset and the manifest.
+    prefix = "%s/%d/" % (name, version)
+    chunks = {}
+
+    def done(_m):
+        return len(chunks) == man.chunk_count
+
+    for r in fetcher.read(topic, part, man.first_chunk_offset, moff, done):
+        key = (r.key() or b"").decode("utf-8", "replace")
+        if not key.startswith(prefix):
+            continue  # another model's record between ours
+        ch = learnd_pb2.CheckpointChunk()
+        ch.ParseFromString(r.value())
+        if (ch.model != name or ch.version != version or ch.count != man.chunk_count
+                or ch.index >= man.chunk_count or key != prefix + str(ch.index)):
+            raise Refused("chunk %r at offset %d does not match the manifest"
+                          % (key, r.offset()))
+        if sha256(ch.data) != ch.sha256:
+            raise Refused("chunk %d: sha256 mismatch" % ch.index)
+        chunks[ch.index] = ch.data
+    if len(chunks) != man.chunk_count:
+        raise Refused("found %d of %d chunks" % (len(chunks), man.chunk_count))
+    blob = b"".join(chunks[i] for i in range(man.chunk_count))
+    if len(blob) != man.total_size:
+        raise Refused("checkpoint is %d bytes, manifest says %d" % (len(blob), man.total_size))
+    if sha256(blob) != man.sha256:
+        raise Refused("checkpoint sha256 does not match the manifest")
+    verify_checkpoint(blob, name, version, man)
+    return man, blob
+
+
+def verify_checkpoint(blob, name, version, man):
+    """Checks the Checkpoint message itself: its trailing self-digest, the
+    lineage and params_sha256 (SHA-256 over the tensors' data, in order)."""
+    if len(blob) < 34 or blob[-34:-32] != CKPT_SHA_TRAILER:
+        raise Refused("checkpoint does not end with its sha256 field")
+    if sha256(blob[:-34]) != blob[-32:]:
+        raise Refused("checkpoint self-digest mismatch")
+    ck = learnd_pb2.Checkpoint()
+    ck.ParseFromString(blob)
+    if ck.format_version != 1:
+        raise Refused("checkpoint format_version %d is not 1" % ck.format_version)
+    if ck.lineage.model != name or ck.lineage.version != version:
+        raise Refused("checkpoint lineage is %s v%d" % (ck.lineage.model, ck.lineage.version))
+    h = hashlib.sha256()
+    for t in ck.tensors:
+        n = 4
+        for d in t.shape:
+            n *= d
+        if len(t.data) != n:
+            raise Refused("tensor %s: %d bytes for shape %s" % (t.name, len(t.data), list(t.shape)))
+        h.update(t.data)
+    if h.digest() != ck.lineage.params_sha256:
+        raise Refused("params_sha256 mismatch")
+    if man.params_sha256 and man.params_sha256 != ck.lineage.params_sha256:
+        raise Refused("manifest params_sha256 differs from the lineage's")
+    return ck
+
+
+# ---- Deciding ------------------------------------------------------------------
+
+def handle(ev, args, state, fetcher):
+    """Acts on one trigger event. Returns the decision word."""
+    key = ev.get("idempotency_key")
+    m = ev.get("model") or {}
+    d = ev.get("decision") or {}
+    name, version = m.get("name"), m.get("challenger_version")
+    ctx = dict(trigger_id=ev.get("trigger_id"), type=ev.get("type"), model=name,
+               version=version, idempotency_key=key)
+    if not key:
+        log("warn", "skip: event without idempotency_key", **ctx)
+        return "invalid"
+    if key in state.seen:
+        log("info", "skip: duplicate", previous=state.seen[key], **ctx)
+        return "duplicate"
+    if args.model and name != args.model:
+        log("debug", "skip: another model", **ctx)
+        return "other-model"
+    if d.get("action") != "publish" or d.get("verdict") != "PASS":
+        decision = "ignored"
+        log("info", "no deploy: nothing was published", action=d.get("action"),
+            verdict=d.get("verdict"), reason=d.get("reason"), **ctx)
+    else:
+        cur = state.deployed.get(name, {}).get("version", 0)
+        if version is not None and version <= cur:
+            decision = "stale"
+            log("info", "no deploy: not newer than the deployed version",
+                deployed=cur, **ctx)
+        else:
+            try:
+                man, blob = fetch_checkpoint(fetcher, ev)
+            except Refused as e:
+                log("error", "refused", why=str(e), **ctx)
+                # Not remembered: a later run with --from-beginning retries it.
+                return "refused"
+            mdir = os.path.join(args.models_dir, name)
+            os.makedirs(mdir, exist_ok=True)
+            fname = "%d.ckpt" % version
+            write_atomic(os.path.join(mdir, fname), blob)
+            symlink_atomic(fname, os.path.join(mdir, "current"))
+            state.deployed[name] = {"version": version, "sha256": man.sha256.hex()}
+            decision = "deployed"
+            log("notice", "deployed", sha256=man.sha256.hex(), bytes=len(blob),
+                chunks=man.chunk_count, path=os.path.join(mdir, fname), **ctx)
+    state.seen[key] = decision
+    state.save()
+    return decision
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="Deploy the checkpoints learnd announces on its trigger topic.")
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    p.add_argument("--models-dir", required=True, help="where models are written")
+    p.add_argument("--topic", default="learnd.triggers", help="trigger topic")
+    p.add_argument("--group", default="learnd-deployer", help="consumer group")
+    p.add_argument("--model", help="deploy this model only")
+    p.add_argument("--once", action="store_true",
+                   help="exit once the topic is read to its end (exit 1 if an "
+                        "event was refused)")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="ignore the group's committed offsets")
+    p.add_argument("--fetch-timeout", type=float, default=60.0,
+                   help="seconds to fetch one checkpoint")
+    p.add_argument("-X", dest="props", action="append", default=[],
+                   metavar="KEY=VALUE", help="extra librdkafka property")
+    args = p.parse_args(argv)
+    kafka = {"bootstrap.servers": args.bootstrap}
+    for kv in args.props:
+        if "=" not in kv:
+            p.error("-X needs KEY=VALUE")
+        k, v = kv.split("=", 1)
+        kafka[k] = v
+    args.kafka = kafka
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.models_dir, exist_ok=True)
+    state = State(args.models_dir)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+
+    conf = dict(args.kafka)
+    conf.update({
+        "group.id": args.group,
+        "enable.auto.commit": False,      # commit after acting, below
+        "isolation.level": "read_committed",  # never act on an aborted publish
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+    })
+    consumer = Consumer(conf)
+    fetcher = Fetcher(args.kafka, args.fetch_timeout)
+    assigned, at_eof = set(), set()
+
+    def on_assign(c, parts):
+        if args.from_beginning:
+            for tp in parts:
+                tp.offset = OFFSET_BEGINNING
+        assigned.update((tp.topic, tp.partition) for tp in parts)
+        c.assign(parts)
+
+    def on_revoke(c, parts):
+        for tp in parts:
+            assigned.discard((tp.topic, tp.partition))
+            at_eof.discard((tp.topic, tp.partition))
+
+    consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke)
+    log("info", "started", topic=args.topic, group=args.group,
+        models_dir=args.models_dir)
+    counts = {}
+    code = 0
+    try:
+        while not stop:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    at_eof.add((msg.topic(), msg.partition()))
+                    if args.once and assigned and at_eof >= assigned:
+                        break
+                    continue
+                if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise KafkaException(err)
+                log("warn", "consumer error", err=str(err))
+                continue
+            at_eof.discard((msg.topic(), msg.partition()))
+            try:
+                ev = decode_trigger(msg.value())
+            except Exception as e:  # undecodable: log it, never wedge on it
+                log("error", "skip: undecodable trigger event", offset=msg.offset(),
+                    partition=msg.partition(), err=str(e))
+                decision = "undecodable"
+            else:
+                decision = handle(ev, args, state, fetcher)
+            counts[decision] = counts.get(decision, 0) + 1
+            if decision == "refused":
+                code = 1
+            # At-least-once on the topic, exactly-once in effect through the
+            # idempotency keys in the state file.
+            consumer.commit(message=msg, asynchronous=False)
+    except KafkaException as e:
+        log("error", "kafka error: exiting", err=str(e))
+        code = 1
+    finally:
+        consumer.close()
+        fetcher.close()
+    log("info", "stopped", **{k: v for k, v in sorted(counts.items())})
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
