@@ -9,6 +9,7 @@
 
 #include "daemon/metrics.h"
 #include "daemon/signals.h"
+#include "daemon/state.h"
 #include "daemon/version.h"
 #include "pipeline/pipeline.h"
 
@@ -51,6 +52,11 @@ typedef struct run {
     outgoing_t *out;
     size_t nout, capout;
     int64_t start_ms;
+    /* exactly-once resume state (DESIGN §6) */
+    int stateful; /* transactions on: write and restore resume state */
+    uint64_t commit_seq, first_commit_seq;
+    uint64_t progress_at_commit;
+    char assigned[4096]; /* partitions the joiner holds */
 } run_t;
 
 /* ---- Stage callbacks ---------------------------------------------------- */
@@ -58,21 +64,36 @@ typedef struct run {
 static void on_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
 {
     run_t *r = opaque;
+    const char *events = r->conf->pipeline.events_topic;
+    /* Partition p of both topics joins together; act on the events
+     * topic's entry, then start both topics where the joiner's resume state
+     * says (the oldest record still needed), or at the group's offset. */
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
-        /* Partition p of both topics joins together; act on the events
-         * topic's entry only. */
-        if (strcmp(tp->topic, r->conf->pipeline.events_topic) != 0)
+        if (strcmp(tp->topic, events) != 0)
             continue;
         ld_err_t err = ld_joiner_assign(r->joiner, tp->partition);
-        if (err)
+        if (err) {
             ld_log(LD_LOG_ERR, MOD,
                    "msg=\"cannot assign partition to the joiner\" "
                    "partition=%d err=\"%s\"",
                    (int)tp->partition, ld_err_str(err));
-        else
-            ld_log(LD_LOG_INFO, MOD, "msg=\"partition assigned\" partition=%d",
-                   (int)tp->partition);
+            continue;
+        }
+        if (tp->partition < (int32_t)sizeof(r->assigned))
+            r->assigned[tp->partition] = 1;
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int64_t eo = -1, lo = -1;
+        if (ld_joiner_resume_offsets(r->joiner, tp->partition, &eo, &lo))
+            continue;
+        int64_t off = strcmp(tp->topic, events) == 0 ? eo : lo;
+        if (off >= 0)
+            tp->offset = off;
+        ld_log(LD_LOG_INFO, MOD,
+               "msg=\"partition assigned\" topic=%s partition=%d start=%lld",
+               tp->topic, (int)tp->partition, (long long)off);
     }
 }
 
@@ -84,6 +105,8 @@ static void on_revoked(void *opaque,
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
         if (strcmp(tp->topic, r->conf->pipeline.events_topic) != 0)
             continue;
+        if (tp->partition < (int32_t)sizeof(r->assigned))
+            r->assigned[tp->partition] = 0;
         if (ld_joiner_revoke(r->joiner, tp->partition) == LD_OK)
             ld_log(LD_LOG_INFO, MOD,
                    "msg=\"partition revoked\" partition=%d lost=%d",
@@ -96,17 +119,10 @@ static void on_revoked(void *opaque,
 static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
 {
     run_t *r = opaque;
-    for (size_t i = 0; i < n; i++) {
-        ld_trigger_obs_t obs = {.x = NULL,
-                                .label = s[i].label,
-                                .weight = s[i].weight,
-                                .sample_type = s[i].sample_type,
-                                .event_time_ms = s[i].event_time_ms,
-                                .p_challenger = s[i].pred,
-                                .p_champion = s[i].champion};
-        if (ld_triggers_observe_obs(r->trig, &obs) != LD_OK)
+    for (size_t i = 0; i < n; i++)
+        if (ld_triggers_observe(r->trig, s[i].ex, s[i].pred, s[i].champion) !=
+            LD_OK)
             ld_log(LD_LOG_WARN, MOD, "msg=\"trigger observe failed\"");
-    }
     if (r->hooks.scored)
         r->hooks.scored(r->hooks.opaque, s, n);
 }
@@ -190,7 +206,9 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
                            .version = o->version,
                            .parent_version = r->version,
                            .created_at_ms = ld_now_wall_ms(),
-                           .trigger_id = ld_trigger_decision_id(o->decision),
+                           .trigger_id =
+                               o->decision ? ld_trigger_decision_id(o->decision)
+                                           : "until-caught-up",
                            .learnd_version = LD_VERSION,
                            .hash_function = "murmur3_32",
                            .hash_seed = (uint32_t)r->conf->pipeline.hash_seed,
@@ -282,6 +300,8 @@ static ld_err_t send_outgoing(run_t *r)
             pub.manifest_offset = moff;
             pub.path = path[0] ? path : NULL;
         }
+        if (!o->decision)
+            continue; /* the final checkpoint of --until-caught-up */
         uint8_t *buf = NULL;
         size_t len = 0;
         err = ld_trigger_event_encode(o->decision, o->snap ? &pub : NULL,
@@ -310,14 +330,425 @@ static ld_err_t send_outgoing(run_t *r)
     return err;
 }
 
+/* ---- Resume state ------------------------------------------------------ */
+
+/* A growable byte buffer for the joiner's resume records: each record is
+ * prefixed by its 4-byte little-endian length. */
+typedef struct bytes {
+    uint8_t *p;
+    size_t len, cap;
+} bytes_t;
+
+static int bytes_add(bytes_t *b, const uint8_t *p, size_t n)
+{
+    if (b->len + n + 4 > b->cap) {
+        size_t cap = (b->len + n + 4) * 2;
+        uint8_t *g = realloc(b->p, cap);
+        if (!g)
+            return -1;
+        b->p = g;
+        b->cap = cap;
+    }
+    for (int i = 0; i < 4; i++)
+        b->p[b->len++] = (uint8_t)(n >> (8 * i));
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* Appends n raw bytes (no length prefix). */
+static int bytes_raw(bytes_t *b, const void *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = (b->len + n) * 2 + 64;
+        uint8_t *g = realloc(b->p, cap);
+        if (!g)
+            return -1;
+        b->p = g;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static int put_u(bytes_t *b, uint64_t v, int n)
+{
+    uint8_t le[8];
+    for (int i = 0; i < n; i++)
+        le[i] = (uint8_t)(v >> (8 * i));
+    return bytes_raw(b, le, (size_t)n);
+}
+
+static int put_f(bytes_t *b, float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return put_u(b, u, 4);
+}
+
+/* A bounds-checked little-endian reader. */
+typedef struct reader {
+    const uint8_t *p;
+    size_t left;
+    int bad;
+} reader_t;
+
+static uint64_t get_u(reader_t *rd, int n)
+{
+    if (rd->bad || rd->left < (size_t)n) {
+        rd->bad = 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)rd->p[i] << (8 * i);
+    rd->p += n;
+    rd->left -= (size_t)n;
+    return v;
+}
+
+static float get_f(reader_t *rd)
+{
+    uint32_t u = (uint32_t)get_u(rd, 4);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ResumeHeader.trainer_state: "LDRS", format 1, the daemon's counters
+ * (version, published, parent_counts) and the trainer's queued examples,
+ * little-endian. */
+static ld_err_t run_state_encode(const run_t *r, bytes_t *b)
+{
+    int bad = bytes_raw(b, "LDRS", 4) || put_u(b, 1, 4) ||
+              put_u(b, r->version, 8) || put_u(b, r->published, 8);
+    for (int i = 0; i < LD_SAMPLE__COUNT; i++)
+        bad = bad || put_u(b, r->parent_counts[i], 8);
+    size_t n = ld_trainer_queued(r->trainer);
+    bad = bad || put_u(b, n, 4);
+    for (size_t i = 0; i < n && !bad; i++) {
+        ld_example_t ex;
+        if (ld_trainer_queued_get(r->trainer, i, &ex))
+            return LD_ERR_INVAL;
+        size_t idl = ex.event_id ? strlen(ex.event_id) : 0;
+        bad = put_u(b, (uint64_t)ex.event_time_ms, 8) ||
+              put_u(b, (uint64_t)ex.label_time_ms, 8) ||
+              put_u(b, (uint64_t)ex.offset, 8) ||
+              put_u(b, (uint32_t)ex.partition, 4) || put_f(b, ex.label) ||
+              put_f(b, ex.weight) || put_u(b, ex.sample_type, 1) ||
+              put_u(b, ex.event_id ? idl + 1 : 0, 2) ||
+              bytes_raw(b, ex.event_id ? ex.event_id : "", idl) ||
+              put_u(b, ex.x.nnz, 4);
+        for (uint32_t k = 0; k < ex.x.nnz && !bad; k++)
+            bad = put_u(b, ex.x.idx[k], 4) || put_f(b, ex.x.val[k]);
+        bad = bad || put_u(b, ex.x.ndense, 4);
+        for (uint32_t k = 0; k < ex.x.ndense && !bad; k++)
+            bad = put_f(b, ex.x.dense[k]);
+    }
+    return bad ? LD_ERR_NOMEM : LD_OK;
+}
+
+/* Restores the counters and re-queues the examples into the trainer (which
+ * was just restored, so its queue is empty). */
+static ld_err_t run_state_decode(run_t *r, const uint8_t *p, size_t len)
+{
+    reader_t rd = {p, len, 0};
+    if (len < 8 || memcmp(p, "LDRS", 4))
+        return LD_ERR_CORRUPT;
+    rd.p += 4;
+    rd.left -= 4;
+    if (get_u(&rd, 4) != 1)
+        return LD_ERR_CORRUPT;
+    r->version = get_u(&rd, 8);
+    r->published = get_u(&rd, 8);
+    for (int i = 0; i < LD_SAMPLE__COUNT; i++)
+        r->parent_counts[i] = get_u(&rd, 8);
+    uint64_t n = get_u(&rd, 4);
+    uint32_t *idx = NULL;
+    float *val = NULL, *dense = NULL;
+    char *eid = NULL;
+    ld_err_t err = LD_OK;
+    for (uint64_t i = 0; i < n && !rd.bad && !err; i++) {
+        ld_example_t ex = {0};
+        ex.event_time_ms = (int64_t)get_u(&rd, 8);
+        ex.label_time_ms = (int64_t)get_u(&rd, 8);
+        ex.offset = (int64_t)get_u(&rd, 8);
+        ex.partition = (int32_t)get_u(&rd, 4);
+        ex.label = get_f(&rd);
+        ex.weight = get_f(&rd);
+        ex.sample_type = (ld_sample_type_t)get_u(&rd, 1);
+        size_t idl = (size_t)get_u(&rd, 2);
+        if (idl > rd.left || (idl && rd.p[idl - 1] != '\0')) {
+            rd.bad = 1;
+            break;
+        }
+        char *e = realloc(eid, idl + 1);
+        if (!e) {
+            err = LD_ERR_NOMEM;
+            break;
+        }
+        eid = e;
+        memcpy(eid, rd.p, idl);
+        eid[idl] = '\0';
+        rd.p += idl;
+        rd.left -= idl;
+        ex.event_id = idl ? eid : NULL;
+        uint64_t nnz = get_u(&rd, 4);
+        if (nnz > rd.left / 8) {
+            rd.bad = 1;
+            break;
+        }
+        uint32_t *ni = realloc(idx, (nnz + 1) * sizeof(*idx));
+        float *nv = ni ? realloc(val, (nnz + 1) * sizeof(*val)) : NULL;
+        if (ni)
+            idx = ni;
+        if (nv)
+            val = nv;
+        if (!ni || !nv) {
+            err = LD_ERR_NOMEM;
+            break;
+        }
+        for (uint64_t k = 0; k < nnz; k++) {
+            idx[k] = (uint32_t)get_u(&rd, 4);
+            val[k] = get_f(&rd);
+        }
+        uint64_t nd = get_u(&rd, 4);
+        if (nd > rd.left / 4) {
+            rd.bad = 1;
+            break;
+        }
+        float *nd2 = realloc(dense, (nd + 1) * sizeof(*dense));
+        if (!nd2) {
+            err = LD_ERR_NOMEM;
+            break;
+        }
+        dense = nd2;
+        for (uint64_t k = 0; k < nd; k++)
+            dense[k] = get_f(&rd);
+        ex.x = (ld_features_t){idx, val, dense, (uint32_t)nnz, (uint32_t)nd};
+        if (!rd.bad)
+            err = ld_trainer_add(r->trainer, &ex);
+    }
+    free(idx);
+    free(val);
+    free(dense);
+    free(eid);
+    if (!err && (rd.bad || rd.left))
+        err = LD_ERR_CORRUPT;
+    return err;
+}
+
+/* Writes the resume state of this commit point into the open transaction:
+ * the trainer as a checkpoint (in blocks), the joiner's per-partition
+ * resume records, the triggers' state and the daemon's counters. */
+static ld_err_t save_state(run_t *r)
+{
+    ld_err_t err = LD_ERR_NOMEM;
+    bytes_t lab = {0};
+    uint8_t *trig = NULL;
+    size_t trig_len = 0;
+    ld_buf_t ckpt = {0};
+    ld_snapshot_t *snap = NULL;
+    bytes_t runst = {0};
+    Learnd__V1__PartitionPosition *pos = NULL, **ppos = NULL;
+    rd_kafka_topic_partition_list_t *next = ld_pipeline_position(r->pipe);
+    if (!next)
+        goto out;
+    for (size_t p = 0; p < sizeof(r->assigned); p++) {
+        if (!r->assigned[p])
+            continue;
+        uint8_t *rec = NULL;
+        size_t len = 0;
+        if ((err = ld_joiner_resume_encode(r->joiner, (int32_t)p, &rec, &len)))
+            goto out;
+        int bad = bytes_add(&lab, rec, len);
+        free(rec);
+        if (bad) {
+            err = LD_ERR_NOMEM;
+            goto out;
+        }
+    }
+    if ((err = ld_triggers_save(r->trig, &trig, &trig_len)))
+        goto out;
+    err = LD_ERR_NOMEM;
+    if (!(snap = ld_trainer_snapshot(r->trainer)))
+        goto out;
+    ld_ckpt_meta_t meta = {.model = r->tconf.name,
+                           .version = r->version,
+                           .parent_version = r->version,
+                           .created_at_ms = ld_now_wall_ms(),
+                           .learnd_version = LD_VERSION,
+                           .hash_function = "murmur3_32",
+                           .hash_seed = (uint32_t)r->conf->pipeline.hash_seed,
+                           .parent_counts = r->parent_counts};
+    if ((err = ld_ckpt_encode(snap, &meta, &ckpt)))
+        goto out;
+    if ((err = run_state_encode(r, &runst)))
+        goto out;
+    err = LD_ERR_NOMEM;
+
+    size_t npos = (size_t)next->cnt;
+    pos = calloc(npos ? npos : 1, sizeof(*pos));
+    ppos = calloc(npos ? npos : 1, sizeof(*ppos));
+    if (!pos || !ppos)
+        goto out;
+    for (size_t i = 0; i < npos; i++) {
+        const rd_kafka_topic_partition_t *tp = &next->elems[i];
+        int64_t eo = -1, lo = -1;
+        if (ld_joiner_resume_offsets(r->joiner, tp->partition, &eo, &lo))
+            eo = lo = -1;
+        learnd__v1__partition_position__init(&pos[i]);
+        pos[i].topic = tp->topic;
+        pos[i].partition = tp->partition;
+        pos[i].next_offset = tp->offset;
+        pos[i].reread_from =
+            strcmp(tp->topic, r->conf->pipeline.events_topic) == 0 ? eo : lo;
+        ppos[i] = &pos[i];
+    }
+    Learnd__V1__ResumeHeader h = LEARND__V1__RESUME_HEADER__INIT;
+    h.format_version = 1;
+    h.model = r->tconf.name;
+    h.commit_seq = ++r->commit_seq;
+    if (!r->first_commit_seq)
+        r->first_commit_seq = h.commit_seq;
+    h.first_commit_seq = r->first_commit_seq;
+    h.committed_at_ms = ld_now_wall_ms();
+    h.n_positions = npos;
+    h.positions = ppos;
+    h.champion_version = r->version;
+    h.labeling_state = (ProtobufCBinaryData){lab.len, lab.p};
+    h.triggers_state = (ProtobufCBinaryData){trig_len, trig};
+    h.trainer_state = (ProtobufCBinaryData){runst.len, runst.p};
+    err = ld_state_write(ld_pipeline_producer(r->pipe),
+                         r->conf->daemon.state_topic, &h, ckpt.data, ckpt.len,
+                         (size_t)r->conf->checkpoint.chunk_size);
+out:
+    if (next)
+        rd_kafka_topic_partition_list_destroy(next);
+    free(pos);
+    free(ppos);
+    free(ckpt.data);
+    ld_snapshot_destroy(snap);
+    free(trig);
+    free(lab.p);
+    if (err)
+        ld_log(LD_LOG_ERR, MOD,
+               "msg=\"cannot write the resume state\" "
+               "err=\"%s\"",
+               ld_err_str(err));
+    return err;
+}
+
+/* Restores the newest committed resume state, if there is one: the daemon
+ * then continues exactly where that commit left off. */
+static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
+{
+    ld_resume_t *rs = NULL;
+    ld_err_t err = ld_state_load(&r->conf->kafka, r->conf->daemon.state_topic,
+                                 r->tconf.name, 60000, &rs, errstr, size);
+    if (err || !rs)
+        return err;
+    const Learnd__V1__ResumeHeader *h = rs->header;
+    ld_ckpt_t *ck = NULL;
+    ld_snapshot_t *snap = NULL;
+    if ((err = ld_ckpt_decode(rs->ckpt, rs->ckpt_len, &ck, errstr, size)))
+        goto out;
+    err = LD_ERR_NOMEM;
+    if (!(snap = ld_ckpt_snapshot(ck)))
+        goto out;
+    if ((err = ld_trainer_restore(r->trainer, snap, errstr, size)))
+        goto out;
+    if ((err = run_state_decode(r, h->trainer_state.data,
+                                h->trainer_state.len))) {
+        snprintf(errstr, size,
+                 "resume state: daemon counters or queued "
+                 "examples refused (%s)",
+                 ld_err_str(err));
+        goto out;
+    }
+    if (h->triggers_state.len &&
+        (err = ld_triggers_load(r->trig, h->triggers_state.data,
+                                h->triggers_state.len))) {
+        snprintf(errstr, size, "resume state: triggers state refused (%s)",
+                 ld_err_str(err));
+        goto out;
+    }
+    const uint8_t *p = h->labeling_state.data;
+    size_t left = h->labeling_state.len;
+    while (left) {
+        size_t n = 0;
+        if (left >= 4)
+            n = (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 |
+                (size_t)p[3] << 24;
+        if (left < 4 || n > left - 4 ||
+            (err = ld_joiner_resume_load(r->joiner, p + 4, n))) {
+            snprintf(errstr, size, "resume state: joiner record refused");
+            err = LD_ERR_CORRUPT;
+            goto out;
+        }
+        p += 4 + n;
+        left -= 4 + n;
+    }
+    /* The champion scores every example next to the model: without it the
+     * triggers would decide differently than before the restart. */
+    if (r->version) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s/%llu.ckpt", r->conf->checkpoint.dir,
+                 r->tconf.name, (unsigned long long)r->version);
+        ld_ckpt_t *champ = NULL;
+        char why[512];
+        if (ld_ckpt_read_file(path, &champ, why, sizeof(why)) ||
+            ld_ckpt_champion_set(r->trainer, champ, why, sizeof(why))) {
+            ld_log(LD_LOG_WARN, MOD,
+                   "msg=\"champion checkpoint unavailable: shadow scores "
+                   "restart empty\" path=%s err=\"%s\"",
+                   path, why);
+        }
+        ld_ckpt_destroy(champ);
+    }
+    r->commit_seq = h->commit_seq;
+    ld_log(LD_LOG_NOTICE, MOD,
+           "msg=\"resumed from committed state\" model=%s commit_seq=%llu "
+           "champion_version=%llu",
+           r->tconf.name, (unsigned long long)h->commit_seq,
+           (unsigned long long)r->version);
+    err = LD_OK;
+out:
+    ld_snapshot_destroy(snap);
+    ld_ckpt_destroy(ck);
+    ld_resume_destroy(rs);
+    return err;
+}
+
 /* A commit point: outputs and input offsets in one transaction. */
+/* Input records taken so far, good or dead-lettered. */
+static uint64_t progress_count(const run_t *r)
+{
+    ld_pipeline_stats_t ps;
+    ld_pipeline_stats(r->pipe, &ps);
+    uint64_t n = ps.records[0] + ps.records[1];
+    for (int k = 0; k < 2; k++)
+        for (int why = 0; why < LD_REASON__COUNT; why++)
+            n += ps.dlq[k][why];
+    return n;
+}
+
 static ld_err_t commit_point(run_t *r)
 {
+    /* Nothing new since the last commit point: nothing to commit. */
+    uint64_t progress = progress_count(r);
+    if (progress == r->progress_at_commit && r->nout == 0 && r->commit_seq)
+        return LD_OK;
     ld_err_t err = ld_pipeline_txn_begin(r->pipe);
     if (!err)
         err = send_outgoing(r);
+    if (!err && r->stateful)
+        err = save_state(r);
     if (!err)
         err = ld_pipeline_txn_commit(r->pipe, NULL, 60000);
+    if (!err)
+        r->progress_at_commit = progress;
     if (err == LD_ERR_FENCED) {
         ld_log(LD_LOG_CRIT, MOD,
                "msg=\"another instance took over transactional.id: "
@@ -551,6 +982,10 @@ static int setup(run_t *r, char *errstr, size_t size)
                               size);
     if (!r->trig)
         return LD_EXIT_USAGE;
+    r->stateful = r->txn_id[0] != '\0';
+    if (r->stateful && !r->opts->from_scratch &&
+        restore_state(r, errstr, size) != LD_OK)
+        return LD_EXIT_RUNTIME;
     ld_pipeline_cbs_t cbs = {r, on_assigned, on_revoked};
     r->pipe = ld_pipeline_new(&r->pconf, &conf->kafka, r->txn_id, &cbs, 30000,
                               errstr, size);
@@ -572,6 +1007,23 @@ static void teardown(run_t *r)
     ld_trainer_destroy(r->trainer);
     ld_http_stop(r->http);
     ld_metrics_destroy(r->reg);
+}
+
+/* The input that existed at start-up is read: train what is queued and
+ * publish the model as a new version (for backfills and replays; the end
+ * of the input is a point in the stream, so this is deterministic). */
+static void final_checkpoint(run_t *r)
+{
+    ld_snapshot_t *snap = NULL;
+    if (ld_trainer_flush(r->trainer) != LD_OK ||
+        !(snap = ld_trainer_snapshot(r->trainer)) ||
+        queue_outgoing(r, NULL, snap, r->version + 1)) {
+        ld_snapshot_destroy(snap);
+        ld_log(LD_LOG_ERR, MOD, "msg=\"cannot take the final checkpoint\"");
+        r->exit_code = LD_EXIT_RUNTIME;
+        return;
+    }
+    take_decisions(r);
 }
 
 /* ---- The loop ----------------------------------------------------------- */
@@ -681,6 +1133,9 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     if (r.hooks.consumed)
         r.hooks.consumed(r.hooks.opaque, r.consumed);
     ld_metrics_set_ready(r.reg, 0);
+    if (!r.exit_code && opts->until_caught_up &&
+        ld_pipeline_caught_up(r.pipe) && !ld_signals_stop_requested())
+        final_checkpoint(&r);
     if (!r.exit_code) {
         /* A clean stop ends with a commit point. */
         if (commit_point(&r) != LD_OK && !r.exit_code)

@@ -30,7 +30,8 @@ struct ld_pipeline {
     ld_pipeline_cbs_t cbs;
     positions_t pos[2];
     positions_t eof[2]; /* 1 once a partition reached its end since assigned */
-    uint64_t eofs;      /* end-of-partition events seen, to spot news */
+    positions_t floor[2]; /* the group's committed offset at assignment */
+    uint64_t eofs;        /* end-of-partition events seen, to spot news */
     uint64_t eofs_checked;
     int caught_up;
     rd_kafka_message_t *last; /* backs the record last returned */
@@ -101,6 +102,20 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         p->caught_up = 0;
         p->eofs++;
+        /* Records below the group's committed offset were decided by a
+         * committed transaction: re-read on resume, they must not be
+         * dead-lettered again. */
+        rd_kafka_topic_partition_list_t *c =
+            rd_kafka_topic_partition_list_copy(parts);
+        if (c && rd_kafka_committed(rk, c, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            for (int i = 0; i < c->cnt; i++) {
+                int k = kind_of(p, c->elems[i].topic);
+                if (k >= 0)
+                    pos_set(&p->floor[k], c->elems[i].partition,
+                            c->elems[i].offset);
+            }
+        if (c)
+            rd_kafka_topic_partition_list_destroy(c);
         if (p->cbs.assigned)
             p->cbs.assigned(p->cbs.opaque, parts);
         ld_log(LD_LOG_INFO, MOD, "msg=\"partitions assigned\" count=%d",
@@ -470,6 +485,11 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
             rd_kafka_message_destroy(m);
             return LD_ERR_NOMEM;
         }
+        if (why && m->partition < p->floor[kind].n &&
+            m->offset < p->floor[kind].next[m->partition]) {
+            rd_kafka_message_destroy(m); /* dead-lettered before */
+            continue;
+        }
         if (why) {
             ld_err_t err =
                 dead_letter(p, m, kind, why, ld_decoder_error(p->dec[kind]));
@@ -751,6 +771,7 @@ void ld_pipeline_destroy(ld_pipeline_t *p)
         free(p->topic[k]);
         free(p->pos[k].next);
         free(p->eof[k].next);
+        free(p->floor[k].next);
     }
     free(p->dlq_topic);
     free(p);

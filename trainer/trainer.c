@@ -1057,20 +1057,8 @@ static void link_and_score(int model, uint32_t k, float *z, float y, score_t *o)
 static const ld_example_t *example_view(ld_trainer_t *t, size_t i, size_t slot)
 {
     ld_example_t *e = &t->b_ex[slot];
-    uint32_t f0 = t->b_off[i];
-    e->x.idx = t->b_idx + f0;
-    e->x.val = t->b_val + f0;
-    e->x.nnz = t->b_off[i + 1] - f0;
-    e->x.dense = t->b_x + i * t->d1;
-    e->x.ndense = t->d1 - 1;
-    e->label = t->b_y[i];
-    e->weight = t->b_w[i];
-    e->sample_type = (ld_sample_type_t)t->b_type[i];
-    e->event_time_ms = t->b_time[i];
-    e->label_time_ms = t->b_ltime[i];
-    e->partition = t->b_part[i];
-    e->offset = t->b_srcoff[i];
-    e->event_id = t->b_eid[i] == NO_EID ? NULL : t->eid + t->b_eid[i];
+    ld_err_t err = ld_trainer_queued_get(t, i, e);
+    (void)err; /* i < bn: cannot fail */
     return e;
 }
 
@@ -1318,5 +1306,32 @@ ld_err_t ld_trainer_predict(const ld_trainer_t *t, const ld_features_t *x,
     }
     score_t o;
     link_and_score(t->spec.model, k, out, 0.0f, &o);
+    return LD_OK;
+}
+
+size_t ld_trainer_queued(const ld_trainer_t *t)
+{
+    return t->bn;
+}
+
+ld_err_t ld_trainer_queued_get(const ld_trainer_t *t, size_t i,
+                               ld_example_t *out)
+{
+    if (i >= t->bn)
+        return LD_ERR_INVAL;
+    uint32_t f0 = t->b_off[i];
+    out->x.idx = t->b_idx + f0;
+    out->x.val = t->b_val + f0;
+    out->x.nnz = t->b_off[i + 1] - f0;
+    out->x.dense = t->b_x + i * t->d1;
+    out->x.ndense = t->d1 - 1;
+    out->label = t->b_y[i];
+    out->weight = t->b_w[i];
+    out->sample_type = (ld_sample_type_t)t->b_type[i];
+    out->event_time_ms = t->b_time[i];
+    out->label_time_ms = t->b_ltime[i];
+    out->partition = t->b_part[i];
+    out->offset = t->b_srcoff[i];
+    out->event_id = t->b_eid[i] == NO_EID ? NULL : t->eid + t->b_eid[i];
     return LD_OK;
 }
