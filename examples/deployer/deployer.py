@@ -121,6 +121,7 @@ def write_atomic(path, data):
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600: scorers must read it
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
