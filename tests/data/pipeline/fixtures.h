@@ -156,7 +156,8 @@ static inline ld_pipeline_conf_t *fx_conf_new(const char *fmt)
         fx_set(c, "schema_ids",
                "1=" LD_SOURCE_DIR "/schemas/event.avsc,2=" LD_SOURCE_DIR
                "/schemas/label.avsc") ||
-        fx_set(c, "key_field", "event_id") || fx_set(c, "hash_seed", "42") || fx_set(c, "dense_fields", dense) ||
+        fx_set(c, "key_field", "event_id") || fx_set(c, "hash_seed", "42") ||
+        fx_set(c, "dense_fields", dense) ||
         fx_set(c, "hash_fields",
                "country,ad_id,device,ctx:publisher,ctx:tags,"
                "user:user_segment") ||
