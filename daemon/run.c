@@ -54,6 +54,9 @@ typedef struct run {
     int64_t start_ms;
     /* exactly-once resume state (DESIGN §6) */
     int stateful; /* transactions on: write and restore resume state */
+    int audit;    /* labeling.output_topic is set */
+    uint8_t *audit_buf;
+    size_t audit_cap;
     uint64_t commit_seq, first_commit_seq;
     uint64_t progress_at_commit;
     char assigned[4096]; /* partitions the joiner holds */
@@ -438,7 +441,8 @@ static ld_err_t run_state_encode(const run_t *r, bytes_t *b)
               put_u(b, (uint32_t)ex.partition, 4) || put_f(b, ex.label) ||
               put_f(b, ex.weight) || put_u(b, ex.sample_type, 1) ||
               put_u(b, ex.event_id ? idl + 1 : 0, 2) ||
-              bytes_raw(b, ex.event_id ? ex.event_id : "", idl) ||
+              bytes_raw(b, ex.event_id ? ex.event_id : "",
+                        ex.event_id ? idl + 1 : 0) ||
               put_u(b, ex.x.nnz, 4);
         for (uint32_t k = 0; k < ex.x.nnz && !bad; k++)
             bad = put_u(b, ex.x.idx[k], 4) || put_f(b, ex.x.val[k]);
@@ -751,13 +755,23 @@ static ld_err_t commit_point(run_t *r)
         r->progress_at_commit = progress;
     if (err == LD_ERR_FENCED) {
         ld_log(LD_LOG_CRIT, MOD,
-               "msg=\"another instance took over transactional.id: "
-               "exiting\" transactional_id=%s",
+               "msg=\"fenced: another instance took over "
+               "transactional.id / group.instance.id %s: exiting\"",
                r->txn_id);
         r->exit_code = LD_EXIT_RUNTIME;
     } else if (err) {
-        ld_log(LD_LOG_ERR, MOD, "msg=\"commit failed\" err=\"%s\"",
+        /* The stages have moved past the last commit point in memory:
+         * rewinding only the consumer would train some examples twice.
+         * Abort, and exit so that a restart restores the committed state
+         * (systemd's Restart=on-failure, or any supervisor). */
+        if (ld_pipeline_txn_abort(r->pipe, 30000) != LD_OK)
+            ld_log(LD_LOG_ERR, MOD, "msg=\"abort failed too\"");
+        ld_log(LD_LOG_CRIT, MOD,
+               "msg=\"commit point failed and was aborted: exiting so that "
+               "a restart resumes from the last committed state\" "
+               "err=\"%s\"",
                ld_err_str(err));
+        r->exit_code = LD_EXIT_RUNTIME;
     }
     ld_metrics_add(r->reg, r->fam.txn,
                    err ? "result=\"abort\"" : "result=\"commit\"", 1);
@@ -983,6 +997,7 @@ static int setup(run_t *r, char *errstr, size_t size)
     if (!r->trig)
         return LD_EXIT_USAGE;
     r->stateful = r->txn_id[0] != '\0';
+    r->audit = conf->labeling.output_topic && conf->labeling.output_topic[0];
     if (r->stateful && !r->opts->from_scratch &&
         restore_state(r, errstr, size) != LD_OK)
         return LD_EXIT_RUNTIME;
@@ -1002,6 +1017,7 @@ static void teardown(run_t *r)
         ld_trigger_decision_destroy(r->out[i].decision);
     }
     free(r->out);
+    free(r->audit_buf);
     ld_triggers_destroy(r->trig);
     ld_joiner_destroy(r->joiner);
     ld_trainer_destroy(r->trainer);
@@ -1015,15 +1031,53 @@ static void teardown(run_t *r)
 static void final_checkpoint(run_t *r)
 {
     ld_snapshot_t *snap = NULL;
-    if (ld_trainer_flush(r->trainer) != LD_OK ||
-        !(snap = ld_trainer_snapshot(r->trainer)) ||
-        queue_outgoing(r, NULL, snap, r->version + 1)) {
+    ld_err_t err = ld_trainer_flush(r->trainer);
+    take_decisions(r); /* the flushed batch may decide a publication */
+    /* After every version already decided, published or not. */
+    uint64_t version = r->version;
+    for (size_t i = 0; i < r->nout; i++)
+        if (r->out[i].snap && r->out[i].version > version)
+            version = r->out[i].version;
+    if (err || !(snap = ld_trainer_snapshot(r->trainer)) ||
+        queue_outgoing(r, NULL, snap, version + 1)) {
         ld_snapshot_destroy(snap);
         ld_log(LD_LOG_ERR, MOD, "msg=\"cannot take the final checkpoint\"");
         r->exit_code = LD_EXIT_RUNTIME;
+    }
+}
+
+/* The audit topic (labeling.output_topic): every labelled example exactly
+ * as the model trains on it, in the same transaction as everything else. */
+static void audit(run_t *r, const ld_example_t *ex)
+{
+    const ld_labeling_conf_t *lc = &r->conf->labeling;
+    size_t need;
+    for (;;) {
+        need = lc->output_format == LD_AUDIT_JSON
+                   ? ld_labeling_example_json(ex, (char *)r->audit_buf,
+                                              r->audit_cap)
+                   : ld_labeling_example_pack(
+                         ex, ld_joiner_decision_time(r->joiner),
+                         r->conf->pipeline.events_topic, r->audit_buf,
+                         r->audit_cap);
+        if (need == 0 || need < r->audit_cap)
+            break;
+        uint8_t *g = realloc(r->audit_buf, need + 1);
+        if (!g)
+            break;
+        r->audit_buf = g;
+        r->audit_cap = need + 1;
+    }
+    if (need == 0 || need >= r->audit_cap) {
+        ld_log(LD_LOG_ERR, MOD, "msg=\"cannot encode an audit record\"");
+        r->exit_code = LD_EXIT_RUNTIME; /* never lose one silently */
         return;
     }
-    take_decisions(r);
+    const char *key = ex->event_id ? ex->event_id : "";
+    if (ld_pipeline_txn_begin(r->pipe) != LD_OK ||
+        produce(r, lc->output_topic, RD_KAFKA_PARTITION_UA, key, r->audit_buf,
+                need, NULL) != LD_OK)
+        r->exit_code = LD_EXIT_RUNTIME;
 }
 
 /* ---- The loop ----------------------------------------------------------- */
@@ -1052,6 +1106,8 @@ static void process(run_t *r, const ld_record_t *rec)
     while (ld_joiner_poll(r->joiner, &ex)) {
         if (r->hooks.example)
             r->hooks.example(r->hooks.opaque, &ex);
+        if (r->audit)
+            audit(r, &ex);
         if ((err = ld_trainer_add(r->trainer, &ex)))
             ld_log(LD_LOG_WARN, "trainer",
                    "msg=\"example refused by the model\" partition=%d "
@@ -1103,10 +1159,16 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         if (err == LD_OK) {
             process(&r, &rec);
             r.consumed++;
-        } else if (err == LD_ERR_FENCED || err == LD_ERR_KAFKA) {
+        } else if (err == LD_ERR_FENCED) {
             ld_log(LD_LOG_CRIT, MOD,
-                   "msg=\"fatal Kafka error: exiting\" "
-                   "err=\"%s\"",
+                   "msg=\"fenced: another instance took over "
+                   "transactional.id / group.instance.id %s: exiting\"",
+                   r.txn_id);
+            r.exit_code = LD_EXIT_RUNTIME;
+            break;
+        } else if (err == LD_ERR_KAFKA) {
+            ld_log(LD_LOG_CRIT, MOD,
+                   "msg=\"fatal Kafka error: exiting\" err=\"%s\"",
                    ld_err_str(err));
             r.exit_code = LD_EXIT_RUNTIME;
             break;
@@ -1124,8 +1186,8 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
             next_report = now + 1000;
         }
         if (now >= next_commit) {
-            if (commit_point(&r) == LD_OK || r.exit_code)
-                next_commit = now + conf->daemon.commit_interval_ms;
+            (void)commit_point(&r); /* sets exit_code when it fails */
+            next_commit = now + conf->daemon.commit_interval_ms;
         }
         if (opts->until_caught_up && ld_pipeline_caught_up(r.pipe))
             break;

@@ -107,13 +107,24 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
          * dead-lettered again. */
         rd_kafka_topic_partition_list_t *c =
             rd_kafka_topic_partition_list_copy(parts);
-        if (c && rd_kafka_committed(rk, c, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR)
-            for (int i = 0; i < c->cnt; i++) {
-                int k = kind_of(p, c->elems[i].topic);
-                if (k >= 0)
-                    pos_set(&p->floor[k], c->elems[i].partition,
-                            c->elems[i].offset);
-            }
+        rd_kafka_resp_err_t ce =
+            c ? rd_kafka_committed(rk, c, 30000) : RD_KAFKA_RESP_ERR__NOENT;
+        for (int i = 0; c && !ce && i < c->cnt; i++) {
+            int k = kind_of(p, c->elems[i].topic);
+            if (k >= 0)
+                pos_set(&p->floor[k], c->elems[i].partition,
+                        c->elems[i].offset);
+            ld_log(LD_LOG_DEBUG, MOD,
+                   "msg=\"committed offset\" topic=%s partition=%d "
+                   "offset=%lld",
+                   c->elems[i].topic, (int)c->elems[i].partition,
+                   (long long)c->elems[i].offset);
+        }
+        if (ce)
+            ld_log(LD_LOG_ERR, MOD,
+                   "msg=\"cannot read committed offsets: records re-read "
+                   "after a restart may be dead-lettered twice\" err=\"%s\"",
+                   rd_kafka_err2str(ce));
         if (c)
             rd_kafka_topic_partition_list_destroy(c);
         if (p->cbs.assigned)
@@ -187,8 +198,8 @@ static ld_err_t set_default(rd_kafka_conf_t *c, const ld_strlist_t *kafka,
 }
 
 static rd_kafka_t *consumer_new(ld_pipeline_t *p, const ld_pipeline_conf_t *c,
-                                const ld_strlist_t *kafka, char *errstr,
-                                size_t errstr_size)
+                                const ld_strlist_t *kafka, const char *txn_id,
+                                char *errstr, size_t errstr_size)
 {
     static const char *const tuned[][2] = {
         {"fetch.wait.max.ms", "100"},
@@ -226,6 +237,14 @@ static rd_kafka_t *consumer_new(ld_pipeline_t *p, const ld_pipeline_conf_t *c,
             goto err;
     }
     if (ld_kafka_conf_set(conf, "group.id", c->group_id, errstr, errstr_size))
+        goto err;
+    /* Static membership keyed like the producer's transactional.id: a
+     * restarted instance takes its partitions back at once (no rebalance,
+     * no session timeout), and a second instance with the same id fences
+     * the first one's consumer as well as its producer. */
+    if (txn_id && *txn_id &&
+        set_default(conf, kafka, "group.instance.id", txn_id, errstr,
+                    errstr_size))
         goto err;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, p);
@@ -330,7 +349,8 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
             goto err;
         }
     }
-    if (!(p->consumer = consumer_new(p, conf, kafka, errstr, errstr_size)))
+    if (!(p->consumer = consumer_new(p, conf, kafka, transactional_id, errstr,
+                                     errstr_size)))
         goto err;
 
     /* DESIGN §2: partition p of events only ever joins partition p of
@@ -451,13 +471,18 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
             return LD_ERR_TIMEOUT;
         if (m->err) {
             char fatal[256];
-            if (rd_kafka_fatal_error(p->consumer, fatal, sizeof(fatal))) {
+            rd_kafka_resp_err_t fe =
+                rd_kafka_fatal_error(p->consumer, fatal, sizeof(fatal));
+            if (fe) {
                 ld_log(LD_LOG_CRIT, MOD,
                        "msg=\"consumer fatal error\" "
                        "err=\"%s\"",
                        fatal);
                 rd_kafka_message_destroy(m);
-                return p->fatal = LD_ERR_KAFKA;
+                /* Another member with our group.instance.id took over. */
+                return p->fatal = fe == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID
+                                      ? LD_ERR_FENCED
+                                      : LD_ERR_KAFKA;
             }
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 int k = m->rkt ? kind_of(p, rd_kafka_topic_name(m->rkt)) : -1;

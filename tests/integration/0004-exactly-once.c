@@ -114,7 +114,6 @@ static void write_config(const char *name, uint16_t port, char *path,
     fprintf(f,
             "kafka:\n"
             "  bootstrap.servers: %s\n"
-            "  group.instance.id: %s-%s\n"
             "daemon:\n"
             "  commit_interval: 200ms\n"
             "  transactional_id: %s.%s.txn\n"
@@ -142,6 +141,7 @@ static void write_config(const char *name, uint16_t port, char *path,
             "  crosses: [[country, ad_id]]\n"
             "  label_field: clicked\n"
             "labeling:\n"
+            "  output_topic: %s.%s.audit\n"
             "  window: 20s\n"
             "  max_out_of_orderness: 1s\n"
             "trainer:\n"
@@ -153,8 +153,8 @@ static void write_config(const char *name, uint16_t port, char *path,
             "triggers:\n"
             "  volume_examples: 20000\n",
             ld_test_bootstrap(), prefix, name, prefix, name, prefix, name,
-            prefix, name, prefix, name, (unsigned)port, prefix, prefix, prefix,
-            name, prefix, name, LD_SOURCE_DIR, LD_SOURCE_DIR, dense, tmpdir,
+            prefix, name, (unsigned)port, prefix, prefix, prefix, name, prefix,
+            name, LD_SOURCE_DIR, LD_SOURCE_DIR, dense, prefix, name, tmpdir,
             name);
     fclose(f);
 }
@@ -234,6 +234,9 @@ static void run(const char *name, int kills)
                 break;
             int st;
             if (waitpid(pid, &st, WNOHANG) == pid) {
+                LD_TEST_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                               "%s: incarnation %d failed (status %d)", name,
+                               i + 1, st);
                 exited = 1;
                 break;
             }
@@ -256,11 +259,13 @@ static void run(const char *name, int kills)
     LD_TEST_EQ_I64("learnd exit code", 0, code);
 }
 
-/* Records on a topic, read_committed; keys and values concatenated into
- * out for comparison of trigger events. */
+/* Records on a topic, read_committed. Also collects the idempotency keys
+ * of trigger events into keys, and an FNV-1a hash of every value in order
+ * into *hash (each may be NULL). */
 static int64_t count_topic(const char *t, int want_idempotency_keys, char *keys,
-                           size_t ksize)
+                           size_t ksize, uint64_t *hash)
 {
+    uint64_t h = 1469598103934665603u;
     rd_kafka_conf_t *conf = ld_test_conf_new();
     ld_test_conf_set(conf, "isolation.level", "read_committed");
     ld_test_conf_set(conf, "enable.partition.eof", "true");
@@ -285,6 +290,8 @@ static int64_t count_topic(const char *t, int want_idempotency_keys, char *keys,
         }
         LD_TEST_ASSERT(!m->err, "read %s: %s", t, rd_kafka_message_errstr(m));
         n++;
+        for (size_t i = 0; i < m->len; i++)
+            h = (h ^ ((const uint8_t *)m->payload)[i]) * 1099511628211u;
         if (want_idempotency_keys && keys) {
             const char *p =
                 memmem(m->payload, m->len, "\"idempotency_key\":\"", 19);
@@ -300,6 +307,8 @@ static int64_t count_topic(const char *t, int want_idempotency_keys, char *keys,
     }
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
+    if (hash)
+        *hash = h;
     return n;
 }
 
@@ -364,18 +373,36 @@ int main(void)
         char what[64];
         snprintf(what, sizeof(what), "%s.dlq", runs[i]);
         topic(t, sizeof(t), what);
-        LD_TEST_EQ_I64("dead letters", poison, count_topic(t, 0, NULL, 0));
+        int64_t dl = count_topic(t, 0, NULL, 0, NULL);
+        LD_TEST_ASSERT(dl == poison, "%s: %lld dead letters, want %d", runs[i],
+                       (long long)dl, poison);
         snprintf(what, sizeof(what), "%s.triggers", runs[i]);
         topic(t, sizeof(t), what);
-        int64_t n = count_topic(t, 1, i ? keys_b : keys_a, sizeof(keys_a));
+        int64_t n =
+            count_topic(t, 1, i ? keys_b : keys_a, sizeof(keys_a), NULL);
         /* the final checkpoint of --until-caught-up has no trigger event */
         LD_TEST_EQ_I64("trigger events", (int64_t)ver_a - 1, n);
     }
+    /* The audit topic: every labelled example once, byte for byte. */
+    int64_t audit_n[2];
+    uint64_t audit_h[2];
+    for (int i = 0; i < 2; i++) {
+        char what[64];
+        snprintf(what, sizeof(what), "%s.audit", runs[i]);
+        topic(t, sizeof(t), what);
+        audit_n[i] = count_topic(t, 0, NULL, 0, &audit_h[i]);
+    }
+    LD_TEST_ASSERT(audit_n[0] > EVENTS / 2, "audit records: %lld",
+                   (long long)audit_n[0]);
+    LD_TEST_EQ_I64("audit records", audit_n[0], audit_n[1]);
+    LD_TEST_ASSERT(audit_h[0] == audit_h[1], "audit records differ");
     LD_TEST_ASSERT(strcmp(keys_a, keys_b) == 0,
                    "trigger idempotency keys differ:\n%s---\n%s", keys_a,
                    keys_b);
-    ld_test_say("identical: version %llu, %d dead letters, trigger keys:\n%s",
-                (unsigned long long)ver_a, poison, keys_a);
+    ld_test_say("identical: version %llu, %d dead letters, %lld audit "
+                "records, trigger keys:\n%s",
+                (unsigned long long)ver_a, poison, (long long)audit_n[0],
+                keys_a);
     rd_kafka_destroy(admin);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);

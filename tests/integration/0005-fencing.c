@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A second instance with the same transactional.id fences the first, which
+ * exits non-zero with a clear message; the second finishes the work. */
+#define _GNU_SOURCE /* memmem */
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon/demo.h"
+#include "testutil.h"
+
+extern char **environ;
+
+#define EVENTS 40000
+
+static char prefix[128], tmpdir[64];
+
+static void produce_input(rd_kafka_t *rk, const char *events,
+                          const char *labels)
+{
+    ld_demo_gen_conf_t gc = {.seed = 5,
+                             .n_events = EVENTS,
+                             .drift_at = EVENTS,
+                             .start_time_ms = 1767225600000,
+                             .step_ms = 5,
+                             .label_delay_ms = 5000};
+    ld_demo_gen_t *g = ld_demo_gen_new(&gc);
+    ld_demo_record_t r;
+    while (ld_demo_gen_next(g, &r) == 1) {
+        rd_kafka_resp_err_t e;
+        while ((e = rd_kafka_producev(
+                    rk, RD_KAFKA_V_TOPIC(r.is_label ? labels : events),
+                    RD_KAFKA_V_KEY(r.key, strlen(r.key)),
+                    RD_KAFKA_V_VALUE((void *)(uintptr_t)r.value, r.len),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(rk, 100);
+        LD_TEST_ASSERT(!e, "produce: %s", rd_kafka_err2str(e));
+    }
+    ld_demo_gen_destroy(g);
+    LD_TEST_ASSERT(rd_kafka_flush(rk, 60000) == 0, "flush");
+}
+
+static pid_t spawn(const char *config, const char *log, int until_caught_up)
+{
+    char *argv[] = {LD_LEARND_BIN,
+                    "run",
+                    "-c",
+                    (char *)config,
+                    until_caught_up ? "--until-caught-up" : NULL,
+                    NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+    pid_t pid;
+    int rc = posix_spawn(&pid, LD_LEARND_BIN, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    LD_TEST_ASSERT(rc == 0, "spawn: %s", strerror(rc));
+    return pid;
+}
+
+/* True once the file at path contains text. */
+static int file_has(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, text) != NULL;
+}
+
+static int wait_exit(pid_t pid, int timeout_ms)
+{
+    int64_t deadline = ld_test_deadline(timeout_ms);
+    for (;;) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (!ld_test_remaining(deadline)) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        usleep(20000); /* a child's exit cannot be awaited with a timeout */
+    }
+}
+
+int main(void)
+{
+    ld_test_name(prefix, sizeof(prefix), "fence");
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0005-XXXXXX");
+    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    rd_kafka_t *admin = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
+    char events[256], labels[256], t[256];
+    snprintf(events, sizeof(events), "%s.events", prefix);
+    snprintf(labels, sizeof(labels), "%s.labels", prefix);
+    ld_test_create_topic(admin, events, 2, 30000);
+    ld_test_create_topic(admin, labels, 2, 30000);
+    static const char *const outs[] = {"state", "ckpt", "triggers", "dlq"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(t, sizeof(t), "%s.%s", prefix, outs[k]);
+        ld_test_create_topic(admin, t, 1, 30000);
+    }
+    produce_input(admin, events, labels);
+
+    char config[128];
+    snprintf(config, sizeof(config), "%s/learnd.yaml", tmpdir);
+    FILE *f = fopen(config, "w");
+    LD_TEST_ASSERT(f, "config");
+    fprintf(f,
+            "kafka:\n"
+            "  bootstrap.servers: %s\n"
+            "daemon:\n"
+            "  commit_interval: 200ms\n"
+            "  transactional_id: %s.txn\n"
+            "  state_topic: %s.state\n"
+            "  checkpoint_topic: %s.ckpt\n"
+            "  trigger_topic: %s.triggers\n"
+            "metrics:\n"
+            "  enabled: false\n"
+            "pipeline:\n"
+            "  events_topic: %s\n"
+            "  labels_topic: %s\n"
+            "  dlq_topic: %s.dlq\n"
+            "  group_id: %s.group\n"
+            "  event_schema: %s/schemas/event.avsc\n"
+            "  label_schema: %s/schemas/label.avsc\n"
+            "  key_field: event_id\n"
+            "  event_time_field: event_time\n"
+            "  label_time_field: label_time\n"
+            "  dense_fields: [f0, f1, f2]\n"
+            "  hash_fields: [country, ad_id]\n"
+            "  label_field: clicked\n"
+            "trainer:\n"
+            "  name: fence\n"
+            "checkpoint:\n"
+            "  dir: %s/models\n",
+            ld_test_bootstrap(), prefix, prefix, prefix, prefix, events, labels,
+            prefix, prefix, LD_SOURCE_DIR, LD_SOURCE_DIR, tmpdir);
+    fclose(f);
+
+    char log_a[128], log_b[128];
+    snprintf(log_a, sizeof(log_a), "%s/a.log", tmpdir);
+    snprintf(log_b, sizeof(log_b), "%s/b.log", tmpdir);
+    /* A runs as a service would (no --until-caught-up); once it is running
+     * B starts with the same config. */
+    pid_t a = spawn(config, log_a, 0);
+    int64_t deadline = ld_test_deadline(60000);
+    while (!file_has(log_a, "msg=\"running\"")) {
+        LD_TEST_ASSERT(ld_test_remaining(deadline), "A did not start");
+        usleep(20000); /* a log line is a file, not an event to wait on */
+    }
+    ld_test_say("A is running; starting B with the same transactional.id");
+    pid_t b = spawn(config, log_b, 1);
+    int code_a = wait_exit(a, 90000);
+    LD_TEST_EQ_I64("A's exit code", 1, code_a);
+    LD_TEST_ASSERT(file_has(log_a, "msg=\"fenced: another instance took over"),
+                   "A's log does not say it was fenced");
+    int code_b = wait_exit(b, 120000);
+    LD_TEST_EQ_I64("B's exit code", 0, code_b);
+    LD_TEST_ASSERT(file_has(log_b, "msg=\"stopped\""), "B did not stop");
+    ld_test_say("A was fenced and exited 1; B finished and exited 0");
+    rd_kafka_destroy(admin);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+    if (system(cmd) != 0)
+        ld_test_say("could not remove %s", tmpdir);
+    printf("0005-fencing: PASS\n");
+    return 0;
+}
