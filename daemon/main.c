@@ -14,6 +14,7 @@
 #include "daemon/cmd_inspect.h"
 #include "daemon/config.h"
 #include "daemon/demo.h"
+#include "daemon/replay.h"
 #include "daemon/run.h"
 #include "daemon/signals.h"
 #include "daemon/version.h"
@@ -28,6 +29,9 @@ static const char usage_text[] =
     "  run -c FILE            run the daemon (--until-caught-up, "
     "--from-scratch)\n"
     "  demo                   the embedded demo: no broker needed\n"
+    "  replay -c FILE --checkpoint V [--verify]\n"
+    "                         rebuild version V from the input topics and "
+    "compare\n"
     "  config check -c FILE   validate a config file (exit 0, or 2 with "
     "errors)\n"
     "  config doc             write the configuration reference "
@@ -180,6 +184,11 @@ int main(int argc, char **argv)
         if (ld_signals_install())
             return LD_EXIT_RUNTIME;
         return ld_cmd_demo(argc - 1, argv + 1);
+    }
+    if (strcmp(verb, "replay") == 0) {
+        if (ld_signals_install())
+            return LD_EXIT_RUNTIME;
+        return ld_cmd_replay(argc - 1, argv + 1);
     }
     if (strcmp(verb, "inspect") == 0)
         return ld_cmd_inspect(argc - 1, argv + 1);

@@ -55,6 +55,9 @@ typedef struct run {
     /* exactly-once resume state (DESIGN §6) */
     int stateful; /* transactions on: write and restore resume state */
     int audit;    /* labeling.output_topic is set */
+    int replay;   /* opts->replay_version set: read only, write nothing */
+    int replay_done;
+    char replay_group[128];
     uint8_t *audit_buf;
     size_t audit_cap;
     uint64_t commit_seq, first_commit_seq;
@@ -164,6 +167,20 @@ static void take_decisions(run_t *r)
             version = ld_trigger_decision_challenger_version(d);
             if (snap && ld_trainer_champion_set(r->trainer, snap) != LD_OK)
                 ld_log(LD_LOG_WARN, MOD, "msg=\"champion not replaced\"");
+        }
+        if (r->replay) {
+            /* The same decisions as the original run, nothing written. */
+            if (snap) {
+                r->version = version;
+                if (version == r->opts->replay_version && !r->replay_done) {
+                    *r->opts->replayed = snap;
+                    snap = NULL;
+                    r->replay_done = 1;
+                }
+            }
+            ld_snapshot_destroy(snap);
+            ld_trigger_decision_destroy(d);
+            continue;
         }
         if (queue_outgoing(r, d, snap, version)) {
             ld_log(LD_LOG_ERR, MOD, "msg=\"out of memory queueing a trigger\"");
@@ -740,6 +757,8 @@ static uint64_t progress_count(const run_t *r)
 
 static ld_err_t commit_point(run_t *r)
 {
+    if (r->replay)
+        return LD_OK;
     /* Nothing new since the last commit point: nothing to commit. */
     uint64_t progress = progress_count(r);
     if (progress == r->progress_at_commit && r->nout == 0 && r->commit_seq)
@@ -914,7 +933,8 @@ static int trainer_conf(run_t *r, char *errstr, size_t size)
 static ld_err_t warm_start(run_t *r)
 {
     const ld_ckpt_conf_t *c = &r->conf->checkpoint;
-    if (r->opts->from_scratch || !c->warm_start || !c->dir || !c->dir[0])
+    if (r->opts->from_scratch || r->replay || !c->warm_start || !c->dir ||
+        !c->dir[0])
         return LD_OK;
     ld_ckpt_t *ck = NULL;
     char why[512];
@@ -960,7 +980,15 @@ static int setup(run_t *r, char *errstr, size_t size)
     if (trainer_conf(r, errstr, size))
         return LD_EXIT_USAGE;
     const char *tid = conf->daemon.transactional_id;
-    if (r->opts->no_transactions)
+    r->replay = r->opts->replay_version != 0;
+    if (r->replay) {
+        /* A group of its own: the original's offsets stay untouched. */
+        snprintf(r->replay_group, sizeof(r->replay_group),
+                 "learnd-replay-%s-%lld", r->tconf.name,
+                 (long long)ld_now_wall_ms());
+        r->pconf.group_id = r->replay_group;
+    }
+    if (r->opts->no_transactions || r->replay)
         r->txn_id[0] = '\0';
     else if (tid && tid[0])
         snprintf(r->txn_id, sizeof(r->txn_id), "%s", tid);
@@ -973,7 +1001,7 @@ static int setup(run_t *r, char *errstr, size_t size)
         return LD_EXIT_RUNTIME;
     }
     declare_metrics(r);
-    if (conf->metrics.enabled) {
+    if (conf->metrics.enabled && !r->replay) {
         r->http =
             ld_http_start(r->reg, conf->metrics.listen,
                           (uint16_t)conf->metrics.port, 60000, errstr, size);
@@ -997,7 +1025,8 @@ static int setup(run_t *r, char *errstr, size_t size)
     if (!r->trig)
         return LD_EXIT_USAGE;
     r->stateful = r->txn_id[0] != '\0';
-    r->audit = conf->labeling.output_topic && conf->labeling.output_topic[0];
+    r->audit = !r->replay && conf->labeling.output_topic &&
+               conf->labeling.output_topic[0];
     if (r->stateful && !r->opts->from_scratch &&
         restore_state(r, errstr, size) != LD_OK)
         return LD_EXIT_RUNTIME;
@@ -1006,6 +1035,7 @@ static int setup(run_t *r, char *errstr, size_t size)
                               errstr, size);
     if (!r->pipe)
         return LD_EXIT_RUNTIME;
+    ld_pipeline_set_dry_run(r->pipe, r->replay);
     return LD_EXIT_OK;
 }
 
@@ -1038,6 +1068,14 @@ static void final_checkpoint(run_t *r)
     for (size_t i = 0; i < r->nout; i++)
         if (r->out[i].snap && r->out[i].version > version)
             version = r->out[i].version;
+    if (r->replay) {
+        if (!r->replay_done && version + 1 == r->opts->replay_version && !err &&
+            (snap = ld_trainer_snapshot(r->trainer))) {
+            *r->opts->replayed = snap;
+            r->replay_done = 1;
+        }
+        return;
+    }
     if (err || !(snap = ld_trainer_snapshot(r->trainer)) ||
         queue_outgoing(r, NULL, snap, version + 1)) {
         ld_snapshot_destroy(snap);
@@ -1191,13 +1229,23 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         }
         if (opts->until_caught_up && ld_pipeline_caught_up(r.pipe))
             break;
+        if (r.replay_done)
+            break;
     }
     if (r.hooks.consumed)
         r.hooks.consumed(r.hooks.opaque, r.consumed);
     ld_metrics_set_ready(r.reg, 0);
-    if (!r.exit_code && opts->until_caught_up &&
+    if (!r.exit_code && !r.replay_done && opts->until_caught_up &&
         ld_pipeline_caught_up(r.pipe) && !ld_signals_stop_requested())
         final_checkpoint(&r);
+    if (r.replay && !r.replay_done && !r.exit_code) {
+        ld_log(LD_LOG_ERR, MOD,
+               "msg=\"replay read the input without reaching the version\" "
+               "version=%llu last_version=%llu",
+               (unsigned long long)opts->replay_version,
+               (unsigned long long)r.version);
+        r.exit_code = LD_EXIT_RUNTIME;
+    }
     if (!r.exit_code) {
         /* A clean stop ends with a commit point. */
         if (commit_point(&r) != LD_OK && !r.exit_code)

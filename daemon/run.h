@@ -42,6 +42,13 @@ typedef struct ld_run_opts {
     int from_scratch;    /* ignore stored checkpoints */
     int no_transactions; /* the mock cluster cannot run them */
     const ld_run_hooks_t *hooks;
+    /* Replay (learnd replay): read the input from the beginning in a fresh
+     * consumer group, train from scratch, write nothing to Kafka or the
+     * model store, and stop where version replay_version is published; the
+     * model at that point is handed over in *replayed (caller frees with
+     * ld_snapshot_destroy()). 0: not a replay. */
+    uint64_t replay_version;
+    ld_snapshot_t **replayed;
 } ld_run_opts_t;
 
 /* Runs the daemon until SIGTERM/SIGINT, a hook asks to stop, or (with

@@ -34,6 +34,7 @@ struct ld_pipeline {
     uint64_t eofs;        /* end-of-partition events seen, to spot news */
     uint64_t eofs_checked;
     int caught_up;
+    int dry_run; /* replay: dead letters are counted, never written */
     rd_kafka_message_t *last; /* backs the record last returned */
     ld_pipeline_stats_t stats;
     uint64_t polls;
@@ -400,6 +401,10 @@ static ld_err_t dead_letter(ld_pipeline_t *p, const rd_kafka_message_t *m,
                             int kind, ld_reason_t why, const char *detail)
 {
     char part[16], off[24], size[24];
+    if (p->dry_run) {
+        p->stats.dlq[kind][why]++; /* counted, not written: a replay */
+        return LD_OK;
+    }
     ld_err_t err = ld_pipeline_txn_begin(p);
     if (err)
         return err;
@@ -534,6 +539,11 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
         p->last = m;
         return LD_OK;
     }
+}
+
+void ld_pipeline_set_dry_run(ld_pipeline_t *p, int dry)
+{
+    p->dry_run = dry;
 }
 
 int ld_pipeline_caught_up(ld_pipeline_t *p)

@@ -176,6 +176,10 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms,
  * rd_kafka_topic_partition_list_destroy(); NULL when out of memory. */
 rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p);
 
+/* Replays re-read input that was dead-lettered before: with dry set, bad
+ * records are counted but not written to the dead-letter topic. */
+void ld_pipeline_set_dry_run(ld_pipeline_t *p, int dry);
+
 /* True once every assigned partition of both topics has been read to its
  * end at least once since it was assigned (the end offsets that existed
  * then are behind us): `--until-caught-up` and the demo stop on it. False

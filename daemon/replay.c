@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `learnd replay`: rebuild a published model from its input topics and
+ * compare it, bit for bit, with the checkpoint. */
+#include "daemon/replay.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/run.h"
+#include "daemon/version.h"
+
+static const char usage[] =
+    "usage: learnd replay -c FILE --checkpoint VERSION|PATH [--verify]\n"
+    "\n"
+    "Re-reads the input topics from the beginning in a fresh consumer "
+    "group,\n"
+    "trains from scratch with FILE's settings, and stops where VERSION was\n"
+    "published (VERSION is looked up in checkpoint.dir; or give a .ckpt "
+    "PATH).\n"
+    "Nothing is written to Kafka or the model store. Prints both parameter\n"
+    "hashes; with --verify exits 0 when they are identical and 1 when not,\n"
+    "naming the first parameter that differs.\n"
+    "\n"
+    "The run being replayed must have started from scratch on topics that "
+    "still\n"
+    "hold its input, with the same config; replay on another CPU class "
+    "should\n"
+    "pin OPENBLAS_CORETYPE to the kernel named in the checkpoint.\n";
+
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* Prints the first parameter whose bits differ between two checkpoints. */
+static void first_difference(const Learnd__V1__Checkpoint *a,
+                             const Learnd__V1__Checkpoint *b)
+{
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const Learnd__V1__Tensor *ta = a->tensors[i];
+        const Learnd__V1__Tensor *tb = NULL;
+        for (size_t j = 0; j < b->n_tensors && !tb; j++)
+            if (strcmp(b->tensors[j]->name, ta->name) == 0)
+                tb = b->tensors[j];
+        if (!tb || tb->data.len != ta->data.len) {
+            printf("first difference: tensor %s has another shape\n", ta->name);
+            return;
+        }
+        size_t n = ta->data.len / 4;
+        for (size_t k = 0; k < n; k++) {
+            if (memcmp(ta->data.data + 4 * k, tb->data.data + 4 * k, 4)) {
+                float fa, fb;
+                uint8_t la[4], lb[4];
+                memcpy(la, ta->data.data + 4 * k, 4);
+                memcpy(lb, tb->data.data + 4 * k, 4);
+                uint32_t ua = (uint32_t)la[0] | (uint32_t)la[1] << 8 |
+                              (uint32_t)la[2] << 16 | (uint32_t)la[3] << 24;
+                uint32_t ub = (uint32_t)lb[0] | (uint32_t)lb[1] << 8 |
+                              (uint32_t)lb[2] << 16 | (uint32_t)lb[3] << 24;
+                memcpy(&fa, &ua, 4);
+                memcpy(&fb, &ub, 4);
+                printf("first difference: %s[%zu] checkpoint %.9g (0x%08x), "
+                       "replay %.9g (0x%08x)\n",
+                       ta->name, k, (double)fa, ua, (double)fb, ub);
+                return;
+            }
+        }
+    }
+    printf("first difference: none in the parameter tensors\n");
+}
+
+int ld_cmd_replay(int argc, char **argv)
+{
+    const char *path = NULL, *which = NULL;
+    int verify = 0;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
+            i + 1 < argc)
+            path = argv[++i];
+        else if (strcmp(argv[i], "--checkpoint") == 0 && i + 1 < argc)
+            which = argv[++i];
+        else if (strcmp(argv[i], "--verify") == 0)
+            verify = 1;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            return LD_EXIT_OK;
+        } else {
+            fprintf(stderr, "learnd replay: unexpected argument '%s'\n\n%s",
+                    argv[i], usage);
+            return LD_EXIT_USAGE;
+        }
+    }
+    if (!path || !which) {
+        fprintf(stderr, "learnd replay: needs -c FILE and --checkpoint\n\n%s",
+                usage);
+        return LD_EXIT_USAGE;
+    }
+    ld_config_t *conf = ld_config_load(path, stderr);
+    if (!conf) {
+        fprintf(stderr, "learnd: %s: configuration is invalid\n", path);
+        return LD_EXIT_USAGE;
+    }
+    int code = LD_EXIT_RUNTIME;
+    ld_ckpt_t *orig = NULL, *again = NULL;
+    ld_snapshot_t *snap = NULL;
+    ld_buf_t enc = {0};
+    char file[1024], why[512];
+    int digits = which[0] != '\0';
+    for (const char *p = which; *p; p++)
+        digits = digits && isdigit((unsigned char)*p);
+    if (digits)
+        snprintf(file, sizeof(file), "%s/%s/%s.ckpt", conf->checkpoint.dir,
+                 conf->trainer.name, which);
+    else
+        snprintf(file, sizeof(file), "%s", which);
+    if (ld_ckpt_read_file(file, &orig, why, sizeof(why))) {
+        fprintf(stderr, "learnd replay: %s: %s\n", file, why);
+        goto out;
+    }
+    const Learnd__V1__Checkpoint *om = ld_ckpt_message(orig);
+    if (!om->lineage || om->lineage->version == 0 ||
+        om->lineage->params_sha256.len != 32) {
+        fprintf(stderr, "learnd replay: %s has no version to replay\n", file);
+        goto out;
+    }
+    if (strcmp(om->lineage->model, conf->trainer.name) != 0) {
+        fprintf(stderr,
+                "learnd replay: %s is model '%s', the config trains '%s'\n",
+                file, om->lineage->model, conf->trainer.name);
+        code = LD_EXIT_USAGE;
+        goto out;
+    }
+    uint64_t version = om->lineage->version;
+    if (ld_config_apply_logging(conf) != LD_OK)
+        goto out;
+    printf("replaying %s version %llu from the beginning of %s and %s\n",
+           conf->trainer.name, (unsigned long long)version,
+           conf->pipeline.events_topic, conf->pipeline.labels_topic);
+    fflush(stdout);
+    ld_run_opts_t opts = {
+        .until_caught_up = 1, .replay_version = version, .replayed = &snap};
+    int rc = ld_run(conf, &opts);
+    if (rc != LD_EXIT_OK || !snap) {
+        fprintf(stderr,
+                "learnd replay: the replay did not reach version "
+                "%llu\n",
+                (unsigned long long)version);
+        code = rc ? rc : LD_EXIT_RUNTIME;
+        goto out;
+    }
+    uint8_t sha[32];
+    ld_snapshot_params_sha256(snap, sha);
+    char hs[65], ho[65];
+    hex(sha, 32, hs);
+    hex(om->lineage->params_sha256.data, 32, ho);
+    int same = memcmp(sha, om->lineage->params_sha256.data, 32) == 0;
+    printf("checkpoint params_sha256 %s\nreplayed   params_sha256 %s\n%s\n", ho,
+           hs, same ? "identical" : "DIFFERENT");
+    if (!same) {
+        ld_ckpt_meta_t meta = {.model = conf->trainer.name,
+                               .version = version,
+                               .learnd_version = LD_VERSION};
+        if (ld_ckpt_encode(snap, &meta, &enc) == LD_OK &&
+            ld_ckpt_decode(enc.data, enc.len, &again, why, sizeof(why)) ==
+                LD_OK)
+            first_difference(om, ld_ckpt_message(again));
+    }
+    code = verify && !same ? LD_EXIT_RUNTIME : LD_EXIT_OK;
+out:
+    free(enc.data);
+    ld_ckpt_destroy(again);
+    ld_ckpt_destroy(orig);
+    ld_snapshot_destroy(snap);
+    ld_config_destroy(conf);
+    return code;
+}
