@@ -45,6 +45,9 @@ static const char usage[] =
     "  --events N     events to generate (default 600000)\n"
     "  --seed N       generator seed (default 1)\n"
     "  --keep         keep the temp dir with the published checkpoints\n"
+    "  --poison N     also produce N malformed events (they must all land in\n"
+    "                 the dead-letter topic)\n"
+    "  --summary-json FILE  write the summary as JSON too\n"
     "  --bootstrap    a real Kafka cluster; topics are created if needed\n";
 
 /* Logloss sums over one stretch of the stream (matured examples only). */
@@ -54,6 +57,13 @@ typedef struct phase {
     double live, frozen;
     uint64_t n;
 } phase_t;
+
+/* Scores and labels of one model over a stretch, for an exact AUC. */
+typedef struct scores {
+    float *p;
+    uint8_t *y;
+    size_t n, cap;
+} scores_t;
 
 typedef struct demo {
     ld_demo_gen_conf_t gconf;
@@ -70,7 +80,69 @@ typedef struct demo {
     int64_t freeze_at;
     /* scoring by phase */
     phase_t phase[4];
+    scores_t auc_live, auc_frozen; /* the last phase */
+    /* what the run reported */
+    ld_run_progress_t last;
+    int64_t poison;
+    uint64_t triggers[8][4];    /* by type, by verdict */
+    int64_t first_drift_index;  /* -1: none */
+    int64_t first_drift_before; /* drift triggers before the drift point */
 } demo_t;
+
+static void scores_add(scores_t *s, float p, float y)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 4096;
+        float *np = realloc(s->p, cap * sizeof(*np));
+        uint8_t *ny = np ? realloc(s->y, cap) : NULL;
+        if (np)
+            s->p = np;
+        if (!ny)
+            return; /* the AUC then covers fewer examples */
+        s->y = ny;
+        s->cap = cap;
+    }
+    s->p[s->n] = p;
+    s->y[s->n++] = y > 0.5f;
+}
+
+static int by_score(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Exact AUC: the probability that a positive scores above a negative, ties
+ * counting one half (rank-sum over scores sorted with their labels). */
+static double auc(const scores_t *s)
+{
+    if (!s->n)
+        return NAN;
+    struct pair {
+        float p;
+        uint8_t y;
+    } *v = malloc(s->n * sizeof(*v));
+    if (!v)
+        return NAN;
+    for (size_t i = 0; i < s->n; i++)
+        v[i] = (struct pair){s->p[i], s->y[i]};
+    qsort(v, s->n, sizeof(*v), by_score);
+    double npos = 0, nneg = 0, ranks = 0;
+    for (size_t i = 0; i < s->n;) {
+        size_t j = i;
+        double pos = 0;
+        while (j < s->n && v[j].p == v[i].p)
+            pos += v[j++].y;
+        ranks += pos * ((double)i + (double)j + 1) / 2.0; /* mid-rank */
+        npos += pos;
+        nneg += (double)(j - i) - pos;
+        i = j;
+    }
+    free(v);
+    if (npos == 0 || nneg == 0)
+        return NAN;
+    return (ranks - npos * (npos + 1) / 2.0) / (npos * nneg);
+}
 
 static int64_t index_of(const demo_t *d, int64_t event_time_ms)
 {
@@ -110,6 +182,8 @@ static void on_example(void *opaque, const ld_example_t *ex)
         if (i >= d->phase[k].from && i < d->phase[k].to)
             d->phase[k].frozen += logloss(p, ex->label);
     }
+    if (i >= d->phase[3].from && i < d->phase[3].to)
+        scores_add(&d->auc_frozen, p, ex->label);
 }
 
 static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
@@ -125,6 +199,8 @@ static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
                 d->phase[k].n++;
             }
         }
+        if (i >= d->phase[3].from && i < d->phase[3].to)
+            scores_add(&d->auc_live, s[j].pred, s[j].label);
     }
 }
 
@@ -134,6 +210,7 @@ static void on_progress(void *opaque, const ld_run_progress_t *p)
     pthread_mutex_lock(&d->lock);
     uint64_t produced = d->produced;
     pthread_mutex_unlock(&d->lock);
+    d->last = *p;
     double secs = (double)p->elapsed_ms / 1000.0;
     printf("[%5.1fs] produced %8llu  events %8llu  labels %7llu  "
            "examples %8llu (%6.0f/s)  pending %6llu  logloss %.4f  "
@@ -144,6 +221,22 @@ static void on_progress(void *opaque, const ld_run_progress_t *p)
            (unsigned long long)p->pending, p->model.logloss, p->model.auc,
            (unsigned long long)p->champion_version);
     fflush(stdout);
+}
+
+static void on_decision(void *opaque, const ld_trigger_decision_t *t)
+{
+    demo_t *d = opaque;
+    unsigned type = (unsigned)ld_trigger_decision_type(t);
+    unsigned verdict = (unsigned)ld_trigger_decision_verdict(t);
+    if (type < 8 && verdict < 4)
+        d->triggers[type][verdict]++;
+    if (ld_trigger_decision_type(t) == LD_TRIGGER_DRIFT) {
+        int64_t i = index_of(d, ld_trigger_decision_event_time(t));
+        if (d->first_drift_index < 0)
+            d->first_drift_index = i;
+        if (i < d->gconf.drift_at)
+            d->first_drift_before++;
+    }
 }
 
 static void on_consumed(void *opaque, uint64_t total)
@@ -199,6 +292,7 @@ static void *generate(void *arg)
     ld_demo_record_t rec;
     int rc;
     uint64_t produced = 0;
+    int64_t poisoned = 0;
     while ((rc = ld_demo_gen_next(g, &rec)) == 1) {
         /* The same key goes to the same partition of both topics. */
         int32_t part = (int32_t)(fnv1a(rec.key) % PARTITIONS);
@@ -220,6 +314,19 @@ static void *generate(void *arg)
             break;
         }
         produced++;
+        if (d->poison && rec.index % (d->gconf.n_events / d->poison) == 0 &&
+            !rec.is_label && poisoned < d->poison) {
+            /* An Avro string length running past the end of the record. */
+            static const char bad[] = "\x7f\x01";
+            e = rd_kafka_producev(
+                rk, RD_KAFKA_V_TOPIC("events"), RD_KAFKA_V_PARTITION(part),
+                RD_KAFKA_V_KEY("poison", 6), RD_KAFKA_V_VALUE((void *)bad, 2),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+            if (e)
+                break;
+            poisoned++;
+            produced++;
+        }
         if ((produced & 1023) == 0) {
             rd_kafka_poll(rk, 0);
             pthread_mutex_lock(&d->lock);
@@ -337,7 +444,7 @@ static ld_config_t *demo_config(demo_t *d)
         set(T, &c->trainer, "l2", "0.1") ||
         set(C, &c->checkpoint, "dir", store) ||
         set(C, &c->checkpoint, "warm_start", "false") ||
-        set(G, &c->triggers, "drift_enabled", "false");
+        set(G, &c->triggers, "drift_enabled", "true");
     /* A cross is one list item "a,b" (YAML: [[country, ad_id]]). */
     bad = bad ||
           ld_conf_strlist_add(&c->pipeline.crosses, "country,ad_id") != LD_OK;
@@ -392,14 +499,42 @@ err:
     return -1;
 }
 
-static void summary(demo_t *d, int code)
+static const char *const verdicts[4] = {"PASS", "FAIL", "INCONCLUSIVE",
+                                        "SKIPPED"};
+
+static void summary(demo_t *d, int code, const char *json_path)
 {
+    const ld_run_progress_t *p = &d->last;
+    double auc_live = auc(&d->auc_live), auc_frozen = auc(&d->auc_frozen);
     printf("\n== learnd demo summary ==\n");
     printf("stream: %lld events, concept drift at event %lld, frozen copy "
            "taken at event %lld\n",
            (long long)d->gconf.n_events, (long long)d->gconf.drift_at,
            (long long)d->freeze_at);
-    printf("%-28s %10s %12s %12s %10s\n", "stretch of the stream", "examples",
+    printf("records: %llu events, %llu labels, %llu dead letters (%lld "
+           "poison produced)\n",
+           (unsigned long long)p->events, (unsigned long long)p->labels,
+           (unsigned long long)p->dead_letters, (long long)d->poison);
+    printf("examples: %llu pos, %llu default_neg, %llu fake_neg, %llu "
+           "delayed_pos; %llu still pending\n",
+           (unsigned long long)p->by_type[LD_SAMPLE_POS],
+           (unsigned long long)p->by_type[LD_SAMPLE_DEFAULT_NEG],
+           (unsigned long long)p->by_type[LD_SAMPLE_FAKE_NEG],
+           (unsigned long long)p->by_type[LD_SAMPLE_DELAYED_POS],
+           (unsigned long long)p->pending);
+    printf("checkpoints published: %llu\n", (unsigned long long)p->published);
+    for (unsigned t = 0; t < 8; t++)
+        for (unsigned v = 0; v < 4; v++)
+            if (d->triggers[t][v])
+                printf("triggers: %-12s %-12s %llu\n",
+                       ld_trigger_type_name((ld_trigger_type_t)t), verdicts[v],
+                       (unsigned long long)d->triggers[t][v]);
+    if (d->first_drift_index >= 0)
+        printf("first drift trigger at event %lld (%s the drift at %lld)\n",
+               (long long)d->first_drift_index,
+               d->first_drift_index >= d->gconf.drift_at ? "after" : "BEFORE",
+               (long long)d->gconf.drift_at);
+    printf("\n%-28s %10s %12s %12s %10s\n", "stretch of the stream", "examples",
            "continual", "frozen", "gain");
     for (int k = 0; k < 4; k++) {
         phase_t *ph = &d->phase[k];
@@ -412,15 +547,64 @@ static void summary(demo_t *d, int code)
                100.0 * (frozen - live) / frozen);
     }
     printf("(progressive logloss on matured labels; lower is better)\n");
-    phase_t *after = &d->phase[3], *before = &d->phase[0];
-    if (after->n && before->n) {
-        double live = after->live / (double)after->n;
-        double frozen = after->frozen / (double)after->n;
-        printf("after the drift the continually trained model is %s the "
-               "frozen copy (%.4f vs %.4f)\n",
-               live < frozen ? "better than" : "NOT better than", live, frozen);
-    }
+    printf("AUC over the last 30%%: continual %.4f, frozen %.4f\n", auc_live,
+           auc_frozen);
+    printf("after the drift the continually trained model is %s the frozen "
+           "copy\n",
+           auc_live > auc_frozen ? "better than" : "NOT better than");
     printf("exit code %d\n", code);
+    if (!json_path)
+        return;
+    FILE *f = fopen(json_path, "w");
+    if (!f) {
+        fprintf(stderr, "learnd demo: cannot write %s\n", json_path);
+        return;
+    }
+    fprintf(
+        f,
+        "{\"events\": %lld, \"drift_at\": %lld, \"freeze_at\": %lld, "
+        "\"exit_code\": %d,\n \"records\": {\"events\": %llu, "
+        "\"labels\": %llu, \"dead_letters\": %llu, \"poison\": %lld},\n"
+        " \"examples\": {\"pos\": %llu, \"default_neg\": %llu, "
+        "\"fake_neg\": %llu, \"delayed_pos\": %llu, \"pending\": %llu},\n"
+        " \"checkpoints_published\": %llu,\n \"first_drift_trigger_event\": "
+        "%lld, \"drift_triggers_before_drift\": %lld,\n \"triggers\": [",
+        (long long)d->gconf.n_events, (long long)d->gconf.drift_at,
+        (long long)d->freeze_at, code, (unsigned long long)p->events,
+        (unsigned long long)p->labels, (unsigned long long)p->dead_letters,
+        (long long)d->poison, (unsigned long long)p->by_type[LD_SAMPLE_POS],
+        (unsigned long long)p->by_type[LD_SAMPLE_DEFAULT_NEG],
+        (unsigned long long)p->by_type[LD_SAMPLE_FAKE_NEG],
+        (unsigned long long)p->by_type[LD_SAMPLE_DELAYED_POS],
+        (unsigned long long)p->pending, (unsigned long long)p->published,
+        (long long)d->first_drift_index, (long long)d->first_drift_before);
+    int first = 1;
+    for (unsigned t = 0; t < 8; t++)
+        for (unsigned v = 0; v < 4; v++)
+            if (d->triggers[t][v]) {
+                fprintf(f,
+                        "%s{\"type\": \"%s\", \"verdict\": \"%s\", "
+                        "\"count\": %llu}",
+                        first ? "" : ", ",
+                        ld_trigger_type_name((ld_trigger_type_t)t), verdicts[v],
+                        (unsigned long long)d->triggers[t][v]);
+                first = 0;
+            }
+    fprintf(f, "],\n \"logloss\": [");
+    for (int k = 0; k < 4; k++) {
+        phase_t *ph = &d->phase[k];
+        double n = ph->n ? (double)ph->n : 1.0;
+        fprintf(f,
+                "%s{\"stretch\": \"%s\", \"examples\": %llu, "
+                "\"continual\": %.6f, \"frozen\": %.6f}",
+                k ? ", " : "", ph->name, (unsigned long long)ph->n,
+                ph->live / n, ph->frozen / n);
+    }
+    fprintf(f,
+            "],\n \"auc_after_drift\": {\"continual\": %.6f, \"frozen\": "
+            "%.6f}}\n",
+            auc_live, auc_frozen);
+    fclose(f);
 }
 
 int ld_cmd_demo(int argc, char **argv)
@@ -429,8 +613,11 @@ int ld_cmd_demo(int argc, char **argv)
                           .n_events = 600000,
                           .start_time_ms = 1767225600000, /* 2026-01-01 */
                           .step_ms = 5,
-                          .label_delay_ms = 15000}};
+                          .label_delay_ms = 15000,
+                          .early_label_share = 0.02}};
     int keep = 0;
+    const char *json_path = NULL;
+    d.first_drift_index = -1;
     for (int i = 1; i < argc; i++) {
         char *end = NULL;
         if (strcmp(argv[i], "--events") == 0 && i + 1 < argc) {
@@ -446,6 +633,14 @@ int ld_cmd_demo(int argc, char **argv)
                 fprintf(stderr, "learnd demo: --seed needs a number\n");
                 return LD_EXIT_USAGE;
             }
+        } else if (strcmp(argv[i], "--poison") == 0 && i + 1 < argc) {
+            d.poison = strtoll(argv[++i], &end, 10);
+            if (*end || d.poison < 0 || d.poison > 1000) {
+                fprintf(stderr, "learnd demo: --poison needs 0..1000\n");
+                return LD_EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--summary-json") == 0 && i + 1 < argc) {
+            json_path = argv[++i];
         } else if (strcmp(argv[i], "--keep") == 0) {
             keep = 1;
         } else if (strcmp(argv[i], "--bootstrap") == 0 && i + 1 < argc) {
@@ -539,6 +734,7 @@ int ld_cmd_demo(int argc, char **argv)
                             .example = on_example,
                             .scored = on_scored,
                             .consumed = on_consumed,
+                            .decision = on_decision,
                             .should_stop = should_stop};
     ld_run_opts_t opts = {.no_transactions = mc != NULL, .hooks = &hooks};
     if (ld_config_apply_logging(conf) == LD_OK)
@@ -553,9 +749,21 @@ out:
     }
     if (code == LD_EXIT_OK && d.gen_failed)
         code = LD_EXIT_RUNTIME;
+    if (code == LD_EXIT_OK && d.poison &&
+        d.last.dead_letters != (uint64_t)d.poison) {
+        fprintf(stderr,
+                "learnd demo: %llu dead letters for %lld poison "
+                "records\n",
+                (unsigned long long)d.last.dead_letters, (long long)d.poison);
+        code = LD_EXIT_RUNTIME;
+    }
     if (d.frozen)
-        summary(&d, code);
+        summary(&d, code, json_path);
     ld_trainer_destroy(d.frozen);
+    free(d.auc_live.p);
+    free(d.auc_live.y);
+    free(d.auc_frozen.p);
+    free(d.auc_frozen.y);
     ld_config_destroy(conf);
     if (mc)
         rd_kafka_mock_cluster_destroy(mc);

@@ -21,6 +21,9 @@ typedef struct ld_demo_gen_conf {
     int64_t start_time_ms;
     int64_t step_ms;
     double label_delay_ms; /* mean of the exponential click delay */
+    /* Share of clicks whose label record is emitted just before its event's
+     * (the topics are independent, so a consumer can see it first). */
+    double early_label_share;
 } ld_demo_gen_conf_t;
 
 /* One record to produce. Pointers stay valid until the next call. */

@@ -42,6 +42,13 @@ struct ld_demo_gen {
     int failed;
     char key[32];
     uint8_t buf[MAX_RECORD];
+    /* An event held back so that its label goes first: the events topic
+     * lags the labels topic a little (less than max_out_of_orderness). */
+    int held, just_held;
+    int64_t held_until;
+    ld_demo_record_t held_rec;
+    char held_key[32];
+    uint8_t held_buf[MAX_RECORD];
 };
 
 /* xoshiro256** seeded by splitmix64: fast, and the same on every platform. */
@@ -251,13 +258,18 @@ static void emit_event(ld_demo_gen_t *g, ld_demo_record_t *out)
     int64_t ts = event_time(g, i);
     float x[N_DENSE];
     double logit = t->bias;
+    /* After the drift the traffic changes too (covariate shift): the first
+     * dense signals move and other creatives become the popular ones. */
+    int after = i >= g->conf.drift_at;
     for (int k = 0; k < N_DENSE; k++) {
-        x[k] = (float)gaussian(s);
+        x[k] = (float)gaussian(s) + (after && k < 4 ? 0.75f : 0.0f);
         logit += t->dense[k] * x[k];
     }
     /* Skewed picks: popular ads and publishers dominate, as in real logs. */
     int country = (int)(uniform(s) * uniform(s) * N_COUNTRY);
     int ad = (int)(uniform(s) * uniform(s) * N_AD);
+    if (after)
+        ad = N_AD - 1 - ad;
     int device = (int)(uniform(s) * N_DEVICE);
     int publisher = (int)(uniform(s) * uniform(s) * N_PUBLISHER);
     int ntags = (int)(uniform(s) * 4);
@@ -302,30 +314,58 @@ static void emit_event(ld_demo_gen_t *g, ld_demo_record_t *out)
     put_long(&b, 0);
 
     double p = 1.0 / (1.0 + exp(-logit));
+    int early = 0;
     if (uniform(s) < p) {
         double delay = -log(1.0 - uniform(s)) * g->conf.label_delay_ms;
-        pending_t c = {ts + 1 + (int64_t)delay, i};
-        if (heap_push(g, c))
+        early = !g->held && uniform(s) < g->conf.early_label_share;
+        if (early)
+            delay = uniform(s) * 400.0; /* a quick click, seen first */
+        if (heap_push(g, (pending_t){ts + 1 + (int64_t)delay, i}))
             g->failed = 1;
     }
     *out = (ld_demo_record_t){0, g->key, ts, g->buf, b.len, i};
     g->stats.events++;
+    g->just_held = early;
+    if (early) {
+        memcpy(g->held_buf, g->buf, b.len);
+        memcpy(g->held_key, g->key, sizeof(g->key));
+        g->held_rec = *out;
+        g->held_rec.key = g->held_key;
+        g->held_rec.value = g->held_buf;
+        g->held = 1;
+        for (size_t k = 0; k < g->nheap; k++)
+            if (g->heap[k].index == i)
+                g->held_until = g->heap[k].time_ms;
+    }
 }
 
 int ld_demo_gen_next(ld_demo_gen_t *g, ld_demo_record_t *out)
 {
-    if (g->failed)
-        return -1;
-    int more_events = g->next_event < g->conf.n_events;
-    if (g->nheap &&
-        (!more_events || g->heap[0].time_ms <= event_time(g, g->next_event))) {
-        emit_label(g, heap_pop(g), out);
-        return 1;
+    for (;;) {
+        if (g->failed)
+            return -1;
+        int more = g->next_event < g->conf.n_events;
+        int64_t t_event = more ? event_time(g, g->next_event) : INT64_MAX;
+        int64_t t_held = g->held ? g->held_until : INT64_MAX;
+        int64_t t_label = g->nheap ? g->heap[0].time_ms : INT64_MAX;
+        if (g->nheap && t_label <= t_event && t_label <= t_held) {
+            emit_label(g, heap_pop(g), out); /* a label goes first at ties */
+            return 1;
+        }
+        if (g->held && t_held <= t_event) {
+            *out = g->held_rec;
+            g->held = 0;
+            return 1;
+        }
+        if (!more)
+            return 0;
+        emit_event(g, out);
+        if (g->failed)
+            return -1;
+        if (!g->just_held)
+            return 1;
+        /* This event is held: pick again (its label comes first). */
     }
-    if (!more_events)
-        return 0;
-    emit_event(g, out);
-    return g->failed ? -1 : 1;
 }
 
 void ld_demo_gen_stats(const ld_demo_gen_t *g, ld_demo_gen_stats_t *out)

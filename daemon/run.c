@@ -26,7 +26,7 @@ typedef struct outgoing {
 /* Metric family ids. */
 typedef struct families {
     int records, dlq, examples, pending, pending_bytes, watermark, model,
-        champion, published, triggers, txn, up, version, lag_input;
+        champion, published, triggers, txn, up, version, trained, lag;
 } families_t;
 
 typedef struct run {
@@ -150,6 +150,15 @@ static int queue_outgoing(run_t *r, ld_trigger_decision_t *d,
     return 0;
 }
 
+static const char *trigger_labels(const ld_trigger_decision_t *d, char *buf,
+                                  size_t size)
+{
+    snprintf(buf, size, "type=\"%s\",verdict=\"%s\"",
+             ld_trigger_type_name(ld_trigger_decision_type(d)),
+             ld_trigger_verdict_name(ld_trigger_decision_verdict(d)));
+    return buf;
+}
+
 /* Takes the trigger decisions made so far. A PASS publishes the model as it
  * is after the micro-batch holding the deciding example: a pure function of
  * the input, whatever the wall clock did. */
@@ -159,6 +168,11 @@ static void take_decisions(run_t *r)
     ld_joiner_stats(r->joiner, &js);
     ld_trigger_decision_t *d;
     while ((d = ld_triggers_poll(r->trig, js.watermark_ms))) {
+        if (r->hooks.decision)
+            r->hooks.decision(r->hooks.opaque, d);
+        char tl[96];
+        ld_metrics_add(r->reg, r->fam.triggers,
+                       trigger_labels(d, tl, sizeof(tl)), 1);
         ld_snapshot_t *snap = NULL;
         uint64_t version = 0;
         if (ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS &&
@@ -830,6 +844,14 @@ static void declare_metrics(run_t *r)
                           LD_METRIC_COUNTER, "Checkpoints published");
     f->version = ld_metrics_family(r->reg, "champion_version", LD_METRIC_GAUGE,
                                    "Version of the last published model");
+    f->triggers = ld_metrics_family(r->reg, "triggers_total", LD_METRIC_COUNTER,
+                                    "Trigger decisions, by type and verdict");
+    f->trained =
+        ld_metrics_family(r->reg, "examples_trained_total", LD_METRIC_COUNTER,
+                          "Examples the model trained on");
+    f->lag = ld_metrics_family(r->reg, "consumer_lag", LD_METRIC_GAUGE,
+                               "Records behind the end of each input "
+                               "partition");
     f->txn = ld_metrics_family(r->reg, "transactions_total", LD_METRIC_COUNTER,
                                "Commit points, by result");
 }
@@ -847,6 +869,16 @@ static void set_model_metrics(run_t *r, const char *who,
                  names[i]);
         ld_metrics_set(r->reg, r->fam.model, labels, vals[i]);
     }
+}
+
+static void set_lag(void *opaque, const char *topic, int32_t partition,
+                    int64_t lag)
+{
+    run_t *r = opaque;
+    char labels[320];
+    snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%d\"", topic,
+             (int)partition);
+    ld_metrics_set(r->reg, r->fam.lag, labels, (double)lag);
 }
 
 static void report(run_t *r)
@@ -885,12 +917,14 @@ static void report(run_t *r)
     ld_metrics_set(r->reg, r->fam.pending, "kind=\"label\"",
                    (double)js.pending_labels);
     ld_metrics_set(r->reg, r->fam.pending_bytes, "", (double)js.bytes_total);
+    ld_pipeline_lag(r->pipe, set_lag, r);
     if (js.watermark_ms > INT64_MIN / 2)
         ld_metrics_set(r->reg, r->fam.watermark, "",
                        (double)(ld_now_wall_ms() - js.watermark_ms) / 1000.0);
     set_model_metrics(r, "challenger", &p.model);
     set_model_metrics(r, "champion", &p.champion);
     ld_metrics_set(r->reg, r->fam.published, "", (double)r->published);
+    ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
     ld_metrics_set(r->reg, r->fam.version, "", (double)r->version);
 
     if (!r->hooks.progress)
@@ -900,6 +934,7 @@ static void report(run_t *r)
     p.labels = ps.records[LD_RECORD_LABEL];
     p.dead_letters = dlq;
     p.examples = r->examples;
+    memcpy(p.by_type, js.examples, sizeof(p.by_type));
     p.pending = js.pending_events;
     p.watermark_ms = js.watermark_ms;
     p.published = r->published;
@@ -1211,10 +1246,9 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
             r.exit_code = LD_EXIT_RUNTIME;
             break;
         }
-        if (r.hooks.consumed && r.consumed != last_consumed_hook &&
-            (r.consumed - last_consumed_hook >= 1024 ||
-             err == LD_ERR_TIMEOUT)) {
-            r.hooks.consumed(r.hooks.opaque, r.consumed);
+        if (r.hooks.consumed && (r.consumed - last_consumed_hook >= 1024 ||
+                                 err == LD_ERR_TIMEOUT)) {
+            r.hooks.consumed(r.hooks.opaque, progress_count(&r));
             last_consumed_hook = r.consumed;
         }
         now = ld_now_mono_ms();
@@ -1233,7 +1267,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
             break;
     }
     if (r.hooks.consumed)
-        r.hooks.consumed(r.hooks.opaque, r.consumed);
+        r.hooks.consumed(r.hooks.opaque, progress_count(&r));
     ld_metrics_set_ready(r.reg, 0);
     if (!r.exit_code && !r.replay_done && opts->until_caught_up &&
         ld_pipeline_caught_up(r.pipe) && !ld_signals_stop_requested())

@@ -12,8 +12,9 @@
 typedef struct ld_run_progress {
     int64_t elapsed_ms;
     uint64_t events, labels, dead_letters;
-    uint64_t examples;    /* released by the joiner and trained on */
-    uint64_t pending;     /* events waiting for their label */
+    uint64_t examples; /* released by the joiner and trained on */
+    uint64_t by_type[LD_SAMPLE__COUNT]; /* released, by sample type */
+    uint64_t pending;                   /* events waiting for their label */
     int64_t watermark_ms; /* min watermark over assigned partitions */
     uint64_t published;   /* checkpoints published this run */
     uint64_t champion_version;
@@ -33,6 +34,8 @@ typedef struct ld_run_hooks {
     /* Every input record consumed (good or dead-lettered), as a running
      * total, at least every 1024 records. */
     void (*consumed)(void *opaque, uint64_t total);
+    /* Every trigger decision, as it is taken (borrowed). */
+    void (*decision)(void *opaque, const ld_trigger_decision_t *d);
     /* Asked once per loop iteration; non-zero stops the loop cleanly. */
     int (*should_stop)(void *opaque);
 } ld_run_hooks_t;

@@ -541,6 +541,22 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
     }
 }
 
+void ld_pipeline_lag(ld_pipeline_t *p, ld_pipeline_lag_cb *cb, void *opaque)
+{
+    for (int k = 0; k < 2; k++) {
+        for (int32_t i = 0; i < p->pos[k].n; i++) {
+            int64_t lo, hi;
+            if (p->pos[k].next[i] < 0 ||
+                rd_kafka_get_watermark_offsets(p->consumer, p->topic[k], i, &lo,
+                                               &hi) ||
+                hi < 0)
+                continue;
+            int64_t lag = hi - p->pos[k].next[i];
+            cb(opaque, p->topic[k], i, lag > 0 ? lag : 0);
+        }
+    }
+}
+
 void ld_pipeline_set_dry_run(ld_pipeline_t *p, int dry)
 {
     p->dry_run = dry;

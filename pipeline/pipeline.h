@@ -176,6 +176,13 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms,
  * rd_kafka_topic_partition_list_destroy(); NULL when out of memory. */
 rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p);
 
+/* Calls cb for every assigned partition with its lag: the partition's end
+ * offset as last seen by the consumer (no broker round trip) minus the next
+ * offset to process. Partitions with nothing consumed yet are skipped. */
+typedef void ld_pipeline_lag_cb(void *opaque, const char *topic,
+                                int32_t partition, int64_t lag);
+void ld_pipeline_lag(ld_pipeline_t *p, ld_pipeline_lag_cb *cb, void *opaque);
+
 /* Replays re-read input that was dead-lettered before: with dry set, bad
  * records are counted but not written to the dead-letter topic. */
 void ld_pipeline_set_dry_run(ld_pipeline_t *p, int dry);

@@ -948,8 +948,11 @@ static ld_err_t close_window(ld_triggers_t *t)
 {
     ld_err_t err = LD_OK;
     win_seal(t, &t->cur);
-    if (!t->ref.valid) {
-        /* The first complete window is the reference. */
+    if (!t->ref.valid || !t->champion) {
+        /* The reference is the data the champion was trained on: until a
+         * first version is published, the newest complete window (a model
+         * learning from scratch moves its own predictions; that is no
+         * drift of the data). */
         win_swap(&t->ref, &t->cur);
         win_clear(t, &t->cur, t->next_index++);
         goto reset_stream;
@@ -1085,6 +1088,11 @@ const char *ld_trigger_decision_id(const ld_trigger_decision_t *d)
 const char *ld_trigger_decision_idempotency_key(const ld_trigger_decision_t *d)
 {
     return d->key;
+}
+
+int64_t ld_trigger_decision_event_time(const ld_trigger_decision_t *d)
+{
+    return d->event_time;
 }
 
 const char *ld_trigger_decision_reason(const ld_trigger_decision_t *d)

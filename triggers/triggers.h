@@ -304,6 +304,8 @@ ld_trigger_verdict_t
 ld_trigger_decision_verdict(const ld_trigger_decision_t *d);
 /* Severity as ld_trigger_severity_conf_t values INFO..ALERT. */
 int ld_trigger_decision_severity(const ld_trigger_decision_t *d);
+/* Event time of the example that decided it (ms). */
+int64_t ld_trigger_decision_event_time(const ld_trigger_decision_t *d);
 /* Version the challenger is published as when the verdict is PASS. */
 uint64_t ld_trigger_decision_challenger_version(const ld_trigger_decision_t *d);
 /* Borrowed strings, valid until the decision is destroyed. */

@@ -124,11 +124,43 @@ static void test_avro_and_order(void **state)
     avro_schema_decref(lb_schema);
 }
 
+static void test_early_labels(void **state)
+{
+    (void)state;
+    ld_demo_gen_conf_t c = conf;
+    c.early_label_share = 0.2;
+    ld_demo_gen_t *g = ld_demo_gen_new(&c);
+    ld_demo_record_t r;
+    char *seen = calloc((size_t)c.n_events, 1);
+    int64_t early = 0, last_label = 0, max_event = 0, n_events = 0;
+    while (ld_demo_gen_next(g, &r) == 1) {
+        if (r.is_label) {
+            early += !seen[r.index];
+            /* labels stay in label-time order */
+            assert_true(r.time_ms >= last_label);
+            last_label = r.time_ms;
+        } else {
+            assert_false(seen[r.index]);
+            seen[r.index] = 1;
+            n_events++;
+            /* a held event is late by less than 400 ms of event time */
+            assert_true(r.time_ms > max_event - 400);
+            if (r.time_ms > max_event)
+                max_event = r.time_ms;
+        }
+    }
+    assert_int_equal(n_events, c.n_events); /* nothing lost */
+    assert_in_range(early, 100, 2000);
+    free(seen);
+    ld_demo_gen_destroy(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_avro_and_order),
+        cmocka_unit_test(test_early_labels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,6 +60,8 @@ static void conf_only(ld_triggers_conf_t *c, ld_trigger_type_t kind)
     c->drift.cooldown_ms = 0;
 }
 
+/* champion: the version serving now. Drift and performance compare with
+ * the data a champion was trained on, so tests of them start with one. */
 static ld_triggers_t *new_triggers(const ld_triggers_conf_t *c,
                                    uint64_t champion)
 {
@@ -420,7 +422,7 @@ static void test_drift_50_features_3_shift_named_with_bonferroni(void **s)
     (void)s;
     ld_triggers_conf_t c;
     drift_conf(&c, 0.05);
-    ld_triggers_t *t = new_triggers(&c, 0);
+    ld_triggers_t *t = new_triggers(&c, 1);
     const int shifted[] = {7, 23, 41};
     int64_t ts = 1000;
     rng_state = 42;
@@ -462,7 +464,7 @@ static void test_drift_features_named_from_config(void **s)
     char *names[] = {"age", "price", "clicks_7d"};
     c.drift_feature_names.v = names;
     c.drift_feature_names.n = 3;
-    ld_triggers_t *t = new_triggers(&c, 0); /* copies the names */
+    ld_triggers_t *t = new_triggers(&c, 1); /* copies the names */
     c.drift_feature_names.v = NULL;
     c.drift_feature_names.n = 0;
     const int shifted[] = {1, 41};
@@ -486,7 +488,7 @@ static void test_drift_share_rule_needs_min_share(void **s)
     (void)s;
     ld_triggers_conf_t c;
     drift_conf(&c, 0.1); /* 3 of 50 = 6 %: a warning, not an alert */
-    ld_triggers_t *t = new_triggers(&c, 0);
+    ld_triggers_t *t = new_triggers(&c, 1);
     const int shifted[] = {7, 23, 41};
     int64_t ts = 1000;
     rng_state = 42;
@@ -498,7 +500,7 @@ static void test_drift_share_rule_needs_min_share(void **s)
 
     /* Counting warnings too, the same windows fire with severity warn. */
     c.drift.fire_on = 0;
-    t = new_triggers(&c, 0);
+    t = new_triggers(&c, 1);
     ts = 1000;
     rng_state = 42;
     feed_drift_window(t, 2000, &ts, shifted, 0, 0);
@@ -512,7 +514,7 @@ static void test_drift_share_rule_needs_min_share(void **s)
 
     /* More drifted features than the share: an alert again. */
     c.drift.fire_on = 1;
-    t = new_triggers(&c, 0);
+    t = new_triggers(&c, 1);
     const int many[] = {0, 1, 2, 3, 4, 5};
     ts = 1000;
     rng_state = 43;
@@ -531,7 +533,7 @@ static void test_drift_prediction_and_label(void **s)
     conf_only(&c, LD_TRIGGER_DRIFT);
     c.window_size = 1000;
     c.drift.action = LD_TRIGGER_ACTION_ALERT;
-    ld_triggers_t *t = new_triggers(&c, 0);
+    ld_triggers_t *t = new_triggers(&c, 1);
     rng_state = 5;
     int64_t ts = 0;
     for (int i = 0; i < 2000; i++) /* reference + a quiet window */
@@ -561,7 +563,7 @@ static void test_drift_hashed_categorical_js(void **s)
     c.drift.action = LD_TRIGGER_ACTION_ALERT;
     c.drift_min_share = 1.0;   /* the only feature */
     c.drift_hashed_stride = 1; /* small windows: every example's ids */
-    ld_triggers_t *t = new_triggers(&c, 0);
+    ld_triggers_t *t = new_triggers(&c, 1);
     rng_state = 9;
     int64_t ts = 0;
     uint32_t idx[3];
@@ -704,7 +706,7 @@ static void test_policy_k_consecutive_windows(void **s)
     c.perf_ddm = c.perf_adwin = c.perf_ph = 0;
     c.perf.consecutive = 2;
     c.perf.action = LD_TRIGGER_ACTION_ALERT;
-    ld_triggers_t *t = new_triggers(&c, 0);
+    ld_triggers_t *t = new_triggers(&c, 1);
     int64_t ts = 0;
     /* ref, bad, good, bad, bad(fire), bad, bad(fire) */
     const int pattern[] = {0, 1, 0, 1, 1, 1, 1};
@@ -736,7 +738,7 @@ static void test_policy_cooldown(void **s)
     c.perf_ddm = c.perf_adwin = c.perf_ph = 0;
     c.perf.action = LD_TRIGGER_ACTION_ALERT;
     c.perf.cooldown_ms = 250000; /* 2.5 windows of event time */
-    ld_triggers_t *t = new_triggers(&c, 0);
+    ld_triggers_t *t = new_triggers(&c, 1);
     int64_t ts = 0;
     feed_perf_window(t, &ts, 0);
     const int fires[] = {1, 0, 0, 1, 0, 0, 1};

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Checks the summary JSON of `learnd demo` (the embedded default).
+
+usage: demo_check.py LEARND WORKDIR
+Runs the demo with a small stream and poison records, then asserts what the
+demo promises: every poison record dead-lettered, the drift trigger after the
+drift and not before, and the continually trained model beating the frozen
+copy after the drift.
+"""
+import json
+import os
+import subprocess
+import sys
+
+learnd, work = sys.argv[1], sys.argv[2]
+os.makedirs(work, exist_ok=True)
+out = os.path.join(work, "demo-summary.json")
+if os.path.exists(out):
+    os.remove(out)
+run = subprocess.run([learnd, "demo", "--events", "200000", "--poison", "10",
+                      "--summary-json", out], capture_output=True, text=True,
+                     timeout=600)
+sys.stdout.write(run.stdout[-3000:])
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+
+
+check(run.returncode == 0, f"learnd demo exited {run.returncode}: "
+      f"{run.stderr[-2000:]}")
+s = json.load(open(out))
+check(s["exit_code"] == 0, "summary exit_code")
+check(s["records"]["events"] == 200000, f"events {s['records']['events']}")
+check(s["records"]["dead_letters"] == 10 == s["records"]["poison"],
+      f"dead letters {s['records']['dead_letters']} for 10 poison records")
+check(s["examples"]["pos"] > 0 and s["examples"]["default_neg"] > 0,
+      "both positive and default-negative examples")
+check(s["drift_triggers_before_drift"] == 0, "a drift trigger before the drift")
+check(s["first_drift_trigger_event"] >= s["drift_at"],
+      f"first drift trigger at {s['first_drift_trigger_event']}, "
+      f"drift at {s['drift_at']}")
+auc = s["auc_after_drift"]
+check(auc["continual"] > auc["frozen"] + 0.1,
+      f"AUC after the drift: continual {auc['continual']}, "
+      f"frozen {auc['frozen']}")
+check(s["checkpoints_published"] >= 1, "no checkpoint published")
+for f in failures:
+    print("FAIL:", f)
+print(f"demo: {9 - len(failures)} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)
