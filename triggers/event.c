@@ -25,9 +25,6 @@ static const char *severity_name(int sev)
     return "info";
 }
 
-/* The event schema knows PASS, FAIL and SKIPPED: INCONCLUSIVE is a refusal
- * (the champion stays), so it goes out as FAIL with an "inconclusive:"
- * reason. */
 static const char *wire_verdict(ld_trigger_verdict_t v)
 {
     switch (v) {
@@ -35,6 +32,8 @@ static const char *wire_verdict(ld_trigger_verdict_t v)
         return "PASS";
     case LD_TRIGGER_VERDICT_SKIPPED:
         return "SKIPPED";
+    case LD_TRIGGER_VERDICT_INCONCLUSIVE:
+        return "INCONCLUSIVE";
     default:
         return "FAIL";
     }
@@ -271,6 +270,8 @@ static ld_err_t encode_protobuf(const ld_trigger_decision_t *d,
                       ? LEARND__V1__VERDICT__VERDICT_PASS
                   : d->verdict == LD_TRIGGER_VERDICT_SKIPPED
                       ? LEARND__V1__VERDICT__VERDICT_SKIPPED
+                  : d->verdict == LD_TRIGGER_VERDICT_INCONCLUSIVE
+                      ? LEARND__V1__VERDICT__VERDICT_INCONCLUSIVE
                       : LEARND__V1__VERDICT__VERDICT_FAIL;
     dec.reason = (char *)d->reason;
     ev.decision = &dec;
