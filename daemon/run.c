@@ -1179,15 +1179,17 @@ static void process(run_t *r, const ld_record_t *rec)
     while (ld_joiner_poll(r->joiner, &ex)) {
         if (r->hooks.example)
             r->hooks.example(r->hooks.opaque, &ex);
-        if (r->audit)
-            audit(r, &ex);
-        if ((err = ld_trainer_add(r->trainer, &ex)))
+        if ((err = ld_trainer_add(r->trainer, &ex))) {
             ld_log(LD_LOG_WARN, "trainer",
                    "msg=\"example refused by the model\" partition=%d "
                    "offset=%lld err=\"%s\"",
                    (int)ex.partition, (long long)ex.offset, ld_err_str(err));
-        else
+        } else {
             r->examples++;
+            /* The audit topic holds exactly what the model trains on. */
+            if (r->audit)
+                audit(r, &ex);
+        }
         trained = 1;
     }
     if (trained)

@@ -586,10 +586,19 @@ rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p)
     if (!l)
         return NULL;
     for (int k = 0; k < 2; k++)
-        for (int32_t i = 0; i < p->pos[k].n; i++)
-            if (p->pos[k].next[i] >= 0)
-                rd_kafka_topic_partition_list_add(l, p->topic[k], i)->offset =
-                    p->pos[k].next[i];
+        for (int32_t i = 0; i < p->pos[k].n; i++) {
+            int64_t next = p->pos[k].next[i];
+            if (next < 0)
+                continue;
+            /* While records before the committed offset are re-read after
+             * a restart, the position must not move back: what lies below
+             * it was decided (and dead-lettered) by a committed
+             * transaction already. */
+            if (i < p->floor[k].n && p->floor[k].next[i] > next)
+                next = p->floor[k].next[i];
+            rd_kafka_topic_partition_list_add(l, p->topic[k], i)->offset =
+                next;
+        }
     return l;
 }
 

@@ -151,6 +151,7 @@ static void write_config(const char *name, uint16_t port, char *path,
             "  batch_size: 100\n"
             "checkpoint:\n"
             "  dir: %s/%s-models\n"
+            "  keep: 50\n"
             "triggers:\n"
             "  volume_examples: 20000\n",
             ld_test_bootstrap(), prefix, name, prefix, name, prefix, name,
@@ -223,15 +224,17 @@ static void run(const char *name, int kills)
     write_config(name, port, config, sizeof(config));
     for (int i = 0; i < kills; i++) {
         pid_t pid = spawn(config);
-        /* Kill once this incarnation has committed twice: mid-stream, with
-         * state behind it and work in flight. */
+        /* Kill once this incarnation has committed 1, 2 or 3 times:
+         * mid-stream, with state behind it and work in flight (sometimes
+         * in the middle of a publication). */
+        double want = 1 + i % 3;
         int64_t deadline = ld_test_deadline(60000);
         double commits = -1;
         int exited = 0;
         while (ld_test_remaining(deadline)) {
             commits =
                 metric(port, "learnd_transactions_total{result=\"commit\"}");
-            if (commits >= 2)
+            if (commits >= want)
                 break;
             int st;
             if (waitpid(pid, &st, WNOHANG) == pid) {
@@ -248,7 +251,7 @@ static void run(const char *name, int kills)
                         i + 1);
             return;
         }
-        LD_TEST_ASSERT(commits >= 2, "%s: no commits to kill after", name);
+        LD_TEST_ASSERT(commits >= want, "%s: no commits to kill after", name);
         kill(pid, SIGKILL);
         int st;
         waitpid(pid, &st, 0);
@@ -258,6 +261,40 @@ static void run(const char *name, int kills)
     pid_t pid = spawn(config);
     int code = wait_exit(pid, 180000);
     LD_TEST_EQ_I64("learnd exit code", 0, code);
+}
+
+/* Records keyed key on partition 0 of topic t, read_committed. */
+static int64_t count_key(const char *t, const char *key)
+{
+    rd_kafka_conf_t *conf = ld_test_conf_new();
+    ld_test_conf_set(conf, "isolation.level", "read_committed");
+    ld_test_conf_set(conf, "enable.partition.eof", "true");
+    ld_test_conf_set(conf, "group.id", "0004-key-reader");
+    rd_kafka_t *rk = ld_test_new(RD_KAFKA_CONSUMER, conf);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, t, 0)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    int64_t n = 0;
+    int64_t deadline = ld_test_deadline(30000);
+    for (;;) {
+        LD_TEST_ASSERT(ld_test_remaining(deadline), "read %s", t);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        LD_TEST_ASSERT(eof || !m->err, "read %s", t);
+        if (!eof && m->key_len == strlen(key) &&
+            memcmp(m->key, key, m->key_len) == 0)
+            n++;
+        rd_kafka_message_destroy(m);
+        if (eof)
+            break;
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
 }
 
 /* Records on a topic, read_committed. Also collects the idempotency keys
@@ -387,7 +424,7 @@ int main(void)
                 EVENTS, poison);
 
     run("straight", 0);
-    run("killed", 3);
+    run("killed", 5);
 
     uint8_t sha_a[32], sha_b[32];
     uint64_t ver_a, ver_b;
@@ -415,6 +452,16 @@ int main(void)
             count_topic(t, 1, i ? keys_b : keys_a, sizeof(keys_a), NULL);
         /* the final checkpoint of --until-caught-up has no trigger event */
         LD_TEST_EQ_I64("trigger events", (int64_t)ver_a - 1, n);
+    }
+    /* One manifest per version: none published twice, none lost. */
+    for (int i = 0; i < 2; i++) {
+        char what[64];
+        snprintf(what, sizeof(what), "%s.ckpt", runs[i]);
+        topic(t, sizeof(t), what);
+        int64_t manifests = count_key(t, "eo");
+        LD_TEST_ASSERT(manifests == (int64_t)ver_a,
+                       "%s: %lld manifests for %llu versions", runs[i],
+                       (long long)manifests, (unsigned long long)ver_a);
     }
     /* The audit topic: every labelled example once, byte for byte. */
     int64_t audit_n[2];
