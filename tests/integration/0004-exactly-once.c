@@ -266,6 +266,7 @@ static void run(const char *name, int kills)
 /* Records keyed key on partition 0 of topic t, read_committed. */
 static int64_t count_key(const char *t, const char *key)
 {
+    ld_test_await_stable(t, 0, 30000);
     rd_kafka_conf_t *conf = ld_test_conf_new();
     ld_test_conf_set(conf, "isolation.level", "read_committed");
     ld_test_conf_set(conf, "enable.partition.eof", "true");
@@ -304,6 +305,7 @@ static int64_t count_topic(const char *t, int want_idempotency_keys, char *keys,
                            size_t ksize, uint64_t *hash)
 {
     uint64_t h = 1469598103934665603u;
+    ld_test_await_stable(t, 0, 30000);
     rd_kafka_conf_t *conf = ld_test_conf_new();
     ld_test_conf_set(conf, "isolation.level", "read_committed");
     ld_test_conf_set(conf, "enable.partition.eof", "true");

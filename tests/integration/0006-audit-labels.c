@@ -608,37 +608,12 @@ static rd_kafka_t *reader(const char *isolation)
     return ld_test_new(RD_KAFKA_CONSUMER, conf);
 }
 
-/* Kafka writes the markers of a committed transaction after EndTxn has
- * returned to learnd: until then the last stable offset (the end of a
- * read_committed read) stays before that transaction's records. Waits
- * until it reaches the high watermark. */
-static void await_stable(rd_kafka_t *committed, const char *t)
-{
-    rd_kafka_t *uncommitted = reader("read_uncommitted");
-    int64_t deadline = ld_test_deadline(30000);
-    int64_t lo, lso = -1, hw = -2;
-    for (;;) {
-        rd_kafka_resp_err_t e1 = rd_kafka_query_watermark_offsets(
-            uncommitted, t, 0, &lo, &hw, ld_test_remaining(deadline));
-        rd_kafka_resp_err_t e2 = rd_kafka_query_watermark_offsets(
-            committed, t, 0, &lo, &lso, ld_test_remaining(deadline));
-        if (!e1 && !e2 && lso == hw)
-            break;
-        LD_TEST_ASSERT(ld_test_remaining(deadline),
-                       "%s: last stable offset %" PRId64
-                       ", high watermark %" PRId64 " (%s, %s)",
-                       t, lso, hw, rd_kafka_err2str(e1), rd_kafka_err2str(e2));
-        usleep(50000); /* the broker has no wait for this: poll it */
-    }
-    rd_kafka_destroy(uncommitted);
-}
-
 /* Reads partition 0 of t from the beginning to its end, read_committed;
  * lines may be NULL (count only). Returns the record count. */
 static int read_topic(const char *t, char lines[][512], int max)
 {
     rd_kafka_t *rk = reader("read_committed");
-    await_stable(rk, t);
+    ld_test_await_stable(t, 0, 30000);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, t, 0)->offset =
         RD_KAFKA_OFFSET_BEGINNING;

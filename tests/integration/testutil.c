@@ -241,3 +241,37 @@ void ld_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions,
     rd_kafka_queue_destroy(q);
     ld_test_say("created topic %s with %d partitions", topic, partitions);
 }
+
+static rd_kafka_t *isolated_reader(const char *isolation)
+{
+    rd_kafka_conf_t *conf = ld_test_conf_new();
+    ld_test_conf_set(conf, "isolation.level", isolation);
+    ld_test_conf_set(conf, "group.id", "ld-test-watermarks");
+    return ld_test_new(RD_KAFKA_CONSUMER, conf);
+}
+
+void ld_test_await_stable(const char *topic, int32_t partition, int timeout_ms)
+{
+    rd_kafka_t *committed = isolated_reader("read_committed");
+    rd_kafka_t *uncommitted = isolated_reader("read_uncommitted");
+    int64_t deadline = ld_test_deadline(timeout_ms);
+    int64_t lo, lso = -1, hw = -2;
+    for (;;) {
+        rd_kafka_resp_err_t e1 =
+            rd_kafka_query_watermark_offsets(uncommitted, topic, partition, &lo,
+                                             &hw, ld_test_remaining(deadline));
+        rd_kafka_resp_err_t e2 =
+            rd_kafka_query_watermark_offsets(committed, topic, partition, &lo,
+                                             &lso, ld_test_remaining(deadline));
+        if (!e1 && !e2 && lso == hw)
+            break;
+        if (!ld_test_remaining(deadline))
+            LD_TEST_FAIL("%s [%d]: last stable offset %" PRId64
+                         ", high watermark %" PRId64 " (%s, %s)",
+                         topic, (int)partition, lso, hw, rd_kafka_err2str(e1),
+                         rd_kafka_err2str(e2));
+        usleep(50000); /* the broker has no wait for this: poll it */
+    }
+    rd_kafka_destroy(committed);
+    rd_kafka_destroy(uncommitted);
+}

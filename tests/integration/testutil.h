@@ -76,4 +76,11 @@ void ld_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions,
 /* Fails the test, naming what, when error is not NULL; destroys error. */
 void ld_test_check_error(const char *what, rd_kafka_error_t *error);
 
+/* Kafka writes a committed transaction's markers after EndTxn returned to
+ * its producer: until then a read_committed reader ends before that
+ * transaction's records. Waits (up to timeout_ms, else fails the test) until
+ * the last stable offset of partition of topic reaches its high watermark,
+ * so that a read_committed read to the end sees everything committed. */
+void ld_test_await_stable(const char *topic, int32_t partition, int timeout_ms);
+
 #endif /* LD_TESTUTIL_H */
