@@ -444,7 +444,10 @@ static ld_config_t *demo_config(demo_t *d)
         set(T, &c->trainer, "l2", "0.1") ||
         set(C, &c->checkpoint, "dir", store) ||
         set(C, &c->checkpoint, "warm_start", "false") ||
-        set(G, &c->triggers, "drift_enabled", "true");
+        set(G, &c->triggers, "drift_enabled", "true") ||
+        /* A first version early: drift and performance compare with the
+         * data the champion was trained on. */
+        set(G, &c->triggers, "volume_examples", "50000");
     /* A cross is one list item "a,b" (YAML: [[country, ad_id]]). */
     bad = bad ||
           ld_conf_strlist_add(&c->pipeline.crosses, "country,ad_id") != LD_OK;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/lineage.h"
 #include "daemon/metrics.h"
 #include "daemon/signals.h"
 #include "daemon/state.h"
@@ -21,6 +22,7 @@ typedef struct outgoing {
     ld_trigger_decision_t *decision;
     ld_snapshot_t *snap;
     uint64_t version;
+    Learnd__V1__Lineage *lineage; /* input since the parent; owned */
 } outgoing_t;
 
 /* Metric family ids. */
@@ -58,6 +60,8 @@ typedef struct run {
     int replay;   /* opts->replay_version set: read only, write nothing */
     int replay_done;
     char replay_group[128];
+    ld_lineage_t *lin;       /* input since the last publication */
+    uint8_t config_hash[32]; /* of the effective config, kafka: excluded */
     uint8_t *audit_buf;
     size_t audit_cap;
     uint64_t commit_seq, first_commit_seq;
@@ -135,6 +139,15 @@ static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
 
 /* ---- Publications ------------------------------------------------------- */
 
+static void outgoing_free(outgoing_t *o)
+{
+    ld_snapshot_destroy(o->snap);
+    ld_trigger_decision_destroy(o->decision);
+    ld_lineage_pb_free(o->lineage);
+}
+
+static Learnd__V1__Lineage *take_lineage(run_t *r);
+
 static int queue_outgoing(run_t *r, ld_trigger_decision_t *d,
                           ld_snapshot_t *snap, uint64_t version)
 {
@@ -146,7 +159,9 @@ static int queue_outgoing(run_t *r, ld_trigger_decision_t *d,
         r->out = o;
         r->capout = cap;
     }
-    r->out[r->nout++] = (outgoing_t){d, snap, version};
+    /* A publication records the input its model saw since the parent. */
+    Learnd__V1__Lineage *lin = snap ? take_lineage(r) : NULL;
+    r->out[r->nout++] = (outgoing_t){d, snap, version, lin};
     return 0;
 }
 
@@ -246,6 +261,8 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
                            .learnd_version = LD_VERSION,
                            .hash_function = "murmur3_32",
                            .hash_seed = (uint32_t)r->conf->pipeline.hash_seed,
+                           .config_hash = r->config_hash,
+                           .lineage = o->lineage,
                            .parent_counts = r->parent_counts};
     if ((err = ld_ckpt_encode(o->snap, &meta, &ckpt)))
         goto out;
@@ -355,10 +372,8 @@ static ld_err_t send_outgoing(run_t *r)
                    ld_trigger_decision_reason(o->decision));
         free(buf);
     }
-    for (size_t k = 0; k < i; k++) {
-        ld_snapshot_destroy(r->out[k].snap);
-        ld_trigger_decision_destroy(r->out[k].decision);
-    }
+    for (size_t k = 0; k < i; k++)
+        outgoing_free(&r->out[k]);
     memmove(r->out, r->out + i, (r->nout - i) * sizeof(*r->out));
     r->nout -= i;
     return err;
@@ -481,6 +496,12 @@ static ld_err_t run_state_encode(const run_t *r, bytes_t *b)
         for (uint32_t k = 0; k < ex.x.ndense && !bad; k++)
             bad = put_f(b, ex.x.dense[k]);
     }
+    uint8_t *lin = NULL;
+    size_t lin_len = 0;
+    if (!bad && ld_lineage_save(r->lin, &lin, &lin_len) != LD_OK)
+        bad = 1;
+    bad = bad || put_u(b, lin_len, 4) || bytes_raw(b, lin, lin_len);
+    free(lin);
     return bad ? LD_ERR_NOMEM : LD_OK;
 }
 
@@ -569,9 +590,60 @@ static ld_err_t run_state_decode(run_t *r, const uint8_t *p, size_t len)
     free(val);
     free(dense);
     free(eid);
+    size_t lin_len = (size_t)get_u(&rd, 4);
+    if (!err && !rd.bad && lin_len <= rd.left) {
+        const char *topics[] = {r->conf->pipeline.events_topic,
+                                r->conf->pipeline.labels_topic};
+        err = ld_lineage_load(r->lin, topics, 2, rd.p, lin_len);
+        rd.p += lin_len;
+        rd.left -= lin_len;
+    }
     if (!err && (rd.bad || rd.left))
         err = LD_ERR_CORRUPT;
     return err;
+}
+
+/* The input positions now: next offset per partition (what the commit
+ * point commits) and where a restart re-reads from (the joiner's oldest
+ * needed record). Topic names point at the config's strings. Caller frees
+ * *out; returns the count (0 with *out NULL when out of memory). */
+static size_t positions(run_t *r, Learnd__V1__PartitionPosition **out)
+{
+    *out = NULL;
+    rd_kafka_topic_partition_list_t *next = ld_pipeline_position(r->pipe);
+    if (!next)
+        return 0;
+    size_t n = (size_t)next->cnt;
+    Learnd__V1__PartitionPosition *pos = calloc(n ? n : 1, sizeof(*pos));
+    if (!pos) {
+        rd_kafka_topic_partition_list_destroy(next);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const rd_kafka_topic_partition_t *tp = &next->elems[i];
+        int events = strcmp(tp->topic, r->conf->pipeline.events_topic) == 0;
+        int64_t eo = -1, lo = -1;
+        if (ld_joiner_resume_offsets(r->joiner, tp->partition, &eo, &lo))
+            eo = lo = -1;
+        learnd__v1__partition_position__init(&pos[i]);
+        pos[i].topic = events ? r->conf->pipeline.events_topic
+                              : r->conf->pipeline.labels_topic;
+        pos[i].partition = tp->partition;
+        pos[i].next_offset = tp->offset;
+        pos[i].reread_from = events ? eo : lo;
+    }
+    rd_kafka_topic_partition_list_destroy(next);
+    *out = pos;
+    return n;
+}
+
+static Learnd__V1__Lineage *take_lineage(run_t *r)
+{
+    Learnd__V1__PartitionPosition *pos = NULL;
+    size_t n = positions(r, &pos);
+    Learnd__V1__Lineage *l = ld_lineage_take(r->lin, pos, n);
+    free(pos);
+    return l;
 }
 
 /* Writes the resume state of this commit point into the open transaction:
@@ -587,9 +659,6 @@ static ld_err_t save_state(run_t *r)
     ld_snapshot_t *snap = NULL;
     bytes_t runst = {0};
     Learnd__V1__PartitionPosition *pos = NULL, **ppos = NULL;
-    rd_kafka_topic_partition_list_t *next = ld_pipeline_position(r->pipe);
-    if (!next)
-        goto out;
     for (size_t p = 0; p < sizeof(r->assigned); p++) {
         if (!r->assigned[p])
             continue;
@@ -623,24 +692,12 @@ static ld_err_t save_state(run_t *r)
         goto out;
     err = LD_ERR_NOMEM;
 
-    size_t npos = (size_t)next->cnt;
-    pos = calloc(npos ? npos : 1, sizeof(*pos));
+    size_t npos = positions(r, &pos);
     ppos = calloc(npos ? npos : 1, sizeof(*ppos));
     if (!pos || !ppos)
         goto out;
-    for (size_t i = 0; i < npos; i++) {
-        const rd_kafka_topic_partition_t *tp = &next->elems[i];
-        int64_t eo = -1, lo = -1;
-        if (ld_joiner_resume_offsets(r->joiner, tp->partition, &eo, &lo))
-            eo = lo = -1;
-        learnd__v1__partition_position__init(&pos[i]);
-        pos[i].topic = tp->topic;
-        pos[i].partition = tp->partition;
-        pos[i].next_offset = tp->offset;
-        pos[i].reread_from =
-            strcmp(tp->topic, r->conf->pipeline.events_topic) == 0 ? eo : lo;
+    for (size_t i = 0; i < npos; i++)
         ppos[i] = &pos[i];
-    }
     Learnd__V1__ResumeHeader h = LEARND__V1__RESUME_HEADER__INIT;
     h.format_version = 1;
     h.model = r->tconf.name;
@@ -659,8 +716,6 @@ static ld_err_t save_state(run_t *r)
                          r->conf->daemon.state_topic, &h, ckpt.data, ckpt.len,
                          (size_t)r->conf->checkpoint.chunk_size);
 out:
-    if (next)
-        rd_kafka_topic_partition_list_destroy(next);
     free(pos);
     free(ppos);
     free(ckpt.data);
@@ -1009,6 +1064,26 @@ static ld_err_t warm_start(run_t *r)
     return err;
 }
 
+/* SHA-256 of the effective config as `config check --print` shows it,
+ * without the kafka: map (addresses and credentials differ between
+ * environments that train the same model). */
+static void config_hash(run_t *r)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    memset(r->config_hash, 0, sizeof(r->config_hash));
+    if (!f)
+        return;
+    ld_config_dump(r->conf, f);
+    fclose(f);
+    char *kafka = text ? strstr(text, "\nkafka:\n") : NULL;
+    if (text)
+        ld_ckpt_sha256(text, kafka ? (size_t)(kafka - text) + 1 : len,
+                       r->config_hash);
+    free(text);
+}
+
 static int setup(run_t *r, char *errstr, size_t size)
 {
     const ld_config_t *conf = r->conf;
@@ -1030,8 +1105,10 @@ static int setup(run_t *r, char *errstr, size_t size)
     else
         snprintf(r->txn_id, sizeof(r->txn_id), "learnd-%s", r->tconf.name);
 
+    r->lin = ld_lineage_new();
+    config_hash(r);
     r->reg = ld_metrics_new();
-    if (!r->reg) {
+    if (!r->reg || !r->lin) {
         snprintf(errstr, size, "out of memory");
         return LD_EXIT_RUNTIME;
     }
@@ -1077,11 +1154,10 @@ static int setup(run_t *r, char *errstr, size_t size)
 static void teardown(run_t *r)
 {
     ld_pipeline_destroy(r->pipe);
-    for (size_t i = 0; i < r->nout; i++) {
-        ld_snapshot_destroy(r->out[i].snap);
-        ld_trigger_decision_destroy(r->out[i].decision);
-    }
+    for (size_t i = 0; i < r->nout; i++)
+        outgoing_free(&r->out[i]);
     free(r->out);
+    ld_lineage_destroy(r->lin);
     free(r->audit_buf);
     ld_triggers_destroy(r->trig);
     ld_joiner_destroy(r->joiner);
@@ -1153,6 +1229,22 @@ static void audit(run_t *r, const ld_example_t *ex)
         r->exit_code = LD_EXIT_RUNTIME;
 }
 
+/* The one wall-clock input of the join: recorded in the next checkpoint's
+ * lineage. */
+static void on_advance(const ld_wm_advance_t *adv, void *opaque)
+{
+    run_t *r = opaque;
+    const char *topic = adv->kind == LD_TOPIC_EVENTS
+                            ? r->conf->pipeline.events_topic
+                            : r->conf->pipeline.labels_topic;
+    ld_lineage_advance(r->lin, topic, adv->partition, ld_now_wall_ms(),
+                       adv->watermark_ms);
+    ld_log(LD_LOG_NOTICE, "join",
+           "msg=\"idle partition: watermark advanced\" topic=%s "
+           "partition=%d watermark_ms=%lld",
+           topic, (int)adv->partition, (long long)adv->watermark_ms);
+}
+
 /* ---- The loop ----------------------------------------------------------- */
 
 /* Feeds one decoded record to the joiner and everything it releases on
@@ -1160,6 +1252,7 @@ static void audit(run_t *r, const ld_example_t *ex)
 static void process(run_t *r, const ld_record_t *rec)
 {
     ld_err_t err;
+    ld_lineage_consumed(r->lin, rec->topic, rec->partition, rec->offset);
     if (rec->kind == LD_RECORD_EVENT)
         err =
             ld_joiner_add_event(r->joiner, rec->partition, rec->offset,
@@ -1255,7 +1348,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         }
         now = ld_now_mono_ms();
         if (now >= next_report) {
-            ld_joiner_idle_advance(r.joiner, now, NULL, NULL);
+            ld_joiner_idle_advance(r.joiner, now, on_advance, &r);
             report(&r);
             next_report = now + 1000;
         }

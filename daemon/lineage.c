@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Accumulates offset ranges and watermark advances between publications. */
+#include "daemon/lineage.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct range {
+    const char *topic;
+    int32_t partition;
+    int64_t first, last;
+} range_t;
+
+typedef struct advance {
+    const char *topic;
+    int32_t partition;
+    int64_t wall_ms, watermark_ms;
+} advance_t;
+
+struct ld_lineage {
+    range_t *r;
+    size_t nr, capr;
+    size_t hint; /* the range used last: records come in runs */
+    advance_t *a;
+    size_t na, capa;
+};
+
+ld_lineage_t *ld_lineage_new(void)
+{
+    return calloc(1, sizeof(ld_lineage_t));
+}
+
+void ld_lineage_destroy(ld_lineage_t *l)
+{
+    if (!l)
+        return;
+    free(l->r);
+    free(l->a);
+    free(l);
+}
+
+static range_t *find(ld_lineage_t *l, const char *topic, int32_t partition)
+{
+    if (l->hint < l->nr && l->r[l->hint].partition == partition &&
+        l->r[l->hint].topic == topic)
+        return &l->r[l->hint];
+    for (size_t i = 0; i < l->nr; i++)
+        if (l->r[i].partition == partition &&
+            strcmp(l->r[i].topic, topic) == 0) {
+            l->hint = i;
+            return &l->r[i];
+        }
+    if (l->nr == l->capr) {
+        size_t cap = l->capr ? l->capr * 2 : 16;
+        range_t *g = realloc(l->r, cap * sizeof(*g));
+        if (!g)
+            return NULL;
+        l->r = g;
+        l->capr = cap;
+    }
+    l->hint = l->nr;
+    l->r[l->nr] = (range_t){topic, partition, -1, -1};
+    return &l->r[l->nr++];
+}
+
+void ld_lineage_consumed(ld_lineage_t *l, const char *topic, int32_t partition,
+                         int64_t offset)
+{
+    range_t *r = find(l, topic, partition);
+    if (!r)
+        return; /* lineage is informational: never stop training for it */
+    if (r->first < 0 || offset < r->first)
+        r->first = offset;
+    if (offset > r->last)
+        r->last = offset;
+}
+
+void ld_lineage_advance(ld_lineage_t *l, const char *topic, int32_t partition,
+                        int64_t wall_ms, int64_t watermark_ms)
+{
+    if (l->na == l->capa) {
+        size_t cap = l->capa ? l->capa * 2 : 8;
+        advance_t *g = realloc(l->a, cap * sizeof(*g));
+        if (!g)
+            return;
+        l->a = g;
+        l->capa = cap;
+    }
+    l->a[l->na++] = (advance_t){topic, partition, wall_ms, watermark_ms};
+}
+
+void ld_lineage_pb_free(Learnd__V1__Lineage *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n_consumed; i++)
+        free(m->consumed[i]);
+    free(m->consumed);
+    for (size_t i = 0; i < m->n_resume; i++)
+        free(m->resume[i]);
+    free(m->resume);
+    for (size_t i = 0; i < m->n_watermark_advances; i++)
+        free(m->watermark_advances[i]);
+    free(m->watermark_advances);
+    free(m);
+}
+
+Learnd__V1__Lineage *
+ld_lineage_take(ld_lineage_t *l, const Learnd__V1__PartitionPosition *resume,
+                size_t n)
+{
+    Learnd__V1__Lineage *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    learnd__v1__lineage__init(m);
+    size_t nc = 0;
+    for (size_t i = 0; i < l->nr; i++)
+        nc += l->r[i].first >= 0;
+    m->consumed = calloc(nc ? nc : 1, sizeof(*m->consumed));
+    m->resume = calloc(n ? n : 1, sizeof(*m->resume));
+    m->watermark_advances =
+        calloc(l->na ? l->na : 1, sizeof(*m->watermark_advances));
+    if (!m->consumed || !m->resume || !m->watermark_advances)
+        goto nomem;
+    for (size_t i = 0; i < l->nr; i++) {
+        if (l->r[i].first < 0)
+            continue;
+        Learnd__V1__OffsetRange *o = malloc(sizeof(*o));
+        if (!o)
+            goto nomem;
+        learnd__v1__offset_range__init(o);
+        o->topic = (char *)l->r[i].topic;
+        o->partition = l->r[i].partition;
+        o->first_offset = l->r[i].first;
+        o->last_offset = l->r[i].last;
+        m->consumed[m->n_consumed++] = o;
+    }
+    for (size_t i = 0; i < n; i++) {
+        Learnd__V1__PartitionPosition *p = malloc(sizeof(*p));
+        if (!p)
+            goto nomem;
+        *p = resume[i];
+        m->resume[m->n_resume++] = p;
+    }
+    for (size_t i = 0; i < l->na; i++) {
+        Learnd__V1__WatermarkAdvance *a = malloc(sizeof(*a));
+        if (!a)
+            goto nomem;
+        learnd__v1__watermark_advance__init(a);
+        a->topic = (char *)l->a[i].topic;
+        a->partition = l->a[i].partition;
+        a->wall_time_ms = l->a[i].wall_ms;
+        a->watermark_ms = l->a[i].watermark_ms;
+        m->watermark_advances[m->n_watermark_advances++] = a;
+    }
+    for (size_t i = 0; i < l->nr; i++)
+        l->r[i].first = l->r[i].last = -1;
+    l->na = 0;
+    return m;
+nomem:
+    ld_lineage_pb_free(m);
+    return NULL;
+}
+
+/* Saved form: count, then per range: topic index (by name among the
+ * config's topics), partition, first, last; little-endian. */
+static void put(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+#define REC 21 /* 1 + 4 + 8 + 8 */
+
+ld_err_t ld_lineage_save(const ld_lineage_t *l, uint8_t **out, size_t *len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->nr; i++)
+        n += l->r[i].first >= 0;
+    uint8_t *b = malloc(4 + n * (REC + 256));
+    if (!b)
+        return LD_ERR_NOMEM;
+    size_t o = 4;
+    put(b, n, 4);
+    for (size_t i = 0; i < l->nr; i++) {
+        const range_t *r = &l->r[i];
+        if (r->first < 0)
+            continue;
+        size_t tl = strlen(r->topic);
+        if (tl > 255)
+            tl = 255;
+        b[o++] = (uint8_t)tl;
+        memcpy(b + o, r->topic, tl);
+        o += tl;
+        put(b + o, (uint32_t)r->partition, 4);
+        put(b + o + 4, (uint64_t)r->first, 8);
+        put(b + o + 12, (uint64_t)r->last, 8);
+        o += 20;
+    }
+    *out = b;
+    *len = o;
+    return LD_OK;
+}
+
+ld_err_t ld_lineage_load(ld_lineage_t *l, const char *const *topics,
+                         size_t ntopics, const uint8_t *buf, size_t len)
+{
+    if (len < 4)
+        return LD_ERR_CORRUPT;
+    uint64_t n = get(buf, 4);
+    size_t o = 4;
+    for (uint64_t i = 0; i < n; i++) {
+        if (o >= len)
+            return LD_ERR_CORRUPT;
+        size_t tl = buf[o++];
+        if (tl > len - o || 20 > len - o - tl)
+            return LD_ERR_CORRUPT;
+        const char *topic = NULL;
+        for (size_t k = 0; k < ntopics && !topic; k++)
+            if (strlen(topics[k]) == tl && memcmp(topics[k], buf + o, tl) == 0)
+                topic = topics[k];
+        o += tl;
+        int32_t part = (int32_t)get(buf + o, 4);
+        int64_t first = (int64_t)get(buf + o + 4, 8);
+        int64_t last = (int64_t)get(buf + o + 12, 8);
+        o += 20;
+        if (!topic)
+            continue; /* a topic no longer configured */
+        range_t *r = find(l, topic, part);
+        if (!r)
+            return LD_ERR_NOMEM;
+        r->first = first;
+        r->last = last;
+    }
+    return o == len ? LD_OK : LD_ERR_CORRUPT;
+}

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Lineage bookkeeping: the input a model version was trained on since its
+ * parent, and the wall-clock watermark advances it saw (DESIGN §5). */
+#ifndef LD_DAEMON_LINEAGE_H
+#define LD_DAEMON_LINEAGE_H
+
+#include <stdint.h>
+
+#include "common/common.h"
+#include "schemas/learnd.pb-c.h"
+
+typedef struct ld_lineage ld_lineage_t;
+
+/* Returns an empty accumulator, or NULL when out of memory. */
+ld_lineage_t *ld_lineage_new(void);
+/* NULL is a no-op. */
+void ld_lineage_destroy(ld_lineage_t *l);
+
+/* Notes that offset of topic/partition was consumed. topic is borrowed and
+ * must outlive l (the config's strings). */
+void ld_lineage_consumed(ld_lineage_t *l, const char *topic, int32_t partition,
+                         int64_t offset);
+
+/* Notes an idle-partition watermark advance decided at wall_ms. */
+void ld_lineage_advance(ld_lineage_t *l, const char *topic, int32_t partition,
+                        int64_t wall_ms, int64_t watermark_ms);
+
+/* Builds the Lineage fields `consumed` and `watermark_advances` from what
+ * accumulated since the last take, plus `resume` from the n positions given
+ * (borrowed; copied), and starts accumulating afresh. Returns a message the
+ * caller frees with ld_lineage_pb_free(), or NULL when out of memory. */
+Learnd__V1__Lineage *
+ld_lineage_take(ld_lineage_t *l, const Learnd__V1__PartitionPosition *resume,
+                size_t n);
+void ld_lineage_pb_free(Learnd__V1__Lineage *m);
+
+/* The consumed ranges as bytes for the resume state, and back, so that a
+ * restart keeps counting from the parent (LD_ERR_CORRUPT on bad bytes). */
+ld_err_t ld_lineage_save(const ld_lineage_t *l, uint8_t **out,
+                         size_t *len) LD_WUR;
+ld_err_t ld_lineage_load(ld_lineage_t *l, const char *const *topics,
+                         size_t ntopics, const uint8_t *buf, size_t len) LD_WUR;
+
+#endif /* LD_DAEMON_LINEAGE_H */
