@@ -1,0 +1,56 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# Builds and runs bench_e2e (DESIGN §9 line 1: the whole daemon vs a raw
+# consume of the same topics). With --perf, records a cpu-clock profile of
+# the measured part and prints where the loop thread's time goes, per
+# source file of learnd (no frame pointers needed).
+#
+# usage: bench/e2e.sh [--perf] [BUILD_DIR] [-- bench_e2e args...]
+#   BUILD_DIR defaults to build-e2e next to this script's repository.
+#   Example: bench/e2e.sh --perf -- --bits 18 --repeats 1 --only daemon
+set -eu
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+perf=0
+build="$here/build-e2e"
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --perf) perf=1 ;;
+    --) shift; break ;;
+    *) build="$1" ;;
+    esac
+    shift
+done
+
+cmake -S "$here" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j2 --target bench_e2e >/dev/null
+echo "load: $(cat /proc/loadavg)  cores: $(nproc)"
+if [ "$perf" = 0 ]; then
+    exec "$build/bench/bench_e2e" "$@"
+fi
+
+data=$(mktemp /tmp/bench-e2e-perf.XXXXXX)
+map=$(mktemp /tmp/bench-e2e-syms.XXXXXX)
+trap 'rm -f "$data" "$map"' EXIT
+# Skip generation and topic fill (a few seconds) with -D.
+perf record -q -D 6000 -e cpu-clock -o "$data" "$build/bench/bench_e2e" "$@"
+for a in $(find "$build" -name 'libld_*.a'); do
+    nm -A --defined-only "$a" 2>/dev/null
+done | awk '{ split($1, p, ":"); print $NF, p[2] }' | sort -u >"$map"
+echo
+echo "== share of all samples by thread =="
+perf report -i "$data" --stdio --no-children --sort comm 2>/dev/null |
+    grep -E '^ +[0-9]' | head -8
+echo
+echo "== loop thread (comm bench_e2e) by learnd object file / library =="
+perf report -i "$data" --stdio --no-children --comm bench_e2e \
+    --sort dso,sym 2>/dev/null | grep -E '^ +[0-9]' |
+    awk 'NR == FNR { m[$1] = $2; next }
+         { pct = $1; sub("%", "", pct); o = ($4 in m) ? m[$4] : $2;
+           s[o] += pct }
+         END { for (k in s) printf "%6.2f%%  %s\n", s[k], k }' "$map" - |
+    sort -rn | head -20
+echo
+echo "== top symbols =="
+perf report -i "$data" --stdio --no-children --comm bench_e2e \
+    --sort dso,sym 2>/dev/null | grep -E '^ +[0-9]' | head -30
