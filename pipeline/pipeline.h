@@ -117,7 +117,7 @@ const char *ld_reason_name(ld_reason_t reason);
  * idle partition answers in 100 ms, not 500), fetch.min.bytes=1 (no added
  * latency), fetch.message.max.bytes=4MiB per partition and
  * fetch.max.bytes=64MiB per request (fewer, larger fetches),
- * queued.min.messages=200000 and queued.max.messages.kbytes=262144 (a
+ * queued.min.messages=10000000 and queued.max.messages.kbytes=262144 (a
  * deep prefetch queue so decoding never waits on the network),
  * check.crcs=false (TCP and the broker already check).
  */
