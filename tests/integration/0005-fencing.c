@@ -170,6 +170,24 @@ int main(void)
     LD_TEST_EQ_I64("B's exit code", 0, code_b);
     LD_TEST_ASSERT(file_has(log_b, "msg=\"stopped\""), "B did not stop");
     ld_test_say("A was fenced and exited 1; B finished and exited 0");
+
+    /* SIGTERM: a running daemon commits, leaves the group and exits 0
+     * within daemon.shutdown_timeout (30 s by default). */
+    char log_c[128];
+    snprintf(log_c, sizeof(log_c), "%s/c.log", tmpdir);
+    pid_t c = spawn(config, log_c, 0);
+    deadline = ld_test_deadline(60000);
+    while (!file_has(log_c, "msg=\"running\"")) {
+        LD_TEST_ASSERT(ld_test_remaining(deadline), "C did not start");
+        usleep(20000); /* a log line is a file, not an event to wait on */
+    }
+    int64_t t0 = ld_test_deadline(0);
+    kill(c, SIGTERM);
+    int code_c = wait_exit(c, 30000);
+    LD_TEST_EQ_I64("exit code after SIGTERM", 0, code_c);
+    LD_TEST_ASSERT(file_has(log_c, "msg=\"stopped\""), "C did not stop");
+    ld_test_say("SIGTERM: exit 0 after %lld ms",
+                (long long)(ld_test_deadline(0) - t0));
     rd_kafka_destroy(admin);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
