@@ -5,10 +5,8 @@
 #define _GNU_SOURCE /* memmem */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +18,6 @@
 #include "daemon/demo.h"
 #include "testutil.h"
 #include "trainer/checkpoint.h"
-
-extern char **environ;
 
 #define PARTS        2
 #define EVENTS       150000
@@ -165,27 +161,14 @@ static pid_t spawn(const char *config)
 {
     char *argv[] = {LD_LEARND_BIN,       "run", "-c", (char *)config,
                     "--until-caught-up", NULL};
-    pid_t pid;
-    int rc = posix_spawn(&pid, LD_LEARND_BIN, NULL, NULL, argv, environ);
-    LD_TEST_ASSERT(rc == 0, "spawn learnd: %s", strerror(rc));
-    return pid;
+    return ld_test_spawn(argv, NULL);
 }
 
 static int wait_exit(pid_t pid, int timeout_ms)
 {
-    int64_t deadline = ld_test_deadline(timeout_ms);
-    for (;;) {
-        int st;
-        pid_t w = waitpid(pid, &st, WNOHANG);
-        if (w == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (!ld_test_remaining(deadline)) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            LD_TEST_FAIL("learnd did not exit in %d ms", timeout_ms);
-        }
-        usleep(20000); /* polling a child's exit: nothing to await on */
-    }
+    int code = ld_test_wait_exit(pid, timeout_ms);
+    LD_TEST_ASSERT(code >= 0, "learnd did not exit in %d ms", timeout_ms);
+    return code;
 }
 
 /* Value of a metric line (exact series) on /metrics, or -1. */
@@ -263,46 +246,13 @@ static void run(const char *name, int kills)
     LD_TEST_EQ_I64("learnd exit code", 0, code);
 }
 
-/* Records keyed key on partition 0 of topic t, read_committed. */
-static int64_t count_key(const char *t, const char *key)
-{
-    ld_test_await_stable(t, 0, 30000);
-    rd_kafka_conf_t *conf = ld_test_conf_new();
-    ld_test_conf_set(conf, "isolation.level", "read_committed");
-    ld_test_conf_set(conf, "enable.partition.eof", "true");
-    ld_test_conf_set(conf, "group.id", "0004-key-reader");
-    rd_kafka_t *rk = ld_test_new(RD_KAFKA_CONSUMER, conf);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, t, 0)->offset =
-        RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    int64_t n = 0;
-    int64_t deadline = ld_test_deadline(30000);
-    for (;;) {
-        LD_TEST_ASSERT(ld_test_remaining(deadline), "read %s", t);
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
-        LD_TEST_ASSERT(eof || !m->err, "read %s", t);
-        if (!eof && m->key_len == strlen(key) &&
-            memcmp(m->key, key, m->key_len) == 0)
-            n++;
-        rd_kafka_message_destroy(m);
-        if (eof)
-            break;
-    }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return n;
-}
-
-/* Records on a topic, read_committed. Also collects the idempotency keys
+/* Records on a topic (only those keyed only_key, unless NULL),
+ * read_committed. Also collects the idempotency keys
  * of trigger events into keys, and an FNV-1a hash of every value in order
  * into *hash (each may be NULL). */
-static int64_t count_topic(const char *t, int want_idempotency_keys, char *keys,
-                           size_t ksize, uint64_t *hash)
+static int64_t count_topic(const char *t, const char *only_key,
+                           int want_idempotency_keys, char *keys, size_t ksize,
+                           uint64_t *hash)
 {
     uint64_t h = 1469598103934665603u;
     ld_test_await_stable(t, 0, 30000);
@@ -329,6 +279,11 @@ static int64_t count_topic(const char *t, int want_idempotency_keys, char *keys,
             break;
         }
         LD_TEST_ASSERT(!m->err, "read %s: %s", t, rd_kafka_message_errstr(m));
+        if (only_key && (m->key_len != strlen(only_key) ||
+                         memcmp(m->key, only_key, m->key_len) != 0)) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
         n++;
         for (size_t i = 0; i < m->len; i++)
             h = (h ^ ((const uint8_t *)m->payload)[i]) * 1099511628211u;
@@ -376,28 +331,7 @@ static int replay(const char *config, uint64_t version, const char *out)
     snprintf(v, sizeof(v), "%llu", (unsigned long long)version);
     char *argv[] = {LD_LEARND_BIN,  "replay", "-c",       (char *)config,
                     "--checkpoint", v,        "--verify", NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int rc = posix_spawn(&pid, LD_LEARND_BIN, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    LD_TEST_ASSERT(rc == 0, "spawn replay: %s", strerror(rc));
-    return wait_exit(pid, 120000);
-}
-
-static int file_has(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return strstr(buf, text) != NULL;
+    return wait_exit(ld_test_spawn(argv, out), 120000);
 }
 
 int main(void)
@@ -445,13 +379,13 @@ int main(void)
         char what[64];
         snprintf(what, sizeof(what), "%s.dlq", runs[i]);
         topic(t, sizeof(t), what);
-        int64_t dl = count_topic(t, 0, NULL, 0, NULL);
+        int64_t dl = count_topic(t, NULL, 0, NULL, 0, NULL);
         LD_TEST_ASSERT(dl == poison, "%s: %lld dead letters, want %d", runs[i],
                        (long long)dl, poison);
         snprintf(what, sizeof(what), "%s.triggers", runs[i]);
         topic(t, sizeof(t), what);
         int64_t n =
-            count_topic(t, 1, i ? keys_b : keys_a, sizeof(keys_a), NULL);
+            count_topic(t, NULL, 1, i ? keys_b : keys_a, sizeof(keys_a), NULL);
         /* the final checkpoint of --until-caught-up has no trigger event */
         LD_TEST_EQ_I64("trigger events", (int64_t)ver_a - 1, n);
     }
@@ -460,7 +394,7 @@ int main(void)
         char what[64];
         snprintf(what, sizeof(what), "%s.ckpt", runs[i]);
         topic(t, sizeof(t), what);
-        int64_t manifests = count_key(t, "eo");
+        int64_t manifests = count_topic(t, "eo", 0, NULL, 0, NULL);
         LD_TEST_ASSERT(manifests == (int64_t)ver_a,
                        "%s: %lld manifests for %llu versions", runs[i],
                        (long long)manifests, (unsigned long long)ver_a);
@@ -472,7 +406,7 @@ int main(void)
         char what[64];
         snprintf(what, sizeof(what), "%s.audit", runs[i]);
         topic(t, sizeof(t), what);
-        audit_n[i] = count_topic(t, 0, NULL, 0, &audit_h[i]);
+        audit_n[i] = count_topic(t, NULL, 0, NULL, 0, &audit_h[i]);
     }
     LD_TEST_ASSERT(audit_n[0] > EVENTS / 2, "audit records: %lld",
                    (long long)audit_n[0]);
@@ -492,7 +426,7 @@ int main(void)
     snprintf(out, sizeof(out), "%s/replay.out", tmpdir);
     uint64_t mid = ver_a / 2;
     LD_TEST_EQ_I64("replay of a mid-run version", 0, replay(config, mid, out));
-    LD_TEST_ASSERT(file_has(out, "\nidentical\n"), "replay output");
+    LD_TEST_ASSERT(ld_test_file_has(out, "\nidentical\n"), "replay output");
     LD_TEST_EQ_I64("replay of the final version", 0,
                    replay(config, ver_a, out));
     /* The same run with another trainer.l2 must not verify. */
@@ -503,8 +437,8 @@ int main(void)
              config);
     LD_TEST_ASSERT(system(cmd) == 0, "edit config");
     LD_TEST_EQ_I64("replay with another l2", 1, replay(config, mid, out));
-    LD_TEST_ASSERT(file_has(out, "DIFFERENT") &&
-                       file_has(out, "first difference: "),
+    LD_TEST_ASSERT(ld_test_file_has(out, "DIFFERENT") &&
+                       ld_test_file_has(out, "first difference: "),
                    "replay with another l2 did not name the difference");
     ld_test_say("replay: versions %llu and %llu identical; a changed l2 is "
                 "reported",

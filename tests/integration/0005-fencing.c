@@ -2,9 +2,7 @@
 /* A second instance with the same transactional.id fences the first, which
  * exits non-zero with a clear message; the second finishes the work. */
 #define _GNU_SOURCE /* memmem */
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +12,6 @@
 
 #include "daemon/demo.h"
 #include "testutil.h"
-
-extern char **environ;
 
 #define EVENTS 40000
 
@@ -55,44 +51,7 @@ static pid_t spawn(const char *config, const char *log, int until_caught_up)
                     (char *)config,
                     until_caught_up ? "--until-caught-up" : NULL,
                     NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    pid_t pid;
-    int rc = posix_spawn(&pid, LD_LEARND_BIN, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    LD_TEST_ASSERT(rc == 0, "spawn: %s", strerror(rc));
-    return pid;
-}
-
-/* True once the file at path contains text. */
-static int file_has(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return strstr(buf, text) != NULL;
-}
-
-static int wait_exit(pid_t pid, int timeout_ms)
-{
-    int64_t deadline = ld_test_deadline(timeout_ms);
-    for (;;) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (!ld_test_remaining(deadline)) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        usleep(20000); /* a child's exit cannot be awaited with a timeout */
-    }
+    return ld_test_spawn(argv, log);
 }
 
 int main(void)
@@ -156,19 +115,21 @@ int main(void)
      * B starts with the same config. */
     pid_t a = spawn(config, log_a, 0);
     int64_t deadline = ld_test_deadline(60000);
-    while (!file_has(log_a, "msg=\"running\"")) {
+    while (!ld_test_file_has(log_a, "msg=\"running\"")) {
         LD_TEST_ASSERT(ld_test_remaining(deadline), "A did not start");
         usleep(20000); /* a log line is a file, not an event to wait on */
     }
     ld_test_say("A is running; starting B with the same transactional.id");
     pid_t b = spawn(config, log_b, 1);
-    int code_a = wait_exit(a, 90000);
+    int code_a = ld_test_wait_exit(a, 90000);
     LD_TEST_EQ_I64("A's exit code", 1, code_a);
-    LD_TEST_ASSERT(file_has(log_a, "msg=\"fenced: another instance took over"),
-                   "A's log does not say it was fenced");
-    int code_b = wait_exit(b, 120000);
+    LD_TEST_ASSERT(
+        ld_test_file_has(log_a, "msg=\"fenced: another instance took over"),
+        "A's log does not say it was fenced");
+    int code_b = ld_test_wait_exit(b, 120000);
     LD_TEST_EQ_I64("B's exit code", 0, code_b);
-    LD_TEST_ASSERT(file_has(log_b, "msg=\"stopped\""), "B did not stop");
+    LD_TEST_ASSERT(ld_test_file_has(log_b, "msg=\"stopped\""),
+                   "B did not stop");
     ld_test_say("A was fenced and exited 1; B finished and exited 0");
 
     /* SIGTERM: a running daemon commits, leaves the group and exits 0
@@ -177,15 +138,16 @@ int main(void)
     snprintf(log_c, sizeof(log_c), "%s/c.log", tmpdir);
     pid_t c = spawn(config, log_c, 0);
     deadline = ld_test_deadline(60000);
-    while (!file_has(log_c, "msg=\"running\"")) {
+    while (!ld_test_file_has(log_c, "msg=\"running\"")) {
         LD_TEST_ASSERT(ld_test_remaining(deadline), "C did not start");
         usleep(20000); /* a log line is a file, not an event to wait on */
     }
     int64_t t0 = ld_test_deadline(0);
     kill(c, SIGTERM);
-    int code_c = wait_exit(c, 30000);
+    int code_c = ld_test_wait_exit(c, 30000);
     LD_TEST_EQ_I64("exit code after SIGTERM", 0, code_c);
-    LD_TEST_ASSERT(file_has(log_c, "msg=\"stopped\""), "C did not stop");
+    LD_TEST_ASSERT(ld_test_file_has(log_c, "msg=\"stopped\""),
+                   "C did not stop");
     ld_test_say("SIGTERM: exit 0 after %lld ms",
                 (long long)(ld_test_deadline(0) - t0));
     rd_kafka_destroy(admin);

@@ -9,6 +9,10 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 
 static int64_t mono_ms(void)
 {
@@ -274,4 +278,51 @@ void ld_test_await_stable(const char *topic, int32_t partition, int timeout_ms)
     }
     rd_kafka_destroy(committed);
     rd_kafka_destroy(uncommitted);
+}
+
+extern char **environ;
+
+pid_t ld_test_spawn(char *const argv[], const char *log)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    if (log) {
+        posix_spawn_file_actions_addopen(&fa, 1, log,
+                                         O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    }
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc)
+        LD_TEST_FAIL("spawn %s: %s", argv[0], strerror(rc));
+    return pid;
+}
+
+int ld_test_wait_exit(pid_t pid, int timeout_ms)
+{
+    int64_t deadline = ld_test_deadline(timeout_ms);
+    for (;;) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (!ld_test_remaining(deadline)) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        usleep(20000); /* a child's exit cannot be awaited with a timeout */
+    }
+}
+
+int ld_test_file_has(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, text) != NULL;
 }

@@ -6,6 +6,7 @@
 #define LD_TESTUTIL_H
 
 #include <inttypes.h>
+#include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -82,5 +83,16 @@ void ld_test_check_error(const char *what, rd_kafka_error_t *error);
  * the last stable offset of partition of topic reaches its high watermark,
  * so that a read_committed read to the end sees everything committed. */
 void ld_test_await_stable(const char *topic, int32_t partition, int timeout_ms);
+
+/* Starts argv[0] with argv; stdout and stderr go to log (truncated) unless
+ * log is NULL (inherited). Fails the test when it cannot start. */
+pid_t ld_test_spawn(char *const argv[], const char *log);
+
+/* Waits up to timeout_ms for pid to exit; returns its exit code (128 + the
+ * signal when killed), or -1 after killing it at the deadline. */
+int ld_test_wait_exit(pid_t pid, int timeout_ms);
+
+/* True when the file at path contains text (first 1 MiB). */
+int ld_test_file_has(const char *path, const char *text);
 
 #endif /* LD_TESTUTIL_H */
