@@ -50,8 +50,9 @@ typedef struct hfield {
 typedef struct ld_fmap {
     ld_record_kind_t kind;
     uint32_t nslots;
-    char **names;   /* nslots owned names ("a.b" for nested fields) */
-    uint32_t tmask; /* open-addressing table of slot + 1, size tmask+1 */
+    char **names;       /* nslots owned names ("a.b" for nested fields) */
+    uint32_t *name_len; /* strlen of each name */
+    uint32_t tmask;     /* open-addressing table of slot + 1, size tmask+1 */
     int32_t *table;
     int32_t key_slot;   /* -1: Kafka key */
     int32_t time_slot;  /* -1: Kafka timestamp */

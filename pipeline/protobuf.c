@@ -1,100 +1,52 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Protobuf decoding of the canonical Event and Label (schemas/learnd.proto)
- * with protobuf-c, unpacked into a bump arena that is reset per record, so
- * steady-state decoding calls malloc only when a record outgrows the arena. */
+/* Protobuf decoding of the canonical Event and Label (schemas/learnd.proto):
+ * a hand-written wire-format walker that reads each record once, checks every
+ * length against what remains, and feeds the field-map slots directly, with
+ * no allocation and no copy. It accepts and rejects exactly what protobuf-c
+ * 1.4 (which it replaced here; tests/data/pipeline/pb_ref.h keeps that path
+ * as the reference) accepts and rejects, and feeds the same values: strings
+ * end at their first NUL (protobuf-c hands out C strings), the last of a
+ * repeated scalar or oneof wins, unknown fields are skipped. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "pipeline/internal.h"
-#include "schemas/learnd.pb-c.h"
 
-#define ARENA_MIN (64u * 1024)
+#define NHINT 64 /* features whose name slot is remembered by position */
 
-/* Extra chunks hold what did not fit; the next reset folds them into one
- * larger first chunk. */
-typedef struct chunk {
-    struct chunk *next;
-    size_t size;
-} chunk_t;
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
+
+/* The slot of the feature name that came at one position in the last
+ * record, with the name (cut at its first NUL, at most 16 bytes) as two
+ * zero-padded words: most producers write features in a fixed order, so a
+ * masked compare replaces the table lookup. */
+typedef struct hint {
+    uint64_t w[2];
+    uint32_t len; /* > 16: no hint */
+    int32_t slot;
+} hint_t;
 
 struct ld_pbdec {
     ld_record_kind_t kind;
-    uint8_t *base;
-    size_t cap, used;
-    chunk_t *extra;
-    size_t extra_bytes;
-    int failed; /* an allocation failed during this unpack */
-    ProtobufCAllocator alloc;
-    void *msg;
+    hint_t *hint; /* NHINT, by feature position */
 };
-
-static void *arena_alloc(void *ad, size_t size)
-{
-    ld_pbdec_t *d = ad;
-    size = (size + 15) & ~(size_t)15;
-    if (size <= d->cap - d->used) {
-        void *p = d->base + d->used;
-        d->used += size;
-        return p;
-    }
-    chunk_t *c = malloc(sizeof(chunk_t) + 16 + size);
-    if (!c) {
-        d->failed = 1;
-        return NULL;
-    }
-    c->next = d->extra;
-    c->size = size;
-    d->extra = c;
-    d->extra_bytes += size;
-    return (uint8_t *)c + ((sizeof(chunk_t) + 15) & ~(size_t)15);
-}
-
-static void arena_free(void *ad, void *p)
-{
-    (void)ad;
-    (void)p; /* released all at once by arena_reset() */
-}
-
-static int arena_reset(ld_pbdec_t *d)
-{
-    size_t want = d->cap;
-    while (d->extra) {
-        chunk_t *c = d->extra;
-        d->extra = c->next;
-        free(c);
-    }
-    if (d->extra_bytes) {
-        want = (d->cap + d->extra_bytes) * 2;
-        d->extra_bytes = 0;
-    }
-    if (want > d->cap || !d->base) {
-        uint8_t *b = malloc(want);
-        if (!b)
-            return -1;
-        free(d->base);
-        d->base = b;
-        d->cap = want;
-    }
-    d->used = 0;
-    d->failed = 0;
-    d->msg = NULL;
-    return 0;
-}
 
 ld_pbdec_t *ld_pbdec_new(ld_record_kind_t kind, char *errstr,
                          size_t errstr_size)
 {
     ld_pbdec_t *d = calloc(1, sizeof(*d));
-    if (!d || !(d->base = malloc(ARENA_MIN))) {
-        free(d);
+    if (!d) {
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
     d->kind = kind;
-    d->cap = ARENA_MIN;
-    d->alloc.alloc = arena_alloc;
-    d->alloc.free = arena_free;
-    d->alloc.allocator_data = d;
+    if (!(d->hint = calloc(NHINT, sizeof(*d->hint)))) {
+        free(d);
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < NHINT; i++)
+        d->hint[i].len = UINT32_MAX;
     return d;
 }
 
@@ -102,109 +54,384 @@ void ld_pbdec_destroy(ld_pbdec_t *d)
 {
     if (!d)
         return;
-    while (d->extra) {
-        chunk_t *c = d->extra;
-        d->extra = c->next;
-        free(c);
-    }
-    free(d->base);
+    free(d->hint);
     free(d);
 }
 
-static void set_str(ld_fv_t *v, const char *s)
+/* ---- Wire format -------------------------------------------------------- */
+
+/* One scanned field, as protobuf-c's scanner sees it. */
+typedef struct pbf {
+    uint32_t num;
+    uint32_t wt;
+    const uint8_t *raw; /* the member's bytes: varint, fixed, or LEN prefix */
+    size_t rawn;        /* their count (LEN: prefix + payload) */
+    const uint8_t *v;   /* LEN: the payload */
+    size_t n;           /* LEN: payload bytes */
+} pbf_t;
+
+/* Scans the field at *pp (below end, which it must not reach past). Returns
+ * 0 and advances *pp past it, or -1 where protobuf-c's scanner fails: a tag
+ * of more than 5 bytes or a one-byte tag 0, a varint of more than 10 bytes,
+ * a fixed value or a length past the end, a length prefix of more than 5
+ * bytes or above INT_MAX, wire types 3, 4, 6, 7. */
+static inline int scan(const uint8_t **pp, const uint8_t *end, pbf_t *f)
 {
-    v->kind = FV_STR;
-    v->u.s = s;
-    v->n = (uint32_t)strlen(s);
+    const uint8_t *p = *pp;
+    size_t rem = (size_t)(end - p);
+    uint32_t b = p[0];
+    f->wt = b & 7;
+    if (!(b & 0xf8))
+        return -1;
+    if (!(b & 0x80)) {
+        f->num = b >> 3;
+        p++;
+    } else {
+        uint32_t tag = (b & 0x7f) >> 3;
+        size_t max = rem < 5 ? rem : 5, i = 1;
+        unsigned shift = 4;
+        for (;; i++, shift += 7) {
+            if (i >= max)
+                return -1;
+            tag |= (uint32_t)(p[i] & 0x7f) << shift;
+            if (!(p[i] & 0x80))
+                break;
+        }
+        f->num = tag;
+        p += i + 1;
+    }
+    rem = (size_t)(end - p);
+    f->raw = p;
+    switch (f->wt) {
+    case WT_VARINT: {
+        size_t max = rem < 10 ? rem : 10, i = 0;
+        while (i < max && (p[i] & 0x80))
+            i++;
+        if (i == max)
+            return -1;
+        f->rawn = i + 1;
+        break;
+    }
+    case WT_I64:
+        if (rem < 8)
+            return -1;
+        f->rawn = 8;
+        break;
+    case WT_I32:
+        if (rem < 4)
+            return -1;
+        f->rawn = 4;
+        break;
+    case WT_LEN: {
+        size_t max = rem < 5 ? rem : 5, i = 0;
+        uint64_t n = 0;
+        for (;; i++) {
+            if (i == max)
+                return -1;
+            n |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+            if (!(p[i] & 0x80))
+                break;
+        }
+        i++;
+        if (n > 0x7fffffffu || n > rem - i)
+            return -1;
+        f->v = p + i;
+        f->n = (size_t)n;
+        f->rawn = i + (size_t)n;
+        break;
+    }
+    default:
+        return -1;
+    }
+    *pp = p + f->rawn;
+    return 0;
+}
+
+/* The varint of a scanned VARINT field; bits past 64 are dropped. */
+static inline uint64_t varint(const pbf_t *f)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < f->rawn; i++)
+        v |= (uint64_t)(f->raw[i] & 0x7f) << (7 * i);
+    return v;
+}
+
+static inline double fixed64_double(const uint8_t *p)
+{
+    uint64_t u = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&u, p, sizeof(u));
+#else
+    for (int i = 7; i >= 0; i--)
+        u = u << 8 | p[i];
+#endif
+    double d;
+    memcpy(&d, &u, sizeof(d));
+    return d;
+}
+
+/* Bytes of a string up to its first NUL, as strlen() of protobuf-c's copy. */
+static inline uint32_t cstrlen(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && s[i])
+        i++;
+    return (uint32_t)i;
+}
+
+/* 1 when name/n is h's name. Reads 16 bytes at name, so only when that many
+ * remain before rec_end, the end of the record. */
+static inline int hint_hit(const hint_t *h, const uint8_t *name, size_t n,
+                           const uint8_t *rec_end)
+{
+    static const uint8_t ones[32] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                     0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                     0xff, 0xff, 0xff, 0xff};
+    size_t len = h->len;
+    if (len > n || (len < n && name[len] != 0) || (size_t)(rec_end - name) < 16)
+        return 0;
+    uint64_t w0, w1, m0, m1;
+    memcpy(&w0, name, 8);
+    memcpy(&w1, name + 8, 8);
+    memcpy(&m0, ones + 16 - len, 8);
+    memcpy(&m1, ones + 24 - len, 8);
+    return ((w0 & m0) == h->w[0]) & ((w1 & m1) == h->w[1]);
+}
+
+/* ---- Messages ----------------------------------------------------------- */
+
+/* The first problem other than a malformed message: reported only when the
+ * whole message turns out well-formed, as protobuf-c unpacked it all first. */
+typedef struct late {
+    ld_reason_t why;
+    char *err;
+    size_t err_size;
+} late_t;
+
+/* StringList at v/n: every value pushed to fm->strs (NUL-cut). Returns the
+ * count, or -1 when malformed. An out-of-memory push is noted in *lt. */
+static long string_list(ld_fmap_t *fm, const uint8_t *v, size_t n, late_t *lt)
+{
+    const uint8_t *p = v, *end = v + n;
+    long count = 0;
+    while (p < end) {
+        pbf_t f;
+        if (scan(&p, end, &f) < 0)
+            return -1;
+        if (f.num != 1)
+            continue;
+        if (f.wt != WT_LEN)
+            return -1;
+        if (ld_fmap_push_str(fm, (const char *)f.v, cstrlen(f.v, f.n)) < 0 &&
+            !lt->why) {
+            lt->why = LD_REASON_DECODE;
+            snprintf(lt->err, lt->err_size, "out of memory");
+        }
+        count++;
+    }
+    return count;
+}
+
+/* One Feature at v/n, the idx-th of its Event, into its slot. Returns 0, or
+ * -1 when malformed. rec_end: end of the whole record. */
+static int feature(ld_pbdec_t *d, ld_fmap_t *fm, uint32_t idx, const uint8_t *v,
+                   size_t n, const uint8_t *rec_end, late_t *lt)
+{
+    const uint8_t *p = v, *end = v + n;
+    const uint8_t *name = (const uint8_t *)"";
+    size_t name_n = 0;
+    uint32_t strs0 = fm->nstrs, first = 0;
+    long ntags = 0;
+    uint32_t vcase = 0; /* field number of the oneof member, 0: none */
+    pbf_t val = {0};
+
+    /* Fast path: what encoders write, name then one num or str value and
+     * nothing after it; anything else takes the general loop, whose answer
+     * is the same for these bytes. */
+    if (n >= 2 && v[0] == 0x0a && v[1] < 0x80 && (size_t)v[1] + 2 <= n) {
+        const uint8_t *q = v + 2 + v[1];
+        size_t left = (size_t)(end - q);
+        if (left == 9 && q[0] == 0x11) {
+            name = v + 2, name_n = v[1], p = end;
+            vcase = 2, val.raw = q + 1;
+        } else if (left >= 2 && q[0] == 0x1a && q[1] < 0x80 &&
+                   left == (size_t)q[1] + 2) {
+            name = v + 2, name_n = v[1], p = end;
+            vcase = 3, val.v = q + 2, val.n = q[1];
+        }
+    }
+    while (p < end) {
+        pbf_t f;
+        if (scan(&p, end, &f) < 0)
+            return -1;
+        switch (f.num) {
+        case 1: /* name */
+            if (f.wt != WT_LEN)
+                return -1;
+            name = f.v;
+            name_n = f.n;
+            break;
+        case 2: /* num */
+            if (f.wt != WT_I64)
+                return -1;
+            vcase = 2, val = f;
+            break;
+        case 3: /* str */
+        case 4: /* tags */
+            if (f.wt != WT_LEN)
+                return -1;
+            if (f.num == 4) {
+                first = fm->nstrs;
+                if ((ntags = string_list(fm, f.v, f.n, lt)) < 0)
+                    return -1;
+            }
+            vcase = f.num, val = f;
+            break;
+        case 5: /* integer */
+            if (f.wt != WT_VARINT)
+                return -1;
+            vcase = 5, val = f;
+            break;
+        case 6: /* boolean: protobuf-c takes any wire type */
+            vcase = 6, val = f;
+            break;
+        default: /* unknown: skipped */
+            break;
+        }
+    }
+    if (lt->why)
+        return 0;
+
+    uint32_t nlen;
+    int32_t s;
+    hint_t *h = idx < NHINT ? &d->hint[idx] : NULL;
+    /* an absent name is "", not in the record: no hint */
+    if (h && name_n && hint_hit(h, name, name_n, rec_end)) {
+        nlen = h->len;
+        s = h->slot;
+    } else {
+        nlen = cstrlen(name, name_n);
+        s = ld_fmap_find(fm, (const char *)name, nlen);
+        if (h) {
+            h->w[0] = h->w[1] = 0;
+            h->len = nlen <= 16 ? nlen : UINT32_MAX;
+            if (nlen <= 16)
+                memcpy(h->w, name, nlen);
+            h->slot = s;
+        }
+    }
+    /* canonical slots are not features; unmapped names are skipped */
+    if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
+        fm->nstrs = strs0;
+        return 0;
+    }
+    ld_fv_t *fv = &fm->fv[s];
+    if (fv->kind != FV_ABSENT) {
+        lt->why = LD_REASON_DUPLICATE_FIELD;
+        snprintf(lt->err, lt->err_size, "feature %.*s appears twice", (int)nlen,
+                 (const char *)name);
+        return 0;
+    }
+    switch (vcase) {
+    case 2:
+        fv->kind = FV_DOUBLE;
+        fv->u.d = fixed64_double(val.raw);
+        break;
+    case 3:
+        fv->kind = FV_STR;
+        fv->u.s = (const char *)val.v;
+        fv->n = cstrlen(val.v, val.n);
+        break;
+    case 4:
+        fv->kind = FV_LIST;
+        fv->u.first = first;
+        fv->n = (uint32_t)ntags;
+        break;
+    case 5:
+        fv->kind = FV_INT;
+        fv->u.i = (int64_t)varint(&val);
+        break;
+    case 6: {
+        int b = 0;
+        for (size_t i = 0; i < val.rawn; i++)
+            b |= val.raw[i] & 0x7f;
+        fv->kind = FV_BOOL;
+        fv->u.i = b != 0;
+        break;
+    }
+    default:
+        fv->kind = FV_NULL;
+        break;
+    }
+    return 0;
 }
 
 ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
                             size_t len, char *err, size_t err_size)
 {
-    if (arena_reset(d) < 0) {
-        snprintf(err, err_size, "out of memory");
-        return LD_REASON_DECODE;
-    }
-    if (d->kind == LD_RECORD_LABEL) {
-        Learnd__V1__Label *l = learnd__v1__label__unpack(&d->alloc, len, p);
-        if (!l) {
-            snprintf(err, err_size, "%s",
-                     d->failed ? "out of memory"
-                               : "not a learnd.v1.Label protobuf message");
-            return LD_REASON_DECODE;
-        }
-        d->msg = l;
-        if (fm->key_slot >= 0 && l->event_id && *l->event_id)
-            set_str(&fm->fv[fm->key_slot], l->event_id);
-        if (fm->time_slot >= 0 && l->label_time_ms != 0) {
-            fm->fv[fm->time_slot].kind = FV_INT;
-            fm->fv[fm->time_slot].u.i = l->label_time_ms;
-        }
-        if (fm->label_slot >= 0) {
-            fm->fv[fm->label_slot].kind = FV_DOUBLE;
-            fm->fv[fm->label_slot].u.d = l->value;
-        }
-        return LD_REASON_NONE;
-    }
+    const uint8_t *end = p + len;
+    const uint8_t *id = NULL;
+    size_t id_n = 0;
+    int64_t time_ms = 0;
+    double value = 0.0;
+    uint32_t nfeat = 0;
+    late_t lt = {LD_REASON_NONE, err, err_size};
+    int label = d->kind == LD_RECORD_LABEL;
 
-    Learnd__V1__Event *e = learnd__v1__event__unpack(&d->alloc, len, p);
-    if (!e) {
-        snprintf(err, err_size, "%s",
-                 d->failed ? "out of memory"
-                           : "not a learnd.v1.Event protobuf message");
-        return LD_REASON_DECODE;
-    }
-    d->msg = e;
-    if (fm->key_slot >= 0 && e->event_id && *e->event_id)
-        set_str(&fm->fv[fm->key_slot], e->event_id);
-    if (fm->time_slot >= 0 && e->event_time_ms != 0) {
-        fm->fv[fm->time_slot].kind = FV_INT;
-        fm->fv[fm->time_slot].u.i = e->event_time_ms;
-    }
-    for (size_t i = 0; i < e->n_features; i++) {
-        const Learnd__V1__Feature *f = e->features[i];
-        int32_t s = ld_fmap_find(fm, f->name, strlen(f->name));
-        /* canonical slots are not features; unmapped names are skipped */
-        if (s < 0 || s == fm->key_slot || s == fm->time_slot)
-            continue;
-        ld_fv_t *v = &fm->fv[s];
-        if (v->kind != FV_ABSENT) {
-            snprintf(err, err_size, "feature %s appears twice", f->name);
-            return LD_REASON_DUPLICATE_FIELD;
-        }
-        switch (f->value_case) {
-        case LEARND__V1__FEATURE__VALUE_NUM:
-            v->kind = FV_DOUBLE;
-            v->u.d = f->num;
+    while (p < end) {
+        pbf_t f;
+        if (scan(&p, end, &f) < 0)
+            goto bad;
+        switch (f.num) {
+        case 1: /* event_id */
+            if (f.wt != WT_LEN)
+                goto bad;
+            id = f.v;
+            id_n = f.n;
             break;
-        case LEARND__V1__FEATURE__VALUE_STR:
-            set_str(v, f->str);
+        case 2: /* event_time_ms, label_time_ms */
+            if (f.wt != WT_VARINT)
+                goto bad;
+            time_ms = (int64_t)varint(&f);
             break;
-        case LEARND__V1__FEATURE__VALUE_INTEGER:
-            v->kind = FV_INT;
-            v->u.i = f->integer;
-            break;
-        case LEARND__V1__FEATURE__VALUE_BOOLEAN:
-            v->kind = FV_BOOL;
-            v->u.i = f->boolean ? 1 : 0;
-            break;
-        case LEARND__V1__FEATURE__VALUE_TAGS:
-            v->kind = FV_LIST;
-            v->u.first = fm->nstrs;
-            v->n = 0;
-            for (size_t j = 0; f->tags && j < f->tags->n_values; j++) {
-                const char *t = f->tags->values[j];
-                if (ld_fmap_push_str(fm, t, (uint32_t)strlen(t)) < 0) {
-                    snprintf(err, err_size, "out of memory");
-                    return LD_REASON_DECODE;
-                }
-                v->n++;
+        case 3: /* Event.features, Label.value */
+            if (label) {
+                if (f.wt != WT_I64)
+                    goto bad;
+                value = fixed64_double(f.raw);
+            } else {
+                if (f.wt != WT_LEN ||
+                    feature(d, fm, nfeat++, f.v, f.n, end, &lt) < 0)
+                    goto bad;
             }
             break;
-        default:
-            v->kind = FV_NULL;
+        default: /* unknown: skipped */
             break;
         }
     }
+    if (lt.why)
+        return lt.why;
+
+    uint32_t idn = id ? cstrlen(id, id_n) : 0;
+    if (fm->key_slot >= 0 && idn) {
+        ld_fv_t *v = &fm->fv[fm->key_slot];
+        v->kind = FV_STR;
+        v->u.s = (const char *)id;
+        v->n = idn;
+    }
+    if (fm->time_slot >= 0 && time_ms != 0) {
+        fm->fv[fm->time_slot].kind = FV_INT;
+        fm->fv[fm->time_slot].u.i = time_ms;
+    }
+    if (label && fm->label_slot >= 0) {
+        fm->fv[fm->label_slot].kind = FV_DOUBLE;
+        fm->fv[fm->label_slot].u.d = value;
+    }
     return LD_REASON_NONE;
+
+bad:
+    snprintf(err, err_size, "%s",
+             label ? "not a learnd.v1.Label protobuf message"
+                   : "not a learnd.v1.Event protobuf message");
+    return LD_REASON_DECODE;
 }

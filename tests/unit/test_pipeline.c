@@ -14,6 +14,7 @@
 #include "pipeline/hash.h"
 #include "pipeline/kafka.h"
 #include "tests/data/pipeline/fixtures.h"
+#include "tests/data/pipeline/pb_ref.h"
 
 static void test_conf_passthrough(void **state)
 {
@@ -403,6 +404,365 @@ static void test_poison_json_protobuf(void **state)
     fx_conf_free(c);
 }
 
+/* ---- Protobuf wire format ----------------------------------------------- */
+
+/* A protobuf message under construction. */
+typedef struct pbb {
+    uint8_t b[1024];
+    size_t n;
+} pbb_t;
+
+static void pb_varint(pbb_t *o, uint64_t v)
+{
+    do {
+        uint8_t c = v & 0x7f;
+        v >>= 7;
+        if (v)
+            c |= 0x80;
+        o->b[o->n++] = c;
+    } while (v);
+}
+
+static void pb_raw(pbb_t *o, const void *v, size_t n)
+{
+    memcpy(o->b + o->n, v, n);
+    o->n += n;
+}
+
+/* Field num of wire type wt; a LEN field gets its length prefix. */
+static void pb_field(pbb_t *o, uint32_t num, unsigned wt, const void *v,
+                     size_t n)
+{
+    pb_varint(o, (uint64_t)num << 3 | wt);
+    if (wt == 2)
+        pb_varint(o, n);
+    pb_raw(o, v, n);
+}
+
+static void pb_msg(pbb_t *o, uint32_t num, const pbb_t *m)
+{
+    pb_field(o, num, 2, m->b, m->n);
+}
+
+static void pb_double(pbb_t *o, uint32_t num, double d)
+{
+    uint8_t b[8];
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(u >> (8 * i));
+    pb_field(o, num, 1, b, 8);
+}
+
+/* Feature{name, str} */
+static void pb_feat_str(pbb_t *o, const char *name, const char *v)
+{
+    pbb_t f = {.n = 0};
+    pb_field(&f, 1, 2, name, strlen(name));
+    pb_field(&f, 3, 2, v, strlen(v));
+    pb_msg(o, 3, &f);
+}
+
+/* Decodes v/n (copied to a buffer of exactly n bytes, so ASan sees any
+ * overread) as kind k with d, checks the answer against the protobuf-c
+ * reference, and returns the reason. */
+static ld_reason_t pb_check(ld_decoder_t *d, const ld_pipeline_conf_t *c,
+                            ld_record_kind_t k, const void *v, size_t n,
+                            ld_record_t *r)
+{
+    uint8_t *x = malloc(n ? n : 1);
+    assert_non_null(x);
+    if (n)
+        memcpy(x, v, n);
+    ld_reason_t why = ld_decoder_decode(d, "k", 1, x, n, 7, r);
+    const char *diff =
+        n ? pbref_compare(c, k, "k", 1, x, n, 7, why, r, ld_decoder_error(d))
+          : NULL;
+    free(x);
+    if (diff)
+        fail_msg("%s message of %zu bytes: %s",
+                 k == LD_RECORD_EVENT ? "event" : "label", n, diff);
+    return why;
+}
+
+/* The base event of the wire tests: every Feature value kind. */
+static void pb_base_event(pbb_t *o)
+{
+    pbb_t f = {.n = 0}, t = {.n = 0};
+    o->n = 0;
+    pb_field(o, 1, 2, "e1", 2);
+    pb_field(o, 2, 0, "\x05", 1);
+    pb_field(&f, 1, 2, "f0", 2);
+    pb_double(&f, 2, 1.5);
+    pb_msg(o, 3, &f);
+    pb_feat_str(o, "country", "DE");
+    pb_field(&t, 1, 2, "a", 1);
+    pb_field(&t, 1, 2, "b", 1);
+    f.n = 0;
+    pb_field(&f, 1, 2, "tags", 4);
+    pb_msg(&f, 4, &t);
+    pb_msg(o, 3, &f);
+    f.n = 0;
+    pb_field(&f, 1, 2, "ad_id", 5);
+    pb_field(&f, 5, 0, "\x11", 1);
+    pb_msg(o, 3, &f);
+    f.n = 0;
+    pb_field(&f, 1, 2, "device", 6);
+    pb_field(&f, 6, 0, "\x01", 1);
+    pb_msg(o, 3, &f);
+}
+
+/* The hand-written wire decoder against protobuf-c: unknown fields, wire
+ * types, repeated and last-wins fields, NUL-cut strings, tag and varint
+ * limits, every truncation and single-byte flip of the fixtures. */
+static void test_protobuf_wire(void **state)
+{
+    (void)state;
+    char err[512];
+    ld_record_t r;
+    ld_pipeline_conf_t *c = fx_conf_new("protobuf");
+    ld_decoder_t *d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    ld_decoder_t *dl = ld_decoder_new(c, LD_RECORD_LABEL, err, sizeof(err));
+    assert_non_null(d);
+    assert_non_null(dl);
+    pbb_t base, m, f, t;
+    pb_base_event(&base);
+    assert_int_equal(pb_check(d, c, 0, base.b, base.n, &r), LD_REASON_NONE);
+    assert_string_equal(r.key, "e1");
+    assert_int_equal(r.time_ms, 5);
+    assert_true(r.x.dense[0] == 1.5f);
+    uint32_t nnz = r.x.nnz, idx[64];
+    assert_true(nnz >= 5 && nnz < 64);
+    memcpy(idx, r.x.idx, nnz * sizeof(*idx));
+
+    /* unknown fields of every wire type, at every level, are skipped */
+    static const struct {
+        uint32_t num;
+        unsigned wt;
+        const char *v;
+        size_t n;
+    } unk[] = {{9, 0, "\xff\x01", 2},
+               {10, 1, "12345678", 8},
+               {11, 2, "xyz", 3},
+               {12, 5, "1234", 4},
+               {536870911, 0, "\x00", 1}}; /* the largest field number */
+    for (size_t i = 0; i < sizeof(unk) / sizeof(unk[0]); i++) {
+        m = base;
+        pb_field(&m, unk[i].num, unk[i].wt, unk[i].v, unk[i].n);
+        f.n = 0; /* inside a Feature and inside a StringList */
+        pb_field(&f, unk[i].num, unk[i].wt, unk[i].v, unk[i].n);
+        pb_field(&f, 1, 2, "publisher", 9);
+        t.n = 0;
+        pb_field(&t, unk[i].num, unk[i].wt, unk[i].v, unk[i].n);
+        pb_field(&t, 1, 2, "p1", 2);
+        pb_msg(&f, 4, &t);
+        pb_field(&f, unk[i].num, unk[i].wt, unk[i].v, unk[i].n);
+        pb_msg(&m, 3, &f);
+        assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_NONE);
+        assert_int_equal(r.x.nnz, nnz + 1);
+    }
+    /* a two-byte tag 0 is an unknown field; a one-byte tag 0 is refused */
+    m = base;
+    pb_raw(&m, "\x80\x00\x01", 3);
+    assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_NONE);
+    m = base;
+    pb_raw(&m, "\x00\x01", 2);
+    assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_DECODE);
+
+    /* wire-type mismatches of known fields are refused */
+    static const struct {
+        uint32_t num;
+        unsigned wt;
+    } bad_top[] = {{1, 0}, {1, 1}, {1, 5}, {2, 1}, {2, 2},
+                   {2, 5}, {3, 0}, {3, 1}, {3, 5}};
+    for (size_t i = 0; i < sizeof(bad_top) / sizeof(bad_top[0]); i++) {
+        m = base;
+        pb_field(&m, bad_top[i].num, bad_top[i].wt,
+                 "\x01\x02\x03\x04\x05\x06"
+                 "\x07\x08",
+                 bad_top[i].wt == 0   ? 1
+                 : bad_top[i].wt == 5 ? 4
+                                      : 8);
+        assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_DECODE);
+        assert_string_equal(ld_decoder_error(d),
+                            "not a learnd.v1.Event protobuf message");
+    }
+    static const struct {
+        uint32_t num;
+        unsigned wt;
+    } bad_feat[] = {{1, 0}, {2, 0}, {2, 2}, {2, 5}, {3, 0},
+                    {3, 1}, {4, 0}, {4, 5}, {5, 1}, {5, 2}};
+    for (size_t i = 0; i < sizeof(bad_feat) / sizeof(bad_feat[0]); i++) {
+        m = base;
+        f.n = 0;
+        pb_field(&f, 1, 2, "publisher", 9);
+        pb_field(&f, bad_feat[i].num, bad_feat[i].wt,
+                 "\x01\x02\x03\x04\x05\x06\x07\x08",
+                 bad_feat[i].wt == 0   ? 1
+                 : bad_feat[i].wt == 5 ? 4
+                                       : 8);
+        pb_msg(&m, 3, &f);
+        assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_DECODE);
+    }
+    /* a StringList value that is not a string */
+    m = base;
+    f.n = 0;
+    t.n = 0;
+    pb_field(&f, 1, 2, "publisher", 9);
+    pb_field(&t, 1, 0, "\x01", 1);
+    pb_msg(&f, 4, &t);
+    pb_msg(&m, 3, &f);
+    assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_DECODE);
+    /* the boolean takes any wire type, as protobuf-c does */
+    for (unsigned wt = 0; wt < 6; wt++) {
+        if (wt == 3 || wt == 4)
+            continue;
+        m = base;
+        f.n = 0;
+        pb_field(&f, 1, 2, "publisher", 9);
+        pb_field(&f, 6, wt, "\x00\x00\x00\x00\x00\x00\x00\x00",
+                 wt == 0   ? 1
+                 : wt == 5 ? 4
+                 : wt == 1 ? 8
+                           : 0);
+        pb_msg(&m, 3, &f);
+        assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_NONE);
+        assert_int_equal(r.x.nnz, nnz + 1);
+    }
+    /* groups and wire types 6, 7 are refused, known field or not */
+    for (unsigned wt = 3; wt < 8; wt++) {
+        if (wt == 5)
+            continue;
+        m = base;
+        pb_varint(&m, 9u << 3 | wt);
+        pb_raw(&m, "\x01\x02\x03\x04", 4);
+        assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_DECODE);
+    }
+
+    /* repeated: StringList values one by one; last wins for scalars and
+     * for the oneof */
+    m = base;
+    f.n = 0;
+    pb_field(&f, 1, 2, "publisher", 9);
+    pb_field(&f, 3, 2, "first", 5);
+    t.n = 0;
+    pb_field(&t, 1, 2, "x", 1);
+    pb_field(&t, 1, 2, "y", 1);
+    pb_msg(&f, 4, &t);
+    pb_field(&f, 3, 2, "last", 4);
+    pb_msg(&m, 3, &f);
+    pb_field(&m, 1, 2, "e2", 2);
+    pb_field(&m, 2, 0, "\x07", 1);
+    assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_NONE);
+    assert_string_equal(r.key, "e2");
+    assert_int_equal(r.time_ms, 7);
+    assert_int_equal(r.x.nnz, nnz + 1);
+    /* strings end at their first NUL, as protobuf-c's C strings do */
+    m.n = 0;
+    pb_field(&m, 1, 2, "e1\0zz", 5);
+    pb_raw(&m, base.b + 4, base.n - 4);
+    assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_NONE);
+    assert_string_equal(r.key, "e1");
+    assert_int_equal(r.x.nnz, nnz);
+    assert_memory_equal(r.x.idx, idx, nnz * sizeof(*idx));
+    /* a duplicate feature is reported only when the message is sound */
+    m = base;
+    pb_feat_str(&m, "country", "FR");
+    assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r),
+                     LD_REASON_DUPLICATE_FIELD);
+    assert_string_equal(ld_decoder_error(d), "feature country appears twice");
+    pb_raw(&m, "\x1a\x05\x0a", 3);
+    assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_DECODE);
+
+    /* limits: 5-byte tags, 10-byte varints, 5-byte lengths below 2^31 */
+    m.n = 0;
+    pb_raw(&m,
+           "\x8a\x80\x80\x80\x00\x02"
+           "e1",
+           8);
+    pb_raw(&m, "\x10\x85\x80\x80\x80\x80\x80\x80\x80\x80\x00", 11);
+    pb_raw(&m,
+           "\x5a\x81\x80\x80\x80\x00"
+           "x",
+           7); /* unknown, 5-byte length */
+    assert_int_equal(pb_check(d, c, 0, m.b, m.n, &r), LD_REASON_NONE);
+    assert_string_equal(r.key, "e1");
+    assert_int_equal(r.time_ms, 5);
+    static const struct {
+        const char *v;
+        size_t n;
+    } bad[] = {
+        {"\x8a\x80\x80\x80\x80\x00\x02"
+         "e1",
+         9}, /* 6-byte tag */
+        {"\x10\x85\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00", 12}, /* 11 */
+        {"\x10\x85", 2}, /* varint cut */
+        {"\x0a\x82\x80\x80\x80\x80\x00"
+         "e1",
+         9}, /* 6-byte length */
+        {"\x0a\x82\x80\x80\x80\x08"
+         "e1",
+         8},                             /* 2^31 + 2 */
+        {"\x0a\xff\xff\xff\xff\x0f", 6}, /* 2^32 - 1 */
+        {"\x0a\x03"
+         "e1",
+         4},                 /* length past the end */
+        {"\x11\x01\x02", 3}, /* fixed64 cut */
+        {"\x4d\x01\x02", 3}, /* fixed32 cut */
+        {"\x8a", 1},         /* tag cut */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (pb_check(d, c, 0, bad[i].v, bad[i].n, &r) != LD_REASON_DECODE)
+            fail_msg("limit case %zu decoded", i);
+
+    /* labels: value as double only; unknown fields skipped */
+    m.n = 0;
+    pb_field(&m, 1, 2, "e1", 2);
+    pb_field(&m, 2, 0, "\x05", 1);
+    pb_double(&m, 3, 1.0);
+    pb_field(&m, 4, 2, "x", 1);
+    assert_int_equal(pb_check(dl, c, 1, m.b, m.n, &r), LD_REASON_NONE);
+    assert_true(r.label == 1.0);
+    pb_field(&m, 3, 0, "\x01", 1);
+    assert_int_equal(pb_check(dl, c, 1, m.b, m.n, &r), LD_REASON_DECODE);
+    assert_string_equal(ld_decoder_error(dl),
+                        "not a learnd.v1.Label protobuf message");
+
+    /* every truncation and every single-byte change of every fixture */
+    for (int k = 0; k < 2; k++) {
+        fx_set_t s;
+        assert_int_equal(fx_load_kcat(k ? FX_DIR "/labels-protobuf.kcat"
+                                        : FX_DIR "/events-protobuf.kcat",
+                                      &s),
+                         0);
+        for (size_t i = 0; i < s.n; i++) {
+            const uint8_t *v = (const uint8_t *)s.r[i].val;
+            size_t n = s.r[i].vlen;
+            for (size_t cut = 0; cut <= n; cut++)
+                (void)pb_check(k ? dl : d, c, (ld_record_kind_t)k, v, cut, &r);
+            if (i > 1)
+                continue;
+            uint8_t *x = malloc(n);
+            memcpy(x, v, n);
+            for (size_t j = 0; j < n; j++) {
+                static const uint8_t to[] = {0x00, 0x01, 0x7f, 0x80, 0xff};
+                uint8_t was = x[j];
+                for (size_t q = 0; q < sizeof(to); q++) {
+                    x[j] = to[q] != was ? to[q] : (uint8_t)(was ^ 0x40);
+                    (void)pb_check(k ? dl : d, c, (ld_record_kind_t)k, x, n,
+                                   &r);
+                }
+                x[j] = was;
+            }
+            free(x);
+        }
+        fx_free(&s);
+    }
+    ld_decoder_destroy(d);
+    ld_decoder_destroy(dl);
+    fx_conf_free(c);
+}
+
 /* ---- Avro schema resolution --------------------------------------------- */
 
 static void write_file(const char *path, const char *text)
@@ -625,6 +985,7 @@ int main(void)
         cmocka_unit_test(test_fixtures_json),
         cmocka_unit_test(test_poison_avro),
         cmocka_unit_test(test_poison_json_protobuf),
+        cmocka_unit_test(test_protobuf_wire),
         cmocka_unit_test(test_avro_resolution),
         cmocka_unit_test(test_crosses_and_limits),
         cmocka_unit_test(test_labels),
