@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -537,6 +538,13 @@ static rate_t ingest_rate(int bits, int run, double *nnz_mean)
 typedef struct dstate {
     uint64_t total;
     uint64_t examples;
+    /* release time of each matured example not yet scored (FIFO: the
+     * trainer scores in release order), and the release -> trained
+     * latencies seen */
+    int64_t *rel;
+    size_t rel_head, rel_tail, rel_cap;
+    double *lat;
+    size_t nlat, caplat;
     /* (consumed, examples, time) at each consumed-hook call */
     uint64_t *c, *e;
     cpu_t *t;
@@ -546,8 +554,52 @@ typedef struct dstate {
 
 static void on_example(void *opaque, const ld_example_t *ex)
 {
-    (void)ex;
-    ((dstate_t *)opaque)->examples++;
+    dstate_t *d = opaque;
+    d->examples++;
+    if (ex->sample_type != LD_SAMPLE_POS &&
+        ex->sample_type != LD_SAMPLE_DEFAULT_NEG)
+        return;
+    if (d->rel_tail - d->rel_head == d->rel_cap) {
+        size_t cap = d->rel_cap ? d->rel_cap * 2 : 4096;
+        int64_t *g = malloc(cap * sizeof(*g));
+        if (!g)
+            die("memory", "out of memory");
+        for (size_t i = d->rel_head; i < d->rel_tail; i++)
+            g[i - d->rel_head] = d->rel[i % d->rel_cap];
+        d->rel_tail -= d->rel_head;
+        d->rel_head = 0;
+        free(d->rel);
+        d->rel = g;
+        d->rel_cap = cap;
+    }
+    d->rel[d->rel_tail++ % d->rel_cap] = now_ns();
+}
+
+/* The batch is scored, then trained at once: the model holds the example
+ * right after this callback. */
+static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
+{
+    (void)s;
+    dstate_t *d = opaque;
+    int64_t now = now_ns();
+    for (size_t i = 0; i < n && d->rel_head < d->rel_tail; i++) {
+        if (d->nlat == d->caplat) {
+            size_t cap = d->caplat ? d->caplat * 2 : 65536;
+            double *g = realloc(d->lat, cap * sizeof(*g));
+            if (!g)
+                die("memory", "out of memory");
+            d->lat = g;
+            d->caplat = cap;
+        }
+        d->lat[d->nlat++] =
+            (double)(now - d->rel[d->rel_head++ % d->rel_cap]) / 1e6;
+    }
+}
+
+static int by_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
 static void on_consumed(void *opaque, uint64_t total)
@@ -602,6 +654,7 @@ static drun_t daemon_rate(int bits, int run)
     dstate_t d = {.total = S.n};
     ld_run_hooks_t hooks = {.opaque = &d,
                             .example = on_example,
+                            .scored = on_scored,
                             .consumed = on_consumed,
                             .should_stop = should_stop};
     ld_run_opts_t ro = {
@@ -626,6 +679,15 @@ static drun_t daemon_rate(int bits, int run)
         die("daemon", "too few progress reports to time");
     drun_t out = {rate_of(d.c[b] - d.c[a], d.e[b] - d.e[a], d.t[a], d.t[b]),
                   d.examples, (double)(s1 - s0) / 1e9};
+    if (d.nlat) {
+        qsort(d.lat, d.nlat, sizeof(*d.lat), by_double);
+        printf("  release -> trained latency over %zu matured examples: p50 "
+               "%.2f ms, p99 %.2f ms, max %.2f ms\n",
+               d.nlat, d.lat[d.nlat / 2], d.lat[d.nlat * 99 / 100],
+               d.lat[d.nlat - 1]);
+    }
+    free(d.rel);
+    free(d.lat);
     free(d.c);
     free(d.e);
     free(d.t);
@@ -1141,6 +1203,11 @@ int main(int argc, char **argv)
                    loadavg[1], loadavg[2]);
         fclose(la);
     }
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        printf("peak RSS of the whole bench process (mock cluster, topics "
+               "and daemon): %.0f MiB\n",
+               (double)ru.ru_maxrss / 1024.0);
     rd_kafka_destroy(pr);
     nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(S.r);
