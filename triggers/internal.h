@@ -49,9 +49,22 @@ uint64_t rb_count(rbuf_t *r, size_t unit);
 
 /* ---- Deterministic RNG (splitmix64) ------------------------------------- */
 
-uint64_t rng_next(uint64_t *state);
-/* Uniform in [0, n) without modulo bias worth caring about (n < 2^32). */
-uint64_t rng_below(uint64_t *state, uint64_t n);
+/* Inline: the reservoirs draw one number per value once full, on the
+ * per-example path. */
+static inline uint64_t rng_next(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n) without modulo bias worth caring about (n < 2^32):
+ * Lemire's multiply-shift on the high 32 bits; bias < n / 2^32. */
+static inline uint64_t rng_below(uint64_t *state, uint64_t n)
+{
+    return ((rng_next(state) >> 32) * n) >> 32;
+}
 
 /* ---- Reservoir sample: the bounded quantile sketch of a numeric feature. */
 
@@ -67,7 +80,21 @@ typedef struct reservoir {
 int res_init(reservoir_t *r, uint32_t cap, uint64_t seed);
 void res_free(reservoir_t *r);
 void res_clear(reservoir_t *r, uint64_t seed);
-void res_add(reservoir_t *r, float x);
+/* Algorithm R, one draw per value once full: which values the sample
+ * keeps is part of the resume state and of the drift evidence, so the draw
+ * sequence is fixed (a skip-ahead sampler would keep other values). */
+static inline void res_add(reservoir_t *r, float x)
+{
+    if (r->n < r->cap) {
+        r->v[r->n++] = x;
+        return;
+    }
+    r->n++;
+    uint64_t j = r->n < ((uint64_t)1 << 32) ? rng_below(&r->rng, r->n)
+                                            : rng_next(&r->rng) % r->n;
+    if (j < r->cap)
+        r->v[j] = x;
+}
 /* Sorts the sample in place: only for a closed window, which takes no more
  * values (sampling order then no longer matters). */
 void res_sort(reservoir_t *r);
@@ -79,12 +106,24 @@ void res_load(reservoir_t *r, rbuf_t *rb);
 
 /* ---- SpaceSaving: the frequent-items sketch of a categorical feature. --- */
 
+/* One counter, in heap order: moving a counter is one 24-byte copy. */
+typedef struct ss_entry {
+    uint64_t count;
+    uint64_t err; /* over-count bound inherited at replacement */
+    uint32_t item;
+    uint32_t hslot; /* index slot pointing at this heap position */
+} ss_entry_t;
+
+/* Index slot: the item is kept beside its heap position so a probe never
+ * leaves the index. */
+typedef struct ss_slot {
+    uint32_t item;
+    uint32_t pos; /* heap position, UINT32_MAX = free */
+} ss_slot_t;
+
 typedef struct spacesaving {
-    uint32_t *item;  /* heap order, k */
-    uint32_t *hslot; /* index slot of each heap position, k */
-    uint64_t *count;
-    uint64_t *err;   /* over-count bound inherited at replacement */
-    uint32_t *slots; /* index: heap position or UINT32_MAX, mask + 1 */
+    ss_entry_t *e;    /* min-heap on count, k */
+    ss_slot_t *slots; /* open addressing, mask + 1 */
     uint32_t mask;
     uint32_t k, used;
     uint64_t n; /* items seen */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Bounded-memory sketches (seeded reservoir sample, SpaceSaving frequent
- * items), the splitmix64 RNG, and little-endian state buffers. */
+ * items) and little-endian state buffers. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,22 +160,6 @@ uint64_t rb_count(rbuf_t *r, size_t unit)
     return n;
 }
 
-/* ---- RNG ---------------------------------------------------------------- */
-
-uint64_t rng_next(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-uint64_t rng_below(uint64_t *state, uint64_t n)
-{
-    /* Lemire's multiply-shift on the high 32 bits; bias < n / 2^32. */
-    return ((rng_next(state) >> 32) * n) >> 32;
-}
-
 /* ---- Reservoir ---------------------------------------------------------- */
 
 int res_init(reservoir_t *r, uint32_t cap, uint64_t seed)
@@ -197,19 +181,6 @@ void res_clear(reservoir_t *r, uint64_t seed)
 {
     r->n = 0;
     r->rng = seed;
-}
-
-void res_add(reservoir_t *r, float x)
-{
-    if (r->n < r->cap) {
-        r->v[r->n++] = x;
-        return;
-    }
-    r->n++;
-    uint64_t j = r->n < ((uint64_t)1 << 32) ? rng_below(&r->rng, r->n)
-                                            : rng_next(&r->rng) % r->n;
-    if (j < r->cap)
-        r->v[j] = x;
 }
 
 static int cmp_float(const void *a, const void *b)
@@ -306,12 +277,15 @@ void res_load(reservoir_t *r, rbuf_t *rb)
 /* ---- SpaceSaving ---------------------------------------------------------
  * Counters sit in a min-heap on count so the replaced minimum is found in
  * O(log k); an open-addressing index (slots) maps item -> heap position and
- * hslot maps a heap position back to its index slot, so heap moves never
- * search the index. */
+ * each counter remembers its index slot, so heap moves never search the
+ * index. The heap order is part of the resume state and decides which of
+ * several tied minima is replaced next, so the sifts below move counters
+ * exactly as a swap-based sift does; they only carry the moving counter in
+ * a register instead of swapping it level by level. */
 
 #define SS_EMPTY UINT32_MAX
 
-static uint32_t ss_hash(uint32_t x)
+static inline uint32_t ss_hash(uint32_t x)
 {
     x ^= x >> 16;
     x *= 0x7feb352dU;
@@ -330,85 +304,84 @@ static uint32_t ss_nslots(uint32_t k)
     return n;
 }
 
-static uint32_t ss_find(const spacesaving_t *s, uint32_t item)
+/* Index slot of item, or SS_EMPTY. */
+static inline uint32_t ss_find(const spacesaving_t *s, uint32_t item)
 {
     uint32_t mask = s->mask;
     for (uint32_t h = ss_hash(item) & mask;; h = (h + 1) & mask) {
-        uint32_t pos = s->slots[h];
-        if (pos == SS_EMPTY)
+        const ss_slot_t *sl = &s->slots[h];
+        if (sl->pos == SS_EMPTY)
             return SS_EMPTY;
-        if (s->item[pos] == item)
+        if (sl->item == item)
             return h;
     }
 }
 
-static void ss_index_put(spacesaving_t *s, uint32_t item, uint32_t pos)
+static inline void ss_index_put(spacesaving_t *s, uint32_t item, uint32_t pos)
 {
     uint32_t h = ss_hash(item) & s->mask;
-    while (s->slots[h] != SS_EMPTY)
+    while (s->slots[h].pos != SS_EMPTY)
         h = (h + 1) & s->mask;
-    s->slots[h] = pos;
-    s->hslot[pos] = h;
+    s->slots[h].item = item;
+    s->slots[h].pos = pos;
+    s->e[pos].hslot = h;
 }
 
 /* Backward-shift deletion keeps probe chains intact without tombstones. */
 static void ss_index_del(spacesaving_t *s, uint32_t h)
 {
     uint32_t mask = s->mask;
-    s->slots[h] = SS_EMPTY;
-    for (uint32_t j = (h + 1) & mask; s->slots[j] != SS_EMPTY;
+    s->slots[h].pos = SS_EMPTY;
+    for (uint32_t j = (h + 1) & mask; s->slots[j].pos != SS_EMPTY;
          j = (j + 1) & mask) {
-        uint32_t home = ss_hash(s->item[s->slots[j]]) & mask;
+        uint32_t home = ss_hash(s->slots[j].item) & mask;
         /* Move slot j into the hole when its home is not in (h, j]. */
         if (((j - home) & mask) >= ((j - h) & mask)) {
             s->slots[h] = s->slots[j];
-            s->hslot[s->slots[h]] = h;
-            s->slots[j] = SS_EMPTY;
+            s->e[s->slots[h].pos].hslot = h;
+            s->slots[j].pos = SS_EMPTY;
             h = j;
         }
     }
 }
 
-static void ss_swap(spacesaving_t *s, uint32_t a, uint32_t b)
+/* Counter at heap position i moves down while its smaller child (the left
+ * one on a tie) is strictly smaller. */
+static inline void ss_sift_down(spacesaving_t *s, uint32_t i)
 {
-    uint32_t ia = s->item[a], ha = s->hslot[a];
-    uint64_t ca = s->count[a], ea = s->err[a];
-    s->item[a] = s->item[b];
-    s->count[a] = s->count[b];
-    s->err[a] = s->err[b];
-    s->hslot[a] = s->hslot[b];
-    s->item[b] = ia;
-    s->count[b] = ca;
-    s->err[b] = ea;
-    s->hslot[b] = ha;
-    s->slots[s->hslot[a]] = a;
-    s->slots[s->hslot[b]] = b;
-}
-
-static void ss_sift_down(spacesaving_t *s, uint32_t i)
-{
+    ss_entry_t *e = s->e;
+    ss_entry_t x = e[i];
+    uint32_t used = s->used;
     for (;;) {
-        uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->used && s->count[l] < s->count[m])
-            m = l;
-        if (r < s->used && s->count[r] < s->count[m])
-            m = r;
-        if (m == i)
-            return;
-        ss_swap(s, i, m);
+        uint32_t m = 2 * i + 1;
+        if (m >= used)
+            break;
+        if (m + 1 < used && e[m + 1].count < e[m].count)
+            m++;
+        if (!(e[m].count < x.count))
+            break;
+        e[i] = e[m];
+        s->slots[e[i].hslot].pos = i;
         i = m;
     }
+    e[i] = x;
+    s->slots[x.hslot].pos = i;
 }
 
 static void ss_sift_up(spacesaving_t *s, uint32_t i)
 {
+    ss_entry_t *e = s->e;
+    ss_entry_t x = e[i];
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
-        if (s->count[p] <= s->count[i])
-            return;
-        ss_swap(s, i, p);
+        if (e[p].count <= x.count)
+            break;
+        e[i] = e[p];
+        s->slots[e[i].hslot].pos = i;
         i = p;
     }
+    e[i] = x;
+    s->slots[x.hslot].pos = i;
 }
 
 int ss_init(spacesaving_t *s, uint32_t k)
@@ -416,12 +389,9 @@ int ss_init(spacesaving_t *s, uint32_t k)
     memset(s, 0, sizeof(*s));
     s->k = k;
     s->mask = ss_nslots(k) - 1;
-    s->item = calloc(k, sizeof(*s->item));
-    s->hslot = calloc(k, sizeof(*s->hslot));
-    s->count = calloc(k, sizeof(*s->count));
-    s->err = calloc(k, sizeof(*s->err));
+    s->e = calloc(k, sizeof(*s->e));
     s->slots = malloc(ss_nslots(k) * sizeof(*s->slots));
-    if (!s->item || !s->hslot || !s->count || !s->err || !s->slots) {
+    if (!s->e || !s->slots) {
         ss_free(s);
         return -1;
     }
@@ -431,13 +401,10 @@ int ss_init(spacesaving_t *s, uint32_t k)
 
 void ss_free(spacesaving_t *s)
 {
-    free(s->item);
-    free(s->hslot);
-    free(s->count);
-    free(s->err);
+    free(s->e);
     free(s->slots);
-    s->item = s->hslot = s->slots = NULL;
-    s->count = s->err = NULL;
+    s->e = NULL;
+    s->slots = NULL;
 }
 
 void ss_clear(spacesaving_t *s)
@@ -452,25 +419,26 @@ void ss_add(spacesaving_t *s, uint32_t item)
     s->n++;
     uint32_t h = ss_find(s, item);
     if (h != SS_EMPTY) {
-        uint32_t pos = s->slots[h];
-        s->count[pos]++;
+        uint32_t pos = s->slots[h].pos;
+        s->e[pos].count++;
         ss_sift_down(s, pos);
         return;
     }
     if (s->used < s->k) {
         uint32_t pos = s->used++;
-        s->item[pos] = item;
-        s->count[pos] = 1;
-        s->err[pos] = 0;
+        s->e[pos].item = item;
+        s->e[pos].count = 1;
+        s->e[pos].err = 0;
         ss_index_put(s, item, pos);
         ss_sift_up(s, pos);
         return;
     }
     /* Replace the minimum (the heap root): it inherits min + 1. */
-    ss_index_del(s, s->hslot[0]);
-    s->item[0] = item;
-    s->err[0] = s->count[0];
-    s->count[0]++;
+    ss_entry_t *root = &s->e[0];
+    ss_index_del(s, root->hslot);
+    root->item = item;
+    root->err = root->count;
+    root->count++;
     ss_index_put(s, item, 0);
     ss_sift_down(s, 0);
 }
@@ -480,8 +448,8 @@ uint64_t ss_count(const spacesaving_t *s, uint32_t item)
     uint32_t h = ss_find(s, item);
     if (h == SS_EMPTY)
         return 0;
-    uint32_t pos = s->slots[h];
-    return s->count[pos] - s->err[pos];
+    const ss_entry_t *e = &s->e[s->slots[h].pos];
+    return e->count - e->err;
 }
 
 void ss_save(const spacesaving_t *s, wbuf_t *w)
@@ -489,9 +457,9 @@ void ss_save(const spacesaving_t *s, wbuf_t *w)
     wb_u64(w, s->n);
     wb_u32(w, s->used);
     for (uint32_t i = 0; i < s->used; i++) {
-        wb_u32(w, s->item[i]);
-        wb_u64(w, s->count[i]);
-        wb_u64(w, s->err[i]);
+        wb_u32(w, s->e[i].item);
+        wb_u64(w, s->e[i].count);
+        wb_u64(w, s->e[i].err);
     }
 }
 
@@ -512,10 +480,10 @@ void ss_load(spacesaving_t *s, rbuf_t *rb)
             ss_clear(s);
             return;
         }
-        s->item[i] = item;
-        s->count[i] = rb_u64(rb);
-        s->err[i] = rb_u64(rb);
-        if (s->err[i] > s->count[i])
+        s->e[i].item = item;
+        s->e[i].count = rb_u64(rb);
+        s->e[i].err = rb_u64(rb);
+        if (s->e[i].err > s->e[i].count)
             rb->err = LD_ERR_CORRUPT;
         s->used = i + 1;
         ss_index_put(s, item, i);
@@ -538,14 +506,14 @@ double ss_js(const spacesaving_t *ref, const spacesaving_t *cur)
      * tail whose tracked items are chance picks lands in the "other"
      * bucket instead of looking like a shift. */
     for (uint32_t i = 0; i < ref->used; i++, m++) {
-        p[m] = (double)(ref->count[i] - ref->err[i]);
-        q[m] = (double)ss_count(cur, ref->item[i]);
+        p[m] = (double)(ref->e[i].count - ref->e[i].err);
+        q[m] = (double)ss_count(cur, ref->e[i].item);
     }
     for (uint32_t i = 0; i < cur->used; i++) {
-        if (ss_find(ref, cur->item[i]) != SS_EMPTY)
+        if (ss_find(ref, cur->e[i].item) != SS_EMPTY)
             continue;
         p[m] = 0.0;
-        q[m] = (double)(cur->count[i] - cur->err[i]);
+        q[m] = (double)(cur->e[i].count - cur->e[i].err);
         m++;
     }
     for (size_t i = 0; i < m; i++) {
