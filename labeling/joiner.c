@@ -107,8 +107,22 @@ typedef struct side {
     size_t nadv, cap_adv, adv_next; /* adv_next: first not applied yet */
 } side_t;
 
+/* A partition's run queue: undecided events in timer order, then offset
+ * order. Event times of one partition mostly grow with the offset, so most
+ * events append here in O(1) instead of sifting through the heap; the ones
+ * that do not fit near the tail go to the heap. */
+typedef struct runq {
+    int64_t *t;
+    uint32_t *hd;
+    uint32_t head, n, cap; /* ring; cap is a power of two */
+    uint32_t qpos;         /* index in the joiner's queue heap while n > 0 */
+} runq_t;
+
+#define RQ_SHIFT_MAX 16u /* entries an out-of-order insert may move */
+
 typedef struct part {
     int assigned;
+    runq_t q;
     int loaded;          /* a resume record waits for assign */
     int64_t skip_before; /* examples with decision time below were out */
     side_t s[2];
@@ -130,6 +144,9 @@ struct ld_joiner {
     slab_t slab;
     tab_t evt, lbt;
     heap_t evh, lbh;
+    uint16_t *qh; /* binary heap of partitions with a non-empty run queue,
+                     by (head timer, partition) */
+    size_t qn, qcap;
     part_t *parts;
     size_t nparts; /* array size (max partition + 1) */
     int64_t W;     /* cached min watermark */
@@ -159,7 +176,8 @@ struct ld_joiner {
             (j)->st.field++;                                                   \
     } while (0)
 
-#define NO_HD UINT32_MAX
+#define NO_HD  UINT32_MAX
+#define NO_POS UINT32_MAX /* hpos of an event that is not in the heap */
 
 static size_t ev_size(size_t keylen, size_t packed)
 {
@@ -409,20 +427,28 @@ static void h_down(const ld_joiner_t *j, heap_t *h, size_t i)
     h_set(j, h, i, t, hd);
 }
 
+static ld_err_t h_reserve(heap_t *h)
+{
+    if (h->n < h->cap)
+        return LD_OK;
+    size_t nc = h->cap ? h->cap * 2 : 1024;
+    int64_t *nt = realloc(h->t, nc * sizeof(*nt));
+    if (!nt)
+        return LD_ERR_NOMEM;
+    h->t = nt;
+    uint32_t *nh = realloc(h->hd, nc * sizeof(*nh));
+    if (!nh)
+        return LD_ERR_NOMEM;
+    h->hd = nh;
+    h->cap = nc;
+    return LD_OK;
+}
+
 static ld_err_t h_push(const ld_joiner_t *j, heap_t *h, uint32_t hd, int64_t t)
 {
-    if (h->n == h->cap) {
-        size_t nc = h->cap ? h->cap * 2 : 1024;
-        int64_t *nt = realloc(h->t, nc * sizeof(*nt));
-        if (!nt)
-            return LD_ERR_NOMEM;
-        h->t = nt;
-        uint32_t *nh = realloc(h->hd, nc * sizeof(*nh));
-        if (!nh)
-            return LD_ERR_NOMEM;
-        h->hd = nh;
-        h->cap = nc;
-    }
+    ld_err_t err = h_reserve(h);
+    if (err)
+        return err;
     h->t[h->n] = t;
     h->hd[h->n] = hd;
     h->n++;
@@ -452,6 +478,190 @@ static void ev_retime(ld_joiner_t *j, ev_t *e)
         h_up(j, &j->evh, i);
     else
         h_down(j, &j->evh, i);
+}
+
+/* ---- run queues ---------------------------------------------------------- */
+
+/* Heads of two run queues: they are of different partitions. */
+static int qh_less(const ld_joiner_t *j, uint16_t a, uint16_t b)
+{
+    const runq_t *x = &j->parts[a].q, *y = &j->parts[b].q;
+    int64_t ta = x->t[x->head], tb = y->t[y->head];
+    return ta < tb || (ta == tb && a < b);
+}
+
+static void qh_set(ld_joiner_t *j, size_t i, uint16_t p)
+{
+    j->qh[i] = p;
+    j->parts[p].q.qpos = (uint32_t)i;
+}
+
+static void qh_up(ld_joiner_t *j, size_t i)
+{
+    uint16_t p = j->qh[i];
+    while (i > 0 && qh_less(j, p, j->qh[(i - 1) / 2])) {
+        qh_set(j, i, j->qh[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    qh_set(j, i, p);
+}
+
+static void qh_down(ld_joiner_t *j, size_t i)
+{
+    uint16_t p = j->qh[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= j->qn)
+            break;
+        if (c + 1 < j->qn && qh_less(j, j->qh[c + 1], j->qh[c]))
+            c++;
+        if (!qh_less(j, j->qh[c], p))
+            break;
+        qh_set(j, i, j->qh[c]);
+        i = c;
+    }
+    qh_set(j, i, p);
+}
+
+static void qh_remove(ld_joiner_t *j, size_t i)
+{
+    j->qn--;
+    if (i == j->qn)
+        return;
+    qh_set(j, i, j->qh[j->qn]);
+    if (i > 0 && qh_less(j, j->qh[i], j->qh[(i - 1) / 2]))
+        qh_up(j, i);
+    else
+        qh_down(j, i);
+}
+
+static ld_err_t rq_grow(runq_t *q)
+{
+    uint32_t nc = q->cap ? q->cap * 2 : 256;
+    int64_t *nt = malloc(nc * sizeof(*nt));
+    uint32_t *nh = malloc(nc * sizeof(*nh));
+    if (!nt || !nh || nc < q->cap) {
+        free(nt);
+        free(nh);
+        return LD_ERR_NOMEM;
+    }
+    for (uint32_t i = 0; i < q->n; i++) {
+        uint32_t k = (q->head + i) & (q->cap - 1);
+        nt[i] = q->t[k];
+        nh[i] = q->hd[k];
+    }
+    free(q->t);
+    free(q->hd);
+    q->t = nt;
+    q->hd = nh;
+    q->head = 0;
+    q->cap = nc;
+    return LD_OK;
+}
+
+/* Queues a new undecided event of partition p (its latest record) if its
+ * timer t is at most RQ_SHIFT_MAX places from the tail; *queued says so. */
+static ld_err_t rq_add(ld_joiner_t *j, int32_t p, uint32_t hd, int64_t t,
+                       int *queued)
+{
+    runq_t *q = &j->parts[p].q;
+    uint32_t m = q->cap - 1, pos = q->n; /* insert before position pos */
+    *queued = 0;
+    /* Same partition, later offset: after every timer <= t. */
+    while (pos > 0 && q->n - pos < RQ_SHIFT_MAX &&
+           q->t[(q->head + pos - 1) & m] > t)
+        pos--;
+    if (pos > 0 && q->t[(q->head + pos - 1) & m] > t)
+        return LD_OK; /* too far out of order: the heap takes it */
+    if (!q->n && j->qn == j->qcap) {
+        size_t nc = j->qcap ? j->qcap * 2 : 16;
+        uint16_t *nq = realloc(j->qh, nc * sizeof(*nq));
+        if (!nq)
+            return LD_ERR_NOMEM;
+        j->qh = nq;
+        j->qcap = nc;
+    }
+    if (q->n == q->cap) {
+        ld_err_t err = rq_grow(q);
+        if (err)
+            return err;
+        m = q->cap - 1;
+    }
+    for (uint32_t k = q->n; k > pos; k--) {
+        q->t[(q->head + k) & m] = q->t[(q->head + k - 1) & m];
+        q->hd[(q->head + k) & m] = q->hd[(q->head + k - 1) & m];
+    }
+    q->t[(q->head + pos) & m] = t;
+    q->hd[(q->head + pos) & m] = hd;
+    q->n++;
+    if (q->n == 1) {
+        j->qn++;
+        qh_set(j, j->qn - 1, (uint16_t)p);
+        qh_up(j, j->qn - 1);
+    } else if (pos == 0) {
+        qh_up(j, q->qpos);
+    }
+    *queued = 1;
+    return LD_OK;
+}
+
+/* Takes the head of p's run queue off. */
+static void rq_pop(ld_joiner_t *j, int32_t p)
+{
+    runq_t *q = &j->parts[p].q;
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->n--;
+    if (!q->n)
+        qh_remove(j, q->qpos);
+    else
+        qh_down(j, q->qpos);
+}
+
+/* Drops p's run queue (its events are freed by the caller). */
+static void rq_clear(ld_joiner_t *j, int32_t p)
+{
+    runq_t *q = &j->parts[p].q;
+    if (q->n)
+        qh_remove(j, q->qpos);
+    free(q->t);
+    free(q->hd);
+    memset(q, 0, sizeof(*q));
+}
+
+/* Full release order of two event timers: time, partition, offset. */
+static int ev_order_before(const ld_joiner_t *j, int64_t ta, uint32_t a,
+                           int64_t tb, uint32_t b)
+{
+    if (ta != tb)
+        return ta < tb;
+    const ent_t *x = ent_at(j, a), *y = ent_at(j, b);
+    if (x->part != y->part)
+        return x->part < y->part;
+    return ent_before(x, y);
+}
+
+/* The earliest event timer, from the heap (*qp = -1) or the head of run
+ * queue *qp; returns 0 when there is no event. */
+static int ev_first(const ld_joiner_t *j, int64_t *t, uint32_t *hd, int32_t *qp)
+{
+    if (j->qn) {
+        const runq_t *q = &j->parts[j->qh[0]].q;
+        int64_t qt = q->t[q->head];
+        uint32_t qhd = q->hd[q->head];
+        if (!j->evh.n ||
+            ev_order_before(j, qt, qhd, j->evh.t[0], j->evh.hd[0])) {
+            *t = qt;
+            *hd = qhd;
+            *qp = j->qh[0];
+            return 1;
+        }
+    }
+    if (!j->evh.n)
+        return 0;
+    *t = j->evh.t[0];
+    *hd = j->evh.hd[0];
+    *qp = -1;
+    return 1;
 }
 
 /* ---- partitions and resume blocks --------------------------------------- */
@@ -710,12 +920,16 @@ void ld_joiner_destroy(ld_joiner_t *j)
 {
     if (!j)
         return;
-    for (size_t p = 0; p < j->nparts; p++)
+    for (size_t p = 0; p < j->nparts; p++) {
         for (int k = 0; k < 2; k++) {
             free(j->parts[p].s[k].ring);
             free(j->parts[p].s[k].adv);
         }
+        free(j->parts[p].q.t);
+        free(j->parts[p].q.hd);
+    }
     free(j->parts);
+    free(j->qh);
     free(j->evt.hd);
     free(j->evt.meta);
     free(j->lbt.hd);
@@ -761,7 +975,8 @@ static void ev_free(ld_joiner_t *j, uint32_t hd)
 static void ev_remove(ld_joiner_t *j, uint32_t hd)
 {
     ev_t *e = ev_at(j, hd);
-    h_remove(j, &j->evh, e->en.hpos);
+    if (e->en.hpos != NO_POS) /* else off its run queue already */
+        h_remove(j, &j->evh, e->en.hpos);
     tab_remove(j, &j->evt, hd, hash_key(e->data, e->en.keylen));
     ev_free(j, hd);
 }
@@ -886,9 +1101,13 @@ static ld_err_t fifo_push(ld_joiner_t *j, uint32_t hd, ld_sample_type_t type,
  * owing an example is released out of order through the fifo. */
 static ld_err_t evict_one(ld_joiner_t *j)
 {
-    uint32_t eh = j->evh.n ? j->evh.hd[0] : NO_HD;
+    uint32_t eh = NO_HD;
+    int64_t decide = 0;
+    int32_t qp = -1;
+    if (!ev_first(j, &decide, &eh, &qp))
+        eh = NO_HD;
     uint32_t lh = j->lbh.n ? j->lbh.hd[0] : NO_HD;
-    if (lh != NO_HD && (eh == NO_HD || j->lbh.t[0] + j->w < j->evh.t[0])) {
+    if (lh != NO_HD && (eh == NO_HD || j->lbh.t[0] + j->w < decide)) {
         lb_remove(j, lh);
         j->st.labels_expired++;
         return LD_OK;
@@ -896,6 +1115,8 @@ static ld_err_t evict_one(ld_joiner_t *j)
     if (eh == NO_HD)
         return LD_OK;
     ev_t *e = ev_at(j, eh);
+    if (qp >= 0)
+        rq_pop(j, qp);
     int type = -1;
     if (e->en.state == T_DECIDE)
         type = j->fake ? LD_SAMPLE_FAKE_NEG
@@ -908,8 +1129,8 @@ static ld_err_t evict_one(ld_joiner_t *j)
         ev_remove(j, eh);
         return LD_OK;
     }
-    int64_t decide = j->evh.t[0];
-    h_remove(j, &j->evh, e->en.hpos);
+    if (e->en.hpos != NO_POS)
+        h_remove(j, &j->evh, e->en.hpos);
     tab_remove(j, &j->evt, eh, hash_key(e->data, e->en.keylen));
     ld_err_t err = fifo_push(j, eh, (ld_sample_type_t)type, decide);
     if (err) {
@@ -1053,7 +1274,13 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
         slab_free(&j->slab, eh, sz);
         goto done;
     }
-    if ((err = h_push(j, &j->evh, eh, ev_timer(j, e))) != LD_OK) {
+    /* Undecided timers never change: a run queue holds most of them. */
+    int queued;
+    e->en.hpos = NO_POS;
+    err = rq_add(j, partition, eh, ev_timer(j, e), &queued);
+    if (!err && !queued)
+        err = h_push(j, &j->evh, eh, ev_timer(j, e));
+    if (err) {
         tab_remove(j, &j->evt, eh, h);
         slab_free(&j->slab, eh, sz);
         goto done;
@@ -1257,10 +1484,11 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
             j->st.labels_unmatched++;
         lb_remove(j, j->lbh.hd[0]);
     }
-    while (j->evh.n && j->evh.t[0] < W) {
-        uint32_t eh = j->evh.hd[0];
+    int64_t d;
+    uint32_t eh;
+    int32_t qp;
+    while (ev_first(j, &d, &eh, &qp) && d < W) {
         ev_t *e = ev_at(j, eh);
-        int64_t d = j->evh.t[0];
         int64_t skip = j->parts[e->en.part].skip_before;
         int type = -1;
         switch (e->en.state) {
@@ -1285,8 +1513,13 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
             ev_remove(j, eh);
             continue;
         }
-        if (!fill_example(j, eh, (ld_sample_type_t)type, d, out))
+        /* A queued event moves to the heap unless it is removed below. */
+        if (qp >= 0 && h_reserve(&j->evh) != LD_OK)
             return 0; /* out of memory: retried at the next poll */
+        if (!fill_example(j, eh, (ld_sample_type_t)type, d, out))
+            return 0;
+        if (qp >= 0)
+            rq_pop(j, qp);
         if (type == LD_SAMPLE_DELAYED_POS)
             e->en.pk |= E_DL_DONE;
         e->en.state = (e->en.state == T_DECIDE && e->dl_dt != NO_DT) ? T_DELAYED
@@ -1296,6 +1529,8 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
          * remove it now rather than sift it down and pop it again. */
         if (e->en.state == T_RETIRE && ev_timer(j, e) < W)
             ev_remove(j, eh);
+        else if (qp >= 0)
+            (void)h_push(j, &j->evh, eh, ev_timer(j, e)); /* reserved */
         else
             ev_retime(j, e);
         if (d < skip) {
@@ -1417,6 +1652,9 @@ void ld_joiner_stats(ld_joiner_t *j, ld_joiner_stats_t *out)
     uint64_t b = j->slab.reserved + sizeof(*j);
     b += (j->evt.cap + j->lbt.cap) * (sizeof(uint32_t) + sizeof(uint16_t));
     b += (j->evh.cap + j->lbh.cap) * (sizeof(int64_t) + sizeof(uint32_t));
+    b += j->qcap * sizeof(*j->qh);
+    for (size_t p = 0; p < j->nparts; p++)
+        b += (uint64_t)j->parts[p].q.cap * (sizeof(int64_t) + sizeof(uint32_t));
     b += j->fifo_cap * sizeof(fifo_ent_t) + j->nparts * sizeof(part_t);
     b += j->scratch.cap * 2 * sizeof(uint64_t) + j->scratch.bits_cap;
     b += (uint64_t)j->ocap_sparse * 8 + (uint64_t)j->ocap_dense * 4;
@@ -1464,13 +1702,18 @@ ld_err_t ld_joiner_revoke(ld_joiner_t *j, int32_t partition)
     if (!pt)
         return LD_ERR_INVAL;
     /* Collect first: removing from a heap reorders it. */
+    runq_t *q = &pt->q;
     size_t n = 0, cap = j->evh.n > j->lbh.n ? j->evh.n : j->lbh.n;
+    cap += q->n;
     uint32_t *victims = malloc((cap ? cap : 1) * sizeof(*victims));
     if (!victims)
         return LD_ERR_NOMEM;
     for (size_t i = 0; i < j->evh.n; i++)
         if (ent_at(j, j->evh.hd[i])->part == partition)
             victims[n++] = j->evh.hd[i];
+    for (uint32_t i = 0; i < q->n; i++)
+        victims[n++] = q->hd[(q->head + i) & (q->cap - 1)];
+    rq_clear(j, partition);
     for (size_t i = 0; i < n; i++)
         ev_remove(j, victims[i]);
     n = 0;
@@ -1576,7 +1819,10 @@ ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
     if (!pt || !buf || !len)
         return LD_ERR_INVAL;
     int64_t W = get_W(j);
-    if (j->fifo_head < j->fifo_n || (j->evh.n && j->evh.t[0] < W) ||
+    int64_t et;
+    uint32_t ehd;
+    int32_t eqp;
+    if (j->fifo_head < j->fifo_n || (ev_first(j, &et, &ehd, &eqp) && et < W) ||
         (j->lbh.n && j->lbh.t[0] + j->w < W))
         return LD_ERR_INVAL; /* not drained: poll until 0 first */
     int64_t roff[2], rwm[2];
