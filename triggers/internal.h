@@ -158,6 +158,8 @@ double metric_eval(int metric, const float *p, const float *y, size_t n);
 /* True when lower is better for the metric. */
 int metric_lower_better(int metric);
 const char *metric_name(int metric);
+/* Copies src into dst[cap] like snprintf "%s" (truncated, terminated). */
+void ev_copy_str(char *dst, size_t cap, const char *src);
 void ev_set(ld_trigger_evidence_t *ev, const char *metric,
             const char *statistic, const char *method, double value,
             double threshold, double p_value, double reference, uint64_t n);

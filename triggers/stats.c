@@ -301,14 +301,23 @@ double metric_eval(int metric, const float *p, const float *y, size_t n)
     return NAN;
 }
 
+void ev_copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 void ev_set(ld_trigger_evidence_t *ev, const char *metric,
             const char *statistic, const char *method, double value,
             double threshold, double p_value, double reference, uint64_t n)
 {
+    /* A detector at WARN re-latches its evidence on every example:
+     * copies, not snprintf. */
     memset(ev, 0, sizeof(*ev));
-    snprintf(ev->metric, sizeof(ev->metric), "%s", metric);
-    snprintf(ev->statistic, sizeof(ev->statistic), "%s", statistic);
-    snprintf(ev->method, sizeof(ev->method), "%s", method);
+    ev_copy_str(ev->metric, sizeof(ev->metric), metric);
+    ev_copy_str(ev->statistic, sizeof(ev->statistic), statistic);
+    ev_copy_str(ev->method, sizeof(ev->method), method);
     ev->value = value;
     ev->threshold = threshold;
     ev->p_value = p_value;

@@ -93,6 +93,16 @@ struct ld_triggers {
 
     int published_now; /* a PASS at the current example (not state) */
 
+    /* What the enabled kinds read, from the config (not state): windows
+     * keep the loss only for performance and the samples and sketches only
+     * for drift. A part nobody reads is not fed, so a state written with a
+     * kind off holds it empty (loss NaN: performance skips that window if
+     * the kind is turned on before it closes). */
+    int feed_loss, feed_sketch;
+    /* examples % drift_stride and % drift_hashed_stride, kept by counting
+     * (not state: derived from examples on load). */
+    uint64_t mod_dense, mod_hashed;
+
     /* Decisions waiting for poll. */
     ld_trigger_decision_t *queue[QUEUE_MAX];
     size_t qlen;
@@ -164,7 +174,7 @@ static void win_clear(const ld_triggers_t *t, winset_t *w, uint64_t index)
     w->n = 0;
     w->t_start = NO_TIME;
     w->t_end = NO_TIME;
-    w->loss_sum = 0.0;
+    w->loss_sum = t->feed_loss ? 0.0 : NAN;
     if (w->num)
         for (uint32_t i = 0; i < t->nnum; i++)
             res_clear(&w->num[i], mix_seed(seed, index, i));
@@ -231,9 +241,13 @@ static void win_observe(ld_triggers_t *t, winset_t *w,
     if (w->t_end == NO_TIME || o->event_time_ms > w->t_end)
         w->t_end = o->event_time_ms;
     w->n++;
-    double l = obs_loss(t->c.perf_metric, o);
-    /* RMSE windows sum squared errors; the metric takes the root. */
-    w->loss_sum += t->c.perf_metric == LD_TRIGGER_METRIC_RMSE ? l * l : l;
+    if (t->feed_loss) {
+        double l = obs_loss(t->c.perf_metric, o);
+        /* RMSE windows sum squared errors; the metric takes the root. */
+        w->loss_sum += t->c.perf_metric == LD_TRIGGER_METRIC_RMSE ? l * l : l;
+    }
+    if (!t->feed_sketch)
+        return;
     res_add(&w->pred, o->p_challenger);
     if (t->c.drift_label_categorical)
         ss_add(&w->label_cat, (uint32_t)(int64_t)lrintf(o->label));
@@ -244,15 +258,19 @@ static void win_observe(ld_triggers_t *t, winset_t *w,
      * value each) are always taken. */
     if (!o->x)
         return;
-    uint32_t nd = o->x->ndense < t->nnum ? o->x->ndense : t->nnum;
-    if (t->examples % (uint64_t)t->c.drift_stride == 0)
+    if (t->mod_dense == 0) {
+        uint32_t nd = o->x->ndense < t->nnum ? o->x->ndense : t->nnum;
+        const float *dense = o->x->dense;
+        reservoir_t *num = w->num;
         for (uint32_t i = 0; i < nd; i++)
-            if (isfinite(o->x->dense[i]))
-                res_add(&w->num[i], o->x->dense[i]);
-    if (t->c.drift_hashed &&
-        t->examples % (uint64_t)t->c.drift_hashed_stride == 0)
+            if (isfinite(dense[i]))
+                res_add(&num[i], dense[i]);
+    }
+    if (t->c.drift_hashed && t->mod_hashed == 0) {
+        const uint32_t *idx = o->x->idx;
         for (uint32_t i = 0; i < o->x->nnz; i++)
-            ss_add(&w->hashed, o->x->idx[i]);
+            ss_add(&w->hashed, idx[i]);
+    }
 }
 
 static void win_save(const ld_triggers_t *t, const winset_t *w, wbuf_t *b)
@@ -396,7 +414,10 @@ static const ld_trigger_policy_t *volume_policy(const ld_triggers_conf_t *c)
     return &c->volume;
 }
 
-static void volume_check(ld_triggers_t *t, check_t *chk)
+/* The volume rules at this example: *abs_rule, *share_rule; returns
+ * whether either holds. */
+static int volume_rules(const ld_triggers_t *t, uint64_t *fresh_out,
+                        double *share_out, int *abs_out)
 {
     const ld_triggers_conf_t *c = &t->c;
     uint64_t fresh = t->examples - t->vol_base;
@@ -406,7 +427,19 @@ static void volume_check(ld_triggers_t *t, check_t *chk)
     int share_rule = c->volume_share > 0.0 &&
                      fresh >= (uint64_t)c->volume_share_min &&
                      share >= c->volume_share;
-    if (!abs_rule && !share_rule)
+    *fresh_out = fresh;
+    *share_out = share;
+    *abs_out = abs_rule;
+    return abs_rule || share_rule;
+}
+
+static void volume_check(ld_triggers_t *t, check_t *chk)
+{
+    const ld_triggers_conf_t *c = &t->c;
+    uint64_t fresh;
+    double share;
+    int abs_rule;
+    if (!volume_rules(t, &fresh, &share, &abs_rule))
         return;
     chk->level = LD_TRIGGER_LEVEL_ALERT;
     chk->win_start = t->time_base;
@@ -434,8 +467,7 @@ static void stream_latch(ld_triggers_t *t, int i, ld_detector_t *d,
         return;
     t->stream_level = lvl;
     ld_detector_evidence(d, &t->stream_ev[i]);
-    snprintf(t->stream_ev[i].metric, sizeof(t->stream_ev[i].metric), "%s",
-             metric);
+    ev_copy_str(t->stream_ev[i].metric, sizeof(t->stream_ev[i].metric), metric);
     t->stream_have[i] = (uint8_t)lvl;
 }
 
@@ -710,6 +742,8 @@ ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
     t->now = NO_TIME;
     t->time_base = NO_TIME;
     t->champion = champion_version;
+    t->feed_loss = conf->perf.enabled;
+    t->feed_sketch = conf->drift.enabled;
     for (int k = 0; k < LD_TRIGGER__COUNT; k++)
         t->pol[k].last_fire = NO_TIME;
     if (win_init(t, &t->ref) || win_init(t, &t->prev) || win_init(t, &t->cur))
@@ -937,11 +971,13 @@ out:
  * later comparison (a reference is compared many times) skips the sort. */
 static void win_seal(ld_triggers_t *t, winset_t *w)
 {
+    w->valid = 1;
+    if (!t->feed_sketch)
+        return;
     for (uint32_t i = 0; i < t->nnum; i++)
         res_sort(&w->num[i]);
     res_sort(&w->pred);
     res_sort(&w->label_num);
-    w->valid = 1;
 }
 
 static ld_err_t close_window(ld_triggers_t *t)
@@ -965,6 +1001,35 @@ reset_stream:
     memset(t->stream_have, 0, sizeof(t->stream_have));
     memset(t->stream_ev, 0, sizeof(t->stream_ev));
     return err;
+}
+
+/* examples % the two drift strides, by counting instead of dividing. */
+static void set_mods(ld_triggers_t *t)
+{
+    if (++t->mod_dense == (uint64_t)t->c.drift_stride)
+        t->mod_dense = 0;
+    if (++t->mod_hashed == (uint64_t)t->c.drift_hashed_stride)
+        t->mod_hashed = 0;
+}
+
+/* Whether a continuous kind (time, volume) would see a level above NONE
+ * now: the same tests as time_check and volume_check, without building
+ * their checks on every example. When it is false evaluate_all(t, 0) would
+ * do nothing. */
+static int continuous_due(const ld_triggers_t *t)
+{
+    const ld_triggers_conf_t *c = &t->c;
+    if (t->now == NO_TIME)
+        return 0;
+    if (c->time.enabled && t->now - t->time_base >= c->time_every_ms)
+        return 1;
+    if (c->volume.enabled) {
+        uint64_t fresh;
+        double share;
+        int abs_rule;
+        return volume_rules(t, &fresh, &share, &abs_rule);
+    }
+    return 0;
 }
 
 static int ensure_nnum(ld_triggers_t *t, const ld_trigger_obs_t *o)
@@ -1000,6 +1065,7 @@ ld_err_t ld_triggers_observe_obs(ld_triggers_t *t, const ld_trigger_obs_t *o)
     /* Features arriving only later (x NULL at first) stay unwatched: the
      * window layout is fixed once, for a stable resume state. */
     t->examples++;
+    set_mods(t);
     if (t->now == NO_TIME || o->event_time_ms > t->now)
         t->now = o->event_time_ms;
     if (t->time_base == NO_TIME)
@@ -1012,7 +1078,7 @@ ld_err_t ld_triggers_observe_obs(ld_triggers_t *t, const ld_trigger_obs_t *o)
             kinds[k].observe(t, o);
     if ((int64_t)t->cur.n >= t->c.window_size)
         err = close_window(t);
-    if (!err)
+    if (!err && continuous_due(t))
         err = evaluate_all(t, 0);
     return err;
 }
@@ -1340,6 +1406,8 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
         }
     }
     n->examples = rb_u64(&r);
+    n->mod_dense = n->examples % (uint64_t)c->drift_stride;
+    n->mod_hashed = n->examples % (uint64_t)c->drift_hashed_stride;
     n->now = rb_i64(&r);
     n->champion = rb_u64(&r);
     n->seq = rb_u64(&r);
