@@ -407,6 +407,15 @@ int ld_utf8_valid(const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
+    /* keys and categorical values are short and mostly ASCII: one pass
+     * without branches decides those */
+    if (n <= 64) {
+        unsigned acc = 0;
+        for (size_t k = 0; k < n; k++)
+            acc |= s[k];
+        if (!(acc & 0x80))
+            return 1;
+    }
     while (i < n) {
         /* ASCII fast path, 8 bytes at a time */
         while (i + 8 <= n) {
@@ -529,8 +538,8 @@ static ld_reason_t set_key(ld_fmap_t *fm, const char *k, size_t n,
     return LD_REASON_NONE;
 }
 
-static ld_reason_t push(ld_fmap_t *fm, uint32_t *nnz, uint32_t h, char *err,
-                        size_t err_size)
+static inline ld_reason_t push(ld_fmap_t *fm, uint32_t *nnz, uint32_t h,
+                               char *err, size_t err_size)
 {
     if (*nnz >= fm->max_features)
         FAIL(LD_REASON_TOO_MANY_FEATURES, "more than %u features",
@@ -549,9 +558,20 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
     ld_reason_t why = LD_REASON_NONE;
     char buf[40];
 
+    const ld_fv_t *fv = fm->fv;
+    const int32_t *dslot = fm->dense_slot;
+    float *dense = fm->dense;
     for (uint32_t i = 0; i < fm->ndense; i++) {
-        const ld_fv_t *v = &fm->fv[fm->dense_slot[i]];
+        const ld_fv_t *v = &fv[dslot[i]];
         float f = 0.0f;
+        if (v->kind == FV_DOUBLE) { /* the common case, first */
+            f = (float)v->u.d;
+            if (!isfinite(f))
+                FAIL(LD_REASON_NOT_FINITE, "field %s: %g is not a finite float",
+                     fm->names[dslot[i]], v->u.d);
+            dense[i] = f;
+            continue;
+        }
         switch (v->kind) {
         case FV_ABSENT:
         case FV_NULL:
@@ -572,7 +592,7 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
             FAIL(LD_REASON_BAD_TYPE, "field %s: dense field is not a number",
                  fm->names[fm->dense_slot[i]]);
         }
-        fm->dense[i] = f;
+        dense[i] = f;
     }
 
     uint32_t ns = 0;
@@ -591,8 +611,8 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
                     FAIL(LD_REASON_BAD_UTF8, "field %s: not UTF-8",
                          fm->names[hf->slot]);
                 if ((why = push(fm, &nnz,
-                                ld_hash_murmur3_32(s->s, s->n, hf->seed), err,
-                                err_size)))
+                                ld_hash_murmur3_32_inline(s->s, s->n, hf->seed),
+                                err, err_size)))
                     return why;
             }
             continue;
@@ -606,8 +626,8 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
         if (v->kind == FV_STR && !ld_utf8_valid(t, n))
             FAIL(LD_REASON_BAD_UTF8, "field %s: not UTF-8",
                  fm->names[hf->slot]);
-        if ((why = push(fm, &nnz, ld_hash_murmur3_32(t, n, hf->seed), err,
-                        err_size)))
+        if ((why = push(fm, &nnz, ld_hash_murmur3_32_inline(t, n, hf->seed),
+                        err, err_size)))
             return why;
     }
     while (ns < fm->nns)
@@ -634,9 +654,10 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
                 bytes[4 * j + 2] = (uint8_t)(h >> 16);
                 bytes[4 * j + 3] = (uint8_t)(h >> 24);
             }
-            if ((why = push(fm, &nnz,
-                            ld_hash_murmur3_32(bytes, 4 * (size_t)w, fm->seed),
-                            err, err_size)))
+            if ((why = push(
+                     fm, &nnz,
+                     ld_hash_murmur3_32_inline(bytes, 4 * (size_t)w, fm->seed),
+                     err, err_size)))
                 return why;
             /* odometer, last namespace fastest */
             uint32_t j = w;

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Name of the hash, as recorded in ModelSpec.hash_function. */
 #define LD_HASH_NAME "murmur3_x86_32"
@@ -14,6 +15,60 @@
  * host, so a slot computed on x86 is the slot computed on a big-endian
  * machine. len may be 0 (data may then be NULL). */
 uint32_t ld_hash_murmur3_32(const void *data, size_t len, uint32_t seed);
+
+/* The same function, inline, for the per-feature loops of pipeline/. */
+static inline uint32_t ld_hash_rotl32(uint32_t x, int r)
+{
+    return (x << r) | (x >> (32 - r));
+}
+
+static inline uint32_t ld_hash_murmur3_32_inline(const void *data, size_t len,
+                                                 uint32_t seed)
+{
+    const uint8_t *p = data;
+    const size_t nblocks = len / 4;
+    const uint32_t c1 = 0xcc9e2d51u, c2 = 0x1b873593u;
+    uint32_t h = seed;
+
+    for (size_t i = 0; i < nblocks; i++, p += 4) {
+        uint32_t k;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(&k, p, 4);
+#else
+        k = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+            (uint32_t)p[3] << 24;
+#endif
+        k *= c1;
+        k = ld_hash_rotl32(k, 15);
+        k *= c2;
+        h ^= k;
+        h = ld_hash_rotl32(h, 13);
+        h = h * 5 + 0xe6546b64u;
+    }
+
+    uint32_t k = 0;
+    switch (len & 3) {
+    case 3:
+        k ^= (uint32_t)p[2] << 16;
+        /* fall through */
+    case 2:
+        k ^= (uint32_t)p[1] << 8;
+        /* fall through */
+    case 1:
+        k ^= p[0];
+        k *= c1;
+        k = ld_hash_rotl32(k, 15);
+        k *= c2;
+        h ^= k;
+    }
+    h ^= (uint32_t)len;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
 
 /*
  * How learnd turns a feature into a slot (DESIGN §2; a scorer in another
