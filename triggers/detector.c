@@ -196,7 +196,7 @@ static void adwin_compress(adwin_t *s)
     for (uint32_t r = 0; r < s->rows && r + 1 < ADWIN_ROWS; r++) {
         if (s->cnt[r] <= ADWIN_M)
             break;
-        double n = ldexp(1.0, (int)r);
+        double n = (double)((uint64_t)1 << r);
         double t1 = s->tot[r][0], t2 = s->tot[r][1];
         double d = t1 / n - t2 / n;
         double var = s->var[r][0] + s->var[r][1] + n * n / (2.0 * n) * d * d;
@@ -213,7 +213,8 @@ static void adwin_compress(adwin_t *s)
 static void adwin_drop_oldest(adwin_t *s)
 {
     uint32_t r = s->rows - 1;
-    double nb = ldexp(1.0, (int)r), tb = s->tot[r][0], vb = s->var[r][0];
+    double nb = (double)((uint64_t)1 << r), tb = s->tot[r][0],
+           vb = s->var[r][0];
     memmove(&s->tot[r][0], &s->tot[r][1],
             (size_t)(s->cnt[r] - 1) * sizeof(double));
     memmove(&s->var[r][0], &s->var[r][1],
@@ -246,7 +247,7 @@ static int adwin_scan(ld_detector_t *d)
     double dd = log(2.0 * log(w) / s->delta);
     double n0 = 0.0, u0 = 0.0;
     for (uint32_t ri = s->rows; ri-- > 0;) {
-        double nb = ldexp(1.0, (int)ri);
+        double nb = (double)((uint64_t)1 << ri);
         for (uint32_t b = 0; b < s->cnt[ri]; b++) {
             n0 += nb;
             u0 += s->tot[ri][b];

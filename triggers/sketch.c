@@ -295,11 +295,12 @@ static inline uint32_t ss_hash(uint32_t x)
     return x;
 }
 
-/* Index slots: a power of two >= 2k. */
+/* Index slots: a power of two >= 4k; at most a quarter full, a
+ * backward-shift delete rarely moves more than one slot. */
 static uint32_t ss_nslots(uint32_t k)
 {
     uint32_t n = 16;
-    while (n < 2 * k)
+    while (n < 4 * k)
         n *= 2;
     return n;
 }
@@ -356,8 +357,10 @@ static inline void ss_sift_down(spacesaving_t *s, uint32_t i)
         uint32_t m = 2 * i + 1;
         if (m >= used)
             break;
-        if (m + 1 < used && e[m + 1].count < e[m].count)
-            m++;
+        /* The smaller child, the left one on a tie, without a branch (it
+         * is a coin flip among the tied minima of a flat tail). */
+        if (m + 1 < used)
+            m += e[m + 1].count < e[m].count;
         if (!(e[m].count < x.count))
             break;
         e[i] = e[m];
