@@ -617,6 +617,28 @@ static void rq_pop(ld_joiner_t *j, int32_t p)
         qh_down(j, q->qpos);
 }
 
+/* Release walks each run queue in order, and its entries and their index
+ * slots are cold: fetch the entry RQ_AHEAD places ahead, and the index slot
+ * of the one half as far (its key is in cache by then). */
+#define RQ_AHEAD 4u
+
+static void rq_prefetch(const ld_joiner_t *j, const runq_t *q)
+{
+    uint32_t m = q->cap - 1;
+    if (q->n > RQ_AHEAD) {
+        const uint8_t *p = slab_ptr(&j->slab, q->hd[(q->head + RQ_AHEAD) & m]);
+        __builtin_prefetch(p);
+        __builtin_prefetch(p + 64);
+        __builtin_prefetch(p + 128);
+    }
+    if (q->n > RQ_AHEAD / 2) {
+        const ev_t *e = slab_ptr(&j->slab, q->hd[(q->head + RQ_AHEAD / 2) & m]);
+        size_t i = (size_t)hash_key(e->data, e->en.keylen) & (j->evt.cap - 1);
+        __builtin_prefetch(&j->evt.meta[i]);
+        __builtin_prefetch(&j->evt.hd[i]);
+    }
+}
+
 /* Drops p's run queue (its events are freed by the caller). */
 static void rq_clear(ld_joiner_t *j, int32_t p)
 {
@@ -1217,10 +1239,20 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
         goto done;
     }
     uint64_t h = hash_key(key, keylen);
+    size_t i = (size_t)h & (j->evt.cap - 1);
+    /* The index slot is most likely a cache miss: fetch it while the
+     * features are packed (into scratch only, so a duplicate just wastes
+     * the work; a failure is reported only for a kept event). */
+    __builtin_prefetch(&j->evt.meta[i]);
+    __builtin_prefetch(&j->evt.hd[i]);
+    int pack_failed = 0;
+    if (x->nnz || x->ndense) {
+        packed = pack_size(x, &j->scratch, &param, &pflags);
+        pack_failed = !packed;
+    }
     /* Duplicate: a kept event with this key whose window + horizon covers
      * this one's time. First wins; the kept one stays until this one's
      * decisions would have passed, so a resume re-reads it too. */
-    size_t i = (size_t)h & (j->evt.cap - 1);
     for (uint32_t oh; (oh = tab_next(&j->evt, &i, h)) != NO_HD;) {
         ev_t *o = ev_at(j, oh);
         if (!same_key(&o->en, o->data, partition, key, keylen))
@@ -1236,13 +1268,9 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
         }
         goto done;
     }
-    /* Features are packed only once the event is known to be kept. */
-    if (x->nnz || x->ndense) {
-        packed = pack_size(x, &j->scratch, &param, &pflags);
-        if (!packed) {
-            err = LD_ERR_NOMEM;
-            goto done;
-        }
+    if (pack_failed) {
+        err = LD_ERR_NOMEM;
+        goto done;
     }
     size_t sz = ev_size(keylen, packed);
     uint32_t eh;
@@ -1518,8 +1546,10 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
             return 0; /* out of memory: retried at the next poll */
         if (!fill_example(j, eh, (ld_sample_type_t)type, d, out))
             return 0;
-        if (qp >= 0)
+        if (qp >= 0) {
             rq_pop(j, qp);
+            rq_prefetch(j, &j->parts[qp].q);
+        }
         if (type == LD_SAMPLE_DELAYED_POS)
             e->en.pk |= E_DL_DONE;
         e->en.state = (e->en.state == T_DECIDE && e->dl_dt != NO_DT) ? T_DELAYED
