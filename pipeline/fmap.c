@@ -408,8 +408,17 @@ int ld_utf8_valid(const char *str, size_t n)
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
     /* keys and categorical values are short and mostly ASCII: one pass
-     * without branches decides those */
-    if (n <= 64) {
+     * of OR-ed words (the last one overlapping) decides those */
+    if (n >= 8) {
+        uint64_t acc = 0, w;
+        for (size_t k = 0; k + 8 <= n; k += 8) {
+            memcpy(&w, s + k, 8);
+            acc |= w;
+        }
+        memcpy(&w, s + n - 8, 8);
+        if (!((acc | w) & 0x8080808080808080ull))
+            return 1;
+    } else {
         unsigned acc = 0;
         for (size_t k = 0; k < n; k++)
             acc |= s[k];
@@ -618,7 +627,11 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
             continue;
         }
         uint32_t n = 0;
-        const char *t = fv_text(v, buf, &n, &why);
+        const char *t;
+        if (v->kind == FV_STR) /* the common case, without a call */
+            t = v->u.s, n = v->n;
+        else
+            t = fv_text(v, buf, &n, &why);
         if (!t)
             FAIL(why, "field %s: %s", fm->names[hf->slot],
                  why == LD_REASON_NOT_FINITE ? "NaN or Inf"

@@ -379,6 +379,15 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
     int label = d->kind == LD_RECORD_LABEL;
 
     while (p < end) {
+        /* fast path: a Feature under 128 bytes, field 3 of an Event */
+        if (!label && p[0] == 0x1a && end - p >= 2 && p[1] < 0x80 &&
+            (size_t)p[1] <= (size_t)(end - p) - 2) {
+            const uint8_t *v = p + 2;
+            p = v + v[-1];
+            if (feature(d, fm, nfeat++, v, v[-1], end, &lt) < 0)
+                goto bad;
+            continue;
+        }
         pbf_t f;
         if (scan(&p, end, &f) < 0)
             goto bad;
