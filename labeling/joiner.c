@@ -1217,6 +1217,16 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
                              int64_t event_time_ms, const ld_features_t *x)
 {
     part_t *pt;
+    if (x && x->nnz <= 64) {
+        /* The caller's feature arrays are packed below: start their loads
+         * now, behind the bookkeeping (a line every 16 floats). */
+        for (uint32_t k = 0; k < x->nnz; k += 16) {
+            if (x->idx)
+                __builtin_prefetch(x->idx + k);
+            if (x->val)
+                __builtin_prefetch(x->val + k);
+        }
+    }
     ld_err_t err = check_rec(j, partition, key, keylen, event_time_ms, &pt);
     if (err)
         return err;

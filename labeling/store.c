@@ -198,21 +198,6 @@ static void sort_keys(pack_scratch_t *sc, uint32_t n, uint32_t orv)
     sc->keys = t;
 }
 
-/* Rice sizes for parameters k, k+1, k+2 in one pass over the gaps. */
-static void rice_bits3(const uint32_t *gaps, uint32_t n, unsigned k,
-                       size_t out[3])
-{
-    uint64_t q0 = 0, q1 = 0, q2 = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        q0 += gaps[i] >> k;
-        q1 += (gaps[i] >> k) >> 1;
-        q2 += (gaps[i] >> k) >> 2;
-    }
-    out[0] = (size_t)q0 + (size_t)n * (1 + k);
-    out[1] = (size_t)q1 + (size_t)n * (2 + k);
-    out[2] = (size_t)q2 + (size_t)n * (3 + k);
-}
-
 /* Appends one code of len <= 56 bits to acc (nb <= 7 bits in it). */
 #define RICE_FLUSH(out, acc, nb)                                               \
     do {                                                                       \
@@ -281,37 +266,56 @@ size_t pack_size(const ld_features_t *x, pack_scratch_t *sc, uint8_t *param,
         sc->cap = n;
     }
     const uint32_t *idx = x->idx;
+    const float *val = x->val;
     uint32_t nother = 0, orv = 0, prev = 0, unsorted = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t ix = idx[i];
-        sc->keys[i] = (uint64_t)ix << 32 | i;
-        unsorted |= ix < prev;
-        prev = ix;
-        orv |= ix;
+    uint64_t *keys = sc->keys;
+    if (val) {
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t ix = idx[i], vb;
+            memcpy(&vb, &val[i], sizeof(vb));
+            keys[i] = (uint64_t)ix << 32 | i;
+            unsorted |= ix < prev;
+            prev = ix;
+            orv |= ix;
+            nother += vb != one_bits;
+        }
+    } else {
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t ix = idx[i];
+            keys[i] = (uint64_t)ix << 32 | i;
+            unsorted |= ix < prev;
+            prev = ix;
+            orv |= ix;
+        }
     }
-    if (x->val)
-        for (uint32_t i = 0; i < n; i++)
-            nother += !is_one(x->val[i]);
     if (unsorted)
         sort_keys(sc, n, orv);
-    uint32_t *gaps = (uint32_t *)sc->tmp; /* free after the sort */
-    prev = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t ix = (uint32_t)(sc->keys[i] >> 32);
-        gaps[i] = ix - prev;
-        prev = ix;
-    }
-    /* Rice parameter near log2(mean gap); the best of three neighbours. */
+    keys = sc->keys;
+    /* Rice parameter near log2(mean gap), from the largest index; the best
+     * of three neighbours, sized while the gaps are taken. */
     unsigned k = 0, best = 0;
     if (n) {
-        uint64_t span = (uint64_t)prev + 1;
-        uint64_t mean = span / n;
-        while (k < 31 && (mean >> (k + 1)) != 0)
-            k++;
+        uint64_t mean = ((keys[n - 1] >> 32) + 1) / n;
+        if (mean > 1)
+            k = 63u - (unsigned)__builtin_clzll(mean);
+        if (k > 31)
+            k = 31;
     }
     unsigned lo = k ? k - 1 : 0, hi = k + 1 > 31 ? 31 : k + 1;
-    size_t cand[3];
-    rice_bits3(gaps, n, lo, cand);
+    uint32_t *gaps = (uint32_t *)sc->tmp; /* free after the sort */
+    uint64_t q0 = 0, q1 = 0, q2 = 0;
+    prev = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t ix = (uint32_t)(keys[i] >> 32), g = ix - prev;
+        gaps[i] = g;
+        prev = ix;
+        q0 += g >> lo;
+        q1 += (g >> lo) >> 1;
+        q2 += (g >> lo) >> 2;
+    }
+    size_t cand[3] = {(size_t)q0 + (size_t)n * (1 + lo),
+                      (size_t)q1 + (size_t)n * (2 + lo),
+                      (size_t)q2 + (size_t)n * (3 + lo)};
     size_t bits = SIZE_MAX;
     for (unsigned c = lo; c <= hi; c++) {
         if (cand[c - lo] < bits) {
@@ -436,7 +440,26 @@ void pack_read(const uint8_t *src, size_t len, uint32_t nnz, uint8_t param,
     bitrd_t r = {0, 0, src, end};
     uint32_t prev = 0;
     uint64_t mask = (UINT64_C(1) << param) - 1;
-    for (uint32_t i = 0; i < nnz; i++) {
+    uint32_t i = 0;
+    /* Fast path: a full refill per code (>= 56 bits in acc) and codes that
+     * fit in it, without a branch on the refill or the quotient loop. */
+    while (i < nnz && r.end - r.p >= 8) {
+        uint64_t w;
+        memcpy(&w, r.p, 8);
+        r.acc |= w << r.nb;
+        r.p += (63 - r.nb) >> 3;
+        r.nb |= 56;
+        uint64_t inv = ~r.acc;
+        unsigned q = inv ? (unsigned)__builtin_ctzll(inv) : 64u;
+        if (q + 1 + param > r.nb)
+            break; /* a long quotient: the general loop below */
+        uint64_t a = r.acc >> q >> 1;
+        prev += (q << param) | (uint32_t)(a & mask);
+        idx[i++] = prev;
+        r.acc = a >> param;
+        r.nb -= q + 1 + param;
+    }
+    for (; i < nnz; i++) {
         if (r.nb <= 56)
             rd_refill(&r);
         uint32_t q = 0;
