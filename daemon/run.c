@@ -60,8 +60,9 @@ typedef struct run {
     int replay;   /* opts->replay_version set: read only, write nothing */
     int replay_done;
     char replay_group[128];
-    ld_lineage_t *lin;       /* input since the last publication */
-    uint8_t config_hash[32]; /* of the effective config, kafka: excluded */
+    ld_lineage_t *lin;         /* input since the last publication */
+    uint8_t published_sha[32]; /* params of the last version published */
+    uint8_t config_hash[32];   /* of the effective config, kafka: excluded */
     uint8_t *audit_buf;
     size_t audit_cap;
     uint64_t commit_seq, first_commit_seq;
@@ -179,6 +180,8 @@ static const char *trigger_labels(const ld_trigger_decision_t *d, char *buf,
  * the input, whatever the wall clock did. */
 static void take_decisions(run_t *r)
 {
+    if (!ld_triggers_pending(r->trig))
+        return;
     ld_joiner_stats_t js;
     ld_joiner_stats(r->joiner, &js);
     ld_trigger_decision_t *d;
@@ -317,6 +320,7 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
     rd_kafka_flush(ld_pipeline_producer(r->pipe), 30000);
     *manifest_off = offsets[nchunks];
     memcpy(r->parent_counts, counts, sizeof(counts));
+    ld_snapshot_params_sha256(o->snap, r->published_sha);
     r->version = o->version;
     r->published++;
     ld_log(LD_LOG_NOTICE, MOD,
@@ -374,8 +378,10 @@ static ld_err_t send_outgoing(run_t *r)
     }
     for (size_t k = 0; k < i; k++)
         outgoing_free(&r->out[k]);
-    memmove(r->out, r->out + i, (r->nout - i) * sizeof(*r->out));
-    r->nout -= i;
+    if (i) {
+        memmove(r->out, r->out + i, (r->nout - i) * sizeof(*r->out));
+        r->nout -= i;
+    }
     return err;
 }
 
@@ -500,7 +506,8 @@ static ld_err_t run_state_encode(const run_t *r, bytes_t *b)
     size_t lin_len = 0;
     if (!bad && ld_lineage_save(r->lin, &lin, &lin_len) != LD_OK)
         bad = 1;
-    bad = bad || put_u(b, lin_len, 4) || bytes_raw(b, lin, lin_len);
+    bad = bad || put_u(b, lin_len, 4) || bytes_raw(b, lin, lin_len) ||
+          bytes_raw(b, r->published_sha, sizeof(r->published_sha));
     free(lin);
     return bad ? LD_ERR_NOMEM : LD_OK;
 }
@@ -597,6 +604,11 @@ static ld_err_t run_state_decode(run_t *r, const uint8_t *p, size_t len)
         err = ld_lineage_load(r->lin, topics, 2, rd.p, lin_len);
         rd.p += lin_len;
         rd.left -= lin_len;
+    }
+    if (!err && !rd.bad && rd.left >= sizeof(r->published_sha)) {
+        memcpy(r->published_sha, rd.p, sizeof(r->published_sha));
+        rd.p += sizeof(r->published_sha);
+        rd.left -= sizeof(r->published_sha);
     }
     if (!err && (rd.bad || rd.left))
         err = LD_ERR_CORRUPT;
@@ -722,6 +734,7 @@ out:
     ld_snapshot_destroy(snap);
     free(trig);
     free(lab.p);
+    free(runst.p);
     if (err)
         ld_log(LD_LOG_ERR, MOD,
                "msg=\"cannot write the resume state\" "
@@ -1056,6 +1069,7 @@ static ld_err_t warm_start(run_t *r)
     } else if ((err = ld_trainer_champion_set(r->trainer, snap)) == LD_OK) {
         r->version = version;
         ld_snapshot_counts(snap, r->parent_counts);
+        ld_snapshot_params_sha256(snap, r->published_sha);
         ld_log(LD_LOG_NOTICE, MOD, "msg=\"warm start\" model=%s version=%llu",
                r->tconf.name, (unsigned long long)version);
     }
@@ -1221,8 +1235,22 @@ static void final_checkpoint(run_t *r)
         }
         return;
     }
-    if (err || !(snap = ld_trainer_snapshot(r->trainer)) ||
-        queue_outgoing(r, NULL, snap, version + 1)) {
+    if (!err && (snap = ld_trainer_snapshot(r->trainer)) && version &&
+        version == r->version && r->nout == 0) {
+        /* Nothing trained since the last publication (a backfill run again
+         * on input it had read): no new version. */
+        uint8_t sha[32];
+        ld_snapshot_params_sha256(snap, sha);
+        if (memcmp(sha, r->published_sha, sizeof(sha)) == 0) {
+            ld_log(LD_LOG_NOTICE, MOD,
+                   "msg=\"caught up: the model is version %llu already\"",
+                   (unsigned long long)version);
+            ld_snapshot_destroy(snap);
+            return;
+        }
+    }
+    ld_triggers_note_published(r->trig, version + 1);
+    if (err || !snap || queue_outgoing(r, NULL, snap, version + 1)) {
         ld_snapshot_destroy(snap);
         ld_log(LD_LOG_ERR, MOD, "msg=\"cannot take the final checkpoint\"");
         r->exit_code = LD_EXIT_RUNTIME;
@@ -1302,7 +1330,6 @@ static void process(run_t *r, const ld_record_t *rec)
                rec->topic, (int)rec->partition, (long long)rec->offset,
                ld_err_str(err));
     ld_example_t ex;
-    int trained = 0;
     while (ld_joiner_poll(r->joiner, &ex)) {
         if (r->hooks.example)
             r->hooks.example(r->hooks.opaque, &ex);
@@ -1317,10 +1344,12 @@ static void process(run_t *r, const ld_record_t *rec)
             if (r->audit)
                 audit(r, &ex);
         }
-        trained = 1;
-    }
-    if (trained)
+        /* Right after the micro-batch that decided it (an add trains at
+         * most one): how many batches one record's releases train depends
+         * on fetch interleaving, so a later snapshot would not be a pure
+         * function of the input. */
         take_decisions(r);
+    }
 }
 
 int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)

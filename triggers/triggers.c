@@ -1114,6 +1114,17 @@ uint64_t ld_triggers_champion_version(const ld_triggers_t *t)
     return t->champion;
 }
 
+size_t ld_triggers_pending(const ld_triggers_t *t)
+{
+    return t->qlen;
+}
+
+void ld_triggers_note_published(ld_triggers_t *t, uint64_t version)
+{
+    if (version > t->champion)
+        t->champion = version;
+}
+
 uint64_t ld_triggers_examples(const ld_triggers_t *t)
 {
     return t->examples;

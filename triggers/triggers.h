@@ -281,6 +281,15 @@ ld_trigger_decision_t *ld_triggers_poll(ld_triggers_t *t, int64_t watermark_ms);
 
 /* Last published version (0 = none). */
 uint64_t ld_triggers_champion_version(const ld_triggers_t *t);
+
+/* Decisions waiting for ld_triggers_poll(): a cheap check for callers that
+ * look after every micro-batch. */
+size_t ld_triggers_pending(const ld_triggers_t *t);
+
+/* A version published outside the triggers (the final checkpoint of a
+ * backfill): later PASS decisions number their challengers after it. Only
+ * raises the version; references and baselines stay as they are. */
+void ld_triggers_note_published(ld_triggers_t *t, uint64_t version);
 /* Matured examples fed so far (after filtering). */
 uint64_t ld_triggers_examples(const ld_triggers_t *t);
 

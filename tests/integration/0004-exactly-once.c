@@ -211,6 +211,8 @@ static void run(const char *name, int kills)
          * mid-stream, with state behind it and work in flight (sometimes
          * in the middle of a publication). */
         double want = 1 + i % 3;
+        if (getenv("LD_TEST_KILL_AFTER")) /* to reproduce a failure */
+            want = atof(getenv("LD_TEST_KILL_AFTER"));
         int64_t deadline = ld_test_deadline(60000);
         double commits = -1;
         int exited = 0;
@@ -369,6 +371,26 @@ int main(void)
     LD_TEST_EQ_I64("final version", (int64_t)ver_a, (int64_t)ver_b);
     LD_TEST_ASSERT(memcmp(sha_a, sha_b, 32) == 0,
                    "parameters differ after kills and restarts");
+    /* Every published version, not only the last: a publication is the
+     * model after the micro-batch that decided it, whatever the restarts. */
+    for (uint64_t v = 1; v <= ver_a; v++) {
+        uint8_t sa[32], sb[32];
+        for (int i = 0; i < 2; i++) {
+            char file[512], why[512];
+            snprintf(file, sizeof(file), "%s/%s-models/eo/%llu.ckpt", tmpdir,
+                     i ? "killed" : "straight", (unsigned long long)v);
+            ld_ckpt_t *ck = NULL;
+            LD_TEST_ASSERT(ld_ckpt_read_file(file, &ck, why, sizeof(why)) ==
+                               LD_OK,
+                           "%s: %s", file, why);
+            memcpy(i ? sb : sa,
+                   ld_ckpt_message(ck)->lineage->params_sha256.data, 32);
+            ld_ckpt_destroy(ck);
+        }
+        LD_TEST_ASSERT(memcmp(sa, sb, 32) == 0,
+                       "version %llu has other parameters after restarts",
+                       (unsigned long long)v);
+    }
     LD_TEST_ASSERT(ver_a >= 2,
                    "expected trigger publications before the "
                    "final checkpoint, got version %llu",
