@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 SOURCES     = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all build deps test test-unit asan demo bench format format-check docs clean
+.PHONY: all build deps test test-unit asan asan-integration demo bench format format-check docs clean
 
 all: build
 
@@ -34,6 +34,12 @@ asan:
 	      -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS)
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
+
+# The daemon's integration tests under the sanitizers too: learnd itself
+# runs instrumented against the real broker (the deployer's Python test is
+# left out: it only adds a venv).
+asan-integration: asan
+	cd $(ASAN_BUILD) && ctest --output-on-failure -L integration -E 0010 -j $(JOBS)
 
 demo: deps
 	$(MAKE) build
