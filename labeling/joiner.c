@@ -120,6 +120,13 @@ typedef struct runq {
 
 #define RQ_SHIFT_MAX 16u /* entries an out-of-order insert may move */
 
+/* A run queue in the joiner's queue heap, with its head timer beside it so
+ * that sifting does not chase the queue. */
+typedef struct qhe {
+    int64_t t;
+    uint32_t p;
+} qhe_t;
+
 typedef struct part {
     int assigned;
     runq_t q;
@@ -144,7 +151,7 @@ struct ld_joiner {
     slab_t slab;
     tab_t evt, lbt;
     heap_t evh, lbh;
-    uint16_t *qh; /* binary heap of partitions with a non-empty run queue,
+    struct qhe *qh; /* binary heap of partitions with a non-empty run queue,
                      by (head timer, partition) */
     size_t qn, qcap;
     part_t *parts;
@@ -483,44 +490,42 @@ static void ev_retime(ld_joiner_t *j, ev_t *e)
 /* ---- run queues ---------------------------------------------------------- */
 
 /* Heads of two run queues: they are of different partitions. */
-static int qh_less(const ld_joiner_t *j, uint16_t a, uint16_t b)
+static int qh_less(qhe_t a, qhe_t b)
 {
-    const runq_t *x = &j->parts[a].q, *y = &j->parts[b].q;
-    int64_t ta = x->t[x->head], tb = y->t[y->head];
-    return ta < tb || (ta == tb && a < b);
+    return a.t < b.t || (a.t == b.t && a.p < b.p);
 }
 
-static void qh_set(ld_joiner_t *j, size_t i, uint16_t p)
+static void qh_set(ld_joiner_t *j, size_t i, qhe_t e)
 {
-    j->qh[i] = p;
-    j->parts[p].q.qpos = (uint32_t)i;
+    j->qh[i] = e;
+    j->parts[e.p].q.qpos = (uint32_t)i;
 }
 
 static void qh_up(ld_joiner_t *j, size_t i)
 {
-    uint16_t p = j->qh[i];
-    while (i > 0 && qh_less(j, p, j->qh[(i - 1) / 2])) {
+    qhe_t e = j->qh[i];
+    while (i > 0 && qh_less(e, j->qh[(i - 1) / 2])) {
         qh_set(j, i, j->qh[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
-    qh_set(j, i, p);
+    qh_set(j, i, e);
 }
 
 static void qh_down(ld_joiner_t *j, size_t i)
 {
-    uint16_t p = j->qh[i];
+    qhe_t e = j->qh[i];
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= j->qn)
             break;
-        if (c + 1 < j->qn && qh_less(j, j->qh[c + 1], j->qh[c]))
+        if (c + 1 < j->qn && qh_less(j->qh[c + 1], j->qh[c]))
             c++;
-        if (!qh_less(j, j->qh[c], p))
+        if (!qh_less(j->qh[c], e))
             break;
         qh_set(j, i, j->qh[c]);
         i = c;
     }
-    qh_set(j, i, p);
+    qh_set(j, i, e);
 }
 
 static void qh_remove(ld_joiner_t *j, size_t i)
@@ -529,7 +534,7 @@ static void qh_remove(ld_joiner_t *j, size_t i)
     if (i == j->qn)
         return;
     qh_set(j, i, j->qh[j->qn]);
-    if (i > 0 && qh_less(j, j->qh[i], j->qh[(i - 1) / 2]))
+    if (i > 0 && qh_less(j->qh[i], j->qh[(i - 1) / 2]))
         qh_up(j, i);
     else
         qh_down(j, i);
@@ -575,7 +580,7 @@ static ld_err_t rq_add(ld_joiner_t *j, int32_t p, uint32_t hd, int64_t t,
         return LD_OK; /* too far out of order: the heap takes it */
     if (!q->n && j->qn == j->qcap) {
         size_t nc = j->qcap ? j->qcap * 2 : 16;
-        uint16_t *nq = realloc(j->qh, nc * sizeof(*nq));
+        qhe_t *nq = realloc(j->qh, nc * sizeof(*nq));
         if (!nq)
             return LD_ERR_NOMEM;
         j->qh = nq;
@@ -596,9 +601,10 @@ static ld_err_t rq_add(ld_joiner_t *j, int32_t p, uint32_t hd, int64_t t,
     q->n++;
     if (q->n == 1) {
         j->qn++;
-        qh_set(j, j->qn - 1, (uint16_t)p);
+        qh_set(j, j->qn - 1, (qhe_t){t, (uint32_t)p});
         qh_up(j, j->qn - 1);
     } else if (pos == 0) {
+        j->qh[q->qpos].t = t;
         qh_up(j, q->qpos);
     }
     *queued = 1;
@@ -611,10 +617,12 @@ static void rq_pop(ld_joiner_t *j, int32_t p)
     runq_t *q = &j->parts[p].q;
     q->head = (q->head + 1) & (q->cap - 1);
     q->n--;
-    if (!q->n)
+    if (!q->n) {
         qh_remove(j, q->qpos);
-    else
+    } else {
+        j->qh[q->qpos].t = q->t[q->head];
         qh_down(j, q->qpos);
+    }
 }
 
 /* Release walks each run queue in order, and its entries and their index
@@ -667,14 +675,14 @@ static int ev_order_before(const ld_joiner_t *j, int64_t ta, uint32_t a,
 static int ev_first(const ld_joiner_t *j, int64_t *t, uint32_t *hd, int32_t *qp)
 {
     if (j->qn) {
-        const runq_t *q = &j->parts[j->qh[0]].q;
+        const runq_t *q = &j->parts[j->qh[0].p].q;
         int64_t qt = q->t[q->head];
         uint32_t qhd = q->hd[q->head];
         if (!j->evh.n ||
             ev_order_before(j, qt, qhd, j->evh.t[0], j->evh.hd[0])) {
             *t = qt;
             *hd = qhd;
-            *qp = j->qh[0];
+            *qp = (int32_t)j->qh[0].p;
             return 1;
         }
     }
