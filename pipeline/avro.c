@@ -723,6 +723,11 @@ typedef struct cur {
 static inline int read_long(cur_t *c, int64_t *out)
 {
     const uint8_t *p = c->p;
+    if (p < c->end && !(*p & 0x80)) { /* one byte: |value| < 64 */
+        c->p = p + 1;
+        *out = (int64_t)(*p >> 1) ^ -(int64_t)(*p & 1);
+        return 0;
+    }
     uint64_t v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
         if (p >= c->end)
@@ -893,8 +898,21 @@ static ld_reason_t dec(const anode_t *n, cur_t *c)
         for (uint32_t i = 0; i < n->n;) {
             uint32_t k = n->runs ? n->runs[i] : 0;
             if (k < 2) {
-                if ((why = dec(n->kids[i++], c)))
+                const anode_t *kid = n->kids[i++];
+                if (kid->wt == AT_STRING) { /* dec()'s case, without a call */
+                    size_t len;
+                    if ((why = read_len(c, "string", &len)))
+                        return why;
+                    if (kid->slot >= 0) {
+                        ld_fv_t *f = &c->fm->fv[kid->slot];
+                        f->kind = FV_STR;
+                        f->u.s = (const char *)c->p;
+                        f->n = (uint32_t)len;
+                    }
+                    c->p += len;
+                } else if ((why = dec(kid, c))) {
                     return why;
+                }
                 continue;
             }
             /* k floats in a row: one bounds check, no dispatch */

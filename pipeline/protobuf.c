@@ -383,8 +383,27 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
         if (!label && p[0] == 0x1a && end - p >= 2 && p[1] < 0x80 &&
             (size_t)p[1] <= (size_t)(end - p) - 2) {
             const uint8_t *v = p + 2;
-            p = v + v[-1];
-            if (feature(d, fm, nfeat++, v, v[-1], end, &lt) < 0)
+            size_t n = p[1];
+            p = v + n;
+            /* faster still: {name, num} with the name this position had
+             * in the last record, into a free slot; else feature() */
+            if (n >= 11 && v[0] == 0x0a && v[1] == n - 11 && v[n - 9] == 0x11 &&
+                nfeat < NHINT && !lt.why && d->hint[nfeat].len == v[1] &&
+                hint_hit(&d->hint[nfeat], v + 2, v[1], end)) {
+                int32_t s = d->hint[nfeat].slot;
+                if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
+                    nfeat++;
+                    continue;
+                }
+                ld_fv_t *fv = &fm->fv[s];
+                if (fv->kind == FV_ABSENT) {
+                    fv->kind = FV_DOUBLE;
+                    fv->u.d = fixed64_double(v + n - 8);
+                    nfeat++;
+                    continue;
+                }
+            }
+            if (feature(d, fm, nfeat++, v, n, end, &lt) < 0)
                 goto bad;
             continue;
         }
