@@ -514,8 +514,9 @@ void pack_read(const uint8_t *src, size_t len, uint32_t nnz, uint8_t param,
         r.acc |= w << r.nb;
         r.p += (63 - r.nb) >> 3;
         r.nb |= 56;
-        uint64_t inv = ~r.acc;
-        unsigned q = inv ? (unsigned)__builtin_ctzll(inv) : 64u;
+        /* A quotient reaching bit 63 is longer than nb <= 63 anyway: the
+         * top bit makes ctz defined without a test. */
+        unsigned q = (unsigned)__builtin_ctzll(~r.acc | UINT64_C(1) << 63);
         if (q + 1 + param > r.nb)
             break; /* a long quotient: the general loop below */
         uint64_t a = r.acc >> q >> 1;
