@@ -174,6 +174,12 @@ static inline double fixed64_double(const uint8_t *p)
 static inline uint32_t cstrlen(const uint8_t *s, size_t n)
 {
     size_t i = 0;
+    for (; i + 8 <= n; i += 8) { /* 8 bytes at a time to the word with 0 */
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if ((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)
+            break;
+    }
     while (i < n && s[i])
         i++;
     return (uint32_t)i;
