@@ -364,6 +364,20 @@ int main(void)
     run("straight", 0);
     run("killed", 5);
 
+    /* First what the model trained on (the audit topic: every labelled
+     * example once, byte for byte), then what it became. */
+    int64_t audit_n[2];
+    uint64_t audit_h[2];
+    for (int i = 0; i < 2; i++) {
+        char what[64];
+        snprintf(what, sizeof(what), "%s.audit", runs[i]);
+        topic(t, sizeof(t), what);
+        audit_n[i] = count_topic(t, NULL, 0, NULL, 0, &audit_h[i]);
+    }
+    LD_TEST_ASSERT(audit_n[0] > EVENTS / 2, "audit records: %lld",
+                   (long long)audit_n[0]);
+    LD_TEST_EQ_I64("audit records", audit_n[0], audit_n[1]);
+    LD_TEST_ASSERT(audit_h[0] == audit_h[1], "audit records differ");
     uint8_t sha_a[32], sha_b[32];
     uint64_t ver_a, ver_b;
     final_model("straight", sha_a, &ver_a);
@@ -421,19 +435,6 @@ int main(void)
                        "%s: %lld manifests for %llu versions", runs[i],
                        (long long)manifests, (unsigned long long)ver_a);
     }
-    /* The audit topic: every labelled example once, byte for byte. */
-    int64_t audit_n[2];
-    uint64_t audit_h[2];
-    for (int i = 0; i < 2; i++) {
-        char what[64];
-        snprintf(what, sizeof(what), "%s.audit", runs[i]);
-        topic(t, sizeof(t), what);
-        audit_n[i] = count_topic(t, NULL, 0, NULL, 0, &audit_h[i]);
-    }
-    LD_TEST_ASSERT(audit_n[0] > EVENTS / 2, "audit records: %lld",
-                   (long long)audit_n[0]);
-    LD_TEST_EQ_I64("audit records", audit_n[0], audit_n[1]);
-    LD_TEST_ASSERT(audit_h[0] == audit_h[1], "audit records differ");
     LD_TEST_ASSERT(strcmp(keys_a, keys_b) == 0,
                    "trigger idempotency keys differ:\n%s---\n%s", keys_a,
                    keys_b);
