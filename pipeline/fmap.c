@@ -468,6 +468,25 @@ int ld_utf8_valid(const char *str, size_t n)
 
 /* ---- Per record --------------------------------------------------------- */
 
+/* ld_utf8_valid(), with the all-ASCII answer inline: a few overlapping
+ * loads cover any length up to 8 without a loop. */
+static inline int text_ok(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    if (n >= 8)
+        return ld_utf8_valid(str, n);
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        if (!((a | b) & 0x80808080u))
+            return 1;
+    } else if (n == 0 || !((s[0] | s[n >> 1] | s[n - 1]) & 0x80)) {
+        return 1;
+    }
+    return ld_utf8_valid(str, n);
+}
+
 /* Decimal text of v into buf (>= 21 bytes); returns the length. */
 static uint32_t i64_text(int64_t v, char *buf)
 {
@@ -530,7 +549,7 @@ static ld_reason_t set_key(ld_fmap_t *fm, const char *k, size_t n,
 {
     if (!k || n == 0)
         FAIL(LD_REASON_MISSING_KEY, "no join key");
-    if (memchr(k, 0, n) || !ld_utf8_valid(k, n))
+    if (memchr(k, 0, n) || !text_ok(k, n))
         FAIL(LD_REASON_BAD_UTF8, "join key is not UTF-8 text");
     if (n + 1 > fm->keycap) {
         size_t ncap = n + 1 > 2 * fm->keycap ? n + 1 : 2 * fm->keycap;
@@ -616,7 +635,7 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
         if (v->kind == FV_LIST) {
             for (uint32_t j = 0; j < v->n; j++) {
                 const ld_str_t *s = &fm->strs[v->u.first + j];
-                if (!ld_utf8_valid(s->s, s->n))
+                if (!text_ok(s->s, s->n))
                     FAIL(LD_REASON_BAD_UTF8, "field %s: not UTF-8",
                          fm->names[hf->slot]);
                 if ((why = push(fm, &nnz,
@@ -636,7 +655,7 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
             FAIL(why, "field %s: %s", fm->names[hf->slot],
                  why == LD_REASON_NOT_FINITE ? "NaN or Inf"
                                              : "not a hashable value");
-        if (v->kind == FV_STR && !ld_utf8_valid(t, n))
+        if (v->kind == FV_STR && !text_ok(t, n))
             FAIL(LD_REASON_BAD_UTF8, "field %s: not UTF-8",
                  fm->names[hf->slot]);
         if ((why = push(fm, &nnz, ld_hash_murmur3_32_inline(t, n, hf->seed),

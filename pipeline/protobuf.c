@@ -391,22 +391,35 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
             const uint8_t *v = p + 2;
             size_t n = p[1];
             p = v + n;
-            /* faster still: {name, num} with the name this position had
-             * in the last record, into a free slot; else feature() */
-            if (n >= 11 && v[0] == 0x0a && v[1] == n - 11 && v[n - 9] == 0x11 &&
-                nfeat < NHINT && !lt.why && d->hint[nfeat].len == v[1] &&
-                hint_hit(&d->hint[nfeat], v + 2, v[1], end)) {
-                int32_t s = d->hint[nfeat].slot;
-                if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
-                    nfeat++;
-                    continue;
-                }
-                ld_fv_t *fv = &fm->fv[s];
-                if (fv->kind == FV_ABSENT) {
-                    fv->kind = FV_DOUBLE;
-                    fv->u.d = fixed64_double(v + n - 8);
-                    nfeat++;
-                    continue;
+            /* faster still: {name, num} or {name, str} with the name this
+             * position had in the last record, into a free slot; anything
+             * else goes through feature() */
+            if (n >= 4 && v[0] == 0x0a && v[1] <= n - 4 && nfeat < NHINT &&
+                !lt.why && d->hint[nfeat].len == v[1]) {
+                const uint8_t *q = v + 2 + v[1];
+                size_t rest = n - 2 - v[1];
+                int num = rest == 9 && q[0] == 0x11;
+                int str = q[0] == 0x1a && q[1] == rest - 2;
+                if ((num || str) &&
+                    hint_hit(&d->hint[nfeat], v + 2, v[1], end)) {
+                    int32_t s = d->hint[nfeat].slot;
+                    if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
+                        nfeat++;
+                        continue;
+                    }
+                    ld_fv_t *fv = &fm->fv[s];
+                    if (fv->kind == FV_ABSENT) {
+                        if (num) {
+                            fv->kind = FV_DOUBLE;
+                            fv->u.d = fixed64_double(q + 1);
+                        } else {
+                            fv->kind = FV_STR;
+                            fv->u.s = (const char *)q + 2;
+                            fv->n = cstrlen(q + 2, rest - 2);
+                        }
+                        nfeat++;
+                        continue;
+                    }
                 }
             }
             if (feature(d, fm, nfeat++, v, n, end, &lt) < 0)
