@@ -158,6 +158,12 @@ struct ld_joiner {
     size_t nparts; /* array size (max partition + 1) */
     int64_t W;     /* cached min watermark */
     int wdirty;
+    /* The highest W examples were released under. W itself can fall: a
+     * partition given back and assigned again (a rebalance) or loaded from
+     * a resume record restarts at an older watermark. Everything decided
+     * below w_high is out, so that is what a resume record's skip point
+     * says; the current W would let a restart release some twice. */
+    int64_t w_high;
     int bound_hit;
     int quiet;           /* the current record is a re-read one: do not count */
     uint32_t block_recs; /* records per resume block */
@@ -933,6 +939,7 @@ ld_joiner_t *ld_joiner_new(const ld_labeling_conf_t *conf, char *errstr,
     j->lbt.labels = 1;
     j->block_recs = BLOCK_RECS;
     j->W = INT64_MIN;
+    j->w_high = INT64_MIN;
     j->odefer = NO_HD;
     j->odecide = INT64_MIN;
     slab_init(&j->slab);
@@ -1524,6 +1531,8 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
         }
     }
     int64_t W = get_W(j);
+    if (W > j->w_high)
+        j->w_high = W;
     while (j->lbh.n && j->lbh.t[0] + j->w < W) {
         lb_t *l = lb_at(j, j->lbh.hd[0]);
         /* Counted once: not when it had already expired before a resume. */
@@ -1892,8 +1901,9 @@ ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
     memcpy(p, RESUME_MAGIC, 4);
     p += 4;
     put32(&p, (uint32_t)partition);
-    /* Every example with a decision time below W is out, none above. */
-    put64(&p, W);
+    /* Every example with a decision time below w_high is out (drained),
+     * none above: W <= w_high, and nothing new can decide below it. */
+    put64(&p, W > j->w_high ? W : j->w_high);
     for (int k = 0; k < 2; k++) {
         side_t *s = &pt->s[k];
         put64(&p, roff[k]);
@@ -1963,6 +1973,8 @@ ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
     }
     pt->skip_before = skip;
     pt->loaded = 1;
+    if (skip > j->w_high)
+        j->w_high = skip;
     return LD_OK;
 }
 

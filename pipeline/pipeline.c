@@ -78,6 +78,13 @@ static int pos_set(positions_t *ps, int32_t part, int64_t next)
     return 0;
 }
 
+/* Raises a floor (never lowers it): what lies below was decided already. */
+static void floor_raise(positions_t *f, int32_t part, int64_t offset)
+{
+    if (part >= f->n || f->next[part] < offset)
+        pos_set(f, part, offset);
+}
+
 static ld_err_t err_from(rd_kafka_error_t *e)
 {
     rd_kafka_resp_err_t code = rd_kafka_error_code(e);
@@ -113,8 +120,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         for (int i = 0; c && !ce && i < c->cnt; i++) {
             int k = kind_of(p, c->elems[i].topic);
             if (k >= 0)
-                pos_set(&p->floor[k], c->elems[i].partition,
-                        c->elems[i].offset);
+                floor_raise(&p->floor[k], c->elems[i].partition,
+                            c->elems[i].offset);
             ld_log(LD_LOG_DEBUG, MOD,
                    "msg=\"committed offset\" topic=%s partition=%d "
                    "offset=%lld",
@@ -143,6 +150,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         p->cbs.revoked(p->cbs.opaque, parts, lost);
     for (int i = 0; i < parts->cnt; i++) {
         int k = kind_of(p, parts->elems[i].topic);
+        int32_t part = parts->elems[i].partition;
+        /* Given back and assigned again within this process, the records
+         * up to here were decided (and dead-lettered) in this process's
+         * open transaction: keep them out of the dead-letter topic. */
+        if (k >= 0 && part < p->pos[k].n && p->pos[k].next[part] >= 0)
+            floor_raise(&p->floor[k], part, p->pos[k].next[part]);
         if (k >= 0 && parts->elems[i].partition < p->pos[k].n)
             p->pos[k].next[parts->elems[i].partition] = -1;
         if (k >= 0 && parts->elems[i].partition < p->eof[k].n)
@@ -600,8 +613,7 @@ rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p)
              * transaction already. */
             if (i < p->floor[k].n && p->floor[k].next[i] > next)
                 next = p->floor[k].next[i];
-            rd_kafka_topic_partition_list_add(l, p->topic[k], i)->offset =
-                next;
+            rd_kafka_topic_partition_list_add(l, p->topic[k], i)->offset = next;
         }
     return l;
 }
