@@ -36,13 +36,13 @@ asan:
 	cd $(ASAN_BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
 
 # The daemon's integration tests under the sanitizers too: learnd itself
-# runs instrumented against the real broker. Left out: the deployer's Python
-# test (it only adds a venv) and 0004, which under ASan's timing failed once
-# in seven runs (a restarted daemon deciding differently; issue 7 tracks it)
-# and must not make CI flaky while it is open.
+# runs instrumented against the real broker, and ASan's other timing finds
+# what the optimized run does not (0004 found a resume skip point that could
+# fall below what was released). The deployer's Python test is left out: it
+# only adds a venv.
 asan-integration: asan
-	cd $(ASAN_BUILD) && ctest --output-on-failure -L integration \
-	    -E '0004|0010' -j $(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -L integration -E 0010 \
+	    -j $(JOBS)
 
 demo: deps
 	$(MAKE) build
