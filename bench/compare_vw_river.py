@@ -13,7 +13,8 @@ learnd = {}
 for line in open(f"{out}/learnd.txt"):
     m = re.search(r"bits=(\d+) batch=(\d+)\s+([\d.]+) ns/nnz\s+(\d+) ex/s\s+"
                   r"progressive_logloss=([\d.]+)", line)
-    if m:
+    # the plain learn cases; "+champion" also scores a frozen copy
+    if m and "+champion" not in line:
         learnd[(int(m[1]), int(m[2]))] = (float(m[4]), float(m[5]))
 
 import vowpalwabbit
