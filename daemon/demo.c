@@ -87,6 +87,7 @@ typedef struct demo {
     uint64_t triggers[8][4];    /* by type, by verdict */
     int64_t first_drift_index;  /* -1: none */
     int64_t first_drift_before; /* drift triggers before the drift point */
+    char first_drift_what[256]; /* what drifted at the first one */
 } demo_t;
 
 static void scores_add(scores_t *s, float p, float y)
@@ -232,8 +233,17 @@ static void on_decision(void *opaque, const ld_trigger_decision_t *t)
         d->triggers[type][verdict]++;
     if (ld_trigger_decision_type(t) == LD_TRIGGER_DRIFT) {
         int64_t i = index_of(d, ld_trigger_decision_event_time(t));
-        if (d->first_drift_index < 0)
+        if (d->first_drift_index < 0) {
             d->first_drift_index = i;
+            size_t len = 0;
+            for (size_t k = 0; k < ld_trigger_decision_drifted_count(t) &&
+                               len + 40 < sizeof(d->first_drift_what);
+                 k++)
+                len += (size_t)snprintf(d->first_drift_what + len,
+                                        sizeof(d->first_drift_what) - len,
+                                        "%s%s", k ? ", " : "",
+                                        ld_trigger_decision_drifted(t, k));
+        }
         if (i < d->gconf.drift_at)
             d->first_drift_before++;
     }
@@ -533,10 +543,12 @@ static void summary(demo_t *d, int code, const char *json_path)
                        ld_trigger_type_name((ld_trigger_type_t)t), verdicts[v],
                        (unsigned long long)d->triggers[t][v]);
     if (d->first_drift_index >= 0)
-        printf("first drift trigger at event %lld (%s the drift at %lld)\n",
+        printf("first drift trigger at event %lld (%s the drift at %lld): "
+               "%s\n",
                (long long)d->first_drift_index,
-               d->first_drift_index >= d->gconf.drift_at ? "after" : "BEFORE",
-               (long long)d->gconf.drift_at);
+               d->first_drift_index >= d->gconf.drift_at ? "after" : "before",
+               (long long)d->gconf.drift_at,
+               d->first_drift_what[0] ? d->first_drift_what : "-");
     printf("\n%-28s %10s %12s %12s %10s\n", "stretch of the stream", "examples",
            "continual", "frozen", "gain");
     for (int k = 0; k < 4; k++) {
