@@ -98,6 +98,18 @@ static void jmetrics(FILE *f, const Learnd__V1__Metrics *m)
             m->window_start_ms, m->window_end_ms);
 }
 
+/* One {"topic", "partition", a, b} object of a lineage list; i > 0 puts a
+ * comma first. */
+static void jpos(FILE *f, size_t i, const char *topic, int32_t partition,
+                 const char *ka, int64_t a, const char *kb, int64_t b)
+{
+    fputs(i ? ",{\"topic\":" : "{\"topic\":", f);
+    jstr(f, topic);
+    fprintf(f,
+            ",\"partition\":%" PRId32 ",\"%s\":%" PRId64 ",\"%s\":%" PRId64 "}",
+            partition, ka, a, kb, b);
+}
+
 static void jcounts(FILE *f, const Learnd__V1__ExampleCounts *c)
 {
     if (!c) {
@@ -198,34 +210,20 @@ static void print_json(FILE *f, const char *path, const ld_ckpt_t *c)
     fputs(",\"total_counts\":", f);
     jcounts(f, l->total_counts);
     fputs(",\"consumed\":[", f);
-    for (size_t i = 0; i < l->n_consumed; i++) {
-        const Learnd__V1__OffsetRange *r = l->consumed[i];
-        fputs(i ? ",{\"topic\":" : "{\"topic\":", f);
-        jstr(f, r->topic);
-        fprintf(f,
-                ",\"partition\":%" PRId32 ",\"first_offset\":%" PRId64
-                ",\"last_offset\":%" PRId64 "}",
-                r->partition, r->first_offset, r->last_offset);
-    }
+    for (size_t i = 0; i < l->n_consumed; i++)
+        jpos(f, i, l->consumed[i]->topic, l->consumed[i]->partition,
+             "first_offset", l->consumed[i]->first_offset, "last_offset",
+             l->consumed[i]->last_offset);
     fputs("],\"resume\":[", f);
-    for (size_t i = 0; i < l->n_resume; i++) {
-        const Learnd__V1__PartitionPosition *r = l->resume[i];
-        fputs(i ? ",{\"topic\":" : "{\"topic\":", f);
-        jstr(f, r->topic);
-        fprintf(f,
-                ",\"partition\":%" PRId32 ",\"next_offset\":%" PRId64
-                ",\"reread_from\":%" PRId64 "}",
-                r->partition, r->next_offset, r->reread_from);
-    }
+    for (size_t i = 0; i < l->n_resume; i++)
+        jpos(f, i, l->resume[i]->topic, l->resume[i]->partition, "next_offset",
+             l->resume[i]->next_offset, "reread_from",
+             l->resume[i]->reread_from);
     fputs("],\"watermark_advances\":[", f);
     for (size_t i = 0; i < l->n_watermark_advances; i++) {
         const Learnd__V1__WatermarkAdvance *w = l->watermark_advances[i];
-        fputs(i ? ",{\"topic\":" : "{\"topic\":", f);
-        jstr(f, w->topic);
-        fprintf(f,
-                ",\"partition\":%" PRId32 ",\"wall_time_ms\":%" PRId64
-                ",\"watermark_ms\":%" PRId64 "}",
-                w->partition, w->wall_time_ms, w->watermark_ms);
+        jpos(f, i, w->topic, w->partition, "wall_time_ms", w->wall_time_ms,
+             "watermark_ms", w->watermark_ms);
     }
     fputs("]},\"metrics\":", f);
     jmetrics(f, m->metrics);
