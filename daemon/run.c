@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/ingest.h"
 #include "daemon/lineage.h"
 #include "daemon/metrics.h"
 #include "daemon/signals.h"
@@ -38,6 +39,7 @@ typedef struct run {
     ld_trainer_conf_t tconf;
     ld_pipeline_conf_t pconf; /* conf->pipeline, with the model's hash_bits */
     ld_pipeline_t *pipe;
+    ld_ingest_t *ingest; /* polls pipe on its own thread while the loop runs */
     ld_joiner_t *joiner;
     ld_trainer_t *trainer;
     ld_triggers_t *trig;
@@ -45,8 +47,13 @@ typedef struct run {
     ld_http_t *http;
     families_t fam;
     char txn_id[256];
-    int exit_code; /* set once a fatal error is seen */
-    uint64_t consumed;
+    int exit_code;     /* set once a fatal error is seen */
+    uint64_t consumed; /* good records processed */
+    uint64_t dead;     /* dead-lettered records seen */
+    /* next offset per partition of each input topic, as far as the loop
+     * has processed (the pipeline's own positions run ahead by the ring) */
+    int64_t *next[2];
+    int32_t nnext[2];
     uint64_t version; /* last published (or warm-started) version */
     uint64_t published;
     uint64_t examples;
@@ -60,6 +67,9 @@ typedef struct run {
     int replay;   /* opts->replay_version set: read only, write nothing */
     int closing;  /* leaving the group: revoked partitions do not return */
     int replay_done;
+    int caught_up;      /* the ingest thread saw every partition's end */
+    int paused;         /* the ingest thread is parked: pipeline is ours */
+    int ingest_running; /* started, STOPPED not seen yet */
     char replay_group[128];
     ld_lineage_t *lin;         /* input since the last publication */
     uint8_t published_sha[32]; /* params of the last version published */
@@ -73,10 +83,34 @@ typedef struct run {
 
 /* ---- Stage callbacks ---------------------------------------------------- */
 
-static void on_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
+/* Next offset the loop has processed on kind/partition (-1 forgets it). */
+static void note_position(run_t *r, int kind, int32_t partition, int64_t next)
 {
-    run_t *r = opaque;
+    if (partition < 0)
+        return;
+    if (partition >= r->nnext[kind]) {
+        int32_t n = partition + 1;
+        int64_t *v = realloc(r->next[kind], (size_t)n * sizeof(*v));
+        if (!v)
+            return; /* the lineage's resume positions only lose detail */
+        for (int32_t i = r->nnext[kind]; i < n; i++)
+            v[i] = -1;
+        r->next[kind] = v;
+        r->nnext[kind] = n;
+    }
+    r->next[kind][partition] = next;
+}
+
+static int kind_of(const run_t *r, const char *topic)
+{
+    return strcmp(topic, r->conf->pipeline.events_topic) == 0 ? LD_RECORD_EVENT
+                                                              : LD_RECORD_LABEL;
+}
+
+static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
+{
     const char *events = r->conf->pipeline.events_topic;
+    r->caught_up = 0; /* new partitions have their own end to reach */
     /* Partition p of both topics joins together; act on the events
      * topic's entry, then start both topics where the joiner's resume state
      * says (the oldest record still needed), or at the group's offset. */
@@ -109,12 +143,22 @@ static void on_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
     }
 }
 
-static void on_revoked(void *opaque,
-                       const rd_kafka_topic_partition_list_t *parts, int lost)
+/* Rebalance callbacks run on the ingest thread: the loop holds still
+ * (having processed everything polled before) while they change its state. */
+static void on_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
 {
     run_t *r = opaque;
+    ld_ingest_exclusive_begin(r->ingest);
+    assigned(r, parts);
+    ld_ingest_exclusive_end(r->ingest);
+}
+
+static void revoked(run_t *r, const rd_kafka_topic_partition_list_t *parts,
+                    int lost)
+{
     for (int i = 0; i < parts->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        note_position(r, kind_of(r, tp->topic), tp->partition, -1);
         if (strcmp(tp->topic, r->conf->pipeline.events_topic) != 0)
             continue;
         if (tp->partition < (int32_t)sizeof(r->assigned))
@@ -146,6 +190,22 @@ static void on_revoked(void *opaque,
         }
         free(rec);
     }
+}
+
+static void on_revoked(void *opaque,
+                       const rd_kafka_topic_partition_list_t *parts, int lost)
+{
+    run_t *r = opaque;
+    ld_ingest_exclusive_begin(r->ingest);
+    revoked(r, parts, lost);
+    ld_ingest_exclusive_end(r->ingest);
+}
+
+static void on_dead_lettered(void *opaque, const char *topic, int32_t partition,
+                             int64_t offset)
+{
+    run_t *r = opaque;
+    ld_ingest_note_dead(r->ingest, topic, partition, offset);
 }
 
 /* Matured examples of a micro-batch, scored before training: the triggers
@@ -638,14 +698,33 @@ static ld_err_t run_state_decode(run_t *r, const uint8_t *p, size_t len)
     return err;
 }
 
-/* The input positions now: next offset per partition (what the commit
- * point commits) and where a restart re-reads from (the joiner's oldest
- * needed record). Topic names point at the config's strings. Caller frees
- * *out; returns the count (0 with *out NULL when out of memory). */
-static size_t positions(run_t *r, Learnd__V1__PartitionPosition **out)
+/* What the loop has processed: next offset per partition. */
+static rd_kafka_topic_partition_list_t *loop_positions(const run_t *r)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    const char *topic[2] = {r->conf->pipeline.events_topic,
+                            r->conf->pipeline.labels_topic};
+    for (int k = 0; l && k < 2; k++)
+        for (int32_t i = 0; i < r->nnext[k]; i++)
+            if (r->next[k][i] >= 0)
+                rd_kafka_topic_partition_list_add(l, topic[k], i)->offset =
+                    r->next[k][i];
+    return l;
+}
+
+/* The input positions now: next offset per partition and where a restart
+ * re-reads from (the joiner's oldest needed record). committed: the
+ * pipeline's positions, what a commit point commits (only while the ingest
+ * thread is parked); else what the loop has processed, for a publication
+ * decided between records. Topic names point at the config's strings.
+ * Caller frees *out; returns the count (0 with *out NULL when out of
+ * memory). */
+static size_t positions(run_t *r, int committed,
+                        Learnd__V1__PartitionPosition **out)
 {
     *out = NULL;
-    rd_kafka_topic_partition_list_t *next = ld_pipeline_position(r->pipe);
+    rd_kafka_topic_partition_list_t *next =
+        committed ? ld_pipeline_position(r->pipe) : loop_positions(r);
     if (!next)
         return 0;
     size_t n = (size_t)next->cnt;
@@ -675,7 +754,7 @@ static size_t positions(run_t *r, Learnd__V1__PartitionPosition **out)
 static Learnd__V1__Lineage *take_lineage(run_t *r)
 {
     Learnd__V1__PartitionPosition *pos = NULL;
-    size_t n = positions(r, &pos);
+    size_t n = positions(r, 0, &pos);
     Learnd__V1__Lineage *l = ld_lineage_take(r->lin, pos, n);
     free(pos);
     return l;
@@ -727,7 +806,7 @@ static ld_err_t save_state(run_t *r)
         goto out;
     err = LD_ERR_NOMEM;
 
-    size_t npos = positions(r, &pos);
+    size_t npos = positions(r, 1, &pos);
     ppos = calloc(npos ? npos : 1, sizeof(*ppos));
     if (!pos || !ppos)
         goto out;
@@ -1211,7 +1290,7 @@ static int setup(run_t *r, char *errstr, size_t size)
     if (r->stateful && !r->opts->from_scratch &&
         restore_state(r, errstr, size) != LD_OK)
         return LD_EXIT_RUNTIME;
-    ld_pipeline_cbs_t cbs = {r, on_assigned, on_revoked};
+    ld_pipeline_cbs_t cbs = {r, on_assigned, on_revoked, on_dead_lettered};
     r->pipe = ld_pipeline_new(&r->pconf, &conf->kafka, r->txn_id, &cbs, 30000,
                               errstr, size);
     if (!r->pipe)
@@ -1219,13 +1298,23 @@ static int setup(run_t *r, char *errstr, size_t size)
     ld_pipeline_set_dry_run(r->pipe, r->replay);
     if (!r->replay)
         warm_output_topics(r);
+    /* a few ms of input: enough to ride out a commit point's pause */
+    r->ingest = ld_ingest_new(r->pipe, 4096, 1);
+    if (!r->ingest) {
+        snprintf(errstr, size, "out of memory");
+        return LD_EXIT_RUNTIME;
+    }
     return LD_EXIT_OK;
 }
 
 static void teardown(run_t *r)
 {
     r->closing = 1;
+    ld_ingest_destroy(r->ingest);
+    r->ingest = NULL;
     ld_pipeline_destroy(r->pipe);
+    free(r->next[0]);
+    free(r->next[1]);
     for (size_t i = 0; i < r->nout; i++)
         outgoing_free(&r->out[i]);
     free(r->out);
@@ -1335,11 +1424,16 @@ static void on_advance(const ld_wm_advance_t *adv, void *opaque)
 
 /* Feeds one decoded record to the joiner and everything it releases on
  * through the trainer. */
-static void process(run_t *r, const ld_record_t *rec)
+static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
 {
     ld_err_t err;
     ld_lineage_consumed(r->lin, rec->topic, rec->partition, rec->offset);
-    if (rec->kind == LD_RECORD_EVENT)
+    note_position(r, (int)rec->kind, rec->partition, rec->offset + 1);
+    if (rec->kind == LD_RECORD_EVENT && packed)
+        err = ld_joiner_add_event_packed(r->joiner, rec->partition, rec->offset,
+                                         rec->key, rec->key_len, rec->time_ms,
+                                         packed);
+    else if (rec->kind == LD_RECORD_EVENT)
         err =
             ld_joiner_add_event(r->joiner, rec->partition, rec->offset,
                                 rec->key, rec->key_len, rec->time_ms, &rec->x);
@@ -1376,6 +1470,64 @@ static void process(run_t *r, const ld_record_t *rec)
     }
 }
 
+/* One hand-over from the ingest thread. */
+static void take(run_t *r, const ld_ingest_item_t *it)
+{
+    switch (it->what) {
+    case LD_INGEST_RECORD:
+        process(r, &it->rec, it->packed);
+        r->consumed++;
+        break;
+    case LD_INGEST_DEAD:
+        note_position(r, kind_of(r, it->rec.topic), it->rec.partition,
+                      it->rec.offset + 1);
+        r->dead++;
+        break;
+    case LD_INGEST_CAUGHT_UP:
+        r->caught_up = 1;
+        break;
+    case LD_INGEST_PAUSED:
+        r->paused = 1;
+        break;
+    case LD_INGEST_STOPPED:
+        r->ingest_running = 0;
+        if (it->err == LD_ERR_FENCED) {
+            ld_log(LD_LOG_CRIT, MOD,
+                   "msg=\"fenced: another instance took over "
+                   "transactional.id / group.instance.id %s: exiting\"",
+                   r->txn_id);
+            r->exit_code = LD_EXIT_RUNTIME;
+        } else if (it->err) {
+            ld_log(LD_LOG_CRIT, MOD,
+                   "msg=\"fatal Kafka error: exiting\" err=\"%s\"",
+                   ld_err_str(it->err));
+            r->exit_code = LD_EXIT_RUNTIME;
+        }
+        break;
+    }
+}
+
+/* Ends the ingest thread. drain: what it polled is processed (a clean stop
+ * commits it); else dropped (a replay at its version, a fatal error:
+ * nothing more is committed). */
+static void stop_ingest(run_t *r, int drain)
+{
+    if (r->ingest_running)
+        ld_ingest_stop(r->ingest);
+    while (r->ingest_running) {
+        const ld_ingest_item_t *it = ld_ingest_next(r->ingest, 1000);
+        if (!it)
+            continue;
+        if (it->what == LD_INGEST_STOPPED ||
+            (drain && !r->exit_code && !r->replay_done))
+            take(r, it);
+        ld_ingest_done(r->ingest);
+    }
+    r->paused = 0;
+    ld_ingest_destroy(r->ingest); /* joins the thread */
+    r->ingest = NULL;
+}
+
 int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
 {
     static const ld_run_hooks_t no_hooks = {0};
@@ -1396,11 +1548,31 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
            r.tconf.name, conf->pipeline.events_topic,
            conf->pipeline.labels_topic, r.txn_id[0] ? r.txn_id : "-");
 
+    /* Opened here and after every commit point, while the ingest thread
+     * is parked: it dead-letters into the open transaction and so never
+     * has to begin one itself. */
+    if (ld_pipeline_txn_begin(r.pipe) != LD_OK ||
+        ld_ingest_start(r.ingest) != LD_OK)
+        r.exit_code = LD_EXIT_RUNTIME;
+    else
+        r.ingest_running = 1;
     int64_t now = ld_now_mono_ms();
     int64_t next_commit = now + conf->daemon.commit_interval_ms;
     int64_t next_report = now + 1000;
     uint64_t last_consumed_hook = 0;
-    while (!r.exit_code) {
+    unsigned n = 0;
+    int pausing = 0;
+    while (!r.exit_code && r.ingest_running) {
+        const ld_ingest_item_t *it = ld_ingest_next(r.ingest, 100);
+        if (it) {
+            take(&r, it);
+            ld_ingest_done(r.ingest);
+        }
+        if (r.replay_done || (opts->until_caught_up && r.caught_up))
+            break;
+        /* the rest every 256 records, when idle, or when parked */
+        if (it && !r.paused && (++n & 255) != 0)
+            continue;
         if (ld_signals_stop_requested())
             break;
         if (r.hooks.should_stop && r.hooks.should_stop(r.hooks.opaque))
@@ -1408,48 +1580,36 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         if (ld_signals_take_reopen() && ld_config_apply_logging(conf) != LD_OK)
             ld_log(LD_LOG_ERR, MOD, "msg=\"cannot reopen the log file\"");
         ld_metrics_heartbeat(r.reg);
-
-        ld_record_t rec;
-        ld_err_t err = ld_pipeline_poll(r.pipe, 100, &rec);
-        if (err == LD_OK) {
-            process(&r, &rec);
-            r.consumed++;
-        } else if (err == LD_ERR_FENCED) {
-            ld_log(LD_LOG_CRIT, MOD,
-                   "msg=\"fenced: another instance took over "
-                   "transactional.id / group.instance.id %s: exiting\"",
-                   r.txn_id);
-            r.exit_code = LD_EXIT_RUNTIME;
-            break;
-        } else if (err == LD_ERR_KAFKA) {
-            ld_log(LD_LOG_CRIT, MOD,
-                   "msg=\"fatal Kafka error: exiting\" err=\"%s\"",
-                   ld_err_str(err));
-            r.exit_code = LD_EXIT_RUNTIME;
-            break;
-        }
-        if (r.hooks.consumed && (r.consumed - last_consumed_hook >= 1024 ||
-                                 err == LD_ERR_TIMEOUT)) {
-            r.hooks.consumed(r.hooks.opaque, progress_count(&r));
-            last_consumed_hook = r.consumed;
+        uint64_t progress = r.consumed + r.dead;
+        if (r.hooks.consumed &&
+            (progress - last_consumed_hook >= 1024 || !it)) {
+            r.hooks.consumed(r.hooks.opaque, progress);
+            last_consumed_hook = progress;
         }
         now = ld_now_mono_ms();
-        if (now >= next_report) {
-            ld_joiner_idle_advance(r.joiner, now, on_advance, &r);
-            report(&r);
-            next_report = now + 1000;
+        if (!pausing && (now >= next_report || now >= next_commit)) {
+            ld_ingest_pause(r.ingest); /* PAUSED follows what it polled */
+            pausing = 1;
         }
+        if (!r.paused)
+            continue;
+        ld_joiner_idle_advance(r.joiner, now, on_advance, &r);
+        report(&r);
+        next_report = now + 1000;
         if (now >= next_commit) {
             (void)commit_point(&r); /* sets exit_code when it fails */
             next_commit = now + conf->daemon.commit_interval_ms;
         }
-        if (opts->until_caught_up && ld_pipeline_caught_up(r.pipe))
-            break;
-        if (r.replay_done)
-            break;
+        if (!r.exit_code && ld_pipeline_txn_begin(r.pipe) != LD_OK)
+            r.exit_code = LD_EXIT_RUNTIME;
+        r.paused = pausing = 0;
+        ld_ingest_resume(r.ingest);
     }
+    /* What was polled is processed before the last commit point: the
+     * pipeline's positions include it. */
+    stop_ingest(&r, !r.exit_code && !r.replay_done);
     if (r.hooks.consumed)
-        r.hooks.consumed(r.hooks.opaque, progress_count(&r));
+        r.hooks.consumed(r.hooks.opaque, r.consumed + r.dead);
     ld_metrics_set_ready(r.reg, 0);
     if (!r.exit_code && !r.replay_done && opts->until_caught_up &&
         ld_pipeline_caught_up(r.pipe) && !ld_signals_stop_requested())

@@ -418,6 +418,9 @@ static ld_err_t dead_letter(ld_pipeline_t *p, const rd_kafka_message_t *m,
                             int kind, ld_reason_t why, const char *detail)
 {
     char part[16], off[24], size[24];
+    if (p->cbs.dead_lettered)
+        p->cbs.dead_lettered(p->cbs.opaque, p->topic[kind], m->partition,
+                             m->offset);
     if (p->dry_run) {
         p->stats.dlq[kind][why]++; /* counted, not written: a replay */
         return LD_OK;

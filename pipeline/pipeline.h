@@ -103,9 +103,11 @@ const char *ld_reason_name(ld_reason_t reason);
  * One high-level consumer in group `group_id` subscribed to the events and
  * labels topics, plus the (transactional) producer that writes the
  * dead-letter topic and that the other stages use for their output in the
- * same transaction. Single-threaded: every function below is called from
- * the daemon's run loop; the rebalance callbacks run inside
- * ld_pipeline_poll().
+ * same transaction. Not thread-safe: one thread at a time may call the
+ * functions below (the daemon's ingest thread polls while its loop thread
+ * waits to commit; see daemon/ingest.h); the rebalance and dead-letter
+ * callbacks run inside ld_pipeline_poll(). The producer handle itself may
+ * be used from any thread.
  *
  * Consumer settings that the join's correctness depends on are forced:
  * enable.auto.commit=false and enable.auto.offset.store=false (learnd
@@ -137,6 +139,11 @@ typedef struct ld_pipeline_cbs {
      * its open transaction here. parts borrowed. May be NULL. */
     void (*revoked)(void *opaque, const rd_kafka_topic_partition_list_t *parts,
                     int lost);
+    /* A record was dead-lettered (or, in a dry run, counted as such), on
+     * the thread calling ld_pipeline_poll(): its position is consumed
+     * although no record is returned for it. May be NULL. */
+    void (*dead_lettered)(void *opaque, const char *topic, int32_t partition,
+                          int64_t offset);
 } ld_pipeline_cbs_t;
 
 /* Per-topic counters for metrics. */
