@@ -1228,9 +1228,10 @@ static int same_key(const ent_t *en, const uint8_t *data, int32_t partition,
            memcmp(data, key, keylen) == 0;
 }
 
-ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
-                             const void *key, size_t keylen,
-                             int64_t event_time_ms, const ld_features_t *x)
+/* Adds an event with features x, or packed already (pf): one is NULL. */
+static ld_err_t add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
+                          const void *key, size_t keylen, int64_t event_time_ms,
+                          const ld_features_t *x, const ld_packed_t *pf)
 {
     part_t *pt;
     if (x && x->nnz <= 64) {
@@ -1248,10 +1249,10 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
         return err;
     uint8_t param = 0, pflags = PACK_ONES;
     size_t packed = 0;
-    if (!x)
+    if (!x && (!pf || pf->nnz > 65535u || (pf->len && !pf->data)))
         return LD_ERR_INVAL;
-    if (x->nnz > 65535u || x->ndense > 65535u || (x->nnz && !x->idx) ||
-        (x->ndense && !x->dense))
+    if (x && (x->nnz > 65535u || x->ndense > 65535u || (x->nnz && !x->idx) ||
+              (x->ndense && !x->dense)))
         return LD_ERR_INVAL;
     side_t *s = &pt->s[LD_TOPIC_EVENTS];
     uint32_t seq;
@@ -1272,7 +1273,11 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
     __builtin_prefetch(&j->evt.meta[i]);
     __builtin_prefetch(&j->evt.hd[i]);
     int pack_failed = 0;
-    if (x->nnz || x->ndense) {
+    if (pf) {
+        packed = pf->len;
+        param = pf->param;
+        pflags = pf->flags;
+    } else if (x->nnz || x->ndense) {
         packed = pack_size(x, &j->scratch, &param, &pflags);
         pack_failed = !packed;
     }
@@ -1317,10 +1322,12 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
     e->agg_dt = NO_DT;
     e->dl_dt = NO_DT;
     e->lb_blk = NO_BLK;
-    e->nnz = (uint16_t)x->nnz;
+    e->nnz = (uint16_t)(pf ? pf->nnz : x->nnz);
     e->en.pk = (uint8_t)(pflags | param << PK_PARAM_SHIFT);
     memcpy(e->data, key, keylen);
-    if (x->nnz || x->ndense)
+    if (pf && packed)
+        memcpy(e->data + keylen, pf->data, packed);
+    else if (!pf && (x->nnz || x->ndense))
         pack_write(e->data + keylen, x, &j->scratch, pflags);
     /* The slack of the chunk is zeroed: the reader may look at it. */
     memset((uint8_t *)e + sz, 0, chunk - sz);
@@ -1369,6 +1376,71 @@ done:
     apply_pending_adv(j, s, offset + 1);
     j->quiet = 0;
     return err;
+}
+
+ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
+                             const void *key, size_t keylen,
+                             int64_t event_time_ms, const ld_features_t *x)
+{
+    if (!x)
+        return LD_ERR_INVAL;
+    return add_event(j, partition, offset, key, keylen, event_time_ms, x, NULL);
+}
+
+ld_err_t ld_joiner_add_event_packed(ld_joiner_t *j, int32_t partition,
+                                    int64_t offset, const void *key,
+                                    size_t keylen, int64_t event_time_ms,
+                                    const ld_packed_t *pf)
+{
+    if (!pf)
+        return LD_ERR_INVAL;
+    return add_event(j, partition, offset, key, keylen, event_time_ms, NULL,
+                     pf);
+}
+
+struct ld_packer {
+    pack_scratch_t sc;
+};
+
+ld_packer_t *ld_packer_new(void)
+{
+    return calloc(1, sizeof(ld_packer_t));
+}
+
+void ld_packer_destroy(ld_packer_t *pk)
+{
+    if (!pk)
+        return;
+    pack_scratch_free(&pk->sc);
+    free(pk);
+}
+
+ld_err_t ld_packer_pack(ld_packer_t *pk, const ld_features_t *x,
+                        ld_packed_t *out)
+{
+    uint8_t param = 0, flags = PACK_ONES;
+    size_t len = 0;
+    if (x->nnz > 65535u || x->ndense > 65535u)
+        return LD_ERR_INVAL;
+    if (x->nnz || x->ndense) {
+        /* 0: a bad x (add_event() says which) or no memory for scratch */
+        if (!(len = pack_size(x, &pk->sc, &param, &flags)))
+            return LD_ERR_INVAL;
+    }
+    if (len > out->cap) {
+        uint8_t *g = realloc(out->data, len);
+        if (!g)
+            return LD_ERR_NOMEM;
+        out->data = g;
+        out->cap = len;
+    }
+    if (len)
+        pack_write(out->data, x, &pk->sc, flags);
+    out->len = len;
+    out->nnz = x->nnz;
+    out->param = param;
+    out->flags = flags;
+    return LD_OK;
 }
 
 ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,

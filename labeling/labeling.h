@@ -120,6 +120,40 @@ ld_err_t ld_joiner_add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
                              int64_t event_time_ms,
                              const ld_features_t *x) LD_WUR;
 
+/* ---- Packing off the joiner's thread ---------------------------------
+ * ld_joiner_add_event() packs the features into the pending store's compact
+ * form (sorted, Rice-coded slots) on the caller's thread. A caller with a
+ * thread to spare (the daemon's ingest thread) packs there with a packer
+ * and adds the packed bytes: the same bytes, so the same examples. */
+
+/* Features packed by ld_packer_pack(). data is owned by whoever owns the
+ * struct (grown by ld_packer_pack(); free it with free()). */
+typedef struct ld_packed {
+    uint8_t *data;
+    size_t len, cap;
+    uint32_t nnz;
+    uint8_t param, flags;
+} ld_packed_t;
+
+typedef struct ld_packer ld_packer_t;
+
+/* Scratch for packing; NULL when out of memory. NULL is a no-op for
+ * ld_packer_destroy(). Not shared between threads. */
+ld_packer_t *ld_packer_new(void);
+void ld_packer_destroy(ld_packer_t *pk);
+
+/* Packs x into out, growing out->data. LD_ERR_INVAL when x cannot be
+ * packed (more than 65535 slots or dense values, missing arrays: add it
+ * with ld_joiner_add_event(), which reports why), LD_ERR_NOMEM. */
+ld_err_t ld_packer_pack(ld_packer_t *pk, const ld_features_t *x,
+                        ld_packed_t *out) LD_WUR;
+
+/* ld_joiner_add_event() with features packed by ld_packer_pack(). */
+ld_err_t ld_joiner_add_event_packed(ld_joiner_t *j, int32_t partition,
+                                    int64_t offset, const void *key,
+                                    size_t keylen, int64_t event_time_ms,
+                                    const ld_packed_t *pf) LD_WUR;
+
 /* Adds one label (same rules; value must be finite: LD_ERR_INVAL). */
 ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
                              const void *key, size_t keylen,

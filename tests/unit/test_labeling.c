@@ -814,6 +814,78 @@ static void run_interleaved(const ld_labeling_conf_t *c,
     ld_joiner_destroy(j);
 }
 
+/* Features packed elsewhere (ld_packer_pack(), on the daemon's ingest
+ * thread) and added with ld_joiner_add_event_packed() give exactly the
+ * examples that ld_joiner_add_event() gives. */
+static void test_packed_add(void **state)
+{
+    (void)state;
+    ld_labeling_conf_t c = base_conf();
+    ld_joiner_t *a = ld_joiner_new(&c, NULL, 0);
+    ld_joiner_t *b = ld_joiner_new(&c, NULL, 0);
+    ld_packer_t *pk = ld_packer_new();
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(pk);
+    assert_int_equal(ld_joiner_assign(a, 0), LD_OK);
+    assert_int_equal(ld_joiner_assign(b, 0), LD_OK);
+    ld_packed_t pf = {0};
+    srand(7);
+    int n = 2000;
+    for (int i = 0; i < n; i++) {
+        uint32_t idx[50];
+        float val[50], dense[6];
+        uint32_t nnz = (uint32_t)(rand() % 50), nd = (uint32_t)(rand() % 7);
+        for (uint32_t k = 0; k < nnz; k++) {
+            idx[k] = (uint32_t)rand() & ((1u << 22) - 1);
+            val[k] = rand() % 3 ? 1.0f : (float)rand() / (float)RAND_MAX;
+        }
+        for (uint32_t k = 0; k < nd; k++)
+            dense[k] = (float)rand() / (float)RAND_MAX - 0.5f;
+        ld_features_t x = {idx, val, dense, nnz, nd};
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        assert_int_equal(
+            ld_joiner_add_event(a, 0, i, key, strlen(key), 1000 + i, &x),
+            LD_OK);
+        assert_int_equal(ld_packer_pack(pk, &x, &pf), LD_OK);
+        assert_int_equal(ld_joiner_add_event_packed(b, 0, i, key, strlen(key),
+                                                    1000 + i, &pf),
+                         LD_OK);
+        if (i % 3 == 0) {
+            assert_int_equal(ld_joiner_add_label(a, 0, i / 3, key, strlen(key),
+                                                 1010 + i, 1.0f),
+                             LD_OK);
+            assert_int_equal(ld_joiner_add_label(b, 0, i / 3, key, strlen(key),
+                                                 1010 + i, 1.0f),
+                             LD_OK);
+        }
+    }
+    ld_wm_advance_t ev = {LD_TOPIC_EVENTS, 0, n, INT64_C(1) << 40};
+    ld_wm_advance_t lb = {LD_TOPIC_LABELS, 0, n / 3 + 1, INT64_C(1) << 40};
+    sbuf_t out[2] = {{0}, {0}};
+    ld_joiner_t *js[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(ld_joiner_apply_advance(js[k], &ev), LD_OK);
+        assert_int_equal(ld_joiner_apply_advance(js[k], &lb), LD_OK);
+        sb_add(&out[k], "%s", "");
+        drain_json(js[k], &out[k]);
+    }
+    assert_true(out[0].len > 100000);
+    assert_int_equal(out[0].len, out[1].len);
+    assert_memory_equal(out[0].s, out[1].s, out[0].len);
+    /* what cannot be packed is refused, and add_event says why */
+    uint32_t idx1 = 1;
+    ld_features_t bad = {&idx1, NULL, NULL, 70000, 0};
+    assert_int_equal(ld_packer_pack(pk, &bad, &pf), LD_ERR_INVAL);
+    free(out[0].s);
+    free(out[1].s);
+    free(pf.data);
+    ld_packer_destroy(pk);
+    ld_joiner_destroy(a);
+    ld_joiner_destroy(b);
+}
+
 static void test_property_interleavings(void **state)
 {
     (void)state;
@@ -1270,6 +1342,7 @@ int main(void)
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_protobuf),
         cmocka_unit_test(test_property_interleavings),
+        cmocka_unit_test(test_packed_add),
         cmocka_unit_test(test_property_restart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
