@@ -10,7 +10,7 @@
  * usage: bench_e2e [--bits 18,22] [--repeats N] [--partitions N]
  *                  [--part-kib N] [--crosses demo|40] [--drift on|off]
  *                  [--triggers default|alert|off] [--late-horizon DUR]
- *                  [--only all|raw|ingest|daemon|stages]
+ *                  [--only all|raw|ingest|daemon|stages[,...]]
  * Environment: BENCH_E2E_TRACE=1 prints progress (wall and loop-thread CPU)
  * of every measured run; BENCH_E2E_LOG=N sets the log level (7: debug);
  * BENCH_E2E_KAFKA_DEBUG=fetch,... sets librdkafka's debug for learnd's
@@ -118,9 +118,16 @@ static cpu_t cpu_now(void)
                    clock_ns(CLOCK_PROCESS_CPUTIME_ID)};
 }
 
+/* --only takes one part or a comma-separated list ("raw,daemon"). */
 static int want(const char *what)
 {
-    return strcmp(opt.only, "all") == 0 || strcmp(opt.only, what) == 0;
+    if (strcmp(opt.only, "all") == 0)
+        return 1;
+    size_t n = strlen(what);
+    for (const char *p = opt.only; (p = strstr(p, what)); p += n)
+        if ((p == opt.only || p[-1] == ',') && (p[n] == ',' || !p[n]))
+            return 1;
+    return 0;
 }
 
 /* ---- The stream, kept in memory ----------------------------------------- */
