@@ -926,7 +926,15 @@ out:
     return err;
 }
 
-/* A commit point: outputs and input offsets in one transaction. */
+/* Another instance took our transactional id: the reason we exit. */
+static void say_fenced(const run_t *r)
+{
+    ld_log(LD_LOG_CRIT, MOD,
+           "msg=\"fenced: another instance took over "
+           "transactional.id / group.instance.id %s: exiting\"",
+           r->txn_id);
+}
+
 /* Input records taken so far, good or dead-lettered. */
 static uint64_t progress_count(const run_t *r)
 {
@@ -939,6 +947,7 @@ static uint64_t progress_count(const run_t *r)
     return n;
 }
 
+/* A commit point: outputs and input offsets in one transaction. */
 static ld_err_t commit_point(run_t *r)
 {
     if (r->replay)
@@ -957,10 +966,7 @@ static ld_err_t commit_point(run_t *r)
     if (!err)
         r->progress_at_commit = progress;
     if (err == LD_ERR_FENCED) {
-        ld_log(LD_LOG_CRIT, MOD,
-               "msg=\"fenced: another instance took over "
-               "transactional.id / group.instance.id %s: exiting\"",
-               r->txn_id);
+        say_fenced(r);
         r->exit_code = LD_EXIT_RUNTIME;
     } else if (err) {
         /* The stages have moved past the last commit point in memory:
@@ -1470,6 +1476,22 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
     }
 }
 
+/* Opens the next transaction while the ingest thread is parked (it
+ * dead-letters into it). Being fenced shows here first when another
+ * instance took over between two commit points. */
+static void begin_next(run_t *r)
+{
+    ld_err_t err = ld_pipeline_txn_begin(r->pipe);
+    if (err == LD_ERR_FENCED)
+        say_fenced(r);
+    else if (err)
+        ld_log(LD_LOG_CRIT, MOD,
+               "msg=\"cannot begin a transaction: exiting\" err=\"%s\"",
+               ld_err_str(err));
+    if (err)
+        r->exit_code = LD_EXIT_RUNTIME;
+}
+
 /* One hand-over from the ingest thread. */
 static void take(run_t *r, const ld_ingest_item_t *it)
 {
@@ -1492,10 +1514,7 @@ static void take(run_t *r, const ld_ingest_item_t *it)
     case LD_INGEST_STOPPED:
         r->ingest_running = 0;
         if (it->err == LD_ERR_FENCED) {
-            ld_log(LD_LOG_CRIT, MOD,
-                   "msg=\"fenced: another instance took over "
-                   "transactional.id / group.instance.id %s: exiting\"",
-                   r->txn_id);
+            say_fenced(r);
             r->exit_code = LD_EXIT_RUNTIME;
         } else if (it->err) {
             ld_log(LD_LOG_CRIT, MOD,
@@ -1551,10 +1570,10 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     /* Opened here and after every commit point, while the ingest thread
      * is parked: it dead-letters into the open transaction and so never
      * has to begin one itself. */
-    if (ld_pipeline_txn_begin(r.pipe) != LD_OK ||
-        ld_ingest_start(r.ingest) != LD_OK)
+    begin_next(&r);
+    if (!r.exit_code && ld_ingest_start(r.ingest) != LD_OK)
         r.exit_code = LD_EXIT_RUNTIME;
-    else
+    else if (!r.exit_code)
         r.ingest_running = 1;
     int64_t now = ld_now_mono_ms();
     int64_t next_commit = now + conf->daemon.commit_interval_ms;
@@ -1600,8 +1619,8 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
             (void)commit_point(&r); /* sets exit_code when it fails */
             next_commit = now + conf->daemon.commit_interval_ms;
         }
-        if (!r.exit_code && ld_pipeline_txn_begin(r.pipe) != LD_OK)
-            r.exit_code = LD_EXIT_RUNTIME;
+        if (!r.exit_code)
+            begin_next(&r);
         r.paused = pausing = 0;
         ld_ingest_resume(r.ingest);
     }

@@ -122,6 +122,13 @@ int main(void)
     ld_test_say("A is running; starting B with the same transactional.id");
     pid_t b = spawn(config, log_b, 1);
     int code_a = ld_test_wait_exit(a, 90000);
+    if (code_a != 1 ||
+        !ld_test_file_has(log_a, "msg=\"fenced: another instance took over")) {
+        char cmd[256]; /* what A did instead, for whoever reads the failure */
+        snprintf(cmd, sizeof(cmd), "tail -n 30 %s >&2", log_a);
+        if (system(cmd) != 0)
+            ld_test_say("cannot show %s", log_a);
+    }
     LD_TEST_EQ_I64("A's exit code", 1, code_a);
     LD_TEST_ASSERT(
         ld_test_file_has(log_a, "msg=\"fenced: another instance took over"),
