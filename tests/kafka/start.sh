@@ -143,8 +143,14 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 
-# Kafka's cluster id: 16 random bytes, URL-safe base64 without padding.
-cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+# Kafka's cluster id: 16 random bytes, URL-safe base64 without padding. Not
+# one that starts with '-': StorageTool's parser takes that for an option
+# ("argument --cluster-id/-t: expected one argument"), one start in 64
+# (Kafka's own Uuid.randomUuid() skips those for the same reason).
+cluster_id=-
+while [ "${cluster_id:0:1}" = "-" ]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+done
 
 # The ports are free when picked but could be taken before the broker binds
 # them; a bind failure retries with new ones.
