@@ -79,6 +79,11 @@ typedef struct run {
     uint64_t commit_seq, first_commit_seq;
     uint64_t progress_at_commit;
     char assigned[4096]; /* partitions the joiner holds */
+    /* Delivery offsets of a publication's chunks and manifest: librdkafka
+     * writes them from delivery reports, possibly after a failed publish
+     * returned, so they live until the producer is gone (teardown). */
+    int64_t *pub_offsets;
+    size_t pub_cap;
 } run_t;
 
 /* ---- Stage callbacks ---------------------------------------------------- */
@@ -335,6 +340,9 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
     size_t nchunks = 0;
     int64_t *offsets = NULL;
     ld_err_t err;
+    /* As long as the commit point would wait: a broker that is away is
+     * ridden out the same way at a publication (0007). */
+    const int flush_ms = 60000;
     uint64_t counts[LD_SAMPLE__COUNT];
     ld_snapshot_counts(o->snap, counts);
     ld_ckpt_meta_t meta = {.model = model,
@@ -363,11 +371,18 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
                               (size_t)r->conf->checkpoint.chunk_size, &chunks,
                               &nchunks)))
         goto out;
-    offsets = calloc(nchunks + 1, sizeof(*offsets));
-    if (!offsets) {
-        err = LD_ERR_NOMEM;
-        goto out;
+    /* Nothing refers to the array here: the last publication's records
+     * were all delivered, or it failed and the daemon is exiting. */
+    if (r->pub_cap < nchunks + 1) {
+        offsets = realloc(r->pub_offsets, (nchunks + 1) * sizeof(*offsets));
+        if (!offsets) {
+            err = LD_ERR_NOMEM;
+            goto out;
+        }
+        r->pub_offsets = offsets;
+        r->pub_cap = nchunks + 1;
     }
+    offsets = r->pub_offsets;
     for (size_t i = 0; i < nchunks; i++) {
         char key[300];
         snprintf(key, sizeof(key), "%s/%llu/%zu", model,
@@ -378,11 +393,13 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
             goto out;
     }
     /* The manifest names the first chunk's offset: wait for it. */
-    rd_kafka_flush(ld_pipeline_producer(r->pipe), 30000);
-    if (nchunks && offsets[0] < 0) {
-        ld_log(LD_LOG_ERR, MOD, "msg=\"checkpoint chunks not delivered\"");
-        err = LD_ERR_KAFKA;
-        goto out;
+    rd_kafka_flush(ld_pipeline_producer(r->pipe), flush_ms);
+    for (size_t i = 0; i < nchunks; i++) {
+        if (offsets[i] < 0) {
+            ld_log(LD_LOG_ERR, MOD, "msg=\"checkpoint chunks not delivered\"");
+            err = LD_ERR_KAFKA;
+            goto out;
+        }
     }
     ld_ckpt_manifest_info_t info = {.model = model,
                                     .version = o->version,
@@ -400,7 +417,12 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
     if ((err = produce(r, topic, 0, model, manifest.data, manifest.len,
                        &offsets[nchunks])))
         goto out;
-    rd_kafka_flush(ld_pipeline_producer(r->pipe), 30000);
+    rd_kafka_flush(ld_pipeline_producer(r->pipe), flush_ms);
+    if (offsets[nchunks] < 0) {
+        ld_log(LD_LOG_ERR, MOD, "msg=\"checkpoint manifest not delivered\"");
+        err = LD_ERR_KAFKA;
+        goto out;
+    }
     *manifest_off = offsets[nchunks];
     memcpy(r->parent_counts, counts, sizeof(counts));
     ld_snapshot_params_sha256(o->snap, r->published_sha);
@@ -412,7 +434,6 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
            model, (unsigned long long)o->version, ckpt.len, nchunks,
            (long long)*manifest_off, path[0] ? path : "-");
 out:
-    free(offsets);
     ld_ckpt_chunks_free(chunks, nchunks);
     free(ckpt.data);
     free(manifest.data);
@@ -1321,6 +1342,7 @@ static void teardown(run_t *r)
     ld_pipeline_destroy(r->pipe);
     free(r->next[0]);
     free(r->next[1]);
+    free(r->pub_offsets); /* the producer, which wrote into it, is gone */
     for (size_t i = 0; i < r->nout; i++)
         outgoing_free(&r->out[i]);
     free(r->out);
@@ -1427,6 +1449,23 @@ static void on_advance(const ld_wm_advance_t *adv, void *opaque)
 }
 
 /* ---- The loop ----------------------------------------------------------- */
+
+/* A partition with records left to fetch is not idle: no record for
+ * idle_timeout then means an unreachable broker or a stalled loop, and an
+ * advance would make its backlog late (0007: a broker restart that blocked a
+ * commit point for 30 s dropped three quarters of the examples). */
+static void note_backlog(void *opaque, const char *topic, int32_t partition,
+                         int64_t lag)
+{
+    run_t *r = opaque;
+    if (lag > 0)
+        ld_joiner_note_backlog(r->joiner,
+                               strcmp(topic, r->conf->pipeline.events_topic) ==
+                                       0
+                                   ? LD_TOPIC_EVENTS
+                                   : LD_TOPIC_LABELS,
+                               partition);
+}
 
 /* Feeds one decoded record to the joiner and everything it releases on
  * through the trainer. */
@@ -1612,6 +1651,9 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         }
         if (!r.paused)
             continue;
+        /* Parked: everything polled is processed, so the pipeline's lag is
+         * exactly what is left to fetch. */
+        ld_pipeline_lag(r.pipe, note_backlog, &r);
         ld_joiner_idle_advance(r.joiner, now, on_advance, &r);
         report(&r);
         next_report = now + 1000;

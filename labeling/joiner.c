@@ -1738,6 +1738,16 @@ void ld_joiner_idle_advance(ld_joiner_t *j, int64_t now_ms,
     }
 }
 
+void ld_joiner_note_backlog(ld_joiner_t *j, ld_topic_kind_t kind,
+                            int32_t partition)
+{
+    if (partition < 0 || (size_t)partition >= j->nparts ||
+        !j->parts[partition].assigned ||
+        (kind != LD_TOPIC_EVENTS && kind != LD_TOPIC_LABELS))
+        return;
+    j->parts[partition].s[kind].seen = 1;
+}
+
 ld_err_t ld_joiner_apply_advance(ld_joiner_t *j, const ld_wm_advance_t *adv)
 {
     part_t *pt = adv ? get_part(j, adv->partition) : NULL;

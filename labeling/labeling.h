@@ -184,6 +184,14 @@ typedef void ld_joiner_advance_cb(const ld_wm_advance_t *adv, void *opaque);
 void ld_joiner_idle_advance(ld_joiner_t *j, int64_t now_ms,
                             ld_joiner_advance_cb *cb, void *opaque);
 
+/* Tells the joiner that side kind of partition has records still to fetch
+ * (its consumer is behind the end of it): it is not idle, however long no
+ * record arrived, e.g. while the broker is unreachable or the caller was
+ * blocked. Restarts its idle clock like a record would. No-op for a
+ * partition not assigned. */
+void ld_joiner_note_backlog(ld_joiner_t *j, ld_topic_kind_t kind,
+                            int32_t partition);
+
 /* Replays a recorded advance (the `replay` verb): call it at its position,
  * i.e. after the records of that partition below adv->offset. LD_ERR_INVAL
  * if the partition is not assigned. */

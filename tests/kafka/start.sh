@@ -4,7 +4,7 @@
 # on free loopback ports for the integration tests, and waits until it answers
 # metadata requests.
 #
-# Usage: start.sh OUTDIR
+# Usage: start.sh [--again] OUTDIR
 #
 # Writes into OUTDIR: classpath.txt (from Maven, reused while pom.xml is
 # unchanged), server.properties, data/ (removed by stop.sh), broker.pid,
@@ -13,12 +13,22 @@
 # tail of broker.log if the broker is not up within LD_TEST_BROKER_TIMEOUT
 # seconds (default 90).
 #
+# --again starts the broker of OUTDIR once more after `stop.sh --kill
+# OUTDIR` crashed it: same server.properties (ports, node and cluster id),
+# same data/, no formatting, broker.log appended to. Clients keep the
+# address they had. For tests of a broker restart (0007).
+#
 # When LD_TEST_BOOTSTRAP is set, an external broker is in use: nothing is
 # started, the address is only checked and written to OUTDIR/bootstrap.
 set -euo pipefail
 
+again=0
+if [ "${1:-}" = "--again" ]; then
+    again=1
+    shift
+fi
 if [ $# -ne 1 ]; then
-    echo "usage: $0 OUTDIR" >&2
+    echo "usage: $0 [--again] OUTDIR" >&2
     exit 2
 fi
 here=$(cd "$(dirname "$0")" && pwd)
@@ -68,6 +78,11 @@ write_bootstrap() {
 command -v kcat >/dev/null || { say "kcat not found (Debian package kcat)"; exit 1; }
 
 if [ -n "${LD_TEST_BOOTSTRAP:-}" ]; then
+    if [ "$again" -eq 1 ]; then
+        say "--again: LD_TEST_BOOTSTRAP=$LD_TEST_BOOTSTRAP is an external" \
+            "broker, not ours to restart"
+        exit 2
+    fi
     say "LD_TEST_BOOTSTRAP=$LD_TEST_BOOTSTRAP set: using that broker"
     first=${LD_TEST_BOOTSTRAP%%,*}
     if ! wait_metadata "$first"; then
@@ -82,12 +97,27 @@ command -v java >/dev/null || { say "java not found (Java 17+ needed)"; exit 1; 
 command -v mvn >/dev/null || { say "mvn not found (Debian package maven)"; exit 1; }
 command -v python3 >/dev/null || { say "python3 not found"; exit 1; }
 
-# A broker left from an interrupted run would hold the data dir.
-if [ -f "$outdir/broker.pid" ]; then
-    say "stopping a broker left from an earlier run"
-    "$here/stop.sh" "$outdir" >&2 || true
+if [ "$again" -eq 1 ]; then
+    # A crashed broker's pid file may remain; a live broker must not.
+    if [ -s "$outdir/broker.pid" ] && kill -0 "$(cat "$outdir/broker.pid")" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/$(cat "$outdir/broker.pid")/cmdline" 2>/dev/null |
+            grep -qF "$outdir/server.properties"; then
+        say "--again: the broker of $outdir is still running (stop.sh --kill first)"
+        exit 1
+    fi
+    if [ ! -s "$outdir/server.properties" ] || [ ! -d "$outdir/data/logs" ]; then
+        say "--again: no server.properties and data/ in $outdir to start on" \
+            "(start.sh OUTDIR first)"
+        exit 1
+    fi
+else
+    # A broker left from an interrupted run would hold the data dir.
+    if [ -f "$outdir/broker.pid" ]; then
+        say "stopping a broker left from an earlier run"
+        "$here/stop.sh" "$outdir" >&2 || true
+    fi
+    rm -f "$outdir/bootstrap"
 fi
-rm -f "$outdir/bootstrap"
 
 # ---- Classpath: Maven resolves it once; later runs reuse the file. --------
 cp_file=$outdir/classpath.txt
@@ -117,9 +147,11 @@ if ! cp_ok; then
 fi
 classpath=$(cat "$cp_file")
 
-[ -f "$log" ] && mv "$log" "$log.prev"
-: >"$log"
-: >"$outdir/broker.out"
+if [ "$again" -eq 0 ]; then
+    [ -f "$log" ] && mv "$log" "$log.prev"
+    : >"$log"
+    : >"$outdir/broker.out"
+fi
 
 jvm_opts=(
     -Xms128m -Xmx512m
@@ -130,6 +162,74 @@ jvm_opts=(
     "-Dld.broker.log=$log"
     "-Dkafka.logs.dir=$outdir"
 )
+
+# Starts the broker on $props in its own session; sets pid. setsid: the
+# broker must not hold ctest's output pipe or die with the fixture's process
+# group. The inner shell records its own pid, which timeout then inherits by
+# exec, so broker.pid names the session leader whose process group stop.sh
+# signals.
+launch() {
+    rm -f "$outdir/broker.pid"
+    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$outdir/broker.pid" \
+        timeout -k 30 "$max_life_s" \
+        java "${jvm_opts[@]}" -cp "$classpath" kafka.Kafka "$props" \
+        </dev/null >>"$outdir/broker.out" 2>&1 &
+    # Wait for the pid file the inner shell writes first thing.
+    for _ in $(seq 50); do [ -s "$outdir/broker.pid" ] && break; sleep 0.1; done
+    pid=$(cat "$outdir/broker.pid")
+}
+
+# True when the broker logged a bind failure after byte $1 of its log.
+bind_failed() {
+    tail -c "+$(($1 + 1))" "$log" | grep -q 'Address already in use' ||
+        grep -q 'Address already in use' "$outdir/broker.out"
+}
+
+log_bytes() { stat -c %s "$log"; }
+
+fail() {
+    if [ "${rc:-1}" -eq 2 ]; then
+        say "broker exited before answering metadata"
+    else
+        say "broker did not answer metadata at $addr within ${deadline_s}s"
+    fi
+    say "---- tail of $log ----"
+    tail -n 60 "$log" >&2
+    if [ -s "$outdir/broker.out" ]; then
+        say "---- tail of $outdir/broker.out ----"
+        tail -n 20 "$outdir/broker.out" >&2
+    fi
+    "$here/stop.sh" "$outdir" >&2 || true
+    exit 1
+}
+
+if [ "$again" -eq 1 ]; then
+    props=$outdir/server.properties
+    addr=$(sed -n 's|^advertised.listeners=PLAINTEXT://||p' "$props")
+    echo "start.sh: --again: starting on the data in $outdir/data" >>"$log"
+    # The address must not change, so a port still taken is waited out
+    # rather than replaced (while the broker was down, an outgoing
+    # connection may have been given it as its local port).
+    for attempt in 1 2 3 4 5; do
+        : >"$outdir/broker.out"
+        from=$(log_bytes)
+        launch
+        rc=0
+        wait_metadata "$addr" "$pid" || rc=$?
+        if [ "$rc" -eq 0 ]; then
+            write_bootstrap "$addr"
+            say "broker up again at $addr after $(elapsed) (pid $pid, log $log)"
+            exit 0
+        fi
+        if [ "$rc" -eq 2 ] && bind_failed "$from"; then
+            say "a port of $addr is still taken (attempt $attempt); retrying"
+            sleep 2
+            continue
+        fi
+        break
+    done
+    fail
+fi
 
 free_ports() {
     python3 - <<'EOF'
@@ -143,8 +243,14 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 
-# Kafka's cluster id: 16 random bytes, URL-safe base64 without padding.
-cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+# Kafka's cluster id: 16 random bytes, URL-safe base64 without padding. Not
+# one that starts with '-': StorageTool's parser takes that for an option
+# ("argument --cluster-id/-t: expected one argument"), one start in 64
+# (Kafka's own Uuid.randomUuid() skips those for the same reason).
+cluster_id=-
+while [ "${cluster_id:0:1}" = "-" ]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+done
 
 # The ports are free when picked but could be taken before the broker binds
 # them; a bind failure retries with new ones.
@@ -202,17 +308,8 @@ EOF
         exit 1
     fi
 
-    # setsid: the broker must not hold ctest's output pipe or die with the
-    # fixture's process group. The inner shell records its own pid, which
-    # timeout then inherits by exec, so broker.pid names the session leader
-    # whose process group stop.sh signals.
-    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$outdir/broker.pid" \
-        timeout -k 30 "$max_life_s" \
-        java "${jvm_opts[@]}" -cp "$classpath" kafka.Kafka "$props" \
-        </dev/null >>"$outdir/broker.out" 2>&1 &
-    # Wait for the pid file the inner shell writes first thing.
-    for _ in $(seq 50); do [ -s "$outdir/broker.pid" ] && break; sleep 0.1; done
-    pid=$(cat "$outdir/broker.pid")
+    from=$(log_bytes)
+    launch
 
     rc=0
     wait_metadata "$addr" "$pid" || rc=$?
@@ -221,7 +318,7 @@ EOF
         say "broker up at $addr after $(elapsed) (pid $pid, log $log)"
         exit 0
     fi
-    if [ "$rc" -eq 2 ] && grep -q 'Address already in use' "$log" "$outdir/broker.out"; then
+    if [ "$rc" -eq 2 ] && bind_failed "$from"; then
         say "port taken before the broker bound it (attempt $attempt); retrying"
         rm -f "$outdir/broker.pid"
         continue
@@ -229,16 +326,4 @@ EOF
     break
 done
 
-if [ "${rc:-1}" -eq 2 ]; then
-    say "broker exited before answering metadata"
-else
-    say "broker did not answer metadata at $addr within ${deadline_s}s"
-fi
-say "---- tail of $log ----"
-tail -n 60 "$log" >&2
-if [ -s "$outdir/broker.out" ]; then
-    say "---- tail of $outdir/broker.out ----"
-    tail -n 20 "$outdir/broker.out" >&2
-fi
-"$here/stop.sh" "$outdir" >&2 || true
-exit 1
+fail

@@ -4,11 +4,21 @@
 # controlled shutdown), then SIGKILL after LD_TEST_BROKER_STOP_TIMEOUT seconds
 # (default 30). Removes the data dir and the address; keeps broker.log.
 #
-# Usage: stop.sh OUTDIR
+# --kill crashes it instead: SIGKILL at once (no controlled shutdown, no
+# flush, no clean-shutdown marker), and keeps the data dir, server.properties
+# and the address, so that `start.sh --again OUTDIR` brings the same broker
+# back on the same data and ports. For tests of a broker restart (0007).
+#
+# Usage: stop.sh [--kill] OUTDIR
 set -euo pipefail
 
+crash=0
+if [ "${1:-}" = "--kill" ]; then
+    crash=1
+    shift
+fi
 if [ $# -ne 1 ]; then
-    echo "usage: $0 OUTDIR" >&2
+    echo "usage: $0 [--kill] OUTDIR" >&2
     exit 2
 fi
 if [ ! -d "$1" ]; then
@@ -29,6 +39,23 @@ ours() {
 }
 
 alive() { kill -0 "$1" 2>/dev/null; }
+
+if [ "$crash" -eq 1 ]; then
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    if [ -z "$pid" ] || ! alive "$pid" || ! ours "$pid"; then
+        say "--kill: no running broker of $outdir to kill"
+        exit 1
+    fi
+    # The whole group (see below): the JVM must die now, like a crash.
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
+    while alive "$pid"; do sleep 0.05; done
+    # The JVM may outlive the group leader by a moment: wait until nothing
+    # of the broker holds its data dir's lock any more.
+    while pgrep -f -- "$outdir/server.properties" >/dev/null; do sleep 0.05; done
+    rm -f "$pidfile"
+    say "broker (pid $pid) killed with SIGKILL; data kept in $outdir/data"
+    exit 0
+fi
 
 if [ -s "$pidfile" ]; then
     pid=$(cat "$pidfile")

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # Runs one integration test against the test broker: exports
 # LD_TEST_BOOTSTRAP (kept if already set, else read from OUTDIR/bootstrap,
-# which start.sh wrote) and LD_TEST_BROKER_LOG, runs the command, and when it
+# which start.sh wrote), LD_TEST_BROKER_LOG and LD_TEST_BROKER_DIR (OUTDIR,
+# for stop.sh --kill and start.sh --again), runs the command, and when it
 # fails prints what the broker logged while it ran.
 #
 # Usage: with-broker.sh OUTDIR cmd [args...]
@@ -26,6 +27,8 @@ if [ -z "${LD_TEST_BOOTSTRAP:-}" ]; then
 fi
 export LD_TEST_BOOTSTRAP
 export LD_TEST_BROKER_LOG=$log
+LD_TEST_BROKER_DIR=$(cd "$outdir" && pwd)
+export LD_TEST_BROKER_DIR
 
 # Where the broker log stood when the test started, to show only its part.
 start_bytes=0
