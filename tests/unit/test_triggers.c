@@ -149,7 +149,7 @@ static void test_stats_match_scipy_fixtures(void **state)
     FILE *f = fopen(LD_TEST_DATA "/triggers/stats_fixtures.txt", "r");
     assert_non_null(f);
     char kind[32], name[64];
-    int numeric = 0, js = 0, kol = 0;
+    int numeric = 0, js = 0, kol = 0, chi2 = 0, cat = 0;
     for (;;) {
         int c = fgetc(f);
         if (c == EOF)
@@ -202,6 +202,34 @@ static void test_stats_match_scipy_fixtures(void **state)
             if (!near(got, want, 1e-9, 1e-15))
                 fail_msg("kolmogorov(%g): %.17g want %.17g", x, got, want);
             kol++;
+        } else if (strcmp(kind, "chi2") == 0) {
+            double x, df, want;
+            assert_int_equal(fscanf(f, "%lf %lf %lf", &x, &df, &want), 3);
+            double got = ld_triggers_stat_chi2_sf(x, df);
+            if (!near(got, want, 1e-9, 1e-300))
+                fail_msg("chi2.sf(%g, %g): %.17g want %.17g", x, df, got, want);
+            chi2++;
+        } else if (strcmp(kind, "cat") == 0) {
+            size_t n, bins;
+            double wjs, wex, wg, wdf, wp;
+            assert_int_equal(fscanf(f, "%63s %zu %lf %lf %lf %lf %lf %zu", name,
+                                    &n, &wjs, &wex, &wg, &wdf, &wp, &bins),
+                             8);
+            double *a = read_values(f, 'a', n), *b = read_values(f, 'b', n);
+            ld_triggers_cat_test_t r;
+            assert_int_equal(ld_triggers_stat_cat_test(a, b, n, 5.0, &r),
+                             LD_OK);
+            if (r.bins != bins || !near(r.js, wjs, 1e-9, 1e-12) ||
+                !near(r.js_excess, wex, 1e-9, 1e-12) ||
+                !near(r.g, wg, 1e-9, 1e-9) || r.df != wdf ||
+                !near(r.p_value, wp, 1e-8, 1e-300))
+                fail_msg("cat %s: bins %zu/%zu js %.17g/%.17g excess "
+                         "%.17g/%.17g G %.17g/%.17g p %.17g/%.17g",
+                         name, r.bins, bins, r.js, wjs, r.js_excess, wex, r.g,
+                         wg, r.p_value, wp);
+            free(a);
+            free(b);
+            cat++;
         } else {
             fail_msg("unknown fixture line %s", kind);
         }
@@ -210,6 +238,8 @@ static void test_stats_match_scipy_fixtures(void **state)
     assert_int_equal(numeric, 7);
     assert_int_equal(js, 4);
     assert_int_equal(kol, 10);
+    assert_int_equal(chi2, 11);
+    assert_int_equal(cat, 7);
 }
 
 static void test_stats_edge_cases(void **state)
