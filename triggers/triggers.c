@@ -10,7 +10,7 @@
 #include "triggers/internal.h"
 
 #define STATE_MAGIC   0x4754444cu /* "LDTG" */
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 #define QUEUE_MAX     64
 #define NO_TIME       INT64_MIN
 
@@ -24,7 +24,7 @@ typedef struct winset {
     int64_t t_start, t_end; /* event time of the first, max event time */
     double loss_sum;        /* per performance_metric */
     reservoir_t *num;       /* nnum numeric features */
-    spacesaving_t hashed;
+    uint64_t *hist;         /* hashed ids per bin, drift_hashed_bins */
     reservoir_t pred;
     reservoir_t label_num;
     spacesaving_t label_cat;
@@ -109,6 +109,7 @@ struct ld_triggers {
 
     /* Scratch for drift. */
     double *s_ref, *s_cur;
+    double *h_ref, *h_cur; /* drift_hashed_bins each */
 };
 
 /* ---- Helpers ------------------------------------------------------------ */
@@ -160,7 +161,8 @@ static void win_free(winset_t *w, uint32_t nnum)
             res_free(&w->num[i]);
     free(w->num);
     w->num = NULL;
-    ss_free(&w->hashed);
+    free(w->hist);
+    w->hist = NULL;
     res_free(&w->pred);
     res_free(&w->label_num);
     ss_free(&w->label_cat);
@@ -178,7 +180,7 @@ static void win_clear(const ld_triggers_t *t, winset_t *w, uint64_t index)
     if (w->num)
         for (uint32_t i = 0; i < t->nnum; i++)
             res_clear(&w->num[i], mix_seed(seed, index, i));
-    ss_clear(&w->hashed);
+    memset(w->hist, 0, (size_t)t->c.drift_hashed_bins * sizeof(*w->hist));
     res_clear(&w->pred, mix_seed(seed, index, 1u << 20));
     res_clear(&w->label_num, mix_seed(seed, index, (1u << 20) + 1));
     ss_clear(&w->label_cat);
@@ -189,8 +191,9 @@ static int win_init(const ld_triggers_t *t, winset_t *w)
     uint32_t cap = (uint32_t)t->c.drift_sample_size;
     uint32_t k = (uint32_t)t->c.drift_topk;
     memset(w, 0, sizeof(*w));
-    if (ss_init(&w->hashed, k) || ss_init(&w->label_cat, k) ||
-        res_init(&w->pred, cap, 0) || res_init(&w->label_num, cap, 0))
+    w->hist = calloc((size_t)t->c.drift_hashed_bins, sizeof(*w->hist));
+    if (!w->hist || ss_init(&w->label_cat, k) || res_init(&w->pred, cap, 0) ||
+        res_init(&w->label_num, cap, 0))
         return -1;
     return 0;
 }
@@ -268,8 +271,10 @@ static void win_observe(ld_triggers_t *t, winset_t *w,
     }
     if (t->c.drift_hashed && t->mod_hashed == 0) {
         const uint32_t *idx = o->x->idx;
+        uint64_t *hist = w->hist;
+        uint32_t nbins = (uint32_t)t->c.drift_hashed_bins;
         for (uint32_t i = 0; i < o->x->nnz; i++)
-            ss_add(&w->hashed, idx[i]);
+            hist[hist_bin(idx[i], nbins)]++;
     }
 }
 
@@ -283,7 +288,8 @@ static void win_save(const ld_triggers_t *t, const winset_t *w, wbuf_t *b)
     wb_f64(b, w->loss_sum);
     for (uint32_t i = 0; i < t->nnum; i++)
         res_save(&w->num[i], b);
-    ss_save(&w->hashed, b);
+    for (int64_t i = 0; i < t->c.drift_hashed_bins; i++)
+        wb_u64(b, w->hist[i]);
     res_save(&w->pred, b);
     res_save(&w->label_num, b);
     ss_save(&w->label_cat, b);
@@ -299,7 +305,10 @@ static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r)
     w->loss_sum = rb_f64(r);
     for (uint32_t i = 0; i < t->nnum; i++)
         res_load(&w->num[i], r);
-    ss_load(&w->hashed, r);
+    if ((uint64_t)t->c.drift_hashed_bins * 8 > r->len - r->off)
+        r->err = LD_ERR_CORRUPT;
+    for (int64_t i = 0; i < t->c.drift_hashed_bins && !r->err; i++)
+        w->hist[i] = rb_u64(r);
     res_load(&w->pred, r);
     res_load(&w->label_num, r);
     ss_load(&w->label_cat, r);
@@ -582,15 +591,59 @@ static int drift_numeric(ld_triggers_t *t, const reservoir_t *ref,
     return drifted ? 2 : psi >= c->drift_psi_warn ? 1 : 0;
 }
 
-static int drift_categorical(ld_triggers_t *t, const spacesaving_t *ref,
-                             const spacesaving_t *cur, const char *metric,
-                             ld_trigger_evidence_t *dec)
+/* Expected count below which categorical bins are pooled (the usual
+ * validity rule of chi-square tests). */
+#define CAT_MIN_EXPECTED 5.0
+
+/* Decides a categorical feature from its test: drifted (2) when the G-test
+ * is significant at the Bonferroni level AND the JS distance beyond the
+ * sampling-noise floor reaches drift_js; 0 otherwise. The significance
+ * test alone would call any tiny shift drift on big samples, the distance
+ * alone would call the noise of a long flat tail drift on small ones. *dec
+ * gets the distance, *aux the G-test. */
+static int drift_cat_decide(ld_triggers_t *t, const ld_triggers_cat_test_t *r,
+                            double bonf_level, const char *metric, uint64_t n,
+                            ld_trigger_evidence_t *dec,
+                            ld_trigger_evidence_t *aux)
 {
-    double js = ss_js(ref, cur);
-    if (!isfinite(js))
+    ev_set(dec, metric, "js", "noise_floor", r->js_excess, t->c.drift_js,
+           r->p_value, NAN, n);
+    ev_set(aux, metric, "g", "bonferroni", r->g, bonf_level, r->p_value, NAN,
+           n);
+    return r->p_value < bonf_level && r->js_excess >= t->c.drift_js ? 2 : 0;
+}
+
+/* The hashed ids: a histogram over drift_hashed_bins fixed bins, so both
+ * windows are counted exactly over the same partition. Returns -1 when
+ * either window saw no ids. */
+static int drift_hashed_check(ld_triggers_t *t, const uint64_t *ref,
+                              const uint64_t *cur, double bonf_level,
+                              ld_trigger_evidence_t *dec,
+                              ld_trigger_evidence_t *aux)
+{
+    size_t nbins = (size_t)t->c.drift_hashed_bins;
+    uint64_t n = 0;
+    for (size_t i = 0; i < nbins; i++) {
+        t->h_ref[i] = (double)ref[i];
+        t->h_cur[i] = (double)cur[i];
+        n += cur[i];
+    }
+    ld_triggers_cat_test_t r;
+    if (ld_triggers_stat_cat_test(t->h_ref, t->h_cur, nbins, CAT_MIN_EXPECTED,
+                                  &r) != LD_OK)
         return -1;
-    ev_set(dec, metric, "js", "threshold", js, t->c.drift_js, NAN, NAN, cur->n);
-    return js >= t->c.drift_js ? 2 : 0;
+    return drift_cat_decide(t, &r, bonf_level, "feature:hashed", n, dec, aux);
+}
+
+static int drift_label_cat(ld_triggers_t *t, const spacesaving_t *ref,
+                           const spacesaving_t *cur, double bonf_level,
+                           ld_trigger_evidence_t *dec,
+                           ld_trigger_evidence_t *aux)
+{
+    ld_triggers_cat_test_t r;
+    if (ss_cat_test(ref, cur, CAT_MIN_EXPECTED, &r) != LD_OK)
+        return -1;
+    return drift_cat_decide(t, &r, bonf_level, "label", cur->n, dec, aux);
 }
 
 static void drift_check(ld_triggers_t *t, check_t *chk)
@@ -601,14 +654,16 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
     chk->win_end = w->t_end + 1;
     if (!r->valid)
         return;
-    uint32_t ntests = t->nnum + 1 + (c->drift_label_categorical ? 0 : 1);
+    /* Every test with a p-value shares drift_alpha: the numeric features,
+     * the hashed ids, the prediction and the label. */
+    uint32_t ntests = t->nnum + (c->drift_hashed ? 1 : 0) + 2;
     double bonf = c->drift_alpha / (double)ntests;
     /* Results: numeric features, hashed, prediction, label. */
     uint32_t nres = t->nnum + 3;
     int *res = calloc(nres, sizeof(*res));
     ld_trigger_evidence_t *dec = calloc(nres, sizeof(*dec));
-    ld_trigger_evidence_t *psi = calloc(nres, sizeof(*psi));
-    if (!res || !dec || !psi) {
+    ld_trigger_evidence_t *aux = calloc(nres, sizeof(*aux));
+    if (!res || !dec || !aux) {
         /* Out of memory: skip this window's drift check rather than guess. */
         ld_log(LD_LOG_ERR, "triggers",
                "msg=\"drift check skipped: no memory\"");
@@ -619,20 +674,20 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
         feature_name(t, i, name, sizeof(name));
         snprintf(metric, sizeof(metric), "feature:%s", name);
         res[i] = drift_numeric(t, &r->num[i], &w->num[i], bonf, metric, &dec[i],
-                               &psi[i]);
+                               &aux[i]);
     }
     res[t->nnum] = c->drift_hashed
-                       ? drift_categorical(t, &r->hashed, &w->hashed,
-                                           "feature:hashed", &dec[t->nnum])
+                       ? drift_hashed_check(t, r->hist, w->hist, bonf,
+                                            &dec[t->nnum], &aux[t->nnum])
                        : -1;
     res[t->nnum + 1] = drift_numeric(t, &r->pred, &w->pred, bonf, "prediction",
-                                     &dec[t->nnum + 1], &psi[t->nnum + 1]);
+                                     &dec[t->nnum + 1], &aux[t->nnum + 1]);
     res[t->nnum + 2] =
         c->drift_label_categorical
-            ? drift_categorical(t, &r->label_cat, &w->label_cat, "label",
-                                &dec[t->nnum + 2])
+            ? drift_label_cat(t, &r->label_cat, &w->label_cat, bonf,
+                              &dec[t->nnum + 2], &aux[t->nnum + 2])
             : drift_numeric(t, &r->label_num, &w->label_num, bonf, "label",
-                            &dec[t->nnum + 2], &psi[t->nnum + 2]);
+                            &dec[t->nnum + 2], &aux[t->nnum + 2]);
 
     uint32_t tested = 0, drifted = 0, warned = 0;
     for (uint32_t i = 0; i <= t->nnum; i++) {
@@ -649,6 +704,27 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
              res[t->nnum + 2] == 1)
         lvl = LD_TRIGGER_LEVEL_WARN;
     chk->level = lvl;
+    if (ld_log_debug_on("triggers")) {
+        /* Per window, what the drift tests saw (value, p-value; NaN when
+         * untested). */
+        const ld_trigger_evidence_t *h = &dec[t->nnum], *p = &dec[t->nnum + 1],
+                                    *l = &dec[t->nnum + 2];
+        ld_log(LD_LOG_DEBUG, "triggers",
+               "msg=\"drift window\" window=%llu examples=%llu level=%d "
+               "tested=%u drifted=%u warned=%u hashed_js=%.4g hashed_p=%.3g "
+               "prediction_%s=%.4g prediction_p=%.3g label_%s=%.4g "
+               "label_p=%.3g",
+               (unsigned long long)w->index, (unsigned long long)t->examples,
+               (int)lvl, tested, drifted, warned,
+               res[t->nnum] >= 0 ? h->value : NAN,
+               res[t->nnum] >= 0 ? h->p_value : NAN,
+               p->statistic[0] ? p->statistic : "stat",
+               res[t->nnum + 1] >= 0 ? p->value : NAN,
+               res[t->nnum + 1] >= 0 ? p->p_value : NAN,
+               l->statistic[0] ? l->statistic : "stat",
+               res[t->nnum + 2] >= 0 ? l->value : NAN,
+               res[t->nnum + 2] >= 0 ? l->p_value : NAN);
+    }
     if (lvl == LD_TRIGGER_LEVEL_NONE)
         goto out;
 
@@ -657,7 +733,8 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
         ev_set(ev, "features", "share", "share", share, c->drift_min_share, NAN,
                NAN, w->n);
     /* Drifted first (they explain the decision), then warnings; each with
-     * its deciding statistic and, for numerics, the PSI. */
+     * its deciding statistic and a second one: the PSI of a numeric, the
+     * G-test of a categorical. */
     for (int pass = 2; pass >= 1; pass--)
         for (uint32_t i = 0; i < nres; i++) {
             if (res[i] != pass)
@@ -668,14 +745,14 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
             }
             if ((ev = chk_ev(chk)))
                 *ev = dec[i];
-            if (strcmp(dec[i].statistic, "psi") != 0 && psi[i].metric[0] &&
-                (ev = chk_ev(chk)))
-                *ev = psi[i];
+            if (strcmp(dec[i].statistic, aux[i].statistic) != 0 &&
+                aux[i].metric[0] && (ev = chk_ev(chk)))
+                *ev = aux[i];
         }
 out:
     free(res);
     free(dec);
-    free(psi);
+    free(aux);
 }
 
 /* In the order their policies run: when two kinds fire on the same example
@@ -714,6 +791,7 @@ ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
         conf->drift_psi_bins < 2 || conf->drift_psi_bins > 1000 ||
         conf->drift_max_features < 0 || conf->evidence_max < 2 ||
         conf->drift_stride < 1 || conf->drift_hashed_stride < 1 ||
+        conf->drift_hashed_bins < 2 || conf->drift_hashed_bins > (1 << 16) ||
         conf->perf_metric == LD_TRIGGER_METRIC_AUC) {
         set_err(errstr, errstr_size, "triggers: config value out of range");
         return NULL;
@@ -763,8 +841,10 @@ ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
     t->g_label = calloc(gw, sizeof(float));
     t->s_ref = calloc((size_t)conf->drift_sample_size, sizeof(double));
     t->s_cur = calloc((size_t)conf->drift_sample_size, sizeof(double));
+    t->h_ref = calloc((size_t)conf->drift_hashed_bins, sizeof(double));
+    t->h_cur = calloc((size_t)conf->drift_hashed_bins, sizeof(double));
     if (!t->ddm || !t->adwin || !t->ph || !t->g_chal || !t->g_champ ||
-        !t->g_label || !t->s_ref || !t->s_cur)
+        !t->g_label || !t->s_ref || !t->s_cur || !t->h_ref || !t->h_cur)
         goto nomem;
     return t;
 nomem:
@@ -800,6 +880,8 @@ void ld_triggers_destroy(ld_triggers_t *t)
     free(t->g_label);
     free(t->s_ref);
     free(t->s_cur);
+    free(t->h_ref);
+    free(t->h_cur);
     for (size_t i = 0; i < t->qlen; i++)
         ld_trigger_decision_destroy(t->queue[i]);
     free(t);
@@ -1332,6 +1414,7 @@ ld_err_t ld_triggers_save(const ld_triggers_t *t, uint8_t **out, size_t *len)
     wb_u64(&w, (uint64_t)c->drift_sample_size);
     wb_u64(&w, (uint64_t)c->drift_topk);
     wb_u64(&w, (uint64_t)c->gate_window);
+    wb_u64(&w, (uint64_t)c->drift_hashed_bins);
     wb_u8(&w, (uint8_t)t->have_nnum);
     wb_u32(&w, t->nnum);
 
@@ -1389,6 +1472,7 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
         return LD_ERR_CORRUPT;
     const ld_triggers_conf_t *c = &t->c;
     uint64_t ws = rb_u64(&r), ss = rb_u64(&r), tk = rb_u64(&r), gw = rb_u64(&r);
+    uint64_t hb = rb_u64(&r);
     uint8_t have = rb_u8(&r);
     uint32_t nnum = rb_u32(&r);
     if (r.err)
@@ -1396,10 +1480,11 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
     if (ws != (uint64_t)c->window_size ||
         ss != (uint64_t)c->drift_sample_size || tk != (uint64_t)c->drift_topk ||
         gw != (uint64_t)c->gate_window ||
+        hb != (uint64_t)c->drift_hashed_bins ||
         nnum > (uint64_t)c->drift_max_features) {
         ld_log(LD_LOG_ERR, "triggers",
                "msg=\"resume state written under another window, sample, "
-               "top-k or gate size\"");
+               "top-k, hashed-bin or gate size\"");
         return LD_ERR_CONFIG;
     }
     ld_triggers_conf_t cc = t->c;

@@ -96,6 +96,7 @@ typedef struct ld_triggers_conf {
     int64_t drift_max_features;
     ld_strlist_t drift_feature_names; /* names of the dense slots, in order */
     int drift_hashed;                 /* JS over hashed slot ids */
+    int64_t drift_hashed_bins;        /* histogram bins of the hashed ids */
     int64_t drift_stride;             /* dense features of every N-th example */
     int64_t drift_hashed_stride;      /* hashed ids of every N-th example */
     int drift_label_categorical;

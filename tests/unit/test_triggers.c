@@ -480,7 +480,8 @@ static void test_drift_50_features_3_shift_named_with_bonferroni(void **s)
         assert_string_equal(e->statistic, "ks");
         assert_string_equal(e->method, "bonferroni");
         assert_true(e->p_value < e->threshold);
-        assert_true(near(e->threshold, 0.05 / 51.0, 1e-12, 0));
+        /* 50 features, prediction and label share alpha. */
+        assert_true(near(e->threshold, 0.05 / 52.0, 1e-12, 0));
         ld_trigger_decision_destroy(d[0]);
     }
     ld_triggers_destroy(t);
@@ -581,6 +582,79 @@ static void test_drift_prediction_and_label(void **s)
     assert_string_equal(ld_trigger_decision_drifted(d[0], 0), "prediction");
     assert_string_equal(ld_trigger_decision_drifted(d[0], 1), "label");
     ld_trigger_decision_destroy(d[0]);
+    ld_triggers_destroy(t);
+}
+
+/* Hashed ids shaped like a click log (the demo's): skewed countries, ads
+ * and publishers, a country x ad cross with a long flat tail, tags.
+ * reversed: other ads become the popular ones. Returns the id count. */
+static uint32_t click_ids(uint32_t *idx, int reversed)
+{
+    uint32_t n = 0, mask = (1u << 20) - 1;
+    int country = (int)(urand() * urand() * 40);
+    int ad = (int)(urand() * urand() * 500);
+    if (reversed)
+        ad = 499 - ad;
+    int ntags = (int)(urand() * 4);
+    uint32_t raw[9];
+    raw[n++] = 1000000u + (uint32_t)country;
+    raw[n++] = 2000000u + (uint32_t)ad;
+    raw[n++] = 3000000u + (uint32_t)(urand() * 4);
+    raw[n++] = 4000000u + (uint32_t)(urand() * urand() * 200);
+    raw[n++] = 5000000u + (uint32_t)(country * 1000 + ad);
+    if (urand() < 0.7)
+        raw[n++] = 7000000u + (uint32_t)(urand() * 8);
+    for (int k = 0; k < ntags; k++)
+        raw[n++] = 8000000u + (uint32_t)(urand() * 50);
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t h = raw[k] * 0xcc9e2d51u; /* slot ids are hashes */
+        idx[k] = (h ^ (h >> 15)) & mask;
+    }
+    return n;
+}
+
+/* The other false alarm of issue #7: the JS distance of two samples of the
+ * same flat-tailed id distribution is about 0.1 by sampling noise alone.
+ * Twenty quiet windows, then the ads turn around and the hashed feature
+ * drifts. */
+static void test_drift_hashed_flat_tail_quiet_then_shift(void **s)
+{
+    (void)s;
+    ld_triggers_conf_t c;
+    conf_only(&c, LD_TRIGGER_DRIFT);
+    c.window_size = 10000;
+    c.drift.action = LD_TRIGGER_ACTION_ALERT;
+    c.drift_min_share = 1.0; /* the only feature */
+    ld_triggers_t *t = new_triggers(&c, 1);
+    rng_state = 2024;
+    uint32_t idx[9];
+    float val[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    for (int i = 0; i < 230000; i++) {
+        ld_features_t x = {.idx = idx, .val = val};
+        x.nnz = click_ids(idx, i >= 210000);
+        ld_trigger_obs_t o = {.x = &x,
+                              .label = 0,
+                              .sample_type = LD_SAMPLE_DEFAULT_NEG,
+                              .event_time_ms = i,
+                              .p_challenger = 0.1f,
+                              .p_champion = NAN};
+        assert_int_equal(ld_triggers_observe_obs(t, &o), LD_OK);
+        if (i == 209999)
+            assert_int_equal(drain(t, NULL, 0), 0);
+    }
+    ld_trigger_decision_t *d[2] = {NULL, NULL};
+    assert_int_equal(drain(t, d, 2), 2);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(ld_trigger_decision_drifted_count(d[k]), 1);
+        assert_string_equal(ld_trigger_decision_drifted(d[k], 0), "hashed");
+        const ld_trigger_evidence_t *e = ld_trigger_decision_evidence(d[k], 1);
+        assert_string_equal(e->statistic, "js");
+        assert_true(e->value >= 0.1);
+        e = ld_trigger_decision_evidence(d[k], 2);
+        assert_string_equal(e->statistic, "g");
+        assert_true(e->p_value < e->threshold);
+        ld_trigger_decision_destroy(d[k]);
+    }
     ld_triggers_destroy(t);
 }
 
@@ -1226,6 +1300,7 @@ int main(void)
         cmocka_unit_test(test_drift_features_named_from_config),
         cmocka_unit_test(test_drift_share_rule_needs_min_share),
         cmocka_unit_test(test_drift_prediction_and_label),
+        cmocka_unit_test(test_drift_hashed_flat_tail_quiet_then_shift),
         cmocka_unit_test(test_drift_hashed_categorical_js),
         cmocka_unit_test(test_gate_worse_challenger_refused),
         cmocka_unit_test(test_gate_better_challenger_passes),
