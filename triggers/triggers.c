@@ -25,7 +25,7 @@ typedef struct winset {
     double loss_sum;        /* per performance_metric */
     reservoir_t *num;       /* nnum numeric features */
     uint64_t *hist;         /* hashed ids per bin, drift_hashed_bins */
-    reservoir_t pred;
+    reservoir_t pred;       /* the champion's scores (finite ones) */
     reservoir_t label_num;
     spacesaving_t label_cat;
 } winset_t;
@@ -80,6 +80,16 @@ struct ld_triggers {
     int have_nnum;
     winset_t ref, prev, cur;
     uint64_t next_index;
+
+    /* Prediction drift compares the champion's scores with its own scores
+     * on an earlier window: the first complete window it scored alone
+     * (index >= pref_from), kept in pref once pref_ok. A model that is
+     * still learning moves its predictions on unchanged data; a frozen
+     * model's scores move only when its inputs do. */
+    reservoir_t pref;
+    int pref_ok;
+    uint64_t pref_index; /* window pref was taken from */
+    uint64_t pref_from;  /* first window index that may become pref */
 
     /* Streaming performance detectors and their level in this window. */
     ld_detector_t *ddm, *adwin, *ph;
@@ -251,7 +261,8 @@ static void win_observe(ld_triggers_t *t, winset_t *w,
     }
     if (!t->feed_sketch)
         return;
-    res_add(&w->pred, o->p_challenger);
+    if (isfinite(o->p_champion))
+        res_add(&w->pred, o->p_champion);
     if (t->c.drift_label_categorical)
         ss_add(&w->label_cat, (uint32_t)(int64_t)lrintf(o->label));
     else
@@ -680,8 +691,13 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
                        ? drift_hashed_check(t, r->hist, w->hist, bonf,
                                             &dec[t->nnum], &aux[t->nnum])
                        : -1;
-    res[t->nnum + 1] = drift_numeric(t, &r->pred, &w->pred, bonf, "prediction",
-                                     &dec[t->nnum + 1], &aux[t->nnum + 1]);
+    /* The champion's scores against its own reference window (not the one
+     * that supplied pref: that is the reference itself). */
+    res[t->nnum + 1] =
+        t->pref_ok && w->index != t->pref_index
+            ? drift_numeric(t, &t->pref, &w->pred, bonf, "prediction",
+                            &dec[t->nnum + 1], &aux[t->nnum + 1])
+            : -1;
     res[t->nnum + 2] =
         c->drift_label_categorical
             ? drift_label_cat(t, &r->label_cat, &w->label_cat, bonf,
@@ -844,7 +860,8 @@ ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
     t->h_ref = calloc((size_t)conf->drift_hashed_bins, sizeof(double));
     t->h_cur = calloc((size_t)conf->drift_hashed_bins, sizeof(double));
     if (!t->ddm || !t->adwin || !t->ph || !t->g_chal || !t->g_champ ||
-        !t->g_label || !t->s_ref || !t->s_cur || !t->h_ref || !t->h_cur)
+        !t->g_label || !t->s_ref || !t->s_cur || !t->h_ref || !t->h_cur ||
+        res_init(&t->pref, (uint32_t)conf->drift_sample_size, 0))
         goto nomem;
     return t;
 nomem:
@@ -882,6 +899,7 @@ void ld_triggers_destroy(ld_triggers_t *t)
     free(t->s_cur);
     free(t->h_ref);
     free(t->h_cur);
+    res_free(&t->pref);
     for (size_t i = 0; i < t->qlen; i++)
         ld_trigger_decision_destroy(t->queue[i]);
     free(t);
@@ -912,6 +930,11 @@ static void on_publish(ld_triggers_t *t, uint64_t version)
     t->champion = version;
     t->time_base = t->now;
     t->vol_base = t->examples;
+    /* The new champion scores from the micro-batch after the one holding
+     * this example: the window now open still has the old champion's
+     * scores, the next one is the first the new champion scores alone. */
+    t->pref_ok = 0;
+    t->pref_from = t->cur.index + 1;
     if (t->prev.valid) {
         win_swap(&t->ref, &t->prev);
         win_clear(t, &t->prev, t->next_index++);
@@ -1066,6 +1089,12 @@ static ld_err_t close_window(ld_triggers_t *t)
 {
     ld_err_t err = LD_OK;
     win_seal(t, &t->cur);
+    if (!t->pref_ok && t->cur.index >= t->pref_from &&
+        res_size(&t->cur.pred) > 0) {
+        res_assign(&t->pref, &t->cur.pred);
+        t->pref_ok = 1;
+        t->pref_index = t->cur.index;
+    }
     if (!t->ref.valid || !t->champion) {
         /* The reference is the data the champion was trained on: until a
          * first version is published, the newest complete window (a model
@@ -1433,6 +1462,10 @@ ld_err_t ld_triggers_save(const ld_triggers_t *t, uint8_t **out, size_t *len)
     win_save(t, &t->ref, &w);
     win_save(t, &t->prev, &w);
     win_save(t, &t->cur, &w);
+    wb_u8(&w, (uint8_t)t->pref_ok);
+    wb_u64(&w, t->pref_index);
+    wb_u64(&w, t->pref_from);
+    res_save(&t->pref, &w);
     det_save(t->ddm, &w);
     det_save(t->adwin, &w);
     det_save(t->ph, &w);
@@ -1518,6 +1551,10 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
     win_load(n, &n->ref, &r);
     win_load(n, &n->prev, &r);
     win_load(n, &n->cur, &r);
+    n->pref_ok = rb_u8(&r) != 0;
+    n->pref_index = rb_u64(&r);
+    n->pref_from = rb_u64(&r);
+    res_load(&n->pref, &r);
     if (r.err || det_load(n->ddm, &r) || det_load(n->adwin, &r) ||
         det_load(n->ph, &r))
         goto err;

@@ -262,9 +262,13 @@ typedef struct ld_trigger_obs {
     float weight; /* unused by the statistics (every example counts 1) */
     ld_sample_type_t sample_type;
     int64_t event_time_ms;
-    float p_challenger; /* the live model's prequential score */
+    float p_challenger; /* the live model's prequential score (performance
+                           trigger, gate) */
     float p_champion;   /* the champion's score on the same example; NaN
-                           when there is no champion */
+                           when there is no champion. Prediction drift
+                           watches these: a frozen model's scores move
+                           only when its inputs do, a learning model's
+                           move as it learns */
 } ld_trigger_obs_t;
 
 typedef struct ld_triggers ld_triggers_t;

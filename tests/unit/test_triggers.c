@@ -567,14 +567,16 @@ static void test_drift_prediction_and_label(void **s)
     ld_triggers_t *t = new_triggers(&c, 1);
     rng_state = 5;
     int64_t ts = 0;
+    /* Prediction drift reads the champion's scores; the live model's
+     * (here noise) do not count. */
     for (int i = 0; i < 2000; i++) /* reference + a quiet window */
-        assert_int_equal(
-            feed(t, NULL, 0, urand() < 0.2, ts++, (float)(0.2 * urand()), NAN),
-            LD_OK);
+        assert_int_equal(feed(t, NULL, 0, urand() < 0.2, ts++, (float)urand(),
+                              (float)(0.2 * urand())),
+                         LD_OK);
     assert_int_equal(drain(t, NULL, 0), 0);
     for (int i = 0; i < 1000; i++) /* labels 20 % -> 60 %, scores up */
-        assert_int_equal(feed(t, NULL, 0, urand() < 0.6, ts++,
-                              (float)(0.3 + 0.2 * urand()), NAN),
+        assert_int_equal(feed(t, NULL, 0, urand() < 0.6, ts++, (float)urand(),
+                              (float)(0.3 + 0.2 * urand())),
                          LD_OK);
     ld_trigger_decision_t *d[1] = {NULL};
     assert_int_equal(drain(t, d, 1), 1);
@@ -582,6 +584,76 @@ static void test_drift_prediction_and_label(void **s)
     assert_string_equal(ld_trigger_decision_drifted(d[0], 0), "prediction");
     assert_string_equal(ld_trigger_decision_drifted(d[0], 1), "label");
     ld_trigger_decision_destroy(d[0]);
+    ld_triggers_destroy(t);
+}
+
+static float sigmoidf(double z)
+{
+    return (float)(1.0 / (1.0 + exp(-z)));
+}
+
+/* The false alarm of issue #7: on a stationary stream the live model keeps
+ * learning (its scores spread out window after window) and gets published
+ * now and then; none of that is drift. A frozen champion's scores move only
+ * when its inputs move. */
+static void test_drift_learning_model_is_not_prediction_drift(void **s)
+{
+    (void)s;
+    ld_triggers_conf_t c;
+    conf_defaults(&c);
+    c.time.enabled = 0;
+    c.perf.enabled = 0;
+    c.window_size = 2000;
+    c.drift.cooldown_ms = 0;
+    c.drift.action = LD_TRIGGER_ACTION_ALERT;
+    c.volume_examples = 9000; /* publishes mid-window */
+    c.gate_enabled = 0;
+    ld_triggers_t *t = new_triggers(&c, 1);
+    rng_state = 77;
+    int64_t ts = 0;
+    double champ_w = 0.5; /* the champion's weight on x */
+    int published = 0, drift = 0;
+    const int n = 80000, shift_at = 60000;
+    int64_t first_drift = -1;
+    for (int i = 0; i < n; i++) {
+        double x = nrand() + (i >= shift_at ? 1.0 : 0.0);
+        double learnt = 0.1 + 2.9 * (double)i / n; /* still improving */
+        float y = urand() < sigmoidf(x - 1.0) ? 1.0f : 0.0f;
+        assert_int_equal(feed(t, NULL, 0, y, ts++, sigmoidf(learnt * x - 1.0),
+                              sigmoidf(champ_w * x - 1.0)),
+                         LD_OK);
+        ld_trigger_decision_t *d;
+        while ((d = ld_triggers_poll(t, 0))) {
+            if (ld_trigger_decision_type(d) == LD_TRIGGER_VOLUME &&
+                ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS) {
+                /* The new champion scores from the next batch on: the live
+                 * model as it is now. */
+                champ_w = learnt;
+                published++;
+            }
+            if (ld_trigger_decision_type(d) == LD_TRIGGER_DRIFT) {
+                if (first_drift < 0)
+                    first_drift = i;
+                drift++;
+                if (i >= shift_at) {
+                    size_t k, nd = ld_trigger_decision_drifted_count(d);
+                    for (k = 0; k < nd; k++)
+                        if (!strcmp(ld_trigger_decision_drifted(d, k),
+                                    "prediction"))
+                            break;
+                    assert_true(k < nd);
+                }
+            }
+            ld_trigger_decision_destroy(d);
+        }
+    }
+    assert_true(published >= 5);
+    /* Quiet until the inputs move, then caught within two windows (one is
+     * the window the last publication left to the old champion). */
+    assert_true(drift > 0);
+    if (first_drift < shift_at || first_drift >= shift_at + 3 * 2000)
+        fail_msg("first drift decision at example %lld, inputs moved at %d",
+                 (long long)first_drift, shift_at);
     ld_triggers_destroy(t);
 }
 
@@ -1300,6 +1372,7 @@ int main(void)
         cmocka_unit_test(test_drift_features_named_from_config),
         cmocka_unit_test(test_drift_share_rule_needs_min_share),
         cmocka_unit_test(test_drift_prediction_and_label),
+        cmocka_unit_test(test_drift_learning_model_is_not_prediction_drift),
         cmocka_unit_test(test_drift_hashed_flat_tail_quiet_then_shift),
         cmocka_unit_test(test_drift_hashed_categorical_js),
         cmocka_unit_test(test_gate_worse_challenger_refused),
