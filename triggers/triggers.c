@@ -306,7 +306,10 @@ static void win_save(const ld_triggers_t *t, const winset_t *w, wbuf_t *b)
     ss_save(&w->label_cat, b);
 }
 
-static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r)
+/* old: NULL for a state of this version; for one of version 1, a scratch
+ * sketch that takes (and drops) the hashed-id SpaceSaving it held. */
+static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r,
+                     spacesaving_t *old)
 {
     w->valid = rb_u8(r) != 0;
     w->index = rb_u64(r);
@@ -316,13 +319,19 @@ static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r)
     w->loss_sum = rb_f64(r);
     for (uint32_t i = 0; i < t->nnum; i++)
         res_load(&w->num[i], r);
-    if ((uint64_t)t->c.drift_hashed_bins * 8 > r->len - r->off)
-        r->err = LD_ERR_CORRUPT;
-    for (int64_t i = 0; i < t->c.drift_hashed_bins && !r->err; i++)
-        w->hist[i] = rb_u64(r);
+    if (old) {
+        ss_load(old, r);
+    } else {
+        if ((uint64_t)t->c.drift_hashed_bins * 8 > r->len - r->off)
+            r->err = LD_ERR_CORRUPT;
+        for (int64_t i = 0; i < t->c.drift_hashed_bins && !r->err; i++)
+            w->hist[i] = rb_u64(r);
+    }
     res_load(&w->pred, r);
     res_load(&w->label_num, r);
     ss_load(&w->label_cat, r);
+    if (old) /* version 1 sampled the live model's scores */
+        res_clear(&w->pred, mix_seed((uint64_t)t->c.seed, w->index, 1u << 20));
 }
 
 /* ---- Gate -----------------------------------------------------------------
@@ -1501,11 +1510,21 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
     rbuf_t r = {buf, len, 0, LD_OK};
     ld_err_t err = LD_ERR_CORRUPT;
     ld_triggers_t *n = NULL;
-    if (rb_u32(&r) != STATE_MAGIC || rb_u32(&r) != STATE_VERSION)
+    spacesaving_t old = {0};
+    if (rb_u32(&r) != STATE_MAGIC)
+        return LD_ERR_CORRUPT;
+    /* Version 1 (before the hashed-id histogram and the champion's
+     * prediction reference) still loads, so that an upgrade resumes: its
+     * hashed-id sketches and live-model score samples are dropped, and
+     * those two tests start afresh (the hashed test once a reference
+     * window has been counted again, i.e. after the next publication;
+     * prediction drift after the next complete window). */
+    uint32_t version = rb_u32(&r);
+    if (version != STATE_VERSION && version != 1)
         return LD_ERR_CORRUPT;
     const ld_triggers_conf_t *c = &t->c;
     uint64_t ws = rb_u64(&r), ss = rb_u64(&r), tk = rb_u64(&r), gw = rb_u64(&r);
-    uint64_t hb = rb_u64(&r);
+    uint64_t hb = version == 1 ? (uint64_t)c->drift_hashed_bins : rb_u64(&r);
     uint8_t have = rb_u8(&r);
     uint32_t nnum = rb_u32(&r);
     if (r.err)
@@ -1524,8 +1543,10 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
     cc.drift_feature_names.v = t->names;
     cc.drift_feature_names.n = t->nnames;
     n = ld_triggers_new(&cc, t->model, t->topic, t->champion, NULL, 0);
-    if (!n)
-        return LD_ERR_NOMEM;
+    if (!n || (version == 1 && ss_init(&old, (uint32_t)c->drift_topk))) {
+        err = LD_ERR_NOMEM;
+        goto err;
+    }
     if (have) {
         ld_features_t x = {.ndense = nnum};
         ld_trigger_obs_t o = {.x = &x};
@@ -1548,13 +1569,19 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
         n->pol[k].fired = rb_u64(&r);
     }
     n->next_index = rb_u64(&r);
-    win_load(n, &n->ref, &r);
-    win_load(n, &n->prev, &r);
-    win_load(n, &n->cur, &r);
-    n->pref_ok = rb_u8(&r) != 0;
-    n->pref_index = rb_u64(&r);
-    n->pref_from = rb_u64(&r);
-    res_load(&n->pref, &r);
+    spacesaving_t *v1 = version == 1 ? &old : NULL;
+    win_load(n, &n->ref, &r, v1);
+    win_load(n, &n->prev, &r, v1);
+    win_load(n, &n->cur, &r, v1);
+    if (version == 1) {
+        n->pref_ok = 0;
+        n->pref_from = n->cur.index + 1;
+    } else {
+        n->pref_ok = rb_u8(&r) != 0;
+        n->pref_index = rb_u64(&r);
+        n->pref_from = rb_u64(&r);
+        res_load(&n->pref, &r);
+    }
     if (r.err || det_load(n->ddm, &r) || det_load(n->adwin, &r) ||
         det_load(n->ph, &r))
         goto err;
@@ -1596,8 +1623,14 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
     *t = *n;
     *n = tmp;
     ld_triggers_destroy(n);
+    ss_free(&old);
+    if (version == 1)
+        ld_log(LD_LOG_NOTICE, "triggers",
+               "msg=\"resume state of version 1: hashed-id and prediction "
+               "drift restart their references\"");
     return LD_OK;
 err:
     ld_triggers_destroy(n);
+    ss_free(&old);
     return err;
 }

@@ -1134,6 +1134,46 @@ static void test_state_round_trip_bit_exact(void **s)
     ld_triggers_destroy(full);
 }
 
+/* An upgrade resumes: a state written by the previous format (version 1,
+ * tests/data/triggers/make_state_v1.c) loads; the hashed-id and
+ * prediction tests restart, everything else continues. */
+static void test_state_version_1_loads(void **s)
+{
+    (void)s;
+    FILE *f = fopen(LD_TEST_DATA "/triggers/state_v1.bin", "rb");
+    assert_non_null(f);
+    static uint8_t buf[1 << 17];
+    size_t len = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    assert_true(len > 1000 && len < sizeof(buf));
+    ld_triggers_conf_t c;
+    mixed_conf(&c);
+    ld_triggers_t *t = new_triggers(&c, 0);
+    assert_int_equal(ld_triggers_load(t, buf, len - 1), LD_ERR_CORRUPT);
+    assert_int_equal(ld_triggers_load(t, buf, len), LD_OK);
+    assert_int_equal(ld_triggers_examples(t), 12345);
+    assert_int_equal(ld_triggers_champion_version(t), 2);
+    assert_int_equal(drain(t, NULL, 0), 4); /* queued when it was saved */
+    feed_mixed(t, 12345, 24000);
+    char keys[1 << 14] = "";
+    drain_keys(t, keys, sizeof(keys));
+    assert_non_null(strstr(keys, "-drift-"));
+    /* It now writes the current version, which round-trips. */
+    uint8_t *st, *st2;
+    size_t n1, n2;
+    assert_int_equal(ld_triggers_save(t, &st, &n1), LD_OK);
+    assert_int_equal(st[4], 2);
+    ld_triggers_t *u = new_triggers(&c, 0);
+    assert_int_equal(ld_triggers_load(u, st, n1), LD_OK);
+    assert_int_equal(ld_triggers_save(u, &st2, &n2), LD_OK);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(st, st2, n1);
+    free(st);
+    free(st2);
+    ld_triggers_destroy(u);
+    ld_triggers_destroy(t);
+}
+
 /* ---- Trigger events
  * ---------------------------------------------------------- */
 
@@ -1383,6 +1423,7 @@ int main(void)
         cmocka_unit_test(test_time_and_volume_triggers),
         cmocka_unit_test(test_ignores_immature_and_nonfinite),
         cmocka_unit_test(test_state_round_trip_bit_exact),
+        cmocka_unit_test(test_state_version_1_loads),
         cmocka_unit_test(test_event_json_exact),
         cmocka_unit_test(test_idempotency_key_stable_on_replay),
         cmocka_unit_test(test_events_validate_against_json_schema),
