@@ -99,6 +99,8 @@ static inline void res_add(reservoir_t *r, float x)
  * values (sampling order then no longer matters). */
 void res_sort(reservoir_t *r);
 uint32_t res_size(const reservoir_t *r);
+/* Makes dst a copy of src (same cap). */
+void res_assign(reservoir_t *dst, const reservoir_t *src);
 /* Copies the sample into out (res_size entries) as doubles. */
 void res_copy(const reservoir_t *r, double *out);
 void res_save(const reservoir_t *r, wbuf_t *w);
@@ -138,10 +140,21 @@ uint64_t ss_count(const spacesaving_t *s, uint32_t item);
 void ss_save(const spacesaving_t *s, wbuf_t *w);
 void ss_load(spacesaving_t *s, rbuf_t *rb);
 
-/* JS distance between two frequent-item sketches over the union of their
- * tracked items plus one "other" bucket for the rest. NaN if either is
- * empty. */
-double ss_js(const spacesaving_t *ref, const spacesaving_t *cur);
+/* ld_triggers_stat_cat_test of cur against ref over ref's tracked items
+ * plus one "other" bin. LD_ERR_INVAL if either is empty, LD_ERR_NOMEM. */
+ld_err_t ss_cat_test(const spacesaving_t *ref, const spacesaving_t *cur,
+                     double min_expected, ld_triggers_cat_test_t *out);
+
+/* ---- Histogram of hashed ids over a fixed number of bins. -------------- */
+
+/* The bin of a hashed slot id among nbins: a Fibonacci-hash scramble (slot
+ * ids of a small hash_bits would otherwise share their high bits), then
+ * Lemire's multiply-shift range reduction, so nbins need not be a power
+ * of two. The same id always lands in the same bin, in every window. */
+static inline uint32_t hist_bin(uint32_t id, uint32_t nbins)
+{
+    return (uint32_t)(((uint64_t)(id * 0x9e3779b1u) * nbins) >> 32);
+}
 
 /* ---- Helpers ---------------------------------------------------------- */
 

@@ -238,6 +238,13 @@ void res_sort(reservoir_t *r)
     free(a < b ? a : b);
 }
 
+void res_assign(reservoir_t *dst, const reservoir_t *src)
+{
+    memcpy(dst->v, src->v, (size_t)res_size(src) * sizeof(*dst->v));
+    dst->n = src->n;
+    dst->rng = src->rng;
+}
+
 uint32_t res_size(const reservoir_t *r)
 {
     return r->n < r->cap ? (uint32_t)r->n : r->cap;
@@ -493,43 +500,36 @@ void ss_load(spacesaving_t *s, rbuf_t *rb)
     }
 }
 
-double ss_js(const spacesaving_t *ref, const spacesaving_t *cur)
+ld_err_t ss_cat_test(const spacesaving_t *ref, const spacesaving_t *cur,
+                     double min_expected, ld_triggers_cat_test_t *out)
 {
     if (ref->n == 0 || cur->n == 0)
-        return NAN;
-    size_t cap = (size_t)ref->used + cur->used + 1;
-    double *p = calloc(cap, sizeof(*p)), *q = calloc(cap, sizeof(*q));
-    double js = NAN;
+        return LD_ERR_INVAL;
+    size_t m = ref->used;
+    double *p = calloc(m + 1, sizeof(*p)), *q = calloc(m + 1, sizeof(*q));
+    ld_err_t err = LD_ERR_NOMEM;
     if (!p || !q)
         goto out;
-    size_t m = 0;
+    /* The bins are the reference's tracked items plus one "other" bin for
+     * everything else, in both samples: one partition of the items, as a
+     * test of homogeneity needs. (Taking the union of both sketches' items
+     * put an item tracked only by cur in its own bin there but in "other"
+     * on the reference side, which reads as a shift where there is none.)
+     * Counts are the guaranteed ones (count - err); what a sketch could
+     * not vouch for stays in "other". Exact while the feature has at most
+     * k distinct values. */
     double sp = 0.0, sq = 0.0;
-    /* Union of tracked items: ref's first, then cur's not in ref. Each
-     * gets its guaranteed count (estimate minus its error bound), so a flat
-     * tail whose tracked items are chance picks lands in the "other"
-     * bucket instead of looking like a shift. */
-    for (uint32_t i = 0; i < ref->used; i++, m++) {
-        p[m] = (double)(ref->e[i].count - ref->e[i].err);
-        q[m] = (double)ss_count(cur, ref->e[i].item);
-    }
-    for (uint32_t i = 0; i < cur->used; i++) {
-        if (ss_find(ref, cur->e[i].item) != SS_EMPTY)
-            continue;
-        p[m] = 0.0;
-        q[m] = (double)(cur->e[i].count - cur->e[i].err);
-        m++;
-    }
     for (size_t i = 0; i < m; i++) {
+        p[i] = (double)(ref->e[i].count - ref->e[i].err);
+        q[i] = (double)ss_count(cur, ref->e[i].item);
         sp += p[i];
         sq += q[i];
     }
-    /* Everything untracked goes to one "other" bucket. */
     p[m] = fmax((double)ref->n - sp, 0.0);
     q[m] = fmax((double)cur->n - sq, 0.0);
-    m++;
-    js = ld_triggers_stat_js(p, q, m);
+    err = ld_triggers_stat_cat_test(p, q, m + 1, min_expected, out);
 out:
     free(p);
     free(q);
-    return js;
+    return err;
 }

@@ -10,7 +10,7 @@
 #include "triggers/internal.h"
 
 #define STATE_MAGIC   0x4754444cu /* "LDTG" */
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 #define QUEUE_MAX     64
 #define NO_TIME       INT64_MIN
 
@@ -24,8 +24,8 @@ typedef struct winset {
     int64_t t_start, t_end; /* event time of the first, max event time */
     double loss_sum;        /* per performance_metric */
     reservoir_t *num;       /* nnum numeric features */
-    spacesaving_t hashed;
-    reservoir_t pred;
+    uint64_t *hist;         /* hashed ids per bin, drift_hashed_bins */
+    reservoir_t pred;       /* the champion's scores (finite ones) */
     reservoir_t label_num;
     spacesaving_t label_cat;
 } winset_t;
@@ -81,6 +81,16 @@ struct ld_triggers {
     winset_t ref, prev, cur;
     uint64_t next_index;
 
+    /* Prediction drift compares the champion's scores with its own scores
+     * on an earlier window: the first complete window it scored alone
+     * (index >= pref_from), kept in pref once pref_ok. A model that is
+     * still learning moves its predictions on unchanged data; a frozen
+     * model's scores move only when its inputs do. */
+    reservoir_t pref;
+    int pref_ok;
+    uint64_t pref_index; /* window pref was taken from */
+    uint64_t pref_from;  /* first window index that may become pref */
+
     /* Streaming performance detectors and their level in this window. */
     ld_detector_t *ddm, *adwin, *ph;
     ld_trigger_level_t stream_level;
@@ -109,6 +119,7 @@ struct ld_triggers {
 
     /* Scratch for drift. */
     double *s_ref, *s_cur;
+    double *h_ref, *h_cur; /* drift_hashed_bins each */
 };
 
 /* ---- Helpers ------------------------------------------------------------ */
@@ -160,7 +171,8 @@ static void win_free(winset_t *w, uint32_t nnum)
             res_free(&w->num[i]);
     free(w->num);
     w->num = NULL;
-    ss_free(&w->hashed);
+    free(w->hist);
+    w->hist = NULL;
     res_free(&w->pred);
     res_free(&w->label_num);
     ss_free(&w->label_cat);
@@ -178,7 +190,7 @@ static void win_clear(const ld_triggers_t *t, winset_t *w, uint64_t index)
     if (w->num)
         for (uint32_t i = 0; i < t->nnum; i++)
             res_clear(&w->num[i], mix_seed(seed, index, i));
-    ss_clear(&w->hashed);
+    memset(w->hist, 0, (size_t)t->c.drift_hashed_bins * sizeof(*w->hist));
     res_clear(&w->pred, mix_seed(seed, index, 1u << 20));
     res_clear(&w->label_num, mix_seed(seed, index, (1u << 20) + 1));
     ss_clear(&w->label_cat);
@@ -189,8 +201,9 @@ static int win_init(const ld_triggers_t *t, winset_t *w)
     uint32_t cap = (uint32_t)t->c.drift_sample_size;
     uint32_t k = (uint32_t)t->c.drift_topk;
     memset(w, 0, sizeof(*w));
-    if (ss_init(&w->hashed, k) || ss_init(&w->label_cat, k) ||
-        res_init(&w->pred, cap, 0) || res_init(&w->label_num, cap, 0))
+    w->hist = calloc((size_t)t->c.drift_hashed_bins, sizeof(*w->hist));
+    if (!w->hist || ss_init(&w->label_cat, k) || res_init(&w->pred, cap, 0) ||
+        res_init(&w->label_num, cap, 0))
         return -1;
     return 0;
 }
@@ -248,7 +261,8 @@ static void win_observe(ld_triggers_t *t, winset_t *w,
     }
     if (!t->feed_sketch)
         return;
-    res_add(&w->pred, o->p_challenger);
+    if (isfinite(o->p_champion))
+        res_add(&w->pred, o->p_champion);
     if (t->c.drift_label_categorical)
         ss_add(&w->label_cat, (uint32_t)(int64_t)lrintf(o->label));
     else
@@ -268,8 +282,10 @@ static void win_observe(ld_triggers_t *t, winset_t *w,
     }
     if (t->c.drift_hashed && t->mod_hashed == 0) {
         const uint32_t *idx = o->x->idx;
+        uint64_t *hist = w->hist;
+        uint32_t nbins = (uint32_t)t->c.drift_hashed_bins;
         for (uint32_t i = 0; i < o->x->nnz; i++)
-            ss_add(&w->hashed, idx[i]);
+            hist[hist_bin(idx[i], nbins)]++;
     }
 }
 
@@ -283,13 +299,17 @@ static void win_save(const ld_triggers_t *t, const winset_t *w, wbuf_t *b)
     wb_f64(b, w->loss_sum);
     for (uint32_t i = 0; i < t->nnum; i++)
         res_save(&w->num[i], b);
-    ss_save(&w->hashed, b);
+    for (int64_t i = 0; i < t->c.drift_hashed_bins; i++)
+        wb_u64(b, w->hist[i]);
     res_save(&w->pred, b);
     res_save(&w->label_num, b);
     ss_save(&w->label_cat, b);
 }
 
-static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r)
+/* old: NULL for a state of this version; for one of version 1, a scratch
+ * sketch that takes (and drops) the hashed-id SpaceSaving it held. */
+static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r,
+                     spacesaving_t *old)
 {
     w->valid = rb_u8(r) != 0;
     w->index = rb_u64(r);
@@ -299,10 +319,19 @@ static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r)
     w->loss_sum = rb_f64(r);
     for (uint32_t i = 0; i < t->nnum; i++)
         res_load(&w->num[i], r);
-    ss_load(&w->hashed, r);
+    if (old) {
+        ss_load(old, r);
+    } else {
+        if ((uint64_t)t->c.drift_hashed_bins * 8 > r->len - r->off)
+            r->err = LD_ERR_CORRUPT;
+        for (int64_t i = 0; i < t->c.drift_hashed_bins && !r->err; i++)
+            w->hist[i] = rb_u64(r);
+    }
     res_load(&w->pred, r);
     res_load(&w->label_num, r);
     ss_load(&w->label_cat, r);
+    if (old) /* version 1 sampled the live model's scores */
+        res_clear(&w->pred, mix_seed((uint64_t)t->c.seed, w->index, 1u << 20));
 }
 
 /* ---- Gate -----------------------------------------------------------------
@@ -582,15 +611,59 @@ static int drift_numeric(ld_triggers_t *t, const reservoir_t *ref,
     return drifted ? 2 : psi >= c->drift_psi_warn ? 1 : 0;
 }
 
-static int drift_categorical(ld_triggers_t *t, const spacesaving_t *ref,
-                             const spacesaving_t *cur, const char *metric,
-                             ld_trigger_evidence_t *dec)
+/* Expected count below which categorical bins are pooled (the usual
+ * validity rule of chi-square tests). */
+#define CAT_MIN_EXPECTED 5.0
+
+/* Decides a categorical feature from its test: drifted (2) when the G-test
+ * is significant at the Bonferroni level AND the JS distance beyond the
+ * sampling-noise floor reaches drift_js; 0 otherwise. The significance
+ * test alone would call any tiny shift drift on big samples, the distance
+ * alone would call the noise of a long flat tail drift on small ones. *dec
+ * gets the distance, *aux the G-test. */
+static int drift_cat_decide(ld_triggers_t *t, const ld_triggers_cat_test_t *r,
+                            double bonf_level, const char *metric, uint64_t n,
+                            ld_trigger_evidence_t *dec,
+                            ld_trigger_evidence_t *aux)
 {
-    double js = ss_js(ref, cur);
-    if (!isfinite(js))
+    ev_set(dec, metric, "js", "noise_floor", r->js_excess, t->c.drift_js,
+           r->p_value, NAN, n);
+    ev_set(aux, metric, "g", "bonferroni", r->g, bonf_level, r->p_value, NAN,
+           n);
+    return r->p_value < bonf_level && r->js_excess >= t->c.drift_js ? 2 : 0;
+}
+
+/* The hashed ids: a histogram over drift_hashed_bins fixed bins, so both
+ * windows are counted exactly over the same partition. Returns -1 when
+ * either window saw no ids. */
+static int drift_hashed_check(ld_triggers_t *t, const uint64_t *ref,
+                              const uint64_t *cur, double bonf_level,
+                              ld_trigger_evidence_t *dec,
+                              ld_trigger_evidence_t *aux)
+{
+    size_t nbins = (size_t)t->c.drift_hashed_bins;
+    uint64_t n = 0;
+    for (size_t i = 0; i < nbins; i++) {
+        t->h_ref[i] = (double)ref[i];
+        t->h_cur[i] = (double)cur[i];
+        n += cur[i];
+    }
+    ld_triggers_cat_test_t r;
+    if (ld_triggers_stat_cat_test(t->h_ref, t->h_cur, nbins, CAT_MIN_EXPECTED,
+                                  &r) != LD_OK)
         return -1;
-    ev_set(dec, metric, "js", "threshold", js, t->c.drift_js, NAN, NAN, cur->n);
-    return js >= t->c.drift_js ? 2 : 0;
+    return drift_cat_decide(t, &r, bonf_level, "feature:hashed", n, dec, aux);
+}
+
+static int drift_label_cat(ld_triggers_t *t, const spacesaving_t *ref,
+                           const spacesaving_t *cur, double bonf_level,
+                           ld_trigger_evidence_t *dec,
+                           ld_trigger_evidence_t *aux)
+{
+    ld_triggers_cat_test_t r;
+    if (ss_cat_test(ref, cur, CAT_MIN_EXPECTED, &r) != LD_OK)
+        return -1;
+    return drift_cat_decide(t, &r, bonf_level, "label", cur->n, dec, aux);
 }
 
 static void drift_check(ld_triggers_t *t, check_t *chk)
@@ -601,14 +674,16 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
     chk->win_end = w->t_end + 1;
     if (!r->valid)
         return;
-    uint32_t ntests = t->nnum + 1 + (c->drift_label_categorical ? 0 : 1);
+    /* Every test with a p-value shares drift_alpha: the numeric features,
+     * the hashed ids, the prediction and the label. */
+    uint32_t ntests = t->nnum + (c->drift_hashed ? 1 : 0) + 2;
     double bonf = c->drift_alpha / (double)ntests;
     /* Results: numeric features, hashed, prediction, label. */
     uint32_t nres = t->nnum + 3;
     int *res = calloc(nres, sizeof(*res));
     ld_trigger_evidence_t *dec = calloc(nres, sizeof(*dec));
-    ld_trigger_evidence_t *psi = calloc(nres, sizeof(*psi));
-    if (!res || !dec || !psi) {
+    ld_trigger_evidence_t *aux = calloc(nres, sizeof(*aux));
+    if (!res || !dec || !aux) {
         /* Out of memory: skip this window's drift check rather than guess. */
         ld_log(LD_LOG_ERR, "triggers",
                "msg=\"drift check skipped: no memory\"");
@@ -619,20 +694,25 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
         feature_name(t, i, name, sizeof(name));
         snprintf(metric, sizeof(metric), "feature:%s", name);
         res[i] = drift_numeric(t, &r->num[i], &w->num[i], bonf, metric, &dec[i],
-                               &psi[i]);
+                               &aux[i]);
     }
     res[t->nnum] = c->drift_hashed
-                       ? drift_categorical(t, &r->hashed, &w->hashed,
-                                           "feature:hashed", &dec[t->nnum])
+                       ? drift_hashed_check(t, r->hist, w->hist, bonf,
+                                            &dec[t->nnum], &aux[t->nnum])
                        : -1;
-    res[t->nnum + 1] = drift_numeric(t, &r->pred, &w->pred, bonf, "prediction",
-                                     &dec[t->nnum + 1], &psi[t->nnum + 1]);
+    /* The champion's scores against its own reference window (not the one
+     * that supplied pref: that is the reference itself). */
+    res[t->nnum + 1] =
+        t->pref_ok && w->index != t->pref_index
+            ? drift_numeric(t, &t->pref, &w->pred, bonf, "prediction",
+                            &dec[t->nnum + 1], &aux[t->nnum + 1])
+            : -1;
     res[t->nnum + 2] =
         c->drift_label_categorical
-            ? drift_categorical(t, &r->label_cat, &w->label_cat, "label",
-                                &dec[t->nnum + 2])
+            ? drift_label_cat(t, &r->label_cat, &w->label_cat, bonf,
+                              &dec[t->nnum + 2], &aux[t->nnum + 2])
             : drift_numeric(t, &r->label_num, &w->label_num, bonf, "label",
-                            &dec[t->nnum + 2], &psi[t->nnum + 2]);
+                            &dec[t->nnum + 2], &aux[t->nnum + 2]);
 
     uint32_t tested = 0, drifted = 0, warned = 0;
     for (uint32_t i = 0; i <= t->nnum; i++) {
@@ -649,6 +729,27 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
              res[t->nnum + 2] == 1)
         lvl = LD_TRIGGER_LEVEL_WARN;
     chk->level = lvl;
+    if (ld_log_debug_on("triggers")) {
+        /* Per window, what the drift tests saw (value, p-value; NaN when
+         * untested). */
+        const ld_trigger_evidence_t *h = &dec[t->nnum], *p = &dec[t->nnum + 1],
+                                    *l = &dec[t->nnum + 2];
+        ld_log(LD_LOG_DEBUG, "triggers",
+               "msg=\"drift window\" window=%llu examples=%llu level=%d "
+               "tested=%u drifted=%u warned=%u hashed_js=%.4g hashed_p=%.3g "
+               "prediction_%s=%.4g prediction_p=%.3g label_%s=%.4g "
+               "label_p=%.3g",
+               (unsigned long long)w->index, (unsigned long long)t->examples,
+               (int)lvl, tested, drifted, warned,
+               res[t->nnum] >= 0 ? h->value : NAN,
+               res[t->nnum] >= 0 ? h->p_value : NAN,
+               p->statistic[0] ? p->statistic : "stat",
+               res[t->nnum + 1] >= 0 ? p->value : NAN,
+               res[t->nnum + 1] >= 0 ? p->p_value : NAN,
+               l->statistic[0] ? l->statistic : "stat",
+               res[t->nnum + 2] >= 0 ? l->value : NAN,
+               res[t->nnum + 2] >= 0 ? l->p_value : NAN);
+    }
     if (lvl == LD_TRIGGER_LEVEL_NONE)
         goto out;
 
@@ -657,7 +758,8 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
         ev_set(ev, "features", "share", "share", share, c->drift_min_share, NAN,
                NAN, w->n);
     /* Drifted first (they explain the decision), then warnings; each with
-     * its deciding statistic and, for numerics, the PSI. */
+     * its deciding statistic and a second one: the PSI of a numeric, the
+     * G-test of a categorical. */
     for (int pass = 2; pass >= 1; pass--)
         for (uint32_t i = 0; i < nres; i++) {
             if (res[i] != pass)
@@ -668,14 +770,14 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
             }
             if ((ev = chk_ev(chk)))
                 *ev = dec[i];
-            if (strcmp(dec[i].statistic, "psi") != 0 && psi[i].metric[0] &&
-                (ev = chk_ev(chk)))
-                *ev = psi[i];
+            if (strcmp(dec[i].statistic, aux[i].statistic) != 0 &&
+                aux[i].metric[0] && (ev = chk_ev(chk)))
+                *ev = aux[i];
         }
 out:
     free(res);
     free(dec);
-    free(psi);
+    free(aux);
 }
 
 /* In the order their policies run: when two kinds fire on the same example
@@ -714,6 +816,7 @@ ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
         conf->drift_psi_bins < 2 || conf->drift_psi_bins > 1000 ||
         conf->drift_max_features < 0 || conf->evidence_max < 2 ||
         conf->drift_stride < 1 || conf->drift_hashed_stride < 1 ||
+        conf->drift_hashed_bins < 2 || conf->drift_hashed_bins > (1 << 16) ||
         conf->perf_metric == LD_TRIGGER_METRIC_AUC) {
         set_err(errstr, errstr_size, "triggers: config value out of range");
         return NULL;
@@ -763,8 +866,11 @@ ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
     t->g_label = calloc(gw, sizeof(float));
     t->s_ref = calloc((size_t)conf->drift_sample_size, sizeof(double));
     t->s_cur = calloc((size_t)conf->drift_sample_size, sizeof(double));
+    t->h_ref = calloc((size_t)conf->drift_hashed_bins, sizeof(double));
+    t->h_cur = calloc((size_t)conf->drift_hashed_bins, sizeof(double));
     if (!t->ddm || !t->adwin || !t->ph || !t->g_chal || !t->g_champ ||
-        !t->g_label || !t->s_ref || !t->s_cur)
+        !t->g_label || !t->s_ref || !t->s_cur || !t->h_ref || !t->h_cur ||
+        res_init(&t->pref, (uint32_t)conf->drift_sample_size, 0))
         goto nomem;
     return t;
 nomem:
@@ -800,6 +906,9 @@ void ld_triggers_destroy(ld_triggers_t *t)
     free(t->g_label);
     free(t->s_ref);
     free(t->s_cur);
+    free(t->h_ref);
+    free(t->h_cur);
+    res_free(&t->pref);
     for (size_t i = 0; i < t->qlen; i++)
         ld_trigger_decision_destroy(t->queue[i]);
     free(t);
@@ -830,6 +939,11 @@ static void on_publish(ld_triggers_t *t, uint64_t version)
     t->champion = version;
     t->time_base = t->now;
     t->vol_base = t->examples;
+    /* The new champion scores from the micro-batch after the one holding
+     * this example: the window now open still has the old champion's
+     * scores, the next one is the first the new champion scores alone. */
+    t->pref_ok = 0;
+    t->pref_from = t->cur.index + 1;
     if (t->prev.valid) {
         win_swap(&t->ref, &t->prev);
         win_clear(t, &t->prev, t->next_index++);
@@ -984,6 +1098,12 @@ static ld_err_t close_window(ld_triggers_t *t)
 {
     ld_err_t err = LD_OK;
     win_seal(t, &t->cur);
+    if (!t->pref_ok && t->cur.index >= t->pref_from &&
+        res_size(&t->cur.pred) > 0) {
+        res_assign(&t->pref, &t->cur.pred);
+        t->pref_ok = 1;
+        t->pref_index = t->cur.index;
+    }
     if (!t->ref.valid || !t->champion) {
         /* The reference is the data the champion was trained on: until a
          * first version is published, the newest complete window (a model
@@ -1332,6 +1452,7 @@ ld_err_t ld_triggers_save(const ld_triggers_t *t, uint8_t **out, size_t *len)
     wb_u64(&w, (uint64_t)c->drift_sample_size);
     wb_u64(&w, (uint64_t)c->drift_topk);
     wb_u64(&w, (uint64_t)c->gate_window);
+    wb_u64(&w, (uint64_t)c->drift_hashed_bins);
     wb_u8(&w, (uint8_t)t->have_nnum);
     wb_u32(&w, t->nnum);
 
@@ -1350,6 +1471,10 @@ ld_err_t ld_triggers_save(const ld_triggers_t *t, uint8_t **out, size_t *len)
     win_save(t, &t->ref, &w);
     win_save(t, &t->prev, &w);
     win_save(t, &t->cur, &w);
+    wb_u8(&w, (uint8_t)t->pref_ok);
+    wb_u64(&w, t->pref_index);
+    wb_u64(&w, t->pref_from);
+    res_save(&t->pref, &w);
     det_save(t->ddm, &w);
     det_save(t->adwin, &w);
     det_save(t->ph, &w);
@@ -1385,10 +1510,21 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
     rbuf_t r = {buf, len, 0, LD_OK};
     ld_err_t err = LD_ERR_CORRUPT;
     ld_triggers_t *n = NULL;
-    if (rb_u32(&r) != STATE_MAGIC || rb_u32(&r) != STATE_VERSION)
+    spacesaving_t old = {0};
+    if (rb_u32(&r) != STATE_MAGIC)
+        return LD_ERR_CORRUPT;
+    /* Version 1 (before the hashed-id histogram and the champion's
+     * prediction reference) still loads, so that an upgrade resumes: its
+     * hashed-id sketches and live-model score samples are dropped, and
+     * those two tests start afresh (the hashed test once a reference
+     * window has been counted again, i.e. after the next publication;
+     * prediction drift after the next complete window). */
+    uint32_t version = rb_u32(&r);
+    if (version != STATE_VERSION && version != 1)
         return LD_ERR_CORRUPT;
     const ld_triggers_conf_t *c = &t->c;
     uint64_t ws = rb_u64(&r), ss = rb_u64(&r), tk = rb_u64(&r), gw = rb_u64(&r);
+    uint64_t hb = version == 1 ? (uint64_t)c->drift_hashed_bins : rb_u64(&r);
     uint8_t have = rb_u8(&r);
     uint32_t nnum = rb_u32(&r);
     if (r.err)
@@ -1396,18 +1532,21 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
     if (ws != (uint64_t)c->window_size ||
         ss != (uint64_t)c->drift_sample_size || tk != (uint64_t)c->drift_topk ||
         gw != (uint64_t)c->gate_window ||
+        hb != (uint64_t)c->drift_hashed_bins ||
         nnum > (uint64_t)c->drift_max_features) {
         ld_log(LD_LOG_ERR, "triggers",
                "msg=\"resume state written under another window, sample, "
-               "top-k or gate size\"");
+               "top-k, hashed-bin or gate size\"");
         return LD_ERR_CONFIG;
     }
     ld_triggers_conf_t cc = t->c;
     cc.drift_feature_names.v = t->names;
     cc.drift_feature_names.n = t->nnames;
     n = ld_triggers_new(&cc, t->model, t->topic, t->champion, NULL, 0);
-    if (!n)
-        return LD_ERR_NOMEM;
+    if (!n || (version == 1 && ss_init(&old, (uint32_t)c->drift_topk))) {
+        err = LD_ERR_NOMEM;
+        goto err;
+    }
     if (have) {
         ld_features_t x = {.ndense = nnum};
         ld_trigger_obs_t o = {.x = &x};
@@ -1430,9 +1569,19 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
         n->pol[k].fired = rb_u64(&r);
     }
     n->next_index = rb_u64(&r);
-    win_load(n, &n->ref, &r);
-    win_load(n, &n->prev, &r);
-    win_load(n, &n->cur, &r);
+    spacesaving_t *v1 = version == 1 ? &old : NULL;
+    win_load(n, &n->ref, &r, v1);
+    win_load(n, &n->prev, &r, v1);
+    win_load(n, &n->cur, &r, v1);
+    if (version == 1) {
+        n->pref_ok = 0;
+        n->pref_from = n->cur.index + 1;
+    } else {
+        n->pref_ok = rb_u8(&r) != 0;
+        n->pref_index = rb_u64(&r);
+        n->pref_from = rb_u64(&r);
+        res_load(&n->pref, &r);
+    }
     if (r.err || det_load(n->ddm, &r) || det_load(n->adwin, &r) ||
         det_load(n->ph, &r))
         goto err;
@@ -1474,8 +1623,14 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
     *t = *n;
     *n = tmp;
     ld_triggers_destroy(n);
+    ss_free(&old);
+    if (version == 1)
+        ld_log(LD_LOG_NOTICE, "triggers",
+               "msg=\"resume state of version 1: hashed-id and prediction "
+               "drift restart their references\"");
     return LD_OK;
 err:
     ld_triggers_destroy(n);
+    ss_free(&old);
     return err;
 }

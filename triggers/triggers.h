@@ -96,6 +96,7 @@ typedef struct ld_triggers_conf {
     int64_t drift_max_features;
     ld_strlist_t drift_feature_names; /* names of the dense slots, in order */
     int drift_hashed;                 /* JS over hashed slot ids */
+    int64_t drift_hashed_bins;        /* histogram bins of the hashed ids */
     int64_t drift_stride;             /* dense features of every N-th example */
     int64_t drift_hashed_stride;      /* hashed ids of every N-th example */
     int drift_label_categorical;
@@ -141,6 +142,37 @@ double ld_triggers_stat_wasserstein(const double *a, size_t na, const double *b,
  * [0,1]) between two count vectors of length n, each normalised to sum 1.
  * NaN when either sums to 0. */
 double ld_triggers_stat_js(const double *p, const double *q, size_t n);
+
+/* Chi-square survival function: P(X >= x) for X ~ chi2(df), df > 0 (the
+ * regularised upper incomplete gamma Q(df/2, x/2)). NaN on bad arguments. */
+double ld_triggers_stat_chi2_sf(double x, double df);
+
+/* Two-sample test of homogeneity of a categorical feature, on counts a[i]
+ * and b[i] over the same n bins (a partition fixed before counting).
+ *
+ * Bins that both samples leave empty are dropped; bins expected to hold
+ * fewer than min_expected counts of the smaller sample (t_i min(n1, n2) /
+ * (n1 + n2) < min_expected, t_i = a_i + b_i) are pooled into one bin.
+ * Over the K bins left:
+ *   g         the G statistic 2 sum O ln(O / E) of the 2 x K table (SciPy's
+ *             chi2_contingency with lambda_="log-likelihood",
+ *             correction=False);
+ *   p_value   chi2.sf(g, K - 1);
+ *   js        the Jensen-Shannon distance (base 2) of the two proportion
+ *             vectors;
+ *   js_excess sqrt(max(JSD - (K - 1)(1/n1 + 1/n2) / (8 ln 2), 0)): the
+ *             divergence left after the part sampling noise alone produces
+ *             on average, as a distance.
+ * K < 2 gives g 0, p_value 1, js 0. LD_ERR_INVAL (out all NaN) when a
+ * count is negative or NaN or a sample is empty. */
+typedef struct ld_triggers_cat_test {
+    double js, js_excess, g, df, p_value;
+    size_t bins; /* K */
+} ld_triggers_cat_test_t;
+
+ld_err_t ld_triggers_stat_cat_test(const double *a, const double *b, size_t n,
+                                   double min_expected,
+                                   ld_triggers_cat_test_t *out) LD_WUR;
 
 /* ---- Change detectors on a scalar stream (DDM, ADWIN, Page-Hinkley) ---- */
 
@@ -230,9 +262,13 @@ typedef struct ld_trigger_obs {
     float weight; /* unused by the statistics (every example counts 1) */
     ld_sample_type_t sample_type;
     int64_t event_time_ms;
-    float p_challenger; /* the live model's prequential score */
+    float p_challenger; /* the live model's prequential score (performance
+                           trigger, gate) */
     float p_champion;   /* the champion's score on the same example; NaN
-                           when there is no champion */
+                           when there is no champion. Prediction drift
+                           watches these: a frozen model's scores move
+                           only when its inputs do, a learning model's
+                           move as it learns */
 } ld_trigger_obs_t;
 
 typedef struct ld_triggers ld_triggers_t;

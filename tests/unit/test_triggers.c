@@ -149,7 +149,7 @@ static void test_stats_match_scipy_fixtures(void **state)
     FILE *f = fopen(LD_TEST_DATA "/triggers/stats_fixtures.txt", "r");
     assert_non_null(f);
     char kind[32], name[64];
-    int numeric = 0, js = 0, kol = 0;
+    int numeric = 0, js = 0, kol = 0, chi2 = 0, cat = 0;
     for (;;) {
         int c = fgetc(f);
         if (c == EOF)
@@ -202,6 +202,34 @@ static void test_stats_match_scipy_fixtures(void **state)
             if (!near(got, want, 1e-9, 1e-15))
                 fail_msg("kolmogorov(%g): %.17g want %.17g", x, got, want);
             kol++;
+        } else if (strcmp(kind, "chi2") == 0) {
+            double x, df, want;
+            assert_int_equal(fscanf(f, "%lf %lf %lf", &x, &df, &want), 3);
+            double got = ld_triggers_stat_chi2_sf(x, df);
+            if (!near(got, want, 1e-9, 1e-300))
+                fail_msg("chi2.sf(%g, %g): %.17g want %.17g", x, df, got, want);
+            chi2++;
+        } else if (strcmp(kind, "cat") == 0) {
+            size_t n, bins;
+            double wjs, wex, wg, wdf, wp;
+            assert_int_equal(fscanf(f, "%63s %zu %lf %lf %lf %lf %lf %zu", name,
+                                    &n, &wjs, &wex, &wg, &wdf, &wp, &bins),
+                             8);
+            double *a = read_values(f, 'a', n), *b = read_values(f, 'b', n);
+            ld_triggers_cat_test_t r;
+            assert_int_equal(ld_triggers_stat_cat_test(a, b, n, 5.0, &r),
+                             LD_OK);
+            if (r.bins != bins || !near(r.js, wjs, 1e-9, 1e-12) ||
+                !near(r.js_excess, wex, 1e-9, 1e-12) ||
+                !near(r.g, wg, 1e-9, 1e-9) || r.df != wdf ||
+                !near(r.p_value, wp, 1e-8, 1e-300))
+                fail_msg("cat %s: bins %zu/%zu js %.17g/%.17g excess "
+                         "%.17g/%.17g G %.17g/%.17g p %.17g/%.17g",
+                         name, r.bins, bins, r.js, wjs, r.js_excess, wex, r.g,
+                         wg, r.p_value, wp);
+            free(a);
+            free(b);
+            cat++;
         } else {
             fail_msg("unknown fixture line %s", kind);
         }
@@ -210,6 +238,8 @@ static void test_stats_match_scipy_fixtures(void **state)
     assert_int_equal(numeric, 7);
     assert_int_equal(js, 4);
     assert_int_equal(kol, 10);
+    assert_int_equal(chi2, 11);
+    assert_int_equal(cat, 7);
 }
 
 static void test_stats_edge_cases(void **state)
@@ -450,7 +480,8 @@ static void test_drift_50_features_3_shift_named_with_bonferroni(void **s)
         assert_string_equal(e->statistic, "ks");
         assert_string_equal(e->method, "bonferroni");
         assert_true(e->p_value < e->threshold);
-        assert_true(near(e->threshold, 0.05 / 51.0, 1e-12, 0));
+        /* 50 features, prediction and label share alpha. */
+        assert_true(near(e->threshold, 0.05 / 52.0, 1e-12, 0));
         ld_trigger_decision_destroy(d[0]);
     }
     ld_triggers_destroy(t);
@@ -536,14 +567,16 @@ static void test_drift_prediction_and_label(void **s)
     ld_triggers_t *t = new_triggers(&c, 1);
     rng_state = 5;
     int64_t ts = 0;
+    /* Prediction drift reads the champion's scores; the live model's
+     * (here noise) do not count. */
     for (int i = 0; i < 2000; i++) /* reference + a quiet window */
-        assert_int_equal(
-            feed(t, NULL, 0, urand() < 0.2, ts++, (float)(0.2 * urand()), NAN),
-            LD_OK);
+        assert_int_equal(feed(t, NULL, 0, urand() < 0.2, ts++, (float)urand(),
+                              (float)(0.2 * urand())),
+                         LD_OK);
     assert_int_equal(drain(t, NULL, 0), 0);
     for (int i = 0; i < 1000; i++) /* labels 20 % -> 60 %, scores up */
-        assert_int_equal(feed(t, NULL, 0, urand() < 0.6, ts++,
-                              (float)(0.3 + 0.2 * urand()), NAN),
+        assert_int_equal(feed(t, NULL, 0, urand() < 0.6, ts++, (float)urand(),
+                              (float)(0.3 + 0.2 * urand())),
                          LD_OK);
     ld_trigger_decision_t *d[1] = {NULL};
     assert_int_equal(drain(t, d, 1), 1);
@@ -551,6 +584,149 @@ static void test_drift_prediction_and_label(void **s)
     assert_string_equal(ld_trigger_decision_drifted(d[0], 0), "prediction");
     assert_string_equal(ld_trigger_decision_drifted(d[0], 1), "label");
     ld_trigger_decision_destroy(d[0]);
+    ld_triggers_destroy(t);
+}
+
+static float sigmoidf(double z)
+{
+    return (float)(1.0 / (1.0 + exp(-z)));
+}
+
+/* The false alarm of issue #7: on a stationary stream the live model keeps
+ * learning (its scores spread out window after window) and gets published
+ * now and then; none of that is drift. A frozen champion's scores move only
+ * when its inputs move. */
+static void test_drift_learning_model_is_not_prediction_drift(void **s)
+{
+    (void)s;
+    ld_triggers_conf_t c;
+    conf_defaults(&c);
+    c.time.enabled = 0;
+    c.perf.enabled = 0;
+    c.window_size = 2000;
+    c.drift.cooldown_ms = 0;
+    c.drift.action = LD_TRIGGER_ACTION_ALERT;
+    c.volume_examples = 9000; /* publishes mid-window */
+    c.gate_enabled = 0;
+    ld_triggers_t *t = new_triggers(&c, 1);
+    rng_state = 77;
+    int64_t ts = 0;
+    double champ_w = 0.5; /* the champion's weight on x */
+    int published = 0, drift = 0;
+    const int n = 80000, shift_at = 60000;
+    int64_t first_drift = -1;
+    for (int i = 0; i < n; i++) {
+        double x = nrand() + (i >= shift_at ? 1.0 : 0.0);
+        double learnt = 0.1 + 2.9 * (double)i / n; /* still improving */
+        float y = urand() < sigmoidf(x - 1.0) ? 1.0f : 0.0f;
+        assert_int_equal(feed(t, NULL, 0, y, ts++, sigmoidf(learnt * x - 1.0),
+                              sigmoidf(champ_w * x - 1.0)),
+                         LD_OK);
+        ld_trigger_decision_t *d;
+        while ((d = ld_triggers_poll(t, 0))) {
+            if (ld_trigger_decision_type(d) == LD_TRIGGER_VOLUME &&
+                ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS) {
+                /* The new champion scores from the next batch on: the live
+                 * model as it is now. */
+                champ_w = learnt;
+                published++;
+            }
+            if (ld_trigger_decision_type(d) == LD_TRIGGER_DRIFT) {
+                if (first_drift < 0)
+                    first_drift = i;
+                drift++;
+                if (i >= shift_at) {
+                    size_t k, nd = ld_trigger_decision_drifted_count(d);
+                    for (k = 0; k < nd; k++)
+                        if (!strcmp(ld_trigger_decision_drifted(d, k),
+                                    "prediction"))
+                            break;
+                    assert_true(k < nd);
+                }
+            }
+            ld_trigger_decision_destroy(d);
+        }
+    }
+    assert_true(published >= 5);
+    /* Quiet until the inputs move, then caught within two windows (one is
+     * the window the last publication left to the old champion). */
+    assert_true(drift > 0);
+    if (first_drift < shift_at || first_drift >= shift_at + 3 * 2000)
+        fail_msg("first drift decision at example %lld, inputs moved at %d",
+                 (long long)first_drift, shift_at);
+    ld_triggers_destroy(t);
+}
+
+/* Hashed ids shaped like a click log (the demo's): skewed countries, ads
+ * and publishers, a country x ad cross with a long flat tail, tags.
+ * reversed: other ads become the popular ones. Returns the id count. */
+static uint32_t click_ids(uint32_t *idx, int reversed)
+{
+    uint32_t n = 0, mask = (1u << 20) - 1;
+    int country = (int)(urand() * urand() * 40);
+    int ad = (int)(urand() * urand() * 500);
+    if (reversed)
+        ad = 499 - ad;
+    int ntags = (int)(urand() * 4);
+    uint32_t raw[9];
+    raw[n++] = 1000000u + (uint32_t)country;
+    raw[n++] = 2000000u + (uint32_t)ad;
+    raw[n++] = 3000000u + (uint32_t)(urand() * 4);
+    raw[n++] = 4000000u + (uint32_t)(urand() * urand() * 200);
+    raw[n++] = 5000000u + (uint32_t)(country * 1000 + ad);
+    if (urand() < 0.7)
+        raw[n++] = 7000000u + (uint32_t)(urand() * 8);
+    for (int k = 0; k < ntags; k++)
+        raw[n++] = 8000000u + (uint32_t)(urand() * 50);
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t h = raw[k] * 0xcc9e2d51u; /* slot ids are hashes */
+        idx[k] = (h ^ (h >> 15)) & mask;
+    }
+    return n;
+}
+
+/* The other false alarm of issue #7: the JS distance of two samples of the
+ * same flat-tailed id distribution is about 0.1 by sampling noise alone.
+ * Twenty quiet windows, then the ads turn around and the hashed feature
+ * drifts. */
+static void test_drift_hashed_flat_tail_quiet_then_shift(void **s)
+{
+    (void)s;
+    ld_triggers_conf_t c;
+    conf_only(&c, LD_TRIGGER_DRIFT);
+    c.window_size = 10000;
+    c.drift.action = LD_TRIGGER_ACTION_ALERT;
+    c.drift_min_share = 1.0; /* the only feature */
+    ld_triggers_t *t = new_triggers(&c, 1);
+    rng_state = 2024;
+    uint32_t idx[9];
+    float val[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    for (int i = 0; i < 230000; i++) {
+        ld_features_t x = {.idx = idx, .val = val};
+        x.nnz = click_ids(idx, i >= 210000);
+        ld_trigger_obs_t o = {.x = &x,
+                              .label = 0,
+                              .sample_type = LD_SAMPLE_DEFAULT_NEG,
+                              .event_time_ms = i,
+                              .p_challenger = 0.1f,
+                              .p_champion = NAN};
+        assert_int_equal(ld_triggers_observe_obs(t, &o), LD_OK);
+        if (i == 209999)
+            assert_int_equal(drain(t, NULL, 0), 0);
+    }
+    ld_trigger_decision_t *d[2] = {NULL, NULL};
+    assert_int_equal(drain(t, d, 2), 2);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(ld_trigger_decision_drifted_count(d[k]), 1);
+        assert_string_equal(ld_trigger_decision_drifted(d[k], 0), "hashed");
+        const ld_trigger_evidence_t *e = ld_trigger_decision_evidence(d[k], 1);
+        assert_string_equal(e->statistic, "js");
+        assert_true(e->value >= 0.1);
+        e = ld_trigger_decision_evidence(d[k], 2);
+        assert_string_equal(e->statistic, "g");
+        assert_true(e->p_value < e->threshold);
+        ld_trigger_decision_destroy(d[k]);
+    }
     ld_triggers_destroy(t);
 }
 
@@ -958,6 +1134,46 @@ static void test_state_round_trip_bit_exact(void **s)
     ld_triggers_destroy(full);
 }
 
+/* An upgrade resumes: a state written by the previous format (version 1,
+ * tests/data/triggers/make_state_v1.c) loads; the hashed-id and
+ * prediction tests restart, everything else continues. */
+static void test_state_version_1_loads(void **s)
+{
+    (void)s;
+    FILE *f = fopen(LD_TEST_DATA "/triggers/state_v1.bin", "rb");
+    assert_non_null(f);
+    static uint8_t buf[1 << 17];
+    size_t len = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    assert_true(len > 1000 && len < sizeof(buf));
+    ld_triggers_conf_t c;
+    mixed_conf(&c);
+    ld_triggers_t *t = new_triggers(&c, 0);
+    assert_int_equal(ld_triggers_load(t, buf, len - 1), LD_ERR_CORRUPT);
+    assert_int_equal(ld_triggers_load(t, buf, len), LD_OK);
+    assert_int_equal(ld_triggers_examples(t), 12345);
+    assert_int_equal(ld_triggers_champion_version(t), 2);
+    assert_int_equal(drain(t, NULL, 0), 4); /* queued when it was saved */
+    feed_mixed(t, 12345, 24000);
+    char keys[1 << 14] = "";
+    drain_keys(t, keys, sizeof(keys));
+    assert_non_null(strstr(keys, "-drift-"));
+    /* It now writes the current version, which round-trips. */
+    uint8_t *st, *st2;
+    size_t n1, n2;
+    assert_int_equal(ld_triggers_save(t, &st, &n1), LD_OK);
+    assert_int_equal(st[4], 2);
+    ld_triggers_t *u = new_triggers(&c, 0);
+    assert_int_equal(ld_triggers_load(u, st, n1), LD_OK);
+    assert_int_equal(ld_triggers_save(u, &st2, &n2), LD_OK);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(st, st2, n1);
+    free(st);
+    free(st2);
+    ld_triggers_destroy(u);
+    ld_triggers_destroy(t);
+}
+
 /* ---- Trigger events
  * ---------------------------------------------------------- */
 
@@ -1196,6 +1412,8 @@ int main(void)
         cmocka_unit_test(test_drift_features_named_from_config),
         cmocka_unit_test(test_drift_share_rule_needs_min_share),
         cmocka_unit_test(test_drift_prediction_and_label),
+        cmocka_unit_test(test_drift_learning_model_is_not_prediction_drift),
+        cmocka_unit_test(test_drift_hashed_flat_tail_quiet_then_shift),
         cmocka_unit_test(test_drift_hashed_categorical_js),
         cmocka_unit_test(test_gate_worse_challenger_refused),
         cmocka_unit_test(test_gate_better_challenger_passes),
@@ -1205,6 +1423,7 @@ int main(void)
         cmocka_unit_test(test_time_and_volume_triggers),
         cmocka_unit_test(test_ignores_immature_and_nonfinite),
         cmocka_unit_test(test_state_round_trip_bit_exact),
+        cmocka_unit_test(test_state_version_1_loads),
         cmocka_unit_test(test_event_json_exact),
         cmocka_unit_test(test_idempotency_key_stable_on_replay),
         cmocka_unit_test(test_events_validate_against_json_schema),

@@ -14,6 +14,12 @@ Definitions the C code must match:
        Kolmogorov law scipy.stats.kstwobign.sf(sqrt(n*m/(n+m)) * D).
   W1   scipy.stats.wasserstein_distance(a, b).
   JS   scipy.spatial.distance.jensenshannon(p, q, base=2).
+  chi2 scipy.stats.chi2.sf(x, df).
+  cat  the categorical test of ld_triggers_stat_cat_test (see cat_test()):
+       bins with t*min(n1,n2)/N < MIN_EXPECTED pooled into one; G and p
+       from scipy.stats.chi2_contingency(lambda_="log-likelihood",
+       correction=False); js from jensenshannon(base=2); js_excess =
+       sqrt(max(JSD_bits - (K-1)(1/n1+1/n2)/(8 ln 2), 0)).
 """
 import numpy as np
 from scipy import spatial, special, stats
@@ -31,6 +37,32 @@ def psi(ref, cur):
     r = np.maximum(r, FLOOR)
     c = np.maximum(c, FLOOR)
     return float(np.sum((c - r) * np.log(c / r)))
+
+
+MIN_EXPECTED = 5.0
+
+
+def cat_test(a, b):
+    a = np.asarray(a, float)
+    b = np.asarray(b, float)
+    n1, n2 = a.sum(), b.sum()
+    t = a + b
+    keep = t > 0
+    a, b, t = a[keep], b[keep], t[keep]
+    small = t * min(n1, n2) / (n1 + n2) < MIN_EXPECTED
+    if small.any():
+        a = np.append(a[~small], a[small].sum())
+        b = np.append(b[~small], b[small].sum())
+    k = len(a)
+    if k < 2:
+        return 0.0, 0.0, 0.0, 0.0, 1.0, k
+    g, p, df, _ = stats.chi2_contingency(np.vstack([a, b]),
+                                         lambda_="log-likelihood",
+                                         correction=False)
+    js = spatial.distance.jensenshannon(a, b, base=2)
+    floor = (k - 1) * (1 / n1 + 1 / n2) / (8 * np.log(2))
+    excess = np.sqrt(max(js * js - floor, 0.0))
+    return float(js), float(excess), float(g), float(df), float(p), k
 
 
 def fmt(xs):
@@ -78,6 +110,33 @@ def main():
         print("q " + fmt(q))
     for x in [0.05, 0.3, 0.5, 0.8, 1.0, 1.17, 1.19, 1.36, 2.0, 3.0]:
         print("kolmogorov %r %r" % (x, float(special.kolmogorov(x))))
+    # Added later, with their own generator so the cases above keep their
+    # numbers.
+    rng = np.random.default_rng(20250301)
+    for x, df in [(0.5, 1), (3.84, 1), (10.0, 3), (50.0, 63), (63.0, 63),
+                  (120.0, 63), (900.0, 1023), (1200.0, 1023), (0.01, 5),
+                  (400.0, 10), (2000.0, 400)]:
+        print("chi2 %r %r %r" % (x, float(df), float(stats.chi2.sf(x, df))))
+    flat = 1.0 / np.arange(1, 401)
+    cat_cases = [
+        ("same", [40, 30, 20, 10], [400, 300, 200, 100]),
+        ("shifted", [50, 30, 15, 5, 0], [5, 15, 30, 30, 20]),
+        ("noise", list(rng.multinomial(5000, np.ones(64) / 64)),
+         list(rng.multinomial(4000, np.ones(64) / 64))),
+        ("flat_tail", list(rng.multinomial(3000, flat / flat.sum())),
+         list(rng.multinomial(3500, flat / flat.sum()))),
+        ("all_pooled", [1, 2, 0, 1], [0, 1, 2, 1]),
+        ("wide", list(rng.multinomial(80000, np.ones(1024) / 1024)),
+         list(rng.multinomial(80000, np.r_[np.ones(512), 2 * np.ones(512)]
+                                     / 1536))),
+        ("disjoint", [500, 500, 0, 0], [0, 0, 500, 500]),
+    ]
+    for name, a, b in cat_cases:
+        js, ex, g, df, p, k = cat_test(a, b)
+        print("cat %s %d %r %r %r %r %r %d" % (name, len(a), js, ex, g, df, p,
+                                                k))
+        print("a " + fmt(a))
+        print("b " + fmt(b))
 
 
 if __name__ == "__main__":
