@@ -40,14 +40,54 @@
 #define PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
 #define PREFETCH_R(p) __builtin_prefetch((p), 0, 3)
 
+/* The lazy FTRL layout (FTRL with one output: logistic, linear). A slot is
+ * four floats, 16 aligned bytes, so one slot is one cache line access:
+ *     z, n   the FTRL accumulators
+ *     wb     the weight the slot had when batch `tag` began
+ *     tag    (uint32 bits) the last batch (t->epoch) that updated the slot
+ * The weight itself is not stored: it is the closed form of (z, n),
+ * recomputed where needed, bit for bit the value the plain (w, z, n)
+ * layout stores after each step. Snapshots, checkpoints and restore keep
+ * the plain layout and convert.
+ *
+ * Why: every example of a batch is scored with the weights as they were at
+ * the batch's start, and that used to need a scoring pass over all of the
+ * batch's non-zeros before the update pass. At 2^22 slots the state spans
+ * far more 4 KiB pages than the TLB maps (this class of VM backs guest
+ * memory with 4 KiB pages even where the guest uses huge pages), so each
+ * pass paid a page walk per non-zero. With wb and tag, a slot tells the
+ * batch-start weight whenever it is read (tag == epoch: wb, else the
+ * closed form), so scoring and updating run together, a few examples at a
+ * time (LAZY_CHUNK), and each non-zero's slot is fetched once per batch. */
+#define LAZY_SS 4
+#ifndef LAZY_CHUNK
+#define LAZY_CHUNK 8 /* examples scored, then updated, per step */
+#endif
+
+typedef struct score {
+    float pred, loss, sqerr;
+    uint32_t cls;
+    int correct;
+} score_t;
+
+/* Per-batch constants of the update rule. */
+typedef struct hp {
+    float lr, l1, l2, beta, inv_alpha, eps, b1, b2, c1, c2;
+} hp_t;
+
 struct ld_trainer {
     ld_spec_t spec;
     int df; /* LD_DF_* */
     uint32_t k, d1, s;
+    uint32_t ss;    /* floats per coordinate in sp: s, or LAZY_SS if lazy */
+    int lazy;       /* the lazy FTRL layout and fused pass (see LAZY_SS) */
+    uint32_t epoch; /* lazy: tag of the batch being trained */
+    hp_t lz;        /* lazy: FTRL constants (they do not change per batch) */
     size_t nslots;
-    float *sp; /* sparse state, layout as in struct ld_snapshot */
+    float *sp; /* sparse state, as in struct ld_snapshot unless lazy */
     size_t sp_n;
-    float *dn; /* dense state planes, k x d1 each */
+    size_t snap_n; /* floats of a snapshot's sparse state */
+    float *dn;     /* dense state planes, k x d1 each */
     size_t dn_n;
     uint64_t step;
     ld_trainer_stats_t st;
@@ -74,6 +114,8 @@ struct ld_trainer {
     float *b_z, *b_cz, *b_r; /* bcap x k: outputs, champion, gradients */
     float *g;                /* k x d1 dense gradient */
     float *b_g;              /* nnz_cap: per non-zero gradient (k = 1) */
+    float *b_wb;             /* lazy, nnz_cap: batch-start weights */
+    score_t *b_o;            /* bcap: each example's score */
     ld_scored_t *b_sc;
 
     ld_window_t win, cwin;
@@ -98,6 +140,46 @@ struct ld_trainer {
     ld_trainer_scored_cb *cb;
     void *cb_opaque;
 };
+
+/* ---- The lazy FTRL weight ----------------------------------------------- */
+
+/* FTRL's weight from z and sq = sqrtf(n) (McMahan et al. 2013, eq. in
+ * Algorithm 1): the same IEEE operations in the same order as opt_step's
+ * FTRL case, so equal bit for bit to what it stores. */
+static inline float ftrl_w(float z, float sq, const hp_t *h)
+{
+    if (fabsf(z) <= h->l1)
+        return 0.0f;
+    return -(z - copysignf(h->l1, z)) / ((h->beta + sq) * h->inv_alpha + h->l2);
+}
+
+static inline uint32_t tag_of(const float *c)
+{
+    uint32_t tag;
+    memcpy(&tag, c + 3, sizeof(tag));
+    return tag;
+}
+
+#ifdef __SSE2__
+/* ftrl_w four lanes at a time (equal to ftrl_w lane by lane, NaN too:
+ * both compute the quotient unless |z| <= l1). */
+static inline __m128 ftrl_w4(__m128 z, __m128 sq, const hp_t *h)
+{
+    const __m128 neg = _mm_set1_ps(-0.0f), l1 = _mm_set1_ps(h->l1);
+    __m128 keep = _mm_cmpnle_ps(_mm_andnot_ps(neg, z), l1);
+    __m128 sl1 = _mm_or_ps(_mm_and_ps(neg, z), l1); /* copysign */
+    __m128 num = _mm_xor_ps(_mm_sub_ps(z, sl1), neg);
+    __m128 den = _mm_add_ps(_mm_mul_ps(_mm_add_ps(_mm_set1_ps(h->beta), sq),
+                                       _mm_set1_ps(h->inv_alpha)),
+                            _mm_set1_ps(h->l2));
+    return _mm_and_ps(keep, _mm_div_ps(num, den));
+}
+
+static inline __m128 select4(__m128 mask, __m128 a, __m128 b)
+{
+    return _mm_or_ps(_mm_and_ps(mask, a), _mm_andnot_ps(mask, b));
+}
+#endif
 
 /* ---- Shapes and snapshots ----------------------------------------------- */
 
@@ -225,6 +307,7 @@ const char *ld_trainer_blas_core(void)
 /* ---- Lifetime ----------------------------------------------------------- */
 
 static void prep_start(ld_trainer_t *t);
+static void make_hp(const ld_trainer_t *t, hp_t *h);
 
 static void init_state(ld_trainer_t *t)
 {
@@ -315,8 +398,11 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->k = sp->k;
     t->d1 = sp->dense_dim + 1;
     t->s = sp->s;
+    t->lazy = sp->opt == LD_OPT_FTRL && t->k == 1;
+    t->ss = t->lazy ? LAZY_SS : t->s;
     t->nslots = (size_t)1 << sp->hash_bits;
-    t->sp_n = t->nslots * t->k * t->s;
+    t->sp_n = t->nslots * t->k * t->ss;
+    t->snap_n = t->nslots * t->k * t->s;
     t->dn_n = (size_t)t->s * t->k * t->d1;
     t->bcap = (size_t)conf->batch_size;
     t->batch_span = conf->batch_span;
@@ -334,6 +420,8 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_idx = malloc((t->nnz_cap + PF_DIST) * sizeof(uint32_t));
     t->b_val = malloc(t->nnz_cap * sizeof(float));
     t->b_g = malloc(t->nnz_cap * sizeof(float));
+    t->b_wb = malloc(t->nnz_cap * sizeof(float));
+    t->b_o = malloc(t->bcap * sizeof(score_t));
     t->b_x = malloc(t->bcap * t->d1 * sizeof(float));
     t->b_y = malloc(t->bcap * sizeof(float));
     t->b_w = malloc(t->bcap * sizeof(float));
@@ -353,15 +441,16 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_sc = malloc(t->bcap * sizeof(ld_scored_t));
     t->pend_buf = malloc(t->nblocks);
     if (!t->sp || !t->dn || !t->b_off || !t->b_idx || !t->b_val || !t->b_g ||
-        !t->b_x || !t->b_y || !t->b_w || !t->b_type || !t->b_time ||
-        !t->b_ltime || !t->b_srcoff || !t->b_part || !t->b_eid || !t->eid ||
-        !t->b_ex || !t->b_z || !t->b_cz || !t->b_r || !t->g || !t->b_sc ||
-        !t->pend_buf)
+        !t->b_wb || !t->b_o || !t->b_x || !t->b_y || !t->b_w || !t->b_type ||
+        !t->b_time || !t->b_ltime || !t->b_srcoff || !t->b_part || !t->b_eid ||
+        !t->eid || !t->b_ex || !t->b_z || !t->b_cz || !t->b_r || !t->g ||
+        !t->b_sc || !t->pend_buf)
         goto err;
     if (ld_window_init(&t->win, (size_t)conf->metrics_window) != LD_OK)
         goto err;
     if (ld_window_init(&t->cwin, (size_t)conf->metrics_window) != LD_OK)
         goto err;
+    make_hp(t, &t->lz);
     init_state(t);
     prep_start(t);
     openblas_set_num_threads(conf->blas_threads > 0 ? (int)conf->blas_threads
@@ -388,6 +477,8 @@ void ld_trainer_destroy(ld_trainer_t *t)
     free(t->b_idx);
     free(t->b_val);
     free(t->b_g);
+    free(t->b_wb);
+    free(t->b_o);
     free(t->b_x);
     free(t->b_y);
     free(t->b_w);
@@ -445,8 +536,54 @@ void ld_trainer_metrics(ld_trainer_t *t, ld_trainer_metrics_t *model,
 
 /* ---- Snapshots ---------------------------------------------------------- */
 
+/* Slots [from, from + n) of the lazy layout into the plain (w, z, n)
+ * layout at dst. */
+static void lazy_to_plain(const ld_trainer_t *t, size_t from, size_t n,
+                          float *dst)
+{
+    const float *src = t->sp + from * LAZY_SS;
+    size_t i = 0;
+#ifdef __SSE2__
+    /* Four slots are 12 output floats, three aligned vectors (dst is 16
+     * byte aligned and the blocks hold a multiple of 4 slots); streaming
+     * stores as in copy_block. */
+    if (n % 4 == 0 && ((uintptr_t)dst & 15) == 0) {
+        for (; i < n; i += 4, src += 4 * LAZY_SS, dst += 12) {
+            __m128 z = _mm_load_ps(src), nn = _mm_load_ps(src + 4),
+                   wb = _mm_load_ps(src + 8), tg = _mm_load_ps(src + 12);
+            _MM_TRANSPOSE4_PS(z, nn, wb, tg);
+            __m128 w = ftrl_w4(z, _mm_sqrt_ps(nn), &t->lz);
+            __m128 t0 = _mm_unpacklo_ps(w, z); /* w0 z0 w1 z1 */
+            __m128 t1 = _mm_unpackhi_ps(w, z); /* w2 z2 w3 z3 */
+            __m128 u = _mm_shuffle_ps(nn, t0, _MM_SHUFFLE(2, 2, 0, 0));
+            __m128 v = _mm_shuffle_ps(t0, nn, _MM_SHUFFLE(1, 1, 3, 3));
+            __m128 x = _mm_shuffle_ps(nn, t1, _MM_SHUFFLE(2, 2, 2, 2));
+            __m128 y = _mm_shuffle_ps(t1, nn, _MM_SHUFFLE(3, 3, 3, 3));
+            _mm_stream_ps(dst, _mm_shuffle_ps(t0, u, _MM_SHUFFLE(2, 0, 1, 0)));
+            _mm_stream_ps(dst + 4,
+                          _mm_shuffle_ps(v, t1, _MM_SHUFFLE(1, 0, 2, 0)));
+            _mm_stream_ps(dst + 8,
+                          _mm_shuffle_ps(x, y, _MM_SHUFFLE(2, 0, 2, 0)));
+        }
+        return;
+    }
+#endif
+    for (; i < n; i++, src += LAZY_SS, dst += 3) {
+        dst[0] = ftrl_w(src[0], sqrtf(src[1]), &t->lz);
+        dst[1] = src[0];
+        dst[2] = src[1];
+    }
+}
+
 static void copy_block(ld_trainer_t *t, size_t b)
 {
+    if (t->lazy) {
+        size_t n = (size_t)1 << t->bshift;
+        lazy_to_plain(t, b * n, n, t->snap->sp + b * n * 3);
+        t->pend[b] = 0;
+        t->left--;
+        return;
+    }
     size_t per = ((size_t)1 << t->bshift) * t->k * t->s;
     const float *src = t->sp + b * per;
     float *dst = t->snap->sp + b * per;
@@ -522,7 +659,7 @@ static void prep_start(ld_trainer_t *t)
     if (!a)
         return;
     a->t = t;
-    a->n = t->sp_n;
+    a->n = t->snap_n;
     if (pthread_create(&t->prep, NULL, prep_main, a) != 0) {
         free(a);
         return;
@@ -555,7 +692,7 @@ ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
         return LD_ERR_NOMEM;
     atomic_init(&s->refs, 1);
     s->spec = t->spec;
-    s->sp_n = t->sp_n;
+    s->sp_n = t->snap_n;
     s->dn_n = t->dn_n;
     /* Every byte is overwritten by the copy; a pre-faulted spare keeps
      * page faults out of the training thread. */
@@ -657,7 +794,19 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
     }
     if (t->snap)
         return LD_ERR_INVAL;
-    memcpy(t->sp, s->sp, t->sp_n * sizeof(float));
+    if (t->lazy) {
+        /* The stored weights are not needed: the closed form of (z, n)
+         * gives them back (with this config's hyperparameters). */
+        for (size_t i = 0; i < t->nslots; i++) {
+            float *c = t->sp + i * LAZY_SS;
+            c[0] = s->sp[i * 3 + 1];
+            c[1] = s->sp[i * 3 + 2];
+            c[2] = c[3] = 0.0f; /* tag 0: no batch */
+        }
+        t->epoch = 0;
+    } else {
+        memcpy(t->sp, s->sp, t->sp_n * sizeof(float));
+    }
     memcpy(t->dn, s->dn, t->dn_n * sizeof(float));
     t->step = s->step;
     t->st.examples = s->examples;
@@ -671,11 +820,6 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
 }
 
 /* ---- Optimizers --------------------------------------------------------- */
-
-/* Per-batch constants of the update rule. */
-typedef struct hp {
-    float lr, l1, l2, beta, inv_alpha, eps, b1, b2, c1, c2;
-} hp_t;
 
 static inline float shrink(float w, float thr)
 {
@@ -935,6 +1079,148 @@ sparse_update_k1(ld_trainer_t *t, const hp_t *h, int opt)
 }
 #endif
 
+/* ---- The fused lazy FTRL pass ------------------------------------------- */
+
+/* The batch-start weights of non-zeros [f0, f1) into b_wb, prefetching the
+ * slots PF_FWD non-zeros ahead (into the next chunk: its lines arrive while
+ * this chunk updates). */
+static void lazy_gather(ld_trainer_t *t, size_t f0, size_t f1)
+{
+    const float *sp = t->sp;
+    const uint32_t *bi = t->b_idx, ep = t->epoch;
+    float *wb = t->b_wb;
+    size_t f = f0;
+#ifdef __SSE2__
+    const __m128i vep = _mm_set1_epi32((int)ep);
+    for (; f + 4 <= f1; f += 4) {
+        for (size_t j = 0; j < 4; j++)
+            PREFETCH_W(sp + (size_t)bi[f + PF_FWD + j] * LAZY_SS);
+        __m128 z = _mm_load_ps(sp + (size_t)bi[f] * LAZY_SS),
+               n = _mm_load_ps(sp + (size_t)bi[f + 1] * LAZY_SS),
+               b = _mm_load_ps(sp + (size_t)bi[f + 2] * LAZY_SS),
+               tg = _mm_load_ps(sp + (size_t)bi[f + 3] * LAZY_SS);
+        _MM_TRANSPOSE4_PS(z, n, b, tg);
+        __m128 cur =
+            _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_castps_si128(tg), vep));
+        __m128 w = ftrl_w4(z, _mm_sqrt_ps(n), &t->lz);
+        _mm_storeu_ps(wb + f, select4(cur, b, w));
+    }
+#endif
+    for (; f < f1; f++) {
+        PREFETCH_W(sp + (size_t)bi[f + PF_FWD] * LAZY_SS);
+        const float *c = sp + (size_t)bi[f] * LAZY_SS;
+        wb[f] = tag_of(c) == ep ? c[2] : ftrl_w(c[0], sqrtf(c[1]), &t->lz);
+    }
+}
+
+/* One FTRL step on lazy slot c with gradient g; wb is the slot's
+ * batch-start weight, kept for the rest of the batch. The arithmetic is
+ * opt_step's FTRL case with the weight recomputed instead of loaded. */
+static inline void lazy_step(float *c, float g, float wb, uint32_t ep,
+                             const hp_t *h)
+{
+    float n = c[1], sq0 = sqrtf(n), w = ftrl_w(c[0], sq0, h);
+    float n2 = n + g * g, sq = sqrtf(n2);
+    c[0] = c[0] + g - (sq - sq0) * h->inv_alpha * w;
+    c[1] = n2;
+    if (tag_of(c) != ep) {
+        c[2] = wb;
+        memcpy(c + 3, &ep, sizeof(ep));
+    }
+}
+
+/* Steps for non-zeros [f0, f1) in order, gradients in b_g. Their slots
+ * were just read by lazy_gather, so they are cached. */
+static void lazy_update(ld_trainer_t *t, size_t f0, size_t f1)
+{
+    float *sp = t->sp;
+    const float *g = t->b_g, *wb = t->b_wb;
+    const uint32_t *bi = t->b_idx, ep = t->epoch;
+    const hp_t *h = &t->lz;
+    size_t f = f0;
+#ifdef __SSE2__
+    /* Four distinct slots at a time, bit for bit the scalar steps (see
+     * opt_step4); a group with a repeated slot goes the scalar way. */
+    const __m128i vep = _mm_set1_epi32((int)ep);
+    const __m128 ia = _mm_set1_ps(h->inv_alpha);
+    for (; f + 4 <= f1; f += 4) {
+        const uint32_t i0 = bi[f], i1 = bi[f + 1], i2 = bi[f + 2],
+                       i3 = bi[f + 3];
+        if (__builtin_expect(t->pend != NULL, 0)) {
+            cow(t, i0);
+            cow(t, i1);
+            cow(t, i2);
+            cow(t, i3);
+        }
+        if (__builtin_expect(i0 == i1 || i0 == i2 || i0 == i3 || i1 == i2 ||
+                                 i1 == i3 || i2 == i3,
+                             0)) {
+            for (size_t j = f; j < f + 4; j++)
+                lazy_step(sp + (size_t)bi[j] * LAZY_SS, g[j], wb[j], ep, h);
+            continue;
+        }
+        float *c0 = sp + (size_t)i0 * LAZY_SS, *c1 = sp + (size_t)i1 * LAZY_SS,
+              *c2 = sp + (size_t)i2 * LAZY_SS, *c3 = sp + (size_t)i3 * LAZY_SS;
+        __m128 z = _mm_load_ps(c0), n = _mm_load_ps(c1), b = _mm_load_ps(c2),
+               tg = _mm_load_ps(c3);
+        _MM_TRANSPOSE4_PS(z, n, b, tg);
+        __m128 cur =
+            _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_castps_si128(tg), vep));
+        __m128 gg = _mm_loadu_ps(g + f);
+        __m128 sq0 = _mm_sqrt_ps(n), w = ftrl_w4(z, sq0, h);
+        n = _mm_add_ps(n, _mm_mul_ps(gg, gg));
+        __m128 sig = _mm_mul_ps(_mm_sub_ps(_mm_sqrt_ps(n), sq0), ia);
+        z = _mm_sub_ps(_mm_add_ps(z, gg), _mm_mul_ps(sig, w));
+        b = select4(cur, b, _mm_loadu_ps(wb + f));
+        tg = _mm_castsi128_ps(vep);
+        _MM_TRANSPOSE4_PS(z, n, b, tg);
+        _mm_store_ps(c0, z);
+        _mm_store_ps(c1, n);
+        _mm_store_ps(c2, b);
+        _mm_store_ps(c3, tg);
+    }
+#endif
+    for (; f < f1; f++) {
+        if (__builtin_expect(t->pend != NULL, 0))
+            cow(t, bi[f]);
+        lazy_step(sp + (size_t)bi[f] * LAZY_SS, g[f], wb[f], ep, h);
+    }
+}
+
+static void score_example(ld_trainer_t *t, size_t i);
+
+/* Scores and trains the batch's hashed part, LAZY_CHUNK examples at a time:
+ * gather their batch-start weights, finish their scores (b_z holds the
+ * dense part), then step their slots while they are still cached. */
+static void lazy_pass(ld_trainer_t *t)
+{
+    if (++t->epoch == 0) {
+        /* Once in 2^32 batches: no stale tag may equal a new epoch. */
+        for (size_t i = 0; i < t->nslots; i++)
+            memset(t->sp + i * LAZY_SS + 3, 0, sizeof(float));
+        t->epoch = 1;
+    }
+    const float *bv = t->b_val, *wb = t->b_wb;
+    float *g = t->b_g;
+    for (size_t i0 = 0; i0 < t->bn; i0 += LAZY_CHUNK) {
+        size_t i1 = i0 + LAZY_CHUNK < t->bn ? i0 + LAZY_CHUNK : t->bn;
+        size_t f0 = t->b_off[i0], f1 = t->b_off[i1];
+        lazy_gather(t, f0, f1);
+        for (size_t i = i0; i < i1; i++) {
+            /* The same sum, in the same order, as forward(). */
+            float acc = t->b_z[i];
+            for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
+                acc += wb[f] * bv[f];
+            t->b_z[i] = acc;
+            score_example(t, i);
+            const float r = t->b_r[i];
+            for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
+                g[f] = r * bv[f];
+        }
+        lazy_update(t, f0, f1);
+    }
+}
+
 /* Dense block: one step per coordinate with the batch's summed gradient;
  * the bias column gets no L1/L2. */
 static inline __attribute__((always_inline)) void
@@ -962,17 +1248,24 @@ dense_update(ld_trainer_t *t, const hp_t *h, int opt)
 
 /* outputs z (bn x k) = dense part via BLAS + hashed part, for a parameter
  * set (sparse AoS state with stride s, dense weights plane 0). */
-static void forward(const ld_trainer_t *t, const float *sp, const float *dw,
-                    float *z, int write)
+static void forward_dense(const ld_trainer_t *t, const float *dw, float *z)
 {
-    const uint32_t k = t->k, s = t->s;
-    const int m = (int)t->bn, d1 = (int)t->d1;
+    const int m = (int)t->bn, d1 = (int)t->d1, k = (int)t->k;
     if (k == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, m, d1, 1.0f, t->b_x, d1, dw, 1,
                     0.0f, z, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)k, d1,
-                    1.0f, t->b_x, d1, dw, d1, 0.0f, z, (int)k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, d1, 1.0f,
+                    t->b_x, d1, dw, d1, 0.0f, z, k);
+}
+
+/* sp is in the plain layout: the model's own state unless lazy, or a
+ * snapshot's (the champion). */
+static void forward(const ld_trainer_t *t, const float *sp, const float *dw,
+                    float *z, int write)
+{
+    const uint32_t k = t->k, s = t->s;
+    forward_dense(t, dw, z);
     const size_t stride = (size_t)k * s;
     const uint32_t *bi = t->b_idx;
     const float *bv = t->b_val;
@@ -999,12 +1292,6 @@ static void forward(const ld_trainer_t *t, const float *sp, const float *dw,
         }
     }
 }
-
-typedef struct score {
-    float pred, loss, sqerr;
-    uint32_t cls;
-    int correct;
-} score_t;
 
 static inline float sigmoid(float z)
 {
@@ -1069,6 +1356,32 @@ static int matured(uint8_t type)
 
 /* ---- The micro-batch ---------------------------------------------------- */
 
+/* Example i's score from its outputs b_z (turned into predictions in
+ * place) into b_o, and its gradient into b_r. */
+static void score_example(ld_trainer_t *t, size_t i)
+{
+    const uint32_t k = t->k;
+    const int model = t->spec.model;
+    float *z = t->b_z + i * k, *r = t->b_r + i * k;
+    float y = t->b_y[i], w = t->b_w[i];
+    uint8_t type = t->b_type[i];
+    link_and_score(model, k, z, y, &t->b_o[i]);
+    if (t->df == LD_DF_FNW) {
+        float p = z[0];
+        if (type == LD_SAMPLE_FAKE_NEG)
+            w *= (1.0f - p) * (1.0f + p);
+        else if (type == LD_SAMPLE_DELAYED_POS)
+            w *= 1.0f + p;
+    }
+    /* d loss / d output: w (pred - target) for all three models. */
+    if (model == LD_MODEL_SOFTMAX) {
+        for (uint32_t c = 0; c < k; c++)
+            r[c] = w * (z[c] - (c == (uint32_t)y ? 1.0f : 0.0f));
+    } else {
+        r[0] = w * (z[0] - y);
+    }
+}
+
 static void train_batch(ld_trainer_t *t)
 {
     const uint32_t k = t->k;
@@ -1076,49 +1389,43 @@ static void train_batch(ld_trainer_t *t)
     if (t->bn == 0)
         return;
     memset(t->b_idx + t->nnz_n, 0, PF_DIST * sizeof(uint32_t));
-    forward(t, t->sp, t->dn, t->b_z, 1);
     if (t->champ)
         forward(t, t->champ->sp, t->champ->dn, t->b_cz, 0);
+    if (t->lazy) {
+        /* Scores and trains the hashed part in one pass. */
+        forward_dense(t, t->dn, t->b_z);
+        lazy_pass(t);
+    } else {
+        forward(t, t->sp, t->dn, t->b_z, 1);
+        for (size_t i = 0; i < t->bn; i++)
+            score_example(t, i);
+    }
 
     size_t nsc = 0;
     for (size_t i = 0; i < t->bn; i++) {
-        float *z = t->b_z + i * k, *r = t->b_r + i * k;
-        float y = t->b_y[i], w = t->b_w[i];
+        float y = t->b_y[i];
         uint8_t type = t->b_type[i];
-        score_t o, co = {NAN, NAN, NAN, 0, 0};
-        link_and_score(model, k, z, y, &o);
+        const score_t *o = &t->b_o[i];
+        score_t co = {NAN, NAN, NAN, 0, 0};
         if (t->champ)
             link_and_score(model, k, t->b_cz + i * k, y, &co);
-        if (t->df == LD_DF_FNW) {
-            float p = z[0];
-            if (type == LD_SAMPLE_FAKE_NEG)
-                w *= (1.0f - p) * (1.0f + p);
-            else if (type == LD_SAMPLE_DELAYED_POS)
-                w *= 1.0f + p;
-        }
-        /* d loss / d output: w (pred - target) for all three models. */
-        if (model == LD_MODEL_SOFTMAX) {
-            for (uint32_t c = 0; c < k; c++)
-                r[c] = w * (z[c] - (c == (uint32_t)y ? 1.0f : 0.0f));
-        } else {
-            r[0] = w * (z[0] - y);
-        }
         t->st.by_type[type]++;
         if (matured(type)) {
-            ld_window_push(&t->win, o.pred, model == LD_MODEL_SOFTMAX ? 1 : y,
-                           t->b_w[i], o.loss, o.sqerr, o.correct, t->b_time[i]);
+            ld_window_push(&t->win, o->pred, model == LD_MODEL_SOFTMAX ? 1 : y,
+                           t->b_w[i], o->loss, o->sqerr, o->correct,
+                           t->b_time[i]);
             if (t->champ)
                 ld_window_push(&t->cwin, co.pred,
                                model == LD_MODEL_SOFTMAX ? 1 : y, t->b_w[i],
                                co.loss, co.sqerr, co.correct, t->b_time[i]);
             ld_scored_t *sc = &t->b_sc[nsc++];
-            sc->pred = o.pred;
+            sc->pred = o->pred;
             sc->champion = co.pred;
-            sc->loss = o.loss;
+            sc->loss = o->loss;
             sc->champion_loss = co.loss;
             sc->label = y;
             sc->weight = t->b_w[i];
-            sc->pred_class = o.cls;
+            sc->pred_class = o->cls;
             sc->champion_class = co.cls;
             sc->sample_type = (ld_sample_type_t)type;
             sc->event_time_ms = t->b_time[i];
@@ -1161,7 +1468,8 @@ static void train_batch(ld_trainer_t *t)
         break;
     case LD_OPT_FTRL:
         dense_update(t, &h, LD_OPT_FTRL);
-        SPARSE_UPDATE(t, &h, LD_OPT_FTRL);
+        if (!t->lazy) /* the lazy pass has done the hashed part */
+            sparse_update(t, &h, LD_OPT_FTRL);
         break;
     default:
         dense_update(t, &h, LD_OPT_ADAM);
@@ -1240,6 +1548,10 @@ ld_err_t ld_trainer_add(ld_trainer_t *t, const ld_example_t *ex)
         if (!ng)
             return LD_ERR_NOMEM;
         t->b_g = ng;
+        float *nw = realloc(t->b_wb, cap * sizeof(float));
+        if (!nw)
+            return LD_ERR_NOMEM;
+        t->b_wb = nw;
         t->nnz_cap = cap;
     }
     size_t eid_len = ex->event_id ? strlen(ex->event_id) + 1 : 0;
@@ -1300,8 +1612,15 @@ ld_err_t ld_trainer_predict(const ld_trainer_t *t, const ld_features_t *x,
         float acc = wd[d1 - 1];
         for (uint32_t j = 0; j < x->ndense; j++)
             acc += wd[j] * x->dense[j];
-        for (uint32_t f = 0; f < x->nnz; f++)
-            acc += t->sp[((size_t)x->idx[f] * k + kk) * s] * x->val[f];
+        if (t->lazy) {
+            for (uint32_t f = 0; f < x->nnz; f++) {
+                const float *c = t->sp + (size_t)x->idx[f] * LAZY_SS;
+                acc += ftrl_w(c[0], sqrtf(c[1]), &t->lz) * x->val[f];
+            }
+        } else {
+            for (uint32_t f = 0; f < x->nnz; f++)
+                acc += t->sp[((size_t)x->idx[f] * k + kk) * s] * x->val[f];
+        }
         out[kk] = acc;
     }
     score_t o;
