@@ -36,7 +36,11 @@
 #ifndef PF_UPD
 #define PF_UPD 16 /* update: slower per non-zero, lines mostly cached */
 #endif
-#define PF_DIST       (PF_FWD > PF_UPD ? PF_FWD : PF_UPD)
+#ifndef PF_LAZY
+#define PF_LAZY 64
+#endif
+#define PF_MAX(a, b)  ((a) > (b) ? (a) : (b))
+#define PF_DIST       PF_MAX(PF_MAX(PF_FWD, PF_UPD), PF_LAZY)
 #define PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
 #define PREFETCH_R(p) __builtin_prefetch((p), 0, 3)
 
@@ -1094,7 +1098,7 @@ static void lazy_gather(ld_trainer_t *t, size_t f0, size_t f1)
     const __m128i vep = _mm_set1_epi32((int)ep);
     for (; f + 4 <= f1; f += 4) {
         for (size_t j = 0; j < 4; j++)
-            PREFETCH_W(sp + (size_t)bi[f + PF_FWD + j] * LAZY_SS);
+            PREFETCH_W(sp + (size_t)bi[f + PF_LAZY + j] * LAZY_SS);
         __m128 z = _mm_load_ps(sp + (size_t)bi[f] * LAZY_SS),
                n = _mm_load_ps(sp + (size_t)bi[f + 1] * LAZY_SS),
                b = _mm_load_ps(sp + (size_t)bi[f + 2] * LAZY_SS),
@@ -1107,7 +1111,7 @@ static void lazy_gather(ld_trainer_t *t, size_t f0, size_t f1)
     }
 #endif
     for (; f < f1; f++) {
-        PREFETCH_W(sp + (size_t)bi[f + PF_FWD] * LAZY_SS);
+        PREFETCH_W(sp + (size_t)bi[f + PF_LAZY] * LAZY_SS);
         const float *c = sp + (size_t)bi[f] * LAZY_SS;
         wb[f] = tag_of(c) == ep ? c[2] : ftrl_w(c[0], sqrtf(c[1]), &t->lz);
     }
@@ -1189,6 +1193,51 @@ static void lazy_update(ld_trainer_t *t, size_t f0, size_t f1)
 
 static void score_example(ld_trainer_t *t, size_t i);
 
+/* Adds each example's hashed part, sum of b_wb[f] * b_val[f], to b_z in
+ * feature order: the same sums, bit for bit, as forward()'s. Each sum is a
+ * chain of dependent additions, so four examples' chains are interleaved
+ * to keep the adder busy. */
+static void sparse_sums(ld_trainer_t *t, size_t i0, size_t i1)
+{
+    const float *wb = t->b_wb, *bv = t->b_val;
+    const uint32_t *off = t->b_off;
+    size_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        uint32_t f0 = off[i], f1 = off[i + 1], f2 = off[i + 2], f3 = off[i + 3],
+                 e3 = off[i + 4];
+        uint32_t n0 = f1 - f0, n1 = f2 - f1, n2 = f3 - f2, n3 = e3 - f3;
+        uint32_t m = n0 < n1 ? n0 : n1;
+        m = m < n2 ? m : n2;
+        m = m < n3 ? m : n3;
+        float a0 = t->b_z[i], a1 = t->b_z[i + 1], a2 = t->b_z[i + 2],
+              a3 = t->b_z[i + 3];
+        for (uint32_t j = 0; j < m; j++) {
+            a0 += wb[f0 + j] * bv[f0 + j];
+            a1 += wb[f1 + j] * bv[f1 + j];
+            a2 += wb[f2 + j] * bv[f2 + j];
+            a3 += wb[f3 + j] * bv[f3 + j];
+        }
+        for (uint32_t j = m; j < n0; j++)
+            a0 += wb[f0 + j] * bv[f0 + j];
+        for (uint32_t j = m; j < n1; j++)
+            a1 += wb[f1 + j] * bv[f1 + j];
+        for (uint32_t j = m; j < n2; j++)
+            a2 += wb[f2 + j] * bv[f2 + j];
+        for (uint32_t j = m; j < n3; j++)
+            a3 += wb[f3 + j] * bv[f3 + j];
+        t->b_z[i] = a0;
+        t->b_z[i + 1] = a1;
+        t->b_z[i + 2] = a2;
+        t->b_z[i + 3] = a3;
+    }
+    for (; i < i1; i++) {
+        float a = t->b_z[i];
+        for (uint32_t f = off[i]; f < off[i + 1]; f++)
+            a += wb[f] * bv[f];
+        t->b_z[i] = a;
+    }
+}
+
 /* Scores and trains the batch's hashed part, LAZY_CHUNK examples at a time:
  * gather their batch-start weights, finish their scores (b_z holds the
  * dense part), then step their slots while they are still cached. */
@@ -1200,19 +1249,16 @@ static void lazy_pass(ld_trainer_t *t)
             memset(t->sp + i * LAZY_SS + 3, 0, sizeof(float));
         t->epoch = 1;
     }
-    const float *bv = t->b_val, *wb = t->b_wb;
+    const float *bv = t->b_val;
     float *g = t->b_g;
     for (size_t i0 = 0; i0 < t->bn; i0 += LAZY_CHUNK) {
         size_t i1 = i0 + LAZY_CHUNK < t->bn ? i0 + LAZY_CHUNK : t->bn;
         size_t f0 = t->b_off[i0], f1 = t->b_off[i1];
         lazy_gather(t, f0, f1);
-        for (size_t i = i0; i < i1; i++) {
-            /* The same sum, in the same order, as forward(). */
-            float acc = t->b_z[i];
-            for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
-                acc += wb[f] * bv[f];
-            t->b_z[i] = acc;
+        sparse_sums(t, i0, i1);
+        for (size_t i = i0; i < i1; i++)
             score_example(t, i);
+        for (size_t i = i0; i < i1; i++) {
             const float r = t->b_r[i];
             for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
                 g[f] = r * bv[f];
