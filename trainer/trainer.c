@@ -47,8 +47,9 @@
 /* The lazy FTRL layout (FTRL with one output: logistic, linear). A slot is
  * four floats, 16 aligned bytes, so one slot is one cache line access:
  *     z, n   the FTRL accumulators
- *     wb     the weight the slot had when batch `tag` began
- *     tag    (uint32 bits) the last batch (t->epoch) that updated the slot
+ *     wb     the weight the slot had when the batch that last updated it
+ *            began
+ *     tag    (uint32 bits) the chunk (t->tick) that last updated the slot
  * The weight itself is not stored: it is the closed form of (z, n),
  * recomputed where needed, bit for bit the value the plain (w, z, n)
  * layout stores after each step. Snapshots, checkpoints and restore keep
@@ -59,13 +60,20 @@
  * batch's non-zeros before the update pass. At 2^22 slots the state spans
  * far more 4 KiB pages than the TLB maps (this class of VM backs guest
  * memory with 4 KiB pages even where the guest uses huge pages), so each
- * pass paid a page walk per non-zero. With wb and tag, a slot tells the
- * batch-start weight whenever it is read (tag == epoch: wb, else the
- * closed form), so scoring and updating run together, a few examples at a
- * time (LAZY_CHUNK), and each non-zero's slot is fetched once per batch. */
+ * pass paid a page walk per non-zero. With wb and tag, a slot tells its
+ * batch-start weight whenever it is read (tag within this batch's chunks:
+ * wb, else the closed form), so scoring and updating run together, a chunk
+ * of LAZY_CHUNK examples at a time, and each slot is fetched once per
+ * batch. The chunk-grained tag also tells the update whether the weight
+ * and sqrt(n) the gather computed are still current (tag != this chunk),
+ * which saves recomputing them. Tags count up to TICK_MAX, then all are
+ * cleared (once in ~10^10 examples), so signed compares order them. */
 #define LAZY_SS 4
+#ifndef TICK_MAX
+#define TICK_MAX 0x7f000000u /* tests may lower it */
+#endif
 #ifndef LAZY_CHUNK
-#define LAZY_CHUNK 8 /* examples scored, then updated, per step */
+#define LAZY_CHUNK 4 /* examples scored, then updated, per step */
 #endif
 
 typedef struct score {
@@ -83,10 +91,10 @@ struct ld_trainer {
     ld_spec_t spec;
     int df; /* LD_DF_* */
     uint32_t k, d1, s;
-    uint32_t ss;    /* floats per coordinate in sp: s, or LAZY_SS if lazy */
-    int lazy;       /* the lazy FTRL layout and fused pass (see LAZY_SS) */
-    uint32_t epoch; /* lazy: tag of the batch being trained */
-    hp_t lz;        /* lazy: FTRL constants (they do not change per batch) */
+    uint32_t ss;   /* floats per coordinate in sp: s, or LAZY_SS if lazy */
+    int lazy;      /* the lazy FTRL layout and fused pass (see LAZY_SS) */
+    uint32_t tick; /* lazy: tag of the chunk last trained */
+    hp_t lz;       /* lazy: FTRL constants (they do not change per batch) */
     size_t nslots;
     float *sp; /* sparse state, as in struct ld_snapshot unless lazy */
     size_t sp_n;
@@ -119,6 +127,7 @@ struct ld_trainer {
     float *g;                /* k x d1 dense gradient */
     float *b_g;              /* nnz_cap: per non-zero gradient (k = 1) */
     float *b_wb;             /* lazy, nnz_cap: batch-start weights */
+    float *b_wn, *b_sq;      /* lazy, nnz_cap: weight and sqrt(n) now */
     score_t *b_o;            /* bcap: each example's score */
     ld_scored_t *b_sc;
 
@@ -425,6 +434,8 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_val = malloc(t->nnz_cap * sizeof(float));
     t->b_g = malloc(t->nnz_cap * sizeof(float));
     t->b_wb = malloc(t->nnz_cap * sizeof(float));
+    t->b_wn = malloc(t->nnz_cap * sizeof(float));
+    t->b_sq = malloc(t->nnz_cap * sizeof(float));
     t->b_o = malloc(t->bcap * sizeof(score_t));
     t->b_x = malloc(t->bcap * t->d1 * sizeof(float));
     t->b_y = malloc(t->bcap * sizeof(float));
@@ -445,10 +456,10 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_sc = malloc(t->bcap * sizeof(ld_scored_t));
     t->pend_buf = malloc(t->nblocks);
     if (!t->sp || !t->dn || !t->b_off || !t->b_idx || !t->b_val || !t->b_g ||
-        !t->b_wb || !t->b_o || !t->b_x || !t->b_y || !t->b_w || !t->b_type ||
-        !t->b_time || !t->b_ltime || !t->b_srcoff || !t->b_part || !t->b_eid ||
-        !t->eid || !t->b_ex || !t->b_z || !t->b_cz || !t->b_r || !t->g ||
-        !t->b_sc || !t->pend_buf)
+        !t->b_wb || !t->b_wn || !t->b_sq || !t->b_o || !t->b_x || !t->b_y ||
+        !t->b_w || !t->b_type || !t->b_time || !t->b_ltime || !t->b_srcoff ||
+        !t->b_part || !t->b_eid || !t->eid || !t->b_ex || !t->b_z || !t->b_cz ||
+        !t->b_r || !t->g || !t->b_sc || !t->pend_buf)
         goto err;
     if (ld_window_init(&t->win, (size_t)conf->metrics_window) != LD_OK)
         goto err;
@@ -482,6 +493,8 @@ void ld_trainer_destroy(ld_trainer_t *t)
     free(t->b_val);
     free(t->b_g);
     free(t->b_wb);
+    free(t->b_wn);
+    free(t->b_sq);
     free(t->b_o);
     free(t->b_x);
     free(t->b_y);
@@ -807,7 +820,7 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
             c[1] = s->sp[i * 3 + 2];
             c[2] = c[3] = 0.0f; /* tag 0: no batch */
         }
-        t->epoch = 0;
+        t->tick = 0;
     } else {
         memcpy(t->sp, s->sp, t->sp_n * sizeof(float));
     }
@@ -1085,17 +1098,23 @@ sparse_update_k1(ld_trainer_t *t, const hp_t *h, int opt)
 
 /* ---- The fused lazy FTRL pass ------------------------------------------- */
 
-/* The batch-start weights of non-zeros [f0, f1) into b_wb, prefetching the
- * slots PF_FWD non-zeros ahead (into the next chunk: its lines arrive while
+/* The chunks of the batch being trained are tags c0 .. cur. */
+typedef struct ticks {
+    uint32_t c0, cur;
+} ticks_t;
+
+/* For non-zeros [f0, f1): the batch-start weight into b_wb, and the weight
+ * and sqrt(n) as they are now into b_wn and b_sq. Prefetches the slots
+ * PF_LAZY non-zeros ahead (into the next chunk: its lines arrive while
  * this chunk updates). */
-static void lazy_gather(ld_trainer_t *t, size_t f0, size_t f1)
+static void lazy_gather(ld_trainer_t *t, ticks_t tk, size_t f0, size_t f1)
 {
     const float *sp = t->sp;
-    const uint32_t *bi = t->b_idx, ep = t->epoch;
-    float *wb = t->b_wb;
+    const uint32_t *bi = t->b_idx;
+    float *wb = t->b_wb, *wn = t->b_wn, *sq = t->b_sq;
     size_t f = f0;
 #ifdef __SSE2__
-    const __m128i vep = _mm_set1_epi32((int)ep);
+    const __m128i before = _mm_set1_epi32((int)tk.c0 - 1);
     for (; f + 4 <= f1; f += 4) {
         for (size_t j = 0; j < 4; j++)
             PREFETCH_W(sp + (size_t)bi[f + PF_LAZY + j] * LAZY_SS);
@@ -1104,50 +1123,68 @@ static void lazy_gather(ld_trainer_t *t, size_t f0, size_t f1)
                b = _mm_load_ps(sp + (size_t)bi[f + 2] * LAZY_SS),
                tg = _mm_load_ps(sp + (size_t)bi[f + 3] * LAZY_SS);
         _MM_TRANSPOSE4_PS(z, n, b, tg);
-        __m128 cur =
-            _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_castps_si128(tg), vep));
-        __m128 w = ftrl_w4(z, _mm_sqrt_ps(n), &t->lz);
-        _mm_storeu_ps(wb + f, select4(cur, b, w));
+        __m128 mine =
+            _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_castps_si128(tg), before));
+        __m128 s0 = _mm_sqrt_ps(n), w = ftrl_w4(z, s0, &t->lz);
+        _mm_storeu_ps(wb + f, select4(mine, b, w));
+        _mm_storeu_ps(wn + f, w);
+        _mm_storeu_ps(sq + f, s0);
     }
 #endif
     for (; f < f1; f++) {
         PREFETCH_W(sp + (size_t)bi[f + PF_LAZY] * LAZY_SS);
         const float *c = sp + (size_t)bi[f] * LAZY_SS;
-        wb[f] = tag_of(c) == ep ? c[2] : ftrl_w(c[0], sqrtf(c[1]), &t->lz);
+        sq[f] = sqrtf(c[1]);
+        wn[f] = ftrl_w(c[0], sq[f], &t->lz);
+        wb[f] = (int32_t)tag_of(c) >= (int32_t)tk.c0 ? c[2] : wn[f];
     }
 }
 
-/* One FTRL step on lazy slot c with gradient g; wb is the slot's
- * batch-start weight, kept for the rest of the batch. The arithmetic is
- * opt_step's FTRL case with the weight recomputed instead of loaded. */
-static inline void lazy_step(float *c, float g, float wb, uint32_t ep,
-                             const hp_t *h)
+/* One FTRL step on lazy slot c for non-zero f with gradient g: opt_step's
+ * FTRL case, with the weight (and sqrt(n)) from the gather unless this
+ * chunk has stepped the slot since. */
+static inline void lazy_step(const ld_trainer_t *t, ticks_t tk, float *c,
+                             size_t f)
 {
-    float n = c[1], sq0 = sqrtf(n), w = ftrl_w(c[0], sq0, h);
+    const hp_t *h = &t->lz;
+    const float g = t->b_g[f];
+    uint32_t tag = tag_of(c);
+    float n = c[1], sq0 = t->b_sq[f], w = t->b_wn[f];
+    if (tag == tk.cur) {
+        sq0 = sqrtf(n);
+        w = ftrl_w(c[0], sq0, h);
+    }
     float n2 = n + g * g, sq = sqrtf(n2);
     c[0] = c[0] + g - (sq - sq0) * h->inv_alpha * w;
     c[1] = n2;
-    if (tag_of(c) != ep) {
-        c[2] = wb;
-        memcpy(c + 3, &ep, sizeof(ep));
-    }
+    if ((int32_t)tag < (int32_t)tk.c0)
+        c[2] = t->b_wb[f]; /* first step in this batch */
+    memcpy(c + 3, &tk.cur, sizeof(tk.cur));
 }
 
 /* Steps for non-zeros [f0, f1) in order, gradients in b_g. Their slots
  * were just read by lazy_gather, so they are cached. */
-static void lazy_update(ld_trainer_t *t, size_t f0, size_t f1)
+static void lazy_update(ld_trainer_t *t, ticks_t tk, size_t f0, size_t f1)
 {
     float *sp = t->sp;
-    const float *g = t->b_g, *wb = t->b_wb;
-    const uint32_t *bi = t->b_idx, ep = t->epoch;
-    const hp_t *h = &t->lz;
+    const float *g = t->b_g;
+    const uint32_t *bi = t->b_idx;
     size_t f = f0;
 #ifdef __SSE2__
     /* Four distinct slots at a time, bit for bit the scalar steps (see
      * opt_step4); a group with a repeated slot goes the scalar way. */
-    const __m128i vep = _mm_set1_epi32((int)ep);
-    const __m128 ia = _mm_set1_ps(h->inv_alpha);
+    const __m128i vcur = _mm_set1_epi32((int)tk.cur),
+                  before = _mm_set1_epi32((int)tk.c0 - 1);
+    const __m128 ia = _mm_set1_ps(t->lz.inv_alpha);
+    /* The next chunk's slots, about one chunk ahead: requested here they
+     * have the whole update, sums and scores to arrive in, where the
+     * gather's own look-ahead (PF_LAZY) is too short to cover a page walk
+     * plus a memory access. */
+    const size_t ahead = f1 - f0, lim = t->nnz_n > ahead ? t->nnz_n - ahead : 0;
     for (; f + 4 <= f1; f += 4) {
+        if (f < lim)
+            for (size_t j = 0; j < 4; j++)
+                PREFETCH_W(sp + (size_t)bi[f + ahead + j] * LAZY_SS);
         const uint32_t i0 = bi[f], i1 = bi[f + 1], i2 = bi[f + 2],
                        i3 = bi[f + 3];
         if (__builtin_expect(t->pend != NULL, 0)) {
@@ -1160,7 +1197,7 @@ static void lazy_update(ld_trainer_t *t, size_t f0, size_t f1)
                                  i1 == i3 || i2 == i3,
                              0)) {
             for (size_t j = f; j < f + 4; j++)
-                lazy_step(sp + (size_t)bi[j] * LAZY_SS, g[j], wb[j], ep, h);
+                lazy_step(t, tk, sp + (size_t)bi[j] * LAZY_SS, j);
             continue;
         }
         float *c0 = sp + (size_t)i0 * LAZY_SS, *c1 = sp + (size_t)i1 * LAZY_SS,
@@ -1168,15 +1205,22 @@ static void lazy_update(ld_trainer_t *t, size_t f0, size_t f1)
         __m128 z = _mm_load_ps(c0), n = _mm_load_ps(c1), b = _mm_load_ps(c2),
                tg = _mm_load_ps(c3);
         _MM_TRANSPOSE4_PS(z, n, b, tg);
-        __m128 cur =
-            _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_castps_si128(tg), vep));
+        __m128i ti = _mm_castps_si128(tg);
+        __m128 sq0 = _mm_loadu_ps(t->b_sq + f), w = _mm_loadu_ps(t->b_wn + f);
+        /* Stepped earlier in this chunk (a hot feature): recompute. */
+        __m128 stale = _mm_castsi128_ps(_mm_cmpeq_epi32(ti, vcur));
+        if (__builtin_expect(_mm_movemask_ps(stale) != 0, 0)) {
+            __m128 s1 = _mm_sqrt_ps(n);
+            sq0 = select4(stale, s1, sq0);
+            w = select4(stale, ftrl_w4(z, s1, &t->lz), w);
+        }
         __m128 gg = _mm_loadu_ps(g + f);
-        __m128 sq0 = _mm_sqrt_ps(n), w = ftrl_w4(z, sq0, h);
         n = _mm_add_ps(n, _mm_mul_ps(gg, gg));
         __m128 sig = _mm_mul_ps(_mm_sub_ps(_mm_sqrt_ps(n), sq0), ia);
         z = _mm_sub_ps(_mm_add_ps(z, gg), _mm_mul_ps(sig, w));
-        b = select4(cur, b, _mm_loadu_ps(wb + f));
-        tg = _mm_castsi128_ps(vep);
+        __m128 mine = _mm_castsi128_ps(_mm_cmpgt_epi32(ti, before));
+        b = select4(mine, b, _mm_loadu_ps(t->b_wb + f));
+        tg = _mm_castsi128_ps(vcur);
         _MM_TRANSPOSE4_PS(z, n, b, tg);
         _mm_store_ps(c0, z);
         _mm_store_ps(c1, n);
@@ -1187,7 +1231,7 @@ static void lazy_update(ld_trainer_t *t, size_t f0, size_t f1)
     for (; f < f1; f++) {
         if (__builtin_expect(t->pend != NULL, 0))
             cow(t, bi[f]);
-        lazy_step(sp + (size_t)bi[f] * LAZY_SS, g[f], wb[f], ep, h);
+        lazy_step(t, tk, sp + (size_t)bi[f] * LAZY_SS, f);
     }
 }
 
@@ -1243,18 +1287,20 @@ static void sparse_sums(ld_trainer_t *t, size_t i0, size_t i1)
  * dense part), then step their slots while they are still cached. */
 static void lazy_pass(ld_trainer_t *t)
 {
-    if (++t->epoch == 0) {
-        /* Once in 2^32 batches: no stale tag may equal a new epoch. */
+    if (t->tick > TICK_MAX - t->bn) {
+        /* Once in ~2^31 chunks: restart the tags so they stay ordered. */
         for (size_t i = 0; i < t->nslots; i++)
             memset(t->sp + i * LAZY_SS + 3, 0, sizeof(float));
-        t->epoch = 1;
+        t->tick = 0;
     }
+    ticks_t tk = {t->tick + 1, t->tick};
     const float *bv = t->b_val;
     float *g = t->b_g;
     for (size_t i0 = 0; i0 < t->bn; i0 += LAZY_CHUNK) {
         size_t i1 = i0 + LAZY_CHUNK < t->bn ? i0 + LAZY_CHUNK : t->bn;
         size_t f0 = t->b_off[i0], f1 = t->b_off[i1];
-        lazy_gather(t, f0, f1);
+        tk.cur = ++t->tick;
+        lazy_gather(t, tk, f0, f1);
         sparse_sums(t, i0, i1);
         for (size_t i = i0; i < i1; i++)
             score_example(t, i);
@@ -1263,7 +1309,7 @@ static void lazy_pass(ld_trainer_t *t)
             for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
                 g[f] = r * bv[f];
         }
-        lazy_update(t, f0, f1);
+        lazy_update(t, tk, f0, f1);
     }
 }
 
@@ -1594,10 +1640,13 @@ ld_err_t ld_trainer_add(ld_trainer_t *t, const ld_example_t *ex)
         if (!ng)
             return LD_ERR_NOMEM;
         t->b_g = ng;
-        float *nw = realloc(t->b_wb, cap * sizeof(float));
-        if (!nw)
-            return LD_ERR_NOMEM;
-        t->b_wb = nw;
+        float **lz[3] = {&t->b_wb, &t->b_wn, &t->b_sq};
+        for (int j = 0; j < 3; j++) {
+            float *nw = realloc(*lz[j], cap * sizeof(float));
+            if (!nw)
+                return LD_ERR_NOMEM;
+            *lz[j] = nw;
+        }
         t->nnz_cap = cap;
     }
     size_t eid_len = ex->event_id ? strlen(ex->event_id) + 1 : 0;
