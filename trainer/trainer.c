@@ -6,6 +6,10 @@
 #include <math.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define LAZY_AVX2 1
+#endif
 #endif
 #include <pthread.h>
 #include <stdio.h>
@@ -97,6 +101,7 @@ struct ld_trainer {
     uint32_t k, d1, s;
     uint32_t ss;   /* floats per coordinate in sp: s, or LAZY_SS if lazy */
     int lazy;      /* the lazy FTRL layout and fused pass (see LAZY_SS) */
+    int avx2;      /* the CPU runs the lazy pass's AVX2 loops */
     uint32_t tick; /* lazy: tag of the chunk last trained */
     hp_t lz;       /* lazy: FTRL constants (they do not change per batch) */
     size_t nslots;
@@ -159,6 +164,8 @@ struct ld_trainer {
 };
 
 /* ---- The lazy FTRL weight ----------------------------------------------- */
+
+int ld_trainer_force_sse;
 
 /* FTRL's weight from z and sq = sqrtf(n) (McMahan et al. 2013, eq. in
  * Algorithm 1): the same IEEE operations in the same order as opt_step's
@@ -417,6 +424,9 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->s = sp->s;
     t->lazy = sp->opt == LD_OPT_FTRL && t->k == 1;
     t->ss = t->lazy ? LAZY_SS : t->s;
+#ifdef LAZY_AVX2
+    t->avx2 = __builtin_cpu_supports("avx2");
+#endif
     t->nslots = (size_t)1 << sp->hash_bits;
     t->sp_n = t->nslots * t->k * t->ss;
     t->snap_n = t->nslots * t->k * t->s;
@@ -1108,43 +1118,6 @@ typedef struct ticks {
     uint32_t c0, cur;
 } ticks_t;
 
-/* For non-zeros [f0, f1): the batch-start weight into b_wb, and the weight
- * and sqrt(n) as they are now into b_wn and b_sq. Prefetches the slots
- * PF_LAZY non-zeros ahead (into the next chunk: its lines arrive while
- * this chunk updates). */
-static void lazy_gather(ld_trainer_t *t, ticks_t tk, size_t f0, size_t f1)
-{
-    const float *sp = t->sp;
-    const uint32_t *bi = t->b_idx;
-    float *wb = t->b_wb, *wn = t->b_wn, *sq = t->b_sq;
-    size_t f = f0;
-#ifdef __SSE2__
-    const __m128i before = _mm_set1_epi32((int)tk.c0 - 1);
-    for (; f + 4 <= f1; f += 4) {
-        for (size_t j = 0; j < 4; j++)
-            PREFETCH_W(sp + (size_t)bi[f + PF_LAZY + j] * LAZY_SS);
-        __m128 z = _mm_load_ps(sp + (size_t)bi[f] * LAZY_SS),
-               n = _mm_load_ps(sp + (size_t)bi[f + 1] * LAZY_SS),
-               b = _mm_load_ps(sp + (size_t)bi[f + 2] * LAZY_SS),
-               tg = _mm_load_ps(sp + (size_t)bi[f + 3] * LAZY_SS);
-        _MM_TRANSPOSE4_PS(z, n, b, tg);
-        __m128 mine =
-            _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_castps_si128(tg), before));
-        __m128 s0 = _mm_sqrt_ps(n), w = ftrl_w4(z, s0, &t->lz);
-        _mm_storeu_ps(wb + f, select4(mine, b, w));
-        _mm_storeu_ps(wn + f, w);
-        _mm_storeu_ps(sq + f, s0);
-    }
-#endif
-    for (; f < f1; f++) {
-        PREFETCH_W(sp + (size_t)bi[f + PF_LAZY] * LAZY_SS);
-        const float *c = sp + (size_t)bi[f] * LAZY_SS;
-        sq[f] = sqrtf(c[1]);
-        wn[f] = ftrl_w(c[0], sq[f], &t->lz);
-        wb[f] = (int32_t)tag_of(c) >= (int32_t)tk.c0 ? c[2] : wn[f];
-    }
-}
-
 /* One FTRL step on lazy slot c for non-zero f with gradient g: opt_step's
  * FTRL case, with the weight (and sqrt(n)) from the gather unless this
  * chunk has stepped the slot since. */
@@ -1182,6 +1155,197 @@ static void prefetch_blocks(const ld_trainer_t *t, const uint32_t *idx)
     }
 }
 
+#ifdef LAZY_AVX2
+/* The lazy pass eight slots at a time where the CPU has AVX2 (chosen at
+ * run time: the build targets baseline x86-64). The square root and the
+ * division dominate the SSE loops, and here a 256-bit one costs what a
+ * 128-bit one does. Every lane does the SSE lane's operations (no FMA), so
+ * the state is the same bit for bit whichever path ran. */
+#define AVX2 __attribute__((target("avx2")))
+
+/* r_j holds slot j in its low half and slot j + 4 in its high half; within
+ * each half this is _MM_TRANSPOSE4_PS, so the rows become z, n, wb, tag of
+ * slots 0..7 in lane order. It is its own inverse. */
+static inline AVX2 void transpose8(__m256 *r0, __m256 *r1, __m256 *r2,
+                                   __m256 *r3)
+{
+    __m256 t0 = _mm256_unpacklo_ps(*r0, *r1), t1 = _mm256_unpacklo_ps(*r2, *r3),
+           t2 = _mm256_unpackhi_ps(*r0, *r1), t3 = _mm256_unpackhi_ps(*r2, *r3);
+    *r0 = _mm256_shuffle_ps(t0, t1, 0x44);
+    *r1 = _mm256_shuffle_ps(t0, t1, 0xee);
+    *r2 = _mm256_shuffle_ps(t2, t3, 0x44);
+    *r3 = _mm256_shuffle_ps(t2, t3, 0xee);
+}
+
+static inline AVX2 __m256 load2(const float *lo, const float *hi)
+{
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_load_ps(lo)),
+                                _mm_load_ps(hi), 1);
+}
+
+static inline AVX2 void store2(float *lo, float *hi, __m256 v)
+{
+    _mm_store_ps(lo, _mm256_castps256_ps128(v));
+    _mm_store_ps(hi, _mm256_extractf128_ps(v, 1));
+}
+
+static inline AVX2 __m256 select8(__m256 mask, __m256 a, __m256 b)
+{
+    return _mm256_blendv_ps(b, a, mask);
+}
+
+/* ftrl_w4, eight lanes. */
+static inline AVX2 __m256 ftrl_w8(__m256 z, __m256 sq, const hp_t *h)
+{
+    const __m256 neg = _mm256_set1_ps(-0.0f), l1 = _mm256_set1_ps(h->l1);
+    __m256 keep = _mm256_cmp_ps(_mm256_andnot_ps(neg, z), l1, _CMP_NLE_UQ);
+    __m256 sl1 = _mm256_or_ps(_mm256_and_ps(neg, z), l1);
+    __m256 num = _mm256_xor_ps(_mm256_sub_ps(z, sl1), neg);
+    __m256 den =
+        _mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_set1_ps(h->beta), sq),
+                                    _mm256_set1_ps(h->inv_alpha)),
+                      _mm256_set1_ps(h->l2));
+    return _mm256_and_ps(keep, _mm256_div_ps(num, den));
+}
+
+/* lazy_gather's loop, eight at a time; returns where it stopped. */
+static AVX2 size_t lazy_gather8(ld_trainer_t *t, ticks_t tk, size_t f,
+                                size_t f1)
+{
+    const float *sp = t->sp;
+    const uint32_t *bi = t->b_idx;
+    const __m256i before = _mm256_set1_epi32((int)tk.c0 - 1);
+    for (; f + 8 <= f1; f += 8) {
+        for (size_t j = 0; j < 8; j++)
+            PREFETCH_W(sp + (size_t)bi[f + PF_LAZY + j] * LAZY_SS);
+        const float *c[8];
+        for (size_t j = 0; j < 8; j++)
+            c[j] = sp + (size_t)bi[f + j] * LAZY_SS;
+        __m256 z = load2(c[0], c[4]), n = load2(c[1], c[5]),
+               b = load2(c[2], c[6]), tg = load2(c[3], c[7]);
+        transpose8(&z, &n, &b, &tg);
+        __m256 mine = _mm256_castsi256_ps(
+            _mm256_cmpgt_epi32(_mm256_castps_si256(tg), before));
+        __m256 s0 = _mm256_sqrt_ps(n), w = ftrl_w8(z, s0, &t->lz);
+        _mm256_storeu_ps(t->b_wb + f, select8(mine, b, w));
+        _mm256_storeu_ps(t->b_wn + f, w);
+        _mm256_storeu_ps(t->b_sq + f, s0);
+    }
+    return f;
+}
+
+/* lazy_update's loop, eight at a time; returns where it stopped. */
+static AVX2 size_t lazy_update8(ld_trainer_t *t, ticks_t tk, size_t f,
+                                size_t f1, size_t ahead, size_t lim)
+{
+    float *sp = t->sp;
+    const uint32_t *bi = t->b_idx;
+    const __m256i vcur = _mm256_set1_epi32((int)tk.cur),
+                  before = _mm256_set1_epi32((int)tk.c0 - 1);
+    const __m256 ia = _mm256_set1_ps(t->lz.inv_alpha);
+    /* Rotations by 1..4 lanes pair every lane with every other. */
+    const __m256i rot1 = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0),
+                  rot2 = _mm256_setr_epi32(2, 3, 4, 5, 6, 7, 0, 1),
+                  rot3 = _mm256_setr_epi32(3, 4, 5, 6, 7, 0, 1, 2),
+                  rot4 = _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3);
+    for (; f + 8 <= f1; f += 8) {
+        if (f < lim) {
+            for (size_t j = 0; j < 8; j++)
+                PREFETCH_W(sp + (size_t)bi[f + ahead + j] * LAZY_SS);
+            if (__builtin_expect(t->pend != NULL, 0)) {
+                prefetch_blocks(t, bi + f + ahead);
+                prefetch_blocks(t, bi + f + ahead + 4);
+            }
+        }
+        if (__builtin_expect(t->pend != NULL, 0))
+            for (size_t j = 0; j < 8; j++)
+                cow(t, bi[f + j]);
+        __m256i vi = _mm256_loadu_si256((const __m256i *)(bi + f));
+        __m256i dup = _mm256_or_si256(
+            _mm256_or_si256(
+                _mm256_cmpeq_epi32(vi, _mm256_permutevar8x32_epi32(vi, rot1)),
+                _mm256_cmpeq_epi32(vi, _mm256_permutevar8x32_epi32(vi, rot2))),
+            _mm256_or_si256(
+                _mm256_cmpeq_epi32(vi, _mm256_permutevar8x32_epi32(vi, rot3)),
+                _mm256_cmpeq_epi32(vi, _mm256_permutevar8x32_epi32(vi, rot4))));
+        if (__builtin_expect(_mm256_movemask_epi8(dup) != 0, 0)) {
+            for (size_t j = f; j < f + 8; j++)
+                lazy_step(t, tk, sp + (size_t)bi[j] * LAZY_SS, j);
+            continue;
+        }
+        float *c[8];
+        for (size_t j = 0; j < 8; j++)
+            c[j] = sp + (size_t)bi[f + j] * LAZY_SS;
+        __m256 z = load2(c[0], c[4]), n = load2(c[1], c[5]),
+               b = load2(c[2], c[6]), tg = load2(c[3], c[7]);
+        transpose8(&z, &n, &b, &tg);
+        __m256i ti = _mm256_castps_si256(tg);
+        __m256 sq0 = _mm256_loadu_ps(t->b_sq + f),
+               w = _mm256_loadu_ps(t->b_wn + f);
+        __m256 stale = _mm256_castsi256_ps(_mm256_cmpeq_epi32(ti, vcur));
+        if (__builtin_expect(_mm256_movemask_ps(stale) != 0, 0)) {
+            __m256 s1 = _mm256_sqrt_ps(n);
+            sq0 = select8(stale, s1, sq0);
+            w = select8(stale, ftrl_w8(z, s1, &t->lz), w);
+        }
+        __m256 gg = _mm256_loadu_ps(t->b_g + f);
+        n = _mm256_add_ps(n, _mm256_mul_ps(gg, gg));
+        __m256 sig = _mm256_mul_ps(_mm256_sub_ps(_mm256_sqrt_ps(n), sq0), ia);
+        z = _mm256_sub_ps(_mm256_add_ps(z, gg), _mm256_mul_ps(sig, w));
+        __m256 mine = _mm256_castsi256_ps(_mm256_cmpgt_epi32(ti, before));
+        b = select8(mine, b, _mm256_loadu_ps(t->b_wb + f));
+        tg = _mm256_castsi256_ps(vcur);
+        transpose8(&z, &n, &b, &tg);
+        store2(c[0], c[4], z);
+        store2(c[1], c[5], n);
+        store2(c[2], c[6], b);
+        store2(c[3], c[7], tg);
+    }
+    return f;
+}
+#endif
+
+/* For non-zeros [f0, f1): the batch-start weight into b_wb, and the weight
+ * and sqrt(n) as they are now into b_wn and b_sq. Prefetches the slots
+ * PF_LAZY non-zeros ahead (into the next chunk: its lines arrive while
+ * this chunk updates). */
+static void lazy_gather(ld_trainer_t *t, ticks_t tk, size_t f0, size_t f1)
+{
+    const float *sp = t->sp;
+    const uint32_t *bi = t->b_idx;
+    float *wb = t->b_wb, *wn = t->b_wn, *sq = t->b_sq;
+    size_t f = f0;
+#ifdef LAZY_AVX2
+    if (t->avx2 && !ld_trainer_force_sse)
+        f = lazy_gather8(t, tk, f, f1);
+#endif
+#ifdef __SSE2__
+    const __m128i before = _mm_set1_epi32((int)tk.c0 - 1);
+    for (; f + 4 <= f1; f += 4) {
+        for (size_t j = 0; j < 4; j++)
+            PREFETCH_W(sp + (size_t)bi[f + PF_LAZY + j] * LAZY_SS);
+        __m128 z = _mm_load_ps(sp + (size_t)bi[f] * LAZY_SS),
+               n = _mm_load_ps(sp + (size_t)bi[f + 1] * LAZY_SS),
+               b = _mm_load_ps(sp + (size_t)bi[f + 2] * LAZY_SS),
+               tg = _mm_load_ps(sp + (size_t)bi[f + 3] * LAZY_SS);
+        _MM_TRANSPOSE4_PS(z, n, b, tg);
+        __m128 mine =
+            _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_castps_si128(tg), before));
+        __m128 s0 = _mm_sqrt_ps(n), w = ftrl_w4(z, s0, &t->lz);
+        _mm_storeu_ps(wb + f, select4(mine, b, w));
+        _mm_storeu_ps(wn + f, w);
+        _mm_storeu_ps(sq + f, s0);
+    }
+#endif
+    for (; f < f1; f++) {
+        PREFETCH_W(sp + (size_t)bi[f + PF_LAZY] * LAZY_SS);
+        const float *c = sp + (size_t)bi[f] * LAZY_SS;
+        sq[f] = sqrtf(c[1]);
+        wn[f] = ftrl_w(c[0], sq[f], &t->lz);
+        wb[f] = (int32_t)tag_of(c) >= (int32_t)tk.c0 ? c[2] : wn[f];
+    }
+}
+
 /* Steps for non-zeros [f0, f1) in order, gradients in b_g. Their slots
  * were just read by lazy_gather, so they are cached. */
 static void lazy_update(ld_trainer_t *t, ticks_t tk, size_t f0, size_t f1)
@@ -1201,6 +1365,10 @@ static void lazy_update(ld_trainer_t *t, ticks_t tk, size_t f0, size_t f1)
      * gather's own look-ahead (PF_LAZY) is too short to cover a page walk
      * plus a memory access. */
     const size_t ahead = f1 - f0, lim = t->nnz_n > ahead ? t->nnz_n - ahead : 0;
+#ifdef LAZY_AVX2
+    if (t->avx2 && !ld_trainer_force_sse)
+        f = lazy_update8(t, tk, f, f1, ahead, lim);
+#endif
     for (; f + 4 <= f1; f += 4) {
         if (f < lim) {
             for (size_t j = 0; j < 4; j++)

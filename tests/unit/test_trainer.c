@@ -473,11 +473,16 @@ static void test_ftrl_reference(void **state)
 {
     (void)state;
     static const int batches[] = {1, 3, 5, 16, 64};
-    for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
-        ftrl_reference(LD_MODEL_LOGISTIC, batches[b], 0.0, 0.0);
-        ftrl_reference(LD_MODEL_LOGISTIC, batches[b], 0.05, 0.1);
-        ftrl_reference(LD_MODEL_LINEAR, batches[b], 0.01, 0.0);
+    /* Both the SSE and (where the CPU has it) the AVX2 loops. */
+    for (int sse = 0; sse <= 1; sse++) {
+        ld_trainer_force_sse = sse;
+        for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
+            ftrl_reference(LD_MODEL_LOGISTIC, batches[b], 0.0, 0.0);
+            ftrl_reference(LD_MODEL_LOGISTIC, batches[b], 0.05, 0.1);
+            ftrl_reference(LD_MODEL_LINEAR, batches[b], 0.01, 0.0);
+        }
     }
+    ld_trainer_force_sse = 0;
 }
 
 /* ---- gradient checks ---------------------------------------------------- */
