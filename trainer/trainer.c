@@ -74,12 +74,10 @@
  * of LAZY_CHUNK examples at a time, and each slot is fetched once per
  * batch. The chunk-grained tag also tells the update whether the weight
  * and sqrt(n) the gather computed are still current (tag != this chunk),
- * which saves recomputing them. Tags count up to TICK_MAX, then all are
+ * which saves recomputing them. Tags count up to ld_trainer_tick_max
+ * (at most 2^31 - 2^21: room for a batch of chunks), then all are
  * cleared (once in ~10^10 examples), so signed compares order them. */
 #define LAZY_SS 4
-#ifndef TICK_MAX
-#define TICK_MAX 0x7f000000u /* tests may lower it */
-#endif
 #ifndef LAZY_CHUNK
 #define LAZY_CHUNK 4 /* examples scored, then updated, per step */
 #endif
@@ -166,6 +164,7 @@ struct ld_trainer {
 /* ---- The lazy FTRL weight ----------------------------------------------- */
 
 int ld_trainer_force_sse;
+uint32_t ld_trainer_tick_max = LD_TRAINER_TICK_MAX;
 
 /* FTRL's weight from z and sq = sqrtf(n) (McMahan et al. 2013, eq. in
  * Algorithm 1): the same IEEE operations in the same order as opt_step's
@@ -1478,7 +1477,7 @@ static void sparse_sums(ld_trainer_t *t, size_t i0, size_t i1)
  * dense part), then step their slots while they are still cached. */
 static void lazy_pass(ld_trainer_t *t)
 {
-    if (t->tick > TICK_MAX - t->bn) {
+    if (t->tick + t->bn > ld_trainer_tick_max) {
         /* Once in ~2^31 chunks: restart the tags so they stay ordered. */
         for (size_t i = 0; i < t->nslots; i++)
             memset(t->sp + i * LAZY_SS + 3, 0, sizeof(float));

@@ -473,16 +473,26 @@ static void test_ftrl_reference(void **state)
 {
     (void)state;
     static const int batches[] = {1, 3, 5, 16, 64};
-    /* Both the SSE and (where the CPU has it) the AVX2 loops. */
-    for (int sse = 0; sse <= 1; sse++) {
-        ld_trainer_force_sse = sse;
+    /* Both the SSE and (where the CPU has it) the AVX2 loops; and the
+     * chunk tags restarting every few batches. */
+    for (int v = 0; v < 3; v++) {
+        ld_trainer_force_sse = v == 1;
+        ld_trainer_tick_max = v == 2 ? 100 : LD_TRAINER_TICK_MAX;
         for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
             ftrl_reference(LD_MODEL_LOGISTIC, batches[b], 0.0, 0.0);
             ftrl_reference(LD_MODEL_LOGISTIC, batches[b], 0.05, 0.1);
             ftrl_reference(LD_MODEL_LINEAR, batches[b], 0.01, 0.0);
         }
     }
+}
+
+/* Restores what test_ftrl_reference changes, also when it fails. */
+static int ftrl_reference_teardown(void **state)
+{
+    (void)state;
     ld_trainer_force_sse = 0;
+    ld_trainer_tick_max = LD_TRAINER_TICK_MAX;
+    return 0;
 }
 
 /* ---- gradient checks ---------------------------------------------------- */
@@ -1048,7 +1058,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_separable_logistic),
         cmocka_unit_test(test_softmax_mixture),
         cmocka_unit_test(test_ftrl_l1_zeros),
-        cmocka_unit_test(test_ftrl_reference),
+        cmocka_unit_test_teardown(test_ftrl_reference, ftrl_reference_teardown),
         cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_auc_brute_force),
         cmocka_unit_test(test_window),
