@@ -72,6 +72,13 @@ ld_snapshot_t *ld_snapshot_alloc(const ld_spec_t *spec);
 const char *ld_spec_mismatch(const ld_spec_t *a, const ld_spec_t *b);
 /* t's spec (borrowed). */
 const ld_spec_t *ld_trainer_spec(const ld_trainer_t *t);
+/* Tests set this to run the lazy FTRL pass's SSE loops where the CPU has
+ * AVX2 (both must give the same state, bit for bit). */
+extern int ld_trainer_force_sse;
+/* Tests lower this (from LD_TRAINER_TICK_MAX) to make the lazy pass
+ * restart its chunk tags often. */
+#define LD_TRAINER_TICK_MAX 0x7f000000u
+extern uint32_t ld_trainer_tick_max;
 /* Number of optimizer planes and their names ("ftrl.z", ...). */
 uint32_t ld_spec_planes(int opt);
 const char *ld_spec_plane_name(int opt, uint32_t plane);

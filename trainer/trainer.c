@@ -6,6 +6,10 @@
 #include <math.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define LAZY_AVX2 1
+#endif
 #endif
 #include <pthread.h>
 #include <stdio.h>
@@ -22,8 +26,12 @@
 /* b_eid of an example without an event id. */
 #define NO_EID UINT32_MAX
 
-/* Sparse slots per copy-on-write block of a pending snapshot (at most). */
-#define BLOCK_SHIFT 4
+/* Sparse slots per copy-on-write block of a pending snapshot (at most).
+ * Lazy slots are wider and converted as they are copied: 8 of them (two
+ * source lines) kept the first batch after a snapshot began cheapest
+ * (bench_trainer: 0.60 ms against 0.57-0.71 for 4 and ~0.8 for 16). */
+#define BLOCK_SHIFT      4
+#define LAZY_BLOCK_SHIFT 3
 
 /* Software prefetch distance, in non-zeros of the batch. The sparse state
  * of a 2^22 model is far larger than the caches and hashed features land
@@ -36,18 +44,69 @@
 #ifndef PF_UPD
 #define PF_UPD 16 /* update: slower per non-zero, lines mostly cached */
 #endif
-#define PF_DIST       (PF_FWD > PF_UPD ? PF_FWD : PF_UPD)
+#ifndef PF_LAZY
+#define PF_LAZY 64
+#endif
+#define PF_MAX(a, b)  ((a) > (b) ? (a) : (b))
+#define PF_DIST       PF_MAX(PF_MAX(PF_FWD, PF_UPD), PF_LAZY)
 #define PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
 #define PREFETCH_R(p) __builtin_prefetch((p), 0, 3)
+
+/* The lazy FTRL layout (FTRL with one output: logistic, linear). A slot is
+ * four floats, 16 aligned bytes, so one slot is one cache line access:
+ *     z, n   the FTRL accumulators
+ *     wb     the weight the slot had when the batch that last updated it
+ *            began
+ *     tag    (uint32 bits) the chunk (t->tick) that last updated the slot
+ * The weight itself is not stored: it is the closed form of (z, n),
+ * recomputed where needed, bit for bit the value the plain (w, z, n)
+ * layout stores after each step. Snapshots, checkpoints and restore keep
+ * the plain layout and convert.
+ *
+ * Why: every example of a batch is scored with the weights as they were at
+ * the batch's start, and that used to need a scoring pass over all of the
+ * batch's non-zeros before the update pass. At 2^22 slots the state spans
+ * far more 4 KiB pages than the TLB maps (this class of VM backs guest
+ * memory with 4 KiB pages even where the guest uses huge pages), so each
+ * pass paid a page walk per non-zero. With wb and tag, a slot tells its
+ * batch-start weight whenever it is read (tag within this batch's chunks:
+ * wb, else the closed form), so scoring and updating run together, a chunk
+ * of LAZY_CHUNK examples at a time, and each slot is fetched once per
+ * batch. The chunk-grained tag also tells the update whether the weight
+ * and sqrt(n) the gather computed are still current (tag != this chunk),
+ * which saves recomputing them. Tags count up to ld_trainer_tick_max
+ * (at most 2^31 - 2^21: room for a batch of chunks), then all are
+ * cleared (once in ~10^10 examples), so signed compares order them. */
+#define LAZY_SS 4
+#ifndef LAZY_CHUNK
+#define LAZY_CHUNK 4 /* examples scored, then updated, per step */
+#endif
+
+typedef struct score {
+    float pred, loss, sqerr;
+    uint32_t cls;
+    int correct;
+} score_t;
+
+/* Per-batch constants of the update rule. */
+typedef struct hp {
+    float lr, l1, l2, beta, inv_alpha, eps, b1, b2, c1, c2;
+} hp_t;
 
 struct ld_trainer {
     ld_spec_t spec;
     int df; /* LD_DF_* */
     uint32_t k, d1, s;
+    uint32_t ss;   /* floats per coordinate in sp: s, or LAZY_SS if lazy */
+    int lazy;      /* the lazy FTRL layout and fused pass (see LAZY_SS) */
+    int avx2;      /* the CPU runs the lazy pass's AVX2 loops */
+    uint32_t tick; /* lazy: tag of the chunk last trained */
+    hp_t lz;       /* lazy: FTRL constants (they do not change per batch) */
     size_t nslots;
-    float *sp; /* sparse state, layout as in struct ld_snapshot */
+    float *sp; /* sparse state, as in struct ld_snapshot unless lazy */
     size_t sp_n;
-    float *dn; /* dense state planes, k x d1 each */
+    size_t snap_n; /* floats of a snapshot's sparse state */
+    float *dn;     /* dense state planes, k x d1 each */
     size_t dn_n;
     uint64_t step;
     ld_trainer_stats_t st;
@@ -74,6 +133,9 @@ struct ld_trainer {
     float *b_z, *b_cz, *b_r; /* bcap x k: outputs, champion, gradients */
     float *g;                /* k x d1 dense gradient */
     float *b_g;              /* nnz_cap: per non-zero gradient (k = 1) */
+    float *b_wb;             /* lazy, nnz_cap: batch-start weights */
+    float *b_wn, *b_sq;      /* lazy, nnz_cap: weight and sqrt(n) now */
+    score_t *b_o;            /* bcap: each example's score */
     ld_scored_t *b_sc;
 
     ld_window_t win, cwin;
@@ -98,6 +160,49 @@ struct ld_trainer {
     ld_trainer_scored_cb *cb;
     void *cb_opaque;
 };
+
+/* ---- The lazy FTRL weight ----------------------------------------------- */
+
+int ld_trainer_force_sse;
+uint32_t ld_trainer_tick_max = LD_TRAINER_TICK_MAX;
+
+/* FTRL's weight from z and sq = sqrtf(n) (McMahan et al. 2013, eq. in
+ * Algorithm 1): the same IEEE operations in the same order as opt_step's
+ * FTRL case, so equal bit for bit to what it stores. */
+static inline float ftrl_w(float z, float sq, const hp_t *h)
+{
+    if (fabsf(z) <= h->l1)
+        return 0.0f;
+    return -(z - copysignf(h->l1, z)) / ((h->beta + sq) * h->inv_alpha + h->l2);
+}
+
+static inline uint32_t tag_of(const float *c)
+{
+    uint32_t tag;
+    memcpy(&tag, c + 3, sizeof(tag));
+    return tag;
+}
+
+#ifdef __SSE2__
+/* ftrl_w four lanes at a time (equal to ftrl_w lane by lane, NaN too:
+ * both compute the quotient unless |z| <= l1). */
+static inline __m128 ftrl_w4(__m128 z, __m128 sq, const hp_t *h)
+{
+    const __m128 neg = _mm_set1_ps(-0.0f), l1 = _mm_set1_ps(h->l1);
+    __m128 keep = _mm_cmpnle_ps(_mm_andnot_ps(neg, z), l1);
+    __m128 sl1 = _mm_or_ps(_mm_and_ps(neg, z), l1); /* copysign */
+    __m128 num = _mm_xor_ps(_mm_sub_ps(z, sl1), neg);
+    __m128 den = _mm_add_ps(_mm_mul_ps(_mm_add_ps(_mm_set1_ps(h->beta), sq),
+                                       _mm_set1_ps(h->inv_alpha)),
+                            _mm_set1_ps(h->l2));
+    return _mm_and_ps(keep, _mm_div_ps(num, den));
+}
+
+static inline __m128 select4(__m128 mask, __m128 a, __m128 b)
+{
+    return _mm_or_ps(_mm_and_ps(mask, a), _mm_andnot_ps(mask, b));
+}
+#endif
 
 /* ---- Shapes and snapshots ----------------------------------------------- */
 
@@ -225,6 +330,7 @@ const char *ld_trainer_blas_core(void)
 /* ---- Lifetime ----------------------------------------------------------- */
 
 static void prep_start(ld_trainer_t *t);
+static void make_hp(const ld_trainer_t *t, hp_t *h);
 
 static void init_state(ld_trainer_t *t)
 {
@@ -315,13 +421,20 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->k = sp->k;
     t->d1 = sp->dense_dim + 1;
     t->s = sp->s;
+    t->lazy = sp->opt == LD_OPT_FTRL && t->k == 1;
+    t->ss = t->lazy ? LAZY_SS : t->s;
+#ifdef LAZY_AVX2
+    t->avx2 = __builtin_cpu_supports("avx2");
+#endif
     t->nslots = (size_t)1 << sp->hash_bits;
-    t->sp_n = t->nslots * t->k * t->s;
+    t->sp_n = t->nslots * t->k * t->ss;
+    t->snap_n = t->nslots * t->k * t->s;
     t->dn_n = (size_t)t->s * t->k * t->d1;
     t->bcap = (size_t)conf->batch_size;
     t->batch_span = conf->batch_span;
     t->nnz_cap = t->bcap * 64;
-    t->bshift = sp->hash_bits < BLOCK_SHIFT ? sp->hash_bits : BLOCK_SHIFT;
+    uint32_t bs = t->lazy ? LAZY_BLOCK_SHIFT : BLOCK_SHIFT;
+    t->bshift = sp->hash_bits < bs ? sp->hash_bits : bs;
     t->nblocks = t->nslots >> t->bshift;
     size_t block_bytes = ((size_t)1 << t->bshift) * t->k * t->s * 4;
     t->step_blocks = (size_t)conf->snapshot_step / block_bytes;
@@ -334,6 +447,10 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_idx = malloc((t->nnz_cap + PF_DIST) * sizeof(uint32_t));
     t->b_val = malloc(t->nnz_cap * sizeof(float));
     t->b_g = malloc(t->nnz_cap * sizeof(float));
+    t->b_wb = malloc(t->nnz_cap * sizeof(float));
+    t->b_wn = malloc(t->nnz_cap * sizeof(float));
+    t->b_sq = malloc(t->nnz_cap * sizeof(float));
+    t->b_o = malloc(t->bcap * sizeof(score_t));
     t->b_x = malloc(t->bcap * t->d1 * sizeof(float));
     t->b_y = malloc(t->bcap * sizeof(float));
     t->b_w = malloc(t->bcap * sizeof(float));
@@ -353,15 +470,16 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_sc = malloc(t->bcap * sizeof(ld_scored_t));
     t->pend_buf = malloc(t->nblocks);
     if (!t->sp || !t->dn || !t->b_off || !t->b_idx || !t->b_val || !t->b_g ||
-        !t->b_x || !t->b_y || !t->b_w || !t->b_type || !t->b_time ||
-        !t->b_ltime || !t->b_srcoff || !t->b_part || !t->b_eid || !t->eid ||
-        !t->b_ex || !t->b_z || !t->b_cz || !t->b_r || !t->g || !t->b_sc ||
-        !t->pend_buf)
+        !t->b_wb || !t->b_wn || !t->b_sq || !t->b_o || !t->b_x || !t->b_y ||
+        !t->b_w || !t->b_type || !t->b_time || !t->b_ltime || !t->b_srcoff ||
+        !t->b_part || !t->b_eid || !t->eid || !t->b_ex || !t->b_z || !t->b_cz ||
+        !t->b_r || !t->g || !t->b_sc || !t->pend_buf)
         goto err;
     if (ld_window_init(&t->win, (size_t)conf->metrics_window) != LD_OK)
         goto err;
     if (ld_window_init(&t->cwin, (size_t)conf->metrics_window) != LD_OK)
         goto err;
+    make_hp(t, &t->lz);
     init_state(t);
     prep_start(t);
     openblas_set_num_threads(conf->blas_threads > 0 ? (int)conf->blas_threads
@@ -388,6 +506,10 @@ void ld_trainer_destroy(ld_trainer_t *t)
     free(t->b_idx);
     free(t->b_val);
     free(t->b_g);
+    free(t->b_wb);
+    free(t->b_wn);
+    free(t->b_sq);
+    free(t->b_o);
     free(t->b_x);
     free(t->b_y);
     free(t->b_w);
@@ -445,8 +567,54 @@ void ld_trainer_metrics(ld_trainer_t *t, ld_trainer_metrics_t *model,
 
 /* ---- Snapshots ---------------------------------------------------------- */
 
+/* Slots [from, from + n) of the lazy layout into the plain (w, z, n)
+ * layout at dst. */
+static void lazy_to_plain(const ld_trainer_t *t, size_t from, size_t n,
+                          float *dst)
+{
+    const float *src = t->sp + from * LAZY_SS;
+    size_t i = 0;
+#ifdef __SSE2__
+    /* Four slots are 12 output floats, three aligned vectors (dst is 16
+     * byte aligned and the blocks hold a multiple of 4 slots); streaming
+     * stores as in copy_block. */
+    if (n % 4 == 0 && ((uintptr_t)dst & 15) == 0) {
+        for (; i < n; i += 4, src += 4 * LAZY_SS, dst += 12) {
+            __m128 z = _mm_load_ps(src), nn = _mm_load_ps(src + 4),
+                   wb = _mm_load_ps(src + 8), tg = _mm_load_ps(src + 12);
+            _MM_TRANSPOSE4_PS(z, nn, wb, tg);
+            __m128 w = ftrl_w4(z, _mm_sqrt_ps(nn), &t->lz);
+            __m128 t0 = _mm_unpacklo_ps(w, z); /* w0 z0 w1 z1 */
+            __m128 t1 = _mm_unpackhi_ps(w, z); /* w2 z2 w3 z3 */
+            __m128 u = _mm_shuffle_ps(nn, t0, _MM_SHUFFLE(2, 2, 0, 0));
+            __m128 v = _mm_shuffle_ps(t0, nn, _MM_SHUFFLE(1, 1, 3, 3));
+            __m128 x = _mm_shuffle_ps(nn, t1, _MM_SHUFFLE(2, 2, 2, 2));
+            __m128 y = _mm_shuffle_ps(t1, nn, _MM_SHUFFLE(3, 3, 3, 3));
+            _mm_stream_ps(dst, _mm_shuffle_ps(t0, u, _MM_SHUFFLE(2, 0, 1, 0)));
+            _mm_stream_ps(dst + 4,
+                          _mm_shuffle_ps(v, t1, _MM_SHUFFLE(1, 0, 2, 0)));
+            _mm_stream_ps(dst + 8,
+                          _mm_shuffle_ps(x, y, _MM_SHUFFLE(2, 0, 2, 0)));
+        }
+        return;
+    }
+#endif
+    for (; i < n; i++, src += LAZY_SS, dst += 3) {
+        dst[0] = ftrl_w(src[0], sqrtf(src[1]), &t->lz);
+        dst[1] = src[0];
+        dst[2] = src[1];
+    }
+}
+
 static void copy_block(ld_trainer_t *t, size_t b)
 {
+    if (t->lazy) {
+        size_t n = (size_t)1 << t->bshift;
+        lazy_to_plain(t, b * n, n, t->snap->sp + b * n * 3);
+        t->pend[b] = 0;
+        t->left--;
+        return;
+    }
     size_t per = ((size_t)1 << t->bshift) * t->k * t->s;
     const float *src = t->sp + b * per;
     float *dst = t->snap->sp + b * per;
@@ -522,7 +690,7 @@ static void prep_start(ld_trainer_t *t)
     if (!a)
         return;
     a->t = t;
-    a->n = t->sp_n;
+    a->n = t->snap_n;
     if (pthread_create(&t->prep, NULL, prep_main, a) != 0) {
         free(a);
         return;
@@ -555,7 +723,7 @@ ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
         return LD_ERR_NOMEM;
     atomic_init(&s->refs, 1);
     s->spec = t->spec;
-    s->sp_n = t->sp_n;
+    s->sp_n = t->snap_n;
     s->dn_n = t->dn_n;
     /* Every byte is overwritten by the copy; a pre-faulted spare keeps
      * page faults out of the training thread. */
@@ -657,7 +825,19 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
     }
     if (t->snap)
         return LD_ERR_INVAL;
-    memcpy(t->sp, s->sp, t->sp_n * sizeof(float));
+    if (t->lazy) {
+        /* The stored weights are not needed: the closed form of (z, n)
+         * gives them back (with this config's hyperparameters). */
+        for (size_t i = 0; i < t->nslots; i++) {
+            float *c = t->sp + i * LAZY_SS;
+            c[0] = s->sp[i * 3 + 1];
+            c[1] = s->sp[i * 3 + 2];
+            c[2] = c[3] = 0.0f; /* tag 0: no batch */
+        }
+        t->tick = 0;
+    } else {
+        memcpy(t->sp, s->sp, t->sp_n * sizeof(float));
+    }
     memcpy(t->dn, s->dn, t->dn_n * sizeof(float));
     t->step = s->step;
     t->st.examples = s->examples;
@@ -671,11 +851,6 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
 }
 
 /* ---- Optimizers --------------------------------------------------------- */
-
-/* Per-batch constants of the update rule. */
-typedef struct hp {
-    float lr, l1, l2, beta, inv_alpha, eps, b1, b2, c1, c2;
-} hp_t;
 
 static inline float shrink(float w, float thr)
 {
@@ -935,6 +1110,399 @@ sparse_update_k1(ld_trainer_t *t, const hp_t *h, int opt)
 }
 #endif
 
+/* ---- The fused lazy FTRL pass ------------------------------------------- */
+
+/* The chunks of the batch being trained are tags c0 .. cur. */
+typedef struct ticks {
+    uint32_t c0, cur;
+} ticks_t;
+
+/* One FTRL step on lazy slot c for non-zero f with gradient g: opt_step's
+ * FTRL case, with the weight (and sqrt(n)) from the gather unless this
+ * chunk has stepped the slot since. */
+static inline void lazy_step(const ld_trainer_t *t, ticks_t tk, float *c,
+                             size_t f)
+{
+    const hp_t *h = &t->lz;
+    const float g = t->b_g[f];
+    uint32_t tag = tag_of(c);
+    float n = c[1], sq0 = t->b_sq[f], w = t->b_wn[f];
+    if (tag == tk.cur) {
+        sq0 = sqrtf(n);
+        w = ftrl_w(c[0], sq0, h);
+    }
+    float n2 = n + g * g, sq = sqrtf(n2);
+    c[0] = c[0] + g - (sq - sq0) * h->inv_alpha * w;
+    c[1] = n2;
+    if ((int32_t)tag < (int32_t)tk.c0)
+        c[2] = t->b_wb[f]; /* first step in this batch */
+    memcpy(c + 3, &tk.cur, sizeof(tk.cur));
+}
+
+/* While a snapshot is pending, the first step on a slot copies its whole
+ * block (copy_block), and the block's other lines are cold: fetched there,
+ * one after another, they made the first batch after a snapshot began
+ * ~0.5 ms slower. This requests them a chunk ahead, like the slots. */
+static void prefetch_blocks(const ld_trainer_t *t, const uint32_t *idx)
+{
+    const size_t per = ((size_t)1 << t->bshift) * LAZY_SS;
+    for (size_t j = 0; j < 4; j++) {
+        size_t b = idx[j] >> t->bshift;
+        if (t->pend[b])
+            for (size_t o = 0; o < per; o += 16)
+                PREFETCH_R(t->sp + b * per + o);
+    }
+}
+
+#ifdef LAZY_AVX2
+/* The lazy pass eight slots at a time where the CPU has AVX2 (chosen at
+ * run time: the build targets baseline x86-64). The square root and the
+ * division dominate the SSE loops, and here a 256-bit one costs what a
+ * 128-bit one does. Every lane does the SSE lane's operations (no FMA), so
+ * the state is the same bit for bit whichever path ran. */
+#define AVX2 __attribute__((target("avx2")))
+
+/* r_j holds slot j in its low half and slot j + 4 in its high half; within
+ * each half this is _MM_TRANSPOSE4_PS, so the rows become z, n, wb, tag of
+ * slots 0..7 in lane order. It is its own inverse. */
+static inline AVX2 void transpose8(__m256 *r0, __m256 *r1, __m256 *r2,
+                                   __m256 *r3)
+{
+    __m256 t0 = _mm256_unpacklo_ps(*r0, *r1), t1 = _mm256_unpacklo_ps(*r2, *r3),
+           t2 = _mm256_unpackhi_ps(*r0, *r1), t3 = _mm256_unpackhi_ps(*r2, *r3);
+    *r0 = _mm256_shuffle_ps(t0, t1, 0x44);
+    *r1 = _mm256_shuffle_ps(t0, t1, 0xee);
+    *r2 = _mm256_shuffle_ps(t2, t3, 0x44);
+    *r3 = _mm256_shuffle_ps(t2, t3, 0xee);
+}
+
+static inline AVX2 __m256 load2(const float *lo, const float *hi)
+{
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_load_ps(lo)),
+                                _mm_load_ps(hi), 1);
+}
+
+static inline AVX2 void store2(float *lo, float *hi, __m256 v)
+{
+    _mm_store_ps(lo, _mm256_castps256_ps128(v));
+    _mm_store_ps(hi, _mm256_extractf128_ps(v, 1));
+}
+
+static inline AVX2 __m256 select8(__m256 mask, __m256 a, __m256 b)
+{
+    return _mm256_blendv_ps(b, a, mask);
+}
+
+/* ftrl_w4, eight lanes. */
+static inline AVX2 __m256 ftrl_w8(__m256 z, __m256 sq, const hp_t *h)
+{
+    const __m256 neg = _mm256_set1_ps(-0.0f), l1 = _mm256_set1_ps(h->l1);
+    __m256 keep = _mm256_cmp_ps(_mm256_andnot_ps(neg, z), l1, _CMP_NLE_UQ);
+    __m256 sl1 = _mm256_or_ps(_mm256_and_ps(neg, z), l1);
+    __m256 num = _mm256_xor_ps(_mm256_sub_ps(z, sl1), neg);
+    __m256 den =
+        _mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_set1_ps(h->beta), sq),
+                                    _mm256_set1_ps(h->inv_alpha)),
+                      _mm256_set1_ps(h->l2));
+    return _mm256_and_ps(keep, _mm256_div_ps(num, den));
+}
+
+/* lazy_gather's loop, eight at a time; returns where it stopped. */
+static AVX2 size_t lazy_gather8(ld_trainer_t *t, ticks_t tk, size_t f,
+                                size_t f1)
+{
+    const float *sp = t->sp;
+    const uint32_t *bi = t->b_idx;
+    const __m256i before = _mm256_set1_epi32((int)tk.c0 - 1);
+    for (; f + 8 <= f1; f += 8) {
+        for (size_t j = 0; j < 8; j++)
+            PREFETCH_W(sp + (size_t)bi[f + PF_LAZY + j] * LAZY_SS);
+        const float *c[8];
+        for (size_t j = 0; j < 8; j++)
+            c[j] = sp + (size_t)bi[f + j] * LAZY_SS;
+        __m256 z = load2(c[0], c[4]), n = load2(c[1], c[5]),
+               b = load2(c[2], c[6]), tg = load2(c[3], c[7]);
+        transpose8(&z, &n, &b, &tg);
+        __m256 mine = _mm256_castsi256_ps(
+            _mm256_cmpgt_epi32(_mm256_castps_si256(tg), before));
+        __m256 s0 = _mm256_sqrt_ps(n), w = ftrl_w8(z, s0, &t->lz);
+        _mm256_storeu_ps(t->b_wb + f, select8(mine, b, w));
+        _mm256_storeu_ps(t->b_wn + f, w);
+        _mm256_storeu_ps(t->b_sq + f, s0);
+    }
+    return f;
+}
+
+/* lazy_update's loop, eight at a time; returns where it stopped. */
+static AVX2 size_t lazy_update8(ld_trainer_t *t, ticks_t tk, size_t f,
+                                size_t f1, size_t ahead, size_t lim)
+{
+    float *sp = t->sp;
+    const uint32_t *bi = t->b_idx;
+    const __m256i vcur = _mm256_set1_epi32((int)tk.cur),
+                  before = _mm256_set1_epi32((int)tk.c0 - 1);
+    const __m256 ia = _mm256_set1_ps(t->lz.inv_alpha);
+    /* Rotations by 1..4 lanes pair every lane with every other. */
+    const __m256i rot1 = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0),
+                  rot2 = _mm256_setr_epi32(2, 3, 4, 5, 6, 7, 0, 1),
+                  rot3 = _mm256_setr_epi32(3, 4, 5, 6, 7, 0, 1, 2),
+                  rot4 = _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3);
+    for (; f + 8 <= f1; f += 8) {
+        if (f < lim) {
+            for (size_t j = 0; j < 8; j++)
+                PREFETCH_W(sp + (size_t)bi[f + ahead + j] * LAZY_SS);
+            if (__builtin_expect(t->pend != NULL, 0)) {
+                prefetch_blocks(t, bi + f + ahead);
+                prefetch_blocks(t, bi + f + ahead + 4);
+            }
+        }
+        if (__builtin_expect(t->pend != NULL, 0))
+            for (size_t j = 0; j < 8; j++)
+                cow(t, bi[f + j]);
+        __m256i vi = _mm256_loadu_si256((const __m256i *)(bi + f));
+        __m256i dup = _mm256_or_si256(
+            _mm256_or_si256(
+                _mm256_cmpeq_epi32(vi, _mm256_permutevar8x32_epi32(vi, rot1)),
+                _mm256_cmpeq_epi32(vi, _mm256_permutevar8x32_epi32(vi, rot2))),
+            _mm256_or_si256(
+                _mm256_cmpeq_epi32(vi, _mm256_permutevar8x32_epi32(vi, rot3)),
+                _mm256_cmpeq_epi32(vi, _mm256_permutevar8x32_epi32(vi, rot4))));
+        if (__builtin_expect(_mm256_movemask_epi8(dup) != 0, 0)) {
+            for (size_t j = f; j < f + 8; j++)
+                lazy_step(t, tk, sp + (size_t)bi[j] * LAZY_SS, j);
+            continue;
+        }
+        float *c[8];
+        for (size_t j = 0; j < 8; j++)
+            c[j] = sp + (size_t)bi[f + j] * LAZY_SS;
+        __m256 z = load2(c[0], c[4]), n = load2(c[1], c[5]),
+               b = load2(c[2], c[6]), tg = load2(c[3], c[7]);
+        transpose8(&z, &n, &b, &tg);
+        __m256i ti = _mm256_castps_si256(tg);
+        __m256 sq0 = _mm256_loadu_ps(t->b_sq + f),
+               w = _mm256_loadu_ps(t->b_wn + f);
+        __m256 stale = _mm256_castsi256_ps(_mm256_cmpeq_epi32(ti, vcur));
+        if (__builtin_expect(_mm256_movemask_ps(stale) != 0, 0)) {
+            __m256 s1 = _mm256_sqrt_ps(n);
+            sq0 = select8(stale, s1, sq0);
+            w = select8(stale, ftrl_w8(z, s1, &t->lz), w);
+        }
+        __m256 gg = _mm256_loadu_ps(t->b_g + f);
+        n = _mm256_add_ps(n, _mm256_mul_ps(gg, gg));
+        __m256 sig = _mm256_mul_ps(_mm256_sub_ps(_mm256_sqrt_ps(n), sq0), ia);
+        z = _mm256_sub_ps(_mm256_add_ps(z, gg), _mm256_mul_ps(sig, w));
+        __m256 mine = _mm256_castsi256_ps(_mm256_cmpgt_epi32(ti, before));
+        b = select8(mine, b, _mm256_loadu_ps(t->b_wb + f));
+        tg = _mm256_castsi256_ps(vcur);
+        transpose8(&z, &n, &b, &tg);
+        store2(c[0], c[4], z);
+        store2(c[1], c[5], n);
+        store2(c[2], c[6], b);
+        store2(c[3], c[7], tg);
+    }
+    return f;
+}
+#endif
+
+/* For non-zeros [f0, f1): the batch-start weight into b_wb, and the weight
+ * and sqrt(n) as they are now into b_wn and b_sq. Prefetches the slots
+ * PF_LAZY non-zeros ahead (into the next chunk: its lines arrive while
+ * this chunk updates). */
+static void lazy_gather(ld_trainer_t *t, ticks_t tk, size_t f0, size_t f1)
+{
+    const float *sp = t->sp;
+    const uint32_t *bi = t->b_idx;
+    float *wb = t->b_wb, *wn = t->b_wn, *sq = t->b_sq;
+    size_t f = f0;
+#ifdef LAZY_AVX2
+    if (t->avx2 && !ld_trainer_force_sse)
+        f = lazy_gather8(t, tk, f, f1);
+#endif
+#ifdef __SSE2__
+    const __m128i before = _mm_set1_epi32((int)tk.c0 - 1);
+    for (; f + 4 <= f1; f += 4) {
+        for (size_t j = 0; j < 4; j++)
+            PREFETCH_W(sp + (size_t)bi[f + PF_LAZY + j] * LAZY_SS);
+        __m128 z = _mm_load_ps(sp + (size_t)bi[f] * LAZY_SS),
+               n = _mm_load_ps(sp + (size_t)bi[f + 1] * LAZY_SS),
+               b = _mm_load_ps(sp + (size_t)bi[f + 2] * LAZY_SS),
+               tg = _mm_load_ps(sp + (size_t)bi[f + 3] * LAZY_SS);
+        _MM_TRANSPOSE4_PS(z, n, b, tg);
+        __m128 mine =
+            _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_castps_si128(tg), before));
+        __m128 s0 = _mm_sqrt_ps(n), w = ftrl_w4(z, s0, &t->lz);
+        _mm_storeu_ps(wb + f, select4(mine, b, w));
+        _mm_storeu_ps(wn + f, w);
+        _mm_storeu_ps(sq + f, s0);
+    }
+#endif
+    for (; f < f1; f++) {
+        PREFETCH_W(sp + (size_t)bi[f + PF_LAZY] * LAZY_SS);
+        const float *c = sp + (size_t)bi[f] * LAZY_SS;
+        sq[f] = sqrtf(c[1]);
+        wn[f] = ftrl_w(c[0], sq[f], &t->lz);
+        wb[f] = (int32_t)tag_of(c) >= (int32_t)tk.c0 ? c[2] : wn[f];
+    }
+}
+
+/* Steps for non-zeros [f0, f1) in order, gradients in b_g. Their slots
+ * were just read by lazy_gather, so they are cached. */
+static void lazy_update(ld_trainer_t *t, ticks_t tk, size_t f0, size_t f1)
+{
+    float *sp = t->sp;
+    const float *g = t->b_g;
+    const uint32_t *bi = t->b_idx;
+    size_t f = f0;
+#ifdef __SSE2__
+    /* Four distinct slots at a time, bit for bit the scalar steps (see
+     * opt_step4); a group with a repeated slot goes the scalar way. */
+    const __m128i vcur = _mm_set1_epi32((int)tk.cur),
+                  before = _mm_set1_epi32((int)tk.c0 - 1);
+    const __m128 ia = _mm_set1_ps(t->lz.inv_alpha);
+    /* The next chunk's slots, about one chunk ahead: requested here they
+     * have the whole update, sums and scores to arrive in, where the
+     * gather's own look-ahead (PF_LAZY) is too short to cover a page walk
+     * plus a memory access. */
+    const size_t ahead = f1 - f0, lim = t->nnz_n > ahead ? t->nnz_n - ahead : 0;
+#ifdef LAZY_AVX2
+    if (t->avx2 && !ld_trainer_force_sse)
+        f = lazy_update8(t, tk, f, f1, ahead, lim);
+#endif
+    for (; f + 4 <= f1; f += 4) {
+        if (f < lim) {
+            for (size_t j = 0; j < 4; j++)
+                PREFETCH_W(sp + (size_t)bi[f + ahead + j] * LAZY_SS);
+            if (__builtin_expect(t->pend != NULL, 0))
+                prefetch_blocks(t, bi + f + ahead);
+        }
+        const uint32_t i0 = bi[f], i1 = bi[f + 1], i2 = bi[f + 2],
+                       i3 = bi[f + 3];
+        if (__builtin_expect(t->pend != NULL, 0)) {
+            cow(t, i0);
+            cow(t, i1);
+            cow(t, i2);
+            cow(t, i3);
+        }
+        if (__builtin_expect(i0 == i1 || i0 == i2 || i0 == i3 || i1 == i2 ||
+                                 i1 == i3 || i2 == i3,
+                             0)) {
+            for (size_t j = f; j < f + 4; j++)
+                lazy_step(t, tk, sp + (size_t)bi[j] * LAZY_SS, j);
+            continue;
+        }
+        float *c0 = sp + (size_t)i0 * LAZY_SS, *c1 = sp + (size_t)i1 * LAZY_SS,
+              *c2 = sp + (size_t)i2 * LAZY_SS, *c3 = sp + (size_t)i3 * LAZY_SS;
+        __m128 z = _mm_load_ps(c0), n = _mm_load_ps(c1), b = _mm_load_ps(c2),
+               tg = _mm_load_ps(c3);
+        _MM_TRANSPOSE4_PS(z, n, b, tg);
+        __m128i ti = _mm_castps_si128(tg);
+        __m128 sq0 = _mm_loadu_ps(t->b_sq + f), w = _mm_loadu_ps(t->b_wn + f);
+        /* Stepped earlier in this chunk (a hot feature): recompute. */
+        __m128 stale = _mm_castsi128_ps(_mm_cmpeq_epi32(ti, vcur));
+        if (__builtin_expect(_mm_movemask_ps(stale) != 0, 0)) {
+            __m128 s1 = _mm_sqrt_ps(n);
+            sq0 = select4(stale, s1, sq0);
+            w = select4(stale, ftrl_w4(z, s1, &t->lz), w);
+        }
+        __m128 gg = _mm_loadu_ps(g + f);
+        n = _mm_add_ps(n, _mm_mul_ps(gg, gg));
+        __m128 sig = _mm_mul_ps(_mm_sub_ps(_mm_sqrt_ps(n), sq0), ia);
+        z = _mm_sub_ps(_mm_add_ps(z, gg), _mm_mul_ps(sig, w));
+        __m128 mine = _mm_castsi128_ps(_mm_cmpgt_epi32(ti, before));
+        b = select4(mine, b, _mm_loadu_ps(t->b_wb + f));
+        tg = _mm_castsi128_ps(vcur);
+        _MM_TRANSPOSE4_PS(z, n, b, tg);
+        _mm_store_ps(c0, z);
+        _mm_store_ps(c1, n);
+        _mm_store_ps(c2, b);
+        _mm_store_ps(c3, tg);
+    }
+#endif
+    for (; f < f1; f++) {
+        if (__builtin_expect(t->pend != NULL, 0))
+            cow(t, bi[f]);
+        lazy_step(t, tk, sp + (size_t)bi[f] * LAZY_SS, f);
+    }
+}
+
+static void score_example(ld_trainer_t *t, size_t i);
+
+/* Adds each example's hashed part, sum of b_wb[f] * b_val[f], to b_z in
+ * feature order: the same sums, bit for bit, as forward()'s. Each sum is a
+ * chain of dependent additions, so four examples' chains are interleaved
+ * to keep the adder busy. */
+static void sparse_sums(ld_trainer_t *t, size_t i0, size_t i1)
+{
+    const float *wb = t->b_wb, *bv = t->b_val;
+    const uint32_t *off = t->b_off;
+    size_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        uint32_t f0 = off[i], f1 = off[i + 1], f2 = off[i + 2], f3 = off[i + 3],
+                 e3 = off[i + 4];
+        uint32_t n0 = f1 - f0, n1 = f2 - f1, n2 = f3 - f2, n3 = e3 - f3;
+        uint32_t m = n0 < n1 ? n0 : n1;
+        m = m < n2 ? m : n2;
+        m = m < n3 ? m : n3;
+        float a0 = t->b_z[i], a1 = t->b_z[i + 1], a2 = t->b_z[i + 2],
+              a3 = t->b_z[i + 3];
+        for (uint32_t j = 0; j < m; j++) {
+            a0 += wb[f0 + j] * bv[f0 + j];
+            a1 += wb[f1 + j] * bv[f1 + j];
+            a2 += wb[f2 + j] * bv[f2 + j];
+            a3 += wb[f3 + j] * bv[f3 + j];
+        }
+        for (uint32_t j = m; j < n0; j++)
+            a0 += wb[f0 + j] * bv[f0 + j];
+        for (uint32_t j = m; j < n1; j++)
+            a1 += wb[f1 + j] * bv[f1 + j];
+        for (uint32_t j = m; j < n2; j++)
+            a2 += wb[f2 + j] * bv[f2 + j];
+        for (uint32_t j = m; j < n3; j++)
+            a3 += wb[f3 + j] * bv[f3 + j];
+        t->b_z[i] = a0;
+        t->b_z[i + 1] = a1;
+        t->b_z[i + 2] = a2;
+        t->b_z[i + 3] = a3;
+    }
+    for (; i < i1; i++) {
+        float a = t->b_z[i];
+        for (uint32_t f = off[i]; f < off[i + 1]; f++)
+            a += wb[f] * bv[f];
+        t->b_z[i] = a;
+    }
+}
+
+/* Scores and trains the batch's hashed part, LAZY_CHUNK examples at a time:
+ * gather their batch-start weights, finish their scores (b_z holds the
+ * dense part), then step their slots while they are still cached. */
+static void lazy_pass(ld_trainer_t *t)
+{
+    if (t->tick + t->bn > ld_trainer_tick_max) {
+        /* Once in ~2^31 chunks: restart the tags so they stay ordered. */
+        for (size_t i = 0; i < t->nslots; i++)
+            memset(t->sp + i * LAZY_SS + 3, 0, sizeof(float));
+        t->tick = 0;
+    }
+    ticks_t tk = {t->tick + 1, t->tick};
+    const float *bv = t->b_val;
+    float *g = t->b_g;
+    for (size_t i0 = 0; i0 < t->bn; i0 += LAZY_CHUNK) {
+        size_t i1 = i0 + LAZY_CHUNK < t->bn ? i0 + LAZY_CHUNK : t->bn;
+        size_t f0 = t->b_off[i0], f1 = t->b_off[i1];
+        tk.cur = ++t->tick;
+        lazy_gather(t, tk, f0, f1);
+        sparse_sums(t, i0, i1);
+        for (size_t i = i0; i < i1; i++)
+            score_example(t, i);
+        for (size_t i = i0; i < i1; i++) {
+            const float r = t->b_r[i];
+            for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
+                g[f] = r * bv[f];
+        }
+        lazy_update(t, tk, f0, f1);
+    }
+}
+
 /* Dense block: one step per coordinate with the batch's summed gradient;
  * the bias column gets no L1/L2. */
 static inline __attribute__((always_inline)) void
@@ -962,17 +1530,24 @@ dense_update(ld_trainer_t *t, const hp_t *h, int opt)
 
 /* outputs z (bn x k) = dense part via BLAS + hashed part, for a parameter
  * set (sparse AoS state with stride s, dense weights plane 0). */
-static void forward(const ld_trainer_t *t, const float *sp, const float *dw,
-                    float *z, int write)
+static void forward_dense(const ld_trainer_t *t, const float *dw, float *z)
 {
-    const uint32_t k = t->k, s = t->s;
-    const int m = (int)t->bn, d1 = (int)t->d1;
+    const int m = (int)t->bn, d1 = (int)t->d1, k = (int)t->k;
     if (k == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, m, d1, 1.0f, t->b_x, d1, dw, 1,
                     0.0f, z, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)k, d1,
-                    1.0f, t->b_x, d1, dw, d1, 0.0f, z, (int)k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, d1, 1.0f,
+                    t->b_x, d1, dw, d1, 0.0f, z, k);
+}
+
+/* sp is in the plain layout: the model's own state unless lazy, or a
+ * snapshot's (the champion). */
+static void forward(const ld_trainer_t *t, const float *sp, const float *dw,
+                    float *z, int write)
+{
+    const uint32_t k = t->k, s = t->s;
+    forward_dense(t, dw, z);
     const size_t stride = (size_t)k * s;
     const uint32_t *bi = t->b_idx;
     const float *bv = t->b_val;
@@ -999,12 +1574,6 @@ static void forward(const ld_trainer_t *t, const float *sp, const float *dw,
         }
     }
 }
-
-typedef struct score {
-    float pred, loss, sqerr;
-    uint32_t cls;
-    int correct;
-} score_t;
 
 static inline float sigmoid(float z)
 {
@@ -1069,6 +1638,32 @@ static int matured(uint8_t type)
 
 /* ---- The micro-batch ---------------------------------------------------- */
 
+/* Example i's score from its outputs b_z (turned into predictions in
+ * place) into b_o, and its gradient into b_r. */
+static void score_example(ld_trainer_t *t, size_t i)
+{
+    const uint32_t k = t->k;
+    const int model = t->spec.model;
+    float *z = t->b_z + i * k, *r = t->b_r + i * k;
+    float y = t->b_y[i], w = t->b_w[i];
+    uint8_t type = t->b_type[i];
+    link_and_score(model, k, z, y, &t->b_o[i]);
+    if (t->df == LD_DF_FNW) {
+        float p = z[0];
+        if (type == LD_SAMPLE_FAKE_NEG)
+            w *= (1.0f - p) * (1.0f + p);
+        else if (type == LD_SAMPLE_DELAYED_POS)
+            w *= 1.0f + p;
+    }
+    /* d loss / d output: w (pred - target) for all three models. */
+    if (model == LD_MODEL_SOFTMAX) {
+        for (uint32_t c = 0; c < k; c++)
+            r[c] = w * (z[c] - (c == (uint32_t)y ? 1.0f : 0.0f));
+    } else {
+        r[0] = w * (z[0] - y);
+    }
+}
+
 static void train_batch(ld_trainer_t *t)
 {
     const uint32_t k = t->k;
@@ -1076,49 +1671,43 @@ static void train_batch(ld_trainer_t *t)
     if (t->bn == 0)
         return;
     memset(t->b_idx + t->nnz_n, 0, PF_DIST * sizeof(uint32_t));
-    forward(t, t->sp, t->dn, t->b_z, 1);
     if (t->champ)
         forward(t, t->champ->sp, t->champ->dn, t->b_cz, 0);
+    if (t->lazy) {
+        /* Scores and trains the hashed part in one pass. */
+        forward_dense(t, t->dn, t->b_z);
+        lazy_pass(t);
+    } else {
+        forward(t, t->sp, t->dn, t->b_z, 1);
+        for (size_t i = 0; i < t->bn; i++)
+            score_example(t, i);
+    }
 
     size_t nsc = 0;
     for (size_t i = 0; i < t->bn; i++) {
-        float *z = t->b_z + i * k, *r = t->b_r + i * k;
-        float y = t->b_y[i], w = t->b_w[i];
+        float y = t->b_y[i];
         uint8_t type = t->b_type[i];
-        score_t o, co = {NAN, NAN, NAN, 0, 0};
-        link_and_score(model, k, z, y, &o);
+        const score_t *o = &t->b_o[i];
+        score_t co = {NAN, NAN, NAN, 0, 0};
         if (t->champ)
             link_and_score(model, k, t->b_cz + i * k, y, &co);
-        if (t->df == LD_DF_FNW) {
-            float p = z[0];
-            if (type == LD_SAMPLE_FAKE_NEG)
-                w *= (1.0f - p) * (1.0f + p);
-            else if (type == LD_SAMPLE_DELAYED_POS)
-                w *= 1.0f + p;
-        }
-        /* d loss / d output: w (pred - target) for all three models. */
-        if (model == LD_MODEL_SOFTMAX) {
-            for (uint32_t c = 0; c < k; c++)
-                r[c] = w * (z[c] - (c == (uint32_t)y ? 1.0f : 0.0f));
-        } else {
-            r[0] = w * (z[0] - y);
-        }
         t->st.by_type[type]++;
         if (matured(type)) {
-            ld_window_push(&t->win, o.pred, model == LD_MODEL_SOFTMAX ? 1 : y,
-                           t->b_w[i], o.loss, o.sqerr, o.correct, t->b_time[i]);
+            ld_window_push(&t->win, o->pred, model == LD_MODEL_SOFTMAX ? 1 : y,
+                           t->b_w[i], o->loss, o->sqerr, o->correct,
+                           t->b_time[i]);
             if (t->champ)
                 ld_window_push(&t->cwin, co.pred,
                                model == LD_MODEL_SOFTMAX ? 1 : y, t->b_w[i],
                                co.loss, co.sqerr, co.correct, t->b_time[i]);
             ld_scored_t *sc = &t->b_sc[nsc++];
-            sc->pred = o.pred;
+            sc->pred = o->pred;
             sc->champion = co.pred;
-            sc->loss = o.loss;
+            sc->loss = o->loss;
             sc->champion_loss = co.loss;
             sc->label = y;
             sc->weight = t->b_w[i];
-            sc->pred_class = o.cls;
+            sc->pred_class = o->cls;
             sc->champion_class = co.cls;
             sc->sample_type = (ld_sample_type_t)type;
             sc->event_time_ms = t->b_time[i];
@@ -1161,7 +1750,8 @@ static void train_batch(ld_trainer_t *t)
         break;
     case LD_OPT_FTRL:
         dense_update(t, &h, LD_OPT_FTRL);
-        SPARSE_UPDATE(t, &h, LD_OPT_FTRL);
+        if (!t->lazy) /* the lazy pass has done the hashed part */
+            sparse_update(t, &h, LD_OPT_FTRL);
         break;
     default:
         dense_update(t, &h, LD_OPT_ADAM);
@@ -1240,6 +1830,13 @@ ld_err_t ld_trainer_add(ld_trainer_t *t, const ld_example_t *ex)
         if (!ng)
             return LD_ERR_NOMEM;
         t->b_g = ng;
+        float **lz[3] = {&t->b_wb, &t->b_wn, &t->b_sq};
+        for (int j = 0; j < 3; j++) {
+            float *nw = realloc(*lz[j], cap * sizeof(float));
+            if (!nw)
+                return LD_ERR_NOMEM;
+            *lz[j] = nw;
+        }
         t->nnz_cap = cap;
     }
     size_t eid_len = ex->event_id ? strlen(ex->event_id) + 1 : 0;
@@ -1300,8 +1897,15 @@ ld_err_t ld_trainer_predict(const ld_trainer_t *t, const ld_features_t *x,
         float acc = wd[d1 - 1];
         for (uint32_t j = 0; j < x->ndense; j++)
             acc += wd[j] * x->dense[j];
-        for (uint32_t f = 0; f < x->nnz; f++)
-            acc += t->sp[((size_t)x->idx[f] * k + kk) * s] * x->val[f];
+        if (t->lazy) {
+            for (uint32_t f = 0; f < x->nnz; f++) {
+                const float *c = t->sp + (size_t)x->idx[f] * LAZY_SS;
+                acc += ftrl_w(c[0], sqrtf(c[1]), &t->lz) * x->val[f];
+            }
+        } else {
+            for (uint32_t f = 0; f < x->nnz; f++)
+                acc += t->sp[((size_t)x->idx[f] * k + kk) * s] * x->val[f];
+        }
         out[kk] = acc;
     }
     score_t o;

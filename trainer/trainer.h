@@ -118,8 +118,11 @@ typedef struct ld_scored {
 } ld_scored_t;
 
 /* Called once per micro-batch with its matured (pos, default_neg) examples,
- * in order, after they are scored and before the batch trains; s and
- * everything it points to are borrowed for the duration of the call. */
+ * in order, after they are scored (with the parameters as they were at the
+ * batch's start) and before the dense block trains; one-output FTRL models
+ * score and train their hashed features in one pass, so those may already
+ * have their steps. s and everything it points to are borrowed for the
+ * duration of the call. */
 typedef void ld_trainer_scored_cb(void *opaque, const ld_scored_t *s, size_t n);
 
 typedef struct ld_trainer_stats {

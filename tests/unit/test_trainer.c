@@ -381,6 +381,120 @@ static void test_ftrl_l1_zeros(void **state)
     ld_trainer_destroy(t);
 }
 
+/* The one-output FTRL path (a fused pass over a lazy layout, see
+ * trainer.c) against a plain reference of the documented update rule: every
+ * example scored with the weights at its batch's start, then one FTRL step
+ * per non-zero in example order, the weight stored as the closed form of
+ * (z, n). Few slots, so features repeat within examples, chunks and
+ * batches. The sparse (w, z, n) state must match bit for bit after every
+ * batch; the bias comes from the trainer's own snapshot. */
+static void ftrl_step_ref(float *c, float g, float ia, float beta, float l1,
+                          float l2)
+{
+    float n = c[2], n2 = n + g * g, sq = sqrtf(n2);
+    float z = c[1] + g - (sq - sqrtf(n)) * ia * c[0];
+    c[1] = z;
+    c[2] = n2;
+    c[0] = fabsf(z) <= l1 ? 0.0f
+                          : -(z - copysignf(l1, z)) / ((beta + sq) * ia + l2);
+}
+
+static void ftrl_reference(int model, int batch, double l1, double l2)
+{
+    enum { BITS = 6, NSLOT = 1 << BITS, NF = 12, N = 600 };
+    ld_trainer_conf_t c;
+    base_conf(&c);
+    c.model = model;
+    c.optimizer = LD_OPT_FTRL;
+    c.hash_bits = BITS;
+    c.batch_size = batch;
+    c.learning_rate = 0.2;
+    c.ftrl_beta = 1.0;
+    c.l1 = l1;
+    c.l2 = l2;
+    ld_trainer_t *t = mk(&c);
+    static float ref[NSLOT * 3];
+    memset(ref, 0, sizeof(ref));
+    const float ia = (float)(1.0 / c.learning_rate), beta = (float)c.ftrl_beta,
+                fl1 = (float)l1, fl2 = (float)l2;
+    static uint32_t idx[N][NF];
+    static float val[N][NF], y[N];
+    rng_state = 99 + (uint64_t)batch;
+    for (int i = 0; i < N; i++) {
+        for (int f = 0; f < NF; f++) {
+            /* Hot slots 0..3 in every example, the rest spread out. */
+            idx[i][f] = (uint32_t)(f < 3 ? rnd() % 4 : rnd() % NSLOT);
+            val[i][f] = f % 3 ? 1.0f : (float)(2 * unif() - 1);
+        }
+        y[i] = model == LD_MODEL_LINEAR ? (float)(3 * unif())
+                                        : (float)(unif() < 0.3);
+    }
+    for (int b0 = 0; b0 < N; b0 += batch) {
+        ld_snapshot_t *s = ld_trainer_snapshot(t);
+        assert_non_null(s);
+        assert_memory_equal(s->sp, ref, sizeof(ref));
+        float bias = s->dn[0];
+        ld_snapshot_destroy(s);
+        int b1 = b0 + batch < N ? b0 + batch : N;
+        float r[64];
+        for (int i = b0; i < b1; i++) {
+            float z = bias;
+            for (int f = 0; f < NF; f++)
+                z += ref[idx[i][f] * 3] * val[i][f];
+            float p = model == LD_MODEL_LINEAR ? z : 1.0f / (1.0f + expf(-z));
+            r[i - b0] = p - y[i];
+        }
+        for (int i = b0; i < b1; i++)
+            for (int f = 0; f < NF; f++)
+                ftrl_step_ref(ref + idx[i][f] * 3, r[i - b0] * val[i][f], ia,
+                              beta, fl1, fl2);
+        for (int i = b0; i < b1; i++) {
+            ld_example_t e = ex_of(idx[i], val[i], NF, NULL, 0, y[i]);
+            assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+        }
+        assert_int_equal(ld_trainer_flush(t), LD_OK);
+    }
+    ld_snapshot_t *s = ld_trainer_snapshot(t);
+    assert_memory_equal(s->sp, ref, sizeof(ref));
+    /* predict reads the same weights. */
+    float out, want = s->dn[0];
+    ld_features_t x = {idx[0], val[0], NULL, NF, 0};
+    for (int f = 0; f < NF; f++)
+        want += ref[idx[0][f] * 3] * val[0][f];
+    if (model == LD_MODEL_LOGISTIC)
+        want = 1.0f / (1.0f + expf(-want));
+    assert_int_equal(ld_trainer_predict(t, &x, &out, 1), LD_OK);
+    assert_memory_equal(&out, &want, sizeof(out));
+    ld_snapshot_destroy(s);
+    ld_trainer_destroy(t);
+}
+
+static void test_ftrl_reference(void **state)
+{
+    (void)state;
+    static const int batches[] = {1, 3, 5, 16, 64};
+    /* Both the SSE and (where the CPU has it) the AVX2 loops; and the
+     * chunk tags restarting every few batches. */
+    for (int v = 0; v < 3; v++) {
+        ld_trainer_force_sse = v == 1;
+        ld_trainer_tick_max = v == 2 ? 100 : LD_TRAINER_TICK_MAX;
+        for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
+            ftrl_reference(LD_MODEL_LOGISTIC, batches[b], 0.0, 0.0);
+            ftrl_reference(LD_MODEL_LOGISTIC, batches[b], 0.05, 0.1);
+            ftrl_reference(LD_MODEL_LINEAR, batches[b], 0.01, 0.0);
+        }
+    }
+}
+
+/* Restores what test_ftrl_reference changes, also when it fails. */
+static int ftrl_reference_teardown(void **state)
+{
+    (void)state;
+    ld_trainer_force_sse = 0;
+    ld_trainer_tick_max = LD_TRAINER_TICK_MAX;
+    return 0;
+}
+
 /* ---- gradient checks ---------------------------------------------------- */
 
 static double loss_of(ld_trainer_t *t, int model, const ld_features_t *x,
@@ -944,6 +1058,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_separable_logistic),
         cmocka_unit_test(test_softmax_mixture),
         cmocka_unit_test(test_ftrl_l1_zeros),
+        cmocka_unit_test_teardown(test_ftrl_reference, ftrl_reference_teardown),
         cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_auc_brute_force),
         cmocka_unit_test(test_window),
