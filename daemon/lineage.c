@@ -14,6 +14,7 @@ typedef struct range {
 typedef struct advance {
     const char *topic;
     int32_t partition;
+    int64_t offset; /* the partition's next offset when it was applied */
     int64_t wall_ms, watermark_ms;
 } advance_t;
 
@@ -76,7 +77,7 @@ void ld_lineage_consumed(ld_lineage_t *l, const char *topic, int32_t partition,
 }
 
 void ld_lineage_advance(ld_lineage_t *l, const char *topic, int32_t partition,
-                        int64_t wall_ms, int64_t watermark_ms)
+                        int64_t offset, int64_t wall_ms, int64_t watermark_ms)
 {
     if (l->na == l->capa) {
         size_t cap = l->capa ? l->capa * 2 : 8;
@@ -86,7 +87,8 @@ void ld_lineage_advance(ld_lineage_t *l, const char *topic, int32_t partition,
         l->a = g;
         l->capa = cap;
     }
-    l->a[l->na++] = (advance_t){topic, partition, wall_ms, watermark_ms};
+    l->a[l->na++] =
+        (advance_t){topic, partition, offset, wall_ms, watermark_ms};
 }
 
 void ld_lineage_pb_free(Learnd__V1__Lineage *m)
@@ -99,8 +101,14 @@ void ld_lineage_pb_free(Learnd__V1__Lineage *m)
     for (size_t i = 0; i < m->n_resume; i++)
         free(m->resume[i]);
     free(m->resume);
-    for (size_t i = 0; i < m->n_watermark_advances; i++)
+    for (size_t i = 0; i < m->n_watermark_advances; i++) {
+        if (m->watermark_advances[i]) {
+            free(m->watermark_advances[i]->at ? m->watermark_advances[i]->at[0]
+                                              : NULL);
+            free(m->watermark_advances[i]->at);
+        }
         free(m->watermark_advances[i]);
+    }
     free(m->watermark_advances);
     free(m);
 }
@@ -152,6 +160,19 @@ ld_lineage_take(ld_lineage_t *l, const Learnd__V1__PartitionPosition *resume,
         a->wall_time_ms = l->a[i].wall_ms;
         a->watermark_ms = l->a[i].watermark_ms;
         m->watermark_advances[m->n_watermark_advances++] = a;
+        /* Only the idle partition's own offset: the join's output does not
+         * depend on how the partitions interleave, so a replay applies the
+         * advance when it has read that partition up to there. */
+        a->at = calloc(1, sizeof(*a->at));
+        Learnd__V1__PartitionOffset *at = a->at ? malloc(sizeof(*at)) : NULL;
+        if (!at)
+            goto nomem;
+        learnd__v1__partition_offset__init(at);
+        at->topic = (char *)l->a[i].topic;
+        at->partition = l->a[i].partition;
+        at->offset = l->a[i].offset;
+        a->at[0] = at;
+        a->n_at = 1;
     }
     for (size_t i = 0; i < l->nr; i++)
         l->r[i].first = l->r[i].last = -1;
@@ -162,8 +183,10 @@ nomem:
     return NULL;
 }
 
-/* Saved form: count, then per range: topic index (by name among the
- * config's topics), partition, first, last; little-endian. */
+/* Saved form, little-endian: count, then per range: topic (length byte +
+ * name), partition, first, last; then (since advances are kept across a
+ * restart; absent in older states) count, then per advance: topic,
+ * partition, offset, wall_ms, watermark_ms. */
 static void put(uint8_t *p, uint64_t v, int n)
 {
     for (int i = 0; i < n; i++)
@@ -178,14 +201,25 @@ static uint64_t get(const uint8_t *p, int n)
     return v;
 }
 
-#define REC 21 /* 1 + 4 + 8 + 8 */
+#define REC     21 /* 1 + 4 + 8 + 8 */
+#define ADV_REC 29 /* 1 + 4 + 8 + 8 + 8 */
+
+static size_t put_topic(uint8_t *b, const char *topic)
+{
+    size_t tl = strlen(topic);
+    if (tl > 255)
+        tl = 255;
+    b[0] = (uint8_t)tl;
+    memcpy(b + 1, topic, tl);
+    return 1 + tl;
+}
 
 ld_err_t ld_lineage_save(const ld_lineage_t *l, uint8_t **out, size_t *len)
 {
     size_t n = 0;
     for (size_t i = 0; i < l->nr; i++)
         n += l->r[i].first >= 0;
-    uint8_t *b = malloc(4 + n * (REC + 256));
+    uint8_t *b = malloc(8 + n * (REC + 256) + l->na * (ADV_REC + 256));
     if (!b)
         return LD_ERR_NOMEM;
     size_t o = 4;
@@ -194,20 +228,45 @@ ld_err_t ld_lineage_save(const ld_lineage_t *l, uint8_t **out, size_t *len)
         const range_t *r = &l->r[i];
         if (r->first < 0)
             continue;
-        size_t tl = strlen(r->topic);
-        if (tl > 255)
-            tl = 255;
-        b[o++] = (uint8_t)tl;
-        memcpy(b + o, r->topic, tl);
-        o += tl;
+        o += put_topic(b + o, r->topic);
         put(b + o, (uint32_t)r->partition, 4);
         put(b + o + 4, (uint64_t)r->first, 8);
         put(b + o + 12, (uint64_t)r->last, 8);
         o += 20;
     }
+    put(b + o, l->na, 4);
+    o += 4;
+    for (size_t i = 0; i < l->na; i++) {
+        const advance_t *a = &l->a[i];
+        o += put_topic(b + o, a->topic);
+        put(b + o, (uint32_t)a->partition, 4);
+        put(b + o + 4, (uint64_t)a->offset, 8);
+        put(b + o + 12, (uint64_t)a->wall_ms, 8);
+        put(b + o + 20, (uint64_t)a->watermark_ms, 8);
+        o += 28;
+    }
     *out = b;
     *len = o;
     return LD_OK;
+}
+
+/* The configured topic named at buf[*o] (NULL: not configured now), and
+ * *o past the name; -1 when fewer than need bytes follow the name. */
+static int get_topic(const char *const *topics, size_t ntopics,
+                     const uint8_t *buf, size_t len, size_t *o, size_t need,
+                     const char **topic)
+{
+    if (*o >= len)
+        return -1;
+    size_t tl = buf[(*o)++];
+    if (tl > len - *o || need > len - *o - tl)
+        return -1;
+    *topic = NULL;
+    for (size_t k = 0; k < ntopics && !*topic; k++)
+        if (strlen(topics[k]) == tl && memcmp(topics[k], buf + *o, tl) == 0)
+            *topic = topics[k];
+    *o += tl;
+    return 0;
 }
 
 ld_err_t ld_lineage_load(ld_lineage_t *l, const char *const *topics,
@@ -218,16 +277,9 @@ ld_err_t ld_lineage_load(ld_lineage_t *l, const char *const *topics,
     uint64_t n = get(buf, 4);
     size_t o = 4;
     for (uint64_t i = 0; i < n; i++) {
-        if (o >= len)
+        const char *topic;
+        if (get_topic(topics, ntopics, buf, len, &o, 20, &topic))
             return LD_ERR_CORRUPT;
-        size_t tl = buf[o++];
-        if (tl > len - o || 20 > len - o - tl)
-            return LD_ERR_CORRUPT;
-        const char *topic = NULL;
-        for (size_t k = 0; k < ntopics && !topic; k++)
-            if (strlen(topics[k]) == tl && memcmp(topics[k], buf + o, tl) == 0)
-                topic = topics[k];
-        o += tl;
         int32_t part = (int32_t)get(buf + o, 4);
         int64_t first = (int64_t)get(buf + o + 4, 8);
         int64_t last = (int64_t)get(buf + o + 12, 8);
@@ -239,6 +291,24 @@ ld_err_t ld_lineage_load(ld_lineage_t *l, const char *const *topics,
             return LD_ERR_NOMEM;
         r->first = first;
         r->last = last;
+    }
+    if (o == len)
+        return LD_OK; /* written before advances were kept */
+    if (len - o < 4)
+        return LD_ERR_CORRUPT;
+    n = get(buf + o, 4);
+    o += 4;
+    for (uint64_t i = 0; i < n; i++) {
+        const char *topic;
+        if (get_topic(topics, ntopics, buf, len, &o, 28, &topic))
+            return LD_ERR_CORRUPT;
+        int32_t part = (int32_t)get(buf + o, 4);
+        int64_t off = (int64_t)get(buf + o + 4, 8);
+        int64_t wall = (int64_t)get(buf + o + 12, 8);
+        int64_t wm = (int64_t)get(buf + o + 20, 8);
+        o += 28;
+        if (topic)
+            ld_lineage_advance(l, topic, part, off, wall, wm);
     }
     return o == len ? LD_OK : LD_ERR_CORRUPT;
 }

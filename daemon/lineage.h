@@ -21,9 +21,10 @@ void ld_lineage_destroy(ld_lineage_t *l);
 void ld_lineage_consumed(ld_lineage_t *l, const char *topic, int32_t partition,
                          int64_t offset);
 
-/* Notes an idle-partition watermark advance decided at wall_ms. */
+/* Notes an idle-partition watermark advance decided at wall_ms, when the
+ * partition's next offset was offset (-1: nothing read yet). */
 void ld_lineage_advance(ld_lineage_t *l, const char *topic, int32_t partition,
-                        int64_t wall_ms, int64_t watermark_ms);
+                        int64_t offset, int64_t wall_ms, int64_t watermark_ms);
 
 /* Builds the Lineage fields `consumed` and `watermark_advances` from what
  * accumulated since the last take, plus `resume` from the n positions given

@@ -15,11 +15,13 @@
 static const char usage[] =
     "usage: learnd replay -c FILE --checkpoint VERSION|PATH [--verify]\n"
     "\n"
-    "Re-reads the input topics from the beginning in a fresh consumer "
-    "group,\n"
-    "trains from scratch with FILE's settings, and stops where VERSION was\n"
-    "published (VERSION is looked up in checkpoint.dir; or give a .ckpt "
-    "PATH).\n"
+    "Re-reads the input topics in a fresh consumer group from where the run\n"
+    "that published version 1 started (as recorded in the lineage of the\n"
+    "versions in checkpoint.dir; else from the beginning), repeats the idle-\n"
+    "partition watermark advances recorded there at the offsets where they\n"
+    "were made, trains from scratch with FILE's settings, and stops where\n"
+    "VERSION was published (VERSION is looked up in checkpoint.dir; or give\n"
+    "a .ckpt PATH).\n"
     "Nothing is written to Kafka or the model store. Prints both parameter\n"
     "hashes; with --verify exits 0 when they are identical and 1 when not,\n"
     "naming the first parameter that differs.\n"
@@ -73,6 +75,99 @@ static void first_difference(const Learnd__V1__Checkpoint *a,
     printf("first difference: none in the parameter tensors\n");
 }
 
+/* What the lineages of versions 1..version recorded: where reading began
+ * and the advances to repeat. */
+typedef struct plan {
+    ld_run_start_t *start;
+    size_t nstart;
+    ld_run_advance_t *adv;
+    size_t nadv;
+    uint64_t missing;  /* versions not in the store */
+    uint64_t unplaced; /* advances without their offset (older learnd) */
+} plan_t;
+
+static const char *input_topic(const ld_config_t *conf, const char *name)
+{
+    if (strcmp(name, conf->pipeline.events_topic) == 0)
+        return conf->pipeline.events_topic;
+    if (strcmp(name, conf->pipeline.labels_topic) == 0)
+        return conf->pipeline.labels_topic;
+    return NULL;
+}
+
+static int plan_add(plan_t *p, const ld_config_t *conf,
+                    const Learnd__V1__Lineage *l)
+{
+    for (size_t i = 0; i < l->n_consumed; i++) {
+        const Learnd__V1__OffsetRange *c = l->consumed[i];
+        const char *t = input_topic(conf, c->topic);
+        if (!t || c->first_offset < 0)
+            continue;
+        size_t k = 0;
+        while (k < p->nstart && (p->start[k].topic != t ||
+                                 p->start[k].partition != c->partition))
+            k++;
+        if (k == p->nstart) {
+            ld_run_start_t *g = realloc(p->start, (p->nstart + 1) * sizeof(*g));
+            if (!g)
+                return -1;
+            p->start = g;
+            p->start[p->nstart++] =
+                (ld_run_start_t){t, c->partition, c->first_offset};
+        } else if (c->first_offset < p->start[k].offset) {
+            p->start[k].offset = c->first_offset;
+        }
+    }
+    for (size_t i = 0; i < l->n_watermark_advances; i++) {
+        const Learnd__V1__WatermarkAdvance *w = l->watermark_advances[i];
+        const char *t = input_topic(conf, w->topic);
+        if (!t)
+            continue;
+        if (w->n_at < 1 || w->at[0]->partition != w->partition ||
+            strcmp(w->at[0]->topic, w->topic) != 0) {
+            p->unplaced++;
+            continue;
+        }
+        ld_run_advance_t *g = realloc(p->adv, (p->nadv + 1) * sizeof(*g));
+        if (!g)
+            return -1;
+        p->adv = g;
+        p->adv[p->nadv++] = (ld_run_advance_t){
+            t, w->partition, w->at[0]->offset, w->watermark_ms};
+    }
+    return 0;
+}
+
+/* Reads the lineages of versions 1..version-1 from the model store, plus
+ * target's own. Without version 1 where reading began is unknown: the
+ * replay then reads from the beginning. */
+static int plan_build(plan_t *p, const ld_config_t *conf, uint64_t version,
+                      const Learnd__V1__Lineage *target)
+{
+    int have_first = version == 1;
+    for (uint64_t v = 1; v < version; v++) {
+        char file[1024], why[256];
+        ld_ckpt_t *c = NULL;
+        snprintf(file, sizeof(file), "%s/%s/%llu.ckpt", conf->checkpoint.dir,
+                 conf->trainer.name, (unsigned long long)v);
+        if (ld_ckpt_read_file(file, &c, why, sizeof(why)) != LD_OK) {
+            p->missing++;
+            continue;
+        }
+        const Learnd__V1__Checkpoint *m = ld_ckpt_message(c);
+        have_first |= v == 1;
+        int bad = m->lineage && plan_add(p, conf, m->lineage);
+        ld_ckpt_destroy(c);
+        if (bad)
+            return -1;
+    }
+    if (plan_add(p, conf, target))
+        return -1;
+    if (!have_first)
+        p->nstart = 0;
+    return 0;
+}
+
 int ld_cmd_replay(int argc, char **argv)
 {
     const char *path = NULL, *which = NULL;
@@ -108,6 +203,7 @@ int ld_cmd_replay(int argc, char **argv)
     ld_ckpt_t *orig = NULL, *again = NULL;
     ld_snapshot_t *snap = NULL;
     ld_buf_t enc = {0};
+    plan_t plan = {0};
     char file[1024], why[512];
     int digits = which[0] != '\0';
     for (const char *p = which; *p; p++)
@@ -137,12 +233,35 @@ int ld_cmd_replay(int argc, char **argv)
     uint64_t version = om->lineage->version;
     if (ld_config_apply_logging(conf) != LD_OK)
         goto out;
-    printf("replaying %s version %llu from the beginning of %s and %s\n",
+    if (plan_build(&plan, conf, version, om->lineage)) {
+        fprintf(stderr, "learnd replay: out of memory\n");
+        goto out;
+    }
+    printf("replaying %s version %llu from %s of %s and %s, repeating %zu "
+           "recorded watermark advance%s\n",
            conf->trainer.name, (unsigned long long)version,
-           conf->pipeline.events_topic, conf->pipeline.labels_topic);
+           plan.nstart ? "the recorded start" : "the beginning",
+           conf->pipeline.events_topic, conf->pipeline.labels_topic, plan.nadv,
+           plan.nadv == 1 ? "" : "s");
+    if (plan.missing)
+        printf("warning: %llu earlier version%s not in %s/%s: advances "
+               "recorded there cannot be repeated\n",
+               (unsigned long long)plan.missing,
+               plan.missing == 1 ? " is" : "s are", conf->checkpoint.dir,
+               conf->trainer.name);
+    if (plan.unplaced)
+        printf("warning: %llu recorded advance%s no offset (written by an "
+               "older learnd) and cannot be repeated\n",
+               (unsigned long long)plan.unplaced,
+               plan.unplaced == 1 ? " has" : "s have");
     fflush(stdout);
-    ld_run_opts_t opts = {
-        .until_caught_up = 1, .replay_version = version, .replayed = &snap};
+    ld_run_opts_t opts = {.until_caught_up = 1,
+                          .replay_version = version,
+                          .replayed = &snap,
+                          .replay_start = plan.start,
+                          .n_replay_start = plan.nstart,
+                          .replay_advances = plan.adv,
+                          .n_replay_advances = plan.nadv};
     int rc = ld_run(conf, &opts);
     if (rc != LD_EXIT_OK || !snap) {
         fprintf(stderr,
@@ -171,6 +290,8 @@ int ld_cmd_replay(int argc, char **argv)
     }
     code = verify && !same ? LD_EXIT_RUNTIME : LD_EXIT_OK;
 out:
+    free(plan.start);
+    free(plan.adv);
     free(enc.data);
     ld_ckpt_destroy(again);
     ld_ckpt_destroy(orig);

@@ -70,6 +70,8 @@ typedef struct run {
     int caught_up;      /* the ingest thread saw every partition's end */
     int paused;         /* the ingest thread is parked: pipeline is ours */
     int ingest_running; /* started, STOPPED not seen yet */
+    uint8_t *adv_done;  /* replay: which recorded advances were applied */
+    size_t adv_left;
     char replay_group[128];
     ld_lineage_t *lin;         /* input since the last publication */
     uint8_t published_sha[32]; /* params of the last version published */
@@ -112,6 +114,45 @@ static int kind_of(const run_t *r, const char *topic)
                                                               : LD_RECORD_LABEL;
 }
 
+/* Replay: where the original run started on topic/partition (-1: the
+ * beginning). */
+static int64_t replay_start(const run_t *r, const char *topic,
+                            int32_t partition)
+{
+    for (size_t i = 0; i < r->opts->n_replay_start; i++) {
+        const ld_run_start_t *s = &r->opts->replay_start[i];
+        if (s->partition == partition && strcmp(s->topic, topic) == 0)
+            return s->offset;
+    }
+    return -1;
+}
+
+/* Replay: repeats the recorded advances of kind/partition due once it is
+ * read up to next (the original run made them when its next offset there
+ * was the recorded one; where the other partitions were does not change
+ * what the join releases). */
+static void replay_advances(run_t *r, int kind, int32_t partition, int64_t next)
+{
+    for (size_t i = 0; r->adv_left && i < r->opts->n_replay_advances; i++) {
+        const ld_run_advance_t *a = &r->opts->replay_advances[i];
+        if (r->adv_done[i] || a->partition != partition ||
+            kind_of(r, a->topic) != kind || a->offset > next)
+            continue;
+        ld_wm_advance_t adv = {kind == LD_RECORD_EVENT ? LD_TOPIC_EVENTS
+                                                       : LD_TOPIC_LABELS,
+                               partition, a->offset, a->watermark_ms};
+        if (ld_joiner_apply_advance(r->joiner, &adv) != LD_OK) {
+            ld_log(LD_LOG_ERR, MOD,
+                   "msg=\"cannot repeat a recorded advance\" topic=%s "
+                   "partition=%d offset=%lld",
+                   a->topic, (int)partition, (long long)a->offset);
+            r->exit_code = LD_EXIT_RUNTIME;
+        }
+        r->adv_done[i] = 1;
+        r->adv_left--;
+    }
+}
+
 static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
 {
     const char *events = r->conf->pipeline.events_topic;
@@ -140,8 +181,13 @@ static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
         if (ld_joiner_resume_offsets(r->joiner, tp->partition, &eo, &lo))
             continue;
         int64_t off = strcmp(tp->topic, events) == 0 ? eo : lo;
+        if (r->replay)
+            off = replay_start(r, tp->topic, tp->partition);
         if (off >= 0)
             tp->offset = off;
+        if (r->replay) /* advances made before anything was read there */
+            replay_advances(r, kind_of(r, tp->topic), tp->partition,
+                            off >= 0 ? off : -1);
         ld_log(LD_LOG_INFO, MOD,
                "msg=\"partition assigned\" topic=%s partition=%d start=%lld",
                tp->topic, (int)tp->partition, (long long)off);
@@ -1266,6 +1312,14 @@ static int setup(run_t *r, char *errstr, size_t size)
         return LD_EXIT_USAGE;
     const char *tid = conf->daemon.transactional_id;
     r->replay = r->opts->replay_version != 0;
+    if (r->replay && r->opts->n_replay_advances) {
+        r->adv_done = calloc(r->opts->n_replay_advances, 1);
+        if (!r->adv_done) {
+            snprintf(errstr, size, "out of memory");
+            return LD_EXIT_RUNTIME;
+        }
+        r->adv_left = r->opts->n_replay_advances;
+    }
     if (r->replay) {
         /* A group of its own: the original's offsets stay untouched. */
         snprintf(r->replay_group, sizeof(r->replay_group),
@@ -1342,6 +1396,7 @@ static void teardown(run_t *r)
     ld_pipeline_destroy(r->pipe);
     free(r->next[0]);
     free(r->next[1]);
+    free(r->adv_done);
     free(r->pub_offsets); /* the producer, which wrote into it, is gone */
     for (size_t i = 0; i < r->nout; i++)
         outgoing_free(&r->out[i]);
@@ -1440,12 +1495,13 @@ static void on_advance(const ld_wm_advance_t *adv, void *opaque)
     const char *topic = adv->kind == LD_TOPIC_EVENTS
                             ? r->conf->pipeline.events_topic
                             : r->conf->pipeline.labels_topic;
-    ld_lineage_advance(r->lin, topic, adv->partition, ld_now_wall_ms(),
-                       adv->watermark_ms);
+    ld_lineage_advance(r->lin, topic, adv->partition, adv->offset,
+                       ld_now_wall_ms(), adv->watermark_ms);
     ld_log(LD_LOG_NOTICE, "join",
            "msg=\"idle partition: watermark advanced\" topic=%s "
-           "partition=%d watermark_ms=%lld",
-           topic, (int)adv->partition, (long long)adv->watermark_ms);
+           "partition=%d offset=%lld watermark_ms=%lld",
+           topic, (int)adv->partition, (long long)adv->offset,
+           (long long)adv->watermark_ms);
 }
 
 /* ---- The loop ----------------------------------------------------------- */
@@ -1474,6 +1530,8 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
     ld_err_t err;
     ld_lineage_consumed(r->lin, rec->topic, rec->partition, rec->offset);
     note_position(r, (int)rec->kind, rec->partition, rec->offset + 1);
+    if (r->adv_left)
+        replay_advances(r, (int)rec->kind, rec->partition, rec->offset);
     if (rec->kind == LD_RECORD_EVENT && packed)
         err = ld_joiner_add_event_packed(r->joiner, rec->partition, rec->offset,
                                          rec->key, rec->key_len, rec->time_ms,
@@ -1492,6 +1550,8 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
                "offset=%lld err=\"%s\"",
                rec->topic, (int)rec->partition, (long long)rec->offset,
                ld_err_str(err));
+    if (r->adv_left) /* the partition may stay idle from here */
+        replay_advances(r, (int)rec->kind, rec->partition, rec->offset + 1);
     ld_example_t ex;
     while (ld_joiner_poll(r->joiner, &ex)) {
         if (r->hooks.example)
@@ -1654,7 +1714,8 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         /* Parked: everything polled is processed, so the pipeline's lag is
          * exactly what is left to fetch. */
         ld_pipeline_lag(r.pipe, note_backlog, &r);
-        ld_joiner_idle_advance(r.joiner, now, on_advance, &r);
+        if (!r.replay) /* a replay repeats the recorded ones instead */
+            ld_joiner_idle_advance(r.joiner, now, on_advance, &r);
         report(&r);
         next_report = now + 1000;
         if (now >= next_commit) {

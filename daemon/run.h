@@ -40,6 +40,22 @@ typedef struct ld_run_hooks {
     int (*should_stop)(void *opaque);
 } ld_run_hooks_t;
 
+/* Replay: where the original run started reading a partition, and an idle
+ * watermark advance it made (recorded in checkpoint lineages). Topics name
+ * the configured input topics. */
+typedef struct ld_run_start {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+} ld_run_start_t;
+
+typedef struct ld_run_advance {
+    const char *topic;
+    int32_t partition;
+    int64_t offset; /* applied once the partition is read up to here */
+    int64_t watermark_ms;
+} ld_run_advance_t;
+
 typedef struct ld_run_opts {
     int until_caught_up; /* exit 0 once the start-up end offsets are read */
     int from_scratch;    /* ignore stored checkpoints */
@@ -52,6 +68,12 @@ typedef struct ld_run_opts {
      * ld_snapshot_destroy()). 0: not a replay. */
     uint64_t replay_version;
     ld_snapshot_t **replayed;
+    /* Replay: start offsets (partitions not listed start at the
+     * beginning) and the advances to repeat at their offsets; borrowed. */
+    const ld_run_start_t *replay_start;
+    size_t n_replay_start;
+    const ld_run_advance_t *replay_advances;
+    size_t n_replay_advances;
 } ld_run_opts_t;
 
 /* Runs the daemon until SIGTERM/SIGINT, a hook asks to stop, or (with
