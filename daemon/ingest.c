@@ -14,10 +14,12 @@
 /* Not handed out: the loop meets it inside ld_ingest_next(). */
 #define WHAT_BARRIER 99
 
-/* A sleeping side is woken once this many items (or free slots) are ready,
- * not for each: a wake-up costs two context switches, more than the loop
- * spends on a record. The thread also wakes the loop before it blocks. */
-#define WAKE_BATCH 64
+/* Each side publishes its index every this many items, not for each (the
+ * shared cache line bounced between the cores per record), and a sleeping
+ * side is woken only then: a wake-up costs two context switches, more than
+ * the loop spends on a record. A side also publishes before it waits, and
+ * the thread before it blocks in a poll, so nothing is held back. */
+#define BATCH 32
 
 enum { BARRIER_NONE = 0, BARRIER_ARRIVED, BARRIER_RELEASED };
 
@@ -39,15 +41,16 @@ struct ld_ingest {
     ld_pipeline_t *p;
     uint32_t cap;
     slot_t *slots;
-    /* head: next slot the thread fills; tail: next the loop takes. Each is
-     * written by one side only. */
+    /* head: slots the thread has published; tail: slots the loop has
+     * released. Each is written by one side only, every BATCH items. */
     _Atomic uint64_t head, tail;
+    uint64_t head_local, tail_seen; /* thread side */
+    uint64_t tail_local, head_seen; /* loop side */
     /* a side about to sleep sets its flag under mu; the other side signals
      * only when it sees it, so the common case takes no lock */
     atomic_int loop_waits, thread_waits;
     atomic_int pause_req, stop_req;
-    int barrier;          /* under mu */
-    uint32_t unsignalled; /* thread: items published since the last wake */
+    int barrier; /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t items, space, ctl;
     pthread_t thread;
@@ -79,26 +82,29 @@ static int passed(const struct timespec *dl)
 
 /* ---- Thread side -------------------------------------------------------- */
 
-/* Wakes the loop if it sleeps: force, or a batch is ready. */
-static void wake_loop(ld_ingest_t *in, int force)
+/* Hands over what was filled and wakes the loop if it sleeps. */
+static void flush_head(ld_ingest_t *in)
 {
-    if (!atomic_load(&in->loop_waits) ||
-        (!force && in->unsignalled < WAKE_BATCH))
+    if (atomic_load_explicit(&in->head, memory_order_relaxed) == in->head_local)
         return;
-    in->unsignalled = 0;
-    pthread_mutex_lock(&in->mu);
-    pthread_cond_signal(&in->items);
-    pthread_mutex_unlock(&in->mu);
+    atomic_store(&in->head, in->head_local);
+    if (atomic_load(&in->loop_waits)) {
+        pthread_mutex_lock(&in->mu);
+        pthread_cond_signal(&in->items);
+        pthread_mutex_unlock(&in->mu);
+    }
 }
 
 /* The slot to fill next, waiting for space: the back-pressure that stops
  * polling (and so fetching) while the loop is behind. */
 static slot_t *claim(ld_ingest_t *in)
 {
-    uint64_t h = atomic_load_explicit(&in->head, memory_order_relaxed);
-    while (h - atomic_load(&in->tail) >= in->cap) {
+    uint64_t h = in->head_local;
+    if (h - in->tail_seen >= in->cap)
+        in->tail_seen = atomic_load(&in->tail);
+    while (h - in->tail_seen >= in->cap) {
         struct timespec dl;
-        wake_loop(in, 1);
+        flush_head(in);
         deadline_in(&dl, 100);
         pthread_mutex_lock(&in->mu);
         atomic_store(&in->thread_waits, 1);
@@ -106,15 +112,16 @@ static slot_t *claim(ld_ingest_t *in)
             pthread_cond_timedwait(&in->space, &in->mu, &dl);
         atomic_store(&in->thread_waits, 0);
         pthread_mutex_unlock(&in->mu);
+        in->tail_seen = atomic_load(&in->tail);
     }
     return &in->slots[h % in->cap];
 }
 
 static void publish(ld_ingest_t *in, int force)
 {
-    atomic_fetch_add(&in->head, 1);
-    in->unsignalled++;
-    wake_loop(in, force);
+    in->head_local++;
+    if (force || in->head_local % BATCH == 0)
+        flush_head(in);
 }
 
 static void push_mark(ld_ingest_t *in, int what, ld_err_t err)
@@ -229,7 +236,7 @@ static void *thread_main(void *arg)
         ld_record_t rec;
         ld_err_t err = ld_pipeline_poll(in->p, 0, &rec);
         if (err == LD_ERR_TIMEOUT) {
-            wake_loop(in, 1);
+            flush_head(in);
             err = ld_pipeline_poll(in->p, 100, &rec);
         }
         if (err == LD_OK)
@@ -300,20 +307,39 @@ static void at_barrier(ld_ingest_t *in)
     pthread_mutex_unlock(&in->mu);
 }
 
+/* Releases what the loop is done with and wakes the thread if it waits
+ * for space. */
+static void flush_tail(ld_ingest_t *in)
+{
+    if (atomic_load_explicit(&in->tail, memory_order_relaxed) == in->tail_local)
+        return;
+    atomic_store(&in->tail, in->tail_local);
+    if (atomic_load(&in->thread_waits)) {
+        pthread_mutex_lock(&in->mu);
+        pthread_cond_signal(&in->space);
+        pthread_mutex_unlock(&in->mu);
+    }
+}
+
 const ld_ingest_item_t *ld_ingest_next(ld_ingest_t *in, int timeout_ms)
 {
     struct timespec dl;
     int have_dl = 0;
     for (;;) {
-        uint64_t t = atomic_load_explicit(&in->tail, memory_order_relaxed);
-        if (atomic_load_explicit(&in->head, memory_order_acquire) != t) {
+        uint64_t t = in->tail_local;
+        if (in->head_seen == t)
+            in->head_seen =
+                atomic_load_explicit(&in->head, memory_order_acquire);
+        if (in->head_seen != t) {
             slot_t *s = &in->slots[t % in->cap];
             if ((int)s->item.what != WHAT_BARRIER)
                 return &s->item;
             ld_ingest_done(in);
+            flush_tail(in);
             at_barrier(in);
             continue;
         }
+        flush_tail(in); /* about to wait: the thread may wait for space */
         if (!have_dl) {
             deadline_in(&dl, timeout_ms);
             have_dl = 1;
@@ -331,12 +357,8 @@ const ld_ingest_item_t *ld_ingest_next(ld_ingest_t *in, int timeout_ms)
 
 void ld_ingest_done(ld_ingest_t *in)
 {
-    uint64_t t = atomic_fetch_add(&in->tail, 1) + 1;
-    if (atomic_load(&in->thread_waits) && t % WAKE_BATCH == 0) {
-        pthread_mutex_lock(&in->mu);
-        pthread_cond_signal(&in->space);
-        pthread_mutex_unlock(&in->mu);
-    }
+    if (++in->tail_local % BATCH == 0)
+        flush_tail(in);
 }
 
 static void set_flag(ld_ingest_t *in, atomic_int *flag, int v)
