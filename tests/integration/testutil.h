@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers shared by the integration tests: the test broker's address, unique
  * names, librdkafka handles that fail loudly, topic creation through the admin
- * API, deadlines, and assertions that print what differed and exit(1). */
+ * API, deadlines, assertions that print what differed and exit(1), child
+ * processes, learnd's config head, runs and /metrics, and producing and
+ * reading back records. */
 #ifndef LD_TESTUTIL_H
 #define LD_TESTUTIL_H
 
@@ -9,6 +11,7 @@
 #include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -94,5 +97,95 @@ int ld_test_wait_exit(pid_t pid, int timeout_ms);
 
 /* True when the file at path contains text (first 1 MiB). */
 int ld_test_file_has(const char *path, const char *text);
+
+/* Prints the last `lines` lines of the file at path to stderr, for whoever
+ * reads a failure (a child's log); says so when it cannot. */
+void ld_test_show_tail(const char *path, int lines);
+
+/* ---- learnd: its config, runs, /metrics and outputs ---------------------- */
+
+/* The dense features of the demo stream (schemas/event.avsc), as a YAML flow
+ * list's items: "  dense_fields: [" LD_TEST_DEMO_DENSE_FIELDS "]\n". */
+#define LD_TEST_DEMO_DENSE_FIELDS                                              \
+    "f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11, f12, f13, f14, f15, "   \
+    "f16, f17, f18, f19"
+
+/* Creates (truncates) a learnd config at path and writes its head: the
+ * kafka: map with bootstrap.servers set to ld_test_bootstrap() followed by
+ * kafka_extra (more lines of that map, each "  key: value\n"; NULL for
+ * none), then the daemon: map, which commits every 200 ms and names the
+ * transactional id and topics <names>.txn, <names>.state, <names>.ckpt and
+ * <names>.triggers. Returns the file open for the rest of the config; the
+ * caller closes it with fclose. Fails the test when path cannot be
+ * written. */
+FILE *ld_test_config_begin(const char *path, const char *kafka_extra,
+                           const char *names);
+
+/* Starts `<learnd> run -c <config>`, with --until-caught-up when
+ * until_caught_up; output as ld_test_spawn (log NULL: inherited). Returns its
+ * pid; fails the test when it cannot start. */
+pid_t ld_test_spawn_run(const char *learnd, const char *config,
+                        int until_caught_up, const char *log);
+
+/* Runs `<learnd> replay -c <config> --checkpoint <version> --verify`, its
+ * stdout and stderr into the file out (truncated), and returns its exit
+ * code. When it has not exited after timeout_ms, kills it, shows the tail of
+ * out and fails the test. */
+int ld_test_replay_verify(const char *learnd, const char *config,
+                          uint64_t version, const char *out, int timeout_ms);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and
+ * closed), for a learnd's metrics.port. Fails the test when it cannot bind. */
+uint16_t ld_test_free_port(void);
+
+/* The value of one series, named exactly as /metrics writes it
+ * ("learnd_transactions_total{result=\"commit\"}"), scraped from the learnd
+ * serving /metrics on 127.0.0.1:port. Returns -1 when nothing answers there
+ * or the series is not (yet) in the answer: poll it. */
+double ld_test_metric(uint16_t port, const char *series);
+
+/* ---- Producing and reading records --------------------------------------- */
+
+/* Produces one record to partition of topic (RD_KAFKA_PARTITION_UA: the
+ * producer's partitioner), key and value copied (key: a C string), polling
+ * rk while its queue is full. Fails the test on any other error. Does not
+ * flush. */
+void ld_test_produce(rd_kafka_t *rk, const char *topic, int32_t partition,
+                     const char *key, const void *value, size_t len);
+
+struct ld_demo_gen_conf;
+/* In library ld_testutil_demo (links ld_daemon for daemon/demo.h):
+ * produces the demo generator's stream for conf (borrowed) on rk, events to
+ * topic events and labels to topic labels, each keyed by its event id, to
+ * partition FNV-1a(key) % parts, so that an event and its label share a
+ * partition (parts 0: the producer's partitioner instead). When
+ * poison_every > 0, every event whose index is a multiple of it is followed
+ * on its partition by a poison record keyed "poison": an Avro string whose
+ * length runs past the end, which learnd must dead-letter. Flushes rk (60 s).
+ * Returns the number of poison records; fails the test on any error. */
+int ld_test_produce_demo(rd_kafka_t *rk, const struct ld_demo_gen_conf *conf,
+                         const char *events, const char *labels, int parts,
+                         int poison_every);
+
+/* Called by ld_test_read_topic with each record in offset order; m is
+ * borrowed for the call. */
+typedef void ld_test_record_cb_t(const rd_kafka_message_t *m, void *opaque);
+
+/* Reads partition 0 of topic from the beginning to its end, read_committed,
+ * once ld_test_await_stable (30 s) says the end shows every committed
+ * transaction. Calls cb(m, opaque) for each record unless cb is NULL.
+ * Returns the record count and, unless hash is NULL, sets *hash to the
+ * FNV-1a 64 hash of all values in order. Fails the test on a read error or
+ * when the end is not reached within timeout_ms. */
+int64_t ld_test_read_topic(const char *topic, int timeout_ms,
+                           ld_test_record_cb_t *cb, void *opaque,
+                           uint64_t *hash);
+
+/* Reads a learnd trigger topic (as ld_test_read_topic) and writes the
+ * idempotency_key of each trigger event, one a line, into keys (size bytes,
+ * always NUL-terminated). Returns the number of events. Fails the test when
+ * an event has no idempotency_key or the keys do not fit. */
+int64_t ld_test_trigger_keys(const char *topic, int timeout_ms, char *keys,
+                             size_t size);
 
 #endif /* LD_TESTUTIL_H */
