@@ -54,19 +54,10 @@ static void write_config(const char *name, uint16_t port, char *path,
             "log:\n"
             "  level: notice\n"
             "metrics:\n"
-            "  port: %u\n"
-            "pipeline:\n"
-            "  events_topic: %s.events\n"
-            "  labels_topic: %s.labels\n"
-            "  dlq_topic: %s.%s.dlq\n"
-            "  group_id: %s.%s.group\n"
-            "  format: avro\n"
-            "  event_schema: %s/schemas/event.avsc\n"
-            "  label_schema: %s/schemas/label.avsc\n"
-            "  key_field: event_id\n"
-            "  event_time_field: event_time\n"
-            "  label_time_field: label_time\n"
-            "  dense_fields: [" LD_TEST_DEMO_DENSE_FIELDS "]\n"
+            "  port: %u\n",
+            (unsigned)port);
+    ld_test_config_demo_input(f, prefix, names);
+    fprintf(f,
             "  hash_fields: [country, ad_id, device, ctx:publisher, "
             "ctx:tags]\n"
             "  crosses: [[country, ad_id]]\n"
@@ -84,8 +75,7 @@ static void write_config(const char *name, uint16_t port, char *path,
             "  keep: 50\n"
             "triggers:\n"
             "  volume_examples: 20000\n",
-            (unsigned)port, prefix, prefix, prefix, name, prefix, name,
-            LD_SOURCE_DIR, LD_SOURCE_DIR, prefix, name, tmpdir, name);
+            prefix, name, tmpdir, name);
     fclose(f);
 }
 

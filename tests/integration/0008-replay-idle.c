@@ -83,23 +83,12 @@ static void write_config(char *path, size_t size)
 {
     snprintf(path, size, "%s/ri.yaml", tmpdir);
     FILE *f = ld_test_config_begin(path, NULL, prefix);
+    fprintf(f, "log:\n"
+               "  level: notice\n"
+               "metrics:\n"
+               "  enabled: false\n");
+    ld_test_config_demo_input(f, prefix, prefix);
     fprintf(f,
-            "log:\n"
-            "  level: notice\n"
-            "metrics:\n"
-            "  enabled: false\n"
-            "pipeline:\n"
-            "  events_topic: %s.events\n"
-            "  labels_topic: %s.labels\n"
-            "  dlq_topic: %s.dlq\n"
-            "  group_id: %s.group\n"
-            "  format: avro\n"
-            "  event_schema: %s/schemas/event.avsc\n"
-            "  label_schema: %s/schemas/label.avsc\n"
-            "  key_field: event_id\n"
-            "  event_time_field: event_time\n"
-            "  label_time_field: label_time\n"
-            "  dense_fields: [" LD_TEST_DEMO_DENSE_FIELDS "]\n"
             "  hash_fields: [country, ad_id, device]\n"
             "  label_field: clicked\n"
             "labeling:\n"
@@ -118,7 +107,6 @@ static void write_config(char *path, size_t size)
             "  volume_enabled: false\n"
             "  performance_enabled: false\n"
             "  drift_enabled: false\n",
-            prefix, prefix, prefix, prefix, LD_SOURCE_DIR, LD_SOURCE_DIR,
             tmpdir);
     fclose(f);
 }

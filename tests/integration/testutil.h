@@ -167,6 +167,14 @@ int ld_test_produce_demo(rd_kafka_t *rk, const struct ld_demo_gen_conf *conf,
                          const char *events, const char *labels, int parts,
                          int poison_every);
 
+/* In ld_testutil_demo: writes to the config f the head of a pipeline: map that
+ * reads the demo stream as ld_test_produce_demo writes it: topics
+ * <inputs>.events and <inputs>.labels, dead letters to <names>.dlq, group
+ * <names>.group, Avro with the schemas of schemas/, the demo's key and time
+ * fields and all 20 dense features. The caller writes the rest of the map
+ * (hash_fields, label_field, ...) next. f stays the caller's. */
+void ld_test_config_demo_input(FILE *f, const char *inputs, const char *names);
+
 /* Called by ld_test_read_topic with each record in offset order; m is
  * borrowed for the call. */
 typedef void ld_test_record_cb_t(const rd_kafka_message_t *m, void *opaque);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The demo generator's stream produced to the test broker (see testutil.h):
- * apart from testutil.c so that only the tests linking ld_daemon need it. */
+/* The demo generator's stream produced to the test broker, and the config
+ * that reads it (see testutil.h): apart from testutil.c so that only the
+ * tests linking ld_daemon need it. */
 #include "testutil.h"
 
 #include <string.h>
@@ -38,4 +39,22 @@ int ld_test_produce_demo(rd_kafka_t *rk, const struct ld_demo_gen_conf *conf,
     ld_demo_gen_destroy(g);
     LD_TEST_ASSERT(rd_kafka_flush(rk, 60000) == 0, "flush");
     return poison;
+}
+
+void ld_test_config_demo_input(FILE *f, const char *inputs, const char *names)
+{
+    fprintf(f,
+            "pipeline:\n"
+            "  events_topic: %s.events\n"
+            "  labels_topic: %s.labels\n"
+            "  dlq_topic: %s.dlq\n"
+            "  group_id: %s.group\n"
+            "  format: avro\n"
+            "  event_schema: %s/schemas/event.avsc\n"
+            "  label_schema: %s/schemas/label.avsc\n"
+            "  key_field: event_id\n"
+            "  event_time_field: event_time\n"
+            "  label_time_field: label_time\n"
+            "  dense_fields: [" LD_TEST_DEMO_DENSE_FIELDS "]\n",
+            inputs, inputs, names, names, LD_SOURCE_DIR, LD_SOURCE_DIR);
 }
