@@ -181,8 +181,7 @@ static int replay(const char *config, uint64_t version, const char *out)
 int main(void)
 {
     ld_test_name(prefix, sizeof(prefix), "eo");
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0004-XXXXXX");
-    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0004");
     rd_kafka_t *admin = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
     static const char *const runs[] = {"straight", "killed"};
     char t[256];
@@ -311,9 +310,7 @@ int main(void)
                 (unsigned long long)mid, (unsigned long long)ver_a);
 
     rd_kafka_destroy(admin);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        ld_test_say("could not remove %s", tmpdir);
+    ld_test_rm_rf(tmpdir);
     printf("0004-exactly-once: PASS\n");
     return 0;
 }

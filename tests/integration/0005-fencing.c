@@ -36,8 +36,7 @@ static pid_t spawn(const char *config, const char *log, int until_caught_up)
 int main(void)
 {
     ld_test_name(prefix, sizeof(prefix), "fence");
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0005-XXXXXX");
-    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0005");
     rd_kafka_t *admin = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
     char events[256], labels[256], t[256];
     snprintf(events, sizeof(events), "%s.events", prefix);
@@ -124,10 +123,7 @@ int main(void)
     ld_test_say("SIGTERM: exit 0 after %lld ms",
                 (long long)(ld_test_deadline(0) - t0));
     rd_kafka_destroy(admin);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        ld_test_say("could not remove %s", tmpdir);
+    ld_test_rm_rf(tmpdir);
     printf("0005-fencing: PASS\n");
     return 0;
 }

@@ -774,8 +774,7 @@ static void check_run(const run_conf_t *rc, int64_t wm)
 int main(void)
 {
     ld_test_name(prefix, sizeof(prefix), "audit");
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0006-XXXXXX");
-    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0006");
     build();
 
     rd_kafka_t *admin = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
@@ -824,10 +823,7 @@ int main(void)
     for (int i = 0; i < 2; i++)
         check_run(&runs[i], wm);
 
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        ld_test_say("could not remove %s", tmpdir);
+    ld_test_rm_rf(tmpdir);
     printf("0006-audit-labels: PASS\n");
     return 0;
 }

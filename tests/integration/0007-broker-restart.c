@@ -393,8 +393,7 @@ int main(void)
 {
     atexit(kill_running);
     ld_test_name(prefix, sizeof(prefix), "br");
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0007-XXXXXX");
-    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0007");
     rd_kafka_t *admin = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
     static const char *const runs[] = {"straight", "outage"};
     char t[256];
@@ -498,10 +497,7 @@ int main(void)
                 "letters, %lld audit records",
                 (unsigned long long)versions[0], poison, (long long)audit_n[0]);
 
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        ld_test_say("could not remove %s", tmpdir);
+    ld_test_rm_rf(tmpdir);
     printf("0007-broker-restart: PASS\n");
     return 0;
 }

@@ -114,8 +114,7 @@ static void write_config(char *path, size_t size)
 int main(void)
 {
     ld_test_name(prefix, sizeof(prefix), "ri");
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0008-XXXXXX");
-    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0008");
     rd_kafka_t *rk = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
     char t[256], events[256];
     topic(events, sizeof(events), "events");
@@ -221,9 +220,6 @@ int main(void)
     ld_demo_gen_destroy(g2);
     ld_demo_gen_destroy(g3);
     rd_kafka_destroy(rk);
-    char rm[128];
-    snprintf(rm, sizeof(rm), "rm -rf %s", tmpdir);
-    if (system(rm) != 0)
-        ld_test_say("cannot remove %s", tmpdir);
+    ld_test_rm_rf(tmpdir);
     return 0;
 }

@@ -319,6 +319,21 @@ int ld_test_wait_exit(pid_t pid, int timeout_ms)
     }
 }
 
+void ld_test_tmpdir(char *buf, size_t size, const char *test)
+{
+    int n = snprintf(buf, size, "/tmp/ld-%s-XXXXXX", test);
+    LD_TEST_ASSERT(n > 0 && (size_t)n < size, "tmpdir name too long");
+    LD_TEST_ASSERT(mkdtemp(buf), "mkdtemp %s", buf);
+}
+
+void ld_test_rm_rf(const char *dir)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        ld_test_say("could not remove %s", dir);
+}
+
 int ld_test_file_has(const char *path, const char *text)
 {
     FILE *f = fopen(path, "r");

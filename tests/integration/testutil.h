@@ -95,6 +95,12 @@ pid_t ld_test_spawn(char *const argv[], const char *log);
  * signal when killed), or -1 after killing it at the deadline. */
 int ld_test_wait_exit(pid_t pid, int timeout_ms);
 
+/* Creates a fresh directory /tmp/ld-<test>-XXXXXX and writes its path into
+ * buf; fails the test when it cannot. */
+void ld_test_tmpdir(char *buf, size_t size, const char *test);
+/* Removes dir and everything in it (rm -rf); says so when it cannot. */
+void ld_test_rm_rf(const char *dir);
+
 /* True when the file at path contains text (first 1 MiB). */
 int ld_test_file_has(const char *path, const char *text);
 
