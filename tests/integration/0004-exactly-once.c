@@ -190,13 +190,8 @@ int main(void)
     topic(t, sizeof(t), "labels");
     ld_test_create_topic(admin, t, PARTS, 30000);
     for (int i = 0; i < 2; i++) {
-        static const char *const outs[] = {"state", "ckpt", "triggers", "dlq"};
-        for (int k = 0; k < 4; k++) {
-            char what[64];
-            snprintf(what, sizeof(what), "%s.%s", runs[i], outs[k]);
-            topic(t, sizeof(t), what);
-            ld_test_create_topic(admin, t, 1, 30000);
-        }
+        topic(t, sizeof(t), runs[i]);
+        ld_test_create_outputs(admin, t, 0);
     }
     int poison = produce_input(admin);
     ld_test_say("produced %d events, their labels and %d poison records",

@@ -38,16 +38,12 @@ int main(void)
     ld_test_name(prefix, sizeof(prefix), "fence");
     ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0005");
     rd_kafka_t *admin = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
-    char events[256], labels[256], t[256];
+    char events[256], labels[256];
     snprintf(events, sizeof(events), "%s.events", prefix);
     snprintf(labels, sizeof(labels), "%s.labels", prefix);
     ld_test_create_topic(admin, events, 2, 30000);
     ld_test_create_topic(admin, labels, 2, 30000);
-    static const char *const outs[] = {"state", "ckpt", "triggers", "dlq"};
-    for (int k = 0; k < 4; k++) {
-        snprintf(t, sizeof(t), "%s.%s", prefix, outs[k]);
-        ld_test_create_topic(admin, t, 1, 30000);
-    }
+    ld_test_create_outputs(admin, prefix, 0);
     produce_input(admin, events, labels);
 
     char config[128];

@@ -786,14 +786,8 @@ int main(void)
     for (int i = 0; i < 2; i++) {
         /* The audit topic has one partition: its order is the release
          * order (records go to RD_KAFKA_PARTITION_UA). */
-        static const char *const outs[] = {"state", "ckpt", "triggers", "dlq",
-                                           "audit"};
-        for (int k = 0; k < 5; k++) {
-            char what[64];
-            snprintf(what, sizeof(what), "%s.%s", runs[i].name, outs[k]);
-            topic(t, sizeof(t), what);
-            ld_test_create_topic(admin, t, 1, 30000);
-        }
+        topic(t, sizeof(t), runs[i].name);
+        ld_test_create_outputs(admin, t, 1);
     }
     rd_kafka_destroy(admin);
     produce_all();

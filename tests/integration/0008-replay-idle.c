@@ -121,11 +121,7 @@ int main(void)
     ld_test_create_topic(rk, events, 2, 30000);
     topic(t, sizeof(t), "labels");
     ld_test_create_topic(rk, t, 2, 30000);
-    static const char *const outs[] = {"state", "ckpt", "triggers", "dlq"};
-    for (int k = 0; k < 4; k++) {
-        topic(t, sizeof(t), outs[k]);
-        ld_test_create_topic(rk, t, 1, 30000);
-    }
+    ld_test_create_outputs(rk, prefix, 0);
     char config[256];
     write_config(config, sizeof(config));
 

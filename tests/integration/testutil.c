@@ -250,6 +250,17 @@ void ld_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions,
     ld_test_say("created topic %s with %d partitions", topic, partitions);
 }
 
+void ld_test_create_outputs(rd_kafka_t *rk, const char *names, int audit)
+{
+    static const char *const outs[] = {"state", "ckpt", "triggers", "dlq",
+                                       "audit"};
+    for (int k = 0; k < (audit ? 5 : 4); k++) {
+        char t[512];
+        snprintf(t, sizeof(t), "%s.%s", names, outs[k]);
+        ld_test_create_topic(rk, t, 1, 30000);
+    }
+}
+
 static rd_kafka_t *isolated_reader(const char *isolation)
 {
     rd_kafka_conf_t *conf = ld_test_conf_new();

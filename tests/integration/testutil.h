@@ -77,6 +77,13 @@ rd_kafka_t *ld_test_new(rd_kafka_type_t type, rd_kafka_conf_t *conf);
 void ld_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions,
                           int timeout_ms);
 
+/* Creates the topics a learnd run writes to, named as ld_test_config_begin
+ * and ld_test_config_demo_input name them: <names>.state, <names>.ckpt,
+ * <names>.triggers and <names>.dlq, and <names>.audit when audit, each with
+ * one partition (ld_test_read_topic reads partition 0) as
+ * ld_test_create_topic does. */
+void ld_test_create_outputs(rd_kafka_t *rk, const char *names, int audit);
+
 /* Fails the test, naming what, when error is not NULL; destroys error. */
 void ld_test_check_error(const char *what, rd_kafka_error_t *error);
 
