@@ -117,12 +117,6 @@ void ld_test_show_tail(const char *path, int lines);
 
 /* ---- learnd: its config, runs, /metrics and outputs ---------------------- */
 
-/* The dense features of the demo stream (schemas/event.avsc), as a YAML flow
- * list's items: "  dense_fields: [" LD_TEST_DEMO_DENSE_FIELDS "]\n". */
-#define LD_TEST_DEMO_DENSE_FIELDS                                              \
-    "f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11, f12, f13, f14, f15, "   \
-    "f16, f17, f18, f19"
-
 /* Creates (truncates) a learnd config at path and writes its head: the
  * kafka: map with bootstrap.servers set to ld_test_bootstrap() followed by
  * kafka_extra (more lines of that map, each "  key: value\n"; NULL for

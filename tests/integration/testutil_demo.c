@@ -55,6 +55,8 @@ void ld_test_config_demo_input(FILE *f, const char *inputs, const char *names)
             "  key_field: event_id\n"
             "  event_time_field: event_time\n"
             "  label_time_field: label_time\n"
-            "  dense_fields: [" LD_TEST_DEMO_DENSE_FIELDS "]\n",
+            /* the 20 dense features of schemas/event.avsc */
+            "  dense_fields: [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, "
+            "f11, f12, f13, f14, f15, f16, f17, f18, f19]\n",
             inputs, inputs, names, names, LD_SOURCE_DIR, LD_SOURCE_DIR);
 }
