@@ -2,15 +2,11 @@
 /* Exactly-once against the real broker: a daemon killed with SIGKILL and
  * restarted several times ends with the same parameters, bit for bit, the
  * same publications and the same dead letters as one that ran through. */
-#define _GNU_SOURCE /* memmem */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,14 +21,6 @@
 
 static char prefix[128];
 static char tmpdir[64];
-
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    while (*s)
-        h = (h ^ (uint8_t)*s++) * 16777619u;
-    return h;
-}
 
 static void topic(char *buf, size_t size, const char *what)
 {
@@ -51,88 +39,25 @@ static int produce_input(rd_kafka_t *rk)
                              .start_time_ms = 1767225600000,
                              .step_ms = 5,
                              .label_delay_ms = 5000};
-    ld_demo_gen_t *g = ld_demo_gen_new(&gc);
-    LD_TEST_ASSERT(g, "generator");
-    ld_demo_record_t r;
-    int poison = 0;
-    while (ld_demo_gen_next(g, &r) == 1) {
-        int32_t part = (int32_t)(fnv1a(r.key) % PARTS);
-        rd_kafka_resp_err_t e;
-        while ((e = rd_kafka_producev(
-                    rk, RD_KAFKA_V_TOPIC(r.is_label ? labels : events),
-                    RD_KAFKA_V_PARTITION(part),
-                    RD_KAFKA_V_KEY(r.key, strlen(r.key)),
-                    RD_KAFKA_V_VALUE((void *)(uintptr_t)r.value, r.len),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(rk, 100);
-        LD_TEST_ASSERT(!e, "produce: %s", rd_kafka_err2str(e));
-        if (!r.is_label && r.index % POISON_EVERY == 0) {
-            /* An Avro string whose length runs past the end. */
-            static const char bad[] = "\x7f\x01";
-            e = rd_kafka_producev(
-                rk, RD_KAFKA_V_TOPIC(events), RD_KAFKA_V_PARTITION(part),
-                RD_KAFKA_V_KEY("poison", 6), RD_KAFKA_V_VALUE((void *)bad, 2),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-            LD_TEST_ASSERT(!e, "produce poison");
-            poison++;
-        }
-    }
-    ld_demo_gen_destroy(g);
-    LD_TEST_ASSERT(rd_kafka_flush(rk, 60000) == 0, "flush");
-    return poison;
-}
-
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    LD_TEST_ASSERT(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "bind");
-    socklen_t len = sizeof(a);
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
+    return ld_test_produce_demo(rk, &gc, events, labels, PARTS, POISON_EVERY);
 }
 
 /* Writes the config of run `name` and returns its path. */
 static void write_config(const char *name, uint16_t port, char *path,
                          size_t size)
 {
-    char dense[256] = "";
-    for (int i = 0; i < 20; i++) {
-        char f[8];
-        snprintf(f, sizeof(f), "%sf%d", i ? ", " : "", i);
-        strcat(dense, f);
-    }
+    char names[256];
+    snprintf(names, sizeof(names), "%s.%s", prefix, name);
     snprintf(path, size, "%s/%s.yaml", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    LD_TEST_ASSERT(f, "config %s", path);
+    FILE *f = ld_test_config_begin(path, NULL, names);
     fprintf(f,
-            "kafka:\n"
-            "  bootstrap.servers: %s\n"
-            "daemon:\n"
-            "  commit_interval: 200ms\n"
-            "  transactional_id: %s.%s.txn\n"
-            "  state_topic: %s.%s.state\n"
-            "  checkpoint_topic: %s.%s.ckpt\n"
-            "  trigger_topic: %s.%s.triggers\n"
             "log:\n"
             "  level: notice\n"
             "metrics:\n"
-            "  port: %u\n"
-            "pipeline:\n"
-            "  events_topic: %s.events\n"
-            "  labels_topic: %s.labels\n"
-            "  dlq_topic: %s.%s.dlq\n"
-            "  group_id: %s.%s.group\n"
-            "  format: avro\n"
-            "  event_schema: %s/schemas/event.avsc\n"
-            "  label_schema: %s/schemas/label.avsc\n"
-            "  key_field: event_id\n"
-            "  event_time_field: event_time\n"
-            "  label_time_field: label_time\n"
-            "  dense_fields: [%s]\n"
+            "  port: %u\n",
+            (unsigned)port);
+    ld_test_config_demo_input(f, prefix, names);
+    fprintf(f,
             "  hash_fields: [country, ad_id, device, ctx:publisher, "
             "ctx:tags]\n"
             "  crosses: [[country, ad_id]]\n"
@@ -150,18 +75,13 @@ static void write_config(const char *name, uint16_t port, char *path,
             "  keep: 50\n"
             "triggers:\n"
             "  volume_examples: 20000\n",
-            ld_test_bootstrap(), prefix, name, prefix, name, prefix, name,
-            prefix, name, (unsigned)port, prefix, prefix, prefix, name, prefix,
-            name, LD_SOURCE_DIR, LD_SOURCE_DIR, dense, prefix, name, tmpdir,
-            name);
+            prefix, name, tmpdir, name);
     fclose(f);
 }
 
 static pid_t spawn(const char *config)
 {
-    char *argv[] = {LD_LEARND_BIN,       "run", "-c", (char *)config,
-                    "--until-caught-up", NULL};
-    return ld_test_spawn(argv, NULL);
+    return ld_test_spawn_run(LD_LEARND_BIN, config, 1, NULL);
 }
 
 static int wait_exit(pid_t pid, int timeout_ms)
@@ -171,38 +91,10 @@ static int wait_exit(pid_t pid, int timeout_ms)
     return code;
 }
 
-/* Value of a metric line (exact series) on /metrics, or -1. */
-static double metric(uint16_t port, const char *series)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a))) {
-        close(fd);
-        return -1;
-    }
-    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
-    if (write(fd, req, sizeof(req) - 1) < 0) {
-        close(fd);
-        return -1;
-    }
-    static char buf[1 << 16];
-    size_t len = 0;
-    ssize_t n;
-    while ((n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
-        len += (size_t)n;
-    close(fd);
-    buf[len] = '\0';
-    char want[256];
-    snprintf(want, sizeof(want), "\n%s ", series);
-    const char *p = strstr(buf, want);
-    return p ? strtod(p + strlen(want), NULL) : -1;
-}
-
 /* Runs to the end; kills = SIGKILLs at commit points along the way. */
 static void run(const char *name, int kills)
 {
-    uint16_t port = free_port();
+    uint16_t port = ld_test_free_port();
     char config[256];
     write_config(name, port, config, sizeof(config));
     for (int i = 0; i < kills; i++) {
@@ -217,8 +109,8 @@ static void run(const char *name, int kills)
         double commits = -1;
         int exited = 0;
         while (ld_test_remaining(deadline)) {
-            commits =
-                metric(port, "learnd_transactions_total{result=\"commit\"}");
+            commits = ld_test_metric(
+                port, "learnd_transactions_total{result=\"commit\"}");
             if (commits >= want)
                 break;
             int st;
@@ -248,65 +140,19 @@ static void run(const char *name, int kills)
     LD_TEST_EQ_I64("learnd exit code", 0, code);
 }
 
-/* Records on a topic (only those keyed only_key, unless NULL),
- * read_committed. Also collects the idempotency keys
- * of trigger events into keys, and an FNV-1a hash of every value in order
- * into *hash (each may be NULL). */
-static int64_t count_topic(const char *t, const char *only_key,
-                           int want_idempotency_keys, char *keys, size_t ksize,
-                           uint64_t *hash)
+/* A count of the records keyed key: the manifests among the chunks on a
+ * checkpoint topic (ld_test_read_topic callback). */
+typedef struct key_count {
+    const char *key;
+    int64_t n;
+} key_count_t;
+
+static void count_key(const rd_kafka_message_t *m, void *opaque)
 {
-    uint64_t h = 1469598103934665603u;
-    ld_test_await_stable(t, 0, 30000);
-    rd_kafka_conf_t *conf = ld_test_conf_new();
-    ld_test_conf_set(conf, "isolation.level", "read_committed");
-    ld_test_conf_set(conf, "enable.partition.eof", "true");
-    ld_test_conf_set(conf, "group.id", "0004-reader");
-    rd_kafka_t *rk = ld_test_new(RD_KAFKA_CONSUMER, conf);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, t, 0)->offset =
-        RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    int64_t n = 0;
-    size_t klen = 0;
-    int64_t deadline = ld_test_deadline(30000);
-    for (;;) {
-        LD_TEST_ASSERT(ld_test_remaining(deadline), "read %s", t);
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        LD_TEST_ASSERT(!m->err, "read %s: %s", t, rd_kafka_message_errstr(m));
-        if (only_key && (m->key_len != strlen(only_key) ||
-                         memcmp(m->key, only_key, m->key_len) != 0)) {
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        n++;
-        for (size_t i = 0; i < m->len; i++)
-            h = (h ^ ((const uint8_t *)m->payload)[i]) * 1099511628211u;
-        if (want_idempotency_keys && keys) {
-            const char *p =
-                memmem(m->payload, m->len, "\"idempotency_key\":\"", 19);
-            LD_TEST_ASSERT(p, "trigger event without idempotency_key");
-            p += 19;
-            const char *end =
-                memchr(p, '"', m->len - (size_t)(p - (char *)m->payload));
-            LD_TEST_ASSERT(end, "unterminated idempotency_key");
-            klen += (size_t)snprintf(keys + klen, ksize - klen, "%.*s\n",
-                                     (int)(end - p), p);
-        }
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    if (hash)
-        *hash = h;
-    return n;
+    key_count_t *kc = opaque;
+    if (m->key_len == strlen(kc->key) &&
+        memcmp(m->key, kc->key, m->key_len) == 0)
+        kc->n++;
 }
 
 static void final_model(const char *name, uint8_t sha[32], uint64_t *version)
@@ -329,18 +175,13 @@ static void final_model(const char *name, uint8_t sha[32], uint64_t *version)
  * out (stdout and stderr); returns its exit code. */
 static int replay(const char *config, uint64_t version, const char *out)
 {
-    char v[32];
-    snprintf(v, sizeof(v), "%llu", (unsigned long long)version);
-    char *argv[] = {LD_LEARND_BIN,  "replay", "-c",       (char *)config,
-                    "--checkpoint", v,        "--verify", NULL};
-    return wait_exit(ld_test_spawn(argv, out), 120000);
+    return ld_test_replay_verify(LD_LEARND_BIN, config, version, out, 120000);
 }
 
 int main(void)
 {
     ld_test_name(prefix, sizeof(prefix), "eo");
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0004-XXXXXX");
-    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0004");
     rd_kafka_t *admin = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
     static const char *const runs[] = {"straight", "killed"};
     char t[256];
@@ -349,13 +190,8 @@ int main(void)
     topic(t, sizeof(t), "labels");
     ld_test_create_topic(admin, t, PARTS, 30000);
     for (int i = 0; i < 2; i++) {
-        static const char *const outs[] = {"state", "ckpt", "triggers", "dlq"};
-        for (int k = 0; k < 4; k++) {
-            char what[64];
-            snprintf(what, sizeof(what), "%s.%s", runs[i], outs[k]);
-            topic(t, sizeof(t), what);
-            ld_test_create_topic(admin, t, 1, 30000);
-        }
+        topic(t, sizeof(t), runs[i]);
+        ld_test_create_outputs(admin, t, 0);
     }
     int poison = produce_input(admin);
     ld_test_say("produced %d events, their labels and %d poison records",
@@ -372,7 +208,7 @@ int main(void)
         char what[64];
         snprintf(what, sizeof(what), "%s.audit", runs[i]);
         topic(t, sizeof(t), what);
-        audit_n[i] = count_topic(t, NULL, 0, NULL, 0, &audit_h[i]);
+        audit_n[i] = ld_test_read_topic(t, 30000, NULL, NULL, &audit_h[i]);
     }
     LD_TEST_ASSERT(audit_n[0] > EVENTS / 2, "audit records: %lld",
                    (long long)audit_n[0]);
@@ -415,13 +251,13 @@ int main(void)
         char what[64];
         snprintf(what, sizeof(what), "%s.dlq", runs[i]);
         topic(t, sizeof(t), what);
-        int64_t dl = count_topic(t, NULL, 0, NULL, 0, NULL);
+        int64_t dl = ld_test_read_topic(t, 30000, NULL, NULL, NULL);
         LD_TEST_ASSERT(dl == poison, "%s: %lld dead letters, want %d", runs[i],
                        (long long)dl, poison);
         snprintf(what, sizeof(what), "%s.triggers", runs[i]);
         topic(t, sizeof(t), what);
         int64_t n =
-            count_topic(t, NULL, 1, i ? keys_b : keys_a, sizeof(keys_a), NULL);
+            ld_test_trigger_keys(t, 30000, i ? keys_b : keys_a, sizeof(keys_a));
         /* the final checkpoint of --until-caught-up has no trigger event */
         LD_TEST_EQ_I64("trigger events", (int64_t)ver_a - 1, n);
     }
@@ -430,10 +266,11 @@ int main(void)
         char what[64];
         snprintf(what, sizeof(what), "%s.ckpt", runs[i]);
         topic(t, sizeof(t), what);
-        int64_t manifests = count_topic(t, "eo", 0, NULL, 0, NULL);
-        LD_TEST_ASSERT(manifests == (int64_t)ver_a,
+        key_count_t manifests = {.key = "eo"};
+        ld_test_read_topic(t, 30000, count_key, &manifests, NULL);
+        LD_TEST_ASSERT(manifests.n == (int64_t)ver_a,
                        "%s: %lld manifests for %llu versions", runs[i],
-                       (long long)manifests, (unsigned long long)ver_a);
+                       (long long)manifests.n, (unsigned long long)ver_a);
     }
     LD_TEST_ASSERT(strcmp(keys_a, keys_b) == 0,
                    "trigger idempotency keys differ:\n%s---\n%s", keys_a,
@@ -468,9 +305,7 @@ int main(void)
                 (unsigned long long)mid, (unsigned long long)ver_a);
 
     rd_kafka_destroy(admin);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        ld_test_say("could not remove %s", tmpdir);
+    ld_test_rm_rf(tmpdir);
     printf("0004-exactly-once: PASS\n");
     return 0;
 }

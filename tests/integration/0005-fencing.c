@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A second instance with the same transactional.id fences the first, which
  * exits non-zero with a clear message; the second finishes the work. */
-#define _GNU_SOURCE /* memmem */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,65 +25,31 @@ static void produce_input(rd_kafka_t *rk, const char *events,
                              .start_time_ms = 1767225600000,
                              .step_ms = 5,
                              .label_delay_ms = 5000};
-    ld_demo_gen_t *g = ld_demo_gen_new(&gc);
-    ld_demo_record_t r;
-    while (ld_demo_gen_next(g, &r) == 1) {
-        rd_kafka_resp_err_t e;
-        while ((e = rd_kafka_producev(
-                    rk, RD_KAFKA_V_TOPIC(r.is_label ? labels : events),
-                    RD_KAFKA_V_KEY(r.key, strlen(r.key)),
-                    RD_KAFKA_V_VALUE((void *)(uintptr_t)r.value, r.len),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(rk, 100);
-        LD_TEST_ASSERT(!e, "produce: %s", rd_kafka_err2str(e));
-    }
-    ld_demo_gen_destroy(g);
-    LD_TEST_ASSERT(rd_kafka_flush(rk, 60000) == 0, "flush");
+    ld_test_produce_demo(rk, &gc, events, labels, 0, 0);
 }
 
 static pid_t spawn(const char *config, const char *log, int until_caught_up)
 {
-    char *argv[] = {LD_LEARND_BIN,
-                    "run",
-                    "-c",
-                    (char *)config,
-                    until_caught_up ? "--until-caught-up" : NULL,
-                    NULL};
-    return ld_test_spawn(argv, log);
+    return ld_test_spawn_run(LD_LEARND_BIN, config, until_caught_up, log);
 }
 
 int main(void)
 {
     ld_test_name(prefix, sizeof(prefix), "fence");
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0005-XXXXXX");
-    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0005");
     rd_kafka_t *admin = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
-    char events[256], labels[256], t[256];
+    char events[256], labels[256];
     snprintf(events, sizeof(events), "%s.events", prefix);
     snprintf(labels, sizeof(labels), "%s.labels", prefix);
     ld_test_create_topic(admin, events, 2, 30000);
     ld_test_create_topic(admin, labels, 2, 30000);
-    static const char *const outs[] = {"state", "ckpt", "triggers", "dlq"};
-    for (int k = 0; k < 4; k++) {
-        snprintf(t, sizeof(t), "%s.%s", prefix, outs[k]);
-        ld_test_create_topic(admin, t, 1, 30000);
-    }
+    ld_test_create_outputs(admin, prefix, 0);
     produce_input(admin, events, labels);
 
     char config[128];
     snprintf(config, sizeof(config), "%s/learnd.yaml", tmpdir);
-    FILE *f = fopen(config, "w");
-    LD_TEST_ASSERT(f, "config");
+    FILE *f = ld_test_config_begin(config, NULL, prefix);
     fprintf(f,
-            "kafka:\n"
-            "  bootstrap.servers: %s\n"
-            "daemon:\n"
-            "  commit_interval: 200ms\n"
-            "  transactional_id: %s.txn\n"
-            "  state_topic: %s.state\n"
-            "  checkpoint_topic: %s.ckpt\n"
-            "  trigger_topic: %s.triggers\n"
             "metrics:\n"
             "  enabled: false\n"
             "pipeline:\n"
@@ -104,8 +69,8 @@ int main(void)
             "  name: fence\n"
             "checkpoint:\n"
             "  dir: %s/models\n",
-            ld_test_bootstrap(), prefix, prefix, prefix, prefix, events, labels,
-            prefix, prefix, LD_SOURCE_DIR, LD_SOURCE_DIR, tmpdir);
+            events, labels, prefix, prefix, LD_SOURCE_DIR, LD_SOURCE_DIR,
+            tmpdir);
     fclose(f);
 
     char log_a[128], log_b[128];
@@ -123,12 +88,8 @@ int main(void)
     pid_t b = spawn(config, log_b, 1);
     int code_a = ld_test_wait_exit(a, 90000);
     if (code_a != 1 ||
-        !ld_test_file_has(log_a, "msg=\"fenced: another instance took over")) {
-        char cmd[256]; /* what A did instead, for whoever reads the failure */
-        snprintf(cmd, sizeof(cmd), "tail -n 30 %s >&2", log_a);
-        if (system(cmd) != 0)
-            ld_test_say("cannot show %s", log_a);
-    }
+        !ld_test_file_has(log_a, "msg=\"fenced: another instance took over"))
+        ld_test_show_tail(log_a, 30); /* what A did instead */
     LD_TEST_EQ_I64("A's exit code", 1, code_a);
     LD_TEST_ASSERT(
         ld_test_file_has(log_a, "msg=\"fenced: another instance took over"),
@@ -158,10 +119,7 @@ int main(void)
     ld_test_say("SIGTERM: exit 0 after %lld ms",
                 (long long)(ld_test_deadline(0) - t0));
     rd_kafka_destroy(admin);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        ld_test_say("could not remove %s", tmpdir);
+    ld_test_rm_rf(tmpdir);
     printf("0005-fencing: PASS\n");
     return 0;
 }

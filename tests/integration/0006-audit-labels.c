@@ -13,12 +13,10 @@
  * per side - max_out_of_orderness) and the hashed slot (pipeline/hash.h's
  * formula) are computed. */
 #include <inttypes.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -26,8 +24,6 @@
 
 #include "pipeline/hash.h"
 #include "testutil.h"
-
-extern char **environ;
 
 #define WINDOW    10000 /* labeling.window */
 #define OOO       2000  /* labeling.max_out_of_orderness */
@@ -599,47 +595,30 @@ static void got_line(const rd_kafka_message_t *m, char *buf, size_t size)
     json_decref(o);
 }
 
-static rd_kafka_t *reader(const char *isolation)
+/* Where read_topic's callback puts the audit records as lines (lines NULL:
+ * count only); more than max records fail the test. */
+typedef struct lines_out {
+    const char *topic;
+    char (*lines)[512];
+    int n, max;
+} lines_out_t;
+
+static void add_line(const rd_kafka_message_t *m, void *opaque)
 {
-    rd_kafka_conf_t *conf = ld_test_conf_new();
-    ld_test_conf_set(conf, "isolation.level", isolation);
-    ld_test_conf_set(conf, "enable.partition.eof", "true");
-    ld_test_conf_set(conf, "group.id", "0006-reader");
-    return ld_test_new(RD_KAFKA_CONSUMER, conf);
+    lines_out_t *o = opaque;
+    LD_TEST_ASSERT(o->n < o->max, "more than %d records on %s", o->max,
+                   o->topic);
+    if (o->lines)
+        got_line(m, o->lines[o->n], 512);
+    o->n++;
 }
 
 /* Reads partition 0 of t from the beginning to its end, read_committed;
  * lines may be NULL (count only). Returns the record count. */
 static int read_topic(const char *t, char lines[][512], int max)
 {
-    rd_kafka_t *rk = reader("read_committed");
-    ld_test_await_stable(t, 0, 30000);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, t, 0)->offset =
-        RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    int n = 0;
-    int64_t deadline = ld_test_deadline(30000);
-    for (;;) {
-        LD_TEST_ASSERT(ld_test_remaining(deadline), "read %s", t);
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        LD_TEST_ASSERT(!m->err, "read %s: %s", t, rd_kafka_message_errstr(m));
-        LD_TEST_ASSERT(n < max, "more than %d records on %s", max, t);
-        if (lines)
-            got_line(m, lines[n], 512);
-        n++;
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return n;
+    lines_out_t o = {.topic = t, .lines = lines, .max = max};
+    return (int)ld_test_read_topic(t, 30000, add_line, &o, NULL);
 }
 
 /* ---- Running learnd ------------------------------------------------------ */
@@ -647,18 +626,11 @@ static int read_topic(const char *t, char lines[][512], int max)
 static void write_config(const run_conf_t *rc, char *path, size_t size)
 {
     const char *n = rc->name;
+    char names[256];
+    snprintf(names, sizeof(names), "%s.%s", prefix, n);
     snprintf(path, size, "%s/%s.yaml", tmpdir, n);
-    FILE *f = fopen(path, "w");
-    LD_TEST_ASSERT(f, "config %s", path);
+    FILE *f = ld_test_config_begin(path, NULL, names);
     fprintf(f,
-            "kafka:\n"
-            "  bootstrap.servers: %s\n"
-            "daemon:\n"
-            "  commit_interval: 200ms\n"
-            "  transactional_id: %s.%s.txn\n"
-            "  state_topic: %s.%s.state\n"
-            "  checkpoint_topic: %s.%s.ckpt\n"
-            "  trigger_topic: %s.%s.triggers\n"
             "log:\n"
             "  level: notice\n"
             "metrics:\n"
@@ -697,27 +669,10 @@ static void write_config(const run_conf_t *rc, char *path, size_t size)
             "  volume_enabled: false\n"
             "  performance_enabled: false\n"
             "  drift_enabled: false\n",
-            ld_test_bootstrap(), prefix, n, prefix, n, prefix, n, prefix, n,
             prefix, prefix, prefix, n, prefix, n, WINDOW, OOO, HORIZON,
             rc->aggregate, rc->late_policy, rc->default_label, prefix, n,
             HASH_BITS, tmpdir, n);
     fclose(f);
-}
-
-static pid_t spawn(const char *config, const char *log)
-{
-    char *argv[] = {LD_LEARND_BIN,       "run", "-c", (char *)config,
-                    "--until-caught-up", NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int rc = posix_spawn(&pid, LD_LEARND_BIN, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    LD_TEST_ASSERT(rc == 0, "spawn learnd: %s", strerror(rc));
-    return pid;
 }
 
 /* Waits for every child; returns their exit codes in code[]. */
@@ -819,8 +774,7 @@ static void check_run(const run_conf_t *rc, int64_t wm)
 int main(void)
 {
     ld_test_name(prefix, sizeof(prefix), "audit");
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0006-XXXXXX");
-    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0006");
     build();
 
     rd_kafka_t *admin = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
@@ -832,14 +786,8 @@ int main(void)
     for (int i = 0; i < 2; i++) {
         /* The audit topic has one partition: its order is the release
          * order (records go to RD_KAFKA_PARTITION_UA). */
-        static const char *const outs[] = {"state", "ckpt", "triggers", "dlq",
-                                           "audit"};
-        for (int k = 0; k < 5; k++) {
-            char what[64];
-            snprintf(what, sizeof(what), "%s.%s", runs[i].name, outs[k]);
-            topic(t, sizeof(t), what);
-            ld_test_create_topic(admin, t, 1, 30000);
-        }
+        topic(t, sizeof(t), runs[i].name);
+        ld_test_create_outputs(admin, t, 1);
     }
     rd_kafka_destroy(admin);
     produce_all();
@@ -854,7 +802,7 @@ int main(void)
         char config[256];
         write_config(&runs[i], config, sizeof(config));
         snprintf(logs[i], sizeof(logs[i]), "%s/%s.log", tmpdir, runs[i].name);
-        pid[i] = spawn(config, logs[i]);
+        pid[i] = ld_test_spawn_run(LD_LEARND_BIN, config, 1, logs[i]);
     }
     wait_all(pid, code, 2, TIMEOUT);
     for (int i = 0; i < 2; i++)
@@ -869,10 +817,7 @@ int main(void)
     for (int i = 0; i < 2; i++)
         check_run(&runs[i], wm);
 
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        ld_test_say("could not remove %s", tmpdir);
+    ld_test_rm_rf(tmpdir);
     printf("0006-audit-labels: PASS\n");
     return 0;
 }

@@ -31,14 +31,10 @@
  * partition look idle, and the idle advance turned the backlog late (exit
  * 0, three quarters of the examples lost); a publication caught in the
  * outage timed out its 30 s flush and crashed on freed delivery offsets. */
-#define _GNU_SOURCE /* memmem */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,14 +65,6 @@ static void kill_running(void)
     }
 }
 
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    while (*s)
-        h = (h ^ (uint8_t)*s++) * 16777619u;
-    return h;
-}
-
 static void topic(char *buf, size_t size, const char *what)
 {
     snprintf(buf, size, "%s.%s", prefix, what);
@@ -94,48 +82,7 @@ static int produce_input(rd_kafka_t *rk)
                              .start_time_ms = 1767225600000,
                              .step_ms = 5,
                              .label_delay_ms = 5000};
-    ld_demo_gen_t *g = ld_demo_gen_new(&gc);
-    LD_TEST_ASSERT(g, "generator");
-    ld_demo_record_t r;
-    int poison = 0;
-    while (ld_demo_gen_next(g, &r) == 1) {
-        int32_t part = (int32_t)(fnv1a(r.key) % PARTS);
-        rd_kafka_resp_err_t e;
-        while ((e = rd_kafka_producev(
-                    rk, RD_KAFKA_V_TOPIC(r.is_label ? labels : events),
-                    RD_KAFKA_V_PARTITION(part),
-                    RD_KAFKA_V_KEY(r.key, strlen(r.key)),
-                    RD_KAFKA_V_VALUE((void *)(uintptr_t)r.value, r.len),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(rk, 100);
-        LD_TEST_ASSERT(!e, "produce: %s", rd_kafka_err2str(e));
-        if (!r.is_label && r.index % POISON_EVERY == 0) {
-            /* An Avro string whose length runs past the end. */
-            static const char bad[] = "\x7f\x01";
-            e = rd_kafka_producev(
-                rk, RD_KAFKA_V_TOPIC(events), RD_KAFKA_V_PARTITION(part),
-                RD_KAFKA_V_KEY("poison", 6), RD_KAFKA_V_VALUE((void *)bad, 2),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-            LD_TEST_ASSERT(!e, "produce poison");
-            poison++;
-        }
-    }
-    ld_demo_gen_destroy(g);
-    LD_TEST_ASSERT(rd_kafka_flush(rk, 60000) == 0, "flush");
-    return poison;
-}
-
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    LD_TEST_ASSERT(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "bind");
-    socklen_t len = sizeof(a);
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
+    return ld_test_produce_demo(rk, &gc, events, labels, PARTS, POISON_EVERY);
 }
 
 /* Writes the config of run `name` into path. The consumer prefetches at
@@ -145,41 +92,19 @@ static uint16_t free_port(void)
 static void write_config(const char *name, uint16_t port, char *path,
                          size_t size)
 {
-    char dense[256] = "";
-    for (int i = 0; i < 20; i++) {
-        char f[8];
-        snprintf(f, sizeof(f), "%sf%d", i ? ", " : "", i);
-        strcat(dense, f);
-    }
+    char names[256];
+    snprintf(names, sizeof(names), "%s.%s", prefix, name);
     snprintf(path, size, "%s/%s.yaml", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    LD_TEST_ASSERT(f, "config %s", path);
+    FILE *f = ld_test_config_begin(path, "  queued.max.messages.kbytes: 4096\n",
+                                   names);
     fprintf(f,
-            "kafka:\n"
-            "  bootstrap.servers: %s\n"
-            "  queued.max.messages.kbytes: 4096\n"
-            "daemon:\n"
-            "  commit_interval: 200ms\n"
-            "  transactional_id: %s.%s.txn\n"
-            "  state_topic: %s.%s.state\n"
-            "  checkpoint_topic: %s.%s.ckpt\n"
-            "  trigger_topic: %s.%s.triggers\n"
             "log:\n"
             "  level: notice\n"
             "metrics:\n"
-            "  port: %u\n"
-            "pipeline:\n"
-            "  events_topic: %s.events\n"
-            "  labels_topic: %s.labels\n"
-            "  dlq_topic: %s.%s.dlq\n"
-            "  group_id: %s.%s.group\n"
-            "  format: avro\n"
-            "  event_schema: %s/schemas/event.avsc\n"
-            "  label_schema: %s/schemas/label.avsc\n"
-            "  key_field: event_id\n"
-            "  event_time_field: event_time\n"
-            "  label_time_field: label_time\n"
-            "  dense_fields: [%s]\n"
+            "  port: %u\n",
+            (unsigned)port);
+    ld_test_config_demo_input(f, prefix, names);
+    fprintf(f,
             "  hash_fields: [country, ad_id, device, ctx:publisher, "
             "ctx:tags]\n"
             "  crosses: [[country, ad_id]]\n"
@@ -197,47 +122,14 @@ static void write_config(const char *name, uint16_t port, char *path,
             "  keep: 50\n"
             "triggers:\n"
             "  volume_examples: 20000\n",
-            ld_test_bootstrap(), prefix, name, prefix, name, prefix, name,
-            prefix, name, (unsigned)port, prefix, prefix, prefix, name, prefix,
-            name, LD_SOURCE_DIR, LD_SOURCE_DIR, dense, prefix, name, tmpdir,
-            name);
+            prefix, name, tmpdir, name);
     fclose(f);
 }
 
 static pid_t spawn(const char *config)
 {
-    char *argv[] = {LD_LEARND_BIN,       "run", "-c", (char *)config,
-                    "--until-caught-up", NULL};
-    running = ld_test_spawn(argv, NULL);
+    running = ld_test_spawn_run(LD_LEARND_BIN, config, 1, NULL);
     return running;
-}
-
-/* Value of a metric line (exact series) on /metrics, or -1. */
-static double metric(uint16_t port, const char *series)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a))) {
-        close(fd);
-        return -1;
-    }
-    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
-    if (write(fd, req, sizeof(req) - 1) < 0) {
-        close(fd);
-        return -1;
-    }
-    static char buf[1 << 16];
-    size_t len = 0;
-    ssize_t n;
-    while ((n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
-        len += (size_t)n;
-    close(fd);
-    buf[len] = '\0';
-    char want[256];
-    snprintf(want, sizeof(want), "\n%s ", series);
-    const char *p = strstr(buf, want);
-    return p ? strtod(p + strlen(want), NULL) : -1;
 }
 
 #define COMMITS "learnd_transactions_total{result=\"commit\"}"
@@ -275,7 +167,8 @@ static int await_exit(pid_t pid, uint16_t port, int timeout_ms, double *commits,
         }
         LD_TEST_ASSERT(ld_test_remaining(deadline),
                        "learnd did not exit within %d ms", timeout_ms);
-        double c = metric(port, COMMITS), a = metric(port, ABORTS);
+        double c = ld_test_metric(port, COMMITS),
+               a = ld_test_metric(port, ABORTS);
         if (c > *commits)
             *commits = c;
         if (a > *aborts)
@@ -288,7 +181,7 @@ static int await_exit(pid_t pid, uint16_t port, int timeout_ms, double *commits,
 static void run_straight(void)
 {
     char config[256];
-    uint16_t port = free_port();
+    uint16_t port = ld_test_free_port();
     write_config("straight", port, config, sizeof(config));
     double commits = 0, aborts = 0;
     int code = await_exit(spawn(config), port, 180000, &commits, &aborts);
@@ -299,13 +192,13 @@ static void run_straight(void)
 static void run_outage(void)
 {
     char config[256];
-    uint16_t port = free_port();
+    uint16_t port = ld_test_free_port();
     write_config("outage", port, config, sizeof(config));
     pid_t pid = spawn(config);
     int64_t deadline = ld_test_deadline(60000);
     double commits = -1;
     while (ld_test_remaining(deadline)) {
-        commits = metric(port, COMMITS);
+        commits = ld_test_metric(port, COMMITS);
         if (commits >= KILL_AFTER_COMMITS)
             break;
         int st;
@@ -320,7 +213,7 @@ static void run_outage(void)
                    KILL_AFTER_COMMITS, commits);
     broker_ctl("stop.sh", "--kill");
     int64_t t_kill = ld_test_deadline(0);
-    double at_kill = metric(port, COMMITS);
+    double at_kill = ld_test_metric(port, COMMITS);
     ld_test_say("broker killed after %.0f commit points", at_kill);
     /* Down for DOWN_MS, then its restart: the daemon must neither exit nor
      * commit meanwhile. */
@@ -332,7 +225,7 @@ static void run_outage(void)
                        st);
         usleep(50000); /* the outage is a stretch of time, not an event */
     }
-    double during = metric(port, COMMITS);
+    double during = ld_test_metric(port, COMMITS);
     LD_TEST_ASSERT(during == at_kill,
                    "%.0f commit points while the broker was dead (%.0f at "
                    "the kill)",
@@ -376,58 +269,22 @@ static void recs_free(recs_t *r)
     *r = (recs_t){0};
 }
 
-/* Reads partition 0 of topic t from the start to its end, read_committed.
- * With keep, returns every record in *out (caller frees with recs_free);
- * always returns the count and an FNV-1a hash of the values in order. */
-static int64_t read_topic(const char *t, recs_t *keep, uint64_t *hash)
+/* Keeps a copy of record m in the recs_t opaque (ld_test_read_topic
+ * callback; the caller frees the copies with recs_free). */
+static void keep_record(const rd_kafka_message_t *m, void *opaque)
 {
-    uint64_t h = 1469598103934665603u;
-    ld_test_await_stable(t, 0, 30000);
-    rd_kafka_conf_t *conf = ld_test_conf_new();
-    ld_test_conf_set(conf, "isolation.level", "read_committed");
-    ld_test_conf_set(conf, "enable.partition.eof", "true");
-    ld_test_conf_set(conf, "group.id", "0007-reader");
-    rd_kafka_t *rk = ld_test_new(RD_KAFKA_CONSUMER, conf);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, t, 0)->offset =
-        RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    int64_t n = 0;
-    int64_t deadline = ld_test_deadline(60000);
-    for (;;) {
-        LD_TEST_ASSERT(ld_test_remaining(deadline), "read %s", t);
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        LD_TEST_ASSERT(!m->err, "read %s: %s", t, rd_kafka_message_errstr(m));
-        n++;
-        for (size_t i = 0; i < m->len; i++)
-            h = (h ^ ((const uint8_t *)m->payload)[i]) * 1099511628211u;
-        if (keep) {
-            if (keep->n == keep->cap) {
-                keep->cap = keep->cap ? keep->cap * 2 : 64;
-                keep->v = realloc(keep->v, keep->cap * sizeof(*keep->v));
-                LD_TEST_ASSERT(keep->v, "out of memory");
-            }
-            rec_t *r = &keep->v[keep->n++];
-            r->key = strndup(m->key ? m->key : "", m->key_len);
-            r->val = malloc(m->len ? m->len : 1);
-            LD_TEST_ASSERT(r->key && r->val, "out of memory");
-            memcpy(r->val, m->payload, m->len);
-            r->len = m->len;
-        }
-        rd_kafka_message_destroy(m);
+    recs_t *keep = opaque;
+    if (keep->n == keep->cap) {
+        keep->cap = keep->cap ? keep->cap * 2 : 64;
+        keep->v = realloc(keep->v, keep->cap * sizeof(*keep->v));
+        LD_TEST_ASSERT(keep->v, "out of memory");
     }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    if (hash)
-        *hash = h;
-    return n;
+    rec_t *r = &keep->v[keep->n++];
+    r->key = strndup(m->key ? m->key : "", m->key_len);
+    r->val = malloc(m->len ? m->len : 1);
+    LD_TEST_ASSERT(r->key && r->val, "out of memory");
+    memcpy(r->val, m->payload, m->len);
+    r->len = m->len;
 }
 
 /* What a run published, read back from its checkpoint topic: one manifest
@@ -440,7 +297,7 @@ static uint64_t published(const char *run, uint8_t params[][32], size_t max)
     snprintf(what, sizeof(what), "%s.ckpt", run);
     topic(t, sizeof(t), what);
     recs_t recs = {0};
-    read_topic(t, &recs, NULL);
+    ld_test_read_topic(t, 60000, keep_record, &recs, NULL);
     uint64_t n = 0;
     for (size_t i = 0; i < recs.n; i++) {
         if (strcmp(recs.v[i].key, MODEL) != 0)
@@ -493,24 +350,7 @@ static int64_t trigger_keys(const char *run, char *keys, size_t size)
     char t[256], what[64];
     snprintf(what, sizeof(what), "%s.triggers", run);
     topic(t, sizeof(t), what);
-    recs_t recs = {0};
-    int64_t n = read_topic(t, &recs, NULL);
-    size_t len = 0;
-    keys[0] = '\0';
-    for (size_t i = 0; i < recs.n; i++) {
-        const char *p =
-            memmem(recs.v[i].val, recs.v[i].len, "\"idempotency_key\":\"", 19);
-        LD_TEST_ASSERT(p, "trigger event without idempotency_key");
-        p += 19;
-        const char *end =
-            memchr(p, '"', recs.v[i].len - (size_t)(p - (char *)recs.v[i].val));
-        LD_TEST_ASSERT(end, "unterminated idempotency_key");
-        len += (size_t)snprintf(keys + len, size - len, "%.*s\n",
-                                (int)(end - p), p);
-        LD_TEST_ASSERT(len < size, "too many trigger events");
-    }
-    recs_free(&recs);
-    return n;
+    return ld_test_trigger_keys(t, 60000, keys, size);
 }
 
 /* The group's committed offsets equal the end of every input partition:
@@ -553,8 +393,7 @@ int main(void)
 {
     atexit(kill_running);
     ld_test_name(prefix, sizeof(prefix), "br");
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0007-XXXXXX");
-    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0007");
     rd_kafka_t *admin = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
     static const char *const runs[] = {"straight", "outage"};
     char t[256];
@@ -563,14 +402,8 @@ int main(void)
     topic(t, sizeof(t), "labels");
     ld_test_create_topic(admin, t, PARTS, 30000);
     for (int i = 0; i < 2; i++) {
-        static const char *const outs[] = {"state", "ckpt", "triggers", "dlq",
-                                           "audit"};
-        for (int k = 0; k < 5; k++) {
-            char what[64];
-            snprintf(what, sizeof(what), "%s.%s", runs[i], outs[k]);
-            topic(t, sizeof(t), what);
-            ld_test_create_topic(admin, t, 1, 30000);
-        }
+        topic(t, sizeof(t), runs[i]);
+        ld_test_create_outputs(admin, t, 1);
     }
     int poison = produce_input(admin);
     /* The admin client must not see the outage: it is done. */
@@ -589,7 +422,7 @@ int main(void)
         char what[64];
         snprintf(what, sizeof(what), "%s.audit", runs[i]);
         topic(t, sizeof(t), what);
-        audit_n[i] = read_topic(t, NULL, &audit_h[i]);
+        audit_n[i] = ld_test_read_topic(t, 60000, NULL, NULL, &audit_h[i]);
     }
     LD_TEST_ASSERT(audit_n[0] > EVENTS / 2, "audit records: %lld",
                    (long long)audit_n[0]);
@@ -605,7 +438,7 @@ int main(void)
         char what[64];
         snprintf(what, sizeof(what), "%s.dlq", runs[i]);
         topic(t, sizeof(t), what);
-        int64_t dl = read_topic(t, NULL, NULL);
+        int64_t dl = ld_test_read_topic(t, 60000, NULL, NULL, NULL);
         LD_TEST_ASSERT(dl == poison, "%s: %lld dead letters, want %d", runs[i],
                        (long long)dl, poison);
     }
@@ -658,10 +491,7 @@ int main(void)
                 "letters, %lld audit records",
                 (unsigned long long)versions[0], poison, (long long)audit_n[0]);
 
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        ld_test_say("could not remove %s", tmpdir);
+    ld_test_rm_rf(tmpdir);
     printf("0007-broker-restart: PASS\n");
     return 0;
 }

@@ -14,13 +14,10 @@
  * daemon is stopped with SIGTERM and a second one, --until-caught-up,
  * resumes and publishes the final checkpoint: so the advance also has to
  * survive a restart in the resume state. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -61,16 +58,8 @@ static int64_t produce(rd_kafka_t *rk, ld_demo_gen_t *g, int32_t part,
             *has_held = 1;
             break;
         }
-        rd_kafka_resp_err_t e;
-        while ((e = rd_kafka_producev(
-                    rk, RD_KAFKA_V_TOPIC(r.is_label ? labels : events),
-                    RD_KAFKA_V_PARTITION(part),
-                    RD_KAFKA_V_KEY(r.key, strlen(r.key)),
-                    RD_KAFKA_V_VALUE((void *)(uintptr_t)r.value, r.len),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(rk, 100);
-        LD_TEST_ASSERT(!e, "produce: %s", rd_kafka_err2str(e));
+        ld_test_produce(rk, r.is_label ? labels : events, part, r.key, r.value,
+                        r.len);
         nlabels += r.is_label;
     }
     LD_TEST_ASSERT(rd_kafka_flush(rk, 60000) == 0, "flush");
@@ -92,40 +81,14 @@ static ld_demo_gen_t *gen(uint64_t seed, int64_t start, int64_t n)
 
 static void write_config(char *path, size_t size)
 {
-    char dense[256] = "";
-    for (int i = 0; i < 20; i++) {
-        char f[8];
-        snprintf(f, sizeof(f), "%sf%d", i ? ", " : "", i);
-        strcat(dense, f);
-    }
     snprintf(path, size, "%s/ri.yaml", tmpdir);
-    FILE *f = fopen(path, "w");
-    LD_TEST_ASSERT(f, "config %s", path);
+    FILE *f = ld_test_config_begin(path, NULL, prefix);
+    fprintf(f, "log:\n"
+               "  level: notice\n"
+               "metrics:\n"
+               "  enabled: false\n");
+    ld_test_config_demo_input(f, prefix, prefix);
     fprintf(f,
-            "kafka:\n"
-            "  bootstrap.servers: %s\n"
-            "daemon:\n"
-            "  commit_interval: 200ms\n"
-            "  transactional_id: %s.txn\n"
-            "  state_topic: %s.state\n"
-            "  checkpoint_topic: %s.ckpt\n"
-            "  trigger_topic: %s.triggers\n"
-            "log:\n"
-            "  level: notice\n"
-            "metrics:\n"
-            "  enabled: false\n"
-            "pipeline:\n"
-            "  events_topic: %s.events\n"
-            "  labels_topic: %s.labels\n"
-            "  dlq_topic: %s.dlq\n"
-            "  group_id: %s.group\n"
-            "  format: avro\n"
-            "  event_schema: %s/schemas/event.avsc\n"
-            "  label_schema: %s/schemas/label.avsc\n"
-            "  key_field: event_id\n"
-            "  event_time_field: event_time\n"
-            "  label_time_field: label_time\n"
-            "  dense_fields: [%s]\n"
             "  hash_fields: [country, ad_id, device]\n"
             "  label_field: clicked\n"
             "labeling:\n"
@@ -144,27 +107,21 @@ static void write_config(char *path, size_t size)
             "  volume_enabled: false\n"
             "  performance_enabled: false\n"
             "  drift_enabled: false\n",
-            ld_test_bootstrap(), prefix, prefix, prefix, prefix, prefix, prefix,
-            prefix, prefix, LD_SOURCE_DIR, LD_SOURCE_DIR, dense, tmpdir);
+            tmpdir);
     fclose(f);
 }
 
 int main(void)
 {
     ld_test_name(prefix, sizeof(prefix), "ri");
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ld-0008-XXXXXX");
-    LD_TEST_ASSERT(mkdtemp(tmpdir), "mkdtemp");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0008");
     rd_kafka_t *rk = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
     char t[256], events[256];
     topic(events, sizeof(events), "events");
     ld_test_create_topic(rk, events, 2, 30000);
     topic(t, sizeof(t), "labels");
     ld_test_create_topic(rk, t, 2, 30000);
-    static const char *const outs[] = {"state", "ckpt", "triggers", "dlq"};
-    for (int k = 0; k < 4; k++) {
-        topic(t, sizeof(t), outs[k]);
-        ld_test_create_topic(rk, t, 1, 30000);
-    }
+    ld_test_create_outputs(rk, prefix, 0);
     char config[256];
     write_config(config, sizeof(config));
 
@@ -178,8 +135,7 @@ int main(void)
 
     char log1[128];
     snprintf(log1, sizeof(log1), "%s/live.log", tmpdir);
-    char *live[] = {LD_LEARND_BIN, "run", "-c", config, NULL};
-    pid_t pid = ld_test_spawn(live, log1);
+    pid_t pid = ld_test_spawn_run(LD_LEARND_BIN, config, 0, log1);
     char want[512];
     snprintf(want, sizeof(want),
              "msg=\"idle partition: watermark advanced\" topic=%s "
@@ -208,10 +164,9 @@ int main(void)
                    ld_test_wait_exit(pid, 60000));
     char log2[128];
     snprintf(log2, sizeof(log2), "%s/final.log", tmpdir);
-    char *final[] = {LD_LEARND_BIN,       "run", "-c", config,
-                     "--until-caught-up", NULL};
+    pid = ld_test_spawn_run(LD_LEARND_BIN, config, 1, log2);
     LD_TEST_EQ_I64("resumed daemon exit code", 0,
-                   ld_test_wait_exit(ld_test_spawn(final, log2), 120000));
+                   ld_test_wait_exit(pid, 120000));
 
     /* The final checkpoint: exactly the examples of the on-time events
      * (partition 1's later 2 000 were late), and the advance in its
@@ -245,17 +200,10 @@ int main(void)
 
     char out[128];
     snprintf(out, sizeof(out), "%s/replay.out", tmpdir);
-    char v[32];
-    snprintf(v, sizeof(v), "%llu", (unsigned long long)version);
-    char *rp[] = {LD_LEARND_BIN,  "replay", "-c",       config,
-                  "--checkpoint", v,        "--verify", NULL};
-    int code = ld_test_wait_exit(ld_test_spawn(rp, out), 120000);
-    if (code != 0) {
-        char cmd[256];
-        snprintf(cmd, sizeof(cmd), "tail -n 20 %s >&2", out);
-        if (system(cmd) != 0)
-            ld_test_say("cannot show %s", out);
-    }
+    int code =
+        ld_test_replay_verify(LD_LEARND_BIN, config, version, out, 120000);
+    if (code != 0)
+        ld_test_show_tail(out, 20);
     LD_TEST_EQ_I64("replay --verify exit code", 0, code);
     LD_TEST_ASSERT(ld_test_file_has(out, "\nidentical\n"), "replay output");
     LD_TEST_ASSERT(ld_test_file_has(out, "from the recorded start"),
@@ -268,9 +216,6 @@ int main(void)
     ld_demo_gen_destroy(g2);
     ld_demo_gen_destroy(g3);
     rd_kafka_destroy(rk);
-    char rm[128];
-    snprintf(rm, sizeof(rm), "rm -rf %s", tmpdir);
-    if (system(rm) != 0)
-        ld_test_say("cannot remove %s", tmpdir);
+    ld_test_rm_rf(tmpdir);
     return 0;
 }

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers shared by the integration tests (see testutil.h). */
+#define _GNU_SOURCE /* memmem */
 #include "testutil.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +15,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 static int64_t mono_ms(void)
@@ -246,6 +250,17 @@ void ld_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions,
     ld_test_say("created topic %s with %d partitions", topic, partitions);
 }
 
+void ld_test_create_outputs(rd_kafka_t *rk, const char *names, int audit)
+{
+    static const char *const outs[] = {"state", "ckpt", "triggers", "dlq",
+                                       "audit"};
+    for (int k = 0; k < (audit ? 5 : 4); k++) {
+        char t[512];
+        snprintf(t, sizeof(t), "%s.%s", names, outs[k]);
+        ld_test_create_topic(rk, t, 1, 30000);
+    }
+}
+
 static rd_kafka_t *isolated_reader(const char *isolation)
 {
     rd_kafka_conf_t *conf = ld_test_conf_new();
@@ -315,6 +330,21 @@ int ld_test_wait_exit(pid_t pid, int timeout_ms)
     }
 }
 
+void ld_test_tmpdir(char *buf, size_t size, const char *test)
+{
+    int n = snprintf(buf, size, "/tmp/ld-%s-XXXXXX", test);
+    LD_TEST_ASSERT(n > 0 && (size_t)n < size, "tmpdir name too long");
+    LD_TEST_ASSERT(mkdtemp(buf), "mkdtemp %s", buf);
+}
+
+void ld_test_rm_rf(const char *dir)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        ld_test_say("could not remove %s", dir);
+}
+
 int ld_test_file_has(const char *path, const char *text)
 {
     FILE *f = fopen(path, "r");
@@ -325,4 +355,186 @@ int ld_test_file_has(const char *path, const char *text)
     fclose(f);
     buf[n] = '\0';
     return strstr(buf, text) != NULL;
+}
+
+void ld_test_show_tail(const char *path, int lines)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "tail -n %d '%s' >&2", lines, path);
+    if (system(cmd) != 0)
+        ld_test_say("cannot show %s", path);
+}
+
+FILE *ld_test_config_begin(const char *path, const char *kafka_extra,
+                           const char *names)
+{
+    FILE *f = fopen(path, "w");
+    LD_TEST_ASSERT(f, "config %s", path);
+    fprintf(f,
+            "kafka:\n"
+            "  bootstrap.servers: %s\n"
+            "%s"
+            "daemon:\n"
+            "  commit_interval: 200ms\n"
+            "  transactional_id: %s.txn\n"
+            "  state_topic: %s.state\n"
+            "  checkpoint_topic: %s.ckpt\n"
+            "  trigger_topic: %s.triggers\n",
+            ld_test_bootstrap(), kafka_extra ? kafka_extra : "", names, names,
+            names, names);
+    return f;
+}
+
+pid_t ld_test_spawn_run(const char *learnd, const char *config,
+                        int until_caught_up, const char *log)
+{
+    char *argv[] = {(char *)learnd,
+                    "run",
+                    "-c",
+                    (char *)config,
+                    until_caught_up ? "--until-caught-up" : NULL,
+                    NULL};
+    return ld_test_spawn(argv, log);
+}
+
+int ld_test_replay_verify(const char *learnd, const char *config,
+                          uint64_t version, const char *out, int timeout_ms)
+{
+    char v[32];
+    snprintf(v, sizeof(v), "%" PRIu64, version);
+    char *argv[] = {(char *)learnd, "replay", "-c",       (char *)config,
+                    "--checkpoint", v,        "--verify", NULL};
+    int code = ld_test_wait_exit(ld_test_spawn(argv, out), timeout_ms);
+    if (code < 0) {
+        ld_test_show_tail(out, 20);
+        LD_TEST_FAIL("learnd replay --checkpoint %s did not exit in %d ms", v,
+                     timeout_ms);
+    }
+    return code;
+}
+
+uint16_t ld_test_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    LD_TEST_ASSERT(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "bind");
+    socklen_t len = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+double ld_test_metric(uint16_t port, const char *series)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a))) {
+        close(fd);
+        return -1;
+    }
+    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+    if (write(fd, req, sizeof(req) - 1) < 0) {
+        close(fd);
+        return -1;
+    }
+    static char buf[1 << 16];
+    size_t len = 0;
+    ssize_t n;
+    while ((n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    buf[len] = '\0';
+    char want[256];
+    snprintf(want, sizeof(want), "\n%s ", series);
+    const char *p = strstr(buf, want);
+    return p ? strtod(p + strlen(want), NULL) : -1;
+}
+
+void ld_test_produce(rd_kafka_t *rk, const char *topic, int32_t partition,
+                     const char *key, const void *value, size_t len)
+{
+    rd_kafka_resp_err_t e;
+    while ((e = rd_kafka_producev(
+                rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                RD_KAFKA_V_KEY(key, strlen(key)),
+                RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(rk, 100); /* delivery reports make room */
+    LD_TEST_ASSERT(!e, "produce: %s", rd_kafka_err2str(e));
+}
+
+int64_t ld_test_read_topic(const char *topic, int timeout_ms,
+                           ld_test_record_cb_t *cb, void *opaque,
+                           uint64_t *hash)
+{
+    uint64_t h = 1469598103934665603u;
+    ld_test_await_stable(topic, 0, 30000);
+    rd_kafka_conf_t *conf = ld_test_conf_new();
+    ld_test_conf_set(conf, "isolation.level", "read_committed");
+    ld_test_conf_set(conf, "enable.partition.eof", "true");
+    ld_test_conf_set(conf, "group.id", "ld-test-reader"); /* assign() below */
+    ld_test_conf_set(conf, "enable.auto.commit", "false");
+    rd_kafka_t *rk = ld_test_new(RD_KAFKA_CONSUMER, conf);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    int64_t n = 0;
+    int64_t deadline = ld_test_deadline(timeout_ms);
+    for (;;) {
+        LD_TEST_ASSERT(ld_test_remaining(deadline), "read %s", topic);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        LD_TEST_ASSERT(!m->err, "read %s: %s", topic,
+                       rd_kafka_message_errstr(m));
+        n++;
+        for (size_t i = 0; i < m->len; i++)
+            h = (h ^ ((const uint8_t *)m->payload)[i]) * 1099511628211u;
+        if (cb)
+            cb(m, opaque);
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    if (hash)
+        *hash = h;
+    return n;
+}
+
+typedef struct keys_out {
+    char *buf;
+    size_t size, len;
+} keys_out_t;
+
+static void add_idempotency_key(const rd_kafka_message_t *m, void *opaque)
+{
+    keys_out_t *k = opaque;
+    static const char field[] = "\"idempotency_key\":\"";
+    const char *p = memmem(m->payload, m->len, field, sizeof(field) - 1);
+    LD_TEST_ASSERT(p, "trigger event without idempotency_key");
+    p += sizeof(field) - 1;
+    const char *end =
+        memchr(p, '"', m->len - (size_t)(p - (const char *)m->payload));
+    LD_TEST_ASSERT(end, "unterminated idempotency_key");
+    k->len += (size_t)snprintf(k->buf + k->len, k->size - k->len, "%.*s\n",
+                               (int)(end - p), p);
+    LD_TEST_ASSERT(k->len < k->size, "too many trigger events");
+}
+
+int64_t ld_test_trigger_keys(const char *topic, int timeout_ms, char *keys,
+                             size_t size)
+{
+    keys_out_t k = {.buf = keys, .size = size};
+    LD_TEST_ASSERT(size > 0, "no room for trigger keys");
+    keys[0] = '\0';
+    return ld_test_read_topic(topic, timeout_ms, add_idempotency_key, &k, NULL);
 }

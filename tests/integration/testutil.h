@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers shared by the integration tests: the test broker's address, unique
  * names, librdkafka handles that fail loudly, topic creation through the admin
- * API, deadlines, and assertions that print what differed and exit(1). */
+ * API, deadlines, assertions that print what differed and exit(1), child
+ * processes, learnd's config head, runs and /metrics, and producing and
+ * reading back records. */
 #ifndef LD_TESTUTIL_H
 #define LD_TESTUTIL_H
 
@@ -9,6 +11,7 @@
 #include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -74,6 +77,13 @@ rd_kafka_t *ld_test_new(rd_kafka_type_t type, rd_kafka_conf_t *conf);
 void ld_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions,
                           int timeout_ms);
 
+/* Creates the topics a learnd run writes to, named as ld_test_config_begin
+ * and ld_test_config_demo_input name them: <names>.state, <names>.ckpt,
+ * <names>.triggers and <names>.dlq, and <names>.audit when audit, each with
+ * one partition (ld_test_read_topic reads partition 0) as
+ * ld_test_create_topic does. */
+void ld_test_create_outputs(rd_kafka_t *rk, const char *names, int audit);
+
 /* Fails the test, naming what, when error is not NULL; destroys error. */
 void ld_test_check_error(const char *what, rd_kafka_error_t *error);
 
@@ -92,7 +102,105 @@ pid_t ld_test_spawn(char *const argv[], const char *log);
  * signal when killed), or -1 after killing it at the deadline. */
 int ld_test_wait_exit(pid_t pid, int timeout_ms);
 
+/* Creates a fresh directory /tmp/ld-<test>-XXXXXX and writes its path into
+ * buf; fails the test when it cannot. */
+void ld_test_tmpdir(char *buf, size_t size, const char *test);
+/* Removes dir and everything in it (rm -rf); says so when it cannot. */
+void ld_test_rm_rf(const char *dir);
+
 /* True when the file at path contains text (first 1 MiB). */
 int ld_test_file_has(const char *path, const char *text);
+
+/* Prints the last `lines` lines of the file at path to stderr, for whoever
+ * reads a failure (a child's log); says so when it cannot. */
+void ld_test_show_tail(const char *path, int lines);
+
+/* ---- learnd: its config, runs, /metrics and outputs ---------------------- */
+
+/* Creates (truncates) a learnd config at path and writes its head: the
+ * kafka: map with bootstrap.servers set to ld_test_bootstrap() followed by
+ * kafka_extra (more lines of that map, each "  key: value\n"; NULL for
+ * none), then the daemon: map, which commits every 200 ms and names the
+ * transactional id and topics <names>.txn, <names>.state, <names>.ckpt and
+ * <names>.triggers. Returns the file open for the rest of the config; the
+ * caller closes it with fclose. Fails the test when path cannot be
+ * written. */
+FILE *ld_test_config_begin(const char *path, const char *kafka_extra,
+                           const char *names);
+
+/* Starts `<learnd> run -c <config>`, with --until-caught-up when
+ * until_caught_up; output as ld_test_spawn (log NULL: inherited). Returns its
+ * pid; fails the test when it cannot start. */
+pid_t ld_test_spawn_run(const char *learnd, const char *config,
+                        int until_caught_up, const char *log);
+
+/* Runs `<learnd> replay -c <config> --checkpoint <version> --verify`, its
+ * stdout and stderr into the file out (truncated), and returns its exit
+ * code. When it has not exited after timeout_ms, kills it, shows the tail of
+ * out and fails the test. */
+int ld_test_replay_verify(const char *learnd, const char *config,
+                          uint64_t version, const char *out, int timeout_ms);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and
+ * closed), for a learnd's metrics.port. Fails the test when it cannot bind. */
+uint16_t ld_test_free_port(void);
+
+/* The value of one series, named exactly as /metrics writes it
+ * ("learnd_transactions_total{result=\"commit\"}"), scraped from the learnd
+ * serving /metrics on 127.0.0.1:port. Returns -1 when nothing answers there
+ * or the series is not (yet) in the answer: poll it. */
+double ld_test_metric(uint16_t port, const char *series);
+
+/* ---- Producing and reading records --------------------------------------- */
+
+/* Produces one record to partition of topic (RD_KAFKA_PARTITION_UA: the
+ * producer's partitioner), key and value copied (key: a C string), polling
+ * rk while its queue is full. Fails the test on any other error. Does not
+ * flush. */
+void ld_test_produce(rd_kafka_t *rk, const char *topic, int32_t partition,
+                     const char *key, const void *value, size_t len);
+
+struct ld_demo_gen_conf;
+/* In library ld_testutil_demo (links ld_daemon for daemon/demo.h):
+ * produces the demo generator's stream for conf (borrowed) on rk, events to
+ * topic events and labels to topic labels, each keyed by its event id, to
+ * partition FNV-1a(key) % parts, so that an event and its label share a
+ * partition (parts 0: the producer's partitioner instead). When
+ * poison_every > 0, every event whose index is a multiple of it is followed
+ * on its partition by a poison record keyed "poison": an Avro string whose
+ * length runs past the end, which learnd must dead-letter. Flushes rk (60 s).
+ * Returns the number of poison records; fails the test on any error. */
+int ld_test_produce_demo(rd_kafka_t *rk, const struct ld_demo_gen_conf *conf,
+                         const char *events, const char *labels, int parts,
+                         int poison_every);
+
+/* In ld_testutil_demo: writes to the config f the head of a pipeline: map that
+ * reads the demo stream as ld_test_produce_demo writes it: topics
+ * <inputs>.events and <inputs>.labels, dead letters to <names>.dlq, group
+ * <names>.group, Avro with the schemas of schemas/, the demo's key and time
+ * fields and all 20 dense features. The caller writes the rest of the map
+ * (hash_fields, label_field, ...) next. f stays the caller's. */
+void ld_test_config_demo_input(FILE *f, const char *inputs, const char *names);
+
+/* Called by ld_test_read_topic with each record in offset order; m is
+ * borrowed for the call. */
+typedef void ld_test_record_cb_t(const rd_kafka_message_t *m, void *opaque);
+
+/* Reads partition 0 of topic from the beginning to its end, read_committed,
+ * once ld_test_await_stable (30 s) says the end shows every committed
+ * transaction. Calls cb(m, opaque) for each record unless cb is NULL.
+ * Returns the record count and, unless hash is NULL, sets *hash to the
+ * FNV-1a 64 hash of all values in order. Fails the test on a read error or
+ * when the end is not reached within timeout_ms. */
+int64_t ld_test_read_topic(const char *topic, int timeout_ms,
+                           ld_test_record_cb_t *cb, void *opaque,
+                           uint64_t *hash);
+
+/* Reads a learnd trigger topic (as ld_test_read_topic) and writes the
+ * idempotency_key of each trigger event, one a line, into keys (size bytes,
+ * always NUL-terminated). Returns the number of events. Fails the test when
+ * an event has no idempotency_key or the keys do not fit. */
+int64_t ld_test_trigger_keys(const char *topic, int timeout_ms, char *keys,
+                             size_t size);
 
 #endif /* LD_TESTUTIL_H */

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The demo generator's stream produced to the test broker, and the config
+ * that reads it (see testutil.h): apart from testutil.c so that only the
+ * tests linking ld_daemon need it. */
+#include "testutil.h"
+
+#include <string.h>
+
+#include "daemon/demo.h"
+
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    while (*s)
+        h = (h ^ (uint8_t)*s++) * 16777619u;
+    return h;
+}
+
+int ld_test_produce_demo(rd_kafka_t *rk, const struct ld_demo_gen_conf *conf,
+                         const char *events, const char *labels, int parts,
+                         int poison_every)
+{
+    /* An Avro string whose length runs past the end. */
+    static const char bad[] = "\x7f\x01";
+    ld_demo_gen_t *g = ld_demo_gen_new(conf);
+    LD_TEST_ASSERT(g, "generator");
+    ld_demo_record_t r;
+    int poison = 0;
+    while (ld_demo_gen_next(g, &r) == 1) {
+        int32_t part = parts > 0 ? (int32_t)(fnv1a(r.key) % (uint32_t)parts)
+                                 : RD_KAFKA_PARTITION_UA;
+        ld_test_produce(rk, r.is_label ? labels : events, part, r.key, r.value,
+                        r.len);
+        if (poison_every > 0 && !r.is_label && r.index % poison_every == 0) {
+            ld_test_produce(rk, events, part, "poison", bad, 2);
+            poison++;
+        }
+    }
+    ld_demo_gen_destroy(g);
+    LD_TEST_ASSERT(rd_kafka_flush(rk, 60000) == 0, "flush");
+    return poison;
+}
+
+void ld_test_config_demo_input(FILE *f, const char *inputs, const char *names)
+{
+    fprintf(f,
+            "pipeline:\n"
+            "  events_topic: %s.events\n"
+            "  labels_topic: %s.labels\n"
+            "  dlq_topic: %s.dlq\n"
+            "  group_id: %s.group\n"
+            "  format: avro\n"
+            "  event_schema: %s/schemas/event.avsc\n"
+            "  label_schema: %s/schemas/label.avsc\n"
+            "  key_field: event_id\n"
+            "  event_time_field: event_time\n"
+            "  label_time_field: label_time\n"
+            /* the 20 dense features of schemas/event.avsc */
+            "  dense_fields: [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, "
+            "f11, f12, f13, f14, f15, f16, f17, f18, f19]\n",
+            inputs, inputs, names, names, LD_SOURCE_DIR, LD_SOURCE_DIR);
+}
