@@ -267,7 +267,9 @@ static int feature(ld_pbdec_t *d, ld_fmap_t *fm, uint32_t idx, const uint8_t *v,
         }
     }
     while (p < end) {
-        pbf_t f;
+        /* v/n preset: GCC -O3 cannot see that WT_LEN implies scan() set
+         * them and warns (maybe-uninitialized) at string_list() below */
+        pbf_t f = {.v = NULL, .n = 0};
         if (scan(&p, end, &f) < 0)
             return -1;
         switch (f.num) {
