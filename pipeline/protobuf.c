@@ -9,6 +9,9 @@
  * repeated scalar or oneof wins, unknown fields are skipped. */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "pipeline/internal.h"
 
@@ -55,8 +58,9 @@ typedef struct run {
     uint32_t first, count; /* feature positions [first, first + count) */
     uint32_t bytes;        /* the run's length in the record */
     uint8_t *b, *m;        /* RUN_MAX bytes each: expected, mask */
-    uint16_t *at;          /* per member: offset of its double */
-    int32_t *slot;         /* per member: slot, -1 skipped */
+    uint32_t nset;         /* members that are features (slot >= 0) */
+    uint16_t *at;          /* per such member: offset of its double */
+    int32_t *slot;         /* per such member: its slot */
 } run_t;
 
 struct ld_pbdec {
@@ -241,6 +245,22 @@ static inline uint32_t cstrlen(const uint8_t *s, size_t n)
         if ((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)
             break;
     }
+    /* The short tail (most values are shorter than 8 bytes) without a
+     * byte loop: two overlapping 4-byte words, or the first, middle and
+     * last byte, cover it; a NUL in there takes the loop below. */
+    size_t t = n - i;
+    if (t < 8) {
+        if (t >= 4) {
+            uint32_t a, b;
+            memcpy(&a, s + i, 4);
+            memcpy(&b, s + n - 4, 4);
+            if (!((((a - 0x01010101u) & ~a) | ((b - 0x01010101u) & ~b)) &
+                  0x80808080u))
+                return (uint32_t)n;
+        } else if (t == 0 || (s[i] && s[i + (t >> 1)] && s[n - 1])) {
+            return (uint32_t)n;
+        }
+    }
     while (i < n && s[i])
         i++;
     return (uint32_t)i;
@@ -366,6 +386,7 @@ static void runs_build(ld_pbdec_t *d)
         r->count = j - k;
         r->bytes = bytes;
         uint32_t off = 0;
+        r->nset = 0;
         for (uint32_t i = k; i < j; i++) {
             const tmpl_t *t = &d->tmpl[i];
             uint8_t b[8 * TMPL_WORDS], m[8 * TMPL_WORDS];
@@ -375,8 +396,10 @@ static void runs_build(ld_pbdec_t *d)
             memcpy(r->m + off, m, t->hlen);
             memset(r->b + off + t->hlen, 0, 8); /* the double: any bytes */
             memset(r->m + off + t->hlen, 0, 8);
-            r->at[i - k] = (uint16_t)(off + t->hlen);
-            r->slot[i - k] = t->slot;
+            if (t->slot >= 0) {
+                r->at[r->nset] = (uint16_t)(off + t->hlen);
+                r->slot[r->nset++] = t->slot;
+            }
             off += t->name_n + 13u;
         }
         d->run_of[k] = (int16_t)d->nrun++;
@@ -385,13 +408,32 @@ static void runs_build(ld_pbdec_t *d)
     d->dirty = 0;
 }
 
-/* Bytes of run r at p when they match (and lie before end), else 0. */
+/* Bytes of run r at p when they match (and lie before end), else 0. A run
+ * has two or more members of 13 bytes or more: at least 16 bytes, so the
+ * last block is one that overlaps the one before and ends at the run's
+ * end, not a byte loop. */
 static inline size_t run_match(const run_t *r, const uint8_t *p,
                                const uint8_t *end)
 {
     size_t n = r->bytes;
     if ((size_t)(end - p) < n)
         return 0;
+#if defined(__SSE2__)
+    __m128i acc = _mm_setzero_si128();
+    for (size_t i = 0;; i += 16) {
+        if (i + 16 > n)
+            i = n - 16;
+        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(r->b + i));
+        __m128i m = _mm_loadu_si128((const __m128i *)(const void *)(r->m + i));
+        acc = _mm_or_si128(acc, _mm_xor_si128(_mm_and_si128(w, m), b));
+        if (i + 16 == n)
+            break;
+    }
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff
+               ? n
+               : 0;
+#else
     uint64_t diff = 0;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -404,6 +446,7 @@ static inline size_t run_match(const run_t *r, const uint8_t *p,
     for (; i < n; i++)
         diff |= (uint64_t)((p[i] & r->m[i]) ^ r->b[i]);
     return diff ? 0 : n;
+#endif
 }
 
 /* ---- Messages ----------------------------------------------------------- */
@@ -616,19 +659,17 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
                 const run_t *r = &d->run[run];
                 size_t got = run_match(r, p, end);
                 uint32_t i = 0;
-                if (got) {
-                    for (; i < r->count; i++)
-                        if (r->slot[i] >= 0 &&
-                            fm->fv[r->slot[i]].kind != FV_ABSENT)
+                /* a run at position 0 meets the slots as reset: no
+                 * feature of this record came before it */
+                if (got && r->first > 0)
+                    for (; i < r->nset; i++)
+                        if (fm->fv[r->slot[i]].kind != FV_ABSENT)
                             break;
-                }
-                if (got && i == r->count) {
-                    for (i = 0; i < r->count; i++) {
-                        int32_t sl = r->slot[i];
-                        if (sl < 0)
-                            continue;
-                        fm->fv[sl].kind = FV_DOUBLE;
-                        fm->fv[sl].u.d = fixed64_double(p + r->at[i]);
+                if (got && (r->first == 0 || i == r->nset)) {
+                    for (i = 0; i < r->nset; i++) {
+                        ld_fv_t *fv = &fm->fv[r->slot[i]];
+                        fv->kind = FV_DOUBLE;
+                        fv->u.d = fixed64_double(p + r->at[i]);
                     }
                     p += got;
                     nfeat += r->count;
