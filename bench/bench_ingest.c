@@ -15,7 +15,11 @@
  * back to back on the same filled topic, alternating which goes first, and
  * the summary gives the median and range of the per-run ratios. Each
  * measurement times first to last record only (group join excluded) on the
- * monotonic clock in microseconds.
+ * monotonic clock in microseconds. CPU ns per record of the poll thread and
+ * of the whole process are printed too: on a shared machine the rates swing
+ * with the neighbours (runs of one binary ranged 25-160%), and raw process
+ * CPU / ingest process CPU is the rate ratio two saturated cores would give,
+ * measured with less of that noise.
  *
  * Profiling one phase: with BENCH_PERF_CTL=<fifo> and BENCH_PERF_PHASE=raw
  * or ingest, "enable"/"disable" are written to the fifo around that phase's
@@ -87,11 +91,23 @@ static double now_s(void)
     return clock_s(CLOCK_MONOTONIC);
 }
 
-/* CPU time of the polling thread: its ns per record are far steadier than
- * the rates on a shared machine, and are what ingest adds to raw. */
-static double cpu_s(void)
+/* CPU time of the polling thread: its ns per record are what ingest adds
+ * to raw. And of the whole process (poll thread, librdkafka's threads and
+ * the mock broker's): on 2 busy cores the rates follow the inverse of this
+ * total, which neighbours on a shared machine disturb less than the rates
+ * themselves. */
+static void cpu_s(double c[2])
 {
-    return clock_s(CLOCK_THREAD_CPUTIME_ID);
+    c[0] = clock_s(CLOCK_THREAD_CPUTIME_ID);
+    c[1] = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+}
+
+static void cpu_ns_per(const double c0[2], long n, double out[2])
+{
+    double c1[2];
+    cpu_s(c1);
+    for (int i = 0; i < 2; i++)
+        out[i] = (c1[i] - c0[i]) * 1e9 / (double)(n - 1);
 }
 
 static void die(const char *what, const char *why)
@@ -164,7 +180,7 @@ static double raw_rate(const char *topic, const char *labels, long n, int run,
     rd_kafka_topic_partition_list_destroy(l);
     long got = 0;
     uint64_t sink = 0;
-    double t0 = 0, c0 = 0;
+    double t0 = 0, c0[2] = {0, 0};
     while (got < n) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 1000);
         if (!m)
@@ -172,7 +188,7 @@ static double raw_rate(const char *topic, const char *labels, long n, int run,
         if (!m->err) {
             if (got++ == 0) {
                 t0 = now_s();
-                c0 = cpu_s();
+                cpu_s(c0);
                 perf_mark("raw", 1);
             }
             sink += m->len + ((const uint8_t *)m->payload)[0];
@@ -180,7 +196,7 @@ static double raw_rate(const char *topic, const char *labels, long n, int run,
         rd_kafka_message_destroy(m);
     }
     double t1 = now_s();
-    *cpu_ns = (cpu_s() - c0) * 1e9 / (double)(n - 1);
+    cpu_ns_per(c0, n, cpu_ns);
     perf_mark("raw", 0);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
@@ -206,7 +222,7 @@ static double ingest_rate(const char *fmt, const char *topic,
     if (!p)
         die("ld_pipeline_new", err);
     long got = 0;
-    double t0 = 0, c0 = 0;
+    double t0 = 0, c0[2] = {0, 0};
     *nnz = 0;
     while (got < n) {
         ld_record_t r;
@@ -217,13 +233,13 @@ static double ingest_rate(const char *fmt, const char *topic,
             die("poll", ld_err_str(e));
         if (got++ == 0) {
             t0 = now_s();
-            c0 = cpu_s();
+            cpu_s(c0);
             perf_mark("ingest", 1);
         }
         *nnz += r.x.nnz;
     }
     double t1 = now_s();
-    *cpu_ns = (cpu_s() - c0) * 1e9 / (double)(n - 1);
+    cpu_ns_per(c0, n, cpu_ns);
     perf_mark("ingest", 0);
     ld_pipeline_stats_t st;
     ld_pipeline_stats(p, &st);
@@ -387,41 +403,53 @@ int main(int argc, char **argv)
             printf("%-9s %9ld records\n", fmts[f], n);
         }
         double raw[MAX_RUNS], ing[MAX_RUNS], ratio[MAX_RUNS];
-        double rcpu[MAX_RUNS], icpu[MAX_RUNS];
+        /* cpu ns/rec: [0] poll thread, [1] process; cratio: raw process
+         * CPU per record / ingest's, the rate ratio on saturated cores */
+        double rcpu[2][MAX_RUNS], icpu[2][MAX_RUNS], cratio[MAX_RUNS];
         uint64_t nnz = 0;
         for (int run = 0; run < runs; run++) {
             /* alternate the order: whatever the first reader of a run
              * pays or gains (mock cluster state, CPU frequency, the
              * neighbours) falls on each side equally often */
+            double rc[2], ic[2];
             if (run % 2 == 0) {
-                raw[run] = raw_rate(topic, labels, n, run, &rcpu[run]);
-                ing[run] = ingest_rate(fmts[f], topic, labels, n, run, &nnz,
-                                       &icpu[run]);
+                raw[run] = raw_rate(topic, labels, n, run, rc);
+                ing[run] =
+                    ingest_rate(fmts[f], topic, labels, n, run, &nnz, ic);
             } else {
-                ing[run] = ingest_rate(fmts[f], topic, labels, n, run, &nnz,
-                                       &icpu[run]);
-                raw[run] = raw_rate(topic, labels, n, run, &rcpu[run]);
+                ing[run] =
+                    ingest_rate(fmts[f], topic, labels, n, run, &nnz, ic);
+                raw[run] = raw_rate(topic, labels, n, run, rc);
             }
+            for (int i = 0; i < 2; i++)
+                rcpu[i][run] = rc[i], icpu[i][run] = ic[i];
             ratio[run] = 100.0 * ing[run] / raw[run];
+            cratio[run] = 100.0 * rc[1] / ic[1];
             printf("  run %2d   raw %9.0f rec/s   ingest %9.0f rec/s   "
-                   "ratio %5.1f%%   poll thread cpu ns/rec raw %4.0f "
-                   "ingest %4.0f\n",
-                   run, raw[run], ing[run], ratio[run], rcpu[run], icpu[run]);
+                   "ratio %5.1f%%   cpu ns/rec poll thread %4.0f / %4.0f, "
+                   "process %4.0f / %4.0f (%5.1f%%)\n",
+                   run, raw[run], ing[run], ratio[run], rc[0], ic[0], rc[1],
+                   ic[1], cratio[run]);
             fflush(stdout);
         }
-        double lo[3], hi[3];
+        double lo[4], hi[4];
         if (runs > 0) {
             range(raw, runs, &lo[0], &hi[0]);
             range(ing, runs, &lo[1], &hi[1]);
             range(ratio, runs, &lo[2], &hi[2]);
-            printf(
-                "%-9s raw %.0f (%.0f-%.0f) rec/s, ingest %.0f (%.0f-%.0f) "
-                "rec/s, ratio median %.1f%% (range %.1f-%.1f%%), "
-                "nnz/rec %.1f, poll thread cpu ns/rec raw %.0f ingest %.0f\n",
-                fmts[f], median(raw, runs), lo[0], hi[0], median(ing, runs),
-                lo[1], hi[1], median(ratio, runs), lo[2], hi[2],
-                (double)nnz / (double)n, median(rcpu, runs),
-                median(icpu, runs));
+            range(cratio, runs, &lo[3], &hi[3]);
+            printf("%-9s raw %.0f (%.0f-%.0f) rec/s, ingest %.0f (%.0f-%.0f) "
+                   "rec/s, ratio median %.1f%% (range %.1f-%.1f%%), "
+                   "nnz/rec %.1f\n",
+                   fmts[f], median(raw, runs), lo[0], hi[0], median(ing, runs),
+                   lo[1], hi[1], median(ratio, runs), lo[2], hi[2],
+                   (double)nnz / (double)n);
+            printf("%-9s cpu ns/rec median raw / ingest: poll thread %.0f / "
+                   "%.0f, process %.0f / %.0f, process ratio median %.1f%% "
+                   "(range %.1f-%.1f%%)\n",
+                   fmts[f], median(rcpu[0], runs), median(icpu[0], runs),
+                   median(rcpu[1], runs), median(icpu[1], runs),
+                   median(cratio, runs), lo[3], hi[3]);
         }
         if (with_decode)
             printf("%-9s decode from memory %.0f rec/s hot, %.0f rec/s "
