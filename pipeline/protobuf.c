@@ -41,10 +41,10 @@ typedef struct hint {
 typedef struct tmpl {
     uint64_t w[TMPL_WORDS]; /* expected bytes, zero where m is */
     uint64_t m[TMPL_WORDS]; /* 0xff bytes where fixed */
-    uint8_t kind;           /* 0: none, 2: num, 3: str (the field number) */
-    uint8_t name_n;         /* name bytes */
-    uint8_t hlen;           /* bytes before the value */
-    int32_t slot;           /* -1: not a feature (skipped) */
+    uint8_t kind;   /* 0: none, 2: num, 3: str, 4: tags (the field number) */
+    uint8_t name_n; /* name bytes */
+    uint8_t hlen;   /* bytes before the value */
+    int32_t slot;   /* -1: not a feature (skipped) */
 } tmpl_t;
 
 /* Consecutive {name, num} templates, joined: a producer that writes its
@@ -300,8 +300,9 @@ static inline void load_words(uint64_t w[TMPL_WORDS], const uint8_t *p,
 }
 
 /* Remembers the Feature at p (tag byte 0x1a, one-byte length n, payload
- * p + 2) for its position, when it is {name, num} or {name, str} with a
- * name without NUL whose fixed bytes fit the template; else forgets. */
+ * p + 2) for its position, when it is {name, num}, {name, str} or {name,
+ * tags} with a name without NUL whose fixed bytes fit the template; else
+ * forgets. */
 static void tmpl_learn(tmpl_t *t, const uint8_t *p, size_t n, int32_t slot)
 {
     memset(t, 0, sizeof(*t));
@@ -314,8 +315,9 @@ static void tmpl_learn(tmpl_t *t, const uint8_t *p, size_t n, int32_t slot)
     int kind;
     if (rest == 9 && q[0] == 0x11)
         kind = 2;
-    else if (q[0] == 0x1a && q[1] < 0x80 && (size_t)q[1] == rest - 2)
-        kind = 3;
+    else if ((q[0] == 0x1a || q[0] == 0x22) && q[1] < 0x80 &&
+             (size_t)q[1] == rest - 2)
+        kind = q[0] >> 3;
     else
         return;
     size_t hlen = 2 + 2 + name_n + (kind == 2 ? 1 : 2);
@@ -324,7 +326,7 @@ static void tmpl_learn(tmpl_t *t, const uint8_t *p, size_t n, int32_t slot)
     uint8_t b[8 * TMPL_WORDS] = {0}, m[8 * TMPL_WORDS] = {0};
     memcpy(b, p, hlen);
     memset(m, 0xff, hlen);
-    if (kind == 3) /* the Feature's and the string's lengths vary */
+    if (kind != 2) /* the Feature's and the value's lengths vary */
         b[1] = m[1] = b[hlen - 1] = m[hlen - 1] = 0;
     memcpy(t->w, b, sizeof(b));
     memcpy(t->m, m, sizeof(m));
@@ -350,7 +352,7 @@ static inline size_t tmpl_match(const tmpl_t *t, const uint8_t *p,
         return 0;
     if (t->kind == 2) /* length fixed by the template: name + 11 */
         return (size_t)t->name_n + 13 <= rem ? (size_t)t->name_n + 13 : 0;
-    /* str: Feature length = name + 4 + string length, both one byte */
+    /* str, tags: Feature length = name + 4 + value length, one byte each */
     size_t n = p[1], sn = p[t->hlen - 1];
     if (n >= 0x80 || n != (size_t)t->name_n + 4 + sn || n + 2 > rem)
         return 0;
@@ -447,6 +449,29 @@ static inline size_t run_match(const run_t *r, const uint8_t *p,
         diff |= (uint64_t)((p[i] & r->m[i]) ^ r->b[i]);
     return diff ? 0 : n;
 #endif
+}
+
+/* The StringList at v/n pushed to fm->strs when every entry is a value
+ * (field 1) with a one-byte length, as encoders write it: returns the
+ * count, or -1 (nothing left pushed) for anything else, which
+ * string_list() then decides. */
+static inline long tags_simple(ld_fmap_t *fm, const uint8_t *v, size_t n)
+{
+    uint32_t strs0 = fm->nstrs;
+    const uint8_t *p = v, *end = v + n;
+    long count = 0;
+    while (p < end) {
+        if (end - p < 2 || p[0] != 0x0a || p[1] >= 0x80 ||
+            (size_t)p[1] > (size_t)(end - p) - 2 ||
+            ld_fmap_push_str(fm, (const char *)p + 2, cstrlen(p + 2, p[1])) <
+                0) {
+            fm->nstrs = strs0;
+            return -1;
+        }
+        p += 2 + p[1];
+        count++;
+    }
+    return count;
 }
 
 /* ---- Messages ----------------------------------------------------------- */
@@ -696,15 +721,24 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
                     if (t->kind == 2) {
                         fv->kind = FV_DOUBLE;
                         fv->u.d = fixed64_double(q);
-                    } else {
+                    } else if (t->kind == 3) {
                         fv->kind = FV_STR;
                         fv->u.s = (const char *)q;
                         fv->n = cstrlen(q, got - t->hlen);
+                    } else {
+                        uint32_t first = fm->nstrs;
+                        long nt = tags_simple(fm, q, got - t->hlen);
+                        if (nt < 0)
+                            goto general;
+                        fv->kind = FV_LIST;
+                        fv->u.first = first;
+                        fv->n = (uint32_t)nt;
                     }
                     nfeat++;
                     continue;
                 }
             }
+        general:
             if (feature(d, fm, nfeat++, v, n, end, hdr, &lt) < 0)
                 goto bad;
             continue;
