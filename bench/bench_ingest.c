@@ -5,25 +5,110 @@
  * rate from memory. Prints records/s and the ratio (DESIGN §9 target: >= 70%
  * of raw for Avro and Protobuf).
  *
- * usage: bench_ingest [records_per_partition_cap]
+ * usage: bench_ingest [-f avro,protobuf,json] [-r runs] [-p partitions]
+ *                     [-n] (no decode-from-memory lines)
+ *                     [-d] (only the decode-from-memory lines)
+ *
+ * Fairness: the raw consumer gets the settings ld_pipeline's consumer runs
+ * with (copied below from pipeline.c) and subscribes to the same two topics
+ * (events, and the empty labels topic); each run measures raw and ingest
+ * back to back on the same filled topic, alternating which goes first, and
+ * the summary gives the median and range of the per-run ratios. Each
+ * measurement times first to last record only (group join excluded) on the
+ * monotonic clock in microseconds. CPU ns per record of the poll thread and
+ * of the whole process are printed too: on a shared machine the rates swing
+ * with the neighbours (runs of one binary ranged 25-160%), and raw process
+ * CPU / ingest process CPU is the rate ratio two saturated cores would give,
+ * measured with less of that noise.
+ *
+ * Profiling one phase: with BENCH_PERF_CTL=<fifo> and BENCH_PERF_PHASE=raw
+ * or ingest, "enable"/"disable" are written to the fifo around that phase's
+ * timed loop, for `perf record --control fifo:<fifo> -D -1 ...`.
+ *
  * Mock cluster caveat (DESIGN §10): it keeps at most 5 MiB per partition, so
- * each topic gets 16 partitions filled to ~4 MiB and the record count
- * follows from the record size. */
+ * each topic gets `partitions` partitions (default 48) filled to ~4 MiB and
+ * the record count follows from the record size. 16 partitions made a
+ * Protobuf measurement last only ~0.1 s, too short on a shared machine. */
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "pipeline/decode.h"
 #include "pipeline/pipeline.h"
 #include "tests/data/pipeline/fixtures.h"
 
-#define PARTS      16
+#define MAX_PARTS  256
+#define MAX_RUNS   64
 #define PART_BYTES (4u << 20)
-#define REPEATS    3
 
 static const char *bootstrap;
+static int parts = 48;
+
+/* The consumer settings of ld_pipeline (pipeline.c consumer_new: tuned
+ * defaults and forced values), so the raw consumer is not measured with a
+ * different fetch or queue configuration than ingest. */
+static const char *const consumer_settings[][2] = {
+    {"fetch.wait.max.ms", "100"},
+    {"fetch.min.bytes", "1"},
+    {"fetch.message.max.bytes", "4194304"},
+    {"fetch.max.bytes", "67108864"},
+    {"queued.min.messages", "10000000"},
+    {"queued.max.messages.kbytes", "262144"},
+    {"check.crcs", "false"},
+    {"auto.offset.reset", "earliest"},
+    {"enable.auto.commit", "false"},
+    {"enable.auto.offset.store", "false"},
+    {"isolation.level", "read_committed"},
+    {"partition.assignment.strategy", "range"},
+    {"enable.partition.eof", "true"},
+};
+
+static FILE *perf_ctl;
+static const char *perf_phase = "";
+
+/* Switches perf on/off around the timed loop of phase (see the top). */
+static void perf_mark(const char *phase, int on)
+{
+    if (perf_ctl && strcmp(phase, perf_phase) == 0) {
+        fputs(on ? "enable\n" : "disable\n", perf_ctl);
+        fflush(perf_ctl);
+    }
+}
+
+static double clock_s(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double now_s(void)
+{
+    return clock_s(CLOCK_MONOTONIC);
+}
+
+/* CPU time of the polling thread: its ns per record are what ingest adds
+ * to raw. And of the whole process (poll thread, librdkafka's threads and
+ * the mock broker's): on 2 busy cores the rates follow the inverse of this
+ * total, which neighbours on a shared machine disturb less than the rates
+ * themselves. */
+static void cpu_s(double c[2])
+{
+    c[0] = clock_s(CLOCK_THREAD_CPUTIME_ID);
+    c[1] = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+}
+
+static void cpu_ns_per(const double c0[2], long n, double out[2])
+{
+    double c1[2];
+    cpu_s(c1);
+    for (int i = 0; i < 2; i++)
+        out[i] = (c1[i] - c0[i]) * 1e9 / (double)(n - 1);
+}
 
 static void die(const char *what, const char *why)
 {
@@ -47,15 +132,15 @@ static void set(rd_kafka_conf_t *c, const char *k, const char *v)
         die(k, err);
 }
 
-/* Fills topic (PARTS partitions) with the fixture values, round robin;
+/* Fills topic (parts partitions) with the fixture values, round robin;
  * returns the record count. */
 static long fill(rd_kafka_t *pr, const char *topic, const fx_set_t *s)
 {
-    size_t per_part[PARTS] = {0};
+    size_t per_part[MAX_PARTS] = {0};
     long n = 0;
     for (size_t i = 0;; i++) {
         const fx_rec_t *r = &s->r[i % s->n];
-        int32_t p = (int32_t)(i % PARTS);
+        int32_t p = (int32_t)(i % (size_t)parts);
         if (per_part[p] + r->vlen + r->klen + 80 > PART_BYTES)
             break;
         per_part[p] += r->vlen + r->klen + 80;
@@ -72,53 +157,57 @@ static long fill(rd_kafka_t *pr, const char *topic, const fx_set_t *s)
     return n;
 }
 
-/* Records/s of a plain consumer reading n records of topic. */
-static double raw_rate(const char *topic, long n, int run)
+/* Records/s of a plain consumer reading the n records of topic. */
+static double raw_rate(const char *topic, const char *labels, long n, int run,
+                       double *cpu_ns)
 {
     char group[128];
     snprintf(group, sizeof(group), "raw-%s-%d", topic, run);
     rd_kafka_conf_t *c = conf_new();
     set(c, "group.id", group);
-    set(c, "auto.offset.reset", "earliest");
-    set(c, "enable.auto.commit", "false");
-    set(c, "fetch.wait.max.ms", "100");
-    set(c, "fetch.message.max.bytes", "4194304");
-    set(c, "queued.min.messages", "200000");
-    set(c, "queued.max.messages.kbytes", "262144");
-    set(c, "check.crcs", "false");
+    for (size_t i = 0;
+         i < sizeof(consumer_settings) / sizeof(consumer_settings[0]); i++)
+        set(c, consumer_settings[i][0], consumer_settings[i][1]);
     char err[256];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
     if (!rk)
         die("consumer", err);
     rd_kafka_poll_set_consumer(rk);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(l, labels, RD_KAFKA_PARTITION_UA);
     rd_kafka_subscribe(rk, l);
     rd_kafka_topic_partition_list_destroy(l);
     long got = 0;
     uint64_t sink = 0;
-    int64_t t0 = 0;
+    double t0 = 0, c0[2] = {0, 0};
     while (got < n) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 1000);
         if (!m)
             continue;
         if (!m->err) {
-            if (got++ == 0)
-                t0 = ld_now_mono_ms();
+            if (got++ == 0) {
+                t0 = now_s();
+                cpu_s(c0);
+                perf_mark("raw", 1);
+            }
             sink += m->len + ((const uint8_t *)m->payload)[0];
         }
         rd_kafka_message_destroy(m);
     }
-    int64_t t1 = ld_now_mono_ms();
+    double t1 = now_s();
+    cpu_ns_per(c0, n, cpu_ns);
+    perf_mark("raw", 0);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     (void)sink;
-    return (double)(n - 1) * 1000.0 / (double)(t1 > t0 ? t1 - t0 : 1);
+    return (double)(n - 1) / (t1 > t0 ? t1 - t0 : 1e-6);
 }
 
 /* Records/s of ld_pipeline (consume + decode + hash) over the same topic. */
 static double ingest_rate(const char *fmt, const char *topic,
-                          const char *labels, long n, int run, uint64_t *nnz)
+                          const char *labels, long n, int run, uint64_t *nnz,
+                          double *cpu_ns)
 {
     char group[128], err[512];
     snprintf(group, sizeof(group), "ingest-%s-%d", topic, run);
@@ -133,7 +222,7 @@ static double ingest_rate(const char *fmt, const char *topic,
     if (!p)
         die("ld_pipeline_new", err);
     long got = 0;
-    int64_t t0 = 0;
+    double t0 = 0, c0[2] = {0, 0};
     *nnz = 0;
     while (got < n) {
         ld_record_t r;
@@ -142,11 +231,16 @@ static double ingest_rate(const char *fmt, const char *topic,
             continue;
         if (e)
             die("poll", ld_err_str(e));
-        if (got++ == 0)
-            t0 = ld_now_mono_ms();
+        if (got++ == 0) {
+            t0 = now_s();
+            cpu_s(c0);
+            perf_mark("ingest", 1);
+        }
         *nnz += r.x.nnz;
     }
-    int64_t t1 = ld_now_mono_ms();
+    double t1 = now_s();
+    cpu_ns_per(c0, n, cpu_ns);
+    perf_mark("ingest", 0);
     ld_pipeline_stats_t st;
     ld_pipeline_stats(p, &st);
     for (int r = 0; r < LD_REASON__COUNT; r++)
@@ -154,46 +248,131 @@ static double ingest_rate(const char *fmt, const char *topic,
             die("dead letters in the bench", ld_reason_name((ld_reason_t)r));
     ld_pipeline_destroy(p);
     fx_conf_free(c);
-    return (double)(n - 1) * 1000.0 / (double)(t1 > t0 ? t1 - t0 : 1);
+    return (double)(n - 1) / (t1 > t0 ? t1 - t0 : 1e-6);
 }
 
-/* Records/s of the decoder alone, from memory. */
-static double decode_rate(const char *fmt, const fx_set_t *s)
+/* Records/s of the decoder alone, from memory. hot: the fixture set over
+ * and over (it stays in L1/L2). cold: 128 MiB of copies laid end to end,
+ * as records sit in fetch buffers, each decoded once per pass: the payload
+ * comes from DRAM, as it does in ingest, where the broker thread wrote it
+ * moments before on the other core. */
+static double decode_rate(const char *fmt, const fx_set_t *s, int cold)
 {
     char err[512];
     ld_pipeline_conf_t *c = fx_conf_new(fmt);
     ld_decoder_t *d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
     if (!d)
         die("decoder", err);
+    size_t bytes = 0, nrec = s->n;
+    for (size_t i = 0; i < s->n; i++)
+        bytes += s->r[i].vlen;
+    uint8_t *arena = NULL;
+    size_t *off = NULL;
+    if (cold) {
+        nrec = (128u << 20) / (bytes / s->n + 1);
+        arena = malloc(128u << 20);
+        off = malloc((nrec + 1) * sizeof(*off));
+        if (!arena || !off)
+            die("decode", "out of memory");
+        off[0] = 0;
+        for (size_t i = 0; i < nrec; i++) {
+            const fx_rec_t *r = &s->r[i % s->n];
+            if (off[i] + r->vlen > (128u << 20)) {
+                nrec = i;
+                break;
+            }
+            memcpy(arena + off[i], r->val, r->vlen);
+            off[i + 1] = off[i] + r->vlen;
+        }
+    }
     long n = 0;
-    int64_t t0 = ld_now_mono_ms(), t1;
+    double t0 = now_s(), t1;
     uint64_t sink = 0;
     do {
-        for (int rep = 0; rep < 50; rep++)
-            for (size_t i = 0; i < s->n; i++, n++) {
+        for (int rep = 0; rep < (cold ? 1 : 50); rep++)
+            for (size_t i = 0; i < nrec; i++, n++) {
+                const fx_rec_t *fr = &s->r[i % s->n];
+                const void *v = cold ? (const void *)(arena + off[i]) : fr->val;
+                size_t vlen = cold ? off[i + 1] - off[i] : fr->vlen;
                 ld_record_t r;
-                if (ld_decoder_decode(d, s->r[i].key, s->r[i].klen, s->r[i].val,
-                                      s->r[i].vlen, -1, &r))
+                if (ld_decoder_decode(d, fr->key, fr->klen, v, vlen, -1, &r))
                     die("decode", ld_decoder_error(d));
                 sink += r.x.nnz;
             }
-        t1 = ld_now_mono_ms();
-    } while (t1 - t0 < 500);
+        t1 = now_s();
+    } while (t1 - t0 < 0.5);
     (void)sink;
+    free(arena);
+    free(off);
     ld_decoder_destroy(d);
     fx_conf_free(c);
-    return (double)n * 1000.0 / (double)(t1 - t0);
+    return (double)n / (t1 - t0);
 }
 
-int main(void)
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+    double s[MAX_RUNS];
+    memcpy(s, v, (size_t)n * sizeof(*v));
+    qsort(s, (size_t)n, sizeof(*s), cmp_double);
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+static void range(const double *v, int n, double *lo, double *hi)
+{
+    *lo = *hi = v[0];
+    for (int i = 1; i < n; i++) {
+        *lo = v[i] < *lo ? v[i] : *lo;
+        *hi = v[i] > *hi ? v[i] : *hi;
+    }
+}
+
+int main(int argc, char **argv)
 {
     static const char *fmts[] = {"avro", "protobuf", "json"};
+    const char *only = "avro,protobuf,json";
+    int runs = 5, with_decode = 1, opt;
     char err[256];
+    while ((opt = getopt(argc, argv, "f:r:p:nd")) != -1) {
+        switch (opt) {
+        case 'f':
+            only = optarg;
+            break;
+        case 'r':
+            runs = atoi(optarg);
+            break;
+        case 'p':
+            parts = atoi(optarg);
+            break;
+        case 'n':
+            with_decode = 0;
+            break;
+        case 'd':
+            runs = 0; /* decode lines only */
+            break;
+        default:
+            fprintf(stderr, "usage: bench_ingest [-f avro,protobuf,json] "
+                            "[-r runs] [-p partitions] [-n] [-d]\n");
+            return 2;
+        }
+    }
+    if (runs < 0 || runs > MAX_RUNS || parts < 1 || parts > MAX_PARTS)
+        die("usage", "runs in [0, 64], partitions in [1, 256]");
+    if (getenv("BENCH_PERF_CTL") && getenv("BENCH_PERF_PHASE")) {
+        perf_ctl = fopen(getenv("BENCH_PERF_CTL"), "w");
+        perf_phase = getenv("BENCH_PERF_PHASE");
+    }
     ld_log_set_level(LD_LOG_ERR);
     rd_kafka_conf_t *pc = rd_kafka_conf_new();
     if (rd_kafka_conf_set(pc, "test.mock.num.brokers", "1", err, sizeof(err)) ||
         rd_kafka_conf_set(pc, "linger.ms", "20", err, sizeof(err)) ||
-        rd_kafka_conf_set(pc, "batch.size", "1000000", err, sizeof(err)))
+        rd_kafka_conf_set(pc, "batch.size", "1000000", err, sizeof(err)) ||
+        rd_kafka_conf_set(pc, "log_level", "3", err, sizeof(err)))
         die("producer conf", err);
     rd_kafka_t *pr = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof(err));
     if (!pr)
@@ -203,11 +382,12 @@ int main(void)
 
     printf("bench_ingest: librdkafka %s mock cluster (1 broker), %d "
            "partitions per topic, events of tests/data/pipeline, 20 dense + "
-           "hashed + 2 crosses; best of %d\n",
-           rd_kafka_version_str(), PARTS, REPEATS);
-    printf("%-9s %9s %12s %12s %7s %14s %9s\n", "format", "records",
-           "raw rec/s", "ingest rec/s", "ratio", "decode rec/s", "nnz/rec");
+           "hashed + 2 crosses; %d runs, raw and ingest alternating, same "
+           "consumer settings\n",
+           rd_kafka_version_str(), parts, runs);
     for (int f = 0; f < 3; f++) {
+        if (!strstr(only, fmts[f]))
+            continue;
         char path[512], topic[64], labels[64];
         fx_set_t s;
         snprintf(path, sizeof(path), FX_DIR "/events-%s.kcat", fmts[f]);
@@ -215,20 +395,67 @@ int main(void)
             die("fixture", path);
         snprintf(topic, sizeof(topic), "bench-%s", fmts[f]);
         snprintf(labels, sizeof(labels), "bench-%s-labels", fmts[f]);
-        rd_kafka_mock_topic_create(mc, topic, PARTS, 1);
-        rd_kafka_mock_topic_create(mc, labels, PARTS, 1);
-        long n = fill(pr, topic, &s);
-        double raw = 0, ing = 0;
-        uint64_t nnz = 0;
-        for (int run = 0; run < REPEATS; run++) {
-            double r1 = raw_rate(topic, n, run);
-            double r2 = ingest_rate(fmts[f], topic, labels, n, run, &nnz);
-            raw = r1 > raw ? r1 : raw;
-            ing = r2 > ing ? r2 : ing;
+        long n = 0;
+        if (runs > 0) {
+            rd_kafka_mock_topic_create(mc, topic, parts, 1);
+            rd_kafka_mock_topic_create(mc, labels, parts, 1);
+            n = fill(pr, topic, &s);
+            printf("%-9s %9ld records\n", fmts[f], n);
         }
-        double dec = decode_rate(fmts[f], &s);
-        printf("%-9s %9ld %12.0f %12.0f %6.0f%% %14.0f %9.1f\n", fmts[f], n,
-               raw, ing, 100.0 * ing / raw, dec, (double)nnz / (double)n);
+        double raw[MAX_RUNS], ing[MAX_RUNS], ratio[MAX_RUNS];
+        /* cpu ns/rec: [0] poll thread, [1] process; cratio: raw process
+         * CPU per record / ingest's, the rate ratio on saturated cores */
+        double rcpu[2][MAX_RUNS], icpu[2][MAX_RUNS], cratio[MAX_RUNS];
+        uint64_t nnz = 0;
+        for (int run = 0; run < runs; run++) {
+            /* alternate the order: whatever the first reader of a run
+             * pays or gains (mock cluster state, CPU frequency, the
+             * neighbours) falls on each side equally often */
+            double rc[2], ic[2];
+            if (run % 2 == 0) {
+                raw[run] = raw_rate(topic, labels, n, run, rc);
+                ing[run] =
+                    ingest_rate(fmts[f], topic, labels, n, run, &nnz, ic);
+            } else {
+                ing[run] =
+                    ingest_rate(fmts[f], topic, labels, n, run, &nnz, ic);
+                raw[run] = raw_rate(topic, labels, n, run, rc);
+            }
+            for (int i = 0; i < 2; i++)
+                rcpu[i][run] = rc[i], icpu[i][run] = ic[i];
+            ratio[run] = 100.0 * ing[run] / raw[run];
+            cratio[run] = 100.0 * rc[1] / ic[1];
+            printf("  run %2d   raw %9.0f rec/s   ingest %9.0f rec/s   "
+                   "ratio %5.1f%%   cpu ns/rec poll thread %4.0f / %4.0f, "
+                   "process %4.0f / %4.0f (%5.1f%%)\n",
+                   run, raw[run], ing[run], ratio[run], rc[0], ic[0], rc[1],
+                   ic[1], cratio[run]);
+            fflush(stdout);
+        }
+        double lo[4], hi[4];
+        if (runs > 0) {
+            range(raw, runs, &lo[0], &hi[0]);
+            range(ing, runs, &lo[1], &hi[1]);
+            range(ratio, runs, &lo[2], &hi[2]);
+            range(cratio, runs, &lo[3], &hi[3]);
+            printf("%-9s raw %.0f (%.0f-%.0f) rec/s, ingest %.0f (%.0f-%.0f) "
+                   "rec/s, ratio median %.1f%% (range %.1f-%.1f%%), "
+                   "nnz/rec %.1f\n",
+                   fmts[f], median(raw, runs), lo[0], hi[0], median(ing, runs),
+                   lo[1], hi[1], median(ratio, runs), lo[2], hi[2],
+                   (double)nnz / (double)n);
+            printf("%-9s cpu ns/rec median raw / ingest: poll thread %.0f / "
+                   "%.0f, process %.0f / %.0f, process ratio median %.1f%% "
+                   "(range %.1f-%.1f%%)\n",
+                   fmts[f], median(rcpu[0], runs), median(icpu[0], runs),
+                   median(rcpu[1], runs), median(icpu[1], runs),
+                   median(cratio, runs), lo[3], hi[3]);
+        }
+        if (with_decode)
+            printf("%-9s decode from memory %.0f rec/s hot, %.0f rec/s "
+                   "cold\n",
+                   fmts[f], decode_rate(fmts[f], &s, 0),
+                   decode_rate(fmts[f], &s, 1));
         fflush(stdout);
         fx_free(&s);
     }

@@ -589,7 +589,24 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
     const ld_fv_t *fv = fm->fv;
     const int32_t *dslot = fm->dense_slot;
     float *dense = fm->dense;
-    for (uint32_t i = 0; i < fm->ndense; i++) {
+    /* The common case first, in one pass: every dense field a double.
+     * Finiteness is checked on the floats afterwards, branch-free, and
+     * anything else (another kind, NaN/Inf) takes the loop below from the
+     * start, so a record is rejected with the same first field and
+     * message as before. */
+    uint32_t i0 = 0, bad = 0;
+    for (; i0 < fm->ndense; i0++) {
+        const ld_fv_t *v = &fv[dslot[i0]];
+        if (v->kind != FV_DOUBLE)
+            break;
+        dense[i0] = (float)v->u.d;
+    }
+    for (uint32_t i = 0; i < i0; i++) {
+        uint32_t b;
+        memcpy(&b, &dense[i], 4);
+        bad |= (b & 0x7f800000u) == 0x7f800000u;
+    }
+    for (uint32_t i = bad || i0 < fm->ndense ? 0 : i0; i < fm->ndense; i++) {
         const ld_fv_t *v = &fv[dslot[i]];
         float f = 0.0f;
         if (v->kind == FV_DOUBLE) { /* the common case, first */

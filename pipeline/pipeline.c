@@ -36,6 +36,10 @@ struct ld_pipeline {
     int caught_up;
     int dry_run; /* replay: dead letters are counted, never written */
     rd_kafka_message_t *last; /* backs the record last returned */
+    /* The consumer's handle of each input topic, referenced so that the
+     * pointer cannot be reused: a message's kind is then one pointer
+     * compare instead of strcmp of its topic name per record. */
+    rd_kafka_topic_t *rkt[2];
     ld_pipeline_stats_t stats;
     uint64_t polls;
     ld_err_t fatal;
@@ -58,6 +62,16 @@ static int kind_of(const ld_pipeline_t *p, const char *topic)
     if (strcmp(topic, p->topic[LD_RECORD_LABEL]) == 0)
         return LD_RECORD_LABEL;
     return -1;
+}
+
+/* kind_of() for a consumed message, by topic handle first. */
+static inline int kind_of_msg(ld_pipeline_t *p, const rd_kafka_message_t *m)
+{
+    if (m->rkt == p->rkt[LD_RECORD_EVENT])
+        return LD_RECORD_EVENT;
+    if (m->rkt == p->rkt[LD_RECORD_LABEL])
+        return LD_RECORD_LABEL;
+    return kind_of(p, rd_kafka_topic_name(m->rkt));
 }
 
 static int pos_set(positions_t *ps, int32_t part, int64_t next)
@@ -370,6 +384,12 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
     if (!(p->consumer = consumer_new(p, conf, kafka, transactional_id, errstr,
                                      errstr_size)))
         goto err;
+    for (int k = 0; k < 2; k++)
+        if (!(p->rkt[k] = rd_kafka_topic_new(p->consumer, p->topic[k], NULL))) {
+            snprintf(errstr, errstr_size, "topic %s: %s", p->topic[k],
+                     rd_kafka_err2str(rd_kafka_last_error()));
+            goto err;
+        }
 
     /* DESIGN §2: partition p of events only ever joins partition p of
      * labels, so both topics must have the same partition count. */
@@ -531,7 +551,7 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
                 return LD_ERR_TIMEOUT;
             continue;
         }
-        int kind = kind_of(p, rd_kafka_topic_name(m->rkt));
+        int kind = kind_of_msg(p, m);
         if (kind < 0) {
             rd_kafka_message_destroy(m);
             continue;
@@ -542,7 +562,10 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
         ld_reason_t why = ld_decoder_decode(
             p->dec[kind], m->key, m->key_len, m->payload, m->len,
             tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts, out);
-        if (pos_set(&p->pos[kind], m->partition, m->offset + 1) < 0) {
+        positions_t *pos = &p->pos[kind];
+        if (m->partition >= 0 && m->partition < pos->n) /* no call */
+            pos->next[m->partition] = m->offset + 1;
+        else if (pos_set(pos, m->partition, m->offset + 1) < 0) {
             rd_kafka_message_destroy(m);
             return LD_ERR_NOMEM;
         }
@@ -852,6 +875,9 @@ void ld_pipeline_destroy(ld_pipeline_t *p)
         if (e)
             rd_kafka_error_destroy(e);
     }
+    for (int k = 0; k < 2; k++)
+        if (p->rkt[k])
+            rd_kafka_topic_destroy(p->rkt[k]);
     if (p->consumer)
         rd_kafka_destroy(p->consumer);
     if (p->producer) {

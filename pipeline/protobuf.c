@@ -9,6 +9,9 @@
  * repeated scalar or oneof wins, unknown fields are skipped. */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "pipeline/internal.h"
 
@@ -26,9 +29,48 @@ typedef struct hint {
     int32_t slot;
 } hint_t;
 
+/* A Feature of the two shapes encoders write, {name, num} and {name, str},
+ * as it came at one position in the last record: the bytes from its tag up
+ * to its value that do not vary with the value (tag, length when fixed, the
+ * name's tag, length and bytes, the value's tag), as words and a mask. One
+ * masked compare of the next record's bytes then stands for the scan of
+ * four fields, the name's NUL check and its lookup; anything else (another
+ * name, shape, order or a longer name) goes through feature(). */
+#define TMPL_WORDS 3
+
+typedef struct tmpl {
+    uint64_t w[TMPL_WORDS]; /* expected bytes, zero where m is */
+    uint64_t m[TMPL_WORDS]; /* 0xff bytes where fixed */
+    uint8_t kind;   /* 0: none, 2: num, 3: str, 4: tags (the field number) */
+    uint8_t name_n; /* name bytes */
+    uint8_t hlen;   /* bytes before the value */
+    int32_t slot;   /* -1: not a feature (skipped) */
+} tmpl_t;
+
+/* Consecutive {name, num} templates, joined: a producer that writes its
+ * numeric features in a fixed order repeats the same bytes but for the
+ * doubles, so one masked compare of the whole run and a load per value
+ * replace the per-feature work. Rebuilt after a record that changed a
+ * template. */
+#define RUN_MAX 512 /* bytes of one run */
+
+typedef struct run {
+    uint32_t first, count; /* feature positions [first, first + count) */
+    uint32_t bytes;        /* the run's length in the record */
+    uint8_t *b, *m;        /* RUN_MAX bytes each: expected, mask */
+    uint32_t nset;         /* members that are features (slot >= 0) */
+    uint16_t *at;          /* per such member: offset of its double */
+    int32_t *slot;         /* per such member: its slot */
+} run_t;
+
 struct ld_pbdec {
     ld_record_kind_t kind;
-    hint_t *hint; /* NHINT, by feature position */
+    hint_t *hint;          /* NHINT, by feature position */
+    tmpl_t *tmpl;          /* NHINT, by feature position */
+    int dirty;             /* a template changed since the runs were built */
+    int16_t run_of[NHINT]; /* run starting at a position, or -1 */
+    run_t run[NHINT / 2];
+    uint32_t nrun;
 };
 
 ld_pbdec_t *ld_pbdec_new(ld_record_kind_t kind, char *errstr,
@@ -40,13 +82,29 @@ ld_pbdec_t *ld_pbdec_new(ld_record_kind_t kind, char *errstr,
         return NULL;
     }
     d->kind = kind;
-    if (!(d->hint = calloc(NHINT, sizeof(*d->hint)))) {
+    if (!(d->hint = calloc(NHINT, sizeof(*d->hint))) ||
+        !(d->tmpl = calloc(NHINT, sizeof(*d->tmpl)))) {
+        free(d->hint);
         free(d);
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
-    for (int i = 0; i < NHINT; i++)
+    for (int i = 0; i < NHINT; i++) {
         d->hint[i].len = UINT32_MAX;
+        d->run_of[i] = -1;
+    }
+    for (int i = 0; i < NHINT / 2; i++) {
+        run_t *r = &d->run[i];
+        r->b = malloc(RUN_MAX);
+        r->m = malloc(RUN_MAX);
+        r->at = malloc(NHINT * sizeof(*r->at));
+        r->slot = malloc(NHINT * sizeof(*r->slot));
+        if (!r->b || !r->m || !r->at || !r->slot) {
+            ld_pbdec_destroy(d);
+            snprintf(errstr, errstr_size, "out of memory");
+            return NULL;
+        }
+    }
     return d;
 }
 
@@ -55,6 +113,13 @@ void ld_pbdec_destroy(ld_pbdec_t *d)
     if (!d)
         return;
     free(d->hint);
+    free(d->tmpl);
+    for (int i = 0; i < NHINT / 2; i++) {
+        free(d->run[i].b);
+        free(d->run[i].m);
+        free(d->run[i].at);
+        free(d->run[i].slot);
+    }
     free(d);
 }
 
@@ -180,6 +245,22 @@ static inline uint32_t cstrlen(const uint8_t *s, size_t n)
         if ((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)
             break;
     }
+    /* The short tail (most values are shorter than 8 bytes) without a
+     * byte loop: two overlapping 4-byte words, or the first, middle and
+     * last byte, cover it; a NUL in there takes the loop below. */
+    size_t t = n - i;
+    if (t < 8) {
+        if (t >= 4) {
+            uint32_t a, b;
+            memcpy(&a, s + i, 4);
+            memcpy(&b, s + n - 4, 4);
+            if (!((((a - 0x01010101u) & ~a) | ((b - 0x01010101u) & ~b)) &
+                  0x80808080u))
+                return (uint32_t)n;
+        } else if (t == 0 || (s[i] && s[i + (t >> 1)] && s[n - 1])) {
+            return (uint32_t)n;
+        }
+    }
     while (i < n && s[i])
         i++;
     return (uint32_t)i;
@@ -202,6 +283,195 @@ static inline int hint_hit(const hint_t *h, const uint8_t *name, size_t n,
     memcpy(&m0, ones + 16 - len, 8);
     memcpy(&m1, ones + 24 - len, 8);
     return ((w0 & m0) == h->w[0]) & ((w1 & m1) == h->w[1]);
+}
+
+/* The first TMPL_WORDS words at p, zero-padded past end: never reads past
+ * the record. */
+static inline void load_words(uint64_t w[TMPL_WORDS], const uint8_t *p,
+                              const uint8_t *end)
+{
+    size_t rem = (size_t)(end - p);
+    if (rem >= 8 * TMPL_WORDS) {
+        memcpy(w, p, 8 * TMPL_WORDS);
+    } else {
+        memset(w, 0, 8 * TMPL_WORDS);
+        memcpy(w, p, rem);
+    }
+}
+
+/* Remembers the Feature at p (tag byte 0x1a, one-byte length n, payload
+ * p + 2) for its position, when it is {name, num}, {name, str} or {name,
+ * tags} with a name without NUL whose fixed bytes fit the template; else
+ * forgets. */
+static void tmpl_learn(tmpl_t *t, const uint8_t *p, size_t n, int32_t slot)
+{
+    memset(t, 0, sizeof(*t));
+    const uint8_t *v = p + 2;
+    if (n < 4 || v[0] != 0x0a || v[1] >= 0x80 || (size_t)v[1] + 2 > n - 2)
+        return;
+    size_t name_n = v[1];
+    const uint8_t *q = v + 2 + name_n;
+    size_t rest = n - 2 - name_n;
+    int kind;
+    if (rest == 9 && q[0] == 0x11)
+        kind = 2;
+    else if ((q[0] == 0x1a || q[0] == 0x22) && q[1] < 0x80 &&
+             (size_t)q[1] == rest - 2)
+        kind = q[0] >> 3;
+    else
+        return;
+    size_t hlen = 2 + 2 + name_n + (kind == 2 ? 1 : 2);
+    if (hlen > 8 * TMPL_WORDS || cstrlen(v + 2, name_n) != name_n)
+        return;
+    uint8_t b[8 * TMPL_WORDS] = {0}, m[8 * TMPL_WORDS] = {0};
+    memcpy(b, p, hlen);
+    memset(m, 0xff, hlen);
+    if (kind != 2) /* the Feature's and the value's lengths vary */
+        b[1] = m[1] = b[hlen - 1] = m[hlen - 1] = 0;
+    memcpy(t->w, b, sizeof(b));
+    memcpy(t->m, m, sizeof(m));
+    t->name_n = (uint8_t)name_n;
+    t->hlen = (uint8_t)hlen;
+    t->slot = slot;
+    t->kind = (uint8_t)kind;
+}
+
+/* Bytes of the Feature at p (tag byte 0x1a included) when it has t's shape
+ * and name and lies before end; 0 otherwise. */
+static inline size_t tmpl_match(const tmpl_t *t, const uint8_t *p,
+                                const uint8_t *end)
+{
+    size_t rem = (size_t)(end - p);
+    if (!t->kind || rem < t->hlen)
+        return 0;
+    uint64_t w[TMPL_WORDS], diff = 0;
+    load_words(w, p, end);
+    for (int i = 0; i < TMPL_WORDS; i++)
+        diff |= (w[i] & t->m[i]) ^ t->w[i];
+    if (diff)
+        return 0;
+    if (t->kind == 2) /* length fixed by the template: name + 11 */
+        return (size_t)t->name_n + 13 <= rem ? (size_t)t->name_n + 13 : 0;
+    /* str, tags: Feature length = name + 4 + value length, one byte each */
+    size_t n = p[1], sn = p[t->hlen - 1];
+    if (n >= 0x80 || n != (size_t)t->name_n + 4 + sn || n + 2 > rem)
+        return 0;
+    return n + 2;
+}
+
+/* Joins every stretch of two or more consecutive num templates into a run
+ * (see run_t). */
+static void runs_build(ld_pbdec_t *d)
+{
+    d->nrun = 0;
+    for (int i = 0; i < NHINT; i++)
+        d->run_of[i] = -1;
+    for (uint32_t k = 0; k < NHINT;) {
+        uint32_t j = k, bytes = 0;
+        while (j < NHINT && d->tmpl[j].kind == 2 &&
+               bytes + d->tmpl[j].name_n + 13u <= RUN_MAX) {
+            /* a slot twice is a duplicate field for feature() to report */
+            int again = 0;
+            for (uint32_t i = k; i < j && !again; i++)
+                again =
+                    d->tmpl[j].slot >= 0 && d->tmpl[i].slot == d->tmpl[j].slot;
+            if (again)
+                break;
+            bytes += d->tmpl[j++].name_n + 13u;
+        }
+        if (j - k < 2) {
+            k = j > k ? j : k + 1;
+            continue;
+        }
+        run_t *r = &d->run[d->nrun];
+        r->first = k;
+        r->count = j - k;
+        r->bytes = bytes;
+        uint32_t off = 0;
+        r->nset = 0;
+        for (uint32_t i = k; i < j; i++) {
+            const tmpl_t *t = &d->tmpl[i];
+            uint8_t b[8 * TMPL_WORDS], m[8 * TMPL_WORDS];
+            memcpy(b, t->w, sizeof(b));
+            memcpy(m, t->m, sizeof(m));
+            memcpy(r->b + off, b, t->hlen);
+            memcpy(r->m + off, m, t->hlen);
+            memset(r->b + off + t->hlen, 0, 8); /* the double: any bytes */
+            memset(r->m + off + t->hlen, 0, 8);
+            if (t->slot >= 0) {
+                r->at[r->nset] = (uint16_t)(off + t->hlen);
+                r->slot[r->nset++] = t->slot;
+            }
+            off += t->name_n + 13u;
+        }
+        d->run_of[k] = (int16_t)d->nrun++;
+        k = j;
+    }
+    d->dirty = 0;
+}
+
+/* Bytes of run r at p when they match (and lie before end), else 0. A run
+ * has two or more members of 13 bytes or more: at least 16 bytes, so the
+ * last block is one that overlaps the one before and ends at the run's
+ * end, not a byte loop. */
+static inline size_t run_match(const run_t *r, const uint8_t *p,
+                               const uint8_t *end)
+{
+    size_t n = r->bytes;
+    if ((size_t)(end - p) < n)
+        return 0;
+#if defined(__SSE2__)
+    __m128i acc = _mm_setzero_si128();
+    for (size_t i = 0;; i += 16) {
+        if (i + 16 > n)
+            i = n - 16;
+        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(r->b + i));
+        __m128i m = _mm_loadu_si128((const __m128i *)(const void *)(r->m + i));
+        acc = _mm_or_si128(acc, _mm_xor_si128(_mm_and_si128(w, m), b));
+        if (i + 16 == n)
+            break;
+    }
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff
+               ? n
+               : 0;
+#else
+    uint64_t diff = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, b, m;
+        memcpy(&w, p + i, 8);
+        memcpy(&b, r->b + i, 8);
+        memcpy(&m, r->m + i, 8);
+        diff |= (w & m) ^ b;
+    }
+    for (; i < n; i++)
+        diff |= (uint64_t)((p[i] & r->m[i]) ^ r->b[i]);
+    return diff ? 0 : n;
+#endif
+}
+
+/* The StringList at v/n pushed to fm->strs when every entry is a value
+ * (field 1) with a one-byte length, as encoders write it: returns the
+ * count, or -1 (nothing left pushed) for anything else, which
+ * string_list() then decides. */
+static inline long tags_simple(ld_fmap_t *fm, const uint8_t *v, size_t n)
+{
+    uint32_t strs0 = fm->nstrs;
+    const uint8_t *p = v, *end = v + n;
+    long count = 0;
+    while (p < end) {
+        if (end - p < 2 || p[0] != 0x0a || p[1] >= 0x80 ||
+            (size_t)p[1] > (size_t)(end - p) - 2 ||
+            ld_fmap_push_str(fm, (const char *)p + 2, cstrlen(p + 2, p[1])) <
+                0) {
+            fm->nstrs = strs0;
+            return -1;
+        }
+        p += 2 + p[1];
+        count++;
+    }
+    return count;
 }
 
 /* ---- Messages ----------------------------------------------------------- */
@@ -239,9 +509,12 @@ static long string_list(ld_fmap_t *fm, const uint8_t *v, size_t n, late_t *lt)
 }
 
 /* One Feature at v/n, the idx-th of its Event, into its slot. Returns 0, or
- * -1 when malformed. rec_end: end of the whole record. */
+ * -1 when malformed. rec_end: end of the whole record. hdr: the Feature's
+ * tag when its length took one byte (v == hdr + 2), for the template of its
+ * position; else NULL. */
 static int feature(ld_pbdec_t *d, ld_fmap_t *fm, uint32_t idx, const uint8_t *v,
-                   size_t n, const uint8_t *rec_end, late_t *lt)
+                   size_t n, const uint8_t *rec_end, const uint8_t *hdr,
+                   late_t *lt)
 {
     const uint8_t *p = v, *end = v + n;
     const uint8_t *name = (const uint8_t *)"";
@@ -267,7 +540,9 @@ static int feature(ld_pbdec_t *d, ld_fmap_t *fm, uint32_t idx, const uint8_t *v,
         }
     }
     while (p < end) {
-        pbf_t f;
+        /* v/n preset: GCC -O3 cannot see that WT_LEN implies scan() set
+         * them and warns (maybe-uninitialized) at string_list() below */
+        pbf_t f = {.v = NULL, .n = 0};
         if (scan(&p, end, &f) < 0)
             return -1;
         switch (f.num) {
@@ -325,6 +600,20 @@ static int feature(ld_pbdec_t *d, ld_fmap_t *fm, uint32_t idx, const uint8_t *v,
                 memcpy(h->w, name, nlen);
             h->slot = s;
         }
+    }
+    if (hdr && idx < NHINT) {
+        int skip = s < 0 || s == fm->key_slot || s == fm->time_slot;
+        tmpl_t was = d->tmpl[idx];
+        tmpl_learn(&d->tmpl[idx], hdr, n, skip ? -1 : s);
+        /* only num templates make runs: a position that changes between
+         * other shapes from record to record (optional string features)
+         * must not rebuild the runs after every record */
+        const tmpl_t *now = &d->tmpl[idx];
+        if ((was.kind == 2 || now->kind == 2) &&
+            (was.kind != now->kind || was.slot != now->slot ||
+             was.hlen != now->hlen ||
+             memcmp(was.w, now->w, sizeof(was.w)) != 0))
+            d->dirty = 1;
     }
     /* canonical slots are not features; unmapped names are skipped */
     if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
@@ -388,41 +677,69 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
         /* fast path: a Feature under 128 bytes, field 3 of an Event */
         if (!label && p[0] == 0x1a && end - p >= 2 && p[1] < 0x80 &&
             (size_t)p[1] <= (size_t)(end - p) - 2) {
-            const uint8_t *v = p + 2;
-            size_t n = p[1];
-            p = v + n;
-            /* faster still: {name, num} or {name, str} with the name this
-             * position had in the last record, into a free slot; anything
-             * else goes through feature() */
-            if (n >= 4 && v[0] == 0x0a && v[1] <= n - 4 && nfeat < NHINT &&
-                !lt.why && d->hint[nfeat].len == v[1]) {
-                const uint8_t *q = v + 2 + v[1];
-                size_t rest = n - 2 - v[1];
-                int num = rest == 9 && q[0] == 0x11;
-                int str = q[0] == 0x1a && q[1] == rest - 2;
-                if ((num || str) &&
-                    hint_hit(&d->hint[nfeat], v + 2, v[1], end)) {
-                    int32_t s = d->hint[nfeat].slot;
-                    if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
-                        nfeat++;
-                        continue;
+            /* fastest: a run of {name, num} features as in the last
+             * record, every slot still free */
+            int run = nfeat < NHINT ? d->run_of[nfeat] : -1;
+            if (run >= 0 && !lt.why) {
+                const run_t *r = &d->run[run];
+                size_t got = run_match(r, p, end);
+                uint32_t i = 0;
+                /* a run at position 0 meets the slots as reset: no
+                 * feature of this record came before it */
+                if (got && r->first > 0)
+                    for (; i < r->nset; i++)
+                        if (fm->fv[r->slot[i]].kind != FV_ABSENT)
+                            break;
+                if (got && (r->first == 0 || i == r->nset)) {
+                    for (i = 0; i < r->nset; i++) {
+                        ld_fv_t *fv = &fm->fv[r->slot[i]];
+                        fv->kind = FV_DOUBLE;
+                        fv->u.d = fixed64_double(p + r->at[i]);
                     }
-                    ld_fv_t *fv = &fm->fv[s];
-                    if (fv->kind == FV_ABSENT) {
-                        if (num) {
-                            fv->kind = FV_DOUBLE;
-                            fv->u.d = fixed64_double(q + 1);
-                        } else {
-                            fv->kind = FV_STR;
-                            fv->u.s = (const char *)q + 2;
-                            fv->n = cstrlen(q + 2, rest - 2);
-                        }
-                        nfeat++;
-                        continue;
-                    }
+                    p += got;
+                    nfeat += r->count;
+                    continue;
                 }
             }
-            if (feature(d, fm, nfeat++, v, n, end, &lt) < 0)
+            const uint8_t *hdr = p, *v = p + 2;
+            size_t n = p[1], got;
+            p = v + n;
+            /* faster still: the shape and name this position had in the
+             * last record (tmpl_t), into a free slot; anything else goes
+             * through feature() */
+            if (nfeat < NHINT && !lt.why &&
+                (got = tmpl_match(&d->tmpl[nfeat], hdr, end))) {
+                const tmpl_t *t = &d->tmpl[nfeat];
+                int32_t s = t->slot;
+                if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
+                    nfeat++;
+                    continue;
+                }
+                ld_fv_t *fv = &fm->fv[s];
+                if (fv->kind == FV_ABSENT) {
+                    const uint8_t *q = hdr + t->hlen;
+                    if (t->kind == 2) {
+                        fv->kind = FV_DOUBLE;
+                        fv->u.d = fixed64_double(q);
+                    } else if (t->kind == 3) {
+                        fv->kind = FV_STR;
+                        fv->u.s = (const char *)q;
+                        fv->n = cstrlen(q, got - t->hlen);
+                    } else {
+                        uint32_t first = fm->nstrs;
+                        long nt = tags_simple(fm, q, got - t->hlen);
+                        if (nt < 0)
+                            goto general;
+                        fv->kind = FV_LIST;
+                        fv->u.first = first;
+                        fv->n = (uint32_t)nt;
+                    }
+                    nfeat++;
+                    continue;
+                }
+            }
+        general:
+            if (feature(d, fm, nfeat++, v, n, end, hdr, &lt) < 0)
                 goto bad;
             continue;
         }
@@ -448,7 +765,7 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
                 value = fixed64_double(f.raw);
             } else {
                 if (f.wt != WT_LEN ||
-                    feature(d, fm, nfeat++, f.v, f.n, end, &lt) < 0)
+                    feature(d, fm, nfeat++, f.v, f.n, end, NULL, &lt) < 0)
                     goto bad;
             }
             break;
@@ -458,6 +775,8 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
     }
     if (lt.why)
         return lt.why;
+    if (d->dirty)
+        runs_build(d);
 
     uint32_t idn = id ? cstrlen(id, id_n) : 0;
     if (fm->key_slot >= 0 && idn) {
