@@ -43,6 +43,7 @@ struct ld_pipeline {
     ld_pipeline_stats_t stats;
     uint64_t polls;
     ld_err_t fatal;
+    int32_t nparts; /* of each input topic (they are co-partitioned) */
 };
 
 /* ---- Helpers ------------------------------------------------------------ */
@@ -410,6 +411,7 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
         goto err;
     }
 
+    p->nparts = ne;
     rd_kafka_poll_set_consumer(p->consumer);
     rd_kafka_topic_partition_list_t *subs =
         rd_kafka_topic_partition_list_new(2);
@@ -430,6 +432,30 @@ err:
     p->closed = 1; /* not subscribed: nothing to leave */
     ld_pipeline_destroy(p);
     return NULL;
+}
+
+ld_err_t ld_pipeline_assign_all(ld_pipeline_t *p)
+{
+    rd_kafka_resp_err_t e = rd_kafka_unsubscribe(p->consumer);
+    if (e) {
+        ld_log(LD_LOG_ERR, MOD, "msg=\"unsubscribe failed\" err=\"%s\"",
+               rd_kafka_err2str(e));
+        return LD_ERR_KAFKA;
+    }
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new(2 * p->nparts);
+    if (!l)
+        return LD_ERR_NOMEM;
+    for (int k = 0; k < 2; k++)
+        for (int32_t i = 0; i < p->nparts; i++)
+            rd_kafka_topic_partition_list_add(l, p->topic[k], i);
+    /* the same path as a group assignment: positions, the assigned
+     * callback (which may set start offsets), rd_kafka_assign() */
+    rebalance_cb(p->consumer, RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, l, p);
+    rd_kafka_topic_partition_list_destroy(l);
+    ld_log(LD_LOG_INFO, MOD, "msg=\"assigned every partition\" partitions=%d",
+           (int)p->nparts);
+    return LD_OK;
 }
 
 /* ---- Dead letters ------------------------------------------------------- */

@@ -190,6 +190,13 @@ typedef void ld_pipeline_lag_cb(void *opaque, const char *topic,
                                 int32_t partition, int64_t lag);
 void ld_pipeline_lag(ld_pipeline_t *p, ld_pipeline_lag_cb *cb, void *opaque);
 
+/* Instead of the group subscription (a replay): leaves it before it was
+ * joined and assigns every partition of both input topics, through the
+ * assigned callback as a group assignment would (offsets it leaves unset
+ * start at the earliest record). Call before the first ld_pipeline_poll().
+ * LD_ERR_KAFKA, LD_ERR_NOMEM. */
+ld_err_t ld_pipeline_assign_all(ld_pipeline_t *p) LD_WUR;
+
 /* Replays re-read input that was dead-lettered before: with dry set, bad
  * records are counted but not written to the dead-letter topic. */
 void ld_pipeline_set_dry_run(ld_pipeline_t *p, int dry);
