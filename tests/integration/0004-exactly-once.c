@@ -16,7 +16,7 @@
 #include "trainer/checkpoint.h"
 
 #define PARTS        2
-#define EVENTS       150000
+#define EVENTS       200000
 #define POISON_EVERY 10000
 
 static char prefix[128];
@@ -97,12 +97,22 @@ static void run(const char *name, int kills)
     uint16_t port = ld_test_free_port();
     char config[256];
     write_config(name, port, config, sizeof(config));
+    /* Kill points: after the incarnation's first commit point plus a
+     * random part of a commit interval (200 ms), so that kills land while
+     * training, while publishing and between publications, and all of them
+     * before the end of the input (an incarnation trains ~350 ms at most of
+     * ~3 s of input). The seed is printed; LD_TEST_SEED repeats a run's
+     * kill points. */
+    unsigned seed = getenv("LD_TEST_SEED")
+                        ? (unsigned)strtoul(getenv("LD_TEST_SEED"), NULL, 10)
+                        : (unsigned)getpid();
+    srand(seed);
+    if (kills)
+        ld_test_say("%s: kill points from LD_TEST_SEED=%u", name, seed);
     for (int i = 0; i < kills; i++) {
         pid_t pid = spawn(config);
-        /* Kill once this incarnation has committed 1, 2 or 3 times:
-         * mid-stream, with state behind it and work in flight (sometimes
-         * in the middle of a publication). */
-        double want = 1 + i % 3;
+        double want = 1;
+        int extra_ms = rand() % 150;
         if (getenv("LD_TEST_KILL_AFTER")) /* to reproduce a failure */
             want = atof(getenv("LD_TEST_KILL_AFTER"));
         int64_t deadline = ld_test_deadline(60000);
@@ -123,17 +133,17 @@ static void run(const char *name, int kills)
             }
             usleep(10000);
         }
-        if (exited) {
-            ld_test_say("%s: incarnation %d finished before its kill", name,
-                        i + 1);
-            return;
-        }
+        LD_TEST_ASSERT(!exited,
+                       "%s: incarnation %d finished before its kill point: "
+                       "the input is too small to kill %d times",
+                       name, i + 1, kills);
         LD_TEST_ASSERT(commits >= want, "%s: no commits to kill after", name);
+        usleep((useconds_t)extra_ms * 1000); /* the kill point, not a wait */
         kill(pid, SIGKILL);
         int st;
         waitpid(pid, &st, 0);
-        ld_test_say("%s: killed incarnation %d after %.0f commits", name, i + 1,
-                    commits);
+        ld_test_say("%s: killed incarnation %d %d ms after %.0f commits", name,
+                    i + 1, extra_ms, commits);
     }
     pid_t pid = spawn(config);
     int code = wait_exit(pid, 180000);
