@@ -1372,17 +1372,14 @@ static int setup(run_t *r, char *errstr, size_t size)
         restore_state(r, errstr, size) != LD_OK)
         return LD_EXIT_RUNTIME;
     ld_pipeline_cbs_t cbs = {r, on_assigned, on_revoked, on_dead_lettered};
+    /* A replay reads the partitions itself, from the recorded starts: it
+     * joins no group (and leaves none behind on the cluster). */
+    r->pconf.assign_all = r->replay;
     r->pipe = ld_pipeline_new(&r->pconf, &conf->kafka, r->txn_id, &cbs, 30000,
                               errstr, size);
     if (!r->pipe)
         return LD_EXIT_RUNTIME;
     ld_pipeline_set_dry_run(r->pipe, r->replay);
-    /* A replay reads the partitions itself, from the recorded starts: it
-     * joins no group (and so leaves none behind on the cluster). */
-    if (r->replay && ld_pipeline_assign_all(r->pipe) != LD_OK) {
-        snprintf(errstr, size, "cannot assign the input partitions");
-        return LD_EXIT_RUNTIME;
-    }
     if (!r->replay)
         warm_output_topics(r);
     /* a few ms of input: enough to ride out a commit point's pause */

@@ -112,6 +112,8 @@ static ld_err_t err_from(rd_kafka_error_t *e)
 
 /* ---- Rebalance ---------------------------------------------------------- */
 
+static ld_err_t assign_all(ld_pipeline_t *p);
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -413,6 +415,13 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
 
     p->nparts = ne;
     rd_kafka_poll_set_consumer(p->consumer);
+    if (conf->assign_all) {
+        if (assign_all(p) != LD_OK) {
+            snprintf(errstr, errstr_size, "cannot assign the partitions");
+            goto err;
+        }
+        return p;
+    }
     rd_kafka_topic_partition_list_t *subs =
         rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(subs, p->topic[0], RD_KAFKA_PARTITION_UA);
@@ -434,14 +443,10 @@ err:
     return NULL;
 }
 
-ld_err_t ld_pipeline_assign_all(ld_pipeline_t *p)
+/* A replay's manual assignment of every partition (no group join: a
+ * subscription would join in the background and rebalance under it). */
+static ld_err_t assign_all(ld_pipeline_t *p)
 {
-    rd_kafka_resp_err_t e = rd_kafka_unsubscribe(p->consumer);
-    if (e) {
-        ld_log(LD_LOG_ERR, MOD, "msg=\"unsubscribe failed\" err=\"%s\"",
-               rd_kafka_err2str(e));
-        return LD_ERR_KAFKA;
-    }
     rd_kafka_topic_partition_list_t *l =
         rd_kafka_topic_partition_list_new(2 * p->nparts);
     if (!l)

@@ -68,6 +68,9 @@ typedef struct ld_pipeline_conf {
     ld_strlist_t schema_ids; /* "id=path.avsc" */
     /* dead-letter topic */
     int64_t dlq_max_bytes;
+    int assign_all; /* not a row: a replay reads every partition of both
+                       topics itself (assigned callback included) and joins
+                       no consumer group */
 } ld_pipeline_conf_t;
 
 extern const ld_conf_section_t ld_pipeline_conf_section;
@@ -161,7 +164,10 @@ typedef struct ld_pipeline_stats {
  * kafka (the `kafka:` map, pairs) are borrowed; cbs is copied (may be
  * NULL). Returns NULL with the reason in errstr: config error, missing
  * topic, different partition counts ("... are not co-partitioned ..."),
- * broker unreachable within timeout_ms. Caller frees with
+ * broker unreachable within timeout_ms. With conf->assign_all it assigns
+ * every partition of both topics instead of subscribing, through the
+ * assigned callback as a group assignment would (offsets the callback
+ * leaves unset start at the earliest record). Caller frees with
  * ld_pipeline_destroy(). */
 ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
                                const ld_strlist_t *kafka,
@@ -189,13 +195,6 @@ rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p);
 typedef void ld_pipeline_lag_cb(void *opaque, const char *topic,
                                 int32_t partition, int64_t lag);
 void ld_pipeline_lag(ld_pipeline_t *p, ld_pipeline_lag_cb *cb, void *opaque);
-
-/* Instead of the group subscription (a replay): leaves it before it was
- * joined and assigns every partition of both input topics, through the
- * assigned callback as a group assignment would (offsets it leaves unset
- * start at the earliest record). Call before the first ld_pipeline_poll().
- * LD_ERR_KAFKA, LD_ERR_NOMEM. */
-ld_err_t ld_pipeline_assign_all(ld_pipeline_t *p) LD_WUR;
 
 /* Replays re-read input that was dead-lettered before: with dry set, bad
  * records are counted but not written to the dead-letter topic. */
