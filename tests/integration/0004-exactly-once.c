@@ -91,18 +91,54 @@ static int wait_exit(pid_t pid, int timeout_ms)
     return code;
 }
 
-/* Runs to the end; kills = SIGKILLs at commit points along the way. */
+/* Input records rk's group has committed (sum over the partitions of both
+ * topics; an OffsetFetch, it joins nothing), and into *total the records
+ * the input holds. */
+static int64_t committed(rd_kafka_t *rk, int64_t *total)
+{
+    char events[256], labels[256];
+    topic(events, sizeof(events), "events");
+    topic(labels, sizeof(labels), "labels");
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new(2 * PARTS);
+    *total = 0;
+    for (int32_t p = 0; p < PARTS; p++) {
+        const char *t[2] = {events, labels};
+        for (int k = 0; k < 2; k++) {
+            int64_t lo, hi;
+            LD_TEST_ASSERT(rd_kafka_query_watermark_offsets(rk, t[k], p, &lo,
+                                                            &hi, 10000) == 0,
+                           "watermarks of %s", t[k]);
+            *total += hi;
+            rd_kafka_topic_partition_list_add(l, t[k], p);
+        }
+    }
+    rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 10000);
+    int64_t n = 0;
+    for (int i = 0; !e && i < l->cnt; i++)
+        if (l->elems[i].offset > 0)
+            n += l->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    return e ? -1 : n;
+}
+
+/* Runs to the end; kills = SIGKILLs at points spread along the input. */
 static void run(const char *name, int kills)
 {
     uint16_t port = ld_test_free_port();
     char config[256];
     write_config(name, port, config, sizeof(config));
-    /* Kill points: after the incarnation's first commit point plus a
-     * random part of a commit interval (200 ms), so that kills land while
-     * training, while publishing and between publications, and all of them
-     * before the end of the input (an incarnation trains ~350 ms at most of
-     * ~3 s of input). The seed is printed; LD_TEST_SEED repeats a run's
-     * kill points. */
+    /* Kill points: incarnation i dies once the committed input passes
+     * i/(kills+1) of it (an incarnation resumes below that point, so each
+     * one has work in flight and state behind it), plus a random part of a
+     * commit interval (200 ms), so that kills land while training, while
+     * publishing and between publications. The seed is printed;
+     * LD_TEST_SEED repeats a run's kill points. */
+    char group[300];
+    snprintf(group, sizeof(group), "%s.%s.group", prefix, name);
+    rd_kafka_conf_t *gc = ld_test_conf_new();
+    ld_test_conf_set(gc, "group.id", group);
+    rd_kafka_t *offsets = ld_test_new(RD_KAFKA_CONSUMER, gc);
     unsigned seed = getenv("LD_TEST_SEED")
                         ? (unsigned)strtoul(getenv("LD_TEST_SEED"), NULL, 10)
                         : (unsigned)getpid();
@@ -111,17 +147,13 @@ static void run(const char *name, int kills)
         ld_test_say("%s: kill points from LD_TEST_SEED=%u", name, seed);
     for (int i = 0; i < kills; i++) {
         pid_t pid = spawn(config);
-        double want = 1;
-        int extra_ms = rand() % 150;
-        if (getenv("LD_TEST_KILL_AFTER")) /* to reproduce a failure */
-            want = atof(getenv("LD_TEST_KILL_AFTER"));
+        int extra_ms = rand() % 200;
         int64_t deadline = ld_test_deadline(60000);
-        double commits = -1;
+        int64_t done = -1, total = 0;
         int exited = 0;
         while (ld_test_remaining(deadline)) {
-            commits = ld_test_metric(
-                port, "learnd_transactions_total{result=\"commit\"}");
-            if (commits >= want)
+            done = committed(offsets, &total);
+            if (done >= total * (i + 1) / (kills + 1))
                 break;
             int st;
             if (waitpid(pid, &st, WNOHANG) == pid) {
@@ -137,14 +169,18 @@ static void run(const char *name, int kills)
                        "%s: incarnation %d finished before its kill point: "
                        "the input is too small to kill %d times",
                        name, i + 1, kills);
-        LD_TEST_ASSERT(commits >= want, "%s: no commits to kill after", name);
+        LD_TEST_ASSERT(done >= total * (i + 1) / (kills + 1),
+                       "%s: the committed input did not reach the kill point",
+                       name);
         usleep((useconds_t)extra_ms * 1000); /* the kill point, not a wait */
         kill(pid, SIGKILL);
         int st;
         waitpid(pid, &st, 0);
-        ld_test_say("%s: killed incarnation %d %d ms after %.0f commits", name,
-                    i + 1, extra_ms, commits);
+        ld_test_say("%s: killed incarnation %d %d ms after %lld of %lld input "
+                    "records were committed",
+                    name, i + 1, extra_ms, (long long)done, (long long)total);
     }
+    rd_kafka_destroy(offsets);
     pid_t pid = spawn(config);
     int code = wait_exit(pid, 180000);
     LD_TEST_EQ_I64("learnd exit code", 0, code);
