@@ -331,6 +331,9 @@ ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
     if (!fm->fv || !fm->idx || !fm->val || !fm->hfull || !fm->ns_start ||
         !fm->keybuf)
         goto nomem;
+    /* every hashed feature has value 1.0: written once, here */
+    for (uint32_t i = 0; i < fm->max_features; i++)
+        fm->val[i] = 1.0f;
     for (uint32_t i = 0; i < fm->nns; i++)
         free(nsn[i]);
     free(nsn);
@@ -566,6 +569,30 @@ static ld_reason_t set_key(ld_fmap_t *fm, const char *k, size_t n,
     return LD_REASON_NONE;
 }
 
+/* One murmur3_x86_32 block, as the body of pipeline/hash.h mixes it. */
+static inline uint32_t blk_mix(uint32_t k)
+{
+    return ld_hash_rotl32(k * 0xcc9e2d51u, 15) * 0x1b873593u;
+}
+
+/* h after one more block whose blk_mix() is km. */
+static inline uint32_t blk_round(uint32_t h, uint32_t km)
+{
+    return ld_hash_rotl32(h ^ km, 13) * 5 + 0xe6546b64u;
+}
+
+/* murmur3's finalisation of a len-byte input whose blocks left state h. */
+static inline uint32_t fmix_len(uint32_t h, uint32_t len)
+{
+    h ^= len;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
 static inline ld_reason_t push(ld_fmap_t *fm, uint32_t *nnz, uint32_t h,
                                char *err, size_t err_size)
 {
@@ -573,8 +600,7 @@ static inline ld_reason_t push(ld_fmap_t *fm, uint32_t *nnz, uint32_t h,
         FAIL(LD_REASON_TOO_MANY_FEATURES, "more than %u features",
              fm->max_features);
     fm->idx[*nnz] = h & fm->mask;
-    fm->val[*nnz] = 1.0f;
-    fm->hfull[*nnz] = h;
+    fm->hfull[*nnz] = blk_mix(h);
     (*nnz)++;
     return LD_REASON_NONE;
 }
@@ -682,42 +708,56 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
     while (ns < fm->nns)
         fm->ns_start[++ns] = nnz;
 
+    /* Crosses. A cross hash is murmur3 over the 4-byte blocks h(a), h(b),
+     * ...: hfull holds each feature's block already mixed (blk_mix), so a
+     * combination costs one murmur3 round per namespace and the
+     * finalisation, and the state after the first w - 1 blocks is kept
+     * while the last namespace (the odometer's fastest digit) runs. The
+     * outputs are bit-identical to hashing the concatenated bytes. */
+    const uint32_t *km = fm->hfull;
+    const uint32_t *nst = fm->ns_start;
+    uint32_t *idx = fm->idx;
+    const uint32_t mask = fm->mask, seed = fm->seed;
     for (uint32_t c = 0; c < fm->ncross; c++) {
         const uint32_t *m = fm->cross_ns + fm->cross_off[c];
         uint32_t w = fm->cross_off[c + 1] - fm->cross_off[c];
-        uint32_t at[MAX_CROSS_WIDTH];
-        uint8_t bytes[4 * MAX_CROSS_WIDTH];
-        int empty = 0;
+        uint32_t at[MAX_CROSS_WIDTH], st[MAX_CROSS_WIDTH];
+        uint64_t count = 1;
+        /* every combination is a feature: the count decides the limit up
+         * front (same reason and message as one push at a time) */
         for (uint32_t j = 0; j < w; j++) {
-            at[j] = fm->ns_start[m[j]];
-            if (at[j] == fm->ns_start[m[j] + 1])
-                empty = 1;
+            count *= nst[m[j] + 1] - nst[m[j]];
+            if (count > fm->max_features)
+                break;
         }
-        if (empty)
+        if (count == 0)
             continue;
+        if (count > fm->max_features - nnz)
+            FAIL(LD_REASON_TOO_MANY_FEATURES, "more than %u features",
+                 fm->max_features);
+        const uint32_t len = 4 * w;
+        const uint32_t last_lo = nst[m[w - 1]], last_hi = nst[m[w - 1] + 1];
+        st[0] = seed;
+        for (uint32_t j = 0; j + 1 < w; j++) {
+            at[j] = nst[m[j]];
+            st[j + 1] = blk_round(st[j], km[at[j]]);
+        }
         for (;;) {
-            for (uint32_t j = 0; j < w; j++) {
-                uint32_t h = fm->hfull[at[j]];
-                bytes[4 * j] = (uint8_t)h;
-                bytes[4 * j + 1] = (uint8_t)(h >> 8);
-                bytes[4 * j + 2] = (uint8_t)(h >> 16);
-                bytes[4 * j + 3] = (uint8_t)(h >> 24);
-            }
-            if ((why = push(
-                     fm, &nnz,
-                     ld_hash_murmur3_32_inline(bytes, 4 * (size_t)w, fm->seed),
-                     err, err_size)))
-                return why;
-            /* odometer, last namespace fastest */
-            uint32_t j = w;
-            while (j > 0) {
-                j--;
-                if (++at[j] < fm->ns_start[m[j] + 1])
-                    break;
-                at[j] = fm->ns_start[m[j]];
+            const uint32_t s = st[w - 1];
+            for (uint32_t b = last_lo; b < last_hi; b++)
+                idx[nnz++] = fmix_len(blk_round(s, km[b]), len) & mask;
+            /* odometer over the other namespaces, last one fastest */
+            uint32_t j = w - 1;
+            for (;;) {
                 if (j == 0)
                     goto next_cross;
+                j--;
+                if (++at[j] < nst[m[j] + 1])
+                    break;
+                at[j] = nst[m[j]];
             }
+            for (; j + 1 < w; j++)
+                st[j + 1] = blk_round(st[j], km[at[j]]);
         }
     next_cross:;
     }

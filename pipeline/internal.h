@@ -78,8 +78,9 @@ typedef struct ld_fmap {
     ld_str_t *strs;
     uint32_t nstrs, capstrs;
     uint32_t *idx;
-    float *val;
-    uint32_t *hfull;    /* full hashes of namespace features, for crosses */
+    float *val;         /* all 1.0f, set once by ld_fmap_new */
+    uint32_t *hfull;    /* murmur3 block mix of each namespace feature's
+                         * hash, for crosses (fmap.c blk_mix) */
     uint32_t *ns_start; /* nns + 1 ranges into hfull */
     float *dense;
     char *keybuf;
