@@ -569,30 +569,6 @@ static ld_reason_t set_key(ld_fmap_t *fm, const char *k, size_t n,
     return LD_REASON_NONE;
 }
 
-/* One murmur3_x86_32 block, as the body of pipeline/hash.h mixes it. */
-static inline uint32_t blk_mix(uint32_t k)
-{
-    return ld_hash_rotl32(k * 0xcc9e2d51u, 15) * 0x1b873593u;
-}
-
-/* h after one more block whose blk_mix() is km. */
-static inline uint32_t blk_round(uint32_t h, uint32_t km)
-{
-    return ld_hash_rotl32(h ^ km, 13) * 5 + 0xe6546b64u;
-}
-
-/* murmur3's finalisation of a len-byte input whose blocks left state h. */
-static inline uint32_t fmix_len(uint32_t h, uint32_t len)
-{
-    h ^= len;
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h;
-}
-
 static inline ld_reason_t push(ld_fmap_t *fm, uint32_t *nnz, uint32_t h,
                                char *err, size_t err_size)
 {
@@ -600,7 +576,7 @@ static inline ld_reason_t push(ld_fmap_t *fm, uint32_t *nnz, uint32_t h,
         FAIL(LD_REASON_TOO_MANY_FEATURES, "more than %u features",
              fm->max_features);
     fm->idx[*nnz] = h & fm->mask;
-    fm->hfull[*nnz] = blk_mix(h);
+    fm->hfull[*nnz] = ld_hash_block_mix(h);
     (*nnz)++;
     return LD_REASON_NONE;
 }
@@ -740,12 +716,13 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
         st[0] = seed;
         for (uint32_t j = 0; j + 1 < w; j++) {
             at[j] = nst[m[j]];
-            st[j + 1] = blk_round(st[j], km[at[j]]);
+            st[j + 1] = ld_hash_block_round(st[j], km[at[j]]);
         }
         for (;;) {
             const uint32_t s = st[w - 1];
             for (uint32_t b = last_lo; b < last_hi; b++)
-                idx[nnz++] = fmix_len(blk_round(s, km[b]), len) & mask;
+                idx[nnz++] =
+                    ld_hash_fmix(ld_hash_block_round(s, km[b]), len) & mask;
             /* odometer over the other namespaces, last one fastest */
             uint32_t j = w - 1;
             for (;;) {
@@ -757,7 +734,7 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
                 at[j] = nst[m[j]];
             }
             for (; j + 1 < w; j++)
-                st[j + 1] = blk_round(st[j], km[at[j]]);
+                st[j + 1] = ld_hash_block_round(st[j], km[at[j]]);
         }
     next_cross:;
     }

@@ -22,6 +22,31 @@ static inline uint32_t ld_hash_rotl32(uint32_t x, int r)
     return (x << r) | (x >> (32 - r));
 }
 
+/* The three steps of murmur3_x86_32, for callers that hash 4-byte blocks
+ * they mixed in advance (crosses, pipeline/fmap.c): a block's own mixing,
+ * the state after one more mixed block, and the finalisation after len
+ * bytes. ld_hash_murmur3_32_inline() is made of them. */
+static inline uint32_t ld_hash_block_mix(uint32_t k)
+{
+    return ld_hash_rotl32(k * 0xcc9e2d51u, 15) * 0x1b873593u;
+}
+
+static inline uint32_t ld_hash_block_round(uint32_t h, uint32_t km)
+{
+    return ld_hash_rotl32(h ^ km, 13) * 5 + 0xe6546b64u;
+}
+
+static inline uint32_t ld_hash_fmix(uint32_t h, uint32_t len)
+{
+    h ^= len;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
 static inline uint32_t ld_hash_murmur3_32_inline(const void *data, size_t len,
                                                  uint32_t seed)
 {
@@ -38,12 +63,7 @@ static inline uint32_t ld_hash_murmur3_32_inline(const void *data, size_t len,
         k = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
             (uint32_t)p[3] << 24;
 #endif
-        k *= c1;
-        k = ld_hash_rotl32(k, 15);
-        k *= c2;
-        h ^= k;
-        h = ld_hash_rotl32(h, 13);
-        h = h * 5 + 0xe6546b64u;
+        h = ld_hash_block_round(h, ld_hash_block_mix(k));
     }
 
     uint32_t k = 0;
@@ -61,13 +81,7 @@ static inline uint32_t ld_hash_murmur3_32_inline(const void *data, size_t len,
         k *= c2;
         h ^= k;
     }
-    h ^= (uint32_t)len;
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h;
+    return ld_hash_fmix(h, (uint32_t)len);
 }
 
 /*
