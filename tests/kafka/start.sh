@@ -187,6 +187,22 @@ bind_failed() {
 
 log_bytes() { stat -c %s "$log"; }
 
+# Launches the broker and waits until it answers at $1; exits 0 then
+# ("broker up$2 at ..."). Otherwise returns wait_metadata's code, with
+# $from the broker log's size before the launch (for bind_failed).
+launch_and_wait() {
+    from=$(log_bytes)
+    launch
+    local rc=0
+    wait_metadata "$1" "$pid" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        write_bootstrap "$1"
+        say "broker up$2 at $1 after $(elapsed) (pid $pid, log $log)"
+        exit 0
+    fi
+    return "$rc"
+}
+
 fail() {
     if [ "${rc:-1}" -eq 2 ]; then
         say "broker exited before answering metadata"
@@ -212,15 +228,8 @@ if [ "$again" -eq 1 ]; then
     # connection may have been given it as its local port).
     for attempt in 1 2 3 4 5; do
         : >"$outdir/broker.out"
-        from=$(log_bytes)
-        launch
         rc=0
-        wait_metadata "$addr" "$pid" || rc=$?
-        if [ "$rc" -eq 0 ]; then
-            write_bootstrap "$addr"
-            say "broker up again at $addr after $(elapsed) (pid $pid, log $log)"
-            exit 0
-        fi
+        launch_and_wait "$addr" " again" || rc=$?
         if [ "$rc" -eq 2 ] && bind_failed "$from"; then
             say "a port of $addr is still taken (attempt $attempt); retrying"
             sleep 2
@@ -308,16 +317,8 @@ EOF
         exit 1
     fi
 
-    from=$(log_bytes)
-    launch
-
     rc=0
-    wait_metadata "$addr" "$pid" || rc=$?
-    if [ "$rc" -eq 0 ]; then
-        write_bootstrap "$addr"
-        say "broker up at $addr after $(elapsed) (pid $pid, log $log)"
-        exit 0
-    fi
+    launch_and_wait "$addr" "" || rc=$?
     if [ "$rc" -eq 2 ] && bind_failed "$from"; then
         say "port taken before the broker bound it (attempt $attempt); retrying"
         rm -f "$outdir/broker.pid"
