@@ -942,9 +942,17 @@ static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
     if (h->triggers_state.len &&
         (err = ld_triggers_load(r->trig, h->triggers_state.data,
                                 h->triggers_state.len))) {
-        snprintf(errstr, size, "resume state: triggers state refused (%s)",
-                 ld_err_str(err));
-        goto out;
+        if (err != LD_ERR_CONFIG) {
+            snprintf(errstr, size, "resume state: triggers state refused (%s)",
+                     ld_err_str(err));
+            goto out;
+        }
+        /* Sizes in triggers.* changed: the windows and sketches cannot
+         * carry over, and the model and the join must not be lost for it. */
+        ld_log(LD_LOG_WARN, MOD,
+               "msg=\"trigger settings changed since the last commit: the "
+               "triggers start afresh\"");
+        err = LD_OK;
     }
     const uint8_t *p = h->labeling_state.data;
     size_t left = h->labeling_state.len;

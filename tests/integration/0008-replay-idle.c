@@ -211,6 +211,23 @@ int main(void)
     ld_test_say("replay of version %llu repeated the advance: identical",
                 (unsigned long long)version);
 
+    /* A restart under other trigger sizes keeps the model and the join
+     * and starts the triggers afresh (their windows cannot carry over):
+     * it must not refuse to start. */
+    FILE *f = fopen(config, "a");
+    LD_TEST_ASSERT(f, "append to %s", config);
+    fprintf(f, "  window_size: 777\n");
+    fclose(f);
+    char log3[128];
+    snprintf(log3, sizeof(log3), "%s/resized.log", tmpdir);
+    pid = ld_test_spawn_run(LD_LEARND_BIN, config, 1, log3);
+    code = ld_test_wait_exit(pid, 120000);
+    if (code != 0)
+        ld_test_show_tail(log3, 20);
+    LD_TEST_EQ_I64("exit code after changing triggers.window_size", 0, code);
+    LD_TEST_ASSERT(ld_test_file_has(log3, "the triggers start afresh"),
+                   "no warning that the triggers start afresh");
+
     ld_demo_gen_destroy(g0);
     ld_demo_gen_destroy(g1);
     ld_demo_gen_destroy(g2);
