@@ -152,12 +152,41 @@ static size_t pow2_at_least(size_t n)
     return c;
 }
 
+/* Copies rec's features into s's own arrays (grown as needed) and points
+ * x at them. */
+static ld_err_t copy_features(slot_t *s, const ld_features_t *from,
+                              ld_features_t *x)
+{
+    if (from->nnz > s->nzcap) {
+        size_t n = pow2_at_least(from->nnz);
+        if (grow((void **)&s->idx, n, sizeof(uint32_t)) ||
+            grow((void **)&s->val, n, sizeof(float)))
+            return LD_ERR_NOMEM;
+        s->nzcap = (uint32_t)n;
+    }
+    if (from->ndense > s->dcap) {
+        size_t n = pow2_at_least(from->ndense);
+        if (grow((void **)&s->dense, n, sizeof(float)))
+            return LD_ERR_NOMEM;
+        s->dcap = (uint32_t)n;
+    }
+    if (from->nnz) {
+        memcpy(s->idx, from->idx, from->nnz * sizeof(uint32_t));
+        memcpy(s->val, from->val, from->nnz * sizeof(float));
+    }
+    if (from->ndense)
+        memcpy(s->dense, from->dense, from->ndense * sizeof(float));
+    *x = (ld_features_t){s->idx, s->val, s->dense, from->nnz, from->ndense};
+    return LD_OK;
+}
+
 /* Copies rec (borrowed from the decoder until the next poll) into a slot,
  * an event's features packed for the joiner when the ingest packs. */
 static ld_err_t push_record(ld_ingest_t *in, const ld_record_t *rec)
 {
     slot_t *s = claim(in);
     s->item.packed = NULL;
+    s->item.rec = *rec;
     if (in->packer && rec->kind == LD_RECORD_EVENT) {
         ld_err_t err = ld_packer_pack(in->packer, &rec->x, &s->packed);
         if (err == LD_ERR_NOMEM)
@@ -171,46 +200,16 @@ static ld_err_t push_record(ld_ingest_t *in, const ld_record_t *rec)
             return LD_ERR_NOMEM;
         s->keycap = n;
     }
-    if (s->item.packed) {
-        memcpy(s->key, rec->key, rec->key_len);
-        s->key[rec->key_len] = '\0';
-        s->item.what = LD_INGEST_RECORD;
-        s->item.err = LD_OK;
-        s->item.rec = *rec;
-        s->item.rec.key = s->key;
-        memset(&s->item.rec.x, 0, sizeof(s->item.rec.x));
-        publish(in, 0);
-        return LD_OK;
-    }
-    if (rec->x.nnz > s->nzcap) {
-        size_t n = pow2_at_least(rec->x.nnz);
-        if (grow((void **)&s->idx, n, sizeof(uint32_t)) ||
-            grow((void **)&s->val, n, sizeof(float)))
-            return LD_ERR_NOMEM;
-        s->nzcap = (uint32_t)n;
-    }
-    if (rec->x.ndense > s->dcap) {
-        size_t n = pow2_at_least(rec->x.ndense);
-        if (grow((void **)&s->dense, n, sizeof(float)))
-            return LD_ERR_NOMEM;
-        s->dcap = (uint32_t)n;
-    }
     if (rec->key_len)
         memcpy(s->key, rec->key, rec->key_len);
     s->key[rec->key_len] = '\0';
-    if (rec->x.nnz) {
-        memcpy(s->idx, rec->x.idx, rec->x.nnz * sizeof(uint32_t));
-        memcpy(s->val, rec->x.val, rec->x.nnz * sizeof(float));
-    }
-    if (rec->x.ndense)
-        memcpy(s->dense, rec->x.dense, rec->x.ndense * sizeof(float));
+    s->item.rec.key = s->key;
+    if (s->item.packed)
+        memset(&s->item.rec.x, 0, sizeof(s->item.rec.x));
+    else if (copy_features(s, &rec->x, &s->item.rec.x))
+        return LD_ERR_NOMEM;
     s->item.what = LD_INGEST_RECORD;
     s->item.err = LD_OK;
-    s->item.rec = *rec;
-    s->item.rec.key = s->key;
-    s->item.rec.x.idx = s->idx;
-    s->item.rec.x.val = s->val;
-    s->item.rec.x.dense = s->dense;
     publish(in, 0);
     return LD_OK;
 }
