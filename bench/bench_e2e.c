@@ -2,29 +2,40 @@
 /* The headline end-to-end benchmark (DESIGN §9, line 1): the whole daemon
  * (ld_run: consume -> decode -> join -> train -> triggers) on the demo's
  * Avro click stream, against a raw rd_kafka_consumer_poll of the same two
- * topics in the same run, on librdkafka's in-process mock cluster. Also the
- * ingest stage alone (ld_pipeline_poll, DESIGN §9 line 2) on the same topics
- * and a per-stage breakdown from memory (decode, join, train, triggers).
- * Prints text, never pass/fail.
+ * topics in the same run, on a real broker (--bootstrap HOST:PORT; bench/e2e.sh
+ * starts the test broker of tests/kafka/ for it) or else on librdkafka's
+ * in-process mock cluster. Also the ingest stage alone (ld_pipeline_poll,
+ * DESIGN §9 line 2) on the same topics and a per-stage breakdown from memory
+ * (decode, join, train, triggers). Prints text, never pass/fail.
  *
  * usage: bench_e2e [--bits 18,22] [--repeats N] [--partitions N]
  *                  [--part-kib N] [--crosses demo|40] [--drift on|off]
  *                  [--triggers default|alert|off] [--late-horizon DUR]
  *                  [--only all|raw|ingest|daemon|stages[,...]]
+ *                  [--bootstrap HOST:PORT] [--batch-bytes N]
  * Environment: BENCH_E2E_TRACE=1 prints progress (wall and loop-thread CPU)
  * of every measured run; BENCH_E2E_LOG=N sets the log level (7: debug);
  * BENCH_E2E_KAFKA_DEBUG=fetch,... sets librdkafka's debug for learnd's
  * clients; BENCH_E2E_KAFKA="k=v,k=v" adds librdkafka settings to every
- * consumer (raw and learnd's) to try fetch tuning.
- * bench/e2e.sh builds it and runs it (optionally under perf).
+ * consumer (raw and learnd's) to try fetch tuning; BENCH_E2E_BROKER_PID=PID
+ * (a real broker's process) adds its CPU time per record to the report.
+ * bench/e2e.sh builds it, starts the test broker and runs it (optionally
+ * under perf).
  *
+ * The topics are filled once, before any measurement, to --part-kib
+ * (default 4096) of --partitions (default 64) partitions; every measurement
+ * consumes the same pre-filled topics with a fresh consumer group, timed
+ * from the record at 10% of the input to the end. --batch-bytes sets the
+ * filling producer's batch.size (default 1000000): a broker hands out whole
+ * record batches, so it decides how finely a fetch interleaves partitions
+ * and so how far apart in event time the consumer reads them (the joiner
+ * holds what it cannot release yet). On a real broker the
+ * topics get names of their own (bench-e2e-PID-...), created and deleted
+ * through the Admin API; the broker is another process on the same cores.
  * Mock cluster caveat (DESIGN §10): it keeps at most 5 MiB per partition and
- * silently drops older records, so the topics are filled once, before any
- * measurement, to --part-kib (default 4096) of --partitions (default 64)
- * partitions; every measurement consumes the same pre-filled topics with a
- * fresh consumer group, timed from the record at 10% of the input to the
- * end. The mock broker runs in this process: its threads share the 2 cores
- * with the consumer, in every measurement alike.
+ * silently drops older records (hence --part-kib at most 4800 there), and
+ * it runs in this process: its threads share the 2 cores with the consumer,
+ * in every measurement alike.
  *
  * The stream replays event time ~1000x faster than it was generated (5 ms
  * of event time per event), so event-time triggers (time, volume,
@@ -67,9 +78,27 @@ static struct {
     const char *only;
     const char *late_horizon; /* labeling.late_horizon; NULL: default */
     const char *triggers;     /* default | alert | off */
-} opt = {{18, 22}, 2, 3, 64, 4096u << 10, 0, 1, "all", NULL, "default"};
+    const char *batch_bytes;  /* the filling producer's batch.size */
+} opt = {.bits = {18, 22},
+         .nbits = 2,
+         .repeats = 3,
+         .parts = 64,
+         .part_bytes = 4096u << 10,
+         .drift = 1,
+         .only = "all",
+         .triggers = "default",
+         .batch_bytes = "1000000"};
 
 static const char *bootstrap;
+static int real_broker; /* --bootstrap given: not the mock cluster */
+
+/* Topic names: plain on the mock cluster, bench-e2e-PID-... on a real
+ * broker (several runs may share it). */
+enum { T_EVENTS, T_LABELS, T_DLQ, T_CKPT, T_TRIG, T_STATE, T__COUNT };
+static const char *const topic_base[T__COUNT] = {
+    "events",          "labels",      "learnd.dlq", "learnd.checkpoints",
+    "learnd.triggers", "learnd.state"};
+static char topic[T__COUNT][96];
 static int trace; /* BENCH_E2E_TRACE=1: progress of each measured run */
 
 /* Prints wall and loop-thread CPU every 2^15 records (trace mode). */
@@ -106,16 +135,43 @@ static int64_t now_ns(void)
     return clock_ns(CLOCK_MONOTONIC);
 }
 
-/* CPU time of the calling thread and of the whole process (librdkafka's
- * threads and the in-process mock broker included). */
+static int broker_pid; /* BENCH_E2E_BROKER_PID: a real broker's process */
+
+/* CPU time of a real broker's process (all its threads), from
+ * /proc/PID/stat; 0 when not known. */
+static int64_t broker_cpu_ns(void)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", broker_pid);
+    FILE *f = broker_pid ? fopen(path, "r") : NULL;
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields after the ")" closing the command name: state is field 3,
+     * utime and stime are fields 14 and 15. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2,
+                     "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu "
+                     "%llu",
+                     &ut, &st) != 2)
+        return 0;
+    return (int64_t)((ut + st) * (1000000000ull /
+                                  (unsigned long long)sysconf(_SC_CLK_TCK)));
+}
+
+/* CPU time of the calling thread, of the whole process (librdkafka's
+ * threads and the in-process mock broker included) and of a real broker. */
 typedef struct cpu {
-    int64_t wall, thread, proc;
+    int64_t wall, thread, proc, broker;
 } cpu_t;
 
 static cpu_t cpu_now(void)
 {
     return (cpu_t){now_ns(), clock_ns(CLOCK_THREAD_CPUTIME_ID),
-                   clock_ns(CLOCK_PROCESS_CPUTIME_ID)};
+                   clock_ns(CLOCK_PROCESS_CPUTIME_ID), broker_cpu_ns()};
 }
 
 /* --only takes one part or a comma-separated list ("raw,daemon"). */
@@ -242,7 +298,7 @@ static void generate(int64_t n_events)
     if (rc < 0)
         die("generator", "out of memory");
     ld_demo_gen_destroy(g);
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 2 && !real_broker; k++)
         for (int p = 0; p < opt.parts; p++)
             if (S.part_bytes[k][p] > (5u << 20) - (64u << 10))
                 die("stream", "a partition would exceed the mock's 5 MiB");
@@ -258,14 +314,71 @@ static const uint8_t *val_of(const rec_t *r)
     return S.bytes + r->voff;
 }
 
-/* ---- Mock cluster -------------------------------------------------------- */
+/* ---- The broker: topics and their fill ---------------------------------- */
+
+/* Creates (delete == 0) or deletes the topics on a real broker and waits for
+ * the answer. */
+static void admin_topics(rd_kafka_t *rk, int delete)
+{
+    char err[256];
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *ao =
+        rd_kafka_AdminOptions_new(rk, delete ? RD_KAFKA_ADMIN_OP_DELETETOPICS
+                                             : RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(ao, 30000, err, sizeof(err));
+    rd_kafka_NewTopic_t *nt[T__COUNT];
+    rd_kafka_DeleteTopic_t *dt[T__COUNT];
+    for (int i = 0; i < T__COUNT; i++) {
+        if (delete) {
+            dt[i] = rd_kafka_DeleteTopic_new(topic[i]);
+        } else {
+            nt[i] = rd_kafka_NewTopic_new(topic[i], i < T_DLQ ? opt.parts : 1,
+                                          1, err, sizeof(err));
+            /* The stream's event times are months old: the default
+             * 7-day retention would delete it under the measurement. */
+            if (!nt[i] ||
+                rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "-1"))
+                die(topic[i], err);
+        }
+    }
+    if (delete)
+        rd_kafka_DeleteTopics(rk, dt, T__COUNT, ao, q);
+    else
+        rd_kafka_CreateTopics(rk, nt, T__COUNT, ao, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+    if (!ev || rd_kafka_event_error(ev))
+        die(delete ? "delete topics" : "create topics",
+            ev ? rd_kafka_event_error_string(ev) : "no answer in 60 s");
+    const rd_kafka_topic_result_t **res;
+    size_t n = 0;
+    if (delete)
+        res = rd_kafka_DeleteTopics_result_topics(
+            rd_kafka_event_DeleteTopics_result(ev), &n);
+    else
+        res = rd_kafka_CreateTopics_result_topics(
+            rd_kafka_event_CreateTopics_result(ev), &n);
+    for (size_t i = 0; i < n; i++)
+        if (rd_kafka_topic_result_error(res[i]))
+            die(rd_kafka_topic_result_name(res[i]),
+                rd_kafka_topic_result_error_string(res[i]));
+    rd_kafka_event_destroy(ev);
+    for (int i = 0; i < T__COUNT; i++) {
+        if (delete)
+            rd_kafka_DeleteTopic_destroy(dt[i]);
+        else
+            rd_kafka_NewTopic_destroy(nt[i]);
+    }
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_queue_destroy(q);
+}
 
 static void fill_topics(rd_kafka_t *pr)
 {
     for (size_t i = 0; i < S.n; i++) {
         const rec_t *r = &S.r[i];
         while (rd_kafka_producev(
-                   pr, RD_KAFKA_V_TOPIC(r->is_label ? "labels" : "events"),
+                   pr,
+                   RD_KAFKA_V_TOPIC(topic[r->is_label ? T_LABELS : T_EVENTS]),
                    RD_KAFKA_V_PARTITION(r->part),
                    RD_KAFKA_V_KEY(key_of(r), r->klen),
                    RD_KAFKA_V_VALUE((void *)(uintptr_t)val_of(r), r->vlen),
@@ -284,6 +397,11 @@ static void kset(rd_kafka_conf_t *c, const char *k, const char *v)
         die(k, err);
 }
 
+static void kset_cb(void *conf, const char *k, const char *v)
+{
+    kset(conf, k, v);
+}
+
 /* ---- (a) raw consume ---------------------------------------------------- */
 
 /* Rate of a timed stretch: from the record at 10% of the input (group
@@ -291,15 +409,21 @@ static void kset(rd_kafka_conf_t *c, const char *k, const char *v)
 typedef struct rate {
     double recs_s, examples_s;
     uint64_t n;
-    double main_ns, other_ns; /* CPU ns per record: loop thread, the rest */
+    /* CPU ns per record: loop thread, the rest of the process, a real
+     * broker */
+    double main_ns, other_ns, broker_ns;
 } rate_t;
 
 static rate_t rate_of(uint64_t n, uint64_t examples, cpu_t a, cpu_t b)
 {
     double secs = (double)(b.wall - a.wall) / 1e9;
     double th = (double)(b.thread - a.thread), pr = (double)(b.proc - a.proc);
-    return (rate_t){(double)n / secs, (double)examples / secs, n,
-                    th / (double)n, (pr - th) / (double)n};
+    return (rate_t){(double)n / secs,
+                    (double)examples / secs,
+                    n,
+                    th / (double)n,
+                    (pr - th) / (double)n,
+                    (double)(b.broker - a.broker) / (double)n};
 }
 
 static rate_t raw_rate(int run)
@@ -309,19 +433,11 @@ static rate_t raw_rate(int run)
     rd_kafka_conf_t *c = rd_kafka_conf_new();
     kset(c, "bootstrap.servers", bootstrap);
     kset(c, "group.id", group);
-    /* What ld_pipeline forces or defaults to (pipeline/pipeline.h). */
-    kset(c, "auto.offset.reset", "earliest");
-    kset(c, "enable.auto.commit", "false");
-    kset(c, "enable.auto.offset.store", "false");
-    kset(c, "isolation.level", "read_committed");
-    kset(c, "partition.assignment.strategy", "range");
-    kset(c, "fetch.wait.max.ms", "100");
-    kset(c, "fetch.min.bytes", "1");
-    kset(c, "fetch.message.max.bytes", "4194304");
-    kset(c, "fetch.max.bytes", "67108864");
-    kset(c, "queued.min.messages", "200000");
-    kset(c, "queued.max.messages.kbytes", "262144");
-    kset(c, "check.crcs", "false");
+    /* What ld_pipeline's consumer runs with: the same fetch and queue
+     * settings (a stale copy here once had queued.min.messages at 200k,
+     * which stalls librdkafka 2.0.2's fetcher: raw read slower than
+     * ingest). */
+    ld_pipeline_consumer_settings(kset_cb, c);
     const char *extra = getenv("BENCH_E2E_KAFKA");
     if (extra) {
         char *dup = strdup(extra), *save = NULL;
@@ -340,13 +456,15 @@ static rate_t raw_rate(int run)
         die("consumer", err);
     rd_kafka_poll_set_consumer(rk);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2);
-    rd_kafka_topic_partition_list_add(l, "events", RD_KAFKA_PARTITION_UA);
-    rd_kafka_topic_partition_list_add(l, "labels", RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(l, topic[T_EVENTS],
+                                      RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(l, topic[T_LABELS],
+                                      RD_KAFKA_PARTITION_UA);
     if (rd_kafka_subscribe(rk, l))
         die("subscribe", group);
     rd_kafka_topic_partition_list_destroy(l);
     uint64_t got = 0, sink = 0, total = S.n, warm = total / 10;
-    cpu_t t0 = {0, 0, 0};
+    cpu_t t0 = {0, 0, 0, 0};
     while (got < total) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 1000);
         if (!m)
@@ -423,9 +541,16 @@ static ld_config_t *make_config(int bits, const char *group)
     const ld_conf_section_t *T = &ld_trainer_conf_section;
     const ld_conf_section_t *C = &ld_ckpt_conf_section;
     const ld_conf_section_t *G = &ld_triggers_conf_section;
-    cset(P, &c->pipeline, "events_topic", "events");
-    cset(P, &c->pipeline, "labels_topic", "labels");
-    cset(P, &c->pipeline, "dlq_topic", "learnd.dlq");
+    cset(P, &c->pipeline, "events_topic", topic[T_EVENTS]);
+    cset(P, &c->pipeline, "labels_topic", topic[T_LABELS]);
+    cset(P, &c->pipeline, "dlq_topic", topic[T_DLQ]);
+    char **out[] = {&c->daemon.checkpoint_topic, &c->daemon.trigger_topic,
+                    &c->daemon.state_topic};
+    for (int i = 0; i < 3; i++) {
+        free(*out[i]);
+        if (!(*out[i] = strdup(topic[T_CKPT + i])))
+            die("config", "out of memory");
+    }
     cset(P, &c->pipeline, "group_id", group);
     cset(P, &c->pipeline, "format", "avro");
     cset(P, &c->pipeline, "event_schema", LD_SOURCE_DIR "/schemas/event.avsc");
@@ -511,7 +636,7 @@ static rate_t ingest_rate(int bits, int run, double *nnz_mean)
     if (!p)
         die("ld_pipeline_new", err);
     uint64_t got = 0, total = S.n, nnz = 0, warm = total / 10;
-    cpu_t t0 = {0, 0, 0};
+    cpu_t t0 = {0, 0, 0, 0};
     while (got < total) {
         ld_record_t r;
         ld_err_t e = ld_pipeline_poll(p, 1000, &r);
@@ -975,7 +1100,8 @@ static void usage(void)
           "[--drift on|off]\n"
           "                 [--triggers default|alert|off] "
           "[--late-horizon DUR]\n"
-          "                 [--only all|raw|ingest|daemon|stages]\n",
+          "                 [--only all|raw|ingest|daemon|stages]\n"
+          "                 [--bootstrap HOST:PORT] [--batch-bytes N]\n",
           stderr);
     exit(2);
 }
@@ -1006,7 +1132,7 @@ static void parse_args(int argc, char **argv)
                 usage();
         } else if (strcmp(a, "--part-kib") == 0) {
             long k = atol(v);
-            if (k < 64 || k > 4800)
+            if (k < 64 || k > 1 << 20)
                 usage();
             opt.part_bytes = (size_t)k << 10;
         } else if (strcmp(a, "--crosses") == 0) {
@@ -1021,6 +1147,11 @@ static void parse_args(int argc, char **argv)
             opt.late_horizon = v;
         } else if (strcmp(a, "--only") == 0) {
             opt.only = v;
+        } else if (strcmp(a, "--batch-bytes") == 0) {
+            opt.batch_bytes = v;
+        } else if (strcmp(a, "--bootstrap") == 0) {
+            bootstrap = v;
+            real_broker = 1;
         } else {
             usage();
         }
@@ -1039,7 +1170,12 @@ static int rm_entry(const char *path, const struct stat *st, int flag,
 int main(int argc, char **argv)
 {
     parse_args(argc, argv);
+    if (!real_broker && opt.part_bytes > (4800u << 10))
+        die("--part-kib", "at most 4800 on the mock cluster (5 MiB per "
+                          "partition)");
     trace = getenv("BENCH_E2E_TRACE") != NULL;
+    if (getenv("BENCH_E2E_BROKER_PID"))
+        broker_pid = atoi(getenv("BENCH_E2E_BROKER_PID"));
     char err[256];
     ld_log_set_level(getenv("BENCH_E2E_LOG")
                          ? (ld_log_level_t)atoi(getenv("BENCH_E2E_LOG"))
@@ -1048,6 +1184,12 @@ int main(int argc, char **argv)
     if (!mkdtemp(tmpdir))
         die("mkdtemp", strerror(errno));
 
+    for (int i = 0; i < T__COUNT; i++)
+        if (real_broker)
+            snprintf(topic[i], sizeof(topic[i]), "bench-e2e-%ld-%s",
+                     (long)getpid(), topic_base[i]);
+        else
+            snprintf(topic[i], sizeof(topic[i]), "%s", topic_base[i]);
     int64_t n_events = events_that_fit();
     generate(n_events);
     double loadavg[3] = {0};
@@ -1058,11 +1200,12 @@ int main(int argc, char **argv)
             loadavg[0] = -1;
         fclose(la);
     }
-    printf("bench_e2e: librdkafka %s mock cluster (1 broker, in-process), "
+    printf("bench_e2e: librdkafka %s, %s, "
            "%d partitions x 2 topics, demo Avro stream: %ld events + %ld "
            "labels = %zu records (%.1f MiB)\n",
-           rd_kafka_version_str(), opt.parts, S.events, S.labels, S.n,
-           (double)S.blen / 1048576.0);
+           rd_kafka_version_str(),
+           real_broker ? "real broker" : "mock cluster (1 broker, in-process)",
+           opt.parts, S.events, S.labels, S.n, (double)S.blen / 1048576.0);
     printf("config: 20 dense + %s hashed (%s crosses), logistic + FTRL, "
            "batch 256, join window 60s, late_horizon %s, triggers %s "
            "(drift %s), commit every 5s without transactions, metrics off, "
@@ -1079,23 +1222,26 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    kset(pc, "test.mock.num.brokers", "1");
+    if (real_broker)
+        kset(pc, "bootstrap.servers", bootstrap);
+    else
+        kset(pc, "test.mock.num.brokers", "1");
     kset(pc, "linger.ms", "20");
-    kset(pc, "batch.size", "1000000");
+    kset(pc, "batch.size", opt.batch_bytes);
     kset(pc, "log_level", "3");
     rd_kafka_t *pr = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof(err));
     if (!pr)
         die("producer", err);
-    rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(pr);
-    bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
-    if (rd_kafka_mock_topic_create(mc, "events", opt.parts, 1) ||
-        rd_kafka_mock_topic_create(mc, "labels", opt.parts, 1))
-        die("mock", "cannot create the input topics");
-    static const char *const outputs[] = {"learnd.dlq", "learnd.checkpoints",
-                                          "learnd.triggers", "learnd.state"};
-    for (int i = 0; i < 4; i++)
-        if (rd_kafka_mock_topic_create(mc, outputs[i], 1, 1))
-            die("mock", outputs[i]);
+    if (real_broker) {
+        admin_topics(pr, 0);
+    } else {
+        rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(pr);
+        bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+        for (int i = 0; i < T__COUNT; i++)
+            if (rd_kafka_mock_topic_create(mc, topic[i],
+                                           i < T_DLQ ? opt.parts : 1, 1))
+                die("mock", topic[i]);
+    }
     int64_t f0 = now_ns();
     fill_topics(pr);
     printf("topics filled in %.1f s\n\n", (double)(now_ns() - f0) / 1e9);
@@ -1146,30 +1292,38 @@ int main(int argc, char **argv)
                100 * median(eratio, n));
         printf("(ingest, rec, ex: that rate / the raw rate; best row: best "
                "rate / best raw; med row: median of the per-run ratios)\n");
-        double v[6][MAX_RUNS];
+        double v[9][MAX_RUNS];
         for (int r = 0; r < n; r++) {
-            v[0][r] = A[r].main_ns;
-            v[1][r] = A[r].other_ns;
-            v[2][r] = B[r].main_ns;
-            v[3][r] = B[r].other_ns;
-            v[4][r] = Dm[r].main_ns;
-            v[5][r] = Dm[r].other_ns;
+            const rate_t *x[3] = {&A[r], &B[r], &Dm[r]};
+            for (int k = 0; k < 3; k++) {
+                v[3 * k][r] = x[k]->main_ns;
+                v[3 * k + 1][r] = x[k]->other_ns;
+                v[3 * k + 2][r] = x[k]->broker_ns;
+            }
         }
-        double am = median(v[0], n), dm = median(v[4], n);
         printf("CPU ns per record (median run): loop thread + other threads "
-               "(librdkafka fetch, in-process mock broker) | wall\n");
-        printf("  raw     %6.0f + %5.0f | %6.0f\n", am, median(v[1], n),
-               median(raw, n) > 0 ? 1e9 / median(raw, n) : 0);
-        printf("  ingest  %6.0f + %5.0f | %6.0f\n", median(v[2], n),
-               median(v[3], n), median(ing, n) > 0 ? 1e9 / median(ing, n) : 0);
-        double dwall = median(dr, n) > 0 ? 1e9 / median(dr, n) : 0;
-        printf("  daemon  %6.0f + %5.0f | %6.0f   (loop thread on CPU %.0f%% "
-               "of the wall time: the rest is waiting, e.g. commit points "
-               "and checkpoint publications flushing the producer)\n",
-               dm, median(v[5], n), dwall, dwall > 0 ? 100 * dm / dwall : 0);
+               "(librdkafka; the mock broker if in-process)%s | wall\n",
+               broker_pid ? " + the broker process" : "");
+        static const char *const what[3] = {"raw", "ingest", "daemon"};
+        const double *rates[3] = {raw, ing, dr};
+        for (int k = 0; k < 3; k++) {
+            double wall =
+                median(rates[k], n) > 0 ? 1e9 / median(rates[k], n) : 0;
+            printf("  %-7s %6.0f + %5.0f", what[k], median(v[3 * k], n),
+                   median(v[3 * k + 1], n));
+            if (broker_pid)
+                printf(" + %5.0f", median(v[3 * k + 2], n));
+            printf(" | %6.0f", wall);
+            if (k == 2)
+                printf("   (loop thread on CPU %.0f%% of the wall time: the "
+                       "rest is waiting for records or for the producer)",
+                       wall > 0 ? 100 * median(v[6], n) / wall : 0);
+            printf("\n");
+        }
         if (want("ingest"))
             printf("hashed nnz per event (measured): %.2f (+20 dense)\n", nnz);
         if (want("stages")) {
+            double am = median(v[0], n), dm = median(v[6], n);
             stage_times_t st = {0};
             stages(bits, &st);
             double per_rec_ev = (double)S.events / (double)S.n;
@@ -1212,9 +1366,12 @@ int main(int argc, char **argv)
     }
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0)
-        printf("peak RSS of the whole bench process (mock cluster, topics "
+        printf("peak RSS of the whole bench process (%stopics in memory "
                "and daemon): %.0f MiB\n",
+               real_broker ? "" : "mock cluster, ",
                (double)ru.ru_maxrss / 1024.0);
+    if (real_broker)
+        admin_topics(pr, 1);
     rd_kafka_destroy(pr);
     nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(S.r);

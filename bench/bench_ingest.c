@@ -10,7 +10,7 @@
  *                     [-d] (only the decode-from-memory lines)
  *
  * Fairness: the raw consumer gets the settings ld_pipeline's consumer runs
- * with (copied below from pipeline.c) and subscribes to the same two topics
+ * with (ld_pipeline_consumer_settings) and subscribes to the same two topics
  * (events, and the empty labels topic); each run measures raw and ingest
  * back to back on the same filled topic, alternating which goes first, and
  * the summary gives the median and range of the per-run ratios. Each
@@ -47,25 +47,6 @@
 
 static const char *bootstrap;
 static int parts = 48;
-
-/* The consumer settings of ld_pipeline (pipeline.c consumer_new: tuned
- * defaults and forced values), so the raw consumer is not measured with a
- * different fetch or queue configuration than ingest. */
-static const char *const consumer_settings[][2] = {
-    {"fetch.wait.max.ms", "100"},
-    {"fetch.min.bytes", "1"},
-    {"fetch.message.max.bytes", "4194304"},
-    {"fetch.max.bytes", "67108864"},
-    {"queued.min.messages", "10000000"},
-    {"queued.max.messages.kbytes", "262144"},
-    {"check.crcs", "false"},
-    {"auto.offset.reset", "earliest"},
-    {"enable.auto.commit", "false"},
-    {"enable.auto.offset.store", "false"},
-    {"isolation.level", "read_committed"},
-    {"partition.assignment.strategy", "range"},
-    {"enable.partition.eof", "true"},
-};
 
 static FILE *perf_ctl;
 static const char *perf_phase = "";
@@ -132,6 +113,11 @@ static void set(rd_kafka_conf_t *c, const char *k, const char *v)
         die(k, err);
 }
 
+static void set_cb(void *conf, const char *k, const char *v)
+{
+    set(conf, k, v);
+}
+
 /* Fills topic (parts partitions) with the fixture values, round robin;
  * returns the record count. */
 static long fill(rd_kafka_t *pr, const char *topic, const fx_set_t *s)
@@ -165,9 +151,8 @@ static double raw_rate(const char *topic, const char *labels, long n, int run,
     snprintf(group, sizeof(group), "raw-%s-%d", topic, run);
     rd_kafka_conf_t *c = conf_new();
     set(c, "group.id", group);
-    for (size_t i = 0;
-         i < sizeof(consumer_settings) / sizeof(consumer_settings[0]); i++)
-        set(c, consumer_settings[i][0], consumer_settings[i][1]);
+    /* what ld_pipeline's consumer runs with: the same fetch and queue */
+    ld_pipeline_consumer_settings(set_cb, c);
     char err[256];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
     if (!rk)

@@ -228,47 +228,64 @@ static ld_err_t set_default(rd_kafka_conf_t *c, const ld_strlist_t *kafka,
     return ld_kafka_conf_set(c, key, val, errstr, errstr_size);
 }
 
+/* The consumer's settings: tuned defaults the kafka: map may override,
+ * then forced values it may not. */
+static const char *const consumer_tuned[][2] = {
+    {"fetch.wait.max.ms", "100"},
+    {"fetch.min.bytes", "1"},
+    {"fetch.message.max.bytes", "4194304"},
+    {"fetch.max.bytes", "67108864"},
+    /* librdkafka 2.0.2 checks this against the whole consumer queue:
+     * at 200k every partition stopped fetching for ~0.8 s at a time
+     * (bench_e2e: ingest 332k -> 869k rec/s). The kbytes bound below
+     * is the real limit. */
+    {"queued.min.messages", "10000000"},
+    {"queued.max.messages.kbytes", "262144"},
+    {"check.crcs", "false"},
+    {"auto.offset.reset", "earliest"},
+};
+static const char *const consumer_forced[][2] = {
+    {"enable.auto.commit", "false"},
+    {"enable.auto.offset.store", "false"},
+    {"isolation.level", "read_committed"},
+    {"partition.assignment.strategy", "range"},
+    {"enable.partition.eof", "true"}, /* ld_pipeline_caught_up() */
+};
+
+void ld_pipeline_consumer_settings(ld_pipeline_setting_cb *set, void *opaque)
+{
+    for (size_t i = 0; i < sizeof(consumer_tuned) / sizeof(*consumer_tuned);
+         i++)
+        set(opaque, consumer_tuned[i][0], consumer_tuned[i][1]);
+    for (size_t i = 0; i < sizeof(consumer_forced) / sizeof(*consumer_forced);
+         i++)
+        set(opaque, consumer_forced[i][0], consumer_forced[i][1]);
+}
+
 static rd_kafka_t *consumer_new(ld_pipeline_t *p, const ld_pipeline_conf_t *c,
                                 const ld_strlist_t *kafka, const char *txn_id,
                                 char *errstr, size_t errstr_size)
 {
-    static const char *const tuned[][2] = {
-        {"fetch.wait.max.ms", "100"},
-        {"fetch.min.bytes", "1"},
-        {"fetch.message.max.bytes", "4194304"},
-        {"fetch.max.bytes", "67108864"},
-        /* librdkafka 2.0.2 checks this against the whole consumer queue:
-         * at 200k every partition stopped fetching for ~0.8 s at a time
-         * (bench_e2e: ingest 332k -> 869k rec/s). The kbytes bound below
-         * is the real limit. */
-        {"queued.min.messages", "10000000"},
-        {"queued.max.messages.kbytes", "262144"},
-        {"check.crcs", "false"},
-        {"auto.offset.reset", "earliest"},
-        {"client.id", "learnd-consumer"},
-    };
-    static const char *const forced[][2] = {
-        {"enable.auto.commit", "false"},
-        {"enable.auto.offset.store", "false"},
-        {"isolation.level", "read_committed"},
-        {"partition.assignment.strategy", "range"},
-        {"enable.partition.eof", "true"}, /* ld_pipeline_caught_up() */
-    };
     rd_kafka_conf_t *conf = ld_kafka_conf_new(kafka, errstr, errstr_size);
     if (!conf)
         return NULL;
-    for (size_t i = 0; i < sizeof(tuned) / sizeof(tuned[0]); i++)
-        if (set_default(conf, kafka, tuned[i][0], tuned[i][1], errstr,
-                        errstr_size))
+    if (set_default(conf, kafka, "client.id", "learnd-consumer", errstr,
+                    errstr_size))
+        goto err;
+    for (size_t i = 0; i < sizeof(consumer_tuned) / sizeof(*consumer_tuned);
+         i++)
+        if (set_default(conf, kafka, consumer_tuned[i][0], consumer_tuned[i][1],
+                        errstr, errstr_size))
             goto err;
-    for (size_t i = 0; i < sizeof(forced) / sizeof(forced[0]); i++) {
-        if (props_has(kafka, forced[i][0]))
+    for (size_t i = 0; i < sizeof(consumer_forced) / sizeof(*consumer_forced);
+         i++) {
+        const char *k = consumer_forced[i][0], *v = consumer_forced[i][1];
+        if (props_has(kafka, k))
             ld_log(LD_LOG_WARN, MOD,
                    "msg=\"kafka setting overridden for the consumer\" "
                    "key=%s value=%s",
-                   forced[i][0], forced[i][1]);
-        if (ld_kafka_conf_set(conf, forced[i][0], forced[i][1], errstr,
-                              errstr_size))
+                   k, v);
+        if (ld_kafka_conf_set(conf, k, v, errstr, errstr_size))
             goto err;
     }
     if (ld_kafka_conf_set(conf, "group.id", c->group_id, errstr, errstr_size))

@@ -157,6 +157,14 @@ typedef struct ld_pipeline_stats {
     uint64_t txn_commits, txn_aborts;
 } ld_pipeline_stats_t;
 
+/* Hands each librdkafka setting the pipeline's consumer runs with, unless
+ * the kafka: map overrides a tunable one, to set (group.id and client.id
+ * aside): for benchmarks whose plain consumer must fetch and queue exactly
+ * like the pipeline's. */
+typedef void ld_pipeline_setting_cb(void *opaque, const char *key,
+                                    const char *value);
+void ld_pipeline_consumer_settings(ld_pipeline_setting_cb *set, void *opaque);
+
 /* Creates the pipeline: decoders (schemas loaded and compiled), producer
  * (transactions initialised when transactional_id is non-empty, else an
  * idempotent producer and plain offset commits), consumer; checks that
