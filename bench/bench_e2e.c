@@ -13,7 +13,6 @@
  *                  [--triggers default|alert|off] [--late-horizon DUR]
  *                  [--only all|raw|ingest|daemon|stages[,...]]
  *                  [--bootstrap HOST:PORT] [--batch-bytes N]
- *                  [--max-pending N]
  * Environment: BENCH_E2E_TRACE=1 prints progress (wall and loop-thread CPU)
  * of every measured run; BENCH_E2E_LOG=N sets the log level (7: debug);
  * BENCH_E2E_KAFKA_DEBUG=fetch,... sets librdkafka's debug for learnd's
@@ -80,7 +79,6 @@ static struct {
     const char *late_horizon; /* labeling.late_horizon; NULL: default */
     const char *triggers;     /* default | alert | off */
     const char *batch_bytes;  /* the filling producer's batch.size */
-    const char *max_pending;  /* labeling.max_pending; NULL: default */
 } opt = {.bits = {18, 22},
          .nbits = 2,
          .repeats = 3,
@@ -569,8 +567,6 @@ static ld_config_t *make_config(int bits, const char *group)
     cset(L, &c->labeling, "idle_timeout", "0");
     if (opt.late_horizon)
         cset(L, &c->labeling, "late_horizon", opt.late_horizon);
-    if (opt.max_pending)
-        cset(L, &c->labeling, "max_pending", opt.max_pending);
     cset(T, &c->trainer, "name", "bench-e2e");
     cset(T, &c->trainer, "model", "logistic");
     cset(T, &c->trainer, "optimizer", "ftrl");
@@ -770,18 +766,6 @@ static void on_consumed(void *opaque, uint64_t total)
     d->n++;
 }
 
-/* Trace mode: the join's state once a second. */
-static void on_progress(void *opaque, const ld_run_progress_t *p)
-{
-    (void)opaque;
-    fprintf(stderr,
-            "  trace daemon %7.1f s  events %llu  labels %llu  pending %llu  "
-            "examples %llu\n",
-            (double)p->elapsed_ms / 1e3, (unsigned long long)p->events,
-            (unsigned long long)p->labels, (unsigned long long)p->pending,
-            (unsigned long long)p->examples);
-}
-
 static int should_stop(void *opaque)
 {
     dstate_t *d = opaque;
@@ -804,8 +788,7 @@ static drun_t daemon_rate(int bits, int run)
                             .example = on_example,
                             .scored = on_scored,
                             .consumed = on_consumed,
-                            .should_stop = should_stop,
-                            .progress = trace ? on_progress : NULL};
+                            .should_stop = should_stop};
     ld_run_opts_t ro = {
         .from_scratch = 1, .no_transactions = 1, .hooks = &hooks};
     if (ld_config_apply_logging(c) != LD_OK)
@@ -1118,8 +1101,7 @@ static void usage(void)
           "                 [--triggers default|alert|off] "
           "[--late-horizon DUR]\n"
           "                 [--only all|raw|ingest|daemon|stages]\n"
-          "                 [--bootstrap HOST:PORT] [--batch-bytes N]\n"
-          "                 [--max-pending N]\n",
+          "                 [--bootstrap HOST:PORT] [--batch-bytes N]\n",
           stderr);
     exit(2);
 }
@@ -1165,8 +1147,6 @@ static void parse_args(int argc, char **argv)
             opt.late_horizon = v;
         } else if (strcmp(a, "--only") == 0) {
             opt.only = v;
-        } else if (strcmp(a, "--max-pending") == 0) {
-            opt.max_pending = v;
         } else if (strcmp(a, "--batch-bytes") == 0) {
             opt.batch_bytes = v;
         } else if (strcmp(a, "--bootstrap") == 0) {

@@ -1515,25 +1515,6 @@ static void on_advance(const ld_wm_advance_t *adv, void *opaque)
            (long long)adv->watermark_ms);
 }
 
-/* labeling.at_bound pause: the joiner holds back the partitions ahead of
- * the global watermark while its store is at max_pending. Called parked:
- * everything polled is processed, so librdkafka resumes a partition right
- * after the last record learnd took from it (pausing drops its prefetch). */
-static void on_flow(ld_topic_kind_t kind, int32_t partition, int pause,
-                    void *opaque)
-{
-    run_t *r = opaque;
-    ld_record_kind_t k =
-        kind == LD_TOPIC_EVENTS ? LD_RECORD_EVENT : LD_RECORD_LABEL;
-    ld_err_t err = pause ? ld_pipeline_pause(r->pipe, k, partition)
-                         : ld_pipeline_resume(r->pipe, k, partition);
-    ld_log(err ? LD_LOG_WARN : LD_LOG_INFO, "join",
-           "msg=\"%s partition at max_pending\" kind=%s partition=%d%s",
-           pause ? "pausing" : "resuming",
-           k == LD_RECORD_EVENT ? "event" : "label", (int)partition,
-           err ? " err=\"cannot\"" : "");
-}
-
 /* ---- The loop ----------------------------------------------------------- */
 
 /* A partition with records left to fetch is not idle: no record for
@@ -1707,7 +1688,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     int64_t now = ld_now_mono_ms();
     int64_t next_commit = now + conf->daemon.commit_interval_ms;
     int64_t next_report = now + 1000;
-    uint64_t last_consumed_hook = 0, last_flow = 0;
+    uint64_t last_consumed_hook = 0;
     unsigned n = 0;
     int pausing = 0;
     while (!r.exit_code && r.ingest_running) {
@@ -1735,16 +1716,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
             last_consumed_hook = progress;
         }
         now = ld_now_mono_ms();
-        /* Near labeling.max_pending the joiner's flow decides which
-         * partitions to hold back or let go: park every 4096 records for
-         * it, not once a second. */
-        ld_joiner_stats_t js;
-        ld_joiner_stats(r.joiner, &js);
-        int flow = js.pending_events + js.pending_labels >=
-                       (uint64_t)conf->labeling.max_pending / 10 * 8 &&
-                   r.consumed + r.dead - last_flow >= 4096;
-        if (!pausing && (now >= next_report || now >= next_commit || flow)) {
-            last_flow = r.consumed + r.dead;
+        if (!pausing && (now >= next_report || now >= next_commit)) {
             ld_ingest_pause(r.ingest); /* PAUSED follows what it polled */
             pausing = 1;
         }
@@ -1755,11 +1727,8 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         ld_pipeline_lag(r.pipe, note_backlog, &r);
         if (!r.replay) /* a replay repeats the recorded ones instead */
             ld_joiner_idle_advance(r.joiner, now, on_advance, &r);
-        ld_joiner_flow(r.joiner, on_flow, &r);
-        if (now >= next_report) { /* else parked for the flow only */
-            report(&r);
-            next_report = now + 1000;
-        }
+        report(&r);
+        next_report = now + 1000;
         if (now >= next_commit) {
             (void)commit_point(&r); /* sets exit_code when it fails */
             next_commit = now + conf->daemon.commit_interval_ms;

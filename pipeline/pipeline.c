@@ -160,11 +160,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (e)
             ld_log(LD_LOG_ERR, MOD, "msg=\"assign failed\" err=\"%s\"",
                    rd_kafka_err2str(e));
-        /* A partition paused (ld_pipeline_pause) before it was revoked
-         * would come back paused; its new owner's flow state starts
-         * unpaused. */
-        else
-            rd_kafka_resume_partitions(rk, parts);
         return;
     }
     int lost = rd_kafka_assignment_lost(rk);
