@@ -402,6 +402,33 @@ static void kset_cb(void *conf, const char *k, const char *v)
     kset(conf, k, v);
 }
 
+static void strlist_cb(void *list, const char *k, const char *v)
+{
+    if (ld_conf_strlist_add(list, k) || ld_conf_strlist_add(list, v))
+        die("config", "out of memory");
+}
+
+/* BENCH_E2E_KAFKA="k=v,k=v": extra librdkafka settings for every consumer,
+ * raw and learnd's alike (the comparison stays fair), handed to set. */
+static void each_extra(ld_pipeline_setting_cb *set, void *opaque)
+{
+    const char *extra = getenv("BENCH_E2E_KAFKA");
+    if (!extra)
+        return;
+    char *dup = strdup(extra), *save = NULL;
+    if (!dup)
+        die("memory", "out of memory");
+    for (char *kv = strtok_r(dup, ",", &save); kv;
+         kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            die("BENCH_E2E_KAFKA", kv);
+        *eq = '\0';
+        set(opaque, kv, eq + 1);
+    }
+    free(dup);
+}
+
 /* ---- (a) raw consume ---------------------------------------------------- */
 
 /* Rate of a timed stretch: from the record at 10% of the input (group
@@ -438,19 +465,7 @@ static rate_t raw_rate(int run)
      * which stalls librdkafka 2.0.2's fetcher: raw read slower than
      * ingest). */
     ld_pipeline_consumer_settings(kset_cb, c);
-    const char *extra = getenv("BENCH_E2E_KAFKA");
-    if (extra) {
-        char *dup = strdup(extra), *save = NULL;
-        for (char *kv = strtok_r(dup, ",", &save); kv;
-             kv = strtok_r(NULL, ",", &save)) {
-            char *eq = strchr(kv, '=');
-            if (!eq)
-                die("BENCH_E2E_KAFKA", kv);
-            *eq = '\0';
-            kset(c, kv, eq + 1);
-        }
-        free(dup);
-    }
+    each_extra(kset_cb, c);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
     if (!rk)
         die("consumer", err);
@@ -598,21 +613,7 @@ static ld_config_t *make_config(int bits, const char *group)
     /* BENCH_E2E_KAFKA="k=v,k=v": extra settings for learnd's clients (the
      * kafka: map), e.g. to try fetch tuning. The raw consumer gets them too
      * (raw_rate), so the comparison stays fair. */
-    const char *extra = getenv("BENCH_E2E_KAFKA");
-    if (extra) {
-        char *dup = strdup(extra), *save = NULL;
-        for (char *kv = strtok_r(dup, ",", &save); kv;
-             kv = strtok_r(NULL, ",", &save)) {
-            char *eq = strchr(kv, '=');
-            if (!eq)
-                die("BENCH_E2E_KAFKA", kv);
-            *eq = '\0';
-            if (ld_conf_strlist_add(&c->kafka, kv) ||
-                ld_conf_strlist_add(&c->kafka, eq + 1))
-                die("config", "out of memory");
-        }
-        free(dup);
-    }
+    each_extra(strlist_cb, &c->kafka);
     const char *kdebug = getenv("BENCH_E2E_KAFKA_DEBUG");
     if (kdebug && (ld_conf_strlist_add(&c->kafka, "debug") ||
                    ld_conf_strlist_add(&c->kafka, kdebug)))
