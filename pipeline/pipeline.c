@@ -1,15 +1,35 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The ingest stage: consumer group over the co-partitioned input topics,
  * decoding, positions, dead-letter routing and the transactional producer. */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pipeline/decode.h"
 #include "pipeline/kafka.h"
 #include "pipeline/pipeline.h"
 
 #define MOD "pipeline"
+
+/* One assigned partition read from its own queue (see "Time-aligned
+ * reading" below). */
+typedef struct pq {
+    rd_kafka_queue_t *q;      /* the partition's fetch queue, not forwarded */
+    rd_kafka_message_t *head; /* taken from q, not handed out yet */
+    int64_t ts;               /* head's Kafka timestamp */
+    int32_t at;               /* index in the heap, or -1 */
+    int32_t part;
+    int kind;
+    int paused;
+    int at_end;         /* its end-of-partition event came after its last
+                           record */
+    int64_t hold_until; /* empty while behind: the merge waits for it until
+                           then (monotonic ms); 0 not holding, -1 gave up */
+} pq_t;
 
 /* Next offset per partition of one input topic (-1: nothing consumed). */
 typedef struct positions {
@@ -44,6 +64,16 @@ struct ld_pipeline {
     uint64_t polls;
     ld_err_t fatal;
     int32_t nparts; /* of each input topic (they are co-partitioned) */
+    /* time-aligned reading */
+    pq_t *pq[2];    /* per partition of each input topic; q NULL: none */
+    int32_t npq[2]; /* array sizes */
+    int32_t *heap;  /* partitions with a head, oldest timestamp first */
+    int32_t heap_n, heap_cap;
+    int32_t refill;  /* its head was handed out: take its next first; -1 */
+    int32_t holding; /* partitions with hold_until > 0 */
+    unsigned takes;  /* look at the empty queues every 256 */
+    int wake[2];     /* pipe: librdkafka writes when a queue gets records */
+    rd_kafka_queue_t *cq; /* the consumer queue, for its wake-up */
 };
 
 /* ---- Helpers ------------------------------------------------------------ */
@@ -110,6 +140,302 @@ static ld_err_t err_from(rd_kafka_error_t *e)
     return LD_ERR_KAFKA;
 }
 
+/* ---- Time-aligned reading ----------------------------------------------- */
+
+/* Each assigned partition is read from its own queue, and the poll hands out
+ * the partition head with the oldest Kafka timestamp. On a backlog a fetch
+ * returns megabytes of one partition after another: read in that order, the
+ * joiner holds every event until all partitions pass the window (751k
+ * pending events, 1 GB, and the examples released only at the end). Read by
+ * time it holds about one window. A partition whose queue is empty while it
+ * is behind (no end-of-partition event, its cached high watermark past its
+ * position) holds the others back for up to HOLD_MS: at start-up partitions
+ * begin fetching at different moments, and the first ones would otherwise
+ * run ahead. One that stays empty longer (no leader, say) is read again
+ * when its records come. Empty queues are looked at again every 256
+ * records. Partition queues are split off before rd_kafka_assign(), so
+ * a fetch start does not forward them again (librdkafka #3231 is the
+ * after-assign case); anything that still reaches the consumer queue is
+ * handed out first, as it precedes its partition's queue. */
+
+static pq_t *pq_of(const ld_pipeline_t *p, int32_t code)
+{
+    return &p->pq[code & 1][code >> 1];
+}
+
+static int pq_before(const pq_t *a, const pq_t *b)
+{
+    if (a->ts != b->ts)
+        return a->ts < b->ts;
+    if (a->kind != b->kind)
+        return a->kind < b->kind; /* events before their labels */
+    return a->part < b->part;
+}
+
+/* The heap holds (partition << 1 | kind), not pointers: the arrays grow. */
+static void heap_set(ld_pipeline_t *p, int32_t i, int32_t code)
+{
+    p->heap[i] = code;
+    pq_of(p, code)->at = i;
+}
+
+static void heap_up(ld_pipeline_t *p, int32_t i)
+{
+    int32_t c = p->heap[i];
+    const pq_t *x = pq_of(p, c);
+    while (i > 0 && pq_before(x, pq_of(p, p->heap[(i - 1) / 2]))) {
+        heap_set(p, i, p->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(p, i, c);
+}
+
+static void heap_down(ld_pipeline_t *p, int32_t i)
+{
+    int32_t c = p->heap[i];
+    const pq_t *x = pq_of(p, c);
+    for (;;) {
+        int32_t k = 2 * i + 1;
+        if (k >= p->heap_n)
+            break;
+        if (k + 1 < p->heap_n &&
+            pq_before(pq_of(p, p->heap[k + 1]), pq_of(p, p->heap[k])))
+            k++;
+        if (!pq_before(pq_of(p, p->heap[k]), x))
+            break;
+        heap_set(p, i, p->heap[k]);
+        i = k;
+    }
+    heap_set(p, i, c);
+}
+
+static void heap_remove(ld_pipeline_t *p, pq_t *x)
+{
+    int32_t i = x->at;
+    if (i < 0)
+        return;
+    x->at = -1;
+    int32_t last = p->heap[--p->heap_n];
+    if (i == p->heap_n)
+        return;
+    heap_set(p, i, last);
+    heap_up(p, i);
+    heap_down(p, pq_of(p, last)->at);
+}
+
+/* A consumer event (an error or end of partition) from any queue. Returns
+ * the fatal error that ends the consumer, or LD_OK. */
+static ld_err_t consumer_event(ld_pipeline_t *p, rd_kafka_message_t *m)
+{
+    char fatal[256];
+    rd_kafka_resp_err_t fe =
+        rd_kafka_fatal_error(p->consumer, fatal, sizeof(fatal));
+    if (fe) {
+        ld_log(LD_LOG_CRIT, MOD, "msg=\"consumer fatal error\" err=\"%s\"",
+               fatal);
+        /* Another member with our group.instance.id took over. */
+        return p->fatal = fe == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID
+                              ? LD_ERR_FENCED
+                              : LD_ERR_KAFKA;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        int k = m->rkt ? kind_of(p, rd_kafka_topic_name(m->rkt)) : -1;
+        if (k >= 0 && pos_set(&p->eof[k], m->partition, 1) == 0)
+            p->eofs++;
+    } else {
+        ld_log(LD_LOG_WARN, MOD, "msg=\"consumer error\" err=\"%s\"",
+               rd_kafka_message_errstr(m));
+    }
+    return LD_OK;
+}
+
+#define HOLD_MS 500
+
+static void pq_unhold(ld_pipeline_t *p, pq_t *x)
+{
+    if (x->hold_until > 0)
+        p->holding--;
+    x->hold_until = 0;
+}
+
+/* Whether x, empty, has records it has not fetched yet. */
+static int pq_behind(ld_pipeline_t *p, const pq_t *x)
+{
+    if (x->at_end)
+        return 0;
+    const positions_t *pos = &p->pos[x->kind];
+    int64_t next = x->part < pos->n ? pos->next[x->part] : -1, lo, hi;
+    if (rd_kafka_get_watermark_offsets(p->consumer, p->topic[x->kind], x->part,
+                                       &lo, &hi) ||
+        hi < 0 || next < 0)
+        return 1;
+    return next < hi;
+}
+
+/* Takes x's next record as its head; events on the way are handled. */
+static void pq_fill(ld_pipeline_t *p, pq_t *x)
+{
+    while (!x->head && !x->paused && !p->fatal) {
+        rd_kafka_message_t *m = rd_kafka_consume_queue(x->q, 0);
+        if (!m) {
+            if (x->hold_until == 0 && pq_behind(p, x)) {
+                x->hold_until = ld_now_mono_ms() + HOLD_MS;
+                p->holding++;
+            }
+            return;
+        }
+        if (m->err) {
+            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                x->at_end = 1;
+                pq_unhold(p, x);
+            }
+            consumer_event(p, m);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        x->at_end = 0;
+        pq_unhold(p, x);
+        rd_kafka_timestamp_type_t tstype;
+        x->head = m;
+        x->ts = rd_kafka_message_timestamp(m, &tstype);
+        if (tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE)
+            x->ts = INT64_MIN; /* no order to keep: at once */
+        p->heap[p->heap_n] = x->part << 1 | x->kind;
+        heap_up(p, p->heap_n++);
+    }
+}
+
+static void pq_fill_all(ld_pipeline_t *p)
+{
+    for (int k = 0; k < 2; k++)
+        for (int32_t i = 0; i < p->npq[k]; i++)
+            if (p->pq[k][i].q)
+                pq_fill(p, &p->pq[k][i]);
+}
+
+/* The next record by time, or NULL when every queue is empty. */
+static rd_kafka_message_t *pq_next(ld_pipeline_t *p)
+{
+    if (p->refill >= 0) {
+        pq_fill(p, pq_of(p, p->refill)); /* its last head is handled */
+        p->refill = -1;
+    }
+    if (p->heap_n == 0 || (++p->takes & 255) == 0 || p->holding)
+        pq_fill_all(p);
+    if (p->holding) {
+        int64_t now = ld_now_mono_ms();
+        for (int k = 0; k < 2; k++)
+            for (int32_t i = 0; i < p->npq[k]; i++)
+                if (p->pq[k][i].hold_until > 0 &&
+                    now >= p->pq[k][i].hold_until) {
+                    p->pq[k][i].hold_until = -1; /* read when it comes */
+                    p->holding--;
+                }
+        if (p->holding)
+            return NULL;
+    }
+    if (p->heap_n == 0)
+        return NULL;
+    pq_t *x = pq_of(p, p->heap[0]);
+    rd_kafka_message_t *m = x->head;
+    x->head = NULL;
+    heap_remove(p, x);
+    p->refill = x->part << 1 | x->kind;
+    return m;
+}
+
+/* Drops the head of x (not handed out: read again after a seek). */
+static void pq_drop_head(ld_pipeline_t *p, pq_t *x)
+{
+    heap_remove(p, x);
+    if (x->head)
+        rd_kafka_message_destroy(x->head);
+    x->head = NULL;
+    if (p->refill == (x->part << 1 | x->kind))
+        p->refill = -1;
+}
+
+/* After a seek: every partition fetches again from its new position. */
+static void pq_drop_heads(ld_pipeline_t *p)
+{
+    for (int k = 0; k < 2; k++)
+        for (int32_t i = 0; i < p->npq[k]; i++) {
+            pq_drop_head(p, &p->pq[k][i]);
+            pq_unhold(p, &p->pq[k][i]);
+            p->pq[k][i].at_end = 0;
+        }
+}
+
+static pq_t *pq_get(ld_pipeline_t *p, int kind, int32_t part)
+{
+    if (kind < 0 || part < 0)
+        return NULL;
+    return part < p->npq[kind] ? &p->pq[kind][part] : NULL;
+}
+
+static void pq_close(ld_pipeline_t *p, int kind, int32_t part)
+{
+    pq_t *x = pq_get(p, kind, part);
+    if (!x || !x->q)
+        return;
+    pq_drop_head(p, x);
+    pq_unhold(p, x);
+    x->at_end = 0;
+    rd_kafka_queue_io_event_enable(x->q, -1, NULL, 0);
+    rd_kafka_queue_destroy(x->q);
+    x->q = NULL;
+}
+
+/* Splits part's queue off the consumer queue; before rd_kafka_assign().
+ * Left forwarded when that fails: its records then come on the consumer
+ * queue, in fetch order. */
+static void pq_open(ld_pipeline_t *p, int kind, int32_t part)
+{
+    if (kind < 0 || part < 0 || p->wake[1] < 0)
+        return;
+    if (part >= p->npq[kind]) {
+        int32_t n = part + 1;
+        pq_t *v = realloc(p->pq[kind], (size_t)n * sizeof(*v));
+        if (!v)
+            return;
+        p->pq[kind] = v;
+        for (int32_t i = p->npq[kind]; i < n; i++)
+            v[i] = (pq_t){.at = -1, .part = i, .kind = kind};
+        p->npq[kind] = n;
+    }
+    if (p->heap_cap < p->npq[0] + p->npq[1]) {
+        int32_t n = p->npq[0] + p->npq[1];
+        int32_t *h = realloc(p->heap, (size_t)n * sizeof(*h));
+        if (!h)
+            return;
+        p->heap = h;
+        p->heap_cap = n;
+    }
+    pq_close(p, kind, part);
+    pq_t *x = &p->pq[kind][part];
+    x->q = rd_kafka_queue_get_partition(p->consumer, p->topic[kind], part);
+    if (!x->q)
+        return;
+    rd_kafka_queue_forward(x->q, NULL);
+    rd_kafka_queue_io_event_enable(x->q, p->wake[1], "q", 1);
+    x->paused = 0;
+}
+
+/* Waits up to ms for a record on any queue. */
+static void pq_wait(ld_pipeline_t *p, int ms)
+{
+    char buf[64];
+    while (read(p->wake[0], buf, sizeof(buf)) > 0)
+        ;
+    pq_fill_all(p); /* also re-arms their wake-ups */
+    if ((p->heap_n && !p->holding) || p->fatal)
+        return;
+    if (rd_kafka_queue_length(p->cq) > 0)
+        return;
+    struct pollfd fd = {.fd = p->wake[0], .events = POLLIN};
+    (void)poll(&fd, 1, p->holding && ms > 10 ? 10 : ms);
+}
+
 /* ---- Rebalance ---------------------------------------------------------- */
 
 static ld_err_t assign_all(ld_pipeline_t *p);
@@ -156,6 +482,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             p->cbs.assigned(p->cbs.opaque, parts);
         ld_log(LD_LOG_INFO, MOD, "msg=\"partitions assigned\" count=%d",
                parts->cnt);
+        for (int i = 0; i < parts->cnt; i++)
+            pq_open(p, kind_of(p, parts->elems[i].topic),
+                    parts->elems[i].partition);
         rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
         if (e)
             ld_log(LD_LOG_ERR, MOD, "msg=\"assign failed\" err=\"%s\"",
@@ -177,6 +506,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             p->pos[k].next[parts->elems[i].partition] = -1;
         if (k >= 0 && parts->elems[i].partition < p->eof[k].n)
             p->eof[k].next[parts->elems[i].partition] = 0;
+        pq_close(p, k, part); /* its unread head is someone else's now */
     }
     p->caught_up = 0;
     p->eofs++;
@@ -244,6 +574,15 @@ static const char *const consumer_tuned[][2] = {
     {"check.crcs", "false"},
     {"auto.offset.reset", "earliest"},
 };
+/* learnd's own consumer reads every partition from its own queue (see
+ * "Time-aligned reading"), and librdkafka then applies the queue bounds per
+ * partition: a backlog is prefetched up to 2 MiB (+ one fetch of at most
+ * 1 MiB) per partition instead of 256 MiB in all. A single-queue consumer
+ * (ld_pipeline_consumer_settings) keeps the values above. */
+static const char *const consumer_split[][2] = {
+    {"queued.max.messages.kbytes", "2048"},
+    {"fetch.message.max.bytes", "1048576"},
+};
 static const char *const consumer_forced[][2] = {
     {"enable.auto.commit", "false"},
     {"enable.auto.offset.store", "false"},
@@ -273,10 +612,15 @@ static rd_kafka_t *consumer_new(ld_pipeline_t *p, const ld_pipeline_conf_t *c,
                     errstr_size))
         goto err;
     for (size_t i = 0; i < sizeof(consumer_tuned) / sizeof(*consumer_tuned);
-         i++)
-        if (set_default(conf, kafka, consumer_tuned[i][0], consumer_tuned[i][1],
-                        errstr, errstr_size))
+         i++) {
+        const char *k = consumer_tuned[i][0], *v = consumer_tuned[i][1];
+        for (size_t j = 0; j < sizeof(consumer_split) / sizeof(*consumer_split);
+             j++)
+            if (strcmp(consumer_split[j][0], k) == 0)
+                v = consumer_split[j][1];
+        if (set_default(conf, kafka, k, v, errstr, errstr_size))
             goto err;
+    }
     for (size_t i = 0; i < sizeof(consumer_forced) / sizeof(*consumer_forced);
          i++) {
         const char *k = consumer_forced[i][0], *v = consumer_forced[i][1];
@@ -362,6 +706,8 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
     }
     if (cbs)
         p->cbs = *cbs;
+    p->refill = -1;
+    p->wake[0] = p->wake[1] = -1;
     if (!conf->events_topic || !*conf->events_topic || !conf->labels_topic ||
         !*conf->labels_topic) {
         snprintf(errstr, errstr_size,
@@ -432,6 +778,23 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
 
     p->nparts = ne;
     rd_kafka_poll_set_consumer(p->consumer);
+    /* Without the wake-up pipe every partition stays on the consumer
+     * queue: records then come in fetch order. */
+    if (pipe(p->wake) != 0 || fcntl(p->wake[0], F_SETFL, O_NONBLOCK) ||
+        fcntl(p->wake[1], F_SETFL, O_NONBLOCK) ||
+        fcntl(p->wake[0], F_SETFD, FD_CLOEXEC) ||
+        fcntl(p->wake[1], F_SETFD, FD_CLOEXEC)) {
+        ld_log(LD_LOG_WARN, MOD,
+               "msg=\"no wake-up pipe: partitions are read in fetch order\" "
+               "err=\"%s\"",
+               strerror(errno));
+        for (int i = 0; i < 2; i++)
+            if (p->wake[i] >= 0)
+                close(p->wake[i]);
+        p->wake[0] = p->wake[1] = -1;
+    } else if ((p->cq = rd_kafka_queue_get_consumer(p->consumer))) {
+        rd_kafka_queue_io_event_enable(p->cq, p->wake[1], "c", 1);
+    }
     if (conf->assign_all) {
         if (assign_all(p) != LD_OK) {
             snprintf(errstr, errstr_size, "cannot assign the partitions");
@@ -545,54 +908,47 @@ static ld_err_t dead_letter(ld_pipeline_t *p, const rd_kafka_message_t *m,
 
 ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
 {
-    /* The clock is read only when the queue is empty: two clock_gettime
+    /* The clock is read only when the queues are empty: two clock_gettime
      * calls per record were a measurable part of ingest. */
     int64_t deadline = 0;
     if (p->last) {
         rd_kafka_message_destroy(p->last);
         p->last = NULL;
     }
-    if (p->fatal)
-        return p->fatal;
     for (;;) {
+        if (p->fatal)
+            return p->fatal;
+        /* the consumer queue first: rebalances, errors, and records
+         * forwarded before their partition's queue was split off (its
+         * length is a cheaper look than a poll, once per record) */
         rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, 0);
-        if (!m) {
-            int64_t now = ld_now_mono_ms();
-            if (!deadline)
-                deadline = now + timeout_ms;
-            if (deadline > now)
-                m = rd_kafka_consumer_poll(p->consumer, (int)(deadline - now));
-        }
+        if (!m && !p->fatal)
+            m = pq_next(p);
         /* delivery reports: every 1024 records is enough (dead letters
          * are rare) and keeps a lock + queue check off the per-record path */
         if ((++p->polls & 1023) == 0)
             rd_kafka_poll(p->producer, 0);
-        if (!m)
-            return LD_ERR_TIMEOUT;
+        if (!m) {
+            if (p->fatal)
+                return p->fatal;
+            int64_t now = ld_now_mono_ms();
+            if (!deadline)
+                deadline = now + timeout_ms;
+            if (now >= deadline)
+                return LD_ERR_TIMEOUT;
+            if (p->wake[0] >= 0)
+                pq_wait(p, (int)(deadline - now));
+            else if ((m = rd_kafka_consumer_poll(
+                          p->consumer, (int)(deadline - now))) == NULL)
+                return LD_ERR_TIMEOUT;
+            if (!m)
+                continue;
+        }
         if (m->err) {
-            char fatal[256];
-            rd_kafka_resp_err_t fe =
-                rd_kafka_fatal_error(p->consumer, fatal, sizeof(fatal));
-            if (fe) {
-                ld_log(LD_LOG_CRIT, MOD,
-                       "msg=\"consumer fatal error\" "
-                       "err=\"%s\"",
-                       fatal);
-                rd_kafka_message_destroy(m);
-                /* Another member with our group.instance.id took over. */
-                return p->fatal = fe == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID
-                                      ? LD_ERR_FENCED
-                                      : LD_ERR_KAFKA;
-            }
-            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                int k = m->rkt ? kind_of(p, rd_kafka_topic_name(m->rkt)) : -1;
-                if (k >= 0 && pos_set(&p->eof[k], m->partition, 1) == 0)
-                    p->eofs++;
-            } else {
-                ld_log(LD_LOG_WARN, MOD, "msg=\"consumer error\" err=\"%s\"",
-                       rd_kafka_message_errstr(m));
-            }
+            ld_err_t fe = consumer_event(p, m);
             rd_kafka_message_destroy(m);
+            if (fe)
+                return fe;
             if (!deadline)
                 deadline = ld_now_mono_ms() + timeout_ms;
             if (ld_now_mono_ms() >= deadline)
@@ -751,6 +1107,7 @@ static ld_err_t rewind_to_committed(ld_pipeline_t *p, int timeout_ms)
             if (k >= 0 && a->elems[i].partition < p->pos[k].n)
                 p->pos[k].next[a->elems[i].partition] = -1;
         }
+        pq_drop_heads(p); /* taken before the seek: read again */
     }
     rd_kafka_topic_partition_list_destroy(a);
     return err;
@@ -857,9 +1214,20 @@ static ld_err_t pause_resume(ld_pipeline_t *p, ld_record_kind_t kind,
     l = rd_kafka_topic_partition_list_new(a->cnt + 1);
     for (int i = 0; i < a->cnt; i++)
         if (strcmp(a->elems[i].topic, p->topic[kind]) == 0 &&
-            (partition < 0 || a->elems[i].partition == partition))
+            (partition < 0 || a->elems[i].partition == partition)) {
             rd_kafka_topic_partition_list_add(l, a->elems[i].topic,
                                               a->elems[i].partition);
+            /* A taken head waits while paused: librdkafka resumes after
+             * it (its position is past it). */
+            pq_t *x = pq_get(p, (int)kind, a->elems[i].partition);
+            if (x && x->q && (x->paused = pause)) {
+                heap_remove(p, x);
+                pq_unhold(p, x);
+            } else if (x && x->head && x->at < 0) {
+                p->heap[p->heap_n] = x->part << 1 | x->kind;
+                heap_up(p, p->heap_n++);
+            }
+        }
     rd_kafka_topic_partition_list_destroy(a);
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (l->cnt > 0)
@@ -909,6 +1277,10 @@ ld_err_t ld_pipeline_close(ld_pipeline_t *p, int timeout_ms)
         return LD_OK;
     p->closed = 1;
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(p->consumer);
+    /* a manual assignment (replay) has no revoke that closes them */
+    for (int k = 0; k < 2; k++)
+        for (int32_t i = 0; i < p->npq[k]; i++)
+            pq_close(p, k, i);
     return e ? LD_ERR_KAFKA : LD_OK;
 }
 
@@ -923,11 +1295,23 @@ void ld_pipeline_destroy(ld_pipeline_t *p)
         if (e)
             rd_kafka_error_destroy(e);
     }
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 2; k++) {
+        for (int32_t i = 0; i < p->npq[k]; i++)
+            pq_close(p, k, i);
+        free(p->pq[k]);
         if (p->rkt[k])
             rd_kafka_topic_destroy(p->rkt[k]);
+    }
+    free(p->heap);
+    if (p->cq) {
+        rd_kafka_queue_io_event_enable(p->cq, -1, NULL, 0);
+        rd_kafka_queue_destroy(p->cq);
+    }
     if (p->consumer)
         rd_kafka_destroy(p->consumer);
+    for (int i = 0; i < 2; i++)
+        if (p->wake[i] >= 0)
+            close(p->wake[i]);
     if (p->producer) {
         rd_kafka_flush(p->producer, 10000);
         rd_kafka_destroy(p->producer);

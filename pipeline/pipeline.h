@@ -160,7 +160,9 @@ typedef struct ld_pipeline_stats {
 /* Hands each librdkafka setting the pipeline's consumer runs with, unless
  * the kafka: map overrides a tunable one, to set (group.id and client.id
  * aside): for benchmarks whose plain consumer must fetch and queue exactly
- * like the pipeline's. */
+ * like the pipeline's. A plain consumer reads one queue, so it gets the
+ * prefetch bounds meant for one queue; the pipeline's, reading a queue per
+ * partition, bounds each partition's prefetch instead (2 MiB). */
 typedef void ld_pipeline_setting_cb(void *opaque, const char *key,
                                     const char *value);
 void ld_pipeline_consumer_settings(ld_pipeline_setting_cb *set, void *opaque);
@@ -184,7 +186,10 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
                                char *errstr, size_t errstr_size);
 
 /* Returns the next good record in *out (borrowed, valid until the next call;
- * see ld_record_t), waiting up to timeout_ms. Bad records met on the way
+ * see ld_record_t), waiting up to timeout_ms. Across partitions records come
+ * in Kafka timestamp order as far as the fetched data allows (each
+ * partition is read from its own queue), each partition in offset order;
+ * a backlog is thus read about as it was written. Bad records met on the way
  * are dead-lettered (opening the transaction if needed) and counted.
  * Returns LD_OK, LD_ERR_TIMEOUT when nothing arrived, LD_ERR_FENCED when
  * another instance took the transactional id, LD_ERR_KAFKA on a fatal

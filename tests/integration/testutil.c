@@ -455,11 +455,19 @@ double ld_test_metric(uint16_t port, const char *series)
 void ld_test_produce(rd_kafka_t *rk, const char *topic, int32_t partition,
                      const char *key, const void *value, size_t len)
 {
+    ld_test_produce_at(rk, topic, partition, key, value, len, 0);
+}
+
+void ld_test_produce_at(rd_kafka_t *rk, const char *topic, int32_t partition,
+                        const char *key, const void *value, size_t len,
+                        int64_t timestamp_ms)
+{
     rd_kafka_resp_err_t e;
     while ((e = rd_kafka_producev(
                 rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
                 RD_KAFKA_V_KEY(key, strlen(key)),
                 RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len),
+                RD_KAFKA_V_TIMESTAMP(timestamp_ms),
                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
            RD_KAFKA_RESP_ERR__QUEUE_FULL)
         rd_kafka_poll(rk, 100); /* delivery reports make room */

@@ -159,6 +159,11 @@ double ld_test_metric(uint16_t port, const char *series);
  * flush. */
 void ld_test_produce(rd_kafka_t *rk, const char *topic, int32_t partition,
                      const char *key, const void *value, size_t len);
+/* As ld_test_produce, with the record's timestamp (CreateTime) set to
+ * timestamp_ms (0: the producer's clock). */
+void ld_test_produce_at(rd_kafka_t *rk, const char *topic, int32_t partition,
+                        const char *key, const void *value, size_t len,
+                        int64_t timestamp_ms);
 
 struct ld_demo_gen_conf;
 /* In library ld_testutil_demo (links ld_daemon for daemon/demo.h):
