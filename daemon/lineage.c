@@ -18,10 +18,15 @@ typedef struct advance {
     int64_t wall_ms, watermark_ms;
 } advance_t;
 
+#define CACHE 256 /* a power of two */
+
 struct ld_lineage {
     range_t *r;
     size_t nr, capr;
-    size_t hint; /* the range used last: records come in runs */
+    /* index + 1 of the range last used for (topic pointer, partition) in
+     * each slot: the pipeline hands out one pointer per topic, and reading
+     * by time switches partition at almost every record */
+    uint32_t cache[CACHE];
     advance_t *a;
     size_t na, capa;
 };
@@ -42,13 +47,16 @@ void ld_lineage_destroy(ld_lineage_t *l)
 
 static range_t *find(ld_lineage_t *l, const char *topic, int32_t partition)
 {
-    if (l->hint < l->nr && l->r[l->hint].partition == partition &&
-        l->r[l->hint].topic == topic)
-        return &l->r[l->hint];
+    uint32_t *slot = &l->cache[((uint32_t)partition * 2u +
+                                (uint32_t)((uintptr_t)topic >> 4)) &
+                               (CACHE - 1)];
+    if (*slot && l->r[*slot - 1].partition == partition &&
+        l->r[*slot - 1].topic == topic)
+        return &l->r[*slot - 1];
     for (size_t i = 0; i < l->nr; i++)
         if (l->r[i].partition == partition &&
             strcmp(l->r[i].topic, topic) == 0) {
-            l->hint = i;
+            *slot = (uint32_t)i + 1;
             return &l->r[i];
         }
     if (l->nr == l->capr) {
@@ -59,7 +67,7 @@ static range_t *find(ld_lineage_t *l, const char *topic, int32_t partition)
         l->r = g;
         l->capr = cap;
     }
-    l->hint = l->nr;
+    *slot = (uint32_t)l->nr + 1;
     l->r[l->nr] = (range_t){topic, partition, -1, -1};
     return &l->r[l->nr++];
 }
