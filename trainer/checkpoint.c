@@ -666,6 +666,52 @@ ld_err_t ld_ckpt_chunks(const uint8_t *ckpt, size_t len, const char *model,
     return LD_OK;
 }
 
+/* The length-delimited field `field` of the message in p[0..n), or NULL.
+ * Protobuf wire format, read just far enough: the tensors are skipped by
+ * their length instead of copied as a full decode would. */
+static const uint8_t *pb_field(const uint8_t *p, size_t n, uint32_t field,
+                               size_t *len)
+{
+    const uint8_t *end = p + n;
+    while (p < end) {
+        uint64_t key = 0, v = 0;
+        for (int sh = 0; p < end && sh < 64; sh += 7) {
+            key |= (uint64_t)(*p & 0x7f) << sh;
+            if (!(*p++ & 0x80))
+                break;
+        }
+        switch (key & 7) {
+        case 0: /* varint */
+            while (p < end && (*p++ & 0x80))
+                ;
+            break;
+        case 1: /* 64-bit */
+        case 5: /* 32-bit */
+            if ((size_t)(end - p) < ((key & 7) == 1 ? 8u : 4u))
+                return NULL;
+            p += (key & 7) == 1 ? 8 : 4;
+            break;
+        case 2: /* length-delimited */
+            for (int sh = 0; p < end && sh < 64; sh += 7) {
+                v |= (uint64_t)(*p & 0x7f) << sh;
+                if (!(*p++ & 0x80))
+                    break;
+            }
+            if (v > (uint64_t)(end - p))
+                return NULL;
+            if ((key >> 3) == field) {
+                *len = (size_t)v;
+                return p;
+            }
+            p += v;
+            break;
+        default:
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
 ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
                                  const ld_ckpt_manifest_info_t *info,
                                  ld_buf_t *out)
@@ -673,18 +719,25 @@ ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
     memset(out, 0, sizeof(*out));
     if (!ckpt || !info || !info->model)
         return LD_ERR_INVAL;
-    /* params_sha256 sits in the checkpoint's lineage; decode it from the
-     * (already checksummed) bytes rather than trusting a second copy. */
-    ld_ckpt_t *c = NULL;
-    ld_err_t rc = ld_ckpt_decode(ckpt, len, &c, NULL, 0);
-    if (rc != LD_OK)
-        return rc;
+    /* params_sha256 sits in the checkpoint's lineage (Checkpoint field 3,
+     * Lineage field 13): read from the bytes rather than trusting a second
+     * copy, without decoding (and copying, and hashing thrice) the whole
+     * checkpoint at every publication. */
+    uint8_t sha[32];
+    size_t llen = 0, plen = 0;
+    const uint8_t *lin = len > LD_CKPT_TRAILER
+                             ? pb_field(ckpt, len - LD_CKPT_TRAILER, 3, &llen)
+                             : NULL;
+    const uint8_t *ps = lin ? pb_field(lin, llen, 13, &plen) : NULL;
+    if (!ps || plen != 32)
+        return LD_ERR_CORRUPT;
+    ld_ckpt_sha256(ckpt, len, sha);
     Learnd__V1__CheckpointManifest mf;
     learnd__v1__checkpoint_manifest__init(&mf);
     mf.model = (char *)info->model;
     mf.version = info->version;
     mf.total_size = len;
-    mf.sha256.data = c->sha;
+    mf.sha256.data = sha;
     mf.sha256.len = 32;
     mf.chunk_count = info->chunk_count;
     mf.first_chunk_offset = info->first_chunk_offset;
@@ -692,17 +745,16 @@ ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
     mf.partition = info->partition;
     mf.created_at_ms = info->created_at_ms;
     mf.parent_version = info->parent_version;
-    mf.params_sha256 = c->msg->lineage->params_sha256;
+    mf.params_sha256.data = (uint8_t *)ps;
+    mf.params_sha256.len = 32;
     mf.trigger_id = (char *)(info->trigger_id ? info->trigger_id : "");
     out->len = learnd__v1__checkpoint_manifest__get_packed_size(&mf);
     out->data = malloc(out->len ? out->len : 1);
     if (!out->data) {
-        ld_ckpt_destroy(c);
         out->len = 0;
         return LD_ERR_NOMEM;
     }
     learnd__v1__checkpoint_manifest__pack(&mf, out->data);
-    ld_ckpt_destroy(c);
     return LD_OK;
 }
 

@@ -138,7 +138,9 @@ typedef struct ld_ckpt_manifest_info {
 } ld_ckpt_manifest_info_t;
 
 /* Serializes the CheckpointManifest of ckpt (its size, SHA-256 and
- * params_sha256 are taken from ckpt itself) into out (caller frees). */
+ * params_sha256 are taken from ckpt itself) into out (caller frees).
+ * LD_ERR_CORRUPT when ckpt has no params_sha256 (ckpt is not otherwise
+ * validated: it is what ld_ckpt_encode just wrote). */
 ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
                                  const ld_ckpt_manifest_info_t *info,
                                  ld_buf_t *out) LD_WUR;

@@ -389,7 +389,21 @@ static void test_chunks(void **state)
     uint8_t sha[32];
     ld_ckpt_sha256(b.data, b.len, sha);
     assert_memory_equal(pm->sha256.data, sha, 32);
+    /* params_sha256 is read from the bytes without a decode: the same as
+     * the decoded lineage's */
+    ld_ckpt_t *dc;
+    char derr[256];
+    assert_int_equal(ld_ckpt_decode(b.data, b.len, &dc, derr, sizeof(derr)),
+                     LD_OK);
+    const Learnd__V1__Checkpoint *dm = ld_ckpt_message(dc);
+    assert_memory_equal(pm->params_sha256.data, dm->lineage->params_sha256.data,
+                        32);
+    ld_ckpt_destroy(dc);
     learnd__v1__checkpoint_manifest__free_unpacked(pm, NULL);
+    /* cut short: no lineage, no params_sha256 to find */
+    ld_buf_t cut;
+    assert_int_equal(ld_ckpt_manifest_encode(b.data, 40, &info, &cut),
+                     LD_ERR_CORRUPT);
 
     char err[256];
     assert_int_equal(
