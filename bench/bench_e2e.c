@@ -683,7 +683,15 @@ typedef struct dstate {
     cpu_t *t;
     size_t n, cap;
     int64_t start;
+    uint64_t peak_pending; /* events waiting, at the once-a-second reports */
 } dstate_t;
+
+static void on_progress(void *opaque, const ld_run_progress_t *p)
+{
+    dstate_t *d = opaque;
+    if (p->pending > d->peak_pending)
+        d->peak_pending = p->pending;
+}
 
 static void on_example(void *opaque, const ld_example_t *ex)
 {
@@ -789,6 +797,7 @@ static drun_t daemon_rate(int bits, int run)
                             .example = on_example,
                             .scored = on_scored,
                             .consumed = on_consumed,
+                            .progress = on_progress,
                             .should_stop = should_stop};
     ld_run_opts_t ro = {
         .from_scratch = 1, .no_transactions = 1, .hooks = &hooks};
@@ -815,9 +824,10 @@ static drun_t daemon_rate(int bits, int run)
     if (d.nlat) {
         qsort(d.lat, d.nlat, sizeof(*d.lat), by_double);
         printf("  release -> trained latency over %zu matured examples: p50 "
-               "%.2f ms, p99 %.2f ms, max %.2f ms\n",
+               "%.2f ms, p99 %.2f ms, max %.2f ms; peak pending events %llu "
+               "(sampled each second)\n",
                d.nlat, d.lat[d.nlat / 2], d.lat[d.nlat * 99 / 100],
-               d.lat[d.nlat - 1]);
+               d.lat[d.nlat - 1], (unsigned long long)d.peak_pending);
     }
     free(d.rel);
     free(d.lat);
