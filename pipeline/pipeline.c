@@ -278,6 +278,7 @@ static void pq_fill(ld_pipeline_t *p, pq_t *x)
     while (!x->head && !x->paused && !p->fatal) {
         rd_kafka_message_t *m = rd_kafka_consume_queue(x->q, 0);
         if (!m) {
+            heap_remove(p, x); /* the one just handed out, if still in */
             if (x->hold_until == 0 && pq_behind(p, x)) {
                 x->hold_until = ld_now_mono_ms() + HOLD_MS;
                 p->holding++;
@@ -300,8 +301,13 @@ static void pq_fill(ld_pipeline_t *p, pq_t *x)
         x->ts = rd_kafka_message_timestamp(m, &tstype);
         if (tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE)
             x->ts = INT64_MIN; /* no order to keep: at once */
-        p->heap[p->heap_n] = x->part << 1 | x->kind;
-        heap_up(p, p->heap_n++);
+        if (x->at < 0) {
+            p->heap[p->heap_n] = x->part << 1 | x->kind;
+            heap_up(p, p->heap_n++);
+        } else { /* handed out last, still in place: one sift, not two */
+            heap_up(p, x->at);
+            heap_down(p, x->at);
+        }
     }
 }
 
@@ -338,8 +344,7 @@ static rd_kafka_message_t *pq_next(ld_pipeline_t *p)
         return NULL;
     pq_t *x = pq_of(p, p->heap[0]);
     rd_kafka_message_t *m = x->head;
-    x->head = NULL;
-    heap_remove(p, x);
+    x->head = NULL; /* stays at the top, headless, until refilled */
     p->refill = x->part << 1 | x->kind;
     return m;
 }
