@@ -120,10 +120,10 @@ const char *ld_reason_name(ld_reason_t reason);
  * cooperative and round-robin assignors do not). Fetch settings tuned for
  * throughput unless the `kafka:` map sets them: fetch.wait.max.ms=100 (an
  * idle partition answers in 100 ms, not 500), fetch.min.bytes=1 (no added
- * latency), fetch.message.max.bytes=4MiB per partition and
- * fetch.max.bytes=64MiB per request (fewer, larger fetches),
- * queued.min.messages=10000000 and queued.max.messages.kbytes=262144 (a
- * deep prefetch queue so decoding never waits on the network),
+ * latency), fetch.message.max.bytes=1MiB per partition and
+ * fetch.max.bytes=64MiB per request, queued.min.messages=10000000 and
+ * queued.max.messages.kbytes=2048 (each partition is read from its own
+ * queue, so this bounds each partition's prefetch; see ld_pipeline_poll),
  * check.crcs=false (TCP and the broker already check).
  */
 typedef struct ld_pipeline ld_pipeline_t;

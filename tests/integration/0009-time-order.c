@@ -5,7 +5,9 @@
  * partition as a fetch returns it: no record comes more than LEAD_MS of
  * event time after a later one (the partitions start fetching at different
  * moments: the merge waits for the late ones). Every record arrives once,
- * each partition in offset order. */
+ * each partition in offset order. Then a second member joins a group mid-
+ * read: each assignment reads its partitions without gap or repeat, and
+ * the two see every record. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,46 @@
 /* The stream spans EVENTS * STEP_MS = 200 s of event time: read partition
  * after partition (fetch order), records come up to ~200 s late. */
 #define LEAD_MS 5000
+#define MAXOFF  20000 /* records per partition of one topic, at most */
+
+/* One member of the group of the rebalance phase: the next offset it
+ * expects per (topic, partition), reset to 0 at each assignment (nothing is
+ * committed, so every assignment starts at the earliest record). */
+typedef struct member {
+    ld_pipeline_t *p;
+    int64_t next[2][PARTS];
+    int assignments;
+} member_t;
+
+static const char *labels_topic;
+
+static void on_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
+{
+    member_t *m = opaque;
+    for (int i = 0; i < parts->cnt; i++)
+        m->next[strcmp(parts->elems[i].topic, labels_topic) == 0]
+               [parts->elems[i].partition] = 0;
+    m->assignments++;
+}
+
+/* Polls m once; checks the record continues its partition. Returns 1 and
+ * marks it seen when a record came. */
+static int member_poll(member_t *m, uint8_t *seen[2])
+{
+    ld_record_t r;
+    ld_err_t e = ld_pipeline_poll(m->p, 20, &r);
+    if (e == LD_ERR_TIMEOUT)
+        return 0;
+    LD_TEST_ASSERT(e == LD_OK, "poll: %s", ld_err_str(e));
+    int k = strcmp(r.topic, labels_topic) == 0;
+    LD_TEST_ASSERT(r.partition >= 0 && r.partition < PARTS && r.offset < MAXOFF,
+                   "%s[%d]@%" PRId64, r.topic, (int)r.partition, r.offset);
+    LD_TEST_EQ_I64("offset after its partition's last, this assignment",
+                   m->next[k][r.partition], r.offset);
+    m->next[k][r.partition]++;
+    seen[k][r.partition * (int64_t)MAXOFF + r.offset] = 1;
+    return 1;
+}
 
 int main(void)
 {
@@ -116,6 +158,66 @@ int main(void)
                    "a record past the end: %s[%d]@%" PRId64, r.topic,
                    (int)r.partition, r.offset);
     ld_pipeline_destroy(p);
+
+    /* A rebalance while partition heads are held: member a reads alone,
+     * then b joins the group and takes half of the partitions. Each
+     * assignment must read its partitions from their start without a gap
+     * or a repeat (a head taken but not handed out at the revoke is read
+     * again), and together they must see every record. */
+    char group2[128];
+    ld_test_name(group2, sizeof(group2), "tgrp2");
+    LD_TEST_ASSERT(!fx_set(c, "group_id", group2), "config");
+    labels_topic = lb;
+    member_t a = {0}, b = {0};
+    ld_pipeline_cbs_t ca = {.opaque = &a, .assigned = on_assigned};
+    ld_pipeline_cbs_t cb = {.opaque = &b, .assigned = on_assigned};
+    uint8_t *seen[2];
+    for (int k = 0; k < 2; k++) {
+        seen[k] = calloc((size_t)PARTS * MAXOFF, 1);
+        LD_TEST_ASSERT(seen[k], "memory");
+    }
+    a.p = ld_pipeline_new(c, &kp, NULL, &ca, TIMEOUT_MS, err, sizeof(err));
+    LD_TEST_ASSERT(a.p, "ld_pipeline_new: %s", err);
+    int64_t read_a = 0;
+    dl = ld_test_deadline(TIMEOUT_MS);
+    while (read_a < total / 4) {
+        LD_TEST_ASSERT(ld_test_remaining(dl) > 0, "a alone read %" PRId64,
+                       read_a);
+        read_a += member_poll(&a, seen);
+    }
+    b.p = ld_pipeline_new(c, &kp, NULL, &cb, TIMEOUT_MS, err, sizeof(err));
+    LD_TEST_ASSERT(b.p, "ld_pipeline_new: %s", err);
+    int64_t missing = total;
+    dl = ld_test_deadline(TIMEOUT_MS);
+    while (missing > 0 || b.assignments == 0) {
+        LD_TEST_ASSERT(ld_test_remaining(dl) > 0,
+                       "%" PRId64 " records never read (a assigned %d times, "
+                       "b %d)",
+                       missing, a.assignments, b.assignments);
+        int got_a = member_poll(&a, seen), got_b = member_poll(&b, seen);
+        if (!got_a && !got_b) { /* both idle: count what is missing */
+            missing = 0;
+            for (int k = 0; k < 2; k++)
+                for (int32_t q = 0; q < PARTS; q++) {
+                    int64_t lo, hi;
+                    LD_TEST_ASSERT(
+                        !rd_kafka_query_watermark_offsets(admin, k ? lb : ev, q,
+                                                          &lo, &hi, TIMEOUT_MS),
+                        "watermarks");
+                    for (int64_t o = 0; o < hi; o++)
+                        missing += !seen[k][q * (int64_t)MAXOFF + o];
+                }
+        }
+    }
+    ld_test_say("rebalance: a assigned %d times, b %d; every record read",
+                a.assignments, b.assignments);
+    LD_TEST_ASSERT(a.assignments >= 2 && b.assignments >= 1,
+                   "no rebalance happened (a %d, b %d)", a.assignments,
+                   b.assignments);
+    ld_pipeline_destroy(a.p);
+    ld_pipeline_destroy(b.p);
+    for (int k = 0; k < 2; k++)
+        free(seen[k]);
     fx_conf_free(c);
     rd_kafka_destroy(admin);
     return 0;
