@@ -14,7 +14,9 @@
 #define D(field) offsetof(ld_daemon_conf_t, field)
 static const ld_conf_row_t daemon_rows[] = {
     {"commit_interval", LD_CONF_DURATION, D(commit_interval_ms), "5s", 100,
-     3600000, NULL, "Time between exactly-once commit points"},
+     3600000, NULL,
+     "Time between exactly-once commit points (sooner once 4 checkpoint "
+     "publications wait)"},
     {"shutdown_timeout", LD_CONF_DURATION, D(shutdown_timeout_ms), "30s", 0,
      600000, NULL, "Deadline for a clean exit after SIGTERM/SIGINT"},
     {"transactional_id", LD_CONF_STRING, D(transactional_id), "", 0, 0, NULL,

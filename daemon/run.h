@@ -36,6 +36,9 @@ typedef struct ld_run_hooks {
     void (*consumed)(void *opaque, uint64_t total);
     /* Every trigger decision, as it is taken (borrowed). */
     void (*decision)(void *opaque, const ld_trigger_decision_t *d);
+    /* Every commit point that committed, with the checkpoints it
+     * published. */
+    void (*committed)(void *opaque, uint64_t checkpoints);
     /* Asked once per loop iteration; non-zero stops the loop cleanly. */
     int (*should_stop)(void *opaque);
 } ld_run_hooks_t;
