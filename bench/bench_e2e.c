@@ -335,9 +335,14 @@ static void admin_topics(rd_kafka_t *rk, int delete)
             nt[i] = rd_kafka_NewTopic_new(topic[i], i < T_DLQ ? opt.parts : 1,
                                           1, err, sizeof(err));
             /* The stream's event times are months old: the default
-             * 7-day retention would delete it under the measurement. */
+             * 7-day retention would delete it under the measurement. The
+             * test broker rolls a segment every 1 MiB (tests/kafka), so
+             * every checkpoint chunk (~900 KiB) would roll one: give these
+             * topics a production-sized segment instead. */
             if (!nt[i] ||
-                rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "-1"))
+                rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "-1") ||
+                rd_kafka_NewTopic_set_config(nt[i], "segment.bytes",
+                                             "1073741824"))
                 die(topic[i], err);
         }
     }

@@ -25,10 +25,10 @@ static char prefix[128];
 static char tmpdir[64];
 
 typedef struct seen {
-    uint64_t passed;       /* PASS decisions: each publishes a checkpoint */
-    uint64_t commits;      /* commit points that published something */
-    uint64_t published;    /* checkpoints, over all commit points */
-    uint64_t most;         /* checkpoints of the biggest commit point */
+    uint64_t passed;    /* PASS decisions: each publishes a checkpoint */
+    uint64_t commits;   /* commit points that published something */
+    uint64_t published; /* checkpoints, over all commit points */
+    uint64_t most;      /* checkpoints of the biggest commit point */
 } seen_t;
 
 static void on_decision(void *opaque, const ld_trigger_decision_t *d)
@@ -97,9 +97,8 @@ int main(void)
     LD_TEST_EQ_I64("config check", LD_OK, ld_config_apply_logging(c));
 
     seen_t s = {0};
-    ld_run_hooks_t hooks = {.opaque = &s,
-                            .decision = on_decision,
-                            .committed = on_committed};
+    ld_run_hooks_t hooks = {
+        .opaque = &s, .decision = on_decision, .committed = on_committed};
     ld_run_opts_t ro = {.until_caught_up = 1, .hooks = &hooks};
     LD_TEST_EQ_I64("exit code", LD_EXIT_OK, ld_run(c, &ro));
     ld_test_say("%" PRIu64 " passed decisions; %" PRIu64
