@@ -86,6 +86,10 @@ typedef struct run {
      * returned, so they live until the producer is gone (teardown). */
     int64_t *pub_offsets;
     size_t pub_cap;
+    /* labeling.at_bound pause (see on_flow) */
+    int flow_on;     /* at_bound is pause */
+    int flow_lift;   /* parked to let every held partition go */
+    int flow_lifted; /* let go until the joiner holds none back */
 } run_t;
 
 /* ---- Stage callbacks ---------------------------------------------------- */
@@ -1193,6 +1197,7 @@ static void report(run_t *r)
     p.examples = r->examples;
     memcpy(p.by_type, js.examples, sizeof(p.by_type));
     p.pending = js.pending_events;
+    p.pending_peak = js.pending_peak;
     p.watermark_ms = js.watermark_ms;
     p.published = r->published;
     p.champion_version = r->version;
@@ -1521,6 +1526,47 @@ static void on_advance(const ld_wm_advance_t *adv, void *opaque)
            (long long)adv->watermark_ms);
 }
 
+/* labeling.at_bound pause: while its store is at max_pending the joiner
+ * holds back the partitions ahead of the global watermark, so that those
+ * behind it catch up and let it release. The pipeline holds a partition by
+ * not reading its queue: prefetch and end-of-partition event are kept.
+ * Called parked (the pipeline is the ingest thread's otherwise). */
+static void on_flow(ld_topic_kind_t kind, int32_t partition, int pause,
+                    void *opaque)
+{
+    run_t *r = opaque;
+    if (pause && r->flow_lifted)
+        return;
+    ld_record_kind_t k =
+        kind == LD_TOPIC_EVENTS ? LD_RECORD_EVENT : LD_RECORD_LABEL;
+    ld_err_t err = pause ? ld_pipeline_pause(r->pipe, k, partition)
+                         : ld_pipeline_resume(r->pipe, k, partition);
+    ld_log(err && err != LD_ERR_NOENT ? LD_LOG_WARN : LD_LOG_DEBUG, "join",
+           "msg=\"%s partition at max_pending\" kind=%s partition=%d%s",
+           pause ? "holding" : "releasing",
+           k == LD_RECORD_EVENT ? "event" : "label", (int)partition,
+           err && err != LD_ERR_NOENT ? " err=\"cannot\"" : "");
+}
+
+/* Holding back is no use when the partitions behind have nothing to read
+ * (they wait for traffic, or their idle_timeout): the held ones would wait
+ * with them, and a backfill would never see its end. After FLOW_STARVED_MS
+ * without a record, let every one go until the joiner holds none back; the
+ * store grows past max_pending. (Not sooner: a partition just assigned
+ * takes a fetch or two to get its first records.) */
+#define FLOW_STARVED_MS 1000
+static void flow_lift(run_t *r)
+{
+    ld_err_t e1 = ld_pipeline_resume(r->pipe, LD_RECORD_EVENT, -1);
+    ld_err_t e2 = ld_pipeline_resume(r->pipe, LD_RECORD_LABEL, -1);
+    ld_log(LD_LOG_WARN, "join",
+           "msg=\"at max_pending, the partitions behind have nothing to "
+           "read: reading on past the bound\" max_pending=%lld%s",
+           (long long)r->conf->labeling.max_pending,
+           e1 || e2 ? " err=\"cannot resume\"" : "");
+    r->flow_lifted = 1;
+}
+
 /* ---- The loop ----------------------------------------------------------- */
 
 /* A partition with records left to fetch is not idle: no record for
@@ -1669,6 +1715,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     run_t r = {.conf = conf, .opts = opts};
     r.hooks = opts->hooks ? *opts->hooks : no_hooks;
     r.start_ms = ld_now_mono_ms();
+    r.flow_on = conf->labeling.at_bound == LD_BOUND_PAUSE;
     char errstr[1024] = "";
     int code = setup(&r, errstr, sizeof(errstr));
     if (code != LD_EXIT_OK) {
@@ -1694,7 +1741,8 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     int64_t now = ld_now_mono_ms();
     int64_t next_commit = now + conf->daemon.commit_interval_ms;
     int64_t next_report = now + 1000;
-    uint64_t last_consumed_hook = 0;
+    uint64_t last_consumed_hook = 0, last_flow = 0;
+    int64_t last_item = now; /* the last record from the ingest thread */
     unsigned n = 0;
     int pausing = 0;
     while (!r.exit_code && r.ingest_running) {
@@ -1728,7 +1776,28 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
          * dozens of snapshots would pile up (memory, one long stall, one
          * huge transaction). A few waiting bring the commit point on. */
         int pile = !r.replay && r.nout >= MAX_WAITING_PUBLICATIONS;
-        if (!pausing && (now >= next_report || now >= next_commit || pile)) {
+        /* Near max_pending the joiner's flow decides which partitions to
+         * hold back or let go: park for it every 1024 records (and when
+         * idle), not once a second. */
+        int flow = 0;
+        if (r.flow_on) {
+            ld_joiner_stats_t js;
+            ld_joiner_stats(r.joiner, &js);
+            if (r.flow_lifted && js.paused == 0)
+                r.flow_lifted = 0;
+            uint64_t held = js.pending_events + js.pending_labels;
+            flow = (held >= (uint64_t)conf->labeling.max_pending / 10 * 8 ||
+                    js.paused > 0) &&
+                   (progress - last_flow >= 1024 || !it);
+            if (it)
+                last_item = now;
+            else if (js.paused > 0 && !r.flow_lifted &&
+                     now - last_item >= FLOW_STARVED_MS)
+                r.flow_lift = 1;
+        }
+        if (!pausing &&
+            (now >= next_report || now >= next_commit || pile || flow)) {
+            last_flow = progress;
             ld_ingest_pause(r.ingest); /* PAUSED follows what it polled */
             pausing = 1;
         }
@@ -1739,8 +1808,16 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         ld_pipeline_lag(r.pipe, note_backlog, &r);
         if (!r.replay) /* a replay repeats the recorded ones instead */
             ld_joiner_idle_advance(r.joiner, now, on_advance, &r);
-        report(&r);
-        next_report = now + 1000;
+        if (r.flow_lift) {
+            flow_lift(&r);
+            r.flow_lift = 0;
+        } else if (r.flow_on) {
+            ld_joiner_flow(r.joiner, on_flow, &r);
+        }
+        if (now >= next_report) { /* else parked for the flow only */
+            report(&r);
+            next_report = now + 1000;
+        }
         if (now >= next_commit || pile) {
             (void)commit_point(&r); /* sets exit_code when it fails */
             next_commit = now + conf->daemon.commit_interval_ms;

@@ -15,8 +15,9 @@ typedef struct ld_run_progress {
     uint64_t examples; /* released by the joiner and trained on */
     uint64_t by_type[LD_SAMPLE__COUNT]; /* released, by sample type */
     uint64_t pending;                   /* events waiting for their label */
-    int64_t watermark_ms; /* min watermark over assigned partitions */
-    uint64_t published;   /* checkpoints published this run */
+    uint64_t pending_peak; /* most events plus labels the joiner held */
+    int64_t watermark_ms;  /* min watermark over assigned partitions */
+    uint64_t published;    /* checkpoints published this run */
     uint64_t champion_version;
     ld_trainer_metrics_t model, champion;
 } ld_run_progress_t;

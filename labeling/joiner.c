@@ -1183,6 +1183,8 @@ static ld_err_t evict_one(ld_joiner_t *j)
 static ld_err_t check_bound(ld_joiner_t *j)
 {
     uint64_t n = j->st.pending_events + j->st.pending_labels;
+    if (n > j->st.pending_peak)
+        j->st.pending_peak = n;
     if (n < (uint64_t)j->c.max_pending) {
         if (j->bound_hit && n < (uint64_t)j->c.max_pending / 10 * 9)
             j->bound_hit = 0;

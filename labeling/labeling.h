@@ -69,6 +69,7 @@ typedef struct ld_joiner_stats {
     uint64_t bytes_entries;  /* bytes of the store's entries (slab chunks) */
     uint64_t bytes_total;    /* entries + index + heap + slab slack */
     uint64_t paused;         /* partitions the caller has been told to pause */
+    uint64_t pending_peak;   /* most events plus labels held at once */
     int64_t watermark_ms;    /* min watermark over assigned partitions */
     /* counters */
     uint64_t events_in, labels_in;

@@ -1214,23 +1214,34 @@ static ld_err_t pause_resume(ld_pipeline_t *p, ld_record_kind_t kind,
                              int32_t partition, int pause)
 {
     rd_kafka_topic_partition_list_t *a = NULL, *l;
+    int n = 0; /* partitions held or let go */
     if (rd_kafka_assignment(p->consumer, &a) || !a)
         return LD_ERR_KAFKA;
     l = rd_kafka_topic_partition_list_new(a->cnt + 1);
     for (int i = 0; i < a->cnt; i++)
         if (strcmp(a->elems[i].topic, p->topic[kind]) == 0 &&
             (partition < 0 || a->elems[i].partition == partition)) {
-            rd_kafka_topic_partition_list_add(l, a->elems[i].topic,
-                                              a->elems[i].partition);
-            /* A taken head waits while paused: librdkafka resumes after
-             * it (its position is past it). */
+            /* A partition read from its own queue is held by the merge
+             * alone: its queue fills to its prefetch bound and librdkafka
+             * stops fetching it, prefetch and end-of-partition event kept
+             * (rd_kafka_pause_partitions would drop both, and the end is
+             * not reported again). Its taken head waits with it. */
             pq_t *x = pq_get(p, (int)kind, a->elems[i].partition);
-            if (x && x->q && (x->paused = pause)) {
+            if (!x || !x->q) {
+                rd_kafka_topic_partition_list_add(l, a->elems[i].topic,
+                                                  a->elems[i].partition);
+                continue;
+            }
+            n++;
+            x->paused = pause;
+            if (pause) {
                 heap_remove(p, x);
                 pq_unhold(p, x);
-            } else if (x && x->head && x->at < 0) {
+            } else if (x->head && x->at < 0) {
                 p->heap[p->heap_n] = x->part << 1 | x->kind;
                 heap_up(p, p->heap_n++);
+            } else {
+                pq_fill(p, x);
             }
         }
     rd_kafka_topic_partition_list_destroy(a);
@@ -1238,7 +1249,7 @@ static ld_err_t pause_resume(ld_pipeline_t *p, ld_record_kind_t kind,
     if (l->cnt > 0)
         e = pause ? rd_kafka_pause_partitions(p->consumer, l)
                   : rd_kafka_resume_partitions(p->consumer, l);
-    int n = l->cnt;
+    n += l->cnt;
     rd_kafka_topic_partition_list_destroy(l);
     if (e)
         return LD_ERR_KAFKA;

@@ -237,8 +237,11 @@ ld_err_t ld_pipeline_txn_commit(ld_pipeline_t *p,
  * committed offset, so nothing the aborted transaction covered is lost. */
 ld_err_t ld_pipeline_txn_abort(ld_pipeline_t *p, int timeout_ms) LD_WUR;
 
-/* Back-pressure: stops (resumes) fetching partition of the topic of kind;
- * partition -1 means every assigned partition of that topic. */
+/* Back-pressure: stops (resumes) reading partition of the topic of kind;
+ * partition -1 means every assigned partition of that topic. A paused
+ * partition keeps what was prefetched (librdkafka stops fetching it once
+ * its queue is full) and its end-of-partition event. Called on the polling
+ * thread (or while it waits). LD_ERR_NOENT: partition not assigned. */
 ld_err_t ld_pipeline_pause(ld_pipeline_t *p, ld_record_kind_t kind,
                            int32_t partition) LD_WUR;
 ld_err_t ld_pipeline_resume(ld_pipeline_t *p, ld_record_kind_t kind,
