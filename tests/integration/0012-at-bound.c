@@ -45,11 +45,11 @@ static uint64_t run(const char *config, const char *tag, int64_t max_pending,
     char names[256], dir[256];
     snprintf(names, sizeof(names), "%s.%s", prefix, tag);
     snprintf(dir, sizeof(dir), "%s/%s", tmpdir, tag);
-    char **own[] = {&c->pipeline.group_id,     &c->daemon.transactional_id,
-                    &c->daemon.state_topic,    &c->daemon.checkpoint_topic,
-                    &c->daemon.trigger_topic,  &c->pipeline.dlq_topic,
+    char **own[] = {&c->pipeline.group_id,    &c->daemon.transactional_id,
+                    &c->daemon.state_topic,   &c->daemon.checkpoint_topic,
+                    &c->daemon.trigger_topic, &c->pipeline.dlq_topic,
                     &c->checkpoint.dir};
-    static const char *const suffix[] = {"group", "txn",  "state", "ckpt",
+    static const char *const suffix[] = {"group",    "txn", "state", "ckpt",
                                          "triggers", "dlq", NULL};
     for (size_t i = 0; i < sizeof(own) / sizeof(*own); i++) {
         char v[300];
@@ -68,8 +68,7 @@ static uint64_t run(const char *config, const char *tag, int64_t max_pending,
     LD_TEST_EQ_I64("exit code", LD_EXIT_OK, ld_run(c, &ro));
     ld_ckpt_t *ck = NULL;
     char err[256];
-    LD_TEST_EQ_I64("final checkpoint",
-                   LD_OK,
+    LD_TEST_EQ_I64("final checkpoint", LD_OK,
                    ld_ckpt_store_load_latest(dir, "ab", &ck, err, sizeof(err)));
     const Learnd__V1__Checkpoint *m = ld_ckpt_message(ck);
     LD_TEST_ASSERT(m->lineage && m->lineage->params_sha256.len == 32,
