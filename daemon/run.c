@@ -1553,8 +1553,9 @@ static void on_flow(ld_topic_kind_t kind, int32_t partition, int pause,
  * with them, and a backfill would never see its end. After FLOW_STARVED_MS
  * without a record, let every one go until the joiner holds none back; the
  * store grows past max_pending. (Not sooner: a partition just assigned
- * takes a fetch or two to get its first records.) */
-#define FLOW_STARVED_MS 1000
+ * takes a fetch or two to get its first records, and the pipeline itself
+ * waits up to 2 s for a partition that is behind.) */
+#define FLOW_STARVED_MS 3000
 static void flow_lift(run_t *r)
 {
     ld_err_t e1 = ld_pipeline_resume(r->pipe, LD_RECORD_EVENT, -1);
