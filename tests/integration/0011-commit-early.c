@@ -52,10 +52,7 @@ int main(void)
     ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0011");
     rd_kafka_t *rk = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
     char events[256], labels[256];
-    snprintf(events, sizeof(events), "%s.events", prefix);
-    snprintf(labels, sizeof(labels), "%s.labels", prefix);
-    ld_test_create_topic(rk, events, 2, 30000);
-    ld_test_create_topic(rk, labels, 2, 30000);
+    ld_test_create_demo_inputs(rk, prefix, 2, events, labels, sizeof(events));
     ld_test_create_outputs(rk, prefix, 0);
     ld_demo_gen_conf_t gc = {.seed = 11,
                              .n_events = EVENTS,
@@ -67,15 +64,8 @@ int main(void)
 
     char path[256];
     snprintf(path, sizeof(path), "%s/ce.yaml", tmpdir);
-    FILE *f = ld_test_config_begin(path, NULL, prefix);
-    fprintf(f, "log:\n"
-               "  level: warn\n"
-               "metrics:\n"
-               "  enabled: false\n");
-    ld_test_config_demo_input(f, prefix, prefix);
+    FILE *f = ld_test_config_demo(path, prefix);
     fprintf(f,
-            "  hash_fields: [country, ad_id, device]\n"
-            "  label_field: clicked\n"
             "labeling:\n"
             "  window: 20s\n"
             "trainer:\n"

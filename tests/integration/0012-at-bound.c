@@ -85,10 +85,7 @@ int main(void)
     ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0012");
     rd_kafka_t *rk = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
     char events[256], labels[256];
-    snprintf(events, sizeof(events), "%s.events", prefix);
-    snprintf(labels, sizeof(labels), "%s.labels", prefix);
-    ld_test_create_topic(rk, events, 2, 30000);
-    ld_test_create_topic(rk, labels, 2, 30000);
+    ld_test_create_demo_inputs(rk, prefix, 2, events, labels, sizeof(events));
     char names[256];
     snprintf(names, sizeof(names), "%s.free", prefix);
     ld_test_create_outputs(rk, names, 0);
@@ -116,15 +113,8 @@ int main(void)
 
     char config[256];
     snprintf(config, sizeof(config), "%s/ab.yaml", tmpdir);
-    FILE *f = ld_test_config_begin(config, NULL, prefix);
-    fprintf(f, "log:\n"
-               "  level: warn\n"
-               "metrics:\n"
-               "  enabled: false\n");
-    ld_test_config_demo_input(f, prefix, prefix);
-    fprintf(f, "  hash_fields: [country, ad_id, device]\n"
-               "  label_field: clicked\n"
-               "labeling:\n"
+    FILE *f = ld_test_config_demo(config, prefix);
+    fprintf(f, "labeling:\n"
                "  window: 5s\n" /* ~1000 events: well below BOUND */
                "  at_bound: pause\n"
                "trainer:\n"

@@ -187,6 +187,21 @@ int ld_test_produce_demo(rd_kafka_t *rk, const struct ld_demo_gen_conf *conf,
  * (hash_fields, label_field, ...) next. f stays the caller's. */
 void ld_test_config_demo_input(FILE *f, const char *inputs, const char *names);
 
+/* In ld_testutil_demo: creates <inputs>.events and <inputs>.labels with
+ * `partitions` partitions each (as ld_test_create_topic) and writes their
+ * names into events and labels (size bytes each). */
+void ld_test_create_demo_inputs(rd_kafka_t *rk, const char *inputs,
+                                int partitions, char *events, char *labels,
+                                size_t size);
+
+/* In ld_testutil_demo: an in-process run's config at path for the demo
+ * stream under <names>: ld_test_config_begin's head, log level warn,
+ * metrics off, ld_test_config_demo_input (inputs and outputs both
+ * <names>) and three hashed fields with the `clicked` label. Returns the
+ * file open inside the pipeline: map; the caller writes the other maps
+ * and closes it. */
+FILE *ld_test_config_demo(const char *path, const char *names);
+
 /* Called by ld_test_read_topic with each record in offset order; m is
  * borrowed for the call. */
 typedef void ld_test_record_cb_t(const rd_kafka_message_t *m, void *opaque);

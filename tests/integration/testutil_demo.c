@@ -60,3 +60,26 @@ void ld_test_config_demo_input(FILE *f, const char *inputs, const char *names)
             "f11, f12, f13, f14, f15, f16, f17, f18, f19]\n",
             inputs, inputs, names, names, LD_SOURCE_DIR, LD_SOURCE_DIR);
 }
+
+void ld_test_create_demo_inputs(rd_kafka_t *rk, const char *inputs,
+                                int partitions, char *events, char *labels,
+                                size_t size)
+{
+    snprintf(events, size, "%s.events", inputs);
+    snprintf(labels, size, "%s.labels", inputs);
+    ld_test_create_topic(rk, events, partitions, 30000);
+    ld_test_create_topic(rk, labels, partitions, 30000);
+}
+
+FILE *ld_test_config_demo(const char *path, const char *names)
+{
+    FILE *f = ld_test_config_begin(path, NULL, names);
+    fprintf(f, "log:\n"
+               "  level: warn\n"
+               "metrics:\n"
+               "  enabled: false\n");
+    ld_test_config_demo_input(f, names, names);
+    fprintf(f, "  hash_fields: [country, ad_id, device]\n"
+               "  label_field: clicked\n");
+    return f;
+}
