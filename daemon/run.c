@@ -1604,6 +1604,9 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
         err =
             ld_joiner_add_event(r->joiner, rec->partition, rec->offset,
                                 rec->key, rec->key_len, rec->time_ms, &rec->x);
+    else if (rec->no_label) /* label_mode equals: not a match */
+        err = ld_joiner_add_nolabel(r->joiner, rec->partition, rec->offset,
+                                    rec->key, rec->key_len, rec->time_ms);
     else
         err = ld_joiner_add_label(r->joiner, rec->partition, rec->offset,
                                   rec->key, rec->key_len, rec->time_ms,
