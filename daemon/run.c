@@ -1220,6 +1220,20 @@ static int trainer_conf(run_t *r, char *errstr, size_t size)
                  (long long)r->tconf.dense_dim, (long long)ndense);
         return -1;
     }
+    /* label_mode equals and presence make every label 1, so sum counts
+     * them, and a logistic model would refuse each count above 1 one by
+     * one (docs/LABELING.md, Aggregation). */
+    if (r->tconf.model == LD_MODEL_LOGISTIC &&
+        r->conf->pipeline.label_mode != LD_LABEL_NUMERIC &&
+        r->conf->labeling.aggregate == LD_AGG_SUM) {
+        snprintf(errstr, size,
+                 "labeling.aggregate sum counts the label records of "
+                 "label_mode %s, but a logistic model takes labels in "
+                 "[0, 1]: use first, last or max",
+                 r->conf->pipeline.label_mode == LD_LABEL_EQUALS ? "equals"
+                                                                 : "presence");
+        return -1;
+    }
     /* One slot count for both: the pipeline hashes into the model's. */
     r->pconf = r->conf->pipeline;
     r->pconf.hash_bits = r->tconf.hash_bits;

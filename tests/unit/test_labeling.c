@@ -342,6 +342,126 @@ static void test_join_table(void **state)
     }
 }
 
+/* ---- the rules table of docs/LABELING.md -----------------------------------
+ */
+
+/* Copies s without backticks and surrounding blanks into out. */
+static void cell_text(const char *s, size_t n, char *out, size_t size)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 1 < size; i++)
+        if (s[i] != '`')
+            out[k++] = s[i];
+    out[k] = '\0';
+    char *b = out;
+    while (*b == ' ')
+        b++;
+    memmove(out, b, strlen(b) + 1);
+    for (k = strlen(out); k > 0 && out[k - 1] == ' ';)
+        out[--k] = '\0';
+}
+
+/* One row: "| case | mode, late_policy, aggregate | records | examples |".
+ * The records "E k t", "L k t v", "N k t" become run() steps on partition 0
+ * with offsets in order per topic, then "F". */
+static void doc_row(const char *line, int *rows)
+{
+    char cell[4][512];
+    const char *p = line + 1;
+    for (int i = 0; i < 4; i++) {
+        const char *bar = strchr(p, '|');
+        assert_non_null(bar);
+        cell_text(p, (size_t)(bar - p), cell[i], sizeof(cell[i]));
+        p = bar + 1;
+    }
+    if (!strcmp(cell[0], "case") || cell[0][0] == '-')
+        return; /* header and separator */
+    char mode[32], late[32], agg[32];
+    if (sscanf(cell[1], "%31[^,], %31[^,], %31s", mode, late, agg) != 3)
+        fail_msg("rules table row '%s': bad config '%s'", cell[0], cell[1]);
+    ld_labeling_conf_t c = base_conf();
+    c.mode =
+        !strcmp(mode, "fake_negative") ? LD_MODE_FAKE_NEGATIVE : LD_MODE_WINDOW;
+    assert_true(!strcmp(mode, "window") || !strcmp(mode, "fake_negative"));
+    c.late_policy = !strcmp(late, "correct") ? LD_LATE_CORRECT : LD_LATE_DROP;
+    assert_true(!strcmp(late, "drop") || !strcmp(late, "correct"));
+    static const char *const aggs[] = {"first", "last", "max", "sum"};
+    c.aggregate = -1;
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(agg, aggs[i]))
+            c.aggregate = i;
+    assert_true(c.aggregate >= 0);
+    sbuf_t script = {0};
+    long long off[2] = {0, 0};
+    char *save = NULL;
+    for (char *tok = strtok_r(cell[2], ";", &save); tok;
+         tok = strtok_r(NULL, ";", &save)) {
+        char kind, key[64];
+        long long t;
+        float v;
+        while (*tok == ' ')
+            tok++;
+        int n = sscanf(tok, "%c %63s %lld %f", &kind, key, &t, &v);
+        if (kind == 'E' && n == 3)
+            sb_add(&script, "E 0 %lld %s %lld; ", off[0]++, key, t);
+        else if (kind == 'L' && n == 4)
+            sb_add(&script, "L 0 %lld %s %lld %g; ", off[1]++, key, t,
+                   (double)v);
+        else if (kind == 'N' && n == 3)
+            sb_add(&script, "N 0 %lld %s %lld; ", off[1]++, key, t);
+        else
+            fail_msg("rules table row '%s': bad record '%s'", cell[0], tok);
+    }
+    sb_add(&script, "F");
+    char want[512];
+    size_t k = 0;
+    for (const char *q = cell[3]; *q && k + 1 < sizeof(want); q++) {
+        if (q[0] == ';' && q[1] == ' ')
+            q++, want[k++] = '|';
+        else
+            want[k++] = *q;
+    }
+    want[k] = '\0';
+    sbuf_t out = {0};
+    sb_add(&out, "%s", "");
+    ld_joiner_t *j = run(&c, 1, script.s, &out);
+    if (strcmp(out.s, want) != 0)
+        fail_msg("docs/LABELING.md rules table row '%s':\n got    '%s'\n "
+                 "expect '%s'",
+                 cell[0], out.s, want);
+    ld_joiner_destroy(j);
+    free(out.s);
+    free(script.s);
+    (*rows)++;
+}
+
+/* The rules table of docs/LABELING.md is what the joiner does, row by row. */
+static void test_rules_doc(void **state)
+{
+    (void)state;
+    FILE *f = fopen(LD_SOURCE_DIR "/docs/LABELING.md", "r");
+    assert_non_null(f);
+    char line[1024];
+    int in = 0, rows = 0, seen = 0;
+    static const char *const must[] = {"| view before click |", "| view only |",
+                                       "| view then late click |",
+                                       "| click then view |"};
+    while (fgets(line, sizeof(line), f)) {
+        if (strstr(line, "<!-- rules-table: begin"))
+            in = 1;
+        else if (strstr(line, "<!-- rules-table: end"))
+            in = 0;
+        else if (in && line[0] == '|')
+            doc_row(line, &rows);
+        for (int i = 0; in && i < 4; i++)
+            if (!strncmp(line, must[i], strlen(must[i])))
+                seen |= 1 << i;
+    }
+    fclose(f);
+    assert_true(rows >= 16);
+    assert_int_equal(seen, 15);
+}
+
 /* ---- idle partitions ---------------------------------------------------- */
 
 typedef struct advlog {
@@ -1381,6 +1501,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_join_table),
+        cmocka_unit_test(test_rules_doc),
         cmocka_unit_test(test_idle_partition),
         cmocka_unit_test(test_bound_pause),
         cmocka_unit_test(test_bound_expire_oldest),
