@@ -832,7 +832,7 @@ static void test_store_paths(void **state)
 enum { NP = 4 };
 
 typedef struct rec {
-    int kind; /* 0 event, 1 label, 2 advance (of side `side`) */
+    int kind; /* 0 event, 1 label, 2 advance (of side `side`), 3 no label */
     int side;
     int32_t part;
     int64_t off, t;
@@ -846,7 +846,8 @@ typedef struct stream {
 } stream_t;
 
 /* 8 streams (events/labels x 4 partitions) with jitter, labels before
- * their events, multiple labels, late and missing labels, duplicates. */
+ * their events, multiple labels, late and missing labels, duplicates, and
+ * labels-topic records that are no label (views) among them. */
 static void gen_streams(stream_t s[2 * NP], unsigned seed, int nev)
 {
     srand(seed);
@@ -873,10 +874,10 @@ static void gen_streams(stream_t s[2 * NP], unsigned seed, int nev)
                 d->t = e->t + rand() % 50;
                 es->n++;
             }
-            int nl = rand() % 3;
+            int nl = rand() % 4;
             for (int q = 0; q < nl; q++) {
                 rec_t *l = &ls->r[ls->n];
-                l->kind = 1;
+                l->kind = q == 2 || rand() % 5 == 0 ? 3 : 1;
                 l->part = p;
                 l->off = (int64_t)ls->n;
                 l->t = e->t - 20 + rand() % 200; /* window 100, horizon 50 */
@@ -923,6 +924,10 @@ static void feed(ld_joiner_t *j, const rec_t *r)
     } else if (r->kind == 1) {
         assert_int_equal(ld_joiner_add_label(j, r->part, r->off, r->key,
                                              strlen(r->key), r->t, r->v),
+                         LD_OK);
+    } else if (r->kind == 3) {
+        assert_int_equal(ld_joiner_add_nolabel(j, r->part, r->off, r->key,
+                                               strlen(r->key), r->t),
                          LD_OK);
     } else {
         ld_wm_advance_t a = {(ld_topic_kind_t)r->side, r->part, r->off, r->t};
