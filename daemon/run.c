@@ -29,7 +29,8 @@ typedef struct outgoing {
 /* Metric family ids. */
 typedef struct families {
     int records, dlq, examples, pending, pending_bytes, watermark, model,
-        champion, published, triggers, txn, up, version, trained, lag;
+        champion, published, triggers, txn, up, version, trained, lag,
+        label_records;
 } families_t;
 
 typedef struct run {
@@ -1088,6 +1089,9 @@ static void declare_metrics(run_t *r)
     f->examples = ld_metrics_family(r->reg, "examples_total", LD_METRIC_COUNTER,
                                     "Labelled examples released, by "
                                     "sample_type");
+    f->label_records = ld_metrics_family(
+        r->reg, "label_records_total", LD_METRIC_COUNTER,
+        "Records of the labels topic the joiner took, by outcome");
     f->pending = ld_metrics_family(r->reg, "pending_joins", LD_METRIC_GAUGE,
                                    "Events and labels waiting in the "
                                    "joiner, by kind");
@@ -1172,6 +1176,21 @@ static void report(run_t *r)
         snprintf(labels, sizeof(labels), "sample_type=\"%s\"",
                  ld_sample_type_name((ld_sample_type_t)s));
         ld_metrics_set(r->reg, r->fam.examples, labels, (double)js.examples[s]);
+    }
+    /* no_label: label_mode equals records that did not match; all of them
+     * and no joined one usually means a wrong label_equals. */
+    const struct {
+        const char *outcome;
+        uint64_t n;
+    } lr[] = {{"joined", js.labels_joined},
+              {"after_window", js.labels_after_window},
+              {"late", js.labels_late},
+              {"unmatched", js.labels_unmatched},
+              {"no_label", js.labels_nolabel}};
+    for (size_t i = 0; i < sizeof(lr) / sizeof(lr[0]); i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "outcome=\"%s\"", lr[i].outcome);
+        ld_metrics_set(r->reg, r->fam.label_records, labels, (double)lr[i].n);
     }
     ld_metrics_set(r->reg, r->fam.pending, "kind=\"event\"",
                    (double)js.pending_events);
