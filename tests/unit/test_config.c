@@ -230,6 +230,12 @@ static void test_defaults_parse(void **state)
 /* label_mode equals and presence make every label 1, so aggregate sum
  * counts them; a logistic model takes labels in [0, 1]. learnd run says so
  * and exits 2 before it opens any connection (docs/LABELING.md). */
+static int stop_now(void *opaque)
+{
+    (void)opaque;
+    return 1;
+}
+
 static void test_run_refuses_sum_of_ones(void **state)
 {
     (void)state;
@@ -237,7 +243,10 @@ static void test_run_refuses_sum_of_ones(void **state)
     assert_non_null(conf);
     assert_int_equal(conf->trainer.model, LD_MODEL_LOGISTIC);
     conf->labeling.aggregate = LD_AGG_SUM;
-    const ld_run_opts_t opts = {.until_caught_up = 1};
+    conf->metrics.enabled = 0;
+    /* Without the check the run would start: stop it at once (exit 0). */
+    const ld_run_hooks_t hooks = {.should_stop = stop_now};
+    const ld_run_opts_t opts = {.until_caught_up = 1, .hooks = &hooks};
     static const int modes[] = {LD_LABEL_EQUALS, LD_LABEL_PRESENCE};
     for (size_t i = 0; i < 2; i++) {
         conf->pipeline.label_mode = modes[i];
