@@ -29,7 +29,8 @@ typedef struct outgoing {
 /* Metric family ids. */
 typedef struct families {
     int records, dlq, examples, pending, pending_bytes, watermark, model,
-        champion, published, triggers, txn, up, version, trained, lag;
+        champion, published, triggers, txn, up, version, trained, lag,
+        label_records;
 } families_t;
 
 typedef struct run {
@@ -1088,6 +1089,9 @@ static void declare_metrics(run_t *r)
     f->examples = ld_metrics_family(r->reg, "examples_total", LD_METRIC_COUNTER,
                                     "Labelled examples released, by "
                                     "sample_type");
+    f->label_records = ld_metrics_family(
+        r->reg, "label_records_total", LD_METRIC_COUNTER,
+        "Records of the labels topic the joiner took, by outcome");
     f->pending = ld_metrics_family(r->reg, "pending_joins", LD_METRIC_GAUGE,
                                    "Events and labels waiting in the "
                                    "joiner, by kind");
@@ -1173,6 +1177,21 @@ static void report(run_t *r)
                  ld_sample_type_name((ld_sample_type_t)s));
         ld_metrics_set(r->reg, r->fam.examples, labels, (double)js.examples[s]);
     }
+    /* no_label: label_mode equals records that did not match; all of them
+     * and no joined one usually means a wrong label_equals. */
+    const struct {
+        const char *outcome;
+        uint64_t n;
+    } lr[] = {{"joined", js.labels_joined},
+              {"after_window", js.labels_after_window},
+              {"late", js.labels_late},
+              {"unmatched", js.labels_unmatched},
+              {"no_label", js.labels_nolabel}};
+    for (size_t i = 0; i < sizeof(lr) / sizeof(lr[0]); i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "outcome=\"%s\"", lr[i].outcome);
+        ld_metrics_set(r->reg, r->fam.label_records, labels, (double)lr[i].n);
+    }
     ld_metrics_set(r->reg, r->fam.pending, "kind=\"event\"",
                    (double)js.pending_events);
     ld_metrics_set(r->reg, r->fam.pending, "kind=\"label\"",
@@ -1218,6 +1237,20 @@ static int trainer_conf(run_t *r, char *errstr, size_t size)
                  "trainer.dense_dim is %lld but pipeline.dense_fields "
                  "names %lld fields (leave dense_dim at 0 to follow them)",
                  (long long)r->tconf.dense_dim, (long long)ndense);
+        return -1;
+    }
+    /* label_mode equals and presence make every label 1, so sum counts
+     * them, and a logistic model would refuse each count above 1 one by
+     * one (docs/LABELING.md, Aggregation). */
+    if (r->tconf.model == LD_MODEL_LOGISTIC &&
+        r->conf->pipeline.label_mode != LD_LABEL_NUMERIC &&
+        r->conf->labeling.aggregate == LD_AGG_SUM) {
+        snprintf(errstr, size,
+                 "labeling.aggregate sum counts the label records of "
+                 "label_mode %s, but a logistic model takes labels in "
+                 "[0, 1]: use first, last or max",
+                 r->conf->pipeline.label_mode == LD_LABEL_EQUALS ? "equals"
+                                                                 : "presence");
         return -1;
     }
     /* One slot count for both: the pipeline hashes into the model's. */
@@ -1604,6 +1637,9 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
         err =
             ld_joiner_add_event(r->joiner, rec->partition, rec->offset,
                                 rec->key, rec->key_len, rec->time_ms, &rec->x);
+    else if (rec->no_label) /* label_mode equals: not a match */
+        err = ld_joiner_add_nolabel(r->joiner, rec->partition, rec->offset,
+                                    rec->key, rec->key_len, rec->time_ms);
     else
         err = ld_joiner_add_label(r->joiner, rec->partition, rec->offset,
                                   rec->key, rec->key_len, rec->time_ms,

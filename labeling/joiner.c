@@ -1516,6 +1516,32 @@ done:
     return err;
 }
 
+/* A labels-topic record without a label (docs/LABELING.md, "Records that
+ * carry no label"): not a positive, so it must neither join an event nor
+ * hide a label of one; its time still moves the side's watermark on, or a
+ * stream of mostly such records would hold every decision back until the
+ * wall-clock idle advance. Nothing pins its resume block. */
+ld_err_t ld_joiner_add_nolabel(ld_joiner_t *j, int32_t partition,
+                               int64_t offset, const void *key, size_t keylen,
+                               int64_t label_time_ms)
+{
+    part_t *pt;
+    ld_err_t err = check_rec(j, partition, key, keylen, label_time_ms, &pt);
+    if (err)
+        return err;
+    side_t *s = &pt->s[LD_TOPIC_LABELS];
+    uint32_t seq;
+    uint16_t rel;
+    (void)arrive(j, s, offset, label_time_ms, &seq, &rel, &err);
+    if (!err) {
+        CNT(j, labels_in);
+        CNT(j, labels_nolabel);
+    }
+    apply_pending_adv(j, s, offset + 1);
+    j->quiet = 0;
+    return err;
+}
+
 /* ---- output ------------------------------------------------------------- */
 
 static ld_err_t out_reserve(ld_joiner_t *j, uint32_t nnz, uint32_t nd)

@@ -80,6 +80,7 @@ typedef struct ld_joiner_stats {
     uint64_t labels_after_window; /* for a kept event whose window closed */
     uint64_t late_labels_dropped; /* after-window labels not emitted */
     uint64_t labels_unmatched;    /* expired without an event */
+    uint64_t labels_nolabel;      /* records without a label: time only */
     uint64_t events_expired;      /* evicted by at_bound expire_oldest */
     uint64_t labels_expired;      /* evicted by at_bound expire_oldest */
     uint64_t at_bound;            /* times the store reached max_pending */
@@ -159,6 +160,18 @@ ld_err_t ld_joiner_add_event_packed(ld_joiner_t *j, int32_t partition,
 ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
                              const void *key, size_t keylen,
                              int64_t label_time_ms, float value) LD_WUR;
+
+/* Adds a record of the labels topic that carries no label, such as a
+ * "view" when only "click" is a label (pipeline label_mode equals: the
+ * field does not match). It is not a label and not a negative: it joins
+ * no event, hides no label and stops no late correction. Only its time
+ * counts, like any record of the partition: it may raise the labels
+ * side's watermark (docs/LABELING.md). Counted in labels_in and
+ * labels_nolabel. Order, key and time rules and errors are those of
+ * ld_joiner_add_label(). */
+ld_err_t ld_joiner_add_nolabel(ld_joiner_t *j, int32_t partition,
+                               int64_t offset, const void *key, size_t keylen,
+                               int64_t label_time_ms) LD_WUR;
 
 /* Releases the next example whose decision time is below the watermark, in
  * (decision time, partition, offset, sample type) order; returns 1 and

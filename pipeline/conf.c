@@ -56,7 +56,8 @@ static const ld_conf_row_t rows[] = {
     {"label_field", LD_CONF_STRING, F(label_field), "value", 0, 0, NULL,
      "Field of labels holding the label (protobuf: Label.value)"},
     {"label_equals", LD_CONF_STRING, F(label_equals), "", 0, 0, NULL,
-     "Text the label field must equal for label 1 (label_mode equals)"},
+     "Text the label field must equal for label 1 (label_mode equals); "
+     "other records are no label, only their time counts"},
     {"avro_wire", LD_CONF_ENUM, F(avro_wire), "auto", 0, 0,
      "auto|plain|confluent",
      "Avro framing: plain datum, or Confluent magic byte + schema id; auto "

@@ -760,16 +760,22 @@ static ld_reason_t label_value(ld_fmap_t *fm, ld_record_t *out, char *err,
         char buf[40];
         uint32_t n = 0;
         ld_reason_t why = LD_REASON_NONE;
+        /* A record that does not match is not a label at all, rather than
+         * a label 0: as a 0 it would win `first` over a later click, count
+         * as a `pos` and stop a late click's correction (issue 14). The
+         * joiner still sees its time (docs/LABELING.md). */
         out->label = 0.0;
+        out->no_label = 1;
         if (v->kind == FV_ABSENT || v->kind == FV_NULL)
             return LD_REASON_NONE;
         const char *t = fv_text(v, buf, &n, &why);
         if (!t)
             FAIL(why, "label field %s: not comparable", name);
-        out->label =
-            strlen(fm->label_equals) == n && memcmp(t, fm->label_equals, n) == 0
-                ? 1.0
-                : 0.0;
+        if (strlen(fm->label_equals) == n &&
+            memcmp(t, fm->label_equals, n) == 0) {
+            out->label = 1.0;
+            out->no_label = 0;
+        }
         return LD_REASON_NONE;
     }
     switch (v->kind) {

@@ -55,6 +55,9 @@ typedef struct ld_record {
     uint32_t key_len;  /* bytes of key before the NUL */
     int64_t time_ms;   /* event time (events) or label time (labels) */
     double label;      /* labels: the computed label value; events: 0 */
+    int no_label;      /* labels: 1 when the record is not a label (label_mode
+                          equals, field absent or not label_equals): only its
+                          time counts (ld_joiner_add_nolabel) */
     ld_features_t x;   /* events: hashed + dense features; labels: empty */
     const char *topic; /* source topic (NULL outside the consumer) */
     int32_t partition; /* source partition (-1 outside the consumer) */

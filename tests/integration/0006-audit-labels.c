@@ -4,9 +4,12 @@
  * through `learnd run --until-caught-up`; the JSON audit records, read back
  * read_committed from a 1-partition audit topic, must be exactly the
  * labelled examples that docs/LABELING.md prescribes, field for field and in
- * release order (decision time, partition, offset, sample type). Two runs
- * over the same input: aggregate max with late_policy drop, and aggregate
- * sum with late_policy correct (delayed_pos corrections).
+ * release order (decision time, partition, offset, sample type). Three runs
+ * over the same input: aggregate max with late_policy drop, aggregate sum
+ * with late_policy correct (delayed_pos corrections), both on the numeric
+ * label field, and label_mode equals on an `action` field ("click" is the
+ * label, "view" and an absent field are no label) with aggregate first and
+ * late_policy correct.
  *
  * Every expectation below is written from the documented rules, case by
  * case; only the offsets (delivery reports), the final watermark (max time
@@ -32,11 +35,12 @@
 #define T0        1767225600000LL /* 2026-01-01T00:00:00Z */
 #define HASH_BITS 16
 #define MAX_RECS  128
-#define MAX_EXP   64
+#define MAX_EXP   128
 #define TIMEOUT   60000
 
 /* The two runs; an expectation names the runs it holds for. */
-enum { R_DROP = 1, R_CORRECT = 2, R_BOTH = 3 };
+enum { R_DROP = 1, R_CORRECT = 2, R_BOTH = 3, R_EQUALS = 4 };
+#define NRUNS 3
 
 typedef struct run_conf {
     const char *name;
@@ -44,11 +48,13 @@ typedef struct run_conf {
     const char *aggregate;
     const char *late_policy;
     double default_label;
+    const char *label_mode, *label_field; /* equals: action == "click" */
 } run_conf_t;
 
-static const run_conf_t runs[2] = {
-    {"drop", R_DROP, "max", "drop", 0.0},
-    {"correct", R_CORRECT, "sum", "correct", -1.0},
+static const run_conf_t runs[NRUNS] = {
+    {"drop", R_DROP, "max", "drop", 0.0, "numeric", "v"},
+    {"correct", R_CORRECT, "sum", "correct", -1.0, "numeric", "v"},
+    {"equals", R_EQUALS, "first", "correct", 0.0, "equals", "action"},
 };
 
 /* One input record. order sorts the records of one topic partition into
@@ -64,6 +70,7 @@ typedef struct rec {
     float x;             /* events: the dense feature */
     const char *country; /* events: the hashed feature */
     double v;            /* labels: the value */
+    const char *action;  /* labels: "click", "view" or NULL (absent) */
     int64_t offset;      /* from the delivery report */
 } rec_t;
 
@@ -150,6 +157,25 @@ static exp_t *expect(unsigned mask, const rec_t *e, const char *type,
 }
 
 /* pos / default_neg are decided when the window closes: d = e + w. */
+/* The equals run reads only the action field, which the records of the
+ * numeric cases lack: none of their label records is a label there, so
+ * each event the correct run releases (same late_policy, so the same
+ * events and duplicates) is a default_neg there, at the same decision
+ * time. Expectations from..to-1 gain that counterpart. */
+static void equals_negatives(int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        const exp_t *x = &exps[i];
+        if (!(x->runs & R_CORRECT) || !strcmp(x->type, "delayed_pos"))
+            continue;
+        int tail = x->tail;
+        exp_t *n =
+            expect(R_EQUALS, x->ev, "default_neg", 0, -1, x->ev->t + WINDOW);
+        n->use_default = 1;
+        n->tail = tail;
+    }
+}
+
 static exp_t *pos(unsigned mask, const rec_t *e, double label, int64_t lt)
 {
     return expect(mask, e, "pos", label, lt, e->t + WINDOW);
@@ -325,12 +351,55 @@ static void build(void)
     a = ev(0, "c17-zero", e);
     lb(0, "c17-zero", e + 1000, 0);
     pos(R_BOTH, a, 0, e + 1000);
+    equals_negatives(0, nexps);
 
-    /* 18: the end of the input. Every side's newest record is at F, so the
+    /* 18-21 (issue 14): a clicks topic whose action is "click" or "view",
+     * each record with a numeric v as well (1 for a click, 0 for a view).
+     * Numeric runs: a view is a label 0. Equals run: a view is no label;
+     * it neither wins the window nor hides a click nor stops a late
+     * click's correction. */
+    /* 18: view before click. max: the click; sum 0 + 1 at the latest
+     * time; equals first: the click (the view is no label). */
+    e = base(18);
+    a = ev(0, "c18-view-click", e);
+    lb(0, "c18-view-click", e + 1000, 0)->action = "view";
+    lb(0, "c18-view-click", e + 3000, 1)->action = "click";
+    pos(R_BOTH | R_EQUALS, a, 1, e + 3000);
+
+    /* 19: view only: a pos with label 0 on v; on action a default_neg. */
+    e = base(19);
+    a = ev(1, "c19-view-only", e);
+    lb(1, "c19-view-only", e + 2000, 0)->action = "view";
+    pos(R_BOTH, a, 0, e + 2000);
+    neg(R_EQUALS, a);
+
+    /* 20: view, then a click 2 s after the window. On v the view is the
+     * window's label and no correction follows (a correction is for a
+     * default_neg only); on action the window is empty and the late click
+     * corrects it under late_policy correct. */
+    e = base(20);
+    a = ev(0, "c20-view-late-click", e);
+    lb(0, "c20-view-late-click", e + 1000, 0)->action = "view";
+    lb(0, "c20-view-late-click", e + WINDOW + 2000, 1)->action = "click";
+    pos(R_BOTH, a, 0, e + 1000);
+    neg(R_EQUALS, a);
+    delayed(R_EQUALS, a, 1, e + WINDOW + 2000);
+
+    /* 21: click then view. max: the click; sum 1 + 0 at the latest time;
+     * equals first: the click. */
+    e = base(21);
+    a = ev(1, "c21-click-view", e);
+    lb(1, "c21-click-view", e + 1000, 1)->action = "click";
+    lb(1, "c21-click-view", e + 3000, 0)->action = "view";
+    pos(R_DROP | R_EQUALS, a, 1, e + 1000);
+    pos(R_CORRECT, a, 1, e + 3000);
+
+    /* 22: the end of the input. Every side's newest record is at F, so the
      * final watermark is F - max_out_of_orderness, and only examples with
      * d < W come out: tail-a (d = W - 1) does, tail-b (d = W) does not,
      * nor anything later. */
-    int64_t f = base(18);
+    int n0 = nexps;
+    int64_t f = base(22);
     a = ev(0, "c18-tail-a", f - OOO - WINDOW - 1);
     lb(0, "c18-tail-a", f - OOO - WINDOW - 1 + 1000, 1);
     pos(R_BOTH, a, 1, f - OOO - WINDOW - 1 + 1000);
@@ -346,6 +415,7 @@ static void build(void)
         lb(p, key, f, 1);
         pos(R_BOTH, a, 1, f)->tail = 1;
     }
+    equals_negatives(n0, nexps);
 }
 
 /* ---- Producing ----------------------------------------------------------- */
@@ -390,8 +460,9 @@ static void produce_all(void)
         char val[256];
         if (r->is_label)
             snprintf(val, sizeof(val),
-                     "{\"id\":\"%s\",\"lt\":%" PRId64 ",\"v\":%.17g}", r->key,
-                     r->t, r->v);
+                     "{\"id\":\"%s\",\"lt\":%" PRId64 ",\"v\":%.17g%s%s%s}",
+                     r->key, r->t, r->v, r->action ? ",\"action\":\"" : "",
+                     r->action ? r->action : "", r->action ? "\"" : "");
         else
             snprintf(val, sizeof(val),
                      "{\"id\":\"%s\",\"ts\":%" PRId64
@@ -646,7 +717,9 @@ static void write_config(const run_conf_t *rc, char *path, size_t size)
             "  label_time_field: lt\n"
             "  dense_fields: [x]\n"
             "  hash_fields: [country]\n"
-            "  label_field: v\n"
+            "  label_mode: %s\n"
+            "  label_field: %s\n"
+            "  label_equals: click\n"
             "labeling:\n"
             "  window: %dms\n"
             "  max_out_of_orderness: %dms\n"
@@ -669,9 +742,10 @@ static void write_config(const run_conf_t *rc, char *path, size_t size)
             "  volume_enabled: false\n"
             "  performance_enabled: false\n"
             "  drift_enabled: false\n",
-            prefix, prefix, prefix, n, prefix, n, WINDOW, OOO, HORIZON,
-            rc->aggregate, rc->late_policy, rc->default_label, prefix, n,
-            HASH_BITS, tmpdir, n);
+            prefix, prefix, prefix, n, prefix, n, rc->label_mode,
+            rc->label_field, WINDOW, OOO, HORIZON, rc->aggregate,
+            rc->late_policy, rc->default_label, prefix, n, HASH_BITS, tmpdir,
+            n);
     fclose(f);
 }
 
@@ -783,7 +857,7 @@ int main(void)
     ld_test_create_topic(admin, t, 2, 30000);
     topic(t, sizeof(t), "labels");
     ld_test_create_topic(admin, t, 2, 30000);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < NRUNS; i++) {
         /* The audit topic has one partition: its order is the release
          * order (records go to RD_KAFKA_PARTITION_UA). */
         topic(t, sizeof(t), runs[i].name);
@@ -794,18 +868,18 @@ int main(void)
     ld_test_say("produced %d records (%d events), %d expectations", nrecs,
                 nevents, nexps);
 
-    /* Both runs at once: separate groups, transactional ids and outputs. */
-    pid_t pid[2];
-    int code[2];
-    char logs[2][256];
-    for (int i = 0; i < 2; i++) {
+    /* All runs at once: separate groups, transactional ids and outputs. */
+    pid_t pid[NRUNS];
+    int code[NRUNS];
+    char logs[NRUNS][256];
+    for (int i = 0; i < NRUNS; i++) {
         char config[256];
         write_config(&runs[i], config, sizeof(config));
         snprintf(logs[i], sizeof(logs[i]), "%s/%s.log", tmpdir, runs[i].name);
         pid[i] = ld_test_spawn_run(LD_LEARND_BIN, config, 1, logs[i]);
     }
-    wait_all(pid, code, 2, TIMEOUT);
-    for (int i = 0; i < 2; i++)
+    wait_all(pid, code, NRUNS, TIMEOUT);
+    for (int i = 0; i < NRUNS; i++)
         if (code[i] != 0) {
             fprintf(stderr, "learnd run %s exited %d; its log:\n", runs[i].name,
                     code[i]);
@@ -814,7 +888,7 @@ int main(void)
         }
 
     int64_t wm = final_watermark();
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < NRUNS; i++)
         check_run(&runs[i], wm);
 
     ld_test_rm_rf(tmpdir);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "daemon/config.h"
+#include "daemon/run.h"
 
 /* Loads path, returning the config and the error text in errbuf. */
 static ld_config_t *load(const char *path, char *errbuf, size_t size)
@@ -226,6 +227,34 @@ static void test_defaults_parse(void **state)
     ld_config_destroy(NULL);
 }
 
+/* label_mode equals and presence make every label 1, so aggregate sum
+ * counts them; a logistic model takes labels in [0, 1]. learnd run says so
+ * and exits 2 before it opens any connection (docs/LABELING.md). */
+static int stop_now(void *opaque)
+{
+    (void)opaque;
+    return 1;
+}
+
+static void test_run_refuses_sum_of_ones(void **state)
+{
+    (void)state;
+    ld_config_t *conf = ld_config_new_defaults();
+    assert_non_null(conf);
+    assert_int_equal(conf->trainer.model, LD_MODEL_LOGISTIC);
+    conf->labeling.aggregate = LD_AGG_SUM;
+    conf->metrics.enabled = 0;
+    /* Without the check the run would start: stop it at once (exit 0). */
+    const ld_run_hooks_t hooks = {.should_stop = stop_now};
+    const ld_run_opts_t opts = {.until_caught_up = 1, .hooks = &hooks};
+    static const int modes[] = {LD_LABEL_EQUALS, LD_LABEL_PRESENCE};
+    for (size_t i = 0; i < 2; i++) {
+        conf->pipeline.label_mode = modes[i];
+        assert_int_equal(ld_run(conf, &opts), 2);
+    }
+    ld_config_destroy(conf);
+}
+
 static void test_secret_keys(void **state)
 {
     (void)state;
@@ -249,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_value_parsing),
         cmocka_unit_test(test_defaults_parse),
         cmocka_unit_test(test_secret_keys),
+        cmocka_unit_test(test_run_refuses_sum_of_ones),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

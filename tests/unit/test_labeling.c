@@ -108,7 +108,8 @@ static void drain(ld_joiner_t *j, sbuf_t *b)
     }
 }
 
-/* Runs a script: "E p off key t", "L p off key t value", "A k p off wm",
+/* Runs a script: "E p off key t", "L p off key t value", "N p off key t"
+ * (a labels-topic record without a label), "A k p off wm",
  * "I now" (idle check), "F" (flush: every side advanced far ahead), joined
  * by ';'. Partitions 0..nparts-1 are assigned. Polls after every step. */
 static ld_joiner_t *run(const ld_labeling_conf_t *c, int nparts,
@@ -140,6 +141,9 @@ static ld_joiner_t *run(const ld_labeling_conf_t *c, int nparts,
                           &v) == 5) {
             assert_int_equal(
                 ld_joiner_add_label(j, p, off, key, strlen(key), t, v), LD_OK);
+        } else if (sscanf(tok, "N %d %lld %63s %lld", &p, &off, key, &t) == 4) {
+            assert_int_equal(
+                ld_joiner_add_nolabel(j, p, off, key, strlen(key), t), LD_OK);
         } else if (sscanf(tok, "A %d %d %lld %lld", &k, &p, &off, &wm) == 4) {
             ld_wm_advance_t a = {(ld_topic_kind_t)k, p, off, wm};
             assert_int_equal(ld_joiner_apply_advance(j, &a), LD_OK);
@@ -170,8 +174,9 @@ typedef struct jcase {
     const char *script;
     const char *expect;
     /* counters: late events, late labels, duplicates, joined, after window,
-     * late dropped, unmatched */
-    uint64_t ev_late, lb_late, dup, joined, after, late_dropped, unmatched;
+     * late dropped, unmatched, records without a label */
+    uint64_t ev_late, lb_late, dup, joined, after, late_dropped, unmatched,
+        nolabel;
 } jcase_t;
 
 #define W    LD_MODE_WINDOW
@@ -181,78 +186,125 @@ typedef struct jcase {
 
 static const jcase_t cases[] = {
     {"label inside the window", W, DROP, LD_AGG_FIRST, 0,
-     "E 0 0 a 1000; L 0 0 a 1050 1; F", "pos a 1 1050", 0, 0, 0, 1, 0, 0, 0},
+     "E 0 0 a 1000; L 0 0 a 1050 1; F", "pos a 1 1050", 0, 0, 0, 1, 0, 0, 0, 0},
     {"label exactly at the boundary", W, DROP, LD_AGG_FIRST, 0,
-     "E 0 0 a 1000; L 0 0 a 1100 1; F", "pos a 1 1100", 0, 0, 0, 1, 0, 0, 0},
+     "E 0 0 a 1000; L 0 0 a 1100 1; F", "pos a 1 1100", 0, 0, 0, 1, 0, 0, 0, 0},
     {"label 1 ms after the window, drop", W, DROP, LD_AGG_FIRST, 0,
      "E 0 0 a 1000; L 0 0 a 1101 1; F", "default_neg a 0 -1", 0, 0, 0, 0, 0, 0,
-     1},
+     1, 0},
     {"late label, correct", W, CORR, LD_AGG_FIRST, 0,
      "E 0 0 a 1000; L 0 0 a 1120 1; F",
-     "default_neg a 0 -1|delayed_pos a 1 1120", 0, 0, 0, 0, 1, 0, 0},
+     "default_neg a 0 -1|delayed_pos a 1 1120", 0, 0, 0, 0, 1, 0, 0, 0},
     {"late label at the horizon edge and beyond, correct", W, CORR,
      LD_AGG_FIRST, 0,
      "E 0 0 a 1000; E 0 1 b 1000; L 0 0 a 1150 1; L 0 1 b 1151 1; F",
      "default_neg a 0 -1|default_neg b 0 -1|delayed_pos a 1 1150", 0, 0, 0, 0,
-     1, 0, 1},
+     1, 0, 1, 0},
     {"late label after an in-window positive is not a correction", W, CORR,
      LD_AGG_FIRST, 0, "E 0 0 a 1000; L 0 0 a 1050 1; L 0 1 a 1120 1; F",
-     "pos a 1 1050", 0, 0, 0, 1, 1, 1, 0},
+     "pos a 1 1050", 0, 0, 0, 1, 1, 1, 0, 0},
     {"two late labels: the earliest corrects once", W, CORR, LD_AGG_FIRST, 20,
      "E 0 0 a 1000; L 0 0 a 1130 1; L 0 1 a 1120 2; F",
-     "default_neg a 0 -1|delayed_pos a 2 1120", 0, 0, 0, 0, 2, 1, 0},
+     "default_neg a 0 -1|delayed_pos a 2 1120", 0, 0, 0, 0, 2, 1, 0, 0},
     {"label before its event", W, DROP, LD_AGG_FIRST, 0,
-     "L 0 0 a 1010 1; E 0 0 a 1000; F", "pos a 1 1010", 0, 0, 0, 1, 0, 0, 0},
+     "L 0 0 a 1010 1; E 0 0 a 1000; F", "pos a 1 1010", 0, 0, 0, 1, 0, 0, 0, 0},
     {"label before its event, too early for it", W, DROP, LD_AGG_FIRST, 0,
      "L 0 0 a 899 1; E 0 0 a 1000; F", "default_neg a 0 -1", 0, 0, 0, 0, 0, 0,
-     1},
+     1, 0},
     {"labels aggregated: first", W, DROP, LD_AGG_FIRST, 0,
      "E 0 0 a 1000; L 0 0 a 1050 1; L 0 1 a 1050 3; L 0 2 a 1080 2; F",
-     "pos a 1 1050", 0, 0, 0, 3, 0, 0, 0},
+     "pos a 1 1050", 0, 0, 0, 3, 0, 0, 0, 0},
     {"labels aggregated: last", W, DROP, LD_AGG_LAST, 0,
      "E 0 0 a 1000; L 0 0 a 1050 1; L 0 1 a 1080 3; L 0 2 a 1080 2; F",
-     "pos a 2 1080", 0, 0, 0, 3, 0, 0, 0},
+     "pos a 2 1080", 0, 0, 0, 3, 0, 0, 0, 0},
     {"labels aggregated: max", W, DROP, LD_AGG_MAX, 0,
      "E 0 0 a 1000; L 0 0 a 1050 1; L 0 1 a 1060 3; L 0 2 a 1080 3; F",
-     "pos a 3 1060", 0, 0, 0, 3, 0, 0, 0},
+     "pos a 3 1060", 0, 0, 0, 3, 0, 0, 0, 0},
     {"labels aggregated: sum", W, DROP, LD_AGG_SUM, 30,
      "L 0 0 a 1050 1; E 0 0 a 1000; L 0 1 a 1080 3; L 0 2 a 1060 2; F",
-     "pos a 6 1080", 0, 0, 0, 3, 0, 0, 0},
+     "pos a 6 1080", 0, 0, 0, 3, 0, 0, 0, 0},
     {"duplicate event: first wins", W, DROP, LD_AGG_FIRST, 0,
      "E 0 0 a 1000; E 0 1 a 1010; L 0 0 a 1095 1; F", "pos a 1 1095", 0, 0, 1,
-     1, 0, 0, 0},
+     1, 0, 0, 0, 0},
     {"same key after window + horizon is a new event", W, DROP, LD_AGG_FIRST, 0,
      "E 0 0 a 1000; E 0 1 a 1101; F", "default_neg a 0 -1|default_neg a 0 -1",
-     0, 0, 0, 0, 0, 0, 0},
+     0, 0, 0, 0, 0, 0, 0, 0},
     {"out of order inside max_out_of_orderness", W, DROP, LD_AGG_FIRST, 20,
      "E 0 0 a 1000; E 0 1 b 980; F", "default_neg b 0 -1|default_neg a 0 -1", 0,
-     0, 0, 0, 0, 0, 0},
+     0, 0, 0, 0, 0, 0, 0},
     {"out of order beyond max_out_of_orderness", W, DROP, LD_AGG_FIRST, 20,
      "E 0 0 a 1000; E 0 1 b 979; L 0 0 a 1050 1; L 0 1 a 1029 1; F",
-     "pos a 1 1050", 1, 1, 0, 1, 0, 0, 0},
+     "pos a 1 1050", 1, 1, 0, 1, 0, 0, 0, 0},
     {"release order (decision time, partition, offset)", W, DROP, LD_AGG_FIRST,
      10, "E 1 0 c 1000; E 0 0 b 1000; E 0 1 a 1000; E 1 1 d 999; F",
      "default_neg d 0 -1|default_neg b 0 -1|default_neg a 0 -1|"
      "default_neg c 0 -1",
-     0, 0, 0, 0, 0, 0, 0},
+     0, 0, 0, 0, 0, 0, 0, 0},
     {"decision waits for the slowest partition of both topics", W, DROP,
      LD_AGG_FIRST, 0,
      "E 0 0 a 1000; E 0 1 c 1101; L 0 0 x 5000 1; E 1 0 b 5000; L 1 0 y 1100 1",
-     "", 0, 0, 0, 0, 0, 0, 0},
+     "", 0, 0, 0, 0, 0, 0, 0, 0},
     {"decision once every watermark passed it", W, DROP, LD_AGG_FIRST, 0,
      "E 0 0 a 1000; E 0 1 c 1101; L 0 0 x 5000 1; E 1 0 b 5000; L 1 0 y 1101 1",
-     "default_neg a 0 -1", 0, 0, 0, 0, 0, 0, 0},
+     "default_neg a 0 -1", 0, 0, 0, 0, 0, 0, 0, 0},
     {"fake_negative: negative at once, positive when the label comes", FN, DROP,
      LD_AGG_FIRST, 0, "E 0 0 a 1000; L 0 0 a 1050 1; F",
-     "fake_neg a 0 -1|delayed_pos a 1 1050", 0, 0, 0, 1, 0, 0, 0},
+     "fake_neg a 0 -1|delayed_pos a 1 1050", 0, 0, 0, 1, 0, 0, 0, 0},
     {"fake_negative: a zero label adds nothing", FN, DROP, LD_AGG_FIRST, 0,
-     "E 0 0 a 1000; L 0 0 a 1050 0; F", "fake_neg a 0 -1", 0, 0, 0, 1, 0, 0, 0},
+     "E 0 0 a 1000; L 0 0 a 1050 0; F", "fake_neg a 0 -1", 0, 0, 0, 1, 0, 0, 0,
+     0},
     {"fake_negative: label before the event time", FN, DROP, LD_AGG_FIRST, 0,
      "L 0 0 a 990 1; E 0 0 a 1000; F", "fake_neg a 0 -1|delayed_pos a 1 990", 0,
-     0, 0, 1, 0, 0, 0},
+     0, 0, 1, 0, 0, 0, 0},
     {"fake_negative with correct: late label still corrects", FN, CORR,
      LD_AGG_FIRST, 0, "E 0 0 a 1000; L 0 0 a 1140 1; F",
-     "fake_neg a 0 -1|delayed_pos a 1 1140", 0, 0, 0, 0, 1, 0, 0},
+     "fake_neg a 0 -1|delayed_pos a 1 1140", 0, 0, 0, 0, 1, 0, 0, 0},
+    /* Records without a label (pipeline label_mode equals: a "view" when
+     * label_equals is "click"), docs/LABELING.md "Records that carry no
+     * label". N is the view, L ... 1 the click. */
+    {"view before click", W, DROP, LD_AGG_FIRST, 0,
+     "E 0 0 a 1000; N 0 0 a 1020; L 0 1 a 1050 1; F", "pos a 1 1050", 0, 0, 0,
+     1, 0, 0, 0, 1},
+    {"view only", W, DROP, LD_AGG_FIRST, 0, "E 0 0 a 1000; N 0 0 a 1020; F",
+     "default_neg a 0 -1", 0, 0, 0, 0, 0, 0, 0, 1},
+    {"view then late click, correct", W, CORR, LD_AGG_FIRST, 0,
+     "E 0 0 a 1000; N 0 0 a 1020; L 0 1 a 1120 1; F",
+     "default_neg a 0 -1|delayed_pos a 1 1120", 0, 0, 0, 0, 1, 0, 0, 1},
+    {"click then view", W, DROP, LD_AGG_FIRST, 0,
+     "E 0 0 a 1000; L 0 0 a 1030 1; N 0 1 a 1060; F", "pos a 1 1030", 0, 0, 0,
+     1, 0, 0, 0, 1},
+    {"click then view, last", W, DROP, LD_AGG_LAST, 0,
+     "E 0 0 a 1000; L 0 0 a 1030 1; N 0 1 a 1060; F", "pos a 1 1030", 0, 0, 0,
+     1, 0, 0, 0, 1},
+    {"views between clicks, max: the first click", W, DROP, LD_AGG_MAX, 0,
+     "E 0 0 a 1000; N 0 0 a 1010; L 0 1 a 1020 1; L 0 2 a 1040 1; F",
+     "pos a 1 1020", 0, 0, 0, 2, 0, 0, 0, 1},
+    {"views between clicks, sum: the number of clicks", W, DROP, LD_AGG_SUM, 0,
+     "E 0 0 a 1000; N 0 0 a 1010; L 0 1 a 1020 1; N 0 2 a 1030; "
+     "L 0 3 a 1040 1; N 0 4 a 1050; F",
+     "pos a 2 1040", 0, 0, 0, 2, 0, 0, 0, 3},
+    {"view before its event waits nowhere", W, DROP, LD_AGG_FIRST, 0,
+     "N 0 0 a 990; E 0 0 a 1000; L 0 1 a 1050 1; F", "pos a 1 1050", 0, 0, 0, 1,
+     0, 0, 0, 1},
+    {"view older than the watermark: not a late label", W, DROP, LD_AGG_FIRST,
+     0, "E 0 0 a 1000; L 0 0 a 1050 1; N 0 1 a 1040; F", "pos a 1 1050", 0, 0,
+     0, 1, 0, 0, 0, 1},
+    {"late view after the window corrects nothing", W, CORR, LD_AGG_FIRST, 0,
+     "E 0 0 a 1000; N 0 0 a 1120; F", "default_neg a 0 -1", 0, 0, 0, 0, 0, 0, 0,
+     1},
+    {"a view moves the labels watermark on", W, DROP, LD_AGG_FIRST, 0,
+     "E 0 0 a 1000; E 0 1 c 1300; E 1 0 b 5000; L 1 0 y 5000 1; N 0 0 q 1200",
+     "default_neg a 0 -1", 0, 0, 0, 0, 0, 0, 0, 1},
+    {"fake_negative: view then click", FN, DROP, LD_AGG_FIRST, 0,
+     "E 0 0 a 1000; N 0 0 a 1020; L 0 1 a 1050 1; F",
+     "fake_neg a 0 -1|delayed_pos a 1 1050", 0, 0, 0, 1, 0, 0, 0, 1},
+    {"fake_negative with correct: view then late click", FN, CORR, LD_AGG_FIRST,
+     0, "E 0 0 a 1000; N 0 0 a 1020; L 0 1 a 1140 1; F",
+     "fake_neg a 0 -1|delayed_pos a 1 1140", 0, 0, 0, 0, 1, 0, 0, 1},
+    /* Contrast: a numeric label 0 is a label (label_mode numeric). */
+    {"numeric label 0 is an observed label", W, DROP, LD_AGG_FIRST, 0,
+     "E 0 0 a 1000; L 0 0 a 1020 0; L 0 1 a 1050 1; F", "pos a 0 1020", 0, 0, 0,
+     2, 0, 0, 0, 0},
 };
 
 static void test_join_table(void **state)
@@ -273,14 +325,14 @@ static void test_join_table(void **state)
         if (strcmp(out.s, tc->expect) != 0)
             fail_msg("case '%s':\n got    '%s'\n expect '%s'", tc->name, out.s,
                      tc->expect);
-        uint64_t got[7] = {st.events_late,         st.labels_late,
+        uint64_t got[8] = {st.events_late,         st.labels_late,
                            st.events_duplicate,    st.labels_joined,
                            st.labels_after_window, st.late_labels_dropped,
-                           st.labels_unmatched};
-        uint64_t want[7] = {tc->ev_late,  tc->lb_late, tc->dup,
-                            tc->joined,   tc->after,   tc->late_dropped,
-                            tc->unmatched};
-        for (int k = 0; k < 7; k++)
+                           st.labels_unmatched,    st.labels_nolabel};
+        uint64_t want[8] = {tc->ev_late,   tc->lb_late, tc->dup,
+                            tc->joined,    tc->after,   tc->late_dropped,
+                            tc->unmatched, tc->nolabel};
+        for (int k = 0; k < 8; k++)
             if (got[k] != want[k])
                 fail_msg("case '%s': counter %d is %llu, expected %llu",
                          tc->name, k, (unsigned long long)got[k],
@@ -288,6 +340,126 @@ static void test_join_table(void **state)
         ld_joiner_destroy(j);
         free(out.s);
     }
+}
+
+/* ---- the rules table of docs/LABELING.md -----------------------------------
+ */
+
+/* Copies s without backticks and surrounding blanks into out. */
+static void cell_text(const char *s, size_t n, char *out, size_t size)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 1 < size; i++)
+        if (s[i] != '`')
+            out[k++] = s[i];
+    out[k] = '\0';
+    char *b = out;
+    while (*b == ' ')
+        b++;
+    memmove(out, b, strlen(b) + 1);
+    for (k = strlen(out); k > 0 && out[k - 1] == ' ';)
+        out[--k] = '\0';
+}
+
+/* One row: "| case | mode, late_policy, aggregate | records | examples |".
+ * The records "E k t", "L k t v", "N k t" become run() steps on partition 0
+ * with offsets in order per topic, then "F". */
+static void doc_row(const char *line, int *rows)
+{
+    char cell[4][512];
+    const char *p = line + 1;
+    for (int i = 0; i < 4; i++) {
+        const char *bar = strchr(p, '|');
+        assert_non_null(bar);
+        cell_text(p, (size_t)(bar - p), cell[i], sizeof(cell[i]));
+        p = bar + 1;
+    }
+    if (!strcmp(cell[0], "case") || cell[0][0] == '-')
+        return; /* header and separator */
+    char mode[32], late[32], agg[32];
+    if (sscanf(cell[1], "%31[^,], %31[^,], %31s", mode, late, agg) != 3)
+        fail_msg("rules table row '%s': bad config '%s'", cell[0], cell[1]);
+    ld_labeling_conf_t c = base_conf();
+    c.mode =
+        !strcmp(mode, "fake_negative") ? LD_MODE_FAKE_NEGATIVE : LD_MODE_WINDOW;
+    assert_true(!strcmp(mode, "window") || !strcmp(mode, "fake_negative"));
+    c.late_policy = !strcmp(late, "correct") ? LD_LATE_CORRECT : LD_LATE_DROP;
+    assert_true(!strcmp(late, "drop") || !strcmp(late, "correct"));
+    static const char *const aggs[] = {"first", "last", "max", "sum"};
+    c.aggregate = -1;
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(agg, aggs[i]))
+            c.aggregate = i;
+    assert_true(c.aggregate >= 0);
+    sbuf_t script = {0};
+    long long off[2] = {0, 0};
+    char *save = NULL;
+    for (char *tok = strtok_r(cell[2], ";", &save); tok;
+         tok = strtok_r(NULL, ";", &save)) {
+        char kind, key[64];
+        long long t;
+        float v;
+        while (*tok == ' ')
+            tok++;
+        int n = sscanf(tok, "%c %63s %lld %f", &kind, key, &t, &v);
+        if (kind == 'E' && n == 3)
+            sb_add(&script, "E 0 %lld %s %lld; ", off[0]++, key, t);
+        else if (kind == 'L' && n == 4)
+            sb_add(&script, "L 0 %lld %s %lld %g; ", off[1]++, key, t,
+                   (double)v);
+        else if (kind == 'N' && n == 3)
+            sb_add(&script, "N 0 %lld %s %lld; ", off[1]++, key, t);
+        else
+            fail_msg("rules table row '%s': bad record '%s'", cell[0], tok);
+    }
+    sb_add(&script, "F");
+    char want[512];
+    size_t k = 0;
+    for (const char *q = cell[3]; *q && k + 1 < sizeof(want); q++) {
+        if (q[0] == ';' && q[1] == ' ')
+            q++, want[k++] = '|';
+        else
+            want[k++] = *q;
+    }
+    want[k] = '\0';
+    sbuf_t out = {0};
+    sb_add(&out, "%s", "");
+    ld_joiner_t *j = run(&c, 1, script.s, &out);
+    if (strcmp(out.s, want) != 0)
+        fail_msg("docs/LABELING.md rules table row '%s':\n got    '%s'\n "
+                 "expect '%s'",
+                 cell[0], out.s, want);
+    ld_joiner_destroy(j);
+    free(out.s);
+    free(script.s);
+    (*rows)++;
+}
+
+/* The rules table of docs/LABELING.md is what the joiner does, row by row. */
+static void test_rules_doc(void **state)
+{
+    (void)state;
+    FILE *f = fopen(LD_SOURCE_DIR "/docs/LABELING.md", "r");
+    assert_non_null(f);
+    char line[1024];
+    int in = 0, rows = 0, seen = 0;
+    static const char *const must[] = {"| view before click |", "| view only |",
+                                       "| view then late click |",
+                                       "| click then view |"};
+    while (fgets(line, sizeof(line), f)) {
+        if (strstr(line, "<!-- rules-table: begin"))
+            in = 1;
+        else if (strstr(line, "<!-- rules-table: end"))
+            in = 0;
+        else if (in && line[0] == '|')
+            doc_row(line, &rows);
+        for (int i = 0; in && i < 4; i++)
+            if (!strncmp(line, must[i], strlen(must[i])))
+                seen |= 1 << i;
+    }
+    fclose(f);
+    assert_true(rows >= 16);
+    assert_int_equal(seen, 15);
 }
 
 /* ---- idle partitions ---------------------------------------------------- */
@@ -660,7 +832,7 @@ static void test_store_paths(void **state)
 enum { NP = 4 };
 
 typedef struct rec {
-    int kind; /* 0 event, 1 label, 2 advance (of side `side`) */
+    int kind; /* 0 event, 1 label, 2 advance (of side `side`), 3 no label */
     int side;
     int32_t part;
     int64_t off, t;
@@ -674,7 +846,8 @@ typedef struct stream {
 } stream_t;
 
 /* 8 streams (events/labels x 4 partitions) with jitter, labels before
- * their events, multiple labels, late and missing labels, duplicates. */
+ * their events, multiple labels, late and missing labels, duplicates, and
+ * labels-topic records that are no label (views) among them. */
 static void gen_streams(stream_t s[2 * NP], unsigned seed, int nev)
 {
     srand(seed);
@@ -701,10 +874,10 @@ static void gen_streams(stream_t s[2 * NP], unsigned seed, int nev)
                 d->t = e->t + rand() % 50;
                 es->n++;
             }
-            int nl = rand() % 3;
+            int nl = rand() % 4;
             for (int q = 0; q < nl; q++) {
                 rec_t *l = &ls->r[ls->n];
-                l->kind = 1;
+                l->kind = q == 2 || rand() % 5 == 0 ? 3 : 1;
                 l->part = p;
                 l->off = (int64_t)ls->n;
                 l->t = e->t - 20 + rand() % 200; /* window 100, horizon 50 */
@@ -751,6 +924,10 @@ static void feed(ld_joiner_t *j, const rec_t *r)
     } else if (r->kind == 1) {
         assert_int_equal(ld_joiner_add_label(j, r->part, r->off, r->key,
                                              strlen(r->key), r->t, r->v),
+                         LD_OK);
+    } else if (r->kind == 3) {
+        assert_int_equal(ld_joiner_add_nolabel(j, r->part, r->off, r->key,
+                                               strlen(r->key), r->t),
                          LD_OK);
     } else {
         ld_wm_advance_t a = {(ld_topic_kind_t)r->side, r->part, r->off, r->t};
@@ -1329,6 +1506,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_join_table),
+        cmocka_unit_test(test_rules_doc),
         cmocka_unit_test(test_idle_partition),
         cmocka_unit_test(test_bound_pause),
         cmocka_unit_test(test_bound_expire_oldest),

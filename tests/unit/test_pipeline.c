@@ -949,11 +949,20 @@ static void test_labels(void **state)
     assert_int_equal(decode1(d, "ev1", "{\"kind\":\"purchase\"}", 19, &r),
                      LD_REASON_NONE);
     assert_true(r.label == 1.0);
+    assert_int_equal(r.no_label, 0);
     assert_string_equal(r.key, "ev1");
     assert_int_equal(r.time_ms, 1234);
+    /* A record that does not match is no label at all (not a label 0):
+     * docs/LABELING.md "Records that carry no label". Its time is kept. */
     assert_int_equal(decode1(d, "ev1", "{\"kind\":\"view\"}", 15, &r),
                      LD_REASON_NONE);
-    assert_true(r.label == 0.0);
+    assert_int_equal(r.no_label, 1);
+    assert_int_equal(r.time_ms, 1234);
+    assert_int_equal(decode1(d, "ev1", "{\"kind\":null}", 13, &r),
+                     LD_REASON_NONE);
+    assert_int_equal(r.no_label, 1);
+    assert_int_equal(decode1(d, "ev1", "{}", 2, &r), LD_REASON_NONE);
+    assert_int_equal(r.no_label, 1);
     assert_int_equal(decode1(d, NULL, "{\"kind\":\"view\"}", 15, &r),
                      LD_REASON_MISSING_KEY);
     assert_int_equal(decode1(d, "a\xff", "{}", 2, &r), LD_REASON_BAD_UTF8);
@@ -962,6 +971,7 @@ static void test_labels(void **state)
     d = ld_decoder_new(c, LD_RECORD_LABEL, err, sizeof(err));
     assert_int_equal(decode1(d, "ev1", "{}", 2, &r), LD_REASON_NONE);
     assert_true(r.label == 1.0);
+    assert_int_equal(r.no_label, 0);
     ld_decoder_destroy(d);
     assert_int_equal(fx_set(c, "label_mode", "numeric"), 0);
     d = ld_decoder_new(c, LD_RECORD_LABEL, err, sizeof(err));
@@ -969,6 +979,10 @@ static void test_labels(void **state)
     assert_int_equal(decode1(d, "ev1", "{\"kind\":2.5}", 12, &r),
                      LD_REASON_NONE);
     assert_true(r.label == 2.5);
+    assert_int_equal(r.no_label, 0);
+    assert_int_equal(decode1(d, "ev1", "{\"kind\":0}", 10, &r), LD_REASON_NONE);
+    assert_true(r.label == 0.0);
+    assert_int_equal(r.no_label, 0); /* numeric: a 0 is a label */
     ld_decoder_destroy(d);
     fx_conf_free(c);
 }
