@@ -10,7 +10,7 @@
 #include "triggers/internal.h"
 
 #define STATE_MAGIC   0x4754444cu /* "LDTG" */
-#define STATE_VERSION 2u
+#define STATE_VERSION 3u
 #define QUEUE_MAX     64
 #define NO_TIME       INT64_MIN
 
@@ -22,10 +22,16 @@ typedef struct winset {
     uint64_t index; /* window number since start (seeds the samplers) */
     uint64_t n;
     int64_t t_start, t_end; /* event time of the first, max event time */
-    double loss_sum;        /* per performance_metric */
-    reservoir_t *num;       /* nnum numeric features */
-    uint64_t *hist;         /* hashed ids per bin, drift_hashed_bins */
-    reservoir_t pred;       /* the champion's scores (finite ones) */
+    /* Per performance_metric: the live model's prequential loss (every
+     * example; what a reference window says the published model learnt to)
+     * and the champion's loss (examples it scored). Sums of squares give
+     * the z-test its variance. */
+    double loss_sum, loss_sq;
+    double closs_sum, closs_sq;
+    uint64_t closs_n;
+    reservoir_t *num; /* nnum numeric features */
+    uint64_t *hist;   /* hashed ids per bin, drift_hashed_bins */
+    reservoir_t pred; /* the champion's scores (finite ones) */
     reservoir_t label_num;
     spacesaving_t label_cat;
 } winset_t;
@@ -187,6 +193,10 @@ static void win_clear(const ld_triggers_t *t, winset_t *w, uint64_t index)
     w->t_start = NO_TIME;
     w->t_end = NO_TIME;
     w->loss_sum = t->feed_loss ? 0.0 : NAN;
+    w->loss_sq = 0.0;
+    w->closs_sum = 0.0;
+    w->closs_sq = 0.0;
+    w->closs_n = 0;
     if (w->num)
         for (uint32_t i = 0; i < t->nnum; i++)
             res_clear(&w->num[i], mix_seed(seed, index, i));
@@ -230,20 +240,19 @@ static void win_swap(winset_t *a, winset_t *b)
     *b = tmp;
 }
 
-static double obs_loss(int metric, const ld_trigger_obs_t *o)
+/* Per-example loss of score p: what the window sums (squared error for
+ * RMSE, whose root is taken of the window's mean). */
+static double obs_loss(int metric, float p, float y)
 {
-    float p = o->p_challenger, y = o->label;
-    return metric_eval(
+    double l = metric_eval(
         metric == LD_TRIGGER_METRIC_AUC ? LD_TRIGGER_METRIC_LOGLOSS : metric,
         &p, &y, 1);
+    return metric == LD_TRIGGER_METRIC_RMSE ? l * l : l;
 }
 
-static double win_metric(const ld_triggers_t *t, const winset_t *w)
+static double metric_of_mean(const ld_triggers_t *t, double mean)
 {
-    if (w->n == 0)
-        return NAN;
-    double m = w->loss_sum / (double)w->n;
-    return t->c.perf_metric == LD_TRIGGER_METRIC_RMSE ? sqrt(m) : m;
+    return t->c.perf_metric == LD_TRIGGER_METRIC_RMSE ? sqrt(mean) : mean;
 }
 
 static void win_observe(ld_triggers_t *t, winset_t *w,
@@ -255,9 +264,15 @@ static void win_observe(ld_triggers_t *t, winset_t *w,
         w->t_end = o->event_time_ms;
     w->n++;
     if (t->feed_loss) {
-        double l = obs_loss(t->c.perf_metric, o);
-        /* RMSE windows sum squared errors; the metric takes the root. */
-        w->loss_sum += t->c.perf_metric == LD_TRIGGER_METRIC_RMSE ? l * l : l;
+        double l = obs_loss(t->c.perf_metric, o->p_challenger, o->label);
+        w->loss_sum += l;
+        w->loss_sq += l * l;
+        if (isfinite(o->p_champion)) {
+            l = obs_loss(t->c.perf_metric, o->p_champion, o->label);
+            w->closs_sum += l;
+            w->closs_sq += l * l;
+            w->closs_n++;
+        }
     }
     if (!t->feed_sketch)
         return;
@@ -297,6 +312,10 @@ static void win_save(const ld_triggers_t *t, const winset_t *w, wbuf_t *b)
     wb_i64(b, w->t_start);
     wb_i64(b, w->t_end);
     wb_f64(b, w->loss_sum);
+    wb_f64(b, w->loss_sq);
+    wb_f64(b, w->closs_sum);
+    wb_f64(b, w->closs_sq);
+    wb_u64(b, w->closs_n);
     for (uint32_t i = 0; i < t->nnum; i++)
         res_save(&w->num[i], b);
     for (int64_t i = 0; i < t->c.drift_hashed_bins; i++)
@@ -306,10 +325,13 @@ static void win_save(const ld_triggers_t *t, const winset_t *w, wbuf_t *b)
     ss_save(&w->label_cat, b);
 }
 
-/* old: NULL for a state of this version; for one of version 1, a scratch
- * sketch that takes (and drops) the hashed-id SpaceSaving it held. */
+/* old: NULL for a state of version 2 or 3; for one of version 1, a
+ * scratch sketch that takes (and drops) the hashed-id SpaceSaving it held.
+ * Before version 3 a window kept only the live model's loss sum: the
+ * performance test needs its variance and the champion's loss, so such a
+ * window's loss is unknown (NaN: not compared). */
 static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r,
-                     spacesaving_t *old)
+                     spacesaving_t *old, uint32_t version)
 {
     w->valid = rb_u8(r) != 0;
     w->index = rb_u64(r);
@@ -317,6 +339,18 @@ static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r,
     w->t_start = rb_i64(r);
     w->t_end = rb_i64(r);
     w->loss_sum = rb_f64(r);
+    if (version >= 3) {
+        w->loss_sq = rb_f64(r);
+        w->closs_sum = rb_f64(r);
+        w->closs_sq = rb_f64(r);
+        w->closs_n = rb_u64(r);
+    } else {
+        w->loss_sum = NAN;
+        w->loss_sq = NAN;
+        w->closs_sum = NAN;
+        w->closs_sq = NAN;
+        w->closs_n = 0;
+    }
     for (uint32_t i = 0; i < t->nnum; i++)
         res_load(&w->num[i], r);
     if (old) {
@@ -500,10 +534,29 @@ static void stream_latch(ld_triggers_t *t, int i, ld_detector_t *d,
     t->stream_have[i] = (uint8_t)lvl;
 }
 
+/* Forgets the streaming detectors: a new champion is a new error stream. */
+static void stream_reset(ld_triggers_t *t)
+{
+    ld_detector_reset(t->ddm);
+    ld_detector_reset(t->adwin);
+    ld_detector_reset(t->ph);
+    t->stream_level = LD_TRIGGER_LEVEL_NONE;
+    memset(t->stream_have, 0, sizeof(t->stream_have));
+    memset(t->stream_ev, 0, sizeof(t->stream_ev));
+}
+
+/* The streaming detectors watch the champion, the model deployers serve:
+ * its errors and scores are a stationary stream on stationary data. The
+ * live model's are not: it is still learning, so its mean prediction and
+ * error rate move window after window (issue #14: Page-Hinkley on its mean
+ * prediction fired 21 alerts on 1 M stationary examples). They start with
+ * the first window the champion scores alone (pref_from, see on_publish). */
 static void perf_observe(ld_triggers_t *t, const ld_trigger_obs_t *o)
 {
     const ld_triggers_conf_t *c = &t->c;
-    double err = (o->p_challenger >= 0.5f) != (o->label >= 0.5f);
+    if (!isfinite(o->p_champion) || t->cur.index < t->pref_from)
+        return;
+    double err = (o->p_champion >= 0.5f) != (o->label >= 0.5f);
     /* A 0/1 error needs a binary model; regression (rmse) keeps only the
      * windowed metric and Page-Hinkley. */
     int binary = c->perf_metric != LD_TRIGGER_METRIC_RMSE;
@@ -516,8 +569,50 @@ static void perf_observe(ld_triggers_t *t, const ld_trigger_obs_t *o)
             stream_latch(t, 1, t->adwin, l, "error");
     }
     if (c->perf_ph)
-        stream_latch(t, 2, t->ph, ld_detector_observe(t->ph, o->p_challenger),
+        stream_latch(t, 2, t->ph, ld_detector_observe(t->ph, o->p_champion),
                      "prediction");
+}
+
+/* The windowed test: the champion's metric on the window that just closed
+ * against what the live model reached on the reference window, the data
+ * the champion was trained on (its prequential loss there: scored before
+ * training, so an honest estimate of the published model, slightly
+ * pessimistic as the model was still improving). The champion's own
+ * scores are the current side: a frozen model's loss moves only when the
+ * data does. A window counts when it is performance_margin worse AND the
+ * worsening is significant at performance_alpha (one-sided z-test on the
+ * mean per-example loss): 10 000 examples of logloss near 0.45 have a
+ * standard error near 1.3 %, so the margin alone is crossed by noise
+ * about once in 200 windows. */
+static void perf_windowed(ld_triggers_t *t, check_t *chk,
+                          ld_trigger_level_t *lvl)
+{
+    const ld_triggers_conf_t *c = &t->c;
+    const winset_t *r = &t->ref, *w = &t->prev;
+    /* Only windows the champion scored alone (not the rest of the deciding
+     * micro-batch), and not a window whose loss is unknown. */
+    if (!r->valid || r->n < 2 || w->index < t->pref_from || w->closs_n < 2 ||
+        !isfinite(r->loss_sum) || !isfinite(w->closs_sum))
+        return;
+    double nr = (double)r->n, nc = (double)w->closs_n;
+    double lr = r->loss_sum / nr, lc = w->closs_sum / nc;
+    double vr = fmax(r->loss_sq / nr - lr * lr, 0.0) * nr / (nr - 1.0);
+    double vc = fmax(w->closs_sq / nc - lc * lc, 0.0) * nc / (nc - 1.0);
+    double se = sqrt(vr / nr + vc / nc);
+    double p = se > 0.0 ? 0.5 * erfc((lc - lr) / se / sqrt(2.0))
+                        : (lc > lr ? 0.0 : 1.0);
+    double mr = metric_of_mean(t, lr), mc = metric_of_mean(t, lc);
+    double rel = mr > 0.0 ? (mc - mr) / mr : (mc > 0.0 ? 1e9 : 0.0);
+    if (p < c->perf_alpha) {
+        if (rel >= c->perf_margin)
+            *lvl = LD_TRIGGER_LEVEL_ALERT;
+        else if (rel >= 0.5 * c->perf_margin)
+            *lvl = LD_TRIGGER_LEVEL_WARN;
+    }
+    ld_trigger_evidence_t *ev = chk_ev(chk);
+    if (ev)
+        ev_set(ev, metric_name(c->perf_metric), "relative_change", "z_test",
+               rel, c->perf_margin, p, mr, w->closs_n);
 }
 
 static void perf_check(ld_triggers_t *t, check_t *chk)
@@ -527,18 +622,8 @@ static void perf_check(ld_triggers_t *t, check_t *chk)
     chk->win_start = w->t_start;
     chk->win_end = w->t_end + 1;
     ld_trigger_level_t lvl = LD_TRIGGER_LEVEL_NONE;
-    double mr = win_metric(t, &t->ref), mc = win_metric(t, w);
-    if (t->ref.valid && isfinite(mr) && isfinite(mc)) {
-        double rel = mr > 0.0 ? (mc - mr) / mr : (mc > 0.0 ? 1e9 : 0.0);
-        if (rel >= c->perf_margin)
-            lvl = LD_TRIGGER_LEVEL_ALERT;
-        else if (rel >= 0.5 * c->perf_margin)
-            lvl = LD_TRIGGER_LEVEL_WARN;
-        ld_trigger_evidence_t *ev = chk_ev(chk);
-        if (ev)
-            ev_set(ev, metric_name(c->perf_metric), "relative_change",
-                   "threshold", rel, c->perf_margin, NAN, mr, w->n);
-    }
+    (void)c;
+    perf_windowed(t, chk, &lvl);
     for (int i = 0; i < 3; i++) {
         if (!t->stream_have[i])
             continue;
@@ -546,8 +631,16 @@ static void perf_check(ld_triggers_t *t, check_t *chk)
         if (ev)
             *ev = t->stream_ev[i];
     }
-    if (t->stream_level > lvl)
-        lvl = t->stream_level;
+    /* The streaming detectors place a change inside the window and say
+     * so in the evidence; alone they make a warning. Each has a false-alarm
+     * rate of its own on a stationary stream, even watching the champion
+     * (1 M examples of the test_triggers stationary stream, champion
+     * replaced every 60 000: DDM 8, ADWIN and Page-Hinkley about one
+     * between them), and every alarm that publishes is a deployment. The
+     * windowed test is the one whose rate is set (performance_alpha);
+     * performance_fire_on: warn lets the detectors fire on their own. */
+    if (t->stream_level > LD_TRIGGER_LEVEL_NONE && lvl < LD_TRIGGER_LEVEL_WARN)
+        lvl = LD_TRIGGER_LEVEL_WARN;
     chk->level = lvl;
 }
 
@@ -582,7 +675,12 @@ static int drift_numeric(ld_triggers_t *t, const reservoir_t *ref,
         double d = 0.0, p = 1.0;
         d = stat_ks_sorted(t->s_ref, nr, t->s_cur, nc, &p);
         ev_set(dec, metric, "ks", "bonferroni", d, bonf_level, p, NAN, nc);
-        drifted = p < bonf_level;
+        /* Significant AND large enough, as for categoricals: a KS p-value
+         * alone, at alpha / m per window, calls about one window in 150
+         * drifted on a stationary stream (issue #14); the PSI of sampling
+         * noise, ~(bins - 1)(1/n1 + 1/n2), is a fifth of drift_psi_warn
+         * at 1 024 values a side. */
+        drifted = p < bonf_level && psi >= c->drift_psi_warn;
         break;
     }
     case LD_TRIGGER_TEST_WASSERSTEIN: {
@@ -944,6 +1042,7 @@ static void on_publish(ld_triggers_t *t, uint64_t version)
      * scores, the next one is the first the new champion scores alone. */
     t->pref_ok = 0;
     t->pref_from = t->cur.index + 1;
+    stream_reset(t);
     if (t->prev.valid) {
         win_swap(&t->ref, &t->prev);
         win_clear(t, &t->prev, t->next_index++);
@@ -1520,7 +1619,7 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
      * window has been counted again, i.e. after the next publication;
      * prediction drift after the next complete window). */
     uint32_t version = rb_u32(&r);
-    if (version != STATE_VERSION && version != 1)
+    if (version < 1 || version > STATE_VERSION)
         return LD_ERR_CORRUPT;
     const ld_triggers_conf_t *c = &t->c;
     uint64_t ws = rb_u64(&r), ss = rb_u64(&r), tk = rb_u64(&r), gw = rb_u64(&r);
@@ -1570,9 +1669,9 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
     }
     n->next_index = rb_u64(&r);
     spacesaving_t *v1 = version == 1 ? &old : NULL;
-    win_load(n, &n->ref, &r, v1);
-    win_load(n, &n->prev, &r, v1);
-    win_load(n, &n->cur, &r, v1);
+    win_load(n, &n->ref, &r, v1, version);
+    win_load(n, &n->prev, &r, v1, version);
+    win_load(n, &n->cur, &r, v1, version);
     if (version == 1) {
         n->pref_ok = 0;
         n->pref_from = n->cur.index + 1;
@@ -1594,6 +1693,8 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
         if (n->stream_have[i])
             ev_load(&n->stream_ev[i], &r);
     }
+    if (version < 3)
+        stream_reset(n); /* they watched the live model */
     n->g_n = rb_u64(&r);
     n->g_head = rb_u64(&r);
     if (n->g_n > gw || n->g_head >= gw || (n->g_n < gw && n->g_head != n->g_n))

@@ -75,6 +75,7 @@ typedef struct ld_triggers_conf {
     ld_trigger_policy_t perf;
     int perf_metric; /* ld_trigger_metric_t, not AUC */
     double perf_margin;
+    double perf_alpha; /* one-sided level of the windowed worsening */
     int perf_ddm;
     double perf_ddm_warn, perf_ddm_drift;
     int64_t perf_ddm_min;
@@ -262,13 +263,13 @@ typedef struct ld_trigger_obs {
     float weight; /* unused by the statistics (every example counts 1) */
     ld_sample_type_t sample_type;
     int64_t event_time_ms;
-    float p_challenger; /* the live model's prequential score (performance
-                           trigger, gate) */
+    float p_challenger; /* the live model's prequential score (gate; the
+                           performance reference window) */
     float p_champion;   /* the champion's score on the same example; NaN
-                           when there is no champion. Prediction drift
-                           watches these: a frozen model's scores move
-                           only when its inputs do, a learning model's
-                           move as it learns */
+                           when there is no champion. Prediction drift and
+                           the performance trigger watch these: a frozen
+                           model's scores move only when its inputs do, a
+                           learning model's move as it learns */
 } ld_trigger_obs_t;
 
 typedef struct ld_triggers ld_triggers_t;
