@@ -13,6 +13,10 @@
 #define STATE_VERSION 3u
 #define QUEUE_MAX     64
 #define NO_TIME       INT64_MIN
+/* The detector kinds (time, volume, performance, drift): their policy
+ * state is part of the resume state. End of input is not a detector: it
+ * fires once, when asked (ld_triggers_end_of_input). */
+#define KINDS 4
 
 /* ---- Windows ------------------------------------------------------------ */
 
@@ -880,12 +884,33 @@ out:
 
 /* In the order their policies run: when two kinds fire on the same example
  * the first one publishes (drift names the most specific cause). */
-static const kind_ops_t kinds[LD_TRIGGER__COUNT] = {
+static const kind_ops_t kinds[KINDS] = {
     {LD_TRIGGER_DRIFT, drift_policy, NULL, drift_check, 1},
     {LD_TRIGGER_PERFORMANCE, perf_policy, perf_observe, perf_check, 1},
     {LD_TRIGGER_VOLUME, volume_policy, NULL, volume_check, 0},
     {LD_TRIGGER_TIME, time_policy, NULL, time_check, 0},
 };
+
+/* ---- End of input ------------------------------------------------------- */
+
+/* The last checkpoint of a backfill: published like a trigger's, through
+ * the gate, with an event of its own. Always on, info, publish. */
+static const ld_trigger_policy_t end_policy_conf = {
+    .enabled = 1,
+    .consecutive = 1,
+    .action = LD_TRIGGER_ACTION_PUBLISH,
+    .severity = LD_TRIGGER_SEV_INFO,
+    .fire_on = 1,
+};
+
+static const ld_trigger_policy_t *end_policy(const ld_triggers_conf_t *c)
+{
+    (void)c;
+    return &end_policy_conf;
+}
+
+static const kind_ops_t end_kind = {LD_TRIGGER_END_OF_INPUT, end_policy, NULL,
+                                    NULL, 0};
 
 /* ---- Lifecycle ---------------------------------------------------------- */
 
@@ -945,7 +970,7 @@ ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
     t->champion = champion_version;
     t->feed_loss = conf->perf.enabled;
     t->feed_sketch = conf->drift.enabled;
-    for (int k = 0; k < LD_TRIGGER__COUNT; k++)
+    for (int k = 0; k < KINDS; k++)
         t->pol[k].last_fire = NO_TIME;
     if (win_init(t, &t->ref) || win_init(t, &t->prev) || win_init(t, &t->cur))
         goto nomem;
@@ -1142,14 +1167,14 @@ static ld_err_t apply_policy(ld_triggers_t *t, const kind_ops_t *k,
  * the reference another kind is being compared with. */
 static ld_err_t evaluate_all(ld_triggers_t *t, int windowed)
 {
-    check_t chk[LD_TRIGGER__COUNT];
-    ld_trigger_evidence_t small[LD_TRIGGER__COUNT][4];
+    check_t chk[KINDS];
+    ld_trigger_evidence_t small[KINDS][4];
     size_t evcap = (size_t)t->c.evidence_max;
     ld_err_t err = LD_OK;
     memset(chk, 0, sizeof(chk));
     if (t->now == NO_TIME)
         return LD_OK;
-    for (int i = 0; i < LD_TRIGGER__COUNT; i++) {
+    for (int i = 0; i < KINDS; i++) {
         const kind_ops_t *k = &kinds[i];
         if (k->windowed != windowed || !k->policy(&t->c)->enabled)
             continue;
@@ -1168,12 +1193,12 @@ static ld_err_t evaluate_all(ld_triggers_t *t, int windowed)
         }
         k->check(t, &chk[i]);
     }
-    for (int i = 0; i < LD_TRIGGER__COUNT && !err; i++)
+    for (int i = 0; i < KINDS && !err; i++)
         if (chk[i].ev)
             err = apply_policy(t, &kinds[i], &chk[i]);
 out:
     if (windowed)
-        for (int i = 0; i < LD_TRIGGER__COUNT; i++) {
+        for (int i = 0; i < KINDS; i++) {
             free(chk[i].ev);
             free(chk[i].drifted);
         }
@@ -1292,7 +1317,7 @@ ld_err_t ld_triggers_observe_obs(ld_triggers_t *t, const ld_trigger_obs_t *o)
     gate_observe(t, o);
     win_observe(t, &t->cur, o);
     ld_err_t err = LD_OK;
-    for (int k = 0; k < LD_TRIGGER__COUNT; k++)
+    for (int k = 0; k < KINDS; k++)
         if (kinds[k].observe && kinds[k].policy(&t->c)->enabled)
             kinds[k].observe(t, o);
     if ((int64_t)t->cur.n >= t->c.window_size)
@@ -1338,10 +1363,24 @@ size_t ld_triggers_pending(const ld_triggers_t *t)
     return t->qlen;
 }
 
-void ld_triggers_note_published(ld_triggers_t *t, uint64_t version)
+ld_err_t ld_triggers_end_of_input(ld_triggers_t *t)
 {
-    if (version > t->champion)
-        t->champion = version;
+    ld_trigger_evidence_t ev[4];
+    check_t chk = {.level = LD_TRIGGER_LEVEL_ALERT, .ev = ev, .evcap = 4};
+    /* A moment of its own, after the last example's decisions. */
+    t->published_now = 0;
+    uint64_t fresh = t->examples - t->vol_base;
+    chk.win_start = t->time_base == NO_TIME ? 0 : t->time_base;
+    chk.win_end = t->now == NO_TIME ? 0 : t->now + 1;
+    ev_set(chk_ev(&chk), "examples", "count", "end_of_input", (double)fresh,
+           0.0, NAN, NAN, fresh);
+    /* A stream without a matured example has no event time yet. */
+    int64_t now = t->now;
+    if (t->now == NO_TIME)
+        t->now = 0;
+    ld_err_t err = fire(t, &end_kind, &chk);
+    t->now = now;
+    return err;
 }
 
 uint64_t ld_triggers_examples(const ld_triggers_t *t)
@@ -1420,7 +1459,8 @@ const char *ld_trigger_decision_drifted(const ld_trigger_decision_t *d,
 
 const char *ld_trigger_type_name(ld_trigger_type_t type)
 {
-    static const char *names[] = {"time", "volume", "performance", "drift"};
+    static const char *names[] = {"time", "volume", "performance", "drift",
+                                  "end_of_input"};
     return (unsigned)type < LD_TRIGGER__COUNT ? names[type] : "unknown";
 }
 
@@ -1561,7 +1601,7 @@ ld_err_t ld_triggers_save(const ld_triggers_t *t, uint8_t **out, size_t *len)
     wb_u64(&w, t->seq);
     wb_i64(&w, t->time_base);
     wb_u64(&w, t->vol_base);
-    for (int k = 0; k < LD_TRIGGER__COUNT; k++) {
+    for (int k = 0; k < KINDS; k++) {
         wb_i64(&w, t->pol[k].last_fire);
         wb_u32(&w, t->pol[k].bad_run);
         wb_u64(&w, t->pol[k].fired);
@@ -1662,7 +1702,7 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
     n->seq = rb_u64(&r);
     n->time_base = rb_i64(&r);
     n->vol_base = rb_u64(&r);
-    for (int k = 0; k < LD_TRIGGER__COUNT; k++) {
+    for (int k = 0; k < KINDS; k++) {
         n->pol[k].last_fire = rb_i64(&r);
         n->pol[k].bad_run = rb_u32(&r);
         n->pol[k].fired = rb_u64(&r);

@@ -1307,6 +1307,7 @@ static void test_events_validate_against_json_schema(void **s)
     c.drift.action = LD_TRIGGER_ACTION_ALERT;
     ld_triggers_t *t = new_triggers(&c, 0);
     feed_mixed(t, 0, 24000);
+    assert_int_equal(ld_triggers_end_of_input(t), LD_OK);
     char cmd[8192];
     int n = snprintf(cmd, sizeof(cmd),
                      "/usr/bin/python3 %s/schemas/validate_trigger.py "
@@ -1330,7 +1331,7 @@ static void test_events_validate_against_json_schema(void **s)
         ld_trigger_decision_destroy(d);
     }
     ld_triggers_destroy(t);
-    assert_int_equal(kinds_seen, 15);
+    assert_int_equal(kinds_seen, 31); /* the four kinds and end_of_input */
     assert_true(files >= 4);
     int rc = system(cmd);
     assert_int_equal(rc, 0);
@@ -1396,6 +1397,85 @@ static void test_event_protobuf(void **s)
 #else
     skip();
 #endif
+}
+
+/* ---- End of input --------------------------------------------------------
+ */
+
+/* The backfill's last checkpoint goes through the gate like a trigger's:
+ * PASS without a champion, FAIL when the challenger is worse; its event
+ * says end_of_input. */
+static void test_end_of_input_through_gate(void **s)
+{
+    (void)s;
+    ld_triggers_conf_t c;
+    conf_only(&c, LD_TRIGGER_VOLUME);
+    c.volume_examples = 1000;
+    c.gate_min_samples = 4;
+    c.gate_window = 4;
+    c.gate_metric = LD_TRIGGER_METRIC_ERROR;
+    c.gate_tolerance = 0.25;
+    const float y[4] = {1, 0, 1, 0};
+    const float worse[4] = {0.9f, 0.1f, 0.2f, 0.7f};
+    const float good[4] = {0.9f, 0.1f, 0.8f, 0.3f};
+    for (int champion = 0; champion <= 6; champion += 6) {
+        ld_triggers_t *t = new_triggers(&c, (uint64_t)champion);
+        for (int i = 0; i < 10; i++)
+            assert_int_equal(feed(t, NULL, 0, y[i % 4], 5000 + i, worse[i % 4],
+                                  champion ? good[i % 4] : NAN),
+                             LD_OK);
+        assert_int_equal(ld_triggers_pending(t), 0);
+        assert_int_equal(ld_triggers_end_of_input(t), LD_OK);
+        ld_trigger_decision_t *d = ld_triggers_poll(t, 4000);
+        assert_non_null(d);
+        assert_null(ld_triggers_poll(t, 4000));
+        assert_int_equal(ld_trigger_decision_type(d), LD_TRIGGER_END_OF_INPUT);
+        assert_int_equal(ld_trigger_decision_action(d),
+                         LD_TRIGGER_ACTION_PUBLISH);
+        assert_int_equal(ld_trigger_decision_severity(d), LD_TRIGGER_SEV_INFO);
+        assert_int_equal(ld_trigger_decision_event_time(d), 5009);
+        assert_string_equal(ld_trigger_decision_id(d),
+                            "ctr-model-end_of_input-000001");
+        const ld_trigger_evidence_t *e = ld_trigger_decision_evidence(d, 0);
+        assert_string_equal(e->metric, "examples");
+        assert_string_equal(e->method, "end_of_input");
+        assert_int_equal(e->n, 10);
+        if (champion == 0) {
+            assert_int_equal(ld_trigger_decision_verdict(d),
+                             LD_TRIGGER_VERDICT_PASS);
+            assert_string_equal(ld_trigger_decision_idempotency_key(d),
+                                "ctr-model/end_of_input/5010/1");
+            assert_int_equal(ld_triggers_champion_version(t), 1);
+        } else {
+            /* The challenger errs on half, the champion on none. */
+            assert_int_equal(ld_trigger_decision_verdict(d),
+                             LD_TRIGGER_VERDICT_FAIL);
+            assert_int_equal(ld_triggers_champion_version(t), 6);
+        }
+        ld_trigger_publication_t pub = {0, 77, NULL, sha};
+        int pass = ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS;
+        char *json = encode(d, pass ? &pub : NULL);
+        assert_non_null(strstr(json, "\"type\":\"end_of_input\""));
+        assert_non_null(strstr(json, "\"watermark\":4000"));
+        free(json);
+#ifdef HAVE_PB
+        uint8_t *out;
+        size_t len;
+        assert_int_equal(ld_trigger_event_encode(d, pass ? &pub : NULL, 5,
+                                                 LD_TRIGGER_FORMAT_PROTOBUF,
+                                                 &out, &len),
+                         LD_OK);
+        Learnd__V1__TriggerEvent *ev =
+            learnd__v1__trigger_event__unpack(NULL, len, out);
+        assert_non_null(ev);
+        assert_int_equal(ev->type,
+                         LEARND__V1__TRIGGER_TYPE__TRIGGER_TYPE_END_OF_INPUT);
+        learnd__v1__trigger_event__free_unpacked(ev, NULL);
+        free(out);
+#endif
+        ld_trigger_decision_destroy(d);
+        ld_triggers_destroy(t);
+    }
 }
 
 /* ---- A long stationary stream through the daemon's wiring -------------- */
@@ -1598,6 +1678,7 @@ int main(void)
         cmocka_unit_test(test_idempotency_key_stable_on_replay),
         cmocka_unit_test(test_events_validate_against_json_schema),
         cmocka_unit_test(test_event_protobuf),
+        cmocka_unit_test(test_end_of_input_through_gate),
         cmocka_unit_test(test_stationary_1m_no_false_alarm_then_change),
     };
     ld_log_set_level(LD_LOG_WARN); /* every firing logs at info */
