@@ -216,17 +216,67 @@ static int64_t pending_at_stop(const char *name)
     return strtoll(p + strlen("pending_events="), NULL, 10);
 }
 
-/* Examples released for an event (pos, default_neg: one per event) on an
- * audit topic of LabelledExample records (ld_test_read_topic callback). */
-static void count_released(const rd_kafka_message_t *m, void *opaque)
+/* What the audit topic (LabelledExample records: every example the model
+ * trained on, in order) says. */
+typedef struct audit {
+    int64_t released; /* pos and default_neg: one per event */
+    int64_t *event_time, *decision_time;
+    size_t n, cap;
+} audit_t;
+
+static void audit_add(const rd_kafka_message_t *m, void *opaque)
 {
+    audit_t *a = opaque;
     Learnd__V1__LabelledExample *ex =
         learnd__v1__labelled_example__unpack(NULL, m->len, m->payload);
     LD_TEST_ASSERT(ex, "audit record is not a LabelledExample");
     if (ex->sample_type == LEARND__V1__SAMPLE_TYPE__SAMPLE_TYPE_POS ||
         ex->sample_type == LEARND__V1__SAMPLE_TYPE__SAMPLE_TYPE_DEFAULT_NEG)
-        (*(int64_t *)opaque)++;
+        a->released++;
+    if (a->n == a->cap) {
+        a->cap = a->cap ? 2 * a->cap : 1 << 16;
+        a->event_time = realloc(a->event_time, a->cap * sizeof(int64_t));
+        a->decision_time = realloc(a->decision_time, a->cap * sizeof(int64_t));
+        LD_TEST_ASSERT(a->event_time && a->decision_time, "no memory");
+    }
+    a->event_time[a->n] = ex->event_time_ms;
+    a->decision_time[a->n++] = ex->decision_time_ms;
     learnd__v1__labelled_example__free_unpacked(ex, NULL);
+}
+
+static int cmp_i64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* The decision times a trigger event's window.watermark may have: those of
+ * the examples whose arrival trained a micro-batch (the trainer's cut rule:
+ * batch_size 100, or an example batch_span = 1 s past the batch's first,
+ * which trains the batch before it is queued), and of the last example
+ * (the flush at the end of the input). Sorted into a->decision_time's
+ * first *n entries. */
+static void batch_closers(audit_t *a, size_t *n)
+{
+    size_t k = 0, bn = 0;
+    int64_t t0 = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        int64_t dt = a->decision_time[i];
+        if (bn && a->event_time[i] - t0 >= 1000) {
+            a->decision_time[k++] = dt;
+            bn = 0;
+        }
+        if (bn == 0)
+            t0 = a->event_time[i];
+        if (++bn == 100) {
+            a->decision_time[k++] = dt;
+            bn = 0;
+        }
+    }
+    if (a->n)
+        a->decision_time[k++] = a->decision_time[a->n - 1];
+    qsort(a->decision_time, k, sizeof(int64_t), cmp_i64);
+    *n = k;
 }
 
 /* Trigger events of a run, in topic order (ld_test_read_topic callback). */
@@ -508,13 +558,32 @@ int main(void)
     }
     LD_TEST_EQ_I64("end_of_input events", 1, eoi);
     LD_TEST_EQ_I64("publishing events", (int64_t)ver_a, publishing);
+    /* window.watermark is pinned to the input: the join decision time of
+     * the example whose release trained the deciding micro-batch. (The
+     * joiner's watermark of the moment, which it was, is past that
+     * decision time by however far ingestion had run.) */
+    audit_t au = {0};
+    topic(t, sizeof(t), "straight.audit");
+    ld_test_read_topic(t, 30000, audit_add, &au, NULL);
+    size_t nclose;
+    batch_closers(&au, &nclose);
+    for (size_t i = 0; i < nev; i++) {
+        json_t *ev = json_array_get(events, i);
+        int64_t wm = json_integer_value(
+            json_object_get(json_object_get(ev, "window"), "watermark"));
+        LD_TEST_ASSERT(
+            bsearch(&wm, au.decision_time, nclose, sizeof(int64_t), cmp_i64),
+            "event %zu: window.watermark %lld is not the decision "
+            "time of an example that trained a micro-batch",
+            i + 1, (long long)wm);
+    }
+    free(au.event_time);
+    free(au.decision_time);
     json_decref(events);
     /* The last log line says how many events still wait for their window
      * (kept for the next start): every event not released yet. The demo
      * stream has no late or duplicate event. */
-    int64_t released = 0;
-    topic(t, sizeof(t), "straight.audit");
-    ld_test_read_topic(t, 30000, count_released, &released, NULL);
+    int64_t released = au.released;
     int64_t pending = pending_at_stop("straight");
     LD_TEST_EQ_I64("pending events at the stop", EVENTS - released, pending);
     LD_TEST_ASSERT(pending > 0, "no event left waiting at the end");
