@@ -1553,8 +1553,6 @@ static void test_stationary_1m_no_false_alarm_then_change(void **s)
     assert_int_equal(
         ld_conf_set_defaults(&ld_trainer_conf_section, &tc, why, sizeof(why)),
         LD_OK);
-    char name[] = "ctr-model";
-    tc.name = name;
     tc.dense_dim = 4;
     tc.hash_bits = 18;
     ld_trainer_t *tr = ld_trainer_new(&tc, why, sizeof(why));
@@ -1641,6 +1639,7 @@ static void test_stationary_1m_no_false_alarm_then_change(void **s)
     assert_true(st.first_after < change + window + tc.batch_size);
     ld_triggers_destroy(st.t);
     ld_trainer_destroy(tr);
+    ld_conf_free(&ld_trainer_conf_section, &tc);
 }
 
 int main(void)
