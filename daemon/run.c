@@ -323,10 +323,14 @@ static void take_decisions(run_t *r)
 {
     if (!ld_triggers_pending(r->trig))
         return;
-    ld_joiner_stats_t js;
-    ld_joiner_stats(r->joiner, &js);
+    /* The event's watermark: the join decision time of the example whose
+     * release trained the deciding micro-batch (the watermark had passed
+     * it). The joiner's watermark of the moment is not a function of the
+     * input: it depends on how far ingestion had run (issue #14: 12 to 15
+     * of 45 events differed after a kill -9). */
+    int64_t watermark = ld_joiner_decision_time(r->joiner);
     ld_trigger_decision_t *d;
-    while ((d = ld_triggers_poll(r->trig, js.watermark_ms))) {
+    while ((d = ld_triggers_poll(r->trig, watermark))) {
         if (r->hooks.decision)
             r->hooks.decision(r->hooks.opaque, d);
         char tl[96];
@@ -1466,46 +1470,57 @@ static void teardown(run_t *r)
 }
 
 /* The input that existed at start-up is read: train what is queued and
- * publish the model as a new version (for backfills and replays; the end
- * of the input is a point in the stream, so this is deterministic). */
+ * offer the model as a new version (for backfills and replays; the end of
+ * the input is a point in the stream, so this is deterministic). It goes
+ * through the gate as an end_of_input trigger, so that its event, like
+ * every publication's, tells deployers about it, in the same commit
+ * transaction as the checkpoint (the last commit point). */
 static void final_checkpoint(run_t *r)
 {
-    ld_snapshot_t *snap = NULL;
     ld_err_t err = ld_trainer_flush(r->trainer);
     take_decisions(r); /* the flushed batch may decide a publication */
-    /* After every version already decided, published or not. */
-    uint64_t version = r->version;
-    for (size_t i = 0; i < r->nout; i++)
-        if (r->out[i].snap && r->out[i].version > version)
-            version = r->out[i].version;
-    if (r->replay) {
-        if (!r->replay_done && version + 1 == r->opts->replay_version && !err &&
-            (snap = ld_trainer_snapshot(r->trainer))) {
-            *r->opts->replayed = snap;
-            r->replay_done = 1;
-        }
+    if (err) {
+        ld_log(LD_LOG_ERR, MOD,
+               "msg=\"cannot train the last micro-batch\" err=\"%s\"",
+               ld_err_str(err));
+        r->exit_code = LD_EXIT_RUNTIME;
         return;
     }
-    if (!err && (snap = ld_trainer_snapshot(r->trainer)) && version &&
-        version == r->version && r->nout == 0) {
-        /* Nothing trained since the last publication (a backfill run again
-         * on input it had read): no new version. */
-        uint8_t sha[32];
+    if (!r->replay) {
+        /* Nothing trained since the newest version, published or waiting
+         * for the commit point (a backfill run again on input it had read,
+         * or a trigger that published at the last micro-batch): no new
+         * version, no event. */
+        const uint8_t *last = r->version ? r->published_sha : NULL;
+        uint64_t lastv = r->version;
+        uint8_t qsha[32], sha[32];
+        for (size_t i = 0; i < r->nout; i++)
+            if (r->out[i].snap) {
+                ld_snapshot_params_sha256(r->out[i].snap, qsha);
+                last = qsha;
+                lastv = r->out[i].version;
+            }
+        ld_snapshot_t *snap = ld_trainer_snapshot(r->trainer);
+        if (!snap) {
+            ld_log(LD_LOG_ERR, MOD, "msg=\"cannot take the final checkpoint\"");
+            r->exit_code = LD_EXIT_RUNTIME;
+            return;
+        }
         ld_snapshot_params_sha256(snap, sha);
-        if (memcmp(sha, r->published_sha, sizeof(sha)) == 0) {
+        ld_snapshot_destroy(snap);
+        if (last && memcmp(sha, last, sizeof(sha)) == 0) {
             ld_log(LD_LOG_NOTICE, MOD,
                    "msg=\"caught up: the model is version %llu already\"",
-                   (unsigned long long)version);
-            ld_snapshot_destroy(snap);
+                   (unsigned long long)lastv);
             return;
         }
     }
-    ld_triggers_note_published(r->trig, version + 1);
-    if (err || !snap || queue_outgoing(r, NULL, snap, version + 1)) {
-        ld_snapshot_destroy(snap);
+    if (ld_triggers_end_of_input(r->trig) != LD_OK) {
         ld_log(LD_LOG_ERR, MOD, "msg=\"cannot take the final checkpoint\"");
         r->exit_code = LD_EXIT_RUNTIME;
+        return;
     }
+    take_decisions(r); /* PASS: snapshot and publication; else event only */
 }
 
 /* The audit topic (labeling.output_topic): every labelled example exactly
@@ -1881,6 +1896,10 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
                (unsigned long long)r.version);
         r.exit_code = LD_EXIT_RUNTIME;
     }
+    /* Before the consumer closes: revoking the partitions drops them. */
+    ld_joiner_stats_t js = {0};
+    if (r.joiner)
+        ld_joiner_stats(r.joiner, &js);
     if (!r.exit_code) {
         /* A clean stop ends with a commit point. */
         if (commit_point(&r) != LD_OK && !r.exit_code)
@@ -1890,11 +1909,16 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
             ld_log(LD_LOG_WARN, MOD, "msg=\"consumer did not close cleanly\"");
     }
     report(&r);
+    /* Events whose label window is still open at the end are not lost:
+     * the committed resume offsets reach back to them and the next start
+     * re-reads them. Say how many, so nobody has to guess. */
     ld_log(LD_LOG_NOTICE, MOD,
            "msg=\"stopped\" consumed=%llu examples=%llu published=%llu "
-           "exit=%d",
+           "pending_events=%llu pending_labels=%llu exit=%d",
            (unsigned long long)r.consumed, (unsigned long long)r.examples,
-           (unsigned long long)r.published, r.exit_code);
+           (unsigned long long)r.published,
+           (unsigned long long)js.pending_events,
+           (unsigned long long)js.pending_labels, r.exit_code);
     code = r.exit_code;
     teardown(&r);
     return code;

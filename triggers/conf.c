@@ -83,7 +83,12 @@ static const ld_conf_row_t rows[] = {
     {"performance_metric", LD_CONF_ENUM, F(perf_metric), "logloss", 0, 0,
      "logloss|rmse|error", "Windowed metric compared with the reference"},
     {"performance_margin", LD_CONF_DOUBLE, F(perf_margin), "0.05", 0, 100, NULL,
-     "Relative worsening vs the reference window that alerts"},
+     "Relative worsening of the champion vs the reference window that "
+     "alerts"},
+    {"performance_alpha", LD_CONF_DOUBLE, F(perf_alpha), "0.0001", 1e-12, 0.5,
+     NULL,
+     "One-sided significance the worsening must also reach (z-test on the "
+     "window's mean loss; guards the margin against sampling noise)"},
     {"performance_ddm", LD_CONF_BOOL, F(perf_ddm), "true", 0, 1, NULL,
      "Run DDM on the 0/1 error stream (binary metrics only)"},
     {"performance_ddm_warn", LD_CONF_DOUBLE, F(perf_ddm_warn), "2", 0.5, 10,

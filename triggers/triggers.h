@@ -75,6 +75,7 @@ typedef struct ld_triggers_conf {
     ld_trigger_policy_t perf;
     int perf_metric; /* ld_trigger_metric_t, not AUC */
     double perf_margin;
+    double perf_alpha; /* one-sided level of the windowed worsening */
     int perf_ddm;
     double perf_ddm_warn, perf_ddm_drift;
     int64_t perf_ddm_min;
@@ -243,7 +244,8 @@ typedef enum ld_trigger_type {
     LD_TRIGGER_VOLUME = 1,
     LD_TRIGGER_PERFORMANCE = 2,
     LD_TRIGGER_DRIFT = 3,
-    LD_TRIGGER__COUNT = 4
+    LD_TRIGGER_END_OF_INPUT = 4, /* the last checkpoint of a backfill */
+    LD_TRIGGER__COUNT = 5
 } ld_trigger_type_t;
 
 /* Gate outcome. INCONCLUSIVE (fewer than gate_min_samples scored by both
@@ -262,13 +264,13 @@ typedef struct ld_trigger_obs {
     float weight; /* unused by the statistics (every example counts 1) */
     ld_sample_type_t sample_type;
     int64_t event_time_ms;
-    float p_challenger; /* the live model's prequential score (performance
-                           trigger, gate) */
+    float p_challenger; /* the live model's prequential score (gate; the
+                           performance reference window) */
     float p_champion;   /* the champion's score on the same example; NaN
-                           when there is no champion. Prediction drift
-                           watches these: a frozen model's scores move
-                           only when its inputs do, a learning model's
-                           move as it learns */
+                           when there is no champion. Prediction drift and
+                           the performance trigger watch these: a frozen
+                           model's scores move only when its inputs do, a
+                           learning model's move as it learns */
 } ld_trigger_obs_t;
 
 typedef struct ld_triggers ld_triggers_t;
@@ -301,8 +303,11 @@ ld_err_t ld_triggers_observe_obs(ld_triggers_t *t,
 /* Hands out the next queued decision (at most one per call; call until it
  * returns NULL), oldest first. Decisions are taken inside
  * ld_triggers_observe*() at the example that made them, the gate included,
- * so they depend only on the example sequence; watermark_ms is merely
- * recorded in the event's window.
+ * so they depend only on the example sequence; watermark_ms is recorded as
+ * the event's window.watermark: pass a value that is a function of the
+ * input too (the daemon passes the join decision time of the example just
+ * released, ld_joiner_decision_time()), or replays and restarts emit
+ * different events.
  *
  * A PASS decision counts as published from the moment it was taken: the
  * challenger became champion at its challenger_version, the time and volume
@@ -322,10 +327,16 @@ uint64_t ld_triggers_champion_version(const ld_triggers_t *t);
  * look after every micro-batch. */
 size_t ld_triggers_pending(const ld_triggers_t *t);
 
-/* A version published outside the triggers (the final checkpoint of a
- * backfill): later PASS decisions number their challengers after it. Only
- * raises the version; references and baselines stay as they are. */
-void ld_triggers_note_published(ld_triggers_t *t, uint64_t version);
+/* The input ends here (`learnd run --until-caught-up` read everything that
+ * existed at start-up): queues one decision of type END_OF_INPUT for
+ * ld_triggers_poll(), action publish, severity info, through the gate like
+ * any publishing trigger (a PASS counts as published, see ld_triggers_poll;
+ * FAIL and INCONCLUSIVE keep the champion). Its window runs from the last
+ * publication to the newest event time; its evidence counts the matured
+ * examples since then. The caller decides whether there is anything new to
+ * publish (the daemon compares parameters). Returns LD_OK or LD_ERR_NOMEM
+ * (nothing queued). */
+ld_err_t ld_triggers_end_of_input(ld_triggers_t *t) LD_WUR;
 /* Matured examples fed so far (after filtering). */
 uint64_t ld_triggers_examples(const ld_triggers_t *t);
 

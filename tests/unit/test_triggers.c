@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "trainer/trainer.h"
 #include "triggers/triggers.h"
 
 #if defined(__has_include)
@@ -862,12 +863,16 @@ static void test_gate_too_few_samples_inconclusive(void **s)
 
 /* Performance windows of 100 examples, 1 s apart; a bad window has the
  * challenger at p = 0.6 for the true class instead of 0.8. */
+/* One window of 100 examples: the live model scores 0.8 on the true
+ * class (the reference window's loss); the champion, which the performance
+ * trigger judges, 0.6 in a bad window and 0.8 in a good one. */
 static void feed_perf_window(ld_triggers_t *t, int64_t *ts, int bad)
 {
     for (int i = 0; i < 100; i++) {
         float y = (float)(i & 1);
         float q = bad ? 0.6f : 0.8f;
-        assert_int_equal(feed(t, NULL, 0, y, *ts, y > 0.5f ? q : 1 - q, NAN),
+        assert_int_equal(feed(t, NULL, 0, y, *ts, y > 0.5f ? 0.8f : 0.2f,
+                              y > 0.5f ? q : 1 - q),
                          LD_OK);
         *ts += 1000;
     }
@@ -1162,7 +1167,7 @@ static void test_state_version_1_loads(void **s)
     uint8_t *st, *st2;
     size_t n1, n2;
     assert_int_equal(ld_triggers_save(t, &st, &n1), LD_OK);
-    assert_int_equal(st[4], 2);
+    assert_int_equal(st[4], 3);
     ld_triggers_t *u = new_triggers(&c, 0);
     assert_int_equal(ld_triggers_load(u, st, n1), LD_OK);
     assert_int_equal(ld_triggers_save(u, &st2, &n2), LD_OK);
@@ -1302,6 +1307,7 @@ static void test_events_validate_against_json_schema(void **s)
     c.drift.action = LD_TRIGGER_ACTION_ALERT;
     ld_triggers_t *t = new_triggers(&c, 0);
     feed_mixed(t, 0, 24000);
+    assert_int_equal(ld_triggers_end_of_input(t), LD_OK);
     char cmd[8192];
     int n = snprintf(cmd, sizeof(cmd),
                      "/usr/bin/python3 %s/schemas/validate_trigger.py "
@@ -1325,7 +1331,7 @@ static void test_events_validate_against_json_schema(void **s)
         ld_trigger_decision_destroy(d);
     }
     ld_triggers_destroy(t);
-    assert_int_equal(kinds_seen, 15);
+    assert_int_equal(kinds_seen, 31); /* the four kinds and end_of_input */
     assert_true(files >= 4);
     int rc = system(cmd);
     assert_int_equal(rc, 0);
@@ -1393,6 +1399,249 @@ static void test_event_protobuf(void **s)
 #endif
 }
 
+/* ---- End of input --------------------------------------------------------
+ */
+
+/* The backfill's last checkpoint goes through the gate like a trigger's:
+ * PASS without a champion, FAIL when the challenger is worse; its event
+ * says end_of_input. */
+static void test_end_of_input_through_gate(void **s)
+{
+    (void)s;
+    ld_triggers_conf_t c;
+    conf_only(&c, LD_TRIGGER_VOLUME);
+    c.volume_examples = 1000;
+    c.gate_min_samples = 4;
+    c.gate_window = 4;
+    c.gate_metric = LD_TRIGGER_METRIC_ERROR;
+    c.gate_tolerance = 0.25;
+    const float y[4] = {1, 0, 1, 0};
+    const float worse[4] = {0.9f, 0.1f, 0.2f, 0.7f};
+    const float good[4] = {0.9f, 0.1f, 0.8f, 0.3f};
+    for (int champion = 0; champion <= 6; champion += 6) {
+        ld_triggers_t *t = new_triggers(&c, (uint64_t)champion);
+        for (int i = 0; i < 10; i++)
+            assert_int_equal(feed(t, NULL, 0, y[i % 4], 5000 + i, worse[i % 4],
+                                  champion ? good[i % 4] : NAN),
+                             LD_OK);
+        assert_int_equal(ld_triggers_pending(t), 0);
+        assert_int_equal(ld_triggers_end_of_input(t), LD_OK);
+        ld_trigger_decision_t *d = ld_triggers_poll(t, 4000);
+        assert_non_null(d);
+        assert_null(ld_triggers_poll(t, 4000));
+        assert_int_equal(ld_trigger_decision_type(d), LD_TRIGGER_END_OF_INPUT);
+        assert_int_equal(ld_trigger_decision_action(d),
+                         LD_TRIGGER_ACTION_PUBLISH);
+        assert_int_equal(ld_trigger_decision_severity(d), LD_TRIGGER_SEV_INFO);
+        assert_int_equal(ld_trigger_decision_event_time(d), 5009);
+        assert_string_equal(ld_trigger_decision_id(d),
+                            "ctr-model-end_of_input-000001");
+        const ld_trigger_evidence_t *e = ld_trigger_decision_evidence(d, 0);
+        assert_string_equal(e->metric, "examples");
+        assert_string_equal(e->method, "end_of_input");
+        assert_int_equal(e->n, 10);
+        if (champion == 0) {
+            assert_int_equal(ld_trigger_decision_verdict(d),
+                             LD_TRIGGER_VERDICT_PASS);
+            assert_string_equal(ld_trigger_decision_idempotency_key(d),
+                                "ctr-model/end_of_input/5010/1");
+            assert_int_equal(ld_triggers_champion_version(t), 1);
+        } else {
+            /* The challenger errs on half, the champion on none. */
+            assert_int_equal(ld_trigger_decision_verdict(d),
+                             LD_TRIGGER_VERDICT_FAIL);
+            assert_int_equal(ld_triggers_champion_version(t), 6);
+        }
+        ld_trigger_publication_t pub = {0, 77, NULL, sha};
+        int pass = ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS;
+        char *json = encode(d, pass ? &pub : NULL);
+        assert_non_null(strstr(json, "\"type\":\"end_of_input\""));
+        assert_non_null(strstr(json, "\"watermark\":4000"));
+        free(json);
+#ifdef HAVE_PB
+        uint8_t *out;
+        size_t len;
+        assert_int_equal(ld_trigger_event_encode(d, pass ? &pub : NULL, 5,
+                                                 LD_TRIGGER_FORMAT_PROTOBUF,
+                                                 &out, &len),
+                         LD_OK);
+        Learnd__V1__TriggerEvent *ev =
+            learnd__v1__trigger_event__unpack(NULL, len, out);
+        assert_non_null(ev);
+        assert_int_equal(ev->type,
+                         LEARND__V1__TRIGGER_TYPE__TRIGGER_TYPE_END_OF_INPUT);
+        learnd__v1__trigger_event__free_unpacked(ev, NULL);
+        free(out);
+#endif
+        ld_trigger_decision_destroy(d);
+        ld_triggers_destroy(t);
+    }
+}
+
+/* ---- A long stationary stream through the daemon's wiring -------------- */
+
+/* The daemon's path without Kafka (daemon/run.c): the trainer scores each
+ * micro-batch (model and champion), on_scored hands the matured examples to
+ * ld_triggers_observe, decisions are taken after each add, and a PASS makes
+ * the model as it is then the champion. Default trigger and trainer
+ * settings from their config tables. */
+typedef struct stream {
+    ld_trainer_t *tr;
+    ld_triggers_t *t;
+    int64_t i;      /* example being added */
+    int64_t change; /* change point (example index) */
+    int64_t first_after;
+    int before[LD_TRIGGER__COUNT], after[LD_TRIGGER__COUNT];
+    int published;
+} stream_t;
+
+static void stream_scored(void *opaque, const ld_scored_t *s, size_t n)
+{
+    stream_t *st = opaque;
+    for (size_t k = 0; k < n; k++)
+        assert_int_equal(
+            ld_triggers_observe(st->t, s[k].ex, s[k].pred, s[k].champion),
+            LD_OK);
+}
+
+static void stream_decisions(stream_t *st)
+{
+    ld_trigger_decision_t *d;
+    while ((d = ld_triggers_poll(st->t, 0))) {
+        ld_trigger_type_t ty = ld_trigger_decision_type(d);
+        if (st->i < st->change) {
+            st->before[ty]++;
+        } else {
+            st->after[ty]++;
+            if ((ty == LD_TRIGGER_PERFORMANCE || ty == LD_TRIGGER_DRIFT) &&
+                st->first_after < 0)
+                st->first_after = st->i;
+        }
+        if (ty == LD_TRIGGER_PERFORMANCE || ty == LD_TRIGGER_DRIFT)
+            fprintf(stderr, "  %s at example %lld: %s (%s)\n",
+                    ld_trigger_type_name(ty), (long long)st->i,
+                    ld_trigger_verdict_name(ld_trigger_decision_verdict(d)),
+                    ld_trigger_decision_reason(d));
+        if (ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS &&
+            ld_trigger_decision_action(d) == LD_TRIGGER_ACTION_PUBLISH) {
+            ld_snapshot_t *snap = ld_trainer_snapshot(st->tr);
+            assert_non_null(snap);
+            assert_int_equal(ld_trainer_champion_set(st->tr, snap), LD_OK);
+            ld_snapshot_destroy(snap);
+            st->published++;
+        }
+        ld_trigger_decision_destroy(d);
+    }
+}
+
+/* A click stream: four numeric fields (standardised) and three categorical
+ * ones (country, ad, device) hashed into 2^18 slots; the label is drawn from
+ * a fixed logistic model (base rate about 0.2), one example every 10 ms of
+ * event time (100 a second). At the change point the concept turns: the
+ * numeric weights change sign and the base rate rises. */
+static void test_stationary_1m_no_false_alarm_then_change(void **s)
+{
+    (void)s;
+    const int64_t window = 10000; /* triggers.window_size default */
+    const int64_t change = 1000000, total = change + 5 * window;
+    char why[256] = "";
+    ld_triggers_conf_t c;
+    conf_defaults(&c);
+    assert_int_equal(c.window_size, window);
+    ld_trainer_conf_t tc;
+    memset(&tc, 0, sizeof(tc));
+    assert_int_equal(
+        ld_conf_set_defaults(&ld_trainer_conf_section, &tc, why, sizeof(why)),
+        LD_OK);
+    tc.dense_dim = 4;
+    tc.hash_bits = 18;
+    ld_trainer_t *tr = ld_trainer_new(&tc, why, sizeof(why));
+    if (!tr)
+        fail_msg("ld_trainer_new: %s", why);
+    stream_t st = {.tr = tr,
+                   .t = new_triggers(&c, 0),
+                   .change = change,
+                   .first_after = -1};
+    ld_trainer_set_scored_cb(tr, stream_scored, &st);
+    static const double wd[4] = {0.8, -0.5, 0.3, 0.0};
+    double wc[40], wa[500];
+    /* Seeds 1..10 gave the same counts (0 before, both kinds at +10 000). */
+    rng_state = 20261207;
+    for (int k = 0; k < 40; k++)
+        wc[k] = 0.3 * nrand();
+    for (int k = 0; k < 500; k++)
+        wa[k] = 0.6 * nrand();
+    const uint32_t mask = (1u << 18) - 1;
+    for (st.i = 0; st.i < total; st.i++) {
+        int turned = st.i >= change;
+        float dense[4];
+        uint32_t idx[3];
+        float val[3] = {1.0f, 1.0f, 1.0f};
+        double z = turned ? -0.6 : -1.8;
+        for (int k = 0; k < 4; k++) {
+            dense[k] = (float)nrand();
+            z += (turned ? -wd[k] : wd[k]) * dense[k];
+        }
+        int country = (int)(urand() * urand() * 40);
+        int ad = (int)(urand() * urand() * 500);
+        int device = (int)(urand() * 4);
+        z += wc[country] + wa[ad];
+        uint32_t raw[3] = {1000000u + (uint32_t)country,
+                           2000000u + (uint32_t)ad,
+                           3000000u + (uint32_t)device};
+        for (int k = 0; k < 3; k++) {
+            uint32_t h = raw[k] * 0xcc9e2d51u;
+            idx[k] = (h ^ (h >> 15)) & mask;
+        }
+        /* sorted slots, as the pipeline hands them over */
+        for (int a = 0; a < 3; a++)
+            for (int b = a + 1; b < 3; b++)
+                if (idx[b] < idx[a]) {
+                    uint32_t tmp = idx[a];
+                    idx[a] = idx[b];
+                    idx[b] = tmp;
+                }
+        float y = urand() < 1.0 / (1.0 + exp(-z)) ? 1.0f : 0.0f;
+        ld_example_t ex = {
+            .x =
+                {.idx = idx, .val = val, .dense = dense, .nnz = 3, .ndense = 4},
+            .label = y,
+            .weight = 1.0f,
+            .sample_type = y >= 0.5f ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG,
+            .event_time_ms = 1767225600000 + st.i * 10,
+            .label_time_ms = -1,
+            .partition = 0,
+            .offset = st.i};
+        assert_int_equal(ld_trainer_add(tr, &ex), LD_OK);
+        stream_decisions(&st);
+    }
+    fprintf(stderr,
+            "  before the change: time %d volume %d performance %d drift %d; "
+            "after: performance %d drift %d, first at +%lld; published %d\n",
+            st.before[LD_TRIGGER_TIME], st.before[LD_TRIGGER_VOLUME],
+            st.before[LD_TRIGGER_PERFORMANCE], st.before[LD_TRIGGER_DRIFT],
+            st.after[LD_TRIGGER_PERFORMANCE], st.after[LD_TRIGGER_DRIFT],
+            (long long)(st.first_after - change), st.published);
+    /* Publications went on all along (time every 10 min = 60 000 examples,
+     * volume every 100 000), so the champion changed many times. */
+    assert_true(st.published >= 10);
+    /* Before this fix the live model was judged: 9 performance triggers
+     * (Page-Hinkley on its mean prediction), and 2 drift triggers (KS on
+     * the champion's scores, p below alpha / m with a PSI of 0.03). */
+    assert_int_equal(st.before[LD_TRIGGER_PERFORMANCE], 0);
+    assert_int_equal(st.before[LD_TRIGGER_DRIFT], 0);
+    /* Both kinds see the change when the first window that lies wholly
+     * after it closes (the change point is a window boundary): within one
+     * window plus the micro-batch that holds its last example. */
+    assert_true(st.after[LD_TRIGGER_PERFORMANCE] >= 1);
+    assert_true(st.after[LD_TRIGGER_DRIFT] >= 1);
+    assert_true(st.first_after >= change + window - 1);
+    assert_true(st.first_after < change + window + tc.batch_size);
+    ld_triggers_destroy(st.t);
+    ld_trainer_destroy(tr);
+    ld_conf_free(&ld_trainer_conf_section, &tc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1428,6 +1677,8 @@ int main(void)
         cmocka_unit_test(test_idempotency_key_stable_on_replay),
         cmocka_unit_test(test_events_validate_against_json_schema),
         cmocka_unit_test(test_event_protobuf),
+        cmocka_unit_test(test_end_of_input_through_gate),
+        cmocka_unit_test(test_stationary_1m_no_false_alarm_then_change),
     };
     ld_log_set_level(LD_LOG_WARN); /* every firing logs at info */
     return cmocka_run_group_tests(tests, NULL, NULL);
