@@ -30,6 +30,11 @@
 #define LD_CKPT_FORMAT_VERSION 1
 #define LD_CKPT_MAX_CHUNK      (900 * 1024)
 #define LD_CKPT_TRAILER        34 /* tag 0x7a, length 0x20, SHA-256 */
+/* OptimizerState tensor of the dense normalization scales ([dense_dim]);
+ * absent from checkpoints written before dense_norm existed, which load
+ * with all scales 0 (state in raw units, converted at each column's first
+ * non-zero value). */
+#define LD_CKPT_DENSE_SCALE "dense_w.norm_scale"
 
 /* The `checkpoint:` config section. */
 typedef struct ld_ckpt_conf {

@@ -53,6 +53,10 @@ static const ld_conf_row_t rows[] = {
      "none|fnw",
      "fnw: importance-weight fake_neg/delayed_pos examples (Ktena et al. "
      "2019); use with labeling policy fake_negative (logistic only)"},
+    {"dense_norm", LD_CONF_ENUM, OFF(dense_norm), "maxabs", 0, 0, "none|maxabs",
+     "maxabs: each dense feature's updates are normalized by the largest "
+     "|value| seen so far (online, checkpointed; weights stay in raw units); "
+     "none: raw values"},
     {"batch_size", LD_CONF_INT, OFF(batch_size), "256", 1, 1048576, NULL,
      "Micro-batch size in examples"},
     {"batch_span", LD_CONF_DURATION, OFF(batch_span), "1s", 0, 86400000.0, NULL,

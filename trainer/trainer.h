@@ -47,6 +47,7 @@ enum {
     LD_LR_EXPONENTIAL = 2      /* lr * decay^t */
 };
 enum { LD_DF_NONE = 0, LD_DF_FNW = 1 };
+enum { LD_DNORM_NONE = 0, LD_DNORM_MAXABS = 1 };
 
 /* The `trainer:` config section (filled by the YAML loader from
  * ld_trainer_conf_section; strings owned by the config). */
@@ -69,6 +70,7 @@ typedef struct ld_trainer_conf {
     double l1;
     double l2;
     int delayed_feedback; /* LD_DF_* */
+    int dense_norm;       /* LD_DNORM_* */
     int64_t batch_size;
     int64_t batch_span; /* ms of event time */
     int64_t metrics_window;
