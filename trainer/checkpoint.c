@@ -206,6 +206,7 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     Learnd__V1__OptimizerSpec ospec;
     learnd__v1__optimizer_spec__init(&ospec);
     ospec.kind = (Learnd__V1__OptimizerKind)(sp->opt + 1);
+    ospec.dense_learning_rate = sp->dense_lr;
     ospec.dense_norm = sp->dense_norm == LD_DNORM_MAXABS
                            ? LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
                            : LEARND__V1__DENSE_NORM__DENSE_NORM_NONE;
@@ -445,7 +446,8 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
         !finite_nonneg(os->beta) || !finite_nonneg(os->initial_accumulator) ||
         !finite_nonneg(os->epsilon) || !finite_nonneg(os->beta1) ||
         !finite_nonneg(os->beta2) || !finite_nonneg(os->decay) ||
-        !finite_nonneg(os->power_t)) {
+        !finite_nonneg(os->power_t) ||
+        !finite_nonneg(os->dense_learning_rate)) {
         say(errstr, size, "optimizer hyperparameter out of range");
         return 0;
     }
@@ -464,6 +466,7 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
     sp->schedule = sp->opt == LD_OPT_SGD ? (int)os->schedule - 1 : 0;
     sp->decay = os->decay;
     sp->power_t = os->power_t;
+    sp->dense_lr = os->dense_learning_rate;
     if (os->dense_norm > LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS) {
         say(errstr, size, "unknown dense_norm %d", (int)os->dense_norm);
         return 0;

@@ -38,6 +38,7 @@ typedef struct ld_spec {
     double lr, l1, l2, beta, init_acc, eps, beta1, beta2, decay, power_t;
     int schedule;   /* LD_LR_* */
     int dense_norm; /* LD_DNORM_*: a hyperparameter, not a shape */
+    double dense_lr; /* dense block's lr / FTRL alpha; 0: lr */
 } ld_spec_t;
 
 /* A frozen copy of every parameter and optimizer accumulator.

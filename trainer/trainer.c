@@ -102,6 +102,7 @@ struct ld_trainer {
     int avx2;      /* the CPU runs the lazy pass's AVX2 loops */
     uint32_t tick; /* lazy: tag of the chunk last trained */
     hp_t lz;       /* lazy: FTRL constants (they do not change per batch) */
+    hp_t dh;       /* the dense block's constants for this batch */
     size_t nslots;
     float *sp; /* sparse state, as in struct ld_snapshot unless lazy */
     size_t sp_n;
@@ -380,6 +381,9 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
         why = "dense_norm: unknown kind";
     else if (!(conf->learning_rate > 0) || !isfinite(conf->learning_rate))
         why = "learning_rate: must be positive";
+    else if (!(conf->dense_learning_rate >= 0) ||
+             !isfinite(conf->dense_learning_rate))
+        why = "dense_learning_rate: must be 0 or positive";
     else if (conf->lr_schedule == LD_LR_EXPONENTIAL &&
              conf->optimizer == LD_OPT_SGD &&
              !(conf->lr_decay > 0 && conf->lr_decay <= 1))
@@ -410,6 +414,7 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     sp->decay = conf->lr_decay;
     sp->power_t = conf->lr_power_t;
     sp->dense_norm = conf->dense_norm;
+    sp->dense_lr = conf->dense_learning_rate;
     /* Hyperparameters the optimizer does not use are 0, as in a
      * checkpoint's OptimizerSpec, so specs compare equal after a round
      * trip. */
@@ -1442,6 +1447,8 @@ static void lazy_update(ld_trainer_t *t, ticks_t tk, size_t f0, size_t f1)
 }
 
 static void score_example(ld_trainer_t *t, size_t i);
+static inline void dense_score(ld_trainer_t *t, size_t i);
+static void dense_step(ld_trainer_t *t, size_t i);
 
 /* Adds each example's hashed part, sum of b_wb[f] * b_val[f], to b_z in
  * feature order: the same sums, bit for bit, as forward()'s. Each sum is a
@@ -1508,8 +1515,11 @@ static void lazy_pass(ld_trainer_t *t)
         tk.cur = ++t->tick;
         lazy_gather(t, tk, f0, f1);
         sparse_sums(t, i0, i1);
-        for (size_t i = i0; i < i1; i++)
+        for (size_t i = i0; i < i1; i++) {
+            dense_score(t, i);
             score_example(t, i);
+            dense_step(t, i);
+        }
         for (size_t i = i0; i < i1; i++) {
             const float r = t->b_r[i];
             for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
@@ -1566,14 +1576,27 @@ static inline void dense_rescale(int opt, const hp_t *h, float c, float *w,
     }
 }
 
+/* The dense block's constants: the batch's, with dense_learning_rate in
+ * place of learning_rate. */
+static void make_dense_hp(const ld_trainer_t *t, const hp_t *h, hp_t *dh)
+{
+    const ld_spec_t *sp = &t->spec;
+    *dh = *h;
+    if (sp->dense_lr > 0) {
+        dh->lr = (float)((double)h->lr * (sp->dense_lr / sp->lr));
+        dh->inv_alpha = (float)(1.0 / sp->dense_lr);
+    }
+}
+
 /* Converts every column with a scale back to raw units (dense_norm: none
  * restoring a checkpoint trained with maxabs). */
 static void dense_to_raw(ld_trainer_t *t)
 {
     const size_t plane = (size_t)t->k * t->d1;
     const int opt = t->spec.opt;
-    hp_t h;
-    make_hp(t, &h);
+    hp_t bh, h;
+    make_hp(t, &bh);
+    make_dense_hp(t, &bh, &h);
     for (uint32_t j = 0; j + 1 < t->d1; j++) {
         float sc = t->dscale[j];
         if (sc == 0.0f)
@@ -1585,8 +1608,9 @@ static void dense_to_raw(ld_trainer_t *t)
                 a = t->dn[plane + i];
             if (opt >= LD_OPT_FTRL)
                 b = t->dn[2 * plane + i];
+            /* dense_w is raw already: only the accumulators change (w
+             * comes back as dn[i] up to rounding, and is not stored). */
             dense_rescale(opt, &h, 1.0f / sc, &w, &a, &b, h.l1, h.l2);
-            t->dn[i] = w;
             if (opt != LD_OPT_SGD)
                 t->dn[plane + i] = a;
             if (opt >= LD_OPT_FTRL)
@@ -1596,59 +1620,90 @@ static void dense_to_raw(ld_trainer_t *t)
     }
 }
 
-/* Dense block and bias: one optimizer step per example, in example order,
- * with the gradient from the batch-start score, exactly as the hashed
- * coordinates (a dense column is a feature every example has). Columns are
- * independent, so they are walked one at a time with their state in
- * registers; the order of examples within a column is what matters. The
- * bias column gets no L1/L2 and no normalization. (One step per batch from
- * the summed gradient, as before, cost 0.014 logloss at batch 256 on the
- * user stream of issue 14: FTRL's per-coordinate rate saw one squared sum
- * instead of 256 squared gradients.) */
+/* Dense block and bias, online inside the batch. Example i's dense part
+ * is scored with the dense weights after the steps of examples 0..i-1 of
+ * the batch (its hashed part with the batch-start weights, as always), and
+ * then each dense coordinate takes one step with i's gradient. Still
+ * test-then-train: no example is scored by weights that saw it. The dense
+ * state is a few floats per column and stays in L1, so this costs what the
+ * BLAS products cost. Why: one step per batch from the summed gradient
+ * lost 0.014 logloss at batch 256 on issue 14's stream (FTRL's rate saw
+ * one squared sum instead of 256 squared gradients), and scoring the
+ * dense part with batch-start weights lost another 0.05 on River's
+ * Phishing (1 250 examples: the first batch is all p = 0.5); see
+ * docs/TRAINER.md for the figures. */
+static inline void dense_score(ld_trainer_t *t, size_t i)
+{
+    const uint32_t k = t->k, d1 = t->d1;
+    const float *x = t->b_x + i * d1;
+    for (uint32_t kk = 0; kk < k; kk++) {
+        const float *w = t->dn + (size_t)kk * d1;
+        float acc = 0.0f;
+        for (uint32_t j = 0; j < d1; j++)
+            acc += w[j] * x[j];
+        t->b_z[i * k + kk] += acc;
+    }
+}
+
+/* One step of every dense coordinate with example i's gradient (b_r); the
+ * bias column gets no L1/L2 and no normalization. */
 static inline __attribute__((always_inline)) void
-dense_update(ld_trainer_t *t, const hp_t *h, int opt)
+dense_step_opt(ld_trainer_t *t, const hp_t *h, int opt, size_t i)
 {
     const size_t plane = (size_t)t->k * t->d1;
     const uint32_t k = t->k, d1 = t->d1, d = d1 - 1;
-    const size_t n = t->bn;
-    const float *x = t->b_x, *r = t->b_r;
+    const float *x = t->b_x + i * d1, *r = t->b_r + i * k;
     float *dn = t->dn;
     for (uint32_t j = 0; j <= d; j++) {
-        const int bias = j == d, norm = !bias && t->dnorm == LD_DNORM_MAXABS;
+        const int bias = j == d;
         const float l1 = bias ? 0.0f : h->l1, l2 = bias ? 0.0f : h->l2;
-        const float s0 = bias ? 0.0f : t->dscale[j];
-        float sc = s0;
+        const float xv = x[j];
+        float sc = bias ? 0.0f : t->dscale[j];
+        int grow = !bias && t->dnorm == LD_DNORM_MAXABS && fabsf(xv) > sc;
         for (uint32_t kk = 0; kk < k; kk++) {
             size_t c = (size_t)kk * d1 + j;
-            sc = s0; /* every output sees the same sequence of scales */
-            float inv = sc > 0.0f ? 1.0f / sc : 1.0f;
             float w = sc > 0.0f ? dn[c] * sc : dn[c], a = 0, b = 0;
             if (opt != LD_OPT_SGD)
                 a = dn[plane + c];
             if (opt >= LD_OPT_FTRL)
                 b = dn[2 * plane + c];
-            for (size_t i = 0; i < n; i++) {
-                float xv = x[i * d1 + j];
-                if (norm && __builtin_expect(fabsf(xv) > sc, 0)) {
-                    float ax = fabsf(xv);
-                    dense_rescale(opt, h, sc > 0.0f ? ax / sc : ax, &w, &a, &b,
-                                  l1, l2);
-                    sc = ax;
-                    inv = 1.0f / sc;
-                }
-                opt_step(opt, h, &w, &a, &b, r[i * k + kk] * (xv * inv), l1,
-                         l2);
+            float s1 = sc;
+            if (__builtin_expect(grow, 0)) {
+                s1 = fabsf(xv);
+                dense_rescale(opt, h, sc > 0.0f ? s1 / sc : s1, &w, &a, &b, l1,
+                              l2);
             }
-            dn[c] = sc > 0.0f ? w / sc : w;
+            float g = r[kk] * (s1 > 0.0f ? xv / s1 : xv);
+            opt_step(opt, h, &w, &a, &b, g, l1, l2);
+            dn[c] = s1 > 0.0f ? w / s1 : w;
             if (opt != LD_OPT_SGD)
                 dn[plane + c] = a;
             if (opt >= LD_OPT_FTRL)
                 dn[2 * plane + c] = b;
         }
-        if (!bias)
-            t->dscale[j] = sc;
+        if (grow)
+            t->dscale[j] = fabsf(xv);
     }
 }
+
+static void dense_step(ld_trainer_t *t, size_t i)
+{
+    switch (t->spec.opt) {
+    case LD_OPT_SGD:
+        dense_step_opt(t, &t->dh, LD_OPT_SGD, i);
+        break;
+    case LD_OPT_ADAGRAD:
+        dense_step_opt(t, &t->dh, LD_OPT_ADAGRAD, i);
+        break;
+    case LD_OPT_FTRL:
+        dense_step_opt(t, &t->dh, LD_OPT_FTRL, i);
+        break;
+    default:
+        dense_step_opt(t, &t->dh, LD_OPT_ADAM, i);
+        break;
+    }
+}
+
 
 /* ---- Scoring ------------------------------------------------------------ */
 
@@ -1656,6 +1711,10 @@ dense_update(ld_trainer_t *t, const hp_t *h, int opt)
  * set (sparse AoS state with stride s, dense weights plane 0). */
 static void forward_dense(const ld_trainer_t *t, const float *dw, float *z)
 {
+    if (!dw) { /* the dense part is added example by example */
+        memset(z, 0, t->bn * t->k * sizeof(float));
+        return;
+    }
     const int m = (int)t->bn, d1 = (int)t->d1, k = (int)t->k;
     if (k == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, m, d1, 1.0f, t->b_x, d1, dw, 1,
@@ -1797,14 +1856,21 @@ static void train_batch(ld_trainer_t *t)
     memset(t->b_idx + t->nnz_n, 0, PF_DIST * sizeof(uint32_t));
     if (t->champ)
         forward(t, t->champ->sp, t->champ->dn, t->b_cz, 0);
+    hp_t h;
+    make_hp(t, &h);
+    make_dense_hp(t, &h, &t->dh);
     if (t->lazy) {
-        /* Scores and trains the hashed part in one pass. */
-        forward_dense(t, t->dn, t->b_z);
+        /* Scores and trains the hashed part in one pass (and the dense
+         * block example by example). */
+        forward_dense(t, NULL, t->b_z);
         lazy_pass(t);
     } else {
-        forward(t, t->sp, t->dn, t->b_z, 1);
-        for (size_t i = 0; i < t->bn; i++)
+        forward(t, t->sp, NULL, t->b_z, 1);
+        for (size_t i = 0; i < t->bn; i++) {
+            dense_score(t, i);
             score_example(t, i);
+            dense_step(t, i);
+        }
     }
 
     size_t nsc = 0;
@@ -1841,8 +1907,6 @@ static void train_batch(ld_trainer_t *t)
     if (t->cb && nsc)
         t->cb(t->cb_opaque, t->b_sc, nsc);
 
-    hp_t h;
-    make_hp(t, &h);
 #ifdef __SSE2__
 #define SPARSE_UPDATE(t, h, opt)                                               \
     do {                                                                       \
@@ -1856,20 +1920,16 @@ static void train_batch(ld_trainer_t *t)
 #endif
     switch (t->spec.opt) {
     case LD_OPT_SGD:
-        dense_update(t, &h, LD_OPT_SGD);
         SPARSE_UPDATE(t, &h, LD_OPT_SGD);
         break;
     case LD_OPT_ADAGRAD:
-        dense_update(t, &h, LD_OPT_ADAGRAD);
         SPARSE_UPDATE(t, &h, LD_OPT_ADAGRAD);
         break;
     case LD_OPT_FTRL:
-        dense_update(t, &h, LD_OPT_FTRL);
         if (!t->lazy) /* the lazy pass has done the hashed part */
             sparse_update(t, &h, LD_OPT_FTRL);
         break;
     default:
-        dense_update(t, &h, LD_OPT_ADAM);
         SPARSE_UPDATE(t, &h, LD_OPT_ADAM);
         break;
     }

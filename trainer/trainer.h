@@ -71,6 +71,7 @@ typedef struct ld_trainer_conf {
     double l2;
     int delayed_feedback; /* LD_DF_* */
     int dense_norm;       /* LD_DNORM_* */
+    double dense_learning_rate; /* 0: learning_rate */
     int64_t batch_size;
     int64_t batch_span; /* ms of event time */
     int64_t metrics_window;
