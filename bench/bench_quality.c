@@ -84,8 +84,8 @@ int main(int argc, char **argv)
     ld_trainer_conf_t tc = {0};
     if (ld_conf_set_defaults(&ld_pipeline_conf_section, &pc, err,
                              sizeof(err)) != LD_OK ||
-        ld_conf_set_defaults(&ld_trainer_conf_section, &tc, err,
-                             sizeof(err)) != LD_OK) {
+        ld_conf_set_defaults(&ld_trainer_conf_section, &tc, err, sizeof(err)) !=
+            LD_OK) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }

@@ -15,8 +15,9 @@
  * Tensors ("w" [2^hash_bits] or [2^hash_bits, K]; "dense_w" [D] or [K, D];
  * "bias" [K]) are raw little-endian float32; optimizer accumulators are
  * "<tensor>.<state>" ("w.ftrl.z", "dense_w.adam.v", ...) of the same
- * shapes. Lineage.params_sha256 is the SHA-256 of the parameter tensors'
- * data concatenated in that order. */
+ * shapes, then, when dense_dim > 0, "dense_w.norm_scale" [D] (the dense
+ * normalization scales; optional on read). Lineage.params_sha256 is the
+ * SHA-256 of the parameter tensors' data concatenated in that order. */
 #ifndef LD_TRAINER_CHECKPOINT_H
 #define LD_TRAINER_CHECKPOINT_H
 

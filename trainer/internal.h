@@ -36,8 +36,8 @@ typedef struct ld_spec {
     uint32_t dense_dim; /* D; the dense block stores D + 1 columns (bias) */
     uint32_t s;         /* floats per coordinate: weight + optimizer state */
     double lr, l1, l2, beta, init_acc, eps, beta1, beta2, decay, power_t;
-    int schedule;   /* LD_LR_* */
-    int dense_norm; /* LD_DNORM_*: a hyperparameter, not a shape */
+    int schedule;    /* LD_LR_* */
+    int dense_norm;  /* LD_DNORM_*: a hyperparameter, not a shape */
     double dense_lr; /* dense block's lr / FTRL alpha; 0: lr */
 } ld_spec_t;
 

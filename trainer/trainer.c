@@ -1704,7 +1704,6 @@ static void dense_step(ld_trainer_t *t, size_t i)
     }
 }
 
-
 /* ---- Scoring ------------------------------------------------------------ */
 
 /* outputs z (bn x k) = dense part via BLAS + hashed part, for a parameter

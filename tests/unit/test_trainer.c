@@ -134,7 +134,8 @@ static void test_dense_online_batch_invariance(void **state)
             assert_int_equal(ld_trainer_add(b, &e), LD_OK);
         }
         assert_int_equal(ld_trainer_flush(b), LD_OK);
-        ld_snapshot_t *sa = ld_trainer_snapshot(a), *sb = ld_trainer_snapshot(b);
+        ld_snapshot_t *sa = ld_trainer_snapshot(a),
+                      *sb = ld_trainer_snapshot(b);
         if (memcmp(sa->dn, sb->dn, sa->dn_n * sizeof(float)))
             fail_msg("optimizer %d: dense state differs (%g vs %g)", opt,
                      (double)sa->dn[0], (double)sb->dn[0]);
