@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Micro-batch training of hashed-sparse + dense linear models: BLAS for the
- * dense block, a fused per-coordinate loop for hashed features, prequential
+/* Micro-batch training of hashed-sparse + dense linear models: a fused
+ * per-coordinate loop for hashed features, the dense block online and
+ * normalized (maxabs), BLAS for the champion's dense scores, prequential
  * scoring, champion shadow scoring and copy-on-write snapshots. */
 #include <cblas.h>
 #include <math.h>
