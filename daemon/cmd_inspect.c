@@ -28,6 +28,13 @@ static const char *schedule(int k)
     return k >= 0 && k < 4 ? n[k] : "unknown";
 }
 
+/* Unspecified: a checkpoint from before dense normalization (raw). */
+static const char *dense_norm(int k)
+{
+    static const char *n[] = {"none", "none", "maxabs"};
+    return k >= 0 && k < 3 ? n[k] : "unknown";
+}
+
 static void hexs(const ProtobufCBinaryData *b, char *out, size_t size)
 {
     out[0] = 0;
@@ -185,6 +192,9 @@ static void print_json(FILE *f, const char *path, const ld_ckpt_t *c)
     jnum(f, o->decay);
     fputs(",\"power_t\":", f);
     jnum(f, o->power_t);
+    fprintf(f, ",\"dense_norm\":\"%s\",\"dense_learning_rate\":",
+            dense_norm((int)o->dense_norm));
+    jnum(f, o->dense_learning_rate);
     fprintf(f, "}},\"optimizer_step\":%" PRIu64, m->optimizer->step);
 
     fputs(",\"lineage\":{\"model\":", f);
@@ -290,10 +300,12 @@ static void print_text(FILE *f, const char *path, const ld_ckpt_t *c)
             s->hash_seed);
     fprintf(f,
             "%-18s %s lr=%g l1=%g l2=%g beta=%g init_acc=%g eps=%g "
-            "beta1=%g beta2=%g%s%s step=%" PRIu64 "\n",
+            "beta1=%g beta2=%g%s%s dense_norm=%s dense_lr=%g step=%" PRIu64
+            "\n",
             "optimizer", opt_kind((int)o->kind), o->learning_rate, o->l1, o->l2,
             o->beta, o->initial_accumulator, o->epsilon, o->beta1, o->beta2,
             o->schedule ? " schedule=" : "", schedule((int)o->schedule),
+            dense_norm((int)o->dense_norm), o->dense_learning_rate,
             m->optimizer->step);
     hexs(&l->params_sha256, h, sizeof(h));
     fprintf(f, "%-18s %s\n", "params_sha256", h);

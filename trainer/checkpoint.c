@@ -166,7 +166,7 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     float *planes[9] = {0};
     char names[9][48];
     uint32_t shapes[9][2];
-    Learnd__V1__Tensor tens[9], *params[3], *accs[6];
+    Learnd__V1__Tensor tens[9], *params[3], *accs[7], scale;
     uint8_t params_sha[32];
     memset(out, 0, sizeof(*out));
     if (!meta || !meta->model || !meta->model[0])
@@ -206,6 +206,10 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     Learnd__V1__OptimizerSpec ospec;
     learnd__v1__optimizer_spec__init(&ospec);
     ospec.kind = (Learnd__V1__OptimizerKind)(sp->opt + 1);
+    ospec.dense_learning_rate = sp->dense_lr;
+    ospec.dense_norm = sp->dense_norm == LD_DNORM_MAXABS
+                           ? LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
+                           : LEARND__V1__DENSE_NORM__DENSE_NORM_NONE;
     ospec.learning_rate = sp->lr;
     ospec.l1 = sp->l1;
     ospec.l2 = sp->l2;
@@ -282,6 +286,16 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     learnd__v1__optimizer_state__init(&ost);
     ost.step = s->step;
     ost.n_tensors = (size_t)(sp->s - 1) * 3;
+    uint32_t dd = sp->dense_dim;
+    if (dd) {
+        learnd__v1__tensor__init(&scale);
+        scale.name = (char *)LD_CKPT_DENSE_SCALE;
+        scale.n_shape = 1;
+        scale.shape = &dd;
+        scale.data.data = (uint8_t *)s->dscale;
+        scale.data.len = dd * sizeof(float);
+        accs[ost.n_tensors++] = &scale;
+    }
     ost.tensors = ost.n_tensors ? accs : NULL;
 
     Learnd__V1__Metrics m, cm;
@@ -359,6 +373,37 @@ static int check_tensor(const Learnd__V1__Tensor *t, const ld_spec_t *sp,
     return 1;
 }
 
+/* Checks the dense normalization scales: name, shape [D], D finite
+ * non-negative floats. */
+static int check_scale(const Learnd__V1__Tensor *t, uint32_t d, char *errstr,
+                       size_t size)
+{
+    if (!t || !t->name || strcmp(t->name, LD_CKPT_DENSE_SCALE) != 0) {
+        say(errstr, size, "optimizer tensor %s missing or out of order",
+            LD_CKPT_DENSE_SCALE);
+        return 0;
+    }
+    if (t->n_shape != 1 || t->shape[0] != d) {
+        say(errstr, size, "tensor %s has the wrong shape", LD_CKPT_DENSE_SCALE);
+        return 0;
+    }
+    if (t->data.len != (size_t)d * sizeof(float) || !t->data.data) {
+        say(errstr, size, "tensor %s has %zu bytes, expected %zu",
+            LD_CKPT_DENSE_SCALE, t->data.len, (size_t)d * sizeof(float));
+        return 0;
+    }
+    for (uint32_t j = 0; j < d; j++) {
+        float v;
+        memcpy(&v, t->data.data + 4 * (size_t)j, sizeof(v));
+        if (!isfinite(v) || !(v >= 0)) {
+            say(errstr, size, "tensor %s: value %u is %g, not a finite scale",
+                LD_CKPT_DENSE_SCALE, j, (double)v);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Fills sp from a decoded message; 0 with errstr when anything is off. */
 static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
                         char *errstr, size_t size)
@@ -401,7 +446,8 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
         !finite_nonneg(os->beta) || !finite_nonneg(os->initial_accumulator) ||
         !finite_nonneg(os->epsilon) || !finite_nonneg(os->beta1) ||
         !finite_nonneg(os->beta2) || !finite_nonneg(os->decay) ||
-        !finite_nonneg(os->power_t)) {
+        !finite_nonneg(os->power_t) ||
+        !finite_nonneg(os->dense_learning_rate)) {
         say(errstr, size, "optimizer hyperparameter out of range");
         return 0;
     }
@@ -420,6 +466,14 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
     sp->schedule = sp->opt == LD_OPT_SGD ? (int)os->schedule - 1 : 0;
     sp->decay = os->decay;
     sp->power_t = os->power_t;
+    sp->dense_lr = os->dense_learning_rate;
+    if (os->dense_norm > LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS) {
+        say(errstr, size, "unknown dense_norm %d", (int)os->dense_norm);
+        return 0;
+    }
+    sp->dense_norm = os->dense_norm == LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
+                         ? LD_DNORM_MAXABS
+                         : LD_DNORM_NONE;
     return 1;
 }
 
@@ -466,13 +520,21 @@ ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
     ld_spec_t sp;
     if (!spec_from_pb(m, &sp, errstr, size))
         goto err;
-    if (m->n_tensors != 3 || m->optimizer->n_tensors != (sp.s - 1) * 3) {
+    /* The dense scales are optional: a checkpoint written before dense
+     * normalization existed has none (its dense state is in raw units). */
+    size_t nacc = (size_t)(sp.s - 1) * 3;
+    size_t nopt = m->optimizer->n_tensors;
+    if (m->n_tensors != 3 ||
+        (nopt != nacc && !(sp.dense_dim && nopt == nacc + 1))) {
         say(errstr, size,
             "checkpoint has %zu parameter and %zu optimizer "
-            "tensors, expected 3 and %u",
-            m->n_tensors, m->optimizer->n_tensors, (sp.s - 1) * 3);
+            "tensors, expected 3 and %zu",
+            m->n_tensors, nopt, nacc + (sp.dense_dim ? 1 : 0));
         goto err;
     }
+    if (nopt == nacc + 1 &&
+        !check_scale(m->optimizer->tensors[nacc], sp.dense_dim, errstr, size))
+        goto err;
     ld_sha256_t h;
     ld_sha256_init(&h);
     for (int which = 0; which < 3; which++) {
@@ -561,6 +623,10 @@ ld_snapshot_t *ld_ckpt_snapshot(const ld_ckpt_t *c)
             insert(s, which, p,
                    m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which]
                        ->data.data);
+    size_t nacc = (size_t)(sp.s - 1) * 3;
+    if (m->optimizer->n_tensors > nacc) /* validated by decode */
+        memcpy(s->dscale, m->optimizer->tensors[nacc]->data.data,
+               sp.dense_dim * sizeof(float));
     s->step = m->optimizer->step;
     const Learnd__V1__ExampleCounts *tc = m->lineage->total_counts;
     if (tc) {

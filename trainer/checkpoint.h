@@ -15,8 +15,9 @@
  * Tensors ("w" [2^hash_bits] or [2^hash_bits, K]; "dense_w" [D] or [K, D];
  * "bias" [K]) are raw little-endian float32; optimizer accumulators are
  * "<tensor>.<state>" ("w.ftrl.z", "dense_w.adam.v", ...) of the same
- * shapes. Lineage.params_sha256 is the SHA-256 of the parameter tensors'
- * data concatenated in that order. */
+ * shapes, then, when dense_dim > 0, "dense_w.norm_scale" [D] (the dense
+ * normalization scales; optional on read). Lineage.params_sha256 is the
+ * SHA-256 of the parameter tensors' data concatenated in that order. */
 #ifndef LD_TRAINER_CHECKPOINT_H
 #define LD_TRAINER_CHECKPOINT_H
 
@@ -30,6 +31,11 @@
 #define LD_CKPT_FORMAT_VERSION 1
 #define LD_CKPT_MAX_CHUNK      (900 * 1024)
 #define LD_CKPT_TRAILER        34 /* tag 0x7a, length 0x20, SHA-256 */
+/* OptimizerState tensor of the dense normalization scales ([dense_dim]);
+ * absent from checkpoints written before dense_norm existed, which load
+ * with all scales 0 (state in raw units, converted at each column's first
+ * non-zero value). */
+#define LD_CKPT_DENSE_SCALE "dense_w.norm_scale"
 
 /* The `checkpoint:` config section. */
 typedef struct ld_ckpt_conf {

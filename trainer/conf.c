@@ -23,7 +23,7 @@ static const ld_conf_row_t rows[] = {
     {"optimizer", LD_CONF_ENUM, OFF(optimizer), "ftrl", 0, 0,
      "sgd|adagrad|ftrl|adam",
      "Optimizer: sgd, adagrad, ftrl (FTRL-Proximal, per coordinate) or adam"},
-    {"learning_rate", LD_CONF_DOUBLE, OFF(learning_rate), "0.1", 0, 1e6, NULL,
+    {"learning_rate", LD_CONF_DOUBLE, OFF(learning_rate), "0.2", 0, 1e6, NULL,
      "Step size (sgd, adagrad, adam); alpha of ftrl"},
     {"lr_schedule", LD_CONF_ENUM, OFF(lr_schedule), "constant", 0, 0,
      "constant|inverse_scaling|exponential",
@@ -53,6 +53,14 @@ static const ld_conf_row_t rows[] = {
      "none|fnw",
      "fnw: importance-weight fake_neg/delayed_pos examples (Ktena et al. "
      "2019); use with labeling policy fake_negative (logistic only)"},
+    {"dense_learning_rate", LD_CONF_DOUBLE, OFF(dense_learning_rate), "0.4", 0,
+     1e6, NULL,
+     "Step size (alpha of ftrl) of the dense block and the bias; 0: "
+     "learning_rate"},
+    {"dense_norm", LD_CONF_ENUM, OFF(dense_norm), "maxabs", 0, 0, "none|maxabs",
+     "maxabs: each dense feature's updates are scaled by the largest "
+     "absolute value seen so far (online, checkpointed; weights stay in raw "
+     "units); none: raw values"},
     {"batch_size", LD_CONF_INT, OFF(batch_size), "256", 1, 1048576, NULL,
      "Micro-batch size in examples"},
     {"batch_span", LD_CONF_DURATION, OFF(batch_span), "1s", 0, 86400000.0, NULL,

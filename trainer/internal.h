@@ -36,7 +36,9 @@ typedef struct ld_spec {
     uint32_t dense_dim; /* D; the dense block stores D + 1 columns (bias) */
     uint32_t s;         /* floats per coordinate: weight + optimizer state */
     double lr, l1, l2, beta, init_acc, eps, beta1, beta2, decay, power_t;
-    int schedule; /* LD_LR_* */
+    int schedule;    /* LD_LR_* */
+    int dense_norm;  /* LD_DNORM_*: a hyperparameter, not a shape */
+    double dense_lr; /* dense block's lr / FTRL alpha; 0: lr */
 } ld_spec_t;
 
 /* A frozen copy of every parameter and optimizer accumulator.
@@ -59,6 +61,11 @@ struct ld_snapshot {
     size_t sp_n;
     float *dn;
     size_t dn_n;
+    /* Dense normalization scale per dense column (dense_dim floats, NULL
+     * when dense_dim is 0): the largest |x| seen so far, 0 for a column
+     * whose state is still in raw units (never seen non-zero, or restored
+     * from a checkpoint written before normalization existed). */
+    float *dscale;
     ld_trainer_metrics_t metrics, champion_metrics;
 };
 

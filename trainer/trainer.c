@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Micro-batch training of hashed-sparse + dense linear models: BLAS for the
- * dense block, a fused per-coordinate loop for hashed features, prequential
+/* Micro-batch training of hashed-sparse + dense linear models: a fused
+ * per-coordinate loop for hashed features, the dense block online and
+ * normalized (maxabs), BLAS for the champion's dense scores, prequential
  * scoring, champion shadow scoring and copy-on-write snapshots. */
 #include <cblas.h>
 #include <math.h>
@@ -102,12 +103,15 @@ struct ld_trainer {
     int avx2;      /* the CPU runs the lazy pass's AVX2 loops */
     uint32_t tick; /* lazy: tag of the chunk last trained */
     hp_t lz;       /* lazy: FTRL constants (they do not change per batch) */
+    hp_t dh;       /* the dense block's constants for this batch */
     size_t nslots;
     float *sp; /* sparse state, as in struct ld_snapshot unless lazy */
     size_t sp_n;
     size_t snap_n; /* floats of a snapshot's sparse state */
     float *dn;     /* dense state planes, k x d1 each */
     size_t dn_n;
+    float *dscale; /* dense_dim normalization scales (ld_snapshot.dscale) */
+    int dnorm;     /* LD_DNORM_* */
     uint64_t step;
     ld_trainer_stats_t st;
 
@@ -131,7 +135,6 @@ struct ld_trainer {
     size_t eid_n, eid_cap;
     ld_example_t *b_ex;      /* views handed to the callback */
     float *b_z, *b_cz, *b_r; /* bcap x k: outputs, champion, gradients */
-    float *g;                /* k x d1 dense gradient */
     float *b_g;              /* nnz_cap: per non-zero gradient (k = 1) */
     float *b_wb;             /* lazy, nnz_cap: batch-start weights */
     float *b_wn, *b_sq;      /* lazy, nnz_cap: weight and sqrt(n) now */
@@ -271,7 +274,8 @@ ld_snapshot_t *ld_snapshot_alloc(const ld_spec_t *spec)
     s->dn_n = (size_t)spec->s * spec->k * (spec->dense_dim + 1);
     s->sp = ld_state_alloc(s->sp_n, 1);
     s->dn = calloc(s->dn_n, sizeof(float));
-    if (!s->sp || !s->dn) {
+    s->dscale = calloc(spec->dense_dim ? spec->dense_dim : 1, sizeof(float));
+    if (!s->sp || !s->dn || !s->dscale) {
         ld_snapshot_destroy(s);
         return NULL;
     }
@@ -284,6 +288,7 @@ void ld_snapshot_destroy(ld_snapshot_t *s)
         return;
     free(s->sp);
     free(s->dn);
+    free(s->dscale);
     free(s);
 }
 
@@ -336,6 +341,7 @@ static void init_state(ld_trainer_t *t)
 {
     memset(t->sp, 0, t->sp_n * sizeof(float));
     memset(t->dn, 0, t->dn_n * sizeof(float));
+    memset(t->dscale, 0, (t->d1 - 1) * sizeof(float));
     if (t->spec.opt == LD_OPT_ADAGRAD) {
         float a = acc_init(&t->spec, 1);
         for (size_t i = 1; i < t->sp_n; i += 2)
@@ -371,8 +377,14 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     else if (conf->delayed_feedback == LD_DF_FNW &&
              conf->model != LD_MODEL_LOGISTIC)
         why = "delayed_feedback: fnw needs the logistic model";
+    else if (conf->dense_norm < LD_DNORM_NONE ||
+             conf->dense_norm > LD_DNORM_MAXABS)
+        why = "dense_norm: unknown kind";
     else if (!(conf->learning_rate > 0) || !isfinite(conf->learning_rate))
         why = "learning_rate: must be positive";
+    else if (!(conf->dense_learning_rate >= 0) ||
+             !isfinite(conf->dense_learning_rate))
+        why = "dense_learning_rate: must be 0 or positive";
     else if (conf->lr_schedule == LD_LR_EXPONENTIAL &&
              conf->optimizer == LD_OPT_SGD &&
              !(conf->lr_decay > 0 && conf->lr_decay <= 1))
@@ -402,6 +414,8 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     sp->schedule = conf->lr_schedule;
     sp->decay = conf->lr_decay;
     sp->power_t = conf->lr_power_t;
+    sp->dense_norm = conf->dense_norm;
+    sp->dense_lr = conf->dense_learning_rate;
     /* Hyperparameters the optimizer does not use are 0, as in a
      * checkpoint's OptimizerSpec, so specs compare equal after a round
      * trip. */
@@ -418,6 +432,7 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
         sp->decay = sp->power_t = 0;
     }
     t->df = conf->delayed_feedback;
+    t->dnorm = conf->dense_norm;
     t->k = sp->k;
     t->d1 = sp->dense_dim + 1;
     t->s = sp->s;
@@ -443,6 +458,7 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
 
     t->sp = ld_state_alloc(t->sp_n, 0);
     t->dn = malloc(t->dn_n * sizeof(float));
+    t->dscale = calloc(t->d1, sizeof(float));
     t->b_off = calloc(t->bcap + 1, sizeof(uint32_t));
     t->b_idx = malloc((t->nnz_cap + PF_DIST) * sizeof(uint32_t));
     t->b_val = malloc(t->nnz_cap * sizeof(float));
@@ -466,14 +482,13 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_z = malloc(t->bcap * t->k * sizeof(float));
     t->b_cz = malloc(t->bcap * t->k * sizeof(float));
     t->b_r = malloc(t->bcap * t->k * sizeof(float));
-    t->g = malloc((size_t)t->k * t->d1 * sizeof(float));
     t->b_sc = malloc(t->bcap * sizeof(ld_scored_t));
     t->pend_buf = malloc(t->nblocks);
-    if (!t->sp || !t->dn || !t->b_off || !t->b_idx || !t->b_val || !t->b_g ||
-        !t->b_wb || !t->b_wn || !t->b_sq || !t->b_o || !t->b_x || !t->b_y ||
-        !t->b_w || !t->b_type || !t->b_time || !t->b_ltime || !t->b_srcoff ||
-        !t->b_part || !t->b_eid || !t->eid || !t->b_ex || !t->b_z || !t->b_cz ||
-        !t->b_r || !t->g || !t->b_sc || !t->pend_buf)
+    if (!t->sp || !t->dn || !t->dscale || !t->b_off || !t->b_idx || !t->b_val ||
+        !t->b_g || !t->b_wb || !t->b_wn || !t->b_sq || !t->b_o || !t->b_x ||
+        !t->b_y || !t->b_w || !t->b_type || !t->b_time || !t->b_ltime ||
+        !t->b_srcoff || !t->b_part || !t->b_eid || !t->eid || !t->b_ex ||
+        !t->b_z || !t->b_cz || !t->b_r || !t->b_sc || !t->pend_buf)
         goto err;
     if (ld_window_init(&t->win, (size_t)conf->metrics_window) != LD_OK)
         goto err;
@@ -502,6 +517,7 @@ void ld_trainer_destroy(ld_trainer_t *t)
         return;
     free(t->sp);
     free(t->dn);
+    free(t->dscale);
     free(t->b_off);
     free(t->b_idx);
     free(t->b_val);
@@ -524,7 +540,6 @@ void ld_trainer_destroy(ld_trainer_t *t)
     free(t->b_z);
     free(t->b_cz);
     free(t->b_r);
-    free(t->g);
     free(t->b_sc);
     ld_window_free(&t->win);
     ld_window_free(&t->cwin);
@@ -731,11 +746,13 @@ ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
     if (!s->sp)
         s->sp = ld_state_alloc(s->sp_n, 0);
     s->dn = malloc(s->dn_n * sizeof(float));
-    if (!s->sp || !s->dn) {
+    s->dscale = malloc(t->d1 * sizeof(float));
+    if (!s->sp || !s->dn || !s->dscale) {
         ld_snapshot_destroy(s);
         return LD_ERR_NOMEM;
     }
     memcpy(s->dn, t->dn, s->dn_n * sizeof(float));
+    memcpy(s->dscale, t->dscale, (t->d1 - 1) * sizeof(float));
     s->step = t->step;
     s->examples = t->st.examples;
     memcpy(s->by_type, t->st.by_type, sizeof(s->by_type));
@@ -811,6 +828,8 @@ const ld_spec_t *ld_trainer_spec(const ld_trainer_t *t)
     return &t->spec;
 }
 
+static void dense_to_raw(ld_trainer_t *t);
+
 ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
                             char *errstr, size_t errstr_size)
 {
@@ -839,6 +858,9 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
         memcpy(t->sp, s->sp, t->sp_n * sizeof(float));
     }
     memcpy(t->dn, s->dn, t->dn_n * sizeof(float));
+    memcpy(t->dscale, s->dscale, (t->d1 - 1) * sizeof(float));
+    if (t->dnorm == LD_DNORM_NONE)
+        dense_to_raw(t);
     t->step = s->step;
     t->st.examples = s->examples;
     memcpy(t->st.by_type, s->by_type, sizeof(s->by_type));
@@ -1426,6 +1448,8 @@ static void lazy_update(ld_trainer_t *t, ticks_t tk, size_t f0, size_t f1)
 }
 
 static void score_example(ld_trainer_t *t, size_t i);
+static inline void dense_score(ld_trainer_t *t, size_t i);
+static void dense_step(ld_trainer_t *t, size_t i);
 
 /* Adds each example's hashed part, sum of b_wb[f] * b_val[f], to b_z in
  * feature order: the same sums, bit for bit, as forward()'s. Each sum is a
@@ -1492,8 +1516,11 @@ static void lazy_pass(ld_trainer_t *t)
         tk.cur = ++t->tick;
         lazy_gather(t, tk, f0, f1);
         sparse_sums(t, i0, i1);
-        for (size_t i = i0; i < i1; i++)
+        for (size_t i = i0; i < i1; i++) {
+            dense_score(t, i);
             score_example(t, i);
+            dense_step(t, i);
+        }
         for (size_t i = i0; i < i1; i++) {
             const float r = t->b_r[i];
             for (uint32_t f = t->b_off[i]; f < t->b_off[i + 1]; f++)
@@ -1503,26 +1530,178 @@ static void lazy_pass(ld_trainer_t *t)
     }
 }
 
-/* Dense block: one step per coordinate with the batch's summed gradient;
- * the bias column gets no L1/L2. */
-static inline __attribute__((always_inline)) void
-dense_update(ld_trainer_t *t, const hp_t *h, int opt)
+/* ---- The dense block ---------------------------------------------------- */
+
+/* Dense normalization (dense_norm: maxabs). Each dense column j keeps a
+ * scale S_j, the largest |x_j| seen so far (as VW's --normalized does), and
+ * its optimizer runs in normalized coordinates: x' = x / S, w' = w S, so
+ * g' = g / S and every column learns at the rate of a feature in [-1, 1]
+ * whatever its units (a price in hundreds and an age in tens alike). The
+ * dense plane 0 keeps the raw weight w = w' / S: scoring, checkpoints and
+ * any external scorer use w . x with raw x and need no normalizer. When a
+ * larger |x| arrives, the state is converted to the new scale so that the
+ * raw weight, hence every prediction, is unchanged (VW rescales its weight
+ * instead, which moves predictions). S = 0 means "raw units" (scale 1): a
+ * fresh column, or one restored from a checkpoint written before dense
+ * normalization existed, is converted at its first non-zero value. */
+
+/* Converts one coordinate's optimizer state (w' in *w, accumulators in *a,
+ * *b) from a scale to a scale c times larger: w' grows by c, gradients
+ * shrink by c, squared-gradient sums by c^2. FTRL's z is set so that its
+ * closed form gives the new w' (z is not a plain gradient sum). */
+static inline void dense_rescale(int opt, const hp_t *h, float c, float *w,
+                                 float *a, float *b, float l1, float l2)
+{
+    float ic = 1.0f / c, ic2 = ic * ic;
+    *w *= c;
+    switch (opt) {
+    case LD_OPT_SGD:
+        break;
+    case LD_OPT_ADAGRAD:
+        *a *= ic2;
+        break;
+    case LD_OPT_FTRL:
+        *b *= ic2;
+        if (*w == 0.0f) {
+            float z = *a * ic;
+            *a = z > l1 ? l1 : (z < -l1 ? -l1 : z);
+        } else {
+            *a = -*w * ((h->beta + sqrtf(*b)) * h->inv_alpha + l2) -
+                 copysignf(l1, *w);
+        }
+        break;
+    default: /* Adam */
+        *a *= ic;
+        *b *= ic2;
+        break;
+    }
+}
+
+/* The dense block's constants: the batch's, with dense_learning_rate in
+ * place of learning_rate. */
+static void make_dense_hp(const ld_trainer_t *t, const hp_t *h, hp_t *dh)
+{
+    const ld_spec_t *sp = &t->spec;
+    *dh = *h;
+    if (sp->dense_lr > 0) {
+        dh->lr = (float)((double)h->lr * (sp->dense_lr / sp->lr));
+        dh->inv_alpha = (float)(1.0 / sp->dense_lr);
+    }
+}
+
+/* Converts every column with a scale back to raw units (dense_norm: none
+ * restoring a checkpoint trained with maxabs). */
+static void dense_to_raw(ld_trainer_t *t)
 {
     const size_t plane = (size_t)t->k * t->d1;
-    float *w = t->dn;
-    float *a = opt == LD_OPT_SGD ? w : w + plane;
-    float *b = opt >= LD_OPT_FTRL ? w + 2 * plane : w;
-    const uint32_t d = t->d1 - 1;
-    for (uint32_t kk = 0; kk < t->k; kk++) {
-        for (uint32_t j = 0; j <= d; j++) {
+    const int opt = t->spec.opt;
+    hp_t bh, h;
+    make_hp(t, &bh);
+    make_dense_hp(t, &bh, &h);
+    for (uint32_t j = 0; j + 1 < t->d1; j++) {
+        float sc = t->dscale[j];
+        if (sc == 0.0f)
+            continue;
+        for (uint32_t kk = 0; kk < t->k; kk++) {
             size_t i = (size_t)kk * t->d1 + j;
-            int bias = j == d;
-            /* Planes beyond s are never touched: opt_step only writes the
-             * accumulators its optimizer has. */
-            opt_step(opt, h, w + i, opt == LD_OPT_SGD ? w + i : a + i,
-                     opt >= LD_OPT_FTRL ? b + i : w + i, t->g[i],
-                     bias ? 0.0f : h->l1, bias ? 0.0f : h->l2);
+            float w = t->dn[i] * sc, a = 0, b = 0;
+            if (opt != LD_OPT_SGD)
+                a = t->dn[plane + i];
+            if (opt >= LD_OPT_FTRL)
+                b = t->dn[2 * plane + i];
+            /* dense_w is raw already: only the accumulators change (w
+             * comes back as dn[i] up to rounding, and is not stored). */
+            dense_rescale(opt, &h, 1.0f / sc, &w, &a, &b, h.l1, h.l2);
+            if (opt != LD_OPT_SGD)
+                t->dn[plane + i] = a;
+            if (opt >= LD_OPT_FTRL)
+                t->dn[2 * plane + i] = b;
         }
+        t->dscale[j] = 0.0f;
+    }
+}
+
+/* Dense block and bias, online inside the batch. Example i's dense part
+ * is scored with the dense weights after the steps of examples 0..i-1 of
+ * the batch (its hashed part with the batch-start weights, as always), and
+ * then each dense coordinate takes one step with i's gradient. Still
+ * test-then-train: no example is scored by weights that saw it. The dense
+ * state is a few floats per column and stays in L1, so this costs what the
+ * BLAS products cost. Why: one step per batch from the summed gradient
+ * lost 0.014 logloss at batch 256 on issue 14's stream (FTRL's rate saw
+ * one squared sum instead of 256 squared gradients), and scoring the
+ * dense part with batch-start weights lost another 0.05 on River's
+ * Phishing (1 250 examples: the first batch is all p = 0.5); see
+ * docs/TRAINER.md for the figures. */
+static inline void dense_score(ld_trainer_t *t, size_t i)
+{
+    const uint32_t k = t->k, d1 = t->d1;
+    const float *x = t->b_x + i * d1;
+    for (uint32_t kk = 0; kk < k; kk++) {
+        const float *w = t->dn + (size_t)kk * d1;
+        float acc = 0.0f;
+        for (uint32_t j = 0; j < d1; j++)
+            acc += w[j] * x[j];
+        t->b_z[i * k + kk] += acc;
+    }
+}
+
+/* One step of every dense coordinate with example i's gradient (b_r); the
+ * bias column gets no L1/L2 and no normalization. */
+static inline __attribute__((always_inline)) void
+dense_step_opt(ld_trainer_t *t, const hp_t *h, int opt, size_t i)
+{
+    const size_t plane = (size_t)t->k * t->d1;
+    const uint32_t k = t->k, d1 = t->d1, d = d1 - 1;
+    const float *x = t->b_x + i * d1, *r = t->b_r + i * k;
+    float *dn = t->dn;
+    for (uint32_t j = 0; j <= d; j++) {
+        const int bias = j == d;
+        const float l1 = bias ? 0.0f : h->l1, l2 = bias ? 0.0f : h->l2;
+        const float xv = x[j];
+        float sc = bias ? 0.0f : t->dscale[j];
+        int grow = !bias && t->dnorm == LD_DNORM_MAXABS && fabsf(xv) > sc;
+        for (uint32_t kk = 0; kk < k; kk++) {
+            size_t c = (size_t)kk * d1 + j;
+            float w = sc > 0.0f ? dn[c] * sc : dn[c], a = 0, b = 0;
+            if (opt != LD_OPT_SGD)
+                a = dn[plane + c];
+            if (opt >= LD_OPT_FTRL)
+                b = dn[2 * plane + c];
+            float s1 = sc;
+            if (__builtin_expect(grow, 0)) {
+                s1 = fabsf(xv);
+                dense_rescale(opt, h, sc > 0.0f ? s1 / sc : s1, &w, &a, &b, l1,
+                              l2);
+            }
+            float g = r[kk] * (s1 > 0.0f ? xv / s1 : xv);
+            opt_step(opt, h, &w, &a, &b, g, l1, l2);
+            dn[c] = s1 > 0.0f ? w / s1 : w;
+            if (opt != LD_OPT_SGD)
+                dn[plane + c] = a;
+            if (opt >= LD_OPT_FTRL)
+                dn[2 * plane + c] = b;
+        }
+        if (grow)
+            t->dscale[j] = fabsf(xv);
+    }
+}
+
+static void dense_step(ld_trainer_t *t, size_t i)
+{
+    switch (t->spec.opt) {
+    case LD_OPT_SGD:
+        dense_step_opt(t, &t->dh, LD_OPT_SGD, i);
+        break;
+    case LD_OPT_ADAGRAD:
+        dense_step_opt(t, &t->dh, LD_OPT_ADAGRAD, i);
+        break;
+    case LD_OPT_FTRL:
+        dense_step_opt(t, &t->dh, LD_OPT_FTRL, i);
+        break;
+    default:
+        dense_step_opt(t, &t->dh, LD_OPT_ADAM, i);
+        break;
     }
 }
 
@@ -1532,6 +1711,10 @@ dense_update(ld_trainer_t *t, const hp_t *h, int opt)
  * set (sparse AoS state with stride s, dense weights plane 0). */
 static void forward_dense(const ld_trainer_t *t, const float *dw, float *z)
 {
+    if (!dw) { /* the dense part is added example by example */
+        memset(z, 0, t->bn * t->k * sizeof(float));
+        return;
+    }
     const int m = (int)t->bn, d1 = (int)t->d1, k = (int)t->k;
     if (k == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, m, d1, 1.0f, t->b_x, d1, dw, 1,
@@ -1673,14 +1856,21 @@ static void train_batch(ld_trainer_t *t)
     memset(t->b_idx + t->nnz_n, 0, PF_DIST * sizeof(uint32_t));
     if (t->champ)
         forward(t, t->champ->sp, t->champ->dn, t->b_cz, 0);
+    hp_t h;
+    make_hp(t, &h);
+    make_dense_hp(t, &h, &t->dh);
     if (t->lazy) {
-        /* Scores and trains the hashed part in one pass. */
-        forward_dense(t, t->dn, t->b_z);
+        /* Scores and trains the hashed part in one pass (and the dense
+         * block example by example). */
+        forward_dense(t, NULL, t->b_z);
         lazy_pass(t);
     } else {
-        forward(t, t->sp, t->dn, t->b_z, 1);
-        for (size_t i = 0; i < t->bn; i++)
+        forward(t, t->sp, NULL, t->b_z, 1);
+        for (size_t i = 0; i < t->bn; i++) {
+            dense_score(t, i);
             score_example(t, i);
+            dense_step(t, i);
+        }
     }
 
     size_t nsc = 0;
@@ -1717,17 +1907,6 @@ static void train_batch(ld_trainer_t *t)
     if (t->cb && nsc)
         t->cb(t->cb_opaque, t->b_sc, nsc);
 
-    /* Dense gradient G (k x d1) = R^T X. */
-    const int m = (int)t->bn, d1 = (int)t->d1;
-    if (k == 1)
-        cblas_sgemv(CblasRowMajor, CblasTrans, m, d1, 1.0f, t->b_x, d1, t->b_r,
-                    1, 0.0f, t->g, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, d1, m,
-                    1.0f, t->b_r, (int)k, t->b_x, d1, 0.0f, t->g, d1);
-
-    hp_t h;
-    make_hp(t, &h);
 #ifdef __SSE2__
 #define SPARSE_UPDATE(t, h, opt)                                               \
     do {                                                                       \
@@ -1741,20 +1920,16 @@ static void train_batch(ld_trainer_t *t)
 #endif
     switch (t->spec.opt) {
     case LD_OPT_SGD:
-        dense_update(t, &h, LD_OPT_SGD);
         SPARSE_UPDATE(t, &h, LD_OPT_SGD);
         break;
     case LD_OPT_ADAGRAD:
-        dense_update(t, &h, LD_OPT_ADAGRAD);
         SPARSE_UPDATE(t, &h, LD_OPT_ADAGRAD);
         break;
     case LD_OPT_FTRL:
-        dense_update(t, &h, LD_OPT_FTRL);
         if (!t->lazy) /* the lazy pass has done the hashed part */
             sparse_update(t, &h, LD_OPT_FTRL);
         break;
     default:
-        dense_update(t, &h, LD_OPT_ADAM);
         SPARSE_UPDATE(t, &h, LD_OPT_ADAM);
         break;
     }

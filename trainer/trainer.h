@@ -6,14 +6,23 @@
  * Threading: an ld_trainer_t is used by one thread at a time. Snapshots are
  * immutable once complete and may be read (encoded) by any thread.
  *
- * Update rule. A micro-batch is scored with the parameters as they were at
- * its start (prequential: every example is scored before any training on
- * it). Dense block and bias: one optimizer step with the batch's summed
- * gradient, computed with BLAS (sgemv for one output, sgemm for K). Hashed
- * sparse coordinates: one optimizer step per occurrence, in example order,
- * with the gradient from the batch-start score (with batch_size 1 this is
- * plain online learning). The loss is a sum over examples, so learning rates
- * do not depend on batch size.
+ * Update rule (docs/TRAINER.md). Prequential: every example is scored
+ * before any training on it. Hashed sparse coordinates: the batch's
+ * examples are scored with the weights as they were at the batch's start,
+ * then each coordinate takes one optimizer step per occurrence, in example
+ * order. Dense block and bias: online inside the batch; example i's dense
+ * part is scored with the dense weights after the steps of examples
+ * 0..i-1, then each dense coordinate takes one step with i's gradient
+ * (with batch_size 1, or without hashed features, this is plain online
+ * learning). The loss is a sum over examples, so learning rates do not
+ * depend on batch size.
+ *
+ * Dense normalization (dense_norm: maxabs, the default). Each dense column
+ * keeps the largest |x| seen so far (its scale, checkpointed) and its
+ * optimizer runs on x / scale with its own rate (dense_learning_rate); the
+ * stored dense weights stay in raw units, so w . x with raw x is the
+ * model's output everywhere, and a new scale converts the state without
+ * moving any prediction.
  *
  * Delayed feedback (delayed_feedback: fnw). Under the labeling policy
  * fake_negative every event first arrives as a fake_neg (label 0) and, when
@@ -47,6 +56,7 @@ enum {
     LD_LR_EXPONENTIAL = 2      /* lr * decay^t */
 };
 enum { LD_DF_NONE = 0, LD_DF_FNW = 1 };
+enum { LD_DNORM_NONE = 0, LD_DNORM_MAXABS = 1 };
 
 /* The `trainer:` config section (filled by the YAML loader from
  * ld_trainer_conf_section; strings owned by the config). */
@@ -68,7 +78,9 @@ typedef struct ld_trainer_conf {
     double adam_beta2;
     double l1;
     double l2;
-    int delayed_feedback; /* LD_DF_* */
+    int delayed_feedback;       /* LD_DF_* */
+    int dense_norm;             /* LD_DNORM_* */
+    double dense_learning_rate; /* 0: learning_rate */
     int64_t batch_size;
     int64_t batch_span; /* ms of event time */
     int64_t metrics_window;

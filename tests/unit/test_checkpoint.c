@@ -60,6 +60,7 @@ static void conf_for(ld_trainer_conf_t *c, int model, int opt, int bits)
     c->metrics_window = 100;
     c->blas_threads = 1;
     c->snapshot_step = 65536;
+    c->dense_norm = LD_DNORM_MAXABS;
 }
 
 static ld_trainer_t *trained(int model, int opt, int bits, uint64_t seed, int n)
@@ -212,6 +213,10 @@ static void test_round_trip(void **state)
             assert_int_equal(s2->sp_n, s->sp_n);
             assert_memory_equal(s2->sp, s->sp, s->sp_n * sizeof(float));
             assert_memory_equal(s2->dn, s->dn, s->dn_n * sizeof(float));
+            /* The dense scales travel too (dense[0] spans [-1, 0.98]). */
+            assert_float_equal(s->dscale[0], 1.0f, 0);
+            assert_float_equal(s->dscale[1], 0.25f, 0);
+            assert_memory_equal(s2->dscale, s->dscale, 2 * sizeof(float));
             assert_int_equal(s2->step, s->step);
             assert_memory_equal(s2->by_type, s->by_type, sizeof(s->by_type));
             assert_true(memcmp(&s2->spec, &s->spec, sizeof(s->spec)) == 0);
@@ -245,6 +250,7 @@ static void test_round_trip(void **state)
             ld_snapshot_t *su = ld_trainer_snapshot(u);
             assert_memory_equal(sr->sp, su->sp, su->sp_n * sizeof(float));
             assert_memory_equal(sr->dn, su->dn, su->dn_n * sizeof(float));
+            assert_memory_equal(sr->dscale, su->dscale, 2 * sizeof(float));
             ld_snapshot_destroy(sr);
             ld_snapshot_destroy(su);
             ld_trainer_destroy(r);
@@ -336,8 +342,25 @@ static void test_structural_checks(void **state)
                   m->tensors[1]->data.data[0] ^= 1, "params_sha256");
     REPACK_EXPECT(m->spec->hash_bits = 31, m->spec->hash_bits = 3, "hash_bits");
     REPACK_EXPECT(m->spec->kind = 9, m->spec->kind = 2, "model kind");
-    REPACK_EXPECT(m->optimizer->n_tensors--, m->optimizer->n_tensors++,
+    /* Without the dense scales it is an older checkpoint (test_old_format);
+     * one accumulator fewer is corrupt. */
+    REPACK_EXPECT(m->optimizer->n_tensors -= 2, m->optimizer->n_tensors += 2,
                   "tensors");
+    Learnd__V1__Tensor *sc = m->optimizer->tensors[6];
+    assert_string_equal(sc->name, LD_CKPT_DENSE_SCALE);
+    float bad_scale[2] = {-1.0f, NAN}, good_scale[2];
+    memcpy(good_scale, sc->data.data, sizeof(good_scale));
+    REPACK_EXPECT(memcpy(sc->data.data, &bad_scale[0], 4),
+                  memcpy(sc->data.data, good_scale, 8), "not a finite scale");
+    REPACK_EXPECT(memcpy(sc->data.data + 4, &bad_scale[1], 4),
+                  memcpy(sc->data.data, good_scale, 8), "not a finite scale");
+    REPACK_EXPECT(sc->shape[0] = 3, sc->shape[0] = 2, "wrong shape");
+    REPACK_EXPECT(sc->data.len = 4, sc->data.len = 8, "bytes");
+    REPACK_EXPECT(sc->name[0] = 'x', sc->name[0] = 'd', "norm_scale");
+    REPACK_EXPECT(m->spec->optimizer->dense_norm = 7,
+                  m->spec->optimizer->dense_norm =
+                      LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS,
+                  "dense_norm");
     REPACK_EXPECT(m->tensors[2]->name[0] = 'x', m->tensors[2]->name[0] = 'b',
                   "bias");
     REPACK_EXPECT(m->spec->optimizer->learning_rate = -1,
@@ -354,6 +377,105 @@ static void test_structural_checks(void **state)
     free(buf);
     ld_ckpt_destroy(c);
     ld_snapshot_destroy(s);
+    free(b.data);
+}
+
+/* A checkpoint written before dense normalization existed (no
+ * "dense_w.norm_scale" tensor, dense_norm unset) still loads: its dense
+ * state is in raw units (scales 0). Under dense_norm none it continues bit
+ * for bit; under maxabs it predicts the same and each column takes its
+ * scale at its first non-zero value. */
+static void test_old_format(void **state)
+{
+    (void)state;
+    ld_trainer_conf_t conf;
+    char err[256];
+    conf_for(&conf, LD_MODEL_LOGISTIC, LD_OPT_FTRL, 5);
+    conf.dense_norm = LD_DNORM_NONE;
+    ld_trainer_t *u = ld_trainer_new(&conf, err, sizeof(err));
+    rng_state = 7;
+    for (int i = 0; i < 40; i++) {
+        uint32_t idx = (uint32_t)rnd() & 31;
+        float one = 1, dense[2] = {(float)(rnd() % 100) - 50.0f, 0};
+        ld_example_t e;
+        memset(&e, 0, sizeof(e));
+        e.x = (ld_features_t){&idx, &one, dense, 1, 2};
+        e.label = (float)(idx % 2);
+        e.weight = 1;
+        assert_int_equal(ld_trainer_add(u, &e), LD_OK);
+    }
+    ld_snapshot_t *s = ld_trainer_snapshot(u);
+    ld_ckpt_meta_t meta = meta_for("m", 1);
+    ld_buf_t b;
+    assert_int_equal(ld_ckpt_encode(s, &meta, &b), LD_OK);
+    ld_ckpt_t *c;
+    assert_int_equal(ld_ckpt_decode(b.data, b.len, &c, err, sizeof(err)),
+                     LD_OK);
+    Learnd__V1__Checkpoint *m = (Learnd__V1__Checkpoint *)ld_ckpt_message(c);
+    assert_int_equal(m->optimizer->n_tensors, 7);
+    m->optimizer->n_tensors = 6; /* as the old encoder wrote it */
+    m->spec->optimizer->dense_norm =
+        LEARND__V1__DENSE_NORM__DENSE_NORM_UNSPECIFIED;
+    uint8_t *buf = malloc(b.len);
+    size_t n = learnd__v1__checkpoint__pack(m, buf);
+    buf[n] = 0x7a;
+    buf[n + 1] = 0x20;
+    ld_ckpt_sha256(buf, n, buf + n + 2);
+    m->optimizer->n_tensors = 7;
+    ld_ckpt_t *old;
+    assert_int_equal(ld_ckpt_decode(buf, n + 34, &old, err, sizeof(err)),
+                     LD_OK);
+    ld_snapshot_t *os = ld_ckpt_snapshot(old);
+    assert_int_equal(os->spec.dense_norm, LD_DNORM_NONE);
+    assert_float_equal(os->dscale[0], 0, 0);
+    assert_float_equal(os->dscale[1], 0, 0);
+    assert_memory_equal(os->dn, s->dn, s->dn_n * sizeof(float));
+
+    ld_trainer_t *rn = ld_trainer_new(&conf, err, sizeof(err));
+    conf.dense_norm = LD_DNORM_MAXABS;
+    ld_trainer_t *rm = ld_trainer_new(&conf, err, sizeof(err));
+    assert_int_equal(ld_trainer_restore(rn, os, err, sizeof(err)), LD_OK);
+    assert_int_equal(ld_trainer_restore(rm, os, err, sizeof(err)), LD_OK);
+    uint32_t pidx = 3;
+    float one = 1, pd[2] = {20, 0}, pu, pm;
+    ld_features_t px = {&pidx, &one, pd, 1, 2};
+    assert_int_equal(ld_trainer_predict(u, &px, &pu, 1), LD_OK);
+    assert_int_equal(ld_trainer_predict(rm, &px, &pm, 1), LD_OK);
+    assert_float_equal(pm, pu, 0);
+    for (int i = 0; i < 8; i++) {
+        uint32_t idx = (uint32_t)i;
+        float dense[2] = {(float)(i * 10) - 30.0f, 0};
+        ld_example_t e;
+        memset(&e, 0, sizeof(e));
+        e.x = (ld_features_t){&idx, &one, dense, 1, 2};
+        e.label = (float)(i % 2);
+        e.weight = 1;
+        assert_int_equal(ld_trainer_add(u, &e), LD_OK);
+        assert_int_equal(ld_trainer_add(rn, &e), LD_OK);
+        assert_int_equal(ld_trainer_add(rm, &e), LD_OK);
+    }
+    ld_snapshot_t *su = ld_trainer_snapshot(u), *sn = ld_trainer_snapshot(rn),
+                  *sm = ld_trainer_snapshot(rm);
+    assert_memory_equal(sn->dn, su->dn, su->dn_n * sizeof(float));
+    assert_memory_equal(sn->sp, su->sp, su->sp_n * sizeof(float));
+    /* maxabs: column 0 took |-30| (then 40), column 1 (all 0) stays raw. */
+    assert_float_equal(sm->dscale[0], 40.0f, 0);
+    assert_float_equal(sm->dscale[1], 0.0f, 0);
+    for (size_t i = 0; i < sm->dn_n; i++)
+        assert_true(isfinite(sm->dn[i]));
+    assert_true(memcmp(sm->dn, su->dn, su->dn_n * sizeof(float)) != 0);
+
+    ld_snapshot_destroy(su);
+    ld_snapshot_destroy(sn);
+    ld_snapshot_destroy(sm);
+    ld_trainer_destroy(u);
+    ld_trainer_destroy(rn);
+    ld_trainer_destroy(rm);
+    ld_snapshot_destroy(os);
+    ld_snapshot_destroy(s);
+    ld_ckpt_destroy(old);
+    ld_ckpt_destroy(c);
+    free(buf);
     free(b.data);
 }
 
@@ -704,6 +826,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_structural_checks),
+        cmocka_unit_test(test_old_format),
         cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_store),
         cmocka_unit_test(test_fixtures),

@@ -92,6 +92,175 @@ static ld_example_t ex_of(const uint32_t *idx, const float *val, uint32_t nnz,
     return e;
 }
 
+/* ---- dense block: online steps and maxabs normalization ---------------- */
+
+/* A raw-scaled dense stream: column 0 a price in the hundreds, column 1 an
+ * age in tens, column 2 a 0/1 flag; y from a hidden logistic model. */
+static void dense_row(float x[3], float *y)
+{
+    x[0] = (float)(300.0 * exp(0.5 * gauss()));
+    x[1] = (float)(18 + (int)(unif() * 57));
+    x[2] = (float)(unif() < 0.3);
+    double z = -0.006 * (x[0] - 300) + 0.04 * (x[1] - 45) + 1.2 * x[2] - 0.5;
+    *y = (float)(unif() < 1 / (1 + exp(-z)));
+}
+
+/* With no hashed features every example is scored and trained online, so
+ * the batch size does not change a single bit (one step per micro-batch
+ * from the summed gradient, as before issue 14, did). Not Adam: its bias
+ * correction counts micro-batches. */
+static void test_dense_online_batch_invariance(void **state)
+{
+    (void)state;
+    for (int opt = LD_OPT_SGD; opt <= LD_OPT_FTRL; opt++) {
+        ld_trainer_conf_t c;
+        base_conf(&c);
+        c.optimizer = opt;
+        c.learning_rate = opt == LD_OPT_SGD ? 0.05 : 0.1;
+        c.dense_dim = 3;
+        c.dense_norm = LD_DNORM_MAXABS;
+        c.l1 = 0.01;
+        c.l2 = 0.001;
+        ld_trainer_t *a = mk(&c);
+        c.batch_size = 256;
+        c.batch_span = 0;
+        ld_trainer_t *b = mk(&c);
+        rng_state = 5;
+        for (int i = 0; i < 1000; i++) {
+            float x[3], y;
+            dense_row(x, &y);
+            ld_example_t e = ex_of(NULL, NULL, 0, x, 3, y);
+            assert_int_equal(ld_trainer_add(a, &e), LD_OK);
+            assert_int_equal(ld_trainer_add(b, &e), LD_OK);
+        }
+        assert_int_equal(ld_trainer_flush(b), LD_OK);
+        ld_snapshot_t *sa = ld_trainer_snapshot(a),
+                      *sb = ld_trainer_snapshot(b);
+        if (memcmp(sa->dn, sb->dn, sa->dn_n * sizeof(float)))
+            fail_msg("optimizer %d: dense state differs (%g vs %g)", opt,
+                     (double)sa->dn[0], (double)sb->dn[0]);
+        assert_memory_equal(sa->dscale, sb->dscale, 3 * sizeof(float));
+        assert_true(sa->dscale[0] > 800.0f); /* max of a lognormal(300) */
+        assert_true(sa->dscale[1] == 74.0f && sa->dscale[2] == 1.0f);
+        ld_trainer_metrics_t ma, mb;
+        ld_trainer_metrics(a, &ma, NULL);
+        ld_trainer_metrics(b, &mb, NULL);
+        assert_memory_equal(&ma.logloss, &mb.logloss, sizeof(double));
+        ld_snapshot_destroy(sa);
+        ld_snapshot_destroy(sb);
+        ld_trainer_destroy(a);
+        ld_trainer_destroy(b);
+    }
+}
+
+/* maxabs learns the same model whatever the units of a column (price in
+ * cents instead of units): predictions agree to float rounding. Without
+ * normalization the same stream in cents diverges. Returns the largest
+ * |p - p'| over the stream. */
+static double units_gap(int norm)
+{
+    ld_trainer_conf_t c;
+    base_conf(&c);
+    c.optimizer = LD_OPT_FTRL;
+    c.dense_dim = 3;
+    c.dense_norm = norm;
+    c.batch_size = 64;
+    ld_trainer_t *a = mk(&c), *b = mk(&c);
+    rng_state = 6;
+    double gap = 0;
+    for (int i = 0; i < 3000; i++) {
+        float x[3], y, pa, pb;
+        dense_row(x, &y);
+        float xc[3] = {x[0] * 100.0f, x[1], x[2]};
+        ld_features_t fa = {NULL, NULL, x, 0, 3}, fb = {NULL, NULL, xc, 0, 3};
+        assert_int_equal(ld_trainer_predict(a, &fa, &pa, 1), LD_OK);
+        assert_int_equal(ld_trainer_predict(b, &fb, &pb, 1), LD_OK);
+        if (fabs(pa - pb) > gap)
+            gap = fabs(pa - pb);
+        ld_example_t ea = ex_of(NULL, NULL, 0, x, 3, y);
+        ld_example_t eb = ex_of(NULL, NULL, 0, xc, 3, y);
+        assert_int_equal(ld_trainer_add(a, &ea), LD_OK);
+        assert_int_equal(ld_trainer_add(b, &eb), LD_OK);
+    }
+    ld_trainer_destroy(a);
+    ld_trainer_destroy(b);
+    return gap;
+}
+
+static void test_dense_units_invariance(void **state)
+{
+    (void)state;
+    assert_true(units_gap(LD_DNORM_MAXABS) < 1e-4);
+    assert_true(units_gap(LD_DNORM_NONE) > 0.1);
+}
+
+/* A value beyond a column's scale converts the state to the new scale
+ * without moving any prediction (a weight-0 example: its step is zero), and
+ * a maxabs model restored under dense_norm none predicts the same with its
+ * state back in raw units. */
+static void test_dense_rescale(void **state)
+{
+    (void)state;
+    for (int opt = LD_OPT_SGD; opt <= LD_OPT_ADAM; opt++) {
+        ld_trainer_conf_t c;
+        base_conf(&c);
+        c.optimizer = opt;
+        c.dense_dim = 3;
+        c.dense_norm = LD_DNORM_MAXABS;
+        c.batch_size = 16;
+        ld_trainer_t *t = mk(&c);
+        rng_state = 7;
+        float probe[8][3], before[8], after[8];
+        for (int i = 0; i < 8; i++)
+            dense_row(probe[i], &after[i]);
+        for (int i = 0; i < 512; i++) {
+            float x[3], y;
+            dense_row(x, &y);
+            ld_example_t e = ex_of(NULL, NULL, 0, x, 3, y);
+            assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+        }
+        ld_snapshot_t *s0 = ld_trainer_snapshot(t);
+        for (int i = 0; i < 8; i++) {
+            ld_features_t f = {NULL, NULL, probe[i], 0, 3};
+            assert_int_equal(ld_trainer_predict(t, &f, &before[i], 1), LD_OK);
+        }
+        float big[3] = {s0->dscale[0] * 4, -200.0f, 0.5f};
+        ld_example_t e = ex_of(NULL, NULL, 0, big, 3, 1);
+        e.weight = 0;
+        assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+        assert_int_equal(ld_trainer_flush(t), LD_OK);
+        ld_snapshot_t *s1 = ld_trainer_snapshot(t);
+        assert_float_equal(s1->dscale[0], s0->dscale[0] * 4, 0);
+        assert_float_equal(s1->dscale[1], 200.0f, 0);
+        assert_float_equal(s1->dscale[2], 1.0f, 0);
+        for (int i = 0; i < 8; i++) {
+            ld_features_t f = {NULL, NULL, probe[i], 0, 3};
+            assert_int_equal(ld_trainer_predict(t, &f, &after[i], 1), LD_OK);
+            /* Adam's momentum still moves the weights on a zero gradient. */
+            assert_float_equal(after[i], before[i],
+                               opt == LD_OPT_ADAM ? 2e-2f : 1e-5f);
+        }
+        /* Back to raw units. */
+        c.dense_norm = LD_DNORM_NONE;
+        ld_trainer_t *r = mk(&c);
+        char err[256];
+        assert_int_equal(ld_trainer_restore(r, s1, err, sizeof(err)), LD_OK);
+        ld_snapshot_t *s2 = ld_trainer_snapshot(r);
+        for (int j = 0; j < 3; j++)
+            assert_float_equal(s2->dscale[j], 0, 0);
+        /* dense_w itself is raw in both: identical bits. */
+        assert_memory_equal(s2->dn, s1->dn, 4 * sizeof(float));
+        if (opt == LD_OPT_FTRL) /* n in raw units: n' * scale^2 */
+            assert_float_equal(s2->dn[8 + 1], s1->dn[8 + 1] * 200.0f * 200.0f,
+                               s1->dn[8 + 1] * 200.0f * 200.0f * 1e-5f);
+        ld_snapshot_destroy(s0);
+        ld_snapshot_destroy(s1);
+        ld_snapshot_destroy(s2);
+        ld_trainer_destroy(r);
+        ld_trainer_destroy(t);
+    }
+}
+
 /* ---- config table ------------------------------------------------------- */
 
 static void test_conf_table(void **state)
@@ -116,6 +285,7 @@ static void test_conf_table(void **state)
     assert_int_equal(c.model, LD_MODEL_LOGISTIC);
     assert_int_equal(c.optimizer, LD_OPT_FTRL);
     assert_int_equal(c.batch_size, 256);
+    assert_int_equal(c.dense_norm, LD_DNORM_MAXABS);
     assert_int_equal(c.batch_span, 1000);
     assert_int_equal(c.snapshot_step, 1 << 20);
     /* The defaults make a working trainer. */
@@ -175,8 +345,10 @@ static void solve(double *a, double *b, int d)
         b[c] /= a[c * d + c];
 }
 
-/* Linear regression with full-batch gradient descent reaches the
- * least-squares solution of a noisy problem (normal equations). */
+/* Linear regression with SGD reaches the least-squares solution of a noisy
+ * problem (normal equations). The dense block takes one step per example
+ * (incremental gradient), so a decaying rate (1/t over epochs) brings it to
+ * the solution rather than to a noise ball around it. */
 static void test_least_squares(void **state)
 {
     (void)state;
@@ -212,7 +384,10 @@ static void test_least_squares(void **state)
     c.model = LD_MODEL_LINEAR;
     c.dense_dim = D;
     c.batch_size = N;
-    c.learning_rate = 0.002;
+    c.learning_rate = 0.02;
+    c.lr_schedule = LD_LR_INVERSE_SCALING;
+    c.lr_decay = 0.2;
+    c.lr_power_t = 1.0;
     ld_trainer_t *t = mk(&c);
     for (int ep = 0; ep < 600; ep++)
         for (int i = 0; i < N; i++) {
@@ -414,6 +589,7 @@ static void ftrl_reference(int model, int batch, double l1, double l2)
     c.l2 = l2;
     ld_trainer_t *t = mk(&c);
     static float ref[NSLOT * 3];
+    float bias[3] = {0, 0, 0}; /* w, z, n */
     memset(ref, 0, sizeof(ref));
     const float ia = (float)(1.0 / c.learning_rate), beta = (float)c.ftrl_beta,
                 fl1 = (float)l1, fl2 = (float)l2;
@@ -433,16 +609,24 @@ static void ftrl_reference(int model, int batch, double l1, double l2)
         ld_snapshot_t *s = ld_trainer_snapshot(t);
         assert_non_null(s);
         assert_memory_equal(s->sp, ref, sizeof(ref));
-        float bias = s->dn[0];
+        /* The bias (w, z, n) is the dense block's plane layout. */
+        assert_memory_equal(&s->dn[0], &bias[0], sizeof(float));
+        assert_memory_equal(&s->dn[1], &bias[1], sizeof(float));
+        assert_memory_equal(&s->dn[2], &bias[2], sizeof(float));
         ld_snapshot_destroy(s);
         int b1 = b0 + batch < N ? b0 + batch : N;
         float r[64];
+        /* The hashed part from the batch-start weights; the bias is
+         * online: each example is scored with the bias after the steps
+         * of the examples before it, then steps it (no L1/L2). */
         for (int i = b0; i < b1; i++) {
-            float z = bias;
+            float z = 0.0f;
             for (int f = 0; f < NF; f++)
                 z += ref[idx[i][f] * 3] * val[i][f];
+            z += bias[0];
             float p = model == LD_MODEL_LINEAR ? z : 1.0f / (1.0f + expf(-z));
             r[i - b0] = p - y[i];
+            ftrl_step_ref(bias, r[i - b0], ia, beta, 0.0f, 0.0f);
         }
         for (int i = b0; i < b1; i++)
             for (int f = 0; f < NF; f++)
@@ -1055,6 +1239,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_conf_table),
         cmocka_unit_test(test_bad_conf),
         cmocka_unit_test(test_least_squares),
+        cmocka_unit_test(test_dense_online_batch_invariance),
+        cmocka_unit_test(test_dense_units_invariance),
+        cmocka_unit_test(test_dense_rescale),
         cmocka_unit_test(test_separable_logistic),
         cmocka_unit_test(test_softmax_mixture),
         cmocka_unit_test(test_ftrl_l1_zeros),
