@@ -15,6 +15,7 @@
 
 #include <cblas.h>
 
+#include "common/pbwire.h"
 #include "trainer/checkpoint.h"
 #include "trainer/internal.h"
 
@@ -732,52 +733,6 @@ ld_err_t ld_ckpt_chunks(const uint8_t *ckpt, size_t len, const char *model,
     return LD_OK;
 }
 
-/* The length-delimited field `field` of the message in p[0..n), or NULL.
- * Protobuf wire format, read just far enough: the tensors are skipped by
- * their length instead of copied as a full decode would. */
-static const uint8_t *pb_field(const uint8_t *p, size_t n, uint32_t field,
-                               size_t *len)
-{
-    const uint8_t *end = p + n;
-    while (p < end) {
-        uint64_t key = 0, v = 0;
-        for (int sh = 0; p < end && sh < 64; sh += 7) {
-            key |= (uint64_t)(*p & 0x7f) << sh;
-            if (!(*p++ & 0x80))
-                break;
-        }
-        switch (key & 7) {
-        case 0: /* varint */
-            while (p < end && (*p++ & 0x80))
-                ;
-            break;
-        case 1: /* 64-bit */
-        case 5: /* 32-bit */
-            if ((size_t)(end - p) < ((key & 7) == 1 ? 8u : 4u))
-                return NULL;
-            p += (key & 7) == 1 ? 8 : 4;
-            break;
-        case 2: /* length-delimited */
-            for (int sh = 0; p < end && sh < 64; sh += 7) {
-                v |= (uint64_t)(*p & 0x7f) << sh;
-                if (!(*p++ & 0x80))
-                    break;
-            }
-            if (v > (uint64_t)(end - p))
-                return NULL;
-            if ((key >> 3) == field) {
-                *len = (size_t)v;
-                return p;
-            }
-            p += v;
-            break;
-        default:
-            return NULL;
-        }
-    }
-    return NULL;
-}
-
 ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
                                  const ld_ckpt_manifest_info_t *info,
                                  ld_buf_t *out)
@@ -791,10 +746,11 @@ ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
      * checkpoint at every publication. */
     uint8_t sha[32];
     size_t llen = 0, plen = 0;
-    const uint8_t *lin = len > LD_CKPT_TRAILER
-                             ? pb_field(ckpt, len - LD_CKPT_TRAILER, 3, &llen)
-                             : NULL;
-    const uint8_t *ps = lin ? pb_field(lin, llen, 13, &plen) : NULL;
+    const uint8_t *lin =
+        len > LD_CKPT_TRAILER
+            ? ld_pb_find_len(ckpt, len - LD_CKPT_TRAILER, 3, &llen)
+            : NULL;
+    const uint8_t *ps = lin ? ld_pb_find_len(lin, llen, 13, &plen) : NULL;
     if (!ps || plen != 32)
         return LD_ERR_CORRUPT;
     ld_ckpt_sha256(ckpt, len, sha);

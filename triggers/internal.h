@@ -6,46 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/bytes.h"
 #include "triggers/triggers.h"
 
-/* ---- Little-endian state buffers --------------------------------------- */
-
-/* A growing output buffer; the first failed allocation sticks in err. */
-typedef struct wbuf {
-    uint8_t *p;
-    size_t len, cap;
-    ld_err_t err;
-} wbuf_t;
-
-void wb_bytes(wbuf_t *w, const void *src, size_t n);
-void wb_u8(wbuf_t *w, uint8_t v);
-void wb_u32(wbuf_t *w, uint32_t v);
-void wb_u64(wbuf_t *w, uint64_t v);
-void wb_i64(wbuf_t *w, int64_t v);
-/* Doubles and floats go by their bits, so state round-trips exactly. */
-void wb_f64(wbuf_t *w, double v);
-void wb_f32(wbuf_t *w, float v);
-void wb_str(wbuf_t *w, const char *s);
-
-/* A bounded reader; any read past the end sets err (LD_ERR_CORRUPT) and
- * returns zeros from then on. */
-typedef struct rbuf {
-    const uint8_t *p;
-    size_t len, off;
-    ld_err_t err;
-} rbuf_t;
-
-void rb_bytes(rbuf_t *r, void *dst, size_t n);
-uint8_t rb_u8(rbuf_t *r);
-uint32_t rb_u32(rbuf_t *r);
-uint64_t rb_u64(rbuf_t *r);
-int64_t rb_i64(rbuf_t *r);
-double rb_f64(rbuf_t *r);
-float rb_f32(rbuf_t *r);
-/* Copies a string of at most cap-1 bytes into dst; longer is corrupt. */
-void rb_str(rbuf_t *r, char *dst, size_t cap);
-/* Reads a count and checks that count * unit bytes remain. */
-uint64_t rb_count(rbuf_t *r, size_t unit);
+/* State buffers are common/bytes.h's ld_wbuf_t / ld_rbuf_t. */
 
 /* ---- Deterministic RNG (splitmix64) ------------------------------------- */
 
@@ -103,8 +67,8 @@ uint32_t res_size(const reservoir_t *r);
 void res_assign(reservoir_t *dst, const reservoir_t *src);
 /* Copies the sample into out (res_size entries) as doubles. */
 void res_copy(const reservoir_t *r, double *out);
-void res_save(const reservoir_t *r, wbuf_t *w);
-void res_load(reservoir_t *r, rbuf_t *rb);
+void res_save(const reservoir_t *r, ld_wbuf_t *w);
+void res_load(reservoir_t *r, ld_rbuf_t *rb);
 
 /* ---- SpaceSaving: the frequent-items sketch of a categorical feature. --- */
 
@@ -137,8 +101,8 @@ void ss_clear(spacesaving_t *s);
 void ss_add(spacesaving_t *s, uint32_t item);
 /* Guaranteed count of item (count - err; 0 when not tracked). */
 uint64_t ss_count(const spacesaving_t *s, uint32_t item);
-void ss_save(const spacesaving_t *s, wbuf_t *w);
-void ss_load(spacesaving_t *s, rbuf_t *rb);
+void ss_save(const spacesaving_t *s, ld_wbuf_t *w);
+void ss_load(spacesaving_t *s, ld_rbuf_t *rb);
 
 /* ld_triggers_stat_cat_test of cur against ref over ref's tracked items
  * plus one "other" bin. LD_ERR_INVAL if either is empty, LD_ERR_NOMEM. */
@@ -201,9 +165,9 @@ struct ld_trigger_decision {
 
 /* ---- Detectors inside the trigger state ------------------------------- */
 
-void det_save(const ld_detector_t *d, wbuf_t *w);
+void det_save(const ld_detector_t *d, ld_wbuf_t *w);
 /* Leaves d unchanged on error. */
-ld_err_t det_load(ld_detector_t *d, rbuf_t *r);
+ld_err_t det_load(ld_detector_t *d, ld_rbuf_t *r);
 int adwin_last_increase(const ld_detector_t *d);
 
 #endif /* LD_TRIGGERS_INTERNAL_H */

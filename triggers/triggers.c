@@ -308,22 +308,22 @@ static void win_observe(ld_triggers_t *t, winset_t *w,
     }
 }
 
-static void win_save(const ld_triggers_t *t, const winset_t *w, wbuf_t *b)
+static void win_save(const ld_triggers_t *t, const winset_t *w, ld_wbuf_t *b)
 {
-    wb_u8(b, (uint8_t)w->valid);
-    wb_u64(b, w->index);
-    wb_u64(b, w->n);
-    wb_i64(b, w->t_start);
-    wb_i64(b, w->t_end);
-    wb_f64(b, w->loss_sum);
-    wb_f64(b, w->loss_sq);
-    wb_f64(b, w->closs_sum);
-    wb_f64(b, w->closs_sq);
-    wb_u64(b, w->closs_n);
+    ld_wbuf_u8(b, (uint8_t)w->valid);
+    ld_wbuf_u64(b, w->index);
+    ld_wbuf_u64(b, w->n);
+    ld_wbuf_i64(b, w->t_start);
+    ld_wbuf_i64(b, w->t_end);
+    ld_wbuf_f64(b, w->loss_sum);
+    ld_wbuf_f64(b, w->loss_sq);
+    ld_wbuf_f64(b, w->closs_sum);
+    ld_wbuf_f64(b, w->closs_sq);
+    ld_wbuf_u64(b, w->closs_n);
     for (uint32_t i = 0; i < t->nnum; i++)
         res_save(&w->num[i], b);
     for (int64_t i = 0; i < t->c.drift_hashed_bins; i++)
-        wb_u64(b, w->hist[i]);
+        ld_wbuf_u64(b, w->hist[i]);
     res_save(&w->pred, b);
     res_save(&w->label_num, b);
     ss_save(&w->label_cat, b);
@@ -334,20 +334,20 @@ static void win_save(const ld_triggers_t *t, const winset_t *w, wbuf_t *b)
  * Before version 3 a window kept only the live model's loss sum: the
  * performance test needs its variance and the champion's loss, so such a
  * window's loss is unknown (NaN: not compared). */
-static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r,
+static void win_load(const ld_triggers_t *t, winset_t *w, ld_rbuf_t *r,
                      spacesaving_t *old, uint32_t version)
 {
-    w->valid = rb_u8(r) != 0;
-    w->index = rb_u64(r);
-    w->n = rb_u64(r);
-    w->t_start = rb_i64(r);
-    w->t_end = rb_i64(r);
-    w->loss_sum = rb_f64(r);
+    w->valid = ld_rbuf_u8(r) != 0;
+    w->index = ld_rbuf_u64(r);
+    w->n = ld_rbuf_u64(r);
+    w->t_start = ld_rbuf_i64(r);
+    w->t_end = ld_rbuf_i64(r);
+    w->loss_sum = ld_rbuf_f64(r);
     if (version >= 3) {
-        w->loss_sq = rb_f64(r);
-        w->closs_sum = rb_f64(r);
-        w->closs_sq = rb_f64(r);
-        w->closs_n = rb_u64(r);
+        w->loss_sq = ld_rbuf_f64(r);
+        w->closs_sum = ld_rbuf_f64(r);
+        w->closs_sq = ld_rbuf_f64(r);
+        w->closs_n = ld_rbuf_u64(r);
     } else {
         w->loss_sum = NAN;
         w->loss_sq = NAN;
@@ -363,7 +363,7 @@ static void win_load(const ld_triggers_t *t, winset_t *w, rbuf_t *r,
         if ((uint64_t)t->c.drift_hashed_bins * 8 > r->len - r->off)
             r->err = LD_ERR_CORRUPT;
         for (int64_t i = 0; i < t->c.drift_hashed_bins && !r->err; i++)
-            w->hist[i] = rb_u64(r);
+            w->hist[i] = ld_rbuf_u64(r);
     }
     res_load(&w->pred, r);
     res_load(&w->label_num, r);
@@ -1472,69 +1472,72 @@ const char *ld_trigger_verdict_name(ld_trigger_verdict_t v)
 
 /* ---- Resume state -------------------------------------------------------- */
 
-static void ev_save(const ld_trigger_evidence_t *e, wbuf_t *w)
+static void ev_save(const ld_trigger_evidence_t *e, ld_wbuf_t *w)
 {
-    wb_str(w, e->metric);
-    wb_str(w, e->statistic);
-    wb_str(w, e->method);
-    wb_f64(w, e->value);
-    wb_f64(w, e->threshold);
-    wb_f64(w, e->p_value);
-    wb_f64(w, e->reference);
-    wb_u64(w, e->n);
+    ld_wbuf_str(w, e->metric);
+    ld_wbuf_str(w, e->statistic);
+    ld_wbuf_str(w, e->method);
+    ld_wbuf_f64(w, e->value);
+    ld_wbuf_f64(w, e->threshold);
+    ld_wbuf_f64(w, e->p_value);
+    ld_wbuf_f64(w, e->reference);
+    ld_wbuf_u64(w, e->n);
 }
 
-static void ev_load(ld_trigger_evidence_t *e, rbuf_t *r)
+static void ev_load(ld_trigger_evidence_t *e, ld_rbuf_t *r)
 {
-    rb_str(r, e->metric, sizeof(e->metric));
-    rb_str(r, e->statistic, sizeof(e->statistic));
-    rb_str(r, e->method, sizeof(e->method));
-    e->value = rb_f64(r);
-    e->threshold = rb_f64(r);
-    e->p_value = rb_f64(r);
-    e->reference = rb_f64(r);
-    e->n = rb_u64(r);
+    ld_rbuf_str(r, e->metric, sizeof(e->metric));
+    ld_rbuf_str(r, e->statistic, sizeof(e->statistic));
+    ld_rbuf_str(r, e->method, sizeof(e->method));
+    e->value = ld_rbuf_f64(r);
+    e->threshold = ld_rbuf_f64(r);
+    e->p_value = ld_rbuf_f64(r);
+    e->reference = ld_rbuf_f64(r);
+    e->n = ld_rbuf_u64(r);
 }
 
-static void decision_save(const ld_trigger_decision_t *d, wbuf_t *w)
+static void decision_save(const ld_trigger_decision_t *d, ld_wbuf_t *w)
 {
-    wb_u8(w, (uint8_t)d->type);
-    wb_u8(w, (uint8_t)d->severity);
-    wb_u8(w, (uint8_t)d->action);
-    wb_u8(w, (uint8_t)d->verdict);
-    wb_i64(w, d->event_time);
-    wb_i64(w, d->win_start);
-    wb_i64(w, d->win_end);
-    wb_i64(w, d->watermark);
-    wb_u64(w, d->champion_version);
-    wb_u64(w, d->challenger_version);
-    wb_str(w, d->id);
-    wb_str(w, d->key);
-    wb_str(w, d->reason);
-    wb_u64(w, d->evcap);
-    wb_u64(w, d->nev);
+    ld_wbuf_u8(w, (uint8_t)d->type);
+    ld_wbuf_u8(w, (uint8_t)d->severity);
+    ld_wbuf_u8(w, (uint8_t)d->action);
+    ld_wbuf_u8(w, (uint8_t)d->verdict);
+    ld_wbuf_i64(w, d->event_time);
+    ld_wbuf_i64(w, d->win_start);
+    ld_wbuf_i64(w, d->win_end);
+    ld_wbuf_i64(w, d->watermark);
+    ld_wbuf_u64(w, d->champion_version);
+    ld_wbuf_u64(w, d->challenger_version);
+    ld_wbuf_str(w, d->id);
+    ld_wbuf_str(w, d->key);
+    ld_wbuf_str(w, d->reason);
+    ld_wbuf_u64(w, d->evcap);
+    ld_wbuf_u64(w, d->nev);
     for (size_t i = 0; i < d->nev; i++)
         ev_save(&d->ev[i], w);
-    wb_u64(w, d->ndrift);
+    ld_wbuf_u64(w, d->ndrift);
     for (size_t i = 0; i < d->ndrift; i++)
-        wb_str(w, d->drifted[i]);
+        ld_wbuf_str(w, d->drifted[i]);
 }
 
-static ld_trigger_decision_t *decision_load(const ld_triggers_t *t, rbuf_t *r)
+static ld_trigger_decision_t *decision_load(const ld_triggers_t *t,
+                                            ld_rbuf_t *r)
 {
-    uint8_t type = rb_u8(r), sev = rb_u8(r), act = rb_u8(r), ver = rb_u8(r);
+    uint8_t type = ld_rbuf_u8(r), sev = ld_rbuf_u8(r), act = ld_rbuf_u8(r),
+            ver = ld_rbuf_u8(r);
     if (type >= LD_TRIGGER__COUNT || sev < 1 || sev > 3 || act > 1 || ver > 3) {
         r->err = LD_ERR_CORRUPT;
         return NULL;
     }
-    int64_t et = rb_i64(r), ws = rb_i64(r), we = rb_i64(r), wm = rb_i64(r);
-    uint64_t champ = rb_u64(r), chal = rb_u64(r);
+    int64_t et = ld_rbuf_i64(r), ws = ld_rbuf_i64(r), we = ld_rbuf_i64(r),
+            wm = ld_rbuf_i64(r);
+    uint64_t champ = ld_rbuf_u64(r), chal = ld_rbuf_u64(r);
     char id[200], key[300], reason[200];
-    rb_str(r, id, sizeof(id));
-    rb_str(r, key, sizeof(key));
-    rb_str(r, reason, sizeof(reason));
-    uint64_t evcap = rb_u64(r);
-    uint64_t nev = rb_count(r, 40);
+    ld_rbuf_str(r, id, sizeof(id));
+    ld_rbuf_str(r, key, sizeof(key));
+    ld_rbuf_str(r, reason, sizeof(reason));
+    uint64_t evcap = ld_rbuf_u64(r);
+    uint64_t nev = ld_rbuf_count(r, 40);
     if (r->err || evcap > 4096 || nev > evcap) {
         r->err = LD_ERR_CORRUPT;
         return NULL;
@@ -1564,7 +1567,7 @@ static ld_trigger_decision_t *decision_load(const ld_triggers_t *t, rbuf_t *r)
     d->nev = (size_t)nev;
     for (size_t i = 0; i < d->nev; i++)
         ev_load(&d->ev[i], r);
-    uint64_t nd = rb_u64(r);
+    uint64_t nd = ld_rbuf_u64(r);
     if (nd > (uint64_t)t->nnum + 3) {
         r->err = LD_ERR_CORRUPT;
         ld_trigger_decision_destroy(d);
@@ -1572,7 +1575,7 @@ static ld_trigger_decision_t *decision_load(const ld_triggers_t *t, rbuf_t *r)
     }
     d->ndrift = (size_t)nd;
     for (size_t i = 0; i < d->ndrift; i++)
-        rb_str(r, d->drifted[i], sizeof(d->drifted[i]));
+        ld_rbuf_str(r, d->drifted[i], sizeof(d->drifted[i]));
     if (r->err) {
         ld_trigger_decision_destroy(d);
         return NULL;
@@ -1582,55 +1585,55 @@ static ld_trigger_decision_t *decision_load(const ld_triggers_t *t, rbuf_t *r)
 
 ld_err_t ld_triggers_save(const ld_triggers_t *t, uint8_t **out, size_t *len)
 {
-    wbuf_t w = {0};
+    ld_wbuf_t w = {0};
     const ld_triggers_conf_t *c = &t->c;
-    wb_u32(&w, STATE_MAGIC);
-    wb_u32(&w, STATE_VERSION);
+    ld_wbuf_u32(&w, STATE_MAGIC);
+    ld_wbuf_u32(&w, STATE_VERSION);
     /* Layout-defining config: a mismatch refuses the state. */
-    wb_u64(&w, (uint64_t)c->window_size);
-    wb_u64(&w, (uint64_t)c->drift_sample_size);
-    wb_u64(&w, (uint64_t)c->drift_topk);
-    wb_u64(&w, (uint64_t)c->gate_window);
-    wb_u64(&w, (uint64_t)c->drift_hashed_bins);
-    wb_u8(&w, (uint8_t)t->have_nnum);
-    wb_u32(&w, t->nnum);
+    ld_wbuf_u64(&w, (uint64_t)c->window_size);
+    ld_wbuf_u64(&w, (uint64_t)c->drift_sample_size);
+    ld_wbuf_u64(&w, (uint64_t)c->drift_topk);
+    ld_wbuf_u64(&w, (uint64_t)c->gate_window);
+    ld_wbuf_u64(&w, (uint64_t)c->drift_hashed_bins);
+    ld_wbuf_u8(&w, (uint8_t)t->have_nnum);
+    ld_wbuf_u32(&w, t->nnum);
 
-    wb_u64(&w, t->examples);
-    wb_i64(&w, t->now);
-    wb_u64(&w, t->champion);
-    wb_u64(&w, t->seq);
-    wb_i64(&w, t->time_base);
-    wb_u64(&w, t->vol_base);
+    ld_wbuf_u64(&w, t->examples);
+    ld_wbuf_i64(&w, t->now);
+    ld_wbuf_u64(&w, t->champion);
+    ld_wbuf_u64(&w, t->seq);
+    ld_wbuf_i64(&w, t->time_base);
+    ld_wbuf_u64(&w, t->vol_base);
     for (int k = 0; k < KINDS; k++) {
-        wb_i64(&w, t->pol[k].last_fire);
-        wb_u32(&w, t->pol[k].bad_run);
-        wb_u64(&w, t->pol[k].fired);
+        ld_wbuf_i64(&w, t->pol[k].last_fire);
+        ld_wbuf_u32(&w, t->pol[k].bad_run);
+        ld_wbuf_u64(&w, t->pol[k].fired);
     }
-    wb_u64(&w, t->next_index);
+    ld_wbuf_u64(&w, t->next_index);
     win_save(t, &t->ref, &w);
     win_save(t, &t->prev, &w);
     win_save(t, &t->cur, &w);
-    wb_u8(&w, (uint8_t)t->pref_ok);
-    wb_u64(&w, t->pref_index);
-    wb_u64(&w, t->pref_from);
+    ld_wbuf_u8(&w, (uint8_t)t->pref_ok);
+    ld_wbuf_u64(&w, t->pref_index);
+    ld_wbuf_u64(&w, t->pref_from);
     res_save(&t->pref, &w);
     det_save(t->ddm, &w);
     det_save(t->adwin, &w);
     det_save(t->ph, &w);
-    wb_u8(&w, (uint8_t)t->stream_level);
+    ld_wbuf_u8(&w, (uint8_t)t->stream_level);
     for (int i = 0; i < 3; i++) {
-        wb_u8(&w, t->stream_have[i]);
+        ld_wbuf_u8(&w, t->stream_have[i]);
         if (t->stream_have[i])
             ev_save(&t->stream_ev[i], &w);
     }
-    wb_u64(&w, t->g_n);
-    wb_u64(&w, t->g_head);
+    ld_wbuf_u64(&w, t->g_n);
+    ld_wbuf_u64(&w, t->g_head);
     for (uint64_t i = 0; i < t->g_n; i++) {
-        wb_f32(&w, t->g_chal[i]);
-        wb_f32(&w, t->g_champ[i]);
-        wb_f32(&w, t->g_label[i]);
+        ld_wbuf_f32(&w, t->g_chal[i]);
+        ld_wbuf_f32(&w, t->g_champ[i]);
+        ld_wbuf_f32(&w, t->g_label[i]);
     }
-    wb_u64(&w, t->qlen);
+    ld_wbuf_u64(&w, t->qlen);
     for (size_t i = 0; i < t->qlen; i++)
         decision_save(t->queue[i], &w);
     if (w.err) {
@@ -1646,11 +1649,11 @@ ld_err_t ld_triggers_save(const ld_triggers_t *t, uint8_t **out, size_t *len)
  * so a bad buffer leaves t untouched. */
 ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
 {
-    rbuf_t r = {buf, len, 0, LD_OK};
+    ld_rbuf_t r = ld_rbuf_make(buf, len);
     ld_err_t err = LD_ERR_CORRUPT;
     ld_triggers_t *n = NULL;
     spacesaving_t old = {0};
-    if (rb_u32(&r) != STATE_MAGIC)
+    if (ld_rbuf_u32(&r) != STATE_MAGIC)
         return LD_ERR_CORRUPT;
     /* Version 1 (before the hashed-id histogram and the champion's
      * prediction reference) still loads, so that an upgrade resumes: its
@@ -1658,14 +1661,16 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
      * those two tests start afresh (the hashed test once a reference
      * window has been counted again, i.e. after the next publication;
      * prediction drift after the next complete window). */
-    uint32_t version = rb_u32(&r);
+    uint32_t version = ld_rbuf_u32(&r);
     if (version < 1 || version > STATE_VERSION)
         return LD_ERR_CORRUPT;
     const ld_triggers_conf_t *c = &t->c;
-    uint64_t ws = rb_u64(&r), ss = rb_u64(&r), tk = rb_u64(&r), gw = rb_u64(&r);
-    uint64_t hb = version == 1 ? (uint64_t)c->drift_hashed_bins : rb_u64(&r);
-    uint8_t have = rb_u8(&r);
-    uint32_t nnum = rb_u32(&r);
+    uint64_t ws = ld_rbuf_u64(&r), ss = ld_rbuf_u64(&r), tk = ld_rbuf_u64(&r),
+             gw = ld_rbuf_u64(&r);
+    uint64_t hb =
+        version == 1 ? (uint64_t)c->drift_hashed_bins : ld_rbuf_u64(&r);
+    uint8_t have = ld_rbuf_u8(&r);
+    uint32_t nnum = ld_rbuf_u32(&r);
     if (r.err)
         return LD_ERR_CORRUPT;
     if (ws != (uint64_t)c->window_size ||
@@ -1694,20 +1699,20 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
             goto err;
         }
     }
-    n->examples = rb_u64(&r);
+    n->examples = ld_rbuf_u64(&r);
     n->mod_dense = n->examples % (uint64_t)c->drift_stride;
     n->mod_hashed = n->examples % (uint64_t)c->drift_hashed_stride;
-    n->now = rb_i64(&r);
-    n->champion = rb_u64(&r);
-    n->seq = rb_u64(&r);
-    n->time_base = rb_i64(&r);
-    n->vol_base = rb_u64(&r);
+    n->now = ld_rbuf_i64(&r);
+    n->champion = ld_rbuf_u64(&r);
+    n->seq = ld_rbuf_u64(&r);
+    n->time_base = ld_rbuf_i64(&r);
+    n->vol_base = ld_rbuf_u64(&r);
     for (int k = 0; k < KINDS; k++) {
-        n->pol[k].last_fire = rb_i64(&r);
-        n->pol[k].bad_run = rb_u32(&r);
-        n->pol[k].fired = rb_u64(&r);
+        n->pol[k].last_fire = ld_rbuf_i64(&r);
+        n->pol[k].bad_run = ld_rbuf_u32(&r);
+        n->pol[k].fired = ld_rbuf_u64(&r);
     }
-    n->next_index = rb_u64(&r);
+    n->next_index = ld_rbuf_u64(&r);
     spacesaving_t *v1 = version == 1 ? &old : NULL;
     win_load(n, &n->ref, &r, v1, version);
     win_load(n, &n->prev, &r, v1, version);
@@ -1716,37 +1721,37 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
         n->pref_ok = 0;
         n->pref_from = n->cur.index + 1;
     } else {
-        n->pref_ok = rb_u8(&r) != 0;
-        n->pref_index = rb_u64(&r);
-        n->pref_from = rb_u64(&r);
+        n->pref_ok = ld_rbuf_u8(&r) != 0;
+        n->pref_index = ld_rbuf_u64(&r);
+        n->pref_from = ld_rbuf_u64(&r);
         res_load(&n->pref, &r);
     }
     if (r.err || det_load(n->ddm, &r) || det_load(n->adwin, &r) ||
         det_load(n->ph, &r))
         goto err;
-    uint8_t sl = rb_u8(&r);
+    uint8_t sl = ld_rbuf_u8(&r);
     if (sl > LD_TRIGGER_LEVEL_ALERT)
         goto err;
     n->stream_level = (ld_trigger_level_t)sl;
     for (int i = 0; i < 3; i++) {
-        n->stream_have[i] = rb_u8(&r);
+        n->stream_have[i] = ld_rbuf_u8(&r);
         if (n->stream_have[i])
             ev_load(&n->stream_ev[i], &r);
     }
     if (version < 3)
         stream_reset(n); /* they watched the live model */
-    n->g_n = rb_u64(&r);
-    n->g_head = rb_u64(&r);
+    n->g_n = ld_rbuf_u64(&r);
+    n->g_head = ld_rbuf_u64(&r);
     if (n->g_n > gw || n->g_head >= gw || (n->g_n < gw && n->g_head != n->g_n))
         goto err;
     if (n->g_n * 12 > r.len - r.off)
         goto err;
     for (uint64_t i = 0; i < n->g_n; i++) {
-        n->g_chal[i] = rb_f32(&r);
-        n->g_champ[i] = rb_f32(&r);
-        n->g_label[i] = rb_f32(&r);
+        n->g_chal[i] = ld_rbuf_f32(&r);
+        n->g_champ[i] = ld_rbuf_f32(&r);
+        n->g_label[i] = ld_rbuf_f32(&r);
     }
-    uint64_t q = rb_u64(&r);
+    uint64_t q = ld_rbuf_u64(&r);
     if (r.err || q > QUEUE_MAX)
         goto err;
     for (uint64_t i = 0; i < q; i++) {
