@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Lineage bookkeeping: the input a model version was trained on since its
- * parent, and the wall-clock watermark advances it saw (DESIGN §5). */
+ * parent, and the wall-clock watermark advances it saw (docs/ARCHITECTURE.md,
+ * "Checkpoints and lineage"). */
 #ifndef LD_DAEMON_LINEAGE_H
 #define LD_DAEMON_LINEAGE_H
 

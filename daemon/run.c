@@ -62,7 +62,7 @@ typedef struct run {
     outgoing_t *out;
     size_t nout, capout;
     int64_t start_ms;
-    /* exactly-once resume state (DESIGN §6) */
+    /* exactly-once resume state (docs/ARCHITECTURE.md) */
     int stateful; /* transactions on: write and restore resume state */
     int audit;    /* labeling.output_topic is set */
     int replay;   /* opts->replay_version set: read only, write nothing */

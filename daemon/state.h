@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The resume state on the compacted state topic (DESIGN §6): written in
- * every commit-point transaction, read back at start-up. */
+/* The resume state on the compacted state topic (docs/ARCHITECTURE.md, "The
+ * commit protocol"): written in every commit-point transaction, read back at
+ * start-up. */
 #ifndef LD_DAEMON_STATE_H
 #define LD_DAEMON_STATE_H
 

@@ -881,7 +881,7 @@ static int arrive(ld_joiner_t *j, side_t *s, int64_t off, int64_t t,
     if (*err)
         return 1;
     s->next_off = off + 1;
-    /* Late = older than this partition's own watermark (DESIGN §3). */
+    /* Late = older than this partition's own watermark (docs/LABELING.md). */
     if (t < s->wm)
         return 1;
     if (t - j->c.max_ooo_ms > s->wm)

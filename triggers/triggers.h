@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Triggers: time, volume, performance and drift detectors over matured
- * examples, the champion-challenger gate, and trigger events (DESIGN §7). */
+ * examples, the champion-challenger gate, and trigger events
+ * (docs/TRIGGERS.md). */
 #ifndef LD_TRIGGERS_H
 #define LD_TRIGGERS_H
 
@@ -176,7 +177,7 @@ ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
 void ld_triggers_destroy(ld_triggers_t *t);
 
 /* Feeds one matured example in release order. Examples of sample type
- * fake_neg and delayed_pos are ignored (DESIGN §4); NaN/Inf scores are
+ * fake_neg and delayed_pos are ignored (docs/TRIGGERS.md); NaN/Inf scores are
  * ignored. May queue decisions for ld_triggers_poll(). Returns LD_OK, or
  * LD_ERR_NOMEM (state unchanged for that example). ex borrowed. */
 ld_err_t ld_triggers_observe(ld_triggers_t *t, const ld_example_t *ex,
