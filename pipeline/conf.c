@@ -75,6 +75,10 @@ static const ld_conf_row_t rows[] = {
      64.0 * 1024 * 1024, NULL,
      "Dead-letter values are cut to this size (header learnd.src.size "
      "keeps the original)"},
+    {"max_future", LD_CONF_DURATION, F(max_future_ms), "1h", 0,
+     365.0 * 86400 * 1000, NULL,
+     "Records whose event time is more than this ahead of their Kafka "
+     "timestamp go to the dead-letter topic (future_time); 0: no bound"},
 };
 
 const ld_conf_section_t ld_pipeline_conf_section = {
