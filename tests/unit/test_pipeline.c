@@ -343,6 +343,9 @@ static void test_time_and_key_limits(void **state)
         assert_int_equal(T("1767225600000", key), LD_REASON_KEY_TOO_LONG);
         assert_string_equal(ld_reason_name(LD_REASON_KEY_TOO_LONG),
                             "key_too_long");
+        /* more features than the joiner holds cannot be let through */
+        assert_int_not_equal(fx_set(c, "max_features", "65536"), 0);
+        assert_int_equal(fx_set(c, "max_features", "65535"), 0);
         /* +-2^61 is the last time the joiner takes */
         assert_int_equal(T("-2305843009213693952", "a"), LD_REASON_NONE);
         assert_int_equal(T("-2305843009213693953", "a"), LD_REASON_TIME_RANGE);
