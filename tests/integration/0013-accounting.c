@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Where every record goes (issue #15, items 1, 5 and 8), against the real
  * broker: good JSON events and labels on two co-partitioned partitions,
- * mixed with every kind of bad record — undecodable, empty, no key, no time,
- * a key of 256 bytes, times beyond +-2^61 ms, NaN-like numbers, a duplicate
- * event, a late event, a late label, a label without an event — and one
- * event and one label dated 2100 on each partition. Asserted exactly, from
+ * mixed with every kind of bad record (undecodable, empty, no key, no
+ * time, a key of 256 bytes, times beyond +-2^61 ms, numbers beyond float,
+ * bad UTF-8, a wrong type, a repeated field, no label, 5 KB, too many
+ * features), a duplicate event, a late event, a late label, a label
+ * without an event, and one event and one label dated 2100 on each
+ * partition. Asserted exactly, from
  * /metrics of a live `learnd run`:
  *
  *   records in = trained + dead-lettered + counted drops + pending
@@ -46,11 +48,16 @@ enum {
     X_DLQ,
 };
 
-static int want_dlq[2][32]; /* [kind][reason index in reasons[]] */
-static const char *const reasons[] = {
-    "decode",       "empty",      "missing_key", "missing_time",
-    "key_too_long", "time_range", "not_finite",  "future_time"};
+static const char *const reasons[] = {"decode",          "empty",
+                                      "missing_key",     "missing_time",
+                                      "key_too_long",    "time_range",
+                                      "not_finite",      "future_time",
+                                      "bad_utf8",        "bad_type",
+                                      "duplicate_field", "missing_label",
+                                      "oversize",        "too_many_features"};
 #define NREASONS (sizeof(reasons) / sizeof(reasons[0]))
+#define MAXR     16
+static int want_dlq[2][MAXR]; /* [kind][reason index in reasons[]] */
 static int64_t produced[2], expect[2][8];
 
 static int reason_index(const char *r)
@@ -130,7 +137,36 @@ static void produce_partition(rd_kafka_t *rk, int p)
         bad(rk, k, p, v, "key_too_long");
         snprintf(v, sizeof(v), "{\"id\":\"a\",\"%s\":2305843009213693953}", f);
         bad(rk, k, p, v, "time_range");
+        snprintf(v, sizeof(v),
+                 "{\"id\":\"a\",\"id\":\"b\",\"%s\":%" PRId64 ",\"v\":1}", f,
+                 T);
+        bad(rk, k, p, v, "duplicate_field");
+        /* a record over max_record_bytes (4 KiB) */
+        static char big[5000];
+        int o = snprintf(big, sizeof(big),
+                         "{\"id\":\"a\",\"%s\":%" PRId64 ",\"v\":1,\"pad\":\"",
+                         f, T);
+        memset(big + o, 'p', sizeof(big) - (size_t)o - 3);
+        memcpy(big + sizeof(big) - 3, "\"}", 3);
+        bad(rk, k, p, big, "oversize");
+        if (k == 1) {
+            snprintf(v, sizeof(v), "{\"id\":\"a\",\"lt\":%" PRId64 "}", T);
+            bad(rk, k, p, v, "missing_label");
+        }
         if (k == 0) {
+            snprintf(v, sizeof(v),
+                     "{\"id\":\"a\",\"ts\":%" PRId64
+                     ",\"country\":\"\xc3\x28\"}",
+                     T);
+            bad(rk, k, p, v, "bad_utf8");
+            snprintf(v, sizeof(v),
+                     "{\"id\":\"a\",\"ts\":%" PRId64 ",\"x\":\"one\"}", T);
+            bad(rk, k, p, v, "bad_type");
+            snprintf(v, sizeof(v),
+                     "{\"id\":\"a\",\"ts\":%" PRId64
+                     ",\"tags\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}",
+                     T);
+            bad(rk, k, p, v, "too_many_features");
             bad(rk, k, p, "", "empty");
             bad(rk, k, p, "{\"id\":\"a\",\"x\":1}", "missing_time");
             snprintf(v, sizeof(v),
@@ -182,8 +218,10 @@ static void write_config(char *path, size_t size, uint16_t port)
             "  event_time_field: ts\n"
             "  label_time_field: lt\n"
             "  dense_fields: [x]\n"
-            "  hash_fields: [country]\n"
+            "  hash_fields: [country, tags]\n"
             "  label_field: v\n"
+            "  max_record_bytes: 4KiB\n"
+            "  max_features: 4\n"
             "labeling:\n"
             "  window: %dms\n"
             "  max_out_of_orderness: 1s\n"
@@ -317,7 +355,7 @@ static const char *header(rd_kafka_headers_t *h, const char *name, char *buf,
     return buf;
 }
 
-static int got_dlq[2][32];
+static int got_dlq[2][MAXR];
 static char events_topic[160];
 
 static void on_dead(const rd_kafka_message_t *m, void *opaque)
