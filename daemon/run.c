@@ -1746,6 +1746,13 @@ static void note_backlog(void *opaque, const char *topic, int32_t partition,
                                partition);
 }
 
+/* Counts one more; true at the 1st, 2nd, 4th, 8th, ... */
+static int count_and_log(uint64_t *n)
+{
+    ++*n;
+    return (*n & (*n - 1)) == 0;
+}
+
 /* Feeds one decoded record to the joiner and everything it releases on
  * through the trainer. */
 static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
@@ -1773,14 +1780,14 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
     /* The pipeline dead-letters what the joiner cannot hold (keys, time
      * range): a refusal here is out of memory or a bug. Counted on
      * /metrics (learnd_records_dropped_total{reason="refused"}). */
-    if (err) {
-        r->refused++;
+    /* Logged at the 1st, 2nd, 4th, 8th, ... time: a flood of them (a bad
+     * label mapping) must not flood the log; the counter says how many. */
+    if (err && count_and_log(&r->refused))
         ld_log(LD_LOG_WARN, "join",
                "msg=\"record refused by the joiner\" topic=%s partition=%d "
-               "offset=%lld err=\"%s\"",
+               "offset=%lld err=\"%s\" refused=%llu",
                rec->topic, (int)rec->partition, (long long)rec->offset,
-               ld_err_str(err));
-    }
+               ld_err_str(err), (unsigned long long)r->refused);
     if (r->adv_left) /* the partition may stay idle from here */
         replay_advances(r, (int)rec->kind, rec->partition, rec->offset + 1);
     ld_example_t ex;
@@ -1788,11 +1795,12 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
         if (r->hooks.example)
             r->hooks.example(r->hooks.opaque, &ex);
         if ((err = ld_trainer_add(r->trainer, &ex))) {
-            r->model_refused++;
-            ld_log(LD_LOG_WARN, "trainer",
-                   "msg=\"example refused by the model\" partition=%d "
-                   "offset=%lld err=\"%s\"",
-                   (int)ex.partition, (long long)ex.offset, ld_err_str(err));
+            if (count_and_log(&r->model_refused))
+                ld_log(LD_LOG_WARN, "trainer",
+                       "msg=\"example refused by the model\" partition=%d "
+                       "offset=%lld err=\"%s\" refused=%llu",
+                       (int)ex.partition, (long long)ex.offset, ld_err_str(err),
+                       (unsigned long long)r->model_refused);
         } else {
             r->examples++;
             /* The audit topic holds exactly what the model trains on. */
