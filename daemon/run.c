@@ -1205,6 +1205,7 @@ static void report_drops(run_t *r, const ld_joiner_stats_t *js)
         {"kind=\"label\",reason=\"late\"", js->labels_late},
         {"kind=\"label\",reason=\"after_window\"", js->late_labels_dropped},
         {"kind=\"label\",reason=\"unmatched\"", js->labels_unmatched},
+        {"kind=\"label\",reason=\"no_label\"", js->labels_nolabel},
         {"kind=\"label\",reason=\"expired\"", js->labels_expired},
         {"kind=\"any\",reason=\"refused\"", r->refused},
         {"kind=\"event\",reason=\"model_refused\"", r->model_refused},
@@ -1223,7 +1224,8 @@ static void report_drops(run_t *r, const ld_joiner_stats_t *js)
            "msg=\"input records dropped (see learnd_records_dropped_total)\" "
            "new=%llu events_late=%llu labels_late=%llu "
            "events_duplicate=%llu labels_after_window=%llu "
-           "labels_unmatched=%llu labels_expired=%llu refused=%llu "
+           "labels_unmatched=%llu labels_no_label=%llu labels_expired=%llu "
+           "refused=%llu "
            "model_refused=%llu watermark_ms=%lld",
            (unsigned long long)(total - r->drop_logged),
            (unsigned long long)js->events_late,
@@ -1231,6 +1233,7 @@ static void report_drops(run_t *r, const ld_joiner_stats_t *js)
            (unsigned long long)js->events_duplicate,
            (unsigned long long)js->late_labels_dropped,
            (unsigned long long)js->labels_unmatched,
+           (unsigned long long)js->labels_nolabel,
            (unsigned long long)js->labels_expired,
            (unsigned long long)r->refused, (unsigned long long)r->model_refused,
            (long long)js->watermark_ms);

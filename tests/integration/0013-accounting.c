@@ -265,18 +265,19 @@ enum {
     D_DUPLICATE,
     D_AFTER_WINDOW,
     D_UNMATCHED,
+    D_NO_LABEL,
     D_EXPIRED,
     D_MODEL_REFUSED,
     D__COUNT
 };
 static const char *const drop_reasons[D__COUNT] = {
-    "late",      "duplicate", "after_window",
-    "unmatched", "expired",   "model_refused"};
+    "late",     "duplicate", "after_window", "unmatched",
+    "no_label", "expired",   "model_refused"};
 
 /* What /metrics says, in one go. */
 typedef struct snap {
     int64_t consumed[2], dlq[2][NREASONS], drop[2][D__COUNT], pending[2];
-    int64_t pos, neg, trained, joined, refused, ahead;
+    int64_t pos, neg, trained, joined, after_window, refused, ahead;
 } snap_t;
 
 static void scrape(uint16_t port, snap_t *s)
@@ -300,7 +301,9 @@ static void scrape(uint16_t port, snap_t *s)
     s->pos = metric(port, "learnd_examples_total{sample_type=\"pos\"}");
     s->neg = metric(port, "learnd_examples_total{sample_type=\"default_neg\"}");
     s->trained = metric(port, "learnd_examples_trained_total");
-    s->joined = metric(port, "learnd_labels_joined_total");
+    s->joined = metric(port, "learnd_label_records_total{outcome=\"joined\"}");
+    s->after_window =
+        metric(port, "learnd_label_records_total{outcome=\"after_window\"}");
     s->refused = metric(
         port, "learnd_records_dropped_total{kind=\"any\",reason=\"refused\"}");
     s->ahead = metric(port, "learnd_watermark_ahead_of_clock");
@@ -317,13 +320,16 @@ static int64_t sum(const int64_t *v, size_t n)
 /* records in = trained + dead-lettered + counted drops + pending, for
  * events (trained: examples trained on, one per event in window mode;
  * model_refused is among the drops) and for labels (trained: joined into an
- * event's example). */
+ * event's example, or after its window and used for a correction, i.e.
+ * learnd_label_records_total{outcome="after_window"} minus the dropped
+ * ones). */
 static int balanced(const snap_t *s)
 {
     int64_t ev = s->trained + sum(s->dlq[0], NREASONS) +
                  sum(s->drop[0], D__COUNT) + s->pending[0];
-    int64_t lb = s->joined + sum(s->dlq[1], NREASONS) +
-                 sum(s->drop[1], D__COUNT) + s->pending[1];
+    int64_t lb = s->joined + s->after_window - s->drop[1][D_AFTER_WINDOW] +
+                 sum(s->dlq[1], NREASONS) + sum(s->drop[1], D__COUNT) +
+                 s->pending[1];
     return ev == produced[0] && lb == produced[1] && s->refused == 0 &&
            s->consumed[0] + sum(s->dlq[0], NREASONS) == produced[0] &&
            s->consumed[1] + sum(s->dlq[1], NREASONS) == produced[1];
