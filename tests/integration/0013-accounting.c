@@ -16,7 +16,9 @@
  * dead letters and do not stop the partition (on main the rest of each
  * partition was late: 18 examples fewer); and after a restart the final
  * checkpoint's lineage counts the dead letters and late labels of the first
- * run (they were always 0), and `replay --verify` rebuilds it bit for bit. */
+ * run (they were always 0), and `replay --verify` rebuilds it bit for bit.
+ * Last, with the bound off, a year-2100 event raises the
+ * learnd_watermark_ahead_of_clock alert and makes the next event late. */
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -199,7 +201,8 @@ static void produce_partition(rd_kafka_t *rk, int p)
     label(rk, p, id, T + 40000, X_JOINED);
 }
 
-static void write_config(char *path, size_t size, uint16_t port)
+static void write_config(char *path, size_t size, uint16_t port,
+                         const char *max_future)
 {
     snprintf(path, size, "%s/acc.yaml", tmpdir);
     FILE *f = ld_test_config_begin(path, NULL, prefix);
@@ -222,6 +225,7 @@ static void write_config(char *path, size_t size, uint16_t port)
             "  label_field: v\n"
             "  max_record_bytes: 4KiB\n"
             "  max_features: 4\n"
+            "  max_future: %s\n"
             "labeling:\n"
             "  window: %dms\n"
             "  max_out_of_orderness: 1s\n"
@@ -238,7 +242,8 @@ static void write_config(char *path, size_t size, uint16_t port)
             "  volume_enabled: false\n"
             "  performance_enabled: false\n"
             "  drift_enabled: false\n",
-            (unsigned)port, prefix, prefix, prefix, prefix, WINDOW, tmpdir);
+            (unsigned)port, prefix, prefix, prefix, prefix, max_future, WINDOW,
+            tmpdir);
     fclose(f);
 }
 
@@ -396,7 +401,7 @@ int main(void)
 
     uint16_t port = ld_test_free_port();
     char config[300], log1[300], log2[300];
-    write_config(config, sizeof(config), port);
+    write_config(config, sizeof(config), port, "1h");
     snprintf(log1, sizeof(log1), "%s/run.log", tmpdir);
     pid_t pid = ld_test_spawn_run(LD_LEARND_BIN, config, 0, log1);
 
@@ -472,7 +477,7 @@ int main(void)
      * first run's dead letters and late labels, kept in the resume state
      * (the restart re-reads, and neither re-counts them). */
     snprintf(log2, sizeof(log2), "%s/final.log", tmpdir);
-    write_config(config, sizeof(config), ld_test_free_port());
+    write_config(config, sizeof(config), ld_test_free_port(), "1h");
     pid = ld_test_spawn_run(LD_LEARND_BIN, config, 1, log2);
     LD_TEST_EQ_I64("resumed run exit code", 0,
                    ld_test_wait_exit(pid, 2 * TIMEOUT));
@@ -508,6 +513,39 @@ int main(void)
         ld_test_show_tail(out, 20);
     LD_TEST_EQ_I64("replay --verify exit code", 0, code);
     LD_TEST_ASSERT(ld_test_file_has(out, "\nidentical\n"), "replay output");
+
+    /* Without the bound (max_future 0) a year-2100 event moves partition
+     * 0's watermark: the alert metric says so, and the next event of the
+     * partition, on time by any clock, is late. */
+    port = ld_test_free_port();
+    write_config(config, sizeof(config), port, "0");
+    char log3[300];
+    snprintf(log3, sizeof(log3), "%s/unbounded.log", tmpdir);
+    pid = ld_test_spawn_run(LD_LEARND_BIN, config, 0, log3);
+    /* (the books above are closed: these fates are not checked) */
+    event(rk, 0, "p0-2100", 4102444800000, X_PENDING);
+    event(rk, 0, "p0-after", T + 50000, X_LATE);
+    LD_TEST_ASSERT(rd_kafka_flush(rk, TIMEOUT) == 0, "flush");
+    dl = ld_test_deadline(2 * TIMEOUT);
+    while (ld_test_metric(port, "learnd_watermark_ahead_of_clock") != 1 ||
+           ld_test_metric(port, "learnd_records_dropped_total{kind=\"event\","
+                                "reason=\"late\"}") != 1) {
+        int st;
+        LD_TEST_ASSERT(waitpid(pid, &st, WNOHANG) == 0,
+                       "the daemon exited (status %d)", st);
+        LD_TEST_ASSERT(ld_test_remaining(dl) > 0,
+                       "no watermark-ahead alert, or no late drop");
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL); /* /metrics is polled */
+    }
+    double ahead = ld_test_metric(port, "learnd_watermark_ahead_seconds");
+    LD_TEST_ASSERT(ahead > 2e9, "watermark %.0f s ahead", ahead);
+    ld_test_say("unbounded: watermark %.3g s ahead of the clock, the next "
+                "event late",
+                ahead);
+    kill(pid, SIGTERM);
+    LD_TEST_EQ_I64("unbounded run exit code", 0,
+                   ld_test_wait_exit(pid, TIMEOUT));
     rd_kafka_destroy(rk);
     ld_test_rm_rf(tmpdir);
     ld_test_say("PASS: every record accounted for, lineage counts exact");
