@@ -30,7 +30,7 @@ typedef struct outgoing {
 typedef struct families {
     int records, dlq, examples, pending, pending_bytes, watermark, model,
         champion, published, triggers, txn, up, version, trained, lag,
-        label_records;
+        label_records, dropped, wm_ahead, wm_ahead_alert;
 } families_t;
 
 typedef struct run {
@@ -48,9 +48,16 @@ typedef struct run {
     ld_http_t *http;
     families_t fam;
     char txn_id[256];
-    int exit_code;     /* set once a fatal error is seen */
-    uint64_t consumed; /* good records processed */
-    uint64_t dead;     /* dead-lettered records seen */
+    int exit_code;          /* set once a fatal error is seen */
+    uint64_t consumed;      /* good records processed */
+    uint64_t dead;          /* dead-lettered records seen */
+    uint64_t refused;       /* records the joiner refused (a bug if not 0) */
+    uint64_t model_refused; /* examples the trainer refused */
+    /* the counts the lineage has been given (ld_lineage_count) */
+    uint64_t lin_dead, lin_late;
+    /* rate-limited log of dropped records (report) */
+    int64_t drop_log_next;
+    uint64_t drop_logged;
     /* next offset per partition of each input topic, as far as the loop
      * has processed (the pipeline's own positions run ahead by the ring) */
     int64_t *next[2];
@@ -829,8 +836,25 @@ static size_t positions(run_t *r, int committed,
     return n;
 }
 
+/* Hands the lineage the dead letters and dropped late labels counted since
+ * the last call: late labels are those older than their partition's
+ * watermark and those after their event's window that policy drop (or a
+ * positive already emitted) leaves out. The joiner does not count records
+ * re-read after a restart, and the pipeline does not dead-letter them
+ * again, so each counts once across restarts. */
+static void lineage_counts(run_t *r)
+{
+    ld_joiner_stats_t js;
+    ld_joiner_stats(r->joiner, &js);
+    uint64_t late = js.labels_late + js.late_labels_dropped;
+    ld_lineage_count(r->lin, r->dead - r->lin_dead, late - r->lin_late);
+    r->lin_dead = r->dead;
+    r->lin_late = late;
+}
+
 static Learnd__V1__Lineage *take_lineage(run_t *r)
 {
+    lineage_counts(r);
     Learnd__V1__PartitionPosition *pos = NULL;
     size_t n = positions(r, 0, &pos);
     Learnd__V1__Lineage *l = ld_lineage_take(r->lin, pos, n);
@@ -851,6 +875,7 @@ static ld_err_t save_state(run_t *r)
     ld_snapshot_t *snap = NULL;
     bytes_t runst = {0};
     Learnd__V1__PartitionPosition *pos = NULL, **ppos = NULL;
+    lineage_counts(r); /* saved with the lineage below */
     for (size_t p = 0; p < sizeof(r->assigned); p++) {
         if (!r->assigned[p])
             continue;
@@ -1123,6 +1148,18 @@ static void declare_metrics(run_t *r)
                                "partition");
     f->txn = ld_metrics_family(r->reg, "transactions_total", LD_METRIC_COUNTER,
                                "Commit points, by result");
+    f->dropped = ld_metrics_family(
+        r->reg, "records_dropped_total", LD_METRIC_COUNTER,
+        "Input records neither trained on nor dead-lettered, by topic kind "
+        "and reason (docs/OPERATIONS.md)");
+    f->wm_ahead = ld_metrics_family(
+        r->reg, "watermark_ahead_seconds", LD_METRIC_GAUGE,
+        "How far the most advanced partition watermark is ahead of the wall "
+        "clock (0 when behind)");
+    f->wm_ahead_alert = ld_metrics_family(
+        r->reg, "watermark_ahead_of_clock", LD_METRIC_GAUGE,
+        "1 while a partition watermark is ahead of the wall clock by more "
+        "than pipeline.max_future (1h when that is 0)");
 }
 
 static void set_model_metrics(run_t *r, const char *who,
@@ -1148,6 +1185,77 @@ static void set_lag(void *opaque, const char *topic, int32_t partition,
     snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%d\"", topic,
              (int)partition);
     ld_metrics_set(r->reg, r->fam.lag, labels, (double)lag);
+}
+
+/* Every record the daemon does not train from is dead-lettered (counted
+ * by the pipeline) or one of these drops (docs/OPERATIONS.md, "Where every
+ * record goes"). */
+typedef struct drop_row {
+    const char *labels;
+    uint64_t n;
+} drop_row_t;
+
+#define DROP_LOG_MS 10000 /* at most one drop log line per 10 s */
+
+static void report_drops(run_t *r, const ld_joiner_stats_t *js)
+{
+    const drop_row_t rows[] = {
+        {"kind=\"event\",reason=\"late\"", js->events_late},
+        {"kind=\"event\",reason=\"duplicate\"", js->events_duplicate},
+        {"kind=\"label\",reason=\"late\"", js->labels_late},
+        {"kind=\"label\",reason=\"after_window\"", js->late_labels_dropped},
+        {"kind=\"label\",reason=\"unmatched\"", js->labels_unmatched},
+        {"kind=\"label\",reason=\"no_label\"", js->labels_nolabel},
+        {"kind=\"label\",reason=\"expired\"", js->labels_expired},
+        {"kind=\"any\",reason=\"refused\"", r->refused},
+        {"kind=\"event\",reason=\"model_refused\"", r->model_refused},
+    };
+    uint64_t total = 0;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        ld_metrics_set(r->reg, r->fam.dropped, rows[i].labels,
+                       (double)rows[i].n);
+        total += rows[i].n;
+    }
+    /* Late records used to vanish without a line: say so, at a rate. */
+    int64_t now = ld_now_mono_ms();
+    if (total == r->drop_logged || now < r->drop_log_next)
+        return;
+    ld_log(LD_LOG_WARN, "join",
+           "msg=\"input records dropped (see learnd_records_dropped_total)\" "
+           "new=%llu events_late=%llu labels_late=%llu "
+           "events_duplicate=%llu labels_after_window=%llu "
+           "labels_unmatched=%llu labels_no_label=%llu labels_expired=%llu "
+           "refused=%llu "
+           "model_refused=%llu watermark_ms=%lld",
+           (unsigned long long)(total - r->drop_logged),
+           (unsigned long long)js->events_late,
+           (unsigned long long)js->labels_late,
+           (unsigned long long)js->events_duplicate,
+           (unsigned long long)js->late_labels_dropped,
+           (unsigned long long)js->labels_unmatched,
+           (unsigned long long)js->labels_nolabel,
+           (unsigned long long)js->labels_expired,
+           (unsigned long long)r->refused, (unsigned long long)r->model_refused,
+           (long long)js->watermark_ms);
+    r->drop_logged = total;
+    r->drop_log_next = now + DROP_LOG_MS;
+}
+
+/* A watermark ahead of the wall clock means a clock is wrong somewhere
+ * (producers stamping the future, or a time source without a bound): the
+ * lag gauge goes negative and its alert cannot fire, so this one says it.
+ * Alert-only: the wall clock never decides what is learnt (DESIGN §3). */
+static void report_ahead(run_t *r, const ld_joiner_stats_t *js)
+{
+    if (js->watermark_max_ms <= INT64_MIN / 2)
+        return;
+    int64_t bound = r->conf->pipeline.max_future_ms > 0
+                        ? r->conf->pipeline.max_future_ms
+                        : INT64_C(3600000);
+    int64_t ahead = js->watermark_max_ms - ld_now_wall_ms();
+    ld_metrics_set(r->reg, r->fam.wm_ahead, "",
+                   ahead > 0 ? (double)ahead / 1000.0 : 0.0);
+    ld_metrics_set(r->reg, r->fam.wm_ahead_alert, "", ahead > bound ? 1 : 0);
 }
 
 static void report(run_t *r)
@@ -1210,6 +1318,8 @@ static void report(run_t *r)
     ld_metrics_set(r->reg, r->fam.published, "", (double)r->published);
     ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
     ld_metrics_set(r->reg, r->fam.version, "", (double)r->version);
+    report_drops(r, &js);
+    report_ahead(r, &js);
 
     if (!r->hooks.progress)
         return;
@@ -1300,6 +1410,10 @@ static ld_err_t warm_start(run_t *r)
     } else if ((err = ld_trainer_champion_set(r->trainer, snap)) == LD_OK) {
         r->version = version;
         ld_snapshot_counts(snap, r->parent_counts);
+        if (m->lineage && m->lineage->total_counts)
+            ld_lineage_set_totals(
+                r->lin, m->lineage->total_counts->dead_lettered,
+                m->lineage->total_counts->late_labels_dropped);
         ld_snapshot_params_sha256(snap, r->published_sha);
         ld_log(LD_LOG_NOTICE, MOD, "msg=\"warm start\" model=%s version=%llu",
                r->tconf.name, (unsigned long long)version);
@@ -1635,6 +1749,13 @@ static void note_backlog(void *opaque, const char *topic, int32_t partition,
                                partition);
 }
 
+/* Counts one more; true at the 1st, 2nd, 4th, 8th, ... */
+static int count_and_log(uint64_t *n)
+{
+    ++*n;
+    return (*n & (*n - 1)) == 0;
+}
+
 /* Feeds one decoded record to the joiner and everything it releases on
  * through the trainer. */
 static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
@@ -1659,12 +1780,17 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
         err = ld_joiner_add_label(r->joiner, rec->partition, rec->offset,
                                   rec->key, rec->key_len, rec->time_ms,
                                   (float)rec->label);
-    if (err)
+    /* The pipeline dead-letters what the joiner cannot hold (keys, time
+     * range): a refusal here is out of memory or a bug. Counted on
+     * /metrics (learnd_records_dropped_total{reason="refused"}). */
+    /* Logged at the 1st, 2nd, 4th, 8th, ... time: a flood of them (a bad
+     * label mapping) must not flood the log; the counter says how many. */
+    if (err && count_and_log(&r->refused))
         ld_log(LD_LOG_WARN, "join",
                "msg=\"record refused by the joiner\" topic=%s partition=%d "
-               "offset=%lld err=\"%s\"",
+               "offset=%lld err=\"%s\" refused=%llu",
                rec->topic, (int)rec->partition, (long long)rec->offset,
-               ld_err_str(err));
+               ld_err_str(err), (unsigned long long)r->refused);
     if (r->adv_left) /* the partition may stay idle from here */
         replay_advances(r, (int)rec->kind, rec->partition, rec->offset + 1);
     ld_example_t ex;
@@ -1672,10 +1798,12 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
         if (r->hooks.example)
             r->hooks.example(r->hooks.opaque, &ex);
         if ((err = ld_trainer_add(r->trainer, &ex))) {
-            ld_log(LD_LOG_WARN, "trainer",
-                   "msg=\"example refused by the model\" partition=%d "
-                   "offset=%lld err=\"%s\"",
-                   (int)ex.partition, (long long)ex.offset, ld_err_str(err));
+            if (count_and_log(&r->model_refused))
+                ld_log(LD_LOG_WARN, "trainer",
+                       "msg=\"example refused by the model\" partition=%d "
+                       "offset=%lld err=\"%s\" refused=%llu",
+                       (int)ex.partition, (long long)ex.offset, ld_err_str(err),
+                       (unsigned long long)r->model_refused);
         } else {
             r->examples++;
             /* The audit topic holds exactly what the model trains on. */
