@@ -841,9 +841,19 @@ err:
 
 /* ---- Local model store -------------------------------------------------- */
 
-static int plain_name(const char *s)
+int ld_ckpt_name_ok(const char *name)
 {
-    return s && s[0] && s[0] != '.' && !strchr(s, '/') && strlen(s) < 200;
+    if (!name || !name[0] || name[0] == '.')
+        return 0;
+    size_t n = 0;
+    for (const char *p = name; *p; p++, n++) {
+        unsigned char c = (unsigned char)*p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                 (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+        if (!ok || n >= LD_CKPT_NAME_MAX)
+            return 0;
+    }
+    return 1;
 }
 
 static int fsync_dir(const char *dir)
@@ -978,7 +988,7 @@ ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
                              int64_t keep, char *path, size_t path_size)
 {
     char mdir[4200], name[64];
-    if (!dir || !plain_name(model) || strlen(dir) > 3800)
+    if (!dir || !ld_ckpt_name_ok(model) || strlen(dir) > 3800)
         return LD_ERR_INVAL;
     snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
     if (mkdir_p(mdir) != 0)
@@ -1018,7 +1028,7 @@ ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
                               uint64_t *version)
 {
     char path[4300], buf[32];
-    if (!dir || !plain_name(model))
+    if (!dir || !ld_ckpt_name_ok(model))
         return LD_ERR_INVAL;
     snprintf(path, sizeof(path), "%s/%s/latest", dir, model);
     FILE *f = fopen(path, "re");
@@ -1082,7 +1092,7 @@ ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
     uint64_t latest = 0, *v = NULL;
     size_t nv = 0;
     *out = NULL;
-    if (!dir || !plain_name(model))
+    if (!dir || !ld_ckpt_name_ok(model))
         return LD_ERR_INVAL;
     snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
     int have_latest = ld_ckpt_store_latest(dir, model, &latest) == LD_OK;

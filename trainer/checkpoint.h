@@ -155,6 +155,15 @@ ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
 
 /* ---- Local model store -------------------------------------------------- */
 
+#define LD_CKPT_NAME_MAX 128
+
+/* True when name can be a model name: 1 to LD_CKPT_NAME_MAX bytes of ASCII
+ * letters, digits, '.', '_' and '-', not starting with '.'. It is one path
+ * component of the model store (never "..", "/abs" or "a/b"), a safe part of
+ * Kafka keys (<model>/<version>) and of the transactional id. trainer.name is
+ * checked against it when the config loads; the store refuses other names. */
+int ld_ckpt_name_ok(const char *name);
+
 /* Writes buf as <dir>/<model>/<version>.ckpt (temp file, fsync, rename,
  * fsync of the directory), then `latest` (holding "<version>\n") the same
  * way, then deletes all but the newest keep versions. path (optional)
