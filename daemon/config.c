@@ -735,7 +735,7 @@ ld_config_t *ld_config_new_defaults(void)
         void *base = (char *)conf + sections[i].offset;
         if (ld_conf_set_defaults(sections[i].sec, base, why, sizeof(why))) {
             ld_log(LD_LOG_CRIT, "config", "msg=\"bad table default\" err=%s",
-                   why);
+                   ld_log_q(why));
             ld_config_destroy(conf);
             return NULL;
         }

@@ -45,6 +45,22 @@ expect inspect-json 0 '"version"' -- inspect "$data/trainer/small.ckpt" --json
 expect inspect-corrupt 1 "checksum mismatch" -- inspect "$data/trainer/corrupt.ckpt"
 expect inspect-truncated 1 "truncated.ckpt" -- inspect "$data/trainer/truncated.ckpt"
 expect inspect-usage 2 "usage" -- inspect
+# Control bytes in a checkpoint's strings are escaped, never sent raw to a
+# terminal (issue 15 item 7).
+expect inspect-escapes 0 'model              m\x1b]0;pwned\x07\x1b[2J version 1' \
+  -- inspect "$data/trainer/hostile-strings.ckpt"
+expect inspect-escapes-crlf 0 'trigger_id         t\x0d\x0aversion 999\x7f' \
+  -- inspect "$data/trainer/hostile-strings.ckpt"
+expect inspect-json-escapes 0 '"model":"m\u001b]0;pwned\u0007\u001b[2J"' \
+  -- inspect --json "$data/trainer/hostile-strings.ckpt"
+for fmt in "" --json; do
+  "$learnd" inspect $fmt "$data/trainer/hostile-strings.ckpt" >"$out" 2>&1
+  if LC_ALL=C grep -q "$(printf '[\001-\010\013-\037\177]')" "$out"; then
+    echo "FAIL inspect $fmt printed a raw control byte"; fails=$((fails+1))
+  else
+    passes=$((passes+1))
+  fi
+done
 # All three errors of the acceptance file, each with file:line:column.
 "$learnd" config check -c "$data/config/three-errors.yaml" 2>"$err"
 n=$(grep -cE '^[^:]+three-errors.yaml:[0-9]+:[0-9]+: pipeline\.' "$err")

@@ -168,23 +168,34 @@ int ld_ckpt_name_ok(const char *name);
  * fsync of the directory), then `latest` (holding "<version>\n") the same
  * way, then deletes all but the newest keep versions. path (optional)
  * receives the file's path. LD_ERR_INVAL for a model name that is not a
- * plain file name, LD_ERR_IO with errno set otherwise. */
+ * plain file name, LD_ERR_IO with errno set otherwise; errstr (optional)
+ * names the operation and the path ("write DIR/ctr/.7.ckpt.tmp.9: No space
+ * left on device"). */
 ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
                              uint64_t version, const uint8_t *buf, size_t len,
-                             int64_t keep, char *path, size_t path_size) LD_WUR;
+                             int64_t keep, char *path, size_t path_size,
+                             char *errstr, size_t errstr_size) LD_WUR;
 
 /* The version `latest` names; LD_ERR_NOENT when the store has none. */
 ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
                               uint64_t *version) LD_WUR;
 
-/* Reads and decodes a checkpoint file (LD_ERR_IO, LD_ERR_CORRUPT). */
+/* Largest checkpoint file read (a sanity bound: 1 TiB). */
+#define LD_CKPT_MAX_FILE ((uint64_t)1 << 40)
+
+/* Reads and decodes a checkpoint file: LD_ERR_NOENT, LD_ERR_IO (errstr names
+ * the operation and path), LD_ERR_CORRUPT. The size, first field and
+ * trailer are checked first and the digest is streamed, so memory for the
+ * content is allocated only for a file whose checksum holds. */
 ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
                            size_t errstr_size) LD_WUR;
 
 /* Warm start: decodes the version `latest` names; if that one is missing
  * or corrupt, logs a warning and falls back to the newest valid older
  * version. LD_ERR_NOENT when the store holds no checkpoint of model,
- * LD_ERR_CORRUPT when it holds only corrupt ones. */
+ * LD_ERR_CORRUPT when it holds only corrupt ones, LD_ERR_IO when the store
+ * cannot be read, LD_ERR_INVAL for a bad name. errstr is filled on every
+ * failure. */
 ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
                                    ld_ckpt_t **out, char *errstr,
                                    size_t errstr_size) LD_WUR;
