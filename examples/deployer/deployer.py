@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -52,12 +53,43 @@ class Refused(Exception):
     """The announced checkpoint cannot be deployed (missing, corrupt)."""
 
 
+# learnd's own rule for model names (trainer/checkpoint.h, ld_ckpt_name_ok):
+# one path component of ASCII letters, digits, '.', '_', '-', not starting
+# with '.'. The name comes from the trigger event, which anyone who can write
+# the topic controls: "../x" or "/tmp/x" joined to --models-dir would write
+# outside it.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def safe_model_dir(models_dir, name):
+    """Returns the directory of model name under models_dir, or raises
+    Refused when name is not a single safe path component."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise Refused("model name %r is not a single safe path component "
+                      "(letters, digits, '.', '_', '-'; not starting with '.')"
+                      % (name,))
+    root = os.path.realpath(models_dir)
+    mdir = os.path.join(root, name)
+    # Defence in depth: a symlink planted in the models dir must not lead
+    # out of it either.
+    if os.path.dirname(os.path.realpath(mdir)) != root:
+        raise Refused("%s leads outside --models-dir" % mdir)
+    return mdir
+
+
 # ---- Logging: one logfmt line per decision, like learnd's own logs --------
 
+_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _q(v):
+    """A logfmt value: quoted when needed; quotes, backslashes and control
+    characters escaped, so a value from an event (a model name) can never
+    end the line or forge another key."""
     s = str(v)
-    if s == "" or any(c in s for c in ' "=\\'):
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if s == "" or any(c in s for c in ' "=\\') or any(ord(c) < 0x20 or ord(c) == 0x7f for c in s):
+        return '"' + "".join(_ESC.get(c) or ("\\u%04x" % ord(c) if ord(c) < 0x20 or ord(c) == 0x7f else c)
+                             for c in s) + '"'
     return s
 
 
@@ -323,8 +355,15 @@ def handle(ev, args, state, fetcher):
         log("info", "no deploy: nothing was published", action=d.get("action"),
             verdict=d.get("verdict"), reason=d.get("reason"), **ctx)
     else:
+        try:
+            mdir = safe_model_dir(args.models_dir, name)
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise Refused("challenger_version %r is not a positive integer" % (version,))
+        except Refused as e:
+            log("error", "refused", why=str(e), **ctx)
+            return "refused"
         cur = state.deployed.get(name, {}).get("version", 0)
-        if version is not None and version <= cur:
+        if version <= cur:
             decision = "stale"
             log("info", "no deploy: not newer than the deployed version",
                 deployed=cur, **ctx)
@@ -335,7 +374,6 @@ def handle(ev, args, state, fetcher):
                 log("error", "refused", why=str(e), **ctx)
                 # Not remembered: a later run with --from-beginning retries it.
                 return "refused"
-            mdir = os.path.join(args.models_dir, name)
             os.makedirs(mdir, exist_ok=True)
             fname = "%d.ckpt" % version
             write_atomic(os.path.join(mdir, fname), blob)

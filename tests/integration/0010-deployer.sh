@@ -158,5 +158,37 @@ check "tampered event: refused for its sha256" \
 check "tampered event: no model written" \
     [ -z "$(find "$work/models-t" -name '*.ckpt' 2>/dev/null)" ]
 
+# ---- A model name that is not one path component is refused (issue 15) --------
+# The name comes from the event: joined to --models-dir, "../x" or an
+# absolute path would write outside it. Each event below is a real PASS
+# event of the demo with only the name (and idempotency key) changed.
+escape=ld-0010-escape-$$
+mkdir -p "$work/inside/models"
+"$py" - "$work/triggers.jsonl" "$work" > "$work/escape.jsonl" <<'EOF'
+import json, sys
+work = sys.argv[2]
+for line in open(sys.argv[1]):
+    ev = json.loads(line)
+    if ev["decision"]["verdict"] == "PASS":
+        break
+for i, name in enumerate(["../escaped", work + "/abs-escaped", "a/b", "..", ".hidden"]):
+    ev["model"]["name"] = name
+    ev["idempotency_key"] = "escape/%d" % i
+    print(json.dumps(ev))
+EOF
+kcat -P -b "$bs" -t "$escape" -k demo-ctr < "$work/escape.jsonl" \
+    || fatal "cannot produce to $escape"
+rc=0
+deploy --models-dir "$work/inside/models" --group ld-0010-d --once --topic "$escape" \
+    2> "$work/run4.log" || rc=$?
+cat "$work/run4.log"
+check "unsafe model names: deployer exits 1" [ "$rc" -eq 1 ]
+check "unsafe model names: each of the 5 events refused for its name" \
+    [ "$(grep -c 'msg=refused why=".* is not a single safe path component' "$work/run4.log")" -eq 5 ]
+check "unsafe model names: nothing written outside --models-dir" \
+    [ ! -e "$work/inside/escaped" ] && [ ! -e "$work/abs-escaped" ] && [ ! -e "$work/inside/models/a" ]
+check "unsafe model names: no checkpoint written anywhere" \
+    [ -z "$(find "$work/inside" "$work" -maxdepth 3 -name '*.ckpt' -newer "$work/escape.jsonl" 2>/dev/null)" ]
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
