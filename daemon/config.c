@@ -719,6 +719,12 @@ static void validate(loader_t *ld)
                    "'%s' is not an IPv4 address such as 127.0.0.1 or 0.0.0.0 "
                    "(the port is metrics.port)",
                    c->metrics.listen ? c->metrics.listen : "");
+    const char *secret = c->checkpoint.manifest_secret;
+    if (secret && secret[0] && strlen(secret) < LD_CKPT_SECRET_MIN)
+        report_key(ld, "checkpoint", "manifest_secret", -1,
+                   "shorter than %d bytes (value not shown); generate one "
+                   "with `openssl rand -hex 32`",
+                   LD_CKPT_SECRET_MIN);
     validate_topics(ld);
     validate_pipeline(ld);
 }

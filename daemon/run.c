@@ -467,6 +467,9 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
                                     .partition = 0,
                                     .created_at_ms = meta.created_at_ms,
                                     .trigger_id = meta.trigger_id};
+    const char *secret = r->conf->checkpoint.manifest_secret;
+    info.hmac_key = (const uint8_t *)secret;
+    info.hmac_key_len = secret ? strlen(secret) : 0;
     if ((err = ld_ckpt_manifest_encode(ckpt.data, ckpt.len, &info, &manifest)))
         goto out;
     offsets[nchunks] = -1;

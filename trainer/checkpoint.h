@@ -33,10 +33,11 @@
 
 /* The `checkpoint:` config section. */
 typedef struct ld_ckpt_conf {
-    char *dir;          /* model store root */
-    int64_t keep;       /* newest versions kept per model */
-    int64_t chunk_size; /* bytes of checkpoint per CheckpointChunk */
-    int warm_start;     /* start from the newest stored checkpoint */
+    char *dir;             /* model store root */
+    int64_t keep;          /* newest versions kept per model */
+    int64_t chunk_size;    /* bytes of checkpoint per CheckpointChunk */
+    int warm_start;        /* start from the newest stored checkpoint */
+    char *manifest_secret; /* HMAC-SHA256 key of manifests; "" = unsigned */
 } ld_ckpt_conf_t;
 
 extern const ld_conf_section_t ld_ckpt_conf_section;
@@ -135,7 +136,21 @@ typedef struct ld_ckpt_manifest_info {
     int32_t partition;
     int64_t created_at_ms;
     const char *trigger_id;
+    /* When hmac_key_len > 0: CheckpointManifest.hmac_sha256 (field 15,
+     * written last) = HMAC-SHA256(hmac_key, every byte before it), which a
+     * deployer holding the key verifies: the manifest's sha256 then proves
+     * the checkpoint came from a holder of the key, not only that it is
+     * intact (see docs/OPERATIONS.md, "Authenticating checkpoints"). */
+    const uint8_t *hmac_key;
+    size_t hmac_key_len;
 } ld_ckpt_manifest_info_t;
+
+/* Smallest checkpoint.manifest_secret accepted, in bytes. */
+#define LD_CKPT_SECRET_MIN 16
+
+/* HMAC-SHA256 (RFC 2104) of data under key. */
+void ld_ckpt_hmac_sha256(const void *key, size_t key_len, const void *data,
+                         size_t n, uint8_t out[32]);
 
 /* Serializes the CheckpointManifest of ckpt (its size, SHA-256 and
  * params_sha256 are taken from ckpt itself) into out (caller frees).

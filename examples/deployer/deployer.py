@@ -23,6 +23,7 @@ error, 2 usage error.
 
 import argparse
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -238,8 +239,28 @@ def sha256(b):
     return hashlib.sha256(b).digest()
 
 
-def fetch_checkpoint(fetcher, ev):
-    """Returns (manifest, checkpoint bytes), every hash verified."""
+# CheckpointManifest.hmac_sha256 is field 15 (bytes), written last when
+# learnd has checkpoint.manifest_secret: HMAC-SHA256 over every byte before
+# the tag.
+MANIFEST_HMAC_TAG = b"\x7a\x20"
+
+
+def verify_manifest_hmac(value, key):
+    """Raises Refused unless the manifest record value ends with a valid
+    HMAC-SHA256 under key. Checksums prove integrity; this proves origin:
+    only a holder of the key can make a manifest (and, through its sha256,
+    the checkpoint) that passes."""
+    if len(value) < 34 or value[-34:-32] != MANIFEST_HMAC_TAG:
+        raise Refused("manifest is not signed (learnd has no "
+                      "checkpoint.manifest_secret, or the record was forged)")
+    want = hmac.new(key, value[:-34], hashlib.sha256).digest()
+    if not hmac.compare_digest(want, value[-32:]):
+        raise Refused("manifest HMAC does not verify under the deployer's key")
+
+
+def fetch_checkpoint(fetcher, ev, key=None):
+    """Returns (manifest, checkpoint bytes), every hash verified, and the
+    manifest's HMAC when key is given."""
     m = ev["model"]
     name, version = m["name"], m["challenger_version"]
     topic, part, moff = m["checkpoint_topic"], m["checkpoint_partition"], m["manifest_offset"]
@@ -255,6 +276,8 @@ def fetch_checkpoint(fetcher, ev):
     if (rec.key() or b"").decode("utf-8", "replace") != name:
         raise Refused("record at the manifest offset is keyed %r, not %r"
                       % (rec.key(), name))
+    if key is not None:
+        verify_manifest_hmac(rec.value(), key)  # before trusting any field
     man = learnd_pb2.CheckpointManifest()
     man.ParseFromString(rec.value())
     if man.model != name or man.version != version:
@@ -369,7 +392,7 @@ def handle(ev, args, state, fetcher):
                 deployed=cur, **ctx)
         else:
             try:
-                man, blob = fetch_checkpoint(fetcher, ev)
+                man, blob = fetch_checkpoint(fetcher, ev, args.manifest_key)
             except Refused as e:
                 log("error", "refused", why=str(e), **ctx)
                 # Not remembered: a later run with --from-beginning retries it.
@@ -404,7 +427,19 @@ def parse_args(argv):
                    help="seconds to fetch one checkpoint")
     p.add_argument("-X", dest="props", action="append", default=[],
                    metavar="KEY=VALUE", help="extra librdkafka property")
+    p.add_argument("--manifest-key-env", metavar="NAME",
+                   help="environment variable holding learnd's "
+                        "checkpoint.manifest_secret: deploy only checkpoints "
+                        "whose manifest HMAC verifies under it")
     args = p.parse_args(argv)
+    args.manifest_key = None
+    if args.manifest_key_env:
+        # From the environment, never the command line (ps shows that).
+        k = os.environ.get(args.manifest_key_env, "")
+        if len(k) < 16:
+            p.error("--manifest-key-env: $%s is unset or shorter than 16 bytes"
+                    % args.manifest_key_env)
+        args.manifest_key = k.encode()
     kafka = {"bootstrap.servers": args.bootstrap}
     for kv in args.props:
         if "=" not in kv:
@@ -449,7 +484,8 @@ def main(argv=None):
 
     consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke)
     log("info", "started", topic=args.topic, group=args.group,
-        models_dir=args.models_dir)
+        models_dir=args.models_dir,
+        manifest_hmac="required" if args.manifest_key else "not checked")
     counts = {}
     code = 0
     try:

@@ -379,7 +379,8 @@ static void test_chunks(void **state)
     assert_int_equal(n, (b.len + 999) / 1000);
     assert_true(n > 3);
     ld_ckpt_manifest_info_t info = {
-        "ctr", 5, 4, (uint32_t)n, 1234, "learnd.checkpoints", 0, 1, "trig"};
+        "ctr", 5, 4,      (uint32_t)n, 1234, "learnd.checkpoints",
+        0,     1, "trig", NULL,        0};
     ld_buf_t mf, out;
     assert_int_equal(ld_ckpt_manifest_encode(b.data, b.len, &info, &mf), LD_OK);
     Learnd__V1__CheckpointManifest *pm =
@@ -414,6 +415,35 @@ static void test_chunks(void **state)
     assert_int_equal(out.len, b.len);
     assert_memory_equal(out.data, b.data, b.len);
     free(out.data);
+
+    /* Signed with checkpoint.manifest_secret: the same manifest followed by
+     * field 15, the HMAC-SHA256 of everything before it; still a valid
+     * manifest for readers and for ld_ckpt_assemble. */
+    static const char key[] = "0123456789abcdef-test-key";
+    ld_ckpt_manifest_info_t signed_info = info;
+    signed_info.hmac_key = (const uint8_t *)key;
+    signed_info.hmac_key_len = strlen(key);
+    ld_buf_t smf;
+    assert_int_equal(ld_ckpt_manifest_encode(b.data, b.len, &signed_info, &smf),
+                     LD_OK);
+    assert_int_equal(smf.len, mf.len + LD_CKPT_TRAILER);
+    assert_memory_equal(smf.data, mf.data, mf.len);
+    assert_int_equal(smf.data[mf.len], 0x7a);
+    assert_int_equal(smf.data[mf.len + 1], 0x20);
+    uint8_t mac[32];
+    ld_ckpt_hmac_sha256(key, strlen(key), mf.data, mf.len, mac);
+    assert_memory_equal(smf.data + mf.len + 2, mac, 32);
+    pm = learnd__v1__checkpoint_manifest__unpack(NULL, smf.len, smf.data);
+    assert_non_null(pm);
+    assert_int_equal(pm->hmac_sha256.len, 32);
+    assert_memory_equal(pm->hmac_sha256.data, mac, 32);
+    learnd__v1__checkpoint_manifest__free_unpacked(pm, NULL);
+    assert_int_equal(
+        ld_ckpt_assemble(smf.data, smf.len, ch, n, &out, err, sizeof(err)),
+        LD_OK);
+    assert_memory_equal(out.data, b.data, b.len);
+    free(out.data);
+    free(smf.data);
 
     /* Missing last chunk, swapped chunks, a flipped byte: refused. */
     assert_int_equal(
@@ -527,6 +557,30 @@ static void test_store(void **state)
     snprintf(p, sizeof(p), "%s/ctr", dir);
     rmdir(p);
     rmdir(dir);
+}
+
+/* RFC 4231 test cases 1, 2 and 6 (a key longer than the block). */
+static void test_hmac_sha256(void **state)
+{
+    (void)state;
+    uint8_t k1[20], k6[131], mac[32];
+    char h[65];
+    memset(k1, 0x0b, sizeof(k1));
+    memset(k6, 0xaa, sizeof(k6));
+    ld_ckpt_hmac_sha256(k1, sizeof(k1), "Hi There", 8, mac);
+    hex(mac, 32, h);
+    assert_string_equal(
+        h, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+    ld_ckpt_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
+    hex(mac, 32, h);
+    assert_string_equal(
+        h, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    static const char m6[] =
+        "Test Using Larger Than Block-Size Key - Hash Key First";
+    ld_ckpt_hmac_sha256(k6, sizeof(k6), m6, strlen(m6), mac);
+    hex(mac, 32, h);
+    assert_string_equal(
+        h, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 }
 
 /* ---- store diagnostics (issue 15 item 7) -------------------------------- */
@@ -857,6 +911,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_store),
         cmocka_unit_test(test_store_errors),
+        cmocka_unit_test(test_hmac_sha256),
         cmocka_unit_test(test_read_large_file),
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_champion_from_checkpoint),

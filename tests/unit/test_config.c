@@ -271,6 +271,9 @@ static void test_run_refusals(void **state)
          "8:17: pipeline.events_topic: 'learnd.triggers' is also "
          "daemon.trigger_topic; one topic cannot serve two roles (dead "
          "letters fed back into an input multiply)"},
+        {3, "checkpoint: {manifest_secret: short}\ntrainer:",
+         "3:31: checkpoint.manifest_secret: shorter than 16 bytes (value not "
+         "shown); generate one with `openssl rand -hex 32`"},
         {4, "  dense_dim: 3",
          "4:14: trainer.dense_dim: 3, but pipeline.dense_fields names 2 "
          "fields (leave dense_dim at 0 to follow them)"},
