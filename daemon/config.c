@@ -554,7 +554,8 @@ static void validate_topics(loader_t *ld)
 static int check_schema_file(loader_t *ld, const char *key, long idx,
                              const char *path)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO named as a schema must not hang the check. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat st;
     if (fd < 0) {
         report_key(ld, "pipeline", key, idx, "cannot read schema '%s': %s",
@@ -725,6 +726,8 @@ static void validate(loader_t *ld)
                    "shorter than %d bytes (value not shown); generate one "
                    "with `openssl rand -hex 32`",
                    LD_CKPT_SECRET_MIN);
+    if (!c->pipeline.group_id || !c->pipeline.group_id[0])
+        report_key(ld, "pipeline", "group_id", -1, "empty consumer group");
     validate_topics(ld);
     validate_pipeline(ld);
 }
@@ -965,9 +968,15 @@ void ld_config_write_doc(FILE *out)
           "One YAML file, given with `learnd run -c FILE`; check it with "
           "`learnd config check -c FILE`.\n"
           "Unknown keys and bad values are errors reported as "
-          "`file:line:column: key: reason`.\n"
+          "`file:line:column: key: reason`, and so is everything `learnd "
+          "run` would refuse at start-up: mapped fields missing from the "
+          "`.avsc`, crosses over unknown namespaces, unreadable schemas, "
+          "illegal or shared topic names, unknown librdkafka properties, a "
+          "`trainer.name` that is not one path component. `run` exits 2 on "
+          "any of them before contacting Kafka.\n"
           "Any value may use `${NAME}` or `${NAME:-default}` to read the "
-          "environment; values of keys that look like secrets "
+          "environment (an unset `${NAME}` or a `${` without its `}` is an "
+          "error); values of keys that look like secrets "
           "(`*password*`, `*secret*`, `sasl.*`, `ssl.key.*`) are never "
           "printed.\n\n"
           "Durations take `ms`, `s`, `m`, `h`, `d` (a bare number is "

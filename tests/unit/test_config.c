@@ -237,6 +237,8 @@ static void test_run_refusals(void **state)
         {6, "  listen: 127.0.0.1:9464",
          "6:11: metrics.listen: '127.0.0.1:9464' is not an IPv4 address "
          "such as 127.0.0.1 or 0.0.0.0 (the port is metrics.port)"},
+        {8, "  group_id: \"\"\n  events_topic: events",
+         "8:13: pipeline.group_id: empty consumer group"},
         {8, "  events_topic: \"\"",
          "8:17: pipeline.events_topic: empty "
          "topic name"},
