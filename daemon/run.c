@@ -426,11 +426,15 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
         goto out;
     ld_ckpt_sha256(ckpt.data, ckpt.len, sha);
     path[0] = '\0';
+    char why[512] = "";
     if (r->conf->checkpoint.dir && r->conf->checkpoint.dir[0] &&
-        (err = ld_ckpt_store_write(r->conf->checkpoint.dir, model, o->version,
-                                   ckpt.data, ckpt.len,
-                                   r->conf->checkpoint.keep, path, path_size)))
+        (err = ld_ckpt_store_write(
+             r->conf->checkpoint.dir, model, o->version, ckpt.data, ckpt.len,
+             r->conf->checkpoint.keep, path, path_size, why, sizeof(why)))) {
+        ld_log(LD_LOG_ERR, MOD, "msg=\"cannot store checkpoint\" err=%s",
+               ld_log_q(why));
         goto out;
+    }
     if ((err = ld_ckpt_chunks(ckpt.data, ckpt.len, model, o->version,
                               (size_t)r->conf->checkpoint.chunk_size, &chunks,
                               &nchunks)))
@@ -475,6 +479,9 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
                                     .partition = 0,
                                     .created_at_ms = meta.created_at_ms,
                                     .trigger_id = meta.trigger_id};
+    const char *secret = r->conf->checkpoint.manifest_secret;
+    info.hmac_key = (const uint8_t *)secret;
+    info.hmac_key_len = secret ? strlen(secret) : 0;
     if ((err = ld_ckpt_manifest_encode(ckpt.data, ckpt.len, &info, &manifest)))
         goto out;
     offsets[nchunks] = -1;
@@ -495,8 +502,8 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
     ld_log(LD_LOG_NOTICE, MOD,
            "msg=\"checkpoint published\" model=%s version=%llu bytes=%zu "
            "chunks=%zu manifest_offset=%lld path=%s",
-           model, (unsigned long long)o->version, ckpt.len, nchunks,
-           (long long)*manifest_off, path[0] ? path : "-");
+           ld_log_q(model), (unsigned long long)o->version, ckpt.len, nchunks,
+           (long long)*manifest_off, ld_log_q(path[0] ? path : "-"));
 out:
     ld_ckpt_chunks_free(chunks, nchunks);
     free(ckpt.data);
@@ -1018,8 +1025,8 @@ static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
             ld_ckpt_champion_set(r->trainer, champ, why, sizeof(why))) {
             ld_log(LD_LOG_WARN, MOD,
                    "msg=\"champion checkpoint unavailable: shadow scores "
-                   "restart empty\" path=%s err=\"%s\"",
-                   path, why);
+                   "restart empty\" path=%s err=%s",
+                   ld_log_q(path), ld_log_q(why));
         }
         ld_ckpt_destroy(champ);
     }
@@ -1381,7 +1388,7 @@ static ld_err_t warm_start(run_t *r)
         !c->dir[0])
         return LD_OK;
     ld_ckpt_t *ck = NULL;
-    char why[512];
+    char why[1024] = "";
     ld_err_t err =
         ld_ckpt_store_load_latest(c->dir, r->tconf.name, &ck, why, sizeof(why));
     if (err == LD_ERR_NOENT) {
@@ -1392,9 +1399,7 @@ static ld_err_t warm_start(run_t *r)
     }
     if (err) {
         ld_log(LD_LOG_ERR, MOD,
-               "msg=\"cannot load a stored checkpoint\" "
-               "err=\"%s\"",
-               why);
+               "msg=\"cannot load a stored checkpoint\" err=%s", ld_log_q(why));
         return err;
     }
     ld_snapshot_t *snap = ld_ckpt_snapshot(ck);
@@ -1405,8 +1410,8 @@ static ld_err_t warm_start(run_t *r)
     } else if ((err = ld_trainer_restore(r->trainer, snap, why, sizeof(why)))) {
         ld_log(LD_LOG_ERR, MOD,
                "msg=\"stored checkpoint does not fit this config\" "
-               "err=\"%s\"",
-               why);
+               "err=%s",
+               ld_log_q(why));
     } else if ((err = ld_trainer_champion_set(r->trainer, snap)) == LD_OK) {
         r->version = version;
         ld_snapshot_counts(snap, r->parent_counts);
@@ -1416,7 +1421,7 @@ static ld_err_t warm_start(run_t *r)
                 m->lineage->total_counts->late_labels_dropped);
         ld_snapshot_params_sha256(snap, r->published_sha);
         ld_log(LD_LOG_NOTICE, MOD, "msg=\"warm start\" model=%s version=%llu",
-               r->tconf.name, (unsigned long long)version);
+               ld_log_q(r->tconf.name), (unsigned long long)version);
     }
     ld_snapshot_destroy(snap);
     ld_ckpt_destroy(ck);
@@ -1899,7 +1904,8 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     char errstr[1024] = "";
     int code = setup(&r, errstr, sizeof(errstr));
     if (code != LD_EXIT_OK) {
-        ld_log(LD_LOG_CRIT, MOD, "msg=\"cannot start\" err=\"%s\"", errstr);
+        ld_log(LD_LOG_CRIT, MOD, "msg=\"cannot start\" err=%s",
+               ld_log_q(errstr));
         teardown(&r);
         return code;
     }

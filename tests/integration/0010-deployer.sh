@@ -158,5 +158,117 @@ check "tampered event: refused for its sha256" \
 check "tampered event: no model written" \
     [ -z "$(find "$work/models-t" -name '*.ckpt' 2>/dev/null)" ]
 
+# ---- A model name that is not one path component is refused (issue 15) --------
+# The name comes from the event: joined to --models-dir, "../x" or an
+# absolute path would write outside it. Each event below is a real PASS
+# event of the demo with only the name (and idempotency key) changed.
+escape=ld-0010-escape-$$
+mkdir -p "$work/inside/models"
+"$py" - "$work/triggers.jsonl" "$work" > "$work/escape.jsonl" <<'EOF'
+import json, sys
+work = sys.argv[2]
+for line in open(sys.argv[1]):
+    ev = json.loads(line)
+    if ev["decision"]["verdict"] == "PASS":
+        break
+for i, name in enumerate(["../escaped", work + "/abs-escaped", "a/b", "..", ".hidden"]):
+    ev["model"]["name"] = name
+    ev["idempotency_key"] = "escape/%d" % i
+    print(json.dumps(ev))
+EOF
+kcat -P -b "$bs" -t "$escape" -k demo-ctr < "$work/escape.jsonl" \
+    || fatal "cannot produce to $escape"
+rc=0
+deploy --models-dir "$work/inside/models" --group ld-0010-d --once --topic "$escape" \
+    2> "$work/run4.log" || rc=$?
+cat "$work/run4.log"
+check "unsafe model names: deployer exits 1" [ "$rc" -eq 1 ]
+check "unsafe model names: each of the 5 events refused for its name" \
+    [ "$(grep -c 'msg=refused why=".* is not a single safe path component' "$work/run4.log")" -eq 5 ]
+check "unsafe model names: nothing written outside --models-dir" \
+    [ ! -e "$work/inside/escaped" ] && [ ! -e "$work/abs-escaped" ] && [ ! -e "$work/inside/models/a" ]
+check "unsafe model names: no checkpoint written anywhere" \
+    [ -z "$(find "$work/inside" "$work" -maxdepth 3 -name '*.ckpt' -newer "$work/escape.jsonl" 2>/dev/null)" ]
+
+# ---- Manifest HMAC: origin, not only integrity (issue 15) ------------------------
+# With --manifest-key-env the deployer deploys only checkpoints whose
+# manifest carries a valid HMAC-SHA256 under the key (learnd writes it with
+# checkpoint.manifest_secret; the demo signs nothing).
+export LD_0010_KEY=0010-test-key-0123456789abcdef
+rc=0
+deploy --models-dir "$work/models-u" --group ld-0010-e --once \
+    --manifest-key-env LD_0010_KEY 2> "$work/run5.log" || rc=$?
+cat "$work/run5.log"
+check "unsigned manifests with a key required: deployer exits 1" [ "$rc" -eq 1 ]
+check "unsigned manifests: every PASS event refused as not signed" \
+    [ "$(grep -c 'msg=refused why="manifest is not signed' "$work/run5.log")" -eq "$npass" ]
+check "unsigned manifests: nothing deployed" \
+    [ -z "$(find "$work/models-u" -name '*.ckpt' 2>/dev/null)" ]
+
+# The first PASS checkpoint copied to a topic of its own with a manifest
+# signed as learnd signs it (field 15 = HMAC-SHA256 of the bytes before it):
+# once under a wrong key, then under the right one.
+signed=ld-0010-signed-$$
+PYTHONPATH=$work/gen "$venv/bin/python" - "$bs" "$work/triggers.jsonl" "$signed" \
+    > "$work/signed.out" <<'EOF' || fatal "cannot write the signed copy"
+import hashlib, hmac, json, os, sys
+from confluent_kafka import Consumer, Producer, TopicPartition, KafkaError
+import learnd_pb2
+bs, triggers, topic = sys.argv[1:4]
+for line in open(triggers):
+    ev = json.loads(line)
+    if ev["decision"]["verdict"] == "PASS":
+        break
+m = ev["model"]
+c = Consumer({"bootstrap.servers": bs, "group.id": "ld-0010-copy",
+              "isolation.level": "read_committed", "enable.auto.commit": False,
+              "enable.partition.eof": True})
+def records(first, stop):
+    c.assign([TopicPartition(m["checkpoint_topic"], m["checkpoint_partition"], first)])
+    while True:
+        r = c.poll(10)
+        if r is None or (r.error() and r.error().code() == KafkaError._PARTITION_EOF):
+            return
+        if r.offset() >= stop:
+            return
+        yield r
+man_rec = next(records(m["manifest_offset"], m["manifest_offset"] + 1))
+man = learnd_pb2.CheckpointManifest()
+man.ParseFromString(man_rec.value())
+prefix = ("%s/%d/" % (m["name"], m["challenger_version"])).encode()
+chunks = [r for r in records(man.first_chunk_offset, m["manifest_offset"])
+          if r.key().startswith(prefix)]
+assert len(chunks) == man.chunk_count, (len(chunks), man.chunk_count)
+p = Producer({"bootstrap.servers": bs, "enable.idempotence": True})
+for r in chunks:
+    p.produce(topic, key=r.key(), value=r.value(), partition=0)
+man.first_chunk_offset, man.topic, man.partition = 0, topic, 0
+body = man.SerializeToString()
+for i, key in enumerate([b"wrong-key-0123456789abcdef", os.environ["LD_0010_KEY"].encode()]):
+    sig = b"\x7a\x20" + hmac.new(key, body, hashlib.sha256).digest()
+    p.produce(topic, key=m["name"].encode(), value=body + sig, partition=0)
+    e = json.loads(json.dumps(ev))
+    e["idempotency_key"] = "signed/%d" % i
+    e["model"].update(checkpoint_topic=topic, checkpoint_partition=0,
+                      manifest_offset=len(chunks) + i)
+    p.produce(topic + ".triggers", key=m["name"].encode(), value=json.dumps(e), partition=0)
+    p.flush(30)  # the bad event first
+assert p.flush(30) == 0
+c.close()
+print(m["name"], m["challenger_version"])
+EOF
+read -r s_model s_version < "$work/signed.out"
+rc=0
+deploy --models-dir "$work/models-s" --group ld-0010-f --once --topic "$signed.triggers" \
+    --manifest-key-env LD_0010_KEY 2> "$work/run6.log" || rc=$?
+cat "$work/run6.log"
+check "signed manifests: exit 1 for the one under a wrong key" [ "$rc" -eq 1 ]
+check "signed manifests: the wrong key's manifest refused" \
+    [ "$(grep -c 'msg=refused why="manifest HMAC does not verify' "$work/run6.log")" -eq 1 ]
+check "signed manifests: the right key's checkpoint deployed" \
+    [ "$(grep -c 'msg=deployed' "$work/run6.log")" -eq 1 ]
+check "signed manifests: deployed file byte-identical to learnd's store" \
+    cmp -s "$work/models-s/$s_model/$s_version.ckpt" "$kept/$s_model/$s_version.ckpt"
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
