@@ -89,6 +89,9 @@ typedef struct demo {
     char model[96];
     char group[96];
     int resume; /* --run-id given */
+    /* Newest record time produced to each input partition (resume: the
+     * stop condition), and the watermark the run reached. */
+    int64_t max_time[2][PARTITIONS];
     /* generator <-> loop */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -291,6 +294,17 @@ static int should_stop(void *opaque)
     pthread_mutex_lock(&d->lock);
     int stop = d->gen_failed ||
                (d->gen_done && d->consumed >= d->produced && d->produced);
+    if (d->resume && stop && !d->gen_failed) {
+        /* A resumed run first re-reads what its joiner still needed, so
+         * the count says nothing: wait for the watermark to pass the newest
+         * record of every input partition (less max_out_of_orderness). */
+        int64_t target = INT64_MAX;
+        for (int t = 0; t < 2; t++)
+            for (int p = 0; p < PARTITIONS; p++)
+                if (d->max_time[t][p] < target)
+                    target = d->max_time[t][p];
+        stop = d->last.watermark_ms >= target - 1000;
+    }
     pthread_mutex_unlock(&d->lock);
     return stop;
 }
@@ -350,6 +364,9 @@ static void *generate(void *arg)
             break;
         }
         produced++;
+        if (rec.time_ms > d->max_time[rec.is_label][part])
+            d->max_time[rec.is_label][part] = rec.time_ms; /* under no lock:
+                                                  read once gen_done is set */
         if (d->poison && rec.index % (d->gconf.n_events / d->poison) == 0 &&
             !rec.is_label && poisoned < d->poison) {
             /* An Avro string length running past the end of the record. */
@@ -798,6 +815,77 @@ out:
     return rc;
 }
 
+/* The newest record time in the input topics (-1: none): a resumed run's
+ * stream starts after it, else its records would be late for the joiner's
+ * watermarks. Reads the last record of each partition. */
+static int64_t newest_time(const demo_t *d, char *why, size_t size)
+{
+    char bs[sizeof(d->bootstrap)];
+    snprintf(bs, sizeof(bs), "%s", d->bootstrap);
+    /* consumer_poll needs a group.id; nothing is committed to it (and
+     * assign() joins no group). */
+    char *kv[] = {"bootstrap.servers",
+                  bs,
+                  "enable.partition.eof",
+                  "true",
+                  "group.id",
+                  "learnd-demo-probe",
+                  "enable.auto.commit",
+                  "false"};
+    ld_strlist_t props = {kv, 8};
+    rd_kafka_conf_t *conf = ld_kafka_conf_new(&props, why, size);
+    if (!conf)
+        return INT64_MIN;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return INT64_MIN;
+    }
+    int64_t newest = -1;
+    int want = 0;
+    rd_kafka_topic_partition_list_t *parts =
+        rd_kafka_topic_partition_list_new(2 * PARTITIONS);
+    static const char *const inputs[] = {"events", "labels"};
+    for (int t = 0; t < 2; t++)
+        for (int32_t p = 0; p < PARTITIONS; p++) {
+            int64_t lo = 0, hi = 0;
+            if (rd_kafka_query_watermark_offsets(rk, inputs[t], p, &lo, &hi,
+                                                 30000) ||
+                hi <= lo)
+                continue;
+            rd_kafka_topic_partition_list_add(parts, inputs[t], p)->offset =
+                hi - 1;
+            want++;
+        }
+    if (want && rd_kafka_assign(rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        int64_t deadline = ld_now_mono_ms() + 30000;
+        while (want > 0 && ld_now_mono_ms() < deadline) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
+            if (!m)
+                continue;
+            if (!m->err) {
+                int64_t ts = rd_kafka_message_timestamp(m, NULL);
+                if (ts > newest)
+                    newest = ts;
+                want--;
+            } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                want--; /* transaction markers only */
+            }
+            rd_kafka_message_destroy(m);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    if (want > 0) {
+        snprintf(why, size,
+                 "cannot read the newest records of the input "
+                 "topics");
+        return INT64_MIN;
+    }
+    return newest;
+}
+
 int ld_cmd_demo(int argc, char **argv)
 {
     demo_t d = {.gconf = {.seed = 1,
@@ -944,6 +1032,15 @@ int ld_cmd_demo(int argc, char **argv)
         if (!d.resume && group_start_at_end(&d, why, sizeof(why))) {
             fprintf(stderr, "learnd demo: %s\n", why);
             goto out;
+        }
+        if (d.resume) {
+            int64_t newest = newest_time(&d, why, sizeof(why));
+            if (newest == INT64_MIN) {
+                fprintf(stderr, "learnd demo: %s\n", why);
+                goto out;
+            }
+            if (newest >= d.gconf.start_time_ms)
+                d.gconf.start_time_ms = newest + 1000;
         }
         printf("learnd demo: Kafka cluster at %s, run %s (model %s, "
                "consumer group %s)\n",
