@@ -690,10 +690,16 @@ static void summary(demo_t *d, int code, double auc_live, double auc_frozen,
                 k ? ", " : "", ph->name, (unsigned long long)ph->n,
                 ph->live / n, ph->frozen / n);
     }
+    /* JSON has no NaN: an AUC without both labels is null. */
+    char al[32] = "null", af[32] = "null";
+    if (isfinite(auc_live))
+        snprintf(al, sizeof(al), "%.6f", auc_live);
+    if (isfinite(auc_frozen))
+        snprintf(af, sizeof(af), "%.6f", auc_frozen);
     fprintf(f,
-            "],\n \"auc_after_drift\": {\"continual\": %.6f, \"frozen\": "
-            "%.6f}}\n",
-            auc_live, auc_frozen);
+            "],\n \"auc_after_drift\": {\"continual\": %s, \"frozen\": "
+            "%s}}\n",
+            al, af);
     fclose(f);
 }
 
