@@ -2,7 +2,8 @@
 /* A new user's first hour on a real broker (issue #17): `learnd demo
  * --bootstrap`, then the broker's time retention runs over the demo's topics
  * (awaited: a canary record stamped 2026-01-01 is deleted), then `learnd run
- * -c` with packaging/learnd.yaml (paths and names made the test's own) reads
+ * -c` with packaging/learnd.yaml (LEARND_* set as its comments say for a
+ * checkout; group, transactional id and outputs made the test's own) reads
  * every demo record and trains, `learnd replay --verify` reproduces its last
  * version, and a second `learnd demo --bootstrap` trains a model of its own.
  * Each demo's summary accounts for every event: released or still waiting
@@ -149,8 +150,8 @@ int main(void)
         }
 
     /* ---- 3. learnd run -c packaging/learnd.yaml --until-caught-up -----
-     * The shipped config, with the test's own paths, group, transactional
-     * id and output topics. */
+     * The shipped config, with the test's own group, transactional id and
+     * output topics (the broker is shared and may be reused). */
     char names[128], sub[512], cfg[512], runlog[512];
     ld_test_name(names, sizeof(names), "newuser");
     ld_test_create_outputs(rk, names, 0);
@@ -160,10 +161,6 @@ int main(void)
     size_t n = fread(yaml, 1, sizeof(yaml) - 1, f);
     fclose(f);
     yaml[n] = '\0';
-    subst(yaml, sizeof(yaml), "/usr/share/learnd/schemas",
-          LD_SOURCE_DIR "/schemas");
-    snprintf(sub, sizeof(sub), "%s/models", dir);
-    subst(yaml, sizeof(yaml), "/var/lib/learnd/models", sub);
     static const char *const keys[][2] = {
         {"group_id: learnd-ctr", "group_id: %s.group"},
         {"transactional_id: learnd-ctr", "transactional_id: %s.txn"},
@@ -180,6 +177,10 @@ int main(void)
     LD_TEST_ASSERT(f && fputs(yaml, f) >= 0 && fclose(f) == 0, "write %s", cfg);
     char port[16];
     snprintf(port, sizeof(port), "%u", (unsigned)ld_test_free_port());
+    /* The example config's own knobs for a checkout (see its comments). */
+    snprintf(sub, sizeof(sub), "%s/models", dir);
+    setenv("LEARND_MODELS", sub, 1);
+    setenv("LEARND_SCHEMAS", LD_SOURCE_DIR "/schemas", 1);
     setenv("LEARND_BOOTSTRAP", ld_test_bootstrap(), 1);
     setenv("LEARND_METRICS_PORT", port, 1);
     snprintf(runlog, sizeof(runlog), "%s/run.log", dir);
