@@ -298,7 +298,7 @@ auto.create.topics.enable=true
 
 # Time retention is checked every second, not every 5 minutes: a test can
 # await one check (a record stamped long ago is deleted) to show that its
-# own records survive one (0013-new-user).
+# own records survive one (0014-new-user).
 log.retention.check.interval.ms=1000
 
 # Small: tests write little, the machine has two cores.

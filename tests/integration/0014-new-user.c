@@ -109,7 +109,7 @@ static void subst(char *buf, size_t size, const char *from, const char *to)
 int main(void)
 {
     learnd = LD_LEARND_BIN;
-    ld_test_tmpdir(dir, sizeof(dir), "0013");
+    ld_test_tmpdir(dir, sizeof(dir), "0014");
     rd_kafka_t *rk = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
 
     /* ---- 1. The demo on the broker ---------------------------------- */
