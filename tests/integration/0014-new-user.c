@@ -198,8 +198,8 @@ int main(void)
         char *m = strstr(line, "msg=\"stopped\" ");
         if (m && sscanf(m,
                         "msg=\"stopped\" consumed=%llu examples=%llu "
-                        "pending_events=%llu published=%llu",
-                        &consumed, &examples, &pending, &published) == 4)
+                        "published=%llu pending_events=%llu",
+                        &consumed, &examples, &published, &pending) == 4)
             stopped = 1;
     }
     fclose(f);
