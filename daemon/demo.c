@@ -301,7 +301,7 @@ static int should_stop(void *opaque)
         int64_t target = INT64_MAX;
         for (int t = 0; t < 2; t++)
             for (int p = 0; p < PARTITIONS; p++)
-                if (d->max_time[t][p] < target)
+                if (d->max_time[t][p] > 0 && d->max_time[t][p] < target)
                     target = d->max_time[t][p];
         stop = d->last.watermark_ms >= target - 1000;
     }
@@ -597,13 +597,16 @@ static void summary(demo_t *d, int code, double auc_live, double auc_frozen,
     long long other =
         (long long)p->events - (long long)released - (long long)p->pending;
     printf("events: %llu read = %llu released as examples + %llu waiting "
-           "for their %s window to close%s",
+           "for their 60s label window to close%s",
            (unsigned long long)p->events, (unsigned long long)released,
-           (unsigned long long)p->pending, "60s label",
+           (unsigned long long)p->pending,
            d->run_id[0] ? " (kept in the committed state for the next start)"
                         : " (the input ended first)");
+    /* Late and duplicate events are counted drops; a resumed run also
+     * re-reads what its joiner still held. */
     if (other)
-        printf(" + %lld late or duplicate", other);
+        printf(" + %lld late, duplicate%s", other,
+               d->resume ? " or re-read" : "");
     printf("\n");
     printf("checkpoints published: %llu\n", (unsigned long long)p->published);
     for (unsigned t = 0; t < 8; t++)
@@ -849,6 +852,7 @@ static int64_t newest_time(const demo_t *d, char *why, size_t size)
     }
     int64_t newest = -1;
     int want = 0;
+    char done[2][PARTITIONS] = {{0}}; /* a record or the end seen there */
     rd_kafka_topic_partition_list_t *parts =
         rd_kafka_topic_partition_list_new(2 * PARTITIONS);
     static const char *const inputs[] = {"events", "labels"};
@@ -869,13 +873,19 @@ static int64_t newest_time(const demo_t *d, char *why, size_t size)
             rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
             if (!m)
                 continue;
-            if (!m->err) {
-                int64_t ts = rd_kafka_message_timestamp(m, NULL);
-                if (ts > newest)
-                    newest = ts;
+            int t =
+                m->rkt && strcmp(rd_kafka_topic_name(m->rkt), "labels") == 0;
+            int32_t p = m->partition;
+            if ((!m->err || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) &&
+                p >= 0 && p < PARTITIONS && !done[t][p]) {
+                /* EOF first: the last offsets hold transaction markers */
+                if (!m->err) {
+                    int64_t ts = rd_kafka_message_timestamp(m, NULL);
+                    if (ts > newest)
+                        newest = ts;
+                }
+                done[t][p] = 1;
                 want--;
-            } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                want--; /* transaction markers only */
             }
             rd_kafka_message_destroy(m);
         }

@@ -5,9 +5,10 @@
  * -c` with packaging/learnd.yaml (LEARND_* set as its comments say for a
  * checkout; group, transactional id and outputs made the test's own) reads
  * every demo record and trains, `learnd replay --verify` reproduces its last
- * version, and a second `learnd demo --bootstrap` trains a model of its own.
- * Each demo's summary accounts for every event: released or still waiting
- * for its label window. */
+ * version, `learnd demo --run-id` continues the first demo (releasing the
+ * events it left waiting), and a second fresh `learnd demo --bootstrap`
+ * trains a model of its own. Each demo's summary accounts for every event:
+ * released or still waiting for its label window. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,9 +26,17 @@
 static char dir[256];
 static const char *learnd;
 
-/* Runs `learnd demo --bootstrap` and checks its summary JSON; returns the
- * model it trained (from its "run ... model" line). */
-static void demo(int nth, char *model, size_t size)
+#define WAITING 12204 /* events of the last 61 s (window + out-of-order) */
+
+/* What one demo run reported. */
+typedef struct demo_run {
+    char run_id[64], model[128];
+    int64_t read, released, waiting;
+} demo_run_t;
+
+/* Runs `learnd demo --bootstrap` (continuing run_id unless NULL), expects
+ * exit 0, and reads its summary JSON and the run line of its output. */
+static void demo(int nth, const char *run_id, demo_run_t *out)
 {
     char json[512], log[512], events[16];
     snprintf(json, sizeof(json), "%s/demo%d.json", dir, nth);
@@ -41,6 +50,8 @@ static void demo(int nth, char *model, size_t size)
                     events,
                     "--summary-json",
                     json,
+                    run_id ? "--run-id" : NULL,
+                    (char *)run_id,
                     NULL};
     int rc = ld_test_wait_exit(ld_test_spawn(argv, log), 300000);
     if (rc != 0)
@@ -52,33 +63,26 @@ static void demo(int nth, char *model, size_t size)
     json_t *ex = json_object_get(s, "examples");
     int64_t pos = json_integer_value(json_object_get(ex, "pos"));
     int64_t neg = json_integer_value(json_object_get(ex, "default_neg"));
-    int64_t pending = json_integer_value(json_object_get(ex, "pending"));
-    int64_t read = json_integer_value(
+    out->waiting = json_integer_value(json_object_get(ex, "pending"));
+    out->read = json_integer_value(
         json_object_get(json_object_get(s, "records"), "events"));
-    ld_test_say("demo %d: %" PRId64 " events read, %" PRId64 " pos, %" PRId64
-                " default_neg, %" PRId64 " waiting",
-                nth, read, pos, neg, pending);
-    LD_TEST_EQ_I64("events the demo read", DEMO_EVENTS, read);
+    out->released = pos + neg;
     LD_TEST_ASSERT(pos > 0 && neg > 0, "both labels trained");
-    /* Every event is released once or still waits for its 60 s window:
-     * the last ~12 000 (5 ms apart) at the end of the input. */
-    LD_TEST_EQ_I64("events released + waiting", read, pos + neg + pending);
-    LD_TEST_ASSERT(pending > 10000 && pending < 14000,
-                   "%" PRId64 " events waiting at the end", pending);
     json_decref(s);
-    model[0] = '\0';
+    out->model[0] = out->run_id[0] = '\0';
     FILE *f = fopen(log, "r");
     LD_TEST_ASSERT(f, "open %s", log);
     char line[1024];
     while (fgets(line, sizeof(line), f))
-        if (strncmp(line, "run ", 4) == 0) {
-            char *m = strstr(line, ": model ");
-            if (m && sscanf(m, ": model %127[^,]", model) == 1)
-                break;
-        }
+        if (sscanf(line, "run %63[^:]: model %127[^,]", out->run_id,
+                   out->model) == 2)
+            break;
     fclose(f);
-    LD_TEST_ASSERT(model[0] && size > strlen(model),
-                   "the summary names the run's model");
+    LD_TEST_ASSERT(out->model[0], "the summary names the run and its model");
+    ld_test_say("demo %d: run %s, model %s: %" PRId64 " events read, %" PRId64
+                " released as examples, %" PRId64 " waiting",
+                nth, out->run_id, out->model, out->read, out->released,
+                out->waiting);
 }
 
 /* Low and high watermark of partition p of topic. */
@@ -113,8 +117,14 @@ int main(void)
     rd_kafka_t *rk = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
 
     /* ---- 1. The demo on the broker ---------------------------------- */
-    char model1[128], model2[128];
-    demo(1, model1, sizeof(model1));
+    demo_run_t d1, d2, d3;
+    demo(1, NULL, &d1);
+    /* Every event read is released once or waits for its 60 s window (the
+     * generator is deterministic: the last 12 204 events at the end). */
+    LD_TEST_EQ_I64("events demo 1 read", DEMO_EVENTS, d1.read);
+    LD_TEST_EQ_I64("events demo 1 left waiting", WAITING, d1.waiting);
+    LD_TEST_EQ_I64("events demo 1 released", DEMO_EVENTS - WAITING,
+                   d1.released);
     int64_t total = 0;
     static const char *const inputs[] = {"events", "labels"};
 
@@ -222,10 +232,24 @@ int main(void)
         ld_test_show_tail(replaylog, 40);
     LD_TEST_EQ_I64("learnd replay --verify exit code", 0, rc);
 
-    /* ---- 5. A second demo on the same broker: a run of its own ---------- */
-    demo(2, model2, sizeof(model2));
-    LD_TEST_ASSERT(strcmp(model1, model2) != 0,
-                   "the second demo trains its own model (both %s)", model1);
+    /* ---- 5. The first demo continued (--run-id): its waiting events are
+     * released now, its new stream starts after the newest input record. */
+    demo(2, d1.run_id, &d2);
+    LD_TEST_ASSERT(strcmp(d1.model, d2.model) == 0, "same model: %s, %s",
+                   d1.model, d2.model);
+    LD_TEST_EQ_I64("events the continued demo released (12 204 waiting + "
+                   "50 000 new - 12 204 waiting)",
+                   DEMO_EVENTS, d2.released);
+    LD_TEST_EQ_I64("events the continued demo left waiting", WAITING,
+                   d2.waiting);
+
+    /* ---- 6. A second demo on the same broker: a run of its own ---------- */
+    demo(3, NULL, &d3);
+    LD_TEST_ASSERT(strcmp(d1.model, d3.model) != 0,
+                   "the second demo trains its own model (both %s)", d1.model);
+    LD_TEST_EQ_I64("events demo 3 read", DEMO_EVENTS, d3.read);
+    LD_TEST_EQ_I64("events demo 3 released", DEMO_EVENTS - WAITING,
+                   d3.released);
 
     rd_kafka_destroy(rk);
     ld_test_rm_rf(dir);
