@@ -50,9 +50,9 @@ deploy() { PYTHONPATH=$work/gen "$venv/bin/python" "$deployer" --bootstrap "$bs"
 "$learnd" demo --bootstrap "$bs" --events 100000 --keep > "$work/demo.out" 2>&1 \
     || { cat "$work/demo.out" >&2; fatal "learnd demo exited $?"; }
 kept=$(sed -n 's/^checkpoints kept in \(.*\) (try.*/\1/p' "$work/demo.out")
-model=$(sed -n 's/^run [^:]*: model \([^,]*\),.*/\1/p' "$work/demo.out")
-[ -n "$model" ] || fatal "demo did not name its model"
-[ -d "$kept/$model" ] || fatal "demo did not say where it kept its checkpoints"
+demo_model=$(sed -n 's/^run [^:]*: model \([^,]*\),.*/\1/p' "$work/demo.out")
+[ -n "$demo_model" ] || fatal "demo did not name its model"
+[ -d "$kept/$demo_model" ] || fatal "demo did not say where it kept its checkpoints"
 
 # What the trigger topic announces (read_committed, as a deployer reads it).
 # Only this run's model: other demo runs on the broker wrote there too.
@@ -61,7 +61,7 @@ kcat -C -b "$bs" -t learnd.triggers -X isolation.level=read_committed -e -q \
 "$py" -c 'import json, sys
 for line in open(sys.argv[1]):
     if json.loads(line)["model"]["name"] == sys.argv[2]:
-        sys.stdout.write(line)' "$work/all-triggers.jsonl" "$model" > "$work/triggers.jsonl"
+        sys.stdout.write(line)' "$work/all-triggers.jsonl" "$demo_model" > "$work/triggers.jsonl"
 "$py" - "$work/triggers.jsonl" > "$work/expected" <<'EOF'
 import json, sys
 for line in open(sys.argv[1]):
@@ -77,7 +77,7 @@ check "the demo published at least one checkpoint" [ "$npass" -ge 1 ]
 
 # ---- First run: deploys every PASS checkpoint ----------------------------------
 out=$work/models
-deploy --models-dir "$out" --group ld-0010-a-$$ --model "$model" --once 2> "$work/run1.log" \
+deploy --models-dir "$out" --group ld-0010-a-$$ --model "$demo_model" --once 2> "$work/run1.log" \
     || { cat "$work/run1.log" >&2; fatal "deployer run 1 exited non-zero"; }
 cat "$work/run1.log"
 
@@ -127,7 +127,7 @@ check "one 'deployed' line per PASS event" \
 # ---- Second run from the beginning: idempotent, writes nothing ------------------
 snapshot() { (cd "$out" && find . -printf '%P %i %s %T@ %l\n' | sort); }
 snapshot > "$work/snap1"
-deploy --models-dir "$out" --group ld-0010-b-$$ --model "$model" --once --from-beginning 2> "$work/run2.log" \
+deploy --models-dir "$out" --group ld-0010-b-$$ --model "$demo_model" --once --from-beginning 2> "$work/run2.log" \
     || { cat "$work/run2.log" >&2; fatal "deployer run 2 exited non-zero"; }
 cat "$work/run2.log"
 snapshot > "$work/snap2"
@@ -149,7 +149,7 @@ for line in open(sys.argv[1]):
         print(json.dumps(ev))
         break
 EOF
-kcat -P -b "$bs" -t "$tampered" -k "$model" "$work/tampered.jsonl" \
+kcat -P -b "$bs" -t "$tampered" -k "$demo_model" "$work/tampered.jsonl" \
     || fatal "cannot produce to $tampered"
 rc=0
 deploy --models-dir "$work/models-t" --group ld-0010-c-$$ --once --topic "$tampered" \
