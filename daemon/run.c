@@ -74,6 +74,10 @@ typedef struct run {
     int audit;    /* labeling.output_topic is set */
     int replay;   /* opts->replay_version set: read only, write nothing */
     int closing;  /* leaving the group: revoked partitions do not return */
+    /* Events still waiting for their window when the consumer closed (the
+     * revocation then empties the joiner; the committed state keeps them
+     * for the next start). */
+    uint64_t pending_at_close;
     int replay_done;
     int caught_up;      /* the ingest thread saw every partition's end */
     int paused;         /* the ingest thread is parked: pipeline is ours */
@@ -1336,7 +1340,7 @@ static void report(run_t *r)
     p.dead_letters = dlq;
     p.examples = r->examples;
     memcpy(p.by_type, js.examples, sizeof(p.by_type));
-    p.pending = js.pending_events;
+    p.pending = r->closing ? r->pending_at_close : js.pending_events;
     p.pending_peak = js.pending_peak;
     p.watermark_ms = js.watermark_ms;
     p.published = r->published;
@@ -1523,7 +1527,7 @@ static int setup(run_t *r, char *errstr, size_t size)
                           (uint16_t)conf->metrics.port, 60000, errstr, size);
         if (!r->http)
             return LD_EXIT_RUNTIME;
-        ld_log(LD_LOG_INFO, MOD, "msg=\"metrics endpoint\" url=http://%s:%u/",
+        ld_log(LD_LOG_NOTICE, MOD, "msg=\"metrics endpoint\" url=http://%s:%u/",
                conf->metrics.listen, (unsigned)ld_http_port(r->http));
     }
     r->trainer = ld_trainer_new(&r->tconf, errstr, size);
@@ -2038,6 +2042,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         /* A clean stop ends with a commit point. */
         if (commit_point(&r) != LD_OK && !r.exit_code)
             r.exit_code = LD_EXIT_RUNTIME;
+        r.pending_at_close = js.pending_events; /* report() says it */
         r.closing = 1;
         if (ld_pipeline_close(r.pipe, (int)conf->daemon.shutdown_timeout_ms))
             ld_log(LD_LOG_WARN, MOD, "msg=\"consumer did not close cleanly\"");

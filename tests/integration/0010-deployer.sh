@@ -9,8 +9,8 @@
 #
 # Usage: 0010-deployer.sh LEARND VENV_DIR   (LD_TEST_BOOTSTRAP set by
 # with-broker.sh). The demo's topic names are fixed, so ctest runs this under
-# RESOURCE_LOCK learnd_demo_topics and it needs a trigger topic that the demo
-# has not written to before.
+# RESOURCE_LOCK learnd_demo_topics; each demo run trains a model of its own
+# (demo-ctr-<run id>), and only that model's trigger events count here.
 set -euo pipefail
 
 if [ $# -ne 2 ] || [ -z "${LD_TEST_BOOTSTRAP:-}" ]; then
@@ -47,18 +47,21 @@ fatal() { echo "FAIL: $*" >&2; echo "$passes passed, $((fails + 1)) failed"; exi
 deploy() { PYTHONPATH=$work/gen "$venv/bin/python" "$deployer" --bootstrap "$bs" "$@"; }
 
 # ---- A demo run publishes checkpoints and trigger events -------------------------
-triggers_before=$(kcat -C -b "$bs" -t learnd.triggers -e -q -f 'x\n' 2>/dev/null | wc -l || true)
-[ "$triggers_before" -eq 0 ] \
-    || fatal "learnd.triggers already holds $triggers_before records: another" \
-             "learnd demo ran on this broker (use RESOURCE_LOCK learnd_demo_topics)"
 "$learnd" demo --bootstrap "$bs" --events 100000 --keep > "$work/demo.out" 2>&1 \
     || { cat "$work/demo.out" >&2; fatal "learnd demo exited $?"; }
 kept=$(sed -n 's/^checkpoints kept in \(.*\) (try.*/\1/p' "$work/demo.out")
-[ -d "$kept/demo-ctr" ] || fatal "demo did not say where it kept its checkpoints"
+demo_model=$(sed -n 's/^run [^:]*: model \([^,]*\),.*/\1/p' "$work/demo.out")
+[ -n "$demo_model" ] || fatal "demo did not name its model"
+[ -d "$kept/$demo_model" ] || fatal "demo did not say where it kept its checkpoints"
 
 # What the trigger topic announces (read_committed, as a deployer reads it).
+# Only this run's model: other demo runs on the broker wrote there too.
 kcat -C -b "$bs" -t learnd.triggers -X isolation.level=read_committed -e -q \
-    -f '%s\n' > "$work/triggers.jsonl"
+    -f '%s\n' > "$work/all-triggers.jsonl"
+"$py" -c 'import json, sys
+for line in open(sys.argv[1]):
+    if json.loads(line)["model"]["name"] == sys.argv[2]:
+        sys.stdout.write(line)' "$work/all-triggers.jsonl" "$demo_model" > "$work/triggers.jsonl"
 "$py" - "$work/triggers.jsonl" > "$work/expected" <<'EOF'
 import json, sys
 for line in open(sys.argv[1]):
@@ -74,7 +77,7 @@ check "the demo published at least one checkpoint" [ "$npass" -ge 1 ]
 
 # ---- First run: deploys every PASS checkpoint ----------------------------------
 out=$work/models
-deploy --models-dir "$out" --group ld-0010-a --once 2> "$work/run1.log" \
+deploy --models-dir "$out" --group ld-0010-a-$$ --model "$demo_model" --once 2> "$work/run1.log" \
     || { cat "$work/run1.log" >&2; fatal "deployer run 1 exited non-zero"; }
 cat "$work/run1.log"
 
@@ -124,7 +127,7 @@ check "one 'deployed' line per PASS event" \
 # ---- Second run from the beginning: idempotent, writes nothing ------------------
 snapshot() { (cd "$out" && find . -printf '%P %i %s %T@ %l\n' | sort); }
 snapshot > "$work/snap1"
-deploy --models-dir "$out" --group ld-0010-b --once --from-beginning 2> "$work/run2.log" \
+deploy --models-dir "$out" --group ld-0010-b-$$ --model "$demo_model" --once --from-beginning 2> "$work/run2.log" \
     || { cat "$work/run2.log" >&2; fatal "deployer run 2 exited non-zero"; }
 cat "$work/run2.log"
 snapshot > "$work/snap2"
@@ -146,10 +149,10 @@ for line in open(sys.argv[1]):
         print(json.dumps(ev))
         break
 EOF
-kcat -P -b "$bs" -t "$tampered" -k demo-ctr "$work/tampered.jsonl" \
+kcat -P -b "$bs" -t "$tampered" -k "$demo_model" "$work/tampered.jsonl" \
     || fatal "cannot produce to $tampered"
 rc=0
-deploy --models-dir "$work/models-t" --group ld-0010-c --once --topic "$tampered" \
+deploy --models-dir "$work/models-t" --group ld-0010-c-$$ --once --topic "$tampered" \
     2> "$work/run3.log" || rc=$?
 cat "$work/run3.log"
 check "tampered event: deployer exits 1" [ "$rc" -eq 1 ]
