@@ -8,12 +8,11 @@
 #include <string.h>
 
 #include "daemon/ingest.h"
-#include "daemon/lineage.h"
 #include "daemon/metrics.h"
 #include "daemon/signals.h"
-#include "daemon/state.h"
 #include "daemon/version.h"
 #include "pipeline/pipeline.h"
+#include "publish/publish.h"
 
 #define MOD "daemon"
 
@@ -92,7 +91,7 @@ typedef struct run {
     size_t audit_cap;
     uint64_t commit_seq, first_commit_seq;
     uint64_t progress_at_commit;
-    char assigned[4096]; /* partitions the joiner holds */
+    ld_partset_t assigned; /* partitions the joiner holds */
     /* Delivery offsets of a publication's chunks and manifest: librdkafka
      * writes them from delivery reports, possibly after a failed publish
      * returned, so they live until the producer is gone (teardown). */
@@ -188,8 +187,15 @@ static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
                    (int)tp->partition, ld_err_str(err));
             continue;
         }
-        if (tp->partition < (int32_t)sizeof(r->assigned))
-            r->assigned[tp->partition] = 1;
+        /* Its resume record goes into every commit point from now on:
+         * losing track of it would lose its pending joins at a restart. */
+        if ((err = ld_partset_add(&r->assigned, tp->partition))) {
+            ld_log(LD_LOG_CRIT, MOD,
+                   "msg=\"cannot track an assigned partition: exiting\" "
+                   "partition=%d err=\"%s\"",
+                   (int)tp->partition, ld_err_str(err));
+            r->exit_code = LD_EXIT_RUNTIME;
+        }
     }
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
@@ -228,8 +234,7 @@ static void revoked(run_t *r, const rd_kafka_topic_partition_list_t *parts,
         note_position(r, kind_of(r, tp->topic), tp->partition, -1);
         if (strcmp(tp->topic, r->conf->pipeline.events_topic) != 0)
             continue;
-        if (tp->partition < (int32_t)sizeof(r->assigned))
-            r->assigned[tp->partition] = 0;
+        ld_partset_del(&r->assigned, tp->partition);
         /* Keep where the joiner is now: if the partition comes back to
          * this process (a rebalance right after a restart does that), it
          * continues from here. The resume record loaded at start-up would
@@ -566,234 +571,6 @@ static ld_err_t send_outgoing(run_t *r)
 
 /* ---- Resume state ------------------------------------------------------ */
 
-/* A growable byte buffer for the joiner's resume records: each record is
- * prefixed by its 4-byte little-endian length. */
-typedef struct bytes {
-    uint8_t *p;
-    size_t len, cap;
-} bytes_t;
-
-static int bytes_add(bytes_t *b, const uint8_t *p, size_t n)
-{
-    if (b->len + n + 4 > b->cap) {
-        size_t cap = (b->len + n + 4) * 2;
-        uint8_t *g = realloc(b->p, cap);
-        if (!g)
-            return -1;
-        b->p = g;
-        b->cap = cap;
-    }
-    for (int i = 0; i < 4; i++)
-        b->p[b->len++] = (uint8_t)(n >> (8 * i));
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-/* Appends n raw bytes (no length prefix). */
-static int bytes_raw(bytes_t *b, const void *p, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t cap = (b->len + n) * 2 + 64;
-        uint8_t *g = realloc(b->p, cap);
-        if (!g)
-            return -1;
-        b->p = g;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-static int put_u(bytes_t *b, uint64_t v, int n)
-{
-    uint8_t le[8];
-    for (int i = 0; i < n; i++)
-        le[i] = (uint8_t)(v >> (8 * i));
-    return bytes_raw(b, le, (size_t)n);
-}
-
-static int put_f(bytes_t *b, float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return put_u(b, u, 4);
-}
-
-/* A bounds-checked little-endian reader. */
-typedef struct reader {
-    const uint8_t *p;
-    size_t left;
-    int bad;
-} reader_t;
-
-static uint64_t get_u(reader_t *rd, int n)
-{
-    if (rd->bad || rd->left < (size_t)n) {
-        rd->bad = 1;
-        return 0;
-    }
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v |= (uint64_t)rd->p[i] << (8 * i);
-    rd->p += n;
-    rd->left -= (size_t)n;
-    return v;
-}
-
-static float get_f(reader_t *rd)
-{
-    uint32_t u = (uint32_t)get_u(rd, 4);
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* ResumeHeader.trainer_state: "LDRS", format 1, the daemon's counters
- * (version, published, parent_counts) and the trainer's queued examples,
- * little-endian. */
-static ld_err_t run_state_encode(const run_t *r, bytes_t *b)
-{
-    int bad = bytes_raw(b, "LDRS", 4) || put_u(b, 1, 4) ||
-              put_u(b, r->version, 8) || put_u(b, r->published, 8);
-    for (int i = 0; i < LD_SAMPLE__COUNT; i++)
-        bad = bad || put_u(b, r->parent_counts[i], 8);
-    size_t n = ld_trainer_queued(r->trainer);
-    bad = bad || put_u(b, n, 4);
-    for (size_t i = 0; i < n && !bad; i++) {
-        ld_example_t ex;
-        if (ld_trainer_queued_get(r->trainer, i, &ex))
-            return LD_ERR_INVAL;
-        size_t idl = ex.event_id ? strlen(ex.event_id) : 0;
-        bad = put_u(b, (uint64_t)ex.event_time_ms, 8) ||
-              put_u(b, (uint64_t)ex.label_time_ms, 8) ||
-              put_u(b, (uint64_t)ex.offset, 8) ||
-              put_u(b, (uint32_t)ex.partition, 4) || put_f(b, ex.label) ||
-              put_f(b, ex.weight) || put_u(b, ex.sample_type, 1) ||
-              put_u(b, ex.event_id ? idl + 1 : 0, 2) ||
-              bytes_raw(b, ex.event_id ? ex.event_id : "",
-                        ex.event_id ? idl + 1 : 0) ||
-              put_u(b, ex.x.nnz, 4);
-        for (uint32_t k = 0; k < ex.x.nnz && !bad; k++)
-            bad = put_u(b, ex.x.idx[k], 4) || put_f(b, ex.x.val[k]);
-        bad = bad || put_u(b, ex.x.ndense, 4);
-        for (uint32_t k = 0; k < ex.x.ndense && !bad; k++)
-            bad = put_f(b, ex.x.dense[k]);
-    }
-    uint8_t *lin = NULL;
-    size_t lin_len = 0;
-    if (!bad && ld_lineage_save(r->lin, &lin, &lin_len) != LD_OK)
-        bad = 1;
-    bad = bad || put_u(b, lin_len, 4) || bytes_raw(b, lin, lin_len) ||
-          bytes_raw(b, r->published_sha, sizeof(r->published_sha));
-    free(lin);
-    return bad ? LD_ERR_NOMEM : LD_OK;
-}
-
-/* Restores the counters and re-queues the examples into the trainer (which
- * was just restored, so its queue is empty). */
-static ld_err_t run_state_decode(run_t *r, const uint8_t *p, size_t len)
-{
-    reader_t rd = {p, len, 0};
-    if (len < 8 || memcmp(p, "LDRS", 4))
-        return LD_ERR_CORRUPT;
-    rd.p += 4;
-    rd.left -= 4;
-    if (get_u(&rd, 4) != 1)
-        return LD_ERR_CORRUPT;
-    r->version = get_u(&rd, 8);
-    r->published = get_u(&rd, 8);
-    for (int i = 0; i < LD_SAMPLE__COUNT; i++)
-        r->parent_counts[i] = get_u(&rd, 8);
-    uint64_t n = get_u(&rd, 4);
-    uint32_t *idx = NULL;
-    float *val = NULL, *dense = NULL;
-    char *eid = NULL;
-    ld_err_t err = LD_OK;
-    for (uint64_t i = 0; i < n && !rd.bad && !err; i++) {
-        ld_example_t ex = {0};
-        ex.event_time_ms = (int64_t)get_u(&rd, 8);
-        ex.label_time_ms = (int64_t)get_u(&rd, 8);
-        ex.offset = (int64_t)get_u(&rd, 8);
-        ex.partition = (int32_t)get_u(&rd, 4);
-        ex.label = get_f(&rd);
-        ex.weight = get_f(&rd);
-        ex.sample_type = (ld_sample_type_t)get_u(&rd, 1);
-        size_t idl = (size_t)get_u(&rd, 2);
-        if (idl > rd.left || (idl && rd.p[idl - 1] != '\0')) {
-            rd.bad = 1;
-            break;
-        }
-        char *e = realloc(eid, idl + 1);
-        if (!e) {
-            err = LD_ERR_NOMEM;
-            break;
-        }
-        eid = e;
-        memcpy(eid, rd.p, idl);
-        eid[idl] = '\0';
-        rd.p += idl;
-        rd.left -= idl;
-        ex.event_id = idl ? eid : NULL;
-        uint64_t nnz = get_u(&rd, 4);
-        if (nnz > rd.left / 8) {
-            rd.bad = 1;
-            break;
-        }
-        uint32_t *ni = realloc(idx, (nnz + 1) * sizeof(*idx));
-        float *nv = ni ? realloc(val, (nnz + 1) * sizeof(*val)) : NULL;
-        if (ni)
-            idx = ni;
-        if (nv)
-            val = nv;
-        if (!ni || !nv) {
-            err = LD_ERR_NOMEM;
-            break;
-        }
-        for (uint64_t k = 0; k < nnz; k++) {
-            idx[k] = (uint32_t)get_u(&rd, 4);
-            val[k] = get_f(&rd);
-        }
-        uint64_t nd = get_u(&rd, 4);
-        if (nd > rd.left / 4) {
-            rd.bad = 1;
-            break;
-        }
-        float *nd2 = realloc(dense, (nd + 1) * sizeof(*dense));
-        if (!nd2) {
-            err = LD_ERR_NOMEM;
-            break;
-        }
-        dense = nd2;
-        for (uint64_t k = 0; k < nd; k++)
-            dense[k] = get_f(&rd);
-        ex.x = (ld_features_t){idx, val, dense, (uint32_t)nnz, (uint32_t)nd};
-        if (!rd.bad)
-            err = ld_trainer_add(r->trainer, &ex);
-    }
-    free(idx);
-    free(val);
-    free(dense);
-    free(eid);
-    size_t lin_len = (size_t)get_u(&rd, 4);
-    if (!err && !rd.bad && lin_len <= rd.left) {
-        const char *topics[] = {r->conf->pipeline.events_topic,
-                                r->conf->pipeline.labels_topic};
-        err = ld_lineage_load(r->lin, topics, 2, rd.p, lin_len);
-        rd.p += lin_len;
-        rd.left -= lin_len;
-    }
-    if (!err && !rd.bad && rd.left >= sizeof(r->published_sha)) {
-        memcpy(r->published_sha, rd.p, sizeof(r->published_sha));
-        rd.p += sizeof(r->published_sha);
-        rd.left -= sizeof(r->published_sha);
-    }
-    if (!err && (rd.bad || rd.left))
-        err = LD_ERR_CORRUPT;
-    return err;
-}
-
 /* What the loop has processed: next offset per partition. */
 static rd_kafka_topic_partition_list_t *loop_positions(const run_t *r)
 {
@@ -879,28 +656,15 @@ static Learnd__V1__Lineage *take_lineage(run_t *r)
 static ld_err_t save_state(run_t *r)
 {
     ld_err_t err = LD_ERR_NOMEM;
-    bytes_t lab = {0};
+    ld_wbuf_t lab = {0}, runst = {0};
     uint8_t *trig = NULL;
     size_t trig_len = 0;
     ld_buf_t ckpt = {0};
     ld_snapshot_t *snap = NULL;
-    bytes_t runst = {0};
     Learnd__V1__PartitionPosition *pos = NULL, **ppos = NULL;
     lineage_counts(r); /* saved with the lineage below */
-    for (size_t p = 0; p < sizeof(r->assigned); p++) {
-        if (!r->assigned[p])
-            continue;
-        uint8_t *rec = NULL;
-        size_t len = 0;
-        if ((err = ld_joiner_resume_encode(r->joiner, (int32_t)p, &rec, &len)))
-            goto out;
-        int bad = bytes_add(&lab, rec, len);
-        free(rec);
-        if (bad) {
-            err = LD_ERR_NOMEM;
-            goto out;
-        }
-    }
+    if ((err = ld_resume_labeling_encode(r->joiner, &r->assigned, &lab)))
+        goto out;
     if ((err = ld_triggers_save(r->trig, &trig, &trig_len)))
         goto out;
     err = LD_ERR_NOMEM;
@@ -916,7 +680,10 @@ static ld_err_t save_state(run_t *r)
                            .parent_counts = r->parent_counts};
     if ((err = ld_ckpt_encode(snap, &meta, &ckpt)))
         goto out;
-    if ((err = run_state_encode(r, &runst)))
+    ld_resume_counters_t rc = {r->version, r->published, {0}, {0}};
+    memcpy(rc.parent_counts, r->parent_counts, sizeof(rc.parent_counts));
+    memcpy(rc.published_sha, r->published_sha, sizeof(rc.published_sha));
+    if ((err = ld_resume_run_encode(&rc, r->trainer, r->lin, &runst)))
         goto out;
     err = LD_ERR_NOMEM;
 
@@ -949,8 +716,8 @@ out:
     free(ckpt.data);
     ld_snapshot_destroy(snap);
     free(trig);
-    free(lab.p);
-    free(runst.p);
+    ld_wbuf_free(&lab);
+    ld_wbuf_free(&runst);
     if (err)
         ld_log(LD_LOG_ERR, MOD,
                "msg=\"cannot write the resume state\" "
@@ -978,8 +745,17 @@ static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
         goto out;
     if ((err = ld_trainer_restore(r->trainer, snap, errstr, size)))
         goto out;
-    if ((err = run_state_decode(r, h->trainer_state.data,
-                                h->trainer_state.len))) {
+    const char *topics[] = {r->conf->pipeline.events_topic,
+                            r->conf->pipeline.labels_topic};
+    ld_resume_counters_t rc = {r->version, r->published, {0}, {0}};
+    memcpy(rc.published_sha, r->published_sha, sizeof(rc.published_sha));
+    err = ld_resume_run_decode(h->trainer_state.data, h->trainer_state.len, &rc,
+                               r->trainer, r->lin, topics, 2);
+    r->version = rc.version;
+    r->published = rc.published;
+    memcpy(r->parent_counts, rc.parent_counts, sizeof(rc.parent_counts));
+    memcpy(r->published_sha, rc.published_sha, sizeof(rc.published_sha));
+    if (err) {
         snprintf(errstr, size,
                  "resume state: daemon counters or queued "
                  "examples refused (%s)",
@@ -1001,21 +777,10 @@ static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
                "triggers start afresh\"");
         err = LD_OK;
     }
-    const uint8_t *p = h->labeling_state.data;
-    size_t left = h->labeling_state.len;
-    while (left) {
-        size_t n = 0;
-        if (left >= 4)
-            n = (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 |
-                (size_t)p[3] << 24;
-        if (left < 4 || n > left - 4 ||
-            (err = ld_joiner_resume_load(r->joiner, p + 4, n))) {
-            snprintf(errstr, size, "resume state: joiner record refused");
-            err = LD_ERR_CORRUPT;
-            goto out;
-        }
-        p += 4 + n;
-        left -= 4 + n;
+    if ((err = ld_resume_labeling_load(r->joiner, h->labeling_state.data,
+                                       h->labeling_state.len))) {
+        snprintf(errstr, size, "resume state: joiner record refused");
+        goto out;
     }
     /* The champion scores every example next to the model: without it the
      * triggers would decide differently than before the restart. */
@@ -1255,7 +1020,8 @@ static void report_drops(run_t *r, const ld_joiner_stats_t *js)
 /* A watermark ahead of the wall clock means a clock is wrong somewhere
  * (producers stamping the future, or a time source without a bound): the
  * lag gauge goes negative and its alert cannot fire, so this one says it.
- * Alert-only: the wall clock never decides what is learnt (DESIGN §3). */
+ * Alert-only: the wall clock never decides what is learnt (docs/LABELING.md).
+ */
 static void report_ahead(run_t *r, const ld_joiner_stats_t *js)
 {
     if (js->watermark_max_ms <= INT64_MIN / 2)
@@ -1579,6 +1345,7 @@ static void teardown(run_t *r)
     free(r->next[0]);
     free(r->next[1]);
     free(r->adv_done);
+    ld_partset_free(&r->assigned);
     free(r->pub_offsets); /* the producer, which wrote into it, is gone */
     for (size_t i = 0; i < r->nout; i++)
         outgoing_free(&r->out[i]);
