@@ -16,15 +16,6 @@
 
 #define MOD "daemon"
 
-/* A trigger decision waiting for the next commit point, with the snapshot
- * it publishes (PASS) or NULL (event only). */
-typedef struct outgoing {
-    ld_trigger_decision_t *decision;
-    ld_snapshot_t *snap;
-    uint64_t version;
-    Learnd__V1__Lineage *lineage; /* input since the parent; owned */
-} outgoing_t;
-
 /* Metric family ids. */
 typedef struct families {
     int records, dlq, examples, pending, pending_bytes, watermark, model,
@@ -61,12 +52,11 @@ typedef struct run {
      * has processed (the pipeline's own positions run ahead by the ring) */
     int64_t *next[2];
     int32_t nnext[2];
-    uint64_t version; /* last published (or warm-started) version */
-    uint64_t published;
     uint64_t examples;
-    uint64_t parent_counts[LD_SAMPLE__COUNT];
-    outgoing_t *out;
-    size_t nout, capout;
+    /* the publishing stage: queue, versions, what a publication becomes
+     * (Kafka for run, capture for replay); ctr is its counters */
+    ld_publisher_t *pub;
+    ld_resume_counters_t *ctr;
     int64_t start_ms;
     /* exactly-once resume state (docs/ARCHITECTURE.md) */
     int stateful; /* transactions on: write and restore resume state */
@@ -84,19 +74,13 @@ typedef struct run {
     uint8_t *adv_done;  /* replay: which recorded advances were applied */
     size_t adv_left;
     char replay_group[128];
-    ld_lineage_t *lin;         /* input since the last publication */
-    uint8_t published_sha[32]; /* params of the last version published */
-    uint8_t config_hash[32];   /* of the effective config, kafka: excluded */
+    ld_lineage_t *lin;       /* input since the last publication */
+    uint8_t config_hash[32]; /* of the effective config, kafka: excluded */
     uint8_t *audit_buf;
     size_t audit_cap;
     uint64_t commit_seq, first_commit_seq;
     uint64_t progress_at_commit;
     ld_partset_t assigned; /* partitions the joiner holds */
-    /* Delivery offsets of a publication's chunks and manifest: librdkafka
-     * writes them from delivery reports, possibly after a failed publish
-     * returned, so they live until the producer is gone (teardown). */
-    int64_t *pub_offsets;
-    size_t pub_cap;
     /* labeling.at_bound pause (see on_flow) */
     int flow_on;     /* at_bound is pause */
     int flow_lift;   /* parked to let every held partition go */
@@ -297,31 +281,7 @@ static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
 
 #define MAX_WAITING_PUBLICATIONS 4 /* then the commit point comes early */
 
-static void outgoing_free(outgoing_t *o)
-{
-    ld_snapshot_destroy(o->snap);
-    ld_trigger_decision_destroy(o->decision);
-    ld_lineage_pb_free(o->lineage);
-}
-
 static Learnd__V1__Lineage *take_lineage(run_t *r);
-
-static int queue_outgoing(run_t *r, ld_trigger_decision_t *d,
-                          ld_snapshot_t *snap, uint64_t version)
-{
-    if (r->nout == r->capout) {
-        size_t cap = r->capout ? r->capout * 2 : 8;
-        outgoing_t *o = realloc(r->out, cap * sizeof(*o));
-        if (!o)
-            return -1;
-        r->out = o;
-        r->capout = cap;
-    }
-    /* A publication records the input its model saw since the parent. */
-    Learnd__V1__Lineage *lin = snap ? take_lineage(r) : NULL;
-    r->out[r->nout++] = (outgoing_t){d, snap, version, lin};
-    return 0;
-}
 
 static const char *trigger_labels(const ld_trigger_decision_t *d, char *buf,
                                   size_t size)
@@ -361,212 +321,18 @@ static void take_decisions(run_t *r)
             if (snap && ld_trainer_champion_set(r->trainer, snap) != LD_OK)
                 ld_log(LD_LOG_WARN, MOD, "msg=\"champion not replaced\"");
         }
-        if (r->replay) {
-            /* The same decisions as the original run, nothing written. */
-            if (snap) {
-                r->version = version;
-                if (version == r->opts->replay_version && !r->replay_done) {
-                    *r->opts->replayed = snap;
-                    snap = NULL;
-                    r->replay_done = 1;
-                }
-            }
-            ld_snapshot_destroy(snap);
-            ld_trigger_decision_destroy(d);
-            continue;
-        }
-        if (queue_outgoing(r, d, snap, version)) {
+        /* A publication records the input its model saw since the
+         * parent. */
+        Learnd__V1__Lineage *lin = snap ? take_lineage(r) : NULL;
+        if (ld_publisher_queue(r->pub, d, snap, version, lin) != LD_OK)
             ld_log(LD_LOG_ERR, MOD, "msg=\"out of memory queueing a trigger\"");
-            ld_snapshot_destroy(snap);
-            ld_trigger_decision_destroy(d);
+        /* replay: the capture publisher kept the version asked for */
+        ld_snapshot_t *got = ld_publisher_take_captured(r->pub);
+        if (got) {
+            *r->opts->replayed = got;
+            r->replay_done = 1;
         }
     }
-}
-
-static ld_err_t produce(run_t *r, const char *topic, int32_t partition,
-                        const char *key, const void *val, size_t len,
-                        int64_t *offset_out)
-{
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        ld_pipeline_producer(r->pipe), RD_KAFKA_V_TOPIC(topic),
-        RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, strlen(key)),
-        RD_KAFKA_V_VALUE((void *)(uintptr_t)val, len),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(offset_out),
-        RD_KAFKA_V_END);
-    if (e) {
-        ld_log(LD_LOG_ERR, MOD, "msg=\"produce failed\" topic=%s err=\"%s\"",
-               topic, rd_kafka_err2str(e));
-        return LD_ERR_KAFKA;
-    }
-    return LD_OK;
-}
-
-/* Writes one checkpoint: local store, chunks, manifest. Fills pub. */
-static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
-                                   size_t path_size, int64_t *manifest_off,
-                                   uint8_t sha[32])
-{
-    const char *model = r->tconf.name;
-    const char *topic = r->conf->daemon.checkpoint_topic;
-    ld_buf_t ckpt = {0}, manifest = {0};
-    ld_buf_t *chunks = NULL;
-    size_t nchunks = 0;
-    int64_t *offsets = NULL;
-    ld_err_t err;
-    /* As long as the commit point would wait: a broker that is away is
-     * ridden out the same way at a publication (0007). */
-    const int flush_ms = 60000;
-    uint64_t counts[LD_SAMPLE__COUNT];
-    ld_snapshot_counts(o->snap, counts);
-    ld_ckpt_meta_t meta = {.model = model,
-                           .version = o->version,
-                           .parent_version = r->version,
-                           .created_at_ms = ld_now_wall_ms(),
-                           .trigger_id =
-                               o->decision ? ld_trigger_decision_id(o->decision)
-                                           : "until-caught-up",
-                           .learnd_version = LD_VERSION,
-                           .hash_function = "murmur3_32",
-                           .hash_seed = (uint32_t)r->conf->pipeline.hash_seed,
-                           .config_hash = r->config_hash,
-                           .lineage = o->lineage,
-                           .parent_counts = r->parent_counts};
-    if ((err = ld_ckpt_encode(o->snap, &meta, &ckpt)))
-        goto out;
-    ld_ckpt_sha256(ckpt.data, ckpt.len, sha);
-    path[0] = '\0';
-    char why[512] = "";
-    if (r->conf->checkpoint.dir && r->conf->checkpoint.dir[0] &&
-        (err = ld_ckpt_store_write(
-             r->conf->checkpoint.dir, model, o->version, ckpt.data, ckpt.len,
-             r->conf->checkpoint.keep, path, path_size, why, sizeof(why)))) {
-        ld_log(LD_LOG_ERR, MOD, "msg=\"cannot store checkpoint\" err=%s",
-               ld_log_q(why));
-        goto out;
-    }
-    if ((err = ld_ckpt_chunks(ckpt.data, ckpt.len, model, o->version,
-                              (size_t)r->conf->checkpoint.chunk_size, &chunks,
-                              &nchunks)))
-        goto out;
-    /* Nothing refers to the array here: the last publication's records
-     * were all delivered, or it failed and the daemon is exiting. */
-    if (r->pub_cap < nchunks + 1) {
-        offsets = realloc(r->pub_offsets, (nchunks + 1) * sizeof(*offsets));
-        if (!offsets) {
-            err = LD_ERR_NOMEM;
-            goto out;
-        }
-        r->pub_offsets = offsets;
-        r->pub_cap = nchunks + 1;
-    }
-    offsets = r->pub_offsets;
-    for (size_t i = 0; i < nchunks; i++) {
-        char key[300];
-        snprintf(key, sizeof(key), "%s/%llu/%zu", model,
-                 (unsigned long long)o->version, i);
-        offsets[i] = -1;
-        if ((err = produce(r, topic, 0, key, chunks[i].data, chunks[i].len,
-                           &offsets[i])))
-            goto out;
-    }
-    /* The manifest names the first chunk's offset: wait for it. */
-    rd_kafka_flush(ld_pipeline_producer(r->pipe), flush_ms);
-    for (size_t i = 0; i < nchunks; i++) {
-        if (offsets[i] < 0) {
-            ld_log(LD_LOG_ERR, MOD, "msg=\"checkpoint chunks not delivered\"");
-            err = LD_ERR_KAFKA;
-            goto out;
-        }
-    }
-    ld_ckpt_manifest_info_t info = {.model = model,
-                                    .version = o->version,
-                                    .parent_version = r->version,
-                                    .chunk_count = (uint32_t)nchunks,
-                                    .first_chunk_offset =
-                                        nchunks ? offsets[0] : -1,
-                                    .topic = topic,
-                                    .partition = 0,
-                                    .created_at_ms = meta.created_at_ms,
-                                    .trigger_id = meta.trigger_id};
-    const char *secret = r->conf->checkpoint.manifest_secret;
-    info.hmac_key = (const uint8_t *)secret;
-    info.hmac_key_len = secret ? strlen(secret) : 0;
-    if ((err = ld_ckpt_manifest_encode(ckpt.data, ckpt.len, &info, &manifest)))
-        goto out;
-    offsets[nchunks] = -1;
-    if ((err = produce(r, topic, 0, model, manifest.data, manifest.len,
-                       &offsets[nchunks])))
-        goto out;
-    rd_kafka_flush(ld_pipeline_producer(r->pipe), flush_ms);
-    if (offsets[nchunks] < 0) {
-        ld_log(LD_LOG_ERR, MOD, "msg=\"checkpoint manifest not delivered\"");
-        err = LD_ERR_KAFKA;
-        goto out;
-    }
-    *manifest_off = offsets[nchunks];
-    memcpy(r->parent_counts, counts, sizeof(counts));
-    ld_snapshot_params_sha256(o->snap, r->published_sha);
-    r->version = o->version;
-    r->published++;
-    ld_log(LD_LOG_NOTICE, MOD,
-           "msg=\"checkpoint published\" model=%s version=%llu bytes=%zu "
-           "chunks=%zu manifest_offset=%lld path=%s",
-           ld_log_q(model), (unsigned long long)o->version, ckpt.len, nchunks,
-           (long long)*manifest_off, ld_log_q(path[0] ? path : "-"));
-out:
-    ld_ckpt_chunks_free(chunks, nchunks);
-    free(ckpt.data);
-    free(manifest.data);
-    return err;
-}
-
-/* Sends every queued trigger event (and its checkpoint) into the open
- * transaction. */
-static ld_err_t send_outgoing(run_t *r)
-{
-    ld_err_t err = LD_OK;
-    size_t i;
-    for (i = 0; i < r->nout && !err; i++) {
-        outgoing_t *o = &r->out[i];
-        char path[1024] = "";
-        int64_t moff = -1;
-        uint8_t sha[32];
-        ld_trigger_publication_t pub = {0, -1, NULL, sha};
-        if (o->snap) {
-            err = publish_checkpoint(r, o, path, sizeof(path), &moff, sha);
-            if (err)
-                break;
-            pub.manifest_offset = moff;
-            pub.path = path[0] ? path : NULL;
-        }
-        if (!o->decision)
-            continue; /* the final checkpoint of --until-caught-up */
-        uint8_t *buf = NULL;
-        size_t len = 0;
-        err = ld_trigger_event_encode(o->decision, o->snap ? &pub : NULL,
-                                      ld_now_wall_ms(),
-                                      r->conf->triggers.format, &buf, &len);
-        if (!err)
-            err = produce(r, r->conf->daemon.trigger_topic,
-                          RD_KAFKA_PARTITION_UA, r->tconf.name, buf, len, NULL);
-        if (!err)
-            ld_log(LD_LOG_NOTICE, "triggers",
-                   "msg=\"trigger event sent\" id=%s type=%s verdict=%s "
-                   "reason=\"%s\"",
-                   ld_trigger_decision_id(o->decision),
-                   ld_trigger_type_name(ld_trigger_decision_type(o->decision)),
-                   ld_trigger_verdict_name(
-                       ld_trigger_decision_verdict(o->decision)),
-                   ld_trigger_decision_reason(o->decision));
-        free(buf);
-    }
-    for (size_t k = 0; k < i; k++)
-        outgoing_free(&r->out[k]);
-    if (i) {
-        memmove(r->out, r->out + i, (r->nout - i) * sizeof(*r->out));
-        r->nout -= i;
-    }
-    return err;
 }
 
 /* ---- Resume state ------------------------------------------------------ */
@@ -671,19 +437,16 @@ static ld_err_t save_state(run_t *r)
     if (!(snap = ld_trainer_snapshot(r->trainer)))
         goto out;
     ld_ckpt_meta_t meta = {.model = r->tconf.name,
-                           .version = r->version,
-                           .parent_version = r->version,
+                           .version = r->ctr->version,
+                           .parent_version = r->ctr->version,
                            .created_at_ms = ld_now_wall_ms(),
                            .learnd_version = LD_VERSION,
                            .hash_function = "murmur3_32",
                            .hash_seed = (uint32_t)r->conf->pipeline.hash_seed,
-                           .parent_counts = r->parent_counts};
+                           .parent_counts = r->ctr->parent_counts};
     if ((err = ld_ckpt_encode(snap, &meta, &ckpt)))
         goto out;
-    ld_resume_counters_t rc = {r->version, r->published, {0}, {0}};
-    memcpy(rc.parent_counts, r->parent_counts, sizeof(rc.parent_counts));
-    memcpy(rc.published_sha, r->published_sha, sizeof(rc.published_sha));
-    if ((err = ld_resume_run_encode(&rc, r->trainer, r->lin, &runst)))
+    if ((err = ld_resume_run_encode(r->ctr, r->trainer, r->lin, &runst)))
         goto out;
     err = LD_ERR_NOMEM;
 
@@ -703,7 +466,7 @@ static ld_err_t save_state(run_t *r)
     h.committed_at_ms = ld_now_wall_ms();
     h.n_positions = npos;
     h.positions = ppos;
-    h.champion_version = r->version;
+    h.champion_version = r->ctr->version;
     h.labeling_state = (ProtobufCBinaryData){lab.len, lab.p};
     h.triggers_state = (ProtobufCBinaryData){trig_len, trig};
     h.trainer_state = (ProtobufCBinaryData){runst.len, runst.p};
@@ -747,14 +510,8 @@ static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
         goto out;
     const char *topics[] = {r->conf->pipeline.events_topic,
                             r->conf->pipeline.labels_topic};
-    ld_resume_counters_t rc = {r->version, r->published, {0}, {0}};
-    memcpy(rc.published_sha, r->published_sha, sizeof(rc.published_sha));
-    err = ld_resume_run_decode(h->trainer_state.data, h->trainer_state.len, &rc,
-                               r->trainer, r->lin, topics, 2);
-    r->version = rc.version;
-    r->published = rc.published;
-    memcpy(r->parent_counts, rc.parent_counts, sizeof(rc.parent_counts));
-    memcpy(r->published_sha, rc.published_sha, sizeof(rc.published_sha));
+    err = ld_resume_run_decode(h->trainer_state.data, h->trainer_state.len,
+                               r->ctr, r->trainer, r->lin, topics, 2);
     if (err) {
         snprintf(errstr, size,
                  "resume state: daemon counters or queued "
@@ -784,10 +541,10 @@ static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
     }
     /* The champion scores every example next to the model: without it the
      * triggers would decide differently than before the restart. */
-    if (r->version) {
+    if (r->ctr->version) {
         char path[1024];
         snprintf(path, sizeof(path), "%s/%s/%llu.ckpt", r->conf->checkpoint.dir,
-                 r->tconf.name, (unsigned long long)r->version);
+                 r->tconf.name, (unsigned long long)r->ctr->version);
         ld_ckpt_t *champ = NULL;
         char why[512];
         if (ld_ckpt_read_file(path, &champ, why, sizeof(why)) ||
@@ -804,7 +561,7 @@ static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
            "msg=\"resumed from committed state\" model=%s commit_seq=%llu "
            "champion_version=%llu",
            r->tconf.name, (unsigned long long)h->commit_seq,
-           (unsigned long long)r->version);
+           (unsigned long long)r->ctr->version);
     err = LD_OK;
 out:
     ld_snapshot_destroy(snap);
@@ -841,12 +598,13 @@ static ld_err_t commit_point(run_t *r)
         return LD_OK;
     /* Nothing new since the last commit point: nothing to commit. */
     uint64_t progress = progress_count(r);
-    if (progress == r->progress_at_commit && r->nout == 0 && r->commit_seq)
+    if (progress == r->progress_at_commit && !ld_publisher_waiting(r->pub) &&
+        r->commit_seq)
         return LD_OK;
-    uint64_t published = r->published;
+    uint64_t published = r->ctr->published;
     ld_err_t err = ld_pipeline_txn_begin(r->pipe);
     if (!err)
-        err = send_outgoing(r);
+        err = ld_publisher_flush(r->pub, ld_pipeline_producer(r->pipe));
     if (!err && r->stateful)
         err = save_state(r);
     if (!err)
@@ -854,7 +612,7 @@ static ld_err_t commit_point(run_t *r)
     if (!err) {
         r->progress_at_commit = progress;
         if (r->hooks.committed)
-            r->hooks.committed(r->hooks.opaque, r->published - published);
+            r->hooks.committed(r->hooks.opaque, r->ctr->published - published);
     }
     if (err == LD_ERR_FENCED) {
         say_fenced(r);
@@ -1092,9 +850,9 @@ static void report(run_t *r)
                        (double)(ld_now_wall_ms() - js.watermark_ms) / 1000.0);
     set_model_metrics(r, "challenger", &p.model);
     set_model_metrics(r, "champion", &p.champion);
-    ld_metrics_set(r->reg, r->fam.published, "", (double)r->published);
+    ld_metrics_set(r->reg, r->fam.published, "", (double)r->ctr->published);
     ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
-    ld_metrics_set(r->reg, r->fam.version, "", (double)r->version);
+    ld_metrics_set(r->reg, r->fam.version, "", (double)r->ctr->version);
     report_drops(r, &js);
     report_ahead(r, &js);
 
@@ -1109,8 +867,8 @@ static void report(run_t *r)
     p.pending = r->closing ? r->pending_at_close : js.pending_events;
     p.pending_peak = js.pending_peak;
     p.watermark_ms = js.watermark_ms;
-    p.published = r->published;
-    p.champion_version = r->version;
+    p.published = r->ctr->published;
+    p.champion_version = r->ctr->version;
     r->hooks.progress(r->hooks.opaque, &p);
 }
 
@@ -1183,13 +941,13 @@ static ld_err_t warm_start(run_t *r)
                "err=%s",
                ld_log_q(why));
     } else if ((err = ld_trainer_champion_set(r->trainer, snap)) == LD_OK) {
-        r->version = version;
-        ld_snapshot_counts(snap, r->parent_counts);
+        r->ctr->version = version;
+        ld_snapshot_counts(snap, r->ctr->parent_counts);
         if (m->lineage && m->lineage->total_counts)
             ld_lineage_set_totals(
                 r->lin, m->lineage->total_counts->dead_lettered,
                 m->lineage->total_counts->late_labels_dropped);
-        ld_snapshot_params_sha256(snap, r->published_sha);
+        ld_snapshot_params_sha256(snap, r->ctr->published_sha);
         ld_log(LD_LOG_NOTICE, MOD, "msg=\"warm start\" model=%s version=%llu",
                ld_log_q(r->tconf.name), (unsigned long long)version);
     }
@@ -1281,6 +1039,26 @@ static int setup(run_t *r, char *errstr, size_t size)
 
     r->lin = ld_lineage_new();
     config_hash(r);
+    ld_publisher_conf_t pc = {.model = r->tconf.name,
+                              .checkpoint_topic = conf->daemon.checkpoint_topic,
+                              .trigger_topic = conf->daemon.trigger_topic,
+                              .trigger_format = conf->triggers.format,
+                              .store_dir = conf->checkpoint.dir,
+                              .store_keep = conf->checkpoint.keep,
+                              .chunk_size = (size_t)conf->checkpoint.chunk_size,
+                              .hash_seed = (uint32_t)conf->pipeline.hash_seed,
+                              .config_hash = r->config_hash,
+                              .learnd_version = LD_VERSION,
+                              .manifest_secret =
+                                  conf->checkpoint.manifest_secret};
+    /* A replay runs the same loop and publishes into a capture. */
+    r->pub = r->replay ? ld_publisher_new_capture(&pc, r->opts->replay_version)
+                       : ld_publisher_new_kafka(&pc);
+    if (!r->pub) {
+        snprintf(errstr, size, "out of memory");
+        return LD_EXIT_RUNTIME;
+    }
+    r->ctr = ld_publisher_counters(r->pub);
     r->reg = ld_metrics_new();
     if (!r->reg || !r->lin) {
         snprintf(errstr, size, "out of memory");
@@ -1306,8 +1084,8 @@ static int setup(run_t *r, char *errstr, size_t size)
     if (!r->joiner)
         return LD_EXIT_USAGE;
     r->trig = ld_triggers_new(&conf->triggers, r->tconf.name,
-                              conf->daemon.checkpoint_topic, r->version, errstr,
-                              size);
+                              conf->daemon.checkpoint_topic, r->ctr->version,
+                              errstr, size);
     if (!r->trig)
         return LD_EXIT_USAGE;
     r->stateful = r->txn_id[0] != '\0';
@@ -1346,10 +1124,8 @@ static void teardown(run_t *r)
     free(r->next[1]);
     free(r->adv_done);
     ld_partset_free(&r->assigned);
-    free(r->pub_offsets); /* the producer, which wrote into it, is gone */
-    for (size_t i = 0; i < r->nout; i++)
-        outgoing_free(&r->out[i]);
-    free(r->out);
+    /* after the producer, which writes delivery offsets into it */
+    ld_publisher_destroy(r->pub);
     ld_lineage_destroy(r->lin);
     free(r->audit_buf);
     ld_triggers_destroy(r->trig);
@@ -1381,15 +1157,11 @@ static void final_checkpoint(run_t *r)
          * for the commit point (a backfill run again on input it had read,
          * or a trigger that published at the last micro-batch): no new
          * version, no event. */
-        const uint8_t *last = r->version ? r->published_sha : NULL;
-        uint64_t lastv = r->version;
+        const uint8_t *last = r->ctr->version ? r->ctr->published_sha : NULL;
+        uint64_t lastv = r->ctr->version;
         uint8_t qsha[32], sha[32];
-        for (size_t i = 0; i < r->nout; i++)
-            if (r->out[i].snap) {
-                ld_snapshot_params_sha256(r->out[i].snap, qsha);
-                last = qsha;
-                lastv = r->out[i].version;
-            }
+        if (ld_publisher_last_queued(r->pub, qsha, &lastv))
+            last = qsha;
         ld_snapshot_t *snap = ld_trainer_snapshot(r->trainer);
         if (!snap) {
             ld_log(LD_LOG_ERR, MOD, "msg=\"cannot take the final checkpoint\"");
@@ -1442,8 +1214,8 @@ static void audit(run_t *r, const ld_example_t *ex)
     }
     const char *key = ex->event_id ? ex->event_id : "";
     if (ld_pipeline_txn_begin(r->pipe) != LD_OK ||
-        produce(r, lc->output_topic, RD_KAFKA_PARTITION_UA, key, r->audit_buf,
-                need, NULL) != LD_OK)
+        ld_publisher_record(r->pub, ld_pipeline_producer(r->pipe),
+                            lc->output_topic, key, r->audit_buf, need) != LD_OK)
         r->exit_code = LD_EXIT_RUNTIME;
 }
 
@@ -1732,7 +1504,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
          * backfill, bench_e2e) triggers fire many times per interval, and
          * dozens of snapshots would pile up (memory, one long stall, one
          * huge transaction). A few waiting bring the commit point on. */
-        int pile = !r.replay && r.nout >= MAX_WAITING_PUBLICATIONS;
+        int pile = ld_publisher_waiting(r.pub) >= MAX_WAITING_PUBLICATIONS;
         /* Near max_pending the joiner's flow decides which partitions to
          * hold back or let go: park for it every 1024 records (and when
          * idle), not once a second. */
@@ -1798,7 +1570,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
                "msg=\"replay read the input without reaching the version\" "
                "version=%llu last_version=%llu",
                (unsigned long long)opts->replay_version,
-               (unsigned long long)r.version);
+               (unsigned long long)r.ctr->version);
         r.exit_code = LD_EXIT_RUNTIME;
     }
     /* Before the consumer closes: revoking the partitions drops them. */
@@ -1822,7 +1594,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
            "msg=\"stopped\" consumed=%llu examples=%llu published=%llu "
            "pending_events=%llu pending_labels=%llu exit=%d",
            (unsigned long long)r.consumed, (unsigned long long)r.examples,
-           (unsigned long long)r.published,
+           (unsigned long long)r.ctr->published,
            (unsigned long long)js.pending_events,
            (unsigned long long)js.pending_labels, r.exit_code);
     code = r.exit_code;

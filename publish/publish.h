@@ -15,6 +15,7 @@
 #include "labeling/labeling.h"
 #include "schemas/learnd.pb-c.h"
 #include "trainer/trainer.h"
+#include "triggers/triggers.h"
 
 /* ---- Lineage: the input of a version since its parent ------------------- */
 
@@ -156,5 +157,78 @@ ld_err_t ld_resume_run_decode(const uint8_t *buf, size_t len,
                               ld_resume_counters_t *c, ld_trainer_t *t,
                               ld_lineage_t *lin, const char *const *topics,
                               size_t ntopics) LD_WUR;
+
+/* ---- The publisher (publish/publish.c) ----------------------------------- */
+
+/* What every publication of one model needs; all strings borrowed and
+ * outliving the publisher. */
+typedef struct ld_publisher_conf {
+    const char *model;
+    const char *checkpoint_topic;
+    const char *trigger_topic;
+    int trigger_format;         /* ld_trigger_format_t */
+    const char *store_dir;      /* NULL or "": no local model store */
+    int64_t store_keep;         /* versions kept in the store */
+    size_t chunk_size;          /* checkpoint bytes per chunk record */
+    uint32_t hash_seed;         /* recorded in each checkpoint */
+    const uint8_t *config_hash; /* 32 bytes, recorded in each checkpoint */
+    const char *learnd_version;
+    const char *manifest_secret; /* NULL or "": manifests are not signed */
+} ld_publisher_conf_t;
+
+/* The queue of decided publications of one model, the version numbering
+ * (ld_publisher_counters) and what each publication becomes. */
+typedef struct ld_publisher ld_publisher_t;
+
+/* The Kafka publisher, what `learnd run` uses: ld_publisher_flush() writes
+ * each queued publication into the producer's open transaction, in
+ * decision order: the checkpoint to the local store, its chunks and
+ * manifest, then the trigger event. NULL when out of memory. Caller frees
+ * with ld_publisher_destroy(). */
+ld_publisher_t *ld_publisher_new_kafka(const ld_publisher_conf_t *conf);
+/* The capture publisher, what `learnd replay` uses: a queued publication
+ * is recorded at once and nothing is written; the snapshot of version
+ * stop_version is kept for ld_publisher_take_captured(). */
+ld_publisher_t *ld_publisher_new_capture(const ld_publisher_conf_t *conf,
+                                         uint64_t stop_version);
+/* Frees p and whatever waits in it. Call after the producer that flushed
+ * it is destroyed: librdkafka writes delivery offsets into p until then.
+ * NULL is a no-op. */
+void ld_publisher_destroy(ld_publisher_t *p);
+
+/* Queues a decision (d, taken; NULL for a checkpoint without an event)
+ * with the snapshot it publishes (taken; NULL: event only) as version, and
+ * the lineage of its input since the parent (taken; may be NULL). On
+ * failure (LD_ERR_NOMEM) everything given is freed. */
+ld_err_t ld_publisher_queue(ld_publisher_t *p, ld_trigger_decision_t *d,
+                            ld_snapshot_t *snap, uint64_t version,
+                            Learnd__V1__Lineage *lineage) LD_WUR;
+/* Publications waiting for ld_publisher_flush(). */
+size_t ld_publisher_waiting(const ld_publisher_t *p);
+/* The parameter hash and version of the newest waiting publication with a
+ * checkpoint into sha and *version; 0 when none waits. */
+int ld_publisher_last_queued(const ld_publisher_t *p, uint8_t sha[32],
+                             uint64_t *version);
+/* Writes everything waiting through producer (borrowed; ignored by the
+ * capture publisher), inside its open transaction; what was written leaves
+ * the queue. LD_ERR_KAFKA, LD_ERR_IO (local store) or LD_ERR_NOMEM: the
+ * commit point must abort. */
+ld_err_t ld_publisher_flush(ld_publisher_t *p, rd_kafka_t *producer) LD_WUR;
+/* One record of the commit point's transaction that is not a publication
+ * (an audit record), produced at once into the producer's open
+ * transaction (key and val borrowed, copied); the capture publisher drops
+ * it. LD_ERR_KAFKA when it cannot be queued. */
+ld_err_t ld_publisher_record(ld_publisher_t *p, rd_kafka_t *producer,
+                             const char *topic, const char *key,
+                             const void *val, size_t len) LD_WUR;
+/* The version numbering and what the last publication left behind
+ * (version, published, parent counts, params hash): kept by p, read and
+ * restored by the loop (warm start, resume state). */
+ld_resume_counters_t *ld_publisher_counters(ld_publisher_t *p);
+/* Capture: the snapshot of stop_version once it was queued (caller owns;
+ * NULL before, and after it was taken). */
+ld_snapshot_t *ld_publisher_take_captured(ld_publisher_t *p);
+/* Capture: checkpoints recorded so far. */
+uint64_t ld_publisher_captured_count(const ld_publisher_t *p);
 
 #endif /* LD_PUBLISH_H */
