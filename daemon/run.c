@@ -78,7 +78,6 @@ typedef struct run {
     uint8_t config_hash[32]; /* of the effective config, kafka: excluded */
     uint8_t *audit_buf;
     size_t audit_cap;
-    uint64_t commit_seq, first_commit_seq;
     uint64_t progress_at_commit;
     ld_partset_t assigned; /* partitions the joiner holds */
     /* labeling.at_bound pause (see on_flow) */
@@ -416,158 +415,42 @@ static Learnd__V1__Lineage *take_lineage(run_t *r)
     return l;
 }
 
-/* Writes the resume state of this commit point into the open transaction:
- * the trainer as a checkpoint (in blocks), the joiner's per-partition
- * resume records, the triggers' state and the daemon's counters. */
+/* The input positions a commit point commits (ld_resume_parts_t). */
+static size_t committed_positions(void *opaque,
+                                  Learnd__V1__PartitionPosition **out)
+{
+    return positions(opaque, 1, out);
+}
+
+static ld_resume_parts_t resume_parts(run_t *r, const char *const *topics)
+{
+    ld_resume_parts_t parts = {
+        r->trainer, r->joiner,           r->trig, r->lin, &r->assigned,
+        topics,     committed_positions, r};
+    return parts;
+}
+
+/* Writes the resume state of this commit point into the open transaction
+ * (publish/commit.c says what it holds). */
 static ld_err_t save_state(run_t *r)
 {
-    ld_err_t err = LD_ERR_NOMEM;
-    ld_wbuf_t lab = {0}, runst = {0};
-    uint8_t *trig = NULL;
-    size_t trig_len = 0;
-    ld_buf_t ckpt = {0};
-    ld_snapshot_t *snap = NULL;
-    Learnd__V1__PartitionPosition *pos = NULL, **ppos = NULL;
-    lineage_counts(r); /* saved with the lineage below */
-    if ((err = ld_resume_labeling_encode(r->joiner, &r->assigned, &lab)))
-        goto out;
-    if ((err = ld_triggers_save(r->trig, &trig, &trig_len)))
-        goto out;
-    err = LD_ERR_NOMEM;
-    if (!(snap = ld_trainer_snapshot(r->trainer)))
-        goto out;
-    ld_ckpt_meta_t meta = {.model = r->tconf.name,
-                           .version = r->ctr->version,
-                           .parent_version = r->ctr->version,
-                           .created_at_ms = ld_now_wall_ms(),
-                           .learnd_version = LD_VERSION,
-                           .hash_function = "murmur3_32",
-                           .hash_seed = (uint32_t)r->conf->pipeline.hash_seed,
-                           .parent_counts = r->ctr->parent_counts};
-    if ((err = ld_ckpt_encode(snap, &meta, &ckpt)))
-        goto out;
-    if ((err = ld_resume_run_encode(r->ctr, r->trainer, r->lin, &runst)))
-        goto out;
-    err = LD_ERR_NOMEM;
-
-    size_t npos = positions(r, 1, &pos);
-    ppos = calloc(npos ? npos : 1, sizeof(*ppos));
-    if (!pos || !ppos)
-        goto out;
-    for (size_t i = 0; i < npos; i++)
-        ppos[i] = &pos[i];
-    Learnd__V1__ResumeHeader h = LEARND__V1__RESUME_HEADER__INIT;
-    h.format_version = 1;
-    h.model = r->tconf.name;
-    h.commit_seq = ++r->commit_seq;
-    if (!r->first_commit_seq)
-        r->first_commit_seq = h.commit_seq;
-    h.first_commit_seq = r->first_commit_seq;
-    h.committed_at_ms = ld_now_wall_ms();
-    h.n_positions = npos;
-    h.positions = ppos;
-    h.champion_version = r->ctr->version;
-    h.labeling_state = (ProtobufCBinaryData){lab.len, lab.p};
-    h.triggers_state = (ProtobufCBinaryData){trig_len, trig};
-    h.trainer_state = (ProtobufCBinaryData){runst.len, runst.p};
-    err = ld_state_write(ld_pipeline_producer(r->pipe),
-                         r->conf->daemon.state_topic, &h, ckpt.data, ckpt.len,
-                         (size_t)r->conf->checkpoint.chunk_size);
-out:
-    free(pos);
-    free(ppos);
-    free(ckpt.data);
-    ld_snapshot_destroy(snap);
-    free(trig);
-    ld_wbuf_free(&lab);
-    ld_wbuf_free(&runst);
-    if (err)
-        ld_log(LD_LOG_ERR, MOD,
-               "msg=\"cannot write the resume state\" "
-               "err=\"%s\"",
-               ld_err_str(err));
-    return err;
+    const char *topics[] = {r->conf->pipeline.events_topic,
+                            r->conf->pipeline.labels_topic};
+    lineage_counts(r); /* saved with the lineage */
+    ld_resume_parts_t parts = resume_parts(r, topics);
+    return ld_publisher_save_state(r->pub, ld_pipeline_producer(r->pipe),
+                                   &parts);
 }
 
 /* Restores the newest committed resume state, if there is one: the daemon
  * then continues exactly where that commit left off. */
 static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
 {
-    ld_resume_t *rs = NULL;
-    ld_err_t err = ld_state_load(&r->conf->kafka, r->conf->daemon.state_topic,
-                                 r->tconf.name, 60000, &rs, errstr, size);
-    if (err || !rs)
-        return err;
-    const Learnd__V1__ResumeHeader *h = rs->header;
-    ld_ckpt_t *ck = NULL;
-    ld_snapshot_t *snap = NULL;
-    if ((err = ld_ckpt_decode(rs->ckpt, rs->ckpt_len, &ck, errstr, size)))
-        goto out;
-    err = LD_ERR_NOMEM;
-    if (!(snap = ld_ckpt_snapshot(ck)))
-        goto out;
-    if ((err = ld_trainer_restore(r->trainer, snap, errstr, size)))
-        goto out;
     const char *topics[] = {r->conf->pipeline.events_topic,
                             r->conf->pipeline.labels_topic};
-    err = ld_resume_run_decode(h->trainer_state.data, h->trainer_state.len,
-                               r->ctr, r->trainer, r->lin, topics, 2);
-    if (err) {
-        snprintf(errstr, size,
-                 "resume state: daemon counters or queued "
-                 "examples refused (%s)",
-                 ld_err_str(err));
-        goto out;
-    }
-    if (h->triggers_state.len &&
-        (err = ld_triggers_load(r->trig, h->triggers_state.data,
-                                h->triggers_state.len))) {
-        if (err != LD_ERR_CONFIG) {
-            snprintf(errstr, size, "resume state: triggers state refused (%s)",
-                     ld_err_str(err));
-            goto out;
-        }
-        /* Sizes in triggers.* changed: the windows and sketches cannot
-         * carry over, and the model and the join must not be lost for it. */
-        ld_log(LD_LOG_WARN, MOD,
-               "msg=\"trigger settings changed since the last commit: the "
-               "triggers start afresh\"");
-        err = LD_OK;
-    }
-    if ((err = ld_resume_labeling_load(r->joiner, h->labeling_state.data,
-                                       h->labeling_state.len))) {
-        snprintf(errstr, size, "resume state: joiner record refused");
-        goto out;
-    }
-    /* The champion scores every example next to the model: without it the
-     * triggers would decide differently than before the restart. */
-    if (r->ctr->version) {
-        char path[1024];
-        snprintf(path, sizeof(path), "%s/%s/%llu.ckpt", r->conf->checkpoint.dir,
-                 r->tconf.name, (unsigned long long)r->ctr->version);
-        ld_ckpt_t *champ = NULL;
-        char why[512];
-        if (ld_ckpt_read_file(path, &champ, why, sizeof(why)) ||
-            ld_ckpt_champion_set(r->trainer, champ, why, sizeof(why))) {
-            ld_log(LD_LOG_WARN, MOD,
-                   "msg=\"champion checkpoint unavailable: shadow scores "
-                   "restart empty\" path=%s err=%s",
-                   ld_log_q(path), ld_log_q(why));
-        }
-        ld_ckpt_destroy(champ);
-    }
-    r->commit_seq = h->commit_seq;
-    ld_log(LD_LOG_NOTICE, MOD,
-           "msg=\"resumed from committed state\" model=%s commit_seq=%llu "
-           "champion_version=%llu",
-           r->tconf.name, (unsigned long long)h->commit_seq,
-           (unsigned long long)r->ctr->version);
-    err = LD_OK;
-out:
-    ld_snapshot_destroy(snap);
-    ld_ckpt_destroy(ck);
-    ld_resume_destroy(rs);
-    return err;
+    ld_resume_parts_t parts = resume_parts(r, topics);
+    return ld_publisher_restore_state(r->pub, &r->conf->kafka, &parts, errstr,
+                                      size);
 }
 
 /* Another instance took our transactional id: the reason we exit. */
@@ -599,7 +482,7 @@ static ld_err_t commit_point(run_t *r)
     /* Nothing new since the last commit point: nothing to commit. */
     uint64_t progress = progress_count(r);
     if (progress == r->progress_at_commit && !ld_publisher_waiting(r->pub) &&
-        r->commit_seq)
+        ld_publisher_commit_seq(r->pub))
         return LD_OK;
     uint64_t published = r->ctr->published;
     ld_err_t err = ld_pipeline_txn_begin(r->pipe);

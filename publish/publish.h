@@ -174,6 +174,7 @@ typedef struct ld_publisher_conf {
     const uint8_t *config_hash; /* 32 bytes, recorded in each checkpoint */
     const char *learnd_version;
     const char *manifest_secret; /* NULL or "": manifests are not signed */
+    const char *state_topic;     /* the compacted resume-state topic */
 } ld_publisher_conf_t;
 
 /* The queue of decided publications of one model, the version numbering
@@ -230,5 +231,46 @@ ld_resume_counters_t *ld_publisher_counters(ld_publisher_t *p);
 ld_snapshot_t *ld_publisher_take_captured(ld_publisher_t *p);
 /* Capture: checkpoints recorded so far. */
 uint64_t ld_publisher_captured_count(const ld_publisher_t *p);
+
+/* ---- The resume state of a commit point (publish/commit.c) -------------- */
+
+/* What a resume state is made of; all borrowed. */
+typedef struct ld_resume_parts {
+    ld_trainer_t *trainer;
+    ld_joiner_t *joiner;
+    ld_triggers_t *triggers;
+    ld_lineage_t *lineage;
+    const ld_partset_t *assigned; /* partitions whose joiner state is saved */
+    const char *const *topics;    /* events, labels: the lineage's names */
+    /* save only: the input positions the transaction commits, asked for
+     * after the other parts are encoded (as the joiner stands then); *out
+     * is the caller's to free, NULL when out of memory. */
+    size_t (*positions)(void *opaque, Learnd__V1__PartitionPosition **out);
+    void *opaque;
+} ld_resume_parts_t;
+
+/* Writes the resume state of this commit point into producer's open
+ * transaction (borrowed) on conf.state_topic: the trainer as a checkpoint
+ * cut into blocks, the joiner's records of every assigned partition, the
+ * triggers' state, the counters, queued examples and lineage, and the
+ * input positions the transaction commits (parts->positions). Numbers it
+ * with the next commit sequence. LD_ERR_NOMEM, LD_ERR_KAFKA (logged). */
+ld_err_t ld_publisher_save_state(ld_publisher_t *p, rd_kafka_t *producer,
+                                 const ld_resume_parts_t *parts) LD_WUR;
+/* Restores the newest committed resume state of conf.model from
+ * conf.state_topic through the cluster of kafka (the `kafka:` pairs), if
+ * there is one (nothing happens on a first start): the trainer, its queued
+ * examples, the counters, lineage, triggers (started afresh, with a
+ * warning, when their sizes changed) and the joiner's records; then the
+ * champion from the local store. Returns LD_ERR_CORRUPT / LD_ERR_KAFKA /
+ * LD_ERR_CONFIG ... with the reason in errstr: the daemon refuses to
+ * start rather than lose state. */
+ld_err_t ld_publisher_restore_state(ld_publisher_t *p,
+                                    const ld_strlist_t *kafka,
+                                    const ld_resume_parts_t *parts,
+                                    char *errstr, size_t errstr_size) LD_WUR;
+/* Commit points numbered so far (resume states written or restored); 0
+ * before the first. */
+uint64_t ld_publisher_commit_seq(const ld_publisher_t *p);
 
 #endif /* LD_PUBLISH_H */
