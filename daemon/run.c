@@ -933,7 +933,8 @@ static int setup(run_t *r, char *errstr, size_t size)
                               .config_hash = r->config_hash,
                               .learnd_version = LD_VERSION,
                               .manifest_secret =
-                                  conf->checkpoint.manifest_secret};
+                                  conf->checkpoint.manifest_secret,
+                              .state_topic = conf->daemon.state_topic};
     /* A replay runs the same loop and publishes into a capture. */
     r->pub = r->replay ? ld_publisher_new_capture(&pc, r->opts->replay_version)
                        : ld_publisher_new_kafka(&pc);
