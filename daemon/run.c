@@ -1,6 +1,79 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The run loop: records in, labelled examples through the trainer, trigger
- * decisions out, all committed at commit points. */
+ * decisions out, all committed at commit points.
+ *
+ * The loop is a state machine (run_t.state); the function behind each
+ * transition is named:
+ *
+ *   STARTING --start_ingest()--> RUNNING --tick(): a job is due-->
+ *   PARKING --take(PAUSED)--> PARKED --tick(): every job ran--> RUNNING
+ *
+ *   RUNNING, PARKING, PARKED --stop_ingest()--> DRAINING
+ *   DRAINING, RUNNING, PARKING --take(STOPPED)--> STOPPED
+ *   STOPPED --ld_run(): the last commit point, then ld_pipeline_close()-->
+ *   CLOSING (the group is left; revoked partitions do not come back;
+ *   run_teardown() sets it too)
+ *
+ * The other files of the loop: run_commit.c (positions, lineage, resume
+ * state, commit_point), run_report.c (metrics), run_setup.c (setup and
+ * teardown); daemon/run_internal.h is run_t.
+ *
+ * Invariants:
+ *  1. In PARKED, and only there (and from DRAINING on), the pipeline's
+ *     consumer side is the loop's: lag, idle advances, flow control and
+ *     commit points happen there, so a commit point covers exactly what
+ *     the loop has processed.
+ *  2. A transaction is open in RUNNING and PARKING (begun before the
+ *     ingest thread starts and after every commit point): the ingest
+ *     thread dead-letters into it.
+ *  3. exit_code set means no further commit point: the loop stops, the
+ *     ingest thread is stopped without draining, teardown follows.
+ *
+ * When and what are apart: the loop takes items and, every 256 records or
+ * when idle, calls tick(), which asks each periodic job of jobs[] whether
+ * it is due (park) and, once parked, runs them all in table order.
+ * Replay is this loop with the capture publisher and a stop condition
+ * (replay_done); it repeats recorded watermark advances instead of taking
+ * new ones. */
+#include "daemon/run_internal.h"
+
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The run loop: records in, labelled examples through the trainer, trigger
+ * decisions out, all committed at commit points.
+ *
+ * The loop is a state machine (run_t.state); the function behind each
+ * transition is named:
+ *
+ *   STARTING --start_ingest()--> RUNNING --tick(): a job is due-->
+ *   PARKING --take(PAUSED)--> PARKED --tick(): every job ran--> RUNNING
+ *
+ *   RUNNING, PARKING, PARKED --stop_ingest()--> DRAINING
+ *   DRAINING, RUNNING, PARKING --take(STOPPED)--> STOPPED
+ *   STOPPED --ld_run(): the last commit point, then ld_pipeline_close()-->
+ *   CLOSING (the group is left; revoked partitions do not come back;
+ *   run_teardown() sets it too)
+ *
+ * The other files of the loop: run_commit.c (positions, lineage, resume
+ * state, commit_point), run_report.c (metrics), run_setup.c (setup and
+ * teardown); daemon/run_internal.h is run_t.
+ *
+ * Invariants:
+ *  1. In PARKED, and only there (and from DRAINING on), the pipeline's
+ *     consumer side is the loop's: lag, idle advances, flow control and
+ *     commit points happen there, so a commit point covers exactly what
+ *     the loop has processed.
+ *  2. A transaction is open in RUNNING and PARKING (begun before the
+ *     ingest thread starts and after every commit point): the ingest
+ *     thread dead-letters into it.
+ *  3. exit_code set means no further commit point: the loop stops, the
+ *     ingest thread is stopped without draining, teardown follows.
+ *
+ * When and what are apart: the loop takes items and, every 256 records or
+ * when idle, calls tick(), which asks each periodic job of jobs[] whether
+ * it is due (park) and, once parked, runs them all in table order.
+ * Replay is this loop with the capture publisher and a stop condition
+ * (replay_done); it repeats recorded watermark advances instead of taking
+ * new ones. */
 #include "daemon/run.h"
 
 #include <math.h>
@@ -15,76 +88,6 @@
 #include "publish/publish.h"
 
 #define MOD "daemon"
-
-/* Metric family ids. */
-typedef struct families {
-    int records, dlq, examples, pending, pending_bytes, watermark, model,
-        champion, published, triggers, txn, up, version, trained, lag,
-        label_records, dropped, wm_ahead, wm_ahead_alert;
-} families_t;
-
-typedef struct run {
-    const ld_config_t *conf;
-    const ld_run_opts_t *opts;
-    ld_run_hooks_t hooks;
-    ld_trainer_conf_t tconf;
-    ld_pipeline_conf_t pconf; /* conf->pipeline, with the model's hash_bits */
-    ld_pipeline_t *pipe;
-    ld_ingest_t *ingest; /* polls pipe on its own thread while the loop runs */
-    ld_joiner_t *joiner;
-    ld_trainer_t *trainer;
-    ld_triggers_t *trig;
-    ld_metrics_t *reg;
-    ld_http_t *http;
-    families_t fam;
-    char txn_id[256];
-    int exit_code;          /* set once a fatal error is seen */
-    uint64_t consumed;      /* good records processed */
-    uint64_t dead;          /* dead-lettered records seen */
-    uint64_t refused;       /* records the joiner refused (a bug if not 0) */
-    uint64_t model_refused; /* examples the trainer refused */
-    /* the counts the lineage has been given (ld_lineage_count) */
-    uint64_t lin_dead, lin_late;
-    /* rate-limited log of dropped records (report) */
-    int64_t drop_log_next;
-    uint64_t drop_logged;
-    /* next offset per partition of each input topic, as far as the loop
-     * has processed (the pipeline's own positions run ahead by the ring) */
-    int64_t *next[2];
-    int32_t nnext[2];
-    uint64_t examples;
-    /* the publishing stage: queue, versions, what a publication becomes
-     * (Kafka for run, capture for replay); ctr is its counters */
-    ld_publisher_t *pub;
-    ld_resume_counters_t *ctr;
-    int64_t start_ms;
-    /* exactly-once resume state (docs/ARCHITECTURE.md) */
-    int stateful; /* transactions on: write and restore resume state */
-    int audit;    /* labeling.output_topic is set */
-    int replay;   /* opts->replay_version set: read only, write nothing */
-    int closing;  /* leaving the group: revoked partitions do not return */
-    /* Events still waiting for their window when the consumer closed (the
-     * revocation then empties the joiner; the committed state keeps them
-     * for the next start). */
-    uint64_t pending_at_close;
-    int replay_done;
-    int caught_up;      /* the ingest thread saw every partition's end */
-    int paused;         /* the ingest thread is parked: pipeline is ours */
-    int ingest_running; /* started, STOPPED not seen yet */
-    uint8_t *adv_done;  /* replay: which recorded advances were applied */
-    size_t adv_left;
-    char replay_group[128];
-    ld_lineage_t *lin;       /* input since the last publication */
-    uint8_t config_hash[32]; /* of the effective config, kafka: excluded */
-    uint8_t *audit_buf;
-    size_t audit_cap;
-    uint64_t progress_at_commit;
-    ld_partset_t assigned; /* partitions the joiner holds */
-    /* labeling.at_bound pause (see on_flow) */
-    int flow_on;     /* at_bound is pause */
-    int flow_lift;   /* parked to let every held partition go */
-    int flow_lifted; /* let go until the joiner holds none back */
-} run_t;
 
 /* ---- Stage callbacks ---------------------------------------------------- */
 
@@ -201,7 +204,7 @@ static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
 
 /* Rebalance callbacks run on the ingest thread: the loop holds still
  * (having processed everything polled before) while they change its state. */
-static void on_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
+void run_on_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
 {
     run_t *r = opaque;
     ld_ingest_exclusive_begin(r->ingest);
@@ -226,7 +229,7 @@ static void revoked(run_t *r, const rd_kafka_topic_partition_list_t *parts,
         uint8_t *rec = NULL;
         size_t len = 0;
         ld_err_t err =
-            r->closing
+            r->state == RUN_CLOSING
                 ? LD_OK
                 : ld_joiner_resume_encode(r->joiner, tp->partition, &rec, &len);
         if (ld_joiner_revoke(r->joiner, tp->partition) == LD_OK)
@@ -247,8 +250,8 @@ static void revoked(run_t *r, const rd_kafka_topic_partition_list_t *parts,
     }
 }
 
-static void on_revoked(void *opaque,
-                       const rd_kafka_topic_partition_list_t *parts, int lost)
+void run_on_revoked(void *opaque, const rd_kafka_topic_partition_list_t *parts,
+                    int lost)
 {
     run_t *r = opaque;
     ld_ingest_exclusive_begin(r->ingest);
@@ -256,8 +259,8 @@ static void on_revoked(void *opaque,
     ld_ingest_exclusive_end(r->ingest);
 }
 
-static void on_dead_lettered(void *opaque, const char *topic, int32_t partition,
-                             int64_t offset)
+void run_on_dead_lettered(void *opaque, const char *topic, int32_t partition,
+                          int64_t offset)
 {
     run_t *r = opaque;
     ld_ingest_note_dead(r->ingest, topic, partition, offset);
@@ -265,7 +268,7 @@ static void on_dead_lettered(void *opaque, const char *topic, int32_t partition,
 
 /* Matured examples of a micro-batch, scored before training: the triggers
  * watch them (deterministically: in release order). */
-static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
+void run_on_scored(void *opaque, const ld_scored_t *s, size_t n)
 {
     run_t *r = opaque;
     for (size_t i = 0; i < n; i++)
@@ -279,8 +282,6 @@ static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
 /* ---- Publications ------------------------------------------------------- */
 
 #define MAX_WAITING_PUBLICATIONS 4 /* then the commit point comes early */
-
-static Learnd__V1__Lineage *take_lineage(run_t *r);
 
 static const char *trigger_labels(const ld_trigger_decision_t *d, char *buf,
                                   size_t size)
@@ -322,7 +323,7 @@ static void take_decisions(run_t *r)
         }
         /* A publication records the input its model saw since the
          * parent. */
-        Learnd__V1__Lineage *lin = snap ? take_lineage(r) : NULL;
+        Learnd__V1__Lineage *lin = snap ? run_take_lineage(r) : NULL;
         if (ld_publisher_queue(r->pub, d, snap, version, lin) != LD_OK)
             ld_log(LD_LOG_ERR, MOD, "msg=\"out of memory queueing a trigger\"");
         /* replay: the capture publisher kept the version asked for */
@@ -332,691 +333,6 @@ static void take_decisions(run_t *r)
             r->replay_done = 1;
         }
     }
-}
-
-/* ---- Resume state ------------------------------------------------------ */
-
-/* What the loop has processed: next offset per partition. */
-static rd_kafka_topic_partition_list_t *loop_positions(const run_t *r)
-{
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
-    const char *topic[2] = {r->conf->pipeline.events_topic,
-                            r->conf->pipeline.labels_topic};
-    for (int k = 0; l && k < 2; k++)
-        for (int32_t i = 0; i < r->nnext[k]; i++)
-            if (r->next[k][i] >= 0)
-                rd_kafka_topic_partition_list_add(l, topic[k], i)->offset =
-                    r->next[k][i];
-    return l;
-}
-
-/* The input positions now: next offset per partition and where a restart
- * re-reads from (the joiner's oldest needed record). committed: the
- * pipeline's positions, what a commit point commits (only while the ingest
- * thread is parked); else what the loop has processed, for a publication
- * decided between records. Topic names point at the config's strings.
- * Caller frees *out; returns the count (0 with *out NULL when out of
- * memory). */
-static size_t positions(run_t *r, int committed,
-                        Learnd__V1__PartitionPosition **out)
-{
-    *out = NULL;
-    rd_kafka_topic_partition_list_t *next =
-        committed ? ld_pipeline_position(r->pipe) : loop_positions(r);
-    if (!next)
-        return 0;
-    size_t n = (size_t)next->cnt;
-    Learnd__V1__PartitionPosition *pos = calloc(n ? n : 1, sizeof(*pos));
-    if (!pos) {
-        rd_kafka_topic_partition_list_destroy(next);
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const rd_kafka_topic_partition_t *tp = &next->elems[i];
-        int events = strcmp(tp->topic, r->conf->pipeline.events_topic) == 0;
-        int64_t eo = -1, lo = -1;
-        if (ld_joiner_resume_offsets(r->joiner, tp->partition, &eo, &lo))
-            eo = lo = -1;
-        learnd__v1__partition_position__init(&pos[i]);
-        pos[i].topic = events ? r->conf->pipeline.events_topic
-                              : r->conf->pipeline.labels_topic;
-        pos[i].partition = tp->partition;
-        pos[i].next_offset = tp->offset;
-        pos[i].reread_from = events ? eo : lo;
-    }
-    rd_kafka_topic_partition_list_destroy(next);
-    *out = pos;
-    return n;
-}
-
-/* Hands the lineage the dead letters and dropped late labels counted since
- * the last call: late labels are those older than their partition's
- * watermark and those after their event's window that policy drop (or a
- * positive already emitted) leaves out. The joiner does not count records
- * re-read after a restart, and the pipeline does not dead-letter them
- * again, so each counts once across restarts. */
-static void lineage_counts(run_t *r)
-{
-    ld_joiner_stats_t js;
-    ld_joiner_stats(r->joiner, &js);
-    uint64_t late = js.labels_late + js.late_labels_dropped;
-    ld_lineage_count(r->lin, r->dead - r->lin_dead, late - r->lin_late);
-    r->lin_dead = r->dead;
-    r->lin_late = late;
-}
-
-static Learnd__V1__Lineage *take_lineage(run_t *r)
-{
-    lineage_counts(r);
-    Learnd__V1__PartitionPosition *pos = NULL;
-    size_t n = positions(r, 0, &pos);
-    Learnd__V1__Lineage *l = ld_lineage_take(r->lin, pos, n);
-    free(pos);
-    return l;
-}
-
-/* The input positions a commit point commits (ld_resume_parts_t). */
-static size_t committed_positions(void *opaque,
-                                  Learnd__V1__PartitionPosition **out)
-{
-    return positions(opaque, 1, out);
-}
-
-static ld_resume_parts_t resume_parts(run_t *r, const char *const *topics)
-{
-    ld_resume_parts_t parts = {
-        r->trainer, r->joiner,           r->trig, r->lin, &r->assigned,
-        topics,     committed_positions, r};
-    return parts;
-}
-
-/* Writes the resume state of this commit point into the open transaction
- * (publish/commit.c says what it holds). */
-static ld_err_t save_state(run_t *r)
-{
-    const char *topics[] = {r->conf->pipeline.events_topic,
-                            r->conf->pipeline.labels_topic};
-    lineage_counts(r); /* saved with the lineage */
-    ld_resume_parts_t parts = resume_parts(r, topics);
-    return ld_publisher_save_state(r->pub, ld_pipeline_producer(r->pipe),
-                                   &parts);
-}
-
-/* Restores the newest committed resume state, if there is one: the daemon
- * then continues exactly where that commit left off. */
-static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
-{
-    const char *topics[] = {r->conf->pipeline.events_topic,
-                            r->conf->pipeline.labels_topic};
-    ld_resume_parts_t parts = resume_parts(r, topics);
-    return ld_publisher_restore_state(r->pub, &r->conf->kafka, &parts, errstr,
-                                      size);
-}
-
-/* Another instance took our transactional id: the reason we exit. */
-static void say_fenced(const run_t *r)
-{
-    ld_log(LD_LOG_CRIT, MOD,
-           "msg=\"fenced: another instance took over "
-           "transactional.id / group.instance.id %s: exiting\"",
-           r->txn_id);
-}
-
-/* Input records taken so far, good or dead-lettered. */
-static uint64_t progress_count(const run_t *r)
-{
-    ld_pipeline_stats_t ps;
-    ld_pipeline_stats(r->pipe, &ps);
-    uint64_t n = ps.records[0] + ps.records[1];
-    for (int k = 0; k < 2; k++)
-        for (int why = 0; why < LD_REASON__COUNT; why++)
-            n += ps.dlq[k][why];
-    return n;
-}
-
-/* A commit point: outputs and input offsets in one transaction. */
-static ld_err_t commit_point(run_t *r)
-{
-    if (r->replay)
-        return LD_OK;
-    /* Nothing new since the last commit point: nothing to commit. */
-    uint64_t progress = progress_count(r);
-    if (progress == r->progress_at_commit && !ld_publisher_waiting(r->pub) &&
-        ld_publisher_commit_seq(r->pub))
-        return LD_OK;
-    uint64_t published = r->ctr->published;
-    ld_err_t err = ld_pipeline_txn_begin(r->pipe);
-    if (!err)
-        err = ld_publisher_flush(r->pub, ld_pipeline_producer(r->pipe));
-    if (!err && r->stateful)
-        err = save_state(r);
-    if (!err)
-        err = ld_pipeline_txn_commit(r->pipe, NULL, 60000);
-    if (!err) {
-        r->progress_at_commit = progress;
-        if (r->hooks.committed)
-            r->hooks.committed(r->hooks.opaque, r->ctr->published - published);
-    }
-    if (err == LD_ERR_FENCED) {
-        say_fenced(r);
-        r->exit_code = LD_EXIT_RUNTIME;
-    } else if (err) {
-        /* The stages have moved past the last commit point in memory:
-         * rewinding only the consumer would train some examples twice.
-         * Abort, and exit so that a restart restores the committed state
-         * (systemd's Restart=on-failure, or any supervisor). */
-        if (ld_pipeline_txn_abort(r->pipe, 30000) != LD_OK)
-            ld_log(LD_LOG_ERR, MOD, "msg=\"abort failed too\"");
-        ld_log(LD_LOG_CRIT, MOD,
-               "msg=\"commit point failed and was aborted: exiting so that "
-               "a restart resumes from the last committed state\" "
-               "err=\"%s\"",
-               ld_err_str(err));
-        r->exit_code = LD_EXIT_RUNTIME;
-    }
-    ld_metrics_add(r->reg, r->fam.txn,
-                   err ? "result=\"abort\"" : "result=\"commit\"", 1);
-    return err;
-}
-
-/* ---- Metrics ------------------------------------------------------------ */
-
-static void declare_metrics(run_t *r)
-{
-    families_t *f = &r->fam;
-    f->up = ld_metrics_family(r->reg, "up", LD_METRIC_GAUGE,
-                              "1 while the run loop is running");
-    f->records =
-        ld_metrics_family(r->reg, "records_consumed_total", LD_METRIC_COUNTER,
-                          "Input records decoded, by topic kind");
-    f->dlq = ld_metrics_family(r->reg, "dead_letters_total", LD_METRIC_COUNTER,
-                               "Records sent to the dead-letter topic, by "
-                               "topic kind and reason");
-    f->examples = ld_metrics_family(r->reg, "examples_total", LD_METRIC_COUNTER,
-                                    "Labelled examples released, by "
-                                    "sample_type");
-    f->label_records = ld_metrics_family(
-        r->reg, "label_records_total", LD_METRIC_COUNTER,
-        "Records of the labels topic the joiner took, by outcome");
-    f->pending = ld_metrics_family(r->reg, "pending_joins", LD_METRIC_GAUGE,
-                                   "Events and labels waiting in the "
-                                   "joiner, by kind");
-    f->pending_bytes = ld_metrics_family(
-        r->reg, "pending_bytes", LD_METRIC_GAUGE, "Bytes held by the joiner");
-    f->watermark =
-        ld_metrics_family(r->reg, "watermark_lag_seconds", LD_METRIC_GAUGE,
-                          "Wall clock minus the joiner's "
-                          "watermark");
-    f->model = ld_metrics_family(r->reg, "model_metric", LD_METRIC_GAUGE,
-                                 "Windowed prequential metrics, by model "
-                                 "(challenger or champion) and metric");
-    f->published =
-        ld_metrics_family(r->reg, "checkpoints_published_total",
-                          LD_METRIC_COUNTER, "Checkpoints published");
-    f->version = ld_metrics_family(r->reg, "champion_version", LD_METRIC_GAUGE,
-                                   "Version of the last published model");
-    f->triggers = ld_metrics_family(r->reg, "triggers_total", LD_METRIC_COUNTER,
-                                    "Trigger decisions, by type and verdict");
-    f->trained =
-        ld_metrics_family(r->reg, "examples_trained_total", LD_METRIC_COUNTER,
-                          "Examples the model trained on");
-    f->lag = ld_metrics_family(r->reg, "consumer_lag", LD_METRIC_GAUGE,
-                               "Records behind the end of each input "
-                               "partition");
-    f->txn = ld_metrics_family(r->reg, "transactions_total", LD_METRIC_COUNTER,
-                               "Commit points, by result");
-    f->dropped = ld_metrics_family(
-        r->reg, "records_dropped_total", LD_METRIC_COUNTER,
-        "Input records neither trained on nor dead-lettered, by topic kind "
-        "and reason (docs/OPERATIONS.md)");
-    f->wm_ahead = ld_metrics_family(
-        r->reg, "watermark_ahead_seconds", LD_METRIC_GAUGE,
-        "How far the most advanced partition watermark is ahead of the wall "
-        "clock (0 when behind)");
-    f->wm_ahead_alert = ld_metrics_family(
-        r->reg, "watermark_ahead_of_clock", LD_METRIC_GAUGE,
-        "1 while a partition watermark is ahead of the wall clock by more "
-        "than pipeline.max_future (1h when that is 0)");
-}
-
-static void set_model_metrics(run_t *r, const char *who,
-                              const ld_trainer_metrics_t *m)
-{
-    char labels[96];
-    static const char *const names[] = {"logloss", "auc", "accuracy", "rmse",
-                                        "calibration"};
-    const double vals[] = {m->logloss, m->auc, m->accuracy, m->rmse,
-                           m->calibration};
-    for (size_t i = 0; i < 5; i++) {
-        snprintf(labels, sizeof(labels), "model=\"%s\",metric=\"%s\"", who,
-                 names[i]);
-        ld_metrics_set(r->reg, r->fam.model, labels, vals[i]);
-    }
-}
-
-static void set_lag(void *opaque, const char *topic, int32_t partition,
-                    int64_t lag)
-{
-    run_t *r = opaque;
-    char labels[320];
-    snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%d\"", topic,
-             (int)partition);
-    ld_metrics_set(r->reg, r->fam.lag, labels, (double)lag);
-}
-
-/* Every record the daemon does not train from is dead-lettered (counted
- * by the pipeline) or one of these drops (docs/OPERATIONS.md, "Where every
- * record goes"). */
-typedef struct drop_row {
-    const char *labels;
-    uint64_t n;
-} drop_row_t;
-
-#define DROP_LOG_MS 10000 /* at most one drop log line per 10 s */
-
-static void report_drops(run_t *r, const ld_joiner_stats_t *js)
-{
-    const drop_row_t rows[] = {
-        {"kind=\"event\",reason=\"late\"", js->events_late},
-        {"kind=\"event\",reason=\"duplicate\"", js->events_duplicate},
-        {"kind=\"label\",reason=\"late\"", js->labels_late},
-        {"kind=\"label\",reason=\"after_window\"", js->late_labels_dropped},
-        {"kind=\"label\",reason=\"unmatched\"", js->labels_unmatched},
-        {"kind=\"label\",reason=\"no_label\"", js->labels_nolabel},
-        {"kind=\"label\",reason=\"expired\"", js->labels_expired},
-        {"kind=\"any\",reason=\"refused\"", r->refused},
-        {"kind=\"event\",reason=\"model_refused\"", r->model_refused},
-    };
-    uint64_t total = 0;
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        ld_metrics_set(r->reg, r->fam.dropped, rows[i].labels,
-                       (double)rows[i].n);
-        total += rows[i].n;
-    }
-    /* Late records used to vanish without a line: say so, at a rate. */
-    int64_t now = ld_now_mono_ms();
-    if (total == r->drop_logged || now < r->drop_log_next)
-        return;
-    ld_log(LD_LOG_WARN, "join",
-           "msg=\"input records dropped (see learnd_records_dropped_total)\" "
-           "new=%llu events_late=%llu labels_late=%llu "
-           "events_duplicate=%llu labels_after_window=%llu "
-           "labels_unmatched=%llu labels_no_label=%llu labels_expired=%llu "
-           "refused=%llu "
-           "model_refused=%llu watermark_ms=%lld",
-           (unsigned long long)(total - r->drop_logged),
-           (unsigned long long)js->events_late,
-           (unsigned long long)js->labels_late,
-           (unsigned long long)js->events_duplicate,
-           (unsigned long long)js->late_labels_dropped,
-           (unsigned long long)js->labels_unmatched,
-           (unsigned long long)js->labels_nolabel,
-           (unsigned long long)js->labels_expired,
-           (unsigned long long)r->refused, (unsigned long long)r->model_refused,
-           (long long)js->watermark_ms);
-    r->drop_logged = total;
-    r->drop_log_next = now + DROP_LOG_MS;
-}
-
-/* A watermark ahead of the wall clock means a clock is wrong somewhere
- * (producers stamping the future, or a time source without a bound): the
- * lag gauge goes negative and its alert cannot fire, so this one says it.
- * Alert-only: the wall clock never decides what is learnt (docs/LABELING.md).
- */
-static void report_ahead(run_t *r, const ld_joiner_stats_t *js)
-{
-    if (js->watermark_max_ms <= INT64_MIN / 2)
-        return;
-    int64_t bound = r->conf->pipeline.max_future_ms > 0
-                        ? r->conf->pipeline.max_future_ms
-                        : INT64_C(3600000);
-    int64_t ahead = js->watermark_max_ms - ld_now_wall_ms();
-    ld_metrics_set(r->reg, r->fam.wm_ahead, "",
-                   ahead > 0 ? (double)ahead / 1000.0 : 0.0);
-    ld_metrics_set(r->reg, r->fam.wm_ahead_alert, "", ahead > bound ? 1 : 0);
-}
-
-static void report(run_t *r)
-{
-    ld_pipeline_stats_t ps;
-    ld_joiner_stats_t js;
-    ld_run_progress_t p = {0};
-    ld_pipeline_stats(r->pipe, &ps);
-    ld_joiner_stats(r->joiner, &js);
-    ld_trainer_metrics(r->trainer, &p.model, &p.champion);
-
-    ld_metrics_set(r->reg, r->fam.records, "kind=\"event\"",
-                   (double)ps.records[LD_RECORD_EVENT]);
-    ld_metrics_set(r->reg, r->fam.records, "kind=\"label\"",
-                   (double)ps.records[LD_RECORD_LABEL]);
-    uint64_t dlq = 0;
-    for (int k = 0; k < 2; k++) {
-        for (int why = 1; why < LD_REASON__COUNT; why++) {
-            char labels[96];
-            if (!ps.dlq[k][why])
-                continue;
-            dlq += ps.dlq[k][why];
-            snprintf(labels, sizeof(labels), "kind=\"%s\",reason=\"%s\"",
-                     k ? "label" : "event", ld_reason_name((ld_reason_t)why));
-            ld_metrics_set(r->reg, r->fam.dlq, labels, (double)ps.dlq[k][why]);
-        }
-    }
-    for (int s = 0; s < LD_SAMPLE__COUNT; s++) {
-        char labels[64];
-        snprintf(labels, sizeof(labels), "sample_type=\"%s\"",
-                 ld_sample_type_name((ld_sample_type_t)s));
-        ld_metrics_set(r->reg, r->fam.examples, labels, (double)js.examples[s]);
-    }
-    /* no_label: label_mode equals records that did not match; all of them
-     * and no joined one usually means a wrong label_equals. */
-    const struct {
-        const char *outcome;
-        uint64_t n;
-    } lr[] = {{"joined", js.labels_joined},
-              {"after_window", js.labels_after_window},
-              {"late", js.labels_late},
-              {"unmatched", js.labels_unmatched},
-              {"no_label", js.labels_nolabel}};
-    for (size_t i = 0; i < sizeof(lr) / sizeof(lr[0]); i++) {
-        char labels[64];
-        snprintf(labels, sizeof(labels), "outcome=\"%s\"", lr[i].outcome);
-        ld_metrics_set(r->reg, r->fam.label_records, labels, (double)lr[i].n);
-    }
-    ld_metrics_set(r->reg, r->fam.pending, "kind=\"event\"",
-                   (double)js.pending_events);
-    ld_metrics_set(r->reg, r->fam.pending, "kind=\"label\"",
-                   (double)js.pending_labels);
-    ld_metrics_set(r->reg, r->fam.pending_bytes, "", (double)js.bytes_total);
-    ld_pipeline_lag(r->pipe, set_lag, r);
-    if (js.watermark_ms > INT64_MIN / 2)
-        ld_metrics_set(r->reg, r->fam.watermark, "",
-                       (double)(ld_now_wall_ms() - js.watermark_ms) / 1000.0);
-    set_model_metrics(r, "challenger", &p.model);
-    set_model_metrics(r, "champion", &p.champion);
-    ld_metrics_set(r->reg, r->fam.published, "", (double)r->ctr->published);
-    ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
-    ld_metrics_set(r->reg, r->fam.version, "", (double)r->ctr->version);
-    report_drops(r, &js);
-    report_ahead(r, &js);
-
-    if (!r->hooks.progress)
-        return;
-    p.elapsed_ms = ld_now_mono_ms() - r->start_ms;
-    p.events = ps.records[LD_RECORD_EVENT];
-    p.labels = ps.records[LD_RECORD_LABEL];
-    p.dead_letters = dlq;
-    p.examples = r->examples;
-    memcpy(p.by_type, js.examples, sizeof(p.by_type));
-    p.pending = r->closing ? r->pending_at_close : js.pending_events;
-    p.pending_peak = js.pending_peak;
-    p.watermark_ms = js.watermark_ms;
-    p.published = r->ctr->published;
-    p.champion_version = r->ctr->version;
-    r->hooks.progress(r->hooks.opaque, &p);
-}
-
-/* ---- Setup -------------------------------------------------------------- */
-
-/* The trainer's settings, completed from the pipeline's field mapping. */
-static int trainer_conf(run_t *r, char *errstr, size_t size)
-{
-    r->tconf = r->conf->trainer;
-    int64_t ndense = (int64_t)r->conf->pipeline.dense_fields.n;
-    if (r->tconf.dense_dim == 0)
-        r->tconf.dense_dim = ndense;
-    if (r->tconf.dense_dim != ndense) {
-        snprintf(errstr, size,
-                 "trainer.dense_dim is %lld but pipeline.dense_fields "
-                 "names %lld fields (leave dense_dim at 0 to follow them)",
-                 (long long)r->tconf.dense_dim, (long long)ndense);
-        return -1;
-    }
-    /* label_mode equals and presence make every label 1, so sum counts
-     * them, and a logistic model would refuse each count above 1 one by
-     * one (docs/LABELING.md, Aggregation). */
-    if (r->tconf.model == LD_MODEL_LOGISTIC &&
-        r->conf->pipeline.label_mode != LD_LABEL_NUMERIC &&
-        r->conf->labeling.aggregate == LD_AGG_SUM) {
-        snprintf(errstr, size,
-                 "labeling.aggregate sum counts the label records of "
-                 "label_mode %s, but a logistic model takes labels in "
-                 "[0, 1]: use first, last or max",
-                 r->conf->pipeline.label_mode == LD_LABEL_EQUALS ? "equals"
-                                                                 : "presence");
-        return -1;
-    }
-    /* One slot count for both: the pipeline hashes into the model's. */
-    r->pconf = r->conf->pipeline;
-    r->pconf.hash_bits = r->tconf.hash_bits;
-    return 0;
-}
-
-/* Warm start from the local model store unless told otherwise. */
-static ld_err_t warm_start(run_t *r)
-{
-    const ld_ckpt_conf_t *c = &r->conf->checkpoint;
-    if (r->opts->from_scratch || r->replay || !c->warm_start || !c->dir ||
-        !c->dir[0])
-        return LD_OK;
-    ld_ckpt_t *ck = NULL;
-    char why[1024] = "";
-    ld_err_t err =
-        ld_ckpt_store_load_latest(c->dir, r->tconf.name, &ck, why, sizeof(why));
-    if (err == LD_ERR_NOENT) {
-        ld_log(LD_LOG_INFO, MOD,
-               "msg=\"no stored checkpoint: starting from "
-               "scratch\"");
-        return LD_OK;
-    }
-    if (err) {
-        ld_log(LD_LOG_ERR, MOD,
-               "msg=\"cannot load a stored checkpoint\" err=%s", ld_log_q(why));
-        return err;
-    }
-    ld_snapshot_t *snap = ld_ckpt_snapshot(ck);
-    const Learnd__V1__Checkpoint *m = ld_ckpt_message(ck);
-    uint64_t version = m->lineage ? m->lineage->version : 0;
-    if (!snap) {
-        err = LD_ERR_NOMEM;
-    } else if ((err = ld_trainer_restore(r->trainer, snap, why, sizeof(why)))) {
-        ld_log(LD_LOG_ERR, MOD,
-               "msg=\"stored checkpoint does not fit this config\" "
-               "err=%s",
-               ld_log_q(why));
-    } else if ((err = ld_trainer_champion_set(r->trainer, snap)) == LD_OK) {
-        r->ctr->version = version;
-        ld_snapshot_counts(snap, r->ctr->parent_counts);
-        if (m->lineage && m->lineage->total_counts)
-            ld_lineage_set_totals(
-                r->lin, m->lineage->total_counts->dead_lettered,
-                m->lineage->total_counts->late_labels_dropped);
-        ld_snapshot_params_sha256(snap, r->ctr->published_sha);
-        ld_log(LD_LOG_NOTICE, MOD, "msg=\"warm start\" model=%s version=%llu",
-               ld_log_q(r->tconf.name), (unsigned long long)version);
-    }
-    ld_snapshot_destroy(snap);
-    ld_ckpt_destroy(ck);
-    return err;
-}
-
-/* SHA-256 of the effective config as `config check --print` shows it,
- * without the kafka: map (addresses and credentials differ between
- * environments that train the same model). */
-static void config_hash(run_t *r)
-{
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    memset(r->config_hash, 0, sizeof(r->config_hash));
-    if (!f)
-        return;
-    ld_config_dump(r->conf, f);
-    fclose(f);
-    char *kafka = text ? strstr(text, "\nkafka:\n") : NULL;
-    if (text)
-        ld_ckpt_sha256(text, kafka ? (size_t)(kafka - text) + 1 : len,
-                       r->config_hash);
-    free(text);
-}
-
-/* Looks the output topics up once at start: otherwise the first commit
- * point waits on a metadata request per topic (bench_e2e saw a 2.2 s first
- * stall), and a missing topic is reported now rather than mid-run. */
-static void warm_output_topics(run_t *r)
-{
-    const char *topics[] = {r->conf->pipeline.dlq_topic,
-                            r->conf->daemon.checkpoint_topic,
-                            r->conf->daemon.trigger_topic,
-                            r->stateful ? r->conf->daemon.state_topic : NULL,
-                            r->audit ? r->conf->labeling.output_topic : NULL};
-    rd_kafka_t *rk = ld_pipeline_producer(r->pipe);
-    for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++) {
-        if (!topics[i] || !topics[i][0])
-            continue;
-        rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topics[i], NULL);
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t e =
-            t ? rd_kafka_metadata(rk, 0, t, &md, 10000) : rd_kafka_last_error();
-        if (!e && md && md->topic_cnt == 1)
-            e = md->topics[0].err;
-        if (e)
-            ld_log(LD_LOG_WARN, MOD,
-                   "msg=\"output topic not available yet\" topic=%s "
-                   "err=\"%s\"",
-                   topics[i], rd_kafka_err2str(e));
-        if (md)
-            rd_kafka_metadata_destroy(md);
-        if (t)
-            rd_kafka_topic_destroy(t);
-    }
-}
-
-static int setup(run_t *r, char *errstr, size_t size)
-{
-    const ld_config_t *conf = r->conf;
-    if (trainer_conf(r, errstr, size))
-        return LD_EXIT_USAGE;
-    const char *tid = conf->daemon.transactional_id;
-    r->replay = r->opts->replay_version != 0;
-    if (r->replay && r->opts->n_replay_advances) {
-        r->adv_done = calloc(r->opts->n_replay_advances, 1);
-        if (!r->adv_done) {
-            snprintf(errstr, size, "out of memory");
-            return LD_EXIT_RUNTIME;
-        }
-        r->adv_left = r->opts->n_replay_advances;
-    }
-    if (r->replay) {
-        /* A group of its own: the original's offsets stay untouched. */
-        snprintf(r->replay_group, sizeof(r->replay_group),
-                 "learnd-replay-%s-%lld", r->tconf.name,
-                 (long long)ld_now_wall_ms());
-        r->pconf.group_id = r->replay_group;
-    }
-    if (r->opts->no_transactions || r->replay)
-        r->txn_id[0] = '\0';
-    else if (tid && tid[0])
-        snprintf(r->txn_id, sizeof(r->txn_id), "%s", tid);
-    else
-        snprintf(r->txn_id, sizeof(r->txn_id), "learnd-%s", r->tconf.name);
-
-    r->lin = ld_lineage_new();
-    config_hash(r);
-    ld_publisher_conf_t pc = {.model = r->tconf.name,
-                              .checkpoint_topic = conf->daemon.checkpoint_topic,
-                              .trigger_topic = conf->daemon.trigger_topic,
-                              .trigger_format = conf->triggers.format,
-                              .store_dir = conf->checkpoint.dir,
-                              .store_keep = conf->checkpoint.keep,
-                              .chunk_size = (size_t)conf->checkpoint.chunk_size,
-                              .hash_seed = (uint32_t)conf->pipeline.hash_seed,
-                              .config_hash = r->config_hash,
-                              .learnd_version = LD_VERSION,
-                              .manifest_secret =
-                                  conf->checkpoint.manifest_secret,
-                              .state_topic = conf->daemon.state_topic};
-    /* A replay runs the same loop and publishes into a capture. */
-    r->pub = r->replay ? ld_publisher_new_capture(&pc, r->opts->replay_version)
-                       : ld_publisher_new_kafka(&pc);
-    if (!r->pub) {
-        snprintf(errstr, size, "out of memory");
-        return LD_EXIT_RUNTIME;
-    }
-    r->ctr = ld_publisher_counters(r->pub);
-    r->reg = ld_metrics_new();
-    if (!r->reg || !r->lin) {
-        snprintf(errstr, size, "out of memory");
-        return LD_EXIT_RUNTIME;
-    }
-    declare_metrics(r);
-    if (conf->metrics.enabled && !r->replay) {
-        r->http =
-            ld_http_start(r->reg, conf->metrics.listen,
-                          (uint16_t)conf->metrics.port, 60000, errstr, size);
-        if (!r->http)
-            return LD_EXIT_RUNTIME;
-        ld_log(LD_LOG_NOTICE, MOD, "msg=\"metrics endpoint\" url=http://%s:%u/",
-               conf->metrics.listen, (unsigned)ld_http_port(r->http));
-    }
-    r->trainer = ld_trainer_new(&r->tconf, errstr, size);
-    if (!r->trainer)
-        return LD_EXIT_USAGE;
-    ld_trainer_set_scored_cb(r->trainer, on_scored, r);
-    if (warm_start(r))
-        return LD_EXIT_RUNTIME;
-    r->joiner = ld_joiner_new(&conf->labeling, errstr, size);
-    if (!r->joiner)
-        return LD_EXIT_USAGE;
-    r->trig = ld_triggers_new(&conf->triggers, r->tconf.name,
-                              conf->daemon.checkpoint_topic, r->ctr->version,
-                              errstr, size);
-    if (!r->trig)
-        return LD_EXIT_USAGE;
-    r->stateful = r->txn_id[0] != '\0';
-    r->audit = !r->replay && conf->labeling.output_topic &&
-               conf->labeling.output_topic[0];
-    if (r->stateful && !r->opts->from_scratch &&
-        restore_state(r, errstr, size) != LD_OK)
-        return LD_EXIT_RUNTIME;
-    ld_pipeline_cbs_t cbs = {r, on_assigned, on_revoked, on_dead_lettered};
-    /* A replay reads the partitions itself, from the recorded starts: it
-     * joins no group (and leaves none behind on the cluster). */
-    r->pconf.assign_all = r->replay;
-    r->pipe = ld_pipeline_new(&r->pconf, &conf->kafka, r->txn_id, &cbs, 30000,
-                              errstr, size);
-    if (!r->pipe)
-        return LD_EXIT_RUNTIME;
-    ld_pipeline_set_dry_run(r->pipe, r->replay);
-    if (!r->replay)
-        warm_output_topics(r);
-    /* a few ms of input: enough to ride out a commit point's pause */
-    r->ingest = ld_ingest_new(r->pipe, 4096, 1);
-    if (!r->ingest) {
-        snprintf(errstr, size, "out of memory");
-        return LD_EXIT_RUNTIME;
-    }
-    return LD_EXIT_OK;
-}
-
-static void teardown(run_t *r)
-{
-    r->closing = 1;
-    ld_ingest_destroy(r->ingest);
-    r->ingest = NULL;
-    ld_pipeline_destroy(r->pipe);
-    free(r->next[0]);
-    free(r->next[1]);
-    free(r->adv_done);
-    ld_partset_free(&r->assigned);
-    /* after the producer, which writes delivery offsets into it */
-    ld_publisher_destroy(r->pub);
-    ld_lineage_destroy(r->lin);
-    free(r->audit_buf);
-    ld_triggers_destroy(r->trig);
-    ld_joiner_destroy(r->joiner);
-    ld_trainer_destroy(r->trainer);
-    ld_http_stop(r->http);
-    ld_metrics_destroy(r->reg);
 }
 
 /* The input that existed at start-up is read: train what is queued and
@@ -1257,7 +573,7 @@ static void begin_next(run_t *r)
 {
     ld_err_t err = ld_pipeline_txn_begin(r->pipe);
     if (err == LD_ERR_FENCED)
-        say_fenced(r);
+        run_say_fenced(r);
     else if (err)
         ld_log(LD_LOG_CRIT, MOD,
                "msg=\"cannot begin a transaction: exiting\" err=\"%s\"",
@@ -1283,12 +599,13 @@ static void take(run_t *r, const ld_ingest_item_t *it)
         r->caught_up = 1;
         break;
     case LD_INGEST_PAUSED:
-        r->paused = 1;
+        if (r->state == RUN_PARKING)
+            r->state = RUN_PARKED;
         break;
     case LD_INGEST_STOPPED:
-        r->ingest_running = 0;
+        r->state = RUN_STOPPED;
         if (it->err == LD_ERR_FENCED) {
-            say_fenced(r);
+            run_say_fenced(r);
             r->exit_code = LD_EXIT_RUNTIME;
         } else if (it->err) {
             ld_log(LD_LOG_CRIT, MOD,
@@ -1305,9 +622,12 @@ static void take(run_t *r, const ld_ingest_item_t *it)
  * nothing more is committed). */
 static void stop_ingest(run_t *r, int drain)
 {
-    if (r->ingest_running)
+    if (r->state == RUN_RUNNING || r->state == RUN_PARKING ||
+        r->state == RUN_PARKED) {
         ld_ingest_stop(r->ingest);
-    while (r->ingest_running) {
+        r->state = RUN_DRAINING;
+    }
+    while (r->state == RUN_DRAINING) {
         const ld_ingest_item_t *it = ld_ingest_next(r->ingest, 1000);
         if (!it)
             continue;
@@ -1316,9 +636,160 @@ static void stop_ingest(run_t *r, int drain)
             take(r, it);
         ld_ingest_done(r->ingest);
     }
-    r->paused = 0;
     ld_ingest_destroy(r->ingest); /* joins the thread */
     r->ingest = NULL;
+}
+
+/* ---- Periodic jobs ------------------------------------------------------ */
+
+/* One look at the clock: tick() passes it to every job. */
+typedef struct tick {
+    int64_t now;
+    uint64_t progress; /* records taken, good or dead-lettered */
+    int idle;          /* no item this time */
+} tick_t;
+
+/* A job says whether it needs the loop parked now (due; NULL: never asks)
+ * and does its work while parked (run, every time the loop parks: each
+ * one checks its own clock). Every due is asked at every tick, in table
+ * order, whatever the others answer: some keep state of their own. */
+typedef struct job {
+    const char *name;
+    int (*due)(run_t *r, const tick_t *t);
+    void (*run)(run_t *r, const tick_t *t);
+} job_t;
+
+/* Parked: everything polled is processed, so the pipeline's lag is exactly
+ * what is left to fetch. */
+static void job_lag(run_t *r, const tick_t *t)
+{
+    (void)t;
+    ld_pipeline_lag(r->pipe, note_backlog, r);
+}
+
+/* The one wall-clock input of the join. A replay repeats the recorded
+ * advances instead (replay_advances). */
+static void job_idle_advance(run_t *r, const tick_t *t)
+{
+    if (!r->replay)
+        ld_joiner_idle_advance(r->joiner, t->now, on_advance, r);
+}
+
+/* Near max_pending the joiner's flow decides which partitions to hold back
+ * or let go: park for it every 1024 records (and when idle), not once a
+ * second. */
+static int job_flow_due(run_t *r, const tick_t *t)
+{
+    r->flow = 0;
+    if (!r->flow_on)
+        return 0;
+    ld_joiner_stats_t js;
+    ld_joiner_stats(r->joiner, &js);
+    if (r->flow_lifted && js.paused == 0)
+        r->flow_lifted = 0;
+    uint64_t held = js.pending_events + js.pending_labels;
+    r->flow = (held >= (uint64_t)r->conf->labeling.max_pending / 10 * 8 ||
+               js.paused > 0) &&
+              (t->progress - r->last_flow >= 1024 || t->idle);
+    if (!t->idle)
+        r->last_item = t->now;
+    else if (js.paused > 0 && !r->flow_lifted &&
+             t->now - r->last_item >= FLOW_STARVED_MS)
+        r->flow_lift = 1;
+    return r->flow;
+}
+
+static void job_flow(run_t *r, const tick_t *t)
+{
+    (void)t;
+    if (r->flow_lift) {
+        flow_lift(r);
+        r->flow_lift = 0;
+    } else if (r->flow_on) {
+        ld_joiner_flow(r->joiner, on_flow, r);
+    }
+}
+
+static int job_report_due(run_t *r, const tick_t *t)
+{
+    return t->now >= r->next_report;
+}
+
+static void job_report(run_t *r, const tick_t *t)
+{
+    if (t->now < r->next_report)
+        return; /* parked for another job */
+    run_report(r);
+    r->next_report = t->now + 1000;
+}
+
+/* Publications wait for the commit point, each with a snapshot of the
+ * model: when event time runs far ahead of the wall clock (a backfill,
+ * bench_e2e) triggers fire many times per interval, and dozens of
+ * snapshots would pile up (memory, one long stall, one huge transaction).
+ * A few waiting bring the commit point on. */
+static int job_commit_due(run_t *r, const tick_t *t)
+{
+    r->pile = ld_publisher_waiting(r->pub) >= MAX_WAITING_PUBLICATIONS;
+    return t->now >= r->next_commit || r->pile;
+}
+
+static void job_commit(run_t *r, const tick_t *t)
+{
+    if (t->now < r->next_commit && !r->pile)
+        return;
+    (void)run_commit_point(r); /* sets exit_code when it fails */
+    r->next_commit = t->now + r->conf->daemon.commit_interval_ms;
+}
+
+/* In the order they run while parked. */
+static const job_t jobs[] = {
+    {"lag", NULL, job_lag},
+    {"idle_advance", NULL, job_idle_advance},
+    {"flow", job_flow_due, job_flow},
+    {"report", job_report_due, job_report},
+    {"commit_point", job_commit_due, job_commit},
+};
+#define NJOBS (sizeof(jobs) / sizeof(jobs[0]))
+
+/* RUNNING -> PARKING when a job is due; PARKED -> RUNNING after running
+ * every job (and opening the next transaction). */
+static void tick(run_t *r, int idle)
+{
+    tick_t t = {ld_now_mono_ms(), r->consumed + r->dead, idle};
+    int want = 0;
+    for (size_t i = 0; i < NJOBS; i++)
+        if (jobs[i].due && jobs[i].due(r, &t))
+            want = 1;
+    if (r->state == RUN_RUNNING && want) {
+        r->last_flow = t.progress;
+        ld_ingest_pause(r->ingest); /* PAUSED follows what it polled */
+        r->state = RUN_PARKING;
+    }
+    if (r->state != RUN_PARKED)
+        return;
+    for (size_t i = 0; i < NJOBS; i++)
+        jobs[i].run(r, &t);
+    if (!r->exit_code)
+        begin_next(r);
+    r->state = RUN_RUNNING;
+    ld_ingest_resume(r->ingest);
+}
+
+/* STARTING -> RUNNING. The transaction is opened here and after every
+ * commit point, while the ingest thread is parked: it dead-letters into
+ * the open transaction and so never has to begin one itself. */
+static void start_ingest(run_t *r)
+{
+    begin_next(r);
+    if (!r->exit_code && ld_ingest_start(r->ingest) != LD_OK)
+        r->exit_code = LD_EXIT_RUNTIME;
+    else if (!r->exit_code)
+        r->state = RUN_RUNNING;
+    int64_t now = ld_now_mono_ms();
+    r->next_commit = now + r->conf->daemon.commit_interval_ms;
+    r->next_report = now + 1000;
+    r->last_item = now; /* the last record from the ingest thread */
 }
 
 int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
@@ -1329,11 +800,11 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     r.start_ms = ld_now_mono_ms();
     r.flow_on = conf->labeling.at_bound == LD_BOUND_PAUSE;
     char errstr[1024] = "";
-    int code = setup(&r, errstr, sizeof(errstr));
+    int code = run_setup(&r, errstr, sizeof(errstr));
     if (code != LD_EXIT_OK) {
         ld_log(LD_LOG_CRIT, MOD, "msg=\"cannot start\" err=%s",
                ld_log_q(errstr));
-        teardown(&r);
+        run_teardown(&r);
         return code;
     }
     ld_metrics_set(r.reg, r.fam.up, "", 1);
@@ -1343,22 +814,9 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
            r.tconf.name, conf->pipeline.events_topic,
            conf->pipeline.labels_topic, r.txn_id[0] ? r.txn_id : "-");
 
-    /* Opened here and after every commit point, while the ingest thread
-     * is parked: it dead-letters into the open transaction and so never
-     * has to begin one itself. */
-    begin_next(&r);
-    if (!r.exit_code && ld_ingest_start(r.ingest) != LD_OK)
-        r.exit_code = LD_EXIT_RUNTIME;
-    else if (!r.exit_code)
-        r.ingest_running = 1;
-    int64_t now = ld_now_mono_ms();
-    int64_t next_commit = now + conf->daemon.commit_interval_ms;
-    int64_t next_report = now + 1000;
-    uint64_t last_consumed_hook = 0, last_flow = 0;
-    int64_t last_item = now; /* the last record from the ingest thread */
+    start_ingest(&r);
     unsigned n = 0;
-    int pausing = 0;
-    while (!r.exit_code && r.ingest_running) {
+    while (!r.exit_code && r.state != RUN_STOPPED) {
         const ld_ingest_item_t *it = ld_ingest_next(r.ingest, 100);
         if (it) {
             take(&r, it);
@@ -1367,7 +825,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         if (r.replay_done || (opts->until_caught_up && r.caught_up))
             break;
         /* the rest every 256 records, when idle, or when parked */
-        if (it && !r.paused && (++n & 255) != 0)
+        if (it && r.state != RUN_PARKED && (++n & 255) != 0)
             continue;
         if (ld_signals_stop_requested())
             break;
@@ -1378,67 +836,11 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         ld_metrics_heartbeat(r.reg);
         uint64_t progress = r.consumed + r.dead;
         if (r.hooks.consumed &&
-            (progress - last_consumed_hook >= 1024 || !it)) {
+            (progress - r.last_consumed_hook >= 1024 || !it)) {
             r.hooks.consumed(r.hooks.opaque, progress);
-            last_consumed_hook = progress;
+            r.last_consumed_hook = progress;
         }
-        now = ld_now_mono_ms();
-        /* Publications wait for the commit point, each with a snapshot of
-         * the model: when event time runs far ahead of the wall clock (a
-         * backfill, bench_e2e) triggers fire many times per interval, and
-         * dozens of snapshots would pile up (memory, one long stall, one
-         * huge transaction). A few waiting bring the commit point on. */
-        int pile = ld_publisher_waiting(r.pub) >= MAX_WAITING_PUBLICATIONS;
-        /* Near max_pending the joiner's flow decides which partitions to
-         * hold back or let go: park for it every 1024 records (and when
-         * idle), not once a second. */
-        int flow = 0;
-        if (r.flow_on) {
-            ld_joiner_stats_t js;
-            ld_joiner_stats(r.joiner, &js);
-            if (r.flow_lifted && js.paused == 0)
-                r.flow_lifted = 0;
-            uint64_t held = js.pending_events + js.pending_labels;
-            flow = (held >= (uint64_t)conf->labeling.max_pending / 10 * 8 ||
-                    js.paused > 0) &&
-                   (progress - last_flow >= 1024 || !it);
-            if (it)
-                last_item = now;
-            else if (js.paused > 0 && !r.flow_lifted &&
-                     now - last_item >= FLOW_STARVED_MS)
-                r.flow_lift = 1;
-        }
-        if (!pausing &&
-            (now >= next_report || now >= next_commit || pile || flow)) {
-            last_flow = progress;
-            ld_ingest_pause(r.ingest); /* PAUSED follows what it polled */
-            pausing = 1;
-        }
-        if (!r.paused)
-            continue;
-        /* Parked: everything polled is processed, so the pipeline's lag is
-         * exactly what is left to fetch. */
-        ld_pipeline_lag(r.pipe, note_backlog, &r);
-        if (!r.replay) /* a replay repeats the recorded ones instead */
-            ld_joiner_idle_advance(r.joiner, now, on_advance, &r);
-        if (r.flow_lift) {
-            flow_lift(&r);
-            r.flow_lift = 0;
-        } else if (r.flow_on) {
-            ld_joiner_flow(r.joiner, on_flow, &r);
-        }
-        if (now >= next_report) { /* else parked for the flow only */
-            report(&r);
-            next_report = now + 1000;
-        }
-        if (now >= next_commit || pile) {
-            (void)commit_point(&r); /* sets exit_code when it fails */
-            next_commit = now + conf->daemon.commit_interval_ms;
-        }
-        if (!r.exit_code)
-            begin_next(&r);
-        r.paused = pausing = 0;
-        ld_ingest_resume(r.ingest);
+        tick(&r, it == NULL);
     }
     /* What was polled is processed before the last commit point: the
      * pipeline's positions include it. */
@@ -1463,14 +865,14 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         ld_joiner_stats(r.joiner, &js);
     if (!r.exit_code) {
         /* A clean stop ends with a commit point. */
-        if (commit_point(&r) != LD_OK && !r.exit_code)
+        if (run_commit_point(&r) != LD_OK && !r.exit_code)
             r.exit_code = LD_EXIT_RUNTIME;
-        r.pending_at_close = js.pending_events; /* report() says it */
-        r.closing = 1;
+        r.pending_at_close = js.pending_events; /* run_report() says it */
+        r.state = RUN_CLOSING;
         if (ld_pipeline_close(r.pipe, (int)conf->daemon.shutdown_timeout_ms))
             ld_log(LD_LOG_WARN, MOD, "msg=\"consumer did not close cleanly\"");
     }
-    report(&r);
+    run_report(&r);
     /* Events whose label window is still open at the end are not lost:
      * the committed resume offsets reach back to them and the next start
      * re-reads them. Say how many, so nobody has to guess. */
@@ -1482,6 +884,6 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
            (unsigned long long)js.pending_events,
            (unsigned long long)js.pending_labels, r.exit_code);
     code = r.exit_code;
-    teardown(&r);
+    run_teardown(&r);
     return code;
 }
