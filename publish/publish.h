@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The publishing stage: what leaves the daemon at a commit point and what a
- * restart reads back. The lineage of each model version, the resume state
- * on the compacted state topic and its codecs (docs/ARCHITECTURE.md, "The
- * commit protocol" and "Checkpoints and lineage"). Thread: loop, for every
- * function here (none of them is called by the ingest thread). */
+ * restart reads back. The publisher (the queue of decided publications,
+ * version numbering, checkpoints to the local store and the checkpoints
+ * topic, trigger events, audit records; a Kafka and a capture
+ * implementation), the resume state of a commit point on the compacted
+ * state topic and its codecs, and the lineage of each model version
+ * (docs/ARCHITECTURE.md, "The commit protocol" and "Checkpoints and
+ * lineage"). Thread: loop, for every function here (none of them is called
+ * by the ingest thread). */
 #ifndef LD_PUBLISH_H
 #define LD_PUBLISH_H
 

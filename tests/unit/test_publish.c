@@ -317,6 +317,79 @@ static void test_run_state_truncated(void **state)
     ld_lineage_destroy(lin);
 }
 
+/* ---- The publishers ------------------------------------------------------ */
+
+static const ld_publisher_conf_t pub_conf = {
+    .model = "resume",
+    .checkpoint_topic = "ckpt",
+    .trigger_topic = "triggers",
+    .chunk_size = 1024,
+    .learnd_version = "test",
+    .state_topic = "state",
+};
+
+/* Capture (replay): every publication moves the version on at once,
+ * nothing waits, and only the first snapshot of the version asked for is
+ * kept, for the caller to take once. */
+static void test_capture(void **state)
+{
+    (void)state;
+    ld_trainer_t *t = trainer();
+    ld_publisher_t *p = ld_publisher_new_capture(&pub_conf, 2);
+    assert_non_null(p);
+    ld_snapshot_t *s1 = ld_trainer_snapshot(t), *s2 = ld_trainer_snapshot(t),
+                  *s3 = ld_trainer_snapshot(t);
+    assert_int_equal(ld_publisher_queue(p, NULL, s1, 1, NULL), LD_OK);
+    assert_int_equal(ld_publisher_counters(p)->version, 1);
+    assert_null(ld_publisher_take_captured(p));
+    assert_int_equal(ld_publisher_queue(p, NULL, NULL, 0, NULL), LD_OK);
+    assert_int_equal(ld_publisher_counters(p)->version, 1);
+    assert_int_equal(ld_publisher_queue(p, NULL, s2, 2, NULL), LD_OK);
+    assert_int_equal(ld_publisher_queue(p, NULL, s3, 2, NULL), LD_OK);
+    assert_int_equal(ld_publisher_waiting(p), 0);
+    assert_int_equal(ld_publisher_captured_count(p), 3);
+    ld_snapshot_t *got = ld_publisher_take_captured(p);
+    assert_ptr_equal(got, s2);
+    assert_null(ld_publisher_take_captured(p));
+    assert_int_equal(ld_publisher_flush(p, NULL), LD_OK);
+    assert_int_equal(ld_publisher_record(p, NULL, "audit", "k", "v", 1), LD_OK);
+    ld_snapshot_destroy(got);
+    ld_publisher_destroy(p);
+    ld_trainer_destroy(t);
+}
+
+/* Kafka (run): publications wait for the commit point, in order; the
+ * newest one with a checkpoint is what a final checkpoint compares with. */
+static void test_kafka_queue(void **state)
+{
+    (void)state;
+    ld_trainer_t *t = trainer();
+    ld_publisher_t *p = ld_publisher_new_kafka(&pub_conf);
+    assert_non_null(p);
+    uint8_t sha[32], want[32];
+    uint64_t v = 0;
+    assert_int_equal(ld_publisher_last_queued(p, sha, &v), 0);
+    ld_snapshot_t *s1 = ld_trainer_snapshot(t);
+    ld_lineage_t *lin = ld_lineage_new();
+    ld_resume_counters_t c;
+    fill(t, lin, &c); /* two examples to train: other parameters */
+    assert_int_equal(ld_trainer_flush(t), LD_OK);
+    ld_lineage_destroy(lin);
+    ld_snapshot_t *s2 = ld_trainer_snapshot(t);
+    ld_snapshot_params_sha256(s2, want);
+    assert_int_equal(ld_publisher_queue(p, NULL, s1, 1, NULL), LD_OK);
+    assert_int_equal(ld_publisher_queue(p, NULL, s2, 2, NULL), LD_OK);
+    assert_int_equal(ld_publisher_queue(p, NULL, NULL, 0, NULL), LD_OK);
+    assert_int_equal(ld_publisher_waiting(p), 3);
+    assert_int_equal(ld_publisher_last_queued(p, sha, &v), 1);
+    assert_int_equal(v, 2);
+    assert_memory_equal(sha, want, 32);
+    /* Nothing is published before the commit point. */
+    assert_int_equal(ld_publisher_counters(p)->version, 0);
+    ld_publisher_destroy(p); /* frees what waits */
+    ld_trainer_destroy(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +397,8 @@ int main(void)
         cmocka_unit_test(test_labeling_high_partitions),
         cmocka_unit_test(test_run_state_round_trip),
         cmocka_unit_test(test_run_state_truncated),
+        cmocka_unit_test(test_capture),
+        cmocka_unit_test(test_kafka_queue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
