@@ -158,6 +158,8 @@ void ld_sha256_init(ld_sha256_t *c)
 void ld_sha256_update(ld_sha256_t *c, const void *data, size_t n)
 {
     const uint8_t *p = data;
+    if (n == 0) /* data may be NULL then (an empty protobuf bytes field) */
+        return;
     c->len += n;
     if (c->nbuf) {
         size_t take = 64 - c->nbuf < n ? 64 - c->nbuf : n;
