@@ -36,7 +36,7 @@ typedef struct fz_answer {
     uint32_t nnz, ndense;
     uint32_t idx[4096];
     float val[4096], dense[256];
-    int truncated; /* more features than the copy holds: compared as far */
+    int truncated; /* more than the copy holds: compared as far */
 } fz_answer_t;
 
 static ld_pipeline_conf_t *fz_conf(void)
@@ -73,6 +73,19 @@ static void fz_decode(ld_decoder_t *d, ld_record_kind_t kind,
                 ld_reason_name(a->why));
         abort();
     }
+#ifdef FZ_EXTRA
+    if (size > 0 && size <= (size_t)fz_conf()->max_record_bytes) {
+        const char *diff =
+            FZ_EXTRA(fz_conf(), kind, data, size, a->why, &r, a->err);
+        if (diff) {
+            fprintf(stderr, "%s %zu bytes: %s\n", kind ? "label" : "event",
+                    size, diff);
+            abort();
+        }
+    }
+#else
+    (void)kind;
+#endif
     a->key_len = a->nnz = a->ndense = 0;
     a->time_ms = 0;
     a->label = 0.0;
@@ -90,26 +103,14 @@ static void fz_decode(ld_decoder_t *d, ld_record_kind_t kind,
     a->label = r.label;
     a->nnz = r.x.nnz < 4096 ? r.x.nnz : 4096;
     a->ndense = r.x.ndense < 256 ? r.x.ndense : 256;
-    a->truncated = a->nnz != r.x.nnz || a->ndense != r.x.ndense;
+    a->truncated =
+        a->nnz != r.x.nnz || a->ndense != r.x.ndense || a->key_len != r.key_len;
     if (a->nnz) {
         memcpy(a->idx, r.x.idx, a->nnz * sizeof(*a->idx));
         memcpy(a->val, r.x.val, a->nnz * sizeof(*a->val));
     }
     if (a->ndense)
         memcpy(a->dense, r.x.dense, a->ndense * sizeof(*a->dense));
-#ifdef FZ_EXTRA
-    if (size > 0 && size <= (size_t)fz_conf()->max_record_bytes) {
-        const char *diff =
-            FZ_EXTRA(fz_conf(), kind, data, size, a->why, &r, a->err);
-        if (diff) {
-            fprintf(stderr, "%s %zu bytes: %s\n", kind ? "label" : "event",
-                    size, diff);
-            abort();
-        }
-    }
-#else
-    (void)kind;
-#endif
 }
 
 /* NULL when a and b are the same answer (bitwise values), else what differs. */
