@@ -349,7 +349,7 @@ static void *generate(void *arg)
         rd_kafka_resp_err_t e;
         do {
             e = rd_kafka_producev(
-                rk, RD_KAFKA_V_TOPIC(rec.is_label ? "labels" : "events"),
+                rk, RD_KAFKA_V_TOPIC((rec.is_label ? "labels" : "events")),
                 RD_KAFKA_V_PARTITION(part),
                 RD_KAFKA_V_KEY(rec.key, strlen(rec.key)),
                 RD_KAFKA_V_VALUE((void *)(uintptr_t)rec.value, rec.len),
