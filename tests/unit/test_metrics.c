@@ -321,6 +321,22 @@ static void test_scrape_process(void **state)
     /* the registry first, unchanged */
     assert_memory_equal(text, reg, strlen(reg));
     assert_memory_equal(body, reg, strlen(reg));
+    /* and /metrics serves the same families, in the same order */
+    static const char *const fams[] = {"learnd_build_info",
+                                       "process_cpu_seconds_total",
+                                       "process_virtual_memory_bytes",
+                                       "process_resident_memory_bytes",
+                                       "process_start_time_seconds",
+                                       "process_open_fds",
+                                       "process_max_fds"};
+    const char *at = body + strlen(reg);
+    for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
+        char type[96];
+        snprintf(type, sizeof(type), "# TYPE %s ", fams[i]);
+        const char *f = strstr(at, type);
+        assert_non_null(f);
+        at = f;
+    }
 
     char labels[512];
     assert_true(sample(text, "learnd_build_info", "gauge", labels,
