@@ -201,6 +201,24 @@ static void sb_printf(sbuf_t *b, const char *fmt, ...)
     }
 }
 
+/* v as the exposition format writes it: NaN, +Inf, -Inf, or the shortest
+ * of %.15g..%.17g that reads back exactly (0.1, not 0.10000000000000001;
+ * never a rounded value). */
+static void sb_double(sbuf_t *b, double v)
+{
+    if (isnan(v) || isinf(v)) {
+        sb_printf(b, "%s", isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf");
+        return;
+    }
+    char tmp[32];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+        if (strtod(tmp, NULL) == v)
+            break;
+    }
+    sb_printf(b, "%s", tmp);
+}
+
 char *ld_metrics_render(ld_metrics_t *m)
 {
     sbuf_t b = {.p = malloc(4096), .cap = 4096};
@@ -218,12 +236,9 @@ char *ld_metrics_render(ld_metrics_t *m)
             sb_printf(&b, "learnd_%s", f->name);
             if (s->labels[0])
                 sb_printf(&b, "{%s}", s->labels);
-            if (isnan(s->value))
-                sb_printf(&b, " NaN\n");
-            else if (isinf(s->value))
-                sb_printf(&b, " %s\n", s->value > 0 ? "+Inf" : "-Inf");
-            else
-                sb_printf(&b, " %.17g\n", s->value);
+            sb_printf(&b, " ");
+            sb_double(&b, s->value);
+            sb_printf(&b, "\n");
         }
     }
     pthread_mutex_unlock(&m->lock);
@@ -255,10 +270,9 @@ static void sb_family(sbuf_t *b, const char *name, const char *type,
                       const char *help, double value)
 {
     sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-    if (isinf(value))
-        sb_printf(b, "%s +Inf\n", name);
-    else
-        sb_printf(b, "%s %.17g\n", name, value);
+    sb_printf(b, "%s ", name);
+    sb_double(b, value);
+    sb_printf(b, "\n");
 }
 
 /* The versions learnd runs with, as the Prometheus convention's constant

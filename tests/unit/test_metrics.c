@@ -100,6 +100,27 @@ static void test_render(void **state)
     free(text);
     ld_metrics_destroy(m);
     ld_metrics_destroy(NULL);
+
+    /* Values: the shortest form that reads back exactly, and the
+     * exposition format's spellings of NaN and the infinities. */
+    m = ld_metrics_new();
+    int g = ld_metrics_family(m, "g", LD_METRIC_GAUGE, "h");
+    ld_metrics_set(m, g, "v=\"a\"", 0.1);
+    ld_metrics_set(m, g, "v=\"b\"", 1.0 / 3.0);
+    ld_metrics_set(m, g, "v=\"c\"", 0.1 + 0.2);
+    ld_metrics_set(m, g, "v=\"d\"", NAN);
+    ld_metrics_set(m, g, "v=\"e\"", -INFINITY);
+    ld_metrics_set(m, g, "v=\"f\"", 1e300);
+    text = ld_metrics_render(m);
+    assert_string_equal(text, "# HELP learnd_g h\n# TYPE learnd_g gauge\n"
+                              "learnd_g{v=\"a\"} 0.1\n"
+                              "learnd_g{v=\"b\"} 0.3333333333333333\n"
+                              "learnd_g{v=\"c\"} 0.30000000000000004\n"
+                              "learnd_g{v=\"d\"} NaN\n"
+                              "learnd_g{v=\"e\"} -Inf\n"
+                              "learnd_g{v=\"f\"} 1e+300\n");
+    free(text);
+    ld_metrics_destroy(m);
 }
 
 static void test_http(void **state)
