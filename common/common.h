@@ -57,7 +57,11 @@ typedef enum ld_log_level {
  * which is itself logfmt (`msg="..." key=value`). Thread-safe; one write(2)
  * per line so concurrent lines never interleave. Lines above the threshold are
  * dropped, except LD_LOG_DEBUG lines of modules switched on with
- * ld_log_debug_enable(). */
+ * ld_log_debug_enable(). When the stream is stderr and stderr is systemd's
+ * journal (JOURNAL_STREAM names its device and inode; checked at the first
+ * line and at each ld_log_open(NULL)), each line starts with the syslog
+ * priority as "<N>" (sd-daemon(3)), which journald turns into the entry's
+ * priority. */
 void ld_log(ld_log_level_t level, const char *mod, const char *fmt, ...)
     LD_PRINTF(3, 4);
 void ld_logv(ld_log_level_t level, const char *mod, const char *fmt,
@@ -73,8 +77,9 @@ void ld_log_debug_enable(const char *mod);
 /* True when a debug line for mod would be written; lets callers skip
  * formatting costs on hot paths. */
 int ld_log_debug_on(const char *mod);
-/* Sends lines to path (appending), or back to stderr when path is NULL.
- * Called again with the same path it reopens the file (SIGHUP, logrotate). */
+/* Sends lines to path (appending), or back to stderr when path is NULL (and
+ * checks again whether stderr is the journal). Called again with the same
+ * path it reopens the file (SIGHUP, logrotate). */
 ld_err_t ld_log_open(const char *path) LD_WUR;
 
 /* Escapes s as a logfmt value into buf: quoted when it is empty or holds

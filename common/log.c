@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +21,8 @@ static char *log_path;
 static char debug_mods[MAX_DEBUG_MODS][24];
 static int n_debug_mods;
 static int debug_all;
+/* 1 when log_fd is systemd's journal stream, -1 before the first check. */
+static int to_journal = -1;
 
 static const char *const level_names[] = {"emerg", "alert",  "crit", "error",
                                           "warn",  "notice", "info", "debug"};
@@ -65,6 +68,26 @@ void ld_log_debug_enable(const char *mod)
     pthread_mutex_unlock(&lock);
 }
 
+/* Caller holds the lock. Whether stderr is the journal's stream: systemd
+ * sets JOURNAL_STREAM="<st_dev>:<st_ino>" of the stream it connects to
+ * stderr (systemd.exec(5)); matching it against fstat(2) of our stderr (not
+ * only its presence) keeps a child whose stderr was redirected, or a shell
+ * started from a unit, from writing "<3>" into a file or a terminal. */
+static int journal_locked(void)
+{
+    if (log_fd != STDERR_FILENO)
+        return 0;
+    const char *e = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    char tail;
+    struct stat st;
+    if (!e || sscanf(e, "%llu:%llu%c", &dev, &ino, &tail) != 2 ||
+        fstat(STDERR_FILENO, &st) != 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev &&
+           (unsigned long long)st.st_ino == ino;
+}
+
 /* Caller holds the lock. */
 static int debug_on_locked(const char *mod)
 {
@@ -94,6 +117,7 @@ ld_err_t ld_log_open(const char *path)
         log_fd = STDERR_FILENO;
         free(log_path);
         log_path = NULL;
+        to_journal = journal_locked();
         goto out;
     }
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
@@ -112,6 +136,7 @@ ld_err_t ld_log_open(const char *path)
     log_fd = fd;
     free(log_path);
     log_path = copy;
+    to_journal = 0;
 out:
     pthread_mutex_unlock(&lock);
     return err;
@@ -209,13 +234,26 @@ void ld_logv(ld_log_level_t level, const char *mod, const char *fmt, va_list ap)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line),
+    if (to_journal < 0)
+        to_journal = journal_locked();
+    /* On the journal, the sd-daemon(3) priority prefix "<N>": journald
+     * strips it and files the line at that priority, so `journalctl -p err`
+     * finds learnd's errors (otherwise every line is "info"). The logfmt
+     * line after it is unchanged. */
+    size_t len = 0;
+    if (to_journal) {
+        line[0] = '<';
+        line[1] = (char)('0' + ((int)level & 7));
+        line[2] = '>';
+        len = 3;
+    }
+    int n = snprintf(line + len, sizeof(line) - len,
                      "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s "
                      "mod=%s ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
                      tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
                      ld_log_level_name(level), mod);
-    size_t len = n > 0 ? (size_t)n : 0;
+    len += n > 0 ? (size_t)n : 0;
     if (len < sizeof(line)) {
         int m = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
         if (m > 0)

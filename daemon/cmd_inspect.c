@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "daemon/cmd_inspect.h"
+#include "daemon/cli.h"
 #include "trainer/checkpoint.h"
 
 static const char *model_kind(int k)
@@ -371,42 +372,43 @@ static void print_text(FILE *f, const char *path, const ld_ckpt_t *c)
                 m->optimizer->tensors[i]->data.len);
 }
 
-static void usage(FILE *f)
-{
-    fputs("usage: learnd inspect FILE [--json]\n"
-          "  Validates a checkpoint (.ckpt) and prints its spec, version,\n"
-          "  parent, lineage, metrics and hashes. Exit 0 ok, 1 corrupt or\n"
-          "  unreadable, 2 usage.\n",
-          f);
-}
+static const char usage_text[] =
+    "usage: learnd inspect FILE [--json]\n"
+    "  Validates a checkpoint (.ckpt) and prints its spec, version,\n"
+    "  parent, lineage, metrics and hashes. Exit 0 ok, 1 corrupt or\n"
+    "  unreadable, 2 usage.\n"
+    "\n"
+    "  --json      print one JSON object instead\n"
+    "  -h, --help  show this help\n";
 
 int ld_cmd_inspect(int argc, char **argv)
 {
     const char *path = NULL;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
+    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    int opt;
+    optind = 0;
+    while ((opt = ld_cli_getopt(argc, argv, "h", longopts, usage_text)) != -1) {
+        switch (opt) {
+        case 'j':
             json = 1;
-        } else if (strcmp(argv[i], "-h") == 0 ||
-                   strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "learnd inspect: unknown option %s\n", argv[i]);
-            usage(stderr);
-            return 2;
-        } else if (path) {
-            fprintf(stderr, "learnd inspect: one FILE only\n");
-            usage(stderr);
-            return 2;
-        } else {
-            path = argv[i];
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return LD_EXIT_OK;
+        default:
+            return LD_EXIT_USAGE;
         }
     }
-    if (!path) {
-        usage(stderr);
-        return 2;
-    }
+    if (optind == argc)
+        return ld_cli_usage_error("inspect", usage_text, "needs FILE");
+    if (optind + 1 < argc)
+        return ld_cli_usage_error("inspect", usage_text,
+                                  "one FILE only, not also '%s'",
+                                  argv[optind + 1]);
+    path = argv[optind];
     ld_ckpt_t *c = NULL;
     char err[600];
     if (ld_ckpt_read_file(path, &c, err, sizeof(err)) != LD_OK) {

@@ -7,13 +7,13 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
 
+#include "daemon/metrics.h"
 #include "pipeline/decode.h"
 
 /* ---- The daemon's own tables -------------------------------------------- */
@@ -53,7 +53,8 @@ static const ld_conf_row_t metrics_rows[] = {
     {"enabled", LD_CONF_BOOL, M(enabled), "true", 0, 0, NULL,
      "Serve /metrics, /healthz and /readyz"},
     {"listen", LD_CONF_STRING, M(listen), "127.0.0.1", 0, 0, NULL,
-     "Address the HTTP endpoint binds to"},
+     "Address the HTTP endpoint binds to: an IPv4 or IPv6 literal; \"::\" "
+     "is every address of both families"},
     {"port", LD_CONF_INT, M(port), "9464", 0, 65535, NULL,
      "Port of the HTTP endpoint (0 picks a free one)"},
 };
@@ -713,13 +714,10 @@ static void validate(loader_t *ld)
                    "%lld, but pipeline.dense_fields names %lld fields (leave "
                    "dense_dim at 0 to follow them)",
                    (long long)c->trainer.dense_dim, (long long)ndense);
-    struct in_addr a;
+    char why[256];
     if (c->metrics.enabled &&
-        inet_pton(AF_INET, c->metrics.listen ? c->metrics.listen : "", &a) != 1)
-        report_key(ld, "metrics", "listen", -1,
-                   "'%s' is not an IPv4 address such as 127.0.0.1 or 0.0.0.0 "
-                   "(the port is metrics.port)",
-                   c->metrics.listen ? c->metrics.listen : "");
+        ld_http_listen_check(c->metrics.listen, why, sizeof(why)) != LD_OK)
+        report_key(ld, "metrics", "listen", -1, "%s", why);
     const char *secret = c->checkpoint.manifest_secret;
     if (secret && secret[0] && strlen(secret) < LD_CKPT_SECRET_MIN)
         report_key(ld, "checkpoint", "manifest_secret", -1,

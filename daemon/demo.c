@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon/cli.h"
 #include "daemon/run.h"
 #include "daemon/signals.h"
 #include "pipeline/kafka.h"
@@ -60,6 +61,7 @@ static const char usage[] =
     "  --run-id ID    with --bootstrap: continue the run ID (its model,\n"
     "                 committed state and consumer group) instead of a fresh\n"
     "                 one; it also reads what others produced since\n"
+    "  -h, --help     show this help\n"
     "\n"
     "The model store is a temp dir under $TMPDIR (default /tmp). Exits 1\n"
     "when the continually trained model does not beat the frozen copy.\n";
@@ -349,7 +351,7 @@ static void *generate(void *arg)
         rd_kafka_resp_err_t e;
         do {
             e = rd_kafka_producev(
-                rk, RD_KAFKA_V_TOPIC(rec.is_label ? "labels" : "events"),
+                rk, RD_KAFKA_V_TOPIC((rec.is_label ? "labels" : "events")),
                 RD_KAFKA_V_PARTITION(part),
                 RD_KAFKA_V_KEY(rec.key, strlen(rec.key)),
                 RD_KAFKA_V_VALUE((void *)(uintptr_t)rec.value, rec.len),
@@ -913,54 +915,81 @@ int ld_cmd_demo(int argc, char **argv)
     int keep = 0;
     const char *json_path = NULL;
     d.first_drift_index = -1;
-    for (int i = 1; i < argc; i++) {
+    enum {
+        OPT_EVENTS = 256,
+        OPT_SEED,
+        OPT_POISON,
+        OPT_JSON,
+        OPT_KEEP,
+        OPT_BOOTSTRAP,
+        OPT_RUN_ID
+    };
+    static const struct option longopts[] = {
+        {"events", required_argument, NULL, OPT_EVENTS},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"poison", required_argument, NULL, OPT_POISON},
+        {"summary-json", required_argument, NULL, OPT_JSON},
+        {"keep", no_argument, NULL, OPT_KEEP},
+        {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
+        {"run-id", required_argument, NULL, OPT_RUN_ID},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    int opt;
+    optind = 0;
+    while ((opt = ld_cli_getopt(argc, argv, "h", longopts, usage)) != -1) {
         char *end = NULL;
-        if (strcmp(argv[i], "--events") == 0 && i + 1 < argc) {
-            d.gconf.n_events = strtoll(argv[++i], &end, 10);
+        switch (opt) {
+        case OPT_EVENTS:
+            d.gconf.n_events = strtoll(optarg, &end, 10);
             /* Below this the last 30%, where the two models are compared,
              * is shorter than the 60 s label window (12 000 events): its
              * labels never mature and the comparison has nothing to say. */
-            if (*end || d.gconf.n_events < 50000) {
-                fprintf(stderr, "learnd demo: --events needs a number >= "
-                                "50000\n");
-                return LD_EXIT_USAGE;
-            }
-        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            d.gconf.seed = strtoull(argv[++i], &end, 10);
-            if (*end) {
-                fprintf(stderr, "learnd demo: --seed needs a number\n");
-                return LD_EXIT_USAGE;
-            }
-        } else if (strcmp(argv[i], "--poison") == 0 && i + 1 < argc) {
-            d.poison = strtoll(argv[++i], &end, 10);
-            if (*end || d.poison < 0 || d.poison > 1000) {
-                fprintf(stderr, "learnd demo: --poison needs 0..1000\n");
-                return LD_EXIT_USAGE;
-            }
-        } else if (strcmp(argv[i], "--summary-json") == 0 && i + 1 < argc) {
-            json_path = argv[++i];
-        } else if (strcmp(argv[i], "--keep") == 0) {
+            if (*end || d.gconf.n_events < 50000)
+                return ld_cli_usage_error("demo", usage,
+                                          "--events needs a number >= "
+                                          "50000, not '%s'",
+                                          optarg);
+            break;
+        case OPT_SEED:
+            d.gconf.seed = strtoull(optarg, &end, 10);
+            if (*end || optarg[0] == '-')
+                return ld_cli_usage_error(
+                    "demo", usage, "--seed needs a number, not '%s'", optarg);
+            break;
+        case OPT_POISON:
+            d.poison = strtoll(optarg, &end, 10);
+            if (*end || d.poison < 0 || d.poison > 1000)
+                return ld_cli_usage_error(
+                    "demo", usage, "--poison needs 0..1000, not '%s'", optarg);
+            break;
+        case OPT_JSON:
+            json_path = optarg;
+            break;
+        case OPT_KEEP:
             keep = 1;
-        } else if (strcmp(argv[i], "--bootstrap") == 0 && i + 1 < argc) {
-            snprintf(d.bootstrap, sizeof(d.bootstrap), "%s", argv[++i]);
-        } else if (strcmp(argv[i], "--run-id") == 0 && i + 1 < argc) {
-            if (!run_id_ok(argv[++i])) {
-                fprintf(stderr, "learnd demo: --run-id needs 1..48 of "
-                                "A-Z a-z 0-9 . _ -\n");
-                return LD_EXIT_USAGE;
-            }
-            snprintf(d.run_id, sizeof(d.run_id), "%s", argv[i]);
+            break;
+        case OPT_BOOTSTRAP:
+            snprintf(d.bootstrap, sizeof(d.bootstrap), "%s", optarg);
+            break;
+        case OPT_RUN_ID:
+            if (!run_id_ok(optarg))
+                return ld_cli_usage_error("demo", usage,
+                                          "--run-id needs 1..48 of A-Z a-z "
+                                          "0-9 . _ -, not '%s'",
+                                          optarg);
+            snprintf(d.run_id, sizeof(d.run_id), "%s", optarg);
             d.resume = 1;
-        } else if (strcmp(argv[i], "--help") == 0 ||
-                   strcmp(argv[i], "-h") == 0) {
+            break;
+        case 'h':
             fputs(usage, stdout);
             return LD_EXIT_OK;
-        } else {
-            fprintf(stderr, "learnd demo: unexpected argument '%s'\n\n%s",
-                    argv[i], usage);
+        default:
             return LD_EXIT_USAGE;
         }
     }
+    if (optind < argc)
+        return ld_cli_usage_error("demo", usage, "unexpected argument '%s'",
+                                  argv[optind]);
     if (d.resume && !d.bootstrap[0]) {
         fprintf(stderr, "learnd demo: --run-id needs --bootstrap (the mock "
                         "cluster keeps nothing between runs)\n");

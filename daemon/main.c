@@ -8,9 +8,11 @@
 #include <protobuf-c/protobuf-c.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <yaml.h>
 
 #include "common/common.h"
+#include "daemon/cli.h"
 #include "daemon/cmd_inspect.h"
 #include "daemon/config.h"
 #include "daemon/demo.h"
@@ -44,6 +46,11 @@ static const char usage_text[] =
     "  -h, --help             show this help\n"
     "  -V, --version          show version and library versions\n"
     "\n"
+    "Every command takes -h/--help, which lists all of its options. Options\n"
+    "take their value as -c FILE, -cFILE, --config FILE or --config=FILE, in\n"
+    "any order with the operands; long ones may be shortened to a unique\n"
+    "prefix.\n"
+    "\n"
     "exit codes: 0 ok, 1 runtime failure, 2 usage or config error\n";
 
 static const char config_usage[] =
@@ -52,14 +59,12 @@ static const char config_usage[] =
     "\n"
     "  check   load FILE through every module's table; print each error as\n"
     "          file:line:column: key: reason and exit 2, or exit 0.\n"
-    "          --print also writes the effective config (secrets redacted).\n"
-    "  doc     write docs/CONFIGURATION.md's content to stdout.\n";
-
-static int usage_error(const char *what, const char *usage)
-{
-    fprintf(stderr, "learnd: %s\n\n%s", what, usage);
-    return LD_EXIT_USAGE;
-}
+    "  doc     write docs/CONFIGURATION.md's content to stdout.\n"
+    "\n"
+    "  -c, --config=FILE  the config to check\n"
+    "  --print            also write the effective config (secrets "
+    "redacted)\n"
+    "  -h, --help         show this help\n";
 
 static void print_version(void)
 {
@@ -75,36 +80,56 @@ static void print_version(void)
 
 static int cmd_config(int argc, char **argv)
 {
-    if (argc < 1 || strcmp(argv[0], "--help") == 0 ||
-        strcmp(argv[0], "-h") == 0) {
-        fputs(config_usage, argc < 1 ? stderr : stdout);
-        return argc < 1 ? LD_EXIT_USAGE : LD_EXIT_OK;
+    if (argc < 1)
+        return ld_cli_usage_error("config", config_usage,
+                                  "missing command "
+                                  "(check or doc)");
+    if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+        fputs(config_usage, stdout);
+        return LD_EXIT_OK;
     }
-    if (strcmp(argv[0], "doc") == 0) {
-        if (argc != 1)
-            return usage_error("config doc takes no arguments", config_usage);
+    const int doc = strcmp(argv[0], "doc") == 0;
+    if (!doc && strcmp(argv[0], "check") != 0)
+        return ld_cli_usage_error("config", config_usage,
+                                  "unknown command '%s'", argv[0]);
+    /* argv[0] ("check", "doc") names the verb in messages */
+    char verb[16];
+    snprintf(verb, sizeof(verb), "config %s", argv[0]);
+    argv[0] = verb;
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"print", no_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *path = NULL;
+    int print = 0, c;
+    optind = 0;
+    while ((c = ld_cli_getopt(argc, argv, doc ? "h" : "c:h",
+                              doc ? longopts + 2 : longopts, config_usage)) !=
+           -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'p':
+            print = 1;
+            break;
+        case 'h':
+            fputs(config_usage, stdout);
+            return LD_EXIT_OK;
+        default:
+            return LD_EXIT_USAGE;
+        }
+    }
+    if (optind < argc)
+        return ld_cli_usage_error(verb, config_usage,
+                                  "unexpected argument '%s'", argv[optind]);
+    if (doc) {
         ld_config_write_doc(stdout);
         return LD_EXIT_OK;
     }
-    if (strcmp(argv[0], "check") != 0)
-        return usage_error("unknown config command", config_usage);
-    const char *path = NULL;
-    int print = 0;
-    for (int i = 1; i < argc; i++) {
-        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
-            i + 1 < argc)
-            path = argv[++i];
-        else if (strcmp(argv[i], "--print") == 0)
-            print = 1;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(config_usage, stdout);
-            return LD_EXIT_OK;
-        } else
-            return usage_error("config check: unexpected argument",
-                               config_usage);
-    }
     if (!path)
-        return usage_error("config check needs -c FILE", config_usage);
+        return ld_cli_usage_error(verb, config_usage, "needs -c FILE");
     ld_config_t *conf = ld_config_load(path, stderr);
     if (!conf) {
         fprintf(stderr, "learnd: %s: configuration is invalid\n", path);
@@ -121,31 +146,48 @@ static int cmd_config(int argc, char **argv)
 static const char run_usage[] =
     "usage: learnd run -c FILE [--until-caught-up] [--from-scratch]\n"
     "\n"
-    "  -c FILE            the config (see learnd config doc)\n"
+    "  -c, --config=FILE  the config (see learnd config doc)\n"
     "  --until-caught-up  exit 0 once the input that existed at start-up is\n"
     "                     read and committed (backfills, tests)\n"
-    "  --from-scratch     ignore stored checkpoints\n";
+    "  --from-scratch     ignore stored checkpoints\n"
+    "  -h, --help         show this help\n";
 
 static int cmd_run(int argc, char **argv)
 {
+    enum { OPT_UNTIL = 256, OPT_SCRATCH };
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"until-caught-up", no_argument, NULL, OPT_UNTIL},
+        {"from-scratch", no_argument, NULL, OPT_SCRATCH},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     const char *path = NULL;
     ld_run_opts_t opts = {0};
-    for (int i = 1; i < argc; i++) {
-        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
-            i + 1 < argc)
-            path = argv[++i];
-        else if (strcmp(argv[i], "--until-caught-up") == 0)
+    int c;
+    optind = 0;
+    while ((c = ld_cli_getopt(argc, argv, "c:h", longopts, run_usage)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case OPT_UNTIL:
             opts.until_caught_up = 1;
-        else if (strcmp(argv[i], "--from-scratch") == 0)
+            break;
+        case OPT_SCRATCH:
             opts.from_scratch = 1;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            break;
+        case 'h':
             fputs(run_usage, stdout);
             return LD_EXIT_OK;
-        } else
-            return usage_error("run: unexpected argument", run_usage);
+        default:
+            return LD_EXIT_USAGE;
+        }
     }
+    if (optind < argc)
+        return ld_cli_usage_error("run", run_usage, "unexpected argument '%s'",
+                                  argv[optind]);
     if (!path)
-        return usage_error("run needs -c FILE", run_usage);
+        return ld_cli_usage_error("run", run_usage, "needs -c FILE");
     ld_config_t *conf = ld_config_load(path, stderr);
     if (!conf) {
         fprintf(stderr, "learnd: %s: configuration is invalid\n", path);
@@ -162,10 +204,25 @@ static int cmd_run(int argc, char **argv)
     return code;
 }
 
+/* Soft fd limit up to the hard one (systemd and shells start at 1 024):
+ * Kafka sockets, the model store and the HTTP endpoint share it, and the
+ * endpoint sizes its connection limit from it (daemon/metrics.c). */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? 65536 : rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2)
-        return usage_error("missing command", usage_text);
+    raise_nofile();
+    if (argc < 2) {
+        fprintf(stderr, "learnd: missing command\n\n%s", usage_text);
+        return LD_EXIT_USAGE;
+    }
     const char *verb = argv[1];
     if (strcmp(verb, "-h") == 0 || strcmp(verb, "--help") == 0 ||
         strcmp(verb, "help") == 0) {
@@ -192,6 +249,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(verb, "inspect") == 0)
         return ld_cmd_inspect(argc - 1, argv + 1);
-    fprintf(stderr, "learnd: unknown command '%s'\n\n%s", verb, usage_text);
+    fprintf(stderr, "learnd: unknown %s '%s'\n\n%s",
+            verb[0] == '-' ? "option" : "command", verb, usage_text);
     return LD_EXIT_USAGE;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/cli.h"
 #include "daemon/run.h"
 #include "daemon/version.h"
 
@@ -30,7 +31,12 @@ static const char usage[] =
     "still\n"
     "hold its input, with the same config; replay on another CPU class "
     "should\n"
-    "pin OPENBLAS_CORETYPE to the kernel named in the checkpoint.\n";
+    "pin OPENBLAS_CORETYPE to the kernel named in the checkpoint.\n"
+    "\n"
+    "  -c, --config=FILE      the config of the run being replayed\n"
+    "  --checkpoint=VERSION|PATH  the version to rebuild\n"
+    "  --verify               exit 1 unless the parameters are identical\n"
+    "  -h, --help             show this help\n";
 
 static void hex(const uint8_t *b, size_t n, char *out)
 {
@@ -172,28 +178,39 @@ int ld_cmd_replay(int argc, char **argv)
 {
     const char *path = NULL, *which = NULL;
     int verify = 0;
-    for (int i = 1; i < argc; i++) {
-        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
-            i + 1 < argc)
-            path = argv[++i];
-        else if (strcmp(argv[i], "--checkpoint") == 0 && i + 1 < argc)
-            which = argv[++i];
-        else if (strcmp(argv[i], "--verify") == 0)
+    enum { OPT_CHECKPOINT = 256, OPT_VERIFY };
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+        {"verify", no_argument, NULL, OPT_VERIFY},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    int c;
+    optind = 0;
+    while ((c = ld_cli_getopt(argc, argv, "c:h", longopts, usage)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case OPT_CHECKPOINT:
+            which = optarg;
+            break;
+        case OPT_VERIFY:
             verify = 1;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            break;
+        case 'h':
             fputs(usage, stdout);
             return LD_EXIT_OK;
-        } else {
-            fprintf(stderr, "learnd replay: unexpected argument '%s'\n\n%s",
-                    argv[i], usage);
+        default:
             return LD_EXIT_USAGE;
         }
     }
-    if (!path || !which) {
-        fprintf(stderr, "learnd replay: needs -c FILE and --checkpoint\n\n%s",
-                usage);
-        return LD_EXIT_USAGE;
-    }
+    if (optind < argc)
+        return ld_cli_usage_error("replay", usage, "unexpected argument '%s'",
+                                  argv[optind]);
+    if (!path || !which)
+        return ld_cli_usage_error("replay", usage,
+                                  "needs -c FILE and --checkpoint");
     ld_config_t *conf = ld_config_load(path, stderr);
     if (!conf) {
         fprintf(stderr, "learnd: %s: configuration is invalid\n", path);

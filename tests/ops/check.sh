@@ -88,7 +88,7 @@ with open(out, "w") as f:
                 f"        expr: {json.dumps(subst(e))}\n")
 with open(out + ".names", "w") as f:
     for title, e in exprs:
-        for name in sorted(set(re.findall(r"\blearnd_[a-z_]+", e))):
+        for name in sorted(set(re.findall(r"\b(?:learnd|process)_[a-z_]+", e))):
             f.write(f"{name} {title}\n")
 if errors:
     sys.exit("\n".join(errors))
@@ -96,16 +96,23 @@ print(f"check.sh: dashboard: {len(ids)} panels, {len(exprs)} expressions")
 EOF
 promtool check rules "$work/dashboard-rules.yml" >"$work/promtool.log" 2>&1 ||
     { cat "$work/promtool.log" >&2; fail "a dashboard expression does not parse"; }
-# Every learnd_* name in the dashboard and the alert rules is a family the
-# daemon declares (daemon/run.c, ld_metrics_family), so renames break here.
-cat "$src"/daemon/*.c | tr '\n' ' ' | grep -o 'ld_metrics_family([^"]*"[a-z_]*"' |
-    sed 's/.*"\([a-z_]*\)"/learnd_\1/' | sort -u >"$work/exported"
+# Every learnd_* and process_* name in the dashboard and the alert rules is
+# a family the daemon declares (ld_metrics_family in daemon/*.c) or renders
+# itself at each scrape (learnd_build_info and the process_* collector in
+# daemon/metrics.c, by their "# TYPE" lines), so renames break here.
+{
+    cat "$src"/daemon/*.c | tr '\n' ' ' | grep -o 'ld_metrics_family([^"]*"[a-z_]*"' |
+        sed 's/.*"\([a-z_]*\)"/learnd_\1/'
+    grep -o '# TYPE learnd_[a-z_]*' "$src/daemon/metrics.c" | sed 's/# TYPE //'
+    grep -o 'sb_family(b, "process_[a-z_]*"' "$src/daemon/metrics.c" |
+        sed 's/.*"\(process_[a-z_]*\)"/\1/'
+} | sort -u >"$work/exported"
 [ -s "$work/exported" ] || fail "no metric family found in daemon/*.c"
 grep -ho 'learnd_[a-z_]*' "$src/packaging/prometheus/learnd-alerts.yml" |
     sed 's/$/ learnd-alerts.yml/' >>"$work/dashboard-rules.yml.names"
 while read -r name where; do
     grep -qx "$name" "$work/exported" ||
-        fail "$where uses $name, which learnd does not export (daemon/run.c)"
+        fail "$where uses $name, which learnd does not export (daemon/*.c)"
 done <"$work/dashboard-rules.yml.names"
 say "dashboard: every expression parses and names exported metrics"
 

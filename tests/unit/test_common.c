@@ -4,7 +4,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/common.h"
 
@@ -84,6 +89,77 @@ static void test_debug_modules(void **state)
     assert_false(ld_log_debug_on("pipeline"));
 }
 
+/* Logs one error and one info line with stderr on a fresh temp file and
+ * JOURNAL_STREAM set to env (NULL: unset; "@": the file's own dev:ino),
+ * and returns what reached the file. */
+static const char *log_to_stderr_file(const char *env)
+{
+    static char out[1024];
+    char path[] = "/tmp/ld-test-journal.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    char own[64];
+    snprintf(own, sizeof(own), "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    if (!env)
+        unsetenv("JOURNAL_STREAM");
+    else
+        setenv("JOURNAL_STREAM", strcmp(env, "@") == 0 ? own : env, 1);
+    assert_int_equal(ld_log_open(NULL), LD_OK); /* checks again */
+    ld_log_set_level(LD_LOG_INFO);
+    ld_log(LD_LOG_ERR, "test", "msg=one");
+    ld_log(LD_LOG_INFO, "test", "msg=two");
+    ld_log(LD_LOG_DEBUG, "test", "msg=hidden");
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    ssize_t n = pread(fd, out, sizeof(out) - 1, 0);
+    assert_true(n > 0);
+    out[n] = '\0';
+    close(fd);
+    unsetenv("JOURNAL_STREAM");
+    assert_int_equal(ld_log_open(NULL), LD_OK);
+    return out;
+}
+
+/* Whether line i (0-based) of text starts with prefix. */
+static int line_starts(const char *text, int i, const char *prefix)
+{
+    for (; i > 0 && text; i--) {
+        text = strchr(text, '\n');
+        text = text ? text + 1 : NULL;
+    }
+    return text && strncmp(text, prefix, strlen(prefix)) == 0;
+}
+
+/* Issue 17: under systemd, with stderr the journal's stream, every line
+ * starts with its syslog priority ("<3>" for error) so `journalctl -p err`
+ * works; anywhere else the lines are unchanged. */
+static void test_journal_prefix(void **state)
+{
+    (void)state;
+    const char *t = log_to_stderr_file("@");
+    assert_true(line_starts(t, 0, "<3>ts="));
+    assert_non_null(strstr(t, " level=error mod=test msg=one\n<6>ts="));
+    assert_true(line_starts(t, 1, "<6>ts="));
+    assert_non_null(strstr(t, " level=info mod=test msg=two\n"));
+    assert_null(strstr(t, "hidden"));
+
+    /* stderr is not the stream JOURNAL_STREAM names (redirected), the
+     * variable is malformed, or absent: no prefix */
+    static const char *const others[] = {"1:2", "garbage", "12:34x", "", NULL};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        t = log_to_stderr_file(others[i]);
+        assert_true(line_starts(t, 0, "ts="));
+        assert_true(line_starts(t, 1, "ts="));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -91,6 +167,7 @@ int main(void)
         cmocka_unit_test(test_level_parse),
         cmocka_unit_test(test_quote),
         cmocka_unit_test(test_debug_modules),
+        cmocka_unit_test(test_journal_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -233,11 +233,15 @@ static void test_run_refusals(void **state)
          "11:17: pipeline.event_schema: schema '" LD_SOURCE_DIR
          "/schemas' is not a regular file"},
         {6, "  listen: localhost",
-         "6:11: metrics.listen: 'localhost' is not an IPv4 address such as "
-         "127.0.0.1 or 0.0.0.0 (the port is metrics.port)"},
+         "6:11: metrics.listen: 'localhost' is not an IPv4 or IPv6 address "
+         "such as 127.0.0.1, 0.0.0.0, ::1 or :: (the port is metrics.port)"},
         {6, "  listen: 127.0.0.1:9464",
-         "6:11: metrics.listen: '127.0.0.1:9464' is not an IPv4 address "
-         "such as 127.0.0.1 or 0.0.0.0 (the port is metrics.port)"},
+         "6:11: metrics.listen: '127.0.0.1:9464' is not an IPv4 or IPv6 "
+         "address such as 127.0.0.1, 0.0.0.0, ::1 or :: (the port is "
+         "metrics.port)"},
+        {6, "  listen: \"[::1]\"",
+         "6:11: metrics.listen: '[::1]' is not an IPv4 or IPv6 address "
+         "such as 127.0.0.1, 0.0.0.0, ::1 or :: (the port is metrics.port)"},
         {8, "  group_id: \"\"\n  events_topic: events",
          "8:13: pipeline.group_id: empty consumer group"},
         {8, "  events_topic: \"\"",
@@ -289,6 +293,18 @@ static void test_run_refusals(void **state)
     assert_string_equal(errs, "");
     assert_non_null(conf);
     ld_config_destroy(conf);
+    /* IPv6 listen addresses pass the same check (issue 17). */
+    static const char *const v6[] = {"  listen: \"::\"", "  listen: \"::1\"",
+                                     "  listen: \"fe80::1%lo\"",
+                                     "  listen: 0.0.0.0"};
+    for (size_t i = 0; i < sizeof(v6) / sizeof(v6[0]); i++) {
+        write_variant(path, 6, v6[i]);
+        memset(errs, 0, sizeof(errs));
+        conf = load(path, errs, sizeof(errs));
+        assert_string_equal(errs, "");
+        assert_non_null(conf);
+        ld_config_destroy(conf);
+    }
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         write_variant(path, cases[i].line, cases[i].text);
         memset(errs, 0, sizeof(errs));

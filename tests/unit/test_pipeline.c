@@ -595,6 +595,59 @@ static void pb_base_event(pbb_t *o)
     pb_msg(o, 3, &f);
 }
 
+/* The answer for a record does not depend on the record before it: an
+ * unmapped Feature {name, tags} whose StringList is broken (an entry's
+ * length runs past the list) is refused alone, and was accepted after a
+ * record with a good list at the same position, whose byte template let it
+ * skip the list unchecked (found by fuzz_decode_protobuf). */
+static void test_protobuf_history(void **state)
+{
+    (void)state;
+    char err[512];
+    ld_record_t r;
+    ld_pipeline_conf_t *c = fx_conf_new("protobuf");
+    assert_non_null(c);
+    pbb_t good = {.n = 0}, bad = {.n = 0}, f = {.n = 0}, t = {.n = 0};
+    pb_field(&good, 1, 2, "e1", 2);
+    pb_field(&good, 2, 0, "\x05", 1);
+    bad = good;
+    pb_field(&t, 1, 2, "a", 1);
+    pb_field(&t, 1, 2, "b", 1);
+    pb_field(&f, 1, 2, "tag4", 4); /* not a mapped field: skipped */
+    pb_msg(&f, 4, &t);
+    pb_msg(&good, 3, &f);
+    f.n = 0;
+    pb_field(&f, 1, 2, "tag4", 4);
+    pb_field(&f, 4, 2,
+             "\x0a\x01"
+             "a"
+             "\x0a\x30"
+             "b",
+             6);
+    pb_msg(&bad, 3, &f);
+    assert_int_equal(good.n, bad.n); /* same shape and lengths */
+
+    ld_decoder_t *d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    assert_non_null(d);
+    assert_int_equal(pb_check(d, c, 0, bad.b, bad.n, &r), LD_REASON_DECODE);
+    assert_string_equal(ld_decoder_error(d),
+                        "not a learnd.v1.Event protobuf message");
+    ld_decoder_destroy(d);
+
+    d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    assert_non_null(d);
+    assert_int_equal(pb_check(d, c, 0, good.b, good.n, &r), LD_REASON_NONE);
+    assert_string_equal(r.key, "e1");
+    assert_int_equal(r.time_ms, 5);
+    assert_int_equal(pb_check(d, c, 0, bad.b, bad.n, &r), LD_REASON_DECODE);
+    assert_string_equal(ld_decoder_error(d),
+                        "not a learnd.v1.Event protobuf message");
+    /* and the good one still passes after the bad one */
+    assert_int_equal(pb_check(d, c, 0, good.b, good.n, &r), LD_REASON_NONE);
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
+}
+
 /* The hand-written wire decoder against protobuf-c: unknown fields, wire
  * types, repeated and last-wins fields, NUL-cut strings, tag and varint
  * limits, every truncation and single-byte flip of the fixtures. */
@@ -1084,6 +1137,7 @@ int main(void)
         cmocka_unit_test(test_poison_json_protobuf),
         cmocka_unit_test(test_time_and_key_limits),
         cmocka_unit_test(test_protobuf_wire),
+        cmocka_unit_test(test_protobuf_history),
         cmocka_unit_test(test_avro_resolution),
         cmocka_unit_test(test_crosses_and_limits),
         cmocka_unit_test(test_labels),
