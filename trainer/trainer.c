@@ -277,8 +277,8 @@ ld_snapshot_t *ld_snapshot_alloc(const ld_spec_t *spec)
     s->sp = ld_state_alloc(s->sp_n, 1);
     s->dn = calloc(s->dn_n, sizeof(float));
     s->dscale = calloc(spec->dense_dim ? spec->dense_dim : 1, sizeof(float));
-    s->dstat =
-        calloc(spec->dense_dim ? 3 * (size_t)spec->dense_dim : 1, sizeof(float));
+    s->dstat = calloc(spec->dense_dim ? 3 * (size_t)spec->dense_dim : 1,
+                      sizeof(float));
     if (!s->sp || !s->dn || !s->dscale || !s->dstat) {
         ld_snapshot_destroy(s);
         return NULL;
@@ -492,11 +492,11 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_r = malloc(t->bcap * t->k * sizeof(float));
     t->b_sc = malloc(t->bcap * sizeof(ld_scored_t));
     t->pend_buf = malloc(t->nblocks);
-    if (!t->sp || !t->dn || !t->dscale || !t->dstat || !t->dtmp || !t->b_off || !t->b_idx || !t->b_val ||
-        !t->b_g || !t->b_wb || !t->b_wn || !t->b_sq || !t->b_o || !t->b_x ||
-        !t->b_y || !t->b_w || !t->b_type || !t->b_time || !t->b_ltime ||
-        !t->b_srcoff || !t->b_part || !t->b_eid || !t->eid || !t->b_ex ||
-        !t->b_z || !t->b_cz || !t->b_r || !t->b_sc || !t->pend_buf)
+    if (!t->sp || !t->dn || !t->dscale || !t->dstat || !t->dtmp || !t->b_off ||
+        !t->b_idx || !t->b_val || !t->b_g || !t->b_wb || !t->b_wn || !t->b_sq ||
+        !t->b_o || !t->b_x || !t->b_y || !t->b_w || !t->b_type || !t->b_time ||
+        !t->b_ltime || !t->b_srcoff || !t->b_part || !t->b_eid || !t->eid ||
+        !t->b_ex || !t->b_z || !t->b_cz || !t->b_r || !t->b_sc || !t->pend_buf)
         goto err;
     if (ld_window_init(&t->win, (size_t)conf->metrics_window) != LD_OK)
         goto err;
