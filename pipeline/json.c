@@ -27,6 +27,8 @@ struct ld_jsondec {
     uint32_t *nlen; /* strlen of each slot's name */
     uint8_t *prio;  /* fast path: how each slot was set (fast_object) */
     const char *const *names; /* fm's slot names (borrowed) */
+    int dot; /* the locale's decimal point is ".", read once: learnd never
+              * calls setlocale, and localeconv() is not thread-safe */
 };
 
 ld_jsondec_t *ld_jsondec_new(ld_fmap_t *fm, char *errstr, size_t errstr_size)
@@ -36,6 +38,8 @@ ld_jsondec_t *ld_jsondec_new(ld_fmap_t *fm, char *errstr, size_t errstr_size)
         goto nomem;
     d->npaths = fm->nslots;
     d->names = (const char *const *)fm->names;
+    const char *dp = localeconv()->decimal_point;
+    d->dot = dp[0] == '.' && dp[1] == '\0';
     if (!(d->nlen = calloc(fm->nslots + 1, sizeof(*d->nlen))) ||
         !(d->prio = calloc(fm->nslots + 1, 1)))
         goto nomem;
@@ -141,8 +145,9 @@ static inline const char *plain_str(const char *p, const char *e)
     return NULL;
 }
 
-/* A JSON number at *pp, as jansson lexes and converts it; 0: give up. */
-static int fast_num(const char **pp, const char *e, ld_fv_t *v)
+/* A JSON number at *pp, as jansson lexes and converts it; 0: give up.
+ * dot: the locale's decimal point is "." (strtod reads JSON's reals). */
+static int fast_num(const char **pp, const char *e, ld_fv_t *v, int dot)
 {
     const char *p = *pp, *s = p;
     int real = 0;
@@ -179,8 +184,7 @@ static int fast_num(const char **pp, const char *e, ld_fv_t *v)
     buf[n] = '\0';
     errno = 0;
     if (real) {
-        const char *dp = localeconv()->decimal_point;
-        if (dp[0] != '.' || dp[1] != '\0')
+        if (!dot)
             return 0;
         double x = strtod(buf, NULL);
         if ((x == HUGE_VAL || x == -HUGE_VAL) && errno == ERANGE)
@@ -312,7 +316,7 @@ static int fast_object(ld_jsondec_t *d, ld_fmap_t *fm, const char **pp,
         } else if (*p == 'n' && e - p >= 4 && memcmp(p, "null", 4) == 0) {
             v.kind = FV_NULL;
             p += 4;
-        } else if (!fast_num(&p, e, &v)) {
+        } else if (!fast_num(&p, e, &v, d->dot)) {
             return 0; /* not JSON, or a number jansson refuses */
         }
         int mapped = 0;
