@@ -130,5 +130,13 @@ ld_jsondec_t *ld_jsondec_new(ld_fmap_t *fm, char *errstr, size_t errstr_size);
 void ld_jsondec_destroy(ld_jsondec_t *d);
 ld_reason_t ld_jsondec_decode(ld_jsondec_t *d, ld_fmap_t *fm, const uint8_t *p,
                               size_t len, char *err, size_t err_size);
+/* The two halves of ld_jsondec_decode, for test_pipeline's comparison: the
+ * fast path (1: decoded into fm's slots; 0: not its shape, fm to be reset)
+ * and jansson alone. */
+int ld_jsondec_fast(ld_jsondec_t *d, ld_fmap_t *fm, const uint8_t *p,
+                    size_t len);
+ld_reason_t ld_jsondec_decode_slow(ld_jsondec_t *d, ld_fmap_t *fm,
+                                   const uint8_t *p, size_t len, char *err,
+                                   size_t err_size);
 
 #endif /* LD_PIPELINE_INTERNAL_H */
