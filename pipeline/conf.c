@@ -71,6 +71,20 @@ static const ld_conf_row_t rows[] = {
     {"schema_ids", LD_CONF_STRLIST, F(schema_ids), "", 0, 0, NULL,
      "Confluent schema ids mapped to local writer schemas, as "
      "\"id=path.avsc\""},
+    {"descriptor_set", LD_CONF_STRING, F(descriptor_set), "", 0, 0, NULL,
+     "Format protobuf: a FileDescriptorSet of the users' own messages "
+     "(protoc --descriptor_set_out=FILE --include_imports); empty: the "
+     "canonical learnd.v1.Event / Label"},
+    {"event_message", LD_CONF_STRING, F(event_message), "", 0, 0, NULL,
+     "Fully qualified message of events in descriptor_set (pkg.Message)"},
+    {"label_message", LD_CONF_STRING, F(label_message), "", 0, 0, NULL,
+     "Fully qualified message of labels in descriptor_set (pkg.Message)"},
+    {"protobuf_wire", LD_CONF_ENUM, F(protobuf_wire), "plain", 0, 0,
+     "plain|confluent",
+     "Protobuf framing: the bare message, or Confluent magic byte, schema "
+     "id and message-index path"},
+    {"json_wire", LD_CONF_ENUM, F(json_wire), "plain", 0, 0, "plain|confluent",
+     "JSON framing: the bare text, or Confluent magic byte and schema id"},
     {"dlq_max_bytes", LD_CONF_SIZE, F(dlq_max_bytes), "900KiB", 0,
      64.0 * 1024 * 1024, NULL,
      "Dead-letter values are cut to this size (header learnd.src.size "

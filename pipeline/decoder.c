@@ -12,7 +12,9 @@ struct ld_decoder {
     size_t max_bytes;
     ld_avro_t *avro;
     ld_pbdec_t *pb;
+    ld_pbdesc_t *pbd; /* users' own messages (pipeline.descriptor_set) */
     ld_jsondec_t *json;
+    int confluent; /* protobuf_wire / json_wire confluent */
     char err[512];
 };
 
@@ -51,8 +53,10 @@ ld_decoder_t *ld_decoder_new(const ld_pipeline_conf_t *conf,
     }
     d->format = conf->format;
     d->max_bytes = (size_t)conf->max_record_bytes;
-    d->fm = ld_fmap_new(conf, kind, conf->format == LD_FORMAT_PROTOBUF, errstr,
-                        errstr_size);
+    int own_pb = conf->descriptor_set && *conf->descriptor_set;
+    d->fm =
+        ld_fmap_new(conf, kind, conf->format == LD_FORMAT_PROTOBUF && !own_pb,
+                    errstr, errstr_size);
     if (!d->fm)
         goto err;
     switch (conf->format) {
@@ -62,10 +66,14 @@ ld_decoder_t *ld_decoder_new(const ld_pipeline_conf_t *conf,
             goto err;
         break;
     case LD_FORMAT_PROTOBUF:
-        if (!(d->pb = ld_pbdec_new(kind, errstr, errstr_size)))
+        d->confluent = conf->protobuf_wire == LD_WIRE_CONFLUENT;
+        if (own_pb ? !(d->pbd = ld_pbdesc_new(conf, kind, d->fm, errstr,
+                                              errstr_size))
+                   : !(d->pb = ld_pbdec_new(kind, errstr, errstr_size)))
             goto err;
         break;
     case LD_FORMAT_JSON:
+        d->confluent = conf->json_wire == LD_WIRE_CONFLUENT;
         if (!(d->json = ld_jsondec_new(d->fm, errstr, errstr_size)))
             goto err;
         break;
@@ -86,6 +94,7 @@ void ld_decoder_destroy(ld_decoder_t *d)
         return;
     ld_avro_destroy(d->avro);
     ld_pbdec_destroy(d->pb);
+    ld_pbdesc_destroy(d->pbd);
     ld_jsondec_destroy(d->json);
     ld_fmap_destroy(d->fm);
     free(d);
@@ -107,13 +116,38 @@ ld_reason_t ld_decoder_decode(ld_decoder_t *d, const void *key, size_t key_len,
         return LD_REASON_OVERSIZE;
     }
     ld_fmap_reset(d->fm);
+    if (d->confluent) {
+        /* Protobuf needs no writer schema: field numbers carry the
+         * evolution, so any schema id decodes with the configured message
+         * as long as the index path names it. */
+        uint32_t id, path[16], npath = 0;
+        size_t hdr = 0;
+        why = ld_confluent_header(value, len, d->format == LD_FORMAT_PROTOBUF,
+                                  &id, path, 16, &npath, &hdr, d->err,
+                                  sizeof(d->err));
+        if (why)
+            return why;
+        if (d->pbd && !ld_pbdesc_path_matches(d->pbd, path, npath)) {
+            snprintf(d->err, sizeof(d->err),
+                     "schema id %u: message-index path of %u entries [%u%s] "
+                     "does not name %s",
+                     id, npath, npath ? path[0] : 0, npath > 1 ? ",..." : "",
+                     ld_pbdesc_message(d->pbd));
+            return LD_REASON_UNKNOWN_SCHEMA;
+        }
+        value = (const uint8_t *)value + hdr;
+        len -= hdr;
+    }
     switch (d->format) {
     case LD_FORMAT_AVRO:
         why =
             ld_avro_decode(d->avro, d->fm, value, len, d->err, sizeof(d->err));
         break;
     case LD_FORMAT_PROTOBUF:
-        why = ld_pbdec_decode(d->pb, d->fm, value, len, d->err, sizeof(d->err));
+        why = d->pbd ? ld_pbdesc_decode(d->pbd, d->fm, value, len, d->err,
+                                        sizeof(d->err))
+                     : ld_pbdec_decode(d->pb, d->fm, value, len, d->err,
+                                       sizeof(d->err));
         break;
     default:
         why = ld_jsondec_decode(d->json, d->fm, value, len, d->err,
@@ -124,6 +158,75 @@ ld_reason_t ld_decoder_decode(ld_decoder_t *d, const void *key, size_t key_len,
         return why;
     return ld_fmap_finish(d->fm, key, key_len, kafka_ts_ms, out, d->err,
                           sizeof(d->err));
+}
+
+ld_reason_t ld_confluent_header(const uint8_t *p, size_t len, int protobuf,
+                                uint32_t *id, uint32_t *path, uint32_t cap,
+                                uint32_t *npath, size_t *hdr, char *err,
+                                size_t err_size)
+{
+    if (len < 5) {
+        snprintf(err, err_size, "%zu bytes: shorter than the Confluent header",
+                 len);
+        return len && p[0] != 0 ? LD_REASON_BAD_MAGIC : LD_REASON_DECODE;
+    }
+    if (p[0] != 0) {
+        snprintf(err, err_size, "magic byte %u, expected 0", p[0]);
+        return LD_REASON_BAD_MAGIC;
+    }
+    *id = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 |
+          p[4];
+    size_t at = 5;
+    *npath = 0;
+    if (protobuf) {
+        /* zig-zag varints of at most 5 bytes (Java ints) */
+        int64_t vals[1 + 16];
+        uint32_t want = 1;
+        for (uint32_t k = 0; k < want; k++) {
+            uint64_t u = 0;
+            int ok = 0;
+            for (unsigned shift = 0; shift < 35 && at < len; shift += 7) {
+                uint8_t b = p[at++];
+                u |= (uint64_t)(b & 0x7f) << shift;
+                if (!(b & 0x80)) {
+                    ok = 1;
+                    break;
+                }
+            }
+            if (!ok) {
+                snprintf(err, err_size,
+                         "Confluent message-index path: truncated or bad "
+                         "varint");
+                return LD_REASON_DECODE;
+            }
+            vals[k] = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+            if (k == 0) {
+                if (vals[0] < 0 || vals[0] > (int64_t)cap) {
+                    snprintf(err, err_size,
+                             "Confluent message-index path of %lld entries "
+                             "(at most %u)",
+                             (long long)vals[0], cap);
+                    return LD_REASON_DECODE;
+                }
+                want = 1 + (uint32_t)vals[0];
+            } else if (vals[k] < 0) {
+                snprintf(err, err_size,
+                         "Confluent message index %lld is negative",
+                         (long long)vals[k]);
+                return LD_REASON_DECODE;
+            }
+        }
+        if (vals[0] == 0) { /* the common case [0] is written as count 0 */
+            path[0] = 0;
+            *npath = 1;
+        } else {
+            for (uint32_t k = 1; k < want; k++)
+                path[k - 1] = (uint32_t)vals[k];
+            *npath = want - 1;
+        }
+    }
+    *hdr = at;
+    return LD_REASON_NONE;
 }
 
 const char *ld_decoder_error(const ld_decoder_t *d)
