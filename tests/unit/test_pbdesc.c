@@ -303,6 +303,49 @@ static void test_fixtures_as_json(void **state)
     fx_conf_free(cj);
 }
 
+/* The committed events-pbdesc.kcat / labels-pbdesc.kcat (gen_seeds.py's
+ * hand encoder, read by the benches) decode like their JSON originals. */
+static void test_bench_fixtures(void **state)
+{
+    (void)state;
+    ld_pipeline_conf_t *c = fx_conf_new("pbdesc"), *cj = fx_conf_new("json");
+    assert_non_null(c);
+    for (int k = 0; k < 2; k++) {
+        ld_decoder_t *p = decoder(c, (ld_record_kind_t)k);
+        ld_decoder_t *j = decoder(cj, (ld_record_kind_t)k);
+        fx_set_t sp, sj;
+        assert_int_equal(fx_load_kcat(k ? FX_DIR "/labels-pbdesc.kcat"
+                                        : FX_DIR "/events-pbdesc.kcat",
+                                      &sp),
+                         0);
+        assert_int_equal(fx_load_kcat(k ? FX_DIR "/labels-json.kcat"
+                                        : FX_DIR "/events-json.kcat",
+                                      &sj),
+                         0);
+        assert_int_equal(sp.n, k ? 120 : 200);
+        assert_int_equal(sp.n, sj.n);
+        for (size_t i = 0; i < sp.n; i++) {
+            ld_record_t a, b;
+            ld_reason_t why =
+                ld_decoder_decode(p, sp.r[i].key, sp.r[i].klen, sp.r[i].val,
+                                  sp.r[i].vlen, -1, &a);
+            if (why)
+                fail_msg("%zu: %s", i, ld_decoder_error(p));
+            assert_int_equal(ld_decoder_decode(j, sj.r[i].key, sj.r[i].klen,
+                                               sj.r[i].val, sj.r[i].vlen, -1,
+                                               &b),
+                             LD_REASON_NONE);
+            same_record(&a, &b);
+        }
+        fx_free(&sp);
+        fx_free(&sj);
+        ld_decoder_destroy(p);
+        ld_decoder_destroy(j);
+    }
+    fx_conf_free(c);
+    fx_conf_free(cj);
+}
+
 /* map<string, double> and map<string, string> entries as m.<key>, oneof,
  * repeated enum (packed), enum by name, wrapper, sint64. */
 static void test_maps_oneof_enums(void **state)
@@ -704,6 +747,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixtures_as_json),
+        cmocka_unit_test(test_bench_fixtures),
         cmocka_unit_test(test_maps_oneof_enums),
         cmocka_unit_test(test_wire_rules),
         cmocka_unit_test(test_presence),
