@@ -149,6 +149,25 @@ ld_reason_t ld_confluent_header(const uint8_t *p, size_t len, int protobuf,
                                 uint32_t *npath, size_t *hdr, char *err,
                                 size_t err_size);
 
+/* Schema registry client (registry.c). */
+typedef struct ld_registry ld_registry_t;
+typedef enum ld_reg_status {
+    LD_REG_OK = 0,  /* *schema and *type set (caller frees both) */
+    LD_REG_UNKNOWN, /* the registry does not know the id (404) */
+    LD_REG_DOWN,    /* unreachable past registry_deadline */
+    LD_REG_REFUSED  /* any other answer: auth, a bad body */
+} ld_reg_status_t;
+/* Client of conf->registry_url (non-empty). NULL with errstr on a bad
+ * setting. Caller frees with ld_registry_destroy(). */
+ld_registry_t *ld_registry_new(const ld_pipeline_conf_t *conf, char *errstr,
+                               size_t errstr_size);
+void ld_registry_destroy(ld_registry_t *r);
+/* GET /schemas/ids/{id}: the schema text and its schemaType ("AVRO" when
+ * the answer omits it), waiting while the registry is down as registry.c
+ * describes. err gets a detail line unless LD_REG_OK. */
+ld_reg_status_t ld_registry_get(ld_registry_t *r, uint32_t id, char **schema,
+                                char **type, char *err, size_t err_size);
+
 typedef struct ld_jsondec ld_jsondec_t;
 ld_jsondec_t *ld_jsondec_new(ld_fmap_t *fm, char *errstr, size_t errstr_size);
 void ld_jsondec_destroy(ld_jsondec_t *d);

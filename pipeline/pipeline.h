@@ -79,6 +79,15 @@ typedef struct ld_pipeline_conf {
     char *label_message;
     int protobuf_wire; /* ld_wire_t */
     int json_wire;     /* ld_wire_t */
+    /* schema registry (pipeline/registry.c); "" = none */
+    char *registry_url;
+    char *registry_user;
+    char *registry_password;
+    char *registry_ca_file;
+    char *registry_cert_file;
+    char *registry_key_file;
+    int64_t registry_timeout_ms;
+    int64_t registry_deadline_ms;
     /* dead-letter topic */
     int64_t dlq_max_bytes;
     int assign_all; /* not a row: a replay reads every partition of both
