@@ -14,7 +14,13 @@ struct ld_decoder {
     ld_pbdec_t *pb;
     ld_pbdesc_t *pbd; /* users' own messages (pipeline.descriptor_set) */
     ld_jsondec_t *json;
-    int confluent; /* protobuf_wire / json_wire confluent */
+    int confluent;      /* protobuf_wire / json_wire confluent */
+    ld_registry_t *reg; /* Protobuf / JSON: schema ids checked there */
+    struct seen_id {
+        uint32_t id, npath, path[4];
+        char *why; /* NULL: good */
+    } * seen;
+    uint32_t nseen, capseen;
     char err[512];
 };
 
@@ -82,6 +88,11 @@ ld_decoder_t *ld_decoder_new(const ld_pipeline_conf_t *conf,
                  conf->format);
         goto err;
     }
+    /* Avro asks the registry itself (writer schemas); the others only
+     * check that an id is known and names the configured message */
+    if (d->confluent && conf->registry_url && *conf->registry_url &&
+        !(d->reg = ld_registry_new(conf, errstr, errstr_size)))
+        goto err;
     return d;
 err:
     ld_decoder_destroy(d);
@@ -95,9 +106,84 @@ void ld_decoder_destroy(ld_decoder_t *d)
     ld_avro_destroy(d->avro);
     ld_pbdec_destroy(d->pb);
     ld_pbdesc_destroy(d->pbd);
+    ld_registry_destroy(d->reg);
+    for (uint32_t i = 0; i < d->nseen; i++)
+        free(d->seen[i].why);
+    free(d->seen);
     ld_jsondec_destroy(d->json);
     ld_fmap_destroy(d->fm);
     free(d);
+}
+
+/* Whether schema id (with the message-index path, Protobuf) may be read
+ * with the configured message: the registry must know it, as a schema of
+ * the input's type, and for Protobuf the path must name the configured
+ * message in it (by name: the writer's file may declare messages in
+ * another order than the descriptor set). Answers are remembered, except
+ * a registry that could not answer (down, refused). */
+static ld_reason_t registry_check(ld_decoder_t *d, uint32_t id,
+                                  const uint32_t *path, uint32_t npath)
+{
+    int pb = d->format == LD_FORMAT_PROTOBUF;
+    uint32_t key = npath <= 4 ? npath : UINT32_MAX;
+    for (uint32_t i = 0; i < d->nseen; i++) {
+        struct seen_id *s = &d->seen[i];
+        if (s->id != id || s->npath != key ||
+            (key && memcmp(s->path, path, key * sizeof(*path)) != 0))
+            continue;
+        if (!s->why)
+            return LD_REASON_NONE;
+        snprintf(d->err, sizeof(d->err), "schema id %u: %s", id, s->why);
+        return LD_REASON_UNKNOWN_SCHEMA;
+    }
+    char *text = NULL, *type = NULL, why[400] = "";
+    ld_reg_status_t st =
+        ld_registry_get(d->reg, id, &text, &type, d->err, sizeof(d->err));
+    if (st == LD_REG_DOWN || st == LD_REG_REFUSED)
+        return LD_REASON_UNKNOWN_SCHEMA;
+    const char *want = pb ? "PROTOBUF" : "JSON";
+    char name[512];
+    if (st == LD_REG_UNKNOWN) {
+        snprintf(why, sizeof(why), "not in the registry");
+    } else if (strcmp(type, want) != 0) {
+        snprintf(why, sizeof(why), "the registry has a %s schema, not %s", type,
+                 want);
+    } else if (pb && d->pbd &&
+               ld_proto_message_at(text, path, npath, name, sizeof(name)) < 0) {
+        snprintf(why, sizeof(why),
+                 "the message-index path names no message of the "
+                 "registry's schema");
+    } else if (pb && d->pbd && strcmp(name, ld_pbdesc_message(d->pbd)) != 0) {
+        snprintf(why, sizeof(why), "the record's message is %.200s, not %s",
+                 name, ld_pbdesc_message(d->pbd));
+    }
+    free(text);
+    free(type);
+    if (d->nseen == d->capseen) {
+        uint32_t ncap = d->capseen ? 2 * d->capseen : 8;
+        void *v = realloc(d->seen, ncap * sizeof(*d->seen));
+        if (!v) {
+            snprintf(d->err, sizeof(d->err), "out of memory");
+            return LD_REASON_DECODE;
+        }
+        d->seen = v;
+        d->capseen = ncap;
+    }
+    struct seen_id *s = &d->seen[d->nseen];
+    memset(s, 0, sizeof(*s));
+    s->id = id;
+    s->npath = key;
+    if (key != UINT32_MAX)
+        memcpy(s->path, path, key * sizeof(*path));
+    if (*why && !(s->why = strdup(why))) {
+        snprintf(d->err, sizeof(d->err), "out of memory");
+        return LD_REASON_DECODE;
+    }
+    d->nseen++;
+    if (!*why)
+        return LD_REASON_NONE;
+    snprintf(d->err, sizeof(d->err), "schema id %u: %s", id, why);
+    return LD_REASON_UNKNOWN_SCHEMA;
 }
 
 ld_reason_t ld_decoder_decode(ld_decoder_t *d, const void *key, size_t key_len,
@@ -127,7 +213,10 @@ ld_reason_t ld_decoder_decode(ld_decoder_t *d, const void *key, size_t key_len,
                                   sizeof(d->err));
         if (why)
             return why;
-        if (d->pbd && !ld_pbdesc_path_matches(d->pbd, path, npath)) {
+        if (d->reg) {
+            if ((why = registry_check(d, id, path, npath)))
+                return why;
+        } else if (d->pbd && !ld_pbdesc_path_matches(d->pbd, path, npath)) {
             snprintf(d->err, sizeof(d->err),
                      "schema id %u: message-index path of %u entries [%u%s] "
                      "does not name %s",

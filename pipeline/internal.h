@@ -168,6 +168,14 @@ void ld_registry_destroy(ld_registry_t *r);
 ld_reg_status_t ld_registry_get(ld_registry_t *r, uint32_t id, char **schema,
                                 char **type, char *err, size_t err_size);
 
+/* The fully qualified name ("pkg.Outer.Inner") of the message that the
+ * Confluent message-index path[0..n) names in .proto text (index i among
+ * the messages declared at that level, top level first). Returns 0 with
+ * out set, or -1 when the path names no message or the text does not
+ * scan. */
+int ld_proto_message_at(const char *text, const uint32_t *path, uint32_t n,
+                        char *out, size_t out_size);
+
 typedef struct ld_jsondec ld_jsondec_t;
 ld_jsondec_t *ld_jsondec_new(ld_fmap_t *fm, char *errstr, size_t errstr_size);
 void ld_jsondec_destroy(ld_jsondec_t *d);

@@ -262,3 +262,129 @@ ld_reg_status_t ld_registry_get(ld_registry_t *r, uint32_t id, char **schema,
         backoff = backoff * 2 > MAX_SLEEP ? MAX_SLEEP : backoff * 2;
     }
 }
+
+/* ---- Which message a Confluent index path names in .proto text ---------- */
+
+/* The next token of a .proto text at *pp: an identifier (letters, digits,
+ * '_' and '.'), a quoted string (skipped whole) or one punctuation byte;
+ * comments skipped. Returns its length (0 at the end); *tok points at it. */
+static size_t next_token(const char **pp, const char **tok)
+{
+    const char *p = *pp;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (p[0] == '/' && p[1] == '/') {
+            while (*p && *p != '\n')
+                p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            const char *e = strstr(p + 2, "*/");
+            p = e ? e + 2 : p + strlen(p);
+        } else {
+            break;
+        }
+    }
+    *tok = p;
+    if (!*p) {
+        *pp = p;
+        return 0;
+    }
+    const char *q = p;
+    if (*q == '"' || *q == '\'') {
+        char quote = *q++;
+        while (*q && *q != quote)
+            q += q[0] == '\\' && q[1] ? 2 : 1;
+        if (*q)
+            q++;
+    } else if ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
+               (*q >= '0' && *q <= '9') || *q == '_' || *q == '.') {
+        while ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
+               (*q >= '0' && *q <= '9') || *q == '_' || *q == '.')
+            q++;
+    } else {
+        q++;
+    }
+    *pp = q;
+    return (size_t)(q - p);
+}
+
+#define MAX_NEST 64
+
+int ld_proto_message_at(const char *text, const uint32_t *path, uint32_t n,
+                        char *out, size_t out_size)
+{
+    /* per open brace: message (1) or anything else (0), and how many
+     * messages it holds so far */
+    uint8_t is_msg[MAX_NEST + 1];
+    uint32_t count[MAX_NEST + 1];
+    int depth = 0;
+    uint32_t matched = 0; /* path entries matched by the open messages */
+    int on_path[MAX_NEST + 1];
+    char pkg[256] = "", name[1024] = "";
+    const char *p = text, *t;
+    size_t len;
+    is_msg[0] = 1; /* the file holds the top-level messages */
+    count[0] = 0;
+    on_path[0] = 1;
+    if (n == 0)
+        return -1;
+    while ((len = next_token(&p, &t)) > 0) {
+        if (depth == 0 && len == 7 && memcmp(t, "package", 7) == 0) {
+            const char *pn;
+            size_t pl = next_token(&p, &pn);
+            if (pl == 0 || pl >= sizeof(pkg))
+                return -1;
+            memcpy(pkg, pn, pl);
+            pkg[pl] = '\0';
+            continue;
+        }
+        if (len == 7 && memcmp(t, "message", 7) == 0 && is_msg[depth]) {
+            const char *mn, *br, *back = p;
+            size_t ml = next_token(&p, &mn);
+            if (ml == 0 || *mn == '=' || next_token(&p, &br) != 1 ||
+                *br != '{') {
+                p = back; /* a field named message, not a declaration */
+                continue;
+            }
+            if (depth == MAX_NEST)
+                return -1;
+            uint32_t idx = count[depth]++;
+            int hit = on_path[depth] && (uint32_t)depth == matched &&
+                      matched < n && path[matched] == idx;
+            depth++;
+            is_msg[depth] = 1;
+            count[depth] = 0;
+            on_path[depth] = hit;
+            if (hit) {
+                size_t used = strlen(name);
+                if (used + ml + 2 >= sizeof(name))
+                    return -1;
+                if (used)
+                    name[used++] = '.';
+                memcpy(name + used, mn, ml);
+                name[used + ml] = '\0';
+                if (++matched == n) {
+                    snprintf(out, out_size, "%s%s%s", pkg, *pkg ? "." : "",
+                             name);
+                    return 0;
+                }
+            }
+            continue;
+        }
+        if (*t == '{' && len == 1) {
+            if (depth == MAX_NEST)
+                return -1;
+            depth++;
+            is_msg[depth] = 0;
+            count[depth] = 0;
+            on_path[depth] = 0;
+        } else if (*t == '}' && len == 1) {
+            if (depth == 0)
+                return -1;
+            if (on_path[depth] && is_msg[depth])
+                return -1; /* the message on the path ended first */
+            depth--;
+        }
+    }
+    return -1;
+}

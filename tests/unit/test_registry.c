@@ -357,6 +357,101 @@ static void test_registry_down(void **state)
     srv_stop(&s);
 }
 
+/* Protobuf: the registry's .proto text must name the configured message
+ * at the record's message-index path, by name, so a new version that
+ * declares another message first (Impression moves to [1]) decodes with
+ * no change; another message, another schema type, an unknown id are
+ * unknown_schema with the reason. JSON: the id must be a JSON schema. */
+static void test_protobuf_and_json(void **state)
+{
+    (void)state;
+    srv_t s;
+    const char *args[] = {"7=" LD_SOURCE_DIR
+                          "/tests/data/pipeline/pbdesc/shop.proto:PROTOBUF",
+                          "8=" REG_DIR "/shop_v2.proto:PROTOBUF", "10=" EV_AVSC,
+                          "11=" REG_DIR "/label.schema.json:JSON", NULL};
+    srv_start(&s, 0, args);
+    ld_pipeline_conf_t *c = fx_conf_new("pbdesc");
+    assert_non_null(c);
+    assert_int_equal(fx_set(c, "protobuf_wire", "confluent"), 0);
+    assert_int_equal(fx_set(c, "registry_url", s.url), 0);
+    assert_int_equal(fx_set(c, "dense_fields", ""), 0);
+    assert_int_equal(fx_set(c, "crosses", ""), 0);
+    assert_int_equal(fx_set(c, "hash_fields", "country"), 0);
+    assert_int_equal(fx_set(c, "event_time_field", "time_ms"), 0);
+    ld_decoder_t *d = decoder(c, LD_RECORD_EVENT);
+    /* event_id "e", country "FR", time_ms 1000 */
+    static const uint8_t msg[] = {0x0a, 0x01, 'e',  0xba, 0x01, 0x02,
+                                  'F',  'R',  0x88, 0x02, 0xe8, 0x07};
+    struct {
+        uint32_t id;
+        const char *path; /* zig-zag count and indexes */
+        size_t plen;
+        ld_reason_t want;
+        const char *err;
+    } cases[] = {
+        {7, "\x00", 1, LD_REASON_NONE, ""},
+        {8, "\x02\x02", 2, LD_REASON_NONE, ""},
+        {8, "\x00", 1, LD_REASON_UNKNOWN_SCHEMA,
+         "schema id 8: the record's message is shop.v1.Header, not "
+         "shop.v1.Impression"},
+        {8, "\x04\x00\x00", 3, LD_REASON_UNKNOWN_SCHEMA,
+         "schema id 8: the record's message is shop.v1.Header.Impression, "
+         "not shop.v1.Impression"},
+        {8, "\x02\x06", 2, LD_REASON_UNKNOWN_SCHEMA,
+         "schema id 8: the message-index path names no message of the "
+         "registry's schema"},
+        {10, "\x00", 1, LD_REASON_UNKNOWN_SCHEMA,
+         "schema id 10: the registry has a AVRO schema, not PROTOBUF"},
+        {99, "\x00", 1, LD_REASON_UNKNOWN_SCHEMA,
+         "schema id 99: not in the registry"},
+        {8, "\x02\x02", 2, LD_REASON_NONE, ""}, /* remembered */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint8_t buf[64] = {0, 0, 0, 0, (uint8_t)cases[i].id};
+        memcpy(buf + 5, cases[i].path, cases[i].plen);
+        memcpy(buf + 5 + cases[i].plen, msg, sizeof(msg));
+        ld_record_t r;
+        ld_reason_t why = ld_decoder_decode(
+            d, NULL, 0, buf, 5 + cases[i].plen + sizeof(msg), -1, &r);
+        if (why != cases[i].want)
+            fail_msg("case %zu: %s: %s", i, ld_reason_name(why),
+                     ld_decoder_error(d));
+        assert_string_equal(ld_decoder_error(d), cases[i].err);
+        if (why == LD_REASON_NONE) {
+            assert_string_equal(r.key, "e");
+            assert_int_equal(r.time_ms, 1000);
+            assert_int_equal(r.x.nnz, 1);
+        }
+    }
+    /* one request per (id, path) */
+    assert_int_equal(srv_count(&s, NULL, NULL), 7);
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
+
+    c = fx_conf_new("json");
+    assert_int_equal(fx_set(c, "json_wire", "confluent"), 0);
+    assert_int_equal(fx_set(c, "registry_url", s.url), 0);
+    d = decoder(c, LD_RECORD_LABEL);
+    const char *j = "{\"event_id\": \"j\", \"label_time\": 5, "
+                    "\"clicked\": true}";
+    uint8_t buf[128] = {0, 0, 0, 0, 11};
+    memcpy(buf + 5, j, strlen(j));
+    ld_record_t r;
+    assert_int_equal(ld_decoder_decode(d, NULL, 0, buf, 5 + strlen(j), -1, &r),
+                     LD_REASON_NONE);
+    assert_string_equal(r.key, "j");
+    buf[4] = 7;
+    assert_int_equal(ld_decoder_decode(d, NULL, 0, buf, 5 + strlen(j), -1, &r),
+                     LD_REASON_UNKNOWN_SCHEMA);
+    assert_string_equal(ld_decoder_error(d),
+                        "schema id 7: the registry has a PROTOBUF schema, "
+                        "not JSON");
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
+    srv_stop(&s);
+}
+
 /* A bad URL is a config error naming the key. */
 static void test_bad_url(void **state)
 {
@@ -376,6 +471,7 @@ int main(void)
         cmocka_unit_test(test_new_version_and_incompatible),
         cmocka_unit_test(test_basic_auth),
         cmocka_unit_test(test_registry_down),
+        cmocka_unit_test(test_protobuf_and_json),
         cmocka_unit_test(test_bad_url),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
