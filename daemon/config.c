@@ -9,6 +9,8 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "pipeline/decode.h"
+
 /* ---- The daemon's own tables -------------------------------------------- */
 
 #define D(field) offsetof(ld_daemon_conf_t, field)
@@ -408,6 +410,115 @@ void ld_config_destroy(ld_config_t *conf)
     free(conf);
 }
 
+/* The value node of pipeline.<key> in the file, or NULL. */
+static yaml_node_t *pipeline_node(loader_t *ld, const char *key)
+{
+    yaml_node_t *root = yaml_document_get_root_node(&ld->doc);
+    if (!root || root->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start;
+         p < root->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&ld->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(&ld->doc, p->value);
+        if (!k || !v || k->type != YAML_SCALAR_NODE ||
+            strcmp(scalar(k), "pipeline") != 0 || v->type != YAML_MAPPING_NODE)
+            continue;
+        for (yaml_node_pair_t *q = v->data.mapping.pairs.start;
+             q < v->data.mapping.pairs.top; q++) {
+            yaml_node_t *k2 = yaml_document_get_node(&ld->doc, q->key);
+            if (k2 && k2->type == YAML_SCALAR_NODE &&
+                strcmp(scalar(k2), key) == 0)
+                return yaml_document_get_node(&ld->doc, q->value);
+        }
+    }
+    return NULL;
+}
+
+/* The node (key value or list item) of the mapping that names field, and
+ * its key; NULL when none does. */
+static yaml_node_t *field_node(loader_t *ld, const char *field,
+                               const char **key)
+{
+    static const char *const keys[] = {"dense_fields",     "hash_fields",
+                                       "key_field",        "event_time_field",
+                                       "label_time_field", "label_field"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        yaml_node_t *v = pipeline_node(ld, keys[i]);
+        if (!v)
+            continue;
+        *key = keys[i];
+        if (v->type == YAML_SCALAR_NODE) {
+            if (strcmp(scalar(v), field) == 0)
+                return v;
+            continue;
+        }
+        if (v->type != YAML_SEQUENCE_NODE)
+            continue;
+        for (yaml_node_item_t *it = v->data.sequence.items.start;
+             it < v->data.sequence.items.top; it++) {
+            yaml_node_t *e = yaml_document_get_node(&ld->doc, *it);
+            if (!e || e->type != YAML_SCALAR_NODE)
+                continue;
+            const char *t = scalar(e), *colon = strchr(t, ':');
+            const char *f =
+                colon && strcmp(keys[i], "hash_fields") == 0 ? colon + 1 : t;
+            if (strcmp(f, field) == 0)
+                return e;
+        }
+    }
+    return NULL;
+}
+
+/* Users' own Protobuf messages: the descriptor set, the message names and
+ * the mapping are checked at load time (config check, exit 2), each error
+ * at the key it comes from. Other formats keep their check at start-up. */
+static void check_descriptor_set(loader_t *ld)
+{
+    ld_pipeline_conf_t pc = ld->conf->pipeline;
+    if (pc.format != LD_FORMAT_PROTOBUF || !pc.descriptor_set ||
+        !*pc.descriptor_set)
+        return;
+    pc.hash_bits = ld->conf->trainer.hash_bits;
+    for (int k = 0; k < 2; k++) {
+        char err[600];
+        ld_decoder_t *d =
+            ld_decoder_new(&pc, (ld_record_kind_t)k, err, sizeof(err));
+        if (d) {
+            ld_decoder_destroy(d);
+            continue;
+        }
+        const char *key = k ? "label_message" : "event_message";
+        yaml_node_t *node = NULL;
+        const char *f = strstr(err, " has no field ");
+        const char *fl = strstr(err, ": field ");
+        char field[256] = "";
+        if (f)
+            sscanf(f + 14, "%255[^ ]", field);
+        else if (fl)
+            sscanf(fl + 8, "%255[^ :]", field);
+        if (*field)
+            node = field_node(ld, field, &key);
+        if (!node && strncmp(err, "pipeline.", 9) == 0) {
+            char name[64];
+            int n = (int)strcspn(err + 9, ":");
+            snprintf(name, sizeof(name), "%.*s", n, err + 9);
+            node = pipeline_node(ld, name);
+            key = NULL; /* the error names its key already */
+        } else if (!node && !*field) {
+            key = "descriptor_set";
+            node = pipeline_node(ld, key);
+        }
+        if (key) {
+            char full[64];
+            snprintf(full, sizeof(full), "pipeline.%s", key);
+            report(ld, node, full, "%s", err);
+        } else {
+            report(ld, node, NULL, "%s", err);
+        }
+        return; /* the labels would repeat a file-level error */
+    }
+}
+
 ld_config_t *ld_config_load(const char *path, FILE *errs)
 {
     loader_t ld = {.path = path, .errs = errs};
@@ -474,6 +585,8 @@ ld_config_t *ld_config_load(const char *path, FILE *errs)
                !(root->type == YAML_SCALAR_NODE && scalar(root)[0] == '\0')) {
         report(&ld, root, NULL, "expected a mapping of sections");
     }
+    if (!ld.nerr)
+        check_descriptor_set(&ld);
     /* Required keys of sections absent from the file. */
     for (size_t i = 0; i < N_SECTIONS; i++) {
         if (given[i])
