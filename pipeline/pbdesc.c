@@ -1491,6 +1491,21 @@ static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
                 v->kind = FV_DOUBLE;
                 v->u.d = f;
                 p += 4;
+                /* the floats that follow in number order, in one loop
+                 * (dense features come in runs: bench_pbdesc's 20) */
+                const pent_t *x = e + 1, *lim = pl->e + pl->ne;
+                while (x < lim && x->op == OP_F32 && !x->clear_n && x->tagn &&
+                       (size_t)(end - p) >= 4u + x->tagn && p[0] == x->tag[0] &&
+                       (x->tagn == 1 || p[1] == x->tag[1])) {
+                    p += x->tagn;
+                    u = le32(p);
+                    memcpy(&f, &u, 4);
+                    fv[x->slot].kind = FV_DOUBLE;
+                    fv[x->slot].u.d = f;
+                    p += 4;
+                    x++;
+                }
+                next = (uint32_t)(x - pl->e);
                 continue;
             }
             if (e->op == OP_F64 && left >= 8) {
