@@ -8,7 +8,7 @@ pkgs=(
   librdkafka-dev libavro-dev libprotobuf-c-dev protobuf-c-compiler
   libprotobuf-dev libcurl4-openssl-dev
   libopenblas-dev libyaml-dev libmicrohttpd-dev libcmocka-dev libjansson-dev
-  kcat clang-format docker-compose python3 python3-jsonschema python3-venv
+  kcat clang clang-format docker-compose python3 python3-jsonschema python3-venv
 )
 # The test broker needs Java 17+ and Maven; keep any JDK that is already there.
 if ! command -v java >/dev/null 2>&1; then pkgs+=(openjdk-17-jre-headless); fi
