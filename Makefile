@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 SOURCES     = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all build deps test test-unit asan asan-integration demo bench format format-check docs clean
+.PHONY: all build deps test test-unit asan asan-integration fuzz demo bench format format-check docs clean
 
 all: build
 
@@ -44,6 +44,16 @@ asan-integration: asan
 	cd $(ASAN_BUILD) && ctest --output-on-failure -L integration -E 0010 \
 	    -j $(JOBS)
 
+# Every libFuzzer target for FUZZ_SECONDS (default 60) each, on a clang build
+# with the libraries instrumented (coverage, ASan, UBSan) in $(FUZZ_BUILD);
+# fails on any crash. The gcc build replays the corpora in `make test`.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz:
+	@scripts/install-deps.sh --fuzz
+	FUZZ_BUILD=$(abspath $(FUZZ_BUILD)) FUZZ_SECONDS=$(FUZZ_SECONDS) \
+	    CMAKE_ARGS="$(CMAKE_ARGS)" tests/fuzz/run.sh
+
 demo: deps
 	$(MAKE) build
 	$(BUILD)/daemon/learnd demo
@@ -61,4 +71,4 @@ format-check:
 	clang-format --dry-run --Werror $(SOURCES)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -77,9 +77,17 @@ int ld_log_debug_on(const char *mod);
  * Called again with the same path it reopens the file (SIGHUP, logrotate). */
 ld_err_t ld_log_open(const char *path) LD_WUR;
 
-/* Escapes s as a logfmt value into buf (quoted when it holds spaces, quotes
- * or '='); returns buf. Borrowed s; buf owned by the caller. */
+/* Escapes s as a logfmt value into buf: quoted when it is empty or holds
+ * spaces, quotes, '=', backslashes or control bytes, with \" \\ \n \r \t
+ * and \u00XX for the other control bytes (0x00-0x1f, 0x7f), so a value can
+ * never end the line or forge another key. Truncated values end with "...".
+ * Returns buf. Borrowed s; buf owned by the caller. */
 const char *ld_log_quote(char *buf, size_t size, const char *s);
+
+/* ld_log_quote() into one of 8 per-thread buffers of 1 KiB, for values in
+ * an ld_log() argument list: `ld_log(..., "model=%s", ld_log_q(name))`.
+ * Valid until the 8th next call on the same thread; NULL logs as "". */
+const char *ld_log_q(const char *s);
 
 /* ---- Config tables ------------------------------------------------------ */
 

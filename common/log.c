@@ -117,6 +117,30 @@ out:
     return err;
 }
 
+/* Writes the logfmt escape of byte c to esc (when not NULL; 7 bytes are
+ * enough) and returns its length. */
+static size_t escape(unsigned char c, char *esc)
+{
+    char tmp[8];
+    char *e = esc ? esc : tmp;
+    if (c == '"' || c == '\\') {
+        e[0] = '\\';
+        e[1] = (char)c;
+        return 2;
+    }
+    if (c == '\n' || c == '\r' || c == '\t') {
+        e[0] = '\\';
+        e[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+        return 2;
+    }
+    if (c < 0x20 || c == 0x7f) {
+        snprintf(e, 8, "\\u%04x", c);
+        return 6;
+    }
+    e[0] = (char)c;
+    return 1;
+}
+
 const char *ld_log_quote(char *buf, size_t size, const char *s)
 {
     if (size == 0)
@@ -126,30 +150,50 @@ const char *ld_log_quote(char *buf, size_t size, const char *s)
     int needs = *s == '\0';
     for (const char *p = s; *p && !needs; p++)
         needs = *p == ' ' || *p == '"' || *p == '=' || *p == '\\' ||
-                (unsigned char)*p < 0x20;
+                (unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f;
     if (!needs) {
-        snprintf(buf, size, "%s", s);
+        size_t n = strlen(s);
+        if (n < size) {
+            memcpy(buf, s, n + 1);
+            return buf;
+        }
+        /* too long: fall through to the quoted, truncated form */
+    }
+    if (size < 3) {
+        buf[0] = '\0';
         return buf;
     }
+    size_t full = 3; /* quotes and NUL */
+    for (const char *q = s; *q; q++)
+        full += escape((unsigned char)*q, NULL);
+    /* Cut values keep room for "..." so a reader sees they were cut. */
+    size_t limit = full <= size || size < 6 ? size : size - 3;
     size_t o = 0;
     buf[o++] = '"';
-    for (const char *p = s; *p && o + 3 < size; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"' || c == '\\') {
-            buf[o++] = '\\';
-            buf[o++] = (char)c;
-        } else if (c == '\n') {
-            buf[o++] = '\\';
-            buf[o++] = 'n';
-        } else if (c < 0x20) {
-            buf[o++] = ' ';
-        } else {
-            buf[o++] = (char)c;
-        }
+    const char *p = s;
+    for (; *p; p++) {
+        char esc[8];
+        size_t n = escape((unsigned char)*p, esc);
+        if (o + n + 2 > limit) /* room for this, the quote and the NUL */
+            break;
+        memcpy(buf + o, esc, n);
+        o += n;
+    }
+    if (*p && limit < size) {
+        memcpy(buf + o, "...", 3);
+        o += 3;
     }
     buf[o++] = '"';
-    buf[o < size ? o : size - 1] = '\0';
+    buf[o] = '\0';
     return buf;
+}
+
+const char *ld_log_q(const char *s)
+{
+    static __thread char ring[8][1024];
+    static __thread unsigned next;
+    char *buf = ring[next++ % 8];
+    return ld_log_quote(buf, sizeof(ring[0]), s);
 }
 
 void ld_logv(ld_log_level_t level, const char *mod, const char *fmt, va_list ap)

@@ -57,6 +57,10 @@ static void rfc3339(int64_t ms, char *out, size_t size)
 
 /* ---- JSON output -------------------------------------------------------- */
 
+/* Strings of a checkpoint come from whoever could write the file or the
+ * checkpoint topic: control bytes (a terminal's escape sequences, a CR that
+ * rewrites the line) and non-ASCII bytes are escaped, never printed raw.
+ * learnd's own strings (model names, topics, versions) are ASCII. */
 static void jstr(FILE *f, const char *s)
 {
     fputc('"', f);
@@ -64,13 +68,36 @@ static void jstr(FILE *f, const char *s)
          p++) {
         if (*p == '"' || *p == '\\')
             fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
+        else if (*p < 0x20 || *p >= 0x7f)
             fprintf(f, "\\u%04x", *p);
         else
             fputc(*p, f);
     }
     fputc('"', f);
 }
+
+/* s for the text output: bytes outside printable ASCII as \xNN, a
+ * backslash as \\. Returns buf (cut to size). */
+static const char *tstr(char *buf, size_t size, const char *s)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)(s ? s : "");
+         *p && o + 5 < size; p++) {
+        if (*p == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = '\\';
+        } else if (*p < 0x20 || *p >= 0x7f) {
+            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", *p);
+        } else {
+            buf[o++] = (char)*p;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* Up to 4 escaped strings per printf. */
+#define T(i, s) tstr(tb[i], sizeof(tb[i]), (s))
 
 static void jnum(FILE *f, double x)
 {
@@ -281,22 +308,22 @@ static void print_text(FILE *f, const char *path, const ld_ckpt_t *c)
     const Learnd__V1__ModelSpec *s = m->spec;
     const Learnd__V1__OptimizerSpec *o = s->optimizer;
     const Learnd__V1__Lineage *l = m->lineage;
-    char h[80], when[40];
+    char h[80], when[40], tb[1][1024];
     uint8_t sha[32];
     ProtobufCBinaryData shab = {32, sha};
     ld_ckpt_content_sha256(c, sha);
     hexs(&shab, h, sizeof(h));
     fprintf(f, "%-18s %s (%zu bytes, format %" PRIu32 ", checksums ok)\n",
-            "file", path, ld_ckpt_size(c), m->format_version);
+            "file", T(0, path), ld_ckpt_size(c), m->format_version);
     fprintf(f, "%-18s %s\n", "sha256", h);
     fprintf(f, "%-18s %s version %" PRIu64 ", parent %" PRIu64 "%s\n", "model",
-            l->model, l->version, l->parent_version,
+            T(0, l->model), l->version, l->parent_version,
             l->parent_version ? "" : " (trained from scratch)");
     fprintf(f,
             "%-18s %s, %" PRIu32 " output(s), 2^%" PRIu32
             " hashed slots, %" PRIu32 " dense, hash %s seed %" PRIu32 "\n",
             "spec", model_kind((int)s->kind), s->num_classes, s->hash_bits,
-            s->dense_dim, s->hash_function[0] ? s->hash_function : "-",
+            s->dense_dim, s->hash_function[0] ? T(0, s->hash_function) : "-",
             s->hash_seed);
     fprintf(f,
             "%-18s %s lr=%g l1=%g l2=%g beta=%g init_acc=%g eps=%g "
@@ -314,32 +341,33 @@ static void print_text(FILE *f, const char *path, const ld_ckpt_t *c)
     rfc3339(l->created_at_ms, when, sizeof(when));
     fprintf(f, "%-18s %s\n", "created_at", when[0] ? when : "-");
     fprintf(f, "%-18s %s\n", "learnd_version",
-            l->learnd_version[0] ? l->learnd_version : "-");
-    fprintf(f, "%-18s %s\n", "openblas_core", l->openblas_corename);
+            l->learnd_version[0] ? T(0, l->learnd_version) : "-");
+    fprintf(f, "%-18s %s\n", "openblas_core", T(0, l->openblas_corename));
     fprintf(f, "%-18s %s\n", "trigger_id",
-            l->trigger_id[0] ? l->trigger_id : "-");
+            l->trigger_id[0] ? T(0, l->trigger_id) : "-");
     tcounts(f, "counts", l->counts);
     tcounts(f, "total_counts", l->total_counts);
     for (size_t i = 0; i < l->n_consumed; i++)
         fprintf(f, "%-18s %s[%" PRId32 "] offsets %" PRId64 "..%" PRId64 "\n",
-                i ? "" : "consumed", l->consumed[i]->topic,
+                i ? "" : "consumed", T(0, l->consumed[i]->topic),
                 l->consumed[i]->partition, l->consumed[i]->first_offset,
                 l->consumed[i]->last_offset);
     for (size_t i = 0; i < l->n_resume; i++)
         fprintf(f,
                 "%-18s %s[%" PRId32 "] next %" PRId64 " reread from %" PRId64
                 "\n",
-                i ? "" : "resume", l->resume[i]->topic, l->resume[i]->partition,
-                l->resume[i]->next_offset, l->resume[i]->reread_from);
+                i ? "" : "resume", T(0, l->resume[i]->topic),
+                l->resume[i]->partition, l->resume[i]->next_offset,
+                l->resume[i]->reread_from);
     fprintf(f, "%-18s %zu\n", "watermark_advances", l->n_watermark_advances);
     tmetrics(f, "metrics", m->metrics);
     tmetrics(f, "champion_metrics", m->champion_metrics);
     for (size_t i = 0; i < m->n_tensors; i++)
         fprintf(f, "%-18s %s %zu bytes\n", i ? "" : "tensors",
-                m->tensors[i]->name, m->tensors[i]->data.len);
+                T(0, m->tensors[i]->name), m->tensors[i]->data.len);
     for (size_t i = 0; i < m->optimizer->n_tensors; i++)
         fprintf(f, "%-18s %s %zu bytes\n", i ? "" : "optimizer_tensors",
-                m->optimizer->tensors[i]->name,
+                T(0, m->optimizer->tensors[i]->name),
                 m->optimizer->tensors[i]->data.len);
 }
 
@@ -382,7 +410,8 @@ int ld_cmd_inspect(int argc, char **argv)
     ld_ckpt_t *c = NULL;
     char err[600];
     if (ld_ckpt_read_file(path, &c, err, sizeof(err)) != LD_OK) {
-        fprintf(stderr, "learnd inspect: %s\n", err);
+        char tb[1][1024];
+        fprintf(stderr, "learnd inspect: %s\n", T(0, err));
         return 1;
     }
     if (json)

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/run.h"
@@ -32,7 +33,9 @@ extern const unsigned char ld_demo_event_avsc[], ld_demo_label_avsc[];
 extern const size_t ld_demo_event_avsc_len, ld_demo_label_avsc_len;
 
 static const char usage[] =
-    "usage: learnd demo [--events N] [--seed N] [--bootstrap HOST:PORT]\n"
+    "usage: learnd demo [--events N] [--seed N] [--keep] [--poison N]\n"
+    "                   [--summary-json FILE] [--bootstrap HOST:PORT "
+    "[--run-id ID]]\n"
     "\n"
     "Runs learnd on a synthetic click stream with delayed labels and a "
     "concept\n"
@@ -42,13 +45,24 @@ static const char usage[] =
     "summary comparing the continually trained model with a copy frozen\n"
     "before the drift.\n"
     "\n"
-    "  --events N     events to generate (default 600000)\n"
+    "  --events N     events to generate (default 600000, at least 50000)\n"
     "  --seed N       generator seed (default 1)\n"
     "  --keep         keep the temp dir with the published checkpoints\n"
     "  --poison N     also produce N malformed events (they must all land in\n"
     "                 the dead-letter topic)\n"
     "  --summary-json FILE  write the summary as JSON too\n"
-    "  --bootstrap    a real Kafka cluster; topics are created if needed\n";
+    "  --bootstrap HOST:PORT  a real Kafka cluster: the topics events and\n"
+    "                 labels are created if needed (retention.ms=-1), event\n"
+    "                 times end a minute before the start, and each run "
+    "trains\n"
+    "                 its own model demo-ctr-ID (consumer group\n"
+    "                 learnd-demo-ID) from the records it produces\n"
+    "  --run-id ID    with --bootstrap: continue the run ID (its model,\n"
+    "                 committed state and consumer group) instead of a fresh\n"
+    "                 one; it also reads what others produced since\n"
+    "\n"
+    "The model store is a temp dir under $TMPDIR (default /tmp). Exits 1\n"
+    "when the continually trained model does not beat the frozen copy.\n";
 
 /* Logloss sums over one stretch of the stream (matured examples only). */
 typedef struct phase {
@@ -68,7 +82,16 @@ typedef struct scores {
 typedef struct demo {
     ld_demo_gen_conf_t gconf;
     char bootstrap[512];
-    char dir[64];
+    char dir[1024];
+    /* On a real cluster each run is its own model and consumer group, so
+     * that a second run does not resume (or collide with) the first. */
+    char run_id[64];
+    char model[96];
+    char group[96];
+    int resume; /* --run-id given */
+    /* Newest record time produced to each input partition (resume: the
+     * stop condition), and the watermark the run reached. */
+    int64_t max_time[2][PARTITIONS];
     /* generator <-> loop */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -213,13 +236,19 @@ static void on_progress(void *opaque, const ld_run_progress_t *p)
     pthread_mutex_unlock(&d->lock);
     d->last = *p;
     double secs = (double)p->elapsed_ms / 1000.0;
-    printf("[%5.1fs] produced %8llu  events %8llu  labels %7llu  "
-           "examples %8llu (%6.0f/s)  pending %6llu  logloss %.4f  "
-           "auc %.4f  published v%llu\n",
+    /* The windowed metrics are NaN until matured labels arrive: "-". */
+    char ll[16] = "-", au[16] = "-";
+    if (isfinite(p->model.logloss))
+        snprintf(ll, sizeof(ll), "%.4f", p->model.logloss);
+    if (isfinite(p->model.auc))
+        snprintf(au, sizeof(au), "%.4f", p->model.auc);
+    printf("[%5.1fs] produced %8llu records | read %8llu events, %7llu "
+           "labels | trained %8llu examples (%6.0f/s), %6llu events "
+           "waiting | logloss %s auc %s | published v%llu\n",
            secs, (unsigned long long)produced, (unsigned long long)p->events,
            (unsigned long long)p->labels, (unsigned long long)p->examples,
            secs > 0 ? (double)p->examples / secs : 0.0,
-           (unsigned long long)p->pending, p->model.logloss, p->model.auc,
+           (unsigned long long)p->pending, ll, au,
            (unsigned long long)p->champion_version);
     fflush(stdout);
 }
@@ -265,6 +294,17 @@ static int should_stop(void *opaque)
     pthread_mutex_lock(&d->lock);
     int stop = d->gen_failed ||
                (d->gen_done && d->consumed >= d->produced && d->produced);
+    if (d->resume && stop && !d->gen_failed) {
+        /* A resumed run first re-reads what its joiner still needed, so
+         * the count says nothing: wait for the watermark to pass the newest
+         * record of every input partition (less max_out_of_orderness). */
+        int64_t target = INT64_MAX;
+        for (int t = 0; t < 2; t++)
+            for (int p = 0; p < PARTITIONS; p++)
+                if (d->max_time[t][p] > 0 && d->max_time[t][p] < target)
+                    target = d->max_time[t][p];
+        stop = d->last.watermark_ms >= target - 1000;
+    }
     pthread_mutex_unlock(&d->lock);
     return stop;
 }
@@ -309,7 +349,7 @@ static void *generate(void *arg)
         rd_kafka_resp_err_t e;
         do {
             e = rd_kafka_producev(
-                rk, RD_KAFKA_V_TOPIC(rec.is_label ? "labels" : "events"),
+                rk, RD_KAFKA_V_TOPIC((rec.is_label ? "labels" : "events")),
                 RD_KAFKA_V_PARTITION(part),
                 RD_KAFKA_V_KEY(rec.key, strlen(rec.key)),
                 RD_KAFKA_V_VALUE((void *)(uintptr_t)rec.value, rec.len),
@@ -324,6 +364,9 @@ static void *generate(void *arg)
             break;
         }
         produced++;
+        if (rec.time_ms > d->max_time[rec.is_label][part])
+            d->max_time[rec.is_label][part] = rec.time_ms; /* under no lock:
+                                                  read once gen_done is set */
         if (d->poison && rec.index % (d->gconf.n_events / d->poison) == 0 &&
             !rec.is_label && poisoned < d->poison) {
             /* An Avro string length running past the end of the record. */
@@ -414,7 +457,7 @@ static ld_config_t *demo_config(demo_t *d)
     ld_config_t *c = ld_config_new_defaults();
     if (!c)
         return NULL;
-    char ev[128], lb[128], store[128], dense[256] = "";
+    char ev[1100], lb[1100], store[1100], dense[256] = "";
     snprintf(ev, sizeof(ev), "%s/event.avsc", d->dir);
     snprintf(lb, sizeof(lb), "%s/label.avsc", d->dir);
     snprintf(store, sizeof(store), "%s/models", d->dir);
@@ -432,7 +475,7 @@ static ld_config_t *demo_config(demo_t *d)
         set(P, &c->pipeline, "events_topic", "events") ||
         set(P, &c->pipeline, "labels_topic", "labels") ||
         set(P, &c->pipeline, "dlq_topic", "learnd.dlq") ||
-        set(P, &c->pipeline, "group_id", "learnd-demo") ||
+        set(P, &c->pipeline, "group_id", d->group) ||
         set(P, &c->pipeline, "format", "avro") ||
         set(P, &c->pipeline, "event_schema", ev) ||
         set(P, &c->pipeline, "label_schema", lb) ||
@@ -446,7 +489,7 @@ static ld_config_t *demo_config(demo_t *d)
         set(L, &c->labeling, "window", "60s") ||
         set(L, &c->labeling, "max_out_of_orderness", "1s") ||
         set(L, &c->labeling, "idle_timeout", "0") ||
-        set(T, &c->trainer, "name", "demo-ctr") ||
+        set(T, &c->trainer, "name", d->model) ||
         set(T, &c->trainer, "model", "logistic") ||
         set(T, &c->trainer, "optimizer", "ftrl") ||
         set(T, &c->trainer, "hash_bits", "20") ||
@@ -524,11 +567,15 @@ err:
 static const char *const verdicts[4] = {"PASS", "FAIL", "INCONCLUSIVE",
                                         "SKIPPED"};
 
-static void summary(demo_t *d, int code, const char *json_path)
+static void summary(demo_t *d, int code, double auc_live, double auc_frozen,
+                    const char *json_path)
 {
     const ld_run_progress_t *p = &d->last;
-    double auc_live = auc(&d->auc_live), auc_frozen = auc(&d->auc_frozen);
     printf("\n== learnd demo summary ==\n");
+    if (d->run_id[0])
+        printf("run %s: model %s, consumer group %s (continue it with "
+               "--run-id %s)\n",
+               d->run_id, d->model, d->group, d->run_id);
     printf("stream: %lld events, concept drift at event %lld, frozen copy "
            "taken at event %lld\n",
            (long long)d->gconf.n_events, (long long)d->gconf.drift_at,
@@ -538,12 +585,29 @@ static void summary(demo_t *d, int code, const char *json_path)
            (unsigned long long)p->events, (unsigned long long)p->labels,
            (unsigned long long)p->dead_letters, (long long)d->poison);
     printf("examples: %llu pos, %llu default_neg, %llu fake_neg, %llu "
-           "delayed_pos; %llu still pending\n",
+           "delayed_pos\n",
            (unsigned long long)p->by_type[LD_SAMPLE_POS],
            (unsigned long long)p->by_type[LD_SAMPLE_DEFAULT_NEG],
            (unsigned long long)p->by_type[LD_SAMPLE_FAKE_NEG],
-           (unsigned long long)p->by_type[LD_SAMPLE_DELAYED_POS],
-           (unsigned long long)p->pending);
+           (unsigned long long)p->by_type[LD_SAMPLE_DELAYED_POS]);
+    /* Every event read is either released (once, as pos or default_neg)
+     * or still waiting: the input ended before its label window closed. */
+    uint64_t released =
+        p->by_type[LD_SAMPLE_POS] + p->by_type[LD_SAMPLE_DEFAULT_NEG];
+    long long other =
+        (long long)p->events - (long long)released - (long long)p->pending;
+    printf("events: %llu read = %llu released as examples + %llu waiting "
+           "for their 60s label window to close%s",
+           (unsigned long long)p->events, (unsigned long long)released,
+           (unsigned long long)p->pending,
+           d->run_id[0] ? " (kept in the committed state for the next start)"
+                        : " (the input ended first)");
+    /* Late and duplicate events are counted drops; a resumed run also
+     * re-reads what its joiner still held. */
+    if (other)
+        printf(" + %lld late, duplicate%s", other,
+               d->resume ? " or re-read" : "");
+    printf("\n");
     printf("checkpoints published: %llu\n", (unsigned long long)p->published);
     for (unsigned t = 0; t < 8; t++)
         for (unsigned v = 0; v < 4; v++)
@@ -575,6 +639,7 @@ static void summary(demo_t *d, int code, const char *json_path)
     printf("(progressive logloss on matured labels; lower is better)\n");
     printf("AUC over the last 30%%: continual %.4f, frozen %.4f\n", auc_live,
            auc_frozen);
+    /* NaN compares false: no scores is no win either. */
     printf("after the drift the continually trained model is %s the frozen "
            "copy\n",
            auc_live > auc_frozen ? "better than" : "NOT better than");
@@ -628,11 +693,213 @@ static void summary(demo_t *d, int code, const char *json_path)
                 k ? ", " : "", ph->name, (unsigned long long)ph->n,
                 ph->live / n, ph->frozen / n);
     }
+    /* JSON has no NaN: an AUC without both labels is null. */
+    char al[32] = "null", af[32] = "null";
+    if (isfinite(auc_live))
+        snprintf(al, sizeof(al), "%.6f", auc_live);
+    if (isfinite(auc_frozen))
+        snprintf(af, sizeof(af), "%.6f", auc_frozen);
     fprintf(f,
-            "],\n \"auc_after_drift\": {\"continual\": %.6f, \"frozen\": "
-            "%.6f}}\n",
-            auc_live, auc_frozen);
+            "],\n \"auc_after_drift\": {\"continual\": %s, \"frozen\": "
+            "%s}}\n",
+            al, af);
     fclose(f);
+}
+
+/* A run id goes into a model name, a consumer group and file paths. */
+static int run_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 48)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= 'a' && id[i] <= 'z') ||
+              (id[i] >= 'A' && id[i] <= 'Z') ||
+              (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_' ||
+              id[i] == '.'))
+            return 0;
+    return 1;
+}
+
+/* A fresh run's consumer group starts at the current end of the input
+ * topics: it trains on what this run produces, not on an earlier run's
+ * records (the pipeline starts a group without offsets at the earliest). */
+static int group_start_at_end(const demo_t *d, char *why, size_t size)
+{
+    char bs[sizeof(d->bootstrap)];
+    snprintf(bs, sizeof(bs), "%s", d->bootstrap);
+    char *kv[] = {"bootstrap.servers", bs};
+    ld_strlist_t props = {kv, 2};
+    rd_kafka_conf_t *conf = ld_kafka_conf_new(&props, why, size);
+    if (!conf)
+        return -1;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    int rc = -1;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_topic_partition_list_t *parts =
+        rd_kafka_topic_partition_list_new(2 * PARTITIONS);
+    static const char *const inputs[] = {"events", "labels"};
+    for (int t = 0; t < 2; t++) {
+        for (int32_t p = 0; p < PARTITIONS; p++) {
+            int64_t lo = 0, hi = 0;
+            rd_kafka_resp_err_t e;
+            /* Topics just created have no leader for a moment. */
+            for (int tries = 0;; tries++) {
+                e = rd_kafka_query_watermark_offsets(rk, inputs[t], p, &lo, &hi,
+                                                     30000);
+                if ((e != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
+                     e != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART &&
+                     e != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE) ||
+                    tries == 300)
+                    break;
+                usleep(100000);
+            }
+            if (e) {
+                snprintf(why, size, "end offset of %s [%d]: %s", inputs[t],
+                         (int)p, rd_kafka_err2str(e));
+                goto out;
+            }
+            rd_kafka_topic_partition_list_add(parts, inputs[t], p)->offset = hi;
+        }
+    }
+    q = rd_kafka_queue_new(rk);
+    /* The group's coordinator may still be loading (a fresh broker): those
+     * answers are retried, for up to a minute. */
+    for (int tries = 0; rc && tries < 600; tries++) {
+        if (ev)
+            rd_kafka_event_destroy(ev);
+        rd_kafka_AlterConsumerGroupOffsets_t *alter =
+            rd_kafka_AlterConsumerGroupOffsets_new(d->group, parts);
+        rd_kafka_AlterConsumerGroupOffsets(rk, &alter, 1, NULL, q);
+        rd_kafka_AlterConsumerGroupOffsets_destroy(alter);
+        ev = rd_kafka_queue_poll(q, 60000);
+        if (!ev || rd_kafka_event_error(ev)) {
+            snprintf(why, size, "set the start offsets of group %s: %s",
+                     d->group,
+                     ev ? rd_kafka_event_error_string(ev) : "timed out");
+            goto out;
+        }
+        rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+        size_t ng = 0;
+        const rd_kafka_group_result_t **gr =
+            rd_kafka_AlterConsumerGroupOffsets_result_groups(
+                rd_kafka_event_AlterConsumerGroupOffsets_result(ev), &ng);
+        for (size_t i = 0; i < ng && !e; i++) {
+            const rd_kafka_error_t *ge = rd_kafka_group_result_error(gr[i]);
+            if (ge) {
+                e = rd_kafka_error_code(ge);
+                snprintf(why, size, "set the start offsets of group %s: %s",
+                         d->group, rd_kafka_error_string(ge));
+                break;
+            }
+            const rd_kafka_topic_partition_list_t *res =
+                rd_kafka_group_result_partitions(gr[i]);
+            for (int k = 0; res && k < res->cnt && !e; k++)
+                if ((e = res->elems[k].err))
+                    snprintf(why, size, "set the start offset of %s [%d]: %s",
+                             res->elems[k].topic, (int)res->elems[k].partition,
+                             rd_kafka_err2str(e));
+        }
+        if (!e)
+            rc = 0;
+        else if (e != RD_KAFKA_RESP_ERR_NOT_COORDINATOR &&
+                 e != RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS &&
+                 e != RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE)
+            goto out;
+        else
+            usleep(100000);
+    }
+out:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* The newest record time in the input topics (-1: none): a resumed run's
+ * stream starts after it, else its records would be late for the joiner's
+ * watermarks. Reads the last record of each partition. */
+static int64_t newest_time(const demo_t *d, char *why, size_t size)
+{
+    char bs[sizeof(d->bootstrap)];
+    snprintf(bs, sizeof(bs), "%s", d->bootstrap);
+    /* consumer_poll needs a group.id; nothing is committed to it (and
+     * assign() joins no group). */
+    char *kv[] = {"bootstrap.servers",
+                  bs,
+                  "enable.partition.eof",
+                  "true",
+                  "group.id",
+                  "learnd-demo-probe",
+                  "enable.auto.commit",
+                  "false"};
+    ld_strlist_t props = {kv, 8};
+    rd_kafka_conf_t *conf = ld_kafka_conf_new(&props, why, size);
+    if (!conf)
+        return INT64_MIN;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return INT64_MIN;
+    }
+    int64_t newest = -1;
+    int want = 0;
+    char done[2][PARTITIONS] = {{0}}; /* a record or the end seen there */
+    rd_kafka_topic_partition_list_t *parts =
+        rd_kafka_topic_partition_list_new(2 * PARTITIONS);
+    static const char *const inputs[] = {"events", "labels"};
+    for (int t = 0; t < 2; t++)
+        for (int32_t p = 0; p < PARTITIONS; p++) {
+            int64_t lo = 0, hi = 0;
+            if (rd_kafka_query_watermark_offsets(rk, inputs[t], p, &lo, &hi,
+                                                 30000) ||
+                hi <= lo)
+                continue;
+            rd_kafka_topic_partition_list_add(parts, inputs[t], p)->offset =
+                hi - 1;
+            want++;
+        }
+    if (want && rd_kafka_assign(rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        int64_t deadline = ld_now_mono_ms() + 30000;
+        while (want > 0 && ld_now_mono_ms() < deadline) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
+            if (!m)
+                continue;
+            int t =
+                m->rkt && strcmp(rd_kafka_topic_name(m->rkt), "labels") == 0;
+            int32_t p = m->partition;
+            if ((!m->err || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) &&
+                p >= 0 && p < PARTITIONS && !done[t][p]) {
+                /* EOF first: the last offsets hold transaction markers */
+                if (!m->err) {
+                    int64_t ts = rd_kafka_message_timestamp(m, NULL);
+                    if (ts > newest)
+                        newest = ts;
+                }
+                done[t][p] = 1;
+                want--;
+            }
+            rd_kafka_message_destroy(m);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    if (want > 0) {
+        snprintf(why, size,
+                 "cannot read the newest records of the input "
+                 "topics");
+        return INT64_MIN;
+    }
+    return newest;
 }
 
 int ld_cmd_demo(int argc, char **argv)
@@ -650,9 +917,12 @@ int ld_cmd_demo(int argc, char **argv)
         char *end = NULL;
         if (strcmp(argv[i], "--events") == 0 && i + 1 < argc) {
             d.gconf.n_events = strtoll(argv[++i], &end, 10);
-            if (*end || d.gconf.n_events < 10000) {
+            /* Below this the last 30%, where the two models are compared,
+             * is shorter than the 60 s label window (12 000 events): its
+             * labels never mature and the comparison has nothing to say. */
+            if (*end || d.gconf.n_events < 50000) {
                 fprintf(stderr, "learnd demo: --events needs a number >= "
-                                "10000\n");
+                                "50000\n");
                 return LD_EXIT_USAGE;
             }
         } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
@@ -673,6 +943,14 @@ int ld_cmd_demo(int argc, char **argv)
             keep = 1;
         } else if (strcmp(argv[i], "--bootstrap") == 0 && i + 1 < argc) {
             snprintf(d.bootstrap, sizeof(d.bootstrap), "%s", argv[++i]);
+        } else if (strcmp(argv[i], "--run-id") == 0 && i + 1 < argc) {
+            if (!run_id_ok(argv[++i])) {
+                fprintf(stderr, "learnd demo: --run-id needs 1..48 of "
+                                "A-Z a-z 0-9 . _ -\n");
+                return LD_EXIT_USAGE;
+            }
+            snprintf(d.run_id, sizeof(d.run_id), "%s", argv[i]);
+            d.resume = 1;
         } else if (strcmp(argv[i], "--help") == 0 ||
                    strcmp(argv[i], "-h") == 0) {
             fputs(usage, stdout);
@@ -683,7 +961,32 @@ int ld_cmd_demo(int argc, char **argv)
             return LD_EXIT_USAGE;
         }
     }
+    if (d.resume && !d.bootstrap[0]) {
+        fprintf(stderr, "learnd demo: --run-id needs --bootstrap (the mock "
+                        "cluster keeps nothing between runs)\n");
+        return LD_EXIT_USAGE;
+    }
     int64_t n = d.gconf.n_events;
+    if (d.bootstrap[0]) {
+        /* A real broker deletes by time: event times (also the records'
+         * timestamps) end about a minute before now, not in 2026-01. */
+        int64_t now_s = ld_now_wall_ms() / 1000;
+        d.gconf.start_time_ms = now_s * 1000 - n * d.gconf.step_ms - 60000;
+        if (!d.resume) {
+            time_t t = (time_t)now_s;
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            size_t len =
+                strftime(d.run_id, sizeof(d.run_id), "%Y%m%d-%H%M%S", &tm);
+            snprintf(d.run_id + len, sizeof(d.run_id) - len, "-%ld",
+                     (long)getpid());
+        }
+        snprintf(d.model, sizeof(d.model), "demo-ctr-%s", d.run_id);
+        snprintf(d.group, sizeof(d.group), "learnd-demo-%s", d.run_id);
+    } else {
+        snprintf(d.model, sizeof(d.model), "demo-ctr");
+        snprintf(d.group, sizeof(d.group), "learnd-demo");
+    }
     d.gconf.drift_at = n / 2;
     d.freeze_at = n * 2 / 5;
     d.phase[0] = (phase_t){"before the drift", d.freeze_at, n / 2, 0, 0, 0};
@@ -700,13 +1003,17 @@ int ld_cmd_demo(int argc, char **argv)
     ld_config_t *conf = NULL;
     pthread_t gen;
     int gen_started = 0;
-    snprintf(d.dir, sizeof(d.dir), "/tmp/learnd-demo-XXXXXX");
-    if (!mkdtemp(d.dir)) {
-        fprintf(stderr, "learnd demo: cannot make a temp dir: %s\n",
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !tmp[0])
+        tmp = "/tmp";
+    if ((size_t)snprintf(d.dir, sizeof(d.dir), "%s/learnd-demo-XXXXXX", tmp) >=
+            sizeof(d.dir) ||
+        !mkdtemp(d.dir)) {
+        fprintf(stderr, "learnd demo: cannot make a temp dir in %s: %s\n", tmp,
                 strerror(errno));
         return LD_EXIT_RUNTIME;
     }
-    char path[128];
+    char path[1100];
     snprintf(path, sizeof(path), "%s/event.avsc", d.dir);
     int bad = write_file(path, ld_demo_event_avsc, ld_demo_event_avsc_len);
     snprintf(path, sizeof(path), "%s/label.avsc", d.dir);
@@ -725,17 +1032,35 @@ int ld_cmd_demo(int argc, char **argv)
     } else {
         char *kv[] = {"bootstrap.servers", d.bootstrap};
         ld_strlist_t props = {kv, 2};
+        /* The inputs keep their records whatever their age, as
+         * docker-compose.yml creates them: `learnd run` and `learnd
+         * replay` read them after the demo. */
         ld_kafka_topic_spec_t topics[] = {
-            {"events", PARTITIONS, 0}, {"labels", PARTITIONS, 0},
-            {"learnd.dlq", 1, 0},      {"learnd.checkpoints", 1, 0},
-            {"learnd.triggers", 1, 0}, {"learnd.state", 1, 1}};
+            {"events", PARTITIONS, 0, 1}, {"labels", PARTITIONS, 0, 1},
+            {"learnd.dlq", 1, 0, 0},      {"learnd.checkpoints", 1, 0, 0},
+            {"learnd.triggers", 1, 0, 0}, {"learnd.state", 1, 1, 0}};
         char why[512];
         if (ld_kafka_create_topics(&props, topics, 6, 30000, why,
                                    sizeof(why))) {
             fprintf(stderr, "learnd demo: %s\n", why);
             goto out;
         }
-        printf("learnd demo: Kafka cluster at %s\n", d.bootstrap);
+        if (!d.resume && group_start_at_end(&d, why, sizeof(why))) {
+            fprintf(stderr, "learnd demo: %s\n", why);
+            goto out;
+        }
+        if (d.resume) {
+            int64_t newest = newest_time(&d, why, sizeof(why));
+            if (newest == INT64_MIN) {
+                fprintf(stderr, "learnd demo: %s\n", why);
+                goto out;
+            }
+            if (newest >= d.gconf.start_time_ms)
+                d.gconf.start_time_ms = newest + 1000;
+        }
+        printf("learnd demo: Kafka cluster at %s, run %s (model %s, "
+               "consumer group %s)\n",
+               d.bootstrap, d.run_id, d.model, d.group);
     }
     conf = demo_config(&d);
     if (!conf)
@@ -785,8 +1110,21 @@ out:
                 (unsigned long long)d.last.dead_letters, (long long)d.poison);
         code = LD_EXIT_RUNTIME;
     }
+    double auc_live = auc(&d.auc_live), auc_frozen = auc(&d.auc_frozen);
+    if (code == LD_EXIT_OK && d.frozen && d.last.examples == 0) {
+        fprintf(stderr,
+                "learnd demo: trained on no examples (%llu events "
+                "read)\n",
+                (unsigned long long)d.last.events);
+        code = LD_EXIT_RUNTIME;
+    } else if (code == LD_EXIT_OK && d.frozen && !(auc_live > auc_frozen)) {
+        /* The demo's own claim: a failed check is a failed run. */
+        fprintf(stderr, "learnd demo: the continually trained model is not "
+                        "better than the frozen copy after the drift\n");
+        code = LD_EXIT_RUNTIME;
+    }
     if (d.frozen)
-        summary(&d, code, json_path);
+        summary(&d, code, auc_live, auc_frozen, json_path);
     ld_trainer_destroy(d.frozen);
     free(d.auc_live.p);
     free(d.auc_live.y);

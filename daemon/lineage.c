@@ -29,6 +29,8 @@ struct ld_lineage {
     uint32_t cache[CACHE];
     advance_t *a;
     size_t na, capa;
+    /* input that did not become an example: since the last take, total */
+    uint64_t dead, late, dead_total, late_total;
 };
 
 ld_lineage_t *ld_lineage_new(void)
@@ -99,10 +101,28 @@ void ld_lineage_advance(ld_lineage_t *l, const char *topic, int32_t partition,
         (advance_t){topic, partition, offset, wall_ms, watermark_ms};
 }
 
+void ld_lineage_count(ld_lineage_t *l, uint64_t dead_lettered,
+                      uint64_t late_labels_dropped)
+{
+    l->dead += dead_lettered;
+    l->late += late_labels_dropped;
+    l->dead_total += dead_lettered;
+    l->late_total += late_labels_dropped;
+}
+
+void ld_lineage_set_totals(ld_lineage_t *l, uint64_t dead_lettered,
+                           uint64_t late_labels_dropped)
+{
+    l->dead_total = dead_lettered;
+    l->late_total = late_labels_dropped;
+}
+
 void ld_lineage_pb_free(Learnd__V1__Lineage *m)
 {
     if (!m)
         return;
+    free(m->counts);
+    free(m->total_counts);
     for (size_t i = 0; i < m->n_consumed; i++)
         free(m->consumed[i]);
     free(m->consumed);
@@ -136,8 +156,17 @@ ld_lineage_take(ld_lineage_t *l, const Learnd__V1__PartitionPosition *resume,
     m->resume = calloc(n ? n : 1, sizeof(*m->resume));
     m->watermark_advances =
         calloc(l->na ? l->na : 1, sizeof(*m->watermark_advances));
-    if (!m->consumed || !m->resume || !m->watermark_advances)
+    m->counts = malloc(sizeof(*m->counts));
+    m->total_counts = malloc(sizeof(*m->total_counts));
+    if (!m->consumed || !m->resume || !m->watermark_advances || !m->counts ||
+        !m->total_counts)
         goto nomem;
+    learnd__v1__example_counts__init(m->counts);
+    learnd__v1__example_counts__init(m->total_counts);
+    m->counts->dead_lettered = l->dead;
+    m->counts->late_labels_dropped = l->late;
+    m->total_counts->dead_lettered = l->dead_total;
+    m->total_counts->late_labels_dropped = l->late_total;
     for (size_t i = 0; i < l->nr; i++) {
         if (l->r[i].first < 0)
             continue;
@@ -185,6 +214,7 @@ ld_lineage_take(ld_lineage_t *l, const Learnd__V1__PartitionPosition *resume,
     for (size_t i = 0; i < l->nr; i++)
         l->r[i].first = l->r[i].last = -1;
     l->na = 0;
+    l->dead = l->late = 0;
     return m;
 nomem:
     ld_lineage_pb_free(m);
@@ -194,7 +224,9 @@ nomem:
 /* Saved form, little-endian: count, then per range: topic (length byte +
  * name), partition, first, last; then (since advances are kept across a
  * restart; absent in older states) count, then per advance: topic,
- * partition, offset, wall_ms, watermark_ms. */
+ * partition, offset, wall_ms, watermark_ms; then (absent in older states)
+ * dead_lettered and late_labels_dropped since the last take, and their
+ * totals, 8 bytes each. */
 static void put(uint8_t *p, uint64_t v, int n)
 {
     for (int i = 0; i < n; i++)
@@ -209,8 +241,9 @@ static uint64_t get(const uint8_t *p, int n)
     return v;
 }
 
-#define REC     21 /* 1 + 4 + 8 + 8 */
-#define ADV_REC 29 /* 1 + 4 + 8 + 8 + 8 */
+#define REC        21 /* 1 + 4 + 8 + 8 */
+#define ADV_REC    29 /* 1 + 4 + 8 + 8 + 8 */
+#define COUNTS_LEN 32 /* 4 x 8 */
 
 static size_t put_topic(uint8_t *b, const char *topic)
 {
@@ -227,7 +260,8 @@ ld_err_t ld_lineage_save(const ld_lineage_t *l, uint8_t **out, size_t *len)
     size_t n = 0;
     for (size_t i = 0; i < l->nr; i++)
         n += l->r[i].first >= 0;
-    uint8_t *b = malloc(8 + n * (REC + 256) + l->na * (ADV_REC + 256));
+    uint8_t *b =
+        malloc(8 + n * (REC + 256) + l->na * (ADV_REC + 256) + COUNTS_LEN);
     if (!b)
         return LD_ERR_NOMEM;
     size_t o = 4;
@@ -253,6 +287,11 @@ ld_err_t ld_lineage_save(const ld_lineage_t *l, uint8_t **out, size_t *len)
         put(b + o + 20, (uint64_t)a->watermark_ms, 8);
         o += 28;
     }
+    put(b + o, l->dead, 8);
+    put(b + o + 8, l->late, 8);
+    put(b + o + 16, l->dead_total, 8);
+    put(b + o + 24, l->late_total, 8);
+    o += COUNTS_LEN;
     *out = b;
     *len = o;
     return LD_OK;
@@ -318,5 +357,13 @@ ld_err_t ld_lineage_load(ld_lineage_t *l, const char *const *topics,
         if (topic)
             ld_lineage_advance(l, topic, part, off, wall, wm);
     }
-    return o == len ? LD_OK : LD_ERR_CORRUPT;
+    if (o == len)
+        return LD_OK; /* written before the counts were kept */
+    if (len - o != COUNTS_LEN)
+        return LD_ERR_CORRUPT;
+    l->dead = get(buf + o, 8);
+    l->late = get(buf + o + 8, 8);
+    l->dead_total = get(buf + o + 16, 8);
+    l->late_total = get(buf + o + 24, 8);
+    return LD_OK;
 }

@@ -26,10 +26,24 @@ void ld_lineage_consumed(ld_lineage_t *l, const char *topic, int32_t partition,
 void ld_lineage_advance(ld_lineage_t *l, const char *topic, int32_t partition,
                         int64_t offset, int64_t wall_ms, int64_t watermark_ms);
 
+/* Adds input that did not become an example: records dead-lettered and
+ * late labels dropped (policy drop), to the counts since the last take and
+ * to the totals since the first version. */
+void ld_lineage_count(ld_lineage_t *l, uint64_t dead_lettered,
+                      uint64_t late_labels_dropped);
+
+/* Sets the totals since the first version (a warm start: the parent
+ * checkpoint's total_counts). */
+void ld_lineage_set_totals(ld_lineage_t *l, uint64_t dead_lettered,
+                           uint64_t late_labels_dropped);
+
 /* Builds the Lineage fields `consumed` and `watermark_advances` from what
- * accumulated since the last take, plus `resume` from the n positions given
- * (borrowed; copied), and starts accumulating afresh. Returns a message the
- * caller frees with ld_lineage_pb_free(), or NULL when out of memory. */
+ * accumulated since the last take, `counts` and `total_counts` with the
+ * dead_lettered and late_labels_dropped of ld_lineage_count() (the
+ * checkpoint encoder adds the example counts), plus `resume` from the n
+ * positions given (borrowed; copied), and starts accumulating afresh. Returns a
+ * message the caller frees with ld_lineage_pb_free(), or NULL when out of
+ * memory. */
 Learnd__V1__Lineage *
 ld_lineage_take(ld_lineage_t *l, const Learnd__V1__PartitionPosition *resume,
                 size_t n);

@@ -8,6 +8,7 @@
 #include <protobuf-c/protobuf-c.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <yaml.h>
 
 #include "common/common.h"
@@ -162,8 +163,21 @@ static int cmd_run(int argc, char **argv)
     return code;
 }
 
+/* Soft fd limit up to the hard one (systemd and shells start at 1 024):
+ * Kafka sockets, the model store and the HTTP endpoint share it, and the
+ * endpoint sizes its connection limit from it (daemon/metrics.c). */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? 65536 : rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    raise_nofile();
     if (argc < 2)
         return usage_error("missing command", usage_text);
     const char *verb = argv[1];

@@ -8,10 +8,27 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define MAX_FAMILIES 128
+
+/* Limits of the HTTP endpoint, so that no client can take /healthz or the
+ * daemon's file descriptors: a slowloris of 1 100 connections used to hold
+ * every slot of a select()-mode server (fds reached 1 024) and failed every
+ * liveness probe for 40 s. With epoll there is no FD_SETSIZE ceiling; one
+ * source address holds at most HTTP_PER_IP connections, all of them at most
+ * HTTP_MAX_CONN (and half the fd limit, the rest being the daemon's), and a
+ * connection that sends nothing for HTTP_TIMEOUT_S is closed. A probe is
+ * refused only when more than HTTP_MAX_CONN / HTTP_PER_IP (256) addresses
+ * attack at once. */
+#define HTTP_MAX_CONN  4096u
+#define HTTP_PER_IP    16u
+#define HTTP_TIMEOUT_S 5u
+#define HTTP_CONN_MEM  (16u * 1024u) /* per connection: a GET's headers */
+#define HTTP_LOG_EVERY 10000         /* ms between libmicrohttpd log lines */
 
 typedef struct series {
     char *labels;
@@ -39,6 +56,8 @@ struct ld_http {
     ld_metrics_t *m;
     int64_t stall_limit_ms;
     uint16_t port;
+    int64_t log_at_ms;   /* last libmicrohttpd line written */
+    unsigned suppressed; /* lines dropped since */
 };
 
 ld_metrics_t *ld_metrics_new(void)
@@ -272,6 +291,27 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
     return reply(c, MHD_HTTP_NOT_FOUND, text, "not found\n", 0);
 }
 
+/* libmicrohttpd's messages (refused connections among them) as log lines,
+ * at most one per HTTP_LOG_EVERY: an attack must not flood the log. Called
+ * from the server's one thread only. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    ld_http_t *h = cls;
+    int64_t now = ld_now_mono_ms();
+    if (now - h->log_at_ms < HTTP_LOG_EVERY) {
+        h->suppressed++;
+        return;
+    }
+    char msg[256];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    for (char *c = msg; *c; c++)
+        if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+            *c = ' ';
+    ld_log(LD_LOG_WARN, "http", "msg=\"%s\" suppressed=%u", msg, h->suppressed);
+    h->log_at_ms = now;
+    h->suppressed = 0;
+}
+
 ld_http_t *ld_http_start(ld_metrics_t *m, const char *listen, uint16_t port,
                          int64_t stall_limit_ms, char *errstr,
                          size_t errstr_size)
@@ -289,10 +329,20 @@ ld_http_t *ld_http_start(ld_metrics_t *m, const char *listen, uint16_t port,
                  "metrics.listen: '%s' is not an IPv4 address", listen);
         goto err;
     }
+    unsigned limit = HTTP_MAX_CONN;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur / 2 < limit)
+        limit = rl.rlim_cur / 2 > HTTP_PER_IP ? (unsigned)(rl.rlim_cur / 2)
+                                              : HTTP_PER_IP;
+    h->log_at_ms = -HTTP_LOG_EVERY;
     h->mhd = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, port, NULL, NULL,
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, port, NULL, NULL,
         handle, h, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_CONNECTION_TIMEOUT,
-        10u, MHD_OPTION_END);
+        HTTP_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, HTTP_PER_IP,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEM,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
     if (!h->mhd) {
         snprintf(errstr, errstr_size, "cannot listen on %s:%u", listen,
                  (unsigned)port);
@@ -310,6 +360,13 @@ err:
 uint16_t ld_http_port(const ld_http_t *h)
 {
     return h->port;
+}
+
+unsigned ld_http_connections(const ld_http_t *h)
+{
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return info ? info->num_connections : 0;
 }
 
 void ld_http_stop(ld_http_t *h)

@@ -48,13 +48,17 @@ void ld_metrics_set_ready(ld_metrics_t *m, int ready);
 void ld_metrics_heartbeat(ld_metrics_t *m);
 
 /* Serves m on listen:port (port 0 picks a free port) from a libmicrohttpd
- * thread. m is borrowed and must outlive the server. Returns NULL with the
- * reason in errstr. */
+ * thread (epoll). m is borrowed and must outlive the server. At most 16
+ * connections per client address and 4 096 in all (or half the fd limit), a
+ * connection idle for 5 s is closed: slow or idle clients cannot take the
+ * endpoint from a liveness probe. Returns NULL with the reason in errstr. */
 ld_http_t *ld_http_start(ld_metrics_t *m, const char *listen, uint16_t port,
                          int64_t stall_limit_ms, char *errstr,
                          size_t errstr_size);
 /* The bound port. */
 uint16_t ld_http_port(const ld_http_t *h);
+/* Connections the server holds now. */
+unsigned ld_http_connections(const ld_http_t *h);
 /* Stops the server; NULL is a no-op. */
 void ld_http_stop(ld_http_t *h);
 

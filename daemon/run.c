@@ -30,7 +30,7 @@ typedef struct outgoing {
 typedef struct families {
     int records, dlq, examples, pending, pending_bytes, watermark, model,
         champion, published, triggers, txn, up, version, trained, lag,
-        label_records;
+        label_records, dropped, wm_ahead, wm_ahead_alert;
 } families_t;
 
 typedef struct run {
@@ -48,9 +48,16 @@ typedef struct run {
     ld_http_t *http;
     families_t fam;
     char txn_id[256];
-    int exit_code;     /* set once a fatal error is seen */
-    uint64_t consumed; /* good records processed */
-    uint64_t dead;     /* dead-lettered records seen */
+    int exit_code;          /* set once a fatal error is seen */
+    uint64_t consumed;      /* good records processed */
+    uint64_t dead;          /* dead-lettered records seen */
+    uint64_t refused;       /* records the joiner refused (a bug if not 0) */
+    uint64_t model_refused; /* examples the trainer refused */
+    /* the counts the lineage has been given (ld_lineage_count) */
+    uint64_t lin_dead, lin_late;
+    /* rate-limited log of dropped records (report) */
+    int64_t drop_log_next;
+    uint64_t drop_logged;
     /* next offset per partition of each input topic, as far as the loop
      * has processed (the pipeline's own positions run ahead by the ring) */
     int64_t *next[2];
@@ -67,6 +74,10 @@ typedef struct run {
     int audit;    /* labeling.output_topic is set */
     int replay;   /* opts->replay_version set: read only, write nothing */
     int closing;  /* leaving the group: revoked partitions do not return */
+    /* Events still waiting for their window when the consumer closed (the
+     * revocation then empties the joiner; the committed state keeps them
+     * for the next start). */
+    uint64_t pending_at_close;
     int replay_done;
     int caught_up;      /* the ingest thread saw every partition's end */
     int paused;         /* the ingest thread is parked: pipeline is ours */
@@ -419,11 +430,15 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
         goto out;
     ld_ckpt_sha256(ckpt.data, ckpt.len, sha);
     path[0] = '\0';
+    char why[512] = "";
     if (r->conf->checkpoint.dir && r->conf->checkpoint.dir[0] &&
-        (err = ld_ckpt_store_write(r->conf->checkpoint.dir, model, o->version,
-                                   ckpt.data, ckpt.len,
-                                   r->conf->checkpoint.keep, path, path_size)))
+        (err = ld_ckpt_store_write(
+             r->conf->checkpoint.dir, model, o->version, ckpt.data, ckpt.len,
+             r->conf->checkpoint.keep, path, path_size, why, sizeof(why)))) {
+        ld_log(LD_LOG_ERR, MOD, "msg=\"cannot store checkpoint\" err=%s",
+               ld_log_q(why));
         goto out;
+    }
     if ((err = ld_ckpt_chunks(ckpt.data, ckpt.len, model, o->version,
                               (size_t)r->conf->checkpoint.chunk_size, &chunks,
                               &nchunks)))
@@ -468,6 +483,9 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
                                     .partition = 0,
                                     .created_at_ms = meta.created_at_ms,
                                     .trigger_id = meta.trigger_id};
+    const char *secret = r->conf->checkpoint.manifest_secret;
+    info.hmac_key = (const uint8_t *)secret;
+    info.hmac_key_len = secret ? strlen(secret) : 0;
     if ((err = ld_ckpt_manifest_encode(ckpt.data, ckpt.len, &info, &manifest)))
         goto out;
     offsets[nchunks] = -1;
@@ -488,8 +506,8 @@ static ld_err_t publish_checkpoint(run_t *r, outgoing_t *o, char *path,
     ld_log(LD_LOG_NOTICE, MOD,
            "msg=\"checkpoint published\" model=%s version=%llu bytes=%zu "
            "chunks=%zu manifest_offset=%lld path=%s",
-           model, (unsigned long long)o->version, ckpt.len, nchunks,
-           (long long)*manifest_off, path[0] ? path : "-");
+           ld_log_q(model), (unsigned long long)o->version, ckpt.len, nchunks,
+           (long long)*manifest_off, ld_log_q(path[0] ? path : "-"));
 out:
     ld_ckpt_chunks_free(chunks, nchunks);
     free(ckpt.data);
@@ -829,8 +847,25 @@ static size_t positions(run_t *r, int committed,
     return n;
 }
 
+/* Hands the lineage the dead letters and dropped late labels counted since
+ * the last call: late labels are those older than their partition's
+ * watermark and those after their event's window that policy drop (or a
+ * positive already emitted) leaves out. The joiner does not count records
+ * re-read after a restart, and the pipeline does not dead-letter them
+ * again, so each counts once across restarts. */
+static void lineage_counts(run_t *r)
+{
+    ld_joiner_stats_t js;
+    ld_joiner_stats(r->joiner, &js);
+    uint64_t late = js.labels_late + js.late_labels_dropped;
+    ld_lineage_count(r->lin, r->dead - r->lin_dead, late - r->lin_late);
+    r->lin_dead = r->dead;
+    r->lin_late = late;
+}
+
 static Learnd__V1__Lineage *take_lineage(run_t *r)
 {
+    lineage_counts(r);
     Learnd__V1__PartitionPosition *pos = NULL;
     size_t n = positions(r, 0, &pos);
     Learnd__V1__Lineage *l = ld_lineage_take(r->lin, pos, n);
@@ -851,6 +886,7 @@ static ld_err_t save_state(run_t *r)
     ld_snapshot_t *snap = NULL;
     bytes_t runst = {0};
     Learnd__V1__PartitionPosition *pos = NULL, **ppos = NULL;
+    lineage_counts(r); /* saved with the lineage below */
     for (size_t p = 0; p < sizeof(r->assigned); p++) {
         if (!r->assigned[p])
             continue;
@@ -993,8 +1029,8 @@ static ld_err_t restore_state(run_t *r, char *errstr, size_t size)
             ld_ckpt_champion_set(r->trainer, champ, why, sizeof(why))) {
             ld_log(LD_LOG_WARN, MOD,
                    "msg=\"champion checkpoint unavailable: shadow scores "
-                   "restart empty\" path=%s err=\"%s\"",
-                   path, why);
+                   "restart empty\" path=%s err=%s",
+                   ld_log_q(path), ld_log_q(why));
         }
         ld_ckpt_destroy(champ);
     }
@@ -1123,6 +1159,18 @@ static void declare_metrics(run_t *r)
                                "partition");
     f->txn = ld_metrics_family(r->reg, "transactions_total", LD_METRIC_COUNTER,
                                "Commit points, by result");
+    f->dropped = ld_metrics_family(
+        r->reg, "records_dropped_total", LD_METRIC_COUNTER,
+        "Input records neither trained on nor dead-lettered, by topic kind "
+        "and reason (docs/OPERATIONS.md)");
+    f->wm_ahead = ld_metrics_family(
+        r->reg, "watermark_ahead_seconds", LD_METRIC_GAUGE,
+        "How far the most advanced partition watermark is ahead of the wall "
+        "clock (0 when behind)");
+    f->wm_ahead_alert = ld_metrics_family(
+        r->reg, "watermark_ahead_of_clock", LD_METRIC_GAUGE,
+        "1 while a partition watermark is ahead of the wall clock by more "
+        "than pipeline.max_future (1h when that is 0)");
 }
 
 static void set_model_metrics(run_t *r, const char *who,
@@ -1148,6 +1196,77 @@ static void set_lag(void *opaque, const char *topic, int32_t partition,
     snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%d\"", topic,
              (int)partition);
     ld_metrics_set(r->reg, r->fam.lag, labels, (double)lag);
+}
+
+/* Every record the daemon does not train from is dead-lettered (counted
+ * by the pipeline) or one of these drops (docs/OPERATIONS.md, "Where every
+ * record goes"). */
+typedef struct drop_row {
+    const char *labels;
+    uint64_t n;
+} drop_row_t;
+
+#define DROP_LOG_MS 10000 /* at most one drop log line per 10 s */
+
+static void report_drops(run_t *r, const ld_joiner_stats_t *js)
+{
+    const drop_row_t rows[] = {
+        {"kind=\"event\",reason=\"late\"", js->events_late},
+        {"kind=\"event\",reason=\"duplicate\"", js->events_duplicate},
+        {"kind=\"label\",reason=\"late\"", js->labels_late},
+        {"kind=\"label\",reason=\"after_window\"", js->late_labels_dropped},
+        {"kind=\"label\",reason=\"unmatched\"", js->labels_unmatched},
+        {"kind=\"label\",reason=\"no_label\"", js->labels_nolabel},
+        {"kind=\"label\",reason=\"expired\"", js->labels_expired},
+        {"kind=\"any\",reason=\"refused\"", r->refused},
+        {"kind=\"event\",reason=\"model_refused\"", r->model_refused},
+    };
+    uint64_t total = 0;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        ld_metrics_set(r->reg, r->fam.dropped, rows[i].labels,
+                       (double)rows[i].n);
+        total += rows[i].n;
+    }
+    /* Late records used to vanish without a line: say so, at a rate. */
+    int64_t now = ld_now_mono_ms();
+    if (total == r->drop_logged || now < r->drop_log_next)
+        return;
+    ld_log(LD_LOG_WARN, "join",
+           "msg=\"input records dropped (see learnd_records_dropped_total)\" "
+           "new=%llu events_late=%llu labels_late=%llu "
+           "events_duplicate=%llu labels_after_window=%llu "
+           "labels_unmatched=%llu labels_no_label=%llu labels_expired=%llu "
+           "refused=%llu "
+           "model_refused=%llu watermark_ms=%lld",
+           (unsigned long long)(total - r->drop_logged),
+           (unsigned long long)js->events_late,
+           (unsigned long long)js->labels_late,
+           (unsigned long long)js->events_duplicate,
+           (unsigned long long)js->late_labels_dropped,
+           (unsigned long long)js->labels_unmatched,
+           (unsigned long long)js->labels_nolabel,
+           (unsigned long long)js->labels_expired,
+           (unsigned long long)r->refused, (unsigned long long)r->model_refused,
+           (long long)js->watermark_ms);
+    r->drop_logged = total;
+    r->drop_log_next = now + DROP_LOG_MS;
+}
+
+/* A watermark ahead of the wall clock means a clock is wrong somewhere
+ * (producers stamping the future, or a time source without a bound): the
+ * lag gauge goes negative and its alert cannot fire, so this one says it.
+ * Alert-only: the wall clock never decides what is learnt (DESIGN §3). */
+static void report_ahead(run_t *r, const ld_joiner_stats_t *js)
+{
+    if (js->watermark_max_ms <= INT64_MIN / 2)
+        return;
+    int64_t bound = r->conf->pipeline.max_future_ms > 0
+                        ? r->conf->pipeline.max_future_ms
+                        : INT64_C(3600000);
+    int64_t ahead = js->watermark_max_ms - ld_now_wall_ms();
+    ld_metrics_set(r->reg, r->fam.wm_ahead, "",
+                   ahead > 0 ? (double)ahead / 1000.0 : 0.0);
+    ld_metrics_set(r->reg, r->fam.wm_ahead_alert, "", ahead > bound ? 1 : 0);
 }
 
 static void report(run_t *r)
@@ -1210,6 +1329,8 @@ static void report(run_t *r)
     ld_metrics_set(r->reg, r->fam.published, "", (double)r->published);
     ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
     ld_metrics_set(r->reg, r->fam.version, "", (double)r->version);
+    report_drops(r, &js);
+    report_ahead(r, &js);
 
     if (!r->hooks.progress)
         return;
@@ -1219,7 +1340,7 @@ static void report(run_t *r)
     p.dead_letters = dlq;
     p.examples = r->examples;
     memcpy(p.by_type, js.examples, sizeof(p.by_type));
-    p.pending = js.pending_events;
+    p.pending = r->closing ? r->pending_at_close : js.pending_events;
     p.pending_peak = js.pending_peak;
     p.watermark_ms = js.watermark_ms;
     p.published = r->published;
@@ -1271,7 +1392,7 @@ static ld_err_t warm_start(run_t *r)
         !c->dir[0])
         return LD_OK;
     ld_ckpt_t *ck = NULL;
-    char why[512];
+    char why[1024] = "";
     ld_err_t err =
         ld_ckpt_store_load_latest(c->dir, r->tconf.name, &ck, why, sizeof(why));
     if (err == LD_ERR_NOENT) {
@@ -1282,9 +1403,7 @@ static ld_err_t warm_start(run_t *r)
     }
     if (err) {
         ld_log(LD_LOG_ERR, MOD,
-               "msg=\"cannot load a stored checkpoint\" "
-               "err=\"%s\"",
-               why);
+               "msg=\"cannot load a stored checkpoint\" err=%s", ld_log_q(why));
         return err;
     }
     ld_snapshot_t *snap = ld_ckpt_snapshot(ck);
@@ -1295,14 +1414,18 @@ static ld_err_t warm_start(run_t *r)
     } else if ((err = ld_trainer_restore(r->trainer, snap, why, sizeof(why)))) {
         ld_log(LD_LOG_ERR, MOD,
                "msg=\"stored checkpoint does not fit this config\" "
-               "err=\"%s\"",
-               why);
+               "err=%s",
+               ld_log_q(why));
     } else if ((err = ld_trainer_champion_set(r->trainer, snap)) == LD_OK) {
         r->version = version;
         ld_snapshot_counts(snap, r->parent_counts);
+        if (m->lineage && m->lineage->total_counts)
+            ld_lineage_set_totals(
+                r->lin, m->lineage->total_counts->dead_lettered,
+                m->lineage->total_counts->late_labels_dropped);
         ld_snapshot_params_sha256(snap, r->published_sha);
         ld_log(LD_LOG_NOTICE, MOD, "msg=\"warm start\" model=%s version=%llu",
-               r->tconf.name, (unsigned long long)version);
+               ld_log_q(r->tconf.name), (unsigned long long)version);
     }
     ld_snapshot_destroy(snap);
     ld_ckpt_destroy(ck);
@@ -1404,7 +1527,7 @@ static int setup(run_t *r, char *errstr, size_t size)
                           (uint16_t)conf->metrics.port, 60000, errstr, size);
         if (!r->http)
             return LD_EXIT_RUNTIME;
-        ld_log(LD_LOG_INFO, MOD, "msg=\"metrics endpoint\" url=http://%s:%u/",
+        ld_log(LD_LOG_NOTICE, MOD, "msg=\"metrics endpoint\" url=http://%s:%u/",
                conf->metrics.listen, (unsigned)ld_http_port(r->http));
     }
     r->trainer = ld_trainer_new(&r->tconf, errstr, size);
@@ -1635,6 +1758,13 @@ static void note_backlog(void *opaque, const char *topic, int32_t partition,
                                partition);
 }
 
+/* Counts one more; true at the 1st, 2nd, 4th, 8th, ... */
+static int count_and_log(uint64_t *n)
+{
+    ++*n;
+    return (*n & (*n - 1)) == 0;
+}
+
 /* Feeds one decoded record to the joiner and everything it releases on
  * through the trainer. */
 static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
@@ -1659,12 +1789,17 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
         err = ld_joiner_add_label(r->joiner, rec->partition, rec->offset,
                                   rec->key, rec->key_len, rec->time_ms,
                                   (float)rec->label);
-    if (err)
+    /* The pipeline dead-letters what the joiner cannot hold (keys, time
+     * range): a refusal here is out of memory or a bug. Counted on
+     * /metrics (learnd_records_dropped_total{reason="refused"}). */
+    /* Logged at the 1st, 2nd, 4th, 8th, ... time: a flood of them (a bad
+     * label mapping) must not flood the log; the counter says how many. */
+    if (err && count_and_log(&r->refused))
         ld_log(LD_LOG_WARN, "join",
                "msg=\"record refused by the joiner\" topic=%s partition=%d "
-               "offset=%lld err=\"%s\"",
+               "offset=%lld err=\"%s\" refused=%llu",
                rec->topic, (int)rec->partition, (long long)rec->offset,
-               ld_err_str(err));
+               ld_err_str(err), (unsigned long long)r->refused);
     if (r->adv_left) /* the partition may stay idle from here */
         replay_advances(r, (int)rec->kind, rec->partition, rec->offset + 1);
     ld_example_t ex;
@@ -1672,10 +1807,12 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
         if (r->hooks.example)
             r->hooks.example(r->hooks.opaque, &ex);
         if ((err = ld_trainer_add(r->trainer, &ex))) {
-            ld_log(LD_LOG_WARN, "trainer",
-                   "msg=\"example refused by the model\" partition=%d "
-                   "offset=%lld err=\"%s\"",
-                   (int)ex.partition, (long long)ex.offset, ld_err_str(err));
+            if (count_and_log(&r->model_refused))
+                ld_log(LD_LOG_WARN, "trainer",
+                       "msg=\"example refused by the model\" partition=%d "
+                       "offset=%lld err=\"%s\" refused=%llu",
+                       (int)ex.partition, (long long)ex.offset, ld_err_str(err),
+                       (unsigned long long)r->model_refused);
         } else {
             r->examples++;
             /* The audit topic holds exactly what the model trains on. */
@@ -1771,7 +1908,8 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     char errstr[1024] = "";
     int code = setup(&r, errstr, sizeof(errstr));
     if (code != LD_EXIT_OK) {
-        ld_log(LD_LOG_CRIT, MOD, "msg=\"cannot start\" err=\"%s\"", errstr);
+        ld_log(LD_LOG_CRIT, MOD, "msg=\"cannot start\" err=%s",
+               ld_log_q(errstr));
         teardown(&r);
         return code;
     }
@@ -1904,6 +2042,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         /* A clean stop ends with a commit point. */
         if (commit_point(&r) != LD_OK && !r.exit_code)
             r.exit_code = LD_EXIT_RUNTIME;
+        r.pending_at_close = js.pending_events; /* report() says it */
         r.closing = 1;
         if (ld_pipeline_close(r.pipe, (int)conf->daemon.shutdown_timeout_ms))
             ld_log(LD_LOG_WARN, MOD, "msg=\"consumer did not close cleanly\"");

@@ -36,8 +36,8 @@ static ld_err_t produce(rd_kafka_t *rk, const char *topic, const char *key,
         free(buf);
         ld_log(LD_LOG_ERR, MOD,
                "msg=\"cannot queue state record\" key=%s "
-               "err=\"%s\"",
-               key, rd_kafka_err2str(e));
+               "err=%s",
+               ld_log_q(key), ld_log_q(rd_kafka_err2str(e)));
         return LD_ERR_KAFKA;
     }
     return LD_OK;

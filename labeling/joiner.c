@@ -1816,6 +1816,11 @@ void ld_joiner_flow(ld_joiner_t *j, ld_joiner_flow_cb *cb, void *opaque)
 void ld_joiner_stats(ld_joiner_t *j, ld_joiner_stats_t *out)
 {
     j->st.watermark_ms = get_W(j);
+    j->st.watermark_max_ms = INT64_MIN;
+    for (size_t p = 0; p < j->nparts; p++)
+        for (int k = 0; k < 2 && j->parts[p].assigned; k++)
+            if (j->parts[p].s[k].wm > j->st.watermark_max_ms)
+                j->st.watermark_max_ms = j->parts[p].s[k].wm;
     j->st.bytes_entries = j->slab.in_use;
     uint64_t b = j->slab.reserved + sizeof(*j);
     b += (j->evt.cap + j->lbt.cap) * (sizeof(uint32_t) + sizeof(uint16_t));

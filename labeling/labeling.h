@@ -71,6 +71,8 @@ typedef struct ld_joiner_stats {
     uint64_t paused;         /* partitions the caller has been told to pause */
     uint64_t pending_peak;   /* most events plus labels held at once */
     int64_t watermark_ms;    /* min watermark over assigned partitions */
+    /* max of them (INT64_MIN: none yet): the one a wrong clock runs ahead */
+    int64_t watermark_max_ms;
     /* counters */
     uint64_t events_in, labels_in;
     uint64_t events_late;         /* older than their partition watermark */

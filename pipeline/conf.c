@@ -26,7 +26,9 @@ static const ld_conf_row_t rows[] = {
     {"max_record_bytes", LD_CONF_SIZE, F(max_record_bytes), "1MiB", 16,
      64.0 * 1024 * 1024, NULL,
      "Records larger than this go to the dead-letter topic"},
-    {"max_features", LD_CONF_INT, F(max_features), "4096", 1, 1 << 20, NULL,
+    /* 65535: what the joiner's compact pending form holds; a larger bound
+     * let records through that the joiner then refused with a warning. */
+    {"max_features", LD_CONF_INT, F(max_features), "4096", 1, 65535, NULL,
      "Records with more non-zero features go to the dead-letter topic"},
     {"hash_seed", LD_CONF_INT, F(hash_seed), "0", 0, 4294967295.0, NULL,
      "Seed of the 32-bit feature hash (murmur3_x86_32, see pipeline/hash.h)"},
@@ -109,6 +111,10 @@ static const ld_conf_row_t rows[] = {
      64.0 * 1024 * 1024, NULL,
      "Dead-letter values are cut to this size (header learnd.src.size "
      "keeps the original)"},
+    {"max_future", LD_CONF_DURATION, F(max_future_ms), "1h", 0,
+     365.0 * 86400 * 1000, NULL,
+     "Records whose event time is more than this ahead of their Kafka "
+     "timestamp go to the dead-letter topic (future_time); 0: no bound"},
 };
 
 const ld_conf_section_t ld_pipeline_conf_section = {

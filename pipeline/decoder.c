@@ -39,6 +39,9 @@ static const char *const reason_names[LD_REASON__COUNT] = {
     [LD_REASON_OVERSIZE] = "oversize",
     [LD_REASON_TOO_MANY_FEATURES] = "too_many_features",
     [LD_REASON_EMPTY] = "empty",
+    [LD_REASON_KEY_TOO_LONG] = "key_too_long",
+    [LD_REASON_TIME_RANGE] = "time_range",
+    [LD_REASON_FUTURE_TIME] = "future_time",
 };
 
 const char *ld_reason_name(ld_reason_t reason)

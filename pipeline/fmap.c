@@ -127,6 +127,7 @@ ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
     fm->mask = (uint32_t)((1ull << conf->hash_bits) - 1);
     fm->seed = (uint32_t)conf->hash_seed;
     fm->max_features = (uint32_t)conf->max_features;
+    fm->max_future_ms = conf->max_future_ms;
 
     /* key, time, label */
     const char *keyf = conf->key_field ? conf->key_field : "";
@@ -552,6 +553,11 @@ static ld_reason_t set_key(ld_fmap_t *fm, const char *k, size_t n,
 {
     if (!k || n == 0)
         FAIL(LD_REASON_MISSING_KEY, "no join key");
+    /* The joiner keeps keys in a length byte (labeling.h): refuse them
+     * here, where the record can still be dead-lettered whole. */
+    if (n > LD_KEY_MAX)
+        FAIL(LD_REASON_KEY_TOO_LONG, "join key of %zu bytes > %d", n,
+             LD_KEY_MAX);
     if (memchr(k, 0, n) || !text_ok(k, n))
         FAIL(LD_REASON_BAD_UTF8, "join key is not UTF-8 text");
     if (n + 1 > fm->keycap) {
@@ -851,6 +857,24 @@ ld_reason_t ld_fmap_finish(ld_fmap_t *fm, const void *key, size_t key_len,
             FAIL(LD_REASON_MISSING_TIME, "record has no Kafka timestamp");
         out->time_ms = kafka_ts_ms;
     }
+    /* The joiner's time arithmetic stays exact within +-2^61 ms (about 73
+     * million years); beyond that a time cannot be a real event's. */
+    if (out->time_ms < -LD_TIME_LIMIT_MS || out->time_ms > LD_TIME_LIMIT_MS)
+        FAIL(LD_REASON_TIME_RANGE, "time %lld ms beyond +-2^61",
+             (long long)out->time_ms);
+    /* A time far ahead of the record's own Kafka timestamp (the wall clock
+     * of its producer or broker, recorded in the input: so the verdict is
+     * a pure function of the input) would move its partition's watermark
+     * into the future and make every later record late (issue #15). Both
+     * are within +-2^61 / >= 0 here: the difference cannot overflow. */
+    if (fm->max_future_ms > 0 && fm->time_slot >= 0 && kafka_ts_ms >= 0 &&
+        kafka_ts_ms <= LD_TIME_LIMIT_MS && out->time_ms > kafka_ts_ms &&
+        out->time_ms - kafka_ts_ms > fm->max_future_ms)
+        FAIL(LD_REASON_FUTURE_TIME,
+             "time %lld ms is %lld ms ahead of the Kafka timestamp "
+             "(max_future %lld ms)",
+             (long long)out->time_ms, (long long)(out->time_ms - kafka_ts_ms),
+             (long long)fm->max_future_ms);
 
     if (fm->kind == LD_RECORD_LABEL)
         return label_value(fm, out, err, err_size);

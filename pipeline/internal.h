@@ -71,6 +71,7 @@ typedef struct ld_fmap {
     uint32_t mask;
     uint32_t seed;
     uint32_t max_features;
+    int64_t max_future_ms; /* 0: event times are not bounded by the ts */
     char *map_text;
 
     /* scratch of the record being decoded */

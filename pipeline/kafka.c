@@ -83,6 +83,9 @@ ld_err_t ld_kafka_create_topics(const ld_strlist_t *props,
         if (topics[i].compacted &&
             rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "compact"))
             goto out;
+        if (topics[i].keep_forever &&
+            rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "-1"))
+            goto out;
     }
     q = rd_kafka_queue_new(rk);
     opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);

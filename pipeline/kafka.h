@@ -22,11 +22,15 @@ ld_err_t ld_kafka_conf_set(rd_kafka_conf_t *conf, const char *key,
                            const char *value, char *errstr,
                            size_t errstr_size) LD_WUR;
 
-/* A topic to create: name, partitions, and whether it is compacted. */
+/* A topic to create: name, partitions, whether it is compacted, and
+ * whether it keeps its records regardless of their age (retention.ms=-1:
+ * for records stamped with event times from the past, which time retention
+ * would delete at its next check). */
 typedef struct ld_kafka_topic_spec {
     const char *name;
     int partitions;
     int compacted;
+    int keep_forever;
 } ld_kafka_topic_spec_t;
 
 /* Creates the topics that do not exist yet (replication factor: the

@@ -1090,7 +1090,7 @@ ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
         CERR("%s: message %s: %s", conf->descriptor_set, name, why);
     for (uint32_t i = 0; i < fm->nslots; i++)
         if (!d->found[i])
-            CERR("%s: message %s has no field %s (mapped in the pipeline "
+            CERR("%s: message %s: no field %s (mapped in the pipeline "
                  "config)",
                  conf->descriptor_set, name, fm->names[i]);
     d->message = d->set.m[mi].full;

@@ -90,6 +90,9 @@ typedef struct ld_pipeline_conf {
     int64_t registry_deadline_ms;
     /* dead-letter topic */
     int64_t dlq_max_bytes;
+    /* event times more than this ahead of the record's Kafka timestamp
+     * are dead letters (future_time); 0: no bound */
+    int64_t max_future_ms;
     int assign_all; /* not a row: a replay reads every partition of both
                        topics itself (assigned callback included) and joins
                        no consumer group */
@@ -116,6 +119,9 @@ typedef enum ld_reason {
     LD_REASON_OVERSIZE,          /* value larger than max_record_bytes */
     LD_REASON_TOO_MANY_FEATURES, /* more than max_features non-zeros */
     LD_REASON_EMPTY,             /* empty or null value */
+    LD_REASON_KEY_TOO_LONG,      /* join key over 255 bytes */
+    LD_REASON_TIME_RANGE,        /* event time beyond +-2^61 ms */
+    LD_REASON_FUTURE_TIME,       /* event time > Kafka timestamp + max_future */
     LD_REASON__COUNT
 } ld_reason_t;
 

@@ -712,6 +712,13 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
                 const tmpl_t *t = &d->tmpl[nfeat];
                 int32_t s = t->slot;
                 if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
+                    /* skipped, but a tags list must still be well-formed:
+                     * the template vouches for the bytes before the value
+                     * only, so without this an unmapped feature's broken
+                     * StringList passed whenever the record before had a
+                     * good one at this position (and failed alone) */
+                    if (t->kind == 4)
+                        goto general;
                     nfeat++;
                     continue;
                 }

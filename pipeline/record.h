@@ -45,6 +45,14 @@ typedef enum ld_record_kind {
     LD_RECORD_LABEL = 1  /* natural label: key, time, label value */
 } ld_record_kind_t;
 
+/* Limits of what the joiner can hold, checked by the pipeline so that a
+ * record beyond them is dead-lettered whole (with its value) rather than
+ * refused later: join keys of at most LD_KEY_MAX bytes, times within
+ * +-LD_TIME_LIMIT_MS (2^61 ms: sums of a time and a window never
+ * overflow). */
+#define LD_KEY_MAX       255
+#define LD_TIME_LIMIT_MS (INT64_C(1) << 61)
+
 /* One decoded input record as the pipeline hands it to the joiner. Every
  * pointer is borrowed from the pipeline (decoder scratch) and stays valid
  * until the next ld_pipeline_poll() / ld_decoder_decode() call on the same

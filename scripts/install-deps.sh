@@ -8,8 +8,10 @@ pkgs=(
   librdkafka-dev libavro-dev libprotobuf-c-dev protobuf-c-compiler
   libprotobuf-dev libcurl4-openssl-dev
   libopenblas-dev libyaml-dev libmicrohttpd-dev libcmocka-dev libjansson-dev
-  kcat clang clang-format docker-compose python3 python3-jsonschema python3-venv
+  kcat clang-format docker-compose python3 python3-jsonschema python3-venv
 )
+# --fuzz: clang and its sanitizer/libFuzzer runtime too (make fuzz).
+if [ "${1:-}" = --fuzz ]; then pkgs+=(clang-14 libclang-rt-14-dev); fi
 # The test broker needs Java 17+ and Maven; keep any JDK that is already there.
 if ! command -v java >/dev/null 2>&1; then pkgs+=(openjdk-17-jre-headless); fi
 if ! command -v mvn >/dev/null 2>&1; then pkgs+=(maven); fi

@@ -11,7 +11,7 @@ trap 'rm -f "$out" "$err"' EXIT
 # code and that stdout+stderr contain the fixed string.
 expect() {
   name=$1 code=$2 text=$3; shift 4
-  "$learnd" "$@" >"$out" 2>"$err"
+  timeout 20 "$learnd" "$@" >"$out" 2>"$err"
   rc=$?
   if [ "$rc" -ne "$code" ]; then
     echo "FAIL $name: exit $rc, want $code"; cat "$out" "$err"; fails=$((fails+1)); return
@@ -45,11 +45,78 @@ expect inspect-json 0 '"version"' -- inspect "$data/trainer/small.ckpt" --json
 expect inspect-corrupt 1 "checksum mismatch" -- inspect "$data/trainer/corrupt.ckpt"
 expect inspect-truncated 1 "truncated.ckpt" -- inspect "$data/trainer/truncated.ckpt"
 expect inspect-usage 2 "usage" -- inspect
+# Control bytes in a checkpoint's strings are escaped, never sent raw to a
+# terminal (issue 15 item 7).
+expect inspect-escapes 0 'model              m\x1b]0;pwned\x07\x1b[2J version 1' \
+  -- inspect "$data/trainer/hostile-strings.ckpt"
+expect inspect-escapes-crlf 0 'trigger_id         t\x0d\x0aversion 999\x7f' \
+  -- inspect "$data/trainer/hostile-strings.ckpt"
+expect inspect-json-escapes 0 '"model":"m\u001b]0;pwned\u0007\u001b[2J"' \
+  -- inspect --json "$data/trainer/hostile-strings.ckpt"
+for fmt in "" --json; do
+  "$learnd" inspect $fmt "$data/trainer/hostile-strings.ckpt" >"$out" 2>&1
+  if LC_ALL=C grep -q "$(printf '[\001-\010\013-\037\177]')" "$out"; then
+    echo "FAIL inspect $fmt printed a raw control byte"; fails=$((fails+1))
+  else
+    passes=$((passes+1))
+  fi
+done
 # All three errors of the acceptance file, each with file:line:column.
 "$learnd" config check -c "$data/config/three-errors.yaml" 2>"$err"
 n=$(grep -cE '^[^:]+three-errors.yaml:[0-9]+:[0-9]+: pipeline\.' "$err")
 if [ "$n" -eq 3 ]; then passes=$((passes+1)); else
   echo "FAIL three-errors: $n located errors, want 3"; cat "$err"; fails=$((fails+1)); fi
+
+# Issue 15 item 6: what `run` refuses, `config check` finds, and both exit 2
+# with file:line:column and the key. The broker address is a closed port:
+# `run` must stop at the config and never reach Kafka (exit 124 from the
+# 20 s timeout, or 1, would mean it went further).
+schemas=$(cd "$data/../../schemas" && pwd)
+base=$(mktemp) bad=$(mktemp)
+trap 'rm -f "$out" "$err" "$base" "$bad"' EXIT
+cat >"$base" <<EOF
+kafka:
+  bootstrap.servers: 127.0.0.1:1
+trainer:
+  name: ctr
+metrics:
+  port: 0
+pipeline:
+  events_topic: events
+  labels_topic: labels
+  event_schema: $schemas/event.avsc
+  label_schema: $schemas/label.avsc
+  key_field: event_id
+  label_field: clicked
+  dense_fields: [f0, f1]
+  hash_fields: [country, ad_id]
+  crosses: [[country, ad_id]]
+EOF
+expect base-valid 0 ": ok" -- config check -c "$base"
+# refused LINE REPLACEMENT WANT: the base with line LINE replaced is refused
+# by both commands with WANT after the file name.
+refused() {
+  awk -v n="$1" -v t="$2" 'NR == n { print t; next } { print }' "$base" >"$bad"
+  expect "check:$2" 2 "$bad:$3" -- config check -c "$bad"
+  expect "run:$2" 2 "$bad:$3" -- run -c "$bad" --until-caught-up
+}
+refused 14 "  dense_fields: [f0, nope]" "14:22: pipeline.dense_fields[1]: field 'nope'"
+refused 15 "  hash_fields: [country, ad_id, zzz]" "15:33: pipeline.hash_fields[2]: field 'zzz'"
+refused 13 "  label_field: clickd" "13:16: pipeline.label_field: field 'clickd'"
+refused 12 "  key_field: id" "12:14: pipeline.key_field: field 'id'"
+refused 12 "  event_time_field: ts" "12:21: pipeline.event_time_field: field 'ts'"
+refused 16 "  crosses: [[country, nope]]" "16:13: pipeline.crosses[0]: 'nope' is not a namespace"
+refused 11 "  label_schema: /nonexistent.avsc" "11:17: pipeline.label_schema: cannot read schema"
+refused 6 "  listen: localhost" "6:11: metrics.listen: 'localhost' is not an IPv4 address"
+refused 8 '  events_topic: ""' "8:17: pipeline.events_topic: empty topic name"
+refused 2 "  no.such.property: 1" "2:3: kafka.no.such.property: unknown librdkafka property"
+refused 2 '  bootstrap.servers: ${LEARND_BOOT' "2:22: kafka.bootstrap.servers: unterminated"
+refused 4 "  name: ../../etc" "4:9: trainer.name: '../../etc' is not a model name"
+refused 4 "  name: /abs" "4:9: trainer.name: '/abs' is not a model name"
+refused 4 "  name: a/b" "4:9: trainer.name: 'a/b' is not a model name"
+refused 4 '  name: ""' "4:9: trainer.name: '' is not a model name"
+refused 9 "  labels_topic: labels
+  dlq_topic: events" "10:14: pipeline.dlq_topic: 'events' is also pipeline.events_topic"
 
 echo "cli: $passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -46,10 +46,10 @@ check no-message 2 \
   "no-message.yaml:7:18: pipeline.label_message: no message shop.v1.Nope in $desc/shop.desc" \
   "s|shop.v1.Click|shop.v1.Nope|"
 check no-field 2 \
-  "no-field.yaml:10:22: pipeline.dense_fields: $desc/shop.desc: message shop.v1.Impression has no field m.f20 (mapped in the pipeline config)" \
+  "no-field.yaml:10:22: pipeline.dense_fields[1]: field 'm.f20' is not in message shop.v1.Impression of $desc/shop.desc" \
   "s|m.f19|m.f20|"
 check message-field 2 \
-  "message-field.yaml:11:26: pipeline.hash_fields: $desc/shop.desc: message shop.v1.Impression: field m is a message (shop.v1.Impression.Inner): map its fields as m.<name>" \
+  "message-field.yaml:11:26: pipeline.hash_fields[1]: field m is a message (shop.v1.Impression.Inner): map its fields as m.<name>" \
   "s|ctx:tags|ctx:m|"
 check not-a-set 2 \
   "not-a-set.yaml:5:19: pipeline.descriptor_set: $desc/shop.proto.missing: No such file or directory" \

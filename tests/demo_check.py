@@ -9,6 +9,8 @@ copy after the drift.
 """
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -17,9 +19,13 @@ os.makedirs(work, exist_ok=True)
 out = os.path.join(work, "demo-summary.json")
 if os.path.exists(out):
     os.remove(out)
+# The model store goes under $TMPDIR (issue #17), kept with --keep.
+tmp = os.path.join(work, "tmp")
+shutil.rmtree(tmp, ignore_errors=True)
+os.makedirs(tmp)
 run = subprocess.run([learnd, "demo", "--events", "200000", "--poison", "10",
-                      "--summary-json", out], capture_output=True, text=True,
-                     timeout=600)
+                      "--keep", "--summary-json", out], capture_output=True,
+                     text=True, timeout=600, env=dict(os.environ, TMPDIR=tmp))
 sys.stdout.write(run.stdout[-3000:])
 failures = []
 checks = 0
@@ -62,6 +68,22 @@ check(auc["continual"] > auc["frozen"] + 0.1,
       f"AUC after the drift: continual {auc['continual']}, "
       f"frozen {auc['frozen']}")
 check(s["checkpoints_published"] >= 1, "no checkpoint published")
+# Every event read is released once (pos or default_neg) or still waits for
+# its 60 s label window at the end: the generator is deterministic, and the
+# last 12 204 events (61 s at 5 ms: window + out-of-orderness) wait.
+ex = s["examples"]
+check(ex["pending"] == 12204, f"{ex['pending']} events waiting, not 12204")
+check(ex["pos"] + ex["default_neg"] + ex["pending"] == s["records"]["events"],
+      f"released {ex['pos'] + ex['default_neg']} + waiting {ex['pending']} "
+      f"!= {s['records']['events']} events read")
+# The progress lines say what they count, and "-" before any metric.
+check(re.search(r"produced +\d+ records \| read +\d+ events, +\d+ labels",
+                run.stdout) is not None, "progress line wording")
+check(" nan" not in run.stdout.lower(), "a NaN printed")
+kept = re.search(r"checkpoints kept in (\S+)/models", run.stdout)
+check(kept is not None and kept.group(1).startswith(tmp + "/learnd-demo-"),
+      f"model store not under TMPDIR={tmp}: {kept and kept.group(1)}")
+shutil.rmtree(tmp, ignore_errors=True)
 for f in failures:
     print("FAIL:", f)
 print(f"demo: {checks - len(failures)} passed, {len(failures)} failed")

@@ -32,6 +32,10 @@ static const ld_conf_row_t rows[] = {
      "Checkpoint bytes per CheckpointChunk record on the checkpoints topic"},
     {"warm_start", LD_CONF_BOOL, OFF(warm_start), "true", 0, 0, NULL,
      "Start from the newest stored checkpoint (false: from scratch)"},
+    {"manifest_secret", LD_CONF_STRING, OFF(manifest_secret), "", 0, 0, NULL,
+     "Key (16 bytes or more; give it as ${ENV}) of an HMAC-SHA256 over each "
+     "CheckpointManifest, so deployers can check a checkpoint's origin; "
+     "empty: manifests are not signed"},
 };
 
 const ld_conf_section_t ld_ckpt_conf_section = {
@@ -477,8 +481,11 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
     return 1;
 }
 
-ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
-                        char *errstr, size_t size)
+/* Decodes buf; file_sha, when not NULL, is the SHA-256 of all of buf that
+ * the caller computed while it checked the trailer's digest itself (reading
+ * a file), so neither is computed a second time. */
+static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
+                       ld_ckpt_t **out, char *errstr, size_t size)
 {
     ld_ckpt_t *c = NULL;
     ld_err_t rc = LD_ERR_CORRUPT;
@@ -493,17 +500,22 @@ ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
         say(errstr, size, "checkpoint has no checksum trailer (truncated?)");
         goto err;
     }
-    ld_ckpt_sha256(buf, body, sha);
-    if (memcmp(sha, buf + body + 2, 32) != 0) {
-        say(errstr, size, "checkpoint checksum mismatch");
-        goto err;
+    if (!file_sha) {
+        ld_ckpt_sha256(buf, body, sha);
+        if (memcmp(sha, buf + body + 2, 32) != 0) {
+            say(errstr, size, "checkpoint checksum mismatch");
+            goto err;
+        }
     }
     c = calloc(1, sizeof(*c));
     if (!c) {
         rc = LD_ERR_NOMEM;
         goto err;
     }
-    ld_ckpt_sha256(buf, len, c->sha);
+    if (file_sha)
+        memcpy(c->sha, file_sha, 32);
+    else
+        ld_ckpt_sha256(buf, len, c->sha);
     c->size = len;
     c->msg = learnd__v1__checkpoint__unpack(NULL, body, buf);
     if (!c->msg) {
@@ -561,6 +573,12 @@ ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
 err:
     ld_ckpt_destroy(c);
     return rc;
+}
+
+ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                        char *errstr, size_t size)
+{
+    return decode(buf, len, NULL, out, errstr, size);
 }
 
 void ld_ckpt_destroy(ld_ckpt_t *c)
@@ -821,7 +839,46 @@ ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
         return LD_ERR_NOMEM;
     }
     learnd__v1__checkpoint_manifest__pack(&mf, out->data);
+    if (info->hmac_key_len) {
+        /* Field 15 last, as the Checkpoint's own digest: a verifier MACs
+         * the bytes before the final 34 without re-encoding anything. */
+        uint8_t *grown = realloc(out->data, out->len + LD_CKPT_TRAILER);
+        if (!grown) {
+            free(out->data);
+            memset(out, 0, sizeof(*out));
+            return LD_ERR_NOMEM;
+        }
+        out->data = grown;
+        grown[out->len] = 0x7a;
+        grown[out->len + 1] = 0x20;
+        ld_ckpt_hmac_sha256(info->hmac_key, info->hmac_key_len, grown, out->len,
+                            grown + out->len + 2);
+        out->len += LD_CKPT_TRAILER;
+    }
     return LD_OK;
+}
+
+void ld_ckpt_hmac_sha256(const void *key, size_t key_len, const void *data,
+                         size_t n, uint8_t out[32])
+{
+    uint8_t k[64] = {0}, pad[64], inner[32];
+    if (key_len > sizeof(k))
+        ld_ckpt_sha256(key, key_len, k);
+    else if (key_len)
+        memcpy(k, key, key_len);
+    ld_sha256_t h;
+    for (size_t i = 0; i < 64; i++)
+        pad[i] = k[i] ^ 0x36;
+    ld_sha256_init(&h);
+    ld_sha256_update(&h, pad, 64);
+    ld_sha256_update(&h, data, n);
+    ld_sha256_final(&h, inner);
+    for (size_t i = 0; i < 64; i++)
+        pad[i] = k[i] ^ 0x5c;
+    ld_sha256_init(&h);
+    ld_sha256_update(&h, pad, 64);
+    ld_sha256_update(&h, inner, 32);
+    ld_sha256_final(&h, out);
 }
 
 ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
@@ -907,54 +964,94 @@ err:
 
 /* ---- Local model store -------------------------------------------------- */
 
-static int plain_name(const char *s)
+int ld_ckpt_name_ok(const char *name)
 {
-    return s && s[0] && s[0] != '.' && !strchr(s, '/') && strlen(s) < 200;
+    if (!name || !name[0] || name[0] == '.')
+        return 0;
+    size_t n = 0;
+    for (const char *p = name; *p; p++, n++) {
+        unsigned char c = (unsigned char)*p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                 (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+        if (!ok || n >= LD_CKPT_NAME_MAX)
+            return 0;
+    }
+    return 1;
 }
 
-static int fsync_dir(const char *dir)
+/* Every store failure names the operation and the path, with errno's
+ * text: "write /var/lib/learnd/ctr/.12.ckpt.tmp.41: No space left on
+ * device", not "I/O error" (issue 15: a full or read-only disk must be
+ * recognisable from the log line alone). errno is kept for the caller. */
+static void say_errno(char *errstr, size_t size, const char *op,
+                      const char *path)
+{
+    int e = errno;
+    say(errstr, size, "%s %s: %s", op, path, strerror(e));
+    errno = e;
+}
+
+static int fsync_dir(const char *dir, char *errstr, size_t size)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
+        say_errno(errstr, size, "open directory", dir);
         return -1;
+    }
     int r = fsync(fd);
+    if (r != 0)
+        say_errno(errstr, size, "fsync directory", dir);
     close(fd);
     return r;
 }
 
 /* Writes buf to path through path.tmp.<pid>: write, fsync, rename. */
 static int write_atomic(const char *dir, const char *name, const void *buf,
-                        size_t len)
+                        size_t len, char *errstr, size_t size)
 {
     char tmp[4200], path[4200];
+    const char *op = "create";
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%ld", dir, name, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
+    if (fd < 0) {
+        say_errno(errstr, size, op, tmp);
         return -1;
+    }
     const uint8_t *p = buf;
     size_t left = len;
+    op = "write";
     while (left) {
         ssize_t w = write(fd, p, left);
         if (w < 0 && errno == EINTR)
             continue;
+        if (w == 0)
+            errno = ENOSPC; /* write(2) made no progress: the disk is full */
         if (w <= 0)
             goto err;
         p += w;
         left -= (size_t)w;
     }
+    op = "fsync";
     if (fsync(fd) != 0)
         goto err;
+    op = "close";
     if (close(fd) != 0) {
         fd = -1;
         goto err;
     }
     fd = -1;
-    if (rename(tmp, path) != 0)
-        goto err;
-    return fsync_dir(dir);
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        say(errstr, size, "rename %s to %s: %s", tmp, path, strerror(e));
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    return fsync_dir(dir, errstr, size);
 
-err : {
+err:
+    say_errno(errstr, size, op, tmp);
     int e = errno;
     if (fd >= 0)
         close(fd);
@@ -962,22 +1059,36 @@ err : {
     errno = e;
     return -1;
 }
-}
 
-static int mkdir_p(const char *path)
+static int mkdir_p(const char *path, char *errstr, size_t size)
 {
     char buf[4200];
     snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
+    for (char *p = buf + 1;; p++) {
+        if (*p && *p != '/')
             continue;
+        char c = *p;
         *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            say_errno(errstr, size, "mkdir", buf);
             return -1;
-        *p = '/';
+        }
+        *p = c;
+        if (!c)
+            break;
     }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+    /* EEXIST also hides a regular file in the way: say so now rather than
+     * as a puzzling "create" failure below it. */
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        say_errno(errstr, size, "stat", path);
         return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        say_errno(errstr, size, "mkdir", path);
+        return -1;
+    }
     return 0;
 }
 
@@ -1041,22 +1152,31 @@ static ld_err_t list_versions(const char *mdir, uint64_t **out, size_t *n)
 
 ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
                              uint64_t version, const uint8_t *buf, size_t len,
-                             int64_t keep, char *path, size_t path_size)
+                             int64_t keep, char *path, size_t path_size,
+                             char *errstr, size_t errstr_size)
 {
     char mdir[4200], name[64];
-    if (!dir || !plain_name(model) || strlen(dir) > 3800)
+    if (!dir || strlen(dir) > 3800) {
+        say(errstr, errstr_size, "model store directory missing or too long");
         return LD_ERR_INVAL;
+    }
+    if (!ld_ckpt_name_ok(model)) {
+        say(errstr, errstr_size, "'%s' is not a model name",
+            model ? model : "");
+        return LD_ERR_INVAL;
+    }
     snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
-    if (mkdir_p(mdir) != 0)
+    if (mkdir_p(mdir, errstr, errstr_size) != 0)
         return LD_ERR_IO;
     snprintf(name, sizeof(name), "%" PRIu64 ".ckpt", version);
-    if (write_atomic(mdir, name, buf, len) != 0)
+    if (write_atomic(mdir, name, buf, len, errstr, errstr_size) != 0)
         return LD_ERR_IO;
     if (path && path_size)
         snprintf(path, path_size, "%s/%s", mdir, name);
     char latest[32];
     int n = snprintf(latest, sizeof(latest), "%" PRIu64 "\n", version);
-    if (write_atomic(mdir, "latest", latest, (size_t)n) != 0)
+    if (write_atomic(mdir, "latest", latest, (size_t)n, errstr, errstr_size) !=
+        0)
         return LD_ERR_IO;
 
     uint64_t *v;
@@ -1072,11 +1192,15 @@ ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
         snprintf(old, sizeof(old), "%s/%" PRIu64 ".ckpt", mdir, v[i]);
         if (unlink(old) != 0)
             ld_log(LD_LOG_WARN, "trainer",
-                   "msg=\"cannot delete old checkpoint\" path=%s errno=%d", old,
-                   errno);
+                   "msg=\"cannot delete old checkpoint\" path=%s err=%s",
+                   ld_log_q(old), ld_log_q(strerror(errno)));
     }
     free(v);
-    fsync_dir(mdir);
+    char why[256];
+    if (fsync_dir(mdir, why, sizeof(why)) != 0)
+        ld_log(LD_LOG_WARN, "trainer",
+               "msg=\"old checkpoints deleted, directory not synced\" err=%s",
+               ld_log_q(why));
     return LD_OK;
 }
 
@@ -1084,7 +1208,7 @@ ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
                               uint64_t *version)
 {
     char path[4300], buf[32];
-    if (!dir || !plain_name(model))
+    if (!dir || !ld_ckpt_name_ok(model))
         return LD_ERR_INVAL;
     snprintf(path, sizeof(path), "%s/%s/latest", dir, model);
     FILE *f = fopen(path, "re");
@@ -1102,68 +1226,190 @@ ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
     return LD_OK;
 }
 
+/* Reads exactly len bytes at off; 0, or -1 with errno (EIO at a short
+ * read: the file shrank under us). */
+static int read_at(int fd, void *buf, size_t len, off_t off)
+{
+    uint8_t *p = buf;
+    while (len) {
+        ssize_t r = pread(fd, p, len, off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0)
+            errno = EIO;
+        if (r <= 0)
+            return -1;
+        p += r;
+        len -= (size_t)r;
+        off += r;
+    }
+    return 0;
+}
+
 ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
                            size_t size)
 {
     *out = NULL;
+    ld_err_t rc = LD_ERR_CORRUPT;
+    uint8_t *buf = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        say(errstr, size, "%s: %s", path, strerror(errno));
-        return errno == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
+        int e = errno;
+        say_errno(errstr, size, "open", path);
+        return e == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-        (uint64_t)st.st_size > ((uint64_t)1 << 40)) {
-        say(errstr, size, "%s: not a regular file of sane size", path);
+    if (fstat(fd, &st) != 0) {
+        say_errno(errstr, size, "stat", path);
         close(fd);
         return LD_ERR_IO;
     }
-    size_t len = (size_t)st.st_size, have = 0;
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) {
+    if (!S_ISREG(st.st_mode)) {
+        say(errstr, size, "%s: not a regular file", path);
         close(fd);
-        return LD_ERR_NOMEM;
+        return LD_ERR_IO;
     }
-    while (have < len) {
-        ssize_t r = read(fd, buf + have, len - have);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        have += (size_t)r;
+    /* Everything cheap first, before a byte is allocated for the content:
+     * the size, the first field (format_version = 1, which learnd always
+     * writes first) and the trailer's tag; then the digest, streamed. A
+     * 2 GiB file of junk used to be read whole (2.1 GB resident) before it
+     * was refused. */
+    uint64_t flen = (uint64_t)st.st_size;
+    uint8_t head[2], tail[LD_CKPT_TRAILER];
+    if (flen <= LD_CKPT_TRAILER + 2) {
+        say(errstr, size, "%s: checkpoint truncated (%" PRIu64 " bytes)", path,
+            flen);
+        goto out;
     }
-    close(fd);
-    char why[200] = "";
-    ld_err_t rc = ld_ckpt_decode(buf, have, out, why, sizeof(why));
+    if (flen > LD_CKPT_MAX_FILE) {
+        say(errstr, size,
+            "%s: %" PRIu64 " bytes, larger than any checkpoint (%" PRIu64
+            " max)",
+            path, flen, (uint64_t)LD_CKPT_MAX_FILE);
+        goto out;
+    }
+    size_t len = (size_t)flen, body = len - LD_CKPT_TRAILER;
+    if (read_at(fd, head, sizeof(head), 0) != 0 ||
+        read_at(fd, tail, sizeof(tail), (off_t)body) != 0) {
+        say_errno(errstr, size, "read", path);
+        rc = LD_ERR_IO;
+        goto out;
+    }
+    if (head[0] != 0x08 || head[1] != LD_CKPT_FORMAT_VERSION) {
+        say(errstr, size,
+            "%s: not a learnd checkpoint of format %d (starts with %02x %02x)",
+            path, LD_CKPT_FORMAT_VERSION, head[0], head[1]);
+        goto out;
+    }
+    if (tail[0] != 0x7a || tail[1] != 0x20) {
+        say(errstr, size, "%s: checkpoint has no checksum trailer (truncated?)",
+            path);
+        goto out;
+    }
+    ld_sha256_t hb, hf; /* body (the trailer's digest), whole file (its id) */
+    ld_sha256_init(&hb);
+    ld_sha256_init(&hf);
+    enum { BLOCK = 1 << 20 };
+    uint8_t *block = malloc(BLOCK);
+    if (!block) {
+        rc = LD_ERR_NOMEM;
+        say(errstr, size, "%s: out of memory", path);
+        goto out;
+    }
+    for (size_t off = 0; off < body;) {
+        size_t n = body - off < BLOCK ? body - off : BLOCK;
+        if (read_at(fd, block, n, (off_t)off) != 0) {
+            say_errno(errstr, size, "read", path);
+            free(block);
+            rc = LD_ERR_IO;
+            goto out;
+        }
+        ld_sha256_update(&hb, block, n);
+        ld_sha256_update(&hf, block, n);
+        off += n;
+    }
+    free(block);
+    uint8_t dig[32], file_sha[32];
+    ld_sha256_final(&hb, dig);
+    if (memcmp(dig, tail + 2, 32) != 0) {
+        say(errstr, size, "%s: checkpoint checksum mismatch", path);
+        goto out;
+    }
+    ld_sha256_update(&hf, tail, sizeof(tail));
+    ld_sha256_final(&hf, file_sha);
+    /* Intact: now the whole of it, for the protobuf decoder. */
+    buf = malloc(len);
+    if (!buf) {
+        rc = LD_ERR_NOMEM;
+        say(errstr, size, "%s: out of memory for %zu bytes", path, len);
+        goto out;
+    }
+    if (read_at(fd, buf, len, 0) != 0) {
+        say_errno(errstr, size, "read", path);
+        rc = LD_ERR_IO;
+        goto out;
+    }
+    /* The file could change between the two reads: its digest is checked
+     * again over what is decoded, and content_sha256 is of those bytes. */
+    uint8_t again[32];
+    ld_ckpt_sha256(buf, body, again);
+    if (memcmp(again, tail + 2, 32) != 0 || memcmp(buf + body, tail, 2) != 0) {
+        say(errstr, size, "%s: changed while it was read", path);
+        goto out;
+    }
+    char why[300] = "";
+    rc = decode(buf, len, file_sha, out, why, sizeof(why));
     if (rc != LD_OK)
         say(errstr, size, "%s: %s", path, why);
+out:
     free(buf);
+    close(fd);
     return rc;
 }
 
 ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
                                    ld_ckpt_t **out, char *errstr, size_t size)
 {
-    char mdir[4200], path[4300], why[512];
+    char mdir[4200], path[4300], why[1024] = "";
     uint64_t latest = 0, *v = NULL;
     size_t nv = 0;
     *out = NULL;
-    if (!dir || !plain_name(model))
+    say(errstr, size, "no error"); /* every return below says why */
+    if (!dir || strlen(dir) > 3800) {
+        say(errstr, size, "model store directory missing or too long");
         return LD_ERR_INVAL;
+    }
+    if (!ld_ckpt_name_ok(model)) {
+        say(errstr, size, "'%s' is not a model name", model ? model : "");
+        return LD_ERR_INVAL;
+    }
     snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
-    int have_latest = ld_ckpt_store_latest(dir, model, &latest) == LD_OK;
+    ld_err_t lrc = ld_ckpt_store_latest(dir, model, &latest);
+    int have_latest = lrc == LD_OK;
+    if (lrc == LD_ERR_IO) {
+        /* Not "no checkpoint": a store that cannot be read (a file where
+         * a directory belongs, permissions) must not start from scratch. */
+        snprintf(path, sizeof(path), "%s/latest", mdir);
+        say_errno(errstr, size, "open", path);
+        return LD_ERR_IO;
+    }
     if (have_latest) {
         snprintf(path, sizeof(path), "%s/%" PRIu64 ".ckpt", mdir, latest);
         if (ld_ckpt_read_file(path, out, why, sizeof(why)) == LD_OK)
             return LD_OK;
         ld_log(LD_LOG_WARN, "trainer",
                "msg=\"latest checkpoint unusable, trying older ones\" "
-               "error=\"%s\"",
-               why);
+               "err=%s",
+               ld_log_q(why));
     }
     ld_err_t rc = list_versions(mdir, &v, &nv);
-    if (rc != LD_OK && rc != LD_ERR_NOENT)
+    if (rc != LD_OK && rc != LD_ERR_NOENT) {
+        if (rc == LD_ERR_NOMEM)
+            say(errstr, size, "%s: out of memory listing versions", mdir);
+        else
+            say_errno(errstr, size, "list", mdir);
         return rc;
+    }
     rc = nv ? LD_ERR_CORRUPT : LD_ERR_NOENT;
     say(errstr, size, "%s: no checkpoint", mdir);
     for (size_t i = 0; i < nv; i++) {
@@ -1174,11 +1420,13 @@ ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
             rc = LD_OK;
             break;
         }
-        ld_log(LD_LOG_WARN, "trainer",
-               "msg=\"checkpoint unusable\" error=\"%s\"", why);
+        ld_log(LD_LOG_WARN, "trainer", "msg=\"checkpoint unusable\" err=%s",
+               ld_log_q(why));
     }
+    /* why is the last file's refusal; only newer versions than latest were
+     * skipped, so at least one file was tried whenever nv > 0. */
     if (rc == LD_ERR_CORRUPT)
-        say(errstr, size, "%s", why);
+        say(errstr, size, "%s", why[0] ? why : "no usable checkpoint");
     free(v);
     return rc;
 }

@@ -39,10 +39,11 @@
 
 /* The `checkpoint:` config section. */
 typedef struct ld_ckpt_conf {
-    char *dir;          /* model store root */
-    int64_t keep;       /* newest versions kept per model */
-    int64_t chunk_size; /* bytes of checkpoint per CheckpointChunk */
-    int warm_start;     /* start from the newest stored checkpoint */
+    char *dir;             /* model store root */
+    int64_t keep;          /* newest versions kept per model */
+    int64_t chunk_size;    /* bytes of checkpoint per CheckpointChunk */
+    int warm_start;        /* start from the newest stored checkpoint */
+    char *manifest_secret; /* HMAC-SHA256 key of manifests; "" = unsigned */
 } ld_ckpt_conf_t;
 
 extern const ld_conf_section_t ld_ckpt_conf_section;
@@ -141,7 +142,21 @@ typedef struct ld_ckpt_manifest_info {
     int32_t partition;
     int64_t created_at_ms;
     const char *trigger_id;
+    /* When hmac_key_len > 0: CheckpointManifest.hmac_sha256 (field 15,
+     * written last) = HMAC-SHA256(hmac_key, every byte before it), which a
+     * deployer holding the key verifies: the manifest's sha256 then proves
+     * the checkpoint came from a holder of the key, not only that it is
+     * intact (see docs/OPERATIONS.md, "Authenticating checkpoints"). */
+    const uint8_t *hmac_key;
+    size_t hmac_key_len;
 } ld_ckpt_manifest_info_t;
+
+/* Smallest checkpoint.manifest_secret accepted, in bytes. */
+#define LD_CKPT_SECRET_MIN 16
+
+/* HMAC-SHA256 (RFC 2104) of data under key. */
+void ld_ckpt_hmac_sha256(const void *key, size_t key_len, const void *data,
+                         size_t n, uint8_t out[32]);
 
 /* Serializes the CheckpointManifest of ckpt (its size, SHA-256 and
  * params_sha256 are taken from ckpt itself) into out (caller frees).
@@ -161,27 +176,47 @@ ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
 
 /* ---- Local model store -------------------------------------------------- */
 
+#define LD_CKPT_NAME_MAX 128
+
+/* True when name can be a model name: 1 to LD_CKPT_NAME_MAX bytes of ASCII
+ * letters, digits, '.', '_' and '-', not starting with '.'. It is one path
+ * component of the model store (never "..", "/abs" or "a/b"), a safe part of
+ * Kafka keys (<model>/<version>) and of the transactional id. trainer.name is
+ * checked against it when the config loads; the store refuses other names. */
+int ld_ckpt_name_ok(const char *name);
+
 /* Writes buf as <dir>/<model>/<version>.ckpt (temp file, fsync, rename,
  * fsync of the directory), then `latest` (holding "<version>\n") the same
  * way, then deletes all but the newest keep versions. path (optional)
  * receives the file's path. LD_ERR_INVAL for a model name that is not a
- * plain file name, LD_ERR_IO with errno set otherwise. */
+ * plain file name, LD_ERR_IO with errno set otherwise; errstr (optional)
+ * names the operation and the path ("write DIR/ctr/.7.ckpt.tmp.9: No space
+ * left on device"). */
 ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
                              uint64_t version, const uint8_t *buf, size_t len,
-                             int64_t keep, char *path, size_t path_size) LD_WUR;
+                             int64_t keep, char *path, size_t path_size,
+                             char *errstr, size_t errstr_size) LD_WUR;
 
 /* The version `latest` names; LD_ERR_NOENT when the store has none. */
 ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
                               uint64_t *version) LD_WUR;
 
-/* Reads and decodes a checkpoint file (LD_ERR_IO, LD_ERR_CORRUPT). */
+/* Largest checkpoint file read (a sanity bound: 1 TiB). */
+#define LD_CKPT_MAX_FILE ((uint64_t)1 << 40)
+
+/* Reads and decodes a checkpoint file: LD_ERR_NOENT, LD_ERR_IO (errstr names
+ * the operation and path), LD_ERR_CORRUPT. The size, first field and
+ * trailer are checked first and the digest is streamed, so memory for the
+ * content is allocated only for a file whose checksum holds. */
 ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
                            size_t errstr_size) LD_WUR;
 
 /* Warm start: decodes the version `latest` names; if that one is missing
  * or corrupt, logs a warning and falls back to the newest valid older
  * version. LD_ERR_NOENT when the store holds no checkpoint of model,
- * LD_ERR_CORRUPT when it holds only corrupt ones. */
+ * LD_ERR_CORRUPT when it holds only corrupt ones, LD_ERR_IO when the store
+ * cannot be read, LD_ERR_INVAL for a bad name. errstr is filled on every
+ * failure. */
 ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
                                    ld_ckpt_t **out, char *errstr,
                                    size_t errstr_size) LD_WUR;

@@ -63,6 +63,7 @@ static void blocks_c(uint32_t st[8], const uint8_t *p, size_t nblocks)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 /* The Intel SHA extensions sequence (as in the Intel white paper and
@@ -118,9 +119,17 @@ static int have_ni = -1;
 static void blocks(uint32_t st[8], const uint8_t *p, size_t n)
 {
     if (have_ni < 0) {
-        __builtin_cpu_init();
-        have_ni =
-            __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+        /* cpuid, not __builtin_cpu_supports("sha"): clang 14 does not know
+         * that feature string. Leaf 1 ECX bit 19: SSE4.1; leaf 7 subleaf 0
+         * EBX bit 29: SHA. */
+        unsigned a, b, c, d;
+        int sse41 = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 19));
+        int sha = 0;
+        if (__get_cpuid_max(0, NULL) >= 7) {
+            __cpuid_count(7, 0, a, b, c, d);
+            sha = (b & (1u << 29)) != 0;
+        }
+        have_ni = sse41 && sha;
     }
     if (have_ni && !ld_sha256_force_portable)
         blocks_ni(st, p, n);
@@ -149,6 +158,8 @@ void ld_sha256_init(ld_sha256_t *c)
 void ld_sha256_update(ld_sha256_t *c, const void *data, size_t n)
 {
     const uint8_t *p = data;
+    if (n == 0) /* data may be NULL then (an empty protobuf bytes field) */
+        return;
     c->len += n;
     if (c->nbuf) {
         size_t take = 64 - c->nbuf < n ? 64 - c->nbuf : n;

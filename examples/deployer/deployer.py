@@ -23,8 +23,10 @@ error, 2 usage error.
 
 import argparse
 import hashlib
+import hmac
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -52,12 +54,43 @@ class Refused(Exception):
     """The announced checkpoint cannot be deployed (missing, corrupt)."""
 
 
+# learnd's own rule for model names (trainer/checkpoint.h, ld_ckpt_name_ok):
+# one path component of ASCII letters, digits, '.', '_', '-', not starting
+# with '.'. The name comes from the trigger event, which anyone who can write
+# the topic controls: "../x" or "/tmp/x" joined to --models-dir would write
+# outside it.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def safe_model_dir(models_dir, name):
+    """Returns the directory of model name under models_dir, or raises
+    Refused when name is not a single safe path component."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise Refused("model name %r is not a single safe path component "
+                      "(letters, digits, '.', '_', '-'; not starting with '.')"
+                      % (name,))
+    root = os.path.realpath(models_dir)
+    mdir = os.path.join(root, name)
+    # Defence in depth: a symlink planted in the models dir must not lead
+    # out of it either.
+    if os.path.dirname(os.path.realpath(mdir)) != root:
+        raise Refused("%s leads outside --models-dir" % mdir)
+    return mdir
+
+
 # ---- Logging: one logfmt line per decision, like learnd's own logs --------
 
+_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _q(v):
+    """A logfmt value: quoted when needed; quotes, backslashes and control
+    characters escaped, so a value from an event (a model name) can never
+    end the line or forge another key."""
     s = str(v)
-    if s == "" or any(c in s for c in ' "=\\'):
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if s == "" or any(c in s for c in ' "=\\') or any(ord(c) < 0x20 or ord(c) == 0x7f for c in s):
+        return '"' + "".join(_ESC.get(c) or ("\\u%04x" % ord(c) if ord(c) < 0x20 or ord(c) == 0x7f else c)
+                             for c in s) + '"'
     return s
 
 
@@ -206,8 +239,28 @@ def sha256(b):
     return hashlib.sha256(b).digest()
 
 
-def fetch_checkpoint(fetcher, ev):
-    """Returns (manifest, checkpoint bytes), every hash verified."""
+# CheckpointManifest.hmac_sha256 is field 15 (bytes), written last when
+# learnd has checkpoint.manifest_secret: HMAC-SHA256 over every byte before
+# the tag.
+MANIFEST_HMAC_TAG = b"\x7a\x20"
+
+
+def verify_manifest_hmac(value, key):
+    """Raises Refused unless the manifest record value ends with a valid
+    HMAC-SHA256 under key. Checksums prove integrity; this proves origin:
+    only a holder of the key can make a manifest (and, through its sha256,
+    the checkpoint) that passes."""
+    if len(value) < 34 or value[-34:-32] != MANIFEST_HMAC_TAG:
+        raise Refused("manifest is not signed (learnd has no "
+                      "checkpoint.manifest_secret, or the record was forged)")
+    want = hmac.new(key, value[:-34], hashlib.sha256).digest()
+    if not hmac.compare_digest(want, value[-32:]):
+        raise Refused("manifest HMAC does not verify under the deployer's key")
+
+
+def fetch_checkpoint(fetcher, ev, key=None):
+    """Returns (manifest, checkpoint bytes), every hash verified, and the
+    manifest's HMAC when key is given."""
     m = ev["model"]
     name, version = m["name"], m["challenger_version"]
     topic, part, moff = m["checkpoint_topic"], m["checkpoint_partition"], m["manifest_offset"]
@@ -223,6 +276,8 @@ def fetch_checkpoint(fetcher, ev):
     if (rec.key() or b"").decode("utf-8", "replace") != name:
         raise Refused("record at the manifest offset is keyed %r, not %r"
                       % (rec.key(), name))
+    if key is not None:
+        verify_manifest_hmac(rec.value(), key)  # before trusting any field
     man = learnd_pb2.CheckpointManifest()
     man.ParseFromString(rec.value())
     if man.model != name or man.version != version:
@@ -323,19 +378,25 @@ def handle(ev, args, state, fetcher):
         log("info", "no deploy: nothing was published", action=d.get("action"),
             verdict=d.get("verdict"), reason=d.get("reason"), **ctx)
     else:
+        try:
+            mdir = safe_model_dir(args.models_dir, name)
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise Refused("challenger_version %r is not a positive integer" % (version,))
+        except Refused as e:
+            log("error", "refused", why=str(e), **ctx)
+            return "refused"
         cur = state.deployed.get(name, {}).get("version", 0)
-        if version is not None and version <= cur:
+        if version <= cur:
             decision = "stale"
             log("info", "no deploy: not newer than the deployed version",
                 deployed=cur, **ctx)
         else:
             try:
-                man, blob = fetch_checkpoint(fetcher, ev)
+                man, blob = fetch_checkpoint(fetcher, ev, args.manifest_key)
             except Refused as e:
                 log("error", "refused", why=str(e), **ctx)
                 # Not remembered: a later run with --from-beginning retries it.
                 return "refused"
-            mdir = os.path.join(args.models_dir, name)
             os.makedirs(mdir, exist_ok=True)
             fname = "%d.ckpt" % version
             write_atomic(os.path.join(mdir, fname), blob)
@@ -366,7 +427,19 @@ def parse_args(argv):
                    help="seconds to fetch one checkpoint")
     p.add_argument("-X", dest="props", action="append", default=[],
                    metavar="KEY=VALUE", help="extra librdkafka property")
+    p.add_argument("--manifest-key-env", metavar="NAME",
+                   help="environment variable holding learnd's "
+                        "checkpoint.manifest_secret: deploy only checkpoints "
+                        "whose manifest HMAC verifies under it")
     args = p.parse_args(argv)
+    args.manifest_key = None
+    if args.manifest_key_env:
+        # From the environment, never the command line (ps shows that).
+        k = os.environ.get(args.manifest_key_env, "")
+        if len(k) < 16:
+            p.error("--manifest-key-env: $%s is unset or shorter than 16 bytes"
+                    % args.manifest_key_env)
+        args.manifest_key = k.encode()
     kafka = {"bootstrap.servers": args.bootstrap}
     for kv in args.props:
         if "=" not in kv:
@@ -411,7 +484,8 @@ def main(argv=None):
 
     consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke)
     log("info", "started", topic=args.topic, group=args.group,
-        models_dir=args.models_dir)
+        models_dir=args.models_dir,
+        manifest_hmac="required" if args.manifest_key else "not checked")
     counts = {}
     code = 0
     try:

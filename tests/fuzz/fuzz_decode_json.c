@@ -1,35 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer target: the json decoder (events and labels, fixture mapping)
- * must return a record or a dead-letter reason for any bytes, never crash
- * or read past them. With -DLD_FUZZ_REPLAY it replays a corpus. */
-#include <stdint.h>
-
-#include "pipeline/decode.h"
-#include "tests/data/pipeline/fixtures.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-    static ld_decoder_t *dec[2];
-    if (!dec[0]) {
-        char err[512];
-        ld_pipeline_conf_t *c = fx_conf_new("json");
-        for (int k = 0; k < 2; k++)
-            if (!c || !(dec[k] = ld_decoder_new(c, (ld_record_kind_t)k, err,
-                                                sizeof(err)))) {
-                fprintf(stderr, "decoder: %s\n", err);
-                abort();
-            }
-        fx_conf_free(c);
-    }
-    for (int k = 0; k < 2; k++) {
-        ld_record_t r;
-        ld_reason_t why = ld_decoder_decode(dec[k], "k", 1, data, size, 1, &r);
-        if (why == LD_REASON_NONE && r.x.nnz > 0 && r.x.idx[0] >= (1u << 18))
-            abort(); /* slots must stay inside 2^hash_bits */
-        if (why != LD_REASON_NONE && !ld_decoder_error(dec[k])[0])
-            abort(); /* every reason comes with a detail line */
-    }
-    return 0;
-}
+ * answers any bytes with a record or a dead-letter reason, never crashes or
+ * reads past them, and answers a record the same whatever came before it
+ * (tests/fuzz/fuzz_decode.h). With -DLD_FUZZ_REPLAY it replays a corpus. */
+#define FZ_FORMAT "json"
+#include "tests/fuzz/fuzz_decode.h"

@@ -105,8 +105,8 @@ static int produce_corpus(const char *topic)
     for (size_t i = 0; i < s.n; i++) {
         rd_kafka_resp_err_t e = rd_kafka_producev(
             pr, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0),
-            RD_KAFKA_V_KEY(s.r[i].klen ? s.r[i].key : NULL, s.r[i].klen),
-            RD_KAFKA_V_VALUE(s.r[i].vlen ? s.r[i].val : NULL, s.r[i].vlen),
+            RD_KAFKA_V_KEY((s.r[i].klen ? s.r[i].key : NULL), s.r[i].klen),
+            RD_KAFKA_V_VALUE((s.r[i].vlen ? s.r[i].val : NULL), s.r[i].vlen),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
         LD_TEST_ASSERT(!e, "produce: %s", rd_kafka_err2str(e));
     }

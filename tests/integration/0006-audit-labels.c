@@ -469,7 +469,7 @@ static void produce_all(void)
                      ",\"x\":%.9g,\"country\":\"%s\"}",
                      r->key, r->t, (double)r->x, r->country);
         rd_kafka_resp_err_t e = rd_kafka_producev(
-            rk, RD_KAFKA_V_TOPIC(r->is_label ? labels : events),
+            rk, RD_KAFKA_V_TOPIC((r->is_label ? labels : events)),
             RD_KAFKA_V_PARTITION(r->part),
             RD_KAFKA_V_KEY(r->key, strlen(r->key)),
             RD_KAFKA_V_VALUE(val, strlen(val)),

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-# Producer of tests/integration/0014-python-protobuf.c: the JSON fixtures of
+# Producer of tests/integration/0016-python-protobuf.c: the JSON fixtures of
 # tests/data/pipeline as a user's own Protobuf messages (shop.v1.Impression
 # / Click of tests/data/pipeline/pbdesc/shop.proto), encoded by the official
 # Python protobuf runtime (shop_pb2 from grpc_tools.protoc) and produced by

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -499,7 +501,8 @@ static void test_chunks(void **state)
     assert_int_equal(n, (b.len + 999) / 1000);
     assert_true(n > 3);
     ld_ckpt_manifest_info_t info = {
-        "ctr", 5, 4, (uint32_t)n, 1234, "learnd.checkpoints", 0, 1, "trig"};
+        "ctr", 5, 4,      (uint32_t)n, 1234, "learnd.checkpoints",
+        0,     1, "trig", NULL,        0};
     ld_buf_t mf, out;
     assert_int_equal(ld_ckpt_manifest_encode(b.data, b.len, &info, &mf), LD_OK);
     Learnd__V1__CheckpointManifest *pm =
@@ -534,6 +537,35 @@ static void test_chunks(void **state)
     assert_int_equal(out.len, b.len);
     assert_memory_equal(out.data, b.data, b.len);
     free(out.data);
+
+    /* Signed with checkpoint.manifest_secret: the same manifest followed by
+     * field 15, the HMAC-SHA256 of everything before it; still a valid
+     * manifest for readers and for ld_ckpt_assemble. */
+    static const char key[] = "0123456789abcdef-test-key";
+    ld_ckpt_manifest_info_t signed_info = info;
+    signed_info.hmac_key = (const uint8_t *)key;
+    signed_info.hmac_key_len = strlen(key);
+    ld_buf_t smf;
+    assert_int_equal(ld_ckpt_manifest_encode(b.data, b.len, &signed_info, &smf),
+                     LD_OK);
+    assert_int_equal(smf.len, mf.len + LD_CKPT_TRAILER);
+    assert_memory_equal(smf.data, mf.data, mf.len);
+    assert_int_equal(smf.data[mf.len], 0x7a);
+    assert_int_equal(smf.data[mf.len + 1], 0x20);
+    uint8_t mac[32];
+    ld_ckpt_hmac_sha256(key, strlen(key), mf.data, mf.len, mac);
+    assert_memory_equal(smf.data + mf.len + 2, mac, 32);
+    pm = learnd__v1__checkpoint_manifest__unpack(NULL, smf.len, smf.data);
+    assert_non_null(pm);
+    assert_int_equal(pm->hmac_sha256.len, 32);
+    assert_memory_equal(pm->hmac_sha256.data, mac, 32);
+    learnd__v1__checkpoint_manifest__free_unpacked(pm, NULL);
+    assert_int_equal(
+        ld_ckpt_assemble(smf.data, smf.len, ch, n, &out, err, sizeof(err)),
+        LD_OK);
+    assert_memory_equal(out.data, b.data, b.len);
+    free(out.data);
+    free(smf.data);
 
     /* Missing last chunk, swapped chunks, a flipped byte: refused. */
     assert_int_equal(
@@ -584,14 +616,14 @@ static void test_store(void **state)
         ld_ckpt_store_load_latest(dir, "ctr", &c, err, sizeof(err)),
         LD_ERR_NOENT);
     assert_int_equal(ld_ckpt_store_write(dir, "../x", 1, (const uint8_t *)"x",
-                                         1, 3, NULL, 0),
+                                         1, 3, NULL, 0, NULL, 0),
                      LD_ERR_INVAL);
     ld_trainer_t *t = trained(LD_MODEL_LOGISTIC, LD_OPT_FTRL, 5, 4, 10);
     for (uint64_t ver = 1; ver <= 7; ver++) {
         assert_int_equal(ld_trainer_flush(t), LD_OK);
         ld_buf_t b = encode_of(t, "ctr", ver);
         assert_int_equal(ld_ckpt_store_write(dir, "ctr", ver, b.data, b.len, 3,
-                                             path, sizeof(path)),
+                                             path, sizeof(path), NULL, 0),
                          LD_OK);
         free(b.data);
         float one = 1;
@@ -649,6 +681,164 @@ static void test_store(void **state)
     rmdir(dir);
 }
 
+/* RFC 4231 test cases 1, 2 and 6 (a key longer than the block). */
+static void test_hmac_sha256(void **state)
+{
+    (void)state;
+    uint8_t k1[20], k6[131], mac[32];
+    char h[65];
+    memset(k1, 0x0b, sizeof(k1));
+    memset(k6, 0xaa, sizeof(k6));
+    ld_ckpt_hmac_sha256(k1, sizeof(k1), "Hi There", 8, mac);
+    hex(mac, 32, h);
+    assert_string_equal(
+        h, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+    ld_ckpt_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
+    hex(mac, 32, h);
+    assert_string_equal(
+        h, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    static const char m6[] =
+        "Test Using Larger Than Block-Size Key - Hash Key First";
+    ld_ckpt_hmac_sha256(k6, sizeof(k6), m6, strlen(m6), mac);
+    hex(mac, 32, h);
+    assert_string_equal(
+        h, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+
+/* ---- store diagnostics (issue 15 item 7) -------------------------------- */
+
+/* Every failure of the store fills errstr with the operation and the path:
+ * a model store under a regular file used to log uninitialised bytes
+ * (err="p"), a full or read-only disk only "I/O error". */
+static void test_store_errors(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ld_ckpt_err_XXXXXX", file[4200], sub[4300];
+    char err[1024], want[8600];
+    assert_non_null(mkdtemp(dir));
+    snprintf(file, sizeof(file), "%s/file", dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(sub, sizeof(sub), "%s/models", file);
+
+    /* Warm start from a store under a regular file. */
+    ld_ckpt_t *c = NULL;
+    memcpy(err, "p\\xff\\xfe", 4); /* what a caller's stack might hold */
+    assert_int_equal(
+        ld_ckpt_store_load_latest(sub, "ctr", &c, err, sizeof(err)), LD_ERR_IO);
+    assert_null(c);
+    snprintf(want, sizeof(want), "open %s/ctr/latest: Not a directory", sub);
+    assert_string_equal(err, want);
+    assert_int_equal(
+        ld_ckpt_store_load_latest(dir, "../x", &c, err, sizeof(err)),
+        LD_ERR_INVAL);
+    assert_string_equal(err, "'../x' is not a model name");
+
+    /* Writing there: mkdir names the directory. */
+    ld_trainer_t *t = trained(LD_MODEL_LOGISTIC, LD_OPT_FTRL, 5, 4, 10);
+    ld_buf_t b = encode_of(t, "ctr", 1);
+    ld_trainer_destroy(t);
+    assert_int_equal(ld_ckpt_store_write(sub, "ctr", 1, b.data, b.len, 3, NULL,
+                                         0, err, sizeof(err)),
+                     LD_ERR_IO);
+    snprintf(want, sizeof(want), "mkdir %s: Not a directory", sub);
+    assert_string_equal(err, want);
+    assert_int_equal(ld_ckpt_store_write(dir, "a/b", 1, b.data, b.len, 3, NULL,
+                                         0, err, sizeof(err)),
+                     LD_ERR_INVAL);
+    assert_string_equal(err, "'a/b' is not a model name");
+
+    /* A write that fails midway (a full disk, here a file size limit, which
+     * root cannot bypass as it can permissions): the temporary file is
+     * named and removed, nothing is left behind. */
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 512;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    ld_err_t rc = ld_ckpt_store_write(dir, "ctr", 1, b.data, b.len, 3, NULL, 0,
+                                      err, sizeof(err));
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    assert_true(b.len > 512);
+    assert_int_equal(rc, LD_ERR_IO);
+    snprintf(want, sizeof(want), "write %s/ctr/.1.ckpt.tmp.%ld: File too large",
+             dir, (long)getpid());
+    assert_string_equal(err, want);
+    char p[4400];
+    snprintf(p, sizeof(p), "%s/ctr/.1.ckpt.tmp.%ld", dir, (long)getpid());
+    assert_int_equal(access(p, F_OK), -1);
+    free(b.data);
+
+    snprintf(p, sizeof(p), "%s/ctr", dir);
+    rmdir(p);
+    unlink(file);
+    rmdir(dir);
+}
+
+/* Peak resident set of this process, in KiB. */
+static long peak_rss_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* A large file is refused on its header or streamed digest without being
+ * read into memory (a 2 GiB file used to take 2.1 GB). */
+static void test_read_large_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/ld_ckpt_big_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const off_t size = (off_t)768 << 20;
+    ld_ckpt_t *c = NULL;
+    char err[1024], want[2048];
+
+    /* Wrong first bytes: refused before any hashing. */
+    assert_int_equal(ftruncate(fd, size), 0);
+    long before = peak_rss_kib();
+    assert_int_equal(ld_ckpt_read_file(path, &c, err, sizeof(err)),
+                     LD_ERR_CORRUPT);
+    snprintf(want, sizeof(want),
+             "%s: not a learnd checkpoint of format 1 (starts with 00 00)",
+             path);
+    assert_string_equal(err, want);
+
+    /* A plausible header and trailer, a wrong digest: streamed, refused. */
+    static const uint8_t head[2] = {0x08, 0x01}, tag[2] = {0x7a, 0x20};
+    assert_int_equal(pwrite(fd, head, 2, 0), 2);
+    assert_int_equal(pwrite(fd, tag, 2, size - LD_CKPT_TRAILER), 2);
+    assert_int_equal(ld_ckpt_read_file(path, &c, err, sizeof(err)),
+                     LD_ERR_CORRUPT);
+    snprintf(want, sizeof(want), "%s: checkpoint checksum mismatch", path);
+    assert_string_equal(err, want);
+    long grew = peak_rss_kib() - before;
+    print_message("peak RSS grew %ld KiB reading a %lld MiB file\n", grew,
+                  (long long)(size >> 20));
+    assert_true(grew < 64 * 1024);
+
+    /* No trailer tag. */
+    static const uint8_t zero[2] = {0, 0};
+    assert_int_equal(pwrite(fd, zero, 2, size - LD_CKPT_TRAILER), 2);
+    assert_int_equal(ld_ckpt_read_file(path, &c, err, sizeof(err)),
+                     LD_ERR_CORRUPT);
+    snprintf(want, sizeof(want),
+             "%s: checkpoint has no checksum trailer (truncated?)", path);
+    assert_string_equal(err, want);
+    assert_null(c);
+    close(fd);
+    unlink(path);
+
+    /* A directory is not a checkpoint. */
+    assert_int_equal(ld_ckpt_read_file("/tmp", &c, err, sizeof(err)),
+                     LD_ERR_IO);
+    assert_string_equal(err, "/tmp: not a regular file");
+}
+
 /* ---- fixtures ----------------------------------------------------------- */
 
 /* tests/data/trainer holds a small checkpoint written by this code, plus a
@@ -675,6 +865,20 @@ static void write_fixtures(const char *dir)
     snprintf(p, sizeof(p), "%s/truncated.ckpt", dir);
     f = fopen(p, "wb");
     fwrite(b.data, 1, b.len - 100, f);
+    fclose(f);
+    free(b.data);
+    /* Strings a terminal would act on, as a hostile writer of the
+     * checkpoint topic could put them: `learnd inspect` must escape them. */
+    t = trained(LD_MODEL_LOGISTIC, LD_OPT_FTRL, 4, 1, 8);
+    ld_snapshot_t *s = ld_trainer_snapshot(t);
+    ld_ckpt_meta_t meta = meta_for("m\x1b]0;pwned\x07\x1b[2J", 1);
+    meta.trigger_id = "t\r\nversion 999\x7f";
+    assert_int_equal(ld_ckpt_encode(s, &meta, &b), LD_OK);
+    ld_snapshot_destroy(s);
+    ld_trainer_destroy(t);
+    snprintf(p, sizeof(p), "%s/hostile-strings.ckpt", dir);
+    f = fopen(p, "wb");
+    fwrite(b.data, 1, b.len, f);
     fclose(f);
     free(b.data);
 }
@@ -829,6 +1033,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_old_format),
         cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_store),
+        cmocka_unit_test(test_store_errors),
+        cmocka_unit_test(test_hmac_sha256),
+        cmocka_unit_test(test_read_large_file),
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_champion_from_checkpoint),
         cmocka_unit_test(test_conf_section),

@@ -42,6 +42,36 @@ static void test_quote(void **state)
     char small[6];
     ld_log_quote(small, sizeof(small), "abc def ghi");
     assert_true(strlen(small) < sizeof(small));
+    assert_string_equal(small, "\"...\"");
+
+    /* Issue 15 item 7: values with spaces are quoted (model="a b"), and no
+     * byte of a value can end the line or pass to a terminal raw. */
+    assert_string_equal(ld_log_q("a b"), "\"a b\"");
+    assert_string_equal(ld_log_q("x=1"), "\"x=1\"");
+    assert_string_equal(ld_log_q("a\r\nlevel=crit\t\x1b[2J\x7f\\"),
+                        "\"a\\r\\nlevel=crit\\t\\u001b[2J\\u007f\\\\\"");
+    assert_string_equal(ld_log_q(NULL), "\"\"");
+    assert_string_equal(ld_log_q("/var/lib/learnd"), "/var/lib/learnd");
+    /* Cut at the buffer: whole escapes only, and "..." says so. */
+    char cut[12];
+    ld_log_quote(cut, sizeof(cut),
+                 "ab\x01"
+                 "cdefgh");
+    assert_string_equal(cut, "\"ab...\"");
+    ld_log_quote(cut, sizeof(cut), "abcdefghijklmnop");
+    assert_string_equal(cut, "\"abcdef...\"");
+    /* Eight results stay valid together: one ld_log() line's worth. */
+    const char *q[8];
+    char v[8][4];
+    for (int i = 0; i < 8; i++) {
+        snprintf(v[i], sizeof(v[i]), "%d %d", i, i);
+        q[i] = ld_log_q(v[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        char w[16];
+        snprintf(w, sizeof(w), "\"%d %d\"", i, i);
+        assert_string_equal(q[i], w);
+    }
 }
 
 static void test_debug_modules(void **state)

@@ -148,6 +148,7 @@ static void test_nested_list(void **state)
     write_file(path, "log:\n"
                      "  debug: [[country, ad_id], trainer]\n"
                      "pipeline:\n"
+                     "  format: json\n"
                      "  events_topic: e\n"
                      "  labels_topic: l\n");
     char errs[1024] = "";
@@ -159,6 +160,173 @@ static void test_nested_list(void **state)
     assert_string_equal(conf->log.debug.v[1], "trainer");
     ld_config_destroy(conf);
     remove(path);
+}
+
+/* A valid Avro config over the repository's example schemas; each case of
+ * test_run_refusals changes one line of it. Line numbers below count from
+ * the "kafka:" line (1). */
+static const char *const base_lines[] = {
+    "kafka:",                                               /* 1 */
+    "  bootstrap.servers: 127.0.0.1:1",                     /* 2 */
+    "trainer:",                                             /* 3 */
+    "  name: ctr",                                          /* 4 */
+    "metrics:",                                             /* 5 */
+    "  listen: 127.0.0.1",                                  /* 6 */
+    "pipeline:",                                            /* 7 */
+    "  events_topic: events",                               /* 8 */
+    "  labels_topic: labels",                               /* 9 */
+    "  format: avro",                                       /* 10 */
+    "  event_schema: " LD_SOURCE_DIR "/schemas/event.avsc", /* 11 */
+    "  label_schema: " LD_SOURCE_DIR "/schemas/label.avsc", /* 12 */
+    "  key_field: event_id",                                /* 13 */
+    "  label_field: clicked",                               /* 14 */
+    "  dense_fields: [f0, f1]",                             /* 15 */
+    "  hash_fields: [country, ad_id]",                      /* 16 */
+    "  crosses: [[country, ad_id]]",                        /* 17 */
+    "  event_time_field: event_time",                       /* 18 */
+    "  dlq_topic: learnd.dlq",                              /* 19 */
+};
+#define N_BASE (sizeof(base_lines) / sizeof(base_lines[0]))
+
+/* Writes the base config with line `line` (1-based; 0: none) replaced. */
+static void write_variant(const char *path, size_t line, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (size_t i = 0; i < N_BASE; i++)
+        fprintf(f, "%s\n", i + 1 == line ? text : base_lines[i]);
+    fclose(f);
+}
+
+/* Everything `learnd run` refuses at start-up because of the config is an
+ * error of the loader, which `config check` and `run` share: one line each,
+ * at the key's file:line:column (issue 15 item 6). */
+static void test_run_refusals(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t line;
+        const char *text, *want;
+    } cases[] = {
+        {15, "  dense_fields: [f0, nope]",
+         "15:22: pipeline.dense_fields[1]: field 'nope' is not in the event "
+         "schema " LD_SOURCE_DIR "/schemas/event.avsc"},
+        {16, "  hash_fields: [country, ad_id, \"ctx:zzz\"]",
+         "16:33: pipeline.hash_fields[2]: field 'zzz' is not in the event "
+         "schema " LD_SOURCE_DIR "/schemas/event.avsc"},
+        {14, "  label_field: clickd",
+         "14:16: pipeline.label_field: field 'clickd' is not in the label "
+         "schema " LD_SOURCE_DIR "/schemas/label.avsc"},
+        {13, "  key_field: id",
+         "13:14: pipeline.key_field: field 'id' is not in the event "
+         "schema " LD_SOURCE_DIR "/schemas/event.avsc"},
+        {18, "  event_time_field: ts",
+         "18:21: pipeline.event_time_field: field 'ts' is not in the event "
+         "schema " LD_SOURCE_DIR "/schemas/event.avsc"},
+        {17, "  crosses: [[country, nope]]",
+         "17:13: pipeline.crosses[0]: 'nope' is not a namespace of "
+         "hash_fields"},
+        {12, "  label_schema: /nonexistent/label.avsc",
+         "12:17: pipeline.label_schema: cannot read schema "
+         "'/nonexistent/label.avsc': No such file or directory"},
+        {11, "  event_schema: " LD_SOURCE_DIR "/schemas",
+         "11:17: pipeline.event_schema: schema '" LD_SOURCE_DIR
+         "/schemas' is not a regular file"},
+        {6, "  listen: localhost",
+         "6:11: metrics.listen: 'localhost' is not an IPv4 address such as "
+         "127.0.0.1 or 0.0.0.0 (the port is metrics.port)"},
+        {6, "  listen: 127.0.0.1:9464",
+         "6:11: metrics.listen: '127.0.0.1:9464' is not an IPv4 address "
+         "such as 127.0.0.1 or 0.0.0.0 (the port is metrics.port)"},
+        {8, "  group_id: \"\"\n  events_topic: events",
+         "8:13: pipeline.group_id: empty consumer group"},
+        {8, "  events_topic: \"\"",
+         "8:17: pipeline.events_topic: empty "
+         "topic name"},
+        {9, "  labels_topic: a/b",
+         "9:17: pipeline.labels_topic: topic names take only ASCII letters, "
+         "digits, '.', '_' and '-'"},
+        {2, "  no.such.property: 1",
+         "2:3: kafka.no.such.property: unknown librdkafka property"},
+        {2, "  bootstrap.servers: ${LD_TEST_BOOT",
+         "2:22: kafka.bootstrap.servers: unterminated ${ (no closing '}')"},
+        {4, "  name: ../../etc",
+         "4:9: trainer.name: '../../etc' is not a model name: 1 to 128 of "
+         "A-Z a-z 0-9 . _ -, not starting with '.' (it names a directory of "
+         "the model store and prefixes Kafka keys)"},
+        {4, "  name: /abs",
+         "4:9: trainer.name: '/abs' is not a model name: 1 to 128 of A-Z "
+         "a-z 0-9 . _ -, not starting with '.' (it names a directory of the "
+         "model store and prefixes Kafka keys)"},
+        {4, "  name: a/b",
+         "4:9: trainer.name: 'a/b' is not a model name: 1 to 128 of A-Z a-z "
+         "0-9 . _ -, not starting with '.' (it names a directory of the "
+         "model store and prefixes Kafka keys)"},
+        {4, "  name: \"\"",
+         "4:9: trainer.name: '' is not a model name: 1 to 128 of A-Z a-z "
+         "0-9 . _ -, not starting with '.' (it names a directory of the "
+         "model store and prefixes Kafka keys)"},
+        {19, "  dlq_topic: events",
+         "19:14: pipeline.dlq_topic: 'events' is also pipeline.events_topic; "
+         "one topic cannot serve two roles (dead letters fed back into an "
+         "input multiply)"},
+        {8, "  events_topic: learnd.triggers",
+         "8:17: pipeline.events_topic: 'learnd.triggers' is also "
+         "daemon.trigger_topic; one topic cannot serve two roles (dead "
+         "letters fed back into an input multiply)"},
+        {3, "checkpoint: {manifest_secret: short}\ntrainer:",
+         "3:31: checkpoint.manifest_secret: shorter than 16 bytes (value not "
+         "shown); generate one with `openssl rand -hex 32`"},
+        {4, "  dense_dim: 3",
+         "4:14: trainer.dense_dim: 3, but pipeline.dense_fields names 2 "
+         "fields (leave dense_dim at 0 to follow them)"},
+    };
+    const char *path = "test_config_refusal.yaml";
+    unsetenv("LD_TEST_BOOT");
+    write_variant(path, 0, NULL);
+    char errs[4096] = "";
+    ld_config_t *conf = load(path, errs, sizeof(errs));
+    assert_string_equal(errs, "");
+    assert_non_null(conf);
+    ld_config_destroy(conf);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        write_variant(path, cases[i].line, cases[i].text);
+        memset(errs, 0, sizeof(errs));
+        conf = load(path, errs, sizeof(errs));
+        char want[1024];
+        snprintf(want, sizeof(want), "%s:%s\n", path, cases[i].want);
+        if (strcmp(errs, want) != 0)
+            print_message("case %zu (%s)\n", i, cases[i].text);
+        assert_string_equal(errs, want);
+        assert_null(conf);
+    }
+    remove(path);
+}
+
+/* A model name is one safe path component. */
+static void test_model_names(void **state)
+{
+    (void)state;
+    assert_true(ld_ckpt_name_ok("ctr"));
+    assert_true(ld_ckpt_name_ok("ctr-v2.1_eu"));
+    assert_false(ld_ckpt_name_ok(NULL));
+    assert_false(ld_ckpt_name_ok(""));
+    assert_false(ld_ckpt_name_ok("."));
+    assert_false(ld_ckpt_name_ok(".."));
+    assert_false(ld_ckpt_name_ok("../x"));
+    assert_false(ld_ckpt_name_ok(".hidden"));
+    assert_false(ld_ckpt_name_ok("/tmp/x"));
+    assert_false(ld_ckpt_name_ok("a/b"));
+    assert_false(ld_ckpt_name_ok("a b"));
+    assert_false(ld_ckpt_name_ok("a\nb"));
+    assert_false(ld_ckpt_name_ok("caf\xc3\xa9"));
+    char longest[LD_CKPT_NAME_MAX + 2];
+    memset(longest, 'a', sizeof(longest));
+    longest[LD_CKPT_NAME_MAX] = '\0';
+    assert_true(ld_ckpt_name_ok(longest));
+    longest[LD_CKPT_NAME_MAX] = 'a';
+    longest[LD_CKPT_NAME_MAX + 1] = '\0';
+    assert_false(ld_ckpt_name_ok(longest));
 }
 
 static void test_syntax_error(void **state)
@@ -274,6 +442,8 @@ int main(void)
         cmocka_unit_test(test_env_and_secrets),
         cmocka_unit_test(test_missing_required_and_types),
         cmocka_unit_test(test_nested_list),
+        cmocka_unit_test(test_run_refusals),
+        cmocka_unit_test(test_model_names),
         cmocka_unit_test(test_syntax_error),
         cmocka_unit_test(test_value_parsing),
         cmocka_unit_test(test_defaults_parse),

@@ -92,7 +92,7 @@ static void test_avro_and_order(void **state)
         avro_value_t f;
         const char *id;
         size_t idlen;
-        int64_t t;
+        int64_t t = 0;
         assert_int_equal(avro_value_get_by_index(v, 0, &f, NULL), 0);
         assert_int_equal(avro_value_get_string(&f, &id, &idlen), 0);
         assert_string_equal(id, r.key);

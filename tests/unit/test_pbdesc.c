@@ -552,7 +552,7 @@ static void test_config_errors(void **state)
     c = shop_conf();
     assert_int_equal(fx_set(c, "dense_fields", "f0,m.f20"), 0);
     expect_config_error(c, LD_RECORD_EVENT,
-                        "message shop.v1.Impression has no field m.f20 "
+                        "message shop.v1.Impression: no field m.f20 "
                         "(mapped in the pipeline config)");
     assert_int_equal(fx_set(c, "dense_fields", "scores"), 0);
     expect_config_error(c, LD_RECORD_EVENT,

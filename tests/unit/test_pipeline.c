@@ -313,6 +313,89 @@ static ld_reason_t decode1(ld_decoder_t *d, const char *key, const char *v,
     return ld_decoder_decode(d, key, key ? strlen(key) : 0, v, n, 1234, r);
 }
 
+/* Issue #15: what the joiner cannot hold is a dead letter with a reason,
+ * not a warning; an event time far ahead of the record's Kafka timestamp
+ * is future_time (it would make the rest of its partition late). */
+static void test_time_and_key_limits(void **state)
+{
+    (void)state;
+    char err[512], key[300];
+    ld_record_t r;
+    const int64_t ts = INT64_C(1767225600000); /* the Kafka timestamp */
+    for (int kind = 0; kind < 2; kind++) {
+        ld_pipeline_conf_t *c = fx_conf_new("json");
+        assert_non_null(c);
+        ld_decoder_t *d =
+            ld_decoder_new(c, (ld_record_kind_t)kind, err, sizeof(err));
+        assert_non_null(d);
+        const char *tf = kind ? "label_time" : "event_time";
+        char v[600];
+#define T(t, k)                                                                \
+    (snprintf(v, sizeof(v), "{\"event_id\":\"%s\",\"%s\":%s,\"clicked\":1}",   \
+              (k), tf, (t)),                                                   \
+     ld_decoder_decode(d, NULL, 0, v, strlen(v), ts, &r))
+        memset(key, 'k', 255);
+        key[255] = '\0';
+        assert_int_equal(T("1767225600000", key), LD_REASON_NONE);
+        assert_int_equal(r.key_len, 255);
+        key[255] = 'k';
+        key[256] = '\0';
+        assert_int_equal(T("1767225600000", key), LD_REASON_KEY_TOO_LONG);
+        assert_string_equal(ld_reason_name(LD_REASON_KEY_TOO_LONG),
+                            "key_too_long");
+        /* more features than the joiner holds cannot be let through */
+        assert_int_not_equal(fx_set(c, "max_features", "65536"), 0);
+        assert_int_equal(fx_set(c, "max_features", "65535"), 0);
+        /* +-2^61 is the last time the joiner takes */
+        assert_int_equal(T("-2305843009213693952", "a"), LD_REASON_NONE);
+        assert_int_equal(T("-2305843009213693953", "a"), LD_REASON_TIME_RANGE);
+        assert_int_equal(T("-9223372036854775808", "a"), LD_REASON_TIME_RANGE);
+        assert_int_equal(T("9223372036854775807", "a"), LD_REASON_TIME_RANGE);
+        assert_int_equal(T("2305843009213693953", "a"), LD_REASON_TIME_RANGE);
+        assert_string_equal(ld_reason_name(LD_REASON_TIME_RANGE), "time_range");
+        /* within the range but ahead of the timestamp: max_future (1h) */
+        assert_int_equal(T("2305843009213693952", "a"), LD_REASON_FUTURE_TIME);
+        assert_int_equal(T("4102444800000", "a"), /* 2100-01-01 */
+                         LD_REASON_FUTURE_TIME);
+        assert_int_equal(T("1767229200000", "a"), LD_REASON_NONE); /* +1h */
+        assert_int_equal(T("1767229200001", "a"), LD_REASON_FUTURE_TIME);
+        assert_string_equal(ld_reason_name(LD_REASON_FUTURE_TIME),
+                            "future_time");
+        /* the far past is not refused here: it is late, or first */
+        assert_int_equal(T("-2000000000000000000", "a"), LD_REASON_NONE);
+        /* no timestamp: nothing to compare with */
+        snprintf(v, sizeof(v),
+                 "{\"event_id\":\"a\",\"%s\":4102444800000,"
+                 "\"clicked\":1}",
+                 tf);
+        assert_int_equal(ld_decoder_decode(d, NULL, 0, v, strlen(v), -1, &r),
+                         LD_REASON_NONE);
+        ld_decoder_destroy(d);
+        /* max_future 0: no bound */
+        assert_int_equal(fx_set(c, "max_future", "0"), 0);
+        d = ld_decoder_new(c, (ld_record_kind_t)kind, err, sizeof(err));
+        assert_non_null(d);
+        assert_int_equal(T("4102444800000", "a"), LD_REASON_NONE);
+        assert_int_equal(T("2305843009213693953", "a"), LD_REASON_TIME_RANGE);
+        ld_decoder_destroy(d);
+        /* time from the Kafka timestamp: it is its own reference */
+        assert_int_equal(fx_set(c, "max_future", "1h"), 0);
+        assert_int_equal(fx_set(c, "time_source", "kafka_timestamp"), 0);
+        d = ld_decoder_new(c, (ld_record_kind_t)kind, err, sizeof(err));
+        assert_non_null(d);
+        snprintf(v, sizeof(v), "{\"event_id\":\"a\",\"clicked\":1}");
+        assert_int_equal(ld_decoder_decode(d, NULL, 0, v, strlen(v),
+                                           INT64_C(4102444800000), &r),
+                         LD_REASON_NONE);
+        assert_int_equal(
+            ld_decoder_decode(d, NULL, 0, v, strlen(v), INT64_MAX, &r),
+            LD_REASON_TIME_RANGE);
+#undef T
+        ld_decoder_destroy(d);
+        fx_conf_free(c);
+    }
+}
+
 static void test_poison_json_protobuf(void **state)
 {
     (void)state;
@@ -510,6 +593,59 @@ static void pb_base_event(pbb_t *o)
     pb_field(&f, 1, 2, "device", 6);
     pb_field(&f, 6, 0, "\x01", 1);
     pb_msg(o, 3, &f);
+}
+
+/* The answer for a record does not depend on the record before it: an
+ * unmapped Feature {name, tags} whose StringList is broken (an entry's
+ * length runs past the list) is refused alone, and was accepted after a
+ * record with a good list at the same position, whose byte template let it
+ * skip the list unchecked (found by fuzz_decode_protobuf). */
+static void test_protobuf_history(void **state)
+{
+    (void)state;
+    char err[512];
+    ld_record_t r;
+    ld_pipeline_conf_t *c = fx_conf_new("protobuf");
+    assert_non_null(c);
+    pbb_t good = {.n = 0}, bad = {.n = 0}, f = {.n = 0}, t = {.n = 0};
+    pb_field(&good, 1, 2, "e1", 2);
+    pb_field(&good, 2, 0, "\x05", 1);
+    bad = good;
+    pb_field(&t, 1, 2, "a", 1);
+    pb_field(&t, 1, 2, "b", 1);
+    pb_field(&f, 1, 2, "tag4", 4); /* not a mapped field: skipped */
+    pb_msg(&f, 4, &t);
+    pb_msg(&good, 3, &f);
+    f.n = 0;
+    pb_field(&f, 1, 2, "tag4", 4);
+    pb_field(&f, 4, 2,
+             "\x0a\x01"
+             "a"
+             "\x0a\x30"
+             "b",
+             6);
+    pb_msg(&bad, 3, &f);
+    assert_int_equal(good.n, bad.n); /* same shape and lengths */
+
+    ld_decoder_t *d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    assert_non_null(d);
+    assert_int_equal(pb_check(d, c, 0, bad.b, bad.n, &r), LD_REASON_DECODE);
+    assert_string_equal(ld_decoder_error(d),
+                        "not a learnd.v1.Event protobuf message");
+    ld_decoder_destroy(d);
+
+    d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    assert_non_null(d);
+    assert_int_equal(pb_check(d, c, 0, good.b, good.n, &r), LD_REASON_NONE);
+    assert_string_equal(r.key, "e1");
+    assert_int_equal(r.time_ms, 5);
+    assert_int_equal(pb_check(d, c, 0, bad.b, bad.n, &r), LD_REASON_DECODE);
+    assert_string_equal(ld_decoder_error(d),
+                        "not a learnd.v1.Event protobuf message");
+    /* and the good one still passes after the bad one */
+    assert_int_equal(pb_check(d, c, 0, good.b, good.n, &r), LD_REASON_NONE);
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
 }
 
 /* The hand-written wire decoder against protobuf-c: unknown fields, wire
@@ -999,7 +1135,9 @@ int main(void)
         cmocka_unit_test(test_fixtures_json),
         cmocka_unit_test(test_poison_avro),
         cmocka_unit_test(test_poison_json_protobuf),
+        cmocka_unit_test(test_time_and_key_limits),
         cmocka_unit_test(test_protobuf_wire),
+        cmocka_unit_test(test_protobuf_history),
         cmocka_unit_test(test_avro_resolution),
         cmocka_unit_test(test_crosses_and_limits),
         cmocka_unit_test(test_labels),

@@ -9,7 +9,7 @@
  * example: key, times, label, sample type, source partition and offset),
  * and no dead letter.
  *
- * usage: 0014-python-protobuf VENV_DIR LEARND (LD_TEST_BOOTSTRAP set by
+ * usage: 0016-python-protobuf VENV_DIR LEARND (LD_TEST_BOOTSTRAP set by
  * with-broker.sh); the venv is the example deployer's (confluent-kafka,
  * grpcio-tools), made by examples/deployer/setup.sh. */
 #include <stdio.h>
@@ -150,10 +150,10 @@ static int read_audit(const char *fmt, char (*v)[768])
 int main(int argc, char **argv)
 {
     static char audit[2][MAX_LINES][768];
-    LD_TEST_ASSERT(argc == 3, "usage: 0014-python-protobuf VENV_DIR LEARND");
+    LD_TEST_ASSERT(argc == 3, "usage: 0016-python-protobuf VENV_DIR LEARND");
     const char *venv = argv[1], *learnd = argv[2];
     char cmd[4096], gen[512];
-    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0014");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0016");
     ld_test_name(prefix, sizeof(prefix), "pb");
     snprintf(gen, sizeof(gen), "%s/gen", tmpdir);
 
