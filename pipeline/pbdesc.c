@@ -606,17 +606,25 @@ static int dset_load(dset_t *s, const char *path, char *errstr,
     FILE *fp = fopen(path, "rb");
     if (!fp)
         PERR("%s: %s", path, strerror(errno));
-    uint8_t *buf = malloc(MAX_DESC_SIZE + 1);
+    /* the file's size first: sets are kilobytes, the bound 64 MiB */
+    long size = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
+    if (size < 0 || fseek(fp, 0, SEEK_SET) != 0 ||
+        (unsigned long)size > MAX_DESC_SIZE) {
+        fclose(fp);
+        PERR("%s: %s", path,
+             size < 0 ? "cannot tell its size" : "larger than 64 MiB");
+    }
+    uint8_t *buf = malloc((size_t)size + 1);
     if (!buf) {
         fclose(fp);
         PERR("out of memory");
     }
-    size_t n = fread(buf, 1, MAX_DESC_SIZE + 1, fp);
-    int bad = ferror(fp);
+    size_t n = fread(buf, 1, (size_t)size + 1, fp);
+    int bad = ferror(fp) || n > (size_t)size;
     fclose(fp);
-    if (bad || n > MAX_DESC_SIZE) {
+    if (bad) {
         free(buf);
-        PERR("%s: %s", path, bad ? "read error" : "larger than 64 MiB");
+        PERR("%s: read error (or it grew while read)", path);
     }
     rd_t r = {buf, buf + n}, sub;
     uint32_t num, wt;
