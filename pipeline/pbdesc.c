@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Protobuf decoding of users' own messages, driven by a FileDescriptorSet:
- * the set is read once (a small hand-written reader of descriptor.proto's
- * wire format, every length checked), the configured field mapping is
+ * the set is read once (pbset.c), the configured field mapping is
  * compiled into a plan per message (field number -> what to do), and each
  * record is walked once against its plan, storing mapped fields straight
  * into the field-map slots: no message tree, no allocation per record.
@@ -14,635 +13,15 @@
  * whose "" reads as absent; unknown field numbers are skipped, groups
  * included. A mapped field whose wire type does not match the descriptor is
  * a dead letter (decode), as is anything truncated or malformed. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pipeline/internal.h"
+#include "pipeline/pbset.h"
 
-#define MAX_DEPTH     64
-#define MAX_DESC_SIZE (64u << 20)
-#define DIRECT_MAX    1024 /* field numbers looked up by direct index */
-
-/* FieldDescriptorProto.Type */
-enum {
-    T_DOUBLE = 1,
-    T_FLOAT = 2,
-    T_INT64 = 3,
-    T_UINT64 = 4,
-    T_INT32 = 5,
-    T_FIXED64 = 6,
-    T_FIXED32 = 7,
-    T_BOOL = 8,
-    T_STRING = 9,
-    T_GROUP = 10,
-    T_MESSAGE = 11,
-    T_BYTES = 12,
-    T_UINT32 = 13,
-    T_ENUM = 14,
-    T_SFIXED32 = 15,
-    T_SFIXED64 = 16,
-    T_SINT32 = 17,
-    T_SINT64 = 18
-};
-
-enum {
-    WT_VARINT = 0,
-    WT_I64 = 1,
-    WT_LEN = 2,
-    WT_SGROUP = 3,
-    WT_EGROUP = 4,
-    WT_I32 = 5
-};
-
-/* ---- The descriptor set ------------------------------------------------- */
-
-typedef struct dfield {
-    char *name;
-    uint32_t number;
-    uint32_t label; /* 1 optional, 2 required, 3 repeated */
-    uint32_t type;
-    char *type_name; /* message / enum types, as written */
-    int32_t oneof;   /* -1: none */
-    int32_t msg, en; /* resolved: index into dset messages / enums, or -1 */
-} dfield_t;
-
-typedef struct dmsg {
-    char *full; /* "pkg.Outer.Inner" */
-    dfield_t *f;
-    uint32_t nf, capf;
-    int map_entry;
-    int proto3;
-    int32_t parent; /* enclosing message, or -1 */
-    uint32_t pos;   /* index among the messages of its parent or file */
-} dmsg_t;
-
-typedef struct denum {
-    char *full;
-    char **names;
-    int32_t *nums;
-    uint32_t n, cap;
-} denum_t;
-
-typedef struct dfile {
-    char *name;
-    char **deps;
-    uint32_t ndeps;
-} dfile_t;
-
-typedef struct dset {
-    dmsg_t *m;
-    uint32_t nm, capm;
-    denum_t *e;
-    uint32_t ne, cape;
-    dfile_t *files;
-    uint32_t nfiles, capfiles;
-} dset_t;
-
-/* A reader over wire-format bytes. */
-typedef struct rd {
-    const uint8_t *p, *end;
-} rd_t;
-
-/* Varint of at most 10 bytes; -1 when truncated or longer. */
-static inline int get_varint(const uint8_t **pp, const uint8_t *end,
-                             uint64_t *out)
-{
-    const uint8_t *p = *pp;
-    if (p < end && !(*p & 0x80)) {
-        *out = *p;
-        *pp = p + 1;
-        return 0;
-    }
-    uint64_t v = 0;
-    for (unsigned shift = 0; shift < 70; shift += 7) {
-        if (p >= end)
-            return -1;
-        uint8_t b = *p++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *pp = p;
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* A tag: field number >= 1 and < 2^29, wire type. -1 when malformed. */
-static inline int get_tag(const uint8_t **pp, const uint8_t *end, uint32_t *num,
-                          uint32_t *wt)
-{
-    uint64_t t;
-    if (get_varint(pp, end, &t) < 0 || t >> 32 || (t >> 3) == 0)
-        return -1;
-    *num = (uint32_t)(t >> 3);
-    *wt = (uint32_t)(t & 7);
-    return 0;
-}
-
-/* A length prefix that fits in what remains. */
-static inline int get_len(const uint8_t **pp, const uint8_t *end, size_t *n)
-{
-    uint64_t v;
-    if (get_varint(pp, end, &v) < 0 || v > (uint64_t)(end - *pp))
-        return -1;
-    *n = (size_t)v;
-    return 0;
-}
-
-/* Skips the value of a field of wire type wt (number num, for groups). */
-static int skip_value(const uint8_t **pp, const uint8_t *end, uint32_t num,
-                      uint32_t wt, int depth)
-{
-    uint64_t v;
-    size_t n;
-    switch (wt) {
-    case WT_VARINT:
-        return get_varint(pp, end, &v);
-    case WT_I64:
-        if (end - *pp < 8)
-            return -1;
-        *pp += 8;
-        return 0;
-    case WT_I32:
-        if (end - *pp < 4)
-            return -1;
-        *pp += 4;
-        return 0;
-    case WT_LEN:
-        if (get_len(pp, end, &n) < 0)
-            return -1;
-        *pp += n;
-        return 0;
-    case WT_SGROUP:
-        if (depth > MAX_DEPTH)
-            return -1;
-        for (;;) {
-            uint32_t n2, wt2;
-            if (*pp >= end || get_tag(pp, end, &n2, &wt2) < 0)
-                return -1;
-            if (wt2 == WT_EGROUP)
-                return n2 == num ? 0 : -1;
-            if (skip_value(pp, end, n2, wt2, depth + 1) < 0)
-                return -1;
-        }
-    default:
-        return -1;
-    }
-}
-
-/* Next field of r: 1 with its number, wire type, varint value or payload;
- * 0 at the end; -1 when malformed. Groups are skipped (not used by
- * descriptor.proto's fields we read). */
-static int rd_next(rd_t *r, uint32_t *num, uint32_t *wt, uint64_t *v, rd_t *sub)
-{
-    for (;;) {
-        if (r->p >= r->end)
-            return 0;
-        if (get_tag(&r->p, r->end, num, wt) < 0)
-            return -1;
-        if (*wt == WT_VARINT)
-            return get_varint(&r->p, r->end, v) < 0 ? -1 : 1;
-        if (*wt == WT_LEN) {
-            size_t n;
-            if (get_len(&r->p, r->end, &n) < 0)
-                return -1;
-            sub->p = r->p;
-            sub->end = r->p + n;
-            r->p += n;
-            return 1;
-        }
-        if (skip_value(&r->p, r->end, *num, *wt, 0) < 0)
-            return -1;
-    }
-}
-
-static char *rd_str(const rd_t *s)
-{
-    size_t n = (size_t)(s->end - s->p);
-    char *c = malloc(n + 1);
-    if (c) {
-        memcpy(c, s->p, n);
-        c[n] = '\0';
-    }
-    return c;
-}
-
-/* "a" "." "b", or "b" when a is empty; caller frees. */
-static char *join(const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = strlen(b);
-    char *c = malloc(na + nb + 2);
-    if (!c)
-        return NULL;
-    if (na) {
-        memcpy(c, a, na);
-        c[na++] = '.';
-    }
-    memcpy(c + na, b, nb + 1);
-    return c;
-}
-
-static int grow(void **v, uint32_t *cap, uint32_t n, size_t size)
-{
-    if (n < *cap)
-        return 0;
-    uint32_t ncap = *cap ? *cap * 2 : 8;
-    void *w = realloc(*v, ncap * size);
-    if (!w)
-        return -1;
-    memset((char *)w + (size_t)*cap * size, 0, (size_t)(ncap - *cap) * size);
-    *v = w;
-    *cap = ncap;
-    return 0;
-}
-
-static void dset_free(dset_t *s)
-{
-    for (uint32_t i = 0; i < s->nm; i++) {
-        for (uint32_t k = 0; k < s->m[i].nf; k++) {
-            free(s->m[i].f[k].name);
-            free(s->m[i].f[k].type_name);
-        }
-        free(s->m[i].f);
-        free(s->m[i].full);
-    }
-    free(s->m);
-    for (uint32_t i = 0; i < s->ne; i++) {
-        for (uint32_t k = 0; k < s->e[i].n; k++)
-            free(s->e[i].names[k]);
-        free(s->e[i].names);
-        free(s->e[i].nums);
-        free(s->e[i].full);
-    }
-    free(s->e);
-    for (uint32_t i = 0; i < s->nfiles; i++) {
-        for (uint32_t k = 0; k < s->files[i].ndeps; k++)
-            free(s->files[i].deps[k]);
-        free(s->files[i].deps);
-        free(s->files[i].name);
-    }
-    free(s->files);
-    memset(s, 0, sizeof(*s));
-}
-
-#define PERR(...)                                                              \
-    do {                                                                       \
-        snprintf(errstr, errstr_size, __VA_ARGS__);                            \
-        return -1;                                                             \
-    } while (0)
-
-static int parse_enum(dset_t *s, rd_t r, const char *scope, char *errstr,
-                      size_t errstr_size)
-{
-    if (grow((void **)&s->e, &s->cape, s->ne, sizeof(*s->e)) < 0)
-        PERR("out of memory");
-    uint32_t ei = s->ne++;
-    uint32_t num, wt;
-    uint64_t v;
-    rd_t sub;
-    int rc;
-    char *name = NULL;
-    while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1) {
-        if (num == 1 && wt == WT_LEN) {
-            free(name);
-            if (!(name = rd_str(&sub)))
-                PERR("out of memory");
-        } else if (num == 2 && wt == WT_LEN) {
-            denum_t *e = &s->e[ei];
-            if (e->n == e->cap) {
-                uint32_t c2 = e->cap;
-                if (grow((void **)&e->names, &c2, e->n, sizeof(*e->names)) <
-                        0 ||
-                    grow((void **)&e->nums, &e->cap, e->n, sizeof(*e->nums)) <
-                        0)
-                    goto nomem;
-            }
-            rd_t vr = sub, vs;
-            char *vn = NULL;
-            int32_t vnum = 0;
-            uint32_t n2, wt2;
-            uint64_t v2;
-            int rc2;
-            while ((rc2 = rd_next(&vr, &n2, &wt2, &v2, &vs)) == 1) {
-                if (n2 == 1 && wt2 == WT_LEN) {
-                    free(vn);
-                    if (!(vn = rd_str(&vs)))
-                        goto nomem;
-                } else if (n2 == 2 && wt2 == WT_VARINT) {
-                    vnum = (int32_t)(uint32_t)v2;
-                }
-            }
-            if (rc2 < 0 || !vn) {
-                free(vn);
-                PERR("malformed enum value");
-            }
-            e->names[e->n] = vn;
-            e->nums[e->n] = vnum;
-            e->n++;
-        }
-    }
-    if (rc < 0 || !name) {
-        free(name);
-        PERR("malformed enum");
-    }
-    s->e[ei].full = join(scope, name);
-    free(name);
-    if (!s->e[ei].full)
-        PERR("out of memory");
-    return 0;
-nomem:
-    free(name);
-    PERR("out of memory");
-}
-
-static int parse_field(dfield_t *f, rd_t r, char *errstr, size_t errstr_size)
-{
-    uint32_t num, wt;
-    uint64_t v;
-    rd_t sub;
-    int rc;
-    f->oneof = -1;
-    f->msg = f->en = -1;
-    f->label = 1;
-    while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1) {
-        if (wt == WT_LEN && (num == 1 || num == 6)) {
-            char **dst = num == 1 ? &f->name : &f->type_name;
-            free(*dst);
-            if (!(*dst = rd_str(&sub)))
-                PERR("out of memory");
-        } else if (wt == WT_VARINT) {
-            if (num == 3)
-                f->number = (uint32_t)v;
-            else if (num == 4)
-                f->label = (uint32_t)v;
-            else if (num == 5)
-                f->type = (uint32_t)v;
-            else if (num == 9)
-                f->oneof = (int32_t)(uint32_t)v;
-        }
-    }
-    if (rc < 0 || !f->name || f->number == 0 || f->number >= (1u << 29) ||
-        f->type < T_DOUBLE || f->type > T_SINT64)
-        PERR("malformed field %s", f->name ? f->name : "(no name)");
-    return 0;
-}
-
-static int parse_msg(dset_t *s, rd_t r, const char *scope, int proto3,
-                     int32_t parent, uint32_t pos, char *errstr,
-                     size_t errstr_size)
-{
-    uint32_t nested = 0;
-    uint32_t num, wt;
-    uint64_t v;
-    rd_t sub;
-    int rc;
-    char *name = NULL, *full = NULL;
-    /* the name first: nested types need it as their scope */
-    rd_t r0 = r;
-    while ((rc = rd_next(&r0, &num, &wt, &v, &sub)) == 1)
-        if (num == 1 && wt == WT_LEN) {
-            free(name);
-            if (!(name = rd_str(&sub)))
-                PERR("out of memory");
-        }
-    if (rc < 0 || !name) {
-        free(name);
-        PERR("malformed message in scope '%s'", scope);
-    }
-    full = join(scope, name);
-    free(name);
-    if (!full || grow((void **)&s->m, &s->capm, s->nm, sizeof(*s->m)) < 0) {
-        free(full);
-        PERR("out of memory");
-    }
-    uint32_t mi = s->nm++;
-    s->m[mi].full = full;
-    s->m[mi].proto3 = proto3;
-    s->m[mi].parent = parent;
-    s->m[mi].pos = pos;
-    while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1) {
-        if (wt != WT_LEN)
-            continue;
-        if (num == 2) {
-            dmsg_t *m = &s->m[mi];
-            if (grow((void **)&m->f, &m->capf, m->nf, sizeof(*m->f)) < 0)
-                PERR("out of memory");
-            dfield_t *f = &m->f[m->nf++];
-            if (parse_field(f, sub, errstr, errstr_size) < 0)
-                return -1;
-        } else if (num == 3) {
-            if (parse_msg(s, sub, s->m[mi].full, proto3, (int32_t)mi, nested++,
-                          errstr, errstr_size) < 0)
-                return -1;
-        } else if (num == 4) {
-            if (parse_enum(s, sub, s->m[mi].full, errstr, errstr_size) < 0)
-                return -1;
-        } else if (num == 7) { /* MessageOptions: map_entry = 7 */
-            uint32_t n2, wt2;
-            uint64_t v2;
-            rd_t s2;
-            int rc2;
-            while ((rc2 = rd_next(&sub, &n2, &wt2, &v2, &s2)) == 1)
-                if (n2 == 7 && wt2 == WT_VARINT)
-                    s->m[mi].map_entry = v2 != 0;
-            if (rc2 < 0)
-                PERR("malformed options of %s", s->m[mi].full);
-        }
-    }
-    if (rc < 0)
-        PERR("malformed message %s", s->m[mi].full);
-    return 0;
-}
-
-static int parse_file(dset_t *s, rd_t r, char *errstr, size_t errstr_size)
-{
-    uint32_t num, wt;
-    uint64_t v;
-    rd_t sub;
-    int rc, proto3 = 0;
-    uint32_t top = 0;
-    char *pkg = NULL;
-    if (grow((void **)&s->files, &s->capfiles, s->nfiles, sizeof(*s->files)) <
-        0)
-        PERR("out of memory");
-    dfile_t *df = &s->files[s->nfiles++];
-    /* package and syntax first: every name below depends on them */
-    rd_t r0 = r;
-    while ((rc = rd_next(&r0, &num, &wt, &v, &sub)) == 1) {
-        if (wt != WT_LEN)
-            continue;
-        if (num == 1) {
-            free(df->name);
-            if (!(df->name = rd_str(&sub)))
-                goto nomem;
-        } else if (num == 2) {
-            free(pkg);
-            if (!(pkg = rd_str(&sub)))
-                goto nomem;
-        } else if (num == 12) {
-            proto3 = (size_t)(sub.end - sub.p) == 6 &&
-                     memcmp(sub.p, "proto3", 6) == 0;
-        } else if (num == 3) {
-            uint32_t cap = df->ndeps + 1;
-            char **d = realloc(df->deps, cap * sizeof(*d));
-            if (!d)
-                goto nomem;
-            df->deps = d;
-            if (!(d[df->ndeps] = rd_str(&sub)))
-                goto nomem;
-            df->ndeps++;
-        }
-    }
-    if (rc < 0 || !df->name) {
-        free(pkg);
-        PERR("malformed FileDescriptorProto");
-    }
-    while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1) {
-        if (wt != WT_LEN)
-            continue;
-        if ((num == 4 && parse_msg(s, sub, pkg ? pkg : "", proto3, -1, top++,
-                                   errstr, errstr_size) < 0) ||
-            (num == 5 &&
-             parse_enum(s, sub, pkg ? pkg : "", errstr, errstr_size) < 0)) {
-            free(pkg);
-            return -1;
-        }
-    }
-    free(pkg);
-    if (rc < 0)
-        PERR("malformed file %s", df->name);
-    return 0;
-nomem:
-    free(pkg);
-    PERR("out of memory");
-}
-
-static int32_t find_msg(const dset_t *s, const char *full)
-{
-    for (uint32_t i = 0; i < s->nm; i++)
-        if (strcmp(s->m[i].full, full) == 0)
-            return (int32_t)i;
-    return -1;
-}
-
-static int32_t find_enum(const dset_t *s, const char *full)
-{
-    for (uint32_t i = 0; i < s->ne; i++)
-        if (strcmp(s->e[i].full, full) == 0)
-            return (int32_t)i;
-    return -1;
-}
-
-/* Resolves every field's type name (protoc writes them fully qualified
- * with a leading dot; relative names are looked up scope by scope). */
-static int resolve(dset_t *s, const char *path, char *errstr,
-                   size_t errstr_size)
-{
-    for (uint32_t i = 0; i < s->nfiles; i++)
-        for (uint32_t k = 0; k < s->files[i].ndeps; k++) {
-            uint32_t j = 0;
-            while (j < s->nfiles &&
-                   strcmp(s->files[j].name, s->files[i].deps[k]) != 0)
-                j++;
-            if (j == s->nfiles)
-                PERR("%s: %s imports %s, which is not in the descriptor set "
-                     "(protoc --include_imports)",
-                     path, s->files[i].name, s->files[i].deps[k]);
-        }
-    for (uint32_t i = 0; i < s->nm; i++)
-        for (uint32_t k = 0; k < s->m[i].nf; k++) {
-            dfield_t *f = &s->m[i].f[k];
-            if (f->type != T_MESSAGE && f->type != T_GROUP && f->type != T_ENUM)
-                continue;
-            if (!f->type_name)
-                PERR("%s: field %s.%s has no type name", path, s->m[i].full,
-                     f->name);
-            int enu = f->type == T_ENUM;
-            int32_t at = -1;
-            if (f->type_name[0] == '.') {
-                at = enu ? find_enum(s, f->type_name + 1)
-                         : find_msg(s, f->type_name + 1);
-            } else {
-                /* innermost scope outwards: Outer.Inner.T, Outer.T, T */
-                char *scope = strdup(s->m[i].full);
-                if (!scope)
-                    PERR("out of memory");
-                for (;;) {
-                    char *cand = join(scope, f->type_name);
-                    if (!cand) {
-                        free(scope);
-                        PERR("out of memory");
-                    }
-                    at = enu ? find_enum(s, cand) : find_msg(s, cand);
-                    free(cand);
-                    if (at >= 0 || !*scope)
-                        break;
-                    char *dot = strrchr(scope, '.');
-                    if (dot)
-                        *dot = '\0';
-                    else
-                        scope[0] = '\0';
-                }
-                free(scope);
-            }
-            if (at < 0)
-                PERR("%s: type %s of field %s.%s is not in the descriptor set "
-                     "(protoc --include_imports)",
-                     path, f->type_name, s->m[i].full, f->name);
-            if (enu)
-                f->en = at;
-            else
-                f->msg = at;
-        }
-    return 0;
-}
-
-static int dset_load(dset_t *s, const char *path, char *errstr,
-                     size_t errstr_size)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        PERR("%s: %s", path, strerror(errno));
-    /* the file's size first: sets are kilobytes, the bound 64 MiB */
-    long size = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
-    if (size < 0 || fseek(fp, 0, SEEK_SET) != 0 ||
-        (unsigned long)size > MAX_DESC_SIZE) {
-        fclose(fp);
-        PERR("%s: %s", path,
-             size < 0 ? "cannot tell its size" : "larger than 64 MiB");
-    }
-    uint8_t *buf = malloc((size_t)size + 1);
-    if (!buf) {
-        fclose(fp);
-        PERR("out of memory");
-    }
-    size_t n = fread(buf, 1, (size_t)size + 1, fp);
-    int bad = ferror(fp) || n > (size_t)size;
-    fclose(fp);
-    if (bad) {
-        free(buf);
-        PERR("%s: read error (or it grew while read)", path);
-    }
-    rd_t r = {buf, buf + n}, sub;
-    uint32_t num, wt;
-    uint64_t v;
-    int rc;
-    while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1)
-        if (num == 1 && wt == WT_LEN &&
-            parse_file(s, sub, errstr, errstr_size) < 0) {
-            free(buf);
-            char tmp[512];
-            snprintf(tmp, sizeof(tmp), "%s", errstr);
-            PERR("%s: %s", path, tmp);
-        }
-    free(buf);
-    if (rc < 0 || s->nfiles == 0)
-        PERR("%s: not a FileDescriptorSet (protoc --descriptor_set_out)", path);
-    return resolve(s, path, errstr, errstr_size);
-}
+#define MAX_DEPTH  LD_PB_MAX_DEPTH
+#define DIRECT_MAX 1024 /* field numbers looked up by direct index */
 
 /* ---- Plans -------------------------------------------------------------- */
 
@@ -837,8 +216,8 @@ static int clear_add(ld_pbdesc_t *d, const char *path)
     for (uint32_t i = 0; i < fm->nslots; i++) {
         const char *s = fm->names[i];
         if (strncmp(s, path, n) == 0 && (s[n] == '\0' || s[n] == '.')) {
-            if (grow((void **)&d->clear, &d->capclear, d->nclear,
-                     sizeof(*d->clear)) < 0)
+            if (ld_pbset_grow((void **)&d->clear, &d->capclear, d->nclear,
+                              sizeof(*d->clear)) < 0)
                 return -1;
             d->clear[d->nclear++] = (int32_t)i;
         }
@@ -949,8 +328,8 @@ static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
     int32_t *oneof_of = NULL; /* per entry: oneof index or -1 */
     if (depth > MAX_DEPTH)
         CERR("field %s: nested deeper than %d", path, MAX_DEPTH);
-    if (grow((void **)&d->plans, &d->capplans, d->nplans, sizeof(*d->plans)) <
-            0 ||
+    if (ld_pbset_grow((void **)&d->plans, &d->capplans, d->nplans,
+                      sizeof(*d->plans)) < 0 ||
         !(p = calloc(1, sizeof(*p))))
         CERR("out of memory");
     d->plans[d->nplans++] = p;
@@ -959,9 +338,9 @@ static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
         CERR("out of memory");
     for (uint32_t i = 0; i < m->nf; i++) {
         const dfield_t *f = &m->f[i];
-        char *sub = join(path, f->name);
-        if (!sub || grow((void **)&d->paths, &d->cappaths, d->npaths,
-                         sizeof(*d->paths)) < 0) {
+        char *sub = ld_pbset_join(path, f->name);
+        if (!sub || ld_pbset_grow((void **)&d->paths, &d->cappaths, d->npaths,
+                                  sizeof(*d->paths)) < 0) {
             free(sub);
             CERR("out of memory");
         }
@@ -1061,7 +440,7 @@ void ld_pbdesc_destroy(ld_pbdesc_t *d)
     free(d->defslots);
     free(d->found);
     free(d->index_path);
-    dset_free(&d->set);
+    ld_pbset_free(&d->set);
     free(d);
 }
 
@@ -1083,9 +462,9 @@ ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
              what);
     if (*name == '.')
         name++;
-    if (dset_load(&d->set, conf->descriptor_set, errstr, errstr_size) < 0)
+    if (ld_pbset_load(&d->set, conf->descriptor_set, errstr, errstr_size) < 0)
         goto err;
-    int32_t mi = find_msg(&d->set, name);
+    int32_t mi = ld_pbset_find_msg(&d->set, name);
     if (mi < 0)
         CERR("pipeline.%s_message: no message %s in %s", what, name,
              conf->descriptor_set);
@@ -1175,7 +554,7 @@ static ld_reason_t read_value(pcur_t *c, uint8_t type, const denum_t *en,
     size_t n;
     switch (wt) {
     case WT_VARINT:
-        if (get_varint(pp, end, &u) < 0)
+        if (ld_pb_varint(pp, end, &u) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: truncated or bad varint",
                  path);
         break;
@@ -1192,7 +571,7 @@ static ld_reason_t read_value(pcur_t *c, uint8_t type, const denum_t *en,
         *pp += 4;
         break;
     default:
-        if (get_len(pp, end, &n) < 0)
+        if (ld_pb_len(pp, end, &n) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: length past the end", path);
         v->kind = n ? FV_STR : FV_ABSENT;
         v->u.s = (const char *)*pp;
@@ -1290,7 +669,7 @@ static ld_reason_t list_item(pcur_t *c, const pent_t *e, uint32_t wt,
     ld_reason_t why;
     if (e->type == T_ENUM && wt == WT_LEN) { /* packed */
         size_t n;
-        if (get_len(pp, end, &n) < 0)
+        if (ld_pb_len(pp, end, &n) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: length past the end", e->path);
         const uint8_t *q = *pp, *qend = q + n;
         *pp = qend;
@@ -1325,11 +704,11 @@ static ld_reason_t map_entry(pcur_t *c, const pent_t *e, const uint8_t *p,
     uint32_t vwt = 0;
     while (p < end) {
         uint32_t num, wt;
-        if (get_tag(&p, end, &num, &wt) < 0)
+        if (ld_pb_tag(&p, end, &num, &wt) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: bad tag in a map entry",
                  e->path);
         if (num == 1 && wt == WT_LEN) {
-            if (get_len(&p, end, &kn) < 0)
+            if (ld_pb_len(&p, end, &kn) < 0)
                 DERR(c, LD_REASON_DECODE, "field %s: map key past the end",
                      e->path);
             key = (const char *)p;
@@ -1340,7 +719,7 @@ static ld_reason_t map_entry(pcur_t *c, const pent_t *e, const uint8_t *p,
             vp = p;
             vwt = wt;
         }
-        if (skip_value(&p, end, num, wt, 0) < 0)
+        if (ld_pb_skip(&p, end, num, wt, 0) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: malformed map entry", e->path);
     }
     for (uint32_t i = 0; i < e->nkeys; i++) {
@@ -1370,11 +749,11 @@ static ld_reason_t timestamp(pcur_t *c, const pent_t *e, const uint8_t *p,
     while (p < end) {
         uint32_t num, wt;
         uint64_t u;
-        if (get_tag(&p, end, &num, &wt) < 0)
+        if (ld_pb_tag(&p, end, &num, &wt) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: bad tag in a Timestamp",
                  e->path);
         if ((num == 1 || num == 2) && wt == WT_VARINT) {
-            if (get_varint(&p, end, &u) < 0)
+            if (ld_pb_varint(&p, end, &u) < 0)
                 DERR(c, LD_REASON_DECODE, "field %s: bad varint", e->path);
             if (num == 1)
                 sec = (int64_t)u;
@@ -1386,7 +765,7 @@ static ld_reason_t timestamp(pcur_t *c, const pent_t *e, const uint8_t *p,
             DERR(c, LD_REASON_DECODE,
                  "field %s: Timestamp field %u has wire type %u", e->path, num,
                  wt);
-        if (skip_value(&p, end, num, wt, 0) < 0)
+        if (ld_pb_skip(&p, end, num, wt, 0) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: malformed Timestamp", e->path);
     }
     /* Timestamp's documented range is years 1..9999 */
@@ -1412,7 +791,7 @@ static ld_reason_t wrapper(pcur_t *c, const pent_t *e, const uint8_t *p,
                                                           : FV_INT;
     while (p < end) {
         uint32_t num, wt;
-        if (get_tag(&p, end, &num, &wt) < 0)
+        if (ld_pb_tag(&p, end, &num, &wt) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: bad tag in a wrapper",
                  e->path);
         if (num == 1) {
@@ -1421,7 +800,7 @@ static ld_reason_t wrapper(pcur_t *c, const pent_t *e, const uint8_t *p,
                 return why;
             continue;
         }
-        if (skip_value(&p, end, num, wt, 0) < 0)
+        if (ld_pb_skip(&p, end, num, wt, 0) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: malformed wrapper", e->path);
     }
     return LD_REASON_NONE;
@@ -1468,12 +847,12 @@ static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
             p += e->tagn;
             wt = e->wt;
         } else {
-            if (get_tag(&q, end, &num, &wt) < 0)
+            if (ld_pb_tag(&q, end, &num, &wt) < 0)
                 DERR(c, LD_REASON_DECODE,
                      "bad tag (field number 0, wire type 6/7 or a varint "
                      "past the end)");
             if ((k = lookup(pl, num)) < 0) { /* unknown or unmapped */
-                if (skip_value(&q, end, num, wt, depth) < 0)
+                if (ld_pb_skip(&q, end, num, wt, depth) < 0)
                     DERR(c, LD_REASON_DECODE,
                          "field number %u (wire type %u): truncated or "
                          "malformed",
@@ -1551,7 +930,7 @@ static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
                 DERR(c, LD_REASON_DECODE,
                      "field %s: wire type %u, the descriptor says message",
                      e->path, wt);
-            if (get_len(&q, end, &n) < 0)
+            if (ld_pb_len(&q, end, &n) < 0)
                 DERR(c, LD_REASON_DECODE, "field %s: length past the end",
                      e->path);
             p = q + n;
