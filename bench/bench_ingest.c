@@ -5,7 +5,7 @@
  * rate from memory. Prints records/s and the ratio (docs/ARCHITECTURE.md
  * target: >= 70% of raw for Avro and Protobuf).
  *
- * usage: bench_ingest [-f avro,protobuf,json] [-r runs] [-p partitions]
+ * usage: bench_ingest [-f avro,protobuf,json,pbdesc] [-r runs] [-p partitions]
  *                     [-n] (no decode-from-memory lines)
  *                     [-d] (only the decode-from-memory lines)
  *
@@ -320,8 +320,10 @@ static void range(const double *v, int n, double *lo, double *hi)
 
 int main(int argc, char **argv)
 {
-    static const char *fmts[] = {"avro", "protobuf", "json"};
-    const char *only = "avro,protobuf,json";
+    /* pbdesc: users' own Protobuf messages (shop.v1.Impression through a
+     * FileDescriptorSet, pipeline/pbdesc.c) */
+    static const char *fmts[] = {"avro", "protobuf", "json", "pbdesc"};
+    const char *only = "avro,protobuf,json,pbdesc";
     int runs = 5, with_decode = 1, opt;
     char err[256];
     while ((opt = getopt(argc, argv, "f:r:p:nd")) != -1) {
@@ -342,8 +344,9 @@ int main(int argc, char **argv)
             runs = 0; /* decode lines only */
             break;
         default:
-            fprintf(stderr, "usage: bench_ingest [-f avro,protobuf,json] "
-                            "[-r runs] [-p partitions] [-n] [-d]\n");
+            fprintf(stderr,
+                    "usage: bench_ingest [-f avro,protobuf,json,pbdesc] "
+                    "[-r runs] [-p partitions] [-n] [-d]\n");
             return 2;
         }
     }
@@ -371,7 +374,7 @@ int main(int argc, char **argv)
            "hashed + 2 crosses; %d runs, raw and ingest alternating, same "
            "consumer settings\n",
            rd_kafka_version_str(), parts, runs);
-    for (int f = 0; f < 3; f++) {
+    for (int f = 0; f < 4; f++) {
         if (!strstr(only, fmts[f]))
             continue;
         char path[512], topic[64], labels[64];

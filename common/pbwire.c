@@ -35,7 +35,7 @@ int ld_pb_read_key(ld_rbuf_t *r, uint32_t *field, int *wt)
     return 1;
 }
 
-void ld_pb_skip(ld_rbuf_t *r, int wt)
+void ld_pb_skip_field(ld_rbuf_t *r, int wt)
 {
     switch (wt) {
     case LD_PB_WT_VARINT:
@@ -75,7 +75,7 @@ const uint8_t *ld_pb_find_len(const uint8_t *msg, size_t n, uint32_t field,
             *len = (size_t)m;
             return ld_rbuf_take(&r, (size_t)m);
         }
-        ld_pb_skip(&r, wt);
+        ld_pb_skip_field(&r, wt);
     }
     return NULL;
 }

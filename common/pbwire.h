@@ -148,7 +148,7 @@ int ld_pb_read_key(ld_rbuf_t *r, uint32_t *field, int *wt);
 
 /* Skips the value of a field of wire type wt (the key already read); an
  * unknown wire type (groups included) or a value past the end sets err. */
-void ld_pb_skip(ld_rbuf_t *r, int wt);
+void ld_pb_skip_field(ld_rbuf_t *r, int wt);
 
 /* The first length-delimited field number `field` of the message in
  * msg[0..n): returns a pointer to its bytes (borrowed from msg) and their

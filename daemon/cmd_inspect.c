@@ -32,8 +32,8 @@ static const char *schedule(int k)
 /* Unspecified: a checkpoint from before dense normalization (raw). */
 static const char *dense_norm(int k)
 {
-    static const char *n[] = {"none", "none", "maxabs"};
-    return k >= 0 && k < 3 ? n[k] : "unknown";
+    static const char *n[] = {"none", "none", "maxabs", "standard"};
+    return k >= 0 && k < 4 ? n[k] : "unknown";
 }
 
 static void hexs(const ProtobufCBinaryData *b, char *out, size_t size)

@@ -613,8 +613,12 @@ static const char *mapping_key_of(const ld_pipeline_conf_t *pc,
 static void validate_decoder(loader_t *ld, const ld_pipeline_conf_t *pc,
                              ld_record_kind_t kind)
 {
-    const char *schema_key =
-        kind == LD_RECORD_EVENT ? "event_schema" : "label_schema";
+    /* users' own Protobuf: the descriptor set is the schema */
+    int pbd = pc->format == LD_FORMAT_PROTOBUF && pc->descriptor_set &&
+              pc->descriptor_set[0];
+    const char *schema_key = pbd                       ? "descriptor_set"
+                             : kind == LD_RECORD_EVENT ? "event_schema"
+                                                       : "label_schema";
     char why[1024] = "";
     ld_decoder_t *d = ld_decoder_new(pc, kind, why, sizeof(why));
     if (d) {
@@ -655,12 +659,53 @@ static void validate_decoder(loader_t *ld, const ld_pipeline_conf_t *pc,
             const char *key = mapping_key_of(pc, kind, field, &idx);
             const char *path =
                 kind == LD_RECORD_EVENT ? pc->event_schema : pc->label_schema;
+            if (key && pbd) {
+                report_key(ld, "pipeline", key, idx,
+                           "field '%s' is not in message %s of %s", field,
+                           kind == LD_RECORD_EVENT ? pc->event_message
+                                                   : pc->label_message,
+                           pc->descriptor_set);
+                return;
+            }
             if (key) {
                 report_key(ld, "pipeline", key, idx,
                            "field '%s' is not in the %s schema %s", field,
                            kind == LD_RECORD_EVENT ? "event" : "label", path);
                 return;
             }
+        }
+    }
+    /* "<set>: message M: field F is a message ...": a mapped field that
+     * cannot be a feature (pipeline/pbdesc.c) */
+    const char *ff = pbd ? strstr(why, ": field ") : NULL;
+    if (ff) {
+        char field[256];
+        const char *f = ff + strlen(": field ");
+        size_t flen = strcspn(f, " :");
+        long idx;
+        const char *key = NULL;
+        if (flen < sizeof(field)) {
+            memcpy(field, f, flen);
+            field[flen] = '\0';
+            key = mapping_key_of(pc, kind, field, &idx);
+            /* or the mapped name is below the field (m.x for field m) */
+            if (!key) {
+                const ld_strlist_t *l[2] = {&pc->dense_fields,
+                                            &pc->hash_fields};
+                for (int k = 0; k < 2 && !key && kind == LD_RECORD_EVENT; k++)
+                    for (size_t i = 0; i < l[k]->n && !key; i++) {
+                        const char *e = l[k]->v[i], *c = strchr(e, ':');
+                        e = c && k == 1 ? c + 1 : e;
+                        if (strncmp(e, field, flen) == 0 && e[flen] == '.') {
+                            key = k ? "hash_fields" : "dense_fields";
+                            idx = (long)i;
+                        }
+                    }
+            }
+        }
+        if (key) {
+            report_key(ld, "pipeline", key, idx, "%s", ff + 2);
+            return;
         }
     }
     report_key(ld, "pipeline", schema_key, -1, "%s", why);

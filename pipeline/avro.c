@@ -96,8 +96,10 @@ struct ld_avro {
     aschema_t *reader;
     aschema_t *writer; /* plain framing; may be reader */
     aprog_t *plain;
-    schema_id_t *ids;
-    uint32_t nids;
+    schema_id_t *ids; /* from schema_ids, then as the registry answers */
+    uint32_t nids, capids;
+    ld_registry_t *reg; /* NULL: no registry */
+    const ld_fmap_t *fm;
 };
 
 /* ---- Schemas ------------------------------------------------------------ */
@@ -111,6 +113,30 @@ static void aschema_free(aschema_t *a)
     json_decref(a->j);
     free(a->path);
     free(a);
+}
+
+/* Parses the .avsc text[0..n) (text[n] is NUL) into a, whose path names
+ * it in errors. Returns 0, or -1 with errstr set. */
+static int aschema_parse(aschema_t *a, const char *text, size_t n, char *errstr,
+                         size_t errstr_size)
+{
+    json_error_t jerr;
+    if (!(a->j = json_loadb(text, n, 0, &jerr))) {
+        snprintf(errstr, errstr_size, "%s:%d:%d: %s", a->path, jerr.line,
+                 jerr.column, jerr.text);
+        return -1;
+    }
+    if (avro_schema_from_json_length(text, n, &a->s)) {
+        snprintf(errstr, errstr_size, "%s: %s", a->path, avro_strerror());
+        a->s = NULL;
+        return -1;
+    }
+    if (avro_typeof(a->s) != AVRO_RECORD) {
+        snprintf(errstr, errstr_size, "%s: top-level type is %s, not a record",
+                 a->path, avro_schema_type_name(a->s));
+        return -1;
+    }
+    return 0;
 }
 
 static aschema_t *aschema_load(const char *path, char *errstr,
@@ -147,22 +173,8 @@ static aschema_t *aschema_load(const char *path, char *errstr,
         goto err;
     }
     text[n] = '\0';
-    json_error_t jerr;
-    if (!(a->j = json_loadb(text, n, 0, &jerr))) {
-        snprintf(errstr, errstr_size, "%s:%d:%d: %s", path, jerr.line,
-                 jerr.column, jerr.text);
+    if (aschema_parse(a, text, n, errstr, errstr_size) < 0)
         goto err;
-    }
-    if (avro_schema_from_json_length(text, n, &a->s)) {
-        snprintf(errstr, errstr_size, "%s: %s", path, avro_strerror());
-        a->s = NULL;
-        goto err;
-    }
-    if (avro_typeof(a->s) != AVRO_RECORD) {
-        snprintf(errstr, errstr_size, "%s: top-level type is %s, not a record",
-                 path, avro_schema_type_name(a->s));
-        goto err;
-    }
     fclose(f);
     free(text);
     return a;
@@ -1083,10 +1095,15 @@ ld_avro_t *ld_avro_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
             goto err;
     }
 
-    a->confluent =
-        conf->avro_wire == LD_AVRO_WIRE_CONFLUENT ||
-        (conf->avro_wire == LD_AVRO_WIRE_AUTO && conf->schema_ids.n > 0);
-    a->ids = calloc(conf->schema_ids.n + 1, sizeof(*a->ids));
+    int reg = conf->registry_url && *conf->registry_url;
+    a->fm = fm;
+    a->confluent = conf->avro_wire == LD_AVRO_WIRE_CONFLUENT ||
+                   (conf->avro_wire == LD_AVRO_WIRE_AUTO &&
+                    (conf->schema_ids.n > 0 || reg));
+    if (reg && !(a->reg = ld_registry_new(conf, errstr, errstr_size)))
+        goto err;
+    a->capids = (uint32_t)conf->schema_ids.n + 1;
+    a->ids = calloc(a->capids, sizeof(*a->ids));
     if (!a->ids) {
         snprintf(errstr, errstr_size, "out of memory");
         goto err;
@@ -1139,9 +1156,64 @@ void ld_avro_destroy(ld_avro_t *a)
         free(a->ids[i].why);
     }
     free(a->ids);
+    ld_registry_destroy(a->reg);
     aschema_free(a->writer);
     aschema_free(a->reader);
     free(a);
+}
+
+/* The writer schema of an id no record showed before, from the registry,
+ * resolved against the reader and remembered either way: an id's schema
+ * never changes. NULL with err set when the registry could not say (down,
+ * refused): nothing is remembered then, the next record asks again. */
+static schema_id_t *registry_id(ld_avro_t *a, uint32_t id, char *err,
+                                size_t err_size)
+{
+    char *text = NULL, *type = NULL, why[512] = "";
+    ld_reg_status_t st =
+        ld_registry_get(a->reg, id, &text, &type, err, err_size);
+    if (st == LD_REG_DOWN || st == LD_REG_REFUSED)
+        return NULL;
+    if (a->nids == a->capids) {
+        schema_id_t *v = realloc(a->ids, 2 * a->capids * sizeof(*v));
+        if (!v) {
+            free(text);
+            free(type);
+            snprintf(err, err_size, "out of memory");
+            return NULL;
+        }
+        a->ids = v;
+        a->capids *= 2;
+    }
+    schema_id_t *s = &a->ids[a->nids];
+    memset(s, 0, sizeof(*s));
+    s->id = id;
+    char name[64];
+    snprintf(name, sizeof(name), "registry schema id %u", id);
+    if (st == LD_REG_UNKNOWN) {
+        snprintf(why, sizeof(why), "not in the registry");
+    } else if (strcmp(type, "AVRO") != 0) {
+        snprintf(why, sizeof(why), "the registry has a %s schema, not Avro",
+                 type);
+    } else if (!(s->w = calloc(1, sizeof(*s->w))) ||
+               !(s->w->path = strdup(name))) {
+        snprintf(why, sizeof(why), "out of memory");
+    } else if (aschema_parse(s->w, text, strlen(text), why, sizeof(why)) == 0) {
+        s->prog = prog_new(s->w, a->reader, a->fm, why, sizeof(why));
+    }
+    free(text);
+    free(type);
+    if (!s->prog && !(s->why = strdup(why))) {
+        aschema_free(s->w);
+        snprintf(err, err_size, "out of memory");
+        return NULL;
+    }
+    a->nids++;
+    ld_log(s->prog ? LD_LOG_INFO : LD_LOG_WARN, "pipeline",
+           "msg=\"schema id from the registry\" id=%u resolves=%s%s%s%s", id,
+           s->prog ? "yes" : "no", s->prog ? "" : " why=\"",
+           s->prog ? "" : s->why, s->prog ? "" : "\"");
+    return s;
 }
 
 ld_reason_t ld_avro_decode(ld_avro_t *a, ld_fmap_t *fm, const uint8_t *p,
@@ -1169,6 +1241,17 @@ ld_reason_t ld_avro_decode(ld_avro_t *a, ld_fmap_t *fm, const uint8_t *p,
         }
         return run(a->ids[i].prog, fm, p + 5, len - 5, err, err_size);
     }
-    snprintf(err, err_size, "schema id %u is not in pipeline.schema_ids", id);
-    return LD_REASON_UNKNOWN_SCHEMA;
+    if (!a->reg) {
+        snprintf(err, err_size, "schema id %u is not in pipeline.schema_ids",
+                 id);
+        return LD_REASON_UNKNOWN_SCHEMA;
+    }
+    schema_id_t *s = registry_id(a, id, err, err_size);
+    if (!s)
+        return LD_REASON_UNKNOWN_SCHEMA;
+    if (!s->prog) {
+        snprintf(err, err_size, "schema id %u: %s", id, s->why);
+        return LD_REASON_UNKNOWN_SCHEMA;
+    }
+    return run(s->prog, fm, p + 5, len - 5, err, err_size);
 }

@@ -73,6 +73,40 @@ static const ld_conf_row_t rows[] = {
     {"schema_ids", LD_CONF_STRLIST, F(schema_ids), "", 0, 0, NULL,
      "Confluent schema ids mapped to local writer schemas, as "
      "\"id=path.avsc\""},
+    {"descriptor_set", LD_CONF_STRING, F(descriptor_set), "", 0, 0, NULL,
+     "Format protobuf: a FileDescriptorSet of the users' own messages "
+     "(protoc --descriptor_set_out=FILE --include_imports); empty: the "
+     "canonical learnd.v1.Event / Label"},
+    {"event_message", LD_CONF_STRING, F(event_message), "", 0, 0, NULL,
+     "Fully qualified message of events in descriptor_set (pkg.Message)"},
+    {"label_message", LD_CONF_STRING, F(label_message), "", 0, 0, NULL,
+     "Fully qualified message of labels in descriptor_set (pkg.Message)"},
+    {"protobuf_wire", LD_CONF_ENUM, F(protobuf_wire), "plain", 0, 0,
+     "plain|confluent",
+     "Protobuf framing: the bare message, or Confluent magic byte, schema "
+     "id and message-index path"},
+    {"json_wire", LD_CONF_ENUM, F(json_wire), "plain", 0, 0, "plain|confluent",
+     "JSON framing: the bare text, or Confluent magic byte and schema id"},
+    {"registry_url", LD_CONF_STRING, F(registry_url), "", 0, 0, NULL,
+     "Schema registry (Confluent REST API; Apicurio: .../apis/ccompat/v7) "
+     "asked for Confluent-framed schema ids that schema_ids does not list; "
+     "empty: none"},
+    {"registry_user", LD_CONF_STRING, F(registry_user), "", 0, 0, NULL,
+     "Basic-auth user of the schema registry"},
+    {"registry_password", LD_CONF_STRING, F(registry_password), "", 0, 0, NULL,
+     "Basic-auth password of the schema registry; use ${ENV}"},
+    {"registry_ca_file", LD_CONF_STRING, F(registry_ca_file), "", 0, 0, NULL,
+     "CA bundle (PEM) that verifies an https registry; empty: the system's"},
+    {"registry_cert_file", LD_CONF_STRING, F(registry_cert_file), "", 0, 0,
+     NULL, "Client certificate (PEM) for a registry that asks for one"},
+    {"registry_key_file", LD_CONF_STRING, F(registry_key_file), "", 0, 0, NULL,
+     "Private key (PEM) of registry_cert_file"},
+    {"registry_timeout", LD_CONF_DURATION, F(registry_timeout_ms), "5s", 100,
+     600000, NULL, "Timeout of one registry request"},
+    {"registry_deadline", LD_CONF_DURATION, F(registry_deadline_ms), "30s", 0,
+     240000, NULL,
+     "How long input waits for an unreachable registry (per outage) before "
+     "records with unseen schema ids go to the dead-letter topic"},
     {"dlq_max_bytes", LD_CONF_SIZE, F(dlq_max_bytes), "900KiB", 0,
      64.0 * 1024 * 1024, NULL,
      "Dead-letter values are cut to this size (header learnd.src.size "

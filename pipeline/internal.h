@@ -125,10 +125,70 @@ void ld_pbdec_destroy(ld_pbdec_t *d);
 ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
                             size_t len, char *err, size_t err_size);
 
+/* Users' own Protobuf messages from a FileDescriptorSet (pbdesc.c). */
+typedef struct ld_pbdesc ld_pbdesc_t;
+ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
+                           ld_record_kind_t kind, ld_fmap_t *fm, char *errstr,
+                           size_t errstr_size);
+void ld_pbdesc_destroy(ld_pbdesc_t *d);
+ld_reason_t ld_pbdesc_decode(ld_pbdesc_t *d, ld_fmap_t *fm, const uint8_t *p,
+                             size_t len, char *err, size_t err_size);
+/* 1 when path/n is the Confluent message-index path of d's message in its
+ * file of the descriptor set ([0] for the first top-level message). */
+int ld_pbdesc_path_matches(const ld_pbdesc_t *d, const uint32_t *path,
+                           uint32_t n);
+/* Fully qualified name of d's message; static in d. */
+const char *ld_pbdesc_message(const ld_pbdesc_t *d);
+
+/* The Confluent wire header at p: magic byte 0, 4-byte big-endian schema
+ * id and, when protobuf, the message-index path (a zig-zag varint count,
+ * then as many zig-zag varints; count 0 means [0]). Sets *id, path[0..
+ * *npath) (at most cap) and *hdr, the header's bytes. Returns
+ * LD_REASON_NONE, LD_REASON_BAD_MAGIC or LD_REASON_DECODE with err set. */
+ld_reason_t ld_confluent_header(const uint8_t *p, size_t len, int protobuf,
+                                uint32_t *id, uint32_t *path, uint32_t cap,
+                                uint32_t *npath, size_t *hdr, char *err,
+                                size_t err_size);
+
+/* Schema registry client (registry.c). */
+typedef struct ld_registry ld_registry_t;
+typedef enum ld_reg_status {
+    LD_REG_OK = 0,  /* *schema and *type set (caller frees both) */
+    LD_REG_UNKNOWN, /* the registry does not know the id (404) */
+    LD_REG_DOWN,    /* unreachable past registry_deadline */
+    LD_REG_REFUSED  /* any other answer: auth, a bad body */
+} ld_reg_status_t;
+/* Client of conf->registry_url (non-empty). NULL with errstr on a bad
+ * setting. Caller frees with ld_registry_destroy(). */
+ld_registry_t *ld_registry_new(const ld_pipeline_conf_t *conf, char *errstr,
+                               size_t errstr_size);
+void ld_registry_destroy(ld_registry_t *r);
+/* GET /schemas/ids/{id}: the schema text and its schemaType ("AVRO" when
+ * the answer omits it), waiting while the registry is down as registry.c
+ * describes. err gets a detail line unless LD_REG_OK. */
+ld_reg_status_t ld_registry_get(ld_registry_t *r, uint32_t id, char **schema,
+                                char **type, char *err, size_t err_size);
+
+/* The fully qualified name ("pkg.Outer.Inner") of the message that the
+ * Confluent message-index path[0..n) names in .proto text (index i among
+ * the messages declared at that level, top level first). Returns 0 with
+ * out set, or -1 when the path names no message or the text does not
+ * scan. */
+int ld_proto_message_at(const char *text, const uint32_t *path, uint32_t n,
+                        char *out, size_t out_size);
+
 typedef struct ld_jsondec ld_jsondec_t;
 ld_jsondec_t *ld_jsondec_new(ld_fmap_t *fm, char *errstr, size_t errstr_size);
 void ld_jsondec_destroy(ld_jsondec_t *d);
 ld_reason_t ld_jsondec_decode(ld_jsondec_t *d, ld_fmap_t *fm, const uint8_t *p,
                               size_t len, char *err, size_t err_size);
+/* The two halves of ld_jsondec_decode, for test_pipeline's comparison: the
+ * fast path (1: decoded into fm's slots; 0: not its shape, fm to be reset)
+ * and jansson alone. */
+int ld_jsondec_fast(ld_jsondec_t *d, ld_fmap_t *fm, const uint8_t *p,
+                    size_t len);
+ld_reason_t ld_jsondec_decode_slow(ld_jsondec_t *d, ld_fmap_t *fm,
+                                   const uint8_t *p, size_t len, char *err,
+                                   size_t err_size);
 
 #endif /* LD_PIPELINE_INTERNAL_H */

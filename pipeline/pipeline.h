@@ -35,6 +35,13 @@ typedef enum ld_avro_wire {
     LD_AVRO_WIRE_CONFLUENT = 2 /* magic 0, 4-byte BE schema id, datum */
 } ld_avro_wire_t;
 
+/* How Protobuf and JSON values are framed. */
+typedef enum ld_wire {
+    LD_WIRE_PLAIN = 0,    /* the bare message or JSON text */
+    LD_WIRE_CONFLUENT = 1 /* magic 0, 4-byte BE schema id (Protobuf: then the
+                             message-index path), the message */
+} ld_wire_t;
+
 /* pipeline: where input comes from, how it maps to features, and where bad
  * input goes. Filled from the config table ld_pipeline_conf_section. */
 typedef struct ld_pipeline_conf {
@@ -66,6 +73,21 @@ typedef struct ld_pipeline_conf {
     char *event_writer_schema;
     char *label_writer_schema;
     ld_strlist_t schema_ids; /* "id=path.avsc" */
+    /* users' own Protobuf messages (pipeline/pbdesc.c) */
+    char *descriptor_set; /* FileDescriptorSet file; "" = learnd.v1 */
+    char *event_message;  /* fully qualified message names */
+    char *label_message;
+    int protobuf_wire; /* ld_wire_t */
+    int json_wire;     /* ld_wire_t */
+    /* schema registry (pipeline/registry.c); "" = none */
+    char *registry_url;
+    char *registry_user;
+    char *registry_password;
+    char *registry_ca_file;
+    char *registry_cert_file;
+    char *registry_key_file;
+    int64_t registry_timeout_ms;
+    int64_t registry_deadline_ms;
     /* dead-letter topic */
     int64_t dlq_max_bytes;
     /* event times more than this ahead of the record's Kafka timestamp

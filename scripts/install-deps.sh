@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config git
   librdkafka-dev libavro-dev libprotobuf-c-dev protobuf-c-compiler
+  libprotobuf-dev libcurl4-openssl-dev
   libopenblas-dev libyaml-dev libmicrohttpd-dev libcmocka-dev libjansson-dev
   kcat clang-format docker-compose python3 python3-jsonschema python3-venv
 )

@@ -168,7 +168,7 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     float *planes[9] = {0};
     char names[9][48];
     uint32_t shapes[9][2];
-    Learnd__V1__Tensor tens[9], *params[3], *accs[7], scale;
+    Learnd__V1__Tensor tens[9], *params[3], *accs[8], scale, stats;
     uint8_t params_sha[32];
     memset(out, 0, sizeof(*out));
     if (!meta || !meta->model || !meta->model[0])
@@ -209,7 +209,9 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     learnd__v1__optimizer_spec__init(&ospec);
     ospec.kind = (Learnd__V1__OptimizerKind)(sp->opt + 1);
     ospec.dense_learning_rate = sp->dense_lr;
-    ospec.dense_norm = sp->dense_norm == LD_DNORM_MAXABS
+    ospec.dense_norm = sp->dense_norm == LD_DNORM_STANDARD
+                           ? LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD
+                       : sp->dense_norm == LD_DNORM_MAXABS
                            ? LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
                            : LEARND__V1__DENSE_NORM__DENSE_NORM_NONE;
     ospec.learning_rate = sp->lr;
@@ -297,6 +299,16 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
         scale.data.data = (uint8_t *)s->dscale;
         scale.data.len = dd * sizeof(float);
         accs[ost.n_tensors++] = &scale;
+    }
+    uint32_t sshape[2] = {3, dd};
+    if (dd && sp->dense_norm == LD_DNORM_STANDARD) {
+        learnd__v1__tensor__init(&stats);
+        stats.name = (char *)LD_CKPT_DENSE_STATS;
+        stats.n_shape = 2;
+        stats.shape = sshape;
+        stats.data.data = (uint8_t *)s->dstat;
+        stats.data.len = 3 * (size_t)dd * sizeof(float);
+        accs[ost.n_tensors++] = &stats;
     }
     ost.tensors = ost.n_tensors ? accs : NULL;
 
@@ -409,6 +421,40 @@ static int check_scale(const Learnd__V1__Tensor *t, uint32_t d, char *errstr,
     return 1;
 }
 
+/* Checks dense_norm standard's statistics: name, shape [3, D], finite,
+ * counts and M2 non-negative. */
+static int check_stats(const Learnd__V1__Tensor *t, uint32_t d, char *errstr,
+                       size_t size)
+{
+    if (!t || !t->name || strcmp(t->name, LD_CKPT_DENSE_STATS) != 0) {
+        ld_ckpt_say(errstr, size, "optimizer tensor %s missing or out of order",
+                    LD_CKPT_DENSE_STATS);
+        return 0;
+    }
+    if (t->n_shape != 2 || t->shape[0] != 3 || t->shape[1] != d) {
+        ld_ckpt_say(errstr, size, "tensor %s has the wrong shape",
+                    LD_CKPT_DENSE_STATS);
+        return 0;
+    }
+    if (t->data.len != 3 * (size_t)d * sizeof(float) || !t->data.data) {
+        ld_ckpt_say(errstr, size, "tensor %s has %zu bytes, expected %zu",
+                    LD_CKPT_DENSE_STATS, t->data.len,
+                    3 * (size_t)d * sizeof(float));
+        return 0;
+    }
+    for (uint32_t j = 0; j < 3 * d; j++) {
+        float v;
+        memcpy(&v, t->data.data + 4 * (size_t)j, sizeof(v));
+        if (!isfinite(v) || (j / d != 1 && !(v >= 0))) {
+            ld_ckpt_say(errstr, size,
+                        "tensor %s: value %u is %g, not a statistic",
+                        LD_CKPT_DENSE_STATS, j, (double)v);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Fills sp from a decoded message; 0 with errstr when anything is off. */
 static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
                         char *errstr, size_t size)
@@ -473,13 +519,16 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
     sp->decay = os->decay;
     sp->power_t = os->power_t;
     sp->dense_lr = os->dense_learning_rate;
-    if (os->dense_norm > LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS) {
+    if (os->dense_norm > LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD) {
         ld_ckpt_say(errstr, size, "unknown dense_norm %d", (int)os->dense_norm);
         return 0;
     }
-    sp->dense_norm = os->dense_norm == LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
-                         ? LD_DNORM_MAXABS
-                         : LD_DNORM_NONE;
+    sp->dense_norm =
+        os->dense_norm == LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD
+            ? LD_DNORM_STANDARD
+        : os->dense_norm == LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
+            ? LD_DNORM_MAXABS
+            : LD_DNORM_NONE;
     return 1;
 }
 
@@ -540,16 +589,21 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
      * normalization existed has none (its dense state is in raw units). */
     size_t nacc = (size_t)(sp.s - 1) * 3;
     size_t nopt = m->optimizer->n_tensors;
-    if (m->n_tensors != 3 ||
-        (nopt != nacc && !(sp.dense_dim && nopt == nacc + 1))) {
+    /* The statistics: only under standard, after the scales. */
+    size_t nmax = nacc + (sp.dense_dim ? 1 : 0) +
+                  (sp.dense_dim && sp.dense_norm == LD_DNORM_STANDARD ? 1 : 0);
+    if (m->n_tensors != 3 || nopt < nacc || nopt > nmax) {
         ld_ckpt_say(errstr, size,
                     "checkpoint has %zu parameter and %zu optimizer "
                     "tensors, expected 3 and %zu",
-                    m->n_tensors, nopt, nacc + (sp.dense_dim ? 1 : 0));
+                    m->n_tensors, nopt, nmax);
         goto err;
     }
-    if (nopt == nacc + 1 &&
+    if (nopt > nacc &&
         !check_scale(m->optimizer->tensors[nacc], sp.dense_dim, errstr, size))
+        goto err;
+    if (nopt > nacc + 1 && !check_stats(m->optimizer->tensors[nacc + 1],
+                                        sp.dense_dim, errstr, size))
         goto err;
     ld_sha256_t h;
     ld_sha256_init(&h);
@@ -650,6 +704,9 @@ ld_snapshot_t *ld_ckpt_snapshot(const ld_ckpt_t *c)
     if (m->optimizer->n_tensors > nacc) /* validated by decode */
         memcpy(s->dscale, m->optimizer->tensors[nacc]->data.data,
                sp.dense_dim * sizeof(float));
+    if (m->optimizer->n_tensors > nacc + 1)
+        memcpy(s->dstat, m->optimizer->tensors[nacc + 1]->data.data,
+               3 * (size_t)sp.dense_dim * sizeof(float));
     s->step = m->optimizer->step;
     const Learnd__V1__ExampleCounts *tc = m->lineage->total_counts;
     if (tc) {

@@ -36,6 +36,10 @@
  * with all scales 0 (state in raw units, converted at each column's first
  * non-zero value). */
 #define LD_CKPT_DENSE_SCALE "dense_w.norm_scale"
+/* OptimizerState tensor of dense_norm standard's running statistics
+ * ([3, dense_dim]: count, mean, M2 per column), after the scales; written
+ * only under dense_norm standard, absent means all 0 (raw units). */
+#define LD_CKPT_DENSE_STATS "dense_w.norm_stats"
 
 /* The `checkpoint:` config section. */
 typedef struct ld_ckpt_conf {

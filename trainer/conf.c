@@ -57,10 +57,13 @@ static const ld_conf_row_t rows[] = {
      1e6, NULL,
      "Step size (alpha of ftrl) of the dense block and the bias; 0: "
      "learning_rate"},
-    {"dense_norm", LD_CONF_ENUM, OFF(dense_norm), "maxabs", 0, 0, "none|maxabs",
+    {"dense_norm", LD_CONF_ENUM, OFF(dense_norm), "maxabs", 0, 0,
+     "none|maxabs|standard",
      "maxabs: each dense feature's updates are scaled by the largest "
-     "absolute value seen so far (online, checkpointed; weights stay in raw "
-     "units); none: raw values"},
+     "absolute value seen so far; standard: each dense feature is centred "
+     "and scaled by its running mean and standard deviation (both online, "
+     "checkpointed, predictions unchanged by the statistics' updates; "
+     "weights stay in raw units); none: raw values"},
     {"batch_size", LD_CONF_INT, OFF(batch_size), "256", 1, 1048576, NULL,
      "Micro-batch size in examples"},
     {"batch_span", LD_CONF_DURATION, OFF(batch_span), "1s", 0, 86400000.0, NULL,

@@ -117,6 +117,8 @@ struct ld_trainer {
     float *dn;     /* dense state planes, k x d1 each */
     size_t dn_n;
     float *dscale; /* dense_dim normalization scales (ld_snapshot.dscale) */
+    float *dstat;  /* 3 x dense_dim running statistics (ld_snapshot.dstat) */
+    float *dtmp;   /* 3 x d1 scratch of dense_step_std */
     int dnorm;     /* LD_DNORM_* */
     uint64_t step;
     ld_trainer_stats_t st;
@@ -296,6 +298,9 @@ void score_example(ld_trainer_t *t, size_t i);
 void make_dense_hp(const ld_trainer_t *t, const hp_t *h, hp_t *dh);
 /* dense.c: converts every column with a scale back to raw units. */
 void dense_to_raw(ld_trainer_t *t);
+/* dense.c: converts every standardized column back to raw units and clears
+ * the statistics. */
+void std_to_raw(ld_trainer_t *t);
 /* dense.c: one step of every dense coordinate with example i's gradient. */
 void dense_step(ld_trainer_t *t, size_t i);
 /* Adds example i's dense part, with the dense weights as they are now, to

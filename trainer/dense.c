@@ -146,8 +146,166 @@ dense_step_opt(ld_trainer_t *t, const hp_t *h, int opt, size_t i)
     }
 }
 
+/* Dense standardization (dense_norm: standard). Each dense column j keeps
+ * Welford's running count n, mean m and sum of squared deviations M2 of the
+ * values it has seen (with the missing-is-0 values), and its optimizer runs
+ * in centred, scaled coordinates x' = (x - m) / sd, sd = sqrt(M2 / n), as
+ * River's StandardScaler feeds its linear models. Why beside maxabs: a
+ * feature with a large offset (a salary around 85 000, a flag in {0, 1})
+ * is, after maxabs, a second bias that moves with every step, and the
+ * real bias has to learn the offset out; centred, the bias learns the base
+ * rate alone (issue 14's River comparison; docs/TRAINER.md has figures).
+ *
+ * As with maxabs the stored weights stay in raw units, w = w' / sd and the
+ * bias b = b' - sum_j w_j m_j, so scoring, checkpoints and external
+ * scorers use raw x. Each example first updates the statistics, then the
+ * state is converted so that the raw function is unchanged (w' by
+ * sd_new / sd_old as dense_rescale does; the bias's FTRL z is set from
+ * the centred b' the closed form must give), then every column steps with
+ * its centred value. A column's statistics include the example before its
+ * step (so |x'| <= sqrt(n - 1), bounded from the second example on); the
+ * prediction used the statistics before it, so nothing is scored by
+ * statistics that saw it. A column whose values have not spread yet
+ * (M2 = 0: fresh, constant, or restored from a checkpoint without
+ * statistics) is in raw units (m 0, sd 1) and takes no step: a constant
+ * is the bias's job. Past 2^24 values the count stops and the statistics
+ * become exponentially weighted over that horizon (float32 state, in the
+ * checkpoint as it is in memory, so a restore continues bit for bit). */
+#define STD_MAX_N 16777216.0f
+
+/* Effective centre and scale of column j of the d columns of st. */
+static inline void std_of(const float *st, uint32_t d, uint32_t j, float *mu,
+                          float *sd)
+{
+    float n = st[j], m2 = st[2 * (size_t)d + j];
+    if (m2 > 0.0f && n > 0.0f) {
+        *mu = st[(size_t)d + j];
+        *sd = sqrtf(m2 / n);
+    } else {
+        *mu = 0.0f;
+        *sd = 1.0f;
+    }
+}
+
+static inline void std_add(float *st, uint32_t d, uint32_t j, float x)
+{
+    float *n = &st[j], *m = &st[(size_t)d + j], *m2 = &st[2 * (size_t)d + j];
+    if (*n < STD_MAX_N)
+        *n += 1.0f;
+    else
+        *m2 -= *m2 / *n;
+    float delta = x - *m;
+    *m += delta / *n;
+    *m2 += delta * (x - *m);
+    if (!(*m2 > 0.0f)) /* rounding: never negative */
+        *m2 = 0.0f;
+}
+
+/* FTRL's z for the bias (no L1/L2) such that the closed form gives w. */
+static inline float bias_z(const hp_t *h, float w, float n)
+{
+    return -w * (h->beta + sqrtf(n)) * h->inv_alpha;
+}
+
+/* Converts every standardized column back to raw units and clears the
+ * statistics (a standard checkpoint restored with another dense_norm). */
+void std_to_raw(ld_trainer_t *t)
+{
+    const size_t plane = (size_t)t->k * t->d1;
+    const uint32_t d = t->d1 - 1;
+    const int opt = t->spec.opt;
+    hp_t bh, h;
+    make_hp(t, &bh);
+    make_dense_hp(t, &bh, &h);
+    int any = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        float mu, sd;
+        std_of(t->dstat, d, j, &mu, &sd);
+        if (t->dstat[2 * (size_t)d + j] == 0.0f)
+            continue;
+        any = 1;
+        for (uint32_t kk = 0; kk < t->k; kk++) {
+            size_t i = (size_t)kk * t->d1 + j;
+            float w = t->dn[i] * sd, a = 0, b = 0;
+            if (opt != LD_OPT_SGD)
+                a = t->dn[plane + i];
+            if (opt >= LD_OPT_FTRL)
+                b = t->dn[2 * plane + i];
+            dense_rescale(opt, &h, 1.0f / sd, &w, &a, &b, h.l1, h.l2);
+            if (opt != LD_OPT_SGD)
+                t->dn[plane + i] = a;
+            if (opt >= LD_OPT_FTRL)
+                t->dn[2 * plane + i] = b;
+        }
+    }
+    if (any && opt == LD_OPT_FTRL) /* the bias's z, from its raw value */
+        for (uint32_t kk = 0; kk < t->k; kk++) {
+            size_t i = (size_t)kk * t->d1 + d;
+            t->dn[plane + i] = bias_z(&h, t->dn[i], t->dn[2 * plane + i]);
+        }
+    memset(t->dstat, 0, 3 * (size_t)d * sizeof(float));
+}
+
+static void dense_step_std(ld_trainer_t *t, const hp_t *h, int opt, size_t i)
+{
+    const size_t plane = (size_t)t->k * t->d1;
+    const uint32_t k = t->k, d1 = t->d1, d = d1 - 1;
+    const float *x = t->b_x + i * d1, *r = t->b_r + i * k;
+    float *dn = t->dn, *st = t->dstat;
+    float *sd0 = t->dtmp, *mu1 = t->dtmp + d1, *sd1 = t->dtmp + 2 * d1;
+    for (uint32_t j = 0; j < d; j++) {
+        float mu0;
+        std_of(st, d, j, &mu0, &sd0[j]);
+        std_add(st, d, j, x[j]);
+        std_of(st, d, j, &mu1[j], &sd1[j]);
+    }
+    for (uint32_t kk = 0; kk < k; kk++) {
+        float *w = dn + (size_t)kk * d1, *za = dn + plane + (size_t)kk * d1,
+              *nb = dn + 2 * plane + (size_t)kk * d1;
+        /* The bias in centred coordinates, with the new means. */
+        float bp = w[d], a = 0, b = 0;
+        for (uint32_t j = 0; j < d; j++)
+            bp += w[j] * mu1[j];
+        if (opt != LD_OPT_SGD)
+            a = za[d];
+        if (opt >= LD_OPT_FTRL)
+            b = nb[d];
+        if (opt == LD_OPT_FTRL)
+            a = bias_z(h, bp, b);
+        opt_step(opt, h, &bp, &a, &b, r[kk], 0.0f, 0.0f);
+        if (opt != LD_OPT_SGD)
+            za[d] = a;
+        if (opt >= LD_OPT_FTRL)
+            nb[d] = b;
+        for (uint32_t j = 0; j < d; j++) {
+            float wp = w[j] * sd0[j], aj = 0, bj = 0;
+            if (opt != LD_OPT_SGD)
+                aj = za[j];
+            if (opt >= LD_OPT_FTRL)
+                bj = nb[j];
+            if (sd1[j] != sd0[j])
+                dense_rescale(opt, h, sd1[j] / sd0[j], &wp, &aj, &bj, h->l1,
+                              h->l2);
+            if (st[2 * (size_t)d + j] > 0.0f) /* spread: it steps */
+                opt_step(opt, h, &wp, &aj, &bj,
+                         r[kk] * ((x[j] - mu1[j]) / sd1[j]), h->l1, h->l2);
+            w[j] = wp / sd1[j];
+            if (opt != LD_OPT_SGD)
+                za[j] = aj;
+            if (opt >= LD_OPT_FTRL)
+                nb[j] = bj;
+            bp -= w[j] * mu1[j];
+        }
+        w[d] = bp;
+    }
+}
+
 void dense_step(ld_trainer_t *t, size_t i)
 {
+    if (t->dnorm == LD_DNORM_STANDARD) {
+        dense_step_std(t, &t->dh, t->spec.opt, i);
+        return;
+    }
     switch (t->spec.opt) {
     case LD_OPT_SGD:
         dense_step_opt(t, &t->dh, LD_OPT_SGD, i);

@@ -66,6 +66,10 @@ struct ld_snapshot {
      * whose state is still in raw units (never seen non-zero, or restored
      * from a checkpoint written before normalization existed). */
     float *dscale;
+    /* Running statistics per dense column for dense_norm standard
+     * (3 x dense_dim floats: count, mean, M2 of Welford's method; all 0 for
+     * a column whose state is in raw units). */
+    float *dstat;
     ld_trainer_metrics_t metrics, champion_metrics;
 };
 

@@ -78,7 +78,9 @@ ld_snapshot_t *ld_snapshot_alloc(const ld_spec_t *spec)
     s->sp = ld_state_alloc(s->sp_n, 1);
     s->dn = calloc(s->dn_n, sizeof(float));
     s->dscale = calloc(spec->dense_dim ? spec->dense_dim : 1, sizeof(float));
-    if (!s->sp || !s->dn || !s->dscale) {
+    s->dstat = calloc(spec->dense_dim ? 3 * (size_t)spec->dense_dim : 1,
+                      sizeof(float));
+    if (!s->sp || !s->dn || !s->dscale || !s->dstat) {
         ld_snapshot_destroy(s);
         return NULL;
     }
@@ -92,6 +94,7 @@ void ld_snapshot_destroy(ld_snapshot_t *s)
     free(s->sp);
     free(s->dn);
     free(s->dscale);
+    free(s->dstat);
     free(s);
 }
 
@@ -296,12 +299,14 @@ ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
         s->sp = ld_state_alloc(s->sp_n, 0);
     s->dn = malloc(s->dn_n * sizeof(float));
     s->dscale = malloc(t->d1 * sizeof(float));
-    if (!s->sp || !s->dn || !s->dscale) {
+    s->dstat = malloc(3 * (size_t)t->d1 * sizeof(float));
+    if (!s->sp || !s->dn || !s->dscale || !s->dstat) {
         ld_snapshot_destroy(s);
         return LD_ERR_NOMEM;
     }
     memcpy(s->dn, t->dn, s->dn_n * sizeof(float));
     memcpy(s->dscale, t->dscale, (t->d1 - 1) * sizeof(float));
+    memcpy(s->dstat, t->dstat, 3 * (t->d1 - 1) * sizeof(float));
     s->step = t->step;
     s->examples = t->st.examples;
     memcpy(s->by_type, t->st.by_type, sizeof(s->by_type));
@@ -406,8 +411,13 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
     }
     memcpy(t->dn, s->dn, t->dn_n * sizeof(float));
     memcpy(t->dscale, s->dscale, (t->d1 - 1) * sizeof(float));
-    if (t->dnorm == LD_DNORM_NONE)
+    memcpy(t->dstat, s->dstat, 3 * (t->d1 - 1) * sizeof(float));
+    /* State kept in another normalization's units goes back to raw units
+     * (predictions unchanged); this mode then converts it on its own. */
+    if (t->dnorm != LD_DNORM_MAXABS)
         dense_to_raw(t);
+    if (t->dnorm != LD_DNORM_STANDARD)
+        std_to_raw(t);
     t->step = s->step;
     t->st.examples = s->examples;
     memcpy(t->st.by_type, s->by_type, sizeof(s->by_type));

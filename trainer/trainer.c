@@ -25,6 +25,7 @@ static void init_state(ld_trainer_t *t)
     memset(t->sp, 0, t->sp_n * sizeof(float));
     memset(t->dn, 0, t->dn_n * sizeof(float));
     memset(t->dscale, 0, (t->d1 - 1) * sizeof(float));
+    memset(t->dstat, 0, 3 * (t->d1 - 1) * sizeof(float));
     if (t->spec.opt == LD_OPT_ADAGRAD) {
         float a = acc_init(&t->spec, 1);
         for (size_t i = 1; i < t->sp_n; i += 2)
@@ -61,7 +62,7 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
              conf->model != LD_MODEL_LOGISTIC)
         why = "delayed_feedback: fnw needs the logistic model";
     else if (conf->dense_norm < LD_DNORM_NONE ||
-             conf->dense_norm > LD_DNORM_MAXABS)
+             conf->dense_norm > LD_DNORM_STANDARD)
         why = "dense_norm: unknown kind";
     else if (!(conf->learning_rate > 0) || !isfinite(conf->learning_rate))
         why = "learning_rate: must be positive";
@@ -142,6 +143,8 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->sp = ld_state_alloc(t->sp_n, 0);
     t->dn = malloc(t->dn_n * sizeof(float));
     t->dscale = calloc(t->d1, sizeof(float));
+    t->dstat = calloc(3 * (size_t)t->d1, sizeof(float));
+    t->dtmp = calloc(3 * (size_t)t->d1, sizeof(float));
     t->b_off = calloc(t->bcap + 1, sizeof(uint32_t));
     t->b_idx = malloc((t->nnz_cap + PF_DIST) * sizeof(uint32_t));
     t->b_val = malloc(t->nnz_cap * sizeof(float));
@@ -167,11 +170,11 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->b_r = malloc(t->bcap * t->k * sizeof(float));
     t->b_sc = malloc(t->bcap * sizeof(ld_scored_t));
     t->pend_buf = malloc(t->nblocks);
-    if (!t->sp || !t->dn || !t->dscale || !t->b_off || !t->b_idx || !t->b_val ||
-        !t->b_g || !t->b_wb || !t->b_wn || !t->b_sq || !t->b_o || !t->b_x ||
-        !t->b_y || !t->b_w || !t->b_type || !t->b_time || !t->b_ltime ||
-        !t->b_srcoff || !t->b_part || !t->b_eid || !t->eid || !t->b_ex ||
-        !t->b_z || !t->b_cz || !t->b_r || !t->b_sc || !t->pend_buf)
+    if (!t->sp || !t->dn || !t->dscale || !t->dstat || !t->dtmp || !t->b_off ||
+        !t->b_idx || !t->b_val || !t->b_g || !t->b_wb || !t->b_wn || !t->b_sq ||
+        !t->b_o || !t->b_x || !t->b_y || !t->b_w || !t->b_type || !t->b_time ||
+        !t->b_ltime || !t->b_srcoff || !t->b_part || !t->b_eid || !t->eid ||
+        !t->b_ex || !t->b_z || !t->b_cz || !t->b_r || !t->b_sc || !t->pend_buf)
         goto err;
     if (ld_window_init(&t->win, (size_t)conf->metrics_window) != LD_OK)
         goto err;
@@ -201,6 +204,8 @@ void ld_trainer_destroy(ld_trainer_t *t)
     free(t->sp);
     free(t->dn);
     free(t->dscale);
+    free(t->dstat);
+    free(t->dtmp);
     free(t->b_off);
     free(t->b_idx);
     free(t->b_val);

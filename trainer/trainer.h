@@ -59,7 +59,7 @@ enum {
     LD_LR_EXPONENTIAL = 2      /* lr * decay^t */
 };
 enum { LD_DF_NONE = 0, LD_DF_FNW = 1 };
-enum { LD_DNORM_NONE = 0, LD_DNORM_MAXABS = 1 };
+enum { LD_DNORM_NONE = 0, LD_DNORM_MAXABS = 1, LD_DNORM_STANDARD = 2 };
 
 /* The `trainer:` config section (filled by the YAML loader from
  * ld_trainer_conf_section; strings owned by the config). */

@@ -382,6 +382,168 @@ static void test_structural_checks(void **state)
     free(b.data);
 }
 
+/* One packed checkpoint of m with its trailer, in buf (caller frees). */
+static size_t repack(const Learnd__V1__Checkpoint *m, uint8_t **buf)
+{
+    size_t n = learnd__v1__checkpoint__get_packed_size(m);
+    *buf = malloc(n + 34);
+    assert_non_null(*buf);
+    assert_int_equal(learnd__v1__checkpoint__pack(m, *buf), n);
+    (*buf)[n] = 0x7a;
+    (*buf)[n + 1] = 0x20;
+    ld_ckpt_sha256(*buf, n, *buf + n + 2);
+    return n + 34;
+}
+
+static void feed_std(ld_trainer_t *t, int n, uint64_t seed)
+{
+    rng_state = seed;
+    for (int i = 0; i < n; i++) {
+        uint32_t idx = (uint32_t)rnd() & 31;
+        float one = 1,
+              dense[2] = {(float)(rnd() % 1000) + 20000.0f, (float)(rnd() % 2)};
+        ld_example_t e;
+        memset(&e, 0, sizeof(e));
+        e.x = (ld_features_t){&idx, &one, dense, 1, 2};
+        e.label = (float)((idx + (uint32_t)dense[1]) % 2);
+        e.weight = 1;
+        assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    }
+}
+
+/* dense_norm standard: its statistics travel as "dense_w.norm_stats"
+ * [3, D] after the scales, re-encode to the same bytes, and a restore
+ * continues bit for bit; a bad statistic is refused; a checkpoint without
+ * them (an older or a maxabs one) loads with the state in raw units and
+ * the same predictions. */
+static void test_standard_stats(void **state)
+{
+    (void)state;
+    ld_trainer_conf_t conf;
+    char err[256];
+    conf_for(&conf, LD_MODEL_LOGISTIC, LD_OPT_FTRL, 5);
+    conf.dense_norm = LD_DNORM_STANDARD;
+    ld_trainer_t *u = ld_trainer_new(&conf, err, sizeof(err));
+    assert_non_null(u);
+    feed_std(u, 60, 11);
+    ld_snapshot_t *s = ld_trainer_snapshot(u);
+    assert_float_equal(s->dstat[0], 60.0f, 0); /* count of column 0 */
+    assert_true(s->dstat[2] > 20000.0f && s->dstat[2] < 21000.0f); /* mean */
+    ld_ckpt_meta_t meta = meta_for("m", 1);
+    ld_buf_t b, b2;
+    assert_int_equal(ld_ckpt_encode(s, &meta, &b), LD_OK);
+    ld_ckpt_t *c;
+    assert_int_equal(ld_ckpt_decode(b.data, b.len, &c, err, sizeof(err)),
+                     LD_OK);
+    Learnd__V1__Checkpoint *m = (Learnd__V1__Checkpoint *)ld_ckpt_message(c);
+    assert_int_equal(m->spec->optimizer->dense_norm,
+                     LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD);
+    assert_int_equal(m->optimizer->n_tensors, 8);
+    Learnd__V1__Tensor *st = m->optimizer->tensors[7];
+    assert_string_equal(st->name, LD_CKPT_DENSE_STATS);
+    assert_int_equal(st->n_shape, 2);
+    assert_int_equal(st->shape[0], 3);
+    assert_int_equal(st->shape[1], 2);
+    ld_snapshot_t *s2 = ld_ckpt_snapshot(c);
+    assert_memory_equal(s2->dstat, s->dstat, 6 * sizeof(float));
+    assert_int_equal(ld_ckpt_encode(s2, &meta, &b2), LD_OK);
+    assert_int_equal(b2.len, b.len);
+    assert_memory_equal(b2.data, b.data, b.len);
+
+    /* Restored, it continues bit for bit. */
+    ld_trainer_t *r = ld_trainer_new(&conf, err, sizeof(err));
+    assert_int_equal(ld_trainer_restore(r, s2, err, sizeof(err)), LD_OK);
+    feed_std(u, 40, 12);
+    feed_std(r, 40, 12);
+    ld_snapshot_t *su = ld_trainer_snapshot(u), *sr = ld_trainer_snapshot(r);
+    assert_memory_equal(sr->dn, su->dn, su->dn_n * sizeof(float));
+    assert_memory_equal(sr->sp, su->sp, su->sp_n * sizeof(float));
+    assert_memory_equal(sr->dstat, su->dstat, 6 * sizeof(float));
+
+    /* Corrupt statistics are refused. */
+    uint8_t *buf;
+    size_t n;
+    ld_ckpt_t *bad = NULL;
+    float neg = -1.0f, good;
+    memcpy(&good, st->data.data, 4);
+    memcpy(st->data.data, &neg, 4); /* a negative count */
+    n = repack(m, &buf);
+    assert_int_equal(ld_ckpt_decode(buf, n, &bad, err, sizeof(err)),
+                     LD_ERR_CORRUPT);
+    assert_non_null(strstr(err, "not a statistic"));
+    free(buf);
+    memcpy(st->data.data, &good, 4);
+    st->shape[0] = 2;
+    n = repack(m, &buf);
+    assert_int_equal(ld_ckpt_decode(buf, n, &bad, err, sizeof(err)),
+                     LD_ERR_CORRUPT);
+    assert_non_null(strstr(err, "wrong shape"));
+    free(buf);
+    st->shape[0] = 3;
+    /* Statistics in a maxabs checkpoint: one tensor too many. */
+    m->spec->optimizer->dense_norm = LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS;
+    n = repack(m, &buf);
+    assert_int_equal(ld_ckpt_decode(buf, n, &bad, err, sizeof(err)),
+                     LD_ERR_CORRUPT);
+    assert_non_null(strstr(err, "tensors"));
+    free(buf);
+    m->spec->optimizer->dense_norm =
+        LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD;
+
+    /* Without the statistics (older checkpoints): loads, raw units. The
+     * standardized state is first brought to raw units as maxabs would
+     * (the restore under maxabs below), then written without them. */
+    conf.dense_norm = LD_DNORM_MAXABS;
+    ld_trainer_t *rm = ld_trainer_new(&conf, err, sizeof(err));
+    assert_int_equal(ld_trainer_restore(rm, s2, err, sizeof(err)), LD_OK);
+    ld_snapshot_t *sm = ld_trainer_snapshot(rm);
+    ld_buf_t b3;
+    assert_int_equal(ld_ckpt_encode(sm, &meta, &b3), LD_OK);
+    ld_ckpt_t *c3;
+    assert_int_equal(ld_ckpt_decode(b3.data, b3.len, &c3, err, sizeof(err)),
+                     LD_OK);
+    assert_int_equal(ld_ckpt_message(c3)->optimizer->n_tensors, 7);
+    ld_snapshot_t *s3 = ld_ckpt_snapshot(c3);
+    conf.dense_norm = LD_DNORM_STANDARD;
+    ld_trainer_t *r3 = ld_trainer_new(&conf, err, sizeof(err));
+    assert_int_equal(ld_trainer_restore(r3, s3, err, sizeof(err)), LD_OK);
+    uint32_t pidx = 3;
+    float one = 1, pd[2] = {20500.0f, 1.0f}, p2, p3;
+    ld_features_t px = {&pidx, &one, pd, 1, 2};
+    ld_trainer_t *r2 = ld_trainer_new(&conf, err, sizeof(err));
+    assert_int_equal(ld_trainer_restore(r2, s2, err, sizeof(err)), LD_OK);
+    assert_int_equal(ld_trainer_predict(r2, &px, &p2, 1), LD_OK);
+    assert_int_equal(ld_trainer_predict(r3, &px, &p3, 1), LD_OK);
+    assert_float_equal(p3, p2, 1e-5f);
+    ld_snapshot_t *s4 = ld_trainer_snapshot(r3);
+    for (int j = 0; j < 6; j++)
+        assert_float_equal(s4->dstat[j], 0, 0);
+    feed_std(r3, 40, 12); /* each column standardizes again */
+    ld_snapshot_t *s5 = ld_trainer_snapshot(r3);
+    assert_float_equal(s5->dstat[0], 40.0f, 0);
+    for (size_t i = 0; i < s5->dn_n; i++)
+        assert_true(isfinite(s5->dn[i]));
+
+    ld_snapshot_destroy(s5);
+    ld_snapshot_destroy(s4);
+    ld_snapshot_destroy(s3);
+    ld_ckpt_destroy(c3);
+    free(b3.data);
+    ld_snapshot_destroy(sm);
+    ld_trainer_destroy(rm);
+    ld_trainer_destroy(r2);
+    ld_trainer_destroy(r3);
+    ld_snapshot_destroy(su);
+    ld_snapshot_destroy(sr);
+    ld_trainer_destroy(r);
+    ld_snapshot_destroy(s2);
+    ld_ckpt_destroy(c);
+    free(b.data);
+    free(b2.data);
+    ld_snapshot_destroy(s);
+    ld_trainer_destroy(u);
+}
+
 /* A checkpoint written before dense normalization existed (no
  * "dense_w.norm_scale" tensor, dense_norm unset) still loads: its dense
  * state is in raw units (scales 0). Under dense_norm none it continues bit
@@ -1031,6 +1193,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_structural_checks),
         cmocka_unit_test(test_old_format),
+        cmocka_unit_test(test_standard_stats),
         cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_store),
         cmocka_unit_test(test_store_errors),

@@ -12,6 +12,7 @@
 
 #include "pipeline/decode.h"
 #include "pipeline/hash.h"
+#include "pipeline/internal.h"
 #include "pipeline/kafka.h"
 #include "tests/data/pipeline/fixtures.h"
 #include "tests/data/pipeline/pb_ref.h"
@@ -1123,6 +1124,175 @@ static void test_labels(void **state)
     fx_conf_free(c);
 }
 
+/* ---- JSON fast path ------------------------------------------------------ */
+
+typedef struct jside {
+    ld_fmap_t *fm;
+    ld_jsondec_t *jd;
+    char err[512];
+    ld_record_t r;
+} jside_t;
+
+/* Decodes v as ld_jsondec_decode does (fast path, else jansson) or with
+ * jansson alone; *fast says whether the fast path took it. */
+static ld_reason_t jdecode(jside_t *s, const char *v, size_t n, int slow_only,
+                           int *fast)
+{
+    ld_reason_t why = LD_REASON_NONE;
+    s->err[0] = '\0';
+    ld_fmap_reset(s->fm);
+    *fast = !slow_only && ld_jsondec_fast(s->jd, s->fm, (const uint8_t *)v, n);
+    if (!*fast) {
+        ld_fmap_reset(s->fm);
+        why = ld_jsondec_decode_slow(s->jd, s->fm, (const uint8_t *)v, n,
+                                     s->err, sizeof(s->err));
+    }
+    if (!why)
+        why = ld_fmap_finish(s->fm, "k", 1, -1, &s->r, s->err, sizeof(s->err));
+    return why;
+}
+
+/* Both paths on one input: the same reason, detail and record, bit for
+ * bit. Returns whether the fast path took it. */
+static int jcompare(jside_t *a, jside_t *b, const char *v, size_t n)
+{
+    int fa, fb;
+    ld_reason_t ra = jdecode(a, v, n, 0, &fa), rb = jdecode(b, v, n, 1, &fb);
+    if (ra != rb || strcmp(a->err, b->err) != 0)
+        fail_msg("'%.*s': fast %s (%s), jansson %s (%s)", (int)n, v,
+                 ld_reason_name(ra), a->err, ld_reason_name(rb), b->err);
+    if (ra)
+        return fa;
+    const ld_record_t *x = &a->r, *y = &b->r;
+    if (x->key_len != y->key_len || memcmp(x->key, y->key, x->key_len) ||
+        x->time_ms != y->time_ms || x->x.nnz != y->x.nnz ||
+        x->x.ndense != y->x.ndense ||
+        memcmp(x->x.idx, y->x.idx, x->x.nnz * sizeof(uint32_t)) ||
+        memcmp(x->x.val, y->x.val, x->x.nnz * sizeof(float)) ||
+        memcmp(x->x.dense, y->x.dense, x->x.ndense * sizeof(float)))
+        fail_msg("'%.*s': records differ", (int)n, v);
+    return fa;
+}
+
+/* The fast path gives exactly jansson's result, on the fixture events,
+ * on hand-picked edge cases and on 60 000 seeded mutants of them; and it
+ * takes the records it is meant for (so the comparison is not vacuous). */
+static void test_json_fast_path(void **state)
+{
+    (void)state;
+    char err[256];
+    ld_pipeline_conf_t *c = fx_conf_new("json");
+    assert_non_null(c);
+    jside_t a = {0}, b = {0};
+    jside_t *sides[2] = {&a, &b};
+    for (int i = 0; i < 2; i++) {
+        sides[i]->fm = ld_fmap_new(c, LD_RECORD_EVENT, 0, err, sizeof(err));
+        assert_non_null(sides[i]->fm);
+        sides[i]->jd = ld_jsondec_new(sides[i]->fm, err, sizeof(err));
+        assert_non_null(sides[i]->jd);
+    }
+    fx_set_t fx;
+    assert_int_equal(fx_load_kcat(FX_DIR "/events-json.kcat", &fx), 0);
+    size_t fast = 0;
+    for (size_t i = 0; i < fx.n; i++)
+        fast += (size_t)jcompare(&a, &b, fx.r[i].val, fx.r[i].vlen);
+    assert_int_equal(fast, fx.n); /* every fixture event */
+
+    static const char *const edge[] = {
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":1.5}",
+        "  {\"event_id\" : \"e1\" ,\n\t\"event_time\":5 , \"f0\":-0}\r\n",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"m\":{\"f19\":2}}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"m.f19\":3,\"m\":{\"f19\":2}}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"m\":{\"f19\":2},\"m.f19\":3}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"m\":{\"f19\":2,\"f19\":3}}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"m\":{\"x\":{\"f19\":2}}}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"m\":{},\"m\":{}}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"country\":{\"a\":1}}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":1,\"f0\":2}",
+        "{\"event_id\":\"e\\u00e9\",\"event_time\":5}",
+        "{\"event_id\":\"e\xc3\xa9\",\"event_time\":5}",
+        "{\"event_id\":\"e\xc3\",\"event_time\":5}",
+        "{\"event_id\":\"e\\\"q\",\"event_time\":5}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":1e400}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":1e-400}",
+        "{\"event_id\":\"e1\",\"event_time\":9223372036854775808}",
+        "{\"event_id\":\"e1\",\"event_time\":-9223372036854775808}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":01}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":1.}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":-}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":+1}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":1E+2}",
+        "{\"event_id\":\"e1\",\"event_time\":5.0}",
+        "{\"event_id\":7,\"event_time\":5}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"tags\":[]}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"tags\":[\"a\", \"b\" ]}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"tags\":[\"a\",1]}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"tags\":[\"a\",]}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"other\":[1,{}]}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"tags\":\"x\"}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"device\":true,"
+        "\"country\":false,\"ad_id\":null}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":tru}",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":truex}",
+        "{\"event_id\":\"e1\",\"event_time\":5}x",
+        "{\"event_id\":\"e1\",\"event_time\":5",
+        "{\"event_id\":\"e1\",\"event_time\":5,}",
+        "{}",
+        "[]",
+        "\"s\"",
+        "{\"event_id\":\"e1\",\"event_time\":5,\"f0\":\"1.5\"}",
+        "{\"event_id\":\"\",\"event_time\":5}",
+        "{\"event_id\":\"e1\"}",
+    };
+    size_t nedge = sizeof(edge) / sizeof(edge[0]), efast = 0;
+    for (size_t i = 0; i < nedge; i++)
+        efast += (size_t)jcompare(&a, &b, edge[i], strlen(edge[i]));
+    assert_int_equal(efast, 19); /* the well-formed ones that fit */
+
+    /* Mutants: one to three random edits of a fixture event with bytes
+     * that matter to JSON. */
+    static const char alpha[] = "{}[]\",:\\ 0123456789.eE-+tfnulsr\x01\x1f"
+                                "\xc3\xa9\x80\xff";
+    char buf[4096];
+    uint64_t rs = 12345;
+    size_t mfast = 0, nmut = 60000;
+    for (size_t m = 0; m < nmut; m++) {
+        const fx_rec_t *r = &fx.r[m % fx.n];
+        size_t n = r->vlen < sizeof(buf) - 4 ? r->vlen : sizeof(buf) - 4;
+        memcpy(buf, r->val, n);
+        rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+        int edits = 1 + (int)((rs >> 33) % 3);
+        for (int k = 0; k < edits && n > 1; k++) {
+            rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(rs >> 20) % n;
+            char ch = alpha[(rs >> 50) % (sizeof(alpha) - 1)];
+            switch ((rs >> 40) % 3) {
+            case 0:
+                buf[at] = ch;
+                break;
+            case 1:
+                memmove(buf + at + 1, buf + at, n - at);
+                buf[at] = ch;
+                n++;
+                break;
+            default:
+                memmove(buf + at, buf + at + 1, n - at - 1);
+                n--;
+                break;
+            }
+        }
+        mfast += (size_t)jcompare(&a, &b, buf, n);
+    }
+    print_message("json fast path: %zu of %zu mutants\n", mfast, nmut);
+    assert_true(mfast > nmut / 10 && mfast < nmut);
+    fx_free(&fx);
+    for (int i = 0; i < 2; i++) {
+        ld_jsondec_destroy(sides[i]->jd);
+        ld_fmap_destroy(sides[i]->fm);
+    }
+    fx_conf_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1133,6 +1303,7 @@ int main(void)
         cmocka_unit_test(test_fixtures_avro),
         cmocka_unit_test(test_fixtures_protobuf),
         cmocka_unit_test(test_fixtures_json),
+        cmocka_unit_test(test_json_fast_path),
         cmocka_unit_test(test_poison_avro),
         cmocka_unit_test(test_poison_json_protobuf),
         cmocka_unit_test(test_time_and_key_limits),

@@ -144,13 +144,17 @@ static inline ld_pipeline_conf_t *fx_conf_new(const char *fmt)
     if (!c ||
         ld_conf_set_defaults(&ld_pipeline_conf_section, c, err, sizeof(err)))
         return NULL;
-    const char *dense = strcmp(fmt, "json") == 0
+    /* "pbdesc": the JSON names read from users' own Protobuf messages
+     * (tests/data/pipeline/pbdesc/shop.proto) */
+    int pbd = strcmp(fmt, "pbdesc") == 0;
+    const char *dense = strcmp(fmt, "json") == 0 || pbd
                             ? "f0,f1,f2,f3,f4,f5,f6,f7,f8,f9,f10,f11,f12,f13,"
                               "f14,f15,f16,f17,f18,m.f19"
                             : "f0,f1,f2,f3,f4,f5,f6,f7,f8,f9,f10,f11,f12,f13,"
                               "f14,f15,f16,f17,f18,f19";
     if (fx_set(c, "events_topic", "events") ||
-        fx_set(c, "labels_topic", "labels") || fx_set(c, "format", fmt) ||
+        fx_set(c, "labels_topic", "labels") ||
+        fx_set(c, "format", pbd ? "protobuf" : fmt) ||
         fx_set(c, "event_schema", LD_SOURCE_DIR "/schemas/event.avsc") ||
         fx_set(c, "label_schema", LD_SOURCE_DIR "/schemas/label.avsc") ||
         fx_set(c, "schema_ids",
@@ -166,6 +170,15 @@ static inline ld_pipeline_conf_t *fx_conf_new(const char *fmt)
         ld_conf_strlist_add(&c->crosses, "device,user"))
         return NULL;
     c->hash_bits = 18;
+#ifdef LD_SHOP_DESC
+    if (pbd && (fx_set(c, "descriptor_set", LD_SHOP_DESC) ||
+                fx_set(c, "event_message", "shop.v1.Impression") ||
+                fx_set(c, "label_message", "shop.v1.Click")))
+        return NULL;
+#else
+    if (pbd)
+        return NULL; /* link ld_test_shop */
+#endif
     return c;
 }
 

@@ -1,0 +1,972 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Protobuf decoding of users' own messages, driven by a FileDescriptorSet:
+ * the set is read once (pbset.c), the configured field mapping is
+ * compiled into a plan per message (field number -> what to do), and each
+ * record is walked once against its plan, storing mapped fields straight
+ * into the field-map slots: no message tree, no allocation per record.
+ *
+ * Protobuf rules kept: the last value of a non-repeated field wins and
+ * repeated occurrences of a message field merge; repeated strings and enums
+ * concatenate (packed or not); a oneof member clears the others; fields
+ * without presence (proto3 scalars outside a oneof) read as their default
+ * when absent (0, false, the enum's zero value) except strings and bytes,
+ * whose "" reads as absent; unknown field numbers are skipped, groups
+ * included. A mapped field whose wire type does not match the descriptor is
+ * a dead letter (decode), as is anything truncated or malformed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline/internal.h"
+#include "pipeline/pbset.h"
+
+#define MAX_DEPTH  LD_PB_MAX_DEPTH
+#define DIRECT_MAX 1024 /* field numbers looked up by direct index */
+
+/* ---- Plans -------------------------------------------------------------- */
+
+enum {
+    K_SCALAR, /* a mapped scalar or enum */
+    K_LIST,   /* a mapped repeated string, bytes or enum */
+    K_MSG,    /* a message with mapped fields below it */
+    K_MAP,    /* a map with mapped entries (m.<key>) */
+    K_TS,     /* a mapped google.protobuf.Timestamp: milliseconds */
+    K_WRAP    /* a mapped google.protobuf wrapper (DoubleValue, ...) */
+};
+
+enum { OP_GENERIC, OP_F32, OP_F64, OP_STR };
+
+typedef struct mkey {
+    const char *key; /* suffix of the slot name after "m." */
+    uint32_t n;
+    int32_t slot;
+} mkey_t;
+
+typedef struct pplan pplan_t;
+
+typedef struct pent {
+    uint32_t number;
+    uint8_t kind;
+    uint8_t type; /* scalar, list item, wrapper or map value type */
+    int32_t slot; /* K_SCALAR, K_LIST, K_TS, K_WRAP */
+    const denum_t *en;
+    pplan_t *sub; /* K_MSG */
+    mkey_t *keys; /* K_MAP */
+    uint32_t nkeys;
+    uint32_t clear_off, clear_n; /* oneof siblings' slots in d->clear */
+    /* the fast path of walk(): the field's tag bytes for its wire type
+     * (tagn 0: none), and what to do with the value without dispatch */
+    uint8_t tag[2], tagn, wt, op;
+    const char *path;
+} pent_t;
+
+struct pplan {
+    pent_t *e;
+    uint32_t ne;
+    uint16_t *direct; /* number -> entry + 1, numbers <= maxno */
+    uint32_t maxno;
+};
+
+struct ld_pbdesc {
+    dset_t set;
+    pplan_t **plans; /* every plan, for freeing */
+    uint32_t nplans, capplans;
+    pplan_t *root;
+    char **paths; /* owned entry paths */
+    uint32_t npaths, cappaths;
+    int32_t *clear;
+    uint32_t nclear, capclear;
+    ld_fv_t *def; /* per slot: the value when absent (FV_ABSENT: none) */
+    int32_t *defslots;
+    uint32_t ndefs;
+    uint8_t *found;
+    const ld_fmap_t *fm;
+    uint32_t *index_path; /* Confluent message-index path of the message */
+    uint32_t nindex;
+    const char *message; /* full name, in set */
+};
+
+static void plan_free(pplan_t *p)
+{
+    if (!p)
+        return;
+    for (uint32_t i = 0; i < p->ne; i++)
+        free(p->e[i].keys);
+    free(p->e);
+    free(p->direct);
+    free(p);
+}
+
+/* 1 when the slot table maps path or anything below it ("path.x"). */
+static int path_used(const ld_fmap_t *fm, const char *path)
+{
+    size_t n = strlen(path);
+    for (uint32_t i = 0; i < fm->nslots; i++) {
+        const char *s = fm->names[i];
+        if (strncmp(s, path, n) == 0 && (s[n] == '\0' || s[n] == '.'))
+            return 1;
+    }
+    return 0;
+}
+
+static uint8_t wire_of(uint32_t type)
+{
+    switch (type) {
+    case T_DOUBLE:
+    case T_FIXED64:
+    case T_SFIXED64:
+        return WT_I64;
+    case T_FLOAT:
+    case T_FIXED32:
+    case T_SFIXED32:
+        return WT_I32;
+    case T_STRING:
+    case T_BYTES:
+    case T_MESSAGE:
+        return WT_LEN;
+    case T_GROUP:
+        return WT_SGROUP;
+    default:
+        return WT_VARINT;
+    }
+}
+
+static const char *const type_names[] = {
+    "?",       "double",   "float",    "int64",  "uint64",  "int32", "fixed64",
+    "fixed32", "bool",     "string",   "group",  "message", "bytes", "uint32",
+    "enum",    "sfixed32", "sfixed64", "sint32", "sint64"};
+
+static const char *wrapper_type(const char *full, uint8_t *type)
+{
+    static const struct {
+        const char *name;
+        uint8_t type;
+    } w[] = {{"google.protobuf.DoubleValue", T_DOUBLE},
+             {"google.protobuf.FloatValue", T_FLOAT},
+             {"google.protobuf.Int64Value", T_INT64},
+             {"google.protobuf.UInt64Value", T_UINT64},
+             {"google.protobuf.Int32Value", T_INT32},
+             {"google.protobuf.UInt32Value", T_UINT32},
+             {"google.protobuf.BoolValue", T_BOOL},
+             {"google.protobuf.StringValue", T_STRING},
+             {"google.protobuf.BytesValue", T_BYTES}};
+    for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
+        if (strcmp(full, w[i].name) == 0) {
+            *type = w[i].type;
+            return w[i].name;
+        }
+    return NULL;
+}
+
+/* The value a field without presence reads as when absent. */
+static int set_default(ld_pbdesc_t *d, const dfield_t *f, int32_t slot)
+{
+    ld_fv_t v = {0};
+    switch (f->type) {
+    case T_STRING:
+    case T_BYTES:
+        return 0; /* "" reads as absent */
+    case T_BOOL:
+        v.kind = FV_BOOL;
+        break;
+    case T_DOUBLE:
+    case T_FLOAT:
+        v.kind = FV_DOUBLE;
+        break;
+    case T_ENUM: {
+        const denum_t *e = &d->set.e[f->en];
+        v.kind = FV_INT;
+        for (uint32_t i = 0; i < e->n; i++)
+            if (e->nums[i] == 0) {
+                v.kind = FV_STR;
+                v.u.s = e->names[i];
+                v.n = (uint32_t)strlen(e->names[i]);
+                break;
+            }
+        break;
+    }
+    default:
+        v.kind = FV_INT;
+        break;
+    }
+    /* 0 milliseconds is no event time, as for learnd.v1.Event */
+    if (slot == d->fm->time_slot)
+        return 0;
+    if (d->def[slot].kind == FV_ABSENT) {
+        d->defslots[d->ndefs++] = slot;
+        d->def[slot] = v;
+    }
+    return 0;
+}
+
+#define CERR(...)                                                              \
+    do {                                                                       \
+        snprintf(errstr, errstr_size, __VA_ARGS__);                            \
+        goto err;                                                              \
+    } while (0)
+
+static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
+                         int depth, char *errstr, size_t errstr_size);
+
+/* Appends to d->clear every mapped slot at or below path. */
+static int clear_add(ld_pbdesc_t *d, const char *path)
+{
+    const ld_fmap_t *fm = d->fm;
+    size_t n = strlen(path);
+    for (uint32_t i = 0; i < fm->nslots; i++) {
+        const char *s = fm->names[i];
+        if (strncmp(s, path, n) == 0 && (s[n] == '\0' || s[n] == '.')) {
+            if (ld_pbset_grow((void **)&d->clear, &d->capclear, d->nclear,
+                              sizeof(*d->clear)) < 0)
+                return -1;
+            d->clear[d->nclear++] = (int32_t)i;
+        }
+    }
+    return 0;
+}
+
+static int compile_field(ld_pbdesc_t *d, const dmsg_t *m, const dfield_t *f,
+                         pent_t *e, const char *sub, int depth, char *errstr,
+                         size_t errstr_size)
+{
+    const ld_fmap_t *fm = d->fm;
+    int32_t slot = ld_fmap_find(fm, sub, strlen(sub));
+    const dmsg_t *t = f->msg >= 0 ? &d->set.m[f->msg] : NULL;
+    e->number = f->number;
+    e->type = (uint8_t)f->type;
+    e->slot = slot;
+    e->en = f->en >= 0 ? &d->set.e[f->en] : NULL;
+    e->path = sub;
+    if (f->type == T_GROUP)
+        CERR("field %s is a proto2 group, which cannot be mapped", sub);
+    if (t && t->map_entry && f->label == 3) {
+        const dfield_t *kf = NULL, *vf = NULL;
+        for (uint32_t i = 0; i < t->nf; i++) {
+            if (t->f[i].number == 1)
+                kf = &t->f[i];
+            else if (t->f[i].number == 2)
+                vf = &t->f[i];
+        }
+        if (slot >= 0)
+            CERR("field %s is a map: map its entries as %s.<key>", sub, sub);
+        if (!kf || !vf || kf->type != T_STRING)
+            CERR("field %s: only maps with string keys can be mapped", sub);
+        if (vf->type == T_MESSAGE || vf->type == T_GROUP)
+            CERR("field %s: map values that are messages cannot be mapped",
+                 sub);
+        e->kind = K_MAP;
+        e->type = (uint8_t)vf->type;
+        e->en = vf->en >= 0 ? &d->set.e[vf->en] : NULL;
+        size_t n = strlen(sub);
+        e->keys = calloc(fm->nslots + 1, sizeof(*e->keys));
+        if (!e->keys)
+            CERR("out of memory");
+        for (uint32_t i = 0; i < fm->nslots; i++)
+            if (strncmp(fm->names[i], sub, n) == 0 && fm->names[i][n] == '.') {
+                mkey_t *k = &e->keys[e->nkeys++];
+                k->key = fm->names[i] + n + 1;
+                k->n = (uint32_t)strlen(k->key);
+                k->slot = (int32_t)i;
+                d->found[i] = 1;
+            }
+        return 0;
+    }
+    if (t) {
+        uint8_t wtype;
+        if (f->label == 3)
+            CERR("field %s is a repeated message, which cannot be mapped", sub);
+        if (slot >= 0 && strcmp(t->full, "google.protobuf.Timestamp") == 0) {
+            e->kind = K_TS;
+            d->found[slot] = 1;
+            return 0;
+        }
+        if (slot >= 0 && wrapper_type(t->full, &wtype)) {
+            e->kind = K_WRAP;
+            e->type = wtype;
+            d->found[slot] = 1;
+            return 0;
+        }
+        if (slot >= 0)
+            CERR("field %s is a message (%s): map its fields as %s.<name>", sub,
+                 t->full, sub);
+        e->kind = K_MSG;
+        if (!(e->sub =
+                  plan_msg(d, f->msg, sub, depth + 1, errstr, errstr_size)))
+            return -1;
+        return 0;
+    }
+    if (slot < 0)
+        CERR("field %s is a %s and has no fields", sub, type_names[f->type]);
+    d->found[slot] = 1;
+    if (f->label == 3) {
+        if (f->type != T_STRING && f->type != T_BYTES && f->type != T_ENUM)
+            CERR("field %s: only repeated strings or enums can be mapped "
+                 "(it is repeated %s)",
+                 sub, type_names[f->type]);
+        e->kind = K_LIST;
+        return 0;
+    }
+    e->kind = K_SCALAR;
+    if (m->proto3 && f->oneof < 0 && f->label != 2)
+        return set_default(d, f, slot);
+    return 0;
+err:
+    return -1;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+    const pent_t *x = a, *y = b;
+    return x->number < y->number ? -1 : x->number > y->number;
+}
+
+static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
+                         int depth, char *errstr, size_t errstr_size)
+{
+    const dmsg_t *m = &d->set.m[mi];
+    pplan_t *p = NULL;
+    int32_t *oneof_of = NULL; /* per entry: oneof index or -1 */
+    if (depth > MAX_DEPTH)
+        CERR("field %s: nested deeper than %d", path, MAX_DEPTH);
+    if (ld_pbset_grow((void **)&d->plans, &d->capplans, d->nplans,
+                      sizeof(*d->plans)) < 0 ||
+        !(p = calloc(1, sizeof(*p))))
+        CERR("out of memory");
+    d->plans[d->nplans++] = p;
+    if (!(p->e = calloc(m->nf + 1, sizeof(*p->e))) ||
+        !(oneof_of = calloc(m->nf + 1, sizeof(*oneof_of))))
+        CERR("out of memory");
+    for (uint32_t i = 0; i < m->nf; i++) {
+        const dfield_t *f = &m->f[i];
+        char *sub = ld_pbset_join(path, f->name);
+        if (!sub || ld_pbset_grow((void **)&d->paths, &d->cappaths, d->npaths,
+                                  sizeof(*d->paths)) < 0) {
+            free(sub);
+            CERR("out of memory");
+        }
+        d->paths[d->npaths++] = sub;
+        if (!path_used(d->fm, sub))
+            continue; /* skipped like an unknown field */
+        for (uint32_t k = 0; k < p->ne; k++)
+            if (p->e[k].number == f->number)
+                CERR("message %s: field number %u used twice", m->full,
+                     f->number);
+        oneof_of[p->ne] = f->oneof;
+        if (compile_field(d, m, f, &p->e[p->ne], sub, depth, errstr,
+                          errstr_size) < 0)
+            goto err;
+        p->ne++;
+    }
+    /* oneof: a member clears what its siblings set */
+    for (uint32_t i = 0; i < p->ne; i++) {
+        if (oneof_of[i] < 0)
+            continue;
+        uint32_t off = d->nclear;
+        for (uint32_t k = 0; k < p->ne; k++)
+            if (k != i && oneof_of[k] == oneof_of[i] &&
+                clear_add(d, p->e[k].path) < 0)
+                CERR("out of memory");
+        p->e[i].clear_off = off;
+        p->e[i].clear_n = d->nclear - off;
+    }
+    free(oneof_of);
+    oneof_of = NULL;
+    qsort(p->e, p->ne, sizeof(*p->e), entry_cmp);
+    p->maxno = p->ne ? p->e[p->ne - 1].number : 0;
+    if (p->maxno > DIRECT_MAX)
+        p->maxno = DIRECT_MAX;
+    if (!(p->direct = calloc(p->maxno + 1, sizeof(*p->direct))))
+        CERR("out of memory");
+    for (uint32_t i = 0; i < p->ne; i++) {
+        pent_t *e = &p->e[i];
+        if (e->number <= p->maxno)
+            p->direct[e->number] = (uint16_t)(i + 1);
+        e->wt = e->kind == K_SCALAR ? wire_of(e->type) : WT_LEN;
+        if (e->kind == K_LIST && e->type == T_ENUM)
+            e->wt = WT_LEN; /* proto3 packs repeated enums */
+        e->op = OP_GENERIC;
+        if (e->kind == K_SCALAR && e->type == T_FLOAT)
+            e->op = OP_F32;
+        else if (e->kind == K_SCALAR && e->type == T_DOUBLE)
+            e->op = OP_F64;
+        else if (e->kind == K_SCALAR &&
+                 (e->type == T_STRING || e->type == T_BYTES))
+            e->op = OP_STR;
+        uint32_t key = e->number << 3 | e->wt;
+        if (key < 0x80) {
+            e->tag[0] = (uint8_t)key;
+            e->tagn = 1;
+        } else if (key < 0x4000) {
+            e->tag[0] = (uint8_t)(key | 0x80);
+            e->tag[1] = (uint8_t)(key >> 7);
+            e->tagn = 2;
+        }
+    }
+    return p;
+err:
+    free(oneof_of);
+    return NULL;
+}
+
+/* The Confluent message-index path of message full in the descriptor set:
+ * its position among the top-level messages of its file, then among the
+ * nested ones. Returns the count (0 when not found). */
+static uint32_t index_path(const dset_t *s, int32_t mi, uint32_t *out,
+                           uint32_t cap)
+{
+    uint32_t n = 0;
+    for (int32_t at = mi; at >= 0 && n < cap; at = s->m[at].parent)
+        n++;
+    uint32_t k = n;
+    for (int32_t at = mi; at >= 0 && k > 0; at = s->m[at].parent)
+        out[--k] = s->m[at].pos;
+    return n;
+}
+
+/* ---- Public (to the pipeline) ------------------------------------------- */
+
+void ld_pbdesc_destroy(ld_pbdesc_t *d)
+{
+    if (!d)
+        return;
+    for (uint32_t i = 0; i < d->nplans; i++)
+        plan_free(d->plans[i]);
+    free(d->plans);
+    for (uint32_t i = 0; i < d->npaths; i++)
+        free(d->paths[i]);
+    free(d->paths);
+    free(d->clear);
+    free(d->def);
+    free(d->defslots);
+    free(d->found);
+    free(d->index_path);
+    ld_pbset_free(&d->set);
+    free(d);
+}
+
+ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
+                           ld_record_kind_t kind, ld_fmap_t *fm, char *errstr,
+                           size_t errstr_size)
+{
+    const char *what = kind == LD_RECORD_EVENT ? "event" : "label";
+    const char *name =
+        kind == LD_RECORD_EVENT ? conf->event_message : conf->label_message;
+    ld_pbdesc_t *d = calloc(1, sizeof(*d));
+    if (!d) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    d->fm = fm;
+    if (!name || !*name)
+        CERR("pipeline.%s_message: required with pipeline.descriptor_set",
+             what);
+    if (*name == '.')
+        name++;
+    if (ld_pbset_load(&d->set, conf->descriptor_set, errstr, errstr_size) < 0)
+        goto err;
+    int32_t mi = ld_pbset_find_msg(&d->set, name);
+    if (mi < 0)
+        CERR("pipeline.%s_message: no message %s in %s", what, name,
+             conf->descriptor_set);
+    if (!(d->def = calloc(fm->nslots + 1, sizeof(*d->def))) ||
+        !(d->defslots = calloc(fm->nslots + 1, sizeof(*d->defslots))) ||
+        !(d->found = calloc(fm->nslots + 1, 1)))
+        CERR("out of memory");
+    char why[512];
+    if (!(d->root = plan_msg(d, mi, "", 0, why, sizeof(why))))
+        CERR("%s: message %s: %s", conf->descriptor_set, name, why);
+    for (uint32_t i = 0; i < fm->nslots; i++)
+        if (!d->found[i])
+            CERR("%s: message %s: no field %s (mapped in the pipeline "
+                 "config)",
+                 conf->descriptor_set, name, fm->names[i]);
+    d->message = d->set.m[mi].full;
+    if (!(d->index_path = calloc(MAX_DEPTH, sizeof(*d->index_path))))
+        CERR("out of memory");
+    d->nindex = index_path(&d->set, mi, d->index_path, MAX_DEPTH);
+    return d;
+err:
+    ld_pbdesc_destroy(d);
+    return NULL;
+}
+
+/* ---- Decoding ----------------------------------------------------------- */
+
+typedef struct pcur {
+    const ld_pbdesc_t *d;
+    ld_fmap_t *fm;
+    char *err;
+    size_t err_size;
+} pcur_t;
+
+#define DERR(c, r, ...)                                                        \
+    do {                                                                       \
+        snprintf((c)->err, (c)->err_size, __VA_ARGS__);                        \
+        return (r);                                                            \
+    } while (0)
+
+static inline uint64_t le64(const uint8_t *p)
+{
+    uint64_t u;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&u, p, 8);
+#else
+    u = 0;
+    for (int i = 7; i >= 0; i--)
+        u = u << 8 | p[i];
+#endif
+    return u;
+}
+
+static inline uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+/* The enum value named by number, as text; its number when the enum has no
+ * such value (proto3 enums are open). */
+static inline void enum_value(const denum_t *en, uint64_t raw, ld_fv_t *v)
+{
+    int32_t num = (int32_t)(uint32_t)raw;
+    for (uint32_t i = 0; i < en->n; i++)
+        if (en->nums[i] == num) {
+            v->kind = FV_STR;
+            v->u.s = en->names[i];
+            v->n = (uint32_t)strlen(en->names[i]);
+            return;
+        }
+    v->kind = FV_INT;
+    v->u.i = num;
+}
+
+/* Reads one value of descriptor type `type` (wire type wt) at *pp into v.
+ * path names the field in error messages. */
+static ld_reason_t read_value(pcur_t *c, uint8_t type, const denum_t *en,
+                              uint32_t wt, const uint8_t **pp,
+                              const uint8_t *end, ld_fv_t *v, const char *path)
+{
+    if (wt != wire_of(type))
+        DERR(c, LD_REASON_DECODE,
+             "field %s: wire type %u, the descriptor says %s", path, wt,
+             type_names[type]);
+    uint64_t u;
+    size_t n;
+    switch (wt) {
+    case WT_VARINT:
+        if (ld_pb_varint(pp, end, &u) < 0)
+            DERR(c, LD_REASON_DECODE, "field %s: truncated or bad varint",
+                 path);
+        break;
+    case WT_I64:
+        if (end - *pp < 8)
+            DERR(c, LD_REASON_DECODE, "field %s: truncated", path);
+        u = le64(*pp);
+        *pp += 8;
+        break;
+    case WT_I32:
+        if (end - *pp < 4)
+            DERR(c, LD_REASON_DECODE, "field %s: truncated", path);
+        u = le32(*pp);
+        *pp += 4;
+        break;
+    default:
+        if (ld_pb_len(pp, end, &n) < 0)
+            DERR(c, LD_REASON_DECODE, "field %s: length past the end", path);
+        v->kind = n ? FV_STR : FV_ABSENT;
+        v->u.s = (const char *)*pp;
+        v->n = (uint32_t)n;
+        *pp += n;
+        return LD_REASON_NONE;
+    }
+    switch (type) {
+    case T_DOUBLE:
+        v->kind = FV_DOUBLE;
+        memcpy(&v->u.d, &u, 8);
+        break;
+    case T_FLOAT: {
+        uint32_t w = (uint32_t)u;
+        float f;
+        memcpy(&f, &w, 4);
+        v->kind = FV_DOUBLE;
+        v->u.d = f;
+        break;
+    }
+    case T_BOOL:
+        v->kind = FV_BOOL;
+        v->u.i = u != 0;
+        break;
+    case T_ENUM:
+        enum_value(en, u, v);
+        break;
+    case T_INT32:
+    case T_SFIXED32:
+        v->kind = FV_INT;
+        v->u.i = (int32_t)(uint32_t)u;
+        break;
+    case T_UINT32:
+    case T_FIXED32:
+        v->kind = FV_INT;
+        v->u.i = (uint32_t)u;
+        break;
+    case T_SINT32: {
+        uint32_t w = (uint32_t)u;
+        v->kind = FV_INT;
+        v->u.i = (int32_t)(w >> 1) ^ -(int32_t)(w & 1);
+        break;
+    }
+    case T_SINT64:
+        v->kind = FV_INT;
+        v->u.i = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+        break;
+    case T_UINT64:
+    case T_FIXED64:
+        if (u > (uint64_t)INT64_MAX) {
+            v->kind = FV_DOUBLE;
+            v->u.d = (double)u;
+        } else {
+            v->kind = FV_INT;
+            v->u.i = (int64_t)u;
+        }
+        break;
+    default: /* int64, sfixed64 */
+        v->kind = FV_INT;
+        v->u.i = (int64_t)u;
+        break;
+    }
+    return LD_REASON_NONE;
+}
+
+/* Appends one string to slot's list, keeping the list contiguous in
+ * fm->strs when other lists grew since its last item. */
+static ld_reason_t list_push(pcur_t *c, int32_t slot, const char *s, uint32_t n)
+{
+    ld_fmap_t *fm = c->fm;
+    ld_fv_t *v = &fm->fv[slot];
+    if (v->kind != FV_LIST) {
+        v->kind = FV_LIST;
+        v->u.first = fm->nstrs;
+        v->n = 0;
+    } else if (v->u.first + v->n != fm->nstrs) {
+        uint32_t first = fm->nstrs;
+        for (uint32_t i = 0; i < v->n; i++) {
+            ld_str_t old = fm->strs[v->u.first + i];
+            if (ld_fmap_push_str(fm, old.s, old.n) < 0)
+                DERR(c, LD_REASON_DECODE, "out of memory");
+        }
+        v->u.first = first;
+    }
+    if (ld_fmap_push_str(fm, s, n) < 0)
+        DERR(c, LD_REASON_DECODE, "out of memory");
+    v->n++;
+    return LD_REASON_NONE;
+}
+
+static ld_reason_t list_item(pcur_t *c, const pent_t *e, uint32_t wt,
+                             const uint8_t **pp, const uint8_t *end)
+{
+    ld_fv_t v = {0};
+    ld_reason_t why;
+    if (e->type == T_ENUM && wt == WT_LEN) { /* packed */
+        size_t n;
+        if (ld_pb_len(pp, end, &n) < 0)
+            DERR(c, LD_REASON_DECODE, "field %s: length past the end", e->path);
+        const uint8_t *q = *pp, *qend = q + n;
+        *pp = qend;
+        while (q < qend) {
+            if ((why = read_value(c, T_ENUM, e->en, WT_VARINT, &q, qend, &v,
+                                  e->path)))
+                return why;
+            if (v.kind == FV_INT)
+                DERR(c, LD_REASON_BAD_TYPE,
+                     "field %s: enum number %lld is not in the descriptor",
+                     e->path, (long long)v.u.i);
+            if ((why = list_push(c, e->slot, v.u.s, v.n)))
+                return why;
+        }
+        return LD_REASON_NONE;
+    }
+    if ((why = read_value(c, e->type, e->en, wt, pp, end, &v, e->path)))
+        return why;
+    if (v.kind == FV_INT)
+        DERR(c, LD_REASON_BAD_TYPE,
+             "field %s: enum number %lld is not in the descriptor", e->path,
+             (long long)v.u.i);
+    return list_push(c, e->slot, v.kind == FV_STR ? v.u.s : "", v.n);
+}
+
+static ld_reason_t map_entry(pcur_t *c, const pent_t *e, const uint8_t *p,
+                             const uint8_t *end)
+{
+    const char *key = "";
+    size_t kn = 0;
+    const uint8_t *vp = NULL;
+    uint32_t vwt = 0;
+    while (p < end) {
+        uint32_t num, wt;
+        if (ld_pb_tag(&p, end, &num, &wt) < 0)
+            DERR(c, LD_REASON_DECODE, "field %s: bad tag in a map entry",
+                 e->path);
+        if (num == 1 && wt == WT_LEN) {
+            if (ld_pb_len(&p, end, &kn) < 0)
+                DERR(c, LD_REASON_DECODE, "field %s: map key past the end",
+                     e->path);
+            key = (const char *)p;
+            p += kn;
+            continue;
+        }
+        if (num == 2) {
+            vp = p;
+            vwt = wt;
+        }
+        if (ld_pb_skip(&p, end, num, wt, 0) < 0)
+            DERR(c, LD_REASON_DECODE, "field %s: malformed map entry", e->path);
+    }
+    for (uint32_t i = 0; i < e->nkeys; i++) {
+        const mkey_t *k = &e->keys[i];
+        if (k->n != kn || memcmp(k->key, key, kn) != 0)
+            continue;
+        ld_fv_t *v = &c->fm->fv[k->slot];
+        if (!vp) { /* absent value: the type's default */
+            memset(v, 0, sizeof(*v));
+            v->kind = e->type == T_STRING || e->type == T_BYTES   ? FV_ABSENT
+                      : e->type == T_DOUBLE || e->type == T_FLOAT ? FV_DOUBLE
+                      : e->type == T_BOOL                         ? FV_BOOL
+                                                                  : FV_INT;
+            return LD_REASON_NONE;
+        }
+        return read_value(c, e->type, e->en, vwt, &vp, end, v, e->path);
+    }
+    return LD_REASON_NONE;
+}
+
+/* google.protobuf.Timestamp {int64 seconds = 1; int32 nanos = 2;} as
+ * milliseconds since the epoch (rounded down). */
+static ld_reason_t timestamp(pcur_t *c, const pent_t *e, const uint8_t *p,
+                             const uint8_t *end)
+{
+    int64_t sec = 0, nanos = 0;
+    while (p < end) {
+        uint32_t num, wt;
+        uint64_t u;
+        if (ld_pb_tag(&p, end, &num, &wt) < 0)
+            DERR(c, LD_REASON_DECODE, "field %s: bad tag in a Timestamp",
+                 e->path);
+        if ((num == 1 || num == 2) && wt == WT_VARINT) {
+            if (ld_pb_varint(&p, end, &u) < 0)
+                DERR(c, LD_REASON_DECODE, "field %s: bad varint", e->path);
+            if (num == 1)
+                sec = (int64_t)u;
+            else
+                nanos = (int32_t)(uint32_t)u;
+            continue;
+        }
+        if (num == 1 || num == 2)
+            DERR(c, LD_REASON_DECODE,
+                 "field %s: Timestamp field %u has wire type %u", e->path, num,
+                 wt);
+        if (ld_pb_skip(&p, end, num, wt, 0) < 0)
+            DERR(c, LD_REASON_DECODE, "field %s: malformed Timestamp", e->path);
+    }
+    /* Timestamp's documented range is years 1..9999 */
+    if (sec < -62135596800LL || sec > 253402300799LL || nanos < 0 ||
+        nanos > 999999999)
+        DERR(c, LD_REASON_BAD_TYPE,
+             "field %s: Timestamp %lld s %lld ns out of range", e->path,
+             (long long)sec, (long long)nanos);
+    ld_fv_t *v = &c->fm->fv[e->slot];
+    v->kind = FV_INT;
+    v->u.i = sec * 1000 + nanos / 1000000;
+    return LD_REASON_NONE;
+}
+
+static ld_reason_t wrapper(pcur_t *c, const pent_t *e, const uint8_t *p,
+                           const uint8_t *end)
+{
+    ld_fv_t *v = &c->fm->fv[e->slot];
+    memset(v, 0, sizeof(*v));
+    v->kind = e->type == T_STRING || e->type == T_BYTES   ? FV_ABSENT
+              : e->type == T_DOUBLE || e->type == T_FLOAT ? FV_DOUBLE
+              : e->type == T_BOOL                         ? FV_BOOL
+                                                          : FV_INT;
+    while (p < end) {
+        uint32_t num, wt;
+        if (ld_pb_tag(&p, end, &num, &wt) < 0)
+            DERR(c, LD_REASON_DECODE, "field %s: bad tag in a wrapper",
+                 e->path);
+        if (num == 1) {
+            ld_reason_t why;
+            if ((why = read_value(c, e->type, NULL, wt, &p, end, v, e->path)))
+                return why;
+            continue;
+        }
+        if (ld_pb_skip(&p, end, num, wt, 0) < 0)
+            DERR(c, LD_REASON_DECODE, "field %s: malformed wrapper", e->path);
+    }
+    return LD_REASON_NONE;
+}
+
+/* The entry index of field num in pl, or -1. */
+static inline int32_t lookup(const pplan_t *pl, uint32_t num)
+{
+    if (num <= pl->maxno)
+        return (int32_t)pl->direct[num] - 1;
+    if (num <= DIRECT_MAX)
+        return -1;
+    size_t lo = 0, hi = pl->ne;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (pl->e[mid].number < num)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < pl->ne && pl->e[lo].number == num ? (int32_t)lo : -1;
+}
+
+/* Walks one message. Encoders write fields in number order, so the entry
+ * after the last one matched is tried first by comparing its tag bytes
+ * (no varint decode, no lookup); floats, doubles and strings are then
+ * stored without a call (bench_pbdesc: 1.5x -> see docs/INPUT.md). */
+static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
+                        const uint8_t *end, int depth)
+{
+    ld_reason_t why;
+    ld_fv_t *fv = c->fm->fv;
+    uint32_t next = 0;
+    if (depth > MAX_DEPTH)
+        DERR(c, LD_REASON_DECODE, "nested deeper than %d", MAX_DEPTH);
+    while (p < end) {
+        uint32_t num, wt;
+        /* p stays in a register: calls get a copy (q) */
+        const uint8_t *q = p;
+        int32_t k = (int32_t)next;
+        const pent_t *e = next < pl->ne ? &pl->e[next] : NULL;
+        if (e && e->tagn && (size_t)(end - p) > e->tagn && p[0] == e->tag[0] &&
+            (e->tagn == 1 || p[1] == e->tag[1])) {
+            p += e->tagn;
+            wt = e->wt;
+        } else {
+            if (ld_pb_tag(&q, end, &num, &wt) < 0)
+                DERR(c, LD_REASON_DECODE,
+                     "bad tag (field number 0, wire type 6/7 or a varint "
+                     "past the end)");
+            if ((k = lookup(pl, num)) < 0) { /* unknown or unmapped */
+                if (ld_pb_skip(&q, end, num, wt, depth) < 0)
+                    DERR(c, LD_REASON_DECODE,
+                         "field number %u (wire type %u): truncated or "
+                         "malformed",
+                         num, wt);
+                p = q;
+                continue;
+            }
+            e = &pl->e[k];
+            p = q;
+        }
+        next = (uint32_t)k + 1;
+        for (uint32_t i = 0; i < e->clear_n; i++) {
+            int32_t s = c->d->clear[e->clear_off + i];
+            fv[s] = c->d->def[s];
+        }
+        if (wt == e->wt && e->op != OP_GENERIC) {
+            ld_fv_t *v = &fv[e->slot];
+            size_t left = (size_t)(end - p);
+            if (e->op == OP_F32 && left >= 4) {
+                uint32_t u = le32(p);
+                float f;
+                memcpy(&f, &u, 4);
+                v->kind = FV_DOUBLE;
+                v->u.d = f;
+                p += 4;
+                /* the floats that follow in number order, in one loop
+                 * (dense features come in runs: bench_pbdesc's 20) */
+                const pent_t *x = e + 1, *lim = pl->e + pl->ne;
+                while (x < lim && x->op == OP_F32 && !x->clear_n && x->tagn &&
+                       (size_t)(end - p) >= 4u + x->tagn && p[0] == x->tag[0] &&
+                       (x->tagn == 1 || p[1] == x->tag[1])) {
+                    p += x->tagn;
+                    u = le32(p);
+                    memcpy(&f, &u, 4);
+                    fv[x->slot].kind = FV_DOUBLE;
+                    fv[x->slot].u.d = f;
+                    p += 4;
+                    x++;
+                }
+                next = (uint32_t)(x - pl->e);
+                continue;
+            }
+            if (e->op == OP_F64 && left >= 8) {
+                uint64_t u = le64(p);
+                v->kind = FV_DOUBLE;
+                memcpy(&v->u.d, &u, 8);
+                p += 8;
+                continue;
+            }
+            if (e->op == OP_STR && left && !(p[0] & 0x80) &&
+                (size_t)p[0] < left) {
+                v->kind = p[0] ? FV_STR : FV_ABSENT;
+                v->n = p[0];
+                v->u.s = (const char *)p + 1;
+                p += 1 + (size_t)p[0];
+                continue;
+            }
+        }
+        q = p;
+        switch (e->kind) {
+        case K_SCALAR:
+            if ((why = read_value(c, e->type, e->en, wt, &q, end, &fv[e->slot],
+                                  e->path)))
+                return why;
+            p = q;
+            break;
+        case K_LIST:
+            if ((why = list_item(c, e, wt, &q, end)))
+                return why;
+            p = q;
+            break;
+        default: {
+            size_t n;
+            if (wt != WT_LEN)
+                DERR(c, LD_REASON_DECODE,
+                     "field %s: wire type %u, the descriptor says message",
+                     e->path, wt);
+            if (ld_pb_len(&q, end, &n) < 0)
+                DERR(c, LD_REASON_DECODE, "field %s: length past the end",
+                     e->path);
+            p = q + n;
+            if (e->kind == K_MSG)
+                why = walk(c, e->sub, q, p, depth + 1);
+            else if (e->kind == K_MAP)
+                why = map_entry(c, e, q, p);
+            else if (e->kind == K_TS)
+                why = timestamp(c, e, q, p);
+            else
+                why = wrapper(c, e, q, p);
+            if (why)
+                return why;
+        }
+        }
+    }
+    return LD_REASON_NONE;
+}
+
+int ld_pbdesc_path_matches(const ld_pbdesc_t *d, const uint32_t *path,
+                           uint32_t n)
+{
+    return n == d->nindex &&
+           (n == 0 || memcmp(path, d->index_path, n * sizeof(*path)) == 0);
+}
+
+const char *ld_pbdesc_message(const ld_pbdesc_t *d)
+{
+    return d->message;
+}
+
+ld_reason_t ld_pbdesc_decode(ld_pbdesc_t *d, ld_fmap_t *fm, const uint8_t *p,
+                             size_t len, char *err, size_t err_size)
+{
+    pcur_t c = {d, fm, err, err_size};
+    for (uint32_t i = 0; i < d->ndefs; i++)
+        fm->fv[d->defslots[i]] = d->def[d->defslots[i]];
+    return walk(&c, d->root, p, p + len, 0);
+}

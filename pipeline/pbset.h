@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Inside the pipeline: Protobuf wire-format reading (bounds-checked varints,
+ * tags, lengths, skipping) and the FileDescriptorSet model that pbset.c
+ * reads and pbdesc.c compiles into plans. Not for other stages. */
+#ifndef LD_PIPELINE_PBSET_H
+#define LD_PIPELINE_PBSET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LD_PB_MAX_DEPTH 64 /* nested messages and groups */
+
+/* FieldDescriptorProto.Type */
+enum {
+    T_DOUBLE = 1,
+    T_FLOAT = 2,
+    T_INT64 = 3,
+    T_UINT64 = 4,
+    T_INT32 = 5,
+    T_FIXED64 = 6,
+    T_FIXED32 = 7,
+    T_BOOL = 8,
+    T_STRING = 9,
+    T_GROUP = 10,
+    T_MESSAGE = 11,
+    T_BYTES = 12,
+    T_UINT32 = 13,
+    T_ENUM = 14,
+    T_SFIXED32 = 15,
+    T_SFIXED64 = 16,
+    T_SINT32 = 17,
+    T_SINT64 = 18
+};
+
+enum {
+    WT_VARINT = 0,
+    WT_I64 = 1,
+    WT_LEN = 2,
+    WT_SGROUP = 3,
+    WT_EGROUP = 4,
+    WT_I32 = 5
+};
+
+/* ---- The descriptor set, as read ---------------------------------------- */
+
+typedef struct dfield {
+    char *name;
+    uint32_t number;
+    uint32_t label; /* 1 optional, 2 required, 3 repeated */
+    uint32_t type;
+    char *type_name; /* message / enum types, as written */
+    int32_t oneof;   /* -1: none */
+    int32_t msg, en; /* resolved: index into dset messages / enums, or -1 */
+} dfield_t;
+
+typedef struct dmsg {
+    char *full; /* "pkg.Outer.Inner" */
+    dfield_t *f;
+    uint32_t nf, capf;
+    int map_entry;
+    int proto3;
+    int32_t parent; /* enclosing message, or -1 */
+    uint32_t pos;   /* index among the messages of its parent or file */
+} dmsg_t;
+
+typedef struct denum {
+    char *full;
+    char **names;
+    int32_t *nums;
+    uint32_t n, cap;
+} denum_t;
+
+typedef struct dfile {
+    char *name;
+    char **deps;
+    uint32_t ndeps;
+} dfile_t;
+
+typedef struct dset {
+    dmsg_t *m;
+    uint32_t nm, capm;
+    denum_t *e;
+    uint32_t ne, cape;
+    dfile_t *files;
+    uint32_t nfiles, capfiles;
+} dset_t;
+
+/* Varint of at most 10 bytes; -1 when truncated or longer. */
+static inline int ld_pb_varint(const uint8_t **pp, const uint8_t *end,
+                               uint64_t *out)
+{
+    const uint8_t *p = *pp;
+    if (p < end && !(*p & 0x80)) {
+        *out = *p;
+        *pp = p + 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+        if (p >= end)
+            return -1;
+        uint8_t b = *p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *pp = p;
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* A tag: field number >= 1 and < 2^29, wire type. -1 when malformed. */
+static inline int ld_pb_tag(const uint8_t **pp, const uint8_t *end,
+                            uint32_t *num, uint32_t *wt)
+{
+    uint64_t t;
+    if (ld_pb_varint(pp, end, &t) < 0 || t >> 32 || (t >> 3) == 0)
+        return -1;
+    *num = (uint32_t)(t >> 3);
+    *wt = (uint32_t)(t & 7);
+    return 0;
+}
+
+/* A length prefix that fits in what remains. */
+static inline int ld_pb_len(const uint8_t **pp, const uint8_t *end, size_t *n)
+{
+    uint64_t v;
+    if (ld_pb_varint(pp, end, &v) < 0 || v > (uint64_t)(end - *pp))
+        return -1;
+    *n = (size_t)v;
+    return 0;
+}
+
+/* Skips the value of a field of wire type wt (number num, for groups) at
+ * *pp; -1 when it is truncated or malformed. */
+int ld_pb_skip(const uint8_t **pp, const uint8_t *end, uint32_t num,
+               uint32_t wt, int depth);
+
+/* Reads the FileDescriptorSet file at path into *s (zeroed by the caller):
+ * every import present, every type name resolved. Returns 0, or -1 with
+ * errstr set. Free with ld_pbset_free() either way. */
+int ld_pbset_load(dset_t *s, const char *path, char *errstr,
+                  size_t errstr_size);
+void ld_pbset_free(dset_t *s);
+/* Index of the message of fully qualified name full, or -1. */
+int32_t ld_pbset_find_msg(const dset_t *s, const char *full);
+/* Grows *v (n used, *cap allocated, zero-filled) so that n < *cap. */
+int ld_pbset_grow(void **v, uint32_t *cap, uint32_t n, size_t size);
+/* "a.b", or "b" when a is empty; caller frees. NULL when out of memory. */
+char *ld_pbset_join(const char *a, const char *b);
+
+#endif /* LD_PIPELINE_PBSET_H */
