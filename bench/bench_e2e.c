@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The headline end-to-end benchmark (DESIGN §9, line 1): the whole daemon
- * (ld_run: consume -> decode -> join -> train -> triggers) on the demo's
- * Avro click stream, against a raw rd_kafka_consumer_poll of the same two
- * topics in the same run, on a real broker (--bootstrap HOST:PORT; bench/e2e.sh
- * starts the test broker of tests/kafka/ for it) or else on librdkafka's
- * in-process mock cluster. Also the ingest stage alone (ld_pipeline_poll,
- * DESIGN §9 line 2) on the same topics and a per-stage breakdown from memory
- * (decode, join, train, triggers). Prints text, never pass/fail.
+/* The headline end-to-end benchmark (docs/ARCHITECTURE.md, "Performance
+ * targets"): the whole daemon (ld_run: consume -> decode -> join -> train ->
+ * triggers) on the demo's Avro click stream, against a raw
+ * rd_kafka_consumer_poll of the same two topics in the same run, on a real
+ * broker (--bootstrap HOST:PORT; bench/e2e.sh starts the test broker of
+ * tests/kafka/ for it) or else on librdkafka's in-process mock cluster. Also
+ * the ingest stage alone (ld_pipeline_poll, the ingest-alone performance
+ * target) on the same topics and a per-stage breakdown from memory (decode,
+ * join, train, triggers). Prints text, never pass/fail.
  *
  * usage: bench_e2e [--bits 18,22] [--repeats N] [--partitions N]
  *                  [--part-kib N] [--crosses demo|40] [--drift on|off]
@@ -32,10 +33,10 @@
  * holds what it cannot release yet). On a real broker the
  * topics get names of their own (bench-e2e-PID-...), created and deleted
  * through the Admin API; the broker is another process on the same cores.
- * Mock cluster caveat (DESIGN §10): it keeps at most 5 MiB per partition and
- * silently drops older records (hence --part-kib at most 4800 there), and
- * it runs in this process: its threads share the 2 cores with the consumer,
- * in every measurement alike.
+ * Mock cluster caveat (docs/ARCHITECTURE.md, "Tests"): it keeps at most 5 MiB
+ * per partition and silently drops older records (hence --part-kib at most 4800
+ * there), and it runs in this process: its threads share the 2 cores with the
+ * consumer, in every measurement alike.
  *
  * The stream replays event time ~1000x faster than it was generated (5 ms
  * of event time per event), so event-time triggers (time, volume,

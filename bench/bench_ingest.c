@@ -2,8 +2,8 @@
 /* Ingest rate (consume + decode + hash through ld_pipeline) for Avro,
  * Protobuf and JSON against a raw rd_kafka_consumer_poll of the same topic
  * in the same run, on librdkafka's in-process mock cluster; plus the decode
- * rate from memory. Prints records/s and the ratio (DESIGN §9 target: >= 70%
- * of raw for Avro and Protobuf).
+ * rate from memory. Prints records/s and the ratio (docs/ARCHITECTURE.md
+ * target: >= 70% of raw for Avro and Protobuf).
  *
  * usage: bench_ingest [-f avro,protobuf,json,pbdesc] [-r runs] [-p partitions]
  *                     [-n] (no decode-from-memory lines)
@@ -25,10 +25,11 @@
  * or ingest, "enable"/"disable" are written to the fifo around that phase's
  * timed loop, for `perf record --control fifo:<fifo> -D -1 ...`.
  *
- * Mock cluster caveat (DESIGN §10): it keeps at most 5 MiB per partition, so
- * each topic gets `partitions` partitions (default 48) filled to ~4 MiB and
- * the record count follows from the record size. 16 partitions made a
- * Protobuf measurement last only ~0.1 s, too short on a shared machine. */
+ * Mock cluster caveat (docs/ARCHITECTURE.md, "Tests"): it keeps at most 5 MiB
+ * per partition, so each topic gets `partitions` partitions (default 48) filled
+ * to ~4 MiB and the record count follows from the record size. 16 partitions
+ * made a Protobuf measurement last only ~0.1 s, too short on a shared machine.
+ */
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>

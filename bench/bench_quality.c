@@ -157,8 +157,9 @@ int main(int argc, char **argv)
     ld_trainer_set_scored_cb(t, on_scored, &sink);
 
     /* Decode everything first (timed), copying each example's features,
-     * then train (timed apart): the learn step's rate is what DESIGN §9
-     * compares; decode + learn is what a text-file learner like VW does. */
+     * then train (timed apart): the learn step's rate is what
+     * docs/ARCHITECTURE.md's performance targets compares; decode + learn is
+     * what a text-file learner like VW does. */
     ld_example_t *ex = calloc(lines ? lines : 1, sizeof(*ex));
     size_t n = 0, bad = 0, fcap = lines * 16 + 16, fn = 0;
     uint32_t *fidx = malloc(fcap * sizeof(uint32_t));

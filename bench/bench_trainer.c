@@ -12,7 +12,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/trainer.h"
 
-#define NF 40 /* hashed features per example (DESIGN §9) */
+#define NF 40 /* hashed features per example (docs/ARCHITECTURE.md) */
 
 static double now_s(void)
 {

@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
-# Builds and runs bench_e2e (DESIGN §9 line 1: the whole daemon vs a raw
+# Builds and runs bench_e2e (docs/ARCHITECTURE.md, "Performance targets": the whole daemon vs a raw
 # consume of the same topics) against the real test broker of tests/kafka/
 # (started here on loopback and stopped at the end; the broker's own CPU is
 # reported too), or with --mock on librdkafka's in-process mock cluster.

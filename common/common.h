@@ -35,7 +35,7 @@ typedef enum ld_err {
 /* Returns a static, human-readable description of err; never NULL. */
 const char *ld_err_str(ld_err_t err);
 
-/* Exit codes of the learnd binary (DESIGN §8). */
+/* Exit codes of the learnd binary (docs/OPERATIONS.md, "Exit codes"). */
 enum { LD_EXIT_OK = 0, LD_EXIT_RUNTIME = 1, LD_EXIT_USAGE = 2 };
 
 /* ---- Logging ------------------------------------------------------------ */

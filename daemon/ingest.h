@@ -25,6 +25,10 @@
  * ld_ingest_exclusive_begin()/_end(), which wait until the loop has
  * processed every record handed over before and is blocked in
  * ld_ingest_next().
+ *
+ * Each function says which thread may call it: "loop" (the run loop's
+ * thread, the ring's one consumer), "ingest" (the thread this module
+ * starts, inside ld_pipeline_poll()'s callbacks), or "any".
  */
 typedef struct ld_ingest ld_ingest_t;
 
@@ -52,40 +56,42 @@ typedef struct ld_ingest_item {
  * pack: events' features are packed on the ingest thread
  * (ld_packer_pack()), work the loop thread would otherwise do in
  * ld_joiner_add_event(). Nothing runs until ld_ingest_start(). NULL when
- * out of memory. */
+ * out of memory. Thread: any (before start; the loop owns it after). */
 ld_ingest_t *ld_ingest_new(ld_pipeline_t *p, uint32_t capacity, int pack);
 
-/* Starts the thread. LD_ERR_NOMEM (or LD_ERR_IO) when it cannot. */
+/* Starts the thread. LD_ERR_NOMEM (or LD_ERR_IO) when it cannot. Thread:
+ * loop. */
 ld_err_t ld_ingest_start(ld_ingest_t *in) LD_WUR;
 
-/* Loop thread: the next item, waiting up to timeout_ms; NULL on timeout.
- * The item is borrowed until ld_ingest_done(), which must come before the
- * next call. */
+/* The next item, waiting up to timeout_ms; NULL on timeout. The item is
+ * borrowed until ld_ingest_done(), which must come before the next call.
+ * Thread: loop (both). */
 const ld_ingest_item_t *ld_ingest_next(ld_ingest_t *in, int timeout_ms);
 void ld_ingest_done(ld_ingest_t *in);
 
-/* Loop thread: asks the thread to park after the record it is on; a PAUSED
- * item follows the records it had polled. ld_ingest_resume() lets it go on
- * (only after PAUSED was handed over). */
+/* Asks the thread to park after the record it is on; a PAUSED item follows
+ * the records it had polled. ld_ingest_resume() lets it go on (only after
+ * PAUSED was handed over). Thread: loop (both). */
 void ld_ingest_pause(ld_ingest_t *in);
 void ld_ingest_resume(ld_ingest_t *in);
 
-/* Loop thread: asks the thread to end; a STOPPED item follows whatever was
- * polled before. Keep calling ld_ingest_next() until it arrives. */
+/* Asks the thread to end; a STOPPED item follows whatever was polled
+ * before. Keep calling ld_ingest_next() until it arrives. Thread: loop. */
 void ld_ingest_stop(ld_ingest_t *in);
 
 /* Rebalance callbacks: see above. No-ops unless called on the ingest thread
- * of a started in (in may be NULL). */
+ * of a started in (in may be NULL). Thread: ingest (any: a no-op). */
 void ld_ingest_exclusive_begin(ld_ingest_t *in);
 void ld_ingest_exclusive_end(ld_ingest_t *in);
 
 /* Pipeline dead-letter callback (ld_pipeline_cbs_t.dead_lettered) target:
- * hands a DEAD item over when called on the ingest thread. */
+ * hands a DEAD item over when called on the ingest thread. Thread: ingest
+ * (any: a no-op). */
 void ld_ingest_note_dead(ld_ingest_t *in, const char *topic, int32_t partition,
                          int64_t offset);
 
 /* Joins the thread (after STOPPED was handed over, or if it never started)
- * and frees everything; NULL is a no-op. */
+ * and frees everything; NULL is a no-op. Thread: loop. */
 void ld_ingest_destroy(ld_ingest_t *in);
 
 #endif /* LD_DAEMON_INGEST_H */

@@ -39,5 +39,5 @@ static const ld_conf_row_t rows[] = {
 };
 
 const ld_conf_section_t ld_labeling_conf_section = {
-    "labeling", "windowed join of delayed labels (DESIGN §3)",
+    "labeling", "windowed join of delayed labels (docs/LABELING.md)",
     LD_CONF_ROWS(rows)};

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "labeling/internal.h"
 #include "labeling/labeling.h"
 
@@ -881,7 +882,7 @@ static int arrive(ld_joiner_t *j, side_t *s, int64_t off, int64_t t,
     if (*err)
         return 1;
     s->next_off = off + 1;
-    /* Late = older than this partition's own watermark (DESIGN §3). */
+    /* Late = older than this partition's own watermark (docs/LABELING.md). */
     if (t < s->wm)
         return 1;
     if (t - j->c.max_ooo_ms > s->wm)
@@ -1952,39 +1953,6 @@ ld_err_t ld_joiner_resume_offsets(ld_joiner_t *j, int32_t partition,
 
 #define RESUME_MAGIC "LDJ1"
 
-static void put64(uint8_t **p, int64_t v)
-{
-    uint64_t u = (uint64_t)v;
-    for (int i = 0; i < 8; i++)
-        (*p)[i] = (uint8_t)(u >> (8 * i));
-    *p += 8;
-}
-
-static void put32(uint8_t **p, uint32_t u)
-{
-    for (int i = 0; i < 4; i++)
-        (*p)[i] = (uint8_t)(u >> (8 * i));
-    *p += 4;
-}
-
-static int64_t get64(const uint8_t **p)
-{
-    uint64_t u = 0;
-    for (int i = 0; i < 8; i++)
-        u |= (uint64_t)(*p)[i] << (8 * i);
-    *p += 8;
-    return (int64_t)u;
-}
-
-static uint32_t get32(const uint8_t **p)
-{
-    uint32_t u = 0;
-    for (int i = 0; i < 4; i++)
-        u |= (uint32_t)(*p)[i] << (8 * i);
-    *p += 4;
-    return u;
-}
-
 ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
                                  uint8_t **buf, size_t *len)
 {
@@ -1999,7 +1967,7 @@ ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
         (j->lbh.n && j->lbh.t[0] + j->w < W))
         return LD_ERR_INVAL; /* not drained: poll until 0 first */
     int64_t roff[2], rwm[2];
-    size_t nadv[2], first[2], n = 4 + 4 + 8;
+    size_t nadv[2], first[2];
     for (int k = 0; k < 2; k++) {
         side_t *s = &pt->s[k];
         side_resume(s, &roff[k], &rwm[k]);
@@ -2008,59 +1976,60 @@ ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
         while (first[k] < s->nadv && s->adv[first[k]].off <= roff[k])
             first[k]++;
         nadv[k] = s->nadv - first[k];
-        n += 8 * 3 + 4 + nadv[k] * 16;
     }
-    uint8_t *b = malloc(n), *p = b;
-    if (!b)
-        return LD_ERR_NOMEM;
-    memcpy(p, RESUME_MAGIC, 4);
-    p += 4;
-    put32(&p, (uint32_t)partition);
+    ld_wbuf_t w = {0};
+    ld_wbuf_bytes(&w, RESUME_MAGIC, 4);
+    ld_wbuf_u32(&w, (uint32_t)partition);
     /* Every example with a decision time below w_high is out (drained),
      * none above: W <= w_high, and nothing new can decide below it. */
-    put64(&p, W > j->w_high ? W : j->w_high);
+    ld_wbuf_i64(&w, W > j->w_high ? W : j->w_high);
     for (int k = 0; k < 2; k++) {
         side_t *s = &pt->s[k];
-        put64(&p, roff[k]);
-        put64(&p, rwm[k]);
-        put64(&p, s->next_off);
-        put32(&p, (uint32_t)nadv[k]);
+        ld_wbuf_i64(&w, roff[k]);
+        ld_wbuf_i64(&w, rwm[k]);
+        ld_wbuf_i64(&w, s->next_off);
+        ld_wbuf_u32(&w, (uint32_t)nadv[k]);
         for (size_t i = first[k]; i < s->nadv; i++) {
-            put64(&p, s->adv[i].off);
-            put64(&p, s->adv[i].wm);
+            ld_wbuf_i64(&w, s->adv[i].off);
+            ld_wbuf_i64(&w, s->adv[i].wm);
         }
     }
-    *buf = b;
-    *len = n;
+    if (w.err) {
+        ld_err_t err = w.err;
+        ld_wbuf_free(&w);
+        return err;
+    }
+    *buf = w.p;
+    *len = w.len;
     return LD_OK;
 }
 
 ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
 {
-    const uint8_t *p = buf, *end = buf + len;
-    if (!buf || len < 16 || memcmp(p, RESUME_MAGIC, 4) != 0)
+    if (!buf || len < 16)
         return LD_ERR_CORRUPT;
-    p += 4;
-    uint32_t part = get32(&p);
+    ld_rbuf_t r = ld_rbuf_make(buf, len);
+    if (memcmp(ld_rbuf_take(&r, 4), RESUME_MAGIC, 4) != 0)
+        return LD_ERR_CORRUPT;
+    uint32_t part = ld_rbuf_u32(&r);
     if (part > MAX_PART)
         return LD_ERR_CORRUPT;
-    int64_t skip = get64(&p);
+    int64_t skip = ld_rbuf_i64(&r);
     int64_t roff[2], rwm[2], rnext[2];
     uint32_t nadv[2];
     const uint8_t *advp[2];
     for (int k = 0; k < 2; k++) {
-        if ((size_t)(end - p) < 28)
+        if (ld_rbuf_left(&r) < 28)
             return LD_ERR_CORRUPT;
-        roff[k] = get64(&p);
-        rwm[k] = get64(&p);
-        rnext[k] = get64(&p);
-        nadv[k] = get32(&p);
-        if (roff[k] < -1 || rnext[k] < -1 || (size_t)(end - p) / 16 < nadv[k])
+        roff[k] = ld_rbuf_i64(&r);
+        rwm[k] = ld_rbuf_i64(&r);
+        rnext[k] = ld_rbuf_i64(&r);
+        nadv[k] = ld_rbuf_u32(&r);
+        if (roff[k] < -1 || rnext[k] < -1 || ld_rbuf_left(&r) / 16 < nadv[k])
             return LD_ERR_CORRUPT;
-        advp[k] = p;
-        p += (size_t)nadv[k] * 16;
+        advp[k] = ld_rbuf_take(&r, (size_t)nadv[k] * 16);
     }
-    if (p != end)
+    if (r.err || ld_rbuf_left(&r))
         return LD_ERR_CORRUPT;
     ld_err_t err = ensure_part(j, (int32_t)part);
     if (err)
@@ -2071,10 +2040,10 @@ ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
     for (int k = 0; k < 2; k++) {
         side_t *s = &pt->s[k];
         side_reset(s);
-        const uint8_t *q = advp[k];
+        ld_rbuf_t q = ld_rbuf_make(advp[k], (size_t)nadv[k] * 16);
         int64_t prev = INT64_MIN;
         for (uint32_t i = 0; i < nadv[k]; i++) {
-            int64_t o = get64(&q), w = get64(&q);
+            int64_t o = ld_rbuf_i64(&q), w = ld_rbuf_i64(&q);
             if (o < prev)
                 return LD_ERR_CORRUPT;
             prev = o;

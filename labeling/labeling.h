@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The joiner: turns prediction events and their delayed natural labels into
  * labelled examples, decided on event-time watermarks so that the output is a
- * pure function of the input (DESIGN §3, docs/LABELING.md). */
+ * pure function of the input (docs/LABELING.md). */
 #ifndef LD_LABELING_H
 #define LD_LABELING_H
 
@@ -101,10 +101,10 @@ ld_joiner_t *ld_joiner_new(const ld_labeling_conf_t *conf, char *errstr,
  * returned by ld_joiner_poll() become invalid. */
 void ld_joiner_destroy(ld_joiner_t *j);
 
-/* Partition p of both topics joins the assignment (co-partitioned: DESIGN
- * §2). If a resume record for p was loaded, its watermarks, skip point and
- * pending advances apply. LD_ERR_INVAL if p < 0, p > 65535 or already
- * assigned; LD_ERR_NOMEM. */
+/* Partition p of both topics joins the assignment (co-partitioned:
+ * docs/ARCHITECTURE.md, "The input contract"). If a resume record for p was
+ * loaded, its watermarks, skip point and pending advances apply. LD_ERR_INVAL
+ * if p < 0, p > 65535 or already assigned; LD_ERR_NOMEM. */
 ld_err_t ld_joiner_assign(ld_joiner_t *j, int32_t partition) LD_WUR;
 
 /* Partition p of both topics leaves: its pending events and labels are
@@ -223,7 +223,7 @@ void ld_joiner_flow(ld_joiner_t *j, ld_joiner_flow_cb *cb, void *opaque);
 /* Fills *out. */
 void ld_joiner_stats(ld_joiner_t *j, ld_joiner_stats_t *out);
 
-/* ---- Resume (DESIGN §6, docs/LABELING.md) -------------------------------- */
+/* ---- Resume (docs/LABELING.md, "Resume") --------------------------------- */
 
 /* Where to (re)start consuming partition p of both topics: the oldest record
  * still needed (pending, or a label aggregated into a pending event). After

@@ -4,7 +4,8 @@
  * binary datum once, bounds-checking every length and storing the mapped
  * fields straight into the field-map slots. Schema resolution (promotions,
  * unions, reader defaults) is done here, not by avro-c's resolver, which
- * double-frees on reader fields with defaults (DESIGN §11). */
+ * double-frees on reader fields with defaults (docs/ARCHITECTURE.md,
+ * "Library facts"). */
 #include <avro.h>
 #include <errno.h>
 #include <jansson.h>

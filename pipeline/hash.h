@@ -85,8 +85,8 @@ static inline uint32_t ld_hash_murmur3_32_inline(const void *data, size_t len,
 }
 
 /*
- * How learnd turns a feature into a slot (DESIGN §2; a scorer in another
- * language reproduces this to find a weight):
+ * How learnd turns a feature into a slot (docs/ARCHITECTURE.md; a scorer in
+ * another language reproduces this to find a weight):
  *
  *   ns_seed    = murmur3(namespace, hash_seed)
  *   field_seed = murmur3(field name, ns_seed)

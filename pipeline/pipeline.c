@@ -767,7 +767,8 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
             goto err;
         }
 
-    /* DESIGN §2: partition p of events only ever joins partition p of
+    /* Co-partitioned inputs (docs/ARCHITECTURE.md, "The input contract"):
+     * partition p of events only ever joins partition p of
      * labels, so both topics must have the same partition count. */
     int ne = partition_count(p->consumer, p->topic[0], timeout_ms, errstr,
                              errstr_size);
@@ -781,7 +782,7 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
         snprintf(errstr, errstr_size,
                  "events topic '%s' has %d partitions and labels topic '%s' "
                  "has %d: they are not co-partitioned (same partition count "
-                 "and key are required, DESIGN §2); repartition one of them",
+                 "and key are required); repartition one of them",
                  p->topic[0], ne, p->topic[1], nl);
         goto err;
     }

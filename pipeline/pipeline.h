@@ -125,7 +125,7 @@ typedef enum ld_reason {
     LD_REASON__COUNT
 } ld_reason_t;
 
-/* Static snake_case name of reason ("missing_key"); never NULL. */
+/* Static snake_case name of reason ("missing_key"); never NULL. Thread: any. */
 const char *ld_reason_name(ld_reason_t reason);
 
 /* ---- The ingest stage --------------------------------------------------- */
@@ -139,6 +139,11 @@ const char *ld_reason_name(ld_reason_t reason);
  * waits to commit; see daemon/ingest.h); the rebalance and dead-letter
  * callbacks run inside ld_pipeline_poll(). The producer handle itself may
  * be used from any thread.
+ *
+ * Thread tags on each function: "any"; "ingest", the thread that polls
+ * (in the daemon, daemon/ingest.c's); "owner", whichever thread owns the
+ * consumer: the ingest thread while it runs, the loop thread while the
+ * ingest thread is parked (LD_INGEST_PAUSED) or stopped.
  *
  * Consumer settings that the join's correctness depends on are forced:
  * enable.auto.commit=false and enable.auto.offset.store=false (learnd
@@ -190,7 +195,7 @@ typedef struct ld_pipeline_stats {
  * aside): for benchmarks whose plain consumer must fetch and queue exactly
  * like the pipeline's. A plain consumer reads one queue, so it gets the
  * prefetch bounds meant for one queue; the pipeline's, reading a queue per
- * partition, bounds each partition's prefetch instead (2 MiB). */
+ * partition, bounds each partition's prefetch instead (2 MiB). Thread: any. */
 typedef void ld_pipeline_setting_cb(void *opaque, const char *key,
                                     const char *value);
 void ld_pipeline_consumer_settings(ld_pipeline_setting_cb *set, void *opaque);
@@ -206,7 +211,7 @@ void ld_pipeline_consumer_settings(ld_pipeline_setting_cb *set, void *opaque);
  * every partition of both topics instead of subscribing, through the
  * assigned callback as a group assignment would (offsets the callback
  * leaves unset start at the earliest record). Caller frees with
- * ld_pipeline_destroy(). */
+ * ld_pipeline_destroy(). Thread: any (before any other call). */
 ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
                                const ld_strlist_t *kafka,
                                const char *transactional_id,
@@ -221,33 +226,37 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
  * are dead-lettered (opening the transaction if needed) and counted.
  * Returns LD_OK, LD_ERR_TIMEOUT when nothing arrived, LD_ERR_FENCED when
  * another instance took the transactional id, LD_ERR_KAFKA on a fatal
- * client error (logged). */
+ * client error (logged). Thread: ingest. */
 ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms,
                           ld_record_t *out) LD_WUR;
 
 /* Next offset (last record returned or dead-lettered + 1) of every assigned
  * partition that has consumed something. Caller frees with
- * rd_kafka_topic_partition_list_destroy(); NULL when out of memory. */
+ * rd_kafka_topic_partition_list_destroy(); NULL when out of memory. Thread:
+ * owner. */
 rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p);
 
 /* Calls cb for every assigned partition with its lag: the partition's end
  * offset as last seen by the consumer (no broker round trip) minus the next
- * offset to process. Partitions with nothing consumed yet are skipped. */
+ * offset to process. Partitions with nothing consumed yet are skipped. Thread:
+ * owner. */
 typedef void ld_pipeline_lag_cb(void *opaque, const char *topic,
                                 int32_t partition, int64_t lag);
 void ld_pipeline_lag(ld_pipeline_t *p, ld_pipeline_lag_cb *cb, void *opaque);
 
 /* Replays re-read input that was dead-lettered before: with dry set, bad
- * records are counted but not written to the dead-letter topic. */
+ * records are counted but not written to the dead-letter topic. Thread: owner.
+ */
 void ld_pipeline_set_dry_run(ld_pipeline_t *p, int dry);
 
 /* True once every assigned partition of both topics has been read to its
  * end at least once since it was assigned (the end offsets that existed
  * then are behind us): `--until-caught-up` and the demo stop on it. False
- * while nothing is assigned. */
+ * while nothing is assigned. Thread: owner. */
 int ld_pipeline_caught_up(ld_pipeline_t *p);
 
-/* Opens a transaction unless one is open (no-op without transactions). */
+/* Opens a transaction unless one is open (no-op without transactions). Thread:
+ * owner. */
 ld_err_t ld_pipeline_txn_begin(ld_pipeline_t *p) LD_WUR;
 
 /* Commit point: sends offsets (borrowed; NULL means ld_pipeline_position())
@@ -256,38 +265,43 @@ ld_err_t ld_pipeline_txn_begin(ld_pipeline_t *p) LD_WUR;
  * begin. Without transactions: flushes the producer, then commits the
  * offsets synchronously. Returns LD_OK, LD_ERR_FENCED (fatal: exit), or
  * LD_ERR_KAFKA after aborting a transaction that could not commit (the
- * consumer has been rewound to the committed offsets). */
+ * consumer has been rewound to the committed offsets). Thread: owner. */
 ld_err_t ld_pipeline_txn_commit(ld_pipeline_t *p,
                                 const rd_kafka_topic_partition_list_t *offsets,
                                 int timeout_ms) LD_WUR;
 
 /* Aborts the open transaction and rewinds every assigned partition to its
- * committed offset, so nothing the aborted transaction covered is lost. */
+ * committed offset, so nothing the aborted transaction covered is lost. Thread:
+ * owner. */
 ld_err_t ld_pipeline_txn_abort(ld_pipeline_t *p, int timeout_ms) LD_WUR;
 
 /* Back-pressure: stops (resumes) reading partition of the topic of kind;
  * partition -1 means every assigned partition of that topic. A paused
  * partition keeps what was prefetched (librdkafka stops fetching it once
  * its queue is full) and its end-of-partition event. Called on the polling
- * thread (or while it waits). LD_ERR_NOENT: partition not assigned. */
+ * thread (or while it waits). LD_ERR_NOENT: partition not assigned. Thread:
+ * owner. */
 ld_err_t ld_pipeline_pause(ld_pipeline_t *p, ld_record_kind_t kind,
                            int32_t partition) LD_WUR;
 ld_err_t ld_pipeline_resume(ld_pipeline_t *p, ld_record_kind_t kind,
                             int32_t partition) LD_WUR;
 
 /* The producer, for the other stages' output (checkpoints, triggers, state,
- * audit) inside the same transaction. Borrowed; never destroy it. */
+ * audit) inside the same transaction. Borrowed; never destroy it. Thread: any.
+ */
 rd_kafka_t *ld_pipeline_producer(ld_pipeline_t *p);
 
-/* Copies the counters into *out. */
+/* Copies the counters into *out. Thread: owner. */
 void ld_pipeline_stats(const ld_pipeline_t *p, ld_pipeline_stats_t *out);
 
 /* Leaves the group (the revoked callback runs) within timeout_ms. Call
- * after the last commit; ld_pipeline_destroy() still has to follow. */
+ * after the last commit; ld_pipeline_destroy() still has to follow. Thread:
+ * owner. */
 ld_err_t ld_pipeline_close(ld_pipeline_t *p, int timeout_ms) LD_WUR;
 
 /* Frees everything (closing the consumer first if ld_pipeline_close() was
- * not called); NULL is a no-op. An open transaction is aborted. */
+ * not called); NULL is a no-op. An open transaction is aborted. Thread: owner
+ * (the ingest thread joined). */
 void ld_pipeline_destroy(ld_pipeline_t *p);
 
 #endif /* LD_PIPELINE_H */

@@ -17,7 +17,7 @@ typedef struct ld_features {
     uint32_t ndense;
 } ld_features_t;
 
-/* How an example got its label (DESIGN §3). */
+/* How an example got its label (docs/LABELING.md). */
 typedef enum ld_sample_type {
     LD_SAMPLE_POS = 0,         /* label arrived inside the window */
     LD_SAMPLE_DEFAULT_NEG = 1, /* window closed without a label */

@@ -15,6 +15,7 @@
 
 #include <cblas.h>
 
+#include "common/pbwire.h"
 #include "trainer/checkpoint.h"
 #include "trainer/internal.h"
 
@@ -48,10 +49,7 @@ struct ld_ckpt {
     size_t size;
 };
 
-static void say(char *errstr, size_t size, const char *fmt, ...)
-    LD_PRINTF(3, 4);
-
-static void say(char *errstr, size_t size, const char *fmt, ...)
+void ld_ckpt_say(char *errstr, size_t size, const char *fmt, ...)
 {
     if (!errstr || !size)
         return;
@@ -371,19 +369,19 @@ static int check_tensor(const Learnd__V1__Tensor *t, const ld_spec_t *sp,
         snprintf(want, sizeof(want), "%s.%s", param_names[which],
                  ld_spec_plane_name(sp->opt, plane));
     if (!t || !t->name || strcmp(t->name, want) != 0) {
-        say(errstr, size, "tensor %s missing or out of order", want);
+        ld_ckpt_say(errstr, size, "tensor %s missing or out of order", want);
         return 0;
     }
     uint32_t shape[2];
     uint32_t n = shape_of(sp, which, shape);
     if (t->n_shape != n || memcmp(t->shape, shape, n * sizeof(uint32_t))) {
-        say(errstr, size, "tensor %s has the wrong shape", want);
+        ld_ckpt_say(errstr, size, "tensor %s has the wrong shape", want);
         return 0;
     }
     if (t->data.len != count_of(sp, which) * sizeof(float) ||
         (t->data.len && !t->data.data)) {
-        say(errstr, size, "tensor %s has %zu bytes, expected %zu", want,
-            t->data.len, count_of(sp, which) * sizeof(float));
+        ld_ckpt_say(errstr, size, "tensor %s has %zu bytes, expected %zu", want,
+                    t->data.len, count_of(sp, which) * sizeof(float));
         return 0;
     }
     return 1;
@@ -395,25 +393,28 @@ static int check_scale(const Learnd__V1__Tensor *t, uint32_t d, char *errstr,
                        size_t size)
 {
     if (!t || !t->name || strcmp(t->name, LD_CKPT_DENSE_SCALE) != 0) {
-        say(errstr, size, "optimizer tensor %s missing or out of order",
-            LD_CKPT_DENSE_SCALE);
+        ld_ckpt_say(errstr, size, "optimizer tensor %s missing or out of order",
+                    LD_CKPT_DENSE_SCALE);
         return 0;
     }
     if (t->n_shape != 1 || t->shape[0] != d) {
-        say(errstr, size, "tensor %s has the wrong shape", LD_CKPT_DENSE_SCALE);
+        ld_ckpt_say(errstr, size, "tensor %s has the wrong shape",
+                    LD_CKPT_DENSE_SCALE);
         return 0;
     }
     if (t->data.len != (size_t)d * sizeof(float) || !t->data.data) {
-        say(errstr, size, "tensor %s has %zu bytes, expected %zu",
-            LD_CKPT_DENSE_SCALE, t->data.len, (size_t)d * sizeof(float));
+        ld_ckpt_say(errstr, size, "tensor %s has %zu bytes, expected %zu",
+                    LD_CKPT_DENSE_SCALE, t->data.len,
+                    (size_t)d * sizeof(float));
         return 0;
     }
     for (uint32_t j = 0; j < d; j++) {
         float v;
         memcpy(&v, t->data.data + 4 * (size_t)j, sizeof(v));
         if (!isfinite(v) || !(v >= 0)) {
-            say(errstr, size, "tensor %s: value %u is %g, not a finite scale",
-                LD_CKPT_DENSE_SCALE, j, (double)v);
+            ld_ckpt_say(errstr, size,
+                        "tensor %s: value %u is %g, not a finite scale",
+                        LD_CKPT_DENSE_SCALE, j, (double)v);
             return 0;
         }
     }
@@ -426,25 +427,28 @@ static int check_stats(const Learnd__V1__Tensor *t, uint32_t d, char *errstr,
                        size_t size)
 {
     if (!t || !t->name || strcmp(t->name, LD_CKPT_DENSE_STATS) != 0) {
-        say(errstr, size, "optimizer tensor %s missing or out of order",
-            LD_CKPT_DENSE_STATS);
+        ld_ckpt_say(errstr, size, "optimizer tensor %s missing or out of order",
+                    LD_CKPT_DENSE_STATS);
         return 0;
     }
     if (t->n_shape != 2 || t->shape[0] != 3 || t->shape[1] != d) {
-        say(errstr, size, "tensor %s has the wrong shape", LD_CKPT_DENSE_STATS);
+        ld_ckpt_say(errstr, size, "tensor %s has the wrong shape",
+                    LD_CKPT_DENSE_STATS);
         return 0;
     }
     if (t->data.len != 3 * (size_t)d * sizeof(float) || !t->data.data) {
-        say(errstr, size, "tensor %s has %zu bytes, expected %zu",
-            LD_CKPT_DENSE_STATS, t->data.len, 3 * (size_t)d * sizeof(float));
+        ld_ckpt_say(errstr, size, "tensor %s has %zu bytes, expected %zu",
+                    LD_CKPT_DENSE_STATS, t->data.len,
+                    3 * (size_t)d * sizeof(float));
         return 0;
     }
     for (uint32_t j = 0; j < 3 * d; j++) {
         float v;
         memcpy(&v, t->data.data + 4 * (size_t)j, sizeof(v));
         if (!isfinite(v) || (j / d != 1 && !(v >= 0))) {
-            say(errstr, size, "tensor %s: value %u is %g, not a statistic",
-                LD_CKPT_DENSE_STATS, j, (double)v);
+            ld_ckpt_say(errstr, size,
+                        "tensor %s: value %u is %g, not a statistic",
+                        LD_CKPT_DENSE_STATS, j, (double)v);
             return 0;
         }
     }
@@ -458,16 +462,16 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
     const Learnd__V1__ModelSpec *ms = c->spec;
     memset(sp, 0, sizeof(*sp));
     if (!ms || !ms->optimizer || !c->lineage || !c->optimizer) {
-        say(errstr, size, "spec, optimizer or lineage missing");
+        ld_ckpt_say(errstr, size, "spec, optimizer or lineage missing");
         return 0;
     }
     const Learnd__V1__OptimizerSpec *os = ms->optimizer;
     if (ms->kind < 1 || ms->kind > 3) {
-        say(errstr, size, "unknown model kind %d", (int)ms->kind);
+        ld_ckpt_say(errstr, size, "unknown model kind %d", (int)ms->kind);
         return 0;
     }
     if (os->kind < 1 || os->kind > 4) {
-        say(errstr, size, "unknown optimizer kind %d", (int)os->kind);
+        ld_ckpt_say(errstr, size, "unknown optimizer kind %d", (int)os->kind);
         return 0;
     }
     sp->model = (int)ms->kind - 1;
@@ -475,17 +479,18 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
     if (sp->model == LD_MODEL_SOFTMAX
             ? (ms->num_classes < 2 || ms->num_classes > 1024)
             : ms->num_classes != 1) {
-        say(errstr, size, "num_classes %" PRIu32 " invalid for the model",
-            ms->num_classes);
+        ld_ckpt_say(errstr, size,
+                    "num_classes %" PRIu32 " invalid for the model",
+                    ms->num_classes);
         return 0;
     }
     if (ms->hash_bits < 1 || ms->hash_bits > 30 || ms->dense_dim > 65536) {
-        say(errstr, size, "hash_bits or dense_dim out of range");
+        ld_ckpt_say(errstr, size, "hash_bits or dense_dim out of range");
         return 0;
     }
     if (sp->opt == LD_OPT_SGD && (os->schedule < 1 || os->schedule > 3)) {
-        say(errstr, size, "unknown learning-rate schedule %d",
-            (int)os->schedule);
+        ld_ckpt_say(errstr, size, "unknown learning-rate schedule %d",
+                    (int)os->schedule);
         return 0;
     }
     if (!(os->learning_rate > 0) || !isfinite(os->learning_rate) ||
@@ -495,7 +500,7 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
         !finite_nonneg(os->beta2) || !finite_nonneg(os->decay) ||
         !finite_nonneg(os->power_t) ||
         !finite_nonneg(os->dense_learning_rate)) {
-        say(errstr, size, "optimizer hyperparameter out of range");
+        ld_ckpt_say(errstr, size, "optimizer hyperparameter out of range");
         return 0;
     }
     sp->k = ms->num_classes;
@@ -515,7 +520,7 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
     sp->power_t = os->power_t;
     sp->dense_lr = os->dense_learning_rate;
     if (os->dense_norm > LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD) {
-        say(errstr, size, "unknown dense_norm %d", (int)os->dense_norm);
+        ld_ckpt_say(errstr, size, "unknown dense_norm %d", (int)os->dense_norm);
         return 0;
     }
     sp->dense_norm =
@@ -538,18 +543,19 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     uint8_t sha[32];
     *out = NULL;
     if (!buf || len <= LD_CKPT_TRAILER) {
-        say(errstr, size, "checkpoint truncated (%zu bytes)", len);
+        ld_ckpt_say(errstr, size, "checkpoint truncated (%zu bytes)", len);
         goto err;
     }
     size_t body = len - LD_CKPT_TRAILER;
     if (buf[body] != 0x7a || buf[body + 1] != 0x20) {
-        say(errstr, size, "checkpoint has no checksum trailer (truncated?)");
+        ld_ckpt_say(errstr, size,
+                    "checkpoint has no checksum trailer (truncated?)");
         goto err;
     }
     if (!file_sha) {
         ld_ckpt_sha256(buf, body, sha);
         if (memcmp(sha, buf + body + 2, 32) != 0) {
-            say(errstr, size, "checkpoint checksum mismatch");
+            ld_ckpt_say(errstr, size, "checkpoint checksum mismatch");
             goto err;
         }
     }
@@ -565,14 +571,15 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     c->size = len;
     c->msg = learnd__v1__checkpoint__unpack(NULL, body, buf);
     if (!c->msg) {
-        say(errstr, size, "not a learnd.v1.Checkpoint message");
+        ld_ckpt_say(errstr, size, "not a learnd.v1.Checkpoint message");
         goto err;
     }
     const Learnd__V1__Checkpoint *m = c->msg;
     if (m->format_version != LD_CKPT_FORMAT_VERSION) {
-        say(errstr, size,
-            "checkpoint format_version %" PRIu32 " (this learnd reads %d)",
-            m->format_version, LD_CKPT_FORMAT_VERSION);
+        ld_ckpt_say(errstr, size,
+                    "checkpoint format_version %" PRIu32
+                    " (this learnd reads %d)",
+                    m->format_version, LD_CKPT_FORMAT_VERSION);
         goto err;
     }
     ld_spec_t sp;
@@ -586,10 +593,10 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     size_t nmax = nacc + (sp.dense_dim ? 1 : 0) +
                   (sp.dense_dim && sp.dense_norm == LD_DNORM_STANDARD ? 1 : 0);
     if (m->n_tensors != 3 || nopt < nacc || nopt > nmax) {
-        say(errstr, size,
-            "checkpoint has %zu parameter and %zu optimizer "
-            "tensors, expected 3 and %zu",
-            m->n_tensors, nopt, nmax);
+        ld_ckpt_say(errstr, size,
+                    "checkpoint has %zu parameter and %zu optimizer "
+                    "tensors, expected 3 and %zu",
+                    m->n_tensors, nopt, nmax);
         goto err;
     }
     if (nopt > nacc &&
@@ -615,7 +622,8 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     ld_sha256_final(&h, sha);
     const ProtobufCBinaryData *ps = &m->lineage->params_sha256;
     if (ps->len != 32 || memcmp(ps->data, sha, 32) != 0) {
-        say(errstr, size, "params_sha256 does not match the parameters");
+        ld_ckpt_say(errstr, size,
+                    "params_sha256 does not match the parameters");
         goto err;
     }
     *out = c;
@@ -750,535 +758,19 @@ ld_err_t ld_ckpt_champion_load(ld_trainer_t *t, const uint8_t *buf, size_t len,
     return err;
 }
 
-/* ---- Chunks and manifest ------------------------------------------------ */
-
-void ld_ckpt_chunks_free(ld_buf_t *chunks, size_t n)
-{
-    if (!chunks)
-        return;
-    for (size_t i = 0; i < n; i++)
-        free(chunks[i].data);
-    free(chunks);
-}
-
-ld_err_t ld_ckpt_chunks(const uint8_t *ckpt, size_t len, const char *model,
-                        uint64_t version, size_t chunk_size, ld_buf_t **chunks,
-                        size_t *n)
-{
-    *chunks = NULL;
-    *n = 0;
-    if (!ckpt || !len || !model || chunk_size == 0 ||
-        chunk_size > LD_CKPT_MAX_CHUNK)
-        return LD_ERR_INVAL;
-    size_t count = (len + chunk_size - 1) / chunk_size;
-    if (count > UINT32_MAX)
-        return LD_ERR_RANGE;
-    ld_buf_t *v = calloc(count, sizeof(*v));
-    if (!v)
-        return LD_ERR_NOMEM;
-    for (size_t i = 0; i < count; i++) {
-        size_t off = i * chunk_size;
-        size_t m = len - off < chunk_size ? len - off : chunk_size;
-        uint8_t sha[32];
-        ld_ckpt_sha256(ckpt + off, m, sha);
-        Learnd__V1__CheckpointChunk ch;
-        learnd__v1__checkpoint_chunk__init(&ch);
-        ch.model = (char *)model;
-        ch.version = version;
-        ch.index = (uint32_t)i;
-        ch.count = (uint32_t)count;
-        ch.data.data = (uint8_t *)(ckpt + off);
-        ch.data.len = m;
-        ch.sha256.data = sha;
-        ch.sha256.len = 32;
-        v[i].len = learnd__v1__checkpoint_chunk__get_packed_size(&ch);
-        v[i].data = malloc(v[i].len);
-        if (!v[i].data) {
-            ld_ckpt_chunks_free(v, count);
-            return LD_ERR_NOMEM;
-        }
-        learnd__v1__checkpoint_chunk__pack(&ch, v[i].data);
-    }
-    *chunks = v;
-    *n = count;
-    return LD_OK;
-}
-
-/* The length-delimited field `field` of the message in p[0..n), or NULL.
- * Protobuf wire format, read just far enough: the tensors are skipped by
- * their length instead of copied as a full decode would. */
-static const uint8_t *pb_field(const uint8_t *p, size_t n, uint32_t field,
-                               size_t *len)
-{
-    const uint8_t *end = p + n;
-    while (p < end) {
-        uint64_t key = 0, v = 0;
-        for (int sh = 0; p < end && sh < 64; sh += 7) {
-            key |= (uint64_t)(*p & 0x7f) << sh;
-            if (!(*p++ & 0x80))
-                break;
-        }
-        switch (key & 7) {
-        case 0: /* varint */
-            while (p < end && (*p++ & 0x80))
-                ;
-            break;
-        case 1: /* 64-bit */
-        case 5: /* 32-bit */
-            if ((size_t)(end - p) < ((key & 7) == 1 ? 8u : 4u))
-                return NULL;
-            p += (key & 7) == 1 ? 8 : 4;
-            break;
-        case 2: /* length-delimited */
-            for (int sh = 0; p < end && sh < 64; sh += 7) {
-                v |= (uint64_t)(*p & 0x7f) << sh;
-                if (!(*p++ & 0x80))
-                    break;
-            }
-            if (v > (uint64_t)(end - p))
-                return NULL;
-            if ((key >> 3) == field) {
-                *len = (size_t)v;
-                return p;
-            }
-            p += v;
-            break;
-        default:
-            return NULL;
-        }
-    }
-    return NULL;
-}
-
-ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
-                                 const ld_ckpt_manifest_info_t *info,
-                                 ld_buf_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    if (!ckpt || !info || !info->model)
-        return LD_ERR_INVAL;
-    /* params_sha256 sits in the checkpoint's lineage (Checkpoint field 3,
-     * Lineage field 13): read from the bytes rather than trusting a second
-     * copy, without decoding (and copying, and hashing thrice) the whole
-     * checkpoint at every publication. */
-    uint8_t sha[32];
-    size_t llen = 0, plen = 0;
-    const uint8_t *lin = len > LD_CKPT_TRAILER
-                             ? pb_field(ckpt, len - LD_CKPT_TRAILER, 3, &llen)
-                             : NULL;
-    const uint8_t *ps = lin ? pb_field(lin, llen, 13, &plen) : NULL;
-    if (!ps || plen != 32)
-        return LD_ERR_CORRUPT;
-    ld_ckpt_sha256(ckpt, len, sha);
-    Learnd__V1__CheckpointManifest mf;
-    learnd__v1__checkpoint_manifest__init(&mf);
-    mf.model = (char *)info->model;
-    mf.version = info->version;
-    mf.total_size = len;
-    mf.sha256.data = sha;
-    mf.sha256.len = 32;
-    mf.chunk_count = info->chunk_count;
-    mf.first_chunk_offset = info->first_chunk_offset;
-    mf.topic = (char *)(info->topic ? info->topic : "");
-    mf.partition = info->partition;
-    mf.created_at_ms = info->created_at_ms;
-    mf.parent_version = info->parent_version;
-    mf.params_sha256.data = (uint8_t *)ps;
-    mf.params_sha256.len = 32;
-    mf.trigger_id = (char *)(info->trigger_id ? info->trigger_id : "");
-    out->len = learnd__v1__checkpoint_manifest__get_packed_size(&mf);
-    out->data = malloc(out->len ? out->len : 1);
-    if (!out->data) {
-        out->len = 0;
-        return LD_ERR_NOMEM;
-    }
-    learnd__v1__checkpoint_manifest__pack(&mf, out->data);
-    if (info->hmac_key_len) {
-        /* Field 15 last, as the Checkpoint's own digest: a verifier MACs
-         * the bytes before the final 34 without re-encoding anything. */
-        uint8_t *grown = realloc(out->data, out->len + LD_CKPT_TRAILER);
-        if (!grown) {
-            free(out->data);
-            memset(out, 0, sizeof(*out));
-            return LD_ERR_NOMEM;
-        }
-        out->data = grown;
-        grown[out->len] = 0x7a;
-        grown[out->len + 1] = 0x20;
-        ld_ckpt_hmac_sha256(info->hmac_key, info->hmac_key_len, grown, out->len,
-                            grown + out->len + 2);
-        out->len += LD_CKPT_TRAILER;
-    }
-    return LD_OK;
-}
-
-void ld_ckpt_hmac_sha256(const void *key, size_t key_len, const void *data,
-                         size_t n, uint8_t out[32])
-{
-    uint8_t k[64] = {0}, pad[64], inner[32];
-    if (key_len > sizeof(k))
-        ld_ckpt_sha256(key, key_len, k);
-    else if (key_len)
-        memcpy(k, key, key_len);
-    ld_sha256_t h;
-    for (size_t i = 0; i < 64; i++)
-        pad[i] = k[i] ^ 0x36;
-    ld_sha256_init(&h);
-    ld_sha256_update(&h, pad, 64);
-    ld_sha256_update(&h, data, n);
-    ld_sha256_final(&h, inner);
-    for (size_t i = 0; i < 64; i++)
-        pad[i] = k[i] ^ 0x5c;
-    ld_sha256_init(&h);
-    ld_sha256_update(&h, pad, 64);
-    ld_sha256_update(&h, inner, 32);
-    ld_sha256_final(&h, out);
-}
-
-ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
-                          const ld_buf_t *chunks, size_t n, ld_buf_t *out,
-                          char *errstr, size_t size)
-{
-    Learnd__V1__CheckpointManifest *mf = NULL;
-    Learnd__V1__CheckpointChunk *ch = NULL;
-    ld_err_t rc = LD_ERR_CORRUPT;
-    size_t have = 0;
-    memset(out, 0, sizeof(*out));
-    mf = learnd__v1__checkpoint_manifest__unpack(NULL, mlen, manifest);
-    if (!mf) {
-        say(errstr, size, "not a learnd.v1.CheckpointManifest message");
-        goto err;
-    }
-    if (!mf->model || !mf->model[0] || mf->sha256.len != 32 ||
-        mf->chunk_count == 0 || mf->chunk_count != n || mf->total_size == 0 ||
-        mf->total_size > (uint64_t)n * LD_CKPT_MAX_CHUNK) {
-        say(errstr, size,
-            "manifest invalid or does not match %zu chunks (count %" PRIu32
-            ", size %" PRIu64 ")",
-            n, mf->chunk_count, mf->total_size);
-        goto err;
-    }
-    out->data = malloc((size_t)mf->total_size);
-    if (!out->data) {
-        rc = LD_ERR_NOMEM;
-        goto err;
-    }
-    for (size_t i = 0; i < n; i++) {
-        uint8_t sha[32];
-        ch = learnd__v1__checkpoint_chunk__unpack(NULL, chunks[i].len,
-                                                  chunks[i].data);
-        if (!ch) {
-            say(errstr, size, "chunk %zu is not a CheckpointChunk", i);
-            goto err;
-        }
-        if (!ch->model || strcmp(ch->model, mf->model) != 0 ||
-            ch->version != mf->version || ch->index != i ||
-            ch->count != mf->chunk_count) {
-            say(errstr, size,
-                "chunk %zu belongs elsewhere (%s v%" PRIu64 " %" PRIu32
-                "/%" PRIu32 ")",
-                i, ch->model ? ch->model : "", ch->version, ch->index,
-                ch->count);
-            goto err;
-        }
-        if (ch->data.len == 0 || ch->data.len > LD_CKPT_MAX_CHUNK ||
-            ch->data.len > mf->total_size - have || ch->sha256.len != 32) {
-            say(errstr, size, "chunk %zu has a bad length", i);
-            goto err;
-        }
-        ld_ckpt_sha256(ch->data.data, ch->data.len, sha);
-        if (memcmp(sha, ch->sha256.data, 32) != 0) {
-            say(errstr, size, "chunk %zu checksum mismatch", i);
-            goto err;
-        }
-        memcpy(out->data + have, ch->data.data, ch->data.len);
-        have += ch->data.len;
-        learnd__v1__checkpoint_chunk__free_unpacked(ch, NULL);
-        ch = NULL;
-    }
-    uint8_t sha[32];
-    ld_ckpt_sha256(out->data, have, sha);
-    if (have != mf->total_size || memcmp(sha, mf->sha256.data, 32) != 0) {
-        say(errstr, size, "reassembled checkpoint does not match the manifest");
-        goto err;
-    }
-    out->len = have;
-    learnd__v1__checkpoint_manifest__free_unpacked(mf, NULL);
-    return LD_OK;
-
-err:
-    if (ch)
-        learnd__v1__checkpoint_chunk__free_unpacked(ch, NULL);
-    if (mf)
-        learnd__v1__checkpoint_manifest__free_unpacked(mf, NULL);
-    free(out->data);
-    memset(out, 0, sizeof(*out));
-    return rc;
-}
-
-/* ---- Local model store -------------------------------------------------- */
-
-int ld_ckpt_name_ok(const char *name)
-{
-    if (!name || !name[0] || name[0] == '.')
-        return 0;
-    size_t n = 0;
-    for (const char *p = name; *p; p++, n++) {
-        unsigned char c = (unsigned char)*p;
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                 (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-        if (!ok || n >= LD_CKPT_NAME_MAX)
-            return 0;
-    }
-    return 1;
-}
-
 /* Every store failure names the operation and the path, with errno's
  * text: "write /var/lib/learnd/ctr/.12.ckpt.tmp.41: No space left on
  * device", not "I/O error" (issue 15: a full or read-only disk must be
  * recognisable from the log line alone). errno is kept for the caller. */
-static void say_errno(char *errstr, size_t size, const char *op,
-                      const char *path)
+void ld_ckpt_say_errno(char *errstr, size_t size, const char *op,
+                       const char *path)
 {
     int e = errno;
-    say(errstr, size, "%s %s: %s", op, path, strerror(e));
+    ld_ckpt_say(errstr, size, "%s %s: %s", op, path, strerror(e));
     errno = e;
 }
 
-static int fsync_dir(const char *dir, char *errstr, size_t size)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        say_errno(errstr, size, "open directory", dir);
-        return -1;
-    }
-    int r = fsync(fd);
-    if (r != 0)
-        say_errno(errstr, size, "fsync directory", dir);
-    close(fd);
-    return r;
-}
-
-/* Writes buf to path through path.tmp.<pid>: write, fsync, rename. */
-static int write_atomic(const char *dir, const char *name, const void *buf,
-                        size_t len, char *errstr, size_t size)
-{
-    char tmp[4200], path[4200];
-    const char *op = "create";
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%ld", dir, name, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        say_errno(errstr, size, op, tmp);
-        return -1;
-    }
-    const uint8_t *p = buf;
-    size_t left = len;
-    op = "write";
-    while (left) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w == 0)
-            errno = ENOSPC; /* write(2) made no progress: the disk is full */
-        if (w <= 0)
-            goto err;
-        p += w;
-        left -= (size_t)w;
-    }
-    op = "fsync";
-    if (fsync(fd) != 0)
-        goto err;
-    op = "close";
-    if (close(fd) != 0) {
-        fd = -1;
-        goto err;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        say(errstr, size, "rename %s to %s: %s", tmp, path, strerror(e));
-        unlink(tmp);
-        errno = e;
-        return -1;
-    }
-    return fsync_dir(dir, errstr, size);
-
-err:
-    say_errno(errstr, size, op, tmp);
-    int e = errno;
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    errno = e;
-    return -1;
-}
-
-static int mkdir_p(const char *path, char *errstr, size_t size)
-{
-    char buf[4200];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p && *p != '/')
-            continue;
-        char c = *p;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-            say_errno(errstr, size, "mkdir", buf);
-            return -1;
-        }
-        *p = c;
-        if (!c)
-            break;
-    }
-    /* EEXIST also hides a regular file in the way: say so now rather than
-     * as a puzzling "create" failure below it. */
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        say_errno(errstr, size, "stat", path);
-        return -1;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        say_errno(errstr, size, "mkdir", path);
-        return -1;
-    }
-    return 0;
-}
-
-/* Parses "<digits>.ckpt"; 0 if name is anything else. */
-static int version_of(const char *name, uint64_t *v)
-{
-    const char *p = name;
-    uint64_t x = 0;
-    if (*p < '0' || *p > '9')
-        return 0;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (x > (UINT64_MAX - 9) / 10)
-            return 0;
-        x = x * 10 + (uint64_t)(*p - '0');
-    }
-    if (strcmp(p, ".ckpt") != 0)
-        return 0;
-    *v = x;
-    return 1;
-}
-
-static int cmp_desc(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x < y) - (x > y);
-}
-
-/* Versions in the model directory, newest first (caller frees *out). */
-static ld_err_t list_versions(const char *mdir, uint64_t **out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    DIR *d = opendir(mdir);
-    if (!d)
-        return errno == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
-    size_t cap = 0;
-    uint64_t *v = NULL;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t x;
-        if (!version_of(de->d_name, &x))
-            continue;
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            uint64_t *nv = realloc(v, cap * sizeof(*v));
-            if (!nv) {
-                free(v);
-                closedir(d);
-                return LD_ERR_NOMEM;
-            }
-            v = nv;
-        }
-        v[(*n)++] = x;
-    }
-    closedir(d);
-    if (*n)
-        qsort(v, *n, sizeof(*v), cmp_desc);
-    *out = v;
-    return LD_OK;
-}
-
-ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
-                             uint64_t version, const uint8_t *buf, size_t len,
-                             int64_t keep, char *path, size_t path_size,
-                             char *errstr, size_t errstr_size)
-{
-    char mdir[4200], name[64];
-    if (!dir || strlen(dir) > 3800) {
-        say(errstr, errstr_size, "model store directory missing or too long");
-        return LD_ERR_INVAL;
-    }
-    if (!ld_ckpt_name_ok(model)) {
-        say(errstr, errstr_size, "'%s' is not a model name",
-            model ? model : "");
-        return LD_ERR_INVAL;
-    }
-    snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
-    if (mkdir_p(mdir, errstr, errstr_size) != 0)
-        return LD_ERR_IO;
-    snprintf(name, sizeof(name), "%" PRIu64 ".ckpt", version);
-    if (write_atomic(mdir, name, buf, len, errstr, errstr_size) != 0)
-        return LD_ERR_IO;
-    if (path && path_size)
-        snprintf(path, path_size, "%s/%s", mdir, name);
-    char latest[32];
-    int n = snprintf(latest, sizeof(latest), "%" PRIu64 "\n", version);
-    if (write_atomic(mdir, "latest", latest, (size_t)n, errstr, errstr_size) !=
-        0)
-        return LD_ERR_IO;
-
-    uint64_t *v;
-    size_t nv;
-    if (keep < 1)
-        keep = 1;
-    if (list_versions(mdir, &v, &nv) != LD_OK)
-        return LD_OK; /* written; pruning is best effort */
-    for (size_t i = (size_t)keep; i < nv; i++) {
-        if (v[i] == version)
-            continue;
-        char old[4300];
-        snprintf(old, sizeof(old), "%s/%" PRIu64 ".ckpt", mdir, v[i]);
-        if (unlink(old) != 0)
-            ld_log(LD_LOG_WARN, "trainer",
-                   "msg=\"cannot delete old checkpoint\" path=%s err=%s",
-                   ld_log_q(old), ld_log_q(strerror(errno)));
-    }
-    free(v);
-    char why[256];
-    if (fsync_dir(mdir, why, sizeof(why)) != 0)
-        ld_log(LD_LOG_WARN, "trainer",
-               "msg=\"old checkpoints deleted, directory not synced\" err=%s",
-               ld_log_q(why));
-    return LD_OK;
-}
-
-ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
-                              uint64_t *version)
-{
-    char path[4300], buf[32];
-    if (!dir || !ld_ckpt_name_ok(model))
-        return LD_ERR_INVAL;
-    snprintf(path, sizeof(path), "%s/%s/latest", dir, model);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return errno == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(buf, &end, 10);
-    if (end == buf || errno || (*end && *end != '\n'))
-        return LD_ERR_CORRUPT;
-    *version = v;
-    return LD_OK;
-}
+/* ---- Reading a file -------------------------------------------------- */
 
 /* Reads exactly len bytes at off; 0, or -1 with errno (EIO at a short
  * read: the file shrank under us). */
@@ -1309,17 +801,17 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        say_errno(errstr, size, "open", path);
+        ld_ckpt_say_errno(errstr, size, "open", path);
         return e == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        say_errno(errstr, size, "stat", path);
+        ld_ckpt_say_errno(errstr, size, "stat", path);
         close(fd);
         return LD_ERR_IO;
     }
     if (!S_ISREG(st.st_mode)) {
-        say(errstr, size, "%s: not a regular file", path);
+        ld_ckpt_say(errstr, size, "%s: not a regular file", path);
         close(fd);
         return LD_ERR_IO;
     }
@@ -1331,33 +823,35 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     uint64_t flen = (uint64_t)st.st_size;
     uint8_t head[2], tail[LD_CKPT_TRAILER];
     if (flen <= LD_CKPT_TRAILER + 2) {
-        say(errstr, size, "%s: checkpoint truncated (%" PRIu64 " bytes)", path,
-            flen);
+        ld_ckpt_say(errstr, size,
+                    "%s: checkpoint truncated (%" PRIu64 " bytes)", path, flen);
         goto out;
     }
     if (flen > LD_CKPT_MAX_FILE) {
-        say(errstr, size,
-            "%s: %" PRIu64 " bytes, larger than any checkpoint (%" PRIu64
-            " max)",
-            path, flen, (uint64_t)LD_CKPT_MAX_FILE);
+        ld_ckpt_say(errstr, size,
+                    "%s: %" PRIu64
+                    " bytes, larger than any checkpoint (%" PRIu64 " max)",
+                    path, flen, (uint64_t)LD_CKPT_MAX_FILE);
         goto out;
     }
     size_t len = (size_t)flen, body = len - LD_CKPT_TRAILER;
     if (read_at(fd, head, sizeof(head), 0) != 0 ||
         read_at(fd, tail, sizeof(tail), (off_t)body) != 0) {
-        say_errno(errstr, size, "read", path);
+        ld_ckpt_say_errno(errstr, size, "read", path);
         rc = LD_ERR_IO;
         goto out;
     }
     if (head[0] != 0x08 || head[1] != LD_CKPT_FORMAT_VERSION) {
-        say(errstr, size,
+        ld_ckpt_say(
+            errstr, size,
             "%s: not a learnd checkpoint of format %d (starts with %02x %02x)",
             path, LD_CKPT_FORMAT_VERSION, head[0], head[1]);
         goto out;
     }
     if (tail[0] != 0x7a || tail[1] != 0x20) {
-        say(errstr, size, "%s: checkpoint has no checksum trailer (truncated?)",
-            path);
+        ld_ckpt_say(errstr, size,
+                    "%s: checkpoint has no checksum trailer (truncated?)",
+                    path);
         goto out;
     }
     ld_sha256_t hb, hf; /* body (the trailer's digest), whole file (its id) */
@@ -1367,13 +861,13 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     uint8_t *block = malloc(BLOCK);
     if (!block) {
         rc = LD_ERR_NOMEM;
-        say(errstr, size, "%s: out of memory", path);
+        ld_ckpt_say(errstr, size, "%s: out of memory", path);
         goto out;
     }
     for (size_t off = 0; off < body;) {
         size_t n = body - off < BLOCK ? body - off : BLOCK;
         if (read_at(fd, block, n, (off_t)off) != 0) {
-            say_errno(errstr, size, "read", path);
+            ld_ckpt_say_errno(errstr, size, "read", path);
             free(block);
             rc = LD_ERR_IO;
             goto out;
@@ -1386,7 +880,7 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     uint8_t dig[32], file_sha[32];
     ld_sha256_final(&hb, dig);
     if (memcmp(dig, tail + 2, 32) != 0) {
-        say(errstr, size, "%s: checkpoint checksum mismatch", path);
+        ld_ckpt_say(errstr, size, "%s: checkpoint checksum mismatch", path);
         goto out;
     }
     ld_sha256_update(&hf, tail, sizeof(tail));
@@ -1395,11 +889,11 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     buf = malloc(len);
     if (!buf) {
         rc = LD_ERR_NOMEM;
-        say(errstr, size, "%s: out of memory for %zu bytes", path, len);
+        ld_ckpt_say(errstr, size, "%s: out of memory for %zu bytes", path, len);
         goto out;
     }
     if (read_at(fd, buf, len, 0) != 0) {
-        say_errno(errstr, size, "read", path);
+        ld_ckpt_say_errno(errstr, size, "read", path);
         rc = LD_ERR_IO;
         goto out;
     }
@@ -1408,79 +902,15 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     uint8_t again[32];
     ld_ckpt_sha256(buf, body, again);
     if (memcmp(again, tail + 2, 32) != 0 || memcmp(buf + body, tail, 2) != 0) {
-        say(errstr, size, "%s: changed while it was read", path);
+        ld_ckpt_say(errstr, size, "%s: changed while it was read", path);
         goto out;
     }
     char why[300] = "";
     rc = decode(buf, len, file_sha, out, why, sizeof(why));
     if (rc != LD_OK)
-        say(errstr, size, "%s: %s", path, why);
+        ld_ckpt_say(errstr, size, "%s: %s", path, why);
 out:
     free(buf);
     close(fd);
-    return rc;
-}
-
-ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
-                                   ld_ckpt_t **out, char *errstr, size_t size)
-{
-    char mdir[4200], path[4300], why[1024] = "";
-    uint64_t latest = 0, *v = NULL;
-    size_t nv = 0;
-    *out = NULL;
-    say(errstr, size, "no error"); /* every return below says why */
-    if (!dir || strlen(dir) > 3800) {
-        say(errstr, size, "model store directory missing or too long");
-        return LD_ERR_INVAL;
-    }
-    if (!ld_ckpt_name_ok(model)) {
-        say(errstr, size, "'%s' is not a model name", model ? model : "");
-        return LD_ERR_INVAL;
-    }
-    snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
-    ld_err_t lrc = ld_ckpt_store_latest(dir, model, &latest);
-    int have_latest = lrc == LD_OK;
-    if (lrc == LD_ERR_IO) {
-        /* Not "no checkpoint": a store that cannot be read (a file where
-         * a directory belongs, permissions) must not start from scratch. */
-        snprintf(path, sizeof(path), "%s/latest", mdir);
-        say_errno(errstr, size, "open", path);
-        return LD_ERR_IO;
-    }
-    if (have_latest) {
-        snprintf(path, sizeof(path), "%s/%" PRIu64 ".ckpt", mdir, latest);
-        if (ld_ckpt_read_file(path, out, why, sizeof(why)) == LD_OK)
-            return LD_OK;
-        ld_log(LD_LOG_WARN, "trainer",
-               "msg=\"latest checkpoint unusable, trying older ones\" "
-               "err=%s",
-               ld_log_q(why));
-    }
-    ld_err_t rc = list_versions(mdir, &v, &nv);
-    if (rc != LD_OK && rc != LD_ERR_NOENT) {
-        if (rc == LD_ERR_NOMEM)
-            say(errstr, size, "%s: out of memory listing versions", mdir);
-        else
-            say_errno(errstr, size, "list", mdir);
-        return rc;
-    }
-    rc = nv ? LD_ERR_CORRUPT : LD_ERR_NOENT;
-    say(errstr, size, "%s: no checkpoint", mdir);
-    for (size_t i = 0; i < nv; i++) {
-        if (have_latest && v[i] >= latest)
-            continue;
-        snprintf(path, sizeof(path), "%s/%" PRIu64 ".ckpt", mdir, v[i]);
-        if (ld_ckpt_read_file(path, out, why, sizeof(why)) == LD_OK) {
-            rc = LD_OK;
-            break;
-        }
-        ld_log(LD_LOG_WARN, "trainer", "msg=\"checkpoint unusable\" err=%s",
-               ld_log_q(why));
-    }
-    /* why is the last file's refusal; only newer versions than latest were
-     * skipped, so at least one file was tried whenever nv > 0. */
-    if (rc == LD_ERR_CORRUPT)
-        say(errstr, size, "%s", why[0] ? why : "no usable checkpoint");
-    free(v);
     return rc;
 }

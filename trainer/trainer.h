@@ -3,8 +3,11 @@
  * softmax) updated in micro-batches with SGD, AdaGrad, FTRL-Proximal or Adam,
  * prequential metrics, champion shadow scoring and copy-on-write snapshots.
  *
- * Threading: an ld_trainer_t is used by one thread at a time. Snapshots are
- * immutable once complete and may be read (encoded) by any thread.
+ * Threading: an ld_trainer_t is used by one thread at a time: in the daemon
+ * the loop thread, so functions on a trainer are tagged "Thread: loop". A
+ * snapshot is immutable once complete and reference counted atomically: the
+ * functions on a complete snapshot are tagged "Thread: any" (the daemon
+ * encodes checkpoints from snapshots the loop took).
  *
  * Update rule (docs/TRAINER.md). Prequential: every example is scored
  * before any training on it. Hashed sparse coordinates: the batch's
@@ -209,44 +212,47 @@ uint32_t ld_trainer_outputs(const ld_trainer_t *t);
  * ld_trainer_new and after each completed snapshot); called before the
  * helper is done (a few ms, more on a VM touching fresh memory), begin
  * waits for it. Returns LD_ERR_INVAL if a snapshot is already in
- * progress. */
+ * progress. Thread: loop (the trainer's). */
 ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t) LD_WUR;
 /* Copies one more step; returns the snapshot once complete (the caller owns
  * it: ld_snapshot_destroy()), NULL while still copying or when none is in
- * progress. */
+ * progress. Thread: loop. */
 ld_snapshot_t *ld_trainer_snapshot_poll(ld_trainer_t *t);
 /* Completes the pending snapshot now (copying what is left) and returns it
- * (caller owns), or NULL when none is in progress. */
+ * (caller owns), or NULL when none is in progress. Thread: loop. */
 ld_snapshot_t *ld_trainer_snapshot_finish(ld_trainer_t *t);
 /* begin + finish: a snapshot of the state right now (caller owns), or NULL
- * on allocation failure or when another is in progress. */
+ * on allocation failure or when another is in progress. Thread: loop. */
 ld_snapshot_t *ld_trainer_snapshot(ld_trainer_t *t);
 
-/* Drops one reference; frees at zero. NULL is a no-op. */
+/* Drops one reference; frees at zero. NULL is a no-op. Thread: any. */
 void ld_snapshot_destroy(ld_snapshot_t *s);
-/* Adds a reference (returns s); release it with ld_snapshot_destroy(). */
+/* Adds a reference (returns s); release it with ld_snapshot_destroy().
+ * Thread: any. */
 ld_snapshot_t *ld_snapshot_ref(ld_snapshot_t *s);
 /* SHA-256 over the parameter tensors as a checkpoint stores them ("w",
  * "dense_w", "bias": raw little-endian float32, in that order); equal to
- * Lineage.params_sha256. */
+ * Lineage.params_sha256. Thread: any (a complete snapshot). */
 void ld_snapshot_params_sha256(const ld_snapshot_t *s, uint8_t out[32]);
-/* Examples the snapshot's model was trained on, by sample type. */
+/* Examples the snapshot's model was trained on, by sample type. Thread:
+ * any. */
 void ld_snapshot_counts(const ld_snapshot_t *s, uint64_t out[LD_SAMPLE__COUNT]);
 
 /* Makes s the frozen champion scored alongside the model (shadow
  * evaluation); takes a reference of its own (s stays the caller's). NULL
  * removes the champion. Returns LD_ERR_INVAL if s's shape differs. The
- * champion's metric window restarts. */
+ * champion's metric window restarts. Thread: loop. */
 ld_err_t ld_trainer_champion_set(ld_trainer_t *t, ld_snapshot_t *s) LD_WUR;
 
 /* Warm start: replaces the whole model and optimizer state with s's
  * (borrowed). Returns LD_ERR_CONFIG, with the reason in errstr, if s's model,
  * shape or optimizer differ from t's config; hyperparameters come from the
- * config (a changed learning rate takes effect). Drops any queued batch. */
+ * config (a changed learning rate takes effect). Drops any queued batch.
+ * Thread: loop. */
 ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
                             char *errstr, size_t errstr_size) LD_WUR;
 
-/* OpenBLAS core name (openblas_get_corename()), for lineage. */
+/* OpenBLAS core name (openblas_get_corename()), for lineage. Thread: any. */
 const char *ld_trainer_blas_core(void);
 
 #endif /* LD_TRAINER_H */

@@ -373,108 +373,108 @@ void ld_detector_evidence(const ld_detector_t *d, ld_trigger_evidence_t *ev)
 
 #define DET_MAGIC 0x4c445444u /* "LDTD" */
 
-void det_save(const ld_detector_t *d, wbuf_t *w)
+void det_save(const ld_detector_t *d, ld_wbuf_t *w)
 {
-    wb_u32(w, DET_MAGIC);
-    wb_u8(w, (uint8_t)d->kind);
-    wb_u8(w, (uint8_t)d->level);
-    wb_f64(w, d->ev_value);
-    wb_f64(w, d->ev_threshold);
-    wb_f64(w, d->ev_reference);
-    wb_u64(w, d->ev_n);
+    ld_wbuf_u32(w, DET_MAGIC);
+    ld_wbuf_u8(w, (uint8_t)d->kind);
+    ld_wbuf_u8(w, (uint8_t)d->level);
+    ld_wbuf_f64(w, d->ev_value);
+    ld_wbuf_f64(w, d->ev_threshold);
+    ld_wbuf_f64(w, d->ev_reference);
+    ld_wbuf_u64(w, d->ev_n);
     switch (d->kind) {
     case DET_DDM: {
         const ddm_t *s = &d->u.ddm;
-        wb_u64(w, s->n);
-        wb_f64(w, s->p);
-        wb_f64(w, s->p_min);
-        wb_f64(w, s->s_min);
-        wb_f64(w, s->ps_min);
+        ld_wbuf_u64(w, s->n);
+        ld_wbuf_f64(w, s->p);
+        ld_wbuf_f64(w, s->p_min);
+        ld_wbuf_f64(w, s->s_min);
+        ld_wbuf_f64(w, s->ps_min);
         break;
     }
     case DET_ADWIN: {
         const adwin_t *s = &d->u.adwin;
-        wb_u64(w, s->width);
-        wb_u64(w, s->tick);
-        wb_f64(w, s->total);
-        wb_f64(w, s->m2);
-        wb_u8(w, (uint8_t)s->last_increase);
-        wb_u32(w, s->rows);
+        ld_wbuf_u64(w, s->width);
+        ld_wbuf_u64(w, s->tick);
+        ld_wbuf_f64(w, s->total);
+        ld_wbuf_f64(w, s->m2);
+        ld_wbuf_u8(w, (uint8_t)s->last_increase);
+        ld_wbuf_u32(w, s->rows);
         for (uint32_t r = 0; r < s->rows; r++) {
-            wb_u8(w, s->cnt[r]);
+            ld_wbuf_u8(w, s->cnt[r]);
             for (uint32_t b = 0; b < s->cnt[r]; b++) {
-                wb_f64(w, s->tot[r][b]);
-                wb_f64(w, s->var[r][b]);
+                ld_wbuf_f64(w, s->tot[r][b]);
+                ld_wbuf_f64(w, s->var[r][b]);
             }
         }
         break;
     }
     case DET_PH: {
         const ph_t *s = &d->u.ph;
-        wb_u64(w, s->n);
-        wb_f64(w, s->mean);
-        wb_f64(w, s->sum_up);
-        wb_f64(w, s->min_up);
-        wb_f64(w, s->sum_down);
-        wb_f64(w, s->max_down);
+        ld_wbuf_u64(w, s->n);
+        ld_wbuf_f64(w, s->mean);
+        ld_wbuf_f64(w, s->sum_up);
+        ld_wbuf_f64(w, s->min_up);
+        ld_wbuf_f64(w, s->sum_down);
+        ld_wbuf_f64(w, s->max_down);
         break;
     }
     }
 }
 
-ld_err_t det_load(ld_detector_t *d, rbuf_t *r)
+ld_err_t det_load(ld_detector_t *d, ld_rbuf_t *r)
 {
     ld_detector_t tmp = *d;
-    if (rb_u32(r) != DET_MAGIC || rb_u8(r) != d->kind)
+    if (ld_rbuf_u32(r) != DET_MAGIC || ld_rbuf_u8(r) != d->kind)
         return LD_ERR_CORRUPT;
-    uint8_t lvl = rb_u8(r);
+    uint8_t lvl = ld_rbuf_u8(r);
     if (lvl > LD_TRIGGER_LEVEL_ALERT)
         return LD_ERR_CORRUPT;
     tmp.level = (ld_trigger_level_t)lvl;
-    tmp.ev_value = rb_f64(r);
-    tmp.ev_threshold = rb_f64(r);
-    tmp.ev_reference = rb_f64(r);
-    tmp.ev_n = rb_u64(r);
+    tmp.ev_value = ld_rbuf_f64(r);
+    tmp.ev_threshold = ld_rbuf_f64(r);
+    tmp.ev_reference = ld_rbuf_f64(r);
+    tmp.ev_n = ld_rbuf_u64(r);
     switch (d->kind) {
     case DET_DDM: {
         ddm_t *s = &tmp.u.ddm;
-        s->n = rb_u64(r);
-        s->p = rb_f64(r);
-        s->p_min = rb_f64(r);
-        s->s_min = rb_f64(r);
-        s->ps_min = rb_f64(r);
+        s->n = ld_rbuf_u64(r);
+        s->p = ld_rbuf_f64(r);
+        s->p_min = ld_rbuf_f64(r);
+        s->s_min = ld_rbuf_f64(r);
+        s->ps_min = ld_rbuf_f64(r);
         break;
     }
     case DET_ADWIN: {
         adwin_t *s = &tmp.u.adwin;
-        s->width = rb_u64(r);
-        s->tick = rb_u64(r);
-        s->total = rb_f64(r);
-        s->m2 = rb_f64(r);
-        s->last_increase = rb_u8(r) != 0;
-        s->rows = rb_u32(r);
+        s->width = ld_rbuf_u64(r);
+        s->tick = ld_rbuf_u64(r);
+        s->total = ld_rbuf_f64(r);
+        s->m2 = ld_rbuf_f64(r);
+        s->last_increase = ld_rbuf_u8(r) != 0;
+        s->rows = ld_rbuf_u32(r);
         if (s->rows > ADWIN_ROWS)
             return LD_ERR_CORRUPT;
         memset(s->cnt, 0, sizeof(s->cnt));
         for (uint32_t row = 0; row < s->rows; row++) {
-            s->cnt[row] = rb_u8(r);
+            s->cnt[row] = ld_rbuf_u8(r);
             if (s->cnt[row] > ADWIN_M + 1)
                 return LD_ERR_CORRUPT;
             for (uint32_t b = 0; b < s->cnt[row]; b++) {
-                s->tot[row][b] = rb_f64(r);
-                s->var[row][b] = rb_f64(r);
+                s->tot[row][b] = ld_rbuf_f64(r);
+                s->var[row][b] = ld_rbuf_f64(r);
             }
         }
         break;
     }
     case DET_PH: {
         ph_t *s = &tmp.u.ph;
-        s->n = rb_u64(r);
-        s->mean = rb_f64(r);
-        s->sum_up = rb_f64(r);
-        s->min_up = rb_f64(r);
-        s->sum_down = rb_f64(r);
-        s->max_down = rb_f64(r);
+        s->n = ld_rbuf_u64(r);
+        s->mean = ld_rbuf_f64(r);
+        s->sum_up = ld_rbuf_f64(r);
+        s->min_up = ld_rbuf_f64(r);
+        s->sum_down = ld_rbuf_f64(r);
+        s->max_down = ld_rbuf_f64(r);
         break;
     }
     default:
@@ -488,7 +488,7 @@ ld_err_t det_load(ld_detector_t *d, rbuf_t *r)
 
 ld_err_t ld_detector_save(const ld_detector_t *d, uint8_t **out, size_t *len)
 {
-    wbuf_t w = {0};
+    ld_wbuf_t w = {0};
     det_save(d, &w);
     if (w.err) {
         free(w.p);
@@ -501,7 +501,7 @@ ld_err_t ld_detector_save(const ld_detector_t *d, uint8_t **out, size_t *len)
 
 ld_err_t ld_detector_load(ld_detector_t *d, const uint8_t *buf, size_t len)
 {
-    rbuf_t r = {buf, len, 0, LD_OK};
+    ld_rbuf_t r = ld_rbuf_make(buf, len);
     ld_detector_t backup = *d;
     ld_err_t err = det_load(d, &r);
     if (err == LD_OK && r.off != len) {

@@ -6,46 +6,125 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/bytes.h"
 #include "triggers/triggers.h"
 
-/* ---- Little-endian state buffers --------------------------------------- */
+/* ---- Statistics (pure functions; tests/unit/test_triggers.c checks them
+ * against fixtures) ------------------------------------------------------ */
 
-/* A growing output buffer; the first failed allocation sticks in err. */
-typedef struct wbuf {
-    uint8_t *p;
-    size_t len, cap;
-    ld_err_t err;
-} wbuf_t;
+/* Linear-interpolation quantile (numpy's default) of sorted[0..n-1],
+ * q in [0,1]. n must be > 0. */
+double ld_triggers_stat_quantile(const double *sorted, size_t n, double q);
 
-void wb_bytes(wbuf_t *w, const void *src, size_t n);
-void wb_u8(wbuf_t *w, uint8_t v);
-void wb_u32(wbuf_t *w, uint32_t v);
-void wb_u64(wbuf_t *w, uint64_t v);
-void wb_i64(wbuf_t *w, int64_t v);
-/* Doubles and floats go by their bits, so state round-trips exactly. */
-void wb_f64(wbuf_t *w, double v);
-void wb_f32(wbuf_t *w, float v);
-void wb_str(wbuf_t *w, const char *s);
+/* PSI of cur against ref over `bins` quantile bins of ref (edges at the
+ * ref quantiles i/bins, a value v falls in bin #{edges <= v}); proportions
+ * below floor are raised to floor. Inputs need not be sorted; both n > 0.
+ * Returns NaN on bad arguments or allocation failure. */
+double ld_triggers_stat_psi(const double *ref, size_t nref, const double *cur,
+                            size_t ncur, size_t bins, double floor);
 
-/* A bounded reader; any read past the end sets err (LD_ERR_CORRUPT) and
- * returns zeros from then on. */
-typedef struct rbuf {
-    const uint8_t *p;
-    size_t len, off;
-    ld_err_t err;
-} rbuf_t;
+/* Two-sample Kolmogorov-Smirnov: D = sup |F_a - F_b| and its asymptotic
+ * p-value Q_KS(sqrt(n_a n_b / (n_a + n_b)) D) (Kolmogorov's limit law).
+ * Returns LD_ERR_INVAL on empty input, LD_ERR_NOMEM. */
+ld_err_t ld_triggers_stat_ks(const double *a, size_t na, const double *b,
+                             size_t nb, double *d, double *p_value) LD_WUR;
 
-void rb_bytes(rbuf_t *r, void *dst, size_t n);
-uint8_t rb_u8(rbuf_t *r);
-uint32_t rb_u32(rbuf_t *r);
-uint64_t rb_u64(rbuf_t *r);
-int64_t rb_i64(rbuf_t *r);
-double rb_f64(rbuf_t *r);
-float rb_f32(rbuf_t *r);
-/* Copies a string of at most cap-1 bytes into dst; longer is corrupt. */
-void rb_str(rbuf_t *r, char *dst, size_t cap);
-/* Reads a count and checks that count * unit bytes remain. */
-uint64_t rb_count(rbuf_t *r, size_t unit);
+/* Kolmogorov's limiting survival function Q(x) = 2 sum (-1)^(k-1)
+ * exp(-2 k^2 x^2). */
+double ld_triggers_stat_kolmogorov_sf(double x);
+
+/* First Wasserstein distance between the empirical distributions of a and
+ * b. NaN on empty input or allocation failure. */
+double ld_triggers_stat_wasserstein(const double *a, size_t na, const double *b,
+                                    size_t nb);
+
+/* Jensen-Shannon distance (square root of the divergence, base 2, in
+ * [0,1]) between two count vectors of length n, each normalised to sum 1.
+ * NaN when either sums to 0. */
+double ld_triggers_stat_js(const double *p, const double *q, size_t n);
+
+/* Chi-square survival function: P(X >= x) for X ~ chi2(df), df > 0 (the
+ * regularised upper incomplete gamma Q(df/2, x/2)). NaN on bad arguments. */
+double ld_triggers_stat_chi2_sf(double x, double df);
+
+/* Two-sample test of homogeneity of a categorical feature, on counts a[i]
+ * and b[i] over the same n bins (a partition fixed before counting).
+ *
+ * Bins that both samples leave empty are dropped; bins expected to hold
+ * fewer than min_expected counts of the smaller sample (t_i min(n1, n2) /
+ * (n1 + n2) < min_expected, t_i = a_i + b_i) are pooled into one bin.
+ * Over the K bins left:
+ *   g         the G statistic 2 sum O ln(O / E) of the 2 x K table (SciPy's
+ *             chi2_contingency with lambda_="log-likelihood",
+ *             correction=False);
+ *   p_value   chi2.sf(g, K - 1);
+ *   js        the Jensen-Shannon distance (base 2) of the two proportion
+ *             vectors;
+ *   js_excess sqrt(max(JSD - (K - 1)(1/n1 + 1/n2) / (8 ln 2), 0)): the
+ *             divergence left after the part sampling noise alone produces
+ *             on average, as a distance.
+ * K < 2 gives g 0, p_value 1, js 0. LD_ERR_INVAL (out all NaN) when a
+ * count is negative or NaN or a sample is empty. */
+typedef struct ld_triggers_cat_test {
+    double js, js_excess, g, df, p_value;
+    size_t bins; /* K */
+} ld_triggers_cat_test_t;
+
+ld_err_t ld_triggers_stat_cat_test(const double *a, const double *b, size_t n,
+                                   double min_expected,
+                                   ld_triggers_cat_test_t *out) LD_WUR;
+
+/* ---- Change detectors on a scalar stream (DDM, ADWIN, Page-Hinkley) ---- */
+
+/* Level a detector or a trigger window reached. */
+typedef enum ld_trigger_level {
+    LD_TRIGGER_LEVEL_NONE = 0,
+    LD_TRIGGER_LEVEL_WARN = 1,
+    LD_TRIGGER_LEVEL_ALERT = 2
+} ld_trigger_level_t;
+
+typedef struct ld_detector ld_detector_t;
+
+/* DDM (Gama et al. 2004) on a 0/1 error stream: warn when p + s >=
+ * p_min + warn * s_min, alert at drift * s_min, after min_n samples; resets
+ * after an alert. NULL on allocation failure; caller frees with
+ * ld_detector_destroy(). */
+ld_detector_t *ld_detector_ddm_new(double warn, double drift, int64_t min_n);
+/* ADWIN2 (Bifet & Gavaldà 2007) on values in [0,1], confidence delta,
+ * checking for a cut every 32 values; alerts when the window is cut, and
+ * drops the older part. Same ownership as above. */
+ld_detector_t *ld_detector_adwin_new(double delta);
+/* Two-sided Page-Hinkley on a mean with tolerance delta, threshold lambda and
+ * fading factor alpha (1 = none), after 30 samples; resets after an alert.
+ * Same ownership as above. */
+ld_detector_t *ld_detector_ph_new(double delta, double lambda, double alpha);
+
+/* Feeds one value; returns the level reached by this value (ALERT at most
+ * once per change). */
+ld_trigger_level_t ld_detector_observe(ld_detector_t *d, double x);
+/* Level of the latest observe (the should-fire answer). */
+ld_trigger_level_t ld_detector_level(const ld_detector_t *d);
+/* Values seen by the detector's current window (ADWIN width, DDM/PH count
+ * since the last reset). */
+uint64_t ld_detector_n(const ld_detector_t *d);
+/* Describes the detector's last decision into *ev (metric left empty for the
+ * caller to name). */
+void ld_detector_evidence(const ld_detector_t *d, ld_trigger_evidence_t *ev);
+/* Forgets everything seen (same parameters). */
+void ld_detector_reset(ld_detector_t *d);
+/* Serialises the state into a new buffer (*out, *len; caller frees *out with
+ * free()). LD_ERR_NOMEM on failure. */
+ld_err_t ld_detector_save(const ld_detector_t *d, uint8_t **out,
+                          size_t *len) LD_WUR;
+/* Restores a state written by ld_detector_save() of the same kind; the
+ * state then continues bit for bit. LD_ERR_CORRUPT on a truncated or foreign
+ * buffer (d unchanged). buf borrowed. */
+ld_err_t ld_detector_load(ld_detector_t *d, const uint8_t *buf,
+                          size_t len) LD_WUR;
+/* NULL is a no-op. */
+void ld_detector_destroy(ld_detector_t *d);
+
+/* State buffers are common/bytes.h's ld_wbuf_t / ld_rbuf_t. */
 
 /* ---- Deterministic RNG (splitmix64) ------------------------------------- */
 
@@ -103,8 +182,8 @@ uint32_t res_size(const reservoir_t *r);
 void res_assign(reservoir_t *dst, const reservoir_t *src);
 /* Copies the sample into out (res_size entries) as doubles. */
 void res_copy(const reservoir_t *r, double *out);
-void res_save(const reservoir_t *r, wbuf_t *w);
-void res_load(reservoir_t *r, rbuf_t *rb);
+void res_save(const reservoir_t *r, ld_wbuf_t *w);
+void res_load(reservoir_t *r, ld_rbuf_t *rb);
 
 /* ---- SpaceSaving: the frequent-items sketch of a categorical feature. --- */
 
@@ -137,8 +216,8 @@ void ss_clear(spacesaving_t *s);
 void ss_add(spacesaving_t *s, uint32_t item);
 /* Guaranteed count of item (count - err; 0 when not tracked). */
 uint64_t ss_count(const spacesaving_t *s, uint32_t item);
-void ss_save(const spacesaving_t *s, wbuf_t *w);
-void ss_load(spacesaving_t *s, rbuf_t *rb);
+void ss_save(const spacesaving_t *s, ld_wbuf_t *w);
+void ss_load(spacesaving_t *s, ld_rbuf_t *rb);
 
 /* ld_triggers_stat_cat_test of cur against ref over ref's tracked items
  * plus one "other" bin. LD_ERR_INVAL if either is empty, LD_ERR_NOMEM. */
@@ -201,9 +280,9 @@ struct ld_trigger_decision {
 
 /* ---- Detectors inside the trigger state ------------------------------- */
 
-void det_save(const ld_detector_t *d, wbuf_t *w);
+void det_save(const ld_detector_t *d, ld_wbuf_t *w);
 /* Leaves d unchanged on error. */
-ld_err_t det_load(ld_detector_t *d, rbuf_t *r);
+ld_err_t det_load(ld_detector_t *d, ld_rbuf_t *r);
 int adwin_last_increase(const ld_detector_t *d);
 
 #endif /* LD_TRIGGERS_INTERNAL_H */

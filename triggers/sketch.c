@@ -1,164 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Bounded-memory sketches (seeded reservoir sample, SpaceSaving frequent
- * items) and little-endian state buffers. */
+/* Bounded-memory sketches: a seeded reservoir sample and SpaceSaving
+ * frequent items. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "triggers/internal.h"
-
-/* ---- State buffers ------------------------------------------------------ */
-
-void wb_bytes(wbuf_t *w, const void *src, size_t n)
-{
-    if (w->err)
-        return;
-    if (w->len + n > w->cap) {
-        size_t cap = w->cap ? w->cap : 256;
-        while (cap < w->len + n)
-            cap *= 2;
-        uint8_t *p = realloc(w->p, cap);
-        if (!p) {
-            w->err = LD_ERR_NOMEM;
-            return;
-        }
-        w->p = p;
-        w->cap = cap;
-    }
-    if (n)
-        memcpy(w->p + w->len, src, n);
-    w->len += n;
-}
-
-void wb_u8(wbuf_t *w, uint8_t v)
-{
-    wb_bytes(w, &v, 1);
-}
-
-void wb_u64(wbuf_t *w, uint64_t v)
-{
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
-    wb_bytes(w, b, 8);
-}
-
-void wb_u32(wbuf_t *w, uint32_t v)
-{
-    uint8_t b[4];
-    for (int i = 0; i < 4; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
-    wb_bytes(w, b, 4);
-}
-
-void wb_i64(wbuf_t *w, int64_t v)
-{
-    wb_u64(w, (uint64_t)v);
-}
-
-void wb_f64(wbuf_t *w, double v)
-{
-    uint64_t u;
-    memcpy(&u, &v, sizeof(u));
-    wb_u64(w, u);
-}
-
-void wb_f32(wbuf_t *w, float v)
-{
-    uint32_t u;
-    memcpy(&u, &v, sizeof(u));
-    wb_u32(w, u);
-}
-
-void wb_str(wbuf_t *w, const char *s)
-{
-    size_t n = strlen(s);
-    wb_u32(w, (uint32_t)n);
-    wb_bytes(w, s, n);
-}
-
-void rb_bytes(rbuf_t *r, void *dst, size_t n)
-{
-    if (r->err || n > r->len - r->off) {
-        r->err = LD_ERR_CORRUPT;
-        memset(dst, 0, n);
-        return;
-    }
-    memcpy(dst, r->p + r->off, n);
-    r->off += n;
-}
-
-uint8_t rb_u8(rbuf_t *r)
-{
-    uint8_t v;
-    rb_bytes(r, &v, 1);
-    return v;
-}
-
-uint64_t rb_u64(rbuf_t *r)
-{
-    uint8_t b[8];
-    rb_bytes(r, b, 8);
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)b[i] << (8 * i);
-    return v;
-}
-
-uint32_t rb_u32(rbuf_t *r)
-{
-    uint8_t b[4];
-    rb_bytes(r, b, 4);
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)b[i] << (8 * i);
-    return v;
-}
-
-int64_t rb_i64(rbuf_t *r)
-{
-    return (int64_t)rb_u64(r);
-}
-
-double rb_f64(rbuf_t *r)
-{
-    uint64_t u = rb_u64(r);
-    double v;
-    memcpy(&v, &u, sizeof(v));
-    return v;
-}
-
-float rb_f32(rbuf_t *r)
-{
-    uint32_t u = rb_u32(r);
-    float v;
-    memcpy(&v, &u, sizeof(v));
-    return v;
-}
-
-void rb_str(rbuf_t *r, char *dst, size_t cap)
-{
-    uint32_t n = rb_u32(r);
-    if (r->err || n >= cap) {
-        r->err = LD_ERR_CORRUPT;
-        dst[0] = '\0';
-        return;
-    }
-    rb_bytes(r, dst, n);
-    dst[r->err ? 0 : n] = '\0';
-}
-
-uint64_t rb_count(rbuf_t *r, size_t unit)
-{
-    uint64_t n = rb_u64(r);
-    if (r->err)
-        return 0;
-    if (unit && n > (r->len - r->off) / unit) {
-        r->err = LD_ERR_CORRUPT;
-        return 0;
-    }
-    return n;
-}
 
 /* ---- Reservoir ---------------------------------------------------------- */
 
@@ -257,19 +104,19 @@ void res_copy(const reservoir_t *r, double *out)
         out[i] = r->v[i];
 }
 
-void res_save(const reservoir_t *r, wbuf_t *w)
+void res_save(const reservoir_t *r, ld_wbuf_t *w)
 {
-    wb_u64(w, r->n);
-    wb_u64(w, r->rng);
+    ld_wbuf_u64(w, r->n);
+    ld_wbuf_u64(w, r->rng);
     uint32_t n = res_size(r);
     for (uint32_t i = 0; i < n; i++)
-        wb_f32(w, r->v[i]);
+        ld_wbuf_f32(w, r->v[i]);
 }
 
-void res_load(reservoir_t *r, rbuf_t *rb)
+void res_load(reservoir_t *r, ld_rbuf_t *rb)
 {
-    uint64_t n = rb_u64(rb);
-    uint64_t rng = rb_u64(rb);
+    uint64_t n = ld_rbuf_u64(rb);
+    uint64_t rng = ld_rbuf_u64(rb);
     uint32_t m = n < r->cap ? (uint32_t)n : r->cap;
     if (rb->err || (size_t)m * 4 > rb->len - rb->off) {
         rb->err = LD_ERR_CORRUPT;
@@ -278,7 +125,7 @@ void res_load(reservoir_t *r, rbuf_t *rb)
     r->n = n;
     r->rng = rng;
     for (uint32_t i = 0; i < m; i++)
-        r->v[i] = rb_f32(rb);
+        r->v[i] = ld_rbuf_f32(rb);
 }
 
 /* ---- SpaceSaving ---------------------------------------------------------
@@ -462,21 +309,21 @@ uint64_t ss_count(const spacesaving_t *s, uint32_t item)
     return e->count - e->err;
 }
 
-void ss_save(const spacesaving_t *s, wbuf_t *w)
+void ss_save(const spacesaving_t *s, ld_wbuf_t *w)
 {
-    wb_u64(w, s->n);
-    wb_u32(w, s->used);
+    ld_wbuf_u64(w, s->n);
+    ld_wbuf_u32(w, s->used);
     for (uint32_t i = 0; i < s->used; i++) {
-        wb_u32(w, s->e[i].item);
-        wb_u64(w, s->e[i].count);
-        wb_u64(w, s->e[i].err);
+        ld_wbuf_u32(w, s->e[i].item);
+        ld_wbuf_u64(w, s->e[i].count);
+        ld_wbuf_u64(w, s->e[i].err);
     }
 }
 
-void ss_load(spacesaving_t *s, rbuf_t *rb)
+void ss_load(spacesaving_t *s, ld_rbuf_t *rb)
 {
-    uint64_t n = rb_u64(rb);
-    uint32_t used = rb_u32(rb);
+    uint64_t n = ld_rbuf_u64(rb);
+    uint32_t used = ld_rbuf_u32(rb);
     if (rb->err || used > s->k || (size_t)used * 20 > rb->len - rb->off) {
         rb->err = LD_ERR_CORRUPT;
         return;
@@ -484,15 +331,15 @@ void ss_load(spacesaving_t *s, rbuf_t *rb)
     ss_clear(s);
     s->n = n;
     for (uint32_t i = 0; i < used; i++) {
-        uint32_t item = rb_u32(rb);
+        uint32_t item = ld_rbuf_u32(rb);
         if (ss_find(s, item) != SS_EMPTY) {
             rb->err = LD_ERR_CORRUPT; /* duplicate item */
             ss_clear(s);
             return;
         }
         s->e[i].item = item;
-        s->e[i].count = rb_u64(rb);
-        s->e[i].err = rb_u64(rb);
+        s->e[i].count = ld_rbuf_u64(rb);
+        s->e[i].err = ld_rbuf_u64(rb);
         if (s->e[i].err > s->e[i].count)
             rb->err = LD_ERR_CORRUPT;
         s->used = i + 1;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Triggers: time, volume, performance and drift detectors over matured
- * examples, the champion-challenger gate, and trigger events (DESIGN §7). */
+ * examples, the champion-challenger gate, and trigger events
+ * (docs/TRIGGERS.md). */
 #ifndef LD_TRIGGERS_H
 #define LD_TRIGGERS_H
 
@@ -111,79 +112,6 @@ typedef struct ld_triggers_conf {
 
 extern const ld_conf_section_t ld_triggers_conf_section;
 
-/* ---- Statistics (pure functions; the fixtures test these) ------------- */
-
-/* Linear-interpolation quantile (numpy's default) of sorted[0..n-1],
- * q in [0,1]. n must be > 0. */
-double ld_triggers_stat_quantile(const double *sorted, size_t n, double q);
-
-/* PSI of cur against ref over `bins` quantile bins of ref (edges at the
- * ref quantiles i/bins, a value v falls in bin #{edges <= v}); proportions
- * below floor are raised to floor. Inputs need not be sorted; both n > 0.
- * Returns NaN on bad arguments or allocation failure. */
-double ld_triggers_stat_psi(const double *ref, size_t nref, const double *cur,
-                            size_t ncur, size_t bins, double floor);
-
-/* Two-sample Kolmogorov-Smirnov: D = sup |F_a - F_b| and its asymptotic
- * p-value Q_KS(sqrt(n_a n_b / (n_a + n_b)) D) (Kolmogorov's limit law).
- * Returns LD_ERR_INVAL on empty input, LD_ERR_NOMEM. */
-ld_err_t ld_triggers_stat_ks(const double *a, size_t na, const double *b,
-                             size_t nb, double *d, double *p_value) LD_WUR;
-
-/* Kolmogorov's limiting survival function Q(x) = 2 sum (-1)^(k-1)
- * exp(-2 k^2 x^2). */
-double ld_triggers_stat_kolmogorov_sf(double x);
-
-/* First Wasserstein distance between the empirical distributions of a and
- * b. NaN on empty input or allocation failure. */
-double ld_triggers_stat_wasserstein(const double *a, size_t na, const double *b,
-                                    size_t nb);
-
-/* Jensen-Shannon distance (square root of the divergence, base 2, in
- * [0,1]) between two count vectors of length n, each normalised to sum 1.
- * NaN when either sums to 0. */
-double ld_triggers_stat_js(const double *p, const double *q, size_t n);
-
-/* Chi-square survival function: P(X >= x) for X ~ chi2(df), df > 0 (the
- * regularised upper incomplete gamma Q(df/2, x/2)). NaN on bad arguments. */
-double ld_triggers_stat_chi2_sf(double x, double df);
-
-/* Two-sample test of homogeneity of a categorical feature, on counts a[i]
- * and b[i] over the same n bins (a partition fixed before counting).
- *
- * Bins that both samples leave empty are dropped; bins expected to hold
- * fewer than min_expected counts of the smaller sample (t_i min(n1, n2) /
- * (n1 + n2) < min_expected, t_i = a_i + b_i) are pooled into one bin.
- * Over the K bins left:
- *   g         the G statistic 2 sum O ln(O / E) of the 2 x K table (SciPy's
- *             chi2_contingency with lambda_="log-likelihood",
- *             correction=False);
- *   p_value   chi2.sf(g, K - 1);
- *   js        the Jensen-Shannon distance (base 2) of the two proportion
- *             vectors;
- *   js_excess sqrt(max(JSD - (K - 1)(1/n1 + 1/n2) / (8 ln 2), 0)): the
- *             divergence left after the part sampling noise alone produces
- *             on average, as a distance.
- * K < 2 gives g 0, p_value 1, js 0. LD_ERR_INVAL (out all NaN) when a
- * count is negative or NaN or a sample is empty. */
-typedef struct ld_triggers_cat_test {
-    double js, js_excess, g, df, p_value;
-    size_t bins; /* K */
-} ld_triggers_cat_test_t;
-
-ld_err_t ld_triggers_stat_cat_test(const double *a, const double *b, size_t n,
-                                   double min_expected,
-                                   ld_triggers_cat_test_t *out) LD_WUR;
-
-/* ---- Change detectors on a scalar stream (DDM, ADWIN, Page-Hinkley) ---- */
-
-/* Level a detector or a trigger window reached. */
-typedef enum ld_trigger_level {
-    LD_TRIGGER_LEVEL_NONE = 0,
-    LD_TRIGGER_LEVEL_WARN = 1,
-    LD_TRIGGER_LEVEL_ALERT = 2
-} ld_trigger_level_t;
-
 /* One measurement behind a trigger (an `evidence[]` item). */
 typedef struct ld_trigger_evidence {
     char metric[64];    /* logloss, examples, prediction, feature:<name> */
@@ -195,47 +123,6 @@ typedef struct ld_trigger_evidence {
     double reference; /* NaN = none */
     uint64_t n;
 } ld_trigger_evidence_t;
-
-typedef struct ld_detector ld_detector_t;
-
-/* DDM (Gama et al. 2004) on a 0/1 error stream: warn when p + s >=
- * p_min + warn * s_min, alert at drift * s_min, after min_n samples; resets
- * after an alert. NULL on allocation failure; caller frees with
- * ld_detector_destroy(). */
-ld_detector_t *ld_detector_ddm_new(double warn, double drift, int64_t min_n);
-/* ADWIN2 (Bifet & Gavaldà 2007) on values in [0,1], confidence delta,
- * checking for a cut every 32 values; alerts when the window is cut, and
- * drops the older part. Same ownership as above. */
-ld_detector_t *ld_detector_adwin_new(double delta);
-/* Two-sided Page-Hinkley on a mean with tolerance delta, threshold lambda and
- * fading factor alpha (1 = none), after 30 samples; resets after an alert.
- * Same ownership as above. */
-ld_detector_t *ld_detector_ph_new(double delta, double lambda, double alpha);
-
-/* Feeds one value; returns the level reached by this value (ALERT at most
- * once per change). */
-ld_trigger_level_t ld_detector_observe(ld_detector_t *d, double x);
-/* Level of the latest observe (the should-fire answer). */
-ld_trigger_level_t ld_detector_level(const ld_detector_t *d);
-/* Values seen by the detector's current window (ADWIN width, DDM/PH count
- * since the last reset). */
-uint64_t ld_detector_n(const ld_detector_t *d);
-/* Describes the detector's last decision into *ev (metric left empty for the
- * caller to name). */
-void ld_detector_evidence(const ld_detector_t *d, ld_trigger_evidence_t *ev);
-/* Forgets everything seen (same parameters). */
-void ld_detector_reset(ld_detector_t *d);
-/* Serialises the state into a new buffer (*out, *len; caller frees *out with
- * free()). LD_ERR_NOMEM on failure. */
-ld_err_t ld_detector_save(const ld_detector_t *d, uint8_t **out,
-                          size_t *len) LD_WUR;
-/* Restores a state written by ld_detector_save() of the same kind; the
- * state then continues bit for bit. LD_ERR_CORRUPT on a truncated or foreign
- * buffer (d unchanged). buf borrowed. */
-ld_err_t ld_detector_load(ld_detector_t *d, const uint8_t *buf,
-                          size_t len) LD_WUR;
-/* NULL is a no-op. */
-void ld_detector_destroy(ld_detector_t *d);
 
 /* ---- The trigger set the daemon runs ---------------------------------- */
 
@@ -290,7 +177,7 @@ ld_triggers_t *ld_triggers_new(const ld_triggers_conf_t *conf,
 void ld_triggers_destroy(ld_triggers_t *t);
 
 /* Feeds one matured example in release order. Examples of sample type
- * fake_neg and delayed_pos are ignored (DESIGN §4); NaN/Inf scores are
+ * fake_neg and delayed_pos are ignored (docs/TRIGGERS.md); NaN/Inf scores are
  * ignored. May queue decisions for ld_triggers_poll(). Returns LD_OK, or
  * LD_ERR_NOMEM (state unchanged for that example). ex borrowed. */
 ld_err_t ld_triggers_observe(ld_triggers_t *t, const ld_example_t *ex,

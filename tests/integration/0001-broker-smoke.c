@@ -2,7 +2,8 @@
 /* Smoke test of the real test broker with the librdkafka the daemon links:
  * keyed produce, a consumer group with manual commits that a second member
  * resumes from, and transactions whose aborted records a read_committed
- * consumer must not see (DESIGN §10: the mock cluster cannot check this).
+ * consumer must not see (the mock cluster cannot check this:
+ * docs/ARCHITECTURE.md, "Tests").
  *
  * LD_SMOKE_ISOLATION overrides the transactional consumer's isolation.level;
  * with read_uncommitted the test must fail, which shows that it checks. */

@@ -21,9 +21,9 @@
  * crashed single KRaft node waits out its own 9 s broker session, then up
  * to reconnect.backoff.max.ms = 10 s before librdkafka tries again) stays
  * within the daemon's checkpoint flush and commit (60 s) and
- * transaction.timeout.ms (60 s) timeouts. DESIGN §6's abort and exit 1 is
- * for a commit point that does fail, so that a supervisor's restart resumes
- * from committed state (0004 covers resuming). Taking a short broker
+ * transaction.timeout.ms (60 s) timeouts. The commit protocol's abort and exit
+ * 1 is for a commit point that does fail, so that a supervisor's restart
+ * resumes from committed state (0004 covers resuming). Taking a short broker
  * restart for that would throw away the joiner's window and the prefetch
  * every time a broker is rolled. So: exit 0, no aborted commit point.
  *

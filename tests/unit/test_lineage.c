@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/lineage.h"
+#include "publish/publish.h"
 
 static const char *const topics[] = {"events", "labels"};
 

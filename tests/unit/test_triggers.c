@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "trainer/trainer.h"
+#include "triggers/internal.h"
 #include "triggers/triggers.h"
 
 #if defined(__has_include)

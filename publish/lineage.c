@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Accumulates offset ranges and watermark advances between publications. */
-#include "daemon/lineage.h"
+#include "publish/publish.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Resume state records on the state topic: keyed `<model>/header` and
  * `<model>/block/<i>`, so compaction keeps the newest of each. */
-#include "daemon/state.h"
+#include "publish/publish.h"
 
 #include <stdlib.h>
 #include <string.h>

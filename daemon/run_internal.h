@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Shared by the run loop's files: run.c (the state machine, the stage
+ * callbacks, the periodic jobs), run_commit.c (positions, lineage, the
+ * resume state, commit points), run_report.c (metrics and progress) and
+ * run_setup.c (setup and teardown). Nothing outside daemon/run*.c
+ * includes it. */
+#ifndef LD_DAEMON_RUN_INTERNAL_H
+#define LD_DAEMON_RUN_INTERNAL_H
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/ingest.h"
+#include "daemon/metrics.h"
+#include "daemon/run.h"
+#include "daemon/signals.h"
+#include "daemon/version.h"
+#include "pipeline/pipeline.h"
+#include "publish/publish.h"
+
+/* Where the loop is (see the diagram at the top). */
+typedef enum run_state {
+    RUN_STARTING = 0, /* set up; the ingest thread not started */
+    RUN_RUNNING,      /* items flow from the ingest thread */
+    RUN_PARKING,      /* ld_ingest_pause() asked; items before PAUSED come */
+    RUN_PARKED,       /* PAUSED taken: the pipeline is the loop's */
+    RUN_DRAINING,     /* ld_ingest_stop() asked; waiting for STOPPED */
+    RUN_STOPPED,      /* the ingest thread ended */
+    RUN_CLOSING       /* leaving the group: revoked partitions stay gone */
+} run_state_t;
+
+/* Metric family ids. */
+typedef struct families {
+    int records, dlq, examples, pending, pending_bytes, watermark, model,
+        champion, published, triggers, txn, up, version, trained, lag,
+        label_records, dropped, wm_ahead, wm_ahead_alert;
+} families_t;
+
+typedef struct run {
+    const ld_config_t *conf;
+    const ld_run_opts_t *opts;
+    ld_run_hooks_t hooks;
+    ld_trainer_conf_t tconf;
+    ld_pipeline_conf_t pconf; /* conf->pipeline, with the model's hash_bits */
+    ld_pipeline_t *pipe;
+    ld_ingest_t *ingest; /* polls pipe on its own thread while the loop runs */
+    ld_joiner_t *joiner;
+    ld_trainer_t *trainer;
+    ld_triggers_t *trig;
+    ld_metrics_t *reg;
+    ld_http_t *http;
+    families_t fam;
+    char txn_id[256];
+    int exit_code;          /* set once a fatal error is seen */
+    uint64_t consumed;      /* good records processed */
+    uint64_t dead;          /* dead-lettered records seen */
+    uint64_t refused;       /* records the joiner refused (a bug if not 0) */
+    uint64_t model_refused; /* examples the trainer refused */
+    /* the counts the lineage has been given (ld_lineage_count) */
+    uint64_t lin_dead, lin_late;
+    /* rate-limited log of dropped records (report) */
+    int64_t drop_log_next;
+    uint64_t drop_logged;
+    /* next offset per partition of each input topic, as far as the loop
+     * has processed (the pipeline's own positions run ahead by the ring) */
+    int64_t *next[2];
+    int32_t nnext[2];
+    uint64_t examples;
+    /* the publishing stage: queue, versions, what a publication becomes
+     * (Kafka for run, capture for replay); ctr is its counters */
+    ld_publisher_t *pub;
+    ld_resume_counters_t *ctr;
+    int64_t start_ms;
+    /* exactly-once resume state (docs/ARCHITECTURE.md) */
+    int stateful; /* transactions on: write and restore resume state */
+    int audit;    /* labeling.output_topic is set */
+    int replay;   /* opts->replay_version set: read only, write nothing */
+    /* Events still waiting for their window when the consumer closed (the
+     * revocation then empties the joiner; the committed state keeps them
+     * for the next start). */
+    uint64_t pending_at_close;
+    int replay_done;
+    int caught_up; /* the ingest thread saw every partition's end */
+    run_state_t state;
+    /* the periodic jobs' clocks (tick) */
+    int64_t next_commit, next_report, last_item;
+    uint64_t last_consumed_hook, last_flow;
+    int pile, flow;    /* due now: publications waiting, flow control */
+    uint8_t *adv_done; /* replay: which recorded advances were applied */
+    size_t adv_left;
+    char replay_group[128];
+    ld_lineage_t *lin;       /* input since the last publication */
+    uint8_t config_hash[32]; /* of the effective config, kafka: excluded */
+    uint8_t *audit_buf;
+    size_t audit_cap;
+    uint64_t progress_at_commit;
+    ld_partset_t assigned; /* partitions the joiner holds */
+    /* labeling.at_bound pause (see on_flow) */
+    int flow_on;     /* at_bound is pause */
+    int flow_lift;   /* parked to let every held partition go */
+    int flow_lifted; /* let go until the joiner holds none back */
+} run_t;
+
+/* ---- run.c -------------------------------------------------------------- */
+
+/* Pipeline and trainer callbacks (setup installs them). */
+void run_on_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts);
+void run_on_revoked(void *opaque, const rd_kafka_topic_partition_list_t *parts,
+                    int lost);
+void run_on_dead_lettered(void *opaque, const char *topic, int32_t partition,
+                          int64_t offset);
+void run_on_scored(void *opaque, const ld_scored_t *s, size_t n);
+
+/* ---- run_commit.c ------------------------------------------------------- */
+
+/* The input positions now (see run_commit.c); caller frees *out. */
+size_t run_positions(run_t *r, int committed,
+                     Learnd__V1__PartitionPosition **out);
+/* The lineage of a publication: the input since the last one. */
+Learnd__V1__Lineage *run_take_lineage(run_t *r);
+/* Restores the newest committed resume state, if there is one. */
+ld_err_t run_restore_state(run_t *r, char *errstr, size_t size);
+/* A commit point: outputs and input offsets in one transaction; sets
+ * exit_code when it fails. Only while parked (or after the ingest thread
+ * stopped). */
+ld_err_t run_commit_point(run_t *r);
+void run_say_fenced(const run_t *r);
+
+/* ---- run_report.c ------------------------------------------------------- */
+
+void run_declare_metrics(run_t *r);
+/* Metric values and the progress hook, once a second while parked. */
+void run_report(run_t *r);
+
+/* ---- run_setup.c -------------------------------------------------------- */
+
+/* Builds every stage; an exit code (LD_EXIT_OK, or why not with errstr). */
+int run_setup(run_t *r, char *errstr, size_t size);
+/* Frees what setup built, in the order the producer needs. */
+void run_teardown(run_t *r);
+
+#endif /* LD_DAEMON_RUN_INTERNAL_H */

@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The run loop's metrics: the families it declares and the values it
+ * sets once a second while parked, the rate-limited drop log, and the
+ * progress hook. */
+#include "daemon/run_internal.h"
+
+#define MOD "daemon"
+
+/* ---- Metrics ------------------------------------------------------------ */
+
+void run_declare_metrics(run_t *r)
+{
+    families_t *f = &r->fam;
+    f->up = ld_metrics_family(r->reg, "up", LD_METRIC_GAUGE,
+                              "1 while the run loop is running");
+    f->records =
+        ld_metrics_family(r->reg, "records_consumed_total", LD_METRIC_COUNTER,
+                          "Input records decoded, by topic kind");
+    f->dlq = ld_metrics_family(r->reg, "dead_letters_total", LD_METRIC_COUNTER,
+                               "Records sent to the dead-letter topic, by "
+                               "topic kind and reason");
+    f->examples = ld_metrics_family(r->reg, "examples_total", LD_METRIC_COUNTER,
+                                    "Labelled examples released, by "
+                                    "sample_type");
+    f->label_records = ld_metrics_family(
+        r->reg, "label_records_total", LD_METRIC_COUNTER,
+        "Records of the labels topic the joiner took, by outcome");
+    f->pending = ld_metrics_family(r->reg, "pending_joins", LD_METRIC_GAUGE,
+                                   "Events and labels waiting in the "
+                                   "joiner, by kind");
+    f->pending_bytes = ld_metrics_family(
+        r->reg, "pending_bytes", LD_METRIC_GAUGE, "Bytes held by the joiner");
+    f->watermark =
+        ld_metrics_family(r->reg, "watermark_lag_seconds", LD_METRIC_GAUGE,
+                          "Wall clock minus the joiner's "
+                          "watermark");
+    f->model = ld_metrics_family(r->reg, "model_metric", LD_METRIC_GAUGE,
+                                 "Windowed prequential metrics, by model "
+                                 "(challenger or champion) and metric");
+    f->published =
+        ld_metrics_family(r->reg, "checkpoints_published_total",
+                          LD_METRIC_COUNTER, "Checkpoints published");
+    f->version = ld_metrics_family(r->reg, "champion_version", LD_METRIC_GAUGE,
+                                   "Version of the last published model");
+    f->triggers = ld_metrics_family(r->reg, "triggers_total", LD_METRIC_COUNTER,
+                                    "Trigger decisions, by type and verdict");
+    f->trained =
+        ld_metrics_family(r->reg, "examples_trained_total", LD_METRIC_COUNTER,
+                          "Examples the model trained on");
+    f->lag = ld_metrics_family(r->reg, "consumer_lag", LD_METRIC_GAUGE,
+                               "Records behind the end of each input "
+                               "partition");
+    f->txn = ld_metrics_family(r->reg, "transactions_total", LD_METRIC_COUNTER,
+                               "Commit points, by result");
+    f->dropped = ld_metrics_family(
+        r->reg, "records_dropped_total", LD_METRIC_COUNTER,
+        "Input records neither trained on nor dead-lettered, by topic kind "
+        "and reason (docs/OPERATIONS.md)");
+    f->wm_ahead = ld_metrics_family(
+        r->reg, "watermark_ahead_seconds", LD_METRIC_GAUGE,
+        "How far the most advanced partition watermark is ahead of the wall "
+        "clock (0 when behind)");
+    f->wm_ahead_alert = ld_metrics_family(
+        r->reg, "watermark_ahead_of_clock", LD_METRIC_GAUGE,
+        "1 while a partition watermark is ahead of the wall clock by more "
+        "than pipeline.max_future (1h when that is 0)");
+}
+
+static void set_model_metrics(run_t *r, const char *who,
+                              const ld_trainer_metrics_t *m)
+{
+    char labels[96];
+    static const char *const names[] = {"logloss", "auc", "accuracy", "rmse",
+                                        "calibration"};
+    const double vals[] = {m->logloss, m->auc, m->accuracy, m->rmse,
+                           m->calibration};
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(labels, sizeof(labels), "model=\"%s\",metric=\"%s\"", who,
+                 names[i]);
+        ld_metrics_set(r->reg, r->fam.model, labels, vals[i]);
+    }
+}
+
+static void set_lag(void *opaque, const char *topic, int32_t partition,
+                    int64_t lag)
+{
+    run_t *r = opaque;
+    char labels[320];
+    snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%d\"", topic,
+             (int)partition);
+    ld_metrics_set(r->reg, r->fam.lag, labels, (double)lag);
+}
+
+/* Every record the daemon does not train from is dead-lettered (counted
+ * by the pipeline) or one of these drops (docs/OPERATIONS.md, "Where every
+ * record goes"). */
+typedef struct drop_row {
+    const char *labels;
+    uint64_t n;
+} drop_row_t;
+
+#define DROP_LOG_MS 10000 /* at most one drop log line per 10 s */
+
+static void report_drops(run_t *r, const ld_joiner_stats_t *js)
+{
+    const drop_row_t rows[] = {
+        {"kind=\"event\",reason=\"late\"", js->events_late},
+        {"kind=\"event\",reason=\"duplicate\"", js->events_duplicate},
+        {"kind=\"label\",reason=\"late\"", js->labels_late},
+        {"kind=\"label\",reason=\"after_window\"", js->late_labels_dropped},
+        {"kind=\"label\",reason=\"unmatched\"", js->labels_unmatched},
+        {"kind=\"label\",reason=\"no_label\"", js->labels_nolabel},
+        {"kind=\"label\",reason=\"expired\"", js->labels_expired},
+        {"kind=\"any\",reason=\"refused\"", r->refused},
+        {"kind=\"event\",reason=\"model_refused\"", r->model_refused},
+    };
+    uint64_t total = 0;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        ld_metrics_set(r->reg, r->fam.dropped, rows[i].labels,
+                       (double)rows[i].n);
+        total += rows[i].n;
+    }
+    /* Late records used to vanish without a line: say so, at a rate. */
+    int64_t now = ld_now_mono_ms();
+    if (total == r->drop_logged || now < r->drop_log_next)
+        return;
+    ld_log(LD_LOG_WARN, "join",
+           "msg=\"input records dropped (see learnd_records_dropped_total)\" "
+           "new=%llu events_late=%llu labels_late=%llu "
+           "events_duplicate=%llu labels_after_window=%llu "
+           "labels_unmatched=%llu labels_no_label=%llu labels_expired=%llu "
+           "refused=%llu "
+           "model_refused=%llu watermark_ms=%lld",
+           (unsigned long long)(total - r->drop_logged),
+           (unsigned long long)js->events_late,
+           (unsigned long long)js->labels_late,
+           (unsigned long long)js->events_duplicate,
+           (unsigned long long)js->late_labels_dropped,
+           (unsigned long long)js->labels_unmatched,
+           (unsigned long long)js->labels_nolabel,
+           (unsigned long long)js->labels_expired,
+           (unsigned long long)r->refused, (unsigned long long)r->model_refused,
+           (long long)js->watermark_ms);
+    r->drop_logged = total;
+    r->drop_log_next = now + DROP_LOG_MS;
+}
+
+/* A watermark ahead of the wall clock means a clock is wrong somewhere
+ * (producers stamping the future, or a time source without a bound): the
+ * lag gauge goes negative and its alert cannot fire, so this one says it.
+ * Alert-only: the wall clock never decides what is learnt (docs/LABELING.md).
+ */
+static void report_ahead(run_t *r, const ld_joiner_stats_t *js)
+{
+    if (js->watermark_max_ms <= INT64_MIN / 2)
+        return;
+    int64_t bound = r->conf->pipeline.max_future_ms > 0
+                        ? r->conf->pipeline.max_future_ms
+                        : INT64_C(3600000);
+    int64_t ahead = js->watermark_max_ms - ld_now_wall_ms();
+    ld_metrics_set(r->reg, r->fam.wm_ahead, "",
+                   ahead > 0 ? (double)ahead / 1000.0 : 0.0);
+    ld_metrics_set(r->reg, r->fam.wm_ahead_alert, "", ahead > bound ? 1 : 0);
+}
+
+void run_report(run_t *r)
+{
+    ld_pipeline_stats_t ps;
+    ld_joiner_stats_t js;
+    ld_run_progress_t p = {0};
+    ld_pipeline_stats(r->pipe, &ps);
+    ld_joiner_stats(r->joiner, &js);
+    ld_trainer_metrics(r->trainer, &p.model, &p.champion);
+
+    ld_metrics_set(r->reg, r->fam.records, "kind=\"event\"",
+                   (double)ps.records[LD_RECORD_EVENT]);
+    ld_metrics_set(r->reg, r->fam.records, "kind=\"label\"",
+                   (double)ps.records[LD_RECORD_LABEL]);
+    uint64_t dlq = 0;
+    for (int k = 0; k < 2; k++) {
+        for (int why = 1; why < LD_REASON__COUNT; why++) {
+            char labels[96];
+            if (!ps.dlq[k][why])
+                continue;
+            dlq += ps.dlq[k][why];
+            snprintf(labels, sizeof(labels), "kind=\"%s\",reason=\"%s\"",
+                     k ? "label" : "event", ld_reason_name((ld_reason_t)why));
+            ld_metrics_set(r->reg, r->fam.dlq, labels, (double)ps.dlq[k][why]);
+        }
+    }
+    for (int s = 0; s < LD_SAMPLE__COUNT; s++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "sample_type=\"%s\"",
+                 ld_sample_type_name((ld_sample_type_t)s));
+        ld_metrics_set(r->reg, r->fam.examples, labels, (double)js.examples[s]);
+    }
+    /* no_label: label_mode equals records that did not match; all of them
+     * and no joined one usually means a wrong label_equals. */
+    const struct {
+        const char *outcome;
+        uint64_t n;
+    } lr[] = {{"joined", js.labels_joined},
+              {"after_window", js.labels_after_window},
+              {"late", js.labels_late},
+              {"unmatched", js.labels_unmatched},
+              {"no_label", js.labels_nolabel}};
+    for (size_t i = 0; i < sizeof(lr) / sizeof(lr[0]); i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "outcome=\"%s\"", lr[i].outcome);
+        ld_metrics_set(r->reg, r->fam.label_records, labels, (double)lr[i].n);
+    }
+    ld_metrics_set(r->reg, r->fam.pending, "kind=\"event\"",
+                   (double)js.pending_events);
+    ld_metrics_set(r->reg, r->fam.pending, "kind=\"label\"",
+                   (double)js.pending_labels);
+    ld_metrics_set(r->reg, r->fam.pending_bytes, "", (double)js.bytes_total);
+    ld_pipeline_lag(r->pipe, set_lag, r);
+    if (js.watermark_ms > INT64_MIN / 2)
+        ld_metrics_set(r->reg, r->fam.watermark, "",
+                       (double)(ld_now_wall_ms() - js.watermark_ms) / 1000.0);
+    set_model_metrics(r, "challenger", &p.model);
+    set_model_metrics(r, "champion", &p.champion);
+    ld_metrics_set(r->reg, r->fam.published, "", (double)r->ctr->published);
+    ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
+    ld_metrics_set(r->reg, r->fam.version, "", (double)r->ctr->version);
+    report_drops(r, &js);
+    report_ahead(r, &js);
+
+    if (!r->hooks.progress)
+        return;
+    p.elapsed_ms = ld_now_mono_ms() - r->start_ms;
+    p.events = ps.records[LD_RECORD_EVENT];
+    p.labels = ps.records[LD_RECORD_LABEL];
+    p.dead_letters = dlq;
+    p.examples = r->examples;
+    memcpy(p.by_type, js.examples, sizeof(p.by_type));
+    p.pending =
+        r->state == RUN_CLOSING ? r->pending_at_close : js.pending_events;
+    p.pending_peak = js.pending_peak;
+    p.watermark_ms = js.watermark_ms;
+    p.published = r->ctr->published;
+    p.champion_version = r->ctr->version;
+    r->hooks.progress(r->hooks.opaque, &p);
+}

@@ -1,0 +1,280 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The publishing stage: what leaves the daemon at a commit point and what a
+ * restart reads back. The publisher (the queue of decided publications,
+ * version numbering, checkpoints to the local store and the checkpoints
+ * topic, trigger events, audit records; a Kafka and a capture
+ * implementation), the resume state of a commit point on the compacted
+ * state topic and its codecs, and the lineage of each model version
+ * (docs/ARCHITECTURE.md, "The commit protocol" and "Checkpoints and
+ * lineage"). Thread: loop, for every function here (none of them is called
+ * by the ingest thread). */
+#ifndef LD_PUBLISH_H
+#define LD_PUBLISH_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdint.h>
+
+#include "common/bytes.h"
+#include "common/common.h"
+#include "labeling/labeling.h"
+#include "schemas/learnd.pb-c.h"
+#include "trainer/trainer.h"
+#include "triggers/triggers.h"
+
+/* ---- Lineage: the input of a version since its parent ------------------- */
+
+typedef struct ld_lineage ld_lineage_t;
+
+/* Returns an empty accumulator, or NULL when out of memory. */
+ld_lineage_t *ld_lineage_new(void);
+/* NULL is a no-op. */
+void ld_lineage_destroy(ld_lineage_t *l);
+
+/* Notes that offset of topic/partition was consumed. topic is borrowed and
+ * must outlive l (the config's strings). */
+void ld_lineage_consumed(ld_lineage_t *l, const char *topic, int32_t partition,
+                         int64_t offset);
+
+/* Notes an idle-partition watermark advance decided at wall_ms, when the
+ * partition's next offset was offset (-1: nothing read yet). */
+void ld_lineage_advance(ld_lineage_t *l, const char *topic, int32_t partition,
+                        int64_t offset, int64_t wall_ms, int64_t watermark_ms);
+
+/* Adds input that did not become an example: records dead-lettered and
+ * late labels dropped (policy drop), to the counts since the last take and
+ * to the totals since the first version. */
+void ld_lineage_count(ld_lineage_t *l, uint64_t dead_lettered,
+                      uint64_t late_labels_dropped);
+
+/* Sets the totals since the first version (a warm start: the parent
+ * checkpoint's total_counts). */
+void ld_lineage_set_totals(ld_lineage_t *l, uint64_t dead_lettered,
+                           uint64_t late_labels_dropped);
+
+/* Builds the Lineage fields `consumed` and `watermark_advances` from what
+ * accumulated since the last take, `counts` and `total_counts` with the
+ * dead_lettered and late_labels_dropped of ld_lineage_count() (the
+ * checkpoint encoder adds the example counts), plus `resume` from the n
+ * positions given (borrowed; copied), and starts accumulating afresh. Returns a
+ * message the caller frees with ld_lineage_pb_free(), or NULL when out of
+ * memory. */
+Learnd__V1__Lineage *
+ld_lineage_take(ld_lineage_t *l, const Learnd__V1__PartitionPosition *resume,
+                size_t n);
+void ld_lineage_pb_free(Learnd__V1__Lineage *m);
+
+/* The consumed ranges as bytes for the resume state, and back, so that a
+ * restart keeps counting from the parent (LD_ERR_CORRUPT on bad bytes). */
+ld_err_t ld_lineage_save(const ld_lineage_t *l, uint8_t **out,
+                         size_t *len) LD_WUR;
+ld_err_t ld_lineage_load(ld_lineage_t *l, const char *const *topics,
+                         size_t ntopics, const uint8_t *buf, size_t len) LD_WUR;
+
+/* ---- The state topic ---------------------------------------------------- */
+
+/* The newest committed resume state of one model. */
+typedef struct ld_resume {
+    Learnd__V1__ResumeHeader *header; /* unpacked; owned */
+    uint8_t *ckpt;                    /* the trainer state, a serialized
+                                         Checkpoint; owned */
+    size_t ckpt_len;
+} ld_resume_t;
+
+/* Reads topic from the beginning to its end with read_committed, through
+ * the cluster of kafka (the config's `kafka:` pairs, borrowed), keeping the
+ * newest record per key of model. *out is NULL when the model has no state
+ * yet (first start); otherwise the caller frees it with
+ * ld_resume_destroy(). Returns LD_ERR_CORRUPT with the reason in errstr when
+ * the newest header's blocks are missing, from another commit, or
+ * undecodable (the daemon refuses to start rather than lose state), and
+ * LD_ERR_KAFKA / LD_ERR_TIMEOUT when the topic cannot be read. */
+ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,
+                       const char *model, int timeout_ms, ld_resume_t **out,
+                       char *errstr, size_t errstr_size) LD_WUR;
+
+/* Frees r; NULL is a no-op. */
+void ld_resume_destroy(ld_resume_t *r);
+
+/* Produces the resume state (header, borrowed, with block_count and
+ * block_size filled in here, and ckpt cut into blocks of block_size bytes)
+ * to topic through producer (borrowed), inside its open transaction.
+ * Returns LD_ERR_KAFKA when a record cannot be queued. */
+ld_err_t ld_state_write(rd_kafka_t *producer, const char *topic,
+                        Learnd__V1__ResumeHeader *header, const uint8_t *ckpt,
+                        size_t len, size_t block_size) LD_WUR;
+
+/* ---- Resume-state codecs (publish/resume.c) ------------------------------ */
+
+/* The partitions whose joiner state a commit point saves: any partition
+ * number the joiner takes (0..65535), not a fixed-size table. Start from
+ * {0}; free with ld_partset_free(). */
+typedef struct ld_partset {
+    uint8_t *in; /* in[p] != 0: p is in the set; private */
+    size_t n;    /* length of in; private */
+} ld_partset_t;
+
+/* Adds p. LD_ERR_INVAL when p is outside 0..65535, LD_ERR_NOMEM (set
+ * unchanged). */
+ld_err_t ld_partset_add(ld_partset_t *s, int32_t p) LD_WUR;
+/* Removes p (absent: no-op). */
+void ld_partset_del(ld_partset_t *s, int32_t p);
+int ld_partset_has(const ld_partset_t *s, int32_t p);
+/* Members in ascending order: p = -1; while ((p = ld_partset_next(s, p))
+ * >= 0) ... */
+int32_t ld_partset_next(const ld_partset_t *s, int32_t after);
+void ld_partset_free(ld_partset_t *s);
+
+/* ResumeHeader.labeling_state: the joiner's resume record of every
+ * partition in parts, in ascending order, each framed by its 4-byte
+ * little-endian length. Appends to out (sticky errors: check out->err). */
+ld_err_t ld_resume_labeling_encode(ld_joiner_t *j, const ld_partset_t *parts,
+                                   ld_wbuf_t *out) LD_WUR;
+/* Loads every framed record of buf into j (before the partitions are
+ * assigned). LD_ERR_CORRUPT on a bad frame or a record the joiner refuses. */
+ld_err_t ld_resume_labeling_load(ld_joiner_t *j, const uint8_t *buf,
+                                 size_t len) LD_WUR;
+
+/* The daemon's counters in the resume state. */
+typedef struct ld_resume_counters {
+    uint64_t version;   /* last published (or warm-started) version */
+    uint64_t published; /* checkpoints published by this daemon */
+    uint64_t parent_counts[LD_SAMPLE__COUNT];
+    uint8_t published_sha[32]; /* params of the last version published */
+} ld_resume_counters_t;
+
+/* ResumeHeader.trainer_state: "LDRS", format 1, the counters, the
+ * trainer's queued examples (ld_trainer_queued: a restart rebuilds the same
+ * micro-batches) and the lineage accumulated since the last publication,
+ * little-endian. All borrowed. Appends to out; LD_ERR_NOMEM, LD_ERR_INVAL
+ * when the trainer will not hand a queued example out. */
+ld_err_t ld_resume_run_encode(const ld_resume_counters_t *c,
+                              const ld_trainer_t *t, const ld_lineage_t *lin,
+                              ld_wbuf_t *out) LD_WUR;
+/* Reads what ld_resume_run_encode wrote: fills *c, re-queues the examples
+ * into t (restored just before, so its queue is empty) and loads the
+ * lineage, whose topic names are topics[0..ntopics) (borrowed, must
+ * outlive lin). A state without published_sha (older daemons) leaves
+ * c->published_sha as it was (the warm start's). LD_ERR_CORRUPT on bad or
+ * trailing bytes; c, t and lin may then hold part of it (the daemon refuses
+ * to start). */
+ld_err_t ld_resume_run_decode(const uint8_t *buf, size_t len,
+                              ld_resume_counters_t *c, ld_trainer_t *t,
+                              ld_lineage_t *lin, const char *const *topics,
+                              size_t ntopics) LD_WUR;
+
+/* ---- The publisher (publish/publish.c) ----------------------------------- */
+
+/* What every publication of one model needs; all strings borrowed and
+ * outliving the publisher. */
+typedef struct ld_publisher_conf {
+    const char *model;
+    const char *checkpoint_topic;
+    const char *trigger_topic;
+    int trigger_format;         /* ld_trigger_format_t */
+    const char *store_dir;      /* NULL or "": no local model store */
+    int64_t store_keep;         /* versions kept in the store */
+    size_t chunk_size;          /* checkpoint bytes per chunk record */
+    uint32_t hash_seed;         /* recorded in each checkpoint */
+    const uint8_t *config_hash; /* 32 bytes, recorded in each checkpoint */
+    const char *learnd_version;
+    const char *manifest_secret; /* NULL or "": manifests are not signed */
+    const char *state_topic;     /* the compacted resume-state topic */
+} ld_publisher_conf_t;
+
+/* The queue of decided publications of one model, the version numbering
+ * (ld_publisher_counters) and what each publication becomes. */
+typedef struct ld_publisher ld_publisher_t;
+
+/* The Kafka publisher, what `learnd run` uses: ld_publisher_flush() writes
+ * each queued publication into the producer's open transaction, in
+ * decision order: the checkpoint to the local store, its chunks and
+ * manifest, then the trigger event. NULL when out of memory. Caller frees
+ * with ld_publisher_destroy(). */
+ld_publisher_t *ld_publisher_new_kafka(const ld_publisher_conf_t *conf);
+/* The capture publisher, what `learnd replay` uses: a queued publication
+ * is recorded at once and nothing is written; the snapshot of version
+ * stop_version is kept for ld_publisher_take_captured(). */
+ld_publisher_t *ld_publisher_new_capture(const ld_publisher_conf_t *conf,
+                                         uint64_t stop_version);
+/* Frees p and whatever waits in it. Call after the producer that flushed
+ * it is destroyed: librdkafka writes delivery offsets into p until then.
+ * NULL is a no-op. */
+void ld_publisher_destroy(ld_publisher_t *p);
+
+/* Queues a decision (d, taken; NULL for a checkpoint without an event)
+ * with the snapshot it publishes (taken; NULL: event only) as version, and
+ * the lineage of its input since the parent (taken; may be NULL). On
+ * failure (LD_ERR_NOMEM) everything given is freed. */
+ld_err_t ld_publisher_queue(ld_publisher_t *p, ld_trigger_decision_t *d,
+                            ld_snapshot_t *snap, uint64_t version,
+                            Learnd__V1__Lineage *lineage) LD_WUR;
+/* Publications waiting for ld_publisher_flush(). */
+size_t ld_publisher_waiting(const ld_publisher_t *p);
+/* The parameter hash and version of the newest waiting publication with a
+ * checkpoint into sha and *version; 0 when none waits. */
+int ld_publisher_last_queued(const ld_publisher_t *p, uint8_t sha[32],
+                             uint64_t *version);
+/* Writes everything waiting through producer (borrowed; ignored by the
+ * capture publisher), inside its open transaction; what was written leaves
+ * the queue. LD_ERR_KAFKA, LD_ERR_IO (local store) or LD_ERR_NOMEM: the
+ * commit point must abort. */
+ld_err_t ld_publisher_flush(ld_publisher_t *p, rd_kafka_t *producer) LD_WUR;
+/* One record of the commit point's transaction that is not a publication
+ * (an audit record), produced at once into the producer's open
+ * transaction (key and val borrowed, copied); the capture publisher drops
+ * it. LD_ERR_KAFKA when it cannot be queued. */
+ld_err_t ld_publisher_record(ld_publisher_t *p, rd_kafka_t *producer,
+                             const char *topic, const char *key,
+                             const void *val, size_t len) LD_WUR;
+/* The version numbering and what the last publication left behind
+ * (version, published, parent counts, params hash): kept by p, read and
+ * restored by the loop (warm start, resume state). */
+ld_resume_counters_t *ld_publisher_counters(ld_publisher_t *p);
+/* Capture: the snapshot of stop_version once it was queued (caller owns;
+ * NULL before, and after it was taken). */
+ld_snapshot_t *ld_publisher_take_captured(ld_publisher_t *p);
+/* Capture: checkpoints recorded so far. */
+uint64_t ld_publisher_captured_count(const ld_publisher_t *p);
+
+/* ---- The resume state of a commit point (publish/commit.c) -------------- */
+
+/* What a resume state is made of; all borrowed. */
+typedef struct ld_resume_parts {
+    ld_trainer_t *trainer;
+    ld_joiner_t *joiner;
+    ld_triggers_t *triggers;
+    ld_lineage_t *lineage;
+    const ld_partset_t *assigned; /* partitions whose joiner state is saved */
+    const char *const *topics;    /* events, labels: the lineage's names */
+    /* save only: the input positions the transaction commits, asked for
+     * after the other parts are encoded (as the joiner stands then); *out
+     * is the caller's to free, NULL when out of memory. */
+    size_t (*positions)(void *opaque, Learnd__V1__PartitionPosition **out);
+    void *opaque;
+} ld_resume_parts_t;
+
+/* Writes the resume state of this commit point into producer's open
+ * transaction (borrowed) on conf.state_topic: the trainer as a checkpoint
+ * cut into blocks, the joiner's records of every assigned partition, the
+ * triggers' state, the counters, queued examples and lineage, and the
+ * input positions the transaction commits (parts->positions). Numbers it
+ * with the next commit sequence. LD_ERR_NOMEM, LD_ERR_KAFKA (logged). */
+ld_err_t ld_publisher_save_state(ld_publisher_t *p, rd_kafka_t *producer,
+                                 const ld_resume_parts_t *parts) LD_WUR;
+/* Restores the newest committed resume state of conf.model from
+ * conf.state_topic through the cluster of kafka (the `kafka:` pairs), if
+ * there is one (nothing happens on a first start): the trainer, its queued
+ * examples, the counters, lineage, triggers (started afresh, with a
+ * warning, when their sizes changed) and the joiner's records; then the
+ * champion from the local store. Returns LD_ERR_CORRUPT / LD_ERR_KAFKA /
+ * LD_ERR_CONFIG ... with the reason in errstr: the daemon refuses to
+ * start rather than lose state. */
+ld_err_t ld_publisher_restore_state(ld_publisher_t *p,
+                                    const ld_strlist_t *kafka,
+                                    const ld_resume_parts_t *parts,
+                                    char *errstr, size_t errstr_size) LD_WUR;
+/* Commit points numbered so far (resume states written or restored); 0
+ * before the first. */
+uint64_t ld_publisher_commit_seq(const ld_publisher_t *p);
+
+#endif /* LD_PUBLISH_H */
