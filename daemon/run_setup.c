@@ -206,8 +206,8 @@ int run_setup(run_t *r, char *errstr, size_t size)
                           (uint16_t)conf->metrics.port, 60000, errstr, size);
         if (!r->http)
             return LD_EXIT_RUNTIME;
-        ld_log(LD_LOG_NOTICE, MOD, "msg=\"metrics endpoint\" url=http://%s:%u/",
-               conf->metrics.listen, (unsigned)ld_http_port(r->http));
+        ld_log(LD_LOG_NOTICE, MOD, "msg=\"metrics endpoint\" url=%s",
+               ld_http_url(r->http));
     }
     r->trainer = ld_trainer_new(&r->tconf, errstr, size);
     if (!r->trainer)
