@@ -236,8 +236,9 @@ static void test_run_refusals(void **state)
         {14, "  label_field: clicked\n  label_mode: equals",
          "7:1: pipeline.label_equals: empty with label_mode equals (no label "
          "record could be a 1: give the text of a positive, e.g. click)"},
-        {14, "  label_field: clicked\n  label_mode: equals\n"
-             "  label_equals: \"\"",
+        {14,
+         "  label_field: clicked\n  label_mode: equals\n"
+         "  label_equals: \"\"",
          "16:17: pipeline.label_equals: empty with label_mode equals (no "
          "label record could be a 1: give the text of a positive, e.g. "
          "click)"},
