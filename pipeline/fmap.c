@@ -159,6 +159,17 @@ ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
                                                          : "numeric");
             goto err;
         }
+        /* "" matches no real label text, so every labels-topic record
+         * would be no label and the model would see only default_neg:
+         * a missing label_equals, not a choice (docs/LABELING.md). */
+        if (conf->label_mode == LD_LABEL_EQUALS &&
+            (!conf->label_equals || !*conf->label_equals)) {
+            snprintf(errstr, errstr_size,
+                     "pipeline.label_equals: empty with label_mode equals "
+                     "(no label record could be a 1: give the text of a "
+                     "positive, e.g. click)");
+            goto err;
+        }
         if ((fm->label_slot = slot_add(fm, lf, &cap)) < 0)
             goto nomem;
         fm->label_equals = strdup(conf->label_equals ? conf->label_equals : "");
@@ -279,10 +290,19 @@ ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
                     n--;
                 int ns = ns_index(nsn, fm->nns, p, n);
                 if (ns < 0) {
-                    snprintf(errstr, errstr_size,
-                             "pipeline.crosses[%u]: '%.*s' is not a namespace "
-                             "of hash_fields",
-                             c, (int)n, p);
+                    /* Name the namespaces there are: a typo in hash_fields
+                     * shows here first, before the schema check would
+                     * name it. */
+                    int w = snprintf(errstr, errstr_size,
+                                     "pipeline.crosses[%u]: '%.*s' is not a "
+                                     "namespace of hash_fields (",
+                                     c, (int)n, p);
+                    for (uint32_t i = 0;
+                         i < fm->nns && w > 0 && (size_t)w < errstr_size; i++)
+                        w += snprintf(errstr + w, errstr_size - (size_t)w,
+                                      "%s%s", i ? ", " : "", nsn[i]);
+                    if (w > 0 && (size_t)w < errstr_size)
+                        snprintf(errstr + w, errstr_size - (size_t)w, ")");
                     goto err;
                 }
                 if (width == MAX_CROSS_WIDTH) {

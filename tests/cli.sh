@@ -103,6 +103,11 @@ refused() {
 refused 14 "  dense_fields: [f0, nope]" "14:22: pipeline.dense_fields[1]: field 'nope'"
 refused 15 "  hash_fields: [country, ad_id, zzz]" "15:33: pipeline.hash_fields[2]: field 'zzz'"
 refused 13 "  label_field: clickd" "13:16: pipeline.label_field: field 'clickd'"
+refused 13 "  label_field: clicked
+  label_mode: equals" "7:1: pipeline.label_equals: empty with label_mode equals"
+refused 13 "  label_field: clicked
+  label_mode: equals
+  label_equals: \"\"" "15:17: pipeline.label_equals: empty with label_mode equals"
 refused 12 "  key_field: id" "12:14: pipeline.key_field: field 'id'"
 refused 12 "  event_time_field: ts" "12:21: pipeline.event_time_field: field 'ts'"
 refused 16 "  crosses: [[country, nope]]" "16:13: pipeline.crosses[0]: 'nope' is not a namespace"

@@ -225,7 +225,23 @@ static void test_run_refusals(void **state)
          "schema " LD_SOURCE_DIR "/schemas/event.avsc"},
         {17, "  crosses: [[country, nope]]",
          "17:13: pipeline.crosses[0]: 'nope' is not a namespace of "
-         "hash_fields"},
+         "hash_fields (country, ad_id)"},
+        /* a typo in hash_fields meets the cross first: the namespaces
+         * listed show it */
+        {16, "  hash_fields: [contry, ad_id]",
+         "17:13: pipeline.crosses[0]: 'country' is not a namespace of "
+         "hash_fields (contry, ad_id)"},
+        /* label_mode equals without label_equals would train on
+         * default_neg only */
+        {14, "  label_field: clicked\n  label_mode: equals",
+         "7:1: pipeline.label_equals: empty with label_mode equals (no label "
+         "record could be a 1: give the text of a positive, e.g. click)"},
+        {14,
+         "  label_field: clicked\n  label_mode: equals\n"
+         "  label_equals: \"\"",
+         "16:17: pipeline.label_equals: empty with label_mode equals (no "
+         "label record could be a 1: give the text of a positive, e.g. "
+         "click)"},
         {12, "  label_schema: /nonexistent/label.avsc",
          "12:17: pipeline.label_schema: cannot read schema "
          "'/nonexistent/label.avsc': No such file or directory"},
