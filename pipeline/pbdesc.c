@@ -97,18 +97,6 @@ static void plan_free(pplan_t *p)
     free(p);
 }
 
-/* 1 when the slot table maps path or anything below it ("path.x"). */
-static int path_used(const ld_fmap_t *fm, const char *path)
-{
-    size_t n = strlen(path);
-    for (uint32_t i = 0; i < fm->nslots; i++) {
-        const char *s = fm->names[i];
-        if (strncmp(s, path, n) == 0 && (s[n] == '\0' || s[n] == '.'))
-            return 1;
-    }
-    return 0;
-}
-
 static uint8_t wire_of(uint32_t type)
 {
     switch (type) {
@@ -345,7 +333,7 @@ static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
             CERR("out of memory");
         }
         d->paths[d->npaths++] = sub;
-        if (!path_used(d->fm, sub))
+        if (!ld_fmap_path_used(d->fm, sub))
             continue; /* skipped like an unknown field */
         for (uint32_t k = 0; k < p->ne; k++)
             if (p->e[k].number == f->number)

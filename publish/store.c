@@ -192,23 +192,35 @@ static ld_err_t list_versions(const char *mdir, uint64_t **out, size_t *n)
     return LD_OK;
 }
 
+/* <dir>/<model> into mdir, after checking both: LD_ERR_INVAL, with errstr,
+ * for a missing or too long directory or a model that is not a name. */
+static ld_err_t model_dir(const char *dir, const char *model, char *mdir,
+                          size_t mdir_size, char *errstr, size_t size)
+{
+    if (!dir || strlen(dir) > 3800) {
+        ld_errstr_set(errstr, size,
+                      "model store directory missing or too long");
+        return LD_ERR_INVAL;
+    }
+    if (!ld_ckpt_name_ok(model)) {
+        ld_errstr_set(errstr, size, "'%s' is not a model name",
+                      model ? model : "");
+        return LD_ERR_INVAL;
+    }
+    snprintf(mdir, mdir_size, "%s/%s", dir, model);
+    return LD_OK;
+}
+
 ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
                              uint64_t version, const uint8_t *buf, size_t len,
                              int64_t keep, char *path, size_t path_size,
                              char *errstr, size_t errstr_size)
 {
     char mdir[4200], name[64];
-    if (!dir || strlen(dir) > 3800) {
-        ld_errstr_set(errstr, errstr_size,
-                      "model store directory missing or too long");
-        return LD_ERR_INVAL;
-    }
-    if (!ld_ckpt_name_ok(model)) {
-        ld_errstr_set(errstr, errstr_size, "'%s' is not a model name",
-                      model ? model : "");
-        return LD_ERR_INVAL;
-    }
-    snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
+    ld_err_t err =
+        model_dir(dir, model, mdir, sizeof(mdir), errstr, errstr_size);
+    if (err)
+        return err;
     if (mkdir_p(mdir, errstr, errstr_size) != 0)
         return LD_ERR_IO;
     snprintf(name, sizeof(name), "%" PRIu64 ".ckpt", version);
@@ -277,17 +289,9 @@ ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
     size_t nv = 0;
     *out = NULL;
     ld_errstr_set(errstr, size, "no error"); /* every return below says why */
-    if (!dir || strlen(dir) > 3800) {
-        ld_errstr_set(errstr, size,
-                      "model store directory missing or too long");
-        return LD_ERR_INVAL;
-    }
-    if (!ld_ckpt_name_ok(model)) {
-        ld_errstr_set(errstr, size, "'%s' is not a model name",
-                      model ? model : "");
-        return LD_ERR_INVAL;
-    }
-    snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
+    ld_err_t err = model_dir(dir, model, mdir, sizeof(mdir), errstr, size);
+    if (err)
+        return err;
     ld_err_t lrc = ld_ckpt_store_latest(dir, model, &latest);
     int have_latest = lrc == LD_OK;
     if (lrc == LD_ERR_IO) {
