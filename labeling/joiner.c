@@ -353,6 +353,61 @@ static int same_key(const ent_t *en, const uint8_t *data, int32_t partition,
 }
 
 /* Adds an event with features x, or packed already (pf): one is NULL. */
+/* Duplicate: a kept event with this key whose window + horizon covers
+ * this one's time. First wins; the kept one stays until this one's
+ * decisions would have passed, so a resume re-reads it too. Returns 1 when
+ * the event at event_time_ms is such a duplicate (the kept one extended);
+ * i is the index slot of hash h. */
+static int absorb_duplicate(ld_joiner_t *j, size_t i, uint64_t h,
+                            int32_t partition, const void *key, size_t keylen,
+                            int64_t event_time_ms)
+{
+    for (uint32_t oh; (oh = tab_next(&j->evt, &i, h)) != NO_HD;) {
+        ev_t *o = ev_at(j, oh);
+        if (!same_key(&o->en, o->data, partition, key, keylen))
+            continue;
+        if (event_time_ms > o->en.t + j->w + j->h)
+            continue;
+        CNT(j, events_duplicate);
+        int64_t d = event_time_ms - o->en.t;
+        if (d > o->dup_dt) {
+            o->dup_dt = (int32_t)d;
+            if (o->en.state == T_RETIRE)
+                ev_retime(j, o);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Labels that came before event e (key hash h): claim those in range, in
+ * offset order. */
+static void claim_early_labels(ld_joiner_t *j, ev_t *e, uint64_t h,
+                               int32_t partition, const void *key,
+                               size_t keylen)
+{
+    for (;;) {
+        uint32_t bh = NO_HD;
+        lb_t *best = NULL;
+        size_t li = (size_t)h & (j->lbt.cap - 1);
+        for (uint32_t lh; (lh = tab_next(&j->lbt, &li, h)) != NO_HD;) {
+            lb_t *l = lb_at(j, lh);
+            if (!same_key(&l->en, l->data, partition, key, keylen))
+                continue;
+            if (l->en.t < e->en.t - j->w || l->en.t > e->en.t + j->w + j->h)
+                continue;
+            if (!best || ent_before(&l->en, &best->en)) {
+                best = l;
+                bh = lh;
+            }
+        }
+        if (!best)
+            break;
+        apply_label(j, e, best->en.t, best->val, best->en.blk);
+        lb_remove(j, bh);
+    }
+}
+
 static ld_err_t add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
                           const void *key, size_t keylen, int64_t event_time_ms,
                           const ld_features_t *x, const ld_packed_t *pf)
@@ -405,24 +460,8 @@ static ld_err_t add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
         packed = pack_size(x, &j->scratch, &param, &pflags);
         pack_failed = !packed;
     }
-    /* Duplicate: a kept event with this key whose window + horizon covers
-     * this one's time. First wins; the kept one stays until this one's
-     * decisions would have passed, so a resume re-reads it too. */
-    for (uint32_t oh; (oh = tab_next(&j->evt, &i, h)) != NO_HD;) {
-        ev_t *o = ev_at(j, oh);
-        if (!same_key(&o->en, o->data, partition, key, keylen))
-            continue;
-        if (event_time_ms > o->en.t + j->w + j->h)
-            continue;
-        CNT(j, events_duplicate);
-        int64_t d = event_time_ms - o->en.t;
-        if (d > o->dup_dt) {
-            o->dup_dt = (int32_t)d;
-            if (o->en.state == T_RETIRE)
-                ev_retime(j, o);
-        }
+    if (absorb_duplicate(j, i, h, partition, key, keylen, event_time_ms))
         goto done;
-    }
     if (pack_failed) {
         err = LD_ERR_NOMEM;
         goto done;
@@ -472,29 +511,8 @@ static ld_err_t add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
     }
     j->st.pending_events++;
     blk_pin(j, partition, LD_TOPIC_EVENTS, seq);
-    /* Labels that came first: claim those in range, in offset order. */
-    if (j->lbt.n) {
-        for (;;) {
-            uint32_t bh = NO_HD;
-            lb_t *best = NULL;
-            size_t li = (size_t)h & (j->lbt.cap - 1);
-            for (uint32_t lh; (lh = tab_next(&j->lbt, &li, h)) != NO_HD;) {
-                lb_t *l = lb_at(j, lh);
-                if (!same_key(&l->en, l->data, partition, key, keylen))
-                    continue;
-                if (l->en.t < e->en.t - j->w || l->en.t > e->en.t + j->w + j->h)
-                    continue;
-                if (!best || ent_before(&l->en, &best->en)) {
-                    best = l;
-                    bh = lh;
-                }
-            }
-            if (!best)
-                break;
-            apply_label(j, e, best->en.t, best->val, best->en.blk);
-            lb_remove(j, bh);
-        }
-    }
+    if (j->lbt.n)
+        claim_early_labels(j, e, h, partition, key, keylen);
     err = check_bound(j);
 done:
     apply_pending_adv(j, s, offset + 1);
