@@ -272,7 +272,6 @@ static inline int64_t ev_timer(const ld_joiner_t *j, const ev_t *e)
 /* table.c: the hash index of pending events and labels by key */
 ld_err_t tab_grow(const ld_joiner_t *j, tab_t *t);
 ld_err_t tab_insert(const ld_joiner_t *j, tab_t *t, uint32_t hd, uint64_t h);
-uint32_t tab_next(const tab_t *t, size_t *i, uint64_t h);
 void tab_remove(const ld_joiner_t *j, tab_t *t, uint32_t hd, uint64_t h);
 
 /* timers.c: timer heaps and per-partition run queues */
@@ -282,22 +281,144 @@ void h_remove(const ld_joiner_t *j, heap_t *h, size_t i);
 void ev_retime(ld_joiner_t *j, ev_t *e);
 ld_err_t rq_add(ld_joiner_t *j, int32_t p, uint32_t hd, int64_t t, int *queued);
 void rq_pop(ld_joiner_t *j, int32_t p);
-void rq_prefetch(const ld_joiner_t *j, const runq_t *q);
 void rq_clear(ld_joiner_t *j, int32_t p);
-int ev_first(const ld_joiner_t *j, int64_t *t, uint32_t *hd, int32_t *qp);
 
 /* resume.c: partitions, watermarks and resume blocks */
-part_t *get_part(ld_joiner_t *j, int32_t p);
+ld_err_t ring_note(side_t *s, uint32_t block_recs, int64_t off, uint32_t *seq,
+                   uint16_t *rel);
+void recompute_W(ld_joiner_t *j);
 ld_err_t ensure_part(ld_joiner_t *j, int32_t p);
 void side_reset(side_t *s);
 void blk_pin(ld_joiner_t *j, int32_t p, int kind, uint32_t seq);
 void blk_unpin(ld_joiner_t *j, int32_t p, int kind, uint32_t seq);
 void raise_wm(ld_joiner_t *j, side_t *s, int64_t wm);
-int64_t get_W(ld_joiner_t *j);
-void apply_pending_adv(ld_joiner_t *j, side_t *s, int64_t pos);
 ld_err_t adv_record(side_t *s, int64_t off, int64_t wm);
-int arrive(ld_joiner_t *j, side_t *s, int64_t off, int64_t t, uint32_t *seq,
-           uint16_t *rel, ld_err_t *err);
 blk_t *ring_at(side_t *s, uint32_t seq);
+
+/* ---- hot paths, inline in every file ---------------------------------- */
+
+/* Release walks each run queue in order, and its entries and their index
+ * slots are cold: fetch the entry RQ_AHEAD places ahead, and the index slot
+ * of the one half as far (its key is in cache by then). */
+#define RQ_AHEAD 4u
+
+static inline uint8_t hash_tag(uint64_t h)
+{
+    uint8_t tag = (uint8_t)(h >> 56);
+    return tag ? tag : 1;
+}
+
+/* Next handle at or after *i in the probe sequence of hash h whose tag
+ * matches, or NO_HD at the first empty slot; *i moves past it. */
+static inline uint32_t tab_next(const tab_t *t, size_t *i, uint64_t h)
+{
+    size_t m = t->cap - 1;
+    uint8_t tag = hash_tag(h);
+    for (; t->meta[*i]; *i = (*i + 1) & m) {
+        if ((uint8_t)t->meta[*i] == tag) {
+            uint32_t hd = t->hd[*i];
+            *i = (*i + 1) & m;
+            return hd;
+        }
+    }
+    return NO_HD;
+}
+
+static inline part_t *get_part(ld_joiner_t *j, int32_t p)
+{
+    if (p < 0 || (size_t)p >= j->nparts || !j->parts[p].assigned)
+        return NULL;
+    return &j->parts[p];
+}
+
+static inline int64_t get_W(ld_joiner_t *j)
+{
+    if (j->wdirty)
+        recompute_W(j);
+    return j->W;
+}
+
+/* Applies loaded or replayed advances whose position is <= pos. */
+static inline void apply_pending_adv(ld_joiner_t *j, side_t *s, int64_t pos)
+{
+    while (s->adv_next < s->nadv && s->adv[s->adv_next].off <= pos) {
+        raise_wm(j, s, s->adv[s->adv_next].wm);
+        s->adv_next++;
+    }
+}
+
+/* Common arrival bookkeeping of a record; returns 1 if it is late. */
+static inline int arrive(ld_joiner_t *j, side_t *s, int64_t off, int64_t t,
+                         uint32_t *seq, uint16_t *rel, ld_err_t *err)
+{
+    j->quiet = off < s->replay_until;
+    apply_pending_adv(j, s, off);
+    s->seen = 1;
+    *err = ring_note(s, j->block_recs, off, seq, rel);
+    if (*err)
+        return 1;
+    s->next_off = off + 1;
+    /* Late = older than this partition's own watermark (docs/LABELING.md). */
+    if (t < s->wm)
+        return 1;
+    if (t - j->c.max_ooo_ms > s->wm)
+        raise_wm(j, s, t - j->c.max_ooo_ms);
+    return 0;
+}
+
+/* Full release order of two event timers: time, partition, offset. */
+static inline int ev_order_before(const ld_joiner_t *j, int64_t ta, uint32_t a,
+                                  int64_t tb, uint32_t b)
+{
+    if (ta != tb)
+        return ta < tb;
+    const ent_t *x = ent_at(j, a), *y = ent_at(j, b);
+    if (x->part != y->part)
+        return x->part < y->part;
+    return ent_before(x, y);
+}
+
+/* The earliest event timer, from the heap (*qp = -1) or the head of run
+ * queue *qp; returns 0 when there is no event. */
+static inline int ev_first(const ld_joiner_t *j, int64_t *t, uint32_t *hd,
+                           int32_t *qp)
+{
+    if (j->qn) {
+        const runq_t *q = &j->parts[j->qh[0].p].q;
+        int64_t qt = q->t[q->head];
+        uint32_t qhd = q->hd[q->head];
+        if (!j->evh.n ||
+            ev_order_before(j, qt, qhd, j->evh.t[0], j->evh.hd[0])) {
+            *t = qt;
+            *hd = qhd;
+            *qp = (int32_t)j->qh[0].p;
+            return 1;
+        }
+    }
+    if (!j->evh.n)
+        return 0;
+    *t = j->evh.t[0];
+    *hd = j->evh.hd[0];
+    *qp = -1;
+    return 1;
+}
+
+static inline void rq_prefetch(const ld_joiner_t *j, const runq_t *q)
+{
+    uint32_t m = q->cap - 1;
+    if (q->n > RQ_AHEAD) {
+        const uint8_t *p = slab_ptr(&j->slab, q->hd[(q->head + RQ_AHEAD) & m]);
+        __builtin_prefetch(p);
+        __builtin_prefetch(p + 64);
+        __builtin_prefetch(p + 128);
+        __builtin_prefetch(p + 191); /* a 160-byte chunk spans 4 lines */
+    }
+    if (q->n > RQ_AHEAD / 2) {
+        const ev_t *e = slab_ptr(&j->slab, q->hd[(q->head + RQ_AHEAD / 2) & m]);
+        size_t i = (size_t)hash_key(e->data, e->en.keylen) & (j->evt.cap - 1);
+        __builtin_prefetch(&j->evt.meta[i]);
+        __builtin_prefetch(&j->evt.hd[i]);
+    }
+}
 
 #endif

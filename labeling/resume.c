@@ -9,13 +9,6 @@
 
 /* ---- partitions and resume blocks --------------------------------------- */
 
-part_t *get_part(ld_joiner_t *j, int32_t p)
-{
-    if (p < 0 || (size_t)p >= j->nparts || !j->parts[p].assigned)
-        return NULL;
-    return &j->parts[p];
-}
-
 ld_err_t ensure_part(ld_joiner_t *j, int32_t p)
 {
     if (p < 0 || p > MAX_PART)
@@ -52,8 +45,8 @@ blk_t *ring_at(side_t *s, uint32_t seq)
 
 /* Counts the record at off in the tail block (opening one when needed) and
  * returns the block's sequence number and the offset within it. */
-static ld_err_t ring_note(side_t *s, uint32_t block_recs, int64_t off,
-                          uint32_t *seq, uint16_t *rel)
+ld_err_t ring_note(side_t *s, uint32_t block_recs, int64_t off, uint32_t *seq,
+                   uint16_t *rel)
 {
     uint32_t n = s->tail_seq - s->head_seq;
     const blk_t *tail = n ? ring_at(s, s->tail_seq - 1) : NULL;
@@ -120,7 +113,7 @@ void raise_wm(ld_joiner_t *j, side_t *s, int64_t wm)
     s->wm = wm;
 }
 
-static void recompute_W(ld_joiner_t *j)
+void recompute_W(ld_joiner_t *j)
 {
     int64_t w = INT64_MAX;
     int any = 0;
@@ -135,22 +128,6 @@ static void recompute_W(ld_joiner_t *j)
     /* W never moves back while the assignment is unchanged. */
     j->W = any ? w : INT64_MIN;
     j->wdirty = 0;
-}
-
-int64_t get_W(ld_joiner_t *j)
-{
-    if (j->wdirty)
-        recompute_W(j);
-    return j->W;
-}
-
-/* Applies loaded or replayed advances whose position is <= pos. */
-void apply_pending_adv(ld_joiner_t *j, side_t *s, int64_t pos)
-{
-    while (s->adv_next < s->nadv && s->adv[s->adv_next].off <= pos) {
-        raise_wm(j, s, s->adv[s->adv_next].wm);
-        s->adv_next++;
-    }
 }
 
 ld_err_t adv_record(side_t *s, int64_t off, int64_t wm)
@@ -174,25 +151,6 @@ ld_err_t adv_record(side_t *s, int64_t off, int64_t wm)
     s->nadv++;
     s->adv_next = s->nadv;
     return LD_OK;
-}
-
-/* Common arrival bookkeeping of a record; returns 1 if it is late. */
-int arrive(ld_joiner_t *j, side_t *s, int64_t off, int64_t t, uint32_t *seq,
-           uint16_t *rel, ld_err_t *err)
-{
-    j->quiet = off < s->replay_until;
-    apply_pending_adv(j, s, off);
-    s->seen = 1;
-    *err = ring_note(s, j->block_recs, off, seq, rel);
-    if (*err)
-        return 1;
-    s->next_off = off + 1;
-    /* Late = older than this partition's own watermark (docs/LABELING.md). */
-    if (t < s->wm)
-        return 1;
-    if (t - j->c.max_ooo_ms > s->wm)
-        raise_wm(j, s, t - j->c.max_ooo_ms);
-    return 0;
 }
 
 /* ---- resume ------------------------------------------------------------- */

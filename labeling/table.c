@@ -7,12 +7,6 @@
 
 /* ---- hash table --------------------------------------------------------- */
 
-static uint8_t hash_tag(uint64_t h)
-{
-    uint8_t tag = (uint8_t)(h >> 56);
-    return tag ? tag : 1;
-}
-
 static uint16_t meta_of(uint8_t tag, size_t dist)
 {
     return (uint16_t)(tag | (dist < META_DIST_MAX ? dist : META_DIST_MAX) << 8);
@@ -73,22 +67,6 @@ ld_err_t tab_insert(const ld_joiner_t *j, tab_t *t, uint32_t hd, uint64_t h)
     tab_put(t, hd, h);
     t->n++;
     return LD_OK;
-}
-
-/* Next handle at or after *i in the probe sequence of hash h whose tag
- * matches, or NO_HD at the first empty slot; *i moves past it. */
-uint32_t tab_next(const tab_t *t, size_t *i, uint64_t h)
-{
-    size_t m = t->cap - 1;
-    uint8_t tag = hash_tag(h);
-    for (; t->meta[*i]; *i = (*i + 1) & m) {
-        if ((uint8_t)t->meta[*i] == tag) {
-            uint32_t hd = t->hd[*i];
-            *i = (*i + 1) & m;
-            return hd;
-        }
-    }
-    return NO_HD;
 }
 
 /* Removes hd by backward shifting (no tombstones). */

@@ -263,29 +263,6 @@ void rq_pop(ld_joiner_t *j, int32_t p)
     }
 }
 
-/* Release walks each run queue in order, and its entries and their index
- * slots are cold: fetch the entry RQ_AHEAD places ahead, and the index slot
- * of the one half as far (its key is in cache by then). */
-#define RQ_AHEAD 4u
-
-void rq_prefetch(const ld_joiner_t *j, const runq_t *q)
-{
-    uint32_t m = q->cap - 1;
-    if (q->n > RQ_AHEAD) {
-        const uint8_t *p = slab_ptr(&j->slab, q->hd[(q->head + RQ_AHEAD) & m]);
-        __builtin_prefetch(p);
-        __builtin_prefetch(p + 64);
-        __builtin_prefetch(p + 128);
-        __builtin_prefetch(p + 191); /* a 160-byte chunk spans 4 lines */
-    }
-    if (q->n > RQ_AHEAD / 2) {
-        const ev_t *e = slab_ptr(&j->slab, q->hd[(q->head + RQ_AHEAD / 2) & m]);
-        size_t i = (size_t)hash_key(e->data, e->en.keylen) & (j->evt.cap - 1);
-        __builtin_prefetch(&j->evt.meta[i]);
-        __builtin_prefetch(&j->evt.hd[i]);
-    }
-}
-
 /* Drops p's run queue (its events are freed by the caller). */
 void rq_clear(ld_joiner_t *j, int32_t p)
 {
@@ -295,40 +272,4 @@ void rq_clear(ld_joiner_t *j, int32_t p)
     free(q->t);
     free(q->hd);
     memset(q, 0, sizeof(*q));
-}
-
-/* Full release order of two event timers: time, partition, offset. */
-static int ev_order_before(const ld_joiner_t *j, int64_t ta, uint32_t a,
-                           int64_t tb, uint32_t b)
-{
-    if (ta != tb)
-        return ta < tb;
-    const ent_t *x = ent_at(j, a), *y = ent_at(j, b);
-    if (x->part != y->part)
-        return x->part < y->part;
-    return ent_before(x, y);
-}
-
-/* The earliest event timer, from the heap (*qp = -1) or the head of run
- * queue *qp; returns 0 when there is no event. */
-int ev_first(const ld_joiner_t *j, int64_t *t, uint32_t *hd, int32_t *qp)
-{
-    if (j->qn) {
-        const runq_t *q = &j->parts[j->qh[0].p].q;
-        int64_t qt = q->t[q->head];
-        uint32_t qhd = q->hd[q->head];
-        if (!j->evh.n ||
-            ev_order_before(j, qt, qhd, j->evh.t[0], j->evh.hd[0])) {
-            *t = qt;
-            *hd = qhd;
-            *qp = (int32_t)j->qh[0].p;
-            return 1;
-        }
-    }
-    if (!j->evh.n)
-        return 0;
-    *t = j->evh.t[0];
-    *hd = j->evh.hd[0];
-    *qp = -1;
-    return 1;
 }
