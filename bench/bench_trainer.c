@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "publish/publish.h"
 #include "trainer/checkpoint.h"
 #include "trainer/trainer.h"
 

@@ -35,6 +35,14 @@ typedef enum ld_err {
 /* Returns a static, human-readable description of err; never NULL. */
 const char *ld_err_str(ld_err_t err);
 
+/* Formats a reason into errstr[size] (nothing when errstr is NULL or size
+ * is 0): the errstr, errstr_size pair of a function that can fail. */
+void ld_errstr_set(char *errstr, size_t size, const char *fmt, ...)
+    LD_PRINTF(3, 4);
+/* "op path: strerror(errno)" into errstr; errno is kept for the caller. */
+void ld_errstr_errno(char *errstr, size_t size, const char *op,
+                     const char *path);
+
 /* Exit codes of the learnd binary (docs/OPERATIONS.md, "Exit codes"). */
 enum { LD_EXIT_OK = 0, LD_EXIT_RUNTIME = 1, LD_EXIT_USAGE = 2 };
 

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Protobuf wire format by hand, for the two places where protobuf-c's
- * generated code costs too much: a writer into a buffer sized beforehand
- * (the audit record, once per trained example) and a bounded reader that
- * finds one field without decoding the message (the manifest reads
+/* Protobuf wire format by hand, for the places where protobuf-c's generated
+ * code costs too much or cannot be used: a writer into a buffer sized
+ * beforehand (the audit record, once per trained example), a bounded cursor
+ * reader (the user-schema decoder and the descriptor-set reader of
+ * pipeline/, once per field) and, on it, a sticky-error reader on ld_rbuf_t
+ * that finds one field without decoding the message (the manifest reads
  * params_sha256 out of a checkpoint of many MiB). Thread: any. */
 #ifndef LD_COMMON_PBWIRE_H
 #define LD_COMMON_PBWIRE_H
@@ -18,8 +20,14 @@ enum {
     LD_PB_WT_VARINT = 0,
     LD_PB_WT_FIXED64 = 1,
     LD_PB_WT_LEN = 2,
+    LD_PB_WT_SGROUP = 3, /* deprecated groups: start and end */
+    LD_PB_WT_EGROUP = 4,
     LD_PB_WT_FIXED32 = 5
 };
+
+/* Deepest nesting of messages and groups a reader follows (ld_pb_skip()
+ * for groups, the pipeline's decoders for messages). */
+#define LD_PB_MAX_DEPTH 64
 
 /* ---- Writer: size first, then write into a buffer of that size ---------- */
 
@@ -135,6 +143,62 @@ static inline uint8_t *ld_pb_put_floats_field(uint8_t *p, unsigned field,
         p = ld_pb_put_fixed32(p, ld_pb_f32_bits(v[i]));
     return p;
 }
+
+/* ---- Cursor reader: *pp advances over [*pp, end); -1 when malformed ---- */
+
+/* Varint of at most 10 bytes (bits past 64 dropped); -1 when truncated or
+ * longer. */
+static inline int ld_pb_varint(const uint8_t **pp, const uint8_t *end,
+                               uint64_t *out)
+{
+    const uint8_t *p = *pp;
+    if (p < end && !(*p & 0x80)) {
+        *out = *p;
+        *pp = p + 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+        if (p >= end)
+            return -1;
+        uint8_t b = *p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *pp = p;
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* A tag: field number >= 1 and < 2^29, wire type. -1 when malformed. */
+static inline int ld_pb_tag(const uint8_t **pp, const uint8_t *end,
+                            uint32_t *num, uint32_t *wt)
+{
+    uint64_t t;
+    if (ld_pb_varint(pp, end, &t) < 0 || t >> 32 || (t >> 3) == 0)
+        return -1;
+    *num = (uint32_t)(t >> 3);
+    *wt = (uint32_t)(t & 7);
+    return 0;
+}
+
+/* A length prefix that fits in what remains. */
+static inline int ld_pb_len(const uint8_t **pp, const uint8_t *end, size_t *n)
+{
+    uint64_t v;
+    if (ld_pb_varint(pp, end, &v) < 0 || v > (uint64_t)(end - *pp))
+        return -1;
+    *n = (size_t)v;
+    return 0;
+}
+
+/* Skips the value of a field of wire type wt (number num, for groups) at
+ * *pp, following groups up to LD_PB_MAX_DEPTH deep from depth; -1 when it
+ * is truncated or malformed. */
+int ld_pb_skip(const uint8_t **pp, const uint8_t *end, uint32_t num,
+               uint32_t wt, int depth);
 
 /* ---- Reader: on ld_rbuf_t, errors sticky like the rest of the codec ---- */
 

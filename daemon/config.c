@@ -15,6 +15,7 @@
 
 #include "daemon/metrics.h"
 #include "pipeline/decode.h"
+#include "publish/publish.h"
 
 /* ---- The daemon's own tables -------------------------------------------- */
 

@@ -172,3 +172,19 @@ size_t ld_labeling_example_pack(const ld_example_t *ex,
     p = ld_pb_put_bytes_field(p, F_TOPIC, topic, tlen);
     return (size_t)(p - buf);
 }
+
+const char *ld_sample_type_name(ld_sample_type_t t)
+{
+    switch (t) {
+    case LD_SAMPLE_POS:
+        return "pos";
+    case LD_SAMPLE_DEFAULT_NEG:
+        return "default_neg";
+    case LD_SAMPLE_FAKE_NEG:
+        return "fake_neg";
+    case LD_SAMPLE_DELAYED_POS:
+        return "delayed_pos";
+    default:
+        return "?";
+    }
+}

@@ -10,6 +10,7 @@
 #endif
 
 #include "labeling/internal.h"
+#include "labeling/labeling.h"
 
 /* A malloc'd chunk: the header keeps the user chunk 16-byte aligned. */
 typedef struct big_hdr {
@@ -554,4 +555,51 @@ void pack_read(const uint8_t *src, size_t len, uint32_t nnz, uint8_t param,
         prev += g;
         idx[i] = prev;
     }
+}
+
+/* ---- the packer: packing outside the loop thread ------------------------ */
+
+struct ld_packer {
+    pack_scratch_t sc;
+};
+
+ld_packer_t *ld_packer_new(void)
+{
+    return calloc(1, sizeof(ld_packer_t));
+}
+
+void ld_packer_destroy(ld_packer_t *pk)
+{
+    if (!pk)
+        return;
+    pack_scratch_free(&pk->sc);
+    free(pk);
+}
+
+ld_err_t ld_packer_pack(ld_packer_t *pk, const ld_features_t *x,
+                        ld_packed_t *out)
+{
+    uint8_t param = 0, flags = PACK_ONES;
+    size_t len = 0;
+    if (x->nnz > 65535u || x->ndense > 65535u)
+        return LD_ERR_INVAL;
+    if (x->nnz || x->ndense) {
+        /* 0: a bad x (add_event() says which) or no memory for scratch */
+        if (!(len = pack_size(x, &pk->sc, &param, &flags)))
+            return LD_ERR_INVAL;
+    }
+    if (len > out->cap) {
+        uint8_t *g = realloc(out->data, len);
+        if (!g)
+            return LD_ERR_NOMEM;
+        out->data = g;
+        out->cap = len;
+    }
+    if (len)
+        pack_write(out->data, x, &pk->sc, flags);
+    out->len = len;
+    out->nnz = x->nnz;
+    out->param = param;
+    out->flags = flags;
+    return LD_OK;
 }

@@ -377,18 +377,6 @@ static int type_matches(avro_schema_t w, avro_schema_t r)
     }
 }
 
-/* 1 when the slot table maps path or anything below it ("path.x"). */
-static int path_used(const ld_fmap_t *fm, const char *path)
-{
-    size_t n = strlen(path);
-    for (uint32_t i = 0; i < fm->nslots; i++) {
-        const char *s = fm->names[i];
-        if (strncmp(s, path, n) == 0 && (s[n] == '\0' || s[n] == '.'))
-            return 1;
-    }
-    return 0;
-}
-
 /* JSON of a named type referenced by name somewhere in root (a reference
  * like "User" or "io.x.User"), or NULL. */
 static json_t *json_find_named(json_t *root, const char *name)
@@ -544,7 +532,7 @@ static anode_t *compile_record(aprog_t *p, avro_schema_t w, avro_schema_t r,
         avro_schema_t wf = avro_schema_record_field_get_by_index(w, (int)i);
         int ri = avro_schema_record_field_get_index(r, name);
         snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", name);
-        if (ri < 0 || !path_used(p->fm, sub)) {
+        if (ri < 0 || !ld_fmap_path_used(p->fm, sub)) {
             n->kids[i] = compile_skip(p, wf);
         } else {
             json_t *fj = json_array_get(rfields, (size_t)ri);
@@ -561,7 +549,7 @@ static anode_t *compile_record(aprog_t *p, avro_schema_t w, avro_schema_t r,
         if (avro_schema_record_field_get_index(w, name) >= 0)
             continue;
         snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", name);
-        if (!path_used(p->fm, sub))
+        if (!ld_fmap_path_used(p->fm, sub))
             continue;
         if (compile_default(p, avro_schema_record_field_get_by_index(r, (int)i),
                             json_array_get(rfields, i), sub) < 0)

@@ -65,6 +65,17 @@ static int table_build(ld_fmap_t *fm)
     return 0;
 }
 
+int ld_fmap_path_used(const ld_fmap_t *fm, const char *path)
+{
+    size_t n = strlen(path);
+    for (uint32_t i = 0; i < fm->nslots; i++) {
+        const char *s = fm->names[i];
+        if (strncmp(s, path, n) == 0 && (s[n] == '\0' || s[n] == '.'))
+            return 1;
+    }
+    return 0;
+}
+
 int32_t ld_fmap_find(const ld_fmap_t *fm, const char *name, size_t len)
 {
     uint32_t h = name_hash(name, len) & fm->tmask;

@@ -96,6 +96,9 @@ ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
 void ld_fmap_destroy(ld_fmap_t *fm);
 /* Slot of name (len bytes, not NUL-terminated) or -1. */
 int32_t ld_fmap_find(const ld_fmap_t *fm, const char *name, size_t len);
+/* 1 when the slot table maps path (NUL-terminated) or anything below it
+ * ("path.x"): the schema decoders compile only what is used. */
+int ld_fmap_path_used(const ld_fmap_t *fm, const char *path);
 /* Clears the scratch for the next record. */
 void ld_fmap_reset(ld_fmap_t *fm);
 /* Appends a string to strs; returns 0, or -1 when out of memory. */

@@ -97,37 +97,25 @@ static void plan_free(pplan_t *p)
     free(p);
 }
 
-/* 1 when the slot table maps path or anything below it ("path.x"). */
-static int path_used(const ld_fmap_t *fm, const char *path)
-{
-    size_t n = strlen(path);
-    for (uint32_t i = 0; i < fm->nslots; i++) {
-        const char *s = fm->names[i];
-        if (strncmp(s, path, n) == 0 && (s[n] == '\0' || s[n] == '.'))
-            return 1;
-    }
-    return 0;
-}
-
 static uint8_t wire_of(uint32_t type)
 {
     switch (type) {
     case T_DOUBLE:
     case T_FIXED64:
     case T_SFIXED64:
-        return WT_I64;
+        return LD_PB_WT_FIXED64;
     case T_FLOAT:
     case T_FIXED32:
     case T_SFIXED32:
-        return WT_I32;
+        return LD_PB_WT_FIXED32;
     case T_STRING:
     case T_BYTES:
     case T_MESSAGE:
-        return WT_LEN;
+        return LD_PB_WT_LEN;
     case T_GROUP:
-        return WT_SGROUP;
+        return LD_PB_WT_SGROUP;
     default:
-        return WT_VARINT;
+        return LD_PB_WT_VARINT;
     }
 }
 
@@ -345,7 +333,7 @@ static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
             CERR("out of memory");
         }
         d->paths[d->npaths++] = sub;
-        if (!path_used(d->fm, sub))
+        if (!ld_fmap_path_used(d->fm, sub))
             continue; /* skipped like an unknown field */
         for (uint32_t k = 0; k < p->ne; k++)
             if (p->e[k].number == f->number)
@@ -381,9 +369,9 @@ static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
         pent_t *e = &p->e[i];
         if (e->number <= p->maxno)
             p->direct[e->number] = (uint16_t)(i + 1);
-        e->wt = e->kind == K_SCALAR ? wire_of(e->type) : WT_LEN;
+        e->wt = e->kind == K_SCALAR ? wire_of(e->type) : LD_PB_WT_LEN;
         if (e->kind == K_LIST && e->type == T_ENUM)
-            e->wt = WT_LEN; /* proto3 packs repeated enums */
+            e->wt = LD_PB_WT_LEN; /* proto3 packs repeated enums */
         e->op = OP_GENERIC;
         if (e->kind == K_SCALAR && e->type == T_FLOAT)
             e->op = OP_F32;
@@ -553,18 +541,18 @@ static ld_reason_t read_value(pcur_t *c, uint8_t type, const denum_t *en,
     uint64_t u;
     size_t n;
     switch (wt) {
-    case WT_VARINT:
+    case LD_PB_WT_VARINT:
         if (ld_pb_varint(pp, end, &u) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: truncated or bad varint",
                  path);
         break;
-    case WT_I64:
+    case LD_PB_WT_FIXED64:
         if (end - *pp < 8)
             DERR(c, LD_REASON_DECODE, "field %s: truncated", path);
         u = le64(*pp);
         *pp += 8;
         break;
-    case WT_I32:
+    case LD_PB_WT_FIXED32:
         if (end - *pp < 4)
             DERR(c, LD_REASON_DECODE, "field %s: truncated", path);
         u = le32(*pp);
@@ -667,15 +655,15 @@ static ld_reason_t list_item(pcur_t *c, const pent_t *e, uint32_t wt,
 {
     ld_fv_t v = {0};
     ld_reason_t why;
-    if (e->type == T_ENUM && wt == WT_LEN) { /* packed */
+    if (e->type == T_ENUM && wt == LD_PB_WT_LEN) { /* packed */
         size_t n;
         if (ld_pb_len(pp, end, &n) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: length past the end", e->path);
         const uint8_t *q = *pp, *qend = q + n;
         *pp = qend;
         while (q < qend) {
-            if ((why = read_value(c, T_ENUM, e->en, WT_VARINT, &q, qend, &v,
-                                  e->path)))
+            if ((why = read_value(c, T_ENUM, e->en, LD_PB_WT_VARINT, &q, qend,
+                                  &v, e->path)))
                 return why;
             if (v.kind == FV_INT)
                 DERR(c, LD_REASON_BAD_TYPE,
@@ -707,7 +695,7 @@ static ld_reason_t map_entry(pcur_t *c, const pent_t *e, const uint8_t *p,
         if (ld_pb_tag(&p, end, &num, &wt) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: bad tag in a map entry",
                  e->path);
-        if (num == 1 && wt == WT_LEN) {
+        if (num == 1 && wt == LD_PB_WT_LEN) {
             if (ld_pb_len(&p, end, &kn) < 0)
                 DERR(c, LD_REASON_DECODE, "field %s: map key past the end",
                      e->path);
@@ -752,7 +740,7 @@ static ld_reason_t timestamp(pcur_t *c, const pent_t *e, const uint8_t *p,
         if (ld_pb_tag(&p, end, &num, &wt) < 0)
             DERR(c, LD_REASON_DECODE, "field %s: bad tag in a Timestamp",
                  e->path);
-        if ((num == 1 || num == 2) && wt == WT_VARINT) {
+        if ((num == 1 || num == 2) && wt == LD_PB_WT_VARINT) {
             if (ld_pb_varint(&p, end, &u) < 0)
                 DERR(c, LD_REASON_DECODE, "field %s: bad varint", e->path);
             if (num == 1)
@@ -926,7 +914,7 @@ static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
             break;
         default: {
             size_t n;
-            if (wt != WT_LEN)
+            if (wt != LD_PB_WT_LEN)
                 DERR(c, LD_REASON_DECODE,
                      "field %s: wire type %u, the descriptor says message",
                      e->path, wt);

@@ -19,46 +19,6 @@ typedef struct rd {
     const uint8_t *p, *end;
 } rd_t;
 
-int ld_pb_skip(const uint8_t **pp, const uint8_t *end, uint32_t num,
-               uint32_t wt, int depth)
-{
-    uint64_t v;
-    size_t n;
-    switch (wt) {
-    case WT_VARINT:
-        return ld_pb_varint(pp, end, &v);
-    case WT_I64:
-        if (end - *pp < 8)
-            return -1;
-        *pp += 8;
-        return 0;
-    case WT_I32:
-        if (end - *pp < 4)
-            return -1;
-        *pp += 4;
-        return 0;
-    case WT_LEN:
-        if (ld_pb_len(pp, end, &n) < 0)
-            return -1;
-        *pp += n;
-        return 0;
-    case WT_SGROUP:
-        if (depth > LD_PB_MAX_DEPTH)
-            return -1;
-        for (;;) {
-            uint32_t n2, wt2;
-            if (*pp >= end || ld_pb_tag(pp, end, &n2, &wt2) < 0)
-                return -1;
-            if (wt2 == WT_EGROUP)
-                return n2 == num ? 0 : -1;
-            if (ld_pb_skip(pp, end, n2, wt2, depth + 1) < 0)
-                return -1;
-        }
-    default:
-        return -1;
-    }
-}
-
 /* Next field of r: 1 with its number, wire type, varint value or payload;
  * 0 at the end; -1 when malformed. Groups are skipped (not used by
  * descriptor.proto's fields we read). */
@@ -69,9 +29,9 @@ static int rd_next(rd_t *r, uint32_t *num, uint32_t *wt, uint64_t *v, rd_t *sub)
             return 0;
         if (ld_pb_tag(&r->p, r->end, num, wt) < 0)
             return -1;
-        if (*wt == WT_VARINT)
+        if (*wt == LD_PB_WT_VARINT)
             return ld_pb_varint(&r->p, r->end, v) < 0 ? -1 : 1;
-        if (*wt == WT_LEN) {
+        if (*wt == LD_PB_WT_LEN) {
             size_t n;
             if (ld_pb_len(&r->p, r->end, &n) < 0)
                 return -1;
@@ -171,11 +131,11 @@ static int parse_enum(dset_t *s, rd_t r, const char *scope, char *errstr,
     int rc;
     char *name = NULL;
     while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1) {
-        if (num == 1 && wt == WT_LEN) {
+        if (num == 1 && wt == LD_PB_WT_LEN) {
             free(name);
             if (!(name = rd_str(&sub)))
                 PERR("out of memory");
-        } else if (num == 2 && wt == WT_LEN) {
+        } else if (num == 2 && wt == LD_PB_WT_LEN) {
             denum_t *e = &s->e[ei];
             if (e->n == e->cap) {
                 uint32_t c2 = e->cap;
@@ -192,11 +152,11 @@ static int parse_enum(dset_t *s, rd_t r, const char *scope, char *errstr,
             uint64_t v2;
             int rc2;
             while ((rc2 = rd_next(&vr, &n2, &wt2, &v2, &vs)) == 1) {
-                if (n2 == 1 && wt2 == WT_LEN) {
+                if (n2 == 1 && wt2 == LD_PB_WT_LEN) {
                     free(vn);
                     if (!(vn = rd_str(&vs)))
                         goto nomem;
-                } else if (n2 == 2 && wt2 == WT_VARINT) {
+                } else if (n2 == 2 && wt2 == LD_PB_WT_VARINT) {
                     vnum = (int32_t)(uint32_t)v2;
                 }
             }
@@ -233,12 +193,12 @@ static int parse_field(dfield_t *f, rd_t r, char *errstr, size_t errstr_size)
     f->msg = f->en = -1;
     f->label = 1;
     while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1) {
-        if (wt == WT_LEN && (num == 1 || num == 6)) {
+        if (wt == LD_PB_WT_LEN && (num == 1 || num == 6)) {
             char **dst = num == 1 ? &f->name : &f->type_name;
             free(*dst);
             if (!(*dst = rd_str(&sub)))
                 PERR("out of memory");
-        } else if (wt == WT_VARINT) {
+        } else if (wt == LD_PB_WT_VARINT) {
             if (num == 3)
                 f->number = (uint32_t)v;
             else if (num == 4)
@@ -268,7 +228,7 @@ static int parse_msg(dset_t *s, rd_t r, const char *scope, int proto3,
     /* the name first: nested types need it as their scope */
     rd_t r0 = r;
     while ((rc = rd_next(&r0, &num, &wt, &v, &sub)) == 1)
-        if (num == 1 && wt == WT_LEN) {
+        if (num == 1 && wt == LD_PB_WT_LEN) {
             free(name);
             if (!(name = rd_str(&sub)))
                 PERR("out of memory");
@@ -290,7 +250,7 @@ static int parse_msg(dset_t *s, rd_t r, const char *scope, int proto3,
     s->m[mi].parent = parent;
     s->m[mi].pos = pos;
     while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1) {
-        if (wt != WT_LEN)
+        if (wt != LD_PB_WT_LEN)
             continue;
         if (num == 2) {
             dmsg_t *m = &s->m[mi];
@@ -313,7 +273,7 @@ static int parse_msg(dset_t *s, rd_t r, const char *scope, int proto3,
             rd_t s2;
             int rc2;
             while ((rc2 = rd_next(&sub, &n2, &wt2, &v2, &s2)) == 1)
-                if (n2 == 7 && wt2 == WT_VARINT)
+                if (n2 == 7 && wt2 == LD_PB_WT_VARINT)
                     s->m[mi].map_entry = v2 != 0;
             if (rc2 < 0)
                 PERR("malformed options of %s", s->m[mi].full);
@@ -339,7 +299,7 @@ static int parse_file(dset_t *s, rd_t r, char *errstr, size_t errstr_size)
     /* package and syntax first: every name below depends on them */
     rd_t r0 = r;
     while ((rc = rd_next(&r0, &num, &wt, &v, &sub)) == 1) {
-        if (wt != WT_LEN)
+        if (wt != LD_PB_WT_LEN)
             continue;
         if (num == 1) {
             free(df->name);
@@ -368,7 +328,7 @@ static int parse_file(dset_t *s, rd_t r, char *errstr, size_t errstr_size)
         PERR("malformed FileDescriptorProto");
     }
     while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1) {
-        if (wt != WT_LEN)
+        if (wt != LD_PB_WT_LEN)
             continue;
         if ((num == 4 && parse_msg(s, sub, pkg ? pkg : "", proto3, -1, top++,
                                    errstr, errstr_size) < 0) ||
@@ -497,7 +457,7 @@ int ld_pbset_load(dset_t *s, const char *path, char *errstr, size_t errstr_size)
     uint64_t v;
     int rc;
     while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1)
-        if (num == 1 && wt == WT_LEN &&
+        if (num == 1 && wt == LD_PB_WT_LEN &&
             parse_file(s, sub, errstr, errstr_size) < 0) {
             free(buf);
             char tmp[512];

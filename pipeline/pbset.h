@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Inside the pipeline: Protobuf wire-format reading (bounds-checked varints,
- * tags, lengths, skipping) and the FileDescriptorSet model that pbset.c
- * reads and pbdesc.c compiles into plans. Not for other stages. */
+/* Inside the pipeline: the FileDescriptorSet model that pbset.c reads and
+ * pbdesc.c compiles into plans (wire reading: common/pbwire.h). Not for
+ * other stages. */
 #ifndef LD_PIPELINE_PBSET_H
 #define LD_PIPELINE_PBSET_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define LD_PB_MAX_DEPTH 64 /* nested messages and groups */
+#include "common/pbwire.h"
 
 /* FieldDescriptorProto.Type */
 enum {
@@ -30,15 +30,6 @@ enum {
     T_SFIXED64 = 16,
     T_SINT32 = 17,
     T_SINT64 = 18
-};
-
-enum {
-    WT_VARINT = 0,
-    WT_I64 = 1,
-    WT_LEN = 2,
-    WT_SGROUP = 3,
-    WT_EGROUP = 4,
-    WT_I32 = 5
 };
 
 /* ---- The descriptor set, as read ---------------------------------------- */
@@ -84,58 +75,6 @@ typedef struct dset {
     dfile_t *files;
     uint32_t nfiles, capfiles;
 } dset_t;
-
-/* Varint of at most 10 bytes; -1 when truncated or longer. */
-static inline int ld_pb_varint(const uint8_t **pp, const uint8_t *end,
-                               uint64_t *out)
-{
-    const uint8_t *p = *pp;
-    if (p < end && !(*p & 0x80)) {
-        *out = *p;
-        *pp = p + 1;
-        return 0;
-    }
-    uint64_t v = 0;
-    for (unsigned shift = 0; shift < 70; shift += 7) {
-        if (p >= end)
-            return -1;
-        uint8_t b = *p++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *pp = p;
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* A tag: field number >= 1 and < 2^29, wire type. -1 when malformed. */
-static inline int ld_pb_tag(const uint8_t **pp, const uint8_t *end,
-                            uint32_t *num, uint32_t *wt)
-{
-    uint64_t t;
-    if (ld_pb_varint(pp, end, &t) < 0 || t >> 32 || (t >> 3) == 0)
-        return -1;
-    *num = (uint32_t)(t >> 3);
-    *wt = (uint32_t)(t & 7);
-    return 0;
-}
-
-/* A length prefix that fits in what remains. */
-static inline int ld_pb_len(const uint8_t **pp, const uint8_t *end, size_t *n)
-{
-    uint64_t v;
-    if (ld_pb_varint(pp, end, &v) < 0 || v > (uint64_t)(end - *pp))
-        return -1;
-    *n = (size_t)v;
-    return 0;
-}
-
-/* Skips the value of a field of wire type wt (number num, for groups) at
- * *pp; -1 when it is truncated or malformed. */
-int ld_pb_skip(const uint8_t **pp, const uint8_t *end, uint32_t num,
-               uint32_t wt, int depth);
 
 /* Reads the FileDescriptorSet file at path into *s (zeroed by the caller):
  * every import present, every type name resolved. Returns 0, or -1 with

@@ -13,11 +13,10 @@
 #include <emmintrin.h>
 #endif
 
+#include "common/pbwire.h"
 #include "pipeline/internal.h"
 
 #define NHINT 64 /* features whose name slot is remembered by position */
-
-enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
 /* The slot of the feature name that came at one position in the last
  * record, with the name (cut at its first NUL, at most 16 bytes) as two
@@ -168,7 +167,7 @@ static inline int scan(const uint8_t **pp, const uint8_t *end, pbf_t *f)
     rem = (size_t)(end - p);
     f->raw = p;
     switch (f->wt) {
-    case WT_VARINT: {
+    case LD_PB_WT_VARINT: {
         size_t max = rem < 10 ? rem : 10, i = 0;
         while (i < max && (p[i] & 0x80))
             i++;
@@ -177,17 +176,17 @@ static inline int scan(const uint8_t **pp, const uint8_t *end, pbf_t *f)
         f->rawn = i + 1;
         break;
     }
-    case WT_I64:
+    case LD_PB_WT_FIXED64:
         if (rem < 8)
             return -1;
         f->rawn = 8;
         break;
-    case WT_I32:
+    case LD_PB_WT_FIXED32:
         if (rem < 4)
             return -1;
         f->rawn = 4;
         break;
-    case WT_LEN: {
+    case LD_PB_WT_LEN: {
         size_t max = rem < 5 ? rem : 5, i = 0;
         uint64_t n = 0;
         for (;; i++) {
@@ -496,7 +495,7 @@ static long string_list(ld_fmap_t *fm, const uint8_t *v, size_t n, late_t *lt)
             return -1;
         if (f.num != 1)
             continue;
-        if (f.wt != WT_LEN)
+        if (f.wt != LD_PB_WT_LEN)
             return -1;
         if (ld_fmap_push_str(fm, (const char *)f.v, cstrlen(f.v, f.n)) < 0 &&
             !lt->why) {
@@ -540,26 +539,26 @@ static int feature(ld_pbdec_t *d, ld_fmap_t *fm, uint32_t idx, const uint8_t *v,
         }
     }
     while (p < end) {
-        /* v/n preset: GCC -O3 cannot see that WT_LEN implies scan() set
+        /* v/n preset: GCC -O3 cannot see that LD_PB_WT_LEN implies scan() set
          * them and warns (maybe-uninitialized) at string_list() below */
         pbf_t f = {.v = NULL, .n = 0};
         if (scan(&p, end, &f) < 0)
             return -1;
         switch (f.num) {
         case 1: /* name */
-            if (f.wt != WT_LEN)
+            if (f.wt != LD_PB_WT_LEN)
                 return -1;
             name = f.v;
             name_n = f.n;
             break;
         case 2: /* num */
-            if (f.wt != WT_I64)
+            if (f.wt != LD_PB_WT_FIXED64)
                 return -1;
             vcase = 2, val = f;
             break;
         case 3: /* str */
         case 4: /* tags */
-            if (f.wt != WT_LEN)
+            if (f.wt != LD_PB_WT_LEN)
                 return -1;
             if (f.num == 4) {
                 first = fm->nstrs;
@@ -569,7 +568,7 @@ static int feature(ld_pbdec_t *d, ld_fmap_t *fm, uint32_t idx, const uint8_t *v,
             vcase = f.num, val = f;
             break;
         case 5: /* integer */
-            if (f.wt != WT_VARINT)
+            if (f.wt != LD_PB_WT_VARINT)
                 return -1;
             vcase = 5, val = f;
             break;
@@ -755,23 +754,23 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
             goto bad;
         switch (f.num) {
         case 1: /* event_id */
-            if (f.wt != WT_LEN)
+            if (f.wt != LD_PB_WT_LEN)
                 goto bad;
             id = f.v;
             id_n = f.n;
             break;
         case 2: /* event_time_ms, label_time_ms */
-            if (f.wt != WT_VARINT)
+            if (f.wt != LD_PB_WT_VARINT)
                 goto bad;
             time_ms = (int64_t)varint(&f);
             break;
         case 3: /* Event.features, Label.value */
             if (label) {
-                if (f.wt != WT_I64)
+                if (f.wt != LD_PB_WT_FIXED64)
                     goto bad;
                 value = fixed64_double(f.raw);
             } else {
-                if (f.wt != WT_LEN ||
+                if (f.wt != LD_PB_WT_LEN ||
                     feature(d, fm, nfeat++, f.v, f.n, end, NULL, &lt) < 0)
                     goto bad;
             }

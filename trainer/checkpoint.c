@@ -49,16 +49,6 @@ struct ld_ckpt {
     size_t size;
 };
 
-void ld_ckpt_say(char *errstr, size_t size, const char *fmt, ...)
-{
-    if (!errstr || !size)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, size, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- Encode ------------------------------------------------------------- */
 
 static const char *const param_names[3] = {"w", "dense_w", "bias"};
@@ -369,19 +359,19 @@ static int check_tensor(const Learnd__V1__Tensor *t, const ld_spec_t *sp,
         snprintf(want, sizeof(want), "%s.%s", param_names[which],
                  ld_spec_plane_name(sp->opt, plane));
     if (!t || !t->name || strcmp(t->name, want) != 0) {
-        ld_ckpt_say(errstr, size, "tensor %s missing or out of order", want);
+        ld_errstr_set(errstr, size, "tensor %s missing or out of order", want);
         return 0;
     }
     uint32_t shape[2];
     uint32_t n = shape_of(sp, which, shape);
     if (t->n_shape != n || memcmp(t->shape, shape, n * sizeof(uint32_t))) {
-        ld_ckpt_say(errstr, size, "tensor %s has the wrong shape", want);
+        ld_errstr_set(errstr, size, "tensor %s has the wrong shape", want);
         return 0;
     }
     if (t->data.len != count_of(sp, which) * sizeof(float) ||
         (t->data.len && !t->data.data)) {
-        ld_ckpt_say(errstr, size, "tensor %s has %zu bytes, expected %zu", want,
-                    t->data.len, count_of(sp, which) * sizeof(float));
+        ld_errstr_set(errstr, size, "tensor %s has %zu bytes, expected %zu",
+                      want, t->data.len, count_of(sp, which) * sizeof(float));
         return 0;
     }
     return 1;
@@ -393,28 +383,29 @@ static int check_scale(const Learnd__V1__Tensor *t, uint32_t d, char *errstr,
                        size_t size)
 {
     if (!t || !t->name || strcmp(t->name, LD_CKPT_DENSE_SCALE) != 0) {
-        ld_ckpt_say(errstr, size, "optimizer tensor %s missing or out of order",
-                    LD_CKPT_DENSE_SCALE);
+        ld_errstr_set(errstr, size,
+                      "optimizer tensor %s missing or out of order",
+                      LD_CKPT_DENSE_SCALE);
         return 0;
     }
     if (t->n_shape != 1 || t->shape[0] != d) {
-        ld_ckpt_say(errstr, size, "tensor %s has the wrong shape",
-                    LD_CKPT_DENSE_SCALE);
+        ld_errstr_set(errstr, size, "tensor %s has the wrong shape",
+                      LD_CKPT_DENSE_SCALE);
         return 0;
     }
     if (t->data.len != (size_t)d * sizeof(float) || !t->data.data) {
-        ld_ckpt_say(errstr, size, "tensor %s has %zu bytes, expected %zu",
-                    LD_CKPT_DENSE_SCALE, t->data.len,
-                    (size_t)d * sizeof(float));
+        ld_errstr_set(errstr, size, "tensor %s has %zu bytes, expected %zu",
+                      LD_CKPT_DENSE_SCALE, t->data.len,
+                      (size_t)d * sizeof(float));
         return 0;
     }
     for (uint32_t j = 0; j < d; j++) {
         float v;
         memcpy(&v, t->data.data + 4 * (size_t)j, sizeof(v));
         if (!isfinite(v) || !(v >= 0)) {
-            ld_ckpt_say(errstr, size,
-                        "tensor %s: value %u is %g, not a finite scale",
-                        LD_CKPT_DENSE_SCALE, j, (double)v);
+            ld_errstr_set(errstr, size,
+                          "tensor %s: value %u is %g, not a finite scale",
+                          LD_CKPT_DENSE_SCALE, j, (double)v);
             return 0;
         }
     }
@@ -427,28 +418,29 @@ static int check_stats(const Learnd__V1__Tensor *t, uint32_t d, char *errstr,
                        size_t size)
 {
     if (!t || !t->name || strcmp(t->name, LD_CKPT_DENSE_STATS) != 0) {
-        ld_ckpt_say(errstr, size, "optimizer tensor %s missing or out of order",
-                    LD_CKPT_DENSE_STATS);
+        ld_errstr_set(errstr, size,
+                      "optimizer tensor %s missing or out of order",
+                      LD_CKPT_DENSE_STATS);
         return 0;
     }
     if (t->n_shape != 2 || t->shape[0] != 3 || t->shape[1] != d) {
-        ld_ckpt_say(errstr, size, "tensor %s has the wrong shape",
-                    LD_CKPT_DENSE_STATS);
+        ld_errstr_set(errstr, size, "tensor %s has the wrong shape",
+                      LD_CKPT_DENSE_STATS);
         return 0;
     }
     if (t->data.len != 3 * (size_t)d * sizeof(float) || !t->data.data) {
-        ld_ckpt_say(errstr, size, "tensor %s has %zu bytes, expected %zu",
-                    LD_CKPT_DENSE_STATS, t->data.len,
-                    3 * (size_t)d * sizeof(float));
+        ld_errstr_set(errstr, size, "tensor %s has %zu bytes, expected %zu",
+                      LD_CKPT_DENSE_STATS, t->data.len,
+                      3 * (size_t)d * sizeof(float));
         return 0;
     }
     for (uint32_t j = 0; j < 3 * d; j++) {
         float v;
         memcpy(&v, t->data.data + 4 * (size_t)j, sizeof(v));
         if (!isfinite(v) || (j / d != 1 && !(v >= 0))) {
-            ld_ckpt_say(errstr, size,
-                        "tensor %s: value %u is %g, not a statistic",
-                        LD_CKPT_DENSE_STATS, j, (double)v);
+            ld_errstr_set(errstr, size,
+                          "tensor %s: value %u is %g, not a statistic",
+                          LD_CKPT_DENSE_STATS, j, (double)v);
             return 0;
         }
     }
@@ -462,16 +454,16 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
     const Learnd__V1__ModelSpec *ms = c->spec;
     memset(sp, 0, sizeof(*sp));
     if (!ms || !ms->optimizer || !c->lineage || !c->optimizer) {
-        ld_ckpt_say(errstr, size, "spec, optimizer or lineage missing");
+        ld_errstr_set(errstr, size, "spec, optimizer or lineage missing");
         return 0;
     }
     const Learnd__V1__OptimizerSpec *os = ms->optimizer;
     if (ms->kind < 1 || ms->kind > 3) {
-        ld_ckpt_say(errstr, size, "unknown model kind %d", (int)ms->kind);
+        ld_errstr_set(errstr, size, "unknown model kind %d", (int)ms->kind);
         return 0;
     }
     if (os->kind < 1 || os->kind > 4) {
-        ld_ckpt_say(errstr, size, "unknown optimizer kind %d", (int)os->kind);
+        ld_errstr_set(errstr, size, "unknown optimizer kind %d", (int)os->kind);
         return 0;
     }
     sp->model = (int)ms->kind - 1;
@@ -479,18 +471,18 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
     if (sp->model == LD_MODEL_SOFTMAX
             ? (ms->num_classes < 2 || ms->num_classes > 1024)
             : ms->num_classes != 1) {
-        ld_ckpt_say(errstr, size,
-                    "num_classes %" PRIu32 " invalid for the model",
-                    ms->num_classes);
+        ld_errstr_set(errstr, size,
+                      "num_classes %" PRIu32 " invalid for the model",
+                      ms->num_classes);
         return 0;
     }
     if (ms->hash_bits < 1 || ms->hash_bits > 30 || ms->dense_dim > 65536) {
-        ld_ckpt_say(errstr, size, "hash_bits or dense_dim out of range");
+        ld_errstr_set(errstr, size, "hash_bits or dense_dim out of range");
         return 0;
     }
     if (sp->opt == LD_OPT_SGD && (os->schedule < 1 || os->schedule > 3)) {
-        ld_ckpt_say(errstr, size, "unknown learning-rate schedule %d",
-                    (int)os->schedule);
+        ld_errstr_set(errstr, size, "unknown learning-rate schedule %d",
+                      (int)os->schedule);
         return 0;
     }
     if (!(os->learning_rate > 0) || !isfinite(os->learning_rate) ||
@@ -500,7 +492,7 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
         !finite_nonneg(os->beta2) || !finite_nonneg(os->decay) ||
         !finite_nonneg(os->power_t) ||
         !finite_nonneg(os->dense_learning_rate)) {
-        ld_ckpt_say(errstr, size, "optimizer hyperparameter out of range");
+        ld_errstr_set(errstr, size, "optimizer hyperparameter out of range");
         return 0;
     }
     sp->k = ms->num_classes;
@@ -520,7 +512,8 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
     sp->power_t = os->power_t;
     sp->dense_lr = os->dense_learning_rate;
     if (os->dense_norm > LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD) {
-        ld_ckpt_say(errstr, size, "unknown dense_norm %d", (int)os->dense_norm);
+        ld_errstr_set(errstr, size, "unknown dense_norm %d",
+                      (int)os->dense_norm);
         return 0;
     }
     sp->dense_norm =
@@ -543,19 +536,19 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     uint8_t sha[32];
     *out = NULL;
     if (!buf || len <= LD_CKPT_TRAILER) {
-        ld_ckpt_say(errstr, size, "checkpoint truncated (%zu bytes)", len);
+        ld_errstr_set(errstr, size, "checkpoint truncated (%zu bytes)", len);
         goto err;
     }
     size_t body = len - LD_CKPT_TRAILER;
     if (buf[body] != 0x7a || buf[body + 1] != 0x20) {
-        ld_ckpt_say(errstr, size,
-                    "checkpoint has no checksum trailer (truncated?)");
+        ld_errstr_set(errstr, size,
+                      "checkpoint has no checksum trailer (truncated?)");
         goto err;
     }
     if (!file_sha) {
         ld_ckpt_sha256(buf, body, sha);
         if (memcmp(sha, buf + body + 2, 32) != 0) {
-            ld_ckpt_say(errstr, size, "checkpoint checksum mismatch");
+            ld_errstr_set(errstr, size, "checkpoint checksum mismatch");
             goto err;
         }
     }
@@ -571,15 +564,15 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     c->size = len;
     c->msg = learnd__v1__checkpoint__unpack(NULL, body, buf);
     if (!c->msg) {
-        ld_ckpt_say(errstr, size, "not a learnd.v1.Checkpoint message");
+        ld_errstr_set(errstr, size, "not a learnd.v1.Checkpoint message");
         goto err;
     }
     const Learnd__V1__Checkpoint *m = c->msg;
     if (m->format_version != LD_CKPT_FORMAT_VERSION) {
-        ld_ckpt_say(errstr, size,
-                    "checkpoint format_version %" PRIu32
-                    " (this learnd reads %d)",
-                    m->format_version, LD_CKPT_FORMAT_VERSION);
+        ld_errstr_set(errstr, size,
+                      "checkpoint format_version %" PRIu32
+                      " (this learnd reads %d)",
+                      m->format_version, LD_CKPT_FORMAT_VERSION);
         goto err;
     }
     ld_spec_t sp;
@@ -593,10 +586,10 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     size_t nmax = nacc + (sp.dense_dim ? 1 : 0) +
                   (sp.dense_dim && sp.dense_norm == LD_DNORM_STANDARD ? 1 : 0);
     if (m->n_tensors != 3 || nopt < nacc || nopt > nmax) {
-        ld_ckpt_say(errstr, size,
-                    "checkpoint has %zu parameter and %zu optimizer "
-                    "tensors, expected 3 and %zu",
-                    m->n_tensors, nopt, nmax);
+        ld_errstr_set(errstr, size,
+                      "checkpoint has %zu parameter and %zu optimizer "
+                      "tensors, expected 3 and %zu",
+                      m->n_tensors, nopt, nmax);
         goto err;
     }
     if (nopt > nacc &&
@@ -622,8 +615,8 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     ld_sha256_final(&h, sha);
     const ProtobufCBinaryData *ps = &m->lineage->params_sha256;
     if (ps->len != 32 || memcmp(ps->data, sha, 32) != 0) {
-        ld_ckpt_say(errstr, size,
-                    "params_sha256 does not match the parameters");
+        ld_errstr_set(errstr, size,
+                      "params_sha256 does not match the parameters");
         goto err;
     }
     *out = c;
@@ -758,18 +751,6 @@ ld_err_t ld_ckpt_champion_load(ld_trainer_t *t, const uint8_t *buf, size_t len,
     return err;
 }
 
-/* Every store failure names the operation and the path, with errno's
- * text: "write /var/lib/learnd/ctr/.12.ckpt.tmp.41: No space left on
- * device", not "I/O error" (issue 15: a full or read-only disk must be
- * recognisable from the log line alone). errno is kept for the caller. */
-void ld_ckpt_say_errno(char *errstr, size_t size, const char *op,
-                       const char *path)
-{
-    int e = errno;
-    ld_ckpt_say(errstr, size, "%s %s: %s", op, path, strerror(e));
-    errno = e;
-}
-
 /* ---- Reading a file -------------------------------------------------- */
 
 /* Reads exactly len bytes at off; 0, or -1 with errno (EIO at a short
@@ -801,17 +782,17 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        ld_ckpt_say_errno(errstr, size, "open", path);
+        ld_errstr_errno(errstr, size, "open", path);
         return e == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        ld_ckpt_say_errno(errstr, size, "stat", path);
+        ld_errstr_errno(errstr, size, "stat", path);
         close(fd);
         return LD_ERR_IO;
     }
     if (!S_ISREG(st.st_mode)) {
-        ld_ckpt_say(errstr, size, "%s: not a regular file", path);
+        ld_errstr_set(errstr, size, "%s: not a regular file", path);
         close(fd);
         return LD_ERR_IO;
     }
@@ -823,35 +804,36 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     uint64_t flen = (uint64_t)st.st_size;
     uint8_t head[2], tail[LD_CKPT_TRAILER];
     if (flen <= LD_CKPT_TRAILER + 2) {
-        ld_ckpt_say(errstr, size,
-                    "%s: checkpoint truncated (%" PRIu64 " bytes)", path, flen);
+        ld_errstr_set(errstr, size,
+                      "%s: checkpoint truncated (%" PRIu64 " bytes)", path,
+                      flen);
         goto out;
     }
     if (flen > LD_CKPT_MAX_FILE) {
-        ld_ckpt_say(errstr, size,
-                    "%s: %" PRIu64
-                    " bytes, larger than any checkpoint (%" PRIu64 " max)",
-                    path, flen, (uint64_t)LD_CKPT_MAX_FILE);
+        ld_errstr_set(errstr, size,
+                      "%s: %" PRIu64
+                      " bytes, larger than any checkpoint (%" PRIu64 " max)",
+                      path, flen, (uint64_t)LD_CKPT_MAX_FILE);
         goto out;
     }
     size_t len = (size_t)flen, body = len - LD_CKPT_TRAILER;
     if (read_at(fd, head, sizeof(head), 0) != 0 ||
         read_at(fd, tail, sizeof(tail), (off_t)body) != 0) {
-        ld_ckpt_say_errno(errstr, size, "read", path);
+        ld_errstr_errno(errstr, size, "read", path);
         rc = LD_ERR_IO;
         goto out;
     }
     if (head[0] != 0x08 || head[1] != LD_CKPT_FORMAT_VERSION) {
-        ld_ckpt_say(
+        ld_errstr_set(
             errstr, size,
             "%s: not a learnd checkpoint of format %d (starts with %02x %02x)",
             path, LD_CKPT_FORMAT_VERSION, head[0], head[1]);
         goto out;
     }
     if (tail[0] != 0x7a || tail[1] != 0x20) {
-        ld_ckpt_say(errstr, size,
-                    "%s: checkpoint has no checksum trailer (truncated?)",
-                    path);
+        ld_errstr_set(errstr, size,
+                      "%s: checkpoint has no checksum trailer (truncated?)",
+                      path);
         goto out;
     }
     ld_sha256_t hb, hf; /* body (the trailer's digest), whole file (its id) */
@@ -861,13 +843,13 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     uint8_t *block = malloc(BLOCK);
     if (!block) {
         rc = LD_ERR_NOMEM;
-        ld_ckpt_say(errstr, size, "%s: out of memory", path);
+        ld_errstr_set(errstr, size, "%s: out of memory", path);
         goto out;
     }
     for (size_t off = 0; off < body;) {
         size_t n = body - off < BLOCK ? body - off : BLOCK;
         if (read_at(fd, block, n, (off_t)off) != 0) {
-            ld_ckpt_say_errno(errstr, size, "read", path);
+            ld_errstr_errno(errstr, size, "read", path);
             free(block);
             rc = LD_ERR_IO;
             goto out;
@@ -880,7 +862,7 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     uint8_t dig[32], file_sha[32];
     ld_sha256_final(&hb, dig);
     if (memcmp(dig, tail + 2, 32) != 0) {
-        ld_ckpt_say(errstr, size, "%s: checkpoint checksum mismatch", path);
+        ld_errstr_set(errstr, size, "%s: checkpoint checksum mismatch", path);
         goto out;
     }
     ld_sha256_update(&hf, tail, sizeof(tail));
@@ -889,11 +871,12 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     buf = malloc(len);
     if (!buf) {
         rc = LD_ERR_NOMEM;
-        ld_ckpt_say(errstr, size, "%s: out of memory for %zu bytes", path, len);
+        ld_errstr_set(errstr, size, "%s: out of memory for %zu bytes", path,
+                      len);
         goto out;
     }
     if (read_at(fd, buf, len, 0) != 0) {
-        ld_ckpt_say_errno(errstr, size, "read", path);
+        ld_errstr_errno(errstr, size, "read", path);
         rc = LD_ERR_IO;
         goto out;
     }
@@ -902,13 +885,13 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
     uint8_t again[32];
     ld_ckpt_sha256(buf, body, again);
     if (memcmp(again, tail + 2, 32) != 0 || memcmp(buf + body, tail, 2) != 0) {
-        ld_ckpt_say(errstr, size, "%s: changed while it was read", path);
+        ld_errstr_set(errstr, size, "%s: changed while it was read", path);
         goto out;
     }
     char why[300] = "";
     rc = decode(buf, len, file_sha, out, why, sizeof(why));
     if (rc != LD_OK)
-        ld_ckpt_say(errstr, size, "%s: %s", path, why);
+        ld_errstr_set(errstr, size, "%s: %s", path, why);
 out:
     free(buf);
     close(fd);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Checkpoints: Checkpoint protobuf encode/decode with full validation,
- * chunking into CheckpointChunk messages plus a CheckpointManifest, and the
- * local model store (<dir>/<model>/<version>.ckpt, `latest`, keep N).
+ * and reading a checkpoint file. Chunking, the manifest and the local model
+ * store are the publishing stage's (publish/publish.h).
  *
  * File format. A checkpoint is a serialized learnd.v1.Checkpoint followed by
  * one more field, number 15 (bytes, 32 long): the SHA-256 of every byte
@@ -124,86 +124,9 @@ ld_err_t ld_ckpt_champion_set(ld_trainer_t *t, const ld_ckpt_t *c, char *errstr,
 ld_err_t ld_ckpt_champion_load(ld_trainer_t *t, const uint8_t *buf, size_t len,
                                char *errstr, size_t errstr_size) LD_WUR;
 
-/* ---- Chunks and manifest ------------------------------------------------ */
-
-/* Splits the serialized checkpoint ckpt (borrowed) into serialized
- * CheckpointChunk messages of at most chunk_size (<= LD_CKPT_MAX_CHUNK)
- * data bytes each. *chunks is an array of *n buffers; free it with
- * ld_ckpt_chunks_free(). */
-ld_err_t ld_ckpt_chunks(const uint8_t *ckpt, size_t len, const char *model,
-                        uint64_t version, size_t chunk_size, ld_buf_t **chunks,
-                        size_t *n) LD_WUR;
-void ld_ckpt_chunks_free(ld_buf_t *chunks, size_t n);
-
-/* Manifest fields the caller knows (borrowed). */
-typedef struct ld_ckpt_manifest_info {
-    const char *model;
-    uint64_t version;
-    uint64_t parent_version;
-    uint32_t chunk_count;
-    int64_t first_chunk_offset;
-    const char *topic;
-    int32_t partition;
-    int64_t created_at_ms;
-    const char *trigger_id;
-    /* When hmac_key_len > 0: CheckpointManifest.hmac_sha256 (field 15,
-     * written last) = HMAC-SHA256(hmac_key, every byte before it), which a
-     * deployer holding the key verifies: the manifest's sha256 then proves
-     * the checkpoint came from a holder of the key, not only that it is
-     * intact (see docs/OPERATIONS.md, "Authenticating checkpoints"). */
-    const uint8_t *hmac_key;
-    size_t hmac_key_len;
-} ld_ckpt_manifest_info_t;
-
-/* Smallest checkpoint.manifest_secret accepted, in bytes. */
-#define LD_CKPT_SECRET_MIN 16
-
 /* HMAC-SHA256 (RFC 2104) of data under key. */
 void ld_ckpt_hmac_sha256(const void *key, size_t key_len, const void *data,
                          size_t n, uint8_t out[32]);
-
-/* Serializes the CheckpointManifest of ckpt (its size, SHA-256 and
- * params_sha256 are taken from ckpt itself) into out (caller frees).
- * LD_ERR_CORRUPT when ckpt has no params_sha256 (ckpt is not otherwise
- * validated: it is what ld_ckpt_encode just wrote). */
-ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
-                                 const ld_ckpt_manifest_info_t *info,
-                                 ld_buf_t *out) LD_WUR;
-
-/* Rebuilds a serialized checkpoint from a serialized manifest and its
- * serialized chunks (all borrowed), checking model, version, indices,
- * counts, every chunk's SHA-256, the total size and the manifest's SHA-256.
- * out->data is the caller's. LD_ERR_CORRUPT with errstr on any mismatch. */
-ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
-                          const ld_buf_t *chunks, size_t n, ld_buf_t *out,
-                          char *errstr, size_t errstr_size) LD_WUR;
-
-/* ---- Local model store -------------------------------------------------- */
-
-#define LD_CKPT_NAME_MAX 128
-
-/* True when name can be a model name: 1 to LD_CKPT_NAME_MAX bytes of ASCII
- * letters, digits, '.', '_' and '-', not starting with '.'. It is one path
- * component of the model store (never "..", "/abs" or "a/b"), a safe part of
- * Kafka keys (<model>/<version>) and of the transactional id. trainer.name is
- * checked against it when the config loads; the store refuses other names. */
-int ld_ckpt_name_ok(const char *name);
-
-/* Writes buf as <dir>/<model>/<version>.ckpt (temp file, fsync, rename,
- * fsync of the directory), then `latest` (holding "<version>\n") the same
- * way, then deletes all but the newest keep versions. path (optional)
- * receives the file's path. LD_ERR_INVAL for a model name that is not a
- * plain file name, LD_ERR_IO with errno set otherwise; errstr (optional)
- * names the operation and the path ("write DIR/ctr/.7.ckpt.tmp.9: No space
- * left on device"). */
-ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
-                             uint64_t version, const uint8_t *buf, size_t len,
-                             int64_t keep, char *path, size_t path_size,
-                             char *errstr, size_t errstr_size) LD_WUR;
-
-/* The version `latest` names; LD_ERR_NOENT when the store has none. */
-ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
-                              uint64_t *version) LD_WUR;
 
 /* Largest checkpoint file read (a sanity bound: 1 TiB). */
 #define LD_CKPT_MAX_FILE ((uint64_t)1 << 40)
@@ -214,15 +137,5 @@ ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
  * content is allocated only for a file whose checksum holds. */
 ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
                            size_t errstr_size) LD_WUR;
-
-/* Warm start: decodes the version `latest` names; if that one is missing
- * or corrupt, logs a warning and falls back to the newest valid older
- * version. LD_ERR_NOENT when the store holds no checkpoint of model,
- * LD_ERR_CORRUPT when it holds only corrupt ones, LD_ERR_IO when the store
- * cannot be read, LD_ERR_INVAL for a bad name. errstr is filled on every
- * failure. */
-ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
-                                   ld_ckpt_t **out, char *errstr,
-                                   size_t errstr_size) LD_WUR;
 
 #endif /* LD_TRAINER_CHECKPOINT_H */

@@ -125,13 +125,4 @@ void ld_window_push(ld_window_t *w, float pred, float label, float weight,
 /* Computes the window's metrics for a model kind (NaN where undefined). */
 void ld_window_metrics(ld_window_t *w, int model, ld_trainer_metrics_t *out);
 
-/* ---- Checkpoint files (checkpoint.c, ckpt_chunks.c, ckpt_store.c) -------- */
-
-/* Formats a reason into errstr[size] (nothing when errstr is NULL). */
-void ld_ckpt_say(char *errstr, size_t size, const char *fmt, ...)
-    LD_PRINTF(3, 4);
-/* "op path: strerror(errno)" into errstr; errno is kept for the caller. */
-void ld_ckpt_say_errno(char *errstr, size_t size, const char *op,
-                       const char *path);
-
 #endif /* LD_TRAINER_INTERNAL_H */

@@ -3,6 +3,7 @@
  * SHA-NI path picked at run time; both give the same digest. */
 #include <string.h>
 
+#include "trainer/checkpoint.h"
 #include "trainer/internal.h"
 
 static const uint32_t K256[64] = {
@@ -205,4 +206,29 @@ void ld_ckpt_sha256(const void *data, size_t n, uint8_t out[32])
     ld_sha256_init(&c);
     ld_sha256_update(&c, data, n);
     ld_sha256_final(&c, out);
+}
+
+/* HMAC-SHA256 (RFC 2104): the manifest signature (publish/chunks.c), here
+ * because it needs the streaming digest above. */
+void ld_ckpt_hmac_sha256(const void *key, size_t key_len, const void *data,
+                         size_t n, uint8_t out[32])
+{
+    uint8_t k[64] = {0}, pad[64], inner[32];
+    if (key_len > sizeof(k))
+        ld_ckpt_sha256(key, key_len, k);
+    else if (key_len)
+        memcpy(k, key, key_len);
+    ld_sha256_t h;
+    for (size_t i = 0; i < 64; i++)
+        pad[i] = k[i] ^ 0x36;
+    ld_sha256_init(&h);
+    ld_sha256_update(&h, pad, 64);
+    ld_sha256_update(&h, data, n);
+    ld_sha256_final(&h, inner);
+    for (size_t i = 0; i < 64; i++)
+        pad[i] = k[i] ^ 0x5c;
+    ld_sha256_init(&h);
+    ld_sha256_update(&h, pad, 64);
+    ld_sha256_update(&h, inner, 32);
+    ld_sha256_final(&h, out);
 }

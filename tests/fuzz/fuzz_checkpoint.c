@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "publish/publish.h"
 #include "trainer/checkpoint.h"
 #include "trainer/internal.h"
 

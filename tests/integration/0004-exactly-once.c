@@ -18,6 +18,7 @@
 #include "daemon/demo.h"
 #include "schemas/learnd.pb-c.h"
 #include "testutil.h"
+#include "publish/publish.h"
 #include "trainer/checkpoint.h"
 
 #define PARTS        2

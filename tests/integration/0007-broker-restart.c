@@ -40,6 +40,7 @@
 
 #include "daemon/demo.h"
 #include "testutil.h"
+#include "publish/publish.h"
 #include "trainer/checkpoint.h"
 
 #define PARTS        2

@@ -24,6 +24,7 @@
 
 #include "daemon/demo.h"
 #include "testutil.h"
+#include "publish/publish.h"
 #include "trainer/checkpoint.h"
 
 #define T0 1767225600000LL

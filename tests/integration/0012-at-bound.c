@@ -17,6 +17,7 @@
 #include "daemon/demo.h"
 #include "daemon/run.h"
 #include "testutil.h"
+#include "publish/publish.h"
 #include "trainer/checkpoint.h"
 
 #define EVENTS 160000

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "testutil.h"
+#include "publish/publish.h"
 #include "trainer/checkpoint.h"
 
 #define PARTS   2

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
+#include "publish/publish.h"
 #include "trainer/checkpoint.h"
 #include "trainer/internal.h"
 #include "trainer/trainer.h"

@@ -9,6 +9,7 @@
 
 #include "daemon/config.h"
 #include "daemon/run.h"
+#include "publish/publish.h"
 
 /* Loads path, returning the config and the error text in errbuf. */
 static ld_config_t *load(const char *path, char *errbuf, size_t size)

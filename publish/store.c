@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "publish/publish.h"
 #include "trainer/checkpoint.h"
-#include "trainer/internal.h"
 
 /* ---- Local model store -------------------------------------------------- */
 
@@ -36,12 +36,12 @@ static int fsync_dir(const char *dir, char *errstr, size_t size)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
-        ld_ckpt_say_errno(errstr, size, "open directory", dir);
+        ld_errstr_errno(errstr, size, "open directory", dir);
         return -1;
     }
     int r = fsync(fd);
     if (r != 0)
-        ld_ckpt_say_errno(errstr, size, "fsync directory", dir);
+        ld_errstr_errno(errstr, size, "fsync directory", dir);
     close(fd);
     return r;
 }
@@ -56,7 +56,7 @@ static int write_atomic(const char *dir, const char *name, const void *buf,
     snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%ld", dir, name, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        ld_ckpt_say_errno(errstr, size, op, tmp);
+        ld_errstr_errno(errstr, size, op, tmp);
         return -1;
     }
     const uint8_t *p = buf;
@@ -84,8 +84,8 @@ static int write_atomic(const char *dir, const char *name, const void *buf,
     fd = -1;
     if (rename(tmp, path) != 0) {
         int e = errno;
-        ld_ckpt_say(errstr, size, "rename %s to %s: %s", tmp, path,
-                    strerror(e));
+        ld_errstr_set(errstr, size, "rename %s to %s: %s", tmp, path,
+                      strerror(e));
         unlink(tmp);
         errno = e;
         return -1;
@@ -93,7 +93,7 @@ static int write_atomic(const char *dir, const char *name, const void *buf,
     return fsync_dir(dir, errstr, size);
 
 err:
-    ld_ckpt_say_errno(errstr, size, op, tmp);
+    ld_errstr_errno(errstr, size, op, tmp);
     int e = errno;
     if (fd >= 0)
         close(fd);
@@ -112,7 +112,7 @@ static int mkdir_p(const char *path, char *errstr, size_t size)
         char c = *p;
         *p = 0;
         if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-            ld_ckpt_say_errno(errstr, size, "mkdir", buf);
+            ld_errstr_errno(errstr, size, "mkdir", buf);
             return -1;
         }
         *p = c;
@@ -123,12 +123,12 @@ static int mkdir_p(const char *path, char *errstr, size_t size)
      * as a puzzling "create" failure below it. */
     struct stat st;
     if (stat(path, &st) != 0) {
-        ld_ckpt_say_errno(errstr, size, "stat", path);
+        ld_errstr_errno(errstr, size, "stat", path);
         return -1;
     }
     if (!S_ISDIR(st.st_mode)) {
         errno = ENOTDIR;
-        ld_ckpt_say_errno(errstr, size, "mkdir", path);
+        ld_errstr_errno(errstr, size, "mkdir", path);
         return -1;
     }
     return 0;
@@ -192,23 +192,35 @@ static ld_err_t list_versions(const char *mdir, uint64_t **out, size_t *n)
     return LD_OK;
 }
 
+/* <dir>/<model> into mdir, after checking both: LD_ERR_INVAL, with errstr,
+ * for a missing or too long directory or a model that is not a name. */
+static ld_err_t model_dir(const char *dir, const char *model, char *mdir,
+                          size_t mdir_size, char *errstr, size_t size)
+{
+    if (!dir || strlen(dir) > 3800) {
+        ld_errstr_set(errstr, size,
+                      "model store directory missing or too long");
+        return LD_ERR_INVAL;
+    }
+    if (!ld_ckpt_name_ok(model)) {
+        ld_errstr_set(errstr, size, "'%s' is not a model name",
+                      model ? model : "");
+        return LD_ERR_INVAL;
+    }
+    snprintf(mdir, mdir_size, "%s/%s", dir, model);
+    return LD_OK;
+}
+
 ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
                              uint64_t version, const uint8_t *buf, size_t len,
                              int64_t keep, char *path, size_t path_size,
                              char *errstr, size_t errstr_size)
 {
     char mdir[4200], name[64];
-    if (!dir || strlen(dir) > 3800) {
-        ld_ckpt_say(errstr, errstr_size,
-                    "model store directory missing or too long");
-        return LD_ERR_INVAL;
-    }
-    if (!ld_ckpt_name_ok(model)) {
-        ld_ckpt_say(errstr, errstr_size, "'%s' is not a model name",
-                    model ? model : "");
-        return LD_ERR_INVAL;
-    }
-    snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
+    ld_err_t err =
+        model_dir(dir, model, mdir, sizeof(mdir), errstr, errstr_size);
+    if (err)
+        return err;
     if (mkdir_p(mdir, errstr, errstr_size) != 0)
         return LD_ERR_IO;
     snprintf(name, sizeof(name), "%" PRIu64 ".ckpt", version);
@@ -276,24 +288,17 @@ ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
     uint64_t latest = 0, *v = NULL;
     size_t nv = 0;
     *out = NULL;
-    ld_ckpt_say(errstr, size, "no error"); /* every return below says why */
-    if (!dir || strlen(dir) > 3800) {
-        ld_ckpt_say(errstr, size, "model store directory missing or too long");
-        return LD_ERR_INVAL;
-    }
-    if (!ld_ckpt_name_ok(model)) {
-        ld_ckpt_say(errstr, size, "'%s' is not a model name",
-                    model ? model : "");
-        return LD_ERR_INVAL;
-    }
-    snprintf(mdir, sizeof(mdir), "%s/%s", dir, model);
+    ld_errstr_set(errstr, size, "no error"); /* every return below says why */
+    ld_err_t err = model_dir(dir, model, mdir, sizeof(mdir), errstr, size);
+    if (err)
+        return err;
     ld_err_t lrc = ld_ckpt_store_latest(dir, model, &latest);
     int have_latest = lrc == LD_OK;
     if (lrc == LD_ERR_IO) {
         /* Not "no checkpoint": a store that cannot be read (a file where
          * a directory belongs, permissions) must not start from scratch. */
         snprintf(path, sizeof(path), "%s/latest", mdir);
-        ld_ckpt_say_errno(errstr, size, "open", path);
+        ld_errstr_errno(errstr, size, "open", path);
         return LD_ERR_IO;
     }
     if (have_latest) {
@@ -308,14 +313,14 @@ ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
     ld_err_t rc = list_versions(mdir, &v, &nv);
     if (rc != LD_OK && rc != LD_ERR_NOENT) {
         if (rc == LD_ERR_NOMEM)
-            ld_ckpt_say(errstr, size, "%s: out of memory listing versions",
-                        mdir);
+            ld_errstr_set(errstr, size, "%s: out of memory listing versions",
+                          mdir);
         else
-            ld_ckpt_say_errno(errstr, size, "list", mdir);
+            ld_errstr_errno(errstr, size, "list", mdir);
         return rc;
     }
     rc = nv ? LD_ERR_CORRUPT : LD_ERR_NOENT;
-    ld_ckpt_say(errstr, size, "%s: no checkpoint", mdir);
+    ld_errstr_set(errstr, size, "%s: no checkpoint", mdir);
     for (size_t i = 0; i < nv; i++) {
         if (have_latest && v[i] >= latest)
             continue;
@@ -330,7 +335,8 @@ ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
     /* why is the last file's refusal; only newer versions than latest were
      * skipped, so at least one file was tried whenever nv > 0. */
     if (rc == LD_ERR_CORRUPT)
-        ld_ckpt_say(errstr, size, "%s", why[0] ? why : "no usable checkpoint");
+        ld_errstr_set(errstr, size, "%s",
+                      why[0] ? why : "no usable checkpoint");
     free(v);
     return rc;
 }

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "common/pbwire.h"
+#include "publish/publish.h"
 #include "trainer/checkpoint.h"
-#include "trainer/internal.h"
 
 /* ---- Chunks and manifest ------------------------------------------------ */
 
@@ -127,29 +127,6 @@ ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
     return LD_OK;
 }
 
-void ld_ckpt_hmac_sha256(const void *key, size_t key_len, const void *data,
-                         size_t n, uint8_t out[32])
-{
-    uint8_t k[64] = {0}, pad[64], inner[32];
-    if (key_len > sizeof(k))
-        ld_ckpt_sha256(key, key_len, k);
-    else if (key_len)
-        memcpy(k, key, key_len);
-    ld_sha256_t h;
-    for (size_t i = 0; i < 64; i++)
-        pad[i] = k[i] ^ 0x36;
-    ld_sha256_init(&h);
-    ld_sha256_update(&h, pad, 64);
-    ld_sha256_update(&h, data, n);
-    ld_sha256_final(&h, inner);
-    for (size_t i = 0; i < 64; i++)
-        pad[i] = k[i] ^ 0x5c;
-    ld_sha256_init(&h);
-    ld_sha256_update(&h, pad, 64);
-    ld_sha256_update(&h, inner, 32);
-    ld_sha256_final(&h, out);
-}
-
 ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
                           const ld_buf_t *chunks, size_t n, ld_buf_t *out,
                           char *errstr, size_t size)
@@ -161,13 +138,14 @@ ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
     memset(out, 0, sizeof(*out));
     mf = learnd__v1__checkpoint_manifest__unpack(NULL, mlen, manifest);
     if (!mf) {
-        ld_ckpt_say(errstr, size, "not a learnd.v1.CheckpointManifest message");
+        ld_errstr_set(errstr, size,
+                      "not a learnd.v1.CheckpointManifest message");
         goto err;
     }
     if (!mf->model || !mf->model[0] || mf->sha256.len != 32 ||
         mf->chunk_count == 0 || mf->chunk_count != n || mf->total_size == 0 ||
         mf->total_size > (uint64_t)n * LD_CKPT_MAX_CHUNK) {
-        ld_ckpt_say(
+        ld_errstr_set(
             errstr, size,
             "manifest invalid or does not match %zu chunks (count %" PRIu32
             ", size %" PRIu64 ")",
@@ -184,27 +162,28 @@ ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
         ch = learnd__v1__checkpoint_chunk__unpack(NULL, chunks[i].len,
                                                   chunks[i].data);
         if (!ch) {
-            ld_ckpt_say(errstr, size, "chunk %zu is not a CheckpointChunk", i);
+            ld_errstr_set(errstr, size, "chunk %zu is not a CheckpointChunk",
+                          i);
             goto err;
         }
         if (!ch->model || strcmp(ch->model, mf->model) != 0 ||
             ch->version != mf->version || ch->index != i ||
             ch->count != mf->chunk_count) {
-            ld_ckpt_say(errstr, size,
-                        "chunk %zu belongs elsewhere (%s v%" PRIu64 " %" PRIu32
-                        "/%" PRIu32 ")",
-                        i, ch->model ? ch->model : "", ch->version, ch->index,
-                        ch->count);
+            ld_errstr_set(errstr, size,
+                          "chunk %zu belongs elsewhere (%s v%" PRIu64
+                          " %" PRIu32 "/%" PRIu32 ")",
+                          i, ch->model ? ch->model : "", ch->version, ch->index,
+                          ch->count);
             goto err;
         }
         if (ch->data.len == 0 || ch->data.len > LD_CKPT_MAX_CHUNK ||
             ch->data.len > mf->total_size - have || ch->sha256.len != 32) {
-            ld_ckpt_say(errstr, size, "chunk %zu has a bad length", i);
+            ld_errstr_set(errstr, size, "chunk %zu has a bad length", i);
             goto err;
         }
         ld_ckpt_sha256(ch->data.data, ch->data.len, sha);
         if (memcmp(sha, ch->sha256.data, 32) != 0) {
-            ld_ckpt_say(errstr, size, "chunk %zu checksum mismatch", i);
+            ld_errstr_set(errstr, size, "chunk %zu checksum mismatch", i);
             goto err;
         }
         memcpy(out->data + have, ch->data.data, ch->data.len);
@@ -215,8 +194,8 @@ ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
     uint8_t sha[32];
     ld_ckpt_sha256(out->data, have, sha);
     if (have != mf->total_size || memcmp(sha, mf->sha256.data, 32) != 0) {
-        ld_ckpt_say(errstr, size,
-                    "reassembled checkpoint does not match the manifest");
+        ld_errstr_set(errstr, size,
+                      "reassembled checkpoint does not match the manifest");
         goto err;
     }
     out->len = have;
