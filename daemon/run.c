@@ -292,6 +292,15 @@ static const char *trigger_labels(const ld_trigger_decision_t *d, char *buf,
     return buf;
 }
 
+/* Whether the model has trained on any example since it was created
+ * (a warm start counts what its checkpoint had). */
+static int trained_any(const run_t *r)
+{
+    ld_trainer_stats_t st;
+    ld_trainer_stats(r->trainer, &st);
+    return st.examples > 0;
+}
+
 /* Takes the trigger decisions made so far. A PASS publishes the model as it
  * is after the micro-batch holding the deciding example: a pure function of
  * the input, whatever the wall clock did. */
@@ -314,6 +323,18 @@ static void take_decisions(run_t *r)
                        trigger_labels(d, tl, sizeof(tl)), 1);
         ld_snapshot_t *snap = NULL;
         uint64_t version = 0;
+        if (ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS &&
+            ld_trigger_decision_action(d) == LD_TRIGGER_ACTION_PUBLISH &&
+            !trained_any(r)) {
+            /* A model trained on nothing is no checkpoint (issue #17): no
+             * publication, and no event telling deployers of one. */
+            ld_log(LD_LOG_WARN, MOD,
+                   "msg=\"not publishing: the model has trained on 0 "
+                   "examples\" trigger=%s",
+                   ld_trigger_type_name(ld_trigger_decision_type(d)));
+            ld_trigger_decision_destroy(d);
+            continue;
+        }
         if (ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS &&
             ld_trigger_decision_action(d) == LD_TRIGGER_ACTION_PUBLISH) {
             snap = ld_trainer_snapshot(r->trainer);
@@ -350,6 +371,15 @@ static void final_checkpoint(run_t *r)
                "msg=\"cannot train the last micro-batch\" err=\"%s\"",
                ld_err_str(err));
         r->exit_code = LD_EXIT_RUNTIME;
+        return;
+    }
+    if (!trained_any(r)) {
+        /* Empty input, or input that retention deleted: an empty version
+         * would be offered to deployers as a model. */
+        ld_log(LD_LOG_WARN, MOD,
+               "msg=\"end of input: no checkpoint published, the model has "
+               "trained on 0 examples\" records=%llu",
+               (unsigned long long)r->consumed);
         return;
     }
     if (!r->replay) {
