@@ -154,6 +154,41 @@ static void replay_advances(run_t *r, int kind, int32_t partition, int64_t next)
     }
 }
 
+static void say_lost(void *opaque, const char *topic, int32_t partition,
+                     int64_t want, int64_t log_start)
+{
+    (void)opaque;
+    ld_log(LD_LOG_ERR, MOD,
+           "msg=\"input lost: retention deleted records this run resumes "
+           "from; reading on from the log start\" topic=%s partition=%d "
+           "offset=%lld log_start=%lld lost=%lld",
+           topic, (int)partition, (long long)want, (long long)log_start,
+           (long long)(log_start - want));
+}
+
+/* A run resumes where its last commit point left each partition: records
+ * retention deleted since were never read (the consumer resets to the log
+ * start). They are lost; say which, once per assignment. */
+static void check_retained(run_t *r, const rd_kafka_topic_partition_list_t *p)
+{
+    if (r->replay || p->cnt == 0)
+        return; /* ld_cmd_replay checked the recorded range */
+    ld_run_start_t *want = calloc((size_t)p->cnt, sizeof(*want));
+    if (!want)
+        return;
+    for (int i = 0; i < p->cnt; i++)
+        want[i] = (ld_run_start_t){p->elems[i].topic, p->elems[i].partition,
+                                   p->elems[i].offset};
+    char why[256];
+    if (ld_run_check_retained(&r->conf->kafka, want, (size_t)p->cnt, 10000,
+                              say_lost, r, why, sizeof(why)) < 0)
+        ld_log(LD_LOG_WARN, MOD,
+               "msg=\"cannot check that the input to resume from is "
+               "retained\" err=%s",
+               ld_log_q(why));
+    free(want);
+}
+
 static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
 {
     const char *events = r->conf->pipeline.events_topic;
@@ -200,6 +235,7 @@ static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
                "msg=\"partition assigned\" topic=%s partition=%d start=%lld",
                tp->topic, (int)tp->partition, (long long)off);
     }
+    check_retained(r, parts);
 }
 
 /* Rebalance callbacks run on the ingest thread: the loop holds still
