@@ -911,6 +911,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     /* What was polled is processed before the last commit point: the
      * pipeline's positions include it. */
     stop_ingest(&r, !r.exit_code && !r.replay_done);
+    run_progress_end(&r);
     if (r.hooks.consumed)
         r.hooks.consumed(r.hooks.opaque, r.consumed + r.dead);
     ld_metrics_set_ready(r.reg, 0);
