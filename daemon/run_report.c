@@ -53,6 +53,17 @@ void run_declare_metrics(run_t *r)
     f->lag = ld_metrics_family(r->reg, "consumer_lag", LD_METRIC_GAUGE,
                                "Records behind the end of each input "
                                "partition");
+    f->last_pub_version = ld_metrics_family(
+        r->reg, "last_publication_version", LD_METRIC_GAUGE,
+        "Version of the newest checkpoint committed to the checkpoint topic "
+        "(the warm start's version until this process publishes)");
+    f->last_pub_time = ld_metrics_family(
+        r->reg, "last_publication_timestamp_seconds", LD_METRIC_GAUGE,
+        "Unix time of the commit point that published the newest checkpoint "
+        "(absent until this process publishes)");
+    f->last_commit_time = ld_metrics_family(
+        r->reg, "last_commit_timestamp_seconds", LD_METRIC_GAUGE,
+        "Unix time of the last successful commit point");
     f->txn = ld_metrics_family(r->reg, "transactions_total", LD_METRIC_COUNTER,
                                "Commit points, by result");
     f->dropped = ld_metrics_family(
@@ -294,6 +305,9 @@ void run_report(run_t *r)
     ld_metrics_set(r->reg, r->fam.published, "", (double)r->ctr->published);
     ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
     ld_metrics_set(r->reg, r->fam.version, "", (double)r->ctr->version);
+    if (r->ctr->version)
+        ld_metrics_set(r->reg, r->fam.last_pub_version, "",
+                       (double)r->ctr->version);
     report_drops(r, &js);
     report_ahead(r, &js);
     progress(r, js.watermark_ms);
