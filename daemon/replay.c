@@ -174,6 +174,17 @@ static int plan_build(plan_t *p, const ld_config_t *conf, uint64_t version,
     return 0;
 }
 
+static void say_gap(void *opaque, const char *topic, int32_t partition,
+                    int64_t want, int64_t log_start)
+{
+    (void)opaque;
+    fprintf(stderr,
+            "learnd replay: topic %s partition %d: the recorded input starts "
+            "at offset %lld, but retention deleted it: the log starts at "
+            "offset %lld\n",
+            topic, (int)partition, (long long)want, (long long)log_start);
+}
+
 int ld_cmd_replay(int argc, char **argv)
 {
     const char *path = NULL, *which = NULL;
@@ -272,6 +283,14 @@ int ld_cmd_replay(int argc, char **argv)
                (unsigned long long)plan.unplaced,
                plan.unplaced == 1 ? " has" : "s have");
     fflush(stdout);
+    /* Retention may have deleted the recorded range: say where, rather
+     * than "did not reach version" after reading what is left. */
+    int gaps = ld_run_check_retained(&conf->kafka, plan.start, plan.nstart,
+                                     10000, say_gap, NULL, why, sizeof(why));
+    if (gaps < 0)
+        fprintf(stderr, "learnd replay: warning: %s\n", why);
+    if (gaps > 0)
+        goto out;
     ld_run_opts_t opts = {.until_caught_up = 1,
                           .replay_version = version,
                           .replayed = &snap,

@@ -154,6 +154,41 @@ static void replay_advances(run_t *r, int kind, int32_t partition, int64_t next)
     }
 }
 
+static void say_lost(void *opaque, const char *topic, int32_t partition,
+                     int64_t want, int64_t log_start)
+{
+    (void)opaque;
+    ld_log(LD_LOG_ERR, MOD,
+           "msg=\"input lost: retention deleted records this run resumes "
+           "from; reading on from the log start\" topic=%s partition=%d "
+           "offset=%lld log_start=%lld lost=%lld",
+           topic, (int)partition, (long long)want, (long long)log_start,
+           (long long)(log_start - want));
+}
+
+/* A run resumes where its last commit point left each partition: records
+ * retention deleted since were never read (the consumer resets to the log
+ * start). They are lost; say which, once per assignment. */
+static void check_retained(run_t *r, const rd_kafka_topic_partition_list_t *p)
+{
+    if (r->replay || p->cnt == 0)
+        return; /* ld_cmd_replay checked the recorded range */
+    ld_run_start_t *want = calloc((size_t)p->cnt, sizeof(*want));
+    if (!want)
+        return;
+    for (int i = 0; i < p->cnt; i++)
+        want[i] = (ld_run_start_t){p->elems[i].topic, p->elems[i].partition,
+                                   p->elems[i].offset};
+    char why[256];
+    if (ld_run_check_retained(&r->conf->kafka, want, (size_t)p->cnt, 10000,
+                              say_lost, r, why, sizeof(why)) < 0)
+        ld_log(LD_LOG_WARN, MOD,
+               "msg=\"cannot check that the input to resume from is "
+               "retained\" err=%s",
+               ld_log_q(why));
+    free(want);
+}
+
 static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
 {
     const char *events = r->conf->pipeline.events_topic;
@@ -200,6 +235,7 @@ static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
                "msg=\"partition assigned\" topic=%s partition=%d start=%lld",
                tp->topic, (int)tp->partition, (long long)off);
     }
+    check_retained(r, parts);
 }
 
 /* Rebalance callbacks run on the ingest thread: the loop holds still
@@ -292,6 +328,15 @@ static const char *trigger_labels(const ld_trigger_decision_t *d, char *buf,
     return buf;
 }
 
+/* Whether the model has trained on any example since it was created
+ * (a warm start counts what its checkpoint had). */
+static int trained_any(const run_t *r)
+{
+    ld_trainer_stats_t st;
+    ld_trainer_stats(r->trainer, &st);
+    return st.examples > 0;
+}
+
 /* Takes the trigger decisions made so far. A PASS publishes the model as it
  * is after the micro-batch holding the deciding example: a pure function of
  * the input, whatever the wall clock did. */
@@ -314,6 +359,18 @@ static void take_decisions(run_t *r)
                        trigger_labels(d, tl, sizeof(tl)), 1);
         ld_snapshot_t *snap = NULL;
         uint64_t version = 0;
+        if (ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS &&
+            ld_trigger_decision_action(d) == LD_TRIGGER_ACTION_PUBLISH &&
+            !trained_any(r)) {
+            /* A model trained on nothing is no checkpoint (issue #17): no
+             * publication, and no event telling deployers of one. */
+            ld_log(LD_LOG_WARN, MOD,
+                   "msg=\"not publishing: the model has trained on 0 "
+                   "examples\" trigger=%s",
+                   ld_trigger_type_name(ld_trigger_decision_type(d)));
+            ld_trigger_decision_destroy(d);
+            continue;
+        }
         if (ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS &&
             ld_trigger_decision_action(d) == LD_TRIGGER_ACTION_PUBLISH) {
             snap = ld_trainer_snapshot(r->trainer);
@@ -350,6 +407,15 @@ static void final_checkpoint(run_t *r)
                "msg=\"cannot train the last micro-batch\" err=\"%s\"",
                ld_err_str(err));
         r->exit_code = LD_EXIT_RUNTIME;
+        return;
+    }
+    if (!trained_any(r)) {
+        /* Empty input, or input that retention deleted: an empty version
+         * would be offered to deployers as a model. */
+        ld_log(LD_LOG_WARN, MOD,
+               "msg=\"end of input: no checkpoint published, the model has "
+               "trained on 0 examples\" records=%llu",
+               (unsigned long long)r->consumed);
         return;
     }
     if (!r->replay) {
@@ -845,6 +911,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     /* What was polled is processed before the last commit point: the
      * pipeline's positions include it. */
     stop_ingest(&r, !r.exit_code && !r.replay_done);
+    run_progress_end(&r);
     if (r.hooks.consumed)
         r.hooks.consumed(r.hooks.opaque, r.consumed + r.dead);
     ld_metrics_set_ready(r.reg, 0);

@@ -86,4 +86,19 @@ typedef struct ld_run_opts {
  * Kafka error), 2 configuration error found at start-up. */
 int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts);
 
+/* Called by ld_run_check_retained for each partition whose log starts
+ * above the offset wanted there (retention deleted want..log_start-1).
+ * topic is borrowed for the call. */
+typedef void ld_run_gap_cb(void *opaque, const char *topic, int32_t partition,
+                           int64_t want, int64_t log_start);
+
+/* Asks the cluster reached with kafka (the config's `kafka:` map, borrowed)
+ * where the log of each want[i] (borrowed; offsets < 0 are skipped) starts
+ * now, and calls gap(opaque, ...) for each one that starts above the wanted
+ * offset. Returns the number of gaps, or -1 with the reason in errstr when
+ * the cluster cannot be asked within timeout_ms per partition. */
+int ld_run_check_retained(const ld_strlist_t *kafka, const ld_run_start_t *want,
+                          size_t n, int timeout_ms, ld_run_gap_cb *gap,
+                          void *opaque, char *errstr, size_t errstr_size);
+
 #endif /* LD_DAEMON_RUN_H */

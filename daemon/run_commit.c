@@ -167,6 +167,13 @@ ld_err_t run_commit_point(run_t *r)
         err = ld_pipeline_txn_commit(r->pipe, NULL, 60000);
     if (!err) {
         r->progress_at_commit = progress;
+        double now_s = (double)ld_now_wall_ms() / 1000.0;
+        ld_metrics_set(r->reg, r->fam.last_commit_time, "", now_s);
+        if (r->ctr->published > published) {
+            ld_metrics_set(r->reg, r->fam.last_pub_version, "",
+                           (double)r->ctr->version);
+            ld_metrics_set(r->reg, r->fam.last_pub_time, "", now_s);
+        }
         if (r->hooks.committed)
             r->hooks.committed(r->hooks.opaque, r->ctr->published - published);
     }

@@ -34,7 +34,8 @@ typedef enum run_state {
 typedef struct families {
     int records, dlq, examples, pending, pending_bytes, watermark, model,
         champion, published, triggers, txn, up, version, trained, lag,
-        label_records, dropped, wm_ahead, wm_ahead_alert;
+        label_records, dropped, wm_ahead, wm_ahead_alert, last_pub_version,
+        last_pub_time, last_commit_time, drift_score;
 } families_t;
 
 typedef struct run {
@@ -95,6 +96,10 @@ typedef struct run {
     uint8_t *audit_buf;
     size_t audit_cap;
     uint64_t progress_at_commit;
+    /* the progress line of --until-caught-up and replay (run_report.c) */
+    int64_t lag_total, prog_next_ms, prog_last_ms;
+    uint64_t prog_last_records;
+    int prog_tty, prog_shown;
     ld_partset_t assigned; /* partitions the joiner holds */
     /* labeling.at_bound pause (see on_flow) */
     int flow_on;     /* at_bound is pause */
@@ -132,6 +137,8 @@ void run_say_fenced(const run_t *r);
 void run_declare_metrics(run_t *r);
 /* Metric values and the progress hook, once a second while parked. */
 void run_report(run_t *r);
+/* Ends the progress line on a terminal (a newline), once the input is read. */
+void run_progress_end(run_t *r);
 
 /* ---- run_setup.c -------------------------------------------------------- */
 

@@ -4,6 +4,9 @@
  * progress hook. */
 #include "daemon/run_internal.h"
 
+#include <time.h>
+#include <unistd.h>
+
 #define MOD "daemon"
 
 /* ---- Metrics ------------------------------------------------------------ */
@@ -50,6 +53,17 @@ void run_declare_metrics(run_t *r)
     f->lag = ld_metrics_family(r->reg, "consumer_lag", LD_METRIC_GAUGE,
                                "Records behind the end of each input "
                                "partition");
+    f->last_pub_version = ld_metrics_family(
+        r->reg, "last_publication_version", LD_METRIC_GAUGE,
+        "Version of the newest checkpoint committed to the checkpoint topic "
+        "(the warm start's version until this process publishes)");
+    f->last_pub_time = ld_metrics_family(
+        r->reg, "last_publication_timestamp_seconds", LD_METRIC_GAUGE,
+        "Unix time of the commit point that published the newest checkpoint "
+        "(absent until this process publishes)");
+    f->last_commit_time = ld_metrics_family(
+        r->reg, "last_commit_timestamp_seconds", LD_METRIC_GAUGE,
+        "Unix time of the last successful commit point");
     f->txn = ld_metrics_family(r->reg, "transactions_total", LD_METRIC_COUNTER,
                                "Commit points, by result");
     f->dropped = ld_metrics_family(
@@ -89,6 +103,73 @@ static void set_lag(void *opaque, const char *topic, int32_t partition,
     snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%d\"", topic,
              (int)partition);
     ld_metrics_set(r->reg, r->fam.lag, labels, (double)lag);
+    if (lag > 0)
+        r->lag_total += lag;
+}
+
+/* A backfill or replay can read for minutes: say how far it is. On a
+ * terminal a line redrawn every second; otherwise a log line every
+ * PROGRESS_LOG_MS (a journal or file must not fill with them). The demo
+ * prints its own (hooks.progress). */
+#define PROGRESS_LOG_MS 10000
+static void progress(run_t *r, int64_t watermark_ms)
+{
+    if ((!r->opts->until_caught_up && !r->replay) || r->hooks.progress)
+        return;
+    int64_t now = ld_now_mono_ms();
+    if (!r->prog_last_ms) {
+        r->prog_tty = isatty(STDERR_FILENO);
+        r->prog_last_ms = r->start_ms;
+    }
+    if (now < r->prog_next_ms)
+        return;
+    r->prog_next_ms = now + (r->prog_tty ? 1000 : PROGRESS_LOG_MS);
+    uint64_t records = r->consumed + r->dead;
+    double secs = (double)(now - r->prog_last_ms) / 1000.0;
+    double rate =
+        secs > 0 ? (double)(records - r->prog_last_records) / secs : 0.0;
+    r->prog_last_ms = now;
+    r->prog_last_records = records;
+    char evt[32] = "-", eta[32] = "-";
+    if (watermark_ms > INT64_MIN / 2) {
+        time_t t = (time_t)(watermark_ms / 1000);
+        struct tm tm;
+        if (gmtime_r(&t, &tm))
+            strftime(evt, sizeof(evt), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    if (r->lag_total == 0) {
+        snprintf(eta, sizeof(eta), "0s");
+    } else if (rate > 0) {
+        double s = (double)r->lag_total / rate;
+        if (s < 3600)
+            snprintf(eta, sizeof(eta), "%dm%02ds", (int)(s / 60), (int)s % 60);
+        else
+            snprintf(eta, sizeof(eta), "%dh%02dm", (int)(s / 3600),
+                     (int)(s / 60) % 60);
+    }
+    const char *what = r->replay ? "replay" : "backfill";
+    if (r->prog_tty) {
+        fprintf(stderr,
+                "\r%s: %llu records, event time %s, lag %lld, %.0f "
+                "records/s, ETA %s\033[K",
+                what, (unsigned long long)records, evt, (long long)r->lag_total,
+                rate, eta);
+        fflush(stderr);
+        r->prog_shown = 1;
+    } else {
+        ld_log(LD_LOG_INFO, MOD,
+               "msg=\"%s progress\" records=%llu event_time=%s lag=%lld "
+               "rate=%.0f eta=%s",
+               what, (unsigned long long)records, evt, (long long)r->lag_total,
+               rate, eta);
+    }
+}
+
+void run_progress_end(run_t *r)
+{
+    if (r->prog_shown)
+        fputc('\n', stderr);
+    r->prog_shown = 0;
 }
 
 /* Every record the daemon does not train from is dead-lettered (counted
@@ -214,6 +295,7 @@ void run_report(run_t *r)
     ld_metrics_set(r->reg, r->fam.pending, "kind=\"label\"",
                    (double)js.pending_labels);
     ld_metrics_set(r->reg, r->fam.pending_bytes, "", (double)js.bytes_total);
+    r->lag_total = 0;
     ld_pipeline_lag(r->pipe, set_lag, r);
     if (js.watermark_ms > INT64_MIN / 2)
         ld_metrics_set(r->reg, r->fam.watermark, "",
@@ -223,8 +305,12 @@ void run_report(run_t *r)
     ld_metrics_set(r->reg, r->fam.published, "", (double)r->ctr->published);
     ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
     ld_metrics_set(r->reg, r->fam.version, "", (double)r->ctr->version);
+    if (r->ctr->version)
+        ld_metrics_set(r->reg, r->fam.last_pub_version, "",
+                       (double)r->ctr->version);
     report_drops(r, &js);
     report_ahead(r, &js);
+    progress(r, js.watermark_ms);
 
     if (!r->hooks.progress)
         return;

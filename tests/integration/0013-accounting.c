@@ -404,6 +404,7 @@ int main(void)
     char config[300], log1[300], log2[300];
     write_config(config, sizeof(config), port, "1h");
     snprintf(log1, sizeof(log1), "%s/run.log", tmpdir);
+    double started_s = (double)time(NULL);
     pid_t pid = ld_test_spawn_run(LD_LEARND_BIN, config, 0, log1);
 
     /* Poll /metrics until two scrapes a report apart agree and the books
@@ -433,6 +434,21 @@ int main(void)
         nanosleep(&ts, NULL);
     }
     show(&b);
+
+    /* Commit points every 200 ms, and nothing published (no trigger, no
+     * end of input): the commit time is this run's, no publication shows. */
+    double commit_s = ld_test_metric(port, "learnd_last_commit_timestamp_"
+                                           "seconds");
+    LD_TEST_ASSERT(commit_s >= started_s - 1 &&
+                       commit_s <= (double)time(NULL) + 1,
+                   "learnd_last_commit_timestamp_seconds %.3f, started at "
+                   "%.0f",
+                   commit_s, started_s);
+    LD_TEST_EQ_I64("learnd_last_publication_version (absent)", -1,
+                   ld_test_metric(port, "learnd_last_publication_version"));
+    LD_TEST_EQ_I64(
+        "learnd_last_publication_timestamp_seconds (absent)", -1,
+        ld_test_metric(port, "learnd_last_publication_timestamp_seconds"));
 
     /* Per reason, exactly what the input says. */
     LD_TEST_EQ_I64("pos examples", expect[0][X_EXAMPLE_POS], b.pos);
