@@ -37,45 +37,6 @@
  * new ones. */
 #include "daemon/run_internal.h"
 
-/* SPDX-License-Identifier: Apache-2.0 */
-/* The run loop: records in, labelled examples through the trainer, trigger
- * decisions out, all committed at commit points.
- *
- * The loop is a state machine (run_t.state); the function behind each
- * transition is named:
- *
- *   STARTING --start_ingest()--> RUNNING --tick(): a job is due-->
- *   PARKING --take(PAUSED)--> PARKED --tick(): every job ran--> RUNNING
- *
- *   RUNNING, PARKING, PARKED --stop_ingest()--> DRAINING
- *   DRAINING, RUNNING, PARKING --take(STOPPED)--> STOPPED
- *   STOPPED --ld_run(): the last commit point, then ld_pipeline_close()-->
- *   CLOSING (the group is left; revoked partitions do not come back;
- *   run_teardown() sets it too)
- *
- * The other files of the loop: run_commit.c (positions, lineage, resume
- * state, commit_point), run_report.c (metrics), run_setup.c (setup and
- * teardown); daemon/run_internal.h is run_t.
- *
- * Invariants:
- *  1. In PARKED, and only there (and from DRAINING on), the pipeline's
- *     consumer side is the loop's: lag, idle advances, flow control and
- *     commit points happen there, so a commit point covers exactly what
- *     the loop has processed.
- *  2. A transaction is open in RUNNING and PARKING (begun before the
- *     ingest thread starts and after every commit point): the ingest
- *     thread dead-letters into it.
- *  3. exit_code set means no further commit point: the loop stops, the
- *     ingest thread is stopped without draining, teardown follows.
- *
- * When and what are apart: the loop takes items and, every 256 records or
- * when idle, calls tick(), which asks each periodic job of jobs[] whether
- * it is due (park) and, once parked, runs them all in table order.
- * Replay is this loop with the capture publisher and a stop condition
- * (replay_done); it repeats recorded watermark advances instead of taking
- * new ones. */
-#include "daemon/run.h"
-
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -928,8 +889,10 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     }
     /* Before the consumer closes: revoking the partitions drops them. */
     ld_joiner_stats_t js = {0};
-    if (r.joiner)
+    if (r.joiner) {
         ld_joiner_stats(r.joiner, &js);
+        run_report_drops(&r, &js, 1);
+    }
     if (!r.exit_code) {
         /* A clean stop ends with a commit point. */
         if (run_commit_point(&r) != LD_OK && !r.exit_code)

@@ -137,6 +137,9 @@ void run_say_fenced(const run_t *r);
 void run_declare_metrics(run_t *r);
 /* Metric values and the progress hook, once a second while parked. */
 void run_report(run_t *r);
+/* Sets learnd_records_dropped_total from js and logs the drop line when the
+ * totals moved: at most every 10 s, or now when final is set (the stop). */
+void run_report_drops(run_t *r, const ld_joiner_stats_t *js, int final);
 /* Ends the progress line on a terminal (a newline), once the input is read. */
 void run_progress_end(run_t *r);
 

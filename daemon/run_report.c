@@ -182,7 +182,7 @@ typedef struct drop_row {
 
 #define DROP_LOG_MS 10000 /* at most one drop log line per 10 s */
 
-static void report_drops(run_t *r, const ld_joiner_stats_t *js)
+void run_report_drops(run_t *r, const ld_joiner_stats_t *js, int final)
 {
     const drop_row_t rows[] = {
         {"kind=\"event\",reason=\"late\"", js->events_late},
@@ -201,9 +201,10 @@ static void report_drops(run_t *r, const ld_joiner_stats_t *js)
                        (double)rows[i].n);
         total += rows[i].n;
     }
-    /* Late records used to vanish without a line: say so, at a rate. */
+    /* Late records used to vanish without a line: say so, at a rate, and
+     * once more at the end, so that a backfill's log carries its totals. */
     int64_t now = ld_now_mono_ms();
-    if (total == r->drop_logged || now < r->drop_log_next)
+    if (total == r->drop_logged || (!final && now < r->drop_log_next))
         return;
     ld_log(LD_LOG_WARN, "join",
            "msg=\"input records dropped (see learnd_records_dropped_total)\" "
@@ -308,7 +309,7 @@ void run_report(run_t *r)
     if (r->ctr->version)
         ld_metrics_set(r->reg, r->fam.last_pub_version, "",
                        (double)r->ctr->version);
-    report_drops(r, &js);
+    run_report_drops(r, &js, 0);
     report_ahead(r, &js);
     progress(r, js.watermark_ms);
 

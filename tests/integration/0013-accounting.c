@@ -382,6 +382,24 @@ static void on_dead(const rd_kafka_message_t *m, void *opaque)
     got_dlq[strcmp(src, events_topic) ? 1 : 0][reason_index(why)]++;
 }
 
+/* Copies the last line of path that contains needle into out. */
+static int last_line_with(const char *path, const char *needle, char *out,
+                          size_t size)
+{
+    FILE *f = fopen(path, "r");
+    char line[2048];
+    int found = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, needle)) {
+            snprintf(out, size, "%s", line);
+            found = 1;
+        }
+    fclose(f);
+    return found;
+}
+
 int main(void)
 {
     ld_test_name(prefix, sizeof(prefix), "acc");
@@ -474,6 +492,24 @@ int main(void)
     kill(pid, SIGTERM);
     LD_TEST_EQ_I64("exit code after SIGTERM", 0,
                    ld_test_wait_exit(pid, TIMEOUT));
+
+    /* The stop logs the drop totals once more, whatever the 10 s rate
+     * limit says: a backfill's log must carry them, it has no /metrics
+     * after it exits. */
+    char last[2048], want[128];
+    LD_TEST_ASSERT(
+        last_line_with(log1, "msg=\"input records dropped", last, sizeof(last)),
+        "no drop line in %s", log1);
+    snprintf(want, sizeof(want), " events_late=%lld labels_late=%lld ",
+             (long long)expect[0][X_LATE], (long long)expect[1][X_LATE]);
+    LD_TEST_ASSERT(strstr(last, want), "last drop line %s lacks %s", last,
+                   want);
+    snprintf(want, sizeof(want), " labels_unmatched=%lld ",
+             (long long)expect[1][X_UNMATCHED]);
+    LD_TEST_ASSERT(strstr(last, want), "last drop line %s lacks %s", last,
+                   want);
+    LD_TEST_ASSERT(!strstr(last, "watermark_ms=-9223372036854775808"),
+                   "last drop line taken after the partitions went: %s", last);
 
     /* The dead-letter topic: exactly the bad records, by reason. */
     char dlq[200];
