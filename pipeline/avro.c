@@ -1209,17 +1209,12 @@ ld_reason_t ld_avro_decode(ld_avro_t *a, ld_fmap_t *fm, const uint8_t *p,
 {
     if (!a->confluent)
         return run(a->plain, fm, p, len, err, err_size);
-    if (len < 5) {
-        snprintf(err, err_size, "%zu bytes: shorter than the Confluent header",
-                 len);
-        return len && p[0] != 0 ? LD_REASON_BAD_MAGIC : LD_REASON_DECODE;
-    }
-    if (p[0] != 0) {
-        snprintf(err, err_size, "magic byte %u, expected 0", p[0]);
-        return LD_REASON_BAD_MAGIC;
-    }
-    uint32_t id = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 |
-                  (uint32_t)p[3] << 8 | p[4];
+    uint32_t id, npath;
+    size_t hdr;
+    ld_reason_t why = ld_confluent_header(p, len, 0, &id, NULL, 0, &npath, &hdr,
+                                          err, err_size);
+    if (why != LD_REASON_NONE)
+        return why;
     for (uint32_t i = 0; i < a->nids; i++) {
         if (a->ids[i].id != id)
             continue;
@@ -1227,7 +1222,7 @@ ld_reason_t ld_avro_decode(ld_avro_t *a, ld_fmap_t *fm, const uint8_t *p,
             snprintf(err, err_size, "schema id %u: %s", id, a->ids[i].why);
             return LD_REASON_UNKNOWN_SCHEMA;
         }
-        return run(a->ids[i].prog, fm, p + 5, len - 5, err, err_size);
+        return run(a->ids[i].prog, fm, p + hdr, len - hdr, err, err_size);
     }
     if (!a->reg) {
         snprintf(err, err_size, "schema id %u is not in pipeline.schema_ids",
@@ -1241,5 +1236,5 @@ ld_reason_t ld_avro_decode(ld_avro_t *a, ld_fmap_t *fm, const uint8_t *p,
         snprintf(err, err_size, "schema id %u: %s", id, s->why);
         return LD_REASON_UNKNOWN_SCHEMA;
     }
-    return run(s->prog, fm, p + 5, len - 5, err, err_size);
+    return run(s->prog, fm, p + hdr, len - hdr, err, err_size);
 }
