@@ -74,10 +74,33 @@ void run_declare_metrics(run_t *r)
         r->reg, "watermark_ahead_seconds", LD_METRIC_GAUGE,
         "How far the most advanced partition watermark is ahead of the wall "
         "clock (0 when behind)");
+    f->drift_score = ld_metrics_family(
+        r->reg, "drift_score", LD_METRIC_GAUGE,
+        "Deciding drift statistic of the last checked window, by input "
+        "(feature:<name>, feature:hashed, prediction, label) and statistic "
+        "(ks, js, psi, wasserstein); docs/TRIGGERS.md");
     f->wm_ahead_alert = ld_metrics_family(
         r->reg, "watermark_ahead_of_clock", LD_METRIC_GAUGE,
         "1 while a partition watermark is ahead of the wall clock by more "
         "than pipeline.max_future (1h when that is 0)");
+}
+
+/* One gauge per tested drift input: a label value in Prometheus' escaping
+ * (feature names come from the config). */
+static void set_drift_score(void *opaque, const ld_trigger_evidence_t *ev)
+{
+    run_t *r = opaque;
+    char input[2 * sizeof(ev->metric)], labels[sizeof(input) + 64];
+    size_t o = 0;
+    for (const char *p = ev->metric; *p && o + 2 < sizeof(input); p++) {
+        if (*p == '"' || *p == '\\')
+            input[o++] = '\\';
+        input[o++] = *p == '\n' ? ' ' : *p;
+    }
+    input[o] = '\0';
+    snprintf(labels, sizeof(labels), "input=\"%s\",statistic=\"%s\"", input,
+             ev->statistic);
+    ld_metrics_set(r->reg, r->fam.drift_score, labels, ev->value);
 }
 
 static void set_model_metrics(run_t *r, const char *who,
@@ -303,6 +326,8 @@ void run_report(run_t *r)
                        (double)(ld_now_wall_ms() - js.watermark_ms) / 1000.0);
     set_model_metrics(r, "challenger", &p.model);
     set_model_metrics(r, "champion", &p.champion);
+    if (r->trig)
+        (void)ld_triggers_drift_scores(r->trig, set_drift_score, r);
     ld_metrics_set(r->reg, r->fam.published, "", (double)r->ctr->published);
     ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
     ld_metrics_set(r->reg, r->fam.version, "", (double)r->ctr->version);

@@ -142,6 +142,32 @@ static int drift_label_cat(ld_triggers_t *t, const spacesaving_t *ref,
     return drift_cat_decide(t, &r, bonf_level, "label", cur->n, dec, aux);
 }
 
+/* Keeps the window's deciding statistics for ld_triggers_drift_scores();
+ * the previous window's go. */
+static void keep_scores(ld_triggers_t *t, const int *res,
+                        const ld_trigger_evidence_t *dec, uint32_t nres)
+{
+    if (!t->drift_last) {
+        t->drift_last = calloc(nres, sizeof(*t->drift_last));
+        if (!t->drift_last)
+            return; /* out of memory: /metrics shows none, nothing else */
+    }
+    t->ndrift_last = 0;
+    for (uint32_t i = 0; i < nres; i++)
+        if (res[i] >= 0 && dec[i].metric[0])
+            t->drift_last[t->ndrift_last++] = dec[i];
+}
+
+size_t ld_triggers_drift_scores(const ld_triggers_t *t,
+                                void (*fn)(void *opaque,
+                                           const ld_trigger_evidence_t *ev),
+                                void *opaque)
+{
+    for (size_t i = 0; i < t->ndrift_last; i++)
+        fn(opaque, &t->drift_last[i]);
+    return t->ndrift_last;
+}
+
 static void drift_check(ld_triggers_t *t, check_t *chk)
 {
     const ld_triggers_conf_t *c = &t->c;
@@ -190,6 +216,7 @@ static void drift_check(ld_triggers_t *t, check_t *chk)
             : drift_numeric(t, &r->label_num, &w->label_num, bonf, "label",
                             &dec[t->nnum + 2], &aux[t->nnum + 2]);
 
+    keep_scores(t, res, dec, nres);
     uint32_t tested = 0, drifted = 0, warned = 0;
     for (uint32_t i = 0; i <= t->nnum; i++) {
         tested += res[i] >= 0;

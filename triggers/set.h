@@ -108,6 +108,11 @@ struct ld_triggers {
 
     int published_now; /* a PASS at the current example (not state) */
 
+    /* The last checked drift window's deciding statistic per tested input,
+     * for /metrics (not state). */
+    ld_trigger_evidence_t *drift_last;
+    size_t ndrift_last;
+
     /* What the enabled kinds read, from the config (not state): windows
      * keep the loss only for performance and the samples and sketches only
      * for drift. A part nobody reads is not fed, so a state written with a

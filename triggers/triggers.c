@@ -166,6 +166,7 @@ void ld_triggers_destroy(ld_triggers_t *t)
     free(t->g_chal);
     free(t->g_champ);
     free(t->g_label);
+    free(t->drift_last);
     free(t->s_ref);
     free(t->s_cur);
     free(t->h_ref);

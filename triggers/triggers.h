@@ -210,6 +210,18 @@ ld_trigger_decision_t *ld_triggers_poll(ld_triggers_t *t, int64_t watermark_ms);
 /* Last published version (0 = none). */
 uint64_t ld_triggers_champion_version(const ld_triggers_t *t);
 
+/* The drift tests of the last window the drift trigger checked, one per
+ * input it could test (numeric features as "feature:<name>", "feature:
+ * hashed", "prediction", "label"), each with its deciding statistic (ks,
+ * js, psi, wasserstein) and value, whatever the verdict. Calls fn for each
+ * and returns how many; 0 before the first checked window or with drift
+ * off. Not state: empty again after a restart until a window closes. The
+ * evidence is borrowed for the call only. Loop thread. */
+size_t ld_triggers_drift_scores(const ld_triggers_t *t,
+                                void (*fn)(void *opaque,
+                                           const ld_trigger_evidence_t *ev),
+                                void *opaque);
+
 /* Decisions waiting for ld_triggers_poll(): a cheap check for callers that
  * look after every micro-batch. */
 size_t ld_triggers_pending(const ld_triggers_t *t);

@@ -489,6 +489,18 @@ static void test_drift_50_features_3_shift_named_with_bonferroni(void **s)
     ld_triggers_destroy(t);
 }
 
+typedef struct scores {
+    ld_trigger_evidence_t ev[64];
+    size_t n;
+} scores_t;
+
+static void collect_score(void *opaque, const ld_trigger_evidence_t *ev)
+{
+    scores_t *sc = opaque;
+    if (sc->n < 64)
+        sc->ev[sc->n++] = *ev;
+}
+
 static void test_drift_features_named_from_config(void **s)
 {
     (void)s;
@@ -498,6 +510,8 @@ static void test_drift_features_named_from_config(void **s)
     c.drift_feature_names.v = names;
     c.drift_feature_names.n = 3;
     ld_triggers_t *t = new_triggers(&c, 1); /* copies the names */
+    scores_t none = {0};
+    assert_int_equal(ld_triggers_drift_scores(t, collect_score, &none), 0);
     c.drift_feature_names.v = NULL;
     c.drift_feature_names.n = 0;
     const int shifted[] = {1, 41};
@@ -512,6 +526,26 @@ static void test_drift_features_named_from_config(void **s)
     assert_string_equal(ld_trigger_decision_drifted(d[0], 1), "dense_41");
     assert_string_equal(ld_trigger_decision_evidence(d[0], 1)->metric,
                         "feature:price");
+    /* /metrics' drift scores: every tested input of the window, drifted or
+     * not, with the statistic that decided it. */
+    scores_t sc = {0};
+    size_t n = ld_triggers_drift_scores(t, collect_score, &sc);
+    assert_int_equal(n, sc.n);
+    /* 50 numeric features and the label; no champion scores, so no
+     * prediction test, and hashed ids are off */
+    assert_int_equal(sc.n, 51);
+    int price = -1, age = -1;
+    for (size_t i = 0; i < sc.n; i++) {
+        if (strcmp(sc.ev[i].metric, "feature:price") == 0)
+            price = (int)i;
+        if (strcmp(sc.ev[i].metric, "feature:age") == 0)
+            age = (int)i;
+    }
+    assert_true(price >= 0 && age >= 0);
+    assert_string_equal(sc.ev[price].statistic, "ks");
+    assert_true(sc.ev[price].value ==
+                ld_trigger_decision_evidence(d[0], 1)->value);
+    assert_true(sc.ev[age].value < sc.ev[price].value);
     ld_trigger_decision_destroy(d[0]);
     ld_triggers_destroy(t);
 }
