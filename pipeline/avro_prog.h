@@ -13,7 +13,8 @@
 #include "pipeline/internal.h"
 
 /* Nesting deeper than this is refused, both when compiling a schema and
- * when decoding a datum (a recursive schema has no depth of its own). */
+ * when decoding a datum (data of a recursive schema nest as deep as the
+ * bytes say). */
 #define MAX_DEPTH 64
 
 /* Writer types as the decoder sees them. */
