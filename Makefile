@@ -67,8 +67,10 @@ docs: build
 format:
 	clang-format -i $(SOURCES)
 
+# Formatting, and the size limits of files and functions (issue 16).
 format-check:
 	clang-format --dry-run --Werror $(SOURCES)
+	scripts/check-sizes.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

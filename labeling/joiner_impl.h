@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The joiner's private state: entry layouts, its hash table, timer heaps,
  * run queues and partition sides, shared by joiner.c (the rules of
- * docs/LABELING.md), table.c, timers.c and resume.c. Nothing outside
- * labeling/ includes this. */
+ * docs/LABELING.md), table.c, timers.c, resume.c and flow.c. Nothing
+ * outside labeling/ includes this. */
 #ifndef LD_LABELING_JOINER_IMPL_H
 #define LD_LABELING_JOINER_IMPL_H
 

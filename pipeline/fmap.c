@@ -90,20 +90,42 @@ int32_t ld_fmap_find(const ld_fmap_t *fm, const char *name, size_t len)
     }
 }
 
-/* Appends s to a growing text buffer; returns -1 when out of memory. */
-static int text_add(char **buf, size_t *len, size_t *cap, const char *s)
+/* What ld_fmap_new builds up: the map, the capacity of its names, the
+ * namespaces of hash_fields and each entry's namespace and slot (freed at
+ * the end), and the feature-map text (taken by the map at the end). */
+typedef struct build {
+    ld_fmap_t *fm;
+    uint32_t cap;   /* of fm->names */
+    char **nsn;     /* namespace names, nhash at most */
+    uint32_t *hns;  /* per hash_fields entry: namespace */
+    int32_t *hslot; /* per hash_fields entry: slot */
+    char *text;
+    size_t tlen, tcap;
+    char *err;
+    size_t err_size;
+} build_t;
+
+/* The builder steps return 0, or -1 with b->err set. */
+static int nomem(build_t *b)
+{
+    snprintf(b->err, b->err_size, "out of memory");
+    return -1;
+}
+
+/* Appends s to the feature-map text; returns -1 when out of memory. */
+static int text_add(build_t *b, const char *s)
 {
     size_t n = strlen(s);
-    if (*len + n + 1 > *cap) {
-        size_t ncap = (*len + n + 1) * 2;
-        char *b = realloc(*buf, ncap);
-        if (!b)
+    if (b->tlen + n + 1 > b->tcap) {
+        size_t ncap = (b->tlen + n + 1) * 2;
+        char *t = realloc(b->text, ncap);
+        if (!t)
             return -1;
-        *buf = b;
-        *cap = ncap;
+        b->text = t;
+        b->tcap = ncap;
     }
-    memcpy(*buf + *len, s, n + 1);
-    *len += n;
+    memcpy(b->text + b->tlen, s, n + 1);
+    b->tlen += n;
     return 0;
 }
 
@@ -115,37 +137,16 @@ static int ns_index(char **ns, uint32_t nns, const char *name, size_t len)
     return -1;
 }
 
-ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
-                       int pb_canonical, char *errstr, size_t errstr_size)
+/* The key, time and label slots. */
+static int build_scalars(build_t *b, const ld_pipeline_conf_t *conf,
+                         ld_record_kind_t kind, int pb_canonical)
 {
-    uint32_t cap = 0;
-    char **nsn = NULL;    /* namespace names, nhash at most */
-    uint32_t *hns = NULL; /* per hash_fields entry: namespace */
-    int32_t *hslot = NULL;
-    char *text = NULL;
-    size_t tlen = 0, tcap = 0;
-    if (conf->hash_bits < 1 || conf->hash_bits > 30) {
-        snprintf(errstr, errstr_size, "hash_bits %lld is outside [1, 30]",
-                 (long long)conf->hash_bits);
-        return NULL;
-    }
-    ld_fmap_t *fm = calloc(1, sizeof(*fm));
-    if (!fm)
-        goto nomem;
-    fm->kind = kind;
-    fm->key_slot = fm->time_slot = fm->label_slot = -1;
-    fm->label_mode = conf->label_mode;
-    fm->mask = (uint32_t)((1ull << conf->hash_bits) - 1);
-    fm->seed = (uint32_t)conf->hash_seed;
-    fm->max_features = (uint32_t)conf->max_features;
-    fm->max_future_ms = conf->max_future_ms;
-
-    /* key, time, label */
+    ld_fmap_t *fm = b->fm;
     const char *keyf = conf->key_field ? conf->key_field : "";
     if (*keyf) {
         if ((fm->key_slot =
-                 slot_add(fm, pb_canonical ? "event_id" : keyf, &cap)) < 0)
-            goto nomem;
+                 slot_add(fm, pb_canonical ? "event_id" : keyf, &b->cap)) < 0)
+            return nomem(b);
     }
     if (conf->time_source == LD_TIME_FIELD) {
         const char *tf = kind == LD_RECORD_EVENT ? conf->event_time_field
@@ -153,206 +154,217 @@ ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
         if (pb_canonical)
             tf = "time_ms";
         if (!tf || !*tf) {
-            snprintf(errstr, errstr_size,
+            snprintf(b->err, b->err_size,
                      "pipeline.%s_time_field: empty with time_source field",
                      kind == LD_RECORD_EVENT ? "event" : "label");
-            goto err;
+            return -1;
         }
-        if ((fm->time_slot = slot_add(fm, tf, &cap)) < 0)
-            goto nomem;
+        if ((fm->time_slot = slot_add(fm, tf, &b->cap)) < 0)
+            return nomem(b);
     }
     if (kind == LD_RECORD_LABEL && conf->label_mode != LD_LABEL_PRESENCE) {
         const char *lf = pb_canonical ? "value" : conf->label_field;
         if (!lf || !*lf) {
-            snprintf(errstr, errstr_size,
+            snprintf(b->err, b->err_size,
                      "pipeline.label_field: empty with label_mode %s",
                      conf->label_mode == LD_LABEL_EQUALS ? "equals"
                                                          : "numeric");
-            goto err;
+            return -1;
         }
         /* "" matches no real label text, so every labels-topic record
          * would be no label and the model would see only default_neg:
          * a missing label_equals, not a choice (docs/LABELING.md). */
         if (conf->label_mode == LD_LABEL_EQUALS &&
             (!conf->label_equals || !*conf->label_equals)) {
-            snprintf(errstr, errstr_size,
+            snprintf(b->err, b->err_size,
                      "pipeline.label_equals: empty with label_mode equals "
                      "(no label record could be a 1: give the text of a "
                      "positive, e.g. click)");
-            goto err;
+            return -1;
         }
-        if ((fm->label_slot = slot_add(fm, lf, &cap)) < 0)
-            goto nomem;
+        if ((fm->label_slot = slot_add(fm, lf, &b->cap)) < 0)
+            return nomem(b);
         fm->label_equals = strdup(conf->label_equals ? conf->label_equals : "");
         if (!fm->label_equals)
-            goto nomem;
+            return nomem(b);
     }
+    return 0;
+}
 
-    if (text_add(&text, &tlen, &tcap, "hash=" LD_HASH_NAME) < 0)
-        goto nomem;
-    char line[64];
-    snprintf(line, sizeof(line), " seed=%u bits=%u\ndense=", fm->seed,
-             (unsigned)conf->hash_bits);
-    if (text_add(&text, &tlen, &tcap, line) < 0)
-        goto nomem;
-
-    if (kind == LD_RECORD_EVENT) {
-        /* dense block */
-        fm->ndense = (uint32_t)conf->dense_fields.n;
-        fm->dense_slot = calloc(fm->ndense + 1, sizeof(*fm->dense_slot));
-        fm->dense = calloc(fm->ndense + 1, sizeof(*fm->dense));
-        if (!fm->dense_slot || !fm->dense)
-            goto nomem;
-        for (uint32_t i = 0; i < fm->ndense; i++) {
-            const char *f = conf->dense_fields.v[i];
-            if (!*f) {
-                snprintf(errstr, errstr_size,
-                         "pipeline.dense_fields[%u]: empty name", i);
-                goto err;
-            }
-            if ((fm->dense_slot[i] = slot_add(fm, f, &cap)) < 0)
-                goto nomem;
-            if ((i && text_add(&text, &tlen, &tcap, ",") < 0) ||
-                text_add(&text, &tlen, &tcap, f) < 0)
-                goto nomem;
+/* The dense block, in config order. */
+static int build_dense(build_t *b, const ld_pipeline_conf_t *conf)
+{
+    ld_fmap_t *fm = b->fm;
+    fm->ndense = (uint32_t)conf->dense_fields.n;
+    fm->dense_slot = calloc(fm->ndense + 1, sizeof(*fm->dense_slot));
+    fm->dense = calloc(fm->ndense + 1, sizeof(*fm->dense));
+    if (!fm->dense_slot || !fm->dense)
+        return nomem(b);
+    for (uint32_t i = 0; i < fm->ndense; i++) {
+        const char *f = conf->dense_fields.v[i];
+        if (!*f) {
+            snprintf(b->err, b->err_size,
+                     "pipeline.dense_fields[%u]: empty name", i);
+            return -1;
         }
+        if ((fm->dense_slot[i] = slot_add(fm, f, &b->cap)) < 0)
+            return nomem(b);
+        if ((i && text_add(b, ",") < 0) || text_add(b, f) < 0)
+            return nomem(b);
+    }
+    return 0;
+}
 
-        /* hashed fields and their namespaces */
-        uint32_t nh = (uint32_t)conf->hash_fields.n;
-        nsn = calloc(nh + 1, sizeof(*nsn));
-        hns = calloc(nh + 1, sizeof(*hns));
-        hslot = calloc(nh + 1, sizeof(*hslot));
-        fm->hash = calloc(nh + 1, sizeof(*fm->hash));
-        if (!nsn || !hns || !hslot || !fm->hash)
-            goto nomem;
+/* The hashed fields and their namespaces. */
+static int build_hashed(build_t *b, const ld_pipeline_conf_t *conf)
+{
+    ld_fmap_t *fm = b->fm;
+    uint32_t nh = (uint32_t)conf->hash_fields.n;
+    b->nsn = calloc(nh + 1, sizeof(*b->nsn));
+    b->hns = calloc(nh + 1, sizeof(*b->hns));
+    b->hslot = calloc(nh + 1, sizeof(*b->hslot));
+    fm->hash = calloc(nh + 1, sizeof(*fm->hash));
+    if (!b->nsn || !b->hns || !b->hslot || !fm->hash)
+        return nomem(b);
+    for (uint32_t i = 0; i < nh; i++) {
+        const char *e = conf->hash_fields.v[i];
+        const char *colon = strchr(e, ':');
+        const char *field = colon ? colon + 1 : e;
+        size_t nslen = colon ? (size_t)(colon - e) : strlen(e);
+        if (!*field || nslen == 0) {
+            snprintf(b->err, b->err_size,
+                     "pipeline.hash_fields[%u]: '%s' is not field or "
+                     "namespace:field",
+                     i, e);
+            return -1;
+        }
+        int ns = ns_index(b->nsn, fm->nns, e, nslen);
+        if (ns < 0) {
+            b->nsn[fm->nns] = strndup(e, nslen);
+            if (!b->nsn[fm->nns])
+                return nomem(b);
+            ns = (int)fm->nns++;
+        }
+        if ((b->hslot[i] = slot_add(fm, field, &b->cap)) < 0)
+            return nomem(b);
+        for (uint32_t j = 0; j < i; j++)
+            if (b->hslot[j] == b->hslot[i] && b->hns[j] == (uint32_t)ns) {
+                snprintf(b->err, b->err_size,
+                         "pipeline.hash_fields[%u]: '%s' listed twice", i, e);
+                return -1;
+            }
+        b->hns[i] = (uint32_t)ns;
+    }
+    /* Group by namespace (first appearance), config order inside. */
+    if (text_add(b, "\nhash=") < 0)
+        return nomem(b);
+    for (uint32_t ns = 0; ns < fm->nns; ns++) {
+        uint32_t ns_seed =
+            ld_hash_murmur3_32(b->nsn[ns], strlen(b->nsn[ns]), fm->seed);
         for (uint32_t i = 0; i < nh; i++) {
-            const char *e = conf->hash_fields.v[i];
-            const char *colon = strchr(e, ':');
-            const char *field = colon ? colon + 1 : e;
-            size_t nslen = colon ? (size_t)(colon - e) : strlen(e);
-            if (!*field || nslen == 0) {
-                snprintf(errstr, errstr_size,
-                         "pipeline.hash_fields[%u]: '%s' is not field or "
-                         "namespace:field",
-                         i, e);
-                goto err;
-            }
-            int ns = ns_index(nsn, fm->nns, e, nslen);
-            if (ns < 0) {
-                nsn[fm->nns] = strndup(e, nslen);
-                if (!nsn[fm->nns])
-                    goto nomem;
-                ns = (int)fm->nns++;
-            }
-            if ((hslot[i] = slot_add(fm, field, &cap)) < 0)
-                goto nomem;
-            for (uint32_t j = 0; j < i; j++)
-                if (hslot[j] == hslot[i] && hns[j] == (uint32_t)ns) {
-                    snprintf(errstr, errstr_size,
-                             "pipeline.hash_fields[%u]: '%s' listed twice", i,
-                             e);
-                    goto err;
-                }
-            hns[i] = (uint32_t)ns;
+            if (b->hns[i] != ns)
+                continue;
+            const char *fname = fm->names[b->hslot[i]];
+            hfield_t *h = &fm->hash[fm->nhash++];
+            h->slot = b->hslot[i];
+            h->ns = ns;
+            h->seed = ld_hash_murmur3_32(fname, strlen(fname), ns_seed);
+            if ((fm->nhash > 1 && text_add(b, ",") < 0) ||
+                text_add(b, b->nsn[ns]) < 0 || text_add(b, ":") < 0 ||
+                text_add(b, fname) < 0)
+                return nomem(b);
         }
-        /* Group by namespace (first appearance), config order inside. */
-        if (text_add(&text, &tlen, &tcap, "\nhash=") < 0)
-            goto nomem;
-        for (uint32_t ns = 0; ns < fm->nns; ns++) {
-            uint32_t ns_seed =
-                ld_hash_murmur3_32(nsn[ns], strlen(nsn[ns]), fm->seed);
-            for (uint32_t i = 0; i < nh; i++) {
-                if (hns[i] != ns)
-                    continue;
-                const char *fname = fm->names[hslot[i]];
-                hfield_t *h = &fm->hash[fm->nhash++];
-                h->slot = hslot[i];
-                h->ns = ns;
-                h->seed = ld_hash_murmur3_32(fname, strlen(fname), ns_seed);
-                if ((fm->nhash > 1 && text_add(&text, &tlen, &tcap, ",") < 0) ||
-                    text_add(&text, &tlen, &tcap, nsn[ns]) < 0 ||
-                    text_add(&text, &tlen, &tcap, ":") < 0 ||
-                    text_add(&text, &tlen, &tcap, fname) < 0)
-                    goto nomem;
-            }
-        }
-
-        /* crosses */
-        fm->ncross = (uint32_t)conf->crosses.n;
-        fm->cross_off = calloc(fm->ncross + 1, sizeof(*fm->cross_off));
-        fm->cross_ns =
-            calloc(fm->ncross * MAX_CROSS_WIDTH + 1, sizeof(*fm->cross_ns));
-        fm->ns_cross = calloc(fm->nns + 1, sizeof(*fm->ns_cross));
-        if (!fm->cross_off || !fm->cross_ns || !fm->ns_cross)
-            goto nomem;
-        if (text_add(&text, &tlen, &tcap, "\ncross=") < 0)
-            goto nomem;
-        uint32_t k = 0;
-        for (uint32_t c = 0; c < fm->ncross; c++) {
-            const char *e = conf->crosses.v[c];
-            uint32_t width = 0;
-            fm->cross_off[c] = k;
-            for (const char *p = e;;) {
-                const char *comma = strchr(p, ',');
-                size_t n = comma ? (size_t)(comma - p) : strlen(p);
-                while (n && *p == ' ')
-                    p++, n--;
-                while (n && p[n - 1] == ' ')
-                    n--;
-                int ns = ns_index(nsn, fm->nns, p, n);
-                if (ns < 0) {
-                    /* Name the namespaces there are: a typo in hash_fields
-                     * shows here first, before the schema check would
-                     * name it. */
-                    int w = snprintf(errstr, errstr_size,
-                                     "pipeline.crosses[%u]: '%.*s' is not a "
-                                     "namespace of hash_fields (",
-                                     c, (int)n, p);
-                    for (uint32_t i = 0;
-                         i < fm->nns && w > 0 && (size_t)w < errstr_size; i++)
-                        w += snprintf(errstr + w, errstr_size - (size_t)w,
-                                      "%s%s", i ? ", " : "", nsn[i]);
-                    if (w > 0 && (size_t)w < errstr_size)
-                        snprintf(errstr + w, errstr_size - (size_t)w, ")");
-                    goto err;
-                }
-                if (width == MAX_CROSS_WIDTH) {
-                    snprintf(errstr, errstr_size,
-                             "pipeline.crosses[%u]: more than %d namespaces", c,
-                             MAX_CROSS_WIDTH);
-                    goto err;
-                }
-                fm->cross_ns[k++] = (uint32_t)ns;
-                fm->ns_cross[ns] = 1;
-                width++;
-                if (!comma)
-                    break;
-                p = comma + 1;
-            }
-            if (width < 2) {
-                snprintf(errstr, errstr_size,
-                         "pipeline.crosses[%u]: '%s' needs two or more "
-                         "namespaces, as [a, b]",
-                         c, e);
-                goto err;
-            }
-            if (c && text_add(&text, &tlen, &tcap, ";") < 0)
-                goto nomem;
-            for (uint32_t j = fm->cross_off[c]; j < k; j++)
-                if ((j > fm->cross_off[c] &&
-                     text_add(&text, &tlen, &tcap, ",") < 0) ||
-                    text_add(&text, &tlen, &tcap, nsn[fm->cross_ns[j]]) < 0)
-                    goto nomem;
-        }
-        fm->cross_off[fm->ncross] = k;
     }
-    if (text_add(&text, &tlen, &tcap, "\n") < 0)
-        goto nomem;
-    fm->map_text = text;
-    text = NULL;
+    return 0;
+}
 
+/* The namespaces of crosses[c] (e) into fm->cross_ns from *k on. */
+static int build_cross(build_t *b, uint32_t c, const char *e, uint32_t *k)
+{
+    ld_fmap_t *fm = b->fm;
+    uint32_t width = 0;
+    for (const char *p = e;;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        while (n && *p == ' ')
+            p++, n--;
+        while (n && p[n - 1] == ' ')
+            n--;
+        int ns = ns_index(b->nsn, fm->nns, p, n);
+        if (ns < 0) {
+            /* Name the namespaces there are: a typo in hash_fields
+             * shows here first, before the schema check would
+             * name it. */
+            int w = snprintf(b->err, b->err_size,
+                             "pipeline.crosses[%u]: '%.*s' is not a "
+                             "namespace of hash_fields (",
+                             c, (int)n, p);
+            for (uint32_t i = 0;
+                 i < fm->nns && w > 0 && (size_t)w < b->err_size; i++)
+                w += snprintf(b->err + w, b->err_size - (size_t)w, "%s%s",
+                              i ? ", " : "", b->nsn[i]);
+            if (w > 0 && (size_t)w < b->err_size)
+                snprintf(b->err + w, b->err_size - (size_t)w, ")");
+            return -1;
+        }
+        if (width == MAX_CROSS_WIDTH) {
+            snprintf(b->err, b->err_size,
+                     "pipeline.crosses[%u]: more than %d namespaces", c,
+                     MAX_CROSS_WIDTH);
+            return -1;
+        }
+        fm->cross_ns[(*k)++] = (uint32_t)ns;
+        fm->ns_cross[ns] = 1;
+        width++;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    if (width < 2) {
+        snprintf(b->err, b->err_size,
+                 "pipeline.crosses[%u]: '%s' needs two or more "
+                 "namespaces, as [a, b]",
+                 c, e);
+        return -1;
+    }
+    return 0;
+}
+
+/* The crosses, each a list of hash_fields namespaces. */
+static int build_crosses(build_t *b, const ld_pipeline_conf_t *conf)
+{
+    ld_fmap_t *fm = b->fm;
+    fm->ncross = (uint32_t)conf->crosses.n;
+    fm->cross_off = calloc(fm->ncross + 1, sizeof(*fm->cross_off));
+    fm->cross_ns =
+        calloc(fm->ncross * MAX_CROSS_WIDTH + 1, sizeof(*fm->cross_ns));
+    fm->ns_cross = calloc(fm->nns + 1, sizeof(*fm->ns_cross));
+    if (!fm->cross_off || !fm->cross_ns || !fm->ns_cross)
+        return nomem(b);
+    if (text_add(b, "\ncross=") < 0)
+        return nomem(b);
+    uint32_t k = 0;
+    for (uint32_t c = 0; c < fm->ncross; c++) {
+        fm->cross_off[c] = k;
+        if (build_cross(b, c, conf->crosses.v[c], &k) < 0)
+            return -1;
+        if (c && text_add(b, ";") < 0)
+            return nomem(b);
+        for (uint32_t j = fm->cross_off[c]; j < k; j++)
+            if ((j > fm->cross_off[c] && text_add(b, ",") < 0) ||
+                text_add(b, b->nsn[fm->cross_ns[j]]) < 0)
+                return nomem(b);
+    }
+    fm->cross_off[fm->ncross] = k;
+    return 0;
+}
+
+/* The lookup table and the per-record buffers. */
+static int build_buffers(build_t *b)
+{
+    ld_fmap_t *fm = b->fm;
     if (table_build(fm) < 0)
-        goto nomem;
+        return nomem(b);
     fm->fv = calloc(fm->nslots + 1, sizeof(*fm->fv));
     fm->idx = calloc(fm->max_features + 1, sizeof(*fm->idx));
     fm->val = calloc(fm->max_features + 1, sizeof(*fm->val));
@@ -362,29 +374,70 @@ ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
     fm->keybuf = malloc(fm->keycap);
     if (!fm->fv || !fm->idx || !fm->val || !fm->hfull || !fm->ns_start ||
         !fm->keybuf)
-        goto nomem;
+        return nomem(b);
     /* every hashed feature has value 1.0: written once, here */
     for (uint32_t i = 0; i < fm->max_features; i++)
         fm->val[i] = 1.0f;
-    for (uint32_t i = 0; i < fm->nns; i++)
-        free(nsn[i]);
-    free(nsn);
-    free(hns);
-    free(hslot);
-    return fm;
+    return 0;
+}
 
-nomem:
-    snprintf(errstr, errstr_size, "out of memory");
-err:
-    if (nsn)
+static int build(build_t *b, const ld_pipeline_conf_t *conf,
+                 ld_record_kind_t kind, int pb_canonical)
+{
+    if (build_scalars(b, conf, kind, pb_canonical) < 0)
+        return -1;
+    if (text_add(b, "hash=" LD_HASH_NAME) < 0)
+        return nomem(b);
+    char line[64];
+    snprintf(line, sizeof(line), " seed=%u bits=%u\ndense=", b->fm->seed,
+             (unsigned)conf->hash_bits);
+    if (text_add(b, line) < 0)
+        return nomem(b);
+    if (kind == LD_RECORD_EVENT &&
+        (build_dense(b, conf) < 0 || build_hashed(b, conf) < 0 ||
+         build_crosses(b, conf) < 0))
+        return -1;
+    if (text_add(b, "\n") < 0)
+        return nomem(b);
+    b->fm->map_text = b->text;
+    b->text = NULL;
+    return build_buffers(b);
+}
+
+ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
+                       int pb_canonical, char *errstr, size_t errstr_size)
+{
+    if (conf->hash_bits < 1 || conf->hash_bits > 30) {
+        snprintf(errstr, errstr_size, "hash_bits %lld is outside [1, 30]",
+                 (long long)conf->hash_bits);
+        return NULL;
+    }
+    build_t b = {.err = errstr, .err_size = errstr_size};
+    ld_fmap_t *fm = b.fm = calloc(1, sizeof(*fm));
+    if (!fm) {
+        nomem(&b);
+        return NULL;
+    }
+    fm->kind = kind;
+    fm->key_slot = fm->time_slot = fm->label_slot = -1;
+    fm->label_mode = conf->label_mode;
+    fm->mask = (uint32_t)((1ull << conf->hash_bits) - 1);
+    fm->seed = (uint32_t)conf->hash_seed;
+    fm->max_features = (uint32_t)conf->max_features;
+    fm->max_future_ms = conf->max_future_ms;
+    int bad = build(&b, conf, kind, pb_canonical);
+    if (b.nsn)
         for (uint32_t i = 0; i < fm->nns; i++)
-            free(nsn[i]);
-    free(nsn);
-    free(hns);
-    free(hslot);
-    free(text);
-    ld_fmap_destroy(fm);
-    return NULL;
+            free(b.nsn[i]);
+    free(b.nsn);
+    free(b.hns);
+    free(b.hslot);
+    free(b.text);
+    if (bad) {
+        ld_fmap_destroy(fm);
+        return NULL;
+    }
+    return fm;
 }
 
 void ld_fmap_destroy(ld_fmap_t *fm)
@@ -618,13 +671,10 @@ static inline ld_reason_t push(ld_fmap_t *fm, uint32_t *nnz, uint32_t h,
     return LD_REASON_NONE;
 }
 
-static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
-                            size_t err_size)
+/* The dense block: every dense field as a float, 0 when absent or null. */
+static inline ld_reason_t dense_features(ld_fmap_t *fm, char *err,
+                                         size_t err_size)
 {
-    uint32_t nnz = 0;
-    ld_reason_t why = LD_REASON_NONE;
-    char buf[40];
-
     const ld_fv_t *fv = fm->fv;
     const int32_t *dslot = fm->dense_slot;
     float *dense = fm->dense;
@@ -678,7 +728,17 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
         }
         dense[i] = f;
     }
+    return LD_REASON_NONE;
+}
 
+/* One hashed feature per hashed field value (each item of a list),
+ * grouped by namespace: fm->ns_start[ns] is where namespace ns starts. */
+static inline ld_reason_t hashed_features(ld_fmap_t *fm, uint32_t *nnzp,
+                                          char *err, size_t err_size)
+{
+    uint32_t nnz = *nnzp;
+    ld_reason_t why = LD_REASON_NONE;
+    char buf[40];
     uint32_t ns = 0;
     fm->ns_start[0] = 0;
     for (uint32_t i = 0; i < fm->nhash; i++) {
@@ -720,13 +780,20 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
     }
     while (ns < fm->nns)
         fm->ns_start[++ns] = nnz;
+    *nnzp = nnz;
+    return LD_REASON_NONE;
+}
 
-    /* Crosses. A cross hash is murmur3 over the 4-byte blocks h(a), h(b),
-     * ...: hfull holds each feature's block already mixed (blk_mix), so a
-     * combination costs one murmur3 round per namespace and the
-     * finalisation, and the state after the first w - 1 blocks is kept
-     * while the last namespace (the odometer's fastest digit) runs. The
-     * outputs are bit-identical to hashing the concatenated bytes. */
+/* Crosses. A cross hash is murmur3 over the 4-byte blocks h(a), h(b),
+ * ...: hfull holds each feature's block already mixed (blk_mix), so a
+ * combination costs one murmur3 round per namespace and the
+ * finalisation, and the state after the first w - 1 blocks is kept
+ * while the last namespace (the odometer's fastest digit) runs. The
+ * outputs are bit-identical to hashing the concatenated bytes. */
+static inline ld_reason_t cross_features(ld_fmap_t *fm, uint32_t *nnzp,
+                                         char *err, size_t err_size)
+{
+    uint32_t nnz = *nnzp;
     const uint32_t *km = fm->hfull;
     const uint32_t *nst = fm->ns_start;
     uint32_t *idx = fm->idx;
@@ -775,7 +842,19 @@ static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
         }
     next_cross:;
     }
+    *nnzp = nnz;
+    return LD_REASON_NONE;
+}
 
+static ld_reason_t features(ld_fmap_t *fm, ld_record_t *out, char *err,
+                            size_t err_size)
+{
+    uint32_t nnz = 0;
+    ld_reason_t why;
+    if ((why = dense_features(fm, err, err_size)) ||
+        (why = hashed_features(fm, &nnz, err, err_size)) ||
+        (why = cross_features(fm, &nnz, err, err_size)))
+        return why;
     out->x.idx = fm->idx;
     out->x.val = fm->val;
     out->x.nnz = nnz;

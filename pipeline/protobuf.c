@@ -507,6 +507,88 @@ static long string_list(ld_fmap_t *fm, const uint8_t *v, size_t n, late_t *lt)
     return count;
 }
 
+/* The slot of the Feature named name/name_n, the idx-th of its Event
+ * (*nlen: the name's length up to a NUL): from the hint of that position
+ * when it holds the same name, else looked up, and the hint remembers it.
+ * With hdr (see feature()), the position's template learns the Feature's
+ * shape (n bytes after hdr + 2) too. */
+static inline int32_t feature_slot(ld_pbdec_t *d, ld_fmap_t *fm, uint32_t idx,
+                                   const uint8_t *name, size_t name_n,
+                                   const uint8_t *rec_end, const uint8_t *hdr,
+                                   size_t n, uint32_t *nlen)
+{
+    int32_t s;
+    hint_t *h = idx < NHINT ? &d->hint[idx] : NULL;
+    /* an absent name is "", not in the record: no hint */
+    if (h && name_n && hint_hit(h, name, name_n, rec_end)) {
+        *nlen = h->len;
+        s = h->slot;
+    } else {
+        *nlen = cstrlen(name, name_n);
+        s = ld_fmap_find(fm, (const char *)name, *nlen);
+        if (h) {
+            h->w[0] = h->w[1] = 0;
+            h->len = *nlen <= 16 ? *nlen : UINT32_MAX;
+            if (*nlen <= 16)
+                memcpy(h->w, name, *nlen);
+            h->slot = s;
+        }
+    }
+    if (hdr && idx < NHINT) {
+        int skip = s < 0 || s == fm->key_slot || s == fm->time_slot;
+        tmpl_t was = d->tmpl[idx];
+        tmpl_learn(&d->tmpl[idx], hdr, n, skip ? -1 : s);
+        /* only num templates make runs: a position that changes between
+         * other shapes from record to record (optional string features)
+         * must not rebuild the runs after every record */
+        const tmpl_t *now = &d->tmpl[idx];
+        if ((was.kind == 2 || now->kind == 2) &&
+            (was.kind != now->kind || was.slot != now->slot ||
+             was.hlen != now->hlen ||
+             memcmp(was.w, now->w, sizeof(was.w)) != 0))
+            d->dirty = 1;
+    }
+    return s;
+}
+
+/* The value of the Feature's oneof member vcase (0: none) into fv: val,
+ * or for tags the ntags strings pushed from first on. */
+static inline void feature_value(ld_fv_t *fv, uint32_t vcase, const pbf_t *val,
+                                 uint32_t first, long ntags)
+{
+    switch (vcase) {
+    case 2:
+        fv->kind = FV_DOUBLE;
+        fv->u.d = fixed64_double(val->raw);
+        break;
+    case 3:
+        fv->kind = FV_STR;
+        fv->u.s = (const char *)val->v;
+        fv->n = cstrlen(val->v, val->n);
+        break;
+    case 4:
+        fv->kind = FV_LIST;
+        fv->u.first = first;
+        fv->n = (uint32_t)ntags;
+        break;
+    case 5:
+        fv->kind = FV_INT;
+        fv->u.i = (int64_t)varint(val);
+        break;
+    case 6: {
+        int b = 0;
+        for (size_t i = 0; i < val->rawn; i++)
+            b |= val->raw[i] & 0x7f;
+        fv->kind = FV_BOOL;
+        fv->u.i = b != 0;
+        break;
+    }
+    default:
+        fv->kind = FV_NULL;
+        break;
+    }
+}
+
 /* One Feature at v/n, the idx-th of its Event, into its slot. Returns 0, or
  * -1 when malformed. rec_end: end of the whole record. hdr: the Feature's
  * tag when its length took one byte (v == hdr + 2), for the template of its
@@ -583,37 +665,7 @@ static int feature(ld_pbdec_t *d, ld_fmap_t *fm, uint32_t idx, const uint8_t *v,
         return 0;
 
     uint32_t nlen;
-    int32_t s;
-    hint_t *h = idx < NHINT ? &d->hint[idx] : NULL;
-    /* an absent name is "", not in the record: no hint */
-    if (h && name_n && hint_hit(h, name, name_n, rec_end)) {
-        nlen = h->len;
-        s = h->slot;
-    } else {
-        nlen = cstrlen(name, name_n);
-        s = ld_fmap_find(fm, (const char *)name, nlen);
-        if (h) {
-            h->w[0] = h->w[1] = 0;
-            h->len = nlen <= 16 ? nlen : UINT32_MAX;
-            if (nlen <= 16)
-                memcpy(h->w, name, nlen);
-            h->slot = s;
-        }
-    }
-    if (hdr && idx < NHINT) {
-        int skip = s < 0 || s == fm->key_slot || s == fm->time_slot;
-        tmpl_t was = d->tmpl[idx];
-        tmpl_learn(&d->tmpl[idx], hdr, n, skip ? -1 : s);
-        /* only num templates make runs: a position that changes between
-         * other shapes from record to record (optional string features)
-         * must not rebuild the runs after every record */
-        const tmpl_t *now = &d->tmpl[idx];
-        if ((was.kind == 2 || now->kind == 2) &&
-            (was.kind != now->kind || was.slot != now->slot ||
-             was.hlen != now->hlen ||
-             memcmp(was.w, now->w, sizeof(was.w)) != 0))
-            d->dirty = 1;
-    }
+    int32_t s = feature_slot(d, fm, idx, name, name_n, rec_end, hdr, n, &nlen);
     /* canonical slots are not features; unmapped names are skipped */
     if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
         fm->nstrs = strs0;
@@ -626,38 +678,80 @@ static int feature(ld_pbdec_t *d, ld_fmap_t *fm, uint32_t idx, const uint8_t *v,
                  (const char *)name);
         return 0;
     }
-    switch (vcase) {
-    case 2:
+    feature_value(fv, vcase, &val, first, ntags);
+    return 0;
+}
+
+/* The run of {name, num} features that starts at position *nfeat in the
+ * last record, when p holds it again and its slots are free: stored, and
+ * *nfeat moved past it. Returns the bytes taken, 0 when no run applies. */
+static inline size_t take_run(const ld_pbdec_t *d, ld_fmap_t *fm,
+                              const uint8_t *p, const uint8_t *end,
+                              uint32_t *nfeat)
+{
+    int run = *nfeat < NHINT ? d->run_of[*nfeat] : -1;
+    if (run < 0)
+        return 0;
+    const run_t *r = &d->run[run];
+    size_t got = run_match(r, p, end);
+    uint32_t i = 0;
+    /* a run at position 0 meets the slots as reset: no
+     * feature of this record came before it */
+    if (got && r->first > 0)
+        for (; i < r->nset; i++)
+            if (fm->fv[r->slot[i]].kind != FV_ABSENT)
+                break;
+    if (!got || (r->first != 0 && i != r->nset))
+        return 0;
+    for (i = 0; i < r->nset; i++) {
+        ld_fv_t *fv = &fm->fv[r->slot[i]];
         fv->kind = FV_DOUBLE;
-        fv->u.d = fixed64_double(val.raw);
-        break;
-    case 3:
+        fv->u.d = fixed64_double(p + r->at[i]);
+    }
+    *nfeat += r->count;
+    return got;
+}
+
+/* The Feature at hdr (position nfeat < NHINT) when it has the shape and
+ * name its position had in the last record: stored into its free slot, or
+ * skipped when unmapped. Returns 1 when taken, 0 when feature() decides. */
+static inline int take_tmpl(const ld_pbdec_t *d, ld_fmap_t *fm, uint32_t nfeat,
+                            const uint8_t *hdr, const uint8_t *end)
+{
+    size_t got = tmpl_match(&d->tmpl[nfeat], hdr, end);
+    if (!got)
+        return 0;
+    const tmpl_t *t = &d->tmpl[nfeat];
+    int32_t s = t->slot;
+    if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
+        /* skipped, but a tags list must still be well-formed:
+         * the template vouches for the bytes before the value
+         * only, so without this an unmapped feature's broken
+         * StringList passed whenever the record before had a
+         * good one at this position (and failed alone) */
+        return t->kind != 4;
+    }
+    ld_fv_t *fv = &fm->fv[s];
+    if (fv->kind != FV_ABSENT)
+        return 0;
+    const uint8_t *q = hdr + t->hlen;
+    if (t->kind == 2) {
+        fv->kind = FV_DOUBLE;
+        fv->u.d = fixed64_double(q);
+    } else if (t->kind == 3) {
         fv->kind = FV_STR;
-        fv->u.s = (const char *)val.v;
-        fv->n = cstrlen(val.v, val.n);
-        break;
-    case 4:
+        fv->u.s = (const char *)q;
+        fv->n = cstrlen(q, got - t->hlen);
+    } else {
+        uint32_t first = fm->nstrs;
+        long nt = tags_simple(fm, q, got - t->hlen);
+        if (nt < 0)
+            return 0;
         fv->kind = FV_LIST;
         fv->u.first = first;
-        fv->n = (uint32_t)ntags;
-        break;
-    case 5:
-        fv->kind = FV_INT;
-        fv->u.i = (int64_t)varint(&val);
-        break;
-    case 6: {
-        int b = 0;
-        for (size_t i = 0; i < val.rawn; i++)
-            b |= val.raw[i] & 0x7f;
-        fv->kind = FV_BOOL;
-        fv->u.i = b != 0;
-        break;
+        fv->n = (uint32_t)nt;
     }
-    default:
-        fv->kind = FV_NULL;
-        break;
-    }
-    return 0;
+    return 1;
 }
 
 ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
@@ -678,73 +772,21 @@ ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
             (size_t)p[1] <= (size_t)(end - p) - 2) {
             /* fastest: a run of {name, num} features as in the last
              * record, every slot still free */
-            int run = nfeat < NHINT ? d->run_of[nfeat] : -1;
-            if (run >= 0 && !lt.why) {
-                const run_t *r = &d->run[run];
-                size_t got = run_match(r, p, end);
-                uint32_t i = 0;
-                /* a run at position 0 meets the slots as reset: no
-                 * feature of this record came before it */
-                if (got && r->first > 0)
-                    for (; i < r->nset; i++)
-                        if (fm->fv[r->slot[i]].kind != FV_ABSENT)
-                            break;
-                if (got && (r->first == 0 || i == r->nset)) {
-                    for (i = 0; i < r->nset; i++) {
-                        ld_fv_t *fv = &fm->fv[r->slot[i]];
-                        fv->kind = FV_DOUBLE;
-                        fv->u.d = fixed64_double(p + r->at[i]);
-                    }
-                    p += got;
-                    nfeat += r->count;
-                    continue;
-                }
+            size_t got;
+            if (!lt.why && (got = take_run(d, fm, p, end, &nfeat))) {
+                p += got;
+                continue;
             }
             const uint8_t *hdr = p, *v = p + 2;
-            size_t n = p[1], got;
+            size_t n = p[1];
             p = v + n;
             /* faster still: the shape and name this position had in the
              * last record (tmpl_t), into a free slot; anything else goes
              * through feature() */
-            if (nfeat < NHINT && !lt.why &&
-                (got = tmpl_match(&d->tmpl[nfeat], hdr, end))) {
-                const tmpl_t *t = &d->tmpl[nfeat];
-                int32_t s = t->slot;
-                if (s < 0 || s == fm->key_slot || s == fm->time_slot) {
-                    /* skipped, but a tags list must still be well-formed:
-                     * the template vouches for the bytes before the value
-                     * only, so without this an unmapped feature's broken
-                     * StringList passed whenever the record before had a
-                     * good one at this position (and failed alone) */
-                    if (t->kind == 4)
-                        goto general;
-                    nfeat++;
-                    continue;
-                }
-                ld_fv_t *fv = &fm->fv[s];
-                if (fv->kind == FV_ABSENT) {
-                    const uint8_t *q = hdr + t->hlen;
-                    if (t->kind == 2) {
-                        fv->kind = FV_DOUBLE;
-                        fv->u.d = fixed64_double(q);
-                    } else if (t->kind == 3) {
-                        fv->kind = FV_STR;
-                        fv->u.s = (const char *)q;
-                        fv->n = cstrlen(q, got - t->hlen);
-                    } else {
-                        uint32_t first = fm->nstrs;
-                        long nt = tags_simple(fm, q, got - t->hlen);
-                        if (nt < 0)
-                            goto general;
-                        fv->kind = FV_LIST;
-                        fv->u.first = first;
-                        fv->n = (uint32_t)nt;
-                    }
-                    nfeat++;
-                    continue;
-                }
+            if (nfeat < NHINT && !lt.why && take_tmpl(d, fm, nfeat, hdr, end)) {
+                nfeat++;
+                continue;
             }
-        general:
             if (feature(d, fm, nfeat++, v, n, end, hdr, &lt) < 0)
                 goto bad;
             continue;

@@ -36,51 +36,46 @@ static void init_state(ld_trainer_t *t)
     }
 }
 
-ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
-                             size_t errstr_size)
+/* Why conf cannot make a trainer, or NULL when it can. */
+static const char *conf_error(const ld_trainer_conf_t *conf)
 {
-    ld_trainer_t *t = NULL;
-    const char *why = NULL;
     if (!conf)
-        why = "no config";
-    else if (conf->model < 0 || conf->model > LD_MODEL_SOFTMAX)
-        why = "model: unknown kind";
-    else if (conf->optimizer < 0 || conf->optimizer > LD_OPT_ADAM)
-        why = "optimizer: unknown kind";
-    else if (conf->hash_bits < 1 || conf->hash_bits > 30)
-        why = "hash_bits: must be 1..30";
-    else if (conf->dense_dim < 0 || conf->dense_dim > 65536)
-        why = "dense_dim: must be 0..65536";
-    else if (conf->model == LD_MODEL_SOFTMAX &&
-             (conf->num_classes < 2 || conf->num_classes > 1024))
-        why = "num_classes: must be 2..1024 for softmax";
-    else if (conf->batch_size < 1 || conf->batch_size > 1048576)
-        why = "batch_size: must be 1..1048576";
-    else if (conf->metrics_window < 1)
-        why = "metrics_window: must be at least 1";
-    else if (conf->delayed_feedback == LD_DF_FNW &&
-             conf->model != LD_MODEL_LOGISTIC)
-        why = "delayed_feedback: fnw needs the logistic model";
-    else if (conf->dense_norm < LD_DNORM_NONE ||
-             conf->dense_norm > LD_DNORM_STANDARD)
-        why = "dense_norm: unknown kind";
-    else if (!(conf->learning_rate > 0) || !isfinite(conf->learning_rate))
-        why = "learning_rate: must be positive";
-    else if (!(conf->dense_learning_rate >= 0) ||
-             !isfinite(conf->dense_learning_rate))
-        why = "dense_learning_rate: must be 0 or positive";
-    else if (conf->lr_schedule == LD_LR_EXPONENTIAL &&
-             conf->optimizer == LD_OPT_SGD &&
-             !(conf->lr_decay > 0 && conf->lr_decay <= 1))
-        why = "lr_decay: the exponential schedule needs a factor in (0,1]";
-    if (why)
-        goto err;
+        return "no config";
+    if (conf->model < 0 || conf->model > LD_MODEL_SOFTMAX)
+        return "model: unknown kind";
+    if (conf->optimizer < 0 || conf->optimizer > LD_OPT_ADAM)
+        return "optimizer: unknown kind";
+    if (conf->hash_bits < 1 || conf->hash_bits > 30)
+        return "hash_bits: must be 1..30";
+    if (conf->dense_dim < 0 || conf->dense_dim > 65536)
+        return "dense_dim: must be 0..65536";
+    if (conf->model == LD_MODEL_SOFTMAX &&
+        (conf->num_classes < 2 || conf->num_classes > 1024))
+        return "num_classes: must be 2..1024 for softmax";
+    if (conf->batch_size < 1 || conf->batch_size > 1048576)
+        return "batch_size: must be 1..1048576";
+    if (conf->metrics_window < 1)
+        return "metrics_window: must be at least 1";
+    if (conf->delayed_feedback == LD_DF_FNW && conf->model != LD_MODEL_LOGISTIC)
+        return "delayed_feedback: fnw needs the logistic model";
+    if (conf->dense_norm < LD_DNORM_NONE ||
+        conf->dense_norm > LD_DNORM_STANDARD)
+        return "dense_norm: unknown kind";
+    if (!(conf->learning_rate > 0) || !isfinite(conf->learning_rate))
+        return "learning_rate: must be positive";
+    if (!(conf->dense_learning_rate >= 0) ||
+        !isfinite(conf->dense_learning_rate))
+        return "dense_learning_rate: must be 0 or positive";
+    if (conf->lr_schedule == LD_LR_EXPONENTIAL &&
+        conf->optimizer == LD_OPT_SGD &&
+        !(conf->lr_decay > 0 && conf->lr_decay <= 1))
+        return "lr_decay: the exponential schedule needs a factor in (0,1]";
+    return NULL;
+}
 
-    why = "out of memory";
-    t = calloc(1, sizeof(*t));
-    if (!t)
-        goto err;
-    ld_spec_t *sp = &t->spec;
+/* The model spec of conf: what a checkpoint records and a resume checks. */
+static void spec_from_conf(ld_spec_t *sp, const ld_trainer_conf_t *conf)
+{
     sp->model = conf->model;
     sp->opt = conf->optimizer;
     sp->k = conf->model == LD_MODEL_SOFTMAX ? (uint32_t)conf->num_classes : 1;
@@ -115,6 +110,12 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
         sp->schedule = 0;
         sp->decay = sp->power_t = 0;
     }
+}
+
+/* The sizes and layout that follow from the spec and conf. */
+static void size_from_spec(ld_trainer_t *t, const ld_trainer_conf_t *conf)
+{
+    const ld_spec_t *sp = &t->spec;
     t->df = conf->delayed_feedback;
     t->dnorm = conf->dense_norm;
     t->k = sp->k;
@@ -139,7 +140,12 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->step_blocks = (size_t)conf->snapshot_step / block_bytes;
     if (t->step_blocks < 1)
         t->step_blocks = 1;
+}
 
+/* The parameter state and the micro-batch buffers. Returns 0, or -1 when
+ * out of memory (what was allocated is freed by ld_trainer_destroy). */
+static int alloc_buffers(ld_trainer_t *t)
+{
     t->sp = ld_state_alloc(t->sp_n, 0);
     t->dn = malloc(t->dn_n * sizeof(float));
     t->dscale = calloc(t->d1, sizeof(float));
@@ -175,6 +181,25 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
         !t->b_o || !t->b_x || !t->b_y || !t->b_w || !t->b_type || !t->b_time ||
         !t->b_ltime || !t->b_srcoff || !t->b_part || !t->b_eid || !t->eid ||
         !t->b_ex || !t->b_z || !t->b_cz || !t->b_r || !t->b_sc || !t->pend_buf)
+        return -1;
+    return 0;
+}
+
+ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
+                             size_t errstr_size)
+{
+    ld_trainer_t *t = NULL;
+    const char *why = conf_error(conf);
+    if (why)
+        goto err;
+
+    why = "out of memory";
+    t = calloc(1, sizeof(*t));
+    if (!t)
+        goto err;
+    spec_from_conf(&t->spec, conf);
+    size_from_spec(t, conf);
+    if (alloc_buffers(t) < 0)
         goto err;
     if (ld_window_init(&t->win, (size_t)conf->metrics_window) != LD_OK)
         goto err;
@@ -185,9 +210,9 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     prep_start(t);
     openblas_set_num_threads(conf->blas_threads > 0 ? (int)conf->blas_threads
                                                     : 1);
-    if (sp->opt == LD_OPT_ADAM && sp->l1 > 0)
+    if (t->spec.opt == LD_OPT_ADAM && t->spec.l1 > 0)
         ld_log(LD_LOG_WARN, "trainer",
-               "msg=\"l1 is ignored by the adam optimizer\" l1=%g", sp->l1);
+               "msg=\"l1 is ignored by the adam optimizer\" l1=%g", t->spec.l1);
     return t;
 
 err:

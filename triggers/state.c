@@ -185,15 +185,13 @@ ld_err_t ld_triggers_save(const ld_triggers_t *t, uint8_t **out, size_t *len)
     return LD_OK;
 }
 
-/* Loads into a scratch trigger set made with t's config, then swaps it in,
- * so a bad buffer leaves t untouched. */
-ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
+/* The header: magic, version and the sizes the state was written under,
+ * which must be t's. LD_ERR_CORRUPT, or LD_ERR_CONFIG (logged) when a size
+ * differs. */
+static ld_err_t load_header(const ld_triggers_t *t, ld_rbuf_t *r,
+                            uint32_t *version, uint8_t *have, uint32_t *nnum)
 {
-    ld_rbuf_t r = ld_rbuf_make(buf, len);
-    ld_err_t err = LD_ERR_CORRUPT;
-    ld_triggers_t *n = NULL;
-    spacesaving_t old = {0};
-    if (ld_rbuf_u32(&r) != STATE_MAGIC)
+    if (ld_rbuf_u32(r) != STATE_MAGIC)
         return LD_ERR_CORRUPT;
     /* Version 1 (before the hashed-id histogram and the champion's
      * prediction reference) still loads, so that an upgrade resumes: its
@@ -201,33 +199,134 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
      * those two tests start afresh (the hashed test once a reference
      * window has been counted again, i.e. after the next publication;
      * prediction drift after the next complete window). */
-    uint32_t version = ld_rbuf_u32(&r);
-    if (version < 1 || version > STATE_VERSION)
+    *version = ld_rbuf_u32(r);
+    if (*version < 1 || *version > STATE_VERSION)
         return LD_ERR_CORRUPT;
     const ld_triggers_conf_t *c = &t->c;
-    uint64_t ws = ld_rbuf_u64(&r), ss = ld_rbuf_u64(&r), tk = ld_rbuf_u64(&r),
-             gw = ld_rbuf_u64(&r);
+    uint64_t ws = ld_rbuf_u64(r), ss = ld_rbuf_u64(r), tk = ld_rbuf_u64(r),
+             gw = ld_rbuf_u64(r);
     uint64_t hb =
-        version == 1 ? (uint64_t)c->drift_hashed_bins : ld_rbuf_u64(&r);
-    uint8_t have = ld_rbuf_u8(&r);
-    uint32_t nnum = ld_rbuf_u32(&r);
-    if (r.err)
+        *version == 1 ? (uint64_t)c->drift_hashed_bins : ld_rbuf_u64(r);
+    *have = ld_rbuf_u8(r);
+    *nnum = ld_rbuf_u32(r);
+    if (r->err)
         return LD_ERR_CORRUPT;
     if (ws != (uint64_t)c->window_size ||
         ss != (uint64_t)c->drift_sample_size || tk != (uint64_t)c->drift_topk ||
         gw != (uint64_t)c->gate_window ||
         hb != (uint64_t)c->drift_hashed_bins ||
-        nnum > (uint64_t)c->drift_max_features) {
+        *nnum > (uint64_t)c->drift_max_features) {
         ld_log(LD_LOG_ERR, "triggers",
                "msg=\"resume state written under another window, sample, "
                "top-k, hashed-bin or gate size\"");
         return LD_ERR_CONFIG;
     }
+    return LD_OK;
+}
+
+/* Counters, policies, the three windows, the prediction reference and the
+ * detectors; old takes version 1's top-k sketches (NULL for later
+ * versions). Returns 0, or -1 when r ran out or a detector is corrupt. */
+static int load_windows(ld_triggers_t *n, ld_rbuf_t *r, uint32_t version,
+                        spacesaving_t *old)
+{
+    const ld_triggers_conf_t *c = &n->c;
+    n->examples = ld_rbuf_u64(r);
+    n->mod_dense = n->examples % (uint64_t)c->drift_stride;
+    n->mod_hashed = n->examples % (uint64_t)c->drift_hashed_stride;
+    n->now = ld_rbuf_i64(r);
+    n->champion = ld_rbuf_u64(r);
+    n->seq = ld_rbuf_u64(r);
+    n->time_base = ld_rbuf_i64(r);
+    n->vol_base = ld_rbuf_u64(r);
+    for (int k = 0; k < KINDS; k++) {
+        n->pol[k].last_fire = ld_rbuf_i64(r);
+        n->pol[k].bad_run = ld_rbuf_u32(r);
+        n->pol[k].fired = ld_rbuf_u64(r);
+    }
+    n->next_index = ld_rbuf_u64(r);
+    win_load(n, &n->ref, r, old, version);
+    win_load(n, &n->prev, r, old, version);
+    win_load(n, &n->cur, r, old, version);
+    if (version == 1) {
+        n->pref_ok = 0;
+        n->pref_from = n->cur.index + 1;
+    } else {
+        n->pref_ok = ld_rbuf_u8(r) != 0;
+        n->pref_index = ld_rbuf_u64(r);
+        n->pref_from = ld_rbuf_u64(r);
+        res_load(&n->pref, r);
+    }
+    if (r->err || det_load(n->ddm, r) || det_load(n->adwin, r) ||
+        det_load(n->ph, r))
+        return -1;
+    return 0;
+}
+
+/* The stream level and evidence and the gate ring. Returns 0, or -1 when
+ * they are out of range (r's sticky error says when it ran out). */
+static int load_stream_gate(ld_triggers_t *n, ld_rbuf_t *r, uint32_t version)
+{
+    uint8_t sl = ld_rbuf_u8(r);
+    if (sl > LD_TRIGGER_LEVEL_ALERT)
+        return -1;
+    n->stream_level = (ld_trigger_level_t)sl;
+    for (int i = 0; i < 3; i++) {
+        n->stream_have[i] = ld_rbuf_u8(r);
+        if (n->stream_have[i])
+            ev_load(&n->stream_ev[i], r);
+    }
+    if (version < 3)
+        stream_reset(n); /* they watched the live model */
+    /* the header checked that the state's gate window is the config's */
+    uint64_t gw = (uint64_t)n->c.gate_window;
+    n->g_n = ld_rbuf_u64(r);
+    n->g_head = ld_rbuf_u64(r);
+    if (n->g_n > gw || n->g_head >= gw || (n->g_n < gw && n->g_head != n->g_n))
+        return -1;
+    if (n->g_n * 12 > r->len - r->off)
+        return -1;
+    for (uint64_t i = 0; i < n->g_n; i++) {
+        n->g_chal[i] = ld_rbuf_f32(r);
+        n->g_champ[i] = ld_rbuf_f32(r);
+        n->g_label[i] = ld_rbuf_f32(r);
+    }
+    return 0;
+}
+
+/* The queued decisions. LD_OK, LD_ERR_CORRUPT or LD_ERR_NOMEM. */
+static ld_err_t load_queue(ld_triggers_t *n, ld_rbuf_t *r)
+{
+    uint64_t q = ld_rbuf_u64(r);
+    if (r->err || q > QUEUE_MAX)
+        return LD_ERR_CORRUPT;
+    for (uint64_t i = 0; i < q; i++) {
+        ld_trigger_decision_t *d = decision_load(n, r);
+        if (!d)
+            return r->err == LD_ERR_NOMEM ? LD_ERR_NOMEM : LD_ERR_CORRUPT;
+        n->queue[n->qlen++] = d;
+    }
+    return LD_OK;
+}
+
+/* Loads into a scratch trigger set made with t's config, then swaps it in,
+ * so a bad buffer leaves t untouched. */
+ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
+{
+    ld_rbuf_t r = ld_rbuf_make(buf, len);
+    uint32_t version, nnum;
+    uint8_t have;
+    ld_err_t err = load_header(t, &r, &version, &have, &nnum);
+    if (err)
+        return err;
+    err = LD_ERR_CORRUPT;
+    spacesaving_t old = {0};
     ld_triggers_conf_t cc = t->c;
     cc.drift_feature_names.v = t->names;
     cc.drift_feature_names.n = t->nnames;
-    n = ld_triggers_new(&cc, t->model, t->topic, t->champion, NULL, 0);
-    if (!n || (version == 1 && ss_init(&old, (uint32_t)c->drift_topk))) {
+    ld_triggers_t *n =
+        ld_triggers_new(&cc, t->model, t->topic, t->champion, NULL, 0);
+    if (!n || (version == 1 && ss_init(&old, (uint32_t)t->c.drift_topk))) {
         err = LD_ERR_NOMEM;
         goto err;
     }
@@ -239,69 +338,12 @@ ld_err_t ld_triggers_load(ld_triggers_t *t, const uint8_t *buf, size_t len)
             goto err;
         }
     }
-    n->examples = ld_rbuf_u64(&r);
-    n->mod_dense = n->examples % (uint64_t)c->drift_stride;
-    n->mod_hashed = n->examples % (uint64_t)c->drift_hashed_stride;
-    n->now = ld_rbuf_i64(&r);
-    n->champion = ld_rbuf_u64(&r);
-    n->seq = ld_rbuf_u64(&r);
-    n->time_base = ld_rbuf_i64(&r);
-    n->vol_base = ld_rbuf_u64(&r);
-    for (int k = 0; k < KINDS; k++) {
-        n->pol[k].last_fire = ld_rbuf_i64(&r);
-        n->pol[k].bad_run = ld_rbuf_u32(&r);
-        n->pol[k].fired = ld_rbuf_u64(&r);
-    }
-    n->next_index = ld_rbuf_u64(&r);
-    spacesaving_t *v1 = version == 1 ? &old : NULL;
-    win_load(n, &n->ref, &r, v1, version);
-    win_load(n, &n->prev, &r, v1, version);
-    win_load(n, &n->cur, &r, v1, version);
-    if (version == 1) {
-        n->pref_ok = 0;
-        n->pref_from = n->cur.index + 1;
-    } else {
-        n->pref_ok = ld_rbuf_u8(&r) != 0;
-        n->pref_index = ld_rbuf_u64(&r);
-        n->pref_from = ld_rbuf_u64(&r);
-        res_load(&n->pref, &r);
-    }
-    if (r.err || det_load(n->ddm, &r) || det_load(n->adwin, &r) ||
-        det_load(n->ph, &r))
+    if (load_windows(n, &r, version, version == 1 ? &old : NULL) < 0 ||
+        load_stream_gate(n, &r, version) < 0)
         goto err;
-    uint8_t sl = ld_rbuf_u8(&r);
-    if (sl > LD_TRIGGER_LEVEL_ALERT)
+    if ((err = load_queue(n, &r)) != LD_OK)
         goto err;
-    n->stream_level = (ld_trigger_level_t)sl;
-    for (int i = 0; i < 3; i++) {
-        n->stream_have[i] = ld_rbuf_u8(&r);
-        if (n->stream_have[i])
-            ev_load(&n->stream_ev[i], &r);
-    }
-    if (version < 3)
-        stream_reset(n); /* they watched the live model */
-    n->g_n = ld_rbuf_u64(&r);
-    n->g_head = ld_rbuf_u64(&r);
-    if (n->g_n > gw || n->g_head >= gw || (n->g_n < gw && n->g_head != n->g_n))
-        goto err;
-    if (n->g_n * 12 > r.len - r.off)
-        goto err;
-    for (uint64_t i = 0; i < n->g_n; i++) {
-        n->g_chal[i] = ld_rbuf_f32(&r);
-        n->g_champ[i] = ld_rbuf_f32(&r);
-        n->g_label[i] = ld_rbuf_f32(&r);
-    }
-    uint64_t q = ld_rbuf_u64(&r);
-    if (r.err || q > QUEUE_MAX)
-        goto err;
-    for (uint64_t i = 0; i < q; i++) {
-        ld_trigger_decision_t *d = decision_load(n, &r);
-        if (!d) {
-            err = r.err == LD_ERR_NOMEM ? LD_ERR_NOMEM : LD_ERR_CORRUPT;
-            goto err;
-        }
-        n->queue[n->qlen++] = d;
-    }
+    err = LD_ERR_CORRUPT;
     if (r.err || r.off != len)
         goto err;
     /* Swap the loaded state into t (t keeps its address). */
