@@ -188,10 +188,24 @@ static ld_score_t from_trainer(int model, const ld_scored_t *s)
 }
 
 /* Per micro-batch: every matured example of the range, scored by every
- * line whose window holds it. */
+ * line whose window holds it. Scoring copies score the whole batch at once
+ * (ld_scorer_score_batch: bit for bit the champion's scores). */
 static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
 {
     ld_eval_t *e = opaque;
+    if (n > e->ocap) {
+        ld_score_t *o = realloc(e->o, n * e->nl * sizeof(*o) + 1);
+        if (!o) {
+            e->failed = 1;
+            return;
+        }
+        e->o = o;
+        e->ocap = n;
+    }
+    for (size_t k = 0; k < e->nl; k++)
+        if (e->l[k].sc &&
+            ld_scorer_score_batch(e->l[k].sc, s, n, e->o + k * n) != LD_OK)
+            e->failed = 1;
     for (size_t i = 0; i < n; i++) {
         int64_t t = s[i].event_time_ms;
         if (t < e->c.from_ms || t >= e->c.to_ms)
@@ -204,11 +218,8 @@ static void on_scored(void *opaque, const ld_scored_t *s, size_t n)
             line_t *l = &e->l[k];
             if (t < l->eval_from || t >= l->eval_to)
                 continue;
-            ld_score_t o;
-            if (l->sc)
-                ld_scorer_score(l->sc, s[i].ex, &o);
-            else
-                o = from_trainer(e->model, &s[i]);
+            ld_score_t o =
+                l->sc ? e->o[k * n + i] : from_trainer(e->model, &s[i]);
             acc_add(&l->all, o.pred, y, s[i].weight, o.loss, o.sqerr,
                     o.correct);
             acc_add(&l->bucket[b], o.pred, y, s[i].weight, o.loss, o.sqerr,
@@ -266,6 +277,8 @@ static ld_err_t train(ld_eval_t *e, const ld_example_t *ex)
     }
     if (err)
         return err;
+    if (e->failed)
+        return LD_ERR_NOMEM;
     e->cnt.trained++;
     ld_trainer_stats_t st;
     ld_trainer_stats(e->t, &st);
@@ -332,6 +345,7 @@ void ld_eval_destroy(ld_eval_t *e)
     if (!e)
         return;
     free_lines(e);
+    free(e->o);
     ld_trainer_destroy(e->t);
     ld_joiner_destroy(e->j);
     free(e);
@@ -425,6 +439,8 @@ ld_err_t ld_eval_finish(ld_eval_t *e)
         return LD_OK;
     e->finished = 1;
     ld_err_t err = ld_trainer_flush(e->t);
+    if (!err && e->failed)
+        err = LD_ERR_NOMEM;
     e->cnt.pending =
         e->accepted > e->released_first ? e->accepted - e->released_first : 0;
     return err;

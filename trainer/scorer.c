@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Scorers: weights-only copies of a model that score examples exactly as
- * the trainer's prediction does (ld_trainer_predict). */
+ * the trainer scores its frozen champion. */
 #include "trainer/scorer.h"
 
 #include "trainer/core.h"
@@ -11,6 +11,8 @@ struct ld_scorer {
     size_t nslots;
     float *w;  /* nslots x k, slot-major (one slot's outputs together) */
     float *dw; /* k x d1, the bias in the last column */
+    float *x;  /* scratch: cap dense rows, then cap x k outputs */
+    size_t cap;
 };
 
 ld_scorer_t *ld_scorer_new(const ld_trainer_t *t)
@@ -39,6 +41,7 @@ void ld_scorer_destroy(ld_scorer_t *s)
         return;
     free(s->w);
     free(s->dw);
+    free(s->x);
     free(s);
 }
 
@@ -90,33 +93,64 @@ void ld_scorer_copy(ld_scorer_t *dst, const ld_scorer_t *src)
     memcpy(dst->dw, src->dw, (size_t)src->k * src->d1 * sizeof(float));
 }
 
-void ld_scorer_score(const ld_scorer_t *s, const ld_example_t *ex,
-                     ld_score_t *out)
+/* Room for n rows of the dense block and n x k outputs. */
+static int reserve(ld_scorer_t *s, size_t n)
 {
-    float z[64], *zz = z;
-    if (s->k > 64)
-        zz = malloc(s->k * sizeof(float));
-    if (!zz) {
-        *out = (ld_score_t){NAN, NAN, NAN, 0};
-        return;
+    if (n <= s->cap)
+        return 0;
+    float *x = realloc(s->x, n * (s->d1 + s->k) * sizeof(float));
+    if (!x)
+        return -1;
+    s->x = x;
+    s->cap = n;
+    return 0;
+}
+
+ld_err_t ld_scorer_score_batch(ld_scorer_t *s, const ld_scored_t *ex,
+                               size_t n, ld_score_t *out)
+{
+    if (n == 0)
+        return LD_OK;
+    if (reserve(s, n))
+        return LD_ERR_NOMEM;
+    /* The batch's dense rows with their bias column through the one BLAS
+     * call the trainer scores its champion's batch with (trainer.c's
+     * forward_dense: a row's result depends on the rows around it), then
+     * the sparse weights in feature order: a frozen copy scores a batch
+     * bit for bit as the champion did (0024). */
+    const size_t d1 = s->d1, k = s->k;
+    float *rows = s->x, *z = s->x + n * d1;
+    for (size_t i = 0; i < n; i++) {
+        const ld_features_t *x = &ex[i].ex->x;
+        for (size_t j = 0; j + 1 < d1; j++)
+            rows[i * d1 + j] = j < x->ndense ? x->dense[j] : 0.0f;
+        rows[i * d1 + d1 - 1] = 1.0f;
     }
-    const ld_features_t *x = &ex->x;
-    for (uint32_t kk = 0; kk < s->k; kk++) {
-        /* bias, dense, then sparse: the order of ld_trainer_predict and of
-         * the champion without a dense block */
-        const float *wd = s->dw + (size_t)kk * s->d1;
-        float acc = wd[s->d1 - 1];
-        for (uint32_t j = 0; j < x->ndense && j + 1 < s->d1; j++)
-            acc += wd[j] * x->dense[j];
-        for (uint32_t f = 0; f < x->nnz; f++)
-            acc += s->w[(size_t)x->idx[f] * s->k + kk] * x->val[f];
-        zz[kk] = acc;
+    if (k == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)d1, 1.0f, rows,
+                    (int)d1, s->dw, 1, 0.0f, z, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)k,
+                    (int)d1, 1.0f, rows, (int)d1, s->dw, (int)d1, 0.0f, z,
+                    (int)k);
+    for (size_t i = 0; i < n; i++) {
+        const ld_features_t *x = &ex[i].ex->x;
+        float *zi = z + i * k;
+        if (k == 1) {
+            float acc = zi[0];
+            for (uint32_t f = 0; f < x->nnz; f++)
+                acc += s->w[x->idx[f]] * x->val[f];
+            zi[0] = acc;
+        } else {
+            for (uint32_t f = 0; f < x->nnz; f++)
+                for (size_t kk = 0; kk < k; kk++)
+                    zi[kk] += s->w[(size_t)x->idx[f] * k + kk] * x->val[f];
+        }
+        score_t o;
+        link_and_score(s->model, (uint32_t)k, zi, ex[i].label, &o);
+        out[i] = (ld_score_t){o.pred, o.loss, o.sqerr, o.correct};
     }
-    score_t o;
-    link_and_score(s->model, s->k, zz, ex->label, &o);
-    *out = (ld_score_t){o.pred, o.loss, o.sqerr, o.correct};
-    if (zz != z)
-        free(zz);
+    return LD_OK;
 }
 
 size_t ld_scorer_bytes(const ld_scorer_t *s)

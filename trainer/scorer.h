@@ -43,10 +43,14 @@ ld_err_t ld_scorer_load_snapshot(ld_scorer_t *s, const ld_snapshot_t *snap,
 /* dst := src (same shape: both from ld_scorer_new() of one trainer). */
 void ld_scorer_copy(ld_scorer_t *dst, const ld_scorer_t *src);
 
-/* Scores ex (borrowed; its features must be valid for the model, as
- * everything the trainer accepted is) against its label. */
-void ld_scorer_score(const ld_scorer_t *s, const ld_example_t *ex,
-                     ld_score_t *out);
+/* Scores the n examples of one trainer micro-batch as the trainer's
+ * scored callback hands them (ex[i].ex and ex[i].label; borrowed) into
+ * out[0..n-1]: the dense block of all n in one BLAS call, as the trainer
+ * scores its champion, so with every example of the batch matured a
+ * frozen copy's scores are the champion's bit for bit. LD_ERR_NOMEM when
+ * the scratch cannot grow (out untouched). */
+ld_err_t ld_scorer_score_batch(ld_scorer_t *s, const ld_scored_t *ex,
+                               size_t n, ld_score_t *out) LD_WUR;
 
 /* Bytes of weights s holds (what one more copy costs). */
 size_t ld_scorer_bytes(const ld_scorer_t *s);
