@@ -226,8 +226,8 @@ static int take_opt(args_t *a, int c)
 static int check_args(args_t *a, int argc, char **argv)
 {
     if (optind < argc)
-        return ld_cli_usage_error(a->verb, a->usage,
-                                  "unexpected argument '%s'", argv[optind]);
+        return ld_cli_usage_error(a->verb, a->usage, "unexpected argument '%s'",
+                                  argv[optind]);
     if (!a->config || !a->has_from || !a->has_to)
         return ld_cli_usage_error(a->verb, a->usage,
                                   "needs -c FILE, --from and --to");
@@ -314,8 +314,8 @@ static void hex(const uint8_t *b, size_t n, char *out)
 /* Whether checkpoint m hashes features as conf does: the feature map hash
  * when it has one, else seed, bits and dense width. */
 static int same_features(const Learnd__V1__ModelSpec *s, const char *fmap_sha,
-                         const ld_config_t *conf, int64_t hash_bits,
-                         char *why, size_t size)
+                         const ld_config_t *conf, int64_t hash_bits, char *why,
+                         size_t size)
 {
     char h[65];
     if (s->feature_map_hash.len == 32) {
@@ -329,15 +329,20 @@ static int same_features(const Learnd__V1__ModelSpec *s, const char *fmap_sha,
         }
     }
     if (s->hash_bits != (uint32_t)hash_bits)
-        snprintf(why, size, "its feature map differs: hash_bits %u, the "
-                 "config's %lld", s->hash_bits, (long long)hash_bits);
+        snprintf(why, size,
+                 "its feature map differs: hash_bits %u, the "
+                 "config's %lld",
+                 s->hash_bits, (long long)hash_bits);
     else if (s->hash_seed != (uint32_t)conf->pipeline.hash_seed)
-        snprintf(why, size, "its feature map differs: hash_seed %u, the "
-                 "config's %lld", s->hash_seed,
-                 (long long)conf->pipeline.hash_seed);
+        snprintf(why, size,
+                 "its feature map differs: hash_seed %u, the "
+                 "config's %lld",
+                 s->hash_seed, (long long)conf->pipeline.hash_seed);
     else if (s->dense_dim != (uint32_t)conf->pipeline.dense_fields.n)
-        snprintf(why, size, "its feature map differs: %u dense fields, the "
-                 "config's %zu", s->dense_dim, conf->pipeline.dense_fields.n);
+        snprintf(why, size,
+                 "its feature map differs: %u dense fields, the "
+                 "config's %zu",
+                 s->dense_dim, conf->pipeline.dense_fields.n);
     else
         return 1;
     return 0;
@@ -386,8 +391,10 @@ static int load_ckpts(const args_t *a, const ld_config_t *conf,
             if (m->lineage && m->lineage->params_sha256.len == 32)
                 hex(m->lineage->params_sha256.data, 32, k->sha[i]);
             snprintf(k->name[i], sizeof(k->name[i]), "%s%.60s",
-                     digits ? "v" : "", digits ? t : strrchr(file, '/') ?
-                     strrchr(file, '/') + 1 : file);
+                     digits ? "v" : "",
+                     digits               ? t
+                     : strrchr(file, '/') ? strrchr(file, '/') + 1
+                                          : file);
         }
         ld_ckpt_destroy(c);
         if (!ok) {
@@ -483,8 +490,8 @@ static int plan_build(const char *verb, const ld_config_t *conf,
         goto out;
     }
     pl->nparts = n0;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(
-        2 * n0);
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new(2 * n0);
     for (int k = 0; k < 2; k++)
         for (int32_t p = 0; p < n0; p++)
             rd_kafka_topic_partition_list_add(l, topics[k], p)->offset =
@@ -494,9 +501,8 @@ static int plan_build(const char *verb, const ld_config_t *conf,
         rd_kafka_topic_partition_t *tp = &l->elems[i];
         int64_t lo = 0, hi = 0;
         err = tp->err ? tp->err
-                      : rd_kafka_query_watermark_offsets(rk, tp->topic,
-                                                         tp->partition, &lo,
-                                                         &hi, 30000);
+                      : rd_kafka_query_watermark_offsets(
+                            rk, tp->topic, tp->partition, &lo, &hi, 30000);
         if (err)
             break;
         int64_t first = tp->offset < 0 ? hi : tp->offset;
@@ -750,7 +756,8 @@ static int model_setup(const char *verb, const ld_config_t *conf,
     if (tc->dense_dim == 0)
         tc->dense_dim = nd;
     if (tc->dense_dim != nd) {
-        fprintf(stderr, "learnd %s: trainer.dense_dim is %lld but "
+        fprintf(stderr,
+                "learnd %s: trainer.dense_dim is %lld but "
                 "pipeline.dense_fields names %lld fields\n",
                 verb, (long long)tc->dense_dim, (long long)nd);
         return LD_EXIT_USAGE;

@@ -127,8 +127,8 @@ static void free_lines(ld_eval_t *e)
 
 /* ---- Scoring ------------------------------------------------------------ */
 
-static void acc_add(acc_t *a, float pred, float label, float weight,
-                    float loss, float sqerr, int correct)
+static void acc_add(acc_t *a, float pred, float label, float weight, float loss,
+                    float sqerr, int correct)
 {
     double wi = weight;
     a->n++;
@@ -407,8 +407,8 @@ ld_err_t ld_eval_add(ld_eval_t *e, const ld_record_t *rec)
     ld_example_t ex;
     while (ld_joiner_poll(e->j, &ex)) {
         int64_t t = ex.event_time_ms;
-        if (in_range(e, t) && (matured(ex.sample_type) ||
-                               ex.sample_type == LD_SAMPLE_FAKE_NEG))
+        if (in_range(e, t) &&
+            (matured(ex.sample_type) || ex.sample_type == LD_SAMPLE_FAKE_NEG))
             e->released_first++;
         if (t < e->train_from || t >= e->c.to_ms)
             continue; /* read for its labels and watermarks only */

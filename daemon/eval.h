@@ -36,9 +36,9 @@ typedef struct ld_eval ld_eval_t;
  * - d and scores only [to_ms - eval_window, to_ms).
  */
 typedef struct ld_eval_conf {
-    int64_t from_ms, to_ms; /* scored event-time range, from < to */
-    int64_t bucket_ms;      /* width of the per-window metrics, > 0 */
-    int64_t warmup_ms;      /* trained before from_ms, not scored; >= 0 */
+    int64_t from_ms, to_ms;    /* scored event-time range, from < to */
+    int64_t bucket_ms;         /* width of the per-window metrics, > 0 */
+    int64_t warmup_ms;         /* trained before from_ms, not scored; >= 0 */
     const int64_t *cadence_ms; /* freshness: refresh periods, >= 0 */
     size_t ncadence;
     const int64_t *stale_ms; /* freshness: staleness ages, >= 0 */
@@ -119,13 +119,13 @@ ld_err_t ld_eval_write_svg(ld_eval_t *e, const int64_t *marks,
 /* Counters of a finished run, for callers and tests. */
 typedef struct ld_eval_counts {
     uint64_t records, dead;
-    uint64_t scored;   /* matured examples of the range */
-    uint64_t pending;  /* events of the range still undecided at the end */
-    uint64_t absorbed; /* events of the range the joiner took as late or
-                          duplicate (no example) */
-    uint64_t trained;  /* examples the continual model trained on */
-    uint64_t refused;  /* records the joiner refused, examples the model
-                          refused */
+    uint64_t scored;    /* matured examples of the range */
+    uint64_t pending;   /* events of the range still undecided at the end */
+    uint64_t absorbed;  /* events of the range the joiner took as late or
+                           duplicate (no example) */
+    uint64_t trained;   /* examples the continual model trained on */
+    uint64_t refused;   /* records the joiner refused, examples the model
+                           refused */
     uint64_t refreshes; /* deployed copies refreshed */
     size_t copies;      /* scoring copies held */
     size_t copy_bytes;  /* bytes of weights in each */

@@ -57,8 +57,8 @@ struct ld_eval {
     uint64_t released_first; /* their first release (matured or fake_neg) */
     uint64_t absorbed_prev;  /* joiner's late + duplicate events so far */
     int finished;
-    int failed;      /* out of memory while scoring a batch */
-    ld_score_t *o;   /* a batch's scores, nl x ocap */
+    int failed;    /* out of memory while scoring a batch */
+    ld_score_t *o; /* a batch's scores, nl x ocap */
     size_t ocap;
 };
 

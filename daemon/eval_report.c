@@ -76,8 +76,8 @@ static void print_overall(ld_eval_t *e, FILE *out, ld_trainer_metrics_t *m)
         char rel[32] = "";
         if (ref >= 0 && r > 0 && !isnan(v))
             snprintf(rel, sizeof(rel), "%+.2f%%", 100.0 * (v - r) / r);
-        fprintf(out, "%-14s %10llu %9.5f %8.4f %8.4f %8.4f %9s\n",
-                e->l[i].name, (unsigned long long)m[i].examples, v, m[i].auc,
+        fprintf(out, "%-14s %10llu %9.5f %8.4f %8.4f %8.4f %9s\n", e->l[i].name,
+                (unsigned long long)m[i].examples, v, m[i].auc,
                 m[i].calibration, m[i].accuracy, rel);
     }
 }
@@ -120,9 +120,10 @@ void ld_eval_print(ld_eval_t *e, FILE *out)
     char a[32], b[32];
     utc(e->c.from_ms, a, sizeof(a));
     utc(e->c.to_ms, b, sizeof(b));
-    fprintf(out, "event time [%s, %s): %llu matured examples scored, "
-                 "%llu still pending at the end, %llu late or duplicate, "
-                 "%llu dead-lettered records\n",
+    fprintf(out,
+            "event time [%s, %s): %llu matured examples scored, "
+            "%llu still pending at the end, %llu late or duplicate, "
+            "%llu dead-lettered records\n",
             a, b, (unsigned long long)e->cnt.scored,
             (unsigned long long)e->cnt.pending,
             (unsigned long long)e->cnt.absorbed,
@@ -171,10 +172,9 @@ static json_t *line_json(ld_eval_t *e, size_t i, double ref)
     json_object_set_new(o, "name", json_string(l->name));
     json_object_set_new(o, "kind", json_string(kind_names[l->kind]));
     if (l->kind == LINE_CADENCE || l->kind == LINE_STALE)
-        json_object_set_new(o,
-                            l->kind == LINE_CADENCE ? "cadence_ms"
-                                                    : "staleness_ms",
-                            json_integer(l->param));
+        json_object_set_new(
+            o, l->kind == LINE_CADENCE ? "cadence_ms" : "staleness_ms",
+            json_integer(l->param));
     json_object_set_new(o, "eval_from_ms", json_integer(l->eval_from));
     json_object_set_new(o, "eval_to_ms", json_integer(l->eval_to));
     json_object_set_new(o, "overall", metrics_json(&m));
@@ -253,8 +253,7 @@ static json_t *counts_json(const ld_eval_t *e)
 
 static const char *const model_names[] = {"logistic", "linear", "softmax"};
 
-ld_err_t ld_eval_write_json(ld_eval_t *e, const ld_eval_inputs_t *in,
-                            FILE *out)
+ld_err_t ld_eval_write_json(ld_eval_t *e, const ld_eval_inputs_t *in, FILE *out)
 {
     json_t *doc = json_object();
     json_object_set_new(doc, "schema", json_string("learnd.backtest.v1"));
@@ -302,10 +301,9 @@ ld_err_t ld_eval_write_json(ld_eval_t *e, const ld_eval_inputs_t *in,
 #define PAD_T 40
 #define PAD_B 60
 
-static const char *const palette[] = {"#1f77b4", "#d62728", "#2ca02c",
-                                      "#ff7f0e", "#9467bd", "#8c564b",
-                                      "#e377c2", "#7f7f7f", "#bcbd22",
-                                      "#17becf"};
+static const char *const palette[] = {
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
 /* The y range of every line's windowed metric, padded by 5%. */
 static int y_range(const ld_eval_t *e, double *lo, double *hi)
@@ -398,7 +396,9 @@ static void svg_lines(const ld_eval_t *e, FILE *out, double lo, double hi)
                 SVG_W - PAD_R + 12, ly, SVG_W - PAD_R + 36, ly, col,
                 SVG_W - PAD_R + 42, ly + 4);
         for (const char *p = e->l[i].name; *p; p++)
-            fputs(*p == '<' ? "&lt;" : *p == '&' ? "&amp;" : (char[]){*p, 0},
+            fputs(*p == '<'   ? "&lt;"
+                  : *p == '&' ? "&amp;"
+                              : (char[]){*p, 0},
                   out);
         fprintf(out, "</text>\n");
     }

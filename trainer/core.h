@@ -223,7 +223,8 @@ static inline float sigmoid(float z)
 
 /* Turns raw outputs z (k of them) into predictions in place and scores them
  * against label y. */
-static inline void link_and_score(int model, uint32_t k, float *z, float y, score_t *o)
+static inline void link_and_score(int model, uint32_t k, float *z, float y,
+                                  score_t *o)
 {
     if (model == LD_MODEL_LOGISTIC) {
         float zz = z[0];

@@ -106,8 +106,8 @@ static int reserve(ld_scorer_t *s, size_t n)
     return 0;
 }
 
-ld_err_t ld_scorer_score_batch(ld_scorer_t *s, const ld_scored_t *ex,
-                               size_t n, ld_score_t *out)
+ld_err_t ld_scorer_score_batch(ld_scorer_t *s, const ld_scored_t *ex, size_t n,
+                               ld_score_t *out)
 {
     if (n == 0)
         return LD_OK;

@@ -18,10 +18,10 @@ typedef struct ld_scorer ld_scorer_t;
 
 /* One example's score, as the trainer scores it (ld_scored_t). */
 typedef struct ld_score {
-    float pred;   /* logistic p(y=1); linear yhat; softmax p(label) */
-    float loss;   /* logloss (logistic, softmax) or squared error */
-    float sqerr;  /* (y - p)^2, linear: (y - yhat)^2 */
-    int correct;  /* logistic p >= .5 == y >= .5; softmax argmax == y */
+    float pred;  /* logistic p(y=1); linear yhat; softmax p(label) */
+    float loss;  /* logloss (logistic, softmax) or squared error */
+    float sqerr; /* (y - p)^2, linear: (y - yhat)^2 */
+    int correct; /* logistic p >= .5 == y >= .5; softmax argmax == y */
 } ld_score_t;
 
 /* A scorer shaped like t (borrowed), all weights 0. NULL when out of
@@ -49,8 +49,8 @@ void ld_scorer_copy(ld_scorer_t *dst, const ld_scorer_t *src);
  * scores its champion, so with every example of the batch matured a
  * frozen copy's scores are the champion's bit for bit. LD_ERR_NOMEM when
  * the scratch cannot grow (out untouched). */
-ld_err_t ld_scorer_score_batch(ld_scorer_t *s, const ld_scored_t *ex,
-                               size_t n, ld_score_t *out) LD_WUR;
+ld_err_t ld_scorer_score_batch(ld_scorer_t *s, const ld_scored_t *ex, size_t n,
+                               ld_score_t *out) LD_WUR;
 
 /* Bytes of weights s holds (what one more copy costs). */
 size_t ld_scorer_bytes(const ld_scorer_t *s);

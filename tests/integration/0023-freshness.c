@@ -112,10 +112,10 @@ static json_t *freshness(const char *cfg, int64_t to, const char *json,
     snprintf(from_s, sizeof(from_s), "%" PRId64, FROM);
     snprintf(to_s, sizeof(to_s), "%" PRId64, to);
     snprintf(jarg, sizeof(jarg), "--json=%s", json);
-    char *argv[] = {LD_LEARND_BIN, "freshness", "-c", (char *)cfg,
-                    "--from", from_s, "--to", to_s, "--cadence",
-                    "0,10m,1h,1d", "--warmup", "6h", "--bucket", "1h", jarg,
-                    NULL};
+    char *argv[] = {LD_LEARND_BIN, "freshness",   "-c",       (char *)cfg,
+                    "--from",      from_s,        "--to",     to_s,
+                    "--cadence",   "0,10m,1h,1d", "--warmup", "6h",
+                    "--bucket",    "1h",          jarg,       NULL};
     int rc = learnd(log, argv);
     if (rc)
         ld_test_show_tail(log, 20);
@@ -131,9 +131,8 @@ static json_t *freshness(const char *cfg, int64_t to, const char *json,
 static double loss_between(json_t *doc, size_t i, int64_t a, int64_t b,
                            double *n)
 {
-    json_t *w = json_object_get(json_array_get(json_object_get(doc, "lines"),
-                                               i),
-                                "windows");
+    json_t *w = json_object_get(
+        json_array_get(json_object_get(doc, "lines"), i), "windows");
     double sl = 0;
     *n = 0;
     size_t k;
@@ -190,23 +189,23 @@ static void usage_errors(const char *cfg)
 {
     char log[256];
     snprintf(log, sizeof(log), "%s/usage.log", tmpdir);
-    char *t_le_t0[] = {LD_LEARND_BIN, "freshness", "-c", (char *)cfg,
-                       "--from", "2026-01-02", "--to", "2026-01-01",
-                       "--cadence", "0,1h", NULL};
+    char *t_le_t0[] = {LD_LEARND_BIN, "freshness",  "-c",   (char *)cfg,
+                       "--from",      "2026-01-02", "--to", "2026-01-01",
+                       "--cadence",   "0,1h",       NULL};
     LD_TEST_EQ_I64("T1 <= T0", 2, learnd(log, t_le_t0));
     LD_TEST_ASSERT(ld_test_file_has(log, "learnd freshness: --to must be "
                                          "after --from"),
                    "no T1 <= T0 message in %s", log);
-    char *bad_cad[] = {LD_LEARND_BIN, "freshness", "-c", (char *)cfg,
-                       "--from", "2026-01-01", "--to", "2026-01-02",
-                       "--cadence", "0,10x", NULL};
+    char *bad_cad[] = {LD_LEARND_BIN, "freshness",  "-c",   (char *)cfg,
+                       "--from",      "2026-01-01", "--to", "2026-01-02",
+                       "--cadence",   "0,10x",      NULL};
     LD_TEST_EQ_I64("bad cadence", 2, learnd(log, bad_cad));
     LD_TEST_ASSERT(ld_test_file_has(log, "learnd freshness: --cadence: "
                                          "'0,10x' is not a list"),
                    "no cadence message in %s", log);
-    char *bad_time[] = {LD_LEARND_BIN, "backtest", "-c", (char *)cfg,
-                        "--checkpoint", "1", "--from", "yesterday", "--to",
-                        "2026-01-02", NULL};
+    char *bad_time[] = {LD_LEARND_BIN,  "backtest",   "-c",     (char *)cfg,
+                        "--checkpoint", "1",          "--from", "yesterday",
+                        "--to",         "2026-01-02", NULL};
     LD_TEST_EQ_I64("bad time", 2, learnd(log, bad_time));
     LD_TEST_ASSERT(ld_test_file_has(log, "learnd backtest: --from: "
                                          "'yesterday' is not a time"),
@@ -270,15 +269,15 @@ int main(void)
     json_t *counts = json_object_get(dr, "counts");
     LD_TEST_EQ_I64("pending at T1", expect_pending(&gc, to),
                    json_integer_value(json_object_get(counts, "pending")));
-    LD_TEST_EQ_I64("late or duplicate", 0,
-                   json_integer_value(
-                       json_object_get(counts, "late_or_duplicate")));
-    LD_TEST_EQ_I64("scoring copies", 3,
-                   json_integer_value(
-                       json_object_get(counts, "scoring_copies")));
-    LD_TEST_EQ_I64("bytes per copy", ((1 << 18) + 21) * 4,
-                   json_integer_value(
-                       json_object_get(counts, "bytes_per_copy")));
+    LD_TEST_EQ_I64(
+        "late or duplicate", 0,
+        json_integer_value(json_object_get(counts, "late_or_duplicate")));
+    LD_TEST_EQ_I64(
+        "scoring copies", 3,
+        json_integer_value(json_object_get(counts, "scoring_copies")));
+    LD_TEST_EQ_I64(
+        "bytes per copy", ((1 << 18) + 21) * 4,
+        json_integer_value(json_object_get(counts, "bytes_per_copy")));
     json_decref(dr);
     /* Determinism: the same command, the same bytes. */
     json_decref(freshness(cfg[1], to, json[2], log));
@@ -290,9 +289,9 @@ int main(void)
     char from_s[32], to_s[32];
     snprintf(from_s, sizeof(from_s), "%" PRId64, FROM);
     snprintf(to_s, sizeof(to_s), "%" PRId64, to);
-    char *gap[] = {LD_LEARND_BIN, "freshness", "-c", cfg[0], "--from",
-                   from_s, "--to", to_s, "--cadence", "0", "--warmup", "6h",
-                   NULL};
+    char *gap[] = {LD_LEARND_BIN, "freshness", "-c", cfg[0],      "--from",
+                   from_s,        "--to",      to_s, "--cadence", "0",
+                   "--warmup",    "6h",        NULL};
     LD_TEST_EQ_I64("retention gap", 1, learnd(log, gap));
     char text[512];
     snprintf(text, sizeof(text),

@@ -20,12 +20,12 @@
 #include "testutil.h"
 #include "trainer/checkpoint.h"
 
-#define STEP_MS  500
-#define EVENTS   20000
-#define START    INT64_C(1767225600000)
-#define WINDOW   INT64_C(20000)
-#define OOO      INT64_C(2000)
-#define PARTS    2
+#define STEP_MS 500
+#define EVENTS  20000
+#define START   INT64_C(1767225600000)
+#define WINDOW  INT64_C(20000)
+#define OOO     INT64_C(2000)
+#define PARTS   2
 
 static char prefix[128];
 static char tmpdir[64];
@@ -88,8 +88,8 @@ static void write_config(const char *path, const char *names, int bits)
 
 static void run(const char *cfg, const char *log)
 {
-    int rc =
-        ld_test_wait_exit(ld_test_spawn_run(LD_LEARND_BIN, cfg, 1, log), 120000);
+    int rc = ld_test_wait_exit(ld_test_spawn_run(LD_LEARND_BIN, cfg, 1, log),
+                               120000);
     if (rc)
         ld_test_show_tail(log, 30);
     LD_TEST_EQ_I64("run exit code", 0, rc);
@@ -123,10 +123,10 @@ static void same(const char *what, json_t *o, const Learnd__V1__Metrics *m)
     const double want[] = {m->logloss, m->auc, m->accuracy, m->calibration};
     for (int i = 0; i < 4; i++) {
         double got = json_real_value(json_object_get(o, names[i]));
-        ld_test_say("%s %s: run %.17g backtest %.17g", what, names[i],
-                    want[i], got);
-        LD_TEST_ASSERT(got == want[i], "%s %s: run %.17g, backtest %.17g",
-                       what, names[i], want[i], got);
+        ld_test_say("%s %s: run %.17g backtest %.17g", what, names[i], want[i],
+                    got);
+        LD_TEST_ASSERT(got == want[i], "%s %s: run %.17g, backtest %.17g", what,
+                       names[i], want[i], got);
     }
 }
 
@@ -134,9 +134,9 @@ static void bad_checkpoints(const char *cfg, const char *from, const char *to)
 {
     char log[256], bad[256], good[256], cfg16[256];
     snprintf(log, sizeof(log), "%s/bad.log", tmpdir);
-    char *unknown[] = {LD_LEARND_BIN, "backtest", "-c", (char *)cfg,
-                       "--checkpoint", "9", "--from", (char *)from, "--to",
-                       (char *)to, NULL};
+    char *unknown[] = {LD_LEARND_BIN,  "backtest", "-c",     (char *)cfg,
+                       "--checkpoint", "9",        "--from", (char *)from,
+                       "--to",         (char *)to, NULL};
     LD_TEST_EQ_I64("unknown checkpoint", 1, learnd(log, unknown));
     LD_TEST_ASSERT(ld_test_file_has(log, "learnd backtest: unknown checkpoint "
                                          "9: no "),
@@ -152,9 +152,9 @@ static void bad_checkpoints(const char *cfg, const char *from, const char *to)
         fputc(at++ == 200 ? c ^ 0x40 : c, out);
     fclose(in);
     fclose(out);
-    char *corrupt[] = {LD_LEARND_BIN, "backtest", "-c", (char *)cfg,
-                       "--checkpoint", bad, "--from", (char *)from, "--to",
-                       (char *)to, NULL};
+    char *corrupt[] = {LD_LEARND_BIN,  "backtest", "-c",     (char *)cfg,
+                       "--checkpoint", bad,        "--from", (char *)from,
+                       "--to",         (char *)to, NULL};
     LD_TEST_EQ_I64("corrupt checkpoint", 1, learnd(log, corrupt));
     char text[512];
     snprintf(text, sizeof(text), "learnd backtest: checkpoint %s: ", bad);
@@ -162,8 +162,9 @@ static void bad_checkpoints(const char *cfg, const char *from, const char *to)
     /* the same model name, another hash width */
     snprintf(cfg16, sizeof(cfg16), "%s/bt16.yaml", tmpdir);
     write_config(cfg16, prefix, 16);
-    char *other[] = {LD_LEARND_BIN, "backtest", "-c", cfg16, "--checkpoint",
-                     "1", "--from", (char *)from, "--to", (char *)to, NULL};
+    char *other[] = {LD_LEARND_BIN,  "backtest", "-c",     cfg16,
+                     "--checkpoint", "1",        "--from", (char *)from,
+                     "--to",         (char *)to, NULL};
     LD_TEST_EQ_I64("feature map mismatch", 2, learnd(log, other));
     LD_TEST_ASSERT(ld_test_file_has(log, "learnd backtest: checkpoint 1: its "
                                          "feature map differs: hash_bits 18, "
@@ -212,8 +213,9 @@ int main(void)
     snprintf(from_s, sizeof(from_s), "%" PRId64, from);
     snprintf(to_s, sizeof(to_s), "%" PRId64, to);
     snprintf(jarg, sizeof(jarg), "--json=%s", json);
-    char *bt[] = {LD_LEARND_BIN, "backtest", "-c", cfg, "--checkpoint", "1",
-                  "--from", from_s, "--to", to_s, jarg, NULL};
+    char *bt[] = {LD_LEARND_BIN,  "backtest", "-c",     cfg,
+                  "--checkpoint", "1",        "--from", from_s,
+                  "--to",         to_s,       jarg,     NULL};
     int rc = learnd(log, bt);
     if (rc)
         ld_test_show_tail(log, 20);
