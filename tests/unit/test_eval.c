@@ -278,8 +278,11 @@ static void test_svg_renders(void **state)
     long size = ftell(p);
     fclose(p);
     assert_memory_equal(h, "\x89PNG\r\n\x1a\n", 8);
-    unsigned w = (unsigned)h[16] << 24 | h[17] << 16 | h[18] << 8 | h[19];
-    unsigned ht = (unsigned)h[20] << 24 | h[21] << 16 | h[22] << 8 | h[23];
+    unsigned w = 0, ht = 0;
+    for (int i = 0; i < 4; i++) {
+        w = w << 8 | (unsigned)h[16 + i];
+        ht = ht << 8 | (unsigned)h[20 + i];
+    }
     assert_int_equal(w, 960);
     assert_int_equal(ht, 480);
     assert_true(size > 10000); /* axes, four lines, labels: not blank */
