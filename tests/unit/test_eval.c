@@ -22,13 +22,34 @@
 #define WINDOW  60000
 #define N_EVENT 40000
 
+/* The sections' defaults, loaded once (their strings are freed at the
+ * end), with the test's settings on top. */
+static ld_trainer_conf_t g_tc;
+static ld_labeling_conf_t g_lc;
+
+static int load_defaults(void **state)
+{
+    (void)state;
+    char why[256];
+    if (ld_conf_set_defaults(&ld_trainer_conf_section, &g_tc, why,
+                             sizeof(why)) ||
+        ld_conf_set_defaults(&ld_labeling_conf_section, &g_lc, why,
+                             sizeof(why)))
+        return -1;
+    return 0;
+}
+
+static int free_defaults(void **state)
+{
+    (void)state;
+    ld_conf_free(&ld_trainer_conf_section, &g_tc);
+    ld_conf_free(&ld_labeling_conf_section, &g_lc);
+    return 0;
+}
+
 static ld_trainer_conf_t tconf(void)
 {
-    ld_trainer_conf_t c = {0};
-    char why[256];
-    assert_int_equal(
-        ld_conf_set_defaults(&ld_trainer_conf_section, &c, why, sizeof(why)),
-        LD_OK);
+    ld_trainer_conf_t c = g_tc;
     c.hash_bits = 8;
     c.dense_dim = 2;
     c.batch_size = 16;
@@ -38,11 +59,7 @@ static ld_trainer_conf_t tconf(void)
 
 static ld_labeling_conf_t lconf(void)
 {
-    ld_labeling_conf_t c = {0};
-    char why[256];
-    assert_int_equal(
-        ld_conf_set_defaults(&ld_labeling_conf_section, &c, why, sizeof(why)),
-        LD_OK);
+    ld_labeling_conf_t c = g_lc;
     c.window_ms = WINDOW;
     c.max_ooo_ms = 2000;
     c.idle_timeout_ms = 0;
@@ -313,5 +330,5 @@ int main(void)
         cmocka_unit_test(test_svg_renders),
         cmocka_unit_test(test_bad_settings),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, load_defaults, free_defaults);
 }
