@@ -23,13 +23,13 @@ static void fmt_duration(int64_t ms, char *buf, size_t size)
         int64_t ms;
         const char *unit;
     } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < 4 && ms > 0; i++)
         if (ms >= units[i].ms && ms % units[i].ms == 0) {
             snprintf(buf, size, "%lld%s", (long long)(ms / units[i].ms),
                      units[i].unit);
             return;
         }
-    snprintf(buf, size, "%lldms", (long long)ms);
+    snprintf(buf, size, ms ? "%lldms" : "%lld", (long long)ms);
 }
 
 static line_t *add_line(ld_eval_t *e, line_kind_t kind, int64_t param,

@@ -181,6 +181,38 @@ static void test_cadence_order(void **state)
     ld_eval_destroy(e);
 }
 
+/* Staleness: copies frozen at T1 - W - d score only [T1 - W, T1); one
+ * frozen before the drift does worse than one frozen after it. */
+static void test_staleness(void **state)
+{
+    (void)state;
+    static const int64_t ages[] = {0, 3 * 3600000, 5 * 3600000};
+    ld_eval_conf_t ec = fresh_conf();
+    ec.ncadence = 0;
+    ec.stale_ms = ages;
+    ec.nstale = 3;
+    ec.eval_window_ms = 2 * 3600000;
+    ld_eval_t *e = engine(&ec);
+    feed(e, N_EVENT, N_EVENT / 2);
+    assert_int_equal(ld_eval_finish(e), LD_OK);
+    ld_trainer_metrics_t m[3];
+    const char *names[] = {"stale 0", "stale 3h", "stale 5h"};
+    for (size_t i = 0; i < 3; i++)
+        assert_string_equal(ld_eval_line(e, i, &m[i]), names[i]);
+    assert_null(ld_eval_line(e, 3, &m[0]));
+    /* the last 2 h of events, less the 63 still pending at the end */
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(m[i].examples, 2 * 3600 - 63);
+    /* frozen at 9.1 h and 6.1 h: after the drift (5.55 h); 4.1 h: before */
+    assert_true(m[2].logloss > m[1].logloss + 0.05);
+    assert_true(m[2].logloss > m[0].logloss + 0.05);
+    ld_eval_counts_t c;
+    ld_eval_counts(e, &c);
+    assert_int_equal(c.copies, 3);
+    assert_int_equal(c.refreshes, 3);
+    ld_eval_destroy(e);
+}
+
 static char *report_json(void)
 {
     ld_eval_conf_t ec = fresh_conf();
@@ -325,6 +357,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cadence_order),
+        cmocka_unit_test(test_staleness),
         cmocka_unit_test(test_json_deterministic),
         cmocka_unit_test(test_scorer_is_champion),
         cmocka_unit_test(test_svg_renders),
