@@ -198,10 +198,12 @@ static int take_opt(args_t *a, int c)
                      : c == OPT_WARMUP ? &a->warmup
                                        : &a->eval_window;
         if (parse_duration(v, d) || (c != OPT_WARMUP && *d <= 0))
-            return ld_cli_usage_error(a->verb, a->usage,
-                                      "'%s' is not a duration like 10m, 1h, "
-                                      "1d",
-                                      v);
+            return ld_cli_usage_error(
+                a->verb, a->usage, "--%s: '%s' is not a duration like %s",
+                c == OPT_BUCKET   ? "bucket"
+                : c == OPT_WARMUP ? "warmup"
+                                  : "eval-window",
+                v, c == OPT_WARMUP ? "0, 6h, 1d" : "10m, 1h, 1d");
         return -1;
     }
     case OPT_CADENCE:
@@ -253,13 +255,16 @@ static int check_args(args_t *a, int argc, char **argv)
         return ld_cli_usage_error(a->verb, a->usage,
                                   "--eval-window is longer than the range");
     for (size_t i = 0; i < a->nstale; i++)
-        if (a->to - a->eval_window - a->stale[i] < a->from - a->warmup)
+        if (a->to - a->eval_window - a->stale[i] < a->from - a->warmup) {
+            char d[32];
+            ld_eval_duration_name(a->stale[i], d, sizeof(d));
             return ld_cli_usage_error(
                 a->verb, a->usage,
-                "--staleness: the copy %lld ms old would be frozen before "
-                "the model's start (T0 - warmup): lengthen --warmup or move "
+                "--staleness: a copy %s old would be frozen before the "
+                "model's start (T0 - warmup): lengthen --warmup or move "
                 "--from back",
-                (long long)a->stale[i]);
+                d);
+        }
     return -1;
 }
 

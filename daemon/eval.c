@@ -17,7 +17,7 @@ static int matured(ld_sample_type_t t)
 
 /* ---- Lines -------------------------------------------------------------- */
 
-static void fmt_duration(int64_t ms, char *buf, size_t size)
+void ld_eval_duration_name(int64_t ms, char *buf, size_t size)
 {
     static const struct {
         int64_t ms;
@@ -82,14 +82,14 @@ static int build_lines(ld_eval_t *e, const ld_snapshot_t *start, char *errstr,
     for (size_t i = 0; i < c->ncadence; i++) {
         if (c->cadence_ms[i] == 0)
             continue;
-        fmt_duration(c->cadence_ms[i], d, sizeof(d));
+        ld_eval_duration_name(c->cadence_ms[i], d, sizeof(d));
         line_t *l = add_line(e, LINE_CADENCE, c->cadence_ms[i], d);
         if (!l)
             goto nomem;
         l->next_ms = c->from_ms + (c->warmup_ms > 0 ? 0 : c->cadence_ms[i]);
     }
     for (size_t i = 0; i < c->nstale; i++) {
-        fmt_duration(c->stale_ms[i], d, sizeof(d));
+        ld_eval_duration_name(c->stale_ms[i], d, sizeof(d));
         snprintf(name, sizeof(name), "stale %s", d);
         line_t *l = add_line(e, LINE_STALE, c->stale_ms[i], name);
         if (!l)

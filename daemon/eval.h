@@ -116,6 +116,10 @@ ld_err_t ld_eval_write_svg(ld_eval_t *e, const int64_t *marks,
                            const char *const *mark_names, size_t nmarks,
                            FILE *out) LD_WUR;
 
+/* A duration as lines are named: 0, 90s, 10m, 1h, 1d (the largest unit
+ * that divides it; else milliseconds). */
+void ld_eval_duration_name(int64_t ms, char *buf, size_t size);
+
 /* Counters of a finished run, for callers and tests. */
 typedef struct ld_eval_counts {
     uint64_t records, dead;
