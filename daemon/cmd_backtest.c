@@ -308,6 +308,10 @@ typedef struct ckpts {
     char sha[MAX_LIST][65];
     uint64_t version[MAX_LIST];
     ld_snapshot_t *snap[MAX_LIST];
+    /* event time of the last example scored before it was published (its
+     * metrics' window end; 0 unknown), and the chart's label for it */
+    int64_t published_ms[MAX_LIST];
+    char mark[MAX_LIST][80];
 } ckpts_t;
 
 static void hex(const uint8_t *b, size_t n, char *out)
@@ -396,6 +400,8 @@ static int load_ckpts(const args_t *a, const ld_config_t *conf,
             k->version[i] = m->lineage ? m->lineage->version : 0;
             if (m->lineage && m->lineage->params_sha256.len == 32)
                 hex(m->lineage->params_sha256.data, 32, k->sha[i]);
+            if (m->metrics && m->metrics->examples)
+                k->published_ms[i] = m->metrics->window_end_ms;
             snprintf(k->name[i], sizeof(k->name[i]), "%s%.60s",
                      digits ? "v" : "",
                      digits               ? t
@@ -669,7 +675,7 @@ static int model_setup(const char *verb, const ld_config_t *conf,
 
 /* Reads the range and reports; an exit code. */
 static int run_range(const args_t *a, const ld_config_t *conf,
-                     const ld_trainer_conf_t *tc, const ckpts_t *k)
+                     const ld_trainer_conf_t *tc, ckpts_t *k)
 {
     int64_t seek = a->from - a->warmup - conf->labeling.window_ms -
                    conf->labeling.max_ooo_ms;
@@ -726,7 +732,19 @@ static int run_range(const args_t *a, const ld_config_t *conf,
                                .ckpt_name = names,
                                .ckpt_version = k->version,
                                .ckpt_sha_hex = shas};
-        code = report(a->verb, e, &in, a->json, a->svg, NULL, NULL, 0);
+        /* the chart marks when each checkpoint was published (event
+         * time), where the lineage's metrics say */
+        int64_t marks[MAX_LIST];
+        const char *mnames[MAX_LIST];
+        size_t nm = 0;
+        for (size_t i = 0; i < k->n; i++)
+            if (k->published_ms[i]) {
+                snprintf(k->mark[i], sizeof(k->mark[i]), "%s published",
+                         k->name[i]);
+                marks[nm] = k->published_ms[i];
+                mnames[nm++] = k->mark[i];
+            }
+        code = report(a->verb, e, &in, a->json, a->svg, marks, mnames, nm);
     }
 out:
     ld_eval_destroy(e);

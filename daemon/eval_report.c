@@ -434,7 +434,7 @@ ld_err_t ld_eval_write_svg(ld_eval_t *e, const int64_t *marks,
                 "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" "
                 "stroke=\"#555\" stroke-dasharray=\"5,4\"/>\n<text "
                 "x=\"%.1f\" y=\"%d\" fill=\"#555\">%s</text>\n",
-                x, PAD_T, x, PAD_T + ph, x + 4, PAD_T + 14,
+                x, PAD_T, x, PAD_T + ph, x + 4, PAD_T + 14 + 14 * (int)(i % 4),
                 mark_names ? mark_names[i] : "");
     }
     svg_lines(e, out, lo, hi);

@@ -213,13 +213,23 @@ int main(void)
     snprintf(from_s, sizeof(from_s), "%" PRId64, from);
     snprintf(to_s, sizeof(to_s), "%" PRId64, to);
     snprintf(jarg, sizeof(jarg), "--json=%s", json);
-    char *bt[] = {LD_LEARND_BIN,  "backtest", "-c",     cfg,
-                  "--checkpoint", "1",        "--from", from_s,
-                  "--to",         to_s,       jarg,     NULL};
+    char svg[256], sarg[300];
+    snprintf(svg, sizeof(svg), "%s/bt.svg", tmpdir);
+    snprintf(sarg, sizeof(sarg), "--svg=%s", svg);
+    char *bt[] = {LD_LEARND_BIN, "backtest", "-c",   cfg,    "--checkpoint",
+                  "1",           "--from",   from_s, "--to", to_s,
+                  jarg,          sarg,       NULL};
     int rc = learnd(log, bt);
     if (rc)
         ld_test_show_tail(log, 20);
     LD_TEST_EQ_I64("backtest exit code", 0, rc);
+    /* the chart: one line per model (v1 frozen, continual) */
+    LD_TEST_ASSERT(ld_test_file_has(svg, "<polyline fill=\"none\" "
+                                         "stroke=\"#1f77b4\"") &&
+                       ld_test_file_has(svg, "<polyline fill=\"none\" "
+                                             "stroke=\"#d62728\"") &&
+                       ld_test_file_has(svg, ">continual</text>"),
+                   "%s lacks a line", svg);
     json_error_t jerr;
     json_t *doc = json_load_file(json, 0, &jerr);
     LD_TEST_ASSERT(doc, "%s: %s", json, jerr.text);
