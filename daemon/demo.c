@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "daemon/cli.h"
+#include "daemon/cmd_backtest.h"
 #include "daemon/run.h"
 #include "daemon/signals.h"
 #include "pipeline/kafka.h"
@@ -37,6 +38,9 @@ static const char usage[] =
     "usage: learnd demo [--events N] [--seed N] [--keep] [--poison N]\n"
     "                   [--summary-json FILE] [--bootstrap HOST:PORT "
     "[--run-id ID]]\n"
+    "       learnd demo --freshness [--events N] [--seed N] "
+    "[--summary-json FILE]\n"
+    "                   [--svg FILE]\n"
     "\n"
     "Runs learnd on a synthetic click stream with delayed labels and a "
     "concept\n"
@@ -52,6 +56,12 @@ static const char usage[] =
     "  --poison N     also produce N malformed events (they must all land in\n"
     "                 the dead-letter topic)\n"
     "  --summary-json FILE  write the summary as JSON too\n"
+    "  --freshness    the value of fresh data instead: no broker, the same\n"
+    "                 stream through learnd freshness's engine, copies\n"
+    "                 refreshed every 0, 1m, 5m, 15m of event time "
+    "(JSON:\n"
+    "                 schemas/backtest.schema.json)\n"
+    "  --svg FILE     with --freshness: the chart of logloss per window\n"
     "  --bootstrap HOST:PORT  a real Kafka cluster: the topics events and\n"
     "                 labels are created if needed (retention.ms=-1), event\n"
     "                 times end a minute before the start, and each run "
@@ -912,8 +922,8 @@ int ld_cmd_demo(int argc, char **argv)
                           .step_ms = 5,
                           .label_delay_ms = 15000,
                           .early_label_share = 0.02}};
-    int keep = 0;
-    const char *json_path = NULL;
+    int keep = 0, fresh = 0;
+    const char *json_path = NULL, *svg_path = NULL;
     d.first_drift_index = -1;
     enum {
         OPT_EVENTS = 256,
@@ -922,7 +932,9 @@ int ld_cmd_demo(int argc, char **argv)
         OPT_JSON,
         OPT_KEEP,
         OPT_BOOTSTRAP,
-        OPT_RUN_ID
+        OPT_RUN_ID,
+        OPT_FRESHNESS,
+        OPT_SVG
     };
     static const struct option longopts[] = {
         {"events", required_argument, NULL, OPT_EVENTS},
@@ -932,6 +944,8 @@ int ld_cmd_demo(int argc, char **argv)
         {"keep", no_argument, NULL, OPT_KEEP},
         {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
         {"run-id", required_argument, NULL, OPT_RUN_ID},
+        {"freshness", no_argument, NULL, OPT_FRESHNESS},
+        {"svg", required_argument, NULL, OPT_SVG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     int opt;
@@ -979,6 +993,12 @@ int ld_cmd_demo(int argc, char **argv)
                                           optarg);
             snprintf(d.run_id, sizeof(d.run_id), "%s", optarg);
             d.resume = 1;
+            break;
+        case OPT_FRESHNESS:
+            fresh = 1;
+            break;
+        case OPT_SVG:
+            svg_path = optarg;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -1049,6 +1069,11 @@ int ld_cmd_demo(int argc, char **argv)
     bad = bad || write_file(path, ld_demo_label_avsc, ld_demo_label_avsc_len);
     if (bad) {
         fprintf(stderr, "learnd demo: cannot write schemas to %s\n", d.dir);
+        goto out;
+    }
+    if (fresh) { /* no broker: the demo's config and decoders only */
+        if ((conf = demo_config(&d)))
+            code = ld_demo_freshness(conf, &d.gconf, json_path, svg_path);
         goto out;
     }
     if (!d.bootstrap[0]) {

@@ -13,6 +13,7 @@
 
 #include "common/common.h"
 #include "daemon/cli.h"
+#include "daemon/cmd_backtest.h"
 #include "daemon/cmd_inspect.h"
 #include "daemon/config.h"
 #include "daemon/demo.h"
@@ -34,6 +35,11 @@ static const char usage_text[] =
     "  replay -c FILE --checkpoint V [--verify]\n"
     "                         rebuild version V from the input topics and "
     "compare\n"
+    "  backtest -c FILE --checkpoint V[,V2] --from T0 --to T1\n"
+    "                         score checkpoints on an event-time range\n"
+    "  freshness -c FILE --from T0 --to T1 --cadence 0,10m,1h,1d\n"
+    "                         what fresh data is worth: loss by refresh "
+    "cadence\n"
     "  config check -c FILE   validate a config file (exit 0, or 2 with "
     "errors)\n"
     "  config doc             write the configuration reference "
@@ -246,6 +252,11 @@ int main(int argc, char **argv)
         if (ld_signals_install())
             return LD_EXIT_RUNTIME;
         return ld_cmd_replay(argc - 1, argv + 1);
+    }
+    if (strcmp(verb, "backtest") == 0 || strcmp(verb, "freshness") == 0) {
+        if (ld_signals_install())
+            return LD_EXIT_RUNTIME;
+        return ld_cmd_backtest(argc - 1, argv + 1);
     }
     if (strcmp(verb, "inspect") == 0)
         return ld_cmd_inspect(argc - 1, argv + 1);

@@ -9,6 +9,7 @@ pkgs=(
   libprotobuf-dev libcurl4-openssl-dev
   libopenblas-dev libyaml-dev libmicrohttpd-dev libcmocka-dev libjansson-dev
   kcat clang-format docker-compose python3 python3-jsonschema python3-venv
+  librsvg2-bin
 )
 # --fuzz: clang and its sanitizer/libFuzzer runtime too (make fuzz).
 if [ "${1:-}" = --fuzz ]; then pkgs+=(clang-14 libclang-rt-14-dev); fi

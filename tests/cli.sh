@@ -156,7 +156,7 @@ expect replay-unknown 2 "learnd replay: unknown option '--verfy'" -- replay --ve
 expect replay-needs 2 "learnd replay: needs -c FILE and --checkpoint" -- replay -c /nonexistent.yaml
 expect demo-missing 2 "learnd demo: option '--events' requires a value" -- demo --events
 expect demo-missing-json 2 "learnd demo: option '--summary-json' requires a value" -- demo --summary-json
-expect demo-ambiguous 2 "learnd demo: ambiguous option '--s' (--seed, --summary-json)" -- demo --s 1
+expect demo-ambiguous 2 "learnd demo: ambiguous option '--s' (--seed, --summary-json, --svg)" -- demo --s 1
 expect demo-unknown 2 "learnd demo: unknown option '--bootstrapp'" -- demo --bootstrapp x:1
 expect demo-bad-events 2 "learnd demo: --events needs a number >= 50000, not '12'" -- demo --events=12
 expect demo-bad-seed 2 "learnd demo: --seed needs a number, not '-1'" -- demo --seed=-1
@@ -194,7 +194,9 @@ helps() { # helps VERB... -- OPTION...
 }
 helps run -- -c --config --until-caught-up --from-scratch -h --help
 helps replay -- -c --config --checkpoint --verify -h --help
-helps demo -- --events --seed --keep --poison --summary-json --bootstrap --run-id -h --help
+helps demo -- --events --seed --keep --poison --summary-json --bootstrap --run-id --freshness --svg -h --help
+helps backtest -- -c --config --checkpoint --from --to --bucket --json --svg -q --quiet -h --help
+helps freshness -- -c --config --from --to --cadence --checkpoint --warmup --staleness --eval-window --bucket --json --svg -q --quiet -h --help
 helps inspect -- --json -h --help
 helps config -- -c --config --print -h --help
 

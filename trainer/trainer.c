@@ -543,52 +543,6 @@ static void forward(const ld_trainer_t *t, const float *sp, const float *dw,
     }
 }
 
-static inline float sigmoid(float z)
-{
-    return 1.0f / (1.0f + expf(-z));
-}
-
-/* Turns raw outputs z (k of them) into predictions in place and scores them
- * against label y. */
-static void link_and_score(int model, uint32_t k, float *z, float y, score_t *o)
-{
-    if (model == LD_MODEL_LOGISTIC) {
-        float zz = z[0];
-        /* Stable logloss: log(1 + e^-|z|) + max(z, 0) - y z. */
-        o->loss = log1pf(expf(-fabsf(zz))) + (zz > 0 ? zz : 0.0f) - y * zz;
-        float p = sigmoid(zz);
-        z[0] = p;
-        o->pred = p;
-        o->sqerr = (p - y) * (p - y);
-        o->cls = p >= 0.5f;
-        o->correct = (p >= 0.5f) == (y >= 0.5f);
-    } else if (model == LD_MODEL_LINEAR) {
-        float e = z[0] - y;
-        o->pred = z[0];
-        o->loss = o->sqerr = e * e;
-        o->cls = 0;
-        o->correct = 0;
-    } else {
-        uint32_t cy = (uint32_t)y, best = 0;
-        float mx = z[0];
-        for (uint32_t c = 1; c < k; c++)
-            if (z[c] > mx) {
-                mx = z[c];
-                best = c;
-            }
-        float sum = 0;
-        for (uint32_t c = 0; c < k; c++)
-            sum += expf(z[c] - mx);
-        o->loss = logf(sum) + mx - z[cy];
-        for (uint32_t c = 0; c < k; c++)
-            z[c] = expf(z[c] - mx) / sum;
-        o->pred = z[cy];
-        o->sqerr = (1.0f - z[cy]) * (1.0f - z[cy]);
-        o->cls = best;
-        o->correct = best == cy;
-    }
-}
-
 /* Example i of the queued batch as the caller handed it in (features and
  * event id pointing into the batch's arenas), in b_ex[slot]. */
 static const ld_example_t *example_view(ld_trainer_t *t, size_t i, size_t slot)
