@@ -95,6 +95,34 @@ void ld_exp_spec_init(ld_exp_spec_t *spec, const char *name, int type);
 ld_err_t ld_exp_spec_check(const ld_exp_spec_t *spec, char *errstr,
                            size_t errstr_size) LD_WUR;
 
+/* ---- Configuration (each item of the `experiments:` list) -------------- */
+
+/* One experiment as the YAML gives it; filled from ld_exp_conf_section,
+ * owned strings freed with ld_conf_free(). */
+typedef struct ld_exp_conf {
+    char *name;
+    int type; /* ld_exp_type_t */
+    ld_strlist_t variants;
+    int metric;    /* ld_exp_metric_t */
+    int direction; /* ld_exp_direction_t */
+    double min_effect, alpha;
+    int64_t max_samples, min_samples, check_every;
+    double noninferiority;
+    double guard_calibration;
+    char *guard_label_min; /* "" = off, else a number */
+    int reward;            /* ld_exp_reward_t */
+    int64_t interval_ms;
+    double min_weight;
+    int64_t draws, seed;
+} ld_exp_conf_t;
+
+extern const ld_conf_section_t ld_exp_conf_section;
+
+/* Turns one loaded item into a spec and checks it (ld_exp_spec_check).
+ * Returns LD_ERR_CONFIG with the reason in errstr. */
+ld_err_t ld_exp_conf_to_spec(const ld_exp_conf_t *c, ld_exp_spec_t *out,
+                             char *errstr, size_t errstr_size) LD_WUR;
+
 /* ---- The always-valid test ---------------------------------------------- */
 
 /* The mixture SPRT of Johari et al., "Always Valid Inference" (2017), for a
@@ -244,9 +272,11 @@ void ld_exp_set_variant_stats(const ld_exp_set_t *set, size_t i,
 char *ld_exp_set_json(const ld_exp_set_t *set, const char *name);
 
 /* Resume state: everything observe has accumulated and the queued
- * decisions, so a restart decides exactly as an uninterrupted run. load
- * refuses (LD_ERR_CORRUPT / LD_ERR_CONFIG with errstr) a blob that is
- * damaged or was saved by a set with other experiments. */
+ * decisions, so a restart decides exactly as an uninterrupted run. Evidence
+ * is matched by experiment name; one whose identity (type, variants,
+ * metric, direction, reward, min_effect, alpha) changed starts afresh,
+ * logged. load refuses a damaged blob with LD_ERR_CORRUPT (errstr says
+ * why); the set is then half-loaded and should be destroyed. */
 void ld_exp_set_save(const ld_exp_set_t *set, ld_wbuf_t *w);
 ld_err_t ld_exp_set_load(ld_exp_set_t *set, const void *buf, size_t len,
                          char *errstr, size_t errstr_size) LD_WUR;

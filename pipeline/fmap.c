@@ -115,6 +115,47 @@ static int ns_index(char **ns, uint32_t nns, const char *name, size_t len)
     return -1;
 }
 
+/* Slots of the served-decision fields of events (docs/EXPERIMENTS.md).
+ * They are no features: the mapping text (and so the model's lineage)
+ * does not name them. 0, -1 out of memory, -2 config error in errstr. */
+static int served_slots(ld_fmap_t *fm, const ld_pipeline_conf_t *conf,
+                        uint32_t *cap, char *errstr, size_t errstr_size)
+{
+    fm->served_variant_slot = fm->served_score_slot = -1;
+    fm->served_prop_slot = -1;
+    if (fm->kind != LD_RECORD_EVENT)
+        return 0;
+    const char *one[3] = {conf->served_variant_field, conf->served_score_field,
+                          conf->served_propensity_field};
+    int32_t *slot[3] = {&fm->served_variant_slot, &fm->served_score_slot,
+                        &fm->served_prop_slot};
+    for (int i = 0; i < 3; i++)
+        if (one[i] && *one[i] && (*slot[i] = slot_add(fm, one[i], cap)) < 0)
+            return -1;
+    if (conf->served_shadow_fields.n > LD_SERVED_SHADOW_MAX) {
+        snprintf(errstr, errstr_size,
+                 "pipeline.served_shadow_fields: at most %d, not %zu",
+                 LD_SERVED_SHADOW_MAX, conf->served_shadow_fields.n);
+        return -2;
+    }
+    for (size_t i = 0; i < conf->served_shadow_fields.n; i++) {
+        const char *e = conf->served_shadow_fields.v[i];
+        const char *colon = strchr(e, ':');
+        if (!colon || colon == e || !colon[1]) {
+            snprintf(errstr, errstr_size,
+                     "pipeline.served_shadow_fields[%zu]: '%s' is not "
+                     "variant:field",
+                     i, e);
+            return -2;
+        }
+        int32_t sl = slot_add(fm, colon + 1, cap);
+        if (sl < 0)
+            return -1;
+        fm->served_shadow_slot[fm->nserved_shadow++] = sl;
+    }
+    return 0;
+}
+
 ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
                        int pb_canonical, char *errstr, size_t errstr_size)
 {
@@ -345,6 +386,12 @@ ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
                     goto nomem;
         }
         fm->cross_off[fm->ncross] = k;
+    }
+    switch (served_slots(fm, conf, &cap, errstr, errstr_size)) {
+    case -1:
+        goto nomem;
+    case -2:
+        goto err;
     }
     if (text_add(&text, &tlen, &tcap, "\n") < 0)
         goto nomem;
@@ -909,5 +956,6 @@ ld_reason_t ld_fmap_finish(ld_fmap_t *fm, const void *key, size_t key_len,
 
     if (fm->kind == LD_RECORD_LABEL)
         return label_value(fm, out, err, err_size);
+    ld_fmap_served(fm, out);
     return features(fm, out, err, err_size);
 }
