@@ -26,8 +26,8 @@ ld_exp_decision_t *queue_push(ld_exp_set_t *set)
     return d;
 }
 
-void decision_fill(const ld_exp_set_t *set, const exp_t *e, int kind,
-                   int64_t time_ms, ld_exp_decision_t *d)
+void decision_fill(const exp_t *e, int kind, int64_t time_ms,
+                   ld_exp_decision_t *d)
 {
     static const char *kinds[] = {"decision", "weights"};
     memset(d, 0, sizeof(*d));
@@ -50,11 +50,8 @@ void decision_fill(const ld_exp_set_t *set, const exp_t *e, int kind,
     d->narms = e->spec.nvariants;
     for (size_t k = 0; k < d->narms; k++) {
         ld_exp_arm_ev_t *a = &d->arm[k];
-        const accum_t *acc = &set->acc[e->arm[k]];
         snprintf(a->variant, sizeof(a->variant), "%s", e->spec.variants[k]);
         a->n = e->x[k].n;
-        a->pending =
-            acc->exposed > acc->label.n ? acc->exposed - acc->label.n : 0;
         a->mean = e->x[k].n ? e->x[k].mean : NAN;
         a->weight = kind == LD_EXP_KIND_WEIGHTS ? e->weights[k] : NAN;
     }
@@ -67,7 +64,7 @@ static int queue(ld_exp_set_t *set, exp_t *e, int kind, int64_t time_ms,
     if (!d)
         return 0; /* no memory: the state still holds the verdict */
     e->seq++;
-    decision_fill(set, e, kind, time_ms, d);
+    decision_fill(e, kind, time_ms, d);
     snprintf(d->reason, sizeof(d->reason), "%s", reason);
     return 1;
 }

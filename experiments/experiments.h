@@ -223,6 +223,10 @@ size_t ld_exp_set_nvariants(const ld_exp_set_t *set);
 const char *ld_exp_set_variant_name(const ld_exp_set_t *set, size_t i);
 int ld_exp_set_variant(const ld_exp_set_t *set, const char *name, size_t len);
 size_t ld_exp_set_count(const ld_exp_set_t *set);
+/* Name of experiment i and of its arm k (borrowed; NULL when out of
+ * range). */
+const char *ld_exp_set_name(const ld_exp_set_t *set, size_t i);
+const char *ld_exp_set_arm_name(const ld_exp_set_t *set, size_t i, size_t k);
 
 /* An event served by variant was seen (before its label): counts it as
  * pending for the bandits until its example matures. */
@@ -234,6 +238,37 @@ void ld_exp_set_expose(ld_exp_set_t *set, int variant);
  * bandit's weights every interval_ms of time_ms, are queued as decisions.
  * Returns the number of decisions queued by this call. */
 size_t ld_exp_set_observe(ld_exp_set_t *set, const ld_exp_obs_t *obs);
+
+/* ---- Events waiting for their label ------------------------------------ */
+
+/* What served one event, as the run loop hands it over at ingestion. */
+typedef struct ld_exp_served {
+    int variant;       /* ld_exp_set_variant() index */
+    double score;      /* NaN = none */
+    double propensity; /* NaN = none */
+    size_t nshadow;
+    ld_exp_shadow_t shadow[LD_EXP_SHADOW_MAX];
+} ld_exp_served_t;
+
+/* Remembers what served the event at (partition, offset) until its example
+ * matures, and counts it as exposed. The same event again (a re-read after
+ * a restart) replaces the entry and is not counted twice. Events the joiner
+ * never releases (duplicates, too late) are evicted once the matured event
+ * time is horizon_ms past them (ld_exp_set_horizon), and counted. */
+void ld_exp_set_serve(ld_exp_set_t *set, int32_t partition, int64_t offset,
+                      int64_t event_time_ms, const ld_exp_served_t *sv);
+/* The example of the event at (partition, offset) matured with label at
+ * event time time_ms: ld_exp_set_observe() with what served it, and the
+ * entry goes. Events with no entry (not served by a variant) are ignored.
+ * Returns the decisions queued. */
+size_t ld_exp_set_mature(ld_exp_set_t *set, int32_t partition, int64_t offset,
+                         double label, int64_t time_ms);
+/* How far behind the newest matured event time an unreleased entry may be
+ * before it is evicted (default 7 days; the daemon sets twice the label
+ * window). */
+void ld_exp_set_horizon(ld_exp_set_t *set, int64_t horizon_ms);
+/* Entries waiting, and entries evicted so far. */
+size_t ld_exp_set_waiting(const ld_exp_set_t *set, uint64_t *evicted);
 
 /* Queued decisions, oldest first; valid until the next observe or
  * ld_exp_set_clear. The run loop publishes them inside the commit-point

@@ -49,6 +49,24 @@ typedef struct exp {
     uint64_t draws_done; /* routing rounds, seeds the next one */
 } exp_t;
 
+/* One event waiting for its label (served.c). */
+typedef struct served_ent {
+    int32_t partition; /* -1: empty slot */
+    int64_t offset, time_ms;
+    ld_exp_served_t sv;
+} served_ent_t;
+
+typedef struct served_tab {
+    served_ent_t *v;
+    size_t cap, n; /* cap a power of two (or 0) */
+    uint64_t evicted;
+    int64_t horizon_ms, newest_ms;
+} served_tab_t;
+
+void served_free(served_tab_t *t);
+void served_save(const served_tab_t *t, ld_wbuf_t *w);
+void served_load(served_tab_t *t, ld_rbuf_t *r);
+
 struct ld_exp_set {
     size_t nvar;
     char var[LD_EXP_VARIANTS_MAX + 1][LD_EXP_NAME_MAX];
@@ -57,6 +75,7 @@ struct ld_exp_set {
     exp_t exp[LD_EXP_MAX];
     ld_exp_decision_t *queue;
     size_t nqueue, capqueue;
+    served_tab_t served;
 };
 
 /* ---- accum.c ------------------------------------------------------------ */
@@ -70,8 +89,8 @@ double exp_loss(int metric, double score, double label);
  * Returns 1 when it queued one. */
 int exp_observe(ld_exp_set_t *set, exp_t *e, const ld_exp_obs_t *obs);
 ld_exp_decision_t *queue_push(ld_exp_set_t *set);
-void decision_fill(const ld_exp_set_t *set, const exp_t *e, int kind,
-                   int64_t time_ms, ld_exp_decision_t *d);
+void decision_fill(const exp_t *e, int kind, int64_t time_ms,
+                   ld_exp_decision_t *d);
 
 /* ---- bandit.c ----------------------------------------------------------- */
 /* Thompson sampling: P(arm is best) by spec.draws posterior draws from a

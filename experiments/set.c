@@ -151,6 +151,8 @@ ld_exp_set_t *ld_exp_set_new(const ld_exp_spec_t *specs, size_t n, char *errstr,
         e->next_emit_ms = INT64_MIN;
     }
     snprintf(set->var[set->nvar++], LD_EXP_NAME_MAX, "%s", LD_EXP_OTHER);
+    set->served.horizon_ms = 7 * 86400 * INT64_C(1000);
+    set->served.newest_ms = INT64_MIN;
     return set;
 err:
     ld_exp_set_destroy(set);
@@ -162,6 +164,7 @@ void ld_exp_set_destroy(ld_exp_set_t *set)
     if (!set)
         return;
     free(set->queue);
+    served_free(&set->served);
     free(set);
 }
 
@@ -232,4 +235,16 @@ size_t ld_exp_set_weights(const ld_exp_set_t *set, size_t i,
     for (size_t k = 0; k < e->spec.nvariants; k++)
         w[k] = e->weights[k];
     return e->spec.nvariants;
+}
+
+const char *ld_exp_set_name(const ld_exp_set_t *set, size_t i)
+{
+    return i < set->nexp ? set->exp[i].spec.name : NULL;
+}
+
+const char *ld_exp_set_arm_name(const ld_exp_set_t *set, size_t i, size_t k)
+{
+    if (i >= set->nexp || k >= set->exp[i].spec.nvariants)
+        return NULL;
+    return set->exp[i].spec.variants[k];
 }

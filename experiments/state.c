@@ -173,7 +173,6 @@ static void decision_save(ld_wbuf_t *w, const ld_exp_decision_t *d)
     for (size_t k = 0; k < d->narms; k++) {
         ld_wbuf_str(w, d->arm[k].variant);
         ld_wbuf_u64(w, d->arm[k].n);
-        ld_wbuf_u64(w, d->arm[k].pending);
         ld_wbuf_f64(w, d->arm[k].mean);
         ld_wbuf_f64(w, d->arm[k].weight);
     }
@@ -204,7 +203,6 @@ static void decision_load(ld_rbuf_t *r, ld_exp_decision_t *d)
     for (size_t k = 0; k < d->narms; k++) {
         ld_rbuf_str(r, d->arm[k].variant, sizeof(d->arm[k].variant));
         d->arm[k].n = ld_rbuf_u64(r);
-        d->arm[k].pending = ld_rbuf_u64(r);
         d->arm[k].mean = ld_rbuf_f64(r);
         d->arm[k].weight = ld_rbuf_f64(r);
     }
@@ -225,17 +223,25 @@ void ld_exp_set_save(const ld_exp_set_t *set, ld_wbuf_t *w)
     ld_wbuf_u64(w, set->nqueue);
     for (size_t i = 0; i < set->nqueue; i++)
         decision_save(w, &set->queue[i]);
+    served_save(&set->served, w);
 }
 
-static void load_variants(ld_exp_set_t *set, ld_rbuf_t *r)
+/* Restores the accumulators by name; remap[saved index] is today's index
+ * (`other` for a variant no longer configured). */
+static void load_variants(ld_exp_set_t *set, ld_rbuf_t *r, int *remap)
 {
     uint64_t nvar = ld_rbuf_count(r, 4);
+    if (nvar > LD_EXP_VARIANTS_MAX + 1) {
+        r->err = LD_ERR_CORRUPT;
+        return;
+    }
     for (uint64_t i = 0; i < nvar && !r->err; i++) {
         char name[LD_EXP_NAME_MAX];
         accum_t a;
         ld_rbuf_str(r, name, sizeof(name));
         accum_load(r, &a);
         int v = ld_exp_set_variant(set, name, strlen(name));
+        remap[i] = v;
         /* a variant no longer configured stays out: its outcomes belong
          * to a label value the metrics no longer show */
         if (!r->err && !strcmp(set->var[v], name))
@@ -252,7 +258,10 @@ ld_err_t ld_exp_set_load(ld_exp_set_t *set, const void *buf, size_t len,
                       "experiments state: bad magic or version");
         return LD_ERR_CORRUPT;
     }
-    load_variants(set, &r);
+    int remap[LD_EXP_VARIANTS_MAX + 1];
+    for (size_t i = 0; i <= LD_EXP_VARIANTS_MAX; i++)
+        remap[i] = (int)set->nvar - 1;
+    load_variants(set, &r, remap);
     uint64_t nexp = ld_rbuf_count(&r, 8);
     for (uint64_t i = 0; i < nexp && !r.err; i++) {
         exp_t e;
@@ -286,6 +295,21 @@ ld_err_t ld_exp_set_load(ld_exp_set_t *set, const void *buf, size_t len,
             return LD_ERR_NOMEM;
         }
         decision_load(&r, d);
+    }
+    served_load(&set->served, &r);
+    for (size_t i = 0; i < set->served.cap && !r.err; i++) {
+        ld_exp_served_t *sv = &set->served.v[i].sv;
+        if (set->served.v[i].partition < 0)
+            continue;
+        if (sv->variant > LD_EXP_VARIANTS_MAX) {
+            r.err = LD_ERR_CORRUPT;
+            break;
+        }
+        sv->variant = remap[sv->variant];
+        for (size_t k = 0; k < sv->nshadow; k++)
+            sv->shadow[k].variant = sv->shadow[k].variant > LD_EXP_VARIANTS_MAX
+                                        ? (int)set->nvar - 1
+                                        : remap[sv->shadow[k].variant];
     }
     if (r.err || ld_rbuf_left(&r) != 0) {
         ld_errstr_set(errstr, errstr_size,
