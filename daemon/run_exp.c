@@ -67,6 +67,30 @@ void run_exp_serve(run_t *r, const ld_record_t *rec)
     ld_exp_set_serve(r->exp, rec->partition, rec->offset, rec->time_ms, &sv);
 }
 
+/* A replay writes nothing: it prints each decision it reaches with the
+ * SHA-256 of the bytes a run wrote for it, for `replay --verify` and its
+ * tests to hold against the triggers topic. */
+static void replay_print(run_t *r)
+{
+    size_t n;
+    const ld_exp_decision_t *d = ld_exp_set_pending(r->exp, &n);
+    int pb = r->conf->triggers.format == LD_TRIGGER_FORMAT_PROTOBUF;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *val, sha[32];
+        size_t len;
+        if (ld_exp_decision_encode(&d[i], r->tconf.name, pb, &val, &len))
+            continue;
+        ld_ckpt_sha256(val, len, sha);
+        free(val);
+        printf("experiment %s %s sha256=", d[i].idempotency_key,
+               d[i].kind ? "weights" : ld_exp_verdict_name(d[i].verdict));
+        for (int b = 0; b < 32; b++)
+            printf("%02x", sha[b]);
+        putchar('\n');
+    }
+    ld_exp_set_clear(r->exp);
+}
+
 void run_exp_scored(run_t *r, const ld_scored_t *s, size_t n)
 {
     if (!r->exp)
@@ -80,6 +104,8 @@ void run_exp_scored(run_t *r, const ld_scored_t *s, size_t n)
         ld_exp_set_mature(r->exp, ex->partition, ex->offset, ex->label,
                           ex->event_time_ms);
     }
+    if (r->replay)
+        replay_print(r);
 }
 
 /* learnd_variant_*{variant}: the label is one of a configured list plus
@@ -150,4 +176,62 @@ void run_exp_report(run_t *r)
     char *json = ld_exp_set_json(r->exp, NULL);
     if (json)
         ld_metrics_set_experiments(r->reg, json); /* taken */
+}
+
+ld_err_t run_exp_flush(run_t *r)
+{
+    if (!r->exp)
+        return LD_OK;
+    size_t n;
+    const ld_exp_decision_t *d = ld_exp_set_pending(r->exp, &n);
+    int pb = r->conf->triggers.format == LD_TRIGGER_FORMAT_PROTOBUF;
+    int fam = ld_metrics_family(r->reg, "experiment_decisions_total",
+                                LD_METRIC_COUNTER,
+                                "Experiment events written, by experiment "
+                                "and kind");
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *val;
+        size_t len;
+        ld_err_t err =
+            ld_exp_decision_encode(&d[i], r->tconf.name, pb, &val, &len);
+        if (!err)
+            err = ld_publisher_record(r->pub, ld_pipeline_producer(r->pipe),
+                                      r->conf->daemon.trigger_topic,
+                                      d[i].idempotency_key, val, len);
+        free(val);
+        if (err)
+            return err; /* the commit point aborts; the queue stays */
+        if (d[i].kind == LD_EXP_KIND_DECISION)
+            ld_log(LD_LOG_NOTICE, MOD,
+                   "msg=\"experiment decided\" experiment=%s verdict=%s "
+                   "reason=%s effect=%.6g ci_low=%.6g ci_high=%.6g key=%s",
+                   ld_log_q(d[i].experiment), ld_exp_verdict_name(d[i].verdict),
+                   d[i].reason, d[i].effect, d[i].ci_lo, d[i].ci_hi,
+                   ld_log_q(d[i].idempotency_key));
+        char lab[160];
+        snprintf(lab, sizeof(lab), "experiment=\"%s\",kind=\"%s\"",
+                 d[i].experiment, d[i].kind ? "weights" : "decision");
+        ld_metrics_add(r->reg, fam, lab, 1);
+    }
+    ld_exp_set_clear(r->exp);
+    return LD_OK;
+}
+
+void run_exp_save(void *opaque, ld_wbuf_t *w)
+{
+    run_t *r = opaque;
+    ld_exp_set_save(r->exp, w);
+}
+
+ld_err_t run_exp_load(void *opaque, const uint8_t *buf, size_t len,
+                      char *errstr, size_t size)
+{
+    run_t *r = opaque;
+    if (!len) /* saved by a learnd without experiments: start afresh */
+        return LD_OK;
+    char why[256];
+    ld_err_t err = ld_exp_set_load(r->exp, buf, len, why, sizeof(why));
+    if (err)
+        snprintf(errstr, size, "resume state: %s", why);
+    return err;
 }

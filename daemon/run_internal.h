@@ -159,6 +159,13 @@ void run_exp_serve(run_t *r, const ld_record_t *rec);
 void run_exp_scored(run_t *r, const ld_scored_t *s, size_t n);
 /* Per-variant and per-experiment metrics, and the /experiments document. */
 void run_exp_report(run_t *r);
+/* The queued decisions into the commit point's open transaction (the
+ * triggers topic, key = idempotency key), then off the queue. */
+ld_err_t run_exp_flush(run_t *r);
+/* The resume-state hooks (ld_resume_parts_t.exp_save / exp_load). */
+void run_exp_save(void *opaque, ld_wbuf_t *w);
+ld_err_t run_exp_load(void *opaque, const uint8_t *buf, size_t len,
+                      char *errstr, size_t size);
 
 /* ---- run_setup.c -------------------------------------------------------- */
 

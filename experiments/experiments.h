@@ -316,6 +316,17 @@ void ld_exp_set_save(const ld_exp_set_t *set, ld_wbuf_t *w);
 ld_err_t ld_exp_set_load(ld_exp_set_t *set, const void *buf, size_t len,
                          char *errstr, size_t errstr_size) LD_WUR;
 
+/* One queued decision as an event: JSON (schemas/experiment.schema.json,
+ * keys sorted) or protobuf (ExperimentDecision / RoutingWeights), model
+ * naming the model the daemon trains. *out is the caller's to free().
+ * LD_ERR_NOMEM. */
+ld_err_t ld_exp_decision_encode(const ld_exp_decision_t *d, const char *model,
+                                int protobuf, uint8_t **out,
+                                size_t *len) LD_WUR;
+/* The learnd.type header of its record: "ExperimentDecision" or
+ * "RoutingWeights". */
+const char *ld_exp_decision_type_header(const ld_exp_decision_t *d);
+
 const char *ld_exp_verdict_name(int verdict);
 const char *ld_exp_type_name(int type);
 

@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "experiments/experiments.h"
+#include "schemas/learnd.pb-c.h"
 
 /* ---- Helpers ------------------------------------------------------------ */
 
@@ -604,6 +606,93 @@ static void test_served_table(void **state)
     ld_exp_set_destroy(set);
 }
 
+/* ---- Events ------------------------------------------------------------- */
+
+static void write_event(const char *name, const uint8_t *p, size_t n)
+{
+    mkdir("experiment-events", 0755);
+    char path[256];
+    snprintf(path, sizeof(path), "experiment-events/%s.json", name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    fclose(f);
+}
+
+/* A decision and routing weights as JSON (written to experiment-events/
+ * for schemas_experiment_jsonschema) and protobuf, decoded back. */
+static void test_events_json_and_protobuf(void **state)
+{
+    (void)state;
+    char err[256];
+    ld_exp_spec_t s[2] = {two_arm("ab", LD_EXP_AB),
+                          two_arm("bd", LD_EXP_BANDIT)};
+    s[0].min_effect = 0.02;
+    s[1].interval_ms = 1000;
+    ld_exp_set_t *set = ld_exp_set_new(s, 2, err, sizeof(err));
+    sim_t r = {77};
+    for (uint64_t i = 0; i < 40000; i++) {
+        int treat = sim_u(&r) < 0.5;
+        double p = treat ? 0.15 : 0.10;
+        ld_exp_obs_t obs = {
+            treat, sim_u(&r) < p ? 1.0 : 0.0, p, NAN, NULL, 0, (int64_t)i};
+        ld_exp_set_observe(set, &obs);
+    }
+    size_t n;
+    const ld_exp_decision_t *d = ld_exp_set_pending(set, &n);
+    int wrote[2] = {0, 0};
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *out;
+        size_t len;
+        assert_int_equal(ld_exp_decision_encode(&d[i], "ctr", 0, &out, &len),
+                         LD_OK);
+        if (!wrote[d[i].kind]++)
+            write_event(d[i].kind ? "valid-weights" : "valid-decision", out,
+                        len);
+        if (d[i].kind == LD_EXP_KIND_DECISION) {
+            assert_non_null(strstr((char *)out, "\"kind\":\"experiment_"
+                                                "decision\""));
+            assert_non_null(strstr((char *)out, "\"verdict\":\"PROMOTE\""));
+            assert_non_null(
+                strstr((char *)out, "\"idempotency_key\":\"ab/decision/1\""));
+        }
+        free(out);
+        assert_int_equal(ld_exp_decision_encode(&d[i], "ctr", 1, &out, &len),
+                         LD_OK);
+        if (d[i].kind == LD_EXP_KIND_DECISION) {
+            Learnd__V1__ExperimentDecision *m =
+                learnd__v1__experiment_decision__unpack(NULL, len, out);
+            assert_non_null(m);
+            assert_int_equal(
+                m->verdict,
+                LEARND__V1__EXPERIMENT_VERDICT__EXPERIMENT_VERDICT_PROMOTE);
+            assert_int_equal(m->type,
+                             LEARND__V1__EXPERIMENT_TYPE__EXPERIMENT_TYPE_AB);
+            assert_string_equal(m->idempotency_key, d[i].idempotency_key);
+            assert_int_equal(m->n_arms, 2);
+            assert_int_equal(m->arms[0]->n + m->arms[1]->n,
+                             d[i].arm[0].n + d[i].arm[1].n);
+            assert_true(m->statistic == d[i].statistic);
+            learnd__v1__experiment_decision__free_unpacked(m, NULL);
+        } else {
+            Learnd__V1__RoutingWeights *m =
+                learnd__v1__routing_weights__unpack(NULL, len, out);
+            assert_non_null(m);
+            assert_int_equal(m->n_arms, 2);
+            assert_true(m->arms[0]->weight == d[i].arm[0].weight);
+            assert_int_equal(m->seq, d[i].seq);
+            learnd__v1__routing_weights__free_unpacked(m, NULL);
+        }
+        free(out);
+        assert_string_equal(ld_exp_decision_type_header(&d[i]),
+                            d[i].kind ? "RoutingWeights"
+                                      : "ExperimentDecision");
+    }
+    assert_int_equal(wrote[0], 1);
+    assert_int_equal(wrote[1], 39);
+    ld_exp_set_destroy(set);
+}
+
 /* ---- JSON and resume state ---------------------------------------------- */
 
 /* Runs the same stream through one set without a break and through one
@@ -724,6 +813,7 @@ int main(void)
         cmocka_unit_test(test_spec_check_errors),
         cmocka_unit_test(test_variant_stats_values),
         cmocka_unit_test(test_served_table),
+        cmocka_unit_test(test_events_json_and_protobuf),
         cmocka_unit_test(test_resume_state_decides_identically),
         cmocka_unit_test(test_resume_changed_spec_starts_afresh),
     };
