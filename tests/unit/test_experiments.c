@@ -690,6 +690,13 @@ static void test_events_json_and_protobuf(void **state)
     }
     assert_int_equal(wrote[0], 1);
     assert_int_equal(wrote[1], 39);
+    /* GET /experiments/ab, for docs_experiments' JSONPath check */
+    char *doc = ld_exp_set_json(set, "ab");
+    FILE *f = fopen("experiment-state.json", "w");
+    assert_non_null(f);
+    fputs(doc, f);
+    fclose(f);
+    free(doc);
     ld_exp_set_destroy(set);
 }
 
