@@ -201,6 +201,8 @@ ld_err_t run_exp_flush(run_t *r)
         free(val);
         if (err)
             return err; /* the commit point aborts; the queue stays */
+        if (r->hooks.experiment)
+            r->hooks.experiment(r->hooks.opaque, &d[i]);
         if (d[i].kind == LD_EXP_KIND_DECISION)
             ld_log(LD_LOG_NOTICE, MOD,
                    "msg=\"experiment decided\" experiment=%s verdict=%s "
