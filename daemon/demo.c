@@ -55,7 +55,8 @@ static const char usage[] =
     "  --summary-json FILE  write the summary as JSON too\n"
     "  --lift X       true click lift of variant v2 over v1, which serve half\n"
     "                 the events each; an ab experiment decides it (default\n"
-    "                 0.1; 0: no variants)\n"
+    "                 0.1 on the mock cluster, 0 with --bootstrap, where the\n"
+    "                 records keep the shape of schemas/event.avsc)\n"
     "  --bootstrap HOST:PORT  a real Kafka cluster: the topics events and\n"
     "                 labels are created if needed (retention.ms=-1), event\n"
     "                 times end a minute before the start, and each run "
@@ -935,7 +936,7 @@ int ld_cmd_demo(int argc, char **argv)
                           .step_ms = 5,
                           .label_delay_ms = 15000,
                           .early_label_share = 0.02,
-                          .served_lift = 0.1}};
+                          .served_lift = -1}};
     int keep = 0;
     const char *json_path = NULL;
     d.first_drift_index = -1;
@@ -1022,6 +1023,11 @@ int ld_cmd_demo(int argc, char **argv)
     if (optind < argc)
         return ld_cli_usage_error("demo", usage, "unexpected argument '%s'",
                                   argv[optind]);
+    /* On a real cluster the stream stays that of schemas/event.avsc, which
+     * the README's config and other consumers of the demo topics read;
+     * the mock cluster is the demo's own. */
+    if (d.gconf.served_lift < 0)
+        d.gconf.served_lift = d.bootstrap[0] ? 0 : 0.1;
     if (d.resume && !d.bootstrap[0]) {
         fprintf(stderr, "learnd demo: --run-id needs --bootstrap (the mock "
                         "cluster keeps nothing between runs)\n");
