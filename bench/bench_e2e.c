@@ -14,6 +14,7 @@
  *                  [--triggers default|alert|off] [--late-horizon DUR]
  *                  [--only all|raw|ingest|daemon|stages[,...]]
  *                  [--bootstrap HOST:PORT] [--batch-bytes N]
+ *                  [--experiments off|compare]
  * Environment: BENCH_E2E_TRACE=1 prints progress (wall and loop-thread CPU)
  * of every measured run; BENCH_E2E_LOG=N sets the log level (7: debug);
  * BENCH_E2E_KAFKA_DEBUG=fetch,... sets librdkafka's debug for learnd's
@@ -80,6 +81,9 @@ static struct {
     const char *late_horizon; /* labeling.late_horizon; NULL: default */
     const char *triggers;     /* default | alert | off */
     const char *batch_bytes;  /* the filling producer's batch.size */
+    /* compare: the stream names its serving variant (v1/v2) and every
+     * daemon measurement is repeated with 4 experiments on it */
+    int experiments;
 } opt = {.bits = {18, 22},
          .nbits = 2,
          .repeats = 3,
@@ -222,7 +226,47 @@ static ld_demo_gen_conf_t gen_conf(int64_t n_events)
                                 .drift_at = n_events / 2,
                                 .start_time_ms = 1767225600000,
                                 .step_ms = 5,
-                                .label_delay_ms = 15000};
+                                .label_delay_ms = 15000,
+                                .served_lift = opt.experiments ? 0.1 : 0};
+}
+
+/* The daemon measurement being taken runs the 4 experiments. */
+static int exp_on;
+static char served_avsc[128]; /* the served stream's schema, in tmpdir */
+
+/* Two ab experiments (click rate; logloss of the served score), a canary
+ * with both guardrails and a bandit on the served variants. */
+static void add_experiments(ld_config_t *c)
+{
+    static const char *const items[4][6] = {
+        {"name=ab", "type=ab", "min_effect=0.01", NULL},
+        {"name=canary", "type=canary", "guard_calibration=0.05",
+         "guard_label_min=0.01", "noninferiority=0.01", NULL},
+        {"name=bandit", "type=bandit", "interval=10s", NULL},
+        {"name=ab2", "type=ab", "metric=logloss", "direction=lower",
+         "min_effect=0.01", NULL}};
+    c->experiments = calloc(4, sizeof(*c->experiments));
+    if (!c->experiments)
+        die("config", "out of memory");
+    char why[256];
+    for (size_t i = 0; i < 4; i++) {
+        ld_exp_conf_t *e = &c->experiments[i];
+        if (ld_conf_set_defaults(&ld_exp_conf_section, e, why, sizeof(why)))
+            die("config", why);
+        c->nexperiments = i + 1;
+        for (size_t k = 0; items[i][k]; k++) {
+            char key[32];
+            const char *eq = strchr(items[i][k], '=');
+            snprintf(key, sizeof(key), "%.*s", (int)(eq - items[i][k]),
+                     items[i][k]);
+            if (ld_conf_parse_value(ld_conf_find(&ld_exp_conf_section, key),
+                                    eq + 1, e, why, sizeof(why)))
+                die("config", why);
+        }
+        if (ld_conf_strlist_add(&e->variants, "v1") ||
+            ld_conf_strlist_add(&e->variants, "v2"))
+            die("config", "out of memory");
+    }
 }
 
 /* How many events fit: the first event that would push its events
@@ -574,7 +618,13 @@ static ld_config_t *make_config(int bits, const char *group)
     }
     cset(P, &c->pipeline, "group_id", group);
     cset(P, &c->pipeline, "format", "avro");
-    cset(P, &c->pipeline, "event_schema", LD_SOURCE_DIR "/schemas/event.avsc");
+    cset(P, &c->pipeline, "event_schema",
+         opt.experiments ? served_avsc : LD_SOURCE_DIR "/schemas/event.avsc");
+    if (exp_on) {
+        cset(P, &c->pipeline, "served_variant_field", "served_model");
+        cset(P, &c->pipeline, "served_score_field", "served_p");
+        add_experiments(c);
+    }
     cset(P, &c->pipeline, "label_schema", LD_SOURCE_DIR "/schemas/label.avsc");
     cset(P, &c->pipeline, "key_field", "event_id");
     cset(P, &c->pipeline, "event_time_field", "event_time");
@@ -1118,7 +1168,8 @@ static void usage(void)
           "                 [--triggers default|alert|off] "
           "[--late-horizon DUR]\n"
           "                 [--only all|raw|ingest|daemon|stages]\n"
-          "                 [--bootstrap HOST:PORT] [--batch-bytes N]\n",
+          "                 [--bootstrap HOST:PORT] [--batch-bytes N]\n"
+          "                 [--experiments off|compare]\n",
           stderr);
     exit(2);
 }
@@ -1164,6 +1215,8 @@ static void parse_args(int argc, char **argv)
             opt.late_horizon = v;
         } else if (strcmp(a, "--only") == 0) {
             opt.only = v;
+        } else if (strcmp(a, "--experiments") == 0) {
+            opt.experiments = strcmp(v, "compare") == 0;
         } else if (strcmp(a, "--batch-bytes") == 0) {
             opt.batch_bytes = v;
         } else if (strcmp(a, "--bootstrap") == 0) {
@@ -1200,6 +1253,14 @@ int main(int argc, char **argv)
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/bench-e2e-XXXXXX");
     if (!mkdtemp(tmpdir))
         die("mkdtemp", strerror(errno));
+    if (opt.experiments) {
+        snprintf(served_avsc, sizeof(served_avsc), "%s/event.avsc", tmpdir);
+        char *text = ld_demo_served_avsc();
+        FILE *f = text ? fopen(served_avsc, "w") : NULL;
+        if (!f || fputs(text, f) < 0 || fclose(f))
+            die("served schema", served_avsc);
+        free(text);
+    }
 
     for (int i = 0; i < T__COUNT; i++)
         if (real_broker)
@@ -1284,6 +1345,16 @@ int main(int argc, char **argv)
                 B[run] = ingest_rate(bits, run, &nnz);
             if (want("daemon"))
                 d = daemon_rate(bits, run);
+            if (want("daemon") && opt.experiments) {
+                exp_on = 1;
+                drun_t x = daemon_rate(bits, run + MAX_RUNS);
+                exp_on = 0;
+                printf("     with 4 experiments: daemon %.0f rec/s, %.0f ex/s "
+                       "(%.1f%% of the run without)\n",
+                       x.rate.recs_s, x.rate.examples_s,
+                       d.rate.recs_s > 0 ? 100 * x.rate.recs_s / d.rate.recs_s
+                                         : 0);
+            }
             Dm[run] = d.rate;
             raw[run] = A[run].recs_s;
             ing[run] = B[run].recs_s;

@@ -94,6 +94,7 @@ typedef struct loader {
     int nerr;
     yaml_document_t doc;
     ld_config_t *conf;
+    yaml_node_t *experiments; /* the `experiments:` list, for errors */
 } loader_t;
 
 static void report(loader_t *ld, const yaml_node_t *node, const char *key,
@@ -745,6 +746,92 @@ static void validate_pipeline(loader_t *ld)
         validate_decoder(ld, &pc, LD_RECORD_LABEL);
 }
 
+/* `experiments:`: a list of mappings, each read through the rows of
+ * ld_exp_conf_section and checked as a spec, errors at its item. */
+static void load_experiments(loader_t *ld, yaml_node_t *seq)
+{
+    ld->experiments = seq;
+    if (seq->type != YAML_SEQUENCE_NODE) {
+        if (!(seq->type == YAML_SCALAR_NODE && scalar(seq)[0] == '\0'))
+            report(ld, seq, "experiments", "expected a list of experiments");
+        return;
+    }
+    size_t n =
+        (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    ld_exp_conf_t *v = calloc(n + 1, sizeof(*v));
+    if (!v) {
+        report(ld, seq, "experiments", "out of memory");
+        return;
+    }
+    ld->conf->experiments = v;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item =
+            yaml_document_get_node(&ld->doc, seq->data.sequence.items.start[i]);
+        char why[256], key[48];
+        snprintf(key, sizeof(key), "experiments[%zu]", i);
+        if (ld_conf_set_defaults(&ld_exp_conf_section, &v[i], why,
+                                 sizeof(why))) {
+            report(ld, item, key, "%s", why);
+            return;
+        }
+        ld->conf->nexperiments = i + 1; /* owns v[i]'s strings from here */
+        int before = ld->nerr;
+        if (!item || item->type != YAML_MAPPING_NODE) {
+            report(ld, item ? item : seq, key, "expected a mapping");
+            continue;
+        }
+        ld_conf_section_t sec = ld_exp_conf_section;
+        sec.name = key; /* errors name experiments[i].key */
+        load_section(ld, &sec, &v[i], item, item);
+        ld_exp_spec_t spec;
+        if (ld->nerr == before &&
+            ld_exp_conf_to_spec(&v[i], &spec, why, sizeof(why)) != LD_OK)
+            report(ld, item, key, "%s", why);
+        for (size_t j = 0; j < i && ld->nerr == before; j++)
+            if (v[j].name && v[i].name && !strcmp(v[j].name, v[i].name))
+                report(ld, item, key, "name '%s' is also experiments[%zu]",
+                       v[i].name, j);
+    }
+    if (n > LD_EXP_MAX)
+        report(ld, seq, "experiments", "at most %d experiments, not %zu",
+               LD_EXP_MAX, n);
+}
+
+/* What the experiments need from the served-decision fields. */
+static void validate_experiments(loader_t *ld)
+{
+    const ld_pipeline_conf_t *pc = &ld->conf->pipeline;
+    for (size_t i = 0; i < ld->conf->nexperiments; i++) {
+        ld_exp_spec_t s;
+        char key[48];
+        snprintf(key, sizeof(key), "experiments[%zu]", i);
+        yaml_node_t *at = yaml_document_get_node(
+            &ld->doc, ld->experiments->data.sequence.items.start[i]);
+        if (ld_exp_conf_to_spec(&ld->conf->experiments[i], &s, NULL, 0))
+            continue;
+        if (!pc->served_variant_field || !pc->served_variant_field[0])
+            report(ld, at, key,
+                   "needs pipeline.served_variant_field (which variant "
+                   "served each event)");
+        if ((s.metric != LD_EXP_METRIC_LABEL_MEAN || s.guard_calibration > 0) &&
+            (!pc->served_score_field || !pc->served_score_field[0]))
+            report(ld, at, key, "needs pipeline.served_score_field");
+        if (s.type != LD_EXP_SHADOW)
+            continue;
+        size_t len = strlen(s.variants[1]), k;
+        for (k = 0; k < pc->served_shadow_fields.n; k++) {
+            const char *e = pc->served_shadow_fields.v[k];
+            if (!strncmp(e, s.variants[1], len) && e[len] == ':')
+                break;
+        }
+        if (k == pc->served_shadow_fields.n)
+            report(ld, at, key,
+                   "shadow variant '%s' has no score: add '%s:FIELD' to "
+                   "pipeline.served_shadow_fields",
+                   s.variants[1], s.variants[1]);
+    }
+}
+
 static void validate(loader_t *ld)
 {
     const ld_config_t *c = ld->conf;
@@ -774,6 +861,8 @@ static void validate(loader_t *ld)
         report_key(ld, "pipeline", "group_id", -1, "empty consumer group");
     validate_topics(ld);
     validate_pipeline(ld);
+    if (ld->experiments)
+        validate_experiments(ld);
 }
 
 /* ---- Public API --------------------------------------------------------- */
@@ -805,6 +894,9 @@ void ld_config_destroy(ld_config_t *conf)
     for (size_t i = 0; i < conf->kafka.n; i++)
         free(conf->kafka.v[i]);
     free(conf->kafka.v);
+    for (size_t i = 0; i < conf->nexperiments; i++)
+        ld_conf_free(&ld_exp_conf_section, &conf->experiments[i]);
+    free(conf->experiments);
     free(conf->path);
     free(conf);
 }
@@ -853,6 +945,13 @@ ld_config_t *ld_config_load(const char *path, FILE *errs)
             }
             if (strcmp(scalar(k), "kafka") == 0) {
                 load_kafka(&ld, v);
+                continue;
+            }
+            if (strcmp(scalar(k), "experiments") == 0) {
+                if (ld.experiments)
+                    report(&ld, k, scalar(k), "section given twice");
+                else
+                    load_experiments(&ld, v);
                 continue;
             }
             size_t i;
@@ -972,6 +1071,16 @@ void ld_config_dump(const ld_config_t *conf, FILE *out)
             fputc('\n', out);
         }
     }
+    fputs("experiments:", out);
+    fputs(conf->nexperiments ? "\n" : " []\n", out);
+    for (size_t i = 0; i < conf->nexperiments; i++)
+        for (size_t r = 0; r < ld_exp_conf_section.nrows; r++) {
+            fprintf(out, "  %s %s: ", r ? " " : "-",
+                    ld_exp_conf_section.rows[r].name);
+            dump_value(&ld_exp_conf_section.rows[r], &conf->experiments[i],
+                       out);
+            fputc('\n', out);
+        }
     fputs("kafka:\n", out);
     if (conf->kafka.n == 0)
         fputs("  {}\n", out);
@@ -1004,6 +1113,32 @@ static const char *type_name(const ld_conf_row_t *row)
     return "?";
 }
 
+/* The Markdown table of one section's rows. */
+static void write_rows(FILE *out, const ld_conf_section_t *sec)
+{
+    fputs("| key | type | default | range / choices | description |\n"
+          "|---|---|---|---|---|\n",
+          out);
+    for (size_t r = 0; r < sec->nrows; r++) {
+        const ld_conf_row_t *row = &sec->rows[r];
+        fprintf(out, "| `%s` | %s | ", row->name, type_name(row));
+        if (!row->def)
+            fputs("*required*", out);
+        else if (!row->def[0])
+            fputs("\"\"", out);
+        else
+            fprintf(out, "`%s`", row->def);
+        fputs(" | ", out);
+        if (row->type == LD_CONF_ENUM)
+            fprintf(out, "`%s`", row->choices);
+        else if (row->type == LD_CONF_INT || row->type == LD_CONF_DOUBLE ||
+                 row->type == LD_CONF_DURATION || row->type == LD_CONF_SIZE)
+            fprintf(out, "%.15g … %.15g", row->min, row->max);
+        fprintf(out, " | %s |\n", row->desc);
+    }
+    fputc('\n', out);
+}
+
 void ld_config_write_doc(FILE *out)
 {
     fputs("<!-- Generated by `learnd config doc` from the config tables. "
@@ -1030,28 +1165,14 @@ void ld_config_write_doc(FILE *out)
     for (size_t i = 0; i < N_SECTIONS; i++) {
         const ld_conf_section_t *sec = sections[i].sec;
         fprintf(out, "## `%s:` — %s\n\n", sec->name, sec->desc);
-        fputs("| key | type | default | range / choices | description |\n"
-              "|---|---|---|---|---|\n",
-              out);
-        for (size_t r = 0; r < sec->nrows; r++) {
-            const ld_conf_row_t *row = &sec->rows[r];
-            fprintf(out, "| `%s` | %s | ", row->name, type_name(row));
-            if (!row->def)
-                fputs("*required*", out);
-            else if (!row->def[0])
-                fputs("\"\"", out);
-            else
-                fprintf(out, "`%s`", row->def);
-            fputs(" | ", out);
-            if (row->type == LD_CONF_ENUM)
-                fprintf(out, "`%s`", row->choices);
-            else if (row->type == LD_CONF_INT || row->type == LD_CONF_DOUBLE ||
-                     row->type == LD_CONF_DURATION || row->type == LD_CONF_SIZE)
-                fprintf(out, "%.15g … %.15g", row->min, row->max);
-            fprintf(out, " | %s |\n", row->desc);
-        }
-        fputc('\n', out);
+        write_rows(out, sec);
     }
+    fprintf(out,
+            "## `experiments:` — %s\n\n"
+            "A list; each item takes these keys "
+            "(`- {name: ctr, type: ab, variants: [v1, v2]}`).\n\n",
+            ld_exp_conf_section.desc);
+    write_rows(out, &ld_exp_conf_section);
     fputs("## `kafka:` — librdkafka properties\n\n"
           "A map passed to librdkafka as-is (`bootstrap.servers`, SASL/SSL "
           "settings, ...); see librdkafka's CONFIGURATION.md. learnd sets "

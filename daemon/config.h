@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "common/common.h"
+#include "experiments/experiments.h"
 #include "labeling/labeling.h"
 #include "pipeline/pipeline.h"
 #include "trainer/checkpoint.h"
@@ -49,6 +50,9 @@ typedef struct ld_config {
     ld_triggers_conf_t triggers;
     /* kafka: passed to librdkafka as-is; pairs key0, value0, key1, ... */
     ld_strlist_t kafka;
+    /* experiments: a list, each item checked (ld_exp_conf_to_spec) */
+    ld_exp_conf_t *experiments;
+    size_t nexperiments;
 } ld_config_t;
 
 /* Loads path into a new config. Every problem found (unknown key, wrong type,

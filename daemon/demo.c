@@ -4,6 +4,7 @@
  * drift. */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include "daemon/demo.h"
+#include "daemon/demo_exp.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -62,6 +63,10 @@ static const char usage[] =
     "(JSON:\n"
     "                 schemas/backtest.schema.json)\n"
     "  --svg FILE     with --freshness: the chart of logloss per window\n"
+    "  --lift X       true click lift of variant v2 over v1, which serve half\n"
+    "                 the events each; an ab experiment decides it (default\n"
+    "                 0.1 on the mock cluster, 0 with --bootstrap, where the\n"
+    "                 records keep the shape of schemas/event.avsc)\n"
     "  --bootstrap HOST:PORT  a real Kafka cluster: the topics events and\n"
     "                 labels are created if needed (retention.ms=-1), event\n"
     "                 times end a minute before the start, and each run "
@@ -123,6 +128,7 @@ typedef struct demo {
     int64_t first_drift_index;  /* -1: none */
     int64_t first_drift_before; /* drift triggers before the drift point */
     char first_drift_what[256]; /* what drifted at the first one */
+    ld_demo_exp_t exp;          /* the v2-vs-v1 experiment (demo_exp.c) */
 } demo_t;
 
 static void scores_add(scores_t *s, float p, float y)
@@ -288,6 +294,12 @@ static void on_decision(void *opaque, const ld_trigger_decision_t *t)
         if (i < d->gconf.drift_at)
             d->first_drift_before++;
     }
+}
+
+static void on_experiment(void *opaque, const ld_exp_decision_t *x)
+{
+    demo_t *d = opaque;
+    ld_demo_exp_seen(&d->exp, x);
 }
 
 static void on_consumed(void *opaque, uint64_t total)
@@ -525,6 +537,8 @@ static ld_config_t *demo_config(demo_t *d)
     /* A cross is one list item "a,b" (YAML: [[country, ad_id]]). */
     bad = bad ||
           ld_conf_strlist_add(&c->pipeline.crosses, "country,ad_id") != LD_OK;
+    bad = bad || (d->gconf.served_lift > 0 &&
+                  ld_demo_exp_config(c, d->gconf.served_lift) != 0);
     if (!bad) {
         char bs[600];
         snprintf(bs, sizeof(bs), "%s", d->bootstrap);
@@ -655,6 +669,8 @@ static void summary(demo_t *d, int code, double auc_live, double auc_frozen,
     printf("after the drift the continually trained model is %s the frozen "
            "copy\n",
            auc_live > auc_frozen ? "better than" : "NOT better than");
+    if (d->gconf.served_lift > 0)
+        ld_demo_exp_print(&d->exp, d->gconf.served_lift, stdout);
     printf("exit code %d\n", code);
     if (!json_path)
         return;
@@ -711,10 +727,18 @@ static void summary(demo_t *d, int code, double auc_live, double auc_frozen,
         snprintf(al, sizeof(al), "%.6f", auc_live);
     if (isfinite(auc_frozen))
         snprintf(af, sizeof(af), "%.6f", auc_frozen);
-    fprintf(f,
-            "],\n \"auc_after_drift\": {\"continual\": %s, \"frozen\": "
-            "%s}}\n",
+    fprintf(f, "],\n \"auc_after_drift\": {\"continual\": %s, \"frozen\": %s}",
             al, af);
+    if (d->gconf.served_lift > 0)
+        fprintf(
+            f,
+            ",\n \"experiment\": {\"lift\": %.4f, \"verdict\": \"%s\", "
+            "\"n\": [%llu, %llu], \"effect\": %.6f}",
+            d->gconf.served_lift,
+            d->exp.decided ? ld_exp_verdict_name(d->exp.verdict) : "CONTINUE",
+            (unsigned long long)d->exp.n[0], (unsigned long long)d->exp.n[1],
+            d->exp.decided ? d->exp.effect : 0.0);
+    fputs("}\n", f);
     fclose(f);
 }
 
@@ -921,7 +945,8 @@ int ld_cmd_demo(int argc, char **argv)
                           .start_time_ms = 1767225600000, /* 2026-01-01 */
                           .step_ms = 5,
                           .label_delay_ms = 15000,
-                          .early_label_share = 0.02}};
+                          .early_label_share = 0.02,
+                          .served_lift = -1}};
     int keep = 0, fresh = 0;
     const char *json_path = NULL, *svg_path = NULL;
     d.first_drift_index = -1;
@@ -934,7 +959,8 @@ int ld_cmd_demo(int argc, char **argv)
         OPT_BOOTSTRAP,
         OPT_RUN_ID,
         OPT_FRESHNESS,
-        OPT_SVG
+        OPT_SVG,
+        OPT_LIFT
     };
     static const struct option longopts[] = {
         {"events", required_argument, NULL, OPT_EVENTS},
@@ -946,6 +972,7 @@ int ld_cmd_demo(int argc, char **argv)
         {"run-id", required_argument, NULL, OPT_RUN_ID},
         {"freshness", no_argument, NULL, OPT_FRESHNESS},
         {"svg", required_argument, NULL, OPT_SVG},
+        {"lift", required_argument, NULL, OPT_LIFT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     int opt;
@@ -1000,6 +1027,12 @@ int ld_cmd_demo(int argc, char **argv)
         case OPT_SVG:
             svg_path = optarg;
             break;
+        case OPT_LIFT:
+            d.gconf.served_lift = strtod(optarg, &end);
+            if (*end || !(d.gconf.served_lift >= 0 && d.gconf.served_lift <= 1))
+                return ld_cli_usage_error(
+                    "demo", usage, "--lift needs 0..1, not '%s'", optarg);
+            break;
         case 'h':
             fputs(usage, stdout);
             return LD_EXIT_OK;
@@ -1010,6 +1043,11 @@ int ld_cmd_demo(int argc, char **argv)
     if (optind < argc)
         return ld_cli_usage_error("demo", usage, "unexpected argument '%s'",
                                   argv[optind]);
+    /* On a real cluster the stream stays that of schemas/event.avsc, which
+     * the README's config and other consumers of the demo topics read;
+     * the mock cluster is the demo's own. */
+    if (d.gconf.served_lift < 0)
+        d.gconf.served_lift = d.bootstrap[0] ? 0 : 0.1;
     if (d.resume && !d.bootstrap[0]) {
         fprintf(stderr, "learnd demo: --run-id needs --bootstrap (the mock "
                         "cluster keeps nothing between runs)\n");
@@ -1064,7 +1102,12 @@ int ld_cmd_demo(int argc, char **argv)
     }
     char path[1100];
     snprintf(path, sizeof(path), "%s/event.avsc", d.dir);
-    int bad = write_file(path, ld_demo_event_avsc, ld_demo_event_avsc_len);
+    char *served = d.gconf.served_lift > 0 ? ld_demo_served_avsc() : NULL;
+    int bad =
+        served ? write_file(path, (const unsigned char *)served, strlen(served))
+               : write_file(path, ld_demo_event_avsc, ld_demo_event_avsc_len);
+    bad = bad || (d.gconf.served_lift > 0 && !served);
+    free(served);
     snprintf(path, sizeof(path), "%s/label.avsc", d.dir);
     bad = bad || write_file(path, ld_demo_label_avsc, ld_demo_label_avsc_len);
     if (bad) {
@@ -1142,6 +1185,7 @@ int ld_cmd_demo(int argc, char **argv)
                             .scored = on_scored,
                             .consumed = on_consumed,
                             .decision = on_decision,
+                            .experiment = on_experiment,
                             .should_stop = should_stop};
     ld_run_opts_t opts = {.no_transactions = mc != NULL, .hooks = &hooks};
     if (ld_config_apply_logging(conf) == LD_OK)

@@ -24,6 +24,13 @@ typedef struct ld_demo_gen_conf {
     /* Share of clicks whose label record is emitted just before its event's
      * (the topics are independent, so a consumer can see it first). */
     double early_label_share;
+    /* > 0: every event is served by variant "v1" or "v2" (half each, by
+     * its index), v2's click probability is (1 + served_lift) times v1's,
+     * and the event record ends with two more fields, served_model and
+     * served_p (the score the variant served), as
+     * ld_demo_served_avsc() describes. 0: the records of schemas/event.avsc,
+     * byte for byte as before. */
+    double served_lift;
 } ld_demo_gen_conf_t;
 
 /* One record to produce. Pointers stay valid until the next call. */
@@ -53,6 +60,11 @@ typedef struct ld_demo_gen_stats {
     int64_t labels;
 } ld_demo_gen_stats_t;
 void ld_demo_gen_stats(const ld_demo_gen_t *g, ld_demo_gen_stats_t *out);
+
+/* schemas/event.avsc with the two served fields appended (what the
+ * generator writes with served_lift > 0). Caller frees with free(); NULL
+ * when out of memory. */
+char *ld_demo_served_avsc(void);
 
 /* `learnd demo ...`: argv[0] is "demo". Returns the exit code. */
 int ld_cmd_demo(int argc, char **argv);

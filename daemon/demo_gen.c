@@ -314,6 +314,15 @@ static void emit_event(ld_demo_gen_t *g, ld_demo_record_t *out)
     put_long(&b, 0);
 
     double p = 1.0 / (1.0 + exp(-logit));
+    if (g->conf.served_lift > 0) {
+        /* the variant from the index alone: the feature draws above stay
+         * those of the stream without variants */
+        int v2 = (((uint64_t)i * 0x9e3779b97f4a7c15ull) >> 63) != 0;
+        if (v2)
+            p = fmin(1.0, p * (1.0 + g->conf.served_lift));
+        put_str(&b, v2 ? "v2" : "v1");
+        put_float(&b, (float)p);
+    }
     int early = 0;
     if (uniform(s) < p) {
         double delay = -log(1.0 - uniform(s)) * g->conf.label_delay_ms;

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -57,6 +58,7 @@ struct ld_metrics {
     int nfam;
     atomic_int ready;
     atomic_llong last_beat_ms;
+    char *experiments; /* under lock */
 };
 
 struct ld_http {
@@ -88,8 +90,50 @@ void ld_metrics_destroy(ld_metrics_t *m)
             free(m->fam[f].series[i].labels);
         free(m->fam[f].series);
     }
+    free(m->experiments);
     pthread_mutex_destroy(&m->lock);
     free(m);
+}
+
+void ld_metrics_set_experiments(ld_metrics_t *m, char *json)
+{
+    pthread_mutex_lock(&m->lock);
+    free(m->experiments);
+    m->experiments = json;
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* GET /experiments (name NULL) or /experiments/<name>: the document the
+ * run loop set, or one experiment's object from it. NULL when there is
+ * none (no experiments, no such name) or no memory; *status says which. */
+static char *experiments_doc(ld_metrics_t *m, const char *name,
+                             unsigned *status)
+{
+    *status = MHD_HTTP_NOT_FOUND;
+    pthread_mutex_lock(&m->lock);
+    char *doc = m->experiments ? strdup(m->experiments) : NULL;
+    pthread_mutex_unlock(&m->lock);
+    if (!doc || !name) {
+        *status = doc ? MHD_HTTP_OK : MHD_HTTP_NOT_FOUND;
+        return doc;
+    }
+    json_t *root = json_loads(doc, 0, NULL), *arr;
+    free(doc);
+    char *out = NULL;
+    size_t i;
+    json_t *e;
+    arr = root ? json_object_get(root, "experiments") : NULL;
+    json_array_foreach(arr, i, e)
+    {
+        const char *n = json_string_value(json_object_get(e, "name"));
+        if (n && strcmp(n, name) == 0) {
+            out = json_dumps(e, JSON_COMPACT | JSON_REAL_PRECISION(17));
+            *status = MHD_HTTP_OK;
+            break;
+        }
+    }
+    json_decref(root);
+    return out;
 }
 
 int ld_metrics_family(ld_metrics_t *m, const char *name, ld_metric_type_t type,
@@ -424,6 +468,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
             return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, text,
                          "out of memory\n", 0);
         return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4", body, 1);
+    }
+    if (strcmp(url, "/experiments") == 0 ||
+        strncmp(url, "/experiments/", 13) == 0) {
+        unsigned status;
+        char *body = experiments_doc(h->m, url[12] ? url + 13 : NULL, &status);
+        if (!body)
+            return reply(c, status, text,
+                         status == MHD_HTTP_NOT_FOUND ? "no such experiment\n"
+                                                      : "out of memory\n",
+                         0);
+        return reply(c, MHD_HTTP_OK, "application/json", body, 1);
     }
     if (strcmp(url, "/healthz") == 0) {
         int64_t age = ld_now_mono_ms() - atomic_load(&h->m->last_beat_ms);

@@ -49,6 +49,11 @@ char *ld_metrics_render(ld_metrics_t *m);
  * string the caller frees, or NULL on allocation failure. */
 char *ld_metrics_scrape(ld_metrics_t *m);
 
+/* The experiments' state as JSON (ld_exp_set_json), served at
+ * /experiments and, one experiment's object, at /experiments/<name>.
+ * json is taken (freed by m); NULL: no experiments (404). */
+void ld_metrics_set_experiments(ld_metrics_t *m, char *json);
+
 /* Liveness and readiness, as /healthz and /readyz report them. */
 void ld_metrics_set_ready(ld_metrics_t *m, int ready);
 /* The run loop calls this every iteration; /healthz fails when the last beat

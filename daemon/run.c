@@ -272,6 +272,7 @@ void run_on_scored(void *opaque, const ld_scored_t *s, size_t n)
         if (ld_triggers_observe(r->trig, s[i].ex, s[i].pred, s[i].champion) !=
             LD_OK)
             ld_log(LD_LOG_WARN, MOD, "msg=\"trigger observe failed\"");
+    run_exp_scored(r, s, n);
     if (r->hooks.scored)
         r->hooks.scored(r->hooks.opaque, s, n);
 }
@@ -555,6 +556,8 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
         err = ld_joiner_add_label(r->joiner, rec->partition, rec->offset,
                                   rec->key, rec->key_len, rec->time_ms,
                                   (float)rec->label);
+    if (!err && rec->kind == LD_RECORD_EVENT)
+        run_exp_serve(r, rec);
     /* The pipeline dead-letters what the joiner cannot hold (keys, time
      * range): a refusal here is out of memory or a bug. Counted on
      * /metrics (learnd_records_dropped_total{reason="refused"}). */

@@ -37,6 +37,9 @@ typedef struct ld_run_hooks {
     void (*consumed)(void *opaque, uint64_t total);
     /* Every trigger decision, as it is taken (borrowed). */
     void (*decision)(void *opaque, const ld_trigger_decision_t *d);
+    /* Every experiment decision or routing weights, as the commit point
+     * writes it (borrowed; experiments/experiments.h). */
+    void (*experiment)(void *opaque, const struct ld_exp_decision *d);
     /* Every commit point that committed, with the checkpoints it
      * published. */
     void (*committed)(void *opaque, uint64_t checkpoints);

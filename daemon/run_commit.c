@@ -99,7 +99,11 @@ static ld_resume_parts_t resume_parts(run_t *r, const char *const *topics)
 {
     ld_resume_parts_t parts = {
         r->trainer, r->joiner,           r->trig, r->lin, &r->assigned,
-        topics,     committed_positions, r};
+        topics,     committed_positions, r,       NULL,   NULL};
+    if (r->exp) {
+        parts.exp_save = run_exp_save;
+        parts.exp_load = run_exp_load;
+    }
     return parts;
 }
 
@@ -161,6 +165,8 @@ ld_err_t run_commit_point(run_t *r)
     ld_err_t err = ld_pipeline_txn_begin(r->pipe);
     if (!err)
         err = ld_publisher_flush(r->pub, ld_pipeline_producer(r->pipe));
+    if (!err)
+        err = run_exp_flush(r); /* before the state, which then has none */
     if (!err && r->stateful)
         err = save_state(r);
     if (!err)

@@ -16,6 +16,7 @@
 #include "daemon/run.h"
 #include "daemon/signals.h"
 #include "daemon/version.h"
+#include "experiments/experiments.h"
 #include "pipeline/pipeline.h"
 #include "publish/publish.h"
 
@@ -105,6 +106,10 @@ typedef struct run {
     int flow_on;     /* at_bound is pause */
     int flow_lift;   /* parked to let every held partition go */
     int flow_lifted; /* let go until the joiner holds none back */
+    /* experiments (run_exp.c); NULL when nothing is served */
+    ld_exp_set_t *exp;
+    int exp_shadow[LD_SERVED_SHADOW_MAX]; /* variant of each shadow field */
+    uint64_t exp_flaws[5];                /* served flaws, by bit */
 } run_t;
 
 /* ---- run.c -------------------------------------------------------------- */
@@ -142,6 +147,25 @@ void run_report(run_t *r);
 void run_report_drops(run_t *r, const ld_joiner_stats_t *js, int final);
 /* Ends the progress line on a terminal (a newline), once the input is read. */
 void run_progress_end(run_t *r);
+
+/* ---- run_exp.c ---------------------------------------------------------- */
+
+/* Builds the experiment set from the config (none when nothing is served);
+ * an exit code, errstr saying why not. */
+int run_exp_setup(run_t *r, char *errstr, size_t size);
+/* An event the joiner took: what served it. */
+void run_exp_serve(run_t *r, const ld_record_t *rec);
+/* Matured examples, in release order. */
+void run_exp_scored(run_t *r, const ld_scored_t *s, size_t n);
+/* Per-variant and per-experiment metrics, and the /experiments document. */
+void run_exp_report(run_t *r);
+/* The queued decisions into the commit point's open transaction (the
+ * triggers topic, key = idempotency key), then off the queue. */
+ld_err_t run_exp_flush(run_t *r);
+/* The resume-state hooks (ld_resume_parts_t.exp_save / exp_load). */
+void run_exp_save(void *opaque, ld_wbuf_t *w);
+ld_err_t run_exp_load(void *opaque, const uint8_t *buf, size_t len,
+                      char *errstr, size_t size);
 
 /* ---- run_setup.c -------------------------------------------------------- */
 

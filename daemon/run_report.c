@@ -276,6 +276,7 @@ void run_report(run_t *r)
     ld_pipeline_stats(r->pipe, &ps);
     ld_joiner_stats(r->joiner, &js);
     ld_trainer_metrics(r->trainer, &p.model, &p.champion);
+    run_exp_report(r);
 
     ld_metrics_set(r->reg, r->fam.records, "kind=\"event\"",
                    (double)ps.records[LD_RECORD_EVENT]);

@@ -223,6 +223,9 @@ int run_setup(run_t *r, char *errstr, size_t size)
                               errstr, size);
     if (!r->trig)
         return LD_EXIT_USAGE;
+    int rc = run_exp_setup(r, errstr, size);
+    if (rc != LD_EXIT_OK)
+        return rc;
     r->stateful = r->txn_id[0] != '\0';
     r->audit = !r->replay && conf->labeling.output_topic &&
                conf->labeling.output_topic[0];
@@ -265,6 +268,7 @@ void run_teardown(run_t *r)
     ld_lineage_destroy(r->lin);
     free(r->audit_buf);
     ld_triggers_destroy(r->trig);
+    ld_exp_set_destroy(r->exp);
     ld_joiner_destroy(r->joiner);
     ld_trainer_destroy(r->trainer);
     ld_http_stop(r->http);

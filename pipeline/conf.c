@@ -60,6 +60,20 @@ static const ld_conf_row_t rows[] = {
     {"label_equals", LD_CONF_STRING, F(label_equals), "", 0, 0, NULL,
      "Text the label field must equal for label 1 (label_mode equals); "
      "other records are no label, only their time counts"},
+    {"served_variant_field", LD_CONF_STRING, F(served_variant_field), "", 0, 0,
+     NULL,
+     "Field of events naming the variant (model version) that served it; "
+     "names not in experiments count as `other`; empty: none"},
+    {"served_score_field", LD_CONF_STRING, F(served_score_field), "", 0, 0,
+     NULL, "Field of events holding the score the served variant returned"},
+    {"served_shadow_fields", LD_CONF_STRLIST, F(served_shadow_fields), "", 0, 0,
+     NULL,
+     "Scores of shadow variants that ran on the event but were not served, "
+     "as variant:field (at most 4)"},
+    {"served_propensity_field", LD_CONF_STRING, F(served_propensity_field), "",
+     0, 0, NULL,
+     "Field of events holding the probability, in (0, 1], that the served "
+     "variant was chosen"},
     {"avro_wire", LD_CONF_ENUM, F(avro_wire), "auto", 0, 0,
      "auto|plain|confluent",
      "Avro framing: plain datum, or Confluent magic byte + schema id; auto "

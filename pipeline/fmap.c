@@ -137,6 +137,47 @@ static int ns_index(char **ns, uint32_t nns, const char *name, size_t len)
     return -1;
 }
 
+/* Slots of the served-decision fields of events (docs/EXPERIMENTS.md).
+ * They are no features: the mapping text (and so the model's lineage)
+ * does not name them. */
+static int build_served(build_t *b, const ld_pipeline_conf_t *conf)
+{
+    ld_fmap_t *fm = b->fm;
+    fm->served_variant_slot = fm->served_score_slot = -1;
+    fm->served_prop_slot = -1;
+    if (fm->kind != LD_RECORD_EVENT)
+        return 0;
+    const char *one[3] = {conf->served_variant_field, conf->served_score_field,
+                          conf->served_propensity_field};
+    int32_t *slot[3] = {&fm->served_variant_slot, &fm->served_score_slot,
+                        &fm->served_prop_slot};
+    for (int i = 0; i < 3; i++)
+        if (one[i] && *one[i] && (*slot[i] = slot_add(fm, one[i], &b->cap)) < 0)
+            return nomem(b);
+    if (conf->served_shadow_fields.n > LD_SERVED_SHADOW_MAX) {
+        snprintf(b->err, b->err_size,
+                 "pipeline.served_shadow_fields: at most %d, not %zu",
+                 LD_SERVED_SHADOW_MAX, conf->served_shadow_fields.n);
+        return -1;
+    }
+    for (size_t i = 0; i < conf->served_shadow_fields.n; i++) {
+        const char *e = conf->served_shadow_fields.v[i];
+        const char *colon = strchr(e, ':');
+        if (!colon || colon == e || !colon[1]) {
+            snprintf(b->err, b->err_size,
+                     "pipeline.served_shadow_fields[%zu]: '%s' is not "
+                     "variant:field",
+                     i, e);
+            return -1;
+        }
+        int32_t sl = slot_add(fm, colon + 1, &b->cap);
+        if (sl < 0)
+            return nomem(b);
+        fm->served_shadow_slot[fm->nserved_shadow++] = sl;
+    }
+    return 0;
+}
+
 /* The key, time and label slots. */
 static int build_scalars(build_t *b, const ld_pipeline_conf_t *conf,
                          ld_record_kind_t kind, int pb_canonical)
@@ -396,6 +437,8 @@ static int build(build_t *b, const ld_pipeline_conf_t *conf,
     if (kind == LD_RECORD_EVENT &&
         (build_dense(b, conf) < 0 || build_hashed(b, conf) < 0 ||
          build_crosses(b, conf) < 0))
+        return -1;
+    if (build_served(b, conf) < 0)
         return -1;
     if (text_add(b, "\n") < 0)
         return nomem(b);
@@ -988,5 +1031,6 @@ ld_reason_t ld_fmap_finish(ld_fmap_t *fm, const void *key, size_t key_len,
 
     if (fm->kind == LD_RECORD_LABEL)
         return label_value(fm, out, err, err_size);
+    ld_fmap_served(fm, out);
     return features(fm, out, err, err_size);
 }

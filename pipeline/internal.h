@@ -72,6 +72,10 @@ typedef struct ld_fmap {
     uint32_t seed;
     uint32_t max_features;
     int64_t max_future_ms; /* 0: event times are not bounded by the ts */
+    /* served-decision fields (events; -1: not configured) */
+    int32_t served_variant_slot, served_score_slot, served_prop_slot;
+    int32_t served_shadow_slot[LD_SERVED_SHADOW_MAX];
+    uint32_t nserved_shadow;
     char *map_text;
 
     /* scratch of the record being decoded */
@@ -94,6 +98,8 @@ typedef struct ld_fmap {
 ld_fmap_t *ld_fmap_new(const ld_pipeline_conf_t *conf, ld_record_kind_t kind,
                        int pb_canonical, char *errstr, size_t errstr_size);
 void ld_fmap_destroy(ld_fmap_t *fm);
+/* Fills out->served from the served-decision slots (pipeline/served.c). */
+void ld_fmap_served(const ld_fmap_t *fm, ld_record_t *out);
 /* Slot of name (len bytes, not NUL-terminated) or -1. */
 int32_t ld_fmap_find(const ld_fmap_t *fm, const char *name, size_t len);
 /* 1 when the slot table maps path (NUL-terminated) or anything below it

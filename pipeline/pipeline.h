@@ -68,6 +68,12 @@ typedef struct ld_pipeline_conf {
     int label_mode;           /* ld_label_mode_t */
     char *label_field;
     char *label_equals;
+    /* served-decision fields of events (experiments/, docs/EXPERIMENTS.md);
+     * "" = none */
+    char *served_variant_field;
+    char *served_score_field;
+    ld_strlist_t served_shadow_fields; /* "variant:field" */
+    char *served_propensity_field;
     /* Avro framing and schema evolution */
     int avro_wire; /* ld_avro_wire_t */
     char *event_writer_schema;

@@ -53,23 +53,50 @@ typedef enum ld_record_kind {
 #define LD_KEY_MAX       255
 #define LD_TIME_LIMIT_MS (INT64_C(1) << 61)
 
+/* What the serving system recorded on an event (pipeline.served_*
+ * fields, docs/EXPERIMENTS.md): which variant served it, its score, the
+ * scores of shadow variants, the propensity. A field that is present but
+ * unusable does not make the event a dead letter -- the event still trains
+ * the model -- it is left out here and its flaw bit set, which the daemon
+ * counts per reason (learnd_served_flaws_total). */
+#define LD_SERVED_NAME_MAX   64
+#define LD_SERVED_SHADOW_MAX 4
+enum {
+    LD_SERVED_NO_VARIANT = 1,     /* variant field configured, absent/null */
+    LD_SERVED_BAD_VARIANT = 2,    /* not a string/int or >= 64 bytes: other */
+    LD_SERVED_BAD_SCORE = 4,      /* not a finite number */
+    LD_SERVED_BAD_PROPENSITY = 8, /* not a number in (0, 1] */
+    LD_SERVED_BAD_SHADOW = 16     /* a shadow score not a finite number */
+};
+typedef struct ld_served {
+    int16_t variant_len; /* -1: no variant (not configured or absent) */
+    char variant[LD_SERVED_NAME_MAX]; /* NUL-terminated */
+    uint8_t nshadow;   /* pipeline.served_shadow_fields, in order */
+    uint8_t flaws;     /* LD_SERVED_* bits */
+    double score;      /* NaN: none */
+    double propensity; /* NaN: none */
+    double shadow[LD_SERVED_SHADOW_MAX]; /* NaN: none */
+} ld_served_t;
+
 /* One decoded input record as the pipeline hands it to the joiner. Every
  * pointer is borrowed from the pipeline (decoder scratch) and stays valid
  * until the next ld_pipeline_poll() / ld_decoder_decode() call on the same
  * object: copy what must outlive that. */
 typedef struct ld_record {
     ld_record_kind_t kind;
-    const char *key;   /* join key, UTF-8 without NUL bytes, NUL-terminated */
-    uint32_t key_len;  /* bytes of key before the NUL */
-    int64_t time_ms;   /* event time (events) or label time (labels) */
-    double label;      /* labels: the computed label value; events: 0 */
-    int no_label;      /* labels: 1 when the record is not a label (label_mode
-                          equals, field absent or not label_equals): only its
-                          time counts (ld_joiner_add_nolabel) */
-    ld_features_t x;   /* events: hashed + dense features; labels: empty */
-    const char *topic; /* source topic (NULL outside the consumer) */
-    int32_t partition; /* source partition (-1 outside the consumer) */
-    int64_t offset;    /* source offset (-1 outside the consumer) */
+    const char *key;    /* join key, UTF-8 without NUL bytes, NUL-terminated */
+    uint32_t key_len;   /* bytes of key before the NUL */
+    int64_t time_ms;    /* event time (events) or label time (labels) */
+    double label;       /* labels: the computed label value; events: 0 */
+    int no_label;       /* labels: 1 when the record is not a label (label_mode
+                           equals, field absent or not label_equals): only its
+                           time counts (ld_joiner_add_nolabel) */
+    ld_features_t x;    /* events: hashed + dense features; labels: empty */
+    const char *topic;  /* source topic (NULL outside the consumer) */
+    int32_t partition;  /* source partition (-1 outside the consumer) */
+    int64_t offset;     /* source offset (-1 outside the consumer) */
+    ld_served_t served; /* events: what served them (inline: it crosses
+                           the ingest thread with the struct) */
 } ld_record_t;
 
 #endif /* LD_PIPELINE_RECORD_H */

@@ -18,7 +18,7 @@ ld_err_t ld_publisher_save_state(ld_publisher_t *p, rd_kafka_t *producer,
 {
     const ld_publisher_conf_t *c = &p->c;
     ld_err_t err = LD_ERR_NOMEM;
-    ld_wbuf_t lab = {0}, runst = {0};
+    ld_wbuf_t lab = {0}, runst = {0}, exps = {0};
     uint8_t *trig = NULL;
     size_t trig_len = 0;
     ld_buf_t ckpt = {0};
@@ -65,6 +65,12 @@ ld_err_t ld_publisher_save_state(ld_publisher_t *p, rd_kafka_t *producer,
     h.labeling_state = (ProtobufCBinaryData){lab.len, lab.p};
     h.triggers_state = (ProtobufCBinaryData){trig_len, trig};
     h.trainer_state = (ProtobufCBinaryData){runst.len, runst.p};
+    if (parts->exp_save) {
+        parts->exp_save(parts->opaque, &exps);
+        if ((err = exps.err))
+            goto out;
+        h.experiments_state = (ProtobufCBinaryData){exps.len, exps.p};
+    }
     err = ld_state_write(producer, c->state_topic, &h, ckpt.data, ckpt.len,
                          c->chunk_size);
 out:
@@ -75,6 +81,7 @@ out:
     free(trig);
     ld_wbuf_free(&lab);
     ld_wbuf_free(&runst);
+    ld_wbuf_free(&exps);
     if (err)
         ld_log(LD_LOG_ERR, MOD,
                "msg=\"cannot write the resume state\" "
@@ -147,6 +154,10 @@ ld_err_t ld_publisher_restore_state(ld_publisher_t *p,
                "triggers start afresh\"");
         err = LD_OK;
     }
+    if (parts->exp_load &&
+        (err = parts->exp_load(parts->opaque, h->experiments_state.data,
+                               h->experiments_state.len, errstr, size)))
+        goto out;
     if ((err = ld_resume_labeling_load(parts->joiner, h->labeling_state.data,
                                        h->labeling_state.len))) {
         snprintf(errstr, size, "resume state: joiner record refused");

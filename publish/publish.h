@@ -252,6 +252,12 @@ typedef struct ld_resume_parts {
      * is the caller's to free, NULL when out of memory. */
     size_t (*positions)(void *opaque, Learnd__V1__PartitionPosition **out);
     void *opaque;
+    /* the experiments' state (ResumeHeader.experiments_state); NULL when
+     * the daemon runs none. load gets the saved bytes (maybe 0 of them,
+     * from an older learnd) and says why it refuses them in errstr. */
+    void (*exp_save)(void *opaque, ld_wbuf_t *w);
+    ld_err_t (*exp_load)(void *opaque, const uint8_t *buf, size_t len,
+                         char *errstr, size_t size);
 } ld_resume_parts_t;
 
 /* Writes the resume state of this commit point into producer's open

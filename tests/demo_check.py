@@ -76,6 +76,17 @@ check(ex["pending"] == 12204, f"{ex['pending']} events waiting, not 12204")
 check(ex["pos"] + ex["default_neg"] + ex["pending"] == s["records"]["events"],
       f"released {ex['pos'] + ex['default_neg']} + waiting {ex['pending']} "
       f"!= {s['records']['events']} events read")
+# Two variants serve half the events each, v2 with a true 10 % click lift:
+# the ab experiment promotes it (issue #20), at the 5 000-example look
+# where the always-valid interval first leaves 0.
+x = s.get("experiment", {})
+check(x.get("lift") == 0.1, f"experiment lift {x.get('lift')}")
+check(x.get("verdict") == "PROMOTE", f"experiment verdict {x.get('verdict')}")
+check(x.get("effect", 0) > 0, f"experiment effect {x.get('effect')}")
+check(sum(x.get("n", [])) <= 50000,
+      f"experiment decided after {sum(x.get('n', []))} examples")
+check(re.search(r"experiment v2-vs-v1 .*: PROMOTE \(msprt\)", run.stdout)
+      is not None, "summary names the experiment's verdict")
 # The progress lines say what they count, and "-" before any metric.
 check(re.search(r"produced +\d+ records \| read +\d+ events, +\d+ labels",
                 run.stdout) is not None, "progress line wording")

@@ -10,10 +10,18 @@ directory and logs the decision. Events are idempotent on idempotency_key:
 a re-delivered or re-emitted event is logged as a duplicate and changes
 nothing.
 
+Experiment events on the same topic (docs/EXPERIMENTS.md, keys
+"<experiment>/decision/<n>" and "<experiment>/weights/<n>") switch what is
+served: PROMOTE writes the treatment's name to the experiment's `serving`
+file, ROLLBACK (and INCONCLUSIVE) the control's; routing weights replace its
+`routing.json` when they are newer than the file's.
+
 Layout written under --models-dir:
 
     <model>/<version>.ckpt   the serialized learnd.v1.Checkpoint, verified
     <model>/current          symlink to the deployed <version>.ckpt
+    experiments/<name>/serving       the variant to serve, one line
+    experiments/<name>/routing.json  {"seq": n, "weights": {variant: w}}
     .deployer-state.json     idempotency keys seen and versions deployed
 
 Messages come from code generated from schemas/learnd.proto (learnd_pb2);
@@ -135,6 +143,88 @@ def decode_trigger(value):
             "reason": ev.decision.reason,
         },
     }
+
+
+EXPERIMENT_KEY = re.compile(r"(.+)/(decision|weights)/([1-9][0-9]*)")
+
+
+def _arms(arms):
+    return [{"variant": a.variant, "n": a.n, "mean": a.mean,
+             "weight": a.weight} for a in arms]
+
+
+def decode_experiment(key, value):
+    """Returns an experiment event (schemas/experiment.schema.json shape),
+    or None when key is not an experiment event's."""
+    m = EXPERIMENT_KEY.fullmatch(key or "")
+    if not m:
+        return None
+    if value[:1] == b"{":
+        return json.loads(value)
+    if m.group(2) == "weights":
+        w = learnd_pb2.RoutingWeights()
+        w.ParseFromString(value)
+        return {"kind": "routing_weights", "experiment": w.experiment,
+                "idempotency_key": w.idempotency_key, "seq": w.seq,
+                "arms": _arms(w.arms)}
+    d = learnd_pb2.ExperimentDecision()
+    d.ParseFromString(value)
+    verdict = learnd_pb2.ExperimentVerdict.Name(d.verdict)
+    return {"kind": "experiment_decision", "experiment": d.experiment,
+            "idempotency_key": d.idempotency_key, "seq": d.seq,
+            "verdict": verdict[len("EXPERIMENT_VERDICT_"):],
+            "reason": d.reason, "effect": d.effect, "arms": _arms(d.arms)}
+
+
+def handle_experiment(ev, args, state):
+    """Acts on one experiment event: the variant to serve, or the routing
+    weights. Returns the decision word."""
+    key, name = ev.get("idempotency_key"), ev.get("experiment")
+    ctx = dict(experiment=name, idempotency_key=key)
+    if not key:
+        log("warn", "skip: event without idempotency_key", **ctx)
+        return "invalid"
+    if key in state.seen:
+        log("info", "skip: duplicate", previous=state.seen[key], **ctx)
+        return "duplicate"
+    try:
+        edir = safe_model_dir(os.path.join(args.models_dir, "experiments"), name)
+    except Refused as e:
+        log("error", "refused", why=str(e), **ctx)
+        return "refused"
+    os.makedirs(edir, exist_ok=True)
+    arms = [a.get("variant") for a in ev.get("arms") or []]
+    if ev.get("kind") == "routing_weights":
+        path = os.path.join(edir, "routing.json")
+        cur = 0
+        if os.path.exists(path):
+            with open(path) as f:
+                cur = json.load(f).get("seq", 0)
+        if ev.get("seq", 0) <= cur:
+            decision = "stale"
+            log("info", "weights not newer than routing.json", seq=ev.get("seq"),
+                current=cur, **ctx)
+        else:
+            weights = {a["variant"]: a["weight"] for a in ev["arms"]}
+            write_atomic(path, json.dumps({"seq": ev["seq"], "weights": weights},
+                                          sort_keys=True).encode() + b"\n")
+            decision = "routed"
+            log("notice", "routing weights written", seq=ev["seq"],
+                weights=json.dumps(weights, sort_keys=True), **ctx)
+    else:
+        verdict = ev.get("verdict")
+        if len(arms) != 2 or verdict not in ("PROMOTE", "ROLLBACK", "INCONCLUSIVE"):
+            log("error", "refused: not a decision", verdict=verdict, **ctx)
+            return "refused"
+        serve = arms[1] if verdict == "PROMOTE" else arms[0]
+        write_atomic(os.path.join(edir, "serving"), (serve + "\n").encode())
+        decision = verdict.lower()
+        log("notice", "serving switched" if verdict != "INCONCLUSIVE"
+            else "inconclusive: serving the control", serving=serve,
+            verdict=verdict, reason=ev.get("reason"), **ctx)
+    state.seen[key] = decision
+    state.save()
+    return decision
 
 
 # ---- State: idempotency keys and deployed versions --------------------------
@@ -505,14 +595,17 @@ def main(argv=None):
                 log("warn", "consumer error", err=str(err))
                 continue
             at_eof.discard((msg.topic(), msg.partition()))
+            key = (msg.key() or b"").decode("utf-8", "replace")
             try:
-                ev = decode_trigger(msg.value())
+                xev = decode_experiment(key, msg.value())
+                ev = None if xev else decode_trigger(msg.value())
             except Exception as e:  # undecodable: log it, never wedge on it
                 log("error", "skip: undecodable trigger event", offset=msg.offset(),
                     partition=msg.partition(), err=str(e))
                 decision = "undecodable"
             else:
-                decision = handle(ev, args, state, fetcher)
+                decision = (handle_experiment(xev, args, state) if xev
+                            else handle(ev, args, state, fetcher))
             counts[decision] = counts.get(decision, 0) + 1
             if decision == "refused":
                 code = 1

@@ -142,6 +142,113 @@ static void test_missing_required_and_types(void **state)
     remove(path);
 }
 
+/* experiments: a list of mappings, each checked whole; errors at
+ * file:line:column of the key or of the item (issue #20). */
+static void test_experiments_section(void **state)
+{
+    (void)state;
+    const char *path = "test_config_exp.yaml";
+    static const char base[] =
+        "pipeline:\n"
+        "  events_topic: events\n"
+        "  labels_topic: labels\n"
+        "  format: json\n"
+        "  served_variant_field: model\n"
+        "  served_score_field: p\n"
+        "  served_shadow_fields: [\"v3:p3\"]\n"
+        "experiments:\n"
+        "  - name: ctr\n"
+        "    type: ab\n"
+        "    variants: [v1, v2]\n"
+        "    min_effect: 0.01\n"
+        "  - {name: sh, type: shadow, variants: [v1, v3], metric: logloss}\n"
+        "  - name: arms\n"
+        "    type: bandit\n"
+        "    variants: [v1, v2, v3]\n"
+        "    interval: 5m\n";
+    write_file(path, base);
+    char errs[4096] = "";
+    ld_config_t *conf = load(path, errs, sizeof(errs));
+    assert_string_equal(errs, "");
+    assert_non_null(conf);
+    assert_int_equal(conf->nexperiments, 3);
+    ld_exp_spec_t s;
+    char why[256];
+    assert_int_equal(
+        ld_exp_conf_to_spec(&conf->experiments[0], &s, why, sizeof(why)),
+        LD_OK);
+    assert_string_equal(s.name, "ctr");
+    assert_true(s.min_effect == 0.01 && s.alpha == 0.05);
+    assert_string_equal(s.variants[1], "v2");
+    assert_int_equal(
+        ld_exp_conf_to_spec(&conf->experiments[2], &s, why, sizeof(why)),
+        LD_OK);
+    assert_int_equal(s.type, LD_EXP_BANDIT);
+    assert_int_equal(s.interval_ms, 300000);
+    assert_int_equal(s.nvariants, 3);
+    char dump[16384];
+    FILE *out = fmemopen(dump, sizeof(dump), "w");
+    ld_config_dump(conf, out);
+    fclose(out);
+    assert_non_null(strstr(dump, "experiments:\n  - name: \"ctr\"\n"
+                                 "    type: ab\n"));
+    ld_config_destroy(conf);
+
+    static const char bad[] = "pipeline:\n"
+                              "  events_topic: events\n"
+                              "  labels_topic: labels\n"
+                              "  format: json\n"
+                              "experiments:\n"
+                              "  - name: ctr\n"
+                              "    type: abc\n"
+                              "    variants: [v1, v2]\n"
+                              "  - name: one\n"
+                              "    type: ab\n"
+                              "    variants: [v1]\n"
+                              "    alpah: 0.1\n"
+                              "  - name: one\n"
+                              "    type: canary\n"
+                              "    variants: [v1, v2]\n"
+                              "  - name: sh\n"
+                              "    type: shadow\n"
+                              "    variants: [v1, v2]\n";
+    write_file(path, bad);
+    errs[0] = '\0';
+    assert_null(load(path, errs, sizeof(errs)));
+    char want[2048];
+    snprintf(want, sizeof(want),
+             "%s:7:11: experiments[0].type: expected one of "
+             "ab|canary|shadow|bandit, got 'abc'\n"
+             "%s:12:5: experiments[1].alpah: unknown key (did you mean "
+             "'alpha'?)\n"
+             "%s:13:5: experiments[2]: name 'one' is also experiments[1]\n"
+             "%s:16:5: experiments[3]: experiment sh: shadow compares scores "
+             "on the same events; metric must be logloss or sqerr\n",
+             path, path, path, path);
+    assert_string_equal(errs, want);
+
+    /* each parses, but the pipeline does not say what served the events */
+    static const char unserved[] =
+        "pipeline:\n"
+        "  events_topic: events\n"
+        "  labels_topic: labels\n"
+        "  format: json\n"
+        "experiments:\n"
+        "  - {name: sh, type: shadow, variants: [v1, v2], metric: logloss}\n";
+    write_file(path, unserved);
+    errs[0] = '\0';
+    assert_null(load(path, errs, sizeof(errs)));
+    snprintf(want, sizeof(want),
+             "%s:6:5: experiments[0]: needs pipeline.served_variant_field "
+             "(which variant served each event)\n"
+             "%s:6:5: experiments[0]: needs pipeline.served_score_field\n"
+             "%s:6:5: experiments[0]: shadow variant 'v2' has no score: add "
+             "'v2:FIELD' to pipeline.served_shadow_fields\n",
+             path, path, path);
+    assert_string_equal(errs, want);
+    remove(path);
+}
+
 static void test_nested_list(void **state)
 {
     (void)state;
@@ -475,6 +582,7 @@ int main(void)
         cmocka_unit_test(test_env_and_secrets),
         cmocka_unit_test(test_missing_required_and_types),
         cmocka_unit_test(test_nested_list),
+        cmocka_unit_test(test_experiments_section),
         cmocka_unit_test(test_run_refusals),
         cmocka_unit_test(test_model_names),
         cmocka_unit_test(test_syntax_error),

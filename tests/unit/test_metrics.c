@@ -146,6 +146,22 @@ static void test_http(void **state)
     assert_string_equal(body, "ready\n");
     assert_int_equal(http_get(port, "/healthz", body, sizeof(body)), 200);
     assert_int_equal(http_get(port, "/nope", body, sizeof(body)), 404);
+    /* /experiments: 404 until the run loop sets the document, then the
+     * whole of it, or one experiment's object by name (issue #20) */
+    assert_int_equal(http_get(port, "/experiments", body, sizeof(body)), 404);
+    ld_metrics_set_experiments(
+        m, strdup("{\"experiments\":[{\"name\":\"ctr\",\"verdict\":"
+                  "\"PROMOTE\"},{\"name\":\"arms\",\"verdict\":"
+                  "\"CONTINUE\"}],\"variants\":[]}"));
+    assert_int_equal(http_get(port, "/experiments", body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"name\":\"arms\""));
+    assert_int_equal(http_get(port, "/experiments/ctr", body, sizeof(body)),
+                     200);
+    assert_string_equal(body, "{\"name\":\"ctr\",\"verdict\":\"PROMOTE\"}");
+    assert_int_equal(http_get(port, "/experiments/nope", body, sizeof(body)),
+                     404);
+    assert_string_equal(body, "no such experiment\n");
+    assert_int_equal(http_get(port, "/experiments/", body, sizeof(body)), 404);
     ld_http_stop(h);
 
     /* A run loop that stopped beating fails /healthz. */

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -395,6 +396,78 @@ static void test_time_and_key_limits(void **state)
         ld_decoder_destroy(d);
         fx_conf_free(c);
     }
+}
+
+/* Served-decision fields (issue #20): what served the event, its score,
+ * a shadow score, the propensity. Unusable values never make the event a
+ * dead letter -- it still trains -- they are left out and flagged. */
+static void test_served_fields(void **state)
+{
+    (void)state;
+    char err[512];
+    ld_record_t r;
+    ld_pipeline_conf_t *c = fx_conf_new("json");
+    assert_int_equal(fx_set(c, "served_variant_field", "model"), 0);
+    assert_int_equal(fx_set(c, "served_score_field", "p"), 0);
+    assert_int_equal(fx_set(c, "served_shadow_fields", "v3:p3"), 0);
+    assert_int_equal(fx_set(c, "served_propensity_field", "prop"), 0);
+    ld_decoder_t *d = ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err));
+    if (!d)
+        fail_msg("%s", err);
+#define SV(s) decode1(d, "k", s, sizeof(s) - 1, &r)
+    assert_int_equal(SV("{\"event_id\":\"a\",\"event_time\":5,\"model\":"
+                        "\"v2\",\"p\":0.25,\"p3\":0.5,\"prop\":0.2}"),
+                     LD_REASON_NONE);
+    assert_int_equal(r.served.variant_len, 2);
+    assert_string_equal(r.served.variant, "v2");
+    assert_true(r.served.score == 0.25 && r.served.propensity == 0.2);
+    assert_int_equal(r.served.nshadow, 1);
+    assert_true(r.served.shadow[0] == 0.5);
+    assert_int_equal(r.served.flaws, 0);
+    /* an integer version names the variant by its digits; propensity 1 */
+    assert_int_equal(SV("{\"event_id\":\"a\",\"event_time\":5,\"model\":7,"
+                        "\"p\":1,\"prop\":1}"),
+                     LD_REASON_NONE);
+    assert_string_equal(r.served.variant, "7");
+    assert_true(r.served.score == 1.0 && r.served.propensity == 1.0);
+    assert_true(isnan(r.served.shadow[0]));
+    assert_int_equal(r.served.flaws, 0);
+    /* each flaw counted, the event still good */
+    assert_int_equal(SV("{\"event_id\":\"a\",\"event_time\":5,\"p\":\"high\","
+                        "\"p3\":true,\"prop\":0}"),
+                     LD_REASON_NONE);
+    assert_int_equal(r.served.variant_len, -1);
+    assert_true(isnan(r.served.score) && isnan(r.served.propensity));
+    assert_int_equal(r.served.flaws,
+                     LD_SERVED_NO_VARIANT | LD_SERVED_BAD_SCORE |
+                         LD_SERVED_BAD_SHADOW | LD_SERVED_BAD_PROPENSITY);
+    assert_int_equal(SV("{\"event_id\":\"a\",\"event_time\":5,\"model\":"
+                        "[\"x\"],\"prop\":1.5}"),
+                     LD_REASON_NONE);
+    assert_int_equal(r.served.variant_len, 0); /* counted as `other` */
+    assert_int_equal(r.served.flaws,
+                     LD_SERVED_BAD_VARIANT | LD_SERVED_BAD_PROPENSITY);
+    /* 64 bytes: no configured name can be that long */
+    assert_int_equal(
+        SV("{\"event_id\":\"a\",\"event_time\":5,\"model\":\""
+           "0123456789012345678901234567890123456789012345678901234567890123"
+           "\"}"),
+        LD_REASON_NONE);
+    assert_int_equal(r.served.variant_len, 0);
+    assert_int_equal(r.served.flaws, LD_SERVED_BAD_VARIANT);
+    /* absent score and propensity are no flaw: the events predate them */
+    assert_int_equal(SV("{\"event_id\":\"a\",\"event_time\":5,\"model\":"
+                        "\"v1\",\"p\":null}"),
+                     LD_REASON_NONE);
+    assert_int_equal(r.served.flaws, 0);
+#undef SV
+    ld_decoder_destroy(d);
+    /* not variant:field */
+    assert_int_equal(fx_set(c, "served_shadow_fields", "p3"), 0);
+    assert_null(ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err)));
+    assert_string_equal(err, "pipeline.served_shadow_fields[0]: 'p3' is not "
+                             "variant:field");
+    fx_conf_free(c);
 }
 
 static void test_poison_json_protobuf(void **state)
@@ -1306,6 +1379,7 @@ int main(void)
         cmocka_unit_test(test_json_fast_path),
         cmocka_unit_test(test_poison_avro),
         cmocka_unit_test(test_poison_json_protobuf),
+        cmocka_unit_test(test_served_fields),
         cmocka_unit_test(test_time_and_key_limits),
         cmocka_unit_test(test_protobuf_wire),
         cmocka_unit_test(test_protobuf_history),
