@@ -47,6 +47,9 @@ typedef struct hfield {
  * of the record being decoded. Slots are the distinct field names the
  * mapping refers to; decoders look a name up once (Avro, at schema compile
  * time) or per record (Protobuf, JSON) and store what they find. */
+/* Namespaces one cross may combine. */
+#define LD_FMAP_CROSS_MAX 8
+
 typedef struct ld_fmap {
     ld_record_kind_t kind;
     uint32_t nslots;
@@ -67,7 +70,7 @@ typedef struct ld_fmap {
     uint32_t *ns_cross; /* per namespace: nonzero when a cross uses it */
     uint32_t ncross;
     uint32_t *cross_off; /* ncross + 1 offsets into cross_ns */
-    uint32_t *cross_ns;
+    uint32_t *cross_ns;  /* LD_FMAP_CROSS_MAX at most per cross */
     uint32_t mask;
     uint32_t seed;
     uint32_t max_features;
