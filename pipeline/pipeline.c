@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -668,9 +669,11 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     (void)rk;
     (void)opaque;
     /* Producers that need the offset of a record (a checkpoint manifest
-     * names its first chunk's) pass an int64_t * as the message opaque. */
+     * names its first chunk's) pass an int64_t * as the message opaque;
+     * the publisher thread waits on it while any thread may poll. */
     if (m->_private)
-        *(int64_t *)m->_private = m->err ? -1 : m->offset;
+        atomic_store_explicit((_Atomic int64_t *)m->_private,
+                              m->err ? -1 : m->offset, memory_order_release);
     /* records purged by an abort are expected; the abort is logged */
     if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
         m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
