@@ -66,6 +66,8 @@ struct ld_publisher {
     pthread_cond_t work, idle;
     size_t wnext;
     ld_err_t werr;
+    /* committed versions to promote in the local store, and done so far */
+    uint64_t promote_upto, promoted;
     atomic_int stopping;
     /* Delivery offsets of a publication's chunks and manifest: librdkafka
      * writes them from delivery reports, possibly after a failed publish

@@ -165,9 +165,11 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     ld_ckpt_sha256(ckpt.data, ckpt.len, sha);
     char why[512] = "", path[1024] = "";
     if (c->store_dir && c->store_dir[0]) {
-        if ((err = ld_ckpt_store_write(c->store_dir, model, o->version,
-                                       ckpt.data, ckpt.len, c->store_keep, path,
-                                       sizeof(path), why, sizeof(why)))) {
+        /* Staged: it becomes a version of the store once its
+         * transaction commits (ld_publisher_committed). */
+        if ((err = ld_ckpt_store_stage(c->store_dir, model, o->version,
+                                       ckpt.data, ckpt.len, path, sizeof(path),
+                                       why, sizeof(why)))) {
             ld_log(LD_LOG_ERR, MOD, "msg=\"cannot store checkpoint\" err=%s",
                    ld_log_q(why));
             goto out;
@@ -270,13 +272,38 @@ static ld_err_t publish_one(ld_publisher_t *p, rd_kafka_t *rk, outgoing_t *o)
 
 /* The publisher thread: takes the queue in order, each publication worked
  * on outside the lock (the loop only appends meanwhile; indices stay). */
+/* Promotes the staged versions up to upto in the local store: they are
+ * committed. A failure is logged and leaves them staged (a restart
+ * promotes them): the publication itself is done. */
+static void promote(ld_publisher_t *p, uint64_t upto)
+{
+    const ld_publisher_conf_t *c = &p->c;
+    char why[512] = "";
+    if (c->store_dir && c->store_dir[0] &&
+        ld_ckpt_store_promote(c->store_dir, c->model, upto, c->store_keep, why,
+                              sizeof(why)) != LD_OK)
+        ld_log(LD_LOG_ERR, MOD,
+               "msg=\"cannot promote committed checkpoints in the store\" "
+               "err=%s",
+               ld_log_q(why));
+}
+
 static void *publisher_main(void *arg)
 {
     ld_publisher_t *p = arg;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!atomic_load(&p->stopping) && (p->wnext == p->nout || p->werr))
+        while (!atomic_load(&p->stopping) && p->promoted == p->promote_upto &&
+               (p->wnext == p->nout || p->werr))
             pthread_cond_wait(&p->work, &p->mu);
+        if (p->promoted != p->promote_upto) {
+            uint64_t upto = p->promote_upto;
+            pthread_mutex_unlock(&p->mu);
+            promote(p, upto);
+            pthread_mutex_lock(&p->mu);
+            p->promoted = upto;
+            continue;
+        }
         if (atomic_load(&p->stopping))
             break;
         size_t i = p->wnext;
@@ -532,6 +559,18 @@ ld_err_t ld_publisher_flush(ld_publisher_t *p, rd_kafka_t *producer)
 
 void ld_publisher_committed(ld_publisher_t *p)
 {
+    uint64_t upto = 0;
+    for (size_t i = 0; i < p->ndone; i++)
+        if (p->done[i].has_ckpt)
+            upto = p->done[i].version;
+    if (upto && p->started) {
+        pthread_mutex_lock(&p->mu);
+        p->promote_upto = upto;
+        pthread_cond_signal(&p->work);
+        pthread_mutex_unlock(&p->mu);
+    } else if (upto) {
+        promote(p, upto);
+    }
     for (size_t i = 0; i < p->ndone; i++) {
         outgoing_t *o = &p->done[i];
         if (o->has_ckpt)

@@ -370,6 +370,23 @@ ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
                              uint64_t version, const uint8_t *buf, size_t len,
                              int64_t keep, char *path, size_t path_size,
                              char *errstr, size_t errstr_size) LD_WUR;
+/* The two halves of ld_ckpt_store_write, for a publication written before
+ * its transaction commits: stage writes buf as <dir>/<model>/<version>
+ * .ckpt.pending (temp file, fsync, rename, fsync of the directory), which
+ * no reader of the store takes for a version (path receives the name it
+ * will have); promote, once the transaction committed (or at a start,
+ * for the versions the restored state says were committed), renames every
+ * staged version <= upto, oldest first, to <version>.ckpt, points `latest`
+ * at the newest and deletes all but the newest keep versions. A staged
+ * version whose transaction never committed stays staged until the
+ * restarted daemon stages it again. Errors as ld_ckpt_store_write. */
+ld_err_t ld_ckpt_store_stage(const char *dir, const char *model,
+                             uint64_t version, const uint8_t *buf, size_t len,
+                             char *path, size_t path_size, char *errstr,
+                             size_t errstr_size) LD_WUR;
+ld_err_t ld_ckpt_store_promote(const char *dir, const char *model,
+                               uint64_t upto, int64_t keep, char *errstr,
+                               size_t errstr_size) LD_WUR;
 
 /* The version `latest` names; LD_ERR_NOENT when the store has none. */
 ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
