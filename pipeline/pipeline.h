@@ -54,6 +54,7 @@ typedef struct ld_pipeline_conf {
     char *label_schema;
     int64_t max_record_bytes;
     int64_t max_features;
+    int64_t prefetch_memory; /* bytes, over all partitions of both topics */
     int64_t hash_bits; /* not a row: the daemon copies trainer.hash_bits, so
                           the model has a slot for every hashed feature */
     int64_t hash_seed;
