@@ -14,6 +14,8 @@
  *                  [--triggers default|alert|off] [--late-horizon DUR]
  *                  [--only all|raw|ingest|daemon|stages[,...]]
  *                  [--bootstrap HOST:PORT] [--batch-bytes N]
+ *                  [--profile default|few] [--events N]
+ *                  [--learnd PATH[,PATH...]]
  * Environment: BENCH_E2E_TRACE=1 prints progress (wall and loop-thread CPU)
  * of every measured run; BENCH_E2E_LOG=N sets the log level (7: debug);
  * BENCH_E2E_KAFKA_DEBUG=fetch,... sets librdkafka's debug for learnd's
@@ -961,13 +963,54 @@ static void parse_log(const char *log, lrun_t *r)
             r->published = field_u64(line, " published=");
         }
     }
-    fclose(f);
-    if (t0 < 0 || t1 <= t0) {
-        fprintf(stderr, "bench_e2e: %s has no timed stretch (exit %d)\n", log,
-                r->code);
-        return;
+    if (t0 < 0 || t1 <= t0 || r->code) {
+        /* what went wrong: its last lines */
+        fprintf(stderr, "bench_e2e: %s: exit %d%s; its last lines:\n", log,
+                r->code, t0 < 0 || t1 <= t0 ? ", no timed stretch" : "");
+        long at = ftell(f);
+        fseek(f, at > 1500 ? at - 1500 : 0, SEEK_SET);
+        while (fgets(line, sizeof(line), f))
+            fputs(line, stderr);
     }
+    fclose(f);
+    if (t0 < 0 || t1 <= t0)
+        return;
     r->secs = (double)(t1 - t0) / 1000.0;
+}
+
+static rd_kafka_t *admin_rk; /* the filling producer, for the few profile */
+
+/* Creates run name's output topics (one partition each; learnd reads its
+ * state topic at start, so it must exist). */
+static void few_topics(const char *name)
+{
+    static const char *const what[] = {"state", "ckpt", "triggers", "dlq",
+                                       "audit"};
+    enum { N = sizeof(what) / sizeof(*what) };
+    char err[256], t[N][256];
+    rd_kafka_queue_t *q = rd_kafka_queue_new(admin_rk);
+    rd_kafka_AdminOptions_t *ao =
+        rd_kafka_AdminOptions_new(admin_rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(ao, 30000, err, sizeof(err));
+    rd_kafka_NewTopic_t *nt[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(t[i], sizeof(t[i]), "%s-%s.%s", topic[T_EVENTS], name,
+                 what[i]);
+        nt[i] = rd_kafka_NewTopic_new(t[i], 1, 1, err, sizeof(err));
+        if (!nt[i] ||
+            rd_kafka_NewTopic_set_config(nt[i], "segment.bytes", "1073741824"))
+            die(t[i], err);
+    }
+    rd_kafka_CreateTopics(admin_rk, nt, N, ao, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+    if (!ev || rd_kafka_event_error(ev))
+        die("create topics",
+            ev ? rd_kafka_event_error_string(ev) : "no answer in 60 s");
+    rd_kafka_event_destroy(ev);
+    for (int i = 0; i < N; i++)
+        rd_kafka_NewTopic_destroy(nt[i]);
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_queue_destroy(q);
 }
 
 /* Writes the config of one run (its own group, transactional id, output
@@ -1025,6 +1068,7 @@ static lrun_t few_run(const char *learnd, const char *name, int bits, int audit,
     snprintf(cfg, sizeof(cfg), "%s/%s.yaml", tmpdir, name);
     snprintf(log, sizeof(log), "%s/%s.run.log", tmpdir, name);
     few_config(cfg, name, bits, audit);
+    few_topics(name);
     char *argv[] = {(char *)learnd,      "run", "-c", cfg,
                     "--until-caught-up", NULL};
     lrun_t r = {0};
@@ -1556,14 +1600,16 @@ int main(int argc, char **argv)
     printf("topics filled in %.1f s\n\n", (double)(now_ns() - f0) / 1e9);
     fflush(stdout);
     if (opt.few) {
-        if (!real_broker || !opt.nlearnd)
+        if (!real_broker || (!opt.nlearnd && want("few")))
             die("--profile few", "needs --bootstrap and --learnd");
-        few_profile();
+        admin_rk = pr;
+        if (want("few"))
+            few_profile();
         /* In process, where the loop can be watched: its longest stall
          * and the release -> trained latency, with the same writes. */
         printf("\nin process (this binary's learnd), transactions, the "
                "same triggers:\n");
-        for (int bi = 0; bi < opt.nbits; bi++) {
+        for (int bi = 0; bi < opt.nbits && want("daemon"); bi++) {
             printf("hash_bits %d:\n", opt.bits[bi]);
             for (int run = 0; run < opt.repeats; run++) {
                 drun_t d = daemon_rate(opt.bits[bi], 100 + run);
