@@ -364,8 +364,8 @@ int ld_ckpt_name_ok(const char *name);
  * way, then deletes all but the newest keep versions. path (optional)
  * receives the file's path. LD_ERR_INVAL for a model name that is not a
  * plain file name, LD_ERR_IO with errno set otherwise; errstr (optional)
- * names the operation and the path ("write DIR/ctr/.7.ckpt.tmp.9: No space
- * left on device"). */
+ * names the operation and the path ("write DIR/ctr/.7.ckpt.pending.tmp.9: No
+ * space left on device"). */
 ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
                              uint64_t version, const uint8_t *buf, size_t len,
                              int64_t keep, char *path, size_t path_size,
