@@ -813,7 +813,10 @@ typedef struct drun {
 static drun_t daemon_rate(int bits, int run)
 {
     char group[64];
-    snprintf(group, sizeof(group), "daemon-%d-%d", bits, run);
+    /* the pid: static membership (group.instance.id = the transactional
+     * id) would hand a new process an earlier one's assignment */
+    snprintf(group, sizeof(group), "daemon-%d-%d-%ld", bits, run,
+             (long)getpid());
     ld_config_t *c = make_config(bits, group);
     dstate_t d = {.total = S.n};
     ld_run_hooks_t hooks = {.opaque = &d,
