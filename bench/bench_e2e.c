@@ -1434,6 +1434,28 @@ static double best_of(const double *v, int n)
     return b;
 }
 
+/* --profile few: learnd as processes, then in process where the loop can
+ * be watched: its longest stall and the release -> trained latency, with
+ * the same writes. */
+static void few_main(rd_kafka_t *pr)
+{
+    if (!real_broker || (!opt.nlearnd && want("few")))
+        die("--profile few", "needs --bootstrap and --learnd");
+    admin_rk = pr;
+    if (want("few"))
+        few_profile();
+    printf("\nin process (this binary's learnd), transactions, the "
+           "same triggers:\n");
+    for (int bi = 0; bi < opt.nbits && want("daemon"); bi++) {
+        printf("hash_bits %d:\n", opt.bits[bi]);
+        for (int run = 0; run < opt.repeats; run++) {
+            drun_t d = daemon_rate(opt.bits[bi], 100 + run);
+            printf("  daemon %.0f rec/s, %.0f ex/s\n", d.rate.recs_s,
+                   d.rate.examples_s);
+        }
+    }
+}
+
 static void usage(void)
 {
     fputs("usage: bench_e2e [--bits 18,22] [--repeats N] [--partitions N]\n"
@@ -1603,23 +1625,7 @@ int main(int argc, char **argv)
     printf("topics filled in %.1f s\n\n", (double)(now_ns() - f0) / 1e9);
     fflush(stdout);
     if (opt.few) {
-        if (!real_broker || (!opt.nlearnd && want("few")))
-            die("--profile few", "needs --bootstrap and --learnd");
-        admin_rk = pr;
-        if (want("few"))
-            few_profile();
-        /* In process, where the loop can be watched: its longest stall
-         * and the release -> trained latency, with the same writes. */
-        printf("\nin process (this binary's learnd), transactions, the "
-               "same triggers:\n");
-        for (int bi = 0; bi < opt.nbits && want("daemon"); bi++) {
-            printf("hash_bits %d:\n", opt.bits[bi]);
-            for (int run = 0; run < opt.repeats; run++) {
-                drun_t d = daemon_rate(opt.bits[bi], 100 + run);
-                printf("  daemon %.0f rec/s, %.0f ex/s\n", d.rate.recs_s,
-                       d.rate.examples_s);
-            }
-        }
+        few_main(pr);
         opt.nbits = 0; /* the default profile's measurements are skipped */
     }
 

@@ -631,9 +631,15 @@ void ld_pipeline_consumer_settings(ld_pipeline_setting_cb *set, void *opaque)
 
 static rd_kafka_t *consumer_new(ld_pipeline_t *p, const ld_pipeline_conf_t *c,
                                 const ld_strlist_t *kafka, const char *txn_id,
-                                int32_t nparts, char *errstr,
+                                int timeout_ms, char *errstr,
                                 size_t errstr_size)
 {
+    /* The prefetch bounds are shared by the partitions: count them first
+     * (through the producer: the consumer is made with them). */
+    int nparts = partition_count(p->producer, p->topic[0], timeout_ms, errstr,
+                                 errstr_size);
+    if (nparts < 0)
+        return NULL;
     char split[2][24];
     split_bounds(c->prefetch_memory, nparts, split);
     ld_log(LD_LOG_INFO, MOD,
@@ -783,14 +789,8 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
             goto err;
         }
     }
-    /* The prefetch bounds are shared by the partitions: count them first
-     * (through the producer: the consumer is made with them). */
-    int np = partition_count(p->producer, p->topic[0], timeout_ms, errstr,
-                             errstr_size);
-    if (np < 0)
-        goto err;
-    if (!(p->consumer = consumer_new(p, conf, kafka, transactional_id, np,
-                                     errstr, errstr_size)))
+    if (!(p->consumer = consumer_new(p, conf, kafka, transactional_id,
+                                     timeout_ms, errstr, errstr_size)))
         goto err;
     for (int k = 0; k < 2; k++)
         if (!(p->rkt[k] = rd_kafka_topic_new(p->consumer, p->topic[k], NULL))) {
