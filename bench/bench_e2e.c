@@ -15,6 +15,8 @@
  *                  [--only all|raw|ingest|daemon|stages[,...]]
  *                  [--bootstrap HOST:PORT] [--batch-bytes N]
  *                  [--experiments off|compare]
+ *                  [--profile default|few] [--events N]
+ *                  [--learnd PATH[,PATH...]]
  * Environment: BENCH_E2E_TRACE=1 prints progress (wall and loop-thread CPU)
  * of every measured run; BENCH_E2E_LOG=N sets the log level (7: debug);
  * BENCH_E2E_KAFKA_DEBUG=fetch,... sets librdkafka's debug for learnd's
@@ -53,7 +55,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,6 +88,10 @@ static struct {
     /* compare: the stream names its serving variant (v1/v2) and every
      * daemon measurement is repeated with 4 experiments on it */
     int experiments;
+    int few;                  /* --profile few (few_profile) */
+    long events;              /* --events: the stream's length; 0: what fits */
+    const char *learnd[4];    /* --learnd: binaries the few profile runs */
+    int nlearnd;
 } opt = {.bits = {18, 22},
          .nbits = 2,
          .repeats = 3,
@@ -273,6 +281,8 @@ static void add_experiments(ld_config_t *c)
  * partition past the budget ends the stream (labels are far smaller). */
 static int64_t events_that_fit(void)
 {
+    if (opt.events > 0)
+        return opt.events;
     ld_demo_gen_conf_t gc = gen_conf(INT64_C(1) << 40);
     ld_demo_gen_t *g = ld_demo_gen_new(&gc);
     if (!g)
@@ -647,6 +657,13 @@ static ld_config_t *make_config(int bits, const char *group)
     cset(C, &c->checkpoint, "dir", store);
     cset(C, &c->checkpoint, "warm_start", "false");
     cset(G, &c->triggers, "drift_enabled", opt.drift ? "true" : "false");
+    if (opt.few) {
+        c->daemon.commit_interval_ms = 2000;
+        cset(G, &c->triggers, "volume_examples", "40000");
+        cset(G, &c->triggers, "time_enabled", "false");
+        cset(G, &c->triggers, "performance_enabled", "false");
+        cset(G, &c->triggers, "drift_enabled", "false");
+    }
     static const char *const kinds[] = {"time", "volume", "performance",
                                         "drift"};
     for (int k = 0; k < 4; k++) {
@@ -846,7 +863,10 @@ typedef struct drun {
 static drun_t daemon_rate(int bits, int run)
 {
     char group[64];
-    snprintf(group, sizeof(group), "daemon-%d-%d", bits, run);
+    /* the pid: static membership (group.instance.id = the transactional
+     * id) would hand a new process an earlier one's assignment */
+    snprintf(group, sizeof(group), "daemon-%d-%d-%ld", bits, run,
+             (long)getpid());
     ld_config_t *c = make_config(bits, group);
     dstate_t d = {.total = S.n};
     ld_run_hooks_t hooks = {.opaque = &d,
@@ -855,8 +875,9 @@ static drun_t daemon_rate(int bits, int run)
                             .consumed = on_consumed,
                             .progress = on_progress,
                             .should_stop = should_stop};
+    /* The few profile commits with transactions, as a user runs it. */
     ld_run_opts_t ro = {
-        .from_scratch = 1, .no_transactions = 1, .hooks = &hooks};
+        .from_scratch = 1, .no_transactions = !opt.few, .hooks = &hooks};
     if (ld_config_apply_logging(c) != LD_OK)
         die("config", "cannot apply the log settings");
     int64_t s0 = now_ns();
@@ -880,17 +901,320 @@ static drun_t daemon_rate(int bits, int run)
     if (d.nlat) {
         qsort(d.lat, d.nlat, sizeof(*d.lat), by_double);
         printf("  release -> trained latency over %zu matured examples: p50 "
-               "%.2f ms, p99 %.2f ms, max %.2f ms; peak pending events %llu "
-               "(sampled each second)\n",
+               "%.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms; peak "
+               "pending events %llu (sampled each second)\n",
                d.nlat, d.lat[d.nlat / 2], d.lat[d.nlat * 99 / 100],
-               d.lat[d.nlat - 1], (unsigned long long)d.peak_pending);
+               d.lat[d.nlat * 999 / 1000], d.lat[d.nlat - 1],
+               (unsigned long long)d.peak_pending);
     }
+    /* The loop calls the consumed hook every 1024 records and when idle:
+     * the longest gap between two calls in the timed stretch is its
+     * longest stall (a commit point, a publication on the loop thread). */
+    double gap = 0;
+    for (size_t i = a; i < b; i++) {
+        double g = (double)(d.t[i + 1].wall - d.t[i].wall) / 1e6;
+        gap = g > gap ? g : gap;
+    }
+    printf("  longest loop gap (1024 records apart or idle): %.1f ms\n", gap);
     free(d.rel);
     free(d.lat);
     free(d.c);
     free(d.e);
     free(d.t);
     return out;
+}
+
+/* ---- (e) few partitions, real writes: learnd as a user runs it -------- */
+
+/* --profile few (docs/ARCHITECTURE.md, "Performance targets", the first
+ * line): the learnd binaries given by --learnd (several: alternated in each
+ * repeat, e.g. the old main and a branch) run as a user runs them, as
+ * processes with a YAML config, against the same pre-filled topics:
+ * `learnd run --until-caught-up` with transactions, commit points every 2 s,
+ * a volume trigger (a publication) every 40 000 examples, without and with a
+ * protobuf audit topic; then `learnd replay --verify` of its last version;
+ * and a raw librdkafka consume of the same topics in this process. Each
+ * learnd rate is timed from its first "partition assigned" to its
+ * "stopped" log line (startup and group join left out); raw from its first
+ * record to its last. */
+
+typedef struct lrun {
+    double secs, cpu; /* timed stretch; the process's CPU / its wall time */
+    uint64_t consumed, examples, published;
+    int code;
+} lrun_t;
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
+static int64_t days_of(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* A log line's ts=YYYY-MM-DDTHH:MM:SS.mmmZ in ms since the epoch; -1. */
+static int64_t log_ts(const char *line)
+{
+    const char *p = strstr(line, "ts=");
+    int y, mo, d, h, mi, sec, ms;
+    if (!p || sscanf(p + 3, "%d-%d-%dT%d:%d:%d.%dZ", &y, &mo, &d, &h, &mi, &sec,
+                     &ms) != 7)
+        return -1;
+    return ((days_of(y, mo, d) * 24 + h) * 60 + mi) * 60000 +
+           (int64_t)sec * 1000 + ms;
+}
+
+static uint64_t field_u64(const char *line, const char *key)
+{
+    const char *p = strstr(line, key);
+    return p ? strtoull(p + strlen(key), NULL, 10) : 0;
+}
+
+/* Runs argv (stdout and stderr into log), fills r's exit code and CPU. */
+static void spawn_wait(char *const argv[], const char *log, lrun_t *r)
+{
+    int64_t w0 = now_ns();
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork", strerror(errno));
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(127);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st = 0;
+    struct rusage ru;
+    if (wait4(pid, &st, 0, &ru) != pid)
+        die("wait4", strerror(errno));
+    double wall = (double)(now_ns() - w0) / 1e9;
+    r->code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r->cpu = ((double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+              (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6) /
+             wall;
+}
+
+/* The timed stretch and counts of a learnd log. */
+static void parse_log(const char *log, lrun_t *r)
+{
+    FILE *f = fopen(log, "r");
+    if (!f)
+        die(log, strerror(errno));
+    char line[4096];
+    int64_t t0 = -1, t1 = -1;
+    while (fgets(line, sizeof(line), f)) {
+        if (t0 < 0 && strstr(line, "msg=\"partition assigned\""))
+            t0 = log_ts(line);
+        if (strstr(line, "msg=\"stopped\"")) {
+            t1 = log_ts(line);
+            r->consumed = field_u64(line, " consumed=");
+            r->examples = field_u64(line, " examples=");
+            r->published = field_u64(line, " published=");
+        }
+    }
+    if (t0 < 0 || t1 <= t0 || r->code) {
+        /* what went wrong: its last lines */
+        fprintf(stderr, "bench_e2e: %s: exit %d%s; its last lines:\n", log,
+                r->code, t0 < 0 || t1 <= t0 ? ", no timed stretch" : "");
+        long at = ftell(f);
+        fseek(f, at > 1500 ? at - 1500 : 0, SEEK_SET);
+        while (fgets(line, sizeof(line), f))
+            fputs(line, stderr);
+    }
+    fclose(f);
+    if (t0 < 0 || t1 <= t0)
+        return;
+    r->secs = (double)(t1 - t0) / 1000.0;
+}
+
+static rd_kafka_t *admin_rk; /* the filling producer, for the few profile */
+
+/* Creates run name's output topics (one partition each; learnd reads its
+ * state topic at start, so it must exist). */
+static void few_topics(const char *name)
+{
+    static const char *const what[] = {"state", "ckpt", "triggers", "dlq",
+                                       "audit"};
+    enum { N = sizeof(what) / sizeof(*what) };
+    char err[256], t[N][256];
+    rd_kafka_queue_t *q = rd_kafka_queue_new(admin_rk);
+    rd_kafka_AdminOptions_t *ao =
+        rd_kafka_AdminOptions_new(admin_rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(ao, 30000, err, sizeof(err));
+    rd_kafka_NewTopic_t *nt[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(t[i], sizeof(t[i]), "%s-%s.%s", topic[T_EVENTS], name,
+                 what[i]);
+        nt[i] = rd_kafka_NewTopic_new(t[i], 1, 1, err, sizeof(err));
+        if (!nt[i] ||
+            rd_kafka_NewTopic_set_config(nt[i], "segment.bytes", "1073741824"))
+            die(t[i], err);
+    }
+    rd_kafka_CreateTopics(admin_rk, nt, N, ao, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+    if (!ev || rd_kafka_event_error(ev))
+        die("create topics",
+            ev ? rd_kafka_event_error_string(ev) : "no answer in 60 s");
+    rd_kafka_event_destroy(ev);
+    for (int i = 0; i < N; i++)
+        rd_kafka_NewTopic_destroy(nt[i]);
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_queue_destroy(q);
+}
+
+/* Writes the config of one run (its own group, transactional id, output
+ * topics and store) into path. */
+static void few_config(const char *path, const char *name, int bits, int audit)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        die(path, strerror(errno));
+    fprintf(f,
+            "kafka:\n  bootstrap.servers: %s\n"
+            "daemon:\n  commit_interval: 2s\n  transactional_id: %s-%s\n"
+            "  state_topic: %s-%s.state\n  checkpoint_topic: %s-%s.ckpt\n"
+            "  trigger_topic: %s-%s.triggers\n"
+            "log:\n  level: info\nmetrics:\n  enabled: false\n"
+            "pipeline:\n  events_topic: %s\n  labels_topic: %s\n"
+            "  dlq_topic: %s-%s.dlq\n  group_id: %s-%s\n  format: avro\n"
+            "  event_schema: %s/schemas/event.avsc\n"
+            "  label_schema: %s/schemas/label.avsc\n"
+            "  key_field: event_id\n  event_time_field: event_time\n"
+            "  label_time_field: label_time\n  dense_fields: [",
+            bootstrap, topic[T_EVENTS], name, topic[T_EVENTS], name,
+            topic[T_EVENTS], name, topic[T_EVENTS], name, topic[T_EVENTS],
+            topic[T_LABELS], topic[T_EVENTS], name, topic[T_EVENTS], name,
+            LD_SOURCE_DIR, LD_SOURCE_DIR);
+    for (int i = 0; i < 20; i++)
+        fprintf(f, "%sf%d", i ? ", " : "", i);
+    fprintf(f, "]\n  hash_fields: [country, ad_id, device, ctx:publisher, "
+               "ctx:tags, user:user_segment]\n  crosses:\n");
+    size_t nx = opt.demo_crosses ? 1 : sizeof(crosses40) / sizeof(*crosses40);
+    for (size_t i = 0; i < nx; i++)
+        fprintf(f, "    - [%s]\n", crosses40[i]);
+    fprintf(f, "  label_field: clicked\n"
+               "labeling:\n  window: 60s\n  max_out_of_orderness: 1s\n"
+               "  idle_timeout: 0\n");
+    if (audit)
+        fprintf(f, "  output_topic: %s-%s.audit\n  output_format: protobuf\n",
+                topic[T_EVENTS], name);
+    fprintf(f,
+            "trainer:\n  name: few\n  model: logistic\n  optimizer: ftrl\n"
+            "  hash_bits: %d\n  learning_rate: 0.05\n  l2: 0.1\n"
+            "checkpoint:\n  dir: %s/%s-models\n  warm_start: false\n"
+            "triggers:\n  volume_examples: 40000\n  time_enabled: false\n"
+            "  performance_enabled: false\n  drift_enabled: false\n",
+            bits, tmpdir, name);
+    fclose(f);
+}
+
+/* `learnd run --until-caught-up` of a fresh config; *last: the version
+ * its store ends with. */
+static lrun_t few_run(const char *learnd, const char *name, int bits, int audit,
+                      uint64_t *last)
+{
+    char cfg[256], log[256], latest[512];
+    snprintf(cfg, sizeof(cfg), "%s/%s.yaml", tmpdir, name);
+    snprintf(log, sizeof(log), "%s/%s.run.log", tmpdir, name);
+    few_config(cfg, name, bits, audit);
+    few_topics(name);
+    char *argv[] = {(char *)learnd,      "run", "-c", cfg,
+                    "--until-caught-up", NULL};
+    lrun_t r = {0};
+    spawn_wait(argv, log, &r);
+    parse_log(log, &r);
+    snprintf(latest, sizeof(latest), "%s/%s-models/few/latest", tmpdir, name);
+    FILE *f = fopen(latest, "r");
+    unsigned long long v = 0;
+    if (!f || fscanf(f, "%llu", &v) != 1)
+        fprintf(stderr, "bench_e2e: %s: no latest version\n", name);
+    if (f)
+        fclose(f);
+    *last = v;
+    return r;
+}
+
+static lrun_t few_replay(const char *learnd, const char *name, uint64_t v)
+{
+    char cfg[256], log[256], ver[32];
+    snprintf(cfg, sizeof(cfg), "%s/%s.yaml", tmpdir, name);
+    snprintf(log, sizeof(log), "%s/%s.replay.log", tmpdir, name);
+    snprintf(ver, sizeof(ver), "%llu", (unsigned long long)v);
+    char *argv[] = {(char *)learnd, "replay", "-c",       cfg,
+                    "--checkpoint", ver,      "--verify", NULL};
+    lrun_t r = {0};
+    spawn_wait(argv, log, &r);
+    parse_log(log, &r);
+    if (r.code != 0)
+        fprintf(stderr, "bench_e2e: replay of %s version %llu exited %d\n",
+                name, (unsigned long long)v, r.code);
+    return r;
+}
+
+static double per_s(uint64_t n, double secs)
+{
+    return secs > 0 ? (double)n / secs : 0;
+}
+
+static void few_profile(void)
+{
+    printf("profile few: %d + %d partitions, transactions, commit_interval "
+           "2s, a volume publication every 40 000 examples (time, "
+           "performance and drift triggers off), learnd as processes; "
+           "rec/s over first assignment -> stop; cpu = process CPU / its "
+           "wall time\n",
+           opt.parts, opt.parts);
+    printf("%-5s %-4s %-3s %-8s %11s %11s %5s %4s\n", "bits", "run#", "bin",
+           "audit", "rec/s", "ex/s", "cpu", "pub");
+    for (int bi = 0; bi < opt.nbits; bi++) {
+        int bits = opt.bits[bi];
+        for (int run = 0; run < opt.repeats; run++) {
+            rate_t raw = raw_rate(100 + bi * MAX_RUNS + run);
+            printf("%-5d %-4d %-3s %-8s %11.0f\n", bits, run + 1, "-", "raw",
+                   raw.recs_s);
+            for (int b = 0; b < opt.nlearnd; b++) {
+                double rate[3] = {0};
+                for (int audit = 0; audit < 2; audit++) {
+                    char name[64];
+                    uint64_t last = 0;
+                    snprintf(name, sizeof(name), "b%d-r%d-L%d-a%d", bits, run,
+                             b, audit);
+                    lrun_t r = few_run(opt.learnd[b], name, bits, audit, &last);
+                    rate[audit] = per_s(r.consumed, r.secs);
+                    printf("%-5d %-4d L%-2d %-8s %11.0f %11.0f %4.0f%% %4llu%s"
+                           "\n",
+                           bits, run + 1, b, audit ? "run+pb" : "run",
+                           rate[audit], per_s(r.examples, r.secs), 100 * r.cpu,
+                           (unsigned long long)r.published,
+                           r.code ? "  (exit != 0)" : "");
+                    fflush(stdout);
+                    if (audit)
+                        continue;
+                    lrun_t q = few_replay(opt.learnd[b], name, last);
+                    rate[2] = per_s(q.consumed, q.secs);
+                    printf("%-5d %-4d L%-2d %-8s %11.0f %11.0f %4.0f%%%s\n",
+                           bits, run + 1, b, "replay", rate[2],
+                           per_s(q.examples, q.secs), 100 * q.cpu,
+                           q.code ? "  (not identical)" : "");
+                    fflush(stdout);
+                }
+                printf("%-5d %-4d L%-2d ratios: run/replay %.0f%%, "
+                       "run+pb/replay %.0f%%, replay/raw %.0f%%, run/raw "
+                       "%.0f%%\n",
+                       bits, run + 1, b, 100 * rate[0] / (rate[2] + 1e-9),
+                       100 * rate[1] / (rate[2] + 1e-9),
+                       100 * rate[2] / (raw.recs_s + 1e-9),
+                       100 * rate[0] / (raw.recs_s + 1e-9));
+                fflush(stdout);
+            }
+        }
+    }
+    for (int b = 0; b < opt.nlearnd; b++)
+        printf("L%d = %s\n", b, opt.learnd[b]);
 }
 
 /* ---- (d) stages from memory --------------------------------------------- */
@@ -1160,6 +1484,28 @@ static double best_of(const double *v, int n)
     return b;
 }
 
+/* --profile few: learnd as processes, then in process where the loop can
+ * be watched: its longest stall and the release -> trained latency, with
+ * the same writes. */
+static void few_main(rd_kafka_t *pr)
+{
+    if (!real_broker || (!opt.nlearnd && want("few")))
+        die("--profile few", "needs --bootstrap and --learnd");
+    admin_rk = pr;
+    if (want("few"))
+        few_profile();
+    printf("\nin process (this binary's learnd), transactions, the "
+           "same triggers:\n");
+    for (int bi = 0; bi < opt.nbits && want("daemon"); bi++) {
+        printf("hash_bits %d:\n", opt.bits[bi]);
+        for (int run = 0; run < opt.repeats; run++) {
+            drun_t d = daemon_rate(opt.bits[bi], 100 + run);
+            printf("  daemon %.0f rec/s, %.0f ex/s\n", d.rate.recs_s,
+                   d.rate.examples_s);
+        }
+    }
+}
+
 static void usage(void)
 {
     fputs("usage: bench_e2e [--bits 18,22] [--repeats N] [--partitions N]\n"
@@ -1169,7 +1515,9 @@ static void usage(void)
           "[--late-horizon DUR]\n"
           "                 [--only all|raw|ingest|daemon|stages]\n"
           "                 [--bootstrap HOST:PORT] [--batch-bytes N]\n"
-          "                 [--experiments off|compare]\n",
+          "                 [--experiments off|compare]\n"
+          "                 [--profile default|few] [--events N]\n"
+          "                 [--learnd PATH[,PATH...]]\n",
           stderr);
     exit(2);
 }
@@ -1219,6 +1567,19 @@ static void parse_args(int argc, char **argv)
             opt.experiments = strcmp(v, "compare") == 0;
         } else if (strcmp(a, "--batch-bytes") == 0) {
             opt.batch_bytes = v;
+        } else if (strcmp(a, "--profile") == 0) {
+            if (strcmp(v, "few") && strcmp(v, "default"))
+                usage();
+            opt.few = strcmp(v, "few") == 0;
+        } else if (strcmp(a, "--events") == 0) {
+            opt.events = atol(v);
+            if (opt.events < 1000)
+                usage();
+        } else if (strcmp(a, "--learnd") == 0) {
+            char *dup = strdup(v), *save = NULL;
+            for (char *t = strtok_r(dup, ",", &save); t && opt.nlearnd < 4;
+                 t = strtok_r(NULL, ",", &save))
+                opt.learnd[opt.nlearnd++] = t;
         } else if (strcmp(a, "--bootstrap") == 0) {
             bootstrap = v;
             real_broker = 1;
@@ -1324,6 +1685,10 @@ int main(int argc, char **argv)
     fill_topics(pr);
     printf("topics filled in %.1f s\n\n", (double)(now_ns() - f0) / 1e9);
     fflush(stdout);
+    if (opt.few) {
+        few_main(pr);
+        opt.nbits = 0; /* the default profile's measurements are skipped */
+    }
 
     for (int bi = 0; bi < opt.nbits; bi++) {
         int bits = opt.bits[bi];

@@ -12,6 +12,15 @@
 #   BUILD_DIR defaults to build-e2e next to this script's repository.
 #   LD_TEST_BOOTSTRAP=HOST:PORT uses a broker that is already running.
 #   Example: bench/e2e.sh --perf -- --bits 18 --repeats 1 --only daemon
+#
+# The "few partitions, real writes" profile (issue #18; bench_e2e.c, "few
+# partitions"): learnd binaries as processes on 4 + 4 partitions with
+# transactions, commit points every 2 s, a publication every 40 000
+# examples, without and with a protobuf audit topic, replay --verify, and a
+# raw consume of the same topics, in one run; several binaries alternate
+# (old and new), then the loop's longest stall in process:
+#   bench/e2e.sh -- --profile few --partitions 4 --events 400000 \
+#       --bits 18,22 --repeats 2 --learnd OLD/learnd,build-e2e/daemon/learnd
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)

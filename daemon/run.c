@@ -341,8 +341,12 @@ static void take_decisions(run_t *r)
                 ld_log(LD_LOG_WARN, MOD, "msg=\"champion not replaced\"");
         }
         /* A publication records the input its model saw since the
-         * parent. */
+         * parent. The publisher thread writes it into the open
+         * transaction at once (a final checkpoint comes after the last
+         * one was committed). */
         Learnd__V1__Lineage *lin = snap ? run_take_lineage(r) : NULL;
+        if (!r->replay && ld_pipeline_txn_begin(r->pipe) != LD_OK)
+            r->exit_code = LD_EXIT_RUNTIME;
         if (ld_publisher_queue(r->pub, d, snap, version, lin) != LD_OK)
             ld_log(LD_LOG_ERR, MOD, "msg=\"out of memory queueing a trigger\"");
         /* replay: the capture publisher kept the version asked for */

@@ -172,6 +172,7 @@ ld_err_t run_commit_point(run_t *r)
     if (!err)
         err = ld_pipeline_txn_commit(r->pipe, NULL, 60000);
     if (!err) {
+        ld_publisher_committed(r->pub); /* logged once readers see them */
         r->progress_at_commit = progress;
         double now_s = (double)ld_now_wall_ms() / 1000.0;
         ld_metrics_set(r->reg, r->fam.last_commit_time, "", now_s);

@@ -244,6 +244,12 @@ int run_setup(run_t *r, char *errstr, size_t size)
     ld_pipeline_set_dry_run(r->pipe, r->replay);
     if (!r->replay)
         warm_output_topics(r);
+    /* Publications are written on a thread of their own, off the loop. */
+    if (!r->replay &&
+        ld_publisher_start(r->pub, ld_pipeline_producer(r->pipe)) != LD_OK) {
+        snprintf(errstr, size, "cannot start the publisher thread");
+        return LD_EXIT_RUNTIME;
+    }
     /* a few ms of input: enough to ride out a commit point's pause */
     r->ingest = ld_ingest_new(r->pipe, 4096, 1);
     if (!r->ingest) {
@@ -258,6 +264,7 @@ void run_teardown(run_t *r)
     r->state = RUN_CLOSING;
     ld_ingest_destroy(r->ingest);
     r->ingest = NULL;
+    ld_publisher_stop(r->pub); /* it writes through the producer */
     ld_pipeline_destroy(r->pipe);
     free(r->next[0]);
     free(r->next[1]);

@@ -30,6 +30,13 @@ static const ld_conf_row_t rows[] = {
      * let records through that the joiner then refused with a warning. */
     {"max_features", LD_CONF_INT, F(max_features), "4096", 1, 65535, NULL,
      "Records with more non-zero features go to the dead-letter topic"},
+    {"prefetch_memory", LD_CONF_SIZE, F(prefetch_memory), "384MiB",
+     16.0 * 1024 * 1024, 64.0 * 1024 * 1024 * 1024, NULL,
+     "Input fetched ahead of the loop, in all: shared evenly by the "
+     "partitions of both input topics (each between 2 MiB and 80 MiB: "
+     "a prefetch queue and one fetch), so few partitions read as fast as "
+     "many; kafka: queued.max.messages.kbytes and fetch.message.max.bytes "
+     "override it"},
     {"hash_seed", LD_CONF_INT, F(hash_seed), "0", 0, 4294967295.0, NULL,
      "Seed of the 32-bit feature hash (murmur3_x86_32, see pipeline/hash.h)"},
     {"key_field", LD_CONF_STRING, F(key_field), "", 0, 0, NULL,

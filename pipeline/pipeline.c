@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -586,13 +587,30 @@ static const char *const consumer_tuned[][2] = {
 };
 /* learnd's own consumer reads every partition from its own queue (see
  * "Time-aligned reading"), and librdkafka then applies the queue bounds per
- * partition: a backlog is prefetched up to 2 MiB (+ one fetch of at most
- * 1 MiB) per partition instead of 256 MiB in all. A single-queue consumer
+ * partition: pipeline.prefetch_memory is shared by the partitions of both
+ * topics (split_bounds), instead of 256 MiB in all. A single-queue consumer
  * (ld_pipeline_consumer_settings) keeps the values above. */
-static const char *const consumer_split[][2] = {
-    {"queued.max.messages.kbytes", "2048"},
-    {"fetch.message.max.bytes", "1048576"},
-};
+static const char *const consumer_split[] = {"queued.max.messages.kbytes",
+                                             "fetch.message.max.bytes"};
+
+/* Each of the 2 * nparts partitions' share of budget: one fetch (a third,
+ * 1 to 16 MiB) and a queue of the rest (1 to 64 MiB). librdkafka's bounds
+ * are fixed when the consumer is made, so they are shared over every
+ * partition this instance may be assigned, not over those it holds now:
+ * the budget holds whatever a rebalance hands it. At the default, 64 + 64
+ * partitions get what they always had (2 MiB + 1 MiB) and 4 + 4 get
+ * 32 MiB + 16 MiB. */
+static void split_bounds(int64_t budget, int32_t nparts, char vals[2][24])
+{
+    const int64_t mib = 1024 * 1024;
+    int64_t per = budget / (2 * (int64_t)(nparts > 0 ? nparts : 1));
+    int64_t fetch = per / 3;
+    fetch = fetch < mib ? mib : fetch > 16 * mib ? 16 * mib : fetch;
+    int64_t queue = per - fetch;
+    queue = queue < mib ? mib : queue > 64 * mib ? 64 * mib : queue;
+    snprintf(vals[0], 24, "%" PRId64, queue / 1024);
+    snprintf(vals[1], 24, "%" PRId64, fetch);
+}
 static const char *const consumer_forced[][2] = {
     {"enable.auto.commit", "false"},
     {"enable.auto.offset.store", "false"},
@@ -613,8 +631,21 @@ void ld_pipeline_consumer_settings(ld_pipeline_setting_cb *set, void *opaque)
 
 static rd_kafka_t *consumer_new(ld_pipeline_t *p, const ld_pipeline_conf_t *c,
                                 const ld_strlist_t *kafka, const char *txn_id,
-                                char *errstr, size_t errstr_size)
+                                int timeout_ms, char *errstr,
+                                size_t errstr_size)
 {
+    /* The prefetch bounds are shared by the partitions: count them first
+     * (through the producer: the consumer is made with them). */
+    int nparts = partition_count(p->producer, p->topic[0], timeout_ms, errstr,
+                                 errstr_size);
+    if (nparts < 0)
+        return NULL;
+    char split[2][24];
+    split_bounds(c->prefetch_memory, nparts, split);
+    ld_log(LD_LOG_INFO, MOD,
+           "msg=\"prefetch per partition\" partitions=%d queue_kib=%s "
+           "fetch_bytes=%s",
+           (int)(2 * nparts), split[0], split[1]);
     rd_kafka_conf_t *conf = ld_kafka_conf_new(kafka, errstr, errstr_size);
     if (!conf)
         return NULL;
@@ -624,10 +655,9 @@ static rd_kafka_t *consumer_new(ld_pipeline_t *p, const ld_pipeline_conf_t *c,
     for (size_t i = 0; i < sizeof(consumer_tuned) / sizeof(*consumer_tuned);
          i++) {
         const char *k = consumer_tuned[i][0], *v = consumer_tuned[i][1];
-        for (size_t j = 0; j < sizeof(consumer_split) / sizeof(*consumer_split);
-             j++)
-            if (strcmp(consumer_split[j][0], k) == 0)
-                v = consumer_split[j][1];
+        for (size_t j = 0; j < 2; j++)
+            if (strcmp(consumer_split[j], k) == 0)
+                v = split[j];
         if (set_default(conf, kafka, k, v, errstr, errstr_size))
             goto err;
     }
@@ -668,9 +698,11 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     (void)rk;
     (void)opaque;
     /* Producers that need the offset of a record (a checkpoint manifest
-     * names its first chunk's) pass an int64_t * as the message opaque. */
+     * names its first chunk's) pass an int64_t * as the message opaque;
+     * the publisher thread waits on it while any thread may poll. */
     if (m->_private)
-        *(int64_t *)m->_private = m->err ? -1 : m->offset;
+        atomic_store_explicit((_Atomic int64_t *)m->_private,
+                              m->err ? -1 : m->offset, memory_order_release);
     /* records purged by an abort are expected; the abort is logged */
     if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
         m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
@@ -757,8 +789,8 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
             goto err;
         }
     }
-    if (!(p->consumer = consumer_new(p, conf, kafka, transactional_id, errstr,
-                                     errstr_size)))
+    if (!(p->consumer = consumer_new(p, conf, kafka, transactional_id,
+                                     timeout_ms, errstr, errstr_size)))
         goto err;
     for (int k = 0; k < 2; k++)
         if (!(p->rkt[k] = rd_kafka_topic_new(p->consumer, p->topic[k], NULL))) {

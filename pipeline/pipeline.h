@@ -54,6 +54,7 @@ typedef struct ld_pipeline_conf {
     char *label_schema;
     int64_t max_record_bytes;
     int64_t max_features;
+    int64_t prefetch_memory; /* bytes, over all partitions of both topics */
     int64_t hash_bits; /* not a row: the daemon copies trainer.hash_bits, so
                           the model has a slot for every hashed feature */
     int64_t hash_seed;
@@ -294,8 +295,12 @@ ld_err_t ld_pipeline_resume(ld_pipeline_t *p, ld_record_kind_t kind,
 
 /* The producer, for the other stages' output (checkpoints, triggers, state,
  * audit) inside the same transaction. Borrowed; never destroy it. Thread: any.
- */
+ * A record produced with an int64_t * as its opaque has its offset stored
+ * there atomically once delivered, or -1 when it failed: set it to
+ * LD_PIPELINE_OFFSET_PENDING before and read it with an atomic load, from
+ * any thread (whichever polls the producer runs the report). */
 rd_kafka_t *ld_pipeline_producer(ld_pipeline_t *p);
+#define LD_PIPELINE_OFFSET_PENDING INT64_MIN
 
 /* Copies the counters into *out. Thread: owner. */
 void ld_pipeline_stats(const ld_pipeline_t *p, ld_pipeline_stats_t *out);

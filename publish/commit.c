@@ -95,6 +95,16 @@ out:
 static void restore_champion(ld_publisher_t *p, ld_trainer_t *t)
 {
     char path[1024];
+    /* Killed between a commit and the store's promotion of what it
+     * published: those versions are committed, the others stay staged. */
+    char pwhy[512];
+    if (p->c.store_dir && p->c.store_dir[0] &&
+        ld_ckpt_store_promote(p->c.store_dir, p->c.model, p->ctr.version,
+                              p->c.store_keep, pwhy, sizeof(pwhy)) != LD_OK)
+        ld_log(LD_LOG_WARN, MOD,
+               "msg=\"cannot promote committed checkpoints in the store\" "
+               "err=%s",
+               ld_log_q(pwhy));
     snprintf(path, sizeof(path), "%s/%s/%llu.ckpt", p->c.store_dir, p->c.model,
              (unsigned long long)p->ctr.version);
     ld_ckpt_t *champ = NULL;

@@ -7,7 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include "pipeline/pipeline.h"
 #include "publish/internal.h"
 #include "trainer/checkpoint.h"
 
@@ -19,22 +23,50 @@ static void outgoing_free(outgoing_t *o)
     ld_snapshot_destroy(o->snap);
     ld_trigger_decision_destroy(o->decision);
     ld_lineage_pb_free(o->lineage);
+    free(o->path);
 }
 
 /* ---- Kafka ------------------------------------------------------------- */
 
+/* Fixes o's parent (the publication queued before it, or the last
+ * committed one) and appends it. Loop thread. */
 static ld_err_t kafka_queue(ld_publisher_t *p, outgoing_t *o)
 {
+    if (p->started)
+        pthread_mutex_lock(&p->mu);
+    ld_err_t err = LD_OK;
     if (p->nout == p->capout) {
         size_t cap = p->capout ? p->capout * 2 : 8;
         outgoing_t *v = realloc(p->out, cap * sizeof(*v));
         if (!v)
-            return LD_ERR_NOMEM;
-        p->out = v;
-        p->capout = cap;
+            err = LD_ERR_NOMEM;
+        else {
+            p->out = v;
+            p->capout = cap;
+        }
     }
-    p->out[p->nout++] = *o;
-    return LD_OK;
+    if (!err) {
+        o->has_ckpt = o->snap != NULL;
+        o->manifest_off = -1;
+        if (o->snap) {
+            o->parent_version = p->nq_ckpt ? p->q_version : p->ctr.version;
+            memcpy(o->parent_counts,
+                   p->nq_ckpt ? p->q_counts : p->ctr.parent_counts,
+                   sizeof(o->parent_counts));
+            p->q_version = o->version;
+            ld_snapshot_counts(o->snap, p->q_counts);
+            ld_snapshot_destroy(p->q_snap);
+            p->q_snap = ld_snapshot_ref(o->snap);
+            p->nq_ckpt++;
+        }
+        p->out[p->nout++] = *o;
+        p->nq++;
+    }
+    if (p->started) {
+        pthread_cond_signal(&p->work);
+        pthread_mutex_unlock(&p->mu);
+    }
+    return err;
 }
 
 static ld_err_t produce(rd_kafka_t *rk, const char *topic, int32_t partition,
@@ -55,9 +87,9 @@ static ld_err_t produce(rd_kafka_t *rk, const char *topic, int32_t partition,
     return LD_OK;
 }
 
-/* Room for n delivery offsets. Nothing refers to the array here: the last
- * publication's records were all delivered, or it failed and the daemon is
- * exiting. */
+/* Room for n delivery offsets, each set to "not reported yet". Nothing
+ * refers to the array here: the last publication's records were all
+ * delivered, or it failed and the daemon is exiting. */
 static int64_t *offsets_for(ld_publisher_t *p, size_t n)
 {
     if (p->pub_cap < n) {
@@ -67,14 +99,44 @@ static int64_t *offsets_for(ld_publisher_t *p, size_t n)
         p->pub_offsets = o;
         p->pub_cap = n;
     }
+    for (size_t i = 0; i < n; i++)
+        atomic_store_explicit((_Atomic int64_t *)&p->pub_offsets[i],
+                              LD_PIPELINE_OFFSET_PENDING, memory_order_relaxed);
     return p->pub_offsets;
 }
 
-/* Writes one checkpoint: local store, chunks, manifest. Fills path (empty
- * without a store), *manifest_off and sha (of the checkpoint bytes). */
+/* Waits until librdkafka reported the delivery of offs[0..n): LD_OK when
+ * every one was delivered, LD_ERR_KAFKA when one failed, LD_ERR_TIMEOUT
+ * after timeout_ms or when the publisher stops. It waits for these
+ * records only: rd_kafka_flush would also wait for the audit and dead
+ * letter records the other threads keep producing meanwhile. Whichever
+ * thread polls the producer may run the delivery callback. */
+static ld_err_t await_delivery(ld_publisher_t *p, rd_kafka_t *rk,
+                               const int64_t *offs, size_t n, int timeout_ms)
+{
+    int64_t deadline = ld_now_mono_ms() + timeout_ms;
+    for (;;) {
+        int pending = 0, failed = 0;
+        for (size_t i = 0; i < n; i++) {
+            int64_t v = atomic_load_explicit((_Atomic int64_t *)&offs[i],
+                                             memory_order_acquire);
+            pending |= v == LD_PIPELINE_OFFSET_PENDING;
+            failed |= v == -1;
+        }
+        if (!pending)
+            return failed ? LD_ERR_KAFKA : LD_OK;
+        if (atomic_load(&p->stopping) || ld_now_mono_ms() >= deadline)
+            return LD_ERR_TIMEOUT;
+        rd_kafka_poll(rk, 5);
+    }
+}
+
+/* Writes one checkpoint: local store, chunks, manifest. Fills o's results
+ * (path, manifest offset, size, chunk count, parameter hash) and sha (of
+ * the checkpoint bytes). Touches nothing of p but its delivery offsets:
+ * the publisher thread runs it. */
 static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
-                                   outgoing_t *o, char *path, size_t path_size,
-                                   int64_t *manifest_off, uint8_t sha[32])
+                                   outgoing_t *o, uint8_t sha[32])
 {
     const ld_publisher_conf_t *c = &p->c;
     const char *model = c->model;
@@ -87,11 +149,10 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     /* As long as the commit point would wait: a broker that is away is
      * ridden out the same way at a publication (0007). */
     const int flush_ms = 60000;
-    uint64_t counts[LD_SAMPLE__COUNT];
-    ld_snapshot_counts(o->snap, counts);
+    ld_snapshot_counts(o->snap, o->counts);
     ld_ckpt_meta_t meta = {.model = model,
                            .version = o->version,
-                           .parent_version = p->ctr.version,
+                           .parent_version = o->parent_version,
                            .created_at_ms = ld_now_wall_ms(),
                            .trigger_id =
                                o->decision ? ld_trigger_decision_id(o->decision)
@@ -101,19 +162,25 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
                            .hash_seed = c->hash_seed,
                            .config_hash = c->config_hash,
                            .lineage = o->lineage,
-                           .parent_counts = p->ctr.parent_counts};
+                           .parent_counts = o->parent_counts};
     if ((err = ld_ckpt_encode(o->snap, &meta, &ckpt)))
         goto out;
     ld_ckpt_sha256(ckpt.data, ckpt.len, sha);
-    path[0] = '\0';
-    char why[512] = "";
-    if (c->store_dir && c->store_dir[0] &&
-        (err = ld_ckpt_store_write(c->store_dir, model, o->version, ckpt.data,
-                                   ckpt.len, c->store_keep, path, path_size,
-                                   why, sizeof(why)))) {
-        ld_log(LD_LOG_ERR, MOD, "msg=\"cannot store checkpoint\" err=%s",
-               ld_log_q(why));
-        goto out;
+    char why[512] = "", path[1024] = "";
+    if (c->store_dir && c->store_dir[0]) {
+        /* Staged: it becomes a version of the store once its
+         * transaction commits (ld_publisher_committed). */
+        if ((err = ld_ckpt_store_stage(c->store_dir, model, o->version,
+                                       ckpt.data, ckpt.len, path, sizeof(path),
+                                       why, sizeof(why)))) {
+            ld_log(LD_LOG_ERR, MOD, "msg=\"cannot store checkpoint\" err=%s",
+                   ld_log_q(why));
+            goto out;
+        }
+        if (!(o->path = strdup(path))) {
+            err = LD_ERR_NOMEM;
+            goto out;
+        }
     }
     if ((err = ld_ckpt_chunks(ckpt.data, ckpt.len, model, o->version,
                               c->chunk_size, &chunks, &nchunks)))
@@ -126,23 +193,18 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
         char key[300];
         snprintf(key, sizeof(key), "%s/%llu/%zu", model,
                  (unsigned long long)o->version, i);
-        offsets[i] = -1;
         if ((err = produce(rk, topic, 0, key, chunks[i].data, chunks[i].len,
                            &offsets[i])))
             goto out;
     }
     /* The manifest names the first chunk's offset: wait for it. */
-    rd_kafka_flush(rk, flush_ms);
-    for (size_t i = 0; i < nchunks; i++) {
-        if (offsets[i] < 0) {
-            ld_log(LD_LOG_ERR, MOD, "msg=\"checkpoint chunks not delivered\"");
-            err = LD_ERR_KAFKA;
-            goto out;
-        }
+    if ((err = await_delivery(p, rk, offsets, nchunks, flush_ms))) {
+        ld_log(LD_LOG_ERR, MOD, "msg=\"checkpoint chunks not delivered\"");
+        goto out;
     }
     ld_ckpt_manifest_info_t info = {.model = model,
                                     .version = o->version,
-                                    .parent_version = p->ctr.version,
+                                    .parent_version = o->parent_version,
                                     .chunk_count = (uint32_t)nchunks,
                                     .first_chunk_offset =
                                         nchunks ? offsets[0] : -1,
@@ -155,26 +217,17 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     info.hmac_key_len = secret ? strlen(secret) : 0;
     if ((err = ld_ckpt_manifest_encode(ckpt.data, ckpt.len, &info, &manifest)))
         goto out;
-    offsets[nchunks] = -1;
     if ((err = produce(rk, topic, 0, model, manifest.data, manifest.len,
                        &offsets[nchunks])))
         goto out;
-    rd_kafka_flush(rk, flush_ms);
-    if (offsets[nchunks] < 0) {
+    if ((err = await_delivery(p, rk, &offsets[nchunks], 1, flush_ms))) {
         ld_log(LD_LOG_ERR, MOD, "msg=\"checkpoint manifest not delivered\"");
-        err = LD_ERR_KAFKA;
         goto out;
     }
-    *manifest_off = offsets[nchunks];
-    memcpy(p->ctr.parent_counts, counts, sizeof(counts));
-    ld_snapshot_params_sha256(o->snap, p->ctr.published_sha);
-    p->ctr.version = o->version;
-    p->ctr.published++;
-    ld_log(LD_LOG_NOTICE, MOD,
-           "msg=\"checkpoint published\" model=%s version=%llu bytes=%zu "
-           "chunks=%zu manifest_offset=%lld path=%s",
-           ld_log_q(model), (unsigned long long)o->version, ckpt.len, nchunks,
-           (long long)*manifest_off, ld_log_q(path[0] ? path : "-"));
+    o->manifest_off = offsets[nchunks];
+    o->bytes = ckpt.len;
+    o->nchunks = nchunks;
+    ld_snapshot_params_sha256(o->snap, o->params_sha);
 out:
     ld_ckpt_chunks_free(chunks, nchunks);
     free(ckpt.data);
@@ -189,50 +242,155 @@ static ld_err_t send_event(ld_publisher_t *p, rd_kafka_t *rk,
 {
     uint8_t *buf = NULL;
     size_t len = 0;
-    ld_err_t err = ld_trigger_event_encode(o->decision, o->snap ? pub : NULL,
-                                           ld_now_wall_ms(),
-                                           p->c.trigger_format, &buf, &len);
+    ld_err_t err = ld_trigger_event_encode(
+        o->decision, o->has_ckpt ? pub : NULL, ld_now_wall_ms(),
+        p->c.trigger_format, &buf, &len);
     if (!err)
         err = produce(rk, p->c.trigger_topic, RD_KAFKA_PARTITION_UA, p->c.model,
                       buf, len, NULL);
-    if (!err)
-        ld_log(
-            LD_LOG_NOTICE, "triggers",
-            "msg=\"trigger event sent\" id=%s type=%s verdict=%s "
-            "reason=\"%s\"",
-            ld_trigger_decision_id(o->decision),
-            ld_trigger_type_name(ld_trigger_decision_type(o->decision)),
-            ld_trigger_verdict_name(ld_trigger_decision_verdict(o->decision)),
-            ld_trigger_decision_reason(o->decision));
     free(buf);
     return err;
 }
 
+/* Everything of one publication that is written: checkpoint (if any),
+ * then its trigger event, into the open transaction. Frees the snapshot
+ * once written (the champion keeps its own reference). */
+static ld_err_t publish_one(ld_publisher_t *p, rd_kafka_t *rk, outgoing_t *o)
+{
+    ld_err_t err = LD_OK;
+    uint8_t sha[32];
+    ld_trigger_publication_t pub = {0, -1, NULL, sha};
+    if (o->snap) {
+        if ((err = publish_checkpoint(p, rk, o, sha)))
+            return err;
+        pub.manifest_offset = o->manifest_off;
+        pub.path = o->path;
+        ld_snapshot_destroy(o->snap);
+        o->snap = NULL;
+    }
+    if (o->decision)
+        err = send_event(p, rk, o, &pub);
+    return err;
+}
+
+/* The publisher thread: takes the queue in order, each publication worked
+ * on outside the lock (the loop only appends meanwhile; indices stay). */
+/* Promotes the staged versions up to upto in the local store: they are
+ * committed. A failure is logged and leaves them staged (a restart
+ * promotes them): the publication itself is done. */
+static void promote(ld_publisher_t *p, uint64_t upto)
+{
+    const ld_publisher_conf_t *c = &p->c;
+    char why[512] = "";
+    if (c->store_dir && c->store_dir[0] &&
+        ld_ckpt_store_promote(c->store_dir, c->model, upto, c->store_keep, why,
+                              sizeof(why)) != LD_OK)
+        ld_log(LD_LOG_ERR, MOD,
+               "msg=\"cannot promote committed checkpoints in the store\" "
+               "err=%s",
+               ld_log_q(why));
+}
+
+static void *publisher_main(void *arg)
+{
+    ld_publisher_t *p = arg;
+    /* Behind the loop and the ingest thread for the CPU: on a busy host
+     * (2 cores, a backlog) the publication then takes what they leave
+     * instead of slowing every micro-batch; the commit point that needs it
+     * waits for it anyway. Linux: nice is per thread. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) != 0)
+        ld_log(LD_LOG_DEBUG, MOD,
+               "msg=\"publisher thread keeps its priority\"");
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!atomic_load(&p->stopping) && p->promoted == p->promote_upto &&
+               (p->wnext == p->nout || p->werr))
+            pthread_cond_wait(&p->work, &p->mu);
+        if (p->promoted != p->promote_upto) {
+            uint64_t upto = p->promote_upto;
+            pthread_mutex_unlock(&p->mu);
+            promote(p, upto);
+            pthread_mutex_lock(&p->mu);
+            p->promoted = upto;
+            continue;
+        }
+        if (atomic_load(&p->stopping))
+            break;
+        size_t i = p->wnext;
+        outgoing_t o = p->out[i];
+        pthread_mutex_unlock(&p->mu);
+        ld_err_t err = publish_one(p, p->rk, &o);
+        pthread_mutex_lock(&p->mu);
+        p->out[i] = o;
+        if (err)
+            p->werr = err;
+        else
+            p->wnext = i + 1;
+        pthread_cond_broadcast(&p->idle);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* The publications written so far: into the counters (the next commit
+ * point saves them) and onto the list ld_publisher_committed logs. */
+static ld_err_t take_written(ld_publisher_t *p, size_t n)
+{
+    if (p->ndone + n > p->capdone) {
+        size_t cap = p->ndone + n + 8;
+        outgoing_t *v = realloc(p->done, cap * sizeof(*v));
+        if (!v)
+            return LD_ERR_NOMEM;
+        p->done = v;
+        p->capdone = cap;
+    }
+    for (size_t i = 0; i < n; i++) {
+        outgoing_t *o = &p->out[i];
+        if (o->has_ckpt) {
+            memcpy(p->ctr.parent_counts, o->counts, sizeof(o->counts));
+            memcpy(p->ctr.published_sha, o->params_sha, 32);
+            p->ctr.version = o->version;
+            p->ctr.published++;
+        }
+        p->done[p->ndone++] = *o;
+    }
+    memmove(p->out, p->out + n, (p->nout - n) * sizeof(*p->out));
+    p->nout -= n;
+    return LD_OK;
+}
+
+/* The commit point: waits for the publisher thread to have written every
+ * queued publication (without it: writes them here, in order). */
 static ld_err_t kafka_flush(ld_publisher_t *p, rd_kafka_t *rk)
 {
     ld_err_t err = LD_OK;
-    size_t i;
-    for (i = 0; i < p->nout && !err; i++) {
-        outgoing_t *o = &p->out[i];
-        char path[1024] = "";
-        int64_t moff = -1;
-        uint8_t sha[32];
-        ld_trigger_publication_t pub = {0, -1, NULL, sha};
-        if (o->snap) {
-            err = publish_checkpoint(p, rk, o, path, sizeof(path), &moff, sha);
-            if (err)
+    size_t n;
+    if (p->started) {
+        pthread_mutex_lock(&p->mu);
+        while (p->wnext < p->nout && !p->werr && !atomic_load(&p->stopping))
+            pthread_cond_wait(&p->idle, &p->mu);
+        err = p->werr;
+        if (!err && p->wnext < p->nout)
+            err = LD_ERR_TIMEOUT; /* stopped */
+        n = p->wnext;
+    } else {
+        for (n = 0; n < p->nout && !err; n++)
+            if ((err = publish_one(p, rk, &p->out[n])))
                 break;
-            pub.manifest_offset = moff;
-            pub.path = path[0] ? path : NULL;
-        }
-        if (o->decision)
-            err = send_event(p, rk, o, &pub);
     }
-    for (size_t k = 0; k < i; k++)
-        outgoing_free(&p->out[k]);
-    if (i) {
-        memmove(p->out, p->out + i, (p->nout - i) * sizeof(*p->out));
-        p->nout -= i;
+    ld_err_t e2 = take_written(p, n);
+    if (e2) {
+        err = err ? err : e2;
+        p->werr = e2; /* not taken: never written twice */
+    }
+    if (p->started) {
+        p->wnext = 0;
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (!err) {
+        p->nq = p->nq_ckpt = 0;
+        ld_snapshot_destroy(p->q_snap);
+        p->q_snap = NULL;
     }
     return err;
 }
@@ -320,19 +478,69 @@ void ld_publisher_destroy(ld_publisher_t *p)
 {
     if (!p)
         return;
+    ld_publisher_stop(p);
+    if (p->started) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->work);
+        pthread_cond_destroy(&p->idle);
+    }
     for (size_t i = 0; i < p->nout; i++)
         outgoing_free(&p->out[i]);
+    for (size_t i = 0; i < p->ndone; i++)
+        outgoing_free(&p->done[i]);
     free(p->out);
+    free(p->done);
     free(p->pub_offsets);
+    ld_snapshot_destroy(p->q_snap);
     ld_snapshot_destroy(p->captured);
     free(p);
+}
+
+ld_err_t ld_publisher_start(ld_publisher_t *p, rd_kafka_t *producer)
+{
+    if (p->ops != &kafka_ops || p->started)
+        return LD_ERR_INVAL;
+    p->rk = producer;
+    if (pthread_mutex_init(&p->mu, NULL))
+        return LD_ERR_NOMEM;
+    if (pthread_cond_init(&p->work, NULL)) {
+        pthread_mutex_destroy(&p->mu);
+        return LD_ERR_NOMEM;
+    }
+    if (pthread_cond_init(&p->idle, NULL)) {
+        pthread_cond_destroy(&p->work);
+        pthread_mutex_destroy(&p->mu);
+        return LD_ERR_NOMEM;
+    }
+    atomic_init(&p->stopping, 0);
+    if (pthread_create(&p->thr, NULL, publisher_main, p)) {
+        pthread_cond_destroy(&p->idle);
+        pthread_cond_destroy(&p->work);
+        pthread_mutex_destroy(&p->mu);
+        return LD_ERR_NOMEM;
+    }
+    p->started = 1;
+    return LD_OK;
+}
+
+void ld_publisher_stop(ld_publisher_t *p)
+{
+    if (!p || !p->started || atomic_load(&p->stopping))
+        return;
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->stopping, 1);
+    pthread_cond_broadcast(&p->work);
+    pthread_cond_broadcast(&p->idle);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thr, NULL);
 }
 
 ld_err_t ld_publisher_queue(ld_publisher_t *p, ld_trigger_decision_t *d,
                             ld_snapshot_t *snap, uint64_t version,
                             Learnd__V1__Lineage *lineage)
 {
-    outgoing_t o = {d, snap, version, lineage};
+    outgoing_t o = {
+        .decision = d, .snap = snap, .version = version, .lineage = lineage};
     ld_err_t err = p->ops->queue(p, &o);
     if (err)
         outgoing_free(&o);
@@ -341,24 +549,59 @@ ld_err_t ld_publisher_queue(ld_publisher_t *p, ld_trigger_decision_t *d,
 
 size_t ld_publisher_waiting(const ld_publisher_t *p)
 {
-    return p->nout;
+    return p->nq;
 }
 
 int ld_publisher_last_queued(const ld_publisher_t *p, uint8_t sha[32],
                              uint64_t *version)
 {
-    for (size_t i = p->nout; i-- > 0;)
-        if (p->out[i].snap) {
-            ld_snapshot_params_sha256(p->out[i].snap, sha);
-            *version = p->out[i].version;
-            return 1;
-        }
-    return 0;
+    if (!p->nq_ckpt || !p->q_snap)
+        return 0;
+    ld_snapshot_params_sha256(p->q_snap, sha);
+    *version = p->q_version;
+    return 1;
 }
 
 ld_err_t ld_publisher_flush(ld_publisher_t *p, rd_kafka_t *producer)
 {
     return p->ops->flush(p, producer);
+}
+
+void ld_publisher_committed(ld_publisher_t *p)
+{
+    uint64_t upto = 0;
+    for (size_t i = 0; i < p->ndone; i++)
+        if (p->done[i].has_ckpt)
+            upto = p->done[i].version;
+    if (upto && p->started) {
+        pthread_mutex_lock(&p->mu);
+        p->promote_upto = upto;
+        pthread_cond_signal(&p->work);
+        pthread_mutex_unlock(&p->mu);
+    } else if (upto) {
+        promote(p, upto);
+    }
+    for (size_t i = 0; i < p->ndone; i++) {
+        outgoing_t *o = &p->done[i];
+        if (o->has_ckpt)
+            ld_log(LD_LOG_NOTICE, MOD,
+                   "msg=\"checkpoint published\" model=%s version=%llu "
+                   "bytes=%zu chunks=%zu manifest_offset=%lld path=%s",
+                   ld_log_q(p->c.model), (unsigned long long)o->version,
+                   o->bytes, o->nchunks, (long long)o->manifest_off,
+                   ld_log_q(o->path ? o->path : "-"));
+        if (o->decision)
+            ld_log(LD_LOG_NOTICE, "triggers",
+                   "msg=\"trigger event sent\" id=%s type=%s verdict=%s "
+                   "reason=\"%s\"",
+                   ld_trigger_decision_id(o->decision),
+                   ld_trigger_type_name(ld_trigger_decision_type(o->decision)),
+                   ld_trigger_verdict_name(
+                       ld_trigger_decision_verdict(o->decision)),
+                   ld_trigger_decision_reason(o->decision));
+        outgoing_free(o);
+    }
+    p->ndone = 0;
 }
 
 ld_err_t ld_publisher_record(ld_publisher_t *p, rd_kafka_t *producer,

@@ -186,11 +186,14 @@ typedef struct ld_publisher_conf {
  * (ld_publisher_counters) and what each publication becomes. */
 typedef struct ld_publisher ld_publisher_t;
 
-/* The Kafka publisher, what `learnd run` uses: ld_publisher_flush() writes
- * each queued publication into the producer's open transaction, in
- * decision order: the checkpoint to the local store, its chunks and
- * manifest, then the trigger event. NULL when out of memory. Caller frees
- * with ld_publisher_destroy(). */
+/* The Kafka publisher, what `learnd run` uses: each queued publication is
+ * written into the producer's open transaction, in decision order: the
+ * checkpoint to the local store, its chunks and manifest, then the trigger
+ * event. After ld_publisher_start() its own thread does that as soon as a
+ * publication is queued, while the loop trains on, and
+ * ld_publisher_flush() (the commit point) waits for it; without it
+ * ld_publisher_flush() writes them itself. NULL when out of memory. Caller
+ * frees with ld_publisher_destroy(). */
 ld_publisher_t *ld_publisher_new_kafka(const ld_publisher_conf_t *conf);
 /* The capture publisher, what `learnd replay` uses: a queued publication
  * is recorded at once and nothing is written; the snapshot of version
@@ -198,9 +201,19 @@ ld_publisher_t *ld_publisher_new_kafka(const ld_publisher_conf_t *conf);
 ld_publisher_t *ld_publisher_new_capture(const ld_publisher_conf_t *conf,
                                          uint64_t stop_version);
 /* Frees p and whatever waits in it. Call after the producer that flushed
- * it is destroyed: librdkafka writes delivery offsets into p until then.
- * NULL is a no-op. */
+ * it is destroyed: librdkafka writes delivery offsets into p until then
+ * (and ld_publisher_stop() before that). NULL is a no-op. */
 void ld_publisher_destroy(ld_publisher_t *p);
+
+/* Kafka: starts the publisher thread, which writes through producer
+ * (borrowed, transactional). Whoever queues a publication must have a
+ * transaction open on it until the next ld_publisher_flush(). LD_ERR_INVAL
+ * (capture, or started already), LD_ERR_NOMEM. */
+ld_err_t ld_publisher_start(ld_publisher_t *p, rd_kafka_t *producer) LD_WUR;
+/* Stops and joins the publisher thread, abandoning a publication in
+ * progress (its transaction is never committed). Call before the producer
+ * goes. No-op when not started or stopped already. */
+void ld_publisher_stop(ld_publisher_t *p);
 
 /* Queues a decision (d, taken; NULL for a checkpoint without an event)
  * with the snapshot it publishes (taken; NULL: event only) as version, and
@@ -215,11 +228,17 @@ size_t ld_publisher_waiting(const ld_publisher_t *p);
  * checkpoint into sha and *version; 0 when none waits. */
 int ld_publisher_last_queued(const ld_publisher_t *p, uint8_t sha[32],
                              uint64_t *version);
-/* Writes everything waiting through producer (borrowed; ignored by the
- * capture publisher), inside its open transaction; what was written leaves
- * the queue. LD_ERR_KAFKA, LD_ERR_IO (local store) or LD_ERR_NOMEM: the
- * commit point must abort. */
+/* The commit point's part: returns once everything waiting is written
+ * through producer (borrowed; ignored by the capture publisher, and by a
+ * started publisher, whose thread writes them), inside its open
+ * transaction; what was written leaves the queue and is counted in
+ * ld_publisher_counters(). LD_ERR_KAFKA, LD_ERR_IO (local store),
+ * LD_ERR_TIMEOUT or LD_ERR_NOMEM: the commit point must abort. */
 ld_err_t ld_publisher_flush(ld_publisher_t *p, rd_kafka_t *producer) LD_WUR;
+/* The transaction holding what the last ld_publisher_flush() wrote is
+ * committed: logs "checkpoint published" and "trigger event sent" for each
+ * publication, now that readers see it. */
+void ld_publisher_committed(ld_publisher_t *p);
 /* One record of the commit point's transaction that is not a publication
  * (an audit record), produced at once into the producer's open
  * transaction (key and val borrowed, copied); the capture publisher drops
@@ -351,12 +370,29 @@ int ld_ckpt_name_ok(const char *name);
  * way, then deletes all but the newest keep versions. path (optional)
  * receives the file's path. LD_ERR_INVAL for a model name that is not a
  * plain file name, LD_ERR_IO with errno set otherwise; errstr (optional)
- * names the operation and the path ("write DIR/ctr/.7.ckpt.tmp.9: No space
- * left on device"). */
+ * names the operation and the path ("write DIR/ctr/.7.ckpt.pending.tmp.9: No
+ * space left on device"). */
 ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
                              uint64_t version, const uint8_t *buf, size_t len,
                              int64_t keep, char *path, size_t path_size,
                              char *errstr, size_t errstr_size) LD_WUR;
+/* The two halves of ld_ckpt_store_write, for a publication written before
+ * its transaction commits: stage writes buf as <dir>/<model>/<version>
+ * .ckpt.pending (temp file, fsync, rename, fsync of the directory), which
+ * no reader of the store takes for a version (path receives the name it
+ * will have); promote, once the transaction committed (or at a start,
+ * for the versions the restored state says were committed), renames every
+ * staged version <= upto, oldest first, to <version>.ckpt, points `latest`
+ * at the newest and deletes all but the newest keep versions. A staged
+ * version whose transaction never committed stays staged until the
+ * restarted daemon stages it again. Errors as ld_ckpt_store_write. */
+ld_err_t ld_ckpt_store_stage(const char *dir, const char *model,
+                             uint64_t version, const uint8_t *buf, size_t len,
+                             char *path, size_t path_size, char *errstr,
+                             size_t errstr_size) LD_WUR;
+ld_err_t ld_ckpt_store_promote(const char *dir, const char *model,
+                               uint64_t upto, int64_t keep, char *errstr,
+                               size_t errstr_size) LD_WUR;
 
 /* The version `latest` names; LD_ERR_NOENT when the store has none. */
 ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,

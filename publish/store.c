@@ -134,8 +134,8 @@ static int mkdir_p(const char *path, char *errstr, size_t size)
     return 0;
 }
 
-/* Parses "<digits>.ckpt"; 0 if name is anything else. */
-static int version_of(const char *name, uint64_t *v)
+/* Parses "<digits><sfx>"; 0 if name is anything else. */
+static int version_sfx(const char *name, const char *sfx, uint64_t *v)
 {
     const char *p = name;
     uint64_t x = 0;
@@ -146,11 +146,15 @@ static int version_of(const char *name, uint64_t *v)
             return 0;
         x = x * 10 + (uint64_t)(*p - '0');
     }
-    if (strcmp(p, ".ckpt") != 0)
+    if (strcmp(p, sfx) != 0)
         return 0;
     *v = x;
     return 1;
 }
+
+/* A published version's file, and one staged for a commit not yet seen. */
+#define SFX_CKPT    ".ckpt"
+#define SFX_PENDING ".ckpt.pending"
 
 static int cmp_desc(const void *a, const void *b)
 {
@@ -158,8 +162,10 @@ static int cmp_desc(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
-/* Versions in the model directory, newest first (caller frees *out). */
-static ld_err_t list_versions(const char *mdir, uint64_t **out, size_t *n)
+/* Versions in the model directory with files named <v><sfx>, newest
+ * first (caller frees *out). */
+static ld_err_t list_sfx(const char *mdir, const char *sfx, uint64_t **out,
+                         size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -171,7 +177,7 @@ static ld_err_t list_versions(const char *mdir, uint64_t **out, size_t *n)
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         uint64_t x;
-        if (!version_of(de->d_name, &x))
+        if (!version_sfx(de->d_name, sfx, &x))
             continue;
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -190,6 +196,11 @@ static ld_err_t list_versions(const char *mdir, uint64_t **out, size_t *n)
         qsort(v, *n, sizeof(*v), cmp_desc);
     *out = v;
     return LD_OK;
+}
+
+static ld_err_t list_versions(const char *mdir, uint64_t **out, size_t *n)
+{
+    return list_sfx(mdir, SFX_CKPT, out, n);
 }
 
 /* <dir>/<model> into mdir, after checking both: LD_ERR_INVAL, with errstr,
@@ -211,10 +222,10 @@ static ld_err_t model_dir(const char *dir, const char *model, char *mdir,
     return LD_OK;
 }
 
-ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
+ld_err_t ld_ckpt_store_stage(const char *dir, const char *model,
                              uint64_t version, const uint8_t *buf, size_t len,
-                             int64_t keep, char *path, size_t path_size,
-                             char *errstr, size_t errstr_size)
+                             char *path, size_t path_size, char *errstr,
+                             size_t errstr_size)
 {
     char mdir[4200], name[64];
     ld_err_t err =
@@ -223,23 +234,23 @@ ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
         return err;
     if (mkdir_p(mdir, errstr, errstr_size) != 0)
         return LD_ERR_IO;
-    snprintf(name, sizeof(name), "%" PRIu64 ".ckpt", version);
+    snprintf(name, sizeof(name), "%" PRIu64 SFX_PENDING, version);
     if (write_atomic(mdir, name, buf, len, errstr, errstr_size) != 0)
         return LD_ERR_IO;
     if (path && path_size)
-        snprintf(path, path_size, "%s/%s", mdir, name);
-    char latest[32];
-    int n = snprintf(latest, sizeof(latest), "%" PRIu64 "\n", version);
-    if (write_atomic(mdir, "latest", latest, (size_t)n, errstr, errstr_size) !=
-        0)
-        return LD_ERR_IO;
+        snprintf(path, path_size, "%s/%" PRIu64 SFX_CKPT, mdir, version);
+    return LD_OK;
+}
 
+/* Deletes all but the newest keep versions (never version itself). */
+static void prune(const char *mdir, uint64_t version, int64_t keep)
+{
     uint64_t *v;
     size_t nv;
     if (keep < 1)
         keep = 1;
     if (list_versions(mdir, &v, &nv) != LD_OK)
-        return LD_OK; /* written; pruning is best effort */
+        return; /* written; pruning is best effort */
     for (size_t i = (size_t)keep; i < nv; i++) {
         if (v[i] == version)
             continue;
@@ -256,7 +267,64 @@ ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
         ld_log(LD_LOG_WARN, "trainer",
                "msg=\"old checkpoints deleted, directory not synced\" err=%s",
                ld_log_q(why));
+}
+
+ld_err_t ld_ckpt_store_promote(const char *dir, const char *model,
+                               uint64_t upto, int64_t keep, char *errstr,
+                               size_t errstr_size)
+{
+    char mdir[4200];
+    ld_err_t err =
+        model_dir(dir, model, mdir, sizeof(mdir), errstr, errstr_size);
+    if (err)
+        return err;
+    uint64_t *v = NULL, top = 0;
+    size_t nv = 0;
+    if ((err = list_sfx(mdir, SFX_PENDING, &v, &nv)) == LD_ERR_NOENT)
+        return LD_OK;
+    if (err) {
+        ld_errstr_errno(errstr, errstr_size, "list", mdir);
+        return err;
+    }
+    for (size_t i = nv; i-- > 0;) { /* oldest first */
+        if (v[i] > upto)
+            continue;
+        char from[4300], to[4300];
+        snprintf(from, sizeof(from), "%s/%" PRIu64 SFX_PENDING, mdir, v[i]);
+        snprintf(to, sizeof(to), "%s/%" PRIu64 SFX_CKPT, mdir, v[i]);
+        if (rename(from, to) != 0) {
+            ld_errstr_set(errstr, errstr_size, "rename %s to %s: %s", from, to,
+                          strerror(errno));
+            err = LD_ERR_IO;
+            break;
+        }
+        top = v[i];
+    }
+    free(v);
+    if (err || !top)
+        return err;
+    if (fsync_dir(mdir, errstr, errstr_size) != 0)
+        return LD_ERR_IO;
+    char latest[32];
+    int n = snprintf(latest, sizeof(latest), "%" PRIu64 "\n", top);
+    if (write_atomic(mdir, "latest", latest, (size_t)n, errstr, errstr_size) !=
+        0)
+        return LD_ERR_IO;
+    prune(mdir, top, keep);
     return LD_OK;
+}
+
+ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
+                             uint64_t version, const uint8_t *buf, size_t len,
+                             int64_t keep, char *path, size_t path_size,
+                             char *errstr, size_t errstr_size)
+{
+    ld_err_t err = ld_ckpt_store_stage(dir, model, version, buf, len, path,
+                                       path_size, errstr, errstr_size);
+    if (!err)
+        err = ld_ckpt_store_promote(dir, model, version, keep, errstr,
+                                    errstr_size);
+    return err;
 }
 
 ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,

@@ -767,6 +767,64 @@ static void test_chunks(void **state)
 
 /* ---- model store -------------------------------------------------------- */
 
+/* A checkpoint staged before its transaction commits is no version of the
+ * store (a warm start must not take it) until it is promoted; promotion
+ * takes the staged versions up to the committed one, oldest first. */
+static void test_store_staged(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ld_ckpt_test_XXXXXX", path[4400], p[4400], err[512];
+    assert_non_null(mkdtemp(dir));
+    ld_trainer_t *t = trained(LD_MODEL_LOGISTIC, LD_OPT_FTRL, 5, 4, 10);
+    for (uint64_t ver = 1; ver <= 3; ver++) {
+        ld_buf_t b = encode_of(t, "ctr", ver);
+        assert_int_equal(ld_ckpt_store_stage(dir, "ctr", ver, b.data, b.len,
+                                             path, sizeof(path), err,
+                                             sizeof(err)),
+                         LD_OK);
+        free(b.data);
+    }
+    ld_trainer_destroy(t);
+    snprintf(p, sizeof(p), "%s/ctr/3.ckpt", dir);
+    assert_string_equal(path, p); /* the name it will have */
+    struct stat st;
+    assert_int_equal(stat(p, &st), -1);
+    uint64_t v = 0;
+    ld_ckpt_t *c = NULL;
+    assert_int_equal(ld_ckpt_store_latest(dir, "ctr", &v), LD_ERR_NOENT);
+    assert_int_equal(
+        ld_ckpt_store_load_latest(dir, "ctr", &c, err, sizeof(err)),
+        LD_ERR_NOENT);
+    /* Versions 1 and 2 committed, keep 1. */
+    assert_int_equal(ld_ckpt_store_promote(dir, "ctr", 2, 1, err, sizeof(err)),
+                     LD_OK);
+    assert_int_equal(ld_ckpt_store_latest(dir, "ctr", &v), LD_OK);
+    assert_int_equal(v, 2);
+    static const char *const want[][2] = {
+        {"1.ckpt", "0"},         {"2.ckpt", "1"},
+        {"3.ckpt", "0"},         {"1.ckpt.pending", "0"},
+        {"2.ckpt.pending", "0"}, {"3.ckpt.pending", "1"}};
+    for (size_t i = 0; i < sizeof(want) / sizeof(*want); i++) {
+        snprintf(p, sizeof(p), "%s/ctr/%s", dir, want[i][0]);
+        assert_int_equal(stat(p, &st) == 0, want[i][1][0] == '1');
+    }
+    assert_int_equal(
+        ld_ckpt_store_load_latest(dir, "ctr", &c, err, sizeof(err)), LD_OK);
+    assert_int_equal(ld_ckpt_message(c)->lineage->version, 2);
+    ld_ckpt_destroy(c);
+    /* Nothing staged at or below 2 any more: nothing changes. */
+    assert_int_equal(ld_ckpt_store_promote(dir, "ctr", 2, 1, err, sizeof(err)),
+                     LD_OK);
+    assert_int_equal(ld_ckpt_store_latest(dir, "ctr", &v), LD_OK);
+    assert_int_equal(v, 2);
+    assert_int_equal(ld_ckpt_store_promote(dir, "ctr", 9, 5, err, sizeof(err)),
+                     LD_OK);
+    assert_int_equal(ld_ckpt_store_latest(dir, "ctr", &v), LD_OK);
+    assert_int_equal(v, 3);
+    snprintf(p, sizeof(p), "rm -rf %s", dir);
+    assert_int_equal(system(p), 0);
+}
+
 static void test_store(void **state)
 {
     (void)state;
@@ -927,11 +985,13 @@ static void test_store_errors(void **state)
     signal(SIGXFSZ, prev);
     assert_true(b.len > 512);
     assert_int_equal(rc, LD_ERR_IO);
-    snprintf(want, sizeof(want), "write %s/ctr/.1.ckpt.tmp.%ld: File too large",
-             dir, (long)getpid());
+    snprintf(want, sizeof(want),
+             "write %s/ctr/.1.ckpt.pending.tmp.%ld: File too large", dir,
+             (long)getpid());
     assert_string_equal(err, want);
     char p[4400];
-    snprintf(p, sizeof(p), "%s/ctr/.1.ckpt.tmp.%ld", dir, (long)getpid());
+    snprintf(p, sizeof(p), "%s/ctr/.1.ckpt.pending.tmp.%ld", dir,
+             (long)getpid());
     assert_int_equal(access(p, F_OK), -1);
     free(b.data);
 
@@ -1197,6 +1257,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_standard_stats),
         cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_store),
+        cmocka_unit_test(test_store_staged),
         cmocka_unit_test(test_store_errors),
         cmocka_unit_test(test_hmac_sha256),
         cmocka_unit_test(test_read_large_file),

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unit tests of publish/resume.c: the resume-state codecs byte for byte and
- * on every truncation, and the joiner state of partitions numbered 4096 and
- * up (issue #16: a fixed table of 4096 dropped their resume records without
- * a word). */
+/* Unit tests of publish/resume.c and publish/publish.c: the resume-state
+ * codecs byte for byte and on every truncation, the joiner state of
+ * partitions numbered 4096 and up (issue #16: a fixed table of 4096 dropped
+ * their resume records without a word), and the publishers (capture, Kafka
+ * queued and on its own thread). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "publish/publish.h"
+#include "trainer/checkpoint.h"
 
 static const char *const topics[] = {"events", "labels"};
 
@@ -390,6 +398,97 @@ static void test_kafka_queue(void **state)
     ld_trainer_destroy(t);
 }
 
+/* The delivery report contract of ld_pipeline_producer(): the offset, or
+ * -1, stored atomically into the message opaque. */
+static void dr_offset(rd_kafka_t *rk, const rd_kafka_message_t *m, void *o)
+{
+    (void)rk;
+    (void)o;
+    if (m->_private)
+        atomic_store((_Atomic int64_t *)m->_private, m->err ? -1 : m->offset);
+}
+
+static int file_exists(const char *dir, const char *name)
+{
+    char p[512];
+    struct stat st;
+    snprintf(p, sizeof(p), "%s/resume/%s", dir, name);
+    return stat(p, &st) == 0;
+}
+
+/* The publisher thread (on librdkafka's mock cluster): queued
+ * publications are written in order while the caller goes on, the
+ * commit point's flush waits for them and counts them, each names the one
+ * before it as parent, and the store holds them staged until the commit,
+ * then as versions. */
+static void test_kafka_thread(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ld_pub_test_XXXXXX", err[256];
+    assert_non_null(mkdtemp(dir));
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    assert_int_equal(
+        rd_kafka_conf_set(kc, "test.mock.num.brokers", "1", err, sizeof(err)),
+        RD_KAFKA_CONF_OK);
+    rd_kafka_conf_set_dr_msg_cb(kc, dr_offset);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof(err));
+    assert_non_null(rk);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(rk);
+    assert_int_equal(rd_kafka_mock_topic_create(mc, "ckpt", 1, 1), 0);
+    assert_int_equal(rd_kafka_mock_topic_create(mc, "triggers", 1, 1), 0);
+    ld_publisher_conf_t pc = pub_conf;
+    pc.store_dir = dir;
+    pc.store_keep = 10;
+    ld_publisher_t *p = ld_publisher_new_kafka(&pc);
+    assert_non_null(p);
+    assert_int_equal(ld_publisher_start(p, rk), LD_OK);
+    assert_int_equal(ld_publisher_start(p, rk), LD_ERR_INVAL);
+    ld_trainer_t *t = trainer();
+    ld_snapshot_t *s1 = ld_trainer_snapshot(t);
+    ld_lineage_t *lin = ld_lineage_new();
+    ld_resume_counters_t c;
+    fill(t, lin, &c);
+    assert_int_equal(ld_trainer_flush(t), LD_OK);
+    ld_lineage_destroy(lin);
+    ld_snapshot_t *s2 = ld_trainer_snapshot(t);
+    uint8_t want[32];
+    ld_snapshot_params_sha256(s2, want);
+    assert_int_equal(ld_publisher_queue(p, NULL, s1, 1, NULL), LD_OK);
+    assert_int_equal(ld_publisher_queue(p, NULL, s2, 2, NULL), LD_OK);
+    assert_int_equal(ld_publisher_waiting(p), 2);
+    assert_int_equal(ld_publisher_flush(p, NULL), LD_OK);
+    const ld_resume_counters_t *ctr = ld_publisher_counters(p);
+    assert_int_equal(ctr->version, 2);
+    assert_int_equal(ctr->published, 2);
+    assert_memory_equal(ctr->published_sha, want, 32);
+    assert_int_equal(ld_publisher_waiting(p), 0);
+    /* Written, not committed: staged. */
+    assert_true(file_exists(dir, "2.ckpt.pending"));
+    assert_false(file_exists(dir, "2.ckpt"));
+    assert_false(file_exists(dir, "latest"));
+    ld_publisher_committed(p);
+    ld_publisher_stop(p); /* promotes what was committed first */
+    assert_true(file_exists(dir, "1.ckpt"));
+    assert_true(file_exists(dir, "2.ckpt"));
+    assert_false(file_exists(dir, "2.ckpt.pending"));
+    uint64_t v = 0;
+    assert_int_equal(ld_ckpt_store_latest(dir, "resume", &v), LD_OK);
+    assert_int_equal(v, 2);
+    char path[512], why[256];
+    snprintf(path, sizeof(path), "%s/resume/2.ckpt", dir);
+    ld_ckpt_t *ck = NULL;
+    assert_int_equal(ld_ckpt_read_file(path, &ck, why, sizeof(why)), LD_OK);
+    assert_int_equal(ld_ckpt_message(ck)->lineage->parent_version, 1);
+    assert_memory_equal(ld_ckpt_message(ck)->lineage->params_sha256.data, want,
+                        32);
+    ld_ckpt_destroy(ck);
+    rd_kafka_destroy(rk);
+    ld_publisher_destroy(p);
+    ld_trainer_destroy(t);
+    snprintf(path, sizeof(path), "rm -rf %s", dir);
+    assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +497,7 @@ int main(void)
         cmocka_unit_test(test_run_state_round_trip),
         cmocka_unit_test(test_run_state_truncated),
         cmocka_unit_test(test_capture),
+        cmocka_unit_test(test_kafka_thread),
         cmocka_unit_test(test_kafka_queue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
