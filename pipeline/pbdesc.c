@@ -84,6 +84,10 @@ struct ld_pbdesc {
     uint32_t *index_path; /* Confluent message-index path of the message */
     uint32_t nindex;
     const char *message; /* full name, in set */
+    /* a writer schema's decoder (ld_pbdesc_new_writer): the local one,
+     * whose field types the writer's must agree with */
+    const ld_pbdesc_t *local;
+    int32_t local_mi;
 };
 
 static void plan_free(pplan_t *p)
@@ -119,7 +123,7 @@ static uint8_t wire_of(uint32_t type)
     }
 }
 
-static const char *const type_names[] = {
+static const char *const type_names[T_SINT64 + 1] = {
     "?",       "double",   "float",    "int64",  "uint64",  "int32", "fixed64",
     "fixed32", "bool",     "string",   "group",  "message", "bytes", "uint32",
     "enum",    "sfixed32", "sfixed64", "sint32", "sint64"};
@@ -213,11 +217,111 @@ static int clear_add(ld_pbdesc_t *d, const char *path)
     return 0;
 }
 
+/* The field at a mapped path ("m.f19") below message mi of s, or NULL;
+ * a map or a well-known type ends the path. */
+static const dfield_t *field_at(const dset_t *s, int32_t mi, const char *path)
+{
+    const dfield_t *f = NULL;
+    while (mi >= 0 && *path) {
+        size_t n = strcspn(path, ".");
+        const dmsg_t *m = &s->m[mi];
+        f = NULL;
+        for (uint32_t i = 0; i < m->nf && !f; i++)
+            if (strlen(m->f[i].name) == n && memcmp(m->f[i].name, path, n) == 0)
+                f = &m->f[i];
+        if (!f || !path[n])
+            return f;
+        path += n + 1;
+        mi = f->msg >= 0 && !s->m[f->msg].map_entry ? f->msg : -1;
+    }
+    return f;
+}
+
+/* The Protobuf wire-compatibility class of a field type: the Language
+ * Guide's "int32, uint32, int64, uint64 and bool are compatible", "sint32
+ * and sint64", "string and bytes", "fixed32 and sfixed32", "fixed64 and
+ * sfixed64". Enums stay apart: learnd maps them by name, so an enum that
+ * became an int would change the feature, not only its width. */
+static int type_class(uint32_t t)
+{
+    switch (t) {
+    case T_INT32:
+    case T_INT64:
+    case T_UINT32:
+    case T_UINT64:
+    case T_BOOL:
+        return 1;
+    case T_SINT32:
+    case T_SINT64:
+        return 2;
+    case T_FIXED32:
+    case T_SFIXED32:
+        return 3;
+    case T_FIXED64:
+    case T_SFIXED64:
+        return 4;
+    case T_STRING:
+    case T_BYTES:
+        return 5;
+    default:
+        return 10 + (int)t;
+    }
+}
+
+/* "repeated string", "message pkg.M", "int32": what a field is, for the
+ * reason of an incompatible writer schema. */
+static void describe(const dset_t *s, const dfield_t *f, char *out, size_t n)
+{
+    const char *rep = f->label == 3 ? "repeated " : "";
+    if (f->msg >= 0)
+        snprintf(out, n, "%smessage %s", rep, s->m[f->msg].full);
+    else
+        snprintf(out, n, "%s%s", rep, type_names[f->type]);
+}
+
+/* 0 when the writer's field f (of d's set) may be read where the local
+ * descriptor set has lf: same repetition, and the same message type or a
+ * compatible scalar type (type_class). */
+static int writer_compatible(const ld_pbdesc_t *d, const dfield_t *f,
+                             const dfield_t *lf, const char *path, char *errstr,
+                             size_t errstr_size)
+{
+    const dset_t *ls = &d->local->set;
+    int same =
+        (f->label == 3) == (lf->label == 3) && (f->msg >= 0) == (lf->msg >= 0);
+    if (same && f->msg >= 0) {
+        const dmsg_t *w = &d->set.m[f->msg], *l = &ls->m[lf->msg];
+        if (w->map_entry && l->map_entry) {
+            const dfield_t *wv = field_at(&d->set, f->msg, "value");
+            const dfield_t *lv = field_at(ls, lf->msg, "value");
+            same = wv && lv && type_class(wv->type) == type_class(lv->type);
+        } else {
+            same = strcmp(w->full, l->full) == 0;
+        }
+    } else if (same) {
+        same = type_class(f->type) == type_class(lf->type);
+    }
+    if (same)
+        return 0;
+    char wd[160], ld[160];
+    describe(&d->set, f, wd, sizeof(wd));
+    describe(ls, lf, ld, sizeof(ld));
+    snprintf(errstr, errstr_size,
+             "field %s is %s in the writer schema but %s in the descriptor "
+             "set, not compatible",
+             path, wd, ld);
+    return -1;
+}
+
 static int compile_field(ld_pbdesc_t *d, const dmsg_t *m, const dfield_t *f,
                          pent_t *e, const char *sub, int depth, char *errstr,
                          size_t errstr_size)
 {
     const ld_fmap_t *fm = d->fm;
+    const dfield_t *lf =
+        d->local ? field_at(&d->local->set, d->local_mi, sub) : NULL;
+    if (lf && writer_compatible(d, f, lf, sub, errstr, errstr_size) < 0)
+        return -1;
     int32_t slot = ld_fmap_find(fm, sub, strlen(sub));
     const dmsg_t *t = f->msg >= 0 ? &d->set.m[f->msg] : NULL;
     e->number = f->number;
@@ -432,6 +536,27 @@ void ld_pbdesc_destroy(ld_pbdesc_t *d)
     free(d);
 }
 
+/* Compiles d's plans for message mi of d->set; what names the set in
+ * errors. */
+static int compile_root(ld_pbdesc_t *d, int32_t mi, const char *what,
+                        char *errstr, size_t errstr_size)
+{
+    const ld_fmap_t *fm = d->fm;
+    if (!(d->def = calloc(fm->nslots + 1, sizeof(*d->def))) ||
+        !(d->defslots = calloc(fm->nslots + 1, sizeof(*d->defslots))) ||
+        !(d->found = calloc(fm->nslots + 1, 1)) ||
+        !(d->index_path = calloc(MAX_DEPTH, sizeof(*d->index_path))))
+        CERR("out of memory");
+    char why[512];
+    d->message = d->set.m[mi].full;
+    if (!(d->root = plan_msg(d, mi, "", 0, why, sizeof(why))))
+        CERR("%s: message %s: %s", what, d->message, why);
+    d->nindex = index_path(&d->set, mi, d->index_path, MAX_DEPTH);
+    return 0;
+err:
+    return -1;
+}
+
 ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
                            ld_record_kind_t kind, ld_fmap_t *fm, char *errstr,
                            size_t errstr_size)
@@ -439,6 +564,9 @@ ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
     const char *what = kind == LD_RECORD_EVENT ? "event" : "label";
     const char *name =
         kind == LD_RECORD_EVENT ? conf->event_message : conf->label_message;
+    /* with a registry, each writer schema brings its own field numbers */
+    int reg = conf->registry_url && *conf->registry_url &&
+              conf->protobuf_wire == LD_WIRE_CONFLUENT;
     ld_pbdesc_t *d = calloc(1, sizeof(*d));
     if (!d) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -456,22 +584,69 @@ ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
     if (mi < 0)
         CERR("pipeline.%s_message: no message %s in %s", what, name,
              conf->descriptor_set);
-    if (!(d->def = calloc(fm->nslots + 1, sizeof(*d->def))) ||
-        !(d->defslots = calloc(fm->nslots + 1, sizeof(*d->defslots))) ||
-        !(d->found = calloc(fm->nslots + 1, 1)))
-        CERR("out of memory");
-    char why[512];
-    if (!(d->root = plan_msg(d, mi, "", 0, why, sizeof(why))))
-        CERR("%s: message %s: %s", conf->descriptor_set, name, why);
-    for (uint32_t i = 0; i < fm->nslots; i++)
-        if (!d->found[i])
+    if (compile_root(d, mi, conf->descriptor_set, errstr, errstr_size) < 0)
+        goto err;
+    for (uint32_t i = 0; i < fm->nslots; i++) {
+        if (d->found[i])
+            continue;
+        if (!reg)
             CERR("%s: message %s: no field %s (mapped in the pipeline "
                  "config)",
                  conf->descriptor_set, name, fm->names[i]);
-    d->message = d->set.m[mi].full;
-    if (!(d->index_path = calloc(MAX_DEPTH, sizeof(*d->index_path))))
-        CERR("out of memory");
-    d->nindex = index_path(&d->set, mi, d->index_path, MAX_DEPTH);
+        ld_log(LD_LOG_WARN, "pipeline",
+               "msg=\"field %s is not in message %s of %s: resolved from "
+               "the registry\" field=%s",
+               fm->names[i], name, conf->descriptor_set, fm->names[i]);
+    }
+    return d;
+err:
+    ld_pbdesc_destroy(d);
+    return NULL;
+}
+
+ld_pbdesc_t *ld_pbdesc_new_writer(const ld_pbdesc_t *local,
+                                  const ld_reg_file_t *files, uint32_t nfiles,
+                                  const uint32_t *path, uint32_t npath,
+                                  char *errstr, size_t errstr_size)
+{
+    ld_pbdesc_t *d = calloc(1, sizeof(*d));
+    if (!d) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    d->fm = local->fm;
+    d->local = local;
+    d->local_mi = ld_pbset_find_msg(&local->set, local->message);
+    char why[400];
+    for (uint32_t i = 0; i < nfiles; i++)
+        if (ld_pbset_add_file(&d->set, files[i].data, files[i].len,
+                              i ? files[i].name : NULL, why, sizeof(why)) < 0)
+            CERR("writer schema: %s", why);
+    /* imports the registry gave no reference for (serializers skip the
+     * well-known types by default): from the local descriptor set */
+    for (uint32_t i = 0; i < d->set.nfiles; i++)
+        for (uint32_t k = 0; k < d->set.files[i].ndeps; k++) {
+            const char *dep = d->set.files[i].deps[k];
+            int32_t lf = ld_pbset_find_file(&local->set, dep);
+            if (ld_pbset_find_file(&d->set, dep) >= 0 || lf < 0 ||
+                !local->set.buf)
+                continue;
+            const dfile_t *f = &local->set.files[lf];
+            if (ld_pbset_add_file(&d->set, local->set.buf + f->raw_off,
+                                  f->raw_len, NULL, why, sizeof(why)) < 0)
+                CERR("writer schema: %s", why);
+        }
+    if (ld_pbset_resolve(&d->set, "writer schema", why, sizeof(why)) < 0)
+        CERR("%s", why);
+    int32_t mi = ld_pbset_msg_at(&d->set, 0, path, npath);
+    if (mi < 0)
+        CERR("the message-index path names no message of the registry's "
+             "schema");
+    if (strcmp(d->set.m[mi].full, local->message) != 0)
+        CERR("the record's message is %.200s, not %s", d->set.m[mi].full,
+             local->message);
+    if (compile_root(d, mi, "writer schema", why, sizeof(why)) < 0)
+        CERR("%s", why);
     return d;
 err:
     ld_pbdesc_destroy(d);
