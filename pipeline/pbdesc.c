@@ -31,10 +31,21 @@ enum {
     K_MSG,    /* a message with mapped fields below it */
     K_MAP,    /* a map with mapped entries (m.<key>) */
     K_TS,     /* a mapped google.protobuf.Timestamp: milliseconds */
-    K_WRAP    /* a mapped google.protobuf wrapper (DoubleValue, ...) */
+    K_WRAP,   /* a mapped google.protobuf wrapper (DoubleValue, ...) */
+    K_SKIP    /* a field of the descriptor that nothing maps */
 };
 
-enum { OP_GENERIC, OP_F32, OP_F64, OP_STR };
+enum {
+    OP_GENERIC,
+    OP_F32,
+    OP_F64,
+    OP_STR,
+    OP_ENUM,
+    OP_LIST_STR,
+    OP_SUB, /* K_MSG, K_TS: a length, then the value */
+    OP_SKIP_LEN,
+    OP_SKIP_VARINT
+};
 
 typedef struct mkey {
     const char *key; /* suffix of the slot name after "m." */
@@ -412,6 +423,74 @@ static int entry_cmp(const void *a, const void *b)
     return x->number < y->number ? -1 : x->number > y->number;
 }
 
+/* An entry for a field that nothing maps: walk() skips it in number order
+ * without a lookup, and a oneof member of it still clears its mapped
+ * siblings. */
+static void skip_entry(const dmsg_t *m, const dfield_t *f, pent_t *e,
+                       const char *path)
+{
+    e->number = f->number;
+    e->kind = K_SKIP;
+    e->type = (uint8_t)f->type;
+    e->slot = -1;
+    e->path = path;
+    /* proto3 packs repeated scalars */
+    int packed = m->proto3 && f->label == 3 && f->type != T_STRING &&
+                 f->type != T_BYTES && f->type != T_MESSAGE &&
+                 f->type != T_GROUP;
+    e->wt = packed ? LD_PB_WT_LEN : wire_of(f->type);
+}
+
+/* Sorts p's entries by number and sets the lookup table and each entry's
+ * fast-path tag and op. -1 when out of memory. */
+static int plan_index(pplan_t *p)
+{
+    qsort(p->e, p->ne, sizeof(*p->e), entry_cmp);
+    p->maxno = p->ne ? p->e[p->ne - 1].number : 0;
+    if (p->maxno > DIRECT_MAX)
+        p->maxno = DIRECT_MAX;
+    if (!(p->direct = calloc(p->maxno + 1, sizeof(*p->direct))))
+        return -1;
+    for (uint32_t i = 0; i < p->ne; i++) {
+        pent_t *e = &p->e[i];
+        if (e->number <= p->maxno)
+            p->direct[e->number] = (uint16_t)(i + 1);
+        if (e->kind != K_SKIP)
+            e->wt = e->kind == K_SCALAR ? wire_of(e->type) : LD_PB_WT_LEN;
+        if (e->kind == K_LIST && e->type == T_ENUM)
+            e->wt = LD_PB_WT_LEN; /* proto3 packs repeated enums */
+        e->op = OP_GENERIC;
+        if (e->kind == K_SCALAR && e->type == T_FLOAT)
+            e->op = OP_F32;
+        else if (e->kind == K_SCALAR && e->type == T_DOUBLE)
+            e->op = OP_F64;
+        else if (e->kind == K_SCALAR &&
+                 (e->type == T_STRING || e->type == T_BYTES))
+            e->op = OP_STR;
+        else if (e->kind == K_SCALAR && e->type == T_ENUM)
+            e->op = OP_ENUM;
+        else if (e->kind == K_LIST &&
+                 (e->type == T_STRING || e->type == T_BYTES))
+            e->op = OP_LIST_STR;
+        else if (e->kind == K_MSG || e->kind == K_TS)
+            e->op = OP_SUB;
+        else if (e->kind == K_SKIP && e->wt == LD_PB_WT_LEN)
+            e->op = OP_SKIP_LEN;
+        else if (e->kind == K_SKIP && e->wt == LD_PB_WT_VARINT)
+            e->op = OP_SKIP_VARINT;
+        uint32_t key = e->number << 3 | e->wt;
+        if (key < 0x80) {
+            e->tag[0] = (uint8_t)key;
+            e->tagn = 1;
+        } else if (key < 0x4000) {
+            e->tag[0] = (uint8_t)(key | 0x80);
+            e->tag[1] = (uint8_t)(key >> 7);
+            e->tagn = 2;
+        }
+    }
+    return 0;
+}
+
 static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
                          int depth, char *errstr, size_t errstr_size)
 {
@@ -437,15 +516,15 @@ static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
             CERR("out of memory");
         }
         d->paths[d->npaths++] = sub;
-        if (!ld_fmap_path_used(d->fm, sub))
-            continue; /* skipped like an unknown field */
         for (uint32_t k = 0; k < p->ne; k++)
             if (p->e[k].number == f->number)
                 CERR("message %s: field number %u used twice", m->full,
                      f->number);
         oneof_of[p->ne] = f->oneof;
-        if (compile_field(d, m, f, &p->e[p->ne], sub, depth, errstr,
-                          errstr_size) < 0)
+        if (!ld_fmap_path_used(d->fm, sub))
+            skip_entry(m, f, &p->e[p->ne], sub);
+        else if (compile_field(d, m, f, &p->e[p->ne], sub, depth, errstr,
+                               errstr_size) < 0)
             goto err;
         p->ne++;
     }
@@ -463,37 +542,8 @@ static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
     }
     free(oneof_of);
     oneof_of = NULL;
-    qsort(p->e, p->ne, sizeof(*p->e), entry_cmp);
-    p->maxno = p->ne ? p->e[p->ne - 1].number : 0;
-    if (p->maxno > DIRECT_MAX)
-        p->maxno = DIRECT_MAX;
-    if (!(p->direct = calloc(p->maxno + 1, sizeof(*p->direct))))
+    if (plan_index(p) < 0)
         CERR("out of memory");
-    for (uint32_t i = 0; i < p->ne; i++) {
-        pent_t *e = &p->e[i];
-        if (e->number <= p->maxno)
-            p->direct[e->number] = (uint16_t)(i + 1);
-        e->wt = e->kind == K_SCALAR ? wire_of(e->type) : LD_PB_WT_LEN;
-        if (e->kind == K_LIST && e->type == T_ENUM)
-            e->wt = LD_PB_WT_LEN; /* proto3 packs repeated enums */
-        e->op = OP_GENERIC;
-        if (e->kind == K_SCALAR && e->type == T_FLOAT)
-            e->op = OP_F32;
-        else if (e->kind == K_SCALAR && e->type == T_DOUBLE)
-            e->op = OP_F64;
-        else if (e->kind == K_SCALAR &&
-                 (e->type == T_STRING || e->type == T_BYTES))
-            e->op = OP_STR;
-        uint32_t key = e->number << 3 | e->wt;
-        if (key < 0x80) {
-            e->tag[0] = (uint8_t)key;
-            e->tagn = 1;
-        } else if (key < 0x4000) {
-            e->tag[0] = (uint8_t)(key | 0x80);
-            e->tag[1] = (uint8_t)(key >> 7);
-            e->tagn = 2;
-        }
-    }
     return p;
 err:
     free(oneof_of);
@@ -696,7 +746,7 @@ static inline void enum_value(const denum_t *en, uint64_t raw, ld_fv_t *v)
         if (en->nums[i] == num) {
             v->kind = FV_STR;
             v->u.s = en->names[i];
-            v->n = (uint32_t)strlen(en->names[i]);
+            v->n = en->lens[i];
             return;
         }
     v->kind = FV_INT;
@@ -987,34 +1037,80 @@ static inline int32_t lookup(const pplan_t *pl, uint32_t num)
     return lo < pl->ne && pl->e[lo].number == num ? (int32_t)lo : -1;
 }
 
-/* Walks one message. Encoders write fields in number order, so the entry
- * after the last one matched is tried first by comparing its tag bytes
- * (no varint decode, no lookup); floats, doubles and strings are then
- * stored without a call (bench_pbdesc: 1.5x -> see docs/INPUT.md). */
+static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
+                        const uint8_t *end, int depth);
+
+/* The value of field e (wire type wt, tag read) at *pp, whatever its kind:
+ * walk()'s path for what its fast path does not take. */
+static ld_reason_t field_value(pcur_t *c, const pent_t *e, uint32_t wt,
+                               const uint8_t **pp, const uint8_t *end,
+                               int depth)
+{
+    size_t n;
+    ld_reason_t why;
+    switch (e->kind) {
+    case K_SKIP:
+        if (ld_pb_skip(pp, end, e->number, wt, depth) < 0)
+            DERR(c, LD_REASON_DECODE,
+                 "field number %u (wire type %u): truncated or malformed",
+                 e->number, wt);
+        return LD_REASON_NONE;
+    case K_SCALAR:
+        return read_value(c, e->type, e->en, wt, pp, end, &c->fm->fv[e->slot],
+                          e->path);
+    case K_LIST:
+        return list_item(c, e, wt, pp, end);
+    default:
+        break;
+    }
+    const uint8_t *q = *pp;
+    if (wt != LD_PB_WT_LEN)
+        DERR(c, LD_REASON_DECODE,
+             "field %s: wire type %u, the descriptor says message", e->path,
+             wt);
+    if (ld_pb_len(&q, end, &n) < 0)
+        DERR(c, LD_REASON_DECODE, "field %s: length past the end", e->path);
+    *pp = q + n;
+    if (e->kind == K_MSG)
+        why = walk(c, e->sub, q, q + n, depth + 1);
+    else if (e->kind == K_MAP)
+        why = map_entry(c, e, q, q + n);
+    else if (e->kind == K_TS)
+        why = timestamp(c, e, q, q + n);
+    else
+        why = wrapper(c, e, q, q + n);
+    return why;
+}
+
+/* Walks one message. Encoders write fields in number order, and the plan
+ * has an entry for every field of the descriptor (K_SKIP for those that
+ * nothing maps), so the entry after the last one matched is tried first by
+ * comparing its tag bytes (no varint decode, no lookup); floats, doubles,
+ * strings and skipped fields are then done without a call (bench_pbdesc:
+ * see docs/INPUT.md). */
 static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
                         const uint8_t *end, int depth)
 {
     ld_reason_t why;
     ld_fv_t *fv = c->fm->fv;
-    uint32_t next = 0;
+    const pent_t *nx = pl->e, *lim = pl->e + pl->ne;
     if (depth > MAX_DEPTH)
         DERR(c, LD_REASON_DECODE, "nested deeper than %d", MAX_DEPTH);
     while (p < end) {
         uint32_t num, wt;
-        /* p stays in a register: calls get a copy (q) */
-        const uint8_t *q = p;
-        int32_t k = (int32_t)next;
-        const pent_t *e = next < pl->ne ? &pl->e[next] : NULL;
-        if (e && e->tagn && (size_t)(end - p) > e->tagn && p[0] == e->tag[0] &&
-            (e->tagn == 1 || p[1] == e->tag[1])) {
+        const pent_t *e = nx;
+        if (e < lim && e->tagn && (size_t)(end - p) > e->tagn &&
+            p[0] == e->tag[0] && (e->tagn == 1 || p[1] == e->tag[1])) {
             p += e->tagn;
             wt = e->wt;
         } else {
+            const uint8_t *q = p; /* p stays in a register */
             if (ld_pb_tag(&q, end, &num, &wt) < 0)
                 DERR(c, LD_REASON_DECODE,
                      "bad tag (field number 0, wire type 6/7 or a varint "
                      "past the end)");
-            if ((k = lookup(pl, num)) < 0) { /* unknown or unmapped */
+            int32_t k = lookup(pl, num);
+            if (k < 0) { /* not in the descriptor */
                 if (ld_pb_skip(&q, end, num, wt, depth) < 0)
                     DERR(c, LD_REASON_DECODE,
                          "field number %u (wire type %u): truncated or "
@@ -1026,89 +1122,94 @@ static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
             e = &pl->e[k];
             p = q;
         }
-        next = (uint32_t)k + 1;
+        nx = e + 1;
         for (uint32_t i = 0; i < e->clear_n; i++) {
             int32_t s = c->d->clear[e->clear_off + i];
             fv[s] = c->d->def[s];
         }
-        if (wt == e->wt && e->op != OP_GENERIC) {
-            ld_fv_t *v = &fv[e->slot];
-            size_t left = (size_t)(end - p);
-            if (e->op == OP_F32 && left >= 4) {
+        size_t left = (size_t)(end - p);
+        /* the fast ops below may read p[0] */
+        switch (wt == e->wt && left ? e->op : OP_GENERIC) {
+        case OP_F32:
+            if (left < 4)
+                break;
+            /* this float and the ones that follow in number order, in
+             * one loop (dense features come in runs: bench_pbdesc's 19) */
+            for (;;) {
                 uint32_t u = le32(p);
                 float f;
                 memcpy(&f, &u, 4);
-                v->kind = FV_DOUBLE;
-                v->u.d = f;
+                fv[e->slot].kind = FV_DOUBLE;
+                fv[e->slot].u.d = f;
                 p += 4;
-                /* the floats that follow in number order, in one loop
-                 * (dense features come in runs: bench_pbdesc's 20) */
-                const pent_t *x = e + 1, *lim = pl->e + pl->ne;
-                while (x < lim && x->op == OP_F32 && !x->clear_n && x->tagn &&
-                       (size_t)(end - p) >= 4u + x->tagn && p[0] == x->tag[0] &&
-                       (x->tagn == 1 || p[1] == x->tag[1])) {
-                    p += x->tagn;
-                    u = le32(p);
-                    memcpy(&f, &u, 4);
-                    fv[x->slot].kind = FV_DOUBLE;
-                    fv[x->slot].u.d = f;
-                    p += 4;
-                    x++;
-                }
-                next = (uint32_t)(x - pl->e);
-                continue;
+                e++;
+                if (!(e < lim && e->op == OP_F32 && !e->clear_n && e->tagn &&
+                      (size_t)(end - p) >= 4u + e->tagn && p[0] == e->tag[0] &&
+                      (e->tagn == 1 || p[1] == e->tag[1])))
+                    break;
+                p += e->tagn;
             }
-            if (e->op == OP_F64 && left >= 8) {
+            nx = e;
+            continue;
+        case OP_F64:
+            if (left < 8)
+                break;
+            {
                 uint64_t u = le64(p);
-                v->kind = FV_DOUBLE;
-                memcpy(&v->u.d, &u, 8);
-                p += 8;
-                continue;
+                fv[e->slot].kind = FV_DOUBLE;
+                memcpy(&fv[e->slot].u.d, &u, 8);
             }
-            if (e->op == OP_STR && left && !(p[0] & 0x80) &&
-                (size_t)p[0] < left) {
-                v->kind = p[0] ? FV_STR : FV_ABSENT;
-                v->n = p[0];
-                v->u.s = (const char *)p + 1;
-                p += 1 + (size_t)p[0];
-                continue;
-            }
-        }
-        q = p;
-        switch (e->kind) {
-        case K_SCALAR:
-            if ((why = read_value(c, e->type, e->en, wt, &q, end, &fv[e->slot],
-                                  e->path)))
+            p += 8;
+            continue;
+        case OP_STR:
+            if ((p[0] & 0x80) || (size_t)p[0] >= left)
+                break;
+            fv[e->slot].kind = p[0] ? FV_STR : FV_ABSENT;
+            fv[e->slot].n = p[0];
+            fv[e->slot].u.s = (const char *)p + 1;
+            p += 1 + (size_t)p[0];
+            continue;
+        case OP_ENUM:
+            if (p[0] & 0x80)
+                break;
+            enum_value(e->en, p[0], &fv[e->slot]);
+            p++;
+            continue;
+        case OP_LIST_STR:
+            if ((p[0] & 0x80) || (size_t)p[0] >= left)
+                break;
+            if ((why = list_push(c, e->slot, (const char *)p + 1, p[0])))
                 return why;
-            p = q;
-            break;
-        case K_LIST:
-            if ((why = list_item(c, e, wt, &q, end)))
-                return why;
-            p = q;
-            break;
-        default: {
-            size_t n;
-            if (wt != LD_PB_WT_LEN)
-                DERR(c, LD_REASON_DECODE,
-                     "field %s: wire type %u, the descriptor says message",
-                     e->path, wt);
-            if (ld_pb_len(&q, end, &n) < 0)
-                DERR(c, LD_REASON_DECODE, "field %s: length past the end",
-                     e->path);
-            p = q + n;
-            if (e->kind == K_MSG)
-                why = walk(c, e->sub, q, p, depth + 1);
-            else if (e->kind == K_MAP)
-                why = map_entry(c, e, q, p);
-            else if (e->kind == K_TS)
-                why = timestamp(c, e, q, p);
-            else
-                why = wrapper(c, e, q, p);
+            p += 1 + (size_t)p[0];
+            continue;
+        case OP_SUB: {
+            if ((p[0] & 0x80) || (size_t)p[0] >= left)
+                break;
+            const uint8_t *q = p + 1, *qend = q + p[0];
+            p = qend;
+            why = e->kind == K_TS ? timestamp(c, e, q, qend)
+                                  : walk(c, e->sub, q, qend, depth + 1);
             if (why)
                 return why;
+            continue;
         }
+        case OP_SKIP_LEN:
+            if ((p[0] & 0x80) || (size_t)p[0] >= left)
+                break;
+            p += 1 + (size_t)p[0];
+            continue;
+        case OP_SKIP_VARINT:
+            if (p[0] & 0x80)
+                break;
+            p++;
+            continue;
+        default:
+            break;
         }
+        const uint8_t *q = p;
+        if ((why = field_value(c, e, wt, &q, end, depth)))
+            return why;
+        p = q;
     }
     return LD_REASON_NONE;
 }
@@ -1129,7 +1230,14 @@ ld_reason_t ld_pbdesc_decode(ld_pbdesc_t *d, ld_fmap_t *fm, const uint8_t *p,
                              size_t len, char *err, size_t err_size)
 {
     pcur_t c = {d, fm, err, err_size};
-    for (uint32_t i = 0; i < d->ndefs; i++)
-        fm->fv[d->defslots[i]] = d->def[d->defslots[i]];
-    return walk(&c, d->root, p, p + len, 0);
+    ld_reason_t why = walk(&c, d->root, p, p + len, 0);
+    /* fields without presence that the record lacks read as their
+     * default; after the walk, so that the ones present (nearly all, in
+     * practice) are written once */
+    for (uint32_t i = 0; i < d->ndefs; i++) {
+        int32_t s = d->defslots[i];
+        if (fm->fv[s].kind == FV_ABSENT)
+            fm->fv[s] = d->def[s];
+    }
+    return why;
 }

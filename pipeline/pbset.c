@@ -99,6 +99,7 @@ void ld_pbset_free(dset_t *s)
         for (uint32_t k = 0; k < s->e[i].n; k++)
             free(s->e[i].names[k]);
         free(s->e[i].names);
+        free(s->e[i].lens);
         free(s->e[i].nums);
         free(s->e[i].full);
     }
@@ -139,9 +140,11 @@ static int parse_enum(dset_t *s, rd_t r, const char *scope, char *errstr,
         } else if (num == 2 && wt == LD_PB_WT_LEN) {
             denum_t *e = &s->e[ei];
             if (e->n == e->cap) {
-                uint32_t c2 = e->cap;
+                uint32_t c2 = e->cap, c3 = e->cap;
                 if (ld_pbset_grow((void **)&e->names, &c2, e->n,
                                   sizeof(*e->names)) < 0 ||
+                    ld_pbset_grow((void **)&e->lens, &c3, e->n,
+                                  sizeof(*e->lens)) < 0 ||
                     ld_pbset_grow((void **)&e->nums, &e->cap, e->n,
                                   sizeof(*e->nums)) < 0)
                     goto nomem;
@@ -166,6 +169,7 @@ static int parse_enum(dset_t *s, rd_t r, const char *scope, char *errstr,
                 PERR("malformed enum value");
             }
             e->names[e->n] = vn;
+            e->lens[e->n] = (uint32_t)strlen(vn);
             e->nums[e->n] = vnum;
             e->n++;
         }

@@ -58,6 +58,7 @@ typedef struct dmsg {
 typedef struct denum {
     char *full;
     char **names;
+    uint32_t *lens; /* strlen of each name: decoding needs no strlen */
     int32_t *nums;
     uint32_t n, cap;
 } denum_t;
