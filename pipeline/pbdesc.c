@@ -68,6 +68,10 @@ typedef struct pent {
     /* the fast path of walk(): the field's tag bytes for its wire type
      * (tagn 0: none), and what to do with the value without dispatch */
     uint8_t tag[2], tagn, wt, op;
+    /* OP_F32 with a one-byte tag and no oneof: how many such entries run
+     * from this one on (at most 255), read by f32_run() from the compact
+     * run_tag / run_slot arrays of the plan */
+    uint8_t run;
     const char *path;
 } pent_t;
 
@@ -76,6 +80,8 @@ struct pplan {
     uint32_t ne;
     uint16_t *direct; /* number -> entry + 1, numbers <= maxno */
     uint32_t maxno;
+    uint8_t *run_tag;  /* per entry: its tag byte */
+    int32_t *run_slot; /* per entry: its slot */
 };
 
 struct ld_pbdesc {
@@ -109,6 +115,8 @@ static void plan_free(pplan_t *p)
         free(p->e[i].keys);
     free(p->e);
     free(p->direct);
+    free(p->run_tag);
+    free(p->run_slot);
     free(p);
 }
 
@@ -487,6 +495,19 @@ static int plan_index(pplan_t *p)
             e->tag[1] = (uint8_t)(key >> 7);
             e->tagn = 2;
         }
+    }
+    if (!(p->run_tag = calloc(p->ne + 1, 1)) ||
+        !(p->run_slot = calloc(p->ne + 1, sizeof(*p->run_slot))))
+        return -1;
+    for (uint32_t i = p->ne; i-- > 0;) {
+        pent_t *e = &p->e[i];
+        p->run_tag[i] = e->tag[0];
+        p->run_slot[i] = e->slot;
+        if (e->op == OP_F32 && e->tagn == 1 && !e->clear_n)
+            e->run = (uint8_t)(i + 1 < p->ne && p->e[i + 1].run &&
+                                       p->e[i + 1].run < 255
+                                   ? p->e[i + 1].run + 1
+                                   : 1);
     }
     return 0;
 }
@@ -1040,6 +1061,64 @@ static inline int32_t lookup(const pplan_t *pl, uint32_t num)
 static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
                         const uint8_t *end, int depth);
 
+/* Float e (tag read, 4 bytes there) and the floats that follow it in
+ * number order, in one loop: dense features come in runs (bench_pbdesc's
+ * 19). A run of one-byte tags is bounds-checked once and read from the
+ * plan's compact arrays: one compare per float. Returns the entry after
+ * the last one stored. */
+static inline const pent_t *f32_run(ld_fv_t *fv, const pplan_t *pl,
+                                    const pent_t *e, const uint8_t **pp,
+                                    const uint8_t *end)
+{
+    const uint8_t *p = *pp;
+    const pent_t *lim = pl->e + pl->ne;
+    uint32_t i = (uint32_t)(e - pl->e), n = e->run;
+    if (n > 1 && (size_t)(end - p) >= 5u * n - 1) {
+        const uint8_t *tag = pl->run_tag + i;
+        const int32_t *slot = pl->run_slot + i;
+        uint32_t k = 0;
+        for (;;) {
+            uint32_t u = le32(p);
+            float f;
+            memcpy(&f, &u, 4);
+            fv[slot[k]].kind = FV_DOUBLE;
+            fv[slot[k]].u.d = f;
+            p += 4;
+            if (++k == n || p[0] != tag[k])
+                break;
+            p++;
+        }
+        e += k;
+        if (k < n) {
+            *pp = p;
+            return e;
+        }
+        if (!(e < lim && e->op == OP_F32 && !e->clear_n && e->tagn &&
+              (size_t)(end - p) >= 4u + e->tagn && p[0] == e->tag[0] &&
+              (e->tagn == 1 || p[1] == e->tag[1]))) {
+            *pp = p;
+            return e;
+        }
+        p += e->tagn;
+    }
+    for (;;) {
+        uint32_t u = le32(p);
+        float f;
+        memcpy(&f, &u, 4);
+        fv[e->slot].kind = FV_DOUBLE;
+        fv[e->slot].u.d = f;
+        p += 4;
+        e++;
+        if (!(e < lim && e->op == OP_F32 && !e->clear_n && e->tagn &&
+              (size_t)(end - p) >= 4u + e->tagn && p[0] == e->tag[0] &&
+              (e->tagn == 1 || p[1] == e->tag[1])))
+            break;
+        p += e->tagn;
+    }
+    *pp = p;
+    return e;
+}
+
 /* The value of field e (wire type wt, tag read) at *pp, whatever its kind:
  * walk()'s path for what its fast path does not take. */
 static ld_reason_t field_value(pcur_t *c, const pent_t *e, uint32_t wt,
@@ -1086,8 +1165,9 @@ static ld_reason_t field_value(pcur_t *c, const pent_t *e, uint32_t wt,
  * has an entry for every field of the descriptor (K_SKIP for those that
  * nothing maps), so the entry after the last one matched is tried first by
  * comparing its tag bytes (no varint decode, no lookup); floats, doubles,
- * strings and skipped fields are then done without a call (bench_pbdesc:
- * see docs/INPUT.md). */
+ * strings, enums, repeated strings, nested messages and skipped fields are
+ * then done without dispatch through read_value() (bench_pbdesc: see
+ * docs/INPUT.md). */
 static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
                         const uint8_t *end, int depth)
 {
@@ -1133,23 +1213,7 @@ static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
         case OP_F32:
             if (left < 4)
                 break;
-            /* this float and the ones that follow in number order, in
-             * one loop (dense features come in runs: bench_pbdesc's 19) */
-            for (;;) {
-                uint32_t u = le32(p);
-                float f;
-                memcpy(&f, &u, 4);
-                fv[e->slot].kind = FV_DOUBLE;
-                fv[e->slot].u.d = f;
-                p += 4;
-                e++;
-                if (!(e < lim && e->op == OP_F32 && !e->clear_n && e->tagn &&
-                      (size_t)(end - p) >= 4u + e->tagn && p[0] == e->tag[0] &&
-                      (e->tagn == 1 || p[1] == e->tag[1])))
-                    break;
-                p += e->tagn;
-            }
-            nx = e;
+            nx = f32_run(fv, pl, e, &p, end);
             continue;
         case OP_F64:
             if (left < 8)
