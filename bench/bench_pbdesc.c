@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "pipeline/decode.h"
+#include "pipeline/internal.h"
 #include "shop.pb-c.h"
 #include "tests/data/pipeline/fixtures.h"
 
@@ -58,10 +59,17 @@ static void arena_free(void *opaque, void *p)
     (void)p;
 }
 
-typedef enum { M_LEARND, M_PBC, M_PBC_ARENA } mode_t_;
+typedef enum { M_LEARND, M_PBC, M_PBC_ARENA, M_PLAN, M__COUNT } mode_t_;
+
+/* The decode plan alone (pipeline/pbdesc.c: wire bytes into the field-map
+ * slots, no features, no hashing): what a change of the plan moves. */
+typedef struct plan_only {
+    ld_fmap_t *fm;
+    ld_pbdesc_t *pd;
+} plan_only_t;
 
 static double rate(mode_t_ mode, const fx_set_t *s, ld_decoder_t *d,
-                   double secs, uint64_t *sink)
+                   const plan_only_t *po, double secs, uint64_t *sink)
 {
     arena_t a = {malloc(1 << 20), 0, 1 << 20};
     ProtobufCAllocator al = {arena_alloc, arena_free, &a};
@@ -77,6 +85,16 @@ static double rate(mode_t_ mode, const fx_set_t *s, ld_decoder_t *d,
                                           -1, &rec))
                         die("decode", ld_decoder_error(d));
                     *sink += rec.x.nnz;
+                    continue;
+                }
+                if (mode == M_PLAN) {
+                    char err[256];
+                    ld_fmap_reset(po->fm);
+                    if (ld_pbdesc_decode(po->pd, po->fm,
+                                         (const uint8_t *)r->val, r->vlen, err,
+                                         sizeof(err)))
+                        die("plan", err);
+                    *sink += po->fm->fv[0].kind;
                     continue;
                 }
                 a.used = 0;
@@ -116,6 +134,12 @@ int main(int argc, char **argv)
         c ? ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err)) : NULL;
     if (!d)
         die("decoder", c ? err : "config");
+    plan_only_t po;
+    po.fm = ld_fmap_new(c, LD_RECORD_EVENT, 0, err, sizeof(err));
+    po.pd = po.fm ? ld_pbdesc_new(c, LD_RECORD_EVENT, po.fm, err, sizeof(err))
+                  : NULL;
+    if (!po.pd)
+        die("plan", err);
     size_t bytes = 0;
     for (size_t i = 0; i < s.n; i++)
         bytes += s.r[i].vlen;
@@ -123,29 +147,36 @@ int main(int argc, char **argv)
            "average; learnd = decode + map + hash (20 dense, 6 hashed, 2 "
            "crosses); %d runs of %.1f s, interleaved\n",
            s.n, bytes / s.n, runs, secs);
-    double r[3][64], ratio[2][64];
+    double r[M__COUNT][64], ratio[2][64], plan[64];
     uint64_t sink = 0;
     for (int run = 0; run < runs; run++) {
-        for (int m = 0; m < 3; m++)
-            r[m][run] = rate((mode_t_)((m + run) % 3), &s, d, secs, &sink);
-        /* rotate back: r[k] holds mode (k + run) % 3 */
-        double t[3];
-        for (int m = 0; m < 3; m++)
-            t[(m + run) % 3] = r[m][run];
-        for (int m = 0; m < 3; m++)
+        for (int m = 0; m < M__COUNT; m++)
+            r[m][run] =
+                rate((mode_t_)((m + run) % M__COUNT), &s, d, &po, secs, &sink);
+        /* rotate back: r[k] holds mode (k + run) % M__COUNT */
+        double t[M__COUNT];
+        for (int m = 0; m < M__COUNT; m++)
+            t[(m + run) % M__COUNT] = r[m][run];
+        for (int m = 0; m < M__COUNT; m++)
             r[m][run] = t[m];
+        plan[run] = 1e9 / r[M_PLAN][run];
         ratio[0][run] = r[M_LEARND][run] / r[M_PBC][run];
         ratio[1][run] = r[M_LEARND][run] / r[M_PBC_ARENA][run];
         printf("  run %d  learnd %9.0f msg/s  protobuf-c unpack %9.0f msg/s "
-               "(arena %9.0f)  learnd/protobuf-c %.2fx (arena %.2fx)\n",
+               "(arena %9.0f)  learnd/protobuf-c %.2fx (arena %.2fx)  "
+               "plan alone %.1f ns/msg\n",
                run, r[M_LEARND][run], r[M_PBC][run], r[M_PBC_ARENA][run],
-               ratio[0][run], ratio[1][run]);
+               ratio[0][run], ratio[1][run], plan[run]);
     }
+    qsort(plan, (size_t)runs, sizeof(double), cmp);
     qsort(ratio[0], (size_t)runs, sizeof(double), cmp);
     qsort(ratio[1], (size_t)runs, sizeof(double), cmp);
     printf("median learnd/protobuf-c: %.2fx (default allocator), %.2fx "
-           "(arena)  [sink %llu]\n",
-           ratio[0][runs / 2], ratio[1][runs / 2], (unsigned long long)sink);
+           "(arena); decode plan alone %.1f ns/msg  [sink %llu]\n",
+           ratio[0][runs / 2], ratio[1][runs / 2], plan[runs / 2],
+           (unsigned long long)sink);
+    ld_pbdesc_destroy(po.pd);
+    ld_fmap_destroy(po.fm);
     ld_decoder_destroy(d);
     fx_conf_free(c);
     fx_free(&s);

@@ -18,8 +18,10 @@ struct ld_decoder {
     ld_registry_t *reg; /* Protobuf / JSON: schema ids checked there */
     struct seen_id {
         uint32_t id, npath, path[4];
-        char *why; /* NULL: good */
+        char *why;        /* NULL: good */
+        ld_pbdesc_t *pbd; /* its writer schema's plan; NULL: d->pbd's */
     } * seen;
+    ld_pbdesc_t *use; /* the plan of the record at hand */
     uint32_t nseen, capseen;
     char err[512];
 };
@@ -110,12 +112,50 @@ void ld_decoder_destroy(ld_decoder_t *d)
     ld_pbdec_destroy(d->pb);
     ld_pbdesc_destroy(d->pbd);
     ld_registry_destroy(d->reg);
-    for (uint32_t i = 0; i < d->nseen; i++)
+    for (uint32_t i = 0; i < d->nseen; i++) {
         free(d->seen[i].why);
+        ld_pbdesc_destroy(d->seen[i].pbd);
+    }
     free(d->seen);
     ld_jsondec_destroy(d->json);
     ld_fmap_destroy(d->fm);
     free(d);
+}
+
+/* The plan of Protobuf schema id as the registry describes it
+ * (?format=serialized): LD_REG_OK with *out set, or with why set when the
+ * writer schema does not fit the mapping (message, incompatible field
+ * type, a broken descriptor); LD_REG_UNKNOWN when the registry answered
+ * .proto text instead (then only the message name can be checked);
+ * LD_REG_DOWN / LD_REG_REFUSED with d->err set. */
+static ld_reg_status_t writer_plan(ld_decoder_t *d, uint32_t id,
+                                   const uint32_t *path, uint32_t npath,
+                                   ld_pbdesc_t **out, char *why,
+                                   size_t why_size)
+{
+    ld_reg_file_t *files;
+    uint32_t nfiles;
+    ld_reg_status_t st = ld_registry_get_proto(d->reg, id, &files, &nfiles,
+                                               d->err, sizeof(d->err));
+    if (st == LD_REG_OK && nfiles == 0) {
+        ld_log(LD_LOG_WARN, "pipeline",
+               "msg=\"the registry answered .proto text, not a serialized "
+               "descriptor: fields are read by the descriptor set's "
+               "numbers\" id=%u",
+               id);
+        return LD_REG_UNKNOWN;
+    }
+    if (st != LD_REG_OK)
+        return st;
+    *out =
+        ld_pbdesc_new_writer(d->pbd, files, nfiles, path, npath, why, why_size);
+    ld_reg_files_free(files, nfiles);
+    if (*out)
+        ld_log(LD_LOG_INFO, "pipeline",
+               "msg=\"writer schema from the registry\" id=%u message=%s "
+               "files=%u",
+               id, ld_pbdesc_message(*out), nfiles);
+    return LD_REG_OK;
 }
 
 /* Whether schema id (with the message-index path, Protobuf) may be read
@@ -134,12 +174,15 @@ static ld_reason_t registry_check(ld_decoder_t *d, uint32_t id,
         if (s->id != id || s->npath != key ||
             (key && memcmp(s->path, path, key * sizeof(*path)) != 0))
             continue;
-        if (!s->why)
+        if (!s->why) {
+            d->use = s->pbd ? s->pbd : d->pbd;
             return LD_REASON_NONE;
+        }
         snprintf(d->err, sizeof(d->err), "schema id %u: %s", id, s->why);
         return LD_REASON_UNKNOWN_SCHEMA;
     }
     char *text = NULL, *type = NULL, why[400] = "";
+    ld_pbdesc_t *wpbd = NULL;
     ld_reg_status_t st =
         ld_registry_get(d->reg, id, &text, &type, d->err, sizeof(d->err));
     if (st == LD_REG_DOWN || st == LD_REG_REFUSED)
@@ -151,6 +194,16 @@ static ld_reason_t registry_check(ld_decoder_t *d, uint32_t id,
     } else if (strcmp(type, want) != 0) {
         snprintf(why, sizeof(why), "the registry has a %s schema, not %s", type,
                  want);
+    } else if (pb && d->pbd &&
+               (st = writer_plan(d, id, path, npath, &wpbd, why,
+                                 sizeof(why))) != LD_REG_UNKNOWN) {
+        /* a descriptor from the registry: its plan decides (why set when
+         * it does not fit); LD_REG_DOWN/REFUSED: ask again later */
+        if (st != LD_REG_OK) {
+            free(text);
+            free(type);
+            return LD_REASON_UNKNOWN_SCHEMA;
+        }
     } else if (pb && d->pbd &&
                ld_proto_message_at(text, path, npath, name, sizeof(name)) < 0) {
         snprintf(why, sizeof(why),
@@ -166,6 +219,7 @@ static ld_reason_t registry_check(ld_decoder_t *d, uint32_t id,
         uint32_t ncap = d->capseen ? 2 * d->capseen : 8;
         void *v = realloc(d->seen, ncap * sizeof(*d->seen));
         if (!v) {
+            ld_pbdesc_destroy(wpbd);
             snprintf(d->err, sizeof(d->err), "out of memory");
             return LD_REASON_DECODE;
         }
@@ -176,15 +230,19 @@ static ld_reason_t registry_check(ld_decoder_t *d, uint32_t id,
     memset(s, 0, sizeof(*s));
     s->id = id;
     s->npath = key;
+    s->pbd = wpbd;
     if (key != UINT32_MAX)
         memcpy(s->path, path, key * sizeof(*path));
     if (*why && !(s->why = strdup(why))) {
+        ld_pbdesc_destroy(wpbd);
         snprintf(d->err, sizeof(d->err), "out of memory");
         return LD_REASON_DECODE;
     }
     d->nseen++;
-    if (!*why)
+    if (!*why) {
+        d->use = wpbd ? wpbd : d->pbd;
         return LD_REASON_NONE;
+    }
     snprintf(d->err, sizeof(d->err), "schema id %u: %s", id, why);
     return LD_REASON_UNKNOWN_SCHEMA;
 }
@@ -205,6 +263,7 @@ ld_reason_t ld_decoder_decode(ld_decoder_t *d, const void *key, size_t key_len,
         return LD_REASON_OVERSIZE;
     }
     ld_fmap_reset(d->fm);
+    d->use = d->pbd;
     if (d->confluent) {
         /* Protobuf needs no writer schema: field numbers carry the
          * evolution, so any schema id decodes with the configured message
@@ -236,7 +295,7 @@ ld_reason_t ld_decoder_decode(ld_decoder_t *d, const void *key, size_t key_len,
             ld_avro_decode(d->avro, d->fm, value, len, d->err, sizeof(d->err));
         break;
     case LD_FORMAT_PROTOBUF:
-        why = d->pbd ? ld_pbdesc_decode(d->pbd, d->fm, value, len, d->err,
+        why = d->pbd ? ld_pbdesc_decode(d->use, d->fm, value, len, d->err,
                                         sizeof(d->err))
                      : ld_pbdec_decode(d->pb, d->fm, value, len, d->err,
                                        sizeof(d->err));

@@ -137,6 +137,14 @@ void ld_pbdec_destroy(ld_pbdec_t *d);
 ld_reason_t ld_pbdec_decode(ld_pbdec_t *d, ld_fmap_t *fm, const uint8_t *p,
                             size_t len, char *err, size_t err_size);
 
+/* One file of a Protobuf writer schema from the registry: its import name
+ * (NULL for the schema itself) and serialized FileDescriptorProto. */
+typedef struct ld_reg_file {
+    char *name;
+    uint8_t *data;
+    size_t len;
+} ld_reg_file_t;
+
 /* Users' own Protobuf messages from a FileDescriptorSet (pbdesc.c). */
 typedef struct ld_pbdesc ld_pbdesc_t;
 ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
@@ -145,6 +153,18 @@ ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
 void ld_pbdesc_destroy(ld_pbdesc_t *d);
 ld_reason_t ld_pbdesc_decode(ld_pbdesc_t *d, ld_fmap_t *fm, const uint8_t *p,
                              size_t len, char *err, size_t err_size);
+/* A decoder of local's message as one writer schema of the registry
+ * wrote it: files[0] is the schema, the others its references; imports
+ * without a reference come from local's descriptor set. path/npath (the
+ * record's message-index path) must name local's message, and every
+ * mapped field the local set also has must be of a compatible type
+ * (Protobuf's wire-compatible groups). The field mapping is local's (its
+ * fmap, borrowed: local outlives the result). NULL with the reason in
+ * errstr. files borrowed; caller frees with ld_pbdesc_destroy(). */
+ld_pbdesc_t *ld_pbdesc_new_writer(const ld_pbdesc_t *local,
+                                  const ld_reg_file_t *files, uint32_t nfiles,
+                                  const uint32_t *path, uint32_t npath,
+                                  char *errstr, size_t errstr_size);
 /* 1 when path/n is the Confluent message-index path of d's message in its
  * file of the descriptor set ([0] for the first top-level message). */
 int ld_pbdesc_path_matches(const ld_pbdesc_t *d, const uint32_t *path,
@@ -180,6 +200,17 @@ void ld_registry_destroy(ld_registry_t *r);
  * describes. err gets a detail line unless LD_REG_OK. */
 ld_reg_status_t ld_registry_get(ld_registry_t *r, uint32_t id, char **schema,
                                 char **type, char *err, size_t err_size);
+/* A Protobuf schema id as descriptors: GET /schemas/ids/{id}?format=
+ * serialized, then each of its references (and theirs), once per import
+ * name, by GET /subjects/{subject}/versions/{version}?format=serialized.
+ * On LD_REG_OK *files holds *nfiles files, files[0] the schema itself
+ * (caller frees with ld_reg_files_free); *nfiles is 0 when the registry
+ * answered .proto text instead (it ignores format=serialized). Waits
+ * while the registry is down as ld_registry_get does. */
+ld_reg_status_t ld_registry_get_proto(ld_registry_t *r, uint32_t id,
+                                      ld_reg_file_t **files, uint32_t *nfiles,
+                                      char *err, size_t err_size);
+void ld_reg_files_free(ld_reg_file_t *files, uint32_t nfiles);
 
 /* The fully qualified name ("pkg.Outer.Inner") of the message that the
  * Confluent message-index path[0..n) names in .proto text (index i among

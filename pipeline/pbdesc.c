@@ -31,10 +31,21 @@ enum {
     K_MSG,    /* a message with mapped fields below it */
     K_MAP,    /* a map with mapped entries (m.<key>) */
     K_TS,     /* a mapped google.protobuf.Timestamp: milliseconds */
-    K_WRAP    /* a mapped google.protobuf wrapper (DoubleValue, ...) */
+    K_WRAP,   /* a mapped google.protobuf wrapper (DoubleValue, ...) */
+    K_SKIP    /* a field of the descriptor that nothing maps */
 };
 
-enum { OP_GENERIC, OP_F32, OP_F64, OP_STR };
+enum {
+    OP_GENERIC,
+    OP_F32,
+    OP_F64,
+    OP_STR,
+    OP_ENUM,
+    OP_LIST_STR,
+    OP_SUB, /* K_MSG, K_TS: a length, then the value */
+    OP_SKIP_LEN,
+    OP_SKIP_VARINT
+};
 
 typedef struct mkey {
     const char *key; /* suffix of the slot name after "m." */
@@ -57,6 +68,10 @@ typedef struct pent {
     /* the fast path of walk(): the field's tag bytes for its wire type
      * (tagn 0: none), and what to do with the value without dispatch */
     uint8_t tag[2], tagn, wt, op;
+    /* OP_F32 with a one-byte tag and no oneof: how many such entries run
+     * from this one on (at most 255), read by f32_run() from the compact
+     * run_tag / run_slot arrays of the plan */
+    uint8_t run;
     const char *path;
 } pent_t;
 
@@ -65,6 +80,8 @@ struct pplan {
     uint32_t ne;
     uint16_t *direct; /* number -> entry + 1, numbers <= maxno */
     uint32_t maxno;
+    uint8_t *run_tag;  /* per entry: its tag byte */
+    int32_t *run_slot; /* per entry: its slot */
 };
 
 struct ld_pbdesc {
@@ -84,6 +101,10 @@ struct ld_pbdesc {
     uint32_t *index_path; /* Confluent message-index path of the message */
     uint32_t nindex;
     const char *message; /* full name, in set */
+    /* a writer schema's decoder (ld_pbdesc_new_writer): the local one,
+     * whose field types the writer's must agree with */
+    const ld_pbdesc_t *local;
+    int32_t local_mi;
 };
 
 static void plan_free(pplan_t *p)
@@ -94,6 +115,8 @@ static void plan_free(pplan_t *p)
         free(p->e[i].keys);
     free(p->e);
     free(p->direct);
+    free(p->run_tag);
+    free(p->run_slot);
     free(p);
 }
 
@@ -119,7 +142,7 @@ static uint8_t wire_of(uint32_t type)
     }
 }
 
-static const char *const type_names[] = {
+static const char *const type_names[T_SINT64 + 1] = {
     "?",       "double",   "float",    "int64",  "uint64",  "int32", "fixed64",
     "fixed32", "bool",     "string",   "group",  "message", "bytes", "uint32",
     "enum",    "sfixed32", "sfixed64", "sint32", "sint64"};
@@ -213,11 +236,111 @@ static int clear_add(ld_pbdesc_t *d, const char *path)
     return 0;
 }
 
+/* The field at a mapped path ("m.f19") below message mi of s, or NULL;
+ * a map or a well-known type ends the path. */
+static const dfield_t *field_at(const dset_t *s, int32_t mi, const char *path)
+{
+    const dfield_t *f = NULL;
+    while (mi >= 0 && *path) {
+        size_t n = strcspn(path, ".");
+        const dmsg_t *m = &s->m[mi];
+        f = NULL;
+        for (uint32_t i = 0; i < m->nf && !f; i++)
+            if (strlen(m->f[i].name) == n && memcmp(m->f[i].name, path, n) == 0)
+                f = &m->f[i];
+        if (!f || !path[n])
+            return f;
+        path += n + 1;
+        mi = f->msg >= 0 && !s->m[f->msg].map_entry ? f->msg : -1;
+    }
+    return f;
+}
+
+/* The Protobuf wire-compatibility class of a field type: the Language
+ * Guide's "int32, uint32, int64, uint64 and bool are compatible", "sint32
+ * and sint64", "string and bytes", "fixed32 and sfixed32", "fixed64 and
+ * sfixed64". Enums stay apart: learnd maps them by name, so an enum that
+ * became an int would change the feature, not only its width. */
+static int type_class(uint32_t t)
+{
+    switch (t) {
+    case T_INT32:
+    case T_INT64:
+    case T_UINT32:
+    case T_UINT64:
+    case T_BOOL:
+        return 1;
+    case T_SINT32:
+    case T_SINT64:
+        return 2;
+    case T_FIXED32:
+    case T_SFIXED32:
+        return 3;
+    case T_FIXED64:
+    case T_SFIXED64:
+        return 4;
+    case T_STRING:
+    case T_BYTES:
+        return 5;
+    default:
+        return 10 + (int)t;
+    }
+}
+
+/* "repeated string", "message pkg.M", "int32": what a field is, for the
+ * reason of an incompatible writer schema. */
+static void describe(const dset_t *s, const dfield_t *f, char *out, size_t n)
+{
+    const char *rep = f->label == 3 ? "repeated " : "";
+    if (f->msg >= 0)
+        snprintf(out, n, "%smessage %s", rep, s->m[f->msg].full);
+    else
+        snprintf(out, n, "%s%s", rep, type_names[f->type]);
+}
+
+/* 0 when the writer's field f (of d's set) may be read where the local
+ * descriptor set has lf: same repetition, and the same message type or a
+ * compatible scalar type (type_class). */
+static int writer_compatible(const ld_pbdesc_t *d, const dfield_t *f,
+                             const dfield_t *lf, const char *path, char *errstr,
+                             size_t errstr_size)
+{
+    const dset_t *ls = &d->local->set;
+    int same =
+        (f->label == 3) == (lf->label == 3) && (f->msg >= 0) == (lf->msg >= 0);
+    if (same && f->msg >= 0) {
+        const dmsg_t *w = &d->set.m[f->msg], *l = &ls->m[lf->msg];
+        if (w->map_entry && l->map_entry) {
+            const dfield_t *wv = field_at(&d->set, f->msg, "value");
+            const dfield_t *lv = field_at(ls, lf->msg, "value");
+            same = wv && lv && type_class(wv->type) == type_class(lv->type);
+        } else {
+            same = strcmp(w->full, l->full) == 0;
+        }
+    } else if (same) {
+        same = type_class(f->type) == type_class(lf->type);
+    }
+    if (same)
+        return 0;
+    char wd[160], ld[160];
+    describe(&d->set, f, wd, sizeof(wd));
+    describe(ls, lf, ld, sizeof(ld));
+    snprintf(errstr, errstr_size,
+             "field %s is %s in the writer schema but %s in the descriptor "
+             "set, not compatible",
+             path, wd, ld);
+    return -1;
+}
+
 static int compile_field(ld_pbdesc_t *d, const dmsg_t *m, const dfield_t *f,
                          pent_t *e, const char *sub, int depth, char *errstr,
                          size_t errstr_size)
 {
     const ld_fmap_t *fm = d->fm;
+    const dfield_t *lf =
+        d->local ? field_at(&d->local->set, d->local_mi, sub) : NULL;
+    if (lf && writer_compatible(d, f, lf, sub, errstr, errstr_size) < 0)
+        return -1;
     int32_t slot = ld_fmap_find(fm, sub, strlen(sub));
     const dmsg_t *t = f->msg >= 0 ? &d->set.m[f->msg] : NULL;
     e->number = f->number;
@@ -308,6 +431,87 @@ static int entry_cmp(const void *a, const void *b)
     return x->number < y->number ? -1 : x->number > y->number;
 }
 
+/* An entry for a field that nothing maps: walk() skips it in number order
+ * without a lookup, and a oneof member of it still clears its mapped
+ * siblings. */
+static void skip_entry(const dmsg_t *m, const dfield_t *f, pent_t *e,
+                       const char *path)
+{
+    e->number = f->number;
+    e->kind = K_SKIP;
+    e->type = (uint8_t)f->type;
+    e->slot = -1;
+    e->path = path;
+    /* proto3 packs repeated scalars */
+    int packed = m->proto3 && f->label == 3 && f->type != T_STRING &&
+                 f->type != T_BYTES && f->type != T_MESSAGE &&
+                 f->type != T_GROUP;
+    e->wt = packed ? LD_PB_WT_LEN : wire_of(f->type);
+}
+
+/* Sorts p's entries by number and sets the lookup table and each entry's
+ * fast-path tag and op. -1 when out of memory. */
+static int plan_index(pplan_t *p)
+{
+    qsort(p->e, p->ne, sizeof(*p->e), entry_cmp);
+    p->maxno = p->ne ? p->e[p->ne - 1].number : 0;
+    if (p->maxno > DIRECT_MAX)
+        p->maxno = DIRECT_MAX;
+    if (!(p->direct = calloc(p->maxno + 1, sizeof(*p->direct))))
+        return -1;
+    for (uint32_t i = 0; i < p->ne; i++) {
+        pent_t *e = &p->e[i];
+        if (e->number <= p->maxno)
+            p->direct[e->number] = (uint16_t)(i + 1);
+        if (e->kind != K_SKIP)
+            e->wt = e->kind == K_SCALAR ? wire_of(e->type) : LD_PB_WT_LEN;
+        if (e->kind == K_LIST && e->type == T_ENUM)
+            e->wt = LD_PB_WT_LEN; /* proto3 packs repeated enums */
+        e->op = OP_GENERIC;
+        if (e->kind == K_SCALAR && e->type == T_FLOAT)
+            e->op = OP_F32;
+        else if (e->kind == K_SCALAR && e->type == T_DOUBLE)
+            e->op = OP_F64;
+        else if (e->kind == K_SCALAR &&
+                 (e->type == T_STRING || e->type == T_BYTES))
+            e->op = OP_STR;
+        else if (e->kind == K_SCALAR && e->type == T_ENUM)
+            e->op = OP_ENUM;
+        else if (e->kind == K_LIST &&
+                 (e->type == T_STRING || e->type == T_BYTES))
+            e->op = OP_LIST_STR;
+        else if (e->kind == K_MSG || e->kind == K_TS)
+            e->op = OP_SUB;
+        else if (e->kind == K_SKIP && e->wt == LD_PB_WT_LEN)
+            e->op = OP_SKIP_LEN;
+        else if (e->kind == K_SKIP && e->wt == LD_PB_WT_VARINT)
+            e->op = OP_SKIP_VARINT;
+        uint32_t key = e->number << 3 | e->wt;
+        if (key < 0x80) {
+            e->tag[0] = (uint8_t)key;
+            e->tagn = 1;
+        } else if (key < 0x4000) {
+            e->tag[0] = (uint8_t)(key | 0x80);
+            e->tag[1] = (uint8_t)(key >> 7);
+            e->tagn = 2;
+        }
+    }
+    if (!(p->run_tag = calloc(p->ne + 1, 1)) ||
+        !(p->run_slot = calloc(p->ne + 1, sizeof(*p->run_slot))))
+        return -1;
+    for (uint32_t i = p->ne; i-- > 0;) {
+        pent_t *e = &p->e[i];
+        p->run_tag[i] = e->tag[0];
+        p->run_slot[i] = e->slot;
+        if (e->op == OP_F32 && e->tagn == 1 && !e->clear_n)
+            e->run = (uint8_t)(i + 1 < p->ne && p->e[i + 1].run &&
+                                       p->e[i + 1].run < 255
+                                   ? p->e[i + 1].run + 1
+                                   : 1);
+    }
+    return 0;
+}
+
 static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
                          int depth, char *errstr, size_t errstr_size)
 {
@@ -333,15 +537,15 @@ static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
             CERR("out of memory");
         }
         d->paths[d->npaths++] = sub;
-        if (!ld_fmap_path_used(d->fm, sub))
-            continue; /* skipped like an unknown field */
         for (uint32_t k = 0; k < p->ne; k++)
             if (p->e[k].number == f->number)
                 CERR("message %s: field number %u used twice", m->full,
                      f->number);
         oneof_of[p->ne] = f->oneof;
-        if (compile_field(d, m, f, &p->e[p->ne], sub, depth, errstr,
-                          errstr_size) < 0)
+        if (!ld_fmap_path_used(d->fm, sub))
+            skip_entry(m, f, &p->e[p->ne], sub);
+        else if (compile_field(d, m, f, &p->e[p->ne], sub, depth, errstr,
+                               errstr_size) < 0)
             goto err;
         p->ne++;
     }
@@ -359,37 +563,8 @@ static pplan_t *plan_msg(ld_pbdesc_t *d, int32_t mi, const char *path,
     }
     free(oneof_of);
     oneof_of = NULL;
-    qsort(p->e, p->ne, sizeof(*p->e), entry_cmp);
-    p->maxno = p->ne ? p->e[p->ne - 1].number : 0;
-    if (p->maxno > DIRECT_MAX)
-        p->maxno = DIRECT_MAX;
-    if (!(p->direct = calloc(p->maxno + 1, sizeof(*p->direct))))
+    if (plan_index(p) < 0)
         CERR("out of memory");
-    for (uint32_t i = 0; i < p->ne; i++) {
-        pent_t *e = &p->e[i];
-        if (e->number <= p->maxno)
-            p->direct[e->number] = (uint16_t)(i + 1);
-        e->wt = e->kind == K_SCALAR ? wire_of(e->type) : LD_PB_WT_LEN;
-        if (e->kind == K_LIST && e->type == T_ENUM)
-            e->wt = LD_PB_WT_LEN; /* proto3 packs repeated enums */
-        e->op = OP_GENERIC;
-        if (e->kind == K_SCALAR && e->type == T_FLOAT)
-            e->op = OP_F32;
-        else if (e->kind == K_SCALAR && e->type == T_DOUBLE)
-            e->op = OP_F64;
-        else if (e->kind == K_SCALAR &&
-                 (e->type == T_STRING || e->type == T_BYTES))
-            e->op = OP_STR;
-        uint32_t key = e->number << 3 | e->wt;
-        if (key < 0x80) {
-            e->tag[0] = (uint8_t)key;
-            e->tagn = 1;
-        } else if (key < 0x4000) {
-            e->tag[0] = (uint8_t)(key | 0x80);
-            e->tag[1] = (uint8_t)(key >> 7);
-            e->tagn = 2;
-        }
-    }
     return p;
 err:
     free(oneof_of);
@@ -432,6 +607,27 @@ void ld_pbdesc_destroy(ld_pbdesc_t *d)
     free(d);
 }
 
+/* Compiles d's plans for message mi of d->set; what names the set in
+ * errors. */
+static int compile_root(ld_pbdesc_t *d, int32_t mi, const char *what,
+                        char *errstr, size_t errstr_size)
+{
+    const ld_fmap_t *fm = d->fm;
+    if (!(d->def = calloc(fm->nslots + 1, sizeof(*d->def))) ||
+        !(d->defslots = calloc(fm->nslots + 1, sizeof(*d->defslots))) ||
+        !(d->found = calloc(fm->nslots + 1, 1)) ||
+        !(d->index_path = calloc(MAX_DEPTH, sizeof(*d->index_path))))
+        CERR("out of memory");
+    char why[512];
+    d->message = d->set.m[mi].full;
+    if (!(d->root = plan_msg(d, mi, "", 0, why, sizeof(why))))
+        CERR("%s: message %s: %s", what, d->message, why);
+    d->nindex = index_path(&d->set, mi, d->index_path, MAX_DEPTH);
+    return 0;
+err:
+    return -1;
+}
+
 ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
                            ld_record_kind_t kind, ld_fmap_t *fm, char *errstr,
                            size_t errstr_size)
@@ -439,6 +635,9 @@ ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
     const char *what = kind == LD_RECORD_EVENT ? "event" : "label";
     const char *name =
         kind == LD_RECORD_EVENT ? conf->event_message : conf->label_message;
+    /* with a registry, each writer schema brings its own field numbers */
+    int reg = conf->registry_url && *conf->registry_url &&
+              conf->protobuf_wire == LD_WIRE_CONFLUENT;
     ld_pbdesc_t *d = calloc(1, sizeof(*d));
     if (!d) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -456,22 +655,69 @@ ld_pbdesc_t *ld_pbdesc_new(const ld_pipeline_conf_t *conf,
     if (mi < 0)
         CERR("pipeline.%s_message: no message %s in %s", what, name,
              conf->descriptor_set);
-    if (!(d->def = calloc(fm->nslots + 1, sizeof(*d->def))) ||
-        !(d->defslots = calloc(fm->nslots + 1, sizeof(*d->defslots))) ||
-        !(d->found = calloc(fm->nslots + 1, 1)))
-        CERR("out of memory");
-    char why[512];
-    if (!(d->root = plan_msg(d, mi, "", 0, why, sizeof(why))))
-        CERR("%s: message %s: %s", conf->descriptor_set, name, why);
-    for (uint32_t i = 0; i < fm->nslots; i++)
-        if (!d->found[i])
+    if (compile_root(d, mi, conf->descriptor_set, errstr, errstr_size) < 0)
+        goto err;
+    for (uint32_t i = 0; i < fm->nslots; i++) {
+        if (d->found[i])
+            continue;
+        if (!reg)
             CERR("%s: message %s: no field %s (mapped in the pipeline "
                  "config)",
                  conf->descriptor_set, name, fm->names[i]);
-    d->message = d->set.m[mi].full;
-    if (!(d->index_path = calloc(MAX_DEPTH, sizeof(*d->index_path))))
-        CERR("out of memory");
-    d->nindex = index_path(&d->set, mi, d->index_path, MAX_DEPTH);
+        ld_log(LD_LOG_WARN, "pipeline",
+               "msg=\"field %s is not in message %s of %s: resolved from "
+               "the registry\" field=%s",
+               fm->names[i], name, conf->descriptor_set, fm->names[i]);
+    }
+    return d;
+err:
+    ld_pbdesc_destroy(d);
+    return NULL;
+}
+
+ld_pbdesc_t *ld_pbdesc_new_writer(const ld_pbdesc_t *local,
+                                  const ld_reg_file_t *files, uint32_t nfiles,
+                                  const uint32_t *path, uint32_t npath,
+                                  char *errstr, size_t errstr_size)
+{
+    ld_pbdesc_t *d = calloc(1, sizeof(*d));
+    if (!d) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    d->fm = local->fm;
+    d->local = local;
+    d->local_mi = ld_pbset_find_msg(&local->set, local->message);
+    char why[400];
+    for (uint32_t i = 0; i < nfiles; i++)
+        if (ld_pbset_add_file(&d->set, files[i].data, files[i].len,
+                              i ? files[i].name : NULL, why, sizeof(why)) < 0)
+            CERR("writer schema: %s", why);
+    /* imports the registry gave no reference for (serializers skip the
+     * well-known types by default): from the local descriptor set */
+    for (uint32_t i = 0; i < d->set.nfiles; i++)
+        for (uint32_t k = 0; k < d->set.files[i].ndeps; k++) {
+            const char *dep = d->set.files[i].deps[k];
+            int32_t lf = ld_pbset_find_file(&local->set, dep);
+            if (ld_pbset_find_file(&d->set, dep) >= 0 || lf < 0 ||
+                !local->set.buf)
+                continue;
+            const dfile_t *f = &local->set.files[lf];
+            if (ld_pbset_add_file(&d->set, local->set.buf + f->raw_off,
+                                  f->raw_len, NULL, why, sizeof(why)) < 0)
+                CERR("writer schema: %s", why);
+        }
+    if (ld_pbset_resolve(&d->set, "writer schema", why, sizeof(why)) < 0)
+        CERR("%s", why);
+    int32_t mi = ld_pbset_msg_at(&d->set, 0, path, npath);
+    if (mi < 0)
+        CERR("the message-index path names no message of the registry's "
+             "schema");
+    if (strcmp(d->set.m[mi].full, local->message) != 0)
+        CERR("the record's message is %.200s, not %s", d->set.m[mi].full,
+             local->message);
+    if (compile_root(d, mi, "writer schema", why, sizeof(why)) < 0)
+        CERR("%s", why);
     return d;
 err:
     ld_pbdesc_destroy(d);
@@ -521,7 +767,7 @@ static inline void enum_value(const denum_t *en, uint64_t raw, ld_fv_t *v)
         if (en->nums[i] == num) {
             v->kind = FV_STR;
             v->u.s = en->names[i];
-            v->n = (uint32_t)strlen(en->names[i]);
+            v->n = en->lens[i];
             return;
         }
     v->kind = FV_INT;
@@ -812,34 +1058,139 @@ static inline int32_t lookup(const pplan_t *pl, uint32_t num)
     return lo < pl->ne && pl->e[lo].number == num ? (int32_t)lo : -1;
 }
 
-/* Walks one message. Encoders write fields in number order, so the entry
- * after the last one matched is tried first by comparing its tag bytes
- * (no varint decode, no lookup); floats, doubles and strings are then
- * stored without a call (bench_pbdesc: 1.5x -> see docs/INPUT.md). */
+static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
+                        const uint8_t *end, int depth);
+
+/* Float e (tag read, 4 bytes there) and the floats that follow it in
+ * number order, in one loop: dense features come in runs (bench_pbdesc's
+ * 19). A run of one-byte tags is bounds-checked once and read from the
+ * plan's compact arrays: one compare per float. Returns the entry after
+ * the last one stored. */
+static inline const pent_t *f32_run(ld_fv_t *fv, const pplan_t *pl,
+                                    const pent_t *e, const uint8_t **pp,
+                                    const uint8_t *end)
+{
+    const uint8_t *p = *pp;
+    const pent_t *lim = pl->e + pl->ne;
+    uint32_t i = (uint32_t)(e - pl->e), n = e->run;
+    if (n > 1 && (size_t)(end - p) >= 5u * n - 1) {
+        const uint8_t *tag = pl->run_tag + i;
+        const int32_t *slot = pl->run_slot + i;
+        uint32_t k = 0;
+        for (;;) {
+            uint32_t u = le32(p);
+            float f;
+            memcpy(&f, &u, 4);
+            fv[slot[k]].kind = FV_DOUBLE;
+            fv[slot[k]].u.d = f;
+            p += 4;
+            if (++k == n || p[0] != tag[k])
+                break;
+            p++;
+        }
+        e += k;
+        if (k < n) {
+            *pp = p;
+            return e;
+        }
+        if (!(e < lim && e->op == OP_F32 && !e->clear_n && e->tagn &&
+              (size_t)(end - p) >= 4u + e->tagn && p[0] == e->tag[0] &&
+              (e->tagn == 1 || p[1] == e->tag[1]))) {
+            *pp = p;
+            return e;
+        }
+        p += e->tagn;
+    }
+    for (;;) {
+        uint32_t u = le32(p);
+        float f;
+        memcpy(&f, &u, 4);
+        fv[e->slot].kind = FV_DOUBLE;
+        fv[e->slot].u.d = f;
+        p += 4;
+        e++;
+        if (!(e < lim && e->op == OP_F32 && !e->clear_n && e->tagn &&
+              (size_t)(end - p) >= 4u + e->tagn && p[0] == e->tag[0] &&
+              (e->tagn == 1 || p[1] == e->tag[1])))
+            break;
+        p += e->tagn;
+    }
+    *pp = p;
+    return e;
+}
+
+/* The value of field e (wire type wt, tag read) at *pp, whatever its kind:
+ * walk()'s path for what its fast path does not take. */
+static ld_reason_t field_value(pcur_t *c, const pent_t *e, uint32_t wt,
+                               const uint8_t **pp, const uint8_t *end,
+                               int depth)
+{
+    size_t n;
+    ld_reason_t why;
+    switch (e->kind) {
+    case K_SKIP:
+        if (ld_pb_skip(pp, end, e->number, wt, depth) < 0)
+            DERR(c, LD_REASON_DECODE,
+                 "field number %u (wire type %u): truncated or malformed",
+                 e->number, wt);
+        return LD_REASON_NONE;
+    case K_SCALAR:
+        return read_value(c, e->type, e->en, wt, pp, end, &c->fm->fv[e->slot],
+                          e->path);
+    case K_LIST:
+        return list_item(c, e, wt, pp, end);
+    default:
+        break;
+    }
+    const uint8_t *q = *pp;
+    if (wt != LD_PB_WT_LEN)
+        DERR(c, LD_REASON_DECODE,
+             "field %s: wire type %u, the descriptor says message", e->path,
+             wt);
+    if (ld_pb_len(&q, end, &n) < 0)
+        DERR(c, LD_REASON_DECODE, "field %s: length past the end", e->path);
+    *pp = q + n;
+    if (e->kind == K_MSG)
+        why = walk(c, e->sub, q, q + n, depth + 1);
+    else if (e->kind == K_MAP)
+        why = map_entry(c, e, q, q + n);
+    else if (e->kind == K_TS)
+        why = timestamp(c, e, q, q + n);
+    else
+        why = wrapper(c, e, q, q + n);
+    return why;
+}
+
+/* Walks one message. Encoders write fields in number order, and the plan
+ * has an entry for every field of the descriptor (K_SKIP for those that
+ * nothing maps), so the entry after the last one matched is tried first by
+ * comparing its tag bytes (no varint decode, no lookup); floats, doubles,
+ * strings, enums, repeated strings, nested messages and skipped fields are
+ * then done without dispatch through read_value() (bench_pbdesc: see
+ * docs/INPUT.md). */
 static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
                         const uint8_t *end, int depth)
 {
     ld_reason_t why;
     ld_fv_t *fv = c->fm->fv;
-    uint32_t next = 0;
+    const pent_t *nx = pl->e, *lim = pl->e + pl->ne;
     if (depth > MAX_DEPTH)
         DERR(c, LD_REASON_DECODE, "nested deeper than %d", MAX_DEPTH);
     while (p < end) {
         uint32_t num, wt;
-        /* p stays in a register: calls get a copy (q) */
-        const uint8_t *q = p;
-        int32_t k = (int32_t)next;
-        const pent_t *e = next < pl->ne ? &pl->e[next] : NULL;
-        if (e && e->tagn && (size_t)(end - p) > e->tagn && p[0] == e->tag[0] &&
-            (e->tagn == 1 || p[1] == e->tag[1])) {
+        const pent_t *e = nx;
+        if (e < lim && e->tagn && (size_t)(end - p) > e->tagn &&
+            p[0] == e->tag[0] && (e->tagn == 1 || p[1] == e->tag[1])) {
             p += e->tagn;
             wt = e->wt;
         } else {
+            const uint8_t *q = p; /* p stays in a register */
             if (ld_pb_tag(&q, end, &num, &wt) < 0)
                 DERR(c, LD_REASON_DECODE,
                      "bad tag (field number 0, wire type 6/7 or a varint "
                      "past the end)");
-            if ((k = lookup(pl, num)) < 0) { /* unknown or unmapped */
+            int32_t k = lookup(pl, num);
+            if (k < 0) { /* not in the descriptor */
                 if (ld_pb_skip(&q, end, num, wt, depth) < 0)
                     DERR(c, LD_REASON_DECODE,
                          "field number %u (wire type %u): truncated or "
@@ -851,89 +1202,78 @@ static ld_reason_t walk(pcur_t *c, const pplan_t *pl, const uint8_t *p,
             e = &pl->e[k];
             p = q;
         }
-        next = (uint32_t)k + 1;
+        nx = e + 1;
         for (uint32_t i = 0; i < e->clear_n; i++) {
             int32_t s = c->d->clear[e->clear_off + i];
             fv[s] = c->d->def[s];
         }
-        if (wt == e->wt && e->op != OP_GENERIC) {
-            ld_fv_t *v = &fv[e->slot];
-            size_t left = (size_t)(end - p);
-            if (e->op == OP_F32 && left >= 4) {
-                uint32_t u = le32(p);
-                float f;
-                memcpy(&f, &u, 4);
-                v->kind = FV_DOUBLE;
-                v->u.d = f;
-                p += 4;
-                /* the floats that follow in number order, in one loop
-                 * (dense features come in runs: bench_pbdesc's 20) */
-                const pent_t *x = e + 1, *lim = pl->e + pl->ne;
-                while (x < lim && x->op == OP_F32 && !x->clear_n && x->tagn &&
-                       (size_t)(end - p) >= 4u + x->tagn && p[0] == x->tag[0] &&
-                       (x->tagn == 1 || p[1] == x->tag[1])) {
-                    p += x->tagn;
-                    u = le32(p);
-                    memcpy(&f, &u, 4);
-                    fv[x->slot].kind = FV_DOUBLE;
-                    fv[x->slot].u.d = f;
-                    p += 4;
-                    x++;
-                }
-                next = (uint32_t)(x - pl->e);
-                continue;
-            }
-            if (e->op == OP_F64 && left >= 8) {
+        size_t left = (size_t)(end - p);
+        /* the fast ops below may read p[0] */
+        switch (wt == e->wt && left ? e->op : OP_GENERIC) {
+        case OP_F32:
+            if (left < 4)
+                break;
+            nx = f32_run(fv, pl, e, &p, end);
+            continue;
+        case OP_F64:
+            if (left < 8)
+                break;
+            {
                 uint64_t u = le64(p);
-                v->kind = FV_DOUBLE;
-                memcpy(&v->u.d, &u, 8);
-                p += 8;
-                continue;
+                fv[e->slot].kind = FV_DOUBLE;
+                memcpy(&fv[e->slot].u.d, &u, 8);
             }
-            if (e->op == OP_STR && left && !(p[0] & 0x80) &&
-                (size_t)p[0] < left) {
-                v->kind = p[0] ? FV_STR : FV_ABSENT;
-                v->n = p[0];
-                v->u.s = (const char *)p + 1;
-                p += 1 + (size_t)p[0];
-                continue;
-            }
-        }
-        q = p;
-        switch (e->kind) {
-        case K_SCALAR:
-            if ((why = read_value(c, e->type, e->en, wt, &q, end, &fv[e->slot],
-                                  e->path)))
+            p += 8;
+            continue;
+        case OP_STR:
+            if ((p[0] & 0x80) || (size_t)p[0] >= left)
+                break;
+            fv[e->slot].kind = p[0] ? FV_STR : FV_ABSENT;
+            fv[e->slot].n = p[0];
+            fv[e->slot].u.s = (const char *)p + 1;
+            p += 1 + (size_t)p[0];
+            continue;
+        case OP_ENUM:
+            if (p[0] & 0x80)
+                break;
+            enum_value(e->en, p[0], &fv[e->slot]);
+            p++;
+            continue;
+        case OP_LIST_STR:
+            if ((p[0] & 0x80) || (size_t)p[0] >= left)
+                break;
+            if ((why = list_push(c, e->slot, (const char *)p + 1, p[0])))
                 return why;
-            p = q;
-            break;
-        case K_LIST:
-            if ((why = list_item(c, e, wt, &q, end)))
-                return why;
-            p = q;
-            break;
-        default: {
-            size_t n;
-            if (wt != LD_PB_WT_LEN)
-                DERR(c, LD_REASON_DECODE,
-                     "field %s: wire type %u, the descriptor says message",
-                     e->path, wt);
-            if (ld_pb_len(&q, end, &n) < 0)
-                DERR(c, LD_REASON_DECODE, "field %s: length past the end",
-                     e->path);
-            p = q + n;
-            if (e->kind == K_MSG)
-                why = walk(c, e->sub, q, p, depth + 1);
-            else if (e->kind == K_MAP)
-                why = map_entry(c, e, q, p);
-            else if (e->kind == K_TS)
-                why = timestamp(c, e, q, p);
-            else
-                why = wrapper(c, e, q, p);
+            p += 1 + (size_t)p[0];
+            continue;
+        case OP_SUB: {
+            if ((p[0] & 0x80) || (size_t)p[0] >= left)
+                break;
+            const uint8_t *q = p + 1, *qend = q + p[0];
+            p = qend;
+            why = e->kind == K_TS ? timestamp(c, e, q, qend)
+                                  : walk(c, e->sub, q, qend, depth + 1);
             if (why)
                 return why;
+            continue;
         }
+        case OP_SKIP_LEN:
+            if ((p[0] & 0x80) || (size_t)p[0] >= left)
+                break;
+            p += 1 + (size_t)p[0];
+            continue;
+        case OP_SKIP_VARINT:
+            if (p[0] & 0x80)
+                break;
+            p++;
+            continue;
+        default:
+            break;
         }
+        const uint8_t *q = p;
+        if ((why = field_value(c, e, wt, &q, end, depth)))
+            return why;
+        p = q;
     }
     return LD_REASON_NONE;
 }
@@ -954,7 +1294,14 @@ ld_reason_t ld_pbdesc_decode(ld_pbdesc_t *d, ld_fmap_t *fm, const uint8_t *p,
                              size_t len, char *err, size_t err_size)
 {
     pcur_t c = {d, fm, err, err_size};
-    for (uint32_t i = 0; i < d->ndefs; i++)
-        fm->fv[d->defslots[i]] = d->def[d->defslots[i]];
-    return walk(&c, d->root, p, p + len, 0);
+    ld_reason_t why = walk(&c, d->root, p, p + len, 0);
+    /* fields without presence that the record lacks read as their
+     * default; after the walk, so that the ones present (nearly all, in
+     * practice) are written once */
+    for (uint32_t i = 0; i < d->ndefs; i++) {
+        int32_t s = d->defslots[i];
+        if (fm->fv[s].kind == FV_ABSENT)
+            fm->fv[s] = d->def[s];
+    }
+    return why;
 }

@@ -99,6 +99,7 @@ void ld_pbset_free(dset_t *s)
         for (uint32_t k = 0; k < s->e[i].n; k++)
             free(s->e[i].names[k]);
         free(s->e[i].names);
+        free(s->e[i].lens);
         free(s->e[i].nums);
         free(s->e[i].full);
     }
@@ -110,6 +111,7 @@ void ld_pbset_free(dset_t *s)
         free(s->files[i].name);
     }
     free(s->files);
+    free(s->buf);
     memset(s, 0, sizeof(*s));
 }
 
@@ -138,9 +140,11 @@ static int parse_enum(dset_t *s, rd_t r, const char *scope, char *errstr,
         } else if (num == 2 && wt == LD_PB_WT_LEN) {
             denum_t *e = &s->e[ei];
             if (e->n == e->cap) {
-                uint32_t c2 = e->cap;
+                uint32_t c2 = e->cap, c3 = e->cap;
                 if (ld_pbset_grow((void **)&e->names, &c2, e->n,
                                   sizeof(*e->names)) < 0 ||
+                    ld_pbset_grow((void **)&e->lens, &c3, e->n,
+                                  sizeof(*e->lens)) < 0 ||
                     ld_pbset_grow((void **)&e->nums, &e->cap, e->n,
                                   sizeof(*e->nums)) < 0)
                     goto nomem;
@@ -165,6 +169,7 @@ static int parse_enum(dset_t *s, rd_t r, const char *scope, char *errstr,
                 PERR("malformed enum value");
             }
             e->names[e->n] = vn;
+            e->lens[e->n] = (uint32_t)strlen(vn);
             e->nums[e->n] = vnum;
             e->n++;
         }
@@ -216,7 +221,7 @@ static int parse_field(dfield_t *f, rd_t r, char *errstr, size_t errstr_size)
 }
 
 static int parse_msg(dset_t *s, rd_t r, const char *scope, int proto3,
-                     int32_t parent, uint32_t pos, char *errstr,
+                     int32_t parent, uint32_t pos, uint32_t file, char *errstr,
                      size_t errstr_size)
 {
     uint32_t nested = 0;
@@ -249,6 +254,7 @@ static int parse_msg(dset_t *s, rd_t r, const char *scope, int proto3,
     s->m[mi].proto3 = proto3;
     s->m[mi].parent = parent;
     s->m[mi].pos = pos;
+    s->m[mi].file = file;
     while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1) {
         if (wt != LD_PB_WT_LEN)
             continue;
@@ -262,7 +268,7 @@ static int parse_msg(dset_t *s, rd_t r, const char *scope, int proto3,
                 return -1;
         } else if (num == 3) {
             if (parse_msg(s, sub, s->m[mi].full, proto3, (int32_t)mi, nested++,
-                          errstr, errstr_size) < 0)
+                          file, errstr, errstr_size) < 0)
                 return -1;
         } else if (num == 4) {
             if (parse_enum(s, sub, s->m[mi].full, errstr, errstr_size) < 0)
@@ -295,6 +301,7 @@ static int parse_file(dset_t *s, rd_t r, char *errstr, size_t errstr_size)
     if (ld_pbset_grow((void **)&s->files, &s->capfiles, s->nfiles,
                       sizeof(*s->files)) < 0)
         PERR("out of memory");
+    uint32_t fi = s->nfiles;
     dfile_t *df = &s->files[s->nfiles++];
     /* package and syntax first: every name below depends on them */
     rd_t r0 = r;
@@ -331,7 +338,7 @@ static int parse_file(dset_t *s, rd_t r, char *errstr, size_t errstr_size)
         if (wt != LD_PB_WT_LEN)
             continue;
         if ((num == 4 && parse_msg(s, sub, pkg ? pkg : "", proto3, -1, top++,
-                                   errstr, errstr_size) < 0) ||
+                                   fi, errstr, errstr_size) < 0) ||
             (num == 5 &&
              parse_enum(s, sub, pkg ? pkg : "", errstr, errstr_size) < 0)) {
             free(pkg);
@@ -365,8 +372,8 @@ static int32_t find_enum(const dset_t *s, const char *full)
 
 /* Resolves every field's type name (protoc writes them fully qualified
  * with a leading dot; relative names are looked up scope by scope). */
-static int resolve(dset_t *s, const char *path, char *errstr,
-                   size_t errstr_size)
+int ld_pbset_resolve(dset_t *s, const char *path, char *errstr,
+                     size_t errstr_size)
 {
     for (uint32_t i = 0; i < s->nfiles; i++)
         for (uint32_t k = 0; k < s->files[i].ndeps; k++) {
@@ -456,16 +463,63 @@ int ld_pbset_load(dset_t *s, const char *path, char *errstr, size_t errstr_size)
     uint32_t num, wt;
     uint64_t v;
     int rc;
-    while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1)
-        if (num == 1 && wt == LD_PB_WT_LEN &&
-            parse_file(s, sub, errstr, errstr_size) < 0) {
-            free(buf);
+    s->buf = buf;
+    while ((rc = rd_next(&r, &num, &wt, &v, &sub)) == 1) {
+        if (num != 1 || wt != LD_PB_WT_LEN)
+            continue;
+        if (parse_file(s, sub, errstr, errstr_size) < 0) {
             char tmp[512];
             snprintf(tmp, sizeof(tmp), "%s", errstr);
             PERR("%s: %s", path, tmp);
         }
-    free(buf);
+        s->files[s->nfiles - 1].raw_off = (size_t)(sub.p - buf);
+        s->files[s->nfiles - 1].raw_len = (size_t)(sub.end - sub.p);
+    }
     if (rc < 0 || s->nfiles == 0)
         PERR("%s: not a FileDescriptorSet (protoc --descriptor_set_out)", path);
-    return resolve(s, path, errstr, errstr_size);
+    return ld_pbset_resolve(s, path, errstr, errstr_size);
+}
+
+int32_t ld_pbset_add_file(dset_t *s, const uint8_t *p, size_t n,
+                          const char *name, char *errstr, size_t errstr_size)
+{
+    if (n > MAX_DESC_SIZE)
+        PERR("a FileDescriptorProto larger than 64 MiB");
+    rd_t r = {p, p + n};
+    if (parse_file(s, r, errstr, errstr_size) < 0)
+        return -1;
+    dfile_t *df = &s->files[s->nfiles - 1];
+    if (name) {
+        char *c = strdup(name);
+        if (!c)
+            PERR("out of memory");
+        free(df->name);
+        df->name = c;
+    }
+    return (int32_t)(s->nfiles - 1);
+}
+
+int32_t ld_pbset_find_file(const dset_t *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->nfiles; i++)
+        if (strcmp(s->files[i].name, name) == 0)
+            return (int32_t)i;
+    return -1;
+}
+
+int32_t ld_pbset_msg_at(const dset_t *s, uint32_t fi, const uint32_t *path,
+                        uint32_t n)
+{
+    int32_t at = -1;
+    for (uint32_t k = 0; k < n; k++) {
+        int32_t next = -1;
+        for (uint32_t i = 0; i < s->nm && next < 0; i++)
+            if (s->m[i].file == fi && s->m[i].parent == at &&
+                s->m[i].pos == path[k])
+                next = (int32_t)i;
+        if (next < 0)
+            return -1;
+        at = next;
+    }
+    return at;
 }

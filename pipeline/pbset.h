@@ -52,11 +52,13 @@ typedef struct dmsg {
     int proto3;
     int32_t parent; /* enclosing message, or -1 */
     uint32_t pos;   /* index among the messages of its parent or file */
+    uint32_t file;  /* index into dset files */
 } dmsg_t;
 
 typedef struct denum {
     char *full;
     char **names;
+    uint32_t *lens; /* strlen of each name: decoding needs no strlen */
     int32_t *nums;
     uint32_t n, cap;
 } denum_t;
@@ -65,6 +67,9 @@ typedef struct dfile {
     char *name;
     char **deps;
     uint32_t ndeps;
+    /* its FileDescriptorProto bytes in the set's buf (ld_pbset_load only):
+     * a writer schema from the registry borrows the imports it lacks */
+    size_t raw_off, raw_len;
 } dfile_t;
 
 typedef struct dset {
@@ -74,6 +79,7 @@ typedef struct dset {
     uint32_t ne, cape;
     dfile_t *files;
     uint32_t nfiles, capfiles;
+    uint8_t *buf; /* the FileDescriptorSet as read (ld_pbset_load) */
 } dset_t;
 
 /* Reads the FileDescriptorSet file at path into *s (zeroed by the caller):
@@ -82,6 +88,22 @@ typedef struct dset {
 int ld_pbset_load(dset_t *s, const char *path, char *errstr,
                   size_t errstr_size);
 void ld_pbset_free(dset_t *s);
+/* Adds one serialized FileDescriptorProto (p, n borrowed) to *s, named
+ * name when not NULL (a registry reference's import name) instead of the
+ * name it carries. Returns its file index, or -1 with errstr set. Call
+ * ld_pbset_resolve() once every file is in. */
+int32_t ld_pbset_add_file(dset_t *s, const uint8_t *p, size_t n,
+                          const char *name, char *errstr, size_t errstr_size);
+/* Checks that every import is in *s and resolves every type name; what
+ * names the set in error messages. Returns 0, or -1 with errstr set. */
+int ld_pbset_resolve(dset_t *s, const char *what, char *errstr,
+                     size_t errstr_size);
+/* Index of the file named name, or -1. */
+int32_t ld_pbset_find_file(const dset_t *s, const char *name);
+/* Index of the message that the Confluent message-index path[0..n) names
+ * in file fi (top-level position first, then nested), or -1. */
+int32_t ld_pbset_msg_at(const dset_t *s, uint32_t fi, const uint32_t *path,
+                        uint32_t n);
 /* Index of the message of fully qualified name full, or -1. */
 int32_t ld_pbset_find_msg(const dset_t *s, const char *full);
 /* Grows *v (n used, *cap allocated, zero-filled) so that n < *cap. */

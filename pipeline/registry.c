@@ -155,46 +155,52 @@ void ld_registry_destroy(ld_registry_t *r)
     free(r);
 }
 
-/* One GET. LD_REG_DOWN for causes that may heal. */
-static ld_reg_status_t fetch_once(ld_registry_t *r, uint32_t id, char **schema,
-                                  char **type, char *err, size_t err_size)
+/* One GET of base + rel; what ("schema id 7") starts every error text.
+ * LD_REG_DOWN for causes that may heal; on LD_REG_OK *out is the parsed
+ * body (caller json_decref's it). */
+static ld_reg_status_t fetch_once(ld_registry_t *r, const char *rel,
+                                  const char *what, json_t **out, char *err,
+                                  size_t err_size)
 {
     char url[2048];
-    snprintf(url, sizeof(url), "%s/schemas/ids/%u", r->base, id);
+    if ((size_t)snprintf(url, sizeof(url), "%s%s", r->base, rel) >=
+        sizeof(url)) {
+        snprintf(err, err_size, "%s: registry URL too long", what);
+        return LD_REG_REFUSED;
+    }
     free(r->body);
     r->body = NULL;
     r->len = 0;
     r->too_big = 0;
     r->curl_err[0] = '\0';
     if (curl_easy_setopt(r->curl, CURLOPT_URL, url) != CURLE_OK) {
-        snprintf(err, err_size, "registry URL too long");
+        snprintf(err, err_size, "%s: registry URL refused", what);
         return LD_REG_REFUSED;
     }
     CURLcode rc = curl_easy_perform(r->curl);
     if (r->too_big) {
-        snprintf(err, err_size, "schema id %u: registry answer over %u bytes",
-                 id, MAX_BODY);
+        snprintf(err, err_size, "%s: registry answer over %u bytes", what,
+                 MAX_BODY);
         return LD_REG_REFUSED;
     }
     if (rc != CURLE_OK) {
-        snprintf(err, err_size, "schema id %u: registry: %s", id,
+        snprintf(err, err_size, "%s: registry: %s", what,
                  r->curl_err[0] ? r->curl_err : curl_easy_strerror(rc));
         return LD_REG_DOWN;
     }
     long status = 0;
     curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &status);
     if (status == 404) {
-        snprintf(err, err_size, "schema id %u is not in the registry", id);
+        snprintf(err, err_size, "%s is not in the registry", what);
         return LD_REG_UNKNOWN;
     }
     if (status >= 500 || status == 429) {
-        snprintf(err, err_size, "schema id %u: registry answered HTTP %ld", id,
-                 status);
+        snprintf(err, err_size, "%s: registry answered HTTP %ld", what, status);
         return LD_REG_DOWN;
     }
     if (status != 200) {
-        snprintf(err, err_size, "schema id %u: registry answered HTTP %ld%s",
-                 id, status,
+        snprintf(err, err_size, "%s: registry answered HTTP %ld%s", what,
+                 status,
                  status == 401 || status == 403
                      ? " (check registry_user / registry_password)"
                      : "");
@@ -202,34 +208,25 @@ static ld_reg_status_t fetch_once(ld_registry_t *r, uint32_t id, char **schema,
     }
     json_error_t jerr;
     json_t *j = r->body ? json_loadb(r->body, r->len, 0, &jerr) : NULL;
-    const char *s = json_string_value(json_object_get(j, "schema"));
-    const char *t = json_string_value(json_object_get(j, "schemaType"));
-    if (!s) {
-        snprintf(err, err_size,
-                 "schema id %u: registry answer has no \"schema\" string", id);
+    if (!json_is_string(json_object_get(j, "schema"))) {
+        snprintf(err, err_size, "%s: registry answer has no \"schema\" string",
+                 what);
         json_decref(j);
         return LD_REG_REFUSED;
     }
-    *schema = strdup(s);
-    *type = strdup(t ? t : "AVRO"); /* the API omits it for Avro */
-    json_decref(j);
-    if (!*schema || !*type) {
-        free(*schema);
-        free(*type);
-        *schema = *type = NULL;
-        snprintf(err, err_size, "out of memory");
-        return LD_REG_REFUSED;
-    }
+    *out = j;
     return LD_REG_OK;
 }
 
-ld_reg_status_t ld_registry_get(ld_registry_t *r, uint32_t id, char **schema,
-                                char **type, char *err, size_t err_size)
+/* fetch_once, waiting while the registry is down (see the top). */
+static ld_reg_status_t fetch(ld_registry_t *r, const char *rel,
+                             const char *what, json_t **out, char *err,
+                             size_t err_size)
 {
     int64_t backoff = BACKOFF_MS;
-    *schema = *type = NULL;
+    *out = NULL;
     for (;;) {
-        ld_reg_status_t st = fetch_once(r, id, schema, type, err, err_size);
+        ld_reg_status_t st = fetch_once(r, rel, what, out, err, err_size);
         if (st != LD_REG_DOWN) {
             if (r->down_since >= 0)
                 ld_log(LD_LOG_NOTICE, "pipeline",
@@ -261,6 +258,208 @@ ld_reg_status_t ld_registry_get(ld_registry_t *r, uint32_t id, char **schema,
         nanosleep(&ts, NULL);
         backoff = backoff * 2 > MAX_SLEEP ? MAX_SLEEP : backoff * 2;
     }
+}
+
+ld_reg_status_t ld_registry_get(ld_registry_t *r, uint32_t id, char **schema,
+                                char **type, char *err, size_t err_size)
+{
+    char rel[64], what[32];
+    json_t *j;
+    *schema = *type = NULL;
+    snprintf(rel, sizeof(rel), "/schemas/ids/%u", id);
+    snprintf(what, sizeof(what), "schema id %u", id);
+    ld_reg_status_t st = fetch(r, rel, what, &j, err, err_size);
+    if (st != LD_REG_OK)
+        return st;
+    const char *t = json_string_value(json_object_get(j, "schemaType"));
+    *schema = strdup(json_string_value(json_object_get(j, "schema")));
+    *type = strdup(t ? t : "AVRO"); /* the API omits it for Avro */
+    json_decref(j);
+    if (!*schema || !*type) {
+        free(*schema);
+        free(*type);
+        *schema = *type = NULL;
+        snprintf(err, err_size, "out of memory");
+        return LD_REG_REFUSED;
+    }
+    return LD_REG_OK;
+}
+
+/* ---- Protobuf schemas as descriptors ------------------------------------ */
+
+#define MAX_FILES 256
+
+/* Decodes standard base64 (RFC 4648, padding optional) of s into a new
+ * buffer; -1 when s is not base64 (.proto text has spaces and ';'). */
+static int unbase64(const char *s, uint8_t **out, size_t *n)
+{
+    size_t len = strlen(s);
+    uint8_t *b = malloc(len / 4 * 3 + 3);
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t k = 0, i = 0;
+    if (!b)
+        return -1;
+    for (; i < len && s[i] != '='; i++) {
+        char c = s[i];
+        int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+                : c >= 'a' && c <= 'z' ? c - 'a' + 26
+                : c >= '0' && c <= '9' ? c - '0' + 52
+                : c == '+'             ? 62
+                : c == '/'             ? 63
+                                       : -1;
+        if (v < 0) {
+            free(b);
+            return -1;
+        }
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            b[k++] = (uint8_t)(acc >> bits);
+        }
+    }
+    while (i < len && s[i] == '=')
+        i++;
+    if (i != len || len == 0) {
+        free(b);
+        return -1;
+    }
+    *out = b;
+    *n = k;
+    return 0;
+}
+
+void ld_reg_files_free(ld_reg_file_t *files, uint32_t nfiles)
+{
+    for (uint32_t i = 0; files && i < nfiles; i++) {
+        free(files[i].name);
+        free(files[i].data);
+    }
+    free(files);
+}
+
+typedef struct pfetch {
+    ld_registry_t *r;
+    ld_reg_file_t *f;
+    uint32_t n;
+    int text; /* the registry answered .proto text */
+    char *err;
+    size_t err_size;
+} pfetch_t;
+
+static ld_reg_status_t add_refs(pfetch_t *p, json_t *refs, int depth);
+
+/* Appends the schema of answer j as file name (NULL: the schema itself),
+ * then its references. */
+static ld_reg_status_t add_answer(pfetch_t *p, json_t *j, const char *name,
+                                  const char *what, int depth)
+{
+    const char *t = json_string_value(json_object_get(j, "schemaType"));
+    if (!t || strcmp(t, "PROTOBUF") != 0) {
+        snprintf(p->err, p->err_size, "%s: the registry has a %s schema", what,
+                 t ? t : "AVRO");
+        return LD_REG_REFUSED;
+    }
+    uint8_t *data;
+    size_t len;
+    if (unbase64(json_string_value(json_object_get(j, "schema")), &data, &len) <
+        0) {
+        p->text = 1;
+        return LD_REG_OK;
+    }
+    ld_reg_file_t *f = &p->f[p->n];
+    f->data = data;
+    f->len = len;
+    p->n++;
+    if (name && !(f->name = strdup(name))) {
+        snprintf(p->err, p->err_size, "out of memory");
+        return LD_REG_REFUSED;
+    }
+    return add_refs(p, json_object_get(j, "references"), depth + 1);
+}
+
+/* Fetches every reference {name, subject, version} not fetched yet. */
+static ld_reg_status_t add_refs(pfetch_t *p, json_t *refs, int depth)
+{
+    size_t i;
+    json_t *ref;
+    json_array_foreach(refs, i, ref)
+    {
+        const char *name = json_string_value(json_object_get(ref, "name"));
+        const char *subj = json_string_value(json_object_get(ref, "subject"));
+        json_t *ver = json_object_get(ref, "version");
+        if (!name || !subj || !json_is_integer(ver)) {
+            snprintf(p->err, p->err_size,
+                     "a reference without name, subject or version");
+            return LD_REG_REFUSED;
+        }
+        int seen = 0;
+        for (uint32_t k = 1; k < p->n && !seen; k++)
+            seen = strcmp(p->f[k].name, name) == 0;
+        if (seen)
+            continue;
+        if (p->n >= MAX_FILES || depth > 32) {
+            snprintf(p->err, p->err_size, "more than %d referenced files",
+                     MAX_FILES);
+            return LD_REG_REFUSED;
+        }
+        char *esc = curl_easy_escape(p->r->curl, subj, 0);
+        char rel[1600], what[600];
+        if (!esc) {
+            snprintf(p->err, p->err_size, "out of memory");
+            return LD_REG_REFUSED;
+        }
+        snprintf(rel, sizeof(rel),
+                 "/subjects/%.1400s/versions/%lld"
+                 "?format=serialized",
+                 esc, (long long)json_integer_value(ver));
+        curl_free(esc);
+        snprintf(what, sizeof(what),
+                 "reference %.250s (subject %.250s "
+                 "version %lld)",
+                 name, subj, (long long)json_integer_value(ver));
+        json_t *j;
+        ld_reg_status_t st = fetch(p->r, rel, what, &j, p->err, p->err_size);
+        if (st == LD_REG_UNKNOWN)
+            st = LD_REG_REFUSED; /* the schema names a reference it lacks */
+        if (st != LD_REG_OK)
+            return st;
+        st = add_answer(p, j, name, what, depth);
+        json_decref(j);
+        if (st != LD_REG_OK || p->text)
+            return st;
+    }
+    return LD_REG_OK;
+}
+
+ld_reg_status_t ld_registry_get_proto(ld_registry_t *r, uint32_t id,
+                                      ld_reg_file_t **files, uint32_t *nfiles,
+                                      char *err, size_t err_size)
+{
+    char rel[64], what[32];
+    json_t *j;
+    pfetch_t p = {r, calloc(MAX_FILES, sizeof(*p.f)), 0, 0, err, err_size};
+    *files = NULL;
+    *nfiles = 0;
+    if (!p.f) {
+        snprintf(err, err_size, "out of memory");
+        return LD_REG_REFUSED;
+    }
+    snprintf(rel, sizeof(rel), "/schemas/ids/%u?format=serialized", id);
+    snprintf(what, sizeof(what), "schema id %u", id);
+    ld_reg_status_t st = fetch(r, rel, what, &j, err, err_size);
+    if (st == LD_REG_OK) {
+        st = add_answer(&p, j, NULL, what, 0);
+        json_decref(j);
+    }
+    if (st != LD_REG_OK || p.text) {
+        ld_reg_files_free(p.f, p.n);
+        return st;
+    }
+    *files = p.f;
+    *nfiles = p.n;
+    return LD_REG_OK;
 }
 
 /* ---- Which message a Confluent index path names in .proto text ---------- */

@@ -479,6 +479,40 @@ static void test_wire_rules(void **state)
     fx_conf_free(cj);
 }
 
+/* Oneof when only one member is mapped: the unmapped member that comes
+ * later on the wire still wins and clears the mapped one (the plan has
+ * entries for unmapped fields, pbdesc.c skip_entry). */
+static void test_oneof_unmapped_member(void **state)
+{
+    (void)state;
+    ld_pipeline_conf_t *c = shop_conf();
+    assert_int_equal(fx_set(c, "crosses", ""), 0);
+    assert_int_equal(fx_set(c, "dense_fields", ""), 0);
+    assert_int_equal(fx_set(c, "hash_fields", "slot"), 0);
+    assert_int_equal(fx_set(c, "event_time_field", "time_ms"), 0);
+    ld_decoder_t *d = decoder(c, LD_RECORD_EVENT);
+    for (int later = 0; later < 2; later++) {
+        wbuf_t w = {0};
+        put_str(&w, 1, "e4");
+        put_tag(&w, 33, 0);
+        put_varint(&w, 42);
+        if (later) { /* slot, then position */
+            put_str(&w, 31, "top");
+            put_tag(&w, 32, 0);
+            put_varint(&w, 7);
+        } else { /* position, then slot */
+            put_tag(&w, 32, 0);
+            put_varint(&w, 7);
+            put_str(&w, 31, "top");
+        }
+        ld_record_t r;
+        decode_ok(d, NULL, w.b, w.n, &r);
+        assert_int_equal(r.x.nnz, later ? 0 : 1);
+    }
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
+}
+
 /* Presence: a proto3 optional field absent is absent (numeric label:
  * missing_label), present with 0 is 0; an implicit-presence field absent
  * reads as 0. */
@@ -749,6 +783,7 @@ int main(void)
         cmocka_unit_test(test_fixtures_as_json),
         cmocka_unit_test(test_bench_fixtures),
         cmocka_unit_test(test_maps_oneof_enums),
+        cmocka_unit_test(test_oneof_unmapped_member),
         cmocka_unit_test(test_wire_rules),
         cmocka_unit_test(test_presence),
         cmocka_unit_test(test_config_errors),

@@ -425,8 +425,10 @@ static void test_protobuf_and_json(void **state)
             assert_int_equal(r.x.nnz, 1);
         }
     }
-    /* one request per (id, path) */
-    assert_int_equal(srv_count(&s, NULL, NULL), 7);
+    /* per (id, path): the schema, then for Protobuf its descriptor
+     * (?format=serialized), answered here as text (no descriptor set
+     * given to the fixture) */
+    assert_int_equal(srv_count(&s, NULL, NULL), 5 * 2 + 2);
     ld_decoder_destroy(d);
     fx_conf_free(c);
 
@@ -453,6 +455,96 @@ static void test_protobuf_and_json(void **state)
     srv_stop(&s);
 }
 
+/* Protobuf writer schemas as descriptors (?format=serialized, with their
+ * references): a field that the local descriptor set (shop.desc, v1) lacks
+ * may be mapped when a registry is set, and is read from the first record
+ * of a writer version that has it (v2: hour = 40, channel = 41); a writer
+ * version whose mapped field changed type incompatibly (v3: country an
+ * int64) is unknown_schema with the reason; a registry that answers .proto
+ * text whatever the format falls back to the local field numbers. */
+static void test_protobuf_writer_schema(void **state)
+{
+    (void)state;
+    srv_t s;
+    const char *args[] = {
+        "20=" LD_SOURCE_DIR "/tests/data/pipeline/pbdesc/shop.proto:"
+        "PROTOBUF:" LD_SHOP_DESC,
+        "21=" REG_DIR "/v2/shop.proto:PROTOBUF:" LD_SHOP_V2_DESC,
+        "22=" REG_DIR "/v3/shop.proto:PROTOBUF:" LD_SHOP_V3_DESC,
+        "23=" REG_DIR "/v2/shop.proto:PROTOBUF", NULL};
+    srv_start(&s, 0, args);
+    ld_pipeline_conf_t *c = fx_conf_new("pbdesc");
+    assert_non_null(c);
+    assert_int_equal(fx_set(c, "protobuf_wire", "confluent"), 0);
+    assert_int_equal(fx_set(c, "dense_fields", "hour"), 0);
+    assert_int_equal(fx_set(c, "crosses", ""), 0);
+    assert_int_equal(fx_set(c, "hash_fields", "country,channel"), 0);
+    assert_int_equal(fx_set(c, "event_time_field", "time_ms"), 0);
+    /* without a registry the new fields are a config error */
+    char err[512];
+    assert_null(ld_decoder_new(c, LD_RECORD_EVENT, err, sizeof(err)));
+    assert_non_null(strstr(err, "shop.v1.Impression: no field hour (mapped"));
+    assert_int_equal(fx_set(c, "registry_url", s.url), 0);
+    ld_decoder_t *d = decoder(c, LD_RECORD_EVENT);
+    /* event_id "e", country "FR", time_ms 1000; v2 adds hour 7 and
+     * channel "web" (fields 40 and 41, after the others as encoders
+     * write them) */
+    static const uint8_t v1[] = {0x0a, 0x01, 'e',  0xba, 0x01, 0x02,
+                                 'F',  'R',  0x88, 0x02, 0xe8, 0x07};
+    static const uint8_t v2[] = {0xc0, 0x02, 0x07, 0xca, 0x02,
+                                 0x03, 'w',  'e',  'b'};
+    struct {
+        uint32_t id;
+        int v2;
+        ld_reason_t want;
+        float hour;
+        uint32_t nnz;
+        const char *err;
+    } cases[] = {
+        {20, 0, LD_REASON_NONE, 0, 1, ""},
+        {21, 1, LD_REASON_NONE, 7, 2, ""},
+        {20, 0, LD_REASON_NONE, 0, 1, ""}, /* back and forth, cached */
+        {21, 1, LD_REASON_NONE, 7, 2, ""},
+        {22, 0, LD_REASON_UNKNOWN_SCHEMA, 0, 0,
+         "schema id 22: writer schema: message shop.v1.Impression: field "
+         "country is int64 in the writer schema but string in the "
+         "descriptor set, not compatible"},
+        /* .proto text only: the local numbers, which lack 40 and 41 */
+        {23, 1, LD_REASON_NONE, 0, 1, ""},
+        {22, 0, LD_REASON_UNKNOWN_SCHEMA, 0, 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint8_t buf[64] = {0, 0, 0, 0, (uint8_t)cases[i].id, 0};
+        size_t n = 6;
+        memcpy(buf + n, v1, sizeof(v1));
+        n += sizeof(v1);
+        if (cases[i].v2) {
+            memcpy(buf + n, v2, sizeof(v2));
+            n += sizeof(v2);
+        }
+        ld_record_t r;
+        ld_reason_t why = ld_decoder_decode(d, NULL, 0, buf, n, -1, &r);
+        if (why != cases[i].want)
+            fail_msg("case %zu: %s: %s", i, ld_reason_name(why),
+                     ld_decoder_error(d));
+        if (cases[i].err)
+            assert_string_equal(ld_decoder_error(d), cases[i].err);
+        if (why == LD_REASON_NONE) {
+            assert_string_equal(r.key, "e");
+            assert_int_equal(r.time_ms, 1000);
+            assert_int_equal(r.x.ndense, 1);
+            assert_true(r.x.dense[0] == cases[i].hour);
+            assert_int_equal(r.x.nnz, cases[i].nnz);
+        }
+    }
+    /* per id: the text, the descriptor, and for 20-22 the two imports
+     * (google/protobuf/timestamp.proto, wrappers.proto) as subjects */
+    assert_int_equal(srv_count(&s, NULL, NULL), 3 * 4 + 2);
+    ld_decoder_destroy(d);
+    fx_conf_free(c);
+    srv_stop(&s);
+}
+
 /* A bad URL is a config error naming the key. */
 static void test_bad_url(void **state)
 {
@@ -473,6 +565,7 @@ int main(void)
         cmocka_unit_test(test_basic_auth),
         cmocka_unit_test(test_registry_down),
         cmocka_unit_test(test_protobuf_and_json),
+        cmocka_unit_test(test_protobuf_writer_schema),
         cmocka_unit_test(test_bad_url),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
