@@ -29,6 +29,8 @@ struct ld_publisher {
     ld_publisher_conf_t c;
     ld_resume_counters_t ctr;
     uint64_t commit_seq, first_commit_seq; /* commit.c */
+    ld_state_gens_t gens;                  /* commit.c: blocks on the topic */
+    uint64_t state_bytes;                  /* commit.c: last commit's */
     outgoing_t *out;
     size_t nout, capout;
     /* Delivery offsets of a publication's chunks and manifest: librdkafka

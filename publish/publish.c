@@ -325,6 +325,7 @@ void ld_publisher_destroy(ld_publisher_t *p)
     free(p->out);
     free(p->pub_offsets);
     ld_snapshot_destroy(p->captured);
+    ld_state_gens_free(&p->gens);
     free(p);
 }
 

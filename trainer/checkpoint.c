@@ -47,6 +47,7 @@ struct ld_ckpt {
     Learnd__V1__Checkpoint *msg;
     uint8_t sha[32];
     size_t size;
+    int head; /* sparse tensors empty (ld_ckpt_decode_head) */
 };
 
 /* ---- Encode ------------------------------------------------------------- */
@@ -170,10 +171,13 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     for (uint32_t p = 0; p < sp->s; p++) {
         for (int which = 0; which < 3; which++) {
             size_t e = p * 3 + (size_t)which, n = count_of(sp, which);
+            if (which == 0 && !s->sp)
+                n = 0; /* a head: the sparse rows travel elsewhere */
             planes[e] = malloc(n ? n * sizeof(float) : 1);
             if (!planes[e])
                 goto err;
-            extract(s, which, p, planes[e]);
+            if (n)
+                extract(s, which, p, planes[e]);
             if (p == 0) {
                 snprintf(names[e], sizeof(names[e]), "%s", param_names[which]);
                 ld_sha256_update(&h, planes[e], n * sizeof(float));
@@ -272,7 +276,7 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     lin.counts = &counts;
     lin.total_counts = &total;
     lin.params_sha256.data = params_sha;
-    lin.params_sha256.len = 32;
+    lin.params_sha256.len = s->sp ? 32 : 0; /* a head has no whole params */
     lin.created_at_ms = meta->created_at_ms;
     lin.trigger_id = (char *)(meta->trigger_id ? meta->trigger_id : "");
 
@@ -350,7 +354,8 @@ static int finite_nonneg(double x)
 
 /* Checks a tensor's name, shape and data length against the spec. */
 static int check_tensor(const Learnd__V1__Tensor *t, const ld_spec_t *sp,
-                        int which, uint32_t plane, char *errstr, size_t size)
+                        int which, uint32_t plane, int head, char *errstr,
+                        size_t size)
 {
     char want[48];
     if (plane == 0)
@@ -368,10 +373,10 @@ static int check_tensor(const Learnd__V1__Tensor *t, const ld_spec_t *sp,
         ld_errstr_set(errstr, size, "tensor %s has the wrong shape", want);
         return 0;
     }
-    if (t->data.len != count_of(sp, which) * sizeof(float) ||
-        (t->data.len && !t->data.data)) {
+    size_t expect = head && which == 0 ? 0 : count_of(sp, which) * 4;
+    if (t->data.len != expect || (t->data.len && !t->data.data)) {
         ld_errstr_set(errstr, size, "tensor %s has %zu bytes, expected %zu",
-                      want, t->data.len, count_of(sp, which) * sizeof(float));
+                      want, t->data.len, expect);
         return 0;
     }
     return 1;
@@ -529,7 +534,7 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
  * the caller computed while it checked the trailer's digest itself (reading
  * a file), so neither is computed a second time. */
 static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
-                       ld_ckpt_t **out, char *errstr, size_t size)
+                       int head, ld_ckpt_t **out, char *errstr, size_t size)
 {
     ld_ckpt_t *c = NULL;
     ld_err_t rc = LD_ERR_CORRUPT;
@@ -562,6 +567,7 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     else
         ld_ckpt_sha256(buf, len, c->sha);
     c->size = len;
+    c->head = head;
     c->msg = learnd__v1__checkpoint__unpack(NULL, body, buf);
     if (!c->msg) {
         ld_errstr_set(errstr, size, "not a learnd.v1.Checkpoint message");
@@ -602,7 +608,7 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     ld_sha256_init(&h);
     for (int which = 0; which < 3; which++) {
         const Learnd__V1__Tensor *t = m->tensors[which];
-        if (!check_tensor(t, &sp, which, 0, errstr, size))
+        if (!check_tensor(t, &sp, which, 0, head, errstr, size))
             goto err;
         ld_sha256_update(&h, t->data.data, t->data.len);
     }
@@ -610,11 +616,11 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
         for (int which = 0; which < 3; which++)
             if (!check_tensor(
                     m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which], &sp,
-                    which, p, errstr, size))
+                    which, p, head, errstr, size))
                 goto err;
     ld_sha256_final(&h, sha);
     const ProtobufCBinaryData *ps = &m->lineage->params_sha256;
-    if (ps->len != 32 || memcmp(ps->data, sha, 32) != 0) {
+    if (head ? ps->len != 0 : ps->len != 32 || memcmp(ps->data, sha, 32)) {
         ld_errstr_set(errstr, size,
                       "params_sha256 does not match the parameters");
         goto err;
@@ -630,7 +636,13 @@ err:
 ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                         char *errstr, size_t size)
 {
-    return decode(buf, len, NULL, out, errstr, size);
+    return decode(buf, len, NULL, 0, out, errstr, size);
+}
+
+ld_err_t ld_ckpt_decode_head(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                             char *errstr, size_t size)
+{
+    return decode(buf, len, NULL, 1, out, errstr, size);
 }
 
 void ld_ckpt_destroy(ld_ckpt_t *c)
@@ -686,10 +698,10 @@ ld_snapshot_t *ld_ckpt_snapshot(const ld_ckpt_t *c)
     ld_snapshot_t *s = ld_snapshot_alloc(&sp);
     if (!s)
         return NULL;
-    for (int which = 0; which < 3; which++)
+    for (int which = c->head ? 1 : 0; which < 3; which++)
         insert(s, which, 0, m->tensors[which]->data.data);
     for (uint32_t p = 1; p < sp.s; p++)
-        for (int which = 0; which < 3; which++)
+        for (int which = c->head ? 1 : 0; which < 3; which++)
             insert(s, which, p,
                    m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which]
                        ->data.data);
@@ -889,7 +901,7 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
         goto out;
     }
     char why[300] = "";
-    rc = decode(buf, len, file_sha, out, why, sizeof(why));
+    rc = decode(buf, len, file_sha, 0, out, why, sizeof(why));
     if (rc != LD_OK)
         ld_errstr_set(errstr, size, "%s: %s", path, why);
 out:

@@ -86,7 +86,9 @@ typedef struct ld_ckpt ld_ckpt_t;
 void ld_ckpt_sha256(const void *data, size_t n, uint8_t out[32]);
 
 /* Serializes snap (borrowed) with meta (borrowed) into out (caller frees
- * out->data). Returns LD_ERR_NOMEM or LD_ERR_INVAL (no model name). */
+ * out->data). A head snapshot (no sparse state) gives a head: its sparse
+ * tensors empty, no params_sha256 (read it with ld_ckpt_decode_head).
+ * Returns LD_ERR_NOMEM or LD_ERR_INVAL (no model name). */
 ld_err_t ld_ckpt_encode(const ld_snapshot_t *snap, const ld_ckpt_meta_t *meta,
                         ld_buf_t *out) LD_WUR;
 
@@ -95,6 +97,14 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *snap, const ld_ckpt_meta_t *meta,
  * LD_ERR_NOMEM) with the reason in errstr. */
 ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                         char *errstr, size_t errstr_size) LD_WUR;
+/* The same for a head: a checkpoint ld_ckpt_encode wrote from a head
+ * snapshot (ld_trainer_state_head), whose sparse tensors are empty and
+ * which has no params_sha256 (its sparse rows travel in the state topic's
+ * blocks). ld_ckpt_snapshot of a head has its sparse state all 0, to be
+ * filled in. A whole checkpoint is refused here, and a head by
+ * ld_ckpt_decode. */
+ld_err_t ld_ckpt_decode_head(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                             char *errstr, size_t errstr_size) LD_WUR;
 /* NULL is a no-op. */
 void ld_ckpt_destroy(ld_ckpt_t *c);
 /* The decoded message, borrowed from c. */

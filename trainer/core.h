@@ -168,6 +168,15 @@ struct ld_trainer {
     pthread_t prep;
     int prep_running;
 
+    /* Sparse blocks of LD_TRAINER_STATE_SLOTS slots written since the last
+     * ld_trainer_dirty_clear(): dirty[b] != 0. Marked once per batch from
+     * the batch's indices (not inside the update kernels, which stay as
+     * fast as they were), read by the incremental resume state and the
+     * delta checkpoints. */
+    uint8_t *dirty;
+    size_t dblocks;
+    uint32_t dshift;
+
     ld_trainer_scored_cb *cb;
     void *cb_opaque;
 };
