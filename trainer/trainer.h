@@ -260,7 +260,9 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
  * are 192 bytes, about the size of a Kafka record's own overhead, so a
  * smaller block saves little and a larger one writes untouched rows of a
  * hashed model (see docs/ARCHITECTURE.md, "Resume state"). */
+#ifndef LD_TRAINER_STATE_SHIFT
 #define LD_TRAINER_STATE_SHIFT 4
+#endif
 
 /* Number of sparse blocks and slots per block of t's model. Thread: any. */
 size_t ld_trainer_state_blocks(const ld_trainer_t *t);
