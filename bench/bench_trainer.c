@@ -77,7 +77,6 @@ static void gen(stream_t *s, size_t n)
     }
 }
 
-
 /* A stream shaped like the demo generator with bench/e2e.sh's crosses (the
  * issue's "few partitions" profile): skewed country (40), ad (500), device
  * (4), publisher (200), 0-3 tags (50), a segment (8) 70 % of the time, and
@@ -90,10 +89,10 @@ static void gen_demo(stream_t *s, size_t n)
     s->keyed = 1;
     s->id = malloc(n * NF * sizeof(uint32_t));
     s->y = malloc(n * sizeof(float));
-    static const char *cross[] = {"ca", "cd", "ad", "cx", "ax", "dx", "cu",
-                                  "au", "du", "xu", "cad", "cax", "cdx",
-                                  "adx", "cau", "cdu", "adu", "cadx", "cxu",
-                                  "axu", "dxu", "cadu"};
+    static const char *cross[] = {"ca",  "cd",  "ad",  "cx",  "ax",  "dx",
+                                  "cu",  "au",  "du",  "xu",  "cad", "cax",
+                                  "cdx", "adx", "cau", "cdu", "adu", "cadx",
+                                  "cxu", "axu", "dxu", "cadu"};
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t v[128], nv = 0;
@@ -147,9 +146,10 @@ static void hash_stream(const stream_t *s, uint32_t bits, uint32_t *idx)
 {
     uint32_t mask = (1u << bits) - 1;
     for (size_t i = 0; i < s->n * NF; i++)
-        idx[i] = (s->keyed ? s->id[i]
-                           : mix32((uint32_t)(i % NF) * 0x85ebca6bU + s->id[i])) &
-                 mask;
+        idx[i] =
+            (s->keyed ? s->id[i]
+                      : mix32((uint32_t)(i % NF) * 0x85ebca6bU + s->id[i])) &
+            mask;
 }
 
 static double loss_sum;
@@ -398,7 +398,6 @@ static void write_text(const stream_t *s, const char *path, int vw)
     fclose(f);
 }
 
-
 static ld_err_t count_only(void *opaque, const char *key, const uint8_t *val,
                            size_t len)
 {
@@ -539,13 +538,14 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--state") && i + 2 < argc) {
             state_bits = atoi(argv[++i]);
             state_every = (size_t)atol(argv[++i]);
-        }
-        else {
-            fprintf(stderr, "usage: bench_trainer [--n N] [--write-vw FILE] "
-                            "[--write-river FILE] [--learn-only]\n"
-                            "       [--one BITS BATCH OPT(0 sgd, 1 adagrad, "
-                            "2 ftrl, 3 adam)] [--champion] [--reps N]\n"
-                            "       [--state BITS EXAMPLES_PER_COMMIT] [--demo-stream]\n");
+        } else {
+            fprintf(
+                stderr,
+                "usage: bench_trainer [--n N] [--write-vw FILE] "
+                "[--write-river FILE] [--learn-only]\n"
+                "       [--one BITS BATCH OPT(0 sgd, 1 adagrad, "
+                "2 ftrl, 3 adam)] [--champion] [--reps N]\n"
+                "       [--state BITS EXAMPLES_PER_COMMIT] [--demo-stream]\n");
             return 2;
         }
     }

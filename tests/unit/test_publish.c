@@ -391,7 +391,6 @@ static void test_kafka_queue(void **state)
     ld_trainer_destroy(t);
 }
 
-
 /* ---- Incremental resume state (format 2) --------------------------------- */
 
 /* A compacted topic in memory: the newest record per key, plus the whole
@@ -474,8 +473,9 @@ static void train_some(ld_trainer_t *t, uint32_t seed, int n, uint32_t lo,
         uint32_t idx[3];
         float val[3] = {1.0f, 0.5f, -1.0f}, dense[2];
         for (int k = 0; k < 3; k++)
-            idx[k] = lo + (seed * 2654435761u + (uint32_t)(i * 3 + k) * 40503u) %
-                              span;
+            idx[k] =
+                lo +
+                (seed * 2654435761u + (uint32_t)(i * 3 + k) * 40503u) % span;
         /* distinct, ascending not required */
         if (idx[1] == idx[0])
             idx[1] = (idx[0] + 1) % 1024;
@@ -542,8 +542,7 @@ static ld_trainer_t *restored(ld_resume_t *rs)
     ld_snapshot_t *s = ld_ckpt_snapshot(ck);
     size_t n = 0;
     float *sp = ld_snapshot_sparse(s, &n);
-    assert_int_equal(ld_resume_fill_sparse(rs, sp, n, why, sizeof(why)),
-                     LD_OK);
+    assert_int_equal(ld_resume_fill_sparse(rs, sp, n, why, sizeof(why)), LD_OK);
     ld_trainer_t *t = ftrl_trainer();
     assert_int_equal(ld_trainer_restore(t, s, why, sizeof(why)), LD_OK);
     ld_snapshot_destroy(s);
