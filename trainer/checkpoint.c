@@ -47,7 +47,7 @@ struct ld_ckpt {
     Learnd__V1__Checkpoint *msg;
     uint8_t sha[32];
     size_t size;
-    int head; /* sparse tensors empty (ld_ckpt_decode_head) */
+    int head; /* sparse tensors empty: a head or a delta */
 };
 
 /* ---- Encode ------------------------------------------------------------- */
@@ -171,8 +171,8 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     for (uint32_t p = 0; p < sp->s; p++) {
         for (int which = 0; which < 3; which++) {
             size_t e = p * 3 + (size_t)which, n = count_of(sp, which);
-            if (which == 0 && !s->sp)
-                n = 0; /* a head: the sparse rows travel elsewhere */
+            if (which == 0 && (!s->sp || meta->delta))
+                n = 0; /* a head or delta: the sparse rows go elsewhere */
             planes[e] = malloc(n ? n * sizeof(float) : 1);
             if (!planes[e])
                 goto err;
@@ -198,6 +198,8 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
         }
     }
     ld_sha256_final(&h, params_sha);
+    if (meta->delta) /* of the whole parameters the delta reconstructs */
+        ld_snapshot_params_sha256(s, params_sha);
 
     Learnd__V1__OptimizerSpec ospec;
     learnd__v1__optimizer_spec__init(&ospec);
@@ -320,6 +322,7 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     ck.optimizer = &ost;
     ck.metrics = &m;
     ck.champion_metrics = &cm;
+    ck.delta = (Learnd__V1__DeltaRows *)(uintptr_t)meta->delta;
 
     size_t body = learnd__v1__checkpoint__get_packed_size(&ck);
     out->data = malloc(body + LD_CKPT_TRAILER);
@@ -533,9 +536,41 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
 /* Decodes buf; file_sha, when not NULL, is the SHA-256 of all of buf that
  * the caller computed while it checked the trailer's digest itself (reading
  * a file), so neither is computed a second time. */
-static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
-                       int head, ld_ckpt_t **out, char *errstr, size_t size)
+enum { MODE_FULL, MODE_HEAD, MODE_DELTA };
+
+/* A delta's rows: ascending slots inside the model, rows of their size. */
+static int check_delta(const Learnd__V1__DeltaRows *d, const ld_spec_t *sp,
+                       char *errstr, size_t size)
 {
+    size_t per = (size_t)sp->k * sp->s * sizeof(float);
+    uint64_t nslots = (uint64_t)1 << sp->hash_bits;
+    if (d->parent_params_sha256.len != 32) {
+        ld_errstr_set(errstr, size, "delta without its parent's hash");
+        return 0;
+    }
+    if (d->rows.len != d->n_slots * per || (d->rows.len && !d->rows.data)) {
+        ld_errstr_set(errstr, size,
+                      "delta has %zu bytes of rows for %zu slots, expected "
+                      "%zu",
+                      d->rows.len, d->n_slots, d->n_slots * per);
+        return 0;
+    }
+    for (size_t i = 0; i < d->n_slots; i++) {
+        if (d->slots[i] >= nslots || (i && d->slots[i] <= d->slots[i - 1])) {
+            ld_errstr_set(errstr, size,
+                          "delta slot %zu (%" PRIu32
+                          ") out of range or out of order",
+                          i, d->slots[i]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
+                       int mode, ld_ckpt_t **out, char *errstr, size_t size)
+{
+    int head = mode != MODE_FULL;
     ld_ckpt_t *c = NULL;
     ld_err_t rc = LD_ERR_CORRUPT;
     uint8_t sha[32];
@@ -574,6 +609,19 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
         goto err;
     }
     const Learnd__V1__Checkpoint *m = c->msg;
+    if (m->delta && mode != MODE_DELTA) {
+        ld_errstr_set(errstr, size,
+                      "checkpoint version %" PRIu64 " is a delta of version "
+                      "%" PRIu64 " (chain from full version %" PRIu64
+                      "): reconstruct it from its chain",
+                      m->lineage ? m->lineage->version : 0,
+                      m->delta->parent_version, m->delta->base_version);
+        goto err;
+    }
+    if (!m->delta && mode == MODE_DELTA) {
+        ld_errstr_set(errstr, size, "not a delta checkpoint");
+        goto err;
+    }
     if (m->format_version != LD_CKPT_FORMAT_VERSION) {
         ld_errstr_set(errstr, size,
                       "checkpoint format_version %" PRIu32
@@ -620,7 +668,15 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
                 goto err;
     ld_sha256_final(&h, sha);
     const ProtobufCBinaryData *ps = &m->lineage->params_sha256;
-    if (head ? ps->len != 0 : ps->len != 32 || memcmp(ps->data, sha, 32)) {
+    if (mode == MODE_DELTA) {
+        if (ps->len != 32) {
+            ld_errstr_set(errstr, size, "delta without params_sha256");
+            goto err;
+        }
+        if (!check_delta(m->delta, &sp, errstr, size))
+            goto err;
+    } else if (head ? ps->len != 0
+                    : ps->len != 32 || memcmp(ps->data, sha, 32)) {
         ld_errstr_set(errstr, size,
                       "params_sha256 does not match the parameters");
         goto err;
@@ -636,13 +692,19 @@ err:
 ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                         char *errstr, size_t size)
 {
-    return decode(buf, len, NULL, 0, out, errstr, size);
+    return decode(buf, len, NULL, MODE_FULL, out, errstr, size);
 }
 
 ld_err_t ld_ckpt_decode_head(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                              char *errstr, size_t size)
 {
-    return decode(buf, len, NULL, 1, out, errstr, size);
+    return decode(buf, len, NULL, MODE_HEAD, out, errstr, size);
+}
+
+ld_err_t ld_ckpt_decode_delta(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                              char *errstr, size_t size)
+{
+    return decode(buf, len, NULL, MODE_DELTA, out, errstr, size);
 }
 
 void ld_ckpt_destroy(ld_ckpt_t *c)
@@ -901,11 +963,133 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
         goto out;
     }
     char why[300] = "";
-    rc = decode(buf, len, file_sha, 0, out, why, sizeof(why));
+    rc = decode(buf, len, file_sha, MODE_FULL, out, why, sizeof(why));
     if (rc != LD_OK)
         ld_errstr_set(errstr, size, "%s: %s", path, why);
 out:
     free(buf);
     close(fd);
     return rc;
+}
+
+/* ---- Delta checkpoints --------------------------------------------------- */
+
+ld_err_t ld_ckpt_encode_delta(const ld_snapshot_t *s,
+                              const ld_snapshot_t *parent,
+                              const ld_ckpt_meta_t *meta, uint64_t base_version,
+                              ld_buf_t *out, size_t *nrows)
+{
+    memset(out, 0, sizeof(*out));
+    if (!s->sp || !parent->sp || ld_spec_mismatch(&s->spec, &parent->spec))
+        return LD_ERR_INVAL;
+    const ld_spec_t *sp = &s->spec;
+    size_t per = (size_t)sp->k * sp->s, nslots = (size_t)1 << sp->hash_bits;
+    size_t cap = 1024, n = 0;
+    uint32_t *slots = malloc(cap * sizeof(*slots));
+    float *drows = malloc(cap * per * sizeof(float));
+    ld_err_t rc = LD_ERR_NOMEM;
+    if (!slots || !drows)
+        goto out;
+    for (size_t i = 0; i < nslots; i++) {
+        const float *a = s->sp + i * per, *b = parent->sp + i * per;
+        /* Bit for bit: a row whose value is unchanged but whose sign of
+         * zero or NaN payload moved still counts as changed. */
+        if (memcmp(a, b, per * sizeof(float)) == 0)
+            continue;
+        if (n == cap) {
+            cap *= 2;
+            uint32_t *ns = realloc(slots, cap * sizeof(*ns));
+            if (ns)
+                slots = ns;
+            float *nr = ns ? realloc(drows, cap * per * sizeof(*nr)) : NULL;
+            if (!nr)
+                goto out;
+            drows = nr;
+        }
+        slots[n] = (uint32_t)i;
+        memcpy(drows + n * per, a, per * sizeof(float));
+        n++;
+    }
+    uint8_t psha[32];
+    ld_snapshot_params_sha256(parent, psha);
+    Learnd__V1__DeltaRows d;
+    learnd__v1__delta_rows__init(&d);
+    d.parent_version = meta->parent_version;
+    d.parent_params_sha256 = (ProtobufCBinaryData){32, psha};
+    d.base_version = base_version;
+    d.n_slots = n;
+    d.slots = slots;
+    d.rows = (ProtobufCBinaryData){n * per * sizeof(float), (uint8_t *)drows};
+    ld_ckpt_meta_t m = *meta;
+    m.delta = &d;
+    rc = ld_ckpt_encode(s, &m, out);
+    if (nrows)
+        *nrows = n;
+out:
+    free(slots);
+    free(drows);
+    return rc;
+}
+
+int ld_ckpt_delta_of(const ld_ckpt_t *c, uint64_t *parent_version,
+                     uint64_t *base_version)
+{
+    const Learnd__V1__DeltaRows *d = c->msg->delta;
+    if (!d)
+        return 0;
+    if (parent_version)
+        *parent_version = d->parent_version;
+    if (base_version)
+        *base_version = d->base_version;
+    return 1;
+}
+
+ld_err_t ld_ckpt_delta_apply(const ld_ckpt_t *delta,
+                             const ld_snapshot_t *parent, ld_snapshot_t **out,
+                             char *errstr, size_t size)
+{
+    *out = NULL;
+    const Learnd__V1__Checkpoint *m = delta->msg;
+    const Learnd__V1__DeltaRows *d = m->delta;
+    if (!d) {
+        ld_errstr_set(errstr, size, "not a delta checkpoint");
+        return LD_ERR_INVAL;
+    }
+    uint8_t sha[32];
+    ld_snapshot_params_sha256(parent, sha);
+    if (memcmp(sha, d->parent_params_sha256.data, 32) != 0) {
+        ld_errstr_set(errstr, size,
+                      "delta version %" PRIu64 " applies to version %" PRIu64
+                      " with other parameters than the parent given (a "
+                      "missing or different link in the chain)",
+                      m->lineage->version, d->parent_version);
+        return LD_ERR_CORRUPT;
+    }
+    ld_snapshot_t *s = ld_ckpt_snapshot(delta);
+    if (!s)
+        return LD_ERR_NOMEM;
+    if (ld_spec_mismatch(&s->spec, &parent->spec)) {
+        ld_snapshot_destroy(s);
+        ld_errstr_set(errstr, size,
+                      "delta version %" PRIu64 " has another shape than its "
+                      "parent",
+                      m->lineage->version);
+        return LD_ERR_CORRUPT;
+    }
+    size_t per = (size_t)s->spec.k * s->spec.s;
+    memcpy(s->sp, parent->sp, s->sp_n * sizeof(float));
+    for (size_t i = 0; i < d->n_slots; i++) /* validated by decode */
+        memcpy(s->sp + (size_t)d->slots[i] * per,
+               d->rows.data + i * per * sizeof(float), per * sizeof(float));
+    ld_snapshot_params_sha256(s, sha);
+    if (memcmp(sha, m->lineage->params_sha256.data, 32) != 0) {
+        ld_snapshot_destroy(s);
+        ld_errstr_set(errstr, size,
+                      "delta version %" PRIu64 " does not reconstruct its "
+                      "parameters (params_sha256 mismatch)",
+                      m->lineage->version);
+        return LD_ERR_CORRUPT;
+    }
+    *out = s;
+    return LD_OK;
 }

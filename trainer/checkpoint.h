@@ -77,6 +77,8 @@ typedef struct ld_ckpt_meta {
     /* Example counts of the parent version by sample type (counts since
      * the parent = the snapshot's totals minus these); NULL = zero. */
     const uint64_t *parent_counts;
+    /* Set by ld_ckpt_encode_delta (NULL otherwise). */
+    const Learnd__V1__DeltaRows *delta;
 } ld_ckpt_meta_t;
 
 /* A decoded, validated checkpoint. */
@@ -105,8 +107,44 @@ ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
  * ld_ckpt_decode. */
 ld_err_t ld_ckpt_decode_head(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                              char *errstr, size_t errstr_size) LD_WUR;
+/* The same for a delta checkpoint (ld_ckpt_encode_delta): rows checked
+ * in range and ascending, sizes against the spec; its params_sha256 is
+ * checked only when it is applied (ld_ckpt_delta_apply). A whole
+ * checkpoint is refused here, and a delta by ld_ckpt_decode (naming its
+ * parent and base). */
+ld_err_t ld_ckpt_decode_delta(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                              char *errstr, size_t errstr_size) LD_WUR;
 /* NULL is a no-op. */
 void ld_ckpt_destroy(ld_ckpt_t *c);
+
+/* ---- Delta checkpoints ---------------------------------------------------
+ * A delta holds the sparse rows (slots, all planes) that differ bit for bit
+ * from its parent's, the dense state whole, and the SHA-256 of the full
+ * parameters it reconstructs (Lineage.params_sha256) plus its parent's
+ * (DeltaRows.parent_params_sha256): applying it to anything but its parent,
+ * or a corrupt delta, is refused. */
+
+/* Encodes s (borrowed, complete) as a delta of parent (borrowed, the
+ * snapshot of meta->parent_version) in a chain starting at full version
+ * base_version. *nrows (optional) = rows written. LD_ERR_INVAL when the
+ * shapes differ, LD_ERR_NOMEM. */
+ld_err_t ld_ckpt_encode_delta(const ld_snapshot_t *s,
+                              const ld_snapshot_t *parent,
+                              const ld_ckpt_meta_t *meta, uint64_t base_version,
+                              ld_buf_t *out, size_t *nrows) LD_WUR;
+/* 1 when c is a delta (then *parent_version and *base_version, each
+ * optional, are set), 0 for a full checkpoint. */
+int ld_ckpt_delta_of(const ld_ckpt_t *c, uint64_t *parent_version,
+                     uint64_t *base_version);
+/* The full state delta (decoded by ld_ckpt_decode_delta) reconstructs on
+ * parent (borrowed: the snapshot of its parent version): checks parent's
+ * parameter hash against the link, applies the rows, and checks the
+ * result's parameter hash. *out is the caller's (ld_snapshot_destroy).
+ * LD_ERR_CORRUPT with errstr naming the version on a broken link or a
+ * mismatch, LD_ERR_NOMEM. */
+ld_err_t ld_ckpt_delta_apply(const ld_ckpt_t *delta,
+                             const ld_snapshot_t *parent, ld_snapshot_t **out,
+                             char *errstr, size_t errstr_size) LD_WUR;
 /* The decoded message, borrowed from c. */
 const Learnd__V1__Checkpoint *ld_ckpt_message(const ld_ckpt_t *c);
 /* SHA-256 of the whole serialized checkpoint (the manifest's sha256, the
