@@ -79,7 +79,7 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     const ld_publisher_conf_t *c = &p->c;
     const char *model = c->model;
     const char *topic = c->checkpoint_topic;
-    ld_buf_t ckpt = {0}, manifest = {0};
+    ld_buf_t ckpt = {0}, manifest = {0}, delta = {0};
     ld_buf_t *chunks = NULL;
     size_t nchunks = 0;
     int64_t *offsets = NULL;
@@ -115,7 +115,12 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
                ld_log_q(why));
         goto out;
     }
-    if ((err = ld_ckpt_chunks(ckpt.data, ckpt.len, model, o->version,
+    /* The topic may get a delta of the last version instead (chunks.c). */
+    ld_ckpt_manifest_info_t info = {0};
+    if ((err = ld_publisher_delta(p, o->snap, &meta, &delta, &info)))
+        goto out;
+    const ld_buf_t *wire = delta.data ? &delta : &ckpt;
+    if ((err = ld_ckpt_chunks(wire->data, wire->len, model, o->version,
                               c->chunk_size, &chunks, &nchunks)))
         goto out;
     if (!(offsets = offsets_for(p, nchunks + 1))) {
@@ -140,20 +145,20 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
             goto out;
         }
     }
-    ld_ckpt_manifest_info_t info = {.model = model,
-                                    .version = o->version,
-                                    .parent_version = p->ctr.version,
-                                    .chunk_count = (uint32_t)nchunks,
-                                    .first_chunk_offset =
-                                        nchunks ? offsets[0] : -1,
-                                    .topic = topic,
-                                    .partition = 0,
-                                    .created_at_ms = meta.created_at_ms,
-                                    .trigger_id = meta.trigger_id};
+    info.model = model;
+    info.version = o->version;
+    info.parent_version = p->ctr.version;
+    info.chunk_count = (uint32_t)nchunks;
+    info.first_chunk_offset = nchunks ? offsets[0] : -1;
+    info.topic = topic;
+    info.partition = 0;
+    info.created_at_ms = meta.created_at_ms;
+    info.trigger_id = meta.trigger_id;
     const char *secret = c->manifest_secret;
     info.hmac_key = (const uint8_t *)secret;
     info.hmac_key_len = secret ? strlen(secret) : 0;
-    if ((err = ld_ckpt_manifest_encode(ckpt.data, ckpt.len, &info, &manifest)))
+    if ((err = ld_ckpt_manifest_encode(wire->data, wire->len, &info,
+                                       &manifest)))
         goto out;
     offsets[nchunks] = -1;
     if ((err = produce(rk, topic, 0, model, manifest.data, manifest.len,
@@ -170,13 +175,16 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     ld_snapshot_params_sha256(o->snap, p->ctr.published_sha);
     p->ctr.version = o->version;
     p->ctr.published++;
+    ld_publisher_delta_done(p, o->snap, o->version, delta.data != NULL);
     ld_log(LD_LOG_NOTICE, MOD,
            "msg=\"checkpoint published\" model=%s version=%llu bytes=%zu "
-           "chunks=%zu manifest_offset=%lld path=%s",
+           "chunks=%zu manifest_offset=%lld path=%s%s%.0zu",
            ld_log_q(model), (unsigned long long)o->version, ckpt.len, nchunks,
-           (long long)*manifest_off, ld_log_q(path[0] ? path : "-"));
+           (long long)*manifest_off, ld_log_q(path[0] ? path : "-"),
+           delta.data ? " delta_bytes=" : "", delta.data ? delta.len : 0);
 out:
     ld_ckpt_chunks_free(chunks, nchunks);
+    free(delta.data);
     free(ckpt.data);
     free(manifest.data);
     return err;
@@ -326,6 +334,7 @@ void ld_publisher_destroy(ld_publisher_t *p)
     free(p->pub_offsets);
     ld_snapshot_destroy(p->captured);
     ld_state_gens_free(&p->gens);
+    ld_publisher_delta_free(p);
     free(p);
 }
 

@@ -251,6 +251,7 @@ typedef struct ld_publisher_conf {
     const char *learnd_version;
     const char *manifest_secret; /* NULL or "": manifests are not signed */
     const char *state_topic;     /* the compacted resume-state topic */
+    int64_t delta_every; /* checkpoint.delta_every; 0 or 1: all full */
 } ld_publisher_conf_t;
 
 /* The queue of decided publications of one model, the version numbering
@@ -374,6 +375,11 @@ typedef struct ld_ckpt_manifest_info {
     int32_t partition;
     int64_t created_at_ms;
     const char *trigger_id;
+    /* Delta chains (CheckpointManifest fields 13, 14): 0 and none when
+     * checkpoint.delta_every is 1. */
+    uint64_t base_version;
+    const uint64_t *chain;
+    size_t n_chain;
     /* When hmac_key_len > 0: CheckpointManifest.hmac_sha256 (field 15,
      * written last) = HMAC-SHA256(hmac_key, every byte before it), which a
      * deployer holding the key verifies: the manifest's sha256 then proves

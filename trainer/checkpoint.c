@@ -31,6 +31,11 @@ static const ld_conf_row_t rows[] = {
     {"chunk_size", LD_CONF_SIZE, OFF(chunk_size), "900KiB", 1024,
      LD_CKPT_MAX_CHUNK, NULL,
      "Checkpoint bytes per CheckpointChunk record on the checkpoints topic"},
+    {"delta_every", LD_CONF_INT, OFF(delta_every), "1", 1, 100000, NULL,
+     "On the checkpoints topic, every Nth published version is a full "
+     "checkpoint and those between are deltas of the rows changed since the "
+     "version before (docs/OPERATIONS.md, \"Following delta checkpoints\"); "
+     "1: every version full. The local store keeps full checkpoints"},
     {"warm_start", LD_CONF_BOOL, OFF(warm_start), "true", 0, 0, NULL,
      "Start from the newest stored checkpoint (false: from scratch)"},
     {"manifest_secret", LD_CONF_STRING, OFF(manifest_secret), "", 0, 0, NULL,

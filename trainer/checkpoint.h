@@ -46,6 +46,7 @@ typedef struct ld_ckpt_conf {
     char *dir;             /* model store root */
     int64_t keep;          /* newest versions kept per model */
     int64_t chunk_size;    /* bytes of checkpoint per CheckpointChunk */
+    int64_t delta_every;   /* a full version on the topic every N */
     int warm_start;        /* start from the newest stored checkpoint */
     char *manifest_secret; /* HMAC-SHA256 key of manifests; "" = unsigned */
 } ld_ckpt_conf_t;

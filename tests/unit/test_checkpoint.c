@@ -663,9 +663,15 @@ static void test_chunks(void **state)
                      LD_OK);
     assert_int_equal(n, (b.len + 999) / 1000);
     assert_true(n > 3);
-    ld_ckpt_manifest_info_t info = {
-        "ctr", 5, 4,      (uint32_t)n, 1234, "learnd.checkpoints",
-        0,     1, "trig", NULL,        0};
+    ld_ckpt_manifest_info_t info = {.model = "ctr",
+                                    .version = 5,
+                                    .parent_version = 4,
+                                    .chunk_count = (uint32_t)n,
+                                    .first_chunk_offset = 1234,
+                                    .topic = "learnd.checkpoints",
+                                    .partition = 0,
+                                    .created_at_ms = 1,
+                                    .trigger_id = "trig"};
     ld_buf_t mf, out;
     assert_int_equal(ld_ckpt_manifest_encode(b.data, b.len, &info, &mf), LD_OK);
     Learnd__V1__CheckpointManifest *pm =
