@@ -1098,3 +1098,60 @@ ld_err_t ld_ckpt_delta_apply(const ld_ckpt_t *delta,
     *out = s;
     return LD_OK;
 }
+
+ld_err_t ld_ckpt_chain_rebuild(const ld_buf_t *links, size_t n,
+                               ld_snapshot_t **out, uint64_t *version,
+                               char *errstr, size_t size)
+{
+    *out = NULL;
+    ld_snapshot_t *cur = NULL;
+    uint64_t at = 0;
+    ld_err_t err = LD_ERR_INVAL;
+    if (!n) {
+        ld_errstr_set(errstr, size, "empty chain");
+        return err;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ld_ckpt_t *c = NULL;
+        char why[300] = "";
+        err = i ? ld_ckpt_decode_delta(links[i].data, links[i].len, &c, why,
+                                       sizeof(why))
+                : ld_ckpt_decode(links[i].data, links[i].len, &c, why,
+                                 sizeof(why));
+        if (err) {
+            ld_errstr_set(errstr, size, "link %zu of the chain: %s", i, why);
+            break;
+        }
+        uint64_t v = c->msg->lineage->version, parent = 0;
+        ld_snapshot_t *next = NULL;
+        if (i && (!ld_ckpt_delta_of(c, &parent, NULL) || parent != at)) {
+            ld_errstr_set(errstr, size,
+                          "link %zu of the chain is version %" PRIu64
+                          ", a delta of version %" PRIu64 ", not of %" PRIu64
+                          " (a missing link)",
+                          i, v, parent, at);
+            err = LD_ERR_CORRUPT;
+        } else if (i) {
+            err = ld_ckpt_delta_apply(c, cur, &next, why, sizeof(why));
+            if (err)
+                ld_errstr_set(errstr, size, "link %zu of the chain: %s", i,
+                              why);
+        } else if (!(next = ld_ckpt_snapshot(c))) {
+            err = LD_ERR_NOMEM;
+        }
+        ld_ckpt_destroy(c);
+        if (err)
+            break;
+        ld_snapshot_destroy(cur);
+        cur = next;
+        at = v;
+    }
+    if (err) {
+        ld_snapshot_destroy(cur);
+        return err;
+    }
+    *out = cur;
+    if (version)
+        *version = at;
+    return LD_OK;
+}

@@ -146,6 +146,15 @@ int ld_ckpt_delta_of(const ld_ckpt_t *c, uint64_t *parent_version,
 ld_err_t ld_ckpt_delta_apply(const ld_ckpt_t *delta,
                              const ld_snapshot_t *parent, ld_snapshot_t **out,
                              char *errstr, size_t errstr_size) LD_WUR;
+/* Rebuilds the state a chain of serialized checkpoints gives: links[0] a
+ * full checkpoint, each next one a delta of the one before (all borrowed,
+ * each validated). *out is the caller's (ld_snapshot_destroy), *version
+ * (optional) the last link's version. LD_ERR_CORRUPT with errstr naming the
+ * link on a corrupt link, a missing one (a delta whose parent is not the
+ * link before) or a reconstruction whose hash differs; LD_ERR_NOMEM. */
+ld_err_t ld_ckpt_chain_rebuild(const ld_buf_t *links, size_t n,
+                               ld_snapshot_t **out, uint64_t *version,
+                               char *errstr, size_t errstr_size) LD_WUR;
 /* The decoded message, borrowed from c. */
 const Learnd__V1__Checkpoint *ld_ckpt_message(const ld_ckpt_t *c);
 /* SHA-256 of the whole serialized checkpoint (the manifest's sha256, the
