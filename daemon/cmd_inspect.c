@@ -178,9 +178,9 @@ static void jtensors(FILE *f, Learnd__V1__Tensor **t, size_t n)
 
 /* A delta verified through its chain (inspect --chain). */
 typedef struct chain_info {
-    size_t links;           /* checkpoints applied, base included */
-    uint64_t base, parent;  /* versions */
-    size_t rows;            /* rows the delta holds */
+    size_t links;          /* checkpoints applied, base included */
+    uint64_t base, parent; /* versions */
+    size_t rows;           /* rows the delta holds */
 } chain_info_t;
 
 static void print_json(FILE *f, const char *path, const ld_ckpt_t *c,
@@ -408,11 +408,10 @@ static int read_all(const char *path, ld_buf_t *b, char *errstr, size_t size)
     for (;;) {
         if (b->len == cap) {
             cap = cap ? 2 * cap : 1 << 16;
-            uint8_t *nb = cap <= LD_CKPT_MAX_FILE ? realloc(b->data, cap)
-                                                  : NULL;
+            uint8_t *nb =
+                cap <= LD_CKPT_MAX_FILE ? realloc(b->data, cap) : NULL;
             if (!nb) {
-                snprintf(errstr, size, "%s: too large or out of memory",
-                         path);
+                snprintf(errstr, size, "%s: too large or out of memory", path);
                 fclose(f);
                 free(b->data);
                 b->data = NULL;
@@ -501,11 +500,11 @@ int ld_cmd_inspect(int argc, char **argv)
 {
     const char *path = NULL, *chain = NULL;
     int json = 0;
-    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
-                                             {"chain", required_argument, NULL,
-                                              'c'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"chain", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     int opt;
     optind = 0;
     while ((opt = ld_cli_getopt(argc, argv, "h", longopts, usage_text)) != -1) {

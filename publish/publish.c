@@ -157,8 +157,8 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     const char *secret = c->manifest_secret;
     info.hmac_key = (const uint8_t *)secret;
     info.hmac_key_len = secret ? strlen(secret) : 0;
-    if ((err = ld_ckpt_manifest_encode(wire->data, wire->len, &info,
-                                       &manifest)))
+    if ((err =
+             ld_ckpt_manifest_encode(wire->data, wire->len, &info, &manifest)))
         goto out;
     offsets[nchunks] = -1;
     if ((err = produce(rk, topic, 0, model, manifest.data, manifest.len,

@@ -251,7 +251,7 @@ typedef struct ld_publisher_conf {
     const char *learnd_version;
     const char *manifest_secret; /* NULL or "": manifests are not signed */
     const char *state_topic;     /* the compacted resume-state topic */
-    int64_t delta_every; /* checkpoint.delta_every; 0 or 1: all full */
+    int64_t delta_every;         /* checkpoint.delta_every; 0 or 1: all full */
 } ld_publisher_conf_t;
 
 /* The queue of decided publications of one model, the version numbering
