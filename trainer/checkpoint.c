@@ -541,7 +541,7 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
 /* Decodes buf; file_sha, when not NULL, is the SHA-256 of all of buf that
  * the caller computed while it checked the trailer's digest itself (reading
  * a file), so neither is computed a second time. */
-enum { MODE_FULL, MODE_HEAD, MODE_DELTA };
+enum { MODE_FULL, MODE_HEAD, MODE_DELTA, MODE_ANY /* full or delta */ };
 
 /* A delta's rows: ascending slots inside the model, rows of their size. */
 static int check_delta(const Learnd__V1__DeltaRows *d, const ld_spec_t *sp,
@@ -575,7 +575,7 @@ static int check_delta(const Learnd__V1__DeltaRows *d, const ld_spec_t *sp,
 static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
                        int mode, ld_ckpt_t **out, char *errstr, size_t size)
 {
-    int head = mode != MODE_FULL;
+    int head = mode != MODE_FULL && mode != MODE_ANY;
     ld_ckpt_t *c = NULL;
     ld_err_t rc = LD_ERR_CORRUPT;
     uint8_t sha[32];
@@ -614,6 +614,10 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
         goto err;
     }
     const Learnd__V1__Checkpoint *m = c->msg;
+    if (mode == MODE_ANY) {
+        mode = m->delta ? MODE_DELTA : MODE_FULL;
+        head = c->head = m->delta != NULL;
+    }
     if (m->delta && mode != MODE_DELTA) {
         ld_errstr_set(errstr, size,
                       "checkpoint version %" PRIu64 " is a delta of version "
@@ -852,8 +856,81 @@ static int read_at(int fd, void *buf, size_t len, off_t off)
     return 0;
 }
 
-ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
-                           size_t size)
+/* The cheap checks of a checkpoint file of flen bytes (size, first field,
+ * trailer tag), then its body's digest against the trailer, streamed:
+ * nothing is allocated for the content of a file that fails them. Fills
+ * tail (the trailer) and file_sha (of the whole file). */
+static ld_err_t precheck_file(int fd, const char *path, uint64_t flen,
+                              uint8_t tail[LD_CKPT_TRAILER],
+                              uint8_t file_sha[32], char *errstr, size_t size)
+{
+    uint8_t head[2];
+    if (flen <= LD_CKPT_TRAILER + 2) {
+        ld_errstr_set(errstr, size,
+                      "%s: checkpoint truncated (%" PRIu64 " bytes)", path,
+                      flen);
+        return LD_ERR_CORRUPT;
+    }
+    if (flen > LD_CKPT_MAX_FILE) {
+        ld_errstr_set(errstr, size,
+                      "%s: %" PRIu64
+                      " bytes, larger than any checkpoint (%" PRIu64 " max)",
+                      path, flen, (uint64_t)LD_CKPT_MAX_FILE);
+        return LD_ERR_CORRUPT;
+    }
+    size_t body = (size_t)flen - LD_CKPT_TRAILER;
+    if (read_at(fd, head, sizeof(head), 0) != 0 ||
+        read_at(fd, tail, LD_CKPT_TRAILER, (off_t)body) != 0) {
+        ld_errstr_errno(errstr, size, "read", path);
+        return LD_ERR_IO;
+    }
+    if (head[0] != 0x08 || head[1] != LD_CKPT_FORMAT_VERSION) {
+        ld_errstr_set(
+            errstr, size,
+            "%s: not a learnd checkpoint of format %d (starts with %02x %02x)",
+            path, LD_CKPT_FORMAT_VERSION, head[0], head[1]);
+        return LD_ERR_CORRUPT;
+    }
+    if (tail[0] != 0x7a || tail[1] != 0x20) {
+        ld_errstr_set(errstr, size,
+                      "%s: checkpoint has no checksum trailer (truncated?)",
+                      path);
+        return LD_ERR_CORRUPT;
+    }
+    ld_sha256_t hb, hf; /* body (the trailer's digest), whole file (its id) */
+    ld_sha256_init(&hb);
+    ld_sha256_init(&hf);
+    enum { BLOCK = 1 << 20 };
+    uint8_t *block = malloc(BLOCK);
+    if (!block) {
+        ld_errstr_set(errstr, size, "%s: out of memory", path);
+        return LD_ERR_NOMEM;
+    }
+    for (size_t off = 0; off < body;) {
+        size_t n = body - off < BLOCK ? body - off : BLOCK;
+        if (read_at(fd, block, n, (off_t)off) != 0) {
+            ld_errstr_errno(errstr, size, "read", path);
+            free(block);
+            return LD_ERR_IO;
+        }
+        ld_sha256_update(&hb, block, n);
+        ld_sha256_update(&hf, block, n);
+        off += n;
+    }
+    free(block);
+    uint8_t dig[32];
+    ld_sha256_final(&hb, dig);
+    if (memcmp(dig, tail + 2, 32) != 0) {
+        ld_errstr_set(errstr, size, "%s: checkpoint checksum mismatch", path);
+        return LD_ERR_CORRUPT;
+    }
+    ld_sha256_update(&hf, tail, LD_CKPT_TRAILER);
+    ld_sha256_final(&hf, file_sha);
+    return LD_OK;
+}
+
+static ld_err_t read_file(const char *path, int mode, ld_ckpt_t **out,
+                          char *errstr, size_t size)
 {
     *out = NULL;
     ld_err_t rc = LD_ERR_CORRUPT;
@@ -876,76 +953,13 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
         return LD_ERR_IO;
     }
     /* Everything cheap first, before a byte is allocated for the content:
-     * the size, the first field (format_version = 1, which learnd always
-     * writes first) and the trailer's tag; then the digest, streamed. A
-     * 2 GiB file of junk used to be read whole (2.1 GB resident) before it
-     * was refused. */
+     * a 2 GiB file of junk used to be read whole (2.1 GB resident) before
+     * it was refused. */
+    uint8_t tail[LD_CKPT_TRAILER], file_sha[32];
     uint64_t flen = (uint64_t)st.st_size;
-    uint8_t head[2], tail[LD_CKPT_TRAILER];
-    if (flen <= LD_CKPT_TRAILER + 2) {
-        ld_errstr_set(errstr, size,
-                      "%s: checkpoint truncated (%" PRIu64 " bytes)", path,
-                      flen);
+    if ((rc = precheck_file(fd, path, flen, tail, file_sha, errstr, size)))
         goto out;
-    }
-    if (flen > LD_CKPT_MAX_FILE) {
-        ld_errstr_set(errstr, size,
-                      "%s: %" PRIu64
-                      " bytes, larger than any checkpoint (%" PRIu64 " max)",
-                      path, flen, (uint64_t)LD_CKPT_MAX_FILE);
-        goto out;
-    }
     size_t len = (size_t)flen, body = len - LD_CKPT_TRAILER;
-    if (read_at(fd, head, sizeof(head), 0) != 0 ||
-        read_at(fd, tail, sizeof(tail), (off_t)body) != 0) {
-        ld_errstr_errno(errstr, size, "read", path);
-        rc = LD_ERR_IO;
-        goto out;
-    }
-    if (head[0] != 0x08 || head[1] != LD_CKPT_FORMAT_VERSION) {
-        ld_errstr_set(
-            errstr, size,
-            "%s: not a learnd checkpoint of format %d (starts with %02x %02x)",
-            path, LD_CKPT_FORMAT_VERSION, head[0], head[1]);
-        goto out;
-    }
-    if (tail[0] != 0x7a || tail[1] != 0x20) {
-        ld_errstr_set(errstr, size,
-                      "%s: checkpoint has no checksum trailer (truncated?)",
-                      path);
-        goto out;
-    }
-    ld_sha256_t hb, hf; /* body (the trailer's digest), whole file (its id) */
-    ld_sha256_init(&hb);
-    ld_sha256_init(&hf);
-    enum { BLOCK = 1 << 20 };
-    uint8_t *block = malloc(BLOCK);
-    if (!block) {
-        rc = LD_ERR_NOMEM;
-        ld_errstr_set(errstr, size, "%s: out of memory", path);
-        goto out;
-    }
-    for (size_t off = 0; off < body;) {
-        size_t n = body - off < BLOCK ? body - off : BLOCK;
-        if (read_at(fd, block, n, (off_t)off) != 0) {
-            ld_errstr_errno(errstr, size, "read", path);
-            free(block);
-            rc = LD_ERR_IO;
-            goto out;
-        }
-        ld_sha256_update(&hb, block, n);
-        ld_sha256_update(&hf, block, n);
-        off += n;
-    }
-    free(block);
-    uint8_t dig[32], file_sha[32];
-    ld_sha256_final(&hb, dig);
-    if (memcmp(dig, tail + 2, 32) != 0) {
-        ld_errstr_set(errstr, size, "%s: checkpoint checksum mismatch", path);
-        goto out;
-    }
-    ld_sha256_update(&hf, tail, sizeof(tail));
-    ld_sha256_final(&hf, file_sha);
     /* Intact: now the whole of it, for the protobuf decoder. */
     buf = malloc(len);
     if (!buf) {
@@ -963,18 +977,31 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
      * again over what is decoded, and content_sha256 is of those bytes. */
     uint8_t again[32];
     ld_ckpt_sha256(buf, body, again);
+    rc = LD_ERR_CORRUPT;
     if (memcmp(again, tail + 2, 32) != 0 || memcmp(buf + body, tail, 2) != 0) {
         ld_errstr_set(errstr, size, "%s: changed while it was read", path);
         goto out;
     }
     char why[300] = "";
-    rc = decode(buf, len, file_sha, MODE_FULL, out, why, sizeof(why));
+    rc = decode(buf, len, file_sha, mode, out, why, sizeof(why));
     if (rc != LD_OK)
         ld_errstr_set(errstr, size, "%s: %s", path, why);
 out:
     free(buf);
     close(fd);
     return rc;
+}
+
+ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
+                           size_t size)
+{
+    return read_file(path, MODE_FULL, out, errstr, size);
+}
+
+ld_err_t ld_ckpt_read_file_any(const char *path, ld_ckpt_t **out, char *errstr,
+                               size_t size)
+{
+    return read_file(path, MODE_ANY, out, errstr, size);
 }
 
 /* ---- Delta checkpoints --------------------------------------------------- */

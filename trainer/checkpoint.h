@@ -195,5 +195,10 @@ void ld_ckpt_hmac_sha256(const void *key, size_t key_len, const void *data,
  * content is allocated only for a file whose checksum holds. */
 ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
                            size_t errstr_size) LD_WUR;
+/* The same, accepting a delta checkpoint as well (ld_ckpt_delta_of tells
+ * which; a delta's lineage, counts and params_sha256 of the parameters its
+ * chain reconstructs are all there, its sparse rows are not). */
+ld_err_t ld_ckpt_read_file_any(const char *path, ld_ckpt_t **out, char *errstr,
+                               size_t errstr_size) LD_WUR;
 
 #endif /* LD_TRAINER_CHECKPOINT_H */
