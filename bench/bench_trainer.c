@@ -509,12 +509,84 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
     ld_trainer_destroy(t);
 }
 
+
+/* Bytes per publication on the checkpoints topic, a full checkpoint against
+ * a delta of the version before, publishing every `every` examples. */
+static void bench_delta(const stream_t *s, uint32_t bits, size_t every)
+{
+    ld_trainer_conf_t c;
+    conf_default(&c);
+    c.hash_bits = bits;
+    c.optimizer = LD_OPT_FTRL;
+    c.batch_size = 256;
+    c.learning_rate = 0.1;
+    char err[256];
+    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    uint32_t *idx = malloc(s->n * NF * sizeof(uint32_t));
+    if (!t || !idx)
+        exit(1);
+    float ones[NF];
+    for (int i = 0; i < NF; i++)
+        ones[i] = 1.0f;
+    hash_stream(s, bits, idx);
+    ld_example_t e;
+    memset(&e, 0, sizeof(e));
+    e.weight = 1;
+    ld_snapshot_t *prev = NULL;
+    uint64_t v = 0, full = 0, delta = 0, rows = 0, n = 0;
+    double dt = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        e.x = (ld_features_t){idx + i * NF, ones, NULL, NF, 0};
+        e.label = s->y[i];
+        e.sample_type = e.label > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
+        e.event_time_ms = (int64_t)i;
+        if (ld_trainer_add(t, &e) != LD_OK)
+            exit(1);
+        if ((i + 1) % every)
+            continue;
+        if (ld_trainer_flush(t) != LD_OK)
+            exit(1);
+        ld_snapshot_t *cur = ld_trainer_snapshot(t);
+        ld_ckpt_meta_t meta = {.model = "bench",
+                               .version = ++v,
+                               .parent_version = v - 1};
+        ld_buf_t fb = {0}, db = {0};
+        size_t nr = 0;
+        if (!cur || ld_ckpt_encode(cur, &meta, &fb) != LD_OK)
+            exit(1);
+        if (prev) {
+            double t0 = now_s();
+            if (ld_ckpt_encode_delta(cur, prev, &meta, 1, &db, &nr) != LD_OK)
+                exit(1);
+            dt += now_s() - t0;
+            full += fb.len;
+            delta += db.len;
+            rows += nr;
+            n++;
+        }
+        free(fb.data);
+        free(db.data);
+        ld_snapshot_destroy(prev);
+        prev = cur;
+    }
+    if (n)
+        printf("delta bits=%2u publication every %6zu examples: full %10.0f "
+               "bytes, delta %9.0f bytes (%.2f %%), %.0f rows changed, "
+               "%.1f ms to encode a delta\n",
+               bits, every, (double)full / (double)n,
+               (double)delta / (double)n, 100.0 * (double)delta / (double)full,
+               (double)rows / (double)n, 1e3 * dt / (double)n);
+    ld_snapshot_destroy(prev);
+    free(idx);
+    ld_trainer_destroy(t);
+}
+
 int main(int argc, char **argv)
 {
     size_t n = 300000;
     const char *vw = NULL, *river = NULL;
     int only_learn = 0, one_bits = 0, one_batch = 0, one_opt = -1, reps = 1;
-    int champ = 0, state_bits = 0, demo = 0;
+    int champ = 0, state_bits = 0, demo = 0, delta_bits = 0;
     size_t state_every = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
@@ -535,7 +607,10 @@ int main(int argc, char **argv)
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--demo-stream"))
             demo = 1;
-        else if (!strcmp(argv[i], "--state") && i + 2 < argc) {
+        else if (!strcmp(argv[i], "--delta") && i + 2 < argc) {
+            delta_bits = atoi(argv[++i]);
+            state_every = (size_t)atol(argv[++i]);
+        } else if (!strcmp(argv[i], "--state") && i + 2 < argc) {
             state_bits = atoi(argv[++i]);
             state_every = (size_t)atol(argv[++i]);
         } else {
@@ -545,7 +620,8 @@ int main(int argc, char **argv)
                 "[--write-river FILE] [--learn-only]\n"
                 "       [--one BITS BATCH OPT(0 sgd, 1 adagrad, "
                 "2 ftrl, 3 adam)] [--champion] [--reps N]\n"
-                "       [--state BITS EXAMPLES_PER_COMMIT] [--demo-stream]\n");
+                "       [--state BITS EXAMPLES_PER_COMMIT] [--demo-stream]\n"
+                            "       [--delta BITS EXAMPLES_PER_PUBLICATION]\n");
             return 2;
         }
     }
@@ -564,6 +640,12 @@ int main(int argc, char **argv)
     }
     printf("stream: %zu examples x %d hashed features, OpenBLAS core %s\n", s.n,
            NF, ld_trainer_blas_core());
+    if (delta_bits) {
+        bench_delta(&s, (uint32_t)delta_bits, state_every);
+        free(s.id);
+        free(s.y);
+        return 0;
+    }
     if (state_bits) {
         bench_state(&s, (uint32_t)state_bits, state_every);
         free(s.id);
