@@ -104,7 +104,6 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
                            .parent_counts = p->ctr.parent_counts};
     if ((err = ld_ckpt_encode(o->snap, &meta, &ckpt)))
         goto out;
-    ld_ckpt_sha256(ckpt.data, ckpt.len, sha);
     path[0] = '\0';
     char why[512] = "";
     if (c->store_dir && c->store_dir[0] &&
@@ -120,6 +119,7 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     if ((err = ld_publisher_delta(p, o->snap, &meta, &delta, &info)))
         goto out;
     const ld_buf_t *wire = delta.data ? &delta : &ckpt;
+    ld_ckpt_sha256(wire->data, wire->len, sha); /* = the manifest's */
     if ((err = ld_ckpt_chunks(wire->data, wire->len, model, o->version,
                               c->chunk_size, &chunks, &nchunks)))
         goto out;

@@ -226,6 +226,46 @@ int main(void)
                    ld_test_wait_exit(ld_test_spawn(rargv, rout), 120000));
     LD_TEST_ASSERT(ld_test_file_has(rout, "identical"), "replay output");
 
+    /* The example deployer follows the chain: every version it deploys is
+     * the full checkpoint, with the store's parameters. */
+    char cmd[4096], gen[300], dep[300], dlog[300];
+    snprintf(gen, sizeof(gen), "%s/gen", tmpdir);
+    snprintf(dep, sizeof(dep), "%s/deployed", tmpdir);
+    snprintf(dlog, sizeof(dlog), "%s/deployer.log", tmpdir);
+    snprintf(cmd, sizeof(cmd),
+             "%s/examples/deployer/setup.sh %s %s >%s 2>&1 && "
+             "PYTHONPATH=%s %s/bin/python %s/examples/deployer/deployer.py "
+             "--bootstrap %s --models-dir %s --topic %s.triggers --group "
+             "%s.deployer --once --from-beginning >>%s 2>&1",
+             LD_SOURCE_DIR, LD_DEPLOYER_VENV, gen, dlog, gen, LD_DEPLOYER_VENV,
+             LD_SOURCE_DIR, ld_test_bootstrap(), dep, names, names, dlog);
+    int st = system(cmd);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        ld_test_show_tail(dlog, 30);
+    LD_TEST_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                   "the example deployer failed");
+    for (uint64_t v = 1; v <= last; v++) {
+        char a[512], b[512];
+        snprintf(a, sizeof(a), "%s/dc/%llu.ckpt", dep, (unsigned long long)v);
+        snprintf(b, sizeof(b), "%s/models/dc/%llu.ckpt", tmpdir,
+                 (unsigned long long)v);
+        ld_ckpt_t *ca = NULL, *cb = NULL;
+        LD_TEST_ASSERT(ld_ckpt_read_file(a, &ca, why, sizeof(why)) == LD_OK,
+                       "deployed version %llu: %s", (unsigned long long)v, why);
+        LD_TEST_ASSERT(ld_ckpt_read_file(b, &cb, why, sizeof(why)) == LD_OK,
+                       "%s", why);
+        const ProtobufCBinaryData
+            *pa = &ld_ckpt_message(ca)->lineage->params_sha256,
+            *pb = &ld_ckpt_message(cb)->lineage->params_sha256;
+        LD_TEST_ASSERT(pa->len == 32 && !memcmp(pa->data, pb->data, 32),
+                       "deployed version %llu differs from the store's",
+                       (unsigned long long)v);
+        ld_ckpt_destroy(ca);
+        ld_ckpt_destroy(cb);
+    }
+    LD_TEST_ASSERT(ld_test_file_has(dlog, "delta_of=2"),
+                   "the deployer did not rebuild a delta");
+
     /* A missing link: version 3 on version 1 alone. */
     ld_buf_t skip[2] = {vs[1].bytes, vs[3].bytes};
     ld_snapshot_t *bad = NULL;
