@@ -460,6 +460,7 @@ static ld_trainer_t *ftrl_trainer(void)
     c.batch_size = 4;
     c.batch_span = 0;
     ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    ld_conf_free(&ld_trainer_conf_section, &c); /* copied by the trainer */
     if (!t)
         fail_msg("ld_trainer_new: %s", err);
     return t;
