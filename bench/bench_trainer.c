@@ -509,7 +509,6 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
     ld_trainer_destroy(t);
 }
 
-
 /* Bytes per publication on the checkpoints topic, a full checkpoint against
  * a delta of the version before, publishing every `every` examples. */
 static void bench_delta(const stream_t *s, uint32_t bits, size_t every)
@@ -547,9 +546,8 @@ static void bench_delta(const stream_t *s, uint32_t bits, size_t every)
         if (ld_trainer_flush(t) != LD_OK)
             exit(1);
         ld_snapshot_t *cur = ld_trainer_snapshot(t);
-        ld_ckpt_meta_t meta = {.model = "bench",
-                               .version = ++v,
-                               .parent_version = v - 1};
+        ld_ckpt_meta_t meta = {
+            .model = "bench", .version = ++v, .parent_version = v - 1};
         ld_buf_t fb = {0}, db = {0};
         size_t nr = 0;
         if (!cur || ld_ckpt_encode(cur, &meta, &fb) != LD_OK)
@@ -573,9 +571,9 @@ static void bench_delta(const stream_t *s, uint32_t bits, size_t every)
         printf("delta bits=%2u publication every %6zu examples: full %10.0f "
                "bytes, delta %9.0f bytes (%.2f %%), %.0f rows changed, "
                "%.1f ms to encode a delta\n",
-               bits, every, (double)full / (double)n,
-               (double)delta / (double)n, 100.0 * (double)delta / (double)full,
-               (double)rows / (double)n, 1e3 * dt / (double)n);
+               bits, every, (double)full / (double)n, (double)delta / (double)n,
+               100.0 * (double)delta / (double)full, (double)rows / (double)n,
+               1e3 * dt / (double)n);
     ld_snapshot_destroy(prev);
     free(idx);
     ld_trainer_destroy(t);
@@ -621,7 +619,7 @@ int main(int argc, char **argv)
                 "       [--one BITS BATCH OPT(0 sgd, 1 adagrad, "
                 "2 ftrl, 3 adam)] [--champion] [--reps N]\n"
                 "       [--state BITS EXAMPLES_PER_COMMIT] [--demo-stream]\n"
-                            "       [--delta BITS EXAMPLES_PER_PUBLICATION]\n");
+                "       [--delta BITS EXAMPLES_PER_PUBLICATION]\n");
             return 2;
         }
     }

@@ -71,8 +71,7 @@ static void decode_partial(const uint8_t *buf, size_t len)
         ld_snapshot_t *parent = ld_ckpt_snapshot(c), *out = NULL;
         if (parent) {
             err[0] = '\0';
-            if (ld_ckpt_delta_apply(c, parent, &out, err, sizeof(err)) ==
-                LD_OK)
+            if (ld_ckpt_delta_apply(c, parent, &out, err, sizeof(err)) == LD_OK)
                 ld_snapshot_destroy(out);
             else if (!err[0]) {
                 fprintf(stderr, "delta refused without a reason\n");
