@@ -156,6 +156,121 @@ static void counts_to_pb(const uint64_t c[LD_SAMPLE__COUNT],
     }
 }
 
+/* The ModelSpec (and its OptimizerSpec) of sp, with meta's hash fields;
+ * strings borrowed. Hyperparameters the optimizer does not use stay 0. */
+static void spec_to_pb(const ld_spec_t *sp, const ld_ckpt_meta_t *meta,
+                       Learnd__V1__OptimizerSpec *ospec,
+                       Learnd__V1__ModelSpec *mspec)
+{
+    learnd__v1__optimizer_spec__init(ospec);
+    ospec->kind = (Learnd__V1__OptimizerKind)(sp->opt + 1);
+    ospec->dense_learning_rate = sp->dense_lr;
+    ospec->dense_norm = sp->dense_norm == LD_DNORM_STANDARD
+                            ? LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD
+                        : sp->dense_norm == LD_DNORM_MAXABS
+                            ? LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
+                            : LEARND__V1__DENSE_NORM__DENSE_NORM_NONE;
+    ospec->learning_rate = sp->lr;
+    ospec->l1 = sp->l1;
+    ospec->l2 = sp->l2;
+    if (sp->opt == LD_OPT_FTRL)
+        ospec->beta = sp->beta;
+    if (sp->opt == LD_OPT_ADAGRAD)
+        ospec->initial_accumulator = sp->init_acc;
+    if (sp->opt == LD_OPT_ADAGRAD || sp->opt == LD_OPT_ADAM)
+        ospec->epsilon = sp->eps;
+    if (sp->opt == LD_OPT_ADAM) {
+        ospec->beta1 = sp->beta1;
+        ospec->beta2 = sp->beta2;
+    }
+    if (sp->opt == LD_OPT_SGD) {
+        ospec->schedule = (Learnd__V1__LrSchedule)(sp->schedule + 1);
+        ospec->decay = sp->decay;
+        ospec->power_t = sp->power_t;
+    }
+
+    learnd__v1__model_spec__init(mspec);
+    mspec->kind = (Learnd__V1__ModelKind)(sp->model + 1);
+    mspec->num_classes = sp->k;
+    mspec->hash_bits = sp->hash_bits;
+    mspec->dense_dim = sp->dense_dim;
+    mspec->optimizer = ospec;
+    mspec->hash_function =
+        (char *)(meta->hash_function ? meta->hash_function : "");
+    mspec->hash_seed = meta->hash_seed;
+    if (meta->feature_map_hash) {
+        mspec->feature_map_hash.data = (uint8_t *)meta->feature_map_hash;
+        mspec->feature_map_hash.len = 32;
+    }
+}
+
+/* The Lineage of a checkpoint from meta (its ranges, positions and
+ * advances borrowed), the counts and the parameter hash (32 bytes; left
+ * out of a head, which has no whole parameters: whole = 0). */
+static void lineage_to_pb(const ld_ckpt_meta_t *meta, int whole,
+                          Learnd__V1__ExampleCounts *counts,
+                          Learnd__V1__ExampleCounts *total, uint8_t *params_sha,
+                          Learnd__V1__Lineage *lin)
+{
+    const Learnd__V1__Lineage *ml = meta->lineage;
+    learnd__v1__lineage__init(lin);
+    lin->model = (char *)meta->model;
+    lin->version = meta->version;
+    lin->parent_version = meta->parent_version;
+    if (meta->config_hash) {
+        lin->config_hash.data = (uint8_t *)meta->config_hash;
+        lin->config_hash.len = 32;
+    }
+    lin->learnd_version =
+        (char *)(meta->learnd_version ? meta->learnd_version : "");
+    lin->openblas_corename = (char *)ld_trainer_blas_core();
+    const char *bc = openblas_get_config();
+    lin->openblas_config = (char *)(bc ? bc : "");
+    if (ml) {
+        lin->n_consumed = ml->n_consumed;
+        lin->consumed = ml->consumed;
+        lin->n_resume = ml->n_resume;
+        lin->resume = ml->resume;
+        lin->n_watermark_advances = ml->n_watermark_advances;
+        lin->watermark_advances = ml->watermark_advances;
+    }
+    lin->counts = counts;
+    lin->total_counts = total;
+    lin->params_sha256.data = params_sha;
+    lin->params_sha256.len = whole ? 32 : 0; /* a head has no whole params */
+    lin->created_at_ms = meta->created_at_ms;
+    lin->trigger_id = (char *)(meta->trigger_id ? meta->trigger_id : "");
+}
+
+/* The dense normalization's optimizer tensors of s, appended to
+ * accs[*n...]: the scales [D] when D > 0, the statistics [3, D] under
+ * dense_norm standard. shapes (3 entries: D, 3, D) must outlive them. */
+static void dense_norm_to_pb(const ld_snapshot_t *s, uint32_t shapes[3],
+                             Learnd__V1__Tensor *scale,
+                             Learnd__V1__Tensor *stats,
+                             Learnd__V1__Tensor **accs, size_t *n)
+{
+    uint32_t dd = s->spec.dense_dim;
+    if (!dd)
+        return;
+    learnd__v1__tensor__init(scale);
+    scale->name = (char *)LD_CKPT_DENSE_SCALE;
+    scale->n_shape = 1;
+    scale->shape = &shapes[0];
+    scale->data.data = (uint8_t *)s->dscale;
+    scale->data.len = dd * sizeof(float);
+    accs[(*n)++] = scale;
+    if (s->spec.dense_norm != LD_DNORM_STANDARD)
+        return;
+    learnd__v1__tensor__init(stats);
+    stats->name = (char *)LD_CKPT_DENSE_STATS;
+    stats->n_shape = 2;
+    stats->shape = &shapes[1];
+    stats->data.data = (uint8_t *)s->dstat;
+    stats->data.len = 3 * (size_t)dd * sizeof(float);
+    accs[(*n)++] = stats;
+}
+
 ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
                         ld_buf_t *out)
 {
@@ -207,47 +322,8 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
         ld_snapshot_params_sha256(s, params_sha);
 
     Learnd__V1__OptimizerSpec ospec;
-    learnd__v1__optimizer_spec__init(&ospec);
-    ospec.kind = (Learnd__V1__OptimizerKind)(sp->opt + 1);
-    ospec.dense_learning_rate = sp->dense_lr;
-    ospec.dense_norm = sp->dense_norm == LD_DNORM_STANDARD
-                           ? LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD
-                       : sp->dense_norm == LD_DNORM_MAXABS
-                           ? LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
-                           : LEARND__V1__DENSE_NORM__DENSE_NORM_NONE;
-    ospec.learning_rate = sp->lr;
-    ospec.l1 = sp->l1;
-    ospec.l2 = sp->l2;
-    if (sp->opt == LD_OPT_FTRL)
-        ospec.beta = sp->beta;
-    if (sp->opt == LD_OPT_ADAGRAD)
-        ospec.initial_accumulator = sp->init_acc;
-    if (sp->opt == LD_OPT_ADAGRAD || sp->opt == LD_OPT_ADAM)
-        ospec.epsilon = sp->eps;
-    if (sp->opt == LD_OPT_ADAM) {
-        ospec.beta1 = sp->beta1;
-        ospec.beta2 = sp->beta2;
-    }
-    if (sp->opt == LD_OPT_SGD) {
-        ospec.schedule = (Learnd__V1__LrSchedule)(sp->schedule + 1);
-        ospec.decay = sp->decay;
-        ospec.power_t = sp->power_t;
-    }
-
     Learnd__V1__ModelSpec mspec;
-    learnd__v1__model_spec__init(&mspec);
-    mspec.kind = (Learnd__V1__ModelKind)(sp->model + 1);
-    mspec.num_classes = sp->k;
-    mspec.hash_bits = sp->hash_bits;
-    mspec.dense_dim = sp->dense_dim;
-    mspec.optimizer = &ospec;
-    mspec.hash_function =
-        (char *)(meta->hash_function ? meta->hash_function : "");
-    mspec.hash_seed = meta->hash_seed;
-    if (meta->feature_map_hash) {
-        mspec.feature_map_hash.data = (uint8_t *)meta->feature_map_hash;
-        mspec.feature_map_hash.len = 32;
-    }
+    spec_to_pb(sp, meta, &ospec, &mspec);
 
     const Learnd__V1__Lineage *ml = meta->lineage;
     uint64_t since[LD_SAMPLE__COUNT];
@@ -259,58 +335,14 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     counts_to_pb(s->by_type, ml ? ml->total_counts : NULL, &total);
 
     Learnd__V1__Lineage lin;
-    learnd__v1__lineage__init(&lin);
-    lin.model = (char *)meta->model;
-    lin.version = meta->version;
-    lin.parent_version = meta->parent_version;
-    if (meta->config_hash) {
-        lin.config_hash.data = (uint8_t *)meta->config_hash;
-        lin.config_hash.len = 32;
-    }
-    lin.learnd_version =
-        (char *)(meta->learnd_version ? meta->learnd_version : "");
-    lin.openblas_corename = (char *)ld_trainer_blas_core();
-    const char *bc = openblas_get_config();
-    lin.openblas_config = (char *)(bc ? bc : "");
-    if (ml) {
-        lin.n_consumed = ml->n_consumed;
-        lin.consumed = ml->consumed;
-        lin.n_resume = ml->n_resume;
-        lin.resume = ml->resume;
-        lin.n_watermark_advances = ml->n_watermark_advances;
-        lin.watermark_advances = ml->watermark_advances;
-    }
-    lin.counts = &counts;
-    lin.total_counts = &total;
-    lin.params_sha256.data = params_sha;
-    lin.params_sha256.len = s->sp ? 32 : 0; /* a head has no whole params */
-    lin.created_at_ms = meta->created_at_ms;
-    lin.trigger_id = (char *)(meta->trigger_id ? meta->trigger_id : "");
+    lineage_to_pb(meta, s->sp != NULL, &counts, &total, params_sha, &lin);
 
     Learnd__V1__OptimizerState ost;
     learnd__v1__optimizer_state__init(&ost);
     ost.step = s->step;
     ost.n_tensors = (size_t)(sp->s - 1) * 3;
-    uint32_t dd = sp->dense_dim;
-    if (dd) {
-        learnd__v1__tensor__init(&scale);
-        scale.name = (char *)LD_CKPT_DENSE_SCALE;
-        scale.n_shape = 1;
-        scale.shape = &dd;
-        scale.data.data = (uint8_t *)s->dscale;
-        scale.data.len = dd * sizeof(float);
-        accs[ost.n_tensors++] = &scale;
-    }
-    uint32_t sshape[2] = {3, dd};
-    if (dd && sp->dense_norm == LD_DNORM_STANDARD) {
-        learnd__v1__tensor__init(&stats);
-        stats.name = (char *)LD_CKPT_DENSE_STATS;
-        stats.n_shape = 2;
-        stats.shape = sshape;
-        stats.data.data = (uint8_t *)s->dstat;
-        stats.data.len = 3 * (size_t)dd * sizeof(float);
-        accs[ost.n_tensors++] = &stats;
-    }
+    uint32_t shapes_dn[3] = {sp->dense_dim, 3, sp->dense_dim};
+    dense_norm_to_pb(s, shapes_dn, &scale, &stats, accs, &ost.n_tensors);
     ost.tensors = ost.n_tensors ? accs : NULL;
 
     Learnd__V1__Metrics m, cm;
