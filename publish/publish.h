@@ -148,10 +148,11 @@ void ld_resume_destroy(ld_resume_t *r);
 /* Format 1 (what daemons before the incremental state wrote; kept for
  * tests of the upgrade): the resume state as one serialized checkpoint
  * ckpt cut into blocks of block_size bytes, all written, header
- * (borrowed) last. LD_ERR_KAFKA when a record cannot be queued. */
-ld_err_t ld_state_write(rd_kafka_t *producer, const char *topic,
-                        Learnd__V1__ResumeHeader *header, const uint8_t *ckpt,
-                        size_t len, size_t block_size) LD_WUR;
+ * (borrowed) last, into sink. The sink's error, LD_ERR_NOMEM. */
+ld_err_t ld_state_write_v1(const ld_state_sink_t *sink,
+                           Learnd__V1__ResumeHeader *header,
+                           const uint8_t *ckpt, size_t len,
+                           size_t block_size) LD_WUR;
 
 /* The generation (commit_seq of the commit that last wrote it) of every
  * block and gens page this run has on the topic; start from {0}, free

@@ -90,12 +90,10 @@ static ld_err_t emit_block(const ld_state_sink_t *sink, const char *model,
     return emit_rec(sink, key, &rec);
 }
 
-ld_err_t ld_state_write(rd_kafka_t *producer, const char *topic,
-                        Learnd__V1__ResumeHeader *header, const uint8_t *ckpt,
-                        size_t len, size_t block_size)
+ld_err_t ld_state_write_v1(const ld_state_sink_t *sink,
+                           Learnd__V1__ResumeHeader *header,
+                           const uint8_t *ckpt, size_t len, size_t block_size)
 {
-    ld_state_kafka_t k = {producer, topic};
-    ld_state_sink_t sink = {ld_state_emit_kafka, &k, NULL};
     size_t n = (len + block_size - 1) / block_size;
     header->format_version = 1;
     header->block_size = (uint32_t)block_size;
@@ -104,12 +102,12 @@ ld_err_t ld_state_write(rd_kafka_t *producer, const char *topic,
         LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_CHECKPOINT_CHUNKS;
     ld_err_t err = LD_OK;
     for (size_t i = 0; i < n && !err; i++)
-        err = emit_block(&sink, header->model, header->commit_seq, i,
+        err = emit_block(sink, header->model, header->commit_seq, i,
                          ckpt + i * block_size,
                          i + 1 < n ? block_size : len - i * block_size);
     /* The header last: a reader that sees it sees its blocks (one
      * transaction, one partition, in order). */
-    return err ? err : emit_header(&sink, header);
+    return err ? err : emit_header(sink, header);
 }
 
 void ld_state_gens_free(ld_state_gens_t *g)

@@ -674,6 +674,38 @@ static void test_state_hole_refused(void **state)
     topic_free(&tp);
 }
 
+/* A state written by an older learnd (format 1: one checkpoint in blocks)
+ * still loads, as that checkpoint. */
+static void test_state_format1(void **state)
+{
+    (void)state;
+    ld_trainer_t *t = ftrl_trainer();
+    train_some(t, 1, 40, 0, 1024);
+    ld_snapshot_t *s = ld_trainer_snapshot(t);
+    ld_ckpt_meta_t meta = {.model = "m"};
+    ld_buf_t b = {0};
+    assert_int_equal(ld_ckpt_encode(s, &meta, &b), LD_OK);
+    static topic_t tp;
+    Learnd__V1__ResumeHeader hdr = LEARND__V1__RESUME_HEADER__INIT;
+    hdr.model = "m";
+    hdr.commit_seq = 9;
+    ld_state_sink_t sink = {topic_emit, &tp, NULL};
+    assert_int_equal(ld_state_write_v1(&sink, &hdr, b.data, b.len, 1000),
+                     LD_OK);
+    assert_int_equal(tp.n, (b.len + 999) / 1000 + 1);
+    ld_resume_t *rs = NULL;
+    char why[512] = "";
+    assert_int_equal(load(&tp, &rs, why, sizeof(why)), LD_OK);
+    assert_int_equal(rs->header->format_version, 1);
+    assert_int_equal(rs->ckpt_len, b.len);
+    assert_memory_equal(rs->ckpt, b.data, b.len);
+    ld_resume_destroy(rs);
+    free(b.data);
+    ld_snapshot_destroy(s);
+    ld_trainer_destroy(t);
+    topic_free(&tp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -685,6 +717,7 @@ int main(void)
         cmocka_unit_test(test_kafka_queue),
         cmocka_unit_test(test_state_incremental),
         cmocka_unit_test(test_state_hole_refused),
+        cmocka_unit_test(test_state_format1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
