@@ -471,7 +471,7 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
         uint64_t bytes = 0;
         size_t nd = 0, nbk = ld_trainer_state_blocks(t);
         for (size_t b = 0; b < nbk; b++)
-            nd += ld_trainer_dirty(t)[b] != 0;
+            nd += (size_t)ld_trainer_block_dirty(t, b);
         dirty_sum += nd;
         ld_state_sink_t sink = {count_only, NULL, &bytes};
         if (ld_state_write_blocks(&sink, &hdr, t, &g) != LD_OK)

@@ -193,7 +193,6 @@ ld_err_t ld_state_write_blocks(const ld_state_sink_t *sink,
 {
     size_t nb = ld_trainer_state_blocks(t);
     size_t bf = ld_trainer_state_block_floats(t);
-    const uint8_t *dirty = ld_trainer_dirty(t);
     uint64_t seq = header->commit_seq;
     ld_err_t err = LD_OK;
     /* No generations for this shape: nothing of it is on the topic that
@@ -211,7 +210,7 @@ ld_err_t ld_state_write_blocks(const ld_state_sink_t *sink,
     }
     uint32_t bs = ld_trainer_state_block_slots(t);
     for (size_t b = 0; b < nb && !err; b++) {
-        if (!all && !dirty[b])
+        if (!all && !ld_trainer_block_dirty(t, b))
             continue;
         ld_trainer_state_block(t, b, rows);
         size_t len = pack_rows(rows, bs, bf / bs, packed);

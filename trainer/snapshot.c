@@ -421,7 +421,7 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
     t->step = s->step;
     t->st.examples = s->examples;
     memcpy(t->st.by_type, s->by_type, sizeof(s->by_type));
-    memset(t->dirty, 1, t->dblocks);
+    memset(t->dirty, 0xff, t->dwords * sizeof(*t->dirty));
     t->bn = 0;
     t->nnz_n = 0;
     t->eid_n = 0;
@@ -447,14 +447,14 @@ size_t ld_trainer_state_block_floats(const ld_trainer_t *t)
     return ((size_t)1 << t->dshift) * t->k * t->s;
 }
 
-const uint8_t *ld_trainer_dirty(const ld_trainer_t *t)
+int ld_trainer_block_dirty(const ld_trainer_t *t, size_t b)
 {
-    return t->dirty;
+    return (int)(t->dirty[b >> 6] >> (b & 63) & 1);
 }
 
 void ld_trainer_dirty_clear(ld_trainer_t *t)
 {
-    memset(t->dirty, 0, t->dblocks);
+    memset(t->dirty, 0, t->dwords * sizeof(*t->dirty));
 }
 
 void ld_trainer_state_block(const ld_trainer_t *t, size_t b, float *out)

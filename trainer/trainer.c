@@ -26,7 +26,7 @@ static void init_state(ld_trainer_t *t)
     memset(t->dn, 0, t->dn_n * sizeof(float));
     memset(t->dscale, 0, (t->d1 - 1) * sizeof(float));
     memset(t->dstat, 0, 3 * (t->d1 - 1) * sizeof(float));
-    memset(t->dirty, 1, t->dblocks);
+    memset(t->dirty, 0xff, t->dwords * sizeof(*t->dirty));
     if (t->spec.opt == LD_OPT_ADAGRAD) {
         float a = acc_init(&t->spec, 1);
         for (size_t i = 1; i < t->sp_n; i += 2)
@@ -174,7 +174,8 @@ ld_trainer_t *ld_trainer_new(const ld_trainer_conf_t *conf, char *errstr,
     t->dshift = sp->hash_bits < LD_TRAINER_STATE_SHIFT ? sp->hash_bits
                                                        : LD_TRAINER_STATE_SHIFT;
     t->dblocks = t->nslots >> t->dshift;
-    t->dirty = malloc(t->dblocks);
+    t->dwords = (t->dblocks + 63) / 64;
+    t->dirty = malloc(t->dwords * sizeof(*t->dirty));
     if (!t->sp || !t->dn || !t->dscale || !t->dstat || !t->dtmp || !t->b_off ||
         !t->b_idx || !t->b_val || !t->b_g || !t->b_wb || !t->b_wn || !t->b_sq ||
         !t->b_o || !t->b_x || !t->b_y || !t->b_w || !t->b_type || !t->b_time ||
@@ -703,8 +704,11 @@ static void train_batch(ld_trainer_t *t)
     /* One pass over the batch's indices, just written and still cached:
      * cheaper than a mark inside each update kernel's inner loop. */
     const uint32_t *bi = t->b_idx, dsh = t->dshift;
-    for (size_t j = 0; j < t->nnz_n; j++)
-        t->dirty[bi[j] >> dsh] = 1;
+    uint64_t *d = t->dirty;
+    for (size_t j = 0; j < t->nnz_n; j++) {
+        uint32_t b = bi[j] >> dsh;
+        d[b >> 6] |= (uint64_t)1 << (b & 63);
+    }
     t->step++;
     t->st.examples += t->bn;
     t->bn = 0;

@@ -270,11 +270,10 @@ uint32_t ld_trainer_state_block_slots(const ld_trainer_t *t);
 /* Floats of one block in the plain layout: slots x outputs x (weight +
  * optimizer planes). Thread: any. */
 size_t ld_trainer_state_block_floats(const ld_trainer_t *t);
-/* Per block, non-zero when a trained batch, ld_trainer_new or
- * ld_trainer_restore wrote it since the last ld_trainer_dirty_clear()
- * (borrowed, ld_trainer_state_blocks() entries, valid while t lives).
- * Thread: loop. */
-const uint8_t *ld_trainer_dirty(const ld_trainer_t *t);
+/* 1 when a trained batch, ld_trainer_new or ld_trainer_restore wrote
+ * block b (< ld_trainer_state_blocks) since the last
+ * ld_trainer_dirty_clear(), else 0. Thread: loop. */
+int ld_trainer_block_dirty(const ld_trainer_t *t, size_t b);
 /* Forgets the dirty marks: the caller has recorded the state as it is now.
  * Thread: loop. */
 void ld_trainer_dirty_clear(ld_trainer_t *t);
