@@ -87,10 +87,17 @@ static void compact_eagerly(rd_kafka_t *rk, const char *t)
 
 /* Records on the state topic that a newer record of the same key
  * supersedes: what compaction removes. */
+/* One record of the state topic: its key, place and, for a block, the
+ * commit that wrote it. */
+typedef struct rec {
+    char key[64];
+    size_t at;
+    uint64_t seq; /* 0: not a block */
+} rec_t;
+
 typedef struct dup {
-    char (*keys)[64];
+    rec_t *r;
     size_t n, cap;
-    uint64_t min_seq, max_seq; /* of the blocks read */
 } dup_t;
 
 static void collect(const rd_kafka_message_t *m, void *opaque)
@@ -100,43 +107,54 @@ static void collect(const rd_kafka_message_t *m, void *opaque)
         return;
     if (d->n == d->cap) {
         d->cap = d->cap ? 2 * d->cap : 4096;
-        d->keys = realloc(d->keys, d->cap * sizeof(*d->keys));
-        LD_TEST_ASSERT(d->keys, "out of memory");
+        d->r = realloc(d->r, d->cap * sizeof(*d->r));
+        LD_TEST_ASSERT(d->r, "out of memory");
     }
+    rec_t *r = &d->r[d->n];
     size_t kl = m->key_len < 63 ? m->key_len : 63;
-    Learnd__V1__StateRecord *r =
+    memcpy(r->key, m->key, kl);
+    r->key[kl] = '\0';
+    r->at = d->n++;
+    r->seq = 0;
+    Learnd__V1__StateRecord *sr =
         learnd__v1__state_record__unpack(NULL, m->len, m->payload);
-    if (r && r->block) {
-        uint64_t q = r->block->commit_seq;
-        if (!d->min_seq || q < d->min_seq)
-            d->min_seq = q;
-        if (q > d->max_seq)
-            d->max_seq = q;
-    }
-    if (r)
-        learnd__v1__state_record__free_unpacked(r, NULL);
-    memcpy(d->keys[d->n], m->key, kl);
-    d->keys[d->n][kl] = '\0';
-    d->n++;
+    if (sr && sr->block)
+        r->seq = sr->block->commit_seq;
+    if (sr)
+        learnd__v1__state_record__free_unpacked(sr, NULL);
 }
 
-static int cmp_key(const void *a, const void *b)
+static int cmp_rec(const void *a, const void *b)
 {
-    return strcmp(a, b);
+    const rec_t *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->at > y->at) - (x->at < y->at);
 }
 
+/* Records a newer one of the same key supersedes (what compaction
+ * removes), and into seq the oldest and newest commit among the blocks a
+ * restart uses: the newest record of each block key. */
 static size_t superseded(const char *t, size_t *total, uint64_t seq[2])
 {
     dup_t d = {0};
     ld_test_read_topic(t, 60000, collect, &d, NULL);
-    qsort(d.keys, d.n, sizeof(*d.keys), cmp_key);
+    qsort(d.r, d.n, sizeof(*d.r), cmp_rec);
     size_t s = 0;
-    for (size_t i = 1; i < d.n; i++)
-        s += strcmp(d.keys[i], d.keys[i - 1]) == 0;
+    seq[0] = seq[1] = 0;
+    for (size_t i = 0; i < d.n; i++) {
+        int last = i + 1 == d.n || strcmp(d.r[i].key, d.r[i + 1].key) != 0;
+        if (!last) {
+            s++;
+            continue;
+        }
+        uint64_t q = d.r[i].seq;
+        if (q && (!seq[0] || q < seq[0]))
+            seq[0] = q;
+        if (q > seq[1])
+            seq[1] = q;
+    }
     *total = d.n;
-    seq[0] = d.min_seq;
-    seq[1] = d.max_seq;
-    free(d.keys);
+    free(d.r);
     return s;
 }
 
@@ -269,7 +287,8 @@ int main(void)
     ld_test_say("after compaction: %zu records, %zu superseded", n, s);
     LD_TEST_ASSERT(s * 2 <= s0, "the state topic was not compacted");
     /* Commit points wrote only what changed: blocks of older commits are
-     * still the newest of their keys, next to those of the last one. */
+     * still the newest of their keys, next to those of the last one (a
+     * whole-state write would leave every key's newest at the last). */
     ld_test_say("blocks kept from commits %llu to %llu",
                 (unsigned long long)seq[0], (unsigned long long)seq[1]);
     LD_TEST_ASSERT(seq[0] < seq[1], "every commit point rewrote every block");
