@@ -32,7 +32,9 @@ static void write_config(const char *name, char *path, size_t size)
     snprintf(names, sizeof(names), "%s.%s", prefix, name);
     snprintf(path, size, "%s/%s.yaml", tmpdir, name);
     FILE *f = ld_test_config_begin(path, NULL, names);
-    fprintf(f, "log:\n  level: notice\n");
+    /* A port of its own: 9464 may be another test's. */
+    fprintf(f, "log:\n  level: notice\nmetrics:\n  port: %u\n",
+            (unsigned)ld_test_free_port());
     ld_test_config_demo_input(f, prefix, names);
     fprintf(f,
             "  hash_fields: [country, ad_id, device, ctx:publisher, "

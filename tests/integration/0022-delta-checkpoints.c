@@ -104,7 +104,9 @@ int main(void)
     snprintf(config, sizeof(config), "%s/run.yaml", tmpdir);
     snprintf(log, sizeof(log), "%s/run.log", tmpdir);
     FILE *f = ld_test_config_begin(config, NULL, names);
-    fprintf(f, "log:\n  level: notice\n");
+    /* A port of its own: 9464 may be another test's. */
+    fprintf(f, "log:\n  level: notice\nmetrics:\n  port: %u\n",
+            (unsigned)ld_test_free_port());
     ld_test_config_demo_input(f, prefix, names);
     fprintf(f,
             "  hash_fields: [country, ad_id, device, ctx:publisher, "
