@@ -31,6 +31,11 @@ static const ld_conf_row_t rows[] = {
     {"chunk_size", LD_CONF_SIZE, OFF(chunk_size), "900KiB", 1024,
      LD_CKPT_MAX_CHUNK, NULL,
      "Checkpoint bytes per CheckpointChunk record on the checkpoints topic"},
+    {"delta_every", LD_CONF_INT, OFF(delta_every), "1", 1, 100000, NULL,
+     "On the checkpoints topic, every Nth published version is a full "
+     "checkpoint and those between are deltas of the rows changed since the "
+     "version before (docs/OPERATIONS.md, \"Following delta checkpoints\"); "
+     "1: every version full. The local store keeps full checkpoints"},
     {"warm_start", LD_CONF_BOOL, OFF(warm_start), "true", 0, 0, NULL,
      "Start from the newest stored checkpoint (false: from scratch)"},
     {"manifest_secret", LD_CONF_STRING, OFF(manifest_secret), "", 0, 0, NULL,
@@ -47,6 +52,7 @@ struct ld_ckpt {
     Learnd__V1__Checkpoint *msg;
     uint8_t sha[32];
     size_t size;
+    int head; /* sparse tensors empty: a head or a delta */
 };
 
 /* ---- Encode ------------------------------------------------------------- */
@@ -150,6 +156,121 @@ static void counts_to_pb(const uint64_t c[LD_SAMPLE__COUNT],
     }
 }
 
+/* The ModelSpec (and its OptimizerSpec) of sp, with meta's hash fields;
+ * strings borrowed. Hyperparameters the optimizer does not use stay 0. */
+static void spec_to_pb(const ld_spec_t *sp, const ld_ckpt_meta_t *meta,
+                       Learnd__V1__OptimizerSpec *ospec,
+                       Learnd__V1__ModelSpec *mspec)
+{
+    learnd__v1__optimizer_spec__init(ospec);
+    ospec->kind = (Learnd__V1__OptimizerKind)(sp->opt + 1);
+    ospec->dense_learning_rate = sp->dense_lr;
+    ospec->dense_norm = sp->dense_norm == LD_DNORM_STANDARD
+                            ? LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD
+                        : sp->dense_norm == LD_DNORM_MAXABS
+                            ? LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
+                            : LEARND__V1__DENSE_NORM__DENSE_NORM_NONE;
+    ospec->learning_rate = sp->lr;
+    ospec->l1 = sp->l1;
+    ospec->l2 = sp->l2;
+    if (sp->opt == LD_OPT_FTRL)
+        ospec->beta = sp->beta;
+    if (sp->opt == LD_OPT_ADAGRAD)
+        ospec->initial_accumulator = sp->init_acc;
+    if (sp->opt == LD_OPT_ADAGRAD || sp->opt == LD_OPT_ADAM)
+        ospec->epsilon = sp->eps;
+    if (sp->opt == LD_OPT_ADAM) {
+        ospec->beta1 = sp->beta1;
+        ospec->beta2 = sp->beta2;
+    }
+    if (sp->opt == LD_OPT_SGD) {
+        ospec->schedule = (Learnd__V1__LrSchedule)(sp->schedule + 1);
+        ospec->decay = sp->decay;
+        ospec->power_t = sp->power_t;
+    }
+
+    learnd__v1__model_spec__init(mspec);
+    mspec->kind = (Learnd__V1__ModelKind)(sp->model + 1);
+    mspec->num_classes = sp->k;
+    mspec->hash_bits = sp->hash_bits;
+    mspec->dense_dim = sp->dense_dim;
+    mspec->optimizer = ospec;
+    mspec->hash_function =
+        (char *)(meta->hash_function ? meta->hash_function : "");
+    mspec->hash_seed = meta->hash_seed;
+    if (meta->feature_map_hash) {
+        mspec->feature_map_hash.data = (uint8_t *)meta->feature_map_hash;
+        mspec->feature_map_hash.len = 32;
+    }
+}
+
+/* The Lineage of a checkpoint from meta (its ranges, positions and
+ * advances borrowed), the counts and the parameter hash (32 bytes; left
+ * out of a head, which has no whole parameters: whole = 0). */
+static void lineage_to_pb(const ld_ckpt_meta_t *meta, int whole,
+                          Learnd__V1__ExampleCounts *counts,
+                          Learnd__V1__ExampleCounts *total, uint8_t *params_sha,
+                          Learnd__V1__Lineage *lin)
+{
+    const Learnd__V1__Lineage *ml = meta->lineage;
+    learnd__v1__lineage__init(lin);
+    lin->model = (char *)meta->model;
+    lin->version = meta->version;
+    lin->parent_version = meta->parent_version;
+    if (meta->config_hash) {
+        lin->config_hash.data = (uint8_t *)meta->config_hash;
+        lin->config_hash.len = 32;
+    }
+    lin->learnd_version =
+        (char *)(meta->learnd_version ? meta->learnd_version : "");
+    lin->openblas_corename = (char *)ld_trainer_blas_core();
+    const char *bc = openblas_get_config();
+    lin->openblas_config = (char *)(bc ? bc : "");
+    if (ml) {
+        lin->n_consumed = ml->n_consumed;
+        lin->consumed = ml->consumed;
+        lin->n_resume = ml->n_resume;
+        lin->resume = ml->resume;
+        lin->n_watermark_advances = ml->n_watermark_advances;
+        lin->watermark_advances = ml->watermark_advances;
+    }
+    lin->counts = counts;
+    lin->total_counts = total;
+    lin->params_sha256.data = params_sha;
+    lin->params_sha256.len = whole ? 32 : 0; /* a head has no whole params */
+    lin->created_at_ms = meta->created_at_ms;
+    lin->trigger_id = (char *)(meta->trigger_id ? meta->trigger_id : "");
+}
+
+/* The dense normalization's optimizer tensors of s, appended to
+ * accs[*n...]: the scales [D] when D > 0, the statistics [3, D] under
+ * dense_norm standard. shapes (3 entries: D, 3, D) must outlive them. */
+static void dense_norm_to_pb(const ld_snapshot_t *s, uint32_t shapes[3],
+                             Learnd__V1__Tensor *scale,
+                             Learnd__V1__Tensor *stats,
+                             Learnd__V1__Tensor **accs, size_t *n)
+{
+    uint32_t dd = s->spec.dense_dim;
+    if (!dd)
+        return;
+    learnd__v1__tensor__init(scale);
+    scale->name = (char *)LD_CKPT_DENSE_SCALE;
+    scale->n_shape = 1;
+    scale->shape = &shapes[0];
+    scale->data.data = (uint8_t *)s->dscale;
+    scale->data.len = dd * sizeof(float);
+    accs[(*n)++] = scale;
+    if (s->spec.dense_norm != LD_DNORM_STANDARD)
+        return;
+    learnd__v1__tensor__init(stats);
+    stats->name = (char *)LD_CKPT_DENSE_STATS;
+    stats->n_shape = 2;
+    stats->shape = &shapes[1];
+    stats->data.data = (uint8_t *)s->dstat;
+    stats->data.len = 3 * (size_t)dd * sizeof(float);
+    accs[(*n)++] = stats;
+}
+
 ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
                         ld_buf_t *out)
 {
@@ -170,10 +291,13 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     for (uint32_t p = 0; p < sp->s; p++) {
         for (int which = 0; which < 3; which++) {
             size_t e = p * 3 + (size_t)which, n = count_of(sp, which);
+            if (which == 0 && (!s->sp || meta->delta))
+                n = 0; /* a head or delta: the sparse rows go elsewhere */
             planes[e] = malloc(n ? n * sizeof(float) : 1);
             if (!planes[e])
                 goto err;
-            extract(s, which, p, planes[e]);
+            if (n)
+                extract(s, which, p, planes[e]);
             if (p == 0) {
                 snprintf(names[e], sizeof(names[e]), "%s", param_names[which]);
                 ld_sha256_update(&h, planes[e], n * sizeof(float));
@@ -194,49 +318,12 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
         }
     }
     ld_sha256_final(&h, params_sha);
+    if (meta->delta) /* of the whole parameters the delta reconstructs */
+        ld_snapshot_params_sha256(s, params_sha);
 
     Learnd__V1__OptimizerSpec ospec;
-    learnd__v1__optimizer_spec__init(&ospec);
-    ospec.kind = (Learnd__V1__OptimizerKind)(sp->opt + 1);
-    ospec.dense_learning_rate = sp->dense_lr;
-    ospec.dense_norm = sp->dense_norm == LD_DNORM_STANDARD
-                           ? LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD
-                       : sp->dense_norm == LD_DNORM_MAXABS
-                           ? LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
-                           : LEARND__V1__DENSE_NORM__DENSE_NORM_NONE;
-    ospec.learning_rate = sp->lr;
-    ospec.l1 = sp->l1;
-    ospec.l2 = sp->l2;
-    if (sp->opt == LD_OPT_FTRL)
-        ospec.beta = sp->beta;
-    if (sp->opt == LD_OPT_ADAGRAD)
-        ospec.initial_accumulator = sp->init_acc;
-    if (sp->opt == LD_OPT_ADAGRAD || sp->opt == LD_OPT_ADAM)
-        ospec.epsilon = sp->eps;
-    if (sp->opt == LD_OPT_ADAM) {
-        ospec.beta1 = sp->beta1;
-        ospec.beta2 = sp->beta2;
-    }
-    if (sp->opt == LD_OPT_SGD) {
-        ospec.schedule = (Learnd__V1__LrSchedule)(sp->schedule + 1);
-        ospec.decay = sp->decay;
-        ospec.power_t = sp->power_t;
-    }
-
     Learnd__V1__ModelSpec mspec;
-    learnd__v1__model_spec__init(&mspec);
-    mspec.kind = (Learnd__V1__ModelKind)(sp->model + 1);
-    mspec.num_classes = sp->k;
-    mspec.hash_bits = sp->hash_bits;
-    mspec.dense_dim = sp->dense_dim;
-    mspec.optimizer = &ospec;
-    mspec.hash_function =
-        (char *)(meta->hash_function ? meta->hash_function : "");
-    mspec.hash_seed = meta->hash_seed;
-    if (meta->feature_map_hash) {
-        mspec.feature_map_hash.data = (uint8_t *)meta->feature_map_hash;
-        mspec.feature_map_hash.len = 32;
-    }
+    spec_to_pb(sp, meta, &ospec, &mspec);
 
     const Learnd__V1__Lineage *ml = meta->lineage;
     uint64_t since[LD_SAMPLE__COUNT];
@@ -248,58 +335,14 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     counts_to_pb(s->by_type, ml ? ml->total_counts : NULL, &total);
 
     Learnd__V1__Lineage lin;
-    learnd__v1__lineage__init(&lin);
-    lin.model = (char *)meta->model;
-    lin.version = meta->version;
-    lin.parent_version = meta->parent_version;
-    if (meta->config_hash) {
-        lin.config_hash.data = (uint8_t *)meta->config_hash;
-        lin.config_hash.len = 32;
-    }
-    lin.learnd_version =
-        (char *)(meta->learnd_version ? meta->learnd_version : "");
-    lin.openblas_corename = (char *)ld_trainer_blas_core();
-    const char *bc = openblas_get_config();
-    lin.openblas_config = (char *)(bc ? bc : "");
-    if (ml) {
-        lin.n_consumed = ml->n_consumed;
-        lin.consumed = ml->consumed;
-        lin.n_resume = ml->n_resume;
-        lin.resume = ml->resume;
-        lin.n_watermark_advances = ml->n_watermark_advances;
-        lin.watermark_advances = ml->watermark_advances;
-    }
-    lin.counts = &counts;
-    lin.total_counts = &total;
-    lin.params_sha256.data = params_sha;
-    lin.params_sha256.len = 32;
-    lin.created_at_ms = meta->created_at_ms;
-    lin.trigger_id = (char *)(meta->trigger_id ? meta->trigger_id : "");
+    lineage_to_pb(meta, s->sp != NULL, &counts, &total, params_sha, &lin);
 
     Learnd__V1__OptimizerState ost;
     learnd__v1__optimizer_state__init(&ost);
     ost.step = s->step;
     ost.n_tensors = (size_t)(sp->s - 1) * 3;
-    uint32_t dd = sp->dense_dim;
-    if (dd) {
-        learnd__v1__tensor__init(&scale);
-        scale.name = (char *)LD_CKPT_DENSE_SCALE;
-        scale.n_shape = 1;
-        scale.shape = &dd;
-        scale.data.data = (uint8_t *)s->dscale;
-        scale.data.len = dd * sizeof(float);
-        accs[ost.n_tensors++] = &scale;
-    }
-    uint32_t sshape[2] = {3, dd};
-    if (dd && sp->dense_norm == LD_DNORM_STANDARD) {
-        learnd__v1__tensor__init(&stats);
-        stats.name = (char *)LD_CKPT_DENSE_STATS;
-        stats.n_shape = 2;
-        stats.shape = sshape;
-        stats.data.data = (uint8_t *)s->dstat;
-        stats.data.len = 3 * (size_t)dd * sizeof(float);
-        accs[ost.n_tensors++] = &stats;
-    }
+    uint32_t shapes_dn[3] = {sp->dense_dim, 3, sp->dense_dim};
+    dense_norm_to_pb(s, shapes_dn, &scale, &stats, accs, &ost.n_tensors);
     ost.tensors = ost.n_tensors ? accs : NULL;
 
     Learnd__V1__Metrics m, cm;
@@ -316,6 +359,7 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     ck.optimizer = &ost;
     ck.metrics = &m;
     ck.champion_metrics = &cm;
+    ck.delta = (Learnd__V1__DeltaRows *)(uintptr_t)meta->delta;
 
     size_t body = learnd__v1__checkpoint__get_packed_size(&ck);
     out->data = malloc(body + LD_CKPT_TRAILER);
@@ -350,7 +394,8 @@ static int finite_nonneg(double x)
 
 /* Checks a tensor's name, shape and data length against the spec. */
 static int check_tensor(const Learnd__V1__Tensor *t, const ld_spec_t *sp,
-                        int which, uint32_t plane, char *errstr, size_t size)
+                        int which, uint32_t plane, int head, char *errstr,
+                        size_t size)
 {
     char want[48];
     if (plane == 0)
@@ -368,10 +413,10 @@ static int check_tensor(const Learnd__V1__Tensor *t, const ld_spec_t *sp,
         ld_errstr_set(errstr, size, "tensor %s has the wrong shape", want);
         return 0;
     }
-    if (t->data.len != count_of(sp, which) * sizeof(float) ||
-        (t->data.len && !t->data.data)) {
+    size_t expect = head && which == 0 ? 0 : count_of(sp, which) * 4;
+    if (t->data.len != expect || (t->data.len && !t->data.data)) {
         ld_errstr_set(errstr, size, "tensor %s has %zu bytes, expected %zu",
-                      want, t->data.len, count_of(sp, which) * sizeof(float));
+                      want, t->data.len, expect);
         return 0;
     }
     return 1;
@@ -528,9 +573,41 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
 /* Decodes buf; file_sha, when not NULL, is the SHA-256 of all of buf that
  * the caller computed while it checked the trailer's digest itself (reading
  * a file), so neither is computed a second time. */
-static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
-                       ld_ckpt_t **out, char *errstr, size_t size)
+enum { MODE_FULL, MODE_HEAD, MODE_DELTA, MODE_ANY /* full or delta */ };
+
+/* A delta's rows: ascending slots inside the model, rows of their size. */
+static int check_delta(const Learnd__V1__DeltaRows *d, const ld_spec_t *sp,
+                       char *errstr, size_t size)
 {
+    size_t per = (size_t)sp->k * sp->s * sizeof(float);
+    uint64_t nslots = (uint64_t)1 << sp->hash_bits;
+    if (d->parent_params_sha256.len != 32) {
+        ld_errstr_set(errstr, size, "delta without its parent's hash");
+        return 0;
+    }
+    if (d->rows.len != d->n_slots * per || (d->rows.len && !d->rows.data)) {
+        ld_errstr_set(errstr, size,
+                      "delta has %zu bytes of rows for %zu slots, expected "
+                      "%zu",
+                      d->rows.len, d->n_slots, d->n_slots * per);
+        return 0;
+    }
+    for (size_t i = 0; i < d->n_slots; i++) {
+        if (d->slots[i] >= nslots || (i && d->slots[i] <= d->slots[i - 1])) {
+            ld_errstr_set(errstr, size,
+                          "delta slot %zu (%" PRIu32
+                          ") out of range or out of order",
+                          i, d->slots[i]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
+                       int mode, ld_ckpt_t **out, char *errstr, size_t size)
+{
+    int head = mode != MODE_FULL && mode != MODE_ANY;
     ld_ckpt_t *c = NULL;
     ld_err_t rc = LD_ERR_CORRUPT;
     uint8_t sha[32];
@@ -562,12 +639,30 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     else
         ld_ckpt_sha256(buf, len, c->sha);
     c->size = len;
+    c->head = head;
     c->msg = learnd__v1__checkpoint__unpack(NULL, body, buf);
     if (!c->msg) {
         ld_errstr_set(errstr, size, "not a learnd.v1.Checkpoint message");
         goto err;
     }
     const Learnd__V1__Checkpoint *m = c->msg;
+    if (mode == MODE_ANY) {
+        mode = m->delta ? MODE_DELTA : MODE_FULL;
+        head = c->head = m->delta != NULL;
+    }
+    if (m->delta && mode != MODE_DELTA) {
+        ld_errstr_set(errstr, size,
+                      "checkpoint version %" PRIu64 " is a delta of version "
+                      "%" PRIu64 " (chain from full version %" PRIu64
+                      "): reconstruct it from its chain",
+                      m->lineage ? m->lineage->version : 0,
+                      m->delta->parent_version, m->delta->base_version);
+        goto err;
+    }
+    if (!m->delta && mode == MODE_DELTA) {
+        ld_errstr_set(errstr, size, "not a delta checkpoint");
+        goto err;
+    }
     if (m->format_version != LD_CKPT_FORMAT_VERSION) {
         ld_errstr_set(errstr, size,
                       "checkpoint format_version %" PRIu32
@@ -602,7 +697,7 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     ld_sha256_init(&h);
     for (int which = 0; which < 3; which++) {
         const Learnd__V1__Tensor *t = m->tensors[which];
-        if (!check_tensor(t, &sp, which, 0, errstr, size))
+        if (!check_tensor(t, &sp, which, 0, head, errstr, size))
             goto err;
         ld_sha256_update(&h, t->data.data, t->data.len);
     }
@@ -610,11 +705,19 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
         for (int which = 0; which < 3; which++)
             if (!check_tensor(
                     m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which], &sp,
-                    which, p, errstr, size))
+                    which, p, head, errstr, size))
                 goto err;
     ld_sha256_final(&h, sha);
     const ProtobufCBinaryData *ps = &m->lineage->params_sha256;
-    if (ps->len != 32 || memcmp(ps->data, sha, 32) != 0) {
+    if (mode == MODE_DELTA) {
+        if (ps->len != 32) {
+            ld_errstr_set(errstr, size, "delta without params_sha256");
+            goto err;
+        }
+        if (!check_delta(m->delta, &sp, errstr, size))
+            goto err;
+    } else if (head ? ps->len != 0
+                    : ps->len != 32 || memcmp(ps->data, sha, 32)) {
         ld_errstr_set(errstr, size,
                       "params_sha256 does not match the parameters");
         goto err;
@@ -630,7 +733,19 @@ err:
 ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                         char *errstr, size_t size)
 {
-    return decode(buf, len, NULL, out, errstr, size);
+    return decode(buf, len, NULL, MODE_FULL, out, errstr, size);
+}
+
+ld_err_t ld_ckpt_decode_head(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                             char *errstr, size_t size)
+{
+    return decode(buf, len, NULL, MODE_HEAD, out, errstr, size);
+}
+
+ld_err_t ld_ckpt_decode_delta(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                              char *errstr, size_t size)
+{
+    return decode(buf, len, NULL, MODE_DELTA, out, errstr, size);
 }
 
 void ld_ckpt_destroy(ld_ckpt_t *c)
@@ -686,10 +801,10 @@ ld_snapshot_t *ld_ckpt_snapshot(const ld_ckpt_t *c)
     ld_snapshot_t *s = ld_snapshot_alloc(&sp);
     if (!s)
         return NULL;
-    for (int which = 0; which < 3; which++)
+    for (int which = c->head ? 1 : 0; which < 3; which++)
         insert(s, which, 0, m->tensors[which]->data.data);
     for (uint32_t p = 1; p < sp.s; p++)
-        for (int which = 0; which < 3; which++)
+        for (int which = c->head ? 1 : 0; which < 3; which++)
             insert(s, which, p,
                    m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which]
                        ->data.data);
@@ -773,8 +888,81 @@ static int read_at(int fd, void *buf, size_t len, off_t off)
     return 0;
 }
 
-ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
-                           size_t size)
+/* The cheap checks of a checkpoint file of flen bytes (size, first field,
+ * trailer tag), then its body's digest against the trailer, streamed:
+ * nothing is allocated for the content of a file that fails them. Fills
+ * tail (the trailer) and file_sha (of the whole file). */
+static ld_err_t precheck_file(int fd, const char *path, uint64_t flen,
+                              uint8_t tail[LD_CKPT_TRAILER],
+                              uint8_t file_sha[32], char *errstr, size_t size)
+{
+    uint8_t head[2];
+    if (flen <= LD_CKPT_TRAILER + 2) {
+        ld_errstr_set(errstr, size,
+                      "%s: checkpoint truncated (%" PRIu64 " bytes)", path,
+                      flen);
+        return LD_ERR_CORRUPT;
+    }
+    if (flen > LD_CKPT_MAX_FILE) {
+        ld_errstr_set(errstr, size,
+                      "%s: %" PRIu64
+                      " bytes, larger than any checkpoint (%" PRIu64 " max)",
+                      path, flen, (uint64_t)LD_CKPT_MAX_FILE);
+        return LD_ERR_CORRUPT;
+    }
+    size_t body = (size_t)flen - LD_CKPT_TRAILER;
+    if (read_at(fd, head, sizeof(head), 0) != 0 ||
+        read_at(fd, tail, LD_CKPT_TRAILER, (off_t)body) != 0) {
+        ld_errstr_errno(errstr, size, "read", path);
+        return LD_ERR_IO;
+    }
+    if (head[0] != 0x08 || head[1] != LD_CKPT_FORMAT_VERSION) {
+        ld_errstr_set(
+            errstr, size,
+            "%s: not a learnd checkpoint of format %d (starts with %02x %02x)",
+            path, LD_CKPT_FORMAT_VERSION, head[0], head[1]);
+        return LD_ERR_CORRUPT;
+    }
+    if (tail[0] != 0x7a || tail[1] != 0x20) {
+        ld_errstr_set(errstr, size,
+                      "%s: checkpoint has no checksum trailer (truncated?)",
+                      path);
+        return LD_ERR_CORRUPT;
+    }
+    ld_sha256_t hb, hf; /* body (the trailer's digest), whole file (its id) */
+    ld_sha256_init(&hb);
+    ld_sha256_init(&hf);
+    enum { BLOCK = 1 << 20 };
+    uint8_t *block = malloc(BLOCK);
+    if (!block) {
+        ld_errstr_set(errstr, size, "%s: out of memory", path);
+        return LD_ERR_NOMEM;
+    }
+    for (size_t off = 0; off < body;) {
+        size_t n = body - off < BLOCK ? body - off : BLOCK;
+        if (read_at(fd, block, n, (off_t)off) != 0) {
+            ld_errstr_errno(errstr, size, "read", path);
+            free(block);
+            return LD_ERR_IO;
+        }
+        ld_sha256_update(&hb, block, n);
+        ld_sha256_update(&hf, block, n);
+        off += n;
+    }
+    free(block);
+    uint8_t dig[32];
+    ld_sha256_final(&hb, dig);
+    if (memcmp(dig, tail + 2, 32) != 0) {
+        ld_errstr_set(errstr, size, "%s: checkpoint checksum mismatch", path);
+        return LD_ERR_CORRUPT;
+    }
+    ld_sha256_update(&hf, tail, LD_CKPT_TRAILER);
+    ld_sha256_final(&hf, file_sha);
+    return LD_OK;
+}
+
+static ld_err_t read_file(const char *path, int mode, ld_ckpt_t **out,
+                          char *errstr, size_t size)
 {
     *out = NULL;
     ld_err_t rc = LD_ERR_CORRUPT;
@@ -797,76 +985,13 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
         return LD_ERR_IO;
     }
     /* Everything cheap first, before a byte is allocated for the content:
-     * the size, the first field (format_version = 1, which learnd always
-     * writes first) and the trailer's tag; then the digest, streamed. A
-     * 2 GiB file of junk used to be read whole (2.1 GB resident) before it
-     * was refused. */
+     * a 2 GiB file of junk used to be read whole (2.1 GB resident) before
+     * it was refused. */
+    uint8_t tail[LD_CKPT_TRAILER], file_sha[32];
     uint64_t flen = (uint64_t)st.st_size;
-    uint8_t head[2], tail[LD_CKPT_TRAILER];
-    if (flen <= LD_CKPT_TRAILER + 2) {
-        ld_errstr_set(errstr, size,
-                      "%s: checkpoint truncated (%" PRIu64 " bytes)", path,
-                      flen);
+    if ((rc = precheck_file(fd, path, flen, tail, file_sha, errstr, size)))
         goto out;
-    }
-    if (flen > LD_CKPT_MAX_FILE) {
-        ld_errstr_set(errstr, size,
-                      "%s: %" PRIu64
-                      " bytes, larger than any checkpoint (%" PRIu64 " max)",
-                      path, flen, (uint64_t)LD_CKPT_MAX_FILE);
-        goto out;
-    }
     size_t len = (size_t)flen, body = len - LD_CKPT_TRAILER;
-    if (read_at(fd, head, sizeof(head), 0) != 0 ||
-        read_at(fd, tail, sizeof(tail), (off_t)body) != 0) {
-        ld_errstr_errno(errstr, size, "read", path);
-        rc = LD_ERR_IO;
-        goto out;
-    }
-    if (head[0] != 0x08 || head[1] != LD_CKPT_FORMAT_VERSION) {
-        ld_errstr_set(
-            errstr, size,
-            "%s: not a learnd checkpoint of format %d (starts with %02x %02x)",
-            path, LD_CKPT_FORMAT_VERSION, head[0], head[1]);
-        goto out;
-    }
-    if (tail[0] != 0x7a || tail[1] != 0x20) {
-        ld_errstr_set(errstr, size,
-                      "%s: checkpoint has no checksum trailer (truncated?)",
-                      path);
-        goto out;
-    }
-    ld_sha256_t hb, hf; /* body (the trailer's digest), whole file (its id) */
-    ld_sha256_init(&hb);
-    ld_sha256_init(&hf);
-    enum { BLOCK = 1 << 20 };
-    uint8_t *block = malloc(BLOCK);
-    if (!block) {
-        rc = LD_ERR_NOMEM;
-        ld_errstr_set(errstr, size, "%s: out of memory", path);
-        goto out;
-    }
-    for (size_t off = 0; off < body;) {
-        size_t n = body - off < BLOCK ? body - off : BLOCK;
-        if (read_at(fd, block, n, (off_t)off) != 0) {
-            ld_errstr_errno(errstr, size, "read", path);
-            free(block);
-            rc = LD_ERR_IO;
-            goto out;
-        }
-        ld_sha256_update(&hb, block, n);
-        ld_sha256_update(&hf, block, n);
-        off += n;
-    }
-    free(block);
-    uint8_t dig[32], file_sha[32];
-    ld_sha256_final(&hb, dig);
-    if (memcmp(dig, tail + 2, 32) != 0) {
-        ld_errstr_set(errstr, size, "%s: checkpoint checksum mismatch", path);
-        goto out;
-    }
-    ld_sha256_update(&hf, tail, sizeof(tail));
-    ld_sha256_final(&hf, file_sha);
     /* Intact: now the whole of it, for the protobuf decoder. */
     buf = malloc(len);
     if (!buf) {
@@ -884,16 +1009,208 @@ ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
      * again over what is decoded, and content_sha256 is of those bytes. */
     uint8_t again[32];
     ld_ckpt_sha256(buf, body, again);
+    rc = LD_ERR_CORRUPT;
     if (memcmp(again, tail + 2, 32) != 0 || memcmp(buf + body, tail, 2) != 0) {
         ld_errstr_set(errstr, size, "%s: changed while it was read", path);
         goto out;
     }
     char why[300] = "";
-    rc = decode(buf, len, file_sha, out, why, sizeof(why));
+    rc = decode(buf, len, file_sha, mode, out, why, sizeof(why));
     if (rc != LD_OK)
         ld_errstr_set(errstr, size, "%s: %s", path, why);
 out:
     free(buf);
     close(fd);
     return rc;
+}
+
+ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
+                           size_t size)
+{
+    return read_file(path, MODE_FULL, out, errstr, size);
+}
+
+ld_err_t ld_ckpt_read_file_any(const char *path, ld_ckpt_t **out, char *errstr,
+                               size_t size)
+{
+    return read_file(path, MODE_ANY, out, errstr, size);
+}
+
+/* ---- Delta checkpoints --------------------------------------------------- */
+
+ld_err_t ld_ckpt_encode_delta(const ld_snapshot_t *s,
+                              const ld_snapshot_t *parent,
+                              const ld_ckpt_meta_t *meta, uint64_t base_version,
+                              ld_buf_t *out, size_t *nrows)
+{
+    memset(out, 0, sizeof(*out));
+    if (!s->sp || !parent->sp || ld_spec_mismatch(&s->spec, &parent->spec))
+        return LD_ERR_INVAL;
+    const ld_spec_t *sp = &s->spec;
+    size_t per = (size_t)sp->k * sp->s, nslots = (size_t)1 << sp->hash_bits;
+    size_t cap = 1024, n = 0;
+    uint32_t *slots = malloc(cap * sizeof(*slots));
+    float *drows = malloc(cap * per * sizeof(float));
+    ld_err_t rc = LD_ERR_NOMEM;
+    if (!slots || !drows)
+        goto out;
+    for (size_t i = 0; i < nslots; i++) {
+        const float *a = s->sp + i * per, *b = parent->sp + i * per;
+        /* Bit for bit: a row whose value is unchanged but whose sign of
+         * zero or NaN payload moved still counts as changed. */
+        if (memcmp(a, b, per * sizeof(float)) == 0)
+            continue;
+        if (n == cap) {
+            cap *= 2;
+            uint32_t *ns = realloc(slots, cap * sizeof(*ns));
+            if (ns)
+                slots = ns;
+            float *nr = ns ? realloc(drows, cap * per * sizeof(*nr)) : NULL;
+            if (!nr)
+                goto out;
+            drows = nr;
+        }
+        slots[n] = (uint32_t)i;
+        memcpy(drows + n * per, a, per * sizeof(float));
+        n++;
+    }
+    uint8_t psha[32];
+    ld_snapshot_params_sha256(parent, psha);
+    Learnd__V1__DeltaRows d;
+    learnd__v1__delta_rows__init(&d);
+    d.parent_version = meta->parent_version;
+    d.parent_params_sha256 = (ProtobufCBinaryData){32, psha};
+    d.base_version = base_version;
+    d.n_slots = n;
+    d.slots = slots;
+    d.rows = (ProtobufCBinaryData){n * per * sizeof(float), (uint8_t *)drows};
+    ld_ckpt_meta_t m = *meta;
+    m.delta = &d;
+    rc = ld_ckpt_encode(s, &m, out);
+    if (nrows)
+        *nrows = n;
+out:
+    free(slots);
+    free(drows);
+    return rc;
+}
+
+int ld_ckpt_delta_of(const ld_ckpt_t *c, uint64_t *parent_version,
+                     uint64_t *base_version)
+{
+    const Learnd__V1__DeltaRows *d = c->msg->delta;
+    if (!d)
+        return 0;
+    if (parent_version)
+        *parent_version = d->parent_version;
+    if (base_version)
+        *base_version = d->base_version;
+    return 1;
+}
+
+ld_err_t ld_ckpt_delta_apply(const ld_ckpt_t *delta,
+                             const ld_snapshot_t *parent, ld_snapshot_t **out,
+                             char *errstr, size_t size)
+{
+    *out = NULL;
+    const Learnd__V1__Checkpoint *m = delta->msg;
+    const Learnd__V1__DeltaRows *d = m->delta;
+    if (!d) {
+        ld_errstr_set(errstr, size, "not a delta checkpoint");
+        return LD_ERR_INVAL;
+    }
+    uint8_t sha[32];
+    ld_snapshot_params_sha256(parent, sha);
+    if (memcmp(sha, d->parent_params_sha256.data, 32) != 0) {
+        ld_errstr_set(errstr, size,
+                      "delta version %" PRIu64 " applies to version %" PRIu64
+                      " with other parameters than the parent given (a "
+                      "missing or different link in the chain)",
+                      m->lineage->version, d->parent_version);
+        return LD_ERR_CORRUPT;
+    }
+    ld_snapshot_t *s = ld_ckpt_snapshot(delta);
+    if (!s)
+        return LD_ERR_NOMEM;
+    if (ld_spec_mismatch(&s->spec, &parent->spec)) {
+        ld_snapshot_destroy(s);
+        ld_errstr_set(errstr, size,
+                      "delta version %" PRIu64 " has another shape than its "
+                      "parent",
+                      m->lineage->version);
+        return LD_ERR_CORRUPT;
+    }
+    size_t per = (size_t)s->spec.k * s->spec.s;
+    memcpy(s->sp, parent->sp, s->sp_n * sizeof(float));
+    for (size_t i = 0; i < d->n_slots; i++) /* validated by decode */
+        memcpy(s->sp + (size_t)d->slots[i] * per,
+               d->rows.data + i * per * sizeof(float), per * sizeof(float));
+    ld_snapshot_params_sha256(s, sha);
+    if (memcmp(sha, m->lineage->params_sha256.data, 32) != 0) {
+        ld_snapshot_destroy(s);
+        ld_errstr_set(errstr, size,
+                      "delta version %" PRIu64 " does not reconstruct its "
+                      "parameters (params_sha256 mismatch)",
+                      m->lineage->version);
+        return LD_ERR_CORRUPT;
+    }
+    *out = s;
+    return LD_OK;
+}
+
+ld_err_t ld_ckpt_chain_rebuild(const ld_buf_t *links, size_t n,
+                               ld_snapshot_t **out, uint64_t *version,
+                               char *errstr, size_t size)
+{
+    *out = NULL;
+    ld_snapshot_t *cur = NULL;
+    uint64_t at = 0;
+    ld_err_t err = LD_ERR_INVAL;
+    if (!n) {
+        ld_errstr_set(errstr, size, "empty chain");
+        return err;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ld_ckpt_t *c = NULL;
+        char why[300] = "";
+        err = i ? ld_ckpt_decode_delta(links[i].data, links[i].len, &c, why,
+                                       sizeof(why))
+                : ld_ckpt_decode(links[i].data, links[i].len, &c, why,
+                                 sizeof(why));
+        if (err) {
+            ld_errstr_set(errstr, size, "link %zu of the chain: %s", i, why);
+            break;
+        }
+        uint64_t v = c->msg->lineage->version, parent = 0;
+        ld_snapshot_t *next = NULL;
+        if (i && (!ld_ckpt_delta_of(c, &parent, NULL) || parent != at)) {
+            ld_errstr_set(errstr, size,
+                          "link %zu of the chain is version %" PRIu64
+                          ", a delta of version %" PRIu64 ", not of %" PRIu64
+                          " (a missing link)",
+                          i, v, parent, at);
+            err = LD_ERR_CORRUPT;
+        } else if (i) {
+            err = ld_ckpt_delta_apply(c, cur, &next, why, sizeof(why));
+            if (err)
+                ld_errstr_set(errstr, size, "link %zu of the chain: %s", i,
+                              why);
+        } else if (!(next = ld_ckpt_snapshot(c))) {
+            err = LD_ERR_NOMEM;
+        }
+        ld_ckpt_destroy(c);
+        if (err)
+            break;
+        ld_snapshot_destroy(cur);
+        cur = next;
+        at = v;
+    }
+    if (err) {
+        ld_snapshot_destroy(cur);
+        return err;
+    }
+    *out = cur;
+    if (version)
+        *version = at;
+    return LD_OK;
 }
