@@ -35,7 +35,6 @@ allow=(
     "daemon/demo.c"                # 1 175 lines: ld_cmd_demo, summary
     "daemon/demo.c:*"
     "daemon/replay.c:ld_cmd_replay"
-    "trainer/checkpoint.c:*"       # ld_ckpt_encode, ld_ckpt_read_file
 )
 
 allowed() {

@@ -17,6 +17,7 @@
 
 #include "common/pbwire.h"
 #include "trainer/checkpoint.h"
+#include "trainer/ckpt_internal.h"
 #include "trainer/internal.h"
 
 /* ---- Config ------------------------------------------------------------- */
@@ -573,7 +574,6 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
 /* Decodes buf; file_sha, when not NULL, is the SHA-256 of all of buf that
  * the caller computed while it checked the trailer's digest itself (reading
  * a file), so neither is computed a second time. */
-enum { MODE_FULL, MODE_HEAD, MODE_DELTA, MODE_ANY /* full or delta */ };
 
 /* A delta's rows: ascending slots inside the model, rows of their size. */
 static int check_delta(const Learnd__V1__DeltaRows *d, const ld_spec_t *sp,
@@ -604,10 +604,56 @@ static int check_delta(const Learnd__V1__DeltaRows *d, const ld_spec_t *sp,
     return 1;
 }
 
-static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
-                       int mode, ld_ckpt_t **out, char *errstr, size_t size)
+/* The parameter and optimizer tensors of m: their count, shapes and
+ * optional dense statistics; sha gets the SHA-256 of the parameters.
+ * 1, or 0 with errstr set. */
+static int check_tensors(const Learnd__V1__Checkpoint *m, const ld_spec_t *spp,
+                         int head, uint8_t sha[32], char *errstr, size_t size)
 {
-    int head = mode != MODE_FULL && mode != MODE_ANY;
+    const ld_spec_t sp = *spp;
+    /* The dense scales are optional: a checkpoint written before dense
+     * normalization existed has none (its dense state is in raw units). */
+    size_t nacc = (size_t)(sp.s - 1) * 3;
+    size_t nopt = m->optimizer->n_tensors;
+    /* The statistics: only under standard, after the scales. */
+    size_t nmax = nacc + (sp.dense_dim ? 1 : 0) +
+                  (sp.dense_dim && sp.dense_norm == LD_DNORM_STANDARD ? 1 : 0);
+    if (m->n_tensors != 3 || nopt < nacc || nopt > nmax) {
+        ld_errstr_set(errstr, size,
+                      "checkpoint has %zu parameter and %zu optimizer "
+                      "tensors, expected 3 and %zu",
+                      m->n_tensors, nopt, nmax);
+        return 0;
+    }
+    if (nopt > nacc &&
+        !check_scale(m->optimizer->tensors[nacc], sp.dense_dim, errstr, size))
+        return 0;
+    if (nopt > nacc + 1 && !check_stats(m->optimizer->tensors[nacc + 1],
+                                        sp.dense_dim, errstr, size))
+        return 0;
+    ld_sha256_t h;
+    ld_sha256_init(&h);
+    for (int which = 0; which < 3; which++) {
+        const Learnd__V1__Tensor *t = m->tensors[which];
+        if (!check_tensor(t, &sp, which, 0, head, errstr, size))
+            return 0;
+        ld_sha256_update(&h, t->data.data, t->data.len);
+    }
+    for (uint32_t p = 1; p < sp.s; p++)
+        for (int which = 0; which < 3; which++)
+            if (!check_tensor(
+                    m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which], &sp,
+                    which, p, head, errstr, size))
+                return 0;
+    ld_sha256_final(&h, sha);
+    return 1;
+}
+
+ld_err_t ld_ckpt_decode_as(const uint8_t *buf, size_t len,
+                           const uint8_t *file_sha, ld_ckpt_mode_t mode,
+                           ld_ckpt_t **out, char *errstr, size_t size)
+{
+    int head = mode != LD_CKPT_FULL && mode != LD_CKPT_ANY;
     ld_ckpt_t *c = NULL;
     ld_err_t rc = LD_ERR_CORRUPT;
     uint8_t sha[32];
@@ -646,11 +692,11 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
         goto err;
     }
     const Learnd__V1__Checkpoint *m = c->msg;
-    if (mode == MODE_ANY) {
-        mode = m->delta ? MODE_DELTA : MODE_FULL;
+    if (mode == LD_CKPT_ANY) {
+        mode = m->delta ? LD_CKPT_DELTA : LD_CKPT_FULL;
         head = c->head = m->delta != NULL;
     }
-    if (m->delta && mode != MODE_DELTA) {
+    if (m->delta && mode != LD_CKPT_DELTA) {
         ld_errstr_set(errstr, size,
                       "checkpoint version %" PRIu64 " is a delta of version "
                       "%" PRIu64 " (chain from full version %" PRIu64
@@ -659,7 +705,7 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
                       m->delta->parent_version, m->delta->base_version);
         goto err;
     }
-    if (!m->delta && mode == MODE_DELTA) {
+    if (!m->delta && mode == LD_CKPT_DELTA) {
         ld_errstr_set(errstr, size, "not a delta checkpoint");
         goto err;
     }
@@ -673,43 +719,10 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     ld_spec_t sp;
     if (!spec_from_pb(m, &sp, errstr, size))
         goto err;
-    /* The dense scales are optional: a checkpoint written before dense
-     * normalization existed has none (its dense state is in raw units). */
-    size_t nacc = (size_t)(sp.s - 1) * 3;
-    size_t nopt = m->optimizer->n_tensors;
-    /* The statistics: only under standard, after the scales. */
-    size_t nmax = nacc + (sp.dense_dim ? 1 : 0) +
-                  (sp.dense_dim && sp.dense_norm == LD_DNORM_STANDARD ? 1 : 0);
-    if (m->n_tensors != 3 || nopt < nacc || nopt > nmax) {
-        ld_errstr_set(errstr, size,
-                      "checkpoint has %zu parameter and %zu optimizer "
-                      "tensors, expected 3 and %zu",
-                      m->n_tensors, nopt, nmax);
+    if (!check_tensors(m, &sp, head, sha, errstr, size))
         goto err;
-    }
-    if (nopt > nacc &&
-        !check_scale(m->optimizer->tensors[nacc], sp.dense_dim, errstr, size))
-        goto err;
-    if (nopt > nacc + 1 && !check_stats(m->optimizer->tensors[nacc + 1],
-                                        sp.dense_dim, errstr, size))
-        goto err;
-    ld_sha256_t h;
-    ld_sha256_init(&h);
-    for (int which = 0; which < 3; which++) {
-        const Learnd__V1__Tensor *t = m->tensors[which];
-        if (!check_tensor(t, &sp, which, 0, head, errstr, size))
-            goto err;
-        ld_sha256_update(&h, t->data.data, t->data.len);
-    }
-    for (uint32_t p = 1; p < sp.s; p++)
-        for (int which = 0; which < 3; which++)
-            if (!check_tensor(
-                    m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which], &sp,
-                    which, p, head, errstr, size))
-                goto err;
-    ld_sha256_final(&h, sha);
     const ProtobufCBinaryData *ps = &m->lineage->params_sha256;
-    if (mode == MODE_DELTA) {
+    if (mode == LD_CKPT_DELTA) {
         if (ps->len != 32) {
             ld_errstr_set(errstr, size, "delta without params_sha256");
             goto err;
@@ -733,19 +746,19 @@ err:
 ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                         char *errstr, size_t size)
 {
-    return decode(buf, len, NULL, MODE_FULL, out, errstr, size);
+    return ld_ckpt_decode_as(buf, len, NULL, LD_CKPT_FULL, out, errstr, size);
 }
 
 ld_err_t ld_ckpt_decode_head(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                              char *errstr, size_t size)
 {
-    return decode(buf, len, NULL, MODE_HEAD, out, errstr, size);
+    return ld_ckpt_decode_as(buf, len, NULL, LD_CKPT_HEAD, out, errstr, size);
 }
 
 ld_err_t ld_ckpt_decode_delta(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                               char *errstr, size_t size)
 {
-    return decode(buf, len, NULL, MODE_DELTA, out, errstr, size);
+    return ld_ckpt_decode_as(buf, len, NULL, LD_CKPT_DELTA, out, errstr, size);
 }
 
 void ld_ckpt_destroy(ld_ckpt_t *c)
@@ -864,353 +877,4 @@ ld_err_t ld_ckpt_champion_load(ld_trainer_t *t, const uint8_t *buf, size_t len,
     err = ld_ckpt_champion_set(t, c, errstr, errstr_size);
     ld_ckpt_destroy(c);
     return err;
-}
-
-/* ---- Reading a file -------------------------------------------------- */
-
-/* Reads exactly len bytes at off; 0, or -1 with errno (EIO at a short
- * read: the file shrank under us). */
-static int read_at(int fd, void *buf, size_t len, off_t off)
-{
-    uint8_t *p = buf;
-    while (len) {
-        ssize_t r = pread(fd, p, len, off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r == 0)
-            errno = EIO;
-        if (r <= 0)
-            return -1;
-        p += r;
-        len -= (size_t)r;
-        off += r;
-    }
-    return 0;
-}
-
-/* The cheap checks of a checkpoint file of flen bytes (size, first field,
- * trailer tag), then its body's digest against the trailer, streamed:
- * nothing is allocated for the content of a file that fails them. Fills
- * tail (the trailer) and file_sha (of the whole file). */
-static ld_err_t precheck_file(int fd, const char *path, uint64_t flen,
-                              uint8_t tail[LD_CKPT_TRAILER],
-                              uint8_t file_sha[32], char *errstr, size_t size)
-{
-    uint8_t head[2];
-    if (flen <= LD_CKPT_TRAILER + 2) {
-        ld_errstr_set(errstr, size,
-                      "%s: checkpoint truncated (%" PRIu64 " bytes)", path,
-                      flen);
-        return LD_ERR_CORRUPT;
-    }
-    if (flen > LD_CKPT_MAX_FILE) {
-        ld_errstr_set(errstr, size,
-                      "%s: %" PRIu64
-                      " bytes, larger than any checkpoint (%" PRIu64 " max)",
-                      path, flen, (uint64_t)LD_CKPT_MAX_FILE);
-        return LD_ERR_CORRUPT;
-    }
-    size_t body = (size_t)flen - LD_CKPT_TRAILER;
-    if (read_at(fd, head, sizeof(head), 0) != 0 ||
-        read_at(fd, tail, LD_CKPT_TRAILER, (off_t)body) != 0) {
-        ld_errstr_errno(errstr, size, "read", path);
-        return LD_ERR_IO;
-    }
-    if (head[0] != 0x08 || head[1] != LD_CKPT_FORMAT_VERSION) {
-        ld_errstr_set(
-            errstr, size,
-            "%s: not a learnd checkpoint of format %d (starts with %02x %02x)",
-            path, LD_CKPT_FORMAT_VERSION, head[0], head[1]);
-        return LD_ERR_CORRUPT;
-    }
-    if (tail[0] != 0x7a || tail[1] != 0x20) {
-        ld_errstr_set(errstr, size,
-                      "%s: checkpoint has no checksum trailer (truncated?)",
-                      path);
-        return LD_ERR_CORRUPT;
-    }
-    ld_sha256_t hb, hf; /* body (the trailer's digest), whole file (its id) */
-    ld_sha256_init(&hb);
-    ld_sha256_init(&hf);
-    enum { BLOCK = 1 << 20 };
-    uint8_t *block = malloc(BLOCK);
-    if (!block) {
-        ld_errstr_set(errstr, size, "%s: out of memory", path);
-        return LD_ERR_NOMEM;
-    }
-    for (size_t off = 0; off < body;) {
-        size_t n = body - off < BLOCK ? body - off : BLOCK;
-        if (read_at(fd, block, n, (off_t)off) != 0) {
-            ld_errstr_errno(errstr, size, "read", path);
-            free(block);
-            return LD_ERR_IO;
-        }
-        ld_sha256_update(&hb, block, n);
-        ld_sha256_update(&hf, block, n);
-        off += n;
-    }
-    free(block);
-    uint8_t dig[32];
-    ld_sha256_final(&hb, dig);
-    if (memcmp(dig, tail + 2, 32) != 0) {
-        ld_errstr_set(errstr, size, "%s: checkpoint checksum mismatch", path);
-        return LD_ERR_CORRUPT;
-    }
-    ld_sha256_update(&hf, tail, LD_CKPT_TRAILER);
-    ld_sha256_final(&hf, file_sha);
-    return LD_OK;
-}
-
-static ld_err_t read_file(const char *path, int mode, ld_ckpt_t **out,
-                          char *errstr, size_t size)
-{
-    *out = NULL;
-    ld_err_t rc = LD_ERR_CORRUPT;
-    uint8_t *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        ld_errstr_errno(errstr, size, "open", path);
-        return e == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        ld_errstr_errno(errstr, size, "stat", path);
-        close(fd);
-        return LD_ERR_IO;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        ld_errstr_set(errstr, size, "%s: not a regular file", path);
-        close(fd);
-        return LD_ERR_IO;
-    }
-    /* Everything cheap first, before a byte is allocated for the content:
-     * a 2 GiB file of junk used to be read whole (2.1 GB resident) before
-     * it was refused. */
-    uint8_t tail[LD_CKPT_TRAILER], file_sha[32];
-    uint64_t flen = (uint64_t)st.st_size;
-    if ((rc = precheck_file(fd, path, flen, tail, file_sha, errstr, size)))
-        goto out;
-    size_t len = (size_t)flen, body = len - LD_CKPT_TRAILER;
-    /* Intact: now the whole of it, for the protobuf decoder. */
-    buf = malloc(len);
-    if (!buf) {
-        rc = LD_ERR_NOMEM;
-        ld_errstr_set(errstr, size, "%s: out of memory for %zu bytes", path,
-                      len);
-        goto out;
-    }
-    if (read_at(fd, buf, len, 0) != 0) {
-        ld_errstr_errno(errstr, size, "read", path);
-        rc = LD_ERR_IO;
-        goto out;
-    }
-    /* The file could change between the two reads: its digest is checked
-     * again over what is decoded, and content_sha256 is of those bytes. */
-    uint8_t again[32];
-    ld_ckpt_sha256(buf, body, again);
-    rc = LD_ERR_CORRUPT;
-    if (memcmp(again, tail + 2, 32) != 0 || memcmp(buf + body, tail, 2) != 0) {
-        ld_errstr_set(errstr, size, "%s: changed while it was read", path);
-        goto out;
-    }
-    char why[300] = "";
-    rc = decode(buf, len, file_sha, mode, out, why, sizeof(why));
-    if (rc != LD_OK)
-        ld_errstr_set(errstr, size, "%s: %s", path, why);
-out:
-    free(buf);
-    close(fd);
-    return rc;
-}
-
-ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
-                           size_t size)
-{
-    return read_file(path, MODE_FULL, out, errstr, size);
-}
-
-ld_err_t ld_ckpt_read_file_any(const char *path, ld_ckpt_t **out, char *errstr,
-                               size_t size)
-{
-    return read_file(path, MODE_ANY, out, errstr, size);
-}
-
-/* ---- Delta checkpoints --------------------------------------------------- */
-
-ld_err_t ld_ckpt_encode_delta(const ld_snapshot_t *s,
-                              const ld_snapshot_t *parent,
-                              const ld_ckpt_meta_t *meta, uint64_t base_version,
-                              ld_buf_t *out, size_t *nrows)
-{
-    memset(out, 0, sizeof(*out));
-    if (!s->sp || !parent->sp || ld_spec_mismatch(&s->spec, &parent->spec))
-        return LD_ERR_INVAL;
-    const ld_spec_t *sp = &s->spec;
-    size_t per = (size_t)sp->k * sp->s, nslots = (size_t)1 << sp->hash_bits;
-    size_t cap = 1024, n = 0;
-    uint32_t *slots = malloc(cap * sizeof(*slots));
-    float *drows = malloc(cap * per * sizeof(float));
-    ld_err_t rc = LD_ERR_NOMEM;
-    if (!slots || !drows)
-        goto out;
-    for (size_t i = 0; i < nslots; i++) {
-        const float *a = s->sp + i * per, *b = parent->sp + i * per;
-        /* Bit for bit: a row whose value is unchanged but whose sign of
-         * zero or NaN payload moved still counts as changed. */
-        if (memcmp(a, b, per * sizeof(float)) == 0)
-            continue;
-        if (n == cap) {
-            cap *= 2;
-            uint32_t *ns = realloc(slots, cap * sizeof(*ns));
-            if (ns)
-                slots = ns;
-            float *nr = ns ? realloc(drows, cap * per * sizeof(*nr)) : NULL;
-            if (!nr)
-                goto out;
-            drows = nr;
-        }
-        slots[n] = (uint32_t)i;
-        memcpy(drows + n * per, a, per * sizeof(float));
-        n++;
-    }
-    uint8_t psha[32];
-    ld_snapshot_params_sha256(parent, psha);
-    Learnd__V1__DeltaRows d;
-    learnd__v1__delta_rows__init(&d);
-    d.parent_version = meta->parent_version;
-    d.parent_params_sha256 = (ProtobufCBinaryData){32, psha};
-    d.base_version = base_version;
-    d.n_slots = n;
-    d.slots = slots;
-    d.rows = (ProtobufCBinaryData){n * per * sizeof(float), (uint8_t *)drows};
-    ld_ckpt_meta_t m = *meta;
-    m.delta = &d;
-    rc = ld_ckpt_encode(s, &m, out);
-    if (nrows)
-        *nrows = n;
-out:
-    free(slots);
-    free(drows);
-    return rc;
-}
-
-int ld_ckpt_delta_of(const ld_ckpt_t *c, uint64_t *parent_version,
-                     uint64_t *base_version)
-{
-    const Learnd__V1__DeltaRows *d = c->msg->delta;
-    if (!d)
-        return 0;
-    if (parent_version)
-        *parent_version = d->parent_version;
-    if (base_version)
-        *base_version = d->base_version;
-    return 1;
-}
-
-ld_err_t ld_ckpt_delta_apply(const ld_ckpt_t *delta,
-                             const ld_snapshot_t *parent, ld_snapshot_t **out,
-                             char *errstr, size_t size)
-{
-    *out = NULL;
-    const Learnd__V1__Checkpoint *m = delta->msg;
-    const Learnd__V1__DeltaRows *d = m->delta;
-    if (!d) {
-        ld_errstr_set(errstr, size, "not a delta checkpoint");
-        return LD_ERR_INVAL;
-    }
-    uint8_t sha[32];
-    ld_snapshot_params_sha256(parent, sha);
-    if (memcmp(sha, d->parent_params_sha256.data, 32) != 0) {
-        ld_errstr_set(errstr, size,
-                      "delta version %" PRIu64 " applies to version %" PRIu64
-                      " with other parameters than the parent given (a "
-                      "missing or different link in the chain)",
-                      m->lineage->version, d->parent_version);
-        return LD_ERR_CORRUPT;
-    }
-    ld_snapshot_t *s = ld_ckpt_snapshot(delta);
-    if (!s)
-        return LD_ERR_NOMEM;
-    if (ld_spec_mismatch(&s->spec, &parent->spec)) {
-        ld_snapshot_destroy(s);
-        ld_errstr_set(errstr, size,
-                      "delta version %" PRIu64 " has another shape than its "
-                      "parent",
-                      m->lineage->version);
-        return LD_ERR_CORRUPT;
-    }
-    size_t per = (size_t)s->spec.k * s->spec.s;
-    memcpy(s->sp, parent->sp, s->sp_n * sizeof(float));
-    for (size_t i = 0; i < d->n_slots; i++) /* validated by decode */
-        memcpy(s->sp + (size_t)d->slots[i] * per,
-               d->rows.data + i * per * sizeof(float), per * sizeof(float));
-    ld_snapshot_params_sha256(s, sha);
-    if (memcmp(sha, m->lineage->params_sha256.data, 32) != 0) {
-        ld_snapshot_destroy(s);
-        ld_errstr_set(errstr, size,
-                      "delta version %" PRIu64 " does not reconstruct its "
-                      "parameters (params_sha256 mismatch)",
-                      m->lineage->version);
-        return LD_ERR_CORRUPT;
-    }
-    *out = s;
-    return LD_OK;
-}
-
-ld_err_t ld_ckpt_chain_rebuild(const ld_buf_t *links, size_t n,
-                               ld_snapshot_t **out, uint64_t *version,
-                               char *errstr, size_t size)
-{
-    *out = NULL;
-    ld_snapshot_t *cur = NULL;
-    uint64_t at = 0;
-    ld_err_t err = LD_ERR_INVAL;
-    if (!n) {
-        ld_errstr_set(errstr, size, "empty chain");
-        return err;
-    }
-    for (size_t i = 0; i < n; i++) {
-        ld_ckpt_t *c = NULL;
-        char why[300] = "";
-        err = i ? ld_ckpt_decode_delta(links[i].data, links[i].len, &c, why,
-                                       sizeof(why))
-                : ld_ckpt_decode(links[i].data, links[i].len, &c, why,
-                                 sizeof(why));
-        if (err) {
-            ld_errstr_set(errstr, size, "link %zu of the chain: %s", i, why);
-            break;
-        }
-        uint64_t v = c->msg->lineage->version, parent = 0;
-        ld_snapshot_t *next = NULL;
-        if (i && (!ld_ckpt_delta_of(c, &parent, NULL) || parent != at)) {
-            ld_errstr_set(errstr, size,
-                          "link %zu of the chain is version %" PRIu64
-                          ", a delta of version %" PRIu64 ", not of %" PRIu64
-                          " (a missing link)",
-                          i, v, parent, at);
-            err = LD_ERR_CORRUPT;
-        } else if (i) {
-            err = ld_ckpt_delta_apply(c, cur, &next, why, sizeof(why));
-            if (err)
-                ld_errstr_set(errstr, size, "link %zu of the chain: %s", i,
-                              why);
-        } else if (!(next = ld_ckpt_snapshot(c))) {
-            err = LD_ERR_NOMEM;
-        }
-        ld_ckpt_destroy(c);
-        if (err)
-            break;
-        ld_snapshot_destroy(cur);
-        cur = next;
-        at = v;
-    }
-    if (err) {
-        ld_snapshot_destroy(cur);
-        return err;
-    }
-    *out = cur;
-    if (version)
-        *version = at;
-    return LD_OK;
 }
