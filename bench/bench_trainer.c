@@ -358,8 +358,8 @@ static void bench_snapshot(const stream_t *s)
     ld_buf_t *chunks;
     size_t nchunks;
     t0 = now_s();
-    if (ld_ckpt_chunks(b.data, b.len, "bench", 1, LD_CKPT_MAX_CHUNK, &chunks,
-                       &nchunks) != LD_OK)
+    if (ld_publish_chunks(b.data, b.len, "bench", 1, LD_CKPT_MAX_CHUNK, &chunks,
+                          &nchunks) != LD_OK)
         exit(1);
     double t_chunk = now_s() - t0;
     uint8_t h[32];
@@ -370,7 +370,7 @@ static void bench_snapshot(const stream_t *s)
            "%.1f ms, chunk into %zu x 900 KiB %.1f ms, sha256 %.0f MB/s\n",
            (double)b.len / 1048576.0, t_enc * 1e3, t_dec * 1e3, nchunks,
            t_chunk * 1e3, (double)b.len / t_sha / 1e6);
-    ld_ckpt_chunks_free(chunks, nchunks);
+    ld_publish_chunks_free(chunks, nchunks);
     ld_ckpt_destroy(ck);
     free(b.data);
     ld_snapshot_destroy(snap);

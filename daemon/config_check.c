@@ -373,7 +373,7 @@ static void validate_experiments(loader_t *ld)
 void ld_config_validate(loader_t *ld)
 {
     const ld_config_t *c = ld->conf;
-    if (!ld_ckpt_name_ok(c->trainer.name))
+    if (!ld_publish_name_ok(c->trainer.name))
         report_key(ld, "trainer", "name", -1,
                    "'%s' is not a model name: 1 to %d of A-Z a-z 0-9 . _ -, "
                    "not starting with '.' (it names a directory of the "

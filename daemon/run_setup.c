@@ -51,8 +51,8 @@ static ld_err_t warm_start(run_t *r)
         return LD_OK;
     ld_ckpt_t *ck = NULL;
     char why[1024] = "";
-    ld_err_t err =
-        ld_ckpt_store_load_latest(c->dir, r->tconf.name, &ck, why, sizeof(why));
+    ld_err_t err = ld_publish_store_load_latest(c->dir, r->tconf.name, &ck, why,
+                                                sizeof(why));
     if (err == LD_ERR_NOENT) {
         ld_log(LD_LOG_INFO, MOD,
                "msg=\"no stored checkpoint: starting from "

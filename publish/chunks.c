@@ -13,7 +13,7 @@
 
 /* ---- Chunks and manifest ------------------------------------------------ */
 
-void ld_ckpt_chunks_free(ld_buf_t *chunks, size_t n)
+void ld_publish_chunks_free(ld_buf_t *chunks, size_t n)
 {
     if (!chunks)
         return;
@@ -22,9 +22,9 @@ void ld_ckpt_chunks_free(ld_buf_t *chunks, size_t n)
     free(chunks);
 }
 
-ld_err_t ld_ckpt_chunks(const uint8_t *ckpt, size_t len, const char *model,
-                        uint64_t version, size_t chunk_size, ld_buf_t **chunks,
-                        size_t *n)
+ld_err_t ld_publish_chunks(const uint8_t *ckpt, size_t len, const char *model,
+                           uint64_t version, size_t chunk_size,
+                           ld_buf_t **chunks, size_t *n)
 {
     *chunks = NULL;
     *n = 0;
@@ -55,7 +55,7 @@ ld_err_t ld_ckpt_chunks(const uint8_t *ckpt, size_t len, const char *model,
         v[i].len = learnd__v1__checkpoint_chunk__get_packed_size(&ch);
         v[i].data = malloc(v[i].len);
         if (!v[i].data) {
-            ld_ckpt_chunks_free(v, count);
+            ld_publish_chunks_free(v, count);
             return LD_ERR_NOMEM;
         }
         learnd__v1__checkpoint_chunk__pack(&ch, v[i].data);
@@ -65,9 +65,9 @@ ld_err_t ld_ckpt_chunks(const uint8_t *ckpt, size_t len, const char *model,
     return LD_OK;
 }
 
-ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
-                                 const ld_ckpt_manifest_info_t *info,
-                                 ld_buf_t *out)
+ld_err_t ld_publish_manifest_encode(const uint8_t *ckpt, size_t len,
+                                    const ld_publish_manifest_info_t *info,
+                                    ld_buf_t *out)
 {
     memset(out, 0, sizeof(*out));
     if (!ckpt || !info || !info->model)
@@ -131,9 +131,9 @@ ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
     return LD_OK;
 }
 
-ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
-                          const ld_buf_t *chunks, size_t n, ld_buf_t *out,
-                          char *errstr, size_t size)
+ld_err_t ld_publish_assemble(const uint8_t *manifest, size_t mlen,
+                             const ld_buf_t *chunks, size_t n, ld_buf_t *out,
+                             char *errstr, size_t size)
 {
     Learnd__V1__CheckpointManifest *mf = NULL;
     Learnd__V1__CheckpointChunk *ch = NULL;
@@ -220,7 +220,7 @@ err:
 
 ld_err_t ld_publisher_delta(ld_publisher_t *p, const ld_snapshot_t *snap,
                             const ld_ckpt_meta_t *meta, ld_buf_t *out,
-                            ld_ckpt_manifest_info_t *info)
+                            ld_publish_manifest_info_t *info)
 {
     memset(out, 0, sizeof(*out));
     if (p->c.delta_every <= 1)

@@ -115,8 +115,8 @@ static void restore_champion(ld_publisher_t *p, ld_trainer_t *t)
      * published: those versions are committed, the others stay staged. */
     char pwhy[512];
     if (p->c.store_dir && p->c.store_dir[0] &&
-        ld_ckpt_store_promote(p->c.store_dir, p->c.model, p->ctr.version,
-                              p->c.store_keep, pwhy, sizeof(pwhy)) != LD_OK)
+        ld_publish_store_promote(p->c.store_dir, p->c.model, p->ctr.version,
+                                 p->c.store_keep, pwhy, sizeof(pwhy)) != LD_OK)
         ld_log(LD_LOG_WARN, MOD,
                "msg=\"cannot promote committed checkpoints in the store\" "
                "err=%s",

@@ -96,7 +96,7 @@ struct ld_publisher {
  * LD_ERR_NOMEM. */
 ld_err_t ld_publisher_delta(ld_publisher_t *p, const ld_snapshot_t *snap,
                             const ld_ckpt_meta_t *meta, ld_buf_t *out,
-                            ld_ckpt_manifest_info_t *info) LD_WUR;
+                            ld_publish_manifest_info_t *info) LD_WUR;
 /* chunks.c: version (snap, borrowed: a reference is kept) was published,
  * as a delta or not. */
 void ld_publisher_delta_done(ld_publisher_t *p, ld_snapshot_t *snap,

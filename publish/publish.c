@@ -169,9 +169,9 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     if (c->store_dir && c->store_dir[0]) {
         /* Staged: it becomes a version of the store once its
          * transaction commits (ld_publisher_committed). */
-        if ((err = ld_ckpt_store_stage(c->store_dir, model, o->version,
-                                       ckpt.data, ckpt.len, path, sizeof(path),
-                                       why, sizeof(why)))) {
+        if ((err = ld_publish_store_stage(c->store_dir, model, o->version,
+                                          ckpt.data, ckpt.len, path,
+                                          sizeof(path), why, sizeof(why)))) {
             ld_log(LD_LOG_ERR, MOD, "msg=\"cannot store checkpoint\" err=%s",
                    ld_log_q(why));
             goto out;
@@ -182,13 +182,13 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
         }
     }
     /* The topic may get a delta of the last version instead (chunks.c). */
-    ld_ckpt_manifest_info_t info = {0};
+    ld_publish_manifest_info_t info = {0};
     if ((err = ld_publisher_delta(p, o->snap, &meta, &delta, &info)))
         goto out;
     const ld_buf_t *wire = delta.data ? &delta : &ckpt;
     ld_ckpt_sha256(wire->data, wire->len, sha); /* = the manifest's */
-    if ((err = ld_ckpt_chunks(wire->data, wire->len, model, o->version,
-                              c->chunk_size, &chunks, &nchunks)))
+    if ((err = ld_publish_chunks(wire->data, wire->len, model, o->version,
+                                 c->chunk_size, &chunks, &nchunks)))
         goto out;
     if (!(offsets = offsets_for(p, nchunks + 1))) {
         err = LD_ERR_NOMEM;
@@ -219,8 +219,8 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     const char *secret = c->manifest_secret;
     info.hmac_key = (const uint8_t *)secret;
     info.hmac_key_len = secret ? strlen(secret) : 0;
-    if ((err =
-             ld_ckpt_manifest_encode(wire->data, wire->len, &info, &manifest)))
+    if ((err = ld_publish_manifest_encode(wire->data, wire->len, &info,
+                                          &manifest)))
         goto out;
     if ((err = produce(rk, topic, 0, model, manifest.data, manifest.len,
                        &offsets[nchunks])))
@@ -235,7 +235,7 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     ld_snapshot_params_sha256(o->snap, o->params_sha);
     ld_publisher_delta_done(p, o->snap, o->version, delta.data != NULL);
 out:
-    ld_ckpt_chunks_free(chunks, nchunks);
+    ld_publish_chunks_free(chunks, nchunks);
     free(delta.data);
     free(ckpt.data);
     free(manifest.data);
@@ -290,8 +290,8 @@ static void promote(ld_publisher_t *p, uint64_t upto)
     const ld_publisher_conf_t *c = &p->c;
     char why[512] = "";
     if (c->store_dir && c->store_dir[0] &&
-        ld_ckpt_store_promote(c->store_dir, c->model, upto, c->store_keep, why,
-                              sizeof(why)) != LD_OK)
+        ld_publish_store_promote(c->store_dir, c->model, upto, c->store_keep,
+                                 why, sizeof(why)) != LD_OK)
         ld_log(LD_LOG_ERR, MOD,
                "msg=\"cannot promote committed checkpoints in the store\" "
                "err=%s",

@@ -384,14 +384,14 @@ uint64_t ld_publisher_commit_seq(const ld_publisher_t *p);
 /* Splits the serialized checkpoint ckpt (borrowed) into serialized
  * CheckpointChunk messages of at most chunk_size (<= LD_CKPT_MAX_CHUNK)
  * data bytes each. *chunks is an array of *n buffers; free it with
- * ld_ckpt_chunks_free(). */
-ld_err_t ld_ckpt_chunks(const uint8_t *ckpt, size_t len, const char *model,
-                        uint64_t version, size_t chunk_size, ld_buf_t **chunks,
-                        size_t *n) LD_WUR;
-void ld_ckpt_chunks_free(ld_buf_t *chunks, size_t n);
+ * ld_publish_chunks_free(). */
+ld_err_t ld_publish_chunks(const uint8_t *ckpt, size_t len, const char *model,
+                           uint64_t version, size_t chunk_size,
+                           ld_buf_t **chunks, size_t *n) LD_WUR;
+void ld_publish_chunks_free(ld_buf_t *chunks, size_t n);
 
 /* Manifest fields the caller knows (borrowed). */
-typedef struct ld_ckpt_manifest_info {
+typedef struct ld_publish_manifest_info {
     const char *model;
     uint64_t version;
     uint64_t parent_version;
@@ -413,7 +413,7 @@ typedef struct ld_ckpt_manifest_info {
      * intact (see docs/OPERATIONS.md, "Authenticating checkpoints"). */
     const uint8_t *hmac_key;
     size_t hmac_key_len;
-} ld_ckpt_manifest_info_t;
+} ld_publish_manifest_info_t;
 
 /* Smallest checkpoint.manifest_secret accepted, in bytes. */
 #define LD_CKPT_SECRET_MIN 16
@@ -422,17 +422,17 @@ typedef struct ld_ckpt_manifest_info {
  * params_sha256 are taken from ckpt itself) into out (caller frees).
  * LD_ERR_CORRUPT when ckpt has no params_sha256 (ckpt is not otherwise
  * validated: it is what ld_ckpt_encode just wrote). */
-ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
-                                 const ld_ckpt_manifest_info_t *info,
-                                 ld_buf_t *out) LD_WUR;
+ld_err_t ld_publish_manifest_encode(const uint8_t *ckpt, size_t len,
+                                    const ld_publish_manifest_info_t *info,
+                                    ld_buf_t *out) LD_WUR;
 
 /* Rebuilds a serialized checkpoint from a serialized manifest and its
  * serialized chunks (all borrowed), checking model, version, indices,
  * counts, every chunk's SHA-256, the total size and the manifest's SHA-256.
  * out->data is the caller's. LD_ERR_CORRUPT with errstr on any mismatch. */
-ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
-                          const ld_buf_t *chunks, size_t n, ld_buf_t *out,
-                          char *errstr, size_t errstr_size) LD_WUR;
+ld_err_t ld_publish_assemble(const uint8_t *manifest, size_t mlen,
+                             const ld_buf_t *chunks, size_t n, ld_buf_t *out,
+                             char *errstr, size_t errstr_size) LD_WUR;
 
 /* ---- Local model store (publish/store.c) ------------------------------ */
 
@@ -444,7 +444,7 @@ ld_err_t ld_ckpt_assemble(const uint8_t *manifest, size_t mlen,
  * of Kafka keys (<model>/<version>) and of the transactional id.
  * trainer.name is checked against it when the config loads; the store
  * refuses other names. */
-int ld_ckpt_name_ok(const char *name);
+int ld_publish_name_ok(const char *name);
 
 /* Writes buf as <dir>/<model>/<version>.ckpt (temp file, fsync, rename,
  * fsync of the directory), then `latest` (holding "<version>\n") the same
@@ -453,11 +453,12 @@ int ld_ckpt_name_ok(const char *name);
  * plain file name, LD_ERR_IO with errno set otherwise; errstr (optional)
  * names the operation and the path ("write DIR/ctr/.7.ckpt.pending.tmp.9: No
  * space left on device"). */
-ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
-                             uint64_t version, const uint8_t *buf, size_t len,
-                             int64_t keep, char *path, size_t path_size,
-                             char *errstr, size_t errstr_size) LD_WUR;
-/* The two halves of ld_ckpt_store_write, for a publication written before
+ld_err_t ld_publish_store_write(const char *dir, const char *model,
+                                uint64_t version, const uint8_t *buf,
+                                size_t len, int64_t keep, char *path,
+                                size_t path_size, char *errstr,
+                                size_t errstr_size) LD_WUR;
+/* The two halves of ld_publish_store_write, for a publication written before
  * its transaction commits: stage writes buf as <dir>/<model>/<version>
  * .ckpt.pending (temp file, fsync, rename, fsync of the directory), which
  * no reader of the store takes for a version (path receives the name it
@@ -466,18 +467,18 @@ ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
  * staged version <= upto, oldest first, to <version>.ckpt, points `latest`
  * at the newest and deletes all but the newest keep versions. A staged
  * version whose transaction never committed stays staged until the
- * restarted daemon stages it again. Errors as ld_ckpt_store_write. */
-ld_err_t ld_ckpt_store_stage(const char *dir, const char *model,
-                             uint64_t version, const uint8_t *buf, size_t len,
-                             char *path, size_t path_size, char *errstr,
-                             size_t errstr_size) LD_WUR;
-ld_err_t ld_ckpt_store_promote(const char *dir, const char *model,
-                               uint64_t upto, int64_t keep, char *errstr,
-                               size_t errstr_size) LD_WUR;
+ * restarted daemon stages it again. Errors as ld_publish_store_write. */
+ld_err_t ld_publish_store_stage(const char *dir, const char *model,
+                                uint64_t version, const uint8_t *buf,
+                                size_t len, char *path, size_t path_size,
+                                char *errstr, size_t errstr_size) LD_WUR;
+ld_err_t ld_publish_store_promote(const char *dir, const char *model,
+                                  uint64_t upto, int64_t keep, char *errstr,
+                                  size_t errstr_size) LD_WUR;
 
 /* The version `latest` names; LD_ERR_NOENT when the store has none. */
-ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
-                              uint64_t *version) LD_WUR;
+ld_err_t ld_publish_store_latest(const char *dir, const char *model,
+                                 uint64_t *version) LD_WUR;
 
 /* Warm start: decodes the version `latest` names; if that one is missing
  * or corrupt, logs a warning and falls back to the newest valid older
@@ -485,8 +486,8 @@ ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
  * LD_ERR_CORRUPT when it holds only corrupt ones, LD_ERR_IO when the store
  * cannot be read, LD_ERR_INVAL for a bad name. errstr is filled on every
  * failure. */
-ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
-                                   ld_ckpt_t **out, char *errstr,
-                                   size_t errstr_size) LD_WUR;
+ld_err_t ld_publish_store_load_latest(const char *dir, const char *model,
+                                      ld_ckpt_t **out, char *errstr,
+                                      size_t errstr_size) LD_WUR;
 
 #endif /* LD_PUBLISH_H */

@@ -17,7 +17,7 @@
 
 /* ---- Local model store -------------------------------------------------- */
 
-int ld_ckpt_name_ok(const char *name)
+int ld_publish_name_ok(const char *name)
 {
     if (!name || !name[0] || name[0] == '.')
         return 0;
@@ -213,7 +213,7 @@ static ld_err_t model_dir(const char *dir, const char *model, char *mdir,
                       "model store directory missing or too long");
         return LD_ERR_INVAL;
     }
-    if (!ld_ckpt_name_ok(model)) {
+    if (!ld_publish_name_ok(model)) {
         ld_errstr_set(errstr, size, "'%s' is not a model name",
                       model ? model : "");
         return LD_ERR_INVAL;
@@ -222,10 +222,10 @@ static ld_err_t model_dir(const char *dir, const char *model, char *mdir,
     return LD_OK;
 }
 
-ld_err_t ld_ckpt_store_stage(const char *dir, const char *model,
-                             uint64_t version, const uint8_t *buf, size_t len,
-                             char *path, size_t path_size, char *errstr,
-                             size_t errstr_size)
+ld_err_t ld_publish_store_stage(const char *dir, const char *model,
+                                uint64_t version, const uint8_t *buf,
+                                size_t len, char *path, size_t path_size,
+                                char *errstr, size_t errstr_size)
 {
     char mdir[4200], name[64];
     ld_err_t err =
@@ -269,9 +269,9 @@ static void prune(const char *mdir, uint64_t version, int64_t keep)
                ld_log_q(why));
 }
 
-ld_err_t ld_ckpt_store_promote(const char *dir, const char *model,
-                               uint64_t upto, int64_t keep, char *errstr,
-                               size_t errstr_size)
+ld_err_t ld_publish_store_promote(const char *dir, const char *model,
+                                  uint64_t upto, int64_t keep, char *errstr,
+                                  size_t errstr_size)
 {
     char mdir[4200];
     ld_err_t err =
@@ -314,24 +314,25 @@ ld_err_t ld_ckpt_store_promote(const char *dir, const char *model,
     return LD_OK;
 }
 
-ld_err_t ld_ckpt_store_write(const char *dir, const char *model,
-                             uint64_t version, const uint8_t *buf, size_t len,
-                             int64_t keep, char *path, size_t path_size,
-                             char *errstr, size_t errstr_size)
+ld_err_t ld_publish_store_write(const char *dir, const char *model,
+                                uint64_t version, const uint8_t *buf,
+                                size_t len, int64_t keep, char *path,
+                                size_t path_size, char *errstr,
+                                size_t errstr_size)
 {
-    ld_err_t err = ld_ckpt_store_stage(dir, model, version, buf, len, path,
-                                       path_size, errstr, errstr_size);
+    ld_err_t err = ld_publish_store_stage(dir, model, version, buf, len, path,
+                                          path_size, errstr, errstr_size);
     if (!err)
-        err = ld_ckpt_store_promote(dir, model, version, keep, errstr,
-                                    errstr_size);
+        err = ld_publish_store_promote(dir, model, version, keep, errstr,
+                                       errstr_size);
     return err;
 }
 
-ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
-                              uint64_t *version)
+ld_err_t ld_publish_store_latest(const char *dir, const char *model,
+                                 uint64_t *version)
 {
     char path[4300], buf[32];
-    if (!dir || !ld_ckpt_name_ok(model))
+    if (!dir || !ld_publish_name_ok(model))
         return LD_ERR_INVAL;
     snprintf(path, sizeof(path), "%s/%s/latest", dir, model);
     FILE *f = fopen(path, "re");
@@ -349,8 +350,9 @@ ld_err_t ld_ckpt_store_latest(const char *dir, const char *model,
     return LD_OK;
 }
 
-ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
-                                   ld_ckpt_t **out, char *errstr, size_t size)
+ld_err_t ld_publish_store_load_latest(const char *dir, const char *model,
+                                      ld_ckpt_t **out, char *errstr,
+                                      size_t size)
 {
     char mdir[4200], path[4300], why[1024] = "";
     uint64_t latest = 0, *v = NULL;
@@ -360,7 +362,7 @@ ld_err_t ld_ckpt_store_load_latest(const char *dir, const char *model,
     ld_err_t err = model_dir(dir, model, mdir, sizeof(mdir), errstr, size);
     if (err)
         return err;
-    ld_err_t lrc = ld_ckpt_store_latest(dir, model, &latest);
+    ld_err_t lrc = ld_publish_store_latest(dir, model, &latest);
     int have_latest = lrc == LD_OK;
     if (lrc == LD_ERR_IO) {
         /* Not "no checkpoint": a store that cannot be read (a file where

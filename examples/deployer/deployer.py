@@ -62,7 +62,7 @@ class Refused(Exception):
     """The announced checkpoint cannot be deployed (missing, corrupt)."""
 
 
-# learnd's own rule for model names (trainer/checkpoint.h, ld_ckpt_name_ok):
+# learnd's own rule for model names (publish/publish.h, ld_publish_name_ok):
 # one path component of ASCII letters, digits, '.', '_', '-', not starting
 # with '.'. The name comes from the trigger event, which anyone who can write
 # the topic controls: "../x" or "/tmp/x" joined to --models-dir would write

@@ -41,16 +41,16 @@ static void check_valid(const uint8_t *buf, size_t len, ld_ckpt_t *c)
     }
     ld_buf_t *chunks = NULL, man = {0}, out = {0};
     size_t n = 0;
-    if (ld_ckpt_chunks(buf, len, "fuzz", 7, 64, &chunks, &n) != LD_OK)
+    if (ld_publish_chunks(buf, len, "fuzz", 7, 64, &chunks, &n) != LD_OK)
         return;
-    ld_ckpt_manifest_info_t info = {.model = "fuzz",
-                                    .version = 7,
-                                    .chunk_count = (uint32_t)n,
-                                    .topic = "t",
-                                    .partition = 0};
-    if (ld_ckpt_manifest_encode(buf, len, &info, &man) == LD_OK) {
-        if (ld_ckpt_assemble(man.data, man.len, chunks, n, &out, err,
-                             sizeof(err)) != LD_OK ||
+    ld_publish_manifest_info_t info = {.model = "fuzz",
+                                       .version = 7,
+                                       .chunk_count = (uint32_t)n,
+                                       .topic = "t",
+                                       .partition = 0};
+    if (ld_publish_manifest_encode(buf, len, &info, &man) == LD_OK) {
+        if (ld_publish_assemble(man.data, man.len, chunks, n, &out, err,
+                                sizeof(err)) != LD_OK ||
             out.len != len || memcmp(out.data, buf, len) != 0) {
             fprintf(stderr, "chunks of a valid checkpoint: %s\n", err);
             abort();
@@ -58,7 +58,7 @@ static void check_valid(const uint8_t *buf, size_t len, ld_ckpt_t *c)
         free(out.data);
         free(man.data);
     }
-    ld_ckpt_chunks_free(chunks, n);
+    ld_publish_chunks_free(chunks, n);
 }
 
 /* A decoded delta applies to its own zero-row parent or is refused with a
@@ -167,7 +167,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The same bytes as a manifest with themselves as the only chunk. */
     char err[256];
     ld_buf_t chunk = {(uint8_t *)(uintptr_t)data, size}, out;
-    if (ld_ckpt_assemble(data, size, &chunk, 1, &out, err, sizeof(err)) ==
+    if (ld_publish_assemble(data, size, &chunk, 1, &out, err, sizeof(err)) ==
         LD_OK)
         free(out.data);
     return 0;

@@ -332,8 +332,9 @@ static uint64_t published(const char *run, uint8_t params[][32], size_t max)
         LD_TEST_EQ_I64("chunks of a version", m->chunk_count, got);
         ld_buf_t whole = {0};
         char why[512];
-        LD_TEST_ASSERT(ld_ckpt_assemble(recs.v[i].val, recs.v[i].len, chunks,
-                                        got, &whole, why, sizeof(why)) == LD_OK,
+        LD_TEST_ASSERT(ld_publish_assemble(recs.v[i].val, recs.v[i].len, chunks,
+                                           got, &whole, why,
+                                           sizeof(why)) == LD_OK,
                        "%s: version %llu does not reassemble: %s", run,
                        (unsigned long long)m->version, why);
         free(whole.data);
@@ -465,8 +466,8 @@ int main(void)
         char dir[256], why[512];
         snprintf(dir, sizeof(dir), "%s/%s-models", tmpdir, runs[i]);
         ld_ckpt_t *ck = NULL;
-        LD_TEST_ASSERT(ld_ckpt_store_load_latest(dir, MODEL, &ck, why,
-                                                 sizeof(why)) == LD_OK,
+        LD_TEST_ASSERT(ld_publish_store_load_latest(dir, MODEL, &ck, why,
+                                                    sizeof(why)) == LD_OK,
                        "%s: no final checkpoint: %s", runs[i], why);
         const Learnd__V1__Checkpoint *m = ld_ckpt_message(ck);
         LD_TEST_ASSERT(m->lineage && m->lineage->params_sha256.len == 32,

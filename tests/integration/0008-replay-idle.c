@@ -176,7 +176,7 @@ int main(void)
     snprintf(dir, sizeof(dir), "%s/models", tmpdir);
     ld_ckpt_t *ck = NULL;
     LD_TEST_ASSERT(
-        ld_ckpt_store_load_latest(dir, "ri", &ck, why, sizeof(why)) == LD_OK,
+        ld_publish_store_load_latest(dir, "ri", &ck, why, sizeof(why)) == LD_OK,
         "no final checkpoint: %s", why);
     const Learnd__V1__Lineage *l = ld_ckpt_message(ck)->lineage;
     LD_TEST_ASSERT(l && l->total_counts, "lineage with counts");

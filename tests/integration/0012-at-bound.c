@@ -69,8 +69,9 @@ static uint64_t run(const char *config, const char *tag, int64_t max_pending,
     LD_TEST_EQ_I64("exit code", LD_EXIT_OK, ld_run(c, &ro));
     ld_ckpt_t *ck = NULL;
     char err[256];
-    LD_TEST_EQ_I64("final checkpoint", LD_OK,
-                   ld_ckpt_store_load_latest(dir, "ab", &ck, err, sizeof(err)));
+    LD_TEST_EQ_I64(
+        "final checkpoint", LD_OK,
+        ld_publish_store_load_latest(dir, "ab", &ck, err, sizeof(err)));
     const Learnd__V1__Checkpoint *m = ld_ckpt_message(ck);
     LD_TEST_ASSERT(m->lineage && m->lineage->params_sha256.len == 32,
                    "no params hash");

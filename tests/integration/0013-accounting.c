@@ -537,9 +537,9 @@ int main(void)
     char dir[300], why[512];
     snprintf(dir, sizeof(dir), "%s/models", tmpdir);
     ld_ckpt_t *ck = NULL;
-    LD_TEST_ASSERT(
-        ld_ckpt_store_load_latest(dir, "acc", &ck, why, sizeof(why)) == LD_OK,
-        "no final checkpoint: %s", why);
+    LD_TEST_ASSERT(ld_publish_store_load_latest(dir, "acc", &ck, why,
+                                                sizeof(why)) == LD_OK,
+                   "no final checkpoint: %s", why);
     const Learnd__V1__Lineage *l = ld_ckpt_message(ck)->lineage;
     LD_TEST_ASSERT(l && l->counts && l->total_counts, "lineage with counts");
     LD_TEST_EQ_I64("lineage dead_lettered", want_n, l->counts->dead_lettered);

@@ -201,7 +201,7 @@ static void final_model(const char *name, uint8_t sha[32], uint64_t *version)
     snprintf(dir, sizeof(dir), "%s/%s-models", tmpdir, name);
     ld_ckpt_t *ck = NULL;
     LD_TEST_ASSERT(
-        ld_ckpt_store_load_latest(dir, "cs", &ck, why, sizeof(why)) == LD_OK,
+        ld_publish_store_load_latest(dir, "cs", &ck, why, sizeof(why)) == LD_OK,
         "%s: no final checkpoint: %s", name, why);
     const Learnd__V1__Checkpoint *m = ld_ckpt_message(ck);
     memcpy(sha, m->lineage->params_sha256.data, 32);

@@ -145,9 +145,9 @@ int main(void)
     size_t full_bytes = 0, delta_bytes = 0, nfull = 0, ndelta = 0;
     for (uint64_t v = 1; v <= last; v++) {
         version_t *x = &vs[v];
-        LD_TEST_ASSERT(ld_ckpt_assemble(x->manifest.data, x->manifest.len,
-                                        x->chunks, x->nchunks, &x->bytes, why,
-                                        sizeof(why)) == LD_OK,
+        LD_TEST_ASSERT(ld_publish_assemble(x->manifest.data, x->manifest.len,
+                                           x->chunks, x->nchunks, &x->bytes,
+                                           why, sizeof(why)) == LD_OK,
                        "version %llu: %s", (unsigned long long)v, why);
         snprintf(file[v], sizeof(file[v]), "%s/%llu.wire", tmpdir,
                  (unsigned long long)v);

@@ -654,26 +654,27 @@ static void test_chunks(void **state)
     ld_trainer_destroy(t);
     ld_buf_t *ch;
     size_t n;
-    assert_int_equal(ld_ckpt_chunks(b.data, b.len, "ctr", 5, 0, &ch, &n),
+    assert_int_equal(ld_publish_chunks(b.data, b.len, "ctr", 5, 0, &ch, &n),
                      LD_ERR_INVAL);
-    assert_int_equal(
-        ld_ckpt_chunks(b.data, b.len, "ctr", 5, LD_CKPT_MAX_CHUNK + 1, &ch, &n),
-        LD_ERR_INVAL);
-    assert_int_equal(ld_ckpt_chunks(b.data, b.len, "ctr", 5, 1000, &ch, &n),
+    assert_int_equal(ld_publish_chunks(b.data, b.len, "ctr", 5,
+                                       LD_CKPT_MAX_CHUNK + 1, &ch, &n),
+                     LD_ERR_INVAL);
+    assert_int_equal(ld_publish_chunks(b.data, b.len, "ctr", 5, 1000, &ch, &n),
                      LD_OK);
     assert_int_equal(n, (b.len + 999) / 1000);
     assert_true(n > 3);
-    ld_ckpt_manifest_info_t info = {.model = "ctr",
-                                    .version = 5,
-                                    .parent_version = 4,
-                                    .chunk_count = (uint32_t)n,
-                                    .first_chunk_offset = 1234,
-                                    .topic = "learnd.checkpoints",
-                                    .partition = 0,
-                                    .created_at_ms = 1,
-                                    .trigger_id = "trig"};
+    ld_publish_manifest_info_t info = {.model = "ctr",
+                                       .version = 5,
+                                       .parent_version = 4,
+                                       .chunk_count = (uint32_t)n,
+                                       .first_chunk_offset = 1234,
+                                       .topic = "learnd.checkpoints",
+                                       .partition = 0,
+                                       .created_at_ms = 1,
+                                       .trigger_id = "trig"};
     ld_buf_t mf, out;
-    assert_int_equal(ld_ckpt_manifest_encode(b.data, b.len, &info, &mf), LD_OK);
+    assert_int_equal(ld_publish_manifest_encode(b.data, b.len, &info, &mf),
+                     LD_OK);
     Learnd__V1__CheckpointManifest *pm =
         learnd__v1__checkpoint_manifest__unpack(NULL, mf.len, mf.data);
     assert_non_null(pm);
@@ -696,12 +697,12 @@ static void test_chunks(void **state)
     learnd__v1__checkpoint_manifest__free_unpacked(pm, NULL);
     /* cut short: no lineage, no params_sha256 to find */
     ld_buf_t cut;
-    assert_int_equal(ld_ckpt_manifest_encode(b.data, 40, &info, &cut),
+    assert_int_equal(ld_publish_manifest_encode(b.data, 40, &info, &cut),
                      LD_ERR_CORRUPT);
 
     char err[256];
     assert_int_equal(
-        ld_ckpt_assemble(mf.data, mf.len, ch, n, &out, err, sizeof(err)),
+        ld_publish_assemble(mf.data, mf.len, ch, n, &out, err, sizeof(err)),
         LD_OK);
     assert_int_equal(out.len, b.len);
     assert_memory_equal(out.data, b.data, b.len);
@@ -709,14 +710,14 @@ static void test_chunks(void **state)
 
     /* Signed with checkpoint.manifest_secret: the same manifest followed by
      * field 15, the HMAC-SHA256 of everything before it; still a valid
-     * manifest for readers and for ld_ckpt_assemble. */
+     * manifest for readers and for ld_publish_assemble. */
     static const char key[] = "0123456789abcdef-test-key";
-    ld_ckpt_manifest_info_t signed_info = info;
+    ld_publish_manifest_info_t signed_info = info;
     signed_info.hmac_key = (const uint8_t *)key;
     signed_info.hmac_key_len = strlen(key);
     ld_buf_t smf;
-    assert_int_equal(ld_ckpt_manifest_encode(b.data, b.len, &signed_info, &smf),
-                     LD_OK);
+    assert_int_equal(
+        ld_publish_manifest_encode(b.data, b.len, &signed_info, &smf), LD_OK);
     assert_int_equal(smf.len, mf.len + LD_CKPT_TRAILER);
     assert_memory_equal(smf.data, mf.data, mf.len);
     assert_int_equal(smf.data[mf.len], 0x7a);
@@ -730,7 +731,7 @@ static void test_chunks(void **state)
     assert_memory_equal(pm->hmac_sha256.data, mac, 32);
     learnd__v1__checkpoint_manifest__free_unpacked(pm, NULL);
     assert_int_equal(
-        ld_ckpt_assemble(smf.data, smf.len, ch, n, &out, err, sizeof(err)),
+        ld_publish_assemble(smf.data, smf.len, ch, n, &out, err, sizeof(err)),
         LD_OK);
     assert_memory_equal(out.data, b.data, b.len);
     free(out.data);
@@ -738,13 +739,13 @@ static void test_chunks(void **state)
 
     /* Missing last chunk, swapped chunks, a flipped byte: refused. */
     assert_int_equal(
-        ld_ckpt_assemble(mf.data, mf.len, ch, n - 1, &out, err, sizeof(err)),
+        ld_publish_assemble(mf.data, mf.len, ch, n - 1, &out, err, sizeof(err)),
         LD_ERR_CORRUPT);
     ld_buf_t tmp = ch[0];
     ch[0] = ch[1];
     ch[1] = tmp;
     assert_int_equal(
-        ld_ckpt_assemble(mf.data, mf.len, ch, n, &out, err, sizeof(err)),
+        ld_publish_assemble(mf.data, mf.len, ch, n, &out, err, sizeof(err)),
         LD_ERR_CORRUPT);
     assert_non_null(strstr(err, "chunk 0"));
     ch[1] = ch[0];
@@ -752,21 +753,21 @@ static void test_chunks(void **state)
     for (size_t i = 0; i < ch[2].len; i++) {
         ch[2].data[i] ^= 0x40;
         assert_int_equal(
-            ld_ckpt_assemble(mf.data, mf.len, ch, n, &out, err, sizeof(err)),
+            ld_publish_assemble(mf.data, mf.len, ch, n, &out, err, sizeof(err)),
             LD_ERR_CORRUPT);
         ch[2].data[i] ^= 0x40;
     }
     for (size_t i = 0; i < mf.len; i++) {
         mf.data[i] ^= 0x01;
         ld_err_t rc =
-            ld_ckpt_assemble(mf.data, mf.len, ch, n, &out, err, sizeof(err));
+            ld_publish_assemble(mf.data, mf.len, ch, n, &out, err, sizeof(err));
         mf.data[i] ^= 0x01;
         /* Informational fields (topic, offsets, times) are not covered;
          * everything that decides what is assembled is. */
         if (rc == LD_OK)
             free(out.data);
     }
-    ld_ckpt_chunks_free(ch, n);
+    ld_publish_chunks_free(ch, n);
     free(mf.data);
     free(b.data);
 }
@@ -784,9 +785,9 @@ static void test_store_staged(void **state)
     ld_trainer_t *t = trained(LD_MODEL_LOGISTIC, LD_OPT_FTRL, 5, 4, 10);
     for (uint64_t ver = 1; ver <= 3; ver++) {
         ld_buf_t b = encode_of(t, "ctr", ver);
-        assert_int_equal(ld_ckpt_store_stage(dir, "ctr", ver, b.data, b.len,
-                                             path, sizeof(path), err,
-                                             sizeof(err)),
+        assert_int_equal(ld_publish_store_stage(dir, "ctr", ver, b.data, b.len,
+                                                path, sizeof(path), err,
+                                                sizeof(err)),
                          LD_OK);
         free(b.data);
     }
@@ -797,14 +798,14 @@ static void test_store_staged(void **state)
     assert_int_equal(stat(p, &st), -1);
     uint64_t v = 0;
     ld_ckpt_t *c = NULL;
-    assert_int_equal(ld_ckpt_store_latest(dir, "ctr", &v), LD_ERR_NOENT);
+    assert_int_equal(ld_publish_store_latest(dir, "ctr", &v), LD_ERR_NOENT);
     assert_int_equal(
-        ld_ckpt_store_load_latest(dir, "ctr", &c, err, sizeof(err)),
+        ld_publish_store_load_latest(dir, "ctr", &c, err, sizeof(err)),
         LD_ERR_NOENT);
     /* Versions 1 and 2 committed, keep 1. */
-    assert_int_equal(ld_ckpt_store_promote(dir, "ctr", 2, 1, err, sizeof(err)),
-                     LD_OK);
-    assert_int_equal(ld_ckpt_store_latest(dir, "ctr", &v), LD_OK);
+    assert_int_equal(
+        ld_publish_store_promote(dir, "ctr", 2, 1, err, sizeof(err)), LD_OK);
+    assert_int_equal(ld_publish_store_latest(dir, "ctr", &v), LD_OK);
     assert_int_equal(v, 2);
     static const char *const want[][2] = {
         {"1.ckpt", "0"},         {"2.ckpt", "1"},
@@ -815,17 +816,17 @@ static void test_store_staged(void **state)
         assert_int_equal(stat(p, &st) == 0, want[i][1][0] == '1');
     }
     assert_int_equal(
-        ld_ckpt_store_load_latest(dir, "ctr", &c, err, sizeof(err)), LD_OK);
+        ld_publish_store_load_latest(dir, "ctr", &c, err, sizeof(err)), LD_OK);
     assert_int_equal(ld_ckpt_message(c)->lineage->version, 2);
     ld_ckpt_destroy(c);
     /* Nothing staged at or below 2 any more: nothing changes. */
-    assert_int_equal(ld_ckpt_store_promote(dir, "ctr", 2, 1, err, sizeof(err)),
-                     LD_OK);
-    assert_int_equal(ld_ckpt_store_latest(dir, "ctr", &v), LD_OK);
+    assert_int_equal(
+        ld_publish_store_promote(dir, "ctr", 2, 1, err, sizeof(err)), LD_OK);
+    assert_int_equal(ld_publish_store_latest(dir, "ctr", &v), LD_OK);
     assert_int_equal(v, 2);
-    assert_int_equal(ld_ckpt_store_promote(dir, "ctr", 9, 5, err, sizeof(err)),
-                     LD_OK);
-    assert_int_equal(ld_ckpt_store_latest(dir, "ctr", &v), LD_OK);
+    assert_int_equal(
+        ld_publish_store_promote(dir, "ctr", 9, 5, err, sizeof(err)), LD_OK);
+    assert_int_equal(ld_publish_store_latest(dir, "ctr", &v), LD_OK);
     assert_int_equal(v, 3);
     snprintf(p, sizeof(p), "rm -rf %s", dir);
     assert_int_equal(system(p), 0);
@@ -838,19 +839,20 @@ static void test_store(void **state)
     assert_non_null(mkdtemp(dir));
     uint64_t v;
     ld_ckpt_t *c;
-    assert_int_equal(ld_ckpt_store_latest(dir, "ctr", &v), LD_ERR_NOENT);
+    assert_int_equal(ld_publish_store_latest(dir, "ctr", &v), LD_ERR_NOENT);
     assert_int_equal(
-        ld_ckpt_store_load_latest(dir, "ctr", &c, err, sizeof(err)),
+        ld_publish_store_load_latest(dir, "ctr", &c, err, sizeof(err)),
         LD_ERR_NOENT);
-    assert_int_equal(ld_ckpt_store_write(dir, "../x", 1, (const uint8_t *)"x",
-                                         1, 3, NULL, 0, NULL, 0),
+    assert_int_equal(ld_publish_store_write(dir, "../x", 1,
+                                            (const uint8_t *)"x", 1, 3, NULL, 0,
+                                            NULL, 0),
                      LD_ERR_INVAL);
     ld_trainer_t *t = trained(LD_MODEL_LOGISTIC, LD_OPT_FTRL, 5, 4, 10);
     for (uint64_t ver = 1; ver <= 7; ver++) {
         assert_int_equal(ld_trainer_flush(t), LD_OK);
         ld_buf_t b = encode_of(t, "ctr", ver);
-        assert_int_equal(ld_ckpt_store_write(dir, "ctr", ver, b.data, b.len, 3,
-                                             path, sizeof(path), NULL, 0),
+        assert_int_equal(ld_publish_store_write(dir, "ctr", ver, b.data, b.len,
+                                                3, path, sizeof(path), NULL, 0),
                          LD_OK);
         free(b.data);
         float one = 1;
@@ -867,7 +869,7 @@ static void test_store(void **state)
     char want[4400];
     snprintf(want, sizeof(want), "%s/ctr/7.ckpt", dir);
     assert_string_equal(path, want);
-    assert_int_equal(ld_ckpt_store_latest(dir, "ctr", &v), LD_OK);
+    assert_int_equal(ld_publish_store_latest(dir, "ctr", &v), LD_OK);
     assert_int_equal(v, 7);
     for (int ver = 1; ver <= 7; ver++) {
         char p[4400];
@@ -876,7 +878,7 @@ static void test_store(void **state)
         assert_int_equal(stat(p, &st) == 0, ver >= 5);
     }
     assert_int_equal(
-        ld_ckpt_store_load_latest(dir, "ctr", &c, err, sizeof(err)), LD_OK);
+        ld_publish_store_load_latest(dir, "ctr", &c, err, sizeof(err)), LD_OK);
     assert_int_equal(ld_ckpt_message(c)->lineage->version, 7);
     ld_ckpt_destroy(c);
 
@@ -890,7 +892,7 @@ static void test_store(void **state)
                      LD_ERR_CORRUPT);
     assert_non_null(strstr(err, "7.ckpt"));
     assert_int_equal(
-        ld_ckpt_store_load_latest(dir, "ctr", &c, err, sizeof(err)), LD_OK);
+        ld_publish_store_load_latest(dir, "ctr", &c, err, sizeof(err)), LD_OK);
     assert_int_equal(ld_ckpt_message(c)->lineage->version, 6);
     ld_ckpt_destroy(c);
 
@@ -953,12 +955,13 @@ static void test_store_errors(void **state)
     ld_ckpt_t *c = NULL;
     memcpy(err, "p\\xff\\xfe", 4); /* what a caller's stack might hold */
     assert_int_equal(
-        ld_ckpt_store_load_latest(sub, "ctr", &c, err, sizeof(err)), LD_ERR_IO);
+        ld_publish_store_load_latest(sub, "ctr", &c, err, sizeof(err)),
+        LD_ERR_IO);
     assert_null(c);
     snprintf(want, sizeof(want), "open %s/ctr/latest: Not a directory", sub);
     assert_string_equal(err, want);
     assert_int_equal(
-        ld_ckpt_store_load_latest(dir, "../x", &c, err, sizeof(err)),
+        ld_publish_store_load_latest(dir, "../x", &c, err, sizeof(err)),
         LD_ERR_INVAL);
     assert_string_equal(err, "'../x' is not a model name");
 
@@ -966,13 +969,13 @@ static void test_store_errors(void **state)
     ld_trainer_t *t = trained(LD_MODEL_LOGISTIC, LD_OPT_FTRL, 5, 4, 10);
     ld_buf_t b = encode_of(t, "ctr", 1);
     ld_trainer_destroy(t);
-    assert_int_equal(ld_ckpt_store_write(sub, "ctr", 1, b.data, b.len, 3, NULL,
-                                         0, err, sizeof(err)),
+    assert_int_equal(ld_publish_store_write(sub, "ctr", 1, b.data, b.len, 3,
+                                            NULL, 0, err, sizeof(err)),
                      LD_ERR_IO);
     snprintf(want, sizeof(want), "mkdir %s: Not a directory", sub);
     assert_string_equal(err, want);
-    assert_int_equal(ld_ckpt_store_write(dir, "a/b", 1, b.data, b.len, 3, NULL,
-                                         0, err, sizeof(err)),
+    assert_int_equal(ld_publish_store_write(dir, "a/b", 1, b.data, b.len, 3,
+                                            NULL, 0, err, sizeof(err)),
                      LD_ERR_INVAL);
     assert_string_equal(err, "'a/b' is not a model name");
 
@@ -985,8 +988,8 @@ static void test_store_errors(void **state)
     lim.rlim_cur = 512;
     void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    ld_err_t rc = ld_ckpt_store_write(dir, "ctr", 1, b.data, b.len, 3, NULL, 0,
-                                      err, sizeof(err));
+    ld_err_t rc = ld_publish_store_write(dir, "ctr", 1, b.data, b.len, 3, NULL,
+                                         0, err, sizeof(err));
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, prev);
     assert_true(b.len > 512);

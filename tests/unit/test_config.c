@@ -447,26 +447,26 @@ static void test_run_refusals(void **state)
 static void test_model_names(void **state)
 {
     (void)state;
-    assert_true(ld_ckpt_name_ok("ctr"));
-    assert_true(ld_ckpt_name_ok("ctr-v2.1_eu"));
-    assert_false(ld_ckpt_name_ok(NULL));
-    assert_false(ld_ckpt_name_ok(""));
-    assert_false(ld_ckpt_name_ok("."));
-    assert_false(ld_ckpt_name_ok(".."));
-    assert_false(ld_ckpt_name_ok("../x"));
-    assert_false(ld_ckpt_name_ok(".hidden"));
-    assert_false(ld_ckpt_name_ok("/tmp/x"));
-    assert_false(ld_ckpt_name_ok("a/b"));
-    assert_false(ld_ckpt_name_ok("a b"));
-    assert_false(ld_ckpt_name_ok("a\nb"));
-    assert_false(ld_ckpt_name_ok("caf\xc3\xa9"));
+    assert_true(ld_publish_name_ok("ctr"));
+    assert_true(ld_publish_name_ok("ctr-v2.1_eu"));
+    assert_false(ld_publish_name_ok(NULL));
+    assert_false(ld_publish_name_ok(""));
+    assert_false(ld_publish_name_ok("."));
+    assert_false(ld_publish_name_ok(".."));
+    assert_false(ld_publish_name_ok("../x"));
+    assert_false(ld_publish_name_ok(".hidden"));
+    assert_false(ld_publish_name_ok("/tmp/x"));
+    assert_false(ld_publish_name_ok("a/b"));
+    assert_false(ld_publish_name_ok("a b"));
+    assert_false(ld_publish_name_ok("a\nb"));
+    assert_false(ld_publish_name_ok("caf\xc3\xa9"));
     char longest[LD_CKPT_NAME_MAX + 2];
     memset(longest, 'a', sizeof(longest));
     longest[LD_CKPT_NAME_MAX] = '\0';
-    assert_true(ld_ckpt_name_ok(longest));
+    assert_true(ld_publish_name_ok(longest));
     longest[LD_CKPT_NAME_MAX] = 'a';
     longest[LD_CKPT_NAME_MAX + 1] = '\0';
-    assert_false(ld_ckpt_name_ok(longest));
+    assert_false(ld_publish_name_ok(longest));
 }
 
 static void test_syntax_error(void **state)

@@ -472,7 +472,7 @@ static void test_kafka_thread(void **state)
     assert_true(file_exists(dir, "2.ckpt"));
     assert_false(file_exists(dir, "2.ckpt.pending"));
     uint64_t v = 0;
-    assert_int_equal(ld_ckpt_store_latest(dir, "resume", &v), LD_OK);
+    assert_int_equal(ld_publish_store_latest(dir, "resume", &v), LD_OK);
     assert_int_equal(v, 2);
     char path[512], why[256];
     snprintf(path, sizeof(path), "%s/resume/2.ckpt", dir);
