@@ -5,6 +5,7 @@
  * trained model and deployed copies refreshed at cadences. */
 #define _GNU_SOURCE /* strptime, timegm */
 #include "daemon/cmd_backtest.h"
+#include "daemon/replay.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -372,14 +373,7 @@ static int load_ckpts(const args_t *a, const ld_config_t *conf,
             return ld_cli_usage_error(a->verb, a->usage,
                                       "at most %d checkpoints", MAX_LIST);
         char file[1100], why[512];
-        int digits = 1;
-        for (const char *p = t; *p; p++)
-            digits = digits && isdigit((unsigned char)*p);
-        if (digits)
-            snprintf(file, sizeof(file), "%s/%s/%s.ckpt", conf->checkpoint.dir,
-                     conf->trainer.name, t);
-        else
-            snprintf(file, sizeof(file), "%s", t);
+        int digits = ld_replay_ckpt_path(conf, t, file, sizeof(file));
         ld_ckpt_t *c = NULL;
         ld_err_t err = ld_ckpt_read_file(file, &c, why, sizeof(why));
         if (err == LD_ERR_NOENT) {

@@ -185,6 +185,20 @@ static void say_gap(void *opaque, const char *topic, int32_t partition,
             topic, (int)partition, (long long)want, (long long)log_start);
 }
 
+int ld_replay_ckpt_path(const ld_config_t *conf, const char *which, char *file,
+                        size_t size)
+{
+    int digits = which[0] != '\0';
+    for (const char *p = which; *p; p++)
+        digits = digits && isdigit((unsigned char)*p);
+    if (digits)
+        snprintf(file, size, "%s/%s/%s.ckpt", conf->checkpoint.dir,
+                 conf->trainer.name, which);
+    else
+        snprintf(file, size, "%s", which);
+    return digits;
+}
+
 /* The checkpoint to replay (a version of the store, or a file: a full
  * checkpoint or a delta, whose params_sha256 is what its chain rebuilds)
  * into *out; LD_EXIT_OK, or the exit code after saying why. */
@@ -192,14 +206,7 @@ static int open_target(const ld_config_t *conf, const char *which,
                        ld_ckpt_t **out)
 {
     char file[1024], why[512];
-    int digits = which[0] != '\0';
-    for (const char *p = which; *p; p++)
-        digits = digits && isdigit((unsigned char)*p);
-    if (digits)
-        snprintf(file, sizeof(file), "%s/%s/%s.ckpt", conf->checkpoint.dir,
-                 conf->trainer.name, which);
-    else
-        snprintf(file, sizeof(file), "%s", which);
+    ld_replay_ckpt_path(conf, which, file, sizeof(file));
     if (ld_ckpt_read_file_any(file, out, why, sizeof(why))) {
         fprintf(stderr, "learnd replay: %s: %s\n", file, why);
         return LD_EXIT_RUNTIME;
