@@ -167,6 +167,8 @@ ld_err_t run_commit_point(run_t *r)
         err = ld_publisher_flush(r->pub, ld_pipeline_producer(r->pipe));
     if (!err)
         err = run_exp_flush(r); /* before the state, which then has none */
+    if (!err && r->join)
+        err = run_join_watermarks(r);
     if (!err && r->stateful)
         err = save_state(r);
     if (!err)

@@ -170,10 +170,34 @@ int run_setup(run_t *r, char *errstr, size_t size)
         snprintf(r->txn_id, sizeof(r->txn_id), "%s", tid);
     else
         snprintf(r->txn_id, sizeof(r->txn_id), "learnd-%s", r->tconf.name);
+    /* Join instances share the model and the group: each one needs a
+     * transactional id and a resume state of its own. */
+    char *state_model = r->state_model; /* the publisher borrows it */
+    snprintf(state_model, sizeof(r->state_model), "%s", r->tconf.name);
+    if (r->opts->role == LD_ROLE_JOIN) {
+        if (!r->opts->instance || !r->opts->instance[0]) {
+            snprintf(errstr, size,
+                     "--role join needs --instance NAME, unique among the "
+                     "join instances of the group");
+            return LD_EXIT_USAGE;
+        }
+        if (r->txn_id[0])
+            snprintf(r->txn_id + strlen(r->txn_id),
+                     sizeof(r->txn_id) - strlen(r->txn_id), "-join-%s",
+                     r->opts->instance);
+        snprintf(state_model, sizeof(r->state_model), "%s.join.%s",
+                 r->tconf.name, r->opts->instance);
+    }
+    if (r->opts->role != LD_ROLE_ALL)
+        snprintf(r->examples_topic, sizeof(r->examples_topic), "%s",
+                 r->opts->examples_topic ? r->opts->examples_topic : "");
+    if (r->opts->role != LD_ROLE_ALL && !r->examples_topic[0])
+        snprintf(r->examples_topic, sizeof(r->examples_topic), "%s.examples",
+                 conf->pipeline.events_topic);
 
     r->lin = ld_lineage_new();
     config_hash(r);
-    ld_publisher_conf_t pc = {.model = r->tconf.name,
+    ld_publisher_conf_t pc = {.model = state_model,
                               .checkpoint_topic = conf->daemon.checkpoint_topic,
                               .trigger_topic = conf->daemon.trigger_topic,
                               .trigger_format = conf->triggers.format,
@@ -226,12 +250,16 @@ int run_setup(run_t *r, char *errstr, size_t size)
     int rc = run_exp_setup(r, errstr, size);
     if (rc != LD_EXIT_OK)
         return rc;
-    r->stateful = r->txn_id[0] != '\0';
+    /* train role: its commit points carry the examples topic's offsets
+     * and no resume state (docs/OPERATIONS.md, "Scaling out") */
+    r->stateful = r->txn_id[0] != '\0' && r->opts->role != LD_ROLE_TRAIN;
     r->audit = !r->replay && conf->labeling.output_topic &&
                conf->labeling.output_topic[0];
     if (r->stateful && !r->opts->from_scratch &&
         run_restore_state(r, errstr, size) != LD_OK)
         return LD_EXIT_RUNTIME;
+    if (r->opts->role == LD_ROLE_TRAIN)
+        return run_train_setup(r, errstr, size);
     ld_pipeline_cbs_t cbs = {r, run_on_assigned, run_on_revoked,
                              run_on_dead_lettered};
     /* A replay reads the partitions itself, from the recorded starts: it
@@ -242,6 +270,9 @@ int run_setup(run_t *r, char *errstr, size_t size)
     if (!r->pipe)
         return LD_EXIT_RUNTIME;
     ld_pipeline_set_dry_run(r->pipe, r->replay);
+    if (r->opts->role == LD_ROLE_JOIN &&
+        (rc = run_join_setup(r, errstr, size)) != LD_EXIT_OK)
+        return rc;
     if (!r->replay)
         warm_output_topics(r);
     /* Publications are written on a thread of their own, off the loop. */
@@ -265,6 +296,8 @@ void run_teardown(run_t *r)
     ld_ingest_destroy(r->ingest);
     r->ingest = NULL;
     ld_publisher_stop(r->pub); /* it writes through the producer */
+    run_train_teardown(r);
+    run_join_free(r);
     ld_pipeline_destroy(r->pipe);
     free(r->next[0]);
     free(r->next[1]);

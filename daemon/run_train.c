@@ -1,0 +1,538 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The train role (learnd run --role train): reads every partition of the
+ * examples topic the join instances write, merges them in the order one
+ * `learnd run` trains in -- (decision time, partition, offset, sample
+ * type), an example released only once every other partition holds a later
+ * one or has a watermark past it -- trains, and publishes checkpoints and
+ * trigger events as the run loop does, the examples topic's offsets in its
+ * commit points (docs/OPERATIONS.md, "Scaling out"). */
+#include "daemon/run_internal.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include "pipeline/kafka.h"
+
+#define MOD "train"
+
+typedef struct qent {
+    Learnd__V1__JoinedExample *m; /* owned */
+    int64_t offset;
+} qent_t;
+
+/* One examples partition: its examples not trained yet, in order. */
+typedef struct part {
+    qent_t *v;
+    size_t head, n, cap;
+    int64_t wm;   /* the newest watermark record's */
+    int64_t next; /* next offset to read; -1 before the first record */
+    int eof;      /* at its end since the last record */
+} part_t;
+
+struct run_train {
+    rd_kafka_t *consumer, *producer;
+    rd_kafka_consumer_group_metadata_t *cgmd;
+    int32_t nparts;
+    part_t *q;
+    uint32_t hash_bits, dense_dim;
+    uint8_t fmap[32];
+    char group[512];
+    uint64_t dead, records, at_commit;
+    int64_t next_commit, next_report;
+};
+
+/* ---- Setup and teardown ------------------------------------------------- */
+
+static rd_kafka_t *client(run_t *r, rd_kafka_type_t type, char *errstr,
+                          size_t size)
+{
+    rd_kafka_conf_t *kc = ld_kafka_conf_new(&r->conf->kafka, errstr, size);
+    if (!kc)
+        return NULL;
+    struct run_train *t = r->train;
+    int bad = 0;
+    if (type == RD_KAFKA_PRODUCER && r->txn_id[0])
+        bad = ld_kafka_conf_set(kc, "transactional.id", r->txn_id, errstr,
+                                size) != LD_OK;
+    if (type == RD_KAFKA_CONSUMER)
+        bad =
+            ld_kafka_conf_set(kc, "group.id", t->group, errstr, size) ||
+            ld_kafka_conf_set(kc, "isolation.level", "read_committed", errstr,
+                              size) ||
+            ld_kafka_conf_set(kc, "enable.auto.commit", "false", errstr,
+                              size) ||
+            ld_kafka_conf_set(kc, "auto.offset.reset", "earliest", errstr,
+                              size) ||
+            ld_kafka_conf_set(kc, "enable.partition.eof", "true", errstr, size);
+    if (bad) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(type, kc, errstr, size);
+    if (!rk)
+        rd_kafka_conf_destroy(kc);
+    return rk;
+}
+
+/* The examples topic must have the inputs' partition count: partition p
+ * holds what input partition p released, and the merge is over all. */
+static int check_partitions(run_t *r, char *errstr, size_t size)
+{
+    struct run_train *t = r->train;
+    int nin = run_topic_partitions(t->producer, r->conf->pipeline.events_topic,
+                                   errstr, size);
+    if (nin <= 0)
+        return LD_EXIT_RUNTIME;
+    int nex =
+        run_topic_partitions(t->producer, r->examples_topic, errstr, size);
+    if (nex < 0)
+        return LD_EXIT_RUNTIME;
+    if (nex != nin) {
+        snprintf(errstr, size,
+                 "examples topic %s has %d partitions but the inputs (%s) "
+                 "have %d: its partition count changed, and examples of one "
+                 "input partition would be spread over several; refusing to "
+                 "start (recreate the examples topic with %d partitions and "
+                 "run the join role again)",
+                 r->examples_topic, nex, r->conf->pipeline.events_topic, nin,
+                 nin);
+        return LD_EXIT_USAGE;
+    }
+    t->nparts = nex;
+    return LD_EXIT_OK;
+}
+
+/* Assigns every partition, each where this model's group committed. */
+static int assign_all(run_t *r, char *errstr, size_t size)
+{
+    struct run_train *t = r->train;
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new(t->nparts);
+    for (int32_t p = 0; p < t->nparts; p++)
+        rd_kafka_topic_partition_list_add(l, r->examples_topic, p)->offset =
+            RD_KAFKA_OFFSET_STORED;
+    rd_kafka_resp_err_t e = rd_kafka_assign(t->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        snprintf(errstr, size, "cannot assign the examples topic: %s",
+                 rd_kafka_err2str(e));
+        return LD_EXIT_RUNTIME;
+    }
+    return LD_EXIT_OK;
+}
+
+static int txn_error(rd_kafka_error_t *e, const char *what, char *errstr,
+                     size_t size)
+{
+    if (!e)
+        return 0;
+    snprintf(errstr, size, "%s: %s", what, rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    return -1;
+}
+
+int run_train_setup(run_t *r, char *errstr, size_t size)
+{
+    struct run_train *t = calloc(1, sizeof(*t));
+    if (!t) {
+        snprintf(errstr, size, "out of memory");
+        return LD_EXIT_RUNTIME;
+    }
+    r->train = t;
+    if (run_model_spec(r, &t->hash_bits, &t->dense_dim, t->fmap, errstr, size))
+        return LD_EXIT_USAGE;
+    /* A group per model: several models read one examples topic. */
+    snprintf(t->group, sizeof(t->group), "%s.train.%s", r->pconf.group_id,
+             r->tconf.name);
+    if (!(t->producer = client(r, RD_KAFKA_PRODUCER, errstr, size)))
+        return LD_EXIT_USAGE;
+    int rc = check_partitions(r, errstr, size);
+    if (rc != LD_EXIT_OK)
+        return rc;
+    t->q = calloc((size_t)t->nparts, sizeof(*t->q));
+    if (!t->q) {
+        snprintf(errstr, size, "out of memory");
+        return LD_EXIT_RUNTIME;
+    }
+    for (int32_t p = 0; p < t->nparts; p++) {
+        t->q[p].wm = INT64_MIN;
+        t->q[p].next = -1;
+    }
+    if (r->txn_id[0] &&
+        (txn_error(rd_kafka_init_transactions(t->producer, 30000),
+                   "cannot init transactions", errstr, size) ||
+         txn_error(rd_kafka_begin_transaction(t->producer),
+                   "cannot begin a transaction", errstr, size)))
+        return LD_EXIT_RUNTIME;
+    if (!(t->consumer = client(r, RD_KAFKA_CONSUMER, errstr, size)))
+        return LD_EXIT_USAGE;
+    rd_kafka_poll_set_consumer(t->consumer);
+    t->cgmd = rd_kafka_consumer_group_metadata(t->consumer);
+    if ((rc = assign_all(r, errstr, size)) != LD_EXIT_OK)
+        return rc;
+    if (ld_publisher_start(r->pub, t->producer) != LD_OK) {
+        snprintf(errstr, size, "cannot start the publisher thread");
+        return LD_EXIT_RUNTIME;
+    }
+    ld_log(LD_LOG_NOTICE, MOD,
+           "msg=\"train role\" examples_topic=%s partitions=%d group=%s "
+           "transactional_id=%s",
+           r->examples_topic, (int)t->nparts, t->group,
+           r->txn_id[0] ? r->txn_id : "-");
+    return LD_EXIT_OK;
+}
+
+void run_train_teardown(run_t *r)
+{
+    struct run_train *t = r->train;
+    if (!t)
+        return;
+    if (t->consumer) {
+        rd_kafka_consumer_close(t->consumer);
+        rd_kafka_destroy(t->consumer);
+    }
+    if (t->cgmd)
+        rd_kafka_consumer_group_metadata_destroy(t->cgmd);
+    if (t->producer)
+        rd_kafka_destroy(t->producer);
+    for (int32_t p = 0; t->q && p < t->nparts; p++) {
+        for (size_t i = t->q[p].head; i < t->q[p].n; i++)
+            learnd__v1__joined_example__free_unpacked(t->q[p].v[i].m, NULL);
+        free(t->q[p].v);
+    }
+    free(t->q);
+    free(t);
+    r->train = NULL;
+}
+
+/* ---- Records ------------------------------------------------------------ */
+
+/* A record the trainer cannot take: to its dead-letter topic with the
+ * reason, in the open transaction. */
+static void dead_letter(run_t *r, const rd_kafka_message_t *m,
+                        const char *reason, const char *detail)
+{
+    struct run_train *t = r->train;
+    char part[16], off[24];
+    snprintf(part, sizeof(part), "%d", (int)m->partition);
+    snprintf(off, sizeof(off), "%lld", (long long)m->offset);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+    rd_kafka_header_add(h, "learnd.error", -1, reason, -1);
+    rd_kafka_header_add(h, "learnd.error.detail", -1, detail, -1);
+    rd_kafka_header_add(h, "learnd.src.topic", -1, r->examples_topic, -1);
+    rd_kafka_header_add(h, "learnd.src.partition", -1, part, -1);
+    rd_kafka_header_add(h, "learnd.src.offset", -1, off, -1);
+    rd_kafka_resp_err_t e;
+    while ((e = rd_kafka_producev(
+                t->producer, RD_KAFKA_V_TOPIC(r->conf->pipeline.dlq_topic),
+                RD_KAFKA_V_KEY(m->key, m->key_len),
+                RD_KAFKA_V_VALUE(m->payload, m->len),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(t->producer, 100);
+    if (e) {
+        rd_kafka_headers_destroy(h);
+        ld_log(LD_LOG_CRIT, MOD,
+               "msg=\"cannot dead-letter an examples record: exiting\" "
+               "err=\"%s\"",
+               rd_kafka_err2str(e));
+        r->exit_code = LD_EXIT_RUNTIME; /* never lose one silently */
+        return;
+    }
+    t->dead++;
+    r->dead++;
+    ld_log(LD_LOG_WARN, MOD,
+           "msg=\"examples record dead-lettered\" partition=%d offset=%lld "
+           "reason=%s detail=%s",
+           (int)m->partition, (long long)m->offset, reason, ld_log_q(detail));
+}
+
+/* Why the record is not one this model can train on ("" when it is). */
+static const char *check(const run_t *r, const Learnd__V1__JoinedExample *j,
+                         int32_t partition, char *why, size_t size)
+{
+    const struct run_train *t = r->train;
+    const Learnd__V1__LabelledExample *e = j->example;
+    if (j->hash_bits != t->hash_bits || j->dense_dim != t->dense_dim ||
+        j->feature_map_hash.len != 32 ||
+        memcmp(j->feature_map_hash.data, t->fmap, 32) != 0)
+        snprintf(why, size,
+                 "the join's model spec (hash_bits %u, dense_dim %u) or "
+                 "feature map differs from this trainer's (hash_bits %u, "
+                 "dense_dim %u)",
+                 j->hash_bits, j->dense_dim, t->hash_bits, t->dense_dim);
+    else if (e && (e->sample_type < 1 ||
+                   (int)e->sample_type > (int)LD_SAMPLE__COUNT ||
+                   e->n_indices != e->n_values || e->partition != partition))
+        snprintf(why, size,
+                 "invalid example (sample type, index/value counts or source "
+                 "partition)");
+    else
+        why[0] = '\0';
+    return why;
+}
+
+static int push(part_t *q, Learnd__V1__JoinedExample *m, int64_t offset)
+{
+    if (q->head > 0 && q->head == q->n)
+        q->head = q->n = 0;
+    if (q->n == q->cap) {
+        if (q->head > 0) {
+            memmove(q->v, q->v + q->head, (q->n - q->head) * sizeof(*q->v));
+            q->n -= q->head;
+            q->head = 0;
+        } else {
+            size_t cap = q->cap ? q->cap * 2 : 256;
+            qent_t *v = realloc(q->v, cap * sizeof(*v));
+            if (!v)
+                return -1;
+            q->v = v;
+            q->cap = cap;
+        }
+    }
+    q->v[q->n++] = (qent_t){m, offset};
+    return 0;
+}
+
+/* One record of the examples topic. */
+static void take_record(run_t *r, const rd_kafka_message_t *m)
+{
+    struct run_train *t = r->train;
+    if (m->partition < 0 || m->partition >= t->nparts)
+        return;
+    part_t *q = &t->q[m->partition];
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        q->eof = 1;
+        return;
+    }
+    if (m->err) {
+        ld_log(LD_LOG_WARN, MOD, "msg=\"consumer error\" err=\"%s\"",
+               rd_kafka_err2str(m->err));
+        return;
+    }
+    q->eof = 0;
+    q->next = m->offset + 1;
+    t->records++;
+    r->consumed++;
+    ld_lineage_consumed(r->lin, r->examples_topic, m->partition, m->offset);
+    Learnd__V1__JoinedExample *j =
+        learnd__v1__joined_example__unpack(NULL, m->len, m->payload);
+    char why[256];
+    if (!j) {
+        dead_letter(r, m, "undecodable",
+                    "not a learnd.v1.JoinedExample protobuf");
+        return;
+    }
+    if (check(r, j, m->partition, why, sizeof(why))[0]) {
+        dead_letter(r, m, j->example ? "model_spec" : "model_spec_watermark",
+                    why);
+        learnd__v1__joined_example__free_unpacked(j, NULL);
+        return;
+    }
+    if (!j->example) { /* a watermark record */
+        q->wm = j->watermark_ms;
+        learnd__v1__joined_example__free_unpacked(j, NULL);
+        return;
+    }
+    if (push(q, j, m->offset)) {
+        learnd__v1__joined_example__free_unpacked(j, NULL);
+        ld_log(LD_LOG_CRIT, MOD, "msg=\"out of memory queueing an example\"");
+        r->exit_code = LD_EXIT_RUNTIME;
+    }
+}
+
+/* ---- The merge ---------------------------------------------------------- */
+
+/* The release order of one `learnd run` (labeling/labeling.h). */
+static int before(const Learnd__V1__LabelledExample *a,
+                  const Learnd__V1__LabelledExample *b)
+{
+    if (a->decision_time_ms != b->decision_time_ms)
+        return a->decision_time_ms < b->decision_time_ms;
+    if (a->partition != b->partition)
+        return a->partition < b->partition;
+    if (a->offset != b->offset)
+        return a->offset < b->offset;
+    return a->sample_type < b->sample_type;
+}
+
+static void train_one(run_t *r, const Learnd__V1__LabelledExample *e)
+{
+    ld_example_t ex = {
+        .x = {e->indices, e->values, e->dense, (uint32_t)e->n_indices,
+              (uint32_t)e->n_dense},
+        .label = e->label,
+        .weight = e->weight,
+        .sample_type = (ld_sample_type_t)(e->sample_type - 1),
+        .event_time_ms = e->event_time_ms,
+        .label_time_ms = e->label_time_ms,
+        .partition = e->partition,
+        .offset = e->offset,
+        .event_id = e->event_id,
+    };
+    r->train_dt = e->decision_time_ms;
+    if (r->hooks.example)
+        r->hooks.example(r->hooks.opaque, &ex);
+    ld_err_t err = ld_trainer_add(r->trainer, &ex);
+    if (err) {
+        uint64_t n = ++r->model_refused;
+        if ((n & (n - 1)) == 0)
+            ld_log(LD_LOG_WARN, MOD,
+                   "msg=\"example refused by the model\" partition=%d "
+                   "offset=%lld err=\"%s\" refused=%llu",
+                   (int)ex.partition, (long long)ex.offset, ld_err_str(err),
+                   (unsigned long long)r->model_refused);
+    } else {
+        r->examples++;
+    }
+    /* Right after the micro-batch that decided it, as run.c does. */
+    run_take_decisions(r);
+}
+
+/* Trains every example that is next in the order: the smallest head,
+ * once each other partition holds an example or a watermark past it (a
+ * partition holding none may still get one that comes first). */
+static void merge(run_t *r)
+{
+    struct run_train *t = r->train;
+    while (!r->exit_code) {
+        int32_t best = -1;
+        for (int32_t p = 0; p < t->nparts; p++) {
+            part_t *q = &t->q[p];
+            if (q->head < q->n &&
+                (best < 0 || before(q->v[q->head].m->example,
+                                    t->q[best].v[t->q[best].head].m->example)))
+                best = p;
+        }
+        if (best < 0)
+            return;
+        part_t *bq = &t->q[best];
+        Learnd__V1__JoinedExample *m = bq->v[bq->head].m;
+        int64_t dt = m->example->decision_time_ms;
+        for (int32_t p = 0; p < t->nparts; p++)
+            if (p != best && t->q[p].head == t->q[p].n && !(dt < t->q[p].wm))
+                return;
+        bq->head++;
+        train_one(r, m->example);
+        learnd__v1__joined_example__free_unpacked(m, NULL);
+    }
+}
+
+/* ---- Commit points and the loop ----------------------------------------- */
+
+/* Per partition, the first example not trained yet (or the next record):
+ * a restart re-reads the queued ones. Caller destroys. */
+static rd_kafka_topic_partition_list_t *offsets(const run_t *r)
+{
+    const struct run_train *t = r->train;
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new(t->nparts);
+    for (int32_t p = 0; p < t->nparts; p++) {
+        const part_t *q = &t->q[p];
+        if (q->next < 0)
+            continue;
+        rd_kafka_topic_partition_list_add(l, r->examples_topic, p)->offset =
+            q->head < q->n ? q->v[q->head].offset : q->next;
+    }
+    return l;
+}
+
+/* Publications, dead letters and the examples topic's offsets in one
+ * transaction; sets exit_code when it fails (a restart resumes from the
+ * last commit). */
+static void commit_point(run_t *r)
+{
+    struct run_train *t = r->train;
+    if (!r->txn_id[0])
+        return;
+    if (t->records == t->at_commit && !ld_publisher_waiting(r->pub))
+        return;
+    uint64_t published = r->ctr->published;
+    ld_err_t err = ld_publisher_flush(r->pub, t->producer);
+    rd_kafka_error_t *e = NULL;
+    if (!err) {
+        rd_kafka_topic_partition_list_t *l = offsets(r);
+        e = rd_kafka_send_offsets_to_transaction(t->producer, l, t->cgmd, -1);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    if (!err && !e)
+        e = rd_kafka_commit_transaction(t->producer, 60000);
+    if (err || e) {
+        ld_log(LD_LOG_CRIT, MOD,
+               "msg=\"commit point failed: exiting so that a restart "
+               "resumes from the last commit\" err=\"%s\"",
+               e ? rd_kafka_error_string(e) : ld_err_str(err));
+        if (e && !rd_kafka_error_is_fatal(e))
+            rd_kafka_error_destroy(
+                rd_kafka_abort_transaction(t->producer, 30000));
+        rd_kafka_error_destroy(e);
+        r->exit_code = LD_EXIT_RUNTIME;
+        return;
+    }
+    ld_publisher_committed(r->pub);
+    t->at_commit = t->records;
+    if (r->hooks.committed)
+        r->hooks.committed(r->hooks.opaque, r->ctr->published - published);
+    if ((e = rd_kafka_begin_transaction(t->producer))) {
+        ld_log(LD_LOG_CRIT, MOD,
+               "msg=\"cannot begin a transaction: exiting\" err=\"%s\"",
+               rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        r->exit_code = LD_EXIT_RUNTIME;
+    }
+}
+
+static int caught_up(const run_t *r)
+{
+    for (int32_t p = 0; p < r->train->nparts; p++)
+        if (!r->train->q[p].eof)
+            return 0;
+    return 1;
+}
+
+static int should_stop(run_t *r)
+{
+    return ld_signals_stop_requested() ||
+           (r->hooks.should_stop && r->hooks.should_stop(r->hooks.opaque));
+}
+
+int run_train(run_t *r)
+{
+    struct run_train *t = r->train;
+    ld_metrics_set(r->reg, r->fam.up, "", 1);
+    ld_metrics_set_ready(r->reg, 1);
+    int64_t now = ld_now_mono_ms();
+    t->next_commit = now + r->conf->daemon.commit_interval_ms;
+    int done = 0;
+    while (!r->exit_code && !should_stop(r)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(t->consumer, 100);
+        if (m) {
+            take_record(r, m);
+            rd_kafka_message_destroy(m);
+            merge(r);
+        }
+        if (r->opts->until_caught_up && caught_up(r)) {
+            done = 1;
+            break;
+        }
+        now = ld_now_mono_ms();
+        if (now >= t->next_commit || ld_publisher_waiting(r->pub) >= 4) {
+            commit_point(r);
+            t->next_commit = now + r->conf->daemon.commit_interval_ms;
+        }
+    }
+    ld_metrics_set_ready(r->reg, 0);
+    if (!r->exit_code && done)
+        run_final_checkpoint(r);
+    if (!r->exit_code)
+        commit_point(r);
+    size_t queued = 0;
+    for (int32_t p = 0; p < t->nparts; p++)
+        queued += t->q[p].n - t->q[p].head;
+    ld_log(LD_LOG_NOTICE, MOD,
+           "msg=\"stopped\" records=%llu examples=%llu dead_lettered=%llu "
+           "published=%llu queued=%zu exit=%d",
+           (unsigned long long)t->records, (unsigned long long)r->examples,
+           (unsigned long long)t->dead, (unsigned long long)r->ctr->published,
+           queued, r->exit_code);
+    return r->exit_code;
+}
