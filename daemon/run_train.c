@@ -9,6 +9,7 @@
 #include "daemon/run_internal.h"
 
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
 
 #include "pipeline/kafka.h"
 
@@ -42,6 +43,22 @@ struct run_train {
 
 /* ---- Setup and teardown ------------------------------------------------- */
 
+/* As the pipeline's producer does: the publisher passes an int64_t * as
+ * the message opaque of a record whose offset it needs (a manifest names
+ * its first chunk's) and waits on it. */
+static void delivered(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op)
+{
+    (void)rk;
+    (void)op;
+    if (m->_private)
+        atomic_store_explicit((_Atomic int64_t *)m->_private,
+                              m->err ? -1 : m->offset, memory_order_release);
+    if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
+        m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+        ld_log(LD_LOG_ERR, MOD, "msg=\"produce failed\" topic=%s err=\"%s\"",
+               rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+}
+
 static rd_kafka_t *client(run_t *r, rd_kafka_type_t type, char *errstr,
                           size_t size)
 {
@@ -50,9 +67,14 @@ static rd_kafka_t *client(run_t *r, rd_kafka_type_t type, char *errstr,
         return NULL;
     struct run_train *t = r->train;
     int bad = 0;
-    if (type == RD_KAFKA_PRODUCER && r->txn_id[0])
-        bad = ld_kafka_conf_set(kc, "transactional.id", r->txn_id, errstr,
+    if (type == RD_KAFKA_PRODUCER) {
+        bad = ld_kafka_conf_set(kc, "enable.idempotence", "true", errstr,
                                 size) != LD_OK;
+        if (!bad && r->txn_id[0])
+            bad = ld_kafka_conf_set(kc, "transactional.id", r->txn_id, errstr,
+                                    size) != LD_OK;
+        rd_kafka_conf_set_dr_msg_cb(kc, delivered);
+    }
     if (type == RD_KAFKA_CONSUMER)
         bad =
             ld_kafka_conf_set(kc, "group.id", t->group, errstr, size) ||
@@ -504,6 +526,7 @@ int run_train(run_t *r)
     t->next_commit = now + r->conf->daemon.commit_interval_ms;
     int done = 0;
     while (!r->exit_code && !should_stop(r)) {
+        rd_kafka_poll(t->producer, 0); /* delivery reports */
         rd_kafka_message_t *m = rd_kafka_consumer_poll(t->consumer, 100);
         if (m) {
             take_record(r, m);

@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Join and train roles (issue #22): three `learnd run --role join`
+ * instances in one group over three co-partitioned input partitions write
+ * the examples topic, and one `learnd run --role train` trains from it. The
+ * model must be the one a single `learnd run` (role all) trains over the
+ * same input: every published version bit for bit, the same trigger keys.
+ * Then the boundary: an examples record that does not decode and one from
+ * a join with another model spec go to the trainer's dead-letter topic with
+ * their reason, and a train instance refuses an examples topic whose
+ * partition count is not the inputs'. */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/demo.h"
+#include "schemas/learnd.pb-c.h"
+#include "testutil.h"
+#include "publish/publish.h"
+#include "trainer/checkpoint.h"
+
+#define PARTS  3
+#define JOINS  3
+#define EVENTS 6000
+
+static char prefix[128], tmpdir[64];
+
+static void names(char *buf, size_t size, const char *what)
+{
+    snprintf(buf, size, "%s.%s", prefix, what);
+}
+
+static void write_config(const char *path, const char *run, int bits)
+{
+    char inputs[256], outs[256];
+    names(inputs, sizeof(inputs), "in");
+    names(outs, sizeof(outs), run);
+    FILE *f = ld_test_config_begin(path, NULL, outs);
+    fprintf(f, "log:\n"
+               "  level: notice\n"
+               "metrics:\n"
+               "  enabled: false\n");
+    ld_test_config_demo_input(f, inputs, outs);
+    fprintf(f,
+            "  hash_fields: [country, ad_id, device]\n"
+            "  label_field: clicked\n"
+            "labeling:\n"
+            "  window: 20s\n"
+            "  max_out_of_orderness: 2s\n"
+            "  idle_timeout: 0s\n"
+            "trainer:\n"
+            "  name: m\n"
+            "  hash_bits: %d\n"
+            "  batch_size: 64\n"
+            "checkpoint:\n"
+            "  dir: %s/%s-models\n"
+            "  keep: 1000\n"
+            "triggers:\n"
+            "  time_enabled: false\n"
+            "  performance_enabled: false\n"
+            "  drift_enabled: false\n"
+            "  gate_enabled: false\n"
+            "  volume_examples: 700\n",
+            bits, tmpdir, run);
+    fclose(f);
+}
+
+static pid_t spawn(const char *cfg, const char *role, const char *inst,
+                   int until, const char *log, const char *extopic)
+{
+    char rarg[64], iarg[64], earg[512];
+    snprintf(rarg, sizeof(rarg), "--role=%s", role);
+    snprintf(iarg, sizeof(iarg), "--instance=%s", inst ? inst : "");
+    snprintf(earg, sizeof(earg), "--examples-topic=%s", extopic);
+    char *argv[8] = {LD_LEARND_BIN, "run", "-c", (char *)cfg, rarg, earg};
+    int n = 6;
+    if (inst)
+        argv[n++] = iarg;
+    if (until)
+        argv[n++] = "--until-caught-up";
+    argv[n] = NULL;
+    return ld_test_spawn(argv, log);
+}
+
+static void expect_exit(pid_t pid, int want, const char *log)
+{
+    int rc = ld_test_wait_exit(pid, 300000);
+    if (rc != want)
+        ld_test_show_tail(log, 40);
+    LD_TEST_EQ_I64(log, want, rc);
+}
+
+/* The join group is stable with every instance holding a partition. */
+static int group_ready(rd_kafka_t *rk, const char *group)
+{
+    const char *groups[] = {group};
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DescribeConsumerGroups(rk, groups, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 10000);
+    int ok = 0;
+    const rd_kafka_DescribeConsumerGroups_result_t *res =
+        ev ? rd_kafka_event_DescribeConsumerGroups_result(ev) : NULL;
+    size_t n = 0;
+    const rd_kafka_ConsumerGroupDescription_t **d =
+        res ? rd_kafka_DescribeConsumerGroups_result_groups(res, &n) : NULL;
+    if (n == 1 && !rd_kafka_ConsumerGroupDescription_error(d[0]) &&
+        rd_kafka_ConsumerGroupDescription_state(d[0]) ==
+            RD_KAFKA_CONSUMER_GROUP_STATE_STABLE &&
+        rd_kafka_ConsumerGroupDescription_member_count(d[0]) == JOINS) {
+        ok = 1;
+        for (size_t i = 0; i < JOINS; i++) {
+            const rd_kafka_MemberDescription_t *m =
+                rd_kafka_ConsumerGroupDescription_member(d[0], i);
+            const rd_kafka_topic_partition_list_t *a =
+                rd_kafka_MemberAssignment_partitions(
+                    rd_kafka_MemberDescription_assignment(m));
+            if (!a || a->cnt != 2) /* partition p of both inputs */
+                ok = 0;
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    return ok;
+}
+
+/* Every input partition's committed offset in group is its end. */
+static int group_done(rd_kafka_t *c, const char *events, const char *labels)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (int p = 0; p < PARTS; p++) {
+        rd_kafka_topic_partition_list_add(l, events, p);
+        rd_kafka_topic_partition_list_add(l, labels, p);
+    }
+    int done = rd_kafka_committed(c, l, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int i = 0; done && i < l->cnt; i++) {
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_query_watermark_offsets(
+                c, l->elems[i].topic, l->elems[i].partition, &lo, &hi, 10000) ||
+            l->elems[i].offset != hi)
+            done = 0;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return done;
+}
+
+static void await(int (*cond)(void *), void *arg, const char *what)
+{
+    int64_t deadline = ld_test_deadline(240000);
+    while (!cond(arg)) {
+        LD_TEST_ASSERT(ld_test_remaining(deadline) > 0, "timed out: %s", what);
+        usleep(200000); /* the broker's state, asked again */
+    }
+}
+
+typedef struct ctx {
+    rd_kafka_t *rk, *consumer;
+    char group[256], events[256], labels[256];
+} ctx_t;
+
+static int ready_cond(void *a)
+{
+    ctx_t *c = a;
+    return group_ready(c->rk, c->group);
+}
+
+static int done_cond(void *a)
+{
+    ctx_t *c = a;
+    return group_done(c->consumer, c->events, c->labels);
+}
+
+static void params(const char *run, uint64_t v, uint8_t sha[32])
+{
+    char file[512], why[512];
+    snprintf(file, sizeof(file), "%s/%s-models/m/%llu.ckpt", tmpdir, run,
+             (unsigned long long)v);
+    ld_ckpt_t *ck = NULL;
+    LD_TEST_ASSERT(ld_ckpt_read_file(file, &ck, why, sizeof(why)) == LD_OK,
+                   "%s: %s", file, why);
+    memcpy(sha, ld_ckpt_message(ck)->lineage->params_sha256.data, 32);
+    ld_ckpt_destroy(ck);
+}
+
+static uint64_t last_version(const char *run)
+{
+    char dir[256], why[512];
+    snprintf(dir, sizeof(dir), "%s/%s-models", tmpdir, run);
+    ld_ckpt_t *ck = NULL;
+    LD_TEST_ASSERT(ld_ckpt_store_load_latest(dir, "m", &ck, why, sizeof(why)) ==
+                       LD_OK,
+                   "%s: no checkpoint: %s", run, why);
+    uint64_t v = ld_ckpt_message(ck)->lineage->version;
+    ld_ckpt_destroy(ck);
+    return v;
+}
+
+/* Three joins, one train; the single run; the same models and events. */
+static void roles_equal_all(ctx_t *c, const char *cfg_all, const char *cfg_role,
+                            const char *extopic)
+{
+    char log[256];
+    pid_t join[JOINS];
+    for (int i = 0; i < JOINS; i++) {
+        char inst[16], jlog[256];
+        snprintf(inst, sizeof(inst), "j%d", i);
+        snprintf(jlog, sizeof(jlog), "%s/join%d.log", tmpdir, i);
+        join[i] = spawn(cfg_role, "join", inst, 0, jlog, extopic);
+    }
+    await(ready_cond, c, "three join instances holding a partition each");
+    ld_demo_gen_conf_t g = {.seed = 28,
+                            .n_events = EVENTS,
+                            .drift_at = EVENTS / 2,
+                            .start_time_ms = INT64_C(1767225600000),
+                            .step_ms = 500,
+                            .label_delay_ms = 3000,
+                            .early_label_share = 0.02};
+    ld_test_produce_demo(c->rk, &g, c->events, c->labels, PARTS, 0);
+    snprintf(log, sizeof(log), "%s/all.log", tmpdir);
+    expect_exit(spawn(cfg_all, "all", NULL, 1, log, extopic), 0, log);
+    await(done_cond, c, "the join group committed the whole input");
+    for (int i = 0; i < JOINS; i++) {
+        char jlog[256];
+        snprintf(jlog, sizeof(jlog), "%s/join%d.log", tmpdir, i);
+        kill(join[i], SIGTERM);
+        expect_exit(join[i], 0, jlog);
+    }
+    snprintf(log, sizeof(log), "%s/train.log", tmpdir);
+    expect_exit(spawn(cfg_role, "train", NULL, 1, log, extopic), 0, log);
+
+    uint64_t va = last_version("all"), vr = last_version("role");
+    ld_test_say("versions: all %llu, roles %llu", (unsigned long long)va,
+                (unsigned long long)vr);
+    LD_TEST_ASSERT(va >= 3, "expected volume publications, got %llu",
+                   (unsigned long long)va);
+    LD_TEST_EQ_I64("last version", (int64_t)va, (int64_t)vr);
+    for (uint64_t v = 1; v <= va; v++) {
+        uint8_t a[32], r[32];
+        params("all", v, a);
+        params("role", v, r);
+        LD_TEST_ASSERT(memcmp(a, r, 32) == 0,
+                       "version %llu: the roles' parameters differ",
+                       (unsigned long long)v);
+    }
+    static char keys_a[1 << 16], keys_r[1 << 16];
+    char t[256];
+    names(t, sizeof(t), "all.triggers");
+    int64_t na = ld_test_trigger_keys(t, 30000, keys_a, sizeof(keys_a));
+    names(t, sizeof(t), "role.triggers");
+    int64_t nr = ld_test_trigger_keys(t, 30000, keys_r, sizeof(keys_r));
+    LD_TEST_EQ_I64("trigger events", na, nr);
+    LD_TEST_ASSERT(strcmp(keys_a, keys_r) == 0,
+                   "trigger keys differ:\n%s\n--\n%s", keys_a, keys_r);
+    ld_test_say("%llu versions and %lld trigger events bit-identical",
+                (unsigned long long)va, (long long)na);
+}
+
+int main(void)
+{
+    ld_test_name(prefix, sizeof(prefix), "roles");
+    ld_test_tmpdir(tmpdir, sizeof(tmpdir), "0028");
+    ctx_t c = {0};
+    c.rk = ld_test_new(RD_KAFKA_PRODUCER, ld_test_conf_new());
+    char in[256], t[256], extopic[256];
+    names(in, sizeof(in), "in");
+    ld_test_create_demo_inputs(c.rk, in, PARTS, c.events, c.labels,
+                               sizeof(c.events));
+    names(t, sizeof(t), "all");
+    ld_test_create_outputs(c.rk, t, 0);
+    names(t, sizeof(t), "role");
+    ld_test_create_outputs(c.rk, t, 0);
+    names(extopic, sizeof(extopic), "examples");
+    names(c.group, sizeof(c.group), "role.group");
+    rd_kafka_conf_t *cc = ld_test_conf_new();
+    ld_test_conf_set(cc, "group.id", c.group);
+    c.consumer = ld_test_new(RD_KAFKA_CONSUMER, cc);
+
+    char cfg_all[256], cfg_role[256];
+    snprintf(cfg_all, sizeof(cfg_all), "%s/all.yaml", tmpdir);
+    snprintf(cfg_role, sizeof(cfg_role), "%s/role.yaml", tmpdir);
+    write_config(cfg_all, "all", 18);
+    write_config(cfg_role, "role", 18);
+    roles_equal_all(&c, cfg_all, cfg_role, extopic);
+
+    rd_kafka_destroy(c.consumer);
+    rd_kafka_destroy(c.rk);
+    ld_test_rm_rf(tmpdir);
+    return 0;
+}
