@@ -162,6 +162,9 @@ int run_train_setup(run_t *r, char *errstr, size_t size);
  * topic is read; the exit code. */
 int run_train(run_t *r);
 void run_train_teardown(run_t *r);
+/* The examples topic's positions a commit point commits (caller frees
+ * *out; the count). */
+size_t run_train_positions(run_t *r, Learnd__V1__PartitionPosition **out);
 
 /* ---- run_commit.c ------------------------------------------------------- */
 
@@ -176,6 +179,8 @@ ld_err_t run_restore_state(run_t *r, char *errstr, size_t size);
  * exit_code when it fails. Only while parked (or after the ingest thread
  * stopped). */
 ld_err_t run_commit_point(run_t *r);
+/* The resume state into the open transaction (a commit point's). */
+ld_err_t run_save_state(run_t *r, rd_kafka_t *producer);
 void run_say_fenced(const run_t *r);
 
 /* ---- run_report.c ------------------------------------------------------- */

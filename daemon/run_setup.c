@@ -250,9 +250,7 @@ int run_setup(run_t *r, char *errstr, size_t size)
     int rc = run_exp_setup(r, errstr, size);
     if (rc != LD_EXIT_OK)
         return rc;
-    /* train role: its commit points carry the examples topic's offsets
-     * and no resume state (docs/OPERATIONS.md, "Scaling out") */
-    r->stateful = r->txn_id[0] != '\0' && r->opts->role != LD_ROLE_TRAIN;
+    r->stateful = r->txn_id[0] != '\0';
     r->audit = !r->replay && conf->labeling.output_topic &&
                conf->labeling.output_topic[0];
     if (r->stateful && !r->opts->from_scratch &&

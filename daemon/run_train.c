@@ -24,9 +24,11 @@ typedef struct qent {
 typedef struct part {
     qent_t *v;
     size_t head, n, cap;
-    int64_t wm;   /* the newest watermark record's */
-    int64_t next; /* next offset to read; -1 before the first record */
-    int eof;      /* at its end since the last record */
+    int64_t wm;     /* the newest watermark record's */
+    int64_t next;   /* next offset to read; -1 before the first record */
+    int64_t wm_off; /* offset of the newest watermark record; -1 */
+    int64_t skip;   /* examples below were trained before a restart */
+    int eof;        /* at its end since the last record */
 } part_t;
 
 struct run_train {
@@ -132,7 +134,30 @@ static int assign_all(run_t *r, char *errstr, size_t size)
     for (int32_t p = 0; p < t->nparts; p++)
         rd_kafka_topic_partition_list_add(l, r->examples_topic, p)->offset =
             RD_KAFKA_OFFSET_STORED;
-    rd_kafka_resp_err_t e = rd_kafka_assign(t->consumer, l);
+    /* Each commit point commits the newest watermark record's offset (or
+     * the first untrained example's, if lower) and, as metadata, the first
+     * untrained example's: a restart re-reads the watermark and skips
+     * what its restored model has trained on. */
+    rd_kafka_resp_err_t e = rd_kafka_committed(t->consumer, l, 30000);
+    for (int i = 0; !e && i < l->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &l->elems[i];
+        long long u = 0;
+        if (tp->metadata && tp->metadata_size < 64) {
+            char md[64];
+            memcpy(md, tp->metadata, tp->metadata_size);
+            md[tp->metadata_size] = '\0';
+            if (sscanf(md, "untrained=%lld", &u) == 1)
+                t->q[tp->partition].skip = (int64_t)u;
+        }
+        l->elems[i].offset = RD_KAFKA_OFFSET_STORED;
+    }
+    if (e) {
+        rd_kafka_topic_partition_list_destroy(l);
+        snprintf(errstr, size, "cannot read the committed offsets: %s",
+                 rd_kafka_err2str(e));
+        return LD_EXIT_RUNTIME;
+    }
+    e = rd_kafka_assign(t->consumer, l);
     rd_kafka_topic_partition_list_destroy(l);
     if (e) {
         snprintf(errstr, size, "cannot assign the examples topic: %s",
@@ -178,6 +203,7 @@ int run_train_setup(run_t *r, char *errstr, size_t size)
     for (int32_t p = 0; p < t->nparts; p++) {
         t->q[p].wm = INT64_MIN;
         t->q[p].next = -1;
+        t->q[p].wm_off = -1;
     }
     if (r->txn_id[0] &&
         (txn_error(rd_kafka_init_transactions(t->producer, 30000),
@@ -352,6 +378,11 @@ static void take_record(run_t *r, const rd_kafka_message_t *m)
     }
     if (!j->example) { /* a watermark record */
         q->wm = j->watermark_ms;
+        q->wm_off = m->offset;
+        learnd__v1__joined_example__free_unpacked(j, NULL);
+        return;
+    }
+    if (m->offset < q->skip) { /* trained before the restart */
         learnd__v1__joined_example__free_unpacked(j, NULL);
         return;
     }
@@ -452,10 +483,39 @@ static rd_kafka_topic_partition_list_t *offsets(const run_t *r)
         const part_t *q = &t->q[p];
         if (q->next < 0)
             continue;
-        rd_kafka_topic_partition_list_add(l, r->examples_topic, p)->offset =
-            q->head < q->n ? q->v[q->head].offset : q->next;
+        int64_t untrained = q->head < q->n ? q->v[q->head].offset : q->next;
+        int64_t from =
+            q->wm_off >= 0 && q->wm_off < untrained ? q->wm_off : untrained;
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_add(l, r->examples_topic, p);
+        tp->offset = from;
+        char md[48];
+        int n =
+            snprintf(md, sizeof(md), "untrained=%lld", (long long)untrained);
+        tp->metadata = malloc((size_t)n);
+        if (tp->metadata) {
+            memcpy(tp->metadata, md, (size_t)n);
+            tp->metadata_size = (size_t)n;
+        }
     }
     return l;
+}
+
+size_t run_train_positions(run_t *r, Learnd__V1__PartitionPosition **out)
+{
+    rd_kafka_topic_partition_list_t *l = offsets(r);
+    size_t n = (size_t)l->cnt;
+    Learnd__V1__PartitionPosition *pos = calloc(n ? n : 1, sizeof(*pos));
+    for (size_t i = 0; pos && i < n; i++) {
+        learnd__v1__partition_position__init(&pos[i]);
+        pos[i].topic = r->examples_topic;
+        pos[i].partition = l->elems[i].partition;
+        pos[i].next_offset = r->train->q[l->elems[i].partition].next;
+        pos[i].reread_from = l->elems[i].offset;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    *out = pos;
+    return pos ? n : 0;
 }
 
 /* Publications, dead letters and the examples topic's offsets in one
@@ -470,6 +530,8 @@ static void commit_point(run_t *r)
         return;
     uint64_t published = r->ctr->published;
     ld_err_t err = ld_publisher_flush(r->pub, t->producer);
+    if (!err && r->stateful)
+        err = run_save_state(r, t->producer);
     rd_kafka_error_t *e = NULL;
     if (!err) {
         rd_kafka_topic_partition_list_t *l = offsets(r);

@@ -198,8 +198,8 @@ static uint64_t last_version(const char *run)
 }
 
 /* Three joins, one train; the single run; the same models and events. */
-static void roles_equal_all(ctx_t *c, const char *cfg_all, const char *cfg_role,
-                            const char *extopic)
+static uint64_t roles_equal_all(ctx_t *c, const char *cfg_all,
+                                const char *cfg_role, const char *extopic)
 {
     char log[256];
     pid_t join[JOINS];
@@ -255,6 +255,64 @@ static void roles_equal_all(ctx_t *c, const char *cfg_all, const char *cfg_role,
                    "trigger keys differ:\n%s\n--\n%s", keys_a, keys_r);
     ld_test_say("%llu versions and %lld trigger events bit-identical",
                 (unsigned long long)va, (long long)na);
+    return va;
+}
+
+/* Reasons of the dead letters read back, one a line. */
+static void reason(const rd_kafka_message_t *m, void *opaque)
+{
+    char *out = opaque;
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t n = 0;
+    LD_TEST_ASSERT(rd_kafka_message_headers(m, &h) == 0 &&
+                       rd_kafka_header_get_last(h, "learnd.error", &v, &n) == 0,
+                   "a dead letter without learnd.error");
+    strncat(out, v, n);
+    strcat(out, "\n");
+}
+
+/* Bad records on the examples topic: one that is no JoinedExample, one from
+ * a join with 16 hash bits. A restarted train instance dead-letters both
+ * with their reason, and publishes nothing new (its resume state has every
+ * good example trained). An examples topic with another partition count is
+ * refused. */
+static void boundary(ctx_t *c, const char *cfg_role, const char *extopic,
+                     uint64_t version)
+{
+    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    ld_test_produce(c->rk, extopic, 0, "junk", junk, sizeof(junk));
+    Learnd__V1__LabelledExample ex = LEARND__V1__LABELLED_EXAMPLE__INIT;
+    ex.event_id = "other-spec";
+    ex.sample_type = LEARND__V1__SAMPLE_TYPE__SAMPLE_TYPE_POS;
+    Learnd__V1__JoinedExample j = LEARND__V1__JOINED_EXAMPLE__INIT;
+    uint8_t fmap[32] = {0}, buf[256];
+    j.example = &ex;
+    j.hash_bits = 16;
+    j.dense_dim = 20;
+    j.feature_map_hash = (ProtobufCBinaryData){32, fmap};
+    size_t n = learnd__v1__joined_example__pack(&j, buf);
+    ld_test_produce(c->rk, extopic, 1, "other-spec", buf, n);
+    rd_kafka_flush(c->rk, 30000);
+    char log[256];
+    snprintf(log, sizeof(log), "%s/train2.log", tmpdir);
+    expect_exit(spawn(cfg_role, "train", NULL, 1, log, extopic), 0, log);
+    char dlq[256], reasons[256] = "";
+    names(dlq, sizeof(dlq), "role.dlq");
+    int64_t dead = ld_test_read_topic(dlq, 30000, reason, reasons, NULL);
+    LD_TEST_EQ_I64("dead letters", 2, dead);
+    LD_TEST_ASSERT(strcmp(reasons, "undecodable\nmodel_spec\n") == 0,
+                   "reasons: %s", reasons);
+    LD_TEST_EQ_I64("version after the restart", (int64_t)version,
+                   (int64_t)last_version("role"));
+
+    char three[256];
+    names(three, sizeof(three), "examples2");
+    ld_test_create_topic(c->rk, three, PARTS - 1, 30000);
+    snprintf(log, sizeof(log), "%s/train3.log", tmpdir);
+    expect_exit(spawn(cfg_role, "train", NULL, 1, log, three), 2, log);
+    LD_TEST_ASSERT(ld_test_file_has(log, "has 2 partitions but the inputs"),
+                   "no partition count message in %s", log);
 }
 
 int main(void)
@@ -282,7 +340,8 @@ int main(void)
     snprintf(cfg_role, sizeof(cfg_role), "%s/role.yaml", tmpdir);
     write_config(cfg_all, "all", 18);
     write_config(cfg_role, "role", 18);
-    roles_equal_all(&c, cfg_all, cfg_role, extopic);
+    uint64_t version = roles_equal_all(&c, cfg_all, cfg_role, extopic);
+    boundary(&c, cfg_role, extopic, version);
 
     rd_kafka_destroy(c.consumer);
     rd_kafka_destroy(c.rk);
