@@ -142,12 +142,50 @@ static void warm_output_topics(run_t *r)
     }
 }
 
+/* The transactional id, the publisher's model name and the examples
+ * topic: join instances share the model and the group, so each needs a
+ * transactional id and a resume state of its own; join and train name the
+ * examples topic. 0, or -1 with errstr. */
+static int process_names(run_t *r, char *errstr, size_t size)
+{
+    const ld_config_t *conf = r->conf;
+    const char *tid = conf->daemon.transactional_id;
+    if (r->opts->no_transactions || r->replay)
+        r->txn_id[0] = '\0';
+    else if (tid && tid[0])
+        snprintf(r->txn_id, sizeof(r->txn_id), "%s", tid);
+    else
+        snprintf(r->txn_id, sizeof(r->txn_id), "learnd-%s", r->tconf.name);
+    char *state_model = r->state_model; /* the publisher borrows it */
+    snprintf(state_model, sizeof(r->state_model), "%s", r->tconf.name);
+    if (r->opts->role == LD_ROLE_JOIN) {
+        if (!r->opts->instance || !r->opts->instance[0]) {
+            snprintf(errstr, size,
+                     "--role join needs --instance NAME, unique among the "
+                     "join instances of the group");
+            return -1;
+        }
+        if (r->txn_id[0])
+            snprintf(r->txn_id + strlen(r->txn_id),
+                     sizeof(r->txn_id) - strlen(r->txn_id), "-join-%s",
+                     r->opts->instance);
+        snprintf(state_model, sizeof(r->state_model), "%s.join.%s",
+                 r->tconf.name, r->opts->instance);
+    }
+    if (r->opts->role != LD_ROLE_ALL)
+        snprintf(r->examples_topic, sizeof(r->examples_topic), "%s",
+                 r->opts->examples_topic ? r->opts->examples_topic : "");
+    if (r->opts->role != LD_ROLE_ALL && !r->examples_topic[0])
+        snprintf(r->examples_topic, sizeof(r->examples_topic), "%s.examples",
+                 conf->pipeline.events_topic);
+    return 0;
+}
+
 int run_setup(run_t *r, char *errstr, size_t size)
 {
     const ld_config_t *conf = r->conf;
     if (trainer_conf(r, errstr, size))
         return LD_EXIT_USAGE;
-    const char *tid = conf->daemon.transactional_id;
     r->replay = r->opts->replay_version != 0;
     if (r->replay && r->opts->n_replay_advances) {
         r->adv_done = calloc(r->opts->n_replay_advances, 1);
@@ -164,40 +202,11 @@ int run_setup(run_t *r, char *errstr, size_t size)
                  (long long)ld_now_wall_ms());
         r->pconf.group_id = r->replay_group;
     }
-    if (r->opts->no_transactions || r->replay)
-        r->txn_id[0] = '\0';
-    else if (tid && tid[0])
-        snprintf(r->txn_id, sizeof(r->txn_id), "%s", tid);
-    else
-        snprintf(r->txn_id, sizeof(r->txn_id), "learnd-%s", r->tconf.name);
-    /* Join instances share the model and the group: each one needs a
-     * transactional id and a resume state of its own. */
-    char *state_model = r->state_model; /* the publisher borrows it */
-    snprintf(state_model, sizeof(r->state_model), "%s", r->tconf.name);
-    if (r->opts->role == LD_ROLE_JOIN) {
-        if (!r->opts->instance || !r->opts->instance[0]) {
-            snprintf(errstr, size,
-                     "--role join needs --instance NAME, unique among the "
-                     "join instances of the group");
-            return LD_EXIT_USAGE;
-        }
-        if (r->txn_id[0])
-            snprintf(r->txn_id + strlen(r->txn_id),
-                     sizeof(r->txn_id) - strlen(r->txn_id), "-join-%s",
-                     r->opts->instance);
-        snprintf(state_model, sizeof(r->state_model), "%s.join.%s",
-                 r->tconf.name, r->opts->instance);
-    }
-    if (r->opts->role != LD_ROLE_ALL)
-        snprintf(r->examples_topic, sizeof(r->examples_topic), "%s",
-                 r->opts->examples_topic ? r->opts->examples_topic : "");
-    if (r->opts->role != LD_ROLE_ALL && !r->examples_topic[0])
-        snprintf(r->examples_topic, sizeof(r->examples_topic), "%s.examples",
-                 conf->pipeline.events_topic);
-
+    if (process_names(r, errstr, size))
+        return LD_EXIT_USAGE;
     r->lin = ld_lineage_new();
     config_hash(r);
-    ld_publisher_conf_t pc = {.model = state_model,
+    ld_publisher_conf_t pc = {.model = r->state_model,
                               .checkpoint_topic = conf->daemon.checkpoint_topic,
                               .trigger_topic = conf->daemon.trigger_topic,
                               .trigger_format = conf->triggers.format,
