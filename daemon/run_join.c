@@ -101,6 +101,13 @@ void run_join_free(run_t *r)
 {
     if (!r->join)
         return;
+    double s = (double)(ld_now_mono_ms() - r->start_ms) / 1000.0;
+    ld_log(LD_LOG_NOTICE, MOD,
+           "msg=\"join role stopped\" examples=%llu watermark_records=%llu "
+           "seconds=%.2f examples_per_s=%.0f",
+           (unsigned long long)r->join->produced,
+           (unsigned long long)r->join->watermarks, s,
+           s > 0 ? (double)r->join->produced / s : 0.0);
     free(r->join->buf);
     free(r->join);
     r->join = NULL;

@@ -61,6 +61,26 @@ static void delivered(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op)
                rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
 }
 
+typedef struct setting {
+    rd_kafka_conf_t *kc;
+    const ld_strlist_t *user;
+    int bad;
+} setting_t;
+
+/* The pipeline consumer's fetch settings, unless the kafka: map sets the
+ * key (librdkafka's queued.min.messages default stalled fetching: 4.0 s
+ * for 150k examples before, see docs/OPERATIONS.md). */
+static void set_tuned(void *opaque, const char *key, const char *value)
+{
+    setting_t *s = opaque;
+    for (size_t i = 0; i + 1 < s->user->n; i += 2)
+        if (strcmp(s->user->v[i], key) == 0)
+            return;
+    char why[256];
+    if (ld_kafka_conf_set(s->kc, key, value, why, sizeof(why)) != LD_OK)
+        s->bad = 1;
+}
+
 static rd_kafka_t *client(run_t *r, rd_kafka_type_t type, char *errstr,
                           size_t size)
 {
@@ -77,8 +97,12 @@ static rd_kafka_t *client(run_t *r, rd_kafka_type_t type, char *errstr,
                                     size) != LD_OK;
         rd_kafka_conf_set_dr_msg_cb(kc, delivered);
     }
+    setting_t st = {kc, &r->conf->kafka, 0};
+    if (type == RD_KAFKA_CONSUMER)
+        ld_pipeline_consumer_settings(set_tuned, &st);
     if (type == RD_KAFKA_CONSUMER)
         bad =
+            st.bad ||
             ld_kafka_conf_set(kc, "group.id", t->group, errstr, size) ||
             ld_kafka_conf_set(kc, "isolation.level", "read_committed", errstr,
                               size) ||
@@ -613,11 +637,13 @@ int run_train(run_t *r)
     size_t queued = 0;
     for (int32_t p = 0; p < t->nparts; p++)
         queued += t->q[p].n - t->q[p].head;
+    double s = (double)(ld_now_mono_ms() - r->start_ms) / 1000.0;
     ld_log(LD_LOG_NOTICE, MOD,
            "msg=\"stopped\" records=%llu examples=%llu dead_lettered=%llu "
-           "published=%llu queued=%zu exit=%d",
+           "published=%llu queued=%zu seconds=%.2f examples_per_s=%.0f "
+           "exit=%d",
            (unsigned long long)t->records, (unsigned long long)r->examples,
            (unsigned long long)t->dead, (unsigned long long)r->ctr->published,
-           queued, r->exit_code);
+           queued, s, s > 0 ? (double)r->examples / s : 0.0, r->exit_code);
     return r->exit_code;
 }
