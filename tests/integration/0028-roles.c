@@ -33,7 +33,8 @@ static void names(char *buf, size_t size, const char *what)
     snprintf(buf, size, "%s.%s", prefix, what);
 }
 
-static void write_config(const char *path, const char *run, int bits)
+static void write_config(const char *path, const char *run, int bits,
+                         const char *model, double lr)
 {
     char inputs[256], outs[256];
     names(inputs, sizeof(inputs), "in");
@@ -52,9 +53,10 @@ static void write_config(const char *path, const char *run, int bits)
             "  max_out_of_orderness: 2s\n"
             "  idle_timeout: 0s\n"
             "trainer:\n"
-            "  name: m\n"
+            "  name: %s\n"
             "  hash_bits: %d\n"
             "  batch_size: 64\n"
+            "  learning_rate: %g\n"
             "checkpoint:\n"
             "  dir: %s/%s-models\n"
             "  keep: 1000\n"
@@ -64,7 +66,7 @@ static void write_config(const char *path, const char *run, int bits)
             "  drift_enabled: false\n"
             "  gate_enabled: false\n"
             "  volume_examples: 700\n",
-            bits, tmpdir, run);
+            model, bits, lr, tmpdir, run);
     fclose(f);
 }
 
@@ -183,11 +185,16 @@ static int done_cond(void *a)
     return group_progress(c->consumer, c->events, c->labels, NULL, NULL);
 }
 
+static const char *model_of(const char *run)
+{
+    return strchr(run, '2') ? "m2" : "m"; /* all2, role2: the second model */
+}
+
 static void params(const char *run, uint64_t v, uint8_t sha[32])
 {
     char file[512], why[512];
-    snprintf(file, sizeof(file), "%s/%s-models/m/%llu.ckpt", tmpdir, run,
-             (unsigned long long)v);
+    snprintf(file, sizeof(file), "%s/%s-models/%s/%llu.ckpt", tmpdir, run,
+             model_of(run), (unsigned long long)v);
     ld_ckpt_t *ck = NULL;
     LD_TEST_ASSERT(ld_ckpt_read_file(file, &ck, why, sizeof(why)) == LD_OK,
                    "%s: %s", file, why);
@@ -200,13 +207,15 @@ static uint64_t last_version(const char *run)
     char dir[256], why[512];
     snprintf(dir, sizeof(dir), "%s/%s-models", tmpdir, run);
     ld_ckpt_t *ck = NULL;
-    LD_TEST_ASSERT(ld_ckpt_store_load_latest(dir, "m", &ck, why, sizeof(why)) ==
-                       LD_OK,
+    LD_TEST_ASSERT(ld_ckpt_store_load_latest(dir, model_of(run), &ck, why,
+                                             sizeof(why)) == LD_OK,
                    "%s: no checkpoint: %s", run, why);
     uint64_t v = ld_ckpt_message(ck)->lineage->version;
     ld_ckpt_destroy(ck);
     return v;
 }
+
+static uint64_t same_models(const char *ra, const char *rb);
 
 /* Three joins, one train; the single run; the same models and events. */
 static uint64_t roles_equal_all(ctx_t *c, const char *cfg_all,
@@ -269,25 +278,34 @@ static uint64_t roles_equal_all(ctx_t *c, const char *cfg_all,
     snprintf(log, sizeof(log), "%s/train.log", tmpdir);
     expect_exit(spawn(cfg_role, "train", NULL, 1, log, extopic), 0, log);
 
-    uint64_t va = last_version("all"), vr = last_version("role");
-    ld_test_say("versions: all %llu, roles %llu", (unsigned long long)va,
+    return same_models("all", "role");
+}
+
+/* Every version of run a equals run b's, bit for bit, with the same
+ * trigger keys; returns the last version. */
+static uint64_t same_models(const char *ra, const char *rb)
+{
+    uint64_t va = last_version(ra), vr = last_version(rb);
+    ld_test_say("versions: %s %llu, %s %llu", ra, (unsigned long long)va, rb,
                 (unsigned long long)vr);
     LD_TEST_ASSERT(va >= 3, "expected volume publications, got %llu",
                    (unsigned long long)va);
     LD_TEST_EQ_I64("last version", (int64_t)va, (int64_t)vr);
     for (uint64_t v = 1; v <= va; v++) {
         uint8_t a[32], r[32];
-        params("all", v, a);
-        params("role", v, r);
+        params(ra, v, a);
+        params(rb, v, r);
         LD_TEST_ASSERT(memcmp(a, r, 32) == 0,
                        "version %llu: the roles' parameters differ",
                        (unsigned long long)v);
     }
     static char keys_a[1 << 16], keys_r[1 << 16];
-    char t[256];
-    names(t, sizeof(t), "all.triggers");
+    char t[256], what[64];
+    snprintf(what, sizeof(what), "%s.triggers", ra);
+    names(t, sizeof(t), what);
     int64_t na = ld_test_trigger_keys(t, 30000, keys_a, sizeof(keys_a));
-    names(t, sizeof(t), "role.triggers");
+    snprintf(what, sizeof(what), "%s.triggers", rb);
+    names(t, sizeof(t), what);
     int64_t nr = ld_test_trigger_keys(t, 30000, keys_r, sizeof(keys_r));
     LD_TEST_EQ_I64("trigger events", na, nr);
     LD_TEST_ASSERT(strcmp(keys_a, keys_r) == 0,
@@ -295,6 +313,32 @@ static uint64_t roles_equal_all(ctx_t *c, const char *cfg_all,
     ld_test_say("%llu versions and %lld trigger events bit-identical",
                 (unsigned long long)va, (long long)na);
     return va;
+}
+
+/* A second model with other trainer settings (name m2, learning_rate 0.05)
+ * trains from the same examples topic in a group and transaction of its
+ * own: its versions are those of a `learnd run` with its settings, and
+ * not the first model's. */
+static void second_model(ctx_t *c, const char *extopic)
+{
+    char t[256], cfg_all[256], cfg_role[256], log[256];
+    names(t, sizeof(t), "all2");
+    ld_test_create_outputs(c->rk, t, 0);
+    names(t, sizeof(t), "role2");
+    ld_test_create_outputs(c->rk, t, 0);
+    snprintf(cfg_all, sizeof(cfg_all), "%s/all2.yaml", tmpdir);
+    snprintf(cfg_role, sizeof(cfg_role), "%s/role2.yaml", tmpdir);
+    write_config(cfg_all, "all2", 18, "m2", 0.05);
+    write_config(cfg_role, "role2", 18, "m2", 0.05);
+    snprintf(log, sizeof(log), "%s/all2.log", tmpdir);
+    expect_exit(spawn(cfg_all, "all", NULL, 1, log, extopic), 0, log);
+    snprintf(log, sizeof(log), "%s/train-m2.log", tmpdir);
+    expect_exit(spawn(cfg_role, "train", NULL, 1, log, extopic), 0, log);
+    same_models("all2", "role2");
+    uint8_t a[32], b[32];
+    params("role", 1, a);
+    params("role2", 1, b);
+    LD_TEST_ASSERT(memcmp(a, b, 32) != 0, "m2 version 1 equals m's");
 }
 
 /* Reasons of the dead letters read back, one a line. */
@@ -378,12 +422,14 @@ static uint64_t scenario(const char *what, int kill_one, int bad_input)
     char cfg_all[256], cfg_role[256];
     snprintf(cfg_all, sizeof(cfg_all), "%s/all.yaml", tmpdir);
     snprintf(cfg_role, sizeof(cfg_role), "%s/role.yaml", tmpdir);
-    write_config(cfg_all, "all", 18);
-    write_config(cfg_role, "role", 18);
+    write_config(cfg_all, "all", 18, "m", 0.2);
+    write_config(cfg_role, "role", 18, "m", 0.2);
     uint64_t version =
         roles_equal_all(&c, cfg_all, cfg_role, extopic, kill_one);
-    if (bad_input)
+    if (bad_input) {
+        second_model(&c, extopic);
         boundary(&c, cfg_role, extopic, version);
+    }
     rd_kafka_destroy(c.consumer);
     rd_kafka_destroy(c.rk);
     if (!getenv("LD_0028_KEEP"))
