@@ -88,9 +88,9 @@ static struct {
     /* compare: the stream names its serving variant (v1/v2) and every
      * daemon measurement is repeated with 4 experiments on it */
     int experiments;
-    int few;                  /* --profile few (few_profile) */
-    long events;              /* --events: the stream's length; 0: what fits */
-    const char *learnd[4];    /* --learnd: binaries the few profile runs */
+    int few;               /* --profile few (few_profile) */
+    long events;           /* --events: the stream's length; 0: what fits */
+    const char *learnd[4]; /* --learnd: binaries the few profile runs */
     int nlearnd;
 } opt = {.bits = {18, 22},
          .nbits = 2,

@@ -55,12 +55,14 @@ static double unif(void)
 typedef struct stream {
     size_t n;
     uint32_t *id; /* n x NF raw value ids */
+    int keyed;    /* ids are hashes of namespace and value already */
     float *y;
 } stream_t;
 
 static void gen(stream_t *s, size_t n)
 {
     s->n = n;
+    s->keyed = 0;
     s->id = malloc(n * NF * sizeof(uint32_t));
     s->y = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) {
@@ -75,11 +77,79 @@ static void gen(stream_t *s, size_t n)
     }
 }
 
+/* A stream shaped like the demo generator with bench/e2e.sh's crosses (the
+ * issue's "few partitions" profile): skewed country (40), ad (500), device
+ * (4), publisher (200), 0-3 tags (50), a segment (8) 70 % of the time, and
+ * 22 crosses of those namespaces: ~40 hashed values per example, most of
+ * them crosses. Ids are kept to 40 per example (fewer: the first value
+ * repeats, touching no other row). */
+static void gen_demo(stream_t *s, size_t n)
+{
+    s->n = n;
+    s->keyed = 1;
+    s->id = malloc(n * NF * sizeof(uint32_t));
+    s->y = malloc(n * sizeof(float));
+    static const char *cross[] = {"ca",  "cd",  "ad",  "cx",  "ax",  "dx",
+                                  "cu",  "au",  "du",  "xu",  "cad", "cax",
+                                  "cdx", "adx", "cau", "cdu", "adu", "cadx",
+                                  "cxu", "axu", "dxu", "cadu"};
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v[128], nv = 0;
+        uint32_t c = (uint32_t)(unif() * unif() * 40),
+                 a = (uint32_t)(unif() * unif() * 500),
+                 d = (uint32_t)(unif() * 4);
+        uint32_t ctx[4], nctx = 1;
+        ctx[0] = (uint32_t)(unif() * unif() * 200);
+        int nt = (int)(unif() * 4);
+        for (int k = 0; k < nt; k++)
+            ctx[nctx++] = 1000 + (uint32_t)(unif() * 50);
+        int hu = unif() < 0.7;
+        uint32_t u = (uint32_t)(unif() * 8);
+        v[nv++] = mix32(1 ^ mix32(c));
+        v[nv++] = mix32(2 ^ mix32(a));
+        v[nv++] = mix32(3 ^ mix32(d));
+        for (uint32_t k = 0; k < nctx; k++)
+            v[nv++] = mix32(4 ^ mix32(ctx[k]));
+        if (hu)
+            v[nv++] = mix32(5 ^ mix32(u));
+        for (size_t x = 0; x < sizeof(cross) / sizeof(*cross); x++) {
+            const char *f = cross[x];
+            int usex = strchr(f, 'x') != NULL, useu = strchr(f, 'u') != NULL;
+            if (useu && !hu)
+                continue;
+            for (uint32_t k = 0; k < (usex ? nctx : 1) && nv < 128; k++) {
+                uint32_t h = mix32(0x100u + (uint32_t)x);
+                if (strchr(f, 'c'))
+                    h = mix32(h ^ c);
+                if (strchr(f, 'a'))
+                    h = mix32(h ^ (a + 7919u));
+                if (strchr(f, 'd'))
+                    h = mix32(h ^ (d + 104729u));
+                if (usex)
+                    h = mix32(h ^ (ctx[k] + 1299709u));
+                if (useu)
+                    h = mix32(h ^ (u + 15485863u));
+                v[nv++] = h;
+            }
+        }
+        total += nv < NF ? nv : NF;
+        for (uint32_t f = 0; f < NF; f++)
+            s->id[i * NF + f] = f < nv ? v[f] : v[0];
+        s->y[i] = unif() < 0.2 ? 1.0f : 0.0f;
+    }
+    printf("demo-like stream: %.1f distinct hashed values per example\n",
+           (double)total / (double)n);
+}
+
 static void hash_stream(const stream_t *s, uint32_t bits, uint32_t *idx)
 {
     uint32_t mask = (1u << bits) - 1;
     for (size_t i = 0; i < s->n * NF; i++)
-        idx[i] = mix32((uint32_t)(i % NF) * 0x85ebca6bU + s->id[i]) & mask;
+        idx[i] =
+            (s->keyed ? s->id[i]
+                      : mix32((uint32_t)(i % NF) * 0x85ebca6bU + s->id[i])) &
+            mask;
 }
 
 static double loss_sum;
@@ -328,12 +398,202 @@ static void write_text(const stream_t *s, const char *path, int vw)
     fclose(f);
 }
 
+static ld_err_t count_only(void *opaque, const char *key, const uint8_t *val,
+                           size_t len)
+{
+    (void)opaque;
+    (void)key;
+    (void)val;
+    (void)len;
+    return LD_OK;
+}
+
+/* Bytes the incremental resume state writes per commit point (blocks
+ * changed since the last one, their gens pages, the header's head
+ * checkpoint) against the whole state (format 1: the full checkpoint),
+ * committing every `every` examples of the stream. */
+static void bench_state(const stream_t *s, uint32_t bits, size_t every)
+{
+    ld_trainer_conf_t c;
+    conf_default(&c);
+    c.hash_bits = bits;
+    c.optimizer = LD_OPT_FTRL;
+    c.batch_size = 256;
+    c.learning_rate = 0.1;
+    char err[256];
+    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    uint32_t *idx = malloc(s->n * NF * sizeof(uint32_t));
+    if (!t || !idx)
+        exit(1);
+    float ones[NF];
+    for (int i = 0; i < NF; i++)
+        ones[i] = 1.0f;
+    hash_stream(s, bits, idx);
+    ld_state_gens_t g = {0};
+    ld_example_t e;
+    memset(&e, 0, sizeof(e));
+    e.weight = 1;
+    ld_ckpt_meta_t meta = {.model = "bench"};
+    uint64_t seq = 0, sum = 0, n = 0, dirty_sum = 0, rows_sum = 0;
+    double full_ms = 0;
+    uint8_t *seen = calloc(((size_t)1 << bits) / 8 + 1, 1);
+    size_t full = 0;
+    double wt = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        e.x = (ld_features_t){idx + i * NF, ones, NULL, NF, 0};
+        e.label = s->y[i];
+        e.sample_type = e.label > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
+        e.event_time_ms = (int64_t)i;
+        if (ld_trainer_add(t, &e) != LD_OK)
+            exit(1);
+        for (int f = 0; f < NF; f++) {
+            uint32_t x = idx[i * NF + (size_t)f];
+            if (!(seen[x >> 3] & (1u << (x & 7)))) {
+                seen[x >> 3] |= (uint8_t)(1u << (x & 7));
+                if (seq)
+                    rows_sum++;
+            }
+        }
+        if ((i + 1) % every)
+            continue;
+        memset(seen, 0, ((size_t)1 << bits) / 8 + 1);
+        if (ld_trainer_flush(t) != LD_OK)
+            exit(1);
+        double t0 = now_s();
+        ld_snapshot_t *h = ld_trainer_state_head(t);
+        ld_buf_t hb = {0};
+        if (!h || ld_ckpt_encode(h, &meta, &hb) != LD_OK)
+            exit(1);
+        Learnd__V1__ResumeHeader hdr = LEARND__V1__RESUME_HEADER__INIT;
+        hdr.model = "bench";
+        hdr.commit_seq = ++seq;
+        hdr.model_state = (ProtobufCBinaryData){hb.len, hb.data};
+        uint64_t bytes = 0;
+        size_t nd = 0, nbk = ld_trainer_state_blocks(t);
+        for (size_t b = 0; b < nbk; b++)
+            nd += (size_t)ld_trainer_block_dirty(t, b);
+        dirty_sum += nd;
+        ld_state_sink_t sink = {count_only, NULL, &bytes};
+        if (ld_state_write_blocks(&sink, &hdr, t, &g) != LD_OK)
+            exit(1);
+        ld_trainer_dirty_clear(t);
+        if (seq > 1)
+            wt += now_s() - t0;
+        free(hb.data);
+        ld_snapshot_destroy(h);
+        if (!full || seq == 3) {
+            /* What a commit point did before: a whole snapshot, encoded. */
+            double f0 = now_s();
+            ld_snapshot_t *fs = ld_trainer_snapshot(t);
+            ld_buf_t fb = {0};
+            if (!fs || ld_ckpt_encode(fs, &meta, &fb) != LD_OK)
+                exit(1);
+            if (seq == 3)
+                full_ms = 1e3 * (now_s() - f0);
+            full = fb.len;
+            free(fb.data);
+            ld_snapshot_destroy(fs);
+            if (seq == 1)
+                continue; /* the first commit writes every block */
+        }
+        sum += bytes;
+        n++;
+    }
+    if (n)
+        printf("state bits=%2u commit every %7zu examples: %10.0f bytes per "
+               "commit vs %10zu full (%.2f %%), %.1f ms to encode, "
+               "%.1f %% of blocks changed, %.1f %% of rows (whole state: "
+               "%.1f ms to snapshot and encode)\n",
+               bits, every, (double)sum / (double)n, full,
+               100.0 * (double)sum / (double)n / (double)full,
+               1e3 * wt / (double)n,
+               100.0 * (double)dirty_sum / (double)(n + 1) /
+                   (double)ld_trainer_state_blocks(t),
+               100.0 * (double)rows_sum / (double)n / (double)(1u << bits),
+               full_ms);
+    free(seen);
+    ld_state_gens_free(&g);
+    free(idx);
+    ld_trainer_destroy(t);
+}
+
+/* Bytes per publication on the checkpoints topic, a full checkpoint against
+ * a delta of the version before, publishing every `every` examples. */
+static void bench_delta(const stream_t *s, uint32_t bits, size_t every)
+{
+    ld_trainer_conf_t c;
+    conf_default(&c);
+    c.hash_bits = bits;
+    c.optimizer = LD_OPT_FTRL;
+    c.batch_size = 256;
+    c.learning_rate = 0.1;
+    char err[256];
+    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    uint32_t *idx = malloc(s->n * NF * sizeof(uint32_t));
+    if (!t || !idx)
+        exit(1);
+    float ones[NF];
+    for (int i = 0; i < NF; i++)
+        ones[i] = 1.0f;
+    hash_stream(s, bits, idx);
+    ld_example_t e;
+    memset(&e, 0, sizeof(e));
+    e.weight = 1;
+    ld_snapshot_t *prev = NULL;
+    uint64_t v = 0, full = 0, delta = 0, rows = 0, n = 0;
+    double dt = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        e.x = (ld_features_t){idx + i * NF, ones, NULL, NF, 0};
+        e.label = s->y[i];
+        e.sample_type = e.label > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
+        e.event_time_ms = (int64_t)i;
+        if (ld_trainer_add(t, &e) != LD_OK)
+            exit(1);
+        if ((i + 1) % every)
+            continue;
+        if (ld_trainer_flush(t) != LD_OK)
+            exit(1);
+        ld_snapshot_t *cur = ld_trainer_snapshot(t);
+        ld_ckpt_meta_t meta = {
+            .model = "bench", .version = ++v, .parent_version = v - 1};
+        ld_buf_t fb = {0}, db = {0};
+        size_t nr = 0;
+        if (!cur || ld_ckpt_encode(cur, &meta, &fb) != LD_OK)
+            exit(1);
+        if (prev) {
+            double t0 = now_s();
+            if (ld_ckpt_encode_delta(cur, prev, &meta, 1, &db, &nr) != LD_OK)
+                exit(1);
+            dt += now_s() - t0;
+            full += fb.len;
+            delta += db.len;
+            rows += nr;
+            n++;
+        }
+        free(fb.data);
+        free(db.data);
+        ld_snapshot_destroy(prev);
+        prev = cur;
+    }
+    if (n)
+        printf("delta bits=%2u publication every %6zu examples: full %10.0f "
+               "bytes, delta %9.0f bytes (%.2f %%), %.0f rows changed, "
+               "%.1f ms to encode a delta\n",
+               bits, every, (double)full / (double)n, (double)delta / (double)n,
+               100.0 * (double)delta / (double)full, (double)rows / (double)n,
+               1e3 * dt / (double)n);
+    ld_snapshot_destroy(prev);
+    free(idx);
+    ld_trainer_destroy(t);
+}
+
 int main(int argc, char **argv)
 {
     size_t n = 300000;
     const char *vw = NULL, *river = NULL;
     int only_learn = 0, one_bits = 0, one_batch = 0, one_opt = -1, reps = 1;
-    int champ = 0;
+    int champ = 0, state_bits = 0, demo = 0, delta_bits = 0;
+    size_t state_every = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
             n = (size_t)atol(argv[++i]);
@@ -351,17 +611,32 @@ int main(int argc, char **argv)
             champ = 1;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: bench_trainer [--n N] [--write-vw FILE] "
-                            "[--write-river FILE] [--learn-only]\n"
-                            "       [--one BITS BATCH OPT(0 sgd, 1 adagrad, "
-                            "2 ftrl, 3 adam)] [--champion] [--reps N]\n");
+        else if (!strcmp(argv[i], "--demo-stream"))
+            demo = 1;
+        else if (!strcmp(argv[i], "--delta") && i + 2 < argc) {
+            delta_bits = atoi(argv[++i]);
+            state_every = (size_t)atol(argv[++i]);
+        } else if (!strcmp(argv[i], "--state") && i + 2 < argc) {
+            state_bits = atoi(argv[++i]);
+            state_every = (size_t)atol(argv[++i]);
+        } else {
+            fprintf(
+                stderr,
+                "usage: bench_trainer [--n N] [--write-vw FILE] "
+                "[--write-river FILE] [--learn-only]\n"
+                "       [--one BITS BATCH OPT(0 sgd, 1 adagrad, "
+                "2 ftrl, 3 adam)] [--champion] [--reps N]\n"
+                "       [--state BITS EXAMPLES_PER_COMMIT] [--demo-stream]\n"
+                "       [--delta BITS EXAMPLES_PER_PUBLICATION]\n");
             return 2;
         }
     }
     ld_log_set_level(LD_LOG_WARN);
     stream_t s;
-    gen(&s, n);
+    if (demo)
+        gen_demo(&s, n);
+    else
+        gen(&s, n);
     if (vw || river) {
         if (vw)
             write_text(&s, vw, 1);
@@ -371,6 +646,18 @@ int main(int argc, char **argv)
     }
     printf("stream: %zu examples x %d hashed features, OpenBLAS core %s\n", s.n,
            NF, ld_trainer_blas_core());
+    if (delta_bits) {
+        bench_delta(&s, (uint32_t)delta_bits, state_every);
+        free(s.id);
+        free(s.y);
+        return 0;
+    }
+    if (state_bits) {
+        bench_state(&s, (uint32_t)state_bits, state_every);
+        free(s.id);
+        free(s.y);
+        return 0;
+    }
     if (one_opt >= 0) {
         static const char *names[] = {"logistic+sgd", "logistic+adagrad",
                                       "logistic+ftrl", "logistic+adam"};

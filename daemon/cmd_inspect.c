@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* `learnd inspect`: validates a checkpoint file and prints what it holds, as
  * text or as one JSON object. */
+#include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -174,7 +176,15 @@ static void jtensors(FILE *f, Learnd__V1__Tensor **t, size_t n)
     fputc(']', f);
 }
 
-static void print_json(FILE *f, const char *path, const ld_ckpt_t *c)
+/* A delta verified through its chain (inspect --chain). */
+typedef struct chain_info {
+    size_t links;          /* checkpoints applied, base included */
+    uint64_t base, parent; /* versions */
+    size_t rows;           /* rows the delta holds */
+} chain_info_t;
+
+static void print_json(FILE *f, const char *path, const ld_ckpt_t *c,
+                       const chain_info_t *ch)
 {
     const Learnd__V1__Checkpoint *m = ld_ckpt_message(c);
     const Learnd__V1__ModelSpec *s = m->spec;
@@ -271,6 +281,12 @@ static void print_json(FILE *f, const char *path, const ld_ckpt_t *c)
     jtensors(f, m->tensors, m->n_tensors);
     fputs(",\"optimizer_tensors\":", f);
     jtensors(f, m->optimizer->tensors, m->optimizer->n_tensors);
+    if (ch)
+        fprintf(f,
+                ",\"delta\":{\"parent_version\":%" PRIu64
+                ",\"base_version\":%" PRIu64 ",\"rows\":%zu,\"chain_links\":%zu"
+                ",\"params_sha256_verified\":true}",
+                ch->parent, ch->base, ch->rows, ch->links);
     fputs("}\n", f);
 }
 
@@ -303,7 +319,8 @@ static void tcounts(FILE *f, const char *name,
             c->late_labels_dropped, c->dead_lettered);
 }
 
-static void print_text(FILE *f, const char *path, const ld_ckpt_t *c)
+static void print_text(FILE *f, const char *path, const ld_ckpt_t *c,
+                       const chain_info_t *ch)
 {
     const Learnd__V1__Checkpoint *m = ld_ckpt_message(c);
     const Learnd__V1__ModelSpec *s = m->spec;
@@ -370,30 +387,133 @@ static void print_text(FILE *f, const char *path, const ld_ckpt_t *c)
         fprintf(f, "%-18s %s %zu bytes\n", i ? "" : "optimizer_tensors",
                 T(0, m->optimizer->tensors[i]->name),
                 m->optimizer->tensors[i]->data.len);
+    if (ch)
+        fprintf(f,
+                "%-18s of version %" PRIu64 ", %zu rows; chain of %zu from "
+                "full version %" PRIu64 " rebuilt, params_sha256 ok\n",
+                "delta", ch->parent, ch->rows, ch->links, ch->base);
+}
+
+/* The whole of a file, at most LD_CKPT_MAX_FILE bytes (caller frees
+ * b->data); errstr names the path on failure. */
+static int read_all(const char *path, ld_buf_t *b, char *errstr, size_t size)
+{
+    memset(b, 0, sizeof(*b));
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(errstr, size, "open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 0;
+    for (;;) {
+        if (b->len == cap) {
+            cap = cap ? 2 * cap : 1 << 16;
+            uint8_t *nb =
+                cap <= LD_CKPT_MAX_FILE ? realloc(b->data, cap) : NULL;
+            if (!nb) {
+                snprintf(errstr, size, "%s: too large or out of memory", path);
+                fclose(f);
+                free(b->data);
+                b->data = NULL;
+                return -1;
+            }
+            b->data = nb;
+        }
+        size_t r = fread(b->data + b->len, 1, cap - b->len, f);
+        if (r == 0)
+            break;
+        b->len += r;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        snprintf(errstr, size, "read %s: %s", path, strerror(errno));
+        free(b->data);
+        b->data = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* inspect --chain: the base and deltas in chain (comma-separated files),
+ * then path, rebuilt and checked link by link. */
+static int inspect_chain(const char *path, const char *chain, int json)
+{
+    char err[600] = "", tb[1][1024];
+    ld_buf_t links[256];
+    size_t n = 0;
+    int rc = 1;
+    char *list = strdup(chain), *save = NULL;
+    for (char *tok = list ? strtok_r(list, ",", &save) : NULL; tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (n + 1 >= sizeof(links) / sizeof(*links)) {
+            snprintf(err, sizeof(err), "a chain of more than %zu links",
+                     sizeof(links) / sizeof(*links) - 1);
+            goto out;
+        }
+        if (read_all(tok, &links[n], err, sizeof(err)))
+            goto out;
+        n++;
+    }
+    if (read_all(path, &links[n], err, sizeof(err)))
+        goto out;
+    n++;
+    ld_snapshot_t *s = NULL;
+    if (ld_ckpt_chain_rebuild(links, n, &s, NULL, err, sizeof(err)))
+        goto out;
+    ld_snapshot_destroy(s);
+    ld_ckpt_t *c = NULL;
+    if (ld_ckpt_decode_delta(links[n - 1].data, links[n - 1].len, &c, err,
+                             sizeof(err)))
+        goto out;
+    const Learnd__V1__DeltaRows *d = ld_ckpt_message(c)->delta;
+    chain_info_t ch = {n, d->base_version, d->parent_version, d->n_slots};
+    if (json)
+        print_json(stdout, path, c, &ch);
+    else
+        print_text(stdout, path, c, &ch);
+    ld_ckpt_destroy(c);
+    rc = fflush(stdout) == 0 ? 0 : 1;
+out:
+    if (rc && err[0])
+        fprintf(stderr, "learnd inspect: %s\n", T(0, err));
+    for (size_t i = 0; i < n; i++)
+        free(links[i].data);
+    free(list);
+    return rc;
 }
 
 static const char usage_text[] =
-    "usage: learnd inspect FILE [--json]\n"
+    "usage: learnd inspect FILE [--chain BASE[,DELTA...]] [--json]\n"
     "  Validates a checkpoint (.ckpt) and prints its spec, version,\n"
     "  parent, lineage, metrics and hashes. Exit 0 ok, 1 corrupt or\n"
     "  unreadable, 2 usage.\n"
     "\n"
-    "  --json      print one JSON object instead\n"
-    "  -h, --help  show this help\n";
+    "  --chain LIST  FILE is a delta checkpoint (checkpoint.delta_every):\n"
+    "                rebuild it from LIST, its full base and the deltas\n"
+    "                before it in order, checking every link and the\n"
+    "                parameter hash it reconstructs\n"
+    "  --json        print one JSON object instead\n"
+    "  -h, --help    show this help\n";
 
 int ld_cmd_inspect(int argc, char **argv)
 {
-    const char *path = NULL;
+    const char *path = NULL, *chain = NULL;
     int json = 0;
-    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"chain", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     int opt;
     optind = 0;
     while ((opt = ld_cli_getopt(argc, argv, "h", longopts, usage_text)) != -1) {
         switch (opt) {
         case 'j':
             json = 1;
+            break;
+        case 'c':
+            chain = optarg;
             break;
         case 'h':
             fputs(usage_text, stdout);
@@ -409,6 +529,8 @@ int ld_cmd_inspect(int argc, char **argv)
                                   "one FILE only, not also '%s'",
                                   argv[optind + 1]);
     path = argv[optind];
+    if (chain)
+        return inspect_chain(path, chain, json);
     ld_ckpt_t *c = NULL;
     char err[600];
     if (ld_ckpt_read_file(path, &c, err, sizeof(err)) != LD_OK) {
@@ -417,9 +539,9 @@ int ld_cmd_inspect(int argc, char **argv)
         return 1;
     }
     if (json)
-        print_json(stdout, path, c);
+        print_json(stdout, path, c, NULL);
     else
-        print_text(stdout, path, c);
+        print_text(stdout, path, c, NULL);
     ld_ckpt_destroy(c);
     return fflush(stdout) == 0 ? 0 : 1;
 }

@@ -21,12 +21,12 @@
 
 #include "daemon/cli.h"
 #include "daemon/cmd_backtest.h"
+#include "daemon/demo_impl.h"
 #include "daemon/run.h"
 #include "daemon/signals.h"
 #include "pipeline/kafka.h"
 
-#define MOD        "demo"
-#define PARTITIONS 4
+#define MOD "demo"
 /* The mock cluster keeps at most 5 MiB per partition and silently drops the
  * oldest records beyond it: the generator stays this many records ahead of
  * the consumer at most (about 1.3 MiB per partition). */
@@ -80,56 +80,6 @@ static const char usage[] =
     "\n"
     "The model store is a temp dir under $TMPDIR (default /tmp). Exits 1\n"
     "when the continually trained model does not beat the frozen copy.\n";
-
-/* Logloss sums over one stretch of the stream (matured examples only). */
-typedef struct phase {
-    const char *name;
-    int64_t from, to; /* event index range [from, to) */
-    double live, frozen;
-    uint64_t n;
-} phase_t;
-
-/* Scores and labels of one model over a stretch, for an exact AUC. */
-typedef struct scores {
-    float *p;
-    uint8_t *y;
-    size_t n, cap;
-} scores_t;
-
-typedef struct demo {
-    ld_demo_gen_conf_t gconf;
-    char bootstrap[512];
-    char dir[1024];
-    /* On a real cluster each run is its own model and consumer group, so
-     * that a second run does not resume (or collide with) the first. */
-    char run_id[64];
-    char model[96];
-    char group[96];
-    int resume; /* --run-id given */
-    /* Newest record time produced to each input partition (resume: the
-     * stop condition), and the watermark the run reached. */
-    int64_t max_time[2][PARTITIONS];
-    /* generator <-> loop */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    uint64_t consumed;
-    uint64_t produced;
-    int gen_done, gen_failed, stop;
-    /* the frozen copy */
-    ld_trainer_t *frozen;
-    int64_t freeze_at;
-    /* scoring by phase */
-    phase_t phase[4];
-    scores_t auc_live, auc_frozen; /* the last phase */
-    /* what the run reported */
-    ld_run_progress_t last;
-    int64_t poison;
-    uint64_t triggers[8][4];    /* by type, by verdict */
-    int64_t first_drift_index;  /* -1: none */
-    int64_t first_drift_before; /* drift triggers before the drift point */
-    char first_drift_what[256]; /* what drifted at the first one */
-    ld_demo_exp_t exp;          /* the v2-vs-v1 experiment (demo_exp.c) */
-} demo_t;
 
 static void scores_add(scores_t *s, float p, float y)
 {
@@ -554,402 +504,15 @@ static ld_config_t *demo_config(demo_t *d)
     return c;
 }
 
-static int mock_cluster(rd_kafka_t **rkp, rd_kafka_mock_cluster_t **mcp,
-                        char *bootstrap, size_t size)
-{
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
-    rd_kafka_t *rk =
-        rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, 1);
-    if (!mc) {
-        rd_kafka_destroy(rk);
-        return -1;
-    }
-    static const char *const topics[] = {"events", "labels"};
-    for (int i = 0; i < 2; i++)
-        if (rd_kafka_mock_topic_create(mc, topics[i], PARTITIONS, 1))
-            goto err;
-    static const char *const outputs[] = {"learnd.dlq", "learnd.checkpoints",
-                                          "learnd.triggers", "learnd.state"};
-    for (int i = 0; i < 4; i++)
-        if (rd_kafka_mock_topic_create(mc, outputs[i], 1, 1))
-            goto err;
-    snprintf(bootstrap, size, "%s", rd_kafka_mock_cluster_bootstraps(mc));
-    *rkp = rk;
-    *mcp = mc;
-    return 0;
-err:
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(rk);
-    return -1;
-}
+/* What the options set outside the demo's state. */
+typedef struct demo_args {
+    int keep, fresh;
+    const char *json_path, *svg_path;
+} demo_args_t;
 
-static const char *const verdicts[4] = {"PASS", "FAIL", "INCONCLUSIVE",
-                                        "SKIPPED"};
-
-static void summary(demo_t *d, int code, double auc_live, double auc_frozen,
-                    const char *json_path)
+/* Parses the options into d and a. Returns -1 to go on, or the exit code. */
+static int parse_args(demo_t *d, demo_args_t *a, int argc, char **argv)
 {
-    const ld_run_progress_t *p = &d->last;
-    printf("\n== learnd demo summary ==\n");
-    if (d->run_id[0])
-        printf("run %s: model %s, consumer group %s (continue it with "
-               "--run-id %s)\n",
-               d->run_id, d->model, d->group, d->run_id);
-    printf("stream: %lld events, concept drift at event %lld, frozen copy "
-           "taken at event %lld\n",
-           (long long)d->gconf.n_events, (long long)d->gconf.drift_at,
-           (long long)d->freeze_at);
-    printf("records: %llu events, %llu labels, %llu dead letters (%lld "
-           "poison produced)\n",
-           (unsigned long long)p->events, (unsigned long long)p->labels,
-           (unsigned long long)p->dead_letters, (long long)d->poison);
-    printf("examples: %llu pos, %llu default_neg, %llu fake_neg, %llu "
-           "delayed_pos\n",
-           (unsigned long long)p->by_type[LD_SAMPLE_POS],
-           (unsigned long long)p->by_type[LD_SAMPLE_DEFAULT_NEG],
-           (unsigned long long)p->by_type[LD_SAMPLE_FAKE_NEG],
-           (unsigned long long)p->by_type[LD_SAMPLE_DELAYED_POS]);
-    /* Every event read is either released (once, as pos or default_neg)
-     * or still waiting: the input ended before its label window closed. */
-    uint64_t released =
-        p->by_type[LD_SAMPLE_POS] + p->by_type[LD_SAMPLE_DEFAULT_NEG];
-    long long other =
-        (long long)p->events - (long long)released - (long long)p->pending;
-    printf("events: %llu read = %llu released as examples + %llu waiting "
-           "for their 60s label window to close%s",
-           (unsigned long long)p->events, (unsigned long long)released,
-           (unsigned long long)p->pending,
-           d->run_id[0] ? " (kept in the committed state for the next start)"
-                        : " (the input ended first)");
-    /* Late and duplicate events are counted drops; a resumed run also
-     * re-reads what its joiner still held. */
-    if (other)
-        printf(" + %lld late, duplicate%s", other,
-               d->resume ? " or re-read" : "");
-    printf("\n");
-    printf("checkpoints published: %llu\n", (unsigned long long)p->published);
-    for (unsigned t = 0; t < 8; t++)
-        for (unsigned v = 0; v < 4; v++)
-            if (d->triggers[t][v])
-                printf("triggers: %-12s %-12s %llu\n",
-                       ld_trigger_type_name((ld_trigger_type_t)t), verdicts[v],
-                       (unsigned long long)d->triggers[t][v]);
-    if (d->first_drift_index >= 0)
-        printf("first drift trigger at event %lld (%s the drift at %lld): "
-               "%s\n",
-               (long long)d->first_drift_index,
-               d->first_drift_index >= d->gconf.drift_at ? "after" : "before",
-               (long long)d->gconf.drift_at,
-               d->first_drift_what[0] ? d->first_drift_what : "-");
-    else
-        printf("no drift trigger\n");
-    printf("\n%-28s %10s %12s %12s %10s\n", "stretch of the stream", "examples",
-           "continual", "frozen", "gain");
-    for (int k = 0; k < 4; k++) {
-        phase_t *ph = &d->phase[k];
-        if (!ph->n)
-            continue;
-        double live = ph->live / (double)ph->n;
-        double frozen = ph->frozen / (double)ph->n;
-        printf("%-28s %10llu %12.4f %12.4f %9.1f%%\n", ph->name,
-               (unsigned long long)ph->n, live, frozen,
-               100.0 * (frozen - live) / frozen);
-    }
-    printf("(progressive logloss on matured labels; lower is better)\n");
-    printf("AUC over the last 30%%: continual %.4f, frozen %.4f\n", auc_live,
-           auc_frozen);
-    /* NaN compares false: no scores is no win either. */
-    printf("after the drift the continually trained model is %s the frozen "
-           "copy\n",
-           auc_live > auc_frozen ? "better than" : "NOT better than");
-    if (d->gconf.served_lift > 0)
-        ld_demo_exp_print(&d->exp, d->gconf.served_lift, stdout);
-    printf("exit code %d\n", code);
-    if (!json_path)
-        return;
-    FILE *f = fopen(json_path, "w");
-    if (!f) {
-        fprintf(stderr, "learnd demo: cannot write %s\n", json_path);
-        return;
-    }
-    fprintf(
-        f,
-        "{\"events\": %lld, \"drift_at\": %lld, \"freeze_at\": %lld, "
-        "\"exit_code\": %d,\n \"records\": {\"events\": %llu, "
-        "\"labels\": %llu, \"dead_letters\": %llu, \"poison\": %lld},\n"
-        " \"examples\": {\"pos\": %llu, \"default_neg\": %llu, "
-        "\"fake_neg\": %llu, \"delayed_pos\": %llu, \"pending\": %llu},\n"
-        " \"checkpoints_published\": %llu,\n \"first_drift_trigger_event\": "
-        "%lld, \"first_drift_drifted\": \"%s\",\n"
-        " \"drift_triggers_before_drift\": %lld,\n \"triggers\": [",
-        (long long)d->gconf.n_events, (long long)d->gconf.drift_at,
-        (long long)d->freeze_at, code, (unsigned long long)p->events,
-        (unsigned long long)p->labels, (unsigned long long)p->dead_letters,
-        (long long)d->poison, (unsigned long long)p->by_type[LD_SAMPLE_POS],
-        (unsigned long long)p->by_type[LD_SAMPLE_DEFAULT_NEG],
-        (unsigned long long)p->by_type[LD_SAMPLE_FAKE_NEG],
-        (unsigned long long)p->by_type[LD_SAMPLE_DELAYED_POS],
-        (unsigned long long)p->pending, (unsigned long long)p->published,
-        (long long)d->first_drift_index, d->first_drift_what,
-        (long long)d->first_drift_before);
-    int first = 1;
-    for (unsigned t = 0; t < 8; t++)
-        for (unsigned v = 0; v < 4; v++)
-            if (d->triggers[t][v]) {
-                fprintf(f,
-                        "%s{\"type\": \"%s\", \"verdict\": \"%s\", "
-                        "\"count\": %llu}",
-                        first ? "" : ", ",
-                        ld_trigger_type_name((ld_trigger_type_t)t), verdicts[v],
-                        (unsigned long long)d->triggers[t][v]);
-                first = 0;
-            }
-    fprintf(f, "],\n \"logloss\": [");
-    for (int k = 0; k < 4; k++) {
-        phase_t *ph = &d->phase[k];
-        double n = ph->n ? (double)ph->n : 1.0;
-        fprintf(f,
-                "%s{\"stretch\": \"%s\", \"examples\": %llu, "
-                "\"continual\": %.6f, \"frozen\": %.6f}",
-                k ? ", " : "", ph->name, (unsigned long long)ph->n,
-                ph->live / n, ph->frozen / n);
-    }
-    /* JSON has no NaN: an AUC without both labels is null. */
-    char al[32] = "null", af[32] = "null";
-    if (isfinite(auc_live))
-        snprintf(al, sizeof(al), "%.6f", auc_live);
-    if (isfinite(auc_frozen))
-        snprintf(af, sizeof(af), "%.6f", auc_frozen);
-    fprintf(f, "],\n \"auc_after_drift\": {\"continual\": %s, \"frozen\": %s}",
-            al, af);
-    if (d->gconf.served_lift > 0)
-        fprintf(
-            f,
-            ",\n \"experiment\": {\"lift\": %.4f, \"verdict\": \"%s\", "
-            "\"n\": [%llu, %llu], \"effect\": %.6f}",
-            d->gconf.served_lift,
-            d->exp.decided ? ld_exp_verdict_name(d->exp.verdict) : "CONTINUE",
-            (unsigned long long)d->exp.n[0], (unsigned long long)d->exp.n[1],
-            d->exp.decided ? d->exp.effect : 0.0);
-    fputs("}\n", f);
-    fclose(f);
-}
-
-/* A run id goes into a model name, a consumer group and file paths. */
-static int run_id_ok(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > 48)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((id[i] >= 'a' && id[i] <= 'z') ||
-              (id[i] >= 'A' && id[i] <= 'Z') ||
-              (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_' ||
-              id[i] == '.'))
-            return 0;
-    return 1;
-}
-
-/* A fresh run's consumer group starts at the current end of the input
- * topics: it trains on what this run produces, not on an earlier run's
- * records (the pipeline starts a group without offsets at the earliest). */
-static int group_start_at_end(const demo_t *d, char *why, size_t size)
-{
-    char bs[sizeof(d->bootstrap)];
-    snprintf(bs, sizeof(bs), "%s", d->bootstrap);
-    char *kv[] = {"bootstrap.servers", bs};
-    ld_strlist_t props = {kv, 2};
-    rd_kafka_conf_t *conf = ld_kafka_conf_new(&props, why, size);
-    if (!conf)
-        return -1;
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, size);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    int rc = -1;
-    rd_kafka_queue_t *q = NULL;
-    rd_kafka_event_t *ev = NULL;
-    rd_kafka_topic_partition_list_t *parts =
-        rd_kafka_topic_partition_list_new(2 * PARTITIONS);
-    static const char *const inputs[] = {"events", "labels"};
-    for (int t = 0; t < 2; t++) {
-        for (int32_t p = 0; p < PARTITIONS; p++) {
-            int64_t lo = 0, hi = 0;
-            rd_kafka_resp_err_t e;
-            /* Topics just created have no leader for a moment. */
-            for (int tries = 0;; tries++) {
-                e = rd_kafka_query_watermark_offsets(rk, inputs[t], p, &lo, &hi,
-                                                     30000);
-                if ((e != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
-                     e != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART &&
-                     e != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE) ||
-                    tries == 300)
-                    break;
-                usleep(100000);
-            }
-            if (e) {
-                snprintf(why, size, "end offset of %s [%d]: %s", inputs[t],
-                         (int)p, rd_kafka_err2str(e));
-                goto out;
-            }
-            rd_kafka_topic_partition_list_add(parts, inputs[t], p)->offset = hi;
-        }
-    }
-    q = rd_kafka_queue_new(rk);
-    /* The group's coordinator may still be loading (a fresh broker): those
-     * answers are retried, for up to a minute. */
-    for (int tries = 0; rc && tries < 600; tries++) {
-        if (ev)
-            rd_kafka_event_destroy(ev);
-        rd_kafka_AlterConsumerGroupOffsets_t *alter =
-            rd_kafka_AlterConsumerGroupOffsets_new(d->group, parts);
-        rd_kafka_AlterConsumerGroupOffsets(rk, &alter, 1, NULL, q);
-        rd_kafka_AlterConsumerGroupOffsets_destroy(alter);
-        ev = rd_kafka_queue_poll(q, 60000);
-        if (!ev || rd_kafka_event_error(ev)) {
-            snprintf(why, size, "set the start offsets of group %s: %s",
-                     d->group,
-                     ev ? rd_kafka_event_error_string(ev) : "timed out");
-            goto out;
-        }
-        rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-        size_t ng = 0;
-        const rd_kafka_group_result_t **gr =
-            rd_kafka_AlterConsumerGroupOffsets_result_groups(
-                rd_kafka_event_AlterConsumerGroupOffsets_result(ev), &ng);
-        for (size_t i = 0; i < ng && !e; i++) {
-            const rd_kafka_error_t *ge = rd_kafka_group_result_error(gr[i]);
-            if (ge) {
-                e = rd_kafka_error_code(ge);
-                snprintf(why, size, "set the start offsets of group %s: %s",
-                         d->group, rd_kafka_error_string(ge));
-                break;
-            }
-            const rd_kafka_topic_partition_list_t *res =
-                rd_kafka_group_result_partitions(gr[i]);
-            for (int k = 0; res && k < res->cnt && !e; k++)
-                if ((e = res->elems[k].err))
-                    snprintf(why, size, "set the start offset of %s [%d]: %s",
-                             res->elems[k].topic, (int)res->elems[k].partition,
-                             rd_kafka_err2str(e));
-        }
-        if (!e)
-            rc = 0;
-        else if (e != RD_KAFKA_RESP_ERR_NOT_COORDINATOR &&
-                 e != RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS &&
-                 e != RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE)
-            goto out;
-        else
-            usleep(100000);
-    }
-out:
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    if (q)
-        rd_kafka_queue_destroy(q);
-    rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_destroy(rk);
-    return rc;
-}
-
-/* The newest record time in the input topics (-1: none): a resumed run's
- * stream starts after it, else its records would be late for the joiner's
- * watermarks. Reads the last record of each partition. */
-static int64_t newest_time(const demo_t *d, char *why, size_t size)
-{
-    char bs[sizeof(d->bootstrap)];
-    snprintf(bs, sizeof(bs), "%s", d->bootstrap);
-    /* consumer_poll needs a group.id; nothing is committed to it (and
-     * assign() joins no group). */
-    char *kv[] = {"bootstrap.servers",
-                  bs,
-                  "enable.partition.eof",
-                  "true",
-                  "group.id",
-                  "learnd-demo-probe",
-                  "enable.auto.commit",
-                  "false"};
-    ld_strlist_t props = {kv, 8};
-    rd_kafka_conf_t *conf = ld_kafka_conf_new(&props, why, size);
-    if (!conf)
-        return INT64_MIN;
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, size);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return INT64_MIN;
-    }
-    int64_t newest = -1;
-    int want = 0;
-    char done[2][PARTITIONS] = {{0}}; /* a record or the end seen there */
-    rd_kafka_topic_partition_list_t *parts =
-        rd_kafka_topic_partition_list_new(2 * PARTITIONS);
-    static const char *const inputs[] = {"events", "labels"};
-    for (int t = 0; t < 2; t++)
-        for (int32_t p = 0; p < PARTITIONS; p++) {
-            int64_t lo = 0, hi = 0;
-            if (rd_kafka_query_watermark_offsets(rk, inputs[t], p, &lo, &hi,
-                                                 30000) ||
-                hi <= lo)
-                continue;
-            rd_kafka_topic_partition_list_add(parts, inputs[t], p)->offset =
-                hi - 1;
-            want++;
-        }
-    if (want && rd_kafka_assign(rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        int64_t deadline = ld_now_mono_ms() + 30000;
-        while (want > 0 && ld_now_mono_ms() < deadline) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
-            if (!m)
-                continue;
-            int t =
-                m->rkt && strcmp(rd_kafka_topic_name(m->rkt), "labels") == 0;
-            int32_t p = m->partition;
-            if ((!m->err || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) &&
-                p >= 0 && p < PARTITIONS && !done[t][p]) {
-                /* EOF first: the last offsets hold transaction markers */
-                if (!m->err) {
-                    int64_t ts = rd_kafka_message_timestamp(m, NULL);
-                    if (ts > newest)
-                        newest = ts;
-                }
-                done[t][p] = 1;
-                want--;
-            }
-            rd_kafka_message_destroy(m);
-        }
-    }
-    rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    if (want > 0) {
-        snprintf(why, size,
-                 "cannot read the newest records of the input "
-                 "topics");
-        return INT64_MIN;
-    }
-    return newest;
-}
-
-int ld_cmd_demo(int argc, char **argv)
-{
-    demo_t d = {.gconf = {.seed = 1,
-                          .n_events = 600000,
-                          .start_time_ms = 1767225600000, /* 2026-01-01 */
-                          .step_ms = 5,
-                          .label_delay_ms = 15000,
-                          .early_label_share = 0.02,
-                          .served_lift = -1}};
-    int keep = 0, fresh = 0;
-    const char *json_path = NULL, *svg_path = NULL;
-    d.first_drift_index = -1;
     enum {
         OPT_EVENTS = 256,
         OPT_SEED,
@@ -981,55 +544,56 @@ int ld_cmd_demo(int argc, char **argv)
         char *end = NULL;
         switch (opt) {
         case OPT_EVENTS:
-            d.gconf.n_events = strtoll(optarg, &end, 10);
+            d->gconf.n_events = strtoll(optarg, &end, 10);
             /* Below this the last 30%, where the two models are compared,
              * is shorter than the 60 s label window (12 000 events): its
              * labels never mature and the comparison has nothing to say. */
-            if (*end || d.gconf.n_events < 50000)
+            if (*end || d->gconf.n_events < 50000)
                 return ld_cli_usage_error("demo", usage,
                                           "--events needs a number >= "
                                           "50000, not '%s'",
                                           optarg);
             break;
         case OPT_SEED:
-            d.gconf.seed = strtoull(optarg, &end, 10);
+            d->gconf.seed = strtoull(optarg, &end, 10);
             if (*end || optarg[0] == '-')
                 return ld_cli_usage_error(
                     "demo", usage, "--seed needs a number, not '%s'", optarg);
             break;
         case OPT_POISON:
-            d.poison = strtoll(optarg, &end, 10);
-            if (*end || d.poison < 0 || d.poison > 1000)
+            d->poison = strtoll(optarg, &end, 10);
+            if (*end || d->poison < 0 || d->poison > 1000)
                 return ld_cli_usage_error(
                     "demo", usage, "--poison needs 0..1000, not '%s'", optarg);
             break;
         case OPT_JSON:
-            json_path = optarg;
+            a->json_path = optarg;
             break;
         case OPT_KEEP:
-            keep = 1;
+            a->keep = 1;
             break;
         case OPT_BOOTSTRAP:
-            snprintf(d.bootstrap, sizeof(d.bootstrap), "%s", optarg);
+            snprintf(d->bootstrap, sizeof(d->bootstrap), "%s", optarg);
             break;
         case OPT_RUN_ID:
-            if (!run_id_ok(optarg))
+            if (!ld_demo_run_id_ok(optarg))
                 return ld_cli_usage_error("demo", usage,
                                           "--run-id needs 1..48 of A-Z a-z "
                                           "0-9 . _ -, not '%s'",
                                           optarg);
-            snprintf(d.run_id, sizeof(d.run_id), "%s", optarg);
-            d.resume = 1;
+            snprintf(d->run_id, sizeof(d->run_id), "%s", optarg);
+            d->resume = 1;
             break;
         case OPT_FRESHNESS:
-            fresh = 1;
+            a->fresh = 1;
             break;
         case OPT_SVG:
-            svg_path = optarg;
+            a->svg_path = optarg;
             break;
         case OPT_LIFT:
-            d.gconf.served_lift = strtod(optarg, &end);
-            if (*end || !(d.gconf.served_lift >= 0 && d.gconf.served_lift <= 1))
+            d->gconf.served_lift = strtod(optarg, &end);
+            if (*end ||
+                !(d->gconf.served_lift >= 0 && d->gconf.served_lift <= 1))
                 return ld_cli_usage_error(
                     "demo", usage, "--lift needs 0..1, not '%s'", optarg);
             break;
@@ -1043,44 +607,102 @@ int ld_cmd_demo(int argc, char **argv)
     if (optind < argc)
         return ld_cli_usage_error("demo", usage, "unexpected argument '%s'",
                                   argv[optind]);
+    return -1;
+}
+
+/* The run's names and the stretches of the stream it is scored on.
+ * Returns -1 to go on, or the exit code. */
+static int name_run(demo_t *d)
+{
+    int64_t n = d->gconf.n_events;
     /* On a real cluster the stream stays that of schemas/event.avsc, which
      * the README's config and other consumers of the demo topics read;
      * the mock cluster is the demo's own. */
-    if (d.gconf.served_lift < 0)
-        d.gconf.served_lift = d.bootstrap[0] ? 0 : 0.1;
-    if (d.resume && !d.bootstrap[0]) {
+    if (d->gconf.served_lift < 0)
+        d->gconf.served_lift = d->bootstrap[0] ? 0 : 0.1;
+    if (d->resume && !d->bootstrap[0]) {
         fprintf(stderr, "learnd demo: --run-id needs --bootstrap (the mock "
                         "cluster keeps nothing between runs)\n");
         return LD_EXIT_USAGE;
     }
-    int64_t n = d.gconf.n_events;
-    if (d.bootstrap[0]) {
+    if (d->bootstrap[0]) {
         /* A real broker deletes by time: event times (also the records'
          * timestamps) end about a minute before now, not in 2026-01. */
         int64_t now_s = ld_now_wall_ms() / 1000;
-        d.gconf.start_time_ms = now_s * 1000 - n * d.gconf.step_ms - 60000;
-        if (!d.resume) {
+        d->gconf.start_time_ms = now_s * 1000 - n * d->gconf.step_ms - 60000;
+        if (!d->resume) {
             time_t t = (time_t)now_s;
             struct tm tm;
             gmtime_r(&t, &tm);
             size_t len =
-                strftime(d.run_id, sizeof(d.run_id), "%Y%m%d-%H%M%S", &tm);
-            snprintf(d.run_id + len, sizeof(d.run_id) - len, "-%ld",
+                strftime(d->run_id, sizeof(d->run_id), "%Y%m%d-%H%M%S", &tm);
+            snprintf(d->run_id + len, sizeof(d->run_id) - len, "-%ld",
                      (long)getpid());
         }
-        snprintf(d.model, sizeof(d.model), "demo-ctr-%s", d.run_id);
-        snprintf(d.group, sizeof(d.group), "learnd-demo-%s", d.run_id);
+        snprintf(d->model, sizeof(d->model), "demo-ctr-%s", d->run_id);
+        snprintf(d->group, sizeof(d->group), "learnd-demo-%s", d->run_id);
     } else {
-        snprintf(d.model, sizeof(d.model), "demo-ctr");
-        snprintf(d.group, sizeof(d.group), "learnd-demo");
+        snprintf(d->model, sizeof(d->model), "demo-ctr");
+        snprintf(d->group, sizeof(d->group), "learnd-demo");
     }
-    d.gconf.drift_at = n / 2;
-    d.freeze_at = n * 2 / 5;
-    d.phase[0] = (phase_t){"before the drift", d.freeze_at, n / 2, 0, 0, 0};
-    d.phase[1] =
+    d->gconf.drift_at = n / 2;
+    d->freeze_at = n * 2 / 5;
+    d->phase[0] = (phase_t){"before the drift", d->freeze_at, n / 2, 0, 0, 0};
+    d->phase[1] =
         (phase_t){"first 5% after the drift", n / 2, n / 2 + n / 20, 0, 0, 0};
-    d.phase[2] = (phase_t){"next 15%", n / 2 + n / 20, n * 7 / 10, 0, 0, 0};
-    d.phase[3] = (phase_t){"last 30%", n * 7 / 10, n, 0, 0, 0};
+    d->phase[2] = (phase_t){"next 15%", n / 2 + n / 20, n * 7 / 10, 0, 0, 0};
+    d->phase[3] = (phase_t){"last 30%", n * 7 / 10, n, 0, 0, 0};
+    return -1;
+}
+
+/* The demo's own checks on the finished run, then its summary. Returns
+ * the exit code. */
+static int conclude(demo_t *d, int code, const char *json_path)
+{
+    if (code == LD_EXIT_OK && d->gen_failed)
+        code = LD_EXIT_RUNTIME;
+    if (code == LD_EXIT_OK && d->poison &&
+        d->last.dead_letters != (uint64_t)d->poison) {
+        fprintf(stderr,
+                "learnd demo: %llu dead letters for %lld poison "
+                "records\n",
+                (unsigned long long)d->last.dead_letters, (long long)d->poison);
+        code = LD_EXIT_RUNTIME;
+    }
+    double auc_live = auc(&d->auc_live), auc_frozen = auc(&d->auc_frozen);
+    if (code == LD_EXIT_OK && d->frozen && d->last.examples == 0) {
+        fprintf(stderr,
+                "learnd demo: trained on no examples (%llu events "
+                "read)\n",
+                (unsigned long long)d->last.events);
+        code = LD_EXIT_RUNTIME;
+    } else if (code == LD_EXIT_OK && d->frozen && !(auc_live > auc_frozen)) {
+        /* The demo's own claim: a failed check is a failed run. */
+        fprintf(stderr, "learnd demo: the continually trained model is not "
+                        "better than the frozen copy after the drift\n");
+        code = LD_EXIT_RUNTIME;
+    }
+    if (d->frozen)
+        ld_demo_summary(d, code, auc_live, auc_frozen, json_path);
+    return code;
+}
+
+int ld_cmd_demo(int argc, char **argv)
+{
+    demo_t d = {.gconf = {.seed = 1,
+                          .n_events = 600000,
+                          .start_time_ms = 1767225600000, /* 2026-01-01 */
+                          .step_ms = 5,
+                          .label_delay_ms = 15000,
+                          .early_label_share = 0.02,
+                          .served_lift = -1}};
+    demo_args_t a = {0};
+    d.first_drift_index = -1;
+    int rc = parse_args(&d, &a, argc, argv);
+    if (rc >= 0)
+        return rc;
+    if ((rc = name_run(&d)) >= 0)
+        return rc;
     pthread_mutex_init(&d.lock, NULL);
     pthread_cond_init(&d.cond, NULL);
 
@@ -1114,51 +736,13 @@ int ld_cmd_demo(int argc, char **argv)
         fprintf(stderr, "learnd demo: cannot write schemas to %s\n", d.dir);
         goto out;
     }
-    if (fresh) { /* no broker: the demo's config and decoders only */
+    if (a.fresh) { /* no broker: the demo's config and decoders only */
         if ((conf = demo_config(&d)))
-            code = ld_demo_freshness(conf, &d.gconf, json_path, svg_path);
+            code = ld_demo_freshness(conf, &d.gconf, a.json_path, a.svg_path);
         goto out;
     }
-    if (!d.bootstrap[0]) {
-        if (mock_cluster(&mock_rk, &mc, d.bootstrap, sizeof(d.bootstrap))) {
-            fprintf(stderr, "learnd demo: cannot start the mock cluster\n");
-            goto out;
-        }
-        printf("learnd demo: in-process mock Kafka cluster at %s\n",
-               d.bootstrap);
-    } else {
-        char *kv[] = {"bootstrap.servers", d.bootstrap};
-        ld_strlist_t props = {kv, 2};
-        /* The inputs keep their records whatever their age, as
-         * docker-compose.yml creates them: `learnd run` and `learnd
-         * replay` read them after the demo. */
-        ld_kafka_topic_spec_t topics[] = {
-            {"events", PARTITIONS, 0, 1}, {"labels", PARTITIONS, 0, 1},
-            {"learnd.dlq", 1, 0, 0},      {"learnd.checkpoints", 1, 0, 0},
-            {"learnd.triggers", 1, 0, 0}, {"learnd.state", 1, 1, 0}};
-        char why[512];
-        if (ld_kafka_create_topics(&props, topics, 6, 30000, why,
-                                   sizeof(why))) {
-            fprintf(stderr, "learnd demo: %s\n", why);
-            goto out;
-        }
-        if (!d.resume && group_start_at_end(&d, why, sizeof(why))) {
-            fprintf(stderr, "learnd demo: %s\n", why);
-            goto out;
-        }
-        if (d.resume) {
-            int64_t newest = newest_time(&d, why, sizeof(why));
-            if (newest == INT64_MIN) {
-                fprintf(stderr, "learnd demo: %s\n", why);
-                goto out;
-            }
-            if (newest >= d.gconf.start_time_ms)
-                d.gconf.start_time_ms = newest + 1000;
-        }
-        printf("learnd demo: Kafka cluster at %s, run %s (model %s, "
-               "consumer group %s)\n",
-               d.bootstrap, d.run_id, d.model, d.group);
-    }
+    if (ld_demo_cluster_open(&d, &mock_rk, &mc))
+        goto out;
     conf = demo_config(&d);
     if (!conf)
         goto out;
@@ -1172,7 +756,7 @@ int ld_cmd_demo(int argc, char **argv)
     }
     printf("learnd demo: %lld events, labels delayed ~%.0fs (event time), "
            "drift at event %lld\n",
-           (long long)n, d.gconf.label_delay_ms / 1000.0,
+           (long long)d.gconf.n_events, d.gconf.label_delay_ms / 1000.0,
            (long long)d.gconf.drift_at);
     if (pthread_create(&gen, NULL, generate, &d)) {
         fprintf(stderr, "learnd demo: cannot start the generator\n");
@@ -1198,31 +782,7 @@ out:
         pthread_mutex_unlock(&d.lock);
         pthread_join(gen, NULL);
     }
-    if (code == LD_EXIT_OK && d.gen_failed)
-        code = LD_EXIT_RUNTIME;
-    if (code == LD_EXIT_OK && d.poison &&
-        d.last.dead_letters != (uint64_t)d.poison) {
-        fprintf(stderr,
-                "learnd demo: %llu dead letters for %lld poison "
-                "records\n",
-                (unsigned long long)d.last.dead_letters, (long long)d.poison);
-        code = LD_EXIT_RUNTIME;
-    }
-    double auc_live = auc(&d.auc_live), auc_frozen = auc(&d.auc_frozen);
-    if (code == LD_EXIT_OK && d.frozen && d.last.examples == 0) {
-        fprintf(stderr,
-                "learnd demo: trained on no examples (%llu events "
-                "read)\n",
-                (unsigned long long)d.last.events);
-        code = LD_EXIT_RUNTIME;
-    } else if (code == LD_EXIT_OK && d.frozen && !(auc_live > auc_frozen)) {
-        /* The demo's own claim: a failed check is a failed run. */
-        fprintf(stderr, "learnd demo: the continually trained model is not "
-                        "better than the frozen copy after the drift\n");
-        code = LD_EXIT_RUNTIME;
-    }
-    if (d.frozen)
-        summary(&d, code, auc_live, auc_frozen, json_path);
+    code = conclude(&d, code, a.json_path);
     ld_trainer_destroy(d.frozen);
     free(d.auc_live.p);
     free(d.auc_live.y);
@@ -1235,7 +795,7 @@ out:
         rd_kafka_destroy(mock_rk);
     pthread_cond_destroy(&d.cond);
     pthread_mutex_destroy(&d.lock);
-    if (keep)
+    if (a.keep)
         printf("checkpoints kept in %s/models (try: learnd inspect FILE)\n",
                d.dir);
     else

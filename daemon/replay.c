@@ -185,6 +185,64 @@ static void say_gap(void *opaque, const char *topic, int32_t partition,
             topic, (int)partition, (long long)want, (long long)log_start);
 }
 
+/* The checkpoint to replay (a version of the store, or a file: a full
+ * checkpoint or a delta, whose params_sha256 is what its chain rebuilds)
+ * into *out; LD_EXIT_OK, or the exit code after saying why. */
+static int open_target(const ld_config_t *conf, const char *which,
+                       ld_ckpt_t **out)
+{
+    char file[1024], why[512];
+    int digits = which[0] != '\0';
+    for (const char *p = which; *p; p++)
+        digits = digits && isdigit((unsigned char)*p);
+    if (digits)
+        snprintf(file, sizeof(file), "%s/%s/%s.ckpt", conf->checkpoint.dir,
+                 conf->trainer.name, which);
+    else
+        snprintf(file, sizeof(file), "%s", which);
+    if (ld_ckpt_read_file_any(file, out, why, sizeof(why))) {
+        fprintf(stderr, "learnd replay: %s: %s\n", file, why);
+        return LD_EXIT_RUNTIME;
+    }
+    const Learnd__V1__Checkpoint *om = ld_ckpt_message(*out);
+    if (!om->lineage || om->lineage->version == 0 ||
+        om->lineage->params_sha256.len != 32) {
+        fprintf(stderr, "learnd replay: %s has no version to replay\n", file);
+        return LD_EXIT_RUNTIME;
+    }
+    if (strcmp(om->lineage->model, conf->trainer.name) != 0) {
+        fprintf(stderr,
+                "learnd replay: %s is model '%s', the config trains '%s'\n",
+                file, om->lineage->model, conf->trainer.name);
+        return LD_EXIT_USAGE;
+    }
+    return LD_EXIT_OK;
+}
+
+/* What the replay will do, and what it cannot repeat. */
+static void say_plan(const ld_config_t *conf, const plan_t *plan,
+                     uint64_t version)
+{
+    printf("replaying %s version %llu from %s of %s and %s, repeating %zu "
+           "recorded watermark advance%s\n",
+           conf->trainer.name, (unsigned long long)version,
+           plan->nstart ? "the recorded start" : "the beginning",
+           conf->pipeline.events_topic, conf->pipeline.labels_topic, plan->nadv,
+           plan->nadv == 1 ? "" : "s");
+    if (plan->missing)
+        printf("warning: %llu earlier version%s not in %s/%s: advances "
+               "recorded there cannot be repeated\n",
+               (unsigned long long)plan->missing,
+               plan->missing == 1 ? " is" : "s are", conf->checkpoint.dir,
+               conf->trainer.name);
+    if (plan->unplaced)
+        printf("warning: %llu recorded advance%s no offset (written by an "
+               "older learnd) and cannot be repeated\n",
+               (unsigned long long)plan->unplaced,
+               plan->unplaced == 1 ? " has" : "s have");
+    fflush(stdout);
+}
+
 int ld_cmd_replay(int argc, char **argv)
 {
     const char *path = NULL, *which = NULL;
@@ -232,32 +290,11 @@ int ld_cmd_replay(int argc, char **argv)
     ld_snapshot_t *snap = NULL;
     ld_buf_t enc = {0};
     plan_t plan = {0};
-    char file[1024], why[512];
-    int digits = which[0] != '\0';
-    for (const char *p = which; *p; p++)
-        digits = digits && isdigit((unsigned char)*p);
-    if (digits)
-        snprintf(file, sizeof(file), "%s/%s/%s.ckpt", conf->checkpoint.dir,
-                 conf->trainer.name, which);
-    else
-        snprintf(file, sizeof(file), "%s", which);
-    if (ld_ckpt_read_file(file, &orig, why, sizeof(why))) {
-        fprintf(stderr, "learnd replay: %s: %s\n", file, why);
+    char why[512];
+    if ((code = open_target(conf, which, &orig)) != LD_EXIT_OK)
         goto out;
-    }
+    code = LD_EXIT_RUNTIME;
     const Learnd__V1__Checkpoint *om = ld_ckpt_message(orig);
-    if (!om->lineage || om->lineage->version == 0 ||
-        om->lineage->params_sha256.len != 32) {
-        fprintf(stderr, "learnd replay: %s has no version to replay\n", file);
-        goto out;
-    }
-    if (strcmp(om->lineage->model, conf->trainer.name) != 0) {
-        fprintf(stderr,
-                "learnd replay: %s is model '%s', the config trains '%s'\n",
-                file, om->lineage->model, conf->trainer.name);
-        code = LD_EXIT_USAGE;
-        goto out;
-    }
     uint64_t version = om->lineage->version;
     if (ld_config_apply_logging(conf) != LD_OK)
         goto out;
@@ -265,24 +302,7 @@ int ld_cmd_replay(int argc, char **argv)
         fprintf(stderr, "learnd replay: out of memory\n");
         goto out;
     }
-    printf("replaying %s version %llu from %s of %s and %s, repeating %zu "
-           "recorded watermark advance%s\n",
-           conf->trainer.name, (unsigned long long)version,
-           plan.nstart ? "the recorded start" : "the beginning",
-           conf->pipeline.events_topic, conf->pipeline.labels_topic, plan.nadv,
-           plan.nadv == 1 ? "" : "s");
-    if (plan.missing)
-        printf("warning: %llu earlier version%s not in %s/%s: advances "
-               "recorded there cannot be repeated\n",
-               (unsigned long long)plan.missing,
-               plan.missing == 1 ? " is" : "s are", conf->checkpoint.dir,
-               conf->trainer.name);
-    if (plan.unplaced)
-        printf("warning: %llu recorded advance%s no offset (written by an "
-               "older learnd) and cannot be repeated\n",
-               (unsigned long long)plan.unplaced,
-               plan.unplaced == 1 ? " has" : "s have");
-    fflush(stdout);
+    say_plan(conf, &plan, version);
     /* Retention may have deleted the recorded range: say where, rather
      * than "did not reach version" after reading what is left. */
     int gaps = ld_run_check_retained(&conf->kafka, plan.start, plan.nstart,
@@ -315,7 +335,8 @@ int ld_cmd_replay(int argc, char **argv)
     int same = memcmp(sha, om->lineage->params_sha256.data, 32) == 0;
     printf("checkpoint params_sha256 %s\nreplayed   params_sha256 %s\n%s\n", ho,
            hs, same ? "identical" : "DIFFERENT");
-    if (!same) {
+    /* A delta holds only changed rows: no tensor to compare row by row. */
+    if (!same && !ld_ckpt_delta_of(orig, NULL, NULL)) {
         ld_ckpt_meta_t meta = {.model = conf->trainer.name,
                                .version = version,
                                .learnd_version = LD_VERSION};

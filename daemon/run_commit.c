@@ -186,6 +186,9 @@ ld_err_t run_commit_point(run_t *r)
         r->progress_at_commit = progress;
         double now_s = (double)ld_now_wall_ms() / 1000.0;
         ld_metrics_set(r->reg, r->fam.last_commit_time, "", now_s);
+        if (r->stateful)
+            ld_metrics_set(r->reg, r->fam.state_bytes, "",
+                           (double)ld_publisher_state_bytes(r->pub));
         if (r->ctr->published > published) {
             ld_metrics_set(r->reg, r->fam.last_pub_version, "",
                            (double)r->ctr->version);

@@ -36,7 +36,7 @@ typedef struct families {
     int records, dlq, examples, pending, pending_bytes, watermark, model,
         champion, published, triggers, txn, up, version, trained, lag,
         label_records, dropped, wm_ahead, wm_ahead_alert, last_pub_version,
-        last_pub_time, last_commit_time, drift_score;
+        last_pub_time, last_commit_time, state_bytes, drift_score;
 } families_t;
 
 typedef struct run {

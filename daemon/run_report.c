@@ -64,6 +64,10 @@ void run_declare_metrics(run_t *r)
     f->last_commit_time = ld_metrics_family(
         r->reg, "last_commit_timestamp_seconds", LD_METRIC_GAUGE,
         "Unix time of the last successful commit point");
+    f->state_bytes = ld_metrics_family(
+        r->reg, "state_bytes_last_commit", LD_METRIC_GAUGE,
+        "Bytes (keys and values) the last commit point wrote to the state "
+        "topic: the sparse blocks changed since the one before");
     f->txn = ld_metrics_family(r->reg, "transactions_total", LD_METRIC_COUNTER,
                                "Commit points, by result");
     f->dropped = ld_metrics_family(

@@ -218,7 +218,8 @@ int run_setup(run_t *r, char *errstr, size_t size)
                               .learnd_version = LD_VERSION,
                               .manifest_secret =
                                   conf->checkpoint.manifest_secret,
-                              .state_topic = conf->daemon.state_topic};
+                              .state_topic = conf->daemon.state_topic,
+                              .delta_every = conf->checkpoint.delta_every};
     /* A replay runs the same loop and publishes into a capture. */
     r->pub = r->replay ? ld_publisher_new_capture(&pc, r->opts->replay_version)
                        : ld_publisher_new_kafka(&pc);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/pbwire.h"
+#include "publish/internal.h"
 #include "publish/publish.h"
 #include "trainer/checkpoint.h"
 
@@ -101,6 +102,9 @@ ld_err_t ld_ckpt_manifest_encode(const uint8_t *ckpt, size_t len,
     mf.params_sha256.data = (uint8_t *)ps;
     mf.params_sha256.len = 32;
     mf.trigger_id = (char *)(info->trigger_id ? info->trigger_id : "");
+    mf.base_version = info->base_version;
+    mf.n_chain = info->n_chain;
+    mf.chain = (uint64_t *)(uintptr_t)info->chain;
     out->len = learnd__v1__checkpoint_manifest__get_packed_size(&mf);
     out->data = malloc(out->len ? out->len : 1);
     if (!out->data) {
@@ -210,4 +214,60 @@ err:
     free(out->data);
     memset(out, 0, sizeof(*out));
     return rc;
+}
+
+/* ---- Delta chains ------------------------------------------------------- */
+
+ld_err_t ld_publisher_delta(ld_publisher_t *p, const ld_snapshot_t *snap,
+                            const ld_ckpt_meta_t *meta, ld_buf_t *out,
+                            ld_ckpt_manifest_info_t *info)
+{
+    memset(out, 0, sizeof(*out));
+    if (p->c.delta_every <= 1)
+        return LD_OK;
+    /* A delta only of the version just before, in a chain not yet
+     * delta_every long; a restart (no parent in memory) starts a new
+     * chain with a full version. */
+    int delta = p->chain_snap && p->nchain &&
+                p->nchain < (size_t)p->c.delta_every &&
+                p->chain[p->nchain - 1] == meta->parent_version;
+    if (delta) {
+        ld_err_t err = ld_ckpt_encode_delta(snap, p->chain_snap, meta,
+                                            p->chain[0], out, NULL);
+        if (err)
+            return err;
+        info->base_version = p->chain[0];
+        info->chain = p->chain;
+        info->n_chain = p->nchain;
+    } else {
+        info->base_version = meta->version;
+    }
+    return LD_OK;
+}
+
+void ld_publisher_delta_done(ld_publisher_t *p, ld_snapshot_t *snap,
+                             uint64_t version, int delta)
+{
+    if (p->c.delta_every <= 1)
+        return;
+    if (!delta)
+        p->nchain = 0;
+    uint64_t *c = realloc(p->chain, (p->nchain + 1) * sizeof(*c));
+    if (!c) { /* the next version is a full one */
+        ld_publisher_delta_free(p);
+        return;
+    }
+    p->chain = c;
+    p->chain[p->nchain++] = version;
+    ld_snapshot_destroy(p->chain_snap);
+    p->chain_snap = ld_snapshot_ref(snap);
+}
+
+void ld_publisher_delta_free(ld_publisher_t *p)
+{
+    free(p->chain);
+    p->chain = NULL;
+    p->nchain = 0;
+    ld_snapshot_destroy(p->chain_snap);
+    p->chain_snap = NULL;
 }

@@ -21,7 +21,7 @@ ld_err_t ld_publisher_save_state(ld_publisher_t *p, rd_kafka_t *producer,
     ld_wbuf_t lab = {0}, runst = {0}, exps = {0};
     uint8_t *trig = NULL;
     size_t trig_len = 0;
-    ld_buf_t ckpt = {0};
+    ld_buf_t head = {0};
     ld_snapshot_t *snap = NULL;
     Learnd__V1__PartitionPosition *pos = NULL, **ppos = NULL;
     if ((err = ld_resume_labeling_encode(parts->joiner, parts->assigned, &lab)))
@@ -29,7 +29,9 @@ ld_err_t ld_publisher_save_state(ld_publisher_t *p, rd_kafka_t *producer,
     if ((err = ld_triggers_save(parts->triggers, &trig, &trig_len)))
         goto out;
     err = LD_ERR_NOMEM;
-    if (!(snap = ld_trainer_snapshot(parts->trainer)))
+    /* Everything but the sparse rows, which go as the blocks changed since
+     * the last commit (ld_state_write_blocks): no whole-model copy. */
+    if (!(snap = ld_trainer_state_head(parts->trainer)))
         goto out;
     ld_ckpt_meta_t meta = {.model = c->model,
                            .version = p->ctr.version,
@@ -39,7 +41,7 @@ ld_err_t ld_publisher_save_state(ld_publisher_t *p, rd_kafka_t *producer,
                            .hash_function = "murmur3_32",
                            .hash_seed = c->hash_seed,
                            .parent_counts = p->ctr.parent_counts};
-    if ((err = ld_ckpt_encode(snap, &meta, &ckpt)))
+    if ((err = ld_ckpt_encode(snap, &meta, &head)))
         goto out;
     if ((err = ld_resume_run_encode(&p->ctr, parts->trainer, parts->lineage,
                                     &runst)))
@@ -52,7 +54,6 @@ ld_err_t ld_publisher_save_state(ld_publisher_t *p, rd_kafka_t *producer,
     for (size_t i = 0; i < npos; i++)
         ppos[i] = &pos[i];
     Learnd__V1__ResumeHeader h = LEARND__V1__RESUME_HEADER__INIT;
-    h.format_version = 1;
     h.model = (char *)c->model;
     h.commit_seq = ++p->commit_seq;
     if (!p->first_commit_seq)
@@ -71,12 +72,22 @@ ld_err_t ld_publisher_save_state(ld_publisher_t *p, rd_kafka_t *producer,
             goto out;
         h.experiments_state = (ProtobufCBinaryData){exps.len, exps.p};
     }
-    err = ld_state_write(producer, c->state_topic, &h, ckpt.data, ckpt.len,
-                         c->chunk_size);
+    h.model_state = (ProtobufCBinaryData){head.len, head.data};
+    ld_state_kafka_t k = {producer, c->state_topic};
+    uint64_t bytes = 0;
+    ld_state_sink_t sink = {ld_state_emit_kafka, &k, &bytes};
+    err = ld_state_write_blocks(&sink, &h, parts->trainer, &p->gens);
+    if (!err) {
+        ld_trainer_dirty_clear(parts->trainer);
+        p->state_bytes = bytes;
+        ld_log(LD_LOG_DEBUG, MOD,
+               "msg=\"resume state written\" commit_seq=%llu bytes=%llu",
+               (unsigned long long)h.commit_seq, (unsigned long long)bytes);
+    }
 out:
     free(pos);
     free(ppos);
-    free(ckpt.data);
+    free(head.data);
     ld_snapshot_destroy(snap);
     free(trig);
     ld_wbuf_free(&lab);
@@ -88,6 +99,11 @@ out:
                "err=\"%s\"",
                ld_err_str(err));
     return err;
+}
+
+uint64_t ld_publisher_state_bytes(const ld_publisher_t *p)
+{
+    return p->state_bytes;
 }
 
 /* The champion scores every example next to the model: without it the
@@ -119,6 +135,59 @@ static void restore_champion(ld_publisher_t *p, ld_trainer_t *t)
     ld_ckpt_destroy(champ);
 }
 
+/* The trainer from a format 1 state (one checkpoint) or a format 2 one (a
+ * head plus its blocks, whose generations then become this run's). */
+static ld_err_t restore_trainer(ld_publisher_t *p, ld_resume_t *rs,
+                                ld_trainer_t *t, char *errstr, size_t size)
+{
+    const Learnd__V1__ResumeHeader *h = rs->header;
+    int v2 = h->format_version == 2;
+    ld_ckpt_t *ck = NULL;
+    ld_snapshot_t *snap = NULL;
+    ld_err_t err =
+        v2 ? ld_ckpt_decode_head(h->model_state.data, h->model_state.len, &ck,
+                                 errstr, size)
+           : ld_ckpt_decode(rs->ckpt, rs->ckpt_len, &ck, errstr, size);
+    if (err)
+        goto out;
+    err = LD_ERR_NOMEM;
+    if (!(snap = ld_ckpt_snapshot(ck)))
+        goto out;
+    if (v2) {
+        size_t n = 0;
+        float *sp = ld_snapshot_sparse(snap, &n);
+        if ((err = ld_resume_fill_sparse(rs, sp, n, errstr, size)))
+            goto out;
+    }
+    if ((err = ld_trainer_restore(t, snap, errstr, size)))
+        goto out;
+    /* The topic holds this state: only what changes from here on needs
+     * writing, as long as the blocks are the trainer's. */
+    if (v2 && h->block_size == ld_trainer_state_block_slots(t) &&
+        rs->nblocks == ld_trainer_state_blocks(t)) {
+        ld_state_gens_free(&p->gens);
+        p->gens.block = rs->gens_block;
+        rs->gens_block = NULL;
+        p->gens.nblocks = rs->nblocks;
+        p->gens.npages = h->n_page_generations;
+        p->gens.page = malloc((p->gens.npages ? p->gens.npages : 1) *
+                              sizeof(*p->gens.page));
+        if (!p->gens.page) {
+            ld_state_gens_free(&p->gens);
+            err = LD_ERR_NOMEM;
+            goto out;
+        }
+        memcpy(p->gens.page, h->page_generations,
+               p->gens.npages * sizeof(*p->gens.page));
+        ld_trainer_dirty_clear(t);
+    }
+    err = LD_OK;
+out:
+    ld_snapshot_destroy(snap);
+    ld_ckpt_destroy(ck);
+    return err;
+}
+
 ld_err_t ld_publisher_restore_state(ld_publisher_t *p,
                                     const ld_strlist_t *kafka,
                                     const ld_resume_parts_t *parts,
@@ -132,12 +201,7 @@ ld_err_t ld_publisher_restore_state(ld_publisher_t *p,
     const Learnd__V1__ResumeHeader *h = rs->header;
     ld_ckpt_t *ck = NULL;
     ld_snapshot_t *snap = NULL;
-    if ((err = ld_ckpt_decode(rs->ckpt, rs->ckpt_len, &ck, errstr, size)))
-        goto out;
-    err = LD_ERR_NOMEM;
-    if (!(snap = ld_ckpt_snapshot(ck)))
-        goto out;
-    if ((err = ld_trainer_restore(parts->trainer, snap, errstr, size)))
+    if ((err = restore_trainer(p, rs, parts->trainer, errstr, size)))
         goto out;
     err = ld_resume_run_decode(h->trainer_state.data, h->trainer_state.len,
                                &p->ctr, parts->trainer, parts->lineage,

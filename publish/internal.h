@@ -44,6 +44,14 @@ struct ld_publisher {
     ld_publisher_conf_t c;
     ld_resume_counters_t ctr;
     uint64_t commit_seq, first_commit_seq; /* commit.c */
+    ld_state_gens_t gens;                  /* commit.c: blocks on the topic */
+    uint64_t state_bytes;                  /* commit.c: last commit's */
+    /* chunks.c: the delta chain on the checkpoints topic: its versions,
+     * full base first, and the snapshot of the last one (the parent of the
+     * next delta). */
+    uint64_t *chain;
+    size_t nchain;
+    ld_snapshot_t *chain_snap;
     outgoing_t *out;
     size_t nout, capout;
     /* Loop side (kafka): publications queued since the last flush, and the
@@ -81,5 +89,18 @@ struct ld_publisher {
     int captured_once;
     uint64_t n_captured;
 };
+
+/* chunks.c: what version meta->version goes to the checkpoints topic as.
+ * *out is a delta of the last published version (out->data set; caller
+ * frees) or empty: publish the full checkpoint. info gets the chain.
+ * LD_ERR_NOMEM. */
+ld_err_t ld_publisher_delta(ld_publisher_t *p, const ld_snapshot_t *snap,
+                            const ld_ckpt_meta_t *meta, ld_buf_t *out,
+                            ld_ckpt_manifest_info_t *info) LD_WUR;
+/* chunks.c: version (snap, borrowed: a reference is kept) was published,
+ * as a delta or not. */
+void ld_publisher_delta_done(ld_publisher_t *p, ld_snapshot_t *snap,
+                             uint64_t version, int delta);
+void ld_publisher_delta_free(ld_publisher_t *p);
 
 #endif /* LD_PUBLISH_INTERNAL_H */

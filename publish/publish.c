@@ -141,7 +141,7 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     const ld_publisher_conf_t *c = &p->c;
     const char *model = c->model;
     const char *topic = c->checkpoint_topic;
-    ld_buf_t ckpt = {0}, manifest = {0};
+    ld_buf_t ckpt = {0}, manifest = {0}, delta = {0};
     ld_buf_t *chunks = NULL;
     size_t nchunks = 0;
     int64_t *offsets = NULL;
@@ -165,7 +165,6 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
                            .parent_counts = o->parent_counts};
     if ((err = ld_ckpt_encode(o->snap, &meta, &ckpt)))
         goto out;
-    ld_ckpt_sha256(ckpt.data, ckpt.len, sha);
     char why[512] = "", path[1024] = "";
     if (c->store_dir && c->store_dir[0]) {
         /* Staged: it becomes a version of the store once its
@@ -182,7 +181,13 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
             goto out;
         }
     }
-    if ((err = ld_ckpt_chunks(ckpt.data, ckpt.len, model, o->version,
+    /* The topic may get a delta of the last version instead (chunks.c). */
+    ld_ckpt_manifest_info_t info = {0};
+    if ((err = ld_publisher_delta(p, o->snap, &meta, &delta, &info)))
+        goto out;
+    const ld_buf_t *wire = delta.data ? &delta : &ckpt;
+    ld_ckpt_sha256(wire->data, wire->len, sha); /* = the manifest's */
+    if ((err = ld_ckpt_chunks(wire->data, wire->len, model, o->version,
                               c->chunk_size, &chunks, &nchunks)))
         goto out;
     if (!(offsets = offsets_for(p, nchunks + 1))) {
@@ -202,20 +207,20 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
         ld_log(LD_LOG_ERR, MOD, "msg=\"checkpoint chunks not delivered\"");
         goto out;
     }
-    ld_ckpt_manifest_info_t info = {.model = model,
-                                    .version = o->version,
-                                    .parent_version = o->parent_version,
-                                    .chunk_count = (uint32_t)nchunks,
-                                    .first_chunk_offset =
-                                        nchunks ? offsets[0] : -1,
-                                    .topic = topic,
-                                    .partition = 0,
-                                    .created_at_ms = meta.created_at_ms,
-                                    .trigger_id = meta.trigger_id};
+    info.model = model;
+    info.version = o->version;
+    info.parent_version = o->parent_version;
+    info.chunk_count = (uint32_t)nchunks;
+    info.first_chunk_offset = nchunks ? offsets[0] : -1;
+    info.topic = topic;
+    info.partition = 0;
+    info.created_at_ms = meta.created_at_ms;
+    info.trigger_id = meta.trigger_id;
     const char *secret = c->manifest_secret;
     info.hmac_key = (const uint8_t *)secret;
     info.hmac_key_len = secret ? strlen(secret) : 0;
-    if ((err = ld_ckpt_manifest_encode(ckpt.data, ckpt.len, &info, &manifest)))
+    if ((err =
+             ld_ckpt_manifest_encode(wire->data, wire->len, &info, &manifest)))
         goto out;
     if ((err = produce(rk, topic, 0, model, manifest.data, manifest.len,
                        &offsets[nchunks])))
@@ -228,8 +233,10 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     o->bytes = ckpt.len;
     o->nchunks = nchunks;
     ld_snapshot_params_sha256(o->snap, o->params_sha);
+    ld_publisher_delta_done(p, o->snap, o->version, delta.data != NULL);
 out:
     ld_ckpt_chunks_free(chunks, nchunks);
+    free(delta.data);
     free(ckpt.data);
     free(manifest.data);
     return err;
@@ -493,6 +500,8 @@ void ld_publisher_destroy(ld_publisher_t *p)
     free(p->pub_offsets);
     ld_snapshot_destroy(p->q_snap);
     ld_snapshot_destroy(p->captured);
+    ld_state_gens_free(&p->gens);
+    ld_publisher_delta_free(p);
     free(p);
 }
 

@@ -73,36 +73,108 @@ ld_err_t ld_lineage_load(ld_lineage_t *l, const char *const *topics,
 
 /* ---- The state topic ---------------------------------------------------- */
 
+/* Where encoded state records go: ld_state_emit_kafka (the producer's open
+ * transaction), or a capture in tests and benchmarks. key and val are
+ * borrowed (copied if kept). */
+typedef ld_err_t ld_state_emit_fn(void *opaque, const char *key,
+                                  const uint8_t *val, size_t len);
+typedef struct ld_state_sink {
+    ld_state_emit_fn *emit;
+    void *opaque;
+    uint64_t *bytes; /* optional: += key + value bytes emitted */
+} ld_state_sink_t;
+/* The Kafka sink: opaque is an ld_state_kafka_t (borrowed). Produces to
+ * partition 0 of topic; LD_ERR_KAFKA (logged) when it cannot queue. */
+typedef struct ld_state_kafka {
+    rd_kafka_t *producer;
+    const char *topic;
+} ld_state_kafka_t;
+ld_err_t ld_state_emit_kafka(void *opaque, const char *key, const uint8_t *val,
+                             size_t len) LD_WUR;
+
+/* Reads a state topic's records, newest per key, for one model. */
+typedef struct ld_state_reader ld_state_reader_t;
+
 /* The newest committed resume state of one model. */
 typedef struct ld_resume {
     Learnd__V1__ResumeHeader *header; /* unpacked; owned */
-    uint8_t *ckpt;                    /* the trainer state, a serialized
-                                         Checkpoint; owned */
+    uint8_t *ckpt;                    /* format 1: the trainer state, a
+                                         serialized Checkpoint; owned */
     size_t ckpt_len;
+    /* format 2: the trainer state is header->model_state (a head
+     * checkpoint) plus nblocks blocks (ld_resume_fill_sparse), each of the
+     * generation gens_block[i]; private */
+    uint64_t *gens_block;
+    size_t nblocks;
+    ld_state_reader_t *rd;
 } ld_resume_t;
 
+/* A reader for model's records (model borrowed, copied); NULL when out of
+ * memory. Feed it every record of the topic in offset order with take,
+ * then finish. */
+ld_state_reader_t *ld_state_reader_new(const char *model);
+/* Keeps the record if it is one of the model's (others are ignored);
+ * LD_ERR_NOMEM. key and val borrowed. */
+ld_err_t ld_state_reader_take(ld_state_reader_t *rd, const void *key,
+                              size_t klen, const void *val, size_t vlen) LD_WUR;
+/* Consumes rd (freed or moved into *out). *out is NULL when no header was
+ * seen (first start); otherwise the caller frees it with
+ * ld_resume_destroy(). LD_ERR_CORRUPT with the reason in errstr when the
+ * newest header is undecodable, or any block or generations page it names
+ * is missing or of another generation (format 2), or a block of another
+ * commit (format 1): the daemon refuses to start rather than lose state. */
+ld_err_t ld_state_reader_finish(ld_state_reader_t *rd, ld_resume_t **out,
+                                char *errstr, size_t errstr_size) LD_WUR;
+/* NULL is a no-op. */
+void ld_state_reader_destroy(ld_state_reader_t *rd);
+
 /* Reads topic from the beginning to its end with read_committed, through
- * the cluster of kafka (the config's `kafka:` pairs, borrowed), keeping the
- * newest record per key of model. *out is NULL when the model has no state
- * yet (first start); otherwise the caller frees it with
- * ld_resume_destroy(). Returns LD_ERR_CORRUPT with the reason in errstr when
- * the newest header's blocks are missing, from another commit, or
- * undecodable (the daemon refuses to start rather than lose state), and
+ * the cluster of kafka (the config's `kafka:` pairs, borrowed), with a
+ * reader for model (see ld_state_reader_finish for *out and the errors).
  * LD_ERR_KAFKA / LD_ERR_TIMEOUT when the topic cannot be read. */
 ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,
                        const char *model, int timeout_ms, ld_resume_t **out,
                        char *errstr, size_t errstr_size) LD_WUR;
 
+/* Format 2: copies the blocks into dst, the sparse state of a snapshot in
+ * the plain layout (n floats, from ld_snapshot_sparse). LD_ERR_CORRUPT
+ * with errstr when the blocks do not tile n floats (another shape). */
+ld_err_t ld_resume_fill_sparse(ld_resume_t *r, float *dst, size_t n,
+                               char *errstr, size_t errstr_size) LD_WUR;
+
 /* Frees r; NULL is a no-op. */
 void ld_resume_destroy(ld_resume_t *r);
 
-/* Produces the resume state (header, borrowed, with block_count and
- * block_size filled in here, and ckpt cut into blocks of block_size bytes)
- * to topic through producer (borrowed), inside its open transaction.
- * Returns LD_ERR_KAFKA when a record cannot be queued. */
-ld_err_t ld_state_write(rd_kafka_t *producer, const char *topic,
-                        Learnd__V1__ResumeHeader *header, const uint8_t *ckpt,
-                        size_t len, size_t block_size) LD_WUR;
+/* Format 1 (what daemons before the incremental state wrote; kept for
+ * tests of the upgrade): the resume state as one serialized checkpoint
+ * ckpt cut into blocks of block_size bytes, all written, header
+ * (borrowed) last, into sink. The sink's error, LD_ERR_NOMEM. */
+ld_err_t ld_state_write_v1(const ld_state_sink_t *sink,
+                           Learnd__V1__ResumeHeader *header,
+                           const uint8_t *ckpt, size_t len,
+                           size_t block_size) LD_WUR;
+
+/* The generation (commit_seq of the commit that last wrote it) of every
+ * block and gens page this run has on the topic; start from {0}, free
+ * with ld_state_gens_free(). */
+typedef struct ld_state_gens {
+    uint64_t *block, *page; /* private */
+    size_t nblocks, npages; /* private */
+} ld_state_gens_t;
+void ld_state_gens_free(ld_state_gens_t *g);
+
+/* Format 2: emits into sink the blocks of t (borrowed) marked dirty
+ * (ld_trainer_dirty; every block when g holds no generations of t's
+ * shape), the gens pages covering them, then header (borrowed; its
+ * commit_seq, model, model_state and module state filled in by the caller;
+ * the block fields here) naming every page's generation. Updates g; the
+ * caller clears t's dirty marks once the records are queued. LD_ERR_NOMEM
+ * or the sink's error (g is then not to be used again: the commit
+ * aborts). */
+ld_err_t ld_state_write_blocks(const ld_state_sink_t *sink,
+                               Learnd__V1__ResumeHeader *header,
+                               const ld_trainer_t *t,
+                               ld_state_gens_t *g) LD_WUR;
 
 /* ---- Resume-state codecs (publish/resume.c) ------------------------------ */
 
@@ -180,6 +252,7 @@ typedef struct ld_publisher_conf {
     const char *learnd_version;
     const char *manifest_secret; /* NULL or "": manifests are not signed */
     const char *state_topic;     /* the compacted resume-state topic */
+    int64_t delta_every;         /* checkpoint.delta_every; 0 or 1: all full */
 } ld_publisher_conf_t;
 
 /* The queue of decided publications of one model, the version numbering
@@ -299,6 +372,9 @@ ld_err_t ld_publisher_restore_state(ld_publisher_t *p,
                                     const ld_strlist_t *kafka,
                                     const ld_resume_parts_t *parts,
                                     char *errstr, size_t errstr_size) LD_WUR;
+/* Bytes (keys and values) the last commit point wrote to the state topic;
+ * 0 before the first. */
+uint64_t ld_publisher_state_bytes(const ld_publisher_t *p);
 /* Commit points numbered so far (resume states written or restored); 0
  * before the first. */
 uint64_t ld_publisher_commit_seq(const ld_publisher_t *p);
@@ -325,6 +401,11 @@ typedef struct ld_ckpt_manifest_info {
     int32_t partition;
     int64_t created_at_ms;
     const char *trigger_id;
+    /* Delta chains (CheckpointManifest fields 13, 14): 0 and none when
+     * checkpoint.delta_every is 1. */
+    uint64_t base_version;
+    const uint64_t *chain;
+    size_t n_chain;
     /* When hmac_key_len > 0: CheckpointManifest.hmac_sha256 (field 15,
      * written last) = HMAC-SHA256(hmac_key, every byte before it), which a
      * deployer holding the key verifies: the manifest's sha256 then proves

@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Resume state records on the state topic: keyed `<model>/header` and
- * `<model>/block/<i>`, so compaction keeps the newest of each. */
+/* Resume state records on the state topic: keyed `<model>/header`,
+ * `<model>/gens/<page>` and `<model>/block/<i>`, so compaction keeps the
+ * newest of each; a commit writes only the blocks changed since the last
+ * one, and a restart refuses a state with a block of the wrong
+ * generation. */
 #include "publish/publish.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,26 +14,24 @@
 
 #define MOD "state"
 
-void ld_resume_destroy(ld_resume_t *r)
-{
-    if (!r)
-        return;
-    if (r->header)
-        learnd__v1__resume_header__free_unpacked(r->header, NULL);
-    free(r->ckpt);
-    free(r);
-}
+/* Blocks per gens page: 4096 ages of 1-4 bytes keep a page far below
+ * Kafka's 1 MB record limit, and the header lists only 256 pages at
+ * 2^24 slots. */
+#define GENS_PAGE 4096u
 
-static ld_err_t produce(rd_kafka_t *rk, const char *topic, const char *key,
-                        const Learnd__V1__StateRecord *rec)
+/* ---- Writing ------------------------------------------------------------ */
+
+ld_err_t ld_state_emit_kafka(void *opaque, const char *key, const uint8_t *val,
+                             size_t len)
 {
-    size_t len = learnd__v1__state_record__get_packed_size(rec);
+    const ld_state_kafka_t *k = opaque;
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
         return LD_ERR_NOMEM;
-    learnd__v1__state_record__pack(rec, buf);
+    if (len)
+        memcpy(buf, val, len);
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0),
+        k->producer, RD_KAFKA_V_TOPIC(k->topic), RD_KAFKA_V_PARTITION(0),
         RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(buf, len),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_END);
     if (e) {
@@ -43,147 +45,343 @@ static ld_err_t produce(rd_kafka_t *rk, const char *topic, const char *key,
     return LD_OK;
 }
 
-ld_err_t ld_state_write(rd_kafka_t *producer, const char *topic,
-                        Learnd__V1__ResumeHeader *header, const uint8_t *ckpt,
-                        size_t len, size_t block_size)
+/* Packs rec and hands it to emit, counting key and value bytes. */
+static ld_err_t emit_rec(const ld_state_sink_t *sink, const char *key,
+                         const Learnd__V1__StateRecord *rec)
 {
-    size_t n = (len + block_size - 1) / block_size;
-    header->block_size = (uint32_t)block_size;
-    header->block_count = (uint32_t)n;
-    header->block_encoding =
-        LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_CHECKPOINT_CHUNKS;
+    size_t len = learnd__v1__state_record__get_packed_size(rec);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return LD_ERR_NOMEM;
+    learnd__v1__state_record__pack(rec, buf);
+    ld_err_t err = sink->emit(sink->opaque, key, buf, len);
+    free(buf);
+    if (!err && sink->bytes)
+        *sink->bytes += strlen(key) + len;
+    return err;
+}
+
+static ld_err_t emit_header(const ld_state_sink_t *sink,
+                            Learnd__V1__ResumeHeader *header)
+{
     char key[512];
-    ld_err_t err = LD_OK;
-    for (size_t i = 0; i < n && !err; i++) {
-        Learnd__V1__StateBlock blk = LEARND__V1__STATE_BLOCK__INIT;
-        blk.model = header->model;
-        blk.block_index = (uint32_t)i;
-        blk.commit_seq = header->commit_seq;
-        blk.data.data = (uint8_t *)(uintptr_t)(ckpt + i * block_size);
-        blk.data.len = i + 1 < n ? block_size : len - i * block_size;
-        Learnd__V1__StateRecord rec = LEARND__V1__STATE_RECORD__INIT;
-        rec.record_case = LEARND__V1__STATE_RECORD__RECORD_BLOCK;
-        rec.block = &blk;
-        snprintf(key, sizeof(key), "%s/block/%zu", header->model, i);
-        err = produce(producer, topic, key, &rec);
-    }
-    if (err)
-        return err;
-    /* The header last: a reader that sees it sees its blocks (one
-     * transaction, one partition, in order). */
     Learnd__V1__StateRecord rec = LEARND__V1__STATE_RECORD__INIT;
     rec.record_case = LEARND__V1__STATE_RECORD__RECORD_HEADER;
     rec.header = header;
     snprintf(key, sizeof(key), "%s/header", header->model);
-    return produce(producer, topic, key, &rec);
+    return emit_rec(sink, key, &rec);
+}
+
+static ld_err_t emit_block(const ld_state_sink_t *sink, const char *model,
+                           uint64_t seq, size_t i, const uint8_t *data,
+                           size_t len)
+{
+    char key[512];
+    Learnd__V1__StateBlock blk = LEARND__V1__STATE_BLOCK__INIT;
+    blk.model = (char *)(uintptr_t)model;
+    blk.block_index = (uint32_t)i;
+    blk.commit_seq = seq;
+    blk.data.data = (uint8_t *)(uintptr_t)data;
+    blk.data.len = len;
+    Learnd__V1__StateRecord rec = LEARND__V1__STATE_RECORD__INIT;
+    rec.record_case = LEARND__V1__STATE_RECORD__RECORD_BLOCK;
+    rec.block = &blk;
+    snprintf(key, sizeof(key), "%s/block/%zu", model, i);
+    return emit_rec(sink, key, &rec);
+}
+
+ld_err_t ld_state_write_v1(const ld_state_sink_t *sink,
+                           Learnd__V1__ResumeHeader *header,
+                           const uint8_t *ckpt, size_t len, size_t block_size)
+{
+    size_t n = (len + block_size - 1) / block_size;
+    header->format_version = 1;
+    header->block_size = (uint32_t)block_size;
+    header->block_count = (uint32_t)n;
+    header->block_encoding =
+        LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_CHECKPOINT_CHUNKS;
+    ld_err_t err = LD_OK;
+    for (size_t i = 0; i < n && !err; i++)
+        err = emit_block(sink, header->model, header->commit_seq, i,
+                         ckpt + i * block_size,
+                         i + 1 < n ? block_size : len - i * block_size);
+    /* The header last: a reader that sees it sees its blocks (one
+     * transaction, one partition, in order). */
+    return err ? err : emit_header(sink, header);
+}
+
+void ld_state_gens_free(ld_state_gens_t *g)
+{
+    if (!g)
+        return;
+    free(g->block);
+    free(g->page);
+    memset(g, 0, sizeof(*g));
+}
+
+/* Sizes g for nb blocks, every generation 0 (nothing written yet). */
+static ld_err_t gens_reset(ld_state_gens_t *g, size_t nb)
+{
+    ld_state_gens_free(g);
+    size_t np = (nb + GENS_PAGE - 1) / GENS_PAGE;
+    g->block = calloc(nb ? nb : 1, sizeof(*g->block));
+    g->page = calloc(np ? np : 1, sizeof(*g->page));
+    if (!g->block || !g->page) {
+        ld_state_gens_free(g);
+        return LD_ERR_NOMEM;
+    }
+    g->nblocks = nb;
+    g->npages = np;
+    return LD_OK;
+}
+
+static ld_err_t emit_page(const ld_state_sink_t *sink, const char *model,
+                          const ld_state_gens_t *g, size_t j, uint64_t seq,
+                          uint64_t *ages)
+{
+    size_t from = j * GENS_PAGE, n = g->nblocks - from;
+    if (n > GENS_PAGE)
+        n = GENS_PAGE;
+    for (size_t i = 0; i < n; i++)
+        ages[i] = seq - g->block[from + i];
+    char key[512];
+    Learnd__V1__StateGenerations pg = LEARND__V1__STATE_GENERATIONS__INIT;
+    pg.model = (char *)(uintptr_t)model;
+    pg.page = (uint32_t)j;
+    pg.commit_seq = seq;
+    pg.n_age = n;
+    pg.age = ages;
+    Learnd__V1__StateRecord rec = LEARND__V1__STATE_RECORD__INIT;
+    rec.record_case = LEARND__V1__STATE_RECORD__RECORD_GENS;
+    rec.gens = &pg;
+    snprintf(key, sizeof(key), "%s/gens/%zu", model, j);
+    return emit_rec(sink, key, &rec);
+}
+
+/* A block's data: a 4-byte little-endian mask of the slots holding any
+ * non-zero bit, then those slots' floats. A hashed model's touched block
+ * is mostly untouched slots (bench_trainer --state: 16-slot blocks with 1-3
+ * live rows), which cost 4 bytes instead of 12 each. */
+static size_t pack_rows(const float *rows, uint32_t slots, size_t per,
+                        uint8_t *out)
+{
+    uint32_t mask = 0;
+    size_t len = 4;
+    size_t nb = per * sizeof(float);
+    for (uint32_t i = 0; i < slots; i++) {
+        const float *r = rows + i * per;
+        uint32_t any = 0;
+        for (size_t k = 0; k < per; k++) {
+            uint32_t bits;
+            memcpy(&bits, r + k, sizeof(bits));
+            any |= bits; /* -0.0 is not zero: kept bit for bit */
+        }
+        if (!any)
+            continue;
+        mask |= 1u << i;
+        memcpy(out + len, r, nb);
+        len += nb;
+    }
+    for (int k = 0; k < 4; k++)
+        out[k] = (uint8_t)(mask >> (8 * k));
+    return len;
+}
+
+ld_err_t ld_state_write_blocks(const ld_state_sink_t *sink,
+                               Learnd__V1__ResumeHeader *header,
+                               const ld_trainer_t *t, ld_state_gens_t *g)
+{
+    size_t nb = ld_trainer_state_blocks(t);
+    size_t bf = ld_trainer_state_block_floats(t);
+    uint64_t seq = header->commit_seq;
+    ld_err_t err = LD_OK;
+    /* No generations for this shape: nothing of it is on the topic that
+     * this run may rely on, so every block is written. */
+    int all = g->nblocks != nb || !g->block;
+    if (all && (err = gens_reset(g, nb)))
+        return err;
+    uint8_t *pdirty = calloc(g->npages ? g->npages : 1, 1);
+    float *rows = malloc(bf * sizeof(float));
+    uint8_t *packed = malloc(4 + bf * sizeof(float));
+    uint64_t *ages = malloc(GENS_PAGE * sizeof(*ages));
+    if (!pdirty || !rows || !packed || !ages) {
+        err = LD_ERR_NOMEM;
+        goto out;
+    }
+    uint32_t bs = ld_trainer_state_block_slots(t);
+    for (size_t b = 0; b < nb && !err; b++) {
+        if (!all && !ld_trainer_block_dirty(t, b))
+            continue;
+        ld_trainer_state_block(t, b, rows);
+        size_t len = pack_rows(rows, bs, bf / bs, packed);
+        err = emit_block(sink, header->model, seq, b, packed, len);
+        g->block[b] = seq;
+        pdirty[b / GENS_PAGE] = 1;
+    }
+    for (size_t j = 0; j < g->npages && !err; j++) {
+        if (!pdirty[j])
+            continue;
+        err = emit_page(sink, header->model, g, j, seq, ages);
+        g->page[j] = seq;
+    }
+    if (err)
+        goto out;
+    header->format_version = 2;
+    header->block_size = ld_trainer_state_block_slots(t);
+    header->block_count = (uint32_t)nb;
+    header->block_encoding = LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_SLOTS;
+    header->gens_page_size = GENS_PAGE;
+    header->n_page_generations = g->npages;
+    header->page_generations = g->page;
+    /* Last, as in format 1: the header names what came before it in the
+     * same transaction. */
+    err = emit_header(sink, header);
+    header->n_page_generations = 0;
+    header->page_generations = NULL;
+out:
+    free(pdirty);
+    free(rows);
+    free(packed);
+    free(ages);
+    /* On failure g may name blocks that were not written: the commit
+     * aborts and the daemon exits (run_commit.c), so g is never used
+     * again. */
+    return err;
 }
 
 /* ---- Reading ------------------------------------------------------------ */
 
 typedef struct blockv {
-    uint8_t *data;
+    uint8_t *data; /* the block's data field (or a gens page's record) */
     size_t len;
     uint64_t seq;
     int present;
 } blockv_t;
 
-typedef struct reader {
-    const char *model;
+struct ld_state_reader {
+    char *model;
     size_t mlen;
     uint8_t *header; /* newest header record value */
     size_t hlen;
-    blockv_t *blocks;
-    size_t nblocks;
-} reader_t;
+    blockv_t *blocks, *pages;
+    size_t nblocks, npages;
+};
 
-static void reader_free(reader_t *rd)
+ld_state_reader_t *ld_state_reader_new(const char *model)
 {
-    free(rd->header);
-    for (size_t i = 0; i < rd->nblocks; i++)
-        free(rd->blocks[i].data);
-    free(rd->blocks);
+    ld_state_reader_t *rd = calloc(1, sizeof(*rd));
+    if (!rd || !(rd->model = strdup(model))) {
+        free(rd);
+        return NULL;
+    }
+    rd->mlen = strlen(model);
+    return rd;
 }
 
-/* Keeps m if it is one of model's records. */
-static ld_err_t take(reader_t *rd, const rd_kafka_message_t *m)
+static void blockv_free(blockv_t *v, size_t n)
 {
-    const char *k = m->key;
-    if (!k || m->key_len <= rd->mlen + 1 ||
-        memcmp(k, rd->model, rd->mlen) != 0 || k[rd->mlen] != '/')
-        return LD_OK;
-    const char *rest = k + rd->mlen + 1;
-    size_t rlen = m->key_len - rd->mlen - 1;
-    uint8_t *copy = malloc(m->len ? m->len : 1);
-    if (!copy)
-        return LD_ERR_NOMEM;
-    if (m->len)
-        memcpy(copy, m->payload, m->len);
-    if (rlen == 6 && memcmp(rest, "header", 6) == 0) {
-        free(rd->header);
-        rd->header = copy;
-        rd->hlen = m->len;
-        return LD_OK;
-    }
-    Learnd__V1__StateRecord *rec =
-        learnd__v1__state_record__unpack(NULL, m->len, copy);
-    if (!rec || rec->record_case != LEARND__V1__STATE_RECORD__RECORD_BLOCK) {
-        if (rec)
-            learnd__v1__state_record__free_unpacked(rec, NULL);
-        free(copy);
-        return LD_OK; /* a stray record is not ours to judge */
-    }
-    uint32_t idx = rec->block->block_index;
-    uint64_t seq = rec->block->commit_seq;
-    learnd__v1__state_record__free_unpacked(rec, NULL);
-    if (idx >= rd->nblocks) {
-        size_t n = (size_t)idx + 1;
-        blockv_t *b = realloc(rd->blocks, n * sizeof(*b));
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i].data);
+    free(v);
+}
+
+void ld_state_reader_destroy(ld_state_reader_t *rd)
+{
+    if (!rd)
+        return;
+    free(rd->header);
+    blockv_free(rd->blocks, rd->nblocks);
+    blockv_free(rd->pages, rd->npages);
+    free(rd->model);
+    free(rd);
+}
+
+/* Stores data (taken) as entry idx of *v, growing it. */
+static ld_err_t put(blockv_t **v, size_t *n, uint32_t idx, uint8_t *data,
+                    size_t len, uint64_t seq)
+{
+    if (idx >= *n) {
+        size_t m = (size_t)idx + 1;
+        blockv_t *b = realloc(*v, m * sizeof(*b));
         if (!b) {
-            free(copy);
+            free(data);
             return LD_ERR_NOMEM;
         }
-        memset(b + rd->nblocks, 0, (n - rd->nblocks) * sizeof(*b));
-        rd->blocks = b;
-        rd->nblocks = n;
+        memset(b + *n, 0, (m - *n) * sizeof(*b));
+        *v = b;
+        *n = m;
     }
-    free(rd->blocks[idx].data);
-    rd->blocks[idx] = (blockv_t){copy, m->len, seq, 1};
+    free((*v)[idx].data);
+    (*v)[idx] = (blockv_t){data, len, seq, 1};
     return LD_OK;
 }
 
-/* Rebuilds the resume state from the newest header and its blocks. */
-static ld_err_t assemble(reader_t *rd, ld_resume_t **out, char *errstr,
-                         size_t errstr_size)
+static uint8_t *dup_bytes(const void *p, size_t n)
 {
+    uint8_t *c = malloc(n ? n : 1);
+    if (c && n)
+        memcpy(c, p, n);
+    return c;
+}
+
+ld_err_t ld_state_reader_take(ld_state_reader_t *rd, const void *key,
+                              size_t klen, const void *val, size_t vlen)
+{
+    const char *k = key;
+    if (!k || klen <= rd->mlen + 1 || memcmp(k, rd->model, rd->mlen) != 0 ||
+        k[rd->mlen] != '/')
+        return LD_OK;
+    const char *rest = k + rd->mlen + 1;
+    size_t rlen = klen - rd->mlen - 1;
+    if (rlen == 6 && memcmp(rest, "header", 6) == 0) {
+        uint8_t *copy = dup_bytes(val, vlen);
+        if (!copy)
+            return LD_ERR_NOMEM;
+        free(rd->header);
+        rd->header = copy;
+        rd->hlen = vlen;
+        return LD_OK;
+    }
     Learnd__V1__StateRecord *rec =
-        learnd__v1__state_record__unpack(NULL, rd->hlen, rd->header);
-    if (!rec || rec->record_case != LEARND__V1__STATE_RECORD__RECORD_HEADER) {
-        if (rec)
-            learnd__v1__state_record__free_unpacked(rec, NULL);
-        snprintf(errstr, errstr_size,
-                 "state of model %s: header record is undecodable", rd->model);
-        return LD_ERR_CORRUPT;
+        learnd__v1__state_record__unpack(NULL, vlen, val);
+    if (!rec)
+        return LD_OK; /* a stray record is not ours to judge */
+    ld_err_t err = LD_OK;
+    if (rec->record_case == LEARND__V1__STATE_RECORD__RECORD_BLOCK) {
+        const Learnd__V1__StateBlock *b = rec->block;
+        uint8_t *d = dup_bytes(b->data.data, b->data.len);
+        err = d ? put(&rd->blocks, &rd->nblocks, b->block_index, d, b->data.len,
+                      b->commit_seq)
+                : LD_ERR_NOMEM;
+    } else if (rec->record_case == LEARND__V1__STATE_RECORD__RECORD_GENS) {
+        uint8_t *d = dup_bytes(val, vlen);
+        err = d ? put(&rd->pages, &rd->npages, rec->gens->page, d, vlen,
+                      rec->gens->commit_seq)
+                : LD_ERR_NOMEM;
     }
-    ld_resume_t *r = calloc(1, sizeof(*r));
-    if (!r) {
-        learnd__v1__state_record__free_unpacked(rec, NULL);
-        return LD_ERR_NOMEM;
-    }
-    /* Keep only the header: detach it from its wrapper. */
-    r->header = rec->header;
-    rec->header = NULL;
-    rec->record_case = LEARND__V1__STATE_RECORD__RECORD__NOT_SET;
     learnd__v1__state_record__free_unpacked(rec, NULL);
+    return err;
+}
+
+void ld_resume_destroy(ld_resume_t *r)
+{
+    if (!r)
+        return;
+    if (r->header)
+        learnd__v1__resume_header__free_unpacked(r->header, NULL);
+    free(r->ckpt);
+    free(r->gens_block);
+    if (r->rd)
+        ld_state_reader_destroy(r->rd);
+    free(r);
+}
+
+/* Format 1: the blocks are one serialized checkpoint, all of the header's
+ * commit. */
+static ld_err_t assemble_v1(ld_state_reader_t *rd, ld_resume_t *r, char *errstr,
+                            size_t errstr_size)
+{
     const Learnd__V1__ResumeHeader *h = r->header;
-    ld_err_t err = LD_ERR_CORRUPT;
-    if (h->format_version != 1 ||
-        h->block_encoding !=
-            LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_CHECKPOINT_CHUNKS) {
-        snprintf(errstr, errstr_size,
-                 "state of model %s: unsupported format %u / encoding %d",
-                 rd->model, h->format_version, (int)h->block_encoding);
-        goto err;
-    }
     size_t total = 0;
     for (uint32_t i = 0; i < h->block_count; i++) {
         if (i >= rd->nblocks || !rd->blocks[i].present ||
@@ -192,32 +390,193 @@ static ld_err_t assemble(reader_t *rd, ld_resume_t **out, char *errstr,
                      "state of model %s: block %u of commit %llu is missing "
                      "or from another commit",
                      rd->model, i, (unsigned long long)h->commit_seq);
-            goto err;
+            return LD_ERR_CORRUPT;
         }
-        Learnd__V1__StateRecord *b = learnd__v1__state_record__unpack(
-            NULL, rd->blocks[i].len, rd->blocks[i].data);
-        if (!b) {
-            snprintf(errstr, errstr_size, "state block %u is undecodable", i);
-            goto err;
-        }
-        size_t bl = b->block->data.len;
+        size_t bl = rd->blocks[i].len;
         uint8_t *grown = realloc(r->ckpt, total + bl + 1);
-        if (!grown) {
-            learnd__v1__state_record__free_unpacked(b, NULL);
-            err = LD_ERR_NOMEM;
-            goto err;
-        }
+        if (!grown)
+            return LD_ERR_NOMEM;
         r->ckpt = grown;
-        memcpy(r->ckpt + total, b->block->data.data, bl);
+        memcpy(r->ckpt + total, rd->blocks[i].data, bl);
         total += bl;
-        learnd__v1__state_record__free_unpacked(b, NULL);
     }
     r->ckpt_len = total;
+    return LD_OK;
+}
+
+/* Format 2: every gens page and every block must be the generation the
+ * header's commit names. */
+static ld_err_t assemble_v2(ld_state_reader_t *rd, ld_resume_t *r, char *errstr,
+                            size_t size)
+{
+    const Learnd__V1__ResumeHeader *h = r->header;
+    size_t nb = h->block_count, ps = h->gens_page_size;
+    size_t np = ps ? (nb + ps - 1) / ps : 0;
+    if (!nb || !ps || !h->block_size || h->n_page_generations != np ||
+        !h->model_state.len) {
+        snprintf(errstr, size,
+                 "state of model %s: header of commit %" PRIu64
+                 " has %zu blocks, %zu per page and %zu page generations",
+                 rd->model, h->commit_seq, nb, ps, h->n_page_generations);
+        return LD_ERR_CORRUPT;
+    }
+    if (!(r->gens_block = malloc(nb * sizeof(*r->gens_block))))
+        return LD_ERR_NOMEM;
+    for (size_t j = 0; j < np; j++) {
+        uint64_t want = h->page_generations[j];
+        if (j >= rd->npages || !rd->pages[j].present ||
+            rd->pages[j].seq != want) {
+            snprintf(errstr, size,
+                     "state of model %s: generations page %zu of commit "
+                     "%" PRIu64 " is missing or from commit %" PRIu64
+                     " (the header of commit %" PRIu64 " names %" PRIu64 ")",
+                     rd->model, j, want,
+                     j < rd->npages && rd->pages[j].present ? rd->pages[j].seq
+                                                            : 0,
+                     h->commit_seq, want);
+            return LD_ERR_CORRUPT;
+        }
+        Learnd__V1__StateRecord *rec = learnd__v1__state_record__unpack(
+            NULL, rd->pages[j].len, rd->pages[j].data);
+        size_t n = nb - j * ps < ps ? nb - j * ps : ps;
+        int ok = rec && rec->gens && rec->gens->n_age == n;
+        for (size_t i = 0; ok && i < n; i++) {
+            ok = rec->gens->age[i] < want;
+            r->gens_block[j * ps + i] = want - rec->gens->age[i];
+        }
+        if (rec)
+            learnd__v1__state_record__free_unpacked(rec, NULL);
+        if (!ok) {
+            snprintf(errstr, size,
+                     "state of model %s: generations page %zu is corrupt",
+                     rd->model, j);
+            return LD_ERR_CORRUPT;
+        }
+    }
+    for (size_t i = 0; i < nb; i++) {
+        uint64_t want = r->gens_block[i];
+        if (i >= rd->nblocks || !rd->blocks[i].present ||
+            rd->blocks[i].seq != want) {
+            snprintf(errstr, size,
+                     "state of model %s: block %zu of commit %" PRIu64
+                     " is %s (the header of commit %" PRIu64
+                     " names that generation): refusing to start with a "
+                     "hole in the model",
+                     rd->model, i, want,
+                     i < rd->nblocks && rd->blocks[i].present
+                         ? "from another commit"
+                         : "missing",
+                     h->commit_seq);
+            return LD_ERR_CORRUPT;
+        }
+    }
+    r->nblocks = nb;
+    return LD_OK;
+}
+
+ld_err_t ld_state_reader_finish(ld_state_reader_t *rd, ld_resume_t **out,
+                                char *errstr, size_t errstr_size)
+{
+    *out = NULL;
+    if (!rd->header) {
+        ld_state_reader_destroy(rd);
+        return LD_OK;
+    }
+    Learnd__V1__StateRecord *rec =
+        learnd__v1__state_record__unpack(NULL, rd->hlen, rd->header);
+    if (!rec || rec->record_case != LEARND__V1__STATE_RECORD__RECORD_HEADER) {
+        if (rec)
+            learnd__v1__state_record__free_unpacked(rec, NULL);
+        snprintf(errstr, errstr_size,
+                 "state of model %s: header record is undecodable", rd->model);
+        ld_state_reader_destroy(rd);
+        return LD_ERR_CORRUPT;
+    }
+    ld_resume_t *r = calloc(1, sizeof(*r));
+    if (!r) {
+        learnd__v1__state_record__free_unpacked(rec, NULL);
+        ld_state_reader_destroy(rd);
+        return LD_ERR_NOMEM;
+    }
+    /* Keep only the header: detach it from its wrapper. */
+    r->header = rec->header;
+    rec->header = NULL;
+    rec->record_case = LEARND__V1__STATE_RECORD__RECORD__NOT_SET;
+    learnd__v1__state_record__free_unpacked(rec, NULL);
+    const Learnd__V1__ResumeHeader *h = r->header;
+    ld_err_t err;
+    if (h->format_version == 1 &&
+        h->block_encoding ==
+            LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_CHECKPOINT_CHUNKS)
+        err = assemble_v1(rd, r, errstr, errstr_size);
+    else if (h->format_version == 2 &&
+             h->block_encoding ==
+                 LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_SLOTS)
+        err = assemble_v2(rd, r, errstr, errstr_size);
+    else {
+        snprintf(errstr, errstr_size,
+                 "state of model %s: unsupported format %u / encoding %d",
+                 rd->model, h->format_version, (int)h->block_encoding);
+        err = LD_ERR_CORRUPT;
+    }
+    if (err) {
+        ld_resume_destroy(r);
+        ld_state_reader_destroy(rd);
+        return err;
+    }
+    if (h->format_version == 2)
+        r->rd = rd; /* the blocks, for ld_resume_fill_sparse */
+    else
+        ld_state_reader_destroy(rd);
     *out = r;
     return LD_OK;
-err:
-    ld_resume_destroy(r);
-    return err;
+}
+
+ld_err_t ld_resume_fill_sparse(ld_resume_t *r, float *dst, size_t n,
+                               char *errstr, size_t errstr_size)
+{
+    const Learnd__V1__ResumeHeader *h = r->header;
+    size_t nb = r->nblocks;
+    if (!r->rd || !nb || n % nb) {
+        snprintf(errstr, errstr_size,
+                 "state of model %s: %zu blocks do not tile %zu floats",
+                 h->model, nb, n);
+        return LD_ERR_CORRUPT;
+    }
+    size_t per = n / nb * sizeof(float), slots = h->block_size;
+    size_t slot_bytes = per / slots;
+    if (slots > 32 || per % slots) {
+        snprintf(errstr, errstr_size,
+                 "state of model %s: %zu slots per block do not fit the model",
+                 h->model, slots);
+        return LD_ERR_CORRUPT;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        const blockv_t *b = &r->rd->blocks[i];
+        uint32_t mask = 0;
+        for (int k = 0; k < 4 && b->len >= 4; k++)
+            mask |= (uint32_t)b->data[k] << (8 * k);
+        size_t live = (size_t)__builtin_popcount(mask);
+        if (b->len < 4 || (slots < 32 && mask >> slots) ||
+            b->len != 4 + live * slot_bytes) {
+            snprintf(errstr, errstr_size,
+                     "state of model %s: block %zu has %zu bytes, which is "
+                     "not a block of %zu slots of %zu bytes (another shape?)",
+                     h->model, i, b->len, slots, slot_bytes);
+            return LD_ERR_CORRUPT;
+        }
+        uint8_t *d = (uint8_t *)dst + i * per;
+        const uint8_t *src = b->data + 4;
+        for (size_t k = 0; k < slots; k++, d += slot_bytes) {
+            if (mask >> k & 1) {
+                memcpy(d, src, slot_bytes);
+                src += slot_bytes;
+            } else {
+                memset(d, 0, slot_bytes);
+            }
+        }
+    }
+    return LD_OK;
 }
 
 ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,
@@ -225,14 +584,18 @@ ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,
                        char *errstr, size_t errstr_size)
 {
     *out = NULL;
-    reader_t rd = {.model = model, .mlen = strlen(model)};
     ld_err_t err = LD_ERR_KAFKA;
     rd_kafka_t *rk = NULL;
     rd_kafka_topic_partition_list_t *parts = NULL;
     char *at_end = NULL; /* per partition: read to its end */
+    ld_state_reader_t *rd = ld_state_reader_new(model);
+    if (!rd)
+        return LD_ERR_NOMEM;
     rd_kafka_conf_t *conf = ld_kafka_conf_new(kafka, errstr, errstr_size);
-    if (!conf)
+    if (!conf) {
+        ld_state_reader_destroy(rd);
         return LD_ERR_CONFIG;
+    }
     if (ld_kafka_conf_set(conf, "isolation.level", "read_committed", errstr,
                           errstr_size) ||
         ld_kafka_conf_set(conf, "enable.partition.eof", "true", errstr,
@@ -242,11 +605,13 @@ ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,
         ld_kafka_conf_set(conf, "group.id", "learnd-state-reader", errstr,
                           errstr_size)) {
         rd_kafka_conf_destroy(conf);
+        ld_state_reader_destroy(rd);
         return LD_ERR_CONFIG;
     }
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
     if (!rk) {
         rd_kafka_conf_destroy(conf);
+        ld_state_reader_destroy(rd);
         return LD_ERR_KAFKA;
     }
     const struct rd_kafka_metadata *md = NULL;
@@ -301,14 +666,16 @@ ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,
                      rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             goto out;
-        } else if ((err = take(&rd, m)) != LD_OK) {
+        } else if ((err = ld_state_reader_take(rd, m->key, m->key_len,
+                                               m->payload, m->len)) != LD_OK) {
             rd_kafka_message_destroy(m);
             goto out;
         }
         err = LD_ERR_KAFKA;
         rd_kafka_message_destroy(m);
     }
-    err = rd.header ? assemble(&rd, out, errstr, errstr_size) : LD_OK;
+    err = ld_state_reader_finish(rd, out, errstr, errstr_size);
+    rd = NULL;
 out:
     free(at_end);
     if (md)
@@ -319,6 +686,6 @@ out:
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);
     }
-    reader_free(&rd);
+    ld_state_reader_destroy(rd);
     return err;
 }

@@ -17,6 +17,7 @@
 
 #include "common/pbwire.h"
 #include "trainer/checkpoint.h"
+#include "trainer/ckpt_internal.h"
 #include "trainer/internal.h"
 
 /* ---- Config ------------------------------------------------------------- */
@@ -31,6 +32,11 @@ static const ld_conf_row_t rows[] = {
     {"chunk_size", LD_CONF_SIZE, OFF(chunk_size), "900KiB", 1024,
      LD_CKPT_MAX_CHUNK, NULL,
      "Checkpoint bytes per CheckpointChunk record on the checkpoints topic"},
+    {"delta_every", LD_CONF_INT, OFF(delta_every), "1", 1, 100000, NULL,
+     "On the checkpoints topic, every Nth published version is a full "
+     "checkpoint and those between are deltas of the rows changed since the "
+     "version before (docs/OPERATIONS.md, \"Following delta checkpoints\"); "
+     "1: every version full. The local store keeps full checkpoints"},
     {"warm_start", LD_CONF_BOOL, OFF(warm_start), "true", 0, 0, NULL,
      "Start from the newest stored checkpoint (false: from scratch)"},
     {"manifest_secret", LD_CONF_STRING, OFF(manifest_secret), "", 0, 0, NULL,
@@ -47,6 +53,7 @@ struct ld_ckpt {
     Learnd__V1__Checkpoint *msg;
     uint8_t sha[32];
     size_t size;
+    int head; /* sparse tensors empty: a head or a delta */
 };
 
 /* ---- Encode ------------------------------------------------------------- */
@@ -150,6 +157,121 @@ static void counts_to_pb(const uint64_t c[LD_SAMPLE__COUNT],
     }
 }
 
+/* The ModelSpec (and its OptimizerSpec) of sp, with meta's hash fields;
+ * strings borrowed. Hyperparameters the optimizer does not use stay 0. */
+static void spec_to_pb(const ld_spec_t *sp, const ld_ckpt_meta_t *meta,
+                       Learnd__V1__OptimizerSpec *ospec,
+                       Learnd__V1__ModelSpec *mspec)
+{
+    learnd__v1__optimizer_spec__init(ospec);
+    ospec->kind = (Learnd__V1__OptimizerKind)(sp->opt + 1);
+    ospec->dense_learning_rate = sp->dense_lr;
+    ospec->dense_norm = sp->dense_norm == LD_DNORM_STANDARD
+                            ? LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD
+                        : sp->dense_norm == LD_DNORM_MAXABS
+                            ? LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
+                            : LEARND__V1__DENSE_NORM__DENSE_NORM_NONE;
+    ospec->learning_rate = sp->lr;
+    ospec->l1 = sp->l1;
+    ospec->l2 = sp->l2;
+    if (sp->opt == LD_OPT_FTRL)
+        ospec->beta = sp->beta;
+    if (sp->opt == LD_OPT_ADAGRAD)
+        ospec->initial_accumulator = sp->init_acc;
+    if (sp->opt == LD_OPT_ADAGRAD || sp->opt == LD_OPT_ADAM)
+        ospec->epsilon = sp->eps;
+    if (sp->opt == LD_OPT_ADAM) {
+        ospec->beta1 = sp->beta1;
+        ospec->beta2 = sp->beta2;
+    }
+    if (sp->opt == LD_OPT_SGD) {
+        ospec->schedule = (Learnd__V1__LrSchedule)(sp->schedule + 1);
+        ospec->decay = sp->decay;
+        ospec->power_t = sp->power_t;
+    }
+
+    learnd__v1__model_spec__init(mspec);
+    mspec->kind = (Learnd__V1__ModelKind)(sp->model + 1);
+    mspec->num_classes = sp->k;
+    mspec->hash_bits = sp->hash_bits;
+    mspec->dense_dim = sp->dense_dim;
+    mspec->optimizer = ospec;
+    mspec->hash_function =
+        (char *)(meta->hash_function ? meta->hash_function : "");
+    mspec->hash_seed = meta->hash_seed;
+    if (meta->feature_map_hash) {
+        mspec->feature_map_hash.data = (uint8_t *)meta->feature_map_hash;
+        mspec->feature_map_hash.len = 32;
+    }
+}
+
+/* The Lineage of a checkpoint from meta (its ranges, positions and
+ * advances borrowed), the counts and the parameter hash (32 bytes; left
+ * out of a head, which has no whole parameters: whole = 0). */
+static void lineage_to_pb(const ld_ckpt_meta_t *meta, int whole,
+                          Learnd__V1__ExampleCounts *counts,
+                          Learnd__V1__ExampleCounts *total, uint8_t *params_sha,
+                          Learnd__V1__Lineage *lin)
+{
+    const Learnd__V1__Lineage *ml = meta->lineage;
+    learnd__v1__lineage__init(lin);
+    lin->model = (char *)meta->model;
+    lin->version = meta->version;
+    lin->parent_version = meta->parent_version;
+    if (meta->config_hash) {
+        lin->config_hash.data = (uint8_t *)meta->config_hash;
+        lin->config_hash.len = 32;
+    }
+    lin->learnd_version =
+        (char *)(meta->learnd_version ? meta->learnd_version : "");
+    lin->openblas_corename = (char *)ld_trainer_blas_core();
+    const char *bc = openblas_get_config();
+    lin->openblas_config = (char *)(bc ? bc : "");
+    if (ml) {
+        lin->n_consumed = ml->n_consumed;
+        lin->consumed = ml->consumed;
+        lin->n_resume = ml->n_resume;
+        lin->resume = ml->resume;
+        lin->n_watermark_advances = ml->n_watermark_advances;
+        lin->watermark_advances = ml->watermark_advances;
+    }
+    lin->counts = counts;
+    lin->total_counts = total;
+    lin->params_sha256.data = params_sha;
+    lin->params_sha256.len = whole ? 32 : 0; /* a head has no whole params */
+    lin->created_at_ms = meta->created_at_ms;
+    lin->trigger_id = (char *)(meta->trigger_id ? meta->trigger_id : "");
+}
+
+/* The dense normalization's optimizer tensors of s, appended to
+ * accs[*n...]: the scales [D] when D > 0, the statistics [3, D] under
+ * dense_norm standard. shapes (3 entries: D, 3, D) must outlive them. */
+static void dense_norm_to_pb(const ld_snapshot_t *s, uint32_t shapes[3],
+                             Learnd__V1__Tensor *scale,
+                             Learnd__V1__Tensor *stats,
+                             Learnd__V1__Tensor **accs, size_t *n)
+{
+    uint32_t dd = s->spec.dense_dim;
+    if (!dd)
+        return;
+    learnd__v1__tensor__init(scale);
+    scale->name = (char *)LD_CKPT_DENSE_SCALE;
+    scale->n_shape = 1;
+    scale->shape = &shapes[0];
+    scale->data.data = (uint8_t *)s->dscale;
+    scale->data.len = dd * sizeof(float);
+    accs[(*n)++] = scale;
+    if (s->spec.dense_norm != LD_DNORM_STANDARD)
+        return;
+    learnd__v1__tensor__init(stats);
+    stats->name = (char *)LD_CKPT_DENSE_STATS;
+    stats->n_shape = 2;
+    stats->shape = &shapes[1];
+    stats->data.data = (uint8_t *)s->dstat;
+    stats->data.len = 3 * (size_t)dd * sizeof(float);
+    accs[(*n)++] = stats;
+}
+
 ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
                         ld_buf_t *out)
 {
@@ -170,10 +292,13 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     for (uint32_t p = 0; p < sp->s; p++) {
         for (int which = 0; which < 3; which++) {
             size_t e = p * 3 + (size_t)which, n = count_of(sp, which);
+            if (which == 0 && (!s->sp || meta->delta))
+                n = 0; /* a head or delta: the sparse rows go elsewhere */
             planes[e] = malloc(n ? n * sizeof(float) : 1);
             if (!planes[e])
                 goto err;
-            extract(s, which, p, planes[e]);
+            if (n)
+                extract(s, which, p, planes[e]);
             if (p == 0) {
                 snprintf(names[e], sizeof(names[e]), "%s", param_names[which]);
                 ld_sha256_update(&h, planes[e], n * sizeof(float));
@@ -194,49 +319,12 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
         }
     }
     ld_sha256_final(&h, params_sha);
+    if (meta->delta) /* of the whole parameters the delta reconstructs */
+        ld_snapshot_params_sha256(s, params_sha);
 
     Learnd__V1__OptimizerSpec ospec;
-    learnd__v1__optimizer_spec__init(&ospec);
-    ospec.kind = (Learnd__V1__OptimizerKind)(sp->opt + 1);
-    ospec.dense_learning_rate = sp->dense_lr;
-    ospec.dense_norm = sp->dense_norm == LD_DNORM_STANDARD
-                           ? LEARND__V1__DENSE_NORM__DENSE_NORM_STANDARD
-                       : sp->dense_norm == LD_DNORM_MAXABS
-                           ? LEARND__V1__DENSE_NORM__DENSE_NORM_MAXABS
-                           : LEARND__V1__DENSE_NORM__DENSE_NORM_NONE;
-    ospec.learning_rate = sp->lr;
-    ospec.l1 = sp->l1;
-    ospec.l2 = sp->l2;
-    if (sp->opt == LD_OPT_FTRL)
-        ospec.beta = sp->beta;
-    if (sp->opt == LD_OPT_ADAGRAD)
-        ospec.initial_accumulator = sp->init_acc;
-    if (sp->opt == LD_OPT_ADAGRAD || sp->opt == LD_OPT_ADAM)
-        ospec.epsilon = sp->eps;
-    if (sp->opt == LD_OPT_ADAM) {
-        ospec.beta1 = sp->beta1;
-        ospec.beta2 = sp->beta2;
-    }
-    if (sp->opt == LD_OPT_SGD) {
-        ospec.schedule = (Learnd__V1__LrSchedule)(sp->schedule + 1);
-        ospec.decay = sp->decay;
-        ospec.power_t = sp->power_t;
-    }
-
     Learnd__V1__ModelSpec mspec;
-    learnd__v1__model_spec__init(&mspec);
-    mspec.kind = (Learnd__V1__ModelKind)(sp->model + 1);
-    mspec.num_classes = sp->k;
-    mspec.hash_bits = sp->hash_bits;
-    mspec.dense_dim = sp->dense_dim;
-    mspec.optimizer = &ospec;
-    mspec.hash_function =
-        (char *)(meta->hash_function ? meta->hash_function : "");
-    mspec.hash_seed = meta->hash_seed;
-    if (meta->feature_map_hash) {
-        mspec.feature_map_hash.data = (uint8_t *)meta->feature_map_hash;
-        mspec.feature_map_hash.len = 32;
-    }
+    spec_to_pb(sp, meta, &ospec, &mspec);
 
     const Learnd__V1__Lineage *ml = meta->lineage;
     uint64_t since[LD_SAMPLE__COUNT];
@@ -248,58 +336,14 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     counts_to_pb(s->by_type, ml ? ml->total_counts : NULL, &total);
 
     Learnd__V1__Lineage lin;
-    learnd__v1__lineage__init(&lin);
-    lin.model = (char *)meta->model;
-    lin.version = meta->version;
-    lin.parent_version = meta->parent_version;
-    if (meta->config_hash) {
-        lin.config_hash.data = (uint8_t *)meta->config_hash;
-        lin.config_hash.len = 32;
-    }
-    lin.learnd_version =
-        (char *)(meta->learnd_version ? meta->learnd_version : "");
-    lin.openblas_corename = (char *)ld_trainer_blas_core();
-    const char *bc = openblas_get_config();
-    lin.openblas_config = (char *)(bc ? bc : "");
-    if (ml) {
-        lin.n_consumed = ml->n_consumed;
-        lin.consumed = ml->consumed;
-        lin.n_resume = ml->n_resume;
-        lin.resume = ml->resume;
-        lin.n_watermark_advances = ml->n_watermark_advances;
-        lin.watermark_advances = ml->watermark_advances;
-    }
-    lin.counts = &counts;
-    lin.total_counts = &total;
-    lin.params_sha256.data = params_sha;
-    lin.params_sha256.len = 32;
-    lin.created_at_ms = meta->created_at_ms;
-    lin.trigger_id = (char *)(meta->trigger_id ? meta->trigger_id : "");
+    lineage_to_pb(meta, s->sp != NULL, &counts, &total, params_sha, &lin);
 
     Learnd__V1__OptimizerState ost;
     learnd__v1__optimizer_state__init(&ost);
     ost.step = s->step;
     ost.n_tensors = (size_t)(sp->s - 1) * 3;
-    uint32_t dd = sp->dense_dim;
-    if (dd) {
-        learnd__v1__tensor__init(&scale);
-        scale.name = (char *)LD_CKPT_DENSE_SCALE;
-        scale.n_shape = 1;
-        scale.shape = &dd;
-        scale.data.data = (uint8_t *)s->dscale;
-        scale.data.len = dd * sizeof(float);
-        accs[ost.n_tensors++] = &scale;
-    }
-    uint32_t sshape[2] = {3, dd};
-    if (dd && sp->dense_norm == LD_DNORM_STANDARD) {
-        learnd__v1__tensor__init(&stats);
-        stats.name = (char *)LD_CKPT_DENSE_STATS;
-        stats.n_shape = 2;
-        stats.shape = sshape;
-        stats.data.data = (uint8_t *)s->dstat;
-        stats.data.len = 3 * (size_t)dd * sizeof(float);
-        accs[ost.n_tensors++] = &stats;
-    }
+    uint32_t shapes_dn[3] = {sp->dense_dim, 3, sp->dense_dim};
+    dense_norm_to_pb(s, shapes_dn, &scale, &stats, accs, &ost.n_tensors);
     ost.tensors = ost.n_tensors ? accs : NULL;
 
     Learnd__V1__Metrics m, cm;
@@ -316,6 +360,7 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *s, const ld_ckpt_meta_t *meta,
     ck.optimizer = &ost;
     ck.metrics = &m;
     ck.champion_metrics = &cm;
+    ck.delta = (Learnd__V1__DeltaRows *)(uintptr_t)meta->delta;
 
     size_t body = learnd__v1__checkpoint__get_packed_size(&ck);
     out->data = malloc(body + LD_CKPT_TRAILER);
@@ -350,7 +395,8 @@ static int finite_nonneg(double x)
 
 /* Checks a tensor's name, shape and data length against the spec. */
 static int check_tensor(const Learnd__V1__Tensor *t, const ld_spec_t *sp,
-                        int which, uint32_t plane, char *errstr, size_t size)
+                        int which, uint32_t plane, int head, char *errstr,
+                        size_t size)
 {
     char want[48];
     if (plane == 0)
@@ -368,10 +414,10 @@ static int check_tensor(const Learnd__V1__Tensor *t, const ld_spec_t *sp,
         ld_errstr_set(errstr, size, "tensor %s has the wrong shape", want);
         return 0;
     }
-    if (t->data.len != count_of(sp, which) * sizeof(float) ||
-        (t->data.len && !t->data.data)) {
+    size_t expect = head && which == 0 ? 0 : count_of(sp, which) * 4;
+    if (t->data.len != expect || (t->data.len && !t->data.data)) {
         ld_errstr_set(errstr, size, "tensor %s has %zu bytes, expected %zu",
-                      want, t->data.len, count_of(sp, which) * sizeof(float));
+                      want, t->data.len, expect);
         return 0;
     }
     return 1;
@@ -528,9 +574,86 @@ static int spec_from_pb(const Learnd__V1__Checkpoint *c, ld_spec_t *sp,
 /* Decodes buf; file_sha, when not NULL, is the SHA-256 of all of buf that
  * the caller computed while it checked the trailer's digest itself (reading
  * a file), so neither is computed a second time. */
-static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
-                       ld_ckpt_t **out, char *errstr, size_t size)
+
+/* A delta's rows: ascending slots inside the model, rows of their size. */
+static int check_delta(const Learnd__V1__DeltaRows *d, const ld_spec_t *sp,
+                       char *errstr, size_t size)
 {
+    size_t per = (size_t)sp->k * sp->s * sizeof(float);
+    uint64_t nslots = (uint64_t)1 << sp->hash_bits;
+    if (d->parent_params_sha256.len != 32) {
+        ld_errstr_set(errstr, size, "delta without its parent's hash");
+        return 0;
+    }
+    if (d->rows.len != d->n_slots * per || (d->rows.len && !d->rows.data)) {
+        ld_errstr_set(errstr, size,
+                      "delta has %zu bytes of rows for %zu slots, expected "
+                      "%zu",
+                      d->rows.len, d->n_slots, d->n_slots * per);
+        return 0;
+    }
+    for (size_t i = 0; i < d->n_slots; i++) {
+        if (d->slots[i] >= nslots || (i && d->slots[i] <= d->slots[i - 1])) {
+            ld_errstr_set(errstr, size,
+                          "delta slot %zu (%" PRIu32
+                          ") out of range or out of order",
+                          i, d->slots[i]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The parameter and optimizer tensors of m: their count, shapes and
+ * optional dense statistics; sha gets the SHA-256 of the parameters.
+ * 1, or 0 with errstr set. */
+static int check_tensors(const Learnd__V1__Checkpoint *m, const ld_spec_t *spp,
+                         int head, uint8_t sha[32], char *errstr, size_t size)
+{
+    const ld_spec_t sp = *spp;
+    /* The dense scales are optional: a checkpoint written before dense
+     * normalization existed has none (its dense state is in raw units). */
+    size_t nacc = (size_t)(sp.s - 1) * 3;
+    size_t nopt = m->optimizer->n_tensors;
+    /* The statistics: only under standard, after the scales. */
+    size_t nmax = nacc + (sp.dense_dim ? 1 : 0) +
+                  (sp.dense_dim && sp.dense_norm == LD_DNORM_STANDARD ? 1 : 0);
+    if (m->n_tensors != 3 || nopt < nacc || nopt > nmax) {
+        ld_errstr_set(errstr, size,
+                      "checkpoint has %zu parameter and %zu optimizer "
+                      "tensors, expected 3 and %zu",
+                      m->n_tensors, nopt, nmax);
+        return 0;
+    }
+    if (nopt > nacc &&
+        !check_scale(m->optimizer->tensors[nacc], sp.dense_dim, errstr, size))
+        return 0;
+    if (nopt > nacc + 1 && !check_stats(m->optimizer->tensors[nacc + 1],
+                                        sp.dense_dim, errstr, size))
+        return 0;
+    ld_sha256_t h;
+    ld_sha256_init(&h);
+    for (int which = 0; which < 3; which++) {
+        const Learnd__V1__Tensor *t = m->tensors[which];
+        if (!check_tensor(t, &sp, which, 0, head, errstr, size))
+            return 0;
+        ld_sha256_update(&h, t->data.data, t->data.len);
+    }
+    for (uint32_t p = 1; p < sp.s; p++)
+        for (int which = 0; which < 3; which++)
+            if (!check_tensor(
+                    m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which], &sp,
+                    which, p, head, errstr, size))
+                return 0;
+    ld_sha256_final(&h, sha);
+    return 1;
+}
+
+ld_err_t ld_ckpt_decode_as(const uint8_t *buf, size_t len,
+                           const uint8_t *file_sha, ld_ckpt_mode_t mode,
+                           ld_ckpt_t **out, char *errstr, size_t size)
+{
+    int head = mode != LD_CKPT_FULL && mode != LD_CKPT_ANY;
     ld_ckpt_t *c = NULL;
     ld_err_t rc = LD_ERR_CORRUPT;
     uint8_t sha[32];
@@ -562,12 +685,30 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     else
         ld_ckpt_sha256(buf, len, c->sha);
     c->size = len;
+    c->head = head;
     c->msg = learnd__v1__checkpoint__unpack(NULL, body, buf);
     if (!c->msg) {
         ld_errstr_set(errstr, size, "not a learnd.v1.Checkpoint message");
         goto err;
     }
     const Learnd__V1__Checkpoint *m = c->msg;
+    if (mode == LD_CKPT_ANY) {
+        mode = m->delta ? LD_CKPT_DELTA : LD_CKPT_FULL;
+        head = c->head = m->delta != NULL;
+    }
+    if (m->delta && mode != LD_CKPT_DELTA) {
+        ld_errstr_set(errstr, size,
+                      "checkpoint version %" PRIu64 " is a delta of version "
+                      "%" PRIu64 " (chain from full version %" PRIu64
+                      "): reconstruct it from its chain",
+                      m->lineage ? m->lineage->version : 0,
+                      m->delta->parent_version, m->delta->base_version);
+        goto err;
+    }
+    if (!m->delta && mode == LD_CKPT_DELTA) {
+        ld_errstr_set(errstr, size, "not a delta checkpoint");
+        goto err;
+    }
     if (m->format_version != LD_CKPT_FORMAT_VERSION) {
         ld_errstr_set(errstr, size,
                       "checkpoint format_version %" PRIu32
@@ -578,43 +719,18 @@ static ld_err_t decode(const uint8_t *buf, size_t len, const uint8_t *file_sha,
     ld_spec_t sp;
     if (!spec_from_pb(m, &sp, errstr, size))
         goto err;
-    /* The dense scales are optional: a checkpoint written before dense
-     * normalization existed has none (its dense state is in raw units). */
-    size_t nacc = (size_t)(sp.s - 1) * 3;
-    size_t nopt = m->optimizer->n_tensors;
-    /* The statistics: only under standard, after the scales. */
-    size_t nmax = nacc + (sp.dense_dim ? 1 : 0) +
-                  (sp.dense_dim && sp.dense_norm == LD_DNORM_STANDARD ? 1 : 0);
-    if (m->n_tensors != 3 || nopt < nacc || nopt > nmax) {
-        ld_errstr_set(errstr, size,
-                      "checkpoint has %zu parameter and %zu optimizer "
-                      "tensors, expected 3 and %zu",
-                      m->n_tensors, nopt, nmax);
+    if (!check_tensors(m, &sp, head, sha, errstr, size))
         goto err;
-    }
-    if (nopt > nacc &&
-        !check_scale(m->optimizer->tensors[nacc], sp.dense_dim, errstr, size))
-        goto err;
-    if (nopt > nacc + 1 && !check_stats(m->optimizer->tensors[nacc + 1],
-                                        sp.dense_dim, errstr, size))
-        goto err;
-    ld_sha256_t h;
-    ld_sha256_init(&h);
-    for (int which = 0; which < 3; which++) {
-        const Learnd__V1__Tensor *t = m->tensors[which];
-        if (!check_tensor(t, &sp, which, 0, errstr, size))
-            goto err;
-        ld_sha256_update(&h, t->data.data, t->data.len);
-    }
-    for (uint32_t p = 1; p < sp.s; p++)
-        for (int which = 0; which < 3; which++)
-            if (!check_tensor(
-                    m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which], &sp,
-                    which, p, errstr, size))
-                goto err;
-    ld_sha256_final(&h, sha);
     const ProtobufCBinaryData *ps = &m->lineage->params_sha256;
-    if (ps->len != 32 || memcmp(ps->data, sha, 32) != 0) {
+    if (mode == LD_CKPT_DELTA) {
+        if (ps->len != 32) {
+            ld_errstr_set(errstr, size, "delta without params_sha256");
+            goto err;
+        }
+        if (!check_delta(m->delta, &sp, errstr, size))
+            goto err;
+    } else if (head ? ps->len != 0
+                    : ps->len != 32 || memcmp(ps->data, sha, 32)) {
         ld_errstr_set(errstr, size,
                       "params_sha256 does not match the parameters");
         goto err;
@@ -630,7 +746,19 @@ err:
 ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                         char *errstr, size_t size)
 {
-    return decode(buf, len, NULL, out, errstr, size);
+    return ld_ckpt_decode_as(buf, len, NULL, LD_CKPT_FULL, out, errstr, size);
+}
+
+ld_err_t ld_ckpt_decode_head(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                             char *errstr, size_t size)
+{
+    return ld_ckpt_decode_as(buf, len, NULL, LD_CKPT_HEAD, out, errstr, size);
+}
+
+ld_err_t ld_ckpt_decode_delta(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                              char *errstr, size_t size)
+{
+    return ld_ckpt_decode_as(buf, len, NULL, LD_CKPT_DELTA, out, errstr, size);
 }
 
 void ld_ckpt_destroy(ld_ckpt_t *c)
@@ -686,10 +814,10 @@ ld_snapshot_t *ld_ckpt_snapshot(const ld_ckpt_t *c)
     ld_snapshot_t *s = ld_snapshot_alloc(&sp);
     if (!s)
         return NULL;
-    for (int which = 0; which < 3; which++)
+    for (int which = c->head ? 1 : 0; which < 3; which++)
         insert(s, which, 0, m->tensors[which]->data.data);
     for (uint32_t p = 1; p < sp.s; p++)
-        for (int which = 0; which < 3; which++)
+        for (int which = c->head ? 1 : 0; which < 3; which++)
             insert(s, which, p,
                    m->optimizer->tensors[(p - 1) * 3 + (uint32_t)which]
                        ->data.data);
@@ -749,151 +877,4 @@ ld_err_t ld_ckpt_champion_load(ld_trainer_t *t, const uint8_t *buf, size_t len,
     err = ld_ckpt_champion_set(t, c, errstr, errstr_size);
     ld_ckpt_destroy(c);
     return err;
-}
-
-/* ---- Reading a file -------------------------------------------------- */
-
-/* Reads exactly len bytes at off; 0, or -1 with errno (EIO at a short
- * read: the file shrank under us). */
-static int read_at(int fd, void *buf, size_t len, off_t off)
-{
-    uint8_t *p = buf;
-    while (len) {
-        ssize_t r = pread(fd, p, len, off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r == 0)
-            errno = EIO;
-        if (r <= 0)
-            return -1;
-        p += r;
-        len -= (size_t)r;
-        off += r;
-    }
-    return 0;
-}
-
-ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
-                           size_t size)
-{
-    *out = NULL;
-    ld_err_t rc = LD_ERR_CORRUPT;
-    uint8_t *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        ld_errstr_errno(errstr, size, "open", path);
-        return e == ENOENT ? LD_ERR_NOENT : LD_ERR_IO;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        ld_errstr_errno(errstr, size, "stat", path);
-        close(fd);
-        return LD_ERR_IO;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        ld_errstr_set(errstr, size, "%s: not a regular file", path);
-        close(fd);
-        return LD_ERR_IO;
-    }
-    /* Everything cheap first, before a byte is allocated for the content:
-     * the size, the first field (format_version = 1, which learnd always
-     * writes first) and the trailer's tag; then the digest, streamed. A
-     * 2 GiB file of junk used to be read whole (2.1 GB resident) before it
-     * was refused. */
-    uint64_t flen = (uint64_t)st.st_size;
-    uint8_t head[2], tail[LD_CKPT_TRAILER];
-    if (flen <= LD_CKPT_TRAILER + 2) {
-        ld_errstr_set(errstr, size,
-                      "%s: checkpoint truncated (%" PRIu64 " bytes)", path,
-                      flen);
-        goto out;
-    }
-    if (flen > LD_CKPT_MAX_FILE) {
-        ld_errstr_set(errstr, size,
-                      "%s: %" PRIu64
-                      " bytes, larger than any checkpoint (%" PRIu64 " max)",
-                      path, flen, (uint64_t)LD_CKPT_MAX_FILE);
-        goto out;
-    }
-    size_t len = (size_t)flen, body = len - LD_CKPT_TRAILER;
-    if (read_at(fd, head, sizeof(head), 0) != 0 ||
-        read_at(fd, tail, sizeof(tail), (off_t)body) != 0) {
-        ld_errstr_errno(errstr, size, "read", path);
-        rc = LD_ERR_IO;
-        goto out;
-    }
-    if (head[0] != 0x08 || head[1] != LD_CKPT_FORMAT_VERSION) {
-        ld_errstr_set(
-            errstr, size,
-            "%s: not a learnd checkpoint of format %d (starts with %02x %02x)",
-            path, LD_CKPT_FORMAT_VERSION, head[0], head[1]);
-        goto out;
-    }
-    if (tail[0] != 0x7a || tail[1] != 0x20) {
-        ld_errstr_set(errstr, size,
-                      "%s: checkpoint has no checksum trailer (truncated?)",
-                      path);
-        goto out;
-    }
-    ld_sha256_t hb, hf; /* body (the trailer's digest), whole file (its id) */
-    ld_sha256_init(&hb);
-    ld_sha256_init(&hf);
-    enum { BLOCK = 1 << 20 };
-    uint8_t *block = malloc(BLOCK);
-    if (!block) {
-        rc = LD_ERR_NOMEM;
-        ld_errstr_set(errstr, size, "%s: out of memory", path);
-        goto out;
-    }
-    for (size_t off = 0; off < body;) {
-        size_t n = body - off < BLOCK ? body - off : BLOCK;
-        if (read_at(fd, block, n, (off_t)off) != 0) {
-            ld_errstr_errno(errstr, size, "read", path);
-            free(block);
-            rc = LD_ERR_IO;
-            goto out;
-        }
-        ld_sha256_update(&hb, block, n);
-        ld_sha256_update(&hf, block, n);
-        off += n;
-    }
-    free(block);
-    uint8_t dig[32], file_sha[32];
-    ld_sha256_final(&hb, dig);
-    if (memcmp(dig, tail + 2, 32) != 0) {
-        ld_errstr_set(errstr, size, "%s: checkpoint checksum mismatch", path);
-        goto out;
-    }
-    ld_sha256_update(&hf, tail, sizeof(tail));
-    ld_sha256_final(&hf, file_sha);
-    /* Intact: now the whole of it, for the protobuf decoder. */
-    buf = malloc(len);
-    if (!buf) {
-        rc = LD_ERR_NOMEM;
-        ld_errstr_set(errstr, size, "%s: out of memory for %zu bytes", path,
-                      len);
-        goto out;
-    }
-    if (read_at(fd, buf, len, 0) != 0) {
-        ld_errstr_errno(errstr, size, "read", path);
-        rc = LD_ERR_IO;
-        goto out;
-    }
-    /* The file could change between the two reads: its digest is checked
-     * again over what is decoded, and content_sha256 is of those bytes. */
-    uint8_t again[32];
-    ld_ckpt_sha256(buf, body, again);
-    if (memcmp(again, tail + 2, 32) != 0 || memcmp(buf + body, tail, 2) != 0) {
-        ld_errstr_set(errstr, size, "%s: changed while it was read", path);
-        goto out;
-    }
-    char why[300] = "";
-    rc = decode(buf, len, file_sha, out, why, sizeof(why));
-    if (rc != LD_OK)
-        ld_errstr_set(errstr, size, "%s: %s", path, why);
-out:
-    free(buf);
-    close(fd);
-    return rc;
 }

@@ -46,6 +46,7 @@ typedef struct ld_ckpt_conf {
     char *dir;             /* model store root */
     int64_t keep;          /* newest versions kept per model */
     int64_t chunk_size;    /* bytes of checkpoint per CheckpointChunk */
+    int64_t delta_every;   /* a full version on the topic every N */
     int warm_start;        /* start from the newest stored checkpoint */
     char *manifest_secret; /* HMAC-SHA256 key of manifests; "" = unsigned */
 } ld_ckpt_conf_t;
@@ -77,6 +78,8 @@ typedef struct ld_ckpt_meta {
     /* Example counts of the parent version by sample type (counts since
      * the parent = the snapshot's totals minus these); NULL = zero. */
     const uint64_t *parent_counts;
+    /* Set by ld_ckpt_encode_delta (NULL otherwise). */
+    const Learnd__V1__DeltaRows *delta;
 } ld_ckpt_meta_t;
 
 /* A decoded, validated checkpoint. */
@@ -86,7 +89,9 @@ typedef struct ld_ckpt ld_ckpt_t;
 void ld_ckpt_sha256(const void *data, size_t n, uint8_t out[32]);
 
 /* Serializes snap (borrowed) with meta (borrowed) into out (caller frees
- * out->data). Returns LD_ERR_NOMEM or LD_ERR_INVAL (no model name). */
+ * out->data). A head snapshot (no sparse state) gives a head: its sparse
+ * tensors empty, no params_sha256 (read it with ld_ckpt_decode_head).
+ * Returns LD_ERR_NOMEM or LD_ERR_INVAL (no model name). */
 ld_err_t ld_ckpt_encode(const ld_snapshot_t *snap, const ld_ckpt_meta_t *meta,
                         ld_buf_t *out) LD_WUR;
 
@@ -95,8 +100,61 @@ ld_err_t ld_ckpt_encode(const ld_snapshot_t *snap, const ld_ckpt_meta_t *meta,
  * LD_ERR_NOMEM) with the reason in errstr. */
 ld_err_t ld_ckpt_decode(const uint8_t *buf, size_t len, ld_ckpt_t **out,
                         char *errstr, size_t errstr_size) LD_WUR;
+/* The same for a head: a checkpoint ld_ckpt_encode wrote from a head
+ * snapshot (ld_trainer_state_head), whose sparse tensors are empty and
+ * which has no params_sha256 (its sparse rows travel in the state topic's
+ * blocks). ld_ckpt_snapshot of a head has its sparse state all 0, to be
+ * filled in. A whole checkpoint is refused here, and a head by
+ * ld_ckpt_decode. */
+ld_err_t ld_ckpt_decode_head(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                             char *errstr, size_t errstr_size) LD_WUR;
+/* The same for a delta checkpoint (ld_ckpt_encode_delta): rows checked
+ * in range and ascending, sizes against the spec; its params_sha256 is
+ * checked only when it is applied (ld_ckpt_delta_apply). A whole
+ * checkpoint is refused here, and a delta by ld_ckpt_decode (naming its
+ * parent and base). */
+ld_err_t ld_ckpt_decode_delta(const uint8_t *buf, size_t len, ld_ckpt_t **out,
+                              char *errstr, size_t errstr_size) LD_WUR;
 /* NULL is a no-op. */
 void ld_ckpt_destroy(ld_ckpt_t *c);
+
+/* ---- Delta checkpoints ---------------------------------------------------
+ * A delta holds the sparse rows (slots, all planes) that differ bit for bit
+ * from its parent's, the dense state whole, and the SHA-256 of the full
+ * parameters it reconstructs (Lineage.params_sha256) plus its parent's
+ * (DeltaRows.parent_params_sha256): applying it to anything but its parent,
+ * or a corrupt delta, is refused. */
+
+/* Encodes s (borrowed, complete) as a delta of parent (borrowed, the
+ * snapshot of meta->parent_version) in a chain starting at full version
+ * base_version. *nrows (optional) = rows written. LD_ERR_INVAL when the
+ * shapes differ, LD_ERR_NOMEM. */
+ld_err_t ld_ckpt_encode_delta(const ld_snapshot_t *s,
+                              const ld_snapshot_t *parent,
+                              const ld_ckpt_meta_t *meta, uint64_t base_version,
+                              ld_buf_t *out, size_t *nrows) LD_WUR;
+/* 1 when c is a delta (then *parent_version and *base_version, each
+ * optional, are set), 0 for a full checkpoint. */
+int ld_ckpt_delta_of(const ld_ckpt_t *c, uint64_t *parent_version,
+                     uint64_t *base_version);
+/* The full state delta (decoded by ld_ckpt_decode_delta) reconstructs on
+ * parent (borrowed: the snapshot of its parent version): checks parent's
+ * parameter hash against the link, applies the rows, and checks the
+ * result's parameter hash. *out is the caller's (ld_snapshot_destroy).
+ * LD_ERR_CORRUPT with errstr naming the version on a broken link or a
+ * mismatch, LD_ERR_NOMEM. */
+ld_err_t ld_ckpt_delta_apply(const ld_ckpt_t *delta,
+                             const ld_snapshot_t *parent, ld_snapshot_t **out,
+                             char *errstr, size_t errstr_size) LD_WUR;
+/* Rebuilds the state a chain of serialized checkpoints gives: links[0] a
+ * full checkpoint, each next one a delta of the one before (all borrowed,
+ * each validated). *out is the caller's (ld_snapshot_destroy), *version
+ * (optional) the last link's version. LD_ERR_CORRUPT with errstr naming the
+ * link on a corrupt link, a missing one (a delta whose parent is not the
+ * link before) or a reconstruction whose hash differs; LD_ERR_NOMEM. */
+ld_err_t ld_ckpt_chain_rebuild(const ld_buf_t *links, size_t n,
+                               ld_snapshot_t **out, uint64_t *version,
+                               char *errstr, size_t errstr_size) LD_WUR;
 /* The decoded message, borrowed from c. */
 const Learnd__V1__Checkpoint *ld_ckpt_message(const ld_ckpt_t *c);
 /* SHA-256 of the whole serialized checkpoint (the manifest's sha256, the
@@ -137,5 +195,10 @@ void ld_ckpt_hmac_sha256(const void *key, size_t key_len, const void *data,
  * content is allocated only for a file whose checksum holds. */
 ld_err_t ld_ckpt_read_file(const char *path, ld_ckpt_t **out, char *errstr,
                            size_t errstr_size) LD_WUR;
+/* The same, accepting a delta checkpoint as well (ld_ckpt_delta_of tells
+ * which; a delta's lineage, counts and params_sha256 of the parameters its
+ * chain reconstructs are all there, its sparse rows are not). */
+ld_err_t ld_ckpt_read_file_any(const char *path, ld_ckpt_t **out, char *errstr,
+                               size_t errstr_size) LD_WUR;
 
 #endif /* LD_TRAINER_CHECKPOINT_H */

@@ -421,10 +421,93 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
     t->step = s->step;
     t->st.examples = s->examples;
     memcpy(t->st.by_type, s->by_type, sizeof(s->by_type));
+    memset(t->dirty, 0xff, t->dwords * sizeof(*t->dirty));
     t->bn = 0;
     t->nnz_n = 0;
     t->eid_n = 0;
     ld_window_clear(&t->win);
     ld_window_clear(&t->cwin);
     return LD_OK;
+}
+
+/* ---- Dirty blocks ------------------------------------------------------- */
+
+size_t ld_trainer_state_blocks(const ld_trainer_t *t)
+{
+    return t->dblocks;
+}
+
+uint32_t ld_trainer_state_block_slots(const ld_trainer_t *t)
+{
+    return 1u << t->dshift;
+}
+
+size_t ld_trainer_state_block_floats(const ld_trainer_t *t)
+{
+    return ((size_t)1 << t->dshift) * t->k * t->s;
+}
+
+int ld_trainer_block_dirty(const ld_trainer_t *t, size_t b)
+{
+    return (int)(t->dirty[b >> 6] >> (b & 63) & 1);
+}
+
+void ld_trainer_dirty_clear(ld_trainer_t *t)
+{
+    memset(t->dirty, 0, t->dwords * sizeof(*t->dirty));
+}
+
+void ld_trainer_state_block(const ld_trainer_t *t, size_t b, float *out)
+{
+    size_t n = (size_t)1 << t->dshift;
+    if (t->lazy) {
+        /* The scalar form of lazy_to_plain: out is small and not aligned
+         * for streaming stores. */
+        const float *src = t->sp + b * n * LAZY_SS;
+        for (size_t i = 0; i < n; i++, src += LAZY_SS, out += 3) {
+            out[0] = ftrl_w(src[0], sqrtf(src[1]), &t->lz);
+            out[1] = src[0];
+            out[2] = src[1];
+        }
+        return;
+    }
+    size_t per = n * t->k * t->s;
+    memcpy(out, t->sp + b * per, per * sizeof(float));
+}
+
+ld_snapshot_t *ld_trainer_state_head(ld_trainer_t *t)
+{
+    ld_snapshot_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    atomic_init(&s->refs, 1);
+    s->spec = t->spec;
+    s->dn_n = t->dn_n;
+    s->dn = malloc(s->dn_n * sizeof(float));
+    s->dscale = malloc(t->d1 * sizeof(float));
+    s->dstat = malloc(3 * (size_t)t->d1 * sizeof(float));
+    if (!s->dn || !s->dscale || !s->dstat) {
+        ld_snapshot_destroy(s);
+        return NULL;
+    }
+    memcpy(s->dn, t->dn, s->dn_n * sizeof(float));
+    memcpy(s->dscale, t->dscale, (t->d1 - 1) * sizeof(float));
+    memcpy(s->dstat, t->dstat, 3 * (t->d1 - 1) * sizeof(float));
+    s->step = t->step;
+    s->examples = t->st.examples;
+    memcpy(s->by_type, t->st.by_type, sizeof(s->by_type));
+    ld_window_metrics(&t->win, t->spec.model, &s->metrics);
+    ld_window_metrics(&t->cwin, t->spec.model, &s->champion_metrics);
+    return s;
+}
+
+int ld_snapshot_has_sparse(const ld_snapshot_t *s)
+{
+    return s->sp != NULL;
+}
+
+float *ld_snapshot_sparse(ld_snapshot_t *s, size_t *n)
+{
+    *n = s->sp_n;
+    return s->sp;
 }

@@ -26,6 +26,7 @@ static void init_state(ld_trainer_t *t)
     memset(t->dn, 0, t->dn_n * sizeof(float));
     memset(t->dscale, 0, (t->d1 - 1) * sizeof(float));
     memset(t->dstat, 0, 3 * (t->d1 - 1) * sizeof(float));
+    memset(t->dirty, 0xff, t->dwords * sizeof(*t->dirty));
     if (t->spec.opt == LD_OPT_ADAGRAD) {
         float a = acc_init(&t->spec, 1);
         for (size_t i = 1; i < t->sp_n; i += 2)
@@ -176,11 +177,18 @@ static int alloc_buffers(ld_trainer_t *t)
     t->b_r = malloc(t->bcap * t->k * sizeof(float));
     t->b_sc = malloc(t->bcap * sizeof(ld_scored_t));
     t->pend_buf = malloc(t->nblocks);
+    t->dshift = t->spec.hash_bits < LD_TRAINER_STATE_SHIFT
+                    ? t->spec.hash_bits
+                    : LD_TRAINER_STATE_SHIFT;
+    t->dblocks = t->nslots >> t->dshift;
+    t->dwords = (t->dblocks + 63) / 64;
+    t->dirty = malloc(t->dwords * sizeof(*t->dirty));
     if (!t->sp || !t->dn || !t->dscale || !t->dstat || !t->dtmp || !t->b_off ||
         !t->b_idx || !t->b_val || !t->b_g || !t->b_wb || !t->b_wn || !t->b_sq ||
         !t->b_o || !t->b_x || !t->b_y || !t->b_w || !t->b_type || !t->b_time ||
         !t->b_ltime || !t->b_srcoff || !t->b_part || !t->b_eid || !t->eid ||
-        !t->b_ex || !t->b_z || !t->b_cz || !t->b_r || !t->b_sc || !t->pend_buf)
+        !t->b_ex || !t->b_z || !t->b_cz || !t->b_r || !t->b_sc ||
+        !t->pend_buf || !t->dirty)
         return -1;
     return 0;
 }
@@ -263,6 +271,7 @@ void ld_trainer_destroy(ld_trainer_t *t)
         pthread_join(t->prep, NULL);
     free(t->spare);
     free(t->pend_buf);
+    free(t->dirty);
     free(t);
 }
 
@@ -671,6 +680,14 @@ static void train_batch(ld_trainer_t *t)
     default:
         SPARSE_UPDATE(t, &h, LD_OPT_ADAM);
         break;
+    }
+    /* One pass over the batch's indices, just written and still cached:
+     * cheaper than a mark inside each update kernel's inner loop. */
+    const uint32_t *bi = t->b_idx, dsh = t->dshift;
+    uint64_t *d = t->dirty;
+    for (size_t j = 0; j < t->nnz_n; j++) {
+        uint32_t b = bi[j] >> dsh;
+        d[b >> 6] |= (uint64_t)1 << (b & 63);
     }
     t->step++;
     t->st.examples += t->bn;

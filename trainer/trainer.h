@@ -252,6 +252,51 @@ ld_err_t ld_trainer_champion_set(ld_trainer_t *t, ld_snapshot_t *s) LD_WUR;
 ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
                             char *errstr, size_t errstr_size) LD_WUR;
 
+/* ---- Dirty blocks: what changed since a point in time ------------------ */
+
+/* The sparse state is tracked in blocks of 2^LD_TRAINER_STATE_SHIFT slots
+ * (fewer when hash_bits is smaller): the unit of the incremental resume
+ * state (publish/state_topic.c) and of delta checkpoints. 16 slots of FTRL
+ * are 192 bytes, about the size of a Kafka record's own overhead, so a
+ * smaller block saves little and a larger one writes untouched rows of a
+ * hashed model (see docs/ARCHITECTURE.md, "Resume state"). */
+#ifndef LD_TRAINER_STATE_SHIFT
+#define LD_TRAINER_STATE_SHIFT 4
+#endif
+
+/* Number of sparse blocks and slots per block of t's model. Thread: any. */
+size_t ld_trainer_state_blocks(const ld_trainer_t *t);
+uint32_t ld_trainer_state_block_slots(const ld_trainer_t *t);
+/* Floats of one block in the plain layout: slots x outputs x (weight +
+ * optimizer planes). Thread: any. */
+size_t ld_trainer_state_block_floats(const ld_trainer_t *t);
+/* 1 when a trained batch, ld_trainer_new or ld_trainer_restore wrote
+ * block b (< ld_trainer_state_blocks) since the last
+ * ld_trainer_dirty_clear(), else 0. Thread: loop. */
+int ld_trainer_block_dirty(const ld_trainer_t *t, size_t b);
+/* Forgets the dirty marks: the caller has recorded the state as it is now.
+ * Thread: loop. */
+void ld_trainer_dirty_clear(ld_trainer_t *t);
+/* Copies block b (< ld_trainer_state_blocks) of the sparse state in the
+ * plain layout a snapshot and a checkpoint use (per slot, per output: the
+ * weight, then the optimizer accumulators) into out
+ * (ld_trainer_state_block_floats floats). Bit for bit what a snapshot
+ * taken now would hold there. Thread: loop. */
+void ld_trainer_state_block(const ld_trainer_t *t, size_t b, float *out);
+/* A snapshot of everything but the sparse state (its sparse part absent:
+ * see ld_snapshot_has_sparse), for a checkpoint that carries the sparse
+ * rows elsewhere (ld_ckpt_encode writes its sparse tensors empty). Caller
+ * owns; NULL when out of memory. Thread: loop. */
+ld_snapshot_t *ld_trainer_state_head(ld_trainer_t *t);
+/* 1 when s holds sparse state (not a head snapshot). Thread: any. */
+int ld_snapshot_has_sparse(const ld_snapshot_t *s);
+/* The sparse state of s in the plain layout (*n floats; block b starts at
+ * b * ld_trainer_state_block_floats of a trainer of the same shape), for
+ * filling a snapshot from blocks before ld_trainer_restore and for
+ * comparing rows (delta checkpoints). NULL for a head snapshot. Thread:
+ * the snapshot's owner. */
+float *ld_snapshot_sparse(ld_snapshot_t *s, size_t *n);
+
 /* OpenBLAS core name (openblas_get_corename()), for lineage. Thread: any. */
 const char *ld_trainer_blas_core(void);
 

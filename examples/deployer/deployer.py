@@ -429,6 +429,8 @@ def verify_checkpoint(blob, name, version, man):
         raise Refused("checkpoint format_version %d is not 1" % ck.format_version)
     if ck.lineage.model != name or ck.lineage.version != version:
         raise Refused("checkpoint lineage is %s v%d" % (ck.lineage.model, ck.lineage.version))
+    if ck.HasField("delta"):
+        return ck  # its parameters are checked once rebuilt (apply_delta)
     h = hashlib.sha256()
     for t in ck.tensors:
         n = 4
@@ -442,6 +444,60 @@ def verify_checkpoint(blob, name, version, man):
     if man.params_sha256 and man.params_sha256 != ck.lineage.params_sha256:
         raise Refused("manifest params_sha256 differs from the lineage's")
     return ck
+
+
+# ---- Delta checkpoints (checkpoint.delta_every > 1) ---------------------------
+
+def apply_delta(parent_blob, delta_blob, name, version, man):
+    """Rebuilds the full checkpoint a delta describes on top of its parent
+    (the full checkpoint of the version before, as this deployer wrote it),
+    and returns its bytes, every hash verified: the link (the parent's
+    params_sha256), then the rebuilt parameters against the manifest's."""
+    ck = learnd_pb2.Checkpoint()
+    ck.ParseFromString(delta_blob)
+    d = ck.delta
+    parent = learnd_pb2.Checkpoint()
+    parent.ParseFromString(parent_blob)
+    if parent.lineage.version != d.parent_version:
+        raise Refused("delta v%d applies to v%d, the deployed version is v%d: "
+                      "a missing link (the next full version restarts the "
+                      "chain)" % (version, d.parent_version,
+                                  parent.lineage.version))
+    if parent.lineage.params_sha256 != d.parent_params_sha256:
+        raise Refused("delta v%d applies to other parameters than the "
+                      "deployed v%d (a different link)"
+                      % (version, parent.lineage.version))
+    k = max(ck.spec.num_classes, 1) if ck.spec.kind == learnd_pb2.MODEL_KIND_SOFTMAX else 1
+    # "w" and its optimizer planes, in the order a row stores them.
+    ptens = [parent.tensors[0]] + [t for t in parent.optimizer.tensors
+                                   if t.name.startswith("w.")]
+    planes = [memoryview(bytearray(t.data)).cast("f") for t in ptens]
+    s = len(planes)
+    per = k * s
+    rows = memoryview(d.rows).cast("f")
+    nslots = len(planes[0]) // k
+    if len(rows) != len(d.slots) * per:
+        raise Refused("delta v%d: %d row floats for %d slots of %d"
+                      % (version, len(rows), len(d.slots), per))
+    for n, slot in enumerate(d.slots):
+        if slot >= nslots:
+            raise Refused("delta v%d: slot %d out of range" % (version, slot))
+        base = n * per
+        for j in range(k):
+            for p in range(s):
+                planes[p][slot * k + j] = rows[base + j * s + p]
+    full = learnd_pb2.Checkpoint()
+    full.CopyFrom(ck)
+    full.ClearField("delta")
+    full.ClearField("sha256")
+    full.tensors[0].data = planes[0].tobytes()
+    wopt = [t for t in full.optimizer.tensors if t.name.startswith("w.")]
+    for t, pl in zip(wopt, planes[1:]):
+        t.data = pl.tobytes()
+    body = full.SerializeToString()
+    blob = body + CKPT_SHA_TRAILER + sha256(body)
+    verify_checkpoint(blob, name, version, man)  # params_sha256 included
+    return blob
 
 
 # ---- Deciding ------------------------------------------------------------------
@@ -488,13 +544,27 @@ def handle(ev, args, state, fetcher):
                 # Not remembered: a later run with --from-beginning retries it.
                 return "refused"
             os.makedirs(mdir, exist_ok=True)
+            if man.chain:  # a delta: rebuilt on the deployed version
+                try:
+                    if man.chain[-1] != cur:
+                        raise Refused(
+                            "delta v%d needs v%d, the deployed version is v%d: "
+                            "a missing link (waiting for the next full "
+                            "version)" % (version, man.chain[-1], cur))
+                    with open(os.path.join(mdir, "%d.ckpt" % cur), "rb") as f:
+                        parent_blob = f.read()
+                    blob = apply_delta(parent_blob, blob, name, version, man)
+                except (Refused, OSError) as e:
+                    log("error", "refused", why=str(e), **ctx)
+                    return "refused"
             fname = "%d.ckpt" % version
             write_atomic(os.path.join(mdir, fname), blob)
             symlink_atomic(fname, os.path.join(mdir, "current"))
             state.deployed[name] = {"version": version, "sha256": man.sha256.hex()}
             decision = "deployed"
             log("notice", "deployed", sha256=man.sha256.hex(), bytes=len(blob),
-                chunks=man.chunk_count, path=os.path.join(mdir, fname), **ctx)
+                chunks=man.chunk_count, path=os.path.join(mdir, fname),
+                delta_of=man.chain[-1] if man.chain else None, **ctx)
     state.seen[key] = decision
     state.save()
     return decision

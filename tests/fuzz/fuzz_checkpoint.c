@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Fuzz target for the checkpoint decoder and chunk reassembly; with
+/* Fuzz target for the checkpoint decoder (whole, head and delta
+ * checkpoints, delta application) and chunk reassembly; with
  * -DLD_FUZZ_REPLAY it is a plain program replaying files or directories.
  * Each input is tried as it is and with its checksums fixed up, so that
  * mutations get past the SHA-256 checks to the validation behind them. */
@@ -60,6 +61,36 @@ static void check_valid(const uint8_t *buf, size_t len, ld_ckpt_t *c)
     ld_ckpt_chunks_free(chunks, n);
 }
 
+/* A decoded delta applies to its own zero-row parent or is refused with a
+ * reason, never crashes; a head turns into a snapshot. */
+static void decode_partial(const uint8_t *buf, size_t len)
+{
+    ld_ckpt_t *c = NULL;
+    char err[256] = "";
+    if (ld_ckpt_decode_delta(buf, len, &c, err, sizeof(err)) == LD_OK) {
+        ld_snapshot_t *parent = ld_ckpt_snapshot(c), *out = NULL;
+        if (parent) {
+            err[0] = '\0';
+            if (ld_ckpt_delta_apply(c, parent, &out, err, sizeof(err)) == LD_OK)
+                ld_snapshot_destroy(out);
+            else if (!err[0]) {
+                fprintf(stderr, "delta refused without a reason\n");
+                abort();
+            }
+        }
+        ld_snapshot_destroy(parent);
+        ld_ckpt_destroy(c);
+    } else if (!err[0]) {
+        fprintf(stderr, "delta refused without a reason\n");
+        abort();
+    }
+    c = NULL;
+    if (ld_ckpt_decode_head(buf, len, &c, err, sizeof(err)) == LD_OK) {
+        ld_snapshot_destroy(ld_ckpt_snapshot(c));
+        ld_ckpt_destroy(c);
+    }
+}
+
 static void decode(const uint8_t *buf, size_t len)
 {
     ld_ckpt_t *c = NULL;
@@ -71,6 +102,7 @@ static void decode(const uint8_t *buf, size_t len)
         fprintf(stderr, "refused without a reason\n");
         abort();
     }
+    decode_partial(buf, len);
 }
 
 /* body + the trailer learnd writes last (field 15, SHA-256 of the body). */

@@ -663,9 +663,15 @@ static void test_chunks(void **state)
                      LD_OK);
     assert_int_equal(n, (b.len + 999) / 1000);
     assert_true(n > 3);
-    ld_ckpt_manifest_info_t info = {
-        "ctr", 5, 4,      (uint32_t)n, 1234, "learnd.checkpoints",
-        0,     1, "trig", NULL,        0};
+    ld_ckpt_manifest_info_t info = {.model = "ctr",
+                                    .version = 5,
+                                    .parent_version = 4,
+                                    .chunk_count = (uint32_t)n,
+                                    .first_chunk_offset = 1234,
+                                    .topic = "learnd.checkpoints",
+                                    .partition = 0,
+                                    .created_at_ms = 1,
+                                    .trigger_id = "trig"};
     ld_buf_t mf, out;
     assert_int_equal(ld_ckpt_manifest_encode(b.data, b.len, &info, &mf), LD_OK);
     Learnd__V1__CheckpointManifest *pm =
@@ -1226,6 +1232,115 @@ static void test_champion_from_checkpoint(void **state)
     ld_trainer_destroy(t);
 }
 
+/* ---- Delta checkpoints -------------------------------------------------- */
+
+/* Trains n more examples on t (as trained() does, from seed). */
+static void train_more(ld_trainer_t *t, int bits, uint64_t seed, int n)
+{
+    rng_state = seed;
+    uint32_t mask = (1u << bits) - 1;
+    for (int i = 0; i < n; i++) {
+        uint32_t idx[3] = {(uint32_t)rnd() & mask, (uint32_t)rnd() & mask,
+                           (uint32_t)rnd() & mask};
+        float val[3] = {1, 1, 0.5f}, dense[2] = {0.5f, 0.25f};
+        ld_example_t e;
+        memset(&e, 0, sizeof(e));
+        e.x = (ld_features_t){idx, val, dense, 3, 2};
+        e.label = (float)((idx[0] ^ idx[1]) & 1);
+        e.weight = 1;
+        e.sample_type = LD_SAMPLE_POS;
+        e.event_time_ms = i;
+        assert_int_equal(ld_trainer_add(t, &e), LD_OK);
+    }
+    assert_int_equal(ld_trainer_flush(t), LD_OK);
+}
+
+static void test_delta_chain(void **state)
+{
+    (void)state;
+    for (int opt = 0; opt < 4; opt++) {
+        ld_trainer_t *t = trained(LD_MODEL_LOGISTIC, opt, 12, 5, 400);
+        assert_int_equal(ld_trainer_flush(t), LD_OK);
+        ld_snapshot_t *s1 = ld_trainer_snapshot(t);
+        train_more(t, 12, 6, 20); /* at most 60 of 4096 rows change */
+        ld_snapshot_t *s2 = ld_trainer_snapshot(t);
+        train_more(t, 12, 7, 20);
+        ld_snapshot_t *s3 = ld_trainer_snapshot(t);
+        ld_ckpt_meta_t m2 = meta_for("d", 2), m3 = meta_for("d", 3);
+        ld_buf_t d2, d3, f3;
+        size_t rows2 = 0;
+        assert_int_equal(ld_ckpt_encode_delta(s2, s1, &m2, 1, &d2, &rows2),
+                         LD_OK);
+        assert_int_equal(ld_ckpt_encode_delta(s3, s2, &m3, 1, &d3, NULL),
+                         LD_OK);
+        assert_int_equal(ld_ckpt_encode(s3, &m3, &f3), LD_OK);
+        assert_true(rows2 > 0 && rows2 <= 60);
+        assert_true(d3.len * 10 < f3.len);
+        char why[512] = "";
+        /* A delta is not a checkpoint on its own. */
+        ld_ckpt_t *c = NULL;
+        assert_int_equal(ld_ckpt_decode(d2.data, d2.len, &c, why, sizeof(why)),
+                         LD_ERR_CORRUPT);
+        assert_non_null(
+            strstr(why, "is a delta of version 1 (chain from full version 1)"));
+        /* The chain 1 -> 2 -> 3 gives version 3's parameters exactly. */
+        ld_ckpt_t *c2 = NULL, *c3 = NULL, *cf = NULL;
+        assert_int_equal(
+            ld_ckpt_decode_delta(d2.data, d2.len, &c2, why, sizeof(why)),
+            LD_OK);
+        assert_int_equal(
+            ld_ckpt_decode_delta(d3.data, d3.len, &c3, why, sizeof(why)),
+            LD_OK);
+        uint64_t pv = 0, bv = 0;
+        assert_int_equal(ld_ckpt_delta_of(c3, &pv, &bv), 1);
+        assert_int_equal(pv, 2);
+        assert_int_equal(bv, 1);
+        ld_snapshot_t *r2 = NULL, *r3 = NULL;
+        assert_int_equal(ld_ckpt_delta_apply(c2, s1, &r2, why, sizeof(why)),
+                         LD_OK);
+        assert_int_equal(ld_ckpt_delta_apply(c3, r2, &r3, why, sizeof(why)),
+                         LD_OK);
+        assert_int_equal(ld_ckpt_decode(f3.data, f3.len, &cf, why, sizeof(why)),
+                         LD_OK);
+        ld_snapshot_t *rf = ld_ckpt_snapshot(cf);
+        size_t na = 0, nb = 0;
+        float *pa = ld_snapshot_sparse(r3, &na),
+              *pb = ld_snapshot_sparse(rf, &nb);
+        assert_int_equal(na, nb);
+        assert_memory_equal(pa, pb, na * sizeof(float));
+        uint8_t ha[32], hb[32];
+        ld_snapshot_params_sha256(r3, ha);
+        ld_snapshot_params_sha256(s3, hb);
+        assert_memory_equal(ha, hb, 32);
+        /* A missing link: version 3 applied to version 1. */
+        ld_snapshot_t *bad = NULL;
+        assert_int_equal(ld_ckpt_delta_apply(c3, s1, &bad, why, sizeof(why)),
+                         LD_ERR_CORRUPT);
+        assert_null(bad);
+        assert_non_null(strstr(why, "delta version 3 applies to version 2"));
+        /* A corrupt link: any changed byte is refused. */
+        d3.data[d3.len / 2] ^= 0x10;
+        ld_ckpt_t *cc = NULL;
+        assert_int_equal(
+            ld_ckpt_decode_delta(d3.data, d3.len, &cc, why, sizeof(why)),
+            LD_ERR_CORRUPT);
+        assert_null(cc);
+        ld_snapshot_destroy(rf);
+        ld_snapshot_destroy(r2);
+        ld_snapshot_destroy(r3);
+        ld_ckpt_destroy(c2);
+        ld_ckpt_destroy(c3);
+        ld_ckpt_destroy(cf);
+        free(d2.data);
+        free(d3.data);
+        free(f3.data);
+        ld_snapshot_destroy(s1);
+        ld_snapshot_destroy(s2);
+        ld_snapshot_destroy(s3);
+        ld_trainer_destroy(t);
+    }
+}
+
 static void test_conf_section(void **state)
 {
     (void)state;
@@ -1264,6 +1379,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_champion_from_checkpoint),
         cmocka_unit_test(test_conf_section),
+        cmocka_unit_test(test_delta_chain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

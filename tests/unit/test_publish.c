@@ -489,6 +489,322 @@ static void test_kafka_thread(void **state)
     assert_int_equal(system(path), 0);
 }
 
+/* ---- Incremental resume state (format 2)
+ * --------------------------------- */
+
+/* A compacted topic in memory: the newest record per key, plus the whole
+ * log (to bring back an older record). */
+typedef struct rec {
+    char key[64];
+    uint8_t *val;
+    size_t len;
+    int live; /* newest of its key */
+} rec_t;
+
+typedef struct topic {
+    rec_t r[4096];
+    size_t n;
+    size_t emitted; /* records of the last commit */
+} topic_t;
+
+static ld_err_t topic_emit(void *opaque, const char *key, const uint8_t *val,
+                           size_t len)
+{
+    topic_t *tp = opaque;
+    assert_true(tp->n < 4096);
+    for (size_t i = 0; i < tp->n; i++)
+        if (!strcmp(tp->r[i].key, key))
+            tp->r[i].live = 0;
+    rec_t *r = &tp->r[tp->n++];
+    snprintf(r->key, sizeof(r->key), "%s", key);
+    r->val = malloc(len);
+    memcpy(r->val, val, len);
+    r->len = len;
+    r->live = 1;
+    tp->emitted++;
+    return LD_OK;
+}
+
+/* Compaction: keep the newest record of each key only. */
+static void topic_compact(topic_t *tp)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < tp->n; i++) {
+        if (tp->r[i].live)
+            tp->r[k++] = tp->r[i];
+        else
+            free(tp->r[i].val);
+    }
+    tp->n = k;
+}
+
+static void topic_free(topic_t *tp)
+{
+    for (size_t i = 0; i < tp->n; i++)
+        free(tp->r[i].val);
+    tp->n = 0;
+}
+
+/* The model test_state_* train: 0 logistic FTRL (the lazy layout), 1
+ * softmax over 3 classes with AdaGrad (the plain layout, no slot ever all
+ * zero). */
+static int kind;
+
+static ld_trainer_t *ftrl_trainer(void)
+{
+    ld_trainer_conf_t c;
+    memset(&c, 0, sizeof(c));
+    char err[256];
+    assert_int_equal(
+        ld_conf_set_defaults(&ld_trainer_conf_section, &c, err, sizeof(err)),
+        LD_OK);
+    c.hash_bits = 10; /* 64 blocks of 16 slots */
+    c.dense_dim = 2;
+    c.optimizer = kind ? LD_OPT_ADAGRAD : LD_OPT_FTRL;
+    if (kind) {
+        c.model = LD_MODEL_SOFTMAX;
+        c.num_classes = 3;
+    }
+    c.batch_size = 4;
+    c.batch_span = 0;
+    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    ld_conf_free(&ld_trainer_conf_section, &c); /* copied by the trainer */
+    if (!t)
+        fail_msg("ld_trainer_new: %s", err);
+    return t;
+}
+
+/* Trains n examples whose features fall in slots [lo, lo + span). */
+static void train_some(ld_trainer_t *t, uint32_t seed, int n, uint32_t lo,
+                       uint32_t span)
+{
+    for (int i = 0; i < n; i++) {
+        uint32_t idx[3];
+        float val[3] = {1.0f, 0.5f, -1.0f}, dense[2];
+        for (int k = 0; k < 3; k++)
+            idx[k] =
+                lo +
+                (seed * 2654435761u + (uint32_t)(i * 3 + k) * 40503u) % span;
+        /* distinct, ascending not required */
+        if (idx[1] == idx[0])
+            idx[1] = (idx[0] + 1) % 1024;
+        if (idx[2] == idx[0] || idx[2] == idx[1])
+            idx[2] = (idx[1] + 2) % 1024;
+        dense[0] = (float)(i % 5) * 0.1f;
+        dense[1] = 1.0f;
+        ld_example_t ex = {0};
+        ex.event_time_ms = i;
+        ex.label = (float)((seed + (uint32_t)i) % (kind ? 3 : 2));
+        ex.weight = 1.0f;
+        ex.sample_type = ex.label > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
+        ex.x = (ld_features_t){idx, val, dense, 3, 2};
+        assert_int_equal(ld_trainer_add(t, &ex), LD_OK);
+    }
+    assert_int_equal(ld_trainer_flush(t), LD_OK);
+}
+
+/* One commit point's trainer state into tp, as ld_publisher_save_state
+ * writes it. */
+static void commit(ld_trainer_t *t, ld_state_gens_t *g, uint64_t seq,
+                   topic_t *tp, uint64_t *bytes)
+{
+    ld_snapshot_t *h = ld_trainer_state_head(t);
+    assert_non_null(h);
+    ld_ckpt_meta_t meta = {.model = "m"};
+    ld_buf_t hb = {0};
+    assert_int_equal(ld_ckpt_encode(h, &meta, &hb), LD_OK);
+    Learnd__V1__ResumeHeader hdr = LEARND__V1__RESUME_HEADER__INIT;
+    hdr.model = "m";
+    hdr.commit_seq = seq;
+    hdr.model_state = (ProtobufCBinaryData){hb.len, hb.data};
+    ld_state_sink_t sink = {topic_emit, tp, bytes};
+    tp->emitted = 0;
+    assert_int_equal(ld_state_write_blocks(&sink, &hdr, t, g), LD_OK);
+    ld_trainer_dirty_clear(t);
+    free(hb.data);
+    ld_snapshot_destroy(h);
+}
+
+/* Reads tp back as a restart does; *out NULL and errstr set on refusal. */
+static ld_err_t load(topic_t *tp, ld_resume_t **out, char *why, size_t n)
+{
+    ld_state_reader_t *rd = ld_state_reader_new("m");
+    assert_non_null(rd);
+    for (size_t i = 0; i < tp->n; i++)
+        assert_int_equal(ld_state_reader_take(rd, tp->r[i].key,
+                                              strlen(tp->r[i].key),
+                                              tp->r[i].val, tp->r[i].len),
+                         LD_OK);
+    return ld_state_reader_finish(rd, out, why, n);
+}
+
+/* The trainer a restart builds from rs, as restore_trainer does. */
+static ld_trainer_t *restored(ld_resume_t *rs)
+{
+    ld_ckpt_t *ck = NULL;
+    char why[256];
+    const Learnd__V1__ResumeHeader *h = rs->header;
+    assert_int_equal(ld_ckpt_decode_head(h->model_state.data,
+                                         h->model_state.len, &ck, why,
+                                         sizeof(why)),
+                     LD_OK);
+    ld_snapshot_t *s = ld_ckpt_snapshot(ck);
+    size_t n = 0;
+    float *sp = ld_snapshot_sparse(s, &n);
+    assert_int_equal(ld_resume_fill_sparse(rs, sp, n, why, sizeof(why)), LD_OK);
+    ld_trainer_t *t = ftrl_trainer();
+    assert_int_equal(ld_trainer_restore(t, s, why, sizeof(why)), LD_OK);
+    ld_snapshot_destroy(s);
+    ld_ckpt_destroy(ck);
+    return t;
+}
+
+/* Every parameter and accumulator of a and b, bit for bit. */
+static void assert_same_state(ld_trainer_t *a, ld_trainer_t *b)
+{
+    ld_snapshot_t *sa = ld_trainer_snapshot(a), *sb = ld_trainer_snapshot(b);
+    size_t na = 0, nb = 0;
+    float *pa = ld_snapshot_sparse(sa, &na), *pb = ld_snapshot_sparse(sb, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(pa, pb, na * sizeof(float));
+    uint8_t ha[32], hb[32];
+    ld_snapshot_params_sha256(sa, ha);
+    ld_snapshot_params_sha256(sb, hb);
+    assert_memory_equal(ha, hb, 32);
+    ld_snapshot_destroy(sa);
+    ld_snapshot_destroy(sb);
+}
+
+static void state_incremental(void)
+{
+    ld_trainer_t *t = ftrl_trainer();
+    static topic_t tp;
+    ld_state_gens_t g = {0};
+    uint64_t b1 = 0, b2 = 0;
+    train_some(t, 1, 40, 0, 1024);
+    commit(t, &g, 1, &tp, &b1);
+    /* The first commit writes every block: 64, one gens page, header. */
+    assert_int_equal(tp.emitted, 64 + 1 + 1);
+    /* Then only slots 32..63 change: blocks 2 and 3. */
+    train_some(t, 2, 20, 32, 32);
+    commit(t, &g, 2, &tp, &b2);
+    assert_int_equal(tp.emitted, 2 + 1 + 1);
+    assert_true(b2 < b1);
+    train_some(t, 3, 20, 512, 16); /* block 32 */
+    commit(t, &g, 3, &tp, &b2);
+    assert_int_equal(tp.emitted, 1 + 1 + 1);
+    topic_compact(&tp);
+    /* 64 blocks, 1 page, 1 header survive compaction: no hole. */
+    assert_int_equal(tp.n, 64 + 1 + 1);
+    ld_resume_t *rs = NULL;
+    char why[512] = "";
+    assert_int_equal(load(&tp, &rs, why, sizeof(why)), LD_OK);
+    assert_non_null(rs);
+    assert_int_equal(rs->header->commit_seq, 3);
+    assert_int_equal(rs->gens_block[0], 1);
+    assert_int_equal(rs->gens_block[2], 2);
+    assert_int_equal(rs->gens_block[32], 3);
+    ld_trainer_t *r = restored(rs);
+    assert_same_state(t, r);
+    /* And both keep training to the same state. */
+    train_some(t, 4, 30, 0, 1024);
+    train_some(r, 4, 30, 0, 1024);
+    assert_same_state(t, r);
+    ld_resume_destroy(rs);
+    ld_trainer_destroy(r);
+    ld_trainer_destroy(t);
+    ld_state_gens_free(&g);
+    topic_free(&tp);
+}
+
+static void test_state_incremental(void **state)
+{
+    (void)state;
+    for (kind = 0; kind < 2; kind++)
+        state_incremental();
+    kind = 0;
+}
+
+static void test_state_hole_refused(void **state)
+{
+    (void)state;
+    ld_trainer_t *t = ftrl_trainer();
+    static topic_t tp;
+    ld_state_gens_t g = {0};
+    train_some(t, 1, 40, 0, 1024);
+    commit(t, &g, 1, &tp, NULL);
+    train_some(t, 2, 20, 32, 32);
+    commit(t, &g, 2, &tp, NULL);
+    /* A block of commit 1 lost (what a compaction bug or a deleted key
+     * would leave): the restart refuses, naming it. */
+    ld_resume_t *rs = NULL;
+    char why[512] = "";
+    static topic_t cut;
+    cut.n = 0;
+    for (size_t i = 0; i < tp.n; i++)
+        if (strcmp(tp.r[i].key, "m/block/7") != 0)
+            topic_emit(&cut, tp.r[i].key, tp.r[i].val, tp.r[i].len);
+    assert_int_equal(load(&cut, &rs, why, sizeof(why)), LD_ERR_CORRUPT);
+    assert_null(rs);
+    assert_non_null(strstr(why, "block 7 of commit 1 is missing"));
+    topic_free(&cut);
+    /* Block 2 of commit 2 replaced by its commit-1 record (the newest
+     * record of a key is not the one the header names). */
+    size_t old = SIZE_MAX;
+    for (size_t i = 0; i < tp.n && old == SIZE_MAX; i++)
+        if (!strcmp(tp.r[i].key, "m/block/2"))
+            old = i;
+    for (size_t i = 0; i < tp.n; i++)
+        if (strcmp(tp.r[i].key, "m/block/2") != 0)
+            topic_emit(&cut, tp.r[i].key, tp.r[i].val, tp.r[i].len);
+    topic_emit(&cut, tp.r[old].key, tp.r[old].val, tp.r[old].len);
+    assert_int_equal(load(&cut, &rs, why, sizeof(why)), LD_ERR_CORRUPT);
+    assert_non_null(strstr(why, "block 2 of commit 2 is from another commit"));
+    topic_free(&cut);
+    /* A lost generations page. */
+    for (size_t i = 0; i < tp.n; i++)
+        if (strcmp(tp.r[i].key, "m/gens/0") != 0)
+            topic_emit(&cut, tp.r[i].key, tp.r[i].val, tp.r[i].len);
+    assert_int_equal(load(&cut, &rs, why, sizeof(why)), LD_ERR_CORRUPT);
+    assert_non_null(strstr(why, "generations page 0"));
+    topic_free(&cut);
+    ld_trainer_destroy(t);
+    ld_state_gens_free(&g);
+    topic_free(&tp);
+}
+
+/* A state written by an older learnd (format 1: one checkpoint in blocks)
+ * still loads, as that checkpoint. */
+static void test_state_format1(void **state)
+{
+    (void)state;
+    ld_trainer_t *t = ftrl_trainer();
+    train_some(t, 1, 40, 0, 1024);
+    ld_snapshot_t *s = ld_trainer_snapshot(t);
+    ld_ckpt_meta_t meta = {.model = "m"};
+    ld_buf_t b = {0};
+    assert_int_equal(ld_ckpt_encode(s, &meta, &b), LD_OK);
+    static topic_t tp;
+    Learnd__V1__ResumeHeader hdr = LEARND__V1__RESUME_HEADER__INIT;
+    hdr.model = "m";
+    hdr.commit_seq = 9;
+    ld_state_sink_t sink = {topic_emit, &tp, NULL};
+    assert_int_equal(ld_state_write_v1(&sink, &hdr, b.data, b.len, 1000),
+                     LD_OK);
+    assert_int_equal(tp.n, (b.len + 999) / 1000 + 1);
+    ld_resume_t *rs = NULL;
+    char why[512] = "";
+    assert_int_equal(load(&tp, &rs, why, sizeof(why)), LD_OK);
+    assert_int_equal(rs->header->format_version, 1);
+    assert_int_equal(rs->ckpt_len, b.len);
+    assert_memory_equal(rs->ckpt, b.data, b.len);
+    ld_resume_destroy(rs);
+    free(b.data);
+    ld_snapshot_destroy(s);
+    ld_trainer_destroy(t);
+    topic_free(&tp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -499,6 +815,9 @@ int main(void)
         cmocka_unit_test(test_capture),
         cmocka_unit_test(test_kafka_thread),
         cmocka_unit_test(test_kafka_queue),
+        cmocka_unit_test(test_state_incremental),
+        cmocka_unit_test(test_state_hole_refused),
+        cmocka_unit_test(test_state_format1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
