@@ -149,6 +149,30 @@ static int check_partitions(run_t *r, char *errstr, size_t size)
     return LD_EXIT_OK;
 }
 
+/* Replay: every partition from where the recorded run started (the
+ * beginning when not recorded); takes l. */
+static int replay_assign(run_t *r, rd_kafka_topic_partition_list_t *l,
+                         char *errstr, size_t size)
+{
+    for (int i = 0; i < l->cnt; i++) {
+        l->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+        for (size_t k = 0; k < r->opts->n_replay_start; k++) {
+            const ld_run_start_t *st = &r->opts->replay_start[k];
+            if (st->partition == l->elems[i].partition &&
+                strcmp(st->topic, r->examples_topic) == 0)
+                l->elems[i].offset = st->offset;
+        }
+    }
+    rd_kafka_resp_err_t e = rd_kafka_assign(r->train->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        snprintf(errstr, size, "cannot assign the examples topic: %s",
+                 rd_kafka_err2str(e));
+        return LD_EXIT_RUNTIME;
+    }
+    return LD_EXIT_OK;
+}
+
 /* Assigns every partition, each where this model's group committed. */
 static int assign_all(run_t *r, char *errstr, size_t size)
 {
@@ -158,6 +182,8 @@ static int assign_all(run_t *r, char *errstr, size_t size)
     for (int32_t p = 0; p < t->nparts; p++)
         rd_kafka_topic_partition_list_add(l, r->examples_topic, p)->offset =
             RD_KAFKA_OFFSET_STORED;
+    if (r->replay)
+        return replay_assign(r, l, errstr, size);
     /* Each commit point commits the newest watermark record's offset (or
      * the first untrained example's, if lower) and, as metadata, the first
      * untrained example's: a restart re-reads the watermark and skips
@@ -241,7 +267,7 @@ int run_train_setup(run_t *r, char *errstr, size_t size)
     t->cgmd = rd_kafka_consumer_group_metadata(t->consumer);
     if ((rc = assign_all(r, errstr, size)) != LD_EXIT_OK)
         return rc;
-    if (ld_publisher_start(r->pub, t->producer) != LD_OK) {
+    if (!r->replay && ld_publisher_start(r->pub, t->producer) != LD_OK) {
         snprintf(errstr, size, "cannot start the publisher thread");
         return LD_EXIT_RUNTIME;
     }
@@ -284,6 +310,11 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m,
                         const char *reason, const char *detail)
 {
     struct run_train *t = r->train;
+    if (r->replay) { /* counted, not written */
+        t->dead++;
+        r->dead++;
+        return;
+    }
     char part[16], off[24];
     snprintf(part, sizeof(part), "%d", (int)m->partition);
     snprintf(off, sizeof(off), "%lld", (long long)m->offset);
@@ -471,7 +502,7 @@ static void train_one(run_t *r, const Learnd__V1__LabelledExample *e)
 static void merge(run_t *r)
 {
     struct run_train *t = r->train;
-    while (!r->exit_code) {
+    while (!r->exit_code && !r->replay_done) {
         int32_t best = -1;
         for (int32_t p = 0; p < t->nparts; p++) {
             part_t *q = &t->q[p];
@@ -619,6 +650,8 @@ int run_train(run_t *r)
             rd_kafka_message_destroy(m);
             merge(r);
         }
+        if (r->replay_done)
+            break;
         if (r->opts->until_caught_up && caught_up(r)) {
             done = 1;
             break;
@@ -630,8 +663,16 @@ int run_train(run_t *r)
         }
     }
     ld_metrics_set_ready(r->reg, 0);
-    if (!r->exit_code && done)
+    if (!r->exit_code && done && !r->replay_done)
         run_final_checkpoint(r);
+    if (r->replay && !r->replay_done && !r->exit_code) {
+        ld_log(LD_LOG_ERR, MOD,
+               "msg=\"replay read the examples without reaching the "
+               "version\" version=%llu last_version=%llu",
+               (unsigned long long)r->opts->replay_version,
+               (unsigned long long)r->ctr->version);
+        r->exit_code = LD_EXIT_RUNTIME;
+    }
     if (!r->exit_code)
         commit_point(r);
     size_t queued = 0;

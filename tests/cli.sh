@@ -194,7 +194,7 @@ helps() { # helps VERB... -- OPTION...
   done
 }
 helps run -- -c --config --until-caught-up --from-scratch --role --examples-topic --instance -h --help
-helps replay -- -c --config --checkpoint --verify -h --help
+helps replay -- -c --config --checkpoint --verify --examples-topic -h --help
 helps demo -- --events --seed --keep --poison --summary-json --bootstrap --run-id --freshness --svg -h --help
 helps backtest -- -c --config --checkpoint --from --to --bucket --json --svg -q --quiet -h --help
 helps freshness -- -c --config --from --to --cadence --checkpoint --warmup --staleness --eval-window --bucket --json --svg -q --quiet -h --help

@@ -315,6 +315,29 @@ static uint64_t same_models(const char *ra, const char *rb)
     return va;
 }
 
+/* `learnd replay --verify` rebuilds a train-role version from the
+ * examples topic: the middle one and the last (end of input). */
+static void replay_train(const char *cfg, const char *extopic, uint64_t version)
+{
+    uint64_t vs[2] = {version / 2, version};
+    for (int i = 0; i < 2; i++) {
+        char v[24], earg[300], log[256];
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)vs[i]);
+        snprintf(earg, sizeof(earg), "--examples-topic=%s", extopic);
+        snprintf(log, sizeof(log), "%s/replay-%s.log", tmpdir, v);
+        char *argv[] = {LD_LEARND_BIN, "replay",       "-c",
+                        (char *)cfg,   "--checkpoint", v,
+                        "--verify",    earg,           NULL};
+        int rc = ld_test_wait_exit(ld_test_spawn(argv, log), 120000);
+        if (rc)
+            ld_test_show_tail(log, 30);
+        LD_TEST_EQ_I64("replay --verify of a train-role version", 0, rc);
+    }
+    ld_test_say("replay --verify: versions %llu and %llu rebuilt from the "
+                "examples topic",
+                (unsigned long long)vs[0], (unsigned long long)vs[1]);
+}
+
 /* A second model with other trainer settings (name m2, learning_rate 0.05)
  * trains from the same examples topic in a group and transaction of its
  * own: its versions are those of a `learnd run` with its settings, and
@@ -427,6 +450,7 @@ static uint64_t scenario(const char *what, int kill_one, int bad_input)
     uint64_t version =
         roles_equal_all(&c, cfg_all, cfg_role, extopic, kill_one);
     if (bad_input) {
+        replay_train(cfg_role, extopic, version);
         second_model(&c, extopic);
         boundary(&c, cfg_role, extopic, version);
     }
