@@ -408,10 +408,11 @@ static int load_ckpts(const args_t *a, const ld_config_t *conf,
                      : strrchr(file, '/') ? strrchr(file, '/') + 1
                                           : file);
         }
+        int has_spec = m->spec != NULL; /* m goes with c */
         ld_ckpt_destroy(c);
         if (!ok) {
             fprintf(stderr, "learnd %s: checkpoint %s: %s\n", a->verb, t,
-                    m->spec ? why : "no model spec");
+                    has_spec ? why : "no model spec");
             return LD_EXIT_USAGE;
         }
         if (!k->snap[i]) {

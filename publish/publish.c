@@ -361,7 +361,8 @@ static ld_err_t take_written(ld_publisher_t *p, size_t n)
         }
         p->done[p->ndone++] = *o;
     }
-    memmove(p->out, p->out + n, (p->nout - n) * sizeof(*p->out));
+    if (p->nout > n) /* p->out may be NULL when nothing was queued */
+        memmove(p->out, p->out + n, (p->nout - n) * sizeof(*p->out));
     p->nout -= n;
     return LD_OK;
 }

@@ -643,18 +643,24 @@ ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,
         err = LD_ERR_NOMEM;
         goto out;
     }
+    /* timeout_ms bounds a wait without progress, not the whole read: a
+     * large state topic (many commits not compacted yet) is read to its
+     * end however long that takes, while a broker that stops answering
+     * still fails the start. */
     int64_t deadline = ld_now_mono_ms() + timeout_ms;
     while (eofs < nparts) {
         if (ld_now_mono_ms() > deadline) {
             snprintf(errstr, errstr_size,
-                     "state topic %s not read to its end in %d ms", topic,
-                     timeout_ms);
+                     "state topic %s not read to its end: nothing arrived "
+                     "for %d ms",
+                     topic, timeout_ms);
             err = LD_ERR_TIMEOUT;
             goto out;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m)
             continue;
+        deadline = ld_now_mono_ms() + timeout_ms;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             if (m->partition >= 0 && m->partition < nparts &&
                 !at_end[m->partition]) {
