@@ -78,8 +78,15 @@ int run_join_setup(run_t *r, char *errstr, size_t size)
     if (ld_kafka_create_topics(&r->conf->kafka, &spec, 1, 30000, errstr,
                                size) != LD_OK)
         return LD_EXIT_RUNTIME;
-    int nex = run_topic_partitions(rk, r->examples_topic, errstr, size);
-    if (nex < 0)
+    /* Join instances start together and all create it: the metadata of
+     * one just created (here or by another) may lag behind for a moment. */
+    int nex = -1;
+    for (int64_t until = ld_now_mono_ms() + 30000;
+         (nex = run_topic_partitions(rk, r->examples_topic, errstr, size)) <=
+             0 &&
+         ld_now_mono_ms() < until;)
+        rd_kafka_poll(rk, 200);
+    if (nex <= 0)
         return LD_EXIT_RUNTIME;
     if (nex != nin) {
         /* Partition p of the examples holds what input partition p

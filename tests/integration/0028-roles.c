@@ -70,6 +70,17 @@ static void write_config(const char *path, const char *run, int bits,
     fclose(f);
 }
 
+/* Join instances still running when the test fails: killed at exit, so
+ * that a failure leaves no daemon behind. */
+static pid_t joins_running[JOINS];
+
+static void kill_joins(void)
+{
+    for (int i = 0; i < JOINS; i++)
+        if (joins_running[i] > 0)
+            kill(joins_running[i], SIGKILL);
+}
+
 static pid_t spawn(const char *cfg, const char *role, const char *inst,
                    int until, const char *log, const char *extopic)
 {
@@ -228,7 +239,8 @@ static uint64_t roles_equal_all(ctx_t *c, const char *cfg_all,
         char inst[16], jlog[256];
         snprintf(inst, sizeof(inst), "j%d", i);
         snprintf(jlog, sizeof(jlog), "%s/join%d.log", tmpdir, i);
-        join[i] = spawn(cfg_role, "join", inst, 0, jlog, extopic);
+        join[i] = joins_running[i] =
+            spawn(cfg_role, "join", inst, 0, jlog, extopic);
     }
     await(ready_cond, c, "three join instances holding a partition each");
     ld_demo_gen_conf_t g = {.seed = 28,
@@ -261,7 +273,8 @@ static uint64_t roles_equal_all(ctx_t *c, const char *cfg_all,
                     (long long)sum, (long long)end);
         char jlog[256];
         snprintf(jlog, sizeof(jlog), "%s/join1-restarted.log", tmpdir);
-        join[1] = spawn(cfg_role, "join", "j1", 0, jlog, extopic);
+        join[1] = joins_running[1] =
+            spawn(cfg_role, "join", "j1", 0, jlog, extopic);
         await(done_cond, c, "the join group committed the whole input");
         LD_TEST_ASSERT(ld_test_file_has(jlog, "resumed from committed state"),
                        "%s: j1 did not resume from its state", jlog);
@@ -274,6 +287,7 @@ static uint64_t roles_equal_all(ctx_t *c, const char *cfg_all,
         snprintf(jlog, sizeof(jlog), "%s/join%d.log", tmpdir, i);
         kill(join[i], SIGTERM);
         expect_exit(join[i], 0, jlog);
+        joins_running[i] = 0;
     }
     snprintf(log, sizeof(log), "%s/train.log", tmpdir);
     expect_exit(spawn(cfg_role, "train", NULL, 1, log, extopic), 0, log);
@@ -463,6 +477,7 @@ static uint64_t scenario(const char *what, int kill_one, int bad_input)
 
 int main(void)
 {
+    atexit(kill_joins);
     const char *ev = getenv("LD_0028_EVENTS");
     if (ev && atoi(ev) > 0)
         n_input = atoi(ev);
