@@ -151,18 +151,27 @@ static int cmd_config(int argc, char **argv)
 
 static const char run_usage[] =
     "usage: learnd run -c FILE [--until-caught-up] [--from-scratch]\n"
+    "                  [--role all|join|train] [--examples-topic T]\n"
+    "                  [--instance NAME]\n"
     "\n"
     "  -c, --config=FILE  the config (see learnd config doc)\n"
     "  --until-caught-up  exit 0 once the input that existed at start-up is\n"
     "                     read and committed (backfills, tests)\n"
     "  --from-scratch     ignore stored checkpoints\n"
+    "  --role=ROLE        all (default): join and train; join: labelled\n"
+    "                     examples to the examples topic; train: from it\n"
+    "  --examples-topic=T the examples topic (default <events>.examples)\n"
+    "  --instance=NAME    join: this instance's name, unique in the group\n"
     "  -h, --help         show this help\n";
 
 static int cmd_run(int argc, char **argv)
 {
-    enum { OPT_UNTIL = 256, OPT_SCRATCH };
+    enum { OPT_UNTIL = 256, OPT_SCRATCH, OPT_ROLE, OPT_EXTOPIC, OPT_INST };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
+        {"role", required_argument, NULL, OPT_ROLE},
+        {"examples-topic", required_argument, NULL, OPT_EXTOPIC},
+        {"instance", required_argument, NULL, OPT_INST},
         {"until-caught-up", no_argument, NULL, OPT_UNTIL},
         {"from-scratch", no_argument, NULL, OPT_SCRATCH},
         {"help", no_argument, NULL, 'h'},
@@ -181,6 +190,25 @@ static int cmd_run(int argc, char **argv)
             break;
         case OPT_SCRATCH:
             opts.from_scratch = 1;
+            break;
+        case OPT_ROLE:
+            if (strcmp(optarg, "all") == 0)
+                opts.role = LD_ROLE_ALL;
+            else if (strcmp(optarg, "join") == 0)
+                opts.role = LD_ROLE_JOIN;
+            else if (strcmp(optarg, "train") == 0)
+                opts.role = LD_ROLE_TRAIN;
+            else
+                return ld_cli_usage_error("run", run_usage,
+                                          "--role is all, join or train, not "
+                                          "'%s'",
+                                          optarg);
+            break;
+        case OPT_EXTOPIC:
+            opts.examples_topic = optarg;
+            break;
+        case OPT_INST:
+            opts.instance = optarg;
             break;
         case 'h':
             fputs(run_usage, stdout);

@@ -15,6 +15,7 @@
 
 static const char usage[] =
     "usage: learnd replay -c FILE --checkpoint VERSION|PATH [--verify]\n"
+    "                     [--examples-topic T]\n"
     "\n"
     "Assigns itself every partition of the input topics (no consumer group)\n"
     "and re-reads them from where the run that published version 1 started\n"
@@ -36,6 +37,7 @@ static const char usage[] =
     "  -c, --config=FILE      the config of the run being replayed\n"
     "  --checkpoint=VERSION|PATH  the version to rebuild\n"
     "  --verify               exit 1 unless the parameters are identical\n"
+    "  --examples-topic=T     a model of `run --role train`: re-read T\n"
     "  -h, --help             show this help\n";
 
 static void hex(const uint8_t *b, size_t n, char *out)
@@ -92,8 +94,13 @@ typedef struct plan {
     uint64_t unplaced; /* advances without their offset (older learnd) */
 } plan_t;
 
+/* --examples-topic: a train-role model's input (NULL: the inputs). */
+static const char *examples_topic;
+
 static const char *input_topic(const ld_config_t *conf, const char *name)
 {
+    if (examples_topic)
+        return strcmp(name, examples_topic) == 0 ? examples_topic : NULL;
     if (strcmp(name, conf->pipeline.events_topic) == 0)
         return conf->pipeline.events_topic;
     if (strcmp(name, conf->pipeline.labels_topic) == 0)
@@ -254,15 +261,17 @@ int ld_cmd_replay(int argc, char **argv)
 {
     const char *path = NULL, *which = NULL;
     int verify = 0;
-    enum { OPT_CHECKPOINT = 256, OPT_VERIFY };
+    enum { OPT_CHECKPOINT = 256, OPT_VERIFY, OPT_EXTOPIC };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
+        {"examples-topic", required_argument, NULL, OPT_EXTOPIC},
         {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
         {"verify", no_argument, NULL, OPT_VERIFY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     int c;
     optind = 0;
+    examples_topic = NULL;
     while ((c = ld_cli_getopt(argc, argv, "c:h", longopts, usage)) != -1) {
         switch (c) {
         case 'c':
@@ -273,6 +282,9 @@ int ld_cmd_replay(int argc, char **argv)
             break;
         case OPT_VERIFY:
             verify = 1;
+            break;
+        case OPT_EXTOPIC:
+            examples_topic = optarg;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -318,7 +330,9 @@ int ld_cmd_replay(int argc, char **argv)
         fprintf(stderr, "learnd replay: warning: %s\n", why);
     if (gaps > 0)
         goto out;
-    ld_run_opts_t opts = {.until_caught_up = 1,
+    ld_run_opts_t opts = {.role = examples_topic ? LD_ROLE_TRAIN : LD_ROLE_ALL,
+                          .examples_topic = examples_topic,
+                          .until_caught_up = 1,
                           .replay_version = version,
                           .replayed = &snap,
                           .replay_start = plan.start,

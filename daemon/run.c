@@ -302,7 +302,7 @@ static int trained_any(const run_t *r)
 /* Takes the trigger decisions made so far. A PASS publishes the model as it
  * is after the micro-batch holding the deciding example: a pure function of
  * the input, whatever the wall clock did. */
-static void take_decisions(run_t *r)
+void run_take_decisions(run_t *r)
 {
     if (!ld_triggers_pending(r->trig))
         return;
@@ -311,7 +311,8 @@ static void take_decisions(run_t *r)
      * it). The joiner's watermark of the moment is not a function of the
      * input: it depends on how far ingestion had run (issue #14: 12 to 15
      * of 45 events differed after a kill -9). */
-    int64_t watermark = ld_joiner_decision_time(r->joiner);
+    int64_t watermark =
+        r->train ? r->train_dt : ld_joiner_decision_time(r->joiner);
     ld_trigger_decision_t *d;
     while ((d = ld_triggers_poll(r->trig, watermark))) {
         if (r->hooks.decision)
@@ -345,7 +346,7 @@ static void take_decisions(run_t *r)
          * transaction at once (a final checkpoint comes after the last
          * one was committed). */
         Learnd__V1__Lineage *lin = snap ? run_take_lineage(r) : NULL;
-        if (!r->replay && ld_pipeline_txn_begin(r->pipe) != LD_OK)
+        if (!r->replay && r->pipe && ld_pipeline_txn_begin(r->pipe) != LD_OK)
             r->exit_code = LD_EXIT_RUNTIME;
         if (ld_publisher_queue(r->pub, d, snap, version, lin) != LD_OK)
             ld_log(LD_LOG_ERR, MOD, "msg=\"out of memory queueing a trigger\"");
@@ -364,10 +365,10 @@ static void take_decisions(run_t *r)
  * through the gate as an end_of_input trigger, so that its event, like
  * every publication's, tells deployers about it, in the same commit
  * transaction as the checkpoint (the last commit point). */
-static void final_checkpoint(run_t *r)
+void run_final_checkpoint(run_t *r)
 {
     ld_err_t err = ld_trainer_flush(r->trainer);
-    take_decisions(r); /* the flushed batch may decide a publication */
+    run_take_decisions(r); /* the flushed batch may decide a publication */
     if (err) {
         ld_log(LD_LOG_ERR, MOD,
                "msg=\"cannot train the last micro-batch\" err=\"%s\"",
@@ -414,7 +415,7 @@ static void final_checkpoint(run_t *r)
         r->exit_code = LD_EXIT_RUNTIME;
         return;
     }
-    take_decisions(r); /* PASS: snapshot and publication; else event only */
+    run_take_decisions(r); /* PASS: snapshot and publication; else event only */
 }
 
 /* The audit topic (labeling.output_topic): every labelled example exactly
@@ -579,6 +580,10 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
     while (ld_joiner_poll(r->joiner, &ex)) {
         if (r->hooks.example)
             r->hooks.example(r->hooks.opaque, &ex);
+        if (r->join) { /* join role: the trainer is elsewhere */
+            run_join_emit(r, &ex);
+            continue;
+        }
         if ((err = ld_trainer_add(r->trainer, &ex))) {
             if (count_and_log(&r->model_refused))
                 ld_log(LD_LOG_WARN, "trainer",
@@ -596,7 +601,7 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
          * most one): how many batches one record's releases train depends
          * on fetch interleaving, so a later snapshot would not be a pure
          * function of the input. */
-        take_decisions(r);
+        run_take_decisions(r);
     }
 }
 
@@ -841,6 +846,11 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         run_teardown(&r);
         return code;
     }
+    if (r.train) { /* train role: a loop of its own (run_train.c) */
+        code = run_train(&r);
+        run_teardown(&r);
+        return code;
+    }
     ld_metrics_set(r.reg, r.fam.up, "", 1);
     ld_metrics_set_ready(r.reg, 1);
     ld_log(LD_LOG_NOTICE, MOD,
@@ -883,9 +893,9 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     if (r.hooks.consumed)
         r.hooks.consumed(r.hooks.opaque, r.consumed + r.dead);
     ld_metrics_set_ready(r.reg, 0);
-    if (!r.exit_code && !r.replay_done && opts->until_caught_up &&
+    if (!r.exit_code && !r.replay_done && opts->until_caught_up && !r.join &&
         ld_pipeline_caught_up(r.pipe) && !ld_signals_stop_requested())
-        final_checkpoint(&r);
+        run_final_checkpoint(&r);
     if (r.replay && !r.replay_done && !r.exit_code) {
         ld_log(LD_LOG_ERR, MOD,
                "msg=\"replay read the input without reaching the version\" "

@@ -63,7 +63,22 @@ typedef struct ld_run_advance {
     int64_t watermark_ms;
 } ld_run_advance_t;
 
+/* What one process does (docs/OPERATIONS.md, "Scaling out"): all of it,
+ * only the join (labelled examples to the examples topic) or only the
+ * training (from the examples topic). */
+typedef enum ld_run_role {
+    LD_ROLE_ALL = 0,
+    LD_ROLE_JOIN,
+    LD_ROLE_TRAIN
+} ld_run_role_t;
+
 typedef struct ld_run_opts {
+    ld_run_role_t role;
+    /* join and train: the examples topic (NULL: "<events topic>.examples");
+     * join: this instance's name, unique in the group (its transactional
+     * id and resume state); borrowed */
+    const char *examples_topic;
+    const char *instance;
     int until_caught_up; /* exit 0 once the start-up end offsets are read */
     int from_scratch;    /* ignore stored checkpoints */
     int no_transactions; /* the mock cluster cannot run them */

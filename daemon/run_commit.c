@@ -92,6 +92,9 @@ Learnd__V1__Lineage *run_take_lineage(run_t *r)
 static size_t committed_positions(void *opaque,
                                   Learnd__V1__PartitionPosition **out)
 {
+    run_t *r = opaque;
+    if (r->train)
+        return run_train_positions(r, out);
     return run_positions(opaque, 1, out);
 }
 
@@ -109,22 +112,27 @@ static ld_resume_parts_t resume_parts(run_t *r, const char *const *topics)
 
 /* Writes the resume state of this commit point into the open transaction
  * (publish/commit.c says what it holds). */
-static ld_err_t save_state(run_t *r)
+ld_err_t run_save_state(run_t *r, rd_kafka_t *producer)
 {
-    const char *topics[] = {r->conf->pipeline.events_topic,
-                            r->conf->pipeline.labels_topic};
+    /* train role: its input is the examples topic */
+    int tr = r->opts->role == LD_ROLE_TRAIN;
+    const char *topics[] = {
+        tr ? r->examples_topic : r->conf->pipeline.events_topic,
+        tr ? r->examples_topic : r->conf->pipeline.labels_topic};
     lineage_counts(r); /* saved with the lineage */
     ld_resume_parts_t parts = resume_parts(r, topics);
-    return ld_publisher_save_state(r->pub, ld_pipeline_producer(r->pipe),
-                                   &parts);
+    return ld_publisher_save_state(r->pub, producer, &parts);
 }
 
 /* Restores the newest committed resume state, if there is one: the daemon
  * then continues exactly where that commit left off. */
 ld_err_t run_restore_state(run_t *r, char *errstr, size_t size)
 {
-    const char *topics[] = {r->conf->pipeline.events_topic,
-                            r->conf->pipeline.labels_topic};
+    /* train role: its input is the examples topic */
+    int tr = r->opts->role == LD_ROLE_TRAIN;
+    const char *topics[] = {
+        tr ? r->examples_topic : r->conf->pipeline.events_topic,
+        tr ? r->examples_topic : r->conf->pipeline.labels_topic};
     ld_resume_parts_t parts = resume_parts(r, topics);
     return ld_publisher_restore_state(r->pub, &r->conf->kafka, &parts, errstr,
                                       size);
@@ -167,8 +175,10 @@ ld_err_t run_commit_point(run_t *r)
         err = ld_publisher_flush(r->pub, ld_pipeline_producer(r->pipe));
     if (!err)
         err = run_exp_flush(r); /* before the state, which then has none */
+    if (!err && r->join)
+        err = run_join_watermarks(r);
     if (!err && r->stateful)
-        err = save_state(r);
+        err = run_save_state(r, ld_pipeline_producer(r->pipe));
     if (!err)
         err = ld_pipeline_txn_commit(r->pipe, NULL, 60000);
     if (!err) {

@@ -110,6 +110,12 @@ typedef struct run {
     ld_exp_set_t *exp;
     int exp_shadow[LD_SERVED_SHADOW_MAX]; /* variant of each shadow field */
     uint64_t exp_flaws[5];                /* served flaws, by bit */
+    /* roles (run_join.c, run_train.c); NULL in role all */
+    char examples_topic[256];
+    char state_model[256]; /* the publisher's model: a join instance's own */
+    struct run_join *join;
+    struct run_train *train;
+    int64_t train_dt; /* train: decision time of the last example trained */
 } run_t;
 
 /* ---- run.c -------------------------------------------------------------- */
@@ -121,6 +127,44 @@ void run_on_revoked(void *opaque, const rd_kafka_topic_partition_list_t *parts,
 void run_on_dead_lettered(void *opaque, const char *topic, int32_t partition,
                           int64_t offset);
 void run_on_scored(void *opaque, const ld_scored_t *s, size_t n);
+/* Takes the trigger decisions made so far (publications, events). */
+void run_take_decisions(run_t *r);
+/* The input is read: trains what is queued and offers the last version. */
+void run_final_checkpoint(run_t *r);
+
+/* ---- run_join.c --------------------------------------------------------- */
+
+/* Join role: the examples topic (created with the inputs' partition count
+ * when missing, refused when its count differs) and the model spec the
+ * examples carry; an exit code, errstr saying why not. */
+int run_join_setup(run_t *r, char *errstr, size_t size);
+/* One released example into the open transaction, on the examples topic's
+ * partition of its source partition; sets exit_code when it cannot. */
+void run_join_emit(run_t *r, const ld_example_t *ex);
+/* A watermark record on each assigned partition: written at a commit point
+ * after every due example, so that no later one decides before it. */
+ld_err_t run_join_watermarks(run_t *r);
+void run_join_free(run_t *r);
+/* The model spec (hash bits, dense dim, feature map SHA-256) of this
+ * config; 0, or -1 with errstr. */
+int run_model_spec(const run_t *r, uint32_t *hash_bits, uint32_t *dense_dim,
+                   uint8_t fmap_sha[32], char *errstr, size_t size);
+/* Partition count of topic through producer (-1 with errstr). */
+int run_topic_partitions(rd_kafka_t *rk, const char *topic, char *errstr,
+                         size_t size);
+
+/* ---- run_train.c -------------------------------------------------------- */
+
+/* Train role: its consumer of the examples topic (every partition) and its
+ * transactional producer, the publisher started on it; an exit code. */
+int run_train_setup(run_t *r, char *errstr, size_t size);
+/* The train role's loop, until stopped or (until_caught_up) the examples
+ * topic is read; the exit code. */
+int run_train(run_t *r);
+void run_train_teardown(run_t *r);
+/* The examples topic's positions a commit point commits (caller frees
+ * *out; the count). */
+size_t run_train_positions(run_t *r, Learnd__V1__PartitionPosition **out);
 
 /* ---- run_commit.c ------------------------------------------------------- */
 
@@ -135,6 +179,8 @@ ld_err_t run_restore_state(run_t *r, char *errstr, size_t size);
  * exit_code when it fails. Only while parked (or after the ingest thread
  * stopped). */
 ld_err_t run_commit_point(run_t *r);
+/* The resume state into the open transaction (a commit point's). */
+ld_err_t run_save_state(run_t *r, rd_kafka_t *producer);
 void run_say_fenced(const run_t *r);
 
 /* ---- run_report.c ------------------------------------------------------- */

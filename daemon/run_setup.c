@@ -142,12 +142,50 @@ static void warm_output_topics(run_t *r)
     }
 }
 
+/* The transactional id, the publisher's model name and the examples
+ * topic: join instances share the model and the group, so each needs a
+ * transactional id and a resume state of its own; join and train name the
+ * examples topic. 0, or -1 with errstr. */
+static int process_names(run_t *r, char *errstr, size_t size)
+{
+    const ld_config_t *conf = r->conf;
+    const char *tid = conf->daemon.transactional_id;
+    if (r->opts->no_transactions || r->replay)
+        r->txn_id[0] = '\0';
+    else if (tid && tid[0])
+        snprintf(r->txn_id, sizeof(r->txn_id), "%s", tid);
+    else
+        snprintf(r->txn_id, sizeof(r->txn_id), "learnd-%s", r->tconf.name);
+    char *state_model = r->state_model; /* the publisher borrows it */
+    snprintf(state_model, sizeof(r->state_model), "%s", r->tconf.name);
+    if (r->opts->role == LD_ROLE_JOIN) {
+        if (!r->opts->instance || !r->opts->instance[0]) {
+            snprintf(errstr, size,
+                     "--role join needs --instance NAME, unique among the "
+                     "join instances of the group");
+            return -1;
+        }
+        if (r->txn_id[0])
+            snprintf(r->txn_id + strlen(r->txn_id),
+                     sizeof(r->txn_id) - strlen(r->txn_id), "-join-%s",
+                     r->opts->instance);
+        snprintf(state_model, sizeof(r->state_model), "%s.join.%s",
+                 r->tconf.name, r->opts->instance);
+    }
+    if (r->opts->role != LD_ROLE_ALL)
+        snprintf(r->examples_topic, sizeof(r->examples_topic), "%s",
+                 r->opts->examples_topic ? r->opts->examples_topic : "");
+    if (r->opts->role != LD_ROLE_ALL && !r->examples_topic[0])
+        snprintf(r->examples_topic, sizeof(r->examples_topic), "%s.examples",
+                 conf->pipeline.events_topic);
+    return 0;
+}
+
 int run_setup(run_t *r, char *errstr, size_t size)
 {
     const ld_config_t *conf = r->conf;
     if (trainer_conf(r, errstr, size))
         return LD_EXIT_USAGE;
-    const char *tid = conf->daemon.transactional_id;
     r->replay = r->opts->replay_version != 0;
     if (r->replay && r->opts->n_replay_advances) {
         r->adv_done = calloc(r->opts->n_replay_advances, 1);
@@ -164,16 +202,11 @@ int run_setup(run_t *r, char *errstr, size_t size)
                  (long long)ld_now_wall_ms());
         r->pconf.group_id = r->replay_group;
     }
-    if (r->opts->no_transactions || r->replay)
-        r->txn_id[0] = '\0';
-    else if (tid && tid[0])
-        snprintf(r->txn_id, sizeof(r->txn_id), "%s", tid);
-    else
-        snprintf(r->txn_id, sizeof(r->txn_id), "learnd-%s", r->tconf.name);
-
+    if (process_names(r, errstr, size))
+        return LD_EXIT_USAGE;
     r->lin = ld_lineage_new();
     config_hash(r);
-    ld_publisher_conf_t pc = {.model = r->tconf.name,
+    ld_publisher_conf_t pc = {.model = r->state_model,
                               .checkpoint_topic = conf->daemon.checkpoint_topic,
                               .trigger_topic = conf->daemon.trigger_topic,
                               .trigger_format = conf->triggers.format,
@@ -233,6 +266,8 @@ int run_setup(run_t *r, char *errstr, size_t size)
     if (r->stateful && !r->opts->from_scratch &&
         run_restore_state(r, errstr, size) != LD_OK)
         return LD_EXIT_RUNTIME;
+    if (r->opts->role == LD_ROLE_TRAIN)
+        return run_train_setup(r, errstr, size);
     ld_pipeline_cbs_t cbs = {r, run_on_assigned, run_on_revoked,
                              run_on_dead_lettered};
     /* A replay reads the partitions itself, from the recorded starts: it
@@ -243,6 +278,9 @@ int run_setup(run_t *r, char *errstr, size_t size)
     if (!r->pipe)
         return LD_EXIT_RUNTIME;
     ld_pipeline_set_dry_run(r->pipe, r->replay);
+    if (r->opts->role == LD_ROLE_JOIN &&
+        (rc = run_join_setup(r, errstr, size)) != LD_EXIT_OK)
+        return rc;
     if (!r->replay)
         warm_output_topics(r);
     /* Publications are written on a thread of their own, off the loop. */
@@ -266,6 +304,8 @@ void run_teardown(run_t *r)
     ld_ingest_destroy(r->ingest);
     r->ingest = NULL;
     ld_publisher_stop(r->pub); /* it writes through the producer */
+    run_train_teardown(r);
+    run_join_free(r);
     ld_pipeline_destroy(r->pipe);
     free(r->next[0]);
     free(r->next[1]);

@@ -142,6 +142,7 @@ expect run-config-missing 2 "learnd run: option '--config' requires a value" -- 
 expect run-config-empty 2 "learnd run: option '--config' requires a non-empty value" -- run --config=
 expect run-c-empty 2 "learnd run: option '-c' requires a non-empty value" -- run -c ""
 expect run-config-empty-sep 2 "learnd run: option '--config' requires a non-empty value" -- run --config ""
+expect run-role-bad 2 "learnd run: --role is all, join or train, not 'x'" -- run -c x.yaml --role x
 expect run-unknown 2 "learnd run: unknown option '--frob'" -- run -c /nonexistent.yaml --frob
 expect run-unknown-value 2 "learnd run: unknown option '--frob'" -- run --frob=1 -c /nonexistent.yaml
 expect run-unknown-short 2 "learnd run: unknown option '-x'" -- run -x -c /nonexistent.yaml
@@ -192,8 +193,8 @@ helps() { # helps VERB... -- OPTION...
       echo "FAIL docs/learnd.1 does not name$verb $o"; fails=$((fails+1)); fi
   done
 }
-helps run -- -c --config --until-caught-up --from-scratch -h --help
-helps replay -- -c --config --checkpoint --verify -h --help
+helps run -- -c --config --until-caught-up --from-scratch --role --examples-topic --instance -h --help
+helps replay -- -c --config --checkpoint --verify --examples-topic -h --help
 helps demo -- --events --seed --keep --poison --summary-json --bootstrap --run-id --freshness --svg -h --help
 helps backtest -- -c --config --checkpoint --from --to --bucket --json --svg -q --quiet -h --help
 helps freshness -- -c --config --from --to --cadence --checkpoint --warmup --staleness --eval-window --bucket --json --svg -q --quiet -h --help

@@ -172,8 +172,9 @@ int main(void)
     fclose(f);
     yaml[n] = '\0';
     static const char *const keys[][2] = {
-        {"group_id: learnd-ctr", "group_id: %s.group"},
-        {"transactional_id: learnd-ctr", "transactional_id: %s.txn"},
+        {"group_id: ${LEARND_GROUP:-learnd-ctr}", "group_id: %s.group"},
+        {"transactional_id: ${LEARND_TXN_ID:-learnd-ctr}",
+         "transactional_id: %s.txn"},
         {"state_topic: learnd.state", "state_topic: %s.state"},
         {"checkpoint_topic: learnd.checkpoints", "checkpoint_topic: %s.ckpt"},
         {"trigger_topic: learnd.triggers", "trigger_topic: %s.triggers"},
