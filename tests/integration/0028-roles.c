@@ -218,8 +218,8 @@ static uint64_t last_version(const char *run)
     char dir[256], why[512];
     snprintf(dir, sizeof(dir), "%s/%s-models", tmpdir, run);
     ld_ckpt_t *ck = NULL;
-    LD_TEST_ASSERT(ld_ckpt_store_load_latest(dir, model_of(run), &ck, why,
-                                             sizeof(why)) == LD_OK,
+    LD_TEST_ASSERT(ld_publish_store_load_latest(dir, model_of(run), &ck, why,
+                                                sizeof(why)) == LD_OK,
                    "%s: no checkpoint: %s", run, why);
     uint64_t v = ld_ckpt_message(ck)->lineage->version;
     ld_ckpt_destroy(ck);
