@@ -144,6 +144,18 @@ void ld_exp_set_serve(ld_exp_set_t *set, int32_t partition, int64_t offset,
     val_set(&t->v[i], event_time_ms, sv);
 }
 
+void ld_exp_set_prefetch(const ld_exp_set_t *set, int32_t partition,
+                         int64_t offset)
+{
+    const served_tab_t *t = &set->served;
+    if (!t->cap)
+        return;
+    /* the entry is at its home slot or a few after it (load <= 1/2) */
+    size_t i = slot_of(t, partition, offset);
+    __builtin_prefetch(&t->k[i]);
+    __builtin_prefetch(&t->v[i]);
+}
+
 size_t ld_exp_set_mature(ld_exp_set_t *set, int32_t partition, int64_t offset,
                          double label, int64_t time_ms)
 {
