@@ -95,6 +95,10 @@ void run_exp_scored(run_t *r, const ld_scored_t *s, size_t n)
 {
     if (!r->exp)
         return;
+    /* the table's lines of a whole batch in flight at once: each mature
+     * below would otherwise wait for its own cache misses in turn */
+    for (size_t i = 0; i < n; i++)
+        ld_exp_set_prefetch(r->exp, s[i].ex->partition, s[i].ex->offset);
     for (size_t i = 0; i < n; i++) {
         const ld_example_t *ex = s[i].ex;
         /* an event counts once, at its first release: a delayed positive

@@ -257,6 +257,11 @@ typedef struct ld_exp_served {
  * time is horizon_ms past them (ld_exp_set_horizon), and counted. */
 void ld_exp_set_serve(ld_exp_set_t *set, int32_t partition, int64_t offset,
                       int64_t event_time_ms, const ld_exp_served_t *sv);
+/* A hint, no state change: start loading the table lines a later
+ * ld_exp_set_mature(partition, offset) reads, so a batch of them waits on
+ * memory once, not once per example. */
+void ld_exp_set_prefetch(const ld_exp_set_t *set, int32_t partition,
+                         int64_t offset);
 /* The example of the event at (partition, offset) matured with label at
  * event time time_ms: ld_exp_set_observe() with what served it, and the
  * entry goes. Events with no entry (not served by a variant) are ignored.

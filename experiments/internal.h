@@ -49,16 +49,30 @@ typedef struct exp {
     uint64_t draws_done; /* routing rounds, seeds the next one */
 } exp_t;
 
-/* One event waiting for its label (served.c). */
-typedef struct served_ent {
+/* One event waiting for its label (served.c): its key, probed on every
+ * serve and mature, apart from what served it, read once, so the probes
+ * walk a table a seventh of the size (16 bytes a slot, not 120) that stays
+ * in cache. */
+typedef struct served_key {
+    int64_t offset;
     int32_t partition; /* -1: empty slot */
-    int64_t offset, time_ms;
-    ld_exp_served_t sv;
-} served_ent_t;
+} served_key_t;
+
+/* What served it, in one 64-byte line. Variant indexes fit a byte
+ * (LD_EXP_VARIANTS_MAX + 1 names), as the resume state writes them. */
+typedef struct served_val {
+    int64_t time_ms;
+    double score, propensity;
+    double shadow_score[LD_EXP_SHADOW_MAX];
+    uint8_t variant, nshadow;
+    uint8_t shadow_var[LD_EXP_SHADOW_MAX];
+} served_val_t;
+_Static_assert(sizeof(served_val_t) == 64, "one served value, one line");
 
 typedef struct served_tab {
-    served_ent_t *v;
-    size_t cap, n; /* cap a power of two (or 0) */
+    served_key_t *k;
+    served_val_t *v; /* parallel to k */
+    size_t cap, n;   /* cap a power of two (or 0) */
     uint64_t evicted;
     int64_t horizon_ms, newest_ms;
 } served_tab_t;

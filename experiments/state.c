@@ -298,18 +298,19 @@ ld_err_t ld_exp_set_load(ld_exp_set_t *set, const void *buf, size_t len,
     }
     served_load(&set->served, &r);
     for (size_t i = 0; i < set->served.cap && !r.err; i++) {
-        ld_exp_served_t *sv = &set->served.v[i].sv;
-        if (set->served.v[i].partition < 0)
+        served_val_t *sv = &set->served.v[i];
+        if (set->served.k[i].partition < 0)
             continue;
         if (sv->variant > LD_EXP_VARIANTS_MAX) {
             r.err = LD_ERR_CORRUPT;
             break;
         }
-        sv->variant = remap[sv->variant];
+        sv->variant = (uint8_t)remap[sv->variant];
         for (size_t k = 0; k < sv->nshadow; k++)
-            sv->shadow[k].variant = sv->shadow[k].variant > LD_EXP_VARIANTS_MAX
-                                        ? (int)set->nvar - 1
-                                        : remap[sv->shadow[k].variant];
+            sv->shadow_var[k] =
+                (uint8_t)(sv->shadow_var[k] > LD_EXP_VARIANTS_MAX
+                              ? (int)set->nvar - 1
+                              : remap[sv->shadow_var[k]]);
     }
     if (r.err || ld_rbuf_left(&r) != 0) {
         ld_errstr_set(errstr, errstr_size,
