@@ -45,22 +45,6 @@ struct run_train {
 
 /* ---- Setup and teardown ------------------------------------------------- */
 
-/* As the pipeline's producer does: the publisher passes an int64_t * as
- * the message opaque of a record whose offset it needs (a manifest names
- * its first chunk's) and waits on it. */
-static void delivered(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op)
-{
-    (void)rk;
-    (void)op;
-    if (m->_private)
-        atomic_store_explicit((_Atomic int64_t *)m->_private,
-                              m->err ? -1 : m->offset, memory_order_release);
-    if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
-        m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
-        ld_log(LD_LOG_ERR, MOD, "msg=\"produce failed\" topic=%s err=\"%s\"",
-               rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
-}
-
 typedef struct setting {
     rd_kafka_conf_t *kc;
     const ld_strlist_t *user;
@@ -95,7 +79,7 @@ static rd_kafka_t *client(run_t *r, rd_kafka_type_t type, char *errstr,
         if (!bad && r->txn_id[0])
             bad = ld_kafka_conf_set(kc, "transactional.id", r->txn_id, errstr,
                                     size) != LD_OK;
-        rd_kafka_conf_set_dr_msg_cb(kc, delivered);
+        rd_kafka_conf_set_dr_msg_cb(kc, ld_pipeline_delivered);
     }
     setting_t st = {kc, &r->conf->kafka, 0};
     if (type == RD_KAFKA_CONSUMER)

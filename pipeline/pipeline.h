@@ -302,6 +302,13 @@ ld_err_t ld_pipeline_resume(ld_pipeline_t *p, ld_record_kind_t kind,
 rd_kafka_t *ld_pipeline_producer(ld_pipeline_t *p);
 #define LD_PIPELINE_OFFSET_PENDING INT64_MIN
 
+/* The delivery report of learnd's producers, for one made elsewhere (the
+ * train role's): the offset contract of ld_pipeline_producer(), and a log
+ * line for a failure that is not an abort's purge. Thread: librdkafka's
+ * (whichever thread polls the producer). */
+void ld_pipeline_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                           void *opaque);
+
 /* Copies the counters into *out. Thread: owner. */
 void ld_pipeline_stats(const ld_pipeline_t *p, ld_pipeline_stats_t *out);
 

@@ -184,7 +184,8 @@ err:
     return NULL;
 }
 
-static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+void ld_pipeline_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                           void *opaque)
 {
     (void)rk;
     (void)opaque;
@@ -216,7 +217,7 @@ static rd_kafka_t *producer_new(const ld_strlist_t *kafka, const char *txn_id,
          ld_kafka_conf_set(conf, "transactional.id", txn_id, errstr,
                            errstr_size)))
         goto err;
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    rd_kafka_conf_set_dr_msg_cb(conf, ld_pipeline_delivered);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
     if (!rk)
         goto err;
