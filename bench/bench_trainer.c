@@ -142,6 +142,11 @@ static void gen_demo(stream_t *s, size_t n)
            (double)total / (double)n);
 }
 
+/* The value of every hashed feature of the stream. */
+static const float ones[NF] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
 static void hash_stream(const stream_t *s, uint32_t bits, uint32_t *idx)
 {
     uint32_t mask = (1u << bits) - 1;
@@ -193,9 +198,6 @@ static void bench_learn(const char *label, const stream_t *s, uint32_t bits,
         exit(1);
     }
     uint32_t *idx = malloc(s->n * NF * sizeof(uint32_t));
-    float ones[NF];
-    for (int i = 0; i < NF; i++)
-        ones[i] = 1.0f;
     hash_stream(s, bits, idx);
     if (champ) {
         ld_snapshot_t *cs = ld_trainer_snapshot(t);
@@ -248,9 +250,6 @@ static ld_snapshot_t *one_batch(ld_trainer_t *t, const stream_t *s,
                                 const uint32_t *idx, size_t *pos, size_t nb,
                                 double *w, double *c)
 {
-    static const float ones[NF] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                                   1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                                   1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     ld_example_t e;
     memset(&e, 0, sizeof(e));
     e.weight = 1;
@@ -408,11 +407,9 @@ static ld_err_t count_only(void *opaque, const char *key, const uint8_t *val,
     return LD_OK;
 }
 
-/* Bytes the incremental resume state writes per commit point (blocks
- * changed since the last one, their gens pages, the header's head
- * checkpoint) against the whole state (format 1: the full checkpoint),
- * committing every `every` examples of the stream. */
-static void bench_state(const stream_t *s, uint32_t bits, size_t every)
+/* An FTRL trainer at 2^bits over the stream's features, hashed into *idx
+ * (freed by the caller), for the state and delta benchmarks. */
+static ld_trainer_t *ftrl_on(const stream_t *s, uint32_t bits, uint32_t **idx)
 {
     ld_trainer_conf_t c;
     conf_default(&c);
@@ -422,17 +419,37 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
     c.learning_rate = 0.1;
     char err[256];
     ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
-    uint32_t *idx = malloc(s->n * NF * sizeof(uint32_t));
-    if (!t || !idx)
+    *idx = malloc(s->n * NF * sizeof(uint32_t));
+    if (!t || !*idx)
         exit(1);
-    float ones[NF];
-    for (int i = 0; i < NF; i++)
-        ones[i] = 1.0f;
-    hash_stream(s, bits, idx);
-    ld_state_gens_t g = {0};
+    hash_stream(s, bits, *idx);
+    return t;
+}
+
+/* Example i of the stream, trained (all values 1, as the stream's). */
+static void train_one(ld_trainer_t *t, const stream_t *s, const uint32_t *idx,
+                      size_t i)
+{
     ld_example_t e;
     memset(&e, 0, sizeof(e));
     e.weight = 1;
+    e.x = (ld_features_t){idx + i * NF, ones, NULL, NF, 0};
+    e.label = s->y[i];
+    e.sample_type = e.label > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
+    e.event_time_ms = (int64_t)i;
+    if (ld_trainer_add(t, &e) != LD_OK)
+        exit(1);
+}
+
+/* Bytes the incremental resume state writes per commit point (blocks
+ * changed since the last one, their gens pages, the header's head
+ * checkpoint) against the whole state (format 1: the full checkpoint),
+ * committing every `every` examples of the stream. */
+static void bench_state(const stream_t *s, uint32_t bits, size_t every)
+{
+    uint32_t *idx = NULL;
+    ld_trainer_t *t = ftrl_on(s, bits, &idx);
+    ld_state_gens_t g = {0};
     ld_ckpt_meta_t meta = {.model = "bench"};
     uint64_t seq = 0, sum = 0, n = 0, dirty_sum = 0, rows_sum = 0;
     double full_ms = 0;
@@ -440,12 +457,7 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
     size_t full = 0;
     double wt = 0;
     for (size_t i = 0; i < s->n; i++) {
-        e.x = (ld_features_t){idx + i * NF, ones, NULL, NF, 0};
-        e.label = s->y[i];
-        e.sample_type = e.label > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
-        e.event_time_ms = (int64_t)i;
-        if (ld_trainer_add(t, &e) != LD_OK)
-            exit(1);
+        train_one(t, s, idx, i);
         for (int f = 0; f < NF; f++) {
             uint32_t x = idx[i * NF + (size_t)f];
             if (!(seen[x >> 3] & (1u << (x & 7)))) {
@@ -521,34 +533,13 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
  * a delta of the version before, publishing every `every` examples. */
 static void bench_delta(const stream_t *s, uint32_t bits, size_t every)
 {
-    ld_trainer_conf_t c;
-    conf_default(&c);
-    c.hash_bits = bits;
-    c.optimizer = LD_OPT_FTRL;
-    c.batch_size = 256;
-    c.learning_rate = 0.1;
-    char err[256];
-    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
-    uint32_t *idx = malloc(s->n * NF * sizeof(uint32_t));
-    if (!t || !idx)
-        exit(1);
-    float ones[NF];
-    for (int i = 0; i < NF; i++)
-        ones[i] = 1.0f;
-    hash_stream(s, bits, idx);
-    ld_example_t e;
-    memset(&e, 0, sizeof(e));
-    e.weight = 1;
+    uint32_t *idx = NULL;
+    ld_trainer_t *t = ftrl_on(s, bits, &idx);
     ld_snapshot_t *prev = NULL;
     uint64_t v = 0, full = 0, delta = 0, rows = 0, n = 0;
     double dt = 0;
     for (size_t i = 0; i < s->n; i++) {
-        e.x = (ld_features_t){idx + i * NF, ones, NULL, NF, 0};
-        e.label = s->y[i];
-        e.sample_type = e.label > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
-        e.event_time_ms = (int64_t)i;
-        if (ld_trainer_add(t, &e) != LD_OK)
-            exit(1);
+        train_one(t, s, idx, i);
         if ((i + 1) % every)
             continue;
         if (ld_trainer_flush(t) != LD_OK)
