@@ -322,23 +322,14 @@ static void hex(const uint8_t *b, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-/* Whether checkpoint m hashes features as conf does: the feature map hash
- * when it has one, else seed, bits and dense width. */
+/* Whether checkpoint m hashes features as conf does: seed, bits and dense
+ * width first (the reason a user can act on), then the feature map hash
+ * when the checkpoint has one (fields, namespaces, crosses). */
 static int same_features(const Learnd__V1__ModelSpec *s, const char *fmap_sha,
                          const ld_config_t *conf, int64_t hash_bits, char *why,
                          size_t size)
 {
     char h[65];
-    if (s->feature_map_hash.len == 32) {
-        hex(s->feature_map_hash.data, 32, h);
-        if (strcmp(h, fmap_sha) != 0) {
-            snprintf(why, size,
-                     "its feature map hash %.12s... is not the config's "
-                     "%.12s... (other fields, namespaces or crosses)",
-                     h, fmap_sha);
-            return 0;
-        }
-    }
     if (s->hash_bits != (uint32_t)hash_bits)
         snprintf(why, size,
                  "its feature map differs: hash_bits %u, the "
@@ -354,6 +345,12 @@ static int same_features(const Learnd__V1__ModelSpec *s, const char *fmap_sha,
                  "its feature map differs: %u dense fields, the "
                  "config's %zu",
                  s->dense_dim, conf->pipeline.dense_fields.n);
+    else if (s->feature_map_hash.len == 32 &&
+             (hex(s->feature_map_hash.data, 32, h), strcmp(h, fmap_sha) != 0))
+        snprintf(why, size,
+                 "its feature map hash %.12s... is not the config's "
+                 "%.12s... (other fields, namespaces or crosses)",
+                 h, fmap_sha);
     else
         return 1;
     return 0;

@@ -94,6 +94,7 @@ typedef struct run {
     char replay_group[128];
     ld_lineage_t *lin;       /* input since the last publication */
     uint8_t config_hash[32]; /* of the effective config, kafka: excluded */
+    uint8_t fmap_sha[32];    /* SHA-256 of the canonical feature mapping */
     uint8_t *audit_buf;
     size_t audit_cap;
     uint64_t progress_at_commit;

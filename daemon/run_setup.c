@@ -39,6 +39,7 @@ static int trainer_conf(run_t *r, char *errstr, size_t size)
     /* One slot count for both: the pipeline hashes into the model's. */
     r->pconf = r->conf->pipeline;
     r->pconf.hash_bits = r->tconf.hash_bits;
+    r->pconf.model = r->tconf.name;
     return 0;
 }
 
@@ -206,6 +207,9 @@ int run_setup(run_t *r, char *errstr, size_t size)
         return LD_EXIT_USAGE;
     r->lin = ld_lineage_new();
     config_hash(r);
+    uint32_t hb, dd;
+    if (run_model_spec(r, &hb, &dd, r->fmap_sha, errstr, size))
+        return LD_EXIT_USAGE;
     ld_publisher_conf_t pc = {.model = r->state_model,
                               .checkpoint_topic = conf->daemon.checkpoint_topic,
                               .trigger_topic = conf->daemon.trigger_topic,
@@ -219,7 +223,8 @@ int run_setup(run_t *r, char *errstr, size_t size)
                               .manifest_secret =
                                   conf->checkpoint.manifest_secret,
                               .state_topic = conf->daemon.state_topic,
-                              .delta_every = conf->checkpoint.delta_every};
+                              .delta_every = conf->checkpoint.delta_every,
+                              .feature_map_hash = r->fmap_sha};
     /* A replay runs the same loop and publishes into a capture. */
     r->pub = r->replay ? ld_publisher_new_capture(&pc, r->opts->replay_version)
                        : ld_publisher_new_kafka(&pc);

@@ -472,13 +472,17 @@ static ld_err_t dead_letter(ld_pipeline_t *p, const rd_kafka_message_t *m,
     snprintf(part, sizeof(part), "%" PRId32, m->partition);
     snprintf(off, sizeof(off), "%" PRId64, m->offset);
     snprintf(size, sizeof(size), "%zu", m->len);
-    rd_kafka_headers_t *h = rd_kafka_headers_new(6);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(8);
     const char *reason = ld_reason_name(why);
     rd_kafka_header_add(h, "learnd.error", -1, reason, -1);
     rd_kafka_header_add(h, "learnd.error.detail", -1, detail, -1);
     rd_kafka_header_add(h, "learnd.src.topic", -1, p->topic[kind], -1);
     rd_kafka_header_add(h, "learnd.src.partition", -1, part, -1);
     rd_kafka_header_add(h, "learnd.src.offset", -1, off, -1);
+    /* Several models may share one dead-letter topic: say whose it is. */
+    rd_kafka_header_add(h, "learnd.group", -1, p->dlq_group, -1);
+    if (p->dlq_model[0])
+        rd_kafka_header_add(h, "learnd.model", -1, p->dlq_model, -1);
     size_t vlen = m->len;
     if (vlen > p->dlq_max) {
         vlen = p->dlq_max;
@@ -945,5 +949,7 @@ void ld_pipeline_destroy(ld_pipeline_t *p)
         free(p->floor[k].next);
     }
     free(p->dlq_topic);
+    free(p->dlq_group);
+    free(p->dlq_model);
     free(p);
 }

@@ -100,9 +100,11 @@ typedef struct ld_pipeline_conf {
     /* event times more than this ahead of the record's Kafka timestamp
      * are dead letters (future_time); 0: no bound */
     int64_t max_future_ms;
-    int assign_all; /* not a row: a replay reads every partition of both
-                       topics itself (assigned callback included) and joins
-                       no consumer group */
+    int assign_all;    /* not a row: a replay reads every partition of both
+                          topics itself (assigned callback included) and joins
+                          no consumer group */
+    const char *model; /* not a row: the daemon copies trainer.name; dead
+                          letters name it (header learnd.model) */
 } ld_pipeline_conf_t;
 
 extern const ld_conf_section_t ld_pipeline_conf_section;

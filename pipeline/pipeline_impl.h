@@ -39,6 +39,7 @@ typedef struct positions {
 struct ld_pipeline {
     char *topic[2]; /* per ld_record_kind_t */
     char *dlq_topic;
+    char *dlq_group, *dlq_model; /* named in each dead letter's headers */
     size_t dlq_max;
     ld_decoder_t *dec[2];
     rd_kafka_t *consumer;

@@ -279,7 +279,9 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
     }
     if (!(p->topic[0] = strdup(conf->events_topic)) ||
         !(p->topic[1] = strdup(conf->labels_topic)) ||
-        !(p->dlq_topic = strdup(conf->dlq_topic ? conf->dlq_topic : ""))) {
+        !(p->dlq_topic = strdup(conf->dlq_topic ? conf->dlq_topic : "")) ||
+        !(p->dlq_group = strdup(conf->group_id ? conf->group_id : "")) ||
+        !(p->dlq_model = strdup(conf->model ? conf->model : ""))) {
         snprintf(errstr, errstr_size, "out of memory");
         goto err;
     }

@@ -161,6 +161,7 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
                            .hash_function = "murmur3_32",
                            .hash_seed = c->hash_seed,
                            .config_hash = c->config_hash,
+                           .feature_map_hash = c->feature_map_hash,
                            .lineage = o->lineage,
                            .parent_counts = o->parent_counts};
     if ((err = ld_ckpt_encode(o->snap, &meta, &ckpt)))

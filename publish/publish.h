@@ -253,6 +253,8 @@ typedef struct ld_publisher_conf {
     const char *manifest_secret; /* NULL or "": manifests are not signed */
     const char *state_topic;     /* the compacted resume-state topic */
     int64_t delta_every;         /* checkpoint.delta_every; 0 or 1: all full */
+    /* ModelSpec.feature_map_hash of each checkpoint: 32 bytes, or NULL */
+    const uint8_t *feature_map_hash;
 } ld_publisher_conf_t;
 
 /* The queue of decided publications of one model, the version numbering

@@ -185,6 +185,7 @@ int main(void)
         c && !fx_set(c, "events_topic", ev) && !fx_set(c, "labels_topic", lb) &&
             !fx_set(c, "dlq_topic", dlq) && !fx_set(c, "group_id", group),
         "config");
+    c->model = "poison-model"; /* as the daemon sets it: trainer.name */
     char *kv[] = {"bootstrap.servers", (char *)ld_test_bootstrap()};
     ld_strlist_t kp = {kv, 2};
     ld_pipeline_t *p =
@@ -278,7 +279,7 @@ int main(void)
             next_bad++;
         rd_kafka_headers_t *h = NULL;
         rd_kafka_message_headers(m, &h);
-        char b1[64], b2[256], b3[32], b4[32], b5[32];
+        char b1[64], b2[256], b3[32], b4[32], b5[32], b6[128], b7[64];
         const char *why = header(h, "learnd.error", b1, sizeof(b1));
         const char *st_ = header(h, "learnd.src.topic", b2, sizeof(b2));
         const char *sp = header(h, "learnd.src.partition", b3, sizeof(b3));
@@ -288,6 +289,12 @@ int main(void)
                        "offset %d: learnd.error=%s, expected %s", next_bad, why,
                        reasons[next_bad]);
         LD_TEST_ASSERT(strcmp(st_, ev) == 0, "src.topic %s", st_);
+        const char *hg = header(h, "learnd.group", b6, sizeof(b6));
+        const char *hm = header(h, "learnd.model", b7, sizeof(b7));
+        LD_TEST_ASSERT(hg && strcmp(hg, group) == 0, "learnd.group %s",
+                       hg ? hg : "(none)");
+        LD_TEST_ASSERT(hm && strcmp(hm, "poison-model") == 0, "learnd.model %s",
+                       hm ? hm : "(none)");
         LD_TEST_ASSERT(strcmp(sp, "0") == 0, "src.partition %s", sp);
         LD_TEST_EQ_I64("src.offset", next_bad, atoll(so));
         if (strcmp(why, "oversize") == 0) {

@@ -62,10 +62,13 @@ static int64_t watermark(int64_t maxt[PARTS][2])
     return w;
 }
 
-static void write_config(const char *path, const char *names, int bits)
+/* extra: more pipeline: rows ("" for none) */
+static void write_config(const char *path, const char *names, int bits,
+                         const char *extra)
 {
     FILE *f = ld_test_config_demo(path, names);
     fprintf(f,
+            "%s"
             "labeling:\n"
             "  window: 20s\n"
             "  max_out_of_orderness: 2s\n"
@@ -82,7 +85,7 @@ static void write_config(const char *path, const char *names, int bits)
             "  drift_enabled: false\n"
             "  gate_enabled: false\n"
             "  volume_examples: 100000000\n",
-            bits, tmpdir);
+            extra, bits, tmpdir);
     fclose(f);
 }
 
@@ -161,7 +164,7 @@ static void bad_checkpoints(const char *cfg, const char *from, const char *to)
     LD_TEST_ASSERT(ld_test_file_has(log, text), "no \"%s\" in %s", text, log);
     /* the same model name, another hash width */
     snprintf(cfg16, sizeof(cfg16), "%s/bt16.yaml", tmpdir);
-    write_config(cfg16, prefix, 16);
+    write_config(cfg16, prefix, 16, "");
     char *other[] = {LD_LEARND_BIN,  "backtest", "-c",     cfg16,
                      "--checkpoint", "1",        "--from", (char *)from,
                      "--to",         (char *)to, NULL};
@@ -170,6 +173,13 @@ static void bad_checkpoints(const char *cfg, const char *from, const char *to)
                                          "feature map differs: hash_bits 18, "
                                          "the config's 16"),
                    "no mismatch message in %s", log);
+    /* the same bits, seed and dense fields, one more cross: only the
+     * checkpoint's feature map hash tells */
+    write_config(cfg16, prefix, 18, "  crosses: [\"country,device\"]\n");
+    LD_TEST_EQ_I64("feature map hash mismatch", 2, learnd(log, other));
+    LD_TEST_ASSERT(ld_test_file_has(log, "learnd backtest: checkpoint 1: its "
+                                         "feature map hash "),
+                   "no feature map hash message in %s", log);
 }
 
 int main(void)
@@ -184,7 +194,7 @@ int main(void)
     snprintf(cfg, sizeof(cfg), "%s/bt.yaml", tmpdir);
     snprintf(log, sizeof(log), "%s/run.log", tmpdir);
     snprintf(json, sizeof(json), "%s/bt.json", tmpdir);
-    write_config(cfg, prefix, 18);
+    write_config(cfg, prefix, 18, "");
     int64_t maxt[PARTS][2];
     for (int p = 0; p < PARTS; p++)
         maxt[p][0] = maxt[p][1] = INT64_MIN;
