@@ -205,11 +205,26 @@ static int pq_behind(ld_pipeline_t *p, const pq_t *x)
     return next < hi;
 }
 
+/* x's next message (record or event) from its batch, or NULL when q is
+ * empty too. A batch holds what q had, up to PQ_BATCH: one librdkafka call
+ * (one clock read) per batch instead of per record. */
+static rd_kafka_message_t *pq_take(pq_t *x)
+{
+    if (x->ibuf == x->nbuf) {
+        ssize_t n = rd_kafka_consume_batch_queue(x->q, 0, x->buf, PQ_BATCH);
+        x->ibuf = x->nbuf = 0;
+        if (n <= 0)
+            return NULL;
+        x->nbuf = (int32_t)n;
+    }
+    return x->buf[x->ibuf++];
+}
+
 /* Takes x's next record as its head; events on the way are handled. */
 static void pq_fill(ld_pipeline_t *p, pq_t *x)
 {
     while (!x->head && !x->paused && !p->fatal) {
-        rd_kafka_message_t *m = rd_kafka_consume_queue(x->q, 0);
+        rd_kafka_message_t *m = pq_take(x);
         if (!m) {
             heap_remove(p, x); /* the one just handed out, if still in */
             if (x->hold_until == 0 && pq_behind(p, x)) {
@@ -282,13 +297,17 @@ static rd_kafka_message_t *pq_next(ld_pipeline_t *p)
     return m;
 }
 
-/* Drops the head of x (not handed out: read again after a seek). */
+/* Drops the head of x and its batch (not handed out: read again after a
+ * seek). */
 static void pq_drop_head(ld_pipeline_t *p, pq_t *x)
 {
     heap_remove(p, x);
     if (x->head)
         rd_kafka_message_destroy(x->head);
     x->head = NULL;
+    while (x->ibuf < x->nbuf)
+        rd_kafka_message_destroy(x->buf[x->ibuf++]);
+    x->ibuf = x->nbuf = 0;
     if (p->refill == (x->part << 1 | x->kind))
         p->refill = -1;
 }
@@ -533,11 +552,17 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
         if (p->fatal)
             return p->fatal;
         /* the consumer queue first: rebalances, errors, and records
-         * forwarded before their partition's queue was split off (its
-         * length is a cheaper look than a poll, once per record) */
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, 0);
+         * forwarded before their partition's queue was split off. Its
+         * length is a cheaper look than a poll, once per record: a poll
+         * reads the clock even when it finds nothing. Polled when idle
+         * too, as librdkafka wants (max.poll.interval.ms). */
+        rd_kafka_message_t *m = NULL;
+        if (!p->cq || rd_kafka_queue_length(p->cq) > 0)
+            m = rd_kafka_consumer_poll(p->consumer, 0);
         if (!m && !p->fatal)
             m = pq_next(p);
+        if (!m && !p->fatal && p->cq)
+            m = rd_kafka_consumer_poll(p->consumer, 0);
         /* delivery reports: every 1024 records is enough (dead letters
          * are rare) and keeps a lock + queue check off the per-record path */
         if ((++p->polls & 1023) == 0)

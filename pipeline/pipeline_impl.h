@@ -14,13 +14,21 @@
 
 #define MOD "pipeline"
 
+/* Records taken from a partition queue per librdkafka call: each call
+ * reads the clock (max.poll.interval.ms bookkeeping), ~20 ns here, once per
+ * record when taken one by one. */
+#define PQ_BATCH 32
+
 /* One assigned partition read from its own queue (see "Time-aligned
- * reading" below). */
+ * reading" in pipeline.c). */
 typedef struct pq {
     rd_kafka_queue_t *q;      /* the partition's fetch queue, not forwarded */
     rd_kafka_message_t *head; /* taken from q, not handed out yet */
-    int64_t ts;               /* head's Kafka timestamp */
-    int32_t at;               /* index in the heap, or -1 */
+    /* taken from q with head, in order, not looked at yet: buf[ibuf..nbuf) */
+    rd_kafka_message_t *buf[PQ_BATCH];
+    int32_t ibuf, nbuf;
+    int64_t ts; /* head's Kafka timestamp */
+    int32_t at; /* index in the heap, or -1 */
     int32_t part;
     int kind;
     int paused;
