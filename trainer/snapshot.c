@@ -447,9 +447,16 @@ size_t ld_trainer_state_block_floats(const ld_trainer_t *t)
     return ((size_t)1 << t->dshift) * t->k * t->s;
 }
 
+uint32_t ld_trainer_block_dirty_rows(const ld_trainer_t *t, size_t b)
+{
+    size_t r = b << t->dshift;
+    uint64_t all = ((uint64_t)1 << (1u << t->dshift)) - 1;
+    return (uint32_t)(t->dirty[r >> 6] >> (r & 63) & all);
+}
+
 int ld_trainer_block_dirty(const ld_trainer_t *t, size_t b)
 {
-    return (int)(t->dirty[b >> 6] >> (b & 63) & 1);
+    return ld_trainer_block_dirty_rows(t, b) != 0;
 }
 
 void ld_trainer_dirty_clear(ld_trainer_t *t)

@@ -181,7 +181,7 @@ static int alloc_buffers(ld_trainer_t *t)
                     ? t->spec.hash_bits
                     : LD_TRAINER_STATE_SHIFT;
     t->dblocks = t->nslots >> t->dshift;
-    t->dwords = (t->dblocks + 63) / 64;
+    t->dwords = (t->nslots + 63) / 64;
     t->dirty = malloc(t->dwords * sizeof(*t->dirty));
     if (!t->sp || !t->dn || !t->dscale || !t->dstat || !t->dtmp || !t->b_off ||
         !t->b_idx || !t->b_val || !t->b_g || !t->b_wb || !t->b_wn || !t->b_sq ||
@@ -683,12 +683,10 @@ static void train_batch(ld_trainer_t *t)
     }
     /* One pass over the batch's indices, just written and still cached:
      * cheaper than a mark inside each update kernel's inner loop. */
-    const uint32_t *bi = t->b_idx, dsh = t->dshift;
+    const uint32_t *bi = t->b_idx;
     uint64_t *d = t->dirty;
-    for (size_t j = 0; j < t->nnz_n; j++) {
-        uint32_t b = bi[j] >> dsh;
-        d[b >> 6] |= (uint64_t)1 << (b & 63);
-    }
+    for (size_t j = 0; j < t->nnz_n; j++)
+        d[bi[j] >> 6] |= (uint64_t)1 << (bi[j] & 63);
     t->step++;
     t->st.examples += t->bn;
     t->bn = 0;
