@@ -15,6 +15,7 @@
 
 #include "publish/publish.h"
 #include "trainer/checkpoint.h"
+#include "trainer/internal.h" /* ld_trainer_tick_max */
 
 /* ---- A compacted topic in memory --------------------------------------- */
 
@@ -450,7 +451,10 @@ static void state_rounds(void)
     for (uint64_t seq = 2; seq <= 200; seq++) {
         train_some(t, (uint32_t)seq, 3, (uint32_t)(seq * 37 % 900), 100);
         commit(t, &g, seq, &tp, NULL);
-        assert_int_equal(tp.deltas, 1); /* 9 rows: one part */
+        /* 9 rows: one part (with restarting tags, whole blocks, which the
+         * sweep may cover) */
+        if (ld_trainer_tick_max == LD_TRAINER_TICK_MAX)
+            assert_int_equal(tp.deltas, 1);
         tombs += tp.tombs;
         if (seq % 25 == 0) {
             size_t nd = assert_restores(&tp, t, seq); /* whole log */
@@ -463,7 +467,7 @@ static void state_rounds(void)
         }
     }
     assert_true(tombs > 100);
-    assert_true(most >= 50);
+    assert_true(most >= 30);
     /* Compaction kept only the newest of each key: the blocks, one page,
      * the header, the live deltas and the tombstones of the retired
      * ones. */
@@ -480,6 +484,12 @@ static void test_state_rounds(void **state)
     for (kind = 0; kind < 2; kind++)
         state_rounds();
     kind = 0;
+    /* Lazy FTRL tells a block's touched rows by the slots' tags: with the
+     * tags restarting every few chunks, every row of a marked block
+     * counts until the next commit, and the state still restores. */
+    ld_trainer_tick_max = 7;
+    state_rounds();
+    ld_trainer_tick_max = LD_TRAINER_TICK_MAX;
 }
 
 /* Replaces the value of key's newest record in tp by a StateRecord whose
