@@ -124,6 +124,8 @@ typedef struct wscratch {
     float *rows;
     uint8_t *packed, *pdirty;
     uint64_t *ages;
+    uint32_t *mask; /* each block's touched rows, read once: lazy FTRL
+                       derives them from the slots' tags */
 } wscratch_t;
 
 /* Emits whole blocks from g->cursor on: every block when all, else at
@@ -171,7 +173,7 @@ static ld_err_t write_delta(const ld_state_sink_t *sink, const char *model,
         return LD_ERR_NOMEM;
     ld_err_t err = LD_OK;
     for (size_t b = 0; b < nb && !err; b++) {
-        uint32_t m = ld_trainer_block_dirty_rows(t, b);
+        uint32_t m = s->mask[b];
         if (!m || (b + nb - first) % nb < k)
             continue;
         ld_trainer_state_block(t, b, s->rows);
@@ -206,15 +208,18 @@ ld_err_t ld_state_write_blocks(const ld_state_sink_t *sink,
         return err;
     wscratch_t s = {malloc(bf * sizeof(float)), malloc(4 + bf * sizeof(float)),
                     calloc(g->npages ? g->npages : 1, 1),
-                    malloc(LD_STATE_GENS_PAGE * sizeof(uint64_t))};
-    if (!s.rows || !s.packed || !s.pdirty || !s.ages) {
+                    malloc(LD_STATE_GENS_PAGE * sizeof(uint64_t)),
+                    malloc((nb ? nb : 1) * sizeof(uint32_t))};
+    if (!s.rows || !s.packed || !s.pdirty || !s.ages || !s.mask) {
         err = LD_ERR_NOMEM;
         goto out;
     }
     /* The delta's size, to pace the sweep: rows x (floats + ~2 gap bytes). */
     uint64_t est = 0;
-    for (size_t b = 0; !all && b < nb; b++)
-        est += (uint64_t)__builtin_popcount(ld_trainer_block_dirty_rows(t, b));
+    for (size_t b = 0; !all && b < nb; b++) {
+        s.mask[b] = ld_trainer_block_dirty_rows(t, b);
+        est += (uint64_t)__builtin_popcount(s.mask[b]);
+    }
     est *= bf / bs * sizeof(float) + 2;
     size_t first = 0, k = 0;
     if ((err = sweep(sink, model, seq, t, g, all, est, &s, &first, &k)))
@@ -252,6 +257,7 @@ out:
     free(s.packed);
     free(s.pdirty);
     free(s.ages);
+    free(s.mask);
     /* On failure g may name records that were not written: the commit
      * aborts and the daemon exits (run_commit.c), so g is never used
      * again. */
