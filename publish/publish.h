@@ -124,8 +124,10 @@ ld_err_t ld_state_reader_take(ld_state_reader_t *rd, const void *key,
  * seen (first start); otherwise the caller frees it with
  * ld_resume_destroy(). LD_ERR_CORRUPT with the reason in errstr when the
  * newest header is undecodable, or any block or generations page it names
- * is missing or of another generation (format 2), or a block of another
- * commit (format 1): the daemon refuses to start rather than lose state. */
+ * is missing or of another generation (format 2, 3), or a delta part it
+ * lists is missing or tombstoned, or its list is out of order (format 3),
+ * or a block of another commit (format 1): the daemon refuses to start
+ * rather than lose state. A record with a NULL val is a tombstone. */
 ld_err_t ld_state_reader_finish(ld_state_reader_t *rd, ld_resume_t **out,
                                 char *errstr, size_t errstr_size) LD_WUR;
 /* NULL is a no-op. */
@@ -139,9 +141,11 @@ ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,
                        const char *model, int timeout_ms, ld_resume_t **out,
                        char *errstr, size_t errstr_size) LD_WUR;
 
-/* Format 2: copies the blocks into dst, the sparse state of a snapshot in
- * the plain layout (n floats, from ld_snapshot_sparse). LD_ERR_CORRUPT
- * with errstr when the blocks do not tile n floats (another shape). */
+/* Format 2 and 3: copies the blocks into dst, the sparse state of a
+ * snapshot in the plain layout (n floats, from ld_snapshot_sparse), then
+ * (format 3) the rows of every delta newer than their block, in commit
+ * order. LD_ERR_CORRUPT with errstr when the blocks do not tile n floats
+ * (another shape) or a delta part is malformed. */
 ld_err_t ld_resume_fill_sparse(ld_resume_t *r, float *dst, size_t n,
                                char *errstr, size_t errstr_size) LD_WUR;
 
