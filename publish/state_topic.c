@@ -15,6 +15,8 @@
 #define MOD "state"
 
 #define GENS_PAGE LD_STATE_GENS_PAGE
+/* Blocks of the largest model: 2^30 slots (hash_bits' bound) of 16. */
+#define MAX_BLOCKS (1u << 26)
 
 /* ---- Writing ------------------------------------------------------------ */
 
@@ -445,6 +447,32 @@ ld_err_t ld_state_reader_take(ld_state_reader_t *rd, const void *key,
         learnd__v1__state_record__unpack(NULL, vlen, val);
     if (!rec)
         return LD_OK; /* a stray record is not ours to judge */
+    /* The index in the value must be the key's and one a model can have
+     * (hash_bits <= 30): a stray index would size the table (fuzz_state
+     * found 4 G blocks asked for by one record). */
+    unsigned kidx = 0;
+    char extra;
+    uint32_t vidx = rec->record_case == LEARND__V1__STATE_RECORD__RECORD_BLOCK
+                        ? rec->block->block_index
+                    : rec->record_case == LEARND__V1__STATE_RECORD__RECORD_GENS
+                        ? rec->gens->page
+                        : 0;
+    char kb[32];
+    size_t kl = rlen < sizeof(kb) - 1 ? rlen : sizeof(kb) - 1;
+    memcpy(kb, rest, kl);
+    kb[kl] = '\0';
+    int kok = sscanf(kb,
+                     rec->record_case == LEARND__V1__STATE_RECORD__RECORD_BLOCK
+                         ? "block/%u%c"
+                         : "gens/%u%c",
+                     &kidx, &extra) == 1;
+    uint32_t lim = rec->record_case == LEARND__V1__STATE_RECORD__RECORD_BLOCK
+                       ? MAX_BLOCKS
+                       : MAX_BLOCKS / GENS_PAGE;
+    if (!kok || kidx != vidx || vidx >= lim) {
+        learnd__v1__state_record__free_unpacked(rec, NULL);
+        return LD_OK;
+    }
     ld_err_t err = LD_OK;
     if (rec->record_case == LEARND__V1__STATE_RECORD__RECORD_BLOCK) {
         const Learnd__V1__StateBlock *b = rec->block;
@@ -512,8 +540,8 @@ static ld_err_t assemble_v2(ld_state_reader_t *rd, ld_resume_t *r, char *errstr,
     const Learnd__V1__ResumeHeader *h = r->header;
     size_t nb = h->block_count, ps = h->gens_page_size;
     size_t np = ps ? (nb + ps - 1) / ps : 0;
-    if (!nb || !ps || !h->block_size || h->n_page_generations != np ||
-        !h->model_state.len) {
+    if (!nb || nb > MAX_BLOCKS || !ps || !h->block_size ||
+        h->n_page_generations != np || !h->model_state.len) {
         snprintf(errstr, size,
                  "state of model %s: header of commit %" PRIu64
                  " has %zu blocks, %zu per page and %zu page generations",
