@@ -346,7 +346,8 @@ ld_err_t ld_state_deltas_check(const ld_state_reader_t *rd, ld_resume_t *r,
 static int apply_part(const ld_resume_t *r, const Learnd__V1__StateDelta *d,
                       uint8_t *dst, size_t nb, size_t slots, size_t slot_bytes)
 {
-    const uint8_t *p = d->data.data, *end = p + d->data.len;
+    /* empty data unpacks as NULL: no offset on it (fuzz_state) */
+    const uint8_t *p = d->data.data, *end = p ? p + d->data.len : p;
     uint64_t next = 0, nrows = (uint64_t)nb * slots;
     for (uint32_t i = 0; i < d->rows; i++) {
         uint64_t gap = 0;
