@@ -441,21 +441,23 @@ static void train_one(ld_trainer_t *t, const stream_t *s, const uint32_t *idx,
         exit(1);
 }
 
-/* Bytes the incremental resume state writes per commit point (blocks
- * changed since the last one, their gens pages, the header's head
- * checkpoint) against the whole state (format 1: the full checkpoint),
- * committing every `every` examples of the stream. */
+/* Bytes the incremental resume state writes per commit point, format 3
+ * (rows touched as a delta plus a sweep of blocks) and format 2 (every
+ * block with a touched row, whole) side by side on the same trainer,
+ * against the whole state (format 1: the full checkpoint), committing
+ * every `every` examples of the stream; with the CPU each write costs the
+ * loop and the distinct rows the stream touched per commit (the floor of
+ * any encoding that keys what changed). */
 static void bench_state(const stream_t *s, uint32_t bits, size_t every)
 {
     uint32_t *idx = NULL;
     ld_trainer_t *t = ftrl_on(s, bits, &idx);
-    ld_state_gens_t g = {0};
+    ld_state_gens_t g = {0}, g2 = {0};
     ld_ckpt_meta_t meta = {.model = "bench"};
-    uint64_t seq = 0, sum = 0, n = 0, dirty_sum = 0, rows_sum = 0;
-    double full_ms = 0;
+    uint64_t seq = 0, sum = 0, sum2 = 0, n = 0, dirty_sum = 0, rows_sum = 0;
+    double full_ms = 0, cpu3 = 0, cpu2 = 0;
     uint8_t *seen = calloc(((size_t)1 << bits) / 8 + 1, 1);
     size_t full = 0;
-    double wt = 0;
     for (size_t i = 0; i < s->n; i++) {
         train_one(t, s, idx, i);
         for (int f = 0; f < NF; f++) {
@@ -471,7 +473,6 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
         memset(seen, 0, ((size_t)1 << bits) / 8 + 1);
         if (ld_trainer_flush(t) != LD_OK)
             exit(1);
-        double t0 = now_s();
         ld_snapshot_t *h = ld_trainer_state_head(t);
         ld_buf_t hb = {0};
         if (!h || ld_ckpt_encode(h, &meta, &hb) != LD_OK)
@@ -480,17 +481,23 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
         hdr.model = "bench";
         hdr.commit_seq = ++seq;
         hdr.model_state = (ProtobufCBinaryData){hb.len, hb.data};
-        uint64_t bytes = 0;
+        uint64_t bytes = 0, bytes2 = 0;
         size_t nd = 0, nbk = ld_trainer_state_blocks(t);
         for (size_t b = 0; b < nbk; b++)
             nd += (size_t)ld_trainer_block_dirty(t, b);
         dirty_sum += nd;
-        ld_state_sink_t sink = {count_only, NULL, &bytes};
-        if (ld_state_write_blocks(&sink, &hdr, t, &g) != LD_OK)
-            exit(1);
+        /* Alternated, so that neither always runs on a warm cache. */
+        for (int k = 0; k < 2; k++) {
+            int v3 = (k + (int)seq) % 2;
+            ld_state_sink_t sink = {count_only, NULL, v3 ? &bytes : &bytes2};
+            double c0 = cpu_s();
+            if ((v3 ? ld_state_write_blocks(&sink, &hdr, t, &g)
+                    : ld_state_write_blocks_v2(&sink, &hdr, t, &g2)) != LD_OK)
+                exit(1);
+            if (seq > 1)
+                *(v3 ? &cpu3 : &cpu2) += cpu_s() - c0;
+        }
         ld_trainer_dirty_clear(t);
-        if (seq > 1)
-            wt += now_s() - t0;
         free(hb.data);
         ld_snapshot_destroy(h);
         if (!full || seq == 3) {
@@ -509,22 +516,28 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
                 continue; /* the first commit writes every block */
         }
         sum += bytes;
+        sum2 += bytes2;
         n++;
     }
-    if (n)
-        printf("state bits=%2u commit every %7zu examples: %10.0f bytes per "
-               "commit vs %10zu full (%.2f %%), %.1f ms to encode, "
-               "%.1f %% of blocks changed, %.1f %% of rows (whole state: "
-               "%.1f ms to snapshot and encode)\n",
-               bits, every, (double)sum / (double)n, full,
-               100.0 * (double)sum / (double)n / (double)full,
-               1e3 * wt / (double)n,
+    if (n) {
+        double rows = (double)rows_sum / (double)n;
+        printf("state bits=%2u every %7zu: rows touched %.2f %% (%.0f), "
+               "blocks dirty %.1f %%; bytes/commit format 3 %.0f (%.2f %% "
+               "of full %zu), format 2 %.0f (%.2f %%); cpu/commit format 3 "
+               "%.1f ms, format 2 %.1f ms (whole state: %.1f ms to snapshot "
+               "and encode)\n",
+               bits, every, 100.0 * rows / (double)(1u << bits), rows,
                100.0 * (double)dirty_sum / (double)(n + 1) /
                    (double)ld_trainer_state_blocks(t),
-               100.0 * (double)rows_sum / (double)n / (double)(1u << bits),
-               full_ms);
+               (double)sum / (double)n,
+               100.0 * (double)sum / (double)n / (double)full, full,
+               (double)sum2 / (double)n,
+               100.0 * (double)sum2 / (double)n / (double)full,
+               1e3 * cpu3 / (double)n, 1e3 * cpu2 / (double)n, full_ms);
+    }
     free(seen);
     ld_state_gens_free(&g);
+    ld_state_gens_free(&g2);
     free(idx);
     ld_trainer_destroy(t);
 }

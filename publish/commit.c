@@ -135,13 +135,14 @@ static void restore_champion(ld_publisher_t *p, ld_trainer_t *t)
     ld_ckpt_destroy(champ);
 }
 
-/* The trainer from a format 1 state (one checkpoint) or a format 2 one (a
- * head plus its blocks, whose generations then become this run's). */
+/* The trainer from a format 1 state (one checkpoint) or a format 2 or 3
+ * one (a head plus its blocks and deltas, whose generations then become
+ * this run's). */
 static ld_err_t restore_trainer(ld_publisher_t *p, ld_resume_t *rs,
                                 ld_trainer_t *t, char *errstr, size_t size)
 {
     const Learnd__V1__ResumeHeader *h = rs->header;
-    int v2 = h->format_version == 2;
+    int v2 = h->format_version >= 2; /* a head plus blocks (and deltas) */
     ld_ckpt_t *ck = NULL;
     ld_snapshot_t *snap = NULL;
     ld_err_t err =
@@ -162,25 +163,14 @@ static ld_err_t restore_trainer(ld_publisher_t *p, ld_resume_t *rs,
     if ((err = ld_trainer_restore(t, snap, errstr, size)))
         goto out;
     /* The topic holds this state: only what changes from here on needs
-     * writing, as long as the blocks are the trainer's. */
-    if (v2 && h->block_size == ld_trainer_state_block_slots(t) &&
-        rs->nblocks == ld_trainer_state_blocks(t)) {
-        ld_state_gens_free(&p->gens);
-        p->gens.block = rs->gens_block;
-        rs->gens_block = NULL;
-        p->gens.nblocks = rs->nblocks;
-        p->gens.npages = h->n_page_generations;
-        p->gens.page = malloc((p->gens.npages ? p->gens.npages : 1) *
-                              sizeof(*p->gens.page));
-        if (!p->gens.page) {
-            ld_state_gens_free(&p->gens);
-            err = LD_ERR_NOMEM;
-            goto out;
-        }
-        memcpy(p->gens.page, h->page_generations,
-               p->gens.npages * sizeof(*p->gens.page));
+     * writing, as long as the blocks are the trainer's; the deltas it
+     * lists are retired by this run's commits in any case. */
+    int same = v2 && h->block_size == ld_trainer_state_block_slots(t) &&
+               rs->nblocks == ld_trainer_state_blocks(t);
+    if ((err = ld_state_gens_adopt(&p->gens, rs, same)))
+        goto out;
+    if (same)
         ld_trainer_dirty_clear(t);
-    }
     err = LD_OK;
 out:
     ld_snapshot_destroy(snap);

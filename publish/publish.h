@@ -107,6 +107,9 @@ typedef struct ld_resume {
     uint64_t *gens_block;
     size_t nblocks;
     ld_state_reader_t *rd;
+    /* format 3: the header's deltas, in ascending commit_seq; private */
+    struct ld_state_dpart *dpart; /* each listed part, in order */
+    size_t ndpart;
 } ld_resume_t;
 
 /* A reader for model's records (model borrowed, copied); NULL when out of
@@ -121,8 +124,10 @@ ld_err_t ld_state_reader_take(ld_state_reader_t *rd, const void *key,
  * seen (first start); otherwise the caller frees it with
  * ld_resume_destroy(). LD_ERR_CORRUPT with the reason in errstr when the
  * newest header is undecodable, or any block or generations page it names
- * is missing or of another generation (format 2), or a block of another
- * commit (format 1): the daemon refuses to start rather than lose state. */
+ * is missing or of another generation (format 2, 3), or a delta part it
+ * lists is missing or tombstoned, or its list is out of order (format 3),
+ * or a block of another commit (format 1): the daemon refuses to start
+ * rather than lose state. A record with a NULL val is a tombstone. */
 ld_err_t ld_state_reader_finish(ld_state_reader_t *rd, ld_resume_t **out,
                                 char *errstr, size_t errstr_size) LD_WUR;
 /* NULL is a no-op. */
@@ -136,9 +141,11 @@ ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,
                        const char *model, int timeout_ms, ld_resume_t **out,
                        char *errstr, size_t errstr_size) LD_WUR;
 
-/* Format 2: copies the blocks into dst, the sparse state of a snapshot in
- * the plain layout (n floats, from ld_snapshot_sparse). LD_ERR_CORRUPT
- * with errstr when the blocks do not tile n floats (another shape). */
+/* Format 2 and 3: copies the blocks into dst, the sparse state of a
+ * snapshot in the plain layout (n floats, from ld_snapshot_sparse), then
+ * (format 3) the rows of every delta newer than their block, in commit
+ * order. LD_ERR_CORRUPT with errstr when the blocks do not tile n floats
+ * (another shape) or a delta part is malformed. */
 ld_err_t ld_resume_fill_sparse(ld_resume_t *r, float *dst, size_t n,
                                char *errstr, size_t errstr_size) LD_WUR;
 
@@ -155,26 +162,50 @@ ld_err_t ld_state_write_v1(const ld_state_sink_t *sink,
                            size_t block_size) LD_WUR;
 
 /* The generation (commit_seq of the commit that last wrote it) of every
- * block and gens page this run has on the topic; start from {0}, free
- * with ld_state_gens_free(). */
+ * block and gens page this run has on the topic, and the deltas the state
+ * still needs (format 3); start from {0}, free with ld_state_gens_free(). */
 typedef struct ld_state_gens {
     uint64_t *block, *page; /* private */
     size_t nblocks, npages; /* private */
+    uint64_t *dseq;         /* private: live deltas, ascending */
+    uint32_t *dparts;       /* private: parts of each */
+    size_t ndelta, dcap;    /* private */
+    size_t cursor;          /* private: next block of the sweep */
 } ld_state_gens_t;
 void ld_state_gens_free(ld_state_gens_t *g);
 
-/* Format 2: emits into sink the blocks of t (borrowed) marked dirty
- * (ld_trainer_dirty; every block when g holds no generations of t's
- * shape), the gens pages covering them, then header (borrowed; its
- * commit_seq, model, model_state and module state filled in by the caller;
- * the block fields here) naming every page's generation. Updates g; the
- * caller clears t's dirty marks once the records are queued. LD_ERR_NOMEM
- * or the sink's error (g is then not to be used again: the commit
- * aborts). */
+/* Format 3: emits into sink the rows of t (borrowed) written since the
+ * last commit (ld_trainer_block_dirty_rows) as one delta, a round-robin
+ * sweep of whole blocks (at least half the delta's bytes and 1/256 of the
+ * blocks; every block when g holds no generations of t's shape), the gens
+ * pages covering them, a tombstone for each part of every delta older than
+ * all blocks, then header (borrowed; its commit_seq, model, model_state
+ * and module state filled in by the caller; the block and delta fields
+ * here) naming every page's generation and the deltas still needed.
+ * Updates g; the caller clears t's dirty marks once the records are
+ * queued. LD_ERR_NOMEM or the sink's error (g is then not to be used
+ * again: the commit aborts). A tombstone is emit(opaque, key, NULL, 0). */
 ld_err_t ld_state_write_blocks(const ld_state_sink_t *sink,
                                Learnd__V1__ResumeHeader *header,
                                const ld_trainer_t *t,
                                ld_state_gens_t *g) LD_WUR;
+
+/* Format 2 (what daemons before the delta log wrote; kept for tests of the
+ * upgrade and for bench_trainer --state's comparison): every block with a
+ * dirty row, whole, then the gens pages and header as format 3, no
+ * deltas. Errors as ld_state_write_blocks. */
+ld_err_t ld_state_write_blocks_v2(const ld_state_sink_t *sink,
+                                  Learnd__V1__ResumeHeader *header,
+                                  const ld_trainer_t *t,
+                                  ld_state_gens_t *g) LD_WUR;
+
+/* After a restore from rs (borrowed): g takes the generations of the
+ * blocks when same_shape (this run continues writing only what changes)
+ * and, in any case, the deltas rs's header lists, so the next commit
+ * writes their tombstones once no block needs them. LD_ERR_NOMEM (g
+ * freed). */
+ld_err_t ld_state_gens_adopt(ld_state_gens_t *g, ld_resume_t *rs,
+                             int same_shape) LD_WUR;
 
 /* ---- Resume-state codecs (publish/resume.c) ------------------------------ */
 

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Resume state records on the state topic: keyed `<model>/header`,
- * `<model>/gens/<page>` and `<model>/block/<i>`, so compaction keeps the
- * newest of each; a commit writes only the blocks changed since the last
- * one, and a restart refuses a state with a block of the wrong
- * generation. */
-#include "publish/publish.h"
+ * `<model>/gens/<page>`, `<model>/block/<i>` and
+ * `<model>/delta/<seq>/<part>`, so compaction keeps the newest of each; the
+ * blocks and the reader here, the deltas of format 3 in state_delta.c. A
+ * restart refuses a state with a block or delta of the wrong generation. */
+#include "publish/state_internal.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -14,10 +14,9 @@
 
 #define MOD "state"
 
-/* Blocks per gens page: 4096 ages of 1-4 bytes keep a page far below
- * Kafka's 1 MB record limit, and the header lists only 256 pages at
- * 2^24 slots. */
-#define GENS_PAGE 4096u
+#define GENS_PAGE LD_STATE_GENS_PAGE
+/* Blocks of the largest model: 2^30 slots (hash_bits' bound) of 16. */
+#define MAX_BLOCKS (1u << 26)
 
 /* ---- Writing ------------------------------------------------------------ */
 
@@ -25,6 +24,19 @@ ld_err_t ld_state_emit_kafka(void *opaque, const char *key, const uint8_t *val,
                              size_t len)
 {
     const ld_state_kafka_t *k = opaque;
+    if (!val) { /* a tombstone: compaction drops the key */
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            k->producer, RD_KAFKA_V_TOPIC(k->topic), RD_KAFKA_V_PARTITION(0),
+            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(NULL, 0),
+            RD_KAFKA_V_END);
+        if (e) {
+            ld_log(LD_LOG_ERR, MOD,
+                   "msg=\"cannot queue state tombstone\" key=%s err=%s",
+                   ld_log_q(key), ld_log_q(rd_kafka_err2str(e)));
+            return LD_ERR_KAFKA;
+        }
+        return LD_OK;
+    }
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
         return LD_ERR_NOMEM;
@@ -46,8 +58,8 @@ ld_err_t ld_state_emit_kafka(void *opaque, const char *key, const uint8_t *val,
 }
 
 /* Packs rec and hands it to emit, counting key and value bytes. */
-static ld_err_t emit_rec(const ld_state_sink_t *sink, const char *key,
-                         const Learnd__V1__StateRecord *rec)
+ld_err_t ld_state_emit_rec(const ld_state_sink_t *sink, const char *key,
+                           const Learnd__V1__StateRecord *rec)
 {
     size_t len = learnd__v1__state_record__get_packed_size(rec);
     uint8_t *buf = malloc(len ? len : 1);
@@ -61,20 +73,20 @@ static ld_err_t emit_rec(const ld_state_sink_t *sink, const char *key,
     return err;
 }
 
-static ld_err_t emit_header(const ld_state_sink_t *sink,
-                            Learnd__V1__ResumeHeader *header)
+ld_err_t ld_state_emit_header(const ld_state_sink_t *sink,
+                              Learnd__V1__ResumeHeader *header)
 {
     char key[512];
     Learnd__V1__StateRecord rec = LEARND__V1__STATE_RECORD__INIT;
     rec.record_case = LEARND__V1__STATE_RECORD__RECORD_HEADER;
     rec.header = header;
     snprintf(key, sizeof(key), "%s/header", header->model);
-    return emit_rec(sink, key, &rec);
+    return ld_state_emit_rec(sink, key, &rec);
 }
 
-static ld_err_t emit_block(const ld_state_sink_t *sink, const char *model,
-                           uint64_t seq, size_t i, const uint8_t *data,
-                           size_t len)
+ld_err_t ld_state_emit_block(const ld_state_sink_t *sink, const char *model,
+                             uint64_t seq, size_t i, const uint8_t *data,
+                             size_t len)
 {
     char key[512];
     Learnd__V1__StateBlock blk = LEARND__V1__STATE_BLOCK__INIT;
@@ -87,7 +99,7 @@ static ld_err_t emit_block(const ld_state_sink_t *sink, const char *model,
     rec.record_case = LEARND__V1__STATE_RECORD__RECORD_BLOCK;
     rec.block = &blk;
     snprintf(key, sizeof(key), "%s/block/%zu", model, i);
-    return emit_rec(sink, key, &rec);
+    return ld_state_emit_rec(sink, key, &rec);
 }
 
 ld_err_t ld_state_write_v1(const ld_state_sink_t *sink,
@@ -102,12 +114,12 @@ ld_err_t ld_state_write_v1(const ld_state_sink_t *sink,
         LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_CHECKPOINT_CHUNKS;
     ld_err_t err = LD_OK;
     for (size_t i = 0; i < n && !err; i++)
-        err = emit_block(sink, header->model, header->commit_seq, i,
-                         ckpt + i * block_size,
-                         i + 1 < n ? block_size : len - i * block_size);
+        err = ld_state_emit_block(
+            sink, header->model, header->commit_seq, i, ckpt + i * block_size,
+            i + 1 < n ? block_size : len - i * block_size);
     /* The header last: a reader that sees it sees its blocks (one
      * transaction, one partition, in order). */
-    return err ? err : emit_header(sink, header);
+    return err ? err : ld_state_emit_header(sink, header);
 }
 
 void ld_state_gens_free(ld_state_gens_t *g)
@@ -116,13 +128,15 @@ void ld_state_gens_free(ld_state_gens_t *g)
         return;
     free(g->block);
     free(g->page);
+    free(g->dseq);
+    free(g->dparts);
     memset(g, 0, sizeof(*g));
 }
 
-/* Sizes g for nb blocks, every generation 0 (nothing written yet). */
-static ld_err_t gens_reset(ld_state_gens_t *g, size_t nb)
+ld_err_t ld_state_gens_reset(ld_state_gens_t *g, size_t nb)
 {
-    ld_state_gens_free(g);
+    free(g->block);
+    free(g->page);
     size_t np = (nb + GENS_PAGE - 1) / GENS_PAGE;
     g->block = calloc(nb ? nb : 1, sizeof(*g->block));
     g->page = calloc(np ? np : 1, sizeof(*g->page));
@@ -132,12 +146,13 @@ static ld_err_t gens_reset(ld_state_gens_t *g, size_t nb)
     }
     g->nblocks = nb;
     g->npages = np;
+    g->cursor = 0;
     return LD_OK;
 }
 
-static ld_err_t emit_page(const ld_state_sink_t *sink, const char *model,
-                          const ld_state_gens_t *g, size_t j, uint64_t seq,
-                          uint64_t *ages)
+ld_err_t ld_state_emit_page(const ld_state_sink_t *sink, const char *model,
+                            const ld_state_gens_t *g, size_t j, uint64_t seq,
+                            uint64_t *ages)
 {
     size_t from = j * GENS_PAGE, n = g->nblocks - from;
     if (n > GENS_PAGE)
@@ -155,15 +170,15 @@ static ld_err_t emit_page(const ld_state_sink_t *sink, const char *model,
     rec.record_case = LEARND__V1__STATE_RECORD__RECORD_GENS;
     rec.gens = &pg;
     snprintf(key, sizeof(key), "%s/gens/%zu", model, j);
-    return emit_rec(sink, key, &rec);
+    return ld_state_emit_rec(sink, key, &rec);
 }
 
 /* A block's data: a 4-byte little-endian mask of the slots holding any
  * non-zero bit, then those slots' floats. A hashed model's touched block
  * is mostly untouched slots (bench_trainer --state: 16-slot blocks with 1-3
  * live rows), which cost 4 bytes instead of 12 each. */
-static size_t pack_rows(const float *rows, uint32_t slots, size_t per,
-                        uint8_t *out)
+size_t ld_state_pack_rows(const float *rows, uint32_t slots, size_t per,
+                          uint8_t *out)
 {
     uint32_t mask = 0;
     size_t len = 4;
@@ -187,9 +202,9 @@ static size_t pack_rows(const float *rows, uint32_t slots, size_t per,
     return len;
 }
 
-ld_err_t ld_state_write_blocks(const ld_state_sink_t *sink,
-                               Learnd__V1__ResumeHeader *header,
-                               const ld_trainer_t *t, ld_state_gens_t *g)
+ld_err_t ld_state_write_blocks_v2(const ld_state_sink_t *sink,
+                                  Learnd__V1__ResumeHeader *header,
+                                  const ld_trainer_t *t, ld_state_gens_t *g)
 {
     size_t nb = ld_trainer_state_blocks(t);
     size_t bf = ld_trainer_state_block_floats(t);
@@ -198,7 +213,7 @@ ld_err_t ld_state_write_blocks(const ld_state_sink_t *sink,
     /* No generations for this shape: nothing of it is on the topic that
      * this run may rely on, so every block is written. */
     int all = g->nblocks != nb || !g->block;
-    if (all && (err = gens_reset(g, nb)))
+    if (all && (err = ld_state_gens_reset(g, nb)))
         return err;
     uint8_t *pdirty = calloc(g->npages ? g->npages : 1, 1);
     float *rows = malloc(bf * sizeof(float));
@@ -213,15 +228,15 @@ ld_err_t ld_state_write_blocks(const ld_state_sink_t *sink,
         if (!all && !ld_trainer_block_dirty(t, b))
             continue;
         ld_trainer_state_block(t, b, rows);
-        size_t len = pack_rows(rows, bs, bf / bs, packed);
-        err = emit_block(sink, header->model, seq, b, packed, len);
+        size_t len = ld_state_pack_rows(rows, bs, bf / bs, packed);
+        err = ld_state_emit_block(sink, header->model, seq, b, packed, len);
         g->block[b] = seq;
         pdirty[b / GENS_PAGE] = 1;
     }
     for (size_t j = 0; j < g->npages && !err; j++) {
         if (!pdirty[j])
             continue;
-        err = emit_page(sink, header->model, g, j, seq, ages);
+        err = ld_state_emit_page(sink, header->model, g, j, seq, ages);
         g->page[j] = seq;
     }
     if (err)
@@ -235,7 +250,7 @@ ld_err_t ld_state_write_blocks(const ld_state_sink_t *sink,
     header->page_generations = g->page;
     /* Last, as in format 1: the header names what came before it in the
      * same transaction. */
-    err = emit_header(sink, header);
+    err = ld_state_emit_header(sink, header);
     header->n_page_generations = 0;
     header->page_generations = NULL;
 out:
@@ -265,6 +280,11 @@ struct ld_state_reader {
     size_t hlen;
     blockv_t *blocks, *pages;
     size_t nblocks, npages;
+    /* delta parts by (seq, part), ascending: a writer emits them in that
+     * order, so a record lands at the end and a tombstone (for an older
+     * one) is a binary search */
+    ld_state_dpart_t *dp;
+    size_t ndp, dcap;
 };
 
 ld_state_reader_t *ld_state_reader_new(const char *model)
@@ -292,6 +312,9 @@ void ld_state_reader_destroy(ld_state_reader_t *rd)
     free(rd->header);
     blockv_free(rd->blocks, rd->nblocks);
     blockv_free(rd->pages, rd->npages);
+    for (size_t i = 0; i < rd->ndp; i++)
+        free(rd->dp[i].data);
+    free(rd->dp);
     free(rd->model);
     free(rd);
 }
@@ -324,6 +347,76 @@ static uint8_t *dup_bytes(const void *p, size_t n)
     return c;
 }
 
+/* Index of the first part >= (seq, part). */
+static size_t dpart_find(const ld_state_reader_t *rd, uint64_t seq,
+                         uint32_t part)
+{
+    size_t lo = 0, hi = rd->ndp;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const ld_state_dpart_t *d = &rd->dp[mid];
+        if (d->seq < seq || (d->seq == seq && d->part < part))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+const ld_state_dpart_t *ld_state_reader_dpart(const ld_state_reader_t *rd,
+                                              uint64_t seq, uint32_t part)
+{
+    size_t i = dpart_find(rd, seq, part);
+    if (i < rd->ndp && rd->dp[i].seq == seq && rd->dp[i].part == part &&
+        rd->dp[i].data)
+        return &rd->dp[i];
+    return NULL;
+}
+
+/* A record (val non-NULL, taken) or a tombstone (val NULL) of key
+ * "delta/<seq>/<part>" (rest, not NUL-terminated). */
+static ld_err_t take_delta(ld_state_reader_t *rd, const char *rest, size_t rlen,
+                           uint8_t *val, size_t vlen)
+{
+    char k[64];
+    unsigned long long seq;
+    unsigned part;
+    char extra;
+    if (rlen >= sizeof(k)) {
+        free(val);
+        return LD_OK;
+    }
+    memcpy(k, rest, rlen);
+    k[rlen] = '\0';
+    if (sscanf(k, "delta/%llu/%u%c", &seq, &part, &extra) != 2) {
+        free(val);
+        return LD_OK; /* not a key this learnd writes */
+    }
+    size_t i = dpart_find(rd, seq, part);
+    if (i < rd->ndp && rd->dp[i].seq == seq && rd->dp[i].part == part) {
+        free(rd->dp[i].data);
+        rd->dp[i].data = val;
+        rd->dp[i].len = vlen;
+        return LD_OK;
+    }
+    if (!val)
+        return LD_OK; /* a tombstone for a part compacted away */
+    if (rd->ndp == rd->dcap) {
+        size_t cap = rd->dcap ? rd->dcap * 2 : 64;
+        ld_state_dpart_t *d = realloc(rd->dp, cap * sizeof(*d));
+        if (!d) {
+            free(val);
+            return LD_ERR_NOMEM;
+        }
+        rd->dp = d;
+        rd->dcap = cap;
+    }
+    memmove(rd->dp + i + 1, rd->dp + i, (rd->ndp - i) * sizeof(*rd->dp));
+    rd->dp[i] = (ld_state_dpart_t){seq, part, val, vlen};
+    rd->ndp++;
+    return LD_OK;
+}
+
 ld_err_t ld_state_reader_take(ld_state_reader_t *rd, const void *key,
                               size_t klen, const void *val, size_t vlen)
 {
@@ -333,6 +426,14 @@ ld_err_t ld_state_reader_take(ld_state_reader_t *rd, const void *key,
         return LD_OK;
     const char *rest = k + rd->mlen + 1;
     size_t rlen = klen - rd->mlen - 1;
+    if (rlen > 6 && memcmp(rest, "delta/", 6) == 0) {
+        uint8_t *copy = val ? dup_bytes(val, vlen) : NULL;
+        if (val && !copy)
+            return LD_ERR_NOMEM;
+        return take_delta(rd, rest, rlen, copy, vlen);
+    }
+    if (!val)
+        return LD_OK; /* tombstones are written for deltas only */
     if (rlen == 6 && memcmp(rest, "header", 6) == 0) {
         uint8_t *copy = dup_bytes(val, vlen);
         if (!copy)
@@ -346,6 +447,32 @@ ld_err_t ld_state_reader_take(ld_state_reader_t *rd, const void *key,
         learnd__v1__state_record__unpack(NULL, vlen, val);
     if (!rec)
         return LD_OK; /* a stray record is not ours to judge */
+    /* The index in the value must be the key's and one a model can have
+     * (hash_bits <= 30): a stray index would size the table (fuzz_state
+     * found 4 G blocks asked for by one record). */
+    unsigned kidx = 0;
+    char extra;
+    uint32_t vidx = rec->record_case == LEARND__V1__STATE_RECORD__RECORD_BLOCK
+                        ? rec->block->block_index
+                    : rec->record_case == LEARND__V1__STATE_RECORD__RECORD_GENS
+                        ? rec->gens->page
+                        : 0;
+    char kb[32];
+    size_t kl = rlen < sizeof(kb) - 1 ? rlen : sizeof(kb) - 1;
+    memcpy(kb, rest, kl);
+    kb[kl] = '\0';
+    int kok = sscanf(kb,
+                     rec->record_case == LEARND__V1__STATE_RECORD__RECORD_BLOCK
+                         ? "block/%u%c"
+                         : "gens/%u%c",
+                     &kidx, &extra) == 1;
+    uint32_t lim = rec->record_case == LEARND__V1__STATE_RECORD__RECORD_BLOCK
+                       ? MAX_BLOCKS
+                       : MAX_BLOCKS / GENS_PAGE;
+    if (!kok || kidx != vidx || vidx >= lim) {
+        learnd__v1__state_record__free_unpacked(rec, NULL);
+        return LD_OK;
+    }
     ld_err_t err = LD_OK;
     if (rec->record_case == LEARND__V1__STATE_RECORD__RECORD_BLOCK) {
         const Learnd__V1__StateBlock *b = rec->block;
@@ -371,6 +498,7 @@ void ld_resume_destroy(ld_resume_t *r)
         learnd__v1__resume_header__free_unpacked(r->header, NULL);
     free(r->ckpt);
     free(r->gens_block);
+    free(r->dpart);
     if (r->rd)
         ld_state_reader_destroy(r->rd);
     free(r);
@@ -412,8 +540,8 @@ static ld_err_t assemble_v2(ld_state_reader_t *rd, ld_resume_t *r, char *errstr,
     const Learnd__V1__ResumeHeader *h = r->header;
     size_t nb = h->block_count, ps = h->gens_page_size;
     size_t np = ps ? (nb + ps - 1) / ps : 0;
-    if (!nb || !ps || !h->block_size || h->n_page_generations != np ||
-        !h->model_state.len) {
+    if (!nb || nb > MAX_BLOCKS || !ps || !h->block_size ||
+        h->n_page_generations != np || !h->model_state.len) {
         snprintf(errstr, size,
                  "state of model %s: header of commit %" PRIu64
                  " has %zu blocks, %zu per page and %zu page generations",
@@ -509,11 +637,13 @@ ld_err_t ld_state_reader_finish(ld_state_reader_t *rd, ld_resume_t **out,
         h->block_encoding ==
             LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_CHECKPOINT_CHUNKS)
         err = assemble_v1(rd, r, errstr, errstr_size);
-    else if (h->format_version == 2 &&
+    else if ((h->format_version == 2 || h->format_version == 3) &&
              h->block_encoding ==
-                 LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_SLOTS)
+                 LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_SLOTS) {
         err = assemble_v2(rd, r, errstr, errstr_size);
-    else {
+        if (!err && h->format_version == 3)
+            err = ld_state_deltas_check(rd, r, rd->model, errstr, errstr_size);
+    } else {
         snprintf(errstr, errstr_size,
                  "state of model %s: unsupported format %u / encoding %d",
                  rd->model, h->format_version, (int)h->block_encoding);
@@ -524,7 +654,7 @@ ld_err_t ld_state_reader_finish(ld_state_reader_t *rd, ld_resume_t **out,
         ld_state_reader_destroy(rd);
         return err;
     }
-    if (h->format_version == 2)
+    if (h->format_version >= 2)
         r->rd = rd; /* the blocks, for ld_resume_fill_sparse */
     else
         ld_state_reader_destroy(rd);
@@ -576,6 +706,9 @@ ld_err_t ld_resume_fill_sparse(ld_resume_t *r, float *dst, size_t n,
             }
         }
     }
+    if (h->format_version == 3)
+        return ld_state_deltas_apply(r, (uint8_t *)dst, nb, slots, slot_bytes,
+                                     errstr, errstr_size);
     return LD_OK;
 }
 

@@ -168,15 +168,23 @@ struct ld_trainer {
     pthread_t prep;
     int prep_running;
 
-    /* Sparse blocks of LD_TRAINER_STATE_SLOTS slots written since the last
-     * ld_trainer_dirty_clear(): dirty[b] != 0. Marked once per batch from
-     * the batch's indices (not inside the update kernels, which stay as
-     * fast as they were), read by the incremental resume state. A bitmap:
-     * 32 KiB at 2^22 slots stays in L1, where a byte per block (256 KiB)
-     * cost bench_trainer 1 ns per non-zero (7.4 -> 8.4 cpu ns/nnz). */
+    /* What the sparse state wrote since the last ld_trainer_dirty_clear(),
+     * for the incremental resume state, which writes only the rows touched
+     * (a block bitmap alone made a commit rewrite every live row of a
+     * 16-slot block for one touched row: bench_trainer --state 22 10000,
+     * 4.2 % of the rows touched, 50 % of the blocks). Marked once per batch
+     * from the batch's indices, not inside the update kernels. Lazy FTRL:
+     * bit b per block, as before, and a block's rows are the slots whose
+     * tag (the chunk that last stepped them) is >= ctick, or all of them
+     * when dall (after ld_trainer_new, a restore or a tag restart): a bit
+     * per row would cost its loop 0.6 cpu ns per non-zero at 2^22 (512 KiB
+     * out of L1; bench_trainer --one 22 256 2, 10.0 -> 10.6). Other
+     * models: bit r per row (AdaGrad at 2^22: 9.8 -> 10.3 cpu ns/nnz). */
     uint64_t *dirty;
     size_t dblocks, dwords;
     uint32_t dshift;
+    uint32_t ctick; /* lazy: tags >= ctick are newer than the last clear */
+    int dall;       /* lazy: every row of a marked block counts */
 
     ld_trainer_scored_cb *cb;
     void *cb_opaque;

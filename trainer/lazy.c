@@ -377,6 +377,7 @@ void lazy_pass(ld_trainer_t *t)
         for (size_t i = 0; i < t->nslots; i++)
             memset(t->sp + i * LAZY_SS + 3, 0, sizeof(float));
         t->tick = 0;
+        t->dall = 1; /* the tags no longer tell which rows changed */
     }
     ticks_t tk = {t->tick + 1, t->tick};
     const float *bv = t->b_val;

@@ -422,6 +422,7 @@ ld_err_t ld_trainer_restore(ld_trainer_t *t, const ld_snapshot_t *s,
     t->st.examples = s->examples;
     memcpy(t->st.by_type, s->by_type, sizeof(s->by_type));
     memset(t->dirty, 0xff, t->dwords * sizeof(*t->dirty));
+    t->dall = 1;
     t->bn = 0;
     t->nnz_n = 0;
     t->eid_n = 0;
@@ -447,14 +448,36 @@ size_t ld_trainer_state_block_floats(const ld_trainer_t *t)
     return ((size_t)1 << t->dshift) * t->k * t->s;
 }
 
+uint32_t ld_trainer_block_dirty_rows(const ld_trainer_t *t, size_t b)
+{
+    uint32_t n = 1u << t->dshift;
+    uint64_t all = ((uint64_t)1 << n) - 1;
+    if (!t->lazy) {
+        size_t r = b << t->dshift;
+        return (uint32_t)(t->dirty[r >> 6] >> (r & 63) & all);
+    }
+    if (!(t->dirty[b >> 6] >> (b & 63) & 1))
+        return 0;
+    if (t->dall)
+        return (uint32_t)all;
+    const float *c = t->sp + (b << t->dshift) * LAZY_SS;
+    uint32_t m = 0;
+    for (uint32_t j = 0; j < n; j++, c += LAZY_SS)
+        m |= (uint32_t)(tag_of(c) >= t->ctick) << j;
+    return m;
+}
+
 int ld_trainer_block_dirty(const ld_trainer_t *t, size_t b)
 {
-    return (int)(t->dirty[b >> 6] >> (b & 63) & 1);
+    return ld_trainer_block_dirty_rows(t, b) != 0;
 }
 
 void ld_trainer_dirty_clear(ld_trainer_t *t)
 {
     memset(t->dirty, 0, t->dwords * sizeof(*t->dirty));
+    /* The next chunk's tick is tick + 1 (lazy_pass). */
+    t->ctick = t->tick + 1;
+    t->dall = 0;
 }
 
 void ld_trainer_state_block(const ld_trainer_t *t, size_t b, float *out)

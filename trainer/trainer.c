@@ -27,6 +27,7 @@ static void init_state(ld_trainer_t *t)
     memset(t->dscale, 0, (t->d1 - 1) * sizeof(float));
     memset(t->dstat, 0, 3 * (t->d1 - 1) * sizeof(float));
     memset(t->dirty, 0xff, t->dwords * sizeof(*t->dirty));
+    t->dall = 1;
     if (t->spec.opt == LD_OPT_ADAGRAD) {
         float a = acc_init(&t->spec, 1);
         for (size_t i = 1; i < t->sp_n; i += 2)
@@ -181,7 +182,9 @@ static int alloc_buffers(ld_trainer_t *t)
                     ? t->spec.hash_bits
                     : LD_TRAINER_STATE_SHIFT;
     t->dblocks = t->nslots >> t->dshift;
-    t->dwords = (t->dblocks + 63) / 64;
+    /* Lazy FTRL: a bit per block, the rows from the slots' tags; else a
+     * bit per row (core.h). */
+    t->dwords = ((t->lazy ? t->dblocks : t->nslots) + 63) / 64;
     t->dirty = malloc(t->dwords * sizeof(*t->dirty));
     if (!t->sp || !t->dn || !t->dscale || !t->dstat || !t->dtmp || !t->b_off ||
         !t->b_idx || !t->b_val || !t->b_g || !t->b_wb || !t->b_wn || !t->b_sq ||
@@ -683,7 +686,7 @@ static void train_batch(ld_trainer_t *t)
     }
     /* One pass over the batch's indices, just written and still cached:
      * cheaper than a mark inside each update kernel's inner loop. */
-    const uint32_t *bi = t->b_idx, dsh = t->dshift;
+    const uint32_t *bi = t->b_idx, dsh = t->lazy ? t->dshift : 0;
     uint64_t *d = t->dirty;
     for (size_t j = 0; j < t->nnz_n; j++) {
         uint32_t b = bi[j] >> dsh;

@@ -274,6 +274,9 @@ size_t ld_trainer_state_block_floats(const ld_trainer_t *t);
  * block b (< ld_trainer_state_blocks) since the last
  * ld_trainer_dirty_clear(), else 0. Thread: loop. */
 int ld_trainer_block_dirty(const ld_trainer_t *t, size_t b);
+/* The same at row granularity: bit j set when slot j of block b was
+ * written since the last ld_trainer_dirty_clear(). Thread: loop. */
+uint32_t ld_trainer_block_dirty_rows(const ld_trainer_t *t, size_t b);
 /* Forgets the dirty marks: the caller has recorded the state as it is now.
  * Thread: loop. */
 void ld_trainer_dirty_clear(ld_trainer_t *t);

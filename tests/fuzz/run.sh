@@ -11,7 +11,7 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${FUZZ_SECONDS:-60}
 build=${FUZZ_BUILD:-$src/build-fuzz}
 cc=${FUZZ_CC:-clang-14}
-targets=(fuzz_checkpoint fuzz_decode_avro fuzz_decode_json fuzz_decode_protobuf
+targets=(fuzz_checkpoint fuzz_state fuzz_decode_avro fuzz_decode_json fuzz_decode_protobuf
          fuzz_decode_pbdesc)
 
 # shellcheck disable=SC2086 # CMAKE_ARGS is a list of arguments

@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The incremental resume state survives compaction: a daemon stopped
  * mid-input, whose state topic the broker then compacts aggressively
- * (segment.ms 100, min.cleanable.dirty.ratio 0.001), restarts from what
- * compaction kept and ends with the same parameters, bit for bit, as a run
- * that went straight through. */
+ * (segment.ms 100, min.cleanable.dirty.ratio 0.001, delete.retention.ms
+ * 0), restarts from what compaction kept and ends with the same
+ * parameters, bit for bit, as a run that went straight through. Built
+ * twice: 0021 at hash_bits 18, where the restart needs the blocks plus the
+ * deltas of the commits since each was written, and 0032 at hash_bits 10
+ * (64 blocks), where the sweep goes round many times, so deltas are
+ * retired by tombstones that compaction then removes with them. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +20,12 @@
 #include "testutil.h"
 #include "trainer/checkpoint.h"
 
+#ifndef EVENTS
 #define EVENTS 100000
+#endif
+#ifndef STATE_HASH_BITS
+#define STATE_HASH_BITS 18
+#endif
 
 static char prefix[128];
 static char tmpdir[64];
@@ -46,13 +55,13 @@ static void write_config(const char *name, char *path, size_t size)
             "  max_out_of_orderness: 1s\n"
             "trainer:\n"
             "  name: cs\n"
-            "  hash_bits: 18\n"
+            "  hash_bits: %d\n"
             "  batch_size: 100\n"
             "checkpoint:\n"
             "  dir: %s/%s-models\n"
             "triggers:\n"
             "  volume_examples: 20000\n",
-            tmpdir, name);
+            STATE_HASH_BITS, tmpdir, name);
     fclose(f);
 }
 
@@ -95,6 +104,8 @@ typedef struct rec {
     char key[64];
     size_t at;
     uint64_t seq; /* 0: not a block */
+    int delta;    /* a delta part */
+    int tomb;     /* a tombstone */
 } rec_t;
 
 typedef struct dup {
@@ -118,10 +129,14 @@ static void collect(const rd_kafka_message_t *m, void *opaque)
     r->key[kl] = '\0';
     r->at = d->n++;
     r->seq = 0;
+    r->tomb = !m->payload;
+    r->delta = 0;
     Learnd__V1__StateRecord *sr =
         learnd__v1__state_record__unpack(NULL, m->len, m->payload);
-    if (sr && sr->block)
+    /* record_case, not the pointer: the oneof's members share storage. */
+    if (sr && sr->record_case == LEARND__V1__STATE_RECORD__RECORD_BLOCK)
         r->seq = sr->block->commit_seq;
+    r->delta = sr && sr->record_case == LEARND__V1__STATE_RECORD__RECORD_DELTA;
     if (sr)
         learnd__v1__state_record__free_unpacked(sr, NULL);
 }
@@ -133,11 +148,16 @@ static int cmp_rec(const void *a, const void *b)
     return c ? c : (x->at > y->at) - (x->at < y->at);
 }
 
+/* What the state topic holds: deltas whose key's newest record is the
+ * delta (a restart needs them) and tombstones. */
+static size_t live_deltas, tombs;
+
 /* Records a newer one of the same key supersedes (what compaction
  * removes), and into seq the oldest and newest commit among the blocks a
  * restart uses: the newest record of each block key. */
 static size_t superseded(const char *t, size_t *total, uint64_t seq[2])
 {
+    live_deltas = tombs = 0;
     dup_t d = {0};
     ld_test_read_topic(t, 60000, collect, &d, NULL);
     qsort(d.r, d.n, sizeof(*d.r), cmp_rec);
@@ -145,6 +165,8 @@ static size_t superseded(const char *t, size_t *total, uint64_t seq[2])
     seq[0] = seq[1] = 0;
     for (size_t i = 0; i < d.n; i++) {
         int last = i + 1 == d.n || strcmp(d.r[i].key, d.r[i + 1].key) != 0;
+        tombs += (size_t)d.r[i].tomb;
+        live_deltas += (size_t)(last && d.r[i].delta);
         if (!last) {
             s++;
             continue;
@@ -275,8 +297,17 @@ int main(void)
     size_t n0 = 0, n = 0;
     uint64_t seq[2];
     size_t s0 = superseded(state, &n0, seq), s = s0;
-    ld_test_say("state topic: %zu records, %zu superseded", n0, s0);
+    ld_test_say("state topic: %zu records, %zu superseded, %zu live deltas, "
+                "%zu tombstones",
+                n0, s0, live_deltas, tombs);
     LD_TEST_ASSERT(s0 > 0, "no commit point rewrote a block");
+    /* Commit points wrote the rows they touched as deltas (format 3). */
+    LD_TEST_ASSERT(live_deltas > 0, "no delta on the state topic");
+#if STATE_HASH_BITS < 14
+    /* 64 blocks: the sweep went round, and deltas no block needs any more
+     * were tombstoned. */
+    LD_TEST_ASSERT(tombs > 0, "no delta was retired");
+#endif
     /* Only closed segments are compacted, and a segment past segment.ms
      * closes when the next record arrives: a record of no model's keys
      * (restarts ignore it) closes the daemon's. */
@@ -286,8 +317,11 @@ int main(void)
         ld_test_produce(admin, state, 0, "roll", "x", 1);
         s = superseded(state, &n, seq);
     }
-    ld_test_say("after compaction: %zu records, %zu superseded", n, s);
+    ld_test_say("after compaction: %zu records, %zu superseded, %zu live "
+                "deltas, %zu tombstones",
+                n, s, live_deltas, tombs);
     LD_TEST_ASSERT(s * 2 <= s0, "the state topic was not compacted");
+
     /* Commit points wrote only what changed: blocks of older commits are
      * still the newest of their keys, next to those of the last one (a
      * whole-state write would leave every key's newest at the last). */

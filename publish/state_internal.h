@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the state topic's two files share: the record emitters of
+ * state_topic.c and the delta parts a reader keeps (state_delta.c decodes
+ * them). Private to publish/. */
+#ifndef LD_PUBLISH_STATE_INTERNAL_H
+#define LD_PUBLISH_STATE_INTERNAL_H
+
+#include "publish/publish.h"
+
+/* Blocks per gens page: 4096 ages of 1-4 bytes keep a page far below
+ * Kafka's 1 MB record limit, and the header lists only 256 pages at
+ * 2^24 slots. */
+#define LD_STATE_GENS_PAGE 4096u
+
+/* One delta part record a reader saw, by key; data NULL once a tombstone
+ * followed it. */
+typedef struct ld_state_dpart {
+    uint64_t seq;
+    uint32_t part;
+    uint8_t *data; /* the StateRecord value; owned by the reader */
+    size_t len;
+} ld_state_dpart_t;
+
+/* Packs rec and hands it to the sink under key, counting the bytes. */
+ld_err_t ld_state_emit_rec(const ld_state_sink_t *sink, const char *key,
+                           const Learnd__V1__StateRecord *rec) LD_WUR;
+/* Block i of seq with its packed data (state_topic.c's layout). */
+ld_err_t ld_state_emit_block(const ld_state_sink_t *sink, const char *model,
+                             uint64_t seq, size_t i, const uint8_t *data,
+                             size_t len) LD_WUR;
+/* Gens page j of g at seq; ages is LD_STATE_GENS_PAGE scratch. */
+ld_err_t ld_state_emit_page(const ld_state_sink_t *sink, const char *model,
+                            const ld_state_gens_t *g, size_t j, uint64_t seq,
+                            uint64_t *ages) LD_WUR;
+/* The header record, last of a commit. */
+ld_err_t ld_state_emit_header(const ld_state_sink_t *sink,
+                              Learnd__V1__ResumeHeader *header) LD_WUR;
+/* Sizes g's block and page generations for nb blocks, all 0; keeps its
+ * deltas. LD_ERR_NOMEM. */
+ld_err_t ld_state_gens_reset(ld_state_gens_t *g, size_t nb) LD_WUR;
+/* The block's data: mask of live slots, then their floats; returns its
+ * length (out holds 4 + slots * per floats). */
+size_t ld_state_pack_rows(const float *rows, uint32_t slots, size_t per,
+                          uint8_t *out);
+
+/* The reader's delta part (seq, part), or NULL when never seen or
+ * tombstoned. */
+const ld_state_dpart_t *ld_state_reader_dpart(const ld_state_reader_t *rd,
+                                              uint64_t seq, uint32_t part);
+/* Format 3 at finish: checks that every delta part the header names is
+ * there and collects them into r->dpart. LD_ERR_CORRUPT with errstr. */
+ld_err_t ld_state_deltas_check(const ld_state_reader_t *rd, ld_resume_t *r,
+                               const char *model, char *errstr,
+                               size_t size) LD_WUR;
+/* Format 3 in ld_resume_fill_sparse: applies the deltas' rows newer than
+ * their block to dst (nb blocks of slots slots of slot_bytes bytes).
+ * LD_ERR_CORRUPT with errstr on a malformed part. */
+ld_err_t ld_state_deltas_apply(const ld_resume_t *r, uint8_t *dst, size_t nb,
+                               size_t slots, size_t slot_bytes, char *errstr,
+                               size_t size) LD_WUR;
+
+#endif

@@ -1,0 +1,694 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests of the state topic's codec (publish/state_topic.c,
+ * publish/state_delta.c): format 3's deltas and sweep on a compacted topic
+ * in memory, restored bit for bit; a missing, stale or corrupt block,
+ * page or delta part refused with its name; format 1 and 2 states still
+ * loading, and a format 2 state continued in format 3. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "publish/publish.h"
+#include "trainer/checkpoint.h"
+#include "trainer/internal.h" /* ld_trainer_tick_max */
+
+/* ---- A compacted topic in memory --------------------------------------- */
+
+/* A compacted topic in memory: the newest record per key, plus the whole
+ * log (to bring back an older record). val NULL: a tombstone. */
+typedef struct rec {
+    char key[64];
+    uint8_t *val;
+    size_t len;
+    int live; /* newest of its key */
+} rec_t;
+
+#define TOPIC_MAX 16384
+typedef struct topic {
+    rec_t r[TOPIC_MAX];
+    size_t n;
+    size_t emitted;               /* records of the last commit */
+    size_t blocks, deltas, tombs; /* of them: blocks, delta parts, tombstones */
+} topic_t;
+
+static ld_err_t topic_emit(void *opaque, const char *key, const uint8_t *val,
+                           size_t len)
+{
+    topic_t *tp = opaque;
+    assert_true(tp->n < TOPIC_MAX);
+    for (size_t i = 0; i < tp->n; i++)
+        if (!strcmp(tp->r[i].key, key))
+            tp->r[i].live = 0;
+    rec_t *r = &tp->r[tp->n++];
+    snprintf(r->key, sizeof(r->key), "%s", key);
+    r->val = val ? malloc(len ? len : 1) : NULL;
+    if (val)
+        memcpy(r->val, val, len);
+    r->len = len;
+    r->live = 1;
+    tp->emitted++;
+    tp->blocks += strstr(key, "/block/") != NULL;
+    tp->deltas += val && strstr(key, "/delta/") != NULL;
+    tp->tombs += !val;
+    return LD_OK;
+}
+
+/* Compaction: keep the newest record of each key only. */
+static void topic_compact(topic_t *tp)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < tp->n; i++) {
+        if (tp->r[i].live)
+            tp->r[k++] = tp->r[i];
+        else
+            free(tp->r[i].val);
+    }
+    tp->n = k;
+}
+
+static void topic_free(topic_t *tp)
+{
+    for (size_t i = 0; i < tp->n; i++)
+        free(tp->r[i].val);
+    tp->n = 0;
+}
+
+/* The model test_state_* train: 0 logistic FTRL (the lazy layout), 1
+ * softmax over 3 classes with AdaGrad (the plain layout, no slot ever all
+ * zero). */
+static int kind;
+
+static ld_trainer_t *ftrl_trainer(void)
+{
+    ld_trainer_conf_t c;
+    memset(&c, 0, sizeof(c));
+    char err[256];
+    assert_int_equal(
+        ld_conf_set_defaults(&ld_trainer_conf_section, &c, err, sizeof(err)),
+        LD_OK);
+    c.hash_bits = 10; /* 64 blocks of 16 slots */
+    c.dense_dim = 2;
+    c.optimizer = kind ? LD_OPT_ADAGRAD : LD_OPT_FTRL;
+    if (kind) {
+        c.model = LD_MODEL_SOFTMAX;
+        c.num_classes = 3;
+    }
+    c.batch_size = 4;
+    c.batch_span = 0;
+    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    ld_conf_free(&ld_trainer_conf_section, &c); /* copied by the trainer */
+    if (!t)
+        fail_msg("ld_trainer_new: %s", err);
+    return t;
+}
+
+/* Trains n examples whose features fall in slots [lo, lo + span). */
+static void train_some(ld_trainer_t *t, uint32_t seed, int n, uint32_t lo,
+                       uint32_t span)
+{
+    for (int i = 0; i < n; i++) {
+        uint32_t idx[3];
+        float val[3] = {1.0f, 0.5f, -1.0f}, dense[2];
+        for (int k = 0; k < 3; k++)
+            idx[k] =
+                lo +
+                (seed * 2654435761u + (uint32_t)(i * 3 + k) * 40503u) % span;
+        /* distinct, ascending not required */
+        if (idx[1] == idx[0])
+            idx[1] = (idx[0] + 1) % 1024;
+        if (idx[2] == idx[0] || idx[2] == idx[1])
+            idx[2] = (idx[1] + 2) % 1024;
+        dense[0] = (float)(i % 5) * 0.1f;
+        dense[1] = 1.0f;
+        ld_example_t ex = {0};
+        ex.event_time_ms = i;
+        ex.label = (float)((seed + (uint32_t)i) % (kind ? 3 : 2));
+        ex.weight = 1.0f;
+        ex.sample_type = ex.label > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
+        ex.x = (ld_features_t){idx, val, dense, 3, 2};
+        assert_int_equal(ld_trainer_add(t, &ex), LD_OK);
+    }
+    assert_int_equal(ld_trainer_flush(t), LD_OK);
+}
+
+/* Commits write format 2 (ld_state_write_blocks_v2) instead of 3. */
+static int v2;
+
+/* One commit point's trainer state into tp, as ld_publisher_save_state
+ * writes it. */
+static void commit(ld_trainer_t *t, ld_state_gens_t *g, uint64_t seq,
+                   topic_t *tp, uint64_t *bytes)
+{
+    ld_snapshot_t *h = ld_trainer_state_head(t);
+    assert_non_null(h);
+    ld_ckpt_meta_t meta = {.model = "m"};
+    ld_buf_t hb = {0};
+    assert_int_equal(ld_ckpt_encode(h, &meta, &hb), LD_OK);
+    Learnd__V1__ResumeHeader hdr = LEARND__V1__RESUME_HEADER__INIT;
+    hdr.model = "m";
+    hdr.commit_seq = seq;
+    hdr.model_state = (ProtobufCBinaryData){hb.len, hb.data};
+    ld_state_sink_t sink = {topic_emit, tp, bytes};
+    tp->emitted = tp->blocks = tp->deltas = tp->tombs = 0;
+    assert_int_equal((v2 ? ld_state_write_blocks_v2
+                         : ld_state_write_blocks)(&sink, &hdr, t, g),
+                     LD_OK);
+    ld_trainer_dirty_clear(t);
+    free(hb.data);
+    ld_snapshot_destroy(h);
+}
+
+/* Reads tp back as a restart does; *out NULL and errstr set on refusal. */
+static ld_err_t load(topic_t *tp, ld_resume_t **out, char *why, size_t n)
+{
+    ld_state_reader_t *rd = ld_state_reader_new("m");
+    assert_non_null(rd);
+    for (size_t i = 0; i < tp->n; i++)
+        assert_int_equal(ld_state_reader_take(rd, tp->r[i].key,
+                                              strlen(tp->r[i].key),
+                                              tp->r[i].val, tp->r[i].len),
+                         LD_OK);
+    return ld_state_reader_finish(rd, out, why, n);
+}
+
+/* The trainer a restart builds from rs, as restore_trainer does. */
+static ld_trainer_t *restored(ld_resume_t *rs)
+{
+    ld_ckpt_t *ck = NULL;
+    char why[256];
+    const Learnd__V1__ResumeHeader *h = rs->header;
+    assert_int_equal(ld_ckpt_decode_head(h->model_state.data,
+                                         h->model_state.len, &ck, why,
+                                         sizeof(why)),
+                     LD_OK);
+    ld_snapshot_t *s = ld_ckpt_snapshot(ck);
+    size_t n = 0;
+    float *sp = ld_snapshot_sparse(s, &n);
+    assert_int_equal(ld_resume_fill_sparse(rs, sp, n, why, sizeof(why)), LD_OK);
+    ld_trainer_t *t = ftrl_trainer();
+    assert_int_equal(ld_trainer_restore(t, s, why, sizeof(why)), LD_OK);
+    ld_snapshot_destroy(s);
+    ld_ckpt_destroy(ck);
+    return t;
+}
+
+/* Every parameter and accumulator of a and b, bit for bit. */
+static void assert_same_state(ld_trainer_t *a, ld_trainer_t *b)
+{
+    ld_snapshot_t *sa = ld_trainer_snapshot(a), *sb = ld_trainer_snapshot(b);
+    size_t na = 0, nb = 0;
+    float *pa = ld_snapshot_sparse(sa, &na), *pb = ld_snapshot_sparse(sb, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(pa, pb, na * sizeof(float));
+    uint8_t ha[32], hb[32];
+    ld_snapshot_params_sha256(sa, ha);
+    ld_snapshot_params_sha256(sb, hb);
+    assert_memory_equal(ha, hb, 32);
+    ld_snapshot_destroy(sa);
+    ld_snapshot_destroy(sb);
+}
+
+static void state_incremental(void) /* format 2 */
+{
+    ld_trainer_t *t = ftrl_trainer();
+    static topic_t tp;
+    ld_state_gens_t g = {0};
+    uint64_t b1 = 0, b2 = 0;
+    train_some(t, 1, 40, 0, 1024);
+    commit(t, &g, 1, &tp, &b1);
+    /* The first commit writes every block: 64, one gens page, header. */
+    assert_int_equal(tp.emitted, 64 + 1 + 1);
+    /* Then only slots 32..63 change: blocks 2 and 3. */
+    train_some(t, 2, 20, 32, 32);
+    commit(t, &g, 2, &tp, &b2);
+    assert_int_equal(tp.emitted, 2 + 1 + 1);
+    assert_true(b2 < b1);
+    train_some(t, 3, 20, 512, 16); /* block 32 */
+    commit(t, &g, 3, &tp, &b2);
+    assert_int_equal(tp.emitted, 1 + 1 + 1);
+    topic_compact(&tp);
+    /* 64 blocks, 1 page, 1 header survive compaction: no hole. */
+    assert_int_equal(tp.n, 64 + 1 + 1);
+    ld_resume_t *rs = NULL;
+    char why[512] = "";
+    assert_int_equal(load(&tp, &rs, why, sizeof(why)), LD_OK);
+    assert_non_null(rs);
+    assert_int_equal(rs->header->commit_seq, 3);
+    assert_int_equal(rs->gens_block[0], 1);
+    assert_int_equal(rs->gens_block[2], 2);
+    assert_int_equal(rs->gens_block[32], 3);
+    ld_trainer_t *r = restored(rs);
+    assert_same_state(t, r);
+    /* And both keep training to the same state. */
+    train_some(t, 4, 30, 0, 1024);
+    train_some(r, 4, 30, 0, 1024);
+    assert_same_state(t, r);
+    ld_resume_destroy(rs);
+    ld_trainer_destroy(r);
+    ld_trainer_destroy(t);
+    ld_state_gens_free(&g);
+    topic_free(&tp);
+}
+
+/* Format 2 (the blocks changed, whole), as learnd before the deltas
+ * wrote it, still loads and restores bit for bit. */
+static void test_state_format2(void **state)
+{
+    (void)state;
+    v2 = 1;
+    for (kind = 0; kind < 2; kind++)
+        state_incremental();
+    kind = 0;
+    v2 = 0;
+}
+
+static void test_state_hole_refused(void **state)
+{
+    (void)state;
+    v2 = 1;
+    ld_trainer_t *t = ftrl_trainer();
+    static topic_t tp;
+    ld_state_gens_t g = {0};
+    train_some(t, 1, 40, 0, 1024);
+    commit(t, &g, 1, &tp, NULL);
+    train_some(t, 2, 20, 32, 32);
+    commit(t, &g, 2, &tp, NULL);
+    /* A block of commit 1 lost (what a compaction bug or a deleted key
+     * would leave): the restart refuses, naming it. */
+    ld_resume_t *rs = NULL;
+    char why[512] = "";
+    static topic_t cut;
+    cut.n = 0;
+    for (size_t i = 0; i < tp.n; i++)
+        if (strcmp(tp.r[i].key, "m/block/7") != 0)
+            topic_emit(&cut, tp.r[i].key, tp.r[i].val, tp.r[i].len);
+    assert_int_equal(load(&cut, &rs, why, sizeof(why)), LD_ERR_CORRUPT);
+    assert_null(rs);
+    assert_non_null(strstr(why, "block 7 of commit 1 is missing"));
+    topic_free(&cut);
+    /* Block 2 of commit 2 replaced by its commit-1 record (the newest
+     * record of a key is not the one the header names). */
+    size_t old = SIZE_MAX;
+    for (size_t i = 0; i < tp.n && old == SIZE_MAX; i++)
+        if (!strcmp(tp.r[i].key, "m/block/2"))
+            old = i;
+    for (size_t i = 0; i < tp.n; i++)
+        if (strcmp(tp.r[i].key, "m/block/2") != 0)
+            topic_emit(&cut, tp.r[i].key, tp.r[i].val, tp.r[i].len);
+    topic_emit(&cut, tp.r[old].key, tp.r[old].val, tp.r[old].len);
+    assert_int_equal(load(&cut, &rs, why, sizeof(why)), LD_ERR_CORRUPT);
+    assert_non_null(strstr(why, "block 2 of commit 2 is from another commit"));
+    topic_free(&cut);
+    /* A lost generations page. */
+    for (size_t i = 0; i < tp.n; i++)
+        if (strcmp(tp.r[i].key, "m/gens/0") != 0)
+            topic_emit(&cut, tp.r[i].key, tp.r[i].val, tp.r[i].len);
+    assert_int_equal(load(&cut, &rs, why, sizeof(why)), LD_ERR_CORRUPT);
+    assert_non_null(strstr(why, "generations page 0"));
+    topic_free(&cut);
+    ld_trainer_destroy(t);
+    ld_state_gens_free(&g);
+    topic_free(&tp);
+    v2 = 0;
+}
+
+/* A state written by an older learnd (format 1: one checkpoint in blocks)
+ * still loads, as that checkpoint. */
+static void test_state_format1(void **state)
+{
+    (void)state;
+    ld_trainer_t *t = ftrl_trainer();
+    train_some(t, 1, 40, 0, 1024);
+    ld_snapshot_t *s = ld_trainer_snapshot(t);
+    ld_ckpt_meta_t meta = {.model = "m"};
+    ld_buf_t b = {0};
+    assert_int_equal(ld_ckpt_encode(s, &meta, &b), LD_OK);
+    static topic_t tp;
+    Learnd__V1__ResumeHeader hdr = LEARND__V1__RESUME_HEADER__INIT;
+    hdr.model = "m";
+    hdr.commit_seq = 9;
+    ld_state_sink_t sink = {topic_emit, &tp, NULL};
+    assert_int_equal(ld_state_write_v1(&sink, &hdr, b.data, b.len, 1000),
+                     LD_OK);
+    assert_int_equal(tp.n, (b.len + 999) / 1000 + 1);
+    ld_resume_t *rs = NULL;
+    char why[512] = "";
+    assert_int_equal(load(&tp, &rs, why, sizeof(why)), LD_OK);
+    assert_int_equal(rs->header->format_version, 1);
+    assert_int_equal(rs->ckpt_len, b.len);
+    assert_memory_equal(rs->ckpt, b.data, b.len);
+    ld_resume_destroy(rs);
+    free(b.data);
+    ld_snapshot_destroy(s);
+    ld_trainer_destroy(t);
+    topic_free(&tp);
+}
+
+/* ---- Format 3: deltas and the sweep ------------------------------------ */
+
+/* Trains one example per row of rows[0..n), that row its only feature. */
+static void train_rows(ld_trainer_t *t, const uint32_t *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t idx = rows[i];
+        float val = 1.0f, dense[2] = {0.5f, 1.0f};
+        ld_example_t ex = {0};
+        ex.event_time_ms = (int64_t)i;
+        ex.label = (float)(i % 2);
+        ex.weight = 1.0f;
+        ex.sample_type = ex.label > 0 ? LD_SAMPLE_POS : LD_SAMPLE_DEFAULT_NEG;
+        ex.x = (ld_features_t){&idx, &val, dense, 1, 2};
+        assert_int_equal(ld_trainer_add(t, &ex), LD_OK);
+    }
+    assert_int_equal(ld_trainer_flush(t), LD_OK);
+}
+
+/* Loads tp and restores it into a new trainer that must equal t; returns
+ * the number of deltas the header lists. */
+static size_t assert_restores(topic_t *tp, ld_trainer_t *t, uint64_t seq)
+{
+    ld_resume_t *rs = NULL;
+    char why[512] = "";
+    assert_int_equal(load(tp, &rs, why, sizeof(why)), LD_OK);
+    assert_non_null(rs);
+    assert_int_equal(rs->header->format_version, 3);
+    assert_int_equal(rs->header->commit_seq, seq);
+    size_t nd = rs->header->n_delta_seqs;
+    ld_trainer_t *r = restored(rs);
+    assert_same_state(t, r);
+    ld_resume_destroy(rs);
+    ld_trainer_destroy(r);
+    return nd;
+}
+
+/* One touched row in each of the 64 blocks: format 2 rewrites all 64
+ * blocks whole; format 3 writes the 64 rows as one delta and sweeps only
+ * as many blocks as half the delta's bytes. */
+static void test_state_delta_bytes(void **state)
+{
+    (void)state;
+    ld_trainer_t *t = ftrl_trainer();
+    static topic_t tp, tp2;
+    ld_state_gens_t g = {0}, g2 = {0};
+    uint64_t b3 = 0, b2 = 0;
+    train_some(t, 1, 40, 0, 1024);
+    commit(t, &g, 1, &tp, NULL);
+    assert_int_equal(tp.emitted, 64 + 1 + 1); /* every block, page, header */
+    assert_int_equal(tp.blocks, 64);
+    v2 = 1;
+    ld_trainer_t *t2 = ftrl_trainer();
+    train_some(t2, 1, 40, 0, 1024);
+    commit(t2, &g2, 1, &tp2, NULL);
+    v2 = 0;
+    uint32_t rows[64];
+    for (uint32_t j = 0; j < 64; j++)
+        rows[j] = 16 * j + 5;
+    train_rows(t, rows, 64);
+    train_rows(t2, rows, 64);
+    commit(t, &g, 2, &tp, &b3);
+    v2 = 1;
+    commit(t2, &g2, 2, &tp2, &b2);
+    v2 = 0;
+    assert_int_equal(tp2.blocks, 64);
+    assert_int_equal(tp.deltas, 1);
+    assert_int_equal(tp.tombs, 0);
+    /* The sweep: at least one block (64 / 256 rounded up), at most until
+     * its bytes reach half the delta's: fewer than a quarter of them. */
+    assert_in_range(tp.blocks, 1, 15);
+    assert_true(b3 * 2 < b2);
+    assert_int_equal(assert_restores(&tp, t, 2), 1);
+    topic_compact(&tp);
+    assert_int_equal(assert_restores(&tp, t, 2), 1);
+    /* Nothing touched: no delta, one block of the sweep. */
+    commit(t, &g, 3, &tp, NULL);
+    assert_int_equal(tp.deltas, 0);
+    assert_int_equal(tp.blocks, 1);
+    assert_int_equal(assert_restores(&tp, t, 3), 1);
+    ld_trainer_destroy(t);
+    ld_trainer_destroy(t2);
+    ld_state_gens_free(&g);
+    ld_state_gens_free(&g2);
+    topic_free(&tp);
+    topic_free(&tp2);
+}
+
+/* Many commits of a few rows: the sweep goes round, deltas older than
+ * every block are tombstoned and leave the header; the state read back,
+ * from the whole log or the compacted one, is the trainer's bit for bit. */
+static void state_rounds(void)
+{
+    ld_trainer_t *t = ftrl_trainer();
+    static topic_t tp;
+    ld_state_gens_t g = {0};
+    size_t tombs = 0, most = 0;
+    train_some(t, 1, 40, 0, 1024);
+    commit(t, &g, 1, &tp, NULL);
+    for (uint64_t seq = 2; seq <= 200; seq++) {
+        train_some(t, (uint32_t)seq, 3, (uint32_t)(seq * 37 % 900), 100);
+        commit(t, &g, seq, &tp, NULL);
+        /* 9 rows: one part (with restarting tags, whole blocks, which the
+         * sweep may cover) */
+        if (ld_trainer_tick_max == LD_TRAINER_TICK_MAX)
+            assert_int_equal(tp.deltas, 1);
+        tombs += tp.tombs;
+        if (seq % 25 == 0) {
+            size_t nd = assert_restores(&tp, t, seq); /* whole log */
+            topic_compact(&tp);
+            assert_int_equal(assert_restores(&tp, t, seq), nd);
+            /* One block a commit: a round is 64 commits, and no delta
+             * outlives it. */
+            assert_in_range(nd, 1, 64);
+            most = nd > most ? nd : most;
+        }
+    }
+    assert_true(tombs > 100);
+    assert_true(most >= 30);
+    /* Compaction kept only the newest of each key: the blocks, one page,
+     * the header, the live deltas and the tombstones of the retired
+     * ones. */
+    topic_compact(&tp);
+    assert_true(tp.n <= 64 + 1 + 1 + 64 + 200);
+    ld_trainer_destroy(t);
+    ld_state_gens_free(&g);
+    topic_free(&tp);
+}
+
+static void test_state_rounds(void **state)
+{
+    (void)state;
+    for (kind = 0; kind < 2; kind++)
+        state_rounds();
+    kind = 0;
+    /* Lazy FTRL tells a block's touched rows by the slots' tags: with the
+     * tags restarting every few chunks, every row of a marked block
+     * counts until the next commit, and the state still restores. */
+    ld_trainer_tick_max = 7;
+    state_rounds();
+    ld_trainer_tick_max = LD_TRAINER_TICK_MAX;
+}
+
+/* Replaces the value of key's newest record in tp by a StateRecord whose
+ * delta data lost its last byte (cut) or carries another commit_seq. */
+static void corrupt_delta(topic_t *tp, const char *key, int cut)
+{
+    for (size_t i = 0; i < tp->n; i++) {
+        if (!tp->r[i].live || strcmp(tp->r[i].key, key) != 0)
+            continue;
+        Learnd__V1__StateRecord *rec =
+            learnd__v1__state_record__unpack(NULL, tp->r[i].len, tp->r[i].val);
+        assert_non_null(rec);
+        assert_int_equal(rec->record_case,
+                         LEARND__V1__STATE_RECORD__RECORD_DELTA);
+        if (cut)
+            rec->delta->data.len--;
+        else
+            rec->delta->commit_seq++;
+        size_t n = learnd__v1__state_record__get_packed_size(rec);
+        free(tp->r[i].val);
+        tp->r[i].val = malloc(n);
+        tp->r[i].len = learnd__v1__state_record__pack(rec, tp->r[i].val);
+        learnd__v1__state_record__free_unpacked(rec, NULL);
+        return;
+    }
+    fail_msg("no record %s", key);
+}
+
+/* The error of filling a snapshot from rs (LD_OK: it filled). */
+static ld_err_t fill(ld_resume_t *rs, char *why, size_t n)
+{
+    ld_ckpt_t *ck = NULL;
+    const Learnd__V1__ResumeHeader *h = rs->header;
+    assert_int_equal(ld_ckpt_decode_head(h->model_state.data,
+                                         h->model_state.len, &ck, why, n),
+                     LD_OK);
+    ld_snapshot_t *s = ld_ckpt_snapshot(ck);
+    size_t len = 0;
+    float *sp = ld_snapshot_sparse(s, &len);
+    ld_err_t err = ld_resume_fill_sparse(rs, sp, len, why, n);
+    ld_snapshot_destroy(s);
+    ld_ckpt_destroy(ck);
+    return err;
+}
+
+/* Copies tp into cut but for the records of key. */
+static void copy_but(topic_t *cut, const topic_t *tp, const char *key)
+{
+    cut->n = 0;
+    for (size_t i = 0; i < tp->n; i++)
+        if (strcmp(tp->r[i].key, key) != 0)
+            topic_emit(cut, tp->r[i].key, tp->r[i].val, tp->r[i].len);
+}
+
+/* Re-encodes the newest header of tp with its first delta listed after
+ * the header's own commit. */
+static void misorder_header(topic_t *tp)
+{
+    for (size_t i = 0; i < tp->n; i++) {
+        if (!tp->r[i].live || strcmp(tp->r[i].key, "m/header") != 0)
+            continue;
+        Learnd__V1__StateRecord *rec =
+            learnd__v1__state_record__unpack(NULL, tp->r[i].len, tp->r[i].val);
+        assert_true(rec->header->n_delta_seqs >= 1);
+        rec->header->delta_seqs[0] = rec->header->commit_seq + 1;
+        size_t n = learnd__v1__state_record__get_packed_size(rec);
+        free(tp->r[i].val);
+        tp->r[i].val = malloc(n);
+        tp->r[i].len = learnd__v1__state_record__pack(rec, tp->r[i].val);
+        learnd__v1__state_record__free_unpacked(rec, NULL);
+    }
+}
+
+static void test_state_delta_refused(void **state)
+{
+    (void)state;
+    ld_trainer_t *t = ftrl_trainer();
+    static topic_t tp, cut;
+    ld_state_gens_t g = {0};
+    train_some(t, 1, 40, 0, 1024);
+    commit(t, &g, 1, &tp, NULL);
+    uint32_t rows[64];
+    for (uint32_t j = 0; j < 64; j++)
+        rows[j] = 16 * j + 7;
+    train_rows(t, rows, 64);
+    commit(t, &g, 2, &tp, NULL);
+    assert_int_equal(tp.deltas, 1);
+    train_some(t, 3, 10, 0, 1024);
+    commit(t, &g, 3, &tp, NULL);
+    ld_resume_t *rs = NULL;
+    char why[512] = "";
+    /* The delta of commit 2 lost: a hole. */
+    copy_but(&cut, &tp, "m/delta/2/0");
+    assert_int_equal(load(&cut, &rs, why, sizeof(why)), LD_ERR_CORRUPT);
+    assert_null(rs);
+    assert_non_null(
+        strstr(why, "part 0 of the delta of commit 2 is missing (the header "
+                    "of commit 3 needs it)"));
+    topic_free(&cut);
+    /* Tombstoned while still needed. */
+    copy_but(&cut, &tp, "");
+    topic_emit(&cut, "m/delta/2/0", NULL, 0);
+    assert_int_equal(load(&cut, &rs, why, sizeof(why)), LD_ERR_CORRUPT);
+    assert_non_null(strstr(why, "part 0 of the delta of commit 2 is missing"));
+    topic_free(&cut);
+    /* Cut short by a byte, or of another commit: refused when filling. */
+    for (int c = 0; c < 2; c++) {
+        copy_but(&cut, &tp, "");
+        corrupt_delta(&cut, "m/delta/2/0", !c);
+        assert_int_equal(load(&cut, &rs, why, sizeof(why)), LD_OK);
+        assert_int_equal(fill(rs, why, sizeof(why)), LD_ERR_CORRUPT);
+        assert_non_null(
+            strstr(why, "part 0 of the delta of commit 2 is corrupt"));
+        ld_resume_destroy(rs);
+        rs = NULL;
+        topic_free(&cut);
+    }
+    /* A header listing its deltas out of order. */
+    copy_but(&cut, &tp, "");
+    misorder_header(&cut);
+    assert_int_equal(load(&cut, &rs, why, sizeof(why)), LD_ERR_CORRUPT);
+    assert_non_null(strstr(why, "out of order"));
+    topic_free(&cut);
+    /* The untouched log loads. */
+    assert_int_equal(assert_restores(&tp, t, 3), 2);
+    ld_trainer_destroy(t);
+    ld_state_gens_free(&g);
+    topic_free(&tp);
+}
+
+/* A restart adopts the state's generations and deltas: with the same shape
+ * it goes on writing deltas (a format 2 state goes on in format 3);
+ * without the shape, the first commit writes every block and tombstones
+ * every delta the old state listed. */
+static void test_state_restart(void **state)
+{
+    (void)state;
+    for (int from2 = 0; from2 < 2; from2++) {
+        ld_trainer_t *t = ftrl_trainer();
+        static topic_t tp, tb;
+        ld_state_gens_t g = {0};
+        v2 = from2;
+        train_some(t, 1, 40, 0, 1024);
+        commit(t, &g, 1, &tp, NULL);
+        for (uint64_t seq = 2; seq <= 5; seq++) {
+            train_some(t, (uint32_t)seq, 4, (uint32_t)seq * 100, 100);
+            commit(t, &g, seq, &tp, NULL);
+        }
+        v2 = 0;
+        ld_state_gens_free(&g);
+        ld_resume_t *rs = NULL;
+        char why[512] = "";
+        assert_int_equal(load(&tp, &rs, why, sizeof(why)), LD_OK);
+        size_t nd = rs->header->n_delta_seqs;
+        assert_int_equal(rs->header->format_version, from2 ? 2 : 3);
+        assert_int_equal(nd, from2 ? 0 : 4);
+        ld_trainer_t *r = restored(rs);
+        assert_same_state(t, r);
+        ld_state_gens_t ga = {0}, gb = {0};
+        assert_int_equal(ld_state_gens_adopt(&ga, rs, 1), LD_OK);
+        assert_int_equal(ld_state_gens_adopt(&gb, rs, 0), LD_OK);
+        ld_trainer_dirty_clear(r);
+        ld_resume_destroy(rs);
+        /* Same shape: one more delta, few blocks rewritten whole. */
+        train_some(r, 6, 4, 300, 100);
+        train_some(t, 6, 4, 300, 100);
+        copy_but(&tb, &tp, "");
+        commit(r, &ga, 6, &tp, NULL);
+        assert_int_equal(tp.deltas, 1);
+        assert_in_range(tp.blocks, 1, 8);
+        topic_compact(&tp);
+        assert_int_equal(assert_restores(&tp, t, 6), nd + 1);
+        /* Another shape (as far as the generations know): every block,
+         * and the deltas the old state listed tombstoned. */
+        commit(t, &gb, 6, &tb, NULL);
+        assert_int_equal(tb.blocks, 64);
+        assert_int_equal(tb.tombs, nd);
+        assert_int_equal(assert_restores(&tb, t, 6), 0);
+        topic_compact(&tb);
+        assert_int_equal(assert_restores(&tb, t, 6), 0);
+        ld_state_gens_free(&ga);
+        ld_state_gens_free(&gb);
+        ld_trainer_destroy(r);
+        ld_trainer_destroy(t);
+        topic_free(&tp);
+        topic_free(&tb);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_state_format2),
+        cmocka_unit_test(test_state_hole_refused),
+        cmocka_unit_test(test_state_format1),
+        cmocka_unit_test(test_state_delta_bytes),
+        cmocka_unit_test(test_state_rounds),
+        cmocka_unit_test(test_state_delta_refused),
+        cmocka_unit_test(test_state_restart),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
