@@ -14,7 +14,7 @@
  *                  [--triggers default|alert|off] [--late-horizon DUR]
  *                  [--only all|raw|ingest|daemon|stages[,...]]
  *                  [--bootstrap HOST:PORT] [--batch-bytes N]
- *                  [--experiments off|compare]
+ *                  [--experiments off|compare|on]
  *                  [--profile default|few] [--events N]
  *                  [--learnd PATH[,PATH...]]
  * Environment: BENCH_E2E_TRACE=1 prints progress (wall and loop-thread CPU)
@@ -1515,7 +1515,7 @@ static void usage(void)
           "[--late-horizon DUR]\n"
           "                 [--only all|raw|ingest|daemon|stages]\n"
           "                 [--bootstrap HOST:PORT] [--batch-bytes N]\n"
-          "                 [--experiments off|compare]\n"
+          "                 [--experiments off|compare|on]\n"
           "                 [--profile default|few] [--events N]\n"
           "                 [--learnd PATH[,PATH...]]\n",
           stderr);
@@ -1564,7 +1564,10 @@ static void parse_args(int argc, char **argv)
         } else if (strcmp(a, "--only") == 0) {
             opt.only = v;
         } else if (strcmp(a, "--experiments") == 0) {
-            opt.experiments = strcmp(v, "compare") == 0;
+            /* on: only the runs with experiments, to profile them */
+            opt.experiments = strcmp(v, "compare") == 0 ? 1
+                              : strcmp(v, "on") == 0    ? 2
+                                                        : 0;
         } else if (strcmp(a, "--batch-bytes") == 0) {
             opt.batch_bytes = v;
         } else if (strcmp(a, "--profile") == 0) {
@@ -1720,7 +1723,7 @@ int main(int argc, char **argv)
                 x = daemon_rate(bits, run + MAX_RUNS);
                 exp_on = 0;
             }
-            if (want("daemon"))
+            if (want("daemon") && opt.experiments != 2)
                 d = daemon_rate(bits, run);
             if (want("daemon") && opt.experiments && !on_first) {
                 exp_on = 1;

@@ -91,6 +91,7 @@ static double binned_auc(const accum_t *a)
 void ld_exp_set_variant_stats(const ld_exp_set_t *set, size_t i,
                               ld_exp_variant_stats_t *out)
 {
+    served_drain((ld_exp_set_t *)set); /* the exposure counts */
     memset(out, 0, sizeof(*out));
     out->label_mean = out->ci_lo = out->ci_hi = NAN;
     out->logloss = out->calibration = out->auc = out->ips_mean = NAN;

@@ -75,14 +75,29 @@ typedef struct served_side {
     uint8_t shadow_var[LD_EXP_SHADOW_MAX];
 } served_side_t;
 
+/* An event served but not yet in the table (served.c, "Staging"). */
+#define SERVED_STAGE 8
+typedef struct served_staged {
+    int32_t partition;
+    int64_t offset, time_ms;
+    ld_exp_served_t sv;
+} served_staged_t;
+
 typedef struct served_tab {
     served_slot_t *k;
-    served_side_t *s; /* parallel to k, or NULL */
-    size_t cap, n;    /* cap a power of two (or 0) */
+    served_side_t *s;                    /* parallel to k, or NULL */
+    served_staged_t stage[SERVED_STAGE]; /* a ring, oldest at stage_head */
+    size_t stage_head, nstage;
+    size_t cap, n; /* cap a power of two (or 0) */
     uint64_t evicted;
     int64_t horizon_ms, newest_ms;
 } served_tab_t;
 
+/* Inserts the staged events, in the order they were served: every
+ * function that reads the table or the exposure counts calls it first, so
+ * nothing can tell staging happened. Its const callers cast: the staging
+ * ring is the table's private cache, as a memo is. */
+void served_drain(ld_exp_set_t *set);
 void served_free(served_tab_t *t);
 void served_save(const served_tab_t *t, ld_wbuf_t *w);
 void served_load(served_tab_t *t, ld_rbuf_t *r);

@@ -155,12 +155,10 @@ static int val_set(served_tab_t *t, size_t i, int64_t time_ms,
     return 0;
 }
 
-void ld_exp_set_serve(ld_exp_set_t *set, int32_t partition, int64_t offset,
-                      int64_t event_time_ms, const ld_exp_served_t *sv)
+static void insert(ld_exp_set_t *set, int32_t partition, int64_t offset,
+                   int64_t event_time_ms, const ld_exp_served_t *sv)
 {
     served_tab_t *t = &set->served;
-    if (partition < 0 || sv->variant < 0 || (size_t)sv->variant >= set->nvar)
-        return;
     size_t i = find(t, partition, offset);
     if (i == SIZE_MAX) {
         if ((t->n + 1) * 2 > t->cap) {
@@ -183,6 +181,46 @@ void ld_exp_set_serve(ld_exp_set_t *set, int32_t partition, int64_t offset,
     (void)val_set(t, i, event_time_ms, sv);
 }
 
+/* Staging. A serve probes a random slot of a table of a megabyte or so,
+ * a cache miss the loop thread would wait for at every event (the largest
+ * part of what experiments cost bench_e2e). So a serve only prefetches its
+ * home slot and joins a ring of SERVED_STAGE; the oldest is inserted when
+ * the ring is full, its line arrived meanwhile. Inserts keep their order,
+ * and every reader drains the ring first, so each insert meets the table
+ * (and its horizon and newest time) it would have met at once: the same
+ * slots, evictions and exposure counts, the same state bytes. */
+void ld_exp_set_serve(ld_exp_set_t *set, int32_t partition, int64_t offset,
+                      int64_t event_time_ms, const ld_exp_served_t *sv)
+{
+    served_tab_t *t = &set->served;
+    if (partition < 0 || sv->variant < 0 || (size_t)sv->variant >= set->nvar)
+        return;
+    if (t->nstage == SERVED_STAGE) {
+        const served_staged_t *o = &t->stage[t->stage_head];
+        insert(set, o->partition, o->offset, o->time_ms, &o->sv);
+        t->stage_head = (t->stage_head + 1) % SERVED_STAGE;
+        t->nstage--;
+    }
+    served_staged_t *e =
+        &t->stage[(t->stage_head + t->nstage++) % SERVED_STAGE];
+    e->partition = partition;
+    e->offset = offset;
+    e->time_ms = event_time_ms;
+    e->sv = *sv;
+    ld_exp_set_prefetch(set, partition, offset);
+}
+
+void served_drain(ld_exp_set_t *set)
+{
+    served_tab_t *t = &set->served;
+    while (t->nstage) {
+        const served_staged_t *o = &t->stage[t->stage_head];
+        insert(set, o->partition, o->offset, o->time_ms, &o->sv);
+        t->stage_head = (t->stage_head + 1) % SERVED_STAGE;
+        t->nstage--;
+    }
+}
+
 void ld_exp_set_prefetch(const ld_exp_set_t *set, int32_t partition,
                          int64_t offset)
 {
@@ -200,6 +238,7 @@ size_t ld_exp_set_mature(ld_exp_set_t *set, int32_t partition, int64_t offset,
                          double label, int64_t time_ms)
 {
     served_tab_t *t = &set->served;
+    served_drain(set);
     if (time_ms > t->newest_ms)
         t->newest_ms = time_ms;
     size_t i = find(t, partition, offset);
@@ -221,11 +260,13 @@ size_t ld_exp_set_mature(ld_exp_set_t *set, int32_t partition, int64_t offset,
 
 void ld_exp_set_horizon(ld_exp_set_t *set, int64_t horizon_ms)
 {
+    served_drain(set); /* what was served meets the horizon it met then */
     set->served.horizon_ms = horizon_ms > 0 ? horizon_ms : 1;
 }
 
 size_t ld_exp_set_waiting(const ld_exp_set_t *set, uint64_t *evicted)
 {
+    served_drain((ld_exp_set_t *)set);
     if (evicted)
         *evicted = set->served.evicted;
     return set->served.n;

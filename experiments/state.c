@@ -210,6 +210,7 @@ static void decision_load(ld_rbuf_t *r, ld_exp_decision_t *d)
 
 void ld_exp_set_save(const ld_exp_set_t *set, ld_wbuf_t *w)
 {
+    served_drain((ld_exp_set_t *)set);
     ld_wbuf_u32(w, STATE_MAGIC);
     ld_wbuf_u32(w, STATE_VERSION);
     ld_wbuf_u64(w, set->nvar);
@@ -252,6 +253,7 @@ static void load_variants(ld_exp_set_t *set, ld_rbuf_t *r, int *remap)
 ld_err_t ld_exp_set_load(ld_exp_set_t *set, const void *buf, size_t len,
                          char *errstr, size_t errstr_size)
 {
+    served_drain(set); /* served before the load: replaced, as ever */
     ld_rbuf_t r = ld_rbuf_make(buf, len);
     if (ld_rbuf_u32(&r) != STATE_MAGIC || ld_rbuf_u32(&r) != STATE_VERSION) {
         ld_errstr_set(errstr, errstr_size,
