@@ -14,7 +14,7 @@
  *                  [--triggers default|alert|off] [--late-horizon DUR]
  *                  [--only all|raw|ingest|daemon|stages[,...]]
  *                  [--bootstrap HOST:PORT] [--batch-bytes N]
- *                  [--experiments off|compare]
+ *                  [--experiments off|compare|on]
  *                  [--profile default|few] [--events N]
  *                  [--learnd PATH[,PATH...]]
  * Environment: BENCH_E2E_TRACE=1 prints progress (wall and loop-thread CPU)
@@ -1515,7 +1515,7 @@ static void usage(void)
           "[--late-horizon DUR]\n"
           "                 [--only all|raw|ingest|daemon|stages]\n"
           "                 [--bootstrap HOST:PORT] [--batch-bytes N]\n"
-          "                 [--experiments off|compare]\n"
+          "                 [--experiments off|compare|on]\n"
           "                 [--profile default|few] [--events N]\n"
           "                 [--learnd PATH[,PATH...]]\n",
           stderr);
@@ -1564,7 +1564,10 @@ static void parse_args(int argc, char **argv)
         } else if (strcmp(a, "--only") == 0) {
             opt.only = v;
         } else if (strcmp(a, "--experiments") == 0) {
-            opt.experiments = strcmp(v, "compare") == 0;
+            /* on: only the runs with experiments, to profile them */
+            opt.experiments = strcmp(v, "compare") == 0 ? 1
+                              : strcmp(v, "on") == 0    ? 2
+                                                        : 0;
         } else if (strcmp(a, "--batch-bytes") == 0) {
             opt.batch_bytes = v;
         } else if (strcmp(a, "--profile") == 0) {
@@ -1697,7 +1700,7 @@ int main(int argc, char **argv)
         double raw[MAX_RUNS] = {0}, ing[MAX_RUNS] = {0}, dr[MAX_RUNS] = {0},
                de[MAX_RUNS] = {0}, ratio[MAX_RUNS] = {0},
                iratio[MAX_RUNS] = {0}, eratio[MAX_RUNS] = {0},
-               xr[MAX_RUNS] = {0};
+               xr[MAX_RUNS] = {0}, xcpu[MAX_RUNS] = {0}, xloop[MAX_RUNS] = {0};
         double nnz = 0;
         printf("== hash_bits %d ==\n", bits);
         printf("%-4s %11s %12s %7s %12s %12s %7s %7s %8s\n", "run", "raw rec/s",
@@ -1720,7 +1723,7 @@ int main(int argc, char **argv)
                 x = daemon_rate(bits, run + MAX_RUNS);
                 exp_on = 0;
             }
-            if (want("daemon"))
+            if (want("daemon") && opt.experiments != 2)
                 d = daemon_rate(bits, run);
             if (want("daemon") && opt.experiments && !on_first) {
                 exp_on = 1;
@@ -1729,10 +1732,21 @@ int main(int argc, char **argv)
             }
             if (want("daemon") && opt.experiments) {
                 xr[run] = d.rate.recs_s > 0 ? x.rate.recs_s / d.rate.recs_s : 0;
+                /* the cost side, which the shared machine's load hardly
+                 * moves: process (and loop-thread) CPU per record without
+                 * over with, a throughput ratio were the cores all ours */
+                double pd = d.rate.main_ns + d.rate.other_ns,
+                       px = x.rate.main_ns + x.rate.other_ns;
+                xcpu[run] = px > 0 ? pd / px : 0;
+                xloop[run] =
+                    x.rate.main_ns > 0 ? d.rate.main_ns / x.rate.main_ns : 0;
                 printf("     with 4 experiments (run %s): daemon %.0f rec/s, "
-                       "%.0f ex/s (%.1f%% of the run without)\n",
+                       "%.0f ex/s (%.1f%% of the run without); CPU ns per "
+                       "record %.0f (loop %.0f) vs %.0f (loop %.0f) without: "
+                       "%.1f%% (loop %.1f%%)\n",
                        on_first ? "first" : "second", x.rate.recs_s,
-                       x.rate.examples_s, 100 * xr[run]);
+                       x.rate.examples_s, 100 * xr[run], px, x.rate.main_ns, pd,
+                       d.rate.main_ns, 100 * xcpu[run], 100 * xloop[run]);
             }
             Dm[run] = d.rate;
             raw[run] = A[run].recs_s;
@@ -1761,6 +1775,11 @@ int main(int argc, char **argv)
             printf("with 4 experiments / without, daemon rec/s: median "
                    "%.1f%%, best %.1f%% (order alternated per repeat)\n",
                    100 * median(xr, n), 100 * best_of(xr, n));
+        if (want("daemon") && opt.experiments)
+            printf("with 4 experiments / without, by process CPU per record "
+                   "(without / with): median %.1f%%, loop thread alone "
+                   "median %.1f%%\n",
+                   100 * median(xcpu, n), 100 * median(xloop, n));
         printf("(ingest, rec, ex: that rate / the raw rate; best row: best "
                "rate / best raw; med row: median of the per-run ratios)\n");
         double v[9][MAX_RUNS];

@@ -5,7 +5,8 @@
  * 3-arm bandit publishing weights every 10 s of event time -- and with
  * none, and the resume state's size. Prints text, never pass/fail.
  *
- * usage: bench_experiments [EXAMPLES]   (default 2 000 000) */
+ * usage: bench_experiments [EXAMPLES [WAITING]]   (defaults 2 000 000 and
+ *        2 000; bench_e2e's daemon keeps ~12 000 waiting) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,8 @@ static void spec(ld_exp_spec_t *s, const char *name, int type, const char *a,
     s->alpha = 1e-9;                /* nor decides */
 }
 
+static uint64_t lag = 2000; /* labels mature WAITING examples later */
+
 static double run(const ld_exp_spec_t *specs, size_t n, uint64_t examples,
                   size_t *state_bytes)
 {
@@ -52,12 +55,11 @@ static double run(const ld_exp_spec_t *specs, size_t n, uint64_t examples,
         fprintf(stderr, "bench_experiments: %s\n", err);
         exit(1);
     }
-    ld_exp_set_horizon(set, 60000);
+    ld_exp_set_horizon(set, (int64_t)lag * 10 + 60000); /* none evicted */
     int var[3] = {ld_exp_set_variant(set, "v1", 2),
                   ld_exp_set_variant(set, "v2", 2),
                   ld_exp_set_variant(set, "v3", 2)};
     int shadow = var[1];
-    const uint64_t lag = 2000; /* labels mature 2 000 examples later */
     double t0 = cpu_ns();
     for (uint64_t i = 0; i < examples + lag; i++) {
         if (i < examples) {
@@ -91,6 +93,8 @@ static double run(const ld_exp_spec_t *specs, size_t n, uint64_t examples,
 int main(int argc, char **argv)
 {
     uint64_t examples = argc > 1 ? strtoull(argv[1], NULL, 10) : 2000000;
+    if (argc > 2)
+        lag = strtoull(argv[2], NULL, 10);
     ld_exp_spec_t s[4];
     spec(&s[0], "ab", LD_EXP_AB, "v1", "v2", NULL);
     spec(&s[1], "canary", LD_EXP_CANARY, "v1", "v3", NULL);
@@ -104,8 +108,8 @@ int main(int argc, char **argv)
     run(s, 4, examples / 10, &b4);
     double none = run(s, 0, examples, &b0);
     double four = run(s, 4, examples, &b4);
-    printf("experiments: %llu matured examples, 2 000 waiting at any time\n",
-           (unsigned long long)examples);
+    printf("experiments: %llu matured examples, %llu waiting at any time\n",
+           (unsigned long long)examples, (unsigned long long)lag);
     printf("  no experiment (per-variant outcomes only): %6.1f CPU-ns per "
            "example, state %zu bytes\n",
            none, b0);

@@ -31,13 +31,25 @@ double exp_loss(int metric, double score, double label)
     return -(label * log(p) + (1.0 - label) * log(1.0 - p));
 }
 
+double served_loss(obs_ctx_t *c, int metric)
+{
+    if (metric != LD_EXP_METRIC_LOGLOSS)
+        return exp_loss(metric, c->obs->score, c->obs->label);
+    if (!c->have_ll) {
+        c->ll = exp_loss(LD_EXP_METRIC_LOGLOSS, c->obs->score, c->obs->label);
+        c->have_ll = 1;
+    }
+    return c->ll;
+}
+
 static int is_binary(double y)
 {
     return y == 0.0 || y == 1.0;
 }
 
-void accum_add(accum_t *a, const ld_exp_obs_t *obs)
+void accum_add(accum_t *a, obs_ctx_t *c)
 {
+    const ld_exp_obs_t *obs = c->obs;
     welford_add(&a->label, obs->label);
     if (!isnan(obs->propensity)) {
         a->ips_n++;
@@ -50,7 +62,7 @@ void accum_add(accum_t *a, const ld_exp_obs_t *obs)
     a->label_sum_scored += obs->label;
     if (is_binary(obs->label)) {
         a->ll_n++;
-        a->ll_sum += exp_loss(LD_EXP_METRIC_LOGLOSS, obs->score, obs->label);
+        a->ll_sum += served_loss(c, LD_EXP_METRIC_LOGLOSS);
         double s = obs->score < 0 ? 0 : obs->score > 1 ? 1 : obs->score;
         size_t bin = (size_t)(s * AUC_BINS);
         if (bin >= AUC_BINS)
@@ -79,6 +91,7 @@ static double binned_auc(const accum_t *a)
 void ld_exp_set_variant_stats(const ld_exp_set_t *set, size_t i,
                               ld_exp_variant_stats_t *out)
 {
+    served_drain((ld_exp_set_t *)set); /* the exposure counts */
     memset(out, 0, sizeof(*out));
     out->label_mean = out->ci_lo = out->ci_hi = NAN;
     out->logloss = out->calibration = out->auc = out->ips_mean = NAN;

@@ -49,37 +49,62 @@ typedef struct exp {
     uint64_t draws_done; /* routing rounds, seeds the next one */
 } exp_t;
 
-/* One event waiting for its label (served.c): its key, probed on every
- * serve and mature, apart from what served it, read once, so the probes
- * walk a table a seventh of the size (16 bytes a slot, not 120) that stays
- * in cache. */
-typedef struct served_key {
+/* One event waiting for its label (served.c): its key and what a mature
+ * needs of every event, in one 32-byte slot -- a probe, a serve and a
+ * mature touch one cache line, and a daemon with 12 000 events waiting
+ * keeps 1 MiB of them, not the 2.5 MiB of a key table and a 64-byte value
+ * table beside it, which crowded the model's weights out of the cache
+ * (bench_e2e --experiments compare). Variant indexes fit a byte
+ * (LD_EXP_VARIANTS_MAX + 1 names), as the resume state writes them. */
+typedef struct served_slot {
     int64_t offset;
     int32_t partition; /* -1: empty slot */
-} served_key_t;
-
-/* What served it, in one 64-byte line. Variant indexes fit a byte
- * (LD_EXP_VARIANTS_MAX + 1 names), as the resume state writes them. */
-typedef struct served_val {
-    int64_t time_ms;
-    double score, propensity;
-    double shadow_score[LD_EXP_SHADOW_MAX];
     uint8_t variant, nshadow;
+    uint8_t pad[2];
+    int64_t time_ms;
+    double score;
+} served_slot_t;
+_Static_assert(sizeof(served_slot_t) == 32, "two slots a cache line");
+
+/* What fewer streams carry: a propensity, shadow scores. Parallel to the
+ * slots, allocated at the first event that has either; without it every
+ * entry has propensity NaN and no shadows. */
+typedef struct served_side {
+    double propensity;
+    double shadow_score[LD_EXP_SHADOW_MAX];
     uint8_t shadow_var[LD_EXP_SHADOW_MAX];
-} served_val_t;
-_Static_assert(sizeof(served_val_t) == 64, "one served value, one line");
+} served_side_t;
+
+/* An event served but not yet in the table (served.c, "Staging"). */
+#define SERVED_STAGE 8
+typedef struct served_staged {
+    int32_t partition;
+    int64_t offset, time_ms;
+    ld_exp_served_t sv;
+} served_staged_t;
 
 typedef struct served_tab {
-    served_key_t *k;
-    served_val_t *v; /* parallel to k */
-    size_t cap, n;   /* cap a power of two (or 0) */
+    served_slot_t *k;
+    served_side_t *s;                    /* parallel to k, or NULL */
+    served_staged_t stage[SERVED_STAGE]; /* a ring, oldest at stage_head */
+    size_t stage_head, nstage;
+    size_t cap, n; /* cap a power of two (or 0) */
     uint64_t evicted;
     int64_t horizon_ms, newest_ms;
 } served_tab_t;
 
+/* Inserts the staged events, in the order they were served: every
+ * function that reads the table or the exposure counts calls it first, so
+ * nothing can tell staging happened. Its const callers cast: the staging
+ * ring is the table's private cache, as a memo is. */
+void served_drain(ld_exp_set_t *set);
 void served_free(served_tab_t *t);
 void served_save(const served_tab_t *t, ld_wbuf_t *w);
 void served_load(served_tab_t *t, ld_rbuf_t *r);
+/* Maps the loaded variant indexes through remap (indexes past
+ * LD_EXP_VARIANTS_MAX: an entry is corrupt, a shadow's goes to `other`,
+ * other_index). Returns -1 on a corrupt entry. */
+int served_remap(served_tab_t *t, const int *remap, int other_index);
 
 struct ld_exp_set {
     size_t nvar;
@@ -93,15 +118,26 @@ struct ld_exp_set {
 };
 
 /* ---- accum.c ------------------------------------------------------------ */
-void accum_add(accum_t *a, const ld_exp_obs_t *obs);
+/* One observation and the served score's logloss, worked out at most
+ * once however many of the accumulator and the experiments want it (a
+ * log() is a sixth of an example's cost, bench_experiments). */
+typedef struct obs_ctx {
+    const ld_exp_obs_t *obs;
+    int have_ll;
+    double ll;
+} obs_ctx_t;
+
+void accum_add(accum_t *a, obs_ctx_t *c);
 /* Per-example loss of score for label: logloss (score clamped to
  * [1e-15, 1 - 1e-15]) or squared error; NaN when score is NaN. */
 double exp_loss(int metric, double score, double label);
+/* exp_loss of c->obs's served score, the logloss from c's memo. */
+double served_loss(obs_ctx_t *c, int metric);
 
 /* ---- check.c ------------------------------------------------------------ */
 /* Counts obs for experiment e; queues at most one decision into set.
  * Returns 1 when it queued one. */
-int exp_observe(ld_exp_set_t *set, exp_t *e, const ld_exp_obs_t *obs);
+int exp_observe(ld_exp_set_t *set, exp_t *e, obs_ctx_t *c);
 ld_exp_decision_t *queue_push(ld_exp_set_t *set);
 void decision_fill(const exp_t *e, int kind, int64_t time_ms,
                    ld_exp_decision_t *d);
@@ -122,6 +158,15 @@ double rng_uniform(rng_t *r); /* (0, 1) */
 double rng_normal(rng_t *r);
 double rng_gamma(rng_t *r, double shape); /* shape > 0, scale 1 */
 double rng_beta(rng_t *r, double a, double b);
+/* The same draws with Marsaglia and Tsang's constants of a shape worked
+ * out once: a routing round draws each arm's Beta a thousand times (a
+ * sqrt and a division a draw, a fifth of bench_experiments' time). */
+typedef struct rng_gamma {
+    double shape, d, c;
+} rng_gamma_t;
+void rng_gamma_prep(rng_gamma_t *g, double shape);
+double rng_gamma_prepped(rng_t *r, const rng_gamma_t *g);
+double rng_beta_prepped(rng_t *r, const rng_gamma_t *a, const rng_gamma_t *b);
 uint64_t fnv1a64(const char *s);
 
 #endif /* LD_EXPERIMENTS_INTERNAL_H */

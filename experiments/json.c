@@ -88,6 +88,7 @@ static json_t *variants_json(const ld_exp_set_t *set)
 
 char *ld_exp_set_json(const ld_exp_set_t *set, const char *name)
 {
+    served_drain((ld_exp_set_t *)set); /* the exposure counts */
     json_t *root = NULL;
     if (name) {
         for (size_t i = 0; i < set->nexp && !root; i++)

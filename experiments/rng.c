@@ -59,15 +59,22 @@ double rng_normal(rng_t *r)
     }
 }
 
-double rng_gamma(rng_t *r, double shape)
+void rng_gamma_prep(rng_gamma_t *g, double shape)
 {
-    if (shape < 1.0) {
+    g->shape = shape;
+    g->d = shape - 1.0 / 3.0;
+    g->c = 1.0 / sqrt(9.0 * g->d);
+}
+
+double rng_gamma_prepped(rng_t *r, const rng_gamma_t *g)
+{
+    if (g->shape < 1.0) {
         /* boost: Gamma(a) = Gamma(a + 1) * U^(1/a) */
-        double g = rng_gamma(r, shape + 1.0);
-        return g * pow(rng_uniform(r), 1.0 / shape);
+        double b = rng_gamma(r, g->shape + 1.0);
+        return b * pow(rng_uniform(r), 1.0 / g->shape);
     }
     /* Marsaglia and Tsang (2000) */
-    double d = shape - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
+    double d = g->d, c = g->c;
     for (;;) {
         double x, v;
         do {
@@ -83,9 +90,24 @@ double rng_gamma(rng_t *r, double shape)
     }
 }
 
+double rng_gamma(rng_t *r, double shape)
+{
+    rng_gamma_t g;
+    rng_gamma_prep(&g, shape);
+    return rng_gamma_prepped(r, &g);
+}
+
 double rng_beta(rng_t *r, double a, double b)
 {
-    double x = rng_gamma(r, a), y = rng_gamma(r, b);
+    rng_gamma_t ga, gb;
+    rng_gamma_prep(&ga, a);
+    rng_gamma_prep(&gb, b);
+    return rng_beta_prepped(r, &ga, &gb);
+}
+
+double rng_beta_prepped(rng_t *r, const rng_gamma_t *a, const rng_gamma_t *b)
+{
+    double x = rng_gamma_prepped(r, a), y = rng_gamma_prepped(r, b);
     return x / (x + y);
 }
 

@@ -203,10 +203,11 @@ size_t ld_exp_set_observe(ld_exp_set_t *set, const ld_exp_obs_t *obs)
     if (obs->variant < 0 || (size_t)obs->variant >= set->nvar ||
         !isfinite(obs->label))
         return 0;
-    accum_add(&set->acc[obs->variant], obs);
+    obs_ctx_t c = {obs, 0, 0};
+    accum_add(&set->acc[obs->variant], &c);
     size_t queued = 0;
     for (size_t i = 0; i < set->nexp; i++)
-        queued += (size_t)exp_observe(set, &set->exp[i], obs);
+        queued += (size_t)exp_observe(set, &set->exp[i], &c);
     return queued;
 }
 

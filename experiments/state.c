@@ -210,6 +210,7 @@ static void decision_load(ld_rbuf_t *r, ld_exp_decision_t *d)
 
 void ld_exp_set_save(const ld_exp_set_t *set, ld_wbuf_t *w)
 {
+    served_drain((ld_exp_set_t *)set);
     ld_wbuf_u32(w, STATE_MAGIC);
     ld_wbuf_u32(w, STATE_VERSION);
     ld_wbuf_u64(w, set->nvar);
@@ -252,6 +253,7 @@ static void load_variants(ld_exp_set_t *set, ld_rbuf_t *r, int *remap)
 ld_err_t ld_exp_set_load(ld_exp_set_t *set, const void *buf, size_t len,
                          char *errstr, size_t errstr_size)
 {
+    served_drain(set); /* served before the load: replaced, as ever */
     ld_rbuf_t r = ld_rbuf_make(buf, len);
     if (ld_rbuf_u32(&r) != STATE_MAGIC || ld_rbuf_u32(&r) != STATE_VERSION) {
         ld_errstr_set(errstr, errstr_size,
@@ -297,21 +299,8 @@ ld_err_t ld_exp_set_load(ld_exp_set_t *set, const void *buf, size_t len,
         decision_load(&r, d);
     }
     served_load(&set->served, &r);
-    for (size_t i = 0; i < set->served.cap && !r.err; i++) {
-        served_val_t *sv = &set->served.v[i];
-        if (set->served.k[i].partition < 0)
-            continue;
-        if (sv->variant > LD_EXP_VARIANTS_MAX) {
-            r.err = LD_ERR_CORRUPT;
-            break;
-        }
-        sv->variant = (uint8_t)remap[sv->variant];
-        for (size_t k = 0; k < sv->nshadow; k++)
-            sv->shadow_var[k] =
-                (uint8_t)(sv->shadow_var[k] > LD_EXP_VARIANTS_MAX
-                              ? (int)set->nvar - 1
-                              : remap[sv->shadow_var[k]]);
-    }
+    if (!r.err && served_remap(&set->served, remap, (int)set->nvar - 1) < 0)
+        r.err = LD_ERR_CORRUPT;
     if (r.err || ld_rbuf_left(&r) != 0) {
         ld_errstr_set(errstr, errstr_size,
                       "experiments state: truncated or damaged");

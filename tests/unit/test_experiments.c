@@ -606,6 +606,57 @@ static void test_served_table(void **state)
     ld_exp_set_destroy(set);
 }
 
+/* Propensities and shadow scores arrive only on some events, the first of
+ * them after the table has grown: every entry keeps what it was served
+ * with (or none), across a save and load that give the same bytes again,
+ * and an event matured right after its serve is counted. */
+static void test_served_side_entries(void **state)
+{
+    (void)state;
+    char err[256];
+    ld_exp_spec_t s = two_arm("sh", LD_EXP_SHADOW);
+    s.min_samples = 2;
+    ld_exp_set_t *set = ld_exp_set_new(&s, 1, err, sizeof(err));
+    assert_non_null(set);
+    int served = ld_exp_set_variant(set, "served", 6);
+    int shadow = ld_exp_set_variant(set, "shadow", 6);
+    const int n = 3000;
+    for (int i = 0; i < n; i++) {
+        /* from event 2000 on: propensity 0.5, shadow score 0.5 */
+        int side = i >= 2000;
+        ld_exp_served_t sv = {
+            served, 0.25, side ? 0.5 : NAN, side ? 1u : 0u, {{shadow, 0.5}}};
+        ld_exp_set_serve(set, 0, i, 1000 + i, &sv);
+    }
+    ld_wbuf_t w = {0}, w2 = {0};
+    ld_exp_set_save(set, &w);
+    ld_exp_set_destroy(set);
+    set = ld_exp_set_new(&s, 1, err, sizeof(err));
+    assert_int_equal(ld_exp_set_load(set, w.p, w.len, err, sizeof(err)), LD_OK);
+    ld_exp_set_save(set, &w2);
+    assert_int_equal(w2.len, w.len);
+    assert_memory_equal(w2.p, w.p, w.len);
+    ld_wbuf_free(&w);
+    ld_wbuf_free(&w2);
+    for (int i = 0; i < n; i++)
+        ld_exp_set_mature(set, 0, i, 1.0, 5000);
+    ld_exp_variant_stats_t st;
+    ld_exp_set_variant_stats(set, (size_t)served, &st);
+    assert_int_equal(st.n, n);
+    assert_int_equal(st.pending, 0);
+    /* 1000 events with propensity 0.5 and label 1, over 3000 matured */
+    assert_double_equal(st.ips_mean, 2000.0 / 3000.0, 1e-12);
+    assert_int_equal(st.drops[LD_EXP_DROP_NO_SHADOW], 2000);
+    /* served and at once matured (still staged): counted */
+    ld_exp_served_t one = {served, 0.25, NAN, 0, {{0, 0}}};
+    ld_exp_set_serve(set, 1, 7, 6000, &one);
+    assert_int_equal(ld_exp_set_mature(set, 1, 7, 0.0, 6000), 0);
+    ld_exp_set_variant_stats(set, (size_t)served, &st);
+    assert_int_equal(st.n, n + 1);
+    assert_int_equal(ld_exp_set_waiting(set, NULL), 0);
+    ld_exp_set_destroy(set);
+}
+
 /* ---- Events ------------------------------------------------------------- */
 
 static void write_event(const char *name, const uint8_t *p, size_t n)
@@ -820,6 +871,7 @@ int main(void)
         cmocka_unit_test(test_spec_check_errors),
         cmocka_unit_test(test_variant_stats_values),
         cmocka_unit_test(test_served_table),
+        cmocka_unit_test(test_served_side_entries),
         cmocka_unit_test(test_events_json_and_protobuf),
         cmocka_unit_test(test_resume_state_decides_identically),
         cmocka_unit_test(test_resume_changed_spec_starts_afresh),
