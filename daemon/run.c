@@ -161,6 +161,8 @@ static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         if (strcmp(tp->topic, events) != 0)
             continue;
+        if (r->join) /* its joins in progress, from its last owner */
+            run_join_take_over(r, tp->partition);
         ld_err_t err = ld_joiner_assign(r->joiner, tp->partition);
         if (err) {
             ld_log(LD_LOG_ERR, MOD,
@@ -212,6 +214,9 @@ void run_on_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
 static void revoked(run_t *r, const rd_kafka_topic_partition_list_t *parts,
                     int lost)
 {
+    /* join role: the records and offsets go current with the partitions */
+    if (r->join && r->state != RUN_CLOSING && parts->cnt > 0)
+        run_join_hand_over(r, lost);
     for (int i = 0; i < parts->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
         note_position(r, kind_of(r, tp->topic), tp->partition, -1);
@@ -226,7 +231,7 @@ static void revoked(run_t *r, const rd_kafka_topic_partition_list_t *parts,
         uint8_t *rec = NULL;
         size_t len = 0;
         ld_err_t err =
-            r->state == RUN_CLOSING
+            r->state == RUN_CLOSING || (r->join && lost)
                 ? LD_OK
                 : ld_joiner_resume_encode(r->joiner, tp->partition, &rec, &len);
         if (ld_joiner_revoke(r->joiner, tp->partition) == LD_OK)
