@@ -9,6 +9,7 @@
  * the same count -- and one `learnd run --role train` over it must publish
  * the single run's versions bit for bit. */
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,8 +207,10 @@ static void produce_slice(ctx_t *c, int64_t from, int64_t to)
 
 /* ---- The examples, compared -------------------------------------------- */
 
+/* One example: its LabelledExample bytes in hex, first, so that sorting
+ * the strings sorts by them; then what identifies it. */
 typedef struct exset {
-    char **v; /* each example's LabelledExample bytes, hex */
+    char **v; /* "hex partition offset sample_type decision_time" */
     size_t n, cap;
     int64_t watermarks;
 } exset_t;
@@ -223,11 +226,13 @@ static void exset_add(exset_t *s, const Learnd__V1__LabelledExample *e)
         s->v = realloc(s->v, s->cap * sizeof(*s->v));
         LD_TEST_ASSERT(s->v, "memory");
     }
-    char *h = malloc(2 * n + 1);
+    char *h = malloc(2 * n + 80);
     LD_TEST_ASSERT(h, "memory");
     for (size_t i = 0; i < n; i++)
         snprintf(h + 2 * i, 3, "%02x", buf[i]);
-    h[2 * n] = '\0';
+    snprintf(h + 2 * n, 80, " %d %lld %d %lld", (int)e->partition,
+             (long long)e->offset, (int)e->sample_type,
+             (long long)e->decision_time_ms);
     s->v[s->n++] = h;
 }
 
@@ -296,9 +301,52 @@ static void read_examples(const char *topic, exset_t *s)
     rd_kafka_destroy(c);
 }
 
+/* The fields after the hex bytes: partition, offset, type, decision. */
+static void ident(const char *v, int *p, long long *off, int *type,
+                  long long *dt)
+{
+    const char *sp = strchr(v, ' ');
+    LD_TEST_ASSERT(sp && sscanf(sp, " %d %lld %d %lld", p, off, type, dt) == 4,
+                   "example line %s", v);
+}
+
+static int cmp_ident(const void *a, const void *b)
+{
+    int pa, pb, ta, tb;
+    long long oa, ob, da, db;
+    ident(*(char *const *)a, &pa, &oa, &ta, &da);
+    ident(*(char *const *)b, &pb, &ob, &tb, &db);
+    if (pa != pb)
+        return pa < pb ? -1 : 1;
+    if (oa != ob)
+        return oa < ob ? -1 : 1;
+    return ta < tb ? -1 : ta > tb;
+}
+
+/* The single run's pending events at its stop (its log's stop line). */
+static long long pending_at_stop(const char *log)
+{
+    FILE *f = fopen(log, "r");
+    LD_TEST_ASSERT(f, "%s", log);
+    char line[2048];
+    long long n = -1;
+    while (fgets(line, sizeof(line), f)) {
+        const char *at = strstr(line, "msg=\"stopped\"");
+        if (at && (at = strstr(at, "pending_events=")))
+            n = atoll(at + strlen("pending_events="));
+    }
+    fclose(f);
+    LD_TEST_ASSERT(n >= 0, "no stop line in %s", log);
+    return n;
+}
+
 /* The examples topic holds the single run's audit stream: the same
- * examples, byte for byte, each once. */
-static void same_examples(const char *extopic)
+ * examples, byte for byte, each once. At the end of the input it may hold
+ * more: a join instance decides its partitions on their own watermark,
+ * the single run on the lowest of all, so events the single run still
+ * held pending at its stop may be decided there -- each after every
+ * example the single run released, and no more than it held. */
+static void same_examples(const char *extopic, const char *all_log)
 {
     exset_t all = {0}, joined = {0};
     char audit[256];
@@ -311,25 +359,49 @@ static void same_examples(const char *extopic)
     LD_TEST_ASSERT(all.n > N_EVENTS / 2, "only %zu examples", all.n);
     qsort(all.v, all.n, sizeof(*all.v), cmp_str);
     qsort(joined.v, joined.n, sizeof(*joined.v), cmp_str);
-    size_t dup = 0, missing = 0, extra = 0, i = 0, k = 0;
-    for (size_t x = 1; x < joined.n; x++)
-        dup += strcmp(joined.v[x - 1], joined.v[x]) == 0;
+    long long last_dt = INT64_MIN;
+    for (size_t x = 0; x < all.n; x++) {
+        int p, type;
+        long long off, dt;
+        ident(all.v[x], &p, &off, &type, &dt);
+        if (dt > last_dt)
+            last_dt = dt;
+    }
+    size_t missing = 0, extra = 0, early = 0, i = 0, k = 0;
     while (i < all.n || k < joined.n) {
         int d = i == all.n      ? 1
                 : k == joined.n ? -1
                                 : strcmp(all.v[i], joined.v[k]);
         missing += d < 0;
-        extra += d > 0;
+        if (d > 0) {
+            int p, type;
+            long long off, dt;
+            ident(joined.v[k], &p, &off, &type, &dt);
+            extra++;
+            early += dt < last_dt;
+        }
         i += d <= 0;
         k += d >= 0;
     }
-    ld_test_say("examples missing from the examples topic %zu, not in the "
-                "single run %zu, duplicated %zu",
-                missing, extra, dup);
+    /* Each (partition, offset, sample type) once, whatever its bytes. */
+    qsort(joined.v, joined.n, sizeof(*joined.v), cmp_ident);
+    size_t dup = 0;
+    for (size_t x = 1; x < joined.n; x++)
+        dup += cmp_ident(&joined.v[x - 1], &joined.v[x]) == 0;
+    long long pending = pending_at_stop(all_log);
+    ld_test_say("examples missing from the examples topic %zu, duplicated "
+                "%zu, beyond the single run's end %zu (it held %lld events "
+                "pending)",
+                missing, dup, extra, pending);
     LD_TEST_EQ_I64("examples missing", 0, (int64_t)missing);
-    LD_TEST_EQ_I64("examples not in the single run", 0, (int64_t)extra);
     LD_TEST_EQ_I64("examples duplicated", 0, (int64_t)dup);
-    LD_TEST_EQ_I64("examples", (int64_t)all.n, (int64_t)joined.n);
+    LD_TEST_EQ_I64("examples not in the single run decided before its last",
+                   0, (int64_t)early);
+    LD_TEST_ASSERT((long long)extra <= pending,
+                   "%zu examples beyond the single run's end, which held "
+                   "only %lld events",
+                   extra, pending);
+    LD_TEST_EQ_I64("examples", (int64_t)(all.n + extra), (int64_t)joined.n);
     exset_free(&all);
     exset_free(&joined);
 }
@@ -463,7 +535,8 @@ int main(void)
     snprintf(log, sizeof(log), "%s/train.log", tmpdir);
     expect_exit(spawn(cfg_role, "train", NULL, 1, log, extopic), 0, log);
 
-    same_examples(extopic);
+    snprintf(log, sizeof(log), "%s/all.log", tmpdir);
+    same_examples(extopic, log);
     same_models();
 
     rd_kafka_destroy(c.consumer);
