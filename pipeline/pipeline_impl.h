@@ -54,7 +54,7 @@ struct ld_pipeline {
      * (ld_pipeline_committed); NULL with committed_err when not read */
     rd_kafka_topic_partition_list_t *committed;
     rd_kafka_resp_err_t committed_err;
-    uint64_t eofs;        /* end-of-partition events seen, to spot news */
+    uint64_t eofs; /* end-of-partition events seen, to spot news */
     uint64_t eofs_checked;
     int caught_up;
     int dry_run; /* replay: dead letters are counted, never written */

@@ -21,8 +21,8 @@
 #include "publish/publish.h"
 #include "trainer/checkpoint.h"
 
-#define PARTS 3
-#define NJOIN 3
+#define PARTS    3
+#define NJOIN    3
 #define N_EVENTS 3000
 
 static char prefix[128], tmpdir[64];
@@ -53,13 +53,12 @@ static void write_config(const char *path, const char *run, int audit)
                "metrics:\n"
                "  enabled: false\n");
     ld_test_config_demo_input(f, inputs, outs);
-    fprintf(f,
-            "  hash_fields: [country, ad_id, device]\n"
-            "  label_field: clicked\n"
-            "labeling:\n"
-            "  window: 20s\n"
-            "  max_out_of_orderness: 2s\n"
-            "  idle_timeout: 0s\n");
+    fprintf(f, "  hash_fields: [country, ad_id, device]\n"
+               "  label_field: clicked\n"
+               "labeling:\n"
+               "  window: 20s\n"
+               "  max_out_of_orderness: 2s\n"
+               "  idle_timeout: 0s\n");
     if (audit)
         fprintf(f, "  output_topic: %s.audit\n", outs);
     fprintf(f,
@@ -125,18 +124,17 @@ static int group_ready(void *arg)
     size_t n = 0;
     const rd_kafka_ConsumerGroupDescription_t **d =
         res ? rd_kafka_DescribeConsumerGroups_result_groups(res, &n) : NULL;
-    int ok = n == 1 && !rd_kafka_ConsumerGroupDescription_error(d[0]) &&
-             rd_kafka_ConsumerGroupDescription_state(d[0]) ==
-                 RD_KAFKA_CONSUMER_GROUP_STATE_STABLE &&
-             (int)rd_kafka_ConsumerGroupDescription_member_count(d[0]) ==
-                 c->members;
+    int ok =
+        n == 1 && !rd_kafka_ConsumerGroupDescription_error(d[0]) &&
+        rd_kafka_ConsumerGroupDescription_state(d[0]) ==
+            RD_KAFKA_CONSUMER_GROUP_STATE_STABLE &&
+        (int)rd_kafka_ConsumerGroupDescription_member_count(d[0]) == c->members;
     int held = 0;
     for (int i = 0; ok && i < c->members; i++) {
         const rd_kafka_topic_partition_list_t *a =
             rd_kafka_MemberAssignment_partitions(
                 rd_kafka_MemberDescription_assignment(
-                    rd_kafka_ConsumerGroupDescription_member(d[0],
-                                                             (size_t)i)));
+                    rd_kafka_ConsumerGroupDescription_member(d[0], (size_t)i)));
         if (!a || a->cnt < 2)
             ok = 0;
         held += a ? a->cnt : 0;
@@ -395,8 +393,8 @@ static void same_examples(const char *extopic, const char *all_log)
                 missing, dup, extra, pending);
     LD_TEST_EQ_I64("examples missing", 0, (int64_t)missing);
     LD_TEST_EQ_I64("examples duplicated", 0, (int64_t)dup);
-    LD_TEST_EQ_I64("examples not in the single run decided before its last",
-                   0, (int64_t)early);
+    LD_TEST_EQ_I64("examples not in the single run decided before its last", 0,
+                   (int64_t)early);
     LD_TEST_ASSERT((long long)extra <= pending,
                    "%zu examples beyond the single run's end, which held "
                    "only %lld events",
@@ -423,9 +421,9 @@ static uint64_t last_version(const char *run)
     char dir[256], why[512];
     snprintf(dir, sizeof(dir), "%s/%s-models", tmpdir, run);
     ld_ckpt_t *ck = NULL;
-    LD_TEST_ASSERT(ld_publish_store_load_latest(dir, "m", &ck, why,
-                                                sizeof(why)) == LD_OK,
-                   "%s: no checkpoint: %s", run, why);
+    LD_TEST_ASSERT(
+        ld_publish_store_load_latest(dir, "m", &ck, why, sizeof(why)) == LD_OK,
+        "%s: no checkpoint: %s", run, why);
     uint64_t v = ld_ckpt_message(ck)->lineage->version;
     ld_ckpt_destroy(ck);
     return v;

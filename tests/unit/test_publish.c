@@ -242,8 +242,8 @@ static void test_handover_text(void **state)
     free(t);
 
     /* Over the bound: the record without its advances (72 bytes). */
-    assert_int_equal(
-        ld_resume_handover_encode(j, 2, tag + 159, &t, &n, &small), LD_OK);
+    assert_int_equal(ld_resume_handover_encode(j, 2, tag + 159, &t, &n, &small),
+                     LD_OK);
     assert_int_equal(small, 1);
     assert_int_equal(n, tag + 96);
     ld_joiner_t *m = joiner();
@@ -252,9 +252,8 @@ static void test_handover_text(void **state)
     assert_int_equal(eo, 5);
     free(t);
     ld_joiner_destroy(m);
-    assert_int_equal(
-        ld_resume_handover_encode(j, 2, tag + 95, &t, &n, &small),
-        LD_ERR_RANGE);
+    assert_int_equal(ld_resume_handover_encode(j, 2, tag + 95, &t, &n, &small),
+                     LD_ERR_RANGE);
     assert_null(t);
     assert_int_equal(ld_resume_handover_encode(j, 9, 4000, &t, &n, &small),
                      LD_ERR_INVAL);
