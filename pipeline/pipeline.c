@@ -418,7 +418,6 @@ void ld_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (p->committed)
             rd_kafka_topic_partition_list_destroy(p->committed);
         p->committed = ce ? NULL : c;
-        p->committed_err = c ? ce : RD_KAFKA_RESP_ERR__NOENT;
         if (c && ce)
             rd_kafka_topic_partition_list_destroy(c);
         if (p->cbs.assigned)

@@ -51,9 +51,8 @@ struct ld_pipeline {
     positions_t eof[2]; /* 1 once a partition reached its end since assigned */
     positions_t floor[2]; /* the group's committed offset at assignment */
     /* the committed offsets and metadata read at the last assignment
-     * (ld_pipeline_committed); NULL with committed_err when not read */
+     * (ld_pipeline_committed); NULL when they could not be read */
     rd_kafka_topic_partition_list_t *committed;
-    rd_kafka_resp_err_t committed_err;
     uint64_t eofs; /* end-of-partition events seen, to spot news */
     uint64_t eofs_checked;
     int caught_up;
