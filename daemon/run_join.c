@@ -269,8 +269,8 @@ ld_err_t run_join_watermarks(run_t *r)
  *   starts from the last commit point's record, which re-reads what the
  *   aborted one held.
  * - Assign: each partition's record is loaded from its committed offset's
- *   metadata before the partition is read; no record (a new group, or a
- *   group written by learnd before 0.x) leaves the one of this instance's
+ *   metadata before the partition is read; no record (a new group, or
+ *   offsets an older learnd committed) leaves the one of this instance's
  *   own resume state, or a fresh start at the committed offset.
  *
  * Fencing. A zombie (an instance that lost its partitions without knowing,

@@ -193,8 +193,7 @@ ld_err_t ld_joiner_resume_offsets(ld_joiner_t *j, int32_t partition,
 
 #define RESUME_MAGIC "LDJ1"
 
-/* keep_adv 0 leaves the pending advances out (ld_joiner_resume_encode_small).
- */
+/* keep_adv 0: without the pending advances (the small record). */
 static ld_err_t resume_encode(ld_joiner_t *j, int32_t partition, int keep_adv,
                               uint8_t **buf, size_t *len)
 {
