@@ -4,7 +4,8 @@
  * co-partitioned input partitions; a third joins mid-stream and leaves
  * again, so partitions move twice while joins are in progress (events
  * consumed and committed whose windows are open, whose labels come after
- * the move). The examples topic must hold every example of a single
+ * the move); a last one takes every partition over and reads to the end,
+ * a third move. The examples topic must hold every example of a single
  * `learnd run` (role all) exactly once -- the same LabelledExample bytes,
  * the same count -- and one `learnd run --role train` over it must publish
  * the single run's versions bit for bit. */
