@@ -161,6 +161,8 @@ static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         if (strcmp(tp->topic, events) != 0)
             continue;
+        if (r->join) /* its joins in progress, from its last owner */
+            run_join_take_over(r, tp->partition);
         ld_err_t err = ld_joiner_assign(r->joiner, tp->partition);
         if (err) {
             ld_log(LD_LOG_ERR, MOD,
@@ -212,39 +214,53 @@ void run_on_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
 static void revoked(run_t *r, const rd_kafka_topic_partition_list_t *parts,
                     int lost)
 {
+    /* join role: the records and offsets go current with the partitions */
+    if (r->join && r->state != RUN_CLOSING && parts->cnt > 0)
+        run_join_hand_over(r, lost);
+    /* Keep where the joiner is now: if a partition comes back to this
+     * process (a rebalance right after a restart does that), it continues
+     * from here. The resume record loaded at start-up would re-release
+     * everything decided since (found by 0004 under ASan: one example
+     * audited and trained twice). Every record is taken before any
+     * partition goes: a revoke raises the watermark, and the joiner then
+     * holds examples due on the others (0029). */
+    int keep = r->state != RUN_CLOSING && !(r->join && lost);
+    uint8_t **rec = calloc((size_t)parts->cnt + 1, sizeof(*rec));
+    size_t *len = calloc((size_t)parts->cnt + 1, sizeof(*len));
+    ld_err_t err = rec && len ? LD_OK : LD_ERR_NOMEM;
+    const char *events = r->conf->pipeline.events_topic;
+    for (int i = 0; i < parts->cnt && !err; i++) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        if (keep && strcmp(tp->topic, events) == 0)
+            err = ld_joiner_resume_encode(r->joiner, tp->partition, &rec[i],
+                                          &len[i]);
+    }
     for (int i = 0; i < parts->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
         note_position(r, kind_of(r, tp->topic), tp->partition, -1);
-        if (strcmp(tp->topic, r->conf->pipeline.events_topic) != 0)
+        if (strcmp(tp->topic, events) != 0)
             continue;
         ld_partset_del(&r->assigned, tp->partition);
-        /* Keep where the joiner is now: if the partition comes back to
-         * this process (a rebalance right after a restart does that), it
-         * continues from here. The resume record loaded at start-up would
-         * re-release everything decided since (found by 0004 under ASan:
-         * one example audited and trained twice). */
-        uint8_t *rec = NULL;
-        size_t len = 0;
-        ld_err_t err =
-            r->state == RUN_CLOSING
-                ? LD_OK
-                : ld_joiner_resume_encode(r->joiner, tp->partition, &rec, &len);
         if (ld_joiner_revoke(r->joiner, tp->partition) == LD_OK)
             ld_log(LD_LOG_INFO, MOD,
                    "msg=\"partition revoked\" partition=%d lost=%d",
                    (int)tp->partition, lost);
-        if (!err && rec && ld_joiner_resume_load(r->joiner, rec, len) != LD_OK)
-            err = LD_ERR_CORRUPT;
-        if (err) {
-            ld_log(LD_LOG_CRIT, MOD,
-                   "msg=\"cannot keep the joiner's place for a revoked "
-                   "partition: exiting so that a restart resumes from the "
-                   "last commit\" partition=%d err=\"%s\"",
-                   (int)tp->partition, ld_err_str(err));
-            r->exit_code = LD_EXIT_RUNTIME;
-        }
-        free(rec);
     }
+    for (int i = 0; i < parts->cnt && !err; i++)
+        if (rec[i] && ld_joiner_resume_load(r->joiner, rec[i], len[i]) != LD_OK)
+            err = LD_ERR_CORRUPT;
+    if (err) {
+        ld_log(LD_LOG_CRIT, MOD,
+               "msg=\"cannot keep the joiner's place for the revoked "
+               "partitions: exiting so that a restart resumes from the last "
+               "commit\" err=\"%s\"",
+               ld_err_str(err));
+        r->exit_code = LD_EXIT_RUNTIME;
+    }
+    for (int i = 0; rec && i < parts->cnt; i++)
+        free(rec[i]);
+    free(rec);
+    free(len);
 }
 
 void run_on_revoked(void *opaque, const rd_kafka_topic_partition_list_t *parts,

@@ -179,8 +179,14 @@ ld_err_t run_commit_point(run_t *r)
         err = run_join_watermarks(r);
     if (!err && r->stateful)
         err = run_save_state(r, ld_pipeline_producer(r->pipe));
+    /* join role: each partition's joiner record rides on its offset */
+    rd_kafka_topic_partition_list_t *offsets = NULL;
+    if (!err && r->join)
+        err = run_join_offsets(r, &offsets);
     if (!err)
-        err = ld_pipeline_txn_commit(r->pipe, NULL, 60000);
+        err = ld_pipeline_txn_commit(r->pipe, offsets, 60000);
+    if (offsets)
+        rd_kafka_topic_partition_list_destroy(offsets);
     if (!err) {
         ld_publisher_committed(r->pub); /* logged once readers see them */
         r->progress_at_commit = progress;

@@ -145,6 +145,14 @@ void run_join_emit(run_t *r, const ld_example_t *ex);
 /* A watermark record on each assigned partition: written at a commit point
  * after every due example, so that no later one decides before it. */
 ld_err_t run_join_watermarks(run_t *r);
+/* Hand-over (run_join.c, "Hand-over of partitions"): the offsets a commit
+ * point commits, each assigned partition's joiner record as their metadata
+ * (caller destroys *out); partition p's record loaded from its committed
+ * offset before the joiner is assigned p (sets exit_code when it cannot);
+ * the revoke callback's commit point, or abort when lost. */
+ld_err_t run_join_offsets(run_t *r, rd_kafka_topic_partition_list_t **out);
+void run_join_take_over(run_t *r, int32_t partition);
+void run_join_hand_over(run_t *r, int lost);
 void run_join_free(run_t *r);
 /* The model spec (hash bits, dense dim, feature map SHA-256) of this
  * config; 0, or -1 with errstr. */

@@ -22,6 +22,7 @@ struct run_join {
     uint8_t *buf; /* one record: field 1 (the example), then the rest */
     size_t cap;
     uint64_t produced, watermarks;
+    uint64_t handed_over, taken_over; /* commit points at a revoke; records */
 };
 
 int run_model_spec(const run_t *r, uint32_t *hash_bits, uint32_t *dense_dim,
@@ -111,9 +112,11 @@ void run_join_free(run_t *r)
     double s = (double)(ld_now_mono_ms() - r->start_ms) / 1000.0;
     ld_log(LD_LOG_NOTICE, MOD,
            "msg=\"join role stopped\" examples=%llu watermark_records=%llu "
-           "seconds=%.2f examples_per_s=%.0f",
+           "hand_overs=%llu take_overs=%llu seconds=%.2f examples_per_s=%.0f",
            (unsigned long long)r->join->produced,
-           (unsigned long long)r->join->watermarks, s,
+           (unsigned long long)r->join->watermarks,
+           (unsigned long long)r->join->handed_over,
+           (unsigned long long)r->join->taken_over, s,
            s > 0 ? (double)r->join->produced / s : 0.0);
     free(r->join->buf);
     free(r->join);
@@ -238,4 +241,182 @@ ld_err_t run_join_watermarks(run_t *r)
         j->watermarks++;
     }
     return LD_OK;
+}
+
+/* ---- Hand-over of partitions between join instances (issue #22) ---------
+ *
+ * A partition's joins in progress live in this instance's joiner: events
+ * waiting for labels, labels waiting for events, the partition's
+ * watermarks. They are not stored but re-read (docs/DESIGN.md §6): the
+ * joiner's resume record of a partition says where to re-read from and
+ * which decisions are out already. That record must move with the
+ * partition, or its next owner starts at the group's committed offset
+ * without the events consumed before it (their examples lost) and without
+ * the skip point (examples released twice).
+ *
+ * So every commit point commits each input partition's offset with the
+ * partition's record as the offset's metadata (the way Kafka Streams keeps
+ * a task's partition time): Kafka stores it compacted per (group, topic,
+ * partition), in the same transaction as the examples it accounts for, and
+ * hands it to whoever is assigned the partition next, with the offset
+ * (ld_pipeline_committed). Nothing of our own coordinates.
+ *
+ * - Revoke (eager: the range assignor revokes everything at each
+ *   rebalance): a commit point runs in the revoke callback, so that the
+ *   records and offsets are current when the partitions leave.
+ * - Lost (session timeout): another member may own the partitions already;
+ *   nothing is committed, the open transaction is aborted. The next owner
+ *   starts from the last commit point's record, which re-reads what the
+ *   aborted one held.
+ * - Assign: each partition's record is loaded from its committed offset's
+ *   metadata before the partition is read; no record (a new group, or
+ *   offsets an older learnd committed) leaves the one of this instance's
+ *   own resume state, or a fresh start at the committed offset.
+ *
+ * Fencing. A zombie (an instance that lost its partitions without knowing,
+ * e.g. paused past its session timeout) cannot commit a stale record after
+ * the hand-over: the record travels inside send_offsets_to_transaction
+ * with the consumer's group metadata (generation, member id), and the
+ * group coordinator refuses a transactional offset commit from an older
+ * generation, so the zombie's transaction can only abort (KIP-447). A
+ * transaction that already holds offsets when the partition moves is
+ * waited for by the new owner: the consumer reads committed offsets with
+ * require_stable (isolation.level=read_committed), which the coordinator
+ * answers only once that transaction committed or aborted. A restarted
+ * instance fences its own previous incarnation by its transactional id
+ * (one per instance name: <transactional_id>-join-<instance>). */
+
+/* The broker's default offset.metadata.max.bytes is 4096: a record of 72
+ * bytes plus 16 per pending idle advance fits with up to 185 of them. */
+#define HANDOVER_MAX 4000
+
+ld_err_t run_join_offsets(run_t *r, rd_kafka_topic_partition_list_t **out)
+{
+    const char *topic[2] = {r->conf->pipeline.events_topic,
+                            r->conf->pipeline.labels_topic};
+    rd_kafka_topic_partition_list_t *l = ld_pipeline_position(r->pipe);
+    *out = NULL;
+    if (!l)
+        return LD_ERR_NOMEM;
+    for (int32_t p = -1; (p = ld_partset_next(&r->assigned, p)) >= 0;) {
+        char *text = NULL;
+        size_t n = 0;
+        int small = 0;
+        ld_err_t err = ld_resume_handover_encode(r->joiner, p, HANDOVER_MAX,
+                                                 &text, &n, &small);
+        if (err) {
+            ld_log(LD_LOG_ERR, MOD,
+                   "msg=\"cannot encode a partition's joiner record\" "
+                   "partition=%d err=\"%s\"",
+                   (int)p, ld_err_str(err));
+            rd_kafka_topic_partition_list_destroy(l);
+            return err;
+        }
+        if (small)
+            ld_log(LD_LOG_WARN, MOD,
+                   "msg=\"joiner record over the offset metadata bound: "
+                   "handed over without its pending idle advances\" "
+                   "partition=%d",
+                   (int)p);
+        /* On both topics' offsets: a side never read in this assignment
+         * commits its committed offset again, so that no older record
+         * stays on it (the events side's is the one an owner loads). */
+        for (int k = 0; k < 2 && !err; k++) {
+            rd_kafka_topic_partition_t *tp =
+                rd_kafka_topic_partition_list_find(l, topic[k], p);
+            int64_t off = -1;
+            const void *meta = NULL;
+            size_t mlen = 0;
+            if (!tp && ld_pipeline_committed(r->pipe, (ld_record_kind_t)k, p,
+                                             &off, &meta, &mlen) == LD_OK)
+                (tp = rd_kafka_topic_partition_list_add(l, topic[k], p))
+                    ->offset = off;
+            if (!tp)
+                continue;
+            free(tp->metadata);
+            if (!(tp->metadata = malloc(n))) {
+                err = LD_ERR_NOMEM;
+                break;
+            }
+            memcpy(tp->metadata, text, n);
+            tp->metadata_size = n;
+        }
+        free(text);
+        if (err) {
+            rd_kafka_topic_partition_list_destroy(l);
+            return err;
+        }
+    }
+    *out = l;
+    return LD_OK;
+}
+
+void run_join_take_over(run_t *r, int32_t p)
+{
+    static const char *const side[2] = {"events", "labels"};
+    for (int k = 0; k < 2; k++) {
+        int64_t off = -1;
+        const void *meta = NULL;
+        size_t mlen = 0;
+        ld_err_t err = ld_pipeline_committed(r->pipe, (ld_record_kind_t)k, p,
+                                             &off, &meta, &mlen);
+        if (err == LD_ERR_NOENT)
+            continue;
+        if (!err)
+            err = ld_resume_handover_load(r->joiner, p, meta, mlen);
+        if (err == LD_ERR_NOENT)
+            continue;
+        if (err) {
+            /* Reading on from the committed offset would lose the joins
+             * in progress: a restart tries again. */
+            ld_log(LD_LOG_CRIT, MOD,
+                   "msg=\"cannot take over a partition's joins in progress "
+                   "from its committed offset: exiting\" partition=%d "
+                   "side=%s err=\"%s\"",
+                   (int)p, side[k], ld_err_str(err));
+            r->exit_code = LD_EXIT_RUNTIME;
+            return;
+        }
+        int64_t eo = -1, lo = -1;
+        if (ld_joiner_resume_offsets(r->joiner, p, &eo, &lo) == LD_OK)
+            ld_log(LD_LOG_INFO, MOD,
+                   "msg=\"partition taken over with its joins in progress\" "
+                   "partition=%d from=%s committed=%lld events_from=%lld "
+                   "labels_from=%lld",
+                   (int)p, side[k], (long long)off, (long long)eo,
+                   (long long)lo);
+        r->join->taken_over++;
+        return;
+    }
+}
+
+void run_join_hand_over(run_t *r, int lost)
+{
+    if (r->exit_code)
+        return;
+    if (lost) {
+        /* Someone else may own them already: commit nothing. */
+        if (ld_pipeline_txn_abort(r->pipe, 30000) != LD_OK ||
+            ld_pipeline_txn_begin(r->pipe) != LD_OK) {
+            ld_log(LD_LOG_CRIT, MOD,
+                   "msg=\"partitions lost and the open transaction cannot "
+                   "be aborted: exiting\"");
+            r->exit_code = LD_EXIT_RUNTIME;
+        }
+        return;
+    }
+    /* A commit point even when no record came since the last one: examples
+     * released since (an idle advance) would otherwise commit later,
+     * after the partition's next owner loaded a record without them. */
+    r->progress_at_commit = UINT64_MAX;
+    if (run_commit_point(r) != LD_OK)
+        return; /* exit_code is set */
+    r->join->handed_over++;
+    /* The loop goes on until the group assigns again: it dead-letters and
+     * emits into an open transaction (run.c, invariant 2). */
+    ld_err_t err = ld_pipeline_txn_begin(r->pipe);
+    if (err == LD_ERR_FENCED)
+        run_say_fenced(r);
+    if (err)
+        r->exit_code = LD_EXIT_RUNTIME;
 }

@@ -811,6 +811,11 @@ ld_err_t ld_joiner_assign(ld_joiner_t *j, int32_t partition)
     part_t *pt = &j->parts[partition];
     if (pt->assigned)
         return LD_ERR_INVAL;
+    /* A new epoch: what the others were decided up to is theirs. */
+    for (size_t q = 0; q < j->nparts; q++)
+        if (j->parts[q].assigned && j->w_high > j->parts[q].hi)
+            j->parts[q].hi = j->w_high;
+    j->w_high = INT64_MIN;
     pt->assigned = 1;
     if (!pt->loaded) {
         /* Keep loaded advances only through a load; fresh state here. */
@@ -827,6 +832,7 @@ ld_err_t ld_joiner_assign(ld_joiner_t *j, int32_t partition)
         }
         pt->loaded = 0;
     }
+    pt->hi = pt->skip_before;
     j->wdirty = 1;
     return LD_OK;
 }

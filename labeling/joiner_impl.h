@@ -134,6 +134,7 @@ typedef struct part {
     runq_t q;
     int loaded;          /* a resume record waits for assign */
     int64_t skip_before; /* examples with decision time below were out */
+    int64_t hi;          /* decided below, before the current epoch */
     side_t s[2];
     /* loaded resume values, applied at assign */
     int64_t l_resume[2], l_wm[2], l_next[2];
@@ -160,11 +161,14 @@ struct ld_joiner {
     size_t nparts; /* array size (max partition + 1) */
     int64_t W;     /* cached min watermark */
     int wdirty;
-    /* The highest W examples were released under. W itself can fall: a
-     * partition given back and assigned again (a rebalance) or loaded from
-     * a resume record restarts at an older watermark. Everything decided
-     * below w_high is out, so that is what a resume record's skip point
-     * says; the current W would let a restart release some twice. */
+    /* The highest W examples were released under since the last assign.
+     * W itself can fall: a partition assigned (a rebalance, or one loaded
+     * from a resume record) restarts at an older watermark. Everything of
+     * a partition assigned through this epoch decided below w_high is out;
+     * at each assign it is folded into every held partition's hi and
+     * starts again, so that a partition that joins later is not said to be
+     * decided up to a watermark it never had (issue #22: a record moved to
+     * another join instance would skip its pending examples). */
     int64_t w_high;
     int bound_hit;
     int quiet;           /* the current record is a re-read one: do not count */

@@ -240,6 +240,14 @@ ld_err_t ld_joiner_resume_offsets(ld_joiner_t *j, int32_t partition,
 ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
                                  uint8_t **buf, size_t *len) LD_WUR;
 
+/* ld_joiner_resume_encode() without the pending advances (72 bytes), for a
+ * place of bounded size: a restart from it re-reads the same records and
+ * releases nothing twice or never, but repeats no idle advance made since
+ * the resume offset (its watermark then waits for the records or its own
+ * idle_timeout). Same errors. */
+ld_err_t ld_joiner_resume_encode_small(ld_joiner_t *j, int32_t partition,
+                                       uint8_t **buf, size_t *len) LD_WUR;
+
 /* Loads a resume record (borrowed) for a partition that is not assigned yet;
  * the next ld_joiner_assign() of it restores it. Examples already released
  * before the record was taken are skipped. LD_ERR_CORRUPT for a bad

@@ -193,8 +193,9 @@ ld_err_t ld_joiner_resume_offsets(ld_joiner_t *j, int32_t partition,
 
 #define RESUME_MAGIC "LDJ1"
 
-ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
-                                 uint8_t **buf, size_t *len)
+/* keep_adv 0: without the pending advances (the small record). */
+static ld_err_t resume_encode(ld_joiner_t *j, int32_t partition, int keep_adv,
+                              uint8_t **buf, size_t *len)
 {
     part_t *pt = get_part(j, partition);
     if (!pt || !buf || !len)
@@ -215,14 +216,18 @@ ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
         first[k] = 0;
         while (first[k] < s->nadv && s->adv[first[k]].off <= roff[k])
             first[k]++;
+        if (!keep_adv)
+            first[k] = s->nadv;
         nadv[k] = s->nadv - first[k];
     }
     ld_wbuf_t w = {0};
     ld_wbuf_bytes(&w, RESUME_MAGIC, 4);
     ld_wbuf_u32(&w, (uint32_t)partition);
-    /* Every example with a decision time below w_high is out (drained),
-     * none above: W <= w_high, and nothing new can decide below it. */
-    ld_wbuf_i64(&w, W > j->w_high ? W : j->w_high);
+    /* Every example of p with a decision time below the skip point is
+     * out (drained), none above: the highest W it was released under while
+     * p was held (hi, then w_high since the last assign), or W now. */
+    int64_t skip = pt->hi > j->w_high ? pt->hi : j->w_high;
+    ld_wbuf_i64(&w, W > skip ? W : skip);
     for (int k = 0; k < 2; k++) {
         side_t *s = &pt->s[k];
         ld_wbuf_i64(&w, roff[k]);
@@ -242,6 +247,18 @@ ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
     *buf = w.p;
     *len = w.len;
     return LD_OK;
+}
+
+ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
+                                 uint8_t **buf, size_t *len)
+{
+    return resume_encode(j, partition, 1, buf, len);
+}
+
+ld_err_t ld_joiner_resume_encode_small(ld_joiner_t *j, int32_t partition,
+                                       uint8_t **buf, size_t *len)
+{
+    return resume_encode(j, partition, 0, buf, len);
 }
 
 ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
@@ -297,8 +314,6 @@ ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
     }
     pt->skip_before = skip;
     pt->loaded = 1;
-    if (skip > j->w_high)
-        j->w_high = skip;
     return LD_OK;
 }
 

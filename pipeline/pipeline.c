@@ -432,7 +432,12 @@ void ld_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                    "msg=\"cannot read committed offsets: records re-read "
                    "after a restart may be dead-lettered twice\" err=\"%s\"",
                    rd_kafka_err2str(ce));
-        if (c)
+        /* Kept for the assigned callback: a join instance takes over each
+         * partition's joiner record from its offset's metadata. */
+        if (p->committed)
+            rd_kafka_topic_partition_list_destroy(p->committed);
+        p->committed = ce ? NULL : c;
+        if (c && ce)
             rd_kafka_topic_partition_list_destroy(c);
         if (p->cbs.assigned)
             p->cbs.assigned(p->cbs.opaque, parts);
@@ -470,6 +475,27 @@ void ld_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
            "msg=\"partitions %s\" count=%d", lost ? "lost" : "revoked",
            parts->cnt);
     rd_kafka_assign(rk, NULL);
+}
+
+ld_err_t ld_pipeline_committed(const ld_pipeline_t *p, ld_record_kind_t kind,
+                               int32_t partition, int64_t *offset,
+                               const void **meta, size_t *meta_len)
+{
+    *offset = -1;
+    *meta = NULL;
+    *meta_len = 0;
+    if (!p->committed)
+        return LD_ERR_KAFKA;
+    const rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
+        p->committed, p->topic[kind], partition);
+    if (!tp || tp->err)
+        return tp ? LD_ERR_KAFKA : LD_ERR_NOENT;
+    if (tp->offset < 0)
+        return LD_ERR_NOENT;
+    *offset = tp->offset;
+    *meta = tp->metadata;
+    *meta_len = tp->metadata_size;
+    return LD_OK;
 }
 
 /* ---- Dead letters ------------------------------------------------------- */
@@ -973,6 +999,8 @@ void ld_pipeline_destroy(ld_pipeline_t *p)
         free(p->eof[k].next);
         free(p->floor[k].next);
     }
+    if (p->committed)
+        rd_kafka_topic_partition_list_destroy(p->committed);
     free(p->dlq_topic);
     free(p->dlq_group);
     free(p->dlq_model);

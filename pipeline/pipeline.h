@@ -245,6 +245,16 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms,
  * owner. */
 rd_kafka_topic_partition_list_t *ld_pipeline_position(const ld_pipeline_t *p);
 
+/* The group's committed offset of partition of kind's topic as read when
+ * it was last assigned (a stable read: offsets of a transaction still open
+ * are waited for), and its metadata (borrowed, NULL when empty; valid until
+ * the next rebalance). LD_ERR_NOENT when none is committed (*offset -1),
+ * LD_ERR_KAFKA when the committed offsets could not be read. Thread:
+ * owner (the assigned callback included). */
+ld_err_t ld_pipeline_committed(const ld_pipeline_t *p, ld_record_kind_t kind,
+                               int32_t partition, int64_t *offset,
+                               const void **meta, size_t *meta_len) LD_WUR;
+
 /* Calls cb for every assigned partition with its lag: the partition's end
  * offset as last seen by the consumer (no broker round trip) minus the next
  * offset to process. Partitions with nothing consumed yet are skipped. Thread:

@@ -59,7 +59,10 @@ struct ld_pipeline {
     positions_t pos[2];
     positions_t eof[2]; /* 1 once a partition reached its end since assigned */
     positions_t floor[2]; /* the group's committed offset at assignment */
-    uint64_t eofs;        /* end-of-partition events seen, to spot news */
+    /* the committed offsets and metadata read at the last assignment
+     * (ld_pipeline_committed); NULL when they could not be read */
+    rd_kafka_topic_partition_list_t *committed;
+    uint64_t eofs; /* end-of-partition events seen, to spot news */
     uint64_t eofs_checked;
     int caught_up;
     int dry_run; /* replay: dead letters are counted, never written */

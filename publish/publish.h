@@ -238,6 +238,28 @@ ld_err_t ld_resume_labeling_encode(ld_joiner_t *j, const ld_partset_t *parts,
 ld_err_t ld_resume_labeling_load(ld_joiner_t *j, const uint8_t *buf,
                                  size_t len) LD_WUR;
 
+/* ---- Hand-over of one partition's joiner record (issue #22) -------------
+ * A join instance commits, with each input partition's offset, that
+ * partition's joiner resume record as the offset's metadata: the record
+ * then moves with the partition to whichever instance the group gives it
+ * next (daemon/run_join.c). The text is LD_RESUME_HANDOVER_TAG followed by
+ * the record in base64 (offset metadata is a string on the wire). */
+#define LD_RESUME_HANDOVER_TAG "learnd.join1:"
+/* Encodes partition p's record as that text, NUL-terminated, into *out
+ * (caller frees with free()), *len without the NUL. When it would exceed
+ * max bytes, the record without pending advances is used and *small set
+ * (ld_joiner_resume_encode_small); LD_ERR_RANGE when even that exceeds it.
+ * The joiner's errors otherwise (LD_ERR_INVAL: not assigned, not drained). */
+ld_err_t ld_resume_handover_encode(ld_joiner_t *j, int32_t p, size_t max,
+                                   char **out, size_t *len, int *small) LD_WUR;
+/* Loads text (borrowed, len bytes, no NUL needed) into j for partition p,
+ * which must not be assigned yet. LD_ERR_NOENT when text is not such a
+ * record (empty, or another program's metadata: nothing to load);
+ * LD_ERR_CORRUPT when it is one but does not decode, or is p's neighbour's;
+ * the joiner's errors otherwise. */
+ld_err_t ld_resume_handover_load(ld_joiner_t *j, int32_t p, const void *text,
+                                 size_t len) LD_WUR;
+
 /* The daemon's counters in the resume state. */
 typedef struct ld_resume_counters {
     uint64_t version;   /* last published (or warm-started) version */

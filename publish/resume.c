@@ -95,6 +95,117 @@ ld_err_t ld_resume_labeling_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
     return r.err ? LD_ERR_CORRUPT : LD_OK;
 }
 
+/* ---- hand-over text (offset metadata) ----------------------------------- */
+
+static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Standard base64 with padding of n bytes into out (4 * ceil(n / 3)). */
+static size_t b64_encode(const uint8_t *in, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        out[o++] = b64[v >> 18 & 63];
+        out[o++] = b64[v >> 12 & 63];
+        out[o++] = i + 1 < n ? b64[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? b64[v & 63] : '=';
+    }
+    return o;
+}
+
+static int b64_value(char c)
+{
+    const char *at = c ? strchr(b64, c) : NULL;
+    return at ? (int)(at - b64) : -1;
+}
+
+/* Decodes padded base64 (n a multiple of 4) into out (3 * n / 4 bytes at
+ * most); the decoded length, or -1 when it is not base64. */
+static long b64_decode(const char *in, size_t n, uint8_t *out)
+{
+    if (n % 4)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        int pad = (in[i + 2] == '=') + (in[i + 3] == '=');
+        if ((pad && i + 4 != n) || (in[i + 2] == '=' && in[i + 3] != '='))
+            return -1;
+        uint32_t v = 0;
+        for (size_t k = 0; k < 4; k++) {
+            int d = k >= 4 - (size_t)pad ? 0 : b64_value(in[i + k]);
+            if (d < 0)
+                return -1;
+            v = v << 6 | (uint32_t)d;
+        }
+        out[o++] = (uint8_t)(v >> 16);
+        if (pad < 2)
+            out[o++] = (uint8_t)(v >> 8);
+        if (pad < 1)
+            out[o++] = (uint8_t)v;
+    }
+    return (long)o;
+}
+
+ld_err_t ld_resume_handover_encode(ld_joiner_t *j, int32_t p, size_t max,
+                                   char **out, size_t *len, int *small)
+{
+    const size_t tag = strlen(LD_RESUME_HANDOVER_TAG);
+    *out = NULL;
+    *small = 0;
+    for (int s = 0; s < 2; s++) {
+        uint8_t *rec = NULL;
+        size_t n = 0;
+        ld_err_t err = s ? ld_joiner_resume_encode_small(j, p, &rec, &n)
+                         : ld_joiner_resume_encode(j, p, &rec, &n);
+        if (err)
+            return err;
+        size_t need = tag + (n + 2) / 3 * 4;
+        if (need > max) {
+            free(rec);
+            continue;
+        }
+        char *t = malloc(need + 1);
+        if (!t) {
+            free(rec);
+            return LD_ERR_NOMEM;
+        }
+        memcpy(t, LD_RESUME_HANDOVER_TAG, tag);
+        b64_encode(rec, n, t + tag);
+        t[need] = '\0';
+        free(rec);
+        *out = t;
+        *len = need;
+        *small = s;
+        return LD_OK;
+    }
+    return LD_ERR_RANGE;
+}
+
+ld_err_t ld_resume_handover_load(ld_joiner_t *j, int32_t p, const void *text,
+                                 size_t len)
+{
+    const size_t tag = strlen(LD_RESUME_HANDOVER_TAG);
+    const char *t = text;
+    if (!t || len < tag || memcmp(t, LD_RESUME_HANDOVER_TAG, tag) != 0)
+        return LD_ERR_NOENT;
+    uint8_t *rec = malloc((len - tag) / 4 * 3 + 1);
+    if (!rec)
+        return LD_ERR_NOMEM;
+    long n = b64_decode(t + tag, len - tag, rec);
+    ld_err_t err = LD_ERR_CORRUPT;
+    ld_rbuf_t r = ld_rbuf_make(rec, n > 0 ? (size_t)n : 0);
+    /* "LDJ1", then the partition: a record is only for its partition */
+    if (n >= 8 && ld_rbuf_take(&r, 4) && ld_rbuf_u32(&r) == (uint32_t)p)
+        err = ld_joiner_resume_load(j, rec, (size_t)n);
+    free(rec);
+    return err;
+}
+
 /* ---- trainer_state ------------------------------------------------------ */
 
 /* One queued example, as ld_trainer_queued_get() hands it out. */

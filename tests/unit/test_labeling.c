@@ -1271,6 +1271,86 @@ static void test_rebalance(void **state)
     free(out.s);
 }
 
+static void add_ev(ld_joiner_t *j, int32_t p, int64_t off, const char *key,
+                   int64_t t)
+{
+    uint32_t idx[3];
+    float val[3];
+    ld_features_t x;
+    key_features(key, idx, val, &x);
+    assert_int_equal(ld_joiner_add_event(j, p, off, key, strlen(key), t, &x),
+                     LD_OK);
+}
+
+/* A partition assigned after others had their examples released up to a
+ * high watermark (a rebalance hands it over) is decided only as far as its
+ * own watermark: its record must not say its pending examples are out
+ * (issue #22: the skip point was the joiner's, and the next owner of the
+ * partition skipped its pending examples). */
+static void test_skip_point_per_partition(void **state)
+{
+    (void)state;
+    ld_labeling_conf_t c = base_conf();
+    char err[128];
+    ld_joiner_t *j = ld_joiner_new(&c, err, sizeof(err));
+    assert_non_null(j);
+    assert_int_equal(ld_joiner_assign(j, 0), LD_OK);
+    add_ev(j, 0, 0, "a", 1000);
+    add_ev(j, 0, 1, "b", 5000);
+    assert_int_equal(ld_joiner_add_label(j, 0, 0, "zz", 2, 5000, 1), LD_OK);
+    ld_example_t ex;
+    assert_int_equal(ld_joiner_poll(j, &ex), 1); /* a, decided at 1100 */
+    assert_string_equal(ex.event_id, "a");
+    assert_int_equal(ld_joiner_poll(j, &ex), 0);
+    /* Partition 1 arrives with an older watermark: W falls to it. */
+    assert_int_equal(ld_joiner_assign(j, 1), LD_OK);
+    add_ev(j, 1, 0, "c", 2000);
+    assert_int_equal(ld_joiner_add_label(j, 1, 0, "c", 1, 2050, 1), LD_OK);
+    assert_int_equal(ld_joiner_poll(j, &ex), 0); /* c waits until 2100 */
+    uint8_t *rec = NULL;
+    size_t len = 0;
+    assert_int_equal(ld_joiner_resume_encode(j, 1, &rec, &len), LD_OK);
+
+    /* Its next owner re-reads it from the record and releases c. */
+    ld_joiner_t *k = ld_joiner_new(&c, err, sizeof(err));
+    assert_int_equal(ld_joiner_resume_load(k, rec, len), LD_OK);
+    assert_int_equal(ld_joiner_assign(k, 1), LD_OK);
+    int64_t eo = -2, lo = -2;
+    assert_int_equal(ld_joiner_resume_offsets(k, 1, &eo, &lo), LD_OK);
+    assert_int_equal(eo, 0);
+    assert_int_equal(lo, 0);
+    add_ev(k, 1, 0, "c", 2000);
+    assert_int_equal(ld_joiner_add_label(k, 1, 0, "c", 1, 2050, 1), LD_OK);
+    add_ev(k, 1, 1, "d", 9000);
+    assert_int_equal(ld_joiner_add_label(k, 1, 1, "y", 1, 9000, 1), LD_OK);
+    assert_int_equal(ld_joiner_poll(k, &ex), 1);
+    assert_string_equal(ex.event_id, "c");
+    assert_int_equal(ex.sample_type, LD_SAMPLE_POS);
+    assert_int_equal(ex.offset, 0);
+    assert_int_equal(ld_joiner_poll(k, &ex), 0);
+    ld_joiner_stats_t st;
+    ld_joiner_stats(k, &st);
+    assert_int_equal(st.examples_skipped, 0);
+
+    /* Partition 0's record still skips what j released there (a). */
+    free(rec);
+    assert_int_equal(ld_joiner_resume_encode(j, 0, &rec, &len), LD_OK);
+    ld_joiner_t *m = ld_joiner_new(&c, err, sizeof(err));
+    assert_int_equal(ld_joiner_resume_load(m, rec, len), LD_OK);
+    assert_int_equal(ld_joiner_assign(m, 0), LD_OK);
+    assert_int_equal(ld_joiner_resume_offsets(m, 0, &eo, &lo), LD_OK);
+    add_ev(m, 0, eo, "b", 5000);
+    add_ev(m, 0, eo + 1, "e", 9000);
+    assert_int_equal(ld_joiner_add_label(m, 0, 1, "x", 1, 9000, 1), LD_OK);
+    assert_int_equal(ld_joiner_poll(m, &ex), 1);
+    assert_string_equal(ex.event_id, "b");
+    assert_int_equal(ld_joiner_poll(m, &ex), 0);
+    free(rec);
+    ld_joiner_destroy(m);
+    ld_joiner_destroy(k);
+    ld_joiner_destroy(j);
+}
+
 static void test_bad_input(void **state)
 {
     (void)state;
@@ -1514,6 +1594,7 @@ int main(void)
         cmocka_unit_test(test_bytes_accounting),
         cmocka_unit_test(test_store_paths),
         cmocka_unit_test(test_resume_record_corrupt),
+        cmocka_unit_test(test_skip_point_per_partition),
         cmocka_unit_test(test_rebalance),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_conf_table),

@@ -155,6 +155,112 @@ static void test_labeling_high_partitions(void **state)
     ld_joiner_destroy(k);
 }
 
+/* The hand-over text of one partition's record (offset metadata): the tag,
+ * then the record in base64; loaded back into another joiner for that
+ * partition only; over the bound without advances, then refused; anything
+ * else is not ours (NOENT) or corrupt, never read past. */
+static void test_handover_text(void **state)
+{
+    (void)state;
+    ld_joiner_t *j = joiner();
+    assert_int_equal(ld_joiner_assign(j, 2), LD_OK);
+    float v = 1.0f;
+    uint32_t idx = 7;
+    ld_features_t x = {&idx, &v, NULL, 1, 0};
+    assert_int_equal(ld_joiner_add_event(j, 2, 5, "k", 1, 1000, &x), LD_OK);
+    /* three recorded advances after the pending event: 72 + 48 bytes */
+    for (int i = 0; i < 3; i++) {
+        ld_wm_advance_t adv = {LD_TOPIC_LABELS, 2, 10 + i, 100 + i};
+        assert_int_equal(ld_joiner_apply_advance(j, &adv), LD_OK);
+    }
+    uint8_t *rec = NULL;
+    size_t rlen = 0;
+    assert_int_equal(ld_joiner_resume_encode(j, 2, &rec, &rlen), LD_OK);
+    assert_int_equal(rlen, 72 + 3 * 16);
+    free(rec);
+    const size_t tag = strlen(LD_RESUME_HANDOVER_TAG);
+    char *t = NULL;
+    size_t n = 0;
+    int small = -1;
+    assert_int_equal(ld_resume_handover_encode(j, 2, 4000, &t, &n, &small),
+                     LD_OK);
+    assert_int_equal(small, 0);
+    assert_int_equal(n, tag + 160); /* 120 bytes in base64 */
+    assert_int_equal(strlen(t), n);
+    assert_memory_equal(t, LD_RESUME_HANDOVER_TAG, tag);
+    assert_memory_equal(t + tag, "TERKMQIA", 8); /* "LDJ1", 2 (LE) */
+
+    ld_joiner_t *k = joiner();
+    assert_int_equal(ld_resume_handover_load(k, 3, t, n), LD_ERR_CORRUPT);
+    assert_int_equal(ld_resume_handover_load(k, 2, t, n), LD_OK);
+    int64_t eo = -2, lo = -2;
+    assert_int_equal(ld_joiner_resume_offsets(k, 2, &eo, &lo), LD_OK);
+    assert_int_equal(eo, 5);
+    assert_int_equal(ld_joiner_assign(k, 2), LD_OK);
+    assert_int_equal(ld_resume_handover_load(k, 2, t, n), LD_ERR_INVAL);
+    /* The text is j's record in base64 (RFC 4648, a bit-by-bit encoder
+     * here), advances and all. */
+    uint8_t *a = NULL;
+    size_t alen = 0;
+    assert_int_equal(ld_joiner_resume_encode(j, 2, &a, &alen), LD_OK);
+    static const char al[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char want[256];
+    size_t o = 0, bits = 0;
+    uint32_t acc = 0;
+    for (size_t i = 0; i < alen; i++) {
+        acc = acc << 8 | a[i];
+        for (bits += 8; bits >= 6; bits -= 6)
+            want[o++] = al[acc >> (bits - 6) & 63];
+    }
+    if (bits)
+        want[o++] = al[acc << (6 - bits) & 63];
+    while (o % 4)
+        want[o++] = '=';
+    assert_int_equal(o, n - tag);
+    assert_memory_equal(t + tag, want, o);
+    free(a);
+
+    /* Every cut of the text: not ours inside the tag, else corrupt. */
+    for (size_t cut = 0; cut < n; cut++) {
+        ld_joiner_t *m = joiner();
+        ld_err_t err = ld_resume_handover_load(m, 2, t, cut);
+        assert_int_equal(err, cut < tag ? LD_ERR_NOENT : LD_ERR_CORRUPT);
+        ld_joiner_destroy(m);
+    }
+    /* A character that is no base64, and padding in the middle. */
+    char *bad = strdup(t);
+    bad[tag + 8] = '*';
+    assert_int_equal(ld_resume_handover_load(k, 1, bad, n), LD_ERR_CORRUPT);
+    memcpy(bad, t, n);
+    bad[tag + 6] = '=';
+    assert_int_equal(ld_resume_handover_load(k, 1, bad, n), LD_ERR_CORRUPT);
+    free(bad);
+    assert_int_equal(ld_resume_handover_load(k, 1, NULL, 0), LD_ERR_NOENT);
+    assert_int_equal(ld_resume_handover_load(k, 1, "untrained=4", 11),
+                     LD_ERR_NOENT);
+    free(t);
+
+    /* Over the bound: the record without its advances (72 bytes). */
+    assert_int_equal(ld_resume_handover_encode(j, 2, tag + 159, &t, &n, &small),
+                     LD_OK);
+    assert_int_equal(small, 1);
+    assert_int_equal(n, tag + 96);
+    ld_joiner_t *m = joiner();
+    assert_int_equal(ld_resume_handover_load(m, 2, t, n), LD_OK);
+    assert_int_equal(ld_joiner_resume_offsets(m, 2, &eo, &lo), LD_OK);
+    assert_int_equal(eo, 5);
+    free(t);
+    ld_joiner_destroy(m);
+    assert_int_equal(ld_resume_handover_encode(j, 2, tag + 95, &t, &n, &small),
+                     LD_ERR_RANGE);
+    assert_null(t);
+    assert_int_equal(ld_resume_handover_encode(j, 9, 4000, &t, &n, &small),
+                     LD_ERR_INVAL);
+    ld_joiner_destroy(k);
+    ld_joiner_destroy(j);
+}
+
 /* ---- trainer_state ------------------------------------------------------ */
 
 static ld_trainer_t *trainer(void)
@@ -494,6 +600,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partset),
         cmocka_unit_test(test_labeling_high_partitions),
+        cmocka_unit_test(test_handover_text),
         cmocka_unit_test(test_run_state_round_trip),
         cmocka_unit_test(test_run_state_truncated),
         cmocka_unit_test(test_capture),
