@@ -94,5 +94,10 @@ void ld_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               void *opaque);
 /* A replay's manual assignment of every partition of both topics. */
 ld_err_t ld_pipeline_assign_all(ld_pipeline_t *p);
+/* Sends record m of input kind to the dead-letter topic in the open
+ * transaction (only counts it in a dry run), with reason why (pipeline/
+ * dead_letter.c). Thread: the one polling. */
+ld_err_t ld_pipeline_dead_letter(ld_pipeline_t *p, const rd_kafka_message_t *m,
+                                 int kind, ld_reason_t why, const char *detail);
 
 #endif
