@@ -249,8 +249,7 @@ static int claim(ld_snapshot_t *s, size_t b)
 #ifdef __SSE2__
             _mm_sfence(); /* the streaming stores before the release */
 #endif
-            atomic_store_explicit(&c->pend[b], PEND_DONE,
-                                  memory_order_release);
+            atomic_store_explicit(&c->pend[b], PEND_DONE, memory_order_release);
             atomic_fetch_sub_explicit(&c->left, 1, memory_order_acq_rel);
             return 1;
         }

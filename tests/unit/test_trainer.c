@@ -1213,8 +1213,8 @@ static void test_snapshot_shared(void **state)
             assert_int_equal(ld_trainer_champion_set(b, ref), LD_OK);
             pthread_t th;
             if (threaded)
-                assert_int_equal(
-                    pthread_create(&th, NULL, complete_main, got), 0);
+                assert_int_equal(pthread_create(&th, NULL, complete_main, got),
+                                 0);
             rng_state = 1000;
             stream(a, 1000, 640, c.model, 8);
             rng_state = 1000;
