@@ -172,6 +172,12 @@ struct ld_trainer {
     pthread_t prep;
     int prep_running;
     atomic_int spare_ready; /* the helper is done: joining is instant */
+    /* The thread copying the last shared snapshot (copier_main) at the
+     * loop's priority: the publisher that also completes it runs behind
+     * the loop (nice 10), and while a copy is pending every block the loop
+     * writes first costs it a random-access copy. */
+    pthread_t copier;
+    int copier_running;
 
     /* Sparse blocks of LD_TRAINER_STATE_SLOTS slots written since the last
      * ld_trainer_dirty_clear(): dirty[b] != 0. Marked once per batch from
@@ -347,6 +353,8 @@ void snap_step(ld_trainer_t *t, size_t budget);
 void snap_finish_pending(ld_trainer_t *t);
 /* snapshot.c: starts preparing the next spare buffer in the background. */
 void prep_start(ld_trainer_t *t);
+/* snapshot.c: waits for the copier thread of the last shared snapshot. */
+void copier_join(ld_trainer_t *t);
 
 /* Copies the block that slot idx lives in before its first write (or its
  * first read through a pending champion) since the snapshot began. */

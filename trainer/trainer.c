@@ -269,6 +269,7 @@ void ld_trainer_destroy(ld_trainer_t *t)
      * the model it copies from still exists. */
     if (t->snap)
         ld_snapshot_complete(t->snap);
+    copier_join(t); /* it reads t->sp */
     ld_snapshot_destroy(t->snap);
     ld_snapshot_destroy(t->done);
     if (t->prep_running)
