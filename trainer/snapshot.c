@@ -143,15 +143,17 @@ void ld_snapshot_params_sha256(const ld_snapshot_t *s, uint8_t out[32])
  * pend[b]: TODO (not copied, the model's block is still the snapshot's),
  * BUSY (one thread copies it: the loop before writing it, or the
  * publisher, ld_snapshot_complete), 0 (copied). Whoever moves a block
- * TODO -> BUSY copies it, stores 0 (release) and counts it off left; the
- * loop writes a block only after it read 0 (acquire), so a block is never
- * read while it is written, and the snapshot is whole once left is 0. */
+ * TODO -> BUSY copies it and stores 0 (release); the loop writes a block
+ * only after it read 0 (acquire), so a block is never read while it is
+ * written. The snapshot is whole once every block is 0: whole says so
+ * after a scan saw each (await_whole). No shared counter: one decremented
+ * per block by three threads cost more than the copies. */
 enum { PEND_DONE = 0, PEND_TODO = 1, PEND_BUSY = 2 };
 
 typedef struct snap_cow {
     _Atomic uint8_t *pend;
     int own_pend; /* pend allocated for this snapshot (shared) */
-    atomic_size_t left;
+    atomic_int whole;
     const float *src; /* the model's sparse state, its layout below */
     size_t nblocks;
     uint32_t bshift, k, s;
@@ -231,10 +233,10 @@ static void copy_one(const snap_cow_t *c, float *dst, size_t b)
     memcpy(dst, src, per * sizeof(float));
 }
 
-/* Copies block b into s unless another thread did or does (then waits for
- * it: one block, well under a microsecond, unless that thread lost its
- * core). 1 if this call copied it. */
-static int claim(ld_snapshot_t *s, size_t b)
+/* Copies block b into s unless another thread did; if one is copying it,
+ * waits for it (wait: one block, well under a microsecond, unless that
+ * thread lost its core) or returns. 1 if this call copied it. */
+static int claim(ld_snapshot_t *s, size_t b, int wait)
 {
     snap_cow_t *c = s->cow;
     unsigned spins = 0;
@@ -250,9 +252,10 @@ static int claim(ld_snapshot_t *s, size_t b)
             _mm_sfence(); /* the streaming stores before the release */
 #endif
             atomic_store_explicit(&c->pend[b], PEND_DONE, memory_order_release);
-            atomic_fetch_sub_explicit(&c->left, 1, memory_order_acq_rel);
             return 1;
         }
+        if (!wait)
+            return 0;
         if (++spins > 64)
             sched_yield();
 #ifdef __SSE2__
@@ -264,31 +267,47 @@ static int claim(ld_snapshot_t *s, size_t b)
     return 0;
 }
 
-/* Waits until every block of s is copied (the ones other threads hold
- * BUSY: each a single block's copy). */
-static void await_whole(const snap_cow_t *c)
+/* Copies every block nobody took, skipping those another thread copies:
+ * the copier goes up from the first block, the publisher down from the
+ * last, so they meet once instead of contending for every block. */
+static void take_all(ld_snapshot_t *s, int down)
 {
-    unsigned spins = 0;
-    while (atomic_load_explicit(&c->left, memory_order_acquire) != 0)
-        if (++spins > 64)
-            sched_yield();
+    snap_cow_t *c = s->cow;
+    for (size_t i = 0; i < c->nblocks; i++) {
+        size_t b = down ? c->nblocks - 1 - i : i;
+        if (atomic_load_explicit(&c->pend[b], memory_order_relaxed) ==
+            PEND_TODO)
+            (void)claim(s, b, 0);
+    }
+}
+
+/* Waits until every block is copied (copying any still TODO) and says the
+ * snapshot is whole. */
+static void await_whole(ld_snapshot_t *s)
+{
+    snap_cow_t *c = s->cow;
+    for (size_t b = 0; b < c->nblocks; b++)
+        (void)claim(s, b, 1);
+    atomic_store_explicit(&c->whole, 1, memory_order_release);
+}
+
+static int is_whole(const snap_cow_t *c)
+{
+    return atomic_load_explicit(&c->whole, memory_order_acquire);
 }
 
 int copy_block(ld_trainer_t *t, size_t b)
 {
-    return claim(t->snap, b);
+    return claim(t->snap, b, 1);
 }
 
 void ld_snapshot_complete(ld_snapshot_t *s)
 {
     snap_cow_t *c = s ? s->cow : NULL;
-    if (!c || atomic_load_explicit(&c->left, memory_order_acquire) == 0)
+    if (!c || is_whole(c))
         return;
-    for (size_t b = 0; b < c->nblocks; b++)
-        if (atomic_load_explicit(&c->pend[b], memory_order_relaxed) ==
-            PEND_TODO)
-            (void)claim(s, b);
-    await_whole(c);
+    take_all(s, 1);
+    await_whole(s);
 }
 
 static void snap_complete(ld_trainer_t *t)
@@ -310,17 +329,21 @@ static void snap_complete(ld_trainer_t *t)
 void snap_step(ld_trainer_t *t, size_t budget)
 {
     snap_cow_t *c = t->snap->cow;
-    if (!t->shared)
+    if (!t->shared) {
+        /* Nobody else copies: past the last block, every one is. */
         while (t->cursor < c->nblocks && budget) {
             if (atomic_load_explicit(&c->pend[t->cursor],
                                      memory_order_relaxed) &&
-                claim(t->snap, t->cursor)) {
+                claim(t->snap, t->cursor, 1)) {
                 t->st.snapshot_blocks_steps++;
                 budget--;
             }
             t->cursor++;
         }
-    if (atomic_load_explicit(&c->left, memory_order_acquire) == 0)
+        if (t->cursor == c->nblocks)
+            atomic_store_explicit(&c->whole, 1, memory_order_release);
+    }
+    if (is_whole(c))
         snap_complete(t);
 }
 
@@ -427,7 +450,7 @@ static ld_err_t snapshot_begin(ld_trainer_t *t, int shared)
     c->lz = t->lz;
     /* Before any other thread sees it (the publisher's queue lock). */
     memset((void *)c->pend, PEND_TODO, t->nblocks);
-    atomic_init(&c->left, t->nblocks);
+    atomic_init(&c->whole, 0);
     memcpy(s->dn, t->dn, s->dn_n * sizeof(float));
     memcpy(s->dscale, t->dscale, (t->d1 - 1) * sizeof(float));
     memcpy(s->dstat, t->dstat, 3 * (t->d1 - 1) * sizeof(float));
@@ -455,7 +478,8 @@ ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
 static void *copier_main(void *arg)
 {
     ld_snapshot_t *s = arg;
-    ld_snapshot_complete(s);
+    take_all(s, 0);
+    await_whole(s);
     ld_snapshot_destroy(s);
     return NULL;
 }
