@@ -916,6 +916,16 @@ static drun_t daemon_rate(int bits, int run)
         gap = g > gap ? g : gap;
     }
     printf("  longest loop gap (1024 records apart or idle): %.1f ms\n", gap);
+    /* Issue #18's bound for a large model: no stall over 50 ms; and the
+     * peak RSS of this process so far (the model, its snapshots, the
+     * broker client's buffers). */
+    size_t over50 = 0;
+    for (size_t i = a; i < b; i++)
+        over50 += d.t[i + 1].wall - d.t[i].wall > 50000000;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("  loop gaps over 50 ms: %zu; peak RSS so far %.0f MiB\n", over50,
+           (double)ru.ru_maxrss / 1024.0);
     free(d.rel);
     free(d.lat);
     free(d.c);

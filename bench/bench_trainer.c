@@ -4,6 +4,8 @@
  * weights; also writes the same synthetic stream as VW / River text. Prints
  * numbers, never pass/fail. */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,6 +267,101 @@ static ld_snapshot_t *one_batch(ld_trainer_t *t, const stream_t *s,
     *c = cpu_s() - c0;
     *w = now_s() - t0;
     return snap;
+}
+
+/* ---- The loop's cost of a publication snapshot (issue #18) -------------- */
+
+typedef struct pubsim {
+    ld_snapshot_t *snap;
+    atomic_int done;
+} pubsim_t;
+
+static void *pubsim_main(void *arg)
+{
+    pubsim_t *p = arg;
+    ld_snapshot_complete(p->snap); /* what the publisher thread does */
+    atomic_store(&p->done, 1);
+    return NULL;
+}
+
+/* A publication's snapshot as the daemon takes it, made the champion at
+ * once: the old whole copy on the loop (ld_trainer_snapshot) against the
+ * shared copy-on-write one (ld_trainer_snapshot_shared, a thread in the
+ * publisher's place completing it). Loop thread CPU: the call itself, and
+ * for the shared one the extra CPU of the batches trained until the copy
+ * is whole over the median batch (its copy-on-write copies). */
+static void bench_shared(const stream_t *s, uint32_t bits)
+{
+    ld_trainer_conf_t c;
+    conf_default(&c);
+    c.hash_bits = bits;
+    char err[256];
+    ld_trainer_t *t = ld_trainer_new(&c, err, sizeof(err));
+    uint32_t *idx = malloc(s->n * NF * sizeof(uint32_t));
+    if (!t || !idx)
+        exit(1);
+    hash_stream(s, bits, idx);
+    size_t pos = 0, nb = (size_t)c.batch_size;
+    enum { CYCLES = 7, NORMAL = 100 };
+    double old_c[CYCLES], old_w[CYCLES], beg_c[CYCLES], extra_c[CYCLES],
+        maxb_w[CYCLES], med_c[CYCLES], nwin[CYCLES];
+    for (int cyc = 0; cyc < CYCLES; cyc++) {
+        double bw[NORMAL], bc[NORMAL], w, cpu;
+        nanosleep(&(struct timespec){0, 100000000}, NULL);
+        double t0 = now_s(), c0 = cpu_s();
+        ld_snapshot_t *o = ld_trainer_snapshot(t);
+        if (!o || ld_trainer_champion_set(t, o) != LD_OK)
+            exit(1);
+        old_c[cyc] = cpu_s() - c0;
+        old_w[cyc] = now_s() - t0;
+        ld_snapshot_destroy(o);
+        for (int rep = 0; rep < NORMAL; rep++)
+            one_batch(t, s, idx, &pos, nb, &bw[rep], &bc[rep]);
+        qsort(bc, NORMAL, sizeof(double), cmp_d);
+        med_c[cyc] = bc[NORMAL / 2];
+        nanosleep(&(struct timespec){0, 100000000}, NULL);
+        c0 = cpu_s();
+        pubsim_t ps = {ld_trainer_snapshot_shared(t), 0};
+        if (!ps.snap || ld_trainer_champion_set(t, ps.snap) != LD_OK)
+            exit(1);
+        beg_c[cyc] = cpu_s() - c0;
+        pthread_t th;
+        if (pthread_create(&th, NULL, pubsim_main, &ps) != 0)
+            exit(1);
+        double ex = 0, mw = 0;
+        int n = 0, after = 0;
+        while (after < 1) {
+            after += atomic_load(&ps.done);
+            one_batch(t, s, idx, &pos, nb, &w, &cpu);
+            ex += cpu - med_c[cyc];
+            mw = w > mw ? w : mw;
+            n++;
+        }
+        pthread_join(th, NULL);
+        extra_c[cyc] = ex;
+        maxb_w[cyc] = mw;
+        nwin[cyc] = n;
+        ld_snapshot_destroy(ps.snap);
+        for (int rep = 0; rep < NORMAL; rep++)
+            one_batch(t, s, idx, &pos, nb, &bw[rep], &bc[rep]);
+    }
+    qsort(old_c, CYCLES, sizeof(double), cmp_d);
+    qsort(old_w, CYCLES, sizeof(double), cmp_d);
+    qsort(beg_c, CYCLES, sizeof(double), cmp_d);
+    qsort(extra_c, CYCLES, sizeof(double), cmp_d);
+    qsort(maxb_w, CYCLES, sizeof(double), cmp_d);
+    qsort(med_c, CYCLES, sizeof(double), cmp_d);
+    qsort(nwin, CYCLES, sizeof(double), cmp_d);
+    printf("publication snapshot 2^%u (%.0f MiB), %d each, medians, loop "
+           "thread: whole copy %.3f ms CPU (%.3f ms wall); shared: call %.3f "
+           "ms CPU + %.3f ms extra CPU over %.0f batches until whole "
+           "(slowest batch %.3f ms wall, normal %.3f ms CPU)\n",
+           bits, 3.0 * 4 * (double)(1u << bits) / 1048576.0, CYCLES,
+           old_c[CYCLES / 2] * 1e3, old_w[CYCLES / 2] * 1e3,
+           beg_c[CYCLES / 2] * 1e3, extra_c[CYCLES / 2] * 1e3, nwin[CYCLES / 2],
+           maxb_w[CYCLES / 2] * 1e3, med_c[CYCLES / 2] * 1e3);
+    ld_trainer_destroy(t);
+    free(idx);
 }
 
 /* Snapshot stall and encode/decode for 2^22 weights (logistic + FTRL). */
@@ -596,7 +693,7 @@ int main(int argc, char **argv)
     size_t n = 300000;
     const char *vw = NULL, *river = NULL;
     int only_learn = 0, one_bits = 0, one_batch = 0, one_opt = -1, reps = 1;
-    int champ = 0, state_bits = 0, demo = 0, delta_bits = 0;
+    int champ = 0, state_bits = 0, demo = 0, delta_bits = 0, shared_bits = 0;
     size_t state_every = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
@@ -611,6 +708,8 @@ int main(int argc, char **argv)
             one_bits = atoi(argv[++i]);
             one_batch = atoi(argv[++i]);
             one_opt = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--shared") && i + 1 < argc) {
+            shared_bits = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--champion"))
             champ = 1;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
@@ -631,7 +730,8 @@ int main(int argc, char **argv)
                 "       [--one BITS BATCH OPT(0 sgd, 1 adagrad, "
                 "2 ftrl, 3 adam)] [--champion] [--reps N]\n"
                 "       [--state BITS EXAMPLES_PER_COMMIT] [--demo-stream]\n"
-                "       [--delta BITS EXAMPLES_PER_PUBLICATION]\n");
+                "       [--delta BITS EXAMPLES_PER_PUBLICATION] "
+                "[--shared BITS]\n");
             return 2;
         }
     }
@@ -650,6 +750,12 @@ int main(int argc, char **argv)
     }
     printf("stream: %zu examples x %d hashed features, OpenBLAS core %s\n", s.n,
            NF, ld_trainer_blas_core());
+    if (shared_bits) {
+        bench_shared(&s, (uint32_t)shared_bits);
+        free(s.id);
+        free(s.y);
+        return 0;
+    }
     if (delta_bits) {
         bench_delta(&s, (uint32_t)delta_bits, state_every);
         free(s.id);

@@ -352,7 +352,9 @@ void run_take_decisions(run_t *r)
         }
         if (ld_trigger_decision_verdict(d) == LD_TRIGGER_VERDICT_PASS &&
             ld_trigger_decision_action(d) == LD_TRIGGER_ACTION_PUBLISH) {
-            snap = ld_trainer_snapshot(r->trainer);
+            /* Copy-on-write: the publisher thread copies the model, the
+             * loop only the blocks it writes before that (#18). */
+            snap = ld_trainer_snapshot_shared(r->trainer);
             version = ld_trigger_decision_challenger_version(d);
             if (snap && ld_trainer_champion_set(r->trainer, snap) != LD_OK)
                 ld_log(LD_LOG_WARN, MOD, "msg=\"champion not replaced\"");

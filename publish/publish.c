@@ -149,6 +149,9 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
     /* As long as the commit point would wait: a broker that is away is
      * ridden out the same way at a publication (0007). */
     const int flush_ms = 60000;
+    /* The loop handed a copy-on-write snapshot over (run.c): the copy of
+     * what it did not write since is made here, off the loop. */
+    ld_snapshot_complete(o->snap);
     ld_snapshot_counts(o->snap, o->counts);
     ld_ckpt_meta_t meta = {.model = model,
                            .version = o->version,
@@ -421,6 +424,7 @@ static const pub_ops_t kafka_ops = {kafka_queue, kafka_flush, kafka_record};
 static ld_err_t capture_queue(ld_publisher_t *p, outgoing_t *o)
 {
     if (o->snap) {
+        ld_snapshot_complete(o->snap); /* the copy, as the Kafka one does */
         p->ctr.version = o->version;
         p->n_captured++;
         if (o->version == p->stop_version && !p->captured_once) {
@@ -568,6 +572,7 @@ int ld_publisher_last_queued(const ld_publisher_t *p, uint8_t sha[32],
 {
     if (!p->nq_ckpt || !p->q_snap)
         return 0;
+    ld_snapshot_complete(p->q_snap); /* whole before it is read */
     ld_snapshot_params_sha256(p->q_snap, sha);
     *version = p->q_version;
     return 1;

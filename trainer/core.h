@@ -152,12 +152,16 @@ struct ld_trainer {
     ld_window_t win, cwin;
     ld_snapshot_t *champ;
 
-    /* Snapshot in progress: pend[b] is 1 while sparse block b is uncopied;
-     * pend is NULL when none is, pend_buf its storage (allocated once:
-     * mapping and faulting it in at every begin cost ~0.1 ms). */
+    /* Snapshot in progress (snap; NULL when none): pend is its per-block
+     * copy state (snap_cow_t in snapshot.c), NULL when none is pending;
+     * pend_buf the storage of an unshared one (allocated once: mapping and
+     * faulting it in at every begin cost ~0.1 ms). shared: another thread
+     * (the publisher) copies blocks too (ld_trainer_snapshot_shared). */
     ld_snapshot_t *snap;
-    uint8_t *pend, *pend_buf;
-    size_t nblocks, cursor, left, step_blocks;
+    _Atomic uint8_t *pend;
+    uint8_t *pend_buf;
+    int shared;
+    size_t nblocks, cursor, step_blocks;
     uint32_t bshift;
     ld_snapshot_t *done;
     /* A pre-faulted buffer for the next snapshot's sparse copy, prepared by
@@ -167,6 +171,13 @@ struct ld_trainer {
     float *spare;
     pthread_t prep;
     int prep_running;
+    atomic_int spare_ready; /* the helper is done: joining is instant */
+    /* The thread copying the last shared snapshot (copier_main) at the
+     * loop's priority: the publisher that also completes it runs behind
+     * the loop (nice 10), and while a copy is pending every block the loop
+     * writes first costs it a random-access copy. */
+    pthread_t copier;
+    int copier_running;
 
     /* What the sparse state wrote since the last ld_trainer_dirty_clear(),
      * for the incremental resume state, which writes only the rows touched
@@ -337,23 +348,30 @@ opt_step(int opt, const hp_t *h, float *w, float *a, float *b, float g,
 
 /* ---- Shared between the files ------------------------------------------- */
 
-/* snapshot.c: copies sparse block b of the pending snapshot. */
-void copy_block(ld_trainer_t *t, size_t b);
-/* snapshot.c: copies up to budget pending blocks, in slot order; completes
- * the snapshot when none is left. */
+/* snapshot.c: copies sparse block b of the pending snapshot unless it is
+ * copied already (waiting for another thread copying it); 1 if this call
+ * copied it. */
+int copy_block(ld_trainer_t *t, size_t b);
+/* snapshot.c: copies up to budget pending blocks, in slot order (none when
+ * the snapshot is shared: its publisher copies them); completes the
+ * snapshot when none is left. */
 void snap_step(ld_trainer_t *t, size_t budget);
+/* snapshot.c: copies whatever of a pending snapshot is left and completes
+ * it (before the loop writes every slot, or takes another snapshot). */
+void snap_finish_pending(ld_trainer_t *t);
 /* snapshot.c: starts preparing the next spare buffer in the background. */
 void prep_start(ld_trainer_t *t);
+/* snapshot.c: waits for the copier thread of the last shared snapshot. */
+void copier_join(ld_trainer_t *t);
 
-/* Copies the blocks of a pending snapshot that slot idx lives in before
- * its first write. */
+/* Copies the block that slot idx lives in before its first write (or its
+ * first read through a pending champion) since the snapshot began. */
 static inline void cow(ld_trainer_t *t, uint32_t idx)
 {
     size_t blk = idx >> t->bshift;
-    if (t->pend[blk]) {
-        copy_block(t, blk);
+    if (atomic_load_explicit(&t->pend[blk], memory_order_acquire) &&
+        copy_block(t, blk))
         t->st.snapshot_blocks_cow++;
-    }
 }
 
 /* trainer.c: the batch's update-rule constants (learning rate schedule,

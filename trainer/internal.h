@@ -71,6 +71,10 @@ struct ld_snapshot {
      * a column whose state is in raw units). */
     float *dstat;
     ld_trainer_metrics_t metrics, champion_metrics;
+    /* Copy-on-write state while the sparse part is being copied from a
+     * training model (snapshot.c); stays until the snapshot is freed, and
+     * says "whole" once every block is copied. NULL: whole from birth. */
+    struct snap_cow *cow;
 };
 
 /* n floats for sparse state, huge-page backed when large (zeroed if zero);

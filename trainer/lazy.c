@@ -45,7 +45,7 @@ static void prefetch_blocks(const ld_trainer_t *t, const uint32_t *idx)
     const size_t per = ((size_t)1 << t->bshift) * LAZY_SS;
     for (size_t j = 0; j < 4; j++) {
         size_t b = idx[j] >> t->bshift;
-        if (t->pend[b])
+        if (atomic_load_explicit(&t->pend[b], memory_order_relaxed))
             for (size_t o = 0; o < per; o += 16)
                 PREFETCH_R(t->sp + b * per + o);
     }
@@ -373,7 +373,10 @@ static void sparse_sums(ld_trainer_t *t, size_t i0, size_t i1)
 void lazy_pass(ld_trainer_t *t)
 {
     if (t->tick + t->bn > ld_trainer_tick_max) {
-        /* Once in ~2^31 chunks: restart the tags so they stay ordered. */
+        /* Once in ~2^31 chunks: restart the tags so they stay ordered.
+         * That writes every slot: a pending snapshot is copied first. */
+        if (t->pend)
+            snap_finish_pending(t);
         for (size_t i = 0; i < t->nslots; i++)
             memset(t->sp + i * LAZY_SS + 3, 0, sizeof(float));
         t->tick = 0;

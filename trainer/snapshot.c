@@ -8,6 +8,7 @@
 #include <emmintrin.h>
 #endif
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@
 #include "trainer/core.h"
 
 /* ---- Shapes and frozen snapshots ---------------------------------------- */
+
+static void cow_free(struct snap_cow *c);
 
 uint32_t ld_spec_planes(int opt)
 {
@@ -95,6 +98,7 @@ void ld_snapshot_destroy(ld_snapshot_t *s)
     free(s->dn);
     free(s->dscale);
     free(s->dstat);
+    cow_free(s->cow);
     free(s);
 }
 
@@ -134,23 +138,53 @@ void ld_snapshot_params_sha256(const ld_snapshot_t *s, uint8_t out[32])
 
 /* ---- Copy-on-write snapshots of a training model ------------------------ */
 
+/* The copy-on-write state of a snapshot whose sparse part is being
+ * copied from a training model. Every block of the model goes through
+ * pend[b]: TODO (not copied, the model's block is still the snapshot's),
+ * BUSY (one thread copies it: the loop before writing it, or the
+ * publisher, ld_snapshot_complete), 0 (copied). Whoever moves a block
+ * TODO -> BUSY copies it and stores 0 (release); the loop writes a block
+ * only after it read 0 (acquire), so a block is never read while it is
+ * written. The snapshot is whole once every block is 0: whole says so
+ * after a scan saw each (await_whole). No shared counter: one decremented
+ * per block by three threads cost more than the copies. */
+enum { PEND_DONE = 0, PEND_TODO = 1, PEND_BUSY = 2 };
+
+typedef struct snap_cow {
+    _Atomic uint8_t *pend;
+    int own_pend; /* pend allocated for this snapshot (shared) */
+    atomic_int whole;
+    const float *src; /* the model's sparse state, its layout below */
+    size_t nblocks;
+    uint32_t bshift, k, s;
+    int lazy;
+    hp_t lz;
+} snap_cow_t;
+
+static void cow_free(snap_cow_t *c)
+{
+    if (c && c->own_pend)
+        free((void *)c->pend);
+    free(c);
+}
+
 /* Slots [from, from + n) of the lazy layout into the plain (w, z, n)
  * layout at dst. */
-static void lazy_to_plain(const ld_trainer_t *t, size_t from, size_t n,
+static void lazy_to_plain(const snap_cow_t *c, size_t from, size_t n,
                           float *dst)
 {
-    const float *src = t->sp + from * LAZY_SS;
+    const float *src = c->src + from * LAZY_SS;
     size_t i = 0;
 #ifdef __SSE2__
     /* Four slots are 12 output floats, three aligned vectors (dst is 16
      * byte aligned and the blocks hold a multiple of 4 slots); streaming
-     * stores as in copy_block. */
+     * stores as in copy_one. */
     if (n % 4 == 0 && ((uintptr_t)dst & 15) == 0) {
         for (; i < n; i += 4, src += 4 * LAZY_SS, dst += 12) {
             __m128 z = _mm_load_ps(src), nn = _mm_load_ps(src + 4),
                    wb = _mm_load_ps(src + 8), tg = _mm_load_ps(src + 12);
             _MM_TRANSPOSE4_PS(z, nn, wb, tg);
-            __m128 w = ftrl_w4(z, _mm_sqrt_ps(nn), &t->lz);
+            __m128 w = ftrl_w4(z, _mm_sqrt_ps(nn), &c->lz);
             __m128 t0 = _mm_unpacklo_ps(w, z); /* w0 z0 w1 z1 */
             __m128 t1 = _mm_unpackhi_ps(w, z); /* w2 z2 w3 z3 */
             __m128 u = _mm_shuffle_ps(nn, t0, _MM_SHUFFLE(2, 2, 0, 0));
@@ -167,24 +201,23 @@ static void lazy_to_plain(const ld_trainer_t *t, size_t from, size_t n,
     }
 #endif
     for (; i < n; i++, src += LAZY_SS, dst += 3) {
-        dst[0] = ftrl_w(src[0], sqrtf(src[1]), &t->lz);
+        dst[0] = ftrl_w(src[0], sqrtf(src[1]), &c->lz);
         dst[1] = src[0];
         dst[2] = src[1];
     }
 }
 
-void copy_block(ld_trainer_t *t, size_t b)
+/* Copies block b of the model into dst, the snapshot's sparse state. */
+static void copy_one(const snap_cow_t *c, float *dst, size_t b)
 {
-    if (t->lazy) {
-        size_t n = (size_t)1 << t->bshift;
-        lazy_to_plain(t, b * n, n, t->snap->sp + b * n * 3);
-        t->pend[b] = 0;
-        t->left--;
+    size_t n = (size_t)1 << c->bshift;
+    if (c->lazy) {
+        lazy_to_plain(c, b * n, n, dst + b * n * 3);
         return;
     }
-    size_t per = ((size_t)1 << t->bshift) * t->k * t->s;
-    const float *src = t->sp + b * per;
-    float *dst = t->snap->sp + b * per;
+    size_t per = n * c->k * c->s;
+    const float *src = c->src + b * per;
+    dst += b * per;
 #ifdef __SSE2__
     /* A block of 16 slots is a whole number of 64-byte lines. Streaming
      * stores write them without first reading each destination line
@@ -194,20 +227,97 @@ void copy_block(ld_trainer_t *t, size_t b)
     if (per % 16 == 0) {
         for (size_t i = 0; i < per; i += 4)
             _mm_stream_ps(dst + i, _mm_load_ps(src + i));
-    } else
+        return;
+    }
 #endif
-        memcpy(dst, src, per * sizeof(float));
-    t->pend[b] = 0;
-    t->left--;
+    memcpy(dst, src, per * sizeof(float));
+}
+
+/* Copies block b into s unless another thread did; if one is copying it,
+ * waits for it (wait: one block, well under a microsecond, unless that
+ * thread lost its core) or returns. 1 if this call copied it. */
+static int claim(ld_snapshot_t *s, size_t b, int wait)
+{
+    snap_cow_t *c = s->cow;
+    unsigned spins = 0;
+    uint8_t v = atomic_load_explicit(&c->pend[b], memory_order_acquire);
+    while (v != PEND_DONE) {
+        if (v == PEND_TODO) {
+            if (!atomic_compare_exchange_weak_explicit(
+                    &c->pend[b], &v, PEND_BUSY, memory_order_acquire,
+                    memory_order_acquire))
+                continue;
+            copy_one(c, s->sp, b);
+#ifdef __SSE2__
+            _mm_sfence(); /* the streaming stores before the release */
+#endif
+            atomic_store_explicit(&c->pend[b], PEND_DONE, memory_order_release);
+            return 1;
+        }
+        if (!wait)
+            return 0;
+        if (++spins > 64)
+            sched_yield();
+#ifdef __SSE2__
+        else
+            _mm_pause();
+#endif
+        v = atomic_load_explicit(&c->pend[b], memory_order_acquire);
+    }
+    return 0;
+}
+
+/* Copies every block nobody took, skipping those another thread copies:
+ * the copier goes up from the first block, the publisher down from the
+ * last, so they meet once instead of contending for every block. */
+static void take_all(ld_snapshot_t *s, int down)
+{
+    snap_cow_t *c = s->cow;
+    for (size_t i = 0; i < c->nblocks; i++) {
+        size_t b = down ? c->nblocks - 1 - i : i;
+        if (atomic_load_explicit(&c->pend[b], memory_order_relaxed) ==
+            PEND_TODO)
+            (void)claim(s, b, 0);
+    }
+}
+
+/* Waits until every block is copied (copying any still TODO) and says the
+ * snapshot is whole. */
+static void await_whole(ld_snapshot_t *s)
+{
+    snap_cow_t *c = s->cow;
+    for (size_t b = 0; b < c->nblocks; b++)
+        (void)claim(s, b, 1);
+    atomic_store_explicit(&c->whole, 1, memory_order_release);
+}
+
+static int is_whole(const snap_cow_t *c)
+{
+    return atomic_load_explicit(&c->whole, memory_order_acquire);
+}
+
+int copy_block(ld_trainer_t *t, size_t b)
+{
+    return claim(t->snap, b, 1);
+}
+
+void ld_snapshot_complete(ld_snapshot_t *s)
+{
+    snap_cow_t *c = s ? s->cow : NULL;
+    if (!c || is_whole(c))
+        return;
+    take_all(s, 1);
+    await_whole(s);
 }
 
 static void snap_complete(ld_trainer_t *t)
 {
-#ifdef __SSE2__
-    _mm_sfence(); /* streaming stores visible before the snapshot is */
-#endif
     t->pend = NULL;
-    t->done = t->snap;
+    if (t->shared) {
+        ld_snapshot_destroy(t->snap); /* the trainer's reference */
+    } else {
+        t->done = t->snap;
+    }
     t->snap = NULL;
     /* The next spare is faulted in now, not during this snapshot's copy,
      * where it would compete for memory bandwidth. */
@@ -215,19 +325,34 @@ static void snap_complete(ld_trainer_t *t)
         prep_start(t);
 }
 
-/* Copies up to step_blocks pending blocks, in slot order. */
+/* Copies up to budget pending blocks, in slot order. */
 void snap_step(ld_trainer_t *t, size_t budget)
 {
-    while (t->left && budget) {
-        if (t->pend[t->cursor]) {
-            copy_block(t, t->cursor);
-            t->st.snapshot_blocks_steps++;
-            budget--;
+    snap_cow_t *c = t->snap->cow;
+    if (!t->shared) {
+        /* Nobody else copies: past the last block, every one is. */
+        while (t->cursor < c->nblocks && budget) {
+            if (atomic_load_explicit(&c->pend[t->cursor],
+                                     memory_order_relaxed) &&
+                claim(t->snap, t->cursor, 1)) {
+                t->st.snapshot_blocks_steps++;
+                budget--;
+            }
+            t->cursor++;
         }
-        t->cursor++;
+        if (t->cursor == c->nblocks)
+            atomic_store_explicit(&c->whole, 1, memory_order_release);
     }
-    if (!t->left)
+    if (is_whole(c))
         snap_complete(t);
+}
+
+void snap_finish_pending(ld_trainer_t *t)
+{
+    if (!t->snap)
+        return;
+    ld_snapshot_complete(t->snap);
+    snap_complete(t);
 }
 
 typedef struct prep_arg {
@@ -247,6 +372,7 @@ static void *prep_main(void *arg)
     ld_trainer_t *t = a->t;
     free(a);
     t->spare = buf; /* read by the trainer only after pthread_join */
+    atomic_store_explicit(&t->spare_ready, 1, memory_order_release);
     return NULL;
 }
 
@@ -258,6 +384,7 @@ void prep_start(ld_trainer_t *t)
         return;
     a->t = t;
     a->n = t->snap_n;
+    atomic_store_explicit(&t->spare_ready, 0, memory_order_relaxed);
     if (pthread_create(&t->prep, NULL, prep_main, a) != 0) {
         free(a);
         return;
@@ -269,10 +396,15 @@ void prep_start(ld_trainer_t *t)
  * it in: that only happens within a few ms of startup or of the previous
  * snapshot (more on a VM touching fresh memory), and faulting a fresh
  * buffer in here instead would cost the same work, all in the first
- * batches of the copy (their copy-on-write writes land on every page). */
-static float *take_spare(ld_trainer_t *t)
+ * batches of the copy (their copy-on-write writes land on every page).
+ * A shared snapshot does not wait: the publisher copies most blocks and
+ * faults their pages in on its own thread. NULL: none ready. */
+static float *take_spare(ld_trainer_t *t, int wait)
 {
     if (t->prep_running) {
+        if (!wait &&
+            !atomic_load_explicit(&t->spare_ready, memory_order_acquire))
+            return NULL;
         pthread_join(t->prep, NULL);
         t->prep_running = 0;
     }
@@ -281,29 +413,44 @@ static float *take_spare(ld_trainer_t *t)
     return b;
 }
 
-ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
+static ld_err_t snapshot_begin(ld_trainer_t *t, int shared)
 {
-    if (t->snap || t->done)
-        return LD_ERR_INVAL;
     ld_snapshot_t *s = calloc(1, sizeof(*s));
-    if (!s)
+    snap_cow_t *c = calloc(1, sizeof(*c));
+    if (!s || !c) {
+        free(s);
+        free(c);
         return LD_ERR_NOMEM;
+    }
     atomic_init(&s->refs, 1);
+    s->cow = c;
     s->spec = t->spec;
     s->sp_n = t->snap_n;
     s->dn_n = t->dn_n;
     /* Every byte is overwritten by the copy; a pre-faulted spare keeps
      * page faults out of the training thread. */
-    s->sp = take_spare(t);
+    s->sp = take_spare(t, !shared);
     if (!s->sp)
         s->sp = ld_state_alloc(s->sp_n, 0);
     s->dn = malloc(s->dn_n * sizeof(float));
     s->dscale = malloc(t->d1 * sizeof(float));
     s->dstat = malloc(3 * (size_t)t->d1 * sizeof(float));
-    if (!s->sp || !s->dn || !s->dscale || !s->dstat) {
+    c->own_pend = shared;
+    c->pend = shared ? malloc(t->nblocks) : (_Atomic uint8_t *)t->pend_buf;
+    if (!s->sp || !s->dn || !s->dscale || !s->dstat || !c->pend) {
         ld_snapshot_destroy(s);
         return LD_ERR_NOMEM;
     }
+    c->src = t->sp;
+    c->nblocks = t->nblocks;
+    c->bshift = t->bshift;
+    c->k = t->k;
+    c->s = t->s;
+    c->lazy = t->lazy;
+    c->lz = t->lz;
+    /* Before any other thread sees it (the publisher's queue lock). */
+    memset((void *)c->pend, PEND_TODO, t->nblocks);
+    atomic_init(&c->whole, 0);
     memcpy(s->dn, t->dn, s->dn_n * sizeof(float));
     memcpy(s->dscale, t->dscale, (t->d1 - 1) * sizeof(float));
     memcpy(s->dstat, t->dstat, 3 * (t->d1 - 1) * sizeof(float));
@@ -312,17 +459,63 @@ ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
     memcpy(s->by_type, t->st.by_type, sizeof(s->by_type));
     ld_window_metrics(&t->win, t->spec.model, &s->metrics);
     ld_window_metrics(&t->cwin, t->spec.model, &s->champion_metrics);
-    t->pend = t->pend_buf;
-    memset(t->pend, 1, t->nblocks);
+    t->pend = c->pend;
     t->snap = s;
+    t->shared = shared;
     t->cursor = 0;
-    t->left = t->nblocks;
     return LD_OK;
+}
+
+ld_err_t ld_trainer_snapshot_begin(ld_trainer_t *t)
+{
+    if (t->snap && t->shared)
+        snap_finish_pending(t);
+    if (t->snap || t->done)
+        return LD_ERR_INVAL;
+    return snapshot_begin(t, 0);
+}
+
+static void *copier_main(void *arg)
+{
+    ld_snapshot_t *s = arg;
+    take_all(s, 0);
+    await_whole(s);
+    ld_snapshot_destroy(s);
+    return NULL;
+}
+
+void copier_join(ld_trainer_t *t)
+{
+    if (t->copier_running) {
+        pthread_join(t->copier, NULL);
+        t->copier_running = 0;
+    }
+}
+
+ld_snapshot_t *ld_trainer_snapshot_shared(ld_trainer_t *t)
+{
+    if (t->snap && t->shared)
+        snap_finish_pending(t);
+    if (t->snap || t->done)
+        return NULL;
+    copier_join(t); /* done: its snapshot is whole */
+    if (snapshot_begin(t, 1) != LD_OK)
+        return NULL;
+    /* The copy starts now on a thread of its own (bench_e2e at 2^22 on a
+     * loaded host: left to the niced publisher, the copy stayed pending
+     * long enough to double the loop's median latency); without one the
+     * publisher's ld_snapshot_complete() does it all. */
+    ld_snapshot_t *ref = ld_snapshot_ref(t->snap);
+    if (pthread_create(&t->copier, NULL, copier_main, ref) == 0)
+        t->copier_running = 1;
+    else
+        ld_snapshot_destroy(ref);
+    return ld_snapshot_ref(t->snap);
 }
 
 ld_snapshot_t *ld_trainer_snapshot_poll(ld_trainer_t *t)
 {
-    if (t->snap)
+    if (t->snap && !t->shared)
         snap_step(t, t->step_blocks);
     ld_snapshot_t *d = t->done;
     t->done = NULL;
@@ -331,7 +524,7 @@ ld_snapshot_t *ld_trainer_snapshot_poll(ld_trainer_t *t)
 
 ld_snapshot_t *ld_trainer_snapshot_finish(ld_trainer_t *t)
 {
-    if (t->snap)
+    if (t->snap && !t->shared)
         snap_step(t, SIZE_MAX);
     ld_snapshot_t *d = t->done;
     t->done = NULL;

@@ -268,6 +268,11 @@ void ld_trainer_destroy(ld_trainer_t *t)
     ld_window_free(&t->win);
     ld_window_free(&t->cwin);
     ld_snapshot_destroy(t->champ);
+    /* A shared snapshot may outlive the trainer: it is made whole while
+     * the model it copies from still exists. */
+    if (t->snap)
+        ld_snapshot_complete(t->snap);
+    copier_join(t); /* it reads t->sp */
     ld_snapshot_destroy(t->snap);
     ld_snapshot_destroy(t->done);
     if (t->prep_running)
@@ -605,6 +610,12 @@ static void train_batch(ld_trainer_t *t)
     if (t->bn == 0)
         return;
     memset(t->b_idx + t->nnz_n, 0, PF_DIST * sizeof(uint32_t));
+    if (t->champ && t->champ == t->snap) {
+        /* The champion is the snapshot being copied: the blocks the batch
+         * reads are copied first (the batch writes them next anyway). */
+        for (size_t j = 0; j < t->nnz_n; j++)
+            cow(t, t->b_idx[j]);
+    }
     if (t->champ)
         forward(t, t->champ->sp, t->champ->dn, t->b_cz, 0);
     hp_t h;

@@ -225,6 +225,26 @@ ld_snapshot_t *ld_trainer_snapshot_finish(ld_trainer_t *t);
  * on allocation failure or when another is in progress. Thread: loop. */
 ld_snapshot_t *ld_trainer_snapshot(ld_trainer_t *t);
 
+/* A copy-on-write snapshot of the state right now whose sparse part
+ * another thread copies: the loop copies only the blocks it is about to
+ * write (or to read through the champion, when this snapshot becomes it)
+ * before that thread got to them; ld_snapshot_complete() copies the rest
+ * on the thread that calls it. Costs the loop the dense part and a block
+ * map (~0.1 ms at 2^22), not a copy of the model. A shared snapshot still
+ * being copied is completed first (on the loop). Returns a reference the
+ * caller releases with ld_snapshot_destroy() (the trainer keeps its own
+ * until the copy is whole), or NULL when out of memory or when an
+ * unshared snapshot is in progress. Read nothing of its sparse state
+ * (parameters hash, checkpoint encode) before ld_snapshot_complete().
+ * Thread: loop. */
+ld_snapshot_t *ld_trainer_snapshot_shared(ld_trainer_t *t);
+/* Makes s whole: copies every block nobody copied yet and waits for those
+ * another thread is copying. No-op for a snapshot that is whole (every
+ * snapshot but a pending shared or polled one). The trainer s was taken
+ * from must exist until it returns. Thread: any (the
+ * publisher, for a shared snapshot). */
+void ld_snapshot_complete(ld_snapshot_t *s);
+
 /* Drops one reference; frees at zero. NULL is a no-op. Thread: any. */
 void ld_snapshot_destroy(ld_snapshot_t *s);
 /* Adds a reference (returns s); release it with ld_snapshot_destroy().

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1176,6 +1177,82 @@ static void test_snapshot_cow_and_resume(void **state)
     }
 }
 
+static void *complete_main(void *arg)
+{
+    ld_snapshot_complete(arg);
+    return NULL;
+}
+
+/* A shared snapshot (issue #18: the publisher thread copies the model,
+ * the loop only the blocks it writes first) taken at batch P and made
+ * champion at once equals a snapshot taken at P, and the model trained
+ * on meanwhile, its champion scores included, is bit for bit the one of
+ * an unshared snapshot: with the trainer's copier thread and the loop
+ * copying, and with a third thread (the publisher) completing it too. */
+static void test_snapshot_shared(void **state)
+{
+    (void)state;
+    for (int threaded = 0; threaded < 2; threaded++)
+        for (int opt = LD_OPT_SGD; opt <= LD_OPT_ADAM; opt++) {
+            ld_trainer_conf_t c;
+            snap_conf(&c,
+                      opt == LD_OPT_ADAGRAD ? LD_MODEL_SOFTMAX
+                                            : LD_MODEL_LOGISTIC,
+                      opt);
+            c.hash_bits = 16;
+            ld_trainer_t *a = mk(&c), *b = mk(&c);
+            rng_state = 7;
+            stream(a, 42, 320, c.model, 8);
+            rng_state = 7;
+            stream(b, 42, 320, c.model, 8);
+            ld_snapshot_t *ref = ld_trainer_snapshot(b);
+            ld_snapshot_t *got = ld_trainer_snapshot_shared(a);
+            assert_non_null(got);
+            assert_int_equal(ld_trainer_champion_set(a, got), LD_OK);
+            assert_int_equal(ld_trainer_champion_set(b, ref), LD_OK);
+            pthread_t th;
+            if (threaded)
+                assert_int_equal(pthread_create(&th, NULL, complete_main, got),
+                                 0);
+            rng_state = 1000;
+            stream(a, 1000, 640, c.model, 8);
+            rng_state = 1000;
+            stream(b, 1000, 640, c.model, 8);
+            if (threaded)
+                assert_int_equal(pthread_join(th, NULL), 0);
+            ld_trainer_stats_t st;
+            ld_trainer_stats(a, &st);
+            /* the loop copies only blocks it writes first: no steps */
+            assert_int_equal(st.snapshot_blocks_steps, 0);
+            ld_snapshot_complete(got);
+            assert_same(ref, got);
+            ld_trainer_metrics_t ma, ca, mb, cb;
+            ld_trainer_metrics(a, &ma, &ca);
+            ld_trainer_metrics(b, &mb, &cb);
+            assert_memory_equal(&ma, &mb, sizeof(ma));
+            assert_memory_equal(&ca, &cb, sizeof(ca));
+            /* The next shared snapshot completes a pending one first; an
+             * unshared one after it works as before. */
+            ld_snapshot_t *s2 = ld_trainer_snapshot_shared(a);
+            ld_snapshot_t *s3 = ld_trainer_snapshot(a);
+            assert_non_null(s2);
+            assert_non_null(s3);
+            ld_snapshot_complete(s2);
+            assert_same(s2, s3);
+            ld_snapshot_t *sa = ld_trainer_snapshot(a),
+                          *sb = ld_trainer_snapshot(b);
+            assert_same(sa, sb);
+            ld_snapshot_destroy(sa);
+            ld_snapshot_destroy(sb);
+            ld_snapshot_destroy(s2);
+            ld_snapshot_destroy(s3);
+            ld_snapshot_destroy(ref);
+            ld_snapshot_destroy(got);
+            ld_trainer_destroy(a);
+            ld_trainer_destroy(b);
+        }
+}
+
 static void test_champion(void **state)
 {
     (void)state;
@@ -1382,6 +1459,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_prequential_and_fnw),
         cmocka_unit_test(test_reject_and_cut),
         cmocka_unit_test(test_snapshot_cow_and_resume),
+        cmocka_unit_test(test_snapshot_shared),
         cmocka_unit_test(test_champion),
         cmocka_unit_test(test_scored_examples),
         cmocka_unit_test(test_determinism),
