@@ -274,11 +274,15 @@ char *ld_metrics_render(ld_metrics_t *m)
         const family_t *f = &m->fam[id];
         sb_printf(&b, "# HELP learnd_%s %s\n# TYPE learnd_%s %s\n", f->name,
                   f->help, f->name,
-                  f->type == LD_METRIC_COUNTER ? "counter" : "gauge");
+                  f->type == LD_METRIC_COUNTER ? "counter"
+                  : f->type == LD_METRIC_GAUGE ? "gauge"
+                                               : "summary");
         for (size_t i = 0; i < f->n; i++) {
             const series_t *s = &f->series[i];
             sb_printf(&b, "learnd_%s", f->name);
-            if (s->labels[0])
+            if (f->type == LD_METRIC_SUMMARY && s->labels[0] == '_')
+                sb_printf(&b, "%s", s->labels); /* _sum, _count */
+            else if (s->labels[0])
                 sb_printf(&b, "{%s}", s->labels);
             sb_printf(&b, " ");
             sb_double(&b, s->value);

@@ -12,7 +12,11 @@ typedef struct ld_http ld_http_t;
 
 typedef enum ld_metric_type {
     LD_METRIC_COUNTER,
-    LD_METRIC_GAUGE
+    LD_METRIC_GAUGE,
+    /* Prometheus summary: series labelled quantile="0.5" (and so on), and
+     * the two whose labels are "_sum" and "_count", rendered as the
+     * family's name with that suffix and no labels. */
+    LD_METRIC_SUMMARY
 } ld_metric_type_t;
 
 /* A thread-safe registry of metric families, each with labelled series.

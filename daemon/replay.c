@@ -38,6 +38,8 @@ static const char usage[] =
     "  --checkpoint=VERSION|PATH  the version to rebuild\n"
     "  --verify               exit 1 unless the parameters are identical\n"
     "  --examples-topic=T     a model of `run --role train`: re-read T\n"
+    "                         (without it, such a model is re-joined from\n"
+    "                         the inputs and trained: end to end)\n"
     "  -h, --help             show this help\n";
 
 static void hex(const uint8_t *b, size_t n, char *out)
@@ -92,6 +94,10 @@ typedef struct plan {
     size_t nadv;
     uint64_t missing;  /* versions not in the store */
     uint64_t unplaced; /* advances without their offset (older learnd) */
+    /* a train-role version replayed from the inputs: the examples topic
+     * its lineage names, and whether it recorded the events' ranges */
+    char via[256];
+    int via_events;
 } plan_t;
 
 /* --examples-topic: a train-role model's input (NULL: the inputs). */
@@ -114,6 +120,10 @@ static int plan_add(plan_t *p, const ld_config_t *conf,
     for (size_t i = 0; i < l->n_consumed; i++) {
         const Learnd__V1__OffsetRange *c = l->consumed[i];
         const char *t = input_topic(conf, c->topic);
+        if (!t && !examples_topic && !p->via[0])
+            snprintf(p->via, sizeof(p->via), "%s", c->topic);
+        if (t && t == conf->pipeline.events_topic)
+            p->via_events = 1;
         if (!t || c->first_offset < 0)
             continue;
         size_t k = 0;
@@ -254,6 +264,18 @@ static void say_plan(const ld_config_t *conf, const plan_t *plan,
                "older learnd) and cannot be repeated\n",
                (unsigned long long)plan->unplaced,
                plan->unplaced == 1 ? " has" : "s have");
+    if (plan->via[0])
+        printf("version %llu was trained by `learnd run --role train` from "
+               "the examples topic %s: re-joining it from the inputs, %s, "
+               "labels from the beginning (examples carry no label offsets); "
+               "idle-partition advances of the join instances are not "
+               "recorded and cannot be repeated (--examples-topic %s "
+               "replays the training alone)\n",
+               (unsigned long long)version, plan->via,
+               plan->via_events && plan->nstart
+                   ? "events from where its examples' events start"
+                   : "events from the beginning (no event ranges recorded)",
+               plan->via);
     fflush(stdout);
 }
 

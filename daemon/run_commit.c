@@ -114,11 +114,12 @@ static ld_resume_parts_t resume_parts(run_t *r, const char *const *topics)
  * (publish/commit.c says what it holds). */
 ld_err_t run_save_state(run_t *r, rd_kafka_t *producer)
 {
-    /* train role: its input is the examples topic */
+    /* train role: its input is the examples topic, and through the
+     * examples the events topic (run_train.c) */
     int tr = r->opts->role == LD_ROLE_TRAIN;
     const char *topics[] = {
         tr ? r->examples_topic : r->conf->pipeline.events_topic,
-        tr ? r->examples_topic : r->conf->pipeline.labels_topic};
+        tr ? r->conf->pipeline.events_topic : r->conf->pipeline.labels_topic};
     lineage_counts(r); /* saved with the lineage */
     ld_resume_parts_t parts = resume_parts(r, topics);
     return ld_publisher_save_state(r->pub, producer, &parts);
@@ -128,11 +129,12 @@ ld_err_t run_save_state(run_t *r, rd_kafka_t *producer)
  * then continues exactly where that commit left off. */
 ld_err_t run_restore_state(run_t *r, char *errstr, size_t size)
 {
-    /* train role: its input is the examples topic */
+    /* train role: its input is the examples topic, and through the
+     * examples the events topic (run_train.c) */
     int tr = r->opts->role == LD_ROLE_TRAIN;
     const char *topics[] = {
         tr ? r->examples_topic : r->conf->pipeline.events_topic,
-        tr ? r->examples_topic : r->conf->pipeline.labels_topic};
+        tr ? r->conf->pipeline.events_topic : r->conf->pipeline.labels_topic};
     ld_resume_parts_t parts = resume_parts(r, topics);
     return ld_publisher_restore_state(r->pub, &r->conf->kafka, &parts, errstr,
                                       size);

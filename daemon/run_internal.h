@@ -195,6 +195,10 @@ void run_say_fenced(const run_t *r);
 /* ---- run_report.c ------------------------------------------------------- */
 
 void run_declare_metrics(run_t *r);
+/* The model's metrics (both models' windowed metrics, drift scores,
+ * publications, examples trained, versions), shared by both loops. */
+void run_report_model(run_t *r, const ld_trainer_metrics_t *model,
+                      const ld_trainer_metrics_t *champion);
 /* Metric values and the progress hook, once a second while parked. */
 void run_report(run_t *r);
 /* Sets learnd_records_dropped_total from js and logs the drop line when the

@@ -272,6 +272,21 @@ static void report_ahead(run_t *r, const ld_joiner_stats_t *js)
     ld_metrics_set(r->reg, r->fam.wm_ahead_alert, "", ahead > bound ? 1 : 0);
 }
 
+void run_report_model(run_t *r, const ld_trainer_metrics_t *model,
+                      const ld_trainer_metrics_t *champion)
+{
+    set_model_metrics(r, "challenger", model);
+    set_model_metrics(r, "champion", champion);
+    if (r->trig)
+        (void)ld_triggers_drift_scores(r->trig, set_drift_score, r);
+    ld_metrics_set(r->reg, r->fam.published, "", (double)r->ctr->published);
+    ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
+    ld_metrics_set(r->reg, r->fam.version, "", (double)r->ctr->version);
+    if (r->ctr->version)
+        ld_metrics_set(r->reg, r->fam.last_pub_version, "",
+                       (double)r->ctr->version);
+}
+
 void run_report(run_t *r)
 {
     ld_pipeline_stats_t ps;
@@ -329,16 +344,7 @@ void run_report(run_t *r)
     if (js.watermark_ms > INT64_MIN / 2)
         ld_metrics_set(r->reg, r->fam.watermark, "",
                        (double)(ld_now_wall_ms() - js.watermark_ms) / 1000.0);
-    set_model_metrics(r, "challenger", &p.model);
-    set_model_metrics(r, "champion", &p.champion);
-    if (r->trig)
-        (void)ld_triggers_drift_scores(r->trig, set_drift_score, r);
-    ld_metrics_set(r->reg, r->fam.published, "", (double)r->ctr->published);
-    ld_metrics_set(r->reg, r->fam.trained, "", (double)r->examples);
-    ld_metrics_set(r->reg, r->fam.version, "", (double)r->ctr->version);
-    if (r->ctr->version)
-        ld_metrics_set(r->reg, r->fam.last_pub_version, "",
-                       (double)r->ctr->version);
+    run_report_model(r, &p.model, &p.champion);
     run_report_drops(r, &js, 0);
     report_ahead(r, &js);
     progress(r, js.watermark_ms);

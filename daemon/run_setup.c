@@ -172,6 +172,14 @@ static int process_names(run_t *r, char *errstr, size_t size)
                      r->opts->instance);
         snprintf(state_model, sizeof(r->state_model), "%s.join.%s",
                  r->tconf.name, r->opts->instance);
+        /* max_pending is per joiner: evictions differ from one run's */
+        if (conf->labeling.at_bound == LD_BOUND_EXPIRE_OLDEST)
+            ld_log(LD_LOG_WARN, MOD,
+                   "msg=\"labeling.at_bound expire_oldest with --role join: "
+                   "max_pending bounds each instance's partitions, so the "
+                   "examples are not those of one learnd run and replay from "
+                   "the inputs will not reproduce them; use at_bound pause "
+                   "(docs/OPERATIONS.md, Scaling out)\"");
     }
     if (r->opts->role != LD_ROLE_ALL)
         snprintf(r->examples_topic, sizeof(r->examples_topic), "%s",

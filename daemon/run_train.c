@@ -18,18 +18,32 @@
 typedef struct qent {
     Learnd__V1__JoinedExample *m; /* owned */
     int64_t offset;
+    int64_t ts_ms; /* the record's timestamp: when the join produced it */
 } qent_t;
 
 /* One examples partition: its examples not trained yet, in order. */
 typedef struct part {
     qent_t *v;
     size_t head, n, cap;
-    int64_t wm;     /* the newest watermark record's */
-    int64_t next;   /* next offset to read; -1 before the first record */
-    int64_t wm_off; /* offset of the newest watermark record; -1 */
-    int64_t skip;   /* examples below were trained before a restart */
-    int eof;        /* at its end since the last record */
+    int64_t wm;      /* the newest watermark record's */
+    int64_t next;    /* next offset to read; -1 before the first record */
+    int64_t wm_off;  /* offset of the newest watermark record; -1 */
+    int64_t skip;    /* examples below were trained before a restart */
+    int eof;         /* at its end since the last record */
+    int64_t wait_ms; /* the merge held examples back waiting on it */
 } part_t;
+
+/* Dead-letter reasons of the examples topic (learnd.error). */
+enum { DL_UNDECODABLE, DL_SPEC, DL_SPEC_WM, DL_INVALID, DL__COUNT };
+static const char *const dl_reason[DL__COUNT] = {
+    "undecodable", "model_spec", "model_spec_watermark", "invalid_example"};
+
+/* The delay from an example's record timestamp (set by the join's producer
+ * as it released the example) to its training, in DELAY_FINE 1 ms buckets
+ * and then DELAY_COARSE 16 ms ones (to 67 s; the last takes the rest). */
+#define DELAY_FINE   2048
+#define DELAY_COARSE 4096
+#define DELAY_NB     (DELAY_FINE + DELAY_COARSE)
 
 struct run_train {
     rd_kafka_t *consumer, *producer;
@@ -41,6 +55,14 @@ struct run_train {
     char group[512];
     uint64_t dead, records, at_commit;
     int64_t next_commit, next_report;
+    /* metrics (run_train_report) */
+    uint64_t dl[DL__COUNT], wm_records, by_type[LD_SAMPLE__COUNT];
+    uint64_t *delay; /* DELAY_NB buckets */
+    uint64_t ndelay;
+    double delay_sum_s;
+    int32_t waiting;   /* the partition the merge waits on; -1 */
+    int64_t wait_from; /* since when (monotonic ms) */
+    int fam_wait, fam_queued, fam_delay, fam_wm;
 };
 
 /* ---- Setup and teardown ------------------------------------------------- */
@@ -211,6 +233,29 @@ static int txn_error(rd_kafka_error_t *e, const char *what, char *errstr,
     return -1;
 }
 
+/* The train role's own families; the rest are the run loop's
+ * (run_declare_metrics), with kind="example" where role all says event or
+ * label (docs/OPERATIONS.md, "Scaling out"). */
+static void declare_metrics(run_t *r)
+{
+    struct run_train *t = r->train;
+    t->fam_wait = ld_metrics_family(
+        r->reg, "train_merge_wait_seconds_total", LD_METRIC_COUNTER,
+        "Time the train role's merge held examples back waiting for an "
+        "examples partition to hold a later example or watermark, by "
+        "partition");
+    t->fam_queued = ld_metrics_family(
+        r->reg, "train_merge_queued_examples", LD_METRIC_GAUGE,
+        "Examples read from the examples topic and not trained yet");
+    t->fam_wm = ld_metrics_family(
+        r->reg, "train_watermark_records_total", LD_METRIC_COUNTER,
+        "Watermark records read from the examples topic");
+    t->fam_delay = ld_metrics_family(
+        r->reg, "train_example_delay_seconds", LD_METRIC_SUMMARY,
+        "From an example's record timestamp on the examples topic (the join "
+        "released it) to its training, since start");
+}
+
 int run_train_setup(run_t *r, char *errstr, size_t size)
 {
     struct run_train *t = calloc(1, sizeof(*t));
@@ -234,6 +279,13 @@ int run_train_setup(run_t *r, char *errstr, size_t size)
         snprintf(errstr, size, "out of memory");
         return LD_EXIT_RUNTIME;
     }
+    t->delay = calloc(DELAY_NB, sizeof(*t->delay));
+    if (!t->delay) {
+        snprintf(errstr, size, "out of memory");
+        return LD_EXIT_RUNTIME;
+    }
+    t->waiting = -1;
+    declare_metrics(r);
     for (int32_t p = 0; p < t->nparts; p++) {
         t->q[p].wm = INT64_MIN;
         t->q[p].next = -1;
@@ -282,6 +334,7 @@ void run_train_teardown(run_t *r)
         free(t->q[p].v);
     }
     free(t->q);
+    free(t->delay);
     free(t);
     r->train = NULL;
 }
@@ -290,12 +343,14 @@ void run_train_teardown(run_t *r)
 
 /* A record the trainer cannot take: to its dead-letter topic with the
  * reason, in the open transaction. */
-static void dead_letter(run_t *r, const rd_kafka_message_t *m,
-                        const char *reason, const char *detail)
+static void dead_letter(run_t *r, const rd_kafka_message_t *m, int why,
+                        const char *detail)
 {
     struct run_train *t = r->train;
+    const char *reason = dl_reason[why];
     if (r->replay) { /* counted, not written */
         t->dead++;
+        t->dl[why]++;
         r->dead++;
         return;
     }
@@ -326,6 +381,7 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m,
         return;
     }
     t->dead++;
+    t->dl[why]++;
     r->dead++;
     ld_log(LD_LOG_WARN, MOD,
            "msg=\"examples record dead-lettered\" partition=%d offset=%lld "
@@ -333,32 +389,37 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m,
            (int)m->partition, (long long)m->offset, reason, ld_log_q(detail));
 }
 
-/* Why the record is not one this model can train on ("" when it is). */
-static const char *check(const run_t *r, const Learnd__V1__JoinedExample *j,
-                         int32_t partition, char *why, size_t size)
+/* Why the record is not one this model can train on: a dead-letter
+ * reason with the detail in why, or -1 when it is one. */
+static int check(const run_t *r, const Learnd__V1__JoinedExample *j,
+                 int32_t partition, char *why, size_t size)
 {
     const struct run_train *t = r->train;
     const Learnd__V1__LabelledExample *e = j->example;
     if (j->hash_bits != t->hash_bits || j->dense_dim != t->dense_dim ||
         j->feature_map_hash.len != 32 ||
-        memcmp(j->feature_map_hash.data, t->fmap, 32) != 0)
+        memcmp(j->feature_map_hash.data, t->fmap, 32) != 0) {
         snprintf(why, size,
                  "the join's model spec (hash_bits %u, dense_dim %u) or "
                  "feature map differs from this trainer's (hash_bits %u, "
                  "dense_dim %u)",
                  j->hash_bits, j->dense_dim, t->hash_bits, t->dense_dim);
-    else if (e && (e->sample_type < 1 ||
-                   (int)e->sample_type > (int)LD_SAMPLE__COUNT ||
-                   e->n_indices != e->n_values || e->partition != partition))
+        return e ? DL_SPEC : DL_SPEC_WM;
+    }
+    if (e &&
+        (e->sample_type < 1 || (int)e->sample_type > (int)LD_SAMPLE__COUNT ||
+         e->n_indices != e->n_values || e->partition != partition)) {
         snprintf(why, size,
                  "invalid example (sample type, index/value counts or source "
                  "partition)");
-    else
-        why[0] = '\0';
-    return why;
+        return DL_INVALID;
+    }
+    why[0] = '\0';
+    return -1;
 }
 
-static int push(part_t *q, Learnd__V1__JoinedExample *m, int64_t offset)
+static int push(part_t *q, Learnd__V1__JoinedExample *m, int64_t offset,
+                int64_t ts_ms)
 {
     if (q->head > 0 && q->head == q->n)
         q->head = q->n = 0;
@@ -376,7 +437,7 @@ static int push(part_t *q, Learnd__V1__JoinedExample *m, int64_t offset)
             q->cap = cap;
         }
     }
-    q->v[q->n++] = (qent_t){m, offset};
+    q->v[q->n++] = (qent_t){m, offset, ts_ms};
     return 0;
 }
 
@@ -405,17 +466,18 @@ static void take_record(run_t *r, const rd_kafka_message_t *m)
         learnd__v1__joined_example__unpack(NULL, m->len, m->payload);
     char why[256];
     if (!j) {
-        dead_letter(r, m, "undecodable",
+        dead_letter(r, m, DL_UNDECODABLE,
                     "not a learnd.v1.JoinedExample protobuf");
         return;
     }
-    if (check(r, j, m->partition, why, sizeof(why))[0]) {
-        dead_letter(r, m, j->example ? "model_spec" : "model_spec_watermark",
-                    why);
+    int bad = check(r, j, m->partition, why, sizeof(why));
+    if (bad >= 0) {
+        dead_letter(r, m, bad, why);
         learnd__v1__joined_example__free_unpacked(j, NULL);
         return;
     }
     if (!j->example) { /* a watermark record */
+        t->wm_records++;
         q->wm = j->watermark_ms;
         q->wm_off = m->offset;
         learnd__v1__joined_example__free_unpacked(j, NULL);
@@ -425,7 +487,8 @@ static void take_record(run_t *r, const rd_kafka_message_t *m)
         learnd__v1__joined_example__free_unpacked(j, NULL);
         return;
     }
-    if (push(q, j, m->offset)) {
+    t->by_type[j->example->sample_type - 1]++;
+    if (push(q, j, m->offset, rd_kafka_message_timestamp(m, NULL))) {
         learnd__v1__joined_example__free_unpacked(j, NULL);
         ld_log(LD_LOG_CRIT, MOD, "msg=\"out of memory queueing an example\"");
         r->exit_code = LD_EXIT_RUNTIME;
@@ -447,6 +510,31 @@ static int before(const Learnd__V1__LabelledExample *a,
     return a->sample_type < b->sample_type;
 }
 
+/* The examples' delay: ms since the join produced the record. */
+static void delay_add(struct run_train *t, int64_t ms)
+{
+    if (ms < 0)
+        ms = 0; /* clocks of another host, or a timestamp set by hand */
+    size_t b = ms < DELAY_FINE ? (size_t)ms
+                               : DELAY_FINE + (size_t)((ms - DELAY_FINE) / 16);
+    t->delay[b < DELAY_NB ? b : DELAY_NB - 1]++;
+    t->ndelay++;
+    t->delay_sum_s += (double)ms / 1000.0;
+}
+
+/* The q quantile of the delays, in seconds: the upper edge of its bucket. */
+static double delay_quantile(const struct run_train *t, double q)
+{
+    uint64_t want = (uint64_t)ceil(q * (double)t->ndelay), n = 0;
+    for (size_t b = 0; b < DELAY_NB; b++)
+        if ((n += t->delay[b]) >= want && n > 0)
+            return b < DELAY_FINE
+                       ? (double)(b + 1) / 1000.0
+                       : (double)(DELAY_FINE + (b - DELAY_FINE + 1) * 16) /
+                             1000.0;
+    return 0.0;
+}
+
 static void train_one(run_t *r, const Learnd__V1__LabelledExample *e)
 {
     ld_example_t ex = {
@@ -462,6 +550,13 @@ static void train_one(run_t *r, const Learnd__V1__LabelledExample *e)
         .event_id = e->event_id,
     };
     r->train_dt = e->decision_time_ms;
+    /* The input range behind the examples (the event's offset), so that a
+     * version can be replayed from the inputs too (docs/OPERATIONS.md,
+     * "Scaling out"). */
+    if (!e->topic || !e->topic[0] ||
+        strcmp(e->topic, r->conf->pipeline.events_topic) == 0)
+        ld_lineage_consumed(r->lin, r->conf->pipeline.events_topic,
+                            e->partition, e->offset);
     if (r->hooks.example)
         r->hooks.example(r->hooks.opaque, &ex);
     ld_err_t err = ld_trainer_add(r->trainer, &ex);
@@ -486,6 +581,8 @@ static void train_one(run_t *r, const Learnd__V1__LabelledExample *e)
 static void merge(run_t *r)
 {
     struct run_train *t = r->train;
+    int64_t now_wall = 0;
+    int32_t wait_on = -1; /* the partition holding the head back */
     while (!r->exit_code && !r->replay_done) {
         int32_t best = -1;
         for (int32_t p = 0; p < t->nparts; p++) {
@@ -496,16 +593,31 @@ static void merge(run_t *r)
                 best = p;
         }
         if (best < 0)
-            return;
+            break;
         part_t *bq = &t->q[best];
         Learnd__V1__JoinedExample *m = bq->v[bq->head].m;
         int64_t dt = m->example->decision_time_ms;
-        for (int32_t p = 0; p < t->nparts; p++)
+        for (int32_t p = 0; p < t->nparts && wait_on < 0; p++)
             if (p != best && t->q[p].head == t->q[p].n && !(dt < t->q[p].wm))
-                return;
+                wait_on = p;
+        if (wait_on >= 0)
+            break;
+        if (!r->replay) {
+            if (!now_wall) /* one clock read per call: it runs for µs */
+                now_wall = ld_now_wall_ms();
+            delay_add(t, now_wall - bq->v[bq->head].ts_ms);
+        }
         bq->head++;
         train_one(r, m->example);
         learnd__v1__joined_example__free_unpacked(m, NULL);
+    }
+    /* The clock is read only when what the merge waits on changes. */
+    if (wait_on != t->waiting) {
+        int64_t now = ld_now_mono_ms();
+        if (t->waiting >= 0)
+            t->q[t->waiting].wait_ms += now - t->wait_from;
+        t->waiting = wait_on;
+        t->wait_from = now;
     }
 }
 
@@ -579,6 +691,8 @@ static void commit_point(run_t *r)
     }
     if (!err && !e)
         e = rd_kafka_commit_transaction(t->producer, 60000);
+    ld_metrics_add(r->reg, r->fam.txn,
+                   err || e ? "result=\"abort\"" : "result=\"commit\"", 1);
     if (err || e) {
         ld_log(LD_LOG_CRIT, MOD,
                "msg=\"commit point failed: exiting so that a restart "
@@ -593,6 +707,16 @@ static void commit_point(run_t *r)
     }
     ld_publisher_committed(r->pub);
     t->at_commit = t->records;
+    double now_s = (double)ld_now_wall_ms() / 1000.0;
+    ld_metrics_set(r->reg, r->fam.last_commit_time, "", now_s);
+    if (r->stateful)
+        ld_metrics_set(r->reg, r->fam.state_bytes, "",
+                       (double)ld_publisher_state_bytes(r->pub));
+    if (r->ctr->published > published) {
+        ld_metrics_set(r->reg, r->fam.last_pub_version, "",
+                       (double)r->ctr->version);
+        ld_metrics_set(r->reg, r->fam.last_pub_time, "", now_s);
+    }
     if (r->hooks.committed)
         r->hooks.committed(r->hooks.opaque, r->ctr->published - published);
     if ((e = rd_kafka_begin_transaction(t->producer))) {
@@ -602,6 +726,69 @@ static void commit_point(run_t *r)
         rd_kafka_error_destroy(e);
         r->exit_code = LD_EXIT_RUNTIME;
     }
+}
+
+/* The metrics, once a second and at the stop (docs/OPERATIONS.md lists
+ * them). */
+static void report(run_t *r)
+{
+    struct run_train *t = r->train;
+    ld_metrics_t *m = r->reg;
+    ld_metrics_set(m, r->fam.records, "kind=\"example\"",
+                   (double)(t->records - t->dead - t->wm_records));
+    ld_metrics_set(m, r->fam.records, "kind=\"watermark\"",
+                   (double)t->wm_records);
+    ld_metrics_set(m, t->fam_wm, "", (double)t->wm_records);
+    for (int k = 0; k < DL__COUNT; k++) {
+        char labels[96];
+        snprintf(labels, sizeof(labels), "kind=\"example\",reason=\"%s\"",
+                 dl_reason[k]);
+        if (t->dl[k])
+            ld_metrics_set(m, r->fam.dlq, labels, (double)t->dl[k]);
+    }
+    for (int s = 0; s < LD_SAMPLE__COUNT; s++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "sample_type=\"%s\"",
+                 ld_sample_type_name((ld_sample_type_t)s));
+        ld_metrics_set(m, r->fam.examples, labels, (double)t->by_type[s]);
+    }
+    ld_metrics_set(m, r->fam.dropped,
+                   "kind=\"example\",reason=\"model_refused\"",
+                   (double)r->model_refused);
+    size_t queued = 0;
+    int64_t now = ld_now_mono_ms();
+    for (int32_t p = 0; p < t->nparts; p++) {
+        const part_t *q = &t->q[p];
+        char labels[320];
+        queued += q->n - q->head;
+        int64_t wait = q->wait_ms + (t->waiting == p ? now - t->wait_from : 0);
+        snprintf(labels, sizeof(labels), "partition=\"%d\"", (int)p);
+        ld_metrics_set(m, t->fam_wait, labels, (double)wait / 1000.0);
+        int64_t lo = 0, hi = 0;
+        if (q->next >= 0 &&
+            !rd_kafka_get_watermark_offsets(t->consumer, r->examples_topic, p,
+                                            &lo, &hi) &&
+            hi >= q->next) {
+            snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%d\"",
+                     r->examples_topic, (int)p);
+            ld_metrics_set(m, r->fam.lag, labels, (double)(hi - q->next));
+        }
+    }
+    ld_metrics_set(m, t->fam_queued, "", (double)queued);
+    if (t->ndelay) {
+        static const char *const qs[] = {"0.5", "0.9", "0.99", "1"};
+        static const double qv[] = {0.5, 0.9, 0.99, 1.0};
+        for (size_t i = 0; i < 4; i++) {
+            char labels[32];
+            snprintf(labels, sizeof(labels), "quantile=\"%s\"", qs[i]);
+            ld_metrics_set(m, t->fam_delay, labels, delay_quantile(t, qv[i]));
+        }
+        ld_metrics_set(m, t->fam_delay, "_sum", t->delay_sum_s);
+        ld_metrics_set(m, t->fam_delay, "_count", (double)t->ndelay);
+    }
+    ld_trainer_metrics_t model, champion;
+    ld_trainer_metrics(r->trainer, &model, &champion);
+    run_report_model(r, &model, &champion);
 }
 
 static int caught_up(const run_t *r)
@@ -625,6 +812,7 @@ int run_train(run_t *r)
     ld_metrics_set_ready(r->reg, 1);
     int64_t now = ld_now_mono_ms();
     t->next_commit = now + r->conf->daemon.commit_interval_ms;
+    t->next_report = now + 1000;
     int done = 0;
     while (!r->exit_code && !should_stop(r)) {
         rd_kafka_poll(t->producer, 0); /* delivery reports */
@@ -645,6 +833,14 @@ int run_train(run_t *r)
             commit_point(r);
             t->next_commit = now + r->conf->daemon.commit_interval_ms;
         }
+        if (now >= t->next_report) {
+            ld_metrics_heartbeat(r->reg); /* /healthz: the loop is alive */
+            if (ld_signals_take_reopen() &&
+                ld_config_apply_logging(r->conf) != LD_OK)
+                ld_log(LD_LOG_ERR, MOD, "msg=\"cannot reopen the log file\"");
+            report(r);
+            t->next_report = now + 1000;
+        }
     }
     ld_metrics_set_ready(r->reg, 0);
     if (!r->exit_code && done && !r->replay_done)
@@ -659,6 +855,7 @@ int run_train(run_t *r)
     }
     if (!r->exit_code)
         commit_point(r);
+    report(r);
     size_t queued = 0;
     for (int32_t p = 0; p < t->nparts; p++)
         queued += t->q[p].n - t->q[p].head;
@@ -666,9 +863,10 @@ int run_train(run_t *r)
     ld_log(LD_LOG_NOTICE, MOD,
            "msg=\"stopped\" records=%llu examples=%llu dead_lettered=%llu "
            "published=%llu queued=%zu seconds=%.2f examples_per_s=%.0f "
-           "exit=%d",
+           "delay_p50_s=%.3f delay_p99_s=%.3f exit=%d",
            (unsigned long long)t->records, (unsigned long long)r->examples,
            (unsigned long long)t->dead, (unsigned long long)r->ctr->published,
-           queued, s, s > 0 ? (double)r->examples / s : 0.0, r->exit_code);
+           queued, s, s > 0 ? (double)r->examples / s : 0.0,
+           delay_quantile(t, 0.5), delay_quantile(t, 0.99), r->exit_code);
     return r->exit_code;
 }

@@ -121,6 +121,21 @@ static void test_render(void **state)
                               "learnd_g{v=\"f\"} 1e+300\n");
     free(text);
     ld_metrics_destroy(m);
+
+    /* A summary: quantile series, then _sum and _count without labels. */
+    m = ld_metrics_new();
+    int d = ld_metrics_family(m, "delay_seconds", LD_METRIC_SUMMARY, "h");
+    ld_metrics_set(m, d, "quantile=\"0.5\"", 0.25);
+    ld_metrics_set(m, d, "_sum", 3);
+    ld_metrics_set(m, d, "_count", 7);
+    text = ld_metrics_render(m);
+    assert_string_equal(text, "# HELP learnd_delay_seconds h\n"
+                              "# TYPE learnd_delay_seconds summary\n"
+                              "learnd_delay_seconds{quantile=\"0.5\"} 0.25\n"
+                              "learnd_delay_seconds_sum 3\n"
+                              "learnd_delay_seconds_count 7\n");
+    free(text);
+    ld_metrics_destroy(m);
 }
 
 static void test_http(void **state)
