@@ -447,7 +447,8 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
     ld_err_t err;
     ld_lineage_consumed(r->lin, rec->topic, rec->partition, rec->offset);
     note_position(r, (int)rec->kind, rec->partition, rec->offset + 1);
-    r->in->read_to(r, (int)rec->kind, rec->partition, rec->offset);
+    if (r->in->read_to)
+        r->in->read_to(r, (int)rec->kind, rec->partition, rec->offset);
     if (rec->kind == LD_RECORD_EVENT && packed)
         err = ld_joiner_add_event_packed(r->joiner, rec->partition, rec->offset,
                                          rec->key, rec->key_len, rec->time_ms,
@@ -476,8 +477,8 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
                "offset=%lld err=\"%s\" refused=%llu",
                rec->topic, (int)rec->partition, (long long)rec->offset,
                ld_err_str(err), (unsigned long long)r->refused);
-    /* the partition may stay idle from here */
-    r->in->read_to(r, (int)rec->kind, rec->partition, rec->offset + 1);
+    if (r->in->read_to) /* the partition may stay idle from here */
+        r->in->read_to(r, (int)rec->kind, rec->partition, rec->offset + 1);
     ld_example_t ex;
     while (ld_joiner_poll(r->joiner, &ex)) {
         if (r->hooks.example)

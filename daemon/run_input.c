@@ -71,15 +71,6 @@ static void live_started(run_t *r, const rd_kafka_topic_partition_list_t *p)
     free(want);
 }
 
-/* Nothing recorded to repeat: a live run makes its own advances. */
-static void live_read_to(run_t *r, int kind, int32_t partition, int64_t next)
-{
-    (void)r;
-    (void)kind;
-    (void)partition;
-    (void)next;
-}
-
 /* The one wall-clock input of the join: recorded in the next checkpoint's
  * lineage, for a replay to repeat. */
 static void on_advance(const ld_wm_advance_t *adv, void *opaque)
@@ -131,7 +122,7 @@ const run_input_policy_t run_input_live = {
     .publisher = live_publisher,
     .start = live_start,
     .started = live_started,
-    .read_to = live_read_to,
+    .read_to = NULL, /* nothing recorded: it makes its own advances */
     .idle_advance = live_idle_advance,
     .queued = live_queued,
     .commit_point = run_commit_point,

@@ -66,7 +66,8 @@ typedef struct run_input_policy {
     /* An assignment's starts are set (parts borrowed). */
     void (*started)(run_t *r, const rd_kafka_topic_partition_list_t *parts);
     /* Every record of kind/partition below next is taken: the recorded
-     * idle advances due there are applied. */
+     * idle advances due there are applied. NULL: nothing recorded to
+     * repeat (a call per record would be a cost for nothing). */
     void (*read_to)(run_t *r, int kind, int32_t partition, int64_t next);
     /* Parked: the wall-clock idle-partition advance (now: monotonic ms). */
     void (*idle_advance)(run_t *r, int64_t now);
