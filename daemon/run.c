@@ -8,15 +8,20 @@
  *   STARTING --start_ingest()--> RUNNING --tick(): a job is due-->
  *   PARKING --take(PAUSED)--> PARKED --tick(): every job ran--> RUNNING
  *
- *   RUNNING, PARKING, PARKED --stop_ingest()--> DRAINING
+ *   RUNNING, PARKING, PARKED --ld_run(): a stop (a signal, the should_stop
+ *     hook, the end of the input with --until-caught-up, in->reached(),
+ *     exit_code), then stop_ingest()--> DRAINING
  *   DRAINING, RUNNING, PARKING --take(STOPPED)--> STOPPED
- *   STOPPED --ld_run(): the last commit point, then ld_pipeline_close()-->
- *   CLOSING (the group is left; revoked partitions do not come back;
- *   run_teardown() sets it too)
+ *   STOPPED --ld_run(): the final checkpoint (--until-caught-up), in->end(),
+ *     the last in->commit_point(), then ld_pipeline_close()--> CLOSING
+ *     (the group is left; revoked partitions do not come back).
+ *     After exit_code, STOPPED goes straight to run_teardown(), which
+ *     sets CLOSING too.
  *
- * The other files of the loop: run_commit.c (positions, lineage, resume
- * state, commit_point), run_report.c (metrics), run_setup.c (setup and
- * teardown); daemon/run_internal.h is run_t.
+ * The other files of the loop: run_input.c (the input policies),
+ * run_commit.c (positions, lineage, resume state, commit_point),
+ * run_report.c (metrics), run_setup.c (setup and teardown);
+ * daemon/run_internal.h is run_t.
  *
  * Invariants:
  *  1. In PARKED, and only there (and from DRAINING on), the pipeline's
@@ -32,9 +37,13 @@
  * When and what are apart: the loop takes items and, every 256 records or
  * when idle, calls tick(), which asks each periodic job of jobs[] whether
  * it is due (park) and, once parked, runs them all in table order.
- * Replay is this loop with the capture publisher and a stop condition
- * (replay_done); it repeats recorded watermark advances instead of taking
- * new ones. */
+ *
+ * Live and replay are apart too: r->in, the input policy run_setup() picks
+ * (run_input.c), says where each partition starts, which idle advances the
+ * join sees (the wall clock's, recorded; or the recorded ones repeated at
+ * their offsets, in->read_to()), whether a commit point writes anything,
+ * and when to stop (in->reached(): the capture publisher holds the version
+ * a replay asked for). The loop never asks which one it runs. */
 #include "daemon/run_internal.h"
 
 #include <math.h>
@@ -68,86 +77,6 @@ static void note_position(run_t *r, int kind, int32_t partition, int64_t next)
         r->nnext[kind] = n;
     }
     r->next[kind][partition] = next;
-}
-
-static int kind_of(const run_t *r, const char *topic)
-{
-    return strcmp(topic, r->conf->pipeline.events_topic) == 0 ? LD_RECORD_EVENT
-                                                              : LD_RECORD_LABEL;
-}
-
-/* Replay: where the original run started on topic/partition (-1: the
- * beginning). */
-static int64_t replay_start(const run_t *r, const char *topic,
-                            int32_t partition)
-{
-    for (size_t i = 0; i < r->opts->n_replay_start; i++) {
-        const ld_run_start_t *s = &r->opts->replay_start[i];
-        if (s->partition == partition && strcmp(s->topic, topic) == 0)
-            return s->offset;
-    }
-    return -1;
-}
-
-/* Replay: repeats the recorded advances of kind/partition due once it is
- * read up to next (the original run made them when its next offset there
- * was the recorded one; where the other partitions were does not change
- * what the join releases). */
-static void replay_advances(run_t *r, int kind, int32_t partition, int64_t next)
-{
-    for (size_t i = 0; r->adv_left && i < r->opts->n_replay_advances; i++) {
-        const ld_run_advance_t *a = &r->opts->replay_advances[i];
-        if (r->adv_done[i] || a->partition != partition ||
-            kind_of(r, a->topic) != kind || a->offset > next)
-            continue;
-        ld_wm_advance_t adv = {kind == LD_RECORD_EVENT ? LD_TOPIC_EVENTS
-                                                       : LD_TOPIC_LABELS,
-                               partition, a->offset, a->watermark_ms};
-        if (ld_joiner_apply_advance(r->joiner, &adv) != LD_OK) {
-            ld_log(LD_LOG_ERR, MOD,
-                   "msg=\"cannot repeat a recorded advance\" topic=%s "
-                   "partition=%d offset=%lld",
-                   a->topic, (int)partition, (long long)a->offset);
-            r->exit_code = LD_EXIT_RUNTIME;
-        }
-        r->adv_done[i] = 1;
-        r->adv_left--;
-    }
-}
-
-static void say_lost(void *opaque, const char *topic, int32_t partition,
-                     int64_t want, int64_t log_start)
-{
-    (void)opaque;
-    ld_log(LD_LOG_ERR, MOD,
-           "msg=\"input lost: retention deleted records this run resumes "
-           "from; reading on from the log start\" topic=%s partition=%d "
-           "offset=%lld log_start=%lld lost=%lld",
-           topic, (int)partition, (long long)want, (long long)log_start,
-           (long long)(log_start - want));
-}
-
-/* A run resumes where its last commit point left each partition: records
- * retention deleted since were never read (the consumer resets to the log
- * start). They are lost; say which, once per assignment. */
-static void check_retained(run_t *r, const rd_kafka_topic_partition_list_t *p)
-{
-    if (r->replay || p->cnt == 0)
-        return; /* ld_cmd_replay checked the recorded range */
-    ld_run_start_t *want = calloc((size_t)p->cnt, sizeof(*want));
-    if (!want)
-        return;
-    for (int i = 0; i < p->cnt; i++)
-        want[i] = (ld_run_start_t){p->elems[i].topic, p->elems[i].partition,
-                                   p->elems[i].offset};
-    char why[256];
-    if (ld_run_check_retained(&r->conf->kafka, want, (size_t)p->cnt, 10000,
-                              say_lost, r, why, sizeof(why)) < 0)
-        ld_log(LD_LOG_WARN, MOD,
-               "msg=\"cannot check that the input to resume from is "
-               "retained\" err=%s",
-               ld_log_q(why));
-    free(want);
 }
 
 static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
@@ -186,19 +115,15 @@ static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
         int64_t eo = -1, lo = -1;
         if (ld_joiner_resume_offsets(r->joiner, tp->partition, &eo, &lo))
             continue;
-        int64_t off = strcmp(tp->topic, events) == 0 ? eo : lo;
-        if (r->replay)
-            off = replay_start(r, tp->topic, tp->partition);
+        int64_t off = r->in->start(r, tp->topic, tp->partition,
+                                   strcmp(tp->topic, events) == 0 ? eo : lo);
         if (off >= 0)
             tp->offset = off;
-        if (r->replay) /* advances made before anything was read there */
-            replay_advances(r, kind_of(r, tp->topic), tp->partition,
-                            off >= 0 ? off : -1);
         ld_log(LD_LOG_INFO, MOD,
                "msg=\"partition assigned\" topic=%s partition=%d start=%lld",
                tp->topic, (int)tp->partition, (long long)off);
     }
-    check_retained(r, parts);
+    r->in->started(r, parts);
 }
 
 /* Rebalance callbacks run on the ingest thread: the loop holds still
@@ -237,7 +162,7 @@ static void revoked(run_t *r, const rd_kafka_topic_partition_list_t *parts,
     }
     for (int i = 0; i < parts->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
-        note_position(r, kind_of(r, tp->topic), tp->partition, -1);
+        note_position(r, run_kind_of(r, tp->topic), tp->partition, -1);
         if (strcmp(tp->topic, events) != 0)
             continue;
         ld_partset_del(&r->assigned, tp->partition);
@@ -364,16 +289,11 @@ void run_take_decisions(run_t *r)
          * transaction at once (a final checkpoint comes after the last
          * one was committed). */
         Learnd__V1__Lineage *lin = snap ? run_take_lineage(r) : NULL;
-        if (!r->replay && r->pipe && ld_pipeline_txn_begin(r->pipe) != LD_OK)
+        if (r->pipe && ld_pipeline_txn_begin(r->pipe) != LD_OK)
             r->exit_code = LD_EXIT_RUNTIME;
         if (ld_publisher_queue(r->pub, d, snap, version, lin) != LD_OK)
             ld_log(LD_LOG_ERR, MOD, "msg=\"out of memory queueing a trigger\"");
-        /* replay: the capture publisher kept the version asked for */
-        ld_snapshot_t *got = ld_publisher_take_captured(r->pub);
-        if (got) {
-            *r->opts->replayed = got;
-            r->replay_done = 1;
-        }
+        r->in->queued(r); /* replay: the version asked for may be in */
     }
 }
 
@@ -403,7 +323,7 @@ void run_final_checkpoint(run_t *r)
                (unsigned long long)r->consumed);
         return;
     }
-    if (!r->replay) {
+    if (r->in->final_dedup) {
         /* Nothing trained since the newest version, published or waiting
          * for the commit point (a backfill run again on input it had read,
          * or a trigger that published at the last micro-batch): no new
@@ -468,23 +388,6 @@ static void audit(run_t *r, const ld_example_t *ex)
         ld_publisher_record(r->pub, ld_pipeline_producer(r->pipe),
                             lc->output_topic, key, r->audit_buf, need) != LD_OK)
         r->exit_code = LD_EXIT_RUNTIME;
-}
-
-/* The one wall-clock input of the join: recorded in the next checkpoint's
- * lineage. */
-static void on_advance(const ld_wm_advance_t *adv, void *opaque)
-{
-    run_t *r = opaque;
-    const char *topic = adv->kind == LD_TOPIC_EVENTS
-                            ? r->conf->pipeline.events_topic
-                            : r->conf->pipeline.labels_topic;
-    ld_lineage_advance(r->lin, topic, adv->partition, adv->offset,
-                       ld_now_wall_ms(), adv->watermark_ms);
-    ld_log(LD_LOG_NOTICE, "join",
-           "msg=\"idle partition: watermark advanced\" topic=%s "
-           "partition=%d offset=%lld watermark_ms=%lld",
-           topic, (int)adv->partition, (long long)adv->offset,
-           (long long)adv->watermark_ms);
 }
 
 /* labeling.at_bound pause: while its store is at max_pending the joiner
@@ -562,8 +465,8 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
     ld_err_t err;
     ld_lineage_consumed(r->lin, rec->topic, rec->partition, rec->offset);
     note_position(r, (int)rec->kind, rec->partition, rec->offset + 1);
-    if (r->adv_left)
-        replay_advances(r, (int)rec->kind, rec->partition, rec->offset);
+    if (r->in->read_to)
+        r->in->read_to(r, (int)rec->kind, rec->partition, rec->offset);
     if (rec->kind == LD_RECORD_EVENT && packed)
         err = ld_joiner_add_event_packed(r->joiner, rec->partition, rec->offset,
                                          rec->key, rec->key_len, rec->time_ms,
@@ -592,8 +495,8 @@ static void process(run_t *r, const ld_record_t *rec, const ld_packed_t *packed)
                "offset=%lld err=\"%s\" refused=%llu",
                rec->topic, (int)rec->partition, (long long)rec->offset,
                ld_err_str(err), (unsigned long long)r->refused);
-    if (r->adv_left) /* the partition may stay idle from here */
-        replay_advances(r, (int)rec->kind, rec->partition, rec->offset + 1);
+    if (r->in->read_to) /* the partition may stay idle from here */
+        r->in->read_to(r, (int)rec->kind, rec->partition, rec->offset + 1);
     ld_example_t ex;
     while (ld_joiner_poll(r->joiner, &ex)) {
         if (r->hooks.example)
@@ -648,7 +551,7 @@ static void take(run_t *r, const ld_ingest_item_t *it)
         r->consumed++;
         break;
     case LD_INGEST_DEAD:
-        note_position(r, kind_of(r, it->rec.topic), it->rec.partition,
+        note_position(r, run_kind_of(r, it->rec.topic), it->rec.partition,
                       it->rec.offset + 1);
         r->dead++;
         break;
@@ -689,7 +592,7 @@ static void stop_ingest(run_t *r, int drain)
         if (!it)
             continue;
         if (it->what == LD_INGEST_STOPPED ||
-            (drain && !r->exit_code && !r->replay_done))
+            (drain && !r->exit_code && !r->in->reached(r)))
             take(r, it);
         ld_ingest_done(r->ingest);
     }
@@ -724,12 +627,11 @@ static void job_lag(run_t *r, const tick_t *t)
     ld_pipeline_lag(r->pipe, note_backlog, r);
 }
 
-/* The one wall-clock input of the join. A replay repeats the recorded
- * advances instead (replay_advances). */
+/* The one wall-clock input of the join (a replay repeats the recorded
+ * advances instead, as it reads). */
 static void job_idle_advance(run_t *r, const tick_t *t)
 {
-    if (!r->replay)
-        ld_joiner_idle_advance(r->joiner, t->now, on_advance, r);
+    r->in->idle_advance(r, t->now);
 }
 
 /* Near max_pending the joiner's flow decides which partitions to hold back
@@ -795,7 +697,7 @@ static void job_commit(run_t *r, const tick_t *t)
 {
     if (t->now < r->next_commit && !r->pile)
         return;
-    (void)run_commit_point(r); /* sets exit_code when it fails */
+    (void)r->in->commit_point(r); /* sets exit_code when it fails */
     r->next_commit = t->now + r->conf->daemon.commit_interval_ms;
 }
 
@@ -884,7 +786,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
             take(&r, it);
             ld_ingest_done(r.ingest);
         }
-        if (r.replay_done || (opts->until_caught_up && r.caught_up))
+        if (r.in->reached(&r) || (opts->until_caught_up && r.caught_up))
             break;
         /* the rest every 256 records, when idle, or when parked */
         if (it && r.state != RUN_PARKED && (++n & 255) != 0)
@@ -906,22 +808,16 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     }
     /* What was polled is processed before the last commit point: the
      * pipeline's positions include it. */
-    stop_ingest(&r, !r.exit_code && !r.replay_done);
+    stop_ingest(&r, !r.exit_code && !r.in->reached(&r));
     run_progress_end(&r);
     if (r.hooks.consumed)
         r.hooks.consumed(r.hooks.opaque, r.consumed + r.dead);
     ld_metrics_set_ready(r.reg, 0);
-    if (!r.exit_code && !r.replay_done && opts->until_caught_up && !r.join &&
-        ld_pipeline_caught_up(r.pipe) && !ld_signals_stop_requested())
+    if (!r.exit_code && !r.in->reached(&r) && opts->until_caught_up &&
+        !r.join && ld_pipeline_caught_up(r.pipe) &&
+        !ld_signals_stop_requested())
         run_final_checkpoint(&r);
-    if (r.replay && !r.replay_done && !r.exit_code) {
-        ld_log(LD_LOG_ERR, MOD,
-               "msg=\"replay read the input without reaching the version\" "
-               "version=%llu last_version=%llu",
-               (unsigned long long)opts->replay_version,
-               (unsigned long long)r.ctr->version);
-        r.exit_code = LD_EXIT_RUNTIME;
-    }
+    r.in->end(&r);
     /* Before the consumer closes: revoking the partitions drops them. */
     ld_joiner_stats_t js = {0};
     if (r.joiner) {
@@ -930,7 +826,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
     }
     if (!r.exit_code) {
         /* A clean stop ends with a commit point. */
-        if (run_commit_point(&r) != LD_OK && !r.exit_code)
+        if (r.in->commit_point(&r) != LD_OK && !r.exit_code)
             r.exit_code = LD_EXIT_RUNTIME;
         r.pending_at_close = js.pending_events; /* run_report() says it */
         r.state = RUN_CLOSING;

@@ -108,7 +108,7 @@ void run_exp_scored(run_t *r, const ld_scored_t *s, size_t n)
         ld_exp_set_mature(r->exp, ex->partition, ex->offset, ex->label,
                           ex->event_time_ms);
     }
-    if (r->replay)
+    if (!r->in->writes) /* no commit point writes them */
         replay_print(r);
 }
 

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Shared by the run loop's files: run.c (the state machine, the stage
- * callbacks, the periodic jobs), run_commit.c (positions, lineage, the
- * resume state, commit points), run_report.c (metrics and progress) and
- * run_setup.c (setup and teardown). Nothing outside daemon/run*.c
- * includes it. */
+ * callbacks, the periodic jobs), run_input.c (the input policies: live
+ * and replay), run_commit.c (positions, lineage, the resume state, commit
+ * points), run_report.c (metrics and progress) and run_setup.c (setup and
+ * teardown). Nothing outside daemon/run*.c includes it. */
 #ifndef LD_DAEMON_RUN_INTERNAL_H
 #define LD_DAEMON_RUN_INTERNAL_H
 
@@ -31,6 +31,66 @@ typedef enum run_state {
     RUN_CLOSING       /* leaving the group: revoked partitions stay gone */
 } run_state_t;
 
+typedef struct run run_t;
+
+/* What reading the input live (`learnd run`) and re-reading it to rebuild
+ * one version (`learnd replay`) do differently. run_setup() picks one of
+ * the two instances below once; the loop calls through run_t.in and never
+ * asks which it is: a replay is the same loop with the capture publisher,
+ * the recorded starts and advances, and a stop condition. Loop thread (and
+ * the ingest thread's rebalance callbacks, while the loop holds still). */
+typedef struct run_input_policy {
+    /* Outputs go to Kafka: a transactional id, the audit topic, the
+     * publisher thread, dead letters. 0: nothing is written (the pipeline
+     * dry-runs, commit points commit nothing). */
+    int writes;
+    int warm_start; /* the local model store may seed the model */
+    int metrics;    /* the /metrics endpoint may be served */
+    /* The end of the input offers no new version when the model is the
+     * newest one already (a backfill run again on input it had read). */
+    int final_dedup;
+    const char *progress; /* the progress line's word (run_report.c) */
+    int progress_always;  /* shown without --until-caught-up too */
+    /* Its own setup, before anything else is built (a group, the recorded
+     * advances' bookkeeping); an exit code, errstr saying why not. */
+    int (*setup)(run_t *r, char *errstr, size_t size);
+    /* The publishing stage (caller frees with ld_publisher_destroy();
+     * NULL: out of memory): Kafka, or the capture of the version asked
+     * for. */
+    ld_publisher_t *(*publisher)(const run_t *r, const ld_publisher_conf_t *pc);
+    /* Where topic/partition starts reading, given where the joiner's
+     * resume state says (resume; -1: the group's committed offset): the
+     * offset, or -1 for the group's (or the beginning). */
+    int64_t (*start)(run_t *r, const char *topic, int32_t partition,
+                     int64_t resume);
+    /* An assignment's starts are set (parts borrowed). */
+    void (*started)(run_t *r, const rd_kafka_topic_partition_list_t *parts);
+    /* Every record of kind/partition below next is taken: the recorded
+     * idle advances due there are applied. NULL: nothing recorded to
+     * repeat (a call per record would be a cost for nothing). */
+    void (*read_to)(run_t *r, int kind, int32_t partition, int64_t next);
+    /* Parked: the wall-clock idle-partition advance (now: monotonic ms). */
+    void (*idle_advance)(run_t *r, int64_t now);
+    /* A decision's publication was queued. */
+    void (*queued)(run_t *r);
+    /* A commit point (see run_commit_point()). */
+    ld_err_t (*commit_point)(run_t *r);
+    /* The stop condition: what this run is for is done. */
+    int (*reached)(const run_t *r);
+    /* The input is read as far as it goes: sets exit_code if it fell
+     * short of what it is for. */
+    void (*end)(run_t *r);
+} run_input_policy_t;
+
+/* Reads on forever (or to the end with --until-caught-up), resumes where
+ * the last commit point left off, advances idle partitions by the wall
+ * clock and records it; everything goes out at commit points. */
+extern const run_input_policy_t run_input_live;
+/* Reads from the recorded starts, repeats the recorded advances instead of
+ * the wall clock's, writes nothing, and stops once the version asked for
+ * (opts->replay_version) is captured. */
+extern const run_input_policy_t run_input_replay;
+
 /* Metric family ids. */
 typedef struct families {
     int records, dlq, examples, pending, pending_bytes, watermark, model,
@@ -39,9 +99,10 @@ typedef struct families {
         last_pub_time, last_commit_time, state_bytes, drift_score;
 } families_t;
 
-typedef struct run {
+struct run {
     const ld_config_t *conf;
     const ld_run_opts_t *opts;
+    const run_input_policy_t *in; /* live or replay (run_setup) */
     ld_run_hooks_t hooks;
     ld_trainer_conf_t tconf;
     ld_pipeline_conf_t pconf; /* conf->pipeline, with the model's hash_bits */
@@ -77,7 +138,10 @@ typedef struct run {
     /* exactly-once resume state (docs/ARCHITECTURE.md) */
     int stateful; /* transactions on: write and restore resume state */
     int audit;    /* labeling.output_topic is set */
-    int replay;   /* opts->replay_version set: read only, write nothing */
+    /* The train role's own replay branches (run_train.c) read these two;
+     * the loop asks run_t.in. replay: in is run_input_replay; replay_done:
+     * its capture holds the version asked for. */
+    int replay;
     /* Events still waiting for their window when the consumer closed (the
      * revocation then empties the joiner; the committed state keeps them
      * for the next start). */
@@ -88,8 +152,9 @@ typedef struct run {
     /* the periodic jobs' clocks (tick) */
     int64_t next_commit, next_report, last_item;
     uint64_t last_consumed_hook, last_flow;
-    int pile, flow;    /* due now: publications waiting, flow control */
-    uint8_t *adv_done; /* replay: which recorded advances were applied */
+    int pile, flow; /* due now: publications waiting, flow control */
+    /* the replay policy's (run_input.c) */
+    uint8_t *adv_done; /* which recorded advances were applied */
     size_t adv_left;
     char replay_group[128];
     ld_lineage_t *lin;       /* input since the last publication */
@@ -117,7 +182,14 @@ typedef struct run {
     struct run_join *join;
     struct run_train *train;
     int64_t train_dt; /* train: decision time of the last example trained */
-} run_t;
+};
+
+/* The record kind of an input topic's records. */
+static inline int run_kind_of(const run_t *r, const char *topic)
+{
+    return strcmp(topic, r->conf->pipeline.events_topic) == 0 ? LD_RECORD_EVENT
+                                                              : LD_RECORD_LABEL;
+}
 
 /* ---- run.c -------------------------------------------------------------- */
 

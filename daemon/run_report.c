@@ -141,7 +141,8 @@ static void set_lag(void *opaque, const char *topic, int32_t partition,
 #define PROGRESS_LOG_MS 10000
 static void progress(run_t *r, int64_t watermark_ms)
 {
-    if ((!r->opts->until_caught_up && !r->replay) || r->hooks.progress)
+    if ((!r->opts->until_caught_up && !r->in->progress_always) ||
+        r->hooks.progress)
         return;
     int64_t now = ld_now_mono_ms();
     if (!r->prog_last_ms) {
@@ -174,7 +175,7 @@ static void progress(run_t *r, int64_t watermark_ms)
             snprintf(eta, sizeof(eta), "%dh%02dm", (int)(s / 3600),
                      (int)(s / 60) % 60);
     }
-    const char *what = r->replay ? "replay" : "backfill";
+    const char *what = r->in->progress;
     if (r->prog_tty) {
         fprintf(stderr,
                 "\r%s: %llu records, event time %s, lag %lld, %.0f "

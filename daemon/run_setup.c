@@ -47,8 +47,8 @@ static int trainer_conf(run_t *r, char *errstr, size_t size)
 static ld_err_t warm_start(run_t *r)
 {
     const ld_ckpt_conf_t *c = &r->conf->checkpoint;
-    if (r->opts->from_scratch || r->replay || !c->warm_start || !c->dir ||
-        !c->dir[0])
+    if (r->opts->from_scratch || !r->in->warm_start || !c->warm_start ||
+        !c->dir || !c->dir[0])
         return LD_OK;
     ld_ckpt_t *ck = NULL;
     char why[1024] = "";
@@ -151,7 +151,7 @@ static int process_names(run_t *r, char *errstr, size_t size)
 {
     const ld_config_t *conf = r->conf;
     const char *tid = conf->daemon.transactional_id;
-    if (r->opts->no_transactions || r->replay)
+    if (r->opts->no_transactions || !r->in->writes)
         r->txn_id[0] = '\0';
     else if (tid && tid[0])
         snprintf(r->txn_id, sizeof(r->txn_id), "%s", tid);
@@ -195,22 +195,11 @@ int run_setup(run_t *r, char *errstr, size_t size)
     const ld_config_t *conf = r->conf;
     if (trainer_conf(r, errstr, size))
         return LD_EXIT_USAGE;
-    r->replay = r->opts->replay_version != 0;
-    if (r->replay && r->opts->n_replay_advances) {
-        r->adv_done = calloc(r->opts->n_replay_advances, 1);
-        if (!r->adv_done) {
-            snprintf(errstr, size, "out of memory");
-            return LD_EXIT_RUNTIME;
-        }
-        r->adv_left = r->opts->n_replay_advances;
-    }
-    if (r->replay) {
-        /* A group of its own: the original's offsets stay untouched. */
-        snprintf(r->replay_group, sizeof(r->replay_group),
-                 "learnd-replay-%s-%lld", r->tconf.name,
-                 (long long)ld_now_wall_ms());
-        r->pconf.group_id = r->replay_group;
-    }
+    /* The one place that asks which: the loop calls through r->in. */
+    r->in = r->opts->replay_version ? &run_input_replay : &run_input_live;
+    int rc = r->in->setup(r, errstr, size);
+    if (rc != LD_EXIT_OK)
+        return rc;
     if (process_names(r, errstr, size))
         return LD_EXIT_USAGE;
     r->lin = ld_lineage_new();
@@ -234,8 +223,7 @@ int run_setup(run_t *r, char *errstr, size_t size)
                               .delta_every = conf->checkpoint.delta_every,
                               .feature_map_hash = r->fmap_sha};
     /* A replay runs the same loop and publishes into a capture. */
-    r->pub = r->replay ? ld_publisher_new_capture(&pc, r->opts->replay_version)
-                       : ld_publisher_new_kafka(&pc);
+    r->pub = r->in->publisher(r, &pc);
     if (!r->pub) {
         snprintf(errstr, size, "out of memory");
         return LD_EXIT_RUNTIME;
@@ -247,7 +235,7 @@ int run_setup(run_t *r, char *errstr, size_t size)
         return LD_EXIT_RUNTIME;
     }
     run_declare_metrics(r);
-    if (conf->metrics.enabled && !r->replay) {
+    if (conf->metrics.enabled && r->in->metrics) {
         r->http =
             ld_http_start(r->reg, conf->metrics.listen,
                           (uint16_t)conf->metrics.port, 60000, errstr, size);
@@ -270,11 +258,11 @@ int run_setup(run_t *r, char *errstr, size_t size)
                               errstr, size);
     if (!r->trig)
         return LD_EXIT_USAGE;
-    int rc = run_exp_setup(r, errstr, size);
+    rc = run_exp_setup(r, errstr, size);
     if (rc != LD_EXIT_OK)
         return rc;
     r->stateful = r->txn_id[0] != '\0';
-    r->audit = !r->replay && conf->labeling.output_topic &&
+    r->audit = r->in->writes && conf->labeling.output_topic &&
                conf->labeling.output_topic[0];
     if (r->stateful && !r->opts->from_scratch &&
         run_restore_state(r, errstr, size) != LD_OK)
@@ -283,21 +271,18 @@ int run_setup(run_t *r, char *errstr, size_t size)
         return run_train_setup(r, errstr, size);
     ld_pipeline_cbs_t cbs = {r, run_on_assigned, run_on_revoked,
                              run_on_dead_lettered};
-    /* A replay reads the partitions itself, from the recorded starts: it
-     * joins no group (and leaves none behind on the cluster). */
-    r->pconf.assign_all = r->replay;
     r->pipe = ld_pipeline_new(&r->pconf, &conf->kafka, r->txn_id, &cbs, 30000,
                               errstr, size);
     if (!r->pipe)
         return LD_EXIT_RUNTIME;
-    ld_pipeline_set_dry_run(r->pipe, r->replay);
+    ld_pipeline_set_dry_run(r->pipe, !r->in->writes);
     if (r->opts->role == LD_ROLE_JOIN &&
         (rc = run_join_setup(r, errstr, size)) != LD_EXIT_OK)
         return rc;
-    if (!r->replay)
+    if (r->in->writes)
         warm_output_topics(r);
     /* Publications are written on a thread of their own, off the loop. */
-    if (!r->replay &&
+    if (r->in->writes &&
         ld_publisher_start(r->pub, ld_pipeline_producer(r->pipe)) != LD_OK) {
         snprintf(errstr, size, "cannot start the publisher thread");
         return LD_EXIT_RUNTIME;
