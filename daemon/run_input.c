@@ -134,7 +134,6 @@ const run_input_policy_t run_input_live = {
 
 static int replay_setup(run_t *r, char *errstr, size_t size)
 {
-    r->replay = 1;
     if (r->opts->n_replay_advances) {
         r->adv_done = calloc(r->opts->n_replay_advances, 1);
         if (!r->adv_done) {

@@ -138,15 +138,11 @@ struct run {
     /* exactly-once resume state (docs/ARCHITECTURE.md) */
     int stateful; /* transactions on: write and restore resume state */
     int audit;    /* labeling.output_topic is set */
-    /* The train role's own replay branches (run_train.c) read these two;
-     * the loop asks run_t.in. replay: in is run_input_replay; replay_done:
-     * its capture holds the version asked for. */
-    int replay;
     /* Events still waiting for their window when the consumer closed (the
      * revocation then empties the joiner; the committed state keeps them
      * for the next start). */
     uint64_t pending_at_close;
-    int replay_done;
+    int replay_done; /* run_input_replay: its capture holds the version */
     int caught_up; /* the ingest thread saw every partition's end */
     run_state_t state;
     /* the periodic jobs' clocks (tick) */

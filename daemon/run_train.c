@@ -188,7 +188,7 @@ static int assign_all(run_t *r, char *errstr, size_t size)
     for (int32_t p = 0; p < t->nparts; p++)
         rd_kafka_topic_partition_list_add(l, r->examples_topic, p)->offset =
             RD_KAFKA_OFFSET_STORED;
-    if (r->replay)
+    if (!r->in->writes) /* a replay: from the recorded starts */
         return replay_assign(r, l, errstr, size);
     /* Each commit point commits the newest watermark record's offset (or
      * the first untrained example's, if lower) and, as metadata, the first
@@ -303,7 +303,7 @@ int run_train_setup(run_t *r, char *errstr, size_t size)
     t->cgmd = rd_kafka_consumer_group_metadata(t->consumer);
     if ((rc = assign_all(r, errstr, size)) != LD_EXIT_OK)
         return rc;
-    if (!r->replay && ld_publisher_start(r->pub, t->producer) != LD_OK) {
+    if (r->in->writes && ld_publisher_start(r->pub, t->producer) != LD_OK) {
         snprintf(errstr, size, "cannot start the publisher thread");
         return LD_EXIT_RUNTIME;
     }
@@ -348,7 +348,7 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m, int why,
 {
     struct run_train *t = r->train;
     const char *reason = dl_reason[why];
-    if (r->replay) { /* counted, not written */
+    if (!r->in->writes) { /* counted, not written */
         t->dead++;
         t->dl[why]++;
         r->dead++;
@@ -583,7 +583,7 @@ static void merge(run_t *r)
     struct run_train *t = r->train;
     int64_t now_wall = 0;
     int32_t wait_on = -1; /* the partition holding the head back */
-    while (!r->exit_code && !r->replay_done) {
+    while (!r->exit_code && !r->in->reached(r)) {
         int32_t best = -1;
         for (int32_t p = 0; p < t->nparts; p++) {
             part_t *q = &t->q[p];
@@ -602,8 +602,8 @@ static void merge(run_t *r)
                 wait_on = p;
         if (wait_on >= 0)
             break;
-        if (!r->replay) {
-            if (!now_wall) /* one clock read per call: it runs for µs */
+        if (r->in->writes) { /* a replay's delay would be its age */
+            if (!now_wall)   /* one clock read per call: it runs for µs */
                 now_wall = ld_now_wall_ms();
             delay_add(t, now_wall - bq->v[bq->head].ts_ms);
         }
@@ -822,7 +822,7 @@ int run_train(run_t *r)
             rd_kafka_message_destroy(m);
             merge(r);
         }
-        if (r->replay_done)
+        if (r->in->reached(r))
             break;
         if (r->opts->until_caught_up && caught_up(r)) {
             done = 1;
@@ -843,16 +843,9 @@ int run_train(run_t *r)
         }
     }
     ld_metrics_set_ready(r->reg, 0);
-    if (!r->exit_code && done && !r->replay_done)
+    if (!r->exit_code && done && !r->in->reached(r))
         run_final_checkpoint(r);
-    if (r->replay && !r->replay_done && !r->exit_code) {
-        ld_log(LD_LOG_ERR, MOD,
-               "msg=\"replay read the examples without reaching the "
-               "version\" version=%llu last_version=%llu",
-               (unsigned long long)r->opts->replay_version,
-               (unsigned long long)r->ctr->version);
-        r->exit_code = LD_EXIT_RUNTIME;
-    }
+    r->in->end(r); /* a replay that never reached its version fails */
     if (!r->exit_code)
         commit_point(r);
     report(r);
