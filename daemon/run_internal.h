@@ -143,7 +143,7 @@ struct run {
      * for the next start). */
     uint64_t pending_at_close;
     int replay_done; /* run_input_replay: its capture holds the version */
-    int caught_up; /* the ingest thread saw every partition's end */
+    int caught_up;   /* the ingest thread saw every partition's end */
     run_state_t state;
     /* the periodic jobs' clocks (tick) */
     int64_t next_commit, next_report, last_item;
