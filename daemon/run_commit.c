@@ -163,6 +163,23 @@ static uint64_t progress_count(const run_t *r)
 
 /* A commit point: outputs and input offsets in one transaction (the live
  * input policy's; a replay writes nothing). */
+void run_committed(run_t *r, uint64_t published)
+{
+    ld_publisher_committed(r->pub); /* logged once readers see them */
+    double now_s = (double)ld_now_wall_ms() / 1000.0;
+    ld_metrics_set(r->reg, r->fam.last_commit_time, "", now_s);
+    if (r->stateful)
+        ld_metrics_set(r->reg, r->fam.state_bytes, "",
+                       (double)ld_publisher_state_bytes(r->pub));
+    if (r->ctr->published > published) {
+        ld_metrics_set(r->reg, r->fam.last_pub_version, "",
+                       (double)r->ctr->version);
+        ld_metrics_set(r->reg, r->fam.last_pub_time, "", now_s);
+    }
+    if (r->hooks.committed)
+        r->hooks.committed(r->hooks.opaque, r->ctr->published - published);
+}
+
 ld_err_t run_commit_point(run_t *r)
 {
     /* Nothing new since the last commit point: nothing to commit. */
@@ -189,20 +206,8 @@ ld_err_t run_commit_point(run_t *r)
     if (offsets)
         rd_kafka_topic_partition_list_destroy(offsets);
     if (!err) {
-        ld_publisher_committed(r->pub); /* logged once readers see them */
         r->progress_at_commit = progress;
-        double now_s = (double)ld_now_wall_ms() / 1000.0;
-        ld_metrics_set(r->reg, r->fam.last_commit_time, "", now_s);
-        if (r->stateful)
-            ld_metrics_set(r->reg, r->fam.state_bytes, "",
-                           (double)ld_publisher_state_bytes(r->pub));
-        if (r->ctr->published > published) {
-            ld_metrics_set(r->reg, r->fam.last_pub_version, "",
-                           (double)r->ctr->version);
-            ld_metrics_set(r->reg, r->fam.last_pub_time, "", now_s);
-        }
-        if (r->hooks.committed)
-            r->hooks.committed(r->hooks.opaque, r->ctr->published - published);
+        run_committed(r, published);
     }
     if (err == LD_ERR_FENCED) {
         run_say_fenced(r);

@@ -256,6 +256,10 @@ ld_err_t run_restore_state(run_t *r, char *errstr, size_t size);
  * exit_code when it fails. Only while parked (or after the ingest thread
  * stopped). */
 ld_err_t run_commit_point(run_t *r);
+/* A commit point's transaction committed: the publisher's staged versions
+ * become the store's, the commit metrics and hooks follow (published: the
+ * count before the commit point). */
+void run_committed(run_t *r, uint64_t published);
 /* The resume state into the open transaction (a commit point's). */
 ld_err_t run_save_state(run_t *r, rd_kafka_t *producer);
 void run_say_fenced(const run_t *r);

@@ -67,7 +67,8 @@ void run_declare_metrics(run_t *r)
     f->state_bytes = ld_metrics_family(
         r->reg, "state_bytes_last_commit", LD_METRIC_GAUGE,
         "Bytes (keys and values) the last commit point wrote to the state "
-        "topic: the sparse blocks changed since the one before");
+        "topic: the rows changed since the one before and the sweep's "
+        "blocks");
     f->txn = ld_metrics_family(r->reg, "transactions_total", LD_METRIC_COUNTER,
                                "Commit points, by result");
     f->dropped = ld_metrics_family(

@@ -357,12 +357,15 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m, int why,
     char part[16], off[24];
     snprintf(part, sizeof(part), "%d", (int)m->partition);
     snprintf(off, sizeof(off), "%lld", (long long)m->offset);
-    rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(7);
     rd_kafka_header_add(h, "learnd.error", -1, reason, -1);
     rd_kafka_header_add(h, "learnd.error.detail", -1, detail, -1);
     rd_kafka_header_add(h, "learnd.src.topic", -1, r->examples_topic, -1);
     rd_kafka_header_add(h, "learnd.src.partition", -1, part, -1);
     rd_kafka_header_add(h, "learnd.src.offset", -1, off, -1);
+    /* whose it is, as the join side's dead letters say */
+    rd_kafka_header_add(h, "learnd.group", -1, t->group, -1);
+    rd_kafka_header_add(h, "learnd.model", -1, r->tconf.name, -1);
     rd_kafka_resp_err_t e;
     while ((e = rd_kafka_producev(
                 t->producer, RD_KAFKA_V_TOPIC(r->conf->pipeline.dlq_topic),
@@ -705,20 +708,8 @@ static void commit_point(run_t *r)
         r->exit_code = LD_EXIT_RUNTIME;
         return;
     }
-    ld_publisher_committed(r->pub);
     t->at_commit = t->records;
-    double now_s = (double)ld_now_wall_ms() / 1000.0;
-    ld_metrics_set(r->reg, r->fam.last_commit_time, "", now_s);
-    if (r->stateful)
-        ld_metrics_set(r->reg, r->fam.state_bytes, "",
-                       (double)ld_publisher_state_bytes(r->pub));
-    if (r->ctr->published > published) {
-        ld_metrics_set(r->reg, r->fam.last_pub_version, "",
-                       (double)r->ctr->version);
-        ld_metrics_set(r->reg, r->fam.last_pub_time, "", now_s);
-    }
-    if (r->hooks.committed)
-        r->hooks.committed(r->hooks.opaque, r->ctr->published - published);
+    run_committed(r, published);
     if ((e = rd_kafka_begin_transaction(t->producer))) {
         ld_log(LD_LOG_CRIT, MOD,
                "msg=\"cannot begin a transaction: exiting\" err=\"%s\"",

@@ -4,12 +4,10 @@
  * -DLD_FUZZ_REPLAY it is a plain program replaying files or directories.
  * Each input is tried as it is and with its checksums fixed up, so that
  * mutations get past the SHA-256 checks to the validation behind them. */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "publish/publish.h"
 #include "trainer/checkpoint.h"
@@ -174,68 +172,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef LD_FUZZ_REPLAY
-static int replay_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        perror(path);
-        return 1;
-    }
-    uint8_t *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 65536;
-            uint8_t *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return 1;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + len, 1, cap - len, f);
-        if (r == 0)
-            break;
-        len += r;
-    }
-    fclose(f);
-    LLVMFuzzerTestOneInput(buf, len);
-    /* Every prefix too: truncations are the common real-world damage. */
-    for (size_t n = 0; n < len && len <= 4096; n++)
-        LLVMFuzzerTestOneInput(buf, n);
-    free(buf);
-    return 0;
-}
+#include "fuzz_replay.h"
 
 int main(int argc, char **argv)
 {
-    int rc = 0, files = 0;
-    for (int i = 1; i < argc; i++) {
-        struct stat st;
-        if (stat(argv[i], &st) != 0) {
-            perror(argv[i]);
-            return 1;
-        }
-        if (!S_ISDIR(st.st_mode)) {
-            rc |= replay_file(argv[i]);
-            files++;
-            continue;
-        }
-        DIR *d = opendir(argv[i]);
-        struct dirent *de;
-        while (d && (de = readdir(d)) != NULL) {
-            char p[4096];
-            if (de->d_name[0] == '.')
-                continue;
-            snprintf(p, sizeof(p), "%s/%s", argv[i], de->d_name);
-            rc |= replay_file(p);
-            files++;
-        }
-        if (d)
-            closedir(d);
-    }
-    printf("fuzz_checkpoint: replayed %d file(s)\n", files);
-    return rc;
+    return fz_replay_main("fuzz_checkpoint", argc, argv);
 }
 #endif

@@ -9,12 +9,10 @@
  * format 3, with deltas). Input: frames of kind (bit 7: a tombstone; the
  * low two bits: header, block a, gens page a, delta a/b), a, b, a 16-bit
  * little-endian length and the value. */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "publish/publish.h"
 #include "trainer/checkpoint.h"
@@ -87,6 +85,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef LD_FUZZ_REPLAY
+#include "fuzz_replay.h"
+
 /* Appends one frame of the input format. */
 static void frame(FILE *f, const char *key, const uint8_t *val, size_t len)
 {
@@ -173,70 +173,10 @@ static int write_seed(const char *path)
     return fclose(f) != 0;
 }
 
-static int replay_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        perror(path);
-        return 1;
-    }
-    uint8_t *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 65536;
-            uint8_t *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return 1;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + len, 1, cap - len, f);
-        if (r == 0)
-            break;
-        len += r;
-    }
-    fclose(f);
-    LLVMFuzzerTestOneInput(buf, len);
-    /* Every prefix too: truncations are the common real-world damage. */
-    for (size_t n = 0; n < len && len <= 4096; n++)
-        LLVMFuzzerTestOneInput(buf, n);
-    free(buf);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
-    int rc = 0, files = 0;
     if (argc == 3 && !strcmp(argv[1], "--write-seed"))
         return write_seed(argv[2]);
-    for (int i = 1; i < argc; i++) {
-        struct stat st;
-        if (stat(argv[i], &st) != 0) {
-            perror(argv[i]);
-            return 1;
-        }
-        if (!S_ISDIR(st.st_mode)) {
-            rc |= replay_file(argv[i]);
-            files++;
-            continue;
-        }
-        DIR *d = opendir(argv[i]);
-        struct dirent *de;
-        while (d && (de = readdir(d)) != NULL) {
-            char p[4096];
-            if (de->d_name[0] == '.')
-                continue;
-            snprintf(p, sizeof(p), "%s/%s", argv[i], de->d_name);
-            rc |= replay_file(p);
-            files++;
-        }
-        if (d)
-            closedir(d);
-    }
-    printf("fuzz_state: replayed %d file(s)\n", files);
-    return rc;
+    return fz_replay_main("fuzz_state", argc, argv);
 }
 #endif

@@ -81,31 +81,6 @@ static void kill_joins(void)
             kill(joins_running[i], SIGKILL);
 }
 
-static pid_t spawn(const char *cfg, const char *role, const char *inst,
-                   int until, const char *log, const char *extopic)
-{
-    char rarg[64], iarg[64], earg[512];
-    snprintf(rarg, sizeof(rarg), "--role=%s", role);
-    snprintf(iarg, sizeof(iarg), "--instance=%s", inst ? inst : "");
-    snprintf(earg, sizeof(earg), "--examples-topic=%s", extopic);
-    char *argv[8] = {LD_LEARND_BIN, "run", "-c", (char *)cfg, rarg, earg};
-    int n = 6;
-    if (inst)
-        argv[n++] = iarg;
-    if (until)
-        argv[n++] = "--until-caught-up";
-    argv[n] = NULL;
-    return ld_test_spawn(argv, log);
-}
-
-static void expect_exit(pid_t pid, int want, const char *log)
-{
-    int rc = ld_test_wait_exit(pid, 300000);
-    if (rc != want)
-        ld_test_show_tail(log, 40);
-    LD_TEST_EQ_I64(log, want, rc);
-}
-
 /* The join group is stable with every instance holding a partition. */
 static int group_ready(rd_kafka_t *rk, const char *group)
 {
@@ -201,29 +176,23 @@ static const char *model_of(const char *run)
     return strchr(run, '2') ? "m2" : "m"; /* all2, role2: the second model */
 }
 
+static void store_of(char *dir, size_t size, const char *run)
+{
+    snprintf(dir, size, "%s/%s-models", tmpdir, run);
+}
+
 static void params(const char *run, uint64_t v, uint8_t sha[32])
 {
-    char file[512], why[512];
-    snprintf(file, sizeof(file), "%s/%s-models/%s/%llu.ckpt", tmpdir, run,
-             model_of(run), (unsigned long long)v);
-    ld_ckpt_t *ck = NULL;
-    LD_TEST_ASSERT(ld_ckpt_read_file(file, &ck, why, sizeof(why)) == LD_OK,
-                   "%s: %s", file, why);
-    memcpy(sha, ld_ckpt_message(ck)->lineage->params_sha256.data, 32);
-    ld_ckpt_destroy(ck);
+    char dir[256];
+    store_of(dir, sizeof(dir), run);
+    ld_test_store_params(dir, model_of(run), v, sha);
 }
 
 static uint64_t last_version(const char *run)
 {
-    char dir[256], why[512];
-    snprintf(dir, sizeof(dir), "%s/%s-models", tmpdir, run);
-    ld_ckpt_t *ck = NULL;
-    LD_TEST_ASSERT(ld_publish_store_load_latest(dir, model_of(run), &ck, why,
-                                                sizeof(why)) == LD_OK,
-                   "%s: no checkpoint: %s", run, why);
-    uint64_t v = ld_ckpt_message(ck)->lineage->version;
-    ld_ckpt_destroy(ck);
-    return v;
+    char dir[256];
+    store_of(dir, sizeof(dir), run);
+    return ld_test_store_last_version(dir, model_of(run));
 }
 
 static uint64_t same_models(const char *ra, const char *rb);
@@ -239,8 +208,8 @@ static uint64_t roles_equal_all(ctx_t *c, const char *cfg_all,
         char inst[16], jlog[256];
         snprintf(inst, sizeof(inst), "j%d", i);
         snprintf(jlog, sizeof(jlog), "%s/join%d.log", tmpdir, i);
-        join[i] = joins_running[i] =
-            spawn(cfg_role, "join", inst, 0, jlog, extopic);
+        join[i] = joins_running[i] = ld_test_spawn_role(
+            LD_LEARND_BIN, cfg_role, "join", inst, 0, jlog, extopic);
     }
     await(ready_cond, c, "three join instances holding a partition each");
     ld_demo_gen_conf_t g = {.seed = 28,
@@ -273,24 +242,28 @@ static uint64_t roles_equal_all(ctx_t *c, const char *cfg_all,
                     (long long)sum, (long long)end);
         char jlog[256];
         snprintf(jlog, sizeof(jlog), "%s/join1-restarted.log", tmpdir);
-        join[1] = joins_running[1] =
-            spawn(cfg_role, "join", "j1", 0, jlog, extopic);
+        join[1] = joins_running[1] = ld_test_spawn_role(
+            LD_LEARND_BIN, cfg_role, "join", "j1", 0, jlog, extopic);
         await(done_cond, c, "the join group committed the whole input");
         LD_TEST_ASSERT(ld_test_file_has(jlog, "resumed from committed state"),
                        "%s: j1 did not resume from its state", jlog);
     }
     snprintf(log, sizeof(log), "%s/all.log", tmpdir);
-    expect_exit(spawn(cfg_all, "all", NULL, 1, log, extopic), 0, log);
+    ld_test_expect_exit(ld_test_spawn_role(LD_LEARND_BIN, cfg_all, "all", NULL,
+                                           1, log, extopic),
+                        0, log);
     await(done_cond, c, "the join group committed the whole input");
     for (int i = 0; i < JOINS; i++) {
         char jlog[256];
         snprintf(jlog, sizeof(jlog), "%s/join%d.log", tmpdir, i);
         kill(join[i], SIGTERM);
-        expect_exit(join[i], 0, jlog);
+        ld_test_expect_exit(join[i], 0, jlog);
         joins_running[i] = 0;
     }
     snprintf(log, sizeof(log), "%s/train.log", tmpdir);
-    expect_exit(spawn(cfg_role, "train", NULL, 1, log, extopic), 0, log);
+    ld_test_expect_exit(ld_test_spawn_role(LD_LEARND_BIN, cfg_role, "train",
+                                           NULL, 1, log, extopic),
+                        0, log);
 
     return same_models("all", "role");
 }
@@ -368,9 +341,13 @@ static void second_model(ctx_t *c, const char *extopic)
     write_config(cfg_all, "all2", 18, "m2", 0.05);
     write_config(cfg_role, "role2", 18, "m2", 0.05);
     snprintf(log, sizeof(log), "%s/all2.log", tmpdir);
-    expect_exit(spawn(cfg_all, "all", NULL, 1, log, extopic), 0, log);
+    ld_test_expect_exit(ld_test_spawn_role(LD_LEARND_BIN, cfg_all, "all", NULL,
+                                           1, log, extopic),
+                        0, log);
     snprintf(log, sizeof(log), "%s/train-m2.log", tmpdir);
-    expect_exit(spawn(cfg_role, "train", NULL, 1, log, extopic), 0, log);
+    ld_test_expect_exit(ld_test_spawn_role(LD_LEARND_BIN, cfg_role, "train",
+                                           NULL, 1, log, extopic),
+                        0, log);
     same_models("all2", "role2");
     uint8_t a[32], b[32];
     params("role", 1, a);
@@ -390,6 +367,13 @@ static void reason(const rd_kafka_message_t *m, void *opaque)
                    "a dead letter without learnd.error");
     strncat(out, v, n);
     strcat(out, "\n");
+    /* whose it is: the train instance's model (and its group) */
+    LD_TEST_ASSERT(rd_kafka_header_get_last(h, "learnd.model", &v, &n) == 0 &&
+                       n == 1 && memcmp(v, "m", 1) == 0,
+                   "a dead letter without learnd.model: m");
+    LD_TEST_ASSERT(rd_kafka_header_get_last(h, "learnd.group", &v, &n) == 0 &&
+                       n > 0,
+                   "a dead letter without learnd.group");
 }
 
 /* Bad records on the examples topic: one that is no JoinedExample, one from
@@ -416,7 +400,9 @@ static void boundary(ctx_t *c, const char *cfg_role, const char *extopic,
     rd_kafka_flush(c->rk, 30000);
     char log[256];
     snprintf(log, sizeof(log), "%s/train2.log", tmpdir);
-    expect_exit(spawn(cfg_role, "train", NULL, 1, log, extopic), 0, log);
+    ld_test_expect_exit(ld_test_spawn_role(LD_LEARND_BIN, cfg_role, "train",
+                                           NULL, 1, log, extopic),
+                        0, log);
     char dlq[256], reasons[256] = "";
     names(dlq, sizeof(dlq), "role.dlq");
     int64_t dead = ld_test_read_topic(dlq, 30000, reason, reasons, NULL);
@@ -430,7 +416,9 @@ static void boundary(ctx_t *c, const char *cfg_role, const char *extopic,
     names(three, sizeof(three), "examples-2parts");
     ld_test_create_topic(c->rk, three, PARTS - 1, 30000);
     snprintf(log, sizeof(log), "%s/train3.log", tmpdir);
-    expect_exit(spawn(cfg_role, "train", NULL, 1, log, three), 2, log);
+    ld_test_expect_exit(ld_test_spawn_role(LD_LEARND_BIN, cfg_role, "train",
+                                           NULL, 1, log, three),
+                        2, log);
     LD_TEST_ASSERT(ld_test_file_has(log, "has 2 partitions but the inputs"),
                    "no partition count message in %s", log);
 }

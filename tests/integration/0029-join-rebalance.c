@@ -80,31 +80,6 @@ static void write_config(const char *path, const char *run, int audit)
     fclose(f);
 }
 
-static pid_t spawn(const char *cfg, const char *role, const char *inst,
-                   int until, const char *log, const char *extopic)
-{
-    char rarg[64], iarg[64], earg[512];
-    snprintf(rarg, sizeof(rarg), "--role=%s", role);
-    snprintf(iarg, sizeof(iarg), "--instance=%s", inst ? inst : "");
-    snprintf(earg, sizeof(earg), "--examples-topic=%s", extopic);
-    char *argv[9] = {LD_LEARND_BIN, "run", "-c", (char *)cfg, rarg, earg};
-    int n = 6;
-    if (inst)
-        argv[n++] = iarg;
-    if (until)
-        argv[n++] = "--until-caught-up";
-    argv[n] = NULL;
-    return ld_test_spawn(argv, log);
-}
-
-static void expect_exit(pid_t pid, int want, const char *log)
-{
-    int rc = ld_test_wait_exit(pid, 300000);
-    if (rc != want)
-        ld_test_show_tail(log, 40);
-    LD_TEST_EQ_I64(log, want, rc);
-}
-
 typedef struct ctx {
     rd_kafka_t *rk, *consumer;
     char group[256], events[256], labels[256];
@@ -407,27 +382,16 @@ static void same_examples(const char *extopic, const char *all_log)
 
 static void params(const char *run, uint64_t v, uint8_t sha[32])
 {
-    char file[512], why[512];
-    snprintf(file, sizeof(file), "%s/%s-models/m/%llu.ckpt", tmpdir, run,
-             (unsigned long long)v);
-    ld_ckpt_t *ck = NULL;
-    LD_TEST_ASSERT(ld_ckpt_read_file(file, &ck, why, sizeof(why)) == LD_OK,
-                   "%s: %s", file, why);
-    memcpy(sha, ld_ckpt_message(ck)->lineage->params_sha256.data, 32);
-    ld_ckpt_destroy(ck);
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/%s-models", tmpdir, run);
+    ld_test_store_params(dir, "m", v, sha);
 }
 
 static uint64_t last_version(const char *run)
 {
-    char dir[256], why[512];
+    char dir[256];
     snprintf(dir, sizeof(dir), "%s/%s-models", tmpdir, run);
-    ld_ckpt_t *ck = NULL;
-    LD_TEST_ASSERT(
-        ld_publish_store_load_latest(dir, "m", &ck, why, sizeof(why)) == LD_OK,
-        "%s: no checkpoint: %s", run, why);
-    uint64_t v = ld_ckpt_message(ck)->lineage->version;
-    ld_ckpt_destroy(ck);
-    return v;
+    return ld_test_store_last_version(dir, "m");
 }
 
 /* Every version of the train instance is the single run's, bit for bit. */
@@ -491,7 +455,8 @@ int main(void)
         char inst[8];
         snprintf(inst, sizeof(inst), "j%c", 'a' + i);
         join_log(log, sizeof(log), i);
-        running[i] = spawn(cfg_role, "join", inst, 0, log, extopic);
+        running[i] = ld_test_spawn_role(LD_LEARND_BIN, cfg_role, "join", inst,
+                                        0, log, extopic);
     }
     c.members = 2;
     await(group_ready, &c, "two join instances holding the partitions");
@@ -501,7 +466,8 @@ int main(void)
     /* A third instance joins: the group moves a partition to it while
      * the first slice's last events wait for their windows. */
     join_log(log, sizeof(log), 2);
-    running[2] = spawn(cfg_role, "join", "jc", 0, log, extopic);
+    running[2] = ld_test_spawn_role(LD_LEARND_BIN, cfg_role, "join", "jc", 0,
+                                    log, extopic);
     c.members = 3;
     await(group_ready, &c, "three join instances, a partition each");
     produce_slice(&c, cut1, cut2);
@@ -509,7 +475,7 @@ int main(void)
 
     /* It leaves: its partition moves back, joins in progress again. */
     kill(running[2], SIGTERM);
-    expect_exit(running[2], 0, log);
+    ld_test_expect_exit(running[2], 0, log);
     running[2] = 0;
     c.members = 2;
     await(group_ready, &c, "two join instances again");
@@ -519,7 +485,7 @@ int main(void)
     for (int i = 0; i < 2; i++) {
         join_log(log, sizeof(log), i);
         kill(running[i], SIGTERM);
-        expect_exit(running[i], 0, log);
+        ld_test_expect_exit(running[i], 0, log);
         running[i] = 0;
     }
     /* The group's offsets say the input is committed, not that the last
@@ -528,7 +494,9 @@ int main(void)
      * holds examples back at the end). One more instance takes every
      * partition over and reads to the end: a third move. */
     snprintf(log, sizeof(log), "%s/join-z.log", tmpdir);
-    expect_exit(spawn(cfg_role, "join", "jz", 1, log, extopic), 0, log);
+    ld_test_expect_exit(ld_test_spawn_role(LD_LEARND_BIN, cfg_role, "join",
+                                           "jz", 1, log, extopic),
+                        0, log);
     LD_TEST_ASSERT(ld_test_file_has(log, "partition taken over with its joins"),
                    "%s: jz took no partition over", log);
     int took = 0;
@@ -539,9 +507,13 @@ int main(void)
     ld_test_say("join instances that took a partition over: %d", took);
 
     snprintf(log, sizeof(log), "%s/all.log", tmpdir);
-    expect_exit(spawn(cfg_all, "all", NULL, 1, log, extopic), 0, log);
+    ld_test_expect_exit(ld_test_spawn_role(LD_LEARND_BIN, cfg_all, "all", NULL,
+                                           1, log, extopic),
+                        0, log);
     snprintf(log, sizeof(log), "%s/train.log", tmpdir);
-    expect_exit(spawn(cfg_role, "train", NULL, 1, log, extopic), 0, log);
+    ld_test_expect_exit(ld_test_spawn_role(LD_LEARND_BIN, cfg_role, "train",
+                                           NULL, 1, log, extopic),
+                        0, log);
 
     snprintf(log, sizeof(log), "%s/all.log", tmpdir);
     same_examples(extopic, log);

@@ -84,39 +84,22 @@ static void kill_running(void)
 static pid_t spawn(const char *cfg, const char *role, int until,
                    const char *log, const char *extopic)
 {
-    char rarg[64], earg[512];
-    snprintf(rarg, sizeof(rarg), "--role=%s", role);
-    snprintf(earg, sizeof(earg), "--examples-topic=%s", extopic);
-    char *argv[9] = {LD_LEARND_BIN, "run", "-c", (char *)cfg, rarg, earg};
-    int n = 6;
-    if (strcmp(role, "join") == 0)
-        argv[n++] = "--instance=j0";
-    if (until)
-        argv[n++] = "--until-caught-up";
-    argv[n] = NULL;
-    return running = ld_test_spawn(argv, log);
+    const char *inst = strcmp(role, "join") == 0 ? "j0" : NULL;
+    return running = ld_test_spawn_role(LD_LEARND_BIN, cfg, role, inst, until,
+                                        log, extopic);
 }
 
 static void expect_exit(pid_t pid, int want, const char *log)
 {
-    int rc = ld_test_wait_exit(pid, 300000);
     running = 0;
-    if (rc != want)
-        ld_test_show_tail(log, 40);
-    LD_TEST_EQ_I64(log, want, rc);
+    ld_test_expect_exit(pid, want, log);
 }
 
 static uint64_t last_version(const char *run, const char *model)
 {
-    char dir[256], why[512];
+    char dir[256];
     snprintf(dir, sizeof(dir), "%s/%s-models", tmpdir, run);
-    ld_ckpt_t *ck = NULL;
-    LD_TEST_ASSERT(ld_publish_store_load_latest(dir, model, &ck, why,
-                                                sizeof(why)) == LD_OK,
-                   "%s: no checkpoint: %s", run, why);
-    uint64_t v = ld_ckpt_message(ck)->lineage->version;
-    ld_ckpt_destroy(ck);
-    return v;
+    return ld_test_store_last_version(dir, model);
 }
 
 /* End offsets of topic's partitions (the first stretch's end). */

@@ -202,6 +202,23 @@ void ld_test_create_demo_inputs(rd_kafka_t *rk, const char *inputs,
  * and closes it. */
 FILE *ld_test_config_demo(const char *path, const char *names);
 
+/* In ld_testutil_demo: starts `bin run -c cfg --role=role
+ * --examples-topic=extopic` (with --instance=inst unless inst is NULL, and
+ * --until-caught-up when until), logging to log; the child's pid. */
+pid_t ld_test_spawn_role(const char *bin, const char *cfg, const char *role,
+                         const char *inst, int until, const char *log,
+                         const char *extopic);
+/* Waits up to 300 s for pid to exit and fails the test, showing the tail
+ * of log, unless its exit code is want. */
+void ld_test_expect_exit(pid_t pid, int want, const char *log);
+/* In ld_testutil_demo: the params_sha256 of version v of model in the
+ * local model store dir (the test fails when it cannot be read). */
+void ld_test_store_params(const char *dir, const char *model, uint64_t v,
+                          uint8_t sha[32]);
+/* In ld_testutil_demo: the newest version of model in the store dir (the
+ * test fails when there is none). */
+uint64_t ld_test_store_last_version(const char *dir, const char *model);
+
 /* Called by ld_test_read_topic with each record in offset order; m is
  * borrowed for the call. */
 typedef void ld_test_record_cb_t(const rd_kafka_message_t *m, void *opaque);

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "daemon/demo.h"
+#include "publish/publish.h"
+#include "trainer/checkpoint.h"
 
 static uint32_t fnv1a(const char *s)
 {
@@ -82,4 +84,55 @@ FILE *ld_test_config_demo(const char *path, const char *names)
     fprintf(f, "  hash_fields: [country, ad_id, device]\n"
                "  label_field: clicked\n");
     return f;
+}
+
+pid_t ld_test_spawn_role(const char *bin, const char *cfg, const char *role,
+                         const char *inst, int until, const char *log,
+                         const char *extopic)
+{
+    char rarg[64], iarg[64], earg[512];
+    snprintf(rarg, sizeof(rarg), "--role=%s", role);
+    snprintf(iarg, sizeof(iarg), "--instance=%s", inst ? inst : "");
+    snprintf(earg, sizeof(earg), "--examples-topic=%s", extopic);
+    char *argv[9] = {(char *)bin, "run", "-c", (char *)cfg, rarg, earg};
+    int n = 6;
+    if (inst)
+        argv[n++] = iarg;
+    if (until)
+        argv[n++] = "--until-caught-up";
+    argv[n] = NULL;
+    return ld_test_spawn(argv, log);
+}
+
+void ld_test_expect_exit(pid_t pid, int want, const char *log)
+{
+    int rc = ld_test_wait_exit(pid, 300000);
+    if (rc != want)
+        ld_test_show_tail(log, 40);
+    LD_TEST_EQ_I64(log, want, rc);
+}
+
+void ld_test_store_params(const char *dir, const char *model, uint64_t v,
+                          uint8_t sha[32])
+{
+    char file[512], why[512];
+    snprintf(file, sizeof(file), "%s/%s/%llu.ckpt", dir, model,
+             (unsigned long long)v);
+    ld_ckpt_t *ck = NULL;
+    LD_TEST_ASSERT(ld_ckpt_read_file(file, &ck, why, sizeof(why)) == LD_OK,
+                   "%s: %s", file, why);
+    memcpy(sha, ld_ckpt_message(ck)->lineage->params_sha256.data, 32);
+    ld_ckpt_destroy(ck);
+}
+
+uint64_t ld_test_store_last_version(const char *dir, const char *model)
+{
+    char why[512];
+    ld_ckpt_t *ck = NULL;
+    LD_TEST_ASSERT(ld_publish_store_load_latest(dir, model, &ck, why,
+                                                sizeof(why)) == LD_OK,
+                   "%s: no checkpoint of %s: %s", dir, model, why);
+    uint64_t v = ld_ckpt_message(ck)->lineage->version;
+    ld_ckpt_destroy(ck);
+    return v;
 }
