@@ -73,12 +73,21 @@ static ld_err_t produce(rd_kafka_t *rk, const char *topic, int32_t partition,
                         const char *key, const void *val, size_t len,
                         int64_t *offset_out)
 {
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-        RD_KAFKA_V_KEY(key, strlen(key)),
-        RD_KAFKA_V_VALUE((void *)(uintptr_t)val, len),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(offset_out),
-        RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e;
+    /* A full producer queue (audit records between two commit points can
+     * outnumber queue.buffering.max.messages) is waited out, serving
+     * delivery reports, for up to 60 s without room. */
+    for (int64_t end = ld_now_mono_ms() + 60000;;) {
+        e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                              RD_KAFKA_V_PARTITION(partition),
+                              RD_KAFKA_V_KEY(key, strlen(key)),
+                              RD_KAFKA_V_VALUE((void *)(uintptr_t)val, len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_OPAQUE(offset_out), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || ld_now_mono_ms() > end)
+            break;
+        rd_kafka_poll(rk, 100);
+    }
     if (e) {
         ld_log(LD_LOG_ERR, MOD, "msg=\"produce failed\" topic=%s err=\"%s\"",
                topic, rd_kafka_err2str(e));

@@ -20,38 +20,43 @@
 
 /* ---- Writing ------------------------------------------------------------ */
 
+/* Queues one record (val NULL: a tombstone; buf, when not NULL, is val
+ * handed to librdkafka to free). A full producer queue is waited out,
+ * serving delivery reports, for up to 60 s without room: at hash_bits 22
+ * a first commit writes 262 144 blocks, more than librdkafka's default
+ * queue.buffering.max.messages. */
+static rd_kafka_resp_err_t produce(const ld_state_kafka_t *k, const char *key,
+                                   uint8_t *buf, size_t len)
+{
+    int64_t deadline = ld_now_mono_ms() + 60000;
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            k->producer, RD_KAFKA_V_TOPIC(k->topic), RD_KAFKA_V_PARTITION(0),
+            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(buf, len),
+            RD_KAFKA_V_MSGFLAGS(buf ? RD_KAFKA_MSG_F_FREE : 0), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || ld_now_mono_ms() > deadline)
+            return e;
+        rd_kafka_poll(k->producer, 100);
+    }
+}
+
 ld_err_t ld_state_emit_kafka(void *opaque, const char *key, const uint8_t *val,
                              size_t len)
 {
     const ld_state_kafka_t *k = opaque;
-    if (!val) { /* a tombstone: compaction drops the key */
-        rd_kafka_resp_err_t e = rd_kafka_producev(
-            k->producer, RD_KAFKA_V_TOPIC(k->topic), RD_KAFKA_V_PARTITION(0),
-            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(NULL, 0),
-            RD_KAFKA_V_END);
-        if (e) {
-            ld_log(LD_LOG_ERR, MOD,
-                   "msg=\"cannot queue state tombstone\" key=%s err=%s",
-                   ld_log_q(key), ld_log_q(rd_kafka_err2str(e)));
-            return LD_ERR_KAFKA;
-        }
-        return LD_OK;
+    uint8_t *buf = NULL;
+    if (val) {
+        if (!(buf = malloc(len ? len : 1)))
+            return LD_ERR_NOMEM;
+        if (len)
+            memcpy(buf, val, len);
     }
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return LD_ERR_NOMEM;
-    if (len)
-        memcpy(buf, val, len);
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        k->producer, RD_KAFKA_V_TOPIC(k->topic), RD_KAFKA_V_PARTITION(0),
-        RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(buf, len),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e = produce(k, key, buf, val ? len : 0);
     if (e) {
         free(buf);
-        ld_log(LD_LOG_ERR, MOD,
-               "msg=\"cannot queue state record\" key=%s "
-               "err=%s",
-               ld_log_q(key), ld_log_q(rd_kafka_err2str(e)));
+        ld_log(LD_LOG_ERR, MOD, "msg=\"cannot queue state %s\" key=%s err=%s",
+               val ? "record" : "tombstone", ld_log_q(key),
+               ld_log_q(rd_kafka_err2str(e)));
         return LD_ERR_KAFKA;
     }
     return LD_OK;

@@ -40,7 +40,11 @@ static void write_config(const char *name, char *path, size_t size)
     char names[256];
     snprintf(names, sizeof(names), "%s.%s", prefix, name);
     snprintf(path, size, "%s/%s.yaml", tmpdir, name);
-    FILE *f = ld_test_config_begin(path, NULL, names);
+    /* A producer queue smaller than the first commit's 16 384 block
+     * records (at hash_bits 18): the state write must wait for room, not
+     * fail (librdkafka's default, 100 000, is under 2^22's 262 144). */
+    FILE *f = ld_test_config_begin(
+        path, "  queue.buffering.max.messages: 2000\n", names);
     /* A port of its own: 9464 may be another test's. */
     fprintf(f, "log:\n  level: notice\nmetrics:\n  port: %u\n",
             (unsigned)ld_test_free_port());
