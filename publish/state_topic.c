@@ -28,12 +28,14 @@
 static rd_kafka_resp_err_t produce(const ld_state_kafka_t *k, const char *key,
                                    uint8_t *buf, size_t len)
 {
+    /* a variable: the macro casts its argument without parentheses */
+    int flags = buf ? RD_KAFKA_MSG_F_FREE : 0;
     int64_t deadline = ld_now_mono_ms() + 60000;
     for (;;) {
         rd_kafka_resp_err_t e = rd_kafka_producev(
             k->producer, RD_KAFKA_V_TOPIC(k->topic), RD_KAFKA_V_PARTITION(0),
             RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(buf, len),
-            RD_KAFKA_V_MSGFLAGS(buf ? RD_KAFKA_MSG_F_FREE : 0), RD_KAFKA_V_END);
+            RD_KAFKA_V_MSGFLAGS(flags), RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || ld_now_mono_ms() > deadline)
             return e;
         rd_kafka_poll(k->producer, 100);
