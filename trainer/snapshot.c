@@ -140,15 +140,15 @@ void ld_snapshot_params_sha256(const ld_snapshot_t *s, uint8_t out[32])
 
 /* The copy-on-write state of a snapshot whose sparse part is being
  * copied from a training model. Every block of the model goes through
- * pend[b]: TODO (not copied, the model's block is still the snapshot's),
+ * pend[b]: UNCOPIED (not copied, the model's block is still the snapshot's),
  * BUSY (one thread copies it: the loop before writing it, or the
  * publisher, ld_snapshot_complete), 0 (copied). Whoever moves a block
- * TODO -> BUSY copies it and stores 0 (release); the loop writes a block
+ * UNCOPIED -> BUSY copies it and stores 0 (release); the loop writes a block
  * only after it read 0 (acquire), so a block is never read while it is
  * written. The snapshot is whole once every block is 0: whole says so
  * after a scan saw each (await_whole). No shared counter: one decremented
  * per block by three threads cost more than the copies. */
-enum { PEND_DONE = 0, PEND_TODO = 1, PEND_BUSY = 2 };
+enum { PEND_DONE = 0, PEND_UNCOPIED = 1, PEND_BUSY = 2 };
 
 typedef struct snap_cow {
     _Atomic uint8_t *pend;
@@ -242,7 +242,7 @@ static int claim(ld_snapshot_t *s, size_t b, int wait)
     unsigned spins = 0;
     uint8_t v = atomic_load_explicit(&c->pend[b], memory_order_acquire);
     while (v != PEND_DONE) {
-        if (v == PEND_TODO) {
+        if (v == PEND_UNCOPIED) {
             if (!atomic_compare_exchange_weak_explicit(
                     &c->pend[b], &v, PEND_BUSY, memory_order_acquire,
                     memory_order_acquire))
@@ -276,12 +276,12 @@ static void take_all(ld_snapshot_t *s, int down)
     for (size_t i = 0; i < c->nblocks; i++) {
         size_t b = down ? c->nblocks - 1 - i : i;
         if (atomic_load_explicit(&c->pend[b], memory_order_relaxed) ==
-            PEND_TODO)
+            PEND_UNCOPIED)
             (void)claim(s, b, 0);
     }
 }
 
-/* Waits until every block is copied (copying any still TODO) and says the
+/* Waits until every block is copied (copying any still UNCOPIED) and says the
  * snapshot is whole. */
 static void await_whole(ld_snapshot_t *s)
 {
@@ -449,7 +449,7 @@ static ld_err_t snapshot_begin(ld_trainer_t *t, int shared)
     c->lazy = t->lazy;
     c->lz = t->lz;
     /* Before any other thread sees it (the publisher's queue lock). */
-    memset((void *)c->pend, PEND_TODO, t->nblocks);
+    memset((void *)c->pend, PEND_UNCOPIED, t->nblocks);
     atomic_init(&c->whole, 0);
     memcpy(s->dn, t->dn, s->dn_n * sizeof(float));
     memcpy(s->dscale, t->dscale, (t->d1 - 1) * sizeof(float));
