@@ -26,6 +26,14 @@
 #ifndef STATE_HASH_BITS
 #define STATE_HASH_BITS 18
 #endif
+/* A publication every VOLUME_EXAMPLES examples, and a commit point once 4
+ * wait (MAX_WAITING_PUBLICATIONS in daemon/run.c): commit points follow
+ * the input, not the clock, so a machine fast enough to read the whole
+ * input within one commit_interval still makes the many commit points
+ * this test needs before its 60 % kill point. */
+#ifndef VOLUME_EXAMPLES
+#define VOLUME_EXAMPLES 5000
+#endif
 
 static char prefix[128];
 static char tmpdir[64];
@@ -64,8 +72,8 @@ static void write_config(const char *name, char *path, size_t size)
             "checkpoint:\n"
             "  dir: %s/%s-models\n"
             "triggers:\n"
-            "  volume_examples: 20000\n",
-            STATE_HASH_BITS, tmpdir, name);
+            "  volume_examples: %d\n",
+            STATE_HASH_BITS, tmpdir, name, VOLUME_EXAMPLES);
     fclose(f);
 }
 
