@@ -150,8 +150,7 @@ static void lb_remove(ld_joiner_t *j, uint32_t hd)
 /* Sets the delayed_pos candidate of e to the label (rel, v) if it is the
  * earliest so far; returns 1 if it was taken. count: the label's outcome
  * counts (apply_label). */
-static int set_delayed(ld_joiner_t *j, ev_t *e, int32_t rel, float v,
-                       int count)
+static int set_delayed(ld_joiner_t *j, ev_t *e, int32_t rel, float v, int count)
 {
     if (e->en.pk & E_DL_DONE)
         return 0;

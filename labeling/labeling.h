@@ -244,8 +244,8 @@ ld_err_t ld_joiner_resume_offsets(ld_joiner_t *j, int32_t partition,
                                   int64_t *labels_offset) LD_WUR;
 
 /* Encodes p's resume record (208 bytes, plus 16 per pending advance and
- * 8 per pending label) into *buf (caller frees with free()). LD_ERR_INVAL if p is not assigned or
- * examples are still due (poll until 0 first). */
+ * 8 per pending label) into *buf (caller frees with free()). LD_ERR_INVAL if p
+ * is not assigned or examples are still due (poll until 0 first). */
 ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
                                  uint8_t **buf, size_t *len) LD_WUR;
 

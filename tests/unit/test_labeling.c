@@ -995,10 +995,11 @@ static void run_interleaved(const ld_labeling_conf_t *c,
 
 /* The counters of the joiner's books (labeling.h): what a run counted. */
 #define BOOK_FIELDS(X)                                                         \
-    X(events_in) X(labels_in) X(events_late) X(labels_late)                    \
-    X(events_duplicate) X(labels_joined) X(labels_after_window)               \
-    X(late_labels_dropped) X(labels_unmatched) X(labels_nolabel)              \
-    X(events_expired) X(labels_expired)
+    X(events_in)                                                               \
+    X(labels_in) X(events_late) X(labels_late) X(events_duplicate)             \
+        X(labels_joined) X(labels_after_window) X(late_labels_dropped)         \
+            X(labels_unmatched) X(labels_nolabel) X(events_expired)            \
+                X(labels_expired)
 
 static void books_add(ld_joiner_stats_t *to, const ld_joiner_stats_t *a)
 {
@@ -1272,8 +1273,7 @@ static void test_resume_record_corrupt(void **state)
         assert_int_equal(ld_joiner_resume_load(k, buf, n), LD_ERR_CORRUPT);
     /* an LDJ1 record (no pending labels, no counters) of an older learnd
      * still loads; with LDJ1's length an LDJ2 does not */
-    assert_int_equal(ld_joiner_resume_load(k, buf, len - tail),
-                     LD_ERR_CORRUPT);
+    assert_int_equal(ld_joiner_resume_load(k, buf, len - tail), LD_ERR_CORRUPT);
     memcpy(buf, "LDJ1", 4);
     assert_int_equal(ld_joiner_resume_load(k, buf, len - tail), LD_OK);
     assert_int_equal(ld_joiner_resume_load(k, buf, len), LD_ERR_CORRUPT);
