@@ -386,7 +386,8 @@ static void audit(run_t *r, const ld_example_t *ex)
     const char *key = ex->event_id ? ex->event_id : "";
     if (ld_pipeline_txn_begin(r->pipe) != LD_OK ||
         ld_publisher_record(r->pub, ld_pipeline_producer(r->pipe),
-                            lc->output_topic, key, r->audit_buf, need) != LD_OK)
+                            "LabelledExample", lc->output_topic, key,
+                            r->audit_buf, need) != LD_OK)
         r->exit_code = LD_EXIT_RUNTIME;
 }
 

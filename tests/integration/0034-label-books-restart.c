@@ -195,6 +195,36 @@ static void lineage_totals(const char *name, uint64_t *v, uint64_t *dead,
     ld_ckpt_destroy(ck);
 }
 
+/* Records of an output topic by their learnd.type header. */
+typedef struct by_type {
+    int64_t trigger, chunk, manifest, other;
+} by_type_t;
+
+static void count_type(const rd_kafka_message_t *m, void *opaque)
+{
+    by_type_t *c = opaque;
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL, *mv = NULL;
+    size_t n = 0, mn = 0;
+    LD_TEST_ASSERT(
+        rd_kafka_message_headers(m, &h) == 0 &&
+            rd_kafka_header_get_last(h, "learnd.type", &v, &n) == 0 &&
+            rd_kafka_header_get_last(h, "learnd.model", &mv, &mn) == 0,
+        "a record without learnd.type and learnd.model headers");
+    LD_TEST_ASSERT(mn == 2 && memcmp(mv, "lb", 2) == 0, "learnd.model %.*s",
+                   (int)mn, (const char *)mv);
+    char type[64];
+    snprintf(type, sizeof(type), "%.*s", (int)n, (const char *)v);
+    if (strcmp(type, "TriggerEvent") == 0)
+        c->trigger++;
+    else if (strcmp(type, "CheckpointChunk") == 0)
+        c->chunk++;
+    else if (strcmp(type, "CheckpointManifest") == 0)
+        c->manifest++;
+    else
+        c->other++;
+}
+
 int main(void)
 {
     ld_test_name(prefix, sizeof(prefix), "lb");
@@ -291,6 +321,21 @@ int main(void)
     LD_TEST_EQ_I64("lineage total dead_lettered", (int64_t)da, (int64_t)db);
     LD_TEST_EQ_I64("lineage total late_labels_dropped", (int64_t)la,
                    (int64_t)lbt);
+    /* Every record the publisher wrote says what it is and whose. */
+    by_type_t tr = {0}, ck = {0};
+    snprintf(t, sizeof(t), "%s.restarted.triggers", prefix);
+    int64_t ntr = ld_test_read_topic(t, 30000, count_type, &tr, NULL);
+    snprintf(t, sizeof(t), "%s.restarted.ckpt", prefix);
+    int64_t nck = ld_test_read_topic(t, 30000, count_type, &ck, NULL);
+    LD_TEST_EQ_I64("triggers topic: all TriggerEvent", ntr, tr.trigger);
+    LD_TEST_ASSERT(tr.trigger >= field(&got, "published_lifetime"),
+                   "%lld trigger events for %lld versions",
+                   (long long)tr.trigger, field(&got, "published_lifetime"));
+    LD_TEST_EQ_I64("checkpoints topic: manifests",
+                   field(&got, "published_lifetime"), ck.manifest);
+    LD_TEST_EQ_I64("checkpoints topic: chunks and manifests", nck,
+                   ck.chunk + ck.manifest);
+    LD_TEST_ASSERT(ck.chunk >= ck.manifest, "a chunk per manifest at least");
     ld_test_say("%d lifetime counts equal after a kill and a stop: "
                 "%lld labels joined, %lld unmatched, %lld after the window, "
                 "%lld versions",

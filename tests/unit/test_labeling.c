@@ -994,37 +994,48 @@ static void run_interleaved(const ld_labeling_conf_t *c,
 }
 
 /* The counters of the joiner's books (labeling.h): what a run counted. */
-#define BOOK_FIELDS(X)                                                         \
-    X(events_in)                                                               \
-    X(labels_in) X(events_late) X(labels_late) X(events_duplicate)             \
-        X(labels_joined) X(labels_after_window) X(late_labels_dropped)         \
-            X(labels_unmatched) X(labels_nolabel) X(events_expired)            \
-                X(labels_expired)
+#define BOOK(f)                                                                \
+    {                                                                          \
+#f, offsetof(ld_joiner_stats_t, f)                                     \
+    }
+static const struct {
+    const char *name;
+    size_t off;
+} book_fields[] = {
+    BOOK(events_in),           BOOK(labels_in),
+    BOOK(events_late),         BOOK(labels_late),
+    BOOK(events_duplicate),    BOOK(labels_joined),
+    BOOK(labels_after_window), BOOK(late_labels_dropped),
+    BOOK(labels_unmatched),    BOOK(labels_nolabel),
+    BOOK(events_expired),      BOOK(labels_expired),
+    BOOK(examples[0]),         BOOK(examples[1]),
+    BOOK(examples[2]),         BOOK(examples[3]),
+};
+#undef BOOK
+
+static uint64_t *book(ld_joiner_stats_t *st, size_t i)
+{
+    return (uint64_t *)(void *)((char *)st + book_fields[i].off);
+}
 
 static void books_add(ld_joiner_stats_t *to, const ld_joiner_stats_t *a)
 {
-#define ADD(f) to->f += a->f;
-    BOOK_FIELDS(ADD)
-#undef ADD
-    for (int t = 0; t < LD_SAMPLE__COUNT; t++)
-        to->examples[t] += a->examples[t];
+    for (size_t i = 0; i < sizeof(book_fields) / sizeof(book_fields[0]); i++)
+        *book(to, i) += *book((ld_joiner_stats_t *)(uintptr_t)a, i);
 }
 
 /* Fails with the first counter that differs. */
 static void books_equal(const ld_joiner_stats_t *want,
                         const ld_joiner_stats_t *got, const char *what)
 {
-#define CMP(f)                                                                 \
-    if (want->f != got->f)                                                     \
-        fail_msg("%s: %s %llu, uninterrupted %llu", what, #f,                  \
-                 (unsigned long long)got->f, (unsigned long long)want->f);
-    BOOK_FIELDS(CMP)
-#undef CMP
-    for (int t = 0; t < LD_SAMPLE__COUNT; t++)
-        if (want->examples[t] != got->examples[t])
-            fail_msg("%s: examples[%d] %llu, uninterrupted %llu", what, t,
-                     (unsigned long long)got->examples[t],
-                     (unsigned long long)want->examples[t]);
+    for (size_t i = 0; i < sizeof(book_fields) / sizeof(book_fields[0]); i++) {
+        uint64_t w = *book((ld_joiner_stats_t *)(uintptr_t)want, i);
+        uint64_t g = *book((ld_joiner_stats_t *)(uintptr_t)got, i);
+        if (w != g)
+            fail_msg("%s: %s %llu, uninterrupted %llu", what,
+                     book_fields[i].name, (unsigned long long)g,
+                     (unsigned long long)w);
+    }
 }
 
 /* Features packed elsewhere (ld_packer_pack(), on the daemon's ingest

@@ -468,7 +468,9 @@ static void test_capture(void **state)
     assert_ptr_equal(got, s2);
     assert_null(ld_publisher_take_captured(p));
     assert_int_equal(ld_publisher_flush(p, NULL), LD_OK);
-    assert_int_equal(ld_publisher_record(p, NULL, "audit", "k", "v", 1), LD_OK);
+    assert_int_equal(
+        ld_publisher_record(p, NULL, "LabelledExample", "audit", "k", "v", 1),
+        LD_OK);
     ld_snapshot_destroy(got);
     ld_publisher_destroy(p);
     ld_trainer_destroy(t);
