@@ -1021,9 +1021,9 @@ static void parse_log(const char *log, lrun_t *r)
             t0 = log_ts(line);
         if (strstr(line, "msg=\"stopped\"")) {
             t1 = log_ts(line);
-            r->consumed = field_u64(line, " consumed=");
-            r->examples = field_u64(line, " examples=");
-            r->published = field_u64(line, " published=");
+            r->consumed = field_u64(line, " consumed_process=");
+            r->examples = field_u64(line, " examples_process=");
+            r->published = field_u64(line, " published_process=");
         }
     }
     if (t0 < 0 || t1 <= t0 || r->code) {

@@ -386,7 +386,8 @@ static void audit(run_t *r, const ld_example_t *ex)
     const char *key = ex->event_id ? ex->event_id : "";
     if (ld_pipeline_txn_begin(r->pipe) != LD_OK ||
         ld_publisher_record(r->pub, ld_pipeline_producer(r->pipe),
-                            lc->output_topic, key, r->audit_buf, need) != LD_OK)
+                            "LabelledExample", lc->output_topic, key,
+                            r->audit_buf, need) != LD_OK)
         r->exit_code = LD_EXIT_RUNTIME;
 }
 
@@ -819,9 +820,10 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
         run_final_checkpoint(&r);
     r.in->end(&r);
     /* Before the consumer closes: revoking the partitions drops them. */
-    ld_joiner_stats_t js = {0};
+    ld_joiner_stats_t js = {0}, life = {0};
     if (r.joiner) {
         ld_joiner_stats(r.joiner, &js);
+        ld_joiner_stats_lifetime(r.joiner, &life);
         run_report_drops(&r, &js, 1);
     }
     if (!r.exit_code) {
@@ -834,16 +836,7 @@ int ld_run(const ld_config_t *conf, const ld_run_opts_t *opts)
             ld_log(LD_LOG_WARN, MOD, "msg=\"consumer did not close cleanly\"");
     }
     run_report(&r);
-    /* Events whose label window is still open at the end are not lost:
-     * the committed resume offsets reach back to them and the next start
-     * re-reads them. Say how many, so nobody has to guess. */
-    ld_log(LD_LOG_NOTICE, MOD,
-           "msg=\"stopped\" consumed=%llu examples=%llu published=%llu "
-           "pending_events=%llu pending_labels=%llu exit=%d",
-           (unsigned long long)r.consumed, (unsigned long long)r.examples,
-           (unsigned long long)r.ctr->published,
-           (unsigned long long)js.pending_events,
-           (unsigned long long)js.pending_labels, r.exit_code);
+    run_report_stopped(&r, &js, &life);
     code = r.exit_code;
     run_teardown(&r);
     return code;

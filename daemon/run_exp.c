@@ -200,6 +200,7 @@ ld_err_t run_exp_flush(run_t *r)
             ld_exp_decision_encode(&d[i], r->tconf.name, pb, &val, &len);
         if (!err)
             err = ld_publisher_record(r->pub, ld_pipeline_producer(r->pipe),
+                                      ld_exp_decision_type_header(&d[i]),
                                       r->conf->daemon.trigger_topic,
                                       d[i].idempotency_key, val, len);
         free(val);

@@ -130,6 +130,9 @@ struct run {
     int64_t *next[2];
     int32_t nnext[2];
     uint64_t examples;
+    /* ctr->published once the resume state was restored: the stop line
+     * tells this process's publications from the lifetime count */
+    uint64_t published_at_start;
     /* the publishing stage: queue, versions, what a publication becomes
      * (Kafka for run, capture for replay); ctr is its counters */
     ld_publisher_t *pub;
@@ -276,6 +279,11 @@ void run_report(run_t *r);
 /* Sets learnd_records_dropped_total from js and logs the drop line when the
  * totals moved: at most every 10 s, or now when final is set (the stop). */
 void run_report_drops(run_t *r, const ld_joiner_stats_t *js, int final);
+/* The last log line of a run: js this process's joiner counters, life the
+ * lifetime ones (ld_joiner_stats_lifetime); docs/OPERATIONS.md says what
+ * each field counts. */
+void run_report_stopped(const run_t *r, const ld_joiner_stats_t *js,
+                        const ld_joiner_stats_t *life);
 /* Ends the progress line on a terminal (a newline), once the input is read. */
 void run_progress_end(run_t *r);
 

@@ -286,8 +286,10 @@ ld_err_t run_join_watermarks(run_t *r)
  * instance fences its own previous incarnation by its transactional id
  * (one per instance name: <transactional_id>-join-<instance>). */
 
-/* The broker's default offset.metadata.max.bytes is 4096: a record of 72
- * bytes plus 16 per pending idle advance fits with up to 185 of them. */
+/* The broker's default offset.metadata.max.bytes is 4096: the tag and the
+ * record in base64 (4 characters per 3 bytes) within 4000 leave about 2990
+ * bytes for a record of 208 bytes plus 16 per pending idle advance and 8
+ * per pending label (docs/LABELING.md, "Resume"). */
 #define HANDOVER_MAX 4000
 
 ld_err_t run_join_offsets(run_t *r, rd_kafka_topic_partition_list_t **out)
@@ -315,8 +317,8 @@ ld_err_t run_join_offsets(run_t *r, rd_kafka_topic_partition_list_t **out)
         if (small)
             ld_log(LD_LOG_WARN, MOD,
                    "msg=\"joiner record over the offset metadata bound: "
-                   "handed over without its pending idle advances\" "
-                   "partition=%d",
+                   "handed over without its pending idle advances and "
+                   "pending labels\" partition=%d",
                    (int)p);
         /* On both topics' offsets: a side never read in this assignment
          * commits its committed offset again, so that no older record

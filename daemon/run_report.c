@@ -256,6 +256,49 @@ void run_report_drops(run_t *r, const ld_joiner_stats_t *js, int final)
     r->drop_log_next = now + DROP_LOG_MS;
 }
 
+/* Every count says whose it is: _process since this process started,
+ * _lifetime since the model's first record, carried across restarts by the
+ * resume state (published) and the joiner's resume records (the joiner's
+ * books: they equal an uninterrupted run's after a kill or a stop). The
+ * pending_ gauges are what is held at the stop. Events whose label window
+ * is still open are not lost: the committed resume offsets reach back to
+ * them and the next start re-reads them. */
+void run_report_stopped(const run_t *r, const ld_joiner_stats_t *js,
+                        const ld_joiner_stats_t *life)
+{
+    uint64_t released = 0;
+    for (int t = 0; t < LD_SAMPLE__COUNT; t++)
+        released += life->examples[t];
+    ld_log(LD_LOG_NOTICE, MOD,
+           "msg=\"stopped\" consumed_process=%llu examples_process=%llu "
+           "published_process=%llu published_lifetime=%llu "
+           "events_in_lifetime=%llu labels_in_lifetime=%llu "
+           "released_lifetime=%llu events_late_lifetime=%llu "
+           "events_duplicate_lifetime=%llu events_expired_lifetime=%llu "
+           "labels_joined_lifetime=%llu labels_after_window_lifetime=%llu "
+           "labels_after_window_dropped_lifetime=%llu "
+           "labels_late_lifetime=%llu labels_unmatched_lifetime=%llu "
+           "labels_no_label_lifetime=%llu labels_expired_lifetime=%llu "
+           "pending_events=%llu pending_labels=%llu exit=%d",
+           (unsigned long long)r->consumed, (unsigned long long)r->examples,
+           (unsigned long long)(r->ctr->published - r->published_at_start),
+           (unsigned long long)r->ctr->published,
+           (unsigned long long)life->events_in,
+           (unsigned long long)life->labels_in, (unsigned long long)released,
+           (unsigned long long)life->events_late,
+           (unsigned long long)life->events_duplicate,
+           (unsigned long long)life->events_expired,
+           (unsigned long long)life->labels_joined,
+           (unsigned long long)life->labels_after_window,
+           (unsigned long long)life->late_labels_dropped,
+           (unsigned long long)life->labels_late,
+           (unsigned long long)life->labels_unmatched,
+           (unsigned long long)life->labels_nolabel,
+           (unsigned long long)life->labels_expired,
+           (unsigned long long)js->pending_events,
+           (unsigned long long)js->pending_labels, r->exit_code);
+}
+
 /* A watermark ahead of the wall clock means a clock is wrong somewhere
  * (producers stamping the future, or a time source without a bound): the
  * lag gauge goes negative and its alert cannot fire, so this one says it.

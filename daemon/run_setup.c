@@ -267,6 +267,7 @@ int run_setup(run_t *r, char *errstr, size_t size)
     if (r->stateful && !r->opts->from_scratch &&
         run_restore_state(r, errstr, size) != LD_OK)
         return LD_EXIT_RUNTIME;
+    r->published_at_start = r->ctr->published;
     if (r->opts->role == LD_ROLE_TRAIN)
         return run_train_setup(r, errstr, size);
     ld_pipeline_cbs_t cbs = {r, run_on_assigned, run_on_revoked,

@@ -845,12 +845,15 @@ int run_train(run_t *r)
         queued += t->q[p].n - t->q[p].head;
     double s = (double)(ld_now_mono_ms() - r->start_ms) / 1000.0;
     ld_log(LD_LOG_NOTICE, MOD,
-           "msg=\"stopped\" records=%llu examples=%llu dead_lettered=%llu "
-           "published=%llu queued=%zu seconds=%.2f examples_per_s=%.0f "
-           "delay_p50_s=%.3f delay_p99_s=%.3f exit=%d",
+           "msg=\"stopped\" records_process=%llu examples_process=%llu "
+           "dead_lettered_process=%llu published_process=%llu "
+           "published_lifetime=%llu queued=%zu seconds=%.2f "
+           "examples_per_s=%.0f delay_p50_s=%.3f delay_p99_s=%.3f exit=%d",
            (unsigned long long)t->records, (unsigned long long)r->examples,
-           (unsigned long long)t->dead, (unsigned long long)r->ctr->published,
-           queued, s, s > 0 ? (double)r->examples / s : 0.0,
-           delay_quantile(t, 0.5), delay_quantile(t, 0.99), r->exit_code);
+           (unsigned long long)t->dead,
+           (unsigned long long)(r->ctr->published - r->published_at_start),
+           (unsigned long long)r->ctr->published, queued, s,
+           s > 0 ? (double)r->examples / s : 0.0, delay_quantile(t, 0.5),
+           delay_quantile(t, 0.99), r->exit_code);
     return r->exit_code;
 }

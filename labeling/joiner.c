@@ -87,6 +87,7 @@ void ld_joiner_destroy(ld_joiner_t *j)
         }
         free(j->parts[p].q.t);
         free(j->parts[p].q.hd);
+        free(j->parts[p].pend);
     }
     free(j->parts);
     free(j->qh);
@@ -112,13 +113,6 @@ void ld_joiner_destroy(ld_joiner_t *j)
 static size_t ev_chunk(const ld_joiner_t *j, uint32_t hd, const ev_t *e)
 {
     return e->en.szc ? (size_t)e->en.szc * 8u : slab_big_size(&j->slab, hd);
-}
-
-/* Source offset of an entry of side kind. */
-static int64_t ent_off(const ld_joiner_t *j, const ent_t *en, int kind)
-{
-    side_t *s = &j->parts[en->part].s[kind];
-    return s->ring[en->blk & (s->ring_cap - 1)].first_off + en->rel;
 }
 
 /* Frees an event that is already out of the heap; drops its pins. */
@@ -154,15 +148,17 @@ static void lb_remove(ld_joiner_t *j, uint32_t hd)
 /* ---- label application (the rules of docs/LABELING.md) ----------------- */
 
 /* Sets the delayed_pos candidate of e to the label (rel, v) if it is the
- * earliest so far; returns 1 if it was taken. */
-static int set_delayed(ld_joiner_t *j, ev_t *e, int32_t rel, float v)
+ * earliest so far; returns 1 if it was taken. count: the label's outcome
+ * counts (apply_label). */
+static int set_delayed(ld_joiner_t *j, ev_t *e, int32_t rel, float v, int count)
 {
     if (e->en.pk & E_DL_DONE)
         return 0;
     if (e->dl_dt != NO_DT && e->dl_dt <= rel)
         return 0;
     if (e->dl_dt != NO_DT && e->dl_dt > (int32_t)j->w)
-        CNT(j, late_labels_dropped); /* a later late label is replaced */
+        if (count) /* a later late label is replaced */
+            BUMP(j, e->en.part, late_labels_dropped);
     e->dl_dt = rel;
     e->dl_val = v;
     if (e->en.state == T_RETIRE) {
@@ -175,17 +171,20 @@ static int set_delayed(ld_joiner_t *j, ev_t *e, int32_t rel, float v)
 }
 
 /* Applies label (t, v) from block lblk to event e; the label is within
- * [e->t - w, e->t + w + h]. Labels reach one event in offset order. */
+ * [e->t - w, e->t + w + h]. Labels reach one event in offset order. count:
+ * the outcome happens after the last commit point (not re-read, or re-read
+ * while its event is new): it goes into the counters. */
 static void apply_label(ld_joiner_t *j, ev_t *e, int64_t t, float v,
-                        uint32_t lblk)
+                        uint32_t lblk, int count)
 {
     int32_t rel = (int32_t)(t - e->en.t);
     int used = 0;
     if (rel <= j->w) {
-        CNT(j, labels_joined);
+        if (count)
+            BUMP(j, e->en.part, labels_joined);
         if (j->fake) {
             if (v != (float)j->c.default_label)
-                used = set_delayed(j, e, rel, v);
+                used = set_delayed(j, e, rel, v, count);
         } else {
             used = 1;
             if (e->agg_dt == NO_DT) {
@@ -220,13 +219,14 @@ static void apply_label(ld_joiner_t *j, ev_t *e, int64_t t, float v,
             }
         }
     } else {
-        CNT(j, labels_after_window);
+        if (count)
+            BUMP(j, e->en.part, labels_after_window);
         /* correct: only events emitted default_neg get a correction. */
         if (j->c.late_policy == LD_LATE_CORRECT &&
             v != (float)j->c.default_label && (j->fake || e->agg_dt == NO_DT))
-            used = set_delayed(j, e, rel, v);
-        if (!used)
-            CNT(j, late_labels_dropped);
+            used = set_delayed(j, e, rel, v, count);
+        if (!used && count)
+            BUMP(j, e->en.part, late_labels_dropped);
     }
     if (used && e->lb_blk == NO_BLK && lblk != NO_BLK) {
         e->lb_blk = lblk;
@@ -268,8 +268,10 @@ static ld_err_t evict_one(ld_joiner_t *j)
         eh = NO_HD;
     uint32_t lh = j->lbh.n ? j->lbh.hd[0] : NO_HD;
     if (lh != NO_HD && (eh == NO_HD || j->lbh.t[0] + j->w < decide)) {
+        const lb_t *l = lb_at(j, lh);
+        if (l->en.state != LB_GHOST) /* a ghost's end was counted before */
+            BUMP(j, l->en.part, labels_expired);
         lb_remove(j, lh);
-        j->st.labels_expired++;
         return LD_OK;
     }
     if (eh == NO_HD)
@@ -284,7 +286,7 @@ static ld_err_t evict_one(ld_joiner_t *j)
                                              : LD_SAMPLE_DEFAULT_NEG);
     else if (e->en.state == T_DELAYED)
         type = LD_SAMPLE_DELAYED_POS;
-    j->st.events_expired++;
+    BUMP(j, e->en.part, events_expired);
     if (type < 0) {
         ev_remove(j, eh);
         return LD_OK;
@@ -368,7 +370,7 @@ static int absorb_duplicate(ld_joiner_t *j, size_t i, uint64_t h,
             continue;
         if (event_time_ms > o->en.t + j->w + j->h)
             continue;
-        CNT(j, events_duplicate);
+        CNT(j, partition, events_duplicate);
         int64_t d = event_time_ms - o->en.t;
         if (d > o->dup_dt) {
             o->dup_dt = (int32_t)d;
@@ -403,7 +405,12 @@ static void claim_early_labels(ld_joiner_t *j, ev_t *e, uint64_t h,
         }
         if (!best)
             break;
-        apply_label(j, e, best->en.t, best->val, best->en.blk);
+        /* The join happens now, at the event: it counts unless the label
+         * was used before the commit point (a ghost), or, without a list of
+         * pending labels, unless the event is a re-read one (j->quiet). */
+        int count = best->en.state == LB_FRESH || best->en.state == LB_PEND ||
+                    (best->en.state == LB_UNKNOWN && !j->quiet);
+        apply_label(j, e, best->en.t, best->val, best->en.blk, count);
         lb_remove(j, bh);
     }
 }
@@ -439,9 +446,9 @@ static ld_err_t add_event(ld_joiner_t *j, int32_t partition, int64_t offset,
     int late = arrive(j, s, offset, event_time_ms, &seq, &rel, &err);
     if (err)
         return err;
-    CNT(j, events_in);
+    CNT(j, partition, events_in);
     if (late) {
-        CNT(j, events_late);
+        CNT(j, partition, events_late);
         goto done;
     }
     uint64_t h = hash_key(key, keylen);
@@ -556,11 +563,14 @@ ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
     int late = arrive(j, s, offset, label_time_ms, &seq, &rel, &err);
     if (err)
         return err;
-    CNT(j, labels_in);
+    CNT(j, partition, labels_in);
     if (late) {
-        CNT(j, labels_late);
+        CNT(j, partition, labels_late);
         goto done;
     }
+    /* Re-read labels (j->quiet) that were pending at the commit point
+     * still owe their outcome; the others had it before (LB_*). */
+    uint8_t lstate = label_state(j, pt, offset);
     uint64_t h = hash_key(key, keylen);
     /* The earliest-arrived kept event whose range holds the label. */
     ev_t *best = NULL;
@@ -576,7 +586,8 @@ ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
             best = o;
     }
     if (best) {
-        apply_label(j, best, label_time_ms, value, seq);
+        apply_label(j, best, label_time_ms, value, seq,
+                    lstate == LB_FRESH || lstate == LB_PEND);
         goto done;
     }
     uint32_t lh;
@@ -591,6 +602,7 @@ ld_err_t ld_joiner_add_label(ld_joiner_t *j, int32_t partition, int64_t offset,
     l->en.blk = seq;
     l->en.part = (uint16_t)partition;
     l->en.keylen = (uint8_t)keylen;
+    l->en.state = lstate;
     l->val = value;
     memcpy(l->data, key, keylen);
     if ((err = tab_insert(j, &j->lbt, lh, h)) != LD_OK) {
@@ -629,8 +641,8 @@ ld_err_t ld_joiner_add_nolabel(ld_joiner_t *j, int32_t partition,
     uint16_t rel;
     (void)arrive(j, s, offset, label_time_ms, &seq, &rel, &err);
     if (!err) {
-        CNT(j, labels_in);
-        CNT(j, labels_nolabel);
+        CNT(j, partition, labels_in);
+        CNT(j, partition, labels_nolabel);
     }
     apply_pending_adv(j, s, offset + 1);
     j->quiet = 0;
@@ -721,7 +733,7 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
         ld_sample_type_t type = (ld_sample_type_t)f->type;
         j->odefer = f->hd;
         if (fill_example(j, f->hd, type, f->decide, out)) {
-            j->st.examples[type]++;
+            BUMP(j, out->partition, examples[type]);
             return 1;
         }
     }
@@ -730,9 +742,15 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
         j->w_high = W;
     while (j->lbh.n && j->lbh.t[0] + j->w < W) {
         lb_t *l = lb_at(j, j->lbh.hd[0]);
-        /* Counted once: not when it had already expired before a resume. */
-        if (l->en.t + j->w >= j->parts[l->en.part].skip_before)
-            j->st.labels_unmatched++;
+        /* Counted once: a label pending at the commit point expires after
+         * it; a ghost was joined, dropped or expired before it. Without the
+         * list (LB_UNKNOWN), and for a new label: not when the expiry was
+         * decided before a resume. */
+        int count = l->en.state == LB_PEND ||
+                    (l->en.state != LB_GHOST &&
+                     l->en.t + j->w >= j->parts[l->en.part].skip_before);
+        if (count)
+            BUMP(j, l->en.part, labels_unmatched);
         lb_remove(j, j->lbh.hd[0]);
     }
     int64_t d;
@@ -751,7 +769,7 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
                 if (e->dl_dt != NO_DT) {
                     e->dl_dt = NO_DT; /* no correction of a positive */
                     if (d >= skip)
-                        j->st.late_labels_dropped++;
+                        BUMP(j, e->en.part, late_labels_dropped);
                 }
             } else {
                 type = LD_SAMPLE_DEFAULT_NEG;
@@ -790,7 +808,7 @@ int ld_joiner_poll(ld_joiner_t *j, ld_example_t *out)
             j->st.examples_skipped++;
             continue;
         }
-        j->st.examples[type]++;
+        BUMP(j, out->partition, examples[type]); /* e may be gone */
         return 1;
     }
     return 0;
@@ -822,6 +840,8 @@ ld_err_t ld_joiner_assign(ld_joiner_t *j, int32_t partition)
         for (int k = 0; k < 2; k++)
             side_reset(&pt->s[k]);
         pt->skip_before = INT64_MIN;
+        pend_reset(pt);
+        memset(&pt->life, 0, sizeof(pt->life));
     } else {
         for (int k = 0; k < 2; k++) {
             side_t *s = &pt->s[k];
@@ -874,6 +894,9 @@ ld_err_t ld_joiner_revoke(ld_joiner_t *j, int32_t partition)
     j->fifo_n = keep;
     for (int k = 0; k < 2; k++)
         side_reset(&pt->s[k]);
+    /* Its counters go with its records: the next owner loads them. */
+    pend_reset(pt);
+    memset(&pt->life, 0, sizeof(pt->life));
     pt->assigned = 0;
     pt->loaded = 0;
     j->wdirty = 1;

@@ -21,6 +21,16 @@
 
 /* Event timer states: each event has exactly one timer in the heap. */
 enum { T_DECIDE = 0, T_DELAYED = 1, T_RETIRE = 2, T_FIFO = 3 };
+/* A pending label's state byte: what its outcome adds to the counters.
+ * FRESH: read for the first time. PEND: re-read after a restart and pending
+ * at the commit point the resume record was taken at, so its outcome comes
+ * after that point and counts. GHOST: re-read, and not pending at that
+ * point: an earlier process joined, dropped or expired it and counted that;
+ * nothing it does now counts (it is still held so that a re-read event
+ * that had claimed it claims it again). UNKNOWN: re-read, from a resume
+ * record without the list of pending labels (LDJ1, or the small record):
+ * counted by the old rules (time of the decision against the skip point). */
+enum { LB_FRESH = 0, LB_PEND = 1, LB_GHOST = 2, LB_UNKNOWN = 3 };
 /* Bits of an event's pk byte: PACK_* flags (0x1, 0x2), E_DL_DONE, and the
  * Rice parameter (0..31) in the top five bits. */
 enum { E_DL_DONE = 0x4, PK_PARAM_SHIFT = 3 };
@@ -35,7 +45,7 @@ typedef struct ent {
     uint16_t rel;  /* source offset - first offset of block blk */
     uint16_t part; /* source partition */
     uint8_t keylen;
-    uint8_t state; /* events: T_*; labels: 0 */
+    uint8_t state; /* events: T_*; labels: LB_* */
     uint8_t pk;    /* events: PACK_* | E_DL_DONE | param << PK_PARAM_SHIFT */
     uint8_t szc;   /* events: chunk size / 8, 0 for a big chunk */
 } ent_t;
@@ -138,6 +148,14 @@ typedef struct part {
     side_t s[2];
     /* loaded resume values, applied at assign */
     int64_t l_resume[2], l_wm[2], l_next[2];
+    /* Labels pending at the commit point of the loaded record, by offset
+     * (sorted); pend_known 0 when the record did not list them. */
+    int64_t *pend;
+    size_t npend;
+    int pend_known;
+    /* This partition's counters since its first record, across restarts:
+     * loaded from its resume record, then counted here (lifetime). */
+    ld_joiner_stats_t life;
 } part_t;
 
 /* An expire_oldest eviction waiting to be polled. */
@@ -189,10 +207,18 @@ struct ld_joiner {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-#define CNT(j, field)                                                          \
+/* Counts in this process's counters and in partition p's lifetime ones. */
+#define BUMP(j, p, field)                                                      \
+    do {                                                                       \
+        (j)->st.field++;                                                       \
+        (j)->parts[(p)].life.field++;                                          \
+    } while (0)
+
+/* BUMP unless the current record is a re-read one (counted before). */
+#define CNT(j, p, field)                                                       \
     do {                                                                       \
         if (!(j)->quiet)                                                       \
-            (j)->st.field++;                                                   \
+            BUMP(j, p, field);                                                 \
     } while (0)
 
 #define NO_HD  UINT32_MAX
@@ -278,6 +304,13 @@ ld_err_t tab_grow(const ld_joiner_t *j, tab_t *t);
 ld_err_t tab_insert(const ld_joiner_t *j, tab_t *t, uint32_t hd, uint64_t h);
 void tab_remove(const ld_joiner_t *j, tab_t *t, uint32_t hd, uint64_t h);
 
+/* Source offset of an entry of side kind. */
+static inline int64_t ent_off(const ld_joiner_t *j, const ent_t *en, int kind)
+{
+    const side_t *s = &j->parts[en->part].s[kind];
+    return s->ring[en->blk & (s->ring_cap - 1)].first_off + en->rel;
+}
+
 /* timers.c: timer heaps and per-partition run queues */
 ld_err_t h_reserve(heap_t *h);
 ld_err_t h_push(const ld_joiner_t *j, heap_t *h, uint32_t hd, int64_t t);
@@ -293,6 +326,8 @@ ld_err_t ring_note(side_t *s, uint32_t block_recs, int64_t off, uint32_t *seq,
 void recompute_W(ld_joiner_t *j);
 ld_err_t ensure_part(ld_joiner_t *j, int32_t p);
 void side_reset(side_t *s);
+void pend_reset(part_t *pt);
+uint8_t label_state(const ld_joiner_t *j, const part_t *pt, int64_t off);
 void blk_pin(ld_joiner_t *j, int32_t p, int kind, uint32_t seq);
 void blk_unpin(ld_joiner_t *j, int32_t p, int kind, uint32_t seq);
 void raise_wm(ld_joiner_t *j, side_t *s, int64_t wm);

@@ -220,8 +220,17 @@ typedef void ld_joiner_flow_cb(ld_topic_kind_t kind, int32_t partition,
                                int pause, void *opaque);
 void ld_joiner_flow(ld_joiner_t *j, ld_joiner_flow_cb *cb, void *opaque);
 
-/* Fills *out. */
+/* Fills *out: this process's counters (since ld_joiner_new()). */
 void ld_joiner_stats(ld_joiner_t *j, ld_joiner_stats_t *out);
+
+/* ld_joiner_stats() with the counters the resume records carry (events_in
+ * to labels_expired and examples) summed over the assigned partitions
+ * since their first record, across restarts: what each partition's resume
+ * record held when it was loaded plus what was counted since. After a
+ * restart (a clean stop or a kill) they equal an uninterrupted run's over
+ * the same input. Gauges, at_bound, idle_advances and examples_skipped are
+ * this process's. */
+void ld_joiner_stats_lifetime(ld_joiner_t *j, ld_joiner_stats_t *out);
 
 /* ---- Resume (docs/LABELING.md, "Resume") --------------------------------- */
 
@@ -234,17 +243,19 @@ ld_err_t ld_joiner_resume_offsets(ld_joiner_t *j, int32_t partition,
                                   int64_t *events_offset,
                                   int64_t *labels_offset) LD_WUR;
 
-/* Encodes p's resume record (72 bytes plus 16 per pending advance)
- * into *buf (caller frees with free()). LD_ERR_INVAL if p is not assigned or
- * examples are still due (poll until 0 first). */
+/* Encodes p's resume record (208 bytes, plus 16 per pending advance and
+ * 8 per pending label) into *buf (caller frees with free()). LD_ERR_INVAL if p
+ * is not assigned or examples are still due (poll until 0 first). */
 ld_err_t ld_joiner_resume_encode(ld_joiner_t *j, int32_t partition,
                                  uint8_t **buf, size_t *len) LD_WUR;
 
-/* ld_joiner_resume_encode() without the pending advances (72 bytes), for a
- * place of bounded size: a restart from it re-reads the same records and
- * releases nothing twice or never, but repeats no idle advance made since
- * the resume offset (its watermark then waits for the records or its own
- * idle_timeout). Same errors. */
+/* ld_joiner_resume_encode() without the pending advances and labels (208
+ * bytes), for a place of bounded size: a restart from it re-reads the same
+ * records and releases nothing twice or never, but repeats no idle advance
+ * made since the resume offset (its watermark then waits for the records
+ * or its own idle_timeout), and counts a re-read label by the time of its
+ * outcome, which can count a label joined before the record was taken a
+ * second time as unmatched (docs/LABELING.md, "Resume"). Same errors. */
 ld_err_t ld_joiner_resume_encode_small(ld_joiner_t *j, int32_t partition,
                                        uint8_t **buf, size_t *len) LD_WUR;
 

@@ -191,7 +191,88 @@ ld_err_t ld_joiner_resume_offsets(ld_joiner_t *j, int32_t partition,
     return LD_OK;
 }
 
-#define RESUME_MAGIC "LDJ1"
+/* LDJ1: the partition's place. LDJ2 adds the offsets of the labels
+ * pending at this point (count UINT32_MAX: not listed, the small record)
+ * and the partition's lifetime counters, so that a restart counts each
+ * label once (docs/LABELING.md, "Resume"). LDJ1 is still read. */
+#define RESUME_MAGIC_V1 "LDJ1"
+#define RESUME_MAGIC    "LDJ2"
+#define PEND_UNLISTED   UINT32_MAX
+
+/* The lifetime counters a record carries, in this order; a reader takes
+ * the first ones it knows, so the list only grows at its end. */
+static const size_t life_fields[] = {
+    offsetof(ld_joiner_stats_t, events_in),
+    offsetof(ld_joiner_stats_t, labels_in),
+    offsetof(ld_joiner_stats_t, events_late),
+    offsetof(ld_joiner_stats_t, labels_late),
+    offsetof(ld_joiner_stats_t, events_duplicate),
+    offsetof(ld_joiner_stats_t, labels_joined),
+    offsetof(ld_joiner_stats_t, labels_after_window),
+    offsetof(ld_joiner_stats_t, late_labels_dropped),
+    offsetof(ld_joiner_stats_t, labels_unmatched),
+    offsetof(ld_joiner_stats_t, labels_nolabel),
+    offsetof(ld_joiner_stats_t, events_expired),
+    offsetof(ld_joiner_stats_t, labels_expired),
+    offsetof(ld_joiner_stats_t, examples[LD_SAMPLE_POS]),
+    offsetof(ld_joiner_stats_t, examples[LD_SAMPLE_DEFAULT_NEG]),
+    offsetof(ld_joiner_stats_t, examples[LD_SAMPLE_FAKE_NEG]),
+    offsetof(ld_joiner_stats_t, examples[LD_SAMPLE_DELAYED_POS]),
+};
+#define NLIFE (sizeof(life_fields) / sizeof(life_fields[0]))
+
+static uint64_t *life_at(ld_joiner_stats_t *st, size_t i)
+{
+    return (uint64_t *)(void *)((char *)st + life_fields[i]);
+}
+
+void pend_reset(part_t *pt)
+{
+    free(pt->pend);
+    pt->pend = NULL;
+    pt->npend = 0;
+    pt->pend_known = 0;
+}
+
+uint8_t label_state(const ld_joiner_t *j, const part_t *pt, int64_t off)
+{
+    if (!j->quiet)
+        return LB_FRESH;
+    if (!pt->pend_known)
+        return LB_UNKNOWN;
+    size_t lo = 0, hi = pt->npend;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (pt->pend[mid] < off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < pt->npend && pt->pend[lo] == off ? LB_PEND : LB_GHOST;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Offsets of the labels of partition p pending now, sorted; *n of them. */
+static ld_err_t pending_labels(const ld_joiner_t *j, int32_t p, int64_t **out,
+                               size_t *n)
+{
+    *n = 0;
+    *out = malloc((j->lbh.n ? j->lbh.n : 1) * sizeof(**out));
+    if (!*out)
+        return LD_ERR_NOMEM;
+    for (size_t i = 0; i < j->lbh.n; i++) {
+        const ent_t *en = ent_at(j, j->lbh.hd[i]);
+        if (en->part == (uint16_t)p)
+            (*out)[(*n)++] = ent_off(j, en, LD_TOPIC_LABELS);
+    }
+    qsort(*out, *n, sizeof(**out), cmp_i64);
+    return LD_OK;
+}
 
 /* keep_adv 0: without the pending advances (the small record). */
 static ld_err_t resume_encode(ld_joiner_t *j, int32_t partition, int keep_adv,
@@ -220,6 +301,13 @@ static ld_err_t resume_encode(ld_joiner_t *j, int32_t partition, int keep_adv,
             first[k] = s->nadv;
         nadv[k] = s->nadv - first[k];
     }
+    int64_t *pend = NULL;
+    size_t npend = 0;
+    if (keep_adv) {
+        ld_err_t perr = pending_labels(j, partition, &pend, &npend);
+        if (perr)
+            return perr;
+    }
     ld_wbuf_t w = {0};
     ld_wbuf_bytes(&w, RESUME_MAGIC, 4);
     ld_wbuf_u32(&w, (uint32_t)partition);
@@ -239,6 +327,13 @@ static ld_err_t resume_encode(ld_joiner_t *j, int32_t partition, int keep_adv,
             ld_wbuf_i64(&w, s->adv[i].wm);
         }
     }
+    ld_wbuf_u32(&w, keep_adv ? (uint32_t)npend : PEND_UNLISTED);
+    for (size_t i = 0; i < npend; i++)
+        ld_wbuf_i64(&w, pend[i]);
+    free(pend);
+    ld_wbuf_u32(&w, (uint32_t)NLIFE);
+    for (size_t i = 0; i < NLIFE; i++)
+        ld_wbuf_u64(&w, *life_at(&pt->life, i));
     if (w.err) {
         ld_err_t err = w.err;
         ld_wbuf_free(&w);
@@ -266,7 +361,9 @@ ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
     if (!buf || len < 16)
         return LD_ERR_CORRUPT;
     ld_rbuf_t r = ld_rbuf_make(buf, len);
-    if (memcmp(ld_rbuf_take(&r, 4), RESUME_MAGIC, 4) != 0)
+    const uint8_t *magic = ld_rbuf_take(&r, 4);
+    int v2 = memcmp(magic, RESUME_MAGIC, 4) == 0;
+    if (!v2 && memcmp(magic, RESUME_MAGIC_V1, 4) != 0)
         return LD_ERR_CORRUPT;
     uint32_t part = ld_rbuf_u32(&r);
     if (part > MAX_PART)
@@ -285,6 +382,20 @@ ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
         if (roff[k] < -1 || rnext[k] < -1 || ld_rbuf_left(&r) / 16 < nadv[k])
             return LD_ERR_CORRUPT;
         advp[k] = ld_rbuf_take(&r, (size_t)nadv[k] * 16);
+    }
+    uint32_t npend = PEND_UNLISTED, nlife = 0;
+    const uint8_t *pendp = NULL, *lifep = NULL;
+    if (v2) {
+        npend = ld_rbuf_u32(&r);
+        if (npend != PEND_UNLISTED) {
+            if (ld_rbuf_left(&r) / 8 < npend)
+                return LD_ERR_CORRUPT;
+            pendp = ld_rbuf_take(&r, (size_t)npend * 8);
+        }
+        nlife = ld_rbuf_u32(&r);
+        if (ld_rbuf_left(&r) / 8 < nlife)
+            return LD_ERR_CORRUPT;
+        lifep = ld_rbuf_take(&r, (size_t)nlife * 8);
     }
     if (r.err || ld_rbuf_left(&r))
         return LD_ERR_CORRUPT;
@@ -312,6 +423,29 @@ ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
         pt->l_wm[k] = rwm[k];
         pt->l_next[k] = rnext[k];
     }
+    pend_reset(pt);
+    memset(&pt->life, 0, sizeof(pt->life));
+    if (npend != PEND_UNLISTED) {
+        pt->pend = malloc((npend ? npend : 1) * sizeof(*pt->pend));
+        if (!pt->pend)
+            return LD_ERR_NOMEM;
+        ld_rbuf_t q = ld_rbuf_make(pendp, (size_t)npend * 8);
+        for (uint32_t i = 0; i < npend; i++) {
+            pt->pend[i] = ld_rbuf_i64(&q);
+            if (i && pt->pend[i] <= pt->pend[i - 1]) {
+                pend_reset(pt);
+                return LD_ERR_CORRUPT;
+            }
+        }
+        pt->npend = npend;
+        pt->pend_known = 1;
+    }
+    ld_rbuf_t q = ld_rbuf_make(lifep, (size_t)nlife * 8);
+    for (uint32_t i = 0; i < nlife; i++) {
+        uint64_t v = ld_rbuf_u64(&q);
+        if (i < NLIFE) /* counters a newer writer added are not ours */
+            *life_at(&pt->life, i) = v;
+    }
     pt->skip_before = skip;
     pt->loaded = 1;
     return LD_OK;
@@ -320,4 +454,17 @@ ld_err_t ld_joiner_resume_load(ld_joiner_t *j, const uint8_t *buf, size_t len)
 void joiner_set_block_records(ld_joiner_t *j, uint32_t n)
 {
     j->block_recs = n ? n : 1;
+}
+
+void ld_joiner_stats_lifetime(ld_joiner_t *j, ld_joiner_stats_t *out)
+{
+    ld_joiner_stats(j, out);
+    for (size_t i = 0; i < NLIFE; i++)
+        *life_at(out, i) = 0;
+    for (size_t p = 0; p < j->nparts; p++) {
+        if (!j->parts[p].assigned)
+            continue;
+        for (size_t i = 0; i < NLIFE; i++)
+            *life_at(out, i) += *life_at(&j->parts[p].life, i);
+    }
 }

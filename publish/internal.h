@@ -35,8 +35,8 @@ typedef struct pub_ops {
     ld_err_t (*queue)(ld_publisher_t *p, outgoing_t *o);
     ld_err_t (*flush)(ld_publisher_t *p, rd_kafka_t *producer);
     ld_err_t (*record)(ld_publisher_t *p, rd_kafka_t *producer,
-                       const char *topic, const char *key, const void *val,
-                       size_t len);
+                       const char *type, const char *topic, const char *key,
+                       const void *val, size_t len);
 } pub_ops_t;
 
 struct ld_publisher {

@@ -69,26 +69,36 @@ static ld_err_t kafka_queue(ld_publisher_t *p, outgoing_t *o)
     return err;
 }
 
+/* Every record the publisher writes says what it is (header learnd.type:
+ * the schemas/learnd.proto message, whatever the encoding) and whose
+ * (learnd.model, as on dead letters), so that a reader of a shared topic
+ * (triggers: trigger events and experiment events) tells them apart
+ * without decoding (docs/TRIGGERS.md, "Headers"). */
 static ld_err_t produce(rd_kafka_t *rk, const char *topic, int32_t partition,
                         const char *key, const void *val, size_t len,
-                        int64_t *offset_out)
+                        int64_t *offset_out, const char *type,
+                        const char *model)
 {
     rd_kafka_resp_err_t e;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    rd_kafka_header_add(h, "learnd.type", -1, type, -1);
+    rd_kafka_header_add(h, "learnd.model", -1, model, -1);
     /* A full producer queue (audit records between two commit points can
      * outnumber queue.buffering.max.messages) is waited out, serving
      * delivery reports, for up to 60 s without room. */
     for (int64_t end = ld_now_mono_ms() + 60000;;) {
-        e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                              RD_KAFKA_V_PARTITION(partition),
-                              RD_KAFKA_V_KEY(key, strlen(key)),
-                              RD_KAFKA_V_VALUE((void *)(uintptr_t)val, len),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_OPAQUE(offset_out), RD_KAFKA_V_END);
+        e = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_KEY(key, strlen(key)),
+            RD_KAFKA_V_VALUE((void *)(uintptr_t)val, len),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_OPAQUE(offset_out), RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || ld_now_mono_ms() > end)
             break;
         rd_kafka_poll(rk, 100);
     }
     if (e) {
+        rd_kafka_headers_destroy(h); /* librdkafka owns them on success */
         ld_log(LD_LOG_ERR, MOD, "msg=\"produce failed\" topic=%s err=\"%s\"",
                topic, rd_kafka_err2str(e));
         return LD_ERR_KAFKA;
@@ -212,7 +222,7 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
         snprintf(key, sizeof(key), "%s/%llu/%zu", model,
                  (unsigned long long)o->version, i);
         if ((err = produce(rk, topic, 0, key, chunks[i].data, chunks[i].len,
-                           &offsets[i])))
+                           &offsets[i], "CheckpointChunk", model)))
             goto out;
     }
     /* The manifest names the first chunk's offset: wait for it. */
@@ -236,7 +246,7 @@ static ld_err_t publish_checkpoint(ld_publisher_t *p, rd_kafka_t *rk,
                                           &manifest)))
         goto out;
     if ((err = produce(rk, topic, 0, model, manifest.data, manifest.len,
-                       &offsets[nchunks])))
+                       &offsets[nchunks], "CheckpointManifest", model)))
         goto out;
     if ((err = await_delivery(p, rk, &offsets[nchunks], 1, flush_ms))) {
         ld_log(LD_LOG_ERR, MOD, "msg=\"checkpoint manifest not delivered\"");
@@ -267,7 +277,7 @@ static ld_err_t send_event(ld_publisher_t *p, rd_kafka_t *rk,
         p->c.trigger_format, &buf, &len);
     if (!err)
         err = produce(rk, p->c.trigger_topic, RD_KAFKA_PARTITION_UA, p->c.model,
-                      buf, len, NULL);
+                      buf, len, NULL, "TriggerEvent", p->c.model);
     free(buf);
     return err;
 }
@@ -417,11 +427,11 @@ static ld_err_t kafka_flush(ld_publisher_t *p, rd_kafka_t *rk)
 }
 
 static ld_err_t kafka_record(ld_publisher_t *p, rd_kafka_t *rk,
-                             const char *topic, const char *key,
-                             const void *val, size_t len)
+                             const char *type, const char *topic,
+                             const char *key, const void *val, size_t len)
 {
-    (void)p;
-    return produce(rk, topic, RD_KAFKA_PARTITION_UA, key, val, len, NULL);
+    return produce(rk, topic, RD_KAFKA_PARTITION_UA, key, val, len, NULL, type,
+                   p->c.model);
 }
 
 static const pub_ops_t kafka_ops = {kafka_queue, kafka_flush, kafka_record};
@@ -454,11 +464,12 @@ static ld_err_t capture_flush(ld_publisher_t *p, rd_kafka_t *rk)
 }
 
 static ld_err_t capture_record(ld_publisher_t *p, rd_kafka_t *rk,
-                               const char *topic, const char *key,
-                               const void *val, size_t len)
+                               const char *type, const char *topic,
+                               const char *key, const void *val, size_t len)
 {
     (void)p;
     (void)rk;
+    (void)type;
     (void)topic;
     (void)key;
     (void)val;
@@ -630,10 +641,10 @@ void ld_publisher_committed(ld_publisher_t *p)
 }
 
 ld_err_t ld_publisher_record(ld_publisher_t *p, rd_kafka_t *producer,
-                             const char *topic, const char *key,
-                             const void *val, size_t len)
+                             const char *type, const char *topic,
+                             const char *key, const void *val, size_t len)
 {
-    return p->ops->record(p, producer, topic, key, val, len);
+    return p->ops->record(p, producer, type, topic, key, val, len);
 }
 
 ld_resume_counters_t *ld_publisher_counters(ld_publisher_t *p)

@@ -368,12 +368,16 @@ ld_err_t ld_publisher_flush(ld_publisher_t *p, rd_kafka_t *producer) LD_WUR;
  * publication, now that readers see it. */
 void ld_publisher_committed(ld_publisher_t *p);
 /* One record of the commit point's transaction that is not a publication
- * (an audit record), produced at once into the producer's open
- * transaction (key and val borrowed, copied); the capture publisher drops
- * it. LD_ERR_KAFKA when it cannot be queued. */
+ * (an audit record, an experiment event), produced at once into the
+ * producer's open transaction (key and val borrowed, copied) with the
+ * headers learnd.type = type (its schemas/learnd.proto message, e.g.
+ * "LabelledExample") and learnd.model, like every record the publisher
+ * writes; the capture publisher drops it. LD_ERR_KAFKA when it cannot be
+ * queued. */
 ld_err_t ld_publisher_record(ld_publisher_t *p, rd_kafka_t *producer,
-                             const char *topic, const char *key,
-                             const void *val, size_t len) LD_WUR;
+                             const char *type, const char *topic,
+                             const char *key, const void *val,
+                             size_t len) LD_WUR;
 /* The version numbering and what the last publication left behind
  * (version, published, parent counts, params hash): kept by p, read and
  * restored by the loop (warm start, resume state). */

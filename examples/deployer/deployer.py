@@ -153,15 +153,34 @@ def _arms(arms):
              "weight": a.weight} for a in arms]
 
 
-def decode_experiment(key, value):
+# learnd.type header of each kind of record on the triggers topic.
+EXPERIMENT_TYPES = {"ExperimentDecision": "decision",
+                    "RoutingWeights": "weights"}
+
+
+def record_type(headers):
+    """The learnd.type header (docs/TRIGGERS.md, "Headers"), or None for a
+    record of a learnd that did not write it."""
+    for name, value in headers or ():
+        if name == "learnd.type" and value is not None:
+            return value.decode("utf-8", "replace")
+    return None
+
+
+def decode_experiment(key, value, rtype=None):
     """Returns an experiment event (schemas/experiment.schema.json shape),
-    or None when key is not an experiment event's."""
-    m = EXPERIMENT_KEY.fullmatch(key or "")
-    if not m:
+    or None when the record is a trigger event: told by its learnd.type
+    header (rtype), or by its key when it has none."""
+    if rtype is not None:
+        kind = EXPERIMENT_TYPES.get(rtype)
+    else:
+        m = EXPERIMENT_KEY.fullmatch(key or "")
+        kind = m.group(2) if m else None
+    if kind is None:
         return None
     if value[:1] == b"{":
         return json.loads(value)
-    if m.group(2) == "weights":
+    if kind == "weights":
         w = learnd_pb2.RoutingWeights()
         w.ParseFromString(value)
         return {"kind": "routing_weights", "experiment": w.experiment,
@@ -666,8 +685,9 @@ def main(argv=None):
                 continue
             at_eof.discard((msg.topic(), msg.partition()))
             key = (msg.key() or b"").decode("utf-8", "replace")
+            rtype = record_type(msg.headers())
             try:
-                xev = decode_experiment(key, msg.value())
+                xev = decode_experiment(key, msg.value(), rtype)
                 ev = None if xev else decode_trigger(msg.value())
             except Exception as e:  # undecodable: log it, never wedge on it
                 log("error", "skip: undecodable trigger event", offset=msg.offset(),

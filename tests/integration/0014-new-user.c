@@ -200,17 +200,23 @@ int main(void)
     if (rc != 0)
         ld_test_show_tail(runlog, 40);
     LD_TEST_EQ_I64("learnd run --until-caught-up exit code", 0, rc);
-    unsigned long long consumed = 0, examples = 0, pending = 0, published = 0;
+    unsigned long long consumed = 0, examples = 0, pending = 0, published = 0,
+                       published_life = 0;
     f = fopen(runlog, "r");
     LD_TEST_ASSERT(f, "open %s", runlog);
     char line[2048];
     int stopped = 0;
     while (fgets(line, sizeof(line), f)) {
         char *m = strstr(line, "msg=\"stopped\" ");
-        if (m && sscanf(m,
-                        "msg=\"stopped\" consumed=%llu examples=%llu "
-                        "published=%llu pending_events=%llu",
-                        &consumed, &examples, &published, &pending) == 4)
+        char *pe = m ? strstr(m, " pending_events=") : NULL;
+        /* one process from scratch: its publications are all there are */
+        if (m && pe &&
+            sscanf(m,
+                   "msg=\"stopped\" consumed_process=%llu "
+                   "examples_process=%llu published_process=%llu "
+                   "published_lifetime=%llu",
+                   &consumed, &examples, &published, &published_life) == 4 &&
+            sscanf(pe, " pending_events=%llu", &pending) == 1)
             stopped = 1;
     }
     fclose(f);
@@ -224,6 +230,8 @@ int main(void)
                    (int64_t)consumed);
     LD_TEST_ASSERT(examples > 0, "the run trained");
     LD_TEST_ASSERT(published >= 1, "the run published a version");
+    LD_TEST_EQ_I64("published_lifetime of a first run", (int64_t)published,
+                   (int64_t)published_life);
 
     /* ---- 4. learnd replay --verify of the last version ------------------ */
     char replaylog[512];

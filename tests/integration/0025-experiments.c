@@ -203,13 +203,38 @@ typedef struct recs {
     size_t len[256];
 } recs_t;
 
+/* Header name of m as text in buf ("" when absent). */
+static const char *header(const rd_kafka_message_t *m, const char *name,
+                          char *buf, size_t size)
+{
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t n = 0;
+    buf[0] = '\0';
+    if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(h, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        snprintf(buf, size, "%.*s", (int)n, (const char *)v);
+    return buf;
+}
+
 static void collect(const rd_kafka_message_t *m, void *opaque)
 {
     recs_t *r = opaque;
-    char key[96];
+    char key[96], type[64], model[64];
     snprintf(key, sizeof(key), "%.*s", (int)m->key_len, (const char *)m->key);
-    if (!strstr(key, "/decision/") && !strstr(key, "/weights/"))
-        return; /* a trigger event */
+    /* The learnd.type header tells the records of the shared topic apart
+     * without decoding them (docs/TRIGGERS.md, "Headers"). */
+    header(m, "learnd.type", type, sizeof(type));
+    const char *want = strstr(key, "/decision/")  ? "ExperimentDecision"
+                       : strstr(key, "/weights/") ? "RoutingWeights"
+                                                  : "TriggerEvent";
+    LD_TEST_ASSERT(strcmp(type, want) == 0, "%s: learnd.type \"%s\", not %s",
+                   key, type, want);
+    LD_TEST_ASSERT(
+        strcmp(header(m, "learnd.model", model, sizeof(model)), "ex") == 0,
+        "%s: learnd.model \"%s\"", key, model);
+    if (strcmp(type, "TriggerEvent") == 0)
+        return;
     LD_TEST_ASSERT(r->n < 256, "too many experiment records");
     snprintf(r->key[r->n], sizeof(r->key[0]), "%s", key);
     r->val[r->n] = malloc(m->len + 1);

@@ -969,7 +969,7 @@ static int pick(size_t pos[2 * NP], const stream_t s[2 * NP])
 
 static void run_interleaved(const ld_labeling_conf_t *c,
                             const stream_t s[2 * NP], unsigned seed,
-                            sbuf_t *out)
+                            sbuf_t *out, ld_joiner_stats_t *stats)
 {
     ld_joiner_t *j = ld_joiner_new(c, NULL, 0);
     assert_non_null(j);
@@ -988,7 +988,54 @@ static void run_interleaved(const ld_labeling_conf_t *c,
     ld_joiner_stats(j, &st);
     assert_int_equal(st.pending_events, 0);
     assert_int_equal(st.pending_labels, 0);
+    if (stats)
+        *stats = st;
     ld_joiner_destroy(j);
+}
+
+/* The counters of the joiner's books (labeling.h): what a run counted. */
+#define BOOK(f)                                                                \
+    {                                                                          \
+#f, offsetof(ld_joiner_stats_t, f)                                     \
+    }
+static const struct {
+    const char *name;
+    size_t off;
+} book_fields[] = {
+    BOOK(events_in),           BOOK(labels_in),
+    BOOK(events_late),         BOOK(labels_late),
+    BOOK(events_duplicate),    BOOK(labels_joined),
+    BOOK(labels_after_window), BOOK(late_labels_dropped),
+    BOOK(labels_unmatched),    BOOK(labels_nolabel),
+    BOOK(events_expired),      BOOK(labels_expired),
+    BOOK(examples[0]),         BOOK(examples[1]),
+    BOOK(examples[2]),         BOOK(examples[3]),
+};
+#undef BOOK
+
+static uint64_t *book(ld_joiner_stats_t *st, size_t i)
+{
+    return (uint64_t *)(void *)((char *)st + book_fields[i].off);
+}
+
+static void books_add(ld_joiner_stats_t *to, const ld_joiner_stats_t *a)
+{
+    for (size_t i = 0; i < sizeof(book_fields) / sizeof(book_fields[0]); i++)
+        *book(to, i) += *book((ld_joiner_stats_t *)(uintptr_t)a, i);
+}
+
+/* Fails with the first counter that differs. */
+static void books_equal(const ld_joiner_stats_t *want,
+                        const ld_joiner_stats_t *got, const char *what)
+{
+    for (size_t i = 0; i < sizeof(book_fields) / sizeof(book_fields[0]); i++) {
+        uint64_t w = *book((ld_joiner_stats_t *)(uintptr_t)want, i);
+        uint64_t g = *book((ld_joiner_stats_t *)(uintptr_t)got, i);
+        if (w != g)
+            fail_msg("%s: %s %llu, uninterrupted %llu", what,
+                     book_fields[i].name, (unsigned long long)g,
+                     (unsigned long long)w);
+    }
 }
 
 /* Features packed elsewhere (ld_packer_pack(), on the daemon's ingest
@@ -1072,13 +1119,16 @@ static void test_property_interleavings(void **state)
         ld_labeling_conf_t c = prop_conf(variant == 3 ? 3 + 12 : variant);
         sbuf_t ref = {0};
         sb_add(&ref, "%s", "");
-        run_interleaved(&c, s, 1, &ref);
+        ld_joiner_stats_t want;
+        run_interleaved(&c, s, 1, &ref, &want);
         assert_true(ref.len > 1000);
         int rounds = variant == 0 ? 1000 : 100;
         for (int r = 0; r < rounds; r++) {
             sbuf_t got = {0};
             sb_add(&got, "%s", "");
-            run_interleaved(&c, s, 1000u + (unsigned)r, &got);
+            ld_joiner_stats_t st;
+            run_interleaved(&c, s, 1000u + (unsigned)r, &got, &st);
+            books_equal(&want, &st, "interleaving");
             if (got.len != ref.len || memcmp(got.s, ref.s, ref.len) != 0)
                 fail_msg("variant %d interleaving %d differs", variant, r);
             free(got.s);
@@ -1093,7 +1143,8 @@ static void test_property_interleavings(void **state)
  * resume offsets in a new random interleaving and finishes. */
 static void run_with_restart(const ld_labeling_conf_t *c,
                              const stream_t s[2 * NP], unsigned seed,
-                             sbuf_t *out, uint64_t *skipped)
+                             sbuf_t *out, uint64_t *skipped,
+                             ld_joiner_stats_t *books)
 {
     ld_joiner_t *j = ld_joiner_new(c, NULL, 0);
     uint32_t blk = 1u + seed % 3;
@@ -1117,6 +1168,9 @@ static void run_with_restart(const ld_labeling_conf_t *c,
     for (int p = 0; p < NP; p++)
         assert_int_equal(ld_joiner_resume_encode(j, p, &rec[p], &reclen[p]),
                          LD_OK);
+    /* what the first process counted up to its commit point */
+    ld_joiner_stats_t cut_st;
+    ld_joiner_stats(j, &cut_st);
     ld_joiner_destroy(j);
 
     j = ld_joiner_new(c, NULL, 0);
@@ -1156,6 +1210,13 @@ static void run_with_restart(const ld_labeling_conf_t *c,
     ld_joiner_stats(j, &st);
     *skipped += st.examples_skipped;
     assert_int_equal(st.pending_events, 0);
+    memset(books, 0, sizeof(*books));
+    books_add(books, &cut_st);
+    books_add(books, &st);
+    /* the lifetime counters, carried in the resume records, say the same */
+    ld_joiner_stats_t life;
+    ld_joiner_stats_lifetime(j, &life);
+    books_equal(books, &life, "lifetime");
     ld_joiner_destroy(j);
 }
 
@@ -1168,12 +1229,16 @@ static void test_property_restart(void **state)
         ld_labeling_conf_t c = prop_conf(variant == 3 ? 3 + 8 : variant);
         sbuf_t ref = {0};
         sb_add(&ref, "%s", "");
-        run_interleaved(&c, s, 1, &ref);
+        ld_joiner_stats_t want;
+        run_interleaved(&c, s, 1, &ref, &want);
         uint64_t skipped = 0;
         for (int r = 0; r < 150; r++) {
             sbuf_t got = {0};
             sb_add(&got, "%s", "");
-            run_with_restart(&c, s, 5000u + (unsigned)r, &got, &skipped);
+            ld_joiner_stats_t books;
+            run_with_restart(&c, s, 5000u + (unsigned)r, &got, &skipped,
+                             &books);
+            books_equal(&want, &books, "restart");
             if (got.len != ref.len || memcmp(got.s, ref.s, ref.len) != 0) {
                 size_t d = 0;
                 while (d < got.len && d < ref.len && got.s[d] == ref.s[d])
@@ -1206,7 +1271,10 @@ static void test_resume_record_corrupt(void **state)
     uint8_t *buf;
     size_t len;
     assert_int_equal(ld_joiner_resume_encode(j, 0, &buf, &len), LD_OK);
-    assert_int_equal(len, 16 + 2 * 28 + 16);
+    /* LDJ2: one advance, one pending label (b), 16 lifetime counters */
+    const size_t tail = 4 + 8 + 4 + 16 * 8;
+    assert_int_equal(len, 16 + 2 * 28 + 16 + tail);
+    assert_memory_equal(buf, "LDJ2", 4);
     int64_t eo, lo;
     assert_int_equal(ld_joiner_resume_offsets(j, 0, &eo, &lo), LD_OK);
     assert_int_equal(eo, 0);
@@ -1214,7 +1282,17 @@ static void test_resume_record_corrupt(void **state)
     ld_joiner_t *k = ld_joiner_new(&c, NULL, 0);
     for (size_t n = 0; n < len; n++)
         assert_int_equal(ld_joiner_resume_load(k, buf, n), LD_ERR_CORRUPT);
-    buf[len - 20] = 0xff; /* a huge advance count */
+    /* an LDJ1 record (no pending labels, no counters) of an older learnd
+     * still loads; with LDJ1's length an LDJ2 does not */
+    assert_int_equal(ld_joiner_resume_load(k, buf, len - tail), LD_ERR_CORRUPT);
+    memcpy(buf, "LDJ1", 4);
+    assert_int_equal(ld_joiner_resume_load(k, buf, len - tail), LD_OK);
+    assert_int_equal(ld_joiner_resume_load(k, buf, len), LD_ERR_CORRUPT);
+    memcpy(buf, "LDJ2", 4);
+    buf[len - tail] = 0xfe; /* a huge pending label count */
+    assert_int_equal(ld_joiner_resume_load(k, buf, len), LD_ERR_CORRUPT);
+    buf[len - tail] = 1;
+    buf[len - 20 - tail] = 0xff; /* a huge advance count */
     assert_int_equal(ld_joiner_resume_load(k, buf, len), LD_ERR_CORRUPT);
     free(buf);
     /* Not drained: refused. */
