@@ -6,15 +6,16 @@
  * nothing crashes. With -DLD_FUZZ_REPLAY it is a plain program replaying
  * files or directories; `--write-seed FILE` writes the seed of
  * tests/fuzz/corpus/fuzz_state (three commits of a 64-slot FTRL model,
- * format 3, with deltas). Input: frames of kind (bit 7: a tombstone; the
- * low two bits: header, block a, gens page a, delta a/b), a, b, a 16-bit
- * little-endian length and the value. */
+ * format 4, with deltas; `--write-seed-v3 FILE` the same in format 3). Input:
+ * frames of kind (bit 7: a tombstone; the low two bits: header, block a, gens
+ * page a, delta a/b), a, b, a 16-bit little-endian length and the value. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "publish/publish.h"
+#include "publish/state_internal.h" /* ld_state_fill_rows */
 #include "trainer/checkpoint.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -69,16 +70,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const Learnd__V1__ResumeHeader *h = r->header;
     /* Fill as an FTRL model of the header's shape would (3 floats a
-     * slot), and as one of another shape. */
+     * slot), and as one of another shape; then as a restart does, into
+     * the snapshot of the header's model_state when it decodes. */
     size_t n = (size_t)h->block_count * h->block_size * 3;
     if (h->format_version >= 2 && n && n <= (1u << 20)) {
         float *sp = malloc(n * sizeof(float));
-        for (size_t k = 0; sp && k < 2; k++) {
+        uint8_t *keep = calloc(n / 8 + 1, 1);
+        for (size_t k = 0; sp && keep && k < 2; k++) {
             why[0] = '\0';
-            err = ld_resume_fill_sparse(r, sp, n - k * 3, why, sizeof(why));
+            err = ld_state_fill_rows(r, sp, n - k * 3, keep, why, sizeof(why));
             must_say(err, why, "fill");
         }
         free(sp);
+        free(keep);
+        ld_ckpt_t *ck = NULL;
+        ld_snapshot_t *snap = NULL;
+        /* a small model only: a mutated head may ask for 2^30 slots */
+        if (ld_ckpt_decode_head(h->model_state.data, h->model_state.len, &ck,
+                                why, sizeof(why)) == LD_OK &&
+            ld_ckpt_message(ck)->spec &&
+            ld_ckpt_message(ck)->spec->hash_bits <= 12 &&
+            ld_ckpt_message(ck)->spec->num_classes <= 4 &&
+            ld_ckpt_message(ck)->spec->dense_dim <= 64 &&
+            (snap = ld_ckpt_snapshot(ck)) != NULL) {
+            size_t sn = 0;
+            if (ld_snapshot_sparse(snap, &sn) && sn <= (1u << 20)) {
+                why[0] = '\0';
+                err = ld_resume_fill_sparse(r, snap, why, sizeof(why));
+                must_say(err, why, "fill snapshot");
+            }
+        }
+        ld_snapshot_destroy(snap);
+        ld_ckpt_destroy(ck);
     }
     ld_resume_destroy(r);
     return 0;
