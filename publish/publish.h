@@ -186,9 +186,9 @@ void ld_state_gens_free(ld_state_gens_t *g);
  * 3 (other optimizers, or g->write_format 3: every plane of a row): emits
  * into sink the rows of t (borrowed) written since the last commit
  * (ld_trainer_block_dirty_rows) as one delta, a round-robin
- * sweep of whole blocks (at least half the delta's bytes and 1/256 of the
- * blocks; every block when g holds no generations of t's shape), the gens
- * pages covering them, a tombstone for each part of every delta older than
+ * sweep of whole blocks (at least a quarter of the delta's bytes and 1/256
+ * of the blocks; every block when g holds no generations of t's shape), the
+ * gens pages covering them, a tombstone for each part of every delta older than
  * all blocks, then header (borrowed; its commit_seq, model, model_state
  * and module state filled in by the caller; the block and delta fields
  * here) naming every page's generation and the deltas still needed.

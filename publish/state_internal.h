@@ -31,7 +31,7 @@ size_t ld_state_row_get(const ld_state_rows_t *f, const uint8_t *src, int keep,
 void ld_state_keep_set(uint8_t *keep, uint64_t row, int on);
 
 /* The sweep's pace: whole blocks until their bytes reach this share of
- * the delta's (state_delta.c explains the default, 0.5). Benches set it;
+ * the delta's (state_delta.c explains the default, 0.25). Benches set it;
  * the daemon does not. */
 extern double ld_state_sweep_pace;
 

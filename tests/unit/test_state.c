@@ -402,7 +402,7 @@ static size_t assert_restores(topic_t *tp, ld_trainer_t *t, uint64_t seq)
 
 /* One touched row in each of the 64 blocks: format 2 rewrites all 64
  * blocks whole; format 3 writes the 64 rows as one delta and sweeps only
- * as many blocks as half the delta's bytes. */
+ * as many blocks as a quarter of the delta's bytes. */
 static void test_state_delta_bytes(void **state)
 {
     (void)state;
@@ -432,7 +432,7 @@ static void test_state_delta_bytes(void **state)
     assert_int_equal(tp.deltas, 1);
     assert_int_equal(tp.tombs, 0);
     /* The sweep: at least one block (64 / 256 rounded up), at most until
-     * its bytes reach half the delta's: fewer than a quarter of them. */
+     * its bytes reach a quarter of the delta's: fewer than 16 of them. */
     assert_in_range(tp.blocks, 1, 15);
     assert_true(b3 * 2 < b2);
     assert_int_equal(assert_restores(&tp, t, 2), 1);
