@@ -143,7 +143,7 @@ static ld_err_t seed_emit(void *opaque, const char *key, const uint8_t *val,
     return LD_OK;
 }
 
-static int write_seed(const char *path)
+static int write_seed(const char *path, uint32_t format)
 {
     FILE *f = fopen(path, "wb");
     ld_trainer_conf_t c;
@@ -160,6 +160,7 @@ static int write_seed(const char *path)
     if (!t)
         return 1;
     ld_state_gens_t g = {0};
+    g.write_format = format;
     for (uint64_t seq = 1; seq <= 3; seq++) {
         for (uint32_t i = 0; i < 6; i++) {
             uint32_t idx[2] = {(uint32_t)(seq * 7 + i * 5) % 64,
@@ -199,7 +200,9 @@ static int write_seed(const char *path)
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--write-seed"))
-        return write_seed(argv[2]);
+        return write_seed(argv[2], 0);
+    if (argc == 3 && !strcmp(argv[1], "--write-seed-v3"))
+        return write_seed(argv[2], 3);
     return fz_replay_main("fuzz_state", argc, argv);
 }
 #endif
