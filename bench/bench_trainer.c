@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "publish/publish.h"
+#include "publish/state_internal.h" /* ld_state_sweep_pace */
 #include "trainer/checkpoint.h"
 #include "trainer/trainer.h"
 
@@ -538,23 +539,104 @@ static void train_one(ld_trainer_t *t, const stream_t *s, const uint32_t *idx,
         exit(1);
 }
 
-/* Bytes the incremental resume state writes per commit point, format 3
- * (rows touched as a delta plus a sweep of blocks) and format 2 (every
- * block with a touched row, whole) side by side on the same trainer,
- * against the whole state (format 1: the full checkpoint), committing
- * every `every` examples of the stream; with the CPU each write costs the
- * loop and the distinct rows the stream touched per commit (the floor of
- * any encoding that keys what changed). */
-static void bench_state(const stream_t *s, uint32_t bits, size_t every)
+/* A state sink that counts what a restore would read: the newest bytes
+ * of each block, the bytes of each delta (by commit), and optionally
+ * appends every record (key and value) to producer-sized batch files
+ * (<= 1 MB and 10 000 records, librdkafka's batch.size and
+ * batch.num.messages) for measuring compression. */
+typedef struct bsink {
+    uint64_t *block; /* newest key + value bytes of each block */
+    uint64_t *delta; /* key + value bytes of each commit's delta */
+    size_t nblocks, nseq;
+    const char *dir; /* NULL: no dump */
+    FILE *f;
+    size_t flen, frecs, fno;
+    int on; /* dumping this commit */
+} bsink_t;
+
+static ld_err_t bsink_emit(void *opaque, const char *key, const uint8_t *val,
+                           size_t len)
+{
+    bsink_t *b = opaque;
+    unsigned long long seq;
+    size_t i;
+    unsigned part;
+    if (!val)
+        return LD_OK;
+    if (sscanf(key, "bench/block/%zu", &i) == 1 && i < b->nblocks)
+        b->block[i] = strlen(key) + len;
+    else if (sscanf(key, "bench/delta/%llu/%u", &seq, &part) == 2 &&
+             seq < b->nseq)
+        b->delta[seq] += strlen(key) + len;
+    if (!b->dir || !b->on)
+        return LD_OK;
+    if (b->f && (b->flen + len > 1000000 || b->frecs == 10000)) {
+        fclose(b->f);
+        b->f = NULL;
+    }
+    if (!b->f) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/batch-%06zu", b->dir, b->fno++);
+        if (!(b->f = fopen(path, "wb"))) {
+            perror(path);
+            exit(1);
+        }
+        b->flen = b->frecs = 0;
+    }
+    fwrite(key, 1, strlen(key), b->f);
+    fwrite(val, 1, len, b->f);
+    b->flen += strlen(key) + len;
+    b->frecs++;
+    return LD_OK;
+}
+
+/* Bytes a restore reads from the compacted topic: every block's newest
+ * record and the deltas g still lists. */
+static uint64_t bsink_restore(const bsink_t *b, const ld_state_gens_t *g)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < b->nblocks; i++)
+        n += b->block[i];
+    for (size_t i = 0; i < g->ndelta; i++)
+        if (g->dseq[i] < b->nseq)
+            n += b->delta[g->dseq[i]];
+    return n;
+}
+
+/* Bytes the incremental resume state writes per commit point, format 4
+ * (FTRL rows of z and n), format 3 (rows touched as a delta plus a sweep
+ * of blocks, every plane) and format 2 (every block with a touched row,
+ * whole) side by side on the same trainer, against the whole state
+ * (format 1: the full checkpoint), committing every `every` examples of
+ * the stream; with the CPU each write costs the loop, the distinct rows
+ * the stream touched per commit (the floor of any encoding that keys what
+ * changed), and what a restore would read at the end (blocks plus the
+ * live deltas, which the sweep's pace trades against the bytes per
+ * commit). With dump, the records of formats 4 and 3 go to dump/f4 and
+ * dump/f3 as producer batches (bench/state_compress.sh compresses them). */
+static void bench_state(const stream_t *s, uint32_t bits, size_t every,
+                        const char *dump)
 {
     uint32_t *idx = NULL;
     ld_trainer_t *t = ftrl_on(s, bits, &idx);
-    ld_state_gens_t g = {0}, g2 = {0};
+    ld_state_gens_t g[3] = {{0}, {0}, {0}}; /* formats 4, 3, 2 */
+    g[1].write_format = 3;
     ld_ckpt_meta_t meta = {.model = "bench"};
-    uint64_t seq = 0, sum = 0, sum2 = 0, n = 0, dirty_sum = 0, rows_sum = 0;
-    double full_ms = 0, cpu3 = 0, cpu2 = 0;
+    uint64_t seq = 0, sum[3] = {0}, n = 0, dirty_sum = 0, rows_sum = 0;
+    double full_ms = 0, cpu[3] = {0};
     uint8_t *seen = calloc(((size_t)1 << bits) / 8 + 1, 1);
-    size_t full = 0;
+    size_t full = 0, nbk = ld_trainer_state_blocks(t);
+    size_t nseq = s->n / every + 2;
+    bsink_t bs[2];
+    for (int f = 0; f < 2; f++) {
+        char *dir = NULL;
+        if (dump) {
+            dir = malloc(strlen(dump) + 8);
+            sprintf(dir, "%s/f%d", dump, f ? 3 : 4);
+        }
+        bs[f] = (bsink_t){
+            calloc(nbk, 8), calloc(nseq, 8), nbk, nseq, dir, NULL, 0, 0, 0, 0};
+    }
     for (size_t i = 0; i < s->n; i++) {
         train_one(t, s, idx, i);
         for (int f = 0; f < NF; f++) {
@@ -578,21 +660,26 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
         hdr.model = "bench";
         hdr.commit_seq = ++seq;
         hdr.model_state = (ProtobufCBinaryData){hb.len, hb.data};
-        uint64_t bytes = 0, bytes2 = 0;
-        size_t nd = 0, nbk = ld_trainer_state_blocks(t);
+        uint64_t bytes[3] = {0};
+        size_t nd = 0;
         for (size_t b = 0; b < nbk; b++)
             nd += (size_t)ld_trainer_block_dirty(t, b);
         dirty_sum += nd;
-        /* Alternated, so that neither always runs on a warm cache. */
-        for (int k = 0; k < 2; k++) {
-            int v3 = (k + (int)seq) % 2;
-            ld_state_sink_t sink = {count_only, NULL, v3 ? &bytes : &bytes2};
+        /* Rotated, so that none always runs on a warm cache. */
+        for (int k = 0; k < 3; k++) {
+            int v = (k + (int)seq) % 3;
+            ld_state_sink_t sink = {count_only, NULL, &bytes[v]};
+            if (v < 2) {
+                bs[v].on = seq > 1;
+                sink = (ld_state_sink_t){bsink_emit, &bs[v], &bytes[v]};
+            }
             double c0 = cpu_s();
-            if ((v3 ? ld_state_write_blocks(&sink, &hdr, t, &g)
-                    : ld_state_write_blocks_v2(&sink, &hdr, t, &g2)) != LD_OK)
+            if ((v < 2 ? ld_state_write_blocks(&sink, &hdr, t, &g[v])
+                       : ld_state_write_blocks_v2(&sink, &hdr, t, &g[v])) !=
+                LD_OK)
                 exit(1);
             if (seq > 1)
-                *(v3 ? &cpu3 : &cpu2) += cpu_s() - c0;
+                cpu[v] += cpu_s() - c0;
         }
         ld_trainer_dirty_clear(t);
         free(hb.data);
@@ -612,29 +699,41 @@ static void bench_state(const stream_t *s, uint32_t bits, size_t every)
             if (seq == 1)
                 continue; /* the first commit writes every block */
         }
-        sum += bytes;
-        sum2 += bytes2;
+        for (int v = 0; v < 3; v++)
+            sum[v] += bytes[v];
         n++;
     }
     if (n) {
-        double rows = (double)rows_sum / (double)n;
-        printf("state bits=%2u every %7zu: rows touched %.2f %% (%.0f), "
-               "blocks dirty %.1f %%; bytes/commit format 3 %.0f (%.2f %% "
-               "of full %zu), format 2 %.0f (%.2f %%); cpu/commit format 3 "
-               "%.1f ms, format 2 %.1f ms (whole state: %.1f ms to snapshot "
-               "and encode)\n",
-               bits, every, 100.0 * rows / (double)(1u << bits), rows,
-               100.0 * (double)dirty_sum / (double)(n + 1) /
-                   (double)ld_trainer_state_blocks(t),
-               (double)sum / (double)n,
-               100.0 * (double)sum / (double)n / (double)full, full,
-               (double)sum2 / (double)n,
-               100.0 * (double)sum2 / (double)n / (double)full,
-               1e3 * cpu3 / (double)n, 1e3 * cpu2 / (double)n, full_ms);
+        double rows = (double)rows_sum / (double)n, fl = (double)full;
+        double per[3];
+        for (int v = 0; v < 3; v++)
+            per[v] = (double)sum[v] / (double)n;
+        printf("state bits=%2u every %7zu pace %.2f: rows touched %.2f %% "
+               "(%.0f), blocks dirty %.1f %%; bytes/commit format 4 %.0f "
+               "(%.2f %% of full %zu), format 3 %.0f (%.2f %%), format 2 "
+               "%.0f (%.2f %%); cpu/commit format 4 %.1f ms, format 3 %.1f "
+               "ms, format 2 %.1f ms (whole state: %.1f ms to snapshot and "
+               "encode); restore reads format 4 %.1f MB (%zu deltas), "
+               "format 3 %.1f MB (%zu deltas)\n",
+               bits, every, ld_state_sweep_pace,
+               100.0 * rows / (double)(1u << bits), rows,
+               100.0 * (double)dirty_sum / (double)(n + 1) / (double)nbk,
+               per[0], 100.0 * per[0] / fl, full, per[1], 100.0 * per[1] / fl,
+               per[2], 100.0 * per[2] / fl, 1e3 * cpu[0] / (double)n,
+               1e3 * cpu[1] / (double)n, 1e3 * cpu[2] / (double)n, full_ms,
+               (double)bsink_restore(&bs[0], &g[0]) / 1e6, g[0].ndelta,
+               (double)bsink_restore(&bs[1], &g[1]) / 1e6, g[1].ndelta);
+    }
+    for (int f = 0; f < 2; f++) {
+        if (bs[f].f)
+            fclose(bs[f].f);
+        free(bs[f].block);
+        free(bs[f].delta);
+        free((void *)bs[f].dir);
     }
     free(seen);
-    ld_state_gens_free(&g);
-    ld_state_gens_free(&g2);
+    for (int v = 0; v < 3; v++)
+        ld_state_gens_free(&g[v]);
     free(idx);
     ld_trainer_destroy(t);
 }
@@ -695,6 +794,7 @@ int main(int argc, char **argv)
     int only_learn = 0, one_bits = 0, one_batch = 0, one_opt = -1, reps = 1;
     int champ = 0, state_bits = 0, demo = 0, delta_bits = 0, shared_bits = 0;
     size_t state_every = 0;
+    const char *state_dump = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
             n = (size_t)atol(argv[++i]);
@@ -722,6 +822,10 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--state") && i + 2 < argc) {
             state_bits = atoi(argv[++i]);
             state_every = (size_t)atol(argv[++i]);
+        } else if (!strcmp(argv[i], "--state-pace") && i + 1 < argc) {
+            ld_state_sweep_pace = atof(argv[++i]);
+        } else if (!strcmp(argv[i], "--state-dump") && i + 1 < argc) {
+            state_dump = argv[++i];
         } else {
             fprintf(
                 stderr,
@@ -729,7 +833,8 @@ int main(int argc, char **argv)
                 "[--write-river FILE] [--learn-only]\n"
                 "       [--one BITS BATCH OPT(0 sgd, 1 adagrad, "
                 "2 ftrl, 3 adam)] [--champion] [--reps N]\n"
-                "       [--state BITS EXAMPLES_PER_COMMIT] [--demo-stream]\n"
+                "       [--state BITS EXAMPLES_PER_COMMIT [--state-pace SHARE] "
+                "[--state-dump DIR]] [--demo-stream]\n"
                 "       [--delta BITS EXAMPLES_PER_PUBLICATION] "
                 "[--shared BITS]\n");
             return 2;
@@ -763,7 +868,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (state_bits) {
-        bench_state(&s, (uint32_t)state_bits, state_every);
+        bench_state(&s, (uint32_t)state_bits, state_every, state_dump);
         free(s.id);
         free(s.y);
         return 0;

@@ -135,7 +135,7 @@ static void restore_champion(ld_publisher_t *p, ld_trainer_t *t)
     ld_ckpt_destroy(champ);
 }
 
-/* The trainer from a format 1 state (one checkpoint) or a format 2 or 3
+/* The trainer from a format 1 state (one checkpoint) or a format 2 to 4
  * one (a head plus its blocks and deltas, whose generations then become
  * this run's). */
 static ld_err_t restore_trainer(ld_publisher_t *p, ld_resume_t *rs,
@@ -154,12 +154,8 @@ static ld_err_t restore_trainer(ld_publisher_t *p, ld_resume_t *rs,
     err = LD_ERR_NOMEM;
     if (!(snap = ld_ckpt_snapshot(ck)))
         goto out;
-    if (v2) {
-        size_t n = 0;
-        float *sp = ld_snapshot_sparse(snap, &n);
-        if ((err = ld_resume_fill_sparse(rs, sp, n, errstr, size)))
-            goto out;
-    }
+    if (v2 && (err = ld_resume_fill_sparse(rs, snap, errstr, size)))
+        goto out;
     if ((err = ld_trainer_restore(t, snap, errstr, size)))
         goto out;
     /* The topic holds this state: only what changes from here on needs

@@ -141,12 +141,15 @@ ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,
                        const char *model, int timeout_ms, ld_resume_t **out,
                        char *errstr, size_t errstr_size) LD_WUR;
 
-/* Format 2 and 3: copies the blocks into dst, the sparse state of a
- * snapshot in the plain layout (n floats, from ld_snapshot_sparse), then
- * (format 3) the rows of every delta newer than their block, in commit
- * order. LD_ERR_CORRUPT with errstr when the blocks do not tile n floats
- * (another shape) or a delta part is malformed. */
-ld_err_t ld_resume_fill_sparse(ld_resume_t *r, float *dst, size_t n,
+/* Formats 2 to 4: copies the blocks into the sparse state of snap (a
+ * snapshot in the plain layout, from the header's model_state; borrowed),
+ * then (format 3, 4) the rows of every delta newer than their block, in
+ * commit order; format 4 then recomputes the weights its rows leave out
+ * (ld_snapshot_derive_w, with snap's hyperparameters: the writer's).
+ * LD_ERR_CORRUPT with errstr when the blocks do not tile snap's sparse
+ * state (another shape), a block or delta part is malformed, or format 4
+ * meets a model that is not FTRL. */
+ld_err_t ld_resume_fill_sparse(ld_resume_t *r, ld_snapshot_t *snap,
                                char *errstr, size_t errstr_size) LD_WUR;
 
 /* Frees r; NULL is a no-op. */
@@ -171,14 +174,21 @@ typedef struct ld_state_gens {
     uint32_t *dparts;       /* private: parts of each */
     size_t ndelta, dcap;    /* private */
     size_t cursor;          /* private: next block of the sweep */
+    int encoding;           /* private: BlockEncoding of the blocks */
+    /* The format ld_state_write_blocks writes: 0 for the newest the model
+     * allows (4 for FTRL, else 3), 3 for format 3 (tests of the upgrade,
+     * bench_trainer --state's comparison). Set before the first write. */
+    uint32_t write_format;
 } ld_state_gens_t;
 void ld_state_gens_free(ld_state_gens_t *g);
 
-/* Format 3: emits into sink the rows of t (borrowed) written since the
- * last commit (ld_trainer_block_dirty_rows) as one delta, a round-robin
- * sweep of whole blocks (at least half the delta's bytes and 1/256 of the
- * blocks; every block when g holds no generations of t's shape), the gens
- * pages covering them, a tombstone for each part of every delta older than
+/* Format 4 (FTRL: rows of z and n, the weights recomputed on restore) or
+ * 3 (other optimizers, or g->write_format 3: every plane of a row): emits
+ * into sink the rows of t (borrowed) written since the last commit
+ * (ld_trainer_block_dirty_rows) as one delta, a round-robin
+ * sweep of whole blocks (at least a quarter of the delta's bytes and 1/256
+ * of the blocks; every block when g holds no generations of t's shape), the
+ * gens pages covering them, a tombstone for each part of every delta older than
  * all blocks, then header (borrowed; its commit_seq, model, model_state
  * and module state filled in by the caller; the block and delta fields
  * here) naming every page's generation and the deltas still needed.
@@ -200,7 +210,9 @@ ld_err_t ld_state_write_blocks_v2(const ld_state_sink_t *sink,
                                   ld_state_gens_t *g) LD_WUR;
 
 /* After a restore from rs (borrowed): g takes the generations of the
- * blocks when same_shape (this run continues writing only what changes)
+ * blocks when same_shape (this run continues writing only what changes,
+ * once its blocks' encoding is the state's: a format 3 state continued in
+ * format 4 is rewritten whole at the first commit)
  * and, in any case, the deltas rs's header lists, so the next commit
  * writes their tombstones once no block needs them. LD_ERR_NOMEM (g
  * freed). */

@@ -12,6 +12,29 @@
  * 2^24 slots. */
 #define LD_STATE_GENS_PAGE 4096u
 
+/* How the rows of a state are stored: format 2 and 3 every plane of the
+ * plain layout (full bytes a row); format 4 (zn, FTRL) z and n per output,
+ * 2/3 of that, and the weights too only where a row keeps them. */
+typedef struct ld_state_rows {
+    int zn;
+    size_t full;
+} ld_state_rows_t;
+
+/* Bytes of one stored row (keep: with its weights). */
+size_t ld_state_row_bytes(const ld_state_rows_t *f, int keep);
+/* Expands one stored row at src (its weights too when keep) into the
+ * plain row dst (f->full bytes; weights 0 where not stored); returns the
+ * bytes read. */
+size_t ld_state_row_get(const ld_state_rows_t *f, const uint8_t *src, int keep,
+                        uint8_t *dst);
+/* Sets (on) or clears bit row of the bitmap keep. */
+void ld_state_keep_set(uint8_t *keep, uint64_t row, int on);
+
+/* The sweep's pace: whole blocks until their bytes reach this share of
+ * the delta's (state_delta.c explains the default, 0.25). Benches set it;
+ * the daemon does not. */
+extern double ld_state_sweep_pace;
+
 /* One delta part record a reader saw, by key; data NULL once a tombstone
  * followed it. */
 typedef struct ld_state_dpart {
@@ -52,11 +75,19 @@ const ld_state_dpart_t *ld_state_reader_dpart(const ld_state_reader_t *rd,
 ld_err_t ld_state_deltas_check(const ld_state_reader_t *rd, ld_resume_t *r,
                                const char *model, char *errstr,
                                size_t size) LD_WUR;
-/* Format 3 in ld_resume_fill_sparse: applies the deltas' rows newer than
- * their block to dst (nb blocks of slots slots of slot_bytes bytes).
- * LD_ERR_CORRUPT with errstr on a malformed part. */
+/* Format 3 and 4 in ld_state_fill_rows: applies the deltas' rows newer
+ * than their block to dst (nb blocks of header->block_size slots of
+ * f->full bytes), marking in keep (format 4) the rows that store their
+ * weights. LD_ERR_CORRUPT with errstr on a malformed part. */
 ld_err_t ld_state_deltas_apply(const ld_resume_t *r, uint8_t *dst, size_t nb,
-                               size_t slots, size_t slot_bytes, char *errstr,
-                               size_t size) LD_WUR;
+                               const ld_state_rows_t *f, uint8_t *keep,
+                               char *errstr, size_t size) LD_WUR;
+/* ld_resume_fill_sparse's first half: the blocks and deltas into dst (n
+ * floats of the plain layout), format 4's weights left 0 and the rows
+ * that store theirs marked in keep (a bitmap of a bit per row, zeroed;
+ * NULL: not marked). Errors as ld_resume_fill_sparse. */
+ld_err_t ld_state_fill_rows(const ld_resume_t *r, float *dst, size_t n,
+                            uint8_t *keep, char *errstr,
+                            size_t errstr_size) LD_WUR;
 
 #endif

@@ -248,6 +248,7 @@ ld_err_t ld_state_write_blocks_v2(const ld_state_sink_t *sink,
     }
     if (err)
         goto out;
+    g->encoding = LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_SLOTS;
     header->format_version = 2;
     header->block_size = ld_trainer_state_block_slots(t);
     header->block_count = (uint32_t)nb;
@@ -278,6 +279,7 @@ typedef struct blockv {
     size_t len;
     uint64_t seq;
     int present;
+    uint32_t keep; /* format 4: the block's stored_weights */
 } blockv_t;
 
 struct ld_state_reader {
@@ -328,7 +330,7 @@ void ld_state_reader_destroy(ld_state_reader_t *rd)
 
 /* Stores data (taken) as entry idx of *v, growing it. */
 static ld_err_t put(blockv_t **v, size_t *n, uint32_t idx, uint8_t *data,
-                    size_t len, uint64_t seq)
+                    size_t len, uint64_t seq, uint32_t keep)
 {
     if (idx >= *n) {
         size_t m = (size_t)idx + 1;
@@ -342,7 +344,7 @@ static ld_err_t put(blockv_t **v, size_t *n, uint32_t idx, uint8_t *data,
         *n = m;
     }
     free((*v)[idx].data);
-    (*v)[idx] = (blockv_t){data, len, seq, 1};
+    (*v)[idx] = (blockv_t){data, len, seq, 1, keep};
     return LD_OK;
 }
 
@@ -485,12 +487,12 @@ ld_err_t ld_state_reader_take(ld_state_reader_t *rd, const void *key,
         const Learnd__V1__StateBlock *b = rec->block;
         uint8_t *d = dup_bytes(b->data.data, b->data.len);
         err = d ? put(&rd->blocks, &rd->nblocks, b->block_index, d, b->data.len,
-                      b->commit_seq)
+                      b->commit_seq, b->stored_weights)
                 : LD_ERR_NOMEM;
     } else if (rec->record_case == LEARND__V1__STATE_RECORD__RECORD_GENS) {
         uint8_t *d = dup_bytes(val, vlen);
         err = d ? put(&rd->pages, &rd->npages, rec->gens->page, d, vlen,
-                      rec->gens->commit_seq)
+                      rec->gens->commit_seq, 0)
                 : LD_ERR_NOMEM;
     }
     learnd__v1__state_record__free_unpacked(rec, NULL);
@@ -644,11 +646,14 @@ ld_err_t ld_state_reader_finish(ld_state_reader_t *rd, ld_resume_t **out,
         h->block_encoding ==
             LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_CHECKPOINT_CHUNKS)
         err = assemble_v1(rd, r, errstr, errstr_size);
-    else if ((h->format_version == 2 || h->format_version == 3) &&
-             h->block_encoding ==
-                 LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_SLOTS) {
+    else if (((h->format_version == 2 || h->format_version == 3) &&
+              h->block_encoding ==
+                  LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_SLOTS) ||
+             (h->format_version == 4 &&
+              h->block_encoding ==
+                  LEARND__V1__BLOCK_ENCODING__BLOCK_ENCODING_SLOTS_FTRL_ZN)) {
         err = assemble_v2(rd, r, errstr, errstr_size);
-        if (!err && h->format_version == 3)
+        if (!err && h->format_version >= 3)
             err = ld_state_deltas_check(rd, r, rd->model, errstr, errstr_size);
     } else {
         snprintf(errstr, errstr_size,
@@ -669,8 +674,8 @@ ld_err_t ld_state_reader_finish(ld_state_reader_t *rd, ld_resume_t **out,
     return LD_OK;
 }
 
-ld_err_t ld_resume_fill_sparse(ld_resume_t *r, float *dst, size_t n,
-                               char *errstr, size_t errstr_size)
+ld_err_t ld_state_fill_rows(const ld_resume_t *r, float *dst, size_t n,
+                            uint8_t *keep, char *errstr, size_t errstr_size)
 {
     const Learnd__V1__ResumeHeader *h = r->header;
     size_t nb = r->nblocks;
@@ -680,22 +685,27 @@ ld_err_t ld_resume_fill_sparse(ld_resume_t *r, float *dst, size_t n,
                  h->model, nb, n);
         return LD_ERR_CORRUPT;
     }
+    int zn = h->format_version == 4;
     size_t per = n / nb * sizeof(float), slots = h->block_size;
     size_t slot_bytes = per / slots;
-    if (slots > 32 || per % slots) {
+    if (slots > 32 || per % slots || (zn && slot_bytes % 12)) {
         snprintf(errstr, errstr_size,
                  "state of model %s: %zu slots per block do not fit the model",
                  h->model, slots);
         return LD_ERR_CORRUPT;
     }
+    ld_state_rows_t f = {zn, slot_bytes};
     for (size_t i = 0; i < nb; i++) {
         const blockv_t *b = &r->rd->blocks[i];
         uint32_t mask = 0;
         for (int k = 0; k < 4 && b->len >= 4; k++)
             mask |= (uint32_t)b->data[k] << (8 * k);
         size_t live = (size_t)__builtin_popcount(mask);
-        if (b->len < 4 || (slots < 32 && mask >> slots) ||
-            b->len != 4 + live * slot_bytes) {
+        size_t kept = (size_t)__builtin_popcount(b->keep);
+        size_t want = 4 + live * ld_state_row_bytes(&f, 0) +
+                      kept * (slot_bytes - ld_state_row_bytes(&f, 0));
+        if (b->len < 4 || (slots < 32 && mask >> slots) || (b->keep & ~mask) ||
+            (!zn && b->keep) || b->len != want) {
             snprintf(errstr, errstr_size,
                      "state of model %s: block %zu has %zu bytes, which is "
                      "not a block of %zu slots of %zu bytes (another shape?)",
@@ -705,18 +715,45 @@ ld_err_t ld_resume_fill_sparse(ld_resume_t *r, float *dst, size_t n,
         uint8_t *d = (uint8_t *)dst + i * per;
         const uint8_t *src = b->data + 4;
         for (size_t k = 0; k < slots; k++, d += slot_bytes) {
-            if (mask >> k & 1) {
-                memcpy(d, src, slot_bytes);
-                src += slot_bytes;
-            } else {
+            if (mask >> k & 1)
+                src += ld_state_row_get(&f, src, b->keep >> k & 1, d);
+            else
                 memset(d, 0, slot_bytes);
-            }
         }
+        for (size_t k = 0; keep && k < slots; k++)
+            ld_state_keep_set(keep, i * slots + k, b->keep >> k & 1);
     }
-    if (h->format_version == 3)
-        return ld_state_deltas_apply(r, (uint8_t *)dst, nb, slots, slot_bytes,
-                                     errstr, errstr_size);
+    if (h->format_version >= 3)
+        return ld_state_deltas_apply(r, (uint8_t *)dst, nb, &f, keep, errstr,
+                                     errstr_size);
     return LD_OK;
+}
+
+ld_err_t ld_resume_fill_sparse(ld_resume_t *r, ld_snapshot_t *snap,
+                               char *errstr, size_t errstr_size)
+{
+    size_t n = 0;
+    float *dst = ld_snapshot_sparse(snap, &n);
+    uint8_t *keep = NULL;
+    if (!dst) {
+        snprintf(errstr, errstr_size, "state of model %s: no sparse state",
+                 r->header->model);
+        return LD_ERR_CORRUPT;
+    }
+    /* Format 4: which rows keep their weights, one bit a row. */
+    if (r->header->format_version == 4 && r->nblocks &&
+        !(keep = calloc(n / 3 / 8 + 1, 1)))
+        return LD_ERR_NOMEM;
+    ld_err_t err = ld_state_fill_rows(r, dst, n, keep, errstr, errstr_size);
+    if (!err && keep && ld_snapshot_derive_w(snap, keep) != LD_OK) {
+        snprintf(errstr, errstr_size,
+                 "state of model %s: format 4 (rows without weights) for a "
+                 "model that is not FTRL",
+                 r->header->model);
+        err = LD_ERR_CORRUPT;
+    }
+    free(keep);
+    return err;
 }
 
 ld_err_t ld_state_load(const ld_strlist_t *kafka, const char *topic,

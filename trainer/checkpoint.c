@@ -116,7 +116,8 @@ static void insert(ld_snapshot_t *s, int which, uint32_t p, const uint8_t *src)
         for (size_t i = 0; i < n; i++)
             memcpy(&dst[i * sp->s], src + 4 * i, 4);
     } else if (which == 1) {
-        for (uint32_t k = 0; k < sp->k; k++)
+        /* dense_dim 0: the data is empty, NULL once unpacked */
+        for (uint32_t k = 0; k < sp->k && sp->dense_dim; k++)
             memcpy(s->dn + p * plane + k * d1,
                    src + (size_t)4 * k * sp->dense_dim,
                    sp->dense_dim * sizeof(float));

@@ -691,6 +691,68 @@ void ld_trainer_state_block(const ld_trainer_t *t, size_t b, float *out)
     memcpy(out, t->sp + b * per, per * sizeof(float));
 }
 
+int ld_trainer_state_w_derived(const ld_trainer_t *t)
+{
+    return t->spec.opt == LD_OPT_FTRL;
+}
+
+uint32_t ld_trainer_state_block_zn(const ld_trainer_t *t, size_t b, float *out)
+{
+    size_t n = (size_t)1 << t->dshift;
+    if (t->lazy) {
+        /* The lazy layout stores no weight: it is the closed form. */
+        const float *src = t->sp + b * n * LAZY_SS;
+        for (size_t i = 0; i < n; i++, src += LAZY_SS, out += 3) {
+            out[0] = 0.0f;
+            out[1] = src[0];
+            out[2] = src[1];
+        }
+        return 0;
+    }
+    /* The plain layout stores each step's weight, which is the closed form
+     * (opt_step's FTRL case computes it with ftrl_w's operations), but a
+     * restore copies a checkpoint's weights as they are: under other
+     * hyperparameters those stay until their slot is trained again. */
+    ld_trainer_state_block(t, b, out);
+    uint32_t keep = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t differ = 0;
+        for (uint32_t kk = 0; kk < t->k; kk++) {
+            float *c = out + (i * t->k + kk) * 3;
+            float w = ftrl_w(c[1], sqrtf(c[2]), &t->lz);
+            differ |= memcmp(&w, c, sizeof(w)) != 0;
+        }
+        if (differ)
+            keep |= 1u << i;
+        else
+            for (uint32_t kk = 0; kk < t->k; kk++)
+                out[(i * t->k + kk) * 3] = 0.0f;
+    }
+    return keep;
+}
+
+ld_err_t ld_snapshot_derive_w(ld_snapshot_t *s, const uint8_t *keep)
+{
+    const ld_spec_t *sp = &s->spec;
+    if (sp->opt != LD_OPT_FTRL || sp->s != 3 || !s->sp)
+        return LD_ERR_INVAL;
+    /* make_hp's FTRL constants: they do not depend on the step. */
+    hp_t h = {0};
+    h.l1 = (float)sp->l1;
+    h.l2 = (float)sp->l2;
+    h.beta = (float)sp->beta;
+    h.inv_alpha = (float)(1.0 / sp->lr);
+    size_t nslots = s->sp_n / ((size_t)sp->k * 3);
+    for (size_t i = 0; i < nslots; i++) {
+        if (keep && keep[i >> 3] >> (i & 7) & 1)
+            continue;
+        float *c = s->sp + i * sp->k * 3;
+        for (uint32_t kk = 0; kk < sp->k; kk++, c += 3)
+            c[0] = ftrl_w(c[1], sqrtf(c[2]), &h);
+    }
+    return LD_OK;
+}
+
 ld_snapshot_t *ld_trainer_state_head(ld_trainer_t *t)
 {
     ld_snapshot_t *s = calloc(1, sizeof(*s));

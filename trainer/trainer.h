@@ -306,6 +306,25 @@ void ld_trainer_dirty_clear(ld_trainer_t *t);
  * (ld_trainer_state_block_floats floats). Bit for bit what a snapshot
  * taken now would hold there. Thread: loop. */
 void ld_trainer_state_block(const ld_trainer_t *t, size_t b, float *out);
+/* 1 when t's weights are a closed form of the other planes (FTRL: w from
+ * z and n), so that a copy of the state may leave them out
+ * (ld_trainer_state_block_zn) and recompute them (ld_snapshot_derive_w).
+ * Thread: any. */
+int ld_trainer_state_w_derived(const ld_trainer_t *t);
+/* Block b as ld_trainer_state_block, rows without weights: only when
+ * ld_trainer_state_w_derived. Returns the mask of the slots whose weights
+ * are not the closed form of their (z, n) with t's hyperparameters (bit j:
+ * slot j must keep them; only where a warm start under other
+ * hyperparameters left a row untouched since); their weights are in out,
+ * every other slot's weights are 0 (not computed). Thread: loop. */
+uint32_t ld_trainer_state_block_zn(const ld_trainer_t *t, size_t b, float *out);
+/* Sets the weight of every slot of s's sparse state, except those whose
+ * bit is set in keep (a bitmap by slot, LSB first, borrowed; NULL: none),
+ * to the closed form of its (z, n) with s's own hyperparameters: bit for
+ * bit what the trainer that wrote (z, n) stored. LD_ERR_INVAL (nothing
+ * changed) unless s is an FTRL snapshot with sparse state. Thread: the
+ * snapshot's owner. */
+ld_err_t ld_snapshot_derive_w(ld_snapshot_t *s, const uint8_t *keep) LD_WUR;
 /* A snapshot of everything but the sparse state (its sparse part absent:
  * see ld_snapshot_has_sparse), for a checkpoint that carries the sparse
  * rows elsewhere (ld_ckpt_encode writes its sparse tensors empty). Caller

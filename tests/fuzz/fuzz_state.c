@@ -6,15 +6,16 @@
  * nothing crashes. With -DLD_FUZZ_REPLAY it is a plain program replaying
  * files or directories; `--write-seed FILE` writes the seed of
  * tests/fuzz/corpus/fuzz_state (three commits of a 64-slot FTRL model,
- * format 3, with deltas). Input: frames of kind (bit 7: a tombstone; the
- * low two bits: header, block a, gens page a, delta a/b), a, b, a 16-bit
- * little-endian length and the value. */
+ * format 4, with deltas; `--write-seed-v3 FILE` the same in format 3). Input:
+ * frames of kind (bit 7: a tombstone; the low two bits: header, block a, gens
+ * page a, delta a/b), a, b, a 16-bit little-endian length and the value. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "publish/publish.h"
+#include "publish/state_internal.h" /* ld_state_fill_rows */
 #include "trainer/checkpoint.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -69,16 +70,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const Learnd__V1__ResumeHeader *h = r->header;
     /* Fill as an FTRL model of the header's shape would (3 floats a
-     * slot), and as one of another shape. */
+     * slot), and as one of another shape; then as a restart does, into
+     * the snapshot of the header's model_state when it decodes. */
     size_t n = (size_t)h->block_count * h->block_size * 3;
     if (h->format_version >= 2 && n && n <= (1u << 20)) {
         float *sp = malloc(n * sizeof(float));
-        for (size_t k = 0; sp && k < 2; k++) {
+        uint8_t *keep = calloc(n / 8 + 1, 1);
+        for (size_t k = 0; sp && keep && k < 2; k++) {
             why[0] = '\0';
-            err = ld_resume_fill_sparse(r, sp, n - k * 3, why, sizeof(why));
+            err = ld_state_fill_rows(r, sp, n - k * 3, keep, why, sizeof(why));
             must_say(err, why, "fill");
         }
         free(sp);
+        free(keep);
+        ld_ckpt_t *ck = NULL;
+        ld_snapshot_t *snap = NULL;
+        /* a small model only: a mutated head may ask for 2^30 slots */
+        if (ld_ckpt_decode_head(h->model_state.data, h->model_state.len, &ck,
+                                why, sizeof(why)) == LD_OK &&
+            ld_ckpt_message(ck)->spec &&
+            ld_ckpt_message(ck)->spec->hash_bits <= 12 &&
+            ld_ckpt_message(ck)->spec->num_classes <= 4 &&
+            ld_ckpt_message(ck)->spec->dense_dim <= 64 &&
+            (snap = ld_ckpt_snapshot(ck)) != NULL) {
+            size_t sn = 0;
+            if (ld_snapshot_sparse(snap, &sn) && sn <= (1u << 20)) {
+                why[0] = '\0';
+                err = ld_resume_fill_sparse(r, snap, why, sizeof(why));
+                must_say(err, why, "fill snapshot");
+            }
+        }
+        ld_snapshot_destroy(snap);
+        ld_ckpt_destroy(ck);
     }
     ld_resume_destroy(r);
     return 0;
@@ -120,7 +143,7 @@ static ld_err_t seed_emit(void *opaque, const char *key, const uint8_t *val,
     return LD_OK;
 }
 
-static int write_seed(const char *path)
+static int write_seed(const char *path, uint32_t format)
 {
     FILE *f = fopen(path, "wb");
     ld_trainer_conf_t c;
@@ -137,6 +160,7 @@ static int write_seed(const char *path)
     if (!t)
         return 1;
     ld_state_gens_t g = {0};
+    g.write_format = format;
     for (uint64_t seq = 1; seq <= 3; seq++) {
         for (uint32_t i = 0; i < 6; i++) {
             uint32_t idx[2] = {(uint32_t)(seq * 7 + i * 5) % 64,
@@ -176,7 +200,9 @@ static int write_seed(const char *path)
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--write-seed"))
-        return write_seed(argv[2]);
+        return write_seed(argv[2], 0);
+    if (argc == 3 && !strcmp(argv[1], "--write-seed-v3"))
+        return write_seed(argv[2], 3);
     return fz_replay_main("fuzz_state", argc, argv);
 }
 #endif
