@@ -389,8 +389,21 @@ static void pq_wait(ld_pipeline_t *p, int ms)
         return;
     if (rd_kafka_queue_length(p->cq) > 0)
         return;
+    /* a wake whose byte the read above took */
+    if (atomic_load(&p->woken))
+        return;
     struct pollfd fd = {.fd = p->wake[0], .events = POLLIN};
     (void)poll(&fd, 1, p->holding && ms > 10 ? 10 : ms);
+}
+
+void ld_pipeline_wake(ld_pipeline_t *p)
+{
+    atomic_store(&p->woken, 1);
+    /* a byte in the pipe ends pq_wait()'s poll; a full pipe (EAGAIN)
+     * wakes it as well */
+    if (p->wake[1] >= 0 && write(p->wake[1], "w", 1) < 0) {
+        /* nothing to do: the flag is seen at the next look anyway */
+    }
 }
 
 /* ---- Rebalance ---------------------------------------------------------- */
@@ -505,6 +518,7 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
     /* The clock is read only when the queues are empty: two clock_gettime
      * calls per record were a measurable part of ingest. */
     int64_t deadline = 0;
+    uint64_t eofs = p->eofs;
     if (p->last) {
         rd_kafka_message_destroy(p->last);
         p->last = NULL;
@@ -531,6 +545,12 @@ ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms, ld_record_t *out)
         if (!m) {
             if (p->fatal)
                 return p->fatal;
+            /* Woken, or a partition reached its end: the caller looks
+             * at ld_pipeline_caught_up() now, not after the deadline
+             * (the end of every `--until-caught-up` run and replay
+             * waited out a 100 ms poll here). */
+            if (atomic_exchange(&p->woken, 0) || p->eofs != eofs)
+                return LD_ERR_TIMEOUT;
             int64_t now = ld_now_mono_ms();
             if (!deadline)
                 deadline = now + timeout_ms;

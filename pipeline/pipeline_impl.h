@@ -5,6 +5,7 @@
 #ifndef LD_PIPELINE_PIPELINE_IMPL_H
 #define LD_PIPELINE_PIPELINE_IMPL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,6 +86,7 @@ struct ld_pipeline {
     unsigned takes;  /* look at the empty queues every 256 */
     int wake[2];     /* pipe: librdkafka writes when a queue gets records */
     rd_kafka_queue_t *cq; /* the consumer queue, for its wake-up */
+    atomic_int woken;     /* ld_pipeline_wake() since the last poll */
 };
 
 /* The consumer's rebalance callback (opaque: the pipeline): keeps the
