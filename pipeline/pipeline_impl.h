@@ -63,7 +63,8 @@ struct ld_pipeline {
     /* the committed offsets and metadata read at the last assignment
      * (ld_pipeline_committed); NULL when they could not be read */
     rd_kafka_topic_partition_list_t *committed;
-    uint64_t eofs; /* end-of-partition events seen, to spot news */
+    int reset_beginning; /* auto.offset.reset is ours (earliest) */
+    uint64_t eofs;       /* end-of-partition events seen, to spot news */
     uint64_t eofs_checked;
     int caught_up;
     int dry_run; /* replay: dead letters are counted, never written */
