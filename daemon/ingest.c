@@ -53,6 +53,9 @@ struct ld_ingest {
     atomic_int loop_waits, thread_waits;
     atomic_int pause_req, stop_req;
     int barrier; /* under mu */
+    /* ld_ingest_pause() calls, under mu: a park asked for again while the
+     * thread still waits in the last one gets its own PAUSED */
+    unsigned pauses;
     pthread_mutex_t mu;
     pthread_cond_t items, space, ctl;
     pthread_t thread;
@@ -244,9 +247,18 @@ static void *thread_main(void *arg)
     int caught = 0;
     while (!atomic_load(&in->stop_req)) {
         if (atomic_load(&in->pause_req)) {
+            /* A resume and the next pause can both come before this thread
+             * wakes: it then still sees pause_req set, and without a
+             * PAUSED for that second park the loop waited for one for
+             * ever (bench_e2e in process, loaded host: loop PARKING, ring
+             * empty, this thread parked). Each park gets its PAUSED. */
+            pthread_mutex_lock(&in->mu);
+            unsigned park = in->pauses;
+            pthread_mutex_unlock(&in->mu);
             push_mark(in, LD_INGEST_PAUSED, LD_OK);
             pthread_mutex_lock(&in->mu);
-            while (atomic_load(&in->pause_req) && !atomic_load(&in->stop_req))
+            while (atomic_load(&in->pause_req) && !atomic_load(&in->stop_req) &&
+                   in->pauses == park)
                 pthread_cond_wait(&in->ctl, &in->mu);
             pthread_mutex_unlock(&in->mu);
             continue;
@@ -386,6 +398,8 @@ void ld_ingest_done(ld_ingest_t *in)
 static void set_flag(ld_ingest_t *in, atomic_int *flag, int v)
 {
     pthread_mutex_lock(&in->mu);
+    if (flag == &in->pause_req && v)
+        in->pauses++;
     atomic_store(flag, v);
     pthread_cond_broadcast(&in->ctl);
     pthread_mutex_unlock(&in->mu);

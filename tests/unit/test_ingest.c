@@ -334,6 +334,30 @@ static void test_ring_packed(void **state)
     run_ring(state, 1);
 }
 
+/* A park asked for again right after a resume, before the thread woke from
+ * the last one, gets its PAUSED too. Before, the thread saw pause_req still
+ * set, stayed parked without a new PAUSED, and the loop (PARKING) waited
+ * for ever: bench_e2e's in-process daemon hung so on a loaded host. */
+static void test_repark_at_once(void **state)
+{
+    fixture_t *f = *state;
+    seen_t s;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ld_ingest_start(f->in), LD_OK);
+    drain(f, &s, 1, LD_INGEST_CAUGHT_UP);
+    for (int i = 0; i < 50; i++) {
+        ld_ingest_pause(f->in);
+        drain(f, &s, 1, LD_INGEST_PAUSED);
+        ld_ingest_resume(f->in);
+        ld_ingest_pause(f->in); /* the thread has most likely not woken */
+        drain(f, &s, 1, LD_INGEST_PAUSED);
+        ld_ingest_resume(f->in);
+    }
+    assert_int_equal(s.paused, 100);
+    assert_int_equal(s.records[0], EVENTS);
+    assert_int_equal(s.bad_order, 0);
+}
+
 static double ms_since(const struct timespec *t0)
 {
     struct timespec t1;
@@ -406,6 +430,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ring_packed, setup_packed,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_poll_returns_on_news, setup_packed,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_repark_at_once, setup_packed,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
