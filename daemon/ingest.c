@@ -37,25 +37,36 @@ typedef struct slot {
     ld_packed_t packed;
 } slot_t;
 
+/* A cache line: what one side writes per item must not share a line with
+ * what the other side reads per item. head_local sat next to tail_local:
+ * each record the thread wrote took the loop's line away, and the loop's
+ * ld_ingest_done() (one increment) was 1.4 % of its samples in a replay,
+ * all on that load (#18). */
+#define LINE 64
+
 struct ld_ingest {
     ld_pipeline_t *p;
     uint32_t cap;
     slot_t *slots;
-    /* head: slots the thread has published; tail: slots the loop has
-     * released. Each is written by one side only, every BATCH items. */
-    _Atomic uint64_t head, tail;
-    uint64_t head_local, tail_seen; /* thread side */
-    uint64_t tail_local, head_seen; /* loop side */
     /* a side about to sleep sets its flag under mu; the other side signals
      * only when it sees it, so the common case takes no lock */
     atomic_int loop_waits, thread_waits;
     atomic_int pause_req, stop_req;
     int barrier; /* under mu */
+    /* ld_ingest_pause() calls, under mu: a park asked for again while the
+     * thread still waits in the last one gets its own PAUSED */
+    unsigned pauses;
     pthread_mutex_t mu;
     pthread_cond_t items, space, ctl;
     pthread_t thread;
     int started;
     ld_packer_t *packer; /* NULL: features are copied unpacked */
+    /* head: slots the thread has published; tail: slots the loop has
+     * released. Each is written by one side only, every BATCH items. */
+    _Alignas(LINE) _Atomic uint64_t head;
+    _Alignas(LINE) _Atomic uint64_t tail;
+    _Alignas(LINE) uint64_t head_local, tail_seen; /* thread side */
+    _Alignas(LINE) uint64_t tail_local, head_seen; /* loop side */
 };
 
 /* The ingest this thread runs, so callbacks know where they are called. */
@@ -214,6 +225,19 @@ static ld_err_t push_record(ld_ingest_t *in, const ld_record_t *rec)
     return LD_OK;
 }
 
+/* Hands the loop CAUGHT_UP when the pipeline just became caught up; 1 if
+ * it did. */
+static int note_caught_up(ld_ingest_t *in, int *caught)
+{
+    /* cheap: recomputed only when an end of partition was seen */
+    int c = ld_pipeline_caught_up(in->p);
+    int news = c && !*caught;
+    if (news)
+        push_mark(in, LD_INGEST_CAUGHT_UP, LD_OK);
+    *caught = c;
+    return news;
+}
+
 static void *thread_main(void *arg)
 {
     ld_ingest_t *in = arg;
@@ -223,20 +247,35 @@ static void *thread_main(void *arg)
     int caught = 0;
     while (!atomic_load(&in->stop_req)) {
         if (atomic_load(&in->pause_req)) {
+            /* A resume and the next pause can both come before this thread
+             * wakes: it then still sees pause_req set, and without a
+             * PAUSED for that second park the loop waited for one for
+             * ever (bench_e2e in process, loaded host: loop PARKING, ring
+             * empty, this thread parked). Each park gets its PAUSED. */
+            pthread_mutex_lock(&in->mu);
+            unsigned park = in->pauses;
+            pthread_mutex_unlock(&in->mu);
             push_mark(in, LD_INGEST_PAUSED, LD_OK);
             pthread_mutex_lock(&in->mu);
-            while (atomic_load(&in->pause_req) && !atomic_load(&in->stop_req))
+            while (atomic_load(&in->pause_req) && !atomic_load(&in->stop_req) &&
+                   in->pauses == park)
                 pthread_cond_wait(&in->ctl, &in->mu);
             pthread_mutex_unlock(&in->mu);
             continue;
         }
         /* Nothing waiting in the consumer's queue: hand over what is
-         * published before blocking in the poll. */
+         * published before blocking in the poll. Not when the input just
+         * ended, nor when a park or stop is asked for meanwhile: the loop
+         * acts on those at once instead of after a 100 ms wait for records
+         * that are not coming (~100-200 ms of a 1 s replay, #18;
+         * ld_ingest_pause() also cuts a wait short). */
         ld_record_t rec;
         ld_err_t err = ld_pipeline_poll(in->p, 0, &rec);
         if (err == LD_ERR_TIMEOUT) {
             flush_head(in);
-            err = ld_pipeline_poll(in->p, 100, &rec);
+            if (!note_caught_up(in, &caught) && !atomic_load(&in->pause_req) &&
+                !atomic_load(&in->stop_req))
+                err = ld_pipeline_poll(in->p, 100, &rec);
         }
         if (err == LD_OK)
             err = push_record(in, &rec);
@@ -244,11 +283,7 @@ static void *thread_main(void *arg)
             end = err;
             break;
         }
-        /* cheap: recomputed only when an end of partition was seen */
-        int c = ld_pipeline_caught_up(in->p);
-        if (c && !caught)
-            push_mark(in, LD_INGEST_CAUGHT_UP, LD_OK);
-        caught = c;
+        note_caught_up(in, &caught);
     }
     push_mark(in, LD_INGEST_STOPPED, end);
     on_thread = NULL;
@@ -363,9 +398,16 @@ void ld_ingest_done(ld_ingest_t *in)
 static void set_flag(ld_ingest_t *in, atomic_int *flag, int v)
 {
     pthread_mutex_lock(&in->mu);
+    if (flag == &in->pause_req && v)
+        in->pauses++;
     atomic_store(flag, v);
     pthread_cond_broadcast(&in->ctl);
     pthread_mutex_unlock(&in->mu);
+    /* The thread may sit in a poll of up to 100 ms for records: a park
+     * (each commit point) or the stop at the end of the input waited that
+     * out, ~200 ms of a 1 s replay of the few profile (#18). */
+    if (v && in->p)
+        ld_pipeline_wake(in->p);
 }
 
 void ld_ingest_pause(ld_ingest_t *in)
@@ -387,9 +429,11 @@ void ld_ingest_stop(ld_ingest_t *in)
 
 ld_ingest_t *ld_ingest_new(ld_pipeline_t *p, uint32_t capacity, int pack)
 {
-    ld_ingest_t *in = calloc(1, sizeof(*in));
+    /* aligned: the struct's cache lines (LINE) are its own */
+    ld_ingest_t *in = aligned_alloc(LINE, sizeof(*in));
     if (!in)
         return NULL;
+    memset(in, 0, sizeof(*in));
     if (pack && !(in->packer = ld_packer_new())) {
         free(in);
         return NULL;

@@ -117,7 +117,7 @@ static void assigned(run_t *r, rd_kafka_topic_partition_list_t *parts)
             continue;
         int64_t off = r->in->start(r, tp->topic, tp->partition,
                                    strcmp(tp->topic, events) == 0 ? eo : lo);
-        if (off >= 0)
+        if (off >= 0 || off == RD_KAFKA_OFFSET_BEGINNING) /* replay */
             tp->offset = off;
         ld_log(LD_LOG_INFO, MOD,
                "msg=\"partition assigned\" topic=%s partition=%d start=%lld",

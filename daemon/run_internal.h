@@ -60,7 +60,8 @@ typedef struct run_input_policy {
     ld_publisher_t *(*publisher)(const run_t *r, const ld_publisher_conf_t *pc);
     /* Where topic/partition starts reading, given where the joiner's
      * resume state says (resume; -1: the group's committed offset): the
-     * offset, or -1 for the group's (or the beginning). */
+     * offset, -1 for the group's (or auto.offset.reset), or
+     * RD_KAFKA_OFFSET_BEGINNING. */
     int64_t (*start)(run_t *r, const char *topic, int32_t partition,
                      int64_t resume);
     /* An assignment's starts are set (parts borrowed). */

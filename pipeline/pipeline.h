@@ -233,8 +233,10 @@ ld_pipeline_t *ld_pipeline_new(const ld_pipeline_conf_t *conf,
  * partition is read from its own queue), each partition in offset order;
  * a backlog is thus read about as it was written. Bad records met on the way
  * are dead-lettered (opening the transaction if needed) and counted.
- * Returns LD_OK, LD_ERR_TIMEOUT when nothing arrived, LD_ERR_FENCED when
- * another instance took the transactional id, LD_ERR_KAFKA on a fatal
+ * Returns LD_OK, LD_ERR_TIMEOUT when nothing arrived (also early: when a
+ * partition reached its end meanwhile, so that the caller looks at
+ * ld_pipeline_caught_up() at once, or after ld_pipeline_wake()), LD_ERR_FENCED
+ * when another instance took the transactional id, LD_ERR_KAFKA on a fatal
  * client error (logged). Thread: ingest. */
 ld_err_t ld_pipeline_poll(ld_pipeline_t *p, int timeout_ms,
                           ld_record_t *out) LD_WUR;
@@ -267,6 +269,14 @@ void ld_pipeline_lag(ld_pipeline_t *p, ld_pipeline_lag_cb *cb, void *opaque);
  * records are counted but not written to the dead-letter topic. Thread: owner.
  */
 void ld_pipeline_set_dry_run(ld_pipeline_t *p, int dry);
+
+/* Makes a waiting (or the next) ld_pipeline_poll() return LD_ERR_TIMEOUT at
+ * once instead of at its deadline: the daemon's loop asks its ingest thread
+ * to park or stop, and that thread must not sit out a 100 ms wait for
+ * records that are not coming (at the end of the input: ~100-200 ms of
+ * every `--until-caught-up` run and replay; at each commit point of an
+ * idle stream). Thread: any. */
+void ld_pipeline_wake(ld_pipeline_t *p);
 
 /* True once every assigned partition of both topics has been read to its
  * end at least once since it was assigned (the end offsets that existed

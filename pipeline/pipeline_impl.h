@@ -5,6 +5,7 @@
 #ifndef LD_PIPELINE_PIPELINE_IMPL_H
 #define LD_PIPELINE_PIPELINE_IMPL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,7 +63,8 @@ struct ld_pipeline {
     /* the committed offsets and metadata read at the last assignment
      * (ld_pipeline_committed); NULL when they could not be read */
     rd_kafka_topic_partition_list_t *committed;
-    uint64_t eofs; /* end-of-partition events seen, to spot news */
+    int reset_beginning; /* auto.offset.reset is ours (earliest) */
+    uint64_t eofs;       /* end-of-partition events seen, to spot news */
     uint64_t eofs_checked;
     int caught_up;
     int dry_run; /* replay: dead letters are counted, never written */
@@ -85,6 +87,7 @@ struct ld_pipeline {
     unsigned takes;  /* look at the empty queues every 256 */
     int wake[2];     /* pipe: librdkafka writes when a queue gets records */
     rd_kafka_queue_t *cq; /* the consumer queue, for its wake-up */
+    atomic_int woken;     /* ld_pipeline_wake() since the last poll */
 };
 
 /* The consumer's rebalance callback (opaque: the pipeline): keeps the

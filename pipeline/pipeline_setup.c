@@ -140,6 +140,7 @@ static rd_kafka_t *consumer_new(ld_pipeline_t *p, const ld_pipeline_conf_t *c,
     rd_kafka_conf_t *conf = ld_kafka_conf_new(kafka, errstr, errstr_size);
     if (!conf)
         return NULL;
+    p->reset_beginning = !props_has(kafka, "auto.offset.reset");
     if (set_default(conf, kafka, "client.id", "learnd-consumer", errstr,
                     errstr_size))
         goto err;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon/ingest.h"
 
@@ -333,6 +334,78 @@ static void test_ring_packed(void **state)
     run_ring(state, 1);
 }
 
+/* A park asked for again right after a resume, before the thread woke from
+ * the last one, gets its PAUSED too. Before, the thread saw pause_req still
+ * set, stayed parked without a new PAUSED, and the loop (PARKING) waited
+ * for ever: bench_e2e's in-process daemon hung so on a loaded host. */
+static void test_repark_at_once(void **state)
+{
+    fixture_t *f = *state;
+    seen_t s;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ld_ingest_start(f->in), LD_OK);
+    drain(f, &s, 1, LD_INGEST_CAUGHT_UP);
+    for (int i = 0; i < 50; i++) {
+        ld_ingest_pause(f->in);
+        drain(f, &s, 1, LD_INGEST_PAUSED);
+        ld_ingest_resume(f->in);
+        ld_ingest_pause(f->in); /* the thread has most likely not woken */
+        drain(f, &s, 1, LD_INGEST_PAUSED);
+        ld_ingest_resume(f->in);
+    }
+    assert_int_equal(s.paused, 100);
+    assert_int_equal(s.records[0], EVENTS);
+    assert_int_equal(s.bad_order, 0);
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 +
+           (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* The pipeline's poll does not sit out its timeout when there is news for
+ * its caller (#18): the input's end (the last end-of-partition event: the
+ * caller looks at ld_pipeline_caught_up() at once) and ld_pipeline_wake()
+ * (the loop parks or stops the ingest thread). Before, a poll with a long
+ * timeout returned only at its deadline in both cases: `--until-caught-up`
+ * runs and replays ended ~100-200 ms late, and a park on an idle stream
+ * waited up to 100 ms. The deadline here is far above what the mock
+ * cluster needs, so only a poll that waits it out fails. */
+static void test_poll_returns_on_news(void **state)
+{
+    fixture_t *f = *state;
+    const int LONG_MS = 20000;
+    ld_record_t rec;
+    int got = 0, polls = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!ld_pipeline_caught_up(f->p) && polls++ < 2 * (EVENTS + LABELS)) {
+        ld_err_t err = ld_pipeline_poll(f->p, LONG_MS, &rec);
+        if (err == LD_OK)
+            got++;
+        else
+            assert_int_equal(err, LD_ERR_TIMEOUT);
+    }
+    assert_true(ld_pipeline_caught_up(f->p));
+    assert_int_equal(got, EVENTS + LABELS); /* the poison is dead-lettered */
+    assert_true(ms_since(&t0) < LONG_MS / 4);
+
+    /* Caught up and idle: a wake ends the wait; and only one poll. */
+    ld_pipeline_wake(f->p);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(ld_pipeline_poll(f->p, LONG_MS, &rec), LD_ERR_TIMEOUT);
+    assert_true(ms_since(&t0) < LONG_MS / 4);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(ld_pipeline_poll(f->p, 300, &rec), LD_ERR_TIMEOUT);
+    assert_true(ms_since(&t0) >= 250);
+
+    /* The thread owns the pipeline from here; teardown stops it. */
+    assert_int_equal(ld_ingest_start(f->in), LD_OK);
+}
+
 /* Stopping a thread that never started, or destroying one: no hang. */
 static void test_never_started(void **state)
 {
@@ -355,6 +428,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ring_small_copied, setup_small,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_ring_packed, setup_packed,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_poll_returns_on_news, setup_packed,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_repark_at_once, setup_packed,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
