@@ -439,6 +439,13 @@ static void test_variants_bounded_and_other(void **state)
     /* a prefix of a configured name is not that name */
     assert_int_equal(ld_exp_set_variant(set, "contro", 6), 3);
     assert_int_equal(ld_exp_set_variant(set, "other", 5), 3);
+    /* nor is the name with zero bytes after it, nor one past the longest
+     * name a variant can have; the name itself is */
+    assert_int_equal(ld_exp_set_variant(set, "v3\0\0", 4), 3);
+    char longname[LD_EXP_NAME_MAX + 8] = "v3";
+    assert_int_equal(ld_exp_set_variant(set, longname, sizeof(longname)), 3);
+    assert_int_equal(ld_exp_set_variant(set, "v3", 2), 2);
+    assert_int_equal(ld_exp_set_variant(set, "", 0), 3);
     ld_exp_variant_stats_t st;
     ld_exp_set_variant_stats(set, 3, &st);
     assert_int_equal(st.n, 10000);
