@@ -92,7 +92,8 @@ typedef struct served_tab {
     served_side_t *s;                    /* parallel to k, or NULL */
     served_staged_t stage[SERVED_STAGE]; /* in the order served */
     size_t nstage;
-    size_t cap, n; /* cap a power of two (or 0) */
+    uint64_t stage_bits; /* stage_bit() of each staged key */
+    size_t cap, n;       /* cap a power of two (or 0) */
     uint64_t evicted;
     int64_t horizon_ms, newest_ms;
 } served_tab_t;

@@ -273,6 +273,15 @@ static void insert(ld_exp_set_t *set, int32_t partition, int64_t offset,
  *   after the batch: the table is then the one it would have met, and it
  *   is the only kind of insert that reads the newest matured time.
  * The same slots, evictions and exposure counts: the same state bytes. */
+/* One of 64 bits for a key: a mature whose bit no staged key has set
+ * skips the scan below (it cost bench_experiments a tenth more without). */
+static uint64_t stage_bit(int32_t partition, int64_t offset)
+{
+    uint64_t z = ((uint64_t)offset + (uint64_t)(uint32_t)partition) *
+                 0x9e3779b97f4a7c15ull;
+    return (uint64_t)1 << (z >> 58);
+}
+
 void served_drain(ld_exp_set_t *set)
 {
     served_tab_t *t = &set->served;
@@ -283,6 +292,7 @@ void served_drain(ld_exp_set_t *set)
         insert(set, o->partition, o->offset, o->time_ms, &o->sv);
     }
     t->nstage = 0;
+    t->stage_bits = 0;
 }
 
 void ld_exp_set_serve(ld_exp_set_t *set, int32_t partition, int64_t offset,
@@ -298,6 +308,7 @@ void ld_exp_set_serve(ld_exp_set_t *set, int32_t partition, int64_t offset,
         return;
     }
     served_staged_t *e = &t->stage[t->nstage++];
+    t->stage_bits |= stage_bit(partition, offset);
     e->partition = partition;
     e->offset = offset;
     e->time_ms = event_time_ms;
@@ -309,6 +320,8 @@ void ld_exp_set_serve(ld_exp_set_t *set, int32_t partition, int64_t offset,
 /* Whether (partition, offset) waits in the batch. */
 static int staged(const served_tab_t *t, int32_t partition, int64_t offset)
 {
+    if (!(t->stage_bits & stage_bit(partition, offset)))
+        return 0;
     for (size_t k = 0; k < t->nstage; k++)
         if (t->stage[k].partition == partition && t->stage[k].offset == offset)
             return 1;
