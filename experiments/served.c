@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "experiments/internal.h"
 
@@ -34,7 +33,9 @@ static size_t find(const served_tab_t *t, int32_t p, int64_t o)
 }
 
 /* A slot's dist from DIST_FAR on means "rehash to find the home": at a
- * load of at most 1/2 a probe that long needs a pathological key set. */
+ * load of at most 1/2 a probe that long needs a pathological key set.
+ * Rehashing every entry a deletion shifts was most of its work when the
+ * table is in cache (bench_experiments). */
 #define DIST_FAR 255
 
 static uint8_t dist_byte(size_t d)
@@ -89,66 +90,16 @@ static void side_clear(served_side_t *s, size_t n)
     }
 }
 
-/* Slots from HUGE_FROM bytes on sit on 2 MiB pages of their own. A serve
- * and a mature each meet a random slot, and their prefetches are wasted
- * when its page is not in the TLB (a prefetch that would walk the page
- * table is dropped): with 4 KiB pages, bench_e2e's 1 MiB table (256 pages,
- * beside the model's weights) missed the TLB so often that an insert
- * waited 180 cycles on average with prefetches as without any, 60 with
- * the page walk done by a plain load (rdtsc around the probe, 600 000
- * inserts). A mapping of its own, because malloc's may reuse heap pages
- * already backed by small ones. Smaller tables: a line-aligned block (a
- * probe reads one line, not two). */
-#define HUGE_PAGE ((size_t)2 << 20)
-#define HUGE_FROM ((size_t)512 << 10)
-
-static size_t slots_bytes(size_t cap)
-{
-    size_t b = cap * sizeof(served_slot_t);
-    return b < HUGE_FROM ? b : (b + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-}
-
-static served_slot_t *slots_alloc(size_t cap)
-{
-    size_t len = slots_bytes(cap);
-    if (len < HUGE_FROM)
-        return aligned_alloc(64, len);
-    /* a huge page's worth more, to cut an aligned piece out of */
-    uint8_t *p = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    size_t head = (HUGE_PAGE - (uintptr_t)p % HUGE_PAGE) % HUGE_PAGE;
-    if (head)
-        munmap(p, head);
-    if (HUGE_PAGE - head)
-        munmap(p + head + len, HUGE_PAGE - head);
-#ifdef MADV_HUGEPAGE
-    (void)madvise(p + head, len, MADV_HUGEPAGE); /* advice only */
-#endif
-    return (served_slot_t *)(void *)(p + head);
-}
-
-static void slots_free(served_slot_t *k, size_t cap)
-{
-    if (!k)
-        return;
-    size_t len = slots_bytes(cap);
-    if (len < HUGE_FROM)
-        free(k);
-    else
-        munmap(k, len);
-}
-
 /* Twice the slots (and the side entries, if any), every entry rehashed in
  * slot order: the same positions as ever, so the same state bytes. */
 static int grow(served_tab_t *t)
 {
     size_t cap = t->cap ? t->cap * 2 : 1024;
-    served_slot_t *k = slots_alloc(cap);
+    /* slots aligned to a line: a probe reads one line, not two */
+    served_slot_t *k = aligned_alloc(64, cap * sizeof(*k));
     served_side_t *sd = t->s ? malloc(cap * sizeof(*sd)) : NULL;
     if (!k || (t->s && !sd)) {
-        slots_free(k, cap);
+        free(k);
         free(sd);
         return -1;
     }
@@ -169,7 +120,7 @@ static int grow(served_tab_t *t)
                 sd[j] = old.s[i];
             t->n++;
         }
-    slots_free(old.k, old.cap);
+    free(old.k);
     free(old.s);
     return 0;
 }
@@ -253,15 +204,26 @@ static void insert(ld_exp_set_t *set, int32_t partition, int64_t offset,
     (void)val_set(t, i, event_time_ms, sv);
 }
 
+/* One of 64 bits for a key: a mature whose bit no staged key has set
+ * skips the scan below (it cost bench_experiments a tenth more without). */
+static uint64_t stage_bit(int32_t partition, int64_t offset)
+{
+    uint64_t z = ((uint64_t)offset + (uint64_t)(uint32_t)partition) *
+                 0x9e3779b97f4a7c15ull;
+    return (uint64_t)1 << (z >> 58);
+}
+
 /* Staging. A serve meets a random slot of a table of a megabyte or so,
  * a cache miss the loop thread would wait for at every event (the largest
  * part of what experiments cost bench_e2e). So a serve only joins a batch
  * of SERVED_STAGE; a full batch prefetches all its slots, then inserts
- * them in order, its misses overlapped. (A prefetch at each serve, the
- * insert SERVED_STAGE serves later, hid nothing: the prefetched line was
- * gone again by then, and an insert waited 180 cycles on average, as
- * without a prefetch; rdtsc around the probe, 600 000 inserts.) Inserts
- * keep their order, so each meets the table it would have met at once:
+ * them in order, its misses overlapped: the served table's share of the
+ * loop thread's samples fell from 10.6 % to 6 % (perf, bench_e2e
+ * --experiments on). A prefetch at each serve with the insert 8 serves
+ * later, as before, hid nothing on that machine: the probe still took 180
+ * cycles on average, as with no prefetch at all (rdtsc, 600 000 inserts),
+ * and the line was not there yet or no longer. Inserts keep their order,
+ * so each meets the table it would have met at once:
  * - a mature of another key need not wait for them. Linear probing with
  *   Knuth's deletion leaves the table as if the deleted key had never been
  *   inserted (6.4, Algorithm R), so deleting before or after an insert of
@@ -273,15 +235,6 @@ static void insert(ld_exp_set_t *set, int32_t partition, int64_t offset,
  *   after the batch: the table is then the one it would have met, and it
  *   is the only kind of insert that reads the newest matured time.
  * The same slots, evictions and exposure counts: the same state bytes. */
-/* One of 64 bits for a key: a mature whose bit no staged key has set
- * skips the scan below (it cost bench_experiments a tenth more without). */
-static uint64_t stage_bit(int32_t partition, int64_t offset)
-{
-    uint64_t z = ((uint64_t)offset + (uint64_t)(uint32_t)partition) *
-                 0x9e3779b97f4a7c15ull;
-    return (uint64_t)1 << (z >> 58);
-}
-
 void served_drain(ld_exp_set_t *set)
 {
     served_tab_t *t = &set->served;
@@ -335,9 +288,10 @@ void ld_exp_set_prefetch(const ld_exp_set_t *set, int32_t partition,
     if (!t->cap)
         return;
     /* the entry is at its home slot or a few after it (load <= 1/2), and
-     * its deletion reads the slot after it: the home's line and the next
-     * (with only the home's, a third of the inserts and half the
-     * deletions waited for the next one, bench_e2e) */
+     * its deletion reads the slot after it: the home's line and the next.
+     * 29 % of bench_e2e's inserts probe past the home's line; fetching the
+     * next line only for a home at a line's end made a mature's probe and
+     * deletion 25 % slower (rdtsc) */
     size_t i = slot_of(t, partition, offset);
     __builtin_prefetch(&t->k[i]);
     __builtin_prefetch(&t->k[((i | 1) + 1) & (t->cap - 1)]);
@@ -386,7 +340,7 @@ size_t ld_exp_set_waiting(const ld_exp_set_t *set, uint64_t *evicted)
 
 void served_free(served_tab_t *t)
 {
-    slots_free(t->k, t->cap);
+    free(t->k);
     free(t->s);
     memset(t, 0, sizeof(*t));
 }
