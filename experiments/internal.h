@@ -60,7 +60,11 @@ typedef struct served_slot {
     int64_t offset;
     int32_t partition; /* -1: empty slot */
     uint8_t variant, nshadow;
-    uint8_t pad[2];
+    /* slots from its home to here, DIST_FAR and up: work it out again.
+     * A deletion shifts entries back by it without rehashing them (the
+     * rehash was most of a deletion's work, bench_experiments). */
+    uint8_t dist;
+    uint8_t pad;
     int64_t time_ms;
     double score;
 } served_slot_t;
@@ -76,7 +80,7 @@ typedef struct served_side {
 } served_side_t;
 
 /* An event served but not yet in the table (served.c, "Staging"). */
-#define SERVED_STAGE 8
+#define SERVED_STAGE 16
 typedef struct served_staged {
     int32_t partition;
     int64_t offset, time_ms;
@@ -86,17 +90,18 @@ typedef struct served_staged {
 typedef struct served_tab {
     served_slot_t *k;
     served_side_t *s;                    /* parallel to k, or NULL */
-    served_staged_t stage[SERVED_STAGE]; /* a ring, oldest at stage_head */
-    size_t stage_head, nstage;
-    size_t cap, n; /* cap a power of two (or 0) */
+    served_staged_t stage[SERVED_STAGE]; /* in the order served */
+    size_t nstage;
+    uint64_t stage_bits; /* stage_bit() of each staged key */
+    size_t cap, n;       /* cap a power of two (or 0) */
     uint64_t evicted;
     int64_t horizon_ms, newest_ms;
 } served_tab_t;
 
 /* Inserts the staged events, in the order they were served: every
  * function that reads the table or the exposure counts calls it first, so
- * nothing can tell staging happened. Its const callers cast: the staging
- * ring is the table's private cache, as a memo is. */
+ * nothing can tell staging happened. Its const callers cast: the staged
+ * batch is the table's private cache, as a memo is. */
 void served_drain(ld_exp_set_t *set);
 void served_free(served_tab_t *t);
 void served_save(const served_tab_t *t, ld_wbuf_t *w);

@@ -180,10 +180,15 @@ const char *ld_exp_set_variant_name(const ld_exp_set_t *set, size_t i)
 
 int ld_exp_set_variant(const ld_exp_set_t *set, const char *name, size_t len)
 {
-    /* a handful of names: a scan beats hashing at this size */
-    for (size_t i = 0; i + 1 < set->nvar; i++)
-        if (strlen(set->var[i]) == len && !memcmp(set->var[i], name, len))
-            return (int)i;
+    /* a handful of names: a scan beats hashing at this size. Names are
+     * shorter than LD_EXP_NAME_MAX and zero-padded: the same len bytes, a
+     * zero after them and none as the last of them is a name of exactly
+     * len (a strlen of each name per event was a tenth of a serve) */
+    if (len < LD_EXP_NAME_MAX)
+        for (size_t i = 0; i + 1 < set->nvar; i++)
+            if (!memcmp(set->var[i], name, len) && !set->var[i][len] &&
+                (len == 0 || set->var[i][len - 1]))
+                return (int)i;
     return (int)set->nvar - 1;
 }
 

@@ -439,6 +439,13 @@ static void test_variants_bounded_and_other(void **state)
     /* a prefix of a configured name is not that name */
     assert_int_equal(ld_exp_set_variant(set, "contro", 6), 3);
     assert_int_equal(ld_exp_set_variant(set, "other", 5), 3);
+    /* nor is the name with zero bytes after it, nor one past the longest
+     * name a variant can have; the name itself is */
+    assert_int_equal(ld_exp_set_variant(set, "v3\0\0", 4), 3);
+    char longname[LD_EXP_NAME_MAX + 8] = "v3";
+    assert_int_equal(ld_exp_set_variant(set, longname, sizeof(longname)), 3);
+    assert_int_equal(ld_exp_set_variant(set, "v3", 2), 2);
+    assert_int_equal(ld_exp_set_variant(set, "", 0), 3);
     ld_exp_variant_stats_t st;
     ld_exp_set_variant_stats(set, 3, &st);
     assert_int_equal(st.n, 10000);
@@ -657,6 +664,83 @@ static void test_served_side_entries(void **state)
     ld_exp_set_destroy(set);
 }
 
+/* Serves wait in a batch and a mature of another key does not insert
+ * them first (served.c, "Staging"): none of it shows. A random run of
+ * serves, re-reads, matures (some of a key just served, some of none) and
+ * events never released gives the same counts, decisions and state bytes
+ * as the same run with every serve inserted at once (a reader after each
+ * call drains the batch). About 1 500 events wait; those never released
+ * pile up until the table, half full, evicts them: again and again, each
+ * time at the same serve as the run without batches. */
+static void test_staging_is_invisible(void **state)
+{
+    (void)state;
+    char err[256];
+    ld_exp_spec_t s = two_arm("ab", LD_EXP_AB);
+    s.check_every = 50;
+    ld_exp_set_t *a = ld_exp_set_new(&s, 1, err, sizeof(err));
+    ld_exp_set_t *b = ld_exp_set_new(&s, 1, err, sizeof(err));
+    assert_non_null(a);
+    assert_non_null(b);
+    ld_exp_set_horizon(a, 9000);
+    ld_exp_set_horizon(b, 9000);
+    enum { MAXP = 40000 };
+    static int64_t key[MAXP], when[MAXP]; /* partition << 40 | offset */
+    size_t npend = 0;
+    int64_t next_off[4] = {0}, clock = 0;
+    sim_t r = {7};
+    uint64_t ev_a = 0, ev_b = 0, rounds = 0;
+    for (int op = 0; op < 120000; op++) {
+        double u = sim_u(&r);
+        clock += 1;
+        if (u < 0.5 || npend < 1500) { /* a new event, or a re-read */
+            int32_t p = (int32_t)(sim_next(&r) % 4);
+            int64_t o = next_off[p]++;
+            if (u < 0.01 && o > 10)
+                o -= 10;
+            ld_exp_served_t sv = {
+                (int)(sim_next(&r) % 2), sim_u(&r), NAN, 0, {{0, 0}}};
+            ld_exp_set_serve(a, p, o, clock, &sv);
+            ld_exp_set_serve(b, p, o, clock, &sv);
+            /* a tenth are never released; the table holds at most MAXP */
+            if (sim_u(&r) < 0.9 && npend < MAXP) {
+                key[npend] = (int64_t)p << 40 | o;
+                when[npend++] = clock;
+            }
+        } else { /* a mature: mostly an old event, some the newest */
+            size_t i =
+                sim_u(&r) < 0.2 ? npend - 1 : (size_t)(sim_next(&r) % npend);
+            int64_t k = sim_u(&r) < 0.02 ? (int64_t)9 << 40 : key[i];
+            double y = sim_u(&r) < 0.3 ? 1.0 : 0.0;
+            int64_t t = when[i] + 3000;
+            assert_int_equal(ld_exp_set_mature(a, (int32_t)(k >> 40),
+                                               k & 0xffffffffff, y, t),
+                             ld_exp_set_mature(b, (int32_t)(k >> 40),
+                                               k & 0xffffffffff, y, t));
+            key[i] = key[npend - 1];
+            when[i] = when[--npend];
+        }
+        uint64_t ev;
+        size_t waiting = ld_exp_set_waiting(b, &ev);
+        rounds += ev != ev_b;
+        ev_b = ev;
+        if (op % 10000 == 9999 || op == 119999) {
+            ld_wbuf_t wa = {0}, wb = {0};
+            ld_exp_set_save(a, &wa);
+            ld_exp_set_save(b, &wb);
+            assert_int_equal(wa.len, wb.len);
+            assert_memory_equal(wa.p, wb.p, wa.len);
+            ld_wbuf_free(&wa);
+            ld_wbuf_free(&wb);
+            assert_int_equal(ld_exp_set_waiting(a, &ev_a), waiting);
+            assert_int_equal(ev_a, ev_b);
+        }
+    }
+    assert_true(rounds >= 10); /* it evicted, time and again */
+    ld_exp_set_destroy(a);
+    ld_exp_set_destroy(b);
+}
+
 /* ---- Events ------------------------------------------------------------- */
 
 static void write_event(const char *name, const uint8_t *p, size_t n)
@@ -872,6 +956,7 @@ int main(void)
         cmocka_unit_test(test_variant_stats_values),
         cmocka_unit_test(test_served_table),
         cmocka_unit_test(test_served_side_entries),
+        cmocka_unit_test(test_staging_is_invisible),
         cmocka_unit_test(test_events_json_and_protobuf),
         cmocka_unit_test(test_resume_state_decides_identically),
         cmocka_unit_test(test_resume_changed_spec_starts_afresh),
