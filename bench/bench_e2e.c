@@ -1047,9 +1047,16 @@ static void parse_log(const char *log, lrun_t *r)
             t0 = log_ts(line);
         if (strstr(line, "msg=\"stopped\"")) {
             t1 = log_ts(line);
-            r->consumed = field_u64(line, " consumed_process=");
-            r->examples = field_u64(line, " examples_process=");
-            r->published = field_u64(line, " published_process=");
+            /* learnd before the stop line's scoped names said consumed=,
+             * examples=, published= (per process too): old binaries still
+             * compare */
+            int scoped = strstr(line, " consumed_process=") != NULL;
+            r->consumed =
+                field_u64(line, scoped ? " consumed_process=" : " consumed=");
+            r->examples =
+                field_u64(line, scoped ? " examples_process=" : " examples=");
+            r->published =
+                field_u64(line, scoped ? " published_process=" : " published=");
         }
     }
     if (t0 < 0 || t1 <= t0 || r->code) {
