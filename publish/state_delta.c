@@ -102,25 +102,6 @@ static uint32_t read_block(const ld_state_rows_t *f, const ld_trainer_t *t,
     return 0;
 }
 
-static ld_err_t emit_block(const ld_state_sink_t *sink, const char *model,
-                           uint64_t seq, size_t i, const uint8_t *data,
-                           size_t len, uint32_t keep)
-{
-    char key[512];
-    Learnd__V1__StateBlock blk = LEARND__V1__STATE_BLOCK__INIT;
-    blk.model = (char *)(uintptr_t)model;
-    blk.block_index = (uint32_t)i;
-    blk.commit_seq = seq;
-    blk.data.data = (uint8_t *)(uintptr_t)data;
-    blk.data.len = len;
-    blk.stored_weights = keep;
-    Learnd__V1__StateRecord rec = LEARND__V1__STATE_RECORD__INIT;
-    rec.record_case = LEARND__V1__STATE_RECORD__RECORD_BLOCK;
-    rec.block = &blk;
-    snprintf(key, sizeof(key), "%s/block/%zu", model, i);
-    return ld_state_emit_rec(sink, key, &rec);
-}
-
 /* The delta being written: rows appended to buf, a part emitted when it
  * fills. */
 typedef struct dwriter {
@@ -281,7 +262,7 @@ static ld_err_t sweep(const ld_state_sink_t *sink, const char *model,
         size_t b = (*first + *k) % nb;
         uint32_t keep = read_block(&s->f, t, b, s->rows);
         size_t len = pack_block(&s->f, s->rows, bs, keep, s->packed);
-        err = emit_block(sink, model, seq, b, s->packed, len, keep);
+        err = ld_state_emit_block(sink, model, seq, b, s->packed, len, keep);
         bytes += len;
         g->block[b] = seq;
         s->pdirty[b / LD_STATE_GENS_PAGE] = 1;

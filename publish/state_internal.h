@@ -47,10 +47,12 @@ typedef struct ld_state_dpart {
 /* Packs rec and hands it to the sink under key, counting the bytes. */
 ld_err_t ld_state_emit_rec(const ld_state_sink_t *sink, const char *key,
                            const Learnd__V1__StateRecord *rec) LD_WUR;
-/* Block i of seq with its packed data (state_topic.c's layout). */
+/* Block i of seq with its packed data (state_topic.c's layout);
+ * stored_weights: format 4's mask of rows that keep their weight (0
+ * otherwise). */
 ld_err_t ld_state_emit_block(const ld_state_sink_t *sink, const char *model,
                              uint64_t seq, size_t i, const uint8_t *data,
-                             size_t len) LD_WUR;
+                             size_t len, uint32_t stored_weights) LD_WUR;
 /* Gens page j of g at seq; ages is LD_STATE_GENS_PAGE scratch. */
 ld_err_t ld_state_emit_page(const ld_state_sink_t *sink, const char *model,
                             const ld_state_gens_t *g, size_t j, uint64_t seq,

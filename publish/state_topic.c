@@ -93,7 +93,7 @@ ld_err_t ld_state_emit_header(const ld_state_sink_t *sink,
 
 ld_err_t ld_state_emit_block(const ld_state_sink_t *sink, const char *model,
                              uint64_t seq, size_t i, const uint8_t *data,
-                             size_t len)
+                             size_t len, uint32_t stored_weights)
 {
     char key[512];
     Learnd__V1__StateBlock blk = LEARND__V1__STATE_BLOCK__INIT;
@@ -102,6 +102,7 @@ ld_err_t ld_state_emit_block(const ld_state_sink_t *sink, const char *model,
     blk.commit_seq = seq;
     blk.data.data = (uint8_t *)(uintptr_t)data;
     blk.data.len = len;
+    blk.stored_weights = stored_weights;
     Learnd__V1__StateRecord rec = LEARND__V1__STATE_RECORD__INIT;
     rec.record_case = LEARND__V1__STATE_RECORD__RECORD_BLOCK;
     rec.block = &blk;
@@ -123,7 +124,7 @@ ld_err_t ld_state_write_v1(const ld_state_sink_t *sink,
     for (size_t i = 0; i < n && !err; i++)
         err = ld_state_emit_block(
             sink, header->model, header->commit_seq, i, ckpt + i * block_size,
-            i + 1 < n ? block_size : len - i * block_size);
+            i + 1 < n ? block_size : len - i * block_size, 0);
     /* The header last: a reader that sees it sees its blocks (one
      * transaction, one partition, in order). */
     return err ? err : ld_state_emit_header(sink, header);
@@ -236,7 +237,7 @@ ld_err_t ld_state_write_blocks_v2(const ld_state_sink_t *sink,
             continue;
         ld_trainer_state_block(t, b, rows);
         size_t len = ld_state_pack_rows(rows, bs, bf / bs, packed);
-        err = ld_state_emit_block(sink, header->model, seq, b, packed, len);
+        err = ld_state_emit_block(sink, header->model, seq, b, packed, len, 0);
         g->block[b] = seq;
         pdirty[b / GENS_PAGE] = 1;
     }

@@ -511,9 +511,9 @@ static void test_state_rounds(void **state)
     ld_trainer_tick_max = LD_TRAINER_TICK_MAX;
 }
 
-/* Replaces the value of key's newest record in tp by a StateRecord whose
- * delta data lost its last byte (cut) or carries another commit_seq. */
-static void corrupt_delta(topic_t *tp, const char *key, int cut)
+/* Replaces the newest record of key in tp by edit's version of it. */
+static void edit_record(topic_t *tp, const char *key,
+                        void (*edit)(Learnd__V1__StateRecord *))
 {
     for (size_t i = 0; i < tp->n; i++) {
         if (!tp->r[i].live || strcmp(tp->r[i].key, key) != 0)
@@ -521,12 +521,7 @@ static void corrupt_delta(topic_t *tp, const char *key, int cut)
         Learnd__V1__StateRecord *rec =
             learnd__v1__state_record__unpack(NULL, tp->r[i].len, tp->r[i].val);
         assert_non_null(rec);
-        assert_int_equal(rec->record_case,
-                         LEARND__V1__STATE_RECORD__RECORD_DELTA);
-        if (cut)
-            rec->delta->data.len--;
-        else
-            rec->delta->commit_seq++;
+        edit(rec);
         size_t n = learnd__v1__state_record__get_packed_size(rec);
         free(tp->r[i].val);
         tp->r[i].val = malloc(n);
@@ -535,6 +530,25 @@ static void corrupt_delta(topic_t *tp, const char *key, int cut)
         return;
     }
     fail_msg("no record %s", key);
+}
+
+static void delta_cut(Learnd__V1__StateRecord *rec)
+{
+    assert_int_equal(rec->record_case, LEARND__V1__STATE_RECORD__RECORD_DELTA);
+    rec->delta->data.len--;
+}
+
+static void delta_reseq(Learnd__V1__StateRecord *rec)
+{
+    assert_int_equal(rec->record_case, LEARND__V1__STATE_RECORD__RECORD_DELTA);
+    rec->delta->commit_seq++;
+}
+
+/* Key's newest record in tp with its delta data one byte short (cut) or
+ * another commit_seq. */
+static void corrupt_delta(topic_t *tp, const char *key, int cut)
+{
+    edit_record(tp, key, cut ? delta_cut : delta_reseq);
 }
 
 /* The error of filling a snapshot from rs (LD_OK: it filled). */
@@ -580,20 +594,27 @@ static void misorder_header(topic_t *tp)
     }
 }
 
+/* Commit 1 writes every block; commit 2, after 64 scattered rows changed,
+ * writes them as one delta: the topic the refusal tests cut. */
+static void base_then_delta(ld_trainer_t *t, ld_state_gens_t *g, topic_t *tp)
+{
+    train_some(t, 1, 40, 0, 1024);
+    commit(t, g, 1, tp, NULL);
+    uint32_t rows[64];
+    for (uint32_t j = 0; j < 64; j++)
+        rows[j] = 16 * j + 7;
+    train_rows(t, rows, 64);
+    commit(t, g, 2, tp, NULL);
+    assert_int_equal(tp->deltas, 1);
+}
+
 static void test_state_delta_refused(void **state)
 {
     (void)state;
     ld_trainer_t *t = ftrl_trainer();
     static topic_t tp, cut;
     ld_state_gens_t g = {0};
-    train_some(t, 1, 40, 0, 1024);
-    commit(t, &g, 1, &tp, NULL);
-    uint32_t rows[64];
-    for (uint32_t j = 0; j < 64; j++)
-        rows[j] = 16 * j + 7;
-    train_rows(t, rows, 64);
-    commit(t, &g, 2, &tp, NULL);
-    assert_int_equal(tp.deltas, 1);
+    base_then_delta(t, &g, &tp);
     train_some(t, 3, 10, 0, 1024);
     commit(t, &g, 3, &tp, NULL);
     ld_resume_t *rs = NULL;
@@ -891,27 +912,6 @@ static void test_state_format4_warm_start(void **state)
     l1 = 0;
 }
 
-/* Replaces the newest record of key in tp by edit's version of it. */
-static void edit_record(topic_t *tp, const char *key,
-                        void (*edit)(Learnd__V1__StateRecord *))
-{
-    for (size_t i = 0; i < tp->n; i++) {
-        if (!tp->r[i].live || strcmp(tp->r[i].key, key) != 0)
-            continue;
-        Learnd__V1__StateRecord *rec =
-            learnd__v1__state_record__unpack(NULL, tp->r[i].len, tp->r[i].val);
-        assert_non_null(rec);
-        edit(rec);
-        size_t n = learnd__v1__state_record__get_packed_size(rec);
-        free(tp->r[i].val);
-        tp->r[i].val = malloc(n);
-        tp->r[i].len = learnd__v1__state_record__pack(rec, tp->r[i].val);
-        learnd__v1__state_record__free_unpacked(rec, NULL);
-        return;
-    }
-    fail_msg("no record %s", key);
-}
-
 static void block_cut(Learnd__V1__StateRecord *rec)
 {
     rec->block->data.len--;
@@ -959,14 +959,7 @@ static void test_state_format4_refused(void **state)
     ld_trainer_t *t = ftrl_trainer();
     static topic_t tp, cut;
     ld_state_gens_t g = {0};
-    train_some(t, 1, 40, 0, 1024);
-    commit(t, &g, 1, &tp, NULL);
-    uint32_t rows[64];
-    for (uint32_t j = 0; j < 64; j++)
-        rows[j] = 16 * j + 7;
-    train_rows(t, rows, 64);
-    commit(t, &g, 2, &tp, NULL);
-    assert_int_equal(tp.deltas, 1);
+    base_then_delta(t, &g, &tp);
     ld_resume_t *rs = NULL;
     char why[512] = "";
     static const struct {
