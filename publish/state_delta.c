@@ -75,13 +75,7 @@ static size_t pack_block(const ld_state_rows_t *f, const float *rows,
     size_t len = 4, per = f->full / sizeof(float);
     for (uint32_t i = 0; i < slots; i++) {
         const float *r = rows + i * per;
-        uint32_t any = 0;
-        for (size_t k = 0; k < per; k++) {
-            uint32_t bits;
-            memcpy(&bits, r + k, sizeof(bits));
-            any |= bits; /* -0.0 is not zero; unkept weights are 0 */
-        }
-        if (!any)
+        if (!ld_state_row_any(r, per)) /* unkept weights are 0 */
             continue;
         mask |= 1u << i;
         len += put_row(f, r, keep >> i & 1, out + len);

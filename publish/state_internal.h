@@ -47,6 +47,9 @@ typedef struct ld_state_dpart {
 /* Packs rec and hands it to the sink under key, counting the bytes. */
 ld_err_t ld_state_emit_rec(const ld_state_sink_t *sink, const char *key,
                            const Learnd__V1__StateRecord *rec) LD_WUR;
+/* Non-zero when any bit of the row's per floats is set: a row of zero
+ * bits is left out of a packed block (its slot's mask bit clear). */
+uint32_t ld_state_row_any(const float *r, size_t per);
 /* Block i of seq with its packed data (state_topic.c's layout);
  * stored_weights: format 4's mask of rows that keep their weight (0
  * otherwise). */

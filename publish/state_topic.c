@@ -185,6 +185,17 @@ ld_err_t ld_state_emit_page(const ld_state_sink_t *sink, const char *model,
  * non-zero bit, then those slots' floats. A hashed model's touched block
  * is mostly untouched slots (bench_trainer --state: 16-slot blocks with 1-3
  * live rows), which cost 4 bytes instead of 12 each. */
+uint32_t ld_state_row_any(const float *r, size_t per)
+{
+    uint32_t any = 0;
+    for (size_t k = 0; k < per; k++) {
+        uint32_t bits;
+        memcpy(&bits, r + k, sizeof(bits));
+        any |= bits; /* -0.0 is not zero: kept bit for bit */
+    }
+    return any;
+}
+
 size_t ld_state_pack_rows(const float *rows, uint32_t slots, size_t per,
                           uint8_t *out)
 {
@@ -193,13 +204,7 @@ size_t ld_state_pack_rows(const float *rows, uint32_t slots, size_t per,
     size_t nb = per * sizeof(float);
     for (uint32_t i = 0; i < slots; i++) {
         const float *r = rows + i * per;
-        uint32_t any = 0;
-        for (size_t k = 0; k < per; k++) {
-            uint32_t bits;
-            memcpy(&bits, r + k, sizeof(bits));
-            any |= bits; /* -0.0 is not zero: kept bit for bit */
-        }
-        if (!any)
+        if (!ld_state_row_any(r, per))
             continue;
         mask |= 1u << i;
         memcpy(out + len, r, nb);
